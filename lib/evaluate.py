@@ -1,0 +1,226 @@
+"""The one evaluation harness every notebook uses: synthesise a sentence set, judge it (DNSMOS, ASR WER/CER,
+reference metrics against a parent), time variants interleaved, and write tidy rows."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import bench, metrics
+from .corpus import read_wav, write_wav
+from .results import ResultWriter
+from .text import Sentence, normalize_for_wer
+from .voices import Audio
+
+QUALITY_METRICS = ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "wer", "cer"]
+REFERENCE_METRICS = ["pesq_wb", "stoi", "mcd_db", "f0_rmse_cents"]
+SPEED_METRICS = ["rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_xrt", "peak_rss_mb"]
+
+
+class JudgeCache:
+    """Scores keyed by (audio hash, judge): a variant whose audio equals its parent's is never judged twice."""
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(self.path) as db:
+                db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value TEXT)")
+
+    def get(self, key: str) -> dict | None:
+        if not self.path:
+            return None
+        with sqlite3.connect(self.path) as db:
+            row = db.execute("SELECT value FROM scores WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: dict) -> None:
+        if self.path:
+            with sqlite3.connect(self.path) as db:
+                db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(value)))
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(asr_name: str | None, use_dnsmos: bool):
+    import warnings
+    warnings.filterwarnings("ignore")
+    _WORKER["asr"] = metrics.make_asr(asr_name, threads=1) if asr_name else None
+    _WORKER["dnsmos"] = metrics.Dnsmos(threads=1) if use_dnsmos else None
+
+
+def _judge_one(job: tuple[str, str]) -> dict:
+    wav, reference_text = job
+    audio, sr = read_wav(Path(wav))
+    out: dict = {}
+    if _WORKER.get("dnsmos") is not None:
+        out.update(_WORKER["dnsmos"](audio, sr))
+    if _WORKER.get("asr") is not None:
+        hyp = _WORKER["asr"].transcribe(audio, sr)
+        out["asr_hyp"] = hyp
+    return out
+
+
+@dataclass
+class Judges:
+    """Which judges score a clip set, and how many worker processes share the work (one thread each)."""
+    asr: str | None = "whisper-base"
+    dnsmos: bool = True
+    workers: int = 2
+    cache_path: Path | None = None
+
+    def key(self) -> str:
+        return f"asr={self.asr};dnsmos={self.dnsmos}"
+
+
+def clip_dir_name(variant: str, backend: str = "") -> str:
+    """Folder name for a variant's clips under <notebook>/audio/ (the report finds clips by it)."""
+    return f"{variant}__{backend}" if backend else variant
+
+
+def synthesize_set(voice, sentences: Sequence[Sentence], audio_dir: Path | None = None,
+                   progress: str | None = None) -> dict[str, Audio]:
+    """Audio for each sentence (written to audio_dir/<id>.wav when given)."""
+    from tqdm.auto import tqdm
+    out = {}
+    for s in tqdm(sentences, desc=progress, disable=progress is None, leave=False):
+        a = voice.synthesize(s.text)
+        out[s.id] = a
+        if audio_dir is not None:
+            write_wav(Path(audio_dir) / f"{s.id}.wav", a.samples, a.sample_rate)
+    return out
+
+
+def judge(clips: dict[str, Audio], texts: dict[str, str], judges: Judges, tmp_dir: Path,
+          progress: str | None = None) -> pd.DataFrame:
+    """Per-clip DNSMOS and ASR transcript with WER/CER, in `judges.workers` processes, cached by audio hash."""
+    from tqdm.auto import tqdm
+    cache = JudgeCache(judges.cache_path)
+    rows, todo = {}, []
+    for cid, a in clips.items():
+        key = f"{metrics.audio_hash(a.samples, a.sample_rate)}:{judges.key()}"
+        hit = cache.get(key)
+        if hit is not None:
+            rows[cid] = hit
+        else:
+            wav = Path(tmp_dir) / f"{cid}.wav"
+            if not wav.exists():
+                write_wav(wav, a.samples, a.sample_rate)
+            todo.append((cid, key, str(wav)))
+    if todo:
+        jobs = [(w, texts[c]) for c, _, w in todo]
+        if judges.workers <= 1:
+            _init_worker(judges.asr, judges.dnsmos)
+            results = [_judge_one(j) for j in tqdm(jobs, desc=progress, disable=progress is None, leave=False)]
+        else:
+            with ProcessPoolExecutor(max_workers=judges.workers, initializer=_init_worker,
+                                     initargs=(judges.asr, judges.dnsmos)) as pool:
+                results = list(tqdm(pool.map(_judge_one, jobs), total=len(jobs), desc=progress,
+                                    disable=progress is None, leave=False))
+        for (cid, key, _), res in zip(todo, results):
+            cache.put(key, res)
+            rows[cid] = res
+    df = pd.DataFrame([{"id": cid, **rows[cid]} for cid in clips])
+    if "asr_hyp" in df:
+        scores = [metrics.wer_cer(texts[c], h) for c, h in zip(df["id"], df["asr_hyp"].fillna(""))]
+        df["wer"] = [s["wer"] for s in scores]
+        df["cer"] = [s["cer"] for s in scores]
+    return df
+
+
+def corpus_wer(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
+    """WER/CER over the whole set (errors summed over all words), after the shared normalisation."""
+    import jiwer
+    r = [normalize_for_wer(x) for x in refs]
+    h = [normalize_for_wer(x) or "<empty>" for x in hyps]
+    return {"wer": float(jiwer.wer(r, h)), "cer": float(jiwer.cer(r, h))}
+
+
+def aggregate(per_clip: pd.DataFrame, texts: dict[str, str]) -> dict[str, float]:
+    """Mean DNSMOS and reference metrics, corpus-level WER/CER."""
+    out = {}
+    for m in ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"] + REFERENCE_METRICS:
+        if m in per_clip and per_clip[m].notna().any():
+            out[m] = float(per_clip[m].mean())
+    if "asr_hyp" in per_clip:
+        out.update(corpus_wer([texts[c] for c in per_clip["id"]], per_clip["asr_hyp"].fillna("").tolist()))
+    if "audio_s" in per_clip:
+        out["audio_s"] = float(per_clip["audio_s"].sum())
+    return out
+
+
+def evaluate_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *, model: str,
+                     variant: str, technique: str = "baseline", parent: str = "", backend: str = "",
+                     threads: int | None = None, audio_dir: Path | None = None,
+                     reference: dict[str, Audio] | None = None) -> pd.DataFrame:
+    """Synthesise, judge and (when `reference` is given) compare each sentence to its reference clip.
+
+    Adds the aggregate rows to `writer` and returns the per-sentence table.
+    """
+    audio_dir = Path(audio_dir) if audio_dir else writer.dir / "audio" / clip_dir_name(variant, backend)
+    clips = synthesize_set(voice, sentences, audio_dir, progress=f"synth {variant}")
+    texts = {s.id: s.text for s in sentences}
+    df = judge(clips, texts, judges, audio_dir, progress=f"judge {variant}")
+    df.insert(1, "text", [texts[c] for c in df["id"]])
+    df["audio_s"] = [clips[c].duration for c in df["id"]]
+    if reference is not None:
+        ref_rows = [metrics.reference_metrics(reference[c].samples, clips[c].samples, clips[c].sample_rate)
+                    for c in df["id"]]
+        for m in REFERENCE_METRICS:
+            df[m] = [r[m] for r in ref_rows]
+    df["variant"] = variant
+    keys = dict(model=model, variant=variant, technique=technique, parent=parent, backend=backend, threads=threads)
+    writer.add_many(aggregate(df, texts), n=len(df), **keys)
+    return df
+
+
+def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writer: ResultWriter, *, model: str,
+                  baseline: str, meta: dict[str, dict], warmup: int = 2, repeats: int = 1) -> pd.DataFrame:
+    """Time variants interleaved on the same sentences; rows with absolute numbers and `rtf_ratio` to `baseline`."""
+    texts = [s.text for s in sentences]
+    fns = {name: v.synthesize for name, v in voices.items()}
+    timings = bench.time_interleaved(fns, texts, lambda a: a.duration, warmup=warmup, repeats=repeats,
+                                     progress="timing " + ", ".join(voices))
+    summary = {name: t.summary() for name, t in timings.items()}
+    base_rtf = summary[baseline]["rtf"]
+    rows = []
+    for name, s in summary.items():
+        s["rtf_ratio"] = s["rtf"] / base_rtf
+        m = meta.get(name, {})
+        writer.add_many(s, n=len(timings[name].latencies_s), model=model, variant=m.get("variant", name),
+                        technique=m.get("technique", "baseline"), parent=m.get("parent", baseline),
+                        backend=m.get("backend", ""), threads=m.get("threads"))
+        rows.append({"name": name, **m, **s})
+    return pd.DataFrame(rows)
+
+
+def worker_count(requested: int) -> int:
+    """Judge processes: as requested, never more than the CPUs this process may use."""
+    return max(1, min(int(requested), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def clip_stats(clips: dict[str, Audio]) -> dict[str, float]:
+    d = np.array([a.duration for a in clips.values()])
+    return {"clips": len(d), "audio_s_total": float(d.sum()), "audio_s_mean": float(d.mean())}
+
+
+def compare_outputs(ref_voice, test_voice, sentences: Sequence[Sentence]) -> pd.DataFrame:
+    """Per sentence: length difference, max |difference|, error energy relative to the reference (dB), and PESQ-WB
+    of `test_voice` against `ref_voice`. Meant for noise-free voices, where the outputs should coincide."""
+    rows = []
+    for s in sentences:
+        a, b = ref_voice.synthesize(s.text).samples, test_voice.synthesize(s.text).samples
+        n = min(len(a), len(b))
+        d = a[:n] - b[:n]
+        rel = 10 * np.log10((np.mean(d ** 2) + 1e-20) / (np.mean(a[:n] ** 2) + 1e-20))
+        rows.append({"id": s.id, "length_diff_samples": abs(len(a) - len(b)), "max_abs_diff": float(np.abs(d).max()),
+                     "rms_diff_db": float(rel), "pesq_wb": metrics.pesq_wb(a, b, ref_voice.sample_rate)})
+    return pd.DataFrame(rows)

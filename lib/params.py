@@ -1,0 +1,131 @@
+"""Profile YAML files checked against a notebook's `parameters` cell: unknown, missing or mistyped keys are errors."""
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import ConfigDict, ValidationError, create_model
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+PARAMS = ROOT / "params"
+
+
+class ParamsError(ValueError):
+    """A profile file that does not fit its notebook; the message names the file and the key."""
+
+
+def notebook_path(notebook: str) -> Path:
+    path = NOTEBOOKS / (notebook if notebook.endswith(".ipynb") else f"{notebook}.ipynb")
+    if not path.exists():
+        raise ParamsError(f"no notebook {path.name} in {NOTEBOOKS}")
+    return path
+
+
+def parameters_cell(nb_path: Path) -> str:
+    cells = json.loads(Path(nb_path).read_text(encoding="utf-8"))["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ParamsError(f"{nb_path.name}: expected exactly one cell tagged 'parameters', found {len(tagged)}")
+    src = tagged[0]["source"]
+    return "".join(src) if isinstance(src, list) else src
+
+
+def notebook_defaults(notebook: str | Path) -> dict[str, Any]:
+    """Names and default values of the parameters cell (plain literal assignments only)."""
+    nb_path = Path(notebook) if Path(notebook).suffix == ".ipynb" else notebook_path(str(notebook))
+    tree = ast.parse(parameters_cell(nb_path))
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if len(targets) != 1 or not isinstance(targets[0], ast.Name):
+                raise ParamsError(f"{nb_path.name}: parameters cell must assign one plain name per line")
+            try:
+                out[targets[0].id] = ast.literal_eval(node.value)
+            except ValueError as exc:
+                raise ParamsError(f"{nb_path.name}: parameter {targets[0].id} must be a literal ({exc})") from None
+        elif not isinstance(node, ast.Expr):
+            raise ParamsError(f"{nb_path.name}: parameters cell may only hold literal assignments")
+    return out
+
+
+def _field_type(default: Any) -> Any:
+    if default is None:
+        return Optional[Any]
+    return type(default)
+
+
+def _model_for(defaults: dict[str, Any]):
+    fields = {name: (_field_type(value), ...) for name, value in defaults.items()}
+    return create_model("NotebookParameters", __config__=ConfigDict(extra="forbid", strict=True), **fields)
+
+
+def validate(values: dict[str, Any], notebook: str, source: str = "parameters") -> dict[str, Any]:
+    """Check `values` against the notebook's parameters; raise ParamsError naming every bad key and `source`."""
+    defaults = notebook_defaults(notebook)
+    if not isinstance(values, dict):
+        raise ParamsError(f"{source}: expected a mapping of parameter names to values, got {type(values).__name__}")
+    try:
+        _model_for(defaults)(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key '{key}' (the notebook has: {', '.join(sorted(defaults))})")
+            elif err["type"] == "missing":
+                problems.append(f"missing key '{key}'")
+            else:
+                want = type(defaults.get(err["loc"][0])).__name__
+                got = err.get("input")
+                hint = " (write floats as 1.0e-4: YAML reads 1e-4 as a string)" if want == "float" and isinstance(got, str) else ""
+                problems.append(f"key '{key}': expected {want}, got {type(got).__name__} {got!r}{hint}")
+        raise ParamsError(f"{source} does not fit notebook {notebook}: " + "; ".join(problems)) from None
+    return values
+
+
+def load(profile: str, notebook: str) -> dict[str, Any]:
+    """Read params/<profile>/<notebook>.yaml and validate it against the notebook."""
+    path = PARAMS / profile / f"{notebook}.yaml"
+    if not path.exists():
+        raise ParamsError(f"no parameter file {path.relative_to(ROOT)} for notebook {notebook} in profile '{profile}'")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path.relative_to(ROOT)} is not valid YAML: {exc}") from None
+    return validate(values, notebook, source=str(path.relative_to(ROOT)))
+
+
+def check_profile(profile: str) -> list[str]:
+    """Every notebook's file in a profile; returns the error messages (empty when all fit)."""
+    errors = []
+    for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        try:
+            load(profile, nb.stem)
+        except ParamsError as exc:
+            errors.append(str(exc))
+    extra = {p.stem for p in (PARAMS / profile).glob("*.yaml")} - {nb.stem for nb in NOTEBOOKS.glob("*.ipynb")}
+    errors += [f"params/{profile}/{name}.yaml names no notebook" for name in sorted(extra)]
+    return errors
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in ("check", "check-one"):
+        sys.exit("usage: python -m lib.params check PROFILE | check-one PROFILE/NOTEBOOK")
+    if sys.argv[1] == "check":
+        errs = check_profile(sys.argv[2])
+    else:
+        prof, nb = sys.argv[2].split("/", 1)
+        try:
+            load(prof, nb)
+            errs = []
+        except ParamsError as exc:
+            errs = [str(exc)]
+    for e in errs:
+        print(f"params error: {e}", file=sys.stderr)
+    sys.exit(1 if errs else 0)

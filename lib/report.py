@@ -1,0 +1,170 @@
+"""What the report notebook shows, built only from files under outputs/: tables, plots, embedded clips, provenance."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .results import OUTPUTS, load_results
+
+REPORT_NOTEBOOK = "90_report"
+QUALITY_UP = ["dnsmos_p808", "dnsmos_ovrl", "pesq_wb", "stoi"]
+QUALITY_DOWN = ["wer", "cer", "mcd_db", "f0_rmse_cents"]
+NOTEBOOK_TITLES = {
+    "00_data_and_features": "Data and audio features",
+    "01_baselines": "Baselines",
+    "02_lora_qlora": "LoRA, QLoRA and full fine-tuning",
+    "03_pruning_quantization": "Pruning and quantization",
+    "04_distillation": "Distillation",
+    "05_hardware_benchmark": "Hardware back-ends",
+}
+
+
+def notebook_status(profile: str, notebooks_dir: Path, outputs: Path | None = None) -> pd.DataFrame:
+    """For every numbered notebook: whether run_all recorded it as ok or failed, and whether results exist."""
+    root = Path(outputs or OUTPUTS) / profile
+    status_file = root / "run_status.json"
+    recorded = json.loads(status_file.read_text()) if status_file.exists() else {}
+    rows = []
+    for nb in sorted(Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb")):
+        if nb.stem == REPORT_NOTEBOOK:
+            continue
+        res = root / nb.stem / "results.csv"
+        st = recorded.get(nb.stem, {})
+        rows.append({"notebook": nb.stem, "title": NOTEBOOK_TITLES.get(nb.stem, nb.stem),
+                     "status": st.get("status", "ran" if res.exists() else "not run"),
+                     "seconds": st.get("seconds"), "has_results": res.exists(),
+                     "html": f"notebooks/{nb.stem}.html" if (root / "notebooks" / f"{nb.stem}.html").exists() else None})
+    return pd.DataFrame(rows)
+
+
+def wide(df: pd.DataFrame, index=("model", "variant", "backend", "threads")) -> pd.DataFrame:
+    """One row per variant/backend/threads, one column per metric (status 'ok' rows only)."""
+    ok = df[df["status"] == "ok"].copy()
+    if ok.empty:
+        return pd.DataFrame()
+    ok["threads"] = ok["threads"].fillna(-1).astype(int)
+    table = ok.pivot_table(index=list(index), columns="metric", values="value", aggfunc="first")
+    table.columns.name = None
+    table = table.reset_index()
+    table["threads"] = table["threads"].replace(-1, np.nan)
+    return table
+
+
+def absent_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Everything recorded as absent or failed, with the reason."""
+    cols = ["notebook", "model", "variant", "backend", "metric", "status", "reason"]
+    bad = df[df["status"] != "ok"]
+    return bad[[c for c in cols if c in bad]].drop_duplicates(subset=["notebook", "variant", "backend", "reason"])
+
+
+def envs(profile: str, outputs: Path | None = None) -> dict[str, dict]:
+    root = Path(outputs or OUTPUTS) / profile
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/env.json"))}
+
+
+def provenance_table(profile: str, outputs: Path | None = None) -> pd.DataFrame:
+    rows = []
+    for nb, env in envs(profile, outputs).items():
+        v = env.get("versions", {})
+        rows.append({"notebook": nb, "date (UTC)": env.get("date_utc"), "git": env.get("git"), "cpu": env.get("cpu_model"),
+                     "cores": env.get("cpu_count"), "threads": env.get("threads"), "device": env.get("device"),
+                     "torch": v.get("torch"), "onnxruntime": v.get("onnxruntime"), "python": env.get("python")})
+    return pd.DataFrame(rows)
+
+
+def audio_tag(wav: Path, max_s: float = 4.0, rate: int = 16000, label: str = "") -> str:
+    """An <audio> element with the first `max_s` seconds embedded as 16 kHz WAV, so the page works when moved."""
+    import soundfile as sf
+    from .metrics import resample
+    audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    audio = resample(audio.mean(axis=1)[: int(max_s * sr)], sr, rate)
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format="WAV", subtype="PCM_16")
+    data = base64.b64encode(buf.getvalue()).decode()
+    cap = f"<div style='font-size:90%'>{html.escape(label)}</div>" if label else ""
+    return f"<figure style='display:inline-block;margin:4px 12px'>{cap}<audio controls src='data:audio/wav;base64,{data}'></audio></figure>"
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Rows not beaten on both lower `x` and higher `y`."""
+    pts = points.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False])
+    front, best = [], -np.inf
+    for _, r in pts.iterrows():
+        if r[y] > best:
+            front.append(r)
+            best = r[y]
+    return pd.DataFrame(front)
+
+
+def quality_speed(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (notebook, model, variant, backend): DNSMOS, WER and the RTF at one thread, for the trade-off chart."""
+    w = wide(df, index=("notebook", "model", "variant", "backend", "threads"))
+    if w.empty or "rtf" not in w:
+        return pd.DataFrame()
+    speed = w[w["threads"].fillna(1) == 1].dropna(subset=["rtf"])[["notebook", "model", "variant", "backend", "rtf"]]
+    qcols = [c for c in ["dnsmos_p808", "wer", "size_mb"] if c in w]
+    qual = w.groupby(["notebook", "model", "variant", "backend"])[qcols].first().reset_index()
+    return speed.merge(qual, on=["notebook", "model", "variant", "backend"], how="left")
+
+
+def load(profile: str, outputs: Path | None = None) -> pd.DataFrame:
+    return load_results(profile, outputs)
+
+
+def baseline(df: pd.DataFrame) -> pd.Series | None:
+    """The reference row: FP32 on ONNX Runtime at one thread, from the baselines notebook."""
+    w = wide(df[df["notebook"] == "01_baselines"], index=("model", "variant", "backend", "threads"))
+    if w.empty:
+        return None
+    q = w[(w["variant"] == "fp32") & (w["backend"] == "ort-cpu")]
+    if q.empty:
+        return None
+    merged = q.drop(columns=["threads"]).groupby(["model", "variant", "backend"]).first().reset_index()
+    return merged.iloc[0]
+
+
+def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase: float = 0.02) -> pd.DataFrame:
+    """For each goal (fastest, smallest, best quality per ms) the variant that wins it while staying within the
+    quality bounds of the baseline, with a one-line reason."""
+    base = baseline(df)
+    qs = quality_speed(df)
+    if base is None or qs.empty or "dnsmos_p808" not in qs:
+        return pd.DataFrame(columns=["goal", "variant", "reason"])
+    qs = qs.copy()
+    qs["label"] = qs["model"] + " " + qs["variant"] + " (" + qs["backend"] + ", " + qs["notebook"] + ")"
+    ok = qs[(qs["dnsmos_p808"] >= base["dnsmos_p808"] - max_dnsmos_drop) &
+            (qs.get("wer", 0) <= base.get("wer", 0) + max_wer_increase)]
+    rows = []
+    if not ok.empty:
+        f = ok.loc[ok["rtf"].idxmin()]
+        rows.append({"goal": "fastest", "variant": f["label"],
+                     "reason": f"lowest RTF ({f['rtf']:.3f}) with DNSMOS {f['dnsmos_p808']:.2f} and WER {f['wer']:.3f} within bounds"})
+        if "size_mb" in ok and ok["size_mb"].notna().any():
+            s = ok.loc[ok["size_mb"].idxmin()]
+            rows.append({"goal": "smallest", "variant": s["label"],
+                         "reason": f"{s['size_mb']:.1f} MB on disk with quality within bounds"})
+        ok = ok.assign(q_per_ms=ok["dnsmos_p808"] / ok["rtf"])
+        b = ok.loc[ok["q_per_ms"].idxmax()]
+        rows.append({"goal": "best quality per ms", "variant": b["label"],
+                     "reason": f"DNSMOS {b['dnsmos_p808']:.2f} at RTF {b['rtf']:.3f}"})
+    return pd.DataFrame(rows)
+
+
+def figures(profile: str, notebook: str, outputs: Path | None = None) -> list[Path]:
+    return sorted((Path(outputs or OUTPUTS) / profile / notebook / "figures").glob("*.png"))
+
+
+def clips(profile: str, notebook: str, per_variant: int = 1, outputs: Path | None = None) -> list[tuple[str, Path]]:
+    """The first `per_variant` clips of each variant folder under <notebook>/audio/, the same sentence for all."""
+    root = Path(outputs or OUTPUTS) / profile / notebook / "audio"
+    folders = sorted(p for p in root.glob("*") if p.is_dir())
+    if not folders:
+        return []
+    common = sorted(set.intersection(*[{w.name for w in f.glob("*.wav")} for f in folders]))[:per_variant]
+    return [(f"{f.name.replace('__', ' on ')}: {name[:-4]}", f / name) for f in folders for name in common]

