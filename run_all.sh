@@ -2,16 +2,19 @@
 # Run every numbered notebook with papermill on one profile, keep going past failures, then render the report.
 #   ./run_all.sh [PROFILE]            PROFILE defaults to 'default'; parameters come from params/PROFILE/*.yaml
 # Executed notebooks go to outputs/PROFILE/notebooks/, the report to outputs/PROFILE/report.html.
+# TTS_LAB_PARAMS and TTS_LAB_OUTPUTS move the params and outputs folders (the tests use them); NOTEBOOK_TIMEOUT
+# is the per-cell execution timeout in seconds.
 set -uo pipefail
 cd "$(dirname "$0")"
 PROFILE="${1:-default}"
 TIMEOUT="${NOTEBOOK_TIMEOUT:-3600}"
 PY="${PYTHON:-python}"
-OUT="outputs/$PROFILE"
+PARAMS="${TTS_LAB_PARAMS:-params}"
+OUT="${TTS_LAB_OUTPUTS:-outputs}/$PROFILE"
 NBOUT="$OUT/notebooks"
 
-if [ ! -d "params/$PROFILE" ]; then
-  echo "run_all.sh: no profile '$PROFILE' (expected a folder params/$PROFILE; have: $(ls params | tr '\n' ' '))" >&2
+if [ ! -d "$PARAMS/$PROFILE" ]; then
+  echo "run_all.sh: no profile '$PROFILE' (expected a folder $PARAMS/$PROFILE; have: $(ls "$PARAMS" | tr '\n' ' '))" >&2
   exit 2
 fi
 mkdir -p "$NBOUT"
@@ -33,7 +36,7 @@ for nb in "${NOTEBOOKS[@]}"; do
     st=failed
   else
     tmp="$NBOUT/.$name.running.ipynb"
-    if "$PY" -m papermill "$nb" "$tmp" -f "params/$PROFILE/$name.yaml" -k python3 \
+    if "$PY" -m papermill "$nb" "$tmp" -f "$PARAMS/$PROFILE/$name.yaml" -k python3 \
          --cwd "$PWD" --execution-timeout "$TIMEOUT" --progress-bar --log-level WARNING; then
       mv -f "$tmp" "$NBOUT/$name.ipynb"
       st=ok

@@ -52,10 +52,9 @@ class PeakRss:
 class Timing:
     latencies_s: np.ndarray
     audio_s: np.ndarray
-    peak_rss_mb: float
 
     def summary(self) -> dict[str, float]:
-        """Latency percentiles (ms), median RTF, throughput (audio s per wall s) and peak RSS."""
+        """Latency percentiles (ms), median RTF and throughput (audio s per wall s)."""
         lat, aud = self.latencies_s, self.audio_s
         return {
             "rtf": float(np.median(lat / aud)),
@@ -63,7 +62,6 @@ class Timing:
             "latency_ms_p90": float(np.percentile(lat, 90) * 1e3),
             "latency_ms_p99": float(np.percentile(lat, 99) * 1e3),
             "throughput_xrt": float(aud.sum() / lat.sum()),
-            "peak_rss_mb": float(self.peak_rss_mb),
         }
 
 
@@ -76,14 +74,13 @@ def time_calls(fn: Callable[[str], object], texts: Sequence[str], duration_of: C
     for t in list(texts)[:warmup]:
         fn(t)
     lat, aud = [], []
-    with PeakRss() as mem:
-        for _ in range(repeats):
-            for t in tqdm(texts, desc=progress, disable=progress is None, leave=False):
-                start = time.perf_counter()
-                out = fn(t)
-                lat.append(time.perf_counter() - start)
-                aud.append(duration_of(out))
-    return Timing(np.array(lat), np.array(aud), mem.peak_mb)
+    for _ in range(repeats):
+        for t in tqdm(texts, desc=progress, disable=progress is None, leave=False):
+            start = time.perf_counter()
+            out = fn(t)
+            lat.append(time.perf_counter() - start)
+            aud.append(duration_of(out))
+    return Timing(np.array(lat), np.array(aud))
 
 
 def time_interleaved(fns: dict[str, Callable[[str], object]], texts: Sequence[str],
@@ -98,16 +95,30 @@ def time_interleaved(fns: dict[str, Callable[[str], object]], texts: Sequence[st
             fns[name](t)
     lat = {n: [] for n in names}
     aud = {n: [] for n in names}
-    with PeakRss() as mem:
-        for r in range(repeats):
-            for i, t in enumerate(tqdm(texts, desc=progress, disable=progress is None, leave=False)):
-                order = names if (i + r) % 2 == 0 else names[::-1]
-                for n in order:
-                    start = time.perf_counter()
-                    out = fns[n](t)
-                    lat[n].append(time.perf_counter() - start)
-                    aud[n].append(duration_of(out))
-    return {n: Timing(np.array(lat[n]), np.array(aud[n]), mem.peak_mb) for n in names}
+    for r in range(repeats):
+        for i, t in enumerate(tqdm(texts, desc=progress, disable=progress is None, leave=False)):
+            order = names if (i + r) % 2 == 0 else names[::-1]
+            for n in order:
+                start = time.perf_counter()
+                out = fns[n](t)
+                lat[n].append(time.perf_counter() - start)
+                aud[n].append(duration_of(out))
+    return {n: Timing(np.array(lat[n]), np.array(aud[n])) for n in names}
+
+
+def _peak_rss_child(fn, args):
+    import resource
+    fn(*args)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_rss_in_subprocess(fn: Callable, *args) -> float:
+    """Peak resident memory (MB) of a fresh process that runs `fn(*args)`: loading and running one variant,
+    alone, so variants timed in one process still get a memory number of their own."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return float(pool.submit(_peak_rss_child, fn, args).result())
 
 
 def size_mb(path: Path | str) -> float:
@@ -138,15 +149,25 @@ def params_by_module(module, depth: int = 1) -> dict[str, int]:
 def flops_by_module(run: Callable[[], object], module) -> dict[str, float]:
     """FLOPs counted by torch's FlopCounterMode while `run()` executes, per direct child of `module` and in total.
 
-    `run` may call a method other than forward (VITS's `infer`), so children are matched by class name.
+    `run` may call a method other than forward (VITS's `infer`); a wrapper module that owns `module` gives the
+    counter the children's attribute names.
     """
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(module, display=False, depth=2)
+
+    class _Run(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = module
+
+        def forward(self):
+            return run()
+
+    counter = FlopCounterMode(display=False, depth=3)
     with counter:
-        run()
+        _Run()()
     counts = counter.get_flop_counts()
-    names = {type(child).__name__: name for name, child in module.named_children()}
-    out = {names.get(k, k): float(sum(v.values())) for k, v in counts.items() if k != "Global" and "." not in k}
+    out = {k.split(".", 2)[2]: float(sum(v.values())) for k, v in counts.items() if k.count(".") == 2 and k.startswith("_Run.m.")}
     out["total"] = float(sum(counts.get("Global", {}).values()))
     return out
 

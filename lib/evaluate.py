@@ -24,6 +24,16 @@ REFERENCE_METRICS = ["pesq_wb", "stoi", "mcd_db", "f0_rmse_cents"]
 SPEED_METRICS = ["rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_xrt", "peak_rss_mb"]
 
 
+def run_voice_spec(spec: dict, texts: Sequence[str]) -> None:
+    """Load a voice from `load_voice` keyword arguments and speak `texts` (the body of a memory probe)."""
+    import warnings
+    warnings.filterwarnings("ignore")
+    from .voices import load_voice
+    voice = load_voice(**spec)
+    for t in texts:
+        voice.synthesize(t)
+
+
 class JudgeCache:
     """Scores keyed by (audio hash, judge): a variant whose audio equals its parent's is never judged twice."""
 
@@ -183,8 +193,13 @@ def evaluate_quality(voice, sentences: Sequence[Sentence], judges: Judges, write
 
 
 def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writer: ResultWriter, *, model: str,
-                  baseline: str, meta: dict[str, dict], warmup: int = 2, repeats: int = 1) -> pd.DataFrame:
-    """Time variants interleaved on the same sentences; rows with absolute numbers and `rtf_ratio` to `baseline`."""
+                  baseline: str, meta: dict[str, dict], warmup: int = 2, repeats: int = 1,
+                  specs: dict[str, dict] | None = None, memory_sentences: int = 3) -> pd.DataFrame:
+    """Time variants interleaved on the same sentences; rows with absolute numbers and `rtf_ratio` to `baseline`.
+
+    For each name in `specs` (load_voice keyword arguments), peak RSS is measured in a fresh process that loads
+    that variant alone and speaks the first `memory_sentences` sentences.
+    """
     texts = [s.text for s in sentences]
     fns = {name: v.synthesize for name, v in voices.items()}
     timings = bench.time_interleaved(fns, texts, lambda a: a.duration, warmup=warmup, repeats=repeats,
@@ -194,6 +209,8 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
     rows = []
     for name, s in summary.items():
         s["rtf_ratio"] = s["rtf"] / base_rtf
+        if specs and name in specs:
+            s["peak_rss_mb"] = bench.peak_rss_in_subprocess(run_voice_spec, specs[name], texts[:memory_sentences])
         m = meta.get(name, {})
         writer.add_many(s, n=len(timings[name].latencies_s), model=model, variant=m.get("variant", name),
                         technique=m.get("technique", "baseline"), parent=m.get("parent", baseline),

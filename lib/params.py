@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -12,7 +13,7 @@ from pydantic import ConfigDict, ValidationError, create_model
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-PARAMS = ROOT / "params"
+PARAMS = Path(os.environ.get("TTS_LAB_PARAMS", ROOT / "params"))
 
 
 class ParamsError(ValueError):
@@ -93,12 +94,19 @@ def load(profile: str, notebook: str) -> dict[str, Any]:
     """Read params/<profile>/<notebook>.yaml and validate it against the notebook."""
     path = PARAMS / profile / f"{notebook}.yaml"
     if not path.exists():
-        raise ParamsError(f"no parameter file {path.relative_to(ROOT)} for notebook {notebook} in profile '{profile}'")
+        raise ParamsError(f"no parameter file {_show(path)} for notebook {notebook} in profile '{profile}'")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path.relative_to(ROOT)} is not valid YAML: {exc}") from None
-    return validate(values, notebook, source=str(path.relative_to(ROOT)))
+        raise ParamsError(f"{_show(path)} is not valid YAML: {exc}") from None
+    return validate(values, notebook, source=_show(path))
+
+
+def _show(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def check_profile(profile: str) -> list[str]:

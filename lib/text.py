@@ -103,10 +103,10 @@ def split_sentences(text: str, max_chars: int = 300) -> list[str]:
 def _cut(sent: str, max_chars: int) -> list[str]:
     if len(sent) <= max_chars:
         return [sent]
-    for sep in (", ", " "):
+    for pattern in (r"(?<=,)\s+", r"\s+"):
         parts, cur = [], ""
-        for tok in sent.split(sep):
-            cand = f"{cur}{sep}{tok}" if cur else tok
+        for tok in re.split(pattern, sent):
+            cand = f"{cur} {tok}" if cur else tok
             if len(cand) <= max_chars:
                 cur = cand
             else:
@@ -116,5 +116,5 @@ def _cut(sent: str, max_chars: int) -> list[str]:
         if cur:
             parts.append(cur)
         if all(len(p) <= max_chars for p in parts):
-            return [p.strip() for p in parts if p.strip()]
+            return parts
     return [sent[i:i + max_chars] for i in range(0, len(sent), max_chars)]

@@ -1,0 +1,61 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import evaluate, results, text
+from lib.voices import Audio
+
+
+def test_corpus_wer_counts_words_not_sentences():
+    r = evaluate.corpus_wer(["a b c d", "e"], ["a b c d", "x"])
+    assert r["wer"] == pytest.approx(1 / 5)
+
+
+def test_judge_caches_by_audio(tmp_path, sample_clip):
+    txt, a = sample_clip
+    judges = evaluate.Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=tmp_path / "cache.sqlite")
+    clips = {"c1": a, "c2": Audio(a.samples.copy(), a.sample_rate)}
+    df = evaluate.judge(clips, {"c1": txt, "c2": txt}, judges, tmp_path)
+    assert list(df["id"]) == ["c1", "c2"] and df["wer"].iloc[0] == df["wer"].iloc[1]
+    cache = evaluate.JudgeCache(tmp_path / "cache.sqlite")
+    import sqlite3
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 1, "identical audio is judged once"
+    key = next(iter(sqlite3.connect(tmp_path / "cache.sqlite").execute("SELECT key FROM scores")))[0]
+    cache.put(key, {"asr_hyp": "planted"})
+    again = evaluate.judge({"c1": a}, {"c1": txt}, judges, tmp_path)
+    assert again["asr_hyp"].iloc[0] == "planted", "a cached score must be reused, not recomputed"
+
+
+def test_evaluate_quality_rows(tmp_path, monkeypatch, quiet_voices):
+    monkeypatch.setattr(results, "OUTPUTS", tmp_path)
+    ort_v, torch_v = quiet_voices
+    sents = text.harvard_sentences([4])[:2]
+    w = results.ResultWriter("t", "nb")
+    ref = evaluate.synthesize_set(ort_v, sents)
+    judges = evaluate.Judges(asr="pocketsphinx", dnsmos=True, workers=2, cache_path=tmp_path / "c.sqlite")
+    df = evaluate.evaluate_quality(torch_v, sents, judges, w, model="m", variant="torch", backend="torch-cpu",
+                                   threads=2, reference=ref)
+    assert len(df) == 2 and (df["pesq_wb"] > 4.4).all() and (df["mcd_db"] < 0.5).all()
+    assert (tmp_path / "t" / "nb" / "audio" / "torch__torch-cpu" / f"{sents[0].id}.wav").exists()
+    got = w.frame().set_index("metric")["value"]
+    assert set(evaluate.QUALITY_METRICS + evaluate.REFERENCE_METRICS) <= set(got.index)
+    assert 2.5 < got["dnsmos_p808"] < 4.6
+
+
+def test_measure_speed_ratio(tmp_path, monkeypatch, ort_voice):
+    monkeypatch.setattr(results, "OUTPUTS", tmp_path)
+    w = results.ResultWriter("t", "nb")
+    sents = text.harvard_sentences([5])[:2]
+    df = evaluate.measure_speed({"a": ort_voice, "b": ort_voice}, sents, w, model="m", baseline="a",
+                                meta={}, warmup=1, specs={"a": {"name": "piper-joe", "backend": "ort-cpu", "threads": 1}})
+    assert df.set_index("name").loc["a", "rtf_ratio"] == 1.0
+    assert 0.5 < df.set_index("name").loc["b", "rtf_ratio"] < 2.0
+    assert 100 < df.set_index("name").loc["a", "peak_rss_mb"] < 4000
+    assert pd.isna(df.set_index("name").loc["b"].get("peak_rss_mb", np.nan))
+
+
+def test_compare_outputs_identical(quiet_voices):
+    ort_v, _ = quiet_voices
+    df = evaluate.compare_outputs(ort_v, ort_v, text.harvard_sentences([6])[:1])
+    assert df["length_diff_samples"].iloc[0] == 0 and df["max_abs_diff"].iloc[0] == 0.0

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from lib import metrics
+
+
+def test_wer_cer():
+    assert metrics.wer_cer("The cat sat.", "the cat sat") == {"wer": 0.0, "cer": 0.0}
+    r = metrics.wer_cer("the cat sat on the mat", "the cat sat on a mat")
+    assert r["wer"] == pytest.approx(1 / 6)
+    assert metrics.wer_cer("sold fifty bonds", "Sold 50 bonds.")["wer"] == 0.0
+    assert metrics.wer_cer("hello", "")["wer"] == 1.0
+    with pytest.raises(ValueError, match="empty after normalisation"):
+        metrics.wer_cer("?!", "x")
+
+
+def test_reference_metrics_identical_and_degraded(sample_clip):
+    _, a = sample_clip
+    same = metrics.reference_metrics(a.samples, a.samples, a.sample_rate)
+    assert same["pesq_wb"] > 4.5 and same["stoi"] > 0.99 and same["mcd_db"] == pytest.approx(0, abs=1e-6)
+    assert same["f0_rmse_cents"] == pytest.approx(0, abs=1e-6)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(a.samples + 0.05 * rng.standard_normal(len(a.samples)).astype(np.float32), -1, 1)
+    deg = metrics.reference_metrics(a.samples, noisy, a.sample_rate)
+    assert deg["pesq_wb"] < same["pesq_wb"] - 1.5 and deg["mcd_db"] > 1.0
+
+
+def test_f0_rmse_sees_a_pitch_shift(sample_clip):
+    """WORLD resynthesis two semitones up (200 cents) with the same envelope: the F0 error must say about 200."""
+    import pyworld
+    _, a = sample_clip
+    x, sr = a.samples.astype(np.float64), a.sample_rate
+    f0, t = pyworld.dio(x, sr)
+    f0 = pyworld.stonemask(x, f0, t, sr)
+    up = pyworld.synthesize(f0 * 2 ** (2 / 12), pyworld.cheaptrick(x, f0, t, sr), pyworld.d4c(x, f0, t, sr), sr)
+    r = metrics.mcd_and_f0(a.samples, up.astype(np.float32), sr)
+    assert 170 < r["f0_rmse_cents"] < 260
+
+
+def test_dnsmos_speech_vs_noise(sample_clip):
+    _, a = sample_clip
+    d = metrics.Dnsmos(threads=2)
+    speech = d(a.samples, a.sample_rate)
+    assert set(speech) == {"dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
+    assert 3.0 < speech["dnsmos_p808"] < 4.6
+    noise = d(np.random.default_rng(0).uniform(-0.5, 0.5, 3 * 16000).astype(np.float32), 16000)
+    assert noise["dnsmos_p808"] < speech["dnsmos_p808"] - 0.5
+    with pytest.raises(ValueError, match="too short"):
+        d(np.zeros(100, np.float32), 16000)
+
+
+def test_whisper_base_offline(quiet_voices):
+    """Whisper base on three noise-free sentences of the voice: WER at most 0.2 (one word in five). The default
+    profile measures about 0.05 on 100 sentences; a broken model, resampling or normalisation gives 0.5 or more."""
+    from lib import evaluate, text
+    path = metrics.whisper_base_dir()
+    assert (path / "model.bin").stat().st_size > 100e6
+    asr = metrics.make_asr("whisper-base", threads=2)
+    sents = text.harvard_sentences([2])[:3]
+    hyps = [asr.transcribe(a.samples, a.sample_rate) for a in (quiet_voices[0].synthesize(s.text) for s in sents)]
+    assert evaluate.corpus_wer([s.text for s in sents], hyps)["wer"] <= 0.2, hyps
+
+
+def test_pocketsphinx_runs(sample_clip):
+    text, a = sample_clip
+    hyp = metrics.make_asr("pocketsphinx").transcribe(a.samples, a.sample_rate)
+    assert metrics.wer_cer(text, hyp)["wer"] < 0.6, hyp
+    with pytest.raises(ValueError, match="unknown ASR"):
+        metrics.make_asr("siri")

@@ -1,0 +1,57 @@
+import pytest
+import yaml
+
+from lib import params
+
+
+def test_shipped_profiles_fit_their_notebooks():
+    for profile in ("smoke", "default"):
+        assert params.check_profile(profile) == []
+
+
+def test_notebook_defaults_are_read():
+    d = params.notebook_defaults("01_baselines")
+    assert d["asr"] == "whisper-base" and d["threads"] == [1, 2] and isinstance(d["noise_scale"], float)
+
+
+def _values(**change):
+    v = params.notebook_defaults("01_baselines")
+    v.update(change)
+    return v
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(params.ParamsError, match="unknown key 'nosie_scale'.*my.yaml|my.yaml.*unknown key 'nosie_scale'"):
+        params.validate(_values(nosie_scale=0.5), "01_baselines", source="my.yaml")
+
+
+def test_missing_key_is_named():
+    v = _values()
+    del v["asr"]
+    with pytest.raises(params.ParamsError, match="missing key 'asr'"):
+        params.validate(v, "01_baselines")
+
+
+def test_mistyped_key_is_named_with_float_hint():
+    with pytest.raises(params.ParamsError, match="key 'noise_scale': expected float, got str.*1.0e-4"):
+        params.validate(_values(noise_scale="1e-4"), "01_baselines")
+    with pytest.raises(params.ParamsError, match="key 'speed_sentences': expected int"):
+        params.validate(_values(speed_sentences=2.5), "01_baselines")
+
+
+def test_int_is_accepted_for_float():
+    params.validate(_values(length_scale=1), "01_baselines")
+
+
+def test_bad_yaml_file(tmp_path, monkeypatch):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "01_baselines.yaml").write_text("profile: [unclosed\n")
+    monkeypatch.setattr(params, "PARAMS", tmp_path)
+    with pytest.raises(params.ParamsError, match="not valid YAML"):
+        params.load("p", "01_baselines")
+    with pytest.raises(params.ParamsError, match="no parameter file .*00_data_and_features"):
+        params.load("p", "00_data_and_features")
+    v = params.notebook_defaults("01_baselines")
+    v["extra"] = 1
+    (tmp_path / "p" / "01_baselines.yaml").write_text(yaml.safe_dump(v))
+    assert any("unknown key 'extra'" in e for e in params.check_profile("p"))

@@ -1,0 +1,50 @@
+import pytest
+
+from lib import text
+
+
+def test_harvard_lists_and_ids():
+    all_ = text.harvard_sentences()
+    assert len(all_) == 720
+    two = text.harvard_sentences([1, 72])
+    assert [s.id for s in two][:2] == ["h01_01", "h01_02"]
+    assert two[0].text == "The birch canoe slid on the smooth planks."
+    assert two[-1].id == "h72_10" and two[-1].text == all_[-1].text
+    assert len({s.text for s in all_}) > 700
+
+
+@pytest.mark.parametrize("bad", [0, 73, "3"])
+def test_harvard_bad_list_is_named(bad):
+    with pytest.raises(ValueError, match=repr(bad).replace("'", ".")):
+        text.harvard_sentences([bad])
+
+
+def test_normalize_for_wer():
+    assert text.normalize_for_wer("The girl sold 50 bonds!") == "the girl sold fifty bonds"
+    assert text.normalize_for_wer("  It's  a well-known FACT, isn't it?") == "its a well known fact isnt it"
+    assert text.normalize_for_wer("twenty-one") == text.normalize_for_wer("21")
+
+
+@pytest.mark.parametrize("bad,why", [("", "empty"), ("   \n\t", "empty"), ("?!... --", "nothing speakable"),
+                                     ("Привет мир", "non-Latin script .*CYRILLIC"), ("東京へ行く", "non-Latin")])
+def test_unspeakable_text_is_rejected_with_reason(bad, why):
+    with pytest.raises(text.TextError, match=why):
+        text.check_speakable(bad)
+
+
+def test_latin_with_accents_is_speakable():
+    assert text.check_speakable("  Café déjà vu. ") == "Café déjà vu."
+
+
+def test_split_long_paragraph():
+    para = ("The hogs were fed chopped corn and garbage, " * 120) + "and then. " + "Rice is often served in round bowls. " * 20
+    assert len(para) > 5000
+    pieces = text.split_sentences(para, max_chars=300)
+    assert all(0 < len(p) <= 300 for p in pieces)
+    assert " ".join(pieces).split() == para.split()
+
+
+def test_split_keeps_sentences():
+    assert text.split_sentences("One two. Three four? Five!") == ["One two.", "Three four?", "Five!"]
+    with pytest.raises(ValueError, match="max_chars"):
+        text.split_sentences("x", max_chars=5)

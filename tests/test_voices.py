@@ -1,0 +1,95 @@
+import json
+
+import numpy as np
+import pytest
+
+from lib import text, voices
+
+SENTENCES = text.harvard_sentences([1])[:3]
+
+
+def test_ort_voice_speaks(sample_clip):
+    _, audio = sample_clip
+    assert audio.sample_rate == 22050
+    assert 1.5 < audio.duration < 5.0
+    assert audio.samples.dtype == np.float32 and np.abs(audio.samples).max() <= 1.0
+    assert voices.rms_db(audio.samples) > -30
+
+
+def test_torch_rebuild_matches_onnx(quiet_voices):
+    """Parity with sampling noise off: same length, max |diff| < 1e-3 (about 33 steps of 16-bit PCM) and error
+    energy 60 dB below the signal. Float32 convolutions summed in another order differ by ~1e-5 here; a wrong or
+    missing weight gives errors near 0 dB, so the bound separates the two cases by orders of magnitude."""
+    ort_v, torch_v = quiet_voices
+    for s in SENTENCES:
+        a, b = ort_v.synthesize(s.text).samples, torch_v.synthesize(s.text).samples
+        assert len(a) == len(b), s.id
+        assert np.abs(a - b).max() < 1e-3, s.id
+        assert 10 * np.log10(np.mean((a - b) ** 2) / np.mean(a ** 2)) < -60, s.id
+
+
+def test_rebuild_loads_every_inference_weight(quiet_voices):
+    _, torch_v = quiet_voices
+    m = torch_v.module
+    assert all(k.startswith(voices.TRAINING_ONLY_PREFIXES) for k in m.training_only_keys)
+    assert m.hparams["upsample_initial_channel"] == 256 and m.hparams["upsample_rates"] == (8, 8, 4)
+    assert m.hparams["resblock"] == "2" and m.hparams["n_layers"] == 6
+
+
+def test_broken_weight_breaks_parity(quiet_voices):
+    """The parity check can fail: zeroing one decoder weight moves the output far outside the tolerance."""
+    import torch
+    ort_v, torch_v = quiet_voices
+    w = torch_v.module.dec.conv_post.weight
+    saved = w.detach().clone()
+    try:
+        with torch.no_grad():
+            w.mul_(0.5)
+        a, b = ort_v.synthesize(SENTENCES[0].text).samples, torch_v.synthesize(SENTENCES[0].text).samples
+        assert np.abs(a - b).max() > 1e-3
+    finally:
+        with torch.no_grad():
+            w.copy_(saved)
+
+
+def test_noise_changes_output_and_seed_fixes_it():
+    v = voices.load_voice(backend="torch-cpu", threads=2, seed=3)
+    a, b = v.synthesize("Hello there."), v.synthesize("Hello there.")
+    assert np.array_equal(a.samples, b.samples)
+    v.seed = 4
+    assert not np.array_equal(a.samples, v.synthesize("Hello there.").samples)
+
+
+@pytest.mark.parametrize("bad,why", [("", "empty"), ("  ", "empty"), ("...!?", "nothing speakable"),
+                                     ("Привет", "non-Latin")])
+def test_voice_rejects_unspeakable(ort_voice, bad, why):
+    with pytest.raises(text.TextError, match=why):
+        ort_voice.synthesize(bad)
+
+
+def test_long_paragraph_is_split_and_spoken(ort_voice):
+    para = " ".join(s.text for s in text.harvard_sentences(list(range(1, 21))))[:5000]
+    assert len(para) >= 4900
+    ids = ort_voice.frontend.phoneme_ids(para)
+    assert len(ids) > 100 and max(len(x) for x in ids) < 700
+    audio = ort_voice.synthesize(para)
+    assert audio.duration > 180
+
+
+def test_missing_and_corrupt_model_files(tmp_path):
+    model, config = voices.joe_paths()
+    with pytest.raises(voices.VoiceFileError, match="voice model not found: .*nope.onnx"):
+        voices.load_voice(model_path=tmp_path / "nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(voices.VoiceFileError, match="could not load voice model .*bad.onnx"):
+        voices.load_voice(model_path=bad)
+    with pytest.raises(voices.VoiceFileError, match="could not read ONNX model .*bad.onnx"):
+        voices.load_voice(backend="torch-cpu", model_path=bad)
+    cfg = tmp_path / "c.json"
+    cfg.write_text("{broken")
+    with pytest.raises(voices.VoiceFileError, match="not valid JSON: .*c.json"):
+        voices.load_voice(config_path=cfg)
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        voices.load_voice(backend="tpu")
+    json.loads(config.read_text())
