@@ -18,7 +18,7 @@ if [ ! -d "$PARAMS/$PROFILE" ]; then
   exit 2
 fi
 mkdir -p "$NBOUT"
-export MPLBACKEND=Agg PYTHONWARNINGS=ignore
+export PYTHONWARNINGS=ignore
 
 mapfile -t NOTEBOOKS < <(ls notebooks/[0-9][0-9]_*.ipynb | sort)
 REPORT="notebooks/90_report.ipynb"

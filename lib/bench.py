@@ -107,14 +107,23 @@ def time_interleaved(fns: dict[str, Callable[[str], object]], texts: Sequence[st
 
 
 def _peak_rss_child(fn, args):
-    import resource
-    fn(*args)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    status = Path("/proc/self/status")
+    if status.exists():
+        fn(*args)
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    with PeakRss(interval_s=0.002) as mem:
+        fn(*args)
+    return mem.peak_mb
 
 
 def peak_rss_in_subprocess(fn: Callable, *args) -> float:
     """Peak resident memory (MB) of a fresh process that runs `fn(*args)`: loading and running one variant,
-    alone, so variants timed in one process still get a memory number of their own."""
+    alone, so variants timed in one process still get a memory number of their own.
+
+    Read from the child's VmHWM (its own address space's high-water mark), not ru_maxrss, which on Linux
+    carries the parent's peak across fork and exec."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:

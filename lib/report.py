@@ -56,6 +56,37 @@ def wide(df: pd.DataFrame, index=("model", "variant", "backend", "threads")) -> 
     return table
 
 
+METRIC_GROUPS = {
+    "quality": ["dnsmos_p808", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "wer", "cer", "pesq_wb", "stoi", "mcd_db",
+                "f0_rmse_cents"],
+    "speed": ["rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "ttfa_ms_p50", "ttfa_ms_p90",
+              "throughput_xrt", "peak_rss_mb", "peak_gpu_mb", "util_pct", "energy_j_per_audio_s"],
+    "size": ["size_mb", "params", "nonzero_params", "trainable_params", "gflop_per_audio_s", "train_s_per_step"],
+}
+
+
+def grouped_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A notebook's rows as small tables (quality, speed, size, other): only the rows and columns that hold values."""
+    w = wide(df)
+    if w.empty:
+        return {}
+    keys = [c for c in ("model", "variant", "backend", "threads") if c in w]
+    metrics = [c for c in w.columns if c not in keys]
+    groups = dict(METRIC_GROUPS)
+    groups["other"] = [m for m in metrics if not any(m in g for g in METRIC_GROUPS.values())]
+    out = {}
+    for name, cols in groups.items():
+        cols = [c for c in cols if c in metrics]
+        if not cols:
+            continue
+        t = w[keys + cols].dropna(subset=cols, how="all")
+        if name != "speed":
+            t = t.drop(columns=["threads"], errors="ignore")
+        if not t.empty:
+            out[name] = t.reset_index(drop=True)
+    return out
+
+
 def absent_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Everything recorded as absent or failed, with the reason."""
     cols = ["notebook", "model", "variant", "backend", "metric", "status", "reason"]

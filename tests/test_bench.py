@@ -66,9 +66,12 @@ def test_flops_by_module():
 
 
 def test_peak_rss_in_subprocess_sees_an_allocation():
+    ballast = np.ones(600 * 2**20 // 8)
     small = bench.peak_rss_in_subprocess(_alloc, 1)
     big = bench.peak_rss_in_subprocess(_alloc, 300)
     assert big - small > 200
+    assert small < 500, "the child's peak must not include the parent's 600 MB"
+    del ballast
 
 
 def _alloc(mb):

@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from lib import report, results
+
+
+def _rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "OUTPUTS", tmp_path)
+    w = results.ResultWriter("p", "01_baselines")
+    k = dict(model="m", backend="ort-cpu", threads=1)
+    w.add_many({"rtf": 0.10, "dnsmos_p808": 3.9, "wer": 0.05, "size_mb": 60}, variant="fp32", **k)
+    w.write(env={"cpu_model": "cpu", "versions": {"torch": "2"}})
+    w2 = results.ResultWriter("p", "03_pruning_quantization")
+    w2.add_many({"rtf": 0.04, "dnsmos_p808": 3.85, "wer": 0.06, "size_mb": 15}, variant="int8", **k)
+    w2.add_many({"rtf": 0.02, "dnsmos_p808": 3.0, "wer": 0.20, "size_mb": 8}, variant="int4", **k)
+    w2.absent(model="m", variant="fp16", metrics=["rtf"], backend="ort-cuda", reason="no GPU here")
+    w2.write()
+    return report.load("p", tmp_path)
+
+
+def test_recommend_respects_quality_bounds(tmp_path, monkeypatch):
+    df = _rows(tmp_path, monkeypatch)
+    assert report.baseline(df)["rtf"] == pytest.approx(0.10)
+    rec = report.recommend(df).set_index("goal")
+    assert "int8" in rec.loc["fastest", "variant"], "int4 is faster but fails the DNSMOS bound"
+    assert "int8" in rec.loc["smallest", "variant"]
+    assert "int8" in rec.loc["best quality per ms", "variant"]
+
+
+def test_pareto_front():
+    pts = pd.DataFrame({"rtf": [0.1, 0.05, 0.2, 0.04], "q": [3.9, 3.8, 3.7, 3.0]})
+    front = report.pareto_front(pts, "rtf", "q")
+    assert sorted(front["rtf"]) == [0.04, 0.05, 0.1]
+
+
+def test_tables_absent_and_status(tmp_path, monkeypatch):
+    df = _rows(tmp_path, monkeypatch)
+    t = report.grouped_tables(df[df["notebook"] == "03_pruning_quantization"])
+    assert set(t) == {"quality", "speed", "size"} and len(t["speed"]) == 2
+    ab = report.absent_rows(df)
+    assert list(ab["reason"]) == ["no GPU here"]
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    for name in ("01_baselines", "02_lora_qlora", "90_report"):
+        (nbs / f"{name}.ipynb").write_text("{}")
+    (tmp_path / "p" / "run_status.json").write_text(json.dumps({"01_baselines": {"status": "failed", "seconds": 3}}))
+    st = report.notebook_status("p", nbs, tmp_path).set_index("notebook")
+    assert list(st.index) == ["01_baselines", "02_lora_qlora"]
+    assert st.loc["01_baselines", "status"] == "failed" and st.loc["02_lora_qlora", "status"] == "not run"
+    assert not st.loc["02_lora_qlora", "has_results"]
+
+
+def test_audio_tag_embeds_a_short_clip(tmp_path):
+    wav = tmp_path / "a.wav"
+    sf.write(wav, (0.1 * np.sin(np.arange(22050 * 10) * 0.05)).astype(np.float32), 22050)
+    tag = report.audio_tag(wav, max_s=2.0, label="x <y>")
+    assert tag.count("<audio") == 1 and "x &lt;y&gt;" in tag
+    payload = tag.split("base64,")[1].split("'")[0]
+    assert 60_000 < len(payload) < 100_000, "2 s at 16 kHz, 16-bit, base64"
