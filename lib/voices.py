@@ -118,13 +118,19 @@ class PiperBase:
 
 @dataclass
 class PiperOnnxVoice(PiperBase):
-    """The Piper voice run by ONNX Runtime with an explicit thread count and provider."""
+    """The Piper voice run by ONNX Runtime with an explicit thread count and provider.
+
+    The graph draws its sampling noise with RandomNormalLike, whose generator is seeded when the session is
+    created: with `seed` set, the sequence of outputs of a session is the same in every run."""
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     backend: str = "ort-cpu"
+    seed: int | None = 0
 
     def __post_init__(self):
         super().__post_init__()
         import onnxruntime as ort
+        if self.seed is not None:
+            ort.set_seed(int(self.seed))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(self.threads)
         opts.inter_op_num_threads = 1

@@ -52,6 +52,14 @@ def test_broken_weight_breaks_parity(quiet_voices):
             w.copy_(saved)
 
 
+def test_onnx_seed_makes_runs_reproducible():
+    texts = ["Hello there.", "The birch canoe slid.", "Hello there."]
+    runs = [[voices.load_voice(threads=1, seed=s)] for s in (5, 5, 6)]
+    outs = [[r[0].synthesize(t).samples for t in texts] for r in runs]
+    assert all(np.array_equal(a, b) for a, b in zip(outs[0], outs[1]))
+    assert not all(len(a) == len(b) and np.array_equal(a, b) for a, b in zip(outs[0], outs[2]))
+
+
 def test_noise_changes_output_and_seed_fixes_it():
     v = voices.load_voice(backend="torch-cpu", threads=2, seed=3)
     a, b = v.synthesize("Hello there."), v.synthesize("Hello there.")

@@ -1,0 +1,181 @@
+"""Compression of the PyTorch voice and its ONNX export: unstructured and structured pruning, PyTorch and ONNX
+Runtime int8, bf16 autocast, bitsandbytes; each returns a new model or file and says what it changed."""
+from __future__ import annotations
+
+import copy
+import io
+import zipfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+PRUNABLE = ("Conv1d", "ConvTranspose1d", "Linear", "Conv2d")
+
+
+def prunable_layers(module, scope: Sequence[str] | None = None) -> list[tuple[str, object]]:
+    """(name, layer) of every conv/linear layer, optionally only those under the given top-level modules."""
+    out = []
+    for name, m in module.named_modules():
+        if type(m).__name__ in PRUNABLE and getattr(m, "weight", None) is not None:
+            if scope is None or name.split(".")[0] in scope:
+                out.append((name, m))
+    return out
+
+
+def prune_unstructured(model, amount: float, scope: Sequence[str] | None = None):
+    """A copy with the `amount` smallest-|w| fraction of each conv/linear weight set to zero
+    (torch.nn.utils.prune.l1_unstructured, then made permanent)."""
+    import torch.nn.utils.prune as prune
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"pruning amount must be in [0, 1), got {amount}")
+    out = copy.deepcopy(model)
+    for _, layer in prunable_layers(out, scope):
+        prune.l1_unstructured(layer, "weight", amount=amount)
+        prune.remove(layer, "weight")
+    return out
+
+
+def weight_sparsity(module, scope: Sequence[str] | None = None) -> float:
+    """Fraction of zeros among the conv/linear weights."""
+    total = zeros = 0
+    for _, layer in prunable_layers(module, scope):
+        w = layer.weight.detach()
+        total += w.numel()
+        zeros += int((w == 0).sum())
+    return zeros / max(1, total)
+
+
+def state_dict_bytes(module, compressed: bool = False) -> int:
+    """Bytes of the module's weights saved with torch.save; `compressed` deflates the file (zeros compress)."""
+    import torch
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    raw = buf.getvalue()
+    if not compressed:
+        return len(raw)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        zf.writestr("weights.pt", raw)
+    return len(out.getvalue())
+
+
+def prune_structured(decoder, ratio: float, example_z, ignored: Iterable | None = None, round_to: int = 8):
+    """A copy of a HiFi-GAN decoder with `ratio` of its channels removed (torch-pruning, L2 magnitude, residual
+    groups kept consistent through the dependency graph). Input channels and the final 1-channel conv stay."""
+    import torch_pruning as tp
+    dec = copy.deepcopy(decoder)
+    ignored_layers = [dec.conv_post] + list(ignored or [])
+    pruner = tp.pruner.MetaPruner(dec, example_z, importance=tp.importance.MagnitudeImportance(p=2),
+                                  pruning_ratio=ratio, ignored_layers=ignored_layers, round_to=round_to)
+    pruner.step()
+    return dec
+
+
+def quantize_dynamic_torch(model):
+    """torch.ao dynamic int8 for nn.Linear (and LSTM/GRU): returns the model and how many layers it converted."""
+    import torch
+    q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    converted = sum(1 for m in q.modules() if "quantized" in type(m).__module__)
+    return q, converted
+
+
+# --- ONNX export and ONNX Runtime quantization ---------------------------------------------------------------
+
+def export_onnx(model, path: Path, opset: int = 15) -> Path:
+    """Export SynthesizerTrn.infer with Piper's interface (input, input_lengths, scales -> output), so the file
+    runs in the same PiperOnnxVoice as the shipped voice."""
+    import torch
+
+    class Infer(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, text, text_lengths, scales):
+            return self.m.infer(text, text_lengths, noise_scale=scales[0], length_scale=scales[1],
+                                noise_scale_w=scales[2])[0].unsqueeze(1)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = Infer(model).eval()
+    x = torch.randint(1, model.n_vocab, (1, 50), dtype=torch.long)
+    args = (x, torch.tensor([50], dtype=torch.long), torch.tensor([0.667, 1.0, 0.8]))
+    tmp = path.with_suffix(".tmp.onnx")
+    import warnings
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, args, str(tmp), dynamo=False, opset_version=opset,
+                          input_names=["input", "input_lengths", "scales"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch_size", 1: "phonemes"}, "input_lengths": {0: "batch_size"},
+                                        "output": {0: "batch_size", 2: "time"}})
+    tmp.replace(path)
+    return path
+
+
+def onnx_op_counts(path: Path) -> dict[str, int]:
+    import collections
+
+    import onnx
+    return dict(collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node))
+
+
+def node_names(path: Path, op_types: Sequence[str] | None = None, prefixes: Sequence[str] | None = None) -> list[str]:
+    """Names of the graph's nodes of the given op types under the given scope prefixes (e.g. '/dec/')."""
+    import onnx
+    out = []
+    for n in onnx.load(str(path)).graph.node:
+        if op_types and n.op_type not in op_types:
+            continue
+        if prefixes and not any(n.name.startswith(p) for p in prefixes):
+            continue
+        out.append(n.name)
+    return out
+
+
+def ort_quantize_dynamic(src: Path, dst: Path, op_types: Sequence[str] = ("MatMul",), per_channel: bool = False,
+                         signed: bool = True) -> Path:
+    """ONNX Runtime dynamic int8 (weights quantized offline, activations at run time) for the given op types."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(op_types), per_channel=per_channel,
+                     weight_type=QuantType.QInt8 if signed else QuantType.QUInt8)
+    return Path(dst)
+
+
+class _Calibration:
+    """Feeds phoneme-id sequences (noise off) to ONNX Runtime's static calibration."""
+
+    def __init__(self, sequences: Sequence[list[int]]):
+        self._it = iter([{"input": np.array([s], dtype=np.int64), "input_lengths": np.array([len(s)], dtype=np.int64),
+                          "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32)} for s in sequences])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def ort_quantize_static(src: Path, dst: Path, calibration: Sequence[list[int]], op_types: Sequence[str] = ("Conv", "MatMul"),
+                        nodes_to_exclude: Sequence[str] = (), per_channel: bool = True) -> Path:
+    """ONNX Runtime static QDQ int8: u8 activations calibrated (MinMax) on the given phoneme sequences, s8 weights;
+    `nodes_to_exclude` keeps sensitive layers in float."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    quantize_static(str(src), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(op_types), nodes_to_exclude=list(nodes_to_exclude),
+                    per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    return Path(dst)
+
+
+def bitsandbytes_status() -> tuple[bool, str]:
+    """Whether bitsandbytes 8-bit/4-bit layers can run here, and why not when they can't."""
+    try:
+        import bitsandbytes as bnb  # noqa: F401
+    except Exception as exc:
+        return False, f"bitsandbytes is not importable: {type(exc).__name__}: {exc}"
+    import torch
+    try:
+        lin = bnb.nn.Linear8bitLt(8, 8, has_fp16_weights=False)
+        lin(torch.zeros(1, 8))
+    except Exception as exc:
+        return False, f"bitsandbytes 8-bit layers do not run on this CPU: {type(exc).__name__}: {str(exc)[:200]}"
+    return True, "ok"
