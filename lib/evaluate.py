@@ -170,10 +170,13 @@ def aggregate(per_clip: pd.DataFrame, texts: dict[str, str]) -> dict[str, float]
 def evaluate_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *, model: str,
                      variant: str, technique: str = "baseline", parent: str = "", backend: str = "",
                      threads: int | None = None, audio_dir: Path | None = None,
-                     reference: dict[str, Audio] | None = None) -> pd.DataFrame:
-    """Synthesise, judge and (when `reference` is given) compare each sentence to its reference clip.
+                     reference: dict[str, Audio] | None = None, quiet_voice=None,
+                     reference_limit: int | None = None) -> pd.DataFrame:
+    """Synthesise, judge and (when `reference` is given) compare sentences to their reference clips.
 
-    Adds the aggregate rows to `writer` and returns the per-sentence table.
+    The comparison uses `quiet_voice` (the same variant with sampling noise off) when given, else the judged
+    clips; `reference_limit` compares only the first sentences. Adds the aggregate rows to `writer` and returns
+    the per-sentence table.
     """
     audio_dir = Path(audio_dir) if audio_dir else writer.dir / "audio" / clip_dir_name(variant, backend)
     clips = synthesize_set(voice, sentences, audio_dir, progress=f"synth {variant}")
@@ -182,10 +185,13 @@ def evaluate_quality(voice, sentences: Sequence[Sentence], judges: Judges, write
     df.insert(1, "text", [texts[c] for c in df["id"]])
     df["audio_s"] = [clips[c].duration for c in df["id"]]
     if reference is not None:
-        ref_rows = [metrics.reference_metrics(reference[c].samples, clips[c].samples, clips[c].sample_rate)
-                    for c in df["id"]]
+        ids = [c for c in df["id"] if c in reference][:reference_limit]
+        compared = (synthesize_set(quiet_voice, [s for s in sentences if s.id in ids]) if quiet_voice is not None
+                    else clips)
+        ref_rows = {c: metrics.reference_metrics(reference[c].samples, compared[c].samples, compared[c].sample_rate)
+                    for c in ids}
         for m in REFERENCE_METRICS:
-            df[m] = [r[m] for r in ref_rows]
+            df[m] = [ref_rows[c][m] if c in ref_rows else np.nan for c in df["id"]]
     df["variant"] = variant
     keys = dict(model=model, variant=variant, technique=technique, parent=parent, backend=backend, threads=threads)
     writer.add_many(aggregate(df, texts), n=len(df), **keys)
@@ -217,6 +223,82 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
                         backend=m.get("backend", ""), threads=m.get("threads"))
         rows.append({"name": name, **m, **s})
     return pd.DataFrame(rows)
+
+
+@dataclass
+class Variant:
+    """A voice plus what was done to it: `make(**settings)` builds its Synthesizer (so the harness can ask for
+    sampling noise on or off); `artefact` is the file or folder whose size is reported; `module` the torch module
+    whose parameters are counted, when there is one; `spec` the `load_voice` arguments that rebuild it in a fresh
+    process for its peak memory; `extra` more metric rows."""
+    name: str
+    technique: str
+    backend: str
+    make: object
+    parent: str = "fp32"
+    artefact: Path | None = None
+    module: object = None
+    spec: dict | None = None
+    extra: dict | None = None
+
+
+def onnx_variant(name: str, technique: str, path: Path, parent: str = "fp32", extra: dict | None = None,
+                 backend: str = "ort-cpu", **voice_kwargs) -> Variant:
+    """A variant that is an ONNX file with the Piper interface, run by ONNX Runtime (or `backend`) on the CPU."""
+    from .voices import load_voice
+    return Variant(name, technique, backend, lambda **kw: load_voice(backend=backend, model_path=path, **voice_kwargs, **kw),
+                   parent=parent, artefact=Path(path),
+                   spec={"name": "piper-joe", "backend": backend, "model_path": str(path), **voice_kwargs}, extra=extra)
+
+
+def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str = "fp32", extra: dict | None = None,
+                  **voice_kwargs) -> Variant:
+    """A variant that is a PyTorch SynthesizerTrn; its module is saved (torch.save) for size and memory probes."""
+    import torch
+    from .voices import load_voice
+    path = Path(save_dir) / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(module, path)
+    return Variant(name, technique, "torch-cpu", lambda **kw: load_voice(backend="torch-cpu", module=module, **voice_kwargs, **kw),
+                   parent=parent, artefact=path, module=module,
+                   spec={"name": "piper-joe", "backend": "torch-cpu", "module_path": str(path), **voice_kwargs},
+                   extra=extra)
+
+
+def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence], judges: Judges,
+                      writer: ResultWriter, *, model: str, baseline: str, settings: dict, threads: int = 1,
+                      reference_limit: int | None = None, speed_sentences: int = 10, warmup: int = 1,
+                      repeats: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The whole harness for a set of variants of one voice, on the same sentences and in one run:
+    quality (sampling noise on), reference metrics against the baseline with noise off, size and parameter
+    counts, and speed timed interleaved with `rtf_ratio` to `baseline`. Returns (per-clip, speed) tables."""
+    quiet = {**settings, "noise_scale": 0.0, "noise_w": 0.0}
+    by_name = {v.name: v for v in variants}
+    ref_voice = by_name[baseline].make(threads=threads, **quiet)
+    ref_ids = [s for s in sentences][:reference_limit]
+    reference = synthesize_set(ref_voice, ref_ids, progress="reference")
+    per_clip = []
+    for v in variants:
+        keys = dict(model=model, variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend,
+                    threads=threads)
+        df = evaluate_quality(v.make(threads=threads, **settings), sentences, judges, writer,
+                              reference=None if v.name == baseline else reference,
+                              quiet_voice=None if v.name == baseline else v.make(threads=threads, **quiet),
+                              reference_limit=reference_limit, **keys)
+        per_clip.append(df.assign(backend=v.backend))
+        if v.artefact is not None:
+            writer.add(metric="size_mb", value=bench.size_mb(v.artefact), **keys)
+        if v.module is not None:
+            writer.add_many(bench.param_counts(v.module), **keys)
+        for metric, value in (v.extra or {}).items():
+            writer.add(metric=metric, value=value, **keys)
+    voices = {v.name: v.make(threads=threads, **settings) for v in variants}
+    meta = {v.name: dict(variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend, threads=threads)
+            for v in variants}
+    specs = {v.name: {**v.spec, "threads": threads, **settings} for v in variants if v.spec}
+    speed = measure_speed(voices, sentences[:speed_sentences], writer, model=model, baseline=baseline, meta=meta,
+                          warmup=warmup, repeats=repeats, specs=specs)
+    return pd.concat(per_clip, ignore_index=True), speed
 
 
 def worker_count(requested: int) -> int:

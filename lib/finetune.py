@@ -30,7 +30,7 @@ def teacher_latents(model, phoneme_ids: Sequence[list[int]], names: Sequence[str
     torch.manual_seed(seed)
     zs, wavs = [], []
     hop = int(np.prod(model.hparams["upsample_rates"]))
-    with torch.inference_mode():
+    with torch.no_grad():
         for ids in phoneme_ids:
             x = torch.tensor([ids], dtype=torch.long)
             o, _, y_mask, (z, _, _, _) = model.infer(x, torch.tensor([len(ids)]), noise_scale=noise_scale,

@@ -199,3 +199,54 @@ def clips(profile: str, notebook: str, per_variant: int = 1, outputs: Path | Non
         return []
     common = sorted(set.intersection(*[{w.name for w in f.glob("*.wav")} for f in folders]))[:per_variant]
     return [(f"{f.name.replace('__', ' on ')}: {name[:-4]}", f / name) for f in folders for name in common]
+
+
+def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = 0.10, max_wer_increase: float = 0.02) -> pd.DataFrame:
+    """One row per variant of a notebook's results: speed, size and quality, and their change against `baseline`
+    (rtf_ratio and size_ratio below 1 are better; dnsmos_drop and wer_increase above 0 are worse)."""
+    ok = df[df["status"] == "ok"]
+    w = ok.pivot_table(index=["variant", "technique", "backend"], columns="metric", values="value", aggfunc="first")
+    w.columns.name = None
+    w = w.reset_index()
+    base = w[w["variant"] == baseline].iloc[0]
+    if "size_mb" in w:
+        w["size_ratio"] = w["size_mb"] / base["size_mb"]
+    if "dnsmos_p808" in w:
+        w["dnsmos_drop"] = base["dnsmos_p808"] - w["dnsmos_p808"]
+    if "wer" in w:
+        w["wer_increase"] = w["wer"] - base["wer"]
+    w["within_quality_bounds"] = (w.get("dnsmos_drop", 0) <= max_dnsmos_drop) & (w.get("wer_increase", 0) <= max_wer_increase)
+    first = ["variant", "technique", "backend", "rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "size_mb",
+             "size_ratio", "dnsmos_p808", "dnsmos_drop", "wer", "wer_increase", "within_quality_bounds", "pesq_wb",
+             "mcd_db", "f0_rmse_cents", "params", "nonzero_params", "peak_rss_mb"]
+    cols = [c for c in first if c in w] + [c for c in w.columns if c not in first]
+    return w[cols].sort_values("rtf_ratio" if "rtf_ratio" in w else "variant").reset_index(drop=True)
+
+
+def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsmos_drop: float,
+            max_wer_increase: float) -> dict:
+    """Whether some variant meets the speed target and some the size target within the quality bounds; when
+    not, by how much the closest one misses, in words."""
+    lines, met = [], {}
+    good = table[table["within_quality_bounds"]]
+    for goal, col, limit, what in (("speed", "rtf_ratio", speed_ratio, "faster"), ("size", "size_ratio", size_ratio, "smaller")):
+        if col not in table:
+            continue
+        hit = good[good[col] <= limit].sort_values(col)
+        if not hit.empty:
+            r = hit.iloc[0]
+            met[goal] = r["variant"]
+            lines.append(f"**{goal} target met** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, DNSMOS drop "
+                         f"{r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f}.")
+            continue
+        met[goal] = None
+        best_ok = good.sort_values(col).iloc[0] if not good.empty else None
+        best_any = table.sort_values(col).iloc[0]
+        msg = f"**{goal} target missed.** "
+        if best_ok is not None:
+            msg += (f"Within the quality bounds the best is `{best_ok['variant']}` at {1 / best_ok[col]:.2f}x {what} "
+                    f"(target {1 / limit:.0f}x). ")
+        msg += (f"The most {what} variant, `{best_any['variant']}` ({1 / best_any[col]:.2f}x), drops DNSMOS by "
+                f"{best_any['dnsmos_drop']:.2f} and raises WER by {best_any['wer_increase']:+.3f}.")
+        lines.append(msg)
+    return {"lines": lines, "met": met}

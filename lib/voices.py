@@ -150,6 +150,37 @@ class PiperOnnxVoice(PiperBase):
         return self.session.run(None, feeds)[0].reshape(-1)
 
 
+@dataclass
+class PiperOpenVinoVoice(PiperBase):
+    """The Piper ONNX file compiled by OpenVINO for its CPU plugin. `precision` is the inference precision hint:
+    'f32', or 'bf16', which runs convolutions on AMX/AVX-512 BF16 units where the CPU has them. The precision the
+    plugin actually chose is read back into `effective_precision`."""
+    precision: str = "f32"
+    backend: str = "openvino-cpu"
+
+    def __post_init__(self):
+        super().__post_init__()
+        import openvino as ov
+        core = ov.Core()
+        caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}.get(self.precision, self.precision.upper()) not in caps:
+            raise RuntimeError(f"OpenVINO's CPU plugin has no {self.precision} support here (it offers {caps})")
+        try:
+            model = core.read_model(str(self.model_path))
+        except Exception as exc:
+            raise VoiceFileError(f"OpenVINO could not read voice model {self.model_path}: {exc}") from None
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
+                                                          "INFERENCE_NUM_THREADS": int(self.threads)})
+        self.effective_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.request = self.compiled.create_infer_request()
+
+    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        out = self.request.infer({"input": np.array([ids], dtype=np.int64),
+                                  "input_lengths": np.array([len(ids)], dtype=np.int64),
+                                  "scales": np.array([self.noise_scale, self.length_scale, self.noise_w], dtype=np.float32)})
+        return np.asarray(next(iter(out.values()))).reshape(-1)
+
+
 _TORCH_LOCK = threading.Lock()
 
 
@@ -160,6 +191,7 @@ class PiperTorchVoice(PiperBase):
     device: str = "cpu"
     module: object = field(default=None, repr=False)
     seed: int | None = 0
+    autocast_bf16: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -174,7 +206,7 @@ class PiperTorchVoice(PiperBase):
                 torch.set_num_threads(int(self.threads))
         if self.seed is not None:
             torch.manual_seed(self.seed)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             x = torch.tensor([ids], dtype=torch.long, device=self.device)
             lengths = torch.tensor([len(ids)], dtype=torch.long, device=self.device)
             audio = self.module.infer(x, lengths, noise_scale=self.noise_scale, length_scale=self.length_scale,
@@ -306,17 +338,24 @@ def _onnx_scope(module: str) -> list[str]:
 
 
 def load_voice(name: str = "piper-joe", backend: str = "ort-cpu", **kwargs) -> PiperBase:
-    """A voice by name and back-end; `kwargs` are the synthesis settings (noise_scale, length_scale, noise_w, threads)."""
+    """A voice by name and back-end; `kwargs` are the synthesis settings (noise_scale, length_scale, noise_w, threads),
+    `model_path`/`config_path` to use other files, and for torch `module` or `module_path` (a torch.save'd module)."""
     if name != "piper-joe":
         raise ValueError(f"unknown voice {name!r}: available: 'piper-joe'")
     model, config = joe_paths()
     model = kwargs.pop("model_path", model)
     config = kwargs.pop("config_path", config)
+    module_path = kwargs.pop("module_path", None)
+    if module_path is not None:
+        import torch
+        kwargs["module"] = torch.load(module_path, map_location="cpu", weights_only=False)
     if backend == "ort-cpu":
         return PiperOnnxVoice(model, config, name=name, **kwargs)
     if backend == "torch-cpu":
         return PiperTorchVoice(model, config, name=name, **kwargs)
-    raise ValueError(f"unknown backend {backend!r} for voice {name!r}: use 'ort-cpu' or 'torch-cpu'")
+    if backend == "openvino-cpu":
+        return PiperOpenVinoVoice(model, config, name=name, **kwargs)
+    raise ValueError(f"unknown backend {backend!r} for voice {name!r}: use 'ort-cpu', 'torch-cpu' or 'openvino-cpu'")
 
 
 def rms_db(x: np.ndarray) -> float:
