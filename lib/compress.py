@@ -113,6 +113,47 @@ def export_onnx(model, path: Path, opset: int = 15) -> Path:
     return path
 
 
+def export_split(model, out_dir: Path, chunk_frames: int, context_frames: int, opset: int = 15) -> tuple[Path, Path]:
+    """Two ONNX files for a split voice: `latent.onnx` (text -> the flow's output z, dynamic length, noise inside)
+    and `decoder_<N>.onnx` (z -> waveform) with one static input shape of N = chunk + 2 x context frames, the
+    form NPUs and ahead-of-time compilers need and that lets OpenVINO compile its bf16 kernels once."""
+    import torch
+
+    class Latent(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, text, text_lengths, scales):
+            m = self.m
+            x, m_p, logs_p, x_mask = m.enc_p(text, text_lengths)
+            logw = m.dp(x, x_mask, g=None, reverse=True, noise_scale=scales[2])
+            w_ceil = torch.ceil(torch.exp(logw) * x_mask * scales[1])
+            y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
+            from piper.train.vits import commons
+            y_mask = torch.unsqueeze(commons.sequence_mask(y_lengths, y_lengths.max()), 1).type_as(x_mask)
+            attn = commons.generate_path(w_ceil, torch.unsqueeze(x_mask, 2) * torch.unsqueeze(y_mask, -1))
+            m_p = torch.matmul(attn.squeeze(1), m_p.transpose(1, 2)).transpose(1, 2)
+            logs_p = torch.matmul(attn.squeeze(1), logs_p.transpose(1, 2)).transpose(1, 2)
+            z_p = m_p + torch.randn_like(m_p) * torch.exp(logs_p) * scales[0]
+            return m.flow(z_p, y_mask, g=None, reverse=True) * y_mask
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    latent, decoder = out_dir / "latent.onnx", out_dir / f"decoder_{chunk_frames + 2 * context_frames}.onnx"
+    x = torch.randint(1, model.n_vocab, (1, 50), dtype=torch.long)
+    import warnings
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Latent(model).eval(), (x, torch.tensor([50]), torch.tensor([0.667, 1.0, 0.8])), str(latent),
+                          dynamo=False, opset_version=opset, input_names=["input", "input_lengths", "scales"],
+                          output_names=["z"], dynamic_axes={"input": {1: "phonemes"}, "z": {2: "frames"}})
+        z = torch.zeros(1, model.dec.conv_pre.in_channels, chunk_frames + 2 * context_frames)
+        torch.onnx.export(model.dec.eval(), (z,), str(decoder), dynamo=False, opset_version=opset,
+                          input_names=["z"], output_names=["audio"])
+    return latent, decoder
+
+
 def onnx_op_counts(path: Path) -> dict[str, int]:
     import collections
 
@@ -208,3 +249,47 @@ def ort_group_sensitivity(src: Path, out_dir: Path, calibration: Sequence[list[i
                      "mcd_db": float(np.mean([s["mcd_db"] for s in scores])),
                      "length_diff_samples": float(np.mean([abs(len(outs[i].samples) - len(reference[i].samples)) for i in outs]))})
     return pd.DataFrame(rows)
+
+
+def weight_only_int8(src: Path, dst: Path, op_types: Sequence[str] = ("Conv", "ConvTranspose"), min_size: int = 1024,
+                     prefixes: Sequence[str] | None = None) -> Path:
+    """Store conv weights as int8 (symmetric, one scale per output channel) behind DequantizeLinear, compute in
+    float; `prefixes` limits it to nodes under those scopes. ONNX Runtime folds the dequantization into float weights when the session starts, so speed is the float
+    model's and only the file shrinks. Written by hand because onnxruntime.quantization quantizes weight-only
+    just for MatMul (MatMulNBits), not for convolutions."""
+    import onnx
+    from onnx import helper, numpy_helper
+    model = onnx.load(str(src))
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    done: dict[str, str] = {}
+    new_nodes = []
+    for node in g.node:
+        if node.op_type not in op_types or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        if prefixes and not any(node.name.startswith(p) for p in prefixes):
+            continue
+        name = node.input[1]
+        if name not in done:
+            w = numpy_helper.to_array(inits[name]).astype(np.float32)
+            if w.size < min_size:
+                continue
+            axis = 1 if node.op_type == "ConvTranspose" else 0
+            red = tuple(i for i in range(w.ndim) if i != axis)
+            scale = np.maximum(np.abs(w).max(axis=red), 1e-12) / 127.0
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+            g.initializer.remove(inits[name])
+            g.initializer.extend([numpy_helper.from_array(q, f"{name}_q8"),
+                                  numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"),
+                                  numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{name}_zp")])
+            new_nodes.append(helper.make_node("DequantizeLinear", [f"{name}_q8", f"{name}_scale", f"{name}_zp"],
+                                              [f"{name}_dq"], name=f"{name}_DequantizeLinear", axis=axis))
+            done[name] = f"{name}_dq"
+        node.input[1] = done[name]
+    for n in reversed(new_nodes):
+        g.node.insert(0, n)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return Path(dst)

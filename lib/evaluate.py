@@ -243,11 +243,13 @@ class Variant:
 
 
 def onnx_variant(name: str, technique: str, path: Path, parent: str = "fp32", extra: dict | None = None,
-                 backend: str = "ort-cpu", **voice_kwargs) -> Variant:
-    """A variant that is an ONNX file with the Piper interface, run by ONNX Runtime (or `backend`) on the CPU."""
+                 backend: str = "ort-cpu", artefact: Path | None = None, **voice_kwargs) -> Variant:
+    """A variant that is an ONNX file with the Piper interface, run by ONNX Runtime (or `backend`) on the CPU;
+    `artefact` names what is measured on disk when it is more than that file (a split voice's folder)."""
     from .voices import load_voice
+    voice_kwargs = {k: str(v) if isinstance(v, Path) else v for k, v in voice_kwargs.items()}
     return Variant(name, technique, backend, lambda **kw: load_voice(backend=backend, model_path=path, **voice_kwargs, **kw),
-                   parent=parent, artefact=Path(path),
+                   parent=parent, artefact=Path(artefact or path),
                    spec={"name": "piper-joe", "backend": backend, "model_path": str(path), **voice_kwargs}, extra=extra)
 
 

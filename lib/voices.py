@@ -181,6 +181,67 @@ class PiperOpenVinoVoice(PiperBase):
         return np.asarray(next(iter(out.values()))).reshape(-1)
 
 
+@dataclass
+class PiperSplitVoice(PiperBase):
+    """Text -> latent z in ONNX Runtime (`model_path`, float, dynamic length), then the decoder over fixed-size
+    chunks of z (`decoder_path`, one static shape) in OpenVINO (`precision` f32 or bf16) or ONNX Runtime.
+
+    Each chunk is decoded with `context_frames` of z on both sides and only its centre is kept, so chunk borders
+    are not heard when the context covers the decoder's receptive field. The same chunks serve streaming: the
+    first audio is ready after one chunk."""
+    decoder_path: Path = None
+    chunk_frames: int = 64
+    context_frames: int = 16
+    decoder_backend: str = "openvino-cpu"
+    precision: str = "bf16"
+    backend: str = "split"
+    seed: int | None = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        import onnxruntime as ort
+        if self.seed is not None:
+            ort.set_seed(int(self.seed))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(self.threads)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.latent = ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
+        window = self.chunk_frames + 2 * self.context_frames
+        dec_path = _check_file(self.decoder_path, "decoder model")
+        if self.decoder_backend == "openvino-cpu":
+            import openvino as ov
+            compiled = ov.Core().compile_model(str(dec_path), "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
+                                                                      "INFERENCE_NUM_THREADS": int(self.threads)})
+            self.effective_precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            request = compiled.create_infer_request()
+            self._decode = lambda z: np.asarray(next(iter(request.infer({0: z}).values())))
+        else:
+            sess = ort.InferenceSession(str(dec_path), opts, providers=["CPUExecutionProvider"])
+            self.effective_precision = "f32"
+            self._decode = lambda z: sess.run(None, {"z": z})[0]
+        self.window = window
+
+    def latent_z(self, ids: list[int]) -> np.ndarray:
+        return self.latent.run(None, {"input": np.array([ids], dtype=np.int64),
+                                      "input_lengths": np.array([len(ids)], dtype=np.int64),
+                                      "scales": np.array([self.noise_scale, self.length_scale, self.noise_w],
+                                                         dtype=np.float32)})[0]
+
+    def decode_chunks(self, z: np.ndarray):
+        """Yield the waveform chunk by chunk (what a streaming caller plays as it arrives)."""
+        frames, c, k = z.shape[-1], self.chunk_frames, self.context_frames
+        padded = np.pad(z, ((0, 0), (0, 0), (k, k + c)))
+        for start in range(0, frames, c):
+            audio = self._decode(np.ascontiguousarray(padded[..., start:start + self.window], dtype=np.float32)).reshape(-1)
+            hop = audio.size // self.window
+            keep = min(c, frames - start)
+            yield audio[k * hop:(k + keep) * hop]
+
+    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        return np.concatenate(list(self.decode_chunks(self.latent_z(ids))))
+
+
 _TORCH_LOCK = threading.Lock()
 
 
@@ -355,6 +416,8 @@ def load_voice(name: str = "piper-joe", backend: str = "ort-cpu", **kwargs) -> P
         return PiperTorchVoice(model, config, name=name, **kwargs)
     if backend == "openvino-cpu":
         return PiperOpenVinoVoice(model, config, name=name, **kwargs)
+    if backend == "split":
+        return PiperSplitVoice(model, config, name=name, **kwargs)
     raise ValueError(f"unknown backend {backend!r} for voice {name!r}: use 'ort-cpu', 'torch-cpu' or 'openvino-cpu'")
 
 
