@@ -76,7 +76,7 @@ def quantize_dynamic_torch(model):
     """torch.ao dynamic int8 for nn.Linear (and LSTM/GRU): returns the model and how many layers it converted."""
     import torch
     q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
-    converted = sum(1 for m in q.modules() if "quantized" in type(m).__module__)
+    converted = sum(1 for m in q.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear))
     return q, converted
 
 

@@ -94,6 +94,21 @@ def test_baselines_recorded_numbers(smoke):
     assert 100 < _value(df, metric="peak_rss_mb", backend="torch-cpu", threads=1) < 4000
 
 
+def test_compression_notebook(smoke):
+    """Every variant has speed, size and quality rows; the FP32 baseline's ratio is 1; unstructured pruning
+    zeroes what it says; PyTorch dynamic int8 converts nothing here; the split bf16 voice keeps durations."""
+    df = _frame(smoke, "03_pruning_quantization")
+    deltas = pd.read_csv(smoke / "smoke" / "03_pruning_quantization" / "deltas.csv").set_index("variant")
+    assert deltas.loc["fp32", "rtf_ratio"] == 1.0 and len(deltas) >= 15
+    assert deltas[["rtf", "size_mb", "dnsmos_p808", "wer"]].notna().all().all()
+    assert _value(df, variant="l1-unstructured-30", metric="sparsity") == pytest.approx(0.3, abs=0.01)
+    assert _value(df, variant="torch-dynamic-int8", metric="quantized_layers") == 0
+    assert deltas.loc["ort-weight-int8-all", "size_ratio"] < 0.3
+    assert deltas.loc["split-bf16", "pesq_wb"] > 3.5
+    absent = df[df["status"] == "absent"]
+    assert {"gpu-fp16", "bnb-int8", "bnb-nf4"} <= set(absent["variant"]) and absent["reason"].str.len().min() > 10
+
+
 def test_report_page(smoke):
     page = smoke / "smoke" / "report.html"
     html = page.read_text()
