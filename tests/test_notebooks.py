@@ -123,13 +123,15 @@ def test_failed_notebook_loses_nothing(smoke, tmp_path):
     and the results of earlier runs and of the other notebooks stay."""
     bad = tmp_path / "params"
     shutil.copytree(ROOT / "params" / "smoke", bad / "smoke")
-    v = yaml.safe_load((bad / "smoke" / "01_baselines.yaml").read_text())
-    v["nosie_scale"] = 0.5
-    (bad / "smoke" / "01_baselines.yaml").write_text(yaml.safe_dump(v))
+    for nb in ("01_baselines", "03_pruning_quantization"):
+        v = yaml.safe_load((bad / "smoke" / f"{nb}.yaml").read_text())
+        v["nosie_scale"] = 0.5
+        (bad / "smoke" / f"{nb}.yaml").write_text(yaml.safe_dump(v))
     kept = (smoke / "smoke" / "01_baselines" / "results.csv").read_bytes()
     proc = _run_all(smoke, bad)
     assert proc.returncode != 0
-    assert "01_baselines" in proc.stderr and "unknown key 'nosie_scale'" in proc.stderr
+    assert "01_baselines" in proc.stderr and "03_pruning_quantization" in proc.stderr
+    assert "unknown key 'nosie_scale'" in proc.stderr
     assert (smoke / "smoke" / "01_baselines" / "results.csv").read_bytes() == kept
     status = json.loads((smoke / "smoke" / "run_status.json").read_text())
     assert status["01_baselines"]["status"] == "failed" and status["00_data_and_features"]["status"] == "ok"
