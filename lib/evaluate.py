@@ -270,11 +270,16 @@ def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str
 def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence], judges: Judges,
                       writer: ResultWriter, *, model: str, baseline: str, settings: dict, threads: int = 1,
                       reference_limit: int | None = None, speed_sentences: int = 10, warmup: int = 1,
-                      repeats: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      repeats: int = 1, paired: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The whole harness for a set of variants of one voice, on the same sentences and in one run:
-    quality (sampling noise on), reference metrics against the baseline with noise off, size and parameter
-    counts, and speed timed interleaved with `rtf_ratio` to `baseline`. Returns (per-clip, speed) tables."""
+    quality, reference metrics against the baseline with noise off, size and parameter counts, and speed
+    timed interleaved with `rtf_ratio` to `baseline`. Returns (per-clip, speed) tables.
+
+    `paired` judges DNSMOS and WER on the noise-free output too, so that two variants differ only by what was
+    done to them: with sampling noise on, two draws of the same voice differ by a few hundredths of WER on tens
+    of sentences, more than the bounds a compression is held to. Otherwise they are judged with `settings`."""
     quiet = {**settings, "noise_scale": 0.0, "noise_w": 0.0}
+    judged = quiet if paired else settings
     by_name = {v.name: v for v in variants}
     ref_voice = by_name[baseline].make(threads=threads, **quiet)
     ref_ids = [s for s in sentences][:reference_limit]
@@ -283,9 +288,9 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     for v in variants:
         keys = dict(model=model, variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend,
                     threads=threads)
-        df = evaluate_quality(v.make(threads=threads, **settings), sentences, judges, writer,
+        df = evaluate_quality(v.make(threads=threads, **judged), sentences, judges, writer,
                               reference=None if v.name == baseline else reference,
-                              quiet_voice=None if v.name == baseline else v.make(threads=threads, **quiet),
+                              quiet_voice=None if v.name == baseline or paired else v.make(threads=threads, **quiet),
                               reference_limit=reference_limit, **keys)
         per_clip.append(df.assign(backend=v.backend))
         if v.artefact is not None:

@@ -116,6 +116,21 @@ class PiperBase:
         return Path(self.model_path).stat().st_size
 
 
+def ort_session(path: Path, threads: int, seed: int | None, providers=("CPUExecutionProvider",)):
+    """An ONNX Runtime session with `threads` intra-op threads; `seed` seeds the graph's random ops (set first)."""
+    import onnxruntime as ort
+    if seed is not None:
+        ort.set_seed(int(seed))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+    except Exception as exc:
+        raise VoiceFileError(f"ONNX Runtime could not load voice model {path}: {exc}") from None
+
+
 @dataclass
 class PiperOnnxVoice(PiperBase):
     """The Piper voice run by ONNX Runtime with an explicit thread count and provider.
@@ -128,17 +143,7 @@ class PiperOnnxVoice(PiperBase):
 
     def __post_init__(self):
         super().__post_init__()
-        import onnxruntime as ort
-        if self.seed is not None:
-            ort.set_seed(int(self.seed))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(self.threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=list(self.providers))
-        except Exception as exc:
-            raise VoiceFileError(f"ONNX Runtime could not load voice model {self.model_path}: {exc}") from None
+        self.session = ort_session(self.model_path, self.threads, self.seed, self.providers)
         self.input_names = {i.name for i in self.session.get_inputs()}
 
     def synthesize_ids(self, ids: list[int]) -> np.ndarray:
@@ -199,14 +204,7 @@ class PiperSplitVoice(PiperBase):
 
     def __post_init__(self):
         super().__post_init__()
-        import onnxruntime as ort
-        if self.seed is not None:
-            ort.set_seed(int(self.seed))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(self.threads)
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.latent = ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
+        self.latent = ort_session(self.model_path, self.threads, self.seed)
         window = self.chunk_frames + 2 * self.context_frames
         dec_path = _check_file(self.decoder_path, "decoder model")
         if self.decoder_backend == "openvino-cpu":
@@ -217,7 +215,7 @@ class PiperSplitVoice(PiperBase):
             request = compiled.create_infer_request()
             self._decode = lambda z: np.asarray(next(iter(request.infer({0: z}).values())))
         else:
-            sess = ort.InferenceSession(str(dec_path), opts, providers=["CPUExecutionProvider"])
+            sess = ort_session(dec_path, self.threads, None)
             self.effective_precision = "f32"
             self._decode = lambda z: sess.run(None, {"z": z})[0]
         self.window = window
