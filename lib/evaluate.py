@@ -313,11 +313,6 @@ def worker_count(requested: int) -> int:
     return max(1, min(int(requested), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-def clip_stats(clips: dict[str, Audio]) -> dict[str, float]:
-    d = np.array([a.duration for a in clips.values()])
-    return {"clips": len(d), "audio_s_total": float(d.sum()), "audio_s_mean": float(d.mean())}
-
-
 def compare_outputs(ref_voice, test_voice, sentences: Sequence[Sentence]) -> pd.DataFrame:
     """Per sentence: length difference, max |difference|, error energy relative to the reference (dB), and PESQ-WB
     of `test_voice` against `ref_voice`. Meant for noise-free voices, where the outputs should coincide."""

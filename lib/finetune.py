@@ -2,7 +2,6 @@
 STFT losses, and a decoder training loop that checkpoints, resumes and logs its curve."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,8 +105,8 @@ class TrainLog:
 
     @property
     def s_per_step(self) -> float:
-        """Wall seconds per step trained in this call (resumed steps excluded)."""
-        return self.seconds / max(1, len(self.steps) - self.resumed_from)
+        """Wall seconds per training step, over every call that trained this checkpoint."""
+        return self.seconds / max(1, len(self.steps))
 
 
 def train_decoder(decoder, lat: Latents, steps: int, ckpt_dir: Path, lr: float = 2.0e-4, batch: int = 4,
@@ -125,7 +124,7 @@ def train_decoder(decoder, lat: Latents, steps: int, ckpt_dir: Path, lr: float =
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / "checkpoint.pt"
     opt = torch.optim.AdamW(decoder.parameters(), lr=lr, betas=(0.8, 0.99))
-    log = {"steps": [], "loss": []}
+    log = {"steps": [], "loss": [], "seconds": 0.0}
     start = 0
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -137,8 +136,11 @@ def train_decoder(decoder, lat: Latents, steps: int, ckpt_dir: Path, lr: float =
     mel_loss = MelLoss(hop=lat.hop)
     decoder.train()
     t0 = time.perf_counter()
+    saved_at = [0.0]
 
     def save(step):
+        log["seconds"] = log.get("seconds", 0.0) + time.perf_counter() - t0 - saved_at[0]
+        saved_at[0] = time.perf_counter() - t0
         tmp = ckpt_dir / ".checkpoint.pt.tmp"
         torch.save({"model": decoder.state_dict(), "opt": opt.state_dict(), "log": log, "step": step}, tmp)
         tmp.replace(ckpt)
@@ -156,12 +158,7 @@ def train_decoder(decoder, lat: Latents, steps: int, ckpt_dir: Path, lr: float =
         log["loss"].append(float(loss.detach()))
         if (step + 1) % checkpoint_every == 0:
             save(step + 1)
-    elapsed = time.perf_counter() - t0
     if steps > start:
         save(steps)
     decoder.eval()
-    return TrainLog(log["steps"], log["loss"], elapsed if steps > start else 0.0, resumed_from)
-
-
-def curve_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    return TrainLog(log["steps"], log["loss"], log.get("seconds", 0.0), resumed_from)

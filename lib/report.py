@@ -13,8 +13,6 @@ import pandas as pd
 from .results import OUTPUTS, load_results
 
 REPORT_NOTEBOOK = "90_report"
-QUALITY_UP = ["dnsmos_p808", "dnsmos_ovrl", "pesq_wb", "stoi"]
-QUALITY_DOWN = ["wer", "cer", "mcd_db", "f0_rmse_cents"]
 NOTEBOOK_TITLES = {
     "00_data_and_features": "Data and audio features",
     "01_baselines": "Baselines",
@@ -229,7 +227,8 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
     not, by how much the closest one misses, in words."""
     lines, met = [], {}
     good = table[table["within_quality_bounds"]]
-    for goal, col, limit, what in (("speed", "rtf_ratio", speed_ratio, "faster"), ("size", "size_ratio", size_ratio, "smaller")):
+    for goal, col, limit, what, most in (("speed", "rtf_ratio", speed_ratio, "faster", "fastest"),
+                                         ("size", "size_ratio", size_ratio, "smaller", "smallest")):
         if col not in table:
             continue
         hit = good[good[col] <= limit].sort_values(col)
@@ -246,7 +245,7 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
         if best_ok is not None:
             msg += (f"Within the quality bounds the best is `{best_ok['variant']}` at {1 / best_ok[col]:.2f}x {what} "
                     f"(target {1 / limit:.0f}x). ")
-        msg += (f"The most {what} variant, `{best_any['variant']}` ({1 / best_any[col]:.2f}x), drops DNSMOS by "
+        msg += (f"The {most} variant of all, `{best_any['variant']}` ({1 / best_any[col]:.2f}x), drops DNSMOS by "
                 f"{best_any['dnsmos_drop']:.2f} and raises WER by {best_any['wer_increase']:+.3f}.")
         lines.append(msg)
     return {"lines": lines, "met": met}
