@@ -207,19 +207,90 @@ def ort_quantize_static(src: Path, dst: Path, calibration: Sequence[list[int]], 
     return Path(dst)
 
 
-def bitsandbytes_status() -> tuple[bool, str]:
-    """Whether bitsandbytes 8-bit/4-bit layers can run here, and why not when they can't."""
+def bitsandbytes_status(mode: str = "int8", device: str = "cpu") -> tuple[bool, str]:
+    """Whether a bitsandbytes layer of `mode` ('int8' LLM.int8(), 'nf4') runs on `device` here, and why not."""
     try:
         import bitsandbytes as bnb  # noqa: F401
     except Exception as exc:
         return False, f"bitsandbytes is not importable: {type(exc).__name__}: {exc}"
     import torch
     try:
-        lin = bnb.nn.Linear8bitLt(8, 8, has_fp16_weights=False)
-        lin(torch.zeros(1, 8))
+        layer = _bnb_conv_class()(torch.nn.Conv1d(8, 8, 1), mode).to(device)
+        with torch.no_grad():
+            layer(torch.zeros(1, 8, 4, device=device))
     except Exception as exc:
-        return False, f"bitsandbytes 8-bit layers do not run on this CPU: {type(exc).__name__}: {str(exc)[:200]}"
+        return False, f"bitsandbytes {mode} layers do not run on {device}: {type(exc).__name__}: {str(exc)[:200]}"
     return True, "ok"
+
+
+def _bnb_conv_class():
+    import torch
+
+    class BnbConv1x1(torch.nn.Module):
+        """A kernel-size-1 Conv1d run as a bitsandbytes linear layer: the same product over channels, with the
+        weight stored as int8 (LLM.int8(), outliers above `threshold` kept in 16-bit) or 4-bit NF4."""
+
+        def __init__(self, conv, mode: str = "int8", threshold: float = 6.0, compute_dtype=None):
+            super().__init__()
+            import bitsandbytes as bnb
+            if conv.kernel_size != (1,) or conv.groups != 1:
+                raise ValueError(f"only 1x1 ungrouped Conv1d layers are linear layers; got kernel {conv.kernel_size}")
+            w = conv.weight.data[:, :, 0].contiguous()
+            bias = conv.bias is not None
+            if mode == "int8":
+                lin = bnb.nn.Linear8bitLt(conv.in_channels, conv.out_channels, bias=bias, has_fp16_weights=False,
+                                          threshold=threshold)
+                lin.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
+            elif mode == "nf4":
+                lin = bnb.nn.Linear4bit(conv.in_channels, conv.out_channels, bias=bias, quant_type="nf4",
+                                        compute_dtype=compute_dtype or torch.float32)
+                lin.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
+            else:
+                raise ValueError(f"bitsandbytes mode {mode!r}: use 'int8' or 'nf4'")
+            if bias:
+                lin.bias = torch.nn.Parameter(conv.bias.data.clone(), requires_grad=False)
+            self.linear, self.mode = lin, mode
+
+        def forward(self, x):
+            return self.linear(x.transpose(1, 2)).transpose(1, 2)
+
+    return BnbConv1x1
+
+
+def __getattr__(name):
+    if name == "BnbConv1x1":
+        return _bnb_conv_class()
+    raise AttributeError(name)
+
+
+def conv1x1_layers(model, scope: Sequence[str] | None = None) -> list[str]:
+    """Names of the kernel-size-1, ungrouped Conv1d layers (the ones that are linear layers), within `scope`."""
+    import torch
+    return [n for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Conv1d) and m.kernel_size == (1,) and m.groups == 1
+            and (scope is None or n.startswith(tuple(scope)))]
+
+
+def bnb_convert(model, mode: str = "int8", device: str = "cpu", scope: Sequence[str] | None = None,
+                compute_dtype=None):
+    """A copy of `model` with every 1x1 Conv1d (in `scope`) replaced by a bitsandbytes int8 or NF4 layer, moved
+    to `device` (the move is when bitsandbytes quantizes). Returns (model, names of the converted layers).
+    NF4 on the CPU packs weights in blocks of 64 input channels, so layers with other widths stay float there."""
+    import copy
+    cls = _bnb_conv_class()
+    out = copy.deepcopy(model).cpu()
+    names = conv1x1_layers(out, scope)
+    if mode == "nf4" and str(device).startswith("cpu"):
+        names = [n for n in names if out.get_submodule(n).in_channels % 64 == 0]
+    for name in names:
+        parent_name, _, leaf = name.rpartition(".")
+        parent = out.get_submodule(parent_name) if parent_name else out
+        layer = cls(getattr(parent, leaf), mode, compute_dtype=compute_dtype)
+        if leaf.isdigit():
+            parent[int(leaf)] = layer
+        else:
+            setattr(parent, leaf, layer)
+    return out.to(device).eval(), names
 
 
 SCOPES = {"text encoder + duration": ("/enc_p/", "/dp/"), "flow": ("/flow/",), "decoder": ("/dec/",)}

@@ -1,13 +1,12 @@
 """Evaluation sentences, the text normalisation used for WER, and splitting of long input."""
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-import jiwer
-from num2words import num2words
 
 DATA_DIR = Path(__file__).parent / "data"
 HARVARD_PATH = DATA_DIR / "harvard_sentences.txt"
@@ -41,15 +40,14 @@ def harvard_sentences(lists: list[int] | None = None) -> list[Sentence]:
 
 
 def _numbers_to_words(text: str) -> str:
+    from num2words import num2words
     return re.sub(r"\d+(?:\.\d+)?", lambda m: " " + num2words(float(m.group()) if "." in m.group() else int(m.group())) + " ", text)
 
 
-_WER_TRANSFORM = jiwer.Compose([
-    jiwer.ToLowerCase(),
-    jiwer.RemovePunctuation(),
-    jiwer.RemoveMultipleSpaces(),
-    jiwer.Strip(),
-])
+@functools.lru_cache(maxsize=1)
+def _wer_transform():
+    import jiwer
+    return jiwer.Compose([jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()])
 
 
 def normalize_for_wer(text: str) -> str:
@@ -57,7 +55,7 @@ def normalize_for_wer(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = text.replace("-", " ").replace("\u2019", "'")
     text = _numbers_to_words(text).replace("-", " ").replace(",", " ")
-    return _WER_TRANSFORM(text)
+    return _wer_transform()(text)
 
 
 def _script_of(ch: str) -> str:
