@@ -228,7 +228,7 @@ def frames_budget(n_phonemes: int) -> int:
 
 def make_noise(batch: Sequence[Sequence[int]], channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Duration-predictor noise [B, 2, T] and prior noise [B, C, F], the two draws VITS makes at inference. Item i
-    draws from its own generator (seed, i), so an utterance sounds the same alone or in any batch."""
+    draws from its own generator (seed, i), so the rest of a batch never changes an item's noise."""
     t = max(len(ids) for ids in batch)
     dp = np.zeros((len(batch), 2, t), dtype=np.float32)
     zn = np.zeros((len(batch), channels, frames_budget(t)), dtype=np.float32)
@@ -247,9 +247,11 @@ def pad_batch(batch: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return x, lengths
 
 
-def latent_with_noise(model, x, x_lengths, scales, dp_noise, z_noise):
+def latent_with_noise(model, x, x_lengths, scales, dp_noise, z_noise, frames: int | None = None):
     """SynthesizerTrn.infer up to the flow's output, with the two random draws passed in: same noise, same audio
-    on every back-end. Piper's code draws inside; this repeats its reverse path with the draws as arguments."""
+    on every back-end. Piper's code draws inside; this repeats its reverse path with the draws as arguments.
+    With `frames` set, every shape is static (the latent is `frames` long, masked after y_lengths), which is what
+    a CUDA graph can capture; the caller checks that y_lengths fit."""
     import torch
     from piper.train.vits import commons
     noise_scale, length_scale, noise_w = scales[0], scales[1], scales[2]
@@ -263,15 +265,70 @@ def latent_with_noise(model, x, x_lengths, scales, dp_noise, z_noise):
     logw = z[:, :1]
     w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)
     y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
-    y_mask = torch.unsqueeze(commons.sequence_mask(y_lengths, y_lengths.max()), 1).type_as(x_mask)
+    y_mask = torch.unsqueeze(commons.sequence_mask(y_lengths, frames or y_lengths.max()), 1).type_as(x_mask)
     attn = commons.generate_path(w_ceil, torch.unsqueeze(x_mask, 2) * torch.unsqueeze(y_mask, -1)).squeeze(1)
     m_p = torch.matmul(attn, m_p.transpose(1, 2)).transpose(1, 2)
     logs_p = torch.matmul(attn, logs_p.transpose(1, 2)).transpose(1, 2)
-    if m_p.size(2) > z_noise.size(2):
+    if frames is None and m_p.size(2) > z_noise.size(2):
         raise ValueError(f"the duration predictor asked for {m_p.size(2)} frames, more than the {z_noise.size(2)} "
                          f"of noise drawn for {x.size(2)} phonemes: its durations have diverged")
     z_p = m_p + z_noise[:, :, :m_p.size(2)].to(m_p.dtype) * torch.exp(logs_p) * noise_scale
     return model.flow(z_p, y_mask, g=None, reverse=True) * y_mask, y_lengths
+
+
+def spline_inverse_static(inputs, unnormalized_widths, unnormalized_heights, unnormalized_derivatives, inverse=False,
+                          tails="linear", tail_bound=1.0, min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=1e-3):
+    """The inverse rational-quadratic spline (linear tails) of the duration predictor's ConvFlow, computed for every
+    element and selected with `where`. Written here because piper's version indexes by a data-dependent mask and
+    asserts on the host, which a CUDA graph cannot capture; the values are the same."""
+    import torch
+    import torch.nn.functional as F
+    if not inverse or tails != "linear":
+        from piper.train.vits.transforms import piecewise_rational_quadratic_transform
+        return piecewise_rational_quadratic_transform(inputs, unnormalized_widths, unnormalized_heights,
+                                                      unnormalized_derivatives, inverse=inverse, tails=tails,
+                                                      tail_bound=tail_bound)
+    lo, hi, nb = -tail_bound, tail_bound, unnormalized_widths.shape[-1]
+    inside = (inputs >= lo) & (inputs <= hi)
+    x = inputs.clamp(lo, hi)
+    const = float(np.log(np.exp(1 - min_derivative) - 1))
+    ud = F.pad(unnormalized_derivatives, (1, 1), value=const)
+
+    def knots(unnormalized, min_size):
+        size = min_size + (1 - min_size * nb) * F.softmax(unnormalized, dim=-1)
+        cum = F.pad(torch.cumsum(size, dim=-1), (1, 0)) * (hi - lo) + lo
+        cum = torch.cat([torch.full_like(cum[..., :1], lo), cum[..., 1:-1], torch.full_like(cum[..., :1], hi)], -1)
+        return cum, cum[..., 1:] - cum[..., :-1]
+
+    cumw, widths = knots(unnormalized_widths, min_bin_width)
+    cumh, heights = knots(unnormalized_heights, min_bin_height)
+    derivs = min_derivative + F.softplus(ud)
+    edges = torch.cat([cumh[..., :-1], cumh[..., -1:] + 1e-6], -1)
+    idx = ((x[..., None] >= edges).sum(-1, keepdim=True) - 1).clamp(0, nb - 1)
+
+    def pick(t):
+        return t.gather(-1, idx)[..., 0]
+
+    delta = heights / widths
+    d0, d1, dl, h, y0 = pick(derivs[..., :-1]), pick(derivs[..., 1:]), pick(delta), pick(heights), pick(cumh)
+    a = (x - y0) * (d0 + d1 - 2 * dl) + h * (dl - d0)
+    b = h * d0 - (x - y0) * (d0 + d1 - 2 * dl)
+    c = -dl * (x - y0)
+    root = (2 * c) / (-b - torch.sqrt((b * b - 4 * a * c).clamp_min(0)))
+    return torch.where(inside, root * pick(widths) + pick(cumw), inputs), torch.zeros_like(inputs)
+
+
+class static_splines:
+    """Within this block piper's ConvFlow uses `spline_inverse_static` (for CUDA-graph capture)."""
+
+    def __enter__(self):
+        from piper.train.vits import modules
+        self._orig = modules.piecewise_rational_quadratic_transform
+        modules.piecewise_rational_quadratic_transform = spline_inverse_static
+
+    def __exit__(self, *exc):
+        from piper.train.vits import modules
+        modules.piecewise_rational_quadratic_transform = self._orig
 
 
 def hop_length(model) -> int:
@@ -371,7 +428,7 @@ class TorchEngine(Engine):
 
     def __init__(self, model, device: str = "cpu", precision: str = "fp32", threads: int | None = None,
                  compile_decoder: bool = False, cuda_graphs: bool = False, window: int = 96,
-                 device_noise: bool | None = None):
+                 device_noise: bool | None = None, graph_latent: bool = False, bucket: int = 32):
         import torch
         self.device_noise = device != "cpu" if device_noise is None else device_noise
         self.torch = torch
@@ -383,12 +440,13 @@ class TorchEngine(Engine):
         self.backend = f"torch-{device}"
         self.hop, self.channels = hop_length(model), model.hparams["inter_channels"]
         self.decoder = torch.compile(model.dec, dynamic=True) if compile_decoder else model.dec
-        self.label = f"{self.backend}-{precision}" + ("-compile" if compile_decoder else "") + ("-graphs" if cuda_graphs else "")
-        self.window = window
-        self._graph = None
+        self.label = (f"{self.backend}-{precision}" + ("-compile" if compile_decoder else "")
+                      + ("-graphs" if cuda_graphs else "") + ("-latent-graphs" if graph_latent else ""))
+        self.window, self.bucket = window, bucket
+        self._graph, self._latent_graphs = None, ({} if graph_latent else None)
+        if (cuda_graphs or graph_latent) and device != "cuda":
+            raise BackendMismatch("CUDA graphs need device 'cuda'")
         if cuda_graphs:
-            if device != "cuda":
-                raise BackendMismatch("CUDA graphs need device 'cuda'")
             self._capture(window)
         probe_out = self.synth([[1, 2, 3, 4, 5]])
         self.effective = f"{self._out_device}:{self._out_dtype}"
@@ -426,6 +484,10 @@ class TorchEngine(Engine):
         return [audio[i, :int(n) * self.hop] for i, n in enumerate(y_lengths.cpu().numpy())]
 
     def latent(self, ids, seed: int = 0, host_noise: bool = False):
+        if self._latent_graphs is not None:
+            z = self._graphed_latent(ids, seed, host_noise)
+            if z is not None:
+                return z
         torch = self.torch
         x, lengths = pad_batch([ids])
         dp_noise, z_noise = self._noise([ids], seed, host_noise)
@@ -434,6 +496,50 @@ class TorchEngine(Engine):
             z, _ = latent_with_noise(self.model, torch.from_numpy(x).to(dev), torch.from_numpy(lengths).to(dev), SCALES,
                                      dp_noise, z_noise)
         return z
+
+    def _capture_latent(self, t_bucket: int):
+        """A CUDA graph of the whole latent (text encoder, durations, flow) for phoneme sequences padded to
+        `t_bucket`, with `frames_budget(t_bucket)` frames: static shapes, captured once per bucket."""
+        torch = self.torch
+        frames = frames_budget(t_bucket)
+        bufs = {"x": torch.zeros(1, t_bucket, dtype=torch.long, device="cuda"),
+                "n": torch.full((1,), t_bucket, dtype=torch.long, device="cuda"),
+                "dp": torch.zeros(1, 2, t_bucket, device="cuda"), "z": torch.zeros(1, self.channels, frames, device="cuda")}
+        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32", cache_enabled=False)  # noqa: E731
+        run = lambda: latent_with_noise(self.model, bufs["x"], bufs["n"], SCALES, bufs["dp"], bufs["z"], frames=frames)  # noqa: E731
+        with static_splines():
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream), torch.inference_mode(), autocast():
+                for _ in range(2):
+                    run()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph), autocast():
+                out = run()
+        return bufs, out, graph
+
+    def _graphed_latent(self, ids, seed: int, host_noise: bool):
+        """The latent by graph replay, with exactly the eager path's noise; None (eager fallback) if the
+        durations overrun the frames the graph was captured for."""
+        torch = self.torch
+        t = len(ids)
+        tb = -(-t // self.bucket) * self.bucket
+        if tb not in self._latent_graphs:
+            self._latent_graphs[tb] = self._capture_latent(tb)
+        bufs, (z, y_lengths), graph = self._latent_graphs[tb]
+        dp, zn = self._noise([ids], seed, host_noise)
+        with torch.inference_mode():
+            bufs["x"].zero_()
+            bufs["x"][0, :t] = torch.as_tensor(ids, dtype=torch.long).to("cuda", non_blocking=True)
+            bufs["n"].fill_(t)
+            bufs["dp"].zero_()
+            bufs["dp"][:, :, :t] = dp
+            bufs["z"].zero_()
+            bufs["z"][:, :, :zn.shape[2]] = zn
+            graph.replay()
+            y = int(y_lengths[0])
+        return z[:, :, :y].clone() if y <= zn.shape[2] else None
 
     def _capture(self, window: int):
         torch = self.torch
@@ -483,7 +589,7 @@ class OnnxEngine(Engine):
     to construct when the runtime would run the graph elsewhere than asked."""
 
     def __init__(self, paths: dict[str, Path], backend: str = "ort-cpu", precision: str = "fp32", threads: int = 1,
-                 channels: int = 192, hop: int = 256, sample_rate: int = 22050):
+                 channels: int = 192, hop: int = 256, sample_rate: int = 22050, decoder_precision: str | None = None):
         self.backend, self.precision, self.threads = backend, precision, threads
         self.channels, self.hop, self.sample_rate = channels, hop, sample_rate
         self.label = f"{backend}-{precision}"
@@ -498,6 +604,9 @@ class OnnxEngine(Engine):
             self._run_voice = lambda f: run(self._voice, f)
             self._run_latent = lambda f: run(self._latent, f)
             self._run_decoder = lambda z: run(self._decoder, {"z": z})[0]
+            if decoder_precision:
+                self._run_decoder = self._openvino_window_decoder(paths["decoder"], decoder_precision, threads)
+                self.label += f"+openvino-{decoder_precision}-window"
         elif backend.startswith("openvino-"):
             import openvino as ov
             device = backend.split("-")[1].upper()
@@ -517,6 +626,18 @@ class OnnxEngine(Engine):
             self._run_decoder = lambda z: np.asarray(next(iter(reqs["decoder"].infer({0: z}).values())))
         else:
             raise ValueError(f"OnnxEngine runs ort-* and openvino-* back-ends, not {backend!r}")
+
+    def _openvino_window_decoder(self, path: Path, precision: str, threads: int):
+        """The static-window decoder compiled once by OpenVINO's CPU plugin at `precision` (bf16 runs on AMX)."""
+        import openvino as ov
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                              "INFERENCE_NUM_THREADS": int(threads)})
+        got = ov_precision(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if got != precision:
+            raise BackendMismatch(f"asked OpenVINO for a {precision} decoder, it compiled {got}")
+        self.effective += f"; window decoder CPU:{got}"
+        request = compiled.create_infer_request()
+        return lambda z: np.asarray(next(iter(request.infer({0: z}).values())))
 
     def _feeds(self, batch, seed):
         x, lengths = pad_batch(batch)
@@ -790,6 +911,40 @@ def npu_readiness(path: Path) -> dict:
     return out
 
 
+def quantize_window_decoder(decoder: Path, dst: Path, windows_z: Sequence[np.ndarray]) -> Path:
+    """Static QDQ int8 (u8 activations, s8 per-channel weights) of the fixed-window decoder, calibrated on real
+    latent windows: the form QNN's HTP and other int8 NPUs compile."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({"z": np.ascontiguousarray(z, dtype=np.float32)} for z in windows_z)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    dst = Path(dst)
+    quantize_static(str(decoder), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return dst
+
+
+def latent_windows(engine: Engine, queries: Sequence[Sequence[int]], chunk_frames: int, context_frames: int) -> list:
+    """The decoder's real inputs: every fixed-size latent window of `queries` (for calibration and checks)."""
+    k, c = context_frames, chunk_frames
+    out = []
+    for i, ids in enumerate(queries):
+        z = np.asarray(engine.latent(ids, seed=i), dtype=np.float32)
+        padded = np.pad(z, ((0, 0), (0, 0), (k, k + c)))
+        out += [padded[..., s:s + c + 2 * k] for s, _ in windows(z.shape[-1], c, k)]
+    return out
+
+
+def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    n = min(ref.size, test.size)
+    return float(10 * np.log10(np.sum(ref[:n] ** 2) / max(np.sum((ref[:n] - test[:n]) ** 2), 1e-20)))
+
+
 def probes_frame(probes: Sequence[Probe]):
     import pandas as pd
     rows = []
@@ -896,6 +1051,7 @@ def _device_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bnb", action="store_true", help="also bitsandbytes int8/NF4 on the 1x1 convolutions")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="a few queries per scenario (to check the script)")
+    ap.add_argument("--only", choices=["latent-graphs"], help="run only these engines")
     args = ap.parse_args(argv)
     probes = probe_all()
     if args.command == "probe":
@@ -915,9 +1071,13 @@ def _device_main(argv: Sequence[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     specs = [dict(precision="fp32"), dict(precision="fp16"), dict(precision="bf16"),
-             dict(precision="fp16", cuda_graphs=True), dict(precision="fp16", compile_decoder=True)]
+             dict(precision="fp16", cuda_graphs=True), dict(precision="fp16", compile_decoder=True),
+             dict(precision="fp32", cuda_graphs=True, graph_latent=True),
+             dict(precision="fp16", cuda_graphs=True, graph_latent=True)]
     if args.device != "cuda":
         specs = [dict(precision="fp32")]
+    if args.only:
+        specs = [sp for sp in specs if sp.get("graph_latent")] if args.only == "latent-graphs" else specs
     if args.bnb:
         specs += [dict(precision="fp16", bnb="int8"), dict(precision="fp16", bnb="nf4")]
     start = time.perf_counter()

@@ -5,6 +5,7 @@ import base64
 import html
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,10 @@ def wide(df: pd.DataFrame, index=("model", "variant", "backend", "threads")) -> 
 METRIC_GROUPS = {
     "quality": ["dnsmos_p808", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "wer", "cer", "pesq_wb", "stoi", "mcd_db",
                 "f0_rmse_cents"],
-    "speed": ["rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "ttfa_ms_p50", "ttfa_ms_p90",
-              "throughput_xrt", "peak_rss_mb", "peak_gpu_mb", "util_pct", "energy_j_per_audio_s"],
+    "speed": ["rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_xrt",
+              "throughput_xrt_offline", "best_batch", "peak_rss_mb"],
+    "streaming": ["ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99", "stream_rtf", "chunk_snr_db", "chunk_pesq_wb"],
+    "utilisation and energy": ["util_pct", "gpu_util_pct", "gpu_util_pct_offline", "peak_gpu_mb", "energy_j_per_audio_s"],
     "size": ["size_mb", "params", "nonzero_params", "trainable_params", "gflop_per_audio_s", "train_s_per_step"],
 }
 
@@ -85,6 +88,17 @@ def grouped_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return out
 
 
+def notebook_rows(df: pd.DataFrame, notebook: str) -> pd.DataFrame:
+    """A notebook's rows from this profile and from the runs recorded on other machines (their device named in
+    the back-end column, e.g. 'torch-cuda @ h100')."""
+    nb = df["notebook"].astype(str)
+    own = df[nb == notebook]
+    rec = df[nb.str.match(rf"^recorded/[^/]+/{notebook}$")].copy()
+    if not rec.empty:
+        rec["backend"] = rec["backend"].astype(str) + " @ " + rec["notebook"].str.split("/").str[1]
+    return pd.concat([own, rec], ignore_index=True)
+
+
 def absent_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Everything recorded as absent or failed, with the reason."""
     cols = ["notebook", "model", "variant", "backend", "metric", "status", "reason"]
@@ -98,17 +112,23 @@ def envs(profile: str, outputs: Path | None = None) -> dict[str, dict]:
 
 
 def provenance_table(profile: str, outputs: Path | None = None) -> pd.DataFrame:
+    """Where each notebook's numbers come from, this profile's runs and the recorded runs of other machines."""
+    from .results import RECORDED
     rows = []
-    for nb, env in envs(profile, outputs).items():
+    recorded = {f"recorded/{p.parent.parent.name}/{p.parent.name} ({p.stem})": json.loads(p.read_text())
+                for p in sorted(RECORDED.glob("*/*/env*.json"))}
+    for nb, env in {**envs(profile, outputs), **recorded}.items():
         v = env.get("versions", {})
         rows.append({"notebook": nb, "date (UTC)": env.get("date_utc"), "git": env.get("git"), "cpu": env.get("cpu_model"),
-                     "cores": env.get("cpu_count"), "threads": env.get("threads"), "device": env.get("device"),
+                     "cores": env.get("cpu_count"), "threads": env.get("threads"),
+                     "device": env.get("gpu") or env.get("device"),
                      "torch": v.get("torch"), "onnxruntime": v.get("onnxruntime"), "python": env.get("python")})
     return pd.DataFrame(rows)
 
 
-def audio_tag(wav: Path, max_s: float = 4.0, rate: int = 16000, label: str = "") -> str:
-    """An <audio> element with the first `max_s` seconds embedded as 16 kHz WAV, so the page works when moved."""
+def audio_tag(wav: Path, max_s: float = 4.0, rate: int = 16000, label: str = "", link: str | None = None) -> str:
+    """An <audio> element with the first `max_s` seconds embedded as 16 kHz WAV, so the page works when moved;
+    `link`, a relative path to the whole file, for the longer audio."""
     import soundfile as sf
     from .metrics import resample
     audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
@@ -117,6 +137,8 @@ def audio_tag(wav: Path, max_s: float = 4.0, rate: int = 16000, label: str = "")
     sf.write(buf, audio, rate, format="WAV", subtype="PCM_16")
     data = base64.b64encode(buf.getvalue()).decode()
     cap = f"<div style='font-size:90%'>{html.escape(label)}</div>" if label else ""
+    if link:
+        cap += f"<div style='font-size:80%'><a href='{html.escape(link)}'>whole clip (WAV)</a></div>"
     return f"<figure style='display:inline-block;margin:4px 12px'>{cap}<audio controls src='data:audio/wav;base64,{data}'></audio></figure>"
 
 
@@ -131,8 +153,15 @@ def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pd.DataFrame(front)
 
 
+SPOT_CHECK_TECHNIQUES = {"hardware parity"}
+
+
 def quality_speed(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (notebook, model, variant, backend): DNSMOS, WER and the RTF at one thread, for the trade-off chart."""
+    """Per (notebook, model, variant, backend): DNSMOS, WER and the RTF at one thread, for the trade-off chart.
+    Quality spot checks on a handful of sentences (`SPOT_CHECK_TECHNIQUES`) are left out: not comparable with
+    the evaluation set."""
+    if "technique" in df:
+        df = df[~df["technique"].isin(SPOT_CHECK_TECHNIQUES)]
     w = wide(df, index=("notebook", "model", "variant", "backend", "threads"))
     if w.empty or "rtf" not in w:
         return pd.DataFrame()
@@ -183,6 +212,40 @@ def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase:
         rows.append({"goal": "best quality per ms", "variant": b["label"],
                      "reason": f"DNSMOS {b['dnsmos_p808']:.2f} at RTF {b['rtf']:.3f}"})
     return pd.DataFrame(rows)
+
+
+def headlines(profile: str, outputs: Path | None = None) -> dict[str, list[str]]:
+    """Each notebook's verdict lines on its targets (`headline` in its metrics.json), for the summary."""
+    root = Path(outputs or OUTPUTS) / profile
+    out = {}
+    for p in sorted(root.glob("*/metrics.json")):
+        lines = json.loads(p.read_text()).get("headline")
+        if lines:
+            out[p.parent.name] = list(lines)
+    return out
+
+
+def metric_by_variant(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One value of `metric` per (notebook, variant, backend) across all notebooks and recorded runs, sorted."""
+    rows = df[(df["status"] == "ok") & (df["metric"] == metric)].copy()
+    if rows.empty:
+        return pd.DataFrame(columns=["label", "value"])
+    where = rows["notebook"].astype(str).str.replace(r"^recorded/([^/]+)/.*$", r"\1", regex=True)
+    rows["label"] = rows["variant"].astype(str) + " (" + rows["backend"].astype(str) + ", " + where + ")"
+    return rows.groupby("label", as_index=False)["value"].first().sort_values("value")
+
+
+def latency_spread(df: pd.DataFrame, prefix: str = "latency_ms") -> pd.DataFrame:
+    """p50/p90/p99 of `prefix` per (notebook, variant, backend, threads): the shape of the latency distribution."""
+    cols = [f"{prefix}_p50", f"{prefix}_p90", f"{prefix}_p99"]
+    rows = df[(df["status"] == "ok") & df["metric"].isin(cols)].copy()
+    if rows.empty:
+        return pd.DataFrame(columns=["label"] + cols)
+    where = rows["notebook"].astype(str).str.replace(r"^recorded/([^/]+)/.*$", r"\1", regex=True)
+    threads = rows["threads"].map(lambda t: "" if pd.isna(t) else f", {int(t)} thr")
+    rows["label"] = rows["variant"].astype(str) + " (" + rows["backend"].astype(str) + threads + ", " + where + ")"
+    t = rows.pivot_table(index="label", columns="metric", values="value", aggfunc="first").reindex(columns=cols)
+    return t.dropna(subset=[cols[0]]).sort_values(cols[0]).reset_index()
 
 
 def figures(profile: str, notebook: str, outputs: Path | None = None) -> list[Path]:
@@ -249,3 +312,25 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
                 f"{best_any['dnsmos_drop']:.2f} and raises WER by {best_any['wer_increase']:+.3f}.")
         lines.append(msg)
     return {"lines": lines, "met": met}
+
+
+REMOTE_TAG = re.compile(r"""<(script|link)\b[^>]*(?:src|href)=["']https?://[^"']*["'][^>]*>(?:\s*</script>)?""", re.I)
+
+
+def make_offline(html_path: Path) -> int:
+    """Remove the tags nbconvert's template loads from a CDN (require.js, MathJax): the report uses neither, and
+    offline they only fail. Returns how many were removed."""
+    path = Path(html_path)
+    text, n = REMOTE_TAG.subn("", path.read_text(encoding="utf-8"))
+    if n:
+        from .results import atomic_write_text
+        atomic_write_text(path, text)
+    return n
+
+
+if __name__ == "__main__":
+    import sys
+    if len(sys.argv) < 3 or sys.argv[1] != "offline":
+        sys.exit("usage: python -m lib.report offline FILE.html [...]")
+    for f in sys.argv[2:]:
+        make_offline(Path(f))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 OUTPUTS = Path(os.environ.get("TTS_LAB_OUTPUTS", Path(__file__).resolve().parent.parent / "outputs"))
+RECORDED = Path(os.environ.get("TTS_LAB_RECORDED", Path(__file__).resolve().parent.parent / "outputs" / "recorded"))
 
 COLUMNS = ["model", "variant", "technique", "parent", "backend", "device", "threads", "metric", "value", "unit",
            "n", "status", "reason", "run_id"]
@@ -138,17 +139,19 @@ def validate_frame(df: pd.DataFrame) -> None:
 
 
 def load_results(profile: str, outputs: Path | None = None) -> pd.DataFrame:
-    """All notebooks' results.csv for a profile (and outputs/recorded/**/results.csv), one frame with a 'notebook' column."""
+    """All notebooks' results.csv for a profile, and the committed runs of other machines (outputs/recorded/**,
+    whatever TTS_LAB_OUTPUTS is), one frame with a 'notebook' column."""
     root = Path(outputs or OUTPUTS)
     frames = []
     for csv in sorted((root / profile).glob("*/results.csv")):
         df = pd.read_csv(csv)
         df["notebook"] = csv.parent.name
         frames.append(df)
-    for csv in sorted((root / "recorded").glob("**/results.csv")):
-        df = pd.read_csv(csv)
-        df["notebook"] = "recorded/" + str(csv.parent.relative_to(root / "recorded"))
-        frames.append(df)
+    for rec in dict.fromkeys([root / "recorded", RECORDED]):
+        for csv in sorted(rec.glob("**/results.csv")):
+            df = pd.read_csv(csv)
+            df["notebook"] = "recorded/" + str(csv.parent.relative_to(rec))
+            frames.append(df)
     if not frames:
         return pd.DataFrame(columns=COLUMNS + ["notebook"])
     return pd.concat(frames, ignore_index=True)

@@ -146,3 +146,25 @@ def test_openvino_voice_reports_its_precision():
     assert v.synthesize("Hello.").duration > 0.3
     with pytest.raises(RuntimeError, match="no int3 support"):
         voices.load_voice(backend="openvino-cpu", precision="int3")
+
+
+def test_bitsandbytes_replaces_only_1x1_convolutions():
+    ok, why = compress.bitsandbytes_status("int8")
+    if not ok:
+        pytest.skip(why)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(64, 128, 1), torch.nn.Conv1d(128, 128, 3, padding=1), torch.nn.Conv1d(128, 96, 1))
+    assert compress.conv1x1_layers(net) == ["0", "2"]
+    x = torch.randn(2, 64, 40)
+    for mode in ("int8", "nf4"):
+        q, names = compress.bnb_convert(net, mode)
+        with torch.no_grad():
+            ref, out = net(x), q(x)
+        assert names == ["0", "2"]
+        assert isinstance(q[1], torch.nn.Conv1d), "a 3-wide convolution is not a linear layer and stays"
+        rel = float((out - ref).norm() / ref.norm())
+        assert 0 < rel < (0.05 if mode == "int8" else 0.25), f"{mode}: relative error {rel}"
+    q, names = compress.bnb_convert(torch.nn.Sequential(torch.nn.Conv1d(96, 64, 1)), "nf4")
+    assert names == [], "NF4 on the CPU packs 64-channel blocks; a 96-channel input stays float"
+    with pytest.raises(ValueError, match="1x1"):
+        compress._bnb_conv_class()(torch.nn.Conv1d(8, 8, 3), "int8")

@@ -106,7 +106,64 @@ def test_compression_notebook(smoke):
     assert deltas.loc["ort-weight-int8-all", "size_ratio"] < 0.3
     assert deltas.loc["split-bf16", "pesq_wb"] > 3.5
     absent = df[df["status"] == "absent"]
-    assert {"gpu-fp16", "bnb-int8", "bnb-nf4"} <= set(absent["variant"]) and absent["reason"].str.len().min() > 10
+    assert {"gpu-fp16", "gpu-bnb-int8", "gpu-bnb-nf4"} <= set(absent["variant"]) and absent["reason"].str.len().min() > 10
+    assert _value(df, variant="bnb-int8-1x1", metric="quantized_layers") == 49, "text encoder + flow 1x1 convolutions"
+    assert deltas.loc[["bnb-int8-1x1", "bnb-nf4-1x1"], ["rtf", "dnsmos_p808"]].notna().all().all()
+
+
+def test_hardware_notebook(smoke):
+    """Every registry entry has a status; the CPU engines that ran have latency, throughput, TTFA and chunk rows;
+    absent back-ends have no value and a reason; the static window decoder is NPU-ready and the latent is not."""
+    df = _frame(smoke, "05_hardware_benchmark")
+    nb = smoke / "smoke" / "05_hardware_benchmark"
+    probes = pd.read_csv(nb / "backends.csv")
+    assert len(probes) == 16 and set(probes["status"]) <= {"runnable", "prepare-only", "unavailable"}
+    for engine in ("torch-cpu-fp32", "ort-cpu-fp32+openvino-bf16-window"):
+        for metric in ("latency_ms_p90", "ttfa_ms_p90", "throughput_xrt_offline", "chunk_snr_db"):
+            assert _value(df, variant=engine, metric=metric) > 0
+        assert _value(df, variant=engine, metric="chunk_pesq_wb") >= 4.0, "chunk borders must be inaudible"
+        assert _value(df, variant=engine, metric="ttfa_ms_p50") < _value(df, variant=engine, metric="latency_ms_p50")
+    assert _value(df, variant="ort-cpu-fp32+openvino-bf16-window", metric="pesq_wb") > 3.5
+    import torch
+    if not torch.cuda.is_available():
+        gpu = df[df["variant"] == "torch-cuda-fp16"]
+        assert (gpu["status"] == "absent").all() and gpu["value"].isna().all() and gpu["reason"].str.contains("CUDA").all()
+    ready = pd.read_csv(nb / "npu_readiness.csv").set_index("file")
+    assert ready.loc["decoder_96.onnx", "static_ready"] and not ready.loc["voice_noise.onnx", "static_ready"]
+    assert ready.loc["voice_noise.onnx", "random_ops"] == "[]"
+
+
+def test_report_in_a_real_browser(smoke, tmp_path):
+    """The report in headless Chromium: every image loads, audio elements are there, nothing is fetched from the
+    network, the console stays clean, no code shows, and the page fits a laptop screen. Screenshot in tmp_path."""
+    from chromium import Chromium, chromium_binary
+    if chromium_binary() is None:
+        pytest.skip("chromium is not installed (the README's test command installs Debian's chromium)")
+    page = smoke / "smoke" / "report.html"
+    with Chromium(width=1366, height=900) as browser:
+        browser.open(page.as_uri())
+        info = browser.eval("""(() => {
+            const imgs = [...document.images];
+            return {images: imgs.length, broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).length,
+                    audio: document.querySelectorAll('audio').length,
+                    playable: [...document.querySelectorAll('audio')].filter(a => a.src.startsWith('data:audio/wav')).length,
+                    code: document.querySelectorAll('.jp-InputArea, .input_area, .jp-CodeMirrorEditor').length,
+                    headings: [...document.querySelectorAll('h2')].map(h => h.textContent.trim()),
+                    overflow: document.documentElement.scrollWidth - window.innerWidth,
+                    links: [...document.querySelectorAll('a[href$=".html"]')].map(a => a.getAttribute('href'))};
+        })()""")
+        shot = browser.screenshot(tmp_path / "report.png")
+        errors = browser.console_errors()
+        remote = [u for u in browser.requested_urls() if not u.startswith(("file:", "data:", "blob:"))]
+    assert info["images"] >= 3 and info["broken"] == 0, info
+    assert info["audio"] >= 2 and info["playable"] == info["audio"]
+    assert info["code"] == 0, "code cells must not show"
+    assert not errors, errors
+    assert not remote, f"the page fetched {remote}"
+    assert info["overflow"] <= 0, f"the page is {info['overflow']} px wider than a laptop screen"
+    assert any("Summary" in h for h in info["headings"]) and any("Provenance" in h for h in info["headings"])
+    assert info["links"] and all((page.parent / href).exists() for href in info["links"]), info["links"]
+    assert shot.stat().st_size > 20_000
 
 
 def test_report_page(smoke):

@@ -9,6 +9,7 @@ from lib import results
 
 def test_writer_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)
+    monkeypatch.setattr(results, "RECORDED", tmp_path / "recorded")
     w = results.ResultWriter("p", "nb")
     w.add(model="m", variant="v", metric="rtf", value=np.float32(0.25), backend="ort-cpu", threads=1)
     w.add(model="m", variant="v", metric="wer", value=float("nan"))
