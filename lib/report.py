@@ -21,6 +21,7 @@ NOTEBOOK_TITLES = {
     "03_pruning_quantization": "Pruning and quantization",
     "04_distillation": "Distillation",
     "05_hardware_benchmark": "Hardware back-ends",
+    "06_listening_test": "Listening test",
 }
 
 

@@ -27,7 +27,7 @@ UNITS = {
     "dnsmos_p808": "MOS", "dnsmos_ovrl": "MOS", "dnsmos_sig": "MOS", "dnsmos_bak": "MOS", "wer": "fraction",
     "cer": "fraction", "pesq_wb": "MOS-LQO", "stoi": "fraction", "mcd_db": "dB", "f0_rmse_cents": "cents",
     "energy_j_per_audio_s": "J/s", "util_pct": "%", "train_s_per_step": "s", "gflop_per_audio_s": "GFLOP/s",
-    "audio_s": "s", "size_mb_zip": "MB", "sparsity": "fraction", "quantized_layers": "count", "max_abs_diff": "amplitude", "length_diff_samples": "samples", "rms_diff_db": "dB",
+    "audio_s": "s", "size_mb_zip": "MB", "sparsity": "fraction", "quantized_layers": "count", "max_abs_diff": "amplitude", "human_mos": "MOS", "human_mos_ci95": "MOS", "length_diff_samples": "samples", "rms_diff_db": "dB",
 }
 
 
