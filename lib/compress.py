@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import torch
 
 PRUNABLE = ("Conv1d", "ConvTranspose1d", "Linear", "Conv2d")
 
@@ -215,7 +216,7 @@ def bitsandbytes_status(mode: str = "int8", device: str = "cpu") -> tuple[bool, 
         return False, f"bitsandbytes is not importable: {type(exc).__name__}: {exc}"
     import torch
     try:
-        layer = _bnb_conv_class()(torch.nn.Conv1d(8, 8, 1), mode).to(device)
+        layer = BnbConv1x1(torch.nn.Conv1d(8, 8, 1), mode).to(device)
         with torch.no_grad():
             layer(torch.zeros(1, 8, 4, device=device))
     except Exception as exc:
@@ -223,44 +224,33 @@ def bitsandbytes_status(mode: str = "int8", device: str = "cpu") -> tuple[bool, 
     return True, "ok"
 
 
-def _bnb_conv_class():
-    import torch
+class BnbConv1x1(torch.nn.Module):
+    """A kernel-size-1 Conv1d run as a bitsandbytes linear layer: the same product over channels, with the weight
+    stored as int8 (LLM.int8(), outliers above `threshold` kept in 16-bit) or 4-bit NF4."""
 
-    class BnbConv1x1(torch.nn.Module):
-        """A kernel-size-1 Conv1d run as a bitsandbytes linear layer: the same product over channels, with the
-        weight stored as int8 (LLM.int8(), outliers above `threshold` kept in 16-bit) or 4-bit NF4."""
+    def __init__(self, conv, mode: str = "int8", threshold: float = 6.0, compute_dtype=None):
+        super().__init__()
+        import bitsandbytes as bnb
+        if conv.kernel_size != (1,) or conv.groups != 1:
+            raise ValueError(f"only 1x1 ungrouped Conv1d layers are linear layers; got kernel {conv.kernel_size}")
+        w = conv.weight.data[:, :, 0].contiguous()
+        bias = conv.bias is not None
+        if mode == "int8":
+            lin = bnb.nn.Linear8bitLt(conv.in_channels, conv.out_channels, bias=bias, has_fp16_weights=False,
+                                      threshold=threshold)
+            lin.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
+        elif mode == "nf4":
+            lin = bnb.nn.Linear4bit(conv.in_channels, conv.out_channels, bias=bias, quant_type="nf4",
+                                    compute_dtype=compute_dtype or torch.float32)
+            lin.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
+        else:
+            raise ValueError(f"bitsandbytes mode {mode!r}: use 'int8' or 'nf4'")
+        if bias:
+            lin.bias = torch.nn.Parameter(conv.bias.data.clone(), requires_grad=False)
+        self.linear, self.mode = lin, mode
 
-        def __init__(self, conv, mode: str = "int8", threshold: float = 6.0, compute_dtype=None):
-            super().__init__()
-            import bitsandbytes as bnb
-            if conv.kernel_size != (1,) or conv.groups != 1:
-                raise ValueError(f"only 1x1 ungrouped Conv1d layers are linear layers; got kernel {conv.kernel_size}")
-            w = conv.weight.data[:, :, 0].contiguous()
-            bias = conv.bias is not None
-            if mode == "int8":
-                lin = bnb.nn.Linear8bitLt(conv.in_channels, conv.out_channels, bias=bias, has_fp16_weights=False,
-                                          threshold=threshold)
-                lin.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
-            elif mode == "nf4":
-                lin = bnb.nn.Linear4bit(conv.in_channels, conv.out_channels, bias=bias, quant_type="nf4",
-                                        compute_dtype=compute_dtype or torch.float32)
-                lin.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
-            else:
-                raise ValueError(f"bitsandbytes mode {mode!r}: use 'int8' or 'nf4'")
-            if bias:
-                lin.bias = torch.nn.Parameter(conv.bias.data.clone(), requires_grad=False)
-            self.linear, self.mode = lin, mode
-
-        def forward(self, x):
-            return self.linear(x.transpose(1, 2)).transpose(1, 2)
-
-    return BnbConv1x1
-
-
-def __getattr__(name):
-    if name == "BnbConv1x1":
-        return _bnb_conv_class()
-    raise AttributeError(name)
+    def forward(self, x):
+        return self.linear(x.transpose(1, 2)).transpose(1, 2)
 
 
 def conv1x1_layers(model, scope: Sequence[str] | None = None) -> list[str]:
@@ -277,7 +267,7 @@ def bnb_convert(model, mode: str = "int8", device: str = "cpu", scope: Sequence[
     to `device` (the move is when bitsandbytes quantizes). Returns (model, names of the converted layers).
     NF4 on the CPU packs weights in blocks of 64 input channels, so layers with other widths stay float there."""
     import copy
-    cls = _bnb_conv_class()
+    cls = BnbConv1x1
     out = copy.deepcopy(model).cpu()
     names = conv1x1_layers(out, scope)
     if mode == "nf4" and str(device).startswith("cpu"):

@@ -109,32 +109,32 @@ class TrainLog:
         return self.seconds / max(1, len(self.steps))
 
 
-def train_decoder(decoder, lat: Latents, steps: int, ckpt_dir: Path, lr: float = 2.0e-4, batch: int = 4,
-                  frames: int = 32, mel_weight: float = 1.0, stft_weight: float = 1.0, seed: int = 0,
-                  checkpoint_every: int = 50, threads: int = 2, progress: str | None = "train") -> TrainLog:
-    """Fit `decoder` so that decoder(z) matches the teacher waveform for z, with mel L1 + MR-STFT.
+def train_loop(module, next_batch, loss_fn, steps: int, ckpt_dir: Path, lr: float = 2.0e-4, seed: int = 0,
+               checkpoint_every: int = 50, threads: int = 2, progress: str | None = "train",
+               device: str = "cpu") -> TrainLog:
+    """AdamW on `loss_fn(module, *next_batch(rng))` for `steps` steps, with gradient clipping.
 
     Checkpoints model, optimiser and loss curve to ckpt_dir every `checkpoint_every` steps and at the end; a
-    second call with the same ckpt_dir resumes where the first stopped (and does nothing if it had finished).
-    """
+    second call with the same ckpt_dir resumes where the first stopped (and does nothing if it had finished)."""
     import torch
     from tqdm.auto import tqdm
-    torch.set_num_threads(threads)
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    module.to(device)
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / "checkpoint.pt"
-    opt = torch.optim.AdamW(decoder.parameters(), lr=lr, betas=(0.8, 0.99))
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=(0.8, 0.99))
     log = {"steps": [], "loss": [], "seconds": 0.0}
     start = 0
     if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        decoder.load_state_dict(state["model"])
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        module.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         log, start = state["log"], state["step"]
     resumed_from = start
     rng = np.random.default_rng(seed + start)
-    mel_loss = MelLoss(hop=lat.hop)
-    decoder.train()
+    module.train()
     t0 = time.perf_counter()
     saved_at = [0.0]
 
@@ -142,17 +142,16 @@ def train_decoder(decoder, lat: Latents, steps: int, ckpt_dir: Path, lr: float =
         log["seconds"] = log.get("seconds", 0.0) + time.perf_counter() - t0 - saved_at[0]
         saved_at[0] = time.perf_counter() - t0
         tmp = ckpt_dir / ".checkpoint.pt.tmp"
-        torch.save({"model": decoder.state_dict(), "opt": opt.state_dict(), "log": log, "step": step}, tmp)
+        torch.save({"model": module.state_dict(), "opt": opt.state_dict(), "log": log, "step": step}, tmp)
         tmp.replace(ckpt)
         atomic_write_json(ckpt_dir / "curve.json", log)
 
     for step in tqdm(range(start, steps), desc=progress, disable=progress is None, initial=start, total=steps):
-        z, y = random_segments(lat, batch, frames, rng)
-        y_hat = decoder(z)
-        loss = mel_weight * mel_loss(y_hat, y) + stft_weight * mr_stft_loss(y_hat, y)
+        batch = [b.to(device) for b in next_batch(rng)]
+        loss = loss_fn(module, *batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(decoder.parameters(), 10.0)
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
         opt.step()
         log["steps"].append(step + 1)
         log["loss"].append(float(loss.detach()))
@@ -160,5 +159,21 @@ def train_decoder(decoder, lat: Latents, steps: int, ckpt_dir: Path, lr: float =
             save(step + 1)
     if steps > start:
         save(steps)
-    decoder.eval()
+    module.eval()
     return TrainLog(log["steps"], log["loss"], log.get("seconds", 0.0), resumed_from)
+
+
+def train_decoder(decoder, lat: Latents, steps: int, ckpt_dir: Path, lr: float = 2.0e-4, batch: int = 4,
+                  frames: int = 32, mel_weight: float = 1.0, stft_weight: float = 1.0, seed: int = 0,
+                  checkpoint_every: int = 50, threads: int = 2, progress: str | None = "train",
+                  device: str = "cpu") -> TrainLog:
+    """Fit `decoder` so that decoder(z) matches the teacher waveform for z, with mel L1 + MR-STFT, on random
+    aligned segments; checkpoints and resumes as `train_loop`."""
+    mel_loss = MelLoss(hop=lat.hop)
+
+    def loss(dec, z, y):
+        y_hat = dec(z)
+        return mel_weight * mel_loss(y_hat, y) + stft_weight * mr_stft_loss(y_hat, y)
+
+    return train_loop(decoder, lambda rng: random_segments(lat, batch, frames, rng), loss, steps, ckpt_dir, lr=lr,
+                      seed=seed, checkpoint_every=checkpoint_every, threads=threads, progress=progress, device=device)

@@ -167,4 +167,4 @@ def test_bitsandbytes_replaces_only_1x1_convolutions():
     q, names = compress.bnb_convert(torch.nn.Sequential(torch.nn.Conv1d(96, 64, 1)), "nf4")
     assert names == [], "NF4 on the CPU packs 64-channel blocks; a 96-channel input stays float"
     with pytest.raises(ValueError, match="1x1"):
-        compress._bnb_conv_class()(torch.nn.Conv1d(8, 8, 3), "int8")
+        compress.BnbConv1x1(torch.nn.Conv1d(8, 8, 3), "int8")

@@ -1,0 +1,53 @@
+"""Students of the decoder and flow: shapes, initialisation, relabelling, and that training lowers the loss."""
+import numpy as np
+import pytest
+import torch
+
+from lib import distill, finetune, voices
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return voices.load_piper_torch(voices.joe_paths()[0])
+
+
+def test_decoder_students_have_the_asked_width(teacher):
+    pruned = distill.decoder_student(teacher, 128, "prune")
+    scratch = distill.decoder_student(teacher, 128, "scratch")
+    assert distill.decoder_width(pruned) == distill.decoder_width(scratch) == 128
+    z = torch.randn(1, 192, 20)
+    with torch.no_grad():
+        a, b, t = pruned(z), distill.finalize(scratch)(z), teacher.dec(z)
+    assert a.shape == b.shape == t.shape
+    assert not any(hasattr(m, "weight_g") for m in scratch.modules()), "weight norm folded for inference"
+    assert sum(p.numel() for p in pruned.parameters()) < 0.35 * sum(p.numel() for p in teacher.dec.parameters())
+    with pytest.raises(ValueError, match="narrower"):
+        distill.decoder_student(teacher, 512, "prune")
+    with pytest.raises(ValueError, match="init"):
+        distill.decoder_student(teacher, 128, "distilled")
+
+
+def test_chain_relabels_with_the_parent_and_swaps_parts(teacher):
+    z = [torch.randn(1, 192, 12), torch.randn(1, 192, 9)]
+    lat = finetune.Latents(["a", "b"], z, [torch.zeros(1, 1, 12 * 256), torch.zeros(1, 1, 9 * 256)], 256)
+    student = distill.decoder_student(teacher, 128, "prune")
+    new = distill.relabel(lat, student)
+    with torch.no_grad():
+        torch.testing.assert_close(new.wav[1], student(z[1]))
+    assert new.z is lat.z and lat.wav[0].abs().max() == 0, "the original targets are left alone"
+    flow = distill.flow_student(teacher, 96)
+    voice = distill.with_parts(teacher, decoder=student, flow=flow)
+    assert voice.dec is not teacher.dec and distill.decoder_width(voice.dec) == 128
+    assert voice.flow.flows[0].enc.hidden_channels == 96 and teacher.flow.flows[0].enc.hidden_channels == 192
+
+
+def test_flow_student_learns_the_teacher_flow(teacher, tmp_path):
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    ids = [fe.phoneme_ids(t)[0] for t in ("The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.")]
+    pairs = distill.flow_pairs(teacher, ids, draws=1)
+    assert pairs.z[0].shape == pairs.z_p[0].shape and pairs.mask[0].shape[1] == 1
+    flow = distill.flow_student(teacher, 32, n_layers=2)
+    log = distill.train_flow(flow, pairs, 60, tmp_path / "flow", lr=2e-3, batch=2, frames=64, progress=None)
+    assert np.mean(log.loss[-10:]) < 0.8 * np.mean(log.loss[:5]), "training lowers the loss"
+    again = distill.train_flow(flow, pairs, 60, tmp_path / "flow", progress=None)
+    assert again.resumed_from == 60 and len(again.loss) == 60, "a finished run resumes to nothing"
