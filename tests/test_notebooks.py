@@ -147,7 +147,8 @@ def test_report_in_a_real_browser(smoke, tmp_path):
             return {images: imgs.length, broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).length,
                     audio: document.querySelectorAll('audio').length,
                     playable: [...document.querySelectorAll('audio')].filter(a => a.src.startsWith('data:audio/wav')).length,
-                    code: document.querySelectorAll('.jp-InputArea, .input_area, .jp-CodeMirrorEditor').length,
+                    code: document.querySelectorAll('.jp-CodeCell .jp-InputArea, .jp-CodeCell .jp-CodeMirrorEditor, .input_area').length,
+                        markdown: document.querySelectorAll('.jp-MarkdownCell').length,
                     headings: [...document.querySelectorAll('h2')].map(h => h.textContent.trim()),
                     overflow: document.documentElement.scrollWidth - window.innerWidth,
                     links: [...document.querySelectorAll('a[href$=".html"]')].map(a => a.getAttribute('href'))};
@@ -157,7 +158,7 @@ def test_report_in_a_real_browser(smoke, tmp_path):
         remote = [u for u in browser.requested_urls() if not u.startswith(("file:", "data:", "blob:"))]
     assert info["images"] >= 3 and info["broken"] == 0, info
     assert info["audio"] >= 2 and info["playable"] == info["audio"]
-    assert info["code"] == 0, "code cells must not show"
+    assert info["code"] == 0 and info["markdown"] > 0, info
     assert not errors, errors
     assert not remote, f"the page fetched {remote}"
     assert info["overflow"] <= 0, f"the page is {info['overflow']} px wider than a laptop screen"
