@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Run every numbered notebook with papermill on one profile, keep going past failures, then render the report.
-#   ./run_all.sh [PROFILE]            PROFILE defaults to 'default'; parameters come from params/PROFILE/*.yaml
+#   ./run_all.sh [PROFILE [NN ...]]   PROFILE defaults to 'default'; parameters come from params/PROFILE/*.yaml;
+#                                     NN picks notebooks by number (e.g. 02 90); the others' results are kept
 # Executed notebooks go to outputs/PROFILE/notebooks/, the report to outputs/PROFILE/report.html.
 # TTS_LAB_PARAMS and TTS_LAB_OUTPUTS move the params and outputs folders (the tests use them); NOTEBOOK_TIMEOUT
 # is the per-cell execution timeout in seconds.
 set -uo pipefail
 cd "$(dirname "$0")"
 PROFILE="${1:-default}"
+shift || true
+PICK=("$@")
 TIMEOUT="${NOTEBOOK_TIMEOUT:-3600}"
 PY="${PYTHON:-python}"
 PARAMS="${TTS_LAB_PARAMS:-params}"
@@ -21,9 +24,22 @@ mkdir -p "$NBOUT"
 export PYTHONWARNINGS=ignore
 
 mapfile -t NOTEBOOKS < <(ls notebooks/[0-9][0-9]_*.ipynb | sort)
+if [ ${#PICK[@]} -gt 0 ]; then
+  picked=()
+  for n in "${PICK[@]}"; do
+    match=(notebooks/"$n"_*.ipynb)
+    if [ ! -f "${match[0]}" ]; then
+      echo "run_all.sh: no notebook numbered '$n' (have: $(ls notebooks | grep -o '^[0-9][0-9]' | tr '\n' ' '))" >&2
+      exit 2
+    fi
+    picked+=("${match[0]}")
+  done
+  NOTEBOOKS=("${picked[@]}")
+fi
 REPORT="notebooks/90_report.ipynb"
 failures=()
-status_json="{}"
+status_json=$(cat "$OUT/run_status.json" 2>/dev/null || echo "{}")
+[ ${#PICK[@]} -gt 0 ] || status_json="{}"
 start_all=$(date +%s)
 i=0
 for nb in "${NOTEBOOKS[@]}"; do

@@ -270,14 +270,18 @@ def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str
 def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence], judges: Judges,
                       writer: ResultWriter, *, model: str, baseline: str, settings: dict, threads: int = 1,
                       reference_limit: int | None = None, speed_sentences: int = 10, warmup: int = 1,
-                      repeats: int = 1, paired: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      repeats: int = 1, paired: bool = False, speed_baseline: str | None = None,
+                      untimed: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The whole harness for a set of variants of one voice, on the same sentences and in one run:
     quality, reference metrics against the baseline with noise off, size and parameter counts, and speed
     timed interleaved with `rtf_ratio` to `baseline`. Returns (per-clip, speed) tables.
 
     `paired` judges DNSMOS and WER on the noise-free output too, so that two variants differ only by what was
     done to them: with sampling noise on, two draws of the same voice differ by a few hundredths of WER on tens
-    of sentences, more than the bounds a compression is held to. Otherwise they are judged with `settings`."""
+    of sentences, more than the bounds a compression is held to. Otherwise they are judged with `settings`.
+
+    `speed_baseline` (default: `baseline`) is what `rtf_ratio` divides by; variants named in `untimed` are judged
+    but not timed (a reference that is not a model, such as a signal-processed target)."""
     quiet = {**settings, "noise_scale": 0.0, "noise_w": 0.0}
     judged = quiet if paired else settings
     by_name = {v.name: v for v in variants}
@@ -299,11 +303,12 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
             writer.add_many(bench.param_counts(v.module), **keys)
         for metric, value in (v.extra or {}).items():
             writer.add(metric=metric, value=value, **keys)
-    voices = {v.name: v.make(threads=threads, **settings) for v in variants}
+    timed = [v for v in variants if v.name not in set(untimed)]
+    voices = {v.name: v.make(threads=threads, **settings) for v in timed}
     meta = {v.name: dict(variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend, threads=threads)
-            for v in variants}
-    specs = {v.name: {**v.spec, "threads": threads, **settings} for v in variants if v.spec}
-    speed = measure_speed(voices, sentences[:speed_sentences], writer, model=model, baseline=baseline, meta=meta,
+            for v in timed}
+    specs = {v.name: {**v.spec, "threads": threads, **settings} for v in timed if v.spec}
+    speed = measure_speed(voices, sentences[:speed_sentences], writer, model=model, baseline=speed_baseline or baseline, meta=meta,
                           warmup=warmup, repeats=repeats, specs=specs)
     return pd.concat(per_clip, ignore_index=True), speed
 

@@ -1,13 +1,16 @@
 """Training the voice's waveform path offline: teacher latents from the synthetic corpus, mel + multi-resolution
-STFT losses, and a decoder training loop that checkpoints, resumes and logs its curve."""
+STFT losses, a training loop that checkpoints, resumes and logs its curve, and adaptation of the voice to a new
+target voice by full fine-tuning, LoRA (PEFT) or QLoRA (PEFT on a bitsandbytes NF4 base)."""
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from .results import atomic_write_json
 
@@ -114,8 +117,9 @@ def train_loop(module, next_batch, loss_fn, steps: int, ckpt_dir: Path, lr: floa
                device: str = "cpu") -> TrainLog:
     """AdamW on `loss_fn(module, *next_batch(rng))` for `steps` steps, with gradient clipping.
 
-    Checkpoints model, optimiser and loss curve to ckpt_dir every `checkpoint_every` steps and at the end; a
-    second call with the same ckpt_dir resumes where the first stopped (and does nothing if it had finished)."""
+    Checkpoints the trainable parameters, optimiser and loss curve to ckpt_dir every `checkpoint_every` steps and
+    at the end; a second call with the same ckpt_dir resumes where the first stopped (and, if it had finished,
+    only loads the trained weights)."""
     import torch
     from tqdm.auto import tqdm
     if device == "cpu":
@@ -124,12 +128,20 @@ def train_loop(module, next_batch, loss_fn, steps: int, ckpt_dir: Path, lr: floa
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / "checkpoint.pt"
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=(0.8, 0.99))
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: every parameter of the module is frozen")
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.8, 0.99))
     log = {"steps": [], "loss": [], "seconds": 0.0}
     start = 0
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        module.load_state_dict(state["model"])
+        missing = set(state["model"]) ^ trainable
+        if missing:
+            raise ValueError(f"{ckpt} was written for other trainable parameters ({len(missing)} differ, e.g. "
+                             f"{sorted(missing)[0]}): use a fresh checkpoint folder for a different setup")
+        module.load_state_dict(state["model"], strict=False)
         opt.load_state_dict(state["opt"])
         log, start = state["log"], state["step"]
     resumed_from = start
@@ -142,7 +154,8 @@ def train_loop(module, next_batch, loss_fn, steps: int, ckpt_dir: Path, lr: floa
         log["seconds"] = log.get("seconds", 0.0) + time.perf_counter() - t0 - saved_at[0]
         saved_at[0] = time.perf_counter() - t0
         tmp = ckpt_dir / ".checkpoint.pt.tmp"
-        torch.save({"model": module.state_dict(), "opt": opt.state_dict(), "log": log, "step": step}, tmp)
+        weights = {n: p.detach() for n, p in module.named_parameters() if n in trainable}
+        torch.save({"model": weights, "opt": opt.state_dict(), "log": log, "step": step}, tmp)
         tmp.replace(ckpt)
         atomic_write_json(ckpt_dir / "curve.json", log)
 
@@ -151,7 +164,7 @@ def train_loop(module, next_batch, loss_fn, steps: int, ckpt_dir: Path, lr: floa
         loss = loss_fn(module, *batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
         opt.step()
         log["steps"].append(step + 1)
         log["loss"].append(float(loss.detach()))
@@ -177,3 +190,432 @@ def train_decoder(decoder, lat: Latents, steps: int, ckpt_dir: Path, lr: float =
 
     return train_loop(decoder, lambda rng: random_segments(lat, batch, frames, rng), loss, steps, ckpt_dir, lr=lr,
                       seed=seed, checkpoint_every=checkpoint_every, threads=threads, progress=progress, device=device)
+
+
+# --- adapting the voice to a new target voice ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VoiceShift:
+    """A documented change of voice character made with WORLD (pyworld): F0 multiplied by 2**(semitones/12) and the
+    spectral envelope's frequency axis stretched by `formant_ratio` (> 1 moves formants up, as a shorter vocal
+    tract does), aperiodicity kept. The output has the input's length sample for sample, so a model's output can be
+    compared with it frame by frame: the target of an adaptation whose success is measurable offline."""
+    semitones: float = 3.0
+    formant_ratio: float = 1.1
+    frame_ms: float = 5.0
+
+    def __call__(self, audio: np.ndarray, sr: int) -> np.ndarray:
+        import pyworld
+        x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
+        if x.size < sr * self.frame_ms / 1000 * 4:
+            raise ValueError(f"VoiceShift: {x.size} samples is too short to analyse")
+        f0, t = pyworld.dio(x, sr, frame_period=self.frame_ms)
+        f0 = pyworld.stonemask(x, f0, t, sr)
+        sp = pyworld.cheaptrick(x, f0, t, sr)
+        ap = pyworld.d4c(x, f0, t, sr)
+        bins = np.arange(sp.shape[1], dtype=np.float64)
+        src = np.clip(bins / self.formant_ratio, 0, sp.shape[1] - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, sp.shape[1] - 1)
+        frac = src - lo
+        warped = sp[:, lo] * (1 - frac) + sp[:, hi] * frac
+        y = pyworld.synthesize(f0 * 2.0 ** (self.semitones / 12.0), np.ascontiguousarray(warped), ap, sr,
+                               frame_period=self.frame_ms)
+        y = y[: x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
+        return y.astype(np.float32)
+
+    def describe(self) -> str:
+        return (f"WORLD resynthesis with F0 x 2^({self.semitones:g}/12) ({self.semitones:+g} semitones) and the spectral "
+                f"envelope stretched x{self.formant_ratio:g} in frequency")
+
+
+class ShiftedVoice:
+    """A voice whose every utterance passes through `shift` (a VoiceShift): the adaptation target as a voice,
+    so the evaluation harness can judge it and compare models with it."""
+
+    def __init__(self, voice, shift):
+        self.voice, self.shift, self.sample_rate = voice, shift, voice.sample_rate
+
+    def synthesize(self, text: str):
+        from .voices import Audio
+        a = self.voice.synthesize(text)
+        return Audio(np.clip(self.shift(a.samples, a.sample_rate), -1.0, 1.0), a.sample_rate)
+
+
+def median_f0(audio: np.ndarray, sr: int, frame_ms: float = 5.0) -> float:
+    """Median F0 (Hz) over voiced frames (WORLD dio + stonemask); NaN when nothing is voiced."""
+    import pyworld
+    x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
+    f0, t = pyworld.dio(x, sr, frame_period=frame_ms)
+    f0 = pyworld.stonemask(x, f0, t, sr)
+    voiced = f0[f0 > 0]
+    return float(np.median(voiced)) if voiced.size else float("nan")
+
+
+def f0_shift_semitones(reference: Sequence[np.ndarray], output: Sequence[np.ndarray], sr: int) -> float:
+    """How far `output` sits from time-aligned `reference` in pitch: the median of 12*log2(F0 ratio) over all
+    frames voiced in both (semitones). Meant for outputs that keep the reference's timing."""
+    diffs = []
+    for r, o in zip(reference, output):
+        fr, fo = f0_track(r, sr), f0_track(o, sr)
+        n = min(len(fr), len(fo))
+        both = (fr[:n] > 0) & (fo[:n] > 0)
+        diffs.append(12 * np.log2(fo[:n][both] / fr[:n][both]))
+    pooled = np.concatenate(diffs) if diffs else np.array([])
+    return float(np.median(pooled)) if pooled.size >= 5 else float("nan")
+
+
+@dataclass
+class AlignedSet:
+    """Per utterance: phoneme ids, the teacher's alignment (latent frames x phonemes, so its durations stay fixed)
+    and the target waveform, aligned with the teacher's latent frames."""
+    ids: list[str]
+    phonemes: list  # LongTensor [T_x]
+    attn: list  # FloatTensor [T_y, T_x]
+    wav: list  # FloatTensor [1, 1, T_y * hop]
+    hop: int
+
+
+def aligned_set(model, phoneme_ids: Sequence[list[int]], names: Sequence[str], target=None, sample_rate: int = 22050,
+                progress: str | None = "targets") -> AlignedSet:
+    """Run the teacher noise-free on each utterance; keep its alignment and its waveform passed through `target`
+    (a callable audio, sr -> audio of the same length, e.g. VoiceShift; None keeps the teacher's own)."""
+    import torch
+    from tqdm.auto import tqdm
+    hop = int(np.prod(model.hparams["upsample_rates"]))
+    phon, attns, wavs = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for ids in tqdm(phoneme_ids, desc=progress, disable=progress is None, leave=False):
+            x = torch.tensor([ids], dtype=torch.long)
+            o, attn, _, _ = model.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)
+            a = attn[0, 0].float()
+            y = o.reshape(-1).numpy()[: a.shape[0] * hop]
+            y = target(y, sample_rate) if target is not None else y
+            phon.append(x[0])
+            attns.append(a)
+            wavs.append(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).reshape(1, 1, -1))
+    return AlignedSet(list(names), phon, attns, wavs, hop)
+
+
+def aligned_segments(data: AlignedSet, batch: int, frames: int, rng: np.random.Generator):
+    """A batch of random `frames`-frame segments: phonemes [B, T_x] (zero-padded), their lengths, the alignment
+    rows of the segment [B, frames, T_x] and the target waveform [B, 1, frames * hop]."""
+    import torch
+    picks = [int(rng.integers(len(data.ids))) for _ in range(batch)]
+    tx = max(data.phonemes[i].numel() for i in picks)
+    xs, lens, attns, ys = [], [], [], []
+    for i in picks:
+        a, n = data.attn[i], data.attn[i].shape[0]
+        s = int(rng.integers(max(1, n - frames + 1)))
+        seg = a[s:s + frames]
+        y = data.wav[i][..., s * data.hop:(s + seg.shape[0]) * data.hop]
+        xs.append(torch.nn.functional.pad(data.phonemes[i], (0, tx - data.phonemes[i].numel())))
+        lens.append(data.phonemes[i].numel())
+        attns.append(torch.nn.functional.pad(seg, (0, tx - seg.shape[1], 0, frames - seg.shape[0])))
+        ys.append(torch.nn.functional.pad(y, (0, frames * data.hop - y.shape[-1])))
+    return torch.stack(xs), torch.tensor(lens), torch.stack(attns), torch.cat(ys)
+
+
+class VoicePath(torch.nn.Module):
+    """What shapes the voice, run on a segment: text encoder -> the teacher's fixed alignment -> flow (reverse,
+    noise off) -> decoder. It holds the voice's own modules, so training it trains (or adapts) the voice."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.enc_p, self.flow, self.dec = model.enc_p, model.flow, model.dec
+
+    def forward(self, x, x_len, attn):
+        frozen = not any(p.requires_grad for p in self.enc_p.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            _, m_p, _, _ = self.enc_p(x, x_len)
+        z_p = torch.bmm(attn, m_p.transpose(1, 2)).transpose(1, 2)
+        mask = (attn.sum(-1) > 0).unsqueeze(1).to(z_p.dtype)
+        z = self.flow(z_p, mask, g=None, reverse=True)
+        return self.dec(z * mask)
+
+
+METHODS = ("full", "lora", "lora-attention", "qlora")
+ATTENTION_PROJECTIONS = ("conv_q", "conv_k", "conv_v", "conv_o")
+
+
+def lora_targets(model, scope: Sequence[str] = ("dec.", "flow.")) -> list[str]:
+    """The layers LoRA can adapt within `scope`: Conv1d and Linear (bitsandbytes layers included). PEFT has no
+    LoRA for ConvTranspose1d, and its Conv1d LoRA ignores dilation (the adapter's output would be longer than the
+    layer's), so the decoder's upsampling layers and its dilated residual convolutions stay frozen."""
+    import bitsandbytes as bnb
+    kinds = (torch.nn.Conv1d, torch.nn.Linear, bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    return [n for n, m in model.named_modules() if isinstance(m, kinds) and n.startswith(tuple(scope))
+            and tuple(getattr(m, "dilation", (1,))) == (1,)]
+
+
+def attention_targets(model) -> list[str]:
+    """The text encoder's attention projections (1x1 convolutions q, k, v, o)."""
+    return [n for n, m in model.named_modules() if n.startswith("enc_p.") and n.endswith(ATTENTION_PROJECTIONS)]
+
+
+@dataclass
+class Adapted:
+    """A copy of the voice prepared for one adaptation method: `voice` is the whole SynthesizerTrn (it sees the
+    adapters), `trainable` the module to train (a VoicePath, wrapped by PEFT for LoRA and QLoRA)."""
+    method: str
+    voice: object
+    trainable: object
+    rank: int | None
+    targets: list
+    quantized: list
+
+    @property
+    def is_peft(self) -> bool:
+        return self.method != "full"
+
+    def trainable_params(self) -> int:
+        return sum(p.numel() for p in self.trainable.parameters() if p.requires_grad)
+
+    def merged(self):
+        """The voice with adapters folded into its weights (PEFT merge_and_unload) in a copy: same architecture,
+        so the same speed as the base voice. For QLoRA the NF4 base layers are dequantized first (their rounding
+        stays), as a QLoRA model is deployed: an adapter cannot be added to packed 4-bit weights."""
+        _drop_graph_caches(self.voice)
+        if not self.is_peft:
+            return copy.deepcopy(self.voice).eval()
+        voice = copy.deepcopy(self.voice)
+        path = copy.deepcopy(self.trainable)
+        if self.method == "qlora":
+            _dequantize_bases(path)
+        path.merge_and_unload()
+        inner = path.base_model.model
+        voice.enc_p, voice.flow, voice.dec = inner.enc_p, inner.flow, inner.dec
+        return voice.eval()
+
+    def save(self, out_dir: Path) -> Path:
+        """What this method adds to the base voice, on disk: the PEFT adapter folder, or (full fine-tuning) the
+        adapted modules' weights."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_peft:
+            self.trainable.save_pretrained(str(out_dir))
+            return out_dir
+        from safetensors.torch import save_file
+        weights = {n: p.detach().contiguous() for n, p in self.trainable.named_parameters() if p.requires_grad}
+        save_file(weights, str(out_dir / "adapted_modules.safetensors"))
+        return out_dir
+
+
+def load_adapter(model, adapter_dir: Path):
+    """A copy of `model` with a saved PEFT adapter (from `Adapted.save`) attached, ready to merge or to run."""
+    from peft import PeftModel
+    voice = copy.deepcopy(model).cpu().eval()
+    path = PeftModel.from_pretrained(VoicePath(voice), str(adapter_dir))
+    path.eval()
+    return voice
+
+
+def prepare(model, method: str, rank: int = 8, alpha: float | None = None, scope: Sequence[str] = ("dec.", "flow.")) -> Adapted:
+    """A copy of `model` ready to train with `method`: 'full' (every weight of `scope` trainable), 'lora' (PEFT LoRA
+    of `rank` on every Conv1d of `scope`), 'lora-attention' (LoRA on the text encoder's attention projections only)
+    or 'qlora' (the 1x1 convolutions of `scope` frozen in bitsandbytes NF4, LoRA on every layer of `scope`).
+    The text encoder, duration predictor and alignment stay the teacher's unless LoRA targets attention."""
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: use one of {', '.join(METHODS)}")
+    if rank is not None and rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    voice = copy.deepcopy(model).cpu().eval()
+    quantized: list = []
+    if method == "qlora":
+        from .compress import bnb_convert
+        ok, why = _bnb_ok()
+        if not ok:
+            raise RuntimeError(f"QLoRA needs bitsandbytes NF4 layers: {why}")
+        voice, quantized = bnb_convert(voice, "nf4", "cpu", scope=scope)
+        for name in quantized:
+            _use_float_kernel(voice.get_submodule(name).linear)
+    for p in voice.parameters():
+        p.requires_grad_(False)
+    path = VoicePath(voice)
+    if method == "full":
+        for name, p in path.named_parameters():
+            p.requires_grad_(name.startswith(tuple(scope)))
+        return Adapted(method, voice, path, None, [n for n, _ in path.named_parameters() if n.startswith(tuple(scope))], [])
+    from peft import LoraConfig, get_peft_model
+    targets = attention_targets(path) if method == "lora-attention" else lora_targets(path, scope)
+    if not targets:
+        raise ValueError(f"no layer for LoRA in scope {tuple(scope)}")
+    cfg = LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=0.0, target_modules=targets, init_lora_weights=True)
+    peft_model = get_peft_model(path, cfg)
+    return Adapted(method, voice, peft_model, rank, targets, quantized)
+
+
+def _nf4_forward_in_float(self, x):
+    """Linear4bit's product with its NF4 weights dequantized to the input's dtype (what QLoRA computes)."""
+    import bitsandbytes as bnb
+    if getattr(self.weight.quant_state, "packing_format_for_cpu", False):
+        self.state_dict()
+    w = bnb.functional.dequantize_4bit(self.weight.data, self.weight.quant_state)
+    return torch.nn.functional.linear(x, w.to(x.dtype).reshape(self.out_features, self.in_features),
+                                      None if self.bias is None else self.bias.to(x.dtype))
+
+
+def _use_float_kernel(layer) -> None:
+    """Run a bitsandbytes 4-bit layer through `_nf4_forward_in_float`. bitsandbytes 0.50's CPU 4-bit kernels do not
+    reproduce their own weights on this voice (the flow's NF4 layers through them move the output by a mel L1 of
+    1.36, the same weights dequantized by 0.12; see notebook 02), so storage stays NF4 and only the kernel changes."""
+    import types
+    layer.forward = types.MethodType(_nf4_forward_in_float, layer)
+
+
+def _dequantize_bases(module) -> None:
+    """Replace every bitsandbytes 4-bit layer under a LoRA layer with the float Linear it stands for: the NF4
+    weights dequantized, as training saw them (on CPUs with AVX512-BF16 bitsandbytes repacks 4-bit weights for a
+    bf16 inference kernel; its own state_dict() unpacks them, which `dequantize_4bit` needs)."""
+    import bitsandbytes as bnb
+    for m in module.modules():
+        base = getattr(m, "base_layer", None)
+        if isinstance(base, bnb.nn.Linear4bit):
+            base.state_dict()
+            w = bnb.functional.dequantize_4bit(base.weight.data, base.weight.quant_state)
+            lin = torch.nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
+            lin.weight = torch.nn.Parameter(w.float().reshape(base.out_features, base.in_features), requires_grad=False)
+            if base.bias is not None:
+                lin.bias = torch.nn.Parameter(base.bias.detach().float().clone(), requires_grad=False)
+            m.base_layer = lin
+
+
+def _drop_graph_caches(module) -> None:
+    """Detach tensors that layers keep from their last forward pass (VITS attention keeps its weights as
+    `.attn`): after training they carry autograd history, which deepcopy refuses."""
+    for m in module.modules():
+        for k, v in list(vars(m).items()):
+            if isinstance(v, torch.Tensor) and v.grad_fn is not None:
+                setattr(m, k, v.detach())
+
+
+def _bnb_ok() -> tuple[bool, str]:
+    from .compress import bitsandbytes_status
+    return bitsandbytes_status("nf4", "cpu")
+
+
+def adaptation_loss(mel_weight: float = 1.0, stft_weight: float = 1.0, hop: int = 256):
+    """Mel L1 + multi-resolution STFT between the adapted voice's segment and the target's."""
+    mel_loss = MelLoss(hop=hop)
+
+    def loss(path, x, x_len, attn, y):
+        y_hat = path(x, x_len, attn)
+        return mel_weight * mel_loss(y_hat, y) + stft_weight * mr_stft_loss(y_hat, y)
+
+    return loss
+
+
+def train_adapted(adapted: Adapted, data: AlignedSet, steps: int, ckpt_dir: Path, lr: float = 2.0e-4, batch: int = 4,
+                  frames: int = 32, seed: int = 0, checkpoint_every: int = 50, threads: int = 2,
+                  progress: str | None = "adapt", device: str = "cpu") -> TrainLog:
+    """Train `adapted.trainable` towards `data`'s target waveforms on random aligned segments; checkpoints and
+    resumes as `train_loop` (a call on a finished folder only loads the trained weights)."""
+    return train_loop(adapted.trainable, lambda rng: aligned_segments(data, batch, frames, rng),
+                      adaptation_loss(hop=data.hop), steps, ckpt_dir, lr=lr, seed=seed,
+                      checkpoint_every=checkpoint_every, threads=threads, progress=progress, device=device)
+
+
+def train_job(spec: dict) -> None:
+    """Train one method in this process from files (the voice ONNX, a torch.save'd AlignedSet): the body of a
+    subprocess whose peak memory is the method's training memory."""
+    import warnings
+    warnings.filterwarnings("ignore")
+    from .voices import load_piper_torch
+    teacher = load_piper_torch(Path(spec["onnx"]))
+    data = torch.load(spec["data"], weights_only=False)
+    adapted = prepare(teacher, spec["method"], rank=spec.get("rank") or 8)
+    train_adapted(adapted, data, spec["steps"], Path(spec["ckpt_dir"]), lr=spec["lr"], batch=spec["batch"],
+                  frames=spec["frames"], threads=spec.get("threads", 2), progress=spec.get("progress"),
+                  device=spec.get("device", "cpu"))
+
+
+def parse_method(name: str) -> tuple[str, int | None]:
+    """'full' -> ('full', None); 'lora-r8' -> ('lora', 8); 'lora-attention-r16', 'qlora-r4' likewise."""
+    if name == "full":
+        return "full", None
+    method, sep, rank = name.rpartition("-r")
+    if not sep or method not in METHODS or method == "full" or not rank.isdigit() or int(rank) < 1:
+        raise ValueError(f"methods: {name!r} is not a method; write 'full' or <method>-r<rank> with method one of "
+                         f"{', '.join(m for m in METHODS if m != 'full')}, e.g. 'lora-r8'")
+    return method, int(rank)
+
+
+def f0_track(audio: np.ndarray, sr: int, frame_ms: float = 5.0) -> np.ndarray:
+    """WORLD F0 per frame (0 where unvoiced)."""
+    import pyworld
+    x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
+    f0, t = pyworld.dio(x, sr, frame_period=frame_ms)
+    return pyworld.stonemask(x, f0, t, sr)
+
+
+def mean_envelope_db(audio: np.ndarray, sr: int) -> np.ndarray:
+    """The WORLD spectral envelope averaged over voiced frames, in dB (where formants show)."""
+    import pyworld
+    x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
+    f0, t = pyworld.dio(x, sr)
+    f0 = pyworld.stonemask(x, f0, t, sr)
+    sp = pyworld.cheaptrick(x, f0, t, sr)
+    voiced = sp[f0 > 0] if (f0 > 0).any() else sp
+    return 10 * np.log10(voiced.mean(axis=0) + 1e-12)
+
+
+def adaptation_verdict(table, full: str = "full", mcd_margin: float = 0.10, max_trainable_pct: float = 5.0,
+                       rtf_margin: float = 0.05) -> dict:
+    """The issue's two targets in words: some LoRA variant within `mcd_margin` of full fine-tuning's MCD to the
+    target with at most `max_trainable_pct` % of its trainable parameters; merged LoRA variants at the base
+    voice's RTF within `rtf_margin`. Returns {'lines': [...], 'met': {'quality': bool, 'speed': bool}}."""
+    t = table.set_index("variant")
+    lines, met = [], {}
+    if full not in t.index or "mcd_db" not in t:
+        return {"lines": [f"No full fine-tuning row ('{full}') with MCD: the LoRA target cannot be judged."],
+                "met": {"quality": False, "speed": False}}
+    full_mcd = float(t.loc[full, "mcd_db"])
+    bound = full_mcd * (1 + mcd_margin)
+    lora = t[[v.startswith(("lora-", "qlora-")) and not v.endswith("-unmerged") for v in t.index]]
+    small = lora[lora["trained_pct_of_full"] <= max_trainable_pct]
+    good = small[small["mcd_db"] <= bound]
+    if len(good):
+        best = good["mcd_db"].idxmin()
+        lines.append(f"**LoRA target met** by {', '.join(good.index)}: {best} reaches MCD {good.loc[best, 'mcd_db']:.2f} dB "
+                     f"to the target (full fine-tuning {full_mcd:.2f} dB, bound {bound:.2f}) with "
+                     f"{good.loc[best, 'trained_pct_of_full']:.1f} % of its trainable parameters.")
+    elif len(small):
+        best = small["mcd_db"].idxmin()
+        lines.append(f"**LoRA target missed**: the closest within {max_trainable_pct:g} % of the parameters, {best}, reaches "
+                     f"MCD {small.loc[best, 'mcd_db']:.2f} dB against full fine-tuning's {full_mcd:.2f} dB "
+                     f"({100 * (small.loc[best, 'mcd_db'] / full_mcd - 1):.0f} % worse; the bound is {100 * mcd_margin:.0f} %).")
+    else:
+        lines.append(f"**LoRA target missed**: no LoRA variant trains at most {max_trainable_pct:g} % of full fine-tuning's parameters.")
+    met["quality"] = bool(len(good))
+    merged = lora[lora.index.str.startswith("lora-r")]
+    if "rtf_ratio" in t and len(merged):
+        within = (merged["rtf_ratio"] - 1).abs() <= rtf_margin
+        vals = ", ".join(f"{v} {r:.3f}" for v, r in merged["rtf_ratio"].items())
+        unmerged = t[t.index.str.endswith("-unmerged")]["rtf_ratio"]
+        extra = "".join(f"; unmerged {v.replace('-unmerged', '')} {r:.3f}" for v, r in unmerged.items())
+        met["speed"] = bool(within.all())
+        lines.append(f"**Merged-speed target {'met' if met['speed'] else 'missed'}**: RTF relative to the base voice, same run: "
+                     f"{vals}{extra} (bound 1 ± {rtf_margin:g}).")
+    else:
+        met["speed"] = False
+        lines.append("No timed merged LoRA variant: the merged-speed target cannot be judged.")
+    return {"lines": lines, "met": met}
+
+
+def nf4_kernel_check(model, ids: Sequence[int], scope: Sequence[str] = ("dec.", "flow.")) -> dict:
+    """The voice with the 1x1 convolutions of `scope` in bitsandbytes NF4, run through bitsandbytes' own 4-bit
+    kernel and through the float product of the same NF4 weights: mel L1 of each to the float voice (noise off).
+    If the kernel's distance is far above the float product's, the kernel, not NF4, is what changes the voice."""
+    from .compress import bnb_convert
+    quantized, names = bnb_convert(model, "nf4", "cpu", scope=scope)
+    floated = copy.deepcopy(quantized)
+    for name in names:
+        _use_float_kernel(floated.get_submodule(name).linear)
+    x = torch.tensor([list(ids)])
+    mel = MelLoss()
+    with torch.no_grad():
+        run = lambda m: m.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731
+        ref = run(model)
+        return {"nf4_layers": len(names), "mel_l1_bnb_kernel": float(mel(run(quantized), ref)),
+                "mel_l1_float_kernel": float(mel(run(floated), ref))}

@@ -49,3 +49,164 @@ def test_train_decoder_learns_checkpoints_and_resumes(tmp_path):
     assert again.resumed_from == 30 and len(again.loss) == 40 and again.loss[:30] == log.loss
     done = finetune.train_decoder(_tiny(), lat, 40, tmp_path, progress=None)
     assert done.resumed_from == 40 and done.s_per_step > 0, "a finished run still reports its speed"
+
+
+# --- adapting the voice -------------------------------------------------------------------------------------------
+
+import copy
+
+import pytest
+
+
+def _harmonic(f0: float = 120.0, sr: int = 22050, seconds: float = 1.0):
+    t = np.arange(int(sr * seconds)) / sr
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 15))
+    return (0.3 * x * np.hanning(t.size) ** 0.2).astype(np.float32)
+
+
+def test_voice_shift_moves_pitch_by_the_interval_and_keeps_length():
+    x = _harmonic()
+    y = finetune.VoiceShift(semitones=3.0, formant_ratio=1.1)(x, 22050)
+    assert y.shape == x.shape and np.isfinite(y).all()
+    assert finetune.f0_shift_semitones([x], [y], 22050) == pytest.approx(3.0, abs=0.3)
+    same = finetune.VoiceShift(semitones=0.0, formant_ratio=1.0)(x, 22050)
+    assert abs(finetune.f0_shift_semitones([x], [same], 22050)) < 0.3
+    with pytest.raises(ValueError, match="too short"):
+        finetune.VoiceShift()(x[:50], 22050)
+
+
+def test_formant_stretch_moves_the_envelope_up():
+    x = _harmonic()
+    env = finetune.mean_envelope_db(x, 22050)
+    up = finetune.mean_envelope_db(finetune.VoiceShift(semitones=0.0, formant_ratio=1.3)(x, 22050), 22050)
+    freqs = np.linspace(0, 11025, env.size)
+    band = lambda e: float(np.sum(10 ** (e / 10) * freqs) / np.sum(10 ** (e / 10)))  # noqa: E731
+    assert band(up) > band(env) * 1.1
+
+
+@pytest.mark.parametrize("name,expected", [("full", ("full", None)), ("lora-r8", ("lora", 8)),
+                                           ("lora-attention-r16", ("lora-attention", 16)), ("qlora-r4", ("qlora", 4))])
+def test_method_names_parse(name, expected):
+    assert finetune.parse_method(name) == expected
+
+
+@pytest.mark.parametrize("bad", ["lora", "lora-r0", "dora-r8", "full-r8", "lora-rx"])
+def test_bad_method_names_are_named_in_the_error(bad):
+    with pytest.raises(ValueError, match=f"methods: '{bad}'"):
+        finetune.parse_method(bad)
+
+
+@pytest.fixture(scope="module")
+def joe():
+    from lib import voices
+    torch.set_num_threads(2)
+    onnx, cfg = voices.joe_paths()
+    model = voices.load_piper_torch(onnx)
+    ids = voices.PiperFrontend(cfg).phoneme_ids("A small dog ran home.")[0]
+    return model, ids
+
+
+def _one_segment_set(model, ids, frames=16, target=None):
+    """An aligned set cut to its first `frames` latent frames, so every batch is the same segment."""
+    data = finetune.aligned_set(model, [ids], ["u0"], target=target, progress=None)
+    data.attn = [data.attn[0][:frames]]
+    data.wav = [data.wav[0][..., : frames * data.hop]]
+    return data
+
+
+def test_aligned_segments_pad_and_align(joe):
+    model, ids = joe
+    data = finetune.aligned_set(model, [ids, ids[:10]], ["a", "b"], progress=None)
+    assert data.wav[0].shape[-1] == data.attn[0].shape[0] * data.hop
+    assert torch.allclose(data.attn[0].sum(0), data.attn[0].sum(0).round()), "hard alignment: whole frames per phoneme"
+    x, xl, attn, y = finetune.aligned_segments(data, 5, 24, np.random.default_rng(0))
+    assert x.shape[0] == 5 and attn.shape[:2] == (5, 24) and attn.shape[2] == x.shape[1] and y.shape == (5, 1, 24 * data.hop)
+    assert set(xl.tolist()) <= {len(ids), 10}
+
+
+def test_untrained_adapters_leave_the_voice_unchanged_and_target_what_they_claim(joe):
+    model, ids = joe
+    data = _one_segment_set(model, ids)
+    batch = finetune.aligned_segments(data, 1, 16, np.random.default_rng(0))
+    base = finetune.VoicePath(copy.deepcopy(model)).eval()
+    with torch.no_grad():
+        ref = base(*batch[:3])
+    for method in ("full", "lora", "lora-attention"):
+        a = finetune.prepare(model, method, rank=4)
+        with torch.no_grad():
+            out = a.trainable(*batch[:3])
+        assert torch.allclose(out, ref, atol=1e-5), method
+        names = [n for n, p in a.trainable.named_parameters() if p.requires_grad]
+        if method == "full":
+            assert names and all(n.startswith(("dec.", "flow.")) for n in names)
+        else:
+            assert names and all("lora_" in n for n in names)
+    lora = finetune.prepare(model, "lora", rank=4)
+    kinds = {type(model.get_submodule(t)).__name__ for t in lora.targets}
+    assert kinds == {"Conv1d"} and not any(model.get_submodule(t).dilation != (1,) for t in lora.targets)
+    assert any(t.startswith("dec.") for t in lora.targets) and any(t.startswith("flow.") for t in lora.targets)
+    attention = finetune.prepare(model, "lora-attention", rank=4)
+    assert attention.targets and all(t.startswith("enc_p.") and t.endswith(("conv_q", "conv_k", "conv_v", "conv_o"))
+                                     for t in attention.targets)
+    assert lora.trainable_params() < 0.05 * finetune.prepare(model, "full").trainable_params()
+    with pytest.raises(ValueError, match="method 'adapter'"):
+        finetune.prepare(model, "adapter")
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_adapter_trains_merges_saves_and_loads(joe, tmp_path, method):
+    from lib import compress
+    if method == "qlora" and not compress.bitsandbytes_status("nf4", "cpu")[0]:
+        pytest.skip("bitsandbytes NF4 does not run on this CPU")
+    model, ids = joe
+    data = _one_segment_set(model, ids, target=finetune.VoiceShift(semitones=2.0))
+    a = finetune.prepare(model, method, rank=4)
+    if method == "qlora":
+        assert a.quantized and all(type(a.voice.get_submodule(n)).__name__ == "BnbConv1x1" for n in a.quantized)
+    log = finetune.train_adapted(a, data, 12, tmp_path / "ckpt", lr=5e-3, batch=1, frames=16, checkpoint_every=6,
+                                 progress=None)
+    assert np.mean(log.loss[-3:]) < np.mean(log.loss[:3])
+    saved = torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=False)["model"]
+    assert saved and all("lora_" in k for k in saved), "the checkpoint holds the adapter only"
+    x = torch.tensor([ids])
+    run = lambda m: m.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731
+    with torch.no_grad():
+        adapted_out, merged_out, base_out = run(a.voice), run(a.merged()), run(model)
+    assert not torch.allclose(adapted_out, base_out, atol=1e-3), "training changed the voice"
+    assert torch.allclose(merged_out, adapted_out, atol=2e-3), float((merged_out - adapted_out).abs().max())
+    merged = a.merged()
+    assert not any("lora" in n for n, _ in merged.named_modules())
+    out_dir = a.save(tmp_path / "adapter")
+    assert (out_dir / "adapter_config.json").exists()
+    if method == "lora":
+        reloaded = finetune.load_adapter(model, out_dir)
+        with torch.no_grad():
+            assert torch.allclose(run(reloaded), adapted_out, atol=1e-5)
+    again = finetune.train_adapted(finetune.prepare(model, method, rank=4), data, 12, tmp_path / "ckpt", progress=None)
+    assert again.resumed_from == 12 and again.loss == log.loss
+
+
+def test_a_checkpoint_of_another_method_is_refused(joe, tmp_path):
+    model, ids = joe
+    data = _one_segment_set(model, ids)
+    finetune.train_adapted(finetune.prepare(model, "lora", rank=4), data, 2, tmp_path, batch=1, frames=16, progress=None)
+    with pytest.raises(ValueError, match="other trainable parameters"):
+        finetune.train_adapted(finetune.prepare(model, "lora", rank=8), data, 4, tmp_path, batch=1, frames=16,
+                               progress=None)
+
+
+def test_adaptation_verdict_in_words():
+    import pandas as pd
+    rows = pd.DataFrame([
+        {"variant": "full", "mcd_db": 5.0, "trained_pct_of_full": 100.0, "rtf_ratio": 1.01},
+        {"variant": "lora-r8", "mcd_db": 5.4, "trained_pct_of_full": 3.0, "rtf_ratio": 1.02},
+        {"variant": "lora-r16", "mcd_db": 5.2, "trained_pct_of_full": 6.0, "rtf_ratio": 0.99},
+        {"variant": "lora-r8-unmerged", "mcd_db": 5.4, "trained_pct_of_full": np.nan, "rtf_ratio": 1.3},
+        {"variant": "teacher", "mcd_db": 9.0, "trained_pct_of_full": np.nan, "rtf_ratio": 1.0}])
+    v = finetune.adaptation_verdict(rows)
+    assert v["met"] == {"quality": True, "speed": True}
+    assert "lora-r8 reaches MCD 5.40" in v["lines"][0] and "unmerged lora-r8 1.300" in v["lines"][1]
+    worse = rows.assign(mcd_db=[5.0, 6.0, 5.2, 6.0, 9.0], rtf_ratio=[1.0, 1.2, 1.0, 1.3, 1.0])
+    v = finetune.adaptation_verdict(worse)
+    assert v["met"] == {"quality": False, "speed": False}
+    assert "20 % worse" in v["lines"][0] and "missed" in v["lines"][1]
