@@ -135,9 +135,11 @@ def train_loop(module, next_batch, loss_fn, steps: int, ckpt_dir: Path, lr: floa
     log = {"steps": [], "loss": [], "seconds": 0.0}
     start = 0
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    shapes = {n: tuple(p.shape) for n, p in module.named_parameters() if p.requires_grad}
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        missing = set(state["model"]) ^ trainable
+        missing = {n for n in set(state["model"]) | trainable
+                   if n not in state["model"] or tuple(state["model"][n].shape) != shapes.get(n)}
         if missing:
             raise ValueError(f"{ckpt} was written for other trainable parameters ({len(missing)} differ, e.g. "
                              f"{sorted(missing)[0]}): use a fresh checkpoint folder for a different setup")

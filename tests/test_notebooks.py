@@ -31,7 +31,7 @@ def _run_all(outputs: Path, params_dir: Path = ROOT / "params", profile="smoke")
     env = {**os.environ, "TTS_LAB_OUTPUTS": str(outputs), "TTS_LAB_PARAMS": str(params_dir),
            "PYTHON": sys.executable, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     return subprocess.run(["bash", str(ROOT / "run_all.sh"), profile], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=1500)
+                          text=True, timeout=3000)
 
 
 @pytest.fixture(scope="module")
