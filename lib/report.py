@@ -166,10 +166,18 @@ def quality_speed(df: pd.DataFrame) -> pd.DataFrame:
     w = wide(df, index=("notebook", "model", "variant", "backend", "threads"))
     if w.empty or "rtf" not in w:
         return pd.DataFrame()
-    speed = w[w["threads"].fillna(1) == 1].dropna(subset=["rtf"])[["notebook", "model", "variant", "backend", "rtf"]]
+    keep = ["notebook", "model", "variant", "backend", "rtf"] + (["rtf_ratio"] if "rtf_ratio" in w else [])
+    speed = w[w["threads"].fillna(1) == 1].dropna(subset=["rtf"])[keep]
     qcols = [c for c in ["dnsmos_p808", "wer", "size_mb"] if c in w]
     qual = w.groupby(["notebook", "model", "variant", "backend"])[qcols].first().reset_index()
-    return speed.merge(qual, on=["notebook", "model", "variant", "backend"], how="left")
+    out = speed.merge(qual, on=["notebook", "model", "variant", "backend"], how="left")
+    if "technique" in df:
+        tech = df.groupby(["notebook", "model", "variant", "backend"])["technique"].first().reset_index()
+        out = out.merge(tech, on=["notebook", "model", "variant", "backend"], how="left")
+    return out
+
+
+NOT_RECOMMENDED = ("baseline", "target", "finetune")
 
 
 def load(profile: str, outputs: Path | None = None) -> pd.DataFrame:
@@ -190,28 +198,34 @@ def baseline(df: pd.DataFrame) -> pd.Series | None:
 
 def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase: float = 0.02) -> pd.DataFrame:
     """For each goal (fastest, smallest, best quality per ms) the variant that wins it while staying within the
-    quality bounds of the baseline, with a one-line reason."""
+    quality bounds of the baseline, with a one-line reason. Speed is ranked by `rtf_ratio` (against the parent
+    timed in the same run) where a notebook wrote one, since absolute RTFs of different runs are not comparable;
+    baselines and adapted voices (`NOT_RECOMMENDED` techniques: another voice, not a cheaper one) are left out."""
     base = baseline(df)
     qs = quality_speed(df)
     if base is None or qs.empty or "dnsmos_p808" not in qs:
         return pd.DataFrame(columns=["goal", "variant", "reason"])
     qs = qs.copy()
+    if "technique" in qs:
+        qs = qs[~qs["technique"].isin(NOT_RECOMMENDED)]
+    qs["speed"] = qs["rtf_ratio"].fillna(qs["rtf"] / base["rtf"]) if "rtf_ratio" in qs else qs["rtf"] / base["rtf"]
     qs["label"] = qs["model"] + " " + qs["variant"] + " (" + qs["backend"] + ", " + qs["notebook"] + ")"
     ok = qs[(qs["dnsmos_p808"] >= base["dnsmos_p808"] - max_dnsmos_drop) &
             (qs.get("wer", 0) <= base.get("wer", 0) + max_wer_increase)]
     rows = []
     if not ok.empty:
-        f = ok.loc[ok["rtf"].idxmin()]
+        f = ok.loc[ok["speed"].idxmin()]
         rows.append({"goal": "fastest", "variant": f["label"],
-                     "reason": f"lowest RTF ({f['rtf']:.3f}) with DNSMOS {f['dnsmos_p808']:.2f} and WER {f['wer']:.3f} within bounds"})
+                     "reason": f"lowest RTF relative to its parent in the same run ({f['speed']:.3f}; RTF {f['rtf']:.3f}) "
+                               f"with DNSMOS {f['dnsmos_p808']:.2f} and WER {f['wer']:.3f} within bounds"})
         if "size_mb" in ok and ok["size_mb"].notna().any():
             s = ok.loc[ok["size_mb"].idxmin()]
             rows.append({"goal": "smallest", "variant": s["label"],
                          "reason": f"{s['size_mb']:.1f} MB on disk with quality within bounds"})
-        ok = ok.assign(q_per_ms=ok["dnsmos_p808"] / ok["rtf"])
+        ok = ok.assign(q_per_ms=ok["dnsmos_p808"] / ok["speed"])
         b = ok.loc[ok["q_per_ms"].idxmax()]
         rows.append({"goal": "best quality per ms", "variant": b["label"],
-                     "reason": f"DNSMOS {b['dnsmos_p808']:.2f} at RTF {b['rtf']:.3f}"})
+                     "reason": f"DNSMOS {b['dnsmos_p808']:.2f} at {b['speed']:.3f} of its parent's RTF"})
     return pd.DataFrame(rows)
 
 

@@ -15,8 +15,8 @@ def _rows(tmp_path, monkeypatch):
     w.add_many({"rtf": 0.10, "dnsmos_p808": 3.9, "wer": 0.05, "size_mb": 60}, variant="fp32", **k)
     w.write(env={"cpu_model": "cpu", "versions": {"torch": "2"}})
     w2 = results.ResultWriter("p", "03_pruning_quantization")
-    w2.add_many({"rtf": 0.04, "dnsmos_p808": 3.85, "wer": 0.06, "size_mb": 15}, variant="int8", **k)
-    w2.add_many({"rtf": 0.02, "dnsmos_p808": 3.0, "wer": 0.20, "size_mb": 8}, variant="int4", **k)
+    w2.add_many({"rtf": 0.04, "dnsmos_p808": 3.85, "wer": 0.06, "size_mb": 15}, variant="int8", technique="quantization", **k)
+    w2.add_many({"rtf": 0.02, "dnsmos_p808": 3.0, "wer": 0.20, "size_mb": 8}, variant="int4", technique="quantization", **k)
     w2.absent(model="m", variant="fp16", metrics=["rtf"], backend="ort-cuda", reason="no GPU here")
     w2.write()
     return report.load("p", tmp_path)
@@ -29,6 +29,21 @@ def test_recommend_respects_quality_bounds(tmp_path, monkeypatch):
     assert "int8" in rec.loc["fastest", "variant"], "int4 is faster but fails the DNSMOS bound"
     assert "int8" in rec.loc["smallest", "variant"]
     assert "int8" in rec.loc["best quality per ms", "variant"]
+
+
+def test_recommend_ranks_speed_within_a_run_and_skips_baselines(tmp_path, monkeypatch):
+    df = _rows(tmp_path, monkeypatch)
+    w = results.ResultWriter("p", "04_distillation")
+    k = dict(model="m", backend="ort-cpu", threads=1)
+    w.add_many({"rtf": 0.03, "rtf_ratio": 1.0, "dnsmos_p808": 3.9, "wer": 0.05}, variant="fp32-ort", technique="baseline", **k)
+    w.add_many({"rtf": 0.025, "rtf_ratio": 0.8, "dnsmos_p808": 3.88, "wer": 0.05}, variant="student", technique="distillation", **k)
+    w.write()
+    w = results.ResultWriter("p", "02_lora_qlora")
+    w.add_many({"rtf": 0.001, "rtf_ratio": 0.01, "dnsmos_p808": 3.9, "wer": 0.05}, variant="full", technique="finetune", **k)
+    w.write()
+    rec = report.recommend(report.load("p", tmp_path)).set_index("goal")
+    assert "int8" in rec.loc["fastest", "variant"], "0.4 of its parent beats 0.8, although the student's RTF is lower"
+    assert "fp32-ort" not in " ".join(rec["variant"]) and "full" not in " ".join(rec["variant"])
 
 
 def test_pareto_front():
