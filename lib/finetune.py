@@ -532,6 +532,10 @@ def train_job(spec: dict) -> None:
                   device=spec.get("device", "cpu"))
 
 
+def pd_notna(x) -> bool:
+    return x is not None and not (isinstance(x, float) and np.isnan(x))
+
+
 def parse_method(name: str) -> tuple[str, int | None]:
     """'full' -> ('full', None); 'lora-r8' -> ('lora', 8); 'lora-attention-r16', 'qlora-r4' likewise."""
     if name == "full":
@@ -563,7 +567,7 @@ def mean_envelope_db(audio: np.ndarray, sr: int) -> np.ndarray:
 
 
 def adaptation_verdict(table, full: str = "full", mcd_margin: float = 0.10, max_trainable_pct: float = 5.0,
-                       rtf_margin: float = 0.05) -> dict:
+                       rtf_margin: float = 0.05, base: str = "teacher") -> dict:
     """The issue's two targets in words: some LoRA variant within `mcd_margin` of full fine-tuning's MCD to the
     target with at most `max_trainable_pct` % of its trainable parameters; merged LoRA variants at the base
     voice's RTF within `rtf_margin`. Returns {'lines': [...], 'met': {'quality': bool, 'speed': bool}}."""
@@ -590,6 +594,17 @@ def adaptation_verdict(table, full: str = "full", mcd_margin: float = 0.10, max_
     else:
         lines.append(f"**LoRA target missed**: no LoRA variant trains at most {max_trainable_pct:g} % of full fine-tuning's parameters.")
     met["quality"] = bool(len(good))
+    if base in t.index and pd_notna(t.loc[base, "mcd_db"]):
+        base_mcd = float(t.loc[base, "mcd_db"])
+        adapted = t.loc[[v for v in t.index if v == full or v in lora.index], "mcd_db"]
+        if len(adapted) and float(adapted.min()) >= base_mcd:
+            met["quality"] = False
+            lines.insert(0, f"**No method moved toward the target**: the unadapted voice is {base_mcd:.2f} dB MCD from it, "
+                            f"the best adapted one {float(adapted.min()):.2f} dB; comparing LoRA with full fine-tuning "
+                            f"is therefore not meaningful on this run, and the LoRA target counts as missed.")
+        elif len(adapted):
+            lines.append(f"Closest to the target: {adapted.idxmin()} at {float(adapted.min()):.2f} dB MCD "
+                         f"(unadapted {base_mcd:.2f} dB).")
     merged = lora[lora.index.str.startswith("lora-r")]
     if "rtf_ratio" in t and len(merged):
         within = (merged["rtf_ratio"] - 1).abs() <= rtf_margin

@@ -206,8 +206,12 @@ def test_adaptation_verdict_in_words():
         {"variant": "teacher", "mcd_db": 9.0, "trained_pct_of_full": np.nan, "rtf_ratio": 1.0}])
     v = finetune.adaptation_verdict(rows)
     assert v["met"] == {"quality": True, "speed": True}
-    assert "lora-r8 reaches MCD 5.40" in v["lines"][0] and "unmerged lora-r8 1.300" in v["lines"][1]
+    assert "lora-r8 reaches MCD 5.40" in v["lines"][0] and "unmerged lora-r8 1.300" in v["lines"][-1]
+    assert "Closest to the target: full" in v["lines"][1]
     worse = rows.assign(mcd_db=[5.0, 6.0, 5.2, 6.0, 9.0], rtf_ratio=[1.0, 1.2, 1.0, 1.3, 1.0])
     v = finetune.adaptation_verdict(worse)
     assert v["met"] == {"quality": False, "speed": False}
-    assert "20 % worse" in v["lines"][0] and "missed" in v["lines"][1]
+    assert "20 % worse" in v["lines"][0] and "missed" in v["lines"][-1]
+    nowhere = rows.assign(mcd_db=[9.5, 9.4, 9.6, 9.4, 9.0])
+    v = finetune.adaptation_verdict(nowhere)
+    assert v["met"]["quality"] is False and v["lines"][0].startswith("**No method moved toward the target**")
