@@ -198,7 +198,8 @@ def baseline(df: pd.DataFrame) -> pd.Series | None:
 
 def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase: float = 0.02) -> pd.DataFrame:
     """For each goal (fastest, smallest, best quality per ms) the variant that wins it while staying within the
-    quality bounds of the baseline, with a one-line reason. Speed is ranked by `rtf_ratio` (against the parent
+    quality bounds of its own notebook's baseline (the parent judged on the same sentences in the same run; the
+    baselines notebook's FP32 where a notebook has none), with a one-line reason. Speed is ranked by `rtf_ratio` (against the parent
     timed in the same run) where a notebook wrote one, since absolute RTFs of different runs are not comparable;
     baselines and adapted voices (`NOT_RECOMMENDED` techniques: another voice, not a cheaper one) are left out."""
     base = baseline(df)
@@ -206,12 +207,22 @@ def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase:
     if base is None or qs.empty or "dnsmos_p808" not in qs:
         return pd.DataFrame(columns=["goal", "variant", "reason"])
     qs = qs.copy()
+    qs["ref_dnsmos"], qs["ref_wer"] = base["dnsmos_p808"], base.get("wer", 0)
     if "technique" in qs:
+        for nb, g in qs.groupby("notebook"):
+            ref = g[g["technique"] == "baseline"]
+            if "rtf_ratio" in g:
+                same_run = ref[(ref["rtf_ratio"] - 1).abs() < 1e-9]
+                ref = same_run if len(same_run) else ref
+            ref = ref.dropna(subset=["dnsmos_p808"])
+            if len(ref):
+                qs.loc[g.index, "ref_dnsmos"] = ref["dnsmos_p808"].iloc[0]
+                qs.loc[g.index, "ref_wer"] = ref["wer"].iloc[0] if "wer" in ref else 0
         qs = qs[~qs["technique"].isin(NOT_RECOMMENDED)]
     qs["speed"] = qs["rtf_ratio"].fillna(qs["rtf"] / base["rtf"]) if "rtf_ratio" in qs else qs["rtf"] / base["rtf"]
     qs["label"] = qs["model"] + " " + qs["variant"] + " (" + qs["backend"] + ", " + qs["notebook"] + ")"
-    ok = qs[(qs["dnsmos_p808"] >= base["dnsmos_p808"] - max_dnsmos_drop) &
-            (qs.get("wer", 0) <= base.get("wer", 0) + max_wer_increase)]
+    ok = qs[(qs["dnsmos_p808"] >= qs["ref_dnsmos"] - max_dnsmos_drop) &
+            (qs.get("wer", 0) <= qs["ref_wer"] + max_wer_increase)]
     rows = []
     if not ok.empty:
         f = ok.loc[ok["speed"].idxmin()]

@@ -41,7 +41,13 @@ def test_recommend_ranks_speed_within_a_run_and_skips_baselines(tmp_path, monkey
     w = results.ResultWriter("p", "02_lora_qlora")
     w.add_many({"rtf": 0.001, "rtf_ratio": 0.01, "dnsmos_p808": 3.9, "wer": 0.05}, variant="full", technique="finetune", **k)
     w.write()
+    w = results.ResultWriter("p", "05_hardware_benchmark")
+    w.add_many({"rtf": 0.03, "rtf_ratio": 1.0, "dnsmos_p808": 3.0, "wer": 0.30}, variant="ref", technique="baseline", **k)
+    w.add_many({"rtf": 0.01, "rtf_ratio": 0.2, "dnsmos_p808": 2.95, "wer": 0.31}, variant="hard-set", technique="engine", **k)
+    w.write()
     rec = report.recommend(report.load("p", tmp_path)).set_index("goal")
+    assert "hard-set" in rec.loc["fastest", "variant"], "judged against its own parent on its own sentences"
+    rec = report.recommend(report.load("p", tmp_path)[lambda d: d["notebook"] != "05_hardware_benchmark"]).set_index("goal")
     assert "int8" in rec.loc["fastest", "variant"], "0.4 of its parent beats 0.8, although the student's RTF is lower"
     assert "fp32-ort" not in " ".join(rec["variant"]) and "full" not in " ".join(rec["variant"])
 
