@@ -527,9 +527,25 @@ def train_job(spec: dict) -> None:
     teacher = load_piper_torch(Path(spec["onnx"]))
     data = torch.load(spec["data"], weights_only=False)
     adapted = prepare(teacher, spec["method"], rank=spec.get("rank") or 8)
-    train_adapted(adapted, data, spec["steps"], Path(spec["ckpt_dir"]), lr=spec["lr"], batch=spec["batch"],
-                  frames=spec["frames"], threads=spec.get("threads", 2), progress=spec.get("progress"),
-                  device=spec.get("device", "cpu"))
+    log = train_adapted(adapted, data, spec["steps"], Path(spec["ckpt_dir"]), lr=spec["lr"], batch=spec["batch"],
+                        frames=spec["frames"], threads=spec.get("threads", 2), progress=spec.get("progress"),
+                        device=spec.get("device", "cpu"))
+    status = Path("/proc/self/status")
+    if log.resumed_from < spec["steps"] and status.exists():
+        hwm = [l for l in status.read_text().splitlines() if l.startswith("VmHWM:")]
+        if hwm:
+            atomic_write_json(Path(spec["ckpt_dir"]) / "train_memory.json",
+                              {"peak_rss_mb": float(hwm[0].split()[1]) / 1024.0, "steps_from": log.resumed_from})
+
+
+def training_peak_mb(ckpt_dir: Path, measured: float) -> float:
+    """The peak memory of the process that trained in `ckpt_dir` (kept beside the checkpoint by `train_job`), or
+    `measured` when none was kept: a re-run that only reloads a finished checkpoint does not train."""
+    path = Path(ckpt_dir) / "train_memory.json"
+    if path.exists():
+        import json
+        return float(json.loads(path.read_text())["peak_rss_mb"])
+    return float(measured)
 
 
 def pd_notna(x) -> bool:
