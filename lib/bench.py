@@ -106,13 +106,20 @@ def time_interleaved(fns: dict[str, Callable[[str], object]], texts: Sequence[st
     return {n: Timing(np.array(lat[n]), np.array(aud[n])) for n in names}
 
 
-def _peak_rss_child(fn, args):
+def own_peak_rss_mb() -> float | None:
+    """This process's resident-memory high-water mark (VmHWM, MB), or None where /proc does not say."""
     status = Path("/proc/self/status")
     if status.exists():
-        fn(*args)
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return float(line.split()[1]) / 1024.0
+    return None
+
+
+def _peak_rss_child(fn, args):
+    if own_peak_rss_mb() is not None:
+        fn(*args)
+        return own_peak_rss_mb()
     with PeakRss(interval_s=0.002) as mem:
         fn(*args)
     return mem.peak_mb

@@ -208,12 +208,11 @@ class VoiceShift:
 
     def __call__(self, audio: np.ndarray, sr: int) -> np.ndarray:
         import pyworld
+        from .metrics import world_analysis
         x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
         if x.size < sr * self.frame_ms / 1000 * 4:
             raise ValueError(f"VoiceShift: {x.size} samples is too short to analyse")
-        f0, t = pyworld.dio(x, sr, frame_period=self.frame_ms)
-        f0 = pyworld.stonemask(x, f0, t, sr)
-        sp = pyworld.cheaptrick(x, f0, t, sr)
+        f0, sp, t = world_analysis(x, sr, self.frame_ms)
         ap = pyworld.d4c(x, f0, t, sr)
         bins = np.arange(sp.shape[1], dtype=np.float64)
         src = np.clip(bins / self.formant_ratio, 0, sp.shape[1] - 1)
@@ -242,16 +241,6 @@ class ShiftedVoice:
         from .voices import Audio
         a = self.voice.synthesize(text)
         return Audio(np.clip(self.shift(a.samples, a.sample_rate), -1.0, 1.0), a.sample_rate)
-
-
-def median_f0(audio: np.ndarray, sr: int, frame_ms: float = 5.0) -> float:
-    """Median F0 (Hz) over voiced frames (WORLD dio + stonemask); NaN when nothing is voiced."""
-    import pyworld
-    x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
-    f0, t = pyworld.dio(x, sr, frame_period=frame_ms)
-    f0 = pyworld.stonemask(x, f0, t, sr)
-    voiced = f0[f0 > 0]
-    return float(np.median(voiced)) if voiced.size else float("nan")
 
 
 def f0_shift_semitones(reference: Sequence[np.ndarray], output: Sequence[np.ndarray], sr: int) -> float:
@@ -381,13 +370,10 @@ class Adapted:
         _drop_graph_caches(self.voice)
         if not self.is_peft:
             return copy.deepcopy(self.voice).eval()
-        voice = copy.deepcopy(self.voice)
-        path = copy.deepcopy(self.trainable)
+        voice, path = copy.deepcopy((self.voice, self.trainable))
         if self.method == "qlora":
             _dequantize_bases(path)
         path.merge_and_unload()
-        inner = path.base_model.model
-        voice.enc_p, voice.flow, voice.dec = inner.enc_p, inner.flow, inner.dec
         return voice.eval()
 
     def save(self, out_dir: Path) -> Path:
@@ -530,12 +516,11 @@ def train_job(spec: dict) -> None:
     log = train_adapted(adapted, data, spec["steps"], Path(spec["ckpt_dir"]), lr=spec["lr"], batch=spec["batch"],
                         frames=spec["frames"], threads=spec.get("threads", 2), progress=spec.get("progress"),
                         device=spec.get("device", "cpu"))
-    status = Path("/proc/self/status")
-    if log.resumed_from < spec["steps"] and status.exists():
-        hwm = [l for l in status.read_text().splitlines() if l.startswith("VmHWM:")]
-        if hwm:
-            atomic_write_json(Path(spec["ckpt_dir"]) / "train_memory.json",
-                              {"peak_rss_mb": float(hwm[0].split()[1]) / 1024.0, "steps_from": log.resumed_from})
+    from .bench import own_peak_rss_mb
+    peak = own_peak_rss_mb()
+    if log.resumed_from < spec["steps"] and peak is not None:
+        atomic_write_json(Path(spec["ckpt_dir"]) / "train_memory.json",
+                          {"peak_rss_mb": peak, "steps_from": log.resumed_from})
 
 
 def training_peak_mb(ckpt_dir: Path, measured: float) -> float:
@@ -546,10 +531,6 @@ def training_peak_mb(ckpt_dir: Path, measured: float) -> float:
         import json
         return float(json.loads(path.read_text())["peak_rss_mb"])
     return float(measured)
-
-
-def pd_notna(x) -> bool:
-    return x is not None and not (isinstance(x, float) and np.isnan(x))
 
 
 def parse_method(name: str) -> tuple[str, int | None]:
@@ -573,11 +554,8 @@ def f0_track(audio: np.ndarray, sr: int, frame_ms: float = 5.0) -> np.ndarray:
 
 def mean_envelope_db(audio: np.ndarray, sr: int) -> np.ndarray:
     """The WORLD spectral envelope averaged over voiced frames, in dB (where formants show)."""
-    import pyworld
-    x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
-    f0, t = pyworld.dio(x, sr)
-    f0 = pyworld.stonemask(x, f0, t, sr)
-    sp = pyworld.cheaptrick(x, f0, t, sr)
+    from .metrics import world_analysis
+    f0, sp, _ = world_analysis(audio, sr)
     voiced = sp[f0 > 0] if (f0 > 0).any() else sp
     return 10 * np.log10(voiced.mean(axis=0) + 1e-12)
 
@@ -610,7 +588,7 @@ def adaptation_verdict(table, full: str = "full", mcd_margin: float = 0.10, max_
     else:
         lines.append(f"**LoRA target missed**: no LoRA variant trains at most {max_trainable_pct:g} % of full fine-tuning's parameters.")
     met["quality"] = bool(len(good))
-    if base in t.index and pd_notna(t.loc[base, "mcd_db"]):
+    if base in t.index and np.isfinite(float(t.loc[base, "mcd_db"])):
         base_mcd = float(t.loc[base, "mcd_db"])
         adapted = t.loc[[v for v in t.index if v == full or v in lora.index], "mcd_db"]
         if len(adapted) and float(adapted.min()) >= base_mcd:

@@ -158,19 +158,20 @@ def stoi(ref: np.ndarray, deg: np.ndarray, sr: int) -> float:
     return float(_stoi(r.astype(np.float64), d.astype(np.float64), sr, extended=False))
 
 
-def _world(x: np.ndarray, sr: int, frame_ms: float = 5.0):
+def world_analysis(x: np.ndarray, sr: int, frame_ms: float = 5.0):
+    """WORLD F0 (dio + stonemask), spectral envelope (cheaptrick) and frame times of a mono signal."""
     import pyworld
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(-1))
     f0, t = pyworld.dio(x, sr, frame_period=frame_ms)
     f0 = pyworld.stonemask(x, f0, t, sr)
     sp = pyworld.cheaptrick(x, f0, t, sr)
-    return f0, sp
+    return f0, sp, t
 
 
 def mel_cepstrum(x: np.ndarray, sr: int, order: int = 24) -> tuple[np.ndarray, np.ndarray]:
     """WORLD F0 and coded spectral envelope (mel-cepstrum-like, c0 dropped) per 5 ms frame."""
     import pyworld
-    f0, sp = _world(x, sr)
+    f0, sp, _ = world_analysis(x, sr)
     mc = pyworld.code_spectral_envelope(sp, sr, order + 1)
     return f0, mc[:, 1:]
 
