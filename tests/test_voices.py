@@ -101,3 +101,36 @@ def test_missing_and_corrupt_model_files(tmp_path):
     with pytest.raises(ValueError, match="unknown backend 'tpu'"):
         voices.load_voice(backend="tpu")
     json.loads(config.read_text())
+
+
+@pytest.fixture(scope="module")
+def kokoro():
+    return voices.load_voice("kokoro-82m", threads=1)
+
+
+def test_kokoro_speaks_english_deterministically(kokoro):
+    a = kokoro.synthesize("The birch canoe slid on the smooth planks.")
+    b = kokoro.synthesize("The birch canoe slid on the smooth planks.")
+    assert a.sample_rate == 24000 and 1.5 < a.duration < 6.0
+    assert np.array_equal(a.samples, b.samples)
+    assert voices.rms_db(a.samples) > -40
+    assert kokoro.size_bytes > 80e6
+
+
+def test_kokoro_tokens_come_from_espeak_ipa(kokoro):
+    ph = kokoro.frontend.phonemes("The smooth planks.")[0]
+    ids = kokoro.tokens(ph)
+    assert len(ids) == sum(c in kokoro.vocab for c in "".join(ph)) > 8
+    assert kokoro.vocab["ð"] in ids
+
+
+def test_kokoro_speakers_differ_and_bad_settings_are_named(kokoro):
+    other = voices.load_voice("kokoro-82m", speaker="jm_kumo")
+    s = "Glue the sheet to the dark blue background."
+    assert not np.array_equal(kokoro.synthesize(s).samples[:4000], other.synthesize(s).samples[:4000])
+    with pytest.raises(ValueError, match="unknown Kokoro speaker 'af_heart'"):
+        voices.load_voice("kokoro-82m", speaker="af_heart")
+    with pytest.raises(ValueError, match="ships as int8 ONNX only"):
+        voices.load_voice("kokoro-82m", backend="torch-cpu")
+    with pytest.raises(text.TextError):
+        kokoro.synthesize("   ")
