@@ -225,6 +225,63 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
     return pd.DataFrame(rows)
 
 
+def other_models(names: Sequence[str], sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *,
+                 reference_voice, speed_sentences: Sequence[Sentence], warmup: int = 1, threads: int = 1,
+                 ground_truth: str = "", ground_truth_limit: int = 0, ground_truth_source: str | None = None,
+                 reference_model: str = "piper-joe") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """Other voices in the same harness as the reference voice: each loaded (an absent row with the reason when it
+    cannot be), judged on `sentences`, timed interleaved with `reference_voice` (rtf_ratio against it, same run),
+    and, with `ground_truth` (a hub.HUB_DATASETS name), compared to that corpus's recordings together with the
+    reference voice. Returns per-clip quality, speed rows, and the reasons of the absent ones."""
+    from . import hub
+    loaded, absent = {}, {}
+    for name in names:
+        try:
+            loaded[name] = hub.any_voice(name, threads=threads)
+        except (hub.HubUnavailable, ImportError) as exc:
+            absent[name] = str(exc)
+            writer.absent(model=name, variant="pretrained", metrics=QUALITY_METRICS[:1] + ["wer", "rtf"],
+                          reason=str(exc), backend=hub.voice_backend(name), threads=threads)
+    per_clip = []
+    for name, voice in loaded.items():
+        backend = hub.voice_backend(name)
+        df = evaluate_quality(voice, sentences, judges, writer, model=name, variant="pretrained", backend=backend,
+                              threads=threads, audio_dir=writer.dir / "audio" / clip_dir_name(name, backend))
+        per_clip.append(df.assign(model=name))
+    if ground_truth:
+        for name, voice in {reference_model: reference_voice, **loaded}.items():
+            try:
+                gt_sentences, refs = hub.reference_set(ground_truth, ground_truth_limit or 20,
+                                                       source=ground_truth_source, sample_rate=voice.sample_rate)
+            except hub.HubUnavailable as exc:
+                absent[f"{ground_truth} references"] = str(exc)
+                writer.absent(model=name, variant=f"vs-{ground_truth}", metrics=REFERENCE_METRICS, reason=str(exc),
+                              backend=hub.voice_backend(name), threads=threads)
+                break
+            backend = hub.voice_backend(name)
+            df = evaluate_quality(voice, gt_sentences, judges, writer, model=name, variant=f"vs-{ground_truth}",
+                                  technique="ground-truth", backend=backend, threads=threads, reference=refs,
+                                  audio_dir=writer.dir / "audio_ground_truth" / clip_dir_name(name, backend))
+            per_clip.append(df.assign(model=name))
+    speed = pd.DataFrame()
+    if loaded:
+        texts = [s.text for s in speed_sentences]
+        fns = {reference_model: reference_voice.synthesize, **{n: v.synthesize for n, v in loaded.items()}}
+        timings = bench.time_interleaved(fns, texts, lambda a: a.duration, warmup=warmup,
+                                         progress="timing " + ", ".join(fns))
+        base_rtf = timings[reference_model].summary()["rtf"]
+        rows = []
+        for name in loaded:
+            summ = timings[name].summary()
+            summ["rtf_ratio"] = summ["rtf"] / base_rtf
+            summ["size_mb"] = loaded[name].size_bytes / 1e6
+            writer.add_many(summ, n=len(texts), model=name, variant="pretrained", parent=reference_model,
+                            backend=hub.voice_backend(name), threads=threads)
+            rows.append({"model": name, **summ})
+        speed = pd.DataFrame(rows)
+    return (pd.concat(per_clip) if per_clip else pd.DataFrame()), speed, absent
+
+
 @dataclass
 class Variant:
     """A voice plus what was done to it: `make(**settings)` builds its Synthesizer (so the harness can ask for

@@ -242,6 +242,20 @@ def load_hub_voice(name: str, threads: int = 1, **overrides) -> HubVoice:
     return cls(name=name, threads=threads, **kwargs)
 
 
+def any_voice(name: str, threads: int = 1, **settings):
+    """A voice by name, local or hub: 'piper-joe' and 'kokoro-82m' ship on PyPI (ONNX Runtime), the names in
+    HUB_MODELS load through transformers or speechbrain (PyTorch)."""
+    from .voices import VOICE_NAMES, load_voice
+    if name in VOICE_NAMES:
+        return load_voice(name, backend="ort-cpu", threads=threads, **settings)
+    return load_hub_voice(name, threads=threads, **settings)
+
+
+def voice_backend(name: str) -> str:
+    from .voices import VOICE_NAMES
+    return "ort-cpu" if name in VOICE_NAMES else "torch-cpu"
+
+
 class HfWhisperAsr:
     """Whisper through transformers (any size on the hub, or a local folder), greedy, English, for WER/CER."""
 

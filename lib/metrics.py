@@ -126,7 +126,11 @@ def make_asr(name: str, threads: int = 1) -> Asr:
         return PocketsphinxAsr()
     if name.startswith("whisper:"):
         return WhisperAsr(name.split(":", 1)[1], threads=threads)
-    raise ValueError(f"unknown ASR {name!r}: use 'whisper-base', 'pocketsphinx' or 'whisper:<faster-whisper model>'")
+    if name.startswith("hf:"):
+        from .hub import HfWhisperAsr
+        return HfWhisperAsr(name.split(":", 1)[1], threads=threads)
+    raise ValueError(f"unknown ASR {name!r}: use 'whisper-base', 'pocketsphinx', 'whisper:<faster-whisper model>' "
+                     "or 'hf:<transformers Whisper id or folder>'")
 
 
 def wer_cer(reference: str, hypothesis: str) -> dict[str, float]:

@@ -59,3 +59,26 @@ def test_compare_outputs_identical(quiet_voices):
     ort_v, _ = quiet_voices
     df = evaluate.compare_outputs(ort_v, ort_v, text.harvard_sentences([6])[:1])
     assert df["length_diff_samples"].iloc[0] == 0 and df["max_abs_diff"].iloc[0] == 0.0
+
+
+def test_other_models_share_the_harness(tmp_path, monkeypatch, ort_voice):
+    from tests import tiny_hub
+    monkeypatch.setattr(results, "OUTPUTS", tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    w = results.ResultWriter("t", "nb")
+    sents = text.harvard_sentences([6])[:2]
+    gt = tiny_hub.tiny_speech_dataset(tmp_path / "lj", "ljspeech", n=2)
+    judges = evaluate.Judges(asr="whisper-base", dnsmos=False, workers=2, cache_path=tmp_path / "c.sqlite")
+    per_clip, speed, absent = evaluate.other_models(
+        ["kokoro-82m", "mms-tts-eng"], sents, judges, w, reference_voice=ort_voice, speed_sentences=sents[:1],
+        warmup=0, ground_truth="ljspeech", ground_truth_limit=2, ground_truth_source=str(gt))
+    assert list(absent) == ["mms-tts-eng"] and "unreachable" in absent["mms-tts-eng"]
+    rows = w.frame()
+    assert (rows[(rows["model"] == "mms-tts-eng")]["status"] == "absent").all()
+    kok = rows[(rows["model"] == "kokoro-82m") & (rows["variant"] == "pretrained")].set_index("metric")["value"]
+    assert kok["wer"] < 0.5 and kok["rtf_ratio"] > 2 and kok["size_mb"] > 80
+    assert speed.set_index("model").loc["kokoro-82m", "rtf_ratio"] == kok["rtf_ratio"]
+    truth = rows[rows["variant"] == "vs-ljspeech"].pivot_table(index="model", columns="metric", values="value")
+    assert set(truth.index) == {"piper-joe", "kokoro-82m"} and (truth["mcd_db"] > 0).all()
+    assert (tmp_path / "t" / "nb" / "audio" / "kokoro-82m__ort-cpu" / f"{sents[0].id}.wav").exists()
+    assert len(per_clip) == 2 + 2 * 2
