@@ -1032,6 +1032,43 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     return rows
 
 
+KOKORO_GPU_ABSENT = ("Kokoro-82M ships here as int8 ONNX only (ConvInteger/MatMulInteger/DynamicQuantizeLSTM, CPU "
+                     "kernels in ONNX Runtime); its PyTorch weights are on the hub, and the GPU machine's onnxruntime "
+                     "is a CPU build, so no GPU run exists")
+
+
+def kokoro_cpu_suite(engines: Sequence[str], texts: Sequence[str], writer, threads: int = 1,
+                     fidelity: int = 3, warmup: int = 1, speaker: str = "jf_alpha") -> pd.DataFrame:
+    """A second architecture on the CPU engines: Kokoro-82M's shipped int8 ONNX on each of `engines` ('ort-cpu',
+    'openvino-cpu'), single stream, timed interleaved on `texts`; the first `fidelity` outputs compared with the
+    first engine's (PESQ, MCD, F0 error: the same file need not give the same audio on another runtime). Time to first audio is recorded absent (the graph returns the whole waveform), and so is the
+    GPU, each with its reason. Returns one row per engine."""
+    import pandas as pd
+    from . import bench, metrics, voices
+    model = "kokoro-82m"
+    made = {e: voices.load_voice(model, backend=e, threads=threads, speaker=speaker) for e in engines}
+    timings = bench.time_interleaved({e: v.synthesize for e, v in made.items()}, texts, lambda a: a.duration,
+                                     warmup=warmup, progress="kokoro " + ", ".join(engines))
+    ref_engine = engines[0]
+    ref = [made[ref_engine].synthesize(t).samples for t in texts[:fidelity]]
+    rows = []
+    for e, v in made.items():
+        keys = dict(model=model, variant=f"{model}-{e}", technique="hardware", backend=e, threads=threads)
+        summ = timings[e].summary()
+        summ["size_mb"] = v.size_bytes / 1e6
+        if e != ref_engine:
+            outs = [v.synthesize(t).samples for t in texts[:fidelity]]
+            compared = [metrics.reference_metrics(r, o, v.sample_rate) for r, o in zip(ref, outs)]
+            summ.update({m: float(np.mean([c[m] for c in compared])) for m in ("pesq_wb", "mcd_db", "f0_rmse_cents")})
+        writer.add_many(summ, n=len(texts), parent=f"{model}-{ref_engine}", **keys)
+        writer.absent(metrics=["ttfa_ms_p90"], reason="not streamable as shipped: the ONNX graph returns the whole "
+                      "waveform, so the first audio comes with the last (see latency)", **keys)
+        rows.append({"engine": e, **summ})
+    writer.absent(model=model, variant=f"{model}-gpu", metrics=["latency_ms_p90"], technique="hardware",
+                  backend="ort-cuda", device="cuda", reason=KOKORO_GPU_ABSENT)
+    return pd.DataFrame(rows)
+
+
 def _device_main(argv: Sequence[str] | None = None) -> int:
     """`python -m lib.backends device-run`: the GPU part of notebook 05 on a machine with no internet, from a
     voice ONNX file and pre-phonemized queries; writes results under $TTS_LAB_OUTPUTS/<profile>/05_hardware_benchmark."""

@@ -419,8 +419,10 @@ def kokoro_files() -> tuple[Path, Path, Path]:
 class KokoroOnnxVoice:
     """Kokoro-82M (StyleTTS2-style, iSTFTNet decoder, 24 kHz; Apache-2.0 weights by hexgrad, int8 ONNX export
     MIT by kokoro-onnx) speaking English: the model reads IPA tokens, so espeak-ng phonemes from piper's
-    phonemizer drive its Japanese speakers' style vectors. Deterministic: no sampling noise."""
+    phonemizer drive its Japanese speakers' style vectors. Deterministic: no sampling noise. `backend` 'ort-cpu'
+    runs the file as shipped; 'openvino-cpu' compiles the same file with OpenVINO's CPU plugin."""
     speaker: str = "jf_alpha"
+    backend: str = "ort-cpu"
     speed: float = 1.0
     threads: int = 1
     normalize: bool = True
@@ -436,7 +438,15 @@ class KokoroOnnxVoice:
         self.vocab = json.loads(vocab_path.read_text(encoding="utf-8"))["vocab"]
         with np.load(styles_path) as styles:
             self.style = np.asarray(styles[self.speaker], dtype=np.float32).reshape(-1, 256)
-        self.session = ort_session(self.model_path, self.threads, seed=None)
+        if self.backend == "ort-cpu":
+            session = ort_session(self.model_path, self.threads, seed=None)
+            self._run = lambda feeds: session.run(None, feeds)[0]
+        elif self.backend == "openvino-cpu":
+            import openvino as ov
+            compiled = ov.Core().compile_model(str(self.model_path), "CPU", {"INFERENCE_NUM_THREADS": int(self.threads)})
+            self._run = lambda feeds: compiled(feeds)[0]
+        else:
+            raise ValueError(f"voice 'kokoro-82m' runs on 'ort-cpu' or 'openvino-cpu', not {self.backend!r}")
         self.frontend = PiperFrontend(joe_paths()[1])
 
     def tokens(self, phonemes: list[str]) -> list[int]:
@@ -449,8 +459,8 @@ class KokoroOnnxVoice:
 
     def synthesize_tokens(self, ids: list[int]) -> np.ndarray:
         style = self.style[min(len(ids), len(self.style)) - 1].reshape(1, 256)
-        out = self.session.run(None, {"tokens": np.array([[0, *ids, 0]], dtype=np.int64), "style": style,
-                                      "speed": np.array([self.speed], dtype=np.float32)})[0]
+        out = self._run({"tokens": np.array([[0, *ids, 0]], dtype=np.int64), "style": style,
+                         "speed": np.array([self.speed], dtype=np.float32)})
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
     def synthesize(self, text: str) -> Audio:
@@ -477,9 +487,7 @@ def load_voice(name: str = "piper-joe", backend: str = "ort-cpu", **kwargs):
     threads; kokoro: speaker, speed, threads), for piper `model_path`/`config_path` to use other files, and for
     torch `module` or `module_path` (a torch.save'd module)."""
     if name == "kokoro-82m":
-        if backend != "ort-cpu":
-            raise ValueError(f"voice 'kokoro-82m' ships as int8 ONNX only: use backend 'ort-cpu', not {backend!r}")
-        return KokoroOnnxVoice(**kwargs)
+        return KokoroOnnxVoice(backend=backend, **kwargs)
     if name != "piper-joe":
         raise ValueError(f"unknown voice {name!r}: available: {', '.join(map(repr, VOICE_NAMES))}")
     model, config = joe_paths()

@@ -130,7 +130,7 @@ def test_kokoro_speakers_differ_and_bad_settings_are_named(kokoro):
     assert not np.array_equal(kokoro.synthesize(s).samples[:4000], other.synthesize(s).samples[:4000])
     with pytest.raises(ValueError, match="unknown Kokoro speaker 'af_heart'"):
         voices.load_voice("kokoro-82m", speaker="af_heart")
-    with pytest.raises(ValueError, match="ships as int8 ONNX only"):
+    with pytest.raises(ValueError, match="runs on 'ort-cpu' or 'openvino-cpu', not 'torch-cpu'"):
         voices.load_voice("kokoro-82m", backend="torch-cpu")
     with pytest.raises(text.TextError):
         kokoro.synthesize("   ")
