@@ -35,11 +35,11 @@ def test_speecht5_loads_with_its_vocoder_and_an_xvector(tmp_path):
     model_dir, vocoder_dir = tiny_hub.tiny_speecht5(tmp_path)
     rng = np.random.default_rng(0)
     voice = hub.load_hub_voice("speecht5", model=str(model_dir), vocoder=str(vocoder_dir),
-                               speaker=rng.normal(size=8))
+                               speaker=rng.normal(size=64))
     _speaks(voice, 16000)
-    np.save(tmp_path / "x.npy", rng.normal(size=8))
-    assert hub.speaker_xvector(str(tmp_path / "x.npy"), 8).shape == (8,)
-    with pytest.raises(ValueError, match="8 values"):
+    np.save(tmp_path / "x.npy", rng.normal(size=64))
+    assert hub.speaker_xvector(str(tmp_path / "x.npy"), 64).shape == (64,)
+    with pytest.raises(ValueError, match="64 values"):
         hub.load_hub_voice("speecht5", model=str(model_dir), vocoder=str(vocoder_dir), speaker=np.zeros(512))
 
 

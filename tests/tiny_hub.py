@@ -44,19 +44,21 @@ def _sentencepiece_model(root: Path, vocab_size: int = 48) -> Path:
 
 
 def tiny_speecht5(root: Path) -> tuple[Path, Path]:
-    """SpeechT5 TTS (a character SentencePiece tokenizer) and its HiFi-GAN, 8 mel bins, 8-d speaker vectors."""
+    """SpeechT5 TTS (a character SentencePiece tokenizer) and its HiFi-GAN, 8 mel bins, 64-d speaker vectors; layers
+    64 wide, since bitsandbytes' CPU 4-bit kernel packs rows in blocks of 32 and columns in blocks of 64."""
     from transformers import (SpeechT5Config, SpeechT5FeatureExtractor, SpeechT5ForTextToSpeech, SpeechT5HifiGan,
                               SpeechT5HifiGanConfig, SpeechT5Processor, SpeechT5Tokenizer)
     model_dir, vocoder_dir = root / "speecht5_tts", root / "speecht5_hifigan"
     model_dir.mkdir(parents=True, exist_ok=True)
     tok = SpeechT5Tokenizer(str(_sentencepiece_model(root)))
     mels = 8
-    cfg = SpeechT5Config(vocab_size=len(tok) + 8, hidden_size=16, encoder_layers=1, decoder_layers=1,
-                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                         decoder_ffn_dim=32, num_mel_bins=mels, speech_decoder_prenet_units=16,
+    cfg = SpeechT5Config(vocab_size=len(tok) + 8, hidden_size=64, encoder_layers=1, decoder_layers=1,
+                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=128,
+                         decoder_ffn_dim=128, num_mel_bins=mels, speech_decoder_prenet_units=64,
                          speech_decoder_postnet_units=16, speech_decoder_postnet_layers=2,
-                         speaker_embedding_dim=8, reduction_factor=2, max_speech_positions=400,
-                         max_text_positions=200, pad_token_id=1, bos_token_id=0, eos_token_id=2)
+                         speaker_embedding_dim=64, reduction_factor=2, max_speech_positions=400,
+                         max_text_positions=200, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                         encoder_layerdrop=0.0, decoder_layerdrop=0.0)
     SpeechT5ForTextToSpeech(cfg).save_pretrained(model_dir)
     SpeechT5Processor(feature_extractor=SpeechT5FeatureExtractor(num_mel_bins=mels), tokenizer=tok
                       ).save_pretrained(model_dir)
