@@ -676,7 +676,7 @@ def speecht5_loss(module, ids, mask, labels, speaker):
                   output_attentions=True, use_cache=False).loss
 
 
-def prepare_speecht5(model: str, method: str, alpha: float | None = None):
+def prepare_speecht5(model: str, method: str, alpha: float | None = None, device: str = "cpu"):
     """SpeechT5ForTextToSpeech (hub id or folder) ready for `method`: 'full' (every weight trains), 'lora-rN'
     (PEFT LoRA on the attention projections of encoder and decoder) or 'qlora-rN' (the same LoRA on a base
     loaded in 4-bit NF4 by bitsandbytes through transformers' quantization_config; the mel and stop-token heads
@@ -690,7 +690,7 @@ def prepare_speecht5(model: str, method: str, alpha: float | None = None):
     from .hub import _pretrained
     kind, rank = parse_method(method)
     if kind == "full":
-        net = _pretrained(SpeechT5ForTextToSpeech, model)
+        net = _pretrained(SpeechT5ForTextToSpeech, model).to(device)
         net.train()
         return net
     if kind not in ("lora", "qlora"):
@@ -703,13 +703,93 @@ def prepare_speecht5(model: str, method: str, alpha: float | None = None):
         from transformers import BitsAndBytesConfig
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
                                    llm_int8_skip_modules=["feat_out", "prob_out", "speecht5.decoder.prenet"])
-        net = _pretrained(SpeechT5ForTextToSpeech, model, quantization_config=quant)
+        net = _pretrained(SpeechT5ForTextToSpeech, model, quantization_config=quant, device_map={"": device})
         net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=False)
     else:
-        net = _pretrained(SpeechT5ForTextToSpeech, model)
+        net = _pretrained(SpeechT5ForTextToSpeech, model).to(device)
     for m in net.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = 0.0
     cfg = LoraConfig(r=rank or 8, lora_alpha=alpha or 2 * (rank or 8), lora_dropout=0.0,
                      target_modules=list(SPEECHT5_LORA_TARGETS))
     return get_peft_model(net, cfg)
+
+
+def linear4bit_to_float(module):
+    """Every bitsandbytes Linear4bit of `module` replaced by a float nn.Linear holding its dequantized weights
+    (NF4 rounding kept): how a QLoRA model is evaluated and deployed where the 4-bit kernels are missing or, on
+    this CPU, numerically off (see nf4_kernel_check)."""
+    import bitsandbytes as bnb
+    for name, child in list(module.named_modules()):
+        for attr, layer in list(child.named_children()):
+            if isinstance(layer, bnb.nn.Linear4bit):
+                w = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+                dense = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+                dense.weight.data.copy_(w.cpu())
+                if layer.bias is not None:
+                    dense.bias.data.copy_(layer.bias.data.float().cpu())
+                setattr(child, attr, dense)
+    if getattr(module, "is_quantized", False):
+        module.is_quantized, module.hf_quantizer = False, None
+    return module.cpu()
+
+
+def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str], steps: int, work: Path,
+                   judges, writer, *, train_limit: int = 200, eval_limit: int = 20, speaker=7306,
+                   lr_full: float = 1.0e-5, lr_lora: float = 1.0e-4, batch: int = 8, device: str = "cpu",
+                   threads: int = 2, source: str | None = None, progress: bool = True):
+    """Track B: SpeechT5 fine-tuned on a hub corpus's recordings by each of `methods` ('full', 'lora-rN',
+    'qlora-rN'), same data and steps; per method trainable parameters, adapter size, s/step and peak GPU memory,
+    then the (merged) model judged on held-out sentences against their recordings (MCD, F0, PESQ; DNSMOS, WER)
+    beside the untrained base. Returns (training table, loss curves, per-clip quality)."""
+    import pandas as pd
+    from transformers import SpeechT5Processor
+    from . import bench, evaluate, hub
+    sentences, recordings = hub.reference_set(dataset, train_limit + eval_limit, source=source, sample_rate=16000)
+    if len(sentences) <= eval_limit:
+        raise ValueError(f"dataset {dataset}: {len(sentences)} utterances, need more than eval_limit={eval_limit}")
+    train, held_out = sentences[:-eval_limit], sentences[-eval_limit:]
+    processor = hub._pretrained(SpeechT5Processor, model)
+    xvector = hub.speaker_xvector(speaker, 512 if isinstance(speaker, int) else len(np.ravel(speaker)))
+    base = prepare_speecht5(model, "full").eval()
+    examples = speecht5_examples(processor, train, recordings, base.config.reduction_factor)
+    rows, curves, per_clip = [], [], []
+
+    def judge(name, net, technique):
+        voice = hub.SpeechT5Voice(name=name, model=model, vocoder=vocoder, speaker=xvector, module=net.cpu())
+        df = evaluate.evaluate_quality(voice, held_out, judges, writer, model="speecht5", variant=name,
+                                       technique=technique, parent="base" if name != "base" else "",
+                                       backend="torch-cpu", threads=1, reference=recordings)
+        per_clip.append(df)
+
+    judge("base", base, "baseline")
+    full_params = sum(p.numel() for p in base.parameters())
+    for name in methods:
+        kind, _ = parse_method(name)
+        net = prepare_speecht5(model, name, device=device)
+        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        batches = speecht5_batches(examples, xvector, batch, processor.tokenizer.pad_token_id)
+        if device.startswith("cuda"):
+            import torch as _t
+            _t.cuda.reset_peak_memory_stats()
+        log = train_loop(net, batches, speecht5_loss, steps, Path(work) / f"speecht5-{name}",
+                         lr=lr_full if kind == "full" else lr_lora, threads=threads, device=device,
+                         progress=f"speecht5 {name}" if progress else None)
+        saved = Path(work) / f"speecht5-{name}-adapter"
+        net.save_pretrained(str(saved))
+        row = {"variant": name, "trainable_params": trainable, "trained_pct_of_full": 100.0 * trainable / full_params,
+               "adapter_mb": bench.size_mb(saved), "train_s_per_step": log.s_per_step,
+               "final_loss": float(np.mean(log.loss[-10:]))}
+        if device.startswith("cuda"):
+            import torch as _t
+            row["peak_gpu_mb"] = _t.cuda.max_memory_allocated() / 2**20
+        rows.append(row)
+        curves.append(pd.DataFrame({"method": name, "step": log.steps, "loss": log.loss}))
+        keys = dict(model="speecht5", variant=name, technique="finetune", parent="base", backend="torch-cpu",
+                    device=device)
+        writer.add_many({k: v for k, v in row.items() if k in ("trainable_params", "train_s_per_step", "peak_gpu_mb")},
+                        n=steps, **keys)
+        writer.add(metric="size_mb", value=row["adapter_mb"], **keys)
+        merged = net.merge_and_unload() if kind != "full" else net
+        judge(name, linear4bit_to_float(merged) if kind == "qlora" else merged, "finetune")
+    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True), pd.concat(per_clip, ignore_index=True)

@@ -100,15 +100,17 @@ class HubVoice:
 
 @dataclass
 class SpeechT5Voice(HubVoice):
-    """SpeechT5 TTS (encoder-decoder to mel) + its HiFi-GAN, voiced by one 512-d speaker x-vector."""
+    """SpeechT5 TTS (encoder-decoder to mel) + its HiFi-GAN, voiced by one 512-d speaker x-vector; `module`, a
+    SpeechT5ForTextToSpeech already in memory (a fine-tuned one), replaces the one `model` names."""
     model: str = "microsoft/speecht5_tts"
     vocoder: str = "microsoft/speecht5_hifigan"
     speaker: np.ndarray | str | int = 7306
+    module: object = None
 
     def __post_init__(self):
         from transformers import SpeechT5ForTextToSpeech, SpeechT5HifiGan, SpeechT5Processor
         self.processor = _pretrained(SpeechT5Processor, self.model)
-        self.module = _pretrained(SpeechT5ForTextToSpeech, self.model).eval()
+        self.module = (self.module or _pretrained(SpeechT5ForTextToSpeech, self.model)).eval()
         self.vocoder_module = _pretrained(SpeechT5HifiGan, self.vocoder).eval()
         self.sample_rate = int(self.vocoder_module.config.sampling_rate)
         self.xvector = speaker_xvector(self.speaker, self.module.config.speaker_embedding_dim)

@@ -150,9 +150,12 @@ def _same_length(ref: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def pesq_wb(ref: np.ndarray, deg: np.ndarray, sr: int) -> float:
-    """Wide-band PESQ (ITU-T P.862.2) at 16 kHz; the longer signal is cut to the shorter."""
+    """Wide-band PESQ (ITU-T P.862.2) at 16 kHz; the longer signal is cut to the shorter. NaN when that is under
+    the 0.25 s PESQ needs, rather than an error that loses the other metrics."""
     from pesq import pesq
     r, d = _same_length(resample(ref, sr, 16000), resample(deg, sr, 16000))
+    if len(r) < 4000:
+        return float("nan")
     return float(pesq(16000, r.astype(np.float64), d.astype(np.float64), "wb"))
 
 
@@ -200,7 +203,10 @@ def mcd_and_f0(ref: np.ndarray, deg: np.ndarray, sr: int) -> dict[str, float]:
 
 
 def reference_metrics(ref: np.ndarray, deg: np.ndarray, sr: int) -> dict[str, float]:
-    """PESQ-WB, STOI, MCD and F0 RMSE of `deg` against `ref`."""
+    """PESQ-WB, STOI, MCD and F0 RMSE of `deg` against `ref`; all NaN when either is under 0.25 s (a voice that
+    stopped early), which PESQ and STOI cannot score."""
+    if min(len(ref), len(deg)) < 0.25 * sr:
+        return {"pesq_wb": float("nan"), "stoi": float("nan"), "mcd_db": float("nan"), "f0_rmse_cents": float("nan")}
     return {"pesq_wb": pesq_wb(ref, deg, sr), "stoi": stoi(ref, deg, sr), **mcd_and_f0(ref, deg, sr)}
 
 

@@ -71,3 +71,37 @@ def test_speecht5_methods_learn_and_adapters_round_trip(setup, method, lr):
 def test_speecht5_bad_method_is_named(setup):
     with pytest.raises(ValueError, match="'lora-attention-r4'"):
         finetune.prepare_speecht5(str(setup[1]), "lora-attention-r4")
+
+
+def test_speecht5_track_runs_end_to_end_on_the_tiny_model(setup, tmp_path, monkeypatch):
+    from lib import evaluate, results
+    tmp, model_dir, proc, examples, xvec = setup
+    monkeypatch.setattr(results, "OUTPUTS", tmp_path)
+    vocoder_dir = model_dir.parent / "speecht5_hifigan"
+    data = tiny_hub.tiny_speech_dataset(tmp_path / "lj", "ljspeech", n=4, sr=16000)
+    w = results.ResultWriter("t", "nb")
+    judges = evaluate.Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=tmp_path / "c.sqlite")
+    table, curves, per_clip = finetune.speecht5_track(
+        str(model_dir), str(vocoder_dir), "ljspeech", ["full", "lora-r4", "qlora-r4"], 4, tmp_path / "work", judges, w,
+        train_limit=3, eval_limit=1, speaker=xvec, source=str(data), progress=False)
+    t = table.set_index("variant")
+    assert t.loc["full", "trained_pct_of_full"] == 100.0 and t.loc["lora-r4", "trained_pct_of_full"] < 50
+    assert t.loc["lora-r4", "adapter_mb"] < t.loc["full", "adapter_mb"]
+    assert set(per_clip["variant"]) == {"base", "full", "lora-r4", "qlora-r4"}
+    assert "mcd_db" in per_clip and "asr_hyp" in per_clip and len(curves) == 12
+    rows = w.frame()
+    assert set(rows[rows["metric"] == "wer"]["variant"]) == {"base", "full", "lora-r4", "qlora-r4"}
+    assert set(rows[rows["metric"] == "trainable_params"]["variant"]) == {"full", "lora-r4", "qlora-r4"}
+
+
+def test_linear4bit_to_float_keeps_the_nf4_product():
+    import bitsandbytes as bnb
+    torch.manual_seed(0)
+    dense = torch.nn.Sequential(torch.nn.Linear(128, 64))
+    q = torch.nn.Sequential(bnb.nn.Linear4bit(128, 64, quant_type="nf4", compute_dtype=torch.float32))
+    q[0].load_state_dict(dense[0].state_dict())
+    q[0].weight = bnb.nn.Params4bit(dense[0].weight.data.clone(), requires_grad=False, quant_type="nf4").to("cpu")
+    back = finetune.linear4bit_to_float(q)
+    assert isinstance(back[0], torch.nn.Linear) and not isinstance(back[0], bnb.nn.Linear4bit)
+    err = (back[0].weight - dense[0].weight).abs().mean() / dense[0].weight.abs().mean()
+    assert 0.01 < err < 0.2, err

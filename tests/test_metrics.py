@@ -67,3 +67,11 @@ def test_pocketsphinx_runs(sample_clip):
     assert metrics.wer_cer(text, hyp)["wer"] < 0.6, hyp
     with pytest.raises(ValueError, match="unknown ASR"):
         metrics.make_asr("siri")
+
+
+def test_reference_metrics_of_a_too_short_clip_are_nan_not_an_error():
+    sr = 16000
+    x = np.sin(np.arange(sr) / 10).astype(np.float32)
+    out = metrics.reference_metrics(x, x[: sr // 10], sr)
+    assert set(out) == {"pesq_wb", "stoi", "mcd_db", "f0_rmse_cents"} and all(np.isnan(v) for v in out.values())
+    assert np.isnan(metrics.pesq_wb(x, x[:3000], sr))
