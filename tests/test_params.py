@@ -5,7 +5,7 @@ from lib import params
 
 
 def test_shipped_profiles_fit_their_notebooks():
-    for profile in ("smoke", "default"):
+    for profile in ("smoke", "default", "full"):
         assert params.check_profile(profile) == []
 
 
@@ -55,3 +55,15 @@ def test_bad_yaml_file(tmp_path, monkeypatch):
     v["extra"] = 1
     (tmp_path / "p" / "01_baselines.yaml").write_text(yaml.safe_dump(v))
     assert any("unknown key 'extra'" in e for e in params.check_profile("p"))
+
+
+def test_full_profile_names_only_known_hub_models_and_asr():
+    from lib import hub, metrics
+    import yaml
+    p = yaml.safe_load((params.PARAMS / "full" / "01_baselines.yaml").read_text())
+    from lib.voices import VOICE_NAMES
+    assert set(p["other_models"]) <= set(hub.HUB_MODELS) | set(VOICE_NAMES)
+    assert p["ground_truth"] in hub.HUB_DATASETS
+    assert p["asr"].startswith("hf:")
+    with pytest.raises(ValueError, match="unknown ASR 'hf-nope'"):
+        metrics.make_asr("hf-nope")
