@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import text as textmod
-from .voices import SENTENCE_SILENCE_S, Audio
+from .voices import Audio, join_sentences
 
 HUB_HOST = "huggingface.co"
 
@@ -85,17 +85,9 @@ class HubVoice:
         import torch
         torch.set_num_threads(int(self.threads))
         torch.manual_seed(self.seed)
-        clean = textmod.check_speakable(text)
-        pieces = []
-        silence = np.zeros(int(SENTENCE_SILENCE_S * self.sample_rate), dtype=np.float32)
-        for i, sentence in enumerate(textmod.split_sentences(clean)):
-            with torch.inference_mode():
-                audio = np.asarray(self.synthesize_sentence(sentence), dtype=np.float32).reshape(-1)
-            if self.normalize:
-                peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-                audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
-            pieces += ([silence] if i else []) + [np.clip(audio, -1.0, 1.0)]
-        return Audio(np.concatenate(pieces).astype(np.float32), self.sample_rate)
+        sentences = textmod.split_sentences(textmod.check_speakable(text))
+        with torch.inference_mode():
+            return join_sentences([self.synthesize_sentence(s) for s in sentences], self.sample_rate, self.normalize)
 
 
 @dataclass

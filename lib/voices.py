@@ -82,6 +82,20 @@ class PiperFrontend:
         return [self._voice.phonemes_to_ids(ph) for ph in self.phonemes(text, max_chars)]
 
 
+def join_sentences(sentences, sample_rate: int, normalize: bool = True) -> Audio:
+    """Per-sentence waveforms, each peak-normalised (when asked) and clipped, joined with SENTENCE_SILENCE_S of
+    silence: how every voice here turns sentences into one clip."""
+    pieces = []
+    silence = np.zeros(int(SENTENCE_SILENCE_S * sample_rate), dtype=np.float32)
+    for i, audio in enumerate(sentences):
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if normalize:
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
+        pieces += ([silence] if i else []) + [np.clip(audio, -1.0, 1.0)]
+    return Audio(np.concatenate(pieces).astype(np.float32), sample_rate)
+
+
 @dataclass
 class PiperBase:
     """Common text handling: split, phonemize, synthesize each sentence, peak-normalise, join with silence."""
@@ -104,15 +118,8 @@ class PiperBase:
         raise NotImplementedError
 
     def synthesize(self, text: str) -> Audio:
-        pieces = []
-        silence = np.zeros(int(SENTENCE_SILENCE_S * self.sample_rate), dtype=np.float32)
-        for i, ids in enumerate(self.frontend.phoneme_ids(text)):
-            audio = np.asarray(self.synthesize_ids(ids), dtype=np.float32).reshape(-1)
-            if self.normalize:
-                peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-                audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
-            pieces += ([silence] if i else []) + [np.clip(audio, -1.0, 1.0)]
-        return Audio(np.concatenate(pieces).astype(np.float32), self.sample_rate)
+        return join_sentences((self.synthesize_ids(ids) for ids in self.frontend.phoneme_ids(text)),
+                              self.sample_rate, self.normalize)
 
     @property
     def size_bytes(self) -> int:
@@ -464,15 +471,8 @@ class KokoroOnnxVoice:
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
     def synthesize(self, text: str) -> Audio:
-        pieces = []
-        silence = np.zeros(int(SENTENCE_SILENCE_S * self.sample_rate), dtype=np.float32)
-        for i, ph in enumerate(self.frontend.phonemes(text)):
-            audio = self.synthesize_tokens(self.tokens(ph))
-            if self.normalize:
-                peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-                audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
-            pieces += ([silence] if i else []) + [np.clip(audio, -1.0, 1.0)]
-        return Audio(np.concatenate(pieces).astype(np.float32), self.sample_rate)
+        return join_sentences((self.synthesize_tokens(self.tokens(ph)) for ph in self.frontend.phonemes(text)),
+                              self.sample_rate, self.normalize)
 
     @property
     def size_bytes(self) -> int:
