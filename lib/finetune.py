@@ -478,9 +478,9 @@ def _drop_graph_caches(module) -> None:
                 setattr(m, k, v.detach())
 
 
-def _bnb_ok() -> tuple[bool, str]:
+def _bnb_ok(device: str = "cpu") -> tuple[bool, str]:
     from .compress import bitsandbytes_status
-    return bitsandbytes_status("nf4", "cpu")
+    return bitsandbytes_status("nf4", device)
 
 
 def adaptation_loss(mel_weight: float = 1.0, stft_weight: float = 1.0, hop: int = 256):
@@ -697,7 +697,7 @@ def prepare_speecht5(model: str, method: str, alpha: float | None = None, device
         raise ValueError(f"SpeechT5 methods are 'full', 'lora-rN' and 'qlora-rN', not {method!r}")
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     if kind == "qlora":
-        ok, why = _bnb_ok()
+        ok, why = _bnb_ok(device)
         if not ok:
             raise RuntimeError(f"QLoRA needs bitsandbytes: {why}")
         from transformers import BitsAndBytesConfig
@@ -793,3 +793,104 @@ def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str
         merged = net.merge_and_unload() if kind != "full" else net
         judge(name, linear4bit_to_float(merged) if kind == "qlora" else merged, "finetune")
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True), pd.concat(per_clip, ignore_index=True)
+
+
+def speecht5_cost_inputs(out_dir: Path, sentences, recordings, tokenizer_corpus: Sequence[str]) -> Path:
+    """What a GPU machine without internet needs to measure SpeechT5's training cost: a SpeechT5 processor (a
+    character SentencePiece tokenizer trained on `tokenizer_corpus`, SpeechT5's feature extractor) and the
+    (ids, log-mel) pairs of `sentences` spoken in `recordings` (16 kHz)."""
+    import sentencepiece as spm
+    from transformers import SpeechT5FeatureExtractor, SpeechT5Processor, SpeechT5Tokenizer
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = out_dir / "tokenizer_corpus.txt"
+    corpus.write_text("\n".join(t.lower() for t in tokenizer_corpus), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out_dir / "spm_char"), vocab_size=60,
+                                   model_type="char", character_coverage=1.0, bos_id=0, pad_id=1, eos_id=2,
+                                   unk_id=3, minloglevel=2)
+    processor = SpeechT5Processor(feature_extractor=SpeechT5FeatureExtractor(),
+                                  tokenizer=SpeechT5Tokenizer(str(out_dir / "spm_char.model")))
+    processor.save_pretrained(out_dir / "processor")
+    examples = speecht5_examples(processor, sentences, recordings, reduction_factor=2)
+    torch.save({"examples": examples, "pad_id": processor.tokenizer.pad_token_id}, out_dir / "examples.pt")
+    return out_dir
+
+
+def speecht5_cost(inputs: Path, methods: Sequence[str], steps: int = 50, warmup: int = 10, batch: int = 8,
+                  device: str = "cuda", lr: float = 1.0e-4, config: dict | None = None) -> list[dict]:
+    """Training cost of each method on SpeechT5's own architecture (SpeechT5Config()'s defaults are
+    microsoft/speecht5_tts's shape), randomly initialised because the hub is out of reach: trainable parameters,
+    adapter size, seconds per step after `warmup` steps, peak GPU memory. Cost only: with random weights nothing
+    here says anything about quality. `config` overrides SpeechT5Config fields (the tests shrink it)."""
+    import tempfile
+    from transformers import SpeechT5Config, SpeechT5ForTextToSpeech
+    inputs = Path(inputs)
+    saved = torch.load(inputs / "examples.pt", weights_only=False)
+    model_dir = Path(tempfile.mkdtemp()) / "speecht5_random"
+    torch.manual_seed(0)
+    SpeechT5ForTextToSpeech(SpeechT5Config(**(config or {}))).save_pretrained(model_dir)
+    rows = []
+    for name in methods:
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        net = prepare_speecht5(str(model_dir), name, device=device)
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr)
+        next_batch = speecht5_batches(saved["examples"], np.zeros(512, np.float32), batch, saved["pad_id"])
+        rng = np.random.default_rng(0)
+        times = []
+        for step in range(warmup + steps):
+            b = [t.to(device) for t in next_batch(rng)]
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            loss = speecht5_loss(net, *b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if step >= warmup:
+                times.append(time.perf_counter() - t0)
+        out = Path(tempfile.mkdtemp()) / name
+        net.save_pretrained(str(out))
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        trainable = sum(p.numel() for p in params)
+        total = sum(p.numel() for p in net.parameters())
+        rows.append({"variant": name, "trainable_params": trainable, "total_params": total,
+                     "adapter_mb": size / 1e6, "train_s_per_step": float(np.median(times)),
+                     "train_s_per_step_p90": float(np.percentile(times, 90)),
+                     "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if device.startswith("cuda") else None,
+                     "final_loss": float(loss.detach()), "batch": batch, "steps_timed": steps})
+        del net, opt, params
+    return rows
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+    import sys
+    ap = argparse.ArgumentParser(prog="python -m lib.finetune",
+                                 description="speecht5-cost: SpeechT5 training cost per method on a GPU machine")
+    ap.add_argument("command", choices=["speecht5-cost"])
+    ap.add_argument("--inputs", required=True, help="folder written by speecht5_cost_inputs")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--methods", nargs="+", default=["full", "lora-r8", "qlora-r8"])
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cuda")
+    a = ap.parse_args()
+    from .bench import environment
+    from .results import atomic_write_text
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = speecht5_cost(Path(a.inputs), a.methods, steps=a.steps, batch=a.batch, device=a.device)
+    env = environment(device=a.device)
+    if a.device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(0)
+    import pandas as pd
+    atomic_write_text(out / "speecht5_cost.csv", pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_json(out / "env.json", env)
+    print(pd.DataFrame(rows).to_string())
+    sys.exit(0)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib import finetune, hub
+from lib import finetune, hub, text
+from lib.voices import Audio
 from tests import tiny_hub
 
 
@@ -105,3 +106,21 @@ def test_linear4bit_to_float_keeps_the_nf4_product():
     assert isinstance(back[0], torch.nn.Linear) and not isinstance(back[0], bnb.nn.Linear4bit)
     err = (back[0].weight - dense[0].weight).abs().mean() / dense[0].weight.abs().mean()
     assert 0.01 < err < 0.2, err
+
+
+def test_speecht5_cost_counts_each_method(setup, tmp_path):
+    tmp, model_dir, proc, examples, xvec = setup
+    sentences = [text.Sentence(id=f"s{i}", text=t) for i, t in enumerate(
+        ["the birch canoe slid on the smooth planks", "glue the sheet to the dark blue background"])]
+    rng = np.random.default_rng(0)
+    recordings = {s.id: Audio((0.1 * rng.standard_normal(16000)).astype(np.float32), 16000) for s in sentences}
+    inputs = finetune.speecht5_cost_inputs(tmp_path / "in", sentences, recordings, [s.text for s in sentences] * 5)
+    small = dict(hidden_size=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                 decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, speech_decoder_prenet_units=64,
+                 encoder_layerdrop=0.0, decoder_layerdrop=0.0)
+    rows = {r["variant"]: r for r in finetune.speecht5_cost(inputs, ["full", "lora-r4"], steps=2, warmup=1, batch=2,
+                                                             device="cpu", config=small)}
+    assert rows["full"]["trainable_params"] == rows["full"]["total_params"]
+    assert 0 < rows["lora-r4"]["trainable_params"] < 0.2 * rows["full"]["trainable_params"]
+    assert rows["lora-r4"]["adapter_mb"] < rows["full"]["adapter_mb"]
+    assert rows["full"]["train_s_per_step"] > 0 and rows["full"]["peak_gpu_mb"] is None
