@@ -231,8 +231,8 @@ class VoiceShift:
 
 
 class ShiftedVoice:
-    """A voice whose every utterance passes through `shift` (a VoiceShift): the adaptation target as a voice,
-    so the evaluation harness can judge it and compare models with it."""
+    """A voice whose every utterance passes through `shift` (a VoiceShift, or a SpeakerTarget, which also takes
+    the text): the adaptation target as a voice, so the evaluation harness can judge it and compare models with it."""
 
     def __init__(self, voice, shift):
         self.voice, self.shift, self.sample_rate = voice, shift, voice.sample_rate
@@ -240,7 +240,49 @@ class ShiftedVoice:
     def synthesize(self, text: str):
         from .voices import Audio
         a = self.voice.synthesize(text)
-        return Audio(np.clip(self.shift(a.samples, a.sample_rate), -1.0, 1.0), a.sample_rate)
+        y = (self.shift(a.samples, a.sample_rate, text) if isinstance(self.shift, SpeakerTarget)
+             else self.shift(a.samples, a.sample_rate))
+        return Audio(np.clip(y, -1.0, 1.0), a.sample_rate)
+
+
+class SpeakerTarget:
+    """Another speaker reading the same text, moved onto the teacher's timing, so a real second voice can be a
+    frame-exact target: both analysed with WORLD (5 ms frames), aligned by DTW on their coded spectral envelopes
+    (librosa), the other speaker's F0, envelope and aperiodicity taken along the path at each teacher frame, and
+    resynthesized at the teacher's length. Called as target(teacher_audio, sr, text)."""
+
+    def __init__(self, voice, frame_ms: float = 5.0):
+        self.voice, self.frame_ms = voice, frame_ms
+
+    def frame_map(self, teacher: np.ndarray, other: np.ndarray, sr: int) -> np.ndarray:
+        """For each teacher frame, the index of the other speaker's frame the DTW path pairs it with (median)."""
+        from .metrics import _dtw_path, mel_cepstrum
+        _, mc_t = mel_cepstrum(teacher, sr)
+        _, mc_o = mel_cepstrum(other, sr)
+        path = _dtw_path(mc_t, mc_o)
+        out = np.zeros(len(mc_t), dtype=int)
+        for t in range(len(mc_t)):
+            out[t] = int(np.median(path[path[:, 0] == t, 1]))
+        return out
+
+    def __call__(self, audio: np.ndarray, sr: int, text: str) -> np.ndarray:
+        import pyworld
+        from .metrics import resample, world_analysis
+        x = np.asarray(audio, dtype=np.float64).reshape(-1)
+        spoken = self.voice.synthesize(text)
+        other = resample(spoken.samples, spoken.sample_rate, sr).astype(np.float64)
+        f0, sp, t = world_analysis(other, sr, self.frame_ms)
+        ap = pyworld.d4c(np.ascontiguousarray(other), f0, t, sr)
+        m = self.frame_map(x, other, sr)
+        y = pyworld.synthesize(np.ascontiguousarray(f0[m]), np.ascontiguousarray(sp[m]), np.ascontiguousarray(ap[m]),
+                               sr, frame_period=self.frame_ms)
+        y = y[: x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
+        peak = float(np.max(np.abs(y))) or 1.0
+        return (y / peak * float(np.max(np.abs(x)) or 1.0)).astype(np.float32)
+
+    def describe(self) -> str:
+        return (f"{getattr(self.voice, 'name', 'another voice')} ({getattr(self.voice, 'speaker', '')}) reading the same "
+                "text, its WORLD parameters moved onto the teacher's frames along a DTW path")
 
 
 def f0_shift_semitones(reference: Sequence[np.ndarray], output: Sequence[np.ndarray], sr: int) -> float:
@@ -268,21 +310,27 @@ class AlignedSet:
 
 
 def aligned_set(model, phoneme_ids: Sequence[list[int]], names: Sequence[str], target=None, sample_rate: int = 22050,
-                progress: str | None = "targets") -> AlignedSet:
+                progress: str | None = "targets", texts: Sequence[str] | None = None) -> AlignedSet:
     """Run the teacher noise-free on each utterance; keep its alignment and its waveform passed through `target`
-    (a callable audio, sr -> audio of the same length, e.g. VoiceShift; None keeps the teacher's own)."""
+    (a callable audio, sr -> audio of the same length, e.g. VoiceShift; a SpeakerTarget also gets the utterance's
+    text from `texts`; None keeps the teacher's own)."""
+    if isinstance(target, SpeakerTarget) and (texts is None or len(texts) != len(phoneme_ids)):
+        raise ValueError("a SpeakerTarget needs the text of every utterance (texts=...)")
     import torch
     from tqdm.auto import tqdm
     hop = int(np.prod(model.hparams["upsample_rates"]))
     phon, attns, wavs = [], [], []
     model.eval()
     with torch.no_grad():
-        for ids in tqdm(phoneme_ids, desc=progress, disable=progress is None, leave=False):
+        for k, ids in enumerate(tqdm(phoneme_ids, desc=progress, disable=progress is None, leave=False)):
             x = torch.tensor([ids], dtype=torch.long)
             o, attn, _, _ = model.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)
             a = attn[0, 0].float()
             y = o.reshape(-1).numpy()[: a.shape[0] * hop]
-            y = target(y, sample_rate) if target is not None else y
+            if isinstance(target, SpeakerTarget):
+                y = target(y, sample_rate, texts[k])
+            elif target is not None:
+                y = target(y, sample_rate)
             phon.append(x[0])
             attns.append(a)
             wavs.append(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).reshape(1, 1, -1))

@@ -215,3 +215,18 @@ def test_adaptation_verdict_in_words():
     nowhere = rows.assign(mcd_db=[9.5, 9.4, 9.6, 9.4, 9.0])
     v = finetune.adaptation_verdict(nowhere)
     assert v["met"]["quality"] is False and v["lines"][0].startswith("**No method moved toward the target**")
+
+
+def test_speaker_target_moves_another_voice_onto_the_teacher_timing():
+    from lib import voices
+    teacher = voices.load_voice(backend="ort-cpu", threads=1, noise_scale=0.0, noise_w=0.0)
+    target = finetune.SpeakerTarget(voices.load_voice("kokoro-82m", threads=1))
+    sentence = "The birch canoe slid on the smooth planks."
+    a = teacher.synthesize(sentence)
+    y = target(a.samples, a.sample_rate, sentence)
+    assert y.shape == a.samples.shape and np.isfinite(y).all()
+    assert finetune.f0_shift_semitones([a.samples], [y], a.sample_rate) > 3.0
+    m = target.frame_map(a.samples, target.voice.synthesize(sentence).samples[: 3 * a.sample_rate], a.sample_rate)
+    assert (np.diff(m) >= 0).all() and m[0] >= 0
+    with pytest.raises(ValueError, match="needs the text"):
+        finetune.aligned_set(None, [[1, 2]], ["x"], target=target)
