@@ -290,8 +290,13 @@ HUB_DATASETS = {
 }
 
 
+PARQUET_REVISION = "refs/convert/parquet"
+
+
 def load_hub_dataset(source: str, config: str | None = None, split: str = "train", streaming: bool = False):
-    """`datasets.load_dataset` on a hub id or a local folder of data files; failures become HubUnavailable."""
+    """`datasets.load_dataset` on a hub id or a local folder of data files; a hub dataset that only has a loading
+    script (LJSpeech, the CMU ARCTIC x-vectors; `datasets` no longer runs scripts) is read from the parquet export
+    the hub keeps of it. Failures become HubUnavailable."""
     import datasets
     local = Path(source).is_dir()
     if not local and not hub_reachable():
@@ -300,8 +305,13 @@ def load_hub_dataset(source: str, config: str | None = None, split: str = "train
     try:
         return datasets.load_dataset(source, config, split=split, streaming=streaming)
     except Exception as exc:
-        raise HubUnavailable(f"load_dataset({source!r}, {config!r}, split={split!r}) failed: "
-                             f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        first = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    if not local:
+        try:
+            return datasets.load_dataset(source, config, split=split, streaming=streaming, revision=PARQUET_REVISION)
+        except Exception as exc:
+            first += f"; its parquet export too: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    raise HubUnavailable(f"load_dataset({source!r}, {config!r}, split={split!r}) failed: {first}")
 
 
 def decode_audio(cell, sample_rate: int | None = None) -> Audio:

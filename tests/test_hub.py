@@ -88,3 +88,22 @@ def test_reference_set_from_a_local_dataset(tmp_path, layout):
     if layout == "libritts":
         only, _ = hub.reference_set(layout, limit=5, source=str(folder), speaker="20")
         assert len(only) == 1 and only[0].text.startswith("glue")
+
+
+def test_script_datasets_fall_back_to_the_hub_parquet_export(monkeypatch):
+    import datasets
+    calls = []
+
+    def fake_load(source, config=None, split=None, streaming=False, revision=None):
+        calls.append(revision)
+        if revision is None:
+            raise RuntimeError("Dataset scripts are no longer supported, but found lj_speech.py")
+        return ["rows"]
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout_s=3.0: True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    assert hub.load_hub_dataset("keithito/lj_speech", split="train") == ["rows"]
+    assert calls == [None, hub.PARQUET_REVISION]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: (_ for _ in ()).throw(OSError("gone")))
+    with pytest.raises(hub.HubUnavailable, match="scripts|gone"):
+        hub.load_hub_dataset("keithito/lj_speech")
