@@ -1044,26 +1044,27 @@ def kokoro_cpu_suite(engines: Sequence[str], texts: Sequence[str], writer, threa
     first engine's (PESQ, MCD, F0 error: the same file need not give the same audio on another runtime). Time to first audio is recorded absent (the graph returns the whole waveform), and so is the
     GPU, each with its reason. Returns one row per engine."""
     import pandas as pd
-    from . import bench, metrics, voices
+    from . import bench, evaluate, metrics, text, voices
     model = "kokoro-82m"
     made = {e: voices.load_voice(model, backend=e, threads=threads, speaker=speaker) for e in engines}
-    timings = bench.time_interleaved({e: v.synthesize for e, v in made.items()}, texts, lambda a: a.duration,
-                                     warmup=warmup, progress="kokoro " + ", ".join(engines))
     ref_engine = engines[0]
+    keys = {e: dict(model=model, variant=f"{model}-{e}", technique="hardware", parent=f"{model}-{ref_engine}",
+                    backend=e, threads=threads) for e in engines}
+    speed = evaluate.measure_speed(made, [text.Sentence(id=str(i), text=t) for i, t in enumerate(texts)], writer,
+                                   model=model, baseline=ref_engine, meta=keys, warmup=warmup).set_index("name")
     ref = [made[ref_engine].synthesize(t).samples for t in texts[:fidelity]]
     rows = []
     for e, v in made.items():
-        keys = dict(model=model, variant=f"{model}-{e}", technique="hardware", backend=e, threads=threads)
-        summ = timings[e].summary()
-        summ["size_mb"] = v.size_bytes / 1e6
+        summ = {"size_mb": bench.size_mb(v.model_path)}
         if e != ref_engine:
             outs = [v.synthesize(t).samples for t in texts[:fidelity]]
             compared = [metrics.reference_metrics(r, o, v.sample_rate) for r, o in zip(ref, outs)]
             summ.update({m: float(np.mean([c[m] for c in compared])) for m in ("pesq_wb", "mcd_db", "f0_rmse_cents")})
-        writer.add_many(summ, n=len(texts), parent=f"{model}-{ref_engine}", **keys)
+        writer.add_many(summ, n=min(fidelity, len(texts)), **keys[e])
         writer.absent(metrics=["ttfa_ms_p90"], reason="not streamable as shipped: the ONNX graph returns the whole "
-                      "waveform, so the first audio comes with the last (see latency)", **keys)
-        rows.append({"engine": e, **summ})
+                      "waveform, so the first audio comes with the last (see latency)", **keys[e])
+        rows.append({"engine": e, **speed.loc[e, ["rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90",
+                                                  "latency_ms_p99", "throughput_xrt"]].to_dict(), **summ})
     writer.absent(model=model, variant=f"{model}-gpu", metrics=["latency_ms_p90"], technique="hardware",
                   backend="ort-cuda", device="cuda", reason=KOKORO_GPU_ABSENT)
     return pd.DataFrame(rows)

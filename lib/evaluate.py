@@ -200,8 +200,11 @@ def evaluate_quality(voice, sentences: Sequence[Sentence], judges: Judges, write
 
 def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writer: ResultWriter, *, model: str,
                   baseline: str, meta: dict[str, dict], warmup: int = 2, repeats: int = 1,
-                  specs: dict[str, dict] | None = None, memory_sentences: int = 3) -> pd.DataFrame:
-    """Time variants interleaved on the same sentences; rows with absolute numbers and `rtf_ratio` to `baseline`.
+                  specs: dict[str, dict] | None = None, memory_sentences: int = 3,
+                  record: Sequence[str] | None = None) -> pd.DataFrame:
+    """Time variants interleaved on the same sentences; rows with absolute numbers and `rtf_ratio` to `baseline`,
+    written for the names in `record` (all by default: a baseline whose rows another section wrote is timed, not
+    written twice). `meta[name]` may set model, variant, technique, parent, backend and threads.
 
     For each name in `specs` (load_voice keyword arguments), peak RSS is measured in a fresh process that loads
     that variant alone and speaks the first `memory_sentences` sentences.
@@ -218,6 +221,8 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
         if specs and name in specs:
             s["peak_rss_mb"] = bench.peak_rss_in_subprocess(run_voice_spec, specs[name], texts[:memory_sentences])
         m = meta.get(name, {})
+        if record is not None and name not in record:
+            continue
         writer.add_many(s, n=len(timings[name].latencies_s), model=m.get("model", model), variant=m.get("variant", name),
                         technique=m.get("technique", "baseline"), parent=m.get("parent", baseline),
                         backend=m.get("backend", ""), threads=m.get("threads"))
@@ -240,7 +245,7 @@ def other_models(names: Sequence[str], sentences: Sequence[Sentence], judges: Ju
             loaded[name] = hub.any_voice(name, threads=threads)
         except (hub.HubUnavailable, ImportError) as exc:
             absent[name] = str(exc)
-            writer.absent(model=name, variant="pretrained", metrics=QUALITY_METRICS[:1] + ["wer", "rtf"],
+            writer.absent(model=name, variant="pretrained", metrics=["dnsmos_p808", "wer", "rtf"],
                           reason=str(exc), backend=hub.voice_backend(name), threads=threads)
     per_clip = []
     for name, voice in loaded.items():
@@ -265,20 +270,15 @@ def other_models(names: Sequence[str], sentences: Sequence[Sentence], judges: Ju
             per_clip.append(df.assign(model=name))
     speed = pd.DataFrame()
     if loaded:
-        texts = [s.text for s in speed_sentences]
-        fns = {reference_model: reference_voice.synthesize, **{n: v.synthesize for n, v in loaded.items()}}
-        timings = bench.time_interleaved(fns, texts, lambda a: a.duration, warmup=warmup,
-                                         progress="timing " + ", ".join(fns))
-        base_rtf = timings[reference_model].summary()["rtf"]
-        rows = []
-        for name in loaded:
-            summ = timings[name].summary()
-            summ["rtf_ratio"] = summ["rtf"] / base_rtf
-            summ["size_mb"] = loaded[name].size_bytes / 1e6
-            writer.add_many(summ, n=len(texts), model=name, variant="pretrained", parent=reference_model,
-                            backend=hub.voice_backend(name), threads=threads)
-            rows.append({"model": name, **summ})
-        speed = pd.DataFrame(rows)
+        meta = {n: dict(model=n, variant="pretrained", parent=reference_model, backend=hub.voice_backend(n),
+                        threads=threads) for n in loaded}
+        speed = measure_speed({reference_model: reference_voice, **loaded}, speed_sentences, writer,
+                              model=reference_model, baseline=reference_model, meta=meta, warmup=warmup,
+                              record=list(loaded))
+        speed = speed[speed["name"].isin(loaded)].drop(columns=["name", "variant"]).reset_index(drop=True)
+        speed["size_mb"] = [loaded[n].size_bytes / 2**20 for n in speed["model"]]
+        for n, mb in zip(speed["model"], speed["size_mb"]):
+            writer.add(metric="size_mb", value=mb, **meta[n])
     return (pd.concat(per_clip) if per_clip else pd.DataFrame()), speed, absent
 
 

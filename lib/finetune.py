@@ -205,8 +205,9 @@ class VoiceShift:
     semitones: float = 3.0
     formant_ratio: float = 1.1
     frame_ms: float = 5.0
+    needs_text = False
 
-    def __call__(self, audio: np.ndarray, sr: int) -> np.ndarray:
+    def __call__(self, audio: np.ndarray, sr: int, text: str | None = None) -> np.ndarray:
         import pyworld
         from .metrics import world_analysis
         x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
@@ -231,8 +232,9 @@ class VoiceShift:
 
 
 class ShiftedVoice:
-    """A voice whose every utterance passes through `shift` (a VoiceShift, or a SpeakerTarget, which also takes
-    the text): the adaptation target as a voice, so the evaluation harness can judge it and compare models with it."""
+    """A voice whose every utterance passes through `shift` (a VoiceShift or a SpeakerTarget, called with the
+    audio, its rate and the text): the adaptation target as a voice, so the evaluation harness can judge it and
+    compare models with it."""
 
     def __init__(self, voice, shift):
         self.voice, self.shift, self.sample_rate = voice, shift, voice.sample_rate
@@ -240,9 +242,7 @@ class ShiftedVoice:
     def synthesize(self, text: str):
         from .voices import Audio
         a = self.voice.synthesize(text)
-        y = (self.shift(a.samples, a.sample_rate, text) if isinstance(self.shift, SpeakerTarget)
-             else self.shift(a.samples, a.sample_rate))
-        return Audio(np.clip(y, -1.0, 1.0), a.sample_rate)
+        return Audio(np.clip(self.shift(a.samples, a.sample_rate, text), -1.0, 1.0), a.sample_rate)
 
 
 class SpeakerTarget:
@@ -250,30 +250,33 @@ class SpeakerTarget:
     frame-exact target: both analysed with WORLD (5 ms frames), aligned by DTW on their coded spectral envelopes
     (librosa), the other speaker's F0, envelope and aperiodicity taken along the path at each teacher frame, and
     resynthesized at the teacher's length. Called as target(teacher_audio, sr, text)."""
+    needs_text = True
 
     def __init__(self, voice, frame_ms: float = 5.0):
         self.voice, self.frame_ms = voice, frame_ms
 
+    @staticmethod
+    def _path_map(mc_teacher: np.ndarray, mc_other: np.ndarray) -> np.ndarray:
+        from .metrics import _dtw_path
+        path = _dtw_path(mc_teacher, mc_other)
+        return np.array([int(np.median(path[path[:, 0] == t, 1])) for t in range(len(mc_teacher))], dtype=int)
+
     def frame_map(self, teacher: np.ndarray, other: np.ndarray, sr: int) -> np.ndarray:
         """For each teacher frame, the index of the other speaker's frame the DTW path pairs it with (median)."""
-        from .metrics import _dtw_path, mel_cepstrum
-        _, mc_t = mel_cepstrum(teacher, sr)
-        _, mc_o = mel_cepstrum(other, sr)
-        path = _dtw_path(mc_t, mc_o)
-        out = np.zeros(len(mc_t), dtype=int)
-        for t in range(len(mc_t)):
-            out[t] = int(np.median(path[path[:, 0] == t, 1]))
-        return out
+        from .metrics import mel_cepstrum
+        return self._path_map(mel_cepstrum(teacher, sr)[1], mel_cepstrum(other, sr)[1])
 
-    def __call__(self, audio: np.ndarray, sr: int, text: str) -> np.ndarray:
+    def __call__(self, audio: np.ndarray, sr: int, text: str | None = None) -> np.ndarray:
         import pyworld
-        from .metrics import resample, world_analysis
+        from .metrics import coded_envelope, mel_cepstrum, resample, world_analysis
+        if text is None:
+            raise ValueError("a SpeakerTarget needs the text of the utterance")
         x = np.asarray(audio, dtype=np.float64).reshape(-1)
         spoken = self.voice.synthesize(text)
         other = resample(spoken.samples, spoken.sample_rate, sr).astype(np.float64)
         f0, sp, t = world_analysis(other, sr, self.frame_ms)
         ap = pyworld.d4c(np.ascontiguousarray(other), f0, t, sr)
-        m = self.frame_map(x, other, sr)
+        m = self._path_map(mel_cepstrum(x, sr)[1], coded_envelope(sp, sr))
         y = pyworld.synthesize(np.ascontiguousarray(f0[m]), np.ascontiguousarray(sp[m]), np.ascontiguousarray(ap[m]),
                                sr, frame_period=self.frame_ms)
         y = y[: x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
@@ -314,7 +317,7 @@ def aligned_set(model, phoneme_ids: Sequence[list[int]], names: Sequence[str], t
     """Run the teacher noise-free on each utterance; keep its alignment and its waveform passed through `target`
     (a callable audio, sr -> audio of the same length, e.g. VoiceShift; a SpeakerTarget also gets the utterance's
     text from `texts`; None keeps the teacher's own)."""
-    if isinstance(target, SpeakerTarget) and (texts is None or len(texts) != len(phoneme_ids)):
+    if getattr(target, "needs_text", False) and (texts is None or len(texts) != len(phoneme_ids)):
         raise ValueError("a SpeakerTarget needs the text of every utterance (texts=...)")
     import torch
     from tqdm.auto import tqdm
@@ -327,10 +330,8 @@ def aligned_set(model, phoneme_ids: Sequence[list[int]], names: Sequence[str], t
             o, attn, _, _ = model.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)
             a = attn[0, 0].float()
             y = o.reshape(-1).numpy()[: a.shape[0] * hop]
-            if isinstance(target, SpeakerTarget):
-                y = target(y, sample_rate, texts[k])
-            elif target is not None:
-                y = target(y, sample_rate)
+            if target is not None:
+                y = target(y, sample_rate, texts[k] if texts is not None else None)
             phon.append(x[0])
             attns.append(a)
             wavs.append(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).reshape(1, 1, -1))
@@ -798,8 +799,8 @@ def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str
         raise ValueError(f"dataset {dataset}: {len(sentences)} utterances, need more than eval_limit={eval_limit}")
     train, held_out = sentences[:-eval_limit], sentences[-eval_limit:]
     processor = hub._pretrained(SpeechT5Processor, model)
-    xvector = hub.speaker_xvector(speaker, 512 if isinstance(speaker, int) else len(np.ravel(speaker)))
     base = prepare_speecht5(model, "full").eval()
+    xvector = hub.speaker_xvector(speaker, base.config.speaker_embedding_dim)
     examples = speecht5_examples(processor, train, recordings, base.config.reduction_factor)
     rows, curves, per_clip = [], [], []
 
@@ -818,8 +819,7 @@ def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str
         trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
         batches = speecht5_batches(examples, xvector, batch, processor.tokenizer.pad_token_id)
         if device.startswith("cuda"):
-            import torch as _t
-            _t.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats()
         log = train_loop(net, batches, speecht5_loss, steps, Path(work) / f"speecht5-{name}",
                          lr=lr_full if kind == "full" else lr_lora, threads=threads, device=device,
                          progress=f"speecht5 {name}" if progress else None)
@@ -829,8 +829,7 @@ def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str
                "adapter_mb": bench.size_mb(saved), "train_s_per_step": log.s_per_step,
                "final_loss": float(np.mean(log.loss[-10:]))}
         if device.startswith("cuda"):
-            import torch as _t
-            row["peak_gpu_mb"] = _t.cuda.max_memory_allocated() / 2**20
+            row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         rows.append(row)
         curves.append(pd.DataFrame({"method": name, "step": log.steps, "loss": log.loss}))
         keys = dict(model="speecht5", variant=name, technique="finetune", parent="base", backend="torch-cpu",
@@ -872,6 +871,7 @@ def speecht5_cost(inputs: Path, methods: Sequence[str], steps: int = 50, warmup:
     here says anything about quality. `config` overrides SpeechT5Config fields (the tests shrink it)."""
     import tempfile
     from transformers import SpeechT5Config, SpeechT5ForTextToSpeech
+    from .bench import size_mb
     inputs = Path(inputs)
     saved = torch.load(inputs / "examples.pt", weights_only=False)
     model_dir = Path(tempfile.mkdtemp()) / "speecht5_random"
@@ -903,11 +903,10 @@ def speecht5_cost(inputs: Path, methods: Sequence[str], steps: int = 50, warmup:
                 times.append(time.perf_counter() - t0)
         out = Path(tempfile.mkdtemp()) / name
         net.save_pretrained(str(out))
-        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
         trainable = sum(p.numel() for p in params)
         total = sum(p.numel() for p in net.parameters())
         rows.append({"variant": name, "trainable_params": trainable, "total_params": total,
-                     "adapter_mb": size / 1e6, "train_s_per_step": float(np.median(times)),
+                     "adapter_mb": size_mb(out), "train_s_per_step": float(np.median(times)),
                      "train_s_per_step_p90": float(np.percentile(times, 90)),
                      "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if device.startswith("cuda") else None,
                      "final_loss": float(loss.detach()), "batch": batch, "steps_timed": steps})

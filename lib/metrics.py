@@ -175,12 +175,16 @@ def world_analysis(x: np.ndarray, sr: int, frame_ms: float = 5.0):
     return f0, sp, t
 
 
-def mel_cepstrum(x: np.ndarray, sr: int, order: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """WORLD F0 and coded spectral envelope (mel-cepstrum-like, c0 dropped) per 5 ms frame."""
+def coded_envelope(sp: np.ndarray, sr: int, order: int = 24) -> np.ndarray:
+    """A WORLD spectral envelope coded to `order` mel-cepstrum-like coefficients per frame, c0 (energy) dropped."""
     import pyworld
+    return pyworld.code_spectral_envelope(sp, sr, order + 1)[:, 1:]
+
+
+def mel_cepstrum(x: np.ndarray, sr: int, order: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """WORLD F0 and coded spectral envelope per 5 ms frame."""
     f0, sp, _ = world_analysis(x, sr)
-    mc = pyworld.code_spectral_envelope(sp, sr, order + 1)
-    return f0, mc[:, 1:]
+    return f0, coded_envelope(sp, sr, order)
 
 
 def _dtw_path(a: np.ndarray, b: np.ndarray) -> np.ndarray:
