@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import machine
 from .bench import Timing
 
 RUNNABLE, PREPARE_ONLY, UNAVAILABLE = "runnable", "prepare-only", "unavailable"
@@ -61,14 +62,6 @@ def _tiny_conv_onnx() -> bytes:
 
 # --- probes: one cheap real call each ------------------------------------------------------------------------
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def _probe_torch(device: str, precision: str) -> Probe:
     versions = {"torch": _version("torch")}
     try:
@@ -78,9 +71,11 @@ def _probe_torch(device: str, precision: str) -> Probe:
     if device == "cuda" and not torch.cuda.is_available():
         return Probe("torch-cuda", precision, device, UNAVAILABLE,
                      f"torch {torch.__version__} sees no CUDA device (built for CUDA {torch.version.cuda})", versions=versions)
-    if device == "cpu" and precision == "bf16" and not cpu_has_bf16():
-        return Probe("torch-cpu", precision, device, UNAVAILABLE,
-                     "this CPU has neither avx512_bf16 nor amx_bf16: bf16 would be emulated, not measured", versions=versions)
+    if device == "cpu":
+        try:
+            machine.require_precision("torch-cpu", precision)
+        except machine.PrecisionUnavailable as exc:
+            return Probe("torch-cpu", precision, device, UNAVAILABLE, str(exc), versions=versions)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     try:
         conv = torch.nn.Conv1d(4, 4, 3, padding=1).to(device)
@@ -630,6 +625,7 @@ class OnnxEngine(Engine):
     def _openvino_window_decoder(self, path: Path, precision: str, threads: int):
         """The static-window decoder compiled once by OpenVINO's CPU plugin at `precision` (bf16 runs on AMX)."""
         import openvino as ov
+        machine.require_precision("openvino-cpu", precision)
         compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision,
                                                               "INFERENCE_NUM_THREADS": int(threads)})
         got = ov_precision(compiled.get_property("INFERENCE_PRECISION_HINT"))

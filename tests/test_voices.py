@@ -134,3 +134,31 @@ def test_kokoro_speakers_differ_and_bad_settings_are_named(kokoro):
         voices.load_voice("kokoro-82m", backend="torch-cpu")
     with pytest.raises(text.TextError):
         kokoro.synthesize("   ")
+
+
+HOSTILE = ["\x00\x01\x02 control characters \x07", "C1 \x85 next line \x9f", "lone \ud800 surrogate \udfff",
+           "\u202eevil\u202c bidi \u200f text \u2066isolate\u2069", "zero\u200dwidth\u200b joiners\u200c here",
+           "private \ue000\U000f0000 use", "\ufeffbyte order mark", "tab\tand\r\nnewline", "nb\u00a0sp and \u3000 ideographic",
+           "x" * 100_000]
+
+
+@pytest.mark.parametrize("bad", HOSTILE, ids=lambda t: repr(t[:12]))
+def test_hostile_text_gives_audio_or_a_project_error(ort_voice, bad):
+    """Every category of non-printing input ends as audio or a TextError, never a phonemizer's exception."""
+    try:
+        audio = ort_voice.synthesize(bad)
+    except text.TextError as exc:
+        assert "position" in str(exc) or "max_input_chars" in str(exc), exc
+        return
+    assert audio.duration > 0.2 and np.isfinite(audio.samples).all()
+
+
+def test_long_input_streams_sentence_by_sentence_with_progress(ort_voice):
+    paragraph = " ".join(s.text for s in SENTENCES[:3])
+    parts = list(ort_voice.stream(paragraph))
+    assert len(parts) == 3 and all(p.duration > 0.5 for p in parts)
+    assert voices.progress(list(range(voices.PROGRESS_MIN_SENTENCES)), "x").disable is False
+    assert voices.progress([1, 2], "x").disable is True
+    capped = voices.load_voice(threads=1, max_input_chars=50)
+    with pytest.raises(text.TextError, match="max_input_chars"):
+        capped.synthesize(paragraph)
