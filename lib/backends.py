@@ -976,25 +976,37 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     keys = dict(model=model, variant=engine.label, technique=technique, backend=engine.backend, device=engine.device,
                 threads=threads)
     torch_cuda = engine.device == "cuda"
-    with Monitor() as mon:
+    from .bench import watched
+    loads = writer.scalars.setdefault("timing_load", [])
+
+    def load_status(watch, scenario):
+        loads.append({"variants": [engine.label], "scenario": scenario, **watch.load.as_dict()})
+        return dict(status="contended", reason=watch.load.reason()) if watch.load.contended else {}
+
+    with Monitor() as mon, watched(threads or 1) as watch:
         timing = single_stream(engine, queries, cfg.min_queries, cfg.min_seconds, cfg.max_seconds, cfg.warmup)
+    busy = load_status(watch, "single-stream")
     summary = timing.summary()
     writer.add_many({k: summary[k] for k in ("rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99")},
-                    n=len(timing.latencies_s), **keys)
-    writer.add(metric="throughput_xrt", value=summary["throughput_xrt"], n=len(timing.latencies_s), **keys)
+                    n=len(timing.latencies_s), **keys, **busy)
+    writer.add(metric="throughput_xrt", value=summary["throughput_xrt"], n=len(timing.latencies_s), **keys, **busy)
     util = mon.summary()
     writer.add(metric="util_pct", value=util["cpu_util_pct"], unit="% (CPU, single-stream)", **keys)
     if util["gpu_util_pct"] is not None:
         writer.add(metric="gpu_util_pct", value=util["gpu_util_pct"], unit="% (GPU, single-stream)", **keys)
-    rows = offline_throughput(engine, queries, cfg.batch_sizes, cfg.offline_seconds)
+    with watched(threads or 1) as watch:
+        rows = offline_throughput(engine, queries, cfg.batch_sizes, cfg.offline_seconds)
+    busy = load_status(watch, "offline")
     ok = [r for r in rows if r["status"] == "ok"]
     best = max(ok, key=lambda r: r["throughput_xrt"])
-    writer.add(metric="throughput_xrt_offline", value=best["throughput_xrt"], unit="x", n=best["batches"], **keys)
-    writer.add(metric="best_batch", value=best["batch"], unit="count", **keys)
-    ttfa = streaming_ttfa(engine, ttfa_queries, cfg.chunk_frames, cfg.context_frames, cfg.min_queries,
-                          cfg.min_seconds, cfg.max_seconds, cfg.warmup)
-    writer.add_many({k: ttfa[k] for k in ("ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99")}, n=ttfa["n"], **keys)
-    writer.add(metric="stream_rtf", value=ttfa["stream_rtf"], unit="s/s", n=ttfa["n"], **keys)
+    writer.add(metric="throughput_xrt_offline", value=best["throughput_xrt"], unit="x", n=best["batches"], **keys, **busy)
+    writer.add(metric="best_batch", value=best["batch"], unit="count", **keys, **busy)
+    with watched(threads or 1) as watch:
+        ttfa = streaming_ttfa(engine, ttfa_queries, cfg.chunk_frames, cfg.context_frames, cfg.min_queries,
+                              cfg.min_seconds, cfg.max_seconds, cfg.warmup)
+    busy = load_status(watch, "streaming")
+    writer.add_many({k: ttfa[k] for k in ("ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99")}, n=ttfa["n"], **keys, **busy)
+    writer.add(metric="stream_rtf", value=ttfa["stream_rtf"], unit="s/s", n=ttfa["n"], **keys, **busy)
     fid = chunk_fidelity(engine, ttfa_queries[:cfg.fidelity_queries], cfg.chunk_frames, cfg.context_frames)
     writer.add(metric="chunk_snr_db", value=min(r["snr_db"] for r in fid), unit="dB (worst)", n=len(fid), **keys)
     if all("pesq_wb" in r for r in fid):

@@ -54,6 +54,12 @@ class PeakRss:
 class Timing:
     latencies_s: np.ndarray
     audio_s: np.ndarray
+    load: machine.Load | None = None
+
+    @property
+    def status(self) -> tuple[str, str]:
+        """('ok', '') or ('contended', the figures) for the rows this timing makes."""
+        return ("contended", self.load.reason()) if self.load is not None and self.load.contended else ("ok", "")
 
     def summary(self) -> dict[str, float]:
         """Latency percentiles (ms), median RTF and throughput (audio s per wall s)."""
@@ -67,45 +73,58 @@ class Timing:
         }
 
 
+class watched:
+    """Context manager around a timed block: waits for a quiet machine first when TTS_LAB_REQUIRE_QUIET asks for
+    it (and then fails a block that turned out contended), and records the machine's load in `.load`."""
+
+    def __init__(self, threads: int = 1):
+        self.threads, self.quiet_s, self.load = int(threads or 1), machine.require_quiet_s(), None
+
+    def __enter__(self):
+        if self.quiet_s is not None:
+            machine.wait_for_quiet(self.threads, self.quiet_s)
+        self._mon = machine.LoadMonitor(self.threads).__enter__()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self._mon.__exit__(exc_type, *exc)
+        self.load = self._mon.load
+        if exc_type is None and self.quiet_s is not None and self.load.contended:
+            raise machine.MachineBusy(f"the machine got busy during a timing (require_quiet): {self.load.reason()}")
+
+
 def time_calls(fn: Callable[[str], object], texts: Sequence[str], duration_of: Callable[[object], float],
-               warmup: int = 2, repeats: int = 1, progress: str | None = None) -> Timing:
-    """Call `fn` on each text `repeats` times after `warmup` untimed calls; wall time per call."""
-    from tqdm.auto import tqdm
-    if not texts:
-        raise ValueError("no texts to time")
-    for t in list(texts)[:warmup]:
-        fn(t)
-    lat, aud = [], []
-    for _ in range(repeats):
-        for t in tqdm(texts, desc=progress, disable=progress is None, leave=False):
-            start = time.perf_counter()
-            out = fn(t)
-            lat.append(time.perf_counter() - start)
-            aud.append(duration_of(out))
-    return Timing(np.array(lat), np.array(aud))
+               warmup: int = 2, repeats: int = 1, progress: str | None = None, threads: int = 1) -> Timing:
+    """Call `fn` on each text `repeats` times after `warmup` untimed calls; wall time per call, and the machine's
+    load while it ran (`threads`: the cores the timed code may use)."""
+    return time_interleaved({"fn": fn}, texts, duration_of, warmup, repeats, progress, threads)["fn"]
 
 
 def time_interleaved(fns: dict[str, Callable[[str], object]], texts: Sequence[str],
                      duration_of: Callable[[object], float], warmup: int = 2, repeats: int = 1,
-                     progress: str | None = None) -> dict[str, Timing]:
+                     progress: str | None = None, threads: int = 1) -> dict[str, Timing]:
     """Time several variants on the same texts, alternating between them call by call, so that drift in the
-    machine's speed (other load, thermal state) falls on all of them alike."""
+    machine's speed (other load, thermal state) falls on all of them alike; the machine's load while they ran is
+    attached to every Timing (`threads`: the most cores one call may use)."""
     from tqdm.auto import tqdm
+    if not texts:
+        raise ValueError("no texts to time")
     names = list(fns)
     for name in names:
         for t in list(texts)[:warmup]:
             fns[name](t)
     lat = {n: [] for n in names}
     aud = {n: [] for n in names}
-    for r in range(repeats):
-        for i, t in enumerate(tqdm(texts, desc=progress, disable=progress is None, leave=False)):
-            order = names if (i + r) % 2 == 0 else names[::-1]
-            for n in order:
-                start = time.perf_counter()
-                out = fns[n](t)
-                lat[n].append(time.perf_counter() - start)
-                aud[n].append(duration_of(out))
-    return {n: Timing(np.array(lat[n]), np.array(aud[n])) for n in names}
+    with watched(threads) as watch:
+        for r in range(repeats):
+            for i, t in enumerate(tqdm(texts, desc=progress, disable=progress is None, leave=False)):
+                order = names if (i + r) % 2 == 0 else names[::-1]
+                for n in order:
+                    start = time.perf_counter()
+                    out = fns[n](t)
+                    lat[n].append(time.perf_counter() - start)
+                    aud[n].append(duration_of(out))
+    return {n: Timing(np.array(lat[n]), np.array(aud[n]), watch.load) for n in names}
 
 
 def own_peak_rss_mb() -> float | None:
@@ -221,4 +240,5 @@ def environment(threads: int | None = None, device: str = "cpu") -> dict:
         "cpu_model": machine.cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": machine.recorded_flags(),
         "cpu_features": machine.cpu_features(),
         "threads": threads, "device": device, "gpu": gpu, "versions": versions,
+        "load_at_start": machine.sample_load(threads or 1, 0.5).as_dict(),
     }

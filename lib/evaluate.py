@@ -212,22 +212,28 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
     """
     texts = [s.text for s in sentences]
     fns = {name: v.synthesize for name, v in voices.items()}
+    threads = max([int(m.get("threads") or 1) for m in meta.values()] or [1])
     timings = bench.time_interleaved(fns, texts, lambda a: a.duration, warmup=warmup, repeats=repeats,
-                                     progress="timing " + ", ".join(voices))
+                                     progress="timing " + ", ".join(voices), threads=threads)
+    load = next(iter(timings.values())).load
+    status, reason = next(iter(timings.values())).status
+    if load is not None:
+        writer.scalars.setdefault("timing_load", []).append({"variants": list(voices), **load.as_dict()})
     summary = {name: t.summary() for name, t in timings.items()}
     base_rtf = summary[baseline]["rtf"]
     rows = []
     for name, s in summary.items():
         s["rtf_ratio"] = s["rtf"] / base_rtf
-        if specs and name in specs:
-            s["peak_rss_mb"] = bench.peak_rss_in_subprocess(run_voice_spec, specs[name], texts[:memory_sentences])
         m = meta.get(name, {})
         if record is not None and name not in record:
             continue
-        writer.add_many(s, n=len(timings[name].latencies_s), model=m.get("model", model), variant=m.get("variant", name),
-                        technique=m.get("technique", "baseline"), parent=m.get("parent", baseline),
-                        backend=m.get("backend", ""), threads=m.get("threads"))
-        rows.append({"name": name, **m, **s})
+        keys = dict(model=m.get("model", model), variant=m.get("variant", name), technique=m.get("technique", "baseline"),
+                    parent=m.get("parent", baseline), backend=m.get("backend", ""), threads=m.get("threads"))
+        writer.add_many(s, n=len(timings[name].latencies_s), status=status, reason=reason, **keys)
+        if specs and name in specs:
+            s["peak_rss_mb"] = bench.peak_rss_in_subprocess(run_voice_spec, specs[name], texts[:memory_sentences])
+            writer.add(metric="peak_rss_mb", value=s["peak_rss_mb"], n=memory_sentences, **keys)
+        rows.append({"name": name, **m, **s, "status": status})
     return pd.DataFrame(rows)
 
 

@@ -3,7 +3,10 @@ VNNI, native bf16, AMX), and which precisions a runtime can really compute here.
 nothing; everything else asks here instead of reading /proc/cpuinfo itself."""
 from __future__ import annotations
 
+import os
 import platform
+import time
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,10 +52,15 @@ def recorded_flags() -> list[str]:
     return sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4", "f16c")))
 
 
+def features_from_flags(flags) -> dict[str, bool]:
+    """Which of FEATURES a CPU with these /proc/cpuinfo flags has (also for an env.json recorded elsewhere)."""
+    flags = set(flags)
+    return {name: any(f in flags for f in provides) for name, provides in FEATURES.items()}
+
+
 def cpu_features() -> dict[str, bool]:
     """Which of FEATURES this CPU has."""
-    flags = cpu_flags()
-    return {name: any(f in flags for f in provides) for name, provides in FEATURES.items()}
+    return features_from_flags(cpu_flags())
 
 
 def has_native_bf16() -> bool:
@@ -94,3 +102,155 @@ def require_precision(backend: str, precision: str) -> None:
     if backend.startswith("torch") and precision == "bf16" and not has_native_bf16():
         raise PrecisionUnavailable(f"this CPU ({cpu_model()}) has neither avx512_bf16 nor amx_bf16: torch bf16 would "
                                    f"be emulated, not measured ({feature_line()})")
+
+
+# --- how busy the machine is ---------------------------------------------------------------------------------
+# A timed block that uses `threads` cores gets a core per thread only while the other processes' demand leaves
+# them free: other CPU use above (cores - threads) means our threads were time-sliced with theirs and the
+# latency measures the neighbours. OTHERS_MARGIN_CORES leaves room for daemons and the notebook's own kernel
+# (idle machines here show 0.02-0.1 cores of others); steal above STEAL_LIMIT means the hypervisor took the CPU.
+OTHERS_MARGIN_CORES = 0.25
+STEAL_LIMIT = 0.05
+
+
+class MachineBusy(RuntimeError):
+    """The machine stayed busier than a quiet measurement allows (require_quiet)."""
+
+
+def allowed_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def _cpu_times(cpus: list[int]) -> tuple[float, float, float] | None:
+    """(busy, steal, total) seconds summed over `cpus` from /proc/stat, or None where it cannot be read."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    wanted = {f"cpu{i}" for i in cpus}
+    busy = steal = total = 0.0
+    for line in lines:
+        parts = line.split()
+        if parts and parts[0] in wanted:
+            v = [float(x) for x in parts[1:9]] + [0.0] * max(0, 8 - len(parts[1:9]))
+            user, nice, system, idle, iowait, irq, softirq, st = v
+            busy += user + nice + system + irq + softirq
+            steal += st
+            total += sum(v)
+    return (busy / hz, steal / hz, total / hz) if total else None
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _loadavg() -> tuple[float | None, int | None]:
+    """1-minute load average and the number of runnable tasks right now (including this one)."""
+    try:
+        parts = Path("/proc/loadavg").read_text().split()
+        return float(parts[0]), int(parts[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None, None
+
+
+def cpu_mhz() -> float | None:
+    """Current frequency of the first allowed CPU (cpufreq where exposed, else /proc/cpuinfo's figure)."""
+    cpu = allowed_cpus()[0]
+    try:
+        return float(Path(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq").read_text()) / 1000
+    except (OSError, ValueError):
+        pass
+    try:
+        mhz = [float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+               if line.startswith("cpu MHz")]
+        return mhz[cpu] if cpu < len(mhz) else (mhz[0] if mhz else None)
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Load:
+    """How busy the machine was during a timed block: other processes' CPU use (in cores), steal, load average,
+    runnable tasks, frequency; and whether a block that used `threads` cores was contended."""
+    seconds: float
+    cores: int
+    threads: int
+    others_cores: float | None
+    steal_frac: float | None
+    loadavg_1m: float | None
+    runnable: int | None
+    mhz: float | None
+
+    @property
+    def contended(self) -> bool:
+        over = self.others_cores is not None and self.others_cores > self.cores - self.threads + OTHERS_MARGIN_CORES
+        stolen = self.steal_frac is not None and self.steal_frac > STEAL_LIMIT
+        return bool(over or stolen)
+
+    def reason(self) -> str:
+        fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
+        return (f"contended: other processes used {fmt(self.others_cores, '.2f')} of {self.cores} cores while this "
+                f"{self.threads}-thread timing ran (limit {self.cores - self.threads + OTHERS_MARGIN_CORES:.2f}); "
+                f"steal {fmt(self.steal_frac and 100 * self.steal_frac, '.1f')} %, load average "
+                f"{fmt(self.loadavg_1m, '.2f')}, {self.seconds:.1f} s")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "contended": self.contended}
+
+
+class LoadMonitor:
+    """Context manager around a timed block: `.load` says how busy the machine was meanwhile (other processes'
+    CPU time from /proc/stat minus this process's own, over the block's wall time)."""
+
+    def __init__(self, threads: int = 1):
+        self.threads = int(threads)
+        self.cpus = allowed_cpus()
+        self.load: Load | None = None
+
+    def __enter__(self):
+        self._t0, self._own0, self._cpu0 = time.perf_counter(), _own_cpu_s(), _cpu_times(self.cpus)
+        return self
+
+    def __exit__(self, *exc):
+        wall = max(time.perf_counter() - self._t0, 1e-6)
+        cpu1, own = _cpu_times(self.cpus), _own_cpu_s() - self._own0
+        others = steal = None
+        if self._cpu0 and cpu1:
+            busy, st, total = (b - a for a, b in zip(self._cpu0, cpu1))
+            others = max(0.0, (busy - own) / wall)
+            steal = st / total if total > 0 else 0.0
+        avg, runnable = _loadavg()
+        self.load = Load(round(wall, 3), len(self.cpus), self.threads, others, steal, avg, runnable, cpu_mhz())
+
+
+def sample_load(threads: int = 1, seconds: float = 1.0) -> Load:
+    """The machine's load over `seconds` of this process sleeping."""
+    with LoadMonitor(threads) as mon:
+        time.sleep(seconds)
+    return mon.load
+
+
+def wait_for_quiet(threads: int, timeout_s: float, sample_s: float = 1.0) -> Load:
+    """Wait until a `sample_s` sample says a `threads`-thread timing would not be contended; MachineBusy with the
+    figures if that has not happened within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        load = sample_load(threads, sample_s)
+        if not load.contended:
+            return load
+        if time.monotonic() >= deadline:
+            raise MachineBusy(f"the machine stayed busy for {timeout_s:.0f} s (require_quiet): {load.reason()}")
+
+
+def require_quiet_s() -> float | None:
+    """Seconds a benchmark waits for a quiet machine before failing, from TTS_LAB_REQUIRE_QUIET (unset: it does not
+    wait, and busy timings are recorded as contended)."""
+    value = os.environ.get("TTS_LAB_REQUIRE_QUIET", "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"TTS_LAB_REQUIRE_QUIET must be a number of seconds, got {value!r}") from None

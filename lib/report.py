@@ -103,8 +103,41 @@ def notebook_rows(df: pd.DataFrame, notebook: str) -> pd.DataFrame:
 def absent_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Everything recorded as absent or failed, with the reason."""
     cols = ["notebook", "model", "variant", "backend", "metric", "status", "reason"]
-    bad = df[df["status"] != "ok"]
+    bad = df[df["status"].isin(["absent", "failed"])]
     return bad[[c for c in cols if c in bad]].drop_duplicates(subset=["notebook", "variant", "backend", "reason"])
+
+
+def contended_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Timings taken while other processes held the cores (status 'contended'): shown apart, never as results."""
+    rows = df[df["status"] == "contended"]
+    cols = ["notebook", "model", "variant", "backend", "threads", "metric", "value", "reason"]
+    return rows[[c for c in cols if c in rows]].reset_index(drop=True)
+
+
+def grey(table: pd.DataFrame):
+    """A table styled grey: numbers shown for the record, not as results."""
+    return table.style.hide(axis="index").format(precision=3, na_rep="–").set_properties(
+        **{"color": "#999", "background-color": "#f4f4f4"})
+
+
+def cpu_line(env: dict) -> str:
+    """'AMD EPYC 9R14, 2 cores: AVX2, AVX-512, VNNI, bf16; no AMX' from an env.json (features from its flags)."""
+    from .machine import feature_line, features_from_flags
+    feats = env.get("cpu_features") or features_from_flags(env.get("cpu_flags", []))
+    return f"{env.get('cpu_model', 'unknown CPU')}, {env.get('cpu_count', '?')} cores: {feature_line(feats)}"
+
+
+def relies_on(variant: str, backend: str = "") -> str:
+    """Which CPU feature a variant's speed depends on, from its name and back-end (what a reader on another CPU
+    must have for the verdict to carry over)."""
+    name = f"{variant} {backend}".lower()
+    if "bf16" in name:
+        return "native bf16 (AVX-512 BF16 or AMX)"
+    if "nf4" in name or "bnb" in name:
+        return "bitsandbytes CPU kernels (AVX-512 where present)"
+    if ("int8" in name or "qdq" in name) and "weight" not in name:
+        return "int8 dot products (VNNI where present)"
+    return "FP32 only (AVX2 or better)"
 
 
 def envs(profile: str, outputs: Path | None = None) -> dict[str, dict]:
@@ -196,12 +229,15 @@ def baseline(df: pd.DataFrame) -> pd.Series | None:
     return merged.iloc[0]
 
 
-def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase: float = 0.02) -> pd.DataFrame:
+def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase: float = 0.02,
+              env: dict[str, dict] | None = None) -> pd.DataFrame:
     """For each goal (fastest, smallest, best quality per ms) the variant that wins it while staying within the
     quality bounds of its own notebook's baseline (the parent judged on the same sentences in the same run; the
     baselines notebook's FP32 where a notebook has none), with a one-line reason. Speed is ranked by `rtf_ratio` (against the parent
     timed in the same run) where a notebook wrote one, since absolute RTFs of different runs are not comparable;
-    baselines and adapted voices (`NOT_RECOMMENDED` techniques: another voice, not a cheaper one) are left out."""
+    baselines and adapted voices (`NOT_RECOMMENDED` techniques: another voice, not a cheaper one) are left out.
+    With `env` (notebook -> env.json), each row says which CPU it was measured on and which feature it relies on.
+    Timings marked contended are not results and take no part."""
     base = baseline(df)
     qs = quality_speed(df)
     if base is None or qs.empty or "dnsmos_p808" not in qs:
@@ -221,6 +257,7 @@ def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase:
         qs = qs[~qs["technique"].isin(NOT_RECOMMENDED)]
     qs["speed"] = qs["rtf_ratio"].fillna(qs["rtf"] / base["rtf"]) if "rtf_ratio" in qs else qs["rtf"] / base["rtf"]
     qs["label"] = qs["model"] + " " + qs["variant"] + " (" + qs["backend"] + ", " + qs["notebook"] + ")"
+    cpus = {nb: cpu_line(e) for nb, e in (env or {}).items()}
     ok = qs[(qs["dnsmos_p808"] >= qs["ref_dnsmos"] - max_dnsmos_drop) &
             (qs.get("wer", 0) <= qs["ref_wer"] + max_wer_increase)]
     rows = []
@@ -237,7 +274,12 @@ def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase:
         b = ok.loc[ok["q_per_ms"].idxmax()]
         rows.append({"goal": "best quality per ms", "variant": b["label"],
                      "reason": f"DNSMOS {b['dnsmos_p808']:.2f} at {b['speed']:.3f} of its parent's RTF"})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if not out.empty:
+        picked = [ok.loc[ok["label"] == r["variant"]].iloc[0] for r in rows]
+        out["measured on"] = [cpus.get(p["notebook"], "see provenance") for p in picked]
+        out["relies on"] = [relies_on(p["variant"], p["backend"]) for p in picked]
+    return out
 
 
 def headlines(profile: str, outputs: Path | None = None) -> dict[str, list[str]]:
