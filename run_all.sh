@@ -4,7 +4,8 @@
 #                                     NN picks notebooks by number (e.g. 02 90); the others' results are kept
 # Executed notebooks go to outputs/PROFILE/notebooks/, the report to outputs/PROFILE/report.html.
 # TTS_LAB_PARAMS and TTS_LAB_OUTPUTS move the params and outputs folders (the tests use them); NOTEBOOK_TIMEOUT
-# is the per-cell execution timeout in seconds.
+# is the per-cell execution timeout in seconds; TTS_LAB_REQUIRE_QUIET=SECONDS makes every timing wait that long for
+# a quiet machine and fail rather than record a contended number. params/PROFILE/voice.yaml names your own voice.
 set -uo pipefail
 cd "$(dirname "$0")"
 PROFILE="${1:-default}"
@@ -22,6 +23,10 @@ if [ ! -d "$PARAMS/$PROFILE" ]; then
 fi
 mkdir -p "$NBOUT"
 export PYTHONWARNINGS=ignore
+# The profile's own Piper voice (params/PROFILE/voice.yaml), if it names one; else en_US-joe-medium.
+if ! voice_env=$("$PY" -m lib.params voice-env "$PROFILE"); then exit 2; fi
+eval "$voice_env"
+[ -z "$voice_env" ] || echo "voice: ${TTS_LAB_VOICE} (speaker ${TTS_LAB_SPEAKER})"
 
 mapfile -t NOTEBOOKS < <(ls notebooks/[0-9][0-9]_*.ipynb | sort)
 if [ ${#PICK[@]} -gt 0 ]; then

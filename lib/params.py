@@ -109,6 +109,40 @@ def _show(path: Path) -> str:
         return str(path)
 
 
+VOICE_FILE = "voice.yaml"  # optional, per profile: the user's own Piper voice instead of en_US-joe-medium
+
+
+def voice_env(profile: str) -> dict[str, str]:
+    """The environment that points every notebook at the profile's own Piper voice, from params/<profile>/voice.yaml:
+    `model` (path to the .onnx; relative paths from the repository root), `config` (its .onnx.json; default the
+    model's path + .json) and `speaker` (id of a multi-speaker voice, default 0). Empty when the file is absent."""
+    from pydantic import BaseModel
+
+    class VoiceSpec(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        model: str
+        config: str = ""
+        speaker: int = 0
+
+    path = PARAMS / profile / VOICE_FILE
+    if not path.exists():
+        return {}
+    try:
+        spec = VoiceSpec(**(yaml.safe_load(path.read_text(encoding="utf-8")) or {}))
+    except (yaml.YAMLError, TypeError) as exc:
+        raise ParamsError(f"{_show(path)} is not a mapping of model/config/speaker: {exc}") from None
+    except ValidationError as exc:
+        raise ParamsError(f"{_show(path)}: " + "; ".join(f"key '{'.'.join(map(str, e['loc']))}': {e['msg']}"
+                                                          for e in exc.errors())) from None
+    model = Path(spec.model) if Path(spec.model).is_absolute() else ROOT / spec.model
+    config = Path(spec.config) if spec.config else Path(str(model) + ".json")
+    config = config if config.is_absolute() else ROOT / config
+    for what, p in (("model", model), ("config", config)):
+        if not p.is_file():
+            raise ParamsError(f"{_show(path)}: the voice's {what} file {p} does not exist")
+    return {"TTS_LAB_VOICE": str(model), "TTS_LAB_VOICE_CONFIG": str(config), "TTS_LAB_SPEAKER": str(spec.speaker)}
+
+
 def check_profile(profile: str) -> list[str]:
     """Every notebook's file in a profile; returns the error messages (empty when all fit)."""
     errors = []
@@ -117,14 +151,26 @@ def check_profile(profile: str) -> list[str]:
             load(profile, nb.stem)
         except ParamsError as exc:
             errors.append(str(exc))
-    extra = {p.stem for p in (PARAMS / profile).glob("*.yaml")} - {nb.stem for nb in NOTEBOOKS.glob("*.ipynb")}
+    try:
+        voice_env(profile)
+    except ParamsError as exc:
+        errors.append(str(exc))
+    extra = ({p.stem for p in (PARAMS / profile).glob("*.yaml")} - {nb.stem for nb in NOTEBOOKS.glob("*.ipynb")}
+             - {Path(VOICE_FILE).stem})
     errors += [f"params/{profile}/{name}.yaml names no notebook" for name in sorted(extra)]
     return errors
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("check", "check-one"):
-        sys.exit("usage: python -m lib.params check PROFILE | check-one PROFILE/NOTEBOOK")
+    if len(sys.argv) != 3 or sys.argv[1] not in ("check", "check-one", "voice-env"):
+        sys.exit("usage: python -m lib.params check PROFILE | check-one PROFILE/NOTEBOOK | voice-env PROFILE")
+    if sys.argv[1] == "voice-env":
+        import shlex
+        try:
+            print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in voice_env(sys.argv[2]).items()))
+        except ParamsError as exc:
+            sys.exit(f"params error: {exc}")
+        sys.exit(0)
     if sys.argv[1] == "check":
         errs = check_profile(sys.argv[2])
     else:

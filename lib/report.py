@@ -140,6 +140,33 @@ def relies_on(variant: str, backend: str = "") -> str:
     return "FP32 only (AVX2 or better)"
 
 
+def cpu_findings(table: pd.DataFrame, env: dict, frame: pd.DataFrame, baseline: str) -> list[str]:
+    """A notebook's CPU-specific findings computed from its own run (a `deltas` table, its env.json and its result
+    rows): which CPU, the fastest variant within the quality bounds and the feature it relies on, how the
+    precision-specific variants fared, what could not run on this CPU and why, and how many timings were taken
+    on a busy machine. Nothing here is written for one machine by hand."""
+    lines = [f"Measured on {cpu_line(env)}, at {env.get('threads', '?')} thread(s)."]
+    timed = table.dropna(subset=["rtf_ratio"]) if "rtf_ratio" in table else table.iloc[:0]
+    good = timed[timed["within_quality_bounds"] & (timed["variant"] != baseline)]
+    if not good.empty:
+        b = good.loc[good["rtf_ratio"].idxmin()]
+        lines.append(f"Fastest within the quality bounds on this CPU: **{b['variant']}** ({b['backend']}) at "
+                     f"{b['rtf_ratio']:.2f}x the baseline's RTF, same run; it relies on {relies_on(b['variant'], b['backend'])}.")
+    elif not timed.empty:
+        lines.append("No variant was timed faster within the quality bounds on this CPU.")
+    for _, r in timed[timed["variant"].str.contains("bf16")].iterrows():
+        lines.append(f"{r['variant']}: {r['rtf_ratio']:.2f}x the baseline's RTF, "
+                     f"{'within' if r['within_quality_bounds'] else 'outside'} the quality bounds (native bf16 here).")
+    absent = frame[(frame["status"] == "absent") & (frame["device"].fillna("cpu") == "cpu")].drop_duplicates("variant")
+    for _, r in absent.iterrows():
+        lines.append(f"{r['variant']}: absent on this CPU ({r['reason']}).")
+    busy = frame[frame["status"] == "contended"]
+    if len(busy):
+        lines.append(f"{busy['variant'].nunique()} variant(s) were timed while other processes held the cores; their "
+                     "timings are marked contended and left out of this verdict.")
+    return lines
+
+
 def envs(profile: str, outputs: Path | None = None) -> dict[str, dict]:
     root = Path(outputs or OUTPUTS) / profile
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/env.json"))}

