@@ -1,0 +1,356 @@
+"""One training stack for every notebook that trains a part of the voice (02 adaptation, 03 recovery, 04 students):
+the VITS/HiFi-GAN recipe piper trains with, built from piper-tts's own parts, on Hugging Face accelerate.
+
+- losses: mel L1 through `piper.train.vits.mel_processing` (x45), LSGAN `generator_loss`/`discriminator_loss` and
+  `feature_loss` (x2, inside piper's function) from `piper.train.vits.losses`, against piper's
+  `MultiPeriodDiscriminator` and (optionally) `MultiResolutionDiscriminator`;
+- AdamW betas (0.8, 0.99), eps 1e-9, exponential learning-rate decay, as piper's lightning module;
+- the voice ships no discriminator, so they start fresh: `warmup_steps` of reconstruction only, then the adversarial
+  terms (Vocos' `pretrain_mel_steps`);
+- `accelerate`: the same loop on this CPU, one GPU (bf16/fp16 autocast) or several under `accelerate launch`;
+  `save_state`/`load_state` checkpoints hold models, optimizers, schedulers, every RNG and the loop's own state, so
+  a resumed run equals an uninterrupted one;
+- a curve (`curve.csv`: generator, discriminator, feature-matching and mel losses, learning rate, seconds, and a
+  held-out check every `eval_every` steps) written atomically beside the state.
+Knows nothing of metrics or timing harnesses: a caller that wants PESQ on held-out data passes `eval_fn`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .results import atomic_write_json, atomic_write_text
+
+DISCRIMINATORS = ("mpd", "mrd")
+
+
+@dataclass
+class Recipe:
+    """How to train. Defaults are piper's (lightning.py): lr 2e-4 (discriminator 1e-4), betas (0.8, 0.99), decay
+    0.999875 (0.9999 for the discriminator), mel x45, feature matching x2 (in piper's feature_loss). The decay is
+    applied per step here (piper steps it per epoch), so long runs decay faster than piper's."""
+    steps: int
+    lr: float = 2.0e-4
+    lr_d: float = 1.0e-4
+    betas: tuple = (0.8, 0.99)
+    eps: float = 1.0e-9
+    lr_decay: float = 0.999875
+    lr_decay_d: float = 0.9999
+    mel_weight: float = 45.0
+    stft_weight: float = 0.0
+    adversarial: bool = True
+    warmup_steps: int = 0
+    discriminators: tuple = ("mpd",)
+    grad_clip: float | None = 100.0
+    checkpoint_every: int = 100
+    eval_every: int = 0
+    log_every: int = 10
+    mixed_precision: str = "no"
+    seed: int = 0
+
+    def __post_init__(self):
+        bad = [d for d in self.discriminators if d not in DISCRIMINATORS]
+        if bad:
+            raise ValueError(f"discriminators {bad}: use {DISCRIMINATORS}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision {self.mixed_precision!r}: use 'no', 'bf16' or 'fp16'")
+        self.discriminators, self.betas = tuple(self.discriminators), tuple(self.betas)
+
+
+# --- losses --------------------------------------------------------------------------------------------------
+
+def mel_l1(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = 22050, n_fft: int = 1024, hop: int = 256,
+           n_mels: int = 80) -> torch.Tensor:
+    """L1 between log-mel spectrograms as piper computes them (`mel_spectrogram_torch`), in float32."""
+    from piper.train.vits.mel_processing import mel_spectrogram_torch
+    a = mel_spectrogram_torch(y_hat.reshape(-1, y_hat.shape[-1]).float(), n_fft, n_mels, sample_rate, hop, n_fft, 0.0, None)
+    b = mel_spectrogram_torch(y.reshape(-1, y.shape[-1]).float(), n_fft, n_mels, sample_rate, hop, n_fft, 0.0, None)
+    return torch.nn.functional.l1_loss(a, b)
+
+
+def _stft_mag(x, n_fft: int, hop: int, win: int):
+    spec = torch.stft(x.reshape(-1, x.shape[-1]).float(), n_fft, hop, win,
+                      window=torch.hann_window(win, device=x.device), return_complex=True)
+    return spec.abs().clamp_min(1e-7)
+
+
+def mr_stft_loss(y_hat, y, resolutions=((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))):
+    """Multi-resolution STFT loss (Parallel WaveGAN): spectral convergence + log-magnitude L1, averaged. Written
+    here in a few lines because auraloss is not a dependency and piper ships none."""
+    total = 0.0
+    for n_fft, hop, win in resolutions:
+        a, b = _stft_mag(y_hat, n_fft, hop, win), _stft_mag(y, n_fft, hop, win)
+        total = total + torch.linalg.norm(b - a) / torch.linalg.norm(b).clamp_min(1e-7)
+        total = total + torch.nn.functional.l1_loss(torch.log(a), torch.log(b))
+    return total / len(resolutions)
+
+
+def make_discriminators(names: Sequence[str]) -> torch.nn.ModuleDict:
+    """piper's discriminators, fresh: 'mpd' (MultiPeriodDiscriminator) and 'mrd' (MultiResolutionDiscriminator)."""
+    from piper.train.vits.models import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+    made = {"mpd": MultiPeriodDiscriminator, "mrd": MultiResolutionDiscriminator}
+    return torch.nn.ModuleDict({n: made[n]() for n in names})
+
+
+# --- the loop ------------------------------------------------------------------------------------------------
+
+class _LoopState:
+    """What accelerate does not know about: the step, the batch sampler's generator and the curve so far."""
+
+    def __init__(self, seed: int):
+        self.step, self.seconds, self.rows = 0, 0.0, []
+        self.rng = np.random.default_rng(seed)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "seconds": self.seconds, "rows": self.rows, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.seconds, self.rows = int(state["step"]), float(state["seconds"]), list(state["rows"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+@dataclass
+class Curve:
+    """The training curve of one run folder (every call that trained it), as `curve.csv` holds it."""
+    frame: pd.DataFrame
+    seconds: float
+    resumed_from: int
+    steps_done: int = field(default=0)
+
+    @property
+    def steps(self) -> list:
+        return self.frame["step"].tolist() if len(self.frame) else []
+
+    @property
+    def loss(self) -> list:
+        return self.frame["loss_g"].tolist() if len(self.frame) else []
+
+    @property
+    def s_per_step(self) -> float:
+        """Wall seconds per training step, over every call that trained this folder."""
+        return self.seconds / max(1, self.steps_done)
+
+
+Forward = Callable[[torch.nn.Module, tuple], tuple]
+
+
+class Trainer:
+    """Train `generator` on batches from `batch_fn(rng)`.
+
+    Waveform mode (`forward`): `forward(generator, batch) -> (y_hat, y)`, waveforms [B, 1, T]; reconstruction is
+    mel x `mel_weight` (+ MR-STFT x `stft_weight`), and after `warmup_steps` the LSGAN and feature-matching terms
+    against fresh piper discriminators. Regression mode (`loss_fn`): `loss_fn(generator, batch) -> loss`, no
+    discriminator (the flow student). `extra_loss(generator, batch, y_hat, y) -> (name, loss)` adds a term (the F0
+    term of adaptation). `eval_batches` are held-out batches whose mel L1 is logged every `eval_every` steps;
+    `eval_fn(generator) -> dict` adds any other held-out figure (PESQ from the harness, say).
+
+    Everything needed to resume sits under `work_dir/state` (accelerate's `save_state`); `curve.csv` beside it."""
+
+    def __init__(self, generator: torch.nn.Module, batch_fn: Callable[[np.random.Generator], tuple], recipe: Recipe,
+                 work_dir: Path, *, forward: Forward | None = None, loss_fn: Callable | None = None,
+                 extra_loss: Callable | None = None, sample_rate: int = 22050, mel_hop: int = 256,
+                 eval_batches: Sequence[tuple] = (), eval_fn: Callable | None = None, device: str = "cpu",
+                 threads: int = 2, progress: str | None = "train"):
+        if (forward is None) == (loss_fn is None):
+            raise ValueError("give the Trainer either forward (waveform training) or loss_fn (regression)")
+        self.generator, self.batch_fn, self.recipe = generator, batch_fn, recipe
+        self.work_dir = Path(work_dir)
+        self.forward, self.loss_fn, self.extra_loss = forward, loss_fn, extra_loss
+        self.sample_rate, self.hop, self.device, self.threads, self.progress = sample_rate, mel_hop, device, threads, progress
+        self.eval_batches, self.eval_fn = list(eval_batches), eval_fn
+        self.adversarial = forward is not None and recipe.adversarial and bool(recipe.discriminators)
+
+    def _setup(self):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        r = self.recipe
+        if self.device == "cpu":
+            torch.set_num_threads(int(self.threads))
+        self.acc = Accelerator(cpu=self.device == "cpu", mixed_precision=r.mixed_precision if self.device != "cpu" else "no")
+        set_seed(r.seed)
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: every parameter of the generator is frozen")
+        opt_g = torch.optim.AdamW(params, lr=r.lr, betas=r.betas, eps=r.eps)
+        sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=r.lr_decay)
+        objs = [self.generator, opt_g, sched_g]
+        if self.adversarial:
+            disc = make_discriminators(r.discriminators)
+            opt_d = torch.optim.AdamW(disc.parameters(), lr=r.lr_d, betas=r.betas, eps=r.eps)
+            sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, gamma=r.lr_decay_d)
+            objs += [disc, opt_d, sched_d]
+        prepared = self.acc.prepare(*objs)
+        self.gen, self.opt_g, self.sched_g = prepared[:3]
+        self.disc, self.opt_d, self.sched_d = (prepared[3:] if self.adversarial else (None, None, None))
+        self.state = _LoopState(r.seed)
+        self.acc.register_for_checkpointing(self.state)
+        self.state_dir = self.work_dir / "state"
+        if (self.state_dir / "custom_checkpoint_0.pkl").exists():
+            self._check_shapes()
+            self.acc.load_state(str(self.state_dir))
+
+    def _check_shapes(self):
+        """Refuse a state folder written for another set of trainable parameters, naming one that differs."""
+        from safetensors import safe_open
+        path = self.state_dir / "model.safetensors"
+        if not path.exists():
+            return
+        with safe_open(str(path), "pt") as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        own = {k: tuple(v.shape) for k, v in self.acc.unwrap_model(self.gen).state_dict().items()}
+        differ = sorted(k for k in set(saved) | set(own) if saved.get(k) != own.get(k))
+        if differ:
+            raise ValueError(f"{self.state_dir} was written for another model ({len(differ)} tensors differ, e.g. "
+                             f"{differ[0]}): use a fresh folder for a different setup")
+
+    def _step(self, batch, step: int) -> dict:
+        """One optimisation step; returns the losses it saw. Adversarial order as HiFi-GAN: the generator's output
+        once, the discriminators' step on it (detached), then the generator's step against the updated ones."""
+        r = self.recipe
+        params_g = [p for p in self.gen.parameters() if p.requires_grad]
+        if self.loss_fn is not None:
+            with self.acc.autocast():
+                out = {"loss_g": self.loss_fn(self.gen, batch)}
+        else:
+            with self.acc.autocast():
+                y_hat, y = self.forward(self.gen, batch)
+            y_hat = y_hat[..., : y.shape[-1]]
+            out = {"loss_mel": mel_l1(y_hat, y, self.sample_rate, hop=self.hop)}
+            loss = r.mel_weight * out["loss_mel"]
+            if r.stft_weight:
+                out["loss_stft"] = mr_stft_loss(y_hat, y)
+                loss = loss + r.stft_weight * out["loss_stft"]
+            if self.extra_loss is not None:
+                name, term = self.extra_loss(self.gen, batch, y_hat, y)
+                out[name] = term
+                loss = loss + term
+            if self.adversarial and step >= r.warmup_steps:
+                from piper.train.vits.losses import discriminator_loss, feature_loss, generator_loss
+                with self.acc.autocast():
+                    loss_d = sum(discriminator_loss(*d(y, y_hat.detach())[:2])[0] for d in self.disc.values())
+                self.opt_d.zero_grad(set_to_none=True)
+                self.acc.backward(loss_d)
+                self._clip(list(self.disc.parameters()))
+                self.opt_d.step()
+                self.sched_d.step()
+                adv = fm = 0.0
+                with self.acc.autocast():
+                    for d in self.disc.values():
+                        _, y_d_g, fmap_r, fmap_g = d(y, y_hat)
+                        adv = adv + generator_loss(y_d_g)[0]
+                        fm = fm + feature_loss(fmap_r, fmap_g)
+                out.update(loss_adv=adv, loss_fm=fm, loss_d=loss_d)
+                loss = loss + adv + fm
+            out["loss_g"] = loss
+        self.opt_g.zero_grad(set_to_none=True)
+        self.acc.backward(out["loss_g"])
+        self._clip(params_g)
+        self.opt_g.step()
+        self.sched_g.step()
+        return out
+
+    def _clip(self, params):
+        if self.recipe.grad_clip:
+            self.acc.clip_grad_norm_(params, self.recipe.grad_clip)
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict:
+        out = {}
+        gen = self.acc.unwrap_model(self.gen)
+        was = gen.training
+        gen.eval()
+        if self.eval_batches and self.forward is not None:
+            vals = []
+            for batch in self.eval_batches:
+                y_hat, y = self.forward(gen, tuple(b.to(self.acc.device) for b in batch))
+                vals.append(float(mel_l1(y_hat[..., : y.shape[-1]], y, self.sample_rate, hop=self.hop)))
+            out["heldout_mel"] = float(np.mean(vals))
+        elif self.eval_batches:
+            out["heldout_loss"] = float(np.mean([float(self.loss_fn(gen, tuple(b.to(self.acc.device) for b in batch)))
+                                                 for batch in self.eval_batches]))
+        if self.eval_fn is not None:
+            out.update({k: float(v) for k, v in self.eval_fn(gen).items()})
+        gen.train(was)
+        return out
+
+    def save(self) -> None:
+        """accelerate's full state (models, optimizers, schedulers, RNGs, the loop) and the curve, atomically
+        enough: the state folder is written beside and swapped in."""
+        import shutil
+        tmp = self.work_dir / ".state.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.acc.save_state(str(tmp), safe_serialization=True)
+        old = self.work_dir / ".state.old"
+        if self.state_dir.exists():
+            self.state_dir.replace(old)
+        tmp.replace(self.state_dir)
+        if old.exists():
+            shutil.rmtree(old)
+        atomic_write_text(self.work_dir / "curve.csv", pd.DataFrame(self.state.rows).to_csv(index=False))
+        atomic_write_json(self.work_dir / "recipe.json", asdict(self.recipe))
+
+    def fit(self) -> Curve:
+        """Train up to `recipe.steps` (resuming from the state folder); returns the curve. A folder that already
+        holds a finished run only loads it."""
+        from tqdm.auto import tqdm
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._setup()
+        r, st = self.recipe, self.state
+        resumed_from = st.step
+        self.gen.train()
+        t0 = time.perf_counter()
+        bar = tqdm(total=r.steps, initial=st.step, desc=self.progress, disable=self.progress is None,
+                   mininterval=5.0, leave=False)
+        while st.step < r.steps:
+            batch = tuple(b.to(self.acc.device) for b in self.batch_fn(st.rng))
+            losses = self._step(batch, st.step)
+            st.step += 1
+            bar.update()
+            if st.step % r.log_every == 0 or st.step == r.steps:
+                row = {"step": st.step, "lr": self.sched_g.get_last_lr()[0],
+                       **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}}
+                if r.eval_every and (st.step % r.eval_every == 0 or st.step == r.steps):
+                    row.update(self._evaluate())
+                st.seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                row["seconds"] = st.seconds
+                st.rows.append(row)
+            if st.step % r.checkpoint_every == 0 or st.step == r.steps:
+                st.seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self.save()
+        bar.close()
+        self.gen.eval()
+        return Curve(pd.DataFrame(st.rows), st.seconds, resumed_from, st.step)
+
+
+# --- what the notebooks train --------------------------------------------------------------------------------
+
+def decoder_forward(dec, batch):
+    """Waveform mode for a decoder student: batch (z, y) -> (dec(z), y)."""
+    z, y = batch
+    return dec(z), y
+
+
+def train_decoder(decoder, lat, recipe: Recipe, work_dir: Path, batch: int = 4, frames: int = 32,
+                  heldout=None, eval_fn: Callable | None = None, device: str = "cpu", threads: int = 2,
+                  progress: str | None = "train") -> Curve:
+    """Teach `decoder` the mapping latent z -> waveform of `lat` (a finetune.Latents: teacher latents and the
+    parent's audio), on random aligned segments, with the recipe; `heldout` (another Latents, sentences no
+    training touched) gives the held-out mel curve."""
+    from .finetune import random_segments
+    held = []
+    if heldout is not None:
+        rng = np.random.default_rng(1234)
+        held = [random_segments(heldout, batch, frames, rng) for _ in range(2)]
+    trainer = Trainer(decoder, lambda rng: random_segments(lat, batch, frames, rng), recipe, work_dir,
+                      forward=decoder_forward, eval_batches=held, eval_fn=eval_fn, device=device,
+                      threads=threads, progress=progress)
+    return trainer.fit()
