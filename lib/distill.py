@@ -34,9 +34,24 @@ def decoder_student(teacher_model, width: int, init: str = "scratch", parent=Non
         return prune_structured(parent, ratio, example_z)
     if init != "scratch":
         raise ValueError(f"init {init!r}: use 'prune' or 'scratch'")
-    from piper.train.vits.models import Generator
-    return Generator(hp["inter_channels"], hp["resblock"], hp["resblock_kernel_sizes"], hp["resblock_dilation_sizes"],
-                     hp["upsample_rates"], width, hp["upsample_kernel_sizes"])
+    from .artefacts import build_part
+    return build_part("decoder", decoder_build(teacher_model, width))
+
+
+def decoder_build(teacher_model, width: int) -> dict:
+    """The arguments that rebuild a decoder student of `width` (artefacts.build_part's 'decoder')."""
+    hp = teacher_model.hparams
+    keys = ("inter_channels", "resblock", "resblock_kernel_sizes", "resblock_dilation_sizes", "upsample_rates",
+            "upsample_kernel_sizes")
+    return {**{k: hp[k] for k in keys}, "upsample_initial_channel": int(width)}
+
+
+def flow_build(teacher_model, hidden: int) -> dict:
+    """The arguments that rebuild a flow student of `hidden` channels (artefacts.build_part's 'flow')."""
+    wn = teacher_model.flow.flows[0].enc
+    return {"channels": teacher_model.hparams["inter_channels"], "hidden_channels": int(hidden),
+            "kernel_size": wn.kernel_size[0], "dilation_rate": wn.dilation_rate, "n_layers": wn.n_layers,
+            "n_flows": len(teacher_model.flow.flows) // 2}
 
 
 def finalize(module):
@@ -97,11 +112,9 @@ def flow_pairs(model, phoneme_ids: Sequence[list[int]], noise_scale: float = 0.6
 
 def flow_student(teacher_model, hidden: int, n_layers: int | None = None):
     """The teacher's flow (residual coupling layers, reverse direction at inference) at `hidden` channels."""
-    from piper.train.vits.models import ResidualCouplingBlock
-    hp = teacher_model.hparams
-    teacher_wn = teacher_model.flow.flows[0].enc
-    return ResidualCouplingBlock(hp["inter_channels"], hidden, teacher_wn.kernel_size[0], teacher_wn.dilation_rate,
-                                 n_layers or teacher_wn.n_layers, n_flows=len(teacher_model.flow.flows) // 2)
+    from .artefacts import build_part
+    build = flow_build(teacher_model, hidden)
+    return build_part("flow", {**build, "n_layers": n_layers or build["n_layers"]})
 
 
 def _flow_batch(pairs: FlowPairs, batch: int, frames: int, rng):
