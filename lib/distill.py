@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .finetune import Latents, TrainLog, train_loop
+from .finetune import Latents
 
 
 def decoder_width(decoder) -> int:
@@ -132,16 +132,20 @@ def _flow_batch(pairs: FlowPairs, batch: int, frames: int, rng):
     return torch.cat(zp), torch.cat(mk), torch.cat(zz)
 
 
-def train_flow(student, pairs: FlowPairs, steps: int, ckpt_dir: Path, lr: float = 5e-4, batch: int = 8,
-               frames: int = 128, seed: int = 0, threads: int = 2, progress: str | None = "flow",
-               device: str = "cpu") -> TrainLog:
-    """Fit the student flow's reverse pass to the teacher's: masked L1 between student(z_p) and teacher z."""
-    def loss(flow, z_p, mask, z):
-        out = flow(z_p, mask, g=None, reverse=True)
-        return (out - z).abs().mul(mask).sum() / (mask.sum() * z.shape[1]).clamp_min(1.0)
+def flow_loss(flow, batch):
+    """Masked L1 between the student flow's reverse pass and the teacher's output for the same prior sample."""
+    z_p, mask, z = batch
+    out = flow(z_p, mask, g=None, reverse=True)
+    return (out - z).abs().mul(mask).sum() / (mask.sum() * z.shape[1]).clamp_min(1.0)
 
-    return train_loop(student, lambda rng: _flow_batch(pairs, batch, frames, rng), loss, steps, ckpt_dir, lr=lr,
-                      seed=seed, threads=threads, progress=progress, device=device)
+
+def train_flow(student, pairs: FlowPairs, recipe, ckpt_dir: Path, batch: int = 8, frames: int = 128,
+               threads: int = 2, progress: str | None = "flow", device: str = "cpu"):
+    """Fit the student flow's reverse pass to the teacher's with the shared training stack (regression: no
+    discriminator acts on a latent); resumes from `ckpt_dir`."""
+    from .training import Trainer
+    return Trainer(student, lambda rng: _flow_batch(pairs, batch, frames, rng), recipe, ckpt_dir, loss_fn=flow_loss,
+                   device=device, threads=threads, progress=progress).fit()
 
 
 def student_cost(model, ids: Sequence[list[int]]) -> dict[str, float]:
@@ -163,3 +167,73 @@ def student_cost(model, ids: Sequence[list[int]]) -> dict[str, float]:
             "gflop_per_audio_s": flops.get("total", np.nan) / audio_s / 1e9,
             "dec_gflop_per_audio_s": flops.get("dec", np.nan) / audio_s / 1e9,
             "flow_gflop_per_audio_s": flops.get("flow", np.nan) / audio_s / 1e9}
+
+
+# --- the whole study's training, shared by notebook 04 and the GPU job -----------------------------------------
+
+def train_chain(teacher_model, latents: Latents, widths: Sequence[int], recipes: Sequence, work: Path,
+                compare_scratch: bool = True, batch: int = 4, frames: int = 32, heldout: Latents | None = None,
+                eval_fn=None, device: str = "cpu", threads: int = 2, progress: bool = True):
+    """The decoder chain: link i trains a student of widths[i] with recipes[i] on the previous network's audio
+    (the teacher's for the first); the first link is also trained from scratch when `compare_scratch`; the student
+    with the lower final mel loss teaches the next. Returns (students by name, finalized; curves by name; the
+    chain's last student's name). Each run resumes from work/<name>."""
+    from .training import train_decoder
+    students, curves, parent, targets = {}, {}, teacher_model.dec, latents
+    best = None
+    for i, (width, recipe) in enumerate(zip(widths, recipes)):
+        inits = ["prune", "scratch"] if i == 0 and compare_scratch else ["prune"]
+        for init in inits:
+            name = f"dec{width}-{init}" if i == 0 else f"dec{width}-chain"
+            dec = decoder_student(teacher_model, width, init, parent=parent, example_z=latents.z[0])
+            curves[name] = train_decoder(dec, targets, recipe, Path(work) / name, batch=batch, frames=frames,
+                                         heldout=heldout, eval_fn=eval_fn, device=device, threads=threads,
+                                         progress=name if progress else None)
+            students[name] = finalize(dec.cpu())
+        best = min((n for n in students if n.startswith(f"dec{width}-")), key=lambda n: final_mel(curves[n]))
+        parent = students[best]
+        targets = relabel(latents, parent)
+    return students, curves, best
+
+
+def final_mel(curve) -> float:
+    """Mean mel L1 over the last logged tenth of a run (the figure links are compared by)."""
+    f = curve.frame
+    if f.empty or "loss_mel" not in f:
+        return float("nan")
+    return float(f["loss_mel"].tail(max(1, len(f) // 10)).mean())
+
+
+def save_students(teacher_model, students: dict, out_root: Path, curves: dict, flow=None, flow_name: str = "",
+                  extra: dict | None = None) -> dict[str, Path]:
+    """Each student as an artefact folder out_root/<name>/ (model.safetensors, config.json, curve.csv)."""
+    from .artefacts import save_part
+    out = {}
+    for name, dec in students.items():
+        out[name] = save_part(dec, Path(out_root) / name, "decoder", decoder_build(teacher_model, decoder_width(dec)),
+                              extra={"student": name, **(extra or {})})
+    if flow is not None:
+        hidden = flow.flows[0].enc.hidden_channels
+        out[flow_name] = save_part(flow, Path(out_root) / flow_name, "flow", flow_build(teacher_model, hidden),
+                                   extra={"student": flow_name, **(extra or {})})
+    for name, path in out.items():
+        if name in curves:
+            curves[name].frame.to_csv(path / "curve.csv", index=False)
+    return out
+
+
+def recorded_students(root: Path) -> tuple[dict, dict]:
+    """Students recorded under `root` (outputs/recorded/<device>/04_distillation): ({name: (module, config)},
+    {name: reason}) -- a folder with a missing or corrupt file is named with the reason, never loaded half."""
+    from .artefacts import ArtefactError, load_part
+    loaded, absent = {}, {}
+    for cfg in sorted(Path(root).glob("*/config.json")) if Path(root).exists() else []:
+        try:
+            loaded[cfg.parent.name] = load_part(cfg.parent)
+        except ArtefactError as exc:
+            absent[cfg.parent.name] = str(exc)
+    for folder in sorted(p for p in Path(root).glob("*") if p.is_dir()) if Path(root).exists() else []:
+        if folder.name not in loaded and folder.name not in absent and not (folder / "config.json").exists():
+            if (folder / "model.safetensors").exists():
+                absent[folder.name] = f"recorded artefact incomplete: {folder / 'config.json'} is missing"
+    return loaded, absent

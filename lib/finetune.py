@@ -42,44 +42,6 @@ def teacher_latents(model, phoneme_ids: Sequence[list[int]], names: Sequence[str
     return Latents(list(names), zs, wavs, hop)
 
 
-def _stft_mag(x, n_fft: int, hop: int, win: int):
-    import torch
-    spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft, hop, win, window=torch.hann_window(win, device=x.device),
-                      return_complex=True)
-    return spec.abs().clamp_min(1e-7)
-
-
-def mr_stft_loss(y_hat, y, resolutions=((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))):
-    """Multi-resolution STFT loss (Parallel WaveGAN): spectral convergence + log-magnitude L1, averaged."""
-    import torch
-    total = 0.0
-    for n_fft, hop, win in resolutions:
-        a, b = _stft_mag(y_hat, n_fft, hop, win), _stft_mag(y, n_fft, hop, win)
-        sc = torch.linalg.norm(b - a) / torch.linalg.norm(b).clamp_min(1e-7)
-        mag = torch.nn.functional.l1_loss(torch.log(a), torch.log(b))
-        total = total + sc + mag
-    return total / len(resolutions)
-
-
-class MelLoss:
-    """L1 between log-mel spectrograms (80 bands, VITS's analysis settings)."""
-
-    def __init__(self, sample_rate: int = 22050, n_fft: int = 1024, hop: int = 256, n_mels: int = 80):
-        import librosa
-        import torch
-        self.n_fft, self.hop = n_fft, hop
-        self.fb = torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)).float()
-
-    def mel(self, x):
-        import torch
-        mag = _stft_mag(x, self.n_fft, self.hop, self.n_fft)
-        return torch.log(torch.matmul(self.fb.to(x.device), mag).clamp_min(1e-5))
-
-    def __call__(self, y_hat, y):
-        import torch
-        return torch.nn.functional.l1_loss(self.mel(y_hat), self.mel(y))
-
-
 def random_segments(lat: Latents, batch: int, frames: int, rng: np.random.Generator):
     """A batch of aligned (z, waveform) segments of `frames` latent frames."""
     import torch
@@ -97,101 +59,6 @@ def random_segments(lat: Latents, batch: int, frames: int, rng: np.random.Genera
         zb.append(z[..., s:s + frames])
         yb.append(y[..., s * lat.hop:(s + frames) * lat.hop])
     return torch.cat(zb), torch.cat(yb)
-
-
-@dataclass
-class TrainLog:
-    steps: list
-    loss: list
-    seconds: float
-    resumed_from: int
-
-    @property
-    def s_per_step(self) -> float:
-        """Wall seconds per training step, over every call that trained this checkpoint."""
-        return self.seconds / max(1, len(self.steps))
-
-
-def train_loop(module, next_batch, loss_fn, steps: int, ckpt_dir: Path, lr: float = 2.0e-4, seed: int = 0,
-               checkpoint_every: int = 50, threads: int = 2, progress: str | None = "train",
-               device: str = "cpu") -> TrainLog:
-    """AdamW on `loss_fn(module, *next_batch(rng))` for `steps` steps, with gradient clipping.
-
-    Checkpoints the trainable parameters, optimiser and loss curve to ckpt_dir every `checkpoint_every` steps and
-    at the end; a second call with the same ckpt_dir resumes where the first stopped (and, if it had finished,
-    only loads the trained weights)."""
-    import torch
-    from tqdm.auto import tqdm
-    if device == "cpu":
-        torch.set_num_threads(threads)
-    module.to(device)
-    ckpt_dir = Path(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = ckpt_dir / "checkpoint.pt"
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("nothing to train: every parameter of the module is frozen")
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.8, 0.99))
-    log = {"steps": [], "loss": [], "seconds": 0.0}
-    start = 0
-    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-    shapes = {n: tuple(p.shape) for n, p in module.named_parameters() if p.requires_grad}
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        missing = {n for n in set(state["model"]) | trainable
-                   if n not in state["model"] or tuple(state["model"][n].shape) != shapes.get(n)}
-        if missing:
-            raise ValueError(f"{ckpt} was written for other trainable parameters ({len(missing)} differ, e.g. "
-                             f"{sorted(missing)[0]}): use a fresh checkpoint folder for a different setup")
-        module.load_state_dict(state["model"], strict=False)
-        opt.load_state_dict(state["opt"])
-        log, start = state["log"], state["step"]
-    resumed_from = start
-    rng = np.random.default_rng(seed + start)
-    module.train()
-    t0 = time.perf_counter()
-    saved_at = [0.0]
-
-    def save(step):
-        log["seconds"] = log.get("seconds", 0.0) + time.perf_counter() - t0 - saved_at[0]
-        saved_at[0] = time.perf_counter() - t0
-        tmp = ckpt_dir / ".checkpoint.pt.tmp"
-        weights = {n: p.detach() for n, p in module.named_parameters() if n in trainable}
-        torch.save({"model": weights, "opt": opt.state_dict(), "log": log, "step": step}, tmp)
-        tmp.replace(ckpt)
-        atomic_write_json(ckpt_dir / "curve.json", log)
-
-    for step in tqdm(range(start, steps), desc=progress, disable=progress is None, initial=start, total=steps):
-        batch = [b.to(device) for b in next_batch(rng)]
-        loss = loss_fn(module, *batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        opt.step()
-        log["steps"].append(step + 1)
-        log["loss"].append(float(loss.detach()))
-        if (step + 1) % checkpoint_every == 0:
-            save(step + 1)
-    if steps > start:
-        save(steps)
-    module.eval()
-    return TrainLog(log["steps"], log["loss"], log.get("seconds", 0.0), resumed_from)
-
-
-def train_decoder(decoder, lat: Latents, steps: int, ckpt_dir: Path, lr: float = 2.0e-4, batch: int = 4,
-                  frames: int = 32, mel_weight: float = 1.0, stft_weight: float = 1.0, seed: int = 0,
-                  checkpoint_every: int = 50, threads: int = 2, progress: str | None = "train",
-                  device: str = "cpu") -> TrainLog:
-    """Fit `decoder` so that decoder(z) matches the teacher waveform for z, with mel L1 + MR-STFT, on random
-    aligned segments; checkpoints and resumes as `train_loop`."""
-    mel_loss = MelLoss(hop=lat.hop)
-
-    def loss(dec, z, y):
-        y_hat = dec(z)
-        return mel_weight * mel_loss(y_hat, y) + stft_weight * mr_stft_loss(y_hat, y)
-
-    return train_loop(decoder, lambda rng: random_segments(lat, batch, frames, rng), loss, steps, ckpt_dir, lr=lr,
-                      seed=seed, checkpoint_every=checkpoint_every, threads=threads, progress=progress, device=device)
 
 
 # --- adapting the voice to a new target voice ----------------------------------------------------------------
@@ -532,25 +399,26 @@ def _bnb_ok(device: str = "cpu") -> tuple[bool, str]:
     return bitsandbytes_status("nf4", device)
 
 
-def adaptation_loss(mel_weight: float = 1.0, stft_weight: float = 1.0, hop: int = 256):
-    """Mel L1 + multi-resolution STFT between the adapted voice's segment and the target's."""
-    mel_loss = MelLoss(hop=hop)
-
-    def loss(path, x, x_len, attn, y):
-        y_hat = path(x, x_len, attn)
-        return mel_weight * mel_loss(y_hat, y) + stft_weight * mr_stft_loss(y_hat, y)
-
-    return loss
+def path_forward(path, batch):
+    """Waveform mode for adaptation: (phonemes, lengths, alignment, target) -> (the voice's segment, target)."""
+    x, x_len, attn, y = batch
+    return path(x, x_len, attn), y
 
 
-def train_adapted(adapted: Adapted, data: AlignedSet, steps: int, ckpt_dir: Path, lr: float = 2.0e-4, batch: int = 4,
-                  frames: int = 32, seed: int = 0, checkpoint_every: int = 50, threads: int = 2,
-                  progress: str | None = "adapt", device: str = "cpu") -> TrainLog:
-    """Train `adapted.trainable` towards `data`'s target waveforms on random aligned segments; checkpoints and
-    resumes as `train_loop` (a call on a finished folder only loads the trained weights)."""
-    return train_loop(adapted.trainable, lambda rng: aligned_segments(data, batch, frames, rng),
-                      adaptation_loss(hop=data.hop), steps, ckpt_dir, lr=lr, seed=seed,
-                      checkpoint_every=checkpoint_every, threads=threads, progress=progress, device=device)
+def train_adapted(adapted: Adapted, data: AlignedSet, recipe, ckpt_dir: Path, batch: int = 4, frames: int = 32,
+                  threads: int = 2, progress: str | None = "adapt", device: str = "cpu", heldout: AlignedSet | None = None,
+                  extra_loss=None):
+    """Train `adapted.trainable` towards `data`'s target waveforms on random aligned segments with the shared
+    recipe (lib.training: mel, then discriminators after its warm-up); resumes from `ckpt_dir`, and a call on a
+    finished folder only loads the trained weights. `heldout` gives the held-out mel curve."""
+    from .training import Trainer
+    held = []
+    if heldout is not None:
+        rng = np.random.default_rng(1234)
+        held = [aligned_segments(heldout, batch, frames, rng) for _ in range(2)]
+    return Trainer(adapted.trainable, lambda rng: aligned_segments(data, batch, frames, rng), recipe, ckpt_dir,
+                   forward=path_forward, extra_loss=extra_loss, eval_batches=held, device=device, threads=threads,
+                   progress=progress).fit()
 
 
 def train_job(spec: dict) -> None:
@@ -561,8 +429,9 @@ def train_job(spec: dict) -> None:
     from .voices import load_piper_torch
     teacher = load_piper_torch(Path(spec["onnx"]))
     data = torch.load(spec["data"], weights_only=False)
+    from .training import Recipe
     adapted = prepare(teacher, spec["method"], rank=spec.get("rank") or 8)
-    log = train_adapted(adapted, data, spec["steps"], Path(spec["ckpt_dir"]), lr=spec["lr"], batch=spec["batch"],
+    log = train_adapted(adapted, data, Recipe(**spec["recipe"]), Path(spec["ckpt_dir"]), batch=spec["batch"],
                         frames=spec["frames"], threads=spec.get("threads", 2), progress=spec.get("progress"),
                         device=spec.get("device", "cpu"))
     from .bench import own_peak_rss_mb
@@ -672,8 +541,8 @@ def nf4_kernel_check(model, ids: Sequence[int], scope: Sequence[str] = ("dec.", 
     floated = copy.deepcopy(quantized)
     for name in names:
         _use_float_kernel(floated.get_submodule(name).linear)
+    from .training import mel_l1 as mel
     x = torch.tensor([list(ids)])
-    mel = MelLoss()
     with torch.no_grad():
         run = lambda m: m.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731
         ref = run(model)
@@ -701,7 +570,7 @@ def speecht5_examples(processor, sentences, recordings, reduction_factor: int = 
 
 
 def speecht5_batches(examples: Sequence[tuple], xvector: np.ndarray, batch: int, pad_id: int):
-    """A `next_batch(rng)` for train_loop: padded ids, attention mask, mel labels padded with -100 (the value
+    """A `next_batch(rng)` for the Trainer: padded ids, attention mask, mel labels padded with -100 (the value
     SpeechT5's loss masks), and the speaker x-vector for every row."""
     spk = torch.as_tensor(np.asarray(xvector, dtype=np.float32))[None]
 
@@ -723,6 +592,11 @@ def speecht5_loss(module, ids, mask, labels, speaker):
     guided attention loss."""
     return module(input_ids=ids, attention_mask=mask, labels=labels, speaker_embeddings=speaker,
                   output_attentions=True, use_cache=False).loss
+
+
+def speecht5_step(module, batch):
+    """speecht5_loss on a batch tuple (the Trainer's regression interface)."""
+    return speecht5_loss(module, *batch)
 
 
 def prepare_speecht5(model: str, method: str, alpha: float | None = None, device: str = "cpu"):
@@ -794,6 +668,7 @@ def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str
     import pandas as pd
     from transformers import SpeechT5Processor
     from . import bench, evaluate, hub
+    from .training import Recipe, Trainer
     sentences, recordings = hub.reference_set(dataset, train_limit + eval_limit, source=source, sample_rate=16000)
     if len(sentences) <= eval_limit:
         raise ValueError(f"dataset {dataset}: {len(sentences)} utterances, need more than eval_limit={eval_limit}")
@@ -820,9 +695,10 @@ def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str
         batches = speecht5_batches(examples, xvector, batch, processor.tokenizer.pad_token_id)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        log = train_loop(net, batches, speecht5_loss, steps, Path(work) / f"speecht5-{name}",
-                         lr=lr_full if kind == "full" else lr_lora, threads=threads, device=device,
-                         progress=f"speecht5 {name}" if progress else None)
+        recipe = Recipe(steps=steps, lr=lr_full if kind == "full" else lr_lora, lr_decay=1.0, grad_clip=10.0,
+                        checkpoint_every=50, log_every=1)
+        log = Trainer(net, batches, recipe, Path(work) / f"speecht5-{name}", loss_fn=speecht5_step, device=device,
+                      threads=threads, progress=f"speecht5 {name}" if progress else None).fit()
         saved = Path(work) / f"speecht5-{name}-adapter"
         net.save_pretrained(str(saved))
         row = {"variant": name, "trainable_params": trainable, "trained_pct_of_full": 100.0 * trainable / full_params,

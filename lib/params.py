@@ -1,4 +1,8 @@
-"""Profile YAML files checked against a notebook's `parameters` cell: unknown, missing or mistyped keys are errors."""
+"""Profile YAML files checked against a notebook's `parameters` cell.
+
+Every default lives once, in the notebook's parameters cell, with a one-line comment saying what it means; that
+cell *is* the `default` profile. A profile file (params/<profile>/<notebook>.yaml) holds only what it changes
+(and `profile`); unknown or mistyped keys are errors that name the file and the key."""
 from __future__ import annotations
 
 import ast
@@ -62,7 +66,7 @@ def _field_type(default: Any) -> Any:
 
 
 def _model_for(defaults: dict[str, Any]):
-    fields = {name: (_field_type(value), ...) for name, value in defaults.items()}
+    fields = {name: (_field_type(value), value) for name, value in defaults.items()}
     return create_model("NotebookParameters", __config__=ConfigDict(extra="forbid", strict=True), **fields)
 
 
@@ -143,9 +147,24 @@ def voice_env(profile: str) -> dict[str, str]:
     return {"TTS_LAB_VOICE": str(model), "TTS_LAB_VOICE_CONFIG": str(config), "TTS_LAB_SPEAKER": str(spec.speaker)}
 
 
+def undocumented(notebook: str) -> list[str]:
+    """Parameters whose line in the cell has no `# meaning` comment."""
+    src = parameters_cell(notebook_path(notebook))
+    names = notebook_defaults(notebook)
+    lines = {ln.split("=", 1)[0].strip(): ln for ln in src.splitlines() if "=" in ln and not ln.startswith(" ")}
+    return [n for n in names if "#" not in lines.get(n, "").split("=", 1)[-1]]
+
+
 def check_profile(profile: str) -> list[str]:
-    """Every notebook's file in a profile; returns the error messages (empty when all fit)."""
+    """Every notebook's file in a profile; returns the error messages (empty when all fit). The `default`
+    profile may change nothing: its values are the notebooks' own defaults, so the two cannot drift."""
     errors = []
+    if profile == "default":
+        for f in sorted((PARAMS / profile).glob("[0-9][0-9]_*.yaml")):
+            extra = set(yaml.safe_load(f.read_text(encoding="utf-8")) or {}) - {"profile"}
+            if extra:
+                errors.append(f"{_show(f)} changes {sorted(extra)}: the default profile is the notebook's parameters "
+                              f"cell; change the default there")
     for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         try:
             load(profile, nb.stem)

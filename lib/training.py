@@ -192,8 +192,8 @@ class Trainer:
         self.acc.register_for_checkpointing(self.state)
         self.state_dir = self.work_dir / "state"
         if (self.state_dir / "custom_checkpoint_0.pkl").exists():
-            self._check_shapes()
-            self.acc.load_state(str(self.state_dir))
+            self._check_shapes()  # shapes checked here, so the load may skip bitsandbytes' quantization-state keys
+            self.acc.load_state(str(self.state_dir), strict=False)
 
     def _check_shapes(self):
         """Refuse a state folder written for another set of trainable parameters, naming one that differs."""

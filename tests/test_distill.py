@@ -47,7 +47,9 @@ def test_flow_student_learns_the_teacher_flow(teacher, tmp_path):
     pairs = distill.flow_pairs(teacher, ids, draws=1)
     assert pairs.z[0].shape == pairs.z_p[0].shape and pairs.mask[0].shape[1] == 1
     flow = distill.flow_student(teacher, 32, n_layers=2)
-    log = distill.train_flow(flow, pairs, 60, tmp_path / "flow", lr=2e-3, batch=2, frames=64, progress=None)
+    from lib import training
+    recipe = training.Recipe(steps=60, lr=2e-3, checkpoint_every=30, log_every=1)
+    log = distill.train_flow(flow, pairs, recipe, tmp_path / "flow", batch=2, frames=64, progress=None)
     assert np.mean(log.loss[-10:]) < 0.8 * np.mean(log.loss[:5]), "training lowers the loss"
-    again = distill.train_flow(flow, pairs, 60, tmp_path / "flow", progress=None)
+    again = distill.train_flow(flow, pairs, recipe, tmp_path / "flow", batch=2, frames=64, progress=None)
     assert again.resumed_from == 60 and len(again.loss) == 60, "a finished run resumes to nothing"

@@ -54,7 +54,10 @@ def test_speecht5_methods_learn_and_adapters_round_trip(setup, method, lr):
     qlora = method.startswith("qlora")
     before = _fixed_loss(net, examples, xvec, pad, train_mode=qlora)
     batches = finetune.speecht5_batches(examples, xvec, 4, pad)
-    log = finetune.train_loop(net, batches, finetune.speecht5_loss, 60, tmp / f"ckpt_{method}", lr=lr, progress=None)
+    from lib import training
+    recipe = training.Recipe(steps=60, lr=lr, lr_decay=1.0, grad_clip=10.0, checkpoint_every=60, log_every=1)
+    log = training.Trainer(net, batches, recipe, tmp / f"ckpt_{method}", loss_fn=finetune.speecht5_step,
+                           progress=None).fit()
     after = _fixed_loss(net, examples, xvec, pad, train_mode=qlora)
     assert len(log.loss) == 60 and after < before - 0.05, (before, after)
     if method != "full":
