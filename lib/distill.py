@@ -237,3 +237,39 @@ def recorded_students(root: Path) -> tuple[dict, dict]:
             if (folder / "model.safetensors").exists():
                 absent[folder.name] = f"recorded artefact incomplete: {folder / 'config.json'} is missing"
     return loaded, absent
+
+
+def recorded_voices(teacher_model, roots: dict[str, Path]) -> tuple[dict, dict, dict]:
+    """Student voices from the artefacts recorded on other machines (`roots`: device -> its 04_distillation
+    folder): each decoder in the teacher, and the chain's end with each recorded flow student. Returns ({name@device:
+    voice}, {name: reason it is absent}, {name@device: artefact config})."""
+    voices, absent, info = {}, {}, {}
+    for dev, root in roots.items():
+        if not Path(root).exists():
+            absent[f"students@{dev}"] = (f"no student recorded on {dev} yet ({root} does not exist): train them on a "
+                                         f"GPU with `python -m lib.gpu_train` and commit what `pack` brings back")
+            continue
+        loaded, bad = recorded_students(root)
+        absent.update({f"{n}@{dev}": r for n, r in bad.items()})
+        decoders = {n: mc for n, mc in loaded.items() if mc[1]["kind"] == "decoder"}
+        for n, (module, config) in decoders.items():
+            voices[f"{n}@{dev}"], info[f"{n}@{dev}"] = with_parts(teacher_model, decoder=module), config
+        chain = sorted((n for n in decoders if n.startswith("dec")), key=lambda n: decoder_width(decoders[n][0]))
+        for n, (flow, config) in loaded.items():
+            if config["kind"] == "flow" and chain:
+                name = f"{chain[0]}+{n}@{dev}"
+                voices[name] = with_parts(teacher_model, decoder=decoders[chain[0]][0], flow=flow)
+                info[name] = {**config, "decoder": decoders[chain[0]][1]}
+    return voices, absent, info
+
+
+def training_table(curves: dict, recorded_info: dict, device: str):
+    """Where and how long each student trained: here (`curves`) or on a GPU (`recorded_info` configs)."""
+    import pandas as pd
+    rows = [{"student": n, "where": device, "steps": c.steps_done, "hours": c.seconds / 3600,
+             "s_per_step": c.s_per_step} for n, c in curves.items()]
+    for n, cfg in recorded_info.items():
+        rows.append({"student": n, "where": n.rsplit("@", 1)[-1], "steps": cfg.get("steps"),
+                     "hours": (cfg.get("seconds") or float("nan")) / 3600,
+                     "s_per_step": (cfg.get("seconds") or float("nan")) / max(1, cfg.get("steps") or 1)})
+    return pd.DataFrame(rows)

@@ -203,7 +203,8 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
                   baseline: str, meta: dict[str, dict], warmup: int = 2, repeats: int = 1,
                   specs: dict[str, dict] | None = None, memory_sentences: int = 3,
                   record: Sequence[str] | None = None) -> pd.DataFrame:
-    """Time variants interleaved on the same sentences; rows with absolute numbers and `rtf_ratio` to `baseline`,
+    """Time variants interleaved on the same sentences; rows with absolute numbers and `rtf_ratio` to the variant's
+    `parent` when that was timed in the same run (else to `baseline`; the row's parent names which),
     written for the names in `record` (all by default: a baseline whose rows another section wrote is timed, not
     written twice). `meta[name]` may set model, variant, technique, parent, backend and threads.
 
@@ -223,12 +224,13 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
     base_rtf = summary[baseline]["rtf"]
     rows = []
     for name, s in summary.items():
-        s["rtf_ratio"] = s["rtf"] / base_rtf
         m = meta.get(name, {})
+        against = m.get("parent") if m.get("parent") in summary else baseline
+        s["rtf_ratio"] = s["rtf"] / summary[against]["rtf"] if against in summary else s["rtf"] / base_rtf
         if record is not None and name not in record:
             continue
         keys = dict(model=m.get("model", model), variant=m.get("variant", name), technique=m.get("technique", "baseline"),
-                    parent=m.get("parent", baseline), backend=m.get("backend", ""), threads=m.get("threads"))
+                    parent=against, backend=m.get("backend", ""), threads=m.get("threads"))
         writer.add_many(s, n=len(timings[name].latencies_s), status=status, reason=reason, **keys)
         if specs and name in specs:
             s["peak_rss_mb"] = bench.peak_rss_in_subprocess(run_voice_spec, specs[name], texts[:memory_sentences])
@@ -403,3 +405,20 @@ def compare_outputs(ref_voice, test_voice, sentences: Sequence[Sentence]) -> pd.
         rows.append({"id": s.id, "length_diff_samples": abs(len(a) - len(b)), "max_abs_diff": float(np.abs(d).max()),
                      "rms_diff_db": float(rel), "pesq_wb": metrics.pesq_wb(a, b, ref_voice.sample_rate)})
     return pd.DataFrame(rows)
+
+
+def heldout_pesq(heldout, sample_rate: int = 22050, limit: int = 4):
+    """A training check for the Trainer's `eval_fn`: PESQ-WB of a decoder's output against its target waveform on
+    `limit` held-out utterances (a finetune.Latents no training touched). The judge stays in the harness; the
+    training loop only calls it."""
+    import torch
+    pairs = list(zip(heldout.z, heldout.wav))[:limit]
+
+    def check(decoder) -> dict:
+        device = next(decoder.parameters()).device
+        with torch.no_grad():
+            scores = [metrics.pesq_wb(y.reshape(-1).numpy(), decoder(z.to(device)).float().cpu().reshape(-1).numpy()[: y.numel()],
+                                      sample_rate) for z, y in pairs]
+        return {"heldout_pesq": float(np.nanmean(scores))}
+
+    return check

@@ -103,6 +103,7 @@ def students(args) -> None:
 
 def pack(args) -> None:
     """Copy each student's latest saved generator (folded, safetensors + config.json), curve and env to --out."""
+    import pandas as pd
     from safetensors.torch import load_file
     from . import bench, distill, voices
     from .artefacts import save_part
@@ -113,7 +114,8 @@ def pack(args) -> None:
     for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists()):
         state = load_file(str(run / "state" / "model.safetensors"))
         curve = (run / "curve.csv").read_text() if (run / "curve.csv").exists() else ""
-        steps = int(curve.strip().splitlines()[-1].split(",")[0]) if curve.count("\n") > 1 else 0
+        frame = pd.read_csv(run / "curve.csv") if curve.count("\n") > 1 else pd.DataFrame({"step": [0], "seconds": [0.0]})
+        steps, seconds = int(frame["step"].iloc[-1]), float(frame["seconds"].iloc[-1])
         if run.name.startswith("flow"):
             hidden = int(run.name.removeprefix("flow"))
             module, kind, build = distill.flow_student(teacher, hidden), "flow", distill.flow_build(teacher, hidden)
@@ -125,7 +127,8 @@ def pack(args) -> None:
             distill.finalize(module)  # trained without weight norm (pruned students): fold first, then load
         module.load_state_dict(state)
         distill.finalize(module)
-        dest = save_part(module, out / run.name, kind, build, extra={"student": run.name, "steps": steps})
+        dest = save_part(module, out / run.name, kind, build, extra={"student": run.name, "steps": steps, "seconds": seconds,
+                                                                         "device": env.get("gpu") or args.device})
         (dest / "curve.csv").write_text(curve)
         (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": command}, indent=1, default=str))
         print(f"packed {run.name}: {steps} steps -> {dest}", flush=True)

@@ -429,3 +429,52 @@ if __name__ == "__main__":
         sys.exit("usage: python -m lib.report offline FILE.html [...]")
     for f in sys.argv[2:]:
         make_offline(Path(f))
+
+
+CURVE_PANELS = (("loss_mel", "mel L1"), ("loss_adv", "generator (LSGAN)"), ("loss_d", "discriminator (LSGAN)"),
+                ("loss_fm", "feature matching"), ("heldout_mel", "held-out mel L1"), ("heldout_pesq", "held-out PESQ-WB"),
+                ("loss_g", "generator total"))
+
+
+def plot_curves(curves: dict, path: Path | None = None, smooth: int = 5):
+    """The training curves of several runs (name -> a DataFrame or a training.Curve), one panel per loss that any
+    run logged; the steps where discriminators were on are where their curves start."""
+    import matplotlib.pyplot as plt
+    frames = {n: getattr(c, "frame", c) for n, c in curves.items()}
+    panels = [(k, t) for k, t in CURVE_PANELS if any(k in f and f[k].notna().any() for f in frames.values())]
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, (key, title) in zip(axes.flat, panels):
+        for name, f in frames.items():
+            if key in f and f[key].notna().any():
+                g = f.dropna(subset=[key])
+                y = g[key].rolling(smooth, min_periods=1).mean() if not key.startswith("heldout") else g[key]
+                ax.plot(g["step"], y, label=name, marker="o" if key.startswith("heldout") else None, ms=3)
+        ax.set_title(title, fontsize=9); ax.set_xlabel("step", fontsize=8); ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=80)
+    return fig
+
+
+def label_points(ax, x, y, labels, fontsize: int = 7) -> None:
+    """Annotate scatter points, nudging labels apart vertically where they would overlap (no extra dependency:
+    adjustText is not installed here, and a greedy pass is enough for tens of points)."""
+    pts = sorted(zip(list(x), list(y), list(labels)), key=lambda t: (t[1], t[0]))
+    placed: list[tuple[float, float]] = []
+    x_span = (max(x) - min(x)) or 1.0 if len(pts) else 1.0
+    y_span = (max(y) - min(y)) or 1.0 if len(pts) else 1.0
+    for px, py, lab in pts:
+        if not (np.isfinite(px) and np.isfinite(py)):
+            continue
+        offset = 3
+        while any(abs(px - qx) < 0.12 * x_span and abs(py + offset * y_span / 300 - qy) < 0.04 * y_span for qx, qy in placed):
+            offset += 9
+        placed.append((px, py + offset * y_span / 300))
+        ax.annotate(str(lab), (px, py), fontsize=fontsize, xytext=(4, offset), textcoords="offset points")
