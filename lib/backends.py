@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
-import os
 import sys
 import threading
 import time

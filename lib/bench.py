@@ -242,3 +242,46 @@ def environment(threads: int | None = None, device: str = "cpu") -> dict:
         "threads": threads, "device": device, "gpu": gpu, "versions": versions,
         "load_at_start": machine.sample_load(threads or 1, 0.5).as_dict(),
     }
+
+
+def voice_cost(model, ids: Sequence[list[int]]) -> dict[str, float]:
+    """Parameters and GFLOP per second of audio of the voice, by module, over a few sentences."""
+    import torch
+    flops, audio_s = {}, 0.0
+    for x in ids:
+        out = []
+
+        def run():
+            with torch.no_grad():
+                out.append(model.infer(torch.tensor([x]), torch.tensor([len(x)]), noise_scale=0.0, noise_scale_w=0.0)[0])
+
+        for k, v in flops_by_module(run, model).items():
+            flops[k] = flops.get(k, 0.0) + v
+        audio_s += out[0].numel() / 22050
+    return {"params": float(sum(p.numel() for p in model.parameters())),
+            "gflop_per_audio_s": flops.get("total", np.nan) / audio_s / 1e9,
+            "dec_gflop_per_audio_s": flops.get("dec", np.nan) / audio_s / 1e9,
+            "flow_gflop_per_audio_s": flops.get("flow", np.nan) / audio_s / 1e9}
+
+
+def _steps_done(ckpt_dir: Path) -> int:
+    curve = Path(ckpt_dir) / "curve.csv"
+    if not curve.exists():
+        return 0
+    lines = curve.read_text().strip().splitlines()
+    return int(float(lines[-1].split(",")[0])) if len(lines) > 1 else 0
+
+
+def training_peak_mb(fn: Callable, spec: dict, ckpt_dir: Path) -> float:
+    """Peak resident memory (MB) of a fresh process running the training job `fn(spec)` that trains in `ckpt_dir`.
+    Kept beside the checkpoint (train_memory.json) when that process trained, so a re-run that only reloads a
+    finished checkpoint still reports the memory of the run that trained it."""
+    import json
+    cached = Path(ckpt_dir) / "train_memory.json"
+    before = _steps_done(ckpt_dir)
+    peak = peak_rss_in_subprocess(fn, spec)
+    if _steps_done(ckpt_dir) > before:
+        from .results import atomic_write_json
+        atomic_write_json(cached, {"peak_rss_mb": peak, "steps_from": before})
+        return peak
+    return float(json.loads(cached.read_text())["peak_rss_mb"]) if cached.exists() else peak

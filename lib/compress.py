@@ -286,32 +286,6 @@ def bnb_convert(model, mode: str = "int8", device: str = "cpu", scope: Sequence[
 SCOPES = {"text encoder + duration": ("/enc_p/", "/dp/"), "flow": ("/flow/",), "decoder": ("/dec/",)}
 
 
-def ort_group_sensitivity(src: Path, out_dir: Path, calibration: Sequence[list[int]], sentences, reference: dict,
-                          config_path: Path, groups: dict[str, Sequence[str]] | None = None, threads: int = 1):
-    """Quantize one group of layers at a time (static QDQ int8, the rest float) and measure, against the float
-    model's noise-free output: PESQ-WB and MCD, and the RTF on the same sentences. Returns one row per group."""
-    import pandas as pd
-
-    from . import bench, metrics
-    from .voices import PiperOnnxVoice
-    groups = groups or SCOPES
-    all_nodes = {name: node_names(src, prefixes=list(prefixes)) for name, prefixes in groups.items()}
-    rows = []
-    for name in groups:
-        others = [n for g, nodes in all_nodes.items() if g != name for n in nodes]
-        dst = Path(out_dir) / f"qdq_only_{name.split()[0]}.onnx"
-        ort_quantize_static(src, dst, calibration, nodes_to_exclude=others)
-        voice = PiperOnnxVoice(dst, config_path, noise_scale=0.0, noise_w=0.0, threads=threads)
-        timing = bench.time_calls(voice.synthesize, [s.text for s in sentences], lambda a: a.duration, warmup=1)
-        outs = {s.id: voice.synthesize(s.text) for s in sentences}
-        scores = [metrics.reference_metrics(reference[i].samples, outs[i].samples, outs[i].sample_rate) for i in outs]
-        rows.append({"group": name, "rtf": timing.summary()["rtf"],
-                     "pesq_wb": float(np.mean([s["pesq_wb"] for s in scores])),
-                     "mcd_db": float(np.mean([s["mcd_db"] for s in scores])),
-                     "length_diff_samples": float(np.mean([abs(len(outs[i].samples) - len(reference[i].samples)) for i in outs]))})
-    return pd.DataFrame(rows)
-
-
 def weight_only_int8(src: Path, dst: Path, op_types: Sequence[str] = ("Conv", "ConvTranspose"), min_size: int = 1024,
                      prefixes: Sequence[str] | None = None) -> Path:
     """Store conv weights as int8 (symmetric, one scale per output channel) behind DequantizeLinear, compute in

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import csv
-import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-import soundfile as sf
 
-from .results import atomic_write_bytes, atomic_write_text
+from .results import atomic_write_text
+from .audio import AudioFileError, read_audio, read_wav, write_wav  # noqa: F401
 from .text import Sentence
 
 
@@ -27,23 +26,6 @@ class Record:
 
 class CorpusError(ValueError):
     """A corpus that cannot be read; the message names the file and the line."""
-
-
-def write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
-    buf = io.BytesIO()
-    sf.write(buf, np.asarray(audio, dtype=np.float32), sr, subtype="PCM_16", format="WAV")
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """float32 mono samples and rate; a file that is not readable audio raises CorpusError naming it."""
-    try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise CorpusError(f"cannot read audio file {path}: {exc}") from None
-    if audio.shape[0] == 0:
-        raise CorpusError(f"audio file {path} holds no samples")
-    return audio.mean(axis=1), int(sr)
 
 
 def synthesize_corpus(voice, sentences: Sequence[Sentence], out_dir: Path, progress: bool = True) -> Path:
@@ -81,7 +63,10 @@ def read_ljspeech(root: Path) -> Iterator[Record]:
             wav = root / "wavs" / f"{row[0]}.wav"
             if not wav.is_file():
                 raise CorpusError(f"{meta}:{lineno}: audio file {wav} is missing")
-            audio, sr = read_wav(wav)
+            try:
+                audio, sr = read_wav(wav)
+            except AudioFileError as exc:
+                raise CorpusError(f"{meta}:{lineno}: {exc}") from None
             yield Record(row[0], row[2] if len(row) > 2 and row[2] else row[1], audio, sr)
 
 
@@ -116,10 +101,10 @@ def load_hf_corpus(path: str, layout: str = "ljspeech", split: str = "train", na
         blob = row[cols["audio"]]
         src = blob.get("bytes") or blob.get("path")
         try:
-            audio, sr = sf.read(io.BytesIO(src) if isinstance(src, bytes) else src, dtype="float32", always_2d=True)
-        except Exception as exc:
+            audio, sr = read_audio(src)
+        except AudioFileError as exc:
             raise CorpusError(f"dataset {path} row {i} ({row[cols['id']]}): unreadable audio ({exc})") from None
-        yield Record(str(row[cols["id"]]), str(row[cols["text"]]), audio.mean(axis=1), int(sr), spk)
+        yield Record(str(row[cols["id"]]), str(row[cols["text"]]), audio, sr, spk)
         count += 1
         if limit is not None and count >= limit:
             break

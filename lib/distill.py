@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from .finetune import Latents
 
@@ -146,27 +145,6 @@ def train_flow(student, pairs: FlowPairs, recipe, ckpt_dir: Path, batch: int = 8
     from .training import Trainer
     return Trainer(student, lambda rng: _flow_batch(pairs, batch, frames, rng), recipe, ckpt_dir, loss_fn=flow_loss,
                    device=device, threads=threads, progress=progress).fit()
-
-
-def student_cost(model, ids: Sequence[list[int]]) -> dict[str, float]:
-    """Parameters and GFLOP per second of audio of the voice, by module, over a few sentences."""
-    import torch
-    from . import bench
-    flops, audio_s = {}, 0.0
-    for x in ids:
-        out = []
-
-        def run():
-            with torch.no_grad():
-                out.append(model.infer(torch.tensor([x]), torch.tensor([len(x)]), noise_scale=0.0, noise_scale_w=0.0)[0])
-
-        for k, v in bench.flops_by_module(run, model).items():
-            flops[k] = flops.get(k, 0.0) + v
-        audio_s += out[0].numel() / 22050
-    return {"params": float(sum(p.numel() for p in model.parameters())),
-            "gflop_per_audio_s": flops.get("total", np.nan) / audio_s / 1e9,
-            "dec_gflop_per_audio_s": flops.get("dec", np.nan) / audio_s / 1e9,
-            "flow_gflop_per_audio_s": flops.get("flow", np.nan) / audio_s / 1e9}
 
 
 # --- the whole study's training, shared by notebook 04 and the GPU job -----------------------------------------

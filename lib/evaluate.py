@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import bench, metrics
-from .corpus import read_wav, write_wav
+from .audio import read_wav, write_wav
 from .machine import PrecisionUnavailable
 from .results import ResultWriter
 from .text import Sentence, normalize_for_wer
@@ -58,13 +58,28 @@ class JudgeCache:
                 db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(value)))
 
 
+def make_asr(name: str, threads: int = 1):
+    """The ASR judge by name (the harness picks models; metrics only knows how to score them)."""
+    if name in ("whisper-base", "whisper"):
+        return metrics.WhisperAsr("base", threads=threads)
+    if name == "pocketsphinx":
+        return metrics.PocketsphinxAsr()
+    if name.startswith("whisper:"):
+        return metrics.WhisperAsr(name.split(":", 1)[1], threads=threads)
+    if name.startswith("hf:"):
+        from .hub import HfWhisperAsr
+        return HfWhisperAsr(name.split(":", 1)[1], threads=threads)
+    raise ValueError(f"unknown ASR {name!r}: use 'whisper-base', 'pocketsphinx', 'whisper:<faster-whisper model>' "
+                     "or 'hf:<transformers Whisper id or folder>'")
+
+
 _WORKER: dict = {}
 
 
 def _init_worker(asr_name: str | None, use_dnsmos: bool):
     import warnings
     warnings.filterwarnings("ignore")
-    _WORKER["asr"] = metrics.make_asr(asr_name, threads=1) if asr_name else None
+    _WORKER["asr"] = make_asr(asr_name, threads=1) if asr_name else None
     _WORKER["dnsmos"] = metrics.Dnsmos(threads=1) if use_dnsmos else None
 
 
@@ -422,3 +437,29 @@ def heldout_pesq(heldout, sample_rate: int = 22050, limit: int = 4):
         return {"heldout_pesq": float(np.nanmean(scores))}
 
     return check
+
+
+def int8_group_sensitivity(src: Path, out_dir: Path, calibration: Sequence[list[int]], sentences, reference: dict,
+                          config_path: Path, groups: dict[str, Sequence[str]] | None = None, threads: int = 1):
+    """Quantize one group of layers at a time (static QDQ int8, the rest float) and measure, against the float
+    model's noise-free output: PESQ-WB and MCD, and the RTF on the same sentences. Returns one row per group."""
+    import pandas as pd
+
+    from .compress import SCOPES, node_names, ort_quantize_static
+    from .voices import PiperOnnxVoice
+    groups = groups or SCOPES
+    all_nodes = {name: node_names(src, prefixes=list(prefixes)) for name, prefixes in groups.items()}
+    rows = []
+    for name in groups:
+        others = [n for g, nodes in all_nodes.items() if g != name for n in nodes]
+        dst = Path(out_dir) / f"qdq_only_{name.split()[0]}.onnx"
+        ort_quantize_static(src, dst, calibration, nodes_to_exclude=others)
+        voice = PiperOnnxVoice(dst, config_path, noise_scale=0.0, noise_w=0.0, threads=threads)
+        timing = bench.time_calls(voice.synthesize, [s.text for s in sentences], lambda a: a.duration, warmup=1)
+        outs = {s.id: voice.synthesize(s.text) for s in sentences}
+        scores = [metrics.reference_metrics(reference[i].samples, outs[i].samples, outs[i].sample_rate) for i in outs]
+        rows.append({"group": name, "rtf": timing.summary()["rtf"],
+                     "pesq_wb": float(np.mean([s["pesq_wb"] for s in scores])),
+                     "mcd_db": float(np.mean([s["mcd_db"] for s in scores])),
+                     "length_diff_samples": float(np.mean([abs(len(outs[i].samples) - len(reference[i].samples)) for i in outs]))})
+    return pd.DataFrame(rows)

@@ -4,7 +4,6 @@ target voice by full fine-tuning, LoRA (PEFT) or QLoRA (PEFT on a bitsandbytes N
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -12,7 +11,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .results import atomic_write_json
 
 
 @dataclass
@@ -76,7 +74,7 @@ class VoiceShift:
 
     def __call__(self, audio: np.ndarray, sr: int, text: str | None = None) -> np.ndarray:
         import pyworld
-        from .metrics import world_analysis
+        from .audio import world_analysis
         x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
         if x.size < sr * self.frame_ms / 1000 * 4:
             raise ValueError(f"VoiceShift: {x.size} samples is too short to analyse")
@@ -124,18 +122,18 @@ class SpeakerTarget:
 
     @staticmethod
     def _path_map(mc_teacher: np.ndarray, mc_other: np.ndarray) -> np.ndarray:
-        from .metrics import _dtw_path
-        path = _dtw_path(mc_teacher, mc_other)
+        from .audio import dtw_path
+        path = dtw_path(mc_teacher, mc_other)
         return np.array([int(np.median(path[path[:, 0] == t, 1])) for t in range(len(mc_teacher))], dtype=int)
 
     def frame_map(self, teacher: np.ndarray, other: np.ndarray, sr: int) -> np.ndarray:
         """For each teacher frame, the index of the other speaker's frame the DTW path pairs it with (median)."""
-        from .metrics import mel_cepstrum
+        from .audio import mel_cepstrum
         return self._path_map(mel_cepstrum(teacher, sr)[1], mel_cepstrum(other, sr)[1])
 
     def __call__(self, audio: np.ndarray, sr: int, text: str | None = None) -> np.ndarray:
         import pyworld
-        from .metrics import coded_envelope, mel_cepstrum, resample, world_analysis
+        from .audio import coded_envelope, mel_cepstrum, resample, world_analysis
         if text is None:
             raise ValueError("a SpeakerTarget needs the text of the utterance")
         x = np.asarray(audio, dtype=np.float64).reshape(-1)
@@ -153,19 +151,6 @@ class SpeakerTarget:
     def describe(self) -> str:
         return (f"{getattr(self.voice, 'name', 'another voice')} ({getattr(self.voice, 'speaker', '')}) reading the same "
                 "text, its WORLD parameters moved onto the teacher's frames along a DTW path")
-
-
-def f0_shift_semitones(reference: Sequence[np.ndarray], output: Sequence[np.ndarray], sr: int) -> float:
-    """How far `output` sits from time-aligned `reference` in pitch: the median of 12*log2(F0 ratio) over all
-    frames voiced in both (semitones). Meant for outputs that keep the reference's timing."""
-    diffs = []
-    for r, o in zip(reference, output):
-        fr, fo = f0_track(r, sr), f0_track(o, sr)
-        n = min(len(fr), len(fo))
-        both = (fr[:n] > 0) & (fo[:n] > 0)
-        diffs.append(12 * np.log2(fo[:n][both] / fr[:n][both]))
-    pooled = np.concatenate(diffs) if diffs else np.array([])
-    return float(np.median(pooled)) if pooled.size >= 5 else float("nan")
 
 
 @dataclass
@@ -421,9 +406,9 @@ def train_adapted(adapted: Adapted, data: AlignedSet, recipe, ckpt_dir: Path, ba
                    progress=progress).fit()
 
 
-def train_job(spec: dict) -> None:
+def train_job(spec: dict):
     """Train one method in this process from files (the voice ONNX, a torch.save'd AlignedSet): the body of a
-    subprocess whose peak memory is the method's training memory."""
+    subprocess whose peak memory the harness measures (bench.training_peak_mb)."""
     import warnings
     warnings.filterwarnings("ignore")
     from .voices import load_piper_torch
@@ -434,21 +419,7 @@ def train_job(spec: dict) -> None:
     log = train_adapted(adapted, data, Recipe(**spec["recipe"]), Path(spec["ckpt_dir"]), batch=spec["batch"],
                         frames=spec["frames"], threads=spec.get("threads", 2), progress=spec.get("progress"),
                         device=spec.get("device", "cpu"))
-    from .bench import own_peak_rss_mb
-    peak = own_peak_rss_mb()
-    if log.resumed_from < spec["steps"] and peak is not None:
-        atomic_write_json(Path(spec["ckpt_dir"]) / "train_memory.json",
-                          {"peak_rss_mb": peak, "steps_from": log.resumed_from})
-
-
-def training_peak_mb(ckpt_dir: Path, measured: float) -> float:
-    """The peak memory of the process that trained in `ckpt_dir` (kept beside the checkpoint by `train_job`), or
-    `measured` when none was kept: a re-run that only reloads a finished checkpoint does not train."""
-    path = Path(ckpt_dir) / "train_memory.json"
-    if path.exists():
-        import json
-        return float(json.loads(path.read_text())["peak_rss_mb"])
-    return float(measured)
+    return log
 
 
 def parse_method(name: str) -> tuple[str, int | None]:
@@ -460,76 +431,6 @@ def parse_method(name: str) -> tuple[str, int | None]:
         raise ValueError(f"methods: {name!r} is not a method; write 'full' or <method>-r<rank> with method one of "
                          f"{', '.join(m for m in METHODS if m != 'full')}, e.g. 'lora-r8'")
     return method, int(rank)
-
-
-def f0_track(audio: np.ndarray, sr: int, frame_ms: float = 5.0) -> np.ndarray:
-    """WORLD F0 per frame (0 where unvoiced)."""
-    import pyworld
-    x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
-    f0, t = pyworld.dio(x, sr, frame_period=frame_ms)
-    return pyworld.stonemask(x, f0, t, sr)
-
-
-def mean_envelope_db(audio: np.ndarray, sr: int) -> np.ndarray:
-    """The WORLD spectral envelope averaged over voiced frames, in dB (where formants show)."""
-    from .metrics import world_analysis
-    f0, sp, _ = world_analysis(audio, sr)
-    voiced = sp[f0 > 0] if (f0 > 0).any() else sp
-    return 10 * np.log10(voiced.mean(axis=0) + 1e-12)
-
-
-def adaptation_verdict(table, full: str = "full", mcd_margin: float = 0.10, max_trainable_pct: float = 5.0,
-                       rtf_margin: float = 0.05, base: str = "teacher") -> dict:
-    """The issue's two targets in words: some LoRA variant within `mcd_margin` of full fine-tuning's MCD to the
-    target with at most `max_trainable_pct` % of its trainable parameters; merged LoRA variants at the base
-    voice's RTF within `rtf_margin`. Returns {'lines': [...], 'met': {'quality': bool, 'speed': bool}}."""
-    t = table.set_index("variant")
-    lines, met = [], {}
-    if full not in t.index or "mcd_db" not in t:
-        return {"lines": [f"No full fine-tuning row ('{full}') with MCD: the LoRA target cannot be judged."],
-                "met": {"quality": False, "speed": False}}
-    full_mcd = float(t.loc[full, "mcd_db"])
-    bound = full_mcd * (1 + mcd_margin)
-    lora = t[[v.startswith(("lora-", "qlora-")) and not v.endswith("-unmerged") for v in t.index]]
-    small = lora[lora["trained_pct_of_full"] <= max_trainable_pct]
-    good = small[small["mcd_db"] <= bound]
-    if len(good):
-        best = good["mcd_db"].idxmin()
-        lines.append(f"**LoRA target met** by {', '.join(good.index)}: {best} reaches MCD {good.loc[best, 'mcd_db']:.2f} dB "
-                     f"to the target (full fine-tuning {full_mcd:.2f} dB, bound {bound:.2f}) with "
-                     f"{good.loc[best, 'trained_pct_of_full']:.1f} % of its trainable parameters.")
-    elif len(small):
-        best = small["mcd_db"].idxmin()
-        lines.append(f"**LoRA target missed**: the closest within {max_trainable_pct:g} % of the parameters, {best}, reaches "
-                     f"MCD {small.loc[best, 'mcd_db']:.2f} dB against full fine-tuning's {full_mcd:.2f} dB "
-                     f"({100 * (small.loc[best, 'mcd_db'] / full_mcd - 1):.0f} % worse; the bound is {100 * mcd_margin:.0f} %).")
-    else:
-        lines.append(f"**LoRA target missed**: no LoRA variant trains at most {max_trainable_pct:g} % of full fine-tuning's parameters.")
-    met["quality"] = bool(len(good))
-    if base in t.index and np.isfinite(float(t.loc[base, "mcd_db"])):
-        base_mcd = float(t.loc[base, "mcd_db"])
-        adapted = t.loc[[v for v in t.index if v == full or v in lora.index], "mcd_db"]
-        if len(adapted) and float(adapted.min()) >= base_mcd:
-            met["quality"] = False
-            lines.insert(0, f"**No method moved toward the target**: the unadapted voice is {base_mcd:.2f} dB MCD from it, "
-                            f"the best adapted one {float(adapted.min()):.2f} dB; comparing LoRA with full fine-tuning "
-                            f"is therefore not meaningful on this run, and the LoRA target counts as missed.")
-        elif len(adapted):
-            lines.append(f"Closest to the target: {adapted.idxmin()} at {float(adapted.min()):.2f} dB MCD "
-                         f"(unadapted {base_mcd:.2f} dB).")
-    merged = lora[lora.index.str.startswith("lora-r")]
-    if "rtf_ratio" in t and len(merged):
-        within = (merged["rtf_ratio"] - 1).abs() <= rtf_margin
-        vals = ", ".join(f"{v} {r:.3f}" for v, r in merged["rtf_ratio"].items())
-        unmerged = t[t.index.str.endswith("-unmerged")]["rtf_ratio"]
-        extra = "".join(f"; unmerged {v.replace('-unmerged', '')} {r:.3f}" for v, r in unmerged.items())
-        met["speed"] = bool(within.all())
-        lines.append(f"**Merged-speed target {'met' if met['speed'] else 'missed'}**: RTF relative to the base voice, same run: "
-                     f"{vals}{extra} (bound 1 ± {rtf_margin:g}).")
-    else:
-        met["speed"] = False
-        lines.append("No timed merged LoRA variant: the merged-speed target cannot be judged.")
-    return {"lines": lines, "met": met}
 
 
 def nf4_kernel_check(model, ids: Sequence[int], scope: Sequence[str] = ("dec.", "flow.")) -> dict:
@@ -548,272 +449,3 @@ def nf4_kernel_check(model, ids: Sequence[int], scope: Sequence[str] = ("dec.", 
         ref = run(model)
         return {"nf4_layers": len(names), "mel_l1_bnb_kernel": float(mel(run(quantized), ref)),
                 "mel_l1_float_kernel": float(mel(run(floated), ref))}
-
-
-# --- Track B: SpeechT5 (hub model) fine-tuned on recordings: full, LoRA, QLoRA ----------------------------------
-
-SPEECHT5_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
-
-
-def speecht5_examples(processor, sentences, recordings, reduction_factor: int = 2) -> list[tuple]:
-    """(token ids, log-mel target) per sentence, the mel cut to a multiple of the model's reduction factor."""
-    out = []
-    for s in sentences:
-        audio = recordings[s.id]
-        both = processor(text=s.text, audio_target=audio.samples, sampling_rate=audio.sample_rate, return_tensors="pt")
-        ids, mel = both["input_ids"][0], both["labels"][0]
-        mel = mel[: mel.shape[0] // reduction_factor * reduction_factor]
-        if mel.shape[0] == 0 or ids.numel() == 0:
-            raise ValueError(f"sentence {s.id}: no tokens or a recording shorter than one frame")
-        out.append((ids, mel))
-    return out
-
-
-def speecht5_batches(examples: Sequence[tuple], xvector: np.ndarray, batch: int, pad_id: int):
-    """A `next_batch(rng)` for the Trainer: padded ids, attention mask, mel labels padded with -100 (the value
-    SpeechT5's loss masks), and the speaker x-vector for every row."""
-    spk = torch.as_tensor(np.asarray(xvector, dtype=np.float32))[None]
-
-    def next_batch(rng):
-        picked = [examples[i] for i in rng.integers(0, len(examples), size=batch)]
-        n_ids, n_mel = max(e[0].numel() for e in picked), max(e[1].shape[0] for e in picked)
-        ids = torch.full((batch, n_ids), pad_id, dtype=torch.long)
-        mask = torch.zeros((batch, n_ids), dtype=torch.long)
-        labels = torch.full((batch, n_mel, picked[0][1].shape[1]), -100.0)
-        for r, (i, m) in enumerate(picked):
-            ids[r, : i.numel()], mask[r, : i.numel()], labels[r, : m.shape[0]] = i, 1, m
-        return ids, mask, labels, spk.expand(batch, -1).contiguous()
-
-    return next_batch
-
-
-def speecht5_loss(module, ids, mask, labels, speaker):
-    """SpeechT5's own training loss: L1 + MSE on the mel before and after the post-net, stop-token BCE, and its
-    guided attention loss."""
-    return module(input_ids=ids, attention_mask=mask, labels=labels, speaker_embeddings=speaker,
-                  output_attentions=True, use_cache=False).loss
-
-
-def speecht5_step(module, batch):
-    """speecht5_loss on a batch tuple (the Trainer's regression interface)."""
-    return speecht5_loss(module, *batch)
-
-
-def prepare_speecht5(model: str, method: str, alpha: float | None = None, device: str = "cpu"):
-    """SpeechT5ForTextToSpeech (hub id or folder) ready for `method`: 'full' (every weight trains), 'lora-rN'
-    (PEFT LoRA on the attention projections of encoder and decoder) or 'qlora-rN' (the same LoRA on a base
-    loaded in 4-bit NF4 by bitsandbytes through transformers' quantization_config; the mel and stop-token heads
-    and the speech decoder pre-net stay in float: small, and their shapes (2 rows, 80 mel inputs) do not fit the CPU
-    4-bit kernel's blocks; and on a CPU with avx512_bf16, bitsandbytes repacks 4-bit weights for its inference
-    kernel at the first eval-mode call, after which they cannot train: evaluate after training). For the
-    adapters the post-net's
-    BatchNorm running statistics are frozen (momentum 0): they live in the base, not in the adapter file, so
-    training must not move them or the saved adapter would not reproduce the trained model."""
-    from transformers import SpeechT5ForTextToSpeech
-    from .hub import _pretrained
-    kind, rank = parse_method(method)
-    if kind == "full":
-        net = _pretrained(SpeechT5ForTextToSpeech, model).to(device)
-        net.train()
-        return net
-    if kind not in ("lora", "qlora"):
-        raise ValueError(f"SpeechT5 methods are 'full', 'lora-rN' and 'qlora-rN', not {method!r}")
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    if kind == "qlora":
-        ok, why = _bnb_ok(device)
-        if not ok:
-            raise RuntimeError(f"QLoRA needs bitsandbytes: {why}")
-        from transformers import BitsAndBytesConfig
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
-                                   llm_int8_skip_modules=["feat_out", "prob_out", "speecht5.decoder.prenet"])
-        net = _pretrained(SpeechT5ForTextToSpeech, model, quantization_config=quant, device_map={"": device})
-        net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=False)
-    else:
-        net = _pretrained(SpeechT5ForTextToSpeech, model).to(device)
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.0
-    cfg = LoraConfig(r=rank or 8, lora_alpha=alpha or 2 * (rank or 8), lora_dropout=0.0,
-                     target_modules=list(SPEECHT5_LORA_TARGETS))
-    return get_peft_model(net, cfg)
-
-
-def linear4bit_to_float(module):
-    """Every bitsandbytes Linear4bit of `module` replaced by a float nn.Linear holding its dequantized weights
-    (NF4 rounding kept): how a QLoRA model is evaluated and deployed where the 4-bit kernels are missing or, on
-    this CPU, numerically off (see nf4_kernel_check)."""
-    import bitsandbytes as bnb
-    for name, child in list(module.named_modules()):
-        for attr, layer in list(child.named_children()):
-            if isinstance(layer, bnb.nn.Linear4bit):
-                w = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
-                dense = torch.nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-                dense.weight.data.copy_(w.cpu())
-                if layer.bias is not None:
-                    dense.bias.data.copy_(layer.bias.data.float().cpu())
-                setattr(child, attr, dense)
-    if getattr(module, "is_quantized", False):
-        module.is_quantized, module.hf_quantizer = False, None
-    return module.cpu()
-
-
-def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str], steps: int, work: Path,
-                   judges, writer, *, train_limit: int = 200, eval_limit: int = 20, speaker=7306,
-                   lr_full: float = 1.0e-5, lr_lora: float = 1.0e-4, batch: int = 8, device: str = "cpu",
-                   threads: int = 2, source: str | None = None, progress: bool = True):
-    """Track B: SpeechT5 fine-tuned on a hub corpus's recordings by each of `methods` ('full', 'lora-rN',
-    'qlora-rN'), same data and steps; per method trainable parameters, adapter size, s/step and peak GPU memory,
-    then the (merged) model judged on held-out sentences against their recordings (MCD, F0, PESQ; DNSMOS, WER)
-    beside the untrained base. Returns (training table, loss curves, per-clip quality)."""
-    import pandas as pd
-    from transformers import SpeechT5Processor
-    from . import bench, evaluate, hub
-    from .training import Recipe, Trainer
-    sentences, recordings = hub.reference_set(dataset, train_limit + eval_limit, source=source, sample_rate=16000)
-    if len(sentences) <= eval_limit:
-        raise ValueError(f"dataset {dataset}: {len(sentences)} utterances, need more than eval_limit={eval_limit}")
-    train, held_out = sentences[:-eval_limit], sentences[-eval_limit:]
-    processor = hub._pretrained(SpeechT5Processor, model)
-    base = prepare_speecht5(model, "full").eval()
-    xvector = hub.speaker_xvector(speaker, base.config.speaker_embedding_dim)
-    examples = speecht5_examples(processor, train, recordings, base.config.reduction_factor)
-    rows, curves, per_clip = [], [], []
-
-    def judge(name, net, technique):
-        voice = hub.SpeechT5Voice(name=name, model=model, vocoder=vocoder, speaker=xvector, module=net.cpu())
-        df = evaluate.evaluate_quality(voice, held_out, judges, writer, model="speecht5", variant=name,
-                                       technique=technique, parent="base" if name != "base" else "",
-                                       backend="torch-cpu", threads=1, reference=recordings)
-        per_clip.append(df)
-
-    judge("base", base, "baseline")
-    full_params = sum(p.numel() for p in base.parameters())
-    for name in methods:
-        kind, _ = parse_method(name)
-        net = prepare_speecht5(model, name, device=device)
-        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-        batches = speecht5_batches(examples, xvector, batch, processor.tokenizer.pad_token_id)
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        recipe = Recipe(steps=steps, lr=lr_full if kind == "full" else lr_lora, lr_decay=1.0, grad_clip=10.0,
-                        checkpoint_every=50, log_every=1)
-        log = Trainer(net, batches, recipe, Path(work) / f"speecht5-{name}", loss_fn=speecht5_step, device=device,
-                      threads=threads, progress=f"speecht5 {name}" if progress else None).fit()
-        saved = Path(work) / f"speecht5-{name}-adapter"
-        net.save_pretrained(str(saved))
-        row = {"variant": name, "trainable_params": trainable, "trained_pct_of_full": 100.0 * trainable / full_params,
-               "adapter_mb": bench.size_mb(saved), "train_s_per_step": log.s_per_step,
-               "final_loss": float(np.mean(log.loss[-10:]))}
-        if device.startswith("cuda"):
-            row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        rows.append(row)
-        curves.append(pd.DataFrame({"method": name, "step": log.steps, "loss": log.loss}))
-        keys = dict(model="speecht5", variant=name, technique="finetune", parent="base", backend="torch-cpu",
-                    device=device)
-        writer.add_many({k: v for k, v in row.items() if k in ("trainable_params", "train_s_per_step", "peak_gpu_mb")},
-                        n=steps, **keys)
-        writer.add(metric="size_mb", value=row["adapter_mb"], **keys)
-        merged = net.merge_and_unload() if kind != "full" else net
-        judge(name, linear4bit_to_float(merged) if kind == "qlora" else merged, "finetune")
-    return pd.DataFrame(rows), pd.concat(curves, ignore_index=True), pd.concat(per_clip, ignore_index=True)
-
-
-def speecht5_cost_inputs(out_dir: Path, sentences, recordings, tokenizer_corpus: Sequence[str]) -> Path:
-    """What a GPU machine without internet needs to measure SpeechT5's training cost: a SpeechT5 processor (a
-    character SentencePiece tokenizer trained on `tokenizer_corpus`, SpeechT5's feature extractor) and the
-    (ids, log-mel) pairs of `sentences` spoken in `recordings` (16 kHz)."""
-    import sentencepiece as spm
-    from transformers import SpeechT5FeatureExtractor, SpeechT5Processor, SpeechT5Tokenizer
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    corpus = out_dir / "tokenizer_corpus.txt"
-    corpus.write_text("\n".join(t.lower() for t in tokenizer_corpus), encoding="utf-8")
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(out_dir / "spm_char"), vocab_size=60,
-                                   model_type="char", character_coverage=1.0, bos_id=0, pad_id=1, eos_id=2,
-                                   unk_id=3, minloglevel=2)
-    processor = SpeechT5Processor(feature_extractor=SpeechT5FeatureExtractor(),
-                                  tokenizer=SpeechT5Tokenizer(str(out_dir / "spm_char.model")))
-    processor.save_pretrained(out_dir / "processor")
-    examples = speecht5_examples(processor, sentences, recordings, reduction_factor=2)
-    torch.save({"examples": examples, "pad_id": processor.tokenizer.pad_token_id}, out_dir / "examples.pt")
-    return out_dir
-
-
-def speecht5_cost(inputs: Path, methods: Sequence[str], steps: int = 50, warmup: int = 10, batch: int = 8,
-                  device: str = "cuda", lr: float = 1.0e-4, config: dict | None = None) -> list[dict]:
-    """Training cost of each method on SpeechT5's own architecture (SpeechT5Config()'s defaults are
-    microsoft/speecht5_tts's shape), randomly initialised because the hub is out of reach: trainable parameters,
-    adapter size, seconds per step after `warmup` steps, peak GPU memory. Cost only: with random weights nothing
-    here says anything about quality. `config` overrides SpeechT5Config fields (the tests shrink it)."""
-    import tempfile
-    from transformers import SpeechT5Config, SpeechT5ForTextToSpeech
-    from .bench import size_mb
-    inputs = Path(inputs)
-    saved = torch.load(inputs / "examples.pt", weights_only=False)
-    model_dir = Path(tempfile.mkdtemp()) / "speecht5_random"
-    torch.manual_seed(0)
-    SpeechT5ForTextToSpeech(SpeechT5Config(**(config or {}))).save_pretrained(model_dir)
-    rows = []
-    for name in methods:
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        net = prepare_speecht5(str(model_dir), name, device=device)
-        params = [p for p in net.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=lr)
-        next_batch = speecht5_batches(saved["examples"], np.zeros(512, np.float32), batch, saved["pad_id"])
-        rng = np.random.default_rng(0)
-        times = []
-        for step in range(warmup + steps):
-            b = [t.to(device) for t in next_batch(rng)]
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            loss = speecht5_loss(net, *b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if step >= warmup:
-                times.append(time.perf_counter() - t0)
-        out = Path(tempfile.mkdtemp()) / name
-        net.save_pretrained(str(out))
-        trainable = sum(p.numel() for p in params)
-        total = sum(p.numel() for p in net.parameters())
-        rows.append({"variant": name, "trainable_params": trainable, "total_params": total,
-                     "adapter_mb": size_mb(out), "train_s_per_step": float(np.median(times)),
-                     "train_s_per_step_p90": float(np.percentile(times, 90)),
-                     "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if device.startswith("cuda") else None,
-                     "final_loss": float(loss.detach()), "batch": batch, "steps_timed": steps})
-        del net, opt, params
-    return rows
-
-
-if __name__ == "__main__":
-    import argparse
-    import json
-    import sys
-    ap = argparse.ArgumentParser(prog="python -m lib.finetune",
-                                 description="speecht5-cost: SpeechT5 training cost per method on a GPU machine")
-    ap.add_argument("command", choices=["speecht5-cost"])
-    ap.add_argument("--inputs", required=True, help="folder written by speecht5_cost_inputs")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--methods", nargs="+", default=["full", "lora-r8", "qlora-r8"])
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--device", default="cuda")
-    a = ap.parse_args()
-    from .bench import environment
-    from .results import atomic_write_text
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = speecht5_cost(Path(a.inputs), a.methods, steps=a.steps, batch=a.batch, device=a.device)
-    env = environment(device=a.device)
-    if a.device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name(0)
-    import pandas as pd
-    atomic_write_text(out / "speecht5_cost.csv", pd.DataFrame(rows).to_csv(index=False))
-    atomic_write_json(out / "env.json", env)
-    print(pd.DataFrame(rows).to_string())
-    sys.exit(0)

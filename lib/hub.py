@@ -3,7 +3,6 @@ code paths. Each takes a hub id or a local directory; when neither the network n
 raises HubUnavailable with the reason, which a notebook records as an absent row before it carries on."""
 from __future__ import annotations
 
-import io
 import os
 import socket
 from dataclasses import dataclass, field
@@ -263,7 +262,7 @@ class HfWhisperAsr:
 
     def transcribe(self, audio: np.ndarray, sr: int) -> str:
         import torch
-        from .metrics import resample
+        from .audio import resample
         x = resample(np.asarray(audio, dtype=np.float32), sr, 16000)
         feats = self.processor(x, sampling_rate=16000, return_tensors="pt").input_features
         with torch.inference_mode():
@@ -316,11 +315,9 @@ def load_hub_dataset(source: str, config: str | None = None, split: str = "train
 
 def decode_audio(cell, sample_rate: int | None = None) -> Audio:
     """An undecoded `datasets` audio cell ({bytes, path}) read with soundfile (no torchcodec needed), resampled."""
-    import soundfile as sf
-    from .metrics import resample
+    from .audio import read_audio, resample
     data = cell.get("bytes")
-    x, sr = sf.read(io.BytesIO(data) if data else cell["path"], dtype="float32", always_2d=True)
-    x = x.mean(axis=1)
+    x, sr = read_audio(data if data else cell["path"], "dataset audio")
     if sample_rate and sr != sample_rate:
         x, sr = resample(x, sr, sample_rate), sample_rate
     return Audio(x.astype(np.float32), int(sr))

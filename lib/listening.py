@@ -50,7 +50,7 @@ def common_clips(folders: dict[str, Path], n: int) -> dict[str, dict[str, Path]]
 
 def _wav_data_url(samples: np.ndarray, sr: int, rate: int) -> str:
     import soundfile as sf
-    from .metrics import resample
+    from .audio import resample
     x = resample(samples, sr, rate) if sr != rate else samples
     x = x / max(float(np.abs(x).max()), 1e-9) * 0.9
     buf = io.BytesIO()
@@ -64,7 +64,7 @@ def build_kit(clips: dict[str, dict[str, Path]], reference: str, texts: dict[str
     per-rater random order under opaque ids, asks for a 1-5 naturalness score, and downloads the ratings as
     JSON; and the key that un-blinds the ids to `key_path`, which must lie outside `out_dir` (the folder is
     what raters get). `anchors` sentences add a hidden copy of the reference and a degraded clip each."""
-    import soundfile as sf
+    from .audio import read_wav
     out_dir, key_path = Path(out_dir), Path(key_path)
     if out_dir.resolve() in key_path.resolve().parents:
         raise ValueError(f"the key {key_path} must not be inside the folder given to raters ({out_dir})")
@@ -78,8 +78,7 @@ def build_kit(clips: dict[str, dict[str, Path]], reference: str, texts: dict[str
     tokens = [f"s{i:03d}" for i in rng.permutation(len(entries))]
     stimuli, key = [], {}
     for token, (label, sid, anchor, path) in zip(tokens, entries):
-        samples, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        samples = samples.mean(axis=1)
+        samples, sr = read_wav(path)
         if anchor == DEGRADED:
             samples = degrade(samples, sr, seed=int(token[1:]))
         stimuli.append({"id": token, "src": _wav_data_url(samples, sr, rate)})

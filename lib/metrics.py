@@ -5,21 +5,15 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
 from . import text as textmod
+from .audio import coded_envelope, dtw_path, mel_cepstrum, resample, world_analysis  # noqa: F401
 
 DNSMOS_SR = 16000
 CACHE_DIR = Path(os.environ.get("TTS_LAB_CACHE", Path.home() / ".cache" / "tts-lab"))
-
-
-def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
-    if sr == target:
-        return np.asarray(x, dtype=np.float32)
-    import soxr
-    return soxr.resample(np.asarray(x, dtype=np.float32), sr, target).astype(np.float32)
 
 
 # --- DNSMOS ---------------------------------------------------------------------------------------------------
@@ -119,20 +113,6 @@ class PocketsphinxAsr:
         return hyp.hypstr if hyp is not None else ""
 
 
-def make_asr(name: str, threads: int = 1) -> Asr:
-    if name in ("whisper-base", "whisper"):
-        return WhisperAsr("base", threads=threads)
-    if name == "pocketsphinx":
-        return PocketsphinxAsr()
-    if name.startswith("whisper:"):
-        return WhisperAsr(name.split(":", 1)[1], threads=threads)
-    if name.startswith("hf:"):
-        from .hub import HfWhisperAsr
-        return HfWhisperAsr(name.split(":", 1)[1], threads=threads)
-    raise ValueError(f"unknown ASR {name!r}: use 'whisper-base', 'pocketsphinx', 'whisper:<faster-whisper model>' "
-                     "or 'hf:<transformers Whisper id or folder>'")
-
-
 def wer_cer(reference: str, hypothesis: str) -> dict[str, float]:
     """WER and CER as fractions after the one shared normalisation (lib.text.normalize_for_wer)."""
     import jiwer
@@ -165,39 +145,11 @@ def stoi(ref: np.ndarray, deg: np.ndarray, sr: int) -> float:
     return float(_stoi(r.astype(np.float64), d.astype(np.float64), sr, extended=False))
 
 
-def world_analysis(x: np.ndarray, sr: int, frame_ms: float = 5.0):
-    """WORLD F0 (dio + stonemask), spectral envelope (cheaptrick) and frame times of a mono signal."""
-    import pyworld
-    x = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(-1))
-    f0, t = pyworld.dio(x, sr, frame_period=frame_ms)
-    f0 = pyworld.stonemask(x, f0, t, sr)
-    sp = pyworld.cheaptrick(x, f0, t, sr)
-    return f0, sp, t
-
-
-def coded_envelope(sp: np.ndarray, sr: int, order: int = 24) -> np.ndarray:
-    """A WORLD spectral envelope coded to `order` mel-cepstrum-like coefficients per frame, c0 (energy) dropped."""
-    import pyworld
-    return pyworld.code_spectral_envelope(sp, sr, order + 1)[:, 1:]
-
-
-def mel_cepstrum(x: np.ndarray, sr: int, order: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """WORLD F0 and coded spectral envelope per 5 ms frame."""
-    f0, sp, _ = world_analysis(x, sr)
-    return f0, coded_envelope(sp, sr, order)
-
-
-def _dtw_path(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    import librosa
-    _, wp = librosa.sequence.dtw(X=a.T, Y=b.T, metric="euclidean")
-    return wp[::-1]
-
-
 def mcd_and_f0(ref: np.ndarray, deg: np.ndarray, sr: int) -> dict[str, float]:
     """MCD (dB) over DTW-aligned frames and log-F0 RMSE (cents) over frames voiced in both, on the same path."""
     f0_r, mc_r = mel_cepstrum(ref, sr)
     f0_d, mc_d = mel_cepstrum(deg, sr)
-    path = _dtw_path(mc_r, mc_d)
+    path = dtw_path(mc_r, mc_d)
     diff = mc_r[path[:, 0]] - mc_d[path[:, 1]]
     mcd = float(np.mean(10.0 / np.log(10) * np.sqrt(2.0 * np.sum(diff ** 2, axis=1))))
     fr, fd = f0_r[path[:, 0]], f0_d[path[:, 1]]
@@ -218,3 +170,32 @@ def audio_hash(audio: np.ndarray, sr: int) -> str:
     h = hashlib.sha1(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
     h.update(str(sr).encode())
     return h.hexdigest()
+
+
+def f0_track(audio: np.ndarray, sr: int, frame_ms: float = 5.0) -> np.ndarray:
+    """WORLD F0 per frame (0 where unvoiced)."""
+    import pyworld
+    x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
+    f0, t = pyworld.dio(x, sr, frame_period=frame_ms)
+    return pyworld.stonemask(x, f0, t, sr)
+
+
+def mean_envelope_db(audio: np.ndarray, sr: int) -> np.ndarray:
+    """The WORLD spectral envelope averaged over voiced frames, in dB (where formants show)."""
+    
+    f0, sp, _ = world_analysis(audio, sr)
+    voiced = sp[f0 > 0] if (f0 > 0).any() else sp
+    return 10 * np.log10(voiced.mean(axis=0) + 1e-12)
+
+
+def f0_shift_semitones(reference: Sequence[np.ndarray], output: Sequence[np.ndarray], sr: int) -> float:
+    """How far `output` sits from time-aligned `reference` in pitch: the median of 12*log2(F0 ratio) over all
+    frames voiced in both (semitones). Meant for outputs that keep the reference's timing."""
+    diffs = []
+    for r, o in zip(reference, output):
+        fr, fo = f0_track(r, sr), f0_track(o, sr)
+        n = min(len(fr), len(fo))
+        both = (fr[:n] > 0) & (fo[:n] > 0)
+        diffs.append(12 * np.log2(fo[:n][both] / fr[:n][both]))
+    pooled = np.concatenate(diffs) if diffs else np.array([])
+    return float(np.median(pooled)) if pooled.size >= 5 else float("nan")

@@ -191,9 +191,9 @@ def audio_tag(wav: Path, max_s: float = 4.0, rate: int = 16000, label: str = "",
     """An <audio> element with the first `max_s` seconds embedded as 16 kHz WAV, so the page works when moved;
     `link`, a relative path to the whole file, for the longer audio."""
     import soundfile as sf
-    from .metrics import resample
-    audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-    audio = resample(audio.mean(axis=1)[: int(max_s * sr)], sr, rate)
+    from .audio import read_wav, resample
+    audio, sr = read_wav(wav)
+    audio = resample(audio[: int(max_s * sr)], sr, rate)
     buf = io.BytesIO()
     sf.write(buf, audio, rate, format="WAV", subtype="PCM_16")
     data = base64.b64encode(buf.getvalue()).decode()
@@ -478,3 +478,57 @@ def label_points(ax, x, y, labels, fontsize: int = 7) -> None:
             offset += 9
         placed.append((px, py + offset * y_span / 300))
         ax.annotate(str(lab), (px, py), fontsize=fontsize, xytext=(4, offset), textcoords="offset points")
+
+
+def adaptation_verdict(table, full: str = "full", mcd_margin: float = 0.10, max_trainable_pct: float = 5.0,
+                       rtf_margin: float = 0.05, base: str = "teacher") -> dict:
+    """The issue's two targets in words: some LoRA variant within `mcd_margin` of full fine-tuning's MCD to the
+    target with at most `max_trainable_pct` % of its trainable parameters; merged LoRA variants at the base
+    voice's RTF within `rtf_margin`. Returns {'lines': [...], 'met': {'quality': bool, 'speed': bool}}."""
+    t = table.set_index("variant")
+    lines, met = [], {}
+    if full not in t.index or "mcd_db" not in t:
+        return {"lines": [f"No full fine-tuning row ('{full}') with MCD: the LoRA target cannot be judged."],
+                "met": {"quality": False, "speed": False}}
+    full_mcd = float(t.loc[full, "mcd_db"])
+    bound = full_mcd * (1 + mcd_margin)
+    lora = t[[v.startswith(("lora-", "qlora-")) and not v.endswith("-unmerged") for v in t.index]]
+    small = lora[lora["trained_pct_of_full"] <= max_trainable_pct]
+    good = small[small["mcd_db"] <= bound]
+    if len(good):
+        best = good["mcd_db"].idxmin()
+        lines.append(f"**LoRA target met** by {', '.join(good.index)}: {best} reaches MCD {good.loc[best, 'mcd_db']:.2f} dB "
+                     f"to the target (full fine-tuning {full_mcd:.2f} dB, bound {bound:.2f}) with "
+                     f"{good.loc[best, 'trained_pct_of_full']:.1f} % of its trainable parameters.")
+    elif len(small):
+        best = small["mcd_db"].idxmin()
+        lines.append(f"**LoRA target missed**: the closest within {max_trainable_pct:g} % of the parameters, {best}, reaches "
+                     f"MCD {small.loc[best, 'mcd_db']:.2f} dB against full fine-tuning's {full_mcd:.2f} dB "
+                     f"({100 * (small.loc[best, 'mcd_db'] / full_mcd - 1):.0f} % worse; the bound is {100 * mcd_margin:.0f} %).")
+    else:
+        lines.append(f"**LoRA target missed**: no LoRA variant trains at most {max_trainable_pct:g} % of full fine-tuning's parameters.")
+    met["quality"] = bool(len(good))
+    if base in t.index and np.isfinite(float(t.loc[base, "mcd_db"])):
+        base_mcd = float(t.loc[base, "mcd_db"])
+        adapted = t.loc[[v for v in t.index if v == full or v in lora.index], "mcd_db"]
+        if len(adapted) and float(adapted.min()) >= base_mcd:
+            met["quality"] = False
+            lines.insert(0, f"**No method moved toward the target**: the unadapted voice is {base_mcd:.2f} dB MCD from it, "
+                            f"the best adapted one {float(adapted.min()):.2f} dB; comparing LoRA with full fine-tuning "
+                            f"is therefore not meaningful on this run, and the LoRA target counts as missed.")
+        elif len(adapted):
+            lines.append(f"Closest to the target: {adapted.idxmin()} at {float(adapted.min()):.2f} dB MCD "
+                         f"(unadapted {base_mcd:.2f} dB).")
+    merged = lora[lora.index.str.startswith("lora-r")]
+    if "rtf_ratio" in t and len(merged):
+        within = (merged["rtf_ratio"] - 1).abs() <= rtf_margin
+        vals = ", ".join(f"{v} {r:.3f}" for v, r in merged["rtf_ratio"].items())
+        unmerged = t[t.index.str.endswith("-unmerged")]["rtf_ratio"]
+        extra = "".join(f"; unmerged {v.replace('-unmerged', '')} {r:.3f}" for v, r in unmerged.items())
+        met["speed"] = bool(within.all())
+        lines.append(f"**Merged-speed target {'met' if met['speed'] else 'missed'}**: RTF relative to the base voice, same run: "
+                     f"{vals}{extra} (bound 1 ± {rtf_margin:g}).")
+    else:
+        met["speed"] = False
+        lines.append("No timed merged LoRA variant: the merged-speed target cannot be judged.")
+    return {"lines": lines, "met": met}

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from lib import finetune
+from lib import finetune, metrics, report
 
 
 def _tiny():
@@ -74,17 +74,17 @@ def test_voice_shift_moves_pitch_by_the_interval_and_keeps_length():
     x = _harmonic()
     y = finetune.VoiceShift(semitones=3.0, formant_ratio=1.1)(x, 22050)
     assert y.shape == x.shape and np.isfinite(y).all()
-    assert finetune.f0_shift_semitones([x], [y], 22050) == pytest.approx(3.0, abs=0.3)
+    assert metrics.f0_shift_semitones([x], [y], 22050) == pytest.approx(3.0, abs=0.3)
     same = finetune.VoiceShift(semitones=0.0, formant_ratio=1.0)(x, 22050)
-    assert abs(finetune.f0_shift_semitones([x], [same], 22050)) < 0.3
+    assert abs(metrics.f0_shift_semitones([x], [same], 22050)) < 0.3
     with pytest.raises(ValueError, match="too short"):
         finetune.VoiceShift()(x[:50], 22050)
 
 
 def test_formant_stretch_moves_the_envelope_up():
     x = _harmonic()
-    env = finetune.mean_envelope_db(x, 22050)
-    up = finetune.mean_envelope_db(finetune.VoiceShift(semitones=0.0, formant_ratio=1.3)(x, 22050), 22050)
+    env = metrics.mean_envelope_db(x, 22050)
+    up = metrics.mean_envelope_db(finetune.VoiceShift(semitones=0.0, formant_ratio=1.3)(x, 22050), 22050)
     freqs = np.linspace(0, 11025, env.size)
     band = lambda e: float(np.sum(10 ** (e / 10) * freqs) / np.sum(10 ** (e / 10)))  # noqa: E731
     assert band(up) > band(env) * 1.1
@@ -209,16 +209,16 @@ def test_adaptation_verdict_in_words():
         {"variant": "lora-r16", "mcd_db": 5.2, "trained_pct_of_full": 6.0, "rtf_ratio": 0.99},
         {"variant": "lora-r8-unmerged", "mcd_db": 5.4, "trained_pct_of_full": np.nan, "rtf_ratio": 1.3},
         {"variant": "teacher", "mcd_db": 9.0, "trained_pct_of_full": np.nan, "rtf_ratio": 1.0}])
-    v = finetune.adaptation_verdict(rows)
+    v = report.adaptation_verdict(rows)
     assert v["met"] == {"quality": True, "speed": True}
     assert "lora-r8 reaches MCD 5.40" in v["lines"][0] and "unmerged lora-r8 1.300" in v["lines"][-1]
     assert "Closest to the target: full" in v["lines"][1]
     worse = rows.assign(mcd_db=[5.0, 6.0, 5.2, 6.0, 9.0], rtf_ratio=[1.0, 1.2, 1.0, 1.3, 1.0])
-    v = finetune.adaptation_verdict(worse)
+    v = report.adaptation_verdict(worse)
     assert v["met"] == {"quality": False, "speed": False}
     assert "20 % worse" in v["lines"][0] and "missed" in v["lines"][-1]
     nowhere = rows.assign(mcd_db=[9.5, 9.4, 9.6, 9.4, 9.0])
-    v = finetune.adaptation_verdict(nowhere)
+    v = report.adaptation_verdict(nowhere)
     assert v["met"]["quality"] is False and v["lines"][0].startswith("**No method moved toward the target**")
 
 
@@ -230,7 +230,7 @@ def test_speaker_target_moves_another_voice_onto_the_teacher_timing():
     a = teacher.synthesize(sentence)
     y = target(a.samples, a.sample_rate, sentence)
     assert y.shape == a.samples.shape and np.isfinite(y).all()
-    assert finetune.f0_shift_semitones([a.samples], [y], a.sample_rate) > 3.0
+    assert metrics.f0_shift_semitones([a.samples], [y], a.sample_rate) > 3.0
     m = target.frame_map(a.samples, target.voice.synthesize(sentence).samples[: 3 * a.sample_rate], a.sample_rate)
     assert (np.diff(m) >= 0).all() and m[0] >= 0
     with pytest.raises(ValueError, match="needs the text"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lib import metrics
+from lib import evaluate, metrics
 
 
 def test_wer_cer():
@@ -55,7 +55,7 @@ def test_whisper_base_offline(quiet_voices):
     from lib import evaluate, text
     path = metrics.whisper_base_dir()
     assert (path / "model.bin").stat().st_size > 100e6
-    asr = metrics.make_asr("whisper-base", threads=2)
+    asr = evaluate.make_asr("whisper-base", threads=2)
     sents = text.harvard_sentences([2])[:3]
     hyps = [asr.transcribe(a.samples, a.sample_rate) for a in (quiet_voices[0].synthesize(s.text) for s in sents)]
     assert evaluate.corpus_wer([s.text for s in sents], hyps)["wer"] <= 0.2, hyps
@@ -63,10 +63,10 @@ def test_whisper_base_offline(quiet_voices):
 
 def test_pocketsphinx_runs(sample_clip):
     text, a = sample_clip
-    hyp = metrics.make_asr("pocketsphinx").transcribe(a.samples, a.sample_rate)
+    hyp = evaluate.make_asr("pocketsphinx").transcribe(a.samples, a.sample_rate)
     assert metrics.wer_cer(text, hyp)["wer"] < 0.6, hyp
     with pytest.raises(ValueError, match="unknown ASR"):
-        metrics.make_asr("siri")
+        evaluate.make_asr("siri")
 
 
 def test_reference_metrics_of_a_too_short_clip_are_nan_not_an_error():

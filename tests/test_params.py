@@ -67,7 +67,7 @@ def test_bad_yaml_file(tmp_path, monkeypatch):
 
 
 def test_full_profile_names_only_known_hub_models_and_asr():
-    from lib import hub, metrics
+    from lib import evaluate, hub
     import yaml
     p = yaml.safe_load((params.PARAMS / "full" / "01_baselines.yaml").read_text())
     from lib.voices import VOICE_NAMES
@@ -75,4 +75,4 @@ def test_full_profile_names_only_known_hub_models_and_asr():
     assert p["ground_truth"] in hub.HUB_DATASETS
     assert p["asr"].startswith("hf:")
     with pytest.raises(ValueError, match="unknown ASR 'hf-nope'"):
-        metrics.make_asr("hf-nope")
+        evaluate.make_asr("hf-nope")

@@ -1,0 +1,74 @@
+"""Audio in and out, and the signal analysis both the judges (metrics) and the techniques (adaptation targets) build
+on: WAV files, resampling, WORLD F0 and envelopes, DTW. Knows no model and judges nothing."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+
+class AudioFileError(ValueError):
+    """An audio file that cannot be read; the message names it."""
+
+
+def write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
+    """16-bit PCM WAV, written atomically."""
+    import soundfile as sf
+    from .results import atomic_write_bytes
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(audio, dtype=np.float32), sr, subtype="PCM_16", format="WAV")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_audio(src, what: str = "audio") -> tuple[np.ndarray, int]:
+    """float32 mono samples and rate from a path, bytes or file object; AudioFileError naming `src` otherwise."""
+    import soundfile as sf
+    try:
+        audio, sr = sf.read(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else str(src) if isinstance(src, Path) else src,
+                            dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioFileError(f"cannot read {what} {src if not isinstance(src, (bytes, bytearray)) else '(bytes)'}: {exc}") from None
+    if audio.shape[0] == 0:
+        raise AudioFileError(f"{what} {src if not isinstance(src, (bytes, bytearray)) else '(bytes)'} holds no samples")
+    return audio.mean(axis=1), int(sr)
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """float32 mono samples and rate of a file."""
+    return read_audio(Path(path), "audio file")
+
+
+def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
+    if sr == target:
+        return np.asarray(x, dtype=np.float32)
+    import soxr
+    return soxr.resample(np.asarray(x, dtype=np.float32), sr, target).astype(np.float32)
+
+
+def world_analysis(x: np.ndarray, sr: int, frame_ms: float = 5.0):
+    """WORLD F0 (dio + stonemask), spectral envelope (cheaptrick) and frame times of a mono signal."""
+    import pyworld
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float64).reshape(-1))
+    f0, t = pyworld.dio(x, sr, frame_period=frame_ms)
+    f0 = pyworld.stonemask(x, f0, t, sr)
+    sp = pyworld.cheaptrick(x, f0, t, sr)
+    return f0, sp, t
+
+
+def coded_envelope(sp: np.ndarray, sr: int, order: int = 24) -> np.ndarray:
+    """A WORLD spectral envelope coded to `order` mel-cepstrum-like coefficients per frame, c0 (energy) dropped."""
+    import pyworld
+    return pyworld.code_spectral_envelope(sp, sr, order + 1)[:, 1:]
+
+
+def mel_cepstrum(x: np.ndarray, sr: int, order: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """WORLD F0 and coded spectral envelope per 5 ms frame."""
+    f0, sp, _ = world_analysis(x, sr)
+    return f0, coded_envelope(sp, sr, order)
+
+
+def dtw_path(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import librosa
+    _, wp = librosa.sequence.dtw(X=a.T, Y=b.T, metric="euclidean")
+    return wp[::-1]
