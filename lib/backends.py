@@ -990,26 +990,26 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
                     n=len(timing.latencies_s), **keys, **busy)
     writer.add(metric="throughput_xrt", value=summary["throughput_xrt"], n=len(timing.latencies_s), **keys, **busy)
     util = mon.summary()
-    writer.add(metric="util_pct", value=util["cpu_util_pct"], unit="% (CPU, single-stream)", **keys)
+    writer.add(metric="util_pct", value=util["cpu_util_pct"], reference="CPU, single-stream", **keys)
     if util["gpu_util_pct"] is not None:
-        writer.add(metric="gpu_util_pct", value=util["gpu_util_pct"], unit="% (GPU, single-stream)", **keys)
+        writer.add(metric="gpu_util_pct", value=util["gpu_util_pct"], reference="GPU, single-stream", **keys)
     with watched(threads or 1) as watch:
         rows = offline_throughput(engine, queries, cfg.batch_sizes, cfg.offline_seconds)
     busy = load_status(watch, "offline")
     ok = [r for r in rows if r["status"] == "ok"]
     best = max(ok, key=lambda r: r["throughput_xrt"])
-    writer.add(metric="throughput_xrt_offline", value=best["throughput_xrt"], unit="x", n=best["batches"], **keys, **busy)
-    writer.add(metric="best_batch", value=best["batch"], unit="count", **keys, **busy)
+    writer.add(metric="throughput_xrt_offline", value=best["throughput_xrt"], n=best["batches"], **keys, **busy)
+    writer.add(metric="best_batch", value=best["batch"], **keys, **busy)
     with watched(threads or 1) as watch:
         ttfa = streaming_ttfa(engine, ttfa_queries, cfg.chunk_frames, cfg.context_frames, cfg.min_queries,
                               cfg.min_seconds, cfg.max_seconds, cfg.warmup)
     busy = load_status(watch, "streaming")
     writer.add_many({k: ttfa[k] for k in ("ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99")}, n=ttfa["n"], **keys, **busy)
-    writer.add(metric="stream_rtf", value=ttfa["stream_rtf"], unit="s/s", n=ttfa["n"], **keys, **busy)
+    writer.add(metric="stream_rtf", value=ttfa["stream_rtf"], n=ttfa["n"], **keys, **busy)
     fid = chunk_fidelity(engine, ttfa_queries[:cfg.fidelity_queries], cfg.chunk_frames, cfg.context_frames)
-    writer.add(metric="chunk_snr_db", value=min(r["snr_db"] for r in fid), unit="dB (worst)", n=len(fid), **keys)
+    writer.add(metric="chunk_snr_db", value=min(r["snr_db"] for r in fid), reference="worst chunk vs whole utterance", n=len(fid), **keys)
     if all("pesq_wb" in r for r in fid):
-        writer.add(metric="chunk_pesq_wb", value=min(r["pesq_wb"] for r in fid), unit="MOS-LQO (worst)", n=len(fid), **keys)
+        writer.add(metric="chunk_pesq_wb", value=min(r["pesq_wb"] for r in fid), reference="worst chunk vs whole utterance", n=len(fid), **keys)
     if torch_cuda:
         import torch
         torch.cuda.reset_peak_memory_stats()
@@ -1023,15 +1023,15 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     util = mon.summary()
     if torch_cuda:
         import torch
-        writer.add(metric="peak_gpu_mb", value=torch.cuda.max_memory_allocated() / 2**20, unit="MB (at best batch)", **keys)
+        writer.add(metric="peak_gpu_mb", value=torch.cuda.max_memory_allocated() / 2**20, reference="at the best batch", **keys)
         if util["gpu_util_pct"] is not None:
-            writer.add(metric="gpu_util_pct_offline", value=util["gpu_util_pct"], unit="% (GPU, best batch)", **keys)
+            writer.add(metric="gpu_util_pct_offline", value=util["gpu_util_pct"], reference="GPU, best batch", **keys)
     if util["gpu_energy_j"] is not None and torch_cuda:
         writer.add(metric="energy_j_per_audio_s", value=util["gpu_energy_j"] / audio_s,
-                   unit="J/s (GPU board, NVML counter, best batch)", n=1, **keys)
+                   reference="GPU board, NVML counter, best batch", n=1, **keys)
     elif util["cpu_energy_j"] is not None and not torch_cuda:
         writer.add(metric="energy_j_per_audio_s", value=util["cpu_energy_j"] / audio_s,
-                   unit="J/s (CPU package, RAPL counter, best batch)", n=1, **keys)
+                   reference="CPU package, RAPL counter, best batch", n=1, **keys)
     else:
         writer.absent(metrics=["energy_j_per_audio_s"], reason=mon.nvml_reason if torch_cuda else mon.rapl_reason, **keys)
     for r in rows:

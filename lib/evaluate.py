@@ -390,7 +390,8 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
         if v.artefact is not None:
             writer.add(metric="size_mb", value=bench.size_mb(v.artefact), **keys)
         if v.module is not None:
-            writer.add_many(bench.param_counts(v.module), **keys)
+            counts = bench.param_counts(v.module)  # trainable_params belongs to a method's training rows, not here
+            writer.add_many({k: counts[k] for k in ("params", "nonzero_params")}, **keys)
         for metric, value in (v.extra or {}).items():
             writer.add(metric=metric, value=value, **keys)
     timed = [v for v in ran if v.name not in set(untimed)]

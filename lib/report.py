@@ -493,13 +493,13 @@ def adaptation_verdict(table, full: str = "full", mcd_margin: float = 0.10, max_
     full_mcd = float(t.loc[full, "mcd_db"])
     bound = full_mcd * (1 + mcd_margin)
     lora = t[[v.startswith(("lora-", "qlora-")) and not v.endswith("-unmerged") for v in t.index]]
-    small = lora[lora["trained_pct_of_full"] <= max_trainable_pct]
+    small = lora[lora["trainable_pct_of_full"] <= max_trainable_pct]
     good = small[small["mcd_db"] <= bound]
     if len(good):
         best = good["mcd_db"].idxmin()
         lines.append(f"**LoRA target met** by {', '.join(good.index)}: {best} reaches MCD {good.loc[best, 'mcd_db']:.2f} dB "
                      f"to the target (full fine-tuning {full_mcd:.2f} dB, bound {bound:.2f}) with "
-                     f"{good.loc[best, 'trained_pct_of_full']:.1f} % of its trainable parameters.")
+                     f"{good.loc[best, 'trainable_pct_of_full']:.1f} % of its trainable parameters.")
     elif len(small):
         best = small["mcd_db"].idxmin()
         lines.append(f"**LoRA target missed**: the closest within {max_trainable_pct:g} % of the parameters, {best}, reaches "

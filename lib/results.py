@@ -18,17 +18,95 @@ OUTPUTS = Path(os.environ.get("TTS_LAB_OUTPUTS", Path(__file__).resolve().parent
 RECORDED = Path(os.environ.get("TTS_LAB_RECORDED", Path(__file__).resolve().parent.parent / "outputs" / "recorded"))
 
 COLUMNS = ["model", "variant", "technique", "parent", "backend", "device", "threads", "metric", "value", "unit",
-           "n", "status", "reason", "run_id"]
+           "n", "status", "reason", "reference", "run_id"]
+STATUSES = ("ok", "absent", "failed", "contended")
 
-UNITS = {
-    "rtf": "s/s", "rtf_ratio": "x", "latency_ms_p50": "ms", "latency_ms_p90": "ms", "latency_ms_p99": "ms",
-    "ttfa_ms_p50": "ms", "ttfa_ms_p90": "ms", "throughput_xrt": "x", "peak_rss_mb": "MB", "peak_gpu_mb": "MB",
-    "size_mb": "MB", "params": "count", "nonzero_params": "count", "trainable_params": "count",
-    "dnsmos_p808": "MOS", "dnsmos_ovrl": "MOS", "dnsmos_sig": "MOS", "dnsmos_bak": "MOS", "wer": "fraction",
-    "cer": "fraction", "pesq_wb": "MOS-LQO", "stoi": "fraction", "mcd_db": "dB", "f0_rmse_cents": "cents",
-    "energy_j_per_audio_s": "J/s", "util_pct": "%", "train_s_per_step": "s", "gflop_per_audio_s": "GFLOP/s",
-    "audio_s": "s", "size_mb_zip": "MB", "sparsity": "fraction", "quantized_layers": "count", "max_abs_diff": "amplitude", "human_mos": "MOS", "human_mos_ci95": "MOS", "length_diff_samples": "samples", "rms_diff_db": "dB",
-}
+
+@dataclass(frozen=True)
+class Metric:
+    """One name of the metric vocabulary: its unit, which direction is better, and what it means."""
+    name: str
+    unit: str
+    better: str  # "higher", "lower" or "" (neither: a count, a description)
+    meaning: str
+
+
+def _m(name, unit, better, meaning):
+    return Metric(name, unit, better, meaning)
+
+
+METRICS = {m.name: m for m in [
+    # speed and memory (bench, measured in the harness)
+    _m("rtf", "s/s", "lower", "synthesis seconds per audio second (median over sentences)"),
+    _m("rtf_ratio", "x", "lower", "rtf over the rtf of the row's parent, timed in the same run"),
+    _m("latency_ms_p50", "ms", "lower", "median latency per sentence"),
+    _m("latency_ms_p90", "ms", "lower", "90th-percentile latency per sentence"),
+    _m("latency_ms_p99", "ms", "lower", "99th-percentile latency per sentence"),
+    _m("ttfa_ms_p50", "ms", "lower", "median time to first audio when streaming"),
+    _m("ttfa_ms_p90", "ms", "lower", "90th-percentile time to first audio when streaming"),
+    _m("ttfa_ms_p99", "ms", "lower", "99th-percentile time to first audio when streaming"),
+    _m("stream_rtf", "s/s", "lower", "whole-stream synthesis time per audio second when streaming"),
+    _m("throughput_xrt", "x", "higher", "audio seconds per wall second, single stream"),
+    _m("throughput_xrt_offline", "x", "higher", "audio seconds per wall second at the best offline batch size"),
+    _m("best_batch", "count", "", "offline batch size with the highest throughput"),
+    _m("peak_rss_mb", "MiB", "lower", "peak resident memory of a fresh process that loads and runs the variant"),
+    _m("peak_gpu_mb", "MiB", "lower", "peak GPU memory allocated"),
+    _m("train_peak_rss_mb", "MiB", "lower", "peak resident memory of the training process"),
+    _m("util_pct", "%", "", "CPU utilisation during single-stream synthesis"),
+    _m("gpu_util_pct", "%", "", "GPU utilisation during single-stream synthesis"),
+    _m("gpu_util_pct_offline", "%", "", "GPU utilisation at the best offline batch"),
+    _m("energy_j_per_audio_s", "J/s", "lower", "measured energy per second of audio (counter; absent where none)"),
+    _m("train_s_per_step", "s", "lower", "wall seconds per training step"),
+    # size and compute
+    _m("size_mb", "MiB", "lower", "size on disk of the variant's files"),
+    _m("size_mb_zip", "MiB", "lower", "size on disk once zip-compressed"),
+    _m("adapter_size_mb", "MiB", "lower", "size on disk of what a method trained (PEFT adapter, or the full weights)"),
+    _m("params", "count", "lower", "parameters"),
+    _m("nonzero_params", "count", "lower", "non-zero parameters"),
+    _m("trainable_params", "count", "lower", "parameters a method trains"),
+    _m("trainable_pct_of_full", "%", "lower", "trainable parameters as a share of full fine-tuning's"),
+    _m("sparsity", "fraction", "", "share of zero weights"),
+    _m("quantized_layers", "count", "", "layers a quantizer converted"),
+    _m("gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, whole voice"),
+    _m("dec_gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, decoder"),
+    _m("flow_gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, flow"),
+    # quality (metrics, judged on waveforms)
+    _m("dnsmos_p808", "MOS", "higher", "DNSMOS P.808 predicted MOS"),
+    _m("dnsmos_sig", "MOS", "higher", "DNSMOS P.835 speech signal quality"),
+    _m("dnsmos_bak", "MOS", "higher", "DNSMOS P.835 background quality"),
+    _m("dnsmos_ovrl", "MOS", "higher", "DNSMOS P.835 overall quality"),
+    _m("wer", "fraction", "lower", "word error rate of the ASR transcript (Whisper's English normaliser)"),
+    _m("cer", "fraction", "lower", "character error rate of the ASR transcript"),
+    _m("pesq_wb", "MOS-LQO", "higher", "wide-band PESQ against the reference named in `reference`"),
+    _m("chunk_pesq_wb", "MOS-LQO", "higher", "worst wide-band PESQ of streamed (chunked) against whole synthesis"),
+    _m("stoi", "fraction", "higher", "short-time objective intelligibility against the reference"),
+    _m("mcd_db", "dB", "lower", "mel-cepstral distortion against the reference, DTW-aligned"),
+    _m("f0_rmse_cents", "cents", "lower", "log-F0 RMSE against the reference on voiced frames"),
+    _m("f0_shift_semitones", "semitones", "", "median F0 change against the reference"),
+    _m("rms_diff_db", "dB", "lower", "error energy relative to the reference signal"),
+    _m("chunk_snr_db", "dB", "higher", "worst SNR of streamed (chunked) against whole synthesis"),
+    _m("max_abs_diff", "amplitude", "lower", "largest sample difference against the reference"),
+    _m("length_diff_samples", "samples", "lower", "length difference against the reference"),
+    _m("human_mos", "MOS", "higher", "mean opinion score of screened raters (ACR 1-5)"),
+    _m("human_mos_ci95", "MOS", "lower", "half-width of the 95 % confidence interval of human_mos"),
+    # data and features
+    _m("clips", "count", "", "clips in a corpus"),
+    _m("audio_s", "s", "", "seconds of audio"),
+    _m("words_per_s", "words/s", "", "speaking rate"),
+    _m("f0_mean_hz", "Hz", "", "mean F0 of voiced frames"),
+    _m("f0_std_semitones", "semitones", "", "F0 spread of voiced frames"),
+    _m("energy_db_mean", "dB", "", "mean frame energy"),
+    _m("phoneme_ms_mean", "ms", "", "mean phoneme duration"),
+]}
+UNITS = {name: m.unit for name, m in METRICS.items()}
+
+
+RATIO_OR_REFERENCE = {"rtf_ratio", "pesq_wb", "stoi", "mcd_db", "f0_rmse_cents", "rms_diff_db", "max_abs_diff",
+                      "length_diff_samples", "f0_shift_semitones"}
+
+
+class UnknownMetric(ValueError):
+    """A result row names a metric the registry does not hold."""
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -91,15 +169,25 @@ class ResultWriter:
 
     def add(self, *, model: str, variant: str, metric: str, value: float | None, technique: str = "baseline",
             parent: str = "", backend: str = "", device: str = "cpu", threads: int | None = None, n: int = 1,
-            unit: str | None = None, status: str = "ok", reason: str = "") -> None:
+            unit: str | None = None, status: str = "ok", reason: str = "", reference: str = "") -> None:
+        """One row. The unit comes from the registry (METRICS); `unit`, if given, must agree with it, and any
+        context (worst case, against what) belongs in `reference`."""
+        if metric not in METRICS:
+            raise UnknownMetric(f"metric {metric!r} is not in the registry (lib/results.py METRICS): add it there with its "
+                                f"unit, direction and meaning, or use an existing name")
+        if unit is not None and unit != METRICS[metric].unit:
+            raise UnknownMetric(f"metric {metric!r} is in {METRICS[metric].unit!r}, not {unit!r}: put context in `reference`")
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r}: use one of {STATUSES}")
         if value is not None:
             value = float(value)
             if not math.isfinite(value):
                 status, reason, value = "failed", reason or "non-finite value", None
         self.rows.append(dict(model=model, variant=variant, technique=technique, parent=parent, backend=backend,
                               device=device, threads=threads, metric=metric, value=value,
-                              unit=unit if unit is not None else UNITS.get(metric, ""), n=int(n),
-                              status=status, reason=reason, run_id=self.run_id))
+                              unit=METRICS[metric].unit, n=int(n), status=status, reason=reason,
+                              reference=reference or (parent if metric in RATIO_OR_REFERENCE else ""),
+                              run_id=self.run_id))
 
     def add_many(self, metrics: dict[str, float], *, n: int = 1, **keys) -> None:
         for metric, value in metrics.items():
@@ -128,6 +216,8 @@ class ResultWriter:
 
 def validate_frame(df: pd.DataFrame) -> None:
     """Raise ValueError if a results table breaks the schema."""
+    if "reference" not in df.columns:  # files written before the column existed
+        df["reference"] = ""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"results table lacks columns {missing}")
@@ -136,6 +226,9 @@ def validate_frame(df: pd.DataFrame) -> None:
         raise ValueError("rows with status 'ok' must have a value")
     if df.loc[~ok, "reason"].fillna("").eq("").any():
         raise ValueError("rows that are not 'ok' must say why in 'reason'")
+    unknown = sorted(set(df["metric"]) - set(METRICS))
+    if unknown:
+        raise ValueError(f"metrics {unknown} are not in the registry (lib/results.py METRICS)")
 
 
 def load_results(profile: str, outputs: Path | None = None) -> pd.DataFrame:

@@ -204,11 +204,11 @@ def test_a_checkpoint_of_another_method_is_refused(joe, tmp_path):
 def test_adaptation_verdict_in_words():
     import pandas as pd
     rows = pd.DataFrame([
-        {"variant": "full", "mcd_db": 5.0, "trained_pct_of_full": 100.0, "rtf_ratio": 1.01},
-        {"variant": "lora-r8", "mcd_db": 5.4, "trained_pct_of_full": 3.0, "rtf_ratio": 1.02},
-        {"variant": "lora-r16", "mcd_db": 5.2, "trained_pct_of_full": 6.0, "rtf_ratio": 0.99},
-        {"variant": "lora-r8-unmerged", "mcd_db": 5.4, "trained_pct_of_full": np.nan, "rtf_ratio": 1.3},
-        {"variant": "teacher", "mcd_db": 9.0, "trained_pct_of_full": np.nan, "rtf_ratio": 1.0}])
+        {"variant": "full", "mcd_db": 5.0, "trainable_pct_of_full": 100.0, "rtf_ratio": 1.01},
+        {"variant": "lora-r8", "mcd_db": 5.4, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.02},
+        {"variant": "lora-r16", "mcd_db": 5.2, "trainable_pct_of_full": 6.0, "rtf_ratio": 0.99},
+        {"variant": "lora-r8-unmerged", "mcd_db": 5.4, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.3},
+        {"variant": "teacher", "mcd_db": 9.0, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.0}])
     v = report.adaptation_verdict(rows)
     assert v["met"] == {"quality": True, "speed": True}
     assert "lora-r8 reaches MCD 5.40" in v["lines"][0] and "unmerged lora-r8 1.300" in v["lines"][-1]

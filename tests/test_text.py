@@ -21,10 +21,14 @@ def test_harvard_bad_list_is_named(bad):
         text.harvard_sentences([bad])
 
 
-def test_normalize_for_wer():
-    assert text.normalize_for_wer("The girl sold 50 bonds!") == "the girl sold fifty bonds"
-    assert text.normalize_for_wer("  It's  a well-known FACT, isn't it?") == "its a well known fact isnt it"
-    assert text.normalize_for_wer("twenty-one") == text.normalize_for_wer("21")
+def test_normalize_for_wer_as_whisper_does():
+    n = text.normalize_for_wer
+    assert n("The girl sold 50 bonds!") == n("the girl sold fifty bonds") == "the girl sold 50 bonds"
+    assert n("It's worth eight dollars.") == n("It's worth $8.")
+    assert n("Eighteen hundred") == n("1800")
+    assert n("twenty-one") == n("21")
+    assert n("  It's  a well-known FACT, isn't it?") == "it is a well known fact is not it"
+    assert n("The birch canoe") != n("The birch canoes"), "a real word error still counts"
 
 
 @pytest.mark.parametrize("bad,why", [("", "empty"), ("   \n\t", "empty"), ("?!... --", "nothing speakable"),
