@@ -16,7 +16,7 @@ from pathlib import Path
 from .results import atomic_write_json, atomic_write_text
 
 SHARD_MB = 15.0
-KINDS = ("decoder", "flow", "voice")
+KINDS = ("decoder", "flow", "istft_decoder", "voice")
 
 
 class ArtefactError(ValueError):
@@ -55,6 +55,9 @@ def build_part(kind: str, build: dict):
         return Generator(b["inter_channels"], b["resblock"], tuple(b["resblock_kernel_sizes"]),
                          [tuple(d) for d in b["resblock_dilation_sizes"]], tuple(b["upsample_rates"]),
                          b["upsample_initial_channel"], tuple(b["upsample_kernel_sizes"]))
+    if kind == "istft_decoder":
+        from .istft_decoder import FrameRateDecoder
+        return FrameRateDecoder(**build)
     if kind == "flow":
         return ResidualCouplingBlock(build["channels"], build["hidden_channels"], build["kernel_size"],
                                      build["dilation_rate"], build["n_layers"], n_flows=build["n_flows"])

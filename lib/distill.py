@@ -229,10 +229,11 @@ def recorded_voices(teacher_model, roots: dict[str, Path]) -> tuple[dict, dict, 
             continue
         loaded, bad = recorded_students(root)
         absent.update({f"{n}@{dev}": r for n, r in bad.items()})
-        decoders = {n: mc for n, mc in loaded.items() if mc[1]["kind"] == "decoder"}
+        decoders = {n: mc for n, mc in loaded.items() if mc[1]["kind"] in ("decoder", "istft_decoder")}
         for n, (module, config) in decoders.items():
             voices[f"{n}@{dev}"], info[f"{n}@{dev}"] = with_parts(teacher_model, decoder=module), config
         chain = sorted((n for n in decoders if n.startswith("dec")), key=lambda n: decoder_width(decoders[n][0]))
+        chain = [n for n in decoders if n.startswith("istft")] + chain  # the frame-rate decoder goes furthest
         for n, (flow, config) in loaded.items():
             if config["kind"] == "flow" and chain:
                 name = f"{chain[0]}+{n}@{dev}"

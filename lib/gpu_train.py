@@ -86,6 +86,17 @@ def students(args) -> None:
     curves[flow_name] = distill.train_flow(flow, pairs, Recipe(steps=args.flow_steps, lr=5e-4, checkpoint_every=args.checkpoint_every,
                                                                log_every=args.log_every, mixed_precision=args.mixed_precision),
                                            work / flow_name, device=args.device, threads=args.threads, progress=None)
+    if args.istft_steps:  # the 5x voice's frame-rate decoder, from scratch on the teacher's own audio
+        from .istft_decoder import FrameRateDecoder
+        from .training import train_decoder
+        name = f"istft{args.istft_dim}x{args.istft_blocks}"
+        voc = FrameRateDecoder(teacher.hparams["inter_channels"], args.istft_dim, args.istft_blocks,
+                               hop=int(latents.hop))
+        if init is not None:
+            _init_from(voc, init / name)
+        curves[name] = train_decoder(voc, latents, _recipe(args.istft_steps, args.istft_adversarial_steps, args),
+                                     work / name, batch=args.batch, frames=args.frames, heldout=heldout,
+                                     device=args.device, threads=args.threads, progress=None)
     if args.recovery_steps:
         name = f"structured-{int(args.structured_ratio * 100)}"
         rec = compress.prune_structured(teacher.cpu().dec, args.structured_ratio, latents.z[0])
@@ -116,6 +127,18 @@ def pack(args) -> None:
         curve = (run / "curve.csv").read_text() if (run / "curve.csv").exists() else ""
         frame = pd.read_csv(run / "curve.csv") if curve.count("\n") > 1 else pd.DataFrame({"step": [0], "seconds": [0.0]})
         steps, seconds = int(frame["step"].iloc[-1]), float(frame["seconds"].iloc[-1])
+        if run.name.startswith("istft"):
+            from .istft_decoder import FrameRateDecoder
+            dim, blocks = (int(v) for v in run.name.removeprefix("istft").split("x"))
+            module, kind = FrameRateDecoder(teacher.hparams["inter_channels"], dim, blocks), "istft_decoder"
+            build = module.config
+            module.load_state_dict(state)
+            dest = save_part(module, out / run.name, kind, build, extra={"student": run.name, "steps": steps,
+                                                                         "seconds": seconds, "device": env.get("gpu") or args.device})
+            (dest / "curve.csv").write_text(curve)
+            (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": command}, indent=1, default=str))
+            print(f"packed {run.name}: {steps} steps -> {dest}", flush=True)
+            continue
         if run.name.startswith("flow"):
             hidden = int(run.name.removeprefix("flow"))
             module, kind, build = distill.flow_student(teacher, hidden), "flow", distill.flow_build(teacher, hidden)
@@ -150,6 +173,10 @@ def main(argv=None) -> None:
     s.add_argument("--flow-steps", type=int, default=10000)
     s.add_argument("--recovery-steps", type=int, default=20000)
     s.add_argument("--structured-ratio", type=float, default=0.5)
+    s.add_argument("--istft-steps", type=int, default=0, help="train the 5x voice's frame-rate iSTFT decoder too")
+    s.add_argument("--istft-adversarial-steps", type=int, default=0)
+    s.add_argument("--istft-dim", type=int, default=256)
+    s.add_argument("--istft-blocks", type=int, default=6)
     s.add_argument("--lr", type=float, default=2.0e-4)
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--frames", type=int, default=32)

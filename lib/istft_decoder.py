@@ -1,0 +1,87 @@
+"""A frame-rate decoder for the 5x voice (Vocos-style): ConvNeXt blocks at the latent's own frame rate (86 Hz for a
+22.05 kHz voice with hop 256) predict a magnitude and a phase per STFT bin, and an inverse STFT makes the waveform.
+No time-domain upsampling: the HiFi-GAN decoder's 8x8x4 transposed convolutions, most of the voice's compute, are gone.
+
+The inverse STFT is written as one matrix product (the inverse real DFT with the synthesis window folded in) plus an
+overlap-add done by a transposed convolution with an identity kernel, then divided by the summed squared window.
+It exports to ONNX with plain MatMul/ConvTranspose (no `STFT` op, no complex tensors) and matches `torch.istft`
+(center=True, Hann window) within 1e-4. Written by hand because torch.istft does not export to ONNX and neither
+Vocos nor piper ship an exportable one as a package."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class MatmulISTFT(nn.Module):
+    """Inverse STFT of (magnitude, phase) spectra [B, n_fft/2+1, frames] -> waveform [B, (frames-1)*hop], equal to
+    `torch.istft(mag * exp(i*phase), n_fft, hop, window=hann(n_fft), center=True)`."""
+
+    def __init__(self, n_fft: int = 1024, hop: int = 256):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        bins = n_fft // 2 + 1
+        window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+        n = torch.arange(n_fft, dtype=torch.float64)
+        k = torch.arange(bins, dtype=torch.float64)
+        angle = 2 * math.pi * k[:, None] * n[None, :] / n_fft
+        scale = torch.full((bins, 1), 2.0, dtype=torch.float64)
+        scale[0] = scale[-1] = 1.0  # DC and Nyquist appear once in the one-sided spectrum
+        self.register_buffer("cos", (scale * torch.cos(angle) / n_fft * window).float(), persistent=False)
+        self.register_buffer("sin", (-scale * torch.sin(angle) / n_fft * window).float(), persistent=False)
+        self.register_buffer("eye", torch.eye(n_fft).unsqueeze(1), persistent=False)  # [n_fft, 1, n_fft]
+        self.register_buffer("win_sq", (window ** 2).float().reshape(1, n_fft, 1), persistent=False)
+
+    def forward(self, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        real, imag = mag * torch.cos(phase), mag * torch.sin(phase)
+        frames = torch.matmul(real.transpose(1, 2), self.cos) + torch.matmul(imag.transpose(1, 2), self.sin)
+        frames = frames.transpose(1, 2)  # [B, n_fft, T] windowed time frames
+        audio = nn.functional.conv_transpose1d(frames, self.eye, stride=self.hop)  # overlap-add
+        norm = nn.functional.conv_transpose1d(self.win_sq.expand(1, -1, frames.shape[-1]), self.eye, stride=self.hop)
+        pad = self.n_fft // 2
+        length = (frames.shape[-1] - 1) * self.hop
+        return (audio / norm.clamp_min(1e-11))[:, 0, pad:pad + length]
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv (k=7) -> LayerNorm -> pointwise MLP (x3) with a learned layer scale, residual (Vocos)."""
+
+    def __init__(self, dim: int, mult: int = 3, scale: float = 1e-2):
+        super().__init__()
+        self.dw = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1, self.pw2 = nn.Linear(dim, dim * mult), nn.Linear(dim * mult, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), scale))
+
+    def forward(self, x):
+        y = self.dw(x).transpose(1, 2)
+        y = self.pw2(nn.functional.gelu(self.pw1(self.norm(y))))
+        return x + (self.gamma * y).transpose(1, 2)
+
+
+class FrameRateDecoder(nn.Module):
+    """Latent z [B, C, frames] -> waveform [B, 1, frames * hop]: a drop-in for the VITS decoder (same input, same
+    output length), so `distill.with_parts` and the training stack take it as they take a HiFi-GAN student."""
+
+    def __init__(self, in_channels: int = 192, dim: int = 256, blocks: int = 6, n_fft: int = 1024, hop: int = 256):
+        super().__init__()
+        self.config = dict(in_channels=in_channels, dim=dim, blocks=blocks, n_fft=n_fft, hop=hop)
+        self.embed = nn.Conv1d(in_channels, dim, 7, padding=3)
+        self.norm = nn.LayerNorm(dim)
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(dim) for _ in range(blocks)])
+        self.final = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, n_fft + 2)  # log-magnitude and phase per bin
+        self.istft = MatmulISTFT(n_fft, hop)
+        self.hop = hop
+
+    def forward(self, z: torch.Tensor, g=None) -> torch.Tensor:
+        x = self.norm(self.embed(z).transpose(1, 2)).transpose(1, 2)
+        x = self.final(self.blocks(x).transpose(1, 2))
+        logmag, phase = self.head(x).transpose(1, 2).chunk(2, dim=1)
+        mag = torch.exp(logmag.clamp(max=6.0))
+        # one extra frame so the output has frames * hop samples, as the HiFi-GAN decoder's
+        mag = nn.functional.pad(mag, (0, 1), mode="replicate")
+        phase = nn.functional.pad(phase, (0, 1), mode="replicate")
+        return self.istft(mag, phase).unsqueeze(1).clamp(-1.0, 1.0)  # Vocos clips; tanh would bend the waveform
