@@ -267,6 +267,8 @@ def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase:
     Timings marked contended are not results and take no part."""
     base = baseline(df)
     qs = quality_speed(df)
+    if not qs.empty:  # runs recorded on other machines are shown in their own tables, never ranked with this one
+        qs = qs[~qs["notebook"].astype(str).str.startswith("recorded/")]
     if base is None or qs.empty or "dnsmos_p808" not in qs:
         return pd.DataFrame(columns=["goal", "variant", "reason"])
     qs = qs.copy()
