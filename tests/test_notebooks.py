@@ -121,6 +121,36 @@ def test_compression_notebook(smoke):
     assert deltas.loc[["bnb-int8-1x1", "bnb-nf4-1x1"], ["rtf", "dnsmos_p808"]].notna().all().all()
 
 
+def test_adaptation_notebook(smoke):
+    """Each method's training cost is recorded under the registry's names, and the curves come from the shared stack."""
+    df = _frame(smoke, "02_lora_qlora")
+    for method in ("full", "lora-r4"):
+        assert _value(df, variant=method, metric="trainable_params") > 0
+        assert _value(df, variant=method, metric="train_s_per_step") > 0
+    assert _value(df, variant="lora-r4", metric="trainable_pct_of_full") < 10
+
+
+def test_distillation_notebook(smoke):
+    """Students trained with the shared stack (adversarial steps after the mel warm-up, a held-out check), saved as
+    safetensors artefacts, the best exported and spoken by piper's own runtime, judged against fp32-ort in ONNX
+    Runtime; students that no GPU recorded yet are absent rows that say how to make them."""
+    nb = smoke / "smoke" / "04_distillation"
+    df = _frame(smoke, "04_distillation")
+    m = json.loads((nb / "metrics.json").read_text())
+    assert m["piper_runtime"]["samples"] > 1000 and m["piper_runtime"]["sample_rate"] == 22050
+    curves = pd.read_csv(nb / "training_curves.csv")
+    dec = curves[curves["student"].str.startswith("dec")]
+    assert dec["loss_d"].notna().any() and dec["heldout_mel"].notna().any() and dec["heldout_pesq"].notna().any()
+    for name in ("dec128-prune", "dec64-chain", "flow96"):
+        assert (nb / "artefacts" / "students" / name / "model.safetensors").exists()
+        assert json.loads((nb / "artefacts" / "students" / name / "config.json").read_text())["kind"] in ("decoder", "flow")
+    ort = df[(df["metric"] == "rtf_ratio") & df["variant"].str.endswith("-ort") & (df["variant"] != "fp32-ort")]
+    assert len(ort) >= 2 and set(ort["parent"]) == {"fp32-ort"} and (ort["value"] > 0).all()
+    absent = df[df["status"] == "absent"]
+    gpu = absent[absent["variant"].str.startswith("students@")]
+    assert len(gpu) and gpu["reason"].str.contains("lib.gpu_train").all()
+
+
 def test_hardware_notebook(smoke):
     """Every registry entry has a status; the CPU engines that ran have latency, throughput, TTFA and chunk rows;
     absent back-ends have no value and a reason; the static window decoder is NPU-ready and the latent is not."""
