@@ -534,3 +534,15 @@ def adaptation_verdict(table, full: str = "full", mcd_margin: float = 0.10, max_
         met["speed"] = False
         lines.append("No timed merged LoRA variant: the merged-speed target cannot be judged.")
     return {"lines": lines, "met": met}
+
+
+def styled(table: pd.DataFrame):
+    """A results table for reading: metric columns headed with their unit from the registry, counts as integers,
+    other numbers to three significant places, missing values as a dash."""
+    from .results import METRICS
+    renamed = {c: f"{c} [{METRICS[c].unit}]" for c in table.columns if c in METRICS}
+    counts = [renamed[c] for c in renamed if METRICS[c].unit == "count"]
+    out = table.rename(columns=renamed)
+    fmt = {c: ("{:,.0f}" if c in counts else "{:.3g}") for c in out.columns
+           if c in renamed.values() and pd.api.types.is_numeric_dtype(out[c])}
+    return out.style.hide(axis="index").format(fmt, na_rep="–")
