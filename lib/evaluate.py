@@ -352,7 +352,7 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
                       writer: ResultWriter, *, model: str, baseline: str, settings: dict, threads: int = 1,
                       reference_limit: int | None = None, speed_sentences: int = 10, warmup: int = 1,
                       repeats: int = 1, paired: bool = False, speed_baseline: str | None = None,
-                      untimed: Sequence[str] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      untimed: Sequence[str] = (), memory: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The whole harness for a set of variants of one voice, on the same sentences and in one run:
     quality, reference metrics against the baseline with noise off, size and parameter counts, and speed
     timed interleaved with `rtf_ratio` to `baseline`. Returns (per-clip, speed) tables.
@@ -365,7 +365,8 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     of sentences, more than the bounds a compression is held to. Otherwise they are judged with `settings`.
 
     `speed_baseline` (default: `baseline`) is what `rtf_ratio` divides by; variants named in `untimed` are judged
-    but not timed (a reference that is not a model, such as a signal-processed target)."""
+    but not timed (a reference that is not a model, such as a signal-processed target); `memory` measures each
+    variant's peak memory in a fresh process of its own (slow: one process per variant)."""
     quiet = {**settings, "noise_scale": 0.0, "noise_w": 0.0}
     judged = quiet if paired else settings
     by_name = {v.name: v for v in variants}
@@ -398,7 +399,7 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     voices = {v.name: v.make(threads=threads, **settings) for v in timed}
     meta = {v.name: dict(variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend, threads=threads)
             for v in timed}
-    specs = {v.name: {**v.spec, "threads": threads, **settings} for v in timed if v.spec}
+    specs = {v.name: {**v.spec, "threads": threads, **settings} for v in timed if v.spec} if memory else {}
     speed = measure_speed(voices, sentences[:speed_sentences], writer, model=model, baseline=speed_baseline or baseline, meta=meta,
                           warmup=warmup, repeats=repeats, specs=specs)
     return pd.concat(per_clip, ignore_index=True), speed
