@@ -73,22 +73,35 @@ class Timing:
         }
 
 
+QUIET_RETRIES = 2  # with TTS_LAB_REQUIRE_QUIET, a contended timing is repeated this many times before it fails
+
+
 class watched:
-    """Context manager around a timed block: waits for a quiet machine first when TTS_LAB_REQUIRE_QUIET asks for
-    it (and then fails a block that turned out contended), and records the machine's load in `.load`."""
+    """Around a timed block: with TTS_LAB_REQUIRE_QUIET, wait for a quiet machine first (else MachineBusy); record the
+    machine's load during the block in `.load`. `with watched(n):` also fails a block that turned out contended
+    under require_quiet; `monitoring()` only records (time_interleaved retries instead)."""
 
     def __init__(self, threads: int = 1):
         self.threads, self.quiet_s, self.load = int(threads or 1), machine.require_quiet_s(), None
 
+    def monitoring(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def block():
+            if self.quiet_s is not None:
+                machine.wait_for_quiet(self.threads, self.quiet_s)
+            with machine.LoadMonitor(self.threads) as mon:
+                yield self
+            self.load = mon.load
+        return block()
+
     def __enter__(self):
-        if self.quiet_s is not None:
-            machine.wait_for_quiet(self.threads, self.quiet_s)
-        self._mon = machine.LoadMonitor(self.threads).__enter__()
-        return self
+        self._cm = self.monitoring()
+        return self._cm.__enter__()
 
     def __exit__(self, exc_type, *exc):
-        self._mon.__exit__(exc_type, *exc)
-        self.load = self._mon.load
+        self._cm.__exit__(exc_type, *exc)
         if exc_type is None and self.quiet_s is not None and self.load.contended:
             raise machine.MachineBusy(f"the machine got busy during a timing (require_quiet): {self.load.reason()}")
 
@@ -113,17 +126,25 @@ def time_interleaved(fns: dict[str, Callable[[str], object]], texts: Sequence[st
     for name in names:
         for t in list(texts)[:warmup]:
             fns[name](t)
-    lat = {n: [] for n in names}
-    aud = {n: [] for n in names}
-    with watched(threads) as watch:
-        for r in range(repeats):
-            for i, t in enumerate(tqdm(texts, desc=progress, disable=progress is None, leave=False)):
-                order = names if (i + r) % 2 == 0 else names[::-1]
-                for n in order:
-                    start = time.perf_counter()
-                    out = fns[n](t)
-                    lat[n].append(time.perf_counter() - start)
-                    aud[n].append(duration_of(out))
+    quiet_s = machine.require_quiet_s()
+    for attempt in range(1 + (QUIET_RETRIES if quiet_s is not None else 0)):
+        lat = {n: [] for n in names}
+        aud = {n: [] for n in names}
+        watch = watched(threads)
+        with watch.monitoring():
+            for r in range(repeats):
+                for i, t in enumerate(tqdm(texts, desc=progress, disable=progress is None, leave=False)):
+                    order = names if (i + r) % 2 == 0 else names[::-1]
+                    for n in order:
+                        start = time.perf_counter()
+                        out = fns[n](t)
+                        lat[n].append(time.perf_counter() - start)
+                        aud[n].append(duration_of(out))
+        if quiet_s is None or not watch.load.contended:
+            break
+    else:
+        raise machine.MachineBusy(f"every attempt at this timing was contended (require_quiet, {QUIET_RETRIES + 1} "
+                                  f"tries): {watch.load.reason()}")
     return {n: Timing(np.array(lat[n]), np.array(aud[n]), watch.load) for n in names}
 
 

@@ -235,6 +235,8 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
     status, reason = next(iter(timings.values())).status
     if load is not None:
         writer.scalars.setdefault("timing_load", []).append({"variants": list(voices), **load.as_dict()})
+        if load.contended:
+            print(f"timing of {', '.join(voices)}: {load.reason()} -- rows marked contended")
     summary = {name: t.summary() for name, t in timings.items()}
     base_rtf = summary[baseline]["rtf"]
     rows = []

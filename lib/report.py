@@ -366,6 +366,9 @@ def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = 0.10, max_w
     w = ok.pivot_table(index=["variant", "technique", "backend"], columns="metric", values="value", aggfunc="first")
     w.columns.name = None
     w = w.reset_index()
+    for col in ("rtf", "rtf_ratio", "size_mb", "dnsmos_p808", "wer"):  # a contended or absent timing leaves NaN, not a crash
+        if col not in w:
+            w[col] = np.nan
     base = w[w["variant"] == baseline].iloc[0]
     if "size_mb" in w:
         w["size_ratio"] = w["size_mb"] / base["size_mb"]
