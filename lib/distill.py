@@ -151,11 +151,12 @@ def train_flow(student, pairs: FlowPairs, recipe, ckpt_dir: Path, batch: int = 8
 
 def train_chain(teacher_model, latents: Latents, widths: Sequence[int], recipes: Sequence, work: Path,
                 compare_scratch: bool = True, batch: int = 4, frames: int = 32, heldout: Latents | None = None,
-                eval_fn=None, device: str = "cpu", threads: int = 2, progress: bool = True):
+                eval_fn=None, device: str = "cpu", threads: int = 2, progress: bool = True, prepare=None):
     """The decoder chain: link i trains a student of widths[i] with recipes[i] on the previous network's audio
     (the teacher's for the first); the first link is also trained from scratch when `compare_scratch`; the student
     with the lower final mel loss teaches the next. Returns (students by name, finalized; curves by name; the
-    chain's last student's name). Each run resumes from work/<name>."""
+    chain's last student's name). Each run resumes from work/<name>; `prepare(name, module)`, when given, sees
+    each student before it trains (the GPU job loads committed weights there)."""
     from .training import train_decoder
     students, curves, parent, targets = {}, {}, teacher_model.dec, latents
     best = None
@@ -164,6 +165,8 @@ def train_chain(teacher_model, latents: Latents, widths: Sequence[int], recipes:
         for init in inits:
             name = f"dec{width}-{init}" if i == 0 else f"dec{width}-chain"
             dec = decoder_student(teacher_model, width, init, parent=parent, example_z=latents.z[0])
+            if prepare is not None:
+                prepare(name, dec)
             curves[name] = train_decoder(dec, targets, recipe, Path(work) / name, batch=batch, frames=frames,
                                          heldout=heldout, eval_fn=eval_fn, device=device, threads=threads,
                                          progress=name if progress else None)

@@ -55,34 +55,22 @@ def students(args) -> None:
     fe = voices.PiperFrontend(config)
     sents = text.harvard_sentences(CORPUS_LISTS)[: args.corpus_limit or None]
     held = text.harvard_sentences(HELDOUT_LISTS)[:4]
-    latents = finetune.teacher_latents(teacher.cpu(), [fe.phoneme_ids(s.text)[0] for s in sents], [s.id for s in sents])
+    latents = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in sents], [s.id for s in sents])
     heldout = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held])
     init = Path(args.init_from) if args.init_from else None
     widths = [int(w) for w in args.widths]
     recipes = [_recipe(args.decoder_steps, args.adversarial_steps, args) for _ in widths]
     started = time.time()
-    if init is not None:  # resume the generators of a committed run: build them, load, then train on
-        from .training import train_decoder
-        studs, curves, parent, targets = {}, {}, teacher.dec, latents
-        for i, (width, recipe) in enumerate(zip(widths, recipes)):
-            name = f"dec{width}-prune" if i == 0 else f"dec{width}-chain"
-            dec = distill.decoder_student(teacher, width, "prune", parent=parent, example_z=latents.z[0])
-            _init_from(dec, init / name)
-            curves[name] = train_decoder(dec, targets, recipe, work / name, batch=args.batch, frames=args.frames,
-                                         heldout=heldout, device=args.device, threads=args.threads, progress=None)
-            studs[name] = distill.finalize(dec.cpu())
-            parent, targets = studs[name], distill.relabel(latents, studs[name])
-        chain_end = name
-    else:
-        studs, curves, chain_end = distill.train_chain(teacher.cpu(), latents, widths, recipes, work, compare_scratch=False,
-                                                       batch=args.batch, frames=args.frames, heldout=heldout,
-                                                       device=args.device, threads=args.threads, progress=False)
+    studs, curves, chain_end = distill.train_chain(
+        teacher, latents, widths, recipes, work, compare_scratch=False, batch=args.batch, frames=args.frames,
+        heldout=heldout, device=args.device, threads=args.threads, progress=False,
+        prepare=(lambda name, module: _init_from(module, init / name)) if init is not None else None)
     flow_name = f"flow{args.flow_hidden}"
-    flow = distill.flow_student(teacher.cpu(), args.flow_hidden)
+    flow = distill.flow_student(teacher, args.flow_hidden)
     if init is not None:
         _init_from(flow, init / flow_name)
     from .training import Recipe
-    pairs = distill.flow_pairs(teacher.cpu(), [fe.phoneme_ids(s.text)[0] for s in sents])
+    pairs = distill.flow_pairs(teacher, [fe.phoneme_ids(s.text)[0] for s in sents])
     curves[flow_name] = distill.train_flow(flow, pairs, Recipe(steps=args.flow_steps, lr=5e-4, checkpoint_every=args.checkpoint_every,
                                                                log_every=args.log_every, mixed_precision=args.mixed_precision),
                                            work / flow_name, device=args.device, threads=args.threads, progress=None)
@@ -99,7 +87,7 @@ def students(args) -> None:
                                      device=args.device, threads=args.threads, progress=None)
     if args.recovery_steps:
         name = f"structured-{int(args.structured_ratio * 100)}"
-        rec = compress.prune_structured(teacher.cpu().dec, args.structured_ratio, latents.z[0])
+        rec = compress.prune_structured(teacher.dec, args.structured_ratio, latents.z[0])
         if init is not None:
             _init_from(rec, init / name)
         from .training import train_decoder
@@ -132,14 +120,7 @@ def pack(args) -> None:
             dim, blocks = (int(v) for v in run.name.removeprefix("istft").split("x"))
             module, kind = FrameRateDecoder(teacher.hparams["inter_channels"], dim, blocks), "istft_decoder"
             build = module.config
-            module.load_state_dict(state)
-            dest = save_part(module, out / run.name, kind, build, extra={"student": run.name, "steps": steps,
-                                                                         "seconds": seconds, "device": env.get("gpu") or args.device})
-            (dest / "curve.csv").write_text(curve)
-            (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": command}, indent=1, default=str))
-            print(f"packed {run.name}: {steps} steps -> {dest}", flush=True)
-            continue
-        if run.name.startswith("flow"):
+        elif run.name.startswith("flow"):
             hidden = int(run.name.removeprefix("flow"))
             module, kind, build = distill.flow_student(teacher, hidden), "flow", distill.flow_build(teacher, hidden)
         else:

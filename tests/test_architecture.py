@@ -6,7 +6,7 @@ from pathlib import Path
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 
-TECHNIQUES = {"finetune", "compress", "distill", "training", "artefacts", "speecht5"}
+TECHNIQUES = {"finetune", "compress", "distill", "training", "artefacts", "speecht5", "export"}
 HARNESS = {"metrics", "bench", "evaluate"}
 MODEL_CODE = {"voices", "hub", "finetune", "compress", "distill", "training", "speecht5", "backends", "engines"}
 RULES = [
@@ -15,7 +15,7 @@ RULES = [
     ("the signal layer knows neither judges nor models", {"audio", "machine", "text", "results"},
      HARNESS | MODEL_CODE),
 ]
-MAX_LINES = 1200  # backends.py still holds registry, exporters and scenarios; the target is ~500 (issue 14)
+MAX_LINES = 620  # the aim is ~500 (issue 14); voices and report are still above it
 
 
 def lib_imports(path: Path) -> list[tuple[int, str]]:

@@ -3,10 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import backends
+from lib import backends, engines, export, scenarios
 
 
-class FakeEngine(backends.Engine):
+class FakeEngine(engines.Engine):
     """Audio of 100 samples per phoneme, instantly; `oom_at` raises CUDA's out-of-memory error from that batch on."""
     label, backend, sample_rate = "fake-fp32", "fake", 1000
 
@@ -47,7 +47,7 @@ def test_a_provider_that_falls_back_is_not_runnable(monkeypatch):
 
 
 def test_offline_throughput_stops_at_out_of_memory():
-    rows = backends.offline_throughput(FakeEngine(oom_at=4), [[1] * 10, [1] * 20, [1] * 5] * 4, [1, 2, 4, 8],
+    rows = scenarios.offline_throughput(FakeEngine(oom_at=4), [[1] * 10, [1] * 20, [1] * 5] * 4, [1, 2, 4, 8],
                                        min_seconds=0.0, min_batches=2)
     assert [r["batch"] for r in rows] == [1, 2, 4]
     assert [r["status"] for r in rows] == ["ok", "ok", "failed"] and "out of memory" in rows[-1]["reason"]
@@ -57,37 +57,37 @@ def test_offline_throughput_stops_at_out_of_memory():
         class Broken(FakeEngine):
             def synth(self, batch, seed=0):
                 raise RuntimeError("shape mismatch")
-        backends.offline_throughput(Broken(), [[1]], [1], min_seconds=0.0)
+        scenarios.offline_throughput(Broken(), [[1]], [1], min_seconds=0.0)
 
 
 def test_single_stream_runs_at_least_min_queries():
     eng = FakeEngine()
-    t = backends.single_stream(eng, [[1] * 3, [1] * 7], min_queries=11, min_seconds=0.0, warmup=2)
+    t = scenarios.single_stream(eng, [[1] * 3, [1] * 7], min_queries=11, min_seconds=0.0, warmup=2)
     assert len(t.latencies_s) == 11 and len(eng.calls) == 13
     assert sorted(set(t.audio_s)) == [0.3, 0.7]
 
 
 def test_windows_cover_every_frame_once():
     for frames in (1, 63, 64, 65, 200):
-        w = backends.windows(frames, 64, 16)
+        w = engines.windows(frames, 64, 16)
         assert sum(k for _, k in w) == frames
         assert [s for s, _ in w] == list(range(0, frames, 64))
 
 
 def test_noise_of_an_item_does_not_depend_on_the_rest_of_its_batch():
     a, b = [5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9]
-    dp1, z1 = backends.make_noise([a], 4, seed=3)
-    dpb, zb = backends.make_noise([a, b], 4, seed=3)
+    dp1, z1 = export.make_noise([a], 4, seed=3)
+    dpb, zb = export.make_noise([a, b], 4, seed=3)
     np.testing.assert_array_equal(dp1[0], dpb[0, :, :3])
     np.testing.assert_array_equal(z1[0], zb[0, :, :z1.shape[2]])
-    assert not np.array_equal(backends.make_noise([a], 4, seed=4)[0], dp1)
+    assert not np.array_equal(export.make_noise([a], 4, seed=4)[0], dp1)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from lib import voices
     model = voices.load_piper_torch(voices.joe_paths()[0])
-    paths = backends.export_noise_input(model, tmp_path_factory.mktemp("noise"), chunk_frames=32, context_frames=16)
+    paths = export.export_noise_input(model, tmp_path_factory.mktemp("noise"), chunk_frames=32, context_frames=16)
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     ids = [fe.phoneme_ids(t)[0] for t in ("The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.")]
     return model, paths, ids
@@ -95,9 +95,9 @@ def exported(tmp_path_factory):
 
 def test_noise_input_export_has_no_random_op_and_a_static_decoder(exported):
     _, paths, _ = exported
-    voice = backends.npu_readiness(paths["voice"])
+    voice = export.npu_readiness(paths["voice"])
     assert voice["random_ops"] == [] and not voice["static_ready"] and "input" in voice["dynamic_io"]
-    dec = backends.npu_readiness(paths["decoder"])
+    dec = export.npu_readiness(paths["decoder"])
     assert dec["static_ready"] and dec["dynamic_io"] == {} and "Conv" in dec["ops"]
     import onnx
     shipped = onnx.load(str(__import__("lib.voices", fromlist=["x"]).joe_paths()[0]), load_external_data=False)
@@ -106,20 +106,20 @@ def test_noise_input_export_has_no_random_op_and_a_static_decoder(exported):
 
 def test_engines_agree_and_streaming_matches_the_whole(exported):
     model, paths, ids = exported
-    torch_engine = backends.TorchEngine(model, "cpu", "fp32", threads=2)
-    ort_engine = backends.OnnxEngine(paths, "ort-cpu", threads=2)
+    torch_engine = engines.TorchEngine(model, "cpu", "fp32", threads=2)
+    ort_engine = engines.OnnxEngine(paths, "ort-cpu", threads=2)
     a, b = torch_engine.synth(ids, seed=7), ort_engine.synth(ids, seed=7)
     for x, y in zip(a, b):
         assert x.size == y.size > 0
-        assert backends.snr_db(x, y) > 60
+        assert engines.snr_db(x, y) > 60
     alone = torch_engine.synth([ids[0]], seed=7)[0]
-    assert alone.size == a[0].size and backends.snr_db(alone, a[0]) > 60, "batching does not change an utterance"
-    assert backends.snr_db(torch_engine.synth([ids[0]], seed=8)[0], a[0]) < 20, "another seed, another draw"
-    good = backends.chunk_fidelity(ort_engine, ids[:1], 32, 16)[0]
+    assert alone.size == a[0].size and engines.snr_db(alone, a[0]) > 60, "batching does not change an utterance"
+    assert engines.snr_db(torch_engine.synth([ids[0]], seed=8)[0], a[0]) < 20, "another seed, another draw"
+    good = scenarios.chunk_fidelity(ort_engine, ids[:1], 32, 16)[0]
     assert good["length_diff_samples"] == 0 and good["snr_db"] > 40
-    bad = backends.chunk_fidelity(torch_engine, ids[:1], 32, 0)[0]
+    bad = scenarios.chunk_fidelity(torch_engine, ids[:1], 32, 0)[0]
     assert bad["snr_db"] < good["snr_db"] - 10, "without context the chunk borders differ from the whole"
-    ttfa = backends.streaming_ttfa(ort_engine, ids, 32, 16, min_queries=2, min_seconds=0.0, warmup=0)
+    ttfa = scenarios.streaming_ttfa(ort_engine, ids, 32, 16, min_queries=2, min_seconds=0.0, warmup=0)
     assert 0 < ttfa["ttfa_ms_p50"] <= ttfa["ttfa_ms_p99"]
 
 
@@ -128,7 +128,7 @@ def test_diverged_durations_are_named(exported):
     model, _, ids = exported
     x = torch.tensor([ids[0]])
     with pytest.raises(ValueError, match="durations have diverged"):
-        backends.latent_with_noise(model, x, torch.tensor([len(ids[0])]), (0.667, 5.0, 0.8),
+        export.latent_with_noise(model, x, torch.tensor([len(ids[0])]), (0.667, 5.0, 0.8),
                                    torch.zeros(1, 2, len(ids[0])), torch.zeros(1, 192, 10))
 
 
@@ -138,17 +138,17 @@ def test_refuses_a_label_it_did_not_run_on(exported):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA provider really loads here")
     with pytest.raises(Exception) as info:
-        backends.OnnxEngine(paths, "ort-cuda")
+        engines.OnnxEngine(paths, "ort-cuda")
     assert isinstance(info.value, backends.BackendMismatch) or "CUDA" in str(info.value)
 
 
 def test_monitor_reports_energy_only_from_counters():
     import time
-    with backends.Monitor(interval_s=0.01) as mon:
+    with scenarios.Monitor(interval_s=0.01) as mon:
         time.sleep(0.1)
     s = mon.summary()
     assert s["cpu_util_pct"] is not None and s["seconds"] >= 0.1
-    ok, reason = backends.rapl_status()
+    ok, reason = scenarios.rapl_status()
     assert (s["cpu_energy_j"] is not None) == ok
     assert ok or "RAPL" in reason
 
@@ -160,10 +160,10 @@ def test_static_spline_equals_piper_spline():
     x = torch.randn(2, 1, 40) * 4
     uw, uh, ud = torch.randn(2, 1, 40, 10), torch.randn(2, 1, 40, 10), torch.randn(2, 1, 40, 9)
     want, _ = piecewise_rational_quadratic_transform(x, uw, uh, ud, inverse=True, tails="linear", tail_bound=5.0)
-    got, _ = backends.spline_inverse_static(x, uw, uh, ud, inverse=True, tails="linear", tail_bound=5.0)
+    got, _ = export.spline_inverse_static(x, uw, uh, ud, inverse=True, tails="linear", tail_bound=5.0)
     assert (x.abs() > 5).any() and (x.abs() < 5).any(), "both the spline and the linear tails are exercised"
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
-    fwd, _ = backends.spline_inverse_static(x, uw, uh, ud, inverse=False, tails="linear", tail_bound=5.0)
+    fwd, _ = export.spline_inverse_static(x, uw, uh, ud, inverse=False, tails="linear", tail_bound=5.0)
     assert not torch.allclose(fwd, got), "the forward direction is piper's own, not the inverse"
 
 
@@ -173,17 +173,17 @@ def test_static_shape_latent_equals_the_dynamic_one(exported):
     model, _, ids = exported
     t = len(ids[0])
     tb = -(-t // 32) * 32
-    frames = backends.frames_budget(tb)
-    dp, zn = backends.make_noise([ids[0]], 192, seed=3)
+    frames = export.frames_budget(tb)
+    dp, zn = export.make_noise([ids[0]], 192, seed=3)
     with torch.inference_mode():
-        z, y = backends.latent_with_noise(model, torch.tensor([ids[0]]), torch.tensor([t]), backends.SCALES,
+        z, y = export.latent_with_noise(model, torch.tensor([ids[0]]), torch.tensor([t]), engines.SCALES,
                                           torch.from_numpy(dp), torch.from_numpy(zn))
         x = torch.zeros(1, tb, dtype=torch.long)
         x[0, :t] = torch.tensor(ids[0])
         dpb, zb = torch.zeros(1, 2, tb), torch.zeros(1, 192, frames)
         dpb[:, :, :t], zb[:, :, :zn.shape[2]] = torch.from_numpy(dp), torch.from_numpy(zn)
-        with backends.static_splines():
-            zs, ys = backends.latent_with_noise(model, x, torch.tensor([t]), backends.SCALES, dpb, zb, frames=frames)
+        with export.static_splines():
+            zs, ys = export.latent_with_noise(model, x, torch.tensor([t]), engines.SCALES, dpb, zb, frames=frames)
     assert int(ys) == int(y) and zs.shape[-1] == frames
     torch.testing.assert_close(zs[:, :, :int(y)], z, rtol=0, atol=1e-4)
     assert float(zs[:, :, int(y):].abs().max()) == 0.0, "frames past the utterance are masked"
@@ -194,7 +194,7 @@ def test_kokoro_cpu_suite_times_both_engines_and_records_absences(tmp_path, monk
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)
     w = results.ResultWriter("t", "nb")
     texts = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background."]
-    table = backends.kokoro_cpu_suite(["ort-cpu", "openvino-cpu"], texts, w, fidelity=1, warmup=0)
+    table = scenarios.kokoro_cpu_suite(["ort-cpu", "openvino-cpu"], texts, w, fidelity=1, warmup=0)
     t = table.set_index("engine")
     assert (t["rtf"] > 0.05).all() and (t["size_mb"] > 80).all()
     assert 1.0 <= t.loc["openvino-cpu", "pesq_wb"] <= 4.65 and t.loc["openvino-cpu", "mcd_db"] >= 0
