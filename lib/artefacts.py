@@ -17,6 +17,7 @@ from .results import atomic_write_json, atomic_write_text
 
 SHARD_MB = 15.0
 KINDS = ("decoder", "flow", "istft_decoder", "voice")
+CONVERSIONS = ("bnb", "torch_dynamic_int8", "peft_adapter")
 
 
 class ArtefactError(ValueError):
@@ -95,6 +96,70 @@ def load_part(art_dir: Path):
     except RuntimeError as exc:
         raise ArtefactError(f"{weights} does not fit the {kind} described in {cfg_path}: {str(exc)[:300]}") from None
     return module.eval(), config
+
+
+def save_voice_module(module, out_dir: Path, convert: dict | None = None) -> Path:
+    """A whole PyTorch voice (a SynthesizerTrn rebuilt from an ONNX file, then pruned, merged or distilled) as
+    model.safetensors + config.json naming that ONNX file; `load_voice_module` rebuilds it. Layers whose shape a
+    technique changed (pruned channels, narrower students) are refitted from the saved shapes. A variant made by a
+    deterministic conversion of the ONNX weights (`convert`: {"bnb": "int8"|"nf4", "scope": [...]},
+    {"torch_dynamic_int8": true} or {"peft_adapter": folder}, unmerged) is rebuilt by converting again."""
+    from safetensors.torch import save_file
+    onnx = getattr(module, "onnx_source", None)
+    if onnx is None:
+        raise ArtefactError("this module does not say which ONNX voice it was rebuilt from (no onnx_source)")
+    bad = [k for k in (convert or {}) if k not in CONVERSIONS + ("scope",)]
+    if bad:
+        raise ValueError(f"convert keys {bad}: use {CONVERSIONS}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items() if hasattr(v, "detach")}
+    tmp = out_dir / ".model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"kind": "voice_module"})
+    tmp.replace(out_dir / "model.safetensors")
+    atomic_write_json(out_dir / "config.json", {"kind": "voice_module", "onnx": str(onnx), "convert": convert or {}})
+    return out_dir
+
+
+def load_voice_module(art_dir: Path):
+    """The voice saved by `save_voice_module`: piper's SynthesizerTrn rebuilt from the ONNX file the config names,
+    refitted to the saved shapes and filled from model.safetensors (or converted again, see there)."""
+    import torch
+    from safetensors.torch import load_file
+    from .piper_torch import load_piper_torch
+    art_dir = Path(art_dir)
+    config = json.loads(_need(art_dir / "config.json").read_text())
+    model = load_piper_torch(Path(config["onnx"]))
+    convert = config.get("convert") or {}
+    if "bnb" in convert:
+        from .compress import bnb_convert
+        return bnb_convert(model, convert["bnb"], scope=tuple(convert.get("scope") or ()) or None)[0].eval()
+    if convert.get("torch_dynamic_int8"):
+        from .compress import quantize_dynamic_torch
+        return quantize_dynamic_torch(model)[0].eval()
+    if "peft_adapter" in convert:
+        from .finetune import load_adapter
+        return load_adapter(model, Path(convert["peft_adapter"])).eval()
+    state = load_file(str(_need(art_dir / "model.safetensors")))
+    own = model.state_dict()
+    for key in [k for k in state if ".linear." in k and k not in own]:  # a 1x1 conv kept as nn.Linear (merged QLoRA)
+        conv_key = key.replace(".linear.", ".")
+        if conv_key in own:
+            state[conv_key] = state.pop(key).reshape(own[conv_key].shape)
+    for key, t in state.items():
+        if key in own and tuple(own[key].shape) != tuple(t.shape):  # a pruned or narrower layer: take the saved shape
+            owner, leaf = key.rsplit(".", 1)
+            m = model.get_submodule(owner)
+            if isinstance(getattr(m, leaf), torch.nn.Parameter):
+                setattr(m, leaf, torch.nn.Parameter(torch.empty_like(t), requires_grad=False))
+            else:
+                m.register_buffer(leaf, torch.empty_like(t))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ArtefactError(f"{art_dir / 'model.safetensors'} does not fit the voice of {config['onnx']}: "
+                            f"{str(exc)[:300]}") from None
+    return model.eval()
 
 
 def _fold_weight_norm(module):

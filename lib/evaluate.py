@@ -2,10 +2,6 @@
 reference metrics against a parent), time variants interleaved, and write tidy rows."""
 from __future__ import annotations
 
-import json
-import os
-import sqlite3
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -14,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from . import bench, metrics
-from .audio import read_wav, write_wav
+from .audio import write_wav
+from .judges import Judges, JudgeCache, judge, make_asr, speaker_similarity, worker_count  # noqa: F401
 from .machine import PrecisionUnavailable
 from .results import ResultWriter
 from .text import Sentence, normalize_for_wer
@@ -35,78 +32,6 @@ def run_voice_spec(spec: dict, texts: Sequence[str]) -> None:
         voice.synthesize(t)
 
 
-class JudgeCache:
-    """Scores keyed by (audio hash, judge): a variant whose audio equals its parent's is never judged twice."""
-
-    def __init__(self, path: Path | None):
-        self.path = Path(path) if path else None
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with sqlite3.connect(self.path) as db:
-                db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value TEXT)")
-
-    def get(self, key: str) -> dict | None:
-        if not self.path:
-            return None
-        with sqlite3.connect(self.path) as db:
-            row = db.execute("SELECT value FROM scores WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def put(self, key: str, value: dict) -> None:
-        if self.path:
-            with sqlite3.connect(self.path) as db:
-                db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(value)))
-
-
-def make_asr(name: str, threads: int = 1):
-    """The ASR judge by name (the harness picks models; metrics only knows how to score them)."""
-    if name in ("whisper-base", "whisper"):
-        return metrics.WhisperAsr("base", threads=threads)
-    if name == "pocketsphinx":
-        return metrics.PocketsphinxAsr()
-    if name.startswith("whisper:"):
-        return metrics.WhisperAsr(name.split(":", 1)[1], threads=threads)
-    if name.startswith("hf:"):
-        from .hub import HfWhisperAsr
-        return HfWhisperAsr(name.split(":", 1)[1], threads=threads)
-    raise ValueError(f"unknown ASR {name!r}: use 'whisper-base', 'pocketsphinx', 'whisper:<faster-whisper model>' "
-                     "or 'hf:<transformers Whisper id or folder>'")
-
-
-_WORKER: dict = {}
-
-
-def _init_worker(asr_name: str | None, use_dnsmos: bool):
-    import warnings
-    warnings.filterwarnings("ignore")
-    _WORKER["asr"] = make_asr(asr_name, threads=1) if asr_name else None
-    _WORKER["dnsmos"] = metrics.Dnsmos(threads=1) if use_dnsmos else None
-
-
-def _judge_one(job: tuple[str, str]) -> dict:
-    wav, reference_text = job
-    audio, sr = read_wav(Path(wav))
-    out: dict = {}
-    if _WORKER.get("dnsmos") is not None:
-        out.update(_WORKER["dnsmos"](audio, sr))
-    if _WORKER.get("asr") is not None:
-        hyp = _WORKER["asr"].transcribe(audio, sr)
-        out["asr_hyp"] = hyp
-    return out
-
-
-@dataclass
-class Judges:
-    """Which judges score a clip set, and how many worker processes share the work (one thread each)."""
-    asr: str | None = "whisper-base"
-    dnsmos: bool = True
-    workers: int = 2
-    cache_path: Path | None = None
-
-    def key(self) -> str:
-        return f"asr={self.asr};dnsmos={self.dnsmos}"
-
-
 def clip_dir_name(variant: str, backend: str = "") -> str:
     """Folder name for a variant's clips under <notebook>/audio/ (the report finds clips by it)."""
     return f"{variant}__{backend}" if backend else variant
@@ -123,43 +48,6 @@ def synthesize_set(voice, sentences: Sequence[Sentence], audio_dir: Path | None 
         if audio_dir is not None:
             write_wav(Path(audio_dir) / f"{s.id}.wav", a.samples, a.sample_rate)
     return out
-
-
-def judge(clips: dict[str, Audio], texts: dict[str, str], judges: Judges, tmp_dir: Path,
-          progress: str | None = None) -> pd.DataFrame:
-    """Per-clip DNSMOS and ASR transcript with WER/CER, in `judges.workers` processes, cached by audio hash."""
-    from tqdm.auto import tqdm
-    cache = JudgeCache(judges.cache_path)
-    rows, todo = {}, []
-    for cid, a in clips.items():
-        key = f"{metrics.audio_hash(a.samples, a.sample_rate)}:{judges.key()}"
-        hit = cache.get(key)
-        if hit is not None:
-            rows[cid] = hit
-        else:
-            wav = Path(tmp_dir) / f"{cid}.wav"
-            if not wav.exists():
-                write_wav(wav, a.samples, a.sample_rate)
-            todo.append((cid, key, str(wav)))
-    if todo:
-        jobs = [(w, texts[c]) for c, _, w in todo]
-        if judges.workers <= 1:
-            _init_worker(judges.asr, judges.dnsmos)
-            results = [_judge_one(j) for j in tqdm(jobs, desc=progress, disable=progress is None, leave=False)]
-        else:
-            with ProcessPoolExecutor(max_workers=judges.workers, initializer=_init_worker,
-                                     initargs=(judges.asr, judges.dnsmos)) as pool:
-                results = list(tqdm(pool.map(_judge_one, jobs), total=len(jobs), desc=progress,
-                                    disable=progress is None, leave=False))
-        for (cid, key, _), res in zip(todo, results):
-            cache.put(key, res)
-            rows[cid] = res
-    df = pd.DataFrame([{"id": cid, **rows[cid]} for cid in clips])
-    if "asr_hyp" in df:
-        scores = [metrics.wer_cer(texts[c], h) for c, h in zip(df["id"], df["asr_hyp"].fillna(""))]
-        df["wer"] = [s["wer"] for s in scores]
-        df["cer"] = [s["cer"] for s in scores]
-    return df
 
 
 def corpus_wer(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
@@ -337,16 +225,16 @@ def onnx_variant(name: str, technique: str, path: Path, parent: str = "fp32", ex
 
 
 def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str = "fp32", extra: dict | None = None,
-                  **voice_kwargs) -> Variant:
-    """A variant that is a PyTorch SynthesizerTrn; its module is saved (torch.save) for size and memory probes."""
-    import torch
+                  convert: dict | None = None, **voice_kwargs) -> Variant:
+    """A variant that is a PyTorch SynthesizerTrn; it is saved as safetensors + config.json (artefacts.
+    save_voice_module; `convert` for a variant that is a conversion of the ONNX weights), whose size is the
+    variant's size and which the memory probe loads in a fresh process."""
+    from .artefacts import save_voice_module
     from .voices import load_voice
-    path = Path(save_dir) / f"{name}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(module, path)
+    path = save_voice_module(module, Path(save_dir) / name, convert=convert)
     return Variant(name, technique, "torch-cpu", lambda **kw: load_voice(backend="torch-cpu", module=module, **voice_kwargs, **kw),
                    parent=parent, artefact=path, module=module,
-                   spec={"name": "piper-joe", "backend": "torch-cpu", "module_path": str(path), **voice_kwargs},
+                   spec={"name": "piper-joe", "backend": "torch-cpu", "module_dir": str(path), **voice_kwargs},
                    extra=extra)
 
 
@@ -405,11 +293,6 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     speed = measure_speed(voices, sentences[:speed_sentences], writer, model=model, baseline=speed_baseline or baseline, meta=meta,
                           warmup=warmup, repeats=repeats, specs=specs)
     return pd.concat(per_clip, ignore_index=True), speed
-
-
-def worker_count(requested: int) -> int:
-    """Judge processes: as requested, never more than the CPUs this process may use."""
-    return max(1, min(int(requested), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def compare_outputs(ref_voice, test_voice, sentences: Sequence[Sentence]) -> pd.DataFrame:

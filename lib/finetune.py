@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .adapt_targets import ShiftedVoice, SpeakerTarget, VoiceShift  # noqa: F401  (finetune.* names of the notebooks)
 
 
 @dataclass
@@ -59,100 +60,6 @@ def random_segments(lat: Latents, batch: int, frames: int, rng: np.random.Genera
     return torch.cat(zb), torch.cat(yb)
 
 
-# --- adapting the voice to a new target voice ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class VoiceShift:
-    """A documented change of voice character made with WORLD (pyworld): F0 multiplied by 2**(semitones/12) and the
-    spectral envelope's frequency axis stretched by `formant_ratio` (> 1 moves formants up, as a shorter vocal
-    tract does), aperiodicity kept. The output has the input's length sample for sample, so a model's output can be
-    compared with it frame by frame: the target of an adaptation whose success is measurable offline."""
-    semitones: float = 3.0
-    formant_ratio: float = 1.1
-    frame_ms: float = 5.0
-    needs_text = False
-
-    def __call__(self, audio: np.ndarray, sr: int, text: str | None = None) -> np.ndarray:
-        import pyworld
-        from .audio import world_analysis
-        x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
-        if x.size < sr * self.frame_ms / 1000 * 4:
-            raise ValueError(f"VoiceShift: {x.size} samples is too short to analyse")
-        f0, sp, t = world_analysis(x, sr, self.frame_ms)
-        ap = pyworld.d4c(x, f0, t, sr)
-        bins = np.arange(sp.shape[1], dtype=np.float64)
-        src = np.clip(bins / self.formant_ratio, 0, sp.shape[1] - 1)
-        lo = np.floor(src).astype(int)
-        hi = np.minimum(lo + 1, sp.shape[1] - 1)
-        frac = src - lo
-        warped = sp[:, lo] * (1 - frac) + sp[:, hi] * frac
-        y = pyworld.synthesize(f0 * 2.0 ** (self.semitones / 12.0), np.ascontiguousarray(warped), ap, sr,
-                               frame_period=self.frame_ms)
-        y = y[: x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
-        return y.astype(np.float32)
-
-    def describe(self) -> str:
-        return (f"WORLD resynthesis with F0 x 2^({self.semitones:g}/12) ({self.semitones:+g} semitones) and the spectral "
-                f"envelope stretched x{self.formant_ratio:g} in frequency")
-
-
-class ShiftedVoice:
-    """A voice whose every utterance passes through `shift` (a VoiceShift or a SpeakerTarget, called with the
-    audio, its rate and the text): the adaptation target as a voice, so the evaluation harness can judge it and
-    compare models with it."""
-
-    def __init__(self, voice, shift):
-        self.voice, self.shift, self.sample_rate = voice, shift, voice.sample_rate
-
-    def synthesize(self, text: str):
-        from .voices import Audio
-        a = self.voice.synthesize(text)
-        return Audio(np.clip(self.shift(a.samples, a.sample_rate, text), -1.0, 1.0), a.sample_rate)
-
-
-class SpeakerTarget:
-    """Another speaker reading the same text, moved onto the teacher's timing, so a real second voice can be a
-    frame-exact target: both analysed with WORLD (5 ms frames), aligned by DTW on their coded spectral envelopes
-    (librosa), the other speaker's F0, envelope and aperiodicity taken along the path at each teacher frame, and
-    resynthesized at the teacher's length. Called as target(teacher_audio, sr, text)."""
-    needs_text = True
-
-    def __init__(self, voice, frame_ms: float = 5.0):
-        self.voice, self.frame_ms = voice, frame_ms
-
-    @staticmethod
-    def _path_map(mc_teacher: np.ndarray, mc_other: np.ndarray) -> np.ndarray:
-        from .audio import dtw_path
-        path = dtw_path(mc_teacher, mc_other)
-        return np.array([int(np.median(path[path[:, 0] == t, 1])) for t in range(len(mc_teacher))], dtype=int)
-
-    def frame_map(self, teacher: np.ndarray, other: np.ndarray, sr: int) -> np.ndarray:
-        """For each teacher frame, the index of the other speaker's frame the DTW path pairs it with (median)."""
-        from .audio import mel_cepstrum
-        return self._path_map(mel_cepstrum(teacher, sr)[1], mel_cepstrum(other, sr)[1])
-
-    def __call__(self, audio: np.ndarray, sr: int, text: str | None = None) -> np.ndarray:
-        import pyworld
-        from .audio import coded_envelope, mel_cepstrum, resample, world_analysis
-        if text is None:
-            raise ValueError("a SpeakerTarget needs the text of the utterance")
-        x = np.asarray(audio, dtype=np.float64).reshape(-1)
-        spoken = self.voice.synthesize(text)
-        other = resample(spoken.samples, spoken.sample_rate, sr).astype(np.float64)
-        f0, sp, t = world_analysis(other, sr, self.frame_ms)
-        ap = pyworld.d4c(np.ascontiguousarray(other), f0, t, sr)
-        m = self._path_map(mel_cepstrum(x, sr)[1], coded_envelope(sp, sr))
-        y = pyworld.synthesize(np.ascontiguousarray(f0[m]), np.ascontiguousarray(sp[m]), np.ascontiguousarray(ap[m]),
-                               sr, frame_period=self.frame_ms)
-        y = y[: x.size] if y.size >= x.size else np.pad(y, (0, x.size - y.size))
-        peak = float(np.max(np.abs(y))) or 1.0
-        return (y / peak * float(np.max(np.abs(x)) or 1.0)).astype(np.float32)
-
-    def describe(self) -> str:
-        return (f"{getattr(self.voice, 'name', 'another voice')} ({getattr(self.voice, 'speaker', '')}) reading the same "
-                "text, its WORLD parameters moved onto the teacher's frames along a DTW path")
-
-
 @dataclass
 class AlignedSet:
     """Per utterance: phoneme ids, the teacher's alignment (latent frames x phonemes, so its durations stay fixed)
@@ -162,6 +69,26 @@ class AlignedSet:
     attn: list  # FloatTensor [T_y, T_x]
     wav: list  # FloatTensor [1, 1, T_y * hop]
     hop: int
+
+    def save(self, path: Path) -> Path:
+        """One safetensors file (tensors per utterance; ids and hop in its metadata), never a pickle."""
+        import json
+        from safetensors.torch import save_file
+        tensors = {f"{k}.{i}": t.contiguous() for k in ("phonemes", "attn", "wav") for i, t in enumerate(getattr(self, k))}
+        tmp = Path(path).with_suffix(".tmp")
+        save_file(tensors, str(tmp), metadata={"ids": json.dumps(self.ids), "hop": str(self.hop)})
+        tmp.replace(path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "AlignedSet":
+        import json
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            ids = json.loads(meta["ids"])
+            parts = {k: [f.get_tensor(f"{k}.{i}") for i in range(len(ids))] for k in ("phonemes", "attn", "wav")}
+        return cls(ids, parts["phonemes"], parts["attn"], parts["wav"], int(meta["hop"]))
 
 
 def aligned_set(model, phoneme_ids: Sequence[list[int]], names: Sequence[str], target=None, sample_rate: int = 22050,
@@ -277,18 +204,66 @@ class Adapted:
         path.merge_and_unload()
         return voice.eval()
 
-    def save(self, out_dir: Path) -> Path:
-        """What this method adds to the base voice, on disk: the PEFT adapter folder, or (full fine-tuning) the
-        adapted modules' weights."""
+    def save(self, out_dir: Path, base: str = "", card: dict | None = None) -> Path:
+        """What this method adds to the base voice, on disk, loadable without this repository's pickles: a PEFT
+        adapter folder (`save_pretrained`, `base_model_name_or_path` = `base`) or, for full fine-tuning, the adapted
+        modules' weights (`model.safetensors` + `config.json`); with a model card (README.md) from `card`."""
+        from .results import atomic_write_json, atomic_write_text
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        info = {"method": self.method, "rank": self.rank, "base_model_name_or_path": base,
+                "trainable_params": self.trainable_params(), "targets": list(self.targets), **(card or {})}
         if self.is_peft:
+            for cfg in self.trainable.peft_config.values():
+                cfg.base_model_name_or_path = base or None
             self.trainable.save_pretrained(str(out_dir))
-            return out_dir
-        from safetensors.torch import save_file
-        weights = {n: p.detach().contiguous() for n, p in self.trainable.named_parameters() if p.requires_grad}
-        save_file(weights, str(out_dir / "adapted_modules.safetensors"))
+        else:
+            from safetensors.torch import save_file
+            weights = {n: p.detach().contiguous() for n, p in self.trainable.named_parameters() if p.requires_grad}
+            save_file(weights, str(out_dir / "model.safetensors"), metadata={"method": "full"})
+        atomic_write_json(out_dir / "config.json", {"kind": "peft_adapter" if self.is_peft else "adapted_modules", **info})
+        atomic_write_text(out_dir / "README.md", model_card(info))
         return out_dir
+
+
+def model_card(info: dict) -> str:
+    """A short model card for an adapter or adapted weights: what it is, its base, how it was trained, how to load."""
+    base = info.get("base_model_name_or_path") or "the Piper voice it was trained on"
+    lines = [f"# {info['method']}{'-r' + str(info['rank']) if info.get('rank') else ''} adaptation of {base}", "",
+             f"- method: {info['method']}" + (f", LoRA rank {info['rank']}" if info.get("rank") else ""),
+             f"- trainable parameters: {info['trainable_params']:,}",
+             f"- base voice: {base}"]
+    for key in ("target", "steps", "device", "recipe", "command", "commit"):
+        if info.get(key) is not None:
+            lines.append(f"- {key}: {info[key]}")
+    lines += ["", "Load with `lib.finetune.load_adaptation(teacher, folder)` (PEFT `PeftModel.from_pretrained` on the "
+              "voice's VoicePath for adapters; the safetensors weights into the same modules for full fine-tuning).",
+              "Trained on the teacher's own synthetic corpus passed to the target; judged on Harvard lists no training "
+              "sentence came from.", ""]
+    return "\n".join(lines)
+
+
+def load_adaptation(model, folder: Path):
+    """A copy of `model` adapted by a folder from `Adapted.save`: a PEFT adapter merged into it, or full fine-tuning's
+    weights loaded into it. A ValueError names the folder when it holds neither."""
+    folder = Path(folder)
+    if (folder / "adapter_config.json").is_file():  # merged, as deployed (a QLoRA adapter onto the float base)
+        from peft import PeftModel
+        voice = copy.deepcopy(model).cpu().eval()
+        PeftModel.from_pretrained(VoicePath(voice), str(folder)).merge_and_unload()
+        return voice.eval()
+    if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
+        from safetensors.torch import load_file
+        voice = copy.deepcopy(model).cpu().eval()
+        path = VoicePath(voice)
+        state = load_file(str(folder / "model.safetensors"))
+        missing = [k for k in state if k not in dict(path.named_parameters())]
+        if missing:
+            raise ValueError(f"{folder}: weights {missing[:3]} do not belong to this voice")
+        path.load_state_dict(state, strict=False)
+        return voice
+    raise ValueError(f"{folder} holds neither a PEFT adapter (adapter_config.json) nor adapted weights "
+                     "(model.safetensors + config.json)")
 
 
 def load_adapter(model, adapter_dir: Path):
@@ -300,7 +275,32 @@ def load_adapter(model, adapter_dir: Path):
     return voice
 
 
-def prepare(model, method: str, rank: int = 8, alpha: float | None = None, scope: Sequence[str] = ("dec.", "flow.")) -> Adapted:
+def recorded_adaptations(model, roots: dict, target: str) -> tuple[dict, dict]:
+    """Adapted voices recorded on other machines (`roots`: device -> its 02_lora_qlora folder) that were trained for
+    `target` (the target's description, as `config.json` records it): ({method@device: merged voice},
+    {name: why it is absent}). A folder with a missing or unreadable file is named with the reason, never loaded half."""
+    import json
+    voices, absent = {}, {}
+    for dev, root in roots.items():
+        folders = sorted(f for f in Path(root).glob("*") if f.is_dir()) if Path(root).exists() else []
+        if not folders:
+            absent[f"adapters@{dev}"] = (f"no adaptation recorded on {dev} yet ({root} is empty or missing): train on a "
+                                         "GPU and commit the adapter folders")
+        for f in folders:
+            name = f"{f.name}@{dev}"
+            try:
+                info = json.loads((f / "config.json").read_text())
+                if info.get("target") != target:
+                    absent[name] = f"trained for another target ({info.get('target')!r}), not this run's ({target!r})"
+                    continue
+                voices[name] = load_adaptation(model, f)
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                absent[name] = f"{f} cannot be loaded: {type(exc).__name__}: {str(exc)[:200]}"
+    return voices, absent
+
+
+def prepare(model, method: str, rank: int = 8, alpha: float | None = None, scope: Sequence[str] = ("dec.", "flow."),
+            device: str = "cpu") -> Adapted:
     """A copy of `model` ready to train with `method`: 'full' (every weight of `scope` trainable), 'lora' (PEFT LoRA
     of `rank` on every Conv1d of `scope`), 'lora-attention' (LoRA on the text encoder's attention projections only)
     or 'qlora' (the 1x1 convolutions of `scope` frozen in bitsandbytes NF4, LoRA on every layer of `scope`).
@@ -313,12 +313,13 @@ def prepare(model, method: str, rank: int = 8, alpha: float | None = None, scope
     quantized: list = []
     if method == "qlora":
         from .compress import bnb_convert
-        ok, why = _bnb_ok()
+        ok, why = _bnb_ok(device)
         if not ok:
             raise RuntimeError(f"QLoRA needs bitsandbytes NF4 layers: {why}")
-        voice, quantized = bnb_convert(voice, "nf4", "cpu", scope=scope)
-        for name in quantized:
-            _use_float_kernel(voice.get_submodule(name).linear)
+        voice, quantized = bnb_convert(voice, "nf4", device, scope=scope)
+        if device == "cpu":  # bitsandbytes' CPU 4-bit kernel is far off its own weights (notebook 02, section 2)
+            for name in quantized:
+                _use_float_kernel(voice.get_submodule(name).linear)
     for p in voice.parameters():
         p.requires_grad_(False)
     path = VoicePath(voice)
@@ -407,13 +408,13 @@ def train_adapted(adapted: Adapted, data: AlignedSet, recipe, ckpt_dir: Path, ba
 
 
 def train_job(spec: dict):
-    """Train one method in this process from files (the voice ONNX, a torch.save'd AlignedSet): the body of a
+    """Train one method in this process from files (the voice ONNX, an AlignedSet's safetensors): the body of a
     subprocess whose peak memory the harness measures (bench.training_peak_mb)."""
     import warnings
     warnings.filterwarnings("ignore")
     from .voices import load_piper_torch
     teacher = load_piper_torch(Path(spec["onnx"]))
-    data = torch.load(spec["data"], weights_only=False)
+    data = AlignedSet.load(Path(spec["data"]))
     from .training import Recipe
     adapted = prepare(teacher, spec["method"], rank=spec.get("rank") or 8)
     log = train_adapted(adapted, data, Recipe(**spec["recipe"]), Path(spec["ckpt_dir"]), batch=spec["batch"],

@@ -6,6 +6,8 @@ generators from the committed artefacts (--init-from) with fresh discriminators 
 
     python -m lib.gpu_train students --work /tmp/train --out "$OUT" --device cuda --mixed-precision bf16 \
         --decoder-steps 20000 --adversarial-steps 18000 --flow-steps 10000 --recovery-steps 20000
+    python -m lib.gpu_train adapt --work /tmp/adapt --data aligned_set.safetensors --target "<notebook 02's target>" \
+        --steps 5000 --adversarial-steps 4000 --f0-weight 2
     python -m lib.gpu_train pack --work /tmp/train --out "$OUT"
 
 The same code runs on a CPU with a few steps (the tests do), and under `accelerate launch` on several GPUs.
@@ -16,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
@@ -100,6 +103,34 @@ def students(args) -> None:
     print(f"trained {', '.join(curves)} in {time.time() - started:.0f} s", flush=True)
 
 
+def adapt(args) -> None:
+    """Adaptation (notebook 02's methods) on the aligned set notebook 02 wrote (`--data`, safetensors), with the shared
+    recipe and the F0 term; each finished method's adapter (PEFT) or weights (full) go to --work/adapters/<method>,
+    which `pack` copies out. A re-run resumes every method from its state folder."""
+    from . import finetune, voices
+    from .training import Recipe
+    work = Path(args.work)
+    data = finetune.AlignedSet.load(Path(args.data))
+    teacher = voices.load_piper_torch(voices.joe_paths()[0])
+    started = time.time()
+    for name in args.methods:
+        method, rank = finetune.parse_method(name)
+        recipe = Recipe(steps=args.steps, lr=args.lr_full if method == "full" else args.lr_lora,
+                        warmup_steps=max(0, args.steps - args.adversarial_steps), f0_weight=args.f0_weight,
+                        discriminators=tuple(args.discriminators), mixed_precision=args.mixed_precision,
+                        checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+        a = finetune.prepare(teacher, method, rank=rank or 8, device=args.device)
+        curve = finetune.train_adapted(a, data, recipe, work / name, batch=args.batch, frames=args.frames,
+                                       threads=args.threads, progress=None, device=args.device)
+        a.trainable.cpu()
+        dest = a.save(work / "adapters" / name, base=args.base, card={
+            "target": args.target, "steps": args.steps, "device": args.device, "recipe": asdict(recipe),
+            "command": args.command, "s_per_step": curve.s_per_step})
+        (dest / "curve.csv").write_text((work / name / "curve.csv").read_text())
+        print(f"adapted {name}: {curve.steps_done} steps, {curve.s_per_step:.3f} s/step -> {dest}", flush=True)
+    (work / "done.json").write_text(json.dumps({"seconds": time.time() - started, "command": args.command}))
+
+
 def pack(args) -> None:
     """Copy each student's latest saved generator (folded, safetensors + config.json), curve and env to --out."""
     import pandas as pd
@@ -110,7 +141,13 @@ def pack(args) -> None:
     teacher = voices.load_piper_torch(voices.joe_paths()[0])
     env = bench.environment(device=args.device)
     command = json.loads((work / "done.json").read_text())["command"] if (work / "done.json").exists() else "(running)"
-    for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists()):
+    import shutil
+    for folder in sorted((work / "adapters").glob("*")) if (work / "adapters").exists() else []:
+        shutil.copytree(folder, out / folder.name, dirs_exist_ok=True)
+        (out / folder.name / "env.json").write_text(json.dumps({**env, "command": command}, indent=1, default=str))
+        print(f"packed adapter {folder.name} -> {out / folder.name}", flush=True)
+    students = ("dec", "flow", "istft", "structured")  # run folders of `students`; adaptation runs pack as adapters
+    for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists() and p.name.startswith(students)):
         state = load_file(str(run / "state" / "model.safetensors"))
         curve = (run / "curve.csv").read_text() if (run / "curve.csv").exists() else ""
         frame = pd.read_csv(run / "curve.csv") if curve.count("\n") > 1 else pd.DataFrame({"step": [0], "seconds": [0.0]})
@@ -166,14 +203,33 @@ def main(argv=None) -> None:
     s.add_argument("--eval-every", type=int, default=500)
     s.add_argument("--log-every", type=int, default=50)
     s.add_argument("--threads", type=int, default=8)
-    k = sub.add_parser("pack", help="copy the latest generators, curves and env to --out")
+    a = sub.add_parser("adapt", help="notebook 02's adaptation methods on its aligned set, with the F0 term")
+    a.add_argument("--work", required=True)
+    a.add_argument("--data", required=True, help="the aligned_set.safetensors notebook 02 wrote for this target")
+    a.add_argument("--target", required=True, help="the target's description, as notebook 02 prints it")
+    a.add_argument("--base", default="piper:en_US-joe-medium")
+    a.add_argument("--methods", nargs="+", default=["full", "lora-r4", "lora-r8", "lora-r16", "lora-attention-r16", "qlora-r8"])
+    a.add_argument("--steps", type=int, default=5000)
+    a.add_argument("--adversarial-steps", type=int, default=4000)
+    a.add_argument("--f0-weight", type=float, default=2.0)
+    a.add_argument("--discriminators", nargs="+", default=["mpd"])
+    a.add_argument("--lr-full", type=float, default=2.0e-4)
+    a.add_argument("--lr-lora", type=float, default=1.0e-3)
+    a.add_argument("--batch", type=int, default=16)
+    a.add_argument("--frames", type=int, default=32)
+    a.add_argument("--device", default="cuda")
+    a.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    a.add_argument("--checkpoint-every", type=int, default=500)
+    a.add_argument("--log-every", type=int, default=50)
+    a.add_argument("--threads", type=int, default=8)
+    k = sub.add_parser("pack", help="copy the latest generators, adapters, curves and env to --out")
     k.add_argument("--work", required=True)
     k.add_argument("--out", required=True)
     k.add_argument("--device", default="cuda")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     args.command = "python -m lib.gpu_train " + " ".join(argv)
-    {"students": students, "pack": pack}[args.cmd](args)
+    {"students": students, "adapt": adapt, "pack": pack}[args.cmd](args)
 
 
 if __name__ == "__main__":

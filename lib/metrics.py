@@ -1,4 +1,5 @@
-"""Quality judges: DNSMOS (speechmos), ASR for WER/CER (faster-whisper or pocketsphinx), and reference metrics."""
+"""Quality judges: DNSMOS (speechmos), ASR for WER/CER (faster-whisper or pocketsphinx), speaker similarity
+(resemblyzer), and reference metrics."""
 from __future__ import annotations
 
 import hashlib
@@ -40,6 +41,44 @@ class Dnsmos:
         out = self._impl(x, DNSMOS_SR, False)
         return {"dnsmos_p808": float(out["p808_mos"]), "dnsmos_sig": float(out["sig_mos"]),
                 "dnsmos_bak": float(out["bak_mos"]), "dnsmos_ovrl": float(out["ovrl_mos"])}
+
+
+# --- speaker similarity -----------------------------------------------------------------------------------------
+
+SPEAKER_SR = 16000
+
+
+class SpeakerEncoder:
+    """GE2E d-vectors (256-d, unit length) from resemblyzer's pretrained speaker encoder, which ships inside its
+    wheel (offline). Clips are resampled to 16 kHz and have long silences trimmed (resemblyzer's preprocess_wav)."""
+
+    def __init__(self, threads: int = 1):
+        import torch
+        from resemblyzer import VoiceEncoder
+        torch.set_num_threads(threads)
+        self.encoder = VoiceEncoder(device="cpu", verbose=False)
+
+    def __call__(self, audio: np.ndarray, sr: int) -> np.ndarray:
+        from resemblyzer import preprocess_wav
+        x = preprocess_wav(np.asarray(audio, dtype=np.float32).reshape(-1), source_sr=sr)
+        if x.size < SPEAKER_SR // 2:
+            raise ValueError(f"clip of {x.size / SPEAKER_SR:.2f} s of speech is too short for a speaker embedding "
+                             "(minimum 0.5 s)")
+        return np.asarray(self.encoder.embed_utterance(x), dtype=np.float64)
+
+
+def secs(outputs: Sequence[np.ndarray], references: Sequence[np.ndarray], exclude_same_index: bool = False) -> float:
+    """Speaker-embedding cosine similarity (SECS): the mean cosine over (output, reference) pairs of embeddings.
+    With `exclude_same_index`, two lists of clips of the same sentences in the same order, the pairs of one sentence
+    are left out (for a set against itself, the target's self-similarity, they would be 1)."""
+    a = np.stack([e / np.linalg.norm(e) for e in outputs])
+    b = np.stack([e / np.linalg.norm(e) for e in references])
+    cos = a @ b.T
+    if exclude_same_index:
+        if len(a) != len(b) or len(a) < 2:
+            raise ValueError(f"pairs across sentences need two lists of the same length >= 2 (got {len(a)}, {len(b)})")
+        return float(cos[~np.eye(len(a), dtype=bool)].mean())
+    return float(cos.mean())
 
 
 # --- ASR ------------------------------------------------------------------------------------------------------

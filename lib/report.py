@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .results import OUTPUTS, load_results
+from .verdicts import adaptation_verdict, deltas, targets  # noqa: F401  (the notebooks' report.* names)
 
 REPORT_NOTEBOOK = "90_report"
 NOTEBOOK_TITLES = {
@@ -359,61 +360,6 @@ def clips(profile: str, notebook: str, per_variant: int = 1, outputs: Path | Non
     return [(f"{f.name.replace('__', ' on ')}: {name[:-4]}", f / name) for f in folders for name in common]
 
 
-def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = 0.10, max_wer_increase: float = 0.02) -> pd.DataFrame:
-    """One row per variant of a notebook's results: speed, size and quality, and their change against `baseline`
-    (rtf_ratio and size_ratio below 1 are better; dnsmos_drop and wer_increase above 0 are worse)."""
-    ok = df[df["status"] == "ok"]
-    w = ok.pivot_table(index=["variant", "technique", "backend"], columns="metric", values="value", aggfunc="first")
-    w.columns.name = None
-    w = w.reset_index()
-    for col in ("rtf", "rtf_ratio", "size_mb", "dnsmos_p808", "wer"):  # a contended or absent timing leaves NaN, not a crash
-        if col not in w:
-            w[col] = np.nan
-    base = w[w["variant"] == baseline].iloc[0]
-    if "size_mb" in w:
-        w["size_ratio"] = w["size_mb"] / base["size_mb"]
-    if "dnsmos_p808" in w:
-        w["dnsmos_drop"] = base["dnsmos_p808"] - w["dnsmos_p808"]
-    if "wer" in w:
-        w["wer_increase"] = w["wer"] - base["wer"]
-    w["within_quality_bounds"] = (w.get("dnsmos_drop", 0) <= max_dnsmos_drop) & (w.get("wer_increase", 0) <= max_wer_increase)
-    first = ["variant", "technique", "backend", "rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "size_mb",
-             "size_ratio", "dnsmos_p808", "dnsmos_drop", "wer", "wer_increase", "within_quality_bounds", "pesq_wb",
-             "mcd_db", "f0_rmse_cents", "params", "nonzero_params", "peak_rss_mb"]
-    cols = [c for c in first if c in w] + [c for c in w.columns if c not in first]
-    return w[cols].sort_values("rtf_ratio" if "rtf_ratio" in w else "variant").reset_index(drop=True)
-
-
-def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsmos_drop: float,
-            max_wer_increase: float) -> dict:
-    """Whether some variant meets the speed target and some the size target within the quality bounds; when
-    not, by how much the closest one misses, in words."""
-    lines, met = [], {}
-    good = table[table["within_quality_bounds"]]
-    for goal, col, limit, what, most in (("speed", "rtf_ratio", speed_ratio, "faster", "fastest"),
-                                         ("size", "size_ratio", size_ratio, "smaller", "smallest")):
-        if col not in table:
-            continue
-        hit = good[good[col] <= limit].sort_values(col)
-        if not hit.empty:
-            r = hit.iloc[0]
-            met[goal] = r["variant"]
-            lines.append(f"**{goal} target met** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, DNSMOS drop "
-                         f"{r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f}.")
-            continue
-        met[goal] = None
-        best_ok = good.sort_values(col).iloc[0] if not good.empty else None
-        best_any = table.sort_values(col).iloc[0]
-        msg = f"**{goal} target missed.** "
-        if best_ok is not None:
-            msg += (f"Within the quality bounds the best is `{best_ok['variant']}` at {1 / best_ok[col]:.2f}x {what} "
-                    f"(target {1 / limit:.0f}x). ")
-        msg += (f"The {most} variant of all, `{best_any['variant']}` ({1 / best_any[col]:.2f}x), drops DNSMOS by "
-                f"{best_any['dnsmos_drop']:.2f} and raises WER by {best_any['wer_increase']:+.3f}.")
-        lines.append(msg)
-    return {"lines": lines, "met": met}
-
-
 REMOTE_TAG = re.compile(r"""<(script|link)\b[^>]*(?:src|href)=["']https?://[^"']*["'][^>]*>(?:\s*</script>)?""", re.I)
 
 
@@ -437,7 +383,7 @@ if __name__ == "__main__":
 
 
 CURVE_PANELS = (("loss_mel", "mel L1"), ("loss_adv", "generator (LSGAN)"), ("loss_d", "discriminator (LSGAN)"),
-                ("loss_fm", "feature matching"), ("heldout_mel", "held-out mel L1"), ("heldout_pesq", "held-out PESQ-WB"),
+                ("loss_fm", "feature matching"), ("loss_f0", "F0 term"), ("heldout_mel", "held-out mel L1"), ("heldout_pesq", "held-out PESQ-WB"),
                 ("loss_g", "generator total"))
 
 
@@ -468,6 +414,37 @@ def plot_curves(curves: dict, path: Path | None = None, smooth: int = 5):
     return fig
 
 
+def per_clip(profile: str, outputs: Path | None = None) -> pd.DataFrame:
+    """Every notebook's per-clip scores (per_clip.csv) with the notebook named: what the confidence intervals of the
+    quality means come from."""
+    root = (outputs or OUTPUTS) / profile
+    frames = [pd.read_csv(p).assign(notebook=p.parent.name) for p in sorted(root.glob("*/per_clip.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def plot_quality_ci(clips: pd.DataFrame, metric: str = "dnsmos_p808", path: Path | None = None):
+    """Mean `metric` per variant with its 95 % bootstrap confidence interval over clips (seaborn), one panel per
+    notebook: how much of a difference between two means the number of sentences can carry."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    data = clips.dropna(subset=[metric]) if metric in clips else pd.DataFrame()
+    if data.empty:
+        return None
+    books = list(dict.fromkeys(data["notebook"]))
+    fig, axes = plt.subplots(1, len(books), figsize=(4.6 * len(books), 0.26 * data["variant"].nunique() + 2.2),
+                             squeeze=False)
+    for ax, nb in zip(axes.flat, books):
+        d = data[data["notebook"] == nb]
+        order = d.groupby("variant")[metric].mean().sort_values(ascending=False).index
+        sns.pointplot(data=d, y="variant", x=metric, order=order, errorbar=("ci", 95), linestyle="none",
+                      markersize=3, ax=ax)
+        ax.set_title(NOTEBOOK_TITLES.get(nb, nb), fontsize=9); ax.set_ylabel(""); ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=80)
+    return fig
+
+
 def label_points(ax, x, y, labels, fontsize: int = 7) -> None:
     """Annotate scatter points, nudging labels apart vertically where they would overlap (no extra dependency:
     adjustText is not installed here, and a greedy pass is enough for tens of points)."""
@@ -483,60 +460,6 @@ def label_points(ax, x, y, labels, fontsize: int = 7) -> None:
             offset += 9
         placed.append((px, py + offset * y_span / 300))
         ax.annotate(str(lab), (px, py), fontsize=fontsize, xytext=(4, offset), textcoords="offset points")
-
-
-def adaptation_verdict(table, full: str = "full", mcd_margin: float = 0.10, max_trainable_pct: float = 5.0,
-                       rtf_margin: float = 0.05, base: str = "teacher") -> dict:
-    """The issue's two targets in words: some LoRA variant within `mcd_margin` of full fine-tuning's MCD to the
-    target with at most `max_trainable_pct` % of its trainable parameters; merged LoRA variants at the base
-    voice's RTF within `rtf_margin`. Returns {'lines': [...], 'met': {'quality': bool, 'speed': bool}}."""
-    t = table.set_index("variant")
-    lines, met = [], {}
-    if full not in t.index or "mcd_db" not in t:
-        return {"lines": [f"No full fine-tuning row ('{full}') with MCD: the LoRA target cannot be judged."],
-                "met": {"quality": False, "speed": False}}
-    full_mcd = float(t.loc[full, "mcd_db"])
-    bound = full_mcd * (1 + mcd_margin)
-    lora = t[[v.startswith(("lora-", "qlora-")) and not v.endswith("-unmerged") for v in t.index]]
-    small = lora[lora["trainable_pct_of_full"] <= max_trainable_pct]
-    good = small[small["mcd_db"] <= bound]
-    if len(good):
-        best = good["mcd_db"].idxmin()
-        lines.append(f"**LoRA target met** by {', '.join(good.index)}: {best} reaches MCD {good.loc[best, 'mcd_db']:.2f} dB "
-                     f"to the target (full fine-tuning {full_mcd:.2f} dB, bound {bound:.2f}) with "
-                     f"{good.loc[best, 'trainable_pct_of_full']:.1f} % of its trainable parameters.")
-    elif len(small):
-        best = small["mcd_db"].idxmin()
-        lines.append(f"**LoRA target missed**: the closest within {max_trainable_pct:g} % of the parameters, {best}, reaches "
-                     f"MCD {small.loc[best, 'mcd_db']:.2f} dB against full fine-tuning's {full_mcd:.2f} dB "
-                     f"({100 * (small.loc[best, 'mcd_db'] / full_mcd - 1):.0f} % worse; the bound is {100 * mcd_margin:.0f} %).")
-    else:
-        lines.append(f"**LoRA target missed**: no LoRA variant trains at most {max_trainable_pct:g} % of full fine-tuning's parameters.")
-    met["quality"] = bool(len(good))
-    if base in t.index and np.isfinite(float(t.loc[base, "mcd_db"])):
-        base_mcd = float(t.loc[base, "mcd_db"])
-        adapted = t.loc[[v for v in t.index if v == full or v in lora.index], "mcd_db"]
-        if len(adapted) and float(adapted.min()) >= base_mcd:
-            met["quality"] = False
-            lines.insert(0, f"**No method moved toward the target**: the unadapted voice is {base_mcd:.2f} dB MCD from it, "
-                            f"the best adapted one {float(adapted.min()):.2f} dB; comparing LoRA with full fine-tuning "
-                            f"is therefore not meaningful on this run, and the LoRA target counts as missed.")
-        elif len(adapted):
-            lines.append(f"Closest to the target: {adapted.idxmin()} at {float(adapted.min()):.2f} dB MCD "
-                         f"(unadapted {base_mcd:.2f} dB).")
-    merged = lora[lora.index.str.startswith("lora-r")]
-    if "rtf_ratio" in t and len(merged):
-        within = (merged["rtf_ratio"] - 1).abs() <= rtf_margin
-        vals = ", ".join(f"{v} {r:.3f}" for v, r in merged["rtf_ratio"].items())
-        unmerged = t[t.index.str.endswith("-unmerged")]["rtf_ratio"]
-        extra = "".join(f"; unmerged {v.replace('-unmerged', '')} {r:.3f}" for v, r in unmerged.items())
-        met["speed"] = bool(within.all())
-        lines.append(f"**Merged-speed target {'met' if met['speed'] else 'missed'}**: RTF relative to the base voice, same run: "
-                     f"{vals}{extra} (bound 1 ± {rtf_margin:g}).")
-    else:
-        met["speed"] = False
-        lines.append("No timed merged LoRA variant: the merged-speed target cannot be judged.")
-    return {"lines": lines, "met": met}
 
 
 def styled(table: pd.DataFrame):

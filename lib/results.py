@@ -83,6 +83,9 @@ METRICS = {m.name: m for m in [
     _m("mcd_db", "dB", "lower", "mel-cepstral distortion against the reference, DTW-aligned"),
     _m("f0_rmse_cents", "cents", "lower", "log-F0 RMSE against the reference on voiced frames"),
     _m("f0_shift_semitones", "semitones", "", "median F0 change against the reference"),
+    _m("secs", "cosine", "higher", "speaker-embedding cosine similarity (resemblyzer GE2E) to the reference speaker's "
+       "held-out clips, mean over clip pairs"),
+    _m("secs_self", "cosine", "higher", "the reference speaker's own SECS across different sentences (the ceiling)"),
     _m("rms_diff_db", "dB", "lower", "error energy relative to the reference signal"),
     _m("chunk_snr_db", "dB", "higher", "worst SNR of streamed (chunked) against whole synthesis"),
     _m("max_abs_diff", "amplitude", "lower", "largest sample difference against the reference"),
@@ -102,7 +105,7 @@ UNITS = {name: m.unit for name, m in METRICS.items()}
 
 
 RATIO_OR_REFERENCE = {"rtf_ratio", "pesq_wb", "stoi", "mcd_db", "f0_rmse_cents", "rms_diff_db", "max_abs_diff",
-                      "length_diff_samples", "f0_shift_semitones"}
+                      "length_diff_samples", "f0_shift_semitones", "secs", "secs_self"}
 
 
 class UnknownMetric(ValueError):

@@ -44,6 +44,7 @@ class Recipe:
     lr_decay_d: float = 0.9999
     mel_weight: float = 45.0
     stft_weight: float = 0.0
+    f0_weight: float = 0.0
     adversarial: bool = True
     warmup_steps: int = 0
     discriminators: tuple = ("mpd",)
@@ -89,6 +90,48 @@ def mr_stft_loss(y_hat, y, resolutions=((512, 128, 512), (1024, 256, 1024), (204
         total = total + torch.linalg.norm(b - a) / torch.linalg.norm(b).clamp_min(1e-7)
         total = total + torch.nn.functional.l1_loss(torch.log(a), torch.log(b))
     return total / len(resolutions)
+
+
+def _target_f0(y: torch.Tensor, sample_rate: int, hop: int) -> torch.Tensor:
+    """WORLD F0 (dio + stonemask, no gradient) of each target waveform [B, 1, T] at one frame per `hop` samples."""
+    import pyworld
+    rows = []
+    for w in y.detach().float().cpu().reshape(y.shape[0], -1).double().numpy():
+        f0, t = pyworld.dio(w, sample_rate, frame_period=1000.0 * hop / sample_rate)
+        rows.append(pyworld.stonemask(w, f0, t, sample_rate)[: w.size // hop + 1])
+    return torch.tensor(np.stack(rows), dtype=torch.float32, device=y.device)
+
+
+def f0_periodicity_loss(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = 22050, hop: int = 256,
+                        win: int = 1024, f0_min: float = 50.0) -> torch.Tensor:
+    """An F0 term: in every frame where the target `y` is voiced (WORLD F0), the output's normalised
+    autocorrelation at the target's period should be 1 (1 - rho(T)), and at half the period not positive
+    (relu(rho(T/2)), which rules out the octave above). Differentiable in `y_hat`, so pitch cannot drift while
+    the magnitude losses look elsewhere. Written here because no offline, torch-only pitch loss ships on PyPI
+    (torchcrepe needs torchaudio and a 90 MB model)."""
+    f0 = _target_f0(y, sample_rate, hop)  # [B, F]
+    x = y_hat.reshape(y_hat.shape[0], -1).float()
+    x = torch.nn.functional.pad(x, (win // 2, win // 2))
+    frames = x.unfold(-1, win, hop)[:, : f0.shape[1]]  # [B, F, win], frame k centred on sample k*hop
+    f0 = f0[:, : frames.shape[1]]
+    window = torch.hann_window(win, device=x.device)
+    spec = torch.fft.rfft(frames * window, n=2 * win)
+    r = torch.fft.irfft(spec.abs() ** 2, n=2 * win)[..., :win]
+    rw = torch.fft.irfft(torch.fft.rfft(window, n=2 * win).abs() ** 2, n=2 * win)[:win]
+    rho = (r / rw.clamp_min(1e-6)) / (r[..., :1] / rw[0]).clamp_min(1e-8)  # Boersma's window-corrected estimate
+
+    def at(lag):
+        lo = lag.floor().clamp(1, win // 2 - 2)
+        frac = (lag - lo).clamp(0, 1)
+        i = lo.long().unsqueeze(-1)
+        return (1 - frac) * rho.gather(-1, i).squeeze(-1) + frac * rho.gather(-1, i + 1).squeeze(-1)
+
+    voiced = (f0 >= f0_min) & (sample_rate / f0.clamp_min(f0_min) < win // 2 - 2)
+    if not voiced.any():
+        return y_hat.sum() * 0.0
+    period = sample_rate / f0.clamp_min(f0_min)
+    loss = (1 - at(period)) + torch.relu(at(period / 2))
+    return loss[voiced].mean()
 
 
 def make_discriminators(names: Sequence[str]) -> torch.nn.ModuleDict:
@@ -226,6 +269,9 @@ class Trainer:
             if r.stft_weight:
                 out["loss_stft"] = mr_stft_loss(y_hat, y)
                 loss = loss + r.stft_weight * out["loss_stft"]
+            if r.f0_weight:
+                out["loss_f0"] = f0_periodicity_loss(y_hat, y, self.sample_rate, self.hop)
+                loss = loss + r.f0_weight * out["loss_f0"]
             if self.extra_loss is not None:
                 name, term = self.extra_loss(self.gen, batch, y_hat, y)
                 out[name] = term

@@ -59,3 +59,28 @@ def test_missing_or_corrupt_files_are_named(student, tmp_path):
         artefacts.load_part(tmp_path)
     with pytest.raises(artefacts.ArtefactError, match="model.onnx is missing"):
         artefacts.piper_runtime_check(tmp_path / "model.onnx")
+
+
+def test_a_whole_voice_variant_round_trips_without_pickles(student, tmp_path):
+    """A voice with a pruned 64-channel decoder saved as safetensors + config.json comes back refitted to its
+    shapes and speaks the same; a conversion variant is rebuilt by converting again; nothing is a pickle."""
+    teacher, dec, _, _ = student
+    voice = distill.with_parts(teacher, decoder=distill.finalize(dec))
+    out = artefacts.save_voice_module(voice, tmp_path / "v")
+    assert json.loads((out / "config.json").read_text())["onnx"].endswith(".onnx")
+    assert not list(out.glob("*.pt")) and (out / "model.safetensors").stat().st_size > 1e6
+    back = artefacts.load_voice_module(out)
+    assert back.dec.conv_pre.weight.shape == voice.dec.conv_pre.weight.shape != teacher.dec.conv_pre.weight.shape
+    x = torch.tensor([[1, 20, 30, 40, 2]])
+    run = lambda m: m.infer(x, torch.tensor([5]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731
+    with torch.no_grad():
+        assert torch.equal(run(back), run(voice))
+    from lib import compress
+    dyn = artefacts.load_voice_module(artefacts.save_voice_module(compress.quantize_dynamic_torch(teacher)[0],
+                                                                  tmp_path / "d", convert={"torch_dynamic_int8": True}))
+    with torch.no_grad():
+        assert torch.allclose(run(dyn), run(teacher), atol=1e-4)
+    with pytest.raises(ValueError, match="convert keys"):
+        artefacts.save_voice_module(teacher, tmp_path / "x", convert={"magic": 1})
+    with pytest.raises(artefacts.ArtefactError, match="onnx_source"):
+        artefacts.save_voice_module(torch.nn.Linear(2, 2), tmp_path / "y")

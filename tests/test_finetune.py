@@ -1,3 +1,6 @@
+import json
+import re
+
 import numpy as np
 import torch
 
@@ -180,12 +183,14 @@ def test_adapter_trains_merges_saves_and_loads(joe, tmp_path, method):
     assert torch.allclose(merged_out, adapted_out, atol=2e-3), float((merged_out - adapted_out).abs().max())
     merged = a.merged()
     assert not any("lora" in n for n, _ in merged.named_modules())
-    out_dir = a.save(tmp_path / "adapter")
-    assert (out_dir / "adapter_config.json").exists()
+    out_dir = a.save(tmp_path / "adapter", base="piper:joe", card={"target": "up 2", "steps": 12})
+    cfg = json.loads((out_dir / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == "piper:joe" and "up 2" in (out_dir / "README.md").read_text()
     if method == "lora":
         reloaded = finetune.load_adapter(model, out_dir)
         with torch.no_grad():
             assert torch.allclose(run(reloaded), adapted_out, atol=1e-5)
+            assert torch.allclose(run(finetune.load_adaptation(model, out_dir)), merged_out, atol=2e-3)
     again = finetune.train_adapted(finetune.prepare(model, method, rank=4), data, _recipe(12), tmp_path / "ckpt",
                                    batch=1, frames=16, progress=None)
     assert again.resumed_from == 12 and again.loss == log.loss
@@ -201,25 +206,58 @@ def test_a_checkpoint_of_another_method_is_refused(joe, tmp_path):
                                progress=None)
 
 
-def test_adaptation_verdict_in_words():
+def test_adaptation_verdict_one_line_per_target():
+    """SECS targets: full halfway to the target's self-similarity within the WER bound; LoRA <= 5 % at 80 % of full's
+    gain; QLoRA within 5 % of its LoRA; merged speed within 5 %. Each says met or missed once, and by how much."""
     import pandas as pd
     rows = pd.DataFrame([
-        {"variant": "full", "mcd_db": 5.0, "trainable_pct_of_full": 100.0, "rtf_ratio": 1.01},
-        {"variant": "lora-r8", "mcd_db": 5.4, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.02},
-        {"variant": "lora-r16", "mcd_db": 5.2, "trainable_pct_of_full": 6.0, "rtf_ratio": 0.99},
-        {"variant": "lora-r8-unmerged", "mcd_db": 5.4, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.3},
-        {"variant": "teacher", "mcd_db": 9.0, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.0}])
-    v = report.adaptation_verdict(rows)
-    assert v["met"] == {"quality": True, "speed": True}
-    assert "lora-r8 reaches MCD 5.40" in v["lines"][0] and "unmerged lora-r8 1.300" in v["lines"][-1]
-    assert "Closest to the target: full" in v["lines"][1]
-    worse = rows.assign(mcd_db=[5.0, 6.0, 5.2, 6.0, 9.0], rtf_ratio=[1.0, 1.2, 1.0, 1.3, 1.0])
-    v = report.adaptation_verdict(worse)
-    assert v["met"] == {"quality": False, "speed": False}
-    assert "20 % worse" in v["lines"][0] and "missed" in v["lines"][-1]
-    nowhere = rows.assign(mcd_db=[9.5, 9.4, 9.6, 9.4, 9.0])
-    v = report.adaptation_verdict(nowhere)
-    assert v["met"]["quality"] is False and v["lines"][0].startswith("**No method moved toward the target**")
+        {"variant": "teacher", "secs": 0.50, "wer": 0.05, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.0},
+        {"variant": "target-speaker", "secs": 0.90, "wer": 0.10, "trainable_pct_of_full": np.nan, "rtf_ratio": np.nan},
+        {"variant": "full", "secs": 0.80, "wer": 0.12, "trainable_pct_of_full": 100.0, "rtf_ratio": 1.01},
+        {"variant": "lora-r8", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.02},
+        {"variant": "qlora-r8", "secs": 0.74, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": np.nan},
+        {"variant": "lora-r8-unmerged", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.3}])
+    v = report.adaptation_verdict(rows, target="target-speaker")
+    assert v["met"] == {"full": True, "lora": True, "qlora": True, "speed": True}, v["lines"]
+    assert len(v["lines"]) == 4 and all(len(re.findall(r"target (?:met|missed)", x)) == 1 for x in v["lines"])
+    assert "needed 0.700" in v["lines"][0] and "lora-r8 reaches 87%" in v["lines"][1] and "unmerged lora-r8 1.300" in v["lines"][3]
+    worse = rows.assign(secs=[0.50, 0.90, 0.65, 0.55, 0.50, 0.55], wer=[0.05, 0.10, 0.30, 0.14, 0.14, 0.14],
+                        rtf_ratio=[1.0, np.nan, 1.0, 1.2, np.nan, 1.3])
+    v = report.adaptation_verdict(worse, target="target-speaker")
+    assert v["met"] == {"full": False, "lora": False, "qlora": False, "speed": False}
+    assert "WER 0.300 (bound 0.150)" in v["lines"][0] and "33%" in v["lines"][1] and "-9.1%" in v["lines"][2]
+    nothing = report.adaptation_verdict(rows[rows["variant"] != "full"], target="target-speaker")
+    assert not any(nothing["met"][k] for k in ("full", "lora", "qlora")) and "no SECS for full" in nothing["lines"][0]
+
+
+def test_aligned_set_and_full_fine_tuning_save_without_pickles(joe, tmp_path):
+    model, ids = joe
+    data = _one_segment_set(model, ids)
+    back = finetune.AlignedSet.load(data.save(tmp_path / "set.safetensors"))
+    assert back.ids == data.ids and back.hop == data.hop and torch.equal(back.wav[0], data.wav[0])
+    assert torch.equal(back.attn[0], data.attn[0]) and torch.equal(back.phonemes[0], data.phonemes[0])
+    a = finetune.prepare(model, "full")
+    with torch.no_grad():
+        a.voice.dec.conv_pre.bias.add_(0.01)
+    out = a.save(tmp_path / "full", base="piper:joe", card={"target": "T"})
+    assert json.loads((out / "config.json").read_text())["kind"] == "adapted_modules"
+    again = finetune.load_adaptation(model, out)
+    assert torch.equal(again.dec.conv_pre.bias, a.voice.dec.conv_pre.bias) and not torch.equal(again.dec.conv_pre.bias, model.dec.conv_pre.bias)
+    with pytest.raises(ValueError, match="neither a PEFT adapter"):
+        finetune.load_adaptation(model, tmp_path)
+
+
+def test_recorded_adaptations_load_their_target_only_and_name_the_rest(joe, tmp_path):
+    model, _ = joe
+    root = tmp_path / "h100" / "02_lora_qlora"
+    finetune.prepare(model, "full").save(root / "full", base="piper:joe", card={"target": "T"})
+    finetune.prepare(model, "lora", rank=4).save(root / "lora-r4", base="piper:joe", card={"target": "other"})
+    (root / "lora-r8").mkdir()
+    (root / "lora-r8" / "config.json").write_text("{broken")
+    voices, absent = finetune.recorded_adaptations(model, {"h100": root, "h200": tmp_path / "h200"}, "T")
+    assert set(voices) == {"full@h100"}
+    assert "another target" in absent["lora-r4@h100"] and "cannot be loaded" in absent["lora-r8@h100"]
+    assert "GPU" in absent["adapters@h200"]
 
 
 def test_speaker_target_moves_another_voice_onto_the_teacher_timing():

@@ -36,3 +36,27 @@ def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
                                                      {"cpu": tmp_path / "out", "h100": tmp_path / "none"})
     assert {"dec64-prune@cpu", "istft32x1@cpu", "istft32x1+flow96@cpu"} <= set(voices_)
     assert "students@h100" in absent_ and "does not exist" in absent_["students@h100"]
+
+
+def test_gpu_adaptation_job_trains_packs_loadable_adapters_on_cpu(tmp_path):
+    """`adapt` trains notebook 02's methods on its aligned set (safetensors) with the F0 term and discriminators;
+    `pack` brings back PEFT adapters and full fine-tuning weights with config, card, curve and env, which notebook 02
+    loads for the same target (finetune.recorded_adaptations)."""
+    from lib import finetune
+    teacher = voices.load_piper_torch(voices.joe_paths()[0])
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).phoneme_ids("A small dog ran home.")[0]
+    data = finetune.aligned_set(teacher, [ids], ["u0"], target=finetune.VoiceShift(semitones=2.0), progress=None)
+    path = data.save(tmp_path / "set.safetensors")
+    gpu_train.main(["adapt", "--work", str(tmp_path / "w"), "--data", str(path), "--target", "up 2",
+                    "--methods", "full", "lora-r4", "--steps", "2", "--adversarial-steps", "1", "--batch", "1",
+                    "--frames", "16", "--device", "cpu", "--mixed-precision", "no", "--checkpoint-every", "1",
+                    "--log-every", "1", "--threads", "2"])
+    gpu_train.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    for name in ("full", "lora-r4"):
+        cfg = json.loads((tmp_path / "out" / name / "config.json").read_text())
+        assert cfg["target"] == "up 2" and cfg["steps"] == 2 and cfg["recipe"]["f0_weight"] == 2.0
+        assert "loss_f0" in (tmp_path / "out" / name / "curve.csv").read_text()
+        assert json.loads((tmp_path / "out" / name / "env.json").read_text())["cpu_model"]
+    assert not (tmp_path / "out" / "lora-r4" / "state").exists() and not list((tmp_path / "out").glob("dec*"))
+    loaded, absent = finetune.recorded_adaptations(teacher, {"cpu": tmp_path / "out"}, "up 2")
+    assert set(loaded) == {"full@cpu", "lora-r4@cpu"} and not absent

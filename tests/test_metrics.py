@@ -75,3 +75,25 @@ def test_reference_metrics_of_a_too_short_clip_are_nan_not_an_error():
     out = metrics.reference_metrics(x, x[: sr // 10], sr)
     assert set(out) == {"pesq_wb", "stoi", "mcd_db", "f0_rmse_cents"} and all(np.isnan(v) for v in out.values())
     assert np.isnan(metrics.pesq_wb(x, x[:3000], sr))
+
+
+def test_speaker_similarity_tells_speakers_apart(ort_voice):
+    """resemblyzer's GE2E encoder: joe said again (sampling noise on) is closer to joe than Kokoro's jf_alpha is,
+    and joe's self-similarity (other sentences only) is below 1; pairs of one sentence are left out, mismatched
+    clip lists and too-short clips are refused."""
+    from lib import voices
+    lines = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
+             "It's easy to tell the depth of a well."]
+    joe = [ort_voice.synthesize(t) for t in lines]
+    again = [ort_voice.synthesize(t) for t in lines]
+    kokoro = voices.load_voice("kokoro-82m", speaker="jf_alpha", threads=2)
+    other = [kokoro.synthesize(t) for t in lines]
+    s, ceiling = evaluate.speaker_similarity({"joe": again, "kokoro": other}, joe)
+    assert s["joe"] > s["kokoro"] + 0.1 and 0.6 < ceiling < 0.99
+    enc = metrics.SpeakerEncoder()
+    e = [enc(a.samples, a.sample_rate) for a in joe]
+    assert metrics.secs(e, e, exclude_same_index=True) < metrics.secs(e, e)
+    with pytest.raises(ValueError, match="same sentences"):
+        evaluate.speaker_similarity({"short": joe[:2]}, joe)
+    with pytest.raises(ValueError, match="too short"):
+        enc(np.zeros(1000, dtype=np.float32) + 0.01, 16000)

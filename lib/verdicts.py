@@ -1,0 +1,136 @@
+"""Verdicts: one function per kind of target, each returning one line in words and one met/missed per target,
+so that a notebook and the report never say two things about the same target. Built from result frames only."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = 0.10, max_wer_increase: float = 0.02) -> pd.DataFrame:
+    """One row per variant of a notebook's results: speed, size and quality, and their change against `baseline`
+    (rtf_ratio and size_ratio below 1 are better; dnsmos_drop and wer_increase above 0 are worse)."""
+    ok = df[df["status"] == "ok"]
+    w = ok.pivot_table(index=["variant", "technique", "backend"], columns="metric", values="value", aggfunc="first")
+    w.columns.name = None
+    w = w.reset_index()
+    for col in ("rtf", "rtf_ratio", "size_mb", "dnsmos_p808", "wer"):  # a contended or absent timing leaves NaN, not a crash
+        if col not in w:
+            w[col] = np.nan
+    base = w[w["variant"] == baseline].iloc[0]
+    if "size_mb" in w:
+        w["size_ratio"] = w["size_mb"] / base["size_mb"]
+    if "dnsmos_p808" in w:
+        w["dnsmos_drop"] = base["dnsmos_p808"] - w["dnsmos_p808"]
+    if "wer" in w:
+        w["wer_increase"] = w["wer"] - base["wer"]
+    w["within_quality_bounds"] = (w.get("dnsmos_drop", 0) <= max_dnsmos_drop) & (w.get("wer_increase", 0) <= max_wer_increase)
+    first = ["variant", "technique", "backend", "rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "size_mb",
+             "size_ratio", "dnsmos_p808", "dnsmos_drop", "wer", "wer_increase", "within_quality_bounds", "pesq_wb",
+             "mcd_db", "f0_rmse_cents", "params", "nonzero_params", "peak_rss_mb"]
+    cols = [c for c in first if c in w] + [c for c in w.columns if c not in first]
+    return w[cols].sort_values("rtf_ratio" if "rtf_ratio" in w else "variant").reset_index(drop=True)
+
+
+def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsmos_drop: float,
+            max_wer_increase: float) -> dict:
+    """Whether some variant meets the speed target and some the size target within the quality bounds; when
+    not, by how much the closest one misses, in words."""
+    lines, met = [], {}
+    good = table[table["within_quality_bounds"]]
+    for goal, col, limit, what, most in (("speed", "rtf_ratio", speed_ratio, "faster", "fastest"),
+                                         ("size", "size_ratio", size_ratio, "smaller", "smallest")):
+        if col not in table:
+            continue
+        hit = good[good[col] <= limit].sort_values(col)
+        if not hit.empty:
+            r = hit.iloc[0]
+            met[goal] = r["variant"]
+            lines.append(f"**{goal} target met** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, DNSMOS drop "
+                         f"{r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f}.")
+            continue
+        met[goal] = None
+        best_ok = good.sort_values(col).iloc[0] if not good.empty else None
+        best_any = table.sort_values(col).iloc[0]
+        msg = f"**{goal} target missed.** "
+        if best_ok is not None:
+            msg += (f"Within the quality bounds the best is `{best_ok['variant']}` at {1 / best_ok[col]:.2f}x {what} "
+                    f"(target {1 / limit:.0f}x). ")
+        msg += (f"The {most} variant of all, `{best_any['variant']}` ({1 / best_any[col]:.2f}x), drops DNSMOS by "
+                f"{best_any['dnsmos_drop']:.2f} and raises WER by {best_any['wer_increase']:+.3f}.")
+        lines.append(msg)
+    return {"lines": lines, "met": met}
+
+
+def adaptation_verdict(table, full: str = "full", base: str = "teacher", target: str = "target",
+                       halfway: float = 0.5, lora_share: float = 0.8, max_trainable_pct: float = 5.0,
+                       qlora_margin: float = 0.05, wer_margin: float = 0.05, rtf_margin: float = 0.05) -> dict:
+    """One line and one met/missed per target of the adaptation study, from `table` (a deltas frame with `secs`,
+    `wer`, `trainable_pct_of_full` and `rtf_ratio` per variant; `target` holds the target speaker's own WER and, as
+    `secs`, its self-similarity; `base` is the unadapted voice):
+    - full: SECS at least `halfway` from the base's SECS to the target's self-similarity, WER at most the target's
+      own + `wer_margin`;
+    - lora: a LoRA at most `max_trainable_pct` % of full's trainable parameters reaches `lora_share` of full's SECS
+      gain over the base, at the same WER bound;
+    - qlora: each QLoRA within `qlora_margin` (relative) of the LoRA of its rank in SECS;
+    - speed: merged LoRA voices at the base's RTF within `rtf_margin`.
+    A target that cannot be judged (a row or column missing) counts as missed and says why."""
+    t = table.groupby("variant", sort=False).first()  # a variant's rows from several back-ends, merged
+    col = lambda c: t[c] if c in t else pd.Series(np.nan, index=t.index)  # noqa: E731
+    secs, wer, pct = col("secs"), col("wer"), col("trainable_pct_of_full")
+    lines, met = [], {}
+    need = [v for v in (full, base, target) if v not in t.index or not np.isfinite(secs.get(v, np.nan))]
+    if need:
+        msg = f"cannot be judged: no SECS for {', '.join(need)}"
+        return {"lines": [f"**Full fine-tuning target missed**: {msg}.", f"**LoRA target missed**: {msg}.",
+                          f"**QLoRA target missed**: {msg}.", _speed_line(t, rtf_margin, met)],
+                "met": {"full": False, "lora": False, "qlora": False, "speed": met["speed"]}}
+    s_base, s_self = float(secs[base]), float(secs[target])
+    wer_bound = float(wer.get(target, np.nan)) + wer_margin
+    ok_wer = lambda v: bool(np.isfinite(wer.get(v, np.nan)) and wer[v] <= wer_bound)  # noqa: E731
+    gain = lambda v: float(secs[v]) - s_base  # noqa: E731
+    need_full = s_base + halfway * (s_self - s_base)
+    met["full"] = bool(secs[full] >= need_full and ok_wer(full))
+    lines.append(f"**Full fine-tuning target {'met' if met['full'] else 'missed'}**: SECS {secs[full]:.3f} "
+                 f"(needed {need_full:.3f}, {halfway:.0%} of the way from the unadapted {s_base:.3f} to the target's "
+                 f"self-similarity {s_self:.3f}), WER {wer.get(full, np.nan):.3f} (bound {wer_bound:.3f}).")
+    loras = [v for v in t.index if v.startswith("lora-r") and not v.endswith("-unmerged")
+             and pct.get(v, np.inf) <= max_trainable_pct]
+    if not loras:
+        met["lora"] = False
+        lines.append(f"**LoRA target missed**: no LoRA trains at most {max_trainable_pct:g} % of full's parameters.")
+    else:
+        share = {v: gain(v) / gain(full) if gain(full) > 0 else np.nan for v in loras}
+        good = [v for v in loras if share[v] >= lora_share and ok_wer(v)]
+        best = max(loras, key=lambda v: secs[v])
+        met["lora"] = bool(good) and gain(full) > 0
+        why = ("full fine-tuning gained nothing over the unadapted voice, so there is no gain to share"
+               if gain(full) <= 0 else f"{best} reaches {share[best]:.0%} of full's SECS gain with "
+               f"{pct[best]:.1f} % of its parameters, WER {wer.get(best, np.nan):.3f}")
+        lines.append(f"**LoRA target {'met' if met['lora'] else 'missed'}**: "
+                     + (f"{', '.join(good)} reach at least {lora_share:.0%} of full fine-tuning's SECS gain; " if good else "")
+                     + why + f" (bound {lora_share:.0%}, WER {wer_bound:.3f}).")
+    pairs = [(q, "lora-" + q[len("qlora-"):]) for q in t.index if q.startswith("qlora-r")]
+    pairs = [(q, lo) for q, lo in pairs if lo in t.index]
+    if not pairs:
+        met["qlora"] = False
+        lines.append("**QLoRA target missed**: no QLoRA with a LoRA of the same rank to compare with.")
+    else:
+        diffs = {q: float(secs[q] / secs[lo] - 1) for q, lo in pairs}
+        met["qlora"] = all(abs(d) <= qlora_margin or d > 0 for d in diffs.values())
+        lines.append(f"**QLoRA target {'met' if met['qlora'] else 'missed'}**: SECS against LoRA of the same rank: "
+                     + ", ".join(f"{q} {d:+.1%}" for q, d in diffs.items()) + f" (bound -{qlora_margin:.0%}).")
+    lines.append(_speed_line(t, rtf_margin, met))
+    return {"lines": lines, "met": met}
+
+
+def _speed_line(t, rtf_margin: float, met: dict) -> str:
+    merged = t[[v.startswith("lora-r") and not v.endswith("-unmerged") for v in t.index]]
+    if "rtf_ratio" not in t or not merged["rtf_ratio"].notna().any():
+        met["speed"] = False
+        return "**Merged-speed target missed**: no timed merged LoRA voice, so it cannot be judged."
+    r = merged["rtf_ratio"].dropna()
+    met["speed"] = bool(((r - 1).abs() <= rtf_margin).all())
+    unmerged = "".join(f"; unmerged {v.replace('-unmerged', '')} {x:.3f}"
+                       for v, x in t[t.index.str.endswith("-unmerged")]["rtf_ratio"].items())
+    return (f"**Merged-speed target {'met' if met['speed'] else 'missed'}**: RTF relative to the base voice, same run: "
+            + ", ".join(f"{v} {x:.3f}" for v, x in r.items()) + f"{unmerged} (bound 1 ± {rtf_margin:g}).")
