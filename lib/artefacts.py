@@ -16,7 +16,7 @@ from pathlib import Path
 from .results import atomic_write_json, atomic_write_text
 
 SHARD_MB = 15.0
-KINDS = ("decoder", "flow", "istft_decoder", "voice")
+KINDS = ("decoder", "flow", "istft_decoder", "frontend", "voice")
 CONVERSIONS = ("bnb", "torch_dynamic_int8", "peft_adapter")
 
 
@@ -59,6 +59,9 @@ def build_part(kind: str, build: dict):
     if kind == "istft_decoder":
         from .istft_decoder import FrameRateDecoder
         return FrameRateDecoder(**build)
+    if kind == "frontend":
+        from .frontend_student import FrontEnd
+        return FrontEnd(**build)
     if kind == "flow":
         return ResidualCouplingBlock(build["channels"], build["hidden_channels"], build["kernel_size"],
                                      build["dilation_rate"], build["n_layers"], n_flows=build["n_flows"])

@@ -266,7 +266,8 @@ def environment(threads: int | None = None, device: str = "cpu") -> dict:
 
 
 def voice_cost(model, ids: Sequence[list[int]]) -> dict[str, float]:
-    """Parameters and GFLOP per second of audio of the voice, by module, over a few sentences."""
+    """Parameters and GFLOP per second of audio of the voice, in all and by module (decoder, flow, text encoder,
+    duration predictor), over a few sentences."""
     import torch
     flops, audio_s = {}, 0.0
     for x in ids:
@@ -281,8 +282,66 @@ def voice_cost(model, ids: Sequence[list[int]]) -> dict[str, float]:
         audio_s += out[0].numel() / 22050
     return {"params": float(sum(p.numel() for p in model.parameters())),
             "gflop_per_audio_s": flops.get("total", np.nan) / audio_s / 1e9,
-            "dec_gflop_per_audio_s": flops.get("dec", np.nan) / audio_s / 1e9,
-            "flow_gflop_per_audio_s": flops.get("flow", np.nan) / audio_s / 1e9}
+            **{f"{part}_gflop_per_audio_s": flops.get(part, np.nan) / audio_s / 1e9 for part in ("dec", "flow", "enc_p", "dp")}}
+
+
+MODULES = {"enc_p": "text encoder", "dp": "duration predictor", "flow": "flow", "dec": "decoder"}
+
+
+def module_times(model, ids: Sequence[list[int]], threads: int = 1, repeats: int = 3) -> dict:
+    """Wall time of each module of a PyTorch piper voice (`infer`, noise off, `threads` threads) per second of audio,
+    the median over `repeats` passes, read by forward hooks on its top-level modules; with the machine's load while
+    it ran (`status`, `reason`: a contended timing is marked, as every timing is)."""
+    import torch
+    torch.set_num_threads(int(threads))
+    spent: dict[str, list] = {k: [] for k in MODULES}
+    start: dict[str, float] = {}
+    hooks = []
+    for key in MODULES:
+        m = getattr(model, key)
+        hooks.append(m.register_forward_pre_hook(lambda mod, a, k=key: start.__setitem__(k, time.perf_counter())))
+        hooks.append(m.register_forward_hook(lambda mod, a, o, k=key: spent[k].append(time.perf_counter() - start[k])))
+    per_pass, audio_s = [], 0.0
+    try:
+        with torch.no_grad():
+            model.infer(torch.tensor([ids[0]]), torch.tensor([len(ids[0])]), noise_scale=0.0, noise_scale_w=0.0)  # warm-up
+            watch = watched(threads)
+            with watch:
+                for _ in range(repeats):
+                    for k in spent:
+                        spent[k].clear()
+                    audio_s = 0.0
+                    for x in ids:
+                        out = model.infer(torch.tensor([x]), torch.tensor([len(x)]), noise_scale=0.0, noise_scale_w=0.0)[0]
+                        audio_s += out.numel() / 22050
+                    per_pass.append({k: sum(v) / audio_s for k, v in spent.items()})
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {k: float(np.median([p[k] for p in per_pass])) for k in MODULES}
+    status, reason = ("contended", watch.load.reason()) if watch.load is not None and watch.load.contended else ("ok", "")
+    return {**out, "status": status, "reason": reason}
+
+
+def module_breakdown(models: dict, costs: dict, times: dict | None = None):
+    """Per voice and module (text encoder, duration predictor, flow, decoder): parameters, GFLOP per second of audio
+    (from `voice_cost` results in `costs`) and that module's share of the voice's GFLOP; with `times` (from
+    `module_times`), milliseconds per second of audio and the share of time, which small-op modules make differ."""
+    import pandas as pd
+    rows = []
+    for name, model in models.items():
+        params = params_by_module(model)
+        total = costs[name]["gflop_per_audio_s"]
+        t = (times or {}).get(name)
+        t_total = sum(t[k] for k in MODULES) if t else np.nan
+        for key, label in MODULES.items():
+            g = costs[name].get(f"{key}_gflop_per_audio_s", np.nan)
+            row = {"voice": name, "module": label, "params": int(params.get(key, 0)), "gflop_per_audio_s": g,
+                   "gflop_share_pct": 100.0 * g / total if total else np.nan}
+            if t:
+                row.update(ms_per_audio_s=1e3 * t[key], time_share_pct=100.0 * t[key] / t_total, timing=t["status"])
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _steps_done(ckpt_dir: Path) -> int:

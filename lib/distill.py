@@ -72,10 +72,14 @@ def relabel(lat: Latents, decoder) -> Latents:
     return Latents(lat.ids, lat.z, wavs, lat.hop)
 
 
-def with_parts(model, decoder=None, flow=None):
-    """A copy of the full voice with its decoder and/or flow replaced by copies of students (whose weight
-    normalisation is folded first, in place: they are done training)."""
+def with_parts(model, decoder=None, flow=None, frontend=None):
+    """A copy of the full voice with its decoder, flow and/or front end (text encoder + duration predictor, a
+    `frontend_student.FrontEnd`) replaced by copies of students (whose weight normalisation is folded first, in
+    place: they are done training)."""
     out = copy.deepcopy(model)
+    if frontend is not None:
+        from .frontend_student import with_frontend
+        out = with_frontend(out, frontend)
     if decoder is not None:
         out.dec = copy.deepcopy(finalize(decoder))
     if flow is not None:
@@ -186,10 +190,14 @@ def final_mel(curve) -> float:
 
 
 def save_students(teacher_model, students: dict, out_root: Path, curves: dict, flow=None, flow_name: str = "",
-                  extra: dict | None = None) -> dict[str, Path]:
-    """Each student as an artefact folder out_root/<name>/ (model.safetensors, config.json, curve.csv)."""
+                  frontend=None, frontend_name: str = "", extra: dict | None = None) -> dict[str, Path]:
+    """Each student as an artefact folder out_root/<name>/ (model.safetensors, config.json, curve.csv): decoders,
+    the flow student and the front-end student (a frontend_student.FrontEnd)."""
     from .artefacts import save_part
     out = {}
+    if frontend is not None:
+        out[frontend_name] = save_part(frontend, Path(out_root) / frontend_name, "frontend", frontend.config,
+                                       extra={"student": frontend_name, **(extra or {})})
     for name, dec in students.items():
         out[name] = save_part(dec, Path(out_root) / name, "decoder", decoder_build(teacher_model, decoder_width(dec)),
                               extra={"student": name, **(extra or {})})

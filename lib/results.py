@@ -70,6 +70,8 @@ METRICS = {m.name: m for m in [
     _m("gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, whole voice"),
     _m("dec_gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, decoder"),
     _m("flow_gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, flow"),
+    _m("enc_p_gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, text encoder"),
+    _m("dp_gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, duration predictor"),
     # quality (metrics, judged on waveforms)
     _m("dnsmos_p808", "MOS", "higher", "DNSMOS P.808 predicted MOS"),
     _m("dnsmos_sig", "MOS", "higher", "DNSMOS P.835 speech signal quality"),
@@ -90,6 +92,9 @@ METRICS = {m.name: m for m in [
     _m("chunk_snr_db", "dB", "higher", "worst SNR of streamed (chunked) against whole synthesis"),
     _m("max_abs_diff", "amplitude", "lower", "largest sample difference against the reference"),
     _m("length_diff_samples", "samples", "lower", "length difference against the reference"),
+    _m("duration_mae_frames", "frames", "lower", "mean absolute difference of latent frames per phoneme against the "
+       "reference voice, sampling noise off"),
+    _m("length_change_pct", "%", "", "mean change of a sentence's length against the reference voice, noise off"),
     _m("human_mos", "MOS", "higher", "mean opinion score of screened raters (ACR 1-5)"),
     _m("human_mos_ci95", "MOS", "lower", "half-width of the 95 % confidence interval of human_mos"),
     # data and features
@@ -105,7 +110,8 @@ UNITS = {name: m.unit for name, m in METRICS.items()}
 
 
 RATIO_OR_REFERENCE = {"rtf_ratio", "pesq_wb", "stoi", "mcd_db", "f0_rmse_cents", "rms_diff_db", "max_abs_diff",
-                      "length_diff_samples", "f0_shift_semitones", "secs", "secs_self"}
+                      "length_diff_samples", "f0_shift_semitones", "secs", "secs_self",
+                      "duration_mae_frames", "length_change_pct"}
 
 
 class UnknownMetric(ValueError):

@@ -6,10 +6,11 @@ from pathlib import Path
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 
-TECHNIQUES = {"finetune", "adapt_targets", "compress", "distill", "training", "artefacts", "speecht5", "export"}
+TECHNIQUES = {"finetune", "adapt_targets", "compress", "distill", "training", "artefacts", "speecht5", "export",
+              "frontend_student", "istft_decoder"}
 HARNESS = {"metrics", "bench", "evaluate", "judges", "scenarios"}
 MODEL_CODE = {"voices", "piper_torch", "hub", "finetune", "compress", "distill", "training", "speecht5", "backends",
-              "engines", "istft_decoder", "artefacts", "export"}
+              "engines", "istft_decoder", "frontend_student", "artefacts", "export"}
 RULES = [
     ("techniques build variants and never measure", TECHNIQUES, HARNESS),
     ("judges know no model", {"metrics", "audio"}, MODEL_CODE),
