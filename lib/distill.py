@@ -190,11 +190,15 @@ def final_mel(curve) -> float:
 
 
 def save_students(teacher_model, students: dict, out_root: Path, curves: dict, flow=None, flow_name: str = "",
-                  frontend=None, frontend_name: str = "", extra: dict | None = None) -> dict[str, Path]:
+                  frontend=None, frontend_name: str = "", istft=None, istft_name: str = "",
+                  extra: dict | None = None) -> dict[str, Path]:
     """Each student as an artefact folder out_root/<name>/ (model.safetensors, config.json, curve.csv): decoders,
-    the flow student and the front-end student (a frontend_student.FrontEnd)."""
+    the flow student, the front-end student (a frontend_student.FrontEnd) and the frame-rate decoder."""
     from .artefacts import save_part
     out = {}
+    if istft is not None:
+        out[istft_name] = save_part(istft, Path(out_root) / istft_name, "istft_decoder", istft.config,
+                                    extra={"student": istft_name, **(extra or {})})
     if frontend is not None:
         out[frontend_name] = save_part(frontend, Path(out_root) / frontend_name, "frontend", frontend.config,
                                        extra={"student": frontend_name, **(extra or {})})

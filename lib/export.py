@@ -46,12 +46,16 @@ def latent_with_noise(model, x, x_lengths, scales, dp_noise, z_noise, frames: in
     noise_scale, length_scale, noise_w = scales[0], scales[1], scales[2]
     x, m_p, logs_p, x_mask = model.enc_p(x, x_lengths)
     dp = model.dp
-    h = dp.proj(dp.convs(dp.pre(x), x_mask)) * x_mask
-    flows = list(reversed(dp.flows))
-    z = dp_noise[:, :, :x.size(2)].to(x.dtype) * noise_w
-    for flow in flows[:-2] + [flows[-1]]:
-        z = flow(z, x_mask, g=h, reverse=True)
-    logw = z[:, :1]
+    if getattr(model, "use_sdp", True):
+        h = dp.proj(dp.convs(dp.pre(x), x_mask)) * x_mask
+        flows = list(reversed(dp.flows))
+        z = dp_noise[:, :, :x.size(2)].to(x.dtype) * noise_w
+        for flow in flows[:-2] + [flows[-1]]:
+            z = flow(z, x_mask, g=h, reverse=True)
+        logw = z[:, :1]
+    else:  # a deterministic duration predictor (the front-end student) draws nothing; the input stays in the
+        # graph (x 0) so that every voice's ONNX files take the same inputs
+        logw = dp(x, x_mask) + 0.0 * dp_noise[:, :1, :x.size(2)].to(x.dtype)
     w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)
     y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
     y_mask = torch.unsqueeze(commons.sequence_mask(y_lengths, frames or y_lengths.max()), 1).type_as(x_mask)
@@ -174,12 +178,27 @@ def export_noise_input(model, out_dir: Path, chunk_frames: int = 64, context_fra
             torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=opset, input_names=names,
                               output_names=outs, dynamic_axes={**axes, **out_axes})
             tmp.replace(paths[key])
-        z = torch.zeros(1, model.dec.conv_pre.in_channels, window)
+        z = torch.zeros(1, model.hparams["inter_channels"], window)
         tmp = paths["decoder"].with_suffix(".tmp.onnx")
         torch.onnx.export(model.dec.eval(), (z,), str(tmp), dynamo=False, opset_version=opset,
                           input_names=["z"], output_names=["audio"])
+        _declare_output_shape(tmp, list(model.dec.eval()(z).shape))
         tmp.replace(paths["decoder"])
     return paths
+
+
+def _declare_output_shape(path: Path, shape: list[int]) -> None:
+    """Write the static output shape into a graph whose exporter left it symbolic (the frame-rate decoder computes
+    its trim from Shape ops, which the exporter does not fold); the input is static, so the output is too."""
+    import onnx
+    model = onnx.load(str(path))
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) != len(shape):
+        raise ValueError(f"{path}: output has {len(dims)} dimensions, expected {len(shape)}")
+    for d, n in zip(dims, shape):
+        d.ClearField("dim_param")
+        d.dim_value = int(n)
+    onnx.save(model, str(path))
 
 
 # --- NPU readiness of an exported graph ----------------------------------------------------------------------

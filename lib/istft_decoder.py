@@ -3,8 +3,8 @@
 No time-domain upsampling: the HiFi-GAN decoder's 8x8x4 transposed convolutions, most of the voice's compute, are gone.
 
 The inverse STFT is written as one matrix product (the inverse real DFT with the synthesis window folded in) plus an
-overlap-add done by a transposed convolution with an identity kernel, then divided by the summed squared window.
-It exports to ONNX with plain MatMul/ConvTranspose (no `STFT` op, no complex tensors) and matches `torch.istft`
+overlap-add of hop-long pieces (pads and adds), then divided by the summed squared window.
+It exports to ONNX with plain MatMul/Pad/Add (no `STFT` op, no complex tensors) and matches `torch.istft`
 (center=True, Hann window) within 1e-4. Written by hand because torch.istft does not export to ONNX and neither
 Vocos nor piper ship an exportable one as a package."""
 from __future__ import annotations
@@ -31,18 +31,28 @@ class MatmulISTFT(nn.Module):
         scale[0] = scale[-1] = 1.0  # DC and Nyquist appear once in the one-sided spectrum
         self.register_buffer("cos", (scale * torch.cos(angle) / n_fft * window).float(), persistent=False)
         self.register_buffer("sin", (-scale * torch.sin(angle) / n_fft * window).float(), persistent=False)
-        self.register_buffer("eye", torch.eye(n_fft).unsqueeze(1), persistent=False)  # [n_fft, 1, n_fft]
-        self.register_buffer("win_sq", (window ** 2).float().reshape(1, n_fft, 1), persistent=False)
+        if n_fft % hop:
+            raise ValueError(f"n_fft ({n_fft}) must be a multiple of hop ({hop}) for the overlap-add")
+        self.register_buffer("win_sq", (window ** 2).float().reshape(1, n_fft // hop, hop, 1), persistent=False)
+
+    def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames [B, R*hop, T] -> [B, (T+R-1)*hop]: each frame cut into its R hop-long pieces, piece j of frame t
+        added at hop index t+j. Pads and adds only, O(n_fft) per frame (a transposed convolution with an identity
+        kernel, the usual export trick, costs n_fft^2 multiply-adds per frame)."""
+        r = self.n_fft // self.hop
+        pieces = frames.reshape(frames.shape[0], r, self.hop, frames.shape[-1])
+        out = sum(nn.functional.pad(pieces[:, j], (j, r - 1 - j)) for j in range(r))  # [B, hop, T+R-1]
+        return out.transpose(1, 2).reshape(frames.shape[0], -1)
 
     def forward(self, mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         real, imag = mag * torch.cos(phase), mag * torch.sin(phase)
         frames = torch.matmul(real.transpose(1, 2), self.cos) + torch.matmul(imag.transpose(1, 2), self.sin)
         frames = frames.transpose(1, 2)  # [B, n_fft, T] windowed time frames
-        audio = nn.functional.conv_transpose1d(frames, self.eye, stride=self.hop)  # overlap-add
-        norm = nn.functional.conv_transpose1d(self.win_sq.expand(1, -1, frames.shape[-1]), self.eye, stride=self.hop)
+        audio = self.overlap_add(frames)
+        norm = self.overlap_add(self.win_sq.expand(1, -1, -1, frames.shape[-1]).reshape(1, self.n_fft, -1))
         pad = self.n_fft // 2
         length = (frames.shape[-1] - 1) * self.hop
-        return (audio / norm.clamp_min(1e-11))[:, 0, pad:pad + length]
+        return (audio / norm.clamp_min(1e-11))[:, pad:pad + length]
 
 
 class ConvNeXtBlock(nn.Module):
