@@ -257,6 +257,21 @@ def recorded_voices(teacher_model, roots: dict[str, Path]) -> tuple[dict, dict, 
     return voices, absent, info
 
 
+def student_voice(teacher_model, folder: Path, name: str):
+    """The voice named by its student parts joined with '+' (e.g. 'istft256x6+flow96+fe96'), each part read from
+    `folder`/<part> (what `save_students` wrote) and put in the teacher by its kind; ArtefactError names a missing
+    or unreadable part."""
+    from .artefacts import load_part
+    parts = {"decoder": None, "flow": None, "frontend": None}
+    for part in name.split("+"):
+        module, config = load_part(Path(folder) / part)
+        kind = {"istft_decoder": "decoder"}.get(config["kind"], config["kind"])
+        if kind not in parts:
+            raise ValueError(f"{Path(folder) / part}: a part of kind {config['kind']!r} cannot go into a voice")
+        parts[kind] = module
+    return with_parts(teacher_model, **parts)
+
+
 def training_table(curves: dict, recorded_info: dict, device: str):
     """Where and how long each student trained: here (`curves`) or on a GPU (`recorded_info` configs)."""
     import pandas as pd

@@ -170,12 +170,16 @@ def _same_length(ref: np.ndarray, deg: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def pesq_wb(ref: np.ndarray, deg: np.ndarray, sr: int) -> float:
     """Wide-band PESQ (ITU-T P.862.2) at 16 kHz; the longer signal is cut to the shorter. NaN when that is under
-    the 0.25 s PESQ needs, rather than an error that loses the other metrics."""
-    from pesq import pesq
+    the 0.25 s PESQ needs, or when PESQ finds no utterance in the reference (silence, or an untrained student's
+    noise), rather than an error that loses the other metrics."""
+    from pesq import NoUtterancesError, pesq
     r, d = _same_length(resample(ref, sr, 16000), resample(deg, sr, 16000))
     if len(r) < 4000:
         return float("nan")
-    return float(pesq(16000, r.astype(np.float64), d.astype(np.float64), "wb"))
+    try:
+        return float(pesq(16000, r.astype(np.float64), d.astype(np.float64), "wb"))
+    except NoUtterancesError:
+        return float("nan")
 
 
 def stoi(ref: np.ndarray, deg: np.ndarray, sr: int) -> float:

@@ -45,6 +45,8 @@ METRICS = {m.name: m for m in [
     _m("ttfa_ms_p50", "ms", "lower", "median time to first audio when streaming"),
     _m("ttfa_ms_p90", "ms", "lower", "90th-percentile time to first audio when streaming"),
     _m("ttfa_ms_p99", "ms", "lower", "99th-percentile time to first audio when streaming"),
+    _m("cold_start_ms", "ms", "lower", "fresh process start to the first audio chunk of a sentence through piper's "
+       "runtime (median of runs)"),
     _m("stream_rtf", "s/s", "lower", "whole-stream synthesis time per audio second when streaming"),
     _m("throughput_xrt", "x", "higher", "audio seconds per wall second, single stream"),
     _m("throughput_xrt_offline", "x", "higher", "audio seconds per wall second at the best offline batch size"),

@@ -140,6 +140,24 @@ def stream_latent(engine: Engine, z, chunk_frames: int, context_frames: int):
         yield start, audio[k * hop:(k + keep) * hop]
 
 
+def cold_start(onnx_path: Path, text: str, repeats: int = 3) -> dict:
+    """Seconds from starting a fresh Python process to the first audio chunk of `text` through piper's own runtime
+    (`PiperVoice.load`, then the first chunk `synthesize` yields): interpreter start, imports, loading the model and
+    the first sentence, as a user's process pays them. Median and worst of `repeats` runs, one after the other."""
+    import subprocess
+    import sys
+    code = ("import sys, time\nfrom piper import PiperVoice\nvoice = PiperVoice.load(sys.argv[1])\n"
+            "next(iter(voice.synthesize(sys.argv[2])))\nprint(repr(time.time()))")
+    took = []
+    for _ in range(repeats):
+        start = time.time()
+        proc = subprocess.run([sys.executable, "-c", code, str(onnx_path), text], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"piper's runtime failed on {onnx_path}: {proc.stderr.strip()[-300:]}")
+        took.append(float(proc.stdout.strip().splitlines()[-1]) - start)
+    return {"cold_start_ms": 1e3 * float(np.median(took)), "cold_start_ms_max": 1e3 * float(np.max(took)), "n": repeats}
+
+
 # --- utilisation and energy ----------------------------------------------------------------------------------
 
 def rapl_status() -> tuple[bool, str]:

@@ -124,3 +124,12 @@ def test_report_keeps_contended_apart_and_names_the_cpu():
     assert report.cpu_line(old_env) == "Intel Xeon, 2 cores: AVX2, AVX-512, bf16, AMX; no VNNI"
     assert report.relies_on("split-bf16", "split").startswith("native bf16")
     assert report.relies_on("fp32", "ort-cpu").startswith("FP32")
+
+
+def test_work_done_in_a_waited_for_child_is_not_contention():
+    """A timed block whose work runs in a child process it waits for (a cold start) is not contended by that child."""
+    import subprocess
+    import sys
+    with machine.LoadMonitor(threads=1) as mon:
+        subprocess.run([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"], check=True)
+    assert mon.load.others_cores is not None and mon.load.others_cores < 0.5, mon.load

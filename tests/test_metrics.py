@@ -75,6 +75,8 @@ def test_reference_metrics_of_a_too_short_clip_are_nan_not_an_error():
     out = metrics.reference_metrics(x, x[: sr // 10], sr)
     assert set(out) == {"pesq_wb", "stoi", "mcd_db", "f0_rmse_cents"} and all(np.isnan(v) for v in out.values())
     assert np.isnan(metrics.pesq_wb(x, x[:3000], sr))
+    silence = np.zeros(sr, dtype=np.float32)
+    assert np.isnan(metrics.pesq_wb(silence, silence, sr)), "no utterance to compare: NaN, not an error"
 
 
 def test_speaker_similarity_tells_speakers_apart(ort_voice):

@@ -204,6 +204,13 @@ def test_hardware_notebook(smoke):
     if not torch.cuda.is_available():
         gpu = df[df["variant"] == "torch-cuda-fp16"]
         assert (gpu["status"] == "absent").all() and gpu["value"].isna().all() and gpu["reason"].str.contains("CUDA").all()
+    # notebook 04's student voices through the same scenarios, and every voice's cold start through piper's runtime
+    for student in ("dec64-chain+flow96+fe96", "istft256x6+flow96+fe96"):
+        assert _value(df, variant=f"{student}:ort-cpu-fp32", metric="ttfa_ms_p90") > 0
+        assert _value(df, variant=f"{student}:ort-cpu-fp32", metric="throughput_xrt_offline") > 0
+        assert 50 < _value(df, variant=student, metric="cold_start_ms") < 60000
+    assert 50 < _value(df, variant="teacher (shipped)", metric="cold_start_ms") < 60000
+    assert any(line.startswith("5x voice TTFA p90") for line in json.loads((nb / "metrics.json").read_text())["headline"])
     ready = pd.read_csv(nb / "npu_readiness.csv").set_index("file")
     assert ready.loc["decoder_96.onnx", "static_ready"] and not ready.loc["voice_noise.onnx", "static_ready"]
     assert ready.loc["voice_noise.onnx", "random_ops"] == "[]"
