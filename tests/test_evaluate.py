@@ -49,8 +49,10 @@ def test_measure_speed_ratio(tmp_path, monkeypatch, ort_voice):
     sents = text.harvard_sentences([5])[:2]
     df = evaluate.measure_speed({"a": ort_voice, "b": ort_voice}, sents, w, model="m", baseline="a",
                                 meta={}, warmup=1, specs={"a": {"name": "piper-joe", "backend": "ort-cpu", "threads": 1}})
-    assert df.set_index("name").loc["a", "rtf_ratio"] == 1.0
-    assert 0.5 < df.set_index("name").loc["b", "rtf_ratio"] < 2.0
+    t = df.set_index("name")
+    assert t.loc["a", "rtf_ratio"] == 1.0 and t.loc["b", "rtf"] > 0
+    # the ratio is b's RTF over the baseline's from the same run (a bound on the value itself would time the machine)
+    assert t.loc["b", "rtf_ratio"] == pytest.approx(t.loc["b", "rtf"] / t.loc["a", "rtf"])
     assert 100 < df.set_index("name").loc["a", "peak_rss_mb"] < 4000
     assert pd.isna(df.set_index("name").loc["b"].get("peak_rss_mb", np.nan))
 
