@@ -120,8 +120,45 @@ def save_voice_module(module, out_dir: Path, convert: dict | None = None) -> Pat
     tmp = out_dir / ".model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"kind": "voice_module"})
     tmp.replace(out_dir / "model.safetensors")
-    atomic_write_json(out_dir / "config.json", {"kind": "voice_module", "onnx": str(onnx), "convert": convert or {}})
+    atomic_write_json(out_dir / "config.json", {"kind": "voice_module", "onnx": str(onnx), "convert": convert or {},
+                                                "parts": student_parts(module)})
     return out_dir
+
+
+def student_parts(voice) -> dict:
+    """{attribute: {kind, build}} for each part of a voice that a student replaced in a way a shape alone cannot
+    say (a frame-rate decoder, a flow of other hidden width, the x_low front end with its deterministic duration
+    predictor): what `load_voice_module` rebuilds before it loads the weights."""
+    from .istft_decoder import FrameRateDecoder
+    parts = {}
+    if isinstance(voice.dec, FrameRateDecoder):
+        parts["dec"] = {"kind": "istft_decoder", "build": dict(voice.dec.config)}
+    wn = voice.flow.flows[0].enc
+    if wn.hidden_channels != voice.hparams["hidden_channels"]:
+        parts["flow"] = {"kind": "flow", "build": {
+            "channels": voice.hparams["inter_channels"], "hidden_channels": int(wn.hidden_channels),
+            "kernel_size": wn.kernel_size[0], "dilation_rate": wn.dilation_rate, "n_layers": wn.n_layers,
+            "n_flows": len(voice.flow.flows) // 2}}
+    if getattr(voice, "use_sdp", True) is False:
+        enc, dp = voice.enc_p, voice.dp
+        parts["frontend"] = {"kind": "frontend", "build": {
+            "n_vocab": enc.n_vocab, "out_channels": enc.out_channels, "hidden_channels": enc.hidden_channels,
+            "filter_channels": enc.filter_channels, "n_heads": enc.n_heads, "n_layers": enc.n_layers,
+            "kernel_size": enc.kernel_size, "dp_filter_channels": dp.filter_channels, "dp_kernel_size": dp.kernel_size}}
+    return parts
+
+
+def _with_student_parts(model, parts: dict):
+    """The rebuilt teacher with the parts `student_parts` recorded put in, untrained (the weights load next)."""
+    for attr, part in parts.items():
+        module = build_part(part["kind"], part["build"])
+        _fold_weight_norm(module)
+        if attr == "frontend":
+            from .frontend_student import with_frontend
+            model = with_frontend(model, module)
+        else:
+            setattr(model, attr, module)
+    return model
 
 
 def load_voice_module(art_dir: Path):
@@ -143,6 +180,7 @@ def load_voice_module(art_dir: Path):
     if "peft_adapter" in convert:
         from .finetune import load_adapter
         return load_adapter(model, Path(convert["peft_adapter"])).eval()
+    model = _with_student_parts(model, config.get("parts") or {})
     state = load_file(str(_need(art_dir / "model.safetensors")))
     own = model.state_dict()
     for key in [k for k in state if ".linear." in k and k not in own]:  # a 1x1 conv kept as nn.Linear (merged QLoRA)

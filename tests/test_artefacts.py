@@ -84,3 +84,24 @@ def test_a_whole_voice_variant_round_trips_without_pickles(student, tmp_path):
         artefacts.save_voice_module(teacher, tmp_path / "x", convert={"magic": 1})
     with pytest.raises(artefacts.ArtefactError, match="onnx_source"):
         artefacts.save_voice_module(torch.nn.Linear(2, 2), tmp_path / "y")
+
+
+def test_a_voice_of_students_round_trips_and_runs_in_a_fresh_process(student, tmp_path):
+    """Every part a student: a frame-rate decoder, a flow of other width and the x_low front end. Shapes alone cannot
+    rebuild them (hidden widths and the duration predictor live in attributes), so the config records each part's
+    build; the reloaded voice speaks the same, in this process and in the fresh one the memory probe uses."""
+    from lib import bench, evaluate, frontend_student, istft_decoder
+    teacher = student[0]
+    voice = distill.with_parts(teacher, decoder=istft_decoder.FrameRateDecoder(192, 32, 1),
+                               flow=distill.flow_student(teacher, 32, n_layers=2),
+                               frontend=frontend_student.frontend_student(teacher))
+    out = artefacts.save_voice_module(voice, tmp_path / "v")
+    assert set(json.loads((out / "config.json").read_text())["parts"]) == {"dec", "flow", "frontend"}
+    back = artefacts.load_voice_module(out)
+    x = torch.tensor([[1, 20, 30, 40, 2]])
+    run = lambda m: m.infer(x, torch.tensor([5]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731
+    with torch.no_grad():
+        assert torch.equal(run(back), run(voice))
+    peak = bench.peak_rss_in_subprocess(evaluate.run_voice_spec, {"name": "piper-joe", "backend": "torch-cpu",
+                                                                    "module_dir": str(out)}, ["A small dog ran home."])
+    assert peak > 100
