@@ -180,11 +180,13 @@ def peak_rss_in_subprocess(fn: Callable, *args) -> float:
 
 
 def size_mb(path: Path | str) -> float:
-    """Size on disk in MB (2**20 bytes) of a file, or of all files under a directory."""
+    """Size on disk in MB (2**20 bytes) of a file, or of all files under a directory; an ONNX file counts its
+    external-data shards (`<name>.data*` beside it), which hold its weights."""
     path = Path(path)
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
-    return path.stat().st_size / 2**20
+    shards = path.parent.glob(f"{path.name}.data*") if path.suffix == ".onnx" else []
+    return (path.stat().st_size + sum(p.stat().st_size for p in shards)) / 2**20
 
 
 def param_counts(module) -> dict[str, int]:

@@ -39,6 +39,11 @@ def test_sizes_and_counts(tmp_path):
     (tmp_path / "d" / "b").write_bytes(b"x" * 2**19)
     assert bench.size_mb(tmp_path / "a") == pytest.approx(1.0)
     assert bench.size_mb(tmp_path) == pytest.approx(1.5)
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "model.onnx").write_bytes(b"x" * 2**19)
+    for k in range(2):  # external-data shards hold an ONNX file's weights: they count
+        (tmp_path / "v" / f"model.onnx.data{k}").write_bytes(b"x" * 2**20)
+    assert bench.size_mb(tmp_path / "v" / "model.onnx") == pytest.approx(2.5)
     m = torch.nn.Sequential(torch.nn.Conv1d(4, 8, 3), torch.nn.Conv1d(8, 2, 1))
     with torch.no_grad():
         m[0].weight[:4] = 0
