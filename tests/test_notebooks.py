@@ -173,6 +173,8 @@ def test_distillation_notebook(smoke):
     gflop = breakdown.groupby("voice")["gflop_per_audio_s"].sum()
     assert gflop["dec64-chain+flow96+fe96"] < 0.5 * gflop["teacher"] and gflop["istft256x6+flow96+fe96"] < 0.35 * gflop["teacher"]
     assert _value(df, variant="istft256x6+flow96+fe96-ort", metric="rtf_ratio") > 0
+    scan = df[(df["technique"] == "architecture scan") & (df["metric"] == "rtf_ratio")]
+    assert list(scan["variant"]) == ["istft128x6+flow96+fe96-untrained"] and set(scan["parent"]) == {"fp32-ort"}
     assert any(line.startswith("5x voice: speed target") for line in m["headline"])
     ort = df[(df["metric"] == "rtf_ratio") & df["variant"].str.endswith("-ort") & (df["variant"] != "fp32-ort")]
     assert len(ort) >= 2 and set(ort["parent"]) == {"fp32-ort"} and (ort["value"] > 0).all()
