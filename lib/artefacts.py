@@ -129,22 +129,17 @@ def student_parts(voice) -> dict:
     """{attribute: {kind, build}} for each part of a voice that a student replaced in a way a shape alone cannot
     say (a frame-rate decoder, a flow of other hidden width, the x_low front end with its deterministic duration
     predictor): what `load_voice_module` rebuilds before it loads the weights."""
+    from .distill import flow_build
+    from .frontend_student import voice_frontend_build
     from .istft_decoder import FrameRateDecoder
     parts = {}
     if isinstance(voice.dec, FrameRateDecoder):
         parts["dec"] = {"kind": "istft_decoder", "build": dict(voice.dec.config)}
-    wn = voice.flow.flows[0].enc
-    if wn.hidden_channels != voice.hparams["hidden_channels"]:
-        parts["flow"] = {"kind": "flow", "build": {
-            "channels": voice.hparams["inter_channels"], "hidden_channels": int(wn.hidden_channels),
-            "kernel_size": wn.kernel_size[0], "dilation_rate": wn.dilation_rate, "n_layers": wn.n_layers,
-            "n_flows": len(voice.flow.flows) // 2}}
+    hidden = voice.flow.flows[0].enc.hidden_channels
+    if hidden != voice.hparams["hidden_channels"]:
+        parts["flow"] = {"kind": "flow", "build": flow_build(voice, hidden)}
     if getattr(voice, "use_sdp", True) is False:
-        enc, dp = voice.enc_p, voice.dp
-        parts["frontend"] = {"kind": "frontend", "build": {
-            "n_vocab": enc.n_vocab, "out_channels": enc.out_channels, "hidden_channels": enc.hidden_channels,
-            "filter_channels": enc.filter_channels, "n_heads": enc.n_heads, "n_layers": enc.n_layers,
-            "kernel_size": enc.kernel_size, "dp_filter_channels": dp.filter_channels, "dp_kernel_size": dp.kernel_size}}
+        parts["frontend"] = {"kind": "frontend", "build": voice_frontend_build(voice)}
     return parts
 
 

@@ -57,6 +57,15 @@ def frontend_build(teacher_model, hidden: int = 96, filter_channels: int = 384, 
             "dp_filter_channels": int(dp_filter_channels or hidden), "dp_kernel_size": 3}
 
 
+def voice_frontend_build(voice) -> dict:
+    """The FrontEnd arguments of a voice that speaks through one (`with_frontend` keeps its enc_p and dp, not its
+    config): read off those two modules."""
+    enc, dp = voice.enc_p, voice.dp
+    return {"n_vocab": enc.n_vocab, "out_channels": enc.out_channels, "hidden_channels": enc.hidden_channels,
+            "filter_channels": enc.filter_channels, "n_heads": enc.n_heads, "n_layers": enc.n_layers,
+            "kernel_size": enc.kernel_size, "dp_filter_channels": dp.filter_channels, "dp_kernel_size": dp.kernel_size}
+
+
 def frontend_student(teacher_model, hidden: int = 96, filter_channels: int = 384, n_layers: int | None = None) -> FrontEnd:
     from .artefacts import build_part
     return build_part("frontend", frontend_build(teacher_model, hidden, filter_channels, n_layers))
