@@ -2,8 +2,10 @@
 Runtime int8, bf16 autocast, bitsandbytes; each returns a new model or file and says what it changed."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import logging
 import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -175,12 +177,25 @@ def node_names(path: Path, op_types: Sequence[str] | None = None, prefixes: Sequ
     return out
 
 
+@contextlib.contextmanager
+def _quiet_root_log():
+    """onnxruntime.quantization advises pre-processing through the root logger on every call: keep it out of the
+    executed notebooks (the advice is about shape inference, which these exports already carry)."""
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def ort_quantize_dynamic(src: Path, dst: Path, op_types: Sequence[str] = ("MatMul",), per_channel: bool = False,
                          signed: bool = True) -> Path:
     """ONNX Runtime dynamic int8 (weights quantized offline, activations at run time) for the given op types."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(op_types), per_channel=per_channel,
-                     weight_type=QuantType.QInt8 if signed else QuantType.QUInt8)
+    with _quiet_root_log():
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(op_types), per_channel=per_channel,
+                         weight_type=QuantType.QInt8 if signed else QuantType.QUInt8)
     return Path(dst)
 
 
@@ -200,11 +215,12 @@ def ort_quantize_static(src: Path, dst: Path, calibration: Sequence[list[int]], 
     """ONNX Runtime static QDQ int8: u8 activations calibrated (MinMax) on the given phoneme sequences, s8 weights;
     `nodes_to_exclude` keeps sensitive layers in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    quantize_static(str(src), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(op_types), nodes_to_exclude=list(nodes_to_exclude),
-                    per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    with _quiet_root_log():
+        quantize_static(str(src), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(op_types), nodes_to_exclude=list(nodes_to_exclude),
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     return Path(dst)
 
 
@@ -231,6 +247,8 @@ class BnbConv1x1(torch.nn.Module):
     def __init__(self, conv, mode: str = "int8", threshold: float = 6.0, compute_dtype=None):
         super().__init__()
         import bitsandbytes as bnb
+        # LLM.int8() logs on every call that it casts float32 inputs to float16 (by design): hundreds of lines a run
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         if conv.kernel_size != (1,) or conv.groups != 1:
             raise ValueError(f"only 1x1 ungrouped Conv1d layers are linear layers; got kernel {conv.kernel_size}")
         w = conv.weight.data[:, :, 0].contiguous()

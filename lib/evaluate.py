@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import bench, metrics
 from .audio import write_wav
-from .judges import Judges, JudgeCache, judge, make_asr, speaker_similarity, worker_count  # noqa: F401
+from .judges import Judges, JudgeCache, PendingJudgement, judge, make_asr, speaker_similarity, worker_count  # noqa: F401
 from .machine import PrecisionUnavailable
 from .results import ResultWriter
 from .text import Sentence, normalize_for_wer
@@ -71,35 +71,59 @@ def aggregate(per_clip: pd.DataFrame, texts: dict[str, str]) -> dict[str, float]
     return out
 
 
-def evaluate_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *, model: str,
-                     variant: str, technique: str = "baseline", parent: str = "", backend: str = "",
-                     threads: int | None = None, audio_dir: Path | None = None,
-                     reference: dict[str, Audio] | None = None, quiet_voice=None,
-                     reference_limit: int | None = None) -> pd.DataFrame:
-    """Synthesise, judge and (when `reference` is given) compare sentences to their reference clips.
+class PendingQuality:
+    """A variant's clips synthesised and handed to the judges (`start_quality`); `finish()` waits for the scores,
+    adds the aggregate rows to the writer and returns the per-sentence table."""
 
-    The comparison uses `quiet_voice` (the same variant with sampling noise off) when given, else the judged
-    clips; `reference_limit` compares only the first sentences. Adds the aggregate rows to `writer` and returns
-    the per-sentence table.
-    """
+    def __init__(self, pending, clips: dict[str, Audio], texts: dict[str, str], ref_rows: dict | None,
+                 writer: ResultWriter, keys: dict):
+        self._pending, self._clips, self._texts, self._ref_rows = pending, clips, texts, ref_rows
+        self._writer, self._keys = writer, keys
+
+    def finish(self) -> pd.DataFrame:
+        df = self._pending.result()
+        texts, clips = self._texts, self._clips
+        df.insert(1, "text", [texts[c] for c in df["id"]])
+        df["audio_s"] = [clips[c].duration for c in df["id"]]
+        if self._ref_rows is not None:
+            for m in REFERENCE_METRICS:
+                df[m] = [self._ref_rows[c][m] if c in self._ref_rows else np.nan for c in df["id"]]
+        df["variant"] = self._keys["variant"]
+        self._writer.add_many(aggregate(df, texts), n=len(df), **self._keys)
+        return df
+
+
+def start_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *, model: str,
+                  variant: str, technique: str = "baseline", parent: str = "", backend: str = "",
+                  threads: int | None = None, audio_dir: Path | None = None,
+                  reference: dict[str, Audio] | None = None, quiet_voice=None,
+                  reference_limit: int | None = None) -> PendingQuality:
+    """`evaluate_quality` up to the judges' scores: synthesise, hand the clips to the judge processes, and compute
+    the reference metrics while they judge. The caller may start the next variant before calling `finish()`."""
     audio_dir = Path(audio_dir) if audio_dir else writer.dir / "audio" / clip_dir_name(variant, backend)
     clips = synthesize_set(voice, sentences, audio_dir, progress=f"synth {variant}")
     texts = {s.id: s.text for s in sentences}
-    df = judge(clips, texts, judges, audio_dir, progress=f"judge {variant}")
-    df.insert(1, "text", [texts[c] for c in df["id"]])
-    df["audio_s"] = [clips[c].duration for c in df["id"]]
+    pending = PendingJudgement(clips, texts, judges, audio_dir, progress=f"judge {variant}")
+    ref_rows = None
     if reference is not None:
-        ids = [c for c in df["id"] if c in reference][:reference_limit]
+        ids = [s.id for s in sentences if s.id in reference][:reference_limit]
         compared = (synthesize_set(quiet_voice, [s for s in sentences if s.id in ids]) if quiet_voice is not None
                     else clips)
         ref_rows = {c: metrics.reference_metrics(reference[c].samples, compared[c].samples, compared[c].sample_rate)
                     for c in ids}
-        for m in REFERENCE_METRICS:
-            df[m] = [ref_rows[c][m] if c in ref_rows else np.nan for c in df["id"]]
-    df["variant"] = variant
     keys = dict(model=model, variant=variant, technique=technique, parent=parent, backend=backend, threads=threads)
-    writer.add_many(aggregate(df, texts), n=len(df), **keys)
-    return df
+    return PendingQuality(pending, clips, texts, ref_rows, writer, keys)
+
+
+def evaluate_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *, model: str,
+                     variant: str, **kw) -> pd.DataFrame:
+    """Synthesise, judge and (when `reference` is given) compare sentences to their reference clips.
+
+    The comparison uses `quiet_voice` (the same variant with sampling noise off) when given, else the judged
+    clips; `reference_limit` compares only the first sentences. Adds the aggregate rows to `writer` and returns
+    the per-sentence table. Keywords as `start_quality`.
+    """
+    return start_quality(voice, sentences, judges, writer, model=model, variant=variant, **kw).finish()
 
 
 def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writer: ResultWriter, *, model: str,
@@ -263,7 +287,7 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     ref_voice = by_name[baseline].make(threads=threads, **quiet)
     ref_ids = [s for s in sentences][:reference_limit]
     reference = synthesize_set(ref_voice, ref_ids, progress="reference")
-    per_clip, ran = [], []
+    per_clip, ran, pending = [], [], []
     for v in variants:
         keys = dict(model=model, variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend,
                     threads=threads)
@@ -273,11 +297,14 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
             writer.absent(metrics=["dnsmos_p808", "wer", "rtf", "rtf_ratio"], reason=str(exc), **keys)
             continue
         ran.append(v)
-        df = evaluate_quality(voice, sentences, judges, writer,
-                              reference=None if v.name == baseline else reference,
-                              quiet_voice=None if v.name == baseline or paired else v.make(threads=threads, **quiet),
-                              reference_limit=reference_limit, **keys)
-        per_clip.append(df.assign(backend=v.backend))
+        # the judge processes score this variant while the next one is built and spoken; all finish before timing
+        pending.append((v, keys, start_quality(
+            voice, sentences, judges, writer, reference=None if v.name == baseline else reference,
+            quiet_voice=None if v.name == baseline or paired else v.make(threads=threads, **quiet),
+            reference_limit=reference_limit, **keys)))
+        del voice
+    for v, keys, quality in pending:
+        per_clip.append(quality.finish().assign(backend=v.backend))
         if v.artefact is not None:
             writer.add(metric="size_mb", value=bench.size_mb(v.artefact), **keys)
         if v.module is not None:

@@ -58,6 +58,7 @@ def make_asr(name: str, threads: int = 1):
 
 _WORKER: dict = {}
 _POOLS: dict[tuple, ProcessPoolExecutor] = {}
+_IN_FLIGHT: dict = {}  # cache key -> the Future judging that audio now
 
 
 def _judge_pool(asr: str | None, dnsmos: bool, workers: int) -> ProcessPoolExecutor:
@@ -110,41 +111,65 @@ class Judges:
         return f"asr={self.asr};dnsmos={self.dnsmos}"
 
 
+class PendingJudgement:
+    """Clips handed to the judge processes: the caller goes on (synthesising the next variant, reference metrics)
+    while they judge, and `result()` waits for the scores. Cached clips and one-process judging are done at once."""
+
+    def __init__(self, clips: dict[str, Audio], texts: dict[str, str], judges: Judges, tmp_dir: Path,
+                 progress: str | None = None):
+        from tqdm.auto import tqdm
+        self.ids, self.texts, self.progress = list(clips), texts, progress
+        self._cache = JudgeCache(judges.cache_path)
+        self._rows, self._todo, self._futures = {}, [], []
+        for cid, a in clips.items():
+            key = f"{metrics.audio_hash(a.samples, a.sample_rate)}:{judges.key()}"
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._rows[cid] = hit
+            else:
+                wav = Path(tmp_dir) / f"{cid}.wav"
+                if not wav.exists():
+                    write_wav(wav, a.samples, a.sample_rate)
+                self._todo.append((cid, key, str(wav)))
+        jobs = [(w, texts[c]) for c, _, w in self._todo]
+        if jobs and judges.workers <= 1:
+            if _WORKER.get("key") != (judges.asr, judges.dnsmos, os.getpid()):  # load once per process
+                _init_worker(judges.asr, judges.dnsmos)
+            self._store([_judge_one(j) for j in tqdm(jobs, desc=progress, disable=progress is None, leave=False)])
+        elif jobs:
+            pool = _judge_pool(judges.asr, judges.dnsmos, judges.workers)
+            for (_, key, _), job in zip(self._todo, jobs):  # a clip already in flight (same audio) is judged once
+                live = _IN_FLIGHT.get(key)
+                if live is None or live.cancelled() or (live.done() and live.exception() is not None):
+                    live = _IN_FLIGHT[key] = pool.submit(_judge_one, job)
+                self._futures.append(live)
+
+    def _store(self, results: list[dict]) -> None:
+        for (cid, key, _), res in zip(self._todo, results):
+            self._cache.put(key, res)
+            self._rows[cid] = res
+            _IN_FLIGHT.pop(key, None)
+        self._todo = []
+
+    def result(self) -> pd.DataFrame:
+        """Per-clip DNSMOS and ASR transcript with WER/CER, once every clip is judged."""
+        from tqdm.auto import tqdm
+        if self._futures:
+            futures, self._futures = self._futures, []
+            self._store([f.result() for f in tqdm(futures, desc=self.progress, disable=self.progress is None,
+                                                  leave=False)])
+        df = pd.DataFrame([{"id": cid, **self._rows[cid]} for cid in self.ids])
+        if "asr_hyp" in df:
+            scores = [metrics.wer_cer(self.texts[c], h) for c, h in zip(df["id"], df["asr_hyp"].fillna(""))]
+            df["wer"] = [s["wer"] for s in scores]
+            df["cer"] = [s["cer"] for s in scores]
+        return df
+
+
 def judge(clips: dict[str, Audio], texts: dict[str, str], judges: Judges, tmp_dir: Path,
           progress: str | None = None) -> pd.DataFrame:
     """Per-clip DNSMOS and ASR transcript with WER/CER, in `judges.workers` processes, cached by audio hash."""
-    from tqdm.auto import tqdm
-    cache = JudgeCache(judges.cache_path)
-    rows, todo = {}, []
-    for cid, a in clips.items():
-        key = f"{metrics.audio_hash(a.samples, a.sample_rate)}:{judges.key()}"
-        hit = cache.get(key)
-        if hit is not None:
-            rows[cid] = hit
-        else:
-            wav = Path(tmp_dir) / f"{cid}.wav"
-            if not wav.exists():
-                write_wav(wav, a.samples, a.sample_rate)
-            todo.append((cid, key, str(wav)))
-    if todo:
-        jobs = [(w, texts[c]) for c, _, w in todo]
-        if judges.workers <= 1:
-            if _WORKER.get("key") != (judges.asr, judges.dnsmos, os.getpid()):  # load once per process
-                _init_worker(judges.asr, judges.dnsmos)
-            results = [_judge_one(j) for j in tqdm(jobs, desc=progress, disable=progress is None, leave=False)]
-        else:
-            pool = _judge_pool(judges.asr, judges.dnsmos, judges.workers)
-            results = list(tqdm(pool.map(_judge_one, jobs), total=len(jobs), desc=progress,
-                                disable=progress is None, leave=False))
-        for (cid, key, _), res in zip(todo, results):
-            cache.put(key, res)
-            rows[cid] = res
-    df = pd.DataFrame([{"id": cid, **rows[cid]} for cid in clips])
-    if "asr_hyp" in df:
-        scores = [metrics.wer_cer(texts[c], h) for c, h in zip(df["id"], df["asr_hyp"].fillna(""))]
-        df["wer"] = [s["wer"] for s in scores]
-        df["cer"] = [s["cer"] for s in scores]
-    return df
+    return PendingJudgement(clips, texts, judges, tmp_dir, progress).result()
 
 
 def speaker_similarity(voices: dict[str, Sequence[Audio]], target: Sequence[Audio],

@@ -234,7 +234,7 @@ def sample_load(threads: int = 1, seconds: float = 1.0) -> Load:
     return mon.load
 
 
-def wait_for_quiet(threads: int, timeout_s: float, sample_s: float = 1.0) -> Load:
+def wait_for_quiet(threads: int, timeout_s: float, sample_s: float = 0.5) -> Load:
     """Wait until a `sample_s` sample says a `threads`-thread timing would not be contended; MachineBusy with the
     figures if that has not happened within `timeout_s`."""
     deadline = time.monotonic() + timeout_s

@@ -27,6 +27,22 @@ def test_judge_caches_by_audio(tmp_path, sample_clip):
     assert again["asr_hyp"].iloc[0] == "planted", "a cached score must be reused, not recomputed"
 
 
+def test_judging_runs_while_the_caller_goes_on_and_same_audio_in_flight_is_judged_once(tmp_path, sample_clip):
+    """Clips handed to the judge processes return at once; a second set holding the same audio, started before the
+    first finished, shares its job instead of judging it again; the scores equal one-process judging."""
+    from lib import judges as judges_mod
+    txt, a = sample_clip
+    two = evaluate.Judges(asr="pocketsphinx", dnsmos=False, workers=2, cache_path=tmp_path / "two.sqlite")
+    first = judges_mod.PendingJudgement({"c1": a}, {"c1": txt}, two, tmp_path)
+    second = judges_mod.PendingJudgement({"c9": Audio(a.samples.copy(), a.sample_rate)}, {"c9": txt}, two, tmp_path)
+    assert len(first._futures) == 1 and second._futures[0] is first._futures[0], "same audio in flight: one job"
+    one = evaluate.Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=None)
+    alone = evaluate.judge({"c1": a}, {"c1": txt}, one, tmp_path / "alone")
+    for df in (first.result(), second.result()):
+        assert df["asr_hyp"].iloc[0] == alone["asr_hyp"].iloc[0] and df["wer"].iloc[0] == alone["wer"].iloc[0]
+    assert not judges_mod._IN_FLIGHT, "finished jobs leave the in-flight table"
+
+
 def test_evaluate_quality_rows(tmp_path, monkeypatch, quiet_voices):
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)
     ort_v, torch_v = quiet_voices

@@ -10,7 +10,7 @@ from lib import artefacts, distill, gpu_train, voices
 def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
     common = ["--device", "cpu", "--mixed-precision", "no", "--widths", "64", "--decoder-steps", "2",
               "--adversarial-steps", "1", "--discriminators", "mpd", "--flow-steps", "2", "--recovery-steps", "0",
-              "--batch", "1", "--corpus-limit", "2", "--istft-steps", "2", "--istft-dim", "32", "--istft-blocks", "1", "--checkpoint-every", "1", "--eval-every", "2", "--log-every", "1",
+              "--batch", "1", "--corpus-limit", "2", "--istft-steps", "2", "--istft-dim", "32", "--istft-blocks", "1", "--checkpoint-every", "2", "--eval-every", "2", "--log-every", "1",
               "--threads", "2"]
     gpu_train.main(["students", "--work", str(tmp_path / "w"), *common])
     assert (tmp_path / "w" / "dec64-prune" / "state" / "model_1.safetensors").exists(), "discriminator state kept"
@@ -49,7 +49,7 @@ def test_gpu_adaptation_job_trains_packs_loadable_adapters_on_cpu(tmp_path):
     path = data.save(tmp_path / "set.safetensors")
     gpu_train.main(["adapt", "--work", str(tmp_path / "w"), "--data", str(path), "--target", "up 2",
                     "--methods", "full", "lora-r4", "--steps", "2", "--adversarial-steps", "1", "--batch", "1",
-                    "--frames", "16", "--device", "cpu", "--mixed-precision", "no", "--checkpoint-every", "1",
+                    "--frames", "16", "--device", "cpu", "--mixed-precision", "no", "--checkpoint-every", "2",
                     "--log-every", "1", "--threads", "2"])
     gpu_train.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     for name in ("full", "lora-r4"):
