@@ -377,7 +377,8 @@ def heldout_pesq(heldout, sample_rate: int = 22050, limit: int = 4):
 def int8_group_sensitivity(src: Path, out_dir: Path, calibration: Sequence[list[int]], sentences, reference: dict,
                           config_path: Path, groups: dict[str, Sequence[str]] | None = None, threads: int = 1):
     """Quantize one group of layers at a time (static QDQ int8, the rest float) and measure, against the float
-    model's noise-free output: PESQ-WB and MCD, and the RTF on the same sentences. Returns one row per group."""
+    model's noise-free output: PESQ-WB and MCD, and the RTF on the same sentences. Returns one row per group, with
+    the quantized `file` (the sensitivity-guided variant, only the least sensitive group in int8, is one of them)."""
     import pandas as pd
 
     from .compress import SCOPES, node_names, ort_quantize_static
@@ -393,7 +394,7 @@ def int8_group_sensitivity(src: Path, out_dir: Path, calibration: Sequence[list[
         timing = bench.time_calls(voice.synthesize, [s.text for s in sentences], lambda a: a.duration, warmup=1)
         outs = {s.id: voice.synthesize(s.text) for s in sentences}
         scores = [metrics.reference_metrics(reference[i].samples, outs[i].samples, outs[i].sample_rate) for i in outs]
-        rows.append({"group": name, "rtf": timing.summary()["rtf"],
+        rows.append({"group": name, "file": str(dst), "rtf": timing.summary()["rtf"],
                      "pesq_wb": float(np.mean([s["pesq_wb"] for s in scores])),
                      "mcd_db": float(np.mean([s["mcd_db"] for s in scores])),
                      "length_diff_samples": float(np.mean([abs(len(outs[i].samples) - len(reference[i].samples)) for i in outs]))})

@@ -44,7 +44,7 @@ def test_harness_records_absent_rows_and_carries_on(cpu_without_bf16, tmp_path, 
     per_clip, speed = evaluate.evaluate_variants(
         variants, sentences, evaluate.Judges(asr=None, dnsmos=False, workers=1), writer, model="piper-joe",
         baseline="fp32", settings=dict(noise_scale=0.0, noise_w=0.0, length_scale=1.0), threads=1,
-        speed_sentences=1, warmup=0)
+        speed_sentences=1, warmup=0, memory=False)
     df = writer.frame()
     results.validate_frame(df)
     bf16 = df[df["variant"] == "openvino-bf16"]
