@@ -2,6 +2,7 @@
 on: WAV files, resampling, WORLD F0 and envelopes, DTW. Knows no model and judges nothing."""
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -60,6 +61,52 @@ def coded_envelope(sp: np.ndarray, sr: int, order: int = 24) -> np.ndarray:
     """A WORLD spectral envelope coded to `order` mel-cepstrum-like coefficients per frame, c0 (energy) dropped."""
     import pyworld
     return pyworld.code_spectral_envelope(sp, sr, order + 1)[:, 1:]
+
+
+# Mel-cepstrum order and all-pass constant per sample rate, as VERSA's and ESPnet's MCD use them.
+MCEP_PARAMS = {16000: (23, 0.42), 22050: (34, 0.45), 24000: (34, 0.46), 44100: (39, 0.53), 48000: (39, 0.55)}
+
+
+@functools.lru_cache(maxsize=8)
+def _freqt_matrix(n_in: int, order: int, alpha: float) -> np.ndarray:
+    """SPTK's frequency transform (freqt) of an `n_in`-point cepstrum to `order`+1 warped coefficients, as a matrix.
+    freqt feeds the cepstrum, last coefficient first, into a fixed linear recursion g <- M g + e0 c[i], so
+    coefficient i reaches the output through M^i e0: column i of the matrix."""
+    b = 1.0 - alpha * alpha
+    m = np.zeros((order + 1, order + 1))
+    for k in range(order + 1):  # M, column by column: one step of the recursion from a unit state, no input
+        d = np.zeros(order + 1)
+        d[k] = 1.0
+        m[0, k] = alpha * d[0]
+        if order >= 1:
+            m[1, k] = b * d[0] + alpha * d[1]
+        for j in range(2, order + 1):
+            m[j, k] = d[j - 1] + alpha * (d[j] - m[j - 1, k])
+    cols = np.empty((order + 1, n_in))
+    v = np.zeros(order + 1)
+    v[0] = 1.0
+    for i in range(n_in):
+        cols[:, i] = v
+        v = m @ v
+    return cols
+
+
+def sp2mc(sp: np.ndarray, order: int, alpha: float) -> np.ndarray:
+    """Mel-cepstrum (order+1 coefficients per frame) of power spectra (frames x bins), as pysptk.sp2mc computes it:
+    log power, real cepstrum (c0 halved), then frequency warping by `alpha`. Written here (a log, an FFT and one
+    matrix product) because pysptk ships no wheel and would need a C build in every fresh install."""
+    c = np.fft.irfft(np.log(np.asarray(sp, dtype=np.float64)), axis=-1)
+    c[..., 0] /= 2.0
+    return c @ _freqt_matrix(c.shape[-1], int(order), float(alpha)).T
+
+
+def mcep(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """WORLD F0 and the mel-cepstrum VERSA's MCD compares (sp2mc of the CheapTrick envelope with the order and
+    all-pass constant for `sr`), per 5 ms frame."""
+    if sr not in MCEP_PARAMS:
+        raise ValueError(f"no mel-cepstrum settings for {sr} Hz (have {sorted(MCEP_PARAMS)}): resample first")
+    f0, sp, _ = world_analysis(x, sr)
+    return f0, sp2mc(sp, *MCEP_PARAMS[sr])
 
 
 def mel_cepstrum(x: np.ndarray, sr: int, order: int = 24) -> tuple[np.ndarray, np.ndarray]:

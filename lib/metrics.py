@@ -11,7 +11,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from . import text as textmod
-from .audio import coded_envelope, dtw_path, mel_cepstrum, resample, world_analysis  # noqa: F401
+from .audio import MCEP_PARAMS, coded_envelope, dtw_path, mcep, mel_cepstrum, resample, world_analysis  # noqa: F401
 
 DNSMOS_SR = 16000
 CACHE_DIR = Path(os.environ.get("TTS_LAB_CACHE", Path.home() / ".cache" / "tts-lab"))
@@ -189,11 +189,15 @@ def stoi(ref: np.ndarray, deg: np.ndarray, sr: int) -> float:
 
 
 def mcd_and_f0(ref: np.ndarray, deg: np.ndarray, sr: int) -> dict[str, float]:
-    """MCD (dB) over DTW-aligned frames and log-F0 RMSE (cents) over frames voiced in both, on the same path."""
-    f0_r, mc_r = mel_cepstrum(ref, sr)
-    f0_d, mc_d = mel_cepstrum(deg, sr)
+    """MCD (dB) as VERSA/ESPnet compute it: mel-cepstra (`audio.mcep`, pysptk's sp2mc) aligned by DTW on all
+    coefficients, distortion over coefficients 1.. (c0, the energy, left out); and log-F0 RMSE (cents) over the
+    frames voiced in both, on the same path. Clips at rates without VERSA settings are compared at 22050 Hz."""
+    if sr not in MCEP_PARAMS:
+        ref, deg, sr = resample(ref, sr, 22050), resample(deg, sr, 22050), 22050
+    f0_r, mc_r = mcep(ref, sr)
+    f0_d, mc_d = mcep(deg, sr)
     path = dtw_path(mc_r, mc_d)
-    diff = mc_r[path[:, 0]] - mc_d[path[:, 1]]
+    diff = mc_r[path[:, 0], 1:] - mc_d[path[:, 1], 1:]
     mcd = float(np.mean(10.0 / np.log(10) * np.sqrt(2.0 * np.sum(diff ** 2, axis=1))))
     fr, fd = f0_r[path[:, 0]], f0_d[path[:, 1]]
     voiced = (fr > 0) & (fd > 0)

@@ -84,7 +84,8 @@ METRICS = {m.name: m for m in [
     _m("pesq_wb", "MOS-LQO", "higher", "wide-band PESQ against the reference named in `reference`"),
     _m("chunk_pesq_wb", "MOS-LQO", "higher", "worst wide-band PESQ of streamed (chunked) against whole synthesis"),
     _m("stoi", "fraction", "higher", "short-time objective intelligibility against the reference"),
-    _m("mcd_db", "dB", "lower", "mel-cepstral distortion against the reference, DTW-aligned"),
+    _m("mcd_db", "dB", "lower",
+       "mel-cepstral distortion against the reference as VERSA computes it (sp2mc mel-cepstra, DTW, c0 left out)"),
     _m("f0_rmse_cents", "cents", "lower", "log-F0 RMSE against the reference on voiced frames"),
     _m("f0_shift_semitones", "semitones", "", "median F0 change against the reference"),
     _m("secs", "cosine", "higher", "speaker-embedding cosine similarity (resemblyzer GE2E) to the reference speaker's "

@@ -187,19 +187,3 @@ def test_static_shape_latent_equals_the_dynamic_one(exported):
     assert int(ys) == int(y) and zs.shape[-1] == frames
     torch.testing.assert_close(zs[:, :, :int(y)], z, rtol=0, atol=1e-4)
     assert float(zs[:, :, int(y):].abs().max()) == 0.0, "frames past the utterance are masked"
-
-
-def test_kokoro_cpu_suite_times_both_engines_and_records_absences(tmp_path, monkeypatch):
-    from lib import results
-    monkeypatch.setattr(results, "OUTPUTS", tmp_path)
-    w = results.ResultWriter("t", "nb")
-    texts = ["The birch canoe slid on the smooth planks."]  # one sentence: each one costs Kokoro seconds per engine
-    table = scenarios.kokoro_cpu_suite(["ort-cpu", "openvino-cpu"], texts, w, fidelity=1, warmup=0)
-    t = table.set_index("engine")
-    assert (t["rtf"] > 0.05).all() and (t["size_mb"] > 80).all()
-    assert 1.0 <= t.loc["openvino-cpu", "pesq_wb"] <= 4.65 and t.loc["openvino-cpu", "mcd_db"] >= 0
-    assert pd.isna(t.loc["ort-cpu"].get("pesq_wb"))
-    rows = w.frame()
-    absent = rows[rows["status"] == "absent"]
-    assert set(absent["metric"]) == {"ttfa_ms_p90", "latency_ms_p90"}
-    assert absent[absent["device"] == "cuda"]["reason"].str.contains("int8 ONNX").all()

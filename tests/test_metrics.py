@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -23,6 +25,43 @@ def test_reference_metrics_identical_and_degraded(sample_clip):
     noisy = np.clip(a.samples + 0.05 * rng.standard_normal(len(a.samples)).astype(np.float32), -1, 1)
     deg = metrics.reference_metrics(a.samples, noisy, a.sample_rate)
     assert deg["pesq_wb"] < same["pesq_wb"] - 1.5 and deg["mcd_db"] > 1.0
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.mark.parametrize("order,alpha", [(34, 0.45), (23, 0.42), (10, 0.0)])
+def test_sp2mc_matches_pysptk(order, alpha):
+    """The mel-cepstrum of VERSA's MCD: audio.sp2mc against pysptk 1.0.1's own sp2mc on the same three spectra
+    (tests/data/sp2mc_pysptk.npz, written by pysptk built from its sdist; see tests/data/README.md)."""
+    from lib import audio
+    ref = np.load(DATA / "sp2mc_pysptk.npz")
+    mine = audio.sp2mc(ref["sp"], order, alpha)
+    assert mine.shape == (3, order + 1)
+    np.testing.assert_allclose(mine, ref[f"mc_{order}_{alpha}"], rtol=0, atol=1e-9)
+
+
+def test_mcd_uses_versa_settings_and_sees_a_changed_envelope(sample_clip):
+    """22050 Hz clips get VERSA's 34th order and alpha 0.45; a clip with a stretched envelope (formants moved)
+    is several dB away, its own copy 0, and a rate VERSA has no setting for is compared at 22050 Hz."""
+    import pyworld
+    from lib import audio
+    _, a = sample_clip
+    x, sr = a.samples.astype(np.float64), a.sample_rate
+    f0, mc = audio.mcep(x, sr)
+    assert mc.shape[1] == 35 and len(f0) == len(mc)
+    f0, t = pyworld.dio(x, sr)
+    f0 = pyworld.stonemask(x, f0, t, sr)
+    sp = pyworld.cheaptrick(x, f0, t, sr)
+    bins = np.arange(sp.shape[1])
+    stretched = np.stack([np.interp(bins / 1.15, bins, frame) for frame in sp])
+    moved = pyworld.synthesize(f0, stretched, pyworld.d4c(x, f0, t, sr), sr).astype(np.float32)
+    assert metrics.mcd_and_f0(a.samples, a.samples, sr)["mcd_db"] == pytest.approx(0, abs=1e-9)
+    assert metrics.mcd_and_f0(a.samples, moved, sr)["mcd_db"] > 2.0
+    at16 = audio.resample(a.samples, sr, 16000)
+    odd = audio.resample(a.samples, sr, 11025)
+    assert metrics.mcd_and_f0(at16, at16, 16000)["mcd_db"] == pytest.approx(0, abs=1e-9)
+    assert np.isfinite(metrics.mcd_and_f0(odd, odd, 11025)["mcd_db"])
 
 
 def test_f0_rmse_sees_a_pitch_shift(sample_clip):

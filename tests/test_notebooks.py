@@ -213,6 +213,18 @@ def test_hardware_notebook(smoke):
         assert 50 < _value(df, variant=student, metric="cold_start_ms") < 60000
     assert 50 < _value(df, variant="teacher (shipped)", metric="cold_start_ms") < 60000
     assert any(line.startswith("5x voice TTFA p90") for line in json.loads((nb / "metrics.json").read_text())["headline"])
+    # Kokoro-82M (a second architecture) on both CPU engines, timed interleaved; OpenVINO's output compared with ONNX
+    # Runtime's; no time to first audio (the graph returns the whole waveform) and no GPU, each absent with its reason
+    kok = df[df["model"] == "kokoro-82m"]
+    for engine in ("ort-cpu", "openvino-cpu"):
+        assert _value(kok, variant=f"kokoro-82m-{engine}", metric="rtf") > 0.05
+        assert _value(kok, variant=f"kokoro-82m-{engine}", metric="size_mb") > 80
+    assert 1.0 <= _value(kok, variant="kokoro-82m-openvino-cpu", metric="pesq_wb") <= 4.65
+    assert _value(kok, variant="kokoro-82m-openvino-cpu", metric="mcd_db") >= 0
+    assert not len(kok[(kok["variant"] == "kokoro-82m-ort-cpu") & (kok["metric"] == "pesq_wb")]), "the reference"
+    kok_absent = kok[kok["status"] == "absent"]
+    assert set(kok_absent["metric"]) == {"ttfa_ms_p90", "latency_ms_p90"}
+    assert kok_absent[kok_absent["device"] == "cuda"]["reason"].str.contains("int8 ONNX").all()
     ready = pd.read_csv(nb / "npu_readiness.csv").set_index("file")
     assert ready.loc["decoder_96.onnx", "static_ready"] and not ready.loc["voice_noise.onnx", "static_ready"]
     assert ready.loc["voice_noise.onnx", "random_ops"] == "[]"
