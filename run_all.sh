@@ -23,6 +23,7 @@ if [ ! -d "$PARAMS/$PROFILE" ]; then
 fi
 mkdir -p "$NBOUT"
 export PYTHONWARNINGS=ignore
+export TTS_LAB_COMMAND="./run_all.sh $PROFILE${PICK[*]:+ ${PICK[*]}}"  # each metrics.json keeps it
 # The profile's own Piper voice (params/PROFILE/voice.yaml), if it names one; else en_US-joe-medium.
 if ! voice_env=$("$PY" -m lib.params voice-env "$PROFILE"); then exit 2; fi
 eval "$voice_env"

@@ -106,6 +106,16 @@ def load(profile: str, notebook: str) -> dict[str, Any]:
     return validate(values, notebook, source=_show(path))
 
 
+def resolved(profile: str, notebook: str) -> dict[str, Any]:
+    """The values a run of `notebook` on `profile` uses: the notebook's defaults, overlaid by the profile's file
+    when there is one (a notebook run by hand, outside a profile, uses its defaults)."""
+    values = notebook_defaults(notebook)
+    path = PARAMS / profile / f"{notebook}.yaml"
+    if path.exists():
+        values.update(load(profile, notebook))
+    return values
+
+
 def _show(path: Path) -> str:
     try:
         return str(path.relative_to(ROOT))

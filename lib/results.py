@@ -213,12 +213,23 @@ class ResultWriter:
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=COLUMNS)
 
+    def run_record(self) -> dict:
+        """How this run was made: the exact command (run_all.sh exports it; a notebook run by hand has none) and the
+        parameters resolved from the notebook's defaults and the profile's file."""
+        from . import params
+        try:
+            values = params.resolved(self.profile, self.notebook)
+        except Exception as exc:  # a notebook outside lib's notebooks folder: say why, do not lose the results
+            values = {"unresolved": f"{type(exc).__name__}: {exc}"}
+        return {"command": os.environ.get("TTS_LAB_COMMAND", "(run by hand, not through run_all.sh)"),
+                "parameters": values}
+
     def write(self, env: dict | None = None, extra_tables: dict[str, pd.DataFrame] | None = None) -> Path:
         """Write results.csv, metrics.json (scalars) and env.json; extra tables go to <name>.csv."""
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.dir / "results.csv", self.frame().to_csv(index=False))
         atomic_write_json(self.dir / "metrics.json", {"run_id": self.run_id, "profile": self.profile,
-                                                      "notebook": self.notebook, **self.scalars})
+                                                      "notebook": self.notebook, **self.run_record(), **self.scalars})
         if env is not None:
             atomic_write_json(self.dir / "env.json", {**env, "run_id": self.run_id, "profile": self.profile})
         for name, table in (extra_tables or {}).items():

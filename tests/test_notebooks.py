@@ -67,6 +67,8 @@ def test_every_notebook_wrote_results(smoke):
             _frame(smoke, nb.stem)
             env = json.loads((smoke / "smoke" / nb.stem / "env.json").read_text())
             assert env["versions"]["onnxruntime"] and env["cpu_model"] and env["profile"] == "smoke"
+            m = json.loads((smoke / "smoke" / nb.stem / "metrics.json").read_text())
+            assert m["command"] == "./run_all.sh smoke" and m["parameters"]["profile"] == "smoke"
         assert (smoke / "smoke" / "notebooks" / f"{nb.stem}.ipynb").exists()
 
 

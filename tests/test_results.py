@@ -52,3 +52,23 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 
 def test_to_jsonable():
     assert results.to_jsonable({"a": np.float64(1.5), "b": np.arange(2), "c": float("inf")}) == {"a": 1.5, "b": [0, 1], "c": None}
+
+
+def test_metrics_json_keeps_the_command_and_the_resolved_parameters(tmp_path, monkeypatch):
+    """The profile's file wins over the notebook's defaults, keys it leaves out keep the defaults, and the command
+    run_all.sh exported is kept; a notebook run by hand says so."""
+    from lib import params
+    monkeypatch.setattr(results, "OUTPUTS", tmp_path)
+    monkeypatch.setenv("TTS_LAB_COMMAND", "./run_all.sh smoke 02")
+    w = results.ResultWriter("smoke", "02_lora_qlora")
+    w.add(model="m", variant="v", metric="rtf", value=0.1)
+    m = json.loads((w.write() / "metrics.json").read_text())
+    assert m["command"] == "./run_all.sh smoke 02"
+    smoke = params.load("smoke", "02_lora_qlora")
+    defaults = params.notebook_defaults("02_lora_qlora")
+    assert m["parameters"]["steps"] == smoke["steps"] != defaults["steps"]
+    assert m["parameters"]["lr_full"] == defaults["lr_full"] and "lr_full" not in smoke
+    assert set(m["parameters"]) == set(defaults)
+    monkeypatch.delenv("TTS_LAB_COMMAND")
+    m = json.loads((results.ResultWriter("nope", "02_lora_qlora").write() / "metrics.json").read_text())
+    assert "by hand" in m["command"] and m["parameters"] == json.loads(json.dumps(defaults))
