@@ -11,7 +11,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from . import text as textmod
-from .audio import MCEP_PARAMS, coded_envelope, dtw_path, mcep, mel_cepstrum, resample, world_analysis  # noqa: F401
+from .audio import MCEP_PARAMS, dtw_path, mcep, resample, world_analysis
 
 DNSMOS_SR = 16000
 CACHE_DIR = Path(os.environ.get("TTS_LAB_CACHE", Path.home() / ".cache" / "tts-lab"))
