@@ -210,17 +210,41 @@ class _Calibration:
         return next(self._it, None)
 
 
+def calibration_cache_path(src: Path, calibration: Sequence[list[int]], op_types: Sequence[str]) -> Path:
+    """Where the activation ranges of `src` on these phoneme sequences are kept (next to `src`): the same model,
+    sequences and op types give the same ranges, so several static quantizations of one model (one group of layers
+    at a time) calibrate once."""
+    import hashlib
+    h = hashlib.sha1()
+    with open(src, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    h.update(repr((sorted(op_types), [list(map(int, s)) for s in calibration])).encode())
+    return Path(src).parent / f".{Path(src).stem}.minmax-{h.hexdigest()[:16]}.json"
+
+
 def ort_quantize_static(src: Path, dst: Path, calibration: Sequence[list[int]], op_types: Sequence[str] = ("Conv", "MatMul"),
                         nodes_to_exclude: Sequence[str] = (), per_channel: bool = True) -> Path:
     """ONNX Runtime static QDQ int8: u8 activations calibrated (MinMax) on the given phoneme sequences, s8 weights;
-    `nodes_to_exclude` keeps sensitive layers in float."""
+    `nodes_to_exclude` keeps sensitive layers in float. The ranges are cached (`calibration_cache_path`, ONNX
+    Runtime's own calibration cache): a second quantization of the same model skips the calibration run."""
+    import shutil
+    import tempfile
+
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    with _quiet_root_log():
+    cache = calibration_cache_path(src, calibration, op_types)
+    with _quiet_root_log(), tempfile.TemporaryDirectory(prefix="calib.") as tmp:
+        # ONNX Runtime writes a missing cache itself; it is written to a scratch file and moved into place, so an
+        # interrupted run never leaves half a cache behind
+        fresh = Path(tmp) / "ranges.json"
         quantize_static(str(src), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(op_types), nodes_to_exclude=list(nodes_to_exclude),
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
+                        calibration_cache_path=str(cache if cache.is_file() else fresh),
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        if fresh.is_file():
+            shutil.move(str(fresh), str(cache))
     return Path(dst)
 
 

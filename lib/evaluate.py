@@ -262,6 +262,15 @@ def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str
                    extra=extra)
 
 
+def _with_settings(voice, variant: Variant, threads: int, settings: dict):
+    """The variant's voice, built once for judging, speaking with `settings` (its session or compiled model shared:
+    building a voice twice costs a session set-up or an OpenVINO compile each time); a voice that cannot change
+    those settings in place is built again."""
+    if hasattr(voice, "with_settings") and set(settings) <= set(getattr(voice, "CALL_SETTINGS", ())):
+        return voice.with_settings(**settings)
+    return variant.make(threads=threads, **settings)
+
+
 def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence], judges: Judges,
                       writer: ResultWriter, *, model: str, baseline: str, settings: dict, threads: int = 1,
                       reference_limit: int | None = None, speed_sentences: int = 10, warmup: int = 1,
@@ -287,12 +296,12 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     ref_voice = by_name[baseline].make(threads=threads, **quiet)
     ref_ids = [s for s in sentences][:reference_limit]
     reference = synthesize_set(ref_voice, ref_ids, progress="reference")
-    per_clip, ran, pending = [], [], []
+    per_clip, ran, pending, built = [], [], [], {}
     for v in variants:
         keys = dict(model=model, variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend,
                     threads=threads)
         try:
-            voice = v.make(threads=threads, **judged)
+            voice = ref_voice if v.name == baseline and judged == quiet else v.make(threads=threads, **judged)
         except PrecisionUnavailable as exc:
             writer.absent(metrics=["dnsmos_p808", "wer", "rtf", "rtf_ratio"], reason=str(exc), **keys)
             continue
@@ -302,7 +311,7 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
             voice, sentences, judges, writer, reference=None if v.name == baseline else reference,
             quiet_voice=None if v.name == baseline or paired else v.make(threads=threads, **quiet),
             reference_limit=reference_limit, **keys)))
-        del voice
+        built[v.name] = voice
     for v, keys, quality in pending:
         per_clip.append(quality.finish().assign(backend=v.backend))
         if v.artefact is not None:
@@ -313,7 +322,8 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
         for metric, value in (v.extra or {}).items():
             writer.add(metric=metric, value=value, **keys)
     timed = [v for v in ran if v.name not in set(untimed)]
-    voices = {v.name: v.make(threads=threads, **settings) for v in timed}
+    voices = {v.name: _with_settings(built[v.name], v, threads, settings) for v in timed}
+    built.clear()
     meta = {v.name: dict(variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend, threads=threads)
             for v in timed}
     specs = {v.name: {**v.spec, "threads": threads, **settings} for v in timed if v.spec} if memory else {}

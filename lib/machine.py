@@ -225,6 +225,8 @@ class LoadMonitor:
             steal = st / total if total > 0 else 0.0
         avg, runnable = _loadavg()
         self.load = Load(round(wall, 3), len(self.cpus), self.threads, others, steal, avg, runnable, cpu_mhz())
+        global _LAST_SEEN
+        _LAST_SEEN = (time.monotonic(), self.load)
 
 
 def sample_load(threads: int = 1, seconds: float = 1.0) -> Load:
@@ -234,9 +236,29 @@ def sample_load(threads: int = 1, seconds: float = 1.0) -> Load:
     return mon.load
 
 
+_LAST_SEEN: tuple[float, Load] | None = None  # when the last watched block (a sample or a timing) ended, and its load
+
+
+def recently_quiet(threads: int, sample_s: float) -> Load | None:
+    """The last watched block's load, if that block lasted at least `sample_s`, ended less than `sample_s` ago and
+    would leave a `threads`-thread timing uncontended: as good as a fresh sample, which it saves."""
+    if _LAST_SEEN is None:
+        return None
+    ended, load = _LAST_SEEN
+    if time.monotonic() - ended > sample_s or load.seconds < sample_s:
+        return None
+    as_needed = Load(load.seconds, load.cores, int(threads), load.others_cores, load.steal_frac, load.loadavg_1m,
+                     load.runnable, load.mhz)
+    return None if as_needed.contended else as_needed
+
+
 def wait_for_quiet(threads: int, timeout_s: float, sample_s: float = 0.5) -> Load:
     """Wait until a `sample_s` sample says a `threads`-thread timing would not be contended; MachineBusy with the
-    figures if that has not happened within `timeout_s`."""
+    figures if that has not happened within `timeout_s`. A timing that just ended quiet counts as the sample
+    (`recently_quiet`), so back-to-back timings do not each sleep."""
+    seen = recently_quiet(threads, sample_s)
+    if seen is not None:
+        return seen
     deadline = time.monotonic() + timeout_s
     while True:
         load = sample_load(threads, sample_s)

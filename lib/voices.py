@@ -2,6 +2,7 @@
 Kokoro-82M (a second architecture) through ONNX Runtime."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import threading
@@ -181,6 +182,19 @@ class PiperBase:
     @property
     def size_bytes(self) -> int:
         return Path(self.model_path).stat().st_size
+
+    CALL_SETTINGS = ("noise_scale", "length_scale", "noise_w", "normalize")
+
+    def with_settings(self, **settings):
+        """The same built voice (its session, compiled model or module shared, nothing loaded again) speaking with
+        other synthesis settings: these are read on every call. Other keys (threads, files) need a new voice."""
+        bad = sorted(set(settings) - set(self.CALL_SETTINGS))
+        if bad:
+            raise ValueError(f"with_settings changes only {', '.join(self.CALL_SETTINGS)}; {', '.join(bad)} need a new voice")
+        out = copy.copy(self)
+        for k, v in settings.items():
+            setattr(out, k, v)
+        return out
 
 
 def ort_session(path: Path, threads: int, seed: int | None, providers=("CPUExecutionProvider",)):

@@ -91,6 +91,42 @@ def test_static_int8_of_the_flow_stays_close(exported, tmp_path):
     assert metrics.mcd_and_f0(a, b, 22050)["mcd_db"] < 3.5
 
 
+class _TinyPiper(torch.nn.Module):
+    """A graph with the Piper voice's inputs (phoneme ids, lengths, scales): embedding, two convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.net = torch.nn.Embedding(20, 8), _convnet()
+
+    def forward(self, input, input_lengths, scales):
+        return self.net(self.emb(input).transpose(1, 2)) * scales[1] + 0.0 * input_lengths.float()[:, None, None]
+
+
+def test_static_int8_calibrates_once_per_model_and_sequences(tmp_path, monkeypatch):
+    import importlib
+    ort_q = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not its function
+    src = tmp_path / "tiny.onnx"
+    torch.onnx.export(_TinyPiper(), (torch.tensor([[1, 2, 3, 4, 5]]), torch.tensor([5]), torch.tensor([0.0, 1.0, 0.0])),
+                      str(src), input_names=["input", "input_lengths", "scales"], dynamo=False,
+                      dynamic_axes={"input": {1: "t"}})
+    calib = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 10]]
+    first = compress.ort_quantize_static(src, tmp_path / "a.onnx", calib, op_types=("Conv",))
+    cache = compress.calibration_cache_path(src, calib, ("Conv",))
+    assert cache.is_file() and cache.parent == src.parent
+    assert compress.calibration_cache_path(src, calib[:1], ("Conv",)) != cache, "other sequences, other ranges"
+    real = ort_q.create_calibrator
+
+    def no_calibration(*a, **k):
+        raise AssertionError("calibrated again although the ranges were cached")
+    monkeypatch.setattr(ort_q, "create_calibrator", no_calibration)
+    again = compress.ort_quantize_static(src, tmp_path / "b.onnx", calib, op_types=("Conv",))
+    assert again.read_bytes() == first.read_bytes(), "cached ranges give the same quantized model"
+    monkeypatch.setattr(ort_q, "create_calibrator", real)
+    compress.ort_quantize_static(src, tmp_path / "c.onnx", calib[:1], op_types=("Conv",))
+    assert len(list(tmp_path.glob(".tiny.minmax-*.json"))) == 2
+
+
 def test_dynamic_int8_quantizes_conv_weights(exported, tmp_path):
     dst = compress.ort_quantize_dynamic(exported, tmp_path / "d.onnx", ("Conv",))
     assert dst.stat().st_size < 0.4 * exported.stat().st_size

@@ -39,12 +39,16 @@ def test_harness_records_absent_rows_and_carries_on(cpu_without_bf16, tmp_path, 
     variants = [evaluate.onnx_variant("fp32", "baseline", onnx, parent=""),
                 evaluate.onnx_variant("openvino-bf16", "bf16", onnx, backend="openvino-cpu", precision="bf16"),
                 evaluate.onnx_variant("openvino-f32", "runtime", onnx, backend="openvino-cpu", precision="f32")]
+    builds = []
+    for v in variants:  # count the builds: each variant is built once, and speaks judged and timed from that build
+        v.make = (lambda make, name: lambda **kw: (builds.append(name), make(**kw))[1])(v.make, v.name)
     writer = results.ResultWriter("t", "nb")
     sentences = text.harvard_sentences([1])[:2]
     per_clip, speed = evaluate.evaluate_variants(
         variants, sentences, evaluate.Judges(asr=None, dnsmos=False, workers=1), writer, model="piper-joe",
-        baseline="fp32", settings=dict(noise_scale=0.0, noise_w=0.0, length_scale=1.0), threads=1,
-        speed_sentences=1, warmup=0, memory=False)
+        baseline="fp32", settings=dict(noise_scale=0.667, noise_w=0.8, length_scale=1.0), threads=1,
+        speed_sentences=1, warmup=0, memory=False, paired=True)
+    assert sorted(builds) == ["fp32", "openvino-bf16", "openvino-f32"]
     df = writer.frame()
     results.validate_frame(df)
     bf16 = df[df["variant"] == "openvino-bf16"]
@@ -133,3 +137,25 @@ def test_work_done_in_a_waited_for_child_is_not_contention():
     with machine.LoadMonitor(threads=1) as mon:
         subprocess.run([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"], check=True)
     assert mon.load.others_cores is not None and mon.load.others_cores < 0.5, mon.load
+
+
+def test_a_timing_that_just_ended_quiet_counts_as_the_quiet_sample(monkeypatch):
+    """Back-to-back timings skip the quiet sample only when the last watched block was long, recent and quiet
+    enough for the threads asked for; otherwise the machine is sampled again."""
+    import time
+    samples = []
+    monkeypatch.setattr(machine, "sample_load", lambda threads, s: samples.append(threads) or _load(0.0, threads=threads))
+    monkeypatch.setattr(machine, "_LAST_SEEN", (time.monotonic(), _load(0.9)))
+    assert machine.wait_for_quiet(1, 5, 0.5).others_cores == 0.9 and samples == [], "recent and quiet: no sample"
+    assert machine.wait_for_quiet(2, 5, 0.5).others_cores == 0.0 and samples == [2], "0.9 cores busy: too many for 2 threads"
+    monkeypatch.setattr(machine, "_LAST_SEEN", (time.monotonic() - 2.0, _load(0.0)))
+    machine.wait_for_quiet(1, 5, 0.5)
+    assert samples == [2, 1], "an old observation is sampled again"
+    short = machine.Load(seconds=0.1, cores=2, threads=1, others_cores=0.0, steal_frac=0.0, loadavg_1m=1.0, runnable=1,
+                         mhz=None)
+    monkeypatch.setattr(machine, "_LAST_SEEN", (time.monotonic(), short))
+    machine.wait_for_quiet(1, 5, 0.5)
+    assert samples == [2, 1, 1], "a block shorter than the sample is not enough"
+    with machine.LoadMonitor(1):
+        pass
+    assert machine._LAST_SEEN[1].seconds < 0.5, "every watched block is remembered"

@@ -162,3 +162,16 @@ def test_long_input_streams_sentence_by_sentence_with_progress(ort_voice):
     capped = voices.load_voice(threads=1, max_input_chars=50)
     with pytest.raises(text.TextError, match="max_input_chars"):
         capped.synthesize(paragraph)
+
+
+def test_with_settings_shares_the_built_voice_and_changes_only_call_settings():
+    quiet = voices.load_voice(noise_scale=0.0, noise_w=0.0, normalize=False, threads=1)
+    noisy = quiet.with_settings(noise_scale=0.667, noise_w=0.8)
+    assert noisy.session is quiet.session and quiet.noise_scale == 0.0 and noisy.noise_scale == 0.667
+    s = "The birch canoe slid on the smooth planks."
+    a = quiet.synthesize(s).samples
+    b = noisy.synthesize(s).samples
+    assert len(b) != len(a) or not np.allclose(b, a), "sampling noise is on in the copy"
+    assert np.array_equal(noisy.with_settings(noise_scale=0.0, noise_w=0.0).synthesize(s).samples, a)
+    with pytest.raises(ValueError, match="threads"):
+        quiet.with_settings(threads=2)
