@@ -16,7 +16,7 @@ RULES = [
     ("judges know no model", {"metrics", "audio"}, MODEL_CODE),
     ("the signal layer knows neither judges nor models", {"audio", "machine", "text", "results"},
      HARNESS | MODEL_CODE),
-    ("verdicts read result frames only", {"verdicts"}, HARNESS | MODEL_CODE),
+    ("verdicts and run diffs read result frames only", {"verdicts", "rundiff"}, HARNESS | MODEL_CODE),
 ]
 MAX_LINES = 500  # one concern per module, readable in one sitting (issue 14)
 

@@ -72,3 +72,31 @@ def test_metrics_json_keeps_the_command_and_the_resolved_parameters(tmp_path, mo
     monkeypatch.delenv("TTS_LAB_COMMAND")
     m = json.loads((results.ResultWriter("nope", "02_lora_qlora").write() / "metrics.json").read_text())
     assert "by hand" in m["command"] and m["parameters"] == json.loads(json.dumps(defaults))
+
+
+def test_rundiff_flags_what_moved_beyond_its_tolerance(tmp_path):
+    """Two runs: a DNSMOS drop of 0.2 moved, an rtf_ratio 3 % off did not, absolute timings and absent rows are not
+    compared, and a file that is not a results.csv is named."""
+    import pandas as pd
+
+    from lib import rundiff
+    row = dict(model="piper-joe", technique="t", parent="fp32", backend="ort-cpu", device="cpu", threads=1, unit="",
+               n=1, reason="", reference="", run_id="r")
+    before = [dict(row, variant="a", metric="dnsmos_p808", value=3.9, status="ok"),
+              dict(row, variant="a", metric="rtf_ratio", value=0.50, status="ok"),
+              dict(row, variant="a", metric="rtf", value=0.10, status="ok"),
+              dict(row, variant="b", metric="wer", value=None, status="absent")]
+    after = [dict(r) for r in before]
+    after[0]["value"], after[1]["value"], after[2]["value"] = 3.7, 0.515, 0.20
+    for name, rows in (("before", before), ("after", after)):
+        pd.DataFrame(rows).to_csv(tmp_path / f"{name}.csv", index=False)
+    table = rundiff.diff(tmp_path / "before.csv", tmp_path / "after.csv")
+    assert set(table["metric"]) == {"dnsmos_p808", "rtf_ratio"}
+    moved = table.set_index("metric")["moved"]
+    assert bool(moved["dnsmos_p808"]) and not bool(moved["rtf_ratio"])
+    assert rundiff.main([str(tmp_path / "before.csv"), str(tmp_path / "after.csv"), "--out", str(tmp_path / "d.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "d.csv")) == 2
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="bad.csv is not a results.csv"):
+        rundiff.diff(tmp_path / "bad.csv", tmp_path / "after.csv")
+    assert rundiff.main([str(tmp_path / "nope.csv"), str(tmp_path / "after.csv")]) == 2
