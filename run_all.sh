@@ -23,6 +23,8 @@ if [ ! -d "$PARAMS/$PROFILE" ]; then
 fi
 mkdir -p "$NBOUT"
 export PYTHONWARNINGS=ignore
+# executed notebooks keep a few progress lines, not hundreds: a bar shows once its loop has run 5 s, then every 5 s
+export TQDM_DELAY="${TQDM_DELAY:-5}" TQDM_MININTERVAL="${TQDM_MININTERVAL:-5}"
 export TTS_LAB_COMMAND="./run_all.sh $PROFILE${PICK[*]:+ ${PICK[*]}}"  # each metrics.json keeps it
 # The profile's own Piper voice (params/PROFILE/voice.yaml), if it names one; else en_US-joe-medium.
 if ! voice_env=$("$PY" -m lib.params voice-env "$PROFILE"); then exit 2; fi
