@@ -57,16 +57,17 @@ def state_dict_bytes(module, compressed: bool = False) -> int:
     raw = buf.getvalue()
     if not compressed:
         return len(raw)
-    import hashlib
-    return _deflated_bytes(hashlib.sha1(raw).hexdigest(), raw)
+    return _deflated_bytes(raw)
 
 
 _DEFLATED: dict[str, int] = {}
 
 
-def _deflated_bytes(digest: str, raw: bytes) -> int:
+def _deflated_bytes(raw: bytes) -> int:
     """Size of `raw` in a deflated zip (level 6), remembered by content: deflating a voice's weights takes seconds,
     and a notebook asks for the same weights more than once (a sweep point that is also a variant)."""
+    import hashlib
+    digest = hashlib.sha1(raw).hexdigest()
     if digest not in _DEFLATED:
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:

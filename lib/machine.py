@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -247,8 +247,7 @@ def recently_quiet(threads: int, sample_s: float) -> Load | None:
     ended, load = _LAST_SEEN
     if time.monotonic() - ended > sample_s or load.seconds < sample_s:
         return None
-    as_needed = Load(load.seconds, load.cores, int(threads), load.others_cores, load.steal_frac, load.loadavg_1m,
-                     load.runnable, load.mhz)
+    as_needed = replace(load, threads=int(threads))
     return None if as_needed.contended else as_needed
 
 

@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import METRICS, atomic_write_text
+from .results import atomic_write_text
 
 KEYS = ["model", "variant", "backend", "threads", "metric"]
 # How far a metric may move between two runs of the same code before it counts as moved: relative for ratios and
 # sizes, absolute for scores. Same-run speed ratios drift a few per cent run to run (outputs/recorded/*/README.md).
+# Only these metrics are compared: absolute timings (rtf, latencies, throughput) are not in the table on purpose.
 TOLERANCE = {"rtf_ratio": ("rel", 0.08), "size_mb": ("rel", 0.01), "params": ("rel", 0.0), "dnsmos_p808": ("abs", 0.05),
              "dnsmos_ovrl": ("abs", 0.05), "dnsmos_sig": ("abs", 0.05), "dnsmos_bak": ("abs", 0.05),
              "wer": ("abs", 0.03), "cer": ("abs", 0.02), "pesq_wb": ("abs", 0.1), "mcd_db": ("abs", 0.3)}
-# Measured in absolute time: compared only through ratios within each run.
-ABSOLUTE_TIME = {m for m, spec in METRICS.items() if spec.unit in ("s/s", "ms", "s")} | {"throughput_xrt",
-                                                                                         "throughput_xrt_offline"}
 
 
 def _ok_rows(path: Path) -> pd.DataFrame:
@@ -36,9 +34,9 @@ def _ok_rows(path: Path) -> pd.DataFrame:
 
 def diff(before: Path, after: Path) -> pd.DataFrame:
     """Rows present in both runs with a tolerance for their metric: before, after, change and whether it is beyond
-    the tolerance (`moved`). Metrics measured in absolute time are left out (see ABSOLUTE_TIME)."""
+    the tolerance (`moved`). Metrics without a tolerance (absolute timings among them) are left out."""
     both = _ok_rows(Path(before)).merge(_ok_rows(Path(after)), on=KEYS, suffixes=("_before", "_after"))
-    both = both[both["metric"].isin(TOLERANCE.keys()) & ~both["metric"].isin(ABSOLUTE_TIME)].copy()
+    both = both[both["metric"].isin(TOLERANCE.keys())].copy()
     kind = both["metric"].map(lambda m: TOLERANCE[m][0])
     limit = both["metric"].map(lambda m: TOLERANCE[m][1])
     change = both["value_after"] - both["value_before"]
