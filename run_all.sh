@@ -8,11 +8,15 @@
 # a quiet machine and fail rather than record a contended number. params/PROFILE/voice.yaml names your own voice.
 set -uo pipefail
 cd "$(dirname "$0")"
+PY="${PYTHON:-python}"
+# Long training runs on this machine (python -m lib.train_job) pause while the notebooks run: hold the timing lock.
+if [ -z "${TTS_LAB_RUN_ALL_HOLDS:-}" ]; then
+  TTS_LAB_RUN_ALL_HOLDS=1 exec "$PY" -m lib.pause hold -- bash "$PWD/$(basename "$0")" "$@"
+fi
 PROFILE="${1:-default}"
 shift || true
 PICK=("$@")
 TIMEOUT="${NOTEBOOK_TIMEOUT:-3600}"
-PY="${PYTHON:-python}"
 PARAMS="${TTS_LAB_PARAMS:-params}"
 OUT="${TTS_LAB_OUTPUTS:-outputs}/$PROFILE"
 NBOUT="$OUT/notebooks"
@@ -23,8 +27,9 @@ if [ ! -d "$PARAMS/$PROFILE" ]; then
 fi
 mkdir -p "$NBOUT"
 export PYTHONWARNINGS=ignore
-# executed notebooks keep a few progress lines, not hundreds: a bar shows once its loop has run 5 s, then every 5 s
-export TQDM_DELAY="${TQDM_DELAY:-5}" TQDM_MININTERVAL="${TQDM_MININTERVAL:-5}"
+# executed notebooks keep a few progress lines, not hundreds: a bar shows once its loop has run 5 s, then at most
+# every 30 s, so a slower CPU adds at most two lines per bar and minute (the terminal shows papermill's own bar)
+export TQDM_DELAY="${TQDM_DELAY:-5}" TQDM_MININTERVAL="${TQDM_MININTERVAL:-30}"
 export TTS_LAB_COMMAND="./run_all.sh $PROFILE${PICK[*]:+ ${PICK[*]}}"  # each metrics.json keeps it
 # The profile's own Piper voice (params/PROFILE/voice.yaml), if it names one; else en_US-joe-medium.
 if ! voice_env=$("$PY" -m lib.params voice-env "$PROFILE"); then exit 2; fi
@@ -45,6 +50,10 @@ if [ ${#PICK[@]} -gt 0 ]; then
   NOTEBOOKS=("${picked[@]}")
 fi
 REPORT="notebooks/90_report.ipynb"
+# Before the long part: roughly how long this profile takes here (a few seconds of calibration against its recorded run)
+NAMES=(); for nb in "${NOTEBOOKS[@]}"; do NAMES+=("$(basename "$nb" .ipynb)"); done
+"$PY" -m lib.eta "$PROFILE" "${NAMES[@]}" --json "$OUT/eta.json" || echo "(no time estimate: the calibration failed)"
+eta_of() { "$PY" -c "import json,sys; e=json.load(open(sys.argv[1]))['estimate_s']; print(f', about {e[sys.argv[2]]/60:.1f} min' if sys.argv[2] in e else '')" "$OUT/eta.json" "$1" 2>/dev/null; }
 failures=()
 status_json=$(cat "$OUT/run_status.json" 2>/dev/null || echo "{}")
 [ ${#PICK[@]} -gt 0 ] || status_json="{}"
@@ -53,7 +62,7 @@ i=0
 for nb in "${NOTEBOOKS[@]}"; do
   name=$(basename "$nb" .ipynb)
   i=$((i + 1))
-  echo "[$i/${#NOTEBOOKS[@]}] $name ($PROFILE)"
+  echo "[$i/${#NOTEBOOKS[@]}] $name ($PROFILE$(eta_of "$name"))"
   t0=$(date +%s)
   if ! "$PY" -m lib.params check-one "$PROFILE/$name"; then
     failures+=("$name (bad parameters)")

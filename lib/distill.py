@@ -240,7 +240,7 @@ def recorded_voices(teacher_model, roots: dict[str, Path]) -> tuple[dict, dict, 
     for dev, root in roots.items():
         if not Path(root).exists():
             absent[f"students@{dev}"] = (f"no student recorded on {dev} yet ({root} does not exist): train them on a "
-                                         f"GPU with `python -m lib.gpu_train` and commit what `pack` brings back")
+                                         f"GPU with `python -m lib.train_job` and commit what `pack` brings back")
             continue
         loaded, bad = recorded_students(root)
         absent.update({f"{n}@{dev}": r for n, r in bad.items()})

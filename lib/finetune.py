@@ -31,8 +31,10 @@ def teacher_latents(model, phoneme_ids: Sequence[list[int]], names: Sequence[str
     torch.manual_seed(seed)
     zs, wavs = [], []
     hop = int(np.prod(model.hparams["upsample_rates"]))
+    from .pause import yield_point
     with torch.no_grad():
         for ids in phoneme_ids:
+            yield_point()  # a long run's setup waits too while anything is timed
             x = torch.tensor([ids], dtype=torch.long)
             o, _, y_mask, (z, _, _, _) = model.infer(x, torch.tensor([len(ids)]), noise_scale=noise_scale,
                                                      length_scale=length_scale, noise_scale_w=noise_w)

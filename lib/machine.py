@@ -39,7 +39,36 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def cpu_flags() -> set[str]:
+# CPU classes the lab can be told to act as (TTS_LAB_CPU_AS), so that a session on a newer CPU proves what an older
+# one does: each names the flag prefixes such a CPU lacks, the OpenVINO precisions it lacks, and the kernel ISA caps
+# (oneDNN's and ATen's own environment switches) that make torch and oneDNN run the code such a CPU runs.
+CPU_CLASSES = {
+    "avx2": {"lacks": ("avx512", "amx", "avx_vnni", "avx_ifma", "avx_ne_convert"),
+             "openvino_lacks": ("BF16", "FP16"),
+             "kernel_env": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}},
+}
+
+
+def cpu_as() -> str | None:
+    """The CPU class TTS_LAB_CPU_AS asks the lab to act as (None: this CPU as it is)."""
+    value = os.environ.get("TTS_LAB_CPU_AS", "").strip().lower()
+    if not value:
+        return None
+    if value not in CPU_CLASSES:
+        raise ValueError(f"TTS_LAB_CPU_AS={value!r}: use one of {sorted(CPU_CLASSES)} or leave it unset")
+    return value
+
+
+def apply_cpu_as() -> None:
+    """Cap the kernels of this process's not-yet-loaded libraries and of its children at the class TTS_LAB_CPU_AS
+    names (lib/__init__ calls it before torch or OpenVINO are imported through lib)."""
+    name = cpu_as()
+    if name:
+        for key, value in CPU_CLASSES[name]["kernel_env"].items():
+            os.environ.setdefault(key, value)
+
+
+def real_cpu_flags() -> set[str]:
     """Every flag of the first CPU in /proc/cpuinfo (empty where the kernel does not say)."""
     for line in _cpuinfo().splitlines():
         if line.startswith("flags"):
@@ -47,9 +76,16 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_flags() -> set[str]:
+    """The flags the lab acts on: this CPU's, less those the class TTS_LAB_CPU_AS names lacks."""
+    flags = real_cpu_flags()
+    name = cpu_as()
+    return {f for f in flags if not f.startswith(CPU_CLASSES[name]["lacks"])} if name else flags
+
+
 def recorded_flags() -> list[str]:
-    """The flags worth recording beside a timing (vector, matrix and FMA extensions)."""
-    return sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4", "f16c")))
+    """The flags worth recording beside a timing (vector, matrix and FMA extensions), as the hardware has them."""
+    return sorted(f for f in real_cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4", "f16c")))
 
 
 def features_from_flags(flags) -> dict[str, bool]:
@@ -78,9 +114,12 @@ def feature_line(features: dict[str, bool] | None = None) -> str:
 
 
 def openvino_cpu_precisions() -> list[str]:
-    """What OpenVINO's CPU plugin says it can compute here (e.g. ['FP32', 'INT8', 'BF16'])."""
+    """What OpenVINO's CPU plugin says it can compute here (e.g. ['FP32', 'INT8', 'BF16']), less what the class
+    TTS_LAB_CPU_AS names lacks."""
     import openvino as ov
-    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    name = cpu_as()
+    return [c for c in caps if c not in CPU_CLASSES[name]["openvino_lacks"]] if name else caps
 
 
 _OV_NAMES = {"f32": "FP32", "fp32": "FP32", "bf16": "BF16", "f16": "FP16", "fp16": "FP16"}
@@ -184,6 +223,7 @@ class Load:
     loadavg_1m: float | None
     runnable: int | None
     mhz: float | None
+    busy_cores: float | None = None  # every process's CPU use on the allowed cores, this block's own included
 
     @property
     def contended(self) -> bool:
@@ -218,13 +258,15 @@ class LoadMonitor:
     def __exit__(self, *exc):
         wall = max(time.perf_counter() - self._t0, 1e-6)
         cpu1, own = _cpu_times(self.cpus), _own_cpu_s() - self._own0
-        others = steal = None
+        others = steal = busy_cores = None
         if self._cpu0 and cpu1:
             busy, st, total = (b - a for a, b in zip(self._cpu0, cpu1))
             others = max(0.0, (busy - own) / wall)
+            busy_cores = busy / wall
             steal = st / total if total > 0 else 0.0
         avg, runnable = _loadavg()
-        self.load = Load(round(wall, 3), len(self.cpus), self.threads, others, steal, avg, runnable, cpu_mhz())
+        self.load = Load(round(wall, 3), len(self.cpus), self.threads, others, steal, avg, runnable, cpu_mhz(),
+                         busy_cores)
         global _LAST_SEEN
         _LAST_SEEN = (time.monotonic(), self.load)
 

@@ -175,6 +175,10 @@ class ResultWriter:
     rows: list[dict] = field(default_factory=list)
     scalars: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        from .pause import hold_for_process
+        hold_for_process(f"notebook {self.notebook}")  # a notebook measures: long training runs wait while it lives
+
     @property
     def dir(self) -> Path:
         return notebook_dir(self.profile, self.notebook)

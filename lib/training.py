@@ -44,6 +44,8 @@ class Recipe:
     lr_decay_d: float = 0.9999
     mel_weight: float = 45.0
     stft_weight: float = 0.0
+    wave_weight: float = 0.0  # L1 on the waveform: well-posed here, the target is the teacher's own, phase-aligned
+    cstft_weight: float = 0.0  # L1 on the real and imaginary parts of a multi-resolution STFT (phase included)
     f0_weight: float = 0.0
     adversarial: bool = True
     warmup_steps: int = 0
@@ -54,8 +56,14 @@ class Recipe:
     log_every: int = 10
     mixed_precision: str = "no"
     seed: int = 0
+    schedule: str = "exponential"  # piper's per-step decay, or "cosine": linear warm-up, then cosine over `steps`
+    lr_warmup_steps: int = 0
+    min_lr_ratio: float = 0.01
+    ema_decay: float = 0.0  # >0: an exponential moving average of the generator's weights, evaluated and packed
 
     def __post_init__(self):
+        if self.schedule not in ("exponential", "cosine"):
+            raise ValueError(f"schedule {self.schedule!r}: use 'exponential' or 'cosine'")
         bad = [d for d in self.discriminators if d not in DISCRIMINATORS]
         if bad:
             raise ValueError(f"discriminators {bad}: use {DISCRIMINATORS}")
@@ -89,6 +97,18 @@ def mr_stft_loss(y_hat, y, resolutions=((512, 128, 512), (1024, 256, 1024), (204
         a, b = _stft_mag(y_hat, n_fft, hop, win), _stft_mag(y, n_fft, hop, win)
         total = total + torch.linalg.norm(b - a) / torch.linalg.norm(b).clamp_min(1e-7)
         total = total + torch.nn.functional.l1_loss(torch.log(a), torch.log(b))
+    return total / len(resolutions)
+
+
+def complex_stft_loss(y_hat, y, resolutions=((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))):
+    """L1 between the real and imaginary parts of multi-resolution STFTs, over the target's mean magnitude: a
+    phase-aware spectral loss, which makes sense only where the target is phase-aligned (a teacher's own output)."""
+    total = 0.0
+    for n_fft, hop, win in resolutions:
+        window = torch.hann_window(win, device=y.device)
+        a = torch.stft(y_hat.reshape(-1, y_hat.shape[-1]).float(), n_fft, hop, win, window=window, return_complex=True)
+        b = torch.stft(y.reshape(-1, y.shape[-1]).float(), n_fft, hop, win, window=window, return_complex=True)
+        total = total + (torch.view_as_real(a) - torch.view_as_real(b)).abs().mean() / b.abs().mean().clamp_min(1e-7)
     return total / len(resolutions)
 
 
@@ -141,6 +161,16 @@ def make_discriminators(names: Sequence[str]) -> torch.nn.ModuleDict:
     return torch.nn.ModuleDict({n: made[n]() for n in names})
 
 
+def cosine_factor(step: int, r: "Recipe") -> float:
+    """The learning rate's factor at `step`: linear warm-up over `lr_warmup_steps`, then a cosine down to
+    `min_lr_ratio` at `steps` (the run's whole budget, fixed when it starts)."""
+    import math
+    if step < r.lr_warmup_steps:
+        return (step + 1) / r.lr_warmup_steps
+    t = min(1.0, (step - r.lr_warmup_steps) / max(1, r.steps - r.lr_warmup_steps))
+    return r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
 # --- the loop ------------------------------------------------------------------------------------------------
 
 class _LoopState:
@@ -186,12 +216,14 @@ Forward = Callable[[torch.nn.Module, tuple], tuple]
 class Trainer:
     """Train `generator` on batches from `batch_fn(rng)`.
 
-    Waveform mode (`forward`): `forward(generator, batch) -> (y_hat, y)`, waveforms [B, 1, T]; reconstruction is
-    mel x `mel_weight` (+ MR-STFT x `stft_weight`), and after `warmup_steps` the LSGAN and feature-matching terms
+    Waveform mode (`forward`): `forward(generator, batch) -> (y_hat, y)` or `(y_hat, y, {name: (weight, loss)})`,
+    waveforms [B, 1, T]; reconstruction is mel x `mel_weight` (+ MR-STFT x `stft_weight`, waveform L1 x
+    `wave_weight`, complex STFT x `cstft_weight`, and the forward's own weighted terms), and after `warmup_steps` the LSGAN and feature-matching terms
     against fresh piper discriminators. Regression mode (`loss_fn`): `loss_fn(generator, batch) -> loss`, no
     discriminator (the flow student). `extra_loss(generator, batch, y_hat, y) -> (name, loss)` adds a term (the F0
     term of adaptation). `eval_batches` are held-out batches whose mel L1 is logged every `eval_every` steps;
-    `eval_fn(generator) -> dict` adds any other held-out figure (PESQ from the harness, say).
+    `eval_fn(generator) -> dict` adds any other held-out figure (PESQ from the harness, say). A `yielder`
+    (`pause.Yielder`) makes a long run wait between steps while anything on the machine is timed.
 
     Everything needed to resume sits under `work_dir/state` (accelerate's `save_state`); `curve.csv` beside it."""
 
@@ -199,7 +231,7 @@ class Trainer:
                  work_dir: Path, *, forward: Forward | None = None, loss_fn: Callable | None = None,
                  extra_loss: Callable | None = None, sample_rate: int = 22050, mel_hop: int = 256,
                  eval_batches: Sequence[tuple] = (), eval_fn: Callable | None = None, device: str = "cpu",
-                 threads: int = 2, progress: str | None = "train"):
+                 threads: int = 2, progress: str | None = "train", yielder=None):
         if (forward is None) == (loss_fn is None):
             raise ValueError("give the Trainer either forward (waveform training) or loss_fn (regression)")
         self.generator, self.batch_fn, self.recipe = generator, batch_fn, recipe
@@ -207,6 +239,8 @@ class Trainer:
         self.forward, self.loss_fn, self.extra_loss = forward, loss_fn, extra_loss
         self.sample_rate, self.hop, self.device, self.threads, self.progress = sample_rate, mel_hop, device, threads, progress
         self.eval_batches, self.eval_fn = list(eval_batches), eval_fn
+        from .pause import active
+        self.yielder = yielder if yielder is not None else active()  # a long run pauses while anything is timed
         self.adversarial = forward is not None and recipe.adversarial and bool(recipe.discriminators)
 
     def _setup(self):
@@ -221,7 +255,10 @@ class Trainer:
         if not params:
             raise ValueError("nothing to train: every parameter of the generator is frozen")
         opt_g = torch.optim.AdamW(params, lr=r.lr, betas=r.betas, eps=r.eps)
-        sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=r.lr_decay)
+        if r.schedule == "cosine":
+            sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda k: cosine_factor(k, r))
+        else:
+            sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=r.lr_decay)
         objs = [self.generator, opt_g, sched_g]
         if self.adversarial:
             disc = make_discriminators(r.discriminators)
@@ -233,6 +270,12 @@ class Trainer:
         self.disc, self.opt_d, self.sched_d = (prepared[3:] if self.adversarial else (None, None, None))
         self.state = _LoopState(r.seed)
         self.acc.register_for_checkpointing(self.state)
+        self.ema = None
+        if r.ema_decay:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            self.ema = AveragedModel(self.acc.unwrap_model(self.gen), multi_avg_fn=get_ema_multi_avg_fn(r.ema_decay),
+                                     use_buffers=True)
+            self.acc.register_for_checkpointing(self.ema)
         self.state_dir = self.work_dir / "state"
         if (self.state_dir / "custom_checkpoint_0.pkl").exists():
             self._check_shapes()  # shapes checked here, so the load may skip bitsandbytes' quantization-state keys
@@ -262,13 +305,22 @@ class Trainer:
                 out = {"loss_g": self.loss_fn(self.gen, batch)}
         else:
             with self.acc.autocast():
-                y_hat, y = self.forward(self.gen, batch)
+                y_hat, y, *terms = self.forward(self.gen, batch)
             y_hat = y_hat[..., : y.shape[-1]]
             out = {"loss_mel": mel_l1(y_hat, y, self.sample_rate, hop=self.hop)}
             loss = r.mel_weight * out["loss_mel"]
+            for name, (weight, term) in (terms[0] if terms else {}).items():  # e.g. stage features of a student
+                out[name] = term
+                loss = loss + weight * term
             if r.stft_weight:
                 out["loss_stft"] = mr_stft_loss(y_hat, y)
                 loss = loss + r.stft_weight * out["loss_stft"]
+            if r.wave_weight:
+                out["loss_wave"] = torch.nn.functional.l1_loss(y_hat.float(), y.float())
+                loss = loss + r.wave_weight * out["loss_wave"]
+            if r.cstft_weight:
+                out["loss_cstft"] = complex_stft_loss(y_hat, y)
+                loss = loss + r.cstft_weight * out["loss_cstft"]
             if r.f0_weight:
                 out["loss_f0"] = f0_periodicity_loss(y_hat, y, self.sample_rate, self.hop)
                 loss = loss + r.f0_weight * out["loss_f0"]
@@ -299,6 +351,8 @@ class Trainer:
         self._clip(params_g)
         self.opt_g.step()
         self.sched_g.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.acc.unwrap_model(self.gen))
         return out
 
     def _clip(self, params):
@@ -308,13 +362,13 @@ class Trainer:
     @torch.no_grad()
     def _evaluate(self) -> dict:
         out = {}
-        gen = self.acc.unwrap_model(self.gen)
+        gen = self.acc.unwrap_model(self.gen) if self.ema is None else self.ema.module  # the EMA is what is kept
         was = gen.training
         gen.eval()
         if self.eval_batches and self.forward is not None:
             vals = []
             for batch in self.eval_batches:
-                y_hat, y = self.forward(gen, tuple(b.to(self.acc.device) for b in batch))
+                y_hat, y, *_ = self.forward(gen, tuple(b.to(self.acc.device) for b in batch))
                 vals.append(float(mel_l1(y_hat[..., : y.shape[-1]], y, self.sample_rate, hop=self.hop)))
             out["heldout_mel"] = float(np.mean(vals))
         elif self.eval_batches:
@@ -339,6 +393,11 @@ class Trainer:
         tmp.replace(self.state_dir)
         if old.exists():
             shutil.rmtree(old)
+        if self.ema is not None:  # the averaged generator, as pack reads it
+            from safetensors.torch import save_file
+            tmp_ema = self.work_dir / ".ema.tmp.safetensors"
+            save_file({k: v.detach().contiguous() for k, v in self.ema.module.state_dict().items()}, str(tmp_ema))
+            tmp_ema.replace(self.work_dir / "ema.safetensors")
         atomic_write_text(self.work_dir / "curve.csv", pd.DataFrame(self.state.rows).to_csv(index=False))
         atomic_write_json(self.work_dir / "recipe.json", asdict(self.recipe))
 
@@ -355,6 +414,8 @@ class Trainer:
         bar = tqdm(total=r.steps, initial=st.step, desc=self.progress, disable=self.progress is None,
                    mininterval=5.0, leave=False)
         while st.step < r.steps:
+            if self.yielder is not None:
+                t0 += self.yielder.between_steps()  # paused time is not training time
             batch = tuple(b.to(self.acc.device) for b in self.batch_fn(st.rng))
             losses = self._step(batch, st.step)
             st.step += 1

@@ -5,6 +5,14 @@ import pytest
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _training_runs_pause():
+    """Long training runs on this machine (lib.pause) wait while the tests run, so no timing here is contended."""
+    from lib import pause
+    with pause.timing("the tests"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def ort_voice():
     from lib import voices

@@ -73,13 +73,16 @@ def test_every_notebook_wrote_results(smoke):
 
 
 def test_executed_notebooks_carry_few_progress_lines(smoke):
-    """run_all.sh shows a progress bar only once its loop has run 5 s and redraws it every 5 s (tqdm's delay and
-    mininterval), so an executed notebook keeps a handful of stderr outputs, not one per redraw (the smoke 03 held
-    147 and the default 03 641 before)."""
+    """run_all.sh shows a progress bar only once its loop has run 5 s and redraws it at most every 30 s (tqdm's delay
+    and mininterval), so an executed notebook keeps a handful of stderr outputs, not one per redraw (the smoke 03 held
+    147 and the default 03 641 before). The bound grows with the notebook's own run time, so a slower CPU, whose
+    loops last longer, is held to the same rate: 12 outputs, plus 2 per minute the notebook ran."""
+    seconds = json.loads((smoke / "smoke" / "run_status.json").read_text())
     for nb in sorted((smoke / "smoke" / "notebooks").glob("*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         n = sum(o.get("name") == "stderr" for c in cells if c["cell_type"] == "code" for o in c.get("outputs", []))
-        assert n <= 20, f"{nb.name} holds {n} stderr outputs"
+        bound = 12 + 2 * seconds[nb.stem]["seconds"] / 60
+        assert n <= bound, f"{nb.name} holds {n} stderr outputs in {seconds[nb.stem]['seconds']} s (bound {bound:.0f})"
 
 
 def test_data_notebook(smoke):
@@ -192,7 +195,7 @@ def test_distillation_notebook(smoke):
     assert len(ort) >= 2 and set(ort["parent"]) == {"fp32-ort"} and (ort["value"] > 0).all()
     absent = df[df["status"] == "absent"]
     gpu = absent[absent["variant"].str.startswith("students@")]
-    assert len(gpu) and gpu["reason"].str.contains("lib.gpu_train").all()
+    assert len(gpu) and gpu["reason"].str.contains("lib.train_job").all()
 
 
 def test_hardware_notebook(smoke):

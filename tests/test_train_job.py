@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from lib import artefacts, distill, gpu_train, voices
+from lib import artefacts, distill, train_job, voices
 
 
 def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
@@ -12,9 +12,9 @@ def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
               "--adversarial-steps", "1", "--discriminators", "mpd", "--flow-steps", "2", "--recovery-steps", "0",
               "--batch", "1", "--corpus-limit", "2", "--istft-steps", "2", "--istft-dim", "32", "--istft-blocks", "1", "--checkpoint-every", "2", "--eval-every", "2", "--log-every", "1",
               "--threads", "2"]
-    gpu_train.main(["students", "--work", str(tmp_path / "w"), *common])
+    train_job.main(["students", "--work", str(tmp_path / "w"), *common])
     assert (tmp_path / "w" / "dec64-prune" / "state" / "model_1.safetensors").exists(), "discriminator state kept"
-    gpu_train.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     for name, kind in (("dec64-prune", "decoder"), ("flow96", "flow"), ("istft32x1", "istft_decoder")):
         module, config = artefacts.load_part(tmp_path / "out" / name)
         assert config["kind"] == kind and config["steps"] == 2
@@ -22,9 +22,9 @@ def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
         assert env["steps"] == 2 and "students" in env["command"] and env["cpu_model"]
         assert "heldout_mel" in (tmp_path / "out" / name / "curve.csv").read_text() or kind == "flow"
     trained, _ = artefacts.load_part(tmp_path / "out" / "dec64-prune")
-    gpu_train.main(["students", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
+    train_job.main(["students", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
                     *[c if c != "2" else "3" for c in common]])
-    gpu_train.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
+    train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
     again, config = artefacts.load_part(tmp_path / "out2" / "dec64-prune")
     assert config["steps"] == 3
     z = torch.randn(1, 192, 16)
@@ -47,11 +47,11 @@ def test_gpu_adaptation_job_trains_packs_loadable_adapters_on_cpu(tmp_path):
     ids = voices.PiperFrontend(voices.joe_paths()[1]).phoneme_ids("A small dog ran home.")[0]
     data = finetune.aligned_set(teacher, [ids], ["u0"], target=finetune.VoiceShift(semitones=2.0), progress=None)
     path = data.save(tmp_path / "set.safetensors")
-    gpu_train.main(["adapt", "--work", str(tmp_path / "w"), "--data", str(path), "--target", "up 2",
+    train_job.main(["adapt", "--work", str(tmp_path / "w"), "--data", str(path), "--target", "up 2",
                     "--methods", "full", "lora-r4", "--steps", "2", "--adversarial-steps", "1", "--batch", "1",
                     "--frames", "16", "--device", "cpu", "--mixed-precision", "no", "--checkpoint-every", "2",
                     "--log-every", "1", "--threads", "2"])
-    gpu_train.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     for name in ("full", "lora-r4"):
         cfg = json.loads((tmp_path / "out" / name / "config.json").read_text())
         assert cfg["target"] == "up 2" and cfg["steps"] == 2 and cfg["recipe"]["f0_weight"] == 2.0

@@ -4,11 +4,11 @@ the small part (each student's folded generator as safetensors + config.json, it
 comes back and is committed under outputs/recorded/<device>/04_distillation/. The next GPU session resumes the
 generators from the committed artefacts (--init-from) with fresh discriminators after a short warm-up.
 
-    python -m lib.gpu_train students --work /tmp/train --out "$OUT" --device cuda --mixed-precision bf16 \
+    python -m lib.train_job students --work /tmp/train --out "$OUT" --device cuda --mixed-precision bf16 \
         --decoder-steps 20000 --adversarial-steps 18000 --flow-steps 10000 --recovery-steps 20000
-    python -m lib.gpu_train adapt --work /tmp/adapt --data aligned_set.safetensors --target "<notebook 02's target>" \
+    python -m lib.train_job adapt --work /tmp/adapt --data aligned_set.safetensors --target "<notebook 02's target>" \
         --steps 5000 --adversarial-steps 4000 --f0-weight 2
-    python -m lib.gpu_train pack --work /tmp/train --out "$OUT"
+    python -m lib.train_job pack --work /tmp/train --out "$OUT"
 
 The same code runs on a CPU with a few steps (the tests do), and under `accelerate launch` on several GPUs.
 """
@@ -20,6 +20,8 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+import torch
 
 CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
 HELDOUT_LISTS = [31]
@@ -49,17 +51,41 @@ def _init_from(module, art_dir: Path) -> bool:
     return True
 
 
+def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: float = 0.0, draws: int = 1):
+    """The teacher's latents and audio on the training lists (`draws` samples of each sentence, with the sampling
+    noise the voice speaks with at `noise_scale`/`noise_w`) and on the held-out list, drawn the same way."""
+    from . import finetune, text, voices
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    sents = text.harvard_sentences(CORPUS_LISTS)[: corpus_limit or None]
+    held = text.harvard_sentences(HELDOUT_LISTS)[:4]
+    ids = [fe.phoneme_ids(s.text)[0] for s in sents]
+    parts = [finetune.teacher_latents(teacher, ids, [f"{s.id}#{d}" for s in sents], noise_scale=noise_scale,
+                                      noise_w=noise_w, seed=d) for d in range(draws)]
+    latents = finetune.Latents([i for p in parts for i in p.ids], [z for p in parts for z in p.z],
+                               [w for p in parts for w in p.wav], parts[0].hop)
+    heldout = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held],
+                                       noise_scale=noise_scale, noise_w=noise_w, seed=1000)
+    return latents, heldout
+
+
+def _write_run(work: Path, args, **extra) -> None:
+    """What pack needs to account for the run: threads, cores, the corpus's noise, the recipe, where it started."""
+    import os
+    from .results import atomic_write_json
+    old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+    atomic_write_json(work / "run.json", {**old, "threads": args.threads, "cores": os.cpu_count(),
+                                          "noise_scale": args.noise_scale, "noise_w": args.noise_w, "draws": args.draws,
+                                          "command": args.command, **extra})
+
+
 def students(args) -> None:
-    from . import compress, distill, finetune, text, voices
+    from . import compress, distill, voices
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    onnx_path, config = voices.joe_paths()
+    onnx_path, _ = voices.joe_paths()
     teacher = voices.load_piper_torch(onnx_path)  # stays on the CPU: it only makes the training targets
-    fe = voices.PiperFrontend(config)
-    sents = text.harvard_sentences(CORPUS_LISTS)[: args.corpus_limit or None]
-    held = text.harvard_sentences(HELDOUT_LISTS)[:4]
-    latents = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in sents], [s.id for s in sents])
-    heldout = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held])
+    _write_run(work, args, recipe="adversarial")
+    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     init = Path(args.init_from) if args.init_from else None
     widths = [int(w) for w in args.widths]
     recipes = [_recipe(args.decoder_steps, args.adversarial_steps, args) for _ in widths]
@@ -73,7 +99,10 @@ def students(args) -> None:
     if init is not None:
         _init_from(flow, init / flow_name)
     from .training import Recipe
-    pairs = distill.flow_pairs(teacher, [fe.phoneme_ids(s.text)[0] for s in sents])
+    from . import text
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    sents = text.harvard_sentences(CORPUS_LISTS)[: args.corpus_limit or None]
+    pairs = distill.flow_pairs(teacher, [fe.phoneme_ids(s.text)[0] for s in sents]) if args.flow_steps else None
     curves[flow_name] = distill.train_flow(flow, pairs, Recipe(steps=args.flow_steps, lr=5e-4, checkpoint_every=args.checkpoint_every,
                                                                log_every=args.log_every, mixed_precision=args.mixed_precision),
                                            work / flow_name, device=args.device, threads=args.threads, progress=None)
@@ -101,6 +130,57 @@ def students(args) -> None:
     (work / "done.json").write_text(json.dumps({"chain_end": chain_end, "seconds": time.time() - started,
                                                 "command": args.command}))
     print(f"trained {', '.join(curves)} in {time.time() - started:.0f} s", flush=True)
+
+
+def regress(args) -> None:
+    """The regression-first recipe (lib.regress_recipe) on a channel-pruned decoder student: channels chosen by the
+    teacher's activations and refitted by least squares before the first step (channel_prune), then waveform, complex
+    STFT, mel and stage-feature losses under a cosine schedule with an EMA; resumes from --work, or from a committed
+    artefact (--init-from) whose config keeps the channel choice."""
+    import copy
+    import numpy as np
+    from . import distill, finetune, voices
+    from .channel_prune import pruned_student
+    from .regress_recipe import WEIGHTS, feature_forward, recipe, segments, stage_targets
+    from .training import Trainer
+    work = Path(args.work)
+    name = f"dec{args.width}-regress"
+    (work / name).mkdir(parents=True, exist_ok=True)
+    teacher = voices.load_piper_torch(voices.joe_paths()[0])
+    teacher_dec = distill.finalize(copy.deepcopy(teacher.dec))
+    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
+    keep_file = work / name / "keep.json"
+    init = Path(args.init_from) / name if args.init_from else None
+    before = {}
+    if keep_file.exists():  # local state: the trainer loads the weights
+        keep = [torch.tensor(k) for k in json.loads(keep_file.read_text())]
+        student = distill.finalize(distill.decoder_student(teacher, args.width, "scratch"))
+    elif init is not None and (init / "config.json").exists():
+        from .artefacts import load_part
+        student, config = load_part(init)
+        keep = [torch.tensor(k) for k in config["keep"]]
+        before = {"steps_before": int(config.get("steps", 0)), "hours_before": float(config.get("hours", 0.0))}
+        print(f"generator initialised from {init} ({before['steps_before']} steps, {before['hours_before']:.2f} h)",
+              flush=True)
+    else:
+        rng = np.random.default_rng(7)
+        calib = [finetune.random_segments(latents, 8, 64, rng)[0] for _ in range(args.calib_batches)]
+        t0 = time.time()
+        student, keep = pruned_student(teacher, args.width, calib, refit_zs=calib, ridge=args.ridge)
+        print(f"channels chosen by activation and refitted by least squares in {time.time() - t0:.0f} s", flush=True)
+    from .results import atomic_write_text
+    atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
+    _write_run(work, args, recipe="regression-first", **before)
+    targets, held_targets = stage_targets(teacher_dec, latents, keep), stage_targets(teacher_dec, heldout, keep)
+    rng = np.random.default_rng(1234)
+    held = [segments(heldout, held_targets, args.batch, args.frames, rng) for _ in range(2)]
+    rec = recipe(args.steps, lr=args.lr, warmup=args.lr_warmup, ema=args.ema, adversarial_steps=args.adversarial_steps,
+                 discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
+                 eval_every=args.eval_every, log_every=args.log_every)
+    curve = Trainer(student, lambda r: segments(latents, targets, args.batch, args.frames, r), rec, work / name,
+                    forward=feature_forward(WEIGHTS["feature"]), eval_batches=held, device=args.device,
+                    threads=args.threads, progress=None).fit()
+    print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
 
 
 def adapt(args) -> None:
@@ -147,8 +227,12 @@ def pack(args) -> None:
         (out / folder.name / "env.json").write_text(json.dumps({**env, "command": command}, indent=1, default=str))
         print(f"packed adapter {folder.name} -> {out / folder.name}", flush=True)
     students = ("dec", "flow", "istft", "structured")  # run folders of `students`; adaptation runs pack as adapters
+    info = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+    share = info.get("threads", 1) / max(1, info.get("cores", 1))  # a 1-thread run on 2 cores: half the machine
     for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists() and p.name.startswith(students)):
-        state = load_file(str(run / "state" / "model.safetensors"))
+        ema = run / "ema.safetensors"  # the averaged weights, where the recipe keeps an EMA
+        state = load_file(str(ema if ema.exists() else run / "state" / "model.safetensors"))
+        state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
         curve = (run / "curve.csv").read_text() if (run / "curve.csv").exists() else ""
         frame = pd.read_csv(run / "curve.csv") if curve.count("\n") > 1 else pd.DataFrame({"step": [0], "seconds": [0.0]})
         steps, seconds = int(frame["step"].iloc[-1]), float(frame["seconds"].iloc[-1])
@@ -168,15 +252,68 @@ def pack(args) -> None:
             distill.finalize(module)  # trained without weight norm (pruned students): fold first, then load
         module.load_state_dict(state)
         distill.finalize(module)
-        dest = save_part(module, out / run.name, kind, build, extra={"student": run.name, "steps": steps, "seconds": seconds,
-                                                                         "device": env.get("gpu") or args.device})
+        steps += int(info.get("steps_before", 0))
+        hours = float(info.get("hours_before", 0.0)) + seconds / 3600 * share
+        extra = {"student": run.name, "steps": steps, "seconds": seconds, "hours": hours,
+                 "recipe": info.get("recipe", "adversarial"), "device": env.get("gpu") or args.device}
+        if (run / "keep.json").exists():
+            extra["keep"] = json.loads((run / "keep.json").read_text())
+        dest = save_part(module, out / run.name, kind, build, extra=extra)
         (dest / "curve.csv").write_text(curve)
-        (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": command}, indent=1, default=str))
-        print(f"packed {run.name}: {steps} steps -> {dest}", flush=True)
+        (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": info.get("command", command)},
+                                                  indent=1, default=str))
+        print(f"packed {run.name}: {steps} steps, {hours:.2f} machine-hours -> {dest}", flush=True)
+        if args.ledger and kind in ("decoder", "istft_decoder"):
+            row = ledger_row(teacher, module, info, run=f"{work.name}/{run.name}", part=kind, steps=steps, hours=hours,
+                             env=env, device=args.device)
+            append_ledger(Path(args.ledger), row)
+            print(f"ledger: {row}", flush=True)
+
+
+LEDGER_COLUMNS = ["run", "part", "recipe", "device", "cpu_model", "steps", "hours", "heldout_pesq", "heldout_mel_l1",
+                  "commit", "date"]
+
+
+def heldout_quality(teacher, decoder, info: dict) -> dict:
+    """PESQ-WB and mel L1 of `decoder` against the teacher's own audio on the held-out list (whole utterances, the
+    run's corpus noise), which no training step and no checkpoint choice touched."""
+    import numpy as np
+    from . import finetune, metrics, text, voices
+    from .training import mel_l1
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    held = text.harvard_sentences(HELDOUT_LISTS)[:4]
+    lat = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held],
+                                   noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0), seed=1000)
+    pesq, mel = [], []
+    decoder.eval()
+    with torch.no_grad():
+        for z, ref in zip(lat.z, lat.wav):
+            out = decoder(z)[..., : ref.shape[-1]]
+            pesq.append(metrics.pesq_wb(ref.flatten().numpy(), out.flatten().numpy(), 22050))
+            mel.append(float(mel_l1(out, ref)))
+    return {"heldout_pesq": float(np.nanmean(pesq)), "heldout_mel_l1": float(np.mean(mel))}
+
+
+def ledger_row(teacher, decoder, info: dict, *, run: str, part: str, steps: int, hours: float, env: dict,
+               device: str) -> dict:
+    from datetime import datetime, timezone
+    return {"run": run, "part": part, "recipe": info.get("recipe", "adversarial"), "device": env.get("gpu") or device,
+            "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
+            **{k: round(v, 4) for k, v in heldout_quality(teacher, decoder, info).items()},
+            "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def append_ledger(path: Path, row: dict) -> None:
+    """One row per packed checkpoint, appended atomically (the whole file rewritten beside and swapped in)."""
+    import pandas as pd
+    from .results import atomic_write_text
+    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=LEDGER_COLUMNS)
+    frame = pd.concat([old, pd.DataFrame([row])[LEDGER_COLUMNS]], ignore_index=True)
+    atomic_write_text(path, frame.to_csv(index=False))
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m lib.gpu_train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lib.train_job", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("students", help="train the decoder chain, the flow student and the pruned decoder's recovery")
     s.add_argument("--work", required=True, help="folder for the full training state (the machine's own disk)")
@@ -203,6 +340,30 @@ def main(argv=None) -> None:
     s.add_argument("--eval-every", type=int, default=500)
     s.add_argument("--log-every", type=int, default=50)
     s.add_argument("--threads", type=int, default=8)
+    r = sub.add_parser("regress", help="the regression-first recipe on a channel-pruned decoder (issue 25)")
+    r.add_argument("--work", required=True, help="folder for the full training state (the machine's own disk)")
+    r.add_argument("--init-from", default="", help="a committed folder of packed runs to resume from")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--width", type=int, default=128)
+    r.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
+    r.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
+    r.add_argument("--discriminators", nargs="+", default=["mpd"])
+    r.add_argument("--lr", type=float, default=5e-4)
+    r.add_argument("--lr-warmup", type=int, default=200)
+    r.add_argument("--ema", type=float, default=0.999)
+    r.add_argument("--ridge", type=float, default=1e-3, help="the least-squares refit's ridge, relative to its diagonal")
+    r.add_argument("--calib-batches", type=int, default=4, help="8 x 64-frame segments each, for choice and refit")
+    r.add_argument("--batch", type=int, default=4)
+    r.add_argument("--frames", type=int, default=32)
+    r.add_argument("--corpus-limit", type=int, default=0)
+    r.add_argument("--checkpoint-every", type=int, default=500)
+    r.add_argument("--eval-every", type=int, default=250)
+    r.add_argument("--log-every", type=int, default=50)
+    r.add_argument("--threads", type=int, default=1)
+    for q in (s, r):
+        q.add_argument("--noise-scale", type=float, default=0.0, help="the teacher's sampling noise for the corpus")
+        q.add_argument("--noise-w", type=float, default=0.0)
+        q.add_argument("--draws", type=int, default=1, help="latents drawn per training sentence")
     a = sub.add_parser("adapt", help="notebook 02's adaptation methods on its aligned set, with the F0 term")
     a.add_argument("--work", required=True)
     a.add_argument("--data", required=True, help="the aligned_set.safetensors notebook 02 wrote for this target")
@@ -226,10 +387,21 @@ def main(argv=None) -> None:
     k.add_argument("--work", required=True)
     k.add_argument("--out", required=True)
     k.add_argument("--device", default="cuda")
+    k.add_argument("--ledger", default="", help="append a row per packed decoder (held-out PESQ, mel L1, machine-hours)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
-    args.command = "python -m lib.gpu_train " + " ".join(argv)
-    {"students": students, "adapt": adapt, "pack": pack}[args.cmd](args)
+    args.command = "python -m lib.train_job " + " ".join(argv)
+    if getattr(args, "threads", None) and args.device == "cpu":
+        torch.set_num_threads(args.threads)  # from the start: a setup on torch's default threads oversubscribes
+    from .pause import Yielder
+    run = Yielder(f"{args.cmd} {Path(args.work).name}") if args.cmd != "pack" else None
+    if run is not None:
+        run.register()  # pauses between steps while anything on this machine is timed
+    try:
+        {"students": students, "adapt": adapt, "pack": pack, "regress": regress}[args.cmd](args)
+    finally:
+        if run is not None:
+            run.close()
 
 
 if __name__ == "__main__":

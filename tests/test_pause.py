@@ -1,0 +1,132 @@
+"""A long training run pauses while anything is timed, and resumes after (lib.pause)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lib import pause
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A stand-in for a training run: registers, then counts "steps" of 50 ms, each written to a file.
+FAKE_RUN = """
+import sys, time
+from pathlib import Path
+from lib import pause
+out = Path(sys.argv[1])
+y = pause.Yielder("fake-run").register()
+n = 0
+while True:
+    y.between_steps()
+    time.sleep(0.05)
+    n += 1
+    out.write_text(f"{n} {y.paused_s:.3f}")
+"""
+
+
+@pytest.fixture
+def locks(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTS_LAB_LOCK_DIR", str(tmp_path / "locks"))
+    return tmp_path / "locks"
+
+
+def _steps(path: Path) -> tuple[int, float]:
+    for _ in range(100):
+        try:
+            n, paused = path.read_text().split()
+            return int(n), float(paused)
+        except (OSError, ValueError):
+            time.sleep(0.02)
+    raise AssertionError(f"the fake run wrote nothing readable to {path}")
+
+
+def _start_run(tmp_path, locks):
+    out = tmp_path / "steps.txt"
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_RUN, str(out)], cwd=ROOT,
+                            env={**os.environ, "TTS_LAB_LOCK_DIR": str(locks)})
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.exists(), "the fake run never stepped"
+    return proc, out
+
+
+def test_a_run_pauses_while_a_timing_holds_the_lock_and_resumes_after(tmp_path, locks):
+    proc, out = _start_run(tmp_path, locks)
+    try:
+        assert [r["name"] for r in pause.runs()] == ["fake-run"]
+        with pause.timing("a test timing", ack_timeout_s=30):
+            assert [r["state"] for r in pause.runs()] == ["paused"], "the timer waited for the run to pause"
+            before, _ = _steps(out)
+            time.sleep(1.0)
+            held, _ = _steps(out)
+            assert held == before, f"the run stepped {held - before} times while the lock was held"
+        time.sleep(1.5)
+        after, paused = _steps(out)
+        assert after > held, "the run did not resume once the lock was released"
+        assert paused >= 0.9, f"the run counted {paused} s paused, though it waited over a second"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_hold_command_pauses_runs_for_a_whole_command_and_a_killed_holder_frees_them(tmp_path, locks):
+    """`python -m lib.pause hold -- CMD` (run_all.sh's wrapper) holds the lock while CMD runs; the kernel drops the
+    lock of a holder that is killed, so a crashed timer can never leave a run paused for ever."""
+    proc, out = _start_run(tmp_path, locks)
+    env = {**os.environ, "TTS_LAB_LOCK_DIR": str(locks)}
+    try:
+        holder = subprocess.Popen([sys.executable, "-m", "lib.pause", "hold", "--", "sleep", "30"], cwd=ROOT, env=env)
+        deadline = time.monotonic() + 30
+        while [r["state"] for r in pause.runs()] != ["paused"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [r["state"] for r in pause.runs()] == ["paused"]
+        before, _ = _steps(out)
+        time.sleep(1.0)
+        assert _steps(out)[0] == before, "the run stepped while the hold command ran"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        time.sleep(1.5)
+        assert _steps(out)[0] > before, "the run stayed paused after its holder was killed"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert pause.runs() == [], "a dead run is dropped from the registry"
+
+
+def test_a_timing_goes_on_when_a_run_does_not_pause_and_says_which(locks, capsys):
+    """A registered run that never reaches its next step (stuck) does not hang a timing for ever."""
+    (locks / "runs").mkdir(parents=True, exist_ok=True)
+    (locks / "runs" / f"{os.getppid()}.json").write_text(
+        f'{{"pid": {os.getppid()}, "name": "stuck-run", "state": "running", "since": 0}}')
+    t0 = time.monotonic()
+    with pause.timing("a test timing", ack_timeout_s=0.5):
+        pass
+    assert time.monotonic() - t0 < 5
+    assert "stuck-run" in capsys.readouterr().err
+
+
+def test_the_trainer_does_not_count_paused_time_as_training_time(tmp_path):
+    import numpy as np
+    import torch
+    from lib.training import Recipe, Trainer
+
+    class SlowYielder:  # pauses 0.3 s before every step, as if a timing ran each time
+        def between_steps(self):
+            time.sleep(0.3)
+            return 0.3
+
+    net = torch.nn.Linear(4, 1)
+    batch_fn = lambda rng: (torch.tensor(rng.standard_normal((8, 4)), dtype=torch.float32),)  # noqa: E731
+    loss_fn = lambda gen, batch: gen(batch[0]).pow(2).mean()  # noqa: E731
+    t0 = time.perf_counter()
+    curve = Trainer(net, batch_fn, Recipe(steps=6, log_every=1, checkpoint_every=100), tmp_path / "run",
+                    loss_fn=loss_fn, progress=None, yielder=SlowYielder()).fit()
+    wall = time.perf_counter() - t0
+    assert curve.steps_done == 6 and wall >= 1.8
+    assert curve.seconds < wall - 1.5, f"{curve.seconds:.2f} s of training counted, {wall:.2f} s wall with 1.8 s paused"
+    assert np.isfinite(curve.frame["loss_g"]).all()
