@@ -50,13 +50,16 @@ CPU_CLASSES = {
 
 
 def cpu_as() -> str | None:
-    """The CPU class TTS_LAB_CPU_AS asks the lab to act as (None: this CPU as it is)."""
+    """The CPU class TTS_LAB_CPU_AS asks the lab to act as (None, for unset or 'native': this CPU as it is)."""
     value = os.environ.get("TTS_LAB_CPU_AS", "").strip().lower()
-    if not value:
+    if value in ("", "native"):
         return None
     if value not in CPU_CLASSES:
-        raise ValueError(f"TTS_LAB_CPU_AS={value!r}: use one of {sorted(CPU_CLASSES)} or leave it unset")
+        raise ValueError(f"TTS_LAB_CPU_AS={value!r}: use one of {sorted(CPU_CLASSES) + ['native']} or leave it unset")
     return value
+
+
+KERNEL_CAPS_SET: dict[str, str] = {}  # the kernel caps apply_cpu_as put into this process's environment
 
 
 def apply_cpu_as() -> None:
@@ -65,7 +68,8 @@ def apply_cpu_as() -> None:
     name = cpu_as()
     if name:
         for key, value in CPU_CLASSES[name]["kernel_env"].items():
-            os.environ.setdefault(key, value)
+            if key not in os.environ:
+                os.environ[key] = KERNEL_CAPS_SET[key] = value
 
 
 def real_cpu_flags() -> set[str]:
@@ -116,10 +120,14 @@ def feature_line(features: dict[str, bool] | None = None) -> str:
 def openvino_cpu_precisions() -> list[str]:
     """What OpenVINO's CPU plugin says it can compute here (e.g. ['FP32', 'INT8', 'BF16']), less what the class
     TTS_LAB_CPU_AS names lacks."""
-    import openvino as ov
-    caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    caps = _ov_capabilities()
     name = cpu_as()
     return [c for c in caps if c not in CPU_CLASSES[name]["openvino_lacks"]] if name else caps
+
+
+def _ov_capabilities() -> list[str]:
+    import openvino as ov
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 _OV_NAMES = {"f32": "FP32", "fp32": "FP32", "bf16": "BF16", "f16": "FP16", "fp16": "FP16"}

@@ -83,15 +83,15 @@ def timing(what: str = "a timing", ack_timeout_s: float | None = None):
             os.close(_HOLDS.pop(d)[0])  # closing the descriptor drops the flock
 
 
-_FOREVER: list = []
-
-
 def hold_for_process(what: str) -> None:
-    """Hold the lock until this process ends (a notebook's kernel: everything it does may be timed)."""
-    if not _FOREVER:
-        cm = timing(what)
-        cm.__enter__()
-        _FOREVER.append(cm)
+    """Hold the lock until this process ends (a notebook's kernel: everything it does may be timed); the kernel
+    drops it with the process."""
+    d = lock_dir()
+    if d not in _HOLDS:
+        with timing(what):
+            _HOLDS[d][1] += 1  # one hold more than the block releases: kept until the process ends
+    elif _HOLDS[d][1] < 10**6:
+        _HOLDS[d][1] += 10**6  # already held by a block: keep it past that block's end
 
 
 def wait_paused(what: str, timeout_s: float) -> list[dict]:

@@ -2,6 +2,7 @@
 (`piper_hparams`) and piper-tts's own `SynthesizerTrn` filled from the initialisers (`load_piper_torch`)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,20 @@ TRAINING_ONLY_PREFIXES = ("dp.post_", "dp.flows.1.")
 
 
 def load_piper_torch(onnx_path: Path):
+    """piper's SynthesizerTrn rebuilt from the ONNX file (`build_piper_torch`), a fresh copy each call: the build
+    (about 2 s) is kept per process, keyed by the file's path, size and modification time."""
+    import copy
+    onnx_path = check_file(onnx_path, "voice model")
+    st = onnx_path.stat()
+    return copy.deepcopy(_built(str(onnx_path.resolve()), st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _built(path: str, size: int, mtime_ns: int):
+    return build_piper_torch(Path(path))
+
+
+def build_piper_torch(onnx_path: Path):
     """Build piper's SynthesizerTrn (inference path: enc_p, dp, flow, dec) and fill it from the ONNX initialisers.
 
     Most initialisers carry PyTorch names. The rest are found through the graph: the text embedding is the

@@ -167,3 +167,36 @@ def test_a_timing_that_just_ended_quiet_counts_as_the_quiet_sample(monkeypatch):
     with machine.LoadMonitor(1):
         pass
     assert machine._LAST_SEEN[1].seconds < 0.5, "every watched block is remembered"
+
+
+def test_the_avx2_switch_makes_the_lab_act_as_an_avx2_only_cpu(monkeypatch):
+    """TTS_LAB_CPU_AS=avx2 (what the unit suite runs under by default): however new the CPU, the lab sees no
+    AVX-512, VNNI, bf16 or AMX, OpenVINO offers no bf16, bf16 variants are refused by name; 'native' is the CPU as
+    it is; anything else fails naming the variable. The hardware's own flags are still what env.json records."""
+    monkeypatch.setattr(machine, "real_cpu_flags", lambda: set(AMX) | {"avx512_fp16", "avx_vnni"})
+    monkeypatch.setattr(machine, "_ov_capabilities", lambda: ["FP32", "BF16", "FP16", "INT8"])
+    monkeypatch.setenv("TTS_LAB_CPU_AS", "native")
+    assert machine.cpu_features() == {"avx2": True, "avx512": True, "vnni": True, "bf16": True, "amx": True}
+    assert "BF16" in machine.openvino_cpu_precisions()
+    monkeypatch.setenv("TTS_LAB_CPU_AS", "avx2")
+    assert machine.cpu_features() == {"avx2": True, "avx512": False, "vnni": False, "bf16": False, "amx": False}
+    assert machine.openvino_cpu_precisions() == ["FP32", "INT8"]
+    with pytest.raises(machine.PrecisionUnavailable, match="no bf16"):
+        machine.require_precision("openvino-cpu", "bf16")
+    with pytest.raises(machine.PrecisionUnavailable, match="neither avx512_bf16 nor amx_bf16"):
+        machine.require_precision("torch-cpu", "bf16")
+    assert "amx_tile" in machine.recorded_flags(), "env.json keeps what the hardware has"
+    monkeypatch.setenv("TTS_LAB_CPU_AS", "avx1")
+    with pytest.raises(ValueError, match="TTS_LAB_CPU_AS='avx1'"):
+        machine.cpu_features()
+
+
+def test_the_avx2_switch_caps_torchs_kernels_in_a_fresh_process():
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    code = "import lib, torch; print(torch.backends.cpu.get_cpu_capability())"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "TTS_LAB_CPU_AS": "avx2"}, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out in ("AVX2", "DEFAULT"), out  # DEFAULT: a CPU without AVX2 at all
