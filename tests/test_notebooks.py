@@ -109,8 +109,8 @@ def test_data_notebook(smoke):
 def test_baselines_recorded_numbers(smoke):
     """Bounds that can fail. WER: Whisper base on 4 sentences of this voice should be at most 0.25 (the default
     profile measures far less; a broken voice or ASR scores 0.5-1.0). DNSMOS P.808 for clean read speech from this
-    voice is about 3.9; 3.3-4.5 catches a broken or noisy synthesis. Parity as stated in notebook 01. Kokoro-82M (an accented speaker, 4 sentences) at most 0.6 WER,
-and slower than the Piper voice: it is five times its size."""
+    voice is about 3.9; 3.3-4.5 catches a broken or noisy synthesis. Parity as stated in notebook 01. Kokoro-82M is left to the unit test
+(smoke runs no other model)."""
     everything = _frame(smoke, "01_baselines")
     df = everything[everything["model"] == "piper-joe"]
     for backend in ("ort-cpu", "torch-cpu"):
@@ -125,10 +125,9 @@ and slower than the Piper voice: it is five times its size."""
     assert 4.0 < _value(df, metric="gflop_per_audio_s") < 8.0
     assert 50 < _value(df, metric="size_mb", backend="ort-cpu") < 70
     assert 100 < _value(df, metric="peak_rss_mb", backend="torch-cpu", threads=1) < 4000
-    kokoro = everything[(everything["model"] == "kokoro-82m") & (everything["variant"] == "pretrained")]
-    assert _value(kokoro, metric="wer") <= 0.6
-    assert 3.0 <= _value(kokoro, metric="dnsmos_p808") <= 4.5
-    assert _value(kokoro, metric="rtf_ratio") > 2.0 and 80 < _value(kokoro, metric="size_mb") < 100
+    # smoke runs no other model here (other_models: []); Kokoro in the same harness is checked by
+    # tests/test_evaluate.py::test_other_models_share_the_harness, and its CPU suite by notebook 05's test
+    assert set(everything["model"]) == {"piper-joe"}
 
 
 def test_compression_notebook(smoke):
