@@ -69,7 +69,8 @@ for nb in "${NOTEBOOKS[@]}"; do
     st=failed
   else
     tmp="$NBOUT/.$name.running.ipynb"
-    if "$PY" -m papermill "$nb" "$tmp" -f "$PARAMS/$PROFILE/$name.yaml" -k python3 \
+    # the profile is the folder's name, whatever a copied file's `profile:` says (-p overrides -f)
+    if "$PY" -m papermill "$nb" "$tmp" -f "$PARAMS/$PROFILE/$name.yaml" -p profile "$PROFILE" -k python3 \
          --cwd "$PWD" --execution-timeout "$TIMEOUT" --progress-bar --log-level WARNING; then
       mv -f "$tmp" "$NBOUT/$name.ipynb"
       st=ok

@@ -113,6 +113,7 @@ def resolved(profile: str, notebook: str) -> dict[str, Any]:
     path = PARAMS / profile / f"{notebook}.yaml"
     if path.exists():
         values.update(load(profile, notebook))
+        values["profile"] = profile  # the folder names the profile, not a copied file's `profile:` key
     return values
 
 

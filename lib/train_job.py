@@ -266,12 +266,9 @@ def pack(args) -> None:
         if args.ledger and kind in ("decoder", "istft_decoder"):
             row = ledger_row(teacher, module, info, run=f"{work.name}/{run.name}", part=kind, steps=steps, hours=hours,
                              env=env, device=args.device)
-            append_ledger(Path(args.ledger), row)
+            from .ledger import append
+            append(Path(args.ledger), row)
             print(f"ledger: {row}", flush=True)
-
-
-LEDGER_COLUMNS = ["run", "part", "recipe", "device", "cpu_model", "steps", "hours", "heldout_pesq", "heldout_mel_l1",
-                  "commit", "date"]
 
 
 def heldout_quality(teacher, decoder, info: dict) -> dict:
@@ -301,15 +298,6 @@ def ledger_row(teacher, decoder, info: dict, *, run: str, part: str, steps: int,
             "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
             **{k: round(v, 4) for k, v in heldout_quality(teacher, decoder, info).items()},
             "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def append_ledger(path: Path, row: dict) -> None:
-    """One row per packed checkpoint, appended atomically (the whole file rewritten beside and swapped in)."""
-    import pandas as pd
-    from .results import atomic_write_text
-    old = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=LEDGER_COLUMNS)
-    frame = pd.concat([old, pd.DataFrame([row])[LEDGER_COLUMNS]], ignore_index=True)
-    atomic_write_text(path, frame.to_csv(index=False))
 
 
 def main(argv=None) -> None:

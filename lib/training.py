@@ -171,6 +171,16 @@ def cosine_factor(step: int, r: "Recipe") -> float:
     return r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def ema_with_warmup(decay: float):
+    """An EMA update for torch's AveragedModel whose decay grows as min(decay, (1 + n) / (10 + n)) with the
+    number of updates n (as timm's and TensorFlow's EMA do): a fixed 0.999 from step 0 would keep a third of the
+    initial weights after 1000 steps. Written here because torch's get_ema_multi_avg_fn has no warm-up."""
+    def update(ema_params, params, n):
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        torch._foreach_lerp_(ema_params, params, 1 - d)
+    return update
+
+
 # --- the loop ------------------------------------------------------------------------------------------------
 
 class _LoopState:
@@ -272,8 +282,8 @@ class Trainer:
         self.acc.register_for_checkpointing(self.state)
         self.ema = None
         if r.ema_decay:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-            self.ema = AveragedModel(self.acc.unwrap_model(self.gen), multi_avg_fn=get_ema_multi_avg_fn(r.ema_decay),
+            from torch.optim.swa_utils import AveragedModel
+            self.ema = AveragedModel(self.acc.unwrap_model(self.gen), multi_avg_fn=ema_with_warmup(r.ema_decay),
                                      use_buffers=True)
             self.acc.register_for_checkpointing(self.ema)
         self.state_dir = self.work_dir / "state"

@@ -7,16 +7,17 @@ from pathlib import Path
 LIB = Path(__file__).resolve().parent.parent / "lib"
 
 TECHNIQUES = {"finetune", "adapt_targets", "compress", "distill", "training", "artefacts", "speecht5", "export",
-              "frontend_student", "istft_decoder"}
+              "frontend_student", "istft_decoder", "channel_prune", "regress_recipe"}
 HARNESS = {"metrics", "bench", "evaluate", "judges", "scenarios"}
 MODEL_CODE = {"voices", "piper_torch", "hub", "finetune", "compress", "distill", "training", "speecht5", "backends",
-              "engines", "istft_decoder", "frontend_student", "artefacts", "export"}
+              "engines", "istft_decoder", "frontend_student", "artefacts", "export", "channel_prune", "regress_recipe"}
 RULES = [
     ("techniques build variants and never measure", TECHNIQUES, HARNESS),
     ("judges know no model", {"metrics", "audio"}, MODEL_CODE),
-    ("the signal layer knows neither judges nor models", {"audio", "machine", "text", "results"},
+    ("the signal layer knows neither judges nor models", {"audio", "machine", "text", "results", "pause"},
      HARNESS | MODEL_CODE),
-    ("verdicts and run diffs read result frames only", {"verdicts", "rundiff"}, HARNESS | MODEL_CODE),
+    ("verdicts, run diffs and the training ledger read result frames only", {"verdicts", "rundiff", "ledger"},
+     HARNESS | MODEL_CODE),
 ]
 MAX_LINES = 500  # one concern per module, readable in one sitting (issue 14)
 

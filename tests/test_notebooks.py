@@ -322,6 +322,18 @@ def test_failed_notebook_loses_nothing(smoke, tmp_path):
     assert (smoke / "smoke" / "report.html").exists()
 
 
+def test_a_copied_profile_writes_its_own_outputs(tmp_path):
+    """params/smoke copied to params/mine keeps `profile: smoke` in every file; the folder names the profile, so
+    the run writes under outputs/mine and leaves outputs/smoke alone (one cheap notebook is enough to show it)."""
+    shutil.copytree(ROOT / "params" / "smoke", tmp_path / "params" / "mine")
+    assert "profile: smoke" in (tmp_path / "params" / "mine" / "06_listening_test.yaml").read_text()
+    proc = _run_all(tmp_path / "out", tmp_path / "params", profile="mine", pick=("06",))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    m = json.loads((tmp_path / "out" / "mine" / "06_listening_test" / "metrics.json").read_text())
+    assert m["parameters"]["profile"] == "mine" and m["command"] == "./run_all.sh mine 06"
+    assert not (tmp_path / "out" / "smoke").exists()
+
+
 def test_unknown_profile_is_named(tmp_path):
     proc = _run_all(tmp_path, profile="nope")
     assert proc.returncode == 2 and "no profile 'nope'" in proc.stderr

@@ -1,0 +1,114 @@
+"""The regression-first recipe: channel choice and least-squares refit (lib.channel_prune), aligned stage targets
+(lib.regress_recipe), the ledger (lib.ledger), and the long-run job's `regress` + `pack --ledger` on a few steps."""
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lib import channel_prune, distill, finetune, ledger, regress_recipe, train_job, voices
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return voices.load_piper_torch(voices.joe_paths()[0])
+
+
+@pytest.fixture(scope="module")
+def zs(teacher):
+    torch.manual_seed(0)
+    return [torch.randn(2, teacher.hparams["inter_channels"], 24) * 0.5 for _ in range(2)]
+
+
+def test_the_design_matrix_reproduces_every_layer_of_the_decoder(teacher, zs):
+    """design(layer, x) @ as_matrix(layer) + bias is the layer's own output, for convolutions and (through the
+    zero-stuffed input) for transposed convolutions: what the refit solves is the layer itself."""
+    dec = distill.finalize(copy.deepcopy(teacher.dec))
+    with torch.no_grad():
+        for name, layer, _, _ in channel_prune._layers(dec)[:6] + channel_prune._layers(dec)[-1:]:
+            ins, outs = [], []
+            hooks = [channel_prune._capture(layer, ins, "in"), channel_prune._capture(layer, outs, "out")]
+            dec(zs[0])
+            for h in hooks:
+                h.remove()
+            got = channel_prune.design(layer, ins[0]) @ channel_prune.as_matrix(layer)
+            if layer.bias is not None:
+                got = got + layer.bias
+            want = outs[0].permute(0, 2, 1).reshape(-1, outs[0].shape[1])
+            assert torch.allclose(got, want, atol=1e-4 * want.abs().max()), name
+
+
+def test_refit_lowers_every_layers_error_and_the_students(teacher, zs):
+    teacher_dec = distill.finalize(copy.deepcopy(teacher.dec))
+    student = distill.finalize(distill.decoder_student(teacher, 128, "scratch"))
+    keep = channel_prune.choose_channels(teacher_dec, zs, 128)
+    assert [len(k) for k in keep] == [128, 64, 32, 16]
+    assert all(int(k.max()) < w for k, w in zip(keep, channel_prune.stage_widths(teacher_dec)))
+    channel_prune.slice_decoder(teacher_dec, student, keep)
+    with torch.no_grad():
+        before = (student(zs[1]) - teacher_dec(zs[1])).abs().mean()
+    errors = channel_prune.refit(teacher_dec, student, keep, zs[:1])
+    assert all(after <= b + 1e-6 for b, after in errors.values()), errors
+    with torch.no_grad():
+        after = (student(zs[1]) - teacher_dec(zs[1])).abs().mean()
+    assert after < before, "the refit student is closer to the teacher on a latent it was not fitted on"
+    with pytest.raises(ValueError, match="cannot keep"):
+        channel_prune.choose_channels(teacher_dec, zs[:1], 1024)
+
+
+def test_segments_keep_stage_targets_aligned_with_the_waveform(teacher):
+    dec = distill.finalize(copy.deepcopy(teacher.dec))
+    z = torch.randn(1, teacher.hparams["inter_channels"], 40)
+    with torch.no_grad():
+        wav, _ = channel_prune.stage_outputs(dec, z)
+    lat = finetune.Latents(["a"], [z], [wav], 256)
+    keep = [torch.arange(0, 256, 2), torch.arange(0, 128, 2), torch.arange(0, 64, 2), torch.arange(0, 32, 2)]
+    targets = regress_recipe.stage_targets(dec, lat, keep)
+    assert targets.rates == [1, 8, 64, 256]
+    z_b, y_b, *feats = regress_recipe.segments(lat, targets, 3, 16, np.random.default_rng(0))
+    assert z_b.shape == (3, 192, 16) and y_b.shape == (3, 1, 16 * 256)
+    assert [f.shape[-1] for f in feats] == [16, 128, 1024, 4096] and [f.shape[1] for f in feats] == [128, 64, 32, 16]
+    y_hat, y, terms = regress_recipe.feature_forward(5.0)(dec, (z_b, y_b, *feats))
+    assert set(terms) == {"loss_feat"} and terms["loss_feat"][0] == 5.0 and float(terms["loss_feat"][1]) < 0.05, \
+        "the teacher matches its own stage outputs on the kept channels (only segment borders differ)"
+
+
+def test_ledger_appends_reads_and_says_what_the_last_doubling_bought(tmp_path):
+    path = tmp_path / "ledger.csv"
+    for hours, pesq in ((0.5, 2.0), (1.0, 2.4), (2.0, 2.6)):
+        ledger.append(path, {"run": "r/dec", "part": "decoder", "recipe": "regression-first", "device": "cpu",
+                             "cpu_model": "x", "steps": int(hours * 100), "hours": hours, "heldout_pesq": pesq,
+                             "heldout_mel_l1": 1 / pesq, "commit": "abc", "date": "2026-11-24"})
+    book = ledger.read(path)
+    assert list(book.columns) == ledger.COLUMNS and len(book) == 3
+    d = ledger.last_doubling(book).set_index("run").loc["r/dec"]
+    assert d["heldout_pesq_last_doubling"] == pytest.approx(0.2) and d["heldout_pesq_next_doubling"] == pytest.approx(2.8)
+    with pytest.raises(ledger.LedgerError, match="lacks"):
+        ledger.append(path, {"run": "r"})
+    pd.DataFrame({"run": ["x"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ledger.LedgerError, match="bad.csv lacks the columns"):
+        ledger.read(tmp_path / "bad.csv")
+
+
+def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_path):
+    common = ["--width", "64", "--steps", "3", "--corpus-limit", "2", "--calib-batches", "1", "--batch", "1",
+              "--frames", "16", "--checkpoint-every", "3", "--eval-every", "3", "--log-every", "1", "--threads", "2",
+              "--noise-scale", "0.667", "--noise-w", "0.8", "--draws", "2"]
+    train_job.main(["regress", "--work", str(tmp_path / "w"), *common])
+    assert (tmp_path / "w" / "dec64-regress" / "ema.safetensors").exists()
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                    "--ledger", str(tmp_path / "ledger.csv")])
+    module, config = distill.recorded_students(tmp_path / "out")[0]["dec64-regress"]
+    assert config["recipe"] == "regression-first" and config["steps"] == 3 and len(config["keep"]) == 4
+    assert 0 < config["hours"] < 0.1
+    row = ledger.read(tmp_path / "ledger.csv").iloc[0]
+    assert row["run"] == "w/dec64-regress" and row["steps"] == 3 and 1.0 <= row["heldout_pesq"] <= 4.65
+    run = json.loads((tmp_path / "w" / "run.json").read_text())
+    assert run["threads"] == 2 and run["draws"] == 2 and "regress" in run["command"]
+    train_job.main(["regress", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"), *common])
+    train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
+    _, again = distill.recorded_students(tmp_path / "out2")[0]["dec64-regress"]
+    assert again["steps"] == 6 and again["hours"] > config["hours"], "steps and hours go on from the packed run"
+    assert again["keep"] == config["keep"]
