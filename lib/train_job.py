@@ -152,8 +152,10 @@ def regress(args) -> None:
     keep_file = work / name / "keep.json"
     init = Path(args.init_from) / name if args.init_from else None
     before = {}
-    if keep_file.exists():  # local state: the trainer loads the weights
+    if keep_file.exists():  # local state: the trainer loads the weights; a start from packed files stays counted
         keep = [torch.tensor(k) for k in json.loads(keep_file.read_text())]
+        old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+        before = {k: old[k] for k in ("steps_before", "hours_before") if k in old}
         student = distill.finalize(distill.decoder_student(teacher, args.width, "scratch"))
     elif init is not None and (init / "config.json").exists():
         from .artefacts import load_part
@@ -174,7 +176,9 @@ def regress(args) -> None:
     targets, held_targets = stage_targets(teacher_dec, latents, keep), stage_targets(teacher_dec, heldout, keep)
     rng = np.random.default_rng(1234)
     held = [segments(heldout, held_targets, args.batch, args.frames, rng) for _ in range(2)]
-    rec = recipe(args.steps, lr=args.lr, warmup=args.lr_warmup, ema=args.ema, adversarial_steps=args.adversarial_steps,
+    done = before.get("steps_before", 0)  # resumed from packed files: the schedule goes on where they stopped
+    rec = recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
+                 adversarial_steps=args.adversarial_steps, schedule_offset=done,
                  discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
                  eval_every=args.eval_every, log_every=args.log_every)
     curve = Trainer(student, lambda r: segments(latents, targets, args.batch, args.frames, r), rec, work / name,
@@ -300,13 +304,29 @@ def ledger_row(teacher, decoder, info: dict, *, run: str, part: str, steps: int,
             "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def _run_args(q, *, device: str, batch: int, threads: int, eval_every: int, init_help: str) -> None:
+    """The options every decoder-training subcommand takes: where its state lives, its corpus, its bookkeeping."""
+    q.add_argument("--work", required=True, help="folder for the full training state (the machine's own disk)")
+    q.add_argument("--init-from", default="", help=init_help)
+    q.add_argument("--device", default=device)
+    q.add_argument("--batch", type=int, default=batch)
+    q.add_argument("--frames", type=int, default=32)
+    q.add_argument("--corpus-limit", type=int, default=0)
+    q.add_argument("--noise-scale", type=float, default=0.0, help="the teacher's sampling noise for the corpus")
+    q.add_argument("--noise-w", type=float, default=0.0)
+    q.add_argument("--draws", type=int, default=1, help="latents drawn per training sentence")
+    q.add_argument("--checkpoint-every", type=int, default=500)
+    q.add_argument("--eval-every", type=int, default=eval_every)
+    q.add_argument("--log-every", type=int, default=50)
+    q.add_argument("--threads", type=int, default=threads)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m lib.train_job", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("students", help="train the decoder chain, the flow student and the pruned decoder's recovery")
-    s.add_argument("--work", required=True, help="folder for the full training state (the machine's own disk)")
-    s.add_argument("--init-from", default="", help="a committed outputs/recorded/<device>/04_distillation to resume from")
-    s.add_argument("--device", default="cuda")
+    _run_args(s, device="cuda", batch=16, threads=8, eval_every=500,
+              init_help="a committed outputs/recorded/<device>/04_distillation to resume from")
     s.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
     s.add_argument("--widths", nargs="+", default=[128, 64])
     s.add_argument("--decoder-steps", type=int, default=20000)
@@ -321,17 +341,9 @@ def main(argv=None) -> None:
     s.add_argument("--istft-dim", type=int, default=256)
     s.add_argument("--istft-blocks", type=int, default=6)
     s.add_argument("--lr", type=float, default=2.0e-4)
-    s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--frames", type=int, default=32)
-    s.add_argument("--corpus-limit", type=int, default=0)
-    s.add_argument("--checkpoint-every", type=int, default=500)
-    s.add_argument("--eval-every", type=int, default=500)
-    s.add_argument("--log-every", type=int, default=50)
-    s.add_argument("--threads", type=int, default=8)
     r = sub.add_parser("regress", help="the regression-first recipe on a channel-pruned decoder (issue 25)")
-    r.add_argument("--work", required=True, help="folder for the full training state (the machine's own disk)")
-    r.add_argument("--init-from", default="", help="a committed folder of packed runs to resume from")
-    r.add_argument("--device", default="cpu")
+    _run_args(r, device="cpu", batch=4, threads=1, eval_every=250,
+              init_help="a committed folder of packed runs (outputs/recorded/training/<work>) to resume from")
     r.add_argument("--width", type=int, default=128)
     r.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
     r.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
@@ -341,17 +353,6 @@ def main(argv=None) -> None:
     r.add_argument("--ema", type=float, default=0.999)
     r.add_argument("--ridge", type=float, default=1e-3, help="the least-squares refit's ridge, relative to its diagonal")
     r.add_argument("--calib-batches", type=int, default=4, help="8 x 64-frame segments each, for choice and refit")
-    r.add_argument("--batch", type=int, default=4)
-    r.add_argument("--frames", type=int, default=32)
-    r.add_argument("--corpus-limit", type=int, default=0)
-    r.add_argument("--checkpoint-every", type=int, default=500)
-    r.add_argument("--eval-every", type=int, default=250)
-    r.add_argument("--log-every", type=int, default=50)
-    r.add_argument("--threads", type=int, default=1)
-    for q in (s, r):
-        q.add_argument("--noise-scale", type=float, default=0.0, help="the teacher's sampling noise for the corpus")
-        q.add_argument("--noise-w", type=float, default=0.0)
-        q.add_argument("--draws", type=int, default=1, help="latents drawn per training sentence")
     a = sub.add_parser("adapt", help="notebook 02's adaptation methods on its aligned set, with the F0 term")
     a.add_argument("--work", required=True)
     a.add_argument("--data", required=True, help="the aligned_set.safetensors notebook 02 wrote for this target")

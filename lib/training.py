@@ -60,6 +60,7 @@ class Recipe:
     lr_warmup_steps: int = 0
     min_lr_ratio: float = 0.01
     ema_decay: float = 0.0  # >0: an exponential moving average of the generator's weights, evaluated and packed
+    schedule_offset: int = 0  # steps trained before this run (resumed from packed files): the cosine goes on from there
 
     def __post_init__(self):
         if self.schedule not in ("exponential", "cosine"):
@@ -163,11 +164,13 @@ def make_discriminators(names: Sequence[str]) -> torch.nn.ModuleDict:
 
 def cosine_factor(step: int, r: "Recipe") -> float:
     """The learning rate's factor at `step`: linear warm-up over `lr_warmup_steps`, then a cosine down to
-    `min_lr_ratio` at `steps` (the run's whole budget, fixed when it starts)."""
+    `min_lr_ratio` at `steps` (the run's whole budget, fixed when it starts); a run resumed from packed files counts
+    its earlier steps in `schedule_offset`."""
     import math
+    step, total = step + r.schedule_offset, r.steps + r.schedule_offset
     if step < r.lr_warmup_steps:
         return (step + 1) / r.lr_warmup_steps
-    t = min(1.0, (step - r.lr_warmup_steps) / max(1, r.steps - r.lr_warmup_steps))
+    t = min(1.0, (step - r.lr_warmup_steps) / max(1, total - r.lr_warmup_steps))
     return r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
