@@ -18,8 +18,13 @@ def teacher():
 
 @pytest.fixture(scope="module")
 def zs(teacher):
-    torch.manual_seed(0)
-    return [torch.randn(2, teacher.hparams["inter_channels"], 24) * 0.5 for _ in range(2)]
+    """The teacher's own latents of three sentences (what a student decodes), sampling noise on."""
+    from lib import text
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    sents = text.harvard_sentences([31])[:3]
+    lat = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in sents], [s.id for s in sents],
+                                   noise_scale=0.667, noise_w=0.8)
+    return lat.z
 
 
 def test_the_design_matrix_reproduces_every_layer_of_the_decoder(teacher, zs):
@@ -47,13 +52,15 @@ def test_refit_lowers_every_layers_error_and_the_students(teacher, zs):
     assert [len(k) for k in keep] == [128, 64, 32, 16]
     assert all(int(k.max()) < w for k, w in zip(keep, channel_prune.stage_widths(teacher_dec)))
     channel_prune.slice_decoder(teacher_dec, student, keep)
+    from lib.training import mel_l1
     with torch.no_grad():
-        before = (student(zs[1]) - teacher_dec(zs[1])).abs().mean()
-    errors = channel_prune.refit(teacher_dec, student, keep, zs[:1])
+        before = mel_l1(student(zs[2]), teacher_dec(zs[2]))
+    errors = channel_prune.refit(teacher_dec, student, keep, zs[:2])
     assert all(after <= b + 1e-6 for b, after in errors.values()), errors
     with torch.no_grad():
-        after = (student(zs[1]) - teacher_dec(zs[1])).abs().mean()
-    assert after < before, "the refit student is closer to the teacher on a latent it was not fitted on"
+        after = mel_l1(student(zs[2]), teacher_dec(zs[2]))
+    assert after < 0.7 * before, f"refit on two sentences, the student is closer to the teacher on a third " \
+                                 f"(mel L1 {float(before):.2f} -> {float(after):.2f})"
     with pytest.raises(ValueError, match="cannot keep"):
         channel_prune.choose_channels(teacher_dec, zs[:1], 1024)
 
@@ -70,9 +77,15 @@ def test_segments_keep_stage_targets_aligned_with_the_waveform(teacher):
     z_b, y_b, *feats = regress_recipe.segments(lat, targets, 3, 16, np.random.default_rng(0))
     assert z_b.shape == (3, 192, 16) and y_b.shape == (3, 1, 16 * 256)
     assert [f.shape[-1] for f in feats] == [16, 128, 1024, 4096] and [f.shape[1] for f in feats] == [128, 64, 32, 16]
-    y_hat, y, terms = regress_recipe.feature_forward(5.0)(dec, (z_b, y_b, *feats))
-    assert set(terms) == {"loss_feat"} and terms["loss_feat"][0] == 5.0 and float(terms["loss_feat"][1]) < 0.05, \
-        "the teacher matches its own stage outputs on the kept channels (only segment borders differ)"
+    every = [torch.arange(w) for w in channel_prune.stage_widths(dec)]
+    whole = regress_recipe.stage_targets(dec, lat, every)
+    batch = regress_recipe.segments(lat, whole, 3, 16, np.random.default_rng(0))
+    y_hat, y, terms = regress_recipe.feature_forward(5.0)(dec, batch)
+    assert set(terms) == {"loss_feat"} and terms["loss_feat"][0] == 5.0
+    shifted = (batch[0], batch[1], *[torch.roll(f, 7, dims=-1) for f in batch[2:]])
+    off = float(regress_recipe.feature_forward(5.0)(dec, shifted)[2]["loss_feat"][1])
+    assert float(terms["loss_feat"][1]) < 0.3 * off, "the teacher matches its own stage outputs (but at segment " \
+                                                      "borders) far better than targets shifted by 7 samples"
 
 
 def test_ledger_appends_reads_and_says_what_the_last_doubling_bought(tmp_path):
@@ -107,7 +120,8 @@ def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_pat
     assert row["run"] == "w/dec64-regress" and row["steps"] == 3 and 1.0 <= row["heldout_pesq"] <= 4.65
     run = json.loads((tmp_path / "w" / "run.json").read_text())
     assert run["threads"] == 2 and run["draws"] == 2 and "regress" in run["command"]
-    train_job.main(["regress", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"), *common])
+    train_job.main(["regress", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
+                    *[c if c != "3" else "6" for c in common]])  # --steps is the whole budget: 3 more
     train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
     _, again = distill.recorded_students(tmp_path / "out2")[0]["dec64-regress"]
     assert again["steps"] == 6 and again["hours"] > config["hours"], "steps and hours go on from the packed run"
