@@ -268,6 +268,12 @@ def pack(args) -> None:
                                                   indent=1, default=str))
         print(f"packed {run.name}: {steps} steps, {hours:.2f} machine-hours -> {dest}", flush=True)
         if args.ledger and kind in ("decoder", "istft_decoder"):
+            from .ledger import read
+            book = read(Path(args.ledger))
+            seen = book[book["run"] == f"{work.name}/{run.name}"]
+            if len(seen) and int(seen["steps"].iloc[-1]) == steps:
+                print(f"ledger: {work.name}/{run.name} has no new checkpoint since its last row", flush=True)
+                continue
             row = ledger_row(teacher, module, info, run=f"{work.name}/{run.name}", part=kind, steps=steps, hours=hours,
                              env=env, device=args.device)
             from .ledger import append

@@ -116,6 +116,9 @@ def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_pat
     module, config = distill.recorded_students(tmp_path / "out")[0]["dec64-regress"]
     assert config["recipe"] == "regression-first" and config["steps"] == 3 and len(config["keep"]) == 4
     assert 0 < config["hours"] < 0.1
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                    "--ledger", str(tmp_path / "ledger.csv")])
+    assert len(ledger.read(tmp_path / "ledger.csv")) == 1, "packed again with no new checkpoint: no second row"
     row = ledger.read(tmp_path / "ledger.csv").iloc[0]
     assert row["run"] == "w/dec64-regress" and row["steps"] == 3 and 1.0 <= row["heldout_pesq"] <= 4.65
     run = json.loads((tmp_path / "w" / "run.json").read_text())
