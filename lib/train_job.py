@@ -34,21 +34,21 @@ def _recipe(steps: int, adversarial: int, args):
                   eval_every=args.eval_every, log_every=args.log_every)
 
 
-def _init_from(module, art_dir: Path) -> bool:
-    """Start a generator from a committed artefact of the same shape, when there is one."""
+def _init_from(module, art_dir: Path) -> dict | None:
+    """Start a generator from a committed artefact of the same shape, when there is one; returns its config."""
     from .artefacts import ArtefactError, load_part
     if not (art_dir / "config.json").exists():
-        return False
+        return None
     try:
-        loaded, _ = load_part(art_dir)
+        loaded, config = load_part(art_dir)
     except ArtefactError as exc:
         print(f"not resuming from {art_dir}: {exc}", flush=True)
-        return False
+        return None
     from .distill import finalize
     finalize(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
     module.load_state_dict(loaded.state_dict())
     print(f"generator initialised from {art_dir}", flush=True)
-    return True
+    return config
 
 
 def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: float = 0.0, draws: int = 1):
@@ -78,6 +78,14 @@ def _write_run(work: Path, args, **extra) -> None:
                                           "command": args.command, **extra})
 
 
+def _count_from(work: Path, args, name: str, config: dict | None) -> None:
+    """A part started from packed files goes on counting their steps and machine-hours (pack adds them)."""
+    if config:
+        old = json.loads((work / "run.json").read_text()).get("before", {}) if (work / "run.json").exists() else {}
+        _write_run(work, args, before={**old, name: {"steps": int(config.get("steps", 0)),
+                                                     "hours": float(config.get("hours", 0.0))}})
+
+
 def students(args) -> None:
     from . import compress, distill, voices
     work = Path(args.work)
@@ -93,11 +101,12 @@ def students(args) -> None:
     studs, curves, chain_end = distill.train_chain(
         teacher, latents, widths, recipes, work, compare_scratch=False, batch=args.batch, frames=args.frames,
         heldout=heldout, device=args.device, threads=args.threads, progress=False,
-        prepare=(lambda name, module: _init_from(module, init / name)) if init is not None else None)
+        prepare=(lambda name, module: _count_from(work, args, name, _init_from(module, init / name)))
+        if init is not None else None)
     flow_name = f"flow{args.flow_hidden}"
     flow = distill.flow_student(teacher, args.flow_hidden)
     if init is not None:
-        _init_from(flow, init / flow_name)
+        _count_from(work, args, flow_name, _init_from(flow, init / flow_name))
     from .training import Recipe
     from . import text
     fe = voices.PiperFrontend(voices.joe_paths()[1])
@@ -113,7 +122,7 @@ def students(args) -> None:
         voc = FrameRateDecoder(teacher.hparams["inter_channels"], args.istft_dim, args.istft_blocks,
                                hop=int(latents.hop))
         if init is not None:
-            _init_from(voc, init / name)
+            _count_from(work, args, name, _init_from(voc, init / name))
         curves[name] = train_decoder(voc, latents, _recipe(args.istft_steps, args.istft_adversarial_steps, args),
                                      work / name, batch=args.batch, frames=args.frames, heldout=heldout,
                                      device=args.device, threads=args.threads, progress=None)
@@ -121,7 +130,7 @@ def students(args) -> None:
         name = f"structured-{int(args.structured_ratio * 100)}"
         rec = compress.prune_structured(teacher.dec, args.structured_ratio, latents.z[0])
         if init is not None:
-            _init_from(rec, init / name)
+            _count_from(work, args, name, _init_from(rec, init / name))
         from .training import train_decoder
         curves[name] = train_decoder(rec, latents, _recipe(args.recovery_steps, args.adversarial_steps, args),
                                      work / name, batch=args.batch, frames=args.frames, heldout=heldout,
@@ -155,14 +164,14 @@ def regress(args) -> None:
     if keep_file.exists():  # local state: the trainer loads the weights; a start from packed files stays counted
         keep = [torch.tensor(k) for k in json.loads(keep_file.read_text())]
         old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
-        before = {k: old[k] for k in ("steps_before", "hours_before") if k in old}
+        before = old.get("before", {})
         student = distill.finalize(distill.decoder_student(teacher, args.width, "scratch"))
     elif init is not None and (init / "config.json").exists():
         from .artefacts import load_part
         student, config = load_part(init)
         keep = [torch.tensor(k) for k in config["keep"]]
-        before = {"steps_before": int(config.get("steps", 0)), "hours_before": float(config.get("hours", 0.0))}
-        print(f"generator initialised from {init} ({before['steps_before']} steps, {before['hours_before']:.2f} h)",
+        before = {name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
+        print(f"generator initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
               flush=True)
     else:
         rng = np.random.default_rng(7)
@@ -172,11 +181,11 @@ def regress(args) -> None:
         print(f"channels chosen by activation and refitted by least squares in {time.time() - t0:.0f} s", flush=True)
     from .results import atomic_write_text
     atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
-    _write_run(work, args, recipe="regression-first", **before)
+    _write_run(work, args, recipe="regression-first", before=before)
     targets, held_targets = stage_targets(teacher_dec, latents, keep), stage_targets(teacher_dec, heldout, keep)
     rng = np.random.default_rng(1234)
     held = [segments(heldout, held_targets, args.batch, args.frames, rng) for _ in range(2)]
-    done = before.get("steps_before", 0)  # resumed from packed files: the schedule goes on where they stopped
+    done = before.get(name, {}).get("steps", 0)  # resumed from packed files: the schedule goes on from there
     rec = recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
                  adversarial_steps=args.adversarial_steps, schedule_offset=done,
                  discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
@@ -256,8 +265,9 @@ def pack(args) -> None:
             distill.finalize(module)  # trained without weight norm (pruned students): fold first, then load
         module.load_state_dict(state)
         distill.finalize(module)
-        steps += int(info.get("steps_before", 0))
-        hours = float(info.get("hours_before", 0.0)) + seconds / 3600 * share
+        before = info.get("before", {}).get(run.name, {})  # a start from packed files: their count goes on
+        steps += int(before.get("steps", 0))
+        hours = float(before.get("hours", 0.0)) + seconds / 3600 * share
         extra = {"student": run.name, "steps": steps, "seconds": seconds, "hours": hours,
                  "recipe": info.get("recipe", "adversarial"), "device": env.get("gpu") or args.device}
         if (run / "keep.json").exists():

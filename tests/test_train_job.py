@@ -26,7 +26,8 @@ def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
                     *[c if c != "2" else "3" for c in common]])
     train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
     again, config = artefacts.load_part(tmp_path / "out2" / "dec64-prune")
-    assert config["steps"] == 3
+    assert config["steps"] == 2 + 3, "steps go on from the packed run's"
+    assert artefacts.load_part(tmp_path / "out2" / "flow96")[1]["steps"] == 2 + 3
     z = torch.randn(1, 192, 16)
     with torch.no_grad():
         assert not torch.equal(again(z), trained(z)), "the resumed run trained on"
