@@ -86,10 +86,19 @@ class FrameRateDecoder(nn.Module):
         self.istft = MatmulISTFT(n_fft, hop)
         self.hop = hop
 
-    def forward(self, z: torch.Tensor, g=None) -> torch.Tensor:
+    def spectra(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predicted log-magnitude and phase [B, n_fft/2+1, frames], one STFT frame per latent frame (frame t
+        centred on sample t * hop): the regression recipe's dense targets are the teacher's STFT at these frames."""
         x = self.norm(self.embed(z).transpose(1, 2)).transpose(1, 2)
         x = self.final(self.blocks(x).transpose(1, 2))
         logmag, phase = self.head(x).transpose(1, 2).chunk(2, dim=1)
+        return logmag, phase
+
+    def forward(self, z: torch.Tensor, g=None) -> torch.Tensor:
+        return self.synthesize(*self.spectra(z))
+
+    def synthesize(self, logmag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """(log-magnitude, phase) at the latent's frames -> waveform [B, 1, frames * hop]."""
         mag = torch.exp(logmag.clamp(max=6.0))
         # one extra frame so the output has frames * hop samples, as the HiFi-GAN decoder's
         mag = nn.functional.pad(mag, (0, 1), mode="replicate")

@@ -14,7 +14,7 @@ from .channel_prune import stage_outputs
 from .finetune import Latents
 
 # The recipe's loss weights (beside mel x45, piper's): each term ~1-10 at the start of a pruned student's run.
-WEIGHTS = {"wave": 50.0, "cstft": 5.0, "stft": 2.5, "feature": 5.0}
+WEIGHTS = {"wave": 50.0, "cstft": 5.0, "stft": 2.5, "feature": 5.0, "spectral": 5.0}
 
 
 @dataclass
@@ -73,3 +73,33 @@ def recipe(steps: int, lr: float = 5e-4, warmup: int = 200, ema: float = 0.999, 
     return Recipe(steps=steps, lr=lr, betas=(0.9, 0.99), schedule="cosine", lr_warmup_steps=warmup, ema_decay=ema,
                   wave_weight=WEIGHTS["wave"], cstft_weight=WEIGHTS["cstft"], stft_weight=WEIGHTS["stft"],
                   adversarial=adversarial_steps > 0, warmup_steps=steps - adversarial_steps, grad_clip=10.0, **kw)
+
+
+def teacher_spectra(y: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """The teacher waveform's complex STFT [B, n_fft/2+1, frames + 1] (Hann, centred), the frames the frame-rate
+    decoder predicts: `MatmulISTFT` inverts exactly this, so these are its dense, phase-aligned targets."""
+    window = torch.hann_window(n_fft, periodic=True, device=y.device, dtype=y.dtype)
+    return torch.stft(y.reshape(y.shape[0], -1), n_fft, hop, window=window, center=True, return_complex=True)
+
+
+def spectral_forward(weight: float, edge: int = 2, floor: float = 1e-4):
+    """The Trainer's forward for a frame-rate (iSTFT) decoder: its waveform plus {'loss_spec': (weight, L1 of the
+    log-magnitudes + the magnitude-weighted phase distance 1 - cos(phase error), wrap-free)} against the teacher's
+    STFT, leaving out `edge` frames at each end of a segment (there the cut and the padding change the frame)."""
+    import math
+
+    def forward(dec, batch):
+        z, y = batch[:2]
+        logmag, phase = dec.spectra(z)
+        y_hat = dec.synthesize(logmag, phase)
+        if not weight:
+            return y_hat, y
+        frames = logmag.shape[-1]
+        target = teacher_spectra(y, dec.istft.n_fft, dec.hop)[..., :frames]
+        inner = slice(edge, frames - edge) if frames > 2 * edge + 1 else slice(None)
+        mag = target.abs()[..., inner]
+        l_mag = (logmag[..., inner].clamp_min(math.log(floor)) - mag.clamp_min(floor).log()).abs().mean()
+        w = mag / mag.mean().clamp_min(1e-8)
+        l_phase = (w * (1 - torch.cos(phase[..., inner] - target.angle()[..., inner]))).mean()
+        return y_hat, y, {"loss_spec": (weight, l_mag + l_phase)}
+    return forward

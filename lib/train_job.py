@@ -196,6 +196,43 @@ def regress(args) -> None:
     print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
 
 
+def regress_istft(args) -> None:
+    """The regression-first recipe on the 5x voice's frame-rate decoder (from scratch): dense targets from the
+    teacher's own STFT at the latent's hop, beside waveform L1, complex STFT and mel; local state resumes, else
+    --init-from's packed decoder."""
+    import numpy as np
+    from . import finetune, voices
+    from .istft_decoder import FrameRateDecoder
+    from .regress_recipe import WEIGHTS, recipe, spectral_forward
+    from .training import Trainer
+    work = Path(args.work)
+    name = f"istft{args.dim}x{args.blocks}-regress"
+    (work / name).mkdir(parents=True, exist_ok=True)
+    teacher = voices.load_piper_torch(voices.joe_paths()[0])
+    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
+    student = FrameRateDecoder(teacher.hparams["inter_channels"], args.dim, args.blocks, hop=latents.hop)
+    old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+    before = old.get("before", {})
+    init = Path(args.init_from) / name if args.init_from else None
+    if not (work / name / "state").exists() and init is not None and (init / "config.json").exists():
+        config = _init_from(student, init) or {}
+        before = {name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
+        print(f"decoder initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
+              flush=True)
+    _write_run(work, args, recipe="regression-first", before=before)
+    rng = np.random.default_rng(1234)
+    held = [finetune.random_segments(heldout, args.batch, args.frames, rng) for _ in range(2)]
+    done = before.get(name, {}).get("steps", 0)
+    rec = recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
+                 adversarial_steps=args.adversarial_steps, schedule_offset=done,
+                 discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
+                 eval_every=args.eval_every, log_every=args.log_every)
+    curve = Trainer(student, lambda r: finetune.random_segments(latents, args.batch, args.frames, r), rec, work / name,
+                    forward=spectral_forward(WEIGHTS["spectral"]), eval_batches=held, device=args.device,
+                    threads=args.threads, progress=None).fit()
+    print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
+
+
 def adapt(args) -> None:
     """Adaptation (notebook 02's methods) on the aligned set notebook 02 wrote (`--data`, safetensors), with the shared
     recipe and the F0 term; each finished method's adapter (PEFT) or weights (full) go to --work/adapters/<method>,
@@ -251,7 +288,7 @@ def pack(args) -> None:
         steps, seconds = int(frame["step"].iloc[-1]), float(frame["seconds"].iloc[-1])
         if run.name.startswith("istft"):
             from .istft_decoder import FrameRateDecoder
-            dim, blocks = (int(v) for v in run.name.removeprefix("istft").split("x"))
+            dim, blocks = (int(v) for v in run.name.removeprefix("istft").split("-")[0].split("x"))
             module, kind = FrameRateDecoder(teacher.hparams["inter_channels"], dim, blocks), "istft_decoder"
             build = module.config
         elif run.name.startswith("flow"):
@@ -369,6 +406,17 @@ def main(argv=None) -> None:
     r.add_argument("--ema", type=float, default=0.999)
     r.add_argument("--ridge", type=float, default=1e-3, help="the least-squares refit's ridge, relative to its diagonal")
     r.add_argument("--calib-batches", type=int, default=4, help="8 x 64-frame segments each, for choice and refit")
+    f = sub.add_parser("regress-istft", help="the regression-first recipe on the 5x voice's frame-rate decoder")
+    _run_args(f, device="cpu", batch=4, threads=1, eval_every=250,
+              init_help="a committed folder of packed runs (outputs/recorded/training/<work>) to resume from")
+    f.add_argument("--dim", type=int, default=256)
+    f.add_argument("--blocks", type=int, default=6)
+    f.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
+    f.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
+    f.add_argument("--discriminators", nargs="+", default=["mpd"])
+    f.add_argument("--lr", type=float, default=5e-4)
+    f.add_argument("--lr-warmup", type=int, default=200)
+    f.add_argument("--ema", type=float, default=0.999)
     a = sub.add_parser("adapt", help="notebook 02's adaptation methods on its aligned set, with the F0 term")
     a.add_argument("--work", required=True)
     a.add_argument("--data", required=True, help="the aligned_set.safetensors notebook 02 wrote for this target")
@@ -403,7 +451,8 @@ def main(argv=None) -> None:
     if run is not None:
         run.register()  # pauses between steps while anything on this machine is timed
     try:
-        {"students": students, "adapt": adapt, "pack": pack, "regress": regress}[args.cmd](args)
+        {"students": students, "adapt": adapt, "pack": pack, "regress": regress,
+         "regress-istft": regress_istft}[args.cmd](args)
     finally:
         if run is not None:
             run.close()

@@ -129,3 +129,41 @@ def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_pat
     _, again = distill.recorded_students(tmp_path / "out2")[0]["dec64-regress"]
     assert again["steps"] == 6 and again["hours"] > config["hours"], "steps and hours go on from the packed run"
     assert again["keep"] == config["keep"]
+
+
+def test_the_frame_rate_targets_are_the_frames_the_decoder_predicts():
+    """A decoder that predicted the teacher's own STFT exactly would have no spectral loss and give back the
+    teacher's waveform: the targets sit on the decoder's frames (frame t centred on sample t * hop)."""
+    from lib.istft_decoder import FrameRateDecoder
+    torch.manual_seed(0)
+    dec = FrameRateDecoder(8, 16, 1, n_fft=256, hop=64)
+    y = torch.randn(2, 1, 40 * 64) * 0.1
+    exact = regress_recipe.teacher_spectra(y, 256, 64)[..., :40]
+    dec.spectra = lambda z: (exact.abs().clamp_min(1e-12).log(), exact.angle())
+    y_hat, _, terms = regress_recipe.spectral_forward(1.0)(dec, (torch.zeros(2, 8, 40), y))
+    assert terms["loss_spec"][1].item() < 1e-3
+    assert (y_hat - y)[..., 256:-256].abs().max().item() < 1e-4
+    shifted = regress_recipe.teacher_spectra(torch.roll(y, 64, -1), 256, 64)[..., :40]  # one frame late
+    dec.spectra = lambda z: (shifted.abs().clamp_min(1e-12).log(), shifted.angle())
+    assert regress_recipe.spectral_forward(1.0)(dec, (torch.zeros(2, 8, 40), y))[2]["loss_spec"][1].item() > 0.5
+    wrapped = (exact.abs().clamp_min(1e-12).log(), exact.angle() + 2 * np.pi)
+    dec.spectra = lambda z: wrapped
+    assert regress_recipe.spectral_forward(1.0)(dec, (torch.zeros(2, 8, 40), y))[2]["loss_spec"][1].item() < 1e-3
+
+
+def test_regress_istft_job_trains_packs_and_resumes_from_the_pack(tmp_path):
+    common = ["--dim", "32", "--blocks", "1", "--steps", "3", "--corpus-limit", "2", "--batch", "1", "--frames", "16",
+              "--checkpoint-every", "3", "--eval-every", "3", "--log-every", "1", "--threads", "2"]
+    train_job.main(["regress-istft", "--work", str(tmp_path / "w"), *common])
+    curve = pd.read_csv(tmp_path / "w" / "istft32x1-regress" / "curve.csv")
+    assert "loss_spec" in curve.columns and np.isfinite(curve["loss_spec"].dropna()).all()
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                    "--ledger", str(tmp_path / "ledger.csv")])
+    _, config = distill.recorded_students(tmp_path / "out")[0]["istft32x1-regress"]
+    assert config["kind"] == "istft_decoder" and config["recipe"] == "regression-first" and config["steps"] == 3
+    assert ledger.read(tmp_path / "ledger.csv").iloc[0]["part"] == "istft_decoder"
+    train_job.main(["regress-istft", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
+                    *[c if c != "3" else "5" for c in common]])
+    train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
+    _, again = distill.recorded_students(tmp_path / "out2")[0]["istft32x1-regress"]
+    assert again["steps"] == 5 and again["hours"] > config["hours"]
