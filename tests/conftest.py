@@ -21,6 +21,61 @@ def notebook_env() -> dict:
     return env
 
 
+def run_all_env(outputs, params_dir) -> dict:
+    """run_all.sh's environment for the smoke notebooks: timings on a busy machine are waited for and repeated
+    (require_quiet), so the tests' bounds judge numbers."""
+    import sys
+    from pathlib import Path
+    return {**notebook_env(), "TTS_LAB_OUTPUTS": str(outputs), "TTS_LAB_PARAMS": str(params_dir),
+            "TTS_LAB_REQUIRE_QUIET": "120", "PYTHON": sys.executable,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+SMOKE_BESIDE: dict = {}  # the smoke notebooks started beside the unit tests: {'proc', 'outputs', 'log'}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests of the smoke notebooks go last. With TTS_LAB_SMOKE_BESIDE=1 the notebooks start at once, in a lane
+    of their own beside the unit tests (lib.lanes): either side's timed blocks stop the other for their length, so
+    no timing is contended while the two share the cores. Off by default: on 2 cores it was slower (pytest 1,097 s
+    against 318 + 515 s one after the other, AMD EPYC Zen 4), since a lane stopped for the other's timings idles a
+    core, and most of the smoke notebooks' time is timed."""
+    smoke = [i for i in items if "smoke" in getattr(i, "fixturenames", ())]
+    if not smoke:
+        return
+    items[:] = [i for i in items if i not in smoke] + smoke
+    if os.environ.get("TTS_LAB_SMOKE_BESIDE", "0") != "1" or len(smoke) == len(items) or SMOKE_BESIDE:
+        return
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    from lib import lanes
+    root = Path(__file__).resolve().parent.parent
+    outputs = Path(tempfile.mkdtemp(prefix="tts-lab-smoke-"))
+    log = (outputs / "run_all.log").open("w")
+    SMOKE_BESIDE["lane"] = lanes.lane("the unit tests")
+    SMOKE_BESIDE["lane"].__enter__()
+    SMOKE_BESIDE.update(outputs=outputs, log=log, proc=subprocess.Popen(
+        [sys.executable, "-m", "lib.lanes", "run", "--", "bash", str(root / "run_all.sh"), "smoke"], cwd=root,
+        env=run_all_env(outputs, root / "params"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A session that ends before its smoke notebooks did (a failure with -x, ^C) stops them."""
+    proc = SMOKE_BESIDE.get("proc")
+    if proc is not None and proc.poll() is None:
+        import psutil
+        tree = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
+        for p in tree:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+    if "lane" in SMOKE_BESIDE:
+        SMOKE_BESIDE.pop("lane").__exit__(None, None, None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _training_runs_pause():
     """Long training runs on this machine (lib.pause) wait while the tests run, so no timing here is contended."""

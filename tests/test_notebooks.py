@@ -29,12 +29,9 @@ def test_notebook_is_committed_clean(nb):
 
 
 def _run_all(outputs: Path, params_dir: Path = ROOT / "params", profile="smoke", pick=()):
-    # timings on a busy CI machine are waited for and repeated (require_quiet), so the bounds below judge numbers
-    from conftest import notebook_env
-    env = {**notebook_env(), "TTS_LAB_OUTPUTS": str(outputs), "TTS_LAB_PARAMS": str(params_dir), "TTS_LAB_REQUIRE_QUIET": "120",
-           "PYTHON": sys.executable, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    return subprocess.run(["bash", str(ROOT / "run_all.sh"), profile, *pick], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=3000)
+    from conftest import run_all_env
+    return subprocess.run(["bash", str(ROOT / "run_all.sh"), profile, *pick], cwd=ROOT, env=run_all_env(outputs, params_dir),
+                          capture_output=True, text=True, timeout=3000)
 
 
 def _notebooks_had_bf16() -> bool:
@@ -51,9 +48,17 @@ def _notebooks_had_bf16() -> bool:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("outputs")
-    proc = _run_all(out)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    """The smoke run's outputs: the one conftest started beside the unit tests, else one run here."""
+    from conftest import SMOKE_BESIDE
+    if SMOKE_BESIDE.get("proc") is not None:
+        out, proc = SMOKE_BESIDE["outputs"], SMOKE_BESIDE["proc"]
+        code = proc.wait(timeout=3000)
+        SMOKE_BESIDE["log"].close()
+        assert code == 0, (out / "run_all.log").read_text()[-6000:]
+    else:
+        out = tmp_path_factory.mktemp("outputs")
+        proc = _run_all(out)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     yield out
     shutil.rmtree(out, ignore_errors=True)  # several GB of training states; a failed assertion's output is in the log
 

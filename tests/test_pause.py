@@ -130,3 +130,43 @@ def test_the_trainer_does_not_count_paused_time_as_training_time(tmp_path):
     assert curve.steps_done == 6 and wall >= 1.8
     assert curve.seconds < wall - 1.5, f"{curve.seconds:.2f} s of training counted, {wall:.2f} s wall with 1.8 s paused"
     assert np.isfinite(curve.frame["loss_g"]).all()
+
+
+def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_path, monkeypatch):
+    """The test command's unit tests and smoke notebooks share the cores as two lanes (lib.lanes): a timed block in
+    one stops the other, which gets no CPU until the block ends and then goes on; a child of the timing process
+    times freely (it would otherwise wait on its own parent), and with one lane nothing is stopped."""
+    import psutil
+    from lib import bench, lanes
+    monkeypatch.setenv("TTS_LAB_LOCK_DIR", str(tmp_path))  # a registry of its own: the real lanes are not touched
+    env = {**os.environ, "TTS_LAB_LOCK_DIR": str(tmp_path)}
+    other = subprocess.Popen([sys.executable, "-m", "lib.lanes", "run", "--", sys.executable, "-c", "while True: pass"],
+                             env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while other.pid not in lanes.roots() or not psutil.Process(other.pid).children():
+            assert time.monotonic() < deadline, "the other lane never registered"
+            time.sleep(0.1)
+        spinner = psutil.Process(other.pid).children()[0]
+        with bench.watched(1):  # one lane only (the other): nothing stops
+            time.sleep(0.3)
+            assert spinner.status() != psutil.STATUS_STOPPED
+        with lanes.lane("this test"):
+            with bench.watched(1):
+                time.sleep(0.2)
+                used = sum(spinner.cpu_times()[:2])
+                time.sleep(1.0)
+                assert spinner.status() == psutil.STATUS_STOPPED
+                assert sum(spinner.cpu_times()[:2]) - used < 0.05, "the other lane kept running while this one timed"
+                child = subprocess.run([sys.executable, "-c", "from lib import lanes\nwith lanes.turn(): print('timed')"],
+                                       env={**env, **{lanes.HOLDER_ENV: os.environ[lanes.HOLDER_ENV]}}, cwd=ROOT,
+                                       capture_output=True, text=True, timeout=60)
+                assert child.stdout.strip() == "timed"
+            used = sum(spinner.cpu_times()[:2])
+            time.sleep(1.0)
+            assert spinner.status() != psutil.STATUS_STOPPED and sum(spinner.cpu_times()[:2]) - used > 0.3
+        assert lanes.HOLDER_ENV not in os.environ
+    finally:
+        for p in psutil.Process(other.pid).children(recursive=True):
+            p.kill()
+        other.kill()

@@ -1,0 +1,110 @@
+"""Findings that cannot go stale: a notebook's closing Markdown is rendered from its run's own results.
+
+Every number a finding states comes from a call here (`value`, `number`, `verdict`), which formats it and keeps it
+in `numbers`; `show` displays the Markdown with that list in the output's metadata, and `unbacked` (the smoke test's
+check) names any number in a findings output that was neither rendered nor found in a recorded file the same line
+cites. A verdict names its budget and sample size, and a difference whose 95 % bootstrap interval (per clip,
+scipy.stats.bootstrap) includes zero is a tie, not met or missed."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METADATA_KEY = "tts_lab_findings"
+NUMBER = re.compile(r"(?<![\w.])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?(?![\w])")  # not part of fp32, r8, P.808, 5x
+CITED = re.compile(r"`?(outputs/recorded/[\w./+-]+)`?")
+
+
+class FindingsError(KeyError):
+    """A finding asked for a result the run did not record: names the keys."""
+
+
+class Findings:
+    """The closing findings of one notebook: `frame` is its results (results.csv), `budget` says what the numbers
+    were bought with (e.g. 'after 80 CPU steps'), and each `line` is one bullet."""
+
+    def __init__(self, frame: pd.DataFrame, budget: str = ""):
+        self.frame, self.budget = frame, budget
+        self.lines: list[str] = []
+        self.numbers: list[str] = []
+
+    def number(self, x: float, fmt: str = ".2f") -> str:
+        """A number computed from results in the notebook (a ratio, a count), formatted and kept as rendered."""
+        text = format(x, fmt)
+        self.numbers.append(text)
+        return text
+
+    def value(self, metric: str, fmt: str = ".2f", agg: str = "only", **where) -> str:
+        """The recorded `metric` where every key equals its value: one row (agg 'only'), or the rows' mean/min/max."""
+        q = self.frame[self.frame["metric"] == metric]
+        for k, v in where.items():
+            if k not in q.columns:
+                raise FindingsError(f"results have no column {k!r} (asked for {metric} where {where})")
+            q = q[q[k] == v]
+        if "status" in q.columns:
+            q = q[q["status"].fillna("ok") == "ok"]
+        if q.empty or (agg == "only" and len(q) != 1):
+            raise FindingsError(f"{len(q)} ok rows of {metric!r} where {where} (wanted {'one' if agg == 'only' else 'some'})")
+        x = float(q["value"].iloc[0]) if agg == "only" else float(getattr(q["value"].astype(float), agg)())
+        return self.number(x, fmt)
+
+    def verdict(self, diffs, bound: float, higher_is_better: bool, what: str, seed: int = 0) -> str:
+        """'met' / 'missed' / 'a tie with the bound' for per-clip differences against `bound` (e.g. the DNSMOS drop
+        per sentence against 0.10), with the mean, its 95 % bootstrap interval and n."""
+        from scipy.stats import bootstrap
+        d = np.asarray([x for x in diffs if np.isfinite(x)], dtype=float)
+        if len(d) < 2:
+            return f"{what}: not judged (n = {self.number(len(d), 'd')})"
+        ci = bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=2000, random_state=seed).confidence_interval
+        lo, hi = float(ci.low), float(ci.high)
+        inside = lo <= bound <= hi
+        good = (np.mean(d) >= bound) if higher_is_better else (np.mean(d) <= bound)
+        word = "a tie with the bound" if inside else ("met" if good else "missed")
+        return (f"{what}: **{word}** (mean {self.number(np.mean(d))}, 95 % CI {self.number(lo)} to "
+                f"{self.number(hi)}, bound {self.number(bound)}, n = {self.number(len(d), 'd')}"
+                + (f", {self.budget}" if self.budget else "") + ")")
+
+    def line(self, text: str) -> None:
+        self.lines.append(text)
+
+    def markdown(self) -> str:
+        return "## What we found\n" + "\n".join(f"- {t}" for t in self.lines)
+
+    def show(self) -> None:
+        from IPython.display import Markdown, display
+        display(Markdown(self.markdown()), metadata={METADATA_KEY: {"numbers": self.numbers}})
+
+
+def _canon(text: str) -> str:
+    return text.replace(",", "").replace("−", "-").lstrip("+")
+
+
+def unbacked(markdown: str, rendered: list[str], root: Path) -> list[str]:
+    """Numbers in `markdown` that were not rendered from results and that no recorded file cited on the same line
+    contains; each as 'number (line)'."""
+    have = {_canon(n) for n in rendered}
+    out = []
+    for line in markdown.splitlines():
+        files = [root / c for c in CITED.findall(line)]
+        texts = [f.read_text(errors="ignore") for f in files if f.is_file()]
+        for m in NUMBER.finditer(line):
+            n = _canon(m.group())
+            if n in have or any(n in t for t in texts):
+                continue
+            out.append(f"{m.group()} ({line.strip()[:80]})")
+    return out
+
+
+def findings_outputs(notebook: dict) -> list[tuple[str, list[str]]]:
+    """(markdown, rendered numbers) of every findings output of an executed notebook (nbformat JSON)."""
+    out = []
+    for cell in notebook.get("cells", []):
+        for o in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            meta = o.get("metadata", {}).get(METADATA_KEY)
+            if meta is not None:
+                md = o.get("data", {}).get("text/markdown", "")
+                out.append(("".join(md) if isinstance(md, list) else md, list(meta.get("numbers", []))))
+    return out

@@ -1,0 +1,53 @@
+"""Findings rendered from results (lib.findings): values looked up by key, verdicts that call a difference inside
+its bootstrap interval a tie, and the check that every number in a findings output is backed."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import findings
+
+
+@pytest.fixture
+def frame():
+    return pd.DataFrame({"variant": ["fp32", "int8", "int8"], "backend": ["ort-cpu"] * 3,
+                         "metric": ["rtf", "rtf", "dnsmos_p808"], "value": [0.0712, 0.0351, 3.3],
+                         "status": ["ok", "ok", "ok"]})
+
+
+def test_values_come_from_the_named_rows_and_a_missing_one_names_its_keys(frame):
+    f = findings.Findings(frame, budget="after 80 CPU steps")
+    assert f.value("rtf", variant="int8") == "0.04" and f.value("rtf", ".3f", variant="fp32") == "0.071"
+    assert f.value("rtf", agg="mean") == "0.05"
+    with pytest.raises(findings.FindingsError, match="0 ok rows of 'rtf' where {'variant': 'bf16'}"):
+        f.value("rtf", variant="bf16")
+    with pytest.raises(findings.FindingsError, match="no column 'threads'"):
+        f.value("rtf", threads=1)
+    with pytest.raises(findings.FindingsError, match="2 ok rows"):
+        f.value("rtf")
+    assert f.numbers == ["0.04", "0.071", "0.05"]
+
+
+def test_a_difference_inside_its_interval_is_a_tie_not_met_or_missed(frame):
+    f = findings.Findings(frame, budget="after 80 CPU steps")
+    rng = np.random.default_rng(0)
+    far = f.verdict(rng.normal(0.02, 0.01, 40), bound=0.10, higher_is_better=False, what="DNSMOS drop")
+    near = f.verdict(rng.normal(0.10, 0.2, 40), bound=0.10, higher_is_better=False, what="DNSMOS drop")
+    over = f.verdict(rng.normal(0.5, 0.01, 40), bound=0.10, higher_is_better=False, what="DNSMOS drop")
+    assert "**met**" in far and "**a tie with the bound**" in near and "**missed**" in over
+    assert "n = 40" in far and "after 80 CPU steps" in far
+    assert "not judged" in f.verdict([0.1], 0.1, False, "x")
+
+
+def test_every_number_in_a_findings_output_is_rendered_or_cited(tmp_path):
+    rec = tmp_path / "outputs" / "recorded" / "x"
+    rec.mkdir(parents=True)
+    (rec / "results.csv").write_text("metric,value\nrtf,0.266\n")
+    md = ("- int8 runs at RTF 0.04 on fp32 weights (DNSMOS P.808, LoRA r8, 5x voice)\n"
+          "- Kokoro's RTF 0.266 is in `outputs/recorded/x/results.csv`\n"
+          "- about 8 times slower")
+    assert findings.unbacked(md, ["0.04"], tmp_path) == ["8 (- about 8 times slower)"]
+    assert findings.unbacked(md.replace("0.04", "1,204"), ["1204", "8"], tmp_path) == []
+    nb = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "display_data", "data": {"text/markdown": md},
+         "metadata": {findings.METADATA_KEY: {"numbers": ["0.04"]}}}, {"output_type": "stream", "text": "9"}]}]}
+    assert findings.findings_outputs(nb) == [(md, ["0.04"])]
