@@ -2,7 +2,7 @@
 
 Every default lives once, in the notebook's parameters cell, with a one-line comment saying what it means; that
 cell *is* the `default` profile. A profile file (params/<profile>/<notebook>.yaml) holds only what it changes
-(and `profile`); unknown or mistyped keys are errors that name the file and the key."""
+(the folder's name is the profile); unknown or mistyped keys are errors that name the file and the key."""
 from __future__ import annotations
 
 import ast
@@ -103,6 +103,9 @@ def load(profile: str, notebook: str) -> dict[str, Any]:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ParamsError(f"{_show(path)} is not valid YAML: {exc}") from None
+    if isinstance(values, dict) and "profile" in values:
+        raise ParamsError(f"{_show(path)} sets 'profile': remove it, the folder's name is the profile "
+                          f"('{profile}'), so a copied profile writes its own outputs")
     return validate(values, notebook, source=_show(path))
 
 
@@ -172,7 +175,7 @@ def check_profile(profile: str) -> list[str]:
     errors = []
     if profile == "default":
         for f in sorted((PARAMS / profile).glob("[0-9][0-9]_*.yaml")):
-            extra = set(yaml.safe_load(f.read_text(encoding="utf-8")) or {}) - {"profile"}
+            extra = set(yaml.safe_load(f.read_text(encoding="utf-8")) or {})
             if extra:
                 errors.append(f"{_show(f)} changes {sorted(extra)}: the default profile is the notebook's parameters "
                               f"cell; change the default there")

@@ -36,7 +36,7 @@ def test_default_profile_cannot_drift_from_the_notebooks(tmp_path, monkeypatch):
     for nb in params.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"):
         assert params.undocumented(nb.stem) == [], nb.stem
     shutil.copytree(params.PARAMS / "default", tmp_path / "default")
-    (tmp_path / "default" / "04_distillation.yaml").write_text("profile: default\ndecoder_steps: [2500, 3000]\n")
+    (tmp_path / "default" / "04_distillation.yaml").write_text("decoder_steps: [2500, 3000]\n")
     monkeypatch.setattr(params, "PARAMS", tmp_path)
     assert any("changes ['decoder_steps']" in e for e in params.check_profile("default"))
 
@@ -54,16 +54,20 @@ def test_int_is_accepted_for_float():
 
 def test_bad_yaml_file(tmp_path, monkeypatch):
     (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "01_baselines.yaml").write_text("profile: [unclosed\n")
+    (tmp_path / "p" / "01_baselines.yaml").write_text("eval_limit: [unclosed\n")
     monkeypatch.setattr(params, "PARAMS", tmp_path)
     with pytest.raises(params.ParamsError, match="not valid YAML"):
         params.load("p", "01_baselines")
     with pytest.raises(params.ParamsError, match="no parameter file .*00_data_and_features"):
         params.load("p", "00_data_and_features")
     v = params.notebook_defaults("01_baselines")
+    v.pop("profile")
     v["extra"] = 1
     (tmp_path / "p" / "01_baselines.yaml").write_text(yaml.safe_dump(v))
     assert any("unknown key 'extra'" in e for e in params.check_profile("p"))
+    (tmp_path / "p" / "01_baselines.yaml").write_text("profile: default\neval_limit: 3\n")
+    with pytest.raises(params.ParamsError, match="01_baselines.yaml sets 'profile': remove it, the folder's name is the profile"):
+        params.load("p", "01_baselines")
 
 
 def test_full_profile_names_only_known_hub_models_and_asr():
