@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 METADATA_KEY = "tts_lab_findings"
-NUMBER = re.compile(r"(?<![\w.])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?(?![\w])")  # not part of fp32, r8, P.808, 5x
+# a whole number (signs, thousands, decimals, exponents), never part of a name such as fp32, r8, P.808 or 5x
+NUMBER = re.compile(r"(?<![\w.+\-−])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\d)")
 CITED = re.compile(r"`?(outputs/recorded/[\w./+-]+)`?")
 
 
@@ -31,10 +32,18 @@ class Findings:
         self.lines: list[str] = []
         self.numbers: list[str] = []
 
-    def number(self, x: float, fmt: str = ".2f") -> str:
-        """A number computed from results in the notebook (a ratio, a count), formatted and kept as rendered."""
+    def number(self, x, fmt: str = ".2f") -> str:
+        """A number computed from results in the notebook (a ratio, a count, a parameter), formatted and kept as
+        rendered; a list renders as its items joined by commas (e.g. the Harvard lists judged)."""
+        if isinstance(x, (list, tuple)):
+            return ", ".join(self.number(v, fmt) for v in x)
         text = format(x, fmt)
         self.numbers.append(text)
+        return text
+
+    def quote(self, text: str) -> str:
+        """Text the run itself recorded (an absent row's reason): its numbers count as rendered."""
+        self.numbers += [m.group() for m in NUMBER.finditer(text)]
         return text
 
     def value(self, metric: str, fmt: str = ".2f", agg: str = "only", **where) -> str:

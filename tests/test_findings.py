@@ -51,3 +51,16 @@ def test_every_number_in_a_findings_output_is_rendered_or_cited(tmp_path):
         {"output_type": "display_data", "data": {"text/markdown": md},
          "metadata": {findings.METADATA_KEY: {"numbers": ["0.04"]}}}, {"output_type": "stream", "text": "9"}]}]}
     assert findings.findings_outputs(nb) == [(md, ["0.04"])]
+
+
+def test_lists_and_quoted_run_text_count_as_rendered(frame):
+    f = findings.Findings(frame)
+    md = f"Harvard lists {f.number([1, 2, 10], 'd')}: {f.quote('no network (HTTP 503 after 3 tries)')}"
+    assert md == "Harvard lists 1, 2, 10: no network (HTTP 503 after 3 tries)"
+    assert findings.unbacked(md, f.numbers, findings.Path(".")) == []
+    assert findings.unbacked(md + " and 7 more", f.numbers, findings.Path(".")) == ["7 (Harvard lists 1, 2, 10: no network (HTTP 503 after 3 tries) and 7 more)"]
+
+
+def test_numbers_are_read_whole():
+    text = "error 2.9e-05 at -97 dB, 1,204 steps, 3.5 s; fp32, r8, P.808, 5x, x_low, e-3 and v1.2 are names"
+    assert [m.group() for m in findings.NUMBER.finditer(text)] == ["2.9e-05", "-97", "1,204", "3.5"]

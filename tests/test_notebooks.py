@@ -347,3 +347,19 @@ def test_unknown_profile_is_named(tmp_path):
 def test_params_match_notebooks():
     for profile in ("smoke", "default"):
         assert params.check_profile(profile) == []
+
+
+GENERATED_FINDINGS = ("01_baselines",)  # notebooks whose findings are rendered from their run's results (lib.findings)
+
+
+def test_findings_state_only_numbers_from_results_or_cited_files(smoke):
+    """Each notebook that closes with generated findings has them, and every number in them was rendered from the
+    run's results or appears in a recorded file that its line cites."""
+    from lib import findings
+    for name in GENERATED_FINDINGS:
+        nb = json.loads((smoke / "smoke" / "notebooks" / f"{name}.ipynb").read_text())
+        outs = findings.findings_outputs(nb)
+        assert outs, f"{name} closes with no generated findings"
+        for md, numbers in outs:
+            assert md.startswith("## What we found") and len(md.splitlines()) >= 3
+            assert findings.unbacked(md, numbers, ROOT) == [], f"{name}: numbers from nowhere"
