@@ -68,3 +68,20 @@ def plot(frame: pd.DataFrame, metric: str = "heldout_pesq", ax=None):
     ax.set_ylabel(metric)
     ax.legend(fontsize=8)
     return ax
+
+
+def at_equal_hours(frame: pd.DataFrame, part: str = "decoder", metric: str = "heldout_pesq") -> pd.DataFrame:
+    """The runs of one `part` compared at equal machine time: each run's latest `metric` at or before the hours
+    that every one of them has reached (the shortest run's last row), with that common budget."""
+    runs = frame[frame["part"] == part].sort_values("hours")
+    if runs["run"].nunique() < 2:
+        return pd.DataFrame(columns=["run", "recipe", "hours", "steps", metric])
+    budget = float(runs.groupby("run")["hours"].max().min())
+    rows = []
+    for run, g in runs.groupby("run"):
+        upto = g[g["hours"] <= budget + 1e-9]
+        if len(upto):
+            last = upto.iloc[-1]
+            rows.append({"run": run, "recipe": last["recipe"], "hours": float(last["hours"]), "steps": int(last["steps"]),
+                         metric: float(last[metric]), "budget_hours": budget})
+    return pd.DataFrame(rows).sort_values(metric, ascending=False, ignore_index=True)

@@ -98,6 +98,14 @@ def test_ledger_appends_reads_and_says_what_the_last_doubling_bought(tmp_path):
     assert list(book.columns) == ledger.COLUMNS and len(book) == 3
     d = ledger.last_doubling(book).set_index("run").loc["r/dec"]
     assert d["heldout_pesq_last_doubling"] == pytest.approx(0.2) and d["heldout_pesq_next_doubling"] == pytest.approx(2.8)
+    for hours, pesq in ((0.3, 1.2), (0.9, 1.5), (1.5, 1.4)):  # a second recipe, a shorter run
+        ledger.append(path, {"run": "a/dec", "part": "decoder", "recipe": "adversarial", "device": "cpu",
+                             "cpu_model": "x", "steps": int(hours * 10), "hours": hours, "heldout_pesq": pesq,
+                             "heldout_mel_l1": 1 / pesq, "commit": "abc", "date": "2026-11-24"})
+    eq = ledger.at_equal_hours(ledger.read(path)).set_index("run")
+    assert (eq["budget_hours"] == 1.5).all() and eq.loc["r/dec", "hours"] == 1.0 and eq.loc["a/dec", "hours"] == 1.5
+    assert list(eq.index) == ["r/dec", "a/dec"] and eq.loc["r/dec", "heldout_pesq"] == 2.4
+    assert ledger.at_equal_hours(ledger.read(path), part="istft_decoder").empty
     with pytest.raises(ledger.LedgerError, match="lacks"):
         ledger.append(path, {"run": "r"})
     pd.DataFrame({"run": ["x"]}).to_csv(tmp_path / "bad.csv", index=False)
