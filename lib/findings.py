@@ -16,6 +16,7 @@ import pandas as pd
 METADATA_KEY = "tts_lab_findings"
 # a whole number (signs, thousands, decimals, exponents), never part of a name such as fp32, r8, P.808 or 5x
 NUMBER = re.compile(r"(?<![\w.+\-−])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\d)")
+REFERENCE = re.compile(r"\b(?:notebook|section|issue)s? \d+(?:(?:,| and) \d+)*", re.I)  # pointers, not claims
 CITED = re.compile(r"`?(outputs/recorded/[\w./+-]+)`?")
 
 
@@ -93,13 +94,13 @@ def _canon(text: str) -> str:
 
 def unbacked(markdown: str, rendered: list[str], root: Path) -> list[str]:
     """Numbers in `markdown` that were not rendered from results and that no recorded file cited on the same line
-    contains; each as 'number (line)'."""
+    contains (a pointer such as 'notebook 02' or 'section 2' is no claim); each as 'number (line)'."""
     have = {_canon(n) for n in rendered}
     out = []
     for line in markdown.splitlines():
         files = [root / c for c in CITED.findall(line)]
         texts = [f.read_text(errors="ignore") for f in files if f.is_file()]
-        for m in NUMBER.finditer(line):
+        for m in NUMBER.finditer(REFERENCE.sub("", line)):
             n = _canon(m.group())
             if n in have or any(n in t for t in texts):
                 continue
