@@ -349,7 +349,8 @@ def test_params_match_notebooks():
         assert params.check_profile(profile) == []
 
 
-GENERATED_FINDINGS = ("01_baselines", "02_lora_qlora", "03_pruning_quantization", "04_distillation")  # notebooks whose findings are rendered from their run's results (lib.findings)
+GENERATED_FINDINGS = ("01_baselines", "02_lora_qlora", "03_pruning_quantization", "04_distillation",
+                     "05_hardware_benchmark")  # notebooks whose findings are rendered from their run's results (lib.findings)
 
 
 def test_findings_state_only_numbers_from_results_or_cited_files(smoke):
