@@ -68,14 +68,26 @@ class Findings:
         d = np.asarray([x for x in diffs if np.isfinite(x)], dtype=float)
         if len(d) < 2:
             return f"{what}: not judged (n = {self.number(len(d), 'd')})"
-        ci = bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=2000, random_state=seed).confidence_interval
-        lo, hi = float(ci.low), float(ci.high)
+        if np.ptp(d) == 0:  # every clip alike: no spread to resample
+            lo = hi = float(d[0])
+        else:
+            ci = bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=2000, random_state=seed).confidence_interval
+            lo, hi = float(ci.low), float(ci.high)
         inside = lo <= bound <= hi
         good = (np.mean(d) >= bound) if higher_is_better else (np.mean(d) <= bound)
         word = "a tie with the bound" if inside else ("met" if good else "missed")
         return (f"{what}: **{word}** (mean {self.number(np.mean(d))}, 95 % CI {self.number(lo)} to "
                 f"{self.number(hi)}, bound {self.number(bound)}, n = {self.number(len(d), 'd')}"
                 + (f", {self.budget}" if self.budget else "") + ")")
+
+    def bounds(self, per_clip: pd.DataFrame, base: str, variant: str, max_dnsmos_drop: float,
+               max_wer_increase: float) -> str:
+        """The quality bounds of `variant` against `base`, sentence by sentence (per_clip: variant, id, dnsmos_p808,
+        wer), each judged as `verdict` judges: met, missed or a tie with the bound."""
+        drop = paired(per_clip, base, variant, "dnsmos_p808")
+        rise = -paired(per_clip, base, variant, "wer")
+        return (self.verdict(drop, max_dnsmos_drop, False, f"`{variant}` DNSMOS drop") + "; "
+                + self.verdict(rise, max_wer_increase, False, "WER rise"))
 
     def line(self, text: str) -> None:
         self.lines.append(text)
@@ -86,6 +98,14 @@ class Findings:
     def show(self) -> None:
         from IPython.display import Markdown, display
         display(Markdown(self.markdown()), metadata={METADATA_KEY: {"numbers": self.numbers}})
+
+
+def paired(per_clip: pd.DataFrame, base: str, variant: str, metric: str) -> np.ndarray:
+    """`base` minus `variant` in `metric`, per sentence both spoke (matched by id)."""
+    a = per_clip[per_clip["variant"] == base].groupby("id")[metric].mean()
+    b = per_clip[per_clip["variant"] == variant].groupby("id")[metric].mean()
+    both = a.index.intersection(b.index)
+    return (a[both] - b[both]).to_numpy(dtype=float)
 
 
 def _canon(text: str) -> str:

@@ -66,3 +66,16 @@ def test_numbers_are_read_whole():
         "7 (as notebook 02 section 2 and issue 25 say, 7 more)"]
     text = "error 2.9e-05 at -97 dB, 1,204 steps, 3.5 s; fp32, r8, P.808, 5x, x_low, e-3 and v1.2 are names"
     assert [m.group() for m in findings.NUMBER.finditer(text)] == ["2.9e-05", "-97", "1,204", "3.5"]
+
+
+def test_quality_bounds_are_judged_sentence_by_sentence():
+    ids = [f"h{i}" for i in range(30)]
+    rng = np.random.default_rng(1)
+    base = rng.normal(3.8, 0.2, 30)
+    rows = [{"variant": "t", "id": i, "dnsmos_p808": b, "wer": 0.05} for i, b in zip(ids, base)]
+    rows += [{"variant": "s", "id": i, "dnsmos_p808": b - 0.5 + rng.normal(0, 0.05), "wer": 0.05} for i, b in zip(ids, base)]
+    rows += [{"variant": "s", "id": "only-s", "dnsmos_p808": 1.0, "wer": 1.0}]  # unpaired: left out
+    per_clip = pd.DataFrame(rows)
+    assert len(findings.paired(per_clip, "t", "s", "dnsmos_p808")) == 30
+    line = findings.Findings(per_clip).bounds(per_clip, "t", "s", max_dnsmos_drop=0.10, max_wer_increase=0.02)
+    assert line.startswith("`s` DNSMOS drop: **missed**") and "WER rise: **met**" in line and "n = 30" in line
