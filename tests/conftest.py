@@ -15,7 +15,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 def notebook_env() -> dict:
     """The environment the smoke notebooks run in: this CPU as it is, unless TTS_LAB_CPU_AS was given."""
-    from lib import machine
+    from lib.core import machine
     env = {k: v for k, v in os.environ.items() if k not in machine.KERNEL_CAPS_SET or CPU_AS_ASKED}
     env["TTS_LAB_CPU_AS"] = CPU_AS_ASKED or "native"
     return env
@@ -23,22 +23,22 @@ def notebook_env() -> dict:
 
 @pytest.fixture(scope="session", autouse=True)
 def _training_runs_pause():
-    """Long training runs on this machine (lib.pause) wait while the tests run, so no timing here is contended."""
-    from lib import pause
+    """Long training runs on this machine (lib.core.pause) wait while the tests run, so no timing here is contended."""
+    from lib.core import pause
     with pause.timing("the tests"):
         yield
 
 
 @pytest.fixture(scope="session")
 def ort_voice():
-    from lib import voices
+    from lib.voices import synth as voices
     return voices.load_voice(backend="ort-cpu", threads=2)
 
 
 @pytest.fixture(scope="session")
 def quiet_voices():
     """ONNX Runtime and PyTorch voices with sampling noise and peak normalisation off (deterministic)."""
-    from lib import voices
+    from lib.voices import synth as voices
     q = dict(noise_scale=0.0, noise_w=0.0, normalize=False, threads=2)
     return voices.load_voice(backend="ort-cpu", **q), voices.load_voice(backend="torch-cpu", **q)
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lib import artefacts, distill, voices
+from lib.voices import artefacts, synth as voices
+
+from lib.techniques import distill
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ def test_a_whole_voice_variant_round_trips_without_pickles(student, tmp_path):
     run = lambda m: m.infer(x, torch.tensor([5]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731
     with torch.no_grad():
         assert torch.equal(run(back), run(voice))
-    from lib import compress
+    from lib.techniques import compress
     dyn = artefacts.load_voice_module(artefacts.save_voice_module(compress.quantize_dynamic_torch(teacher)[0],
                                                                   tmp_path / "d", convert={"torch_dynamic_int8": True}))
     with torch.no_grad():
@@ -90,7 +92,9 @@ def test_a_voice_of_students_round_trips_and_runs_in_a_fresh_process(student, tm
     """Every part a student: a frame-rate decoder, a flow of other width and the x_low front end. Shapes alone cannot
     rebuild them (hidden widths and the duration predictor live in attributes), so the config records each part's
     build; the reloaded voice speaks the same, in this process and in the fresh one the memory probe uses."""
-    from lib import bench, evaluate, frontend_student, istft_decoder
+    from lib.harness import bench, evaluate
+    from lib.techniques import frontend_student
+    from lib.voices import istft_decoder
     teacher = student[0]
     voice = distill.with_parts(teacher, decoder=istft_decoder.FrameRateDecoder(192, 32, 1),
                                flow=distill.flow_student(teacher, 32, n_layers=2),

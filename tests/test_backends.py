@@ -3,7 +3,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import backends, engines, export, scenarios
+from lib.runtimes import backends, engines
+
+from lib.techniques import export
+
+from lib.harness import scenarios
 
 
 class FakeEngine(engines.Engine):
@@ -85,7 +89,7 @@ def test_noise_of_an_item_does_not_depend_on_the_rest_of_its_batch():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from lib import voices
+    from lib.voices import synth as voices
     model = voices.load_piper_torch(voices.joe_paths()[0])
     paths = export.export_noise_input(model, tmp_path_factory.mktemp("noise"), chunk_frames=32, context_frames=16)
     fe = voices.PiperFrontend(voices.joe_paths()[1])
@@ -100,7 +104,7 @@ def test_noise_input_export_has_no_random_op_and_a_static_decoder(exported):
     dec = export.npu_readiness(paths["decoder"])
     assert dec["static_ready"] and dec["dynamic_io"] == {} and "Conv" in dec["ops"]
     import onnx
-    shipped = onnx.load(str(__import__("lib.voices", fromlist=["x"]).joe_paths()[0]), load_external_data=False)
+    shipped = onnx.load(str(__import__("lib.voices.synth", fromlist=["x"]).joe_paths()[0]), load_external_data=False)
     assert "RandomNormalLike" in {n.op_type for n in shipped.graph.node}, "the shipped file draws noise inside"
 
 

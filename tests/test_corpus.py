@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from lib import corpus, text
+from lib.data import corpus
+
+from lib.core import text
 
 
 def test_synthesize_and_read_back(tmp_path, ort_voice):

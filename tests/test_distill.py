@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from lib import distill, finetune, voices
+from lib.techniques import distill, finetune
+
+from lib.voices import synth as voices
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def test_flow_student_learns_the_teacher_flow(teacher, tmp_path):
     pairs = distill.flow_pairs(teacher, ids, draws=1)
     assert pairs.z[0].shape == pairs.z_p[0].shape and pairs.mask[0].shape[1] == 1
     flow = distill.flow_student(teacher, 32, n_layers=2)
-    from lib import training
+    from lib.training import loop as training
     recipe = training.Recipe(steps=60, lr=2e-3, checkpoint_every=30, log_every=1)
     log = distill.train_flow(flow, pairs, recipe, tmp_path / "flow", batch=2, frames=64, progress=None)
     assert np.mean(log.loss[-10:]) < 0.8 * np.mean(log.loss[:5]), "training lowers the loss"

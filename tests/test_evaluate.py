@@ -2,8 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import evaluate, results, text
-from lib.voices import Audio
+from lib.harness import evaluate
+
+from lib.core import results, text
+from lib.voices.synth import Audio
 
 
 def test_corpus_wer_counts_words_not_sentences():
@@ -30,7 +32,7 @@ def test_judge_caches_by_audio(tmp_path, sample_clip):
 def test_judging_runs_while_the_caller_goes_on_and_same_audio_in_flight_is_judged_once(tmp_path, sample_clip):
     """Clips handed to the judge processes return at once; a second set holding the same audio, started before the
     first finished, shares its job instead of judging it again; the scores equal one-process judging."""
-    from lib import judges as judges_mod
+    from lib.harness import judges as judges_mod
     txt, a = sample_clip
     two = evaluate.Judges(asr="pocketsphinx", dnsmos=False, workers=2, cache_path=tmp_path / "two.sqlite")
     first = judges_mod.PendingJudgement({"c1": a}, {"c1": txt}, two, tmp_path)

@@ -4,7 +4,11 @@ import re
 import numpy as np
 import torch
 
-from lib import finetune, metrics, report
+from lib.techniques import finetune
+
+from lib.harness import metrics
+
+from lib.report import report
 
 
 def _tiny():
@@ -28,7 +32,7 @@ def _latents():
 
 
 def test_losses_are_zero_for_identical_and_positive_otherwise():
-    from lib import training
+    from lib.training import loop as training
     y = 0.5 * torch.randn(1, 1, 4096).clamp(-1, 1)
     assert float(training.mr_stft_loss(y, y)) < 1e-5
     assert float(training.mel_l1(y, y)) == 0.0
@@ -42,7 +46,7 @@ def test_segments_stay_aligned():
 
 
 def test_train_decoder_learns_checkpoints_and_resumes(tmp_path):
-    from lib import training
+    from lib.training import loop as training
     lat = _latents()
     recipe = lambda n: training.Recipe(steps=n, lr=2e-3, adversarial=False, checkpoint_every=10, log_every=1)  # noqa: E731
     log = training.train_decoder(_tiny(), lat, recipe(30), tmp_path, batch=2, frames=40, progress=None)
@@ -59,7 +63,7 @@ def test_train_decoder_learns_checkpoints_and_resumes(tmp_path):
 
 
 def _recipe(steps):
-    from lib import training
+    from lib.training import loop as training
     return training.Recipe(steps=steps, lr=2e-3, adversarial=False, checkpoint_every=6, log_every=1)
 
 import copy
@@ -107,7 +111,7 @@ def test_bad_method_names_are_named_in_the_error(bad):
 
 @pytest.fixture(scope="module")
 def joe():
-    from lib import voices
+    from lib.voices import synth as voices
     torch.set_num_threads(2)
     onnx, cfg = voices.joe_paths()
     model = voices.load_piper_torch(onnx)
@@ -164,7 +168,7 @@ def test_untrained_adapters_leave_the_voice_unchanged_and_target_what_they_claim
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
 def test_adapter_trains_merges_saves_and_loads(joe, tmp_path, method):
-    from lib import compress
+    from lib.techniques import compress
     if method == "qlora" and not compress.bitsandbytes_status("nf4", "cpu")[0]:
         pytest.skip("bitsandbytes NF4 does not run on this CPU")
     model, ids = joe
@@ -261,7 +265,7 @@ def test_recorded_adaptations_load_their_target_only_and_name_the_rest(joe, tmp_
 
 
 def test_speaker_target_moves_another_voice_onto_the_teacher_timing():
-    from lib import voices
+    from lib.voices import synth as voices
     teacher = voices.load_voice(backend="ort-cpu", threads=1, noise_scale=0.0, noise_w=0.0)
     target = finetune.SpeakerTarget(voices.load_voice("kokoro-82m", threads=1))
     sentence = "The birch canoe slid on the smooth planks."

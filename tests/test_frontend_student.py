@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from lib import artefacts, distill, frontend_student as fs, training, voices
+from lib.voices import artefacts, synth as voices
+
+from lib.techniques import distill, frontend_student as fs
+
+from lib.training import loop as training
 
 SENTENCE = "The boy was there when the sun rose."
 
@@ -71,7 +75,7 @@ def test_a_voice_speaks_through_the_student_and_saves_loads_and_exports(teacher,
 def test_the_harness_reads_timing_and_compute_by_module(teacher, ids):
     """duration_error is 0 for the teacher against itself and clearly not for an untrained front end; the module
     breakdown covers the voice: GFLOP shares sum to about 100 % with the decoder largest, times are positive."""
-    from lib import bench, evaluate
+    from lib.harness import bench, evaluate
     same = evaluate.duration_error(teacher, teacher, [ids])
     assert same == {"duration_mae_frames": 0.0, "length_change_pct": 0.0}
     other = evaluate.duration_error(distill.with_parts(teacher, frontend=fs.frontend_student(teacher)), teacher, [ids])

@@ -3,7 +3,11 @@ missing precision is faked here, so the path is checked on machines that do have
 import pandas as pd
 import pytest
 
-from lib import evaluate, machine, results, text, voices
+from lib.harness import evaluate
+
+from lib.core import machine, results, text
+
+from lib.voices import synth as voices
 
 NO_BF16 = {"fpu", "sse4_2", "avx", "avx2", "fma"}
 AMX = NO_BF16 | {"avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"}
@@ -90,7 +94,7 @@ def test_busy_neighbour_marks_timing_rows_contended(busy_neighbour, tmp_path, mo
     """A 2-thread timing while another process spins on a core is contended; its rows say so, with the figures."""
     import time
 
-    from lib import bench
+    from lib.harness import bench
     monkeypatch.delenv("TTS_LAB_REQUIRE_QUIET", raising=False)
 
     class Slow:
@@ -113,7 +117,7 @@ def test_busy_neighbour_marks_timing_rows_contended(busy_neighbour, tmp_path, mo
 
 
 def test_report_keeps_contended_apart_and_names_the_cpu():
-    from lib import report
+    from lib.report import report
     df = pd.DataFrame([
         dict(notebook="03", model="m", variant="a", backend="ort-cpu", threads=1, metric="rtf", value=0.1,
              status="contended", reason="contended: ..."),

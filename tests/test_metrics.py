@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import evaluate, metrics
+from lib.harness import evaluate, metrics
 
 
 def test_wer_cer():
@@ -34,7 +34,7 @@ DATA = Path(__file__).resolve().parent / "data"
 def test_sp2mc_matches_pysptk(order, alpha):
     """The mel-cepstrum of VERSA's MCD: audio.sp2mc against pysptk 1.0.1's own sp2mc on the same three spectra
     (tests/data/sp2mc_pysptk.npz, written by pysptk built from its sdist; see tests/data/README.md)."""
-    from lib import audio
+    from lib.core import audio
     ref = np.load(DATA / "sp2mc_pysptk.npz")
     mine = audio.sp2mc(ref["sp"], order, alpha)
     assert mine.shape == (3, order + 1)
@@ -45,7 +45,7 @@ def test_mcd_uses_versa_settings_and_sees_a_changed_envelope(sample_clip):
     """22050 Hz clips get VERSA's 34th order and alpha 0.45; a clip with a stretched envelope (formants moved)
     is several dB away, its own copy 0, and a rate VERSA has no setting for is compared at 22050 Hz."""
     import pyworld
-    from lib import audio
+    from lib.core import audio
     _, a = sample_clip
     x, sr = a.samples.astype(np.float64), a.sample_rate
     f0, mc = audio.mcep(x, sr)
@@ -91,7 +91,8 @@ def test_dnsmos_speech_vs_noise(sample_clip):
 def test_whisper_base_offline(quiet_voices):
     """Whisper base on three noise-free sentences of the voice: WER at most 0.2 (one word in five). The default
     profile measures about 0.07 on 100 sentences (sampling noise on); a broken model, resampling or normalisation gives 0.5 or more."""
-    from lib import evaluate, text
+    from lib.harness import evaluate
+    from lib.core import text
     path = metrics.whisper_base_dir()
     assert (path / "model.bin").stat().st_size > 100e6
     asr = evaluate.make_asr("whisper-base", threads=2)
@@ -122,7 +123,7 @@ def test_speaker_similarity_tells_speakers_apart(ort_voice):
     """resemblyzer's GE2E encoder: joe said again (sampling noise on) is closer to joe than Kokoro's jf_alpha is,
     and joe's self-similarity (other sentences only) is below 1; pairs of one sentence are left out, mismatched
     clip lists and too-short clips are refused."""
-    from lib import voices
+    from lib.voices import synth as voices
     lines = ["The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
              "It's easy to tell the depth of a well."]
     joe = [ort_voice.synthesize(t) for t in lines]

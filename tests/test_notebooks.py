@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib import machine, params, report, results
+from lib.core import machine, params, results
+
+from lib.report import report
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -207,7 +209,7 @@ def test_distillation_notebook(smoke):
     assert len(ort) >= 2 and set(ort["parent"]) == {"fp32-ort"} and (ort["value"] > 0).all()
     absent = df[df["status"] == "absent"]
     gpu = absent[absent["variant"].str.startswith("students@")]
-    assert len(gpu) and gpu["reason"].str.contains("lib.train_job").all()
+    assert len(gpu) and gpu["reason"].str.contains("lib.jobs.train_job").all()
 
 
 def test_hardware_notebook(smoke):

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import params, voices
+from lib.core import params
+
+from lib.voices import synth as voices
 
 SHAPES = {
     # piper's x_low: hidden/inter 96, filter 384, the low decoder; 16 kHz
@@ -144,6 +146,6 @@ def test_profile_voice_file_points_every_notebook_at_it(made, tmp_path, monkeypa
     (prof / "voice.yaml").write_text(f"model: {onnx_path}\nspeakr: 1\n")
     with pytest.raises(params.ParamsError, match="speakr"):
         params.voice_env("mine")
-    out = subprocess.run([sys.executable, "-m", "lib.params", "voice-env", "mine"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "lib.core.params", "voice-env", "mine"], capture_output=True, text=True,
                          env={**os.environ, "TTS_LAB_PARAMS": str(tmp_path)}, cwd=Path(__file__).parent.parent)
     assert out.returncode == 1 and "speakr" in out.stderr

@@ -1,5 +1,5 @@
-"""The regression-first recipe: channel choice and least-squares refit (lib.channel_prune), aligned stage targets
-(lib.regress_recipe), the ledger (lib.ledger), and the long-run job's `regress` + `pack --ledger` on a few steps."""
+"""The regression-first recipe: channel choice and least-squares refit (lib.techniques.channel_prune), aligned stage targets
+(lib.techniques.regress_recipe), the ledger (lib.training.ledger), and the long-run job's `regress` + `pack --ledger` on a few steps."""
 import copy
 import json
 
@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from lib import channel_prune, distill, finetune, ledger, regress_recipe, train_job, voices
+from lib.techniques import channel_prune, distill, finetune, regress_recipe
+
+from lib.training import ledger
+
+from lib.jobs import train_job
+
+from lib.voices import synth as voices
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +25,7 @@ def teacher():
 @pytest.fixture(scope="module")
 def zs(teacher):
     """The teacher's own latents of three sentences (what a student decodes), sampling noise on."""
-    from lib import text
+    from lib.core import text
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     sents = text.harvard_sentences([31])[:3]
     lat = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in sents], [s.id for s in sents],
@@ -52,7 +58,7 @@ def test_refit_lowers_every_layers_error_and_the_students(teacher, zs):
     assert [len(k) for k in keep] == [128, 64, 32, 16]
     assert all(int(k.max()) < w for k, w in zip(keep, channel_prune.stage_widths(teacher_dec)))
     channel_prune.slice_decoder(teacher_dec, student, keep)
-    from lib.training import mel_l1
+    from lib.training.loop import mel_l1
     with torch.no_grad():
         before = mel_l1(student(zs[2]), teacher_dec(zs[2]))
     errors = channel_prune.refit(teacher_dec, student, keep, zs[:2])

@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from lib import report, results
+from lib.report import report
+
+from lib.core import results
 
 
 def _rows(tmp_path, monkeypatch):

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from lib import distill, engines as eng, export, frontend_student as fs, istft_decoder, scenarios, voices
+from lib.techniques import distill, export, frontend_student as fs
+
+from lib.runtimes import engines as eng
+
+from lib.voices import istft_decoder, synth as voices
+
+from lib.harness import scenarios
 
 
 @pytest.fixture(scope="module")

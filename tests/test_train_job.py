@@ -4,7 +4,11 @@ import json
 
 import torch
 
-from lib import artefacts, distill, train_job, voices
+from lib.voices import artefacts, synth as voices
+
+from lib.techniques import distill
+
+from lib.jobs import train_job
 
 
 def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
@@ -43,7 +47,7 @@ def test_gpu_adaptation_job_trains_packs_loadable_adapters_on_cpu(tmp_path):
     """`adapt` trains notebook 02's methods on its aligned set (safetensors) with the F0 term and discriminators;
     `pack` brings back PEFT adapters and full fine-tuning weights with config, card, curve and env, which notebook 02
     loads for the same target (finetune.recorded_adaptations)."""
-    from lib import finetune
+    from lib.techniques import finetune
     teacher = voices.load_piper_torch(voices.joe_paths()[0])
     ids = voices.PiperFrontend(voices.joe_paths()[1]).phoneme_ids("A small dog ran home.")[0]
     data = finetune.aligned_set(teacher, [ids], ["u0"], target=finetune.VoiceShift(semitones=2.0), progress=None)

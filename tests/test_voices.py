@@ -3,7 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from lib import text, voices
+from lib.core import text
+
+from lib.voices import synth as voices
 
 SENTENCES = text.harvard_sentences([1])[:3]
 
