@@ -6,6 +6,8 @@ import torch
 from lib.techniques import distill, finetune
 
 from lib.voices import synth as voices
+from lib.training import batches
+from lib.voices import parts
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,7 @@ def test_decoder_students_have_the_asked_width(teacher):
     assert distill.decoder_width(pruned) == distill.decoder_width(scratch) == 128
     z = torch.randn(1, 192, 20)
     with torch.no_grad():
-        a, b, t = pruned(z), distill.finalize(scratch)(z), teacher.dec(z)
+        a, b, t = pruned(z), parts.finalize(scratch)(z), teacher.dec(z)
     assert a.shape == b.shape == t.shape
     assert not any(hasattr(m, "weight_g") for m in scratch.modules()), "weight norm folded for inference"
     assert sum(p.numel() for p in pruned.parameters()) < 0.35 * sum(p.numel() for p in teacher.dec.parameters())
@@ -31,7 +33,7 @@ def test_decoder_students_have_the_asked_width(teacher):
 
 def test_chain_relabels_with_the_parent_and_swaps_parts(teacher):
     z = [torch.randn(1, 192, 12), torch.randn(1, 192, 9)]
-    lat = finetune.Latents(["a", "b"], z, [torch.zeros(1, 1, 12 * 256), torch.zeros(1, 1, 9 * 256)], 256)
+    lat = batches.Latents(["a", "b"], z, [torch.zeros(1, 1, 12 * 256), torch.zeros(1, 1, 9 * 256)], 256)
     student = distill.decoder_student(teacher, 128, "prune")
     new = distill.relabel(lat, student)
     with torch.no_grad():

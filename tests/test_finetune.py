@@ -9,6 +9,7 @@ from lib.techniques import finetune
 from lib.harness import metrics
 
 from lib.report import report
+from lib.training import batches
 
 
 def _tiny():
@@ -28,7 +29,7 @@ def _latents():
     zs = [torch.randn(1, 8, 60) for _ in range(4)]
     with torch.no_grad():
         wavs = [teacher(z) for z in zs]
-    return finetune.Latents([f"u{i}" for i in range(4)], zs, wavs, hop=64)
+    return batches.Latents([f"u{i}" for i in range(4)], zs, wavs, hop=64)
 
 
 def test_losses_are_zero_for_identical_and_positive_otherwise():
@@ -41,7 +42,7 @@ def test_losses_are_zero_for_identical_and_positive_otherwise():
 
 def test_segments_stay_aligned():
     lat = _latents()
-    z, y = finetune.random_segments(lat, 3, 10, np.random.default_rng(0))
+    z, y = batches.random_segments(lat, 3, 10, np.random.default_rng(0))
     assert z.shape == (3, 8, 10) and y.shape == (3, 1, 640)
 
 
@@ -121,7 +122,7 @@ def joe():
 
 def _one_segment_set(model, ids, frames=16, target=None):
     """An aligned set cut to its first `frames` latent frames, so every batch is the same segment."""
-    data = finetune.aligned_set(model, [ids], ["u0"], target=target, progress=None)
+    data = batches.aligned_set(model, [ids], ["u0"], target=target, progress=None)
     data.attn = [data.attn[0][:frames]]
     data.wav = [data.wav[0][..., : frames * data.hop]]
     return data
@@ -129,10 +130,10 @@ def _one_segment_set(model, ids, frames=16, target=None):
 
 def test_aligned_segments_pad_and_align(joe):
     model, ids = joe
-    data = finetune.aligned_set(model, [ids, ids[:10]], ["a", "b"], progress=None)
+    data = batches.aligned_set(model, [ids, ids[:10]], ["a", "b"], progress=None)
     assert data.wav[0].shape[-1] == data.attn[0].shape[0] * data.hop
     assert torch.allclose(data.attn[0].sum(0), data.attn[0].sum(0).round()), "hard alignment: whole frames per phoneme"
-    x, xl, attn, y = finetune.aligned_segments(data, 5, 24, np.random.default_rng(0))
+    x, xl, attn, y = batches.aligned_segments(data, 5, 24, np.random.default_rng(0))
     assert x.shape[0] == 5 and attn.shape[:2] == (5, 24) and attn.shape[2] == x.shape[1] and y.shape == (5, 1, 24 * data.hop)
     assert set(xl.tolist()) <= {len(ids), 10}
 
@@ -140,7 +141,7 @@ def test_aligned_segments_pad_and_align(joe):
 def test_untrained_adapters_leave_the_voice_unchanged_and_target_what_they_claim(joe):
     model, ids = joe
     data = _one_segment_set(model, ids)
-    batch = finetune.aligned_segments(data, 1, 16, np.random.default_rng(0))
+    batch = batches.aligned_segments(data, 1, 16, np.random.default_rng(0))
     base = finetune.VoicePath(copy.deepcopy(model)).eval()
     with torch.no_grad():
         ref = base(*batch[:3])
@@ -237,7 +238,7 @@ def test_adaptation_verdict_one_line_per_target():
 def test_aligned_set_and_full_fine_tuning_save_without_pickles(joe, tmp_path):
     model, ids = joe
     data = _one_segment_set(model, ids)
-    back = finetune.AlignedSet.load(data.save(tmp_path / "set.safetensors"))
+    back = batches.AlignedSet.load(data.save(tmp_path / "set.safetensors"))
     assert back.ids == data.ids and back.hop == data.hop and torch.equal(back.wav[0], data.wav[0])
     assert torch.equal(back.attn[0], data.attn[0]) and torch.equal(back.phonemes[0], data.phonemes[0])
     a = finetune.prepare(model, "full")
@@ -276,4 +277,4 @@ def test_speaker_target_moves_another_voice_onto_the_teacher_timing():
     m = target.frame_map(a.samples, target.voice.synthesize(sentence).samples[: 3 * a.sample_rate], a.sample_rate)
     assert (np.diff(m) >= 0).all() and m[0] >= 0
     with pytest.raises(ValueError, match="needs the text"):
-        finetune.aligned_set(None, [[1, 2]], ["x"], target=target)
+        batches.aligned_set(None, [[1, 2]], ["x"], target=target)

@@ -9,6 +9,7 @@ from lib.voices import artefacts, synth as voices
 from lib.techniques import distill, frontend_student as fs
 
 from lib.training import loop as training
+from lib.techniques import export
 
 SENTENCE = "The boy was there when the sun rose."
 
@@ -67,8 +68,8 @@ def test_a_voice_speaks_through_the_student_and_saves_loads_and_exports(teacher,
     with torch.no_grad():
         for a, b in zip(student.eval()(x, n), again(x, n)):
             torch.testing.assert_close(a, b)
-    onnx = artefacts.export_voice(voice, tmp_path / "voice", voices.joe_paths()[1])
-    spoken = artefacts.piper_runtime_check(onnx)
+    onnx = export.export_voice(voice, tmp_path / "voice", voices.joe_paths()[1])
+    spoken = export.piper_runtime_check(onnx)
     assert spoken["samples"] > 22050 * 0.5 and spoken["sample_rate"] == 22050
 
 

@@ -7,6 +7,7 @@ import torch
 from lib.voices import istft_decoder
 
 from lib.training import loop as training
+from lib.training import batches
 
 
 @pytest.mark.parametrize("n_fft,hop", [(1024, 256), (16, 4)])
@@ -55,7 +56,7 @@ def test_the_training_stack_trains_it(tmp_path):
     zs = [torch.randn(1, 8, 40) for _ in range(4)]
     with torch.no_grad():
         wavs = [target(z) for z in zs]
-    lat = finetune.Latents([f"u{i}" for i in range(4)], zs, wavs, hop=256)
+    lat = batches.Latents([f"u{i}" for i in range(4)], zs, wavs, hop=256)
     student = istft_decoder.FrameRateDecoder(in_channels=8, dim=32, blocks=2)
     recipe = training.Recipe(steps=12, lr=2e-3, warmup_steps=10, checkpoint_every=6, log_every=1)
     curve = training.train_decoder(student, lat, recipe, tmp_path, batch=2, frames=16, progress=None)

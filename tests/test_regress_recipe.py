@@ -15,6 +15,8 @@ from lib.training import ledger
 from lib.jobs import train_job
 
 from lib.voices import synth as voices
+from lib.training import batches
+from lib.voices import parts
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def zs(teacher):
     from lib.core import text
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     sents = text.harvard_sentences([31])[:3]
-    lat = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in sents], [s.id for s in sents],
+    lat = batches.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in sents], [s.id for s in sents],
                                    noise_scale=0.667, noise_w=0.8)
     return lat.z
 
@@ -36,7 +38,7 @@ def zs(teacher):
 def test_the_design_matrix_reproduces_every_layer_of_the_decoder(teacher, zs):
     """design(layer, x) @ as_matrix(layer) + bias is the layer's own output, for convolutions and (through the
     zero-stuffed input) for transposed convolutions: what the refit solves is the layer itself."""
-    dec = distill.finalize(copy.deepcopy(teacher.dec))
+    dec = parts.finalize(copy.deepcopy(teacher.dec))
     with torch.no_grad():
         for name, layer, _, _ in channel_prune._layers(dec)[:6] + channel_prune._layers(dec)[-1:]:
             ins, outs = [], []
@@ -52,8 +54,8 @@ def test_the_design_matrix_reproduces_every_layer_of_the_decoder(teacher, zs):
 
 
 def test_refit_lowers_every_layers_error_and_the_students(teacher, zs):
-    teacher_dec = distill.finalize(copy.deepcopy(teacher.dec))
-    student = distill.finalize(distill.decoder_student(teacher, 128, "scratch"))
+    teacher_dec = parts.finalize(copy.deepcopy(teacher.dec))
+    student = parts.finalize(distill.decoder_student(teacher, 128, "scratch"))
     keep = channel_prune.choose_channels(teacher_dec, zs, 128)
     assert [len(k) for k in keep] == [128, 64, 32, 16]
     assert all(int(k.max()) < w for k, w in zip(keep, channel_prune.stage_widths(teacher_dec)))
@@ -72,11 +74,11 @@ def test_refit_lowers_every_layers_error_and_the_students(teacher, zs):
 
 
 def test_segments_keep_stage_targets_aligned_with_the_waveform(teacher):
-    dec = distill.finalize(copy.deepcopy(teacher.dec))
+    dec = parts.finalize(copy.deepcopy(teacher.dec))
     z = torch.randn(1, teacher.hparams["inter_channels"], 40)
     with torch.no_grad():
         wav, _ = channel_prune.stage_outputs(dec, z)
-    lat = finetune.Latents(["a"], [z], [wav], 256)
+    lat = batches.Latents(["a"], [z], [wav], 256)
     keep = [torch.arange(0, 256, 2), torch.arange(0, 128, 2), torch.arange(0, 64, 2), torch.arange(0, 32, 2)]
     targets = regress_recipe.stage_targets(dec, lat, keep)
     assert targets.rates == [1, 8, 64, 256]

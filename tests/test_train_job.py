@@ -9,6 +9,7 @@ from lib.voices import artefacts, synth as voices
 from lib.techniques import distill
 
 from lib.jobs import train_job
+from lib.training import batches
 
 
 def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
@@ -50,7 +51,7 @@ def test_gpu_adaptation_job_trains_packs_loadable_adapters_on_cpu(tmp_path):
     from lib.techniques import finetune
     teacher = voices.load_piper_torch(voices.joe_paths()[0])
     ids = voices.PiperFrontend(voices.joe_paths()[1]).phoneme_ids("A small dog ran home.")[0]
-    data = finetune.aligned_set(teacher, [ids], ["u0"], target=finetune.VoiceShift(semitones=2.0), progress=None)
+    data = batches.aligned_set(teacher, [ids], ["u0"], target=finetune.VoiceShift(semitones=2.0), progress=None)
     path = data.save(tmp_path / "set.safetensors")
     train_job.main(["adapt", "--work", str(tmp_path / "w"), "--data", str(path), "--target", "up 2",
                     "--methods", "full", "lora-r4", "--steps", "2", "--adversarial-steps", "1", "--batch", "1",

@@ -23,10 +23,15 @@ SPEED_METRICS = ["rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "t
 
 
 def run_voice_spec(spec: dict, texts: Sequence[str]) -> None:
-    """Load a voice from `load_voice` keyword arguments and speak `texts` (the body of a memory probe)."""
+    """Load a voice from `load_voice` keyword arguments (`module_dir`: a saved torch variant, see `torch_variant`)
+    and speak `texts` (the body of a memory probe)."""
     import warnings
     warnings.filterwarnings("ignore")
     from lib.voices.synth import load_voice
+    spec = dict(spec)
+    if "module_dir" in spec:
+        from lib.techniques.variants import load_variant
+        spec["module"] = load_variant(spec.pop("module_dir"))
     voice = load_voice(**spec)
     for t in texts:
         voice.synthesize(t)
@@ -369,7 +374,7 @@ def duration_error(voice_model, reference_model, phoneme_ids: Sequence[Sequence[
 
 def heldout_pesq(heldout, sample_rate: int = 22050, limit: int = 4):
     """A training check for the Trainer's `eval_fn`: PESQ-WB of a decoder's output against its target waveform on
-    `limit` held-out utterances (a finetune.Latents no training touched). The judge stays in the harness; the
+    `limit` held-out utterances (a batches.Latents no training touched). The judge stays in the harness; the
     training loop only calls it."""
     import torch
     pairs = list(zip(heldout.z, heldout.wav))[:limit]

@@ -44,7 +44,7 @@ def _init_from(module, art_dir: Path) -> dict | None:
     except ArtefactError as exc:
         print(f"not resuming from {art_dir}: {exc}", flush=True)
         return None
-    from lib.techniques.distill import finalize
+    from lib.voices.parts import finalize
     finalize(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
     module.load_state_dict(loaded.state_dict())
     print(f"generator initialised from {art_dir}", flush=True)
@@ -54,18 +54,18 @@ def _init_from(module, art_dir: Path) -> dict | None:
 def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: float = 0.0, draws: int = 1):
     """The teacher's latents and audio on the training lists (`draws` samples of each sentence, with the sampling
     noise the voice speaks with at `noise_scale`/`noise_w`) and on the held-out list, drawn the same way."""
-    from lib.techniques import finetune
+    from lib.training import batches
     from lib.core import text
     from lib.voices import synth as voices
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     sents = text.harvard_sentences(CORPUS_LISTS)[: corpus_limit or None]
     held = text.harvard_sentences(HELDOUT_LISTS)[:4]
     ids = [fe.phoneme_ids(s.text)[0] for s in sents]
-    parts = [finetune.teacher_latents(teacher, ids, [f"{s.id}#{d}" for s in sents], noise_scale=noise_scale,
+    parts = [batches.teacher_latents(teacher, ids, [f"{s.id}#{d}" for s in sents], noise_scale=noise_scale,
                                       noise_w=noise_w, seed=d) for d in range(draws)]
-    latents = finetune.Latents([i for p in parts for i in p.ids], [z for p in parts for z in p.z],
+    latents = batches.Latents([i for p in parts for i in p.ids], [z for p in parts for z in p.z],
                                [w for p in parts for w in p.wav], parts[0].hop)
-    heldout = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held],
+    heldout = batches.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held],
                                        noise_scale=noise_scale, noise_w=noise_w, seed=1000)
     return latents, heldout
 
@@ -89,6 +89,7 @@ def _count_from(work: Path, args, name: str, config: dict | None) -> None:
 
 
 def students(args) -> None:
+    from lib.voices import parts
     from lib.techniques import compress, distill
     from lib.voices import synth as voices
     work = Path(args.work)
@@ -138,7 +139,7 @@ def students(args) -> None:
         curves[name] = train_decoder(rec, latents, _recipe(args.recovery_steps, args.adversarial_steps, args),
                                      work / name, batch=args.batch, frames=args.frames, heldout=heldout,
                                      device=args.device, threads=args.threads, progress=None)
-        studs[name] = distill.finalize(rec.cpu())
+        studs[name] = parts.finalize(rec.cpu())
     (work / "done.json").write_text(json.dumps({"chain_end": chain_end, "seconds": time.time() - started,
                                                 "command": args.command}))
     print(f"trained {', '.join(curves)} in {time.time() - started:.0f} s", flush=True)
@@ -151,7 +152,9 @@ def regress(args) -> None:
     artefact (--init-from) whose config keeps the channel choice."""
     import copy
     import numpy as np
-    from lib.techniques import distill, finetune
+    from lib.training import batches
+    from lib.voices import parts
+    from lib.techniques import distill
     from lib.voices import synth as voices
     from lib.techniques.channel_prune import pruned_student
     from lib.techniques.regress_recipe import WEIGHTS, feature_forward, recipe, segments, stage_targets
@@ -160,7 +163,7 @@ def regress(args) -> None:
     name = f"dec{args.width}-regress"
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = voices.load_piper_torch(voices.joe_paths()[0])
-    teacher_dec = distill.finalize(copy.deepcopy(teacher.dec))
+    teacher_dec = parts.finalize(copy.deepcopy(teacher.dec))
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     keep_file = work / name / "keep.json"
     init = Path(args.init_from) / name if args.init_from else None
@@ -169,7 +172,7 @@ def regress(args) -> None:
         keep = [torch.tensor(k) for k in json.loads(keep_file.read_text())]
         old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
         before = old.get("before", {})
-        student = distill.finalize(distill.decoder_student(teacher, args.width, "scratch"))
+        student = parts.finalize(distill.decoder_student(teacher, args.width, "scratch"))
     elif init is not None and (init / "config.json").exists():
         from lib.voices.artefacts import load_part
         student, config = load_part(init)
@@ -179,7 +182,7 @@ def regress(args) -> None:
               flush=True)
     else:
         rng = np.random.default_rng(7)
-        calib = [finetune.random_segments(latents, 8, 64, rng)[0] for _ in range(args.calib_batches)]
+        calib = [batches.random_segments(latents, 8, 64, rng)[0] for _ in range(args.calib_batches)]
         t0 = time.time()
         student, keep = pruned_student(teacher, args.width, calib, refit_zs=calib, ridge=args.ridge)
         print(f"channels chosen by activation and refitted by least squares in {time.time() - t0:.0f} s", flush=True)
@@ -204,11 +207,12 @@ def adapt(args) -> None:
     """Adaptation (notebook 02's methods) on the aligned set notebook 02 wrote (`--data`, safetensors), with the shared
     recipe and the F0 term; each finished method's adapter (PEFT) or weights (full) go to --work/adapters/<method>,
     which `pack` copies out. A re-run resumes every method from its state folder."""
+    from lib.training import batches
     from lib.techniques import finetune
     from lib.voices import synth as voices
     from lib.training.loop import Recipe
     work = Path(args.work)
-    data = finetune.AlignedSet.load(Path(args.data))
+    data = batches.AlignedSet.load(Path(args.data))
     teacher = voices.load_piper_torch(voices.joe_paths()[0])
     started = time.time()
     for name in args.methods:
@@ -233,6 +237,7 @@ def pack(args) -> None:
     """Copy each student's latest saved generator (folded, safetensors + config.json), curve and env to --out."""
     import pandas as pd
     from safetensors.torch import load_file
+    from lib.voices import parts
     from lib.harness import bench
     from lib.techniques import distill
     from lib.voices import synth as voices
@@ -263,15 +268,15 @@ def pack(args) -> None:
             build = module.config
         elif run.name.startswith("flow"):
             hidden = int(run.name.removeprefix("flow"))
-            module, kind, build = distill.flow_student(teacher, hidden), "flow", distill.flow_build(teacher, hidden)
+            module, kind, build = distill.flow_student(teacher, hidden), "flow", parts.flow_build(teacher, hidden)
         else:
             width = int(state["conv_pre.weight"].shape[0] if "conv_pre.weight" in state else state["conv_pre.weight_v"].shape[0])
             module = distill.decoder_student(teacher, width, "scratch")
-            kind, build = "decoder", distill.decoder_build(teacher, width)
+            kind, build = "decoder", parts.decoder_build(teacher, width)
         if not any(k.endswith("weight_g") for k in state):
-            distill.finalize(module)  # trained without weight norm (pruned students): fold first, then load
+            parts.finalize(module)  # trained without weight norm (pruned students): fold first, then load
         module.load_state_dict(state)
-        distill.finalize(module)
+        parts.finalize(module)
         before = info.get("before", {}).get(run.name, {})  # a start from packed files: their count goes on
         steps += int(before.get("steps", 0))
         hours = float(before.get("hours", 0.0)) + seconds / 3600 * share
@@ -302,14 +307,14 @@ def heldout_quality(teacher, decoder, info: dict) -> dict:
     """PESQ-WB and mel L1 of `decoder` against the teacher's own audio on the held-out list (whole utterances, the
     run's corpus noise), which no training step and no checkpoint choice touched."""
     import numpy as np
-    from lib.techniques import finetune
+    from lib.training import batches
     from lib.harness import metrics
     from lib.core import text
     from lib.voices import synth as voices
     from lib.training.loop import mel_l1
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     held = text.harvard_sentences(HELDOUT_LISTS)[:4]
-    lat = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held],
+    lat = batches.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held],
                                    noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0), seed=1000)
     pesq, mel = [], []
     decoder.eval()

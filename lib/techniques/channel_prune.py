@@ -172,7 +172,8 @@ def refit(teacher_dec, student, keep, zs, ridge: float = 1e-3, progress=None) ->
 def pruned_student(teacher_model, width: int, zs, refit_zs=None, ridge: float = 1e-3, progress: bool = False):
     """The teacher's decoder at `width` initial channels: channels chosen by activation on `zs`, sliced, and (with
     `refit_zs`) refitted by least squares. Returns (student decoder, kept channel indices per stream)."""
-    from lib.techniques.distill import decoder_student, finalize
+    from lib.techniques.distill import decoder_student
+    from lib.voices.parts import finalize
     teacher_dec = finalize(copy.deepcopy(teacher_model.dec))
     student = finalize(decoder_student(teacher_model, width, "scratch"))
     keep = choose_channels(teacher_dec, zs, width)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 
-from lib.techniques.finetune import Latents
+from lib.training.batches import Latents
+from lib.voices.parts import build_part, decoder_build, finalize, flow_build
 
 
 def decoder_width(decoder) -> int:
@@ -33,33 +34,7 @@ def decoder_student(teacher_model, width: int, init: str = "scratch", parent=Non
         return prune_structured(parent, ratio, example_z)
     if init != "scratch":
         raise ValueError(f"init {init!r}: use 'prune' or 'scratch'")
-    from lib.voices.artefacts import build_part
     return build_part("decoder", decoder_build(teacher_model, width))
-
-
-def decoder_build(teacher_model, width: int) -> dict:
-    """The arguments that rebuild a decoder student of `width` (artefacts.build_part's 'decoder')."""
-    hp = teacher_model.hparams
-    keys = ("inter_channels", "resblock", "resblock_kernel_sizes", "resblock_dilation_sizes", "upsample_rates",
-            "upsample_kernel_sizes")
-    return {**{k: hp[k] for k in keys}, "upsample_initial_channel": int(width)}
-
-
-def flow_build(teacher_model, hidden: int) -> dict:
-    """The arguments that rebuild a flow student of `hidden` channels (artefacts.build_part's 'flow')."""
-    wn = teacher_model.flow.flows[0].enc
-    return {"channels": teacher_model.hparams["inter_channels"], "hidden_channels": int(hidden),
-            "kernel_size": wn.kernel_size[0], "dilation_rate": wn.dilation_rate, "n_layers": wn.n_layers,
-            "n_flows": len(teacher_model.flow.flows) // 2}
-
-
-def finalize(module):
-    """Fold weight normalisation into plain weights (what inference and export want); a no-op when absent."""
-    import torch
-    for m in module.modules():
-        if hasattr(m, "weight_g"):
-            torch.nn.utils.remove_weight_norm(m)
-    return module.eval()
 
 
 def relabel(lat: Latents, decoder) -> Latents:
@@ -74,11 +49,11 @@ def relabel(lat: Latents, decoder) -> Latents:
 
 def with_parts(model, decoder=None, flow=None, frontend=None):
     """A copy of the full voice with its decoder, flow and/or front end (text encoder + duration predictor, a
-    `frontend_student.FrontEnd`) replaced by copies of students (whose weight normalisation is folded first, in
+    `voices.frontend.FrontEnd`) replaced by copies of students (whose weight normalisation is folded first, in
     place: they are done training)."""
     out = copy.deepcopy(model)
     if frontend is not None:
-        from lib.techniques.frontend_student import with_frontend
+        from lib.voices.frontend import with_frontend
         out = with_frontend(out, frontend)
     if decoder is not None:
         out.dec = copy.deepcopy(finalize(decoder))
@@ -115,7 +90,6 @@ def flow_pairs(model, phoneme_ids: Sequence[list[int]], noise_scale: float = 0.6
 
 def flow_student(teacher_model, hidden: int, n_layers: int | None = None):
     """The teacher's flow (residual coupling layers, reverse direction at inference) at `hidden` channels."""
-    from lib.voices.artefacts import build_part
     build = flow_build(teacher_model, hidden)
     return build_part("flow", {**build, "n_layers": n_layers or build["n_layers"]})
 
@@ -193,7 +167,7 @@ def save_students(teacher_model, students: dict, out_root: Path, curves: dict, f
                   frontend=None, frontend_name: str = "", istft=None, istft_name: str = "",
                   extra: dict | None = None) -> dict[str, Path]:
     """Each student as an artefact folder out_root/<name>/ (model.safetensors, config.json, curve.csv): decoders,
-    the flow student, the front-end student (a frontend_student.FrontEnd) and the frame-rate decoder."""
+    the flow student, the front-end student (a voices.frontend.FrontEnd) and the frame-rate decoder."""
     from lib.voices.artefacts import save_part
     out = {}
     if istft is not None:

@@ -1,12 +1,20 @@
 """Exports for accelerators: the voice with its sampling noise as an explicit input (TensorRT and NPU compilers
 reject RandomNormalLike), static-shape splines, a static-window decoder and its int8 QDQ version, and an offline
-check of whether a graph is ready for an NPU compiler. Builds files; measures nothing."""
+check of whether a graph is ready for an NPU compiler; and the whole (student) voice as the ONNX file piper's own
+runtime opens, its weights in external-data shards of at most SHARD_MB each, so every file stays small enough to
+commit and to bring back from a GPU machine (ONNX Runtime reads them from beside the .onnx). Builds files;
+measures nothing."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from lib.voices.artefacts import ArtefactError, need_file
+
+SHARD_MB = 15.0
 
 # --- inference with the sampling noise as an explicit input --------------------------------------------------
 
@@ -259,3 +267,70 @@ def quantize_window_decoder(decoder: Path, dst: Path, windows_z: Sequence[np.nda
     return dst
 
 
+# --- the whole voice for piper's runtime ---------------------------------------------------------------------
+
+def shard_external_data(onnx_path: Path, shard_mb: float = SHARD_MB) -> list[Path]:
+    """Move the initialisers of `onnx_path` into files `<name>.data<k>` of at most `shard_mb` each (ONNX external
+    data, one location per tensor), when the file is larger than that. Written by hand because onnx's own
+    `convert_model_to_external_data` writes either one file or one per tensor."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+    if onnx_path.stat().st_size <= shard_mb * 2**20:
+        return []
+    model = onnx.load(str(onnx_path))
+    limit = int(shard_mb * 2**20)
+    shards: list[bytearray] = [bytearray()]
+    for tensor in model.graph.initializer:
+        raw = tensor.raw_data if tensor.HasField("raw_data") else onnx.numpy_helper.to_array(tensor).tobytes()
+        if len(raw) < 1024:
+            continue
+        if shards[-1] and len(shards[-1]) + len(raw) > limit:
+            shards.append(bytearray())
+        k = len(shards) - 1
+        offset = len(shards[-1])
+        shards[-1].extend(raw)
+        if not tensor.HasField("raw_data"):
+            arr = onnx.numpy_helper.to_array(tensor)
+            tensor.CopyFrom(onnx.numpy_helper.from_array(arr, tensor.name))
+        set_external_data(tensor, location=f"{onnx_path.name}.data{k}", offset=offset, length=len(raw))
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+    paths = []
+    for k, data in enumerate(shards):
+        p = onnx_path.parent / f"{onnx_path.name}.data{k}"
+        p.write_bytes(bytes(data))
+        paths.append(p)
+    tmp = onnx_path.with_suffix(".tmp.onnx")
+    onnx.save(model, str(tmp))
+    tmp.replace(onnx_path)
+    return paths
+
+
+def export_voice(voice_model, out_dir: Path, config_path: Path, speaker_id: int = 0) -> Path:
+    """The whole (student) voice as `model.onnx` with piper's interface and `model.onnx.json` (the teacher's
+    config), weights sharded when large; returns the .onnx path."""
+    from lib.techniques.compress import export_onnx
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("model.onnx.data*"):
+        old.unlink()
+    onnx_path = export_onnx(voice_model, out_dir / "model.onnx")
+    shard_external_data(onnx_path)
+    shutil.copyfile(config_path, out_dir / "model.onnx.json")
+    return onnx_path
+
+
+def piper_runtime_check(onnx_path: Path, text: str = "The birch canoe slid on the smooth planks.") -> dict:
+    """Open the file with piper's own runtime (`piper.PiperVoice.load`) and speak `text`: the check that a user's
+    `piper` command can use it. Returns samples and rate; raises ArtefactError naming the file otherwise."""
+    import numpy as np
+    from piper import PiperVoice
+    onnx_path = need_file(Path(onnx_path))
+    need_file(Path(str(onnx_path) + ".json"))
+    try:
+        voice = PiperVoice.load(str(onnx_path))
+        audio = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(text)])
+    except Exception as exc:
+        raise ArtefactError(f"piper's runtime could not open or run {onnx_path}: {type(exc).__name__}: {exc}") from None
+    return {"samples": int(audio.size), "sample_rate": int(voice.config.sample_rate),
+            "rms": float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))}

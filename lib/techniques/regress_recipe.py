@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lib.techniques.channel_prune import stage_outputs
-from lib.techniques.finetune import Latents
+from lib.training.batches import Latents
 
 # The recipe's loss weights (beside mel x45, piper's): each term ~1-10 at the start of a pruned student's run.
 WEIGHTS = {"wave": 50.0, "cstft": 5.0, "stft": 2.5, "feature": 5.0}

@@ -462,10 +462,10 @@ def decoder_forward(dec, batch):
 def train_decoder(decoder, lat, recipe: Recipe, work_dir: Path, batch: int = 4, frames: int = 32,
                   heldout=None, eval_fn: Callable | None = None, device: str = "cpu", threads: int = 2,
                   progress: str | None = "train") -> Curve:
-    """Teach `decoder` the mapping latent z -> waveform of `lat` (a finetune.Latents: teacher latents and the
+    """Teach `decoder` the mapping latent z -> waveform of `lat` (a batches.Latents: teacher latents and the
     parent's audio), on random aligned segments, with the recipe; `heldout` (another Latents, sentences no
     training touched) gives the held-out mel curve."""
-    from lib.techniques.finetune import random_segments
+    from lib.training.batches import random_segments
     held = []
     if heldout is not None:
         rng = np.random.default_rng(1234)

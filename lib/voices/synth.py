@@ -444,7 +444,7 @@ VOICE_NAMES = ("piper-joe", "kokoro-82m")
 def load_voice(name: str = "piper-joe", backend: str = "ort-cpu", **kwargs):
     """A voice by name and back-end; `kwargs` are the synthesis settings (piper: noise_scale, length_scale, noise_w,
     threads; kokoro: speaker, speed, threads), for piper `model_path`/`config_path` to use other files, and for
-    torch `module` or `module_dir` (a folder from artefacts.save_voice_module)."""
+    torch `module` (a saved one: techniques.variants.load_variant)."""
     if name == "kokoro-82m":
         return KokoroOnnxVoice(backend=backend, **kwargs)
     if name not in ("piper-joe", piper_label()):
@@ -452,10 +452,6 @@ def load_voice(name: str = "piper-joe", backend: str = "ort-cpu", **kwargs):
     model, config = piper_paths()
     model = kwargs.pop("model_path", model)
     config = kwargs.pop("config_path", config)
-    module_dir = kwargs.pop("module_dir", None)
-    if module_dir is not None:
-        from lib.voices.artefacts import load_voice_module
-        kwargs["module"] = load_voice_module(module_dir)
     if backend == "ort-cpu":
         return PiperOnnxVoice(model, config, name=name, **kwargs)
     if backend == "torch-cpu":
