@@ -186,7 +186,7 @@ def test_static_shape_latent_equals_the_dynamic_one(exported):
         x[0, :t] = torch.tensor(ids[0])
         dpb, zb = torch.zeros(1, 2, tb), torch.zeros(1, 192, frames)
         dpb[:, :, :t], zb[:, :, :zn.shape[2]] = torch.from_numpy(dp), torch.from_numpy(zn)
-        with export.static_splines():
+        with export.StaticSplines():
             zs, ys = export.latent_with_noise(model, x, torch.tensor([t]), engines.SCALES, dpb, zb, frames=frames)
     assert int(ys) == int(y) and zs.shape[-1] == frames
     torch.testing.assert_close(zs[:, :, :int(y)], z, rtol=0, atol=1e-4)

@@ -5,7 +5,7 @@ import pytest
 from lib.harness import evaluate
 
 from lib.core import results, text
-from lib.voices.synth import Audio
+from lib.core.audio import Audio
 
 
 def test_corpus_wer_counts_words_not_sentences():

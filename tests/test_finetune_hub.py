@@ -12,7 +12,7 @@ from lib.voices import hub
 from lib.jobs import speecht5_bench
 
 from lib.core import text
-from lib.voices.synth import Audio
+from lib.core.audio import Audio
 from tests import tiny_hub
 
 

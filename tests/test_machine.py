@@ -6,6 +6,7 @@ import pytest
 from lib.harness import evaluate
 
 from lib.core import machine, results, text
+from lib.core.audio import Audio
 
 from lib.voices import synth as voices
 
@@ -100,7 +101,7 @@ def test_busy_neighbour_marks_timing_rows_contended(busy_neighbour, tmp_path, mo
     class Slow:
         def synthesize(self, t):
             time.sleep(0.3)
-            return voices.Audio(samples=__import__("numpy").zeros(22050, dtype="float32"), sample_rate=22050)
+            return Audio(samples=__import__("numpy").zeros(22050, dtype="float32"), sample_rate=22050)
 
     writer = results.ResultWriter("t", "nb")
     sents = [text.Sentence(str(i), "x") for i in range(3)]

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import functools
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+
+@dataclass
+class Audio:
+    """A clip: samples (float) at sample_rate, what every synthesizer returns."""
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / float(self.sample_rate)
 
 
 class AudioFileError(ValueError):

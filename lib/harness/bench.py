@@ -76,9 +76,9 @@ class Timing:
 QUIET_RETRIES = 2  # with TTS_LAB_REQUIRE_QUIET, a contended timing is repeated this many times before it fails
 
 
-class watched:
+class Watched:
     """Around a timed block: with TTS_LAB_REQUIRE_QUIET, wait for a quiet machine first (else MachineBusy); record the
-    machine's load during the block in `.load`. `with watched(n):` also fails a block that turned out contended
+    machine's load during the block in `.load`. `with Watched(n):` also fails a block that turned out contended
     under require_quiet; `monitoring()` only records (time_interleaved retries instead)."""
 
     def __init__(self, threads: int = 1):
@@ -131,7 +131,7 @@ def time_interleaved(fns: dict[str, Callable[[str], object]], texts: Sequence[st
     for attempt in range(1 + (QUIET_RETRIES if quiet_s is not None else 0)):
         lat = {n: [] for n in names}
         aud = {n: [] for n in names}
-        watch = watched(threads)
+        watch = Watched(threads)
         with watch.monitoring():
             for r in range(repeats):
                 for i, t in enumerate(tqdm(texts, desc=progress, disable=progress is None, leave=False)):
@@ -308,7 +308,7 @@ def module_times(model, ids: Sequence[list[int]], threads: int = 1, repeats: int
     try:
         with torch.no_grad():
             model.infer(torch.tensor([ids[0]]), torch.tensor([len(ids[0])]), noise_scale=0.0, noise_scale_w=0.0)  # warm-up
-            watch = watched(threads)
+            watch = Watched(threads)
             with watch:
                 for _ in range(repeats):
                     for k in spent:

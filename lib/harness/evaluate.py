@@ -15,7 +15,7 @@ from lib.harness.judges import Judges, JudgeCache, PendingJudgement, judge, make
 from lib.core.machine import PrecisionUnavailable
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence, normalize_for_wer
-from lib.voices.synth import Audio
+from lib.core.audio import Audio
 
 QUALITY_METRICS = ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "wer", "cer"]
 REFERENCE_METRICS = ["pesq_wb", "stoi", "mcd_db", "f0_rmse_cents"]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from lib.harness import metrics
 from lib.core.audio import read_wav, write_wav
-from lib.voices.synth import Audio
+from lib.core.audio import Audio
 
 
 class JudgeCache:

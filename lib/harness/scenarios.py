@@ -266,14 +266,14 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     keys = dict(model=model, variant=engine.label, technique=technique, backend=engine.backend, device=engine.device,
                 threads=threads)
     torch_cuda = engine.device == "cuda"
-    from lib.harness.bench import watched
+    from lib.harness.bench import Watched
     loads = writer.scalars.setdefault("timing_load", [])
 
     def load_status(watch, scenario):
         loads.append({"variants": [engine.label], "scenario": scenario, **watch.load.as_dict()})
         return dict(status="contended", reason=watch.load.reason()) if watch.load.contended else {}
 
-    with Monitor() as mon, watched(threads or 1) as watch:
+    with Monitor() as mon, Watched(threads or 1) as watch:
         timing = single_stream(engine, queries, cfg.min_queries, cfg.min_seconds, cfg.max_seconds, cfg.warmup)
     busy = load_status(watch, "single-stream")
     summary = timing.summary()
@@ -284,14 +284,14 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     writer.add(metric="util_pct", value=util["cpu_util_pct"], reference="CPU, single-stream", **keys)
     if util["gpu_util_pct"] is not None:
         writer.add(metric="gpu_util_pct", value=util["gpu_util_pct"], reference="GPU, single-stream", **keys)
-    with watched(threads or 1) as watch:
+    with Watched(threads or 1) as watch:
         rows = offline_throughput(engine, queries, cfg.batch_sizes, cfg.offline_seconds)
     busy = load_status(watch, "offline")
     ok = [r for r in rows if r["status"] == "ok"]
     best = max(ok, key=lambda r: r["throughput_xrt"])
     writer.add(metric="throughput_xrt_offline", value=best["throughput_xrt"], n=best["batches"], **keys, **busy)
     writer.add(metric="best_batch", value=best["batch"], **keys, **busy)
-    with watched(threads or 1) as watch:
+    with Watched(threads or 1) as watch:
         ttfa = streaming_ttfa(engine, ttfa_queries, cfg.chunk_frames, cfg.context_frames, cfg.min_queries,
                               cfg.min_seconds, cfg.max_seconds, cfg.warmup)
     busy = load_status(watch, "streaming")

@@ -30,7 +30,7 @@ def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str
     if len(sentences) <= eval_limit:
         raise ValueError(f"dataset {dataset}: {len(sentences)} utterances, need more than eval_limit={eval_limit}")
     train, held_out = sentences[:-eval_limit], sentences[-eval_limit:]
-    processor = hub._pretrained(SpeechT5Processor, model)
+    processor = hub.pretrained(SpeechT5Processor, model)
     base = prepare_speecht5(model, "full").eval()
     xvector = hub.speaker_xvector(speaker, base.config.speaker_embedding_dim)
     examples = speecht5_examples(processor, train, recordings, base.config.reduction_factor)

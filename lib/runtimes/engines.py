@@ -9,7 +9,7 @@ import numpy as np
 
 from lib.core import machine
 from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_provider, ov_precision
-from lib.techniques.export import frames_budget, hop_length, latent_with_noise, make_noise, pad_batch, static_splines
+from lib.techniques.export import frames_budget, hop_length, latent_with_noise, make_noise, pad_batch, StaticSplines
 
 # --- engines: one interface over torch, ONNX Runtime and OpenVINO ----------------------------------------------
 
@@ -125,7 +125,7 @@ class TorchEngine(Engine):
                 "dp": torch.zeros(1, 2, t_bucket, device="cuda"), "z": torch.zeros(1, self.channels, frames, device="cuda")}
         autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32", cache_enabled=False)  # noqa: E731
         run = lambda: latent_with_noise(self.model, bufs["x"], bufs["n"], SCALES, bufs["dp"], bufs["z"], frames=frames)  # noqa: E731
-        with static_splines():
+        with StaticSplines():
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream), torch.inference_mode(), autocast():

@@ -51,7 +51,7 @@ class ShiftedVoice:
         self.voice, self.shift, self.sample_rate = voice, shift, voice.sample_rate
 
     def synthesize(self, text: str):
-        from lib.voices.synth import Audio
+        from lib.core.audio import Audio
         a = self.voice.synthesize(text)
         return Audio(np.clip(self.shift(a.samples, a.sample_rate, text), -1.0, 1.0), a.sample_rate)
 

@@ -119,7 +119,7 @@ def spline_inverse_static(inputs, unnormalized_widths, unnormalized_heights, unn
     return torch.where(inside, root * pick(widths) + pick(cumw), inputs), torch.zeros_like(inputs)
 
 
-class static_splines:
+class StaticSplines:
     """Within this block piper's ConvFlow uses `spline_inverse_static` (for CUDA-graph capture)."""
 
     def __enter__(self):

@@ -191,8 +191,8 @@ def prepare(model, method: str, rank: int = 8, alpha: float | None = None, scope
     voice = copy.deepcopy(model).cpu().eval()
     quantized: list = []
     if method == "qlora":
-        from lib.techniques.compress import bnb_convert
-        ok, why = _bnb_ok(device)
+        from lib.techniques.compress import bitsandbytes_status, bnb_convert
+        ok, why = bitsandbytes_status("nf4", device)
         if not ok:
             raise RuntimeError(f"QLoRA needs bitsandbytes NF4 layers: {why}")
         voice, quantized = bnb_convert(voice, "nf4", device, scope=scope)
@@ -257,11 +257,6 @@ def _drop_graph_caches(module) -> None:
         for k, v in list(vars(m).items()):
             if isinstance(v, torch.Tensor) and v.grad_fn is not None:
                 setattr(m, k, v.detach())
-
-
-def _bnb_ok(device: str = "cpu") -> tuple[bool, str]:
-    from lib.techniques.compress import bitsandbytes_status
-    return bitsandbytes_status("nf4", device)
 
 
 def path_forward(path, batch):

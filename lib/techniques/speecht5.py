@@ -8,7 +8,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lib.techniques.finetune import _bnb_ok, parse_method
+from lib.techniques.compress import bitsandbytes_status
+from lib.techniques.finetune import parse_method
 
 SPEECHT5_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -68,26 +69,26 @@ def prepare_speecht5(model: str, method: str, alpha: float | None = None, device
     BatchNorm running statistics are frozen (momentum 0): they live in the base, not in the adapter file, so
     training must not move them or the saved adapter would not reproduce the trained model."""
     from transformers import SpeechT5ForTextToSpeech
-    from lib.voices.hub import _pretrained
+    from lib.voices.hub import pretrained
     kind, rank = parse_method(method)
     if kind == "full":
-        net = _pretrained(SpeechT5ForTextToSpeech, model).to(device)
+        net = pretrained(SpeechT5ForTextToSpeech, model).to(device)
         net.train()
         return net
     if kind not in ("lora", "qlora"):
         raise ValueError(f"SpeechT5 methods are 'full', 'lora-rN' and 'qlora-rN', not {method!r}")
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     if kind == "qlora":
-        ok, why = _bnb_ok(device)
+        ok, why = bitsandbytes_status("nf4", device)
         if not ok:
             raise RuntimeError(f"QLoRA needs bitsandbytes: {why}")
         from transformers import BitsAndBytesConfig
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
                                    llm_int8_skip_modules=["feat_out", "prob_out", "speecht5.decoder.prenet"])
-        net = _pretrained(SpeechT5ForTextToSpeech, model, quantization_config=quant, device_map={"": device})
+        net = pretrained(SpeechT5ForTextToSpeech, model, quantization_config=quant, device_map={"": device})
         net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=False)
     else:
-        net = _pretrained(SpeechT5ForTextToSpeech, model).to(device)
+        net = pretrained(SpeechT5ForTextToSpeech, model).to(device)
     for m in net.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = 0.0

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from lib.core import text as textmod
-from lib.voices.synth import Audio, join_sentences
+from lib.core.audio import Audio
+from lib.voices.synth import join_sentences
 
 HUB_HOST = "huggingface.co"
 
@@ -53,7 +54,7 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
-def _pretrained(cls, source: str, **kwargs):
+def pretrained(cls, source: str, **kwargs):
     """`cls.from_pretrained(source)`, offline-only when the hub does not answer; failures become HubUnavailable."""
     local = Path(source).is_dir()
     try:
@@ -100,9 +101,9 @@ class SpeechT5Voice(HubVoice):
 
     def __post_init__(self):
         from transformers import SpeechT5ForTextToSpeech, SpeechT5HifiGan, SpeechT5Processor
-        self.processor = _pretrained(SpeechT5Processor, self.model)
-        self.module = (self.module or _pretrained(SpeechT5ForTextToSpeech, self.model)).eval()
-        self.vocoder_module = _pretrained(SpeechT5HifiGan, self.vocoder).eval()
+        self.processor = pretrained(SpeechT5Processor, self.model)
+        self.module = (self.module or pretrained(SpeechT5ForTextToSpeech, self.model)).eval()
+        self.vocoder_module = pretrained(SpeechT5HifiGan, self.vocoder).eval()
         self.sample_rate = int(self.vocoder_module.config.sampling_rate)
         self.xvector = speaker_xvector(self.speaker, self.module.config.speaker_embedding_dim)
 
@@ -144,11 +145,11 @@ class FastSpeech2Voice(HubVoice):
         from transformers import (FastSpeech2ConformerHifiGan, FastSpeech2ConformerModel,
                                   FastSpeech2ConformerTokenizer)
         try:
-            self.tokenizer = _pretrained(FastSpeech2ConformerTokenizer, self.model)
+            self.tokenizer = pretrained(FastSpeech2ConformerTokenizer, self.model)
         except HubUnavailable as exc:
             raise HubUnavailable(f"{exc} (its tokenizer needs g2p_en and NLTK data)") from None
-        self.module = _pretrained(FastSpeech2ConformerModel, self.model).eval()
-        self.vocoder_module = _pretrained(FastSpeech2ConformerHifiGan, self.vocoder).eval()
+        self.module = pretrained(FastSpeech2ConformerModel, self.model).eval()
+        self.vocoder_module = pretrained(FastSpeech2ConformerHifiGan, self.vocoder).eval()
         self.sample_rate = int(self.vocoder_module.config.sampling_rate)
 
     def synthesize_sentence(self, sentence: str) -> np.ndarray:
@@ -170,13 +171,13 @@ class VitsHubVoice(HubVoice):
 
     def __post_init__(self):
         from transformers import AutoTokenizer, VitsModel
-        self.tokenizer = _pretrained(AutoTokenizer, self.model)
+        self.tokenizer = pretrained(AutoTokenizer, self.model)
         if getattr(self.tokenizer, "phonemize", False):
             from transformers.utils import is_phonemizer_available
             if not is_phonemizer_available():
                 raise HubUnavailable(f"{self.model}'s tokenizer phonemizes with the `phonemizer` package and "
                                      "espeak, and `phonemizer` is not installed")
-        self.module = _pretrained(VitsModel, self.model).eval()
+        self.module = pretrained(VitsModel, self.model).eval()
         self.module.noise_scale = self.noise_scale
         self.module.noise_scale_duration = self.noise_w
         self.sample_rate = int(self.module.config.sampling_rate)
@@ -256,8 +257,8 @@ class HfWhisperAsr:
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
         torch.set_num_threads(int(threads))
-        self.processor = _pretrained(WhisperProcessor, model)
-        self.model = _pretrained(WhisperForConditionalGeneration, model).eval()
+        self.processor = pretrained(WhisperProcessor, model)
+        self.model = pretrained(WhisperForConditionalGeneration, model).eval()
         self.max_new_tokens = max_new_tokens
 
     def transcribe(self, audio: np.ndarray, sr: int) -> str:

@@ -14,20 +14,11 @@ import numpy as np
 
 from lib.core import machine
 from lib.core import text as textmod
+from lib.core.audio import Audio
 from lib.voices.piper_torch import (TRAINING_ONLY_PREFIXES, VoiceFileError, check_file as _check_file,  # noqa: F401
                           load_piper_torch, piper_hparams)
 
 SENTENCE_SILENCE_S = 0.2
-
-
-@dataclass
-class Audio:
-    samples: np.ndarray
-    sample_rate: int
-
-    @property
-    def duration(self) -> float:
-        return len(self.samples) / float(self.sample_rate)
 
 
 class Synthesizer(Protocol):
