@@ -12,12 +12,13 @@ from lib.voices import artefacts, synth as voices
 from lib.techniques import distill
 from lib.techniques import export
 from lib.voices import parts
+from lib.voices import piper_torch
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     onnx, config = voices.joe_paths()
-    teacher = voices.load_piper_torch(onnx)
+    teacher = piper_torch.load_piper_torch(onnx)
     dec = distill.decoder_student(teacher, 64, "prune")
     out = tmp_path_factory.mktemp("student")
     artefacts.save_part(parts.finalize(dec), out, "decoder", parts.decoder_build(teacher, 64))

@@ -8,6 +8,7 @@ from lib.runtimes import backends, engines
 from lib.techniques import export
 
 from lib.harness import scenarios
+from lib.voices import piper_torch
 
 
 class FakeEngine(engines.Engine):
@@ -90,7 +91,7 @@ def test_noise_of_an_item_does_not_depend_on_the_rest_of_its_batch():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from lib.voices import synth as voices
-    model = voices.load_piper_torch(voices.joe_paths()[0])
+    model = piper_torch.load_piper_torch(voices.joe_paths()[0])
     paths = export.export_noise_input(model, tmp_path_factory.mktemp("noise"), chunk_frames=32, context_frames=16)
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     ids = [fe.phoneme_ids(t)[0] for t in ("The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.")]

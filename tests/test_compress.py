@@ -7,6 +7,7 @@ from lib.techniques import compress
 from lib.core import text
 
 from lib.voices import synth as voices
+from lib.voices import piper_torch
 
 
 def _convnet():
@@ -65,7 +66,7 @@ def test_torch_dynamic_int8_converts_linear_only():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    model = voices.load_piper_torch(voices.joe_paths()[0])
+    model = piper_torch.load_piper_torch(voices.joe_paths()[0])
     return compress.export_onnx(model, tmp_path_factory.mktemp("onnx") / "fp32.onnx")
 
 
@@ -161,7 +162,7 @@ def test_split_voice_matches_the_whole_model(tmp_path):
     """Text -> latent in ORT, decoder in static 96-frame windows: same length as the whole model and the chunk
     borders inaudible (PESQ-WB >= 4.0 against the unchunked output, f32 and, where the CPU has it, bf16; else bf16 is refused by name)."""
     from lib.harness import metrics
-    model = voices.load_piper_torch(voices.joe_paths()[0])
+    model = piper_torch.load_piper_torch(voices.joe_paths()[0])
     latent, decoder = compress.export_split(model, tmp_path, chunk_frames=64, context_frames=16)
     assert decoder.name == "decoder_96.onnx"
     q = dict(noise_scale=0.0, noise_w=0.0, normalize=False, threads=2)

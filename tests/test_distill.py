@@ -8,11 +8,12 @@ from lib.techniques import distill, finetune
 from lib.voices import synth as voices
 from lib.training import batches
 from lib.voices import parts
+from lib.voices import piper_torch
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    return voices.load_piper_torch(voices.joe_paths()[0])
+    return piper_torch.load_piper_torch(voices.joe_paths()[0])
 
 
 def test_decoder_students_have_the_asked_width(teacher):

@@ -10,6 +10,9 @@ from lib.harness import metrics
 
 from lib.report import report
 from lib.training import batches
+from lib.techniques import adapt_targets
+from lib.voices import piper_torch
+from lib.report import verdicts
 
 
 def _tiny():
@@ -80,19 +83,19 @@ def _harmonic(f0: float = 120.0, sr: int = 22050, seconds: float = 1.0):
 
 def test_voice_shift_moves_pitch_by_the_interval_and_keeps_length():
     x = _harmonic()
-    y = finetune.VoiceShift(semitones=3.0, formant_ratio=1.1)(x, 22050)
+    y = adapt_targets.VoiceShift(semitones=3.0, formant_ratio=1.1)(x, 22050)
     assert y.shape == x.shape and np.isfinite(y).all()
     assert metrics.f0_shift_semitones([x], [y], 22050) == pytest.approx(3.0, abs=0.3)
-    same = finetune.VoiceShift(semitones=0.0, formant_ratio=1.0)(x, 22050)
+    same = adapt_targets.VoiceShift(semitones=0.0, formant_ratio=1.0)(x, 22050)
     assert abs(metrics.f0_shift_semitones([x], [same], 22050)) < 0.3
     with pytest.raises(ValueError, match="too short"):
-        finetune.VoiceShift()(x[:50], 22050)
+        adapt_targets.VoiceShift()(x[:50], 22050)
 
 
 def test_formant_stretch_moves_the_envelope_up():
     x = _harmonic()
     env = metrics.mean_envelope_db(x, 22050)
-    up = metrics.mean_envelope_db(finetune.VoiceShift(semitones=0.0, formant_ratio=1.3)(x, 22050), 22050)
+    up = metrics.mean_envelope_db(adapt_targets.VoiceShift(semitones=0.0, formant_ratio=1.3)(x, 22050), 22050)
     freqs = np.linspace(0, 11025, env.size)
     band = lambda e: float(np.sum(10 ** (e / 10) * freqs) / np.sum(10 ** (e / 10)))  # noqa: E731
     assert band(up) > band(env) * 1.1
@@ -115,7 +118,7 @@ def joe():
     from lib.voices import synth as voices
     torch.set_num_threads(2)
     onnx, cfg = voices.joe_paths()
-    model = voices.load_piper_torch(onnx)
+    model = piper_torch.load_piper_torch(onnx)
     ids = voices.PiperFrontend(cfg).phoneme_ids("A small dog ran home.")[0]
     return model, ids
 
@@ -173,7 +176,7 @@ def test_adapter_trains_merges_saves_and_loads(joe, tmp_path, method):
     if method == "qlora" and not compress.bitsandbytes_status("nf4", "cpu")[0]:
         pytest.skip("bitsandbytes NF4 does not run on this CPU")
     model, ids = joe
-    data = _one_segment_set(model, ids, target=finetune.VoiceShift(semitones=2.0))
+    data = _one_segment_set(model, ids, target=adapt_targets.VoiceShift(semitones=2.0))
     torch.manual_seed(0)
     a = finetune.prepare(model, method, rank=4)
     if method == "qlora":
@@ -222,16 +225,16 @@ def test_adaptation_verdict_one_line_per_target():
         {"variant": "lora-r8", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.02},
         {"variant": "qlora-r8", "secs": 0.74, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": np.nan},
         {"variant": "lora-r8-unmerged", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.3}])
-    v = report.adaptation_verdict(rows, target="target-speaker")
+    v = verdicts.adaptation_verdict(rows, target="target-speaker")
     assert v["met"] == {"full": True, "lora": True, "qlora": True, "speed": True}, v["lines"]
     assert len(v["lines"]) == 4 and all(len(re.findall(r"target (?:met|missed)", x)) == 1 for x in v["lines"])
     assert "needed 0.700" in v["lines"][0] and "lora-r8 reaches 87%" in v["lines"][1] and "unmerged lora-r8 1.300" in v["lines"][3]
     worse = rows.assign(secs=[0.50, 0.90, 0.65, 0.55, 0.50, 0.55], wer=[0.05, 0.10, 0.30, 0.14, 0.14, 0.14],
                         rtf_ratio=[1.0, np.nan, 1.0, 1.2, np.nan, 1.3])
-    v = report.adaptation_verdict(worse, target="target-speaker")
+    v = verdicts.adaptation_verdict(worse, target="target-speaker")
     assert v["met"] == {"full": False, "lora": False, "qlora": False, "speed": False}
     assert "WER 0.300 (bound 0.150)" in v["lines"][0] and "33%" in v["lines"][1] and "-9.1%" in v["lines"][2]
-    nothing = report.adaptation_verdict(rows[rows["variant"] != "full"], target="target-speaker")
+    nothing = verdicts.adaptation_verdict(rows[rows["variant"] != "full"], target="target-speaker")
     assert not any(nothing["met"][k] for k in ("full", "lora", "qlora")) and "no SECS for full" in nothing["lines"][0]
 
 
@@ -268,7 +271,7 @@ def test_recorded_adaptations_load_their_target_only_and_name_the_rest(joe, tmp_
 def test_speaker_target_moves_another_voice_onto_the_teacher_timing():
     from lib.voices import synth as voices
     teacher = voices.load_voice(backend="ort-cpu", threads=1, noise_scale=0.0, noise_w=0.0)
-    target = finetune.SpeakerTarget(voices.load_voice("kokoro-82m", threads=1))
+    target = adapt_targets.SpeakerTarget(voices.load_voice("kokoro-82m", threads=1))
     sentence = "The birch canoe slid on the smooth planks."
     a = teacher.synthesize(sentence)
     y = target(a.samples, a.sample_rate, sentence)

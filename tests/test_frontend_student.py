@@ -10,13 +10,14 @@ from lib.techniques import distill, frontend_student as fs
 
 from lib.training import loop as training
 from lib.techniques import export
+from lib.voices import piper_torch
 
 SENTENCE = "The boy was there when the sun rose."
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    return voices.load_piper_torch(voices.joe_paths()[0])
+    return piper_torch.load_piper_torch(voices.joe_paths()[0])
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 from lib.core import params
 
 from lib.voices import synth as voices
+from lib.voices import piper_torch
 
 SHAPES = {
     # piper's x_low: hidden/inter 96, filter 384, the low decoder; 16 kHz
@@ -86,7 +87,7 @@ def made(tmp_path_factory):
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_own_voice_loads_rebuilds_and_matches(made, shape):
     onnx_path, config_path = made[shape]
-    hp = voices.load_piper_torch(onnx_path).hparams
+    hp = piper_torch.load_piper_torch(onnx_path).hparams
     want = dict(SHAPES[shape])
     assert hp["hidden_channels"] == want["hidden_channels"] and hp["filter_channels"] == want["filter_channels"]
     assert hp["resblock"] == want["resblock"] and hp["upsample_rates"] == want["upsample_rates"]
@@ -110,7 +111,7 @@ def test_own_voice_loads_rebuilds_and_matches(made, shape):
 
 def test_speaker_out_of_range_is_named(made):
     onnx_path, config_path = made["multi"]
-    with pytest.raises(voices.VoiceFileError, match="speaker id 7 is out of range.*3 speaker"):
+    with pytest.raises(piper_torch.VoiceFileError, match="speaker id 7 is out of range.*3 speaker"):
         voices.load_voice(model_path=onnx_path, config_path=config_path, speaker_id=7)
 
 
@@ -123,8 +124,8 @@ def test_unmappable_graph_fails_naming_what(made, tmp_path):
             init.name = "renamed.weight"
     broken = tmp_path / "broken.onnx"
     onnx.save(model, str(broken))
-    with pytest.raises(voices.VoiceFileError, match="broken.onnx: cannot read a Piper VITS architecture.*enc_p.proj.weight"):
-        voices.load_piper_torch(broken)
+    with pytest.raises(piper_torch.VoiceFileError, match="broken.onnx: cannot read a Piper VITS architecture.*enc_p.proj.weight"):
+        piper_torch.load_piper_torch(broken)
 
 
 def test_profile_voice_file_points_every_notebook_at_it(made, tmp_path, monkeypatch):

@@ -17,11 +17,12 @@ from lib.jobs import train_job
 from lib.voices import synth as voices
 from lib.training import batches
 from lib.voices import parts
+from lib.voices import piper_torch
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    return voices.load_piper_torch(voices.joe_paths()[0])
+    return piper_torch.load_piper_torch(voices.joe_paths()[0])
 
 
 @pytest.fixture(scope="module")

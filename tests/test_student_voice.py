@@ -12,11 +12,12 @@ from lib.runtimes import engines as eng
 from lib.voices import istft_decoder, synth as voices
 
 from lib.harness import scenarios
+from lib.voices import piper_torch
 
 
 @pytest.fixture(scope="module")
 def student():
-    teacher = voices.load_piper_torch(voices.joe_paths()[0])
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     torch.manual_seed(0)
     dec = istft_decoder.FrameRateDecoder(192, dim=64, blocks=2)
     return distill.with_parts(teacher, decoder=dec, flow=distill.flow_student(teacher, 32, n_layers=2),

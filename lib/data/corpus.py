@@ -11,7 +11,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from lib.core.results import atomic_write_text
-from lib.core.audio import AudioFileError, read_audio, read_wav, write_wav  # noqa: F401
+from lib.core.audio import AudioFileError, read_audio, read_wav, write_wav
 from lib.core.text import Sentence
 
 

@@ -89,13 +89,14 @@ def _count_from(work: Path, args, name: str, config: dict | None) -> None:
 
 
 def students(args) -> None:
+    from lib.voices import piper_torch
     from lib.voices import parts
     from lib.techniques import compress, distill
     from lib.voices import synth as voices
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     onnx_path, _ = voices.joe_paths()
-    teacher = voices.load_piper_torch(onnx_path)  # stays on the CPU: it only makes the training targets
+    teacher = piper_torch.load_piper_torch(onnx_path)  # stays on the CPU: it only makes the training targets
     _write_run(work, args, recipe="adversarial")
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     init = Path(args.init_from) if args.init_from else None
@@ -152,6 +153,7 @@ def regress(args) -> None:
     artefact (--init-from) whose config keeps the channel choice."""
     import copy
     import numpy as np
+    from lib.voices import piper_torch
     from lib.training import batches
     from lib.voices import parts
     from lib.techniques import distill
@@ -162,7 +164,7 @@ def regress(args) -> None:
     work = Path(args.work)
     name = f"dec{args.width}-regress"
     (work / name).mkdir(parents=True, exist_ok=True)
-    teacher = voices.load_piper_torch(voices.joe_paths()[0])
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     teacher_dec = parts.finalize(copy.deepcopy(teacher.dec))
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     keep_file = work / name / "keep.json"
@@ -207,13 +209,14 @@ def adapt(args) -> None:
     """Adaptation (notebook 02's methods) on the aligned set notebook 02 wrote (`--data`, safetensors), with the shared
     recipe and the F0 term; each finished method's adapter (PEFT) or weights (full) go to --work/adapters/<method>,
     which `pack` copies out. A re-run resumes every method from its state folder."""
+    from lib.voices import piper_torch
     from lib.training import batches
     from lib.techniques import finetune
     from lib.voices import synth as voices
     from lib.training.loop import Recipe
     work = Path(args.work)
     data = batches.AlignedSet.load(Path(args.data))
-    teacher = voices.load_piper_torch(voices.joe_paths()[0])
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     started = time.time()
     for name in args.methods:
         method, rank = finetune.parse_method(name)
@@ -237,13 +240,14 @@ def pack(args) -> None:
     """Copy each student's latest saved generator (folded, safetensors + config.json), curve and env to --out."""
     import pandas as pd
     from safetensors.torch import load_file
+    from lib.voices import piper_torch
     from lib.voices import parts
     from lib.harness import bench
     from lib.techniques import distill
     from lib.voices import synth as voices
     from lib.voices.artefacts import save_part
     work, out = Path(args.work), Path(args.out)
-    teacher = voices.load_piper_torch(voices.joe_paths()[0])
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     env = bench.environment(device=args.device)
     command = json.loads((work / "done.json").read_text())["command"] if (work / "done.json").exists() else "(running)"
     import shutil

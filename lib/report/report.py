@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from lib.core.results import OUTPUTS, load_results
-from lib.report.verdicts import adaptation_verdict, deltas, targets  # noqa: F401  (the notebooks' report.* names)
 
 REPORT_NOTEBOOK = "90_report"
 NOTEBOOK_TITLES = {

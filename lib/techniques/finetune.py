@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from lib.training.batches import AlignedSet, aligned_segments
-from lib.techniques.adapt_targets import ShiftedVoice, SpeakerTarget, VoiceShift  # noqa: F401  (finetune.* names of the notebooks)
 
 
 class VoicePath(torch.nn.Module):
@@ -286,7 +285,7 @@ def train_job(spec: dict):
     subprocess whose peak memory the harness measures (bench.training_peak_mb)."""
     import warnings
     warnings.filterwarnings("ignore")
-    from lib.voices.synth import load_piper_torch
+    from lib.voices.piper_torch import load_piper_torch
     teacher = load_piper_torch(Path(spec["onnx"]))
     data = AlignedSet.load(Path(spec["data"]))
     from lib.training.loop import Recipe

@@ -15,8 +15,7 @@ import numpy as np
 from lib.core import machine
 from lib.core import text as textmod
 from lib.core.audio import Audio
-from lib.voices.piper_torch import (TRAINING_ONLY_PREFIXES, VoiceFileError, check_file as _check_file,  # noqa: F401
-                          load_piper_torch, piper_hparams)
+from lib.voices.piper_torch import VoiceFileError, check_file as _check_file, load_piper_torch
 
 SENTENCE_SILENCE_S = 0.2
 
