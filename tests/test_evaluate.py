@@ -2,14 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.harness import evaluate
+from lib.harness import evaluate, metrics
 
 from lib.core import results, text
 from lib.core.audio import Audio
 
 
 def test_corpus_wer_counts_words_not_sentences():
-    r = evaluate.corpus_wer(["a b c d", "e"], ["a b c d", "x"])
+    r = metrics.corpus_wer(["a b c d", "e"], ["a b c d", "x"])
     assert r["wer"] == pytest.approx(1 / 5)
 
 

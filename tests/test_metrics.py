@@ -11,7 +11,15 @@ def test_wer_cer():
     r = metrics.wer_cer("the cat sat on the mat", "the cat sat on a mat")
     assert r["wer"] == pytest.approx(1 / 6)
     assert metrics.wer_cer("sold fifty bonds", "Sold 50 bonds.")["wer"] == 0.0
-    assert metrics.wer_cer("hello", "")["wer"] == 1.0
+    assert metrics.wer_cer("hello", "") == {"wer": 1.0, "cer": 1.0}
+
+
+def test_an_empty_transcript_scores_one_rule_per_clip_and_per_set():
+    """An empty transcript deletes its reference: 1.0 alone, and its words count as errors in a set."""
+    assert metrics.wer_cer("the cat sat", "?!") == {"wer": 1.0, "cer": 1.0}
+    r = metrics.corpus_wer(["a b c", "d e"], ["", "d e"])
+    assert r["wer"] == pytest.approx(3 / 5) and r["cer"] == pytest.approx(5 / 8)
+    assert metrics.corpus_wer(["a b c"], [""]) == metrics.wer_cer("a b c", "")
     with pytest.raises(ValueError, match="empty after normalisation"):
         metrics.wer_cer("?!", "x")
 
@@ -98,7 +106,7 @@ def test_whisper_base_offline(quiet_voices):
     asr = evaluate.make_asr("whisper-base", threads=2)
     sents = text.harvard_sentences([2])[:3]
     hyps = [asr.transcribe(a.samples, a.sample_rate) for a in (quiet_voices[0].synthesize(s.text) for s in sents)]
-    assert evaluate.corpus_wer([s.text for s in sents], hyps)["wer"] <= 0.2, hyps
+    assert metrics.corpus_wer([s.text for s in sents], hyps)["wer"] <= 0.2, hyps
 
 
 def test_pocketsphinx_runs(sample_clip):

@@ -13,6 +13,7 @@ from lib.voices import istft_decoder, synth as voices
 
 from lib.harness import scenarios
 from lib.voices import piper_torch
+from lib.core import audio as lab_audio
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_student_voice_runs_alike_in_pytorch_and_onnx_runtime(student, ids, tmp_
     ort_engine = eng.OnnxEngine(paths, "ort-cpu", threads=2)
     a, b = torch_engine.synth([ids], seed=3)[0], ort_engine.synth([ids], seed=3)[0]
     assert a.size == b.size > 22050 // 2
-    assert eng.snr_db(a, b) > 40, "the same voice, the same noise: the same audio"
+    assert lab_audio.snr_db(a, b) > 40, "the same voice, the same noise: the same audio"
     ready = export.npu_readiness(paths["decoder"])
     assert ready["static_ready"] and ready["random_ops"] == []
 
@@ -54,5 +55,5 @@ def test_streaming_the_frame_rate_decoder_needs_look_ahead_that_covers_its_recep
     for context in (24, 2):
         chunked = np.concatenate([c for _, c in scenarios.stream_latent(engine, z, 16, context)])
         assert chunked.size == whole.size
-        snr[context] = eng.snr_db(whole[inner], chunked[inner])
+        snr[context] = lab_audio.snr_db(whole[inner], chunked[inner])
     assert snr[24] > 60 and snr[2] < snr[24] - 20, snr

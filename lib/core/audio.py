@@ -131,3 +131,10 @@ def dtw_path(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     import librosa
     _, wp = librosa.sequence.dtw(X=a.T, Y=b.T, metric="euclidean")
     return wp[::-1]
+
+
+def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-noise ratio of `test` against `ref` in dB, over their common length (how equal two renderings of
+    the same audio are: engines, chunked against whole)."""
+    n = min(ref.size, test.size)
+    return float(10 * np.log10(np.sum(ref[:n] ** 2) / max(np.sum((ref[:n] - test[:n]) ** 2), 1e-20)))

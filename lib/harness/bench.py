@@ -268,10 +268,18 @@ def environment(threads: int | None = None, device: str = "cpu") -> dict:
     }
 
 
+def _sample_rate(model) -> int:
+    rate = getattr(model, "sample_rate", None)
+    if not rate:
+        raise ValueError("this voice does not say its sample rate (a piper_torch model reads it from <model>.onnx.json)")
+    return int(rate)
+
+
 def voice_cost(model, ids: Sequence[list[int]]) -> dict[str, float]:
-    """Parameters and GFLOP per second of audio of the voice, in all and by module (decoder, flow, text encoder,
-    duration predictor), over a few sentences."""
+    """Parameters and GFLOP per second of audio of the voice (at its own sample rate), in all and by module
+    (decoder, flow, text encoder, duration predictor), over a few sentences."""
     import torch
+    rate = _sample_rate(model)
     flops, audio_s = {}, 0.0
     for x in ids:
         out = []
@@ -282,7 +290,7 @@ def voice_cost(model, ids: Sequence[list[int]]) -> dict[str, float]:
 
         for k, v in flops_by_module(run, model).items():
             flops[k] = flops.get(k, 0.0) + v
-        audio_s += out[0].numel() / 22050
+        audio_s += out[0].numel() / rate
     return {"params": float(sum(p.numel() for p in model.parameters())),
             "gflop_per_audio_s": flops.get("total", np.nan) / audio_s / 1e9,
             **{f"{part}_gflop_per_audio_s": flops.get(part, np.nan) / audio_s / 1e9 for part in ("dec", "flow", "enc_p", "dp")}}
@@ -296,6 +304,7 @@ def module_times(model, ids: Sequence[list[int]], threads: int = 1, repeats: int
     the median over `repeats` passes, read by forward hooks on its top-level modules; with the machine's load while
     it ran (`status`, `reason`: a contended timing is marked, as every timing is)."""
     import torch
+    rate = _sample_rate(model)
     torch.set_num_threads(int(threads))
     spent: dict[str, list] = {k: [] for k in MODULES}
     start: dict[str, float] = {}
@@ -316,7 +325,7 @@ def module_times(model, ids: Sequence[list[int]], threads: int = 1, repeats: int
                     audio_s = 0.0
                     for x in ids:
                         out = model.infer(torch.tensor([x]), torch.tensor([len(x)]), noise_scale=0.0, noise_scale_w=0.0)[0]
-                        audio_s += out.numel() / 22050
+                        audio_s += out.numel() / rate
                     per_pass.append({k: sum(v) / audio_s for k, v in spent.items()})
     finally:
         for h in hooks:

@@ -14,7 +14,7 @@ from lib.core.audio import write_wav
 from lib.harness.judges import Judges, JudgeCache, PendingJudgement, judge, make_asr, speaker_similarity, worker_count  # noqa: F401
 from lib.core.machine import PrecisionUnavailable
 from lib.core.results import ResultWriter
-from lib.core.text import Sentence, normalize_for_wer
+from lib.core.text import Sentence
 from lib.core.audio import Audio
 
 QUALITY_METRICS = ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "wer", "cer"]
@@ -55,14 +55,6 @@ def synthesize_set(voice, sentences: Sequence[Sentence], audio_dir: Path | None 
     return out
 
 
-def corpus_wer(refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
-    """WER/CER over the whole set (errors summed over all words), after the shared normalisation."""
-    import jiwer
-    r = [normalize_for_wer(x) for x in refs]
-    h = [normalize_for_wer(x) or "<empty>" for x in hyps]
-    return {"wer": float(jiwer.wer(r, h)), "cer": float(jiwer.cer(r, h))}
-
-
 def aggregate(per_clip: pd.DataFrame, texts: dict[str, str]) -> dict[str, float]:
     """Mean DNSMOS and reference metrics, corpus-level WER/CER."""
     out = {}
@@ -70,7 +62,7 @@ def aggregate(per_clip: pd.DataFrame, texts: dict[str, str]) -> dict[str, float]
         if m in per_clip and per_clip[m].notna().any():
             out[m] = float(per_clip[m].mean())
     if "asr_hyp" in per_clip:
-        out.update(corpus_wer([texts[c] for c in per_clip["id"]], per_clip["asr_hyp"].fillna("").tolist()))
+        out.update(metrics.corpus_wer([texts[c] for c in per_clip["id"]], per_clip["asr_hyp"].fillna("").tolist()))
     if "audio_s" in per_clip:
         out["audio_s"] = float(per_clip["audio_s"].sum())
     return out

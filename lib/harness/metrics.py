@@ -152,13 +152,22 @@ class PocketsphinxAsr:
         return hyp.hypstr if hyp is not None else ""
 
 
-def wer_cer(reference: str, hypothesis: str) -> dict[str, float]:
-    """WER and CER as fractions after the one shared normalisation (lib.core.text.normalize_for_wer)."""
+def corpus_wer(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    """WER and CER as fractions over a set (errors summed over all words and characters), after the one shared
+    normalisation (lib.core.text.normalize_for_wer). The one rule for an empty transcript (nothing left after
+    normalisation): every word and character of its reference is deleted, so it scores WER = CER = 1 alone."""
     import jiwer
-    ref, hyp = textmod.normalize_for_wer(reference), textmod.normalize_for_wer(hypothesis)
-    if not ref:
-        raise ValueError(f"reference {reference!r} is empty after normalisation")
-    return {"wer": float(jiwer.wer(ref, hyp)) if hyp else 1.0, "cer": float(jiwer.cer(ref, hyp)) if hyp else 1.0}
+    refs = [textmod.normalize_for_wer(r) for r in references]
+    hyps = [textmod.normalize_for_wer(h or "") for h in hypotheses]
+    for raw, ref in zip(references, refs):
+        if not ref:
+            raise ValueError(f"reference {raw!r} is empty after normalisation")
+    return {"wer": float(jiwer.wer(refs, hyps)), "cer": float(jiwer.cer(refs, hyps))}
+
+
+def wer_cer(reference: str, hypothesis: str) -> dict[str, float]:
+    """WER and CER of one clip, by the same rules as `corpus_wer`."""
+    return corpus_wer([reference], [hypothesis])
 
 
 # --- reference metrics ------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lib.harness.bench import Timing
-from lib.runtimes.engines import Engine, windows  # noqa: F401  (windows: part of the streaming API)
+from lib.core.audio import snr_db
+from lib.runtimes.engines import Engine, windows
 
 # --- scenarios -----------------------------------------------------------------------------------------------
 
@@ -114,8 +115,7 @@ def chunk_fidelity(engine: Engine, queries: Sequence[Sequence[int]], chunk_frame
         chunked = np.concatenate([c for _, c in stream(engine, ids, chunk_frames, context_frames, seed=i)])
         n = min(whole.size, chunked.size)
         diff = whole[:n] - chunked[:n]
-        snr = 10 * np.log10(np.sum(whole[:n] ** 2) / max(np.sum(diff ** 2), 1e-20))
-        row = {"query": i, "max_abs_diff": float(np.max(np.abs(diff))), "snr_db": float(snr),
+        row = {"query": i, "max_abs_diff": float(np.max(np.abs(diff))), "snr_db": snr_db(whole, chunked),
                "length_diff_samples": int(whole.size - chunked.size)}
         try:
             from lib.harness.metrics import pesq_wb

@@ -287,11 +287,6 @@ def latent_windows(engine: Engine, queries: Sequence[Sequence[int]], chunk_frame
     return out
 
 
-def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
-    n = min(ref.size, test.size)
-    return float(10 * np.log10(np.sum(ref[:n] ** 2) / max(np.sum((ref[:n] - test[:n]) ** 2), 1e-20)))
-
-
 def windows(frames: int, chunk_frames: int, context_frames: int):
     """(start, keep) of each fixed-size decoder window over a latent of `frames` frames."""
     return [(s, min(chunk_frames, frames - s)) for s in range(0, frames, chunk_frames)]

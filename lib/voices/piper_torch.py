@@ -132,7 +132,17 @@ def build_piper_torch(onnx_path: Path):
     model.onnx_source = str(onnx_path)
     model.training_only_keys = skipped
     model.hparams = hp
+    model.sample_rate = voice_sample_rate(onnx_path)
     return model
+
+
+def voice_sample_rate(onnx_path: Path) -> int | None:
+    """The voice's output rate, from the config piper keeps beside the model (`<model>.onnx.json`); None without one."""
+    config = Path(str(onnx_path) + ".json")
+    if not config.is_file():
+        return None
+    import json
+    return int(json.loads(config.read_text())["audio"]["sample_rate"])
 
 
 def _find_weight(key: str, inits: dict, nodes: dict):
