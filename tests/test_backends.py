@@ -9,6 +9,7 @@ from lib.techniques import export
 
 from lib.harness import scenarios
 from lib.voices import piper_torch
+from lib.voices.synth import SCALES
 from lib.core import audio as lab_audio
 
 
@@ -182,14 +183,14 @@ def test_static_shape_latent_equals_the_dynamic_one(exported):
     frames = export.frames_budget(tb)
     dp, zn = export.make_noise([ids[0]], 192, seed=3)
     with torch.inference_mode():
-        z, y = export.latent_with_noise(model, torch.tensor([ids[0]]), torch.tensor([t]), engines.SCALES,
+        z, y = export.latent_with_noise(model, torch.tensor([ids[0]]), torch.tensor([t]), SCALES,
                                           torch.from_numpy(dp), torch.from_numpy(zn))
         x = torch.zeros(1, tb, dtype=torch.long)
         x[0, :t] = torch.tensor(ids[0])
         dpb, zb = torch.zeros(1, 2, tb), torch.zeros(1, 192, frames)
         dpb[:, :, :t], zb[:, :, :zn.shape[2]] = torch.from_numpy(dp), torch.from_numpy(zn)
         with export.StaticSplines():
-            zs, ys = export.latent_with_noise(model, x, torch.tensor([t]), engines.SCALES, dpb, zb, frames=frames)
+            zs, ys = export.latent_with_noise(model, x, torch.tensor([t]), SCALES, dpb, zb, frames=frames)
     assert int(ys) == int(y) and zs.shape[-1] == frames
     torch.testing.assert_close(zs[:, :, :int(y)], z, rtol=0, atol=1e-4)
     assert float(zs[:, :, int(y):].abs().max()) == 0.0, "frames past the utterance are masked"

@@ -14,6 +14,7 @@ import numpy as np
 from lib.harness.bench import Timing
 from lib.core.audio import snr_db
 from lib.runtimes.engines import Engine, windows
+from lib.voices.synth import CHUNK_FRAMES, CONTEXT_FRAMES
 
 # --- scenarios -----------------------------------------------------------------------------------------------
 
@@ -250,8 +251,8 @@ class SuiteConfig:
     max_seconds: float = 60.0
     batch_sizes: tuple = (1, 2, 4, 8, 16, 32, 64)
     offline_seconds: float = 2.0
-    chunk_frames: int = 64
-    context_frames: int = 16
+    chunk_frames: int = CHUNK_FRAMES
+    context_frames: int = CONTEXT_FRAMES
     fidelity_queries: int = 5
     energy_seconds: float = 5.0
     warmup: int = 3

@@ -9,12 +9,10 @@ import numpy as np
 
 from lib.core import machine
 from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_provider, ov_precision
+from lib.voices.synth import SCALES
 from lib.techniques.export import frames_budget, hop_length, latent_with_noise, make_noise, pad_batch, StaticSplines
 
 # --- engines: one interface over torch, ONNX Runtime and OpenVINO ----------------------------------------------
-
-SCALES = (0.667, 1.0, 0.8)
-
 
 class Engine:
     """Batch synthesis from phoneme ids with explicit noise, the latent alone, and a fixed-shape window decoder."""

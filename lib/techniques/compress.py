@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from lib.voices.synth import SCALES
+
 PRUNABLE = ("Conv1d", "ConvTranspose1d", "Linear", "Conv2d")
 
 
@@ -116,7 +118,7 @@ def export_onnx(model, path: Path, opset: int = 15) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = Infer(model).eval()
     x = torch.randint(1, model.n_vocab, (1, 50), dtype=torch.long)
-    args = (x, torch.tensor([50], dtype=torch.long), torch.tensor([0.667, 1.0, 0.8]))
+    args = (x, torch.tensor([50], dtype=torch.long), torch.tensor(SCALES))
     tmp = path.with_suffix(".tmp.onnx")
     import warnings
     with warnings.catch_warnings(), torch.no_grad():
@@ -161,7 +163,7 @@ def export_split(model, out_dir: Path, chunk_frames: int, context_frames: int, o
     import warnings
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Latent(model).eval(), (x, torch.tensor([50]), torch.tensor([0.667, 1.0, 0.8])), str(latent),
+        torch.onnx.export(Latent(model).eval(), (x, torch.tensor([50]), torch.tensor(SCALES)), str(latent),
                           dynamo=False, opset_version=opset, input_names=["input", "input_lengths", "scales"],
                           output_names=["z"], dynamic_axes={"input": {1: "phonemes"}, "z": {2: "frames"}})
         z = torch.zeros(1, model.dec.conv_pre.in_channels, chunk_frames + 2 * context_frames)

@@ -11,6 +11,7 @@ from typing import Sequence
 
 from lib.training.batches import Latents
 from lib.voices.parts import build_part, decoder_build, finalize, flow_build
+from lib.voices.synth import NOISE_SCALE
 
 
 def decoder_width(decoder) -> int:
@@ -70,7 +71,7 @@ class FlowPairs:
     z: list
 
 
-def flow_pairs(model, phoneme_ids: Sequence[list[int]], noise_scale: float = 0.667, noise_w: float = 0.0,
+def flow_pairs(model, phoneme_ids: Sequence[list[int]], noise_scale: float = NOISE_SCALE, noise_w: float = 0.0,
                draws: int = 2, seed: int = 0) -> FlowPairs:
     """Teacher flow inputs and outputs on the synthetic sentences, `draws` prior samples each (with sampling
     noise, so the student sees the spread it will meet at inference)."""

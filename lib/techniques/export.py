@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from lib.voices.artefacts import ArtefactError, need_file
+from lib.voices.synth import CHUNK_FRAMES, CONTEXT_FRAMES, SCALES
 
 SHARD_MB = 15.0
 
@@ -155,7 +156,7 @@ def _noise_modules(model):
     return Full(model).eval(), Latent(model).eval()
 
 
-def export_noise_input(model, out_dir: Path, chunk_frames: int = 64, context_frames: int = 16,
+def export_noise_input(model, out_dir: Path, chunk_frames: int = CHUNK_FRAMES, context_frames: int = CONTEXT_FRAMES,
                        opset: int = 17) -> dict[str, Path]:
     """Three ONNX files with no random op inside (TensorRT and NPU compilers reject RandomNormalLike):
     `voice_noise.onnx` (text + noise -> audio, y_lengths; dynamic batch and length), `latent_noise.onnx`
@@ -168,7 +169,7 @@ def export_noise_input(model, out_dir: Path, chunk_frames: int = 64, context_fra
     full, latent = _noise_modules(model)
     x, lengths = pad_batch([list(range(1, 41)), list(range(1, 31))])
     dp_noise, z_noise = make_noise([list(range(40))] * 2, model.hparams["inter_channels"], 0)
-    args = (torch.from_numpy(x), torch.from_numpy(lengths), torch.tensor([0.667, 1.0, 0.8]),
+    args = (torch.from_numpy(x), torch.from_numpy(lengths), torch.tensor(SCALES),
             torch.from_numpy(dp_noise), torch.from_numpy(z_noise))
     names = ["input", "input_lengths", "scales", "dp_noise", "z_noise"]
     axes = {"input": {0: "batch", 1: "phonemes"}, "input_lengths": {0: "batch"},

@@ -18,6 +18,9 @@ from lib.core.audio import Audio
 from lib.voices.piper_torch import VoiceFileError, check_file as _check_file, load_piper_torch
 
 SENTENCE_SILENCE_S = 0.2
+NOISE_SCALE, LENGTH_SCALE, NOISE_W = 0.667, 1.0, 0.8  # piper's inference scales (its voice configs' defaults)
+SCALES = (NOISE_SCALE, LENGTH_SCALE, NOISE_W)  # in the order of piper's ONNX `scales` input
+CHUNK_FRAMES, CONTEXT_FRAMES = 64, 16  # streaming: latent frames decoded per chunk, and the context on each side
 
 
 class Synthesizer(Protocol):
@@ -130,9 +133,9 @@ class PiperBase:
     """Common text handling: split, phonemize, synthesize each sentence, peak-normalise, join with silence."""
     model_path: Path
     config_path: Path
-    noise_scale: float = 0.667
-    length_scale: float = 1.0
-    noise_w: float = 0.8
+    noise_scale: float = NOISE_SCALE
+    length_scale: float = LENGTH_SCALE
+    noise_w: float = NOISE_W
     threads: int = 1
     normalize: bool = True
     name: str = "piper-joe"
@@ -265,8 +268,8 @@ class PiperSplitVoice(PiperBase):
     are not heard when the context covers the decoder's receptive field. The same chunks serve streaming: the
     first audio is ready after one chunk."""
     decoder_path: Path = None
-    chunk_frames: int = 64
-    context_frames: int = 16
+    chunk_frames: int = CHUNK_FRAMES
+    context_frames: int = CONTEXT_FRAMES
     decoder_backend: str = "openvino-cpu"
     precision: str = "bf16"
     backend: str = "split"
