@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib.voices import artefacts, synth as voices
-
-from lib.techniques import distill
-from lib.techniques import export
-from lib.voices import parts
-from lib.voices import piper_torch
+from lib.voices import artefacts, parts, piper_torch, synth as voices
+from lib.techniques import distill, export
 
 
 @pytest.fixture(scope="module")

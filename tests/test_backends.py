@@ -3,14 +3,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.runtimes import backends, engines
-
-from lib.techniques import export
-
-from lib.harness import scenarios
+from lib.core import audio as lab_audio
 from lib.voices import piper_torch
 from lib.voices.synth import SCALES
-from lib.core import audio as lab_audio
+from lib.techniques import export
+from lib.runtimes import backends, engines
+from lib.harness import scenarios
 
 
 class FakeEngine(engines.Engine):

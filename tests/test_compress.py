@@ -2,12 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from lib.techniques import compress
-
 from lib.core import text
-
-from lib.voices import synth as voices
-from lib.voices import piper_torch
+from lib.voices import piper_torch, synth as voices
+from lib.techniques import compress
 
 
 def _convnet():

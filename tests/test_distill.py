@@ -3,12 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from lib.techniques import distill, finetune
-
-from lib.voices import synth as voices
+from lib.voices import parts, piper_torch, synth as voices
 from lib.training import batches
-from lib.voices import parts
-from lib.voices import piper_torch
+from lib.techniques import distill, finetune
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.harness import evaluate, metrics
-
 from lib.core import results, text
 from lib.core.audio import Audio
+from lib.harness import evaluate, metrics
 
 
 def test_corpus_wer_counts_words_not_sentences():

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from lib.data import features
-
 from lib.voices import synth as voices
 
 

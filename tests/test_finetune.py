@@ -4,15 +4,11 @@ import re
 import numpy as np
 import torch
 
-from lib.techniques import finetune
-
-from lib.harness import metrics
-
-from lib.report import report
-from lib.training import batches
-from lib.techniques import adapt_targets
 from lib.voices import piper_torch
-from lib.report import verdicts
+from lib.training import batches
+from lib.techniques import adapt_targets, finetune
+from lib.harness import metrics
+from lib.report import report, verdicts
 
 
 def _tiny():

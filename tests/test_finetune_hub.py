@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from lib.techniques import finetune, speecht5
-
-from lib.voices import hub
-
-from lib.jobs import speecht5_bench
-
 from lib.core import text
 from lib.core.audio import Audio
+from lib.voices import hub
+from lib.techniques import finetune, speecht5
+from lib.jobs import speecht5_bench
+
+
 from tests import tiny_hub
 
 

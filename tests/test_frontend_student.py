@@ -4,13 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from lib.voices import artefacts, synth as voices
-
-from lib.techniques import distill, frontend_student as fs
-
+from lib.voices import artefacts, piper_torch, synth as voices
 from lib.training import loop as training
-from lib.techniques import export
-from lib.voices import piper_torch
+from lib.techniques import distill, export, frontend_student as fs
+
 
 SENTENCE = "The boy was there when the sun rose."
 

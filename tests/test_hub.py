@@ -5,9 +5,9 @@ import sys
 import numpy as np
 import pytest
 
+from lib.core import text
 from lib.voices import hub
 
-from lib.core import text
 from tests import tiny_hub
 
 

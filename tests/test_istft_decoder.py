@@ -5,9 +5,7 @@ import pytest
 import torch
 
 from lib.voices import istft_decoder
-
-from lib.training import loop as training
-from lib.training import batches
+from lib.training import batches, loop as training
 
 
 @pytest.mark.parametrize("n_fft,hop", [(1024, 256), (16, 4)])

@@ -3,12 +3,11 @@ missing precision is faked here, so the path is checked on machines that do have
 import pandas as pd
 import pytest
 
-from lib.harness import evaluate
-
 from lib.core import machine, results, text
 from lib.core.audio import Audio
-
 from lib.voices import synth as voices
+from lib.harness import evaluate
+
 
 NO_BF16 = {"fpu", "sse4_2", "avx", "avx2", "fma"}
 AMX = NO_BF16 | {"avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"}

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from lib.core import machine, params, results
-
 from lib.report import report
+
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from lib.core import params
+from lib.voices import piper_torch, synth as voices
 
-from lib.voices import synth as voices
-from lib.voices import piper_torch
 
 SHAPES = {
     # piper's x_low: hidden/inter 96, filter 384, the low decoder; 16 kHz

@@ -8,16 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
+from lib.voices import parts, piper_torch, synth as voices
+from lib.training import batches, ledger
 from lib.techniques import channel_prune, distill, finetune, regress_recipe
-
-from lib.training import ledger
-
 from lib.jobs import train_job
-
-from lib.voices import synth as voices
-from lib.training import batches
-from lib.voices import parts
-from lib.voices import piper_torch
 
 
 @pytest.fixture(scope="module")

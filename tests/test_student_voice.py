@@ -5,15 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from lib.techniques import distill, export, frontend_student as fs
-
-from lib.runtimes import engines as eng
-
-from lib.voices import istft_decoder, synth as voices
-
-from lib.harness import scenarios
-from lib.voices import piper_torch
 from lib.core import audio as lab_audio
+from lib.voices import istft_decoder, piper_torch, synth as voices
+from lib.techniques import distill, export, frontend_student as fs
+from lib.runtimes import engines as eng
+from lib.harness import scenarios
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,10 @@ import json
 
 import torch
 
-from lib.voices import artefacts, synth as voices
-
-from lib.techniques import distill
-
-from lib.jobs import train_job
+from lib.voices import artefacts, piper_torch, synth as voices
 from lib.training import batches
-from lib.techniques import adapt_targets
-from lib.voices import piper_torch
+from lib.techniques import adapt_targets, distill
+from lib.jobs import train_job
 
 
 def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from lib.core import text
+from lib.voices import piper_torch, synth as voices
 
-from lib.voices import synth as voices
-from lib.voices import piper_torch
 
 SENTENCES = text.harvard_sentences([1])[:3]
 
