@@ -9,6 +9,7 @@ from lib.core import text
 from lib.core.audio import Audio
 from lib.voices import hub
 from lib.techniques import finetune, speecht5
+from lib.harness.judges import Judges
 from lib.jobs import speecht5_bench
 
 
@@ -90,7 +91,7 @@ def test_speecht5_track_runs_end_to_end_on_the_tiny_model(setup, tmp_path, monke
     vocoder_dir = model_dir.parent / "speecht5_hifigan"
     data = tiny_hub.tiny_speech_dataset(tmp_path / "lj", "ljspeech", n=4, sr=16000)
     w = results.ResultWriter("t", "nb")
-    judges = evaluate.Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=tmp_path / "c.sqlite")
+    judges = Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=tmp_path / "c.sqlite")
     table, curves, per_clip = speecht5_bench.speecht5_track(
         str(model_dir), str(vocoder_dir), "ljspeech", ["full", "lora-r4", "qlora-r4"], 4, tmp_path / "work", judges, w,
         train_limit=3, eval_limit=1, speaker=xvec, source=str(data), progress=False)

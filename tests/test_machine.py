@@ -7,6 +7,7 @@ from lib.core import machine, results, text
 from lib.core.audio import Audio
 from lib.voices import synth as voices
 from lib.harness import evaluate
+from lib.harness.judges import Judges
 
 
 NO_BF16 = {"fpu", "sse4_2", "avx", "avx2", "fma"}
@@ -49,7 +50,7 @@ def test_harness_records_absent_rows_and_carries_on(cpu_without_bf16, tmp_path, 
     writer = results.ResultWriter("t", "nb")
     sentences = text.harvard_sentences([1])[:2]
     per_clip, speed = evaluate.evaluate_variants(
-        variants, sentences, evaluate.Judges(asr=None, dnsmos=False, workers=1), writer, model="piper-joe",
+        variants, sentences, Judges(asr=None, dnsmos=False, workers=1), writer, model="piper-joe",
         baseline="fp32", settings=dict(noise_scale=0.667, noise_w=0.8, length_scale=1.0), threads=1,
         speed_sentences=1, warmup=0, memory=False, paired=True)
     assert sorted(builds) == ["fp32", "openvino-bf16", "openvino-f32"]

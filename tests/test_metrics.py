@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from lib.harness import evaluate, metrics
+from lib.harness.judges import make_asr, speaker_similarity
 
 
 def test_wer_cer():
@@ -103,7 +104,7 @@ def test_whisper_base_offline(quiet_voices):
     from lib.core import text
     path = metrics.whisper_base_dir()
     assert (path / "model.bin").stat().st_size > 100e6
-    asr = evaluate.make_asr("whisper-base", threads=2)
+    asr = make_asr("whisper-base", threads=2)
     sents = text.harvard_sentences([2])[:3]
     hyps = [asr.transcribe(a.samples, a.sample_rate) for a in (quiet_voices[0].synthesize(s.text) for s in sents)]
     assert metrics.corpus_wer([s.text for s in sents], hyps)["wer"] <= 0.2, hyps
@@ -111,10 +112,10 @@ def test_whisper_base_offline(quiet_voices):
 
 def test_pocketsphinx_runs(sample_clip):
     text, a = sample_clip
-    hyp = evaluate.make_asr("pocketsphinx").transcribe(a.samples, a.sample_rate)
+    hyp = make_asr("pocketsphinx").transcribe(a.samples, a.sample_rate)
     assert metrics.wer_cer(text, hyp)["wer"] < 0.6, hyp
     with pytest.raises(ValueError, match="unknown ASR"):
-        evaluate.make_asr("siri")
+        make_asr("siri")
 
 
 def test_reference_metrics_of_a_too_short_clip_are_nan_not_an_error():
@@ -138,12 +139,12 @@ def test_speaker_similarity_tells_speakers_apart(ort_voice):
     again = [ort_voice.synthesize(t) for t in lines]
     kokoro = voices.load_voice("kokoro-82m", speaker="jf_alpha", threads=2)
     other = [kokoro.synthesize(t) for t in lines]
-    s, ceiling = evaluate.speaker_similarity({"joe": again, "kokoro": other}, joe)
+    s, ceiling = speaker_similarity({"joe": again, "kokoro": other}, joe)
     assert s["joe"] > s["kokoro"] + 0.1 and 0.6 < ceiling < 0.99
     enc = metrics.SpeakerEncoder()
     e = [enc(a.samples, a.sample_rate) for a in joe]
     assert metrics.secs(e, e, exclude_same_index=True) < metrics.secs(e, e)
     with pytest.raises(ValueError, match="same sentences"):
-        evaluate.speaker_similarity({"short": joe[:2]}, joe)
+        speaker_similarity({"short": joe[:2]}, joe)
     with pytest.raises(ValueError, match="too short"):
         enc(np.zeros(1000, dtype=np.float32) + 0.01, 16000)

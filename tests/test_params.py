@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from lib.core import params
+from lib.harness.judges import make_asr
 
 
 def test_shipped_profiles_fit_their_notebooks():
@@ -76,4 +77,4 @@ def test_full_profile_names_only_known_hub_models_and_asr():
     assert p["ground_truth"] in hub.HUB_DATASETS
     assert p["asr"].startswith("hf:")
     with pytest.raises(ValueError, match="unknown ASR 'hf-nope'"):
-        evaluate.make_asr("hf-nope")
+        make_asr("hf-nope")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from lib.harness import bench, metrics
 from lib.core.audio import write_wav
-from lib.harness.judges import Judges, JudgeCache, PendingJudgement, judge, make_asr, speaker_similarity, worker_count  # noqa: F401
+from lib.harness.judges import Judges, PendingJudgement, judge
 from lib.core.machine import PrecisionUnavailable
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence
