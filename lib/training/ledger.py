@@ -1,5 +1,5 @@
-"""The training ledger, `outputs/recorded/training_ledger.csv`: one row per packed checkpoint of a long run (lib.
-train_job pack), with its cumulative machine-hours across sessions and its held-out quality; read by notebook 04
+"""The training ledger, `outputs/recorded/training_ledger.csv`: one row per packed checkpoint of a long run
+(lib.jobs.train_job pack), with its cumulative machine-hours across sessions and its held-out quality; read by notebook 04
 and the report, which plot quality against machine-hours and say what the last doubling of hours bought."""
 from __future__ import annotations
 
