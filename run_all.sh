@@ -9,9 +9,9 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 PY="${PYTHON:-python}"
-# Long training runs on this machine (python -m lib.train_job) pause while the notebooks run: hold the timing lock.
+# Long training runs on this machine (python -m lib.jobs.train_job) pause while the notebooks run: hold the timing lock.
 if [ -z "${TTS_LAB_RUN_ALL_HOLDS:-}" ]; then
-  TTS_LAB_RUN_ALL_HOLDS=1 exec "$PY" -m lib.pause hold -- bash "$PWD/$(basename "$0")" "$@"
+  TTS_LAB_RUN_ALL_HOLDS=1 exec "$PY" -m lib.core.pause hold -- bash "$PWD/$(basename "$0")" "$@"
 fi
 PROFILE="${1:-default}"
 shift || true
@@ -32,7 +32,7 @@ export PYTHONWARNINGS=ignore
 export TQDM_DELAY="${TQDM_DELAY:-5}" TQDM_MININTERVAL="${TQDM_MININTERVAL:-30}"
 export TTS_LAB_COMMAND="./run_all.sh $PROFILE${PICK[*]:+ ${PICK[*]}}"  # each metrics.json keeps it
 # The profile's own Piper voice (params/PROFILE/voice.yaml), if it names one; else en_US-joe-medium.
-if ! voice_env=$("$PY" -m lib.params voice-env "$PROFILE"); then exit 2; fi
+if ! voice_env=$("$PY" -m lib.core.params voice-env "$PROFILE"); then exit 2; fi
 eval "$voice_env"
 [ -z "$voice_env" ] || echo "voice: ${TTS_LAB_VOICE} (speaker ${TTS_LAB_SPEAKER})"
 
@@ -52,7 +52,7 @@ fi
 REPORT="notebooks/90_report.ipynb"
 # Before the long part: roughly how long this profile takes here (a few seconds of calibration against its recorded run)
 NAMES=(); for nb in "${NOTEBOOKS[@]}"; do NAMES+=("$(basename "$nb" .ipynb)"); done
-"$PY" -m lib.eta "$PROFILE" "${NAMES[@]}" --json "$OUT/eta.json" || echo "(no time estimate: the calibration failed)"
+"$PY" -m lib.jobs.eta "$PROFILE" "${NAMES[@]}" --json "$OUT/eta.json" || echo "(no time estimate: the calibration failed)"
 eta_of() { "$PY" -c "import json,sys; e=json.load(open(sys.argv[1]))['estimate_s']; print(f', about {e[sys.argv[2]]/60:.1f} min' if sys.argv[2] in e else '')" "$OUT/eta.json" "$1" 2>/dev/null; }
 failures=()
 status_json=$(cat "$OUT/run_status.json" 2>/dev/null || echo "{}")
@@ -64,7 +64,7 @@ for nb in "${NOTEBOOKS[@]}"; do
   i=$((i + 1))
   echo "[$i/${#NOTEBOOKS[@]}] $name ($PROFILE$(eta_of "$name"))"
   t0=$(date +%s)
-  if ! "$PY" -m lib.params check-one "$PROFILE/$name"; then
+  if ! "$PY" -m lib.core.params check-one "$PROFILE/$name"; then
     failures+=("$name (bad parameters)")
     st=failed
   else
@@ -83,16 +83,16 @@ for nb in "${NOTEBOOKS[@]}"; do
   secs=$(( $(date +%s) - t0 ))
   echo "    -> $st in ${secs}s"
   status_json=$("$PY" -c "import json,sys; d=json.loads(sys.argv[1]); d[sys.argv[2]]={'status':sys.argv[3],'seconds':int(sys.argv[4])}; print(json.dumps(d))" "$status_json" "$name" "$st" "$secs")
-  "$PY" -c "from lib.results import atomic_write_text; import sys; atomic_write_text(sys.argv[1], sys.argv[2])" "$OUT/run_status.json" "$status_json"
+  "$PY" -c "from lib.core.results import atomic_write_text; import sys; atomic_write_text(sys.argv[1], sys.argv[2])" "$OUT/run_status.json" "$status_json"
   if [ "$st" = ok ] && [ "$nb" != "$REPORT" ]; then
     { "$PY" -m jupyter nbconvert --to html --log-level WARN "$NBOUT/$name.ipynb" --output-dir "$NBOUT" >/dev/null 2>&1 \
-      && "$PY" -m lib.report offline "$NBOUT/$name.html"; } || echo "    (could not render $name.ipynb to HTML)"
+      && "$PY" -m lib.report.report offline "$NBOUT/$name.html"; } || echo "    (could not render $name.ipynb to HTML)"
   fi
 done
 
 if [ -f "$NBOUT/90_report.ipynb" ]; then
   if "$PY" -m jupyter nbconvert --to html --no-input --log-level WARN "$NBOUT/90_report.ipynb" \
-       --output-dir "$OUT" --output report.html && "$PY" -m lib.report offline "$OUT/report.html"; then
+       --output-dir "$OUT" --output report.html && "$PY" -m lib.report.report offline "$OUT/report.html"; then
     echo "report: $OUT/report.html"
   else
     failures+=("report rendering")

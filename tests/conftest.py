@@ -15,7 +15,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 def notebook_env() -> dict:
     """The environment the smoke notebooks run in: this CPU as it is, unless TTS_LAB_CPU_AS was given."""
-    from lib import machine
+    from lib.core import machine
     env = {k: v for k, v in os.environ.items() if k not in machine.KERNEL_CAPS_SET or CPU_AS_ASKED}
     env["TTS_LAB_CPU_AS"] = CPU_AS_ASKED or "native"
     return env
@@ -36,7 +36,7 @@ SMOKE_BESIDE: dict = {}  # the smoke notebooks started beside the unit tests: {'
 
 def pytest_collection_modifyitems(session, config, items):
     """The tests of the smoke notebooks go last. With TTS_LAB_SMOKE_BESIDE=1 the notebooks start at once, in a lane
-    of their own beside the unit tests (lib.lanes): either side's timed blocks stop the other for their length, so
+    of their own beside the unit tests (lib.core.lanes): either side's timed blocks stop the other for their length, so
     no timing is contended while the two share the cores. Off by default: on 2 cores it was slower (pytest 1,097 s
     against 318 + 515 s one after the other, AMD EPYC Zen 4), since a lane stopped for the other's timings idles a
     core, and most of the smoke notebooks' time is timed."""
@@ -50,14 +50,14 @@ def pytest_collection_modifyitems(session, config, items):
     import sys
     import tempfile
     from pathlib import Path
-    from lib import lanes
+    from lib.core import lanes
     root = Path(__file__).resolve().parent.parent
     outputs = Path(tempfile.mkdtemp(prefix="tts-lab-smoke-"))
     log = (outputs / "run_all.log").open("w")
     SMOKE_BESIDE["lane"] = lanes.lane("the unit tests")
     SMOKE_BESIDE["lane"].__enter__()
     SMOKE_BESIDE.update(outputs=outputs, log=log, proc=subprocess.Popen(
-        [sys.executable, "-m", "lib.lanes", "run", "--", "bash", str(root / "run_all.sh"), "smoke"], cwd=root,
+        [sys.executable, "-m", "lib.core.lanes", "run", "--", "bash", str(root / "run_all.sh"), "smoke"], cwd=root,
         env=run_all_env(outputs, root / "params"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
 
@@ -78,22 +78,22 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session", autouse=True)
 def _training_runs_pause():
-    """Long training runs on this machine (lib.pause) wait while the tests run, so no timing here is contended."""
-    from lib import pause
+    """Long training runs on this machine (lib.core.pause) wait while the tests run, so no timing here is contended."""
+    from lib.core import pause
     with pause.timing("the tests"):
         yield
 
 
 @pytest.fixture(scope="session")
 def ort_voice():
-    from lib import voices
+    from lib.voices import synth as voices
     return voices.load_voice(backend="ort-cpu", threads=2)
 
 
 @pytest.fixture(scope="session")
 def quiet_voices():
     """ONNX Runtime and PyTorch voices with sampling noise and peak normalisation off (deterministic)."""
-    from lib import voices
+    from lib.voices import synth as voices
     q = dict(noise_scale=0.0, noise_w=0.0, normalize=False, threads=2)
     return voices.load_voice(backend="ort-cpu", **q), voices.load_voice(backend="torch-cpu", **q)
 

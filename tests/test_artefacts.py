@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from lib import artefacts, distill, voices
+from lib.voices import artefacts, parts, piper_torch, synth as voices
+from lib.techniques import distill, export
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     onnx, config = voices.joe_paths()
-    teacher = voices.load_piper_torch(onnx)
+    teacher = piper_torch.load_piper_torch(onnx)
     dec = distill.decoder_student(teacher, 64, "prune")
     out = tmp_path_factory.mktemp("student")
-    artefacts.save_part(distill.finalize(dec), out, "decoder", distill.decoder_build(teacher, 64))
+    artefacts.save_part(parts.finalize(dec), out, "decoder", parts.decoder_build(teacher, 64))
     return teacher, dec, out, config
 
 
@@ -31,11 +32,11 @@ def test_part_round_trips_bit_exactly(student):
 
 def test_student_voice_opens_in_piper_runtime(student, tmp_path):
     teacher, dec, _, config = student
-    onnx_path = artefacts.export_voice(distill.with_parts(teacher, decoder=dec), tmp_path, config)
+    onnx_path = export.export_voice(distill.with_parts(teacher, decoder=dec), tmp_path, config)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert "model.onnx.json" in files and any(f.startswith("model.onnx.data") for f in files)
-    assert all(p.stat().st_size <= artefacts.SHARD_MB * 2**20 + 1024 for p in tmp_path.iterdir())
-    spoken = artefacts.piper_runtime_check(onnx_path)
+    assert all(p.stat().st_size <= export.SHARD_MB * 2**20 + 1024 for p in tmp_path.iterdir())
+    spoken = export.piper_runtime_check(onnx_path)
     assert spoken["sample_rate"] == 22050 and spoken["samples"] > 22050 and spoken["rms"] > 1e-3
     ours = voices.load_voice(model_path=onnx_path, config_path=config, noise_scale=0.0, noise_w=0.0, threads=1)
     assert ours.synthesize("Hello there.").duration > 0.3
@@ -58,14 +59,14 @@ def test_missing_or_corrupt_files_are_named(student, tmp_path):
     with pytest.raises(artefacts.ArtefactError, match="does not fit the decoder"):
         artefacts.load_part(tmp_path)
     with pytest.raises(artefacts.ArtefactError, match="model.onnx is missing"):
-        artefacts.piper_runtime_check(tmp_path / "model.onnx")
+        export.piper_runtime_check(tmp_path / "model.onnx")
 
 
 def test_a_whole_voice_variant_round_trips_without_pickles(student, tmp_path):
     """A voice with a pruned 64-channel decoder saved as safetensors + config.json comes back refitted to its
     shapes and speaks the same; a conversion variant is rebuilt by converting again; nothing is a pickle."""
     teacher, dec, _, _ = student
-    voice = distill.with_parts(teacher, decoder=distill.finalize(dec))
+    voice = distill.with_parts(teacher, decoder=parts.finalize(dec))
     out = artefacts.save_voice_module(voice, tmp_path / "v")
     assert json.loads((out / "config.json").read_text())["onnx"].endswith(".onnx")
     assert not list(out.glob("*.pt")) and (out / "model.safetensors").stat().st_size > 1e6
@@ -75,9 +76,9 @@ def test_a_whole_voice_variant_round_trips_without_pickles(student, tmp_path):
     run = lambda m: m.infer(x, torch.tensor([5]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731
     with torch.no_grad():
         assert torch.equal(run(back), run(voice))
-    from lib import compress
-    dyn = artefacts.load_voice_module(artefacts.save_voice_module(compress.quantize_dynamic_torch(teacher)[0],
-                                                                  tmp_path / "d", convert={"torch_dynamic_int8": True}))
+    from lib.techniques import compress, variants
+    dyn = variants.load_variant(artefacts.save_voice_module(compress.quantize_dynamic_torch(teacher)[0],
+                                                            tmp_path / "d", convert={"torch_dynamic_int8": True}))
     with torch.no_grad():
         assert torch.allclose(run(dyn), run(teacher), atol=1e-4)
     with pytest.raises(ValueError, match="convert keys"):
@@ -90,7 +91,9 @@ def test_a_voice_of_students_round_trips_and_runs_in_a_fresh_process(student, tm
     """Every part a student: a frame-rate decoder, a flow of other width and the x_low front end. Shapes alone cannot
     rebuild them (hidden widths and the duration predictor live in attributes), so the config records each part's
     build; the reloaded voice speaks the same, in this process and in the fresh one the memory probe uses."""
-    from lib import bench, evaluate, frontend_student, istft_decoder
+    from lib.harness import bench, evaluate
+    from lib.techniques import frontend_student
+    from lib.voices import istft_decoder
     teacher = student[0]
     voice = distill.with_parts(teacher, decoder=istft_decoder.FrameRateDecoder(192, 32, 1),
                                flow=distill.flow_student(teacher, 32, n_layers=2),

@@ -3,7 +3,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import backends, engines, export, scenarios
+from lib.core import audio as lab_audio
+from lib.voices import piper_torch
+from lib.voices.synth import SCALES
+from lib.techniques import export
+from lib.runtimes import backends, engines
+from lib.harness import scenarios
 
 
 class FakeEngine(engines.Engine):
@@ -85,8 +90,8 @@ def test_noise_of_an_item_does_not_depend_on_the_rest_of_its_batch():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from lib import voices
-    model = voices.load_piper_torch(voices.joe_paths()[0])
+    from lib.voices import synth as voices
+    model = piper_torch.load_piper_torch(voices.joe_paths()[0])
     paths = export.export_noise_input(model, tmp_path_factory.mktemp("noise"), chunk_frames=32, context_frames=16)
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     ids = [fe.phoneme_ids(t)[0] for t in ("The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.")]
@@ -100,7 +105,7 @@ def test_noise_input_export_has_no_random_op_and_a_static_decoder(exported):
     dec = export.npu_readiness(paths["decoder"])
     assert dec["static_ready"] and dec["dynamic_io"] == {} and "Conv" in dec["ops"]
     import onnx
-    shipped = onnx.load(str(__import__("lib.voices", fromlist=["x"]).joe_paths()[0]), load_external_data=False)
+    shipped = onnx.load(str(__import__("lib.voices.synth", fromlist=["x"]).joe_paths()[0]), load_external_data=False)
     assert "RandomNormalLike" in {n.op_type for n in shipped.graph.node}, "the shipped file draws noise inside"
 
 
@@ -111,10 +116,10 @@ def test_engines_agree_and_streaming_matches_the_whole(exported):
     a, b = torch_engine.synth(ids, seed=7), ort_engine.synth(ids, seed=7)
     for x, y in zip(a, b):
         assert x.size == y.size > 0
-        assert engines.snr_db(x, y) > 60
+        assert lab_audio.snr_db(x, y) > 60
     alone = torch_engine.synth([ids[0]], seed=7)[0]
-    assert alone.size == a[0].size and engines.snr_db(alone, a[0]) > 60, "batching does not change an utterance"
-    assert engines.snr_db(torch_engine.synth([ids[0]], seed=8)[0], a[0]) < 20, "another seed, another draw"
+    assert alone.size == a[0].size and lab_audio.snr_db(alone, a[0]) > 60, "batching does not change an utterance"
+    assert lab_audio.snr_db(torch_engine.synth([ids[0]], seed=8)[0], a[0]) < 20, "another seed, another draw"
     good = scenarios.chunk_fidelity(ort_engine, ids[:1], 32, 16)[0]
     assert good["length_diff_samples"] == 0 and good["snr_db"] > 40
     bad = scenarios.chunk_fidelity(torch_engine, ids[:1], 32, 0)[0]
@@ -176,14 +181,14 @@ def test_static_shape_latent_equals_the_dynamic_one(exported):
     frames = export.frames_budget(tb)
     dp, zn = export.make_noise([ids[0]], 192, seed=3)
     with torch.inference_mode():
-        z, y = export.latent_with_noise(model, torch.tensor([ids[0]]), torch.tensor([t]), engines.SCALES,
+        z, y = export.latent_with_noise(model, torch.tensor([ids[0]]), torch.tensor([t]), SCALES,
                                           torch.from_numpy(dp), torch.from_numpy(zn))
         x = torch.zeros(1, tb, dtype=torch.long)
         x[0, :t] = torch.tensor(ids[0])
         dpb, zb = torch.zeros(1, 2, tb), torch.zeros(1, 192, frames)
         dpb[:, :, :t], zb[:, :, :zn.shape[2]] = torch.from_numpy(dp), torch.from_numpy(zn)
-        with export.static_splines():
-            zs, ys = export.latent_with_noise(model, x, torch.tensor([t]), engines.SCALES, dpb, zb, frames=frames)
+        with export.StaticSplines():
+            zs, ys = export.latent_with_noise(model, x, torch.tensor([t]), SCALES, dpb, zb, frames=frames)
     assert int(ys) == int(y) and zs.shape[-1] == frames
     torch.testing.assert_close(zs[:, :, :int(y)], z, rtol=0, atol=1e-4)
     assert float(zs[:, :, int(y):].abs().max()) == 0.0, "frames past the utterance are masked"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import bench
+from lib.harness import bench
 
 
 def test_timing_summary_math():

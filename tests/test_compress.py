@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from lib import compress, text, voices
+from lib.core import text
+from lib.voices import piper_torch, synth as voices
+from lib.techniques import compress
 
 
 def _convnet():
@@ -61,7 +63,7 @@ def test_torch_dynamic_int8_converts_linear_only():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    model = voices.load_piper_torch(voices.joe_paths()[0])
+    model = piper_torch.load_piper_torch(voices.joe_paths()[0])
     return compress.export_onnx(model, tmp_path_factory.mktemp("onnx") / "fp32.onnx")
 
 
@@ -76,7 +78,7 @@ def test_static_int8_of_the_flow_stays_close(exported, tmp_path):
     """The flow quantized to int8 (QDQ) with the rest in float: same durations, MCD under 3.5 dB against float
     (noise off; about 2.5 measured). The decoder quantized instead measures about 12 dB, so the bound separates
     the insensitive group from the sensitive one."""
-    from lib import metrics
+    from lib.harness import metrics
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     calib = [fe.phoneme_ids(s.text)[0] for s in text.harvard_sentences([40])[:4]]
     keep = compress.node_names(exported, prefixes=["/enc_p/", "/dp/", "/dec/"])
@@ -141,7 +143,7 @@ def test_bitsandbytes_status_says_why():
 def test_weight_only_int8_shrinks_without_touching_speed_path(exported, tmp_path):
     """Conv weights stored as int8 + per-channel scale: the file is about 4x smaller; the flow and decoder so
     stored stay within MCD 2 dB of float with unchanged durations (their weights carry no timing)."""
-    from lib import metrics
+    from lib.harness import metrics
     full = compress.weight_only_int8(exported, tmp_path / "w8.onnx")
     assert full.stat().st_size < 0.3 * exported.stat().st_size
     part = compress.weight_only_int8(exported, tmp_path / "w8fd.onnx", prefixes=["/flow/", "/dec/"])
@@ -156,14 +158,14 @@ def test_weight_only_int8_shrinks_without_touching_speed_path(exported, tmp_path
 def test_split_voice_matches_the_whole_model(tmp_path):
     """Text -> latent in ORT, decoder in static 96-frame windows: same length as the whole model and the chunk
     borders inaudible (PESQ-WB >= 4.0 against the unchunked output, f32 and, where the CPU has it, bf16; else bf16 is refused by name)."""
-    from lib import metrics
-    model = voices.load_piper_torch(voices.joe_paths()[0])
+    from lib.harness import metrics
+    model = piper_torch.load_piper_torch(voices.joe_paths()[0])
     latent, decoder = compress.export_split(model, tmp_path, chunk_frames=64, context_frames=16)
     assert decoder.name == "decoder_96.onnx"
     q = dict(noise_scale=0.0, noise_w=0.0, normalize=False, threads=2)
     s = "A large size in stockings is hard to sell, and four hours of steady work faced us."
     ref = voices.load_voice(**q).synthesize(s).samples
-    from lib import machine
+    from lib.core import machine
     for precision in ("f32", "bf16"):
         kw = dict(backend="split", model_path=latent, decoder_path=decoder, chunk_frames=64, context_frames=16,
                   precision=precision, **q)

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from lib import corpus, text
+from lib.core import text
+from lib.data import corpus
 
 
 def test_synthesize_and_read_back(tmp_path, ort_voice):

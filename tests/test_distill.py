@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from lib import distill, finetune, voices
+from lib.voices import parts, piper_torch, synth as voices
+from lib.training import batches
+from lib.techniques import distill, finetune
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    return voices.load_piper_torch(voices.joe_paths()[0])
+    return piper_torch.load_piper_torch(voices.joe_paths()[0])
 
 
 def test_decoder_students_have_the_asked_width(teacher):
@@ -17,7 +19,7 @@ def test_decoder_students_have_the_asked_width(teacher):
     assert distill.decoder_width(pruned) == distill.decoder_width(scratch) == 128
     z = torch.randn(1, 192, 20)
     with torch.no_grad():
-        a, b, t = pruned(z), distill.finalize(scratch)(z), teacher.dec(z)
+        a, b, t = pruned(z), parts.finalize(scratch)(z), teacher.dec(z)
     assert a.shape == b.shape == t.shape
     assert not any(hasattr(m, "weight_g") for m in scratch.modules()), "weight norm folded for inference"
     assert sum(p.numel() for p in pruned.parameters()) < 0.35 * sum(p.numel() for p in teacher.dec.parameters())
@@ -29,7 +31,7 @@ def test_decoder_students_have_the_asked_width(teacher):
 
 def test_chain_relabels_with_the_parent_and_swaps_parts(teacher):
     z = [torch.randn(1, 192, 12), torch.randn(1, 192, 9)]
-    lat = finetune.Latents(["a", "b"], z, [torch.zeros(1, 1, 12 * 256), torch.zeros(1, 1, 9 * 256)], 256)
+    lat = batches.Latents(["a", "b"], z, [torch.zeros(1, 1, 12 * 256), torch.zeros(1, 1, 9 * 256)], 256)
     student = distill.decoder_student(teacher, 128, "prune")
     new = distill.relabel(lat, student)
     with torch.no_grad():
@@ -47,7 +49,7 @@ def test_flow_student_learns_the_teacher_flow(teacher, tmp_path):
     pairs = distill.flow_pairs(teacher, ids, draws=1)
     assert pairs.z[0].shape == pairs.z_p[0].shape and pairs.mask[0].shape[1] == 1
     flow = distill.flow_student(teacher, 32, n_layers=2)
-    from lib import training
+    from lib.training import loop as training
     recipe = training.Recipe(steps=60, lr=2e-3, checkpoint_every=30, log_every=1)
     log = distill.train_flow(flow, pairs, recipe, tmp_path / "flow", batch=2, frames=64, progress=None)
     assert np.mean(log.loss[-10:]) < 0.8 * np.mean(log.loss[:5]), "training lowers the loss"

@@ -2,42 +2,44 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import evaluate, results, text
-from lib.voices import Audio
+from lib.core import results, text
+from lib.core.audio import Audio
+from lib.harness import evaluate, metrics
+from lib.harness.judges import judge, JudgeCache, Judges
 
 
 def test_corpus_wer_counts_words_not_sentences():
-    r = evaluate.corpus_wer(["a b c d", "e"], ["a b c d", "x"])
+    r = metrics.corpus_wer(["a b c d", "e"], ["a b c d", "x"])
     assert r["wer"] == pytest.approx(1 / 5)
 
 
 def test_judge_caches_by_audio(tmp_path, sample_clip):
     txt, a = sample_clip
-    judges = evaluate.Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=tmp_path / "cache.sqlite")
+    judges = Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=tmp_path / "cache.sqlite")
     clips = {"c1": a, "c2": Audio(a.samples.copy(), a.sample_rate)}
-    df = evaluate.judge(clips, {"c1": txt, "c2": txt}, judges, tmp_path)
+    df = judge(clips, {"c1": txt, "c2": txt}, judges, tmp_path)
     assert list(df["id"]) == ["c1", "c2"] and df["wer"].iloc[0] == df["wer"].iloc[1]
-    cache = evaluate.JudgeCache(tmp_path / "cache.sqlite")
+    cache = JudgeCache(tmp_path / "cache.sqlite")
     import sqlite3
     with sqlite3.connect(tmp_path / "cache.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 1, "identical audio is judged once"
     key = next(iter(sqlite3.connect(tmp_path / "cache.sqlite").execute("SELECT key FROM scores")))[0]
     cache.put(key, {"asr_hyp": "planted"})
-    again = evaluate.judge({"c1": a}, {"c1": txt}, judges, tmp_path)
+    again = judge({"c1": a}, {"c1": txt}, judges, tmp_path)
     assert again["asr_hyp"].iloc[0] == "planted", "a cached score must be reused, not recomputed"
 
 
 def test_judging_runs_while_the_caller_goes_on_and_same_audio_in_flight_is_judged_once(tmp_path, sample_clip):
     """Clips handed to the judge processes return at once; a second set holding the same audio, started before the
     first finished, shares its job instead of judging it again; the scores equal one-process judging."""
-    from lib import judges as judges_mod
+    from lib.harness import judges as judges_mod
     txt, a = sample_clip
-    two = evaluate.Judges(asr="pocketsphinx", dnsmos=False, workers=2, cache_path=tmp_path / "two.sqlite")
+    two = Judges(asr="pocketsphinx", dnsmos=False, workers=2, cache_path=tmp_path / "two.sqlite")
     first = judges_mod.PendingJudgement({"c1": a}, {"c1": txt}, two, tmp_path)
     second = judges_mod.PendingJudgement({"c9": Audio(a.samples.copy(), a.sample_rate)}, {"c9": txt}, two, tmp_path)
     assert len(first._futures) == 1 and second._futures[0] is first._futures[0], "same audio in flight: one job"
-    one = evaluate.Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=None)
-    alone = evaluate.judge({"c1": a}, {"c1": txt}, one, tmp_path / "alone")
+    one = Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=None)
+    alone = judge({"c1": a}, {"c1": txt}, one, tmp_path / "alone")
     for df in (first.result(), second.result()):
         assert df["asr_hyp"].iloc[0] == alone["asr_hyp"].iloc[0] and df["wer"].iloc[0] == alone["wer"].iloc[0]
     assert not judges_mod._IN_FLIGHT, "finished jobs leave the in-flight table"
@@ -49,7 +51,7 @@ def test_evaluate_quality_rows(tmp_path, monkeypatch, quiet_voices):
     sents = text.harvard_sentences([4])[:2]
     w = results.ResultWriter("t", "nb")
     ref = evaluate.synthesize_set(ort_v, sents)
-    judges = evaluate.Judges(asr="pocketsphinx", dnsmos=True, workers=2, cache_path=tmp_path / "c.sqlite")
+    judges = Judges(asr="pocketsphinx", dnsmos=True, workers=2, cache_path=tmp_path / "c.sqlite")
     df = evaluate.evaluate_quality(torch_v, sents, judges, w, model="m", variant="torch", backend="torch-cpu",
                                    threads=2, reference=ref)
     assert len(df) == 2 and (df["pesq_wb"] > 4.4).all() and (df["mcd_db"] < 0.5).all()
@@ -86,7 +88,7 @@ def test_other_models_share_the_harness(tmp_path, monkeypatch, ort_voice):
     w = results.ResultWriter("t", "nb")
     sents = text.harvard_sentences([6])[:2]
     gt = tiny_hub.tiny_speech_dataset(tmp_path / "lj", "ljspeech", n=2)
-    judges = evaluate.Judges(asr="whisper-base", dnsmos=True, workers=2, cache_path=tmp_path / "c.sqlite")
+    judges = Judges(asr="whisper-base", dnsmos=True, workers=2, cache_path=tmp_path / "c.sqlite")
     per_clip, speed, absent = evaluate.other_models(
         ["kokoro-82m", "mms-tts-eng"], sents, judges, w, reference_voice=ort_voice, speed_sentences=sents[:1],
         warmup=0, ground_truth="ljspeech", ground_truth_limit=2, ground_truth_source=str(gt))

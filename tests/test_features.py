@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from lib import features, voices
+from lib.data import features
+from lib.voices import synth as voices
 
 
 def test_f0_of_a_pure_tone():

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import findings
+from lib.report import findings
 
 
 @pytest.fixture

@@ -4,7 +4,11 @@ import re
 import numpy as np
 import torch
 
-from lib import finetune, metrics, report
+from lib.voices import piper_torch
+from lib.training import batches
+from lib.techniques import adapt_targets, finetune
+from lib.harness import metrics
+from lib.report import report, verdicts
 
 
 def _tiny():
@@ -24,11 +28,11 @@ def _latents():
     zs = [torch.randn(1, 8, 60) for _ in range(4)]
     with torch.no_grad():
         wavs = [teacher(z) for z in zs]
-    return finetune.Latents([f"u{i}" for i in range(4)], zs, wavs, hop=64)
+    return batches.Latents([f"u{i}" for i in range(4)], zs, wavs, hop=64)
 
 
 def test_losses_are_zero_for_identical_and_positive_otherwise():
-    from lib import training
+    from lib.training import loop as training
     y = 0.5 * torch.randn(1, 1, 4096).clamp(-1, 1)
     assert float(training.mr_stft_loss(y, y)) < 1e-5
     assert float(training.mel_l1(y, y)) == 0.0
@@ -37,12 +41,12 @@ def test_losses_are_zero_for_identical_and_positive_otherwise():
 
 def test_segments_stay_aligned():
     lat = _latents()
-    z, y = finetune.random_segments(lat, 3, 10, np.random.default_rng(0))
+    z, y = batches.random_segments(lat, 3, 10, np.random.default_rng(0))
     assert z.shape == (3, 8, 10) and y.shape == (3, 1, 640)
 
 
 def test_train_decoder_learns_checkpoints_and_resumes(tmp_path):
-    from lib import training
+    from lib.training import loop as training
     lat = _latents()
     recipe = lambda n: training.Recipe(steps=n, lr=2e-3, adversarial=False, checkpoint_every=10, log_every=1)  # noqa: E731
     log = training.train_decoder(_tiny(), lat, recipe(30), tmp_path, batch=2, frames=40, progress=None)
@@ -59,7 +63,7 @@ def test_train_decoder_learns_checkpoints_and_resumes(tmp_path):
 
 
 def _recipe(steps):
-    from lib import training
+    from lib.training import loop as training
     return training.Recipe(steps=steps, lr=2e-3, adversarial=False, checkpoint_every=6, log_every=1)
 
 import copy
@@ -75,19 +79,19 @@ def _harmonic(f0: float = 120.0, sr: int = 22050, seconds: float = 1.0):
 
 def test_voice_shift_moves_pitch_by_the_interval_and_keeps_length():
     x = _harmonic()
-    y = finetune.VoiceShift(semitones=3.0, formant_ratio=1.1)(x, 22050)
+    y = adapt_targets.VoiceShift(semitones=3.0, formant_ratio=1.1)(x, 22050)
     assert y.shape == x.shape and np.isfinite(y).all()
     assert metrics.f0_shift_semitones([x], [y], 22050) == pytest.approx(3.0, abs=0.3)
-    same = finetune.VoiceShift(semitones=0.0, formant_ratio=1.0)(x, 22050)
+    same = adapt_targets.VoiceShift(semitones=0.0, formant_ratio=1.0)(x, 22050)
     assert abs(metrics.f0_shift_semitones([x], [same], 22050)) < 0.3
     with pytest.raises(ValueError, match="too short"):
-        finetune.VoiceShift()(x[:50], 22050)
+        adapt_targets.VoiceShift()(x[:50], 22050)
 
 
 def test_formant_stretch_moves_the_envelope_up():
     x = _harmonic()
     env = metrics.mean_envelope_db(x, 22050)
-    up = metrics.mean_envelope_db(finetune.VoiceShift(semitones=0.0, formant_ratio=1.3)(x, 22050), 22050)
+    up = metrics.mean_envelope_db(adapt_targets.VoiceShift(semitones=0.0, formant_ratio=1.3)(x, 22050), 22050)
     freqs = np.linspace(0, 11025, env.size)
     band = lambda e: float(np.sum(10 ** (e / 10) * freqs) / np.sum(10 ** (e / 10)))  # noqa: E731
     assert band(up) > band(env) * 1.1
@@ -107,17 +111,17 @@ def test_bad_method_names_are_named_in_the_error(bad):
 
 @pytest.fixture(scope="module")
 def joe():
-    from lib import voices
+    from lib.voices import synth as voices
     torch.set_num_threads(2)
     onnx, cfg = voices.joe_paths()
-    model = voices.load_piper_torch(onnx)
+    model = piper_torch.load_piper_torch(onnx)
     ids = voices.PiperFrontend(cfg).phoneme_ids("A small dog ran home.")[0]
     return model, ids
 
 
 def _one_segment_set(model, ids, frames=16, target=None):
     """An aligned set cut to its first `frames` latent frames, so every batch is the same segment."""
-    data = finetune.aligned_set(model, [ids], ["u0"], target=target, progress=None)
+    data = batches.aligned_set(model, [ids], ["u0"], target=target, progress=None)
     data.attn = [data.attn[0][:frames]]
     data.wav = [data.wav[0][..., : frames * data.hop]]
     return data
@@ -125,10 +129,10 @@ def _one_segment_set(model, ids, frames=16, target=None):
 
 def test_aligned_segments_pad_and_align(joe):
     model, ids = joe
-    data = finetune.aligned_set(model, [ids, ids[:10]], ["a", "b"], progress=None)
+    data = batches.aligned_set(model, [ids, ids[:10]], ["a", "b"], progress=None)
     assert data.wav[0].shape[-1] == data.attn[0].shape[0] * data.hop
     assert torch.allclose(data.attn[0].sum(0), data.attn[0].sum(0).round()), "hard alignment: whole frames per phoneme"
-    x, xl, attn, y = finetune.aligned_segments(data, 5, 24, np.random.default_rng(0))
+    x, xl, attn, y = batches.aligned_segments(data, 5, 24, np.random.default_rng(0))
     assert x.shape[0] == 5 and attn.shape[:2] == (5, 24) and attn.shape[2] == x.shape[1] and y.shape == (5, 1, 24 * data.hop)
     assert set(xl.tolist()) <= {len(ids), 10}
 
@@ -136,7 +140,7 @@ def test_aligned_segments_pad_and_align(joe):
 def test_untrained_adapters_leave_the_voice_unchanged_and_target_what_they_claim(joe):
     model, ids = joe
     data = _one_segment_set(model, ids)
-    batch = finetune.aligned_segments(data, 1, 16, np.random.default_rng(0))
+    batch = batches.aligned_segments(data, 1, 16, np.random.default_rng(0))
     base = finetune.VoicePath(copy.deepcopy(model)).eval()
     with torch.no_grad():
         ref = base(*batch[:3])
@@ -164,11 +168,11 @@ def test_untrained_adapters_leave_the_voice_unchanged_and_target_what_they_claim
 
 @pytest.mark.parametrize("method", ["lora", "qlora"])
 def test_adapter_trains_merges_saves_and_loads(joe, tmp_path, method):
-    from lib import compress
+    from lib.techniques import compress
     if method == "qlora" and not compress.bitsandbytes_status("nf4", "cpu")[0]:
         pytest.skip("bitsandbytes NF4 does not run on this CPU")
     model, ids = joe
-    data = _one_segment_set(model, ids, target=finetune.VoiceShift(semitones=2.0))
+    data = _one_segment_set(model, ids, target=adapt_targets.VoiceShift(semitones=2.0))
     torch.manual_seed(0)
     a = finetune.prepare(model, method, rank=4)
     if method == "qlora":
@@ -217,23 +221,23 @@ def test_adaptation_verdict_one_line_per_target():
         {"variant": "lora-r8", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.02},
         {"variant": "qlora-r8", "secs": 0.74, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": np.nan},
         {"variant": "lora-r8-unmerged", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.3}])
-    v = report.adaptation_verdict(rows, target="target-speaker")
+    v = verdicts.adaptation_verdict(rows, target="target-speaker")
     assert v["met"] == {"full": True, "lora": True, "qlora": True, "speed": True}, v["lines"]
     assert len(v["lines"]) == 4 and all(len(re.findall(r"target (?:met|missed)", x)) == 1 for x in v["lines"])
     assert "needed 0.700" in v["lines"][0] and "lora-r8 reaches 87%" in v["lines"][1] and "unmerged lora-r8 1.300" in v["lines"][3]
     worse = rows.assign(secs=[0.50, 0.90, 0.65, 0.55, 0.50, 0.55], wer=[0.05, 0.10, 0.30, 0.14, 0.14, 0.14],
                         rtf_ratio=[1.0, np.nan, 1.0, 1.2, np.nan, 1.3])
-    v = report.adaptation_verdict(worse, target="target-speaker")
+    v = verdicts.adaptation_verdict(worse, target="target-speaker")
     assert v["met"] == {"full": False, "lora": False, "qlora": False, "speed": False}
     assert "WER 0.300 (bound 0.150)" in v["lines"][0] and "33%" in v["lines"][1] and "-9.1%" in v["lines"][2]
-    nothing = report.adaptation_verdict(rows[rows["variant"] != "full"], target="target-speaker")
+    nothing = verdicts.adaptation_verdict(rows[rows["variant"] != "full"], target="target-speaker")
     assert not any(nothing["met"][k] for k in ("full", "lora", "qlora")) and "no SECS for full" in nothing["lines"][0]
 
 
 def test_aligned_set_and_full_fine_tuning_save_without_pickles(joe, tmp_path):
     model, ids = joe
     data = _one_segment_set(model, ids)
-    back = finetune.AlignedSet.load(data.save(tmp_path / "set.safetensors"))
+    back = batches.AlignedSet.load(data.save(tmp_path / "set.safetensors"))
     assert back.ids == data.ids and back.hop == data.hop and torch.equal(back.wav[0], data.wav[0])
     assert torch.equal(back.attn[0], data.attn[0]) and torch.equal(back.phonemes[0], data.phonemes[0])
     a = finetune.prepare(model, "full")
@@ -261,9 +265,9 @@ def test_recorded_adaptations_load_their_target_only_and_name_the_rest(joe, tmp_
 
 
 def test_speaker_target_moves_another_voice_onto_the_teacher_timing():
-    from lib import voices
+    from lib.voices import synth as voices
     teacher = voices.load_voice(backend="ort-cpu", threads=1, noise_scale=0.0, noise_w=0.0)
-    target = finetune.SpeakerTarget(voices.load_voice("kokoro-82m", threads=1))
+    target = adapt_targets.SpeakerTarget(voices.load_voice("kokoro-82m", threads=1))
     sentence = "The birch canoe slid on the smooth planks."
     a = teacher.synthesize(sentence)
     y = target(a.samples, a.sample_rate, sentence)
@@ -272,4 +276,4 @@ def test_speaker_target_moves_another_voice_onto_the_teacher_timing():
     m = target.frame_map(a.samples, target.voice.synthesize(sentence).samples[: 3 * a.sample_rate], a.sample_rate)
     assert (np.diff(m) >= 0).all() and m[0] >= 0
     with pytest.raises(ValueError, match="needs the text"):
-        finetune.aligned_set(None, [[1, 2]], ["x"], target=target)
+        batches.aligned_set(None, [[1, 2]], ["x"], target=target)

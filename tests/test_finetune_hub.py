@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from lib import finetune, hub, speecht5, speecht5_bench, text
-from lib.voices import Audio
+from lib.core import text
+from lib.core.audio import Audio
+from lib.voices import hub
+from lib.techniques import finetune, speecht5
+from lib.harness.judges import Judges
+from lib.jobs import speecht5_bench
+
+
 from tests import tiny_hub
 
 
@@ -54,7 +60,7 @@ def test_speecht5_methods_learn_and_adapters_round_trip(setup, method, lr):
     qlora = method.startswith("qlora")
     before = _fixed_loss(net, examples, xvec, pad, train_mode=qlora)
     batches = speecht5.speecht5_batches(examples, xvec, 4, pad)
-    from lib import training
+    from lib.training import loop as training
     recipe = training.Recipe(steps=60, lr=lr, lr_decay=1.0, grad_clip=10.0, checkpoint_every=60, log_every=1)
     log = training.Trainer(net, batches, recipe, tmp / f"ckpt_{method}", loss_fn=speecht5.speecht5_step,
                            progress=None).fit()
@@ -78,13 +84,14 @@ def test_speecht5_bad_method_is_named(setup):
 
 
 def test_speecht5_track_runs_end_to_end_on_the_tiny_model(setup, tmp_path, monkeypatch):
-    from lib import evaluate, results
+    from lib.harness import evaluate
+    from lib.core import results
     tmp, model_dir, proc, examples, xvec = setup
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)
     vocoder_dir = model_dir.parent / "speecht5_hifigan"
     data = tiny_hub.tiny_speech_dataset(tmp_path / "lj", "ljspeech", n=4, sr=16000)
     w = results.ResultWriter("t", "nb")
-    judges = evaluate.Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=tmp_path / "c.sqlite")
+    judges = Judges(asr="pocketsphinx", dnsmos=False, workers=1, cache_path=tmp_path / "c.sqlite")
     table, curves, per_clip = speecht5_bench.speecht5_track(
         str(model_dir), str(vocoder_dir), "ljspeech", ["full", "lora-r4", "qlora-r4"], 4, tmp_path / "work", judges, w,
         train_limit=3, eval_limit=1, speaker=xvec, source=str(data), progress=False)

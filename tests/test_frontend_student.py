@@ -4,14 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from lib import artefacts, distill, frontend_student as fs, training, voices
+from lib.voices import artefacts, piper_torch, synth as voices
+from lib.training import loop as training
+from lib.techniques import distill, export, frontend_student as fs
+
 
 SENTENCE = "The boy was there when the sun rose."
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    return voices.load_piper_torch(voices.joe_paths()[0])
+    return piper_torch.load_piper_torch(voices.joe_paths()[0])
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +66,15 @@ def test_a_voice_speaks_through_the_student_and_saves_loads_and_exports(teacher,
     with torch.no_grad():
         for a, b in zip(student.eval()(x, n), again(x, n)):
             torch.testing.assert_close(a, b)
-    onnx = artefacts.export_voice(voice, tmp_path / "voice", voices.joe_paths()[1])
-    spoken = artefacts.piper_runtime_check(onnx)
+    onnx = export.export_voice(voice, tmp_path / "voice", voices.joe_paths()[1])
+    spoken = export.piper_runtime_check(onnx)
     assert spoken["samples"] > 22050 * 0.5 and spoken["sample_rate"] == 22050
 
 
 def test_the_harness_reads_timing_and_compute_by_module(teacher, ids):
     """duration_error is 0 for the teacher against itself and clearly not for an untrained front end; the module
     breakdown covers the voice: GFLOP shares sum to about 100 % with the decoder largest, times are positive."""
-    from lib import bench, evaluate
+    from lib.harness import bench, evaluate
     same = evaluate.duration_error(teacher, teacher, [ids])
     assert same == {"duration_mae_frames": 0.0, "length_change_pct": 0.0}
     other = evaluate.duration_error(distill.with_parts(teacher, frontend=fs.frontend_student(teacher)), teacher, [ids])

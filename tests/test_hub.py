@@ -5,7 +5,9 @@ import sys
 import numpy as np
 import pytest
 
-from lib import hub, text
+from lib.core import text
+from lib.voices import hub
+
 from tests import tiny_hub
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib import istft_decoder, training
+from lib.voices import istft_decoder
+from lib.training import batches, loop as training
 
 
 @pytest.mark.parametrize("n_fft,hop", [(1024, 256), (16, 4)])
@@ -47,13 +48,13 @@ def test_exported_decoder_runs_alike_in_onnx_runtime_and_openvino(tmp_path):
 
 
 def test_the_training_stack_trains_it(tmp_path):
-    from lib import finetune
+    from lib.techniques import finetune
     torch.manual_seed(0)
     target = istft_decoder.FrameRateDecoder(in_channels=8, dim=32, blocks=2).eval()
     zs = [torch.randn(1, 8, 40) for _ in range(4)]
     with torch.no_grad():
         wavs = [target(z) for z in zs]
-    lat = finetune.Latents([f"u{i}" for i in range(4)], zs, wavs, hop=256)
+    lat = batches.Latents([f"u{i}" for i in range(4)], zs, wavs, hop=256)
     student = istft_decoder.FrameRateDecoder(in_channels=8, dim=32, blocks=2)
     recipe = training.Recipe(steps=12, lr=2e-3, warmup_steps=10, checkpoint_every=6, log_every=1)
     curve = training.train_decoder(student, lat, recipe, tmp_path, batch=2, frames=16, progress=None)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from lib import listening
+from lib.report import listening
 
 NAMES = ["fp32__ort-cpu", "split-bf16__split", "ort-qdq-int8-all__ort-cpu"]
 

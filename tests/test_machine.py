@@ -3,7 +3,12 @@ missing precision is faked here, so the path is checked on machines that do have
 import pandas as pd
 import pytest
 
-from lib import evaluate, machine, results, text, voices
+from lib.core import machine, results, text
+from lib.core.audio import Audio
+from lib.voices import synth as voices
+from lib.harness import evaluate
+from lib.harness.judges import Judges
+
 
 NO_BF16 = {"fpu", "sse4_2", "avx", "avx2", "fma"}
 AMX = NO_BF16 | {"avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"}
@@ -45,7 +50,7 @@ def test_harness_records_absent_rows_and_carries_on(cpu_without_bf16, tmp_path, 
     writer = results.ResultWriter("t", "nb")
     sentences = text.harvard_sentences([1])[:2]
     per_clip, speed = evaluate.evaluate_variants(
-        variants, sentences, evaluate.Judges(asr=None, dnsmos=False, workers=1), writer, model="piper-joe",
+        variants, sentences, Judges(asr=None, dnsmos=False, workers=1), writer, model="piper-joe",
         baseline="fp32", settings=dict(noise_scale=0.667, noise_w=0.8, length_scale=1.0), threads=1,
         speed_sentences=1, warmup=0, memory=False, paired=True)
     assert sorted(builds) == ["fp32", "openvino-bf16", "openvino-f32"]
@@ -90,13 +95,13 @@ def test_busy_neighbour_marks_timing_rows_contended(busy_neighbour, tmp_path, mo
     """A 2-thread timing while another process spins on a core is contended; its rows say so, with the figures."""
     import time
 
-    from lib import bench
+    from lib.harness import bench
     monkeypatch.delenv("TTS_LAB_REQUIRE_QUIET", raising=False)
 
     class Slow:
         def synthesize(self, t):
             time.sleep(0.3)
-            return voices.Audio(samples=__import__("numpy").zeros(22050, dtype="float32"), sample_rate=22050)
+            return Audio(samples=__import__("numpy").zeros(22050, dtype="float32"), sample_rate=22050)
 
     writer = results.ResultWriter("t", "nb")
     sents = [text.Sentence(str(i), "x") for i in range(3)]
@@ -113,7 +118,7 @@ def test_busy_neighbour_marks_timing_rows_contended(busy_neighbour, tmp_path, mo
 
 
 def test_report_keeps_contended_apart_and_names_the_cpu():
-    from lib import report
+    from lib.report import report
     df = pd.DataFrame([
         dict(notebook="03", model="m", variant="a", backend="ort-cpu", threads=1, metric="rtf", value=0.1,
              status="contended", reason="contended: ..."),

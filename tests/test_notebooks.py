@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib import machine, params, report, results
+from lib.core import machine, params, results
+from lib.report import report
+
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -212,7 +214,7 @@ def test_distillation_notebook(smoke):
     assert len(ort) >= 2 and set(ort["parent"]) == {"fp32-ort"} and (ort["value"] > 0).all()
     absent = df[df["status"] == "absent"]
     gpu = absent[absent["variant"].str.startswith("students@")]
-    assert len(gpu) and gpu["reason"].str.contains("lib.train_job").all()
+    assert len(gpu) and gpu["reason"].str.contains("lib.jobs.train_job").all()
 
 
 def test_hardware_notebook(smoke):
@@ -356,7 +358,7 @@ GENERATED_FINDINGS = ("01_baselines", "02_lora_qlora", "03_pruning_quantization"
 def test_findings_state_only_numbers_from_results_or_cited_files(smoke):
     """Each notebook that closes with generated findings has them, and every number in them was rendered from the
     run's results or appears in a recorded file that its line cites."""
-    from lib import findings
+    from lib.report import findings
     for name in GENERATED_FINDINGS:
         nb = json.loads((smoke / "smoke" / "notebooks" / f"{name}.ipynb").read_text())
         outs = findings.findings_outputs(nb)

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import params, voices
+from lib.core import params
+from lib.voices import piper_torch, synth as voices
+
 
 SHAPES = {
     # piper's x_low: hidden/inter 96, filter 384, the low decoder; 16 kHz
@@ -84,7 +86,7 @@ def made(tmp_path_factory):
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_own_voice_loads_rebuilds_and_matches(made, shape):
     onnx_path, config_path = made[shape]
-    hp = voices.load_piper_torch(onnx_path).hparams
+    hp = piper_torch.load_piper_torch(onnx_path).hparams
     want = dict(SHAPES[shape])
     assert hp["hidden_channels"] == want["hidden_channels"] and hp["filter_channels"] == want["filter_channels"]
     assert hp["resblock"] == want["resblock"] and hp["upsample_rates"] == want["upsample_rates"]
@@ -108,7 +110,7 @@ def test_own_voice_loads_rebuilds_and_matches(made, shape):
 
 def test_speaker_out_of_range_is_named(made):
     onnx_path, config_path = made["multi"]
-    with pytest.raises(voices.VoiceFileError, match="speaker id 7 is out of range.*3 speaker"):
+    with pytest.raises(piper_torch.VoiceFileError, match="speaker id 7 is out of range.*3 speaker"):
         voices.load_voice(model_path=onnx_path, config_path=config_path, speaker_id=7)
 
 
@@ -121,8 +123,8 @@ def test_unmappable_graph_fails_naming_what(made, tmp_path):
             init.name = "renamed.weight"
     broken = tmp_path / "broken.onnx"
     onnx.save(model, str(broken))
-    with pytest.raises(voices.VoiceFileError, match="broken.onnx: cannot read a Piper VITS architecture.*enc_p.proj.weight"):
-        voices.load_piper_torch(broken)
+    with pytest.raises(piper_torch.VoiceFileError, match="broken.onnx: cannot read a Piper VITS architecture.*enc_p.proj.weight"):
+        piper_torch.load_piper_torch(broken)
 
 
 def test_profile_voice_file_points_every_notebook_at_it(made, tmp_path, monkeypatch):
@@ -144,6 +146,6 @@ def test_profile_voice_file_points_every_notebook_at_it(made, tmp_path, monkeypa
     (prof / "voice.yaml").write_text(f"model: {onnx_path}\nspeakr: 1\n")
     with pytest.raises(params.ParamsError, match="speakr"):
         params.voice_env("mine")
-    out = subprocess.run([sys.executable, "-m", "lib.params", "voice-env", "mine"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "lib.core.params", "voice-env", "mine"], capture_output=True, text=True,
                          env={**os.environ, "TTS_LAB_PARAMS": str(tmp_path)}, cwd=Path(__file__).parent.parent)
     assert out.returncode == 1 and "speakr" in out.stderr

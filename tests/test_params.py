@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from lib import params
+from lib.core import params
+from lib.harness.judges import make_asr
 
 
 def test_shipped_profiles_fit_their_notebooks():
@@ -71,12 +72,13 @@ def test_bad_yaml_file(tmp_path, monkeypatch):
 
 
 def test_full_profile_names_only_known_hub_models_and_asr():
-    from lib import evaluate, hub
+    from lib.harness import evaluate
+    from lib.voices import hub
     import yaml
     p = yaml.safe_load((params.PARAMS / "full" / "01_baselines.yaml").read_text())
-    from lib.voices import VOICE_NAMES
+    from lib.voices.synth import VOICE_NAMES
     assert set(p["other_models"]) <= set(hub.HUB_MODELS) | set(VOICE_NAMES)
     assert p["ground_truth"] in hub.HUB_DATASETS
     assert p["asr"].startswith("hf:")
     with pytest.raises(ValueError, match="unknown ASR 'hf-nope'"):
-        evaluate.make_asr("hf-nope")
+        make_asr("hf-nope")

@@ -1,4 +1,4 @@
-"""A long training run pauses while anything is timed, and resumes after (lib.pause)."""
+"""A long training run pauses while anything is timed, and resumes after (lib.core.pause)."""
 import os
 import signal
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import pause
+from lib.core import pause
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FAKE_RUN = """
 import sys, time
 from pathlib import Path
-from lib import pause
+from lib.core import pause
 out = Path(sys.argv[1])
 y = pause.Yielder("fake-run").register()
 n = 0
@@ -75,12 +75,12 @@ def test_a_run_pauses_while_a_timing_holds_the_lock_and_resumes_after(tmp_path, 
 
 
 def test_the_hold_command_pauses_runs_for_a_whole_command_and_a_killed_holder_frees_them(tmp_path, locks):
-    """`python -m lib.pause hold -- CMD` (run_all.sh's wrapper) holds the lock while CMD runs; the kernel drops the
+    """`python -m lib.core.pause hold -- CMD` (run_all.sh's wrapper) holds the lock while CMD runs; the kernel drops the
     lock of a holder that is killed, so a crashed timer can never leave a run paused for ever."""
     proc, out = _start_run(tmp_path, locks)
     env = {**os.environ, "TTS_LAB_LOCK_DIR": str(locks)}
     try:
-        holder = subprocess.Popen([sys.executable, "-m", "lib.pause", "hold", "--", "sleep", "30"], cwd=ROOT, env=env)
+        holder = subprocess.Popen([sys.executable, "-m", "lib.core.pause", "hold", "--", "sleep", "30"], cwd=ROOT, env=env)
         deadline = time.monotonic() + 30
         while [r["state"] for r in pause.runs()] != ["paused"] and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -113,7 +113,7 @@ def test_a_timing_goes_on_when_a_run_does_not_pause_and_says_which(locks, capsys
 def test_the_trainer_does_not_count_paused_time_as_training_time(tmp_path):
     import numpy as np
     import torch
-    from lib.training import Recipe, Trainer
+    from lib.training.loop import Recipe, Trainer
 
     class SlowYielder:  # pauses 0.3 s before every step, as if a timing ran each time
         def between_steps(self):
@@ -133,14 +133,15 @@ def test_the_trainer_does_not_count_paused_time_as_training_time(tmp_path):
 
 
 def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_path, monkeypatch):
-    """The test command's unit tests and smoke notebooks share the cores as two lanes (lib.lanes): a timed block in
+    """The test command's unit tests and smoke notebooks share the cores as two lanes (lib.core.lanes): a timed block in
     one stops the other, which gets no CPU until the block ends and then goes on; a child of the timing process
     times freely (it would otherwise wait on its own parent), and with one lane nothing is stopped."""
     import psutil
-    from lib import bench, lanes
+    from lib.core import lanes
+    from lib.harness import bench
     monkeypatch.setenv("TTS_LAB_LOCK_DIR", str(tmp_path))  # a registry of its own: the real lanes are not touched
     env = {**os.environ, "TTS_LAB_LOCK_DIR": str(tmp_path)}
-    other = subprocess.Popen([sys.executable, "-m", "lib.lanes", "run", "--", sys.executable, "-c", "while True: pass"],
+    other = subprocess.Popen([sys.executable, "-m", "lib.core.lanes", "run", "--", sys.executable, "-c", "while True: pass"],
                              env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + 30
@@ -148,17 +149,17 @@ def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_pat
             assert time.monotonic() < deadline, "the other lane never registered"
             time.sleep(0.1)
         spinner = psutil.Process(other.pid).children()[0]
-        with bench.watched(1):  # one lane only (the other): nothing stops
+        with bench.Watched(1):  # one lane only (the other): nothing stops
             time.sleep(0.3)
             assert spinner.status() != psutil.STATUS_STOPPED
         with lanes.lane("this test"):
-            with bench.watched(1):
+            with bench.Watched(1):
                 time.sleep(0.2)
                 used = sum(spinner.cpu_times()[:2])
                 time.sleep(1.0)
                 assert spinner.status() == psutil.STATUS_STOPPED
                 assert sum(spinner.cpu_times()[:2]) - used < 0.05, "the other lane kept running while this one timed"
-                child = subprocess.run([sys.executable, "-c", "from lib import lanes\nwith lanes.turn(): print('timed')"],
+                child = subprocess.run([sys.executable, "-c", "from lib.core import lanes\nwith lanes.turn(): print('timed')"],
                                        env={**env, **{lanes.HOLDER_ENV: os.environ[lanes.HOLDER_ENV]}}, cwd=ROOT,
                                        capture_output=True, text=True, timeout=60)
                 assert child.stdout.strip() == "timed"

@@ -1,5 +1,5 @@
-"""The regression-first recipe: channel choice and least-squares refit (lib.channel_prune), aligned stage targets
-(lib.regress_recipe), the ledger (lib.ledger), and the long-run job's `regress` + `pack --ledger` on a few steps."""
+"""The regression-first recipe: channel choice and least-squares refit (lib.techniques.channel_prune), aligned stage targets
+(lib.techniques.regress_recipe), the ledger (lib.training.ledger), and the long-run job's `regress` + `pack --ledger` on a few steps."""
 import copy
 import json
 
@@ -8,21 +8,24 @@ import pandas as pd
 import pytest
 import torch
 
-from lib import channel_prune, distill, finetune, ledger, regress_recipe, train_job, voices
+from lib.voices import parts, piper_torch, synth as voices
+from lib.training import batches, ledger
+from lib.techniques import channel_prune, distill, finetune, regress_recipe
+from lib.jobs import train_job
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    return voices.load_piper_torch(voices.joe_paths()[0])
+    return piper_torch.load_piper_torch(voices.joe_paths()[0])
 
 
 @pytest.fixture(scope="module")
 def zs(teacher):
     """The teacher's own latents of three sentences (what a student decodes), sampling noise on."""
-    from lib import text
+    from lib.core import text
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     sents = text.harvard_sentences([31])[:3]
-    lat = finetune.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in sents], [s.id for s in sents],
+    lat = batches.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in sents], [s.id for s in sents],
                                    noise_scale=0.667, noise_w=0.8)
     return lat.z
 
@@ -30,7 +33,7 @@ def zs(teacher):
 def test_the_design_matrix_reproduces_every_layer_of_the_decoder(teacher, zs):
     """design(layer, x) @ as_matrix(layer) + bias is the layer's own output, for convolutions and (through the
     zero-stuffed input) for transposed convolutions: what the refit solves is the layer itself."""
-    dec = distill.finalize(copy.deepcopy(teacher.dec))
+    dec = parts.finalize(copy.deepcopy(teacher.dec))
     with torch.no_grad():
         for name, layer, _, _ in channel_prune._layers(dec)[:6] + channel_prune._layers(dec)[-1:]:
             ins, outs = [], []
@@ -46,13 +49,13 @@ def test_the_design_matrix_reproduces_every_layer_of_the_decoder(teacher, zs):
 
 
 def test_refit_lowers_every_layers_error_and_the_students(teacher, zs):
-    teacher_dec = distill.finalize(copy.deepcopy(teacher.dec))
-    student = distill.finalize(distill.decoder_student(teacher, 128, "scratch"))
+    teacher_dec = parts.finalize(copy.deepcopy(teacher.dec))
+    student = parts.finalize(distill.decoder_student(teacher, 128, "scratch"))
     keep = channel_prune.choose_channels(teacher_dec, zs, 128)
     assert [len(k) for k in keep] == [128, 64, 32, 16]
     assert all(int(k.max()) < w for k, w in zip(keep, channel_prune.stage_widths(teacher_dec)))
     channel_prune.slice_decoder(teacher_dec, student, keep)
-    from lib.training import mel_l1
+    from lib.training.loop import mel_l1
     with torch.no_grad():
         before = mel_l1(student(zs[2]), teacher_dec(zs[2]))
     errors = channel_prune.refit(teacher_dec, student, keep, zs[:2])
@@ -66,11 +69,11 @@ def test_refit_lowers_every_layers_error_and_the_students(teacher, zs):
 
 
 def test_segments_keep_stage_targets_aligned_with_the_waveform(teacher):
-    dec = distill.finalize(copy.deepcopy(teacher.dec))
+    dec = parts.finalize(copy.deepcopy(teacher.dec))
     z = torch.randn(1, teacher.hparams["inter_channels"], 40)
     with torch.no_grad():
         wav, _ = channel_prune.stage_outputs(dec, z)
-    lat = finetune.Latents(["a"], [z], [wav], 256)
+    lat = batches.Latents(["a"], [z], [wav], 256)
     keep = [torch.arange(0, 256, 2), torch.arange(0, 128, 2), torch.arange(0, 64, 2), torch.arange(0, 32, 2)]
     targets = regress_recipe.stage_targets(dec, lat, keep)
     assert targets.rates == [1, 8, 64, 256]
@@ -142,7 +145,7 @@ def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_pat
 def test_the_frame_rate_targets_are_the_frames_the_decoder_predicts():
     """A decoder that predicted the teacher's own STFT exactly would have no spectral loss and give back the
     teacher's waveform: the targets sit on the decoder's frames (frame t centred on sample t * hop)."""
-    from lib.istft_decoder import FrameRateDecoder
+    from lib.voices.istft_decoder import FrameRateDecoder
     torch.manual_seed(0)
     dec = FrameRateDecoder(8, 16, 1, n_fft=256, hop=64)
     y = torch.randn(2, 1, 40 * 64) * 0.1

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from lib import report, results
+from lib.core import results
+from lib.report import report
 
 
 def _rows(tmp_path, monkeypatch):

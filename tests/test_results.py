@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import results
+from lib.core import results
 
 
 def test_writer_roundtrip(tmp_path, monkeypatch):
@@ -57,7 +57,7 @@ def test_to_jsonable():
 def test_metrics_json_keeps_the_command_and_the_resolved_parameters(tmp_path, monkeypatch):
     """The profile's file wins over the notebook's defaults, keys it leaves out keep the defaults, and the command
     run_all.sh exported is kept; a notebook run by hand says so."""
-    from lib import params
+    from lib.core import params
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)
     monkeypatch.setenv("TTS_LAB_COMMAND", "./run_all.sh smoke 02")
     w = results.ResultWriter("smoke", "02_lora_qlora")
@@ -79,7 +79,7 @@ def test_rundiff_flags_what_moved_beyond_its_tolerance(tmp_path):
     compared, and a file that is not a results.csv is named."""
     import pandas as pd
 
-    from lib import rundiff
+    from lib.report import rundiff
     row = dict(model="piper-joe", technique="t", parent="fp32", backend="ort-cpu", device="cpu", threads=1, unit="",
                n=1, reason="", reference="", run_id="r")
     before = [dict(row, variant="a", metric="dnsmos_p808", value=3.9, status="ok"),

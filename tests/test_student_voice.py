@@ -5,12 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from lib import distill, engines as eng, export, frontend_student as fs, istft_decoder, scenarios, voices
+from lib.core import audio as lab_audio
+from lib.voices import istft_decoder, piper_torch, synth as voices
+from lib.techniques import distill, export, frontend_student as fs
+from lib.runtimes import engines as eng
+from lib.harness import scenarios
 
 
 @pytest.fixture(scope="module")
 def student():
-    teacher = voices.load_piper_torch(voices.joe_paths()[0])
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     torch.manual_seed(0)
     dec = istft_decoder.FrameRateDecoder(192, dim=64, blocks=2)
     return distill.with_parts(teacher, decoder=dec, flow=distill.flow_student(teacher, 32, n_layers=2),
@@ -28,7 +32,7 @@ def test_student_voice_runs_alike_in_pytorch_and_onnx_runtime(student, ids, tmp_
     ort_engine = eng.OnnxEngine(paths, "ort-cpu", threads=2)
     a, b = torch_engine.synth([ids], seed=3)[0], ort_engine.synth([ids], seed=3)[0]
     assert a.size == b.size > 22050 // 2
-    assert eng.snr_db(a, b) > 40, "the same voice, the same noise: the same audio"
+    assert lab_audio.snr_db(a, b) > 40, "the same voice, the same noise: the same audio"
     ready = export.npu_readiness(paths["decoder"])
     assert ready["static_ready"] and ready["random_ops"] == []
 
@@ -47,5 +51,5 @@ def test_streaming_the_frame_rate_decoder_needs_look_ahead_that_covers_its_recep
     for context in (24, 2):
         chunked = np.concatenate([c for _, c in scenarios.stream_latent(engine, z, 16, context)])
         assert chunked.size == whole.size
-        snr[context] = eng.snr_db(whole[inner], chunked[inner])
+        snr[context] = lab_audio.snr_db(whole[inner], chunked[inner])
     assert snr[24] > 60 and snr[2] < snr[24] - 20, snr

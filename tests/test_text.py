@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from lib import text
+from lib.core import text
 
 
 def test_harvard_lists_and_ids():

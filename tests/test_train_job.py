@@ -4,7 +4,10 @@ import json
 
 import torch
 
-from lib import artefacts, distill, train_job, voices
+from lib.voices import artefacts, piper_torch, synth as voices
+from lib.training import batches
+from lib.techniques import adapt_targets, distill
+from lib.jobs import train_job
 
 
 def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
@@ -33,7 +36,7 @@ def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
         assert not torch.equal(again(z), trained(z)), "the resumed run trained on"
     loaded, absent = distill.recorded_students(tmp_path / "out")
     assert set(loaded) == {"dec64-prune", "flow96", "istft32x1"} and not absent
-    voices_, absent_, info = distill.recorded_voices(voices.load_piper_torch(voices.joe_paths()[0]),
+    voices_, absent_, info = distill.recorded_voices(piper_torch.load_piper_torch(voices.joe_paths()[0]),
                                                      {"cpu": tmp_path / "out", "h100": tmp_path / "none"})
     assert {"dec64-prune@cpu", "istft32x1@cpu", "istft32x1+flow96@cpu"} <= set(voices_)
     assert "students@h100" in absent_ and "does not exist" in absent_["students@h100"]
@@ -43,10 +46,10 @@ def test_gpu_adaptation_job_trains_packs_loadable_adapters_on_cpu(tmp_path):
     """`adapt` trains notebook 02's methods on its aligned set (safetensors) with the F0 term and discriminators;
     `pack` brings back PEFT adapters and full fine-tuning weights with config, card, curve and env, which notebook 02
     loads for the same target (finetune.recorded_adaptations)."""
-    from lib import finetune
-    teacher = voices.load_piper_torch(voices.joe_paths()[0])
+    from lib.techniques import finetune
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     ids = voices.PiperFrontend(voices.joe_paths()[1]).phoneme_ids("A small dog ran home.")[0]
-    data = finetune.aligned_set(teacher, [ids], ["u0"], target=finetune.VoiceShift(semitones=2.0), progress=None)
+    data = batches.aligned_set(teacher, [ids], ["u0"], target=adapt_targets.VoiceShift(semitones=2.0), progress=None)
     path = data.save(tmp_path / "set.safetensors")
     train_job.main(["adapt", "--work", str(tmp_path / "w"), "--data", str(path), "--target", "up 2",
                     "--methods", "full", "lora-r4", "--steps", "2", "--adversarial-steps", "1", "--batch", "1",

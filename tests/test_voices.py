@@ -3,7 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from lib import text, voices
+from lib.core import text
+from lib.voices import piper_torch, synth as voices
+
 
 SENTENCES = text.harvard_sentences([1])[:3]
 
@@ -31,7 +33,7 @@ def test_torch_rebuild_matches_onnx(quiet_voices):
 def test_rebuild_loads_every_inference_weight(quiet_voices):
     _, torch_v = quiet_voices
     m = torch_v.module
-    assert all(k.startswith(voices.TRAINING_ONLY_PREFIXES) for k in m.training_only_keys)
+    assert all(k.startswith(piper_torch.TRAINING_ONLY_PREFIXES) for k in m.training_only_keys)
     assert m.hparams["upsample_initial_channel"] == 256 and m.hparams["upsample_rates"] == (8, 8, 4)
     assert m.hparams["resblock"] == "2" and m.hparams["n_layers"] == 6
 
@@ -86,17 +88,17 @@ def test_long_paragraph_is_split_and_spoken(ort_voice):
 
 def test_missing_and_corrupt_model_files(tmp_path):
     model, config = voices.joe_paths()
-    with pytest.raises(voices.VoiceFileError, match="voice model not found: .*nope.onnx"):
+    with pytest.raises(piper_torch.VoiceFileError, match="voice model not found: .*nope.onnx"):
         voices.load_voice(model_path=tmp_path / "nope.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
-    with pytest.raises(voices.VoiceFileError, match="could not load voice model .*bad.onnx"):
+    with pytest.raises(piper_torch.VoiceFileError, match="could not load voice model .*bad.onnx"):
         voices.load_voice(model_path=bad)
-    with pytest.raises(voices.VoiceFileError, match="could not read ONNX model .*bad.onnx"):
+    with pytest.raises(piper_torch.VoiceFileError, match="could not read ONNX model .*bad.onnx"):
         voices.load_voice(backend="torch-cpu", model_path=bad)
     cfg = tmp_path / "c.json"
     cfg.write_text("{broken")
-    with pytest.raises(voices.VoiceFileError, match="not valid JSON: .*c.json"):
+    with pytest.raises(piper_torch.VoiceFileError, match="not valid JSON: .*c.json"):
         voices.load_voice(config_path=cfg)
     with pytest.raises(ValueError, match="unknown backend 'tpu'"):
         voices.load_voice(backend="tpu")

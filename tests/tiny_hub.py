@@ -34,7 +34,7 @@ def tiny_vits(root: Path) -> Path:
 
 def _sentencepiece_model(root: Path, vocab_size: int = 48) -> Path:
     import sentencepiece as spm
-    from lib import text
+    from lib.core import text
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join(s.text.lower() for s in text.harvard_sentences([1, 2, 3, 4])))
     spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(root / "spm_char"), vocab_size=vocab_size,

@@ -1,0 +1,2 @@
+"""Signals and bookkeeping every layer uses: text, audio (`Audio`, WAV files, WORLD), the machine (CPU features, load),
+params, results (schema, metric registry, atomic files), the timing lock (pause). Imports no other lib package."""

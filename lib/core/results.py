@@ -1,0 +1,277 @@
+"""One results schema for every notebook: tidy rows in results.csv, scalars in metrics.json, env.json; atomic writes."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+OUTPUTS = Path(os.environ.get("TTS_LAB_OUTPUTS", Path(__file__).resolve().parents[2] / "outputs"))
+RECORDED = Path(os.environ.get("TTS_LAB_RECORDED", Path(__file__).resolve().parents[2] / "outputs" / "recorded"))
+
+COLUMNS = ["model", "variant", "technique", "parent", "backend", "device", "threads", "metric", "value", "unit",
+           "n", "status", "reason", "reference", "run_id"]
+STATUSES = ("ok", "absent", "failed", "contended")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One name of the metric vocabulary: its unit, which direction is better, and what it means."""
+    name: str
+    unit: str
+    better: str  # "higher", "lower" or "" (neither: a count, a description)
+    meaning: str
+
+
+def _m(name, unit, better, meaning):
+    return Metric(name, unit, better, meaning)
+
+
+METRICS = {m.name: m for m in [
+    # speed and memory (bench, measured in the harness)
+    _m("rtf", "s/s", "lower", "synthesis seconds per audio second (median over sentences)"),
+    _m("rtf_ratio", "x", "lower", "rtf over the rtf of the row's parent, timed in the same run"),
+    _m("latency_ms_p50", "ms", "lower", "median latency per sentence"),
+    _m("latency_ms_p90", "ms", "lower", "90th-percentile latency per sentence"),
+    _m("latency_ms_p99", "ms", "lower", "99th-percentile latency per sentence"),
+    _m("ttfa_ms_p50", "ms", "lower", "median time to first audio when streaming"),
+    _m("ttfa_ms_p90", "ms", "lower", "90th-percentile time to first audio when streaming"),
+    _m("ttfa_ms_p99", "ms", "lower", "99th-percentile time to first audio when streaming"),
+    _m("cold_start_ms", "ms", "lower", "fresh process start to the first audio chunk of a sentence through piper's "
+       "runtime (median of runs)"),
+    _m("stream_rtf", "s/s", "lower", "whole-stream synthesis time per audio second when streaming"),
+    _m("throughput_xrt", "x", "higher", "audio seconds per wall second, single stream"),
+    _m("throughput_xrt_offline", "x", "higher", "audio seconds per wall second at the best offline batch size"),
+    _m("best_batch", "count", "", "offline batch size with the highest throughput"),
+    _m("peak_rss_mb", "MiB", "lower", "peak resident memory of a fresh process that loads and runs the variant"),
+    _m("peak_gpu_mb", "MiB", "lower", "peak GPU memory allocated"),
+    _m("train_peak_rss_mb", "MiB", "lower", "peak resident memory of the training process"),
+    _m("util_pct", "%", "", "CPU utilisation during single-stream synthesis"),
+    _m("gpu_util_pct", "%", "", "GPU utilisation during single-stream synthesis"),
+    _m("gpu_util_pct_offline", "%", "", "GPU utilisation at the best offline batch"),
+    _m("energy_j_per_audio_s", "J/s", "lower", "measured energy per second of audio (counter; absent where none)"),
+    _m("train_s_per_step", "s", "lower", "wall seconds per training step"),
+    # size and compute
+    _m("size_mb", "MiB", "lower", "size on disk of the variant's files"),
+    _m("size_mb_zip", "MiB", "lower", "size on disk once zip-compressed"),
+    _m("adapter_size_mb", "MiB", "lower", "size on disk of what a method trained (PEFT adapter, or the full weights)"),
+    _m("params", "count", "lower", "parameters"),
+    _m("nonzero_params", "count", "lower", "non-zero parameters"),
+    _m("trainable_params", "count", "lower", "parameters a method trains"),
+    _m("trainable_pct_of_full", "%", "lower", "trainable parameters as a share of full fine-tuning's"),
+    _m("sparsity", "fraction", "", "share of zero weights"),
+    _m("quantized_layers", "count", "", "layers a quantizer converted"),
+    _m("gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, whole voice"),
+    _m("dec_gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, decoder"),
+    _m("flow_gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, flow"),
+    _m("enc_p_gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, text encoder"),
+    _m("dp_gflop_per_audio_s", "GFLOP/s", "lower", "floating-point operations per second of audio, duration predictor"),
+    # quality (metrics, judged on waveforms)
+    _m("dnsmos_p808", "MOS", "higher", "DNSMOS P.808 predicted MOS"),
+    _m("dnsmos_sig", "MOS", "higher", "DNSMOS P.835 speech signal quality"),
+    _m("dnsmos_bak", "MOS", "higher", "DNSMOS P.835 background quality"),
+    _m("dnsmos_ovrl", "MOS", "higher", "DNSMOS P.835 overall quality"),
+    _m("wer", "fraction", "lower", "word error rate of the ASR transcript (Whisper's English normaliser)"),
+    _m("cer", "fraction", "lower", "character error rate of the ASR transcript"),
+    _m("pesq_wb", "MOS-LQO", "higher", "wide-band PESQ against the reference named in `reference`"),
+    _m("chunk_pesq_wb", "MOS-LQO", "higher", "worst wide-band PESQ of streamed (chunked) against whole synthesis"),
+    _m("stoi", "fraction", "higher", "short-time objective intelligibility against the reference"),
+    _m("mcd_db", "dB", "lower",
+       "mel-cepstral distortion against the reference as VERSA computes it (sp2mc mel-cepstra, DTW, c0 left out)"),
+    _m("f0_rmse_cents", "cents", "lower", "log-F0 RMSE against the reference on voiced frames"),
+    _m("f0_shift_semitones", "semitones", "", "median F0 change against the reference"),
+    _m("secs", "cosine", "higher", "speaker-embedding cosine similarity (resemblyzer GE2E) to the reference speaker's "
+       "held-out clips, mean over clip pairs"),
+    _m("secs_self", "cosine", "higher", "the reference speaker's own SECS across different sentences (the ceiling)"),
+    _m("rms_diff_db", "dB", "lower", "error energy relative to the reference signal"),
+    _m("chunk_snr_db", "dB", "higher", "worst SNR of streamed (chunked) against whole synthesis"),
+    _m("max_abs_diff", "amplitude", "lower", "largest sample difference against the reference"),
+    _m("length_diff_samples", "samples", "lower", "length difference against the reference"),
+    _m("duration_mae_frames", "frames", "lower", "mean absolute difference of latent frames per phoneme against the "
+       "reference voice, sampling noise off"),
+    _m("length_change_pct", "%", "", "mean change of a sentence's length against the reference voice, noise off"),
+    _m("human_mos", "MOS", "higher", "mean opinion score of screened raters (ACR 1-5)"),
+    _m("human_mos_ci95", "MOS", "lower", "half-width of the 95 % confidence interval of human_mos"),
+    # data and features
+    _m("clips", "count", "", "clips in a corpus"),
+    _m("audio_s", "s", "", "seconds of audio"),
+    _m("words_per_s", "words/s", "", "speaking rate"),
+    _m("f0_mean_hz", "Hz", "", "mean F0 of voiced frames"),
+    _m("f0_std_semitones", "semitones", "", "F0 spread of voiced frames"),
+    _m("energy_db_mean", "dB", "", "mean frame energy"),
+    _m("phoneme_ms_mean", "ms", "", "mean phoneme duration"),
+]}
+UNITS = {name: m.unit for name, m in METRICS.items()}
+
+
+RATIO_OR_REFERENCE = {"rtf_ratio", "pesq_wb", "stoi", "mcd_db", "f0_rmse_cents", "rms_diff_db", "max_abs_diff",
+                      "length_diff_samples", "f0_shift_semitones", "secs", "secs_self",
+                      "duration_mae_frames", "length_change_pct"}
+
+
+class UnknownMetric(ValueError):
+    """A result row names a metric the registry does not hold."""
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy scalars/arrays, paths and NaN made JSON-safe (NaN becomes null)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, then rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def notebook_dir(profile: str, notebook: str) -> Path:
+    return OUTPUTS / profile / notebook
+
+
+@dataclass
+class ResultWriter:
+    """Collects result rows for one notebook run and writes them atomically under outputs/<profile>/<notebook>/."""
+    profile: str
+    notebook: str
+    run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6])
+    rows: list[dict] = field(default_factory=list)
+    scalars: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from lib.core.pause import hold_for_process
+        hold_for_process(f"notebook {self.notebook}")  # a notebook measures: long training runs wait while it lives
+
+    @property
+    def dir(self) -> Path:
+        return notebook_dir(self.profile, self.notebook)
+
+    def add(self, *, model: str, variant: str, metric: str, value: float | None, technique: str = "baseline",
+            parent: str = "", backend: str = "", device: str = "cpu", threads: int | None = None, n: int = 1,
+            unit: str | None = None, status: str = "ok", reason: str = "", reference: str = "") -> None:
+        """One row. The unit comes from the registry (METRICS); `unit`, if given, must agree with it, and any
+        context (worst case, against what) belongs in `reference`."""
+        if metric not in METRICS:
+            raise UnknownMetric(f"metric {metric!r} is not in the registry (lib/results.py METRICS): add it there with its "
+                                f"unit, direction and meaning, or use an existing name")
+        if unit is not None and unit != METRICS[metric].unit:
+            raise UnknownMetric(f"metric {metric!r} is in {METRICS[metric].unit!r}, not {unit!r}: put context in `reference`")
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r}: use one of {STATUSES}")
+        if value is not None:
+            value = float(value)
+            if not math.isfinite(value):
+                status, reason, value = "failed", reason or "non-finite value", None
+        self.rows.append(dict(model=model, variant=variant, technique=technique, parent=parent, backend=backend,
+                              device=device, threads=threads, metric=metric, value=value,
+                              unit=METRICS[metric].unit, n=int(n), status=status, reason=reason,
+                              reference=reference or (parent if metric in RATIO_OR_REFERENCE else ""),
+                              run_id=self.run_id))
+
+    def add_many(self, metrics: dict[str, float], *, n: int = 1, **keys) -> None:
+        for metric, value in metrics.items():
+            self.add(metric=metric, value=value, n=n, **keys)
+
+    def absent(self, *, model: str, variant: str, metrics: list[str], reason: str, **keys) -> None:
+        """Rows for something that could not run here: no value, status 'absent', and why."""
+        for metric in metrics:
+            self.add(model=model, variant=variant, metric=metric, value=None, status="absent", reason=reason, **keys)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+    def run_record(self) -> dict:
+        """How this run was made: the exact command (run_all.sh exports it; a notebook run by hand has none) and the
+        parameters resolved from the notebook's defaults and the profile's file."""
+        from lib.core import params
+        try:
+            values = params.resolved(self.profile, self.notebook)
+        except Exception as exc:  # a notebook outside lib's notebooks folder: say why, do not lose the results
+            values = {"unresolved": f"{type(exc).__name__}: {exc}"}
+        return {"command": os.environ.get("TTS_LAB_COMMAND", "(run by hand, not through run_all.sh)"),
+                "parameters": values}
+
+    def write(self, env: dict | None = None, extra_tables: dict[str, pd.DataFrame] | None = None) -> Path:
+        """Write results.csv, metrics.json (scalars) and env.json; extra tables go to <name>.csv."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.dir / "results.csv", self.frame().to_csv(index=False))
+        atomic_write_json(self.dir / "metrics.json", {"run_id": self.run_id, "profile": self.profile,
+                                                      "notebook": self.notebook, **self.run_record(), **self.scalars})
+        if env is not None:
+            atomic_write_json(self.dir / "env.json", {**env, "run_id": self.run_id, "profile": self.profile})
+        for name, table in (extra_tables or {}).items():
+            atomic_write_text(self.dir / f"{name}.csv", table.to_csv(index=False))
+        return self.dir
+
+
+def validate_frame(df: pd.DataFrame) -> None:
+    """Raise ValueError if a results table breaks the schema."""
+    if "reference" not in df.columns:  # files written before the column existed
+        df["reference"] = ""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"results table lacks columns {missing}")
+    ok = df["status"] == "ok"
+    if df.loc[ok, "value"].isna().any():
+        raise ValueError("rows with status 'ok' must have a value")
+    if df.loc[~ok, "reason"].fillna("").eq("").any():
+        raise ValueError("rows that are not 'ok' must say why in 'reason'")
+    unknown = sorted(set(df["metric"]) - set(METRICS))
+    if unknown:
+        raise ValueError(f"metrics {unknown} are not in the registry (lib/results.py METRICS)")
+
+
+def load_results(profile: str, outputs: Path | None = None) -> pd.DataFrame:
+    """All notebooks' results.csv for a profile, and the committed runs of other machines (outputs/recorded/**,
+    whatever TTS_LAB_OUTPUTS is), one frame with a 'notebook' column."""
+    root = Path(outputs or OUTPUTS)
+    frames = []
+    for csv in sorted((root / profile).glob("*/results.csv")):
+        df = pd.read_csv(csv)
+        df["notebook"] = csv.parent.name
+        frames.append(df)
+    for rec in dict.fromkeys([root / "recorded", RECORDED]):
+        for csv in sorted(rec.glob("**/results.csv")):
+            df = pd.read_csv(csv)
+            df["notebook"] = "recorded/" + str(csv.parent.relative_to(rec))
+            frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS + ["notebook"])
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,195 @@
+"""The judges as the harness runs them: which judges score a clip set (`Judges`), a pool of judge processes kept
+for the whole run, a cache of scores by audio hash, and speaker similarity to a target speaker."""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sqlite3
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from lib.harness import metrics
+from lib.core.audio import read_wav, write_wav
+from lib.core.audio import Audio
+
+
+class JudgeCache:
+    """Scores keyed by (audio hash, judge): a variant whose audio equals its parent's is never judged twice."""
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(self.path) as db:
+                db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value TEXT)")
+
+    def get(self, key: str) -> dict | None:
+        if not self.path:
+            return None
+        with sqlite3.connect(self.path) as db:
+            row = db.execute("SELECT value FROM scores WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: dict) -> None:
+        if self.path:
+            with sqlite3.connect(self.path) as db:
+                db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(value)))
+
+
+def make_asr(name: str, threads: int = 1):
+    """The ASR judge by name (the harness picks models; metrics only knows how to score them)."""
+    if name in ("whisper-base", "whisper"):
+        return metrics.WhisperAsr("base", threads=threads)
+    if name == "pocketsphinx":
+        return metrics.PocketsphinxAsr()
+    if name.startswith("whisper:"):
+        return metrics.WhisperAsr(name.split(":", 1)[1], threads=threads)
+    if name.startswith("hf:"):
+        from lib.voices.hub import HfWhisperAsr
+        return HfWhisperAsr(name.split(":", 1)[1], threads=threads)
+    raise ValueError(f"unknown ASR {name!r}: use 'whisper-base', 'pocketsphinx', 'whisper:<faster-whisper model>' "
+                     "or 'hf:<transformers Whisper id or folder>'")
+
+
+_WORKER: dict = {}
+_POOLS: dict[tuple, ProcessPoolExecutor] = {}
+_IN_FLIGHT: dict = {}  # cache key -> the Future judging that audio now
+
+
+def _judge_pool(asr: str | None, dnsmos: bool, workers: int) -> ProcessPoolExecutor:
+    """Judge processes kept for the whole run, one pool per judge set: loading Whisper and DNSMOS takes seconds and a
+    notebook judges dozens of clip sets. A pool whose worker died is replaced."""
+    key = (asr, dnsmos, workers)
+    pool = _POOLS.get(key)
+    if pool is None or getattr(pool, "_broken", False):
+        pool = _POOLS[key] = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(asr, dnsmos))
+    return pool
+
+
+@atexit.register
+def close_judges() -> None:
+    """Stop the judge processes (also at exit)."""
+    for pool in _POOLS.values():
+        pool.shutdown(cancel_futures=True)
+    _POOLS.clear()
+
+
+def _init_worker(asr_name: str | None, use_dnsmos: bool):
+    import warnings
+    warnings.filterwarnings("ignore")
+    _WORKER["key"] = (asr_name, use_dnsmos, os.getpid())
+    _WORKER["asr"] = make_asr(asr_name, threads=1) if asr_name else None
+    _WORKER["dnsmos"] = metrics.Dnsmos(threads=1) if use_dnsmos else None
+
+
+def _judge_one(job: tuple[str, str]) -> dict:
+    wav, reference_text = job
+    audio, sr = read_wav(Path(wav))
+    out: dict = {}
+    if _WORKER.get("dnsmos") is not None:
+        out.update(_WORKER["dnsmos"](audio, sr))
+    if _WORKER.get("asr") is not None:
+        hyp = _WORKER["asr"].transcribe(audio, sr)
+        out["asr_hyp"] = hyp
+    return out
+
+
+@dataclass
+class Judges:
+    """Which judges score a clip set, and how many worker processes share the work (one thread each)."""
+    asr: str | None = "whisper-base"
+    dnsmos: bool = True
+    workers: int = 2
+    cache_path: Path | None = None
+
+    def key(self) -> str:
+        return f"asr={self.asr};dnsmos={self.dnsmos}"
+
+
+class PendingJudgement:
+    """Clips handed to the judge processes: the caller goes on (synthesising the next variant, reference metrics)
+    while they judge, and `result()` waits for the scores. Cached clips and one-process judging are done at once."""
+
+    def __init__(self, clips: dict[str, Audio], texts: dict[str, str], judges: Judges, tmp_dir: Path,
+                 progress: str | None = None):
+        from tqdm.auto import tqdm
+        self.ids, self.texts, self.progress = list(clips), texts, progress
+        self._cache = JudgeCache(judges.cache_path)
+        self._rows, self._todo, self._futures = {}, [], []
+        for cid, a in clips.items():
+            key = f"{metrics.audio_hash(a.samples, a.sample_rate)}:{judges.key()}"
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._rows[cid] = hit
+            else:
+                wav = Path(tmp_dir) / f"{cid}.wav"
+                if not wav.exists():
+                    write_wav(wav, a.samples, a.sample_rate)
+                self._todo.append((cid, key, str(wav)))
+        jobs = [(w, texts[c]) for c, _, w in self._todo]
+        if jobs and judges.workers <= 1:
+            if _WORKER.get("key") != (judges.asr, judges.dnsmos, os.getpid()):  # load once per process
+                _init_worker(judges.asr, judges.dnsmos)
+            self._store([_judge_one(j) for j in tqdm(jobs, desc=progress, disable=progress is None, leave=False)])
+        elif jobs:
+            pool = _judge_pool(judges.asr, judges.dnsmos, judges.workers)
+            for (_, key, _), job in zip(self._todo, jobs):  # a clip already in flight (same audio) is judged once
+                live = _IN_FLIGHT.get(key)
+                if live is None or live.cancelled() or (live.done() and live.exception() is not None):
+                    live = _IN_FLIGHT[key] = pool.submit(_judge_one, job)
+                self._futures.append(live)
+
+    def _store(self, results: list[dict]) -> None:
+        for (cid, key, _), res in zip(self._todo, results):
+            self._cache.put(key, res)
+            self._rows[cid] = res
+            _IN_FLIGHT.pop(key, None)
+        self._todo = []
+
+    def result(self) -> pd.DataFrame:
+        """Per-clip DNSMOS and ASR transcript with WER/CER, once every clip is judged."""
+        from tqdm.auto import tqdm
+        if self._futures:
+            futures, self._futures = self._futures, []
+            self._store([f.result() for f in tqdm(futures, desc=self.progress, disable=self.progress is None,
+                                                  leave=False)])
+        df = pd.DataFrame([{"id": cid, **self._rows[cid]} for cid in self.ids])
+        if "asr_hyp" in df:
+            scores = [metrics.wer_cer(self.texts[c], h) for c, h in zip(df["id"], df["asr_hyp"].fillna(""))]
+            df["wer"] = [s["wer"] for s in scores]
+            df["cer"] = [s["cer"] for s in scores]
+        return df
+
+
+def judge(clips: dict[str, Audio], texts: dict[str, str], judges: Judges, tmp_dir: Path,
+          progress: str | None = None) -> pd.DataFrame:
+    """Per-clip DNSMOS and ASR transcript with WER/CER, in `judges.workers` processes, cached by audio hash."""
+    return PendingJudgement(clips, texts, judges, tmp_dir, progress).result()
+
+
+def speaker_similarity(voices: dict[str, Sequence[Audio]], target: Sequence[Audio],
+                       threads: int = 1) -> tuple[dict[str, float], float]:
+    """SECS of each voice's clips to `target`, clips of the target speaker saying the same held-out sentences in the
+    same order; only pairs of different sentences count, so that shared words do not count as a shared voice.
+    Returns ({voice: SECS}, the target's own self-similarity across its sentences: the ceiling)."""
+    if len(target) < 2:
+        raise ValueError("speaker similarity needs at least 2 target clips (self-similarity is across sentences)")
+    bad = [n for n, c in voices.items() if len(c) != len(target)]
+    if bad:
+        raise ValueError(f"voices {bad} have another number of clips than the target ({len(target)}): give the same "
+                         "sentences in the same order")
+    enc = metrics.SpeakerEncoder(threads=threads)
+    ref = [enc(a.samples, a.sample_rate) for a in target]
+    out = {name: metrics.secs([enc(a.samples, a.sample_rate) for a in clips], ref, exclude_same_index=True)
+           for name, clips in voices.items()}
+    return out, metrics.secs(ref, ref, exclude_same_index=True)
+
+
+def worker_count(requested: int) -> int:
+    """Judge processes: as requested, never more than the CPUs this process may use."""
+    return max(1, min(int(requested), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

@@ -1,0 +1,373 @@
+"""The measuring scenarios of the hardware benchmark (after MLPerf inference): single-stream latency, offline
+throughput by batch size, streaming time to first audio with chunk fidelity, utilisation and energy from counters
+only, and the whole suite for one engine. Part of the harness, beside bench and evaluate."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from lib.harness.bench import Timing
+from lib.core.audio import snr_db
+from lib.runtimes.engines import Engine, windows
+from lib.voices.synth import CHUNK_FRAMES, CONTEXT_FRAMES
+
+# --- scenarios -----------------------------------------------------------------------------------------------
+
+def single_stream(engine: Engine, queries: Sequence[Sequence[int]], min_queries: int = 100, min_seconds: float = 10.0,
+                  max_seconds: float = 120.0, warmup: int = 3, progress: bool = False) -> Timing:
+    """MLPerf single-stream: one query at a time until at least `min_queries` and `min_seconds` (capped at
+    `max_seconds`); latency per query and the audio it produced."""
+    from tqdm.auto import tqdm
+    for ids in list(queries)[:warmup]:
+        engine.synth([ids])
+    lat, aud = [], []
+    start = time.perf_counter()
+    bar = tqdm(desc=f"single-stream {engine.label}", disable=not progress, leave=False)
+    i = 0
+    while (len(lat) < min_queries or time.perf_counter() - start < min_seconds) and time.perf_counter() - start < max_seconds:
+        ids = queries[i % len(queries)]
+        t0 = time.perf_counter()
+        out = engine.synth([ids], seed=i)
+        engine.sync()
+        lat.append(time.perf_counter() - t0)
+        aud.append(out[0].size / engine.sample_rate)
+        i += 1
+        bar.update()
+    bar.close()
+    return Timing(np.array(lat), np.array(aud))
+
+
+def offline_throughput(engine: Engine, queries: Sequence[Sequence[int]], batch_sizes: Sequence[int],
+                       min_seconds: float = 2.0, min_batches: int = 2, on_result: Callable | None = None) -> list[dict]:
+    """MLPerf offline: audio seconds per wall second when queries are sent `b` at a time (sorted by length so a
+    batch pads little). Stops growing the batch at the first out-of-memory error."""
+    order = sorted(queries, key=len)
+    rows = []
+    for b in batch_sizes:
+        try:
+            batches = [order[i:i + b] for i in range(0, len(order), b)] or [order]
+            batches = [bt for bt in batches if len(bt) == b] or batches[:1]
+            engine.synth(batches[0])
+            engine.sync()
+            audio_s = wall = 0.0
+            n = 0
+            while wall < min_seconds or n < min_batches:
+                bt = batches[n % len(batches)]
+                t0 = time.perf_counter()
+                out = engine.synth(bt, seed=n)
+                engine.sync()
+                wall += time.perf_counter() - t0
+                audio_s += sum(a.size for a in out) / engine.sample_rate
+                n += 1
+        except (RuntimeError, MemoryError) as exc:
+            if "out of memory" in str(exc).lower() or isinstance(exc, MemoryError):
+                rows.append({"batch": b, "status": "failed", "reason": f"out of memory at batch {b}"})
+                break
+            raise
+        row = {"batch": b, "batches": n, "audio_s": audio_s, "wall_s": wall, "throughput_xrt": audio_s / wall,
+               "status": "ok", "reason": ""}
+        rows.append(row)
+        if on_result:
+            on_result(row)
+    return rows
+
+
+def stream(engine: Engine, ids: Sequence[int], chunk_frames: int, context_frames: int, seed: int = 0):
+    """Yield (seconds since the call, audio chunk): latent first (the flow sees the whole sentence), then the
+    decoder over fixed windows of chunk + 2 x context frames, keeping each window's centre."""
+    t0 = time.perf_counter()
+    z = engine.latent(ids, seed=seed)
+    for _, chunk in stream_latent(engine, z, chunk_frames, context_frames):
+        yield time.perf_counter() - t0, chunk
+
+
+def streaming_ttfa(engine: Engine, queries: Sequence[Sequence[int]], chunk_frames: int, context_frames: int,
+                   min_queries: int = 100, min_seconds: float = 10.0, max_seconds: float = 120.0, warmup: int = 3) -> dict:
+    """Time to first audio (p50/p90/p99) and whole-stream latency over single-stream queries."""
+    for ids in list(queries)[:warmup]:
+        list(stream(engine, ids, chunk_frames, context_frames))
+    ttfa, total, aud = [], [], []
+    start = time.perf_counter()
+    i = 0
+    while (len(ttfa) < min_queries or time.perf_counter() - start < min_seconds) and time.perf_counter() - start < max_seconds:
+        chunks = list(stream(engine, queries[i % len(queries)], chunk_frames, context_frames, seed=i))
+        engine.sync()
+        ttfa.append(chunks[0][0])
+        total.append(chunks[-1][0])
+        aud.append(sum(c.size for _, c in chunks) / engine.sample_rate)
+        i += 1
+    ttfa = np.array(ttfa) * 1e3
+    return {"ttfa_ms_p50": float(np.percentile(ttfa, 50)), "ttfa_ms_p90": float(np.percentile(ttfa, 90)),
+            "ttfa_ms_p99": float(np.percentile(ttfa, 99)),
+            "stream_rtf": float(np.median(np.array(total) / np.array(aud))), "n": len(ttfa)}
+
+
+def chunk_fidelity(engine: Engine, queries: Sequence[Sequence[int]], chunk_frames: int, context_frames: int) -> list[dict]:
+    """Streamed (chunked) against whole-utterance synthesis with the same noise: max |diff|, SNR and, where the
+    pesq package is installed, PESQ-WB per query. Chunk borders are inaudible when the two match."""
+    rows = []
+    for i, ids in enumerate(queries):
+        whole = engine.synth([ids], seed=i)[0]
+        chunked = np.concatenate([c for _, c in stream(engine, ids, chunk_frames, context_frames, seed=i)])
+        n = min(whole.size, chunked.size)
+        diff = whole[:n] - chunked[:n]
+        row = {"query": i, "max_abs_diff": float(np.max(np.abs(diff))), "snr_db": snr_db(whole, chunked),
+               "length_diff_samples": int(whole.size - chunked.size)}
+        try:
+            from lib.harness.metrics import pesq_wb
+            row["pesq_wb"] = pesq_wb(whole[:n], chunked[:n], engine.sample_rate)
+        except ImportError:
+            pass
+        rows.append(row)
+    return rows
+
+
+def stream_latent(engine: Engine, z, chunk_frames: int, context_frames: int):
+    """The windowed decoding of `stream` for a latent already computed."""
+    k, c = context_frames, chunk_frames
+    if hasattr(z, "new_zeros"):
+        import torch
+        padded = torch.nn.functional.pad(z.float(), (k, k + c))
+    else:
+        padded = np.pad(np.asarray(z, dtype=np.float32), ((0, 0), (0, 0), (k, k + c)))
+    for start, keep in windows(z.shape[-1], c, k):
+        audio = engine.decode_window(padded[..., start:start + c + 2 * k])
+        hop = audio.size // (c + 2 * k)
+        yield start, audio[k * hop:(k + keep) * hop]
+
+
+def cold_start(onnx_path: Path, text: str, repeats: int = 3) -> dict:
+    """Seconds from starting a fresh Python process to the first audio chunk of `text` through piper's own runtime
+    (`PiperVoice.load`, then the first chunk `synthesize` yields): interpreter start, imports, loading the model and
+    the first sentence, as a user's process pays them. Median and worst of `repeats` runs, one after the other."""
+    import subprocess
+    import sys
+    code = ("import sys, time\nfrom piper import PiperVoice\nvoice = PiperVoice.load(sys.argv[1])\n"
+            "next(iter(voice.synthesize(sys.argv[2])))\nprint(repr(time.time()))")
+    took = []
+    for _ in range(repeats):
+        start = time.time()
+        proc = subprocess.run([sys.executable, "-c", code, str(onnx_path), text], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"piper's runtime failed on {onnx_path}: {proc.stderr.strip()[-300:]}")
+        took.append(float(proc.stdout.strip().splitlines()[-1]) - start)
+    return {"cold_start_ms": 1e3 * float(np.median(took)), "cold_start_ms_max": 1e3 * float(np.max(took)), "n": repeats}
+
+
+# --- utilisation and energy ----------------------------------------------------------------------------------
+
+def rapl_status() -> tuple[bool, str]:
+    path = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
+    if not path.exists():
+        return False, "no RAPL counters (/sys/class/powercap/intel-rapl:0 does not exist on this machine)"
+    try:
+        int(path.read_text())
+    except (OSError, ValueError) as exc:
+        return False, f"RAPL counter not readable: {exc}"
+    return True, ""
+
+
+def nvml_status() -> tuple[bool, str]:
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        return True, ""
+    except ImportError:
+        return False, "nvidia-ml-py (pynvml) is not installed"
+    except Exception as exc:
+        return False, f"NVML unavailable: {type(exc).__name__}: {exc}"
+
+
+class Monitor:
+    """Samples CPU utilisation (psutil) and, where NVML answers, GPU utilisation and memory every `interval_s`;
+    reads the energy counters (NVML total energy, RAPL package energy) at entry and exit. Counters only: no
+    estimate is ever mixed in."""
+
+    def __init__(self, interval_s: float = 0.05):
+        import psutil
+        self.psutil = psutil
+        self.interval_s = interval_s
+        self.cpu, self.gpu, self.gpu_mem = [], [], []
+        self.nvml_ok, self.nvml_reason = nvml_status()
+        self.rapl_ok, self.rapl_reason = rapl_status()
+        self._stop = threading.Event()
+
+    def _energy(self) -> dict:
+        out = {}
+        if self.nvml_ok:
+            import pynvml
+            out["gpu_mj"] = pynvml.nvmlDeviceGetTotalEnergyConsumption(pynvml.nvmlDeviceGetHandleByIndex(0))
+        if self.rapl_ok:
+            out["cpu_uj"] = int(Path("/sys/class/powercap/intel-rapl:0/energy_uj").read_text())
+        return out
+
+    def _loop(self):
+        handle = None
+        if self.nvml_ok:
+            import pynvml
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        self.psutil.cpu_percent(None)
+        while not self._stop.wait(self.interval_s):
+            self.cpu.append(self.psutil.cpu_percent(None))
+            if handle is not None:
+                import pynvml
+                self.gpu.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                self.gpu_mem.append(pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20)
+
+    def __enter__(self):
+        self._e0, self._t0 = self._energy(), time.perf_counter()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.seconds = time.perf_counter() - self._t0
+        e1 = self._energy()
+        self.gpu_j = (e1["gpu_mj"] - self._e0["gpu_mj"]) / 1e3 if "gpu_mj" in e1 else None
+        self.cpu_j = (e1["cpu_uj"] - self._e0["cpu_uj"]) / 1e6 if "cpu_uj" in e1 else None
+
+    def summary(self) -> dict:
+        return {"cpu_util_pct": float(np.mean(self.cpu)) if self.cpu else None,
+                "gpu_util_pct": float(np.mean(self.gpu)) if self.gpu else None,
+                "gpu_mem_used_mb": float(np.max(self.gpu_mem)) if self.gpu_mem else None,
+                "gpu_energy_j": self.gpu_j, "cpu_energy_j": self.cpu_j, "seconds": self.seconds}
+
+
+# --- the whole suite for one engine, and the run on a GPU machine ---------------------------------------------
+
+@dataclass
+class SuiteConfig:
+    min_queries: int = 100
+    min_seconds: float = 10.0
+    max_seconds: float = 60.0
+    batch_sizes: tuple = (1, 2, 4, 8, 16, 32, 64)
+    offline_seconds: float = 2.0
+    chunk_frames: int = CHUNK_FRAMES
+    context_frames: int = CONTEXT_FRAMES
+    fidelity_queries: int = 5
+    energy_seconds: float = 5.0
+    warmup: int = 3
+
+
+def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Sequence[Sequence[int]],
+              cfg: SuiteConfig, writer, model: str = "piper-joe", threads: int | None = None,
+              technique: str = "hardware") -> list[dict]:
+    """Single-stream latency, offline throughput by batch size, streaming TTFA and chunk fidelity, utilisation,
+    peak GPU memory and energy for one engine, written as result rows under the engine's own label. Energy rows
+    are measured counters or absent with the reason; returns the throughput-by-batch rows."""
+    keys = dict(model=model, variant=engine.label, technique=technique, backend=engine.backend, device=engine.device,
+                threads=threads)
+    torch_cuda = engine.device == "cuda"
+    from lib.harness.bench import Watched
+    loads = writer.scalars.setdefault("timing_load", [])
+
+    def load_status(watch, scenario):
+        loads.append({"variants": [engine.label], "scenario": scenario, **watch.load.as_dict()})
+        return dict(status="contended", reason=watch.load.reason()) if watch.load.contended else {}
+
+    with Monitor() as mon, Watched(threads or 1) as watch:
+        timing = single_stream(engine, queries, cfg.min_queries, cfg.min_seconds, cfg.max_seconds, cfg.warmup)
+    busy = load_status(watch, "single-stream")
+    summary = timing.summary()
+    writer.add_many({k: summary[k] for k in ("rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99")},
+                    n=len(timing.latencies_s), **keys, **busy)
+    writer.add(metric="throughput_xrt", value=summary["throughput_xrt"], n=len(timing.latencies_s), **keys, **busy)
+    util = mon.summary()
+    writer.add(metric="util_pct", value=util["cpu_util_pct"], reference="CPU, single-stream", **keys)
+    if util["gpu_util_pct"] is not None:
+        writer.add(metric="gpu_util_pct", value=util["gpu_util_pct"], reference="GPU, single-stream", **keys)
+    with Watched(threads or 1) as watch:
+        rows = offline_throughput(engine, queries, cfg.batch_sizes, cfg.offline_seconds)
+    busy = load_status(watch, "offline")
+    ok = [r for r in rows if r["status"] == "ok"]
+    best = max(ok, key=lambda r: r["throughput_xrt"])
+    writer.add(metric="throughput_xrt_offline", value=best["throughput_xrt"], n=best["batches"], **keys, **busy)
+    writer.add(metric="best_batch", value=best["batch"], **keys, **busy)
+    with Watched(threads or 1) as watch:
+        ttfa = streaming_ttfa(engine, ttfa_queries, cfg.chunk_frames, cfg.context_frames, cfg.min_queries,
+                              cfg.min_seconds, cfg.max_seconds, cfg.warmup)
+    busy = load_status(watch, "streaming")
+    writer.add_many({k: ttfa[k] for k in ("ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99")}, n=ttfa["n"], **keys, **busy)
+    writer.add(metric="stream_rtf", value=ttfa["stream_rtf"], n=ttfa["n"], **keys, **busy)
+    fid = chunk_fidelity(engine, ttfa_queries[:cfg.fidelity_queries], cfg.chunk_frames, cfg.context_frames)
+    writer.add(metric="chunk_snr_db", value=min(r["snr_db"] for r in fid), reference="worst chunk vs whole utterance", n=len(fid), **keys)
+    if all("pesq_wb" in r for r in fid):
+        writer.add(metric="chunk_pesq_wb", value=min(r["pesq_wb"] for r in fid), reference="worst chunk vs whole utterance", n=len(fid), **keys)
+    if torch_cuda:
+        import torch
+        torch.cuda.reset_peak_memory_stats()
+    batch = sorted(queries, key=len)[:best["batch"]]
+    audio_s = 0.0
+    with Monitor() as mon:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < cfg.energy_seconds:
+            audio_s += sum(a.size for a in engine.synth(batch)) / engine.sample_rate
+            engine.sync()
+    util = mon.summary()
+    if torch_cuda:
+        import torch
+        writer.add(metric="peak_gpu_mb", value=torch.cuda.max_memory_allocated() / 2**20, reference="at the best batch", **keys)
+        if util["gpu_util_pct"] is not None:
+            writer.add(metric="gpu_util_pct_offline", value=util["gpu_util_pct"], reference="GPU, best batch", **keys)
+    if util["gpu_energy_j"] is not None and torch_cuda:
+        writer.add(metric="energy_j_per_audio_s", value=util["gpu_energy_j"] / audio_s,
+                   reference="GPU board, NVML counter, best batch", n=1, **keys)
+    elif util["cpu_energy_j"] is not None and not torch_cuda:
+        writer.add(metric="energy_j_per_audio_s", value=util["cpu_energy_j"] / audio_s,
+                   reference="CPU package, RAPL counter, best batch", n=1, **keys)
+    else:
+        writer.absent(metrics=["energy_j_per_audio_s"], reason=mon.nvml_reason if torch_cuda else mon.rapl_reason, **keys)
+    for r in rows:
+        r.update(variant=engine.label, backend=engine.backend, device=engine.device, effective=engine.effective)
+    return rows
+
+
+KOKORO_GPU_ABSENT = ("Kokoro-82M ships here as int8 ONNX only (ConvInteger/MatMulInteger/DynamicQuantizeLSTM, CPU "
+                     "kernels in ONNX Runtime); its PyTorch weights are on the hub, and the GPU machine's onnxruntime "
+                     "is a CPU build, so no GPU run exists")
+
+
+def kokoro_cpu_suite(engines: Sequence[str], texts: Sequence[str], writer, threads: int = 1,
+                     fidelity: int = 3, warmup: int = 1, speaker: str = "jf_alpha") -> pd.DataFrame:
+    """A second architecture on the CPU engines: Kokoro-82M's shipped int8 ONNX on each of `engines` ('ort-cpu',
+    'openvino-cpu'), single stream, timed interleaved on `texts`; the first `fidelity` outputs compared with the
+    first engine's (PESQ, MCD, F0 error: the same file need not give the same audio on another runtime). Time to first audio is recorded absent (the graph returns the whole waveform), and so is the
+    GPU, each with its reason. Returns one row per engine."""
+    import pandas as pd
+    from lib.harness import bench, evaluate, metrics
+    from lib.core import text
+    from lib.voices import synth as voices
+    model = "kokoro-82m"
+    made = {e: voices.load_voice(model, backend=e, threads=threads, speaker=speaker) for e in engines}
+    ref_engine = engines[0]
+    keys = {e: dict(model=model, variant=f"{model}-{e}", technique="hardware", parent=f"{model}-{ref_engine}",
+                    backend=e, threads=threads) for e in engines}
+    speed = evaluate.measure_speed(made, [text.Sentence(id=str(i), text=t) for i, t in enumerate(texts)], writer,
+                                   model=model, baseline=ref_engine, meta=keys, warmup=warmup).set_index("name")
+    ref = [made[ref_engine].synthesize(t).samples for t in texts[:fidelity]]
+    rows = []
+    for e, v in made.items():
+        summ = {"size_mb": bench.size_mb(v.model_path)}
+        if e != ref_engine:
+            outs = [v.synthesize(t).samples for t in texts[:fidelity]]
+            compared = [metrics.reference_metrics(r, o, v.sample_rate) for r, o in zip(ref, outs)]
+            summ.update({m: float(np.mean([c[m] for c in compared])) for m in ("pesq_wb", "mcd_db", "f0_rmse_cents")})
+        writer.add_many(summ, n=min(fidelity, len(texts)), **keys[e])
+        writer.absent(metrics=["ttfa_ms_p90"], reason="not streamable as shipped: the ONNX graph returns the whole "
+                      "waveform, so the first audio comes with the last (see latency)", **keys[e])
+        rows.append({"engine": e, **speed.loc[e, ["rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90",
+                                                  "latency_ms_p99", "throughput_xrt"]].to_dict(), **summ})
+    writer.absent(model=model, variant=f"{model}-gpu", metrics=["latency_ms_p90"], technique="hardware",
+                  backend="ort-cuda", device="cuda", reason=KOKORO_GPU_ABSENT)
+    return pd.DataFrame(rows)
+
+

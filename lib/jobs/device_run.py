@@ -1,0 +1,105 @@
+"""The GPU part of notebook 05 on a machine with no internet, from a voice ONNX file and pre-phonemized queries:
+every torch engine (precisions, CUDA graphs, compiled decoder, bitsandbytes with --bnb) through the harness's
+scenarios; writes results under $TTS_LAB_OUTPUTS/<profile>/05_hardware_benchmark.
+
+    python -m lib.jobs.device_run --model en_US-joe-medium.onnx --queries queries.json --profile h100 --bnb"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lib.core.results import ResultWriter
+from lib.harness import bench
+from lib.harness.scenarios import SuiteConfig, run_suite
+from lib.runtimes.backends import probe_all, probes_frame
+from lib.runtimes.engines import TorchEngine
+from lib.voices.piper_torch import load_piper_torch
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The GPU part of notebook 05 on a machine with no internet."""
+    import argparse
+    import warnings
+    warnings.filterwarnings("ignore")
+    ap = argparse.ArgumentParser(prog="python -m lib.jobs.device_run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path)
+    ap.add_argument("--queries", type=Path)
+    ap.add_argument("--profile", default="recorded-gpu")
+    ap.add_argument("--budget-s", type=float, default=480)
+    ap.add_argument("--bnb", action="store_true", help="also bitsandbytes int8/NF4 on the 1x1 convolutions")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="a few queries per scenario (to check the script)")
+    ap.add_argument("--only", choices=["latent-graphs"], help="run only these engines")
+    args = ap.parse_args(argv)
+    probes = probe_all()
+    import pandas as pd
+    import torch
+    q = json.loads(args.queries.read_text())
+    queries, ttfa_queries = q["queries"], q["ttfa_queries"]
+    model = load_piper_torch(args.model)
+    writer = ResultWriter(args.profile, "05_hardware_benchmark")
+    cfg = SuiteConfig(min_queries=100, min_seconds=0, batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+                      offline_seconds=1.5, energy_seconds=5.0)
+    if args.quick:
+        cfg = SuiteConfig(min_queries=4, min_seconds=0, batch_sizes=(1, 2), offline_seconds=0.2, energy_seconds=0.3,
+                          fidelity_queries=2, warmup=1)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    specs = [dict(precision="fp32"), dict(precision="fp16"), dict(precision="bf16"),
+             dict(precision="fp16", cuda_graphs=True), dict(precision="fp16", compile_decoder=True),
+             dict(precision="fp32", cuda_graphs=True, graph_latent=True),
+             dict(precision="fp16", cuda_graphs=True, graph_latent=True)]
+    if args.device != "cuda":
+        specs = [dict(precision="fp32")]
+    if args.only:
+        specs = [sp for sp in specs if sp.get("graph_latent")] if args.only == "latent-graphs" else specs
+    if args.bnb:
+        specs += [dict(precision="fp16", bnb="int8"), dict(precision="fp16", bnb="nf4")]
+    start = time.perf_counter()
+    throughput, clips, env = [], {}, bench.environment(device=args.device)
+    env.update(cudnn_allow_tf32=False, matmul_allow_tf32=False,
+               noise="timed runs draw it on the device (torch.randn, seeded); clips.npz uses host noise (numpy, seed "
+                     "(query, item)), identical to the CPU engines', for paired comparison")
+    for spec in specs:
+        if time.perf_counter() - start > args.budget_s:
+            print("budget spent; skipping", spec, flush=True)
+            continue
+        spec = dict(spec)
+        mode = spec.pop("bnb", None)
+        try:
+            m = model
+            if mode:
+                from lib.techniques.compress import bnb_convert
+                m, names = bnb_convert(model, mode, args.device, scope=("enc_p", "flow"), compute_dtype=torch.float16)
+            engine = TorchEngine(m, device=args.device, window=cfg.chunk_frames + 2 * cfg.context_frames, **spec)
+            if mode:
+                engine.label += f"-bnb-{mode}"
+            t0 = time.perf_counter()
+            throughput += run_suite(engine, queries, ttfa_queries, cfg, writer, technique="bitsandbytes" if mode else "hardware")
+            clips[engine.label] = [engine.synth([ids], seed=i, host_noise=True)[0].astype(np.float16)
+                                   for i, ids in enumerate(ttfa_queries[:5])]
+            print(f"{engine.label}: {time.perf_counter() - t0:.0f} s", flush=True)
+        except Exception as exc:
+            label = f"torch-{args.device}-{spec.get('precision')}" + (f"-bnb-{mode}" if mode else "")
+            print(f"{label} failed: {type(exc).__name__}: {exc}", flush=True)
+            writer.add(model="piper-joe", variant=label, metric="rtf", value=None, status="failed",
+                       reason=f"{type(exc).__name__}: {str(exc)[:300]}", backend=f"torch-{args.device}", device=args.device)
+        finally:
+            writer.write(env, extra_tables={"throughput_by_batch": pd.DataFrame(throughput),
+                                            "backends": probes_frame(probes)})
+            if mode:
+                del m
+                torch.cuda.empty_cache()
+    np.savez_compressed(writer.dir / "clips.npz", **{k: np.concatenate(v) for k, v in clips.items()},
+                        **{f"{k}__lengths": np.array([c.size for c in v]) for k, v in clips.items()})
+    print(writer.frame().pivot_table(index="variant", columns="metric", values="value").T.to_string(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

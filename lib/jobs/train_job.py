@@ -1,0 +1,483 @@
+"""The long training runs, as a job a lent GPU machine runs on its own (`setsid`), within the device tool's limits:
+full state (generators, discriminators, optimizers, RNG) stays on that machine's disk under --work; `pack` copies
+the small part (each student's folded generator as safetensors + config.json, its curve, env) to --out, which
+comes back and is committed under outputs/recorded/<device>/04_distillation/. The next GPU session resumes the
+generators from the committed artefacts (--init-from) with fresh discriminators after a short warm-up.
+
+    python -m lib.jobs.train_job students --work /tmp/train --out "$OUT" --device cuda --mixed-precision bf16 \
+        --decoder-steps 20000 --adversarial-steps 18000 --flow-steps 10000 --recovery-steps 20000
+    python -m lib.jobs.train_job adapt --work /tmp/adapt --data aligned_set.safetensors --target "<notebook 02's target>" \
+        --steps 5000 --adversarial-steps 4000 --f0-weight 2
+    python -m lib.jobs.train_job pack --work /tmp/train --out "$OUT"
+
+The same code runs on a CPU with a few steps (the tests do), and under `accelerate launch` on several GPUs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
+HELDOUT_LISTS = [31]
+
+
+def _recipe(steps: int, adversarial: int, args):
+    from lib.training.loop import Recipe
+    return Recipe(steps=steps, lr=args.lr, warmup_steps=max(0, steps - adversarial), mixed_precision=args.mixed_precision,
+                  discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
+                  eval_every=args.eval_every, log_every=args.log_every)
+
+
+def _init_from(module, art_dir: Path) -> dict | None:
+    """Start a generator from a committed artefact of the same shape, when there is one; returns its config."""
+    from lib.voices.artefacts import ArtefactError, load_part
+    if not (art_dir / "config.json").exists():
+        return None
+    try:
+        loaded, config = load_part(art_dir)
+    except ArtefactError as exc:
+        print(f"not resuming from {art_dir}: {exc}", flush=True)
+        return None
+    from lib.voices.parts import finalize
+    finalize(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
+    module.load_state_dict(loaded.state_dict())
+    print(f"generator initialised from {art_dir}", flush=True)
+    return config
+
+
+def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: float = 0.0, draws: int = 1):
+    """The teacher's latents and audio on the training lists (`draws` samples of each sentence, with the sampling
+    noise the voice speaks with at `noise_scale`/`noise_w`) and on the held-out list, drawn the same way."""
+    from lib.training import batches
+    from lib.core import text
+    from lib.voices import synth as voices
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    sents = text.harvard_sentences(CORPUS_LISTS)[: corpus_limit or None]
+    held = text.harvard_sentences(HELDOUT_LISTS)[:4]
+    ids = [fe.phoneme_ids(s.text)[0] for s in sents]
+    parts = [batches.teacher_latents(teacher, ids, [f"{s.id}#{d}" for s in sents], noise_scale=noise_scale,
+                                      noise_w=noise_w, seed=d) for d in range(draws)]
+    latents = batches.Latents([i for p in parts for i in p.ids], [z for p in parts for z in p.z],
+                               [w for p in parts for w in p.wav], parts[0].hop)
+    heldout = batches.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held],
+                                       noise_scale=noise_scale, noise_w=noise_w, seed=1000)
+    return latents, heldout
+
+
+def _write_run(work: Path, args, **extra) -> None:
+    """What pack needs to account for the run: threads, cores, the corpus's noise, the recipe, where it started."""
+    import os
+    from lib.core.results import atomic_write_json
+    old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+    atomic_write_json(work / "run.json", {**old, "threads": args.threads, "cores": os.cpu_count(),
+                                          "noise_scale": args.noise_scale, "noise_w": args.noise_w, "draws": args.draws,
+                                          "command": args.command, **extra})
+
+
+def _count_from(work: Path, args, name: str, config: dict | None) -> None:
+    """A part started from packed files goes on counting their steps and machine-hours (pack adds them)."""
+    if config:
+        old = json.loads((work / "run.json").read_text()).get("before", {}) if (work / "run.json").exists() else {}
+        _write_run(work, args, before={**old, name: {"steps": int(config.get("steps", 0)),
+                                                     "hours": float(config.get("hours", 0.0))}})
+
+
+def students(args) -> None:
+    from lib.voices import piper_torch
+    from lib.voices import parts
+    from lib.techniques import compress, distill
+    from lib.voices import synth as voices
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    onnx_path, _ = voices.joe_paths()
+    teacher = piper_torch.load_piper_torch(onnx_path)  # stays on the CPU: it only makes the training targets
+    _write_run(work, args, recipe="adversarial")
+    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
+    init = Path(args.init_from) if args.init_from else None
+    widths = [int(w) for w in args.widths]
+    recipes = [_recipe(args.decoder_steps, args.adversarial_steps, args) for _ in widths]
+    started = time.time()
+    studs, curves, chain_end = distill.train_chain(
+        teacher, latents, widths, recipes, work, compare_scratch=False, batch=args.batch, frames=args.frames,
+        heldout=heldout, device=args.device, threads=args.threads, progress=False,
+        prepare=(lambda name, module: _count_from(work, args, name, _init_from(module, init / name)))
+        if init is not None else None)
+    flow_name = f"flow{args.flow_hidden}"
+    flow = distill.flow_student(teacher, args.flow_hidden)
+    if init is not None:
+        _count_from(work, args, flow_name, _init_from(flow, init / flow_name))
+    from lib.training.loop import Recipe
+    from lib.core import text
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    sents = text.harvard_sentences(CORPUS_LISTS)[: args.corpus_limit or None]
+    pairs = distill.flow_pairs(teacher, [fe.phoneme_ids(s.text)[0] for s in sents]) if args.flow_steps else None
+    curves[flow_name] = distill.train_flow(flow, pairs, Recipe(steps=args.flow_steps, lr=5e-4, checkpoint_every=args.checkpoint_every,
+                                                               log_every=args.log_every, mixed_precision=args.mixed_precision),
+                                           work / flow_name, device=args.device, threads=args.threads, progress=None)
+    if args.istft_steps:  # the 5x voice's frame-rate decoder, from scratch on the teacher's own audio
+        from lib.voices.istft_decoder import FrameRateDecoder
+        from lib.training.loop import train_decoder
+        name = f"istft{args.istft_dim}x{args.istft_blocks}"
+        voc = FrameRateDecoder(teacher.hparams["inter_channels"], args.istft_dim, args.istft_blocks,
+                               hop=int(latents.hop))
+        if init is not None:
+            _count_from(work, args, name, _init_from(voc, init / name))
+        curves[name] = train_decoder(voc, latents, _recipe(args.istft_steps, args.istft_adversarial_steps, args),
+                                     work / name, batch=args.batch, frames=args.frames, heldout=heldout,
+                                     device=args.device, threads=args.threads, progress=None)
+    if args.recovery_steps:
+        name = f"structured-{int(args.structured_ratio * 100)}"
+        rec = compress.prune_structured(teacher.dec, args.structured_ratio, latents.z[0])
+        if init is not None:
+            _count_from(work, args, name, _init_from(rec, init / name))
+        from lib.training.loop import train_decoder
+        curves[name] = train_decoder(rec, latents, _recipe(args.recovery_steps, args.adversarial_steps, args),
+                                     work / name, batch=args.batch, frames=args.frames, heldout=heldout,
+                                     device=args.device, threads=args.threads, progress=None)
+        studs[name] = parts.finalize(rec.cpu())
+    (work / "done.json").write_text(json.dumps({"chain_end": chain_end, "seconds": time.time() - started,
+                                                "command": args.command}))
+    print(f"trained {', '.join(curves)} in {time.time() - started:.0f} s", flush=True)
+
+
+def regress(args) -> None:
+    """The regression-first recipe (lib.techniques.regress_recipe) on a channel-pruned decoder student: channels chosen by the
+    teacher's activations and refitted by least squares before the first step (channel_prune), then waveform, complex
+    STFT, mel and stage-feature losses under a cosine schedule with an EMA; resumes from --work, or from a committed
+    artefact (--init-from) whose config keeps the channel choice."""
+    import copy
+    import numpy as np
+    from lib.voices import piper_torch
+    from lib.training import batches
+    from lib.voices import parts
+    from lib.techniques import distill
+    from lib.voices import synth as voices
+    from lib.techniques.channel_prune import pruned_student
+    from lib.techniques.regress_recipe import WEIGHTS, feature_forward, recipe, segments, stage_targets
+    from lib.training.loop import Trainer
+    work = Path(args.work)
+    name = f"dec{args.width}-regress"
+    (work / name).mkdir(parents=True, exist_ok=True)
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    teacher_dec = parts.finalize(copy.deepcopy(teacher.dec))
+    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
+    keep_file = work / name / "keep.json"
+    init = Path(args.init_from) / name if args.init_from else None
+    before = {}
+    if keep_file.exists():  # local state: the trainer loads the weights; a start from packed files stays counted
+        keep = [torch.tensor(k) for k in json.loads(keep_file.read_text())]
+        old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+        before = old.get("before", {})
+        student = parts.finalize(distill.decoder_student(teacher, args.width, "scratch"))
+    elif init is not None and (init / "config.json").exists():
+        from lib.voices.artefacts import load_part
+        student, config = load_part(init)
+        keep = [torch.tensor(k) for k in config["keep"]]
+        before = {name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
+        print(f"generator initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
+              flush=True)
+    else:
+        rng = np.random.default_rng(7)
+        calib = [batches.random_segments(latents, 8, 64, rng)[0] for _ in range(args.calib_batches)]
+        t0 = time.time()
+        student, keep = pruned_student(teacher, args.width, calib, refit_zs=calib, ridge=args.ridge)
+        print(f"channels chosen by activation and refitted by least squares in {time.time() - t0:.0f} s", flush=True)
+    from lib.core.results import atomic_write_text
+    atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
+    _write_run(work, args, recipe="regression-first", before=before)
+    targets, held_targets = stage_targets(teacher_dec, latents, keep), stage_targets(teacher_dec, heldout, keep)
+    rng = np.random.default_rng(1234)
+    held = [segments(heldout, held_targets, args.batch, args.frames, rng) for _ in range(2)]
+    done = before.get(name, {}).get("steps", 0)  # resumed from packed files: the schedule goes on from there
+    rec = recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
+                 adversarial_steps=args.adversarial_steps, schedule_offset=done,
+                 discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
+                 eval_every=args.eval_every, log_every=args.log_every)
+    curve = Trainer(student, lambda r: segments(latents, targets, args.batch, args.frames, r), rec, work / name,
+                    forward=feature_forward(WEIGHTS["feature"]), eval_batches=held, device=args.device,
+                    threads=args.threads, progress=None).fit()
+    print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
+
+
+def regress_istft(args) -> None:
+    """The regression-first recipe on the 5x voice's frame-rate decoder (from scratch): dense targets from the
+    teacher's own STFT at the latent's hop, beside waveform L1, complex STFT and mel; local state resumes, else
+    --init-from's packed decoder."""
+    import numpy as np
+    from lib.techniques.regress_recipe import WEIGHTS, recipe, spectral_forward
+    from lib.training.batches import random_segments
+    from lib.training.loop import Trainer
+    from lib.voices import piper_torch
+    from lib.voices import synth as voices
+    from lib.voices.istft_decoder import FrameRateDecoder
+    work = Path(args.work)
+    name = f"istft{args.dim}x{args.blocks}-regress"
+    (work / name).mkdir(parents=True, exist_ok=True)
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
+    student = FrameRateDecoder(teacher.hparams["inter_channels"], args.dim, args.blocks, hop=latents.hop)
+    old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+    before = old.get("before", {})
+    init = Path(args.init_from) / name if args.init_from else None
+    if not (work / name / "state").exists() and init is not None and (init / "config.json").exists():
+        config = _init_from(student, init) or {}
+        before = {name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
+        print(f"decoder initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
+              flush=True)
+    _write_run(work, args, recipe="regression-first", before=before)
+    rng = np.random.default_rng(1234)
+    held = [random_segments(heldout, args.batch, args.frames, rng) for _ in range(2)]
+    done = before.get(name, {}).get("steps", 0)
+    rec = recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
+                 adversarial_steps=args.adversarial_steps, schedule_offset=done,
+                 discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
+                 eval_every=args.eval_every, log_every=args.log_every)
+    curve = Trainer(student, lambda r: random_segments(latents, args.batch, args.frames, r), rec, work / name,
+                    forward=spectral_forward(WEIGHTS["spectral"]), eval_batches=held, device=args.device,
+                    threads=args.threads, progress=None).fit()
+    print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
+
+
+def adapt(args) -> None:
+    """Adaptation (notebook 02's methods) on the aligned set notebook 02 wrote (`--data`, safetensors), with the shared
+    recipe and the F0 term; each finished method's adapter (PEFT) or weights (full) go to --work/adapters/<method>,
+    which `pack` copies out. A re-run resumes every method from its state folder."""
+    from lib.voices import piper_torch
+    from lib.training import batches
+    from lib.techniques import finetune
+    from lib.voices import synth as voices
+    from lib.training.loop import Recipe
+    work = Path(args.work)
+    data = batches.AlignedSet.load(Path(args.data))
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    started = time.time()
+    for name in args.methods:
+        method, rank = finetune.parse_method(name)
+        recipe = Recipe(steps=args.steps, lr=args.lr_full if method == "full" else args.lr_lora,
+                        warmup_steps=max(0, args.steps - args.adversarial_steps), f0_weight=args.f0_weight,
+                        discriminators=tuple(args.discriminators), mixed_precision=args.mixed_precision,
+                        checkpoint_every=args.checkpoint_every, log_every=args.log_every)
+        a = finetune.prepare(teacher, method, rank=rank or 8, device=args.device)
+        curve = finetune.train_adapted(a, data, recipe, work / name, batch=args.batch, frames=args.frames,
+                                       threads=args.threads, progress=None, device=args.device)
+        a.trainable.cpu()
+        dest = a.save(work / "adapters" / name, base=args.base, card={
+            "target": args.target, "steps": args.steps, "device": args.device, "recipe": asdict(recipe),
+            "command": args.command, "s_per_step": curve.s_per_step})
+        (dest / "curve.csv").write_text((work / name / "curve.csv").read_text())
+        print(f"adapted {name}: {curve.steps_done} steps, {curve.s_per_step:.3f} s/step -> {dest}", flush=True)
+    (work / "done.json").write_text(json.dumps({"seconds": time.time() - started, "command": args.command}))
+
+
+def pack(args) -> None:
+    """Copy each student's latest saved generator (folded, safetensors + config.json), curve and env to --out."""
+    import pandas as pd
+    from safetensors.torch import load_file
+    from lib.voices import piper_torch
+    from lib.voices import parts
+    from lib.harness import bench
+    from lib.techniques import distill
+    from lib.voices import synth as voices
+    from lib.voices.artefacts import save_part
+    work, out = Path(args.work), Path(args.out)
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    env = bench.environment(device=args.device)
+    command = json.loads((work / "done.json").read_text())["command"] if (work / "done.json").exists() else "(running)"
+    import shutil
+    for folder in sorted((work / "adapters").glob("*")) if (work / "adapters").exists() else []:
+        shutil.copytree(folder, out / folder.name, dirs_exist_ok=True)
+        (out / folder.name / "env.json").write_text(json.dumps({**env, "command": command}, indent=1, default=str))
+        print(f"packed adapter {folder.name} -> {out / folder.name}", flush=True)
+    students = ("dec", "flow", "istft", "structured")  # run folders of `students`; adaptation runs pack as adapters
+    info = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+    share = info.get("threads", 1) / max(1, info.get("cores", 1))  # a 1-thread run on 2 cores: half the machine
+    for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists() and p.name.startswith(students)):
+        ema = run / "ema.safetensors"  # the averaged weights, where the recipe keeps an EMA
+        state = load_file(str(ema if ema.exists() else run / "state" / "model.safetensors"))
+        state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
+        curve = (run / "curve.csv").read_text() if (run / "curve.csv").exists() else ""
+        frame = pd.read_csv(run / "curve.csv") if curve.count("\n") > 1 else pd.DataFrame({"step": [0], "seconds": [0.0]})
+        steps, seconds = int(frame["step"].iloc[-1]), float(frame["seconds"].iloc[-1])
+        if run.name.startswith("istft"):
+            from lib.voices.istft_decoder import FrameRateDecoder
+            dim, blocks = (int(v) for v in run.name.removeprefix("istft").split("-")[0].split("x"))
+            module, kind = FrameRateDecoder(teacher.hparams["inter_channels"], dim, blocks), "istft_decoder"
+            build = module.config
+        elif run.name.startswith("flow"):
+            hidden = int(run.name.removeprefix("flow"))
+            module, kind, build = distill.flow_student(teacher, hidden), "flow", parts.flow_build(teacher, hidden)
+        else:
+            width = int(state["conv_pre.weight"].shape[0] if "conv_pre.weight" in state else state["conv_pre.weight_v"].shape[0])
+            module = distill.decoder_student(teacher, width, "scratch")
+            kind, build = "decoder", parts.decoder_build(teacher, width)
+        if not any(k.endswith("weight_g") for k in state):
+            parts.finalize(module)  # trained without weight norm (pruned students): fold first, then load
+        module.load_state_dict(state)
+        parts.finalize(module)
+        before = info.get("before", {}).get(run.name, {})  # a start from packed files: their count goes on
+        steps += int(before.get("steps", 0))
+        hours = float(before.get("hours", 0.0)) + seconds / 3600 * share
+        extra = {"student": run.name, "steps": steps, "seconds": seconds, "hours": hours,
+                 "recipe": info.get("recipe", "adversarial"), "device": env.get("gpu") or args.device}
+        if (run / "keep.json").exists():
+            extra["keep"] = json.loads((run / "keep.json").read_text())
+        dest = save_part(module, out / run.name, kind, build, extra=extra)
+        (dest / "curve.csv").write_text(curve)
+        (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": info.get("command", command)},
+                                                  indent=1, default=str))
+        print(f"packed {run.name}: {steps} steps, {hours:.2f} machine-hours -> {dest}", flush=True)
+        if args.ledger and kind in ("decoder", "istft_decoder"):
+            from lib.training.ledger import read
+            book = read(Path(args.ledger))
+            seen = book[book["run"] == f"{work.name}/{run.name}"]
+            if len(seen) and int(seen["steps"].iloc[-1]) == steps:
+                print(f"ledger: {work.name}/{run.name} has no new checkpoint since its last row", flush=True)
+                continue
+            row = ledger_row(teacher, module, info, run=f"{work.name}/{run.name}", part=kind, steps=steps, hours=hours,
+                             env=env, device=args.device)
+            from lib.training.ledger import append
+            append(Path(args.ledger), row)
+            print(f"ledger: {row}", flush=True)
+
+
+def heldout_quality(teacher, decoder, info: dict) -> dict:
+    """PESQ-WB and mel L1 of `decoder` against the teacher's own audio on the held-out list (whole utterances, the
+    run's corpus noise), which no training step and no checkpoint choice touched."""
+    import numpy as np
+    from lib.training import batches
+    from lib.harness import metrics
+    from lib.core import text
+    from lib.voices import synth as voices
+    from lib.training.loop import mel_l1
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    held = text.harvard_sentences(HELDOUT_LISTS)[:4]
+    lat = batches.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held],
+                                   noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0), seed=1000)
+    pesq, mel = [], []
+    decoder.eval()
+    with torch.no_grad():
+        for z, ref in zip(lat.z, lat.wav):
+            out = decoder(z)[..., : ref.shape[-1]]
+            pesq.append(metrics.pesq_wb(ref.flatten().numpy(), out.flatten().numpy(), 22050))
+            mel.append(float(mel_l1(out, ref)))
+    return {"heldout_pesq": float(np.nanmean(pesq)), "heldout_mel_l1": float(np.mean(mel))}
+
+
+def ledger_row(teacher, decoder, info: dict, *, run: str, part: str, steps: int, hours: float, env: dict,
+               device: str) -> dict:
+    from datetime import datetime, timezone
+    return {"run": run, "part": part, "recipe": info.get("recipe", "adversarial"), "device": env.get("gpu") or device,
+            "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
+            **{k: round(v, 4) for k, v in heldout_quality(teacher, decoder, info).items()},
+            "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _run_args(q, *, device: str, batch: int, threads: int, eval_every: int, init_help: str) -> None:
+    """The options every decoder-training subcommand takes: where its state lives, its corpus, its bookkeeping."""
+    q.add_argument("--work", required=True, help="folder for the full training state (the machine's own disk)")
+    q.add_argument("--init-from", default="", help=init_help)
+    q.add_argument("--device", default=device)
+    q.add_argument("--batch", type=int, default=batch)
+    q.add_argument("--frames", type=int, default=32)
+    q.add_argument("--corpus-limit", type=int, default=0)
+    q.add_argument("--noise-scale", type=float, default=0.0, help="the teacher's sampling noise for the corpus")
+    q.add_argument("--noise-w", type=float, default=0.0)
+    q.add_argument("--draws", type=int, default=1, help="latents drawn per training sentence")
+    q.add_argument("--checkpoint-every", type=int, default=500)
+    q.add_argument("--eval-every", type=int, default=eval_every)
+    q.add_argument("--log-every", type=int, default=50)
+    q.add_argument("--threads", type=int, default=threads)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m lib.jobs.train_job", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("students", help="train the decoder chain, the flow student and the pruned decoder's recovery")
+    _run_args(s, device="cuda", batch=16, threads=8, eval_every=500,
+              init_help="a committed outputs/recorded/<device>/04_distillation to resume from")
+    s.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    s.add_argument("--widths", nargs="+", default=[128, 64])
+    s.add_argument("--decoder-steps", type=int, default=20000)
+    s.add_argument("--adversarial-steps", type=int, default=18000)
+    s.add_argument("--discriminators", nargs="+", default=["mpd", "mrd"])
+    s.add_argument("--flow-hidden", type=int, default=96)
+    s.add_argument("--flow-steps", type=int, default=10000)
+    s.add_argument("--recovery-steps", type=int, default=20000)
+    s.add_argument("--structured-ratio", type=float, default=0.5)
+    s.add_argument("--istft-steps", type=int, default=0, help="train the 5x voice's frame-rate iSTFT decoder too")
+    s.add_argument("--istft-adversarial-steps", type=int, default=0)
+    s.add_argument("--istft-dim", type=int, default=256)
+    s.add_argument("--istft-blocks", type=int, default=6)
+    s.add_argument("--lr", type=float, default=2.0e-4)
+    r = sub.add_parser("regress", help="the regression-first recipe on a channel-pruned decoder (issue 25)")
+    _run_args(r, device="cpu", batch=4, threads=1, eval_every=250,
+              init_help="a committed folder of packed runs (outputs/recorded/training/<work>) to resume from")
+    r.add_argument("--width", type=int, default=128)
+    r.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
+    r.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
+    r.add_argument("--discriminators", nargs="+", default=["mpd"])
+    r.add_argument("--lr", type=float, default=5e-4)
+    r.add_argument("--lr-warmup", type=int, default=200)
+    r.add_argument("--ema", type=float, default=0.999)
+    r.add_argument("--ridge", type=float, default=1e-3, help="the least-squares refit's ridge, relative to its diagonal")
+    r.add_argument("--calib-batches", type=int, default=4, help="8 x 64-frame segments each, for choice and refit")
+    f = sub.add_parser("regress-istft", help="the regression-first recipe on the 5x voice's frame-rate decoder")
+    _run_args(f, device="cpu", batch=4, threads=1, eval_every=250,
+              init_help="a committed folder of packed runs (outputs/recorded/training/<work>) to resume from")
+    f.add_argument("--dim", type=int, default=256)
+    f.add_argument("--blocks", type=int, default=6)
+    f.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
+    f.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
+    f.add_argument("--discriminators", nargs="+", default=["mpd"])
+    f.add_argument("--lr", type=float, default=5e-4)
+    f.add_argument("--lr-warmup", type=int, default=200)
+    f.add_argument("--ema", type=float, default=0.999)
+    a = sub.add_parser("adapt", help="notebook 02's adaptation methods on its aligned set, with the F0 term")
+    a.add_argument("--work", required=True)
+    a.add_argument("--data", required=True, help="the aligned_set.safetensors notebook 02 wrote for this target")
+    a.add_argument("--target", required=True, help="the target's description, as notebook 02 prints it")
+    a.add_argument("--base", default="piper:en_US-joe-medium")
+    a.add_argument("--methods", nargs="+", default=["full", "lora-r4", "lora-r8", "lora-r16", "lora-attention-r16", "qlora-r8"])
+    a.add_argument("--steps", type=int, default=5000)
+    a.add_argument("--adversarial-steps", type=int, default=4000)
+    a.add_argument("--f0-weight", type=float, default=2.0)
+    a.add_argument("--discriminators", nargs="+", default=["mpd"])
+    a.add_argument("--lr-full", type=float, default=2.0e-4)
+    a.add_argument("--lr-lora", type=float, default=1.0e-3)
+    a.add_argument("--batch", type=int, default=16)
+    a.add_argument("--frames", type=int, default=32)
+    a.add_argument("--device", default="cuda")
+    a.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    a.add_argument("--checkpoint-every", type=int, default=500)
+    a.add_argument("--log-every", type=int, default=50)
+    a.add_argument("--threads", type=int, default=8)
+    k = sub.add_parser("pack", help="copy the latest generators, adapters, curves and env to --out")
+    k.add_argument("--work", required=True)
+    k.add_argument("--out", required=True)
+    k.add_argument("--device", default="cuda")
+    k.add_argument("--ledger", default="", help="append a row per packed decoder (held-out PESQ, mel L1, machine-hours)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
+    args.command = "python -m lib.jobs.train_job " + " ".join(argv)
+    if getattr(args, "threads", None) and args.device == "cpu":
+        torch.set_num_threads(args.threads)  # from the start: a setup on torch's default threads oversubscribes
+    from lib.core.pause import Yielder
+    run = Yielder(f"{args.cmd} {Path(args.work).name}") if args.cmd != "pack" else None
+    if run is not None:
+        run.register()  # pauses between steps while anything on this machine is timed
+    try:
+        {"students": students, "adapt": adapt, "pack": pack, "regress": regress,
+         "regress-istft": regress_istft}[args.cmd](args)
+    finally:
+        if run is not None:
+            run.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""Engines: one interface (synth, latent, decode windows) over PyTorch, ONNX Runtime and OpenVINO, each refusing
+to run on another back-end or precision than it says (BackendMismatch)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lib.core import machine
+from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_provider, ov_precision
+from lib.voices.synth import SCALES
+from lib.techniques.export import frames_budget, hop_length, latent_with_noise, make_noise, pad_batch, StaticSplines
+
+# --- engines: one interface over torch, ONNX Runtime and OpenVINO ----------------------------------------------
+
+class Engine:
+    """Batch synthesis from phoneme ids with explicit noise, the latent alone, and a fixed-shape window decoder."""
+    label: str = ""
+    backend: str = ""
+    precision: str = ""
+    device: str = "cpu"
+    effective: str = ""
+    sample_rate: int = 22050
+    hop: int = 256
+    channels: int = 192
+
+    def synth(self, batch: Sequence[Sequence[int]], seed: int = 0) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def latent(self, ids: Sequence[int], seed: int = 0) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode_window(self, z: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        pass
+
+
+class TorchEngine(Engine):
+    """The rebuilt PyTorch voice on `device` at `precision` (fp16/bf16 through autocast); optionally the decoder
+    compiled with torch.compile, and on CUDA the fixed-shape window decoder replayed from a captured CUDA graph."""
+
+    def __init__(self, model, device: str = "cpu", precision: str = "fp32", threads: int | None = None,
+                 compile_decoder: bool = False, cuda_graphs: bool = False, window: int = 96,
+                 device_noise: bool | None = None, graph_latent: bool = False, bucket: int = 32):
+        import torch
+        self.device_noise = device != "cpu" if device_noise is None else device_noise
+        self.torch = torch
+        self.model = model.to(device).eval()
+        self.device, self.precision = device, precision
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        if threads and device == "cpu":
+            torch.set_num_threads(int(threads))
+        self.backend = f"torch-{device}"
+        self.hop, self.channels = hop_length(model), model.hparams["inter_channels"]
+        self.decoder = torch.compile(model.dec, dynamic=True) if compile_decoder else model.dec
+        self.label = (f"{self.backend}-{precision}" + ("-compile" if compile_decoder else "")
+                      + ("-graphs" if cuda_graphs else "") + ("-latent-graphs" if graph_latent else ""))
+        self.window, self.bucket = window, bucket
+        self._graph, self._latent_graphs = None, ({} if graph_latent else None)
+        if (cuda_graphs or graph_latent) and device != "cuda":
+            raise BackendMismatch("CUDA graphs need device 'cuda'")
+        if cuda_graphs:
+            self._capture(window)
+        probe_out = self.synth([[1, 2, 3, 4, 5]])
+        self.effective = f"{self._out_device}:{self._out_dtype}"
+        want = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
+        if self._out_device != device or (precision != "fp32" and self._dec_dtype != want):
+            raise BackendMismatch(f"{self.label}: asked for {device}/{want}, decoder ran on {self._out_device}/{self._dec_dtype}")
+        del probe_out
+
+    def _autocast(self):
+        return self.torch.autocast(self.device, dtype=self.dtype, enabled=self.precision != "fp32")
+
+    def _noise(self, batch, seed: int, host: bool = False):
+        """Host noise (numpy, the same on every back-end) or device noise (torch.randn on the device from a seeded
+        generator: what a server does, without drawing megabytes on the CPU for every batch)."""
+        torch = self.torch
+        if host or not self.device_noise:
+            return [torch.from_numpy(a).to(self.device) for a in make_noise(batch, self.channels, seed)]
+        g = torch.Generator(device=self.device).manual_seed(int(seed))
+        t = max(len(ids) for ids in batch)
+        return (torch.randn(len(batch), 2, t, generator=g, device=self.device),
+                torch.randn(len(batch), self.channels, frames_budget(t), generator=g, device=self.device))
+
+    def synth(self, batch, seed: int = 0, host_noise: bool = False):
+        torch = self.torch
+        x, lengths = pad_batch(batch)
+        dp_noise, z_noise = self._noise(batch, seed, host_noise)
+        with torch.inference_mode(), self._autocast():
+            dev = self.device
+            z, y_lengths = latent_with_noise(self.model, torch.from_numpy(x).to(dev), torch.from_numpy(lengths).to(dev),
+                                             SCALES, dp_noise, z_noise)
+            audio = self.decoder(z)
+        self._out_device, self._dec_dtype = audio.device.type, str(audio.dtype).replace("torch.", "")
+        self._out_dtype = self._dec_dtype
+        audio = audio.float().cpu().numpy()[:, 0]
+        return [audio[i, :int(n) * self.hop] for i, n in enumerate(y_lengths.cpu().numpy())]
+
+    def latent(self, ids, seed: int = 0, host_noise: bool = False):
+        if self._latent_graphs is not None:
+            z = self._graphed_latent(ids, seed, host_noise)
+            if z is not None:
+                return z
+        torch = self.torch
+        x, lengths = pad_batch([ids])
+        dp_noise, z_noise = self._noise([ids], seed, host_noise)
+        with torch.inference_mode(), self._autocast():
+            dev = self.device
+            z, _ = latent_with_noise(self.model, torch.from_numpy(x).to(dev), torch.from_numpy(lengths).to(dev), SCALES,
+                                     dp_noise, z_noise)
+        return z
+
+    def _capture_latent(self, t_bucket: int):
+        """A CUDA graph of the whole latent (text encoder, durations, flow) for phoneme sequences padded to
+        `t_bucket`, with `frames_budget(t_bucket)` frames: static shapes, captured once per bucket."""
+        torch = self.torch
+        frames = frames_budget(t_bucket)
+        bufs = {"x": torch.zeros(1, t_bucket, dtype=torch.long, device="cuda"),
+                "n": torch.full((1,), t_bucket, dtype=torch.long, device="cuda"),
+                "dp": torch.zeros(1, 2, t_bucket, device="cuda"), "z": torch.zeros(1, self.channels, frames, device="cuda")}
+        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32", cache_enabled=False)  # noqa: E731
+        run = lambda: latent_with_noise(self.model, bufs["x"], bufs["n"], SCALES, bufs["dp"], bufs["z"], frames=frames)  # noqa: E731
+        with StaticSplines():
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream), torch.inference_mode(), autocast():
+                for _ in range(2):
+                    run()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph), autocast():
+                out = run()
+        return bufs, out, graph
+
+    def _graphed_latent(self, ids, seed: int, host_noise: bool):
+        """The latent by graph replay, with exactly the eager path's noise; None (eager fallback) if the
+        durations overrun the frames the graph was captured for."""
+        torch = self.torch
+        t = len(ids)
+        tb = -(-t // self.bucket) * self.bucket
+        if tb not in self._latent_graphs:
+            self._latent_graphs[tb] = self._capture_latent(tb)
+        bufs, (z, y_lengths), graph = self._latent_graphs[tb]
+        dp, zn = self._noise([ids], seed, host_noise)
+        with torch.inference_mode():
+            bufs["x"].zero_()
+            bufs["x"][0, :t] = torch.as_tensor(ids, dtype=torch.long).to("cuda", non_blocking=True)
+            bufs["n"].fill_(t)
+            bufs["dp"].zero_()
+            bufs["dp"][:, :, :t] = dp
+            bufs["z"].zero_()
+            bufs["z"][:, :, :zn.shape[2]] = zn
+            graph.replay()
+            y = int(y_lengths[0])
+        return z[:, :, :y].clone() if y <= zn.shape[2] else None
+
+    def _capture(self, window: int):
+        torch = self.torch
+        self._static_in = torch.zeros(1, self.channels, window, device="cuda")
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32", cache_enabled=False)  # noqa: E731
+        with torch.cuda.stream(stream), torch.inference_mode(), autocast():
+            for _ in range(3):
+                self.model.dec(self._static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self._graph), autocast():
+            self._static_out = self.model.dec(self._static_in)
+
+    def decode_window(self, z):
+        torch = self.torch
+        if not isinstance(z, torch.Tensor):
+            z = torch.from_numpy(np.ascontiguousarray(z)).to(self.device)
+        if self._graph is not None and z.shape[-1] == self._static_in.shape[-1]:
+            self._static_in.copy_(z)
+            self._graph.replay()
+            return self._static_out.float().cpu().numpy().reshape(-1)
+        with torch.inference_mode(), self._autocast():
+            return self.decoder(z).float().cpu().numpy().reshape(-1)
+
+    def sync(self):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+
+def _ort_session(path: Path, provider: str, threads: int):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    if ort_effective_provider(sess) != provider:
+        raise BackendMismatch(f"asked ONNX Runtime for {provider}, the session runs on {sess.get_providers()}")
+    return sess
+
+
+class OnnxEngine(Engine):
+    """The explicit-noise ONNX files in ONNX Runtime (`backend` ort-*) or OpenVINO (openvino-cpu/npu); refuses
+    to construct when the runtime would run the graph elsewhere than asked."""
+
+    def __init__(self, paths: dict[str, Path], backend: str = "ort-cpu", precision: str = "fp32", threads: int = 1,
+                 channels: int = 192, hop: int = 256, sample_rate: int = 22050, decoder_precision: str | None = None):
+        self.backend, self.precision, self.threads = backend, precision, threads
+        self.channels, self.hop, self.sample_rate = channels, hop, sample_rate
+        self.label = f"{backend}-{precision}"
+        if backend.startswith("ort-"):
+            provider = ORT_PROVIDERS[backend]
+            self.device = {"ort-cpu": "cpu", "ort-qnn": "npu"}.get(backend, "cuda")
+            self._voice = _ort_session(paths["voice"], provider, threads)
+            self._latent = _ort_session(paths["latent"], provider, threads)
+            self._decoder = _ort_session(paths["decoder"], provider, threads)
+            self.effective = f"{ort_effective_provider(self._voice)}:fp32"
+            run = lambda s, feeds: s.run(None, feeds)  # noqa: E731
+            self._run_voice = lambda f: run(self._voice, f)
+            self._run_latent = lambda f: run(self._latent, f)
+            self._run_decoder = lambda z: run(self._decoder, {"z": z})[0]
+            if decoder_precision:
+                self._run_decoder = self._openvino_window_decoder(paths["decoder"], decoder_precision, threads)
+                self.label += f"+openvino-{decoder_precision}-window"
+        elif backend.startswith("openvino-"):
+            import openvino as ov
+            device = backend.split("-")[1].upper()
+            self.device = device.lower()
+            core = ov.Core()
+            cfg = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": int(threads)}
+            compiled = {k: core.compile_model(str(paths[k]), device, cfg) for k in ("voice", "latent", "decoder")}
+            got = {k: (list(c.get_property("EXECUTION_DEVICES")), ov_precision(c.get_property("INFERENCE_PRECISION_HINT")))
+                   for k, c in compiled.items()}
+            for k, (devices, prec) in got.items():
+                if not any(d.startswith(device) for d in devices) or prec.lower() != precision.lower():
+                    raise BackendMismatch(f"{self.label}: OpenVINO compiled {k} for {devices} at {prec}")
+            self.effective = f"{got['voice'][0][0]}:{got['voice'][1]}"
+            reqs = {k: c.create_infer_request() for k, c in compiled.items()}
+            self._run_voice = lambda f: list(reqs["voice"].infer(f).values())
+            self._run_latent = lambda f: list(reqs["latent"].infer(f).values())
+            self._run_decoder = lambda z: np.asarray(next(iter(reqs["decoder"].infer({0: z}).values())))
+        else:
+            raise ValueError(f"OnnxEngine runs ort-* and openvino-* back-ends, not {backend!r}")
+
+    def _openvino_window_decoder(self, path: Path, precision: str, threads: int):
+        """The static-window decoder compiled once by OpenVINO's CPU plugin at `precision` (bf16 runs on AMX)."""
+        import openvino as ov
+        machine.require_precision("openvino-cpu", precision)
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                              "INFERENCE_NUM_THREADS": int(threads)})
+        got = ov_precision(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if got != precision:
+            raise BackendMismatch(f"asked OpenVINO for a {precision} decoder, it compiled {got}")
+        self.effective += f"; window decoder CPU:{got}"
+        request = compiled.create_infer_request()
+        return lambda z: np.asarray(next(iter(request.infer({0: z}).values())))
+
+    def _feeds(self, batch, seed):
+        x, lengths = pad_batch(batch)
+        dp_noise, z_noise = make_noise(batch, self.channels, seed)
+        return {"input": x, "input_lengths": lengths, "scales": np.array(SCALES, dtype=np.float32),
+                "dp_noise": dp_noise, "z_noise": z_noise}
+
+    def synth(self, batch, seed: int = 0):
+        audio, y_lengths = self._run_voice(self._feeds(batch, seed))
+        audio = np.asarray(audio)[:, 0]
+        return [audio[i, :int(n) * self.hop] for i, n in enumerate(np.asarray(y_lengths))]
+
+    def latent(self, ids, seed: int = 0):
+        return np.asarray(self._run_latent(self._feeds([ids], seed))[0])
+
+    def decode_window(self, z):
+        return np.asarray(self._run_decoder(np.ascontiguousarray(z, dtype=np.float32))).reshape(-1)
+
+
+def latent_windows(engine: Engine, queries: Sequence[Sequence[int]], chunk_frames: int, context_frames: int) -> list:
+    """The decoder's real inputs: every fixed-size latent window of `queries` (for calibration and checks)."""
+    k, c = context_frames, chunk_frames
+    out = []
+    for i, ids in enumerate(queries):
+        z = np.asarray(engine.latent(ids, seed=i), dtype=np.float32)
+        padded = np.pad(z, ((0, 0), (0, 0), (k, k + c)))
+        out += [padded[..., s:s + c + 2 * k] for s, _ in windows(z.shape[-1], c, k)]
+    return out
+
+
+def windows(frames: int, chunk_frames: int, context_frames: int):
+    """(start, keep) of each fixed-size decoder window over a latent of `frames` frames."""
+    return [(s, min(chunk_frames, frames - s)) for s in range(0, frames, chunk_frames)]

@@ -1,0 +1,259 @@
+"""Distillation from synthetic data only: smaller students of the teacher's decoder (where most compute is) and of
+its flow, trained on the teacher's own latents and audio, as a progressive chain in which each student learns
+from the one before it (after the progressive distillation of TorToiSe; here the cost halved is width)."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+
+from lib.training.batches import Latents
+from lib.voices.parts import build_part, decoder_build, finalize, flow_build
+from lib.voices.synth import NOISE_SCALE
+
+
+def decoder_width(decoder) -> int:
+    return int(decoder.conv_pre.out_channels)
+
+
+def decoder_student(teacher_model, width: int, init: str = "scratch", parent=None, example_z=None):
+    """A HiFi-GAN decoder like the teacher's with `width` initial channels (every later stage halves it as in
+    the teacher). `init='prune'` takes `parent`'s (default: the teacher decoder's) L2-strongest channels with
+    torch-pruning; `init='scratch'` starts from random weights (weight-normed, as VITS trains them)."""
+    hp = teacher_model.hparams
+    parent = parent if parent is not None else teacher_model.dec
+    if init == "prune":
+        import torch
+        from lib.techniques.compress import prune_structured
+        if example_z is None:
+            example_z = torch.zeros(1, hp["inter_channels"], 32)
+        ratio = 1.0 - width / decoder_width(parent)
+        if not 0 < ratio < 1:
+            raise ValueError(f"a pruned student must be narrower than its parent ({decoder_width(parent)}), not {width}")
+        return prune_structured(parent, ratio, example_z)
+    if init != "scratch":
+        raise ValueError(f"init {init!r}: use 'prune' or 'scratch'")
+    return build_part("decoder", decoder_build(teacher_model, width))
+
+
+def relabel(lat: Latents, decoder) -> Latents:
+    """The same latents with `decoder`'s audio as the target: how the next student in the chain learns from
+    this one rather than from the teacher."""
+    import torch
+    decoder.eval()
+    with torch.no_grad():
+        wavs = [decoder(z) for z in lat.z]
+    return Latents(lat.ids, lat.z, wavs, lat.hop)
+
+
+def with_parts(model, decoder=None, flow=None, frontend=None):
+    """A copy of the full voice with its decoder, flow and/or front end (text encoder + duration predictor, a
+    `voices.frontend.FrontEnd`) replaced by copies of students (whose weight normalisation is folded first, in
+    place: they are done training)."""
+    out = copy.deepcopy(model)
+    if frontend is not None:
+        from lib.voices.frontend import with_frontend
+        out = with_frontend(out, frontend)
+    if decoder is not None:
+        out.dec = copy.deepcopy(finalize(decoder))
+    if flow is not None:
+        out.flow = copy.deepcopy(finalize(flow))
+    return out.eval()
+
+
+@dataclass
+class FlowPairs:
+    """Per utterance: the prior sample z_p, its mask, and the teacher flow's output z = flow^-1(z_p)."""
+    z_p: list
+    mask: list
+    z: list
+
+
+def flow_pairs(model, phoneme_ids: Sequence[list[int]], noise_scale: float = NOISE_SCALE, noise_w: float = 0.0,
+               draws: int = 2, seed: int = 0) -> FlowPairs:
+    """Teacher flow inputs and outputs on the synthetic sentences, `draws` prior samples each (with sampling
+    noise, so the student sees the spread it will meet at inference)."""
+    import torch
+    torch.manual_seed(seed)
+    zp, masks, zs = [], [], []
+    with torch.no_grad():
+        for ids in phoneme_ids:
+            for _ in range(draws):
+                _, _, y_mask, (z, z_p, _, _) = model.infer(torch.tensor([ids]), torch.tensor([len(ids)]),
+                                                           noise_scale=noise_scale, noise_scale_w=noise_w)
+                zp.append(z_p.clone())
+                masks.append(y_mask.clone())
+                zs.append(z.clone())
+    return FlowPairs(zp, masks, zs)
+
+
+def flow_student(teacher_model, hidden: int, n_layers: int | None = None):
+    """The teacher's flow (residual coupling layers, reverse direction at inference) at `hidden` channels."""
+    build = flow_build(teacher_model, hidden)
+    return build_part("flow", {**build, "n_layers": n_layers or build["n_layers"]})
+
+
+def _flow_batch(pairs: FlowPairs, batch: int, frames: int, rng):
+    import torch
+    zp, mk, zz = [], [], []
+    for _ in range(batch):
+        i = int(rng.integers(len(pairs.z)))
+        n = pairs.z[i].shape[-1]
+        s = int(rng.integers(max(1, n - frames + 1)))
+        pad = max(0, frames - n)
+        cut = lambda t: torch.nn.functional.pad(t[..., s:s + frames], (0, pad))  # noqa: E731
+        zp.append(cut(pairs.z_p[i]))
+        mk.append(cut(pairs.mask[i]))
+        zz.append(cut(pairs.z[i]))
+    return torch.cat(zp), torch.cat(mk), torch.cat(zz)
+
+
+def flow_loss(flow, batch):
+    """Masked L1 between the student flow's reverse pass and the teacher's output for the same prior sample."""
+    z_p, mask, z = batch
+    out = flow(z_p, mask, g=None, reverse=True)
+    return (out - z).abs().mul(mask).sum() / (mask.sum() * z.shape[1]).clamp_min(1.0)
+
+
+def train_flow(student, pairs: FlowPairs, recipe, ckpt_dir: Path, batch: int = 8, frames: int = 128,
+               threads: int = 2, progress: str | None = "flow", device: str = "cpu"):
+    """Fit the student flow's reverse pass to the teacher's with the shared training stack (regression: no
+    discriminator acts on a latent); resumes from `ckpt_dir`."""
+    from lib.training.loop import Trainer
+    return Trainer(student, lambda rng: _flow_batch(pairs, batch, frames, rng), recipe, ckpt_dir, loss_fn=flow_loss,
+                   device=device, threads=threads, progress=progress).fit()
+
+
+# --- the whole study's training, shared by notebook 04 and the GPU job -----------------------------------------
+
+def train_chain(teacher_model, latents: Latents, widths: Sequence[int], recipes: Sequence, work: Path,
+                compare_scratch: bool = True, batch: int = 4, frames: int = 32, heldout: Latents | None = None,
+                eval_fn=None, device: str = "cpu", threads: int = 2, progress: bool = True, prepare=None):
+    """The decoder chain: link i trains a student of widths[i] with recipes[i] on the previous network's audio
+    (the teacher's for the first); the first link is also trained from scratch when `compare_scratch`; the student
+    with the lower final mel loss teaches the next. Returns (students by name, finalized; curves by name; the
+    chain's last student's name). Each run resumes from work/<name>; `prepare(name, module)`, when given, sees
+    each student before it trains (the GPU job loads committed weights there)."""
+    from lib.training.loop import train_decoder
+    students, curves, parent, targets = {}, {}, teacher_model.dec, latents
+    best = None
+    for i, (width, recipe) in enumerate(zip(widths, recipes)):
+        inits = ["prune", "scratch"] if i == 0 and compare_scratch else ["prune"]
+        for init in inits:
+            name = f"dec{width}-{init}" if i == 0 else f"dec{width}-chain"
+            dec = decoder_student(teacher_model, width, init, parent=parent, example_z=latents.z[0])
+            if prepare is not None:
+                prepare(name, dec)
+            curves[name] = train_decoder(dec, targets, recipe, Path(work) / name, batch=batch, frames=frames,
+                                         heldout=heldout, eval_fn=eval_fn, device=device, threads=threads,
+                                         progress=name if progress else None)
+            students[name] = finalize(dec.cpu())
+        best = min((n for n in students if n.startswith(f"dec{width}-")), key=lambda n: final_mel(curves[n]))
+        parent = students[best]
+        targets = relabel(latents, parent)
+    return students, curves, best
+
+
+def final_mel(curve) -> float:
+    """Mean mel L1 over the last logged tenth of a run (the figure links are compared by)."""
+    f = curve.frame
+    if f.empty or "loss_mel" not in f:
+        return float("nan")
+    return float(f["loss_mel"].tail(max(1, len(f) // 10)).mean())
+
+
+def save_students(teacher_model, students: dict, out_root: Path, curves: dict, flow=None, flow_name: str = "",
+                  frontend=None, frontend_name: str = "", istft=None, istft_name: str = "",
+                  extra: dict | None = None) -> dict[str, Path]:
+    """Each student as an artefact folder out_root/<name>/ (model.safetensors, config.json, curve.csv): decoders,
+    the flow student, the front-end student (a voices.frontend.FrontEnd) and the frame-rate decoder."""
+    from lib.voices.artefacts import save_part
+    out = {}
+    if istft is not None:
+        out[istft_name] = save_part(istft, Path(out_root) / istft_name, "istft_decoder", istft.config,
+                                    extra={"student": istft_name, **(extra or {})})
+    if frontend is not None:
+        out[frontend_name] = save_part(frontend, Path(out_root) / frontend_name, "frontend", frontend.config,
+                                       extra={"student": frontend_name, **(extra or {})})
+    for name, dec in students.items():
+        out[name] = save_part(dec, Path(out_root) / name, "decoder", decoder_build(teacher_model, decoder_width(dec)),
+                              extra={"student": name, **(extra or {})})
+    if flow is not None:
+        hidden = flow.flows[0].enc.hidden_channels
+        out[flow_name] = save_part(flow, Path(out_root) / flow_name, "flow", flow_build(teacher_model, hidden),
+                                   extra={"student": flow_name, **(extra or {})})
+    for name, path in out.items():
+        if name in curves:
+            curves[name].frame.to_csv(path / "curve.csv", index=False)
+    return out
+
+
+def recorded_students(root: Path) -> tuple[dict, dict]:
+    """Students recorded under `root` (outputs/recorded/<device>/04_distillation): ({name: (module, config)},
+    {name: reason}) -- a folder with a missing or corrupt file is named with the reason, never loaded half."""
+    from lib.voices.artefacts import ArtefactError, load_part
+    loaded, absent = {}, {}
+    for cfg in sorted(Path(root).glob("*/config.json")) if Path(root).exists() else []:
+        try:
+            loaded[cfg.parent.name] = load_part(cfg.parent)
+        except ArtefactError as exc:
+            absent[cfg.parent.name] = str(exc)
+    for folder in sorted(p for p in Path(root).glob("*") if p.is_dir()) if Path(root).exists() else []:
+        if folder.name not in loaded and folder.name not in absent and not (folder / "config.json").exists():
+            if (folder / "model.safetensors").exists():
+                absent[folder.name] = f"recorded artefact incomplete: {folder / 'config.json'} is missing"
+    return loaded, absent
+
+
+def recorded_voices(teacher_model, roots: dict[str, Path]) -> tuple[dict, dict, dict]:
+    """Student voices from the artefacts recorded on other machines (`roots`: device -> its 04_distillation
+    folder): each decoder in the teacher, and the chain's end with each recorded flow student. Returns ({name@device:
+    voice}, {name: reason it is absent}, {name@device: artefact config})."""
+    voices, absent, info = {}, {}, {}
+    for dev, root in roots.items():
+        if not Path(root).exists():
+            absent[f"students@{dev}"] = (f"no student recorded on {dev} yet ({root} does not exist): train them on a "
+                                         f"GPU with `python -m lib.jobs.train_job` and commit what `pack` brings back")
+            continue
+        loaded, bad = recorded_students(root)
+        absent.update({f"{n}@{dev}": r for n, r in bad.items()})
+        decoders = {n: mc for n, mc in loaded.items() if mc[1]["kind"] in ("decoder", "istft_decoder")}
+        for n, (module, config) in decoders.items():
+            voices[f"{n}@{dev}"], info[f"{n}@{dev}"] = with_parts(teacher_model, decoder=module), config
+        chain = sorted((n for n in decoders if n.startswith("dec")), key=lambda n: decoder_width(decoders[n][0]))
+        chain = [n for n in decoders if n.startswith("istft")] + chain  # the frame-rate decoder goes furthest
+        for n, (flow, config) in loaded.items():
+            if config["kind"] == "flow" and chain:
+                name = f"{chain[0]}+{n}@{dev}"
+                voices[name] = with_parts(teacher_model, decoder=decoders[chain[0]][0], flow=flow)
+                info[name] = {**config, "decoder": decoders[chain[0]][1]}
+    return voices, absent, info
+
+
+def student_voice(teacher_model, folder: Path, name: str):
+    """The voice named by its student parts joined with '+' (e.g. 'istft256x6+flow96+fe96'), each part read from
+    `folder`/<part> (what `save_students` wrote) and put in the teacher by its kind; ArtefactError names a missing
+    or unreadable part."""
+    from lib.voices.artefacts import load_part
+    parts = {"decoder": None, "flow": None, "frontend": None}
+    for part in name.split("+"):
+        module, config = load_part(Path(folder) / part)
+        kind = {"istft_decoder": "decoder"}.get(config["kind"], config["kind"])
+        if kind not in parts:
+            raise ValueError(f"{Path(folder) / part}: a part of kind {config['kind']!r} cannot go into a voice")
+        parts[kind] = module
+    return with_parts(teacher_model, **parts)
+
+
+def training_table(curves: dict, recorded_info: dict, device: str):
+    """Where and how long each student trained: here (`curves`) or on a GPU (`recorded_info` configs)."""
+    import pandas as pd
+    rows = [{"student": n, "where": device, "steps": c.steps_done, "hours": c.seconds / 3600,
+             "s_per_step": c.s_per_step} for n, c in curves.items()]
+    for n, cfg in recorded_info.items():
+        rows.append({"student": n, "where": n.rsplit("@", 1)[-1], "steps": cfg.get("steps"),
+                     "hours": (cfg.get("seconds") or float("nan")) / 3600,
+                     "s_per_step": (cfg.get("seconds") or float("nan")) / max(1, cfg.get("steps") or 1)})
+    return pd.DataFrame(rows)

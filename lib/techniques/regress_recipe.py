@@ -1,0 +1,105 @@
+"""The regression-first distillation recipe for a channel-pruned decoder student (issue 25), beside the adversarial
+one: the student learns the teacher's own waveform for the same latent, which is deterministic and phase-aligned,
+so cheap dense losses are well-posed: waveform L1, a complex multi-resolution STFT, mel, and each stage's output
+against the teacher's on the kept channels (channel_prune). A cosine schedule over the run's budget and an EMA of
+the weights; piper's discriminators come only as a short, last phase, where they win at equal machine time."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lib.techniques.channel_prune import stage_outputs
+from lib.training.batches import Latents
+
+# The recipe's loss weights (beside mel x45, piper's): each term ~1-10 at the start of a pruned student's run.
+WEIGHTS = {"wave": 50.0, "cstft": 5.0, "stft": 2.5, "feature": 5.0, "spectral": 5.0}
+
+
+@dataclass
+class StageTargets:
+    """Per utterance: the teacher's output of each stream (conv_pre, then each stage) on the kept channels (fp16,
+    to halve the memory), and each stream's samples per latent frame."""
+    feats: list  # [utterance][stream] -> tensor [1, kept, frames * rate]
+    rates: list[int]
+
+
+@torch.no_grad()
+def stage_targets(teacher_dec, lat: Latents, keep) -> StageTargets:
+    """Run the teacher's decoder (weight norm folded) once over each utterance's latent."""
+    from lib.core.pause import yield_point
+    feats = []
+    for z in lat.z:
+        yield_point()
+        _, fs = stage_outputs(teacher_dec, z)
+        feats.append([f.index_select(1, k).half() for f, k in zip(fs, keep)])
+    rates = [1] + [int(np.prod([u.stride[0] for u in teacher_dec.ups][:i + 1])) for i in range(len(teacher_dec.ups))]
+    return StageTargets(feats, rates)
+
+
+def segments(lat: Latents, targets: StageTargets, batch: int, frames: int, rng: np.random.Generator):
+    """A batch of aligned (z, waveform, stream 0, stream 1, ...) segments of `frames` latent frames (zero-padded
+    where an utterance is shorter)."""
+    out = None
+    for _ in range(batch):
+        i = int(rng.integers(len(lat.z)))
+        n = lat.z[i].shape[-1]
+        s = int(rng.integers(n - frames)) if n > frames else 0
+        pad = max(0, frames - n)
+        items = [(lat.z[i], 1), (lat.wav[i], lat.hop)] + [(f, r) for f, r in zip(targets.feats[i], targets.rates)]
+        cut = [torch.nn.functional.pad(t[..., s * r:(s + frames) * r].float(), (0, pad * r)) for t, r in items]
+        out = [[c] for c in cut] if out is None else [o + [c] for o, c in zip(out, cut)]
+    return tuple(torch.cat(o) for o in out)
+
+
+def feature_forward(weight: float):
+    """The Trainer's forward for this recipe: (student waveform, teacher waveform, {'loss_feat': (weight, L1 of
+    each stage's output against the teacher's, over the teacher's mean magnitude, averaged over stages)})."""
+    def forward(dec, batch):
+        z, y, *teacher_feats = batch
+        y_hat, feats = stage_outputs(dec, z)
+        if not teacher_feats or not weight:
+            return y_hat, y
+        loss = sum((f - t).abs().mean() / t.abs().mean().clamp_min(1e-6) for f, t in zip(feats, teacher_feats))
+        return y_hat, y, {"loss_feat": (weight, loss / len(feats))}
+    return forward
+
+
+def recipe(steps: int, lr: float = 5e-4, warmup: int = 200, ema: float = 0.999, adversarial_steps: int = 0, **kw):
+    """The regression-first Recipe over `steps` (its cosine runs to the end of the budget); `adversarial_steps` > 0
+    turns on piper's discriminators for the last steps."""
+    from lib.training.loop import Recipe
+    return Recipe(steps=steps, lr=lr, betas=(0.9, 0.99), schedule="cosine", lr_warmup_steps=warmup, ema_decay=ema,
+                  wave_weight=WEIGHTS["wave"], cstft_weight=WEIGHTS["cstft"], stft_weight=WEIGHTS["stft"],
+                  adversarial=adversarial_steps > 0, warmup_steps=steps - adversarial_steps, grad_clip=10.0, **kw)
+
+
+def teacher_spectra(y: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """The teacher waveform's complex STFT [B, n_fft/2+1, frames + 1] (Hann, centred), the frames the frame-rate
+    decoder predicts: `MatmulISTFT` inverts exactly this, so these are its dense, phase-aligned targets."""
+    window = torch.hann_window(n_fft, periodic=True, device=y.device, dtype=y.dtype)
+    return torch.stft(y.reshape(y.shape[0], -1), n_fft, hop, window=window, center=True, return_complex=True)
+
+
+def spectral_forward(weight: float, edge: int = 2, floor: float = 1e-4):
+    """The Trainer's forward for a frame-rate (iSTFT) decoder: its waveform plus {'loss_spec': (weight, L1 of the
+    log-magnitudes + the magnitude-weighted phase distance 1 - cos(phase error), wrap-free)} against the teacher's
+    STFT, leaving out `edge` frames at each end of a segment (there the cut and the padding change the frame)."""
+    import math
+
+    def forward(dec, batch):
+        z, y = batch[:2]
+        logmag, phase = dec.spectra(z)
+        y_hat = dec.synthesize(logmag, phase)
+        if not weight:
+            return y_hat, y
+        frames = logmag.shape[-1]
+        target = teacher_spectra(y, dec.istft.n_fft, dec.hop)[..., :frames]
+        inner = slice(edge, frames - edge) if frames > 2 * edge + 1 else slice(None)
+        mag = target.abs()[..., inner]
+        l_mag = (logmag[..., inner].clamp_min(math.log(floor)) - mag.clamp_min(floor).log()).abs().mean()
+        w = mag / mag.mean().clamp_min(1e-8)
+        l_phase = (w * (1 - torch.cos(phase[..., inner] - target.angle()[..., inner]))).mean()
+        return y_hat, y, {"loss_spec": (weight, l_mag + l_phase)}
+    return forward

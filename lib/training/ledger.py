@@ -1,0 +1,87 @@
+"""The training ledger, `outputs/recorded/training_ledger.csv`: one row per packed checkpoint of a long run
+(lib.jobs.train_job pack), with its cumulative machine-hours across sessions and its held-out quality; read by notebook 04
+and the report, which plot quality against machine-hours and say what the last doubling of hours bought."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lib.core.results import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[2]
+LEDGER = ROOT / "outputs" / "recorded" / "training_ledger.csv"
+COLUMNS = ["run", "part", "recipe", "device", "cpu_model", "steps", "hours", "heldout_pesq", "heldout_mel_l1",
+           "commit", "date"]
+
+
+class LedgerError(ValueError):
+    """The ledger file is not what the columns say (names the file and what is wrong)."""
+
+
+def append(path: Path, row: dict) -> None:
+    """One row more, written atomically (the whole file rewritten beside and swapped in)."""
+    missing = [c for c in COLUMNS if c not in row]
+    if missing:
+        raise LedgerError(f"a ledger row for {path} lacks {missing}")
+    old = read(path) if Path(path).exists() else pd.DataFrame(columns=COLUMNS)
+    frame = pd.concat([old, pd.DataFrame([row])[COLUMNS]], ignore_index=True)
+    atomic_write_text(Path(path), frame.to_csv(index=False))
+
+
+def read(path: Path = LEDGER) -> pd.DataFrame:
+    """The ledger, oldest row first; an empty frame where none is recorded yet."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    frame = pd.read_csv(path)
+    missing = [c for c in COLUMNS if c not in frame]
+    if missing:
+        raise LedgerError(f"{path} lacks the columns {missing}")
+    return frame
+
+
+def last_doubling(frame: pd.DataFrame, metric: str = "heldout_pesq") -> pd.DataFrame:
+    """Per run: its latest hours and `metric`, the change over the last doubling of machine-hours (from the row at
+    or before half its hours), and that change carried to the next doubling (a log-linear curve's prediction)."""
+    rows = []
+    for run, g in frame.sort_values("hours").groupby("run"):
+        last = g.iloc[-1]
+        half = g[g["hours"] <= last["hours"] / 2]
+        change = float(last[metric] - half.iloc[-1][metric]) if len(half) else np.nan
+        rows.append({"run": run, "recipe": last["recipe"], "hours": float(last["hours"]), "steps": int(last["steps"]),
+                     metric: float(last[metric]), f"{metric}_last_doubling": change,
+                     f"{metric}_next_doubling": float(last[metric]) + change if np.isfinite(change) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def plot(frame: pd.DataFrame, metric: str = "heldout_pesq", ax=None):
+    """Held-out quality against machine-hours (log axis), one line per run, coloured by recipe."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    for (run, recipe), g in frame.sort_values("hours").groupby(["run", "recipe"]):
+        ax.plot(g["hours"].clip(lower=1e-3), g[metric], marker="o", label=f"{run} ({recipe})")
+    ax.set_xscale("log")
+    ax.set_xlabel("machine-hours (log; 1 = an hour of both cores of a 2-core machine)")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def at_equal_hours(frame: pd.DataFrame, part: str = "decoder", metric: str = "heldout_pesq") -> pd.DataFrame:
+    """The runs of one `part` compared at equal machine time: each run's latest `metric` at or before the hours
+    that every one of them has reached (the shortest run's last row), with that common budget."""
+    runs = frame[frame["part"] == part].sort_values("hours")
+    if runs["run"].nunique() < 2:
+        return pd.DataFrame(columns=["run", "recipe", "hours", "steps", metric])
+    budget = float(runs.groupby("run")["hours"].max().min())
+    rows = []
+    for run, g in runs.groupby("run"):
+        upto = g[g["hours"] <= budget + 1e-9]
+        if len(upto):
+            last = upto.iloc[-1]
+            rows.append({"run": run, "recipe": last["recipe"], "hours": float(last["hours"]), "steps": int(last["steps"]),
+                         metric: float(last[metric]), "budget_hours": budget})
+    return pd.DataFrame(rows).sort_values(metric, ascending=False, ignore_index=True)

