@@ -100,3 +100,16 @@ def test_rundiff_flags_what_moved_beyond_its_tolerance(tmp_path):
     with pytest.raises(ValueError, match="bad.csv is not a results.csv"):
         rundiff.diff(tmp_path / "bad.csv", tmp_path / "after.csv")
     assert rundiff.main([str(tmp_path / "nope.csv"), str(tmp_path / "after.csv")]) == 2
+
+
+def test_rundiff_of_runs_without_a_comparable_metric_says_nothing_moved(tmp_path, capsys):
+    import pandas as pd
+
+    from lib.report import rundiff
+    row = dict(model="piper-joe", variant="corpus", technique="data", parent="", backend="ort-cpu", device="cpu",
+               threads=2, metric="clips", value=4.0, unit="count", n=1, status="ok", reason="", reference="", run_id="r")
+    for name in ("before", "after"):
+        pd.DataFrame([row]).to_csv(tmp_path / f"{name}.csv", index=False)
+    assert rundiff.diff(tmp_path / "before.csv", tmp_path / "after.csv").empty
+    assert rundiff.main([str(tmp_path / "before.csv"), str(tmp_path / "after.csv")]) == 0
+    assert "0 of 0 comparable rows moved" in capsys.readouterr().out

@@ -145,7 +145,8 @@ class PocketsphinxAsr:
     def transcribe(self, audio: np.ndarray, sr: int) -> str:
         x = resample(audio, sr, 16000)
         pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes()
-        self.decoder.start_utt()
+        self.decoder.reinit_feat()  # its feature front end adapts across utterances: a clip's transcript must not
+        self.decoder.start_utt()    # depend on which clips this judge process heard before
         self.decoder.process_raw(pcm, full_utt=True)
         self.decoder.end_utt()
         hyp = self.decoder.hyp()

@@ -37,6 +37,8 @@ def diff(before: Path, after: Path) -> pd.DataFrame:
     the tolerance (`moved`). Metrics without a tolerance (absolute timings among them) are left out."""
     both = _ok_rows(Path(before)).merge(_ok_rows(Path(after)), on=KEYS, suffixes=("_before", "_after"))
     both = both[both["metric"].isin(TOLERANCE.keys())].copy()
+    if both.empty:  # a notebook with no comparable metric (00's corpus counts, 06's kit): nothing can move
+        return both.assign(change=pd.Series(dtype=float), tolerance=pd.Series(dtype=str), moved=pd.Series(dtype=bool))
     kind = both["metric"].map(lambda m: TOLERANCE[m][0])
     limit = both["metric"].map(lambda m: TOLERANCE[m][1])
     change = both["value_after"] - both["value_before"]
