@@ -90,7 +90,9 @@ class Findings:
                 + self.verdict(rise, max_wer_increase, False, "WER rise"))
 
     def line(self, text: str) -> None:
-        self.lines.append(text)
+        """One finding; an empty text (e.g. a join over nothing) adds none."""
+        if text.strip():
+            self.lines.append(text)
 
     def markdown(self) -> str:
         return "## What we found\n" + "\n".join(f"- {t}" for t in self.lines)
