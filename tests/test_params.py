@@ -82,3 +82,19 @@ def test_full_profile_names_only_known_hub_models_and_asr():
     assert p["asr"].startswith("hf:")
     with pytest.raises(ValueError, match="unknown ASR 'hf-nope'"):
         make_asr("hf-nope")
+
+
+def test_the_streaming_window_is_one_per_profile(tmp_path, monkeypatch):
+    """03 judges the chunked voice and 05 times it: a profile that gives them different windows is refused, naming
+    the key and both notebooks, by the whole-profile check and by run_all.sh's check of either notebook."""
+    import shutil
+    shutil.copytree(params.PARAMS / "smoke", tmp_path / "smoke")
+    monkeypatch.setattr(params, "PARAMS", tmp_path)
+    assert params.shared_mismatches("smoke") == []
+    f = tmp_path / "smoke" / "05_hardware_benchmark.yaml"
+    f.write_text(f.read_text() + "\ncontext_frames: 8\n")
+    errors = params.check_profile("smoke")
+    assert len(errors) == 1 and "'context_frames'" in errors[0] and "05_hardware_benchmark has 8" in errors[0]
+    assert "03_pruning_quantization has 16" in errors[0]
+    assert params.shared_mismatches("smoke", "03_pruning_quantization") and params.shared_mismatches("smoke", "05_hardware_benchmark")
+    assert params.shared_mismatches("smoke", "01_baselines") == []

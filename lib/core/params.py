@@ -169,6 +169,23 @@ def undocumented(notebook: str) -> list[str]:
     return [n for n in names if "#" not in lines.get(n, "").split("=", 1)[-1]]
 
 
+SHARED = ("chunk_frames", "context_frames")  # the streaming window: 03 judges it, 05 times it, so one value per profile
+
+
+def shared_mismatches(profile: str, notebook: str | None = None) -> list[str]:
+    """Parameters in SHARED that two notebooks of `profile` resolve differently (only those involving `notebook`,
+    when given): each message names the key and both notebooks' values."""
+    values = {nb.stem: resolved(profile, nb.stem) for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))}
+    errors = []
+    for key in SHARED:
+        having = {name: v[key] for name, v in values.items() if key in v}
+        ref = notebook if notebook in having else (None if notebook else next(iter(having), None))
+        errors += [f"'{key}' is shared by the notebooks of a profile, but in '{profile}' {ref} has {having[ref]!r} "
+                   f"and {name} has {value!r}: set the same value in both files"
+                   for name, value in having.items() if ref and name != ref and value != having[ref]]
+    return errors
+
+
 def check_profile(profile: str) -> list[str]:
     """Every notebook's file in a profile; returns the error messages (empty when all fit). The `default`
     profile may change nothing: its values are the notebooks' own defaults, so the two cannot drift."""
@@ -188,6 +205,8 @@ def check_profile(profile: str) -> list[str]:
         voice_env(profile)
     except ParamsError as exc:
         errors.append(str(exc))
+    if not errors:
+        errors += shared_mismatches(profile)
     extra = ({p.stem for p in (PARAMS / profile).glob("*.yaml")} - {nb.stem for nb in NOTEBOOKS.glob("*.ipynb")}
              - {Path(VOICE_FILE).stem})
     errors += [f"params/{profile}/{name}.yaml names no notebook" for name in sorted(extra)]
@@ -210,7 +229,7 @@ if __name__ == "__main__":
         prof, nb = sys.argv[2].split("/", 1)
         try:
             load(prof, nb)
-            errs = []
+            errs = shared_mismatches(prof, nb)
         except ParamsError as exc:
             errs = [str(exc)]
     for e in errs:
