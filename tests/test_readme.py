@@ -1,0 +1,61 @@
+"""The README holds only commands that work (issue 27): every `python -m lib...` it names runs here (with --help, or
+for real where it only reads), the set-up commands are the two it promises, CI runs the test one, and what needs a
+GPU or the hub says so next to it."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+MODULE = re.compile(r"python3? -m (lib(?:\.\w+)+)((?: [a-z][a-z_-]*)?)")
+READ_ONLY = {("lib.core.pause", "status")}  # commands that only read: run as they are, not with --help
+
+
+def readme_module_commands(text: str) -> list[tuple[str, str]]:
+    """(module, subcommand or '') of each `python -m lib...` in the text, once each."""
+    return sorted({(m, sub.strip()) for m, sub in MODULE.findall(text)})
+
+
+def fenced_blocks(text: str, lang: str = "bash") -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def test_the_parser_finds_commands():
+    text = "run `python -m lib.jobs.train_job pack --work W` or python -m lib.report.rundiff A.csv B.csv"
+    assert readme_module_commands(text) == [("lib.jobs.train_job", "pack"), ("lib.report.rundiff", "")]
+
+
+def test_every_module_command_in_the_readme_runs():
+    commands = readme_module_commands(README)
+    assert len(commands) >= 6, commands  # the README names the training, pause, probe, rundiff, device and query commands
+    for module, sub in commands:
+        args = [sys.executable, "-m", module, *([sub] if sub else [])]
+        if (module, sub) not in READ_ONLY:
+            args.append("--help")
+        proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"README command `{' '.join(args[1:])}` failed:\n{proc.stderr[-1500:]}"
+        if "--help" in args:
+            assert "usage:" in proc.stdout, f"`{' '.join(args[1:])}` printed no usage"
+
+
+def test_the_two_setup_commands_and_ci():
+    """Exactly two set-up-and-run commands for a fresh machine (the main job on `default`, the tests); .ci/run is the
+    test command and nothing else."""
+    setup = [b.strip() for b in fenced_blocks(README) if b.strip().startswith("python3 -m venv .venv")]
+    assert len(setup) == 2, setup
+    main, tests = setup
+    assert main.endswith("./run_all.sh default") and tests.endswith("python -m pytest -q tests")
+    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.strip() and not ln.startswith(("#", "set ", "cd "))]
+    assert ci == [tests]
+
+
+def test_what_needs_a_gpu_or_the_hub_says_so():
+    """The GPU bench's command sits in the section on GPU runs; the Colab cell runs `full`, which the README says needs
+    internet."""
+    gpu = README.index("python -m lib.jobs.device_run")
+    heading = README.rfind("\n## ", 0, gpu)
+    assert "GPU" in README[heading:README.index("\n", heading + 1)]
+    assert "./run_all.sh full" in README
+    colab = README.rfind("\n## ", 0, README.index("./run_all.sh full"))
+    assert re.search(r"internet|hub", README[colab:README.index("./run_all.sh full")], flags=re.I)
