@@ -96,7 +96,7 @@ def test_ledger_appends_reads_and_says_what_the_last_doubling_bought(tmp_path):
     for hours, pesq in ((0.5, 2.0), (1.0, 2.4), (2.0, 2.6)):
         ledger.append(path, {"run": "r/dec", "part": "decoder", "recipe": "regression-first", "device": "cpu",
                              "cpu_model": "x", "steps": int(hours * 100), "hours": hours, "heldout_pesq": pesq,
-                             "heldout_mel_l1": 1 / pesq, "commit": "abc", "date": "2026-11-24"})
+                             "heldout_mel_l1": 1 / pesq, "heldout_secs": float("nan"), "commit": "abc", "date": "2026-11-24"})
     book = ledger.read(path)
     assert list(book.columns) == ledger.COLUMNS and len(book) == 3
     d = ledger.last_doubling(book).set_index("run").loc["r/dec"]
@@ -104,7 +104,7 @@ def test_ledger_appends_reads_and_says_what_the_last_doubling_bought(tmp_path):
     for hours, pesq in ((0.3, 1.2), (0.9, 1.5), (1.5, 1.4)):  # a second recipe, a shorter run
         ledger.append(path, {"run": "a/dec", "part": "decoder", "recipe": "adversarial", "device": "cpu",
                              "cpu_model": "x", "steps": int(hours * 10), "hours": hours, "heldout_pesq": pesq,
-                             "heldout_mel_l1": 1 / pesq, "commit": "abc", "date": "2026-11-24"})
+                             "heldout_mel_l1": 1 / pesq, "heldout_secs": float("nan"), "commit": "abc", "date": "2026-11-24"})
     eq = ledger.at_equal_hours(ledger.read(path)).set_index("run")
     assert (eq["budget_hours"] == 1.5).all() and eq.loc["r/dec", "hours"] == 1.0 and eq.loc["a/dec", "hours"] == 1.5
     assert list(eq.index) == ["r/dec", "a/dec"] and eq.loc["r/dec", "heldout_pesq"] == 2.4

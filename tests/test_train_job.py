@@ -64,3 +64,36 @@ def test_gpu_adaptation_job_trains_packs_loadable_adapters_on_cpu(tmp_path):
     assert not (tmp_path / "out" / "lora-r4" / "state").exists() and not list((tmp_path / "out").glob("dec*"))
     loaded, absent = finetune.recorded_adaptations(teacher, {"cpu": tmp_path / "out"}, "up 2")
     assert set(loaded) == {"full@cpu", "lora-r4@cpu"} and not absent
+
+
+def test_adaptation_long_run_builds_its_target_packs_a_ledger_row_and_goes_on_from_the_pack(tmp_path):
+    """The long CPU run toward a real other speaker (issue 25): `adapt --target-speaker` builds the aligned and
+    held-out sets itself (kept for the next start), `pack --ledger` writes the adapter with its cumulative steps and a
+    ledger row with held-out mel L1 and SECS to the target, and a fresh --work started from the pack counts on."""
+    from lib.techniques import finetune
+    from lib.training import ledger
+    common = ["--target-speaker", "kokoro-82m:jf_alpha", "--corpus-limit", "1", "--heldout-limit", "2",
+              "--methods", "lora-r4", "--adversarial-steps", "0", "--batch", "1", "--frames", "16",
+              "--device", "cpu", "--mixed-precision", "no", "--checkpoint-every", "2", "--eval-every", "2",
+              "--log-every", "1", "--threads", "2"]
+    book = tmp_path / "ledger.csv"
+    train_job.main(["adapt", "--work", str(tmp_path / "w"), "--steps", "2", *common])
+    sets = json.loads((tmp_path / "w" / "sets.json").read_text())
+    assert "jf_alpha" in sets["target"] and sets["spec"]["heldout_lists"] == train_job.HELDOUT_LISTS
+    assert "heldout_mel" in (tmp_path / "w" / "lora-r4" / "curve.csv").read_text()
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                    "--ledger", str(book)])
+    cfg = json.loads((tmp_path / "out" / "lora-r4" / "config.json").read_text())
+    assert cfg["target"] == sets["target"] and cfg["steps"] == 2 and cfg["hours"] > 0
+    rows = ledger.read(book)
+    assert list(rows["run"]) == ["w/lora-r4"] and rows["part"].iloc[0] == "adapter"
+    assert 0 < rows["heldout_mel_l1"].iloc[0] < 5 and -1 <= rows["heldout_secs"].iloc[0] <= 1
+    trained = finetune.load_adaptation(piper_torch.load_piper_torch(voices.joe_paths()[0]), tmp_path / "out" / "lora-r4")
+    train_job.main(["adapt", "--work", str(tmp_path / "w2"), "--steps", "3", "--init-from", str(tmp_path / "out"), *common])
+    train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu",
+                    "--ledger", str(book)])
+    assert json.loads((tmp_path / "out2" / "lora-r4" / "config.json").read_text())["steps"] == 2 + 3
+    again = finetune.load_adaptation(piper_torch.load_piper_torch(voices.joe_paths()[0]), tmp_path / "out2" / "lora-r4")
+    z = dict(trained.dec.named_parameters())
+    assert any(not torch.equal(p, z[n]) for n, p in again.dec.named_parameters()), "the resumed run trained on"
+    assert list(ledger.read(book)["steps"]) == [2, 5]

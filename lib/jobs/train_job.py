@@ -6,7 +6,7 @@ generators from the committed artefacts (--init-from) with fresh discriminators 
 
     python -m lib.jobs.train_job students --work /tmp/train --out "$OUT" --device cuda --mixed-precision bf16 \
         --decoder-steps 20000 --adversarial-steps 18000 --flow-steps 10000 --recovery-steps 20000
-    python -m lib.jobs.train_job adapt --work /tmp/adapt --data aligned_set.safetensors --target "<notebook 02's target>" \
+    python -m lib.jobs.train_job adapt --work /tmp/adapt --target-speaker kokoro-82m:jf_alpha --methods full \
         --steps 5000 --adversarial-steps 4000 --f0-weight 2
     python -m lib.jobs.train_job pack --work /tmp/train --out "$OUT"
 
@@ -22,6 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+
+from lib.jobs import adapt_job
+from lib.jobs.adapt_job import ADAPT_CORPUS_LISTS
 
 CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
 HELDOUT_LISTS = [31]
@@ -244,37 +247,6 @@ def regress_istft(args) -> None:
     print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
 
 
-def adapt(args) -> None:
-    """Adaptation (notebook 02's methods) on the aligned set notebook 02 wrote (`--data`, safetensors), with the shared
-    recipe and the F0 term; each finished method's adapter (PEFT) or weights (full) go to --work/adapters/<method>,
-    which `pack` copies out. A re-run resumes every method from its state folder."""
-    from lib.voices import piper_torch
-    from lib.training import batches
-    from lib.techniques import finetune
-    from lib.voices import synth as voices
-    from lib.training.loop import Recipe
-    work = Path(args.work)
-    data = batches.AlignedSet.load(Path(args.data))
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
-    started = time.time()
-    for name in args.methods:
-        method, rank = finetune.parse_method(name)
-        recipe = Recipe(steps=args.steps, lr=args.lr_full if method == "full" else args.lr_lora,
-                        warmup_steps=max(0, args.steps - args.adversarial_steps), f0_weight=args.f0_weight,
-                        discriminators=tuple(args.discriminators), mixed_precision=args.mixed_precision,
-                        checkpoint_every=args.checkpoint_every, log_every=args.log_every)
-        a = finetune.prepare(teacher, method, rank=rank or 8, device=args.device)
-        curve = finetune.train_adapted(a, data, recipe, work / name, batch=args.batch, frames=args.frames,
-                                       threads=args.threads, progress=None, device=args.device)
-        a.trainable.cpu()
-        dest = a.save(work / "adapters" / name, base=args.base, card={
-            "target": args.target, "steps": args.steps, "device": args.device, "recipe": asdict(recipe),
-            "command": args.command, "s_per_step": curve.s_per_step})
-        (dest / "curve.csv").write_text((work / name / "curve.csv").read_text())
-        print(f"adapted {name}: {curve.steps_done} steps, {curve.s_per_step:.3f} s/step -> {dest}", flush=True)
-    (work / "done.json").write_text(json.dumps({"seconds": time.time() - started, "command": args.command}))
-
-
 def pack(args) -> None:
     """Copy each student's latest saved generator (folded, safetensors + config.json), curve and env to --out."""
     import pandas as pd
@@ -289,11 +261,8 @@ def pack(args) -> None:
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     env = bench.environment(device=args.device)
     command = json.loads((work / "done.json").read_text())["command"] if (work / "done.json").exists() else "(running)"
-    import shutil
-    for folder in sorted((work / "adapters").glob("*")) if (work / "adapters").exists() else []:
-        shutil.copytree(folder, out / folder.name, dirs_exist_ok=True)
-        (out / folder.name / "env.json").write_text(json.dumps({**env, "command": command}, indent=1, default=str))
-        print(f"packed adapter {folder.name} -> {out / folder.name}", flush=True)
+    from lib.jobs.adapt_job import pack_adapters
+    pack_adapters(work, out, teacher, env, device=args.device, ledger=args.ledger, heldout_lists=HELDOUT_LISTS)
     students = ("dec", "flow", "istft", "structured")  # run folders of `students`; adaptation runs pack as adapters
     info = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
     share = info.get("threads", 1) / max(1, info.get("cores", 1))  # a 1-thread run on 2 cores: half the machine
@@ -374,7 +343,7 @@ def ledger_row(teacher, decoder, info: dict, *, run: str, part: str, steps: int,
     from datetime import datetime, timezone
     return {"run": run, "part": part, "recipe": info.get("recipe", "adversarial"), "device": env.get("gpu") or device,
             "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
-            **{k: round(v, 4) for k, v in heldout_quality(teacher, decoder, info).items()},
+            **{k: round(v, 4) for k, v in heldout_quality(teacher, decoder, info).items()}, "heldout_secs": float("nan"),
             "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -438,10 +407,16 @@ def main(argv=None) -> None:
     f.add_argument("--lr", type=float, default=5e-4)
     f.add_argument("--lr-warmup", type=int, default=200)
     f.add_argument("--ema", type=float, default=0.999)
-    a = sub.add_parser("adapt", help="notebook 02's adaptation methods on its aligned set, with the F0 term")
+    a = sub.add_parser("adapt", help="notebook 02's adaptation methods toward a target speaker, with the F0 term")
     a.add_argument("--work", required=True)
-    a.add_argument("--data", required=True, help="the aligned_set.safetensors notebook 02 wrote for this target")
-    a.add_argument("--target", required=True, help="the target's description, as notebook 02 prints it")
+    a.add_argument("--target-speaker", default="kokoro-82m:jf_alpha",
+                   help="voice:speaker the aligned set is built from here (notebook 02's target_speaker)")
+    a.add_argument("--corpus-lists", type=int, nargs="+", default=ADAPT_CORPUS_LISTS, help="Harvard lists trained on")
+    a.add_argument("--corpus-limit", type=int, default=0)
+    a.add_argument("--heldout-limit", type=int, default=4, help="held-out sentences (list 31) of the curve and ledger")
+    a.add_argument("--data", default="", help="an aligned_set.safetensors notebook 02 wrote, instead of --target-speaker")
+    a.add_argument("--target", default="", help="with --data: the target's description, as notebook 02 prints it")
+    a.add_argument("--init-from", default="", help="packed adapters (<folder>/<method>) to go on from on a fresh machine")
     a.add_argument("--base", default="piper:en_US-joe-medium")
     a.add_argument("--methods", nargs="+", default=["full", "lora-r4", "lora-r8", "lora-r16", "lora-attention-r16", "qlora-r8"])
     a.add_argument("--steps", type=int, default=5000)
@@ -455,6 +430,7 @@ def main(argv=None) -> None:
     a.add_argument("--device", default="cuda")
     a.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
     a.add_argument("--checkpoint-every", type=int, default=500)
+    a.add_argument("--eval-every", type=int, default=500, help="held-out mel L1 to the target every N steps (0: never)")
     a.add_argument("--log-every", type=int, default=50)
     a.add_argument("--threads", type=int, default=8)
     k = sub.add_parser("pack", help="copy the latest generators, adapters, curves and env to --out")
@@ -472,7 +448,7 @@ def main(argv=None) -> None:
     if run is not None:
         run.register()  # pauses between steps while anything on this machine is timed
     try:
-        {"students": students, "adapt": adapt, "pack": pack, "regress": regress,
+        {"students": students, "adapt": lambda a: adapt_job.adapt(a, HELDOUT_LISTS), "pack": pack, "regress": regress,
          "regress-istft": regress_istft}[args.cmd](args)
     finally:
         if run is not None:

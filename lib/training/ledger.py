@@ -13,7 +13,7 @@ from lib.core.results import atomic_write_text
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER = ROOT / "outputs" / "recorded" / "training_ledger.csv"
 COLUMNS = ["run", "part", "recipe", "device", "cpu_model", "steps", "hours", "heldout_pesq", "heldout_mel_l1",
-           "commit", "date"]
+           "heldout_secs", "commit", "date"]  # heldout_secs: adapters' SECS to their target speaker (empty for students)
 
 
 class LedgerError(ValueError):
