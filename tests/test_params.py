@@ -98,3 +98,8 @@ def test_the_streaming_window_is_one_per_profile(tmp_path, monkeypatch):
     assert "03_pruning_quantization has 16" in errors[0]
     assert params.shared_mismatches("smoke", "03_pruning_quantization") and params.shared_mismatches("smoke", "05_hardware_benchmark")
     assert params.shared_mismatches("smoke", "01_baselines") == []
+    f.write_text(f.read_text() + "\nnosie_scale: 0.5\n")  # a broken 05 is 05's own error, not 06's or 03's
+    assert params.shared_mismatches("smoke", "06_listening_test") == []
+    assert params.shared_mismatches("smoke", "03_pruning_quantization") == []
+    with pytest.raises(params.ParamsError, match="nosie_scale"):
+        params.shared_mismatches("smoke", "05_hardware_benchmark")

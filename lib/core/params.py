@@ -174,8 +174,16 @@ SHARED = ("chunk_frames", "context_frames")  # the streaming window: 03 judges i
 
 def shared_mismatches(profile: str, notebook: str | None = None) -> list[str]:
     """Parameters in SHARED that two notebooks of `profile` resolve differently (only those involving `notebook`,
-    when given): each message names the key and both notebooks' values."""
-    values = {nb.stem: resolved(profile, nb.stem) for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))}
+    when given; another notebook whose file does not load is left to its own check): each message names the key and
+    both notebooks' values."""
+    values = {}
+    for nb in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        try:
+            values[nb.stem] = resolved(profile, nb.stem)
+        except ParamsError:
+            if nb.stem == notebook:
+                raise
+            continue  # a broken file of another notebook is that notebook's error, reported by its own check
     errors = []
     for key in SHARED:
         having = {name: v[key] for name, v in values.items() if key in v}

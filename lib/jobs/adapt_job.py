@@ -46,7 +46,7 @@ def aligned_sets(teacher, work: Path, *, target_speaker: str, corpus_lists, corp
     fe = voices.PiperFrontend(voices.joe_paths()[1])
 
     def build(sents, path):
-        return aligned_set(teacher, [fe.phoneme_ids(s.text)[0] for s in sents], [s.id for s in sents], target=shift,
+        return aligned_set(teacher, fe.sentence_ids(sents), [s.id for s in sents], target=shift,
                            sample_rate=fe.sample_rate, texts=[s.text for s in sents], progress=None).save(path)
     started = time.time()
     build(text.harvard_sentences(corpus_lists)[: corpus_limit or None], train_path)

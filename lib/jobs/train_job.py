@@ -63,12 +63,12 @@ def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: fl
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     sents = text.harvard_sentences(CORPUS_LISTS)[: corpus_limit or None]
     held = text.harvard_sentences(HELDOUT_LISTS)[:4]
-    ids = [fe.phoneme_ids(s.text)[0] for s in sents]
+    ids = fe.sentence_ids(sents)
     parts = [batches.teacher_latents(teacher, ids, [f"{s.id}#{d}" for s in sents], noise_scale=noise_scale,
                                       noise_w=noise_w, seed=d) for d in range(draws)]
     latents = batches.Latents([i for p in parts for i in p.ids], [z for p in parts for z in p.z],
                                [w for p in parts for w in p.wav], parts[0].hop)
-    heldout = batches.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held],
+    heldout = batches.teacher_latents(teacher, fe.sentence_ids(held), [s.id for s in held],
                                        noise_scale=noise_scale, noise_w=noise_w, seed=1000)
     return latents, heldout
 
@@ -119,7 +119,7 @@ def students(args) -> None:
     from lib.core import text
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     sents = text.harvard_sentences(CORPUS_LISTS)[: args.corpus_limit or None]
-    pairs = distill.flow_pairs(teacher, [fe.phoneme_ids(s.text)[0] for s in sents]) if args.flow_steps else None
+    pairs = distill.flow_pairs(teacher, fe.sentence_ids(sents)) if args.flow_steps else None
     curves[flow_name] = distill.train_flow(flow, pairs, Recipe(steps=args.flow_steps, lr=5e-4, checkpoint_every=args.checkpoint_every,
                                                                log_every=args.log_every, mixed_precision=args.mixed_precision),
                                            work / flow_name, device=args.device, threads=args.threads, progress=None)
@@ -326,7 +326,7 @@ def heldout_quality(teacher, decoder, info: dict) -> dict:
     from lib.training.loop import mel_l1
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     held = text.harvard_sentences(HELDOUT_LISTS)[:4]
-    lat = batches.teacher_latents(teacher, [fe.phoneme_ids(s.text)[0] for s in held], [s.id for s in held],
+    lat = batches.teacher_latents(teacher, fe.sentence_ids(held), [s.id for s in held],
                                    noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0), seed=1000)
     pesq, mel = [], []
     decoder.eval()

@@ -9,6 +9,7 @@ import pandas as pd
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate
+from lib.studies import common
 from lib.voices import synth as voices
 
 BACKENDS = ("ort-cpu", "torch-cpu")  # ONNX Runtime, the shipped graph; PyTorch, the rebuild every technique edits
@@ -93,7 +94,7 @@ def listening_clips(writer: ResultWriter, sentence_id: str, *, model: str, torch
     """(model, backend, wav path) of every clip this run spoke for one sentence."""
     pairs = [(model, "ort-cpu", "fp32")] + ([(model, "torch-cpu", "fp32")] if torch_quality else [])
     pairs += [(m, "ort-cpu" if m == "kokoro-82m" else "torch-cpu", m) for m in other_models if m not in absent]
-    return [(m, b, str(writer.dir / "audio" / evaluate.clip_dir_name(v, b) / f"{sentence_id}.wav")) for m, b, v in pairs]
+    return [(m, b, str(common.clip_path(writer, v, b, sentence_id))) for m, b, v in pairs]
 
 
 def record(writer: ResultWriter, *, model: str, voices_by_backend: dict, module, arch: pd.DataFrame,

@@ -104,6 +104,11 @@ class PiperFrontend:
         """The phonemes of `phonemes()` as the voice's id sequences."""
         return [self._voice.phonemes_to_ids(ph) for ph in self.phonemes(text, max_chars, max_input_chars)]
 
+    def sentence_ids(self, sentences) -> list[list[int]]:
+        """The phoneme ids of each sentence's first piece (a Harvard sentence is one piece): what the training sets,
+        calibration sets and queries speak."""
+        return [self.phoneme_ids(s.text)[0] for s in sentences]
+
 
 PROGRESS_MIN_SENTENCES = 8
 

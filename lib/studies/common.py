@@ -1,0 +1,30 @@
+"""What the studies share: a run's artefact and figure folders, and where a variant's clip of a sentence lies."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from lib.core.results import ResultWriter
+from lib.harness import evaluate
+
+
+def folders(writer: ResultWriter) -> tuple[Path, Path]:
+    """The run's `artefacts/` (exports, quantized files, checkpoints, students) and `figures/` folders, made if missing."""
+    out = writer.dir / "artefacts", writer.dir / "figures"
+    for d in out:
+        d.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def clip_path(writer: ResultWriter, variant: str, backend: str, sentence_id: str) -> Path:
+    """The WAV the harness wrote for `variant` on `backend` speaking sentence `sentence_id`."""
+    return writer.dir / "audio" / evaluate.clip_dir_name(variant, backend) / f"{sentence_id}.wav"
+
+
+def listening_clips(writer: ResultWriter, variants: Sequence[evaluate.Variant], per_clip: pd.DataFrame,
+                    sentence_id: str) -> list[tuple[str, str]]:
+    """(variant, wav path) of one sentence for every variant that spoke it (absent variants have no clips)."""
+    spoke = set(per_clip["variant"])
+    return [(v.name, str(clip_path(writer, v.name, v.backend, sentence_id))) for v in variants if v.name in spoke]

@@ -1,0 +1,312 @@
+"""Notebook 04's steps: the synthetic corpus the teacher speaks, the students it teaches (the decoder chain, the
+frame-rate decoder, the flow and the front end), the student voices built from them and handed to the one harness,
+the frame-rate decoder's width scan, and the values its verdicts and closing findings state."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib.core import results, text
+from lib.core.results import ResultWriter
+from lib.core.text import Sentence
+from lib.harness import bench, evaluate
+from lib.studies.common import folders, listening_clips  # noqa: F401 (the notebook calls them through this study)
+from lib.techniques import distill, export, frontend_student
+from lib.training import batches, loop as training
+from lib.voices import istft_decoder, parts, synth as voices
+from lib.voices.artefacts import ArtefactError, load_part
+
+TORCH_STUDENTS = ("links", "chain+flow", "frontend", "whole", "istft", "5x")  # the voices `torch_students` may name
+ORT_STUDENTS = ("chain", "chain+flow", "whole", "5x")  # the student voices `ort_students` may name
+ABSENT_METRICS = ["rtf_ratio", "dnsmos_p808", "wer"]  # what an absent student's rows name
+
+
+
+
+def check_settings(widths: Sequence[int], decoder_steps: Sequence[int], device: str, torch_students: Sequence[str],
+                   ort_students: Sequence[str]) -> None:
+    """Refuse parameters that cannot work together, naming them: one step budget per chain link, CUDA where there is
+    none, a student voice `torch_students` or `ort_students` does not know."""
+    if len(decoder_steps) != len(widths):
+        raise ValueError(f"decoder_steps has {len(decoder_steps)} entries, widths {len(widths)}: one per student")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda was asked for, but this machine has no CUDA device")
+    unknown = sorted(set(ort_students) - set(ORT_STUDENTS))
+    if unknown or "whole" not in ort_students:
+        raise ValueError(f"ort_students {list(ort_students)}: use some of {list(ORT_STUDENTS)}, 'whole' among them "
+                         "(piper's own runtime opens the whole student voice)")
+    unknown = sorted(set(torch_students) - set(TORCH_STUDENTS))
+    if unknown:
+        raise ValueError(f"torch_students: unknown {unknown}; use some of {list(TORCH_STUDENTS)}")
+
+
+
+
+@dataclass
+class Corpus:
+    """What the students learn from: the synthetic training sentences' phoneme ids and the teacher's latents and
+    waveforms for them, and the same for the held-out sentences of the training check (never trained on or judged)."""
+    train: list
+    train_ids: list
+    latents: batches.Latents
+    held: list
+    held_ids: list
+    heldout: batches.Latents
+
+    def describe(self, teacher, n_eval: int) -> str:
+        return (f"teacher decoder width {distill.decoder_width(teacher.dec)}; {len(self.train)} synthetic training sentences "
+                f"({sum(z.shape[-1] for z in self.latents.z)} latent frames), {n_eval} evaluation sentences (never trained on)")
+
+
+def synthetic_corpus(teacher, frontend, corpus_lists: Sequence[int], heldout_lists: Sequence[int],
+                     heldout_limit: int) -> Corpus:
+    """The teacher speaks Harvard lists `corpus_lists` (training) and the first `heldout_limit` sentences of
+    `heldout_lists` (the held-out check), noise off: the only data any student sees."""
+    train, held = text.harvard_sentences(corpus_lists), text.harvard_sentences(heldout_lists)[:heldout_limit]
+    train_ids, held_ids = frontend.sentence_ids(train), frontend.sentence_ids(held)
+    return Corpus(train, train_ids, batches.teacher_latents(teacher, train_ids, [s.id for s in train]),
+                  held, held_ids, batches.teacher_latents(teacher, held_ids, [s.id for s in held]))
+
+
+def decoder_recipe(steps: int, *, lr: float, adversarial_steps: int, discriminators: Sequence[str], eval_every: int,
+                   checkpoint_every: int) -> training.Recipe:
+    """A decoder student's recipe: mel L1 for all but the last `adversarial_steps` steps, which add the discriminators."""
+    return training.Recipe(steps=steps, lr=lr, warmup_steps=max(0, steps - adversarial_steps),
+                           discriminators=tuple(discriminators), eval_every=eval_every, checkpoint_every=checkpoint_every)
+
+
+def train_decoders(teacher, data: Corpus, widths: Sequence[int], decoder_steps: Sequence[int], work: Path, *,
+                   compare_scratch: bool, batch: int, frames: int, eval_every: int, device: str, threads: int,
+                   **recipe) -> tuple[dict, dict, str]:
+    """The decoder chain (`distill.train_chain`), one recipe per link, with the held-out mel and PESQ check every
+    `eval_every` steps: (students by name, curves by name, the chain end's name)."""
+    recipes = [decoder_recipe(s, eval_every=eval_every, **recipe) for s in decoder_steps]
+    return distill.train_chain(teacher, data.latents, widths, recipes, work, compare_scratch=compare_scratch, batch=batch,
+                               frames=frames, heldout=data.heldout, device=device, threads=threads,
+                               eval_fn=evaluate.heldout_pesq(data.heldout, limit=len(data.held)) if eval_every else None)
+
+
+def chain_table(curves: dict) -> pd.DataFrame:
+    """Each decoder link's final mel L1 and steps."""
+    return pd.DataFrame([{"student": n, "final mel L1": distill.final_mel(c), "steps": c.steps_done} for n, c in curves.items()])
+
+
+def train_istft(teacher, data: Corpus, work: Path, *, dim: int, blocks: int, steps: int, batch: int, frames: int,
+                eval_every: int, device: str, threads: int, **recipe):
+    """The frame-rate (iSTFT) decoder from scratch, with the decoders' recipe: (name, decoder on the CPU, curve)."""
+    name = f"istft{dim}x{blocks}"
+    voc = istft_decoder.FrameRateDecoder(teacher.hparams["inter_channels"], dim, blocks)
+    curve = training.train_decoder(voc, data.latents, decoder_recipe(steps, eval_every=eval_every, **recipe), work / name,
+                                   batch=batch, frames=frames, heldout=data.heldout, device=device, threads=threads,
+                                   eval_fn=evaluate.heldout_pesq(data.heldout, limit=len(data.held)) if eval_every else None)
+    voc = voc.cpu().eval()
+    print(f"{name}: {sum(p.numel() for p in voc.parameters()):,} parameters, final mel L1 {distill.final_mel(curve):.3f}")
+    return name, voc, curve
+
+
+def train_flow(teacher, data: Corpus, work: Path, *, hidden: int, steps: int, lr: float, noise_scale: float,
+               checkpoint_every: int, device: str, threads: int):
+    """The flow student of `hidden` channels fitted to the teacher flow's output for prior samples drawn with
+    `noise_scale`: (name, finalized flow, curve)."""
+    name = f"flow{hidden}"
+    flow = distill.flow_student(teacher, hidden)
+    curve = distill.train_flow(flow, distill.flow_pairs(teacher, data.train_ids, noise_scale=noise_scale),
+                               training.Recipe(steps=steps, lr=lr, checkpoint_every=checkpoint_every), work / name,
+                               device=device, threads=threads)
+    return name, parts.finalize(flow.cpu()), curve
+
+
+def train_frontend(teacher, data: Corpus, work: Path, *, hidden: int, filter_channels: int, steps: int, lr: float,
+                   eval_every: int, checkpoint_every: int, device: str, threads: int):
+    """The front-end student (text encoder + deterministic duration predictor), regressed on the teacher's prior
+    statistics and durations, held-out loss every `eval_every` steps: (name, student on the CPU, curve)."""
+    name = f"fe{hidden}"
+    fe = frontend_student.frontend_student(teacher, hidden, filter_channels)
+    curve = frontend_student.train_frontend(
+        fe, frontend_student.teacher_targets(teacher, data.train_ids),
+        training.Recipe(steps=steps, lr=lr, eval_every=eval_every, checkpoint_every=checkpoint_every), work / name,
+        device=device, threads=threads, heldout=frontend_student.teacher_targets(teacher, data.held_ids))
+    return name, fe.cpu().eval(), curve
+
+
+def training_summary(curves: dict, final_loss_steps: int) -> pd.DataFrame:
+    """Steps, seconds per step, minutes and the loss averaged over the last `final_loss_steps` steps, per student."""
+    return pd.DataFrame([{"student": n, "steps": lg.steps_done, "s_per_step": lg.s_per_step, "minutes": lg.seconds / 60,
+                          "final loss": float(np.mean(lg.loss[-final_loss_steps:]))} for n, lg in curves.items()])
+
+
+def training_minutes(curves: dict) -> float:
+    """Minutes of training this run spent, all students together."""
+    return sum(lg.seconds for lg in curves.values()) / 60
+
+
+@dataclass
+class Voices:
+    """The voices built from this run's students (`built`, the teacher first), those judged in PyTorch (`judged`) and
+    in ONNX Runtime (`ort`), the names of the composed ones, and the recorded students (GPU runs and long CPU runs)
+    with what is absent and where each trained."""
+    built: dict
+    judged: list
+    best: str
+    whole: str
+    five: str
+    frontend_only: str
+    ort: dict
+    recorded: dict
+    absent: dict
+    info: dict
+
+    def costed(self) -> dict:
+        """The voices whose parameters and GFLOP are counted: those judged, exported or broken down by module."""
+        names = set(self.judged) | set(self.ort) | {"teacher", self.whole, self.five}
+        return {**{n: m for n, m in self.built.items() if n in names}, **self.recorded}
+
+
+def student_voices(teacher, students: dict, chain_end: str, *, flow, flow_name: str, fe, fe_name: str, voc,
+                   istft_name: str) -> tuple[dict, dict]:
+    """The voices built from this run's students, the teacher first: each decoder link alone, then the composed ones.
+    Returns ({name: voice}, {role: the names of its voices}) for the roles of TORCH_STUDENTS and ORT_STUDENTS."""
+    roles = {"links": list(students), "chain": [chain_end], "chain+flow": [f"{chain_end}+{flow_name}"],
+             "frontend": [f"teacher+{fe_name}"], "whole": [f"{chain_end}+{flow_name}+{fe_name}"], "istft": [istft_name],
+             "5x": [f"{istft_name}+{flow_name}+{fe_name}"]}
+    vs = {"teacher": teacher, **{n: distill.with_parts(teacher, decoder=d) for n, d in students.items()}}
+    vs[roles["chain+flow"][0]] = distill.with_parts(teacher, decoder=students[chain_end], flow=flow)
+    vs[roles["frontend"][0]] = distill.with_parts(teacher, frontend=fe)  # the front end's own cost in quality
+    vs[roles["whole"][0]] = distill.with_parts(teacher, decoder=students[chain_end], flow=flow, frontend=fe)
+    vs[istft_name] = distill.with_parts(teacher, decoder=voc)
+    vs[roles["5x"][0]] = distill.with_parts(teacher, decoder=voc, flow=flow, frontend=fe)
+    return vs, roles
+
+
+def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED / "training") -> tuple[dict, dict, dict]:
+    """The packs of the long CPU runs (`root`/<work>/<run>/, model.safetensors + config.json) each as the teacher
+    with that decoder, named `<run>@cpu-long`: ({name: voice}, {name: reason it is absent}, {name: config})."""
+    found, absent, info = {}, {}, {}
+    for run in runs:
+        name = f"{Path(run).name}@cpu-long"
+        try:
+            module, config = load_part(Path(root) / run)
+        except ArtefactError as exc:
+            absent[name] = f"long run {run} cannot be loaded: {exc}"
+            continue
+        if config["kind"] not in ("decoder", "istft_decoder"):
+            absent[name] = f"long run {run} is a {config['kind']}, not a decoder"
+            continue
+        found[name], info[name] = distill.with_parts(teacher, decoder=module), config
+    return found, absent, info
+
+
+def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict, long_runs: Sequence[str],
+               torch_students: Sequence[str], ort_students: Sequence[str], writer: ResultWriter, model: str,
+               **parts_) -> Voices:
+    """This run's student voices (those of the roles in `torch_students` judged in PyTorch, with the teacher; those
+    in `ort_students` exported), the students recorded on GPUs (`recorded_roots`: device -> folder) and the long CPU
+    runs' packs; a recorded 5x voice gets this run's front end. What cannot be loaded becomes absent rows naming why."""
+    vs, roles = student_voices(teacher, students, chain_end, **parts_)
+    judged = [n for n in vs if n == "teacher" or any(n in roles[r] for r in torch_students)]
+    rec, absent, info = distill.recorded_voices(teacher, recorded_roots)
+    for n in [n for n in rec if n.startswith("istft") and "+flow" in n]:  # a recorded 5x voice, with this run's front end
+        rec[n.replace("@", f"+{parts_['fe_name']}@")] = distill.with_parts(rec[n], frontend=parts_["fe"])
+    long, long_absent, long_info = long_run_voices(teacher, long_runs)
+    rec, absent, info = {**rec, **long}, {**absent, **long_absent}, {**info, **long_info}
+    for name, reason in absent.items():
+        writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
+                      reason=reason)
+    ort = {roles[r][0]: vs[roles[r][0]] for r in ORT_STUDENTS if r in ort_students}
+    return Voices(vs, judged, roles["chain+flow"][0], roles["whole"][0], roles["5x"][0], roles["frontend"][0], ort, rec,
+                  absent, info)
+
+
+def harness_variants(v: Voices, costs: dict, onnx_fp32: Path, config: Path, work: Path) -> tuple[list, dict]:
+    """The variants handed to the harness: every PyTorch voice (parent: the teacher), the shipped file in ONNX
+    Runtime (`fp32-ort`) and each ONNX student (this run's `ort` voices and the recorded ones, exported with piper's
+    interface; parent `fp32-ort`), with their cost rows. Returns (variants, {student: onnx path})."""
+    onnx = {n: export.export_voice(m, work / "onnx" / n.replace("@", "_at_"), config) for n, m in {**v.ort, **v.recorded}.items()}
+    extra = {n: {k: x for k, x in c.items() if k != "params"} for n, c in costs.items()}
+    out = [evaluate.torch_variant(n, "baseline" if n == "teacher" else "distillation", m, work / "torch",
+                                  parent="" if n == "teacher" else "teacher", extra=extra[n]) for n, m in v.built.items()
+           if n in v.judged]
+    out += [evaluate.onnx_variant("fp32-ort", "baseline", onnx_fp32, parent="")]
+    out += [evaluate.onnx_variant(f"{n}-ort", "distillation", path, parent="fp32-ort", artefact=path.parent,
+                                  extra=extra[n] | {"params": costs[n]["params"]}) for n, path in onnx.items()]
+    return out, onnx
+
+
+def duration_rows(v: Voices, teacher, ids: Sequence[list[int]], writer: ResultWriter, *, model: str) -> None:
+    """The front-end student's durations against the teacher's, for each voice that has it (rows to `writer`)."""
+    for n in (v.frontend_only, v.whole, v.five):
+        for metric, value in evaluate.duration_error(v.built[n], teacher, ids).items():
+            writer.add(model=model, variant=n, metric=metric, value=value, technique="distillation", parent="teacher",
+                       backend="torch-cpu", reference="teacher", n=len(ids))
+
+
+DELTA_COLUMNS = ["variant", "backend", "rtf", "rtf_ratio", "gflop_per_audio_s", "dec_gflop_per_audio_s",
+                 "duration_mae_frames", "params", "size_mb", "dnsmos_p808", "dnsmos_drop", "wer", "wer_increase",
+                 "pesq_wb", "mcd_db", "f0_rmse_cents", "within_quality_bounds"]
+
+
+def compute_by_module(v: Voices, costs: dict, ids: Sequence[list[int]], threads: int) -> pd.DataFrame:
+    """Parameters, GFLOP and PyTorch time per second of audio by module (`threads` threads), for the teacher, the
+    whole student voice and the 5x voice."""
+    pair = {n: v.built[n] for n in ("teacher", v.whole, v.five)}
+    return bench.module_breakdown(pair, costs, {n: bench.module_times(m, ids, threads=threads) for n, m in pair.items()})
+
+
+def width_scan(teacher, flow, fe, widths: Sequence[int], work: Path, *, blocks: int, flow_name: str, fe_name: str,
+               onnx_fp32: Path, config: Path, sentences: Sequence[Sentence], writer: ResultWriter, model: str,
+               threads: int, warmup: int) -> pd.DataFrame:
+    """The 5x voice rebuilt with an untrained frame-rate decoder of each width, exported and timed interleaved with
+    the shipped file in ONNX Runtime, noise off (rows `architecture scan`, parent `fp32-ort`)."""
+    quiet = dict(backend="ort-cpu", threads=threads, noise_scale=0.0, noise_w=0.0)
+    timed = {"fp32-ort": voices.load_voice(model_path=onnx_fp32, **quiet)}
+    for d in widths:
+        name = f"istft{d}x{blocks}+{flow_name}+{fe_name}-untrained"
+        dec = istft_decoder.FrameRateDecoder(teacher.hparams["inter_channels"], d, blocks)
+        path = export.export_voice(distill.with_parts(teacher, decoder=dec, flow=flow, frontend=fe), work / "scan" / name, config)
+        timed[name] = voices.load_voice(model_path=path, **quiet)
+    meta = {n: dict(technique="architecture scan", backend="ort-cpu", threads=threads, parent="fp32-ort") for n in timed}
+    return evaluate.measure_speed(timed, sentences, writer, model=model, baseline="fp32-ort", warmup=warmup, meta=meta,
+                                  record=[n for n in timed if n != "fp32-ort"])
+
+
+def onnx_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the students in ONNX Runtime (judged against `fp32-ort`)."""
+    return table[table["variant"].str.endswith("-ort") & (table["variant"] != "fp32-ort")]
+
+
+def five_x_rows(ort_rows: pd.DataFrame, fe_name: str) -> pd.DataFrame:
+    """The 5x voices among them: a frame-rate decoder with the front-end student."""
+    return ort_rows[ort_rows["variant"].str.startswith("istft") & ort_rows["variant"].str.contains(f"+{fe_name}", regex=False)]
+
+
+def headline(target_lines: Sequence[str], five_lines: Sequence[str], where: pd.DataFrame, minutes: float,
+             device: str) -> list[str]:
+    """The verdict lines: each speed target, the 5x voice's, and where and how long the students trained."""
+    lines = [line for line in target_lines if "speed target" in line]
+    lines += ["5x voice: " + line for line in five_lines if "speed target" in line]
+    elsewhere = ", ".join(f"{r.student} ({r.steps} steps on {r.where})" for r in where.itertuples() if r.where != device)
+    return lines + [f"Trained here: {minutes:.1f} minutes on {device}; recorded elsewhere (GPU runs, long CPU runs): "
+                    + (elsewhere or "none yet")]
+
+
+
+
+def record(writer: ResultWriter, env: dict, *, curves: dict, tables: dict, **scalars) -> Path:
+    """Write results.csv, metrics.json (`scalars`, with every student's curve in `training_curves`) and the tables."""
+    writer.scalars.update(scalars)
+    frame = pd.concat([lg.frame.assign(student=n) for n, lg in curves.items()], ignore_index=True)
+    return writer.write(env, extra_tables={**tables, "training_curves": frame})
+
+
+def findings_facts(ort_rows: pd.DataFrame, scan: pd.DataFrame, equal_hours: pd.DataFrame) -> dict:
+    """The values the closing findings state: each ONNX student's speed and quality deltas (fastest first), the
+    untrained widths' speed, and the long runs at equal machine time (empty lists where there is none)."""
+    return {"ort": [(r.variant, r.rtf_ratio, r.dnsmos_drop, r.wer_increase) for r in ort_rows.sort_values("rtf_ratio").itertuples()],
+            "scan": [(r.name, r.rtf_ratio) for r in scan[scan["name"] != "fp32-ort"].itertuples()],
+            "hours": equal_hours["budget_hours"].iloc[0] if len(equal_hours) else None,
+            "long": [(r.recipe, r.run, r.heldout_pesq, r.steps) for r in equal_hours.itertuples()]}

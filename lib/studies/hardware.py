@@ -1,0 +1,418 @@
+"""Notebook 05's steps: the queries every engine speaks, the export for accelerators and its int8 window decoder,
+every CPU engine and notebook 04's students through the harness's scenarios, cold start, the same audio on every
+engine, the back-end table, the verdicts on the targets, and the values its closing findings state.
+
+The query lists are also a command, for the GPU run (`python -m lib.jobs.device_run --queries queries.json`):
+
+    python -m lib.studies.hardware queries --out queries.json [--profile default]"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lib.core import audio as lab_audio, machine, text
+from lib.core.results import ResultWriter
+from lib.core.text import Sentence
+from lib.harness import bench, evaluate, metrics, scenarios
+from lib.harness.judges import Judges, PendingJudgement
+from lib.runtimes import backends, engines as eng
+from lib.studies.common import folders  # noqa: F401 (the notebook calls it through this study)
+from lib.techniques import distill, export
+from lib.voices import artefacts
+
+NOTEBOOK = "05_hardware_benchmark"
+ABSENT_METRICS = ["latency_ms_p90", "ttfa_ms_p90", "throughput_xrt_offline"]  # what an engine that cannot run lacks
+REFERENCE = "torch-cpu-fp32"  # the engine every other engine's audio is compared with
+TABLE_METRICS = ["latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "rtf", "throughput_xrt_offline", "best_batch",
+                 "ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99", "chunk_snr_db", "chunk_pesq_wb", "peak_gpu_mb",
+                 "util_pct", "gpu_util_pct_offline", "energy_j_per_audio_s"]
+KOKORO_COLUMNS = ["rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "size_mb", "pesq_wb", "mcd_db",
+                  "f0_rmse_cents"]
+
+
+# --- the queries ------------------------------------------------------------------------------------------------
+
+@dataclass
+class QuerySet:
+    """The sentences every engine speaks: `sentences` for single stream and offline batches, `ttfa_sentences` (all
+    of `ttfa_words` words) for streaming, and each as the voice's phoneme ids (its first piece)."""
+    sentences: list[Sentence]
+    ttfa_sentences: list[Sentence]
+    queries: list[list[int]]
+    ttfa_queries: list[list[int]]
+
+    def as_json(self) -> dict:
+        """What `lib.jobs.device_run --queries` reads: {"queries": [[ids], ...], "ttfa_queries": [[ids], ...]}."""
+        return {"queries": [[int(i) for i in q] for q in self.queries],
+                "ttfa_queries": [[int(i) for i in q] for q in self.ttfa_queries]}
+
+
+def query_set(frontend, eval_lists: Sequence[int], ttfa_words: int, ttfa_limit: int = 0) -> QuerySet:
+    """The Harvard lists `eval_lists` as single-stream queries; every Harvard sentence of exactly `ttfa_words` words
+    (the first `ttfa_limit`, 0: all) as streaming queries; ValueError when no sentence has that many words."""
+    sentences = text.harvard_sentences(eval_lists)
+    ttfa = [s for s in text.harvard_sentences() if len(s.text.split()) == ttfa_words][: ttfa_limit or None]
+    if not ttfa:
+        raise ValueError(f"ttfa_words={ttfa_words}: no Harvard sentence has that many words")
+    return QuerySet(sentences, ttfa, frontend.sentence_ids(sentences), frontend.sentence_ids(ttfa))
+
+
+def profile_queries(profile: str = "default") -> QuerySet:
+    """The query set notebook 05 builds on `profile` (its parameters resolved as the notebook's run would)."""
+    from lib.core import params
+    from lib.voices import synth as voices
+    p = params.resolved(profile, NOTEBOOK)
+    return query_set(voices.PiperFrontend(voices.piper_paths()[1]), p["eval_lists"], p["ttfa_words"], p["ttfa_limit"])
+
+
+# --- set-up, probes, export ------------------------------------------------------------------------------------
+
+
+
+def record_probes(probes: Sequence, writer: ResultWriter, *, model: str) -> pd.DataFrame:
+    """Absent rows (with the probe's status and reason) for every back-end that is not runnable here; the probe
+    table."""
+    for p in probes:
+        if p.status != backends.RUNNABLE:
+            writer.absent(model=model, variant=p.label, metrics=ABSENT_METRICS, technique="hardware",
+                          backend=p.backend, device=p.device, reason=f"{p.status}: {p.reason}")
+    return backends.probes_frame(probes)
+
+
+def engine_settings(torch_model, sample_rate: int) -> dict:
+    """The latent's channels, the decoder's hop and the sample rate an ONNX engine of this voice needs."""
+    return dict(channels=torch_model.hparams["inter_channels"], hop=export.hop_length(torch_model),
+                sample_rate=sample_rate)
+
+
+def make_engine(label: str, model, paths: dict, *, settings: dict, threads: int) -> eng.Engine:
+    """The engine a label names: 'torch-cpu-<precision>' (the PyTorch module), '<backend>-<precision>' (the
+    noise-as-input ONNX files `paths` on ONNX Runtime or OpenVINO), or '<that>+openvino-<precision>-window' (the
+    window decoder compiled by OpenVINO at that precision)."""
+    base, _, window = label.partition("+")
+    backend, precision = base.rsplit("-", 1)
+    if backend == "torch-cpu":
+        return eng.TorchEngine(model, "cpu", precision, threads=threads)
+    decoder = window.split("-")[1] if window.startswith("openvino-") else None
+    return eng.OnnxEngine(paths, backend, precision, threads=threads, decoder_precision=decoder, **settings)
+
+
+def engine_builder(model, paths: dict, *, settings: dict, threads: int) -> Callable[[str], eng.Engine]:
+    """`make_engine` for this voice, each label built once: the engine that calibrates the int8 decoder is the one
+    timed later, and the listening clip streams through the engine that ran."""
+    built: dict[str, eng.Engine] = {}
+
+    def build(label: str) -> eng.Engine:
+        if label not in built:
+            built[label] = make_engine(label, model, paths, settings=settings, threads=threads)
+        return built[label]
+    return build
+
+
+def int8_window_decoder(engine: eng.Engine, paths: dict, work: Path, queries: Sequence, writer: ResultWriter, *,
+                        model: str, chunk_frames: int, context_frames: int, calibration_queries: int,
+                        check_queries: int) -> tuple[pd.DataFrame, float, int]:
+    """Static QDQ int8 of the window decoder, calibrated on the latent windows of the last `calibration_queries`
+    queries (added to `paths` as 'decoder_int8'); its error energy relative to the f32 window decoder (median over
+    the windows of the first `check_queries` queries) and its size as rows; the NPU readiness of every file.
+    Returns (readiness table, error energy in dB, windows checked)."""
+    import onnxruntime as ort
+    calibration = eng.latent_windows(engine, queries[-calibration_queries:], chunk_frames, context_frames)
+    dst = work / f"decoder_{chunk_frames + 2 * context_frames}_qdq.onnx"
+    paths["decoder_int8"] = export.quantize_window_decoder(paths["decoder"], dst, calibration)
+    readiness = pd.DataFrame([{**export.npu_readiness(p), "MB": bench.size_mb(p)} for p in paths.values()])
+    check = eng.latent_windows(engine, queries[:check_queries], chunk_frames, context_frames)
+    f32, i8 = (ort.InferenceSession(str(paths[k]), providers=["CPUExecutionProvider"]) for k in ("decoder", "decoder_int8"))
+    snr = float(np.median([lab_audio.snr_db(f32.run(None, {"z": z})[0].ravel(), i8.run(None, {"z": z})[0].ravel())
+                           for z in check]))
+    keys = dict(model=model, variant="decoder-window-qdq-int8", technique="npu preparation", backend="ort-cpu")
+    writer.add(metric="rms_diff_db", value=-snr, n=len(check), reference="f32 window decoder", **keys)
+    writer.add(metric="size_mb", value=bench.size_mb(paths["decoder_int8"]), **keys)
+    return readiness, -snr, len(check)
+
+
+# --- the engines through the scenarios ---------------------------------------------------------------------------
+
+@dataclass
+class Runs:
+    """What the engines that ran left: throughput-by-batch rows, the back-end and precision each really ran on, its
+    backend, and (the teacher's engines) its clips of the first streaming queries."""
+    throughput: list = field(default_factory=list)
+    ran: dict = field(default_factory=dict)
+    backend_of: dict = field(default_factory=dict)
+    clips: dict = field(default_factory=dict)
+
+    def add(self, engine: eng.Engine, rows: list) -> None:
+        self.throughput += rows
+        self.ran[engine.label], self.backend_of[engine.label] = engine.effective, engine.backend
+        print(f"{engine.label}: ran on {engine.effective}")
+
+
+def run_engines(labels: Sequence[str], probes: Sequence, build: Callable[[str], eng.Engine], qs: QuerySet,
+                cfg: scenarios.SuiteConfig, writer: ResultWriter, *, model: str, threads: int) -> Runs:
+    """Each engine of `labels` (built by `build`) through the whole suite on the same queries; its clips of the first
+    `cfg.fidelity_queries` streaming queries kept for the parity check. An engine whose back-end the probe found not
+    runnable is skipped (its rows are the probe's), one whose precision this CPU lacks is an absent row, one that runs
+    elsewhere than asked is a failed row."""
+    by_label, runs = {p.label: p for p in probes}, Runs()
+    for label in labels:
+        base = label.split("+")[0]
+        if base in by_label and by_label[base].status != backends.RUNNABLE:
+            print(f"{label}: skipped, {by_label[base].status}: {by_label[base].reason}")
+            continue
+        try:
+            engine = build(label)
+        except machine.PrecisionUnavailable as exc:
+            writer.absent(model=model, variant=label, metrics=ABSENT_METRICS, technique="hardware",
+                          backend=base.rsplit("-", 1)[0], reason=str(exc))
+            print(f"{label}: absent, {exc}")
+            continue
+        except backends.BackendMismatch as exc:
+            writer.add(model=model, variant=label, metric="latency_ms_p90", value=None, status="failed", reason=str(exc),
+                       technique="hardware")
+            print(f"{label}: refused, {exc}")
+            continue
+        runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, model=model, threads=threads))
+        runs.clips[label] = [engine.synth([ids], seed=i)[0] for i, ids in enumerate(qs.ttfa_queries[:cfg.fidelity_queries])]
+    return runs
+
+
+def run_students(names: Sequence[str], labels: Sequence[str], teacher, student_dir: Path, work: Path, qs: QuerySet,
+                 cfg: scenarios.SuiteConfig, writer: ResultWriter, runs: Runs, *, model: str, settings: dict,
+                 threads: int, profile: str) -> None:
+    """Each student voice notebook 04 saved in `student_dir` (parts joined by '+'), exported with the noise as an
+    input and `cfg.context_frames` of look-ahead, through the whole suite on each engine of `labels`, as
+    '<student>:<engine>'; a student not saved there is an absent row that says so."""
+    for name in names:
+        try:
+            student = distill.student_voice(teacher, student_dir, name)
+        except (artefacts.ArtefactError, ValueError) as exc:
+            writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
+                          reason=f"{exc} (notebook 04 on profile {profile!r} saves it)")
+            print(f"{name}: absent, {exc}")
+            continue
+        paths = export.export_noise_input(student, work / "students" / name, cfg.chunk_frames, cfg.context_frames)
+        for label in labels:
+            engine = make_engine(label, student, paths, settings=settings, threads=threads)
+            engine.label = f"{name}:{engine.label}"
+            runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, model=model,
+                                                 threads=threads, technique="distillation"))
+
+
+def cold_start_files(model_path: Path, onnx_dir: Path, students: Sequence[str]) -> dict[str, Path]:
+    """The shipped voice and every student voice notebook 04 exported for piper's runtime under `onnx_dir`."""
+    return {"teacher (shipped)": model_path, **{n: onnx_dir / n / "model.onnx" for n in students
+                                                 if (onnx_dir / n / "model.onnx").exists()}}
+
+
+def cold_starts(files: dict[str, Path], sentence: str, writer: ResultWriter, *, model: str, runs: int) -> pd.DataFrame:
+    """Each voice file from a fresh process to the first audio of `sentence` (median of `runs`), with the machine's
+    load beside it (a contended run is marked so); one row per voice."""
+    rows = []
+    for name, path in files.items():
+        with bench.Watched(os.cpu_count() or 1).monitoring() as watch:
+            r = scenarios.cold_start(path, sentence, repeats=runs)
+        busy = dict(status="contended", reason=watch.load.reason()) if watch.load.contended else {}
+        writer.add(model=model, variant=name, metric="cold_start_ms", value=r["cold_start_ms"], n=r["n"],
+                   technique="baseline" if name.startswith("teacher") else "distillation", backend="ort-cpu", **busy)
+        rows.append({"voice": name, "file MiB": bench.size_mb(path), **r, "status": busy.get("status", "ok")})
+    return pd.DataFrame(rows)
+
+
+# --- the same audio everywhere --------------------------------------------------------------------------------------
+
+def recorded_clips(recorded_dir: Path, device: str) -> dict[str, list[np.ndarray]]:
+    """The recorded GPU run's clips (clips.npz: each engine's clips concatenated, with their lengths), as
+    '<engine> (<device>)'; none when the run recorded none."""
+    if not (recorded_dir / "clips.npz").exists():
+        return {}
+    npz, out = np.load(recorded_dir / "clips.npz"), {}
+    for key in [k for k in npz.files if not k.endswith("__lengths")]:
+        bounds = np.cumsum(np.r_[0, npz[f"{key}__lengths"]])
+        out[f"{key} ({device})"] = [npz[key][a:b].astype(np.float32) for a, b in zip(bounds[:-1], bounds[1:])]
+    return out
+
+
+def reference_clips(runs: Runs, build: Callable[[str], eng.Engine], qs: QuerySet, queries: int) -> list[np.ndarray]:
+    """The reference engine's clips of the first `queries` streaming queries: those its run kept, else spoken now."""
+    if REFERENCE in runs.clips:
+        return runs.clips[REFERENCE]
+    engine = build(REFERENCE)
+    return [engine.synth([ids], seed=i)[0] for i, ids in enumerate(qs.ttfa_queries[:queries])]
+
+
+def start_judges(judges: Judges, sample_rate: int, tmp_dir: Path) -> PendingJudgement:
+    """Start the judge processes now, each on its own half second of silence (loading Whisper and DNSMOS takes
+    seconds, and a pool starts a process per waiting clip): call it where nothing is timed (the export), so that
+    they are ready, and idle, when the clips come. The silences are written to `tmp_dir` and cached nowhere."""
+    silences = {f"silence{k}": lab_audio.Audio(np.zeros(sample_rate // 2 + k, dtype=np.float32), sample_rate)
+                for k in range(judges.workers)}
+    return PendingJudgement(silences, {k: "silence" for k in silences}, dataclasses.replace(judges, cache_path=None),
+                            Path(tmp_dir))
+
+
+def parity(clips: dict[str, list], recorded: dict[str, list], reference: list, sentences: Sequence[Sentence],
+           judges: Judges, writer: ResultWriter, *, model: str, backend_of: dict, sample_rate: int, queries: int,
+           judge_recorded: bool = True) -> pd.DataFrame:
+    """Each engine's clips of the first `queries` streaming sentences, this CPU's (`clips`) and the recorded GPU
+    run's (`recorded`), against the `reference` engine's, same query and noise: worst SNR and PESQ-WB, whether
+    lengths agree; and each engine's clips judged on their own (DNSMOS P.808, WER), peak-normalised, all in one batch
+    for the judge processes (the recorded run's only with `judge_recorded`). Rows for every engine but the reference
+    (an engine not timed here is on CUDA: the recorded run). The recorded clips must be of the same streaming
+    queries: the GPU run reads the lists `python -m lib.studies.hardware queries` writes. Returns one row per engine."""
+    def keys(label, n):
+        return dict(model=model, variant=label, technique="hardware parity", parent=REFERENCE, n=n,
+                    backend=backend_of.get(label, "torch-cuda"), device="cuda" if "cuda" in label else "cpu")
+    texts, heard, rows = {}, {}, []
+    judged = {**clips, **(recorded if judge_recorded else {})}
+    clips = {**clips, **recorded}
+    for e, (label, outs) in enumerate(clips.items()):
+        for s, o in zip(sentences, outs[:queries] if label in judged else []):
+            texts[f"{e}-{s.id}"] = s.text
+            heard[f"{e}-{s.id}"] = lab_audio.Audio(np.clip(o, -1, 1) / max(np.abs(o).max(), 1e-8), sample_rate)
+    with tempfile.TemporaryDirectory() as tmp:
+        pending = PendingJudgement(heard, texts, judges, Path(tmp))  # the judges work while the PESQ is computed
+        for label, outs in clips.items():
+            pairs = list(zip(reference, outs[:queries]))
+            snr = [lab_audio.snr_db(r, o) for r, o in pairs]
+            pesq = [metrics.pesq_wb(r, o, sample_rate) for r, o in pairs]
+            rows.append({"engine": label, "queries": len(pairs), "snr_db_min": min(snr), "pesq_wb_min": min(pesq),
+                         "length_equal": all(r.size == o.size for r, o in pairs)})
+            if label != REFERENCE:
+                worst = dict(reference=f"worst query vs {REFERENCE}", **keys(label, len(pairs)))
+                writer.add(metric="pesq_wb", value=min(pesq), **worst)
+                writer.add(metric="rms_diff_db", value=-min(snr), **worst)
+        per = pending.result()
+    for e, label in [(e, label) for e, label in enumerate(clips) if label in judged]:
+        mine = per[per["id"].str.startswith(f"{e}-")]
+        agg = evaluate.aggregate(mine, texts)
+        rows[e].update({k: agg.get(k) for k in ("dnsmos_p808", "wer")})
+        writer.add_many({k: agg[k] for k in ("dnsmos_p808", "wer") if k in agg}, **keys(label, len(mine)))
+    return pd.DataFrame(rows)
+
+
+# --- the back-end table, the plot's data, the verdicts -------------------------------------------------------------
+
+def backend_table(here: pd.DataFrame, recorded_dir: Path, device: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """This run's rows and the recorded GPU run's side by side: (the ok rows of TABLE_METRICS by (source, variant),
+    one row per (source, variant) that is absent or failed, with the reason)."""
+    here = here.assign(source="cpu (this machine)")
+    path = recorded_dir / "results.csv"
+    rec = pd.read_csv(path).assign(source=device) if path.exists() else here.iloc[:0]
+    both = pd.concat([here, rec], ignore_index=True)
+    ok = both[(both["status"] == "ok") & both["metric"].isin(TABLE_METRICS)]
+    table = ok.pivot_table(index=["source", "variant"], columns="metric", values="value").reindex(columns=TABLE_METRICS)
+    absent = both[both["status"] != "ok"].drop_duplicates(["source", "variant"])[["source", "variant", "status", "reason"]]
+    return table.dropna(how="all", axis=1), absent
+
+
+def throughput_curves(throughput: pd.DataFrame, recorded_dir: Path, device: str) -> dict[tuple[str, str], pd.DataFrame]:
+    """Offline throughput by batch size, per (variant, source): this CPU's ('cpu') and the recorded GPU run's."""
+    path = recorded_dir / "throughput_by_batch.csv"
+    frames = [(throughput, "cpu"), (pd.read_csv(path) if path.exists() else None, device)]
+    return {(label, source): g for df, source in frames if df is not None and not df.empty
+            for label, g in df[df["status"] == "ok"].groupby("variant")}
+
+
+def ttfa_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """TTFA p50/p90/p99 of every engine in the back-end table, indexed '<variant> (<source>)'."""
+    tt = table[[c for c in ("ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99") if c in table]].copy()
+    tt.index = [f"{v} ({s.split(' ')[0]})" for s, v in tt.index]
+    return tt
+
+
+def _rows(table: pd.DataFrame, keep: Callable[[str, str], bool]) -> pd.DataFrame:
+    return table.loc[[i for i in table.index if keep(*i)]] if len(table) else table
+
+
+def cpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_target_ms: float, chunk_pesq_min: float,
+                 five_x: str, five_x_target_ms: float, cpu_line: str, relies_on: Callable[[str], str]) -> list[str]:
+    """This CPU's targets: the teacher engine with the lowest TTFA p90 among those whose chunked output keeps PESQ-WB
+    >= `chunk_pesq_min` (an engine with no chunk PESQ is left out) against `ttfa_target_ms`, with the CPU it ran
+    on and the feature it relies on; the best student engine whose name holds `five_x` against `five_x_target_ms`."""
+    cpu = _rows(table, lambda source, variant: not source.startswith(recorded_device))
+    if cpu.empty or "ttfa_ms_p90" not in cpu:
+        return []
+    teacher = _rows(cpu, lambda source, variant: ":" not in variant)  # students (name:engine) are judged below
+    pesq = teacher.get("chunk_pesq_wb", pd.Series(np.inf, index=teacher.index))  # no PESQ package: none is left out
+    good, lines = teacher[pesq >= chunk_pesq_min], []
+    if good.empty:
+        lines.append(f"CPU TTFA: no engine keeps chunked PESQ >= {chunk_pesq_min:g}")
+    else:
+        who = good["ttfa_ms_p90"].idxmin()
+        v = good.loc[who, "ttfa_ms_p90"]
+        lines.append(f"CPU TTFA p90 {v:.0f} ms ({who[1]}, chunk PESQ >= {good.loc[who, 'chunk_pesq_wb']:.2f}) "
+                     f"{'meets' if v <= ttfa_target_ms else 'misses'} <= {ttfa_target_ms:g} ms, measured on {cpu_line}; "
+                     f"relies on {relies_on(who[1])}")
+    five = [i for i in cpu.index if five_x in i[1]]
+    if five:
+        best = cpu.loc[five, "ttfa_ms_p90"].idxmin()
+        v, pq = cpu.loc[best, "ttfa_ms_p90"], cpu.loc[best].get("chunk_pesq_wb", float("nan"))
+        lines.append(f"5x voice TTFA p90 {v:.0f} ms ({best[1]}, chunk PESQ {pq:.2f}) "
+                     f"{'meets' if v <= five_x_target_ms else 'misses'} <= {five_x_target_ms:g} ms on {cpu_line}")
+    return lines
+
+
+def gpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_p99_ms: float, throughput_xrt: float) -> list[str]:
+    """The recorded GPU run's targets: the best first-chunk p99 against `ttfa_p99_ms`, the best offline throughput
+    (at its best batch) against `throughput_xrt`; 'not measured' where the run has no such rows."""
+    rows, lines, gpu = _rows(table, lambda source, variant: source.startswith(recorded_device)), [], recorded_device.upper()
+    for name, metric, op, bound in [(f"{gpu} TTFA p99 (ms)", "ttfa_ms_p99", "<=", ttfa_p99_ms),
+                                    (f"{gpu} offline throughput (x real time)", "throughput_xrt_offline", ">=", throughput_xrt)]:
+        if rows.empty or metric not in rows:
+            lines.append(f"{name}: not measured ({recorded_device} has no such rows)")
+            continue
+        best, who = (rows[metric].min(), rows[metric].idxmin()) if op == "<=" else (rows[metric].max(), rows[metric].idxmax())
+        met = best <= bound if op == "<=" else best >= bound
+        lines.append(f"{name}: best {best:.1f} ({who[1]}) {'meets' if met else 'misses'} {op} {bound:g}")
+    return lines
+
+
+# --- record and findings ---------------------------------------------------------------------------------------------
+
+def record(writer: ResultWriter, env: dict, *, qs: QuerySet, runs: Runs, verdicts: list[str], tables: dict,
+           **scalars) -> Path:
+    """metrics.json (query counts, the engines that ran and where, the verdicts as targets and headline, `scalars`),
+    results.csv, env.json and `tables` (with the throughput by batch) beside them."""
+    writer.scalars.update(queries=len(qs.queries), ttfa_queries=len(qs.ttfa_queries), **scalars, engines_ran=runs.ran,
+                          targets=verdicts, headline=verdicts)
+    return writer.write(env, extra_tables={"throughput_by_batch": pd.DataFrame(runs.throughput), **tables})
+
+
+def findings_facts(probe_table: pd.DataFrame, parity_table: pd.DataFrame, cold: pd.DataFrame,
+                   kokoro: pd.DataFrame) -> dict:
+    """What the closing findings state: back-ends runnable of the registry, the engine farthest from the reference
+    (worst PESQ, as a dict; None when only the reference ran), the cold starts that ran unhindered, Kokoro's RTF by
+    engine."""
+    others = parity_table[parity_table["engine"] != REFERENCE].sort_values("pesq_wb_min")
+    return {"runnable": int((probe_table["status"] == backends.RUNNABLE).sum()), "registry": len(probe_table),
+            "farthest": others.iloc[0].to_dict() if len(others) else None,
+            "cold": cold[cold["status"] == "ok"].to_dict("records"),
+            "kokoro_rtf": dict(zip(kokoro["engine"], kokoro["rtf"])) if len(kokoro) else {}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`queries --out FILE [--profile P]`: write the query lists notebook 05 speaks on that profile."""
+    import argparse
+    import json
+    ap = argparse.ArgumentParser(prog="python -m lib.studies.hardware", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    q = sub.add_parser("queries", help="write the phoneme-id query lists the GPU run (lib.jobs.device_run) reads")
+    q.add_argument("--out", type=Path, required=True, help="the JSON file to write (e.g. queries.json)")
+    q.add_argument("--profile", default="default", help="whose notebook 05 parameters build the lists")
+    args = ap.parse_args(argv)
+    qs = profile_queries(args.profile)
+    args.out.write_text(json.dumps(qs.as_json()), encoding="utf-8")
+    print(f"{args.out}: {len(qs.queries)} queries, {len(qs.ttfa_queries)} streaming queries (profile {args.profile})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

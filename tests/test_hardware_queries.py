@@ -1,0 +1,34 @@
+"""`python -m lib.studies.hardware queries` writes the query lists the GPU run reads (`lib.jobs.device_run --queries`,
+issue 27): the two keys it reads, phoneme ids of the voice's own vocabulary (each list opens with BOS and closes with
+EOS), as many lists as the profile's parameters of notebook 05 give, and the very lists notebook 05 speaks."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from lib.core import params, text
+from lib.studies import hardware
+from lib.voices import synth as voices
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_queries_file_follows_the_profile(tmp_path):
+    out = tmp_path / "queries.json"
+    proc = subprocess.run([sys.executable, "-m", "lib.studies.hardware", "queries", "--out", str(out), "--profile", "smoke"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    q = json.loads(out.read_text(encoding="utf-8"))
+    assert set(q) == {"queries", "ttfa_queries"}
+    p = params.resolved("smoke", hardware.NOTEBOOK)
+    assert len(q["queries"]) == len(text.harvard_sentences(p["eval_lists"])) > 0
+    streaming = [s for s in text.harvard_sentences() if len(s.text.split()) == p["ttfa_words"]]
+    assert len(q["ttfa_queries"]) == len(streaming[: p["ttfa_limit"] or None]) > 0
+    frontend = voices.PiperFrontend(voices.piper_paths()[1])
+    ids_of = frontend.config.phoneme_id_map
+    vocab = {i for ids in ids_of.values() for i in ids}
+    for ids in q["queries"] + q["ttfa_queries"]:
+        assert len(ids) > 2 and all(type(i) is int and i in vocab for i in ids)
+        assert ids[0] == ids_of["^"][0] and ids[-1] == ids_of["$"][0]
+    built = hardware.query_set(frontend, p["eval_lists"], p["ttfa_words"], p["ttfa_limit"]).as_json()
+    assert q == built, "the command writes other lists than notebook 05 speaks on this profile"
