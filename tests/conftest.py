@@ -6,6 +6,11 @@ import warnings
 # TTS_LAB_CPU_AS=avx2 runs everything as AVX2-only, TTS_LAB_CPU_AS=native everything as this CPU is.
 CPU_AS_ASKED = os.environ.get("TTS_LAB_CPU_AS")
 os.environ.setdefault("TTS_LAB_CPU_AS", "avx2")
+# The suite runs in two xdist workers on 2 cores (pyproject's addopts): idle OpenMP and ONNX Runtime threads sleep
+# instead of spinning, or two workers' spinning threads take the cores from each other's work (units: 680 s in one
+# process, 14.5 min in two that spun, 522 s in two that slept; AMD EPYC family 23, AVX2 only).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import lib  # noqa: E402  (applies the kernel caps before torch is imported)
 
 import pytest  # noqa: E402
@@ -43,7 +48,11 @@ def pytest_collection_modifyitems(session, config, items):
     smoke = [i for i in items if "smoke" in getattr(i, "fixturenames", ())]
     if not smoke:
         return
-    items[:] = [i for i in items if i not in smoke] + smoke
+    # one process: the unit tests first, so their failures show at once; xdist workers (--dist loadfile: one worker
+    # runs all of tests/test_notebooks.py, so the smoke run happens once): the smoke notebooks first, so one worker
+    # runs them while the other takes the unit tests, and both cores work from the start
+    rest = [i for i in items if i not in smoke]
+    items[:] = smoke + rest if os.environ.get("PYTEST_XDIST_WORKER") else rest + smoke
     if os.environ.get("TTS_LAB_SMOKE_BESIDE", "0") != "1" or len(smoke) == len(items) or SMOKE_BESIDE:
         return
     import subprocess
@@ -59,6 +68,24 @@ def pytest_collection_modifyitems(session, config, items):
     SMOKE_BESIDE.update(outputs=outputs, log=log, proc=subprocess.Popen(
         [sys.executable, "-m", "lib.core.lanes", "run", "--", "bash", str(root / "run_all.sh"), "smoke"], cwd=root,
         env=run_all_env(outputs, root / "params"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+
+WORKER_LANE: list = []  # this xdist worker's lane (lib.core.lanes): a timed block in one worker stops the others
+
+
+def pytest_configure(config):
+    """Each xdist worker is a lane of its own: the unit tests share the cores, and a timed block in one worker stops
+    the other workers for its length, so no timing is contended."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and not WORKER_LANE:
+        from lib.core import lanes
+        WORKER_LANE.append(lanes.lane(f"pytest worker {worker}"))
+        WORKER_LANE[0].__enter__()
+
+
+def pytest_unconfigure(config):
+    if WORKER_LANE:
+        WORKER_LANE.pop().__exit__(None, None, None)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -64,7 +64,7 @@ def test_lists_and_quoted_run_text_count_as_rendered(frame):
 def test_numbers_are_read_whole():
     assert findings.unbacked("as notebook 02 section 2 and issue 25 say, 7 more", [], findings.Path(".")) == [
         "7 (as notebook 02 section 2 and issue 25 say, 7 more)"]
-    text = "error 2.9e-05 at -97 dB, 1,204 steps, 3.5 s; fp32, r8, P.808, 5x, x_low, e-3 and v1.2 are names"
+    text = "error 2.9e-05 at -97 dB, 1,204 steps, 3.5 s; fp32, r8, P.808, 5x, x_low, e-3, ort-cpu/1 and v1.2 are names"
     assert [m.group() for m in findings.NUMBER.finditer(text)] == ["2.9e-05", "-97", "1,204", "3.5"]
 
 

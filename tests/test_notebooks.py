@@ -139,7 +139,7 @@ def test_data_notebook(smoke):
 
 
 def test_baselines_recorded_numbers(smoke):
-    """Bounds that can fail. WER: Whisper base on 4 sentences of this voice should be at most 0.25 (the default
+    """Bounds that can fail. WER: Whisper base on 3 sentences of this voice should be at most 0.25 (the default
     profile measures far less; a broken voice or ASR scores 0.5-1.0). DNSMOS P.808 for clean read speech from this
     voice is about 3.9; 3.3-4.5 catches a broken or noisy synthesis. Parity as stated in notebook 01. Kokoro-82M is left to the unit test
 (smoke runs no other model)."""
@@ -168,7 +168,9 @@ def test_compression_notebook(smoke):
     df = _frame(smoke, "03_pruning_quantization")
     deltas = pd.read_csv(smoke / "smoke" / "03_pruning_quantization" / "deltas.csv").set_index("variant")
     judged = set(pd.read_csv(smoke / "smoke" / "03_pruning_quantization" / "per_clip.csv")["variant"])
-    assert deltas.loc["fp32", "rtf_ratio"] == 1.0 and set(deltas.index) == judged and len(judged) >= 10
+    # 10 variants run and are judged; on a CPU without bf16 split-bf16 is an absent row (checked below), so 9
+    assert deltas.loc["fp32", "rtf_ratio"] == 1.0 and set(deltas.index) == judged
+    assert len(judged) >= (10 if _notebooks_had_bf16() else 9), sorted(judged)
     assert deltas[["rtf", "size_mb", "dnsmos_p808", "wer"]].notna().all().all()
     assert _value(df, variant="l1-unstructured-30", metric="sparsity") == pytest.approx(0.3, abs=0.01)
     assert _value(df, variant="torch-dynamic-int8", metric="quantized_layers") == 0

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 METADATA_KEY = "tts_lab_findings"
-# a whole number (signs, thousands, decimals, exponents), never part of a name such as fp32, r8, P.808 or 5x
-NUMBER = re.compile(r"(?<![\w.+\-−])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\d)")
+# a whole number (signs, thousands, decimals, exponents), never part of a name such as fp32, r8, P.808, 5x or ort-cpu/1
+NUMBER = re.compile(r"(?<![\w.+\-−/])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\d)")
 REFERENCE = re.compile(r"\b(?:notebook|section|issue)s? \d+(?:(?:,| and) \d+)*", re.I)  # pointers, not claims
 CITED = re.compile(r"`?(outputs/recorded/[\w./+-]+)`?")
 
