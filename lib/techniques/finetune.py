@@ -97,8 +97,11 @@ class Adapted:
             self.trainable.save_pretrained(str(out_dir))
         else:
             from safetensors.torch import save_file
-            weights = {n: p.detach().contiguous() for n, p in self.trainable.named_parameters() if p.requires_grad}
-            save_file(weights, str(out_dir / "model.safetensors"), metadata={"method": "full"})
+            # float16 on disk: the flow and decoder in float32 are 35 MB, over the repository's 20 MiB bound for a
+            # committed file; load_state_dict casts them back to the voice's float32
+            weights = {n: p.detach().to(torch.float16).contiguous()
+                       for n, p in self.trainable.named_parameters() if p.requires_grad}
+            save_file(weights, str(out_dir / "model.safetensors"), metadata={"method": "full", "stored": "float16"})
         atomic_write_json(out_dir / "config.json", {"kind": "peft_adapter" if self.is_peft else "adapted_modules", **info})
         atomic_write_text(out_dir / "README.md", model_card(info))
         return out_dir
