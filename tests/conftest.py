@@ -36,38 +36,25 @@ def run_all_env(outputs, params_dir) -> dict:
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
 
-SMOKE_BESIDE: dict = {}  # the smoke notebooks started beside the unit tests: {'proc', 'outputs', 'log'}
+def run_all(outputs, params_dir=None, profile="smoke", pick=()):
+    """./run_all.sh PROFILE [PICK...] into `outputs` with the profiles under `params_dir` (the repository's by
+    default): the completed process."""
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(["bash", str(root / "run_all.sh"), profile, *pick], cwd=root,
+                          env=run_all_env(outputs, params_dir or root / "params"), capture_output=True, text=True,
+                          timeout=3000)
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The tests of the smoke notebooks go last. With TTS_LAB_SMOKE_BESIDE=1 the notebooks start at once, in a lane
-    of their own beside the unit tests (lib.core.lanes): either side's timed blocks stop the other for their length, so
-    no timing is contended while the two share the cores. Off by default: on 2 cores it was slower (pytest 1,097 s
-    against 318 + 515 s one after the other, AMD EPYC Zen 4), since a lane stopped for the other's timings idles a
-    core, and most of the smoke notebooks' time is timed."""
+    """Where the smoke notebooks' tests run. In one process they go last, so the unit tests' failures show at once.
+    In xdist workers (--dist loadfile: one worker takes all of tests/test_notebooks.py, so the smoke run happens once)
+    they go first, so one worker runs the notebooks while the other takes the unit tests and both cores work from the
+    start; either worker's timed blocks stop the other for their length (each worker is a lane, lib.core.lanes)."""
     smoke = [i for i in items if "smoke" in getattr(i, "fixturenames", ())]
-    if not smoke:
-        return
-    # one process: the unit tests first, so their failures show at once; xdist workers (--dist loadfile: one worker
-    # runs all of tests/test_notebooks.py, so the smoke run happens once): the smoke notebooks first, so one worker
-    # runs them while the other takes the unit tests, and both cores work from the start
     rest = [i for i in items if i not in smoke]
     items[:] = smoke + rest if os.environ.get("PYTEST_XDIST_WORKER") else rest + smoke
-    if os.environ.get("TTS_LAB_SMOKE_BESIDE", "0") != "1" or len(smoke) == len(items) or SMOKE_BESIDE:
-        return
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-    from lib.core import lanes
-    root = Path(__file__).resolve().parent.parent
-    outputs = Path(tempfile.mkdtemp(prefix="tts-lab-smoke-"))
-    log = (outputs / "run_all.log").open("w")
-    SMOKE_BESIDE["lane"] = lanes.lane("the unit tests")
-    SMOKE_BESIDE["lane"].__enter__()
-    SMOKE_BESIDE.update(outputs=outputs, log=log, proc=subprocess.Popen(
-        [sys.executable, "-m", "lib.core.lanes", "run", "--", "bash", str(root / "run_all.sh"), "smoke"], cwd=root,
-        env=run_all_env(outputs, root / "params"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
 
 WORKER_LANE: list = []  # this xdist worker's lane (lib.core.lanes): a timed block in one worker stops the others
@@ -86,21 +73,6 @@ def pytest_configure(config):
 def pytest_unconfigure(config):
     if WORKER_LANE:
         WORKER_LANE.pop().__exit__(None, None, None)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    """A session that ends before its smoke notebooks did (a failure with -x, ^C) stops them."""
-    proc = SMOKE_BESIDE.get("proc")
-    if proc is not None and proc.poll() is None:
-        import psutil
-        tree = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
-        for p in tree:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-    if "lane" in SMOKE_BESIDE:
-        SMOKE_BESIDE.pop("lane").__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session", autouse=True)

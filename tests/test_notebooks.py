@@ -1,64 +1,23 @@
-"""Every notebook runs on the smoke profile through run_all.sh (papermill), and the recorded results are checked."""
+"""Every notebook runs on the smoke profile through run_all.sh (papermill), and the recorded results are checked.
+The checks that need no smoke run are in test_notebook_files.py, so that the worker running this file does only this."""
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from lib.core import machine, params, results
+from lib.core import machine, results
 from lib.report import report
+
+from conftest import run_all
 
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-
-
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_is_committed_clean(nb):
-    import nbformat
-    nbformat.validate(nbformat.read(nb, as_version=4))  # e.g. cell ids need nbformat 4.5: papermill warns on each run
-    data = json.loads(nb.read_text())
-    code = [c for c in data["cells"] if c["cell_type"] == "code"]
-    assert not any(c.get("outputs") or c.get("execution_count") for c in code), f"{nb.name} has outputs"
-    assert len([c for c in data["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]) == 1
-    assert data["metadata"]["kernelspec"]["name"] == "python3"
-    assert data["cells"][0]["cell_type"] == "markdown", "a notebook opens with the question it asks"
-    assert "sys.path" not in "".join("".join(c["source"]) for c in code)
-
-
-MAX_CELL_LINES = 15  # issue 27: a code cell reads at a glance; loops, parsing and row-writing live in lib
-
-
-def logic_lines(source: str) -> int:
-    """Lines of a code cell that do something: blank lines, comments and import statements are not counted."""
-    return sum(1 for line in source.splitlines()
-               if line.strip() and not line.lstrip().startswith(("#", "import ", "from ")))
-
-
-def test_logic_lines_counts_what_runs():
-    assert logic_lines("import a\nfrom b import c\n\n# note\nx = 1\nfor i in x:\n    print(i)\n") == 3
-
-
-@pytest.mark.parametrize("nb", [n for n in NOTEBOOKS if n.name[:2] in ("01", "02", "03", "04", "05")], ids=lambda p: p.stem)
-def test_code_cells_are_short(nb):
-    """Outside the parameters cell, no code cell of 01-05 has more than MAX_CELL_LINES lines of logic."""
-    cells = json.loads(nb.read_text())["cells"]
-    long = [(i, n) for i, c in enumerate(cells) if c["cell_type"] == "code"
-            and "parameters" not in c.get("metadata", {}).get("tags", [])
-            and (n := logic_lines("".join(c["source"]))) > MAX_CELL_LINES]
-    assert not long, f"{nb.name}: cells (index, lines) longer than {MAX_CELL_LINES} lines: {long}"
-
-
-def _run_all(outputs: Path, params_dir: Path = ROOT / "params", profile="smoke", pick=()):
-    from conftest import run_all_env
-    return subprocess.run(["bash", str(ROOT / "run_all.sh"), profile, *pick], cwd=ROOT, env=run_all_env(outputs, params_dir),
-                          capture_output=True, text=True, timeout=3000)
 
 
 def _notebooks_had_bf16() -> bool:
@@ -75,17 +34,10 @@ def _notebooks_had_bf16() -> bool:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """The smoke run's outputs: the one conftest started beside the unit tests, else one run here."""
-    from conftest import SMOKE_BESIDE
-    if SMOKE_BESIDE.get("proc") is not None:
-        out, proc = SMOKE_BESIDE["outputs"], SMOKE_BESIDE["proc"]
-        code = proc.wait(timeout=3000)
-        SMOKE_BESIDE["log"].close()
-        assert code == 0, (out / "run_all.log").read_text()[-6000:]
-    else:
-        out = tmp_path_factory.mktemp("outputs")
-        proc = _run_all(out)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    """The smoke run's outputs: run_all.sh smoke, once (xdist's loadfile keeps this file in one worker)."""
+    out = tmp_path_factory.mktemp("outputs")
+    proc = run_all(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     yield out
     shutil.rmtree(out, ignore_errors=True)  # several GB of training states; a failed assertion's output is in the log
 
@@ -346,7 +298,7 @@ def test_failed_notebook_loses_nothing(smoke, tmp_path):
         v["nosie_scale"] = 0.5
         (bad / "smoke" / f"{nb}.yaml").write_text(yaml.safe_dump(v))
     kept = (smoke / "smoke" / "01_baselines" / "results.csv").read_bytes()
-    proc = _run_all(smoke, bad, pick=("01", "03", "06"))
+    proc = run_all(smoke, bad, pick=("01", "03", "06"))
     assert proc.returncode != 0
     assert "01_baselines" in proc.stderr and "03_pruning_quantization" in proc.stderr
     assert "unknown key 'nosie_scale'" in proc.stderr
@@ -355,27 +307,6 @@ def test_failed_notebook_loses_nothing(smoke, tmp_path):
     assert status["01_baselines"]["status"] == "failed" and status["03_pruning_quantization"]["status"] == "failed"
     assert status["06_listening_test"]["status"] == "ok" and status["00_data_and_features"]["status"] == "ok"
     assert (smoke / "smoke" / "report.html").exists()
-
-
-def test_a_copied_profile_writes_its_own_outputs(tmp_path):
-    """params/smoke copied to params/mine: the folder names the profile, so the run writes under outputs/mine and
-    leaves outputs/smoke alone (one cheap notebook is enough to show it)."""
-    shutil.copytree(ROOT / "params" / "smoke", tmp_path / "params" / "mine")
-    proc = _run_all(tmp_path / "out", tmp_path / "params", profile="mine", pick=("06",))
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    m = json.loads((tmp_path / "out" / "mine" / "06_listening_test" / "metrics.json").read_text())
-    assert m["parameters"]["profile"] == "mine" and m["command"] == "./run_all.sh mine 06"
-    assert not (tmp_path / "out" / "smoke").exists()
-
-
-def test_unknown_profile_is_named(tmp_path):
-    proc = _run_all(tmp_path, profile="nope")
-    assert proc.returncode == 2 and "no profile 'nope'" in proc.stderr
-
-
-def test_params_match_notebooks():
-    for profile in ("smoke", "default"):
-        assert params.check_profile(profile) == []
 
 
 GENERATED_FINDINGS = ("01_baselines", "02_lora_qlora", "03_pruning_quantization", "04_distillation",

@@ -144,7 +144,7 @@ def turn():
 
 
 def main(argv=None) -> int:
-    """`python -m lib.core.lanes run -- CMD ...`: run CMD as a lane of its own (the test command's smoke notebooks)."""
+    """`python -m lib.core.lanes run -- CMD ...`: run CMD as a lane of its own."""
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = argv[2:] if argv[:2] == ["run", "--"] else []
     if not cmd:
