@@ -47,8 +47,8 @@ def _init_from(module, art_dir: Path) -> dict | None:
     except ArtefactError as exc:
         print(f"not resuming from {art_dir}: {exc}", flush=True)
         return None
-    from lib.voices.parts import finalize
-    finalize(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
+    from lib.voices.parts import fold_weight_norm
+    fold_weight_norm(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
     module.load_state_dict(loaded.state_dict())
     print(f"generator initialised from {art_dir}", flush=True)
     return config
@@ -143,7 +143,7 @@ def students(args) -> None:
         curves[name] = train_decoder(rec, latents, _recipe(args.recovery_steps, args.adversarial_steps, args),
                                      work / name, batch=args.batch, frames=args.frames, heldout=heldout,
                                      device=args.device, threads=args.threads, progress=None)
-        studs[name] = parts.finalize(rec.cpu())
+        studs[name] = parts.fold_weight_norm(rec.cpu())
     (work / "done.json").write_text(json.dumps({"chain_end": chain_end, "seconds": time.time() - started,
                                                 "command": args.command}))
     print(f"trained {', '.join(curves)} in {time.time() - started:.0f} s", flush=True)
@@ -168,7 +168,7 @@ def regress(args) -> None:
     name = f"dec{args.width}-regress"
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
-    teacher_dec = parts.finalize(copy.deepcopy(teacher.dec))
+    teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     keep_file = work / name / "keep.json"
     init = Path(args.init_from) / name if args.init_from else None
@@ -177,7 +177,7 @@ def regress(args) -> None:
         keep = [torch.tensor(k) for k in json.loads(keep_file.read_text())]
         old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
         before = old.get("before", {})
-        student = parts.finalize(distill.decoder_student(teacher, args.width, "scratch"))
+        student = parts.fold_weight_norm(distill.decoder_student(teacher, args.width, "scratch"))
     elif init is not None and (init / "config.json").exists():
         from lib.voices.artefacts import load_part
         student, config = load_part(init)
@@ -286,9 +286,9 @@ def pack(args) -> None:
             module = distill.decoder_student(teacher, width, "scratch")
             kind, build = "decoder", parts.decoder_build(teacher, width)
         if not any(k.endswith("weight_g") for k in state):
-            parts.finalize(module)  # trained without weight norm (pruned students): fold first, then load
+            parts.fold_weight_norm(module)  # trained without weight norm (pruned students): fold first, then load
         module.load_state_dict(state)
-        parts.finalize(module)
+        parts.fold_weight_norm(module)
         before = info.get("before", {}).get(run.name, {})  # a start from packed files: their count goes on
         steps += int(before.get("steps", 0))
         hours = float(before.get("hours", 0.0)) + seconds / 3600 * share
