@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lib.harness import bench, metrics
-from lib.core.audio import write_wav
+from lib.core.audio import snr_db, write_wav
 from lib.harness.judges import Judges, PendingJudgement, judge
 from lib.core.machine import PrecisionUnavailable
 from lib.core.results import ResultWriter
@@ -337,9 +337,8 @@ def compare_outputs(ref_voice, test_voice, sentences: Sequence[Sentence]) -> pd.
         a, b = ref_voice.synthesize(s.text).samples, test_voice.synthesize(s.text).samples
         n = min(len(a), len(b))
         d = a[:n] - b[:n]
-        rel = 10 * np.log10((np.mean(d ** 2) + 1e-20) / (np.mean(a[:n] ** 2) + 1e-20))
         rows.append({"id": s.id, "length_diff_samples": abs(len(a) - len(b)), "max_abs_diff": float(np.abs(d).max()),
-                     "rms_diff_db": float(rel), "pesq_wb": metrics.pesq_wb(a, b, ref_voice.sample_rate)})
+                     "rms_diff_db": -snr_db(a, b), "pesq_wb": metrics.pesq_wb(a, b, ref_voice.sample_rate)})
     return pd.DataFrame(rows)
 
 
