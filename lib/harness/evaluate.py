@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lib.harness import bench, metrics
-from lib.core.audio import snr_db, write_wav
+from lib.core.audio import DEFAULT_SAMPLE_RATE, snr_db, write_wav
 from lib.harness.judges import Judges, PendingJudgement, judge
 from lib.core.machine import PrecisionUnavailable
 from lib.core.results import ResultWriter
@@ -363,7 +363,7 @@ def duration_error(voice_model, reference_model, phoneme_ids: Sequence[Sequence[
     return {"duration_mae_frames": float(np.concatenate(diffs).mean()), "length_change_pct": float(np.mean(lengths))}
 
 
-def heldout_pesq(heldout, sample_rate: int = 22050, limit: int = 4):
+def heldout_pesq(heldout, sample_rate: int = DEFAULT_SAMPLE_RATE, limit: int = 4):
     """A training check for the Trainer's `eval_fn`: PESQ-WB of a decoder's output against its target waveform on
     `limit` held-out utterances (a batches.Latents no training touched). The judge stays in the harness; the
     training loop only calls it."""

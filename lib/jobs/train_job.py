@@ -333,8 +333,8 @@ def heldout_quality(teacher, decoder, info: dict) -> dict:
     with torch.no_grad():
         for z, ref in zip(lat.z, lat.wav):
             out = decoder(z)[..., : ref.shape[-1]]
-            pesq.append(metrics.pesq_wb(ref.flatten().numpy(), out.flatten().numpy(), 22050))
-            mel.append(float(mel_l1(out, ref)))
+            pesq.append(metrics.pesq_wb(ref.flatten().numpy(), out.flatten().numpy(), teacher.sample_rate))
+            mel.append(float(mel_l1(out, ref, teacher.sample_rate)))
     return {"heldout_pesq": float(np.nanmean(pesq)), "heldout_mel_l1": float(np.mean(mel))}
 
 

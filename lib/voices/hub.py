@@ -212,7 +212,7 @@ class Tacotron2Voice(HubVoice):
             self.vocoder_module = HIFIGAN.from_hparams(source=self.vocoder, savedir=f"{self.savedir}/hifigan")
         except Exception as exc:
             raise HubUnavailable(f"speechbrain could not load {self.model}: {type(exc).__name__}: {exc}") from None
-        self.sample_rate = 22050
+        self.sample_rate = 22050  # LJSpeech's, which both models were trained on
 
     def synthesize_sentence(self, sentence: str) -> np.ndarray:
         mel, _, _ = self.module.encode_text(sentence)
