@@ -364,6 +364,16 @@ def _run_args(q, *, device: str, batch: int, threads: int, eval_every: int, init
     q.add_argument("--threads", type=int, default=threads)
 
 
+def _regress_recipe_args(q) -> None:
+    """The regression-first recipe's options, the same for either decoder it trains (regress, regress-istft)."""
+    q.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
+    q.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
+    q.add_argument("--discriminators", nargs="+", default=["mpd"])
+    q.add_argument("--lr", type=float, default=5e-4)
+    q.add_argument("--lr-warmup", type=int, default=200)
+    q.add_argument("--ema", type=float, default=0.999)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m lib.jobs.train_job", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -384,29 +394,18 @@ def main(argv=None) -> None:
     s.add_argument("--istft-dim", type=int, default=256)
     s.add_argument("--istft-blocks", type=int, default=6)
     s.add_argument("--lr", type=float, default=2.0e-4)
+    packed_runs = "a committed folder of packed runs (outputs/recorded/training/<work>) to resume from"
     r = sub.add_parser("regress", help="the regression-first recipe on a channel-pruned decoder (issue 25)")
-    _run_args(r, device="cpu", batch=4, threads=1, eval_every=250,
-              init_help="a committed folder of packed runs (outputs/recorded/training/<work>) to resume from")
+    _run_args(r, device="cpu", batch=4, threads=1, eval_every=250, init_help=packed_runs)
     r.add_argument("--width", type=int, default=128)
-    r.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
-    r.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
-    r.add_argument("--discriminators", nargs="+", default=["mpd"])
-    r.add_argument("--lr", type=float, default=5e-4)
-    r.add_argument("--lr-warmup", type=int, default=200)
-    r.add_argument("--ema", type=float, default=0.999)
+    _regress_recipe_args(r)
     r.add_argument("--ridge", type=float, default=1e-3, help="the least-squares refit's ridge, relative to its diagonal")
     r.add_argument("--calib-batches", type=int, default=4, help="8 x 64-frame segments each, for choice and refit")
     f = sub.add_parser("regress-istft", help="the regression-first recipe on the 5x voice's frame-rate decoder")
-    _run_args(f, device="cpu", batch=4, threads=1, eval_every=250,
-              init_help="a committed folder of packed runs (outputs/recorded/training/<work>) to resume from")
+    _run_args(f, device="cpu", batch=4, threads=1, eval_every=250, init_help=packed_runs)
     f.add_argument("--dim", type=int, default=256)
     f.add_argument("--blocks", type=int, default=6)
-    f.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
-    f.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
-    f.add_argument("--discriminators", nargs="+", default=["mpd"])
-    f.add_argument("--lr", type=float, default=5e-4)
-    f.add_argument("--lr-warmup", type=int, default=200)
-    f.add_argument("--ema", type=float, default=0.999)
+    _regress_recipe_args(f)
     a = sub.add_parser("adapt", help="notebook 02's adaptation methods toward a target speaker, with the F0 term")
     a.add_argument("--work", required=True)
     a.add_argument("--target-speaker", default="kokoro-82m:jf_alpha",
