@@ -17,7 +17,7 @@ def student(tmp_path_factory):
     teacher = piper_torch.load_piper_torch(onnx)
     dec = distill.decoder_student(teacher, 64, "prune")
     out = tmp_path_factory.mktemp("student")
-    artefacts.save_part(parts.finalize(dec), out, "decoder", parts.decoder_build(teacher, 64))
+    artefacts.save_part(parts.fold_weight_norm(dec), out, "decoder", parts.decoder_build(teacher, 64))
     return teacher, dec, out, config
 
 
@@ -66,7 +66,7 @@ def test_a_whole_voice_variant_round_trips_without_pickles(student, tmp_path):
     """A voice with a pruned 64-channel decoder saved as safetensors + config.json comes back refitted to its
     shapes and speaks the same; a conversion variant is rebuilt by converting again; nothing is a pickle."""
     teacher, dec, _, _ = student
-    voice = distill.with_parts(teacher, decoder=parts.finalize(dec))
+    voice = distill.with_parts(teacher, decoder=parts.fold_weight_norm(dec))
     out = artefacts.save_voice_module(voice, tmp_path / "v")
     assert json.loads((out / "config.json").read_text())["onnx"].endswith(".onnx")
     assert not list(out.glob("*.pt")) and (out / "model.safetensors").stat().st_size > 1e6

@@ -19,7 +19,7 @@ def test_decoder_students_have_the_asked_width(teacher):
     assert distill.decoder_width(pruned) == distill.decoder_width(scratch) == 128
     z = torch.randn(1, 192, 20)
     with torch.no_grad():
-        a, b, t = pruned(z), parts.finalize(scratch)(z), teacher.dec(z)
+        a, b, t = pruned(z), parts.fold_weight_norm(scratch)(z), teacher.dec(z)
     assert a.shape == b.shape == t.shape
     assert not any(hasattr(m, "weight_g") for m in scratch.modules()), "weight norm folded for inference"
     assert sum(p.numel() for p in pruned.parameters()) < 0.35 * sum(p.numel() for p in teacher.dec.parameters())

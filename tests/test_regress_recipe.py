@@ -33,7 +33,7 @@ def zs(teacher):
 def test_the_design_matrix_reproduces_every_layer_of_the_decoder(teacher, zs):
     """design(layer, x) @ as_matrix(layer) + bias is the layer's own output, for convolutions and (through the
     zero-stuffed input) for transposed convolutions: what the refit solves is the layer itself."""
-    dec = parts.finalize(copy.deepcopy(teacher.dec))
+    dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
     with torch.no_grad():
         for name, layer, _, _ in channel_prune._layers(dec)[:6] + channel_prune._layers(dec)[-1:]:
             ins, outs = [], []
@@ -49,8 +49,8 @@ def test_the_design_matrix_reproduces_every_layer_of_the_decoder(teacher, zs):
 
 
 def test_refit_lowers_every_layers_error_and_the_students(teacher, zs):
-    teacher_dec = parts.finalize(copy.deepcopy(teacher.dec))
-    student = parts.finalize(distill.decoder_student(teacher, 128, "scratch"))
+    teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
+    student = parts.fold_weight_norm(distill.decoder_student(teacher, 128, "scratch"))
     keep = channel_prune.choose_channels(teacher_dec, zs, 128)
     assert [len(k) for k in keep] == [128, 64, 32, 16]
     assert all(int(k.max()) < w for k, w in zip(keep, channel_prune.stage_widths(teacher_dec)))
@@ -69,7 +69,7 @@ def test_refit_lowers_every_layers_error_and_the_students(teacher, zs):
 
 
 def test_segments_keep_stage_targets_aligned_with_the_waveform(teacher):
-    dec = parts.finalize(copy.deepcopy(teacher.dec))
+    dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
     z = torch.randn(1, teacher.hparams["inter_channels"], 40)
     with torch.no_grad():
         wav, _ = channel_prune.stage_outputs(dec, z)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+DEFAULT_SAMPLE_RATE = 22050  # piper's medium voices' rate (the lab's teacher): where no voice or clip gives its own
+
 
 @dataclass
 class Audio:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from lib.harness import bench, metrics
-from lib.core.audio import write_wav
+from lib.core.audio import DEFAULT_SAMPLE_RATE, snr_db, write_wav
 from lib.harness.judges import Judges, PendingJudgement, judge
 from lib.core.machine import PrecisionUnavailable
 from lib.core.results import ResultWriter
@@ -337,9 +337,8 @@ def compare_outputs(ref_voice, test_voice, sentences: Sequence[Sentence]) -> pd.
         a, b = ref_voice.synthesize(s.text).samples, test_voice.synthesize(s.text).samples
         n = min(len(a), len(b))
         d = a[:n] - b[:n]
-        rel = 10 * np.log10((np.mean(d ** 2) + 1e-20) / (np.mean(a[:n] ** 2) + 1e-20))
         rows.append({"id": s.id, "length_diff_samples": abs(len(a) - len(b)), "max_abs_diff": float(np.abs(d).max()),
-                     "rms_diff_db": float(rel), "pesq_wb": metrics.pesq_wb(a, b, ref_voice.sample_rate)})
+                     "rms_diff_db": -snr_db(a, b), "pesq_wb": metrics.pesq_wb(a, b, ref_voice.sample_rate)})
     return pd.DataFrame(rows)
 
 
@@ -364,7 +363,7 @@ def duration_error(voice_model, reference_model, phoneme_ids: Sequence[Sequence[
     return {"duration_mae_frames": float(np.concatenate(diffs).mean()), "length_change_pct": float(np.mean(lengths))}
 
 
-def heldout_pesq(heldout, sample_rate: int = 22050, limit: int = 4):
+def heldout_pesq(heldout, sample_rate: int = DEFAULT_SAMPLE_RATE, limit: int = 4):
     """A training check for the Trainer's `eval_fn`: PESQ-WB of a decoder's output against its target waveform on
     `limit` held-out utterances (a batches.Latents no training touched). The judge stays in the harness; the
     training loop only calls it."""

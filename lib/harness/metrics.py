@@ -11,7 +11,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from lib.core import text as textmod
-from lib.core.audio import MCEP_PARAMS, dtw_path, mcep, resample, world_analysis
+from lib.core.audio import DEFAULT_SAMPLE_RATE, MCEP_PARAMS, dtw_path, mcep, resample, world_analysis
 
 DNSMOS_SR = 16000
 CACHE_DIR = Path(os.environ.get("TTS_LAB_CACHE", Path.home() / ".cache" / "tts-lab"))
@@ -203,7 +203,8 @@ def mcd_and_f0(ref: np.ndarray, deg: np.ndarray, sr: int) -> dict[str, float]:
     coefficients, distortion over coefficients 1.. (c0, the energy, left out); and log-F0 RMSE (cents) over the
     frames voiced in both, on the same path. Clips at rates without VERSA settings are compared at 22050 Hz."""
     if sr not in MCEP_PARAMS:
-        ref, deg, sr = resample(ref, sr, 22050), resample(deg, sr, 22050), 22050
+        ref, deg = resample(ref, sr, DEFAULT_SAMPLE_RATE), resample(deg, sr, DEFAULT_SAMPLE_RATE)
+        sr = DEFAULT_SAMPLE_RATE
     f0_r, mc_r = mcep(ref, sr)
     f0_d, mc_d = mcep(deg, sr)
     path = dtw_path(mc_r, mc_d)

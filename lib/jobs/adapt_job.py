@@ -136,7 +136,7 @@ def heldout_quality(teacher, adapted_voice, heldout, threads: int = 1) -> dict:
     from lib.harness.judges import speaker_similarity
     from lib.techniques.finetune import VoicePath
     from lib.training.loop import mel_l1
-    sr = 22050
+    sr = teacher.sample_rate
     clips = {"adapted": [], "teacher": []}
     mel = []
     with torch.no_grad():
@@ -146,7 +146,7 @@ def heldout_quality(teacher, adapted_voice, heldout, threads: int = 1) -> dict:
                 out = VoicePath(voice.eval())(*args)[..., : y.shape[-1]]
                 clips[name].append(Audio(out.flatten().numpy(), sr))
                 if name == "adapted":
-                    mel.append(float(mel_l1(out, y)))
+                    mel.append(float(mel_l1(out, y, sr)))
     target = [Audio(y.flatten().numpy(), sr) for y in heldout.wav]
     secs, ceiling = speaker_similarity(clips, target, threads=threads)
     return {"heldout_mel_l1": float(np.mean(mel)), "heldout_secs": secs["adapted"],

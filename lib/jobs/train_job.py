@@ -47,8 +47,8 @@ def _init_from(module, art_dir: Path) -> dict | None:
     except ArtefactError as exc:
         print(f"not resuming from {art_dir}: {exc}", flush=True)
         return None
-    from lib.voices.parts import finalize
-    finalize(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
+    from lib.voices.parts import fold_weight_norm
+    fold_weight_norm(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
     module.load_state_dict(loaded.state_dict())
     print(f"generator initialised from {art_dir}", flush=True)
     return config
@@ -143,7 +143,7 @@ def students(args) -> None:
         curves[name] = train_decoder(rec, latents, _recipe(args.recovery_steps, args.adversarial_steps, args),
                                      work / name, batch=args.batch, frames=args.frames, heldout=heldout,
                                      device=args.device, threads=args.threads, progress=None)
-        studs[name] = parts.finalize(rec.cpu())
+        studs[name] = parts.fold_weight_norm(rec.cpu())
     (work / "done.json").write_text(json.dumps({"chain_end": chain_end, "seconds": time.time() - started,
                                                 "command": args.command}))
     print(f"trained {', '.join(curves)} in {time.time() - started:.0f} s", flush=True)
@@ -168,7 +168,7 @@ def regress(args) -> None:
     name = f"dec{args.width}-regress"
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
-    teacher_dec = parts.finalize(copy.deepcopy(teacher.dec))
+    teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     keep_file = work / name / "keep.json"
     init = Path(args.init_from) / name if args.init_from else None
@@ -177,7 +177,7 @@ def regress(args) -> None:
         keep = [torch.tensor(k) for k in json.loads(keep_file.read_text())]
         old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
         before = old.get("before", {})
-        student = parts.finalize(distill.decoder_student(teacher, args.width, "scratch"))
+        student = parts.fold_weight_norm(distill.decoder_student(teacher, args.width, "scratch"))
     elif init is not None and (init / "config.json").exists():
         from lib.voices.artefacts import load_part
         student, config = load_part(init)
@@ -286,9 +286,9 @@ def pack(args) -> None:
             module = distill.decoder_student(teacher, width, "scratch")
             kind, build = "decoder", parts.decoder_build(teacher, width)
         if not any(k.endswith("weight_g") for k in state):
-            parts.finalize(module)  # trained without weight norm (pruned students): fold first, then load
+            parts.fold_weight_norm(module)  # trained without weight norm (pruned students): fold first, then load
         module.load_state_dict(state)
-        parts.finalize(module)
+        parts.fold_weight_norm(module)
         before = info.get("before", {}).get(run.name, {})  # a start from packed files: their count goes on
         steps += int(before.get("steps", 0))
         hours = float(before.get("hours", 0.0)) + seconds / 3600 * share
@@ -333,8 +333,8 @@ def heldout_quality(teacher, decoder, info: dict) -> dict:
     with torch.no_grad():
         for z, ref in zip(lat.z, lat.wav):
             out = decoder(z)[..., : ref.shape[-1]]
-            pesq.append(metrics.pesq_wb(ref.flatten().numpy(), out.flatten().numpy(), 22050))
-            mel.append(float(mel_l1(out, ref)))
+            pesq.append(metrics.pesq_wb(ref.flatten().numpy(), out.flatten().numpy(), teacher.sample_rate))
+            mel.append(float(mel_l1(out, ref, teacher.sample_rate)))
     return {"heldout_pesq": float(np.nanmean(pesq)), "heldout_mel_l1": float(np.mean(mel))}
 
 
@@ -364,6 +364,16 @@ def _run_args(q, *, device: str, batch: int, threads: int, eval_every: int, init
     q.add_argument("--threads", type=int, default=threads)
 
 
+def _regress_recipe_args(q) -> None:
+    """The regression-first recipe's options, the same for either decoder it trains (regress, regress-istft)."""
+    q.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
+    q.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
+    q.add_argument("--discriminators", nargs="+", default=["mpd"])
+    q.add_argument("--lr", type=float, default=5e-4)
+    q.add_argument("--lr-warmup", type=int, default=200)
+    q.add_argument("--ema", type=float, default=0.999)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m lib.jobs.train_job", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -384,29 +394,18 @@ def main(argv=None) -> None:
     s.add_argument("--istft-dim", type=int, default=256)
     s.add_argument("--istft-blocks", type=int, default=6)
     s.add_argument("--lr", type=float, default=2.0e-4)
+    packed_runs = "a committed folder of packed runs (outputs/recorded/training/<work>) to resume from"
     r = sub.add_parser("regress", help="the regression-first recipe on a channel-pruned decoder (issue 25)")
-    _run_args(r, device="cpu", batch=4, threads=1, eval_every=250,
-              init_help="a committed folder of packed runs (outputs/recorded/training/<work>) to resume from")
+    _run_args(r, device="cpu", batch=4, threads=1, eval_every=250, init_help=packed_runs)
     r.add_argument("--width", type=int, default=128)
-    r.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
-    r.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
-    r.add_argument("--discriminators", nargs="+", default=["mpd"])
-    r.add_argument("--lr", type=float, default=5e-4)
-    r.add_argument("--lr-warmup", type=int, default=200)
-    r.add_argument("--ema", type=float, default=0.999)
+    _regress_recipe_args(r)
     r.add_argument("--ridge", type=float, default=1e-3, help="the least-squares refit's ridge, relative to its diagonal")
     r.add_argument("--calib-batches", type=int, default=4, help="8 x 64-frame segments each, for choice and refit")
     f = sub.add_parser("regress-istft", help="the regression-first recipe on the 5x voice's frame-rate decoder")
-    _run_args(f, device="cpu", batch=4, threads=1, eval_every=250,
-              init_help="a committed folder of packed runs (outputs/recorded/training/<work>) to resume from")
+    _run_args(f, device="cpu", batch=4, threads=1, eval_every=250, init_help=packed_runs)
     f.add_argument("--dim", type=int, default=256)
     f.add_argument("--blocks", type=int, default=6)
-    f.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
-    f.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
-    f.add_argument("--discriminators", nargs="+", default=["mpd"])
-    f.add_argument("--lr", type=float, default=5e-4)
-    f.add_argument("--lr-warmup", type=int, default=200)
-    f.add_argument("--ema", type=float, default=0.999)
+    _regress_recipe_args(f)
     a = sub.add_parser("adapt", help="notebook 02's adaptation methods toward a target speaker, with the F0 term")
     a.add_argument("--work", required=True)
     a.add_argument("--target-speaker", default="kokoro-82m:jf_alpha",

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from lib.core import machine
+from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_provider, ov_precision
 from lib.voices.synth import SCALES
 from lib.techniques.export import frames_budget, hop_length, latent_with_noise, make_noise, pad_batch, StaticSplines
@@ -21,7 +22,7 @@ class Engine:
     precision: str = ""
     device: str = "cpu"
     effective: str = ""
-    sample_rate: int = 22050
+    sample_rate: int = DEFAULT_SAMPLE_RATE
     hop: int = 256
     channels: int = 192
 
@@ -55,6 +56,7 @@ class TorchEngine(Engine):
             torch.set_num_threads(int(threads))
         self.backend = f"torch-{device}"
         self.hop, self.channels = hop_length(model), model.hparams["inter_channels"]
+        self.sample_rate = getattr(model, "sample_rate", None) or self.sample_rate  # its config's rate
         self.decoder = torch.compile(model.dec, dynamic=True) if compile_decoder else model.dec
         self.label = (f"{self.backend}-{precision}" + ("-compile" if compile_decoder else "")
                       + ("-graphs" if cuda_graphs else "") + ("-latent-graphs" if graph_latent else ""))
@@ -205,7 +207,8 @@ class OnnxEngine(Engine):
     to construct when the runtime would run the graph elsewhere than asked."""
 
     def __init__(self, paths: dict[str, Path], backend: str = "ort-cpu", precision: str = "fp32", threads: int = 1,
-                 channels: int = 192, hop: int = 256, sample_rate: int = 22050, decoder_precision: str | None = None):
+                 channels: int = 192, hop: int = 256, sample_rate: int = DEFAULT_SAMPLE_RATE,
+                 decoder_precision: str | None = None):
         self.backend, self.precision, self.threads = backend, precision, threads
         self.channels, self.hop, self.sample_rate = channels, hop, sample_rate
         self.label = f"{backend}-{precision}"

@@ -112,13 +112,13 @@ def train_istft(teacher, data: Corpus, work: Path, *, dim: int, blocks: int, ste
 def train_flow(teacher, data: Corpus, work: Path, *, hidden: int, steps: int, lr: float, noise_scale: float,
                checkpoint_every: int, device: str, threads: int):
     """The flow student of `hidden` channels fitted to the teacher flow's output for prior samples drawn with
-    `noise_scale`: (name, finalized flow, curve)."""
+    `noise_scale`: (name, weight-norm-folded flow, curve)."""
     name = f"flow{hidden}"
     flow = distill.flow_student(teacher, hidden)
     curve = distill.train_flow(flow, distill.flow_pairs(teacher, data.train_ids, noise_scale=noise_scale),
                                training.Recipe(steps=steps, lr=lr, checkpoint_every=checkpoint_every), work / name,
                                device=device, threads=threads)
-    return name, parts.finalize(flow.cpu()), curve
+    return name, parts.fold_weight_norm(flow.cpu()), curve
 
 
 def train_frontend(teacher, data: Corpus, work: Path, *, hidden: int, filter_channels: int, steps: int, lr: float,

@@ -173,9 +173,9 @@ def pruned_student(teacher_model, width: int, zs, refit_zs=None, ridge: float = 
     """The teacher's decoder at `width` initial channels: channels chosen by activation on `zs`, sliced, and (with
     `refit_zs`) refitted by least squares. Returns (student decoder, kept channel indices per stream)."""
     from lib.techniques.distill import decoder_student
-    from lib.voices.parts import finalize
-    teacher_dec = finalize(copy.deepcopy(teacher_model.dec))
-    student = finalize(decoder_student(teacher_model, width, "scratch"))
+    from lib.voices.parts import fold_weight_norm
+    teacher_dec = fold_weight_norm(copy.deepcopy(teacher_model.dec))
+    student = fold_weight_norm(decoder_student(teacher_model, width, "scratch"))
     keep = choose_channels(teacher_dec, zs, width)
     slice_decoder(teacher_dec, student, keep)
     if refit_zs is not None:

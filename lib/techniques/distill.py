@@ -10,7 +10,7 @@ from typing import Sequence
 
 
 from lib.training.batches import Latents
-from lib.voices.parts import build_part, decoder_build, finalize, flow_build
+from lib.voices.parts import build_part, decoder_build, flow_build, fold_weight_norm
 from lib.voices.synth import NOISE_SCALE
 
 
@@ -57,9 +57,9 @@ def with_parts(model, decoder=None, flow=None, frontend=None):
         from lib.voices.frontend import with_frontend
         out = with_frontend(out, frontend)
     if decoder is not None:
-        out.dec = copy.deepcopy(finalize(decoder))
+        out.dec = copy.deepcopy(fold_weight_norm(decoder))
     if flow is not None:
-        out.flow = copy.deepcopy(finalize(flow))
+        out.flow = copy.deepcopy(fold_weight_norm(flow))
     return out.eval()
 
 
@@ -133,7 +133,7 @@ def train_chain(teacher_model, latents: Latents, widths: Sequence[int], recipes:
                 eval_fn=None, device: str = "cpu", threads: int = 2, progress: bool = True, prepare=None):
     """The decoder chain: link i trains a student of widths[i] with recipes[i] on the previous network's audio
     (the teacher's for the first); the first link is also trained from scratch when `compare_scratch`; the student
-    with the lower final mel loss teaches the next. Returns (students by name, finalized; curves by name; the
+    with the lower final mel loss teaches the next. Returns (students by name, folded; curves by name; the
     chain's last student's name). Each run resumes from work/<name>; `prepare(name, module)`, when given, sees
     each student before it trains (the GPU job loads committed weights there)."""
     from lib.training.loop import train_decoder
@@ -149,7 +149,7 @@ def train_chain(teacher_model, latents: Latents, widths: Sequence[int], recipes:
             curves[name] = train_decoder(dec, targets, recipe, Path(work) / name, batch=batch, frames=frames,
                                          heldout=heldout, eval_fn=eval_fn, device=device, threads=threads,
                                          progress=name if progress else None)
-            students[name] = finalize(dec.cpu())
+            students[name] = fold_weight_norm(dec.cpu())
         best = min((n for n in students if n.startswith(f"dec{width}-")), key=lambda n: final_mel(curves[n]))
         parent = students[best]
         targets = relabel(latents, parent)

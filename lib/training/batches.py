@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from lib.core.audio import DEFAULT_SAMPLE_RATE
+
 
 @dataclass
 class Latents:
@@ -88,7 +90,7 @@ class AlignedSet:
         return cls(ids, parts["phonemes"], parts["attn"], parts["wav"], int(meta["hop"]))
 
 
-def aligned_set(model, phoneme_ids: Sequence[list[int]], names: Sequence[str], target=None, sample_rate: int = 22050,
+def aligned_set(model, phoneme_ids: Sequence[list[int]], names: Sequence[str], target=None, sample_rate: int = DEFAULT_SAMPLE_RATE,
                 progress: str | None = "targets", texts: Sequence[str] | None = None) -> AlignedSet:
     """Run the teacher noise-free on each utterance; keep its alignment and its waveform passed through `target`
     (a callable audio, sr -> audio of the same length, e.g. VoiceShift; a SpeakerTarget also gets the utterance's

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.core.results import atomic_write_json, atomic_write_text
 
 DISCRIMINATORS = ("mpd", "mrd")
@@ -75,7 +76,7 @@ class Recipe:
 
 # --- losses --------------------------------------------------------------------------------------------------
 
-def mel_l1(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = 22050, n_fft: int = 1024, hop: int = 256,
+def mel_l1(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE, n_fft: int = 1024, hop: int = 256,
            n_mels: int = 80) -> torch.Tensor:
     """L1 between log-mel spectrograms as piper computes them (`mel_spectrogram_torch`), in float32."""
     from piper.train.vits.mel_processing import mel_spectrogram_torch
@@ -123,7 +124,7 @@ def _target_f0(y: torch.Tensor, sample_rate: int, hop: int) -> torch.Tensor:
     return torch.tensor(np.stack(rows), dtype=torch.float32, device=y.device)
 
 
-def f0_periodicity_loss(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = 22050, hop: int = 256,
+def f0_periodicity_loss(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE, hop: int = 256,
                         win: int = 1024, f0_min: float = 50.0) -> torch.Tensor:
     """An F0 term: in every frame where the target `y` is voiced (WORLD F0), the output's normalised
     autocorrelation at the target's period should be 1 (1 - rho(T)), and at half the period not positive
@@ -242,7 +243,7 @@ class Trainer:
 
     def __init__(self, generator: torch.nn.Module, batch_fn: Callable[[np.random.Generator], tuple], recipe: Recipe,
                  work_dir: Path, *, forward: Forward | None = None, loss_fn: Callable | None = None,
-                 extra_loss: Callable | None = None, sample_rate: int = 22050, mel_hop: int = 256,
+                 extra_loss: Callable | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE, mel_hop: int = 256,
                  eval_batches: Sequence[tuple] = (), eval_fn: Callable | None = None, device: str = "cpu",
                  threads: int = 2, progress: str | None = "train", yielder=None):
         if (forward is None) == (loss_fn is None):

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from lib.core.results import atomic_write_json, atomic_write_text
-from lib.voices.parts import PARTS, build_part, finalize, student_parts, with_student_parts
+from lib.voices.parts import PARTS, build_part, fold_weight_norm, student_parts, with_student_parts
 
 KINDS = (*PARTS, "voice")
 CONVERSIONS = ("bnb", "torch_dynamic_int8", "peft_adapter")
@@ -72,7 +72,7 @@ def load_part(art_dir: Path):
         state = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error types for a corrupt header
         raise ArtefactError(f"{weights} cannot be read ({type(exc).__name__}: {exc})") from None
-    module = finalize(build_part(kind, build))
+    module = fold_weight_norm(build_part(kind, build))
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

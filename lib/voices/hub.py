@@ -12,7 +12,7 @@ import numpy as np
 
 from lib.core import text as textmod
 from lib.core.audio import Audio
-from lib.voices.synth import join_sentences
+from lib.voices.synth import NOISE_SCALE, NOISE_W, join_sentences
 
 HUB_HOST = "huggingface.co"
 
@@ -166,8 +166,8 @@ class FastSpeech2Voice(HubVoice):
 class VitsHubVoice(HubVoice):
     """A VITS voice in transformers (MMS-TTS, vits-ljs): text to waveform in one model, seeded sampling noise."""
     model: str = "facebook/mms-tts-eng"
-    noise_scale: float = 0.667
-    noise_w: float = 0.8
+    noise_scale: float = NOISE_SCALE  # VITS's defaults, the same as piper's
+    noise_w: float = NOISE_W
 
     def __post_init__(self):
         from transformers import AutoTokenizer, VitsModel
@@ -212,7 +212,7 @@ class Tacotron2Voice(HubVoice):
             self.vocoder_module = HIFIGAN.from_hparams(source=self.vocoder, savedir=f"{self.savedir}/hifigan")
         except Exception as exc:
             raise HubUnavailable(f"speechbrain could not load {self.model}: {type(exc).__name__}: {exc}") from None
-        self.sample_rate = 22050
+        self.sample_rate = 22050  # LJSpeech's, which both models were trained on
 
     def synthesize_sentence(self, sentence: str) -> np.ndarray:
         mel, _, _ = self.module.encode_text(sentence)

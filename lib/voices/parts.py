@@ -61,7 +61,7 @@ def flow_build(teacher_model, hidden: int) -> dict:
             "n_flows": len(teacher_model.flow.flows) // 2}
 
 
-def finalize(module):
+def fold_weight_norm(module):
     """Fold weight normalisation into plain weights (what inference, export and saved parts hold); a no-op when
     absent. Returns the module in eval mode."""
     import torch
@@ -92,7 +92,7 @@ def with_student_parts(model, parts: dict):
     """The rebuilt teacher with the parts `student_parts` recorded put in, untrained (the weights load next)."""
     from lib.voices.frontend import with_frontend
     for attr, part in parts.items():
-        module = finalize(build_part(part["kind"], part["build"]))
+        module = fold_weight_norm(build_part(part["kind"], part["build"]))
         if attr == "frontend":
             model = with_frontend(model, module)
         else:

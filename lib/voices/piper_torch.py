@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.voices.parts import fold_weight_norm
+
 
 class VoiceFileError(FileNotFoundError):
     """A voice model or config file that is missing or unreadable; the message names the file."""
@@ -110,10 +112,8 @@ def build_piper_torch(onnx_path: Path):
     torch.manual_seed(0)
     model = SynthesizerTrn(**hp)
     del model.enc_q
-    model.dec.remove_weight_norm()
-    for flow in model.flow.flows:
-        if hasattr(flow, "enc"):
-            flow.enc.remove_weight_norm()
+    fold_weight_norm(model.dec)  # the export holds folded weights
+    fold_weight_norm(model.flow)
 
     state = model.state_dict()
     loaded, skipped = {}, []
