@@ -38,7 +38,8 @@ def test_front_end_student_reproduces_the_teachers_durations_after_a_short_fit(t
     short fit every phoneme is within one frame (mean error under half a frame) and the sentence's length within 3 %."""
     targets = fs.teacher_targets(teacher, [ids])
     want = fs.predicted_frames(teacher, ids)
-    student = fs.frontend_student(teacher)
+    torch.manual_seed(0)  # the student's initialisation, whatever ran before in this process (1.24-1.49 frames off
+    student = fs.frontend_student(teacher)  # for seeds 0-7; 0.97 once, after other tests had drawn)
     before = np.abs(fs.predicted_frames(student, ids) - want).mean()
     recipe = training.Recipe(steps=160, lr=5e-4, lr_decay=1.0, adversarial=False, checkpoint_every=160, log_every=10)
     curve = fs.train_frontend(student, targets, recipe, tmp_path / "fe", batch=1, progress=None)

@@ -309,7 +309,7 @@ def test_failed_notebook_loses_nothing(smoke, tmp_path):
     assert (smoke / "smoke" / "report.html").exists()
 
 
-GENERATED_FINDINGS = ("01_baselines", "02_lora_qlora", "03_pruning_quantization", "04_distillation",
+GENERATED_FINDINGS = ("00_data_and_features", "01_baselines", "02_lora_qlora", "03_pruning_quantization", "04_distillation",
                      "05_hardware_benchmark")  # notebooks whose findings are rendered from their run's results (lib.findings)
 
 

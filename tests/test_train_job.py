@@ -88,6 +88,9 @@ def test_adaptation_long_run_builds_its_target_packs_a_ledger_row_and_goes_on_fr
     rows = ledger.read(book)
     assert list(rows["run"]) == ["w/lora-r4"] and rows["part"].iloc[0] == "adapter"
     assert 0 < rows["heldout_mel_l1"].iloc[0] < 5 and -1 <= rows["heldout_secs"].iloc[0] <= 1
+    held = json.loads((tmp_path / "out" / "lora-r4" / "heldout.json").read_text())  # the SECS's scale, beside the pack
+    assert held["steps"] == 2 and held["heldout_secs"] == rows["heldout_secs"].iloc[0]
+    assert -1 <= held["teacher_secs"] <= 1 and held["teacher_secs"] < held["target_self_secs"] <= 1
     trained = finetune.load_adaptation(piper_torch.load_piper_torch(voices.joe_paths()[0]), tmp_path / "out" / "lora-r4")
     train_job.main(["adapt", "--work", str(tmp_path / "w2"), "--steps", "3", "--init-from", str(tmp_path / "out"), *common])
     train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu",

@@ -193,6 +193,10 @@ def pack_adapters(work: Path, out: Path, teacher, env: dict, *, device: str, led
             print(f"ledger: {run} has no new checkpoint since its last row", flush=True)
             continue
         quality = heldout_quality(teacher, a.merged(), AlignedSet.load(held_path))
+        # beside the pack, what gives its SECS a scale: the teacher's SECS to the target and the target's to itself
+        from lib.core.results import atomic_write_text
+        atomic_write_text(dest / "heldout.json", json.dumps({"steps": steps, "heldout_lists": list(heldout_lists),
+                                                           **{k: round(float(v), 4) for k, v in quality.items()}}, indent=1))
         from datetime import datetime, timezone
         append(Path(ledger), {"run": run, "part": "adapter", "recipe": folder.name, "device": env.get("gpu") or device,
                               "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
