@@ -74,6 +74,39 @@ def test_adversarial_steps_run_and_resume_exactly(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(stopped.parameters(), moved.parameters())), "the seed does nothing"
 
 
+def test_a_signal_stops_a_run_after_its_step_checkpointed_and_it_resumes_exactly(tmp_path):
+    """SIGTERM between checkpoints (every 100 steps here) stops the run after the step under way with a checkpoint
+    there, exit code 143, the handler before put back; resumed, it ends where an uninterrupted run ends."""
+    import os
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be set in the main thread")
+    recipe = training.Recipe(steps=6, warmup_steps=2, discriminators=("mpd",), checkpoint_every=100, log_every=1,
+                             lr=1e-3, lr_d=1e-3)
+    batches, calls = tiny_batches(), []
+
+    def batch(rng):  # the signal arrives during the fourth step
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batches(rng)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        training.Trainer(tiny_decoder(), batch, recipe, tmp_path / "b", forward=training.decoder_forward, threads=1,
+                         progress=None).fit()
+    assert stopped.value.code == 143 and signal.getsignal(signal.SIGTERM) is before and len(calls) == 4
+    resumed = tiny_decoder(seed=5)
+    curve = training.Trainer(resumed, tiny_batches(), recipe, tmp_path / "b", forward=training.decoder_forward,
+                             threads=1, progress=None).fit()
+    assert curve.resumed_from == 4 and curve.steps == [1, 2, 3, 4, 5, 6]
+    full = tiny_decoder()
+    training.Trainer(full, tiny_batches(), recipe, tmp_path / "a", forward=training.decoder_forward, threads=1,
+                     progress=None).fit()
+    for (name, a), b in zip(full.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
+
+
 def test_a_state_folder_for_another_model_is_refused(tmp_path):
     _fit(tmp_path / "a", 3)
     from piper.train.vits.models import Generator

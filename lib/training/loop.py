@@ -16,7 +16,10 @@ Knows nothing of metrics or timing harnesses: a caller that wants PESQ on held-o
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -417,7 +420,13 @@ class Trainer:
 
     def fit(self) -> Curve:
         """Train up to `recipe.steps` (resuming from the state folder); returns the curve. A folder that already
-        holds a finished run only loads it."""
+        holds a finished run only loads it. SIGTERM or SIGINT (kill, ^C, a kernel's interrupt) stops it after the
+        step under way, checkpointed there, then raises SystemExit(143) or KeyboardInterrupt: a long run between
+        checkpoints (an adversarial step takes half a minute on a slow CPU) loses nothing when it is stopped."""
+        with _stop_on_signal() as stop:
+            return self._fit(stop)
+
+    def _fit(self, stop: dict) -> Curve:
         from tqdm.auto import tqdm
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._setup()
@@ -428,8 +437,15 @@ class Trainer:
         bar = tqdm(total=r.steps, initial=st.step, desc=self.progress, disable=self.progress is None,
                    mininterval=5.0, leave=False)
         while st.step < r.steps:
-            if self.yielder is not None:
+            if self.yielder is not None and not stop:
                 t0 += self.yielder.between_steps()  # paused time is not training time
+            if stop:  # checked after a pause too (a run signalled while paused stops when the timing ends)
+                st.seconds += time.perf_counter() - t0
+                self.save()
+                bar.close()
+                print(f"stopped by signal {stop['signum']} after step {st.step}, checkpointed in {self.work_dir}",
+                      flush=True)
+                raise KeyboardInterrupt if stop["signum"] == signal.SIGINT else SystemExit(128 + stop["signum"])
             batch = tuple(b.to(self.acc.device) for b in self.batch_fn(st.rng))
             losses = self._step(batch, st.step)
             st.step += 1
@@ -450,6 +466,24 @@ class Trainer:
         bar.close()
         self.gen.eval()
         return Curve(pd.DataFrame(st.rows), st.seconds, resumed_from, st.step)
+
+
+@contextmanager
+def _stop_on_signal():
+    """{'signum': N} once SIGTERM or SIGINT arrives, so that the loop can checkpoint before it stops; the handlers
+    before are put back after. Outside the main thread (where Python allows no handler) it never fills."""
+    stop: dict = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in before:
+        signal.signal(sig, lambda signum, frame: stop.setdefault("signum", signum))
+    try:
+        yield stop
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 # --- what the notebooks train --------------------------------------------------------------------------------
