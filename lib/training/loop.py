@@ -17,9 +17,7 @@ Knows nothing of metrics or timing harnesses: a caller that wants PESQ on held-o
 from __future__ import annotations
 
 import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,6 +28,7 @@ import torch
 
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.core.results import atomic_write_json, atomic_write_text
+from lib.training.stop import stop_on_signal
 
 DISCRIMINATORS = ("mpd", "mrd")
 
@@ -423,7 +422,7 @@ class Trainer:
         holds a finished run only loads it. SIGTERM or SIGINT (kill, ^C, a kernel's interrupt) stops it after the
         step under way, checkpointed there, then raises SystemExit(143) or KeyboardInterrupt: a long run between
         checkpoints (an adversarial step takes half a minute on a slow CPU) loses nothing when it is stopped."""
-        with _stop_on_signal() as stop:
+        with stop_on_signal() as stop:
             return self._fit(stop)
 
     def _fit(self, stop: dict) -> Curve:
@@ -466,24 +465,6 @@ class Trainer:
         bar.close()
         self.gen.eval()
         return Curve(pd.DataFrame(st.rows), st.seconds, resumed_from, st.step)
-
-
-@contextmanager
-def _stop_on_signal():
-    """{'signum': N} once SIGTERM or SIGINT arrives, so that the loop can checkpoint before it stops; the handlers
-    before are put back after. Outside the main thread (where Python allows no handler) it never fills."""
-    stop: dict = {}
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in before:
-        signal.signal(sig, lambda signum, frame: stop.setdefault("signum", signum))
-    try:
-        yield stop
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
 
 
 # --- what the notebooks train --------------------------------------------------------------------------------
