@@ -155,11 +155,13 @@ def heldout_quality(teacher, adapted_voice, heldout, threads: int = 1) -> dict:
 
 def pack_adapters(work: Path, out: Path, teacher, env: dict, *, device: str, ledger: str, heldout_lists) -> None:
     """Each method's latest state as an adapter folder (PEFT) or adapted weights (full) under `out`, with card,
-    curve and env; a ledger row per new checkpoint (held-out mel L1 to the target, SECS to the target speaker)."""
+    curve and env; a ledger row per new checkpoint (held-out mel L1 to the target, SECS to the target speaker), and
+    heldout.json beside the pack with the SECS that scale it (the teacher's to the target, the target's own)."""
     import pandas as pd
     from safetensors.torch import load_file
     from lib.techniques import finetune
     from lib.training.batches import AlignedSet
+    from lib.core.results import atomic_write_text
     from lib.training.ledger import append, read
     info = json.loads((work / "run.json").read_text())
     share = info.get("threads", 1) / max(1, info.get("cores", 1))
@@ -194,7 +196,6 @@ def pack_adapters(work: Path, out: Path, teacher, env: dict, *, device: str, led
             continue
         quality = heldout_quality(teacher, a.merged(), AlignedSet.load(held_path))
         # beside the pack, what gives its SECS a scale: the teacher's SECS to the target and the target's to itself
-        from lib.core.results import atomic_write_text
         atomic_write_text(dest / "heldout.json", json.dumps({"steps": steps, "heldout_lists": list(heldout_lists),
                                                            **{k: round(float(v), 4) for k, v in quality.items()}}, indent=1))
         from datetime import datetime, timezone
