@@ -44,6 +44,18 @@ def _steps(path: Path) -> tuple[int, float]:
     raise AssertionError(f"the fake run wrote nothing readable to {path}")
 
 
+def _stepped_past(path: Path, n: int, timeout_s: float = 30.0) -> tuple[int, float]:
+    """The run's count once it exceeds `n`, or its last count after `timeout_s`. Polls rather than sleeping a fixed
+    time: in the test command a timed block of the smoke lane may SIGSTOP this lane (this test and its fake run) for
+    seconds, and a fixed sleep then ends before the resumed run has had a turn."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = _steps(path)
+        if got[0] > n or time.monotonic() >= deadline:
+            return got
+        time.sleep(0.1)
+
+
 def _start_run(tmp_path, locks):
     out = tmp_path / "steps.txt"
     proc = subprocess.Popen([sys.executable, "-c", FAKE_RUN, str(out)], cwd=ROOT,
@@ -65,8 +77,7 @@ def test_a_run_pauses_while_a_timing_holds_the_lock_and_resumes_after(tmp_path, 
             time.sleep(1.0)
             held, _ = _steps(out)
             assert held == before, f"the run stepped {held - before} times while the lock was held"
-        time.sleep(1.5)
-        after, paused = _steps(out)
+        after, paused = _stepped_past(out, held)
         assert after > held, "the run did not resume once the lock was released"
         assert paused >= 0.9, f"the run counted {paused} s paused, though it waited over a second"
     finally:
@@ -90,8 +101,7 @@ def test_the_hold_command_pauses_runs_for_a_whole_command_and_a_killed_holder_fr
         assert _steps(out)[0] == before, "the run stepped while the hold command ran"
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-        time.sleep(1.5)
-        assert _steps(out)[0] > before, "the run stayed paused after its holder was killed"
+        assert _stepped_past(out, before)[0] > before, "the run stayed paused after its holder was killed"
     finally:
         proc.kill()
         proc.wait()
@@ -164,7 +174,9 @@ def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_pat
                                        capture_output=True, text=True, timeout=60)
                 assert child.stdout.strip() == "timed"
             used = sum(spinner.cpu_times()[:2])
-            time.sleep(1.0)
+            deadline = time.monotonic() + 30  # polled: the test command's smoke lane may stop this lane for a while
+            while sum(spinner.cpu_times()[:2]) - used <= 0.3 and time.monotonic() < deadline:
+                time.sleep(0.2)
             assert spinner.status() != psutil.STATUS_STOPPED and sum(spinner.cpu_times()[:2]) - used > 0.3
         assert lanes.HOLDER_ENV not in os.environ
     finally:
