@@ -32,3 +32,16 @@ def test_queries_file_follows_the_profile(tmp_path):
         assert ids[0] == ids_of["^"][0] and ids[-1] == ids_of["$"][0]
     built = hardware.query_set(frontend, p["eval_lists"], p["ttfa_words"], p["ttfa_limit"]).as_json()
     assert q == built, "the command writes other lists than notebook 05 speaks on this profile"
+
+
+def test_the_gpu_run_takes_a_profiles_suite_when_asked_and_keeps_its_own_otherwise():
+    """`device_run --params PROFILE` times the suite that profile's notebook-05 parameters give (issue 27: the GPU
+    run read none of them); without it, the GPU suite. Keys of the notebook that are no suite field are ignored."""
+    from lib.harness.scenarios import SuiteConfig
+    from lib.jobs import device_run
+    p = params.resolved("smoke", hardware.NOTEBOOK)
+    cfg = SuiteConfig.from_params(p)
+    assert cfg.batch_sizes == tuple(p["batch_sizes"]) and cfg.min_queries == p["min_queries"]
+    assert (cfg.warmup, cfg.offline_seconds, cfg.fidelity_queries) == (p["warmup"], p["offline_seconds"],
+                                                                        p["fidelity_queries"])
+    assert cfg != device_run.GPU_SUITE and max(device_run.GPU_SUITE.batch_sizes) > max(cfg.batch_sizes)

@@ -3,6 +3,7 @@ throughput by batch size, streaming time to first audio with chunk fidelity, uti
 only, and the whole suite for one engine. Part of the harness, beside bench and evaluate."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -257,6 +258,15 @@ class SuiteConfig:
     energy_seconds: float = 5.0
     warmup: int = 3
 
+    @classmethod
+    def from_params(cls, values: dict) -> "SuiteConfig":
+        """The suite a notebook-05 parameter set asks for (its names are the fields'; other keys are ignored)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        picked = {k: v for k, v in values.items() if k in fields}
+        if "batch_sizes" in picked:
+            picked["batch_sizes"] = tuple(picked["batch_sizes"])
+        return cls(**picked)
+
 
 def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Sequence[Sequence[int]],
               cfg: SuiteConfig, writer, model: str = "piper-joe", threads: int | None = None,
@@ -336,6 +346,20 @@ KOKORO_GPU_ABSENT = ("Kokoro-82M ships here as int8 ONNX only (ConvInteger/MatMu
                      "is a CPU build, so no GPU run exists")
 
 
+class _Keeping:
+    """A voice that keeps what it said for the texts in `keep`, so that the audio of a timed pass is compared
+    afterwards instead of synthesised a second time (a dict lookup per call: nothing next to a synthesis)."""
+
+    def __init__(self, voice, keep: Sequence[str]):
+        self.voice, self.keep, self.kept = voice, set(keep), {}
+
+    def synthesize(self, t: str):
+        out = self.voice.synthesize(t)
+        if t in self.keep:
+            self.kept[t] = out
+        return out
+
+
 def kokoro_cpu_suite(engines: Sequence[str], texts: Sequence[str], writer, threads: int = 1,
                      fidelity: int = 3, warmup: int = 1, speaker: str = "jf_alpha") -> pd.DataFrame:
     """A second architecture on the CPU engines: Kokoro-82M's shipped int8 ONNX on each of `engines` ('ort-cpu',
@@ -351,14 +375,15 @@ def kokoro_cpu_suite(engines: Sequence[str], texts: Sequence[str], writer, threa
     ref_engine = engines[0]
     keys = {e: dict(model=model, variant=f"{model}-{e}", technique="hardware", parent=f"{model}-{ref_engine}",
                     backend=e, threads=threads) for e in engines}
-    speed = evaluate.measure_speed(made, [text.Sentence(id=str(i), text=t) for i, t in enumerate(texts)], writer,
+    keeping = {e: _Keeping(v, texts[:fidelity]) for e, v in made.items()}  # the timed pass's audio is compared
+    speed = evaluate.measure_speed(keeping, [text.Sentence(id=str(i), text=t) for i, t in enumerate(texts)], writer,
                                    model=model, baseline=ref_engine, meta=keys, warmup=warmup).set_index("name")
-    ref = [made[ref_engine].synthesize(t).samples for t in texts[:fidelity]]
+    ref = [keeping[ref_engine].kept[t].samples for t in texts[:fidelity]]
     rows = []
     for e, v in made.items():
         summ = {"size_mb": bench.size_mb(v.model_path)}
         if e != ref_engine:
-            outs = [v.synthesize(t).samples for t in texts[:fidelity]]
+            outs = [keeping[e].kept[t].samples for t in texts[:fidelity]]
             compared = [metrics.reference_metrics(r, o, v.sample_rate) for r, o in zip(ref, outs)]
             summ.update({m: float(np.mean([c[m] for c in compared])) for m in ("pesq_wb", "mcd_db", "f0_rmse_cents")})
         writer.add_many(summ, n=min(fidelity, len(texts)), **keys[e])

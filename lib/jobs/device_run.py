@@ -1,10 +1,12 @@
 """The GPU part of notebook 05 on a machine with no internet, from a voice ONNX file and pre-phonemized queries:
 every torch engine (precisions, CUDA graphs, compiled decoder, bitsandbytes with --bnb) through the harness's
-scenarios; writes results under $TTS_LAB_OUTPUTS/<profile>/05_hardware_benchmark.
+scenarios; writes results under $TTS_LAB_OUTPUTS/<profile>/05_hardware_benchmark. The suite's sizes are the GPU
+ones below unless --params names a profile whose notebook-05 parameters to use; either way metrics.json keeps them.
 
     python -m lib.jobs.device_run --model en_US-joe-medium.onnx --queries queries.json --profile h100 --bnb"""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -13,12 +15,21 @@ from typing import Sequence
 
 import numpy as np
 
+from lib.core import params
 from lib.core.results import ResultWriter
 from lib.harness import bench
 from lib.harness.scenarios import SuiteConfig, run_suite
 from lib.runtimes.backends import probe_all, probes_frame
 from lib.runtimes.engines import TorchEngine
 from lib.voices.piper_torch import load_piper_torch
+from lib.voices.synth import piper_label
+
+NOTEBOOK = "05_hardware_benchmark"
+# A GPU runs a hundred queries and batches up to 256 in the time a CPU runs a few: its own suite, unless --params.
+GPU_SUITE = SuiteConfig(min_queries=100, min_seconds=0, batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+                        offline_seconds=1.5, energy_seconds=5.0)
+QUICK_SUITE = SuiteConfig(min_queries=4, min_seconds=0, batch_sizes=(1, 2), offline_seconds=0.2, energy_seconds=0.3,
+                          fidelity_queries=2, warmup=1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="a few queries per scenario (to check the script)")
     ap.add_argument("--only", choices=["latent-graphs"], help="run only these engines")
+    ap.add_argument("--params", metavar="PROFILE", help="take the suite's sizes from params/PROFILE's notebook-05 "
+                                                        "parameters instead of the GPU suite")
     args = ap.parse_args(argv)
     probes = probe_all()
     import pandas as pd
@@ -42,12 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     q = json.loads(args.queries.read_text())
     queries, ttfa_queries = q["queries"], q["ttfa_queries"]
     model = load_piper_torch(args.model)
-    writer = ResultWriter(args.profile, "05_hardware_benchmark")
-    cfg = SuiteConfig(min_queries=100, min_seconds=0, batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-                      offline_seconds=1.5, energy_seconds=5.0)
+    writer = ResultWriter(args.profile, NOTEBOOK)
+    cfg = SuiteConfig.from_params(params.resolved(args.params, NOTEBOOK)) if args.params else GPU_SUITE
     if args.quick:
-        cfg = SuiteConfig(min_queries=4, min_seconds=0, batch_sizes=(1, 2), offline_seconds=0.2, energy_seconds=0.3,
-                          fidelity_queries=2, warmup=1)
+        cfg = QUICK_SUITE
+    model_label = piper_label()
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     specs = [dict(precision="fp32"), dict(precision="fp16"), dict(precision="bf16"),
@@ -62,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         specs += [dict(precision="fp16", bnb="int8"), dict(precision="fp16", bnb="nf4")]
     start = time.perf_counter()
     throughput, clips, env = [], {}, bench.environment(device=args.device)
-    env.update(cudnn_allow_tf32=False, matmul_allow_tf32=False,
+    env.update(cudnn_allow_tf32=False, matmul_allow_tf32=False, suite=dataclasses.asdict(cfg),
+               suite_source=f"params/{args.params}/{NOTEBOOK}.yaml" if args.params and not args.quick
+               else ("quick" if args.quick else "GPU_SUITE (lib/jobs/device_run.py)"),
                noise="timed runs draw it on the device (torch.randn, seeded); clips.npz uses host noise (numpy, seed "
                      "(query, item)), identical to the CPU engines', for paired comparison")
     for spec in specs:
@@ -80,14 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if mode:
                 engine.label += f"-bnb-{mode}"
             t0 = time.perf_counter()
-            throughput += run_suite(engine, queries, ttfa_queries, cfg, writer, technique="bitsandbytes" if mode else "hardware")
+            throughput += run_suite(engine, queries, ttfa_queries, cfg, writer, model=model_label, technique="bitsandbytes" if mode else "hardware")
             clips[engine.label] = [engine.synth([ids], seed=i, host_noise=True)[0].astype(np.float16)
                                    for i, ids in enumerate(ttfa_queries[:5])]
             print(f"{engine.label}: {time.perf_counter() - t0:.0f} s", flush=True)
         except Exception as exc:
             label = f"torch-{args.device}-{spec.get('precision')}" + (f"-bnb-{mode}" if mode else "")
             print(f"{label} failed: {type(exc).__name__}: {exc}", flush=True)
-            writer.add(model="piper-joe", variant=label, metric="rtf", value=None, status="failed",
+            writer.add(model=model_label, variant=label, metric="rtf", value=None, status="failed",
                        reason=f"{type(exc).__name__}: {str(exc)[:300]}", backend=f"torch-{args.device}", device=args.device)
         finally:
             writer.write(env, extra_tables={"throughput_by_batch": pd.DataFrame(throughput),

@@ -248,14 +248,20 @@ def reference_clips(runs: Runs, build: Callable[[str], eng.Engine], qs: QuerySet
     return [engine.synth([ids], seed=i)[0] for i, ids in enumerate(qs.ttfa_queries[:queries])]
 
 
-def start_judges(judges: Judges, sample_rate: int, tmp_dir: Path) -> PendingJudgement:
+def start_judges(judges: Judges, sample_rate: int) -> PendingJudgement:
     """Start the judge processes now, each on its own half second of silence (loading Whisper and DNSMOS takes
     seconds, and a pool starts a process per waiting clip): call it where nothing is timed (the export), so that
-    they are ready, and idle, when the clips come. The silences are written to `tmp_dir` and cached nowhere."""
+    they are ready, and idle, when the clips come. The silences go to a temporary folder of their own, removed when
+    the process ends, so no artefact folder ever holds them; they are cached nowhere."""
+    folder = tempfile.TemporaryDirectory(prefix="tts-lab-judge-warmup-")
+    _WARMUP_FOLDERS.append(folder)  # kept until the process ends: the judge processes read the files later
     silences = {f"silence{k}": lab_audio.Audio(np.zeros(sample_rate // 2 + k, dtype=np.float32), sample_rate)
                 for k in range(judges.workers)}
     return PendingJudgement(silences, {k: "silence" for k in silences}, dataclasses.replace(judges, cache_path=None),
-                            Path(tmp_dir))
+                            Path(folder.name))
+
+
+_WARMUP_FOLDERS: list[tempfile.TemporaryDirectory] = []
 
 
 def parity(clips: dict[str, list], recorded: dict[str, list], reference: list, sentences: Sequence[Sentence],
