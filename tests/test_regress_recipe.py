@@ -117,7 +117,8 @@ def test_ledger_appends_reads_and_says_what_the_last_doubling_bought(tmp_path):
 
 
 def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_path):
-    common = ["--width", "64", "--steps", "3", "--corpus-limit", "2", "--calib-batches", "1", "--batch", "1",
+    common = ["--width", "64", "--steps", "3", "--corpus-limit", "2", "--calib-batches", "1", "--calib-segments", "2",
+              "--calib-frames", "16", "--batch", "1",
               "--frames", "16", "--checkpoint-every", "3", "--eval-every", "3", "--log-every", "1", "--threads", "2",
               "--noise-scale", "0.667", "--noise-w", "0.8", "--draws", "2"]
     train_job.main(["regress", "--work", str(tmp_path / "w"), *common])

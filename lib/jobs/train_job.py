@@ -187,7 +187,8 @@ def regress(args) -> None:
               flush=True)
     else:
         rng = np.random.default_rng(7)
-        calib = [batches.random_segments(latents, 8, 64, rng)[0] for _ in range(args.calib_batches)]
+        calib = [batches.random_segments(latents, args.calib_segments, args.calib_frames, rng)[0]
+                 for _ in range(args.calib_batches)]
         t0 = time.time()
         student, keep = pruned_student(teacher, args.width, calib, refit_zs=calib, ridge=args.ridge)
         print(f"channels chosen by activation and refitted by least squares in {time.time() - t0:.0f} s", flush=True)
@@ -400,7 +401,9 @@ def main(argv=None) -> None:
     r.add_argument("--width", type=int, default=128)
     _regress_recipe_args(r)
     r.add_argument("--ridge", type=float, default=1e-3, help="the least-squares refit's ridge, relative to its diagonal")
-    r.add_argument("--calib-batches", type=int, default=4, help="8 x 64-frame segments each, for choice and refit")
+    r.add_argument("--calib-batches", type=int, default=4, help="batches of segments for channel choice and refit")
+    r.add_argument("--calib-segments", type=int, default=8, help="segments per calibration batch")
+    r.add_argument("--calib-frames", type=int, default=64, help="latent frames per calibration segment")
     f = sub.add_parser("regress-istft", help="the regression-first recipe on the 5x voice's frame-rate decoder")
     _run_args(f, device="cpu", batch=4, threads=1, eval_every=250, init_help=packed_runs)
     f.add_argument("--dim", type=int, default=256)
