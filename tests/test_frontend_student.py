@@ -35,13 +35,15 @@ def test_student_has_x_low_widths_and_the_teachers_interface(teacher, ids):
 
 def test_front_end_student_reproduces_the_teachers_durations_after_a_short_fit(teacher, ids, tmp_path):
     """On a training sentence: before the fit the student's frames per phoneme are far off the teacher's; after a
-    short fit every phoneme is within one frame (mean error under half a frame) and the sentence's length within 3 %."""
+    short fit every phoneme is within one frame (mean error under half a frame) and the sentence's length within 3 %.
+    240 steps, not 160: after 160 an AVX-512 CPU's rounding left the length 3.4 % long (184 frames of 178; 1.7 % after
+    240), an AVX2-only one 0.6 % (AMD EPYC Zen 4, both ways, 2026-11-25)."""
     targets = fs.teacher_targets(teacher, [ids])
     want = fs.predicted_frames(teacher, ids)
     torch.manual_seed(0)  # the student's initialisation, whatever ran before in this process (1.24-1.49 frames off
     student = fs.frontend_student(teacher)  # for seeds 0-7; 0.97 once, after other tests had drawn)
     before = np.abs(fs.predicted_frames(student, ids) - want).mean()
-    recipe = training.Recipe(steps=160, lr=5e-4, lr_decay=1.0, adversarial=False, checkpoint_every=160, log_every=10)
+    recipe = training.Recipe(steps=240, lr=5e-4, lr_decay=1.0, adversarial=False, checkpoint_every=240, log_every=10)
     curve = fs.train_frontend(student, targets, recipe, tmp_path / "fe", batch=1, progress=None)
     got = fs.predicted_frames(student, ids)
     after = np.abs(got - want)
@@ -50,7 +52,7 @@ def test_front_end_student_reproduces_the_teachers_durations_after_a_short_fit(t
     assert abs(got.sum() - want.sum()) <= 0.03 * want.sum(), (got.sum(), want.sum())
     assert curve.loss[-1] < 0.5 * curve.loss[0]
     again = fs.train_frontend(student, targets, recipe, tmp_path / "fe", batch=1, progress=None)
-    assert again.resumed_from == 160, "a finished run resumes to nothing"
+    assert again.resumed_from == 240, "a finished run resumes to nothing"
 
 
 def test_a_voice_speaks_through_the_student_and_saves_loads_and_exports(teacher, ids, tmp_path):
