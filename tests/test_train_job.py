@@ -3,10 +3,13 @@ under --work, `pack` brings back loadable artefacts, and a second run resumes th
 import json
 import shutil
 
+import pandas as pd
+import pytest
 import torch
 
 from lib.voices import artefacts, piper_torch, synth as voices
 from lib.training import batches
+from lib.training.loop import Recipe
 from lib.techniques import adapt_targets, distill
 from lib.jobs import train_job
 
@@ -102,7 +105,9 @@ def test_adaptation_long_run_builds_its_target_packs_a_ledger_row_and_goes_on_fr
     (tmp_path / "w2").mkdir()  # the sets kept as a machine keeps them (building them again, Kokoro speaking, is tested above)
     for kept in ("sets.json", "aligned_set.safetensors", "heldout_set.safetensors"):
         shutil.copy(tmp_path / "w" / kept, tmp_path / "w2" / kept)
-    train_job.main(["adapt", "--work", str(tmp_path / "w2"), "--steps", "3", "--init-from", str(tmp_path / "out"), *common])
+    train_job.main(["adapt", "--work", str(tmp_path / "w2"), "--steps", "5", "--init-from", str(tmp_path / "out"), *common])
+    lr = [pd.read_csv(tmp_path / w / "lora-r4" / "curve.csv")["lr"].iloc[0] for w in ("w", "w2")]
+    assert lr[1] == pytest.approx(lr[0] * Recipe(steps=1).lr_decay ** 2), "the learning rate goes on from the packed step"
     train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu",
                     "--ledger", str(book)])
     assert json.loads((tmp_path / "out2" / "lora-r4" / "config.json").read_text())["steps"] == 2 + 3

@@ -108,16 +108,20 @@ def adapt(args, heldout_lists) -> None:
     started = time.time()
     for name in args.methods:
         method, rank = finetune.parse_method(name)
-        recipe = Recipe(steps=args.steps, lr=args.lr_full if method == "full" else args.lr_lora,
-                        warmup_steps=max(0, args.steps - args.adversarial_steps), f0_weight=args.f0_weight,
-                        discriminators=tuple(args.discriminators), mixed_precision=args.mixed_precision,
-                        checkpoint_every=args.checkpoint_every, log_every=args.log_every, eval_every=args.eval_every)
         a = finetune.prepare(teacher, method, rank=rank or 8, device=args.device)
         if args.init_from and not (work / name / "state").exists():
             config = _resume_from(a, Path(args.init_from) / name)
             if config:
                 info = _run_info(work, before={**info.get("before", {}), name: {
                     "steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}})
+        # --steps is the run's whole budget, packed steps included (as for regress): the rest trains here, and the
+        # learning rate goes on decaying from where the packed run left it
+        done = int(info.get("before", {}).get(name, {}).get("steps", 0))
+        steps = max(1, args.steps - done)
+        recipe = Recipe(steps=steps, lr=args.lr_full if method == "full" else args.lr_lora, schedule_offset=done,
+                        warmup_steps=max(0, steps - args.adversarial_steps), f0_weight=args.f0_weight,
+                        discriminators=tuple(args.discriminators), mixed_precision=args.mixed_precision,
+                        checkpoint_every=args.checkpoint_every, log_every=args.log_every, eval_every=args.eval_every)
         curve = finetune.train_adapted(a, data, recipe, work / name, batch=args.batch, frames=args.frames,
                                        threads=args.threads, progress=None, device=args.device, heldout=heldout)
         a.trainable.cpu()

@@ -421,7 +421,7 @@ def main(argv=None) -> None:
     a.add_argument("--init-from", default="", help="packed adapters (<folder>/<method>) to go on from on a fresh machine")
     a.add_argument("--base", default="piper:en_US-joe-medium")
     a.add_argument("--methods", nargs="+", default=["full", "lora-r4", "lora-r8", "lora-r16", "lora-attention-r16", "qlora-r8"])
-    a.add_argument("--steps", type=int, default=5000)
+    a.add_argument("--steps", type=int, default=5000, help="the run's whole budget, --init-from's packed steps included")
     a.add_argument("--adversarial-steps", type=int, default=4000)
     a.add_argument("--f0-weight", type=float, default=2.0)
     a.add_argument("--discriminators", nargs="+", default=["mpd"])

@@ -63,7 +63,7 @@ class Recipe:
     lr_warmup_steps: int = 0
     min_lr_ratio: float = 0.01
     ema_decay: float = 0.0  # >0: an exponential moving average of the generator's weights, evaluated and packed
-    schedule_offset: int = 0  # steps trained before this run (resumed from packed files): the cosine goes on from there
+    schedule_offset: int = 0  # steps trained before this run (resumed from packed files): either schedule goes on from there
 
     def __post_init__(self):
         if self.schedule not in ("exponential", "cosine"):
@@ -270,7 +270,9 @@ class Trainer:
         params = [p for p in self.generator.parameters() if p.requires_grad]
         if not params:
             raise ValueError("nothing to train: every parameter of the generator is frozen")
-        opt_g = torch.optim.AdamW(params, lr=r.lr, betas=r.betas, eps=r.eps)
+        # piper's exponential decay goes on from a packed run's last step (the cosine counts the offset itself)
+        lr0 = r.lr if r.schedule == "cosine" else r.lr * r.lr_decay ** r.schedule_offset
+        opt_g = torch.optim.AdamW(params, lr=lr0, betas=r.betas, eps=r.eps)
         if r.schedule == "cosine":
             sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda k: cosine_factor(k, r))
         else:
