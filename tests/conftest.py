@@ -91,6 +91,28 @@ def pytest_configure(config):
         WORKER_LANE[0].__enter__()
 
 
+UNIT_NICENESS = 10  # the unit tests' priority beside the smoke notebooks (CFS weight 110 against 1024)
+_RENICED: list = []
+
+
+def pytest_runtest_setup(item):
+    """In xdist workers the unit tests yield the cores to the smoke notebooks, the test command's longest lane: the
+    first unit test a worker runs lowers that worker's priority (every thread's: Linux keeps a nice value per thread),
+    so the notebooks run nearly as fast as alone and the unit tests fill the cores they leave idle. The worker that ran
+    the notebooks lowers its own only after them (their tests go first in it). Timed blocks are unaffected: a block
+    stops the other lanes for its length, whatever their priority."""
+    if _RENICED or not os.environ.get("PYTEST_XDIST_WORKER") or "smoke" in getattr(item, "fixturenames", ()):
+        return
+    _RENICED.append(True)
+    tasks = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    for tid in tasks:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < UNIT_NICENESS:
+                os.setpriority(os.PRIO_PROCESS, tid, UNIT_NICENESS)
+        except OSError:  # a thread that ended meanwhile
+            pass
+
+
 def pytest_unconfigure(config):
     if WORKER_LANE:
         WORKER_LANE.pop().__exit__(None, None, None)
