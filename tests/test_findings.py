@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.report import findings
+from lib.report import findings, verdicts
 
 
 @pytest.fixture
@@ -47,6 +47,12 @@ def test_every_number_in_a_findings_output_is_rendered_or_cited(tmp_path):
           "- about 8 times slower")
     assert findings.unbacked(md, ["0.04"], tmp_path) == ["8 (- about 8 times slower)"]
     assert findings.unbacked(md.replace("0.04", "1,204"), ["1204", "8"], tmp_path) == []
+    # a cited file holds a number whole, rounded to the places the text gives, never as a run of digits inside another
+    (rec / "results.csv").write_text("metric,value\nrtf,0.26612\nsteps,18\nrate,0.8\nsize,1204.4\n")
+    cited = "`outputs/recorded/x/results.csv`"
+    assert findings.unbacked(f"RTF 0.266, 1,204 MB and 0.27 in {cited}", [], tmp_path) == []
+    assert findings.unbacked(f"8 steps in {cited}", [], tmp_path) == [f"8 (8 steps in {cited})"]
+    assert findings.unbacked(f"RTF 0.2662 in {cited}", [], tmp_path) == [f"0.2662 (RTF 0.2662 in {cited})"]
     nb = {"cells": [{"cell_type": "code", "outputs": [
         {"output_type": "display_data", "data": {"text/markdown": md},
          "metadata": {findings.METADATA_KEY: {"numbers": ["0.04"]}}}, {"output_type": "stream", "text": "9"}]}]}
@@ -76,6 +82,26 @@ def test_quality_bounds_are_judged_sentence_by_sentence():
     rows += [{"variant": "s", "id": i, "dnsmos_p808": b - 0.5 + rng.normal(0, 0.05), "wer": 0.05} for i, b in zip(ids, base)]
     rows += [{"variant": "s", "id": "only-s", "dnsmos_p808": 1.0, "wer": 1.0}]  # unpaired: left out
     per_clip = pd.DataFrame(rows)
-    assert len(findings.paired(per_clip, "t", "s", "dnsmos_p808")) == 30
+    assert len(verdicts.paired(per_clip, "t", "s", "dnsmos_p808")) == 30
     line = findings.Findings(per_clip).bounds(per_clip, "t", "s", max_dnsmos_drop=0.10, max_wer_increase=0.02)
     assert line.startswith("`s` DNSMOS drop: **missed**") and "WER rise: **met**" in line and "n = 30" in line
+
+
+def test_targets_judged_per_sentence_call_a_bound_inside_the_noise_tied():
+    """A fast variant whose mean DNSMOS drop (0.09) is under the 0.10 bound but whose sentences scatter widely meets
+    the speed target by the plain mean, and ties it when the bounds are judged sentence by sentence."""
+    ids = [f"h{i}" for i in range(20)]
+    e = np.random.default_rng(2).normal(0, 1, 20)
+    e = (e - e.mean()) / e.std()
+    drops = {"fast": 0.09 + 0.3 * e, "slow": np.full(20, 0.0), "bad": np.full(20, 0.5)}
+    rows = [{"variant": "t", "id": i, "dnsmos_p808": 3.8, "wer": 0.05} for i in ids]
+    rows += [{"variant": v, "id": i, "dnsmos_p808": 3.8 - x, "wer": 0.05} for v, d in drops.items() for i, x in zip(ids, d)]
+    judged = verdicts.quality_bounds(pd.DataFrame(rows), "t", list(drops), max_dnsmos_drop=0.10, max_wer_increase=0.02)
+    assert list(judged["bounds"]) == ["tied", "met", "missed"] and list(judged["within_quality_bounds"]) == [False, True, False]
+    table = pd.DataFrame({"variant": list(drops), "rtf_ratio": [0.3, 0.9, 0.2], "size_ratio": [1.0, 1.0, 1.0],
+                          "dnsmos_drop": [float(d.mean()) for d in drops.values()], "wer_increase": [0.0] * 3})
+    table["within_quality_bounds"] = table["dnsmos_drop"] <= 0.10
+    kw = dict(speed_ratio=0.5, size_ratio=0.5, max_dnsmos_drop=0.10, max_wer_increase=0.02)
+    assert verdicts.targets(table, **kw)["met"]["speed"] == "fast"
+    v = verdicts.targets(table, **kw, judged=judged)
+    assert v["met"]["speed"] is None and v["lines"][0].startswith("**speed target tied** by `fast`: 3.33x faster")

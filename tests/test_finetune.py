@@ -210,9 +210,22 @@ def test_a_checkpoint_of_another_method_is_refused(joe, tmp_path):
                                progress=None)
 
 
+def _secs_per_sentence(rows, sd: float, n: int = 10, seed: int = 0):
+    """SECS sentence by sentence around each variant's value in `rows` (noise of mean exactly zero, so the means are
+    the values), as notebook 02 records them."""
+    import pandas as pd
+    rng = np.random.default_rng(seed)
+    out = []
+    for v, secs in zip(rows["variant"], rows["secs"]):
+        e = rng.normal(0, 1, n)
+        out += [{"variant": v, "id": f"s{i}", "secs": secs + sd * (x - e.mean()) / (e.std() or 1)} for i, x in enumerate(e)]
+    return pd.DataFrame(out)
+
+
 def test_adaptation_verdict_one_line_per_target():
     """SECS targets: full halfway to the target's self-similarity within the WER bound; LoRA <= 5 % at 80 % of full's
-    gain; QLoRA within 5 % of its LoRA; merged speed within 5 %. Each says met or missed once, and by how much."""
+    gain; QLoRA within 5 % of its LoRA; merged speed within 5 %. Each says met, missed or tied once, and by how much;
+    a SECS margin judged per sentence whose 95 % interval holds zero is tied, not met."""
     import pandas as pd
     rows = pd.DataFrame([
         {"variant": "teacher", "secs": 0.50, "wer": 0.05, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.0},
@@ -221,16 +234,24 @@ def test_adaptation_verdict_one_line_per_target():
         {"variant": "lora-r8", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.02},
         {"variant": "qlora-r8", "secs": 0.74, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": np.nan},
         {"variant": "lora-r8-unmerged", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.3}])
-    v = verdicts.adaptation_verdict(rows, target="target-speaker")
+    one = re.compile(r"target (?:met|missed|tied)")
+    v = verdicts.adaptation_verdict(rows, _secs_per_sentence(rows, 0.002), target="target-speaker")
     assert v["met"] == {"full": True, "lora": True, "qlora": True, "speed": True}, v["lines"]
-    assert len(v["lines"]) == 4 and all(len(re.findall(r"target (?:met|missed)", x)) == 1 for x in v["lines"])
+    assert len(v["lines"]) == 4 and all(len(one.findall(x)) == 1 for x in v["lines"])
     assert "needed 0.700" in v["lines"][0] and "lora-r8 reaches 87%" in v["lines"][1] and "unmerged lora-r8 1.300" in v["lines"][3]
+    assert all("n = 10" in x for x in v["lines"][:3])
+    # the same means from sentences that disagree: the LoRA and QLoRA margins (0.02) are inside the noise
+    noisy = verdicts.adaptation_verdict(rows, _secs_per_sentence(rows, 0.15), target="target-speaker")
+    assert noisy["met"]["lora"] is False and noisy["met"]["qlora"] is False, noisy["lines"]
+    assert "LoRA target tied" in noisy["lines"][1] and "QLoRA target tied" in noisy["lines"][2]
     worse = rows.assign(secs=[0.50, 0.90, 0.65, 0.55, 0.50, 0.55], wer=[0.05, 0.10, 0.30, 0.14, 0.14, 0.14],
                         rtf_ratio=[1.0, np.nan, 1.0, 1.2, np.nan, 1.3])
-    v = verdicts.adaptation_verdict(worse, target="target-speaker")
+    v = verdicts.adaptation_verdict(worse, _secs_per_sentence(worse, 0.002), target="target-speaker")
     assert v["met"] == {"full": False, "lora": False, "qlora": False, "speed": False}
     assert "WER 0.300 (bound 0.150)" in v["lines"][0] and "33%" in v["lines"][1] and "-9.1%" in v["lines"][2]
-    nothing = verdicts.adaptation_verdict(rows[rows["variant"] != "full"], target="target-speaker")
+    assert all("target missed" in x for x in v["lines"])
+    no_full = rows[rows["variant"] != "full"]
+    nothing = verdicts.adaptation_verdict(no_full, _secs_per_sentence(no_full, 0.002), target="target-speaker")
     assert not any(nothing["met"][k] for k in ("full", "lora", "qlora")) and "no SECS for full" in nothing["lines"][0]
 
 

@@ -160,3 +160,14 @@ def test_pocketsphinx_transcript_does_not_depend_on_the_clips_heard_before(ort_v
     asr = metrics.PocketsphinxAsr()
     asr.transcribe(rng.normal(0, 0.3, 2 * a.samples.size).astype(np.float32), a.sample_rate)
     assert asr.transcribe(noisy, a.sample_rate) == fresh and fresh
+
+
+def test_secs_per_output_is_each_clips_mean_cosine_to_the_other_sentences():
+    """The per-sentence SECS that notebook 02's verdicts resample: each clip's mean cosine to the references of the
+    other sentences (norms do not count), and their mean is the SECS."""
+    e = [np.array([1.0, 0.0]), np.array([0.0, 2.0]), np.array([1.0, 1.0])]
+    c = 1 / np.sqrt(2)
+    per = metrics.secs_per_output(e, e, exclude_same_index=True)
+    assert np.allclose(per, [c / 2, c / 2, c])
+    assert np.isclose(metrics.secs(e, e, exclude_same_index=True), per.mean())
+    assert np.allclose(metrics.secs_per_output(e[:1], e), [(1 + 0 + c) / 3])

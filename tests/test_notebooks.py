@@ -6,6 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -152,7 +153,11 @@ def test_adaptation_notebook(smoke):
     assert 0.5 < secs["target-speaker"] <= 1.0 and secs["teacher"] < secs["target-speaker"]
     assert _value(df, variant="target-speaker", metric="wer") >= 0
     m = json.loads((nb / "metrics.json").read_text())
-    assert len(m["headline"]) == 4 and all(len(re.findall(r"target (?:met|missed)", h)) == 1 for h in m["headline"])
+    assert len(m["headline"]) == 4 and all(len(re.findall(r"target (?:met|missed|tied)", h)) == 1 for h in m["headline"])
+    clips = pd.read_csv(nb / "secs_per_clip.csv")  # the sentences the SECS verdicts resample, one row each
+    judged = df[(df["metric"] == "secs") & (df["status"] == "ok")].set_index("variant")["value"]
+    assert set(judged.index) == set(clips["variant"]) and (clips.groupby("variant").size() >= 2).all()
+    assert np.allclose(clips.groupby("variant")["secs"].mean()[judged.index], judged, atol=1e-6)
     curves = pd.read_csv(nb / "training_curves.csv")
     assert curves["loss_f0"].notna().any() and curves["loss_d"].notna().any()
     for method in ("full", "lora-r4"):  # loadable artefacts with a model card naming the base and the target

@@ -103,3 +103,17 @@ def test_the_streaming_window_is_one_per_profile(tmp_path, monkeypatch):
     assert params.shared_mismatches("smoke", "03_pruning_quantization") == []
     with pytest.raises(params.ParamsError, match="nosie_scale"):
         params.shared_mismatches("smoke", "05_hardware_benchmark")
+
+
+def test_full_profile_trains_on_a_gpu_with_its_adversarial_phase():
+    """What the README says of `full`: GPU-sized training, the adversarial phase included. Every notebook that trains
+    does so on cuda, with at least 10x the default's steps and an adversarial phase at least 10x as long."""
+    for notebook, steps, adv in (("02_lora_qlora", "steps", "adversarial_steps"),
+                                 ("03_pruning_quantization", "recovery_steps", "adversarial_steps"),
+                                 ("04_distillation", "decoder_steps", "adversarial_steps")):
+        full, default = params.resolved("full", notebook), params.resolved("default", notebook)
+        total = lambda p: sum(p[steps]) if isinstance(p[steps], list) else p[steps]  # noqa: E731
+        assert full["device"] == "cuda", notebook
+        assert total(full) >= 10 * total(default), (notebook, total(full), total(default))
+        shortest = min(full[steps]) if isinstance(full[steps], list) else full[steps]
+        assert 10 * max(default[adv], 1) <= full[adv] < shortest, (notebook, full[adv], default[adv])

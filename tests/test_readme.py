@@ -59,3 +59,27 @@ def test_what_needs_a_gpu_or_the_hub_says_so():
     assert "./run_all.sh full" in README
     colab = README.rfind("\n## ", 0, README.index("./run_all.sh full"))
     assert re.search(r"internet|hub", README[colab:README.index("./run_all.sh full")], flags=re.I)
+
+
+SHELL = re.compile(r"`((?:\./|python3? |pip |jupyter |cp |git |!)[^`]*)`")
+MARKED = re.compile(r"GPU|hub|internet|no test runs it", re.I)
+
+
+def test_every_other_command_is_run_by_a_test_or_marked():
+    """Beyond the module commands (run above) and the two set-up commands: `./run_all.sh` runs in the smoke fixture
+    (on `smoke`; a copied profile in test_notebook_files), and any other command in backticks sits in a section or
+    paragraph that says it needs a GPU, the hub or internet, or that no test runs it."""
+    unmarked = []
+    for m in SHELL.finditer(README):
+        cmd = m.group(1)
+        if MODULE.match(cmd) or re.fullmatch(r"\./run_all\.sh(?: <?\w+>?)*", cmd):
+            continue
+        heading = README.rfind("\n## ", 0, m.start())
+        paragraph = README.rfind("\n\n", 0, m.start())
+        where = README[heading:README.index("\n", heading + 1)] + README[paragraph:README.find("\n\n", m.end())]
+        if not MARKED.search(where):
+            unmarked.append(cmd)
+    assert unmarked == [], f"README commands no test runs and nothing marks: {unmarked}"
+    main, tests = [b.strip() for b in fenced_blocks(README) if b.strip().startswith("python3 -m venv .venv")]
+    install = lambda c: re.sub(r"\{ \{ command -v chromium.*?& \} && ", "", c).split(" && wait && ")[0].split(" && PATH=")[0]  # noqa: E731
+    assert install(main) == install(tests), "the main job installs otherwise than the tests do"

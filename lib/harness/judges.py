@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from lib.harness import metrics
@@ -177,6 +178,14 @@ def speaker_similarity(voices: dict[str, Sequence[Audio]], target: Sequence[Audi
     """SECS of each voice's clips to `target`, clips of the target speaker saying the same held-out sentences in the
     same order; only pairs of different sentences count, so that shared words do not count as a shared voice.
     Returns ({voice: SECS}, the target's own self-similarity across its sentences: the ceiling)."""
+    per_clip, ceiling = speaker_similarity_per_clip(voices, target, threads)
+    return {name: float(v.mean()) for name, v in per_clip.items()}, float(ceiling.mean())
+
+
+def speaker_similarity_per_clip(voices: dict[str, Sequence[Audio]], target: Sequence[Audio],
+                                threads: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """`speaker_similarity` sentence by sentence: each voice's SECS per clip (in the target's order) and the target's
+    self-similarity per clip, whose means are the SECS and the ceiling."""
     if len(target) < 2:
         raise ValueError("speaker similarity needs at least 2 target clips (self-similarity is across sentences)")
     bad = [n for n, c in voices.items() if len(c) != len(target)]
@@ -185,9 +194,9 @@ def speaker_similarity(voices: dict[str, Sequence[Audio]], target: Sequence[Audi
                          "sentences in the same order")
     enc = metrics.SpeakerEncoder(threads=threads)
     ref = [enc(a.samples, a.sample_rate) for a in target]
-    out = {name: metrics.secs([enc(a.samples, a.sample_rate) for a in clips], ref, exclude_same_index=True)
+    out = {name: metrics.secs_per_output([enc(a.samples, a.sample_rate) for a in clips], ref, exclude_same_index=True)
            for name, clips in voices.items()}
-    return out, metrics.secs(ref, ref, exclude_same_index=True)
+    return out, metrics.secs_per_output(ref, ref, exclude_same_index=True)
 
 
 def worker_count(requested: int) -> int:

@@ -71,14 +71,21 @@ def secs(outputs: Sequence[np.ndarray], references: Sequence[np.ndarray], exclud
     """Speaker-embedding cosine similarity (SECS): the mean cosine over (output, reference) pairs of embeddings.
     With `exclude_same_index`, two lists of clips of the same sentences in the same order, the pairs of one sentence
     are left out (for a set against itself, the target's self-similarity, they would be 1)."""
+    return float(secs_per_output(outputs, references, exclude_same_index).mean())
+
+
+def secs_per_output(outputs: Sequence[np.ndarray], references: Sequence[np.ndarray],
+                    exclude_same_index: bool = False) -> np.ndarray:
+    """SECS per output clip: its mean cosine to the references (to the others' sentences with `exclude_same_index`);
+    every clip has as many pairs, so their mean is `secs`, and they are the per-sentence sample a verdict resamples."""
     a = np.stack([e / np.linalg.norm(e) for e in outputs])
     b = np.stack([e / np.linalg.norm(e) for e in references])
     cos = a @ b.T
     if exclude_same_index:
         if len(a) != len(b) or len(a) < 2:
             raise ValueError(f"pairs across sentences need two lists of the same length >= 2 (got {len(a)}, {len(b)})")
-        return float(cos[~np.eye(len(a), dtype=bool)].mean())
-    return float(cos.mean())
+        return cos[~np.eye(len(a), dtype=bool)].reshape(len(a), len(a) - 1).mean(axis=1)
+    return cos.mean(axis=1)
 
 
 # --- ASR ------------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lib.report import verdicts
+
 METADATA_KEY = "tts_lab_findings"
 # a whole number (signs, thousands, decimals, exponents), never part of a name such as fp32, r8, P.808, 5x or ort-cpu/1
 NUMBER = re.compile(r"(?<![\w.+\-−/])[-+−]?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\d)")
@@ -64,28 +66,20 @@ class Findings:
     def verdict(self, diffs, bound: float, higher_is_better: bool, what: str, seed: int = 0) -> str:
         """'met' / 'missed' / 'a tie with the bound' for per-clip differences against `bound` (e.g. the DNSMOS drop
         per sentence against 0.10), with the mean, its 95 % bootstrap interval and n."""
-        from scipy.stats import bootstrap
-        d = np.asarray([x for x in diffs if np.isfinite(x)], dtype=float)
-        if len(d) < 2:
-            return f"{what}: not judged (n = {self.number(len(d), 'd')})"
-        if np.ptp(d) == 0:  # every clip alike: no spread to resample
-            lo = hi = float(d[0])
-        else:
-            ci = bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=2000, random_state=seed).confidence_interval
-            lo, hi = float(ci.low), float(ci.high)
-        inside = lo <= bound <= hi
-        good = (np.mean(d) >= bound) if higher_is_better else (np.mean(d) <= bound)
-        word = "a tie with the bound" if inside else ("met" if good else "missed")
-        return (f"{what}: **{word}** (mean {self.number(np.mean(d))}, 95 % CI {self.number(lo)} to "
-                f"{self.number(hi)}, bound {self.number(bound)}, n = {self.number(len(d), 'd')}"
+        j = verdicts.judge(diffs, bound, higher_is_better, seed)
+        if j["word"] == "not judged":
+            return f"{what}: not judged (n = {self.number(j['n'], 'd')})"
+        word = {"tie": "a tie with the bound"}.get(j["word"], j["word"])
+        return (f"{what}: **{word}** (mean {self.number(j['mean'])}, 95 % CI {self.number(j['lo'])} to "
+                f"{self.number(j['hi'])}, bound {self.number(bound)}, n = {self.number(j['n'], 'd')}"
                 + (f", {self.budget}" if self.budget else "") + ")")
 
     def bounds(self, per_clip: pd.DataFrame, base: str, variant: str, max_dnsmos_drop: float,
                max_wer_increase: float) -> str:
         """The quality bounds of `variant` against `base`, sentence by sentence (per_clip: variant, id, dnsmos_p808,
         wer), each judged as `verdict` judges: met, missed or a tie with the bound."""
-        drop = paired(per_clip, base, variant, "dnsmos_p808")
-        rise = -paired(per_clip, base, variant, "wer")
+        drop = verdicts.paired(per_clip, base, variant, "dnsmos_p808")
+        rise = -verdicts.paired(per_clip, base, variant, "wer")
         return (self.verdict(drop, max_dnsmos_drop, False, f"`{variant}` DNSMOS drop") + "; "
                 + self.verdict(rise, max_wer_increase, False, "WER rise"))
 
@@ -102,21 +96,22 @@ class Findings:
         display(Markdown(self.markdown()), metadata={METADATA_KEY: {"numbers": self.numbers}})
 
 
-def paired(per_clip: pd.DataFrame, base: str, variant: str, metric: str) -> np.ndarray:
-    """`base` minus `variant` in `metric`, per sentence both spoke (matched by id)."""
-    a = per_clip[per_clip["variant"] == base].groupby("id")[metric].mean()
-    b = per_clip[per_clip["variant"] == variant].groupby("id")[metric].mean()
-    both = a.index.intersection(b.index)
-    return (a[both] - b[both]).to_numpy(dtype=float)
-
-
 def _canon(text: str) -> str:
     return text.replace(",", "").replace("−", "-").lstrip("+")
 
 
+def held(n: str, text: str) -> bool:
+    """Whether `text` (a cited file) holds the number `n` whole: some number in it that rounds to `n` at `n`'s
+    decimals (0.311 is held by 0.31123; 8 by neither 18 nor 0.8)."""
+    want = float(_canon(n))
+    places = len(n.split(".")[1]) if "." in n and "e" not in n.lower() else 0
+    return any(abs(round(float(_canon(m.group())), places) - want) < 0.5 * 10.0 ** -(places + 3)
+               for m in NUMBER.finditer(text))
+
+
 def unbacked(markdown: str, rendered: list[str], root: Path) -> list[str]:
     """Numbers in `markdown` that were not rendered from results and that no recorded file cited on the same line
-    contains (a pointer such as 'notebook 02' or 'section 2' is no claim); each as 'number (line)'."""
+    holds (`held`; a pointer such as 'notebook 02' or 'section 2' is no claim); each as 'number (line)'."""
     have = {_canon(n) for n in rendered}
     out = []
     for line in markdown.splitlines():
@@ -124,7 +119,7 @@ def unbacked(markdown: str, rendered: list[str], root: Path) -> list[str]:
         texts = [f.read_text(errors="ignore") for f in files if f.is_file()]
         for m in NUMBER.finditer(REFERENCE.sub("", line)):
             n = _canon(m.group())
-            if n in have or any(n in t for t in texts):
+            if n in have or any(held(m.group(), t) for t in texts):
                 continue
             out.append(f"{m.group()} ({line.strip()[:80]})")
     return out

@@ -32,10 +32,16 @@ def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = 0.10, max_w
 
 
 def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsmos_drop: float,
-            max_wer_increase: float) -> dict:
+            max_wer_increase: float, judged: pd.DataFrame | None = None) -> dict:
     """Whether some variant meets the speed target and some the size target within the quality bounds; when
-    not, by how much the closest one misses, in words."""
+    not, by how much the closest one misses, in words. With `judged` (`quality_bounds`: the bounds judged sentence
+    by sentence) a variant is within the bounds only where both are met, and a target whose only candidates are
+    inside the noise of a bound is tied, not met or missed."""
     lines, met = [], {}
+    if judged is not None:
+        table = table.drop(columns=["within_quality_bounds"], errors="ignore").merge(
+            judged[["variant", "within_quality_bounds", "bounds"]], on="variant", how="left")
+        table["within_quality_bounds"] = table["within_quality_bounds"].fillna(False).astype(bool)
     good = table[table["within_quality_bounds"]]
     for goal, col, limit, what, most in (("speed", "rtf_ratio", speed_ratio, "faster", "fastest"),
                                          ("size", "size_ratio", size_ratio, "smaller", "smallest")):
@@ -49,6 +55,13 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
                          f"{r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f}.")
             continue
         met[goal] = None
+        tied = table[(table[col] <= limit) & (table["bounds"] == "tied")].sort_values(col) if "bounds" in table else table[:0]
+        if not tied.empty:
+            r = tied.iloc[0]
+            lines.append(f"**{goal} target tied** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, but a quality bound is "
+                         f"inside the noise of its sentences (DNSMOS drop {r['dnsmos_drop']:+.3f}, WER increase "
+                         f"{r['wer_increase']:+.3f}).")
+            continue
         best_ok = good.sort_values(col).iloc[0] if not good.empty else None
         best_any = table.sort_values(col).iloc[0]
         msg = f"**{goal} target missed.** "
@@ -61,12 +74,61 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
     return {"lines": lines, "met": met}
 
 
-def adaptation_verdict(table, full: str = "full", base: str = "teacher", target: str = "target",
-                       halfway: float = 0.5, lora_share: float = 0.8, max_trainable_pct: float = 5.0,
-                       qlora_margin: float = 0.05, wer_margin: float = 0.05, rtf_margin: float = 0.05) -> dict:
-    """One line and one met/missed per target of the adaptation study, from `table` (a deltas frame with `secs`,
-    `wer`, `trainable_pct_of_full` and `rtf_ratio` per variant; `target` holds the target speaker's own WER and, as
-    `secs`, its self-similarity; `base` is the unadapted voice):
+def paired(per_clip: pd.DataFrame, base: str, variant: str, metric: str) -> np.ndarray:
+    """`base` minus `variant` in `metric`, per sentence both spoke (matched by id)."""
+    a = per_clip[per_clip["variant"] == base].groupby("id")[metric].mean()
+    b = per_clip[per_clip["variant"] == variant].groupby("id")[metric].mean()
+    both = a.index.intersection(b.index)
+    return (a[both] - b[both]).to_numpy(dtype=float)
+
+
+def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop: float,
+                   max_wer_increase: float) -> pd.DataFrame:
+    """Each variant's quality bounds against `base`, judged sentence by sentence (`judge` on the paired DNSMOS drop
+    and WER rise): per variant the two judgements, `within_quality_bounds` (both met) and `bounds` ('met', 'tied'
+    where no bound is missed but one is inside the noise, else 'missed')."""
+    rows = []
+    for v in variants:
+        drop = judge(paired(per_clip, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
+        rise = judge(-paired(per_clip, base, v, "wer"), max_wer_increase, False)
+        words = {drop["word"], rise["word"]}
+        rows.append({"variant": v, "dnsmos_drop_judged": drop, "wer_rise_judged": rise,
+                     "within_quality_bounds": words == {"met"},
+                     "bounds": "met" if words == {"met"} else ("tied" if words <= {"met", "tie"} else "missed")})
+    return pd.DataFrame(rows, columns=["variant", "dnsmos_drop_judged", "wer_rise_judged", "within_quality_bounds", "bounds"])
+
+
+def judge(diffs, bound: float, higher_is_better: bool, seed: int = 0) -> dict:
+    """Per-clip differences against `bound` (e.g. the DNSMOS drop per sentence against 0.10): 'met', 'missed', or
+    'tie' when the 95 % bootstrap interval of their mean (per clip, scipy.stats.bootstrap) holds the bound, with the
+    mean, the interval and n; fewer than 2 finite clips are 'not judged'."""
+    from scipy.stats import bootstrap
+    d = np.asarray([x for x in diffs if np.isfinite(x)], dtype=float)
+    if len(d) < 2:
+        return {"word": "not judged", "mean": np.nan, "lo": np.nan, "hi": np.nan, "n": len(d)}
+    if np.ptp(d) == 0:  # every clip alike: no spread to resample
+        lo = hi = float(d[0])
+    else:
+        ci = bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=2000, random_state=seed).confidence_interval
+        lo, hi = float(ci.low), float(ci.high)
+    good = (np.mean(d) >= bound) if higher_is_better else (np.mean(d) <= bound)
+    word = "tie" if lo <= bound <= hi else ("met" if good else "missed")
+    return {"word": word, "mean": float(np.mean(d)), "lo": lo, "hi": hi, "n": len(d)}
+
+
+def _sampled(j: dict) -> str:
+    return f"per sentence {j['mean']:+.3f}, 95 % CI {j['lo']:+.3f} to {j['hi']:+.3f}, n = {j['n']}"
+
+
+def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base: str = "teacher",
+                       target: str = "target", halfway: float = 0.5, lora_share: float = 0.8,
+                       max_trainable_pct: float = 5.0, qlora_margin: float = 0.05, wer_margin: float = 0.05,
+                       rtf_margin: float = 0.05) -> dict:
+    """One line and one met/missed/tied per target of the adaptation study, from `table` (a deltas frame with `wer`,
+    `trainable_pct_of_full` and `rtf_ratio` per variant; `target` holds the target speaker's own WER; `base` is the
+    unadapted voice) and `secs_clips` (variant, id, secs: SECS sentence by sentence, the target's self-similarity
+    under `target`). SECS targets are judged on per-sentence margins with `judge` (a margin whose interval holds 0
+    is tied, which is not met):
     - full: SECS at least `halfway` from the base's SECS to the target's self-similarity, WER at most the target's
       own + `wer_margin`;
     - lora: a LoRA at most `max_trainable_pct` % of full's trainable parameters reaches `lora_share` of full's SECS
@@ -76,51 +138,63 @@ def adaptation_verdict(table, full: str = "full", base: str = "teacher", target:
     A target that cannot be judged (a row or column missing) counts as missed and says why."""
     t = table.groupby("variant", sort=False).first()  # a variant's rows from several back-ends, merged
     col = lambda c: t[c] if c in t else pd.Series(np.nan, index=t.index)  # noqa: E731
-    secs, wer, pct = col("secs"), col("wer"), col("trainable_pct_of_full")
+    wer, pct = col("wer"), col("trainable_pct_of_full")
+    p = secs_clips.pivot_table(index="id", columns="variant", values="secs", aggfunc="mean")
+    secs = p.mean()
     lines, met = [], {}
-    need = [v for v in (full, base, target) if v not in t.index or not np.isfinite(secs.get(v, np.nan))]
+    need = [v for v in (full, base, target) if v not in p.columns]
     if need:
         msg = f"cannot be judged: no SECS for {', '.join(need)}"
         return {"lines": [f"**Full fine-tuning target missed**: {msg}.", f"**LoRA target missed**: {msg}.",
                           f"**QLoRA target missed**: {msg}.", _speed_line(t, rtf_margin, met)],
                 "met": {"full": False, "lora": False, "qlora": False, "speed": met["speed"]}}
-    s_base, s_self = float(secs[base]), float(secs[target])
     wer_bound = float(wer.get(target, np.nan)) + wer_margin
     ok_wer = lambda v: bool(np.isfinite(wer.get(v, np.nan)) and wer[v] <= wer_bound)  # noqa: E731
-    gain = lambda v: float(secs[v]) - s_base  # noqa: E731
-    need_full = s_base + halfway * (s_self - s_base)
-    met["full"] = bool(secs[full] >= need_full and ok_wer(full))
-    lines.append(f"**Full fine-tuning target {'met' if met['full'] else 'missed'}**: SECS {secs[full]:.3f} "
-                 f"(needed {need_full:.3f}, {halfway:.0%} of the way from the unadapted {s_base:.3f} to the target's "
-                 f"self-similarity {s_self:.3f}), WER {wer.get(full, np.nan):.3f} (bound {wer_bound:.3f}).")
-    loras = [v for v in t.index if v.startswith("lora-r") and not v.endswith("-unmerged")
+    gain = lambda v: p[v] - p[base]  # noqa: E731  (per sentence)
+    j = judge(gain(full) - halfway * (p[target] - p[base]), 0.0, True)
+    met["full"] = j["word"] == "met" and ok_wer(full)
+    need_full = secs[base] + halfway * (secs[target] - secs[base])
+    lines.append(f"**Full fine-tuning target {_word(j, met['full'], ok_wer(full))}**: SECS {secs[full]:.3f} "
+                 f"(needed {need_full:.3f}, {halfway:.0%} of the way from the unadapted {secs[base]:.3f} to the target's "
+                 f"self-similarity {secs[target]:.3f}; margin {_sampled(j)}), WER {wer.get(full, np.nan):.3f} "
+                 f"(bound {wer_bound:.3f}).")
+    loras = [v for v in p.columns if v.startswith("lora-r") and not v.endswith("-unmerged")
              and pct.get(v, np.inf) <= max_trainable_pct]
     if not loras:
         met["lora"] = False
         lines.append(f"**LoRA target missed**: no LoRA trains at most {max_trainable_pct:g} % of full's parameters.")
     else:
-        share = {v: gain(v) / gain(full) if gain(full) > 0 else np.nan for v in loras}
-        good = [v for v in loras if share[v] >= lora_share and ok_wer(v)]
+        share = {v: gain(v).mean() / gain(full).mean() if gain(full).mean() > 0 else np.nan for v in loras}
+        js = {v: judge(gain(v) - lora_share * gain(full), 0.0, True) for v in loras}
+        good = [v for v in loras if js[v]["word"] == "met" and ok_wer(v)]
         best = max(loras, key=lambda v: secs[v])
-        met["lora"] = bool(good) and gain(full) > 0
+        met["lora"] = bool(good) and gain(full).mean() > 0
         why = ("full fine-tuning gained nothing over the unadapted voice, so there is no gain to share"
-               if gain(full) <= 0 else f"{best} reaches {share[best]:.0%} of full's SECS gain with "
-               f"{pct[best]:.1f} % of its parameters, WER {wer.get(best, np.nan):.3f}")
-        lines.append(f"**LoRA target {'met' if met['lora'] else 'missed'}**: "
+               if gain(full).mean() <= 0 else f"{best} reaches {share[best]:.0%} of full's SECS gain with "
+               f"{pct[best]:.1f} % of its parameters (margin {_sampled(js[best])}), WER {wer.get(best, np.nan):.3f}")
+        lines.append(f"**LoRA target {_word(js[best], met['lora'], ok_wer(best))}**: "
                      + (f"{', '.join(good)} reach at least {lora_share:.0%} of full fine-tuning's SECS gain; " if good else "")
                      + why + f" (bound {lora_share:.0%}, WER {wer_bound:.3f}).")
-    pairs = [(q, "lora-" + q[len("qlora-"):]) for q in t.index if q.startswith("qlora-r")]
-    pairs = [(q, lo) for q, lo in pairs if lo in t.index]
+    pairs = [(q, "lora-" + q[len("qlora-"):]) for q in p.columns if q.startswith("qlora-r")]
+    pairs = [(q, lo) for q, lo in pairs if lo in p.columns]
     if not pairs:
         met["qlora"] = False
         lines.append("**QLoRA target missed**: no QLoRA with a LoRA of the same rank to compare with.")
     else:
-        diffs = {q: float(secs[q] / secs[lo] - 1) for q, lo in pairs}
-        met["qlora"] = all(abs(d) <= qlora_margin or d > 0 for d in diffs.values())
-        lines.append(f"**QLoRA target {'met' if met['qlora'] else 'missed'}**: SECS against LoRA of the same rank: "
-                     + ", ".join(f"{q} {d:+.1%}" for q, d in diffs.items()) + f" (bound -{qlora_margin:.0%}).")
+        jq = {q: judge(p[q] - (1 - qlora_margin) * p[lo], 0.0, True) for q, lo in pairs}
+        words = {jj["word"] for jj in jq.values()}
+        met["qlora"] = words == {"met"}
+        word = "met" if met["qlora"] else ("missed" if "missed" in words or "not judged" in words else "tied")
+        lines.append(f"**QLoRA target {word}**: SECS against LoRA of the same rank: "
+                     + ", ".join(f"{q} {secs[q] / secs[lo] - 1:+.1%} (margin {_sampled(jq[q])})" for q, lo in pairs)
+                     + f" (bound -{qlora_margin:.0%}).")
     lines.append(_speed_line(t, rtf_margin, met))
     return {"lines": lines, "met": met}
+
+
+def _word(j: dict, met: bool, wer_ok: bool = True) -> str:
+    """met, missed, or tied: the SECS margin inside its noise while the WER bound holds."""
+    return "met" if met else ("tied" if j["word"] == "tie" and wer_ok else "missed")
 
 
 def _speed_line(t, rtf_margin: float, met: dict) -> str:

@@ -14,8 +14,9 @@ from lib.core import audio as lab_audio
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics
-from lib.harness.judges import Judges, speaker_similarity
+from lib.harness.judges import Judges, speaker_similarity_per_clip
 from lib.jobs.adapt_job import target_voice
+from lib.studies import common
 from lib.techniques import adapt_targets, finetune
 from lib.training import batches
 from lib.training.loop import Recipe
@@ -49,12 +50,10 @@ class SpokenOnce:
 def check_methods(methods: Sequence[str], unmerged_timing: str, device: str) -> dict:
     """{method name: (method, LoRA rank)} for `methods`; an `unmerged_timing` that is not one of them, or a CUDA
     device this machine lacks, is an error that says so."""
-    import torch
     plan = {m: finetune.parse_method(m) for m in methods}
     if unmerged_timing and unmerged_timing not in plan:
         raise ValueError(f"unmerged_timing {unmerged_timing!r} is not one of methods {list(methods)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda was asked for, but this machine has no CUDA device")
+    common.check_device(device)
     return plan
 
 
@@ -177,25 +176,29 @@ def pitch_shifts(variants: Sequence, writer: ResultWriter, ids: Sequence[str], *
 
 
 def speaker_similarities(variants: Sequence, sentences: Sequence[Sentence], shift, judges: Judges,
-                         writer: ResultWriter, *, model: str, real_speaker: bool, secs_sentences: int) -> str:
+                         writer: ResultWriter, *, model: str, real_speaker: bool,
+                         secs_sentences: int) -> tuple[str, pd.DataFrame]:
     """SECS of every variant to the target speaker on the first `secs_sentences` held-out sentences (pairs of
     different sentences only), and the speaker's self-similarity, the ceiling. With a real speaker its own clips are
     judged first (variant `target-speaker`: DNSMOS, WER); else the WORLD-shifted target is the speaker. Returns the
-    speaker's variant name."""
+    speaker's variant name and the SECS sentence by sentence (variant, id, secs), the sample the verdicts resample."""
     if real_speaker:
         evaluate.evaluate_quality(shift.voice, sentences, judges, writer, model=model, variant="target-speaker",
                                   technique="target", backend="ort-cpu")
     speaker = "target-speaker" if real_speaker else "target"
     speaker_dir = "target-speaker__ort-cpu" if real_speaker else evaluate.clip_dir_name("target", "torch-cpu+world")
     ids = [s.id for s in sentences[:secs_sentences]]
-    secs, secs_self = speaker_similarity({v.name: _clips(writer, evaluate.clip_dir_name(v.name, v.backend), ids)
-                                          for v in variants if v.name != speaker}, _clips(writer, speaker_dir, ids))
+    secs, secs_self = speaker_similarity_per_clip({v.name: _clips(writer, evaluate.clip_dir_name(v.name, v.backend), ids)
+                                                   for v in variants if v.name != speaker}, _clips(writer, speaker_dir, ids))
     keys = {v.name: dict(technique=v.technique, backend=v.backend, parent=v.parent) for v in variants}
     keys["target-speaker"] = dict(technique="target", backend="ort-cpu", parent="")
-    for name, value in {**secs, speaker: secs_self}.items():
-        writer.add(model=model, variant=name, metric="secs", value=value, **keys[name],
-                   reference=f"{speaker} (other sentences)", n=min(secs_sentences, len(sentences)))
-    return speaker
+    per_sentence = {**secs, speaker: secs_self}
+    for name, value in per_sentence.items():
+        writer.add(model=model, variant=name, metric="secs", value=float(value.mean()), **keys[name],
+                   reference=f"{speaker} (other sentences)", n=len(ids))
+    clips = pd.DataFrame([{"variant": name, "id": i, "secs": float(x)}
+                          for name, values in per_sentence.items() for i, x in zip(ids, values)])
+    return speaker, clips
 
 
 def record_training(train_table: pd.DataFrame, writer: ResultWriter, *, model: str, threads: int) -> None:
@@ -213,15 +216,16 @@ def evaluate_all(variants: Sequence, sentences: Sequence[Sentence], judges: Judg
                  train_threads: int, reference_limit: int, secs_sentences: int, **timing) -> tuple:
     """The harness on every variant (quality and reference metrics against the target with noise off; `rtf_ratio`
     to the teacher, the target untimed; `timing`: speed_sentences, warmup, repeats, memory), then the pitch shifts,
-    the speaker similarities and the training costs as rows. Returns (per-clip table, speed table, speaker name)."""
+    the speaker similarities and the training costs as rows. Returns (per-clip table, speed table, speaker name, SECS
+    per sentence)."""
     per_clip, speed = evaluate.evaluate_variants(variants, sentences, judges, writer, model=model, baseline="target",
                                                  settings=settings, threads=threads, reference_limit=reference_limit,
                                                  paired=True, speed_baseline="teacher", untimed=["target"], **timing)
     pitch_shifts(variants, writer, [s.id for s in sentences[:reference_limit]], model=model, threads=threads)
-    speaker = speaker_similarities(variants, sentences, shift, judges, writer, model=model, real_speaker=real_speaker,
-                                   secs_sentences=secs_sentences)
+    speaker, secs_clips = speaker_similarities(variants, sentences, shift, judges, writer, model=model,
+                                               real_speaker=real_speaker, secs_sentences=secs_sentences)
     record_training(train_table, writer, model=model, threads=train_threads)
-    return per_clip, speed, speaker
+    return per_clip, speed, speaker, secs_clips
 
 
 def hub_track(hub_model: str, hub_dataset: str, hub_methods: Sequence[str], work: Path, judges: Judges,

@@ -1,10 +1,12 @@
-"""What the studies share: a run's artefact and figure folders, and where a variant's clip of a sentence lies."""
+"""What the studies share: a run's artefact and figure folders, where a variant's clip of a sentence lies, and the
+training device check."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import torch
 
 from lib.core.results import ResultWriter
 from lib.harness import evaluate
@@ -28,3 +30,11 @@ def listening_clips(writer: ResultWriter, variants: Sequence[evaluate.Variant], 
     """(variant, wav path) of one sentence for every variant that spoke it (absent variants have no clips)."""
     spoke = set(per_clip["variant"])
     return [(v.name, str(clip_path(writer, v.name, v.backend, sentence_id))) for v in variants if v.name in spoke]
+
+
+def check_device(device: str) -> None:
+    """Refuse a training device this machine does not have, naming it."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device: {device!r} is neither 'cpu' nor 'cuda'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda was asked for, but this machine has no CUDA device")

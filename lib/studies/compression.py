@@ -14,6 +14,7 @@ from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics
 from lib.runtimes import engines
+from lib.studies import common
 from lib.studies.common import folders, listening_clips  # noqa: F401 (the notebook calls them through this study)
 from lib.techniques import compress
 from lib.training import batches, loop as training
@@ -65,15 +66,18 @@ def teacher_sets(fp32, frontend, train: Sequence[Sentence], heldout: Sequence[Se
 
 def structured_recovery(fp32, onnx_fp32: Path, latents, heldout, work_dir: Path, *, ratio: float, steps: int, lr: float,
                         batch: int, adversarial_steps: int, discriminators: Sequence[str], eval_every: int,
-                        checkpoint_every: int, threads: int):
+                        checkpoint_every: int, threads: int, device: str = "cpu"):
     """A copy of the voice whose decoder lost `ratio` of its channels (structured pruning), then trained `steps` steps
     to the FP32 decoder's waveforms with the shared stack: mel only, adversarial for the last `adversarial_steps`,
-    a held-out mel/PESQ check every `eval_every` steps, resumable from `work_dir`. Returns (model, training log)."""
+    a held-out mel/PESQ check every `eval_every` steps, resumable from `work_dir`, on `device`. Returns (model,
+    training log)."""
+    common.check_device(device)
     structured = piper_torch.load_piper_torch(onnx_fp32)
     structured.dec = compress.prune_structured(fp32.dec, ratio, latents.z[0])
     recipe = training.Recipe(steps=steps, lr=lr, warmup_steps=max(0, steps - adversarial_steps),
                              discriminators=tuple(discriminators), eval_every=eval_every, checkpoint_every=checkpoint_every)
     log = training.train_decoder(structured.dec, latents, recipe, work_dir, batch=batch, heldout=heldout, threads=threads,
+                                 device=device,
                                  eval_fn=evaluate.heldout_pesq(heldout, limit=len(heldout.z)) if eval_every else None,
                                  progress="recovery")
     return structured, log

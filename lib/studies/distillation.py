@@ -15,6 +15,7 @@ from lib.core import results, text
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate
+from lib.studies import common
 from lib.studies.common import folders, listening_clips  # noqa: F401 (the notebook calls them through this study)
 from lib.techniques import distill, export, frontend_student
 from lib.training import batches, loop as training
@@ -34,8 +35,7 @@ def check_settings(widths: Sequence[int], decoder_steps: Sequence[int], device: 
     none, a student voice `torch_students` or `ort_students` does not know."""
     if len(decoder_steps) != len(widths):
         raise ValueError(f"decoder_steps has {len(decoder_steps)} entries, widths {len(widths)}: one per student")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda was asked for, but this machine has no CUDA device")
+    common.check_device(device)
     unknown = sorted(set(ort_students) - set(ORT_STUDENTS))
     if unknown or "whole" not in ort_students:
         raise ValueError(f"ort_students {list(ort_students)}: use some of {list(ORT_STUDENTS)}, 'whole' among them "
