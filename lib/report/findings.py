@@ -100,13 +100,17 @@ def _canon(text: str) -> str:
     return text.replace(",", "").replace("−", "-").lstrip("+")
 
 
-def held(n: str, text: str) -> bool:
-    """Whether `text` (a cited file) holds the number `n` whole: some number in it that rounds to `n` at `n`'s
+def numbers_in(text: str) -> list[float]:
+    """Every whole number in `text` (a cited file), read once."""
+    return [float(_canon(m.group())) for m in NUMBER.finditer(text)]
+
+
+def held(n: str, values: list[float]) -> bool:
+    """Whether a cited file's numbers (`numbers_in`) hold the number `n` whole: one that rounds to `n` at `n`'s
     decimals (0.311 is held by 0.31123; 8 by neither 18 nor 0.8)."""
     want = float(_canon(n))
     places = len(n.split(".")[1]) if "." in n and "e" not in n.lower() else 0
-    return any(abs(round(float(_canon(m.group())), places) - want) < 0.5 * 10.0 ** -(places + 3)
-               for m in NUMBER.finditer(text))
+    return any(abs(round(x, places) - want) < 0.5 * 10.0 ** -(places + 3) for x in values)
 
 
 def unbacked(markdown: str, rendered: list[str], root: Path) -> list[str]:
@@ -116,10 +120,10 @@ def unbacked(markdown: str, rendered: list[str], root: Path) -> list[str]:
     out = []
     for line in markdown.splitlines():
         files = [root / c for c in CITED.findall(line)]
-        texts = [f.read_text(errors="ignore") for f in files if f.is_file()]
+        cited = [numbers_in(f.read_text(errors="ignore")) for f in files if f.is_file()]
         for m in NUMBER.finditer(REFERENCE.sub("", line)):
             n = _canon(m.group())
-            if n in have or any(held(m.group(), t) for t in texts):
+            if n in have or any(held(m.group(), values) for values in cited):
                 continue
             out.append(f"{m.group()} ({line.strip()[:80]})")
     return out
