@@ -55,3 +55,16 @@ def test_flow_student_learns_the_teacher_flow(teacher, tmp_path):
     assert np.mean(log.loss[-10:]) < 0.8 * np.mean(log.loss[:5]), "training lowers the loss"
     again = distill.train_flow(flow, pairs, recipe, tmp_path / "flow", batch=2, frames=64, progress=None)
     assert again.resumed_from == 60 and len(again.loss) == 60, "a finished run resumes to nothing"
+
+
+def test_training_table_gives_long_runs_their_machine_hours():
+    """Notebook 04's "where trained" table: a long CPU run's pack counts its cumulative machine-hours from its config
+    (its `seconds` are only the packing session's), a GPU pack without them its wall hours; the headline names both."""
+    from lib.studies import distillation
+    where = distill.training_table({}, {"dec128-regress@cpu-long": {"steps": 140000, "hours": 3.05, "seconds": 7074.0},
+                                        "dec64@h100": {"steps": 9000, "seconds": 1800.0}}, "cpu")
+    t = where.set_index("student")
+    assert t.loc["dec128-regress@cpu-long", "hours"] == 3.05 and t.loc["dec64@h100", "hours"] == 0.5
+    assert t.loc["dec128-regress@cpu-long", "where"] == "cpu-long"
+    line = distillation.headline([], [], where, 1.0, "cpu")[-1]
+    assert "dec128-regress@cpu-long (140000 steps, 3.05 h on cpu-long)" in line and "0.50 h on h100" in line

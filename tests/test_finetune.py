@@ -301,3 +301,54 @@ def test_speaker_target_moves_another_voice_onto_the_teacher_timing():
     assert (np.diff(m) >= 0).all() and m[0] >= 0
     with pytest.raises(ValueError, match="needs the text"):
         batches.aligned_set(None, [[1, 2]], ["x"], target=target)
+
+
+def test_long_run_verdicts_judge_the_long_packs_apart_from_this_runs_methods():
+    """`runs='@cpu-long'` judges the long CPU runs' LoRA against their own full fine-tuning (full and LoRA lines
+    only); this run's verdict ignores every variant with an '@' (another run's budget)."""
+    import pandas as pd
+    rows = pd.DataFrame([
+        {"variant": "teacher", "secs": 0.50, "wer": 0.05, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.0},
+        {"variant": "target-speaker", "secs": 0.90, "wer": 0.10, "trainable_pct_of_full": np.nan, "rtf_ratio": np.nan},
+        {"variant": "full", "secs": 0.60, "wer": 0.12, "trainable_pct_of_full": 100.0, "rtf_ratio": 1.0},
+        {"variant": "lora-r8", "secs": 0.52, "wer": 0.12, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.0},
+        {"variant": "full@cpu-long", "secs": 0.80, "wer": 0.12, "trainable_pct_of_full": 100.0, "rtf_ratio": np.nan},
+        {"variant": "lora-r8@cpu-long", "secs": 0.78, "wer": 0.13, "trainable_pct_of_full": 3.0, "rtf_ratio": np.nan}])
+    clips = _secs_per_sentence(rows, 0.002)
+    here = verdicts.adaptation_verdict(rows, clips, target="target-speaker")
+    assert here["met"]["full"] is False and here["met"]["lora"] is False, here["lines"]
+    assert "lora-r8 reaches 20%" in here["lines"][1] and "cpu-long" not in " ".join(here["lines"])
+    long = verdicts.adaptation_verdict(rows, clips, full="full@cpu-long", runs="@cpu-long", target="target-speaker")
+    assert long["met"] == {"full": True, "lora": True} and len(long["lines"]) == 2, long["lines"]
+    assert "lora-r8@cpu-long reaches 93%" in long["lines"][1]
+    runs = pd.DataFrame([{"method": "full@cpu-long", "steps": 4800, "machine_hours": 1.06, "device": "cpu"},
+                         {"method": "lora-r8@cpu-long", "steps": 38500, "machine_hours": 2.74, "device": "cpu"}])
+    lines = verdicts.runs_adaptation_lines(rows, clips, runs, "@cpu-long", target="target-speaker")
+    assert lines[0].startswith("Long runs (full@cpu-long 4,800 steps, 1.06 machine-hours on the cpu; lora-r8@cpu-long 38,500")
+    assert [x.split("): ", 1)[1] for x in lines] == long["lines"] and verdicts.runs_adaptation_lines(rows, clips, runs[:0], "@x") == []
+    short = rows[~rows["variant"].str.endswith("@cpu-long")]
+    gone = verdicts.adaptation_verdict(short, clips[clips["variant"].isin(short["variant"])], full="full@cpu-long",
+                                       runs="@cpu-long", target="target-speaker")
+    assert gone["met"] == {"full": False, "lora": False} and "no SECS for full@cpu-long" in gone["lines"][0]
+
+
+def test_long_run_adaptations_load_the_packs_for_this_target_and_name_the_rest(joe, tmp_path):
+    """Notebook 02 judges the long CPU runs' packs (<work>/<method>) as <method>@cpu-long: those trained for its
+    target load, with their steps, machine-hours and share of the long full run's trainable parameters; a pack for
+    another target or a missing one is named with the reason."""
+    from lib.studies import adaptation
+    model, _ = joe
+    full = finetune.prepare(model, "full")
+    full.save(tmp_path / "wf" / "full", base="piper:joe", card={"target": "T", "steps": 40, "hours": 0.5, "device": "cpu"})
+    lora = finetune.prepare(model, "lora", rank=4)
+    lora.save(tmp_path / "wl" / "lora-r4", base="piper:joe", card={"target": "T", "steps": 90, "hours": 1.25})
+    finetune.prepare(model, "lora", rank=2).save(tmp_path / "wo" / "lora-r2", base="piper:joe", card={"target": "U"})
+    voices, absent, table = adaptation.long_run_adaptations(
+        model, ["wf/full", "wl/lora-r4", "wo/lora-r2", "none/lora-r8"], "T", root=tmp_path)
+    assert set(voices) == {"full@cpu-long", "lora-r4@cpu-long"}
+    assert "another target" in absent["lora-r2@cpu-long"] and "none/lora-r8" in absent["lora-r8@cpu-long"]
+    t = table.set_index("method")
+    assert t.loc["lora-r4@cpu-long", "steps"] == 90 and t.loc["lora-r4@cpu-long", "machine_hours"] == 1.25
+    share = 100 * lora.trainable_params() / full.trainable_params()
+    assert t.loc["full@cpu-long", "trainable_pct_of_full"] == 100.0
+    assert abs(t.loc["lora-r4@cpu-long", "trainable_pct_of_full"] - share) < 1e-9 and share < 5

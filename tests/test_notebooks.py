@@ -166,6 +166,11 @@ def test_adaptation_notebook(smoke):
         assert (nb / "artefacts" / f"{method}-adapter" / "README.md").exists()
     gpu = df[(df["status"] == "absent") & df["variant"].str.startswith("adapters@")]
     assert len(gpu) and gpu["reason"].str.contains("GPU").all()
+    long = {"full@cpu-long", "lora-r8@cpu-long"}  # the long CPU runs' packs, judged beside this run's methods
+    assert long <= set(secs.index) and len(m["long_run_headline"]) == 2
+    runs = pd.read_csv(nb / "long_runs.csv").set_index("method")
+    assert set(runs.index) == long and (runs["steps"] > 0).all() and (runs["machine_hours"] > 0).all()
+    assert _value(df, variant="lora-r8@cpu-long", metric="trainable_pct_of_full") < 5
 
 
 def test_distillation_notebook(smoke):
@@ -192,6 +197,9 @@ def test_distillation_notebook(smoke):
     gflop = breakdown.groupby("voice")["gflop_per_audio_s"].sum()
     assert gflop["dec64-chain+flow96+fe96"] < 0.5 * gflop["teacher"] and gflop["istft256x6+flow96+fe96"] < 0.35 * gflop["teacher"]
     assert _value(df, variant="istft256x6+flow96+fe96-ort", metric="rtf_ratio") > 0
+    # the long CPU runs' packs: each decoder alone, and the frame-rate one as a 5x voice with this run's flow and front end
+    for name in ("dec128-regress@cpu-long", "istft192x6-regress@cpu-long", "istft192x6-regress+flow96+fe96@cpu-long"):
+        assert _value(df, variant=f"{name}-ort", metric="rtf_ratio") > 0
     scan = df[(df["technique"] == "architecture scan") & (df["metric"] == "rtf_ratio")]
     assert list(scan["variant"]) == ["istft128x6+flow96+fe96-untrained"] and set(scan["parent"]) == {"fp32-ort"}
     assert any(line.startswith("5x voice: speed target") for line in m["headline"])

@@ -123,7 +123,7 @@ def _sampled(j: dict) -> str:
 def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base: str = "teacher",
                        target: str = "target", halfway: float = 0.5, lora_share: float = 0.8,
                        max_trainable_pct: float = 5.0, qlora_margin: float = 0.05, wer_margin: float = 0.05,
-                       rtf_margin: float = 0.05) -> dict:
+                       rtf_margin: float = 0.05, runs: str = "") -> dict:
     """One line and one met/missed/tied per target of the adaptation study, from `table` (a deltas frame with `wer`,
     `trainable_pct_of_full` and `rtf_ratio` per variant; `target` holds the target speaker's own WER; `base` is the
     unadapted voice) and `secs_clips` (variant, id, secs: SECS sentence by sentence, the target's self-similarity
@@ -135,7 +135,11 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
       gain over the base, at the same WER bound;
     - qlora: each QLoRA within `qlora_margin` (relative) of the LoRA of its rank in SECS;
     - speed: merged LoRA voices at the base's RTF within `rtf_margin`.
-    A target that cannot be judged (a row or column missing) counts as missed and says why."""
+    A target that cannot be judged (a row or column missing) counts as missed and says why. `runs` picks whose
+    methods are judged: '' this run's (variants without '@'), or a suffix such as '@cpu-long' for the packs of other
+    runs (`full` should then carry it too); those get the full and LoRA lines only (no QLoRA, and speed is this run's).
+    """
+    mine = lambda v: v.endswith(runs) if runs else "@" not in v  # noqa: E731
     t = table.groupby("variant", sort=False).first()  # a variant's rows from several back-ends, merged
     col = lambda c: t[c] if c in t else pd.Series(np.nan, index=t.index)  # noqa: E731
     wer, pct = col("wer"), col("trainable_pct_of_full")
@@ -145,6 +149,9 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
     need = [v for v in (full, base, target) if v not in p.columns]
     if need:
         msg = f"cannot be judged: no SECS for {', '.join(need)}"
+        if runs:
+            return {"lines": [f"**Full fine-tuning target missed**: {msg}.", f"**LoRA target missed**: {msg}."],
+                    "met": {"full": False, "lora": False}}
         return {"lines": [f"**Full fine-tuning target missed**: {msg}.", f"**LoRA target missed**: {msg}.",
                           f"**QLoRA target missed**: {msg}.", _speed_line(t, rtf_margin, met)],
                 "met": {"full": False, "lora": False, "qlora": False, "speed": met["speed"]}}
@@ -158,7 +165,7 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
                  f"(needed {need_full:.3f}, {halfway:.0%} of the way from the unadapted {secs[base]:.3f} to the target's "
                  f"self-similarity {secs[target]:.3f}; margin {_sampled(j)}), WER {wer.get(full, np.nan):.3f} "
                  f"(bound {wer_bound:.3f}).")
-    loras = [v for v in p.columns if v.startswith("lora-r") and not v.endswith("-unmerged")
+    loras = [v for v in p.columns if v.startswith("lora-r") and not v.endswith("-unmerged") and mine(v)
              and pct.get(v, np.inf) <= max_trainable_pct]
     if not loras:
         met["lora"] = False
@@ -175,7 +182,9 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
         lines.append(f"**LoRA target {_word(js[best], met['lora'], ok_wer(best))}**: "
                      + (f"{', '.join(good)} reach at least {lora_share:.0%} of full fine-tuning's SECS gain; " if good else "")
                      + why + f" (bound {lora_share:.0%}, WER {wer_bound:.3f}).")
-    pairs = [(q, "lora-" + q[len("qlora-"):]) for q in p.columns if q.startswith("qlora-r")]
+    if runs:
+        return {"lines": lines, "met": met}
+    pairs = [(q, "lora-" + q[len("qlora-"):]) for q in p.columns if q.startswith("qlora-r") and mine(q)]
     pairs = [(q, lo) for q, lo in pairs if lo in p.columns]
     if not pairs:
         met["qlora"] = False
@@ -190,6 +199,18 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
                      + f" (bound -{qlora_margin:.0%}).")
     lines.append(_speed_line(t, rtf_margin, met))
     return {"lines": lines, "met": met}
+
+
+def runs_adaptation_lines(table, secs_clips: pd.DataFrame, runs: pd.DataFrame, suffix: str, **bounds) -> list[str]:
+    """adaptation_verdict's full and LoRA lines on other runs' packs (variants ending in `suffix`, the LoRA against
+    `full<suffix>`), each prefixed with what the packs trained (`runs`: method, steps, machine_hours, device);
+    none when `runs` is empty. `bounds`: adaptation_verdict's other keywords."""
+    if not len(runs):
+        return []
+    v = adaptation_verdict(table, secs_clips, full="full" + suffix, runs=suffix, **bounds)
+    budget = "; ".join(f"{r.method} {int(r.steps):,} steps, {r.machine_hours:.2f} machine-hours on the {r.device}"
+                       for r in runs.itertuples())
+    return [f"Long runs ({budget}): {line}" for line in v["lines"]]
 
 
 def _word(j: dict, met: bool, wer_ok: bool = True) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core import audio as lab_audio
-from lib.core.results import ResultWriter
+from lib.core.results import RECORDED, ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics
 from lib.harness.judges import Judges, speaker_similarity_per_clip
@@ -133,11 +133,36 @@ def voice_params(teacher) -> int:
     return sum(p.numel() for p in teacher.parameters())
 
 
+LONG_RUN = "cpu-long"  # the device label of the long CPU runs' packs: variant `<method>@cpu-long`
+
+
+def long_run_adaptations(teacher, runs: Sequence[str], target: str, root: Path = RECORDED / "training") -> tuple:
+    """The packs of the long CPU adaptation runs (`root`/<work>/<method>/, e.g. adaptlora8/lora-r8) trained for
+    `target`, each merged into a copy of the teacher and named `<method>@cpu-long`: ({name: voice}, {name: why it is
+    absent}, a table of each loaded pack's trainable parameters, steps and machine-hours, with the share of the
+    long full fine-tuning run's trainable parameters where one is loaded)."""
+    found, absent, rows = {}, {}, []
+    for run in runs:
+        name = f"{Path(run).name}@{LONG_RUN}"
+        try:
+            found[name], info = finetune.adaptation_for(teacher, Path(root) / run, target)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            absent[name] = f"long run {run}: {type(exc).__name__}: {str(exc)[:200]}"
+            continue
+        rows.append({"method": name, "trainable_params": info.get("trainable_params", np.nan),
+                     "steps": info.get("steps"), "machine_hours": info.get("hours"), "device": info.get("device")})
+    table = pd.DataFrame(rows, columns=["method", "trainable_params", "steps", "machine_hours", "device"])
+    full = table.set_index("method")["trainable_params"].get(f"full@{LONG_RUN}", np.nan)
+    table["trainable_pct_of_full"] = 100 * table["trainable_params"] / full
+    return found, absent, table
+
+
 def judged_variants(teacher, adapted: dict, shift, writer: ResultWriter, work: Path, *, model: str, recorded_roots: dict,
-             unmerged_timing: str) -> list:
+                    unmerged_timing: str, long_runs: Sequence[str] = ()) -> tuple[list, pd.DataFrame]:
     """What the harness judges: the teacher (a fresh copy, as every adapted voice), the target, each method merged,
-    the adapters recorded on other devices for this target (absent rows for those without one), and the method in
-    `unmerged_timing` with its adapter still unmerged."""
+    the adapters recorded on other devices for this target (absent rows for those without one), the packs of the
+    long CPU runs in `long_runs` (long_run_adaptations) and the method in `unmerged_timing` with its adapter still
+    unmerged. Returns (the variants, the long runs' table)."""
     pt = work / "torch"
     target_variant = evaluate.Variant(
         "target", "target", "torch-cpu+world",
@@ -146,15 +171,17 @@ def judged_variants(teacher, adapted: dict, shift, writer: ResultWriter, work: P
     out = [evaluate.torch_variant("teacher", "baseline", copy.deepcopy(teacher), pt, parent=""), target_variant]
     out += [evaluate.torch_variant(name, "finetune", a.merged(), pt, parent="teacher") for name, a in adapted.items()]
     recorded, absent = finetune.recorded_adaptations(teacher, recorded_roots, shift.describe())
-    out += [evaluate.torch_variant(name, "finetune", voice, pt, parent="teacher") for name, voice in recorded.items()]
-    for name, why in absent.items():
+    long, long_absent, long_table = long_run_adaptations(teacher, long_runs, shift.describe())
+    out += [evaluate.torch_variant(name, "finetune", voice, pt, parent="teacher")
+            for name, voice in {**recorded, **long}.items()]
+    for name, why in {**absent, **long_absent}.items():
         writer.absent(model=model, variant=name, metrics=["secs", "wer"], technique="finetune", backend="torch-cpu",
                       reason=why)
     if unmerged_timing:
         out.append(evaluate.torch_variant(f"{unmerged_timing}-unmerged", "finetune", adapted[unmerged_timing].voice, pt,
                                           parent="teacher",
                                           convert={"peft_adapter": str(work / f"{unmerged_timing}-adapter")}))
-    return out
+    return out, long_table
 
 
 def _clips(writer: ResultWriter, folder: str, ids: Sequence[str]) -> list:
@@ -202,10 +229,11 @@ def speaker_similarities(variants: Sequence, sentences: Sequence[Sentence], shif
 
 
 def record_training(train_table: pd.DataFrame, writer: ResultWriter, *, model: str, threads: int) -> None:
-    """Each method's training costs as result rows (peak memory only where it was measured)."""
+    """Each method's training costs as result rows (peak memory only where it was measured; a long run's pack has
+    only its trainable parameters and their share of full's)."""
     for _, tr in train_table.iterrows():
         for metric in TRAINING_METRICS:
-            if np.isnan(tr[metric]):  # memory_probe off
+            if metric not in tr or np.isnan(tr[metric]):  # memory_probe off, or a long run's pack
                 continue
             writer.add(model=model, variant=tr["method"], metric=metric, value=float(tr[metric]), technique="finetune",
                        parent="teacher", backend="torch-cpu", threads=threads)

@@ -248,12 +248,13 @@ def student_voice(teacher_model, folder: Path, name: str):
 
 
 def training_table(curves: dict, recorded_info: dict, device: str):
-    """Where and how long each student trained: here (`curves`) or on a GPU (`recorded_info` configs)."""
+    """Where and how long each student trained: here (`curves`, wall hours) or elsewhere (`recorded_info` configs:
+    a long CPU run's cumulative machine-hours where its config has them, else its wall hours)."""
     import pandas as pd
     rows = [{"student": n, "where": device, "steps": c.steps_done, "hours": c.seconds / 3600,
              "s_per_step": c.s_per_step} for n, c in curves.items()]
     for n, cfg in recorded_info.items():
         rows.append({"student": n, "where": n.rsplit("@", 1)[-1], "steps": cfg.get("steps"),
-                     "hours": (cfg.get("seconds") or float("nan")) / 3600,
+                     "hours": cfg["hours"] if cfg.get("hours") is not None else (cfg.get("seconds") or float("nan")) / 3600,
                      "s_per_step": (cfg.get("seconds") or float("nan")) / max(1, cfg.get("steps") or 1)})
     return pd.DataFrame(rows)

@@ -156,11 +156,24 @@ def load_adapter(model, adapter_dir: Path):
     return voice
 
 
+class OtherTarget(ValueError):
+    """A recorded adaptation trained for another target than the one asked for."""
+
+
+def adaptation_for(model, folder: Path, target: str) -> tuple:
+    """(a copy of `model` adapted by `folder`, the folder's config) when `folder` was trained for `target` (the
+    target's description, as its `config.json` records it); an OtherTarget (a ValueError) says when it was not."""
+    import json
+    info = json.loads((Path(folder) / "config.json").read_text())
+    if info.get("target") != target:
+        raise OtherTarget(f"trained for another target ({info.get('target')!r}), not this run's ({target!r})")
+    return load_adaptation(model, folder), info
+
+
 def recorded_adaptations(model, roots: dict, target: str) -> tuple[dict, dict]:
     """Adapted voices recorded on other machines (`roots`: device -> its 02_lora_qlora folder) that were trained for
-    `target` (the target's description, as `config.json` records it): ({method@device: merged voice},
-    {name: why it is absent}). A folder with a missing or unreadable file is named with the reason, never loaded half."""
-    import json
+    `target` (see adaptation_for): ({method@device: merged voice}, {name: why it is absent}). A folder with a missing
+    or unreadable file is named with the reason, never loaded half."""
     voices, absent = {}, {}
     for dev, root in roots.items():
         folders = sorted(f for f in Path(root).glob("*") if f.is_dir()) if Path(root).exists() else []
@@ -168,15 +181,12 @@ def recorded_adaptations(model, roots: dict, target: str) -> tuple[dict, dict]:
             absent[f"adapters@{dev}"] = (f"no adaptation recorded on {dev} yet ({root} is empty or missing): train on a "
                                          "GPU and commit the adapter folders")
         for f in folders:
-            name = f"{f.name}@{dev}"
             try:
-                info = json.loads((f / "config.json").read_text())
-                if info.get("target") != target:
-                    absent[name] = f"trained for another target ({info.get('target')!r}), not this run's ({target!r})"
-                    continue
-                voices[name] = load_adaptation(model, f)
+                voices[f"{f.name}@{dev}"] = adaptation_for(model, f, target)[0]
+            except OtherTarget as exc:
+                absent[f"{f.name}@{dev}"] = str(exc)
             except (OSError, ValueError, RuntimeError, KeyError) as exc:
-                absent[name] = f"{f} cannot be loaded: {type(exc).__name__}: {str(exc)[:200]}"
+                absent[f"{f.name}@{dev}"] = f"{f} cannot be loaded: {type(exc).__name__}: {str(exc)[:200]}"
     return voices, absent
 
 
