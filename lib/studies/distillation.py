@@ -206,16 +206,18 @@ def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict,
                **parts_) -> Voices:
     """This run's student voices (those of the roles in `torch_students` judged in PyTorch, with the teacher; those
     in `ort_students` exported), the students recorded on GPUs (`recorded_roots`: device -> folder) and the long CPU
-    runs' packs; a recorded 5x voice gets this run's front end, a long run's frame-rate decoder this run's flow and front end. What cannot be loaded becomes absent rows naming why."""
+    runs' packs; a recorded 5x voice gets this run's front end, and a long regression-first run's decoder is also
+    judged with this run's flow and front end (a whole student voice; the 5x voice for a frame-rate decoder). What
+    cannot be loaded becomes absent rows naming why."""
     vs, roles = student_voices(teacher, students, chain_end, **parts_)
     judged = [n for n in vs if n == "teacher" or any(n in roles[r] for r in torch_students)]
     rec, absent, info = distill.recorded_voices(teacher, recorded_roots)
     for n in [n for n in rec if n.startswith("istft") and "+flow" in n]:  # a recorded 5x voice, with this run's front end
         rec[n.replace("@", f"+{parts_['fe_name']}@")] = distill.with_parts(rec[n], frontend=parts_["fe"])
     long, long_absent, long_info = long_run_voices(teacher, long_runs)
-    for n in [n for n, c in long_info.items() if c["kind"] == "istft_decoder"]:  # a long run's 5x voice: this run's flow and front end
-        five = n.replace("@", f"+{parts_['flow_name']}+{parts_['fe_name']}@")
-        long[five] = distill.with_parts(long[n], flow=parts_["flow"], frontend=parts_["fe"])
+    for n in [n for n, c in long_info.items() if c.get("recipe") == "regression-first"]:  # a whole voice (5x: istft)
+        whole = n.replace("@", f"+{parts_['flow_name']}+{parts_['fe_name']}@")
+        long[whole] = distill.with_parts(long[n], flow=parts_["flow"], frontend=parts_["fe"])
     rec, absent, info = {**rec, **long}, {**absent, **long_absent}, {**info, **long_info}
     for name, reason in absent.items():
         writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
