@@ -105,3 +105,20 @@ def test_targets_judged_per_sentence_call_a_bound_inside_the_noise_tied():
     assert verdicts.targets(table, **kw)["met"]["speed"] == "fast"
     v = verdicts.targets(table, **kw, judged=judged)
     assert v["met"]["speed"] is None and v["lines"][0].startswith("**speed target tied** by `fast`: 3.33x faster")
+
+
+def test_a_long_runs_last_doubling_is_stated_with_its_guess_or_its_lack():
+    """Each long run's latest held-out value, the change over its last doubling of machine-hours and the next
+    doubling's log-linear guess, every number rendered; a run with no row at half its hours says so."""
+    slopes = pd.DataFrame([
+        {"run": "adaptlora8/lora-r8", "hours": 2.74, "heldout_secs": 0.638, "heldout_secs_last_doubling": 0.061,
+         "heldout_secs_next_doubling": 0.699},
+        {"run": "adaptfull/full", "hours": 1.06, "heldout_secs": 0.709, "heldout_secs_last_doubling": np.nan,
+         "heldout_secs_next_doubling": np.nan}])
+    F = findings.Findings(pd.DataFrame())
+    line = F.doublings(slopes, "heldout_secs", "held-out SECS")
+    assert line.startswith("Long runs' held-out SECS (`outputs/recorded/training_ledger.csv`): `adaptlora8/lora-r8` 0.638 "
+                           "at 2.74 machine-hours, +0.061 over its last doubling")
+    assert "a log-linear guess: 0.699" in line and "`adaptfull/full` 0.709 at 1.06 machine-hours, no row" in line
+    assert {"0.638", "2.74", "+0.061", "0.699", "0.709", "1.06"} <= set(F.numbers)
+    assert F.doublings(slopes[:0], "heldout_secs", "x") == ""

@@ -171,6 +171,8 @@ def test_adaptation_notebook(smoke):
     runs = pd.read_csv(nb / "long_runs.csv").set_index("method")
     assert set(runs.index) == long and (runs["steps"] > 0).all() and (runs["machine_hours"] > 0).all()
     assert _value(df, variant="lora-r8@cpu-long", metric="trainable_pct_of_full") < 5
+    slopes = pd.read_csv(nb / "long_run_slopes.csv").set_index("run")  # from the ledger: the last doubling's change
+    assert "adaptlora8/lora-r8" in slopes.index and np.isfinite(slopes.loc["adaptlora8/lora-r8", "heldout_secs_last_doubling"])
 
 
 def test_distillation_notebook(smoke):

@@ -91,6 +91,18 @@ class Findings:
     def markdown(self) -> str:
         return "## What we found\n" + "\n".join(f"- {t}" for t in self.lines)
 
+    def doublings(self, slopes: pd.DataFrame, metric: str, label: str) -> str:
+        """One finding from a ledger's last-doubling table (run, hours, `metric`, `<metric>_last_doubling`,
+        `<metric>_next_doubling`): each run's latest `metric` at its machine-hours, what its last doubling of
+        machine-hours changed, and that change carried to the next doubling, a log-linear guess; '' for no run."""
+        n, parts = self.number, []
+        for r in slopes.to_dict("records"):
+            change = r[f"{metric}_last_doubling"]
+            parts.append(f"`{r['run']}` {n(r[metric], '.3f')} at {n(r['hours'])} machine-hours" + (
+                f", {n(change, '+.3f')} over its last doubling (the next, a log-linear guess: "
+                f"{n(r[f'{metric}_next_doubling'], '.3f')})" if np.isfinite(change) else ", no row at half its hours"))
+        return f"Long runs' {label} (`outputs/recorded/training_ledger.csv`): {'; '.join(parts)}." if parts else ""
+
     def show(self) -> None:
         from IPython.display import Markdown, display
         display(Markdown(self.markdown()), metadata={METADATA_KEY: {"numbers": self.numbers}})
