@@ -179,3 +179,38 @@ def test_regress_istft_job_trains_packs_and_resumes_from_the_pack(tmp_path):
     train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
     _, again = distill.recorded_students(tmp_path / "out2")[0]["istft32x1-regress"]
     assert again["steps"] == 5 and again["hours"] > config["hours"]
+
+
+def test_regress_flow_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_path):
+    """The half-width flow's long run: regression on the teacher flow with a held-out loss in its curve; `pack` writes
+    a loadable flow with its steps and machine-hours and a ledger row whose held-out PESQ and mel L1 are the teacher's
+    decoder on the student's latents against the teacher's own audio; a fresh --work from the pack counts on."""
+    common = ["--hidden", "16", "--steps", "3", "--corpus-limit", "1", "--batch", "1", "--frames", "16",
+              "--checkpoint-every", "3", "--eval-every", "3", "--log-every", "1", "--threads", "2"]
+    train_job.main(["regress-flow", "--work", str(tmp_path / "w"), *common])
+    curve = pd.read_csv(tmp_path / "w" / "flow16" / "curve.csv")
+    assert np.isfinite(curve["heldout_loss"].dropna()).all() and len(curve["heldout_loss"].dropna())
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                    "--ledger", str(tmp_path / "ledger.csv")])
+    _, config = distill.recorded_students(tmp_path / "out")[0]["flow16"]
+    assert config["kind"] == "flow" and config["recipe"] == "regression-first" and config["steps"] == 3
+    row = ledger.read(tmp_path / "ledger.csv").iloc[0]
+    assert row["part"] == "flow" and row["run"] == "w/flow16" and 0 < row["heldout_mel_l1"] < 10
+    assert -0.5 <= row["heldout_pesq"] <= 4.7
+    train_job.main(["regress-flow", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
+                    *[c if c != "3" else "5" for c in common]])
+    train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
+    _, again = distill.recorded_students(tmp_path / "out2")[0]["flow16"]
+    assert again["steps"] == 5 and again["hours"] > config["hours"]
+
+
+def test_flow_heldout_quality_is_perfect_for_the_teachers_own_flow():
+    """The ledger's flow figures judge the voice, not the latent: the teacher's own flow scores the ceiling (its
+    audio is the reference), a half-width untrained one far below it."""
+    from lib.voices import piper_torch, synth as voices
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    info = {"noise_scale": 0.667, "noise_w": 0.8}
+    own = train_job.heldout_quality(teacher, teacher.flow, info, "flow")
+    assert own["heldout_mel_l1"] < 1e-4 and own["heldout_pesq"] > 4.4
+    untrained = train_job.heldout_quality(teacher, distill.flow_student(teacher, 96), info, "flow")
+    assert untrained["heldout_mel_l1"] > 0.1 and untrained["heldout_pesq"] < 3.0

@@ -10,7 +10,9 @@ generators from the committed artefacts (--init-from) with fresh discriminators 
         --steps 5000 --adversarial-steps 4000 --f0-weight 2
     python -m lib.jobs.train_job pack --work /tmp/train --out "$OUT"
 
-The same code runs on a CPU with a few steps (the tests do), and under `accelerate launch` on several GPUs.
+The same code runs on a CPU with a few steps (the tests do), and under `accelerate launch` on several GPUs. The
+regression-first runs live in lib.jobs.regress_job, what every run shares (corpus, bookkeeping, held-out quality)
+in lib.jobs.run_state.
 """
 from __future__ import annotations
 
@@ -18,16 +20,15 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from lib.jobs import adapt_job
 from lib.jobs.adapt_job import ADAPT_CORPUS_LISTS
-
-CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
-HELDOUT_LISTS = [31]
+from lib.jobs.regress_job import regress, regress_flow, regress_istft
+from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_LISTS, corpus, count_from, heldout_quality,  # noqa: F401
+                                init_from, write_run)
 
 
 def _recipe(steps: int, adversarial: int, args):
@@ -35,60 +36,6 @@ def _recipe(steps: int, adversarial: int, args):
     return Recipe(steps=steps, lr=args.lr, warmup_steps=max(0, steps - adversarial), mixed_precision=args.mixed_precision,
                   discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
                   eval_every=args.eval_every, log_every=args.log_every)
-
-
-def _init_from(module, art_dir: Path) -> dict | None:
-    """Start a generator from a committed artefact of the same shape, when there is one; returns its config."""
-    from lib.voices.artefacts import ArtefactError, load_part
-    if not (art_dir / "config.json").exists():
-        return None
-    try:
-        loaded, config = load_part(art_dir)
-    except ArtefactError as exc:
-        print(f"not resuming from {art_dir}: {exc}", flush=True)
-        return None
-    from lib.voices.parts import fold_weight_norm
-    fold_weight_norm(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
-    module.load_state_dict(loaded.state_dict())
-    print(f"generator initialised from {art_dir}", flush=True)
-    return config
-
-
-def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: float = 0.0, draws: int = 1):
-    """The teacher's latents and audio on the training lists (`draws` samples of each sentence, with the sampling
-    noise the voice speaks with at `noise_scale`/`noise_w`) and on the held-out list, drawn the same way."""
-    from lib.training import batches
-    from lib.core import text
-    from lib.voices import synth as voices
-    fe = voices.PiperFrontend(voices.joe_paths()[1])
-    sents = text.harvard_sentences(CORPUS_LISTS)[: corpus_limit or None]
-    held = text.harvard_sentences(HELDOUT_LISTS)[:4]
-    ids = fe.sentence_ids(sents)
-    parts = [batches.teacher_latents(teacher, ids, [f"{s.id}#{d}" for s in sents], noise_scale=noise_scale,
-                                      noise_w=noise_w, seed=d) for d in range(draws)]
-    latents = batches.Latents([i for p in parts for i in p.ids], [z for p in parts for z in p.z],
-                               [w for p in parts for w in p.wav], parts[0].hop)
-    heldout = batches.teacher_latents(teacher, fe.sentence_ids(held), [s.id for s in held],
-                                       noise_scale=noise_scale, noise_w=noise_w, seed=1000)
-    return latents, heldout
-
-
-def _write_run(work: Path, args, **extra) -> None:
-    """What pack needs to account for the run: threads, cores, the corpus's noise, the recipe, where it started."""
-    import os
-    from lib.core.results import atomic_write_json
-    old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
-    atomic_write_json(work / "run.json", {**old, "threads": args.threads, "cores": os.cpu_count(),
-                                          "noise_scale": args.noise_scale, "noise_w": args.noise_w, "draws": args.draws,
-                                          "command": args.command, **extra})
-
-
-def _count_from(work: Path, args, name: str, config: dict | None) -> None:
-    """A part started from packed files goes on counting their steps and machine-hours (pack adds them)."""
-    if config:
-        old = json.loads((work / "run.json").read_text()).get("before", {}) if (work / "run.json").exists() else {}
-        _write_run(work, args, before={**old, name: {"steps": int(config.get("steps", 0)),
-                                                     "hours": float(config.get("hours", 0.0))}})
 
 
 def students(args) -> None:
@@ -100,7 +47,7 @@ def students(args) -> None:
     work.mkdir(parents=True, exist_ok=True)
     onnx_path, _ = voices.joe_paths()
     teacher = piper_torch.load_piper_torch(onnx_path)  # stays on the CPU: it only makes the training targets
-    _write_run(work, args, recipe="adversarial")
+    write_run(work, args, recipe="adversarial")
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     init = Path(args.init_from) if args.init_from else None
     widths = [int(w) for w in args.widths]
@@ -109,12 +56,12 @@ def students(args) -> None:
     studs, curves, chain_end = distill.train_chain(
         teacher, latents, widths, recipes, work, compare_scratch=False, batch=args.batch, frames=args.frames,
         heldout=heldout, device=args.device, threads=args.threads, progress=False,
-        prepare=(lambda name, module: _count_from(work, args, name, _init_from(module, init / name)))
+        prepare=(lambda name, module: count_from(work, args, name, init_from(module, init / name)))
         if init is not None else None)
     flow_name = f"flow{args.flow_hidden}"
     flow = distill.flow_student(teacher, args.flow_hidden)
     if init is not None:
-        _count_from(work, args, flow_name, _init_from(flow, init / flow_name))
+        count_from(work, args, flow_name, init_from(flow, init / flow_name))
     from lib.training.loop import Recipe
     from lib.core import text
     fe = voices.PiperFrontend(voices.joe_paths()[1])
@@ -130,7 +77,7 @@ def students(args) -> None:
         voc = FrameRateDecoder(teacher.hparams["inter_channels"], args.istft_dim, args.istft_blocks,
                                hop=int(latents.hop))
         if init is not None:
-            _count_from(work, args, name, _init_from(voc, init / name))
+            count_from(work, args, name, init_from(voc, init / name))
         curves[name] = train_decoder(voc, latents, _recipe(args.istft_steps, args.istft_adversarial_steps, args),
                                      work / name, batch=args.batch, frames=args.frames, heldout=heldout,
                                      device=args.device, threads=args.threads, progress=None)
@@ -138,7 +85,7 @@ def students(args) -> None:
         name = f"structured-{int(args.structured_ratio * 100)}"
         rec = compress.prune_structured(teacher.dec, args.structured_ratio, latents.z[0])
         if init is not None:
-            _count_from(work, args, name, _init_from(rec, init / name))
+            count_from(work, args, name, init_from(rec, init / name))
         from lib.training.loop import train_decoder
         curves[name] = train_decoder(rec, latents, _recipe(args.recovery_steps, args.adversarial_steps, args),
                                      work / name, batch=args.batch, frames=args.frames, heldout=heldout,
@@ -147,106 +94,6 @@ def students(args) -> None:
     (work / "done.json").write_text(json.dumps({"chain_end": chain_end, "seconds": time.time() - started,
                                                 "command": args.command}))
     print(f"trained {', '.join(curves)} in {time.time() - started:.0f} s", flush=True)
-
-
-def regress(args) -> None:
-    """The regression-first recipe (lib.techniques.regress_recipe) on a channel-pruned decoder student: channels chosen by the
-    teacher's activations and refitted by least squares before the first step (channel_prune), then waveform, complex
-    STFT, mel and stage-feature losses under a cosine schedule with an EMA; resumes from --work, or from a committed
-    artefact (--init-from) whose config keeps the channel choice."""
-    import copy
-    import numpy as np
-    from lib.voices import piper_torch
-    from lib.training import batches
-    from lib.voices import parts
-    from lib.techniques import distill
-    from lib.voices import synth as voices
-    from lib.techniques.channel_prune import pruned_student
-    from lib.techniques.regress_recipe import WEIGHTS, feature_forward, recipe, segments, stage_targets
-    from lib.training.loop import Trainer
-    work = Path(args.work)
-    name = f"dec{args.width}-regress"
-    (work / name).mkdir(parents=True, exist_ok=True)
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
-    teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
-    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
-    keep_file = work / name / "keep.json"
-    init = Path(args.init_from) / name if args.init_from else None
-    before = {}
-    if keep_file.exists():  # local state: the trainer loads the weights; a start from packed files stays counted
-        keep = [torch.tensor(k) for k in json.loads(keep_file.read_text())]
-        old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
-        before = old.get("before", {})
-        student = parts.fold_weight_norm(distill.decoder_student(teacher, args.width, "scratch"))
-    elif init is not None and (init / "config.json").exists():
-        from lib.voices.artefacts import load_part
-        student, config = load_part(init)
-        keep = [torch.tensor(k) for k in config["keep"]]
-        before = {name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
-        print(f"generator initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
-              flush=True)
-    else:
-        rng = np.random.default_rng(7)
-        calib = [batches.random_segments(latents, args.calib_segments, args.calib_frames, rng)[0]
-                 for _ in range(args.calib_batches)]
-        t0 = time.time()
-        student, keep = pruned_student(teacher, args.width, calib, refit_zs=calib, ridge=args.ridge)
-        print(f"channels chosen by activation and refitted by least squares in {time.time() - t0:.0f} s", flush=True)
-    from lib.core.results import atomic_write_text
-    atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
-    _write_run(work, args, recipe="regression-first", before=before)
-    targets, held_targets = stage_targets(teacher_dec, latents, keep), stage_targets(teacher_dec, heldout, keep)
-    rng = np.random.default_rng(1234)
-    held = [segments(heldout, held_targets, args.batch, args.frames, rng) for _ in range(2)]
-    done = before.get(name, {}).get("steps", 0)  # resumed from packed files: the schedule goes on from there
-    rec = recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
-                 adversarial_steps=args.adversarial_steps, schedule_offset=done,
-                 discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
-                 eval_every=args.eval_every, log_every=args.log_every)
-    curve = Trainer(student, lambda r: segments(latents, targets, args.batch, args.frames, r), rec, work / name,
-                    forward=feature_forward(WEIGHTS["feature"]), eval_batches=held, device=args.device,
-                    threads=args.threads, progress=None).fit()
-    print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
-
-
-def regress_istft(args) -> None:
-    """The regression-first recipe on the 5x voice's frame-rate decoder (from scratch): dense targets from the
-    teacher's own STFT at the latent's hop, beside waveform L1, complex STFT and mel; local state resumes, else
-    --init-from's packed decoder."""
-    import numpy as np
-    from lib.techniques.regress_recipe import WEIGHTS, recipe, spectral_forward
-    from lib.training.batches import random_segments
-    from lib.training.loop import Trainer
-    from lib.voices import piper_torch
-    from lib.voices import synth as voices
-    from lib.voices.istft_decoder import FrameRateDecoder
-    work = Path(args.work)
-    name = f"istft{args.dim}x{args.blocks}-regress"
-    (work / name).mkdir(parents=True, exist_ok=True)
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
-    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
-    student = FrameRateDecoder(teacher.hparams["inter_channels"], args.dim, args.blocks, hop=latents.hop)
-    old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
-    before = old.get("before", {})
-    init = Path(args.init_from) / name if args.init_from else None
-    if not (work / name / "state").exists() and init is not None and (init / "config.json").exists():
-        config = _init_from(student, init) or {}
-        before = {name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
-        print(f"decoder initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
-              flush=True)
-    _write_run(work, args, recipe="regression-first", before=before)
-    rng = np.random.default_rng(1234)
-    held = [random_segments(heldout, args.batch, args.frames, rng) for _ in range(2)]
-    done = before.get(name, {}).get("steps", 0)
-    rec = recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
-                 adversarial_steps=args.adversarial_steps, schedule_offset=done,
-                 discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
-                 eval_every=args.eval_every, log_every=args.log_every)
-    curve = Trainer(student, lambda r: random_segments(latents, args.batch, args.frames, r), rec, work / name,
-                    forward=spectral_forward(WEIGHTS["spectral"]), eval_batches=held, device=args.device,
-                    threads=args.threads, progress=None).fit()
-    print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
-
 
 def pack(args) -> None:
     """Copy each student's latest saved generator (folded, safetensors + config.json), curve and env to --out."""
@@ -302,7 +149,7 @@ def pack(args) -> None:
         (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": info.get("command", command)},
                                                   indent=1, default=str))
         print(f"packed {run.name}: {steps} steps, {hours:.2f} machine-hours -> {dest}", flush=True)
-        if args.ledger and kind in ("decoder", "istft_decoder"):
+        if args.ledger and kind in ("decoder", "istft_decoder", "flow"):
             from lib.training.ledger import read
             book = read(Path(args.ledger))
             seen = book[book["run"] == f"{work.name}/{run.name}"]
@@ -315,36 +162,13 @@ def pack(args) -> None:
             append(Path(args.ledger), row)
             print(f"ledger: {row}", flush=True)
 
-
-def heldout_quality(teacher, decoder, info: dict) -> dict:
-    """PESQ-WB and mel L1 of `decoder` against the teacher's own audio on the held-out list (whole utterances, the
-    run's corpus noise), which no training step and no checkpoint choice touched."""
-    import numpy as np
-    from lib.training import batches
-    from lib.harness import metrics
-    from lib.core import text
-    from lib.voices import synth as voices
-    from lib.training.loop import mel_l1
-    fe = voices.PiperFrontend(voices.joe_paths()[1])
-    held = text.harvard_sentences(HELDOUT_LISTS)[:4]
-    lat = batches.teacher_latents(teacher, fe.sentence_ids(held), [s.id for s in held],
-                                   noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0), seed=1000)
-    pesq, mel = [], []
-    decoder.eval()
-    with torch.no_grad():
-        for z, ref in zip(lat.z, lat.wav):
-            out = decoder(z)[..., : ref.shape[-1]]
-            pesq.append(metrics.pesq_wb(ref.flatten().numpy(), out.flatten().numpy(), teacher.sample_rate))
-            mel.append(float(mel_l1(out, ref, teacher.sample_rate)))
-    return {"heldout_pesq": float(np.nanmean(pesq)), "heldout_mel_l1": float(np.mean(mel))}
-
-
-def ledger_row(teacher, decoder, info: dict, *, run: str, part: str, steps: int, hours: float, env: dict,
+def ledger_row(teacher, module, info: dict, *, run: str, part: str, steps: int, hours: float, env: dict,
                device: str) -> dict:
     from datetime import datetime, timezone
     return {"run": run, "part": part, "recipe": info.get("recipe", "adversarial"), "device": env.get("gpu") or device,
             "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
-            **{k: round(v, 4) for k, v in heldout_quality(teacher, decoder, info).items()}, "heldout_secs": float("nan"),
+            **{k: round(v, 4) for k, v in heldout_quality(teacher, module, info, part).items()},
+            "heldout_secs": float("nan"),
             "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -409,6 +233,10 @@ def main(argv=None) -> None:
     f.add_argument("--dim", type=int, default=256)
     f.add_argument("--blocks", type=int, default=6)
     _regress_recipe_args(f)
+    w = sub.add_parser("regress-flow", help="the half-width flow student by regression on the teacher flow")
+    _run_args(w, device="cpu", batch=8, threads=1, eval_every=250, init_help=packed_runs)
+    w.add_argument("--hidden", type=int, default=96, help="the student flow's hidden channels (the teacher's: 192)")
+    _regress_recipe_args(w)
     a = sub.add_parser("adapt", help="notebook 02's adaptation methods toward a target speaker, with the F0 term")
     a.add_argument("--work", required=True)
     a.add_argument("--target-speaker", default="kokoro-82m:jf_alpha",
@@ -451,7 +279,7 @@ def main(argv=None) -> None:
         run.register()  # pauses between steps while anything on this machine is timed
     try:
         {"students": students, "adapt": lambda a: adapt_job.adapt(a, HELDOUT_LISTS), "pack": pack, "regress": regress,
-         "regress-istft": regress_istft}[args.cmd](args)
+         "regress-istft": regress_istft, "regress-flow": regress_flow}[args.cmd](args)
     finally:
         if run is not None:
             run.close()

@@ -95,7 +95,8 @@ def flow_student(teacher_model, hidden: int, n_layers: int | None = None):
     return build_part("flow", {**build, "n_layers": n_layers or build["n_layers"]})
 
 
-def _flow_batch(pairs: FlowPairs, batch: int, frames: int, rng):
+def flow_batch(pairs: FlowPairs, batch: int, frames: int, rng):
+    """`batch` random windows of `frames` latent frames (zero-padded where an utterance is shorter): (z_p, mask, z)."""
     import torch
     zp, mk, zz = [], [], []
     for _ in range(batch):
@@ -122,7 +123,7 @@ def train_flow(student, pairs: FlowPairs, recipe, ckpt_dir: Path, batch: int = 8
     """Fit the student flow's reverse pass to the teacher's with the shared training stack (regression: no
     discriminator acts on a latent); resumes from `ckpt_dir`."""
     from lib.training.loop import Trainer
-    return Trainer(student, lambda rng: _flow_batch(pairs, batch, frames, rng), recipe, ckpt_dir, loss_fn=flow_loss,
+    return Trainer(student, lambda rng: flow_batch(pairs, batch, frames, rng), recipe, ckpt_dir, loss_fn=flow_loss,
                    device=device, threads=threads, progress=progress).fit()
 
 

@@ -1,0 +1,151 @@
+"""The regression-first long runs (issue 25): a channel-pruned decoder (`regress`), the 5x voice's frame-rate
+decoder (`regress-istft`) and the half-width flow (`regress-flow`), each resuming from its local state or from its
+packed files; `python -m lib.jobs.train_job` parses their options and `pack` brings them back."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from lib.jobs.run_state import CORPUS_LISTS, corpus, flow_heldout, init_from, write_run
+
+
+def regress(args) -> None:
+    """The regression-first recipe (lib.techniques.regress_recipe) on a channel-pruned decoder student: channels chosen by the
+    teacher's activations and refitted by least squares before the first step (channel_prune), then waveform, complex
+    STFT, mel and stage-feature losses under a cosine schedule with an EMA; resumes from --work, or from a committed
+    artefact (--init-from) whose config keeps the channel choice."""
+    import copy
+    import numpy as np
+    from lib.voices import piper_torch
+    from lib.training import batches
+    from lib.voices import parts
+    from lib.techniques import distill
+    from lib.voices import synth as voices
+    from lib.techniques.channel_prune import pruned_student
+    from lib.techniques.regress_recipe import WEIGHTS, feature_forward, segments, stage_targets
+    from lib.training.loop import Trainer
+    work = Path(args.work)
+    name = f"dec{args.width}-regress"
+    (work / name).mkdir(parents=True, exist_ok=True)
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
+    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
+    keep_file = work / name / "keep.json"
+    init = Path(args.init_from) / name if args.init_from else None
+    before = {}
+    if keep_file.exists():  # local state: the trainer loads the weights; a start from packed files stays counted
+        keep = [torch.tensor(k) for k in json.loads(keep_file.read_text())]
+        old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+        before = old.get("before", {})
+        student = parts.fold_weight_norm(distill.decoder_student(teacher, args.width, "scratch"))
+    elif init is not None and (init / "config.json").exists():
+        from lib.voices.artefacts import load_part
+        student, config = load_part(init)
+        keep = [torch.tensor(k) for k in config["keep"]]
+        before = {name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
+        print(f"generator initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
+              flush=True)
+    else:
+        rng = np.random.default_rng(7)
+        calib = [batches.random_segments(latents, args.calib_segments, args.calib_frames, rng)[0]
+                 for _ in range(args.calib_batches)]
+        t0 = time.time()
+        student, keep = pruned_student(teacher, args.width, calib, refit_zs=calib, ridge=args.ridge)
+        print(f"channels chosen by activation and refitted by least squares in {time.time() - t0:.0f} s", flush=True)
+    from lib.core.results import atomic_write_text
+    atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
+    write_run(work, args, recipe="regression-first", before=before)
+    targets, held_targets = stage_targets(teacher_dec, latents, keep), stage_targets(teacher_dec, heldout, keep)
+    rng = np.random.default_rng(1234)
+    held = [segments(heldout, held_targets, args.batch, args.frames, rng) for _ in range(2)]
+    rec = _regression_recipe(args, before.get(name, {}).get("steps", 0))  # a packed start: the cosine goes on
+    curve = Trainer(student, lambda r: segments(latents, targets, args.batch, args.frames, r), rec, work / name,
+                    forward=feature_forward(WEIGHTS["feature"]), eval_batches=held, device=args.device,
+                    threads=args.threads, progress=None).fit()
+    print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
+
+
+def _start_regression(work: Path, name: str, student, args) -> dict:
+    """A regression run's start: local state (the trainer loads it) keeps run.json's count; else --init-from's
+    packed part of this `name` initialises `student` and its steps and machine-hours go on counting. Writes run.json
+    and returns its `before`."""
+    old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+    before = old.get("before", {})
+    init = Path(args.init_from) / name if args.init_from else None
+    if not (work / name / "state").exists() and init is not None and (init / "config.json").exists():
+        config = init_from(student, init) or {}
+        before = {name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
+        print(f"{name} initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
+              flush=True)
+    write_run(work, args, recipe="regression-first", before=before)
+    return before
+
+
+def _regression_recipe(args, done: int):
+    """The regression-first recipe of a run whose packed start had `done` steps: the cosine goes on from there."""
+    from lib.techniques.regress_recipe import recipe
+    return recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
+                  adversarial_steps=args.adversarial_steps, schedule_offset=done,
+                  discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
+                  eval_every=args.eval_every, log_every=args.log_every)
+
+
+def regress_flow(args) -> None:
+    """The flow student at `--hidden` channels (the half-width flow), fit by regression: the masked L1 between its
+    reverse pass and the teacher flow's on the same prior sample (no discriminator acts on a latent), under the
+    regression-first recipe's cosine schedule and EMA, with a held-out loss on list 31's prior samples; local state
+    resumes, else --init-from's packed flow."""
+    import numpy as np
+    from lib.core import text
+    from lib.techniques import distill
+    from lib.training.loop import Trainer
+    from lib.voices import piper_torch
+    from lib.voices import synth as voices
+    work = Path(args.work)
+    name = f"flow{args.hidden}"
+    (work / name).mkdir(parents=True, exist_ok=True)
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids
+    pairs = distill.flow_pairs(teacher, ids(text.harvard_sentences(CORPUS_LISTS)[: args.corpus_limit or None]),
+                               noise_scale=args.noise_scale, noise_w=args.noise_w, draws=args.draws)
+    held_pairs = flow_heldout(teacher, {"noise_scale": args.noise_scale, "noise_w": args.noise_w})
+    from lib.voices import parts
+    student = parts.fold_weight_norm(distill.flow_student(teacher, args.hidden))  # plain weights: the EMA copies them
+    before = _start_regression(work, name, student, args)
+    rng = np.random.default_rng(1234)
+    held = [distill.flow_batch(held_pairs, args.batch, args.frames, rng) for _ in range(2)]
+    curve = Trainer(student, lambda r: distill.flow_batch(pairs, args.batch, args.frames, r),
+                    _regression_recipe(args, before.get(name, {}).get("steps", 0)), work / name,
+                    loss_fn=distill.flow_loss, eval_batches=held, device=args.device, threads=args.threads,
+                    progress=None).fit()
+    print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
+
+
+def regress_istft(args) -> None:
+    """The regression-first recipe on the 5x voice's frame-rate decoder (from scratch): dense targets from the
+    teacher's own STFT at the latent's hop, beside waveform L1, complex STFT and mel; local state resumes, else
+    --init-from's packed decoder."""
+    import numpy as np
+    from lib.techniques.regress_recipe import WEIGHTS, spectral_forward
+    from lib.training.batches import random_segments
+    from lib.training.loop import Trainer
+    from lib.voices import piper_torch
+    from lib.voices import synth as voices
+    from lib.voices.istft_decoder import FrameRateDecoder
+    work = Path(args.work)
+    name = f"istft{args.dim}x{args.blocks}-regress"
+    (work / name).mkdir(parents=True, exist_ok=True)
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
+    student = FrameRateDecoder(teacher.hparams["inter_channels"], args.dim, args.blocks, hop=latents.hop)
+    before = _start_regression(work, name, student, args)
+    rng = np.random.default_rng(1234)
+    held = [random_segments(heldout, args.batch, args.frames, rng) for _ in range(2)]
+    rec = _regression_recipe(args, before.get(name, {}).get("steps", 0))
+    curve = Trainer(student, lambda r: random_segments(latents, args.batch, args.frames, r), rec, work / name,
+                    forward=spectral_forward(WEIGHTS["spectral"]), eval_batches=held, device=args.device,
+                    threads=args.threads, progress=None).fit()
+    print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)

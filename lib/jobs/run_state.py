@@ -1,0 +1,108 @@
+"""What every long training run shares: the synthetic corpus and the held-out list, the run's bookkeeping on its
+own disk (run.json: threads, cores, corpus noise, where it started), starts from packed files, and the held-out
+quality that the ledger records for each packed part."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
+HELDOUT_LISTS = [31]
+
+def init_from(module, art_dir: Path) -> dict | None:
+    """Start a generator from a committed artefact of the same shape, when there is one; returns its config."""
+    from lib.voices.artefacts import ArtefactError, load_part
+    if not (art_dir / "config.json").exists():
+        return None
+    try:
+        loaded, config = load_part(art_dir)
+    except ArtefactError as exc:
+        print(f"not resuming from {art_dir}: {exc}", flush=True)
+        return None
+    from lib.voices.parts import fold_weight_norm
+    fold_weight_norm(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
+    module.load_state_dict(loaded.state_dict())
+    print(f"generator initialised from {art_dir}", flush=True)
+    return config
+
+
+def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: float = 0.0, draws: int = 1):
+    """The teacher's latents and audio on the training lists (`draws` samples of each sentence, with the sampling
+    noise the voice speaks with at `noise_scale`/`noise_w`) and on the held-out list, drawn the same way."""
+    from lib.training import batches
+    from lib.core import text
+    from lib.voices import synth as voices
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    sents = text.harvard_sentences(CORPUS_LISTS)[: corpus_limit or None]
+    held = text.harvard_sentences(HELDOUT_LISTS)[:4]
+    ids = fe.sentence_ids(sents)
+    parts = [batches.teacher_latents(teacher, ids, [f"{s.id}#{d}" for s in sents], noise_scale=noise_scale,
+                                      noise_w=noise_w, seed=d) for d in range(draws)]
+    latents = batches.Latents([i for p in parts for i in p.ids], [z for p in parts for z in p.z],
+                               [w for p in parts for w in p.wav], parts[0].hop)
+    heldout = batches.teacher_latents(teacher, fe.sentence_ids(held), [s.id for s in held],
+                                       noise_scale=noise_scale, noise_w=noise_w, seed=1000)
+    return latents, heldout
+
+
+def write_run(work: Path, args, **extra) -> None:
+    """What pack needs to account for the run: threads, cores, the corpus's noise, the recipe, where it started."""
+    import os
+    from lib.core.results import atomic_write_json
+    old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+    atomic_write_json(work / "run.json", {**old, "threads": args.threads, "cores": os.cpu_count(),
+                                          "noise_scale": args.noise_scale, "noise_w": args.noise_w, "draws": args.draws,
+                                          "command": args.command, **extra})
+
+
+def count_from(work: Path, args, name: str, config: dict | None) -> None:
+    """A part started from packed files goes on counting their steps and machine-hours (pack adds them)."""
+    if config:
+        old = json.loads((work / "run.json").read_text()).get("before", {}) if (work / "run.json").exists() else {}
+        write_run(work, args, before={**old, name: {"steps": int(config.get("steps", 0)),
+                                                     "hours": float(config.get("hours", 0.0))}})
+
+
+HELDOUT_SENTENCES = 4  # held-out sentences (list 31) of the ledger's quality figures
+
+
+def flow_heldout(teacher, info: dict):
+    """The teacher flow's inputs and outputs (distill.FlowPairs) on the held-out sentences, one draw each at the
+    run's corpus noise (`info`: noise_scale, noise_w)."""
+    from lib.core import text
+    from lib.techniques import distill
+    from lib.voices import synth as voices
+    held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
+    return distill.flow_pairs(teacher, voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(held),
+                              noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0), draws=1,
+                              seed=1000)
+
+
+def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
+    """PESQ-WB and mel L1 against the teacher's own audio on the held-out list (whole utterances, the run's corpus
+    noise), which no training step and no checkpoint choice touched: of a decoder `part` on the teacher's latents,
+    or, for a flow (`kind` 'flow'), of the teacher's decoder on the latents `part` makes from the same prior sample."""
+    import numpy as np
+    from lib.training import batches
+    from lib.harness import metrics
+    from lib.core import text
+    from lib.voices import synth as voices
+    from lib.training.loop import mel_l1
+    part.eval()
+    with torch.no_grad():
+        if kind == "flow":
+            pairs = flow_heldout(teacher, info)
+            refs = [teacher.dec(z * m) for z, m in zip(pairs.z, pairs.mask)]
+            outs = [teacher.dec(part(zp, m, g=None, reverse=True) * m) for zp, m in zip(pairs.z_p, pairs.mask)]
+        else:
+            fe = voices.PiperFrontend(voices.joe_paths()[1])
+            held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
+            lat = batches.teacher_latents(teacher, fe.sentence_ids(held), [s.id for s in held],
+                                           noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0),
+                                           seed=1000)
+            refs, outs = lat.wav, [part(z)[..., : ref.shape[-1]] for z, ref in zip(lat.z, lat.wav)]
+    pesq = [metrics.pesq_wb(r.flatten().numpy(), o.flatten().numpy(), teacher.sample_rate) for r, o in zip(refs, outs)]
+    mel = [float(mel_l1(o, r, teacher.sample_rate)) for r, o in zip(refs, outs)]
+    return {"heldout_pesq": float(np.nanmean(pesq)), "heldout_mel_l1": float(np.mean(mel))}
