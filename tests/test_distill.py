@@ -68,3 +68,28 @@ def test_training_table_gives_long_runs_their_machine_hours():
     assert t.loc["dec128-regress@cpu-long", "where"] == "cpu-long"
     line = distillation.headline([], [], where, 1.0, "cpu")[-1]
     assert "dec128-regress@cpu-long (140000 steps, 3.05 h on cpu-long)" in line and "0.50 h on h100" in line
+
+
+def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp_path):
+    """Notebook 04's long runs: a packed flow loads as the teacher with that flow, and each long regression-first
+    decoder becomes a whole voice with it (`<run>+<flow>-long+<fe>@cpu-long`); without a long flow, this run's flow;
+    an adversarial decoder gets none, a pack of another kind is named absent."""
+    from lib.studies import distillation
+    from lib.voices.artefacts import save_part
+    dec = parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch"))  # as pack saves them
+    flow = parts.fold_weight_norm(distill.flow_student(teacher, 16))
+    save_part(dec, tmp_path / "r" / "dec32-regress", "decoder", parts.decoder_build(teacher, 32), {"recipe": "regression-first"})
+    save_part(dec, tmp_path / "a" / "dec32-prune", "decoder", parts.decoder_build(teacher, 32), {"recipe": "adversarial"})
+    save_part(flow, tmp_path / "f" / "flow16", "flow", parts.flow_build(teacher, 16), {"recipe": "regression-first"})
+    runs = ["r/dec32-regress", "a/dec32-prune", "f/flow16", "none/dec8"]
+    long, absent, info = distillation.long_run_voices(teacher, runs, root=tmp_path)
+    assert set(long) == {"dec32-regress@cpu-long", "dec32-prune@cpu-long", "flow16@cpu-long"} and "none/dec8" in absent["dec8@cpu-long"]
+    assert long["flow16@cpu-long"].flow is not teacher.flow and long["flow16@cpu-long"].dec is not long["dec32-regress@cpu-long"].dec
+    mine = distill.flow_student(teacher, 8)
+    whole = distillation.long_whole_voices(long, info, mine, "flow8", None, "fe96")
+    assert set(whole) == {"dec32-regress+flow16-long+fe96@cpu-long"}
+    w = whole["dec32-regress+flow16-long+fe96@cpu-long"]
+    assert distill.decoder_width(w.dec) == 32
+    assert sum(p.numel() for p in w.flow.parameters()) == sum(p.numel() for p in flow.parameters())
+    without = {k: v for k, v in info.items() if v["kind"] != "flow"}
+    assert set(distillation.long_whole_voices(long, without, mine, "flow8", None, "fe96")) == {"dec32-regress+flow8+fe96@cpu-long"}

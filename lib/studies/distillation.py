@@ -185,7 +185,7 @@ def student_voices(teacher, students: dict, chain_end: str, *, flow, flow_name: 
 
 def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED / "training") -> tuple[dict, dict, dict]:
     """The packs of the long CPU runs (`root`/<work>/<run>/, model.safetensors + config.json) each as the teacher
-    with that decoder, named `<run>@cpu-long`: ({name: voice}, {name: reason it is absent}, {name: config})."""
+    with that decoder or flow, named `<run>@cpu-long`: ({name: voice}, {name: reason it is absent}, {name: config})."""
     found, absent, info = {}, {}, {}
     for run in runs:
         name = f"{Path(run).name}@cpu-long"
@@ -194,11 +194,23 @@ def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED 
         except ArtefactError as exc:
             absent[name] = f"long run {run} cannot be loaded: {exc}"
             continue
-        if config["kind"] not in ("decoder", "istft_decoder"):
-            absent[name] = f"long run {run} is a {config['kind']}, not a decoder"
+        if config["kind"] not in ("decoder", "istft_decoder", "flow"):
+            absent[name] = f"long run {run} is a {config['kind']}, neither a decoder nor a flow"
             continue
-        found[name], info[name] = distill.with_parts(teacher, decoder=module), config
+        part = "flow" if config["kind"] == "flow" else "decoder"
+        found[name], info[name] = distill.with_parts(teacher, **{part: module}), config
     return found, absent, info
+
+
+def long_whole_voices(long: dict, info: dict, flow, flow_name: str, fe, fe_name: str) -> dict:
+    """Each long regression-first decoder of `long` (long_run_voices' voices and configs `info`) as a whole student
+    voice, `<run>+<flow>+<fe_name>@cpu-long`: with the first long flow run's flow (named `<flow run>-long`), else with
+    `flow` (`flow_name`, this run's), and the front end `fe`; for a frame-rate decoder that is the 5x voice."""
+    flows = [n for n, c in info.items() if c["kind"] == "flow"]
+    if flows:
+        flow, flow_name = long[flows[0]].flow, flows[0].replace("@cpu-long", "-long")
+    return {n.replace("@", f"+{flow_name}+{fe_name}@"): distill.with_parts(long[n], flow=flow, frontend=fe)
+            for n, c in info.items() if c.get("recipe") == "regression-first" and c["kind"] != "flow"}
 
 
 def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict, long_runs: Sequence[str],
@@ -207,17 +219,15 @@ def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict,
     """This run's student voices (those of the roles in `torch_students` judged in PyTorch, with the teacher; those
     in `ort_students` exported), the students recorded on GPUs (`recorded_roots`: device -> folder) and the long CPU
     runs' packs; a recorded 5x voice gets this run's front end, and a long regression-first run's decoder is also
-    judged with this run's flow and front end (a whole student voice; the 5x voice for a frame-rate decoder). What
-    cannot be loaded becomes absent rows naming why."""
+    judged with a flow (the first long flow run's, `<flow>-long`, else this run's) and this run's front end: a whole
+    student voice, the 5x voice for a frame-rate decoder. What cannot be loaded becomes absent rows naming why."""
     vs, roles = student_voices(teacher, students, chain_end, **parts_)
     judged = [n for n in vs if n == "teacher" or any(n in roles[r] for r in torch_students)]
     rec, absent, info = distill.recorded_voices(teacher, recorded_roots)
     for n in [n for n in rec if n.startswith("istft") and "+flow" in n]:  # a recorded 5x voice, with this run's front end
         rec[n.replace("@", f"+{parts_['fe_name']}@")] = distill.with_parts(rec[n], frontend=parts_["fe"])
     long, long_absent, long_info = long_run_voices(teacher, long_runs)
-    for n in [n for n, c in long_info.items() if c.get("recipe") == "regression-first"]:  # a whole voice (5x: istft)
-        whole = n.replace("@", f"+{parts_['flow_name']}+{parts_['fe_name']}@")
-        long[whole] = distill.with_parts(long[n], flow=parts_["flow"], frontend=parts_["fe"])
+    long.update(long_whole_voices(long, long_info, parts_["flow"], parts_["flow_name"], parts_["fe"], parts_["fe_name"]))
     rec, absent, info = {**rec, **long}, {**absent, **long_absent}, {**info, **long_info}
     for name, reason in absent.items():
         writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
