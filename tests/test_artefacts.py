@@ -108,3 +108,21 @@ def test_a_voice_of_students_round_trips_and_runs_in_a_fresh_process(student, tm
     peak = bench.peak_rss_in_subprocess(evaluate.run_voice_spec, {"name": "piper-joe", "backend": "torch-cpu",
                                                                     "module_dir": str(out)}, ["A small dog ran home."])
     assert peak > 100
+
+
+def test_a_packed_part_exports_as_a_voice_piper_opens(tmp_path):
+    """`python -m lib.jobs.export_pack`: a long run's packed decoder becomes model.onnx + model.onnx.json that piper's
+    own runtime speaks; a folder that is no pack fails with a message naming it."""
+    from lib.jobs import export_pack
+    from lib.techniques import distill
+    from lib.voices import parts, piper_torch, synth as voices
+    from lib.voices.artefacts import save_part
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    dec = parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch"))
+    save_part(dec, tmp_path / "dec32-regress", "decoder", parts.decoder_build(teacher, 32), {"recipe": "regression-first"})
+    result = export_pack.export(tmp_path / "dec32-regress", tmp_path / "voice")
+    assert (tmp_path / "voice" / "model.onnx.json").is_file() and result["samples"] > 1000
+    assert result["sample_rate"] == teacher.sample_rate
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="empty holds no config.json"):
+        export_pack.main([str(tmp_path / "empty"), str(tmp_path / "v2")])

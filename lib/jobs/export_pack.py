@@ -1,0 +1,58 @@
+"""A packed long-run part as a voice piper's own runtime opens: the teacher with that decoder, flow or frame-rate
+decoder (a pack of `train_job pack`), or adapted by a PEFT adapter or full fine-tuning weights, written as
+`model.onnx` + `model.onnx.json` and spoken once by `piper.PiperVoice` as the check.
+
+    python -m lib.jobs.export_pack outputs/recorded/training/reg128/dec128-regress /tmp/dec128-voice
+    piper -m /tmp/dec128-voice/model.onnx -f out.wav <<< "The birch canoe slid on the smooth planks."
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def voice_from_pack(teacher, pack: Path):
+    """The teacher with the part in `pack` put in its place, or adapted by it; ValueError naming the folder when it
+    holds neither a part (config.json with a `kind`) nor an adaptation."""
+    from lib.techniques import distill, finetune
+    from lib.voices.artefacts import load_part
+    pack = Path(pack)
+    config_file = pack / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{pack} holds no config.json: not a packed part or adapter")
+    kind = json.loads(config_file.read_text()).get("kind")
+    if kind in ("peft_adapter", "adapted_modules"):
+        return finetune.load_adaptation(teacher, pack)
+    if kind in ("decoder", "istft_decoder", "flow"):
+        module, _ = load_part(pack)
+        return distill.with_parts(teacher, **{"flow" if kind == "flow" else "decoder": module})
+    raise ValueError(f"{config_file}: kind {kind!r} is not a decoder, flow or adaptation this can export")
+
+
+def export(pack: Path, out: Path) -> dict:
+    """Export `pack` as a piper voice into `out` and speak one sentence with piper's runtime: {onnx, samples, ...}."""
+    from lib.techniques import export as onnx_export
+    from lib.voices import piper_torch
+    from lib.voices import synth as voices
+    onnx_path, config = voices.piper_paths()
+    voice = voice_from_pack(piper_torch.load_piper_torch(onnx_path), pack)
+    path = onnx_export.export_voice(voice, Path(out), config)
+    return {"onnx": str(path), **onnx_export.piper_runtime_check(path)}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m lib.jobs.export_pack", description=__doc__.split("\n\n")[0])
+    p.add_argument("pack", help="a packed part or adapter folder, e.g. outputs/recorded/training/reg128/dec128-regress")
+    p.add_argument("out", help="folder for model.onnx and model.onnx.json")
+    args = p.parse_args(argv)
+    try:
+        result = export(Path(args.pack), Path(args.out))
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"export_pack: {exc}") from None
+    print(f"wrote {result['onnx']} (+ .json); piper's runtime spoke {result['samples']} samples at "
+          f"{result['sample_rate']} Hz")
+
+
+if __name__ == "__main__":
+    main()
