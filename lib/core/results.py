@@ -16,6 +16,7 @@ import pandas as pd
 
 OUTPUTS = Path(os.environ.get("TTS_LAB_OUTPUTS", Path(__file__).resolve().parents[2] / "outputs"))
 RECORDED = Path(os.environ.get("TTS_LAB_RECORDED", Path(__file__).resolve().parents[2] / "outputs" / "recorded"))
+LONG_RUN = "cpu-long"  # the device label of the long CPU runs' packs (outputs/recorded/training): `<run>@cpu-long`
 
 COLUMNS = ["model", "variant", "technique", "parent", "backend", "device", "threads", "metric", "value", "unit",
            "n", "status", "reason", "reference", "run_id"]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core import audio as lab_audio
-from lib.core.results import RECORDED, ResultWriter
+from lib.core.results import LONG_RUN, RECORDED, ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics
 from lib.harness.judges import Judges, speaker_similarity_per_clip
@@ -131,9 +131,6 @@ def train_methods(plan: dict, teacher, data, data_path: Path, onnx: Path, work: 
 def voice_params(teacher) -> int:
     """Parameters of the whole voice (the inference path rebuilt from the ONNX file)."""
     return sum(p.numel() for p in teacher.parameters())
-
-
-LONG_RUN = "cpu-long"  # the device label of the long CPU runs' packs: variant `<method>@cpu-long`
 
 
 def long_run_adaptations(teacher, runs: Sequence[str], target: str, root: Path = RECORDED / "training") -> tuple:

@@ -188,7 +188,7 @@ def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED 
     with that decoder or flow, named `<run>@cpu-long`: ({name: voice}, {name: reason it is absent}, {name: config})."""
     found, absent, info = {}, {}, {}
     for run in runs:
-        name = f"{Path(run).name}@cpu-long"
+        name = f"{Path(run).name}@{results.LONG_RUN}"
         try:
             module, config = load_part(Path(root) / run)
         except ArtefactError as exc:
@@ -208,7 +208,7 @@ def long_whole_voices(long: dict, info: dict, flow, flow_name: str, fe, fe_name:
     `flow` (`flow_name`, this run's), and the front end `fe`; for a frame-rate decoder that is the 5x voice."""
     flows = [n for n, c in info.items() if c["kind"] == "flow"]
     if flows:
-        flow, flow_name = long[flows[0]].flow, flows[0].replace("@cpu-long", "-long")
+        flow, flow_name = long[flows[0]].flow, flows[0].replace(f"@{results.LONG_RUN}", "-long")
     return {n.replace("@", f"+{flow_name}+{fe_name}@"): distill.with_parts(long[n], flow=flow, frontend=fe)
             for n, c in info.items() if c.get("recipe") == "regression-first" and c["kind"] != "flow"}
 
