@@ -202,6 +202,9 @@ def test_distillation_notebook(smoke):
     # a long CPU run's pack: the decoder alone and as a whole voice with this run's flow and front end
     for name in ("dec128-regress@cpu-long", "dec128-regress+flow96+fe96@cpu-long"):
         assert _value(df, variant=f"{name}-ort", metric="rtf_ratio") > 0
+    slopes = pd.read_csv(nb / "long_run_slopes.csv").set_index("run")  # the ledger's students: their last doubling
+    assert "adaptlora8/lora-r8" not in slopes.index
+    assert np.isfinite(slopes.loc["reg128/dec128-regress", "heldout_pesq_last_doubling"])
     scan = df[(df["technique"] == "architecture scan") & (df["metric"] == "rtf_ratio")]
     assert list(scan["variant"]) == ["istft128x6+flow96+fe96-untrained"] and set(scan["parent"]) == {"fp32-ort"}
     assert any(line.startswith("5x voice: speed target") for line in m["headline"])
