@@ -72,7 +72,8 @@ def test_training_table_gives_long_runs_their_machine_hours():
 
 def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp_path):
     """Notebook 04's long runs: a packed flow loads as the teacher with that flow, and each long regression-first
-    decoder becomes a whole voice with it (`<run>+<flow>-long+<fe>@cpu-long`); without a long flow, this run's flow;
+    decoder becomes a whole voice with it (`<run>+<flow>-long+<fe>@cpu-long`) and joins it alone under the teacher's
+    front end (`<run>+<flow>-long@cpu-long`); without a long flow, this run's flow and front end only;
     an adversarial decoder gets none, a pack of another kind is named absent."""
     from lib.studies import distillation
     from lib.voices.artefacts import save_part
@@ -87,9 +88,13 @@ def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp
     assert long["flow16@cpu-long"].flow is not teacher.flow and long["flow16@cpu-long"].dec is not long["dec32-regress@cpu-long"].dec
     mine = distill.flow_student(teacher, 8)
     whole = distillation.long_whole_voices(long, info, mine, "flow8", None, "fe96")
-    assert set(whole) == {"dec32-regress+flow16-long+fe96@cpu-long"}
+    assert set(whole) == {"dec32-regress+flow16-long+fe96@cpu-long", "dec32-regress+flow16-long@cpu-long"}
     w = whole["dec32-regress+flow16-long+fe96@cpu-long"]
     assert distill.decoder_width(w.dec) == 32
     assert sum(p.numel() for p in w.flow.parameters()) == sum(p.numel() for p in flow.parameters())
+    alone = whole["dec32-regress+flow16-long@cpu-long"]  # the long parts with the teacher's front end
+    assert distill.decoder_width(alone.dec) == 32 and type(alone.enc_p) is type(teacher.enc_p)
+    assert all(torch.equal(a, b) for a, b in zip(alone.flow.state_dict().values(), w.flow.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(alone.enc_p.state_dict().values(), teacher.enc_p.state_dict().values()))
     without = {k: v for k, v in info.items() if v["kind"] != "flow"}
     assert set(distillation.long_whole_voices(long, without, mine, "flow8", None, "fe96")) == {"dec32-regress+flow8+fe96@cpu-long"}

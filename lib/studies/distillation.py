@@ -205,12 +205,18 @@ def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED 
 def long_whole_voices(long: dict, info: dict, flow, flow_name: str, fe, fe_name: str) -> dict:
     """Each long regression-first decoder of `long` (long_run_voices' voices and configs `info`) as a whole student
     voice, `<run>+<flow>+<fe_name>@cpu-long`: with the first long flow run's flow (named `<flow run>-long`), else with
-    `flow` (`flow_name`, this run's), and the front end `fe`; for a frame-rate decoder that is the 5x voice."""
+    `flow` (`flow_name`, this run's), and the front end `fe`; for a frame-rate decoder that is the 5x voice. With a
+    long flow, each long HiFi-GAN decoder also joins it under the teacher's front end, `<run>+<flow>@cpu-long`: the
+    long runs' parts alone (a minutes-trained front end stays out of their verdict)."""
     flows = [n for n, c in info.items() if c["kind"] == "flow"]
     if flows:
         flow, flow_name = long[flows[0]].flow, flows[0].replace(f"@{results.LONG_RUN}", "-long")
-    return {n.replace("@", f"+{flow_name}+{fe_name}@"): distill.with_parts(long[n], flow=flow, frontend=fe)
-            for n, c in info.items() if c.get("recipe") == "regression-first" and c["kind"] != "flow"}
+    decoders = {n: c for n, c in info.items() if c.get("recipe") == "regression-first" and c["kind"] != "flow"}
+    voices_ = {n.replace("@", f"+{flow_name}+{fe_name}@"): distill.with_parts(long[n], flow=flow, frontend=fe) for n in decoders}
+    if flows:
+        voices_.update({n.replace("@", f"+{flow_name}@"): distill.with_parts(long[n], flow=flow)
+                        for n, c in decoders.items() if c["kind"] == "decoder"})
+    return voices_
 
 
 def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict, long_runs: Sequence[str],
