@@ -73,7 +73,8 @@ def test_training_table_gives_long_runs_their_machine_hours():
 def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp_path):
     """Notebook 04's long runs: a packed flow loads as the teacher with that flow, and each long regression-first
     decoder becomes a whole voice with it (`<run>+<flow>-long+<fe>@cpu-long`) and joins it alone under the teacher's
-    front end (`<run>+<flow>-long@cpu-long`); without a long flow, this run's flow and front end only;
+    front end (`<run>+<flow>-long@cpu-long`); without a long flow, this run's flow and front end only; a long front
+    end's pack loads as the teacher with it and takes the place of this run's front end in the whole voices;
     an adversarial decoder gets none, a pack of another kind is named absent."""
     from lib.studies import distillation
     from lib.voices.artefacts import save_part
@@ -98,3 +99,14 @@ def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp
     assert all(torch.equal(a, b) for a, b in zip(alone.enc_p.state_dict().values(), teacher.enc_p.state_dict().values()))
     without = {k: v for k, v in info.items() if v["kind"] != "flow"}
     assert set(distillation.long_whole_voices(long, without, mine, "flow8", None, "fe96")) == {"dec32-regress+flow8+fe96@cpu-long"}
+    # a long front-end run's pack: the teacher with it, and the long decoders' whole voices speak through it
+    from lib.techniques import frontend_student as fs
+    fe = fs.frontend_student(teacher, 16, 32)
+    save_part(fe, tmp_path / "e" / "fe16", "frontend", fs.frontend_build(teacher, 16, 32), {"recipe": "regression-first"})
+    long, _, info = distillation.long_run_voices(teacher, runs + ["e/fe16"], root=tmp_path)
+    assert not long["fe16@cpu-long"].use_sdp and long["fe16@cpu-long"].enc_p.hidden_channels == 16
+    whole = distillation.long_whole_voices(long, info, mine, "flow8", None, "fe96")
+    assert set(whole) == {"dec32-regress+flow16-long+fe16-long@cpu-long", "dec32-regress+flow16-long@cpu-long"}
+    speaks = whole["dec32-regress+flow16-long+fe16-long@cpu-long"]
+    assert not speaks.use_sdp and all(torch.equal(a, b) for a, b in zip(speaks.enc_p.state_dict().values(),
+                                                                         fe.enc_p.state_dict().values()))

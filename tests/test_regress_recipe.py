@@ -163,21 +163,27 @@ def test_the_frame_rate_targets_are_the_frames_the_decoder_predicts():
     assert regress_recipe.spectral_forward(1.0)(dec, (torch.zeros(2, 8, 40), y))[2]["loss_spec"][1].item() < 1e-3
 
 
+def _train_pack_resume(tmp_path, cmd: str, name: str, common: list) -> tuple:
+    """A long run of `cmd` (3 steps in `common`), packed with a ledger row, then a fresh --work from that pack to 5
+    steps, packed again: (the first run's curve, the first pack's (module, config), its ledger row, the second's config)."""
+    train_job.main([cmd, "--work", str(tmp_path / "w"), *common])
+    curve = pd.read_csv(tmp_path / "w" / name / "curve.csv")
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                    "--ledger", str(tmp_path / "ledger.csv")])
+    first, row = distill.recorded_students(tmp_path / "out")[0][name], ledger.read(tmp_path / "ledger.csv").iloc[0]
+    train_job.main([cmd, "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
+                    *[c if c != "3" else "5" for c in common]])
+    train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
+    return curve, first, row, distill.recorded_students(tmp_path / "out2")[0][name][1]
+
+
 def test_regress_istft_job_trains_packs_and_resumes_from_the_pack(tmp_path):
     common = ["--dim", "32", "--blocks", "1", "--steps", "3", "--corpus-limit", "2", "--batch", "1", "--frames", "16",
               "--checkpoint-every", "3", "--eval-every", "3", "--log-every", "1", "--threads", "2"]
-    train_job.main(["regress-istft", "--work", str(tmp_path / "w"), *common])
-    curve = pd.read_csv(tmp_path / "w" / "istft32x1-regress" / "curve.csv")
+    curve, (_, config), row, again = _train_pack_resume(tmp_path, "regress-istft", "istft32x1-regress", common)
     assert "loss_spec" in curve.columns and np.isfinite(curve["loss_spec"].dropna()).all()
-    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
-                    "--ledger", str(tmp_path / "ledger.csv")])
-    _, config = distill.recorded_students(tmp_path / "out")[0]["istft32x1-regress"]
     assert config["kind"] == "istft_decoder" and config["recipe"] == "regression-first" and config["steps"] == 3
-    assert ledger.read(tmp_path / "ledger.csv").iloc[0]["part"] == "istft_decoder"
-    train_job.main(["regress-istft", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
-                    *[c if c != "3" else "5" for c in common]])
-    train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
-    _, again = distill.recorded_students(tmp_path / "out2")[0]["istft32x1-regress"]
+    assert row["part"] == "istft_decoder"
     assert again["steps"] == 5 and again["hours"] > config["hours"]
 
 
@@ -187,20 +193,11 @@ def test_regress_flow_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tm
     decoder on the student's latents against the teacher's own audio; a fresh --work from the pack counts on."""
     common = ["--hidden", "16", "--steps", "3", "--corpus-limit", "1", "--batch", "1", "--frames", "16",
               "--checkpoint-every", "3", "--eval-every", "3", "--log-every", "1", "--threads", "2"]
-    train_job.main(["regress-flow", "--work", str(tmp_path / "w"), *common])
-    curve = pd.read_csv(tmp_path / "w" / "flow16" / "curve.csv")
+    curve, (_, config), row, again = _train_pack_resume(tmp_path, "regress-flow", "flow16", common)
     assert np.isfinite(curve["heldout_loss"].dropna()).all() and len(curve["heldout_loss"].dropna())
-    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
-                    "--ledger", str(tmp_path / "ledger.csv")])
-    _, config = distill.recorded_students(tmp_path / "out")[0]["flow16"]
     assert config["kind"] == "flow" and config["recipe"] == "regression-first" and config["steps"] == 3
-    row = ledger.read(tmp_path / "ledger.csv").iloc[0]
     assert row["part"] == "flow" and row["run"] == "w/flow16" and 0 < row["heldout_mel_l1"] < 10
     assert -0.5 <= row["heldout_pesq"] <= 4.7
-    train_job.main(["regress-flow", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
-                    *[c if c != "3" else "5" for c in common]])
-    train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
-    _, again = distill.recorded_students(tmp_path / "out2")[0]["flow16"]
     assert again["steps"] == 5 and again["hours"] > config["hours"]
 
 
@@ -213,4 +210,30 @@ def test_flow_heldout_quality_is_perfect_for_the_teachers_own_flow():
     own = train_job.heldout_quality(teacher, teacher.flow, info, "flow")
     assert own["heldout_mel_l1"] < 1e-4 and own["heldout_pesq"] > 4.4
     untrained = train_job.heldout_quality(teacher, distill.flow_student(teacher, 96), info, "flow")
+    assert untrained["heldout_mel_l1"] > 0.1 and untrained["heldout_pesq"] < 3.0
+
+
+def test_regress_frontend_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_path):
+    """The front-end student's long run: regression on the teacher's prior statistics and durations with a held-out
+    loss in its curve; `pack` writes a loadable front end (its feed-forward width read back from the weights) with its
+    steps and machine-hours and a ledger row; a fresh --work from the pack counts on."""
+    common = ["--hidden", "16", "--filter", "32", "--steps", "3", "--corpus-limit", "2", "--batch", "2",
+              "--checkpoint-every", "3", "--eval-every", "3", "--log-every", "1", "--threads", "2"]
+    curve, (module, config), row, again = _train_pack_resume(tmp_path, "regress-frontend", "fe16", common)
+    assert np.isfinite(curve["heldout_loss"].dropna()).all() and len(curve["heldout_loss"].dropna())
+    assert config["kind"] == "frontend" and config["recipe"] == "regression-first" and config["steps"] == 3
+    assert module.config["hidden_channels"] == 16 and module.config["filter_channels"] == 32
+    assert row["part"] == "frontend" and row["run"] == "w/fe16" and 0 < row["heldout_mel_l1"] < 10
+    assert again["steps"] == 5 and again["hours"] > config["hours"]
+
+
+def test_frontend_heldout_quality_is_perfect_for_the_teachers_own_encoder(teacher):
+    """The ledger's front-end figures: the teacher's own text encoder (its statistics on its own durations) scores
+    the ceiling, an untrained x_low student far below it."""
+    from lib.techniques import frontend_student as fs
+    own = fs.frontend_student(teacher, hidden=192, filter_channels=768)
+    own.enc_p = teacher.enc_p  # the durations play no part: the teacher's are used
+    q = train_job.heldout_quality(teacher, own, {}, "frontend")
+    assert q["heldout_mel_l1"] < 1e-4 and q["heldout_pesq"] > 4.4
+    untrained = train_job.heldout_quality(teacher, fs.frontend_student(teacher, 96, 384), {}, "frontend")
     assert untrained["heldout_mel_l1"] > 0.1 and untrained["heldout_pesq"] < 3.0

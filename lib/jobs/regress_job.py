@@ -1,6 +1,7 @@
 """The regression-first long runs (issue 25): a channel-pruned decoder (`regress`), the 5x voice's frame-rate
-decoder (`regress-istft`) and the half-width flow (`regress-flow`), each resuming from its local state or from its
-packed files; `python -m lib.jobs.train_job` parses their options and `pack` brings them back."""
+decoder (`regress-istft`), the half-width flow (`regress-flow`) and the x_low front end (`regress-frontend`), each
+resuming from its local state or from its packed files; `python -m lib.jobs.train_job` parses their options and
+`pack` brings them back."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from lib.jobs.run_state import CORPUS_LISTS, corpus, flow_heldout, init_from, write_run
+from lib.jobs.run_state import (CORPUS_LISTS, FRONTEND_LISTS, HELDOUT_LISTS, HELDOUT_SENTENCES, corpus, flow_heldout,
+                                init_from, write_run)
 
 
 def regress(args) -> None:
@@ -120,6 +122,35 @@ def regress_flow(args) -> None:
     curve = Trainer(student, lambda r: distill.flow_batch(pairs, args.batch, args.frames, r),
                     _regression_recipe(args, before.get(name, {}).get("steps", 0)), work / name,
                     loss_fn=distill.flow_loss, eval_batches=held, device=args.device, threads=args.threads,
+                    progress=None).fit()
+    print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
+
+
+def regress_frontend(args) -> None:
+    """The front-end student (text encoder + deterministic duration predictor at `--hidden`/`--filter` channels) by
+    regression on the teacher's prior statistics and log-durations (lib.techniques.frontend_student), on every
+    Harvard list no notebook judges (text only: no audio is made), under the regression-first recipe's cosine
+    schedule and EMA, with a held-out loss on list 31; local state resumes, else --init-from's packed front end."""
+    import numpy as np
+    from lib.core import text
+    from lib.techniques import frontend_student as fs
+    from lib.training.loop import Trainer
+    from lib.voices import piper_torch
+    from lib.voices import synth as voices
+    work = Path(args.work)
+    name = f"fe{args.hidden}"
+    (work / name).mkdir(parents=True, exist_ok=True)
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids
+    targets = fs.teacher_targets(teacher, ids(text.harvard_sentences(FRONTEND_LISTS)[: args.corpus_limit or None]))
+    held_targets = fs.teacher_targets(teacher, ids(text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]))
+    student = fs.frontend_student(teacher, args.hidden, args.filter)
+    before = _start_regression(work, name, student, args)
+    rng = np.random.default_rng(1234)
+    held = [fs.frontend_batch(held_targets, min(args.batch, HELDOUT_SENTENCES), rng) for _ in range(2)]
+    curve = Trainer(student, lambda r: fs.frontend_batch(targets, args.batch, r),
+                    _regression_recipe(args, before.get(name, {}).get("steps", 0)), work / name,
+                    loss_fn=fs.frontend_loss, eval_batches=held, device=args.device, threads=args.threads,
                     progress=None).fit()
     print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
 

@@ -10,6 +10,7 @@ import torch
 
 CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
 HELDOUT_LISTS = [31]
+FRONTEND_LISTS = [*range(11, 31), *range(32, 67)]  # text only, so more of it: every list no notebook judges (67-72: smoke)
 
 def init_from(module, art_dir: Path) -> dict | None:
     """Start a generator from a committed artefact of the same shape, when there is one; returns its config."""
@@ -80,10 +81,32 @@ def flow_heldout(teacher, info: dict):
                               seed=1000)
 
 
+def frontend_heldout(teacher, fe) -> tuple[list, list]:
+    """The teacher's audio and the audio of its flow and decoder from the front-end student `fe`'s prior means, laid
+    on the teacher's own durations (noise off), on the held-out sentences: equal lengths, so the ledger's PESQ and mel
+    L1 judge the student's statistics; its durations are judged apart (notebook 04's duration_mae_frames)."""
+    from piper.train.vits import commons
+    from lib.core import text
+    from lib.techniques.frontend_student import teacher_targets
+    from lib.voices import synth as voices
+    held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
+    t = teacher_targets(teacher, voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(held))
+    refs, outs = [], []
+    for x, m_t, logw in zip(t.ids, t.m_p, t.logw):
+        w = torch.ceil(torch.exp(logw))  # [1, 1, T_x]: the teacher's frames per phoneme
+        attn = commons.generate_path(w, torch.ones(1, 1, int(w.sum()), x.shape[1])).squeeze(1)  # [1, T_y, T_x]
+        y_mask = torch.ones(1, 1, attn.shape[1])
+        for m_p, dest in ((m_t, refs), (fe(x, torch.tensor([x.shape[1]]))[0], outs)):
+            z_p = torch.matmul(attn, m_p.transpose(1, 2)).transpose(1, 2)
+            dest.append(teacher.dec(teacher.flow(z_p, y_mask, g=None, reverse=True)))
+    return refs, outs
+
+
 def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
     """PESQ-WB and mel L1 against the teacher's own audio on the held-out list (whole utterances, the run's corpus
     noise), which no training step and no checkpoint choice touched: of a decoder `part` on the teacher's latents,
-    or, for a flow (`kind` 'flow'), of the teacher's decoder on the latents `part` makes from the same prior sample."""
+    or, for a flow (`kind` 'flow'), of the teacher's decoder on the latents `part` makes from the same prior sample;
+    for a front end (`kind` 'frontend'), noise off, on the teacher's durations (frontend_heldout)."""
     import numpy as np
     from lib.training import batches
     from lib.harness import metrics
@@ -92,7 +115,9 @@ def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
     from lib.training.loop import mel_l1
     part.eval()
     with torch.no_grad():
-        if kind == "flow":
+        if kind == "frontend":
+            refs, outs = frontend_heldout(teacher, part)
+        elif kind == "flow":
             pairs = flow_heldout(teacher, info)
             refs = [teacher.dec(z * m) for z, m in zip(pairs.z, pairs.mask)]
             outs = [teacher.dec(part(zp, m, g=None, reverse=True) * m) for zp, m in zip(pairs.z_p, pairs.mask)]

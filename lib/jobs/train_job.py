@@ -26,7 +26,7 @@ import torch
 
 from lib.jobs import adapt_job
 from lib.jobs.adapt_job import ADAPT_CORPUS_LISTS
-from lib.jobs.regress_job import regress, regress_flow, regress_istft
+from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_istft
 from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_LISTS, corpus, count_from, heldout_quality,  # noqa: F401
                                 init_from, write_run)
 
@@ -111,7 +111,7 @@ def pack(args) -> None:
     command = json.loads((work / "done.json").read_text())["command"] if (work / "done.json").exists() else "(running)"
     from lib.jobs.adapt_job import pack_adapters
     pack_adapters(work, out, teacher, env, device=args.device, ledger=args.ledger, heldout_lists=HELDOUT_LISTS)
-    students = ("dec", "flow", "istft", "structured")  # run folders of `students`; adaptation runs pack as adapters
+    students = ("dec", "flow", "istft", "structured", "fe")  # run folders of `students` and the regress runs; adapters apart
     info = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
     share = info.get("threads", 1) / max(1, info.get("cores", 1))  # a 1-thread run on 2 cores: half the machine
     for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists() and p.name.startswith(students)):
@@ -126,6 +126,11 @@ def pack(args) -> None:
             dim, blocks = (int(v) for v in run.name.removeprefix("istft").split("-")[0].split("x"))
             module, kind = FrameRateDecoder(teacher.hparams["inter_channels"], dim, blocks), "istft_decoder"
             build = module.config
+        elif run.name.startswith("fe"):
+            from lib.techniques.frontend_student import frontend_build
+            filters = int(state["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[0])
+            build = frontend_build(teacher, int(run.name.removeprefix("fe")), filters)
+            module, kind = parts.build_part("frontend", build), "frontend"
         elif run.name.startswith("flow"):
             hidden = int(run.name.removeprefix("flow"))
             module, kind, build = distill.flow_student(teacher, hidden), "flow", parts.flow_build(teacher, hidden)
@@ -149,7 +154,7 @@ def pack(args) -> None:
         (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": info.get("command", command)},
                                                   indent=1, default=str))
         print(f"packed {run.name}: {steps} steps, {hours:.2f} machine-hours -> {dest}", flush=True)
-        if args.ledger and kind in ("decoder", "istft_decoder", "flow"):
+        if args.ledger and kind in ("decoder", "istft_decoder", "flow", "frontend"):
             from lib.training.ledger import read
             book = read(Path(args.ledger))
             seen = book[book["run"] == f"{work.name}/{run.name}"]
@@ -237,6 +242,11 @@ def main(argv=None) -> None:
     _run_args(w, device="cpu", batch=8, threads=1, eval_every=250, init_help=packed_runs)
     w.add_argument("--hidden", type=int, default=96, help="the student flow's hidden channels (the teacher's: 192)")
     _regress_recipe_args(w)
+    e = sub.add_parser("regress-frontend", help="the x_low front-end student by regression on the teacher's front end")
+    _run_args(e, device="cpu", batch=8, threads=1, eval_every=250, init_help=packed_runs)
+    e.add_argument("--hidden", type=int, default=96, help="the text encoder's hidden channels (the teacher's: 192)")
+    e.add_argument("--filter", type=int, default=384, help="its feed-forward channels (the teacher's: 768)")
+    _regress_recipe_args(e)
     a = sub.add_parser("adapt", help="notebook 02's adaptation methods toward a target speaker, with the F0 term")
     a.add_argument("--work", required=True)
     a.add_argument("--target-speaker", default="kokoro-82m:jf_alpha",
@@ -279,7 +289,7 @@ def main(argv=None) -> None:
         run.register()  # pauses between steps while anything on this machine is timed
     try:
         {"students": students, "adapt": lambda a: adapt_job.adapt(a, HELDOUT_LISTS), "pack": pack, "regress": regress,
-         "regress-istft": regress_istft, "regress-flow": regress_flow}[args.cmd](args)
+         "regress-istft": regress_istft, "regress-flow": regress_flow, "regress-frontend": regress_frontend}[args.cmd](args)
     finally:
         if run is not None:
             run.close()

@@ -21,6 +21,7 @@ from lib.techniques import distill, export, frontend_student
 from lib.training import batches, loop as training
 from lib.voices import istft_decoder, parts, synth as voices
 from lib.voices.artefacts import ArtefactError, load_part
+from lib.voices.frontend import frontend_of
 
 TORCH_STUDENTS = ("links", "chain+flow", "frontend", "whole", "istft", "5x")  # the voices `torch_students` may name
 ORT_STUDENTS = ("chain", "chain+flow", "whole", "5x")  # the student voices `ort_students` may name
@@ -185,7 +186,8 @@ def student_voices(teacher, students: dict, chain_end: str, *, flow, flow_name: 
 
 def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED / "training") -> tuple[dict, dict, dict]:
     """The packs of the long CPU runs (`root`/<work>/<run>/, model.safetensors + config.json) each as the teacher
-    with that decoder or flow, named `<run>@cpu-long`: ({name: voice}, {name: reason it is absent}, {name: config})."""
+    with that decoder, flow or front end, named `<run>@cpu-long`: ({name: voice}, {name: reason it is absent},
+    {name: config})."""
     found, absent, info = {}, {}, {}
     for run in runs:
         name = f"{Path(run).name}@{results.LONG_RUN}"
@@ -194,10 +196,10 @@ def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED 
         except ArtefactError as exc:
             absent[name] = f"long run {run} cannot be loaded: {exc}"
             continue
-        if config["kind"] not in ("decoder", "istft_decoder", "flow"):
-            absent[name] = f"long run {run} is a {config['kind']}, neither a decoder nor a flow"
+        if config["kind"] not in ("decoder", "istft_decoder", "flow", "frontend"):
+            absent[name] = f"long run {run} is a {config['kind']}, not a decoder, a flow or a front end"
             continue
-        part = "flow" if config["kind"] == "flow" else "decoder"
+        part = config["kind"] if config["kind"] in ("flow", "frontend") else "decoder"
         found[name], info[name] = distill.with_parts(teacher, **{part: module}), config
     return found, absent, info
 
@@ -205,13 +207,18 @@ def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED 
 def long_whole_voices(long: dict, info: dict, flow, flow_name: str, fe, fe_name: str) -> dict:
     """Each long regression-first decoder of `long` (long_run_voices' voices and configs `info`) as a whole student
     voice, `<run>+<flow>+<fe_name>@cpu-long`: with the first long flow run's flow (named `<flow run>-long`), else with
-    `flow` (`flow_name`, this run's), and the front end `fe`; for a frame-rate decoder that is the 5x voice. With a
-    long flow, each long HiFi-GAN decoder also joins it under the teacher's front end, `<run>+<flow>@cpu-long`: the
-    long runs' parts alone (a minutes-trained front end stays out of their verdict)."""
+    `flow` (`flow_name`, this run's), and the first long front-end run's front end (`<its run>-long`), else `fe`
+    (`fe_name`, this run's); for a frame-rate decoder that is the 5x voice. With a long flow, each long HiFi-GAN
+    decoder also joins it under the teacher's front end, `<run>+<flow>@cpu-long`: the long runs' parts alone (a
+    minutes-trained front end stays out of their verdict)."""
     flows = [n for n, c in info.items() if c["kind"] == "flow"]
+    fes = [n for n, c in info.items() if c["kind"] == "frontend"]
     if flows:
         flow, flow_name = long[flows[0]].flow, flows[0].replace(f"@{results.LONG_RUN}", "-long")
-    decoders = {n: c for n, c in info.items() if c.get("recipe") == "regression-first" and c["kind"] != "flow"}
+    if fes:
+        fe, fe_name = frontend_of(long[fes[0]]), fes[0].replace(f"@{results.LONG_RUN}", "-long")
+    decoders = {n: c for n, c in info.items()
+                if c.get("recipe") == "regression-first" and c["kind"] in ("decoder", "istft_decoder")}
     voices_ = {n.replace("@", f"+{flow_name}+{fe_name}@"): distill.with_parts(long[n], flow=flow, frontend=fe) for n in decoders}
     if flows:
         voices_.update({n.replace("@", f"+{flow_name}@"): distill.with_parts(long[n], flow=flow)
@@ -259,9 +266,12 @@ def harness_variants(v: Voices, costs: dict, onnx_fp32: Path, config: Path, work
 
 
 def duration_rows(v: Voices, teacher, ids: Sequence[list[int]], writer: ResultWriter, *, model: str) -> None:
-    """The front-end student's durations against the teacher's, for each voice that has it (rows to `writer`)."""
-    for n in (v.frontend_only, v.whole, v.five):
-        for metric, value in evaluate.duration_error(v.built[n], teacher, ids).items():
+    """A front-end student's durations against the teacher's, for each voice that speaks through one (this run's
+    and the long runs': `use_sdp` off; rows to `writer`)."""
+    voices_ = {**{n: v.built[n] for n in (v.frontend_only, v.whole, v.five)},
+               **{n: m for n, m in v.recorded.items() if not getattr(m, "use_sdp", True)}}
+    for n, voice in voices_.items():
+        for metric, value in evaluate.duration_error(voice, teacher, ids).items():
             writer.add(model=model, variant=n, metric=metric, value=value, technique="distillation", parent="teacher",
                        backend="torch-cpu", reference="teacher", n=len(ids))
 

@@ -46,6 +46,13 @@ def voice_frontend_build(voice) -> dict:
             "kernel_size": enc.kernel_size, "dp_filter_channels": dp.filter_channels, "dp_kernel_size": dp.kernel_size}
 
 
+def frontend_of(voice) -> FrontEnd:
+    """The front end a voice speaks through (one made by `with_frontend`), as a FrontEnd sharing its enc_p and dp."""
+    fe = FrontEnd(**voice_frontend_build(voice))
+    fe.enc_p, fe.dp = voice.enc_p, voice.dp
+    return fe.eval()
+
+
 def with_frontend(model, frontend: FrontEnd):
     """A copy of the voice that speaks through `frontend`: its text encoder and its deterministic duration predictor
     (the voice's `use_sdp` off, so piper's `infer` calls it as VITS' DurationPredictor). Flow and decoder stay."""
