@@ -1,9 +1,12 @@
 """Students of the decoder and flow: shapes, initialisation, relabelling, and that training lowers the loss."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from lib.voices import parts, piper_torch, synth as voices
+from lib.core import text
 from lib.training import batches
 from lib.techniques import distill, finetune
 
@@ -110,3 +113,22 @@ def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp
     speaks = whole["dec32-regress+flow16-long+fe16-long@cpu-long"]
     assert not speaks.use_sdp and all(torch.equal(a, b) for a, b in zip(speaks.enc_p.state_dict().values(),
                                                                          fe.enc_p.state_dict().values()))
+
+
+def test_duration_rows_cover_the_long_front_ends(teacher, tmp_path):
+    """Notebook 04's duration rows: every voice that speaks through a front-end student, this run's and a long
+    run's pack (`use_sdp` off), and no voice that keeps the teacher's front end."""
+    from lib.studies import distillation
+    from lib.techniques import frontend_student as fs
+    from lib.voices.artefacts import save_part
+    fe, dec = fs.frontend_student(teacher, 16, 32), parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch"))
+    save_part(fe, tmp_path / "e" / "fe16", "frontend", fs.frontend_build(teacher, 16, 32), {"recipe": "regression-first"})
+    save_part(dec, tmp_path / "r" / "dec32-regress", "decoder", parts.decoder_build(teacher, 32), {"recipe": "regression-first"})
+    long, _, info = distillation.long_run_voices(teacher, ["e/fe16", "r/dec32-regress"], root=tmp_path)
+    mine = distill.with_parts(teacher, frontend=fs.frontend_student(teacher, 8, 16))
+    v = distillation.Voices({"teacher": teacher, "mine": mine}, [], "", "mine", "mine", "mine", {}, long, {}, info)
+    rows = []
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(text.harvard_sentences([31])[:1])
+    distillation.duration_rows(v, teacher, ids, SimpleNamespace(add=lambda **row: rows.append(row)), model="joe")
+    mae = {r["variant"]: r["value"] for r in rows if r["metric"] == "duration_mae_frames"}
+    assert set(mae) == {"mine", "fe16@cpu-long"} and mae["fe16@cpu-long"] > 0
