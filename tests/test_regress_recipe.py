@@ -109,6 +109,12 @@ def test_ledger_appends_reads_and_says_what_the_last_doubling_bought(tmp_path):
     assert (eq["budget_hours"] == 1.5).all() and eq.loc["r/dec", "hours"] == 1.0 and eq.loc["a/dec", "hours"] == 1.5
     assert list(eq.index) == ["r/dec", "a/dec"] and eq.loc["r/dec", "heldout_pesq"] == 2.4
     assert ledger.at_equal_hours(ledger.read(path), part="istft_decoder").empty
+    ledger.append(path, {"run": "n/dec64", "part": "decoder", "recipe": "regression-first", "device": "cpu",  # another student
+                         "cpu_model": "x", "steps": 10, "hours": 0.4, "heldout_pesq": 1.0, "heldout_mel_l1": 1.0,
+                         "heldout_secs": float("nan"), "commit": "abc", "date": "2026-11-24"})
+    one = ledger.at_equal_hours(ledger.read(path), runs=["r/dec", "a/dec"]).set_index("run")
+    assert set(one.index) == {"r/dec", "a/dec"} and (one["budget_hours"] == 1.5).all()
+    assert (ledger.at_equal_hours(ledger.read(path))["budget_hours"] == 0.4).all()
     with pytest.raises(ledger.LedgerError, match="lacks"):
         ledger.append(path, {"run": "r"})
     pd.DataFrame({"run": ["x"]}).to_csv(tmp_path / "bad.csv", index=False)

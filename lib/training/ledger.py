@@ -4,6 +4,7 @@ and the report, which plot quality against machine-hours and say what the last d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -70,10 +71,12 @@ def plot(frame: pd.DataFrame, metric: str = "heldout_pesq", ax=None):
     return ax
 
 
-def at_equal_hours(frame: pd.DataFrame, part: str = "decoder", metric: str = "heldout_pesq") -> pd.DataFrame:
-    """The runs of one `part` compared at equal machine time: each run's latest `metric` at or before the hours
-    that every one of them has reached (the shortest run's last row), with that common budget."""
-    runs = frame[frame["part"] == part].sort_values("hours")
+def at_equal_hours(frame: pd.DataFrame, part: str = "decoder", metric: str = "heldout_pesq",
+                   runs: Sequence[str] | None = None) -> pd.DataFrame:
+    """The runs of one `part` (only those named in `runs`, where given: one student's recipes) compared at equal
+    machine time: each run's latest `metric` at or before the hours that every one of them has reached (the
+    shortest run's last row), with that common budget."""
+    runs = frame[(frame["part"] == part) & (frame["run"].isin(runs) if runs is not None else True)].sort_values("hours")
     if runs["run"].nunique() < 2:
         return pd.DataFrame(columns=["run", "recipe", "hours", "steps", metric])
     budget = float(runs.groupby("run")["hours"].max().min())
