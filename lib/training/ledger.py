@@ -76,12 +76,12 @@ def at_equal_hours(frame: pd.DataFrame, part: str = "decoder", metric: str = "he
     """The runs of one `part` (only those named in `runs`, where given: one student's recipes) compared at equal
     machine time: each run's latest `metric` at or before the hours that every one of them has reached (the
     shortest run's last row), with that common budget."""
-    runs = frame[(frame["part"] == part) & (frame["run"].isin(runs) if runs is not None else True)].sort_values("hours")
-    if runs["run"].nunique() < 2:
+    book = frame[(frame["part"] == part) & (frame["run"].isin(runs) if runs is not None else True)].sort_values("hours")
+    if book["run"].nunique() < 2:
         return pd.DataFrame(columns=["run", "recipe", "hours", "steps", metric])
-    budget = float(runs.groupby("run")["hours"].max().min())
+    budget = float(book.groupby("run")["hours"].max().min())
     rows = []
-    for run, g in runs.groupby("run"):
+    for run, g in book.groupby("run"):
         upto = g[g["hours"] <= budget + 1e-9]
         if len(upto):
             last = upto.iloc[-1]
