@@ -2,6 +2,7 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -9,6 +10,7 @@ from lib.voices import parts, piper_torch, synth as voices
 from lib.core import text
 from lib.training import batches
 from lib.techniques import distill, finetune
+from lib.voices.frontend import frontend_of
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +134,22 @@ def test_duration_rows_cover_the_long_front_ends(teacher, tmp_path):
     distillation.duration_rows(v, teacher, ids, SimpleNamespace(add=lambda **row: rows.append(row)), model="joe")
     mae = {r["variant"]: r["value"] for r in rows if r["metric"] == "duration_mae_frames"}
     assert set(mae) == {"mine", "fe16@cpu-long"} and mae["fe16@cpu-long"] > 0
+
+
+def test_the_5x_voices_are_known_by_their_parts(teacher):
+    """Notebook 04's 5x verdict weighs every voice with a frame-rate decoder and a front-end student, whatever the
+    front end is called (this run's, a long run's of another width), and no other voice."""
+    from lib.studies import distillation
+    from lib.techniques import frontend_student as fs
+    from lib.voices.istft_decoder import FrameRateDecoder
+    voc = FrameRateDecoder(teacher.hparams["inter_channels"], 16, 1)
+    five = distill.with_parts(teacher, decoder=voc, frontend=fs.frontend_student(teacher, 8, 16))
+    recorded = {"istft16x1+flow8-long+fe64-long@cpu-long": distill.with_parts(teacher, decoder=voc,
+                                                                              frontend=fs.frontend_student(teacher, 64, 128)),
+                "istft16x1@cpu-long": distill.with_parts(teacher, decoder=voc)}
+    v = distillation.Voices({"teacher": teacher, "mine5x": five}, [], "", "", "mine5x", "", {}, recorded, {}, {})
+    assert sorted(v.fives()) == ["istft16x1+flow8-long+fe64-long@cpu-long", "mine5x"]
+    rows = pd.DataFrame({"variant": ["mine5x-ort", "istft16x1@cpu-long-ort", "istft16x1+flow8-long+fe64-long@cpu-long-ort"]})
+    assert list(distillation.five_x_rows(rows, v.fives())["variant"]) == ["mine5x-ort", "istft16x1+flow8-long+fe64-long@cpu-long-ort"]
+    with pytest.raises(ValueError, match="stochastic duration predictor"):
+        frontend_of(teacher)

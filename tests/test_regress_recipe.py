@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lib.core import text
 from lib.voices import parts, piper_torch, synth as voices
 from lib.training import batches, ledger
 from lib.techniques import channel_prune, distill, finetune, regress_recipe
@@ -230,6 +231,7 @@ def test_regress_frontend_job_trains_packs_a_ledger_row_and_resumes_from_the_pac
     assert config["kind"] == "frontend" and config["recipe"] == "regression-first" and config["steps"] == 3
     assert module.config["hidden_channels"] == 16 and module.config["filter_channels"] == 32
     assert row["part"] == "frontend" and row["run"] == "w/fe16" and 0 < row["heldout_mel_l1"] < 10
+    assert -0.5 <= row["heldout_pesq"] <= 4.7
     assert again["steps"] == 5 and again["hours"] > config["hours"]
 
 
@@ -241,5 +243,11 @@ def test_frontend_heldout_quality_is_perfect_for_the_teachers_own_encoder(teache
     own.enc_p = teacher.enc_p  # the durations play no part: the teacher's are used
     q = train_job.heldout_quality(teacher, own, {}, "frontend")
     assert q["heldout_mel_l1"] < 1e-4 and q["heldout_pesq"] > 4.4
+    from lib.jobs import run_state  # noise off, the reference is what the teacher itself speaks
+    refs, _ = run_state.frontend_heldout(teacher, own, noise_scale=0.0)
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(text.harvard_sentences([31])[:1])[0]
+    with torch.no_grad():
+        spoken = teacher.infer(torch.tensor([ids]), torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)[0]
+    assert refs[0].shape == spoken.shape and torch.allclose(refs[0], spoken, atol=1e-4)
     untrained = train_job.heldout_quality(teacher, fs.frontend_student(teacher, 96, 384), {}, "frontend")
     assert untrained["heldout_mel_l1"] > 0.1 and untrained["heldout_pesq"] < 3.0

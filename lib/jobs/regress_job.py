@@ -79,7 +79,7 @@ def _start_regression(work: Path, name: str, student, args) -> dict:
     init = Path(args.init_from) / name if args.init_from else None
     if not (work / name / "state").exists() and init is not None and (init / "config.json").exists():
         config = init_from(student, init) or {}
-        before = {name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
+        before = {**before, name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
         print(f"{name} initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
               flush=True)
     write_run(work, args, recipe="regression-first", before=before)

@@ -81,23 +81,27 @@ def flow_heldout(teacher, info: dict):
                               seed=1000)
 
 
-def frontend_heldout(teacher, fe) -> tuple[list, list]:
-    """The teacher's audio and the audio of its flow and decoder from the front-end student `fe`'s prior means, laid
-    on the teacher's own durations (noise off), on the held-out sentences: equal lengths, so the ledger's PESQ and mel
-    L1 judge the student's statistics; its durations are judged apart (notebook 04's duration_mae_frames)."""
+def frontend_heldout(teacher, fe, noise_scale: float | None = None) -> tuple[list, list]:
+    """The teacher's audio and the audio of its flow and decoder from the front-end student `fe`'s prior statistics,
+    both laid on the teacher's own durations and sampled with the same noise (`noise_scale`, by default the voice's), on the
+    held-out sentences: equal lengths, so the ledger's PESQ and mel L1 judge the student's means and scales; its
+    durations are judged apart (notebook 04's duration_mae_frames)."""
     from piper.train.vits import commons
     from lib.core import text
     from lib.techniques.frontend_student import teacher_targets
     from lib.voices import synth as voices
     held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
     t = teacher_targets(teacher, voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(held))
+    noise_scale = voices.NOISE_SCALE if noise_scale is None else noise_scale
     refs, outs = [], []
-    for x, m_t, logw in zip(t.ids, t.m_p, t.logw):
+    gen = torch.Generator().manual_seed(1000)
+    for x, m_t, s_t, logw in zip(t.ids, t.m_p, t.logs_p, t.logw):
         w = torch.ceil(torch.exp(logw))  # [1, 1, T_x]: the teacher's frames per phoneme
         attn = commons.generate_path(w, torch.ones(1, 1, int(w.sum()), x.shape[1])).squeeze(1)  # [1, T_y, T_x]
-        y_mask = torch.ones(1, 1, attn.shape[1])
-        for m_p, dest in ((m_t, refs), (fe(x, torch.tensor([x.shape[1]]))[0], outs)):
-            z_p = torch.matmul(attn, m_p.transpose(1, 2)).transpose(1, 2)
+        frames = lambda a: torch.matmul(attn, a.transpose(1, 2)).transpose(1, 2)  # noqa: E731 (per phoneme -> per frame)
+        y_mask, eps = torch.ones(1, 1, attn.shape[1]), torch.randn(1, m_t.shape[1], attn.shape[1], generator=gen)
+        for (m_p, logs_p), dest in (((m_t, s_t), refs), (fe(x, torch.tensor([x.shape[1]]))[:2], outs)):
+            z_p = frames(m_p) + eps * torch.exp(frames(logs_p)) * noise_scale
             dest.append(teacher.dec(teacher.flow(z_p, y_mask, g=None, reverse=True)))
     return refs, outs
 
@@ -106,7 +110,7 @@ def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
     """PESQ-WB and mel L1 against the teacher's own audio on the held-out list (whole utterances, the run's corpus
     noise), which no training step and no checkpoint choice touched: of a decoder `part` on the teacher's latents,
     or, for a flow (`kind` 'flow'), of the teacher's decoder on the latents `part` makes from the same prior sample;
-    for a front end (`kind` 'frontend'), noise off, on the teacher's durations (frontend_heldout)."""
+    for a front end (`kind` 'frontend'), on the teacher's durations with one noise draw for both (frontend_heldout)."""
     import numpy as np
     from lib.training import batches
     from lib.harness import metrics

@@ -128,8 +128,9 @@ def pack(args) -> None:
             build = module.config
         elif run.name.startswith("fe"):
             from lib.techniques.frontend_student import frontend_build
-            filters = int(state["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[0])
-            build = frontend_build(teacher, int(run.name.removeprefix("fe")), filters)
+            build = frontend_build(teacher, int(run.name.removeprefix("fe")),  # the widths read back from the weights
+                                   int(state["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[0]),
+                                   dp_filter_channels=int(state["dp.conv_1.weight"].shape[0]))
             module, kind = parts.build_part("frontend", build), "frontend"
         elif run.name.startswith("flow"):
             hidden = int(run.name.removeprefix("flow"))

@@ -167,6 +167,12 @@ class Voices:
         names = set(self.judged) | set(self.ort) | {"teacher", self.whole, self.five}
         return {**{n: m for n, m in self.built.items() if n in names}, **self.recorded}
 
+    def fives(self) -> list:
+        """The 5x voices among this run's and the recorded ones: a frame-rate decoder with a front-end student
+        (known by their parts, not their names)."""
+        return [n for n, m in {**self.built, **self.recorded}.items()
+                if isinstance(m.dec, istft_decoder.FrameRateDecoder) and not getattr(m, "use_sdp", True)]
+
 
 def student_voices(teacher, students: dict, chain_end: str, *, flow, flow_name: str, fe, fe_name: str, voc,
                    istft_name: str) -> tuple[dict, dict]:
@@ -267,10 +273,11 @@ def harness_variants(v: Voices, costs: dict, onnx_fp32: Path, config: Path, work
 
 
 def duration_rows(v: Voices, teacher, ids: Sequence[list[int]], writer: ResultWriter, *, model: str) -> None:
-    """A front-end student's durations against the teacher's, for each voice that speaks through one (this run's
-    and the long runs': `use_sdp` off; rows to `writer`)."""
+    """A front-end student's durations against the teacher's, for this run's voices that speak through it and for
+    each long front-end run's pack (the teacher with it: the long whole voices share its durations; rows to
+    `writer`)."""
     voices_ = {**{n: v.built[n] for n in (v.frontend_only, v.whole, v.five)},
-               **{n: m for n, m in v.recorded.items() if not getattr(m, "use_sdp", True)}}
+               **{n: m for n, m in v.recorded.items() if v.info.get(n, {}).get("kind") == "frontend"}}
     for n, voice in voices_.items():
         for metric, value in evaluate.duration_error(voice, teacher, ids).items():
             writer.add(model=model, variant=n, metric=metric, value=value, technique="distillation", parent="teacher",
@@ -311,9 +318,9 @@ def onnx_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["variant"].str.endswith("-ort") & (table["variant"] != "fp32-ort")]
 
 
-def five_x_rows(ort_rows: pd.DataFrame, fe_name: str) -> pd.DataFrame:
-    """The 5x voices among them: a frame-rate decoder with the front-end student."""
-    return ort_rows[ort_rows["variant"].str.startswith("istft") & ort_rows["variant"].str.contains(f"+{fe_name}", regex=False)]
+def five_x_rows(ort_rows: pd.DataFrame, fives: Sequence[str]) -> pd.DataFrame:
+    """The rows of the 5x voices among them (`fives`: Voices.fives, a frame-rate decoder with a front-end student)."""
+    return ort_rows[ort_rows["variant"].isin([f"{n}-ort" for n in fives])]
 
 
 def headline(target_lines: Sequence[str], five_lines: Sequence[str], where: pd.DataFrame, minutes: float,

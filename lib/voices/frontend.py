@@ -48,6 +48,8 @@ def voice_frontend_build(voice) -> dict:
 
 def frontend_of(voice) -> FrontEnd:
     """The front end a voice speaks through (one made by `with_frontend`), as a FrontEnd sharing its enc_p and dp."""
+    if getattr(voice, "use_sdp", True):
+        raise ValueError("this voice speaks through its own stochastic duration predictor, not a front-end student")
     fe = FrontEnd(**voice_frontend_build(voice))
     fe.enc_p, fe.dp = voice.enc_p, voice.dp
     return fe.eval()
