@@ -123,6 +123,11 @@ def test_a_packed_part_exports_as_a_voice_piper_opens(tmp_path):
     result = export_pack.export(tmp_path / "dec32-regress", tmp_path / "voice")
     assert (tmp_path / "voice" / "model.onnx.json").is_file() and result["samples"] > 1000
     assert result["sample_rate"] == teacher.sample_rate
+    from lib.techniques import frontend_student as fs  # a front end's pack: the teacher speaks through it
+    fe = fs.frontend_student(teacher, 16, 32)
+    save_part(fe, tmp_path / "fe16", "frontend", fs.frontend_build(teacher, 16, 32), {"recipe": "regression-first"})
+    voice = export_pack.voice_from_pack(teacher, tmp_path / "fe16")
+    assert not voice.use_sdp and torch.equal(voice.enc_p.emb.weight, fe.enc_p.emb.weight)
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="empty holds no config.json"):
         export_pack.main([str(tmp_path / "empty"), str(tmp_path / "v2")])

@@ -1,5 +1,5 @@
-"""A packed long-run part as a voice piper's own runtime opens: the teacher with that decoder, flow or frame-rate
-decoder (a pack of `train_job pack`), or adapted by a PEFT adapter or full fine-tuning weights, written as
+"""A packed long-run part as a voice piper's own runtime opens: the teacher with that decoder, flow, frame-rate
+decoder or front end (a pack of `train_job pack`), or adapted by a PEFT adapter or full fine-tuning weights, written as
 `model.onnx` + `model.onnx.json` and spoken once by `piper.PiperVoice` as the check.
 
     python -m lib.jobs.export_pack outputs/recorded/training/reg128/dec128-regress /tmp/dec128-voice
@@ -24,10 +24,10 @@ def voice_from_pack(teacher, pack: Path):
     kind = json.loads(config_file.read_text()).get("kind")
     if kind in ("peft_adapter", "adapted_modules"):
         return finetune.load_adaptation(teacher, pack)
-    if kind in ("decoder", "istft_decoder", "flow"):
+    if kind in ("decoder", "istft_decoder", "flow", "frontend"):
         module, _ = load_part(pack)
-        return distill.with_parts(teacher, **{"flow" if kind == "flow" else "decoder": module})
-    raise ValueError(f"{config_file}: kind {kind!r} is not a decoder, flow or adaptation this can export")
+        return distill.with_parts(teacher, **{kind if kind in ("flow", "frontend") else "decoder": module})
+    raise ValueError(f"{config_file}: kind {kind!r} is not a decoder, flow, front end or adaptation this can export")
 
 
 def export(pack: Path, out: Path) -> dict:
