@@ -88,3 +88,15 @@ def test_the_harness_reads_timing_and_compute_by_module(teacher, ids):
     assert 97 < table["gflop_share_pct"].sum() <= 100.5 and table["gflop_share_pct"].idxmax() == "decoder"
     assert (table["ms_per_audio_s"] > 0).all() and abs(table["time_share_pct"].sum() - 100) < 1e-6
     assert table.loc["text encoder", "params"] == sum(p.numel() for p in teacher.enc_p.parameters())
+
+
+def test_a_held_out_batch_holds_every_sentence_once(teacher):
+    """The held-out check's batch (rng None): each held-out sentence once, in order, padded to the longest; a
+    training batch draws `batch` sentences."""
+    sentences = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids
+    from lib.core import text
+    t = fs.teacher_targets(teacher, sentences(text.harvard_sentences([31])[:3]))
+    ids, lengths, m_p, _, logw = fs.frontend_batch(t, 8, None)
+    assert lengths.tolist() == [x.shape[1] for x in t.ids] and ids.shape == (3, max(lengths.tolist()))
+    assert torch.equal(m_p[1, :, : lengths[1]], t.m_p[1][0]) and logw.shape == (3, 1, ids.shape[1])
+    assert fs.frontend_batch(t, 5, np.random.default_rng(0))[0].shape[0] == 5

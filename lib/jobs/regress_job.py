@@ -131,7 +131,6 @@ def regress_frontend(args) -> None:
     regression on the teacher's prior statistics and log-durations (lib.techniques.frontend_student), on every
     Harvard list no notebook judges (text only: no audio is made), under the regression-first recipe's cosine
     schedule and EMA, with a held-out loss on list 31; local state resumes, else --init-from's packed front end."""
-    import numpy as np
     from lib.core import text
     from lib.techniques import frontend_student as fs
     from lib.training.loop import Trainer
@@ -146,8 +145,7 @@ def regress_frontend(args) -> None:
     held_targets = fs.teacher_targets(teacher, ids(text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]))
     student = fs.frontend_student(teacher, args.hidden, args.filter)
     before = _start_regression(work, name, student, args)
-    rng = np.random.default_rng(1234)
-    held = [fs.frontend_batch(held_targets, min(args.batch, HELDOUT_SENTENCES), rng) for _ in range(2)]
+    held = [fs.frontend_batch(held_targets, HELDOUT_SENTENCES, None)]  # every held-out sentence once
     curve = Trainer(student, lambda r: fs.frontend_batch(targets, args.batch, r),
                     _regression_recipe(args, before.get(name, {}).get("steps", 0)), work / name,
                     loss_fn=fs.frontend_loss, eval_batches=held, device=args.device, threads=args.threads,

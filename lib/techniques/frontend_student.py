@@ -64,9 +64,10 @@ def teacher_targets(model, phoneme_ids: Sequence[list[int]], speaker: int = 0) -
     return FrontendTargets(ids_, m_, s_, w_)
 
 
-def frontend_batch(t: FrontendTargets, batch: int, rng: np.random.Generator):
-    """`batch` whole sentences drawn at random, padded to the longest: (ids, lengths, m_p, logs_p, logw)."""
-    pick = [int(rng.integers(len(t.ids))) for _ in range(batch)]
+def frontend_batch(t: FrontendTargets, batch: int, rng: np.random.Generator | None):
+    """`batch` whole sentences drawn at random (every sentence once, in order, where `rng` is None: a held-out
+    batch), padded to the longest: (ids, lengths, m_p, logs_p, logw)."""
+    pick = list(range(len(t.ids))) if rng is None else [int(rng.integers(len(t.ids))) for _ in range(batch)]
     n = max(t.ids[i].shape[1] for i in pick)
     pad = lambda a: nn.functional.pad(a, (0, n - a.shape[-1]))  # noqa: E731
     return (torch.cat([pad(t.ids[i]) for i in pick]), torch.tensor([t.ids[i].shape[1] for i in pick]),
@@ -91,10 +92,7 @@ def train_frontend(student: FrontEnd, targets: FrontendTargets, recipe, work_dir
     """Fit the student with the shared training stack in regression mode (no discriminator acts on statistics);
     resumes from `work_dir`; `heldout` sentences give the held-out loss in the curve."""
     from lib.training.loop import Trainer
-    held = []
-    if heldout is not None and heldout.ids:
-        rng = np.random.default_rng(1234)
-        held = [frontend_batch(heldout, min(batch, len(heldout.ids)), rng) for _ in range(2)]
+    held = [frontend_batch(heldout, len(heldout.ids), None)] if heldout is not None and heldout.ids else []
     return Trainer(student, lambda rng: frontend_batch(targets, batch, rng), recipe, work_dir, loss_fn=frontend_loss,
                    eval_batches=held, device=device, threads=threads, progress=progress).fit()
 
