@@ -251,3 +251,49 @@ def test_frontend_heldout_quality_is_perfect_for_the_teachers_own_encoder(teache
     assert refs[0].shape == spoken.shape and torch.allclose(refs[0], spoken, atol=1e-4)
     untrained = train_job.heldout_quality(teacher, fs.frontend_student(teacher, 96, 384), {}, "frontend")
     assert untrained["heldout_mel_l1"] > 0.1 and untrained["heldout_pesq"] < 3.0
+
+
+def test_bundle_and_adversarial_phase_count_device_hours_not_machine_hours(tmp_path, monkeypatch, teacher):
+    """The GPU path of a long run (lib.voices.teacher_bundle, `regress-istft --adversarial-steps`): a bundle's fp16
+    teacher and phoneme ids stand in for the voice package; the adversarial phase starts from the regression pack
+    under its own name with a warm-restarted cosine; a pack of a run that trained on a GPU keeps its machine-hours
+    and counts device-hours, naming the GPU in the config and the ledger."""
+    from lib.voices import teacher_bundle
+    from lib.voices.artefacts import save_part
+    from lib.voices.istft_decoder import FrameRateDecoder
+    sents = text.harvard_sentences([11, 31])
+    teacher_bundle.write_bundle(tmp_path / "bundle", sents)
+    monkeypatch.setenv(teacher_bundle.BUNDLE_ENV, str(tmp_path / "bundle"))
+    rounded = teacher_bundle.teacher().state_dict()
+    assert all(torch.allclose(rounded[k], v, rtol=1e-3, atol=1e-4) for k, v in teacher.state_dict().items())
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    assert teacher_bundle.sentence_ids(sents[:2]) == fe.sentence_ids(sents[:2])
+    with pytest.raises(teacher_bundle.BundleError, match="h01_01"):
+        teacher_bundle.sentence_ids(text.harvard_sentences([1])[:1])
+    dec = FrameRateDecoder(teacher.hparams["inter_channels"], 32, 1)
+    save_part(dec, tmp_path / "init" / "istft32x1-regress", "istft_decoder", dec.config,
+              extra={"steps": 3, "hours": 0.5, "recipe": "regression-first"})
+    train_job.main(["regress-istft", "--work", str(tmp_path / "w"), "--init-from", str(tmp_path / "init"),
+                    "--dim", "32", "--blocks", "1", "--steps", "5", "--adversarial-steps", "2", "--warm-restart",
+                    "--lr-warmup", "4", "--discriminators", "mpd", "--corpus-limit", "2", "--batch", "1",
+                    "--frames", "16", "--checkpoint-every", "2", "--eval-every", "0", "--log-every", "1",
+                    "--threads", "2"])
+    curve = pd.read_csv(tmp_path / "w" / "istft32x1-adv" / "curve.csv")
+    assert curve["lr"].iloc[0] == pytest.approx(5e-4 * 2 / 4)  # the warm-up again, not the old cosine's end
+    assert np.isfinite(curve["loss_adv"]).all()
+    monkeypatch.delenv(teacher_bundle.BUNDLE_ENV)
+    info = json.loads((tmp_path / "w" / "run.json").read_text())
+    assert info["device"] == "cpu" and info["recipe"] == "regression-first+adversarial"
+    (tmp_path / "w" / "run.json").write_text(json.dumps({**info, "device": "cuda", "gpu": "Some GPU"}))  # as on one
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                    "--ledger", str(tmp_path / "ledger.csv")])
+    config = json.loads((tmp_path / "out" / "istft32x1-adv" / "config.json").read_text())
+    assert config["steps"] == 5 and config["hours"] == 0.5 and config["device_hours"] > 0
+    assert config["device"] == "Some GPU" and ledger.read(tmp_path / "ledger.csv")["device"].iloc[0] == "Some GPU"
+
+
+def test_bundle_names_what_it_lacks(tmp_path, monkeypatch):
+    from lib.voices import teacher_bundle
+    monkeypatch.setenv(teacher_bundle.BUNDLE_ENV, str(tmp_path))
+    with pytest.raises(teacher_bundle.BundleError, match="teacher.safetensors is missing"):
+        teacher_bundle.teacher()

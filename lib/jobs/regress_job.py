@@ -21,18 +21,17 @@ def regress(args) -> None:
     artefact (--init-from) whose config keeps the channel choice."""
     import copy
     import numpy as np
-    from lib.voices import piper_torch
+    from lib.voices import teacher_bundle
     from lib.training import batches
     from lib.voices import parts
     from lib.techniques import distill
-    from lib.voices import synth as voices
     from lib.techniques.channel_prune import pruned_student
     from lib.techniques.regress_recipe import WEIGHTS, feature_forward, segments, stage_targets
     from lib.training.loop import Trainer
     work = Path(args.work)
     name = f"dec{args.width}-regress"
     (work / name).mkdir(parents=True, exist_ok=True)
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    teacher = teacher_bundle.teacher()
     teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     keep_file = work / name / "keep.json"
@@ -59,7 +58,7 @@ def regress(args) -> None:
         print(f"channels chosen by activation and refitted by least squares in {time.time() - t0:.0f} s", flush=True)
     from lib.core.results import atomic_write_text
     atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
-    write_run(work, args, recipe="regression-first", before=before)
+    write_run(work, args, recipe=recipe_name(args), before=before)
     targets, held_targets = stage_targets(teacher_dec, latents, keep), stage_targets(teacher_dec, heldout, keep)
     rng = np.random.default_rng(1234)
     held = [segments(heldout, held_targets, args.batch, args.frames, rng) for _ in range(2)]
@@ -70,27 +69,38 @@ def regress(args) -> None:
     print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
 
 
-def _start_regression(work: Path, name: str, student, args) -> dict:
+def _start_regression(work: Path, name: str, student, args, fallback: str = "") -> dict:
     """A regression run's start: local state (the trainer loads it) keeps run.json's count; else --init-from's
-    packed part of this `name` initialises `student` and its steps and machine-hours go on counting. Writes run.json
-    and returns its `before`."""
+    packed part of this `name` (or, where it has none, of `fallback`: an adversarial phase starts from the
+    regression pack) initialises `student` and its steps and machine-hours go on counting. Writes run.json and
+    returns its `before`."""
     old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
     before = old.get("before", {})
-    init = Path(args.init_from) / name if args.init_from else None
-    if not (work / name / "state").exists() and init is not None and (init / "config.json").exists():
+    packed = [Path(args.init_from) / n for n in (name, fallback) if n and args.init_from]
+    init = next((p for p in packed if (p / "config.json").exists()), None)
+    if not (work / name / "state").exists() and init is not None:
         config = init_from(student, init) or {}
-        before = {**before, name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
+        before = {**before, name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0)),
+                                   "device_hours": float(config.get("device_hours", 0.0))}}
         print(f"{name} initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
               flush=True)
-    write_run(work, args, recipe="regression-first", before=before)
+    write_run(work, args, recipe=recipe_name(args), before=before)
     return before
 
 
+def recipe_name(args) -> str:
+    """The ledger's and config's name of a regression run's recipe: with discriminators on its last steps, the
+    adversarial phase is named too."""
+    return "regression-first" + ("+adversarial" if args.adversarial_steps else "")
+
+
 def _regression_recipe(args, done: int):
-    """The regression-first recipe of a run whose packed start had `done` steps: the cosine goes on from there."""
+    """The regression-first recipe of a run whose packed start had `done` steps: the cosine goes on from there, or,
+    with --warm-restart, starts again from --lr (its warm-up included) over the steps left: an adversarial phase
+    after a finished cosine would otherwise train at its floor."""
     from lib.techniques.regress_recipe import recipe
     return recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
-                  adversarial_steps=args.adversarial_steps, schedule_offset=done,
+                  adversarial_steps=args.adversarial_steps, schedule_offset=0 if args.warm_restart else done,
                   discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
                   eval_every=args.eval_every, log_every=args.log_every)
 
@@ -104,13 +114,12 @@ def regress_flow(args) -> None:
     from lib.core import text
     from lib.techniques import distill
     from lib.training.loop import Trainer
-    from lib.voices import piper_torch
-    from lib.voices import synth as voices
+    from lib.voices import teacher_bundle
     work = Path(args.work)
     name = f"flow{args.hidden}"
     (work / name).mkdir(parents=True, exist_ok=True)
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
-    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids
+    teacher = teacher_bundle.teacher()
+    ids = teacher_bundle.sentence_ids
     pairs = distill.flow_pairs(teacher, ids(text.harvard_sentences(CORPUS_LISTS)[: args.corpus_limit or None]),
                                noise_scale=args.noise_scale, noise_w=args.noise_w, draws=args.draws)
     held_pairs = flow_heldout(teacher, {"noise_scale": args.noise_scale, "noise_w": args.noise_w})
@@ -134,13 +143,12 @@ def regress_frontend(args) -> None:
     from lib.core import text
     from lib.techniques import frontend_student as fs
     from lib.training.loop import Trainer
-    from lib.voices import piper_torch
-    from lib.voices import synth as voices
+    from lib.voices import teacher_bundle
     work = Path(args.work)
     name = f"fe{args.hidden}"
     (work / name).mkdir(parents=True, exist_ok=True)
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
-    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids
+    teacher = teacher_bundle.teacher()
+    ids = teacher_bundle.sentence_ids
     targets = fs.teacher_targets(teacher, ids(text.harvard_sentences(FRONTEND_LISTS)[: args.corpus_limit or None]))
     held_targets = fs.teacher_targets(teacher, ids(text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]))
     student = fs.frontend_student(teacher, args.hidden, args.filter)
@@ -156,21 +164,22 @@ def regress_frontend(args) -> None:
 def regress_istft(args) -> None:
     """The regression-first recipe on the 5x voice's frame-rate decoder (from scratch): dense targets from the
     teacher's own STFT at the latent's hop, beside waveform L1, complex STFT and mel; local state resumes, else
-    --init-from's packed decoder."""
+    --init-from's packed decoder. With --adversarial-steps it is the adversarial phase (piper's discriminators beside
+    those losses), a run of its own, `istft<dim>x<blocks>-adv`, that starts from the regression run's pack."""
     import numpy as np
     from lib.techniques.regress_recipe import WEIGHTS, spectral_forward
     from lib.training.batches import random_segments
     from lib.training.loop import Trainer
-    from lib.voices import piper_torch
-    from lib.voices import synth as voices
+    from lib.voices import teacher_bundle
     from lib.voices.istft_decoder import FrameRateDecoder
     work = Path(args.work)
-    name = f"istft{args.dim}x{args.blocks}-regress"
+    base = f"istft{args.dim}x{args.blocks}-regress"
+    name = base.replace("-regress", "-adv") if args.adversarial_steps else base  # its own ledger run and voice
     (work / name).mkdir(parents=True, exist_ok=True)
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    teacher = teacher_bundle.teacher()
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     student = FrameRateDecoder(teacher.hparams["inter_channels"], args.dim, args.blocks, hop=latents.hop)
-    before = _start_regression(work, name, student, args)
+    before = _start_regression(work, name, student, args, fallback=base)
     rng = np.random.default_rng(1234)
     held = [random_segments(heldout, args.batch, args.frames, rng) for _ in range(2)]
     rec = _regression_recipe(args, before.get(name, {}).get("steps", 0))

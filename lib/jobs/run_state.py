@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from lib.voices.teacher_bundle import sentence_ids
+
 CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
 HELDOUT_LISTS = [31]
 FRONTEND_LISTS = [*range(11, 31), *range(32, 67)]  # text only, so more of it: every list no notebook judges (67-72: smoke)
@@ -34,16 +36,14 @@ def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: fl
     noise the voice speaks with at `noise_scale`/`noise_w`) and on the held-out list, drawn the same way."""
     from lib.training import batches
     from lib.core import text
-    from lib.voices import synth as voices
-    fe = voices.PiperFrontend(voices.joe_paths()[1])
     sents = text.harvard_sentences(CORPUS_LISTS)[: corpus_limit or None]
     held = text.harvard_sentences(HELDOUT_LISTS)[:4]
-    ids = fe.sentence_ids(sents)
+    ids = sentence_ids(sents)
     parts = [batches.teacher_latents(teacher, ids, [f"{s.id}#{d}" for s in sents], noise_scale=noise_scale,
                                       noise_w=noise_w, seed=d) for d in range(draws)]
     latents = batches.Latents([i for p in parts for i in p.ids], [z for p in parts for z in p.z],
                                [w for p in parts for w in p.wav], parts[0].hop)
-    heldout = batches.teacher_latents(teacher, fe.sentence_ids(held), [s.id for s in held],
+    heldout = batches.teacher_latents(teacher, sentence_ids(held), [s.id for s in held],
                                        noise_scale=noise_scale, noise_w=noise_w, seed=1000)
     return latents, heldout
 
@@ -53,7 +53,10 @@ def write_run(work: Path, args, **extra) -> None:
     import os
     from lib.core.results import atomic_write_json
     old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
+    device = getattr(args, "device", "cpu")
+    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
     atomic_write_json(work / "run.json", {**old, "threads": args.threads, "cores": os.cpu_count(),
+                                          "device": device, "gpu": gpu,
                                           "noise_scale": args.noise_scale, "noise_w": args.noise_w, "draws": args.draws,
                                           "command": args.command, **extra})
 
@@ -74,9 +77,8 @@ def flow_heldout(teacher, info: dict):
     run's corpus noise (`info`: noise_scale, noise_w)."""
     from lib.core import text
     from lib.techniques import distill
-    from lib.voices import synth as voices
     held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
-    return distill.flow_pairs(teacher, voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(held),
+    return distill.flow_pairs(teacher, sentence_ids(held),
                               noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0), draws=1,
                               seed=1000)
 
@@ -91,7 +93,7 @@ def frontend_heldout(teacher, fe, noise_scale: float | None = None) -> tuple[lis
     from lib.techniques.frontend_student import teacher_targets
     from lib.voices import synth as voices
     held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
-    t = teacher_targets(teacher, voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(held))
+    t = teacher_targets(teacher, sentence_ids(held))
     noise_scale = voices.NOISE_SCALE if noise_scale is None else noise_scale
     refs, outs = [], []
     gen = torch.Generator().manual_seed(1000)
@@ -115,7 +117,6 @@ def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
     from lib.training import batches
     from lib.harness import metrics
     from lib.core import text
-    from lib.voices import synth as voices
     from lib.training.loop import mel_l1
     part.eval()
     with torch.no_grad():
@@ -126,9 +127,8 @@ def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
             refs = [teacher.dec(z * m) for z, m in zip(pairs.z, pairs.mask)]
             outs = [teacher.dec(part(zp, m, g=None, reverse=True) * m) for zp, m in zip(pairs.z_p, pairs.mask)]
         else:
-            fe = voices.PiperFrontend(voices.joe_paths()[1])
             held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
-            lat = batches.teacher_latents(teacher, fe.sentence_ids(held), [s.id for s in held],
+            lat = batches.teacher_latents(teacher, sentence_ids(held), [s.id for s in held],
                                            noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0),
                                            seed=1000)
             refs, outs = lat.wav, [part(z)[..., : ref.shape[-1]] for z, ref in zip(lat.z, lat.wav)]

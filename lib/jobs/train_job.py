@@ -113,7 +113,8 @@ def pack(args) -> None:
     pack_adapters(work, out, teacher, env, device=args.device, ledger=args.ledger, heldout_lists=HELDOUT_LISTS)
     students = ("dec", "flow", "istft", "structured", "fe")  # run folders of `students` and the regress runs; adapters apart
     info = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
-    share = info.get("threads", 1) / max(1, info.get("cores", 1))  # a 1-thread run on 2 cores: half the machine
+    on_gpu = info.get("device", "cpu") != "cpu"  # a GPU's time is counted as device-hours, not machine-hours
+    share = 0.0 if on_gpu else info.get("threads", 1) / max(1, info.get("cores", 1))  # 1 thread of 2 cores: half
     for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists() and p.name.startswith(students)):
         ema = run / "ema.safetensors"  # the averaged weights, where the recipe keeps an EMA
         state = load_file(str(ema if ema.exists() else run / "state" / "model.safetensors"))
@@ -146,15 +147,19 @@ def pack(args) -> None:
         before = info.get("before", {}).get(run.name, {})  # a start from packed files: their count goes on
         steps += int(before.get("steps", 0))
         hours = float(before.get("hours", 0.0)) + seconds / 3600 * share
-        extra = {"student": run.name, "steps": steps, "seconds": seconds, "hours": hours,
-                 "recipe": info.get("recipe", "adversarial"), "device": env.get("gpu") or args.device}
+        device_hours = float(before.get("device_hours", 0.0)) + (seconds / 3600 if on_gpu else 0.0)
+        trained_on = info.get("gpu") or env.get("gpu") or args.device  # where a run trained; pack may run elsewhere
+        extra = {"student": run.name, "steps": steps, "seconds": seconds, "hours": hours, "device_hours": device_hours,
+                 "recipe": info.get("recipe", "adversarial"), "device": trained_on}
         if (run / "keep.json").exists():
             extra["keep"] = json.loads((run / "keep.json").read_text())
         dest = save_part(module, out / run.name, kind, build, extra=extra)
         (dest / "curve.csv").write_text(curve)
-        (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": info.get("command", command)},
+        (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": info.get("command", command),
+                                                   "trained_on": trained_on, "device_hours": device_hours},
                                                   indent=1, default=str))
-        print(f"packed {run.name}: {steps} steps, {hours:.2f} machine-hours -> {dest}", flush=True)
+        print(f"packed {run.name}: {steps} steps, {hours:.2f} machine-hours, {device_hours:.3f} device-hours -> {dest}",
+              flush=True)
         if args.ledger and kind in ("decoder", "istft_decoder", "flow", "frontend"):
             from lib.training.ledger import read
             book = read(Path(args.ledger))
@@ -163,7 +168,7 @@ def pack(args) -> None:
                 print(f"ledger: {work.name}/{run.name} has no new checkpoint since its last row", flush=True)
                 continue
             row = ledger_row(teacher, module, info, run=f"{work.name}/{run.name}", part=kind, steps=steps, hours=hours,
-                             env=env, device=args.device)
+                             env=env, device=trained_on)
             from lib.training.ledger import append
             append(Path(args.ledger), row)
             print(f"ledger: {row}", flush=True)
@@ -171,7 +176,7 @@ def pack(args) -> None:
 def ledger_row(teacher, module, info: dict, *, run: str, part: str, steps: int, hours: float, env: dict,
                device: str) -> dict:
     from datetime import datetime, timezone
-    return {"run": run, "part": part, "recipe": info.get("recipe", "adversarial"), "device": env.get("gpu") or device,
+    return {"run": run, "part": part, "recipe": info.get("recipe", "adversarial"), "device": device,
             "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
             **{k: round(v, 4) for k, v in heldout_quality(teacher, module, info, part).items()},
             "heldout_secs": float("nan"),
@@ -203,6 +208,8 @@ def _regress_recipe_args(q) -> None:
     q.add_argument("--lr", type=float, default=5e-4)
     q.add_argument("--lr-warmup", type=int, default=200)
     q.add_argument("--ema", type=float, default=0.999)
+    q.add_argument("--warm-restart", action="store_true", help="a new cosine from --lr over the steps left (a packed "
+                   "start otherwise goes on along its old one): for an adversarial phase after a finished cosine")
 
 
 def main(argv=None) -> None:
@@ -274,6 +281,11 @@ def main(argv=None) -> None:
     a.add_argument("--eval-every", type=int, default=500, help="held-out mel L1 to the target every N steps (0: never)")
     a.add_argument("--log-every", type=int, default=50)
     a.add_argument("--threads", type=int, default=8)
+    b = sub.add_parser("bundle", help="the teacher's weights and phoneme ids for a machine without the voice package")
+    b.add_argument("--out", required=True, help="the folder TTS_LAB_TEACHER_BUNDLE will name there")
+    b.add_argument("--lists", type=int, nargs="+", default=[*CORPUS_LISTS, *HELDOUT_LISTS],
+                   help="Harvard lists whose phoneme ids it holds (a run's corpus and held-out lists)")
+    b.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     k = sub.add_parser("pack", help="copy the latest generators, adapters, curves and env to --out")
     k.add_argument("--work", required=True)
     k.add_argument("--out", required=True)
@@ -285,6 +297,11 @@ def main(argv=None) -> None:
     if getattr(args, "threads", None) and args.device == "cpu":
         torch.set_num_threads(args.threads)  # from the start: a setup on torch's default threads oversubscribes
     from lib.core.pause import Yielder
+    if args.cmd == "bundle":
+        from lib.core import text
+        from lib.voices.teacher_bundle import write_bundle
+        print(f"bundle written to {write_bundle(Path(args.out), text.harvard_sentences(args.lists), args.dtype)}")
+        return
     run = Yielder(f"{args.cmd} {Path(args.work).name}") if args.cmd != "pack" else None
     if run is not None:
         run.register()  # pauses between steps while anything on this machine is timed

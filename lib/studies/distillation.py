@@ -224,7 +224,7 @@ def long_whole_voices(long: dict, info: dict, flow, flow_name: str, fe, fe_name:
     if fes:
         fe, fe_name = frontend_of(long[fes[0]]), fes[0].replace(f"@{results.LONG_RUN}", "-long")
     decoders = {n: c for n, c in info.items()
-                if c.get("recipe") == "regression-first" and c["kind"] in ("decoder", "istft_decoder")}
+                if str(c.get("recipe", "")).startswith("regression-first") and c["kind"] in ("decoder", "istft_decoder")}
     voices_ = {n.replace("@", f"+{flow_name}+{fe_name}@"): distill.with_parts(long[n], flow=flow, frontend=fe)
                for n in decoders}
     if flows:

@@ -1,0 +1,94 @@
+"""The teacher voice where no voice package is installed (a lent GPU machine, which reaches no registry and takes
+64 MiB from here): piper's PyTorch VITS weights as safetensors beside their architecture, and the phoneme ids of the
+Harvard sentences a run speaks, written here by `write_bundle`. `teacher()` and `sentence_ids()` read the bundle that
+`TTS_LAB_TEACHER_BUNDLE` names, else the shipped en_US-joe-medium voice, so a long run's code is the same on both.
+
+The weights travel as float16 (the fp32 voice, 63 MB, does not fit beside the repository): the bundle's teacher differs
+from the voice by that rounding, so a run on it judges itself against a rounded teacher; the ledger row and every
+notebook judge its packed student here, against the voice itself."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+BUNDLE_ENV = "TTS_LAB_TEACHER_BUNDLE"
+WEIGHTS, CONFIG = "teacher.safetensors", "teacher.json"
+
+
+class BundleError(FileNotFoundError):
+    """A bundle that is missing a file, or lacks a sentence a run asks for; the message names which."""
+
+
+def bundle_dir() -> Path | None:
+    """The folder TTS_LAB_TEACHER_BUNDLE names (checked), or None where it is unset."""
+    value = os.environ.get(BUNDLE_ENV, "").strip()
+    if not value:
+        return None
+    folder = Path(value)
+    for name in (WEIGHTS, CONFIG):
+        if not (folder / name).is_file():
+            raise BundleError(f"{BUNDLE_ENV}={value}: {folder / name} is missing (write it with "
+                              f"`python -m lib.jobs.train_job bundle --out {value}`)")
+    return folder
+
+
+def write_bundle(out: Path, sentences, dtype: str = "float16") -> Path:
+    """The shipped voice's weights (cast to `dtype`) and architecture, and the phoneme ids of `sentences`
+    (lib.core.text.Sentence), into `out`; returns it."""
+    import torch
+    from safetensors.torch import save_file
+    from lib.core.results import atomic_write_json
+    from lib.voices import synth as voices
+    from lib.voices.piper_torch import load_piper_torch
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path, config_path = voices.joe_paths()
+    model = load_piper_torch(model_path)
+    ids = voices.PiperFrontend(config_path).sentence_ids(sentences)
+    state = {k: v.detach().to(getattr(torch, dtype)).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS))
+    atomic_write_json(out / CONFIG, {"source": Path(model_path).name, "dtype": dtype, "hparams": model.hparams,
+                                     "sample_rate": model.sample_rate,
+                                     "training_only_keys": list(model.training_only_keys),
+                                     "ids": {s.id: i for s, i in zip(sentences, ids)}})
+    return out
+
+
+def teacher():
+    """piper's SynthesizerTrn of the teacher voice (float32, eval mode): from the bundle where one is named, else
+    rebuilt from the shipped voice's ONNX file."""
+    folder = bundle_dir()
+    if folder is None:
+        from lib.voices import synth as voices
+        from lib.voices.piper_torch import load_piper_torch
+        return load_piper_torch(voices.joe_paths()[0])
+    from piper.train.vits.models import SynthesizerTrn
+    from safetensors.torch import load_file
+    from lib.voices.parts import fold_weight_norm
+    config = json.loads((folder / CONFIG).read_text())
+    model = SynthesizerTrn(**config["hparams"])
+    del model.enc_q
+    fold_weight_norm(model.dec)  # as the voice's own build: folded weights
+    fold_weight_norm(model.flow)
+    model.load_state_dict({k: v.float() for k, v in load_file(str(folder / WEIGHTS)).items()})
+    model.eval()
+    model.onnx_source = f"{folder / WEIGHTS} ({config['dtype']} of {config['source']})"
+    model.training_only_keys, model.hparams = config["training_only_keys"], config["hparams"]
+    model.sample_rate = config["sample_rate"]
+    return model
+
+
+def sentence_ids(sentences) -> list[list[int]]:
+    """The phoneme ids of each sentence (lib.core.text.Sentence): the bundle's where one is named, else piper's
+    phonemizer through the shipped voice's config."""
+    folder = bundle_dir()
+    if folder is None:
+        from lib.voices import synth as voices
+        return voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(sentences)
+    table = json.loads((folder / CONFIG).read_text())["ids"]
+    missing = [s.id for s in sentences if s.id not in table]
+    if missing:
+        raise BundleError(f"{folder / CONFIG} has no phoneme ids for {len(missing)} sentence(s), e.g. {missing[0]!r}: "
+                          f"write the bundle with the lists this run speaks")
+    return [table[s.id] for s in sentences]
