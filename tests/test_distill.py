@@ -67,12 +67,15 @@ def test_training_table_gives_long_runs_their_machine_hours():
     (its `seconds` are only the packing session's), a GPU pack without them its wall hours; the headline names both."""
     from lib.studies import distillation
     where = distill.training_table({}, {"dec128-regress@cpu-long": {"steps": 140000, "hours": 3.05, "seconds": 7074.0},
-                                        "dec64@h100": {"steps": 9000, "seconds": 1800.0}}, "cpu")
+                                        "dec64@h100": {"steps": 9000, "seconds": 1800.0},
+                                        "istft8x1-adv@cpu-long": {"steps": 9, "hours": 3.0, "device_hours": 0.13,
+                                                                  "device": "NVIDIA H200"}}, "cpu")
     t = where.set_index("student")
     assert t.loc["dec128-regress@cpu-long", "hours"] == 3.05 and t.loc["dec64@h100", "hours"] == 0.5
     assert t.loc["dec128-regress@cpu-long", "where"] == "cpu-long"
     line = distillation.headline([], [], where, 1.0, "cpu")[-1]
     assert "dec128-regress@cpu-long (140000 steps, 3.05 h on cpu-long)" in line and "0.50 h on h100" in line
+    assert "istft8x1-adv@cpu-long (9 steps, 3.00 h on cpu-long + 0.13 device-hours on NVIDIA H200)" in line
 
 
 def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp_path):

@@ -250,12 +250,15 @@ def student_voice(teacher_model, folder: Path, name: str):
 
 def training_table(curves: dict, recorded_info: dict, device: str):
     """Where and how long each student trained: here (`curves`, wall hours) or elsewhere (`recorded_info` configs:
-    a long CPU run's cumulative machine-hours where its config has them, else its wall hours)."""
+    a long CPU run's cumulative machine-hours where its config has them, else its wall hours; and the device-hours
+    of a long run's phase on a lent GPU, with the GPU, apart)."""
     import pandas as pd
     rows = [{"student": n, "where": device, "steps": c.steps_done, "hours": c.seconds / 3600,
-             "s_per_step": c.s_per_step} for n, c in curves.items()]
+             "s_per_step": c.s_per_step, "device_hours": 0.0, "gpu": ""} for n, c in curves.items()]
     for n, cfg in recorded_info.items():
+        gpu_h = float(cfg.get("device_hours") or 0.0)
         rows.append({"student": n, "where": n.rsplit("@", 1)[-1], "steps": cfg.get("steps"),
                      "hours": cfg["hours"] if cfg.get("hours") is not None else (cfg.get("seconds") or float("nan")) / 3600,
-                     "s_per_step": (cfg.get("seconds") or float("nan")) / max(1, cfg.get("steps") or 1)})
+                     "s_per_step": (cfg.get("seconds") or float("nan")) / max(1, cfg.get("steps") or 1),
+                     "device_hours": gpu_h, "gpu": cfg.get("device", "") if gpu_h else ""})
     return pd.DataFrame(rows)
