@@ -297,3 +297,20 @@ def test_bundle_names_what_it_lacks(tmp_path, monkeypatch):
     monkeypatch.setenv(teacher_bundle.BUNDLE_ENV, str(tmp_path))
     with pytest.raises(teacher_bundle.BundleError, match="teacher.safetensors is missing"):
         teacher_bundle.teacher()
+
+
+def test_device_site_stands_in_for_piper_and_librosa_where_neither_is_installed(tmp_path):
+    """lib.jobs.device_site: on a machine without piper-tts and librosa (PYTHONPATH's first folder), piper's training
+    code imports and `librosa.filters.mel` gives librosa's own basis for the saved arguments, and refuses others."""
+    import subprocess
+    import sys
+    import librosa
+    from lib.jobs.device_site import write_site
+    site = write_site(tmp_path / "site")
+    code = ("import numpy as np, librosa, piper; from piper.train.vits import models; from librosa.filters import mel; "
+            "np.save('m.npy', mel(sr=22050, n_fft=1024, n_mels=80, fmin=0.0, fmax=None)); print(librosa.__file__, piper.__file__)\n"
+            "try:\n    mel(sr=16000, n_fft=512, n_mels=80)\nexcept KeyError as e:\n    print('refused', e)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}).stdout
+    assert str(site / "librosa") in out and str(site / "piper") in out and "refused" in out and "16000_512_80" in out
+    assert np.array_equal(np.load(tmp_path / "m.npy"), librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80))

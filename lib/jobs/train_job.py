@@ -286,6 +286,8 @@ def main(argv=None) -> None:
     b.add_argument("--lists", type=int, nargs="+", default=[*CORPUS_LISTS, *HELDOUT_LISTS],
                    help="Harvard lists whose phoneme ids it holds (a run's corpus and held-out lists)")
     b.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    b.add_argument("--site", default="", help="also write piper's training code and a librosa stand-in here "
+                   "(lib.jobs.device_site: the folder PYTHONPATH names first on a machine without them)")
     k = sub.add_parser("pack", help="copy the latest generators, adapters, curves and env to --out")
     k.add_argument("--work", required=True)
     k.add_argument("--out", required=True)
@@ -301,6 +303,9 @@ def main(argv=None) -> None:
         from lib.core import text
         from lib.voices.teacher_bundle import write_bundle
         print(f"bundle written to {write_bundle(Path(args.out), text.harvard_sentences(args.lists), args.dtype)}")
+        if args.site:
+            from lib.jobs.device_site import write_site
+            print(f"piper's training code and the librosa stand-in written to {write_site(Path(args.site))}")
         return
     run = Yielder(f"{args.cmd} {Path(args.work).name}") if args.cmd != "pack" else None
     if run is not None:
