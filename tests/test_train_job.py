@@ -115,3 +115,13 @@ def test_adaptation_long_run_builds_its_target_packs_a_ledger_row_and_goes_on_fr
     z = dict(trained.dec.named_parameters())
     assert any(not torch.equal(p, z[n]) for n, p in again.dec.named_parameters()), "the resumed run trained on"
     assert list(ledger.read(book)["steps"]) == [2, 5]
+
+
+def test_packed_hours_count_a_gpu_apart_from_the_cpu():
+    """run_state.accounted_hours, which both packs (decoders, adapters) use: a CPU run adds wall time times its share
+    of the cores; a run whose run.json says it trained on a GPU adds device-hours only, and names the GPU."""
+    from lib.jobs.run_state import accounted_hours
+    before = {"hours": 1.0, "device_hours": 0.25}
+    assert accounted_hours({"threads": 1, "cores": 2}, before, 3600, {}, "cpu") == (1.5, 0.25, "cpu")
+    assert accounted_hours({"threads": 1, "cores": 16, "device": "cuda", "gpu": "Some GPU"}, before, 1800,
+                           {"gpu": None}, "cpu") == (1.0, 0.75, "Some GPU")

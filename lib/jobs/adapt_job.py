@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.jobs.run_state import accounted_hours, gpu_name
+
 ADAPT_CORPUS_LISTS = [11, 12, 13, 14, 15, 16]  # notebook 02's `corpus_lists`: its adapters and these share a target set
 
 
@@ -104,7 +106,7 @@ def adapt(args, heldout_lists) -> None:
                                              heldout_lists=heldout_lists, heldout_limit=args.heldout_limit,
                                              threads=args.threads)
     info = _run_info(work, threads=args.threads, cores=os.cpu_count(), command=args.command, recipe="adapt",
-                     target=target, base=args.base)
+                     target=target, base=args.base, device=args.device, gpu=gpu_name(args.device))
     started = time.time()
     for name in args.methods:
         method, rank = finetune.parse_method(name)
@@ -113,7 +115,8 @@ def adapt(args, heldout_lists) -> None:
             config = _resume_from(a, Path(args.init_from) / name)
             if config:
                 info = _run_info(work, before={**info.get("before", {}), name: {
-                    "steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}})
+                    "steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0)),
+                    "device_hours": float(config.get("device_hours", 0.0))}})
         # --steps is the run's whole budget, packed steps included (as for regress): the rest trains here, and the
         # learning rate goes on decaying from where the packed run left it
         done = int(info.get("before", {}).get(name, {}).get("steps", 0))
@@ -168,7 +171,6 @@ def pack_adapters(work: Path, out: Path, teacher, env: dict, *, device: str, led
     from lib.core.results import atomic_write_text
     from lib.training.ledger import append, read
     info = json.loads((work / "run.json").read_text())
-    share = info.get("threads", 1) / max(1, info.get("cores", 1))
     held_path = work / "heldout_set.safetensors"
     for folder in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists()):
         try:
@@ -183,9 +185,10 @@ def pack_adapters(work: Path, out: Path, teacher, env: dict, *, device: str, led
         frame = pd.read_csv(folder / "curve.csv")
         before = info.get("before", {}).get(folder.name, {})
         steps = int(frame["step"].iloc[-1]) + int(before.get("steps", 0))
-        hours = float(before.get("hours", 0.0)) + float(frame["seconds"].iloc[-1]) / 3600 * share
+        hours, device_hours, trained_on = accounted_hours(info, before, float(frame["seconds"].iloc[-1]), env, device)
         dest = a.save(out / folder.name, base=info.get("base", ""), card={
-            "target": info.get("target"), "steps": steps, "hours": round(hours, 4), "device": env.get("gpu") or device,
+            "target": info.get("target"), "steps": steps, "hours": round(hours, 4),
+            "device_hours": round(device_hours, 4), "device": trained_on,
             "recipe": json.loads((folder / "recipe.json").read_text()), "command": info.get("command")})
         (dest / "curve.csv").write_text((folder / "curve.csv").read_text())
         (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": info.get("command")}, indent=1, default=str))
@@ -203,7 +206,7 @@ def pack_adapters(work: Path, out: Path, teacher, env: dict, *, device: str, led
         atomic_write_text(dest / "heldout.json", json.dumps({"steps": steps, "heldout_lists": list(heldout_lists),
                                                            **{k: round(float(v), 4) for k, v in quality.items()}}, indent=1))
         from datetime import datetime, timezone
-        append(Path(ledger), {"run": run, "part": "adapter", "recipe": folder.name, "device": env.get("gpu") or device,
+        append(Path(ledger), {"run": run, "part": "adapter", "recipe": folder.name, "device": trained_on,
                               "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
                               "heldout_pesq": np.nan, "heldout_mel_l1": round(quality["heldout_mel_l1"], 4),
                               "heldout_secs": round(quality["heldout_secs"], 4), "commit": env.get("git"),

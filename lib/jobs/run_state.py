@@ -54,11 +54,27 @@ def write_run(work: Path, args, **extra) -> None:
     from lib.core.results import atomic_write_json
     old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
     device = getattr(args, "device", "cpu")
-    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
     atomic_write_json(work / "run.json", {**old, "threads": args.threads, "cores": os.cpu_count(),
-                                          "device": device, "gpu": gpu,
+                                          "device": device, "gpu": gpu_name(device),
                                           "noise_scale": args.noise_scale, "noise_w": args.noise_w, "draws": args.draws,
                                           "command": args.command, **extra})
+
+
+def accounted_hours(info: dict, before: dict, seconds: float, env: dict, device: str) -> tuple[float, float, str]:
+    """A packed run's cumulative (machine-hours, device-hours, where it trained), from its run.json (`info`), its
+    packed start (`before`) and the seconds trained since: a CPU run adds its wall time times its share of the
+    machine's cores (threads / cores: a 1-thread run on 2 cores, half), a run on a GPU (run.json's device) adds its
+    wall time as device-hours and no machine-hours; where it trained is the GPU's name, else the packing `device`."""
+    on_gpu = info.get("device", "cpu") != "cpu"
+    share = 0.0 if on_gpu else info.get("threads", 1) / max(1, info.get("cores", 1))
+    hours = float(before.get("hours", 0.0)) + seconds / 3600 * share
+    device_hours = float(before.get("device_hours", 0.0)) + (seconds / 3600 if on_gpu else 0.0)
+    return hours, device_hours, info.get("gpu") or env.get("gpu") or device
+
+
+def gpu_name(device: str) -> str | None:
+    """The GPU a run on `device` trains on (run.json's `gpu`), None on a CPU."""
+    return torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
 
 
 def count_from(work: Path, args, name: str, config: dict | None) -> None:

@@ -27,8 +27,8 @@ import torch
 from lib.jobs import adapt_job
 from lib.jobs.adapt_job import ADAPT_CORPUS_LISTS
 from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_istft
-from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_LISTS, corpus, count_from, heldout_quality,  # noqa: F401
-                                init_from, write_run)
+from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_LISTS, accounted_hours, corpus, count_from,  # noqa: F401
+                                heldout_quality, init_from, write_run)
 
 
 def _recipe(steps: int, adversarial: int, args):
@@ -113,8 +113,6 @@ def pack(args) -> None:
     pack_adapters(work, out, teacher, env, device=args.device, ledger=args.ledger, heldout_lists=HELDOUT_LISTS)
     students = ("dec", "flow", "istft", "structured", "fe")  # run folders of `students` and the regress runs; adapters apart
     info = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
-    on_gpu = info.get("device", "cpu") != "cpu"  # a GPU's time is counted as device-hours, not machine-hours
-    share = 0.0 if on_gpu else info.get("threads", 1) / max(1, info.get("cores", 1))  # 1 thread of 2 cores: half
     for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists() and p.name.startswith(students)):
         ema = run / "ema.safetensors"  # the averaged weights, where the recipe keeps an EMA
         state = load_file(str(ema if ema.exists() else run / "state" / "model.safetensors"))
@@ -146,9 +144,7 @@ def pack(args) -> None:
         parts.fold_weight_norm(module)
         before = info.get("before", {}).get(run.name, {})  # a start from packed files: their count goes on
         steps += int(before.get("steps", 0))
-        hours = float(before.get("hours", 0.0)) + seconds / 3600 * share
-        device_hours = float(before.get("device_hours", 0.0)) + (seconds / 3600 if on_gpu else 0.0)
-        trained_on = info.get("gpu") or env.get("gpu") or args.device  # where a run trained; pack may run elsewhere
+        hours, device_hours, trained_on = accounted_hours(info, before, seconds, env, args.device)  # pack may run elsewhere
         extra = {"student": run.name, "steps": steps, "seconds": seconds, "hours": hours, "device_hours": device_hours,
                  "recipe": info.get("recipe", "adversarial"), "device": trained_on}
         if (run / "keep.json").exists():
