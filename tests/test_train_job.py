@@ -125,3 +125,20 @@ def test_packed_hours_count_a_gpu_apart_from_the_cpu():
     assert accounted_hours({"threads": 1, "cores": 2}, before, 3600, {}, "cpu") == (1.5, 0.25, "cpu")
     assert accounted_hours({"threads": 1, "cores": 16, "device": "cuda", "gpu": "Some GPU"}, before, 1800,
                            {"gpu": None}, "cpu") == (1.0, 0.75, "Some GPU")
+
+
+def test_an_adversarial_phase_is_a_part_of_its_own_that_starts_from_the_regression_pack(tmp_path):
+    """run_state.phase_name and packed_start, which `regress` and `regress-istft` share: with --adversarial-steps the
+    part is `<student>-adv`, started from its own pack where there is one, else from `<student>-regress`'s."""
+    from argparse import Namespace
+    from lib.jobs.run_state import packed_start, phase_name
+    args = Namespace(adversarial_steps=100, init_from=str(tmp_path))
+    assert phase_name("dec8-regress", args) == "dec8-adv"
+    assert phase_name("dec8-regress", Namespace(adversarial_steps=0)) == "dec8-regress"
+    assert packed_start(args, "dec8-adv", "dec8-regress") is None
+    (tmp_path / "dec8-regress").mkdir()
+    (tmp_path / "dec8-regress" / "config.json").write_text("{}")
+    assert packed_start(args, "dec8-adv", "dec8-regress") == tmp_path / "dec8-regress"
+    (tmp_path / "dec8-adv").mkdir()
+    (tmp_path / "dec8-adv" / "config.json").write_text("{}")
+    assert packed_start(args, "dec8-adv", "dec8-regress") == tmp_path / "dec8-adv"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib.jobs.run_state import accounted_hours, gpu_name
+from lib.jobs.run_state import accounted_hours, gpu_name, packed_count
 
 ADAPT_CORPUS_LISTS = [11, 12, 13, 14, 15, 16]  # notebook 02's `corpus_lists`: its adapters and these share a target set
 
@@ -114,9 +114,7 @@ def adapt(args, heldout_lists) -> None:
         if args.init_from and not (work / name / "state").exists():
             config = _resume_from(a, Path(args.init_from) / name)
             if config:
-                info = _run_info(work, before={**info.get("before", {}), name: {
-                    "steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0)),
-                    "device_hours": float(config.get("device_hours", 0.0))}})
+                info = _run_info(work, before={**info.get("before", {}), name: packed_count(config)})
         # --steps is the run's whole budget, packed steps included (as for regress): the rest trains here, and the
         # learning rate goes on decaying from where the packed run left it
         done = int(info.get("before", {}).get(name, {}).get("steps", 0))

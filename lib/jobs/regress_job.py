@@ -11,14 +11,15 @@ from pathlib import Path
 import torch
 
 from lib.jobs.run_state import (CORPUS_LISTS, FRONTEND_LISTS, HELDOUT_LISTS, HELDOUT_SENTENCES, corpus, flow_heldout,
-                                init_from, write_run)
+                                init_from, packed_count, packed_start, phase_name, write_run)
 
 
 def regress(args) -> None:
     """The regression-first recipe (lib.techniques.regress_recipe) on a channel-pruned decoder student: channels chosen by the
     teacher's activations and refitted by least squares before the first step (channel_prune), then waveform, complex
     STFT, mel and stage-feature losses under a cosine schedule with an EMA; resumes from --work, or from a committed
-    artefact (--init-from) whose config keeps the channel choice."""
+    artefact (--init-from) whose config keeps the channel choice. With --adversarial-steps it is the adversarial
+    phase, `dec<width>-adv`, which starts from the regression run's pack (run_state.phase_name)."""
     import copy
     import numpy as np
     from lib.voices import teacher_bundle
@@ -29,24 +30,25 @@ def regress(args) -> None:
     from lib.techniques.regress_recipe import WEIGHTS, feature_forward, segments, stage_targets
     from lib.training.loop import Trainer
     work = Path(args.work)
-    name = f"dec{args.width}-regress"
+    base = f"dec{args.width}-regress"
+    name = phase_name(base, args)
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = teacher_bundle.teacher()
     teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     keep_file = work / name / "keep.json"
-    init = Path(args.init_from) / name if args.init_from else None
+    init = packed_start(args, name, fallback=base)
     before = {}
     if keep_file.exists():  # local state: the trainer loads the weights; a start from packed files stays counted
         keep = [torch.tensor(k) for k in json.loads(keep_file.read_text())]
         old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
         before = old.get("before", {})
         student = parts.fold_weight_norm(distill.decoder_student(teacher, args.width, "scratch"))
-    elif init is not None and (init / "config.json").exists():
+    elif init is not None:
         from lib.voices.artefacts import load_part
         student, config = load_part(init)
         keep = [torch.tensor(k) for k in config["keep"]]
-        before = {name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0))}}
+        before = {name: packed_count(config)}
         print(f"generator initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
               flush=True)
     else:
@@ -76,12 +78,10 @@ def _start_regression(work: Path, name: str, student, args, fallback: str = "") 
     returns its `before`."""
     old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
     before = old.get("before", {})
-    packed = [Path(args.init_from) / n for n in (name, fallback) if n and args.init_from]
-    init = next((p for p in packed if (p / "config.json").exists()), None)
+    init = packed_start(args, name, fallback)
     if not (work / name / "state").exists() and init is not None:
         config = init_from(student, init) or {}
-        before = {**before, name: {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0)),
-                                   "device_hours": float(config.get("device_hours", 0.0))}}
+        before = {**before, name: packed_count(config)}
         print(f"{name} initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
               flush=True)
     write_run(work, args, recipe=recipe_name(args), before=before)
@@ -174,7 +174,7 @@ def regress_istft(args) -> None:
     from lib.voices.istft_decoder import FrameRateDecoder
     work = Path(args.work)
     base = f"istft{args.dim}x{args.blocks}-regress"
-    name = base.replace("-regress", "-adv") if args.adversarial_steps else base  # its own ledger run and voice
+    name = phase_name(base, args)
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = teacher_bundle.teacher()
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)

@@ -77,12 +77,30 @@ def gpu_name(device: str) -> str | None:
     return torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
 
 
+def packed_count(config: dict) -> dict:
+    """What a part started from packed files (their `config`) goes on counting: steps, machine-hours, device-hours."""
+    return {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0)),
+            "device_hours": float(config.get("device_hours", 0.0))}
+
+
+def packed_start(args, name: str, fallback: str = "") -> Path | None:
+    """The --init-from folder a run's part `name` starts from: its own pack, else (an adversarial phase starting from
+    the regression run) `fallback`'s; None where neither is packed there."""
+    packed = [Path(args.init_from) / n for n in (name, fallback) if n and args.init_from]
+    return next((p for p in packed if (p / "config.json").exists()), None)
+
+
+def phase_name(base: str, args) -> str:
+    """A regression run's part name (`<student>-regress`), or with --adversarial-steps that of its adversarial phase,
+    `<student>-adv`: a run, a ledger line and a judged voice of its own."""
+    return base.replace("-regress", "-adv") if args.adversarial_steps else base
+
+
 def count_from(work: Path, args, name: str, config: dict | None) -> None:
     """A part started from packed files goes on counting their steps and machine-hours (pack adds them)."""
     if config:
         old = json.loads((work / "run.json").read_text()).get("before", {}) if (work / "run.json").exists() else {}
-        write_run(work, args, before={**old, name: {"steps": int(config.get("steps", 0)),
-                                                     "hours": float(config.get("hours", 0.0))}})
+        write_run(work, args, before={**old, name: packed_count(config)})
 
 
 HELDOUT_SENTENCES = 4  # held-out sentences (list 31) of the ledger's quality figures

@@ -87,6 +87,20 @@ def _built(path: str, size: int, mtime_ns: int):
     return build_piper_torch(Path(path))
 
 
+def inference_model(hp: dict):
+    """piper's SynthesizerTrn for the architecture `hp` (piper_hparams), as a voice's weights fill it: no posterior
+    encoder, the decoder's and flow's weight norm folded (the export holds folded weights), seeded initial values
+    for the training-only parts."""
+    import torch
+    from piper.train.vits.models import SynthesizerTrn
+    torch.manual_seed(0)
+    model = SynthesizerTrn(**hp)
+    del model.enc_q
+    fold_weight_norm(model.dec)
+    fold_weight_norm(model.flow)
+    return model
+
+
 def build_piper_torch(onnx_path: Path):
     """Build piper's SynthesizerTrn (inference path: enc_p, dp, flow, dec) and fill it from the ONNX initialisers.
 
@@ -97,7 +111,6 @@ def build_piper_torch(onnx_path: Path):
     absent from the graph; they keep their initial values and are never used at inference.
     """
     import torch
-    from piper.train.vits.models import SynthesizerTrn
 
     onnx_path = check_file(onnx_path, "voice model")
     try:
@@ -109,12 +122,7 @@ def build_piper_torch(onnx_path: Path):
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise VoiceFileError(f"{onnx_path.name}: cannot read a Piper VITS architecture off the graph: "
                              f"{type(exc).__name__} {exc} is missing or unexpected (is it a piper export?)") from None
-    torch.manual_seed(0)
-    model = SynthesizerTrn(**hp)
-    del model.enc_q
-    fold_weight_norm(model.dec)  # the export holds folded weights
-    fold_weight_norm(model.flow)
-
+    model = inference_model(hp)
     state = model.state_dict()
     loaded, skipped = {}, []
     for key, tensor in state.items():

@@ -63,14 +63,10 @@ def teacher():
         from lib.voices import synth as voices
         from lib.voices.piper_torch import load_piper_torch
         return load_piper_torch(voices.joe_paths()[0])
-    from piper.train.vits.models import SynthesizerTrn
     from safetensors.torch import load_file
-    from lib.voices.parts import fold_weight_norm
+    from lib.voices.piper_torch import inference_model
     config = json.loads((folder / CONFIG).read_text())
-    model = SynthesizerTrn(**config["hparams"])
-    del model.enc_q
-    fold_weight_norm(model.dec)  # as the voice's own build: folded weights
-    fold_weight_norm(model.flow)
+    model = inference_model(config["hparams"])
     model.load_state_dict({k: v.float() for k, v in load_file(str(folder / WEIGHTS)).items()})
     model.eval()
     model.onnx_source = f"{folder / WEIGHTS} ({config['dtype']} of {config['source']})"
