@@ -207,6 +207,6 @@ def pack_adapters(work: Path, out: Path, teacher, env: dict, *, device: str, led
         append(Path(ledger), {"run": run, "part": "adapter", "recipe": folder.name, "device": trained_on,
                               "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
                               "heldout_pesq": np.nan, "heldout_mel_l1": round(quality["heldout_mel_l1"], 4),
-                              "heldout_secs": round(quality["heldout_secs"], 4), "commit": env.get("git"),
+                              "heldout_secs": round(quality["heldout_secs"], 4), "heldout_wer": np.nan, "commit": env.get("git"),
                               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         print(f"ledger: {run} {quality}", flush=True)

@@ -15,14 +15,19 @@ from pathlib import Path
 def voice_from_pack(teacher, pack: Path):
     """The teacher with the part in `pack` put in its place, or adapted by it; ValueError naming the folder when it
     holds neither a part (config.json with a `kind`) nor an adaptation."""
-    from lib.techniques import distill, finetune
+    from lib.techniques import distill, finetune, speaker_adapt
     from lib.voices.artefacts import load_part
     pack = Path(pack)
     config_file = pack / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{pack} holds no config.json: not a packed part or adapter")
-    kind = json.loads(config_file.read_text()).get("kind")
-    if kind in ("peft_adapter", "adapted_modules"):
+    try:
+        kind = json.loads(config_file.read_text()).get("kind")
+    except ValueError as exc:
+        raise ValueError(f"{config_file} is not valid JSON ({exc}): the pack is damaged or cut short") from None
+    if kind in ("peft_adapter", "adapted_voice"):
+        return speaker_adapt.load(teacher, pack)
+    if kind == "adapted_modules":
         return finetune.load_adaptation(teacher, pack)
     if kind in ("decoder", "istft_decoder", "flow", "frontend"):
         module, _ = load_part(pack)

@@ -175,7 +175,7 @@ def ledger_row(teacher, module, info: dict, *, run: str, part: str, steps: int, 
     return {"run": run, "part": part, "recipe": info.get("recipe", "adversarial"), "device": device,
             "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
             **{k: round(v, 4) for k, v in heldout_quality(teacher, module, info, part).items()},
-            "heldout_secs": float("nan"),
+            "heldout_secs": float("nan"), "heldout_wer": float("nan"),
             "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 

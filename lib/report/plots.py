@@ -16,17 +16,20 @@ def _save(fig, path: Path | None):
     return fig
 
 
-def target_example(ex: dict, path: Path | None = None):
-    """Notebook 02's target voice on one sentence (`adaptation.target_example`): F0 tracks and mean spectral envelopes
-    of the teacher and the target."""
+def adaptation_runs(ledger: pd.DataFrame, path: Path | None = None):
+    """Notebook 02's long runs: validation SECS and WER of each packed checkpoint against machine-hours, one line per
+    run (the ledger's adapter rows that carry a WER)."""
     import matplotlib.pyplot as plt
+    rows = ledger[(ledger["part"] == "adapter") & ledger["heldout_wer"].notna()]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    for label in ex["clips"]:
-        axes[0].plot(*ex["f0"][label], label=label, lw=1)
-        axes[1].plot(*ex["envelope"][label], label=label, lw=1)
-    axes[0].set_xlabel("s"); axes[0].set_ylabel("F0 (Hz)"); axes[0].legend()
-    axes[1].set_xlabel("Hz"); axes[1].set_ylabel("mean spectral envelope (dB)"); axes[1].set_xlim(0, 5000)
-    axes[1].legend()
+    for run, g in rows.sort_values("hours").groupby("run"):
+        for ax, col in zip(axes, ("heldout_secs", "heldout_wer")):
+            ax.plot(g["hours"], g[col], marker="o", ms=3, label=run)
+    axes[0].set_ylabel("SECS to the speaker (validation)"); axes[1].set_ylabel("WER (validation)")
+    for ax in axes:
+        ax.set_xlabel("machine-hours")
+    if len(rows):
+        axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     return _save(fig, path)
 
 
@@ -39,7 +42,7 @@ def secs_vs_trainable(table: pd.DataFrame, methods, speaker: str, path: Path | N
     ax.scatter(pts["trainable_pct_of_full"], pts["secs"], s=30)
     label_points(ax, pts["trainable_pct_of_full"], pts["secs"], pts["variant"])
     ax.axhline(t.loc["teacher", "secs"], color="grey", lw=0.8, ls="--", label="teacher (no adaptation)")
-    ax.axhline(t.loc[speaker, "secs"], color="green", lw=0.8, ls=":", label="target's self-similarity (ceiling)")
+    ax.axhline(t.loc[speaker, "secs"], color="green", lw=0.8, ls=":", label="the speaker's self-similarity (ceiling)")
     ax.set_xscale("log"); ax.set_xlabel("trainable parameters, % of full fine-tuning")
     ax.set_ylabel("SECS to the target speaker"); ax.legend(fontsize=8)
     ax.set_title("speaker similarity against what was trained (held-out sentences)")

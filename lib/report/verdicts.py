@@ -123,14 +123,14 @@ def _sampled(j: dict) -> str:
 def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base: str = "teacher",
                        target: str = "target", halfway: float = 0.5, lora_share: float = 0.8,
                        max_trainable_pct: float = 5.0, qlora_margin: float = 0.05, wer_margin: float = 0.05,
-                       rtf_margin: float = 0.05, runs: str = "") -> dict:
+                       rtf_margin: float = 0.05, dnsmos_margin: float = 0.2, runs: str = "") -> dict:
     """One line and one met/missed/tied per target of the adaptation study, from `table` (a deltas frame with `wer`,
     `trainable_pct_of_full` and `rtf_ratio` per variant; `target` holds the target speaker's own WER; `base` is the
     unadapted voice) and `secs_clips` (variant, id, secs: SECS sentence by sentence, the target's self-similarity
     under `target`). SECS targets are judged on per-sentence margins with `judge` (a margin whose interval holds 0
     is tied, which is not met):
     - full: SECS at least `halfway` from the base's SECS to the target's self-similarity, WER at most the target's
-      own + `wer_margin`;
+      own + `wer_margin`, DNSMOS P.808 at least the target's own - `dnsmos_margin` (where both are measured);
     - lora: a LoRA at most `max_trainable_pct` % of full's trainable parameters reaches `lora_share` of full's SECS
       gain over the base, at the same WER bound;
     - qlora: each QLoRA within `qlora_margin` (relative) of the LoRA of its rank in SECS;
@@ -156,7 +156,12 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
                           f"**QLoRA target missed**: {msg}.", _speed_line(t, rtf_margin, met)],
                 "met": {"full": False, "lora": False, "qlora": False, "speed": met["speed"]}}
     wer_bound = float(wer.get(target, np.nan)) + wer_margin
-    ok_wer = lambda v: bool(np.isfinite(wer.get(v, np.nan)) and wer[v] <= wer_bound)  # noqa: E731
+    dns = col("dnsmos_p808")
+    dns_bound = float(dns.get(target, np.nan)) - dnsmos_margin
+    ok_dns = lambda v: not np.isfinite(dns_bound) or bool(np.isfinite(dns.get(v, np.nan)) and dns[v] >= dns_bound)  # noqa: E731
+    ok_wer = lambda v: bool(np.isfinite(wer.get(v, np.nan)) and wer[v] <= wer_bound) and ok_dns(v)  # noqa: E731
+    dns_text = lambda v: (f", DNSMOS P.808 {dns.get(v, np.nan):.2f} (bound {dns_bound:.2f})"  # noqa: E731
+                          if np.isfinite(dns_bound) else "")
     gain = lambda v: p[v] - p[base]  # noqa: E731  (per sentence)
     j = judge(gain(full) - halfway * (p[target] - p[base]), 0.0, True)
     met["full"] = j["word"] == "met" and ok_wer(full)
@@ -164,7 +169,7 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
     lines.append(f"**Full fine-tuning target {_word(j, met['full'], ok_wer(full))}**: SECS {secs[full]:.3f} "
                  f"(needed {need_full:.3f}, {halfway:.0%} of the way from the unadapted {secs[base]:.3f} to the target's "
                  f"self-similarity {secs[target]:.3f}; margin {_sampled(j)}), WER {wer.get(full, np.nan):.3f} "
-                 f"(bound {wer_bound:.3f}).")
+                 f"(bound {wer_bound:.3f}){dns_text(full)}.")
     loras = [v for v in p.columns if v.startswith("lora-r") and not v.endswith("-unmerged") and mine(v)
              and pct.get(v, np.inf) <= max_trainable_pct]
     if not loras:
@@ -178,7 +183,8 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
         met["lora"] = bool(good) and gain(full).mean() > 0
         why = ("full fine-tuning gained nothing over the unadapted voice, so there is no gain to share"
                if gain(full).mean() <= 0 else f"{best} reaches {share[best]:.0%} of full's SECS gain with "
-               f"{pct[best]:.1f} % of its parameters (margin {_sampled(js[best])}), WER {wer.get(best, np.nan):.3f}")
+               f"{pct[best]:.1f} % of its parameters (margin {_sampled(js[best])}), WER {wer.get(best, np.nan):.3f}"
+               f"{dns_text(best)}")
         lines.append(f"**LoRA target {_word(js[best], met['lora'], ok_wer(best))}**: "
                      + (f"{', '.join(good)} reach at least {lora_share:.0%} of full fine-tuning's SECS gain; " if good else "")
                      + why + f" (bound {lora_share:.0%}, WER {wer_bound:.3f}).")

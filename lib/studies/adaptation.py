@@ -1,9 +1,12 @@
-"""Notebook 02's steps: the adaptation target (a real other speaker on the teacher's timing, or a WORLD shift of the
-teacher), every method trained on the same data and step budget, every adapted voice through the one harness with
-its pitch shift and its speaker similarity to the target, and Track B (SpeechT5 on recordings, when the hub answers)."""
+"""Notebook 02's steps: the target speaker (an LJSpeech folder, made by the lab from another voice or given by the
+user), the posterior encoder, every method trained with piper's objective on the same recordings and budget, every
+adapted voice through the one harness with its pitch shift and its speaker similarity to the speaker, and Track B
+(SpeechT5 on recordings, when the hub answers)."""
 from __future__ import annotations
 
 import copy
+import json
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -11,15 +14,17 @@ import numpy as np
 import pandas as pd
 
 from lib.core import audio as lab_audio
+from lib.core import text as textmod
+from lib.core.params import ROOT
 from lib.core.results import LONG_RUN, RECORDED, ResultWriter
 from lib.core.text import Sentence
+from lib.data import ljspeech
 from lib.harness import bench, evaluate, metrics
 from lib.harness.judges import Judges, speaker_similarity_per_clip
-from lib.jobs.adapt_job import target_voice
+from lib.jobs import speaker_job
 from lib.studies import common
-from lib.techniques import adapt_targets, finetune
-from lib.training import batches
-from lib.training.loop import Recipe
+from lib.techniques import adapt_targets, finetune, speaker_adapt
+from lib.training import posterior
 from lib.voices import synth as voices
 
 TRAINING_METRICS = ("trainable_params", "trainable_pct_of_full", "adapter_size_mb", "train_s_per_step", "train_peak_rss_mb")
@@ -57,75 +62,111 @@ def check_methods(methods: Sequence[str], unmerged_timing: str, device: str) -> 
     return plan
 
 
-def target(target_speaker: str, *, semitones: float, formant_ratio: float, threads: int):
-    """The adaptation target: `voice:speaker` (e.g. kokoro-82m:jf_alpha) reading the same text on the teacher's
-    timing (its clips spoken once each, see SpokenOnce), or, for '', the teacher's own voice WORLD-shifted by
-    `semitones` and `formant_ratio`."""
-    if not target_speaker:
-        return adapt_targets.VoiceShift(semitones=semitones, formant_ratio=formant_ratio)
-    shift = target_voice(target_speaker, threads)
-    shift.voice = SpokenOnce(shift.voice)
-    return shift
+VOICE_SPEC_HINT = "'<voice>:<speaker>' (e.g. kokoro-82m:jf_alpha) or the path of an LJSpeech folder"
 
 
-def training_set(teacher, frontend, sentences: Sequence[Sentence], shift, path: Path) -> tuple:
-    """The teacher, noise off, on each training sentence with its alignment, and the target's waveform on the same
-    frames (batches.aligned_set); saved to `path` for the training processes. Returns (set, path)."""
-    data = batches.aligned_set(teacher, frontend.sentence_ids(sentences), [s.id for s in sentences],
-                               target=shift, sample_rate=frontend.sample_rate, texts=[s.text for s in sentences])
-    return data, data.save(path)
+@dataclass
+class Speaker:
+    """The target speaker: its folder, its recordings split into training and validation, a voice that speaks any
+    text as the speaker (the lab's own target) or None (a user's recordings), and a description."""
+    folder: Path
+    train: list
+    validation: list
+    voice: object | None
+    description: str
 
 
-def target_example(teacher, shift, sentence: Sentence, *, threads: int) -> dict:
-    """One sentence as the teacher (noise off) and as the target says it: the clips, their F0 tracks (s, Hz; NaN
-    unvoiced), mean spectral envelopes (Hz, dB) and the target's F0 shift in semitones."""
-    quiet = voices.load_voice(backend="torch-cpu", module=teacher, threads=threads, noise_scale=0.0, noise_w=0.0)
-    teacher_clip = quiet.synthesize(sentence.text)
-    sr = teacher_clip.sample_rate
-    clips = {"teacher": teacher_clip.samples,
-             "target": adapt_targets.ShiftedVoice(quiet, shift).synthesize(sentence.text).samples}
-    out = {"clips": clips, "sample_rate": sr, "f0": {}, "envelope": {},
-           "f0_shift": metrics.f0_shift_semitones([clips["teacher"]], [clips["target"]], sr)}
-    for label, samples in clips.items():
-        f0 = metrics.f0_track(samples, sr, frame_ms=F0_FRAME_MS)
-        out["f0"][label] = (np.arange(len(f0)) * F0_FRAME_MS / 1000, np.where(f0 > 0, f0, np.nan))
-        env_db = metrics.mean_envelope_db(samples, sr)
-        out["envelope"][label] = (np.linspace(0, sr / 2, len(env_db)), env_db)
-    return out
+class RecordedVoice:
+    """The speaker's own recordings as a voice: `synthesize(text)` returns the recording of that transcript."""
+
+    def __init__(self, recordings: Sequence[ljspeech.Recording], name: str = "target-speaker"):
+        self._by_text = {r.text: r for r in recordings}
+        self.name, self.sample_rate = name, recordings[0].sample_rate
+
+    def synthesize(self, text: str):
+        if text not in self._by_text:
+            raise KeyError(f"the speaker has no recording of {text[:60]!r}")
+        r = self._by_text[text]
+        return lab_audio.Audio(r.samples, r.sample_rate)
 
 
-def recipe(method: str, *, steps: int, lr_full: float, lr_lora: float, adversarial_steps: int,
-           discriminators: Sequence[str], checkpoint_every: int, f0_weight: float) -> dict:
-    """The shared recipe's settings for one method: its learning rate, mel only until the last `adversarial_steps`."""
-    return dict(steps=steps, lr=lr_full if method == "full" else lr_lora, warmup_steps=max(0, steps - adversarial_steps),
-                discriminators=discriminators, adversarial=adversarial_steps > 0, checkpoint_every=checkpoint_every,
-                f0_weight=f0_weight)
+def speaker(target_dataset: str, folder: Path, *, lists: Sequence[int], validation: int, sample_rate: int,
+            threads: int) -> Speaker:
+    """`target_dataset` as a Speaker: '<voice>:<speaker>' has the lab write that voice reading Harvard `lists` at its
+    own timing into `folder` (kept once written); anything else is an LJSpeech folder (relative paths from the
+    repository root). The last `validation` recordings are the validation split."""
+    other, sep, who = target_dataset.partition(":")
+    voice = None
+    if sep and other in voices.VOICE_NAMES:
+        voice = SpokenOnce(voices.load_voice(other, threads=threads, **({"speaker": who} if who else {})))
+        path = adapt_targets.speaker_folder(voice, textmod.harvard_sentences(list(lists)), folder)
+        about = f"{other} ({who}) reading Harvard lists {lists[0]}-{lists[-1]} at its own timing (written by the lab)"
+    else:
+        path = Path(target_dataset) if Path(target_dataset).is_absolute() else ROOT / target_dataset
+        if not path.exists():
+            raise ljspeech.DatasetError(f"target_dataset {target_dataset!r}: {path} does not exist ({VOICE_SPEC_HINT})")
+        about = f"the recordings in {target_dataset}"
+    train, val = ljspeech.split(ljspeech.read_folder(path, sample_rate), validation)
+    return Speaker(path, train, val, voice, f"{about}: {len(train)} for training, {len(val)} for validation")
 
 
-def train_methods(plan: dict, teacher, data, data_path: Path, onnx: Path, work: Path, *, recipe_kw: dict, batch: int,
-                  frames: int, threads: int, device: str, memory_probe: bool, card: dict) -> tuple[dict, dict, pd.DataFrame]:
-    """Train every method of `plan` on the same data and step budget (a finished run in `work`/<method> is only
-    loaded), save its adapter with a model card, and measure its peak memory in a fresh process when
-    `memory_probe`. Returns ({method: training log}, {method: Adapted}, the table of training costs)."""
-    logs, adapted, rows = {}, {}, []
-    for name, (method, rank) in plan.items():
-        rec = recipe(method, **recipe_kw)
-        spec = dict(onnx=str(onnx), data=str(data_path), method=method, rank=rank, recipe=rec, batch=batch,
-                    frames=frames, ckpt_dir=str(work / name), threads=threads, device=device)
-        peak = bench.training_peak_mb(finetune.train_job, spec, work / name) if memory_probe else np.nan
-        a = adapted[name] = finetune.prepare(teacher, method, rank=rank or 8)
-        logs[name] = finetune.train_adapted(a, data, Recipe(**rec), work / name, batch=batch, frames=frames,
-                                            threads=threads, progress=None)
-        saved = a.save(work / f"{name}-adapter", base=voices.piper_base_id(), card=dict(card, recipe=rec))
-        rows.append({"method": name, "trainable_params": a.trainable_params(), "adapter_size_mb": bench.size_mb(saved),
-                     "train_s_per_step": logs[name].s_per_step, "train_peak_rss_mb": peak,
-                     "final_loss": float(np.mean(logs[name].loss[-FINAL_LOSS_STEPS:])),
-                     "lora_layers": len(a.targets) if a.is_peft else 0, "nf4_layers": len(a.quantized)})
+def posterior_pack(pack: str, teacher, frontend, work: Path, *, steps: int, sentences: Sequence[Sentence],
+                   threads: int) -> tuple[Path, dict]:
+    """The posterior encoder's pack: `pack` (relative to the repository root) where it loads, else bootstrapped here
+    on `sentences` for `steps` into `work`. Returns (its folder, its config, with `round_trip` on held-out list 31)."""
+    path = ROOT / pack if pack else None
+    try:
+        if path is None:
+            raise ValueError("no pack named")
+        enc_q = posterior.load(path, teacher.hparams)
+    except ValueError as exc:
+        path = work / "posterior"
+        pairs = posterior.Pairs.of_teacher(teacher, frontend.sentence_ids(sentences))
+        recipe = speaker_job.PosteriorRun(work=str(work), steps=steps, threads=threads).recipe()
+        enc_q, _ = posterior.bootstrap(teacher.hparams, pairs, recipe, work / "posterior-train", threads=threads,
+                                       progress=None)
+        posterior.save(enc_q, path, teacher.hparams, {"steps": steps, "why_here": str(exc)})
+    held = posterior.Pairs.of_teacher(teacher, frontend.sentence_ids(textmod.harvard_sentences([31])[:4]), seed=1000)
+    check = posterior.round_trip(enc_q, teacher.dec, held, teacher.sample_rate, limit=4)
+    return path, {**json.loads((path / "config.json").read_text()), "round_trip": check}
+
+
+def method_table(plan: dict, teacher, enc_q_pack: Path) -> pd.DataFrame:
+    """What each method trains and keeps frozen, with its trainable parameters (share of the voice's)."""
+    enc_q = posterior.load(enc_q_pack, teacher.hparams)
+    rows = []
+    for name in plan:
+        m = speaker_adapt.Method.parse(name)
+        n = speaker_adapt.prepare(teacher, m, enc_q).trainable_params()
+        rows.append({"method": name, "trains": m.trains, "frozen": m.frozen, "trainable_params": n,
+                     "trainable_pct_of_voice": 100 * n / voice_params(teacher)})
+    return pd.DataFrame(rows)
+
+
+def train_methods(plan: dict, teacher, spk: Speaker, enc_q_pack: Path, work: Path, *, run: speaker_job.SpeakerRun,
+                  lr_full: float, lr_lora: float, memory_probe: bool) -> tuple[dict, dict, pd.DataFrame]:
+    """Train every method of `plan` on the speaker's folder with the same budget (`run`'s steps, batch, threads),
+    each a SpeakerRun in `work`/<method> packed to `work`/<method>-adapter (a finished run is only loaded); its peak
+    memory in a fresh process when `memory_probe`. Returns ({method: curve}, {method: adapter folder}, costs)."""
+    curves, folders, rows = {}, {}, []
+    for name, (method, _) in plan.items():
+        cfg = replace(run, work=str(work / name), dataset=str(spk.folder), method=name, posterior=str(enc_q_pack),
+                      out=str(work / f"{name}-adapter"), lr=lr_full if method == "full" else lr_lora)
+        peak = bench.training_peak_mb(speaker_job.train_from_spec, asdict(cfg), work / name / "train") if memory_probe else np.nan
+        folders[name] = speaker_job.run_speaker(cfg, ledger_path=None)
+        curves[name] = pd.read_csv(work / name / "train" / "curve.csv")
+        info = json.loads((folders[name] / "config.json").read_text())
+        last = curves[name].iloc[-1]
+        rows.append({"method": name, "trainable_params": info["trainable_params"],
+                     "adapter_size_mb": bench.size_mb(folders[name]), "train_s_per_step": last["seconds"] / last["step"],
+                     "train_peak_rss_mb": peak, "final_loss": float(curves[name]["loss_g"].tail(FINAL_LOSS_STEPS).mean()),
+                     "lora_layers": info["lora_layers"], "nf4_layers": info["nf4_layers"],
+                     **{f"validation_{k}": v for k, v in info["judged"].items()}})
     table = pd.DataFrame(rows)
-    full = table.set_index("method")["trainable_params"].get("full", np.nan)
     table["trainable_pct_of_voice"] = 100 * table["trainable_params"] / voice_params(teacher)
+    full = table.set_index("method")["trainable_params"].get("full", np.nan)
     table["trainable_pct_of_full"] = 100 * table["trainable_params"] / full
-    return logs, adapted, table
+    return curves, folders, table
 
 
 def voice_params(teacher) -> int:
@@ -133,51 +174,49 @@ def voice_params(teacher) -> int:
     return sum(p.numel() for p in teacher.parameters())
 
 
-def long_run_adaptations(teacher, runs: Sequence[str], target: str, root: Path = RECORDED / "training") -> tuple:
-    """The packs of the long CPU adaptation runs (`root`/<work>/<method>/, e.g. adaptlora8/lora-r8) trained for
-    `target`, each merged into a copy of the teacher and named `<method>@cpu-long`: ({name: voice}, {name: why it is
-    absent}, a table of each loaded pack's trainable parameters, steps and machine-hours, with the share of the
-    long full fine-tuning run's trainable parameters where one is loaded)."""
+def long_run_adaptations(teacher, runs: Sequence[str], root: Path = RECORDED / "training") -> tuple:
+    """The packs of the long adaptation runs (`root`/<run>, e.g. speaker/lora-r8), each loaded into a copy of the
+    teacher and named `<method>@cpu-long`: ({name: voice}, {name: why it is absent}, a table of each pack's trainable
+    parameters, steps and machine-hours, the validation WER and SECS its checkpoint was chosen by)."""
     found, absent, rows = {}, {}, []
     for run in runs:
         name = f"{Path(run).name}@{LONG_RUN}"
         try:
-            found[name], info = finetune.adaptation_for(teacher, Path(root) / run, target)
+            found[name] = speaker_adapt.load(teacher, Path(root) / run)
+            info = json.loads((Path(root) / run / "config.json").read_text())
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             absent[name] = f"long run {run}: {type(exc).__name__}: {str(exc)[:200]}"
             continue
-        rows.append({"method": name, "trainable_params": info.get("trainable_params", np.nan),
-                     "steps": info.get("steps"), "machine_hours": info.get("hours"), "device": info.get("device")})
-    table = pd.DataFrame(rows, columns=["method", "trainable_params", "steps", "machine_hours", "device"])
+        rows.append({"method": name, "trainable_params": info.get("trainable_params", np.nan), "steps": info.get("steps"),
+                     "machine_hours": info.get("hours"), "device": info.get("device"),
+                     **{f"validation_{k}": v for k, v in (info.get("judged") or {}).items()}})
+    table = pd.DataFrame(rows, columns=["method", "trainable_params", "steps", "machine_hours", "device"] +
+                         sorted({k for r in rows for k in r if k.startswith("validation_")}))
+    table["trainable_pct_of_voice"] = 100 * table["trainable_params"] / voice_params(teacher)
     full = table.set_index("method")["trainable_params"].get(f"full@{LONG_RUN}", np.nan)
     table["trainable_pct_of_full"] = 100 * table["trainable_params"] / full
     return found, absent, table
 
 
-def judged_variants(teacher, adapted: dict, shift, writer: ResultWriter, work: Path, *, model: str, recorded_roots: dict,
+def judged_variants(teacher, adapters: dict, writer: ResultWriter, work: Path, *, model: str,
                     unmerged_timing: str, long_runs: Sequence[str] = ()) -> tuple[list, pd.DataFrame]:
-    """What the harness judges: the teacher (a fresh copy, as every adapted voice), the target, each method merged,
-    the adapters recorded on other devices for this target (absent rows for those without one), the packs of the
-    long CPU runs in `long_runs` (long_run_adaptations) and the method in `unmerged_timing` with its adapter still
-    unmerged. Returns (the variants, the long runs' table)."""
+    """What the harness judges: the teacher (a fresh copy, as every adapted voice), each method's adapter folder
+    merged into it, the packs of the long runs in `long_runs` (long_run_adaptations, absent rows for those that do
+    not load), and the method in `unmerged_timing` with its adapter still unmerged. Returns (the variants, the long
+    runs' table)."""
     pt = work / "torch"
-    target_variant = evaluate.Variant(
-        "target", "target", "torch-cpu+world",
-        lambda **kw: SpokenOnce(adapt_targets.ShiftedVoice(voices.load_voice(backend="torch-cpu", module=teacher, **kw),
-                                                           shift)), parent="")
-    out = [evaluate.torch_variant("teacher", "baseline", copy.deepcopy(teacher), pt, parent=""), target_variant]
-    out += [evaluate.torch_variant(name, "finetune", a.merged(), pt, parent="teacher") for name, a in adapted.items()]
-    recorded, absent = finetune.recorded_adaptations(teacher, recorded_roots, shift.describe())
-    long, long_absent, long_table = long_run_adaptations(teacher, long_runs, shift.describe())
-    out += [evaluate.torch_variant(name, "finetune", voice, pt, parent="teacher")
-            for name, voice in {**recorded, **long}.items()]
-    for name, why in {**absent, **long_absent}.items():
+    out = [evaluate.torch_variant("teacher", "baseline", copy.deepcopy(teacher), pt, parent="")]
+    out += [evaluate.torch_variant(name, "finetune", speaker_adapt.load(teacher, folder), pt, parent="teacher")
+            for name, folder in adapters.items()]
+    long, absent, long_table = long_run_adaptations(teacher, long_runs)
+    out += [evaluate.torch_variant(name, "finetune", voice, pt, parent="teacher") for name, voice in long.items()]
+    for name, why in absent.items():
         writer.absent(model=model, variant=name, metrics=["secs", "wer"], technique="finetune", backend="torch-cpu",
                       reason=why)
     if unmerged_timing:
-        out.append(evaluate.torch_variant(f"{unmerged_timing}-unmerged", "finetune", adapted[unmerged_timing].voice, pt,
-                                          parent="teacher",
-                                          convert={"peft_adapter": str(work / f"{unmerged_timing}-adapter")}))
+        out.append(evaluate.torch_variant(f"{unmerged_timing}-unmerged", "finetune",
+                                          speaker_adapt.load(teacher, adapters[unmerged_timing], merge=False), pt,
+                                          parent="teacher", convert={"peft_adapter": str(adapters[unmerged_timing])}))
     return out, long_table
 
 
@@ -199,30 +238,34 @@ def pitch_shifts(variants: Sequence, writer: ResultWriter, ids: Sequence[str], *
     return shifts
 
 
-def speaker_similarities(variants: Sequence, sentences: Sequence[Sentence], shift, judges: Judges,
-                         writer: ResultWriter, *, model: str, real_speaker: bool,
-                         secs_sentences: int) -> tuple[str, pd.DataFrame]:
-    """SECS of every variant to the target speaker on the first `secs_sentences` held-out sentences (pairs of
-    different sentences only), and the speaker's self-similarity, the ceiling. With a real speaker its own clips are
-    judged first (variant `target-speaker`: DNSMOS, WER); else the WORLD-shifted target is the speaker. Returns the
-    speaker's variant name and the SECS sentence by sentence (variant, id, secs), the sample the verdicts resample."""
-    if real_speaker:
-        evaluate.evaluate_quality(shift.voice, sentences, judges, writer, model=model, variant="target-speaker",
-                                  technique="target", backend="ort-cpu")
-    speaker = "target-speaker" if real_speaker else "target"
-    speaker_dir = "target-speaker__ort-cpu" if real_speaker else evaluate.clip_dir_name("target", "torch-cpu+world")
-    ids = [s.id for s in sentences[:secs_sentences]]
+def speaker_similarities(variants: Sequence, sentences: Sequence[Sentence], spk: Speaker, judges: Judges,
+                         writer: ResultWriter, *, model: str, secs_sentences: int) -> pd.DataFrame:
+    """The speaker's own clips judged first (variant `target-speaker`: DNSMOS, WER): the judged sentences as its
+    voice says them where the lab made the speaker, else its validation recordings. Then SECS of every variant to
+    those clips (the first `secs_sentences`; pairs of different sentences only) and the speaker's self-similarity,
+    the ceiling. Returns (the SECS sentence by sentence (variant, id, secs), the sample the verdicts resample, and
+    the speaker's own per-clip judgements)."""
+    if spk.voice is not None:
+        own, own_sents = spk.voice, list(sentences)
+    else:
+        own = RecordedVoice(spk.validation)
+        own_sents = [Sentence(r.id, r.text) for r in spk.validation]
+    own_sents = own_sents[:max(secs_sentences, 2)]
+    own_clips = evaluate.evaluate_quality(own, own_sents, judges, writer, model=model, variant="target-speaker",
+                                          technique="target", backend="ort-cpu" if spk.voice is not None else "recorded")
+    own_dir = "target-speaker__ort-cpu" if spk.voice is not None else "target-speaker__recorded"
+    ids = [s.id for s in sentences[:len(own_sents)]]
     secs, secs_self = speaker_similarity_per_clip({v.name: _clips(writer, evaluate.clip_dir_name(v.name, v.backend), ids)
-                                                   for v in variants if v.name != speaker}, _clips(writer, speaker_dir, ids))
+                                                   for v in variants},
+                                                  _clips(writer, own_dir, [s.id for s in own_sents]))
     keys = {v.name: dict(technique=v.technique, backend=v.backend, parent=v.parent) for v in variants}
-    keys["target-speaker"] = dict(technique="target", backend="ort-cpu", parent="")
-    per_sentence = {**secs, speaker: secs_self}
+    keys["target-speaker"] = dict(technique="target", backend="ort-cpu" if spk.voice is not None else "recorded", parent="")
+    per_sentence = {**secs, "target-speaker": secs_self}
     for name, value in per_sentence.items():
         writer.add(model=model, variant=name, metric="secs", value=float(value.mean()), **keys[name],
-                   reference=f"{speaker} (other sentences)", n=len(ids))
-    clips = pd.DataFrame([{"variant": name, "id": i, "secs": float(x)}
-                          for name, values in per_sentence.items() for i, x in zip(ids, values)])
-    return speaker, clips
+                   reference="target-speaker (other sentences)", n=len(ids))
+    return pd.DataFrame([{"variant": name, "id": i, "secs": float(x)}
+                         for name, values in per_sentence.items() for i, x in zip(ids, values)]), own_clips
 
 
 def record_training(train_table: pd.DataFrame, writer: ResultWriter, *, model: str, threads: int) -> None:
@@ -237,20 +280,20 @@ def record_training(train_table: pd.DataFrame, writer: ResultWriter, *, model: s
 
 
 def evaluate_all(variants: Sequence, sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *,
-                 model: str, shift, train_table: pd.DataFrame, real_speaker: bool, settings: dict, threads: int,
-                 train_threads: int, reference_limit: int, secs_sentences: int, **timing) -> tuple:
-    """The harness on every variant (quality and reference metrics against the target with noise off; `rtf_ratio`
-    to the teacher, the target untimed; `timing`: speed_sentences, warmup, repeats, memory), then the pitch shifts,
-    the speaker similarities and the training costs as rows. Returns (per-clip table, speed table, speaker name, SECS
-    per sentence)."""
-    per_clip, speed = evaluate.evaluate_variants(variants, sentences, judges, writer, model=model, baseline="target",
+                 model: str, spk: Speaker, train_table: pd.DataFrame, settings: dict, threads: int, train_threads: int,
+                 reference_limit: int, secs_sentences: int, **timing) -> tuple:
+    """The harness on every variant (quality with noise off, reference metrics against the teacher, `rtf_ratio` to
+    the teacher; `timing`: speed_sentences, warmup, repeats, memory), then the pitch shifts, the speaker
+    similarities and the training costs as rows. Returns (per-clip table, speed table, SECS per sentence)."""
+    per_clip, speed = evaluate.evaluate_variants(variants, sentences, judges, writer, model=model, baseline="teacher",
                                                  settings=settings, threads=threads, reference_limit=reference_limit,
-                                                 paired=True, speed_baseline="teacher", untimed=["target"], **timing)
+                                                 paired=True, speed_baseline="teacher", **timing)
     pitch_shifts(variants, writer, [s.id for s in sentences[:reference_limit]], model=model, threads=threads)
-    speaker, secs_clips = speaker_similarities(variants, sentences, shift, judges, writer, model=model,
-                                               real_speaker=real_speaker, secs_sentences=secs_sentences)
+    secs_clips, own_clips = speaker_similarities(variants, sentences, spk, judges, writer, model=model,
+                                                 secs_sentences=secs_sentences)
     record_training(train_table, writer, model=model, threads=train_threads)
-    return per_clip, speed, speaker, secs_clips
+    own_clips = own_clips.assign(variant="target-speaker") if isinstance(own_clips, pd.DataFrame) else None
+    return pd.concat([per_clip, own_clips], ignore_index=True), speed, secs_clips
 
 
 def hub_track(hub_model: str, hub_dataset: str, hub_methods: Sequence[str], work: Path, judges: Judges,
@@ -280,12 +323,25 @@ def hub_track(hub_model: str, hub_dataset: str, hub_methods: Sequence[str], work
     return table, curves, table.set_index("variant").join(quality, how="outer")
 
 
-def training_curves(logs: dict) -> pd.DataFrame:
+def training_curves(curves: dict) -> pd.DataFrame:
     """Every method's losses by step in one table (column `method`)."""
-    return pd.concat([lg.frame.assign(method=n) for n, lg in logs.items()], ignore_index=True)
+    return pd.concat([frame.assign(method=n) for n, frame in curves.items()], ignore_index=True)
 
 
 def method_summaries(table: pd.DataFrame, plan: dict) -> dict:
     """For the findings: each trained method's SECS, share of full's trainable parameters (%), F0 shift and WER."""
     t = table.set_index("variant")
     return {m: t.loc[m, ["secs", "trainable_pct_of_full", "f0_shift_semitones", "wer"]] for m in plan if m in t.index}
+
+
+def transcripts(per_clip: pd.DataFrame, sentences: Sequence[Sentence], names: Sequence[str]) -> pd.DataFrame:
+    """What the ASR judge heard of `sentences` from each of the variants `names` that spoke them (variant, id, text,
+    heard, WER), in the order of `names`."""
+    if "asr_hyp" not in per_clip:
+        return pd.DataFrame(columns=["variant", "id", "text", "heard", "wer"])
+    texts = {s.id: s.text for s in sentences}
+    rows = per_clip[per_clip["id"].isin(texts) & per_clip["variant"].isin(names)].copy()
+    rows["order"] = rows["variant"].map({n: i for i, n in enumerate(names)})
+    rows = rows.sort_values(["id", "order"])
+    return pd.DataFrame({"variant": rows["variant"], "id": rows["id"], "text": rows["id"].map(texts),
+                         "heard": rows["asr_hyp"], "wer": rows.get("wer")}).reset_index(drop=True)

@@ -97,3 +97,25 @@ class SpeakerTarget:
     def describe(self) -> str:
         return (f"{getattr(self.voice, 'name', 'another voice')} ({getattr(self.voice, 'speaker', '')}) reading the same "
                 "text, its WORLD parameters moved onto the teacher's frames along a DTW path")
+
+
+def speaker_folder(voice, sentences, folder) -> "Path":
+    """An LJSpeech folder (lib.data.ljspeech) of `voice` reading `sentences` (lib.core.text.Sentence) at its own
+    timing and rate, no DTW and no WORLD: a real second speaker's recordings, made offline. A folder already
+    holding these sentences' transcripts is kept as it is."""
+    from pathlib import Path
+    from tqdm.auto import tqdm
+    from lib.data import ljspeech
+    folder = Path(folder)
+    wanted = [(s.id, s.text) for s in sentences]
+    try:
+        if ljspeech.read_metadata(folder) == wanted and all((folder / "wavs" / f"{i}.wav").is_file() for i, _ in wanted):
+            return folder
+    except ljspeech.DatasetError:
+        pass  # absent or incomplete: written anew
+
+    def spoken():
+        for s in tqdm(sentences, desc=f"{getattr(voice, 'name', 'voice')} reads", leave=False):
+            clip = voice.synthesize(s.text)
+            yield s.id, s.text, clip.samples, clip.sample_rate
+    return ljspeech.write_folder(folder, spoken())

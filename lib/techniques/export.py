@@ -1,9 +1,8 @@
 """Exports for accelerators: the voice with its sampling noise as an explicit input (TensorRT and NPU compilers
 reject RandomNormalLike), static-shape splines, a static-window decoder and its int8 QDQ version, and an offline
 check of whether a graph is ready for an NPU compiler; and the whole (student) voice as the ONNX file piper's own
-runtime opens, its weights in external-data shards of at most SHARD_MB each, so every file stays small enough to
-commit and to bring back from a GPU machine (ONNX Runtime reads them from beside the .onnx). Builds files;
-measures nothing."""
+runtime opens: one `model.onnx` beside its `model.onnx.json`, as piper's own voices ship. Builds files; measures
+nothing."""
 from __future__ import annotations
 
 import shutil
@@ -14,8 +13,6 @@ import numpy as np
 
 from lib.voices.artefacts import ArtefactError, need_file
 from lib.voices.synth import CHUNK_FRAMES, CONTEXT_FRAMES, SCALES
-
-SHARD_MB = 15.0
 
 # --- inference with the sampling noise as an explicit input --------------------------------------------------
 
@@ -270,53 +267,15 @@ def quantize_window_decoder(decoder: Path, dst: Path, windows_z: Sequence[np.nda
 
 # --- the whole voice for piper's runtime ---------------------------------------------------------------------
 
-def shard_external_data(onnx_path: Path, shard_mb: float = SHARD_MB) -> list[Path]:
-    """Move the initialisers of `onnx_path` into files `<name>.data<k>` of at most `shard_mb` each (ONNX external
-    data, one location per tensor), when the file is larger than that. Written by hand because onnx's own
-    `convert_model_to_external_data` writes either one file or one per tensor."""
-    import onnx
-    from onnx.external_data_helper import set_external_data
-    if onnx_path.stat().st_size <= shard_mb * 2**20:
-        return []
-    model = onnx.load(str(onnx_path))
-    limit = int(shard_mb * 2**20)
-    shards: list[bytearray] = [bytearray()]
-    for tensor in model.graph.initializer:
-        raw = tensor.raw_data if tensor.HasField("raw_data") else onnx.numpy_helper.to_array(tensor).tobytes()
-        if len(raw) < 1024:
-            continue
-        if shards[-1] and len(shards[-1]) + len(raw) > limit:
-            shards.append(bytearray())
-        k = len(shards) - 1
-        offset = len(shards[-1])
-        shards[-1].extend(raw)
-        if not tensor.HasField("raw_data"):
-            arr = onnx.numpy_helper.to_array(tensor)
-            tensor.CopyFrom(onnx.numpy_helper.from_array(arr, tensor.name))
-        set_external_data(tensor, location=f"{onnx_path.name}.data{k}", offset=offset, length=len(raw))
-        tensor.ClearField("raw_data")
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-    paths = []
-    for k, data in enumerate(shards):
-        p = onnx_path.parent / f"{onnx_path.name}.data{k}"
-        p.write_bytes(bytes(data))
-        paths.append(p)
-    tmp = onnx_path.with_suffix(".tmp.onnx")
-    onnx.save(model, str(tmp))
-    tmp.replace(onnx_path)
-    return paths
-
-
 def export_voice(voice_model, out_dir: Path, config_path: Path, speaker_id: int = 0) -> Path:
-    """The whole (student) voice as `model.onnx` with piper's interface and `model.onnx.json` (the teacher's
-    config), weights sharded when large; returns the .onnx path."""
+    """The whole (student) voice as one `model.onnx` with piper's interface and `model.onnx.json` (the teacher's
+    config), the two files piper's voices are; returns the .onnx path."""
     from lib.techniques.compress import export_onnx
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("model.onnx.data*"):
         old.unlink()
     onnx_path = export_onnx(voice_model, out_dir / "model.onnx")
-    shard_external_data(onnx_path)
     shutil.copyfile(config_path, out_dir / "model.onnx.json")
     return onnx_path
 

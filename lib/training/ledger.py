@@ -14,7 +14,9 @@ from lib.core.results import atomic_write_text
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER = ROOT / "outputs" / "recorded" / "training_ledger.csv"
 COLUMNS = ["run", "part", "recipe", "device", "cpu_model", "steps", "hours", "heldout_pesq", "heldout_mel_l1",
-           "heldout_secs", "commit", "date"]  # heldout_secs: adapters' SECS to their target speaker (empty for students)
+           "heldout_secs", "heldout_wer", "commit", "date"]  # heldout_secs/_wer: adapters' SECS to their speaker and
+# WER on its validation split (empty for students)
+ADDED_LATER = ("heldout_wer",)  # columns older ledgers lack: read as empty
 
 
 class LedgerError(ValueError):
@@ -37,6 +39,9 @@ def read(path: Path = LEDGER) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=COLUMNS)
     frame = pd.read_csv(path)
+    for c in ADDED_LATER:
+        if c not in frame:
+            frame.insert(COLUMNS.index(c), c, np.nan)
     missing = [c for c in COLUMNS if c not in frame]
     if missing:
         raise LedgerError(f"{path} lacks the columns {missing}")

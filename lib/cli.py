@@ -1,0 +1,81 @@
+"""`tts-lab`: the lab's command line, each subcommand parsed by tyro straight into the dataclass its job reads.
+
+    tts-lab speaker-folder --folder /tmp/jf_alpha
+    tts-lab posterior --work /tmp/posterior --out outputs/recorded/training/posterior/joe-medium
+    tts-lab adapt-speaker --work /tmp/full --dataset /tmp/jf_alpha --method full --out outputs/recorded/training/speaker/full
+    tts-lab pack-speaker --work /tmp/full
+    tts-lab export --pack outputs/recorded/training/speaker/lora-r8 --out /tmp/lora-r8-voice
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Union
+
+import tyro
+
+from lib.core.pause import Yielder
+from lib.jobs import export_pack, speaker_job
+
+_LOGGER = logging.getLogger("tts-lab")
+
+
+@dataclass
+class SpeakerFolder:
+    """Write the default target speaker's LJSpeech folder (Kokoro-82M jf_alpha reading Harvard lists 11-31)."""
+    folder: str
+    threads: int = 2
+
+
+@dataclass
+class PackSpeaker:
+    """Pack an adaptation run's latest state (weights, card, curve, env) with a ledger row."""
+    work: str
+
+
+@dataclass
+class Export:
+    """Export a packed part or adaptation as model.onnx + model.onnx.json and speak once with piper's runtime."""
+    pack: str
+    out: str
+
+
+Command = Union[
+    Annotated[SpeakerFolder, tyro.conf.subcommand("speaker-folder")],
+    Annotated[speaker_job.PosteriorRun, tyro.conf.subcommand("posterior")],
+    Annotated[speaker_job.SpeakerRun, tyro.conf.subcommand("adapt-speaker")],
+    Annotated[PackSpeaker, tyro.conf.subcommand("pack-speaker")],
+    Annotated[Export, tyro.conf.subcommand("export")],
+]
+
+
+def run(cmd) -> None:
+    """Carry out one parsed command; a training run registers itself so that it pauses while anything is timed."""
+    if isinstance(cmd, SpeakerFolder):
+        _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads))
+    elif isinstance(cmd, PackSpeaker):
+        speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)
+    elif isinstance(cmd, Export):
+        result = export_pack.export(Path(cmd.pack), Path(cmd.out))
+        _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
+                     result["sample_rate"])
+    else:
+        job = Yielder(f"{type(cmd).__name__} {Path(cmd.work).name}").register()
+        try:
+            (speaker_job.run_posterior if isinstance(cmd, speaker_job.PosteriorRun) else speaker_job.run_speaker)(cmd)
+        finally:
+            job.close()
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cmd = tyro.cli(Command, args=argv, description=__doc__.split("\n\n")[0])
+    try:
+        run(cmd)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"tts-lab: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""A speaker's recordings with transcripts in the LJSpeech layout (`wavs/<id>.wav` + `metadata.csv`, lines
+`id|text` or `id|text|normalized text`), read at any sample rate and resampled to the voice's. Written by hand:
+`datasets`' csv loader reports neither the file nor the line of a bad row, and a bad folder must say both."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from lib.core.audio import resample, write_wav
+from lib.core.results import atomic_write_text
+
+_LOGGER = logging.getLogger(__name__)
+
+METADATA = "metadata.csv"
+MIN_SECONDS = 0.5  # shorter clips hold too few frames for the decoder's training segment and for SECS
+
+
+class DatasetError(ValueError):
+    """A target folder that cannot be used; the message names the file (and the line of metadata.csv)."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One utterance of the speaker: its id, transcript and samples at `sample_rate`."""
+    id: str
+    text: str
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.size / self.sample_rate
+
+
+def read_metadata(folder: Path) -> list[tuple[str, str]]:
+    """(id, text) per line of `folder`/metadata.csv; the normalized column, when there is one, is the text. Every
+    problem is a DatasetError naming the file and the line."""
+    meta = Path(folder) / METADATA
+    if not Path(folder).is_dir():
+        raise DatasetError(f"target dataset {folder} is not a folder (expected wavs/ and {METADATA})")
+    if not meta.is_file():
+        raise DatasetError(f"{meta} is missing: an LJSpeech folder has {METADATA} with lines 'id|text'")
+    try:
+        lines = meta.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{meta} cannot be read as UTF-8 text: {exc}") from None
+    rows, seen = [], {}
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            raise DatasetError(f"{meta} line {n}: the line is empty (write 'id|text')")
+        fields = line.split("|")
+        if len(fields) not in (2, 3):
+            raise DatasetError(f"{meta} line {n}: expected 'id|text' or 'id|text|normalized', got {len(fields)} "
+                               f"fields in {line[:60]!r}")
+        uid, text = fields[0].strip(), fields[-1].strip() or fields[1].strip()
+        if not uid or not text:
+            raise DatasetError(f"{meta} line {n}: {'the id' if not uid else 'the transcript'} is empty in {line[:60]!r}")
+        if uid in seen:
+            raise DatasetError(f"{meta} line {n}: id {uid!r} repeats line {seen[uid]}")
+        seen[uid] = n
+        rows.append((uid, text))
+    if not rows:
+        raise DatasetError(f"{meta} holds no line")
+    return rows
+
+
+def read_folder(folder: Path, sample_rate: int, *, min_seconds: float = MIN_SECONDS,
+                limit: int = 0) -> list[Recording]:
+    """Every recording of an LJSpeech folder at `sample_rate` (mono, float32 in [-1, 1]); the first `limit` only when
+    `limit` > 0. A missing, unreadable or too short wav is a DatasetError naming it and its metadata line."""
+    import soundfile as sf
+    folder = Path(folder)
+    rows = read_metadata(folder)
+    out = []
+    for n, (uid, text) in enumerate(rows[: limit or None], start=1):
+        wav = folder / "wavs" / f"{uid}.wav"
+        where = f"{wav} ({METADATA} line {n})"
+        if not wav.is_file():
+            raise DatasetError(f"{where}: the recording is missing")
+        try:
+            samples, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+        except (RuntimeError, OSError, ValueError) as exc:  # soundfile's LibsndfileError is a RuntimeError
+            raise DatasetError(f"{where}: cannot read its audio or its sample rate: {exc}") from None
+        if sr <= 0:
+            raise DatasetError(f"{where}: sample rate {sr} cannot be used")
+        mono = samples.mean(axis=1)
+        if mono.size / sr < min_seconds:
+            raise DatasetError(f"{where}: {mono.size / sr:.2f} s is too short (at least {min_seconds} s)")
+        if not np.isfinite(mono).all():
+            raise DatasetError(f"{where}: the audio holds NaN or infinite samples")
+        out.append(Recording(uid, text, resample(mono, sr, sample_rate).astype(np.float32), sample_rate))
+    _LOGGER.info("%s: %d recordings, %.1f minutes", folder, len(out), sum(r.seconds for r in out) / 60)
+    return out
+
+
+def write_folder(folder: Path, items: Iterable[tuple[str, str, np.ndarray, int]]) -> Path:
+    """An LJSpeech folder from (id, text, samples, sample rate) items: each wav, then metadata.csv last, written
+    atomically, so a folder with a metadata.csv is complete."""
+    folder = Path(folder)
+    (folder / "wavs").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for uid, text, samples, sr in items:
+        if "|" in text or "\n" in text:
+            raise DatasetError(f"transcript of {uid!r} holds '|' or a line break, which {METADATA} cannot: {text[:60]!r}")
+        tmp = folder / "wavs" / f".{uid}.tmp.wav"
+        write_wav(tmp, np.asarray(samples, dtype=np.float32), int(sr))
+        tmp.replace(folder / "wavs" / f"{uid}.wav")
+        lines.append(f"{uid}|{text}")
+    atomic_write_text(folder / METADATA, "\n".join(lines) + "\n")
+    return folder
+
+
+def split(recordings: Sequence[Recording], validation: int) -> tuple[list[Recording], list[Recording]]:
+    """(training, validation): the last `validation` recordings of the folder's order are the validation split,
+    which checkpoint choice uses and no training step sees."""
+    if not 0 < validation < len(recordings):
+        raise DatasetError(f"a validation split of {validation} needs more than {validation} recordings "
+                           f"(the folder has {len(recordings)})")
+    return list(recordings[:-validation]), list(recordings[-validation:])

@@ -1,0 +1,260 @@
+"""Adaptation to a speaker's own recordings as long runs: the posterior encoder's bootstrap (`PosteriorRun`) and one
+adaptation method on an LJSpeech folder with piper's objective (`SpeakerRun`). A run's config is written to
+`config.json` when it starts and read back by `pack`; the full state stays in `work`, the pack (weights, card,
+curve, env) goes to `out` with a ledger row (held-out SECS and WER on the speaker's validation split)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lib.core import text
+from lib.core.audio import Audio
+from lib.core.results import atomic_write_json, atomic_write_text
+from lib.data import ljspeech
+from lib.harness import metrics
+from lib.harness.bench import environment
+from lib.harness.judges import speaker_similarity
+from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, accounted_hours
+from lib.techniques import adapt_targets, speaker_adapt
+from lib.training import ledger, posterior
+from lib.training import vits_objective as vo
+from lib.training.loop import Recipe, Trainer
+from lib.voices import piper_torch
+from lib.voices import synth as voices
+from lib.voices.teacher_bundle import sentence_ids
+
+_LOGGER = logging.getLogger(__name__)
+
+CONFIG = "config.json"
+
+
+@dataclass
+class PosteriorRun:
+    """The posterior encoder's bootstrap on the teacher's own (audio, latent) pairs."""
+    work: str  # the full state, on this machine's disk
+    out: str = ""  # the pack: model.safetensors + config.json + curve.csv (committed)
+    steps: int = 3000  # the cosine's whole budget
+    lr: float = 1.0e-3
+    batch: int = 8
+    draws: int = 2  # noisy syntheses of each training sentence (piper's default noise)
+    corpus_lists: list = field(default_factory=lambda: list(CORPUS_LISTS))
+    corpus_limit: int = 0
+    threads: int = 1
+    checkpoint_every: int = 250
+    eval_every: int = 250
+    log_every: int = 25
+
+    def recipe(self) -> Recipe:
+        return Recipe(steps=self.steps, lr=self.lr, schedule="cosine", lr_warmup_steps=min(100, self.steps // 10),
+                      adversarial=False, checkpoint_every=self.checkpoint_every, eval_every=self.eval_every,
+                      log_every=self.log_every)
+
+
+def start(config, work: Path) -> dict:
+    """Write `config` to work/config.json at the start, or read the one there and refuse a different one."""
+    work.mkdir(parents=True, exist_ok=True)
+    mine = {"kind": type(config).__name__, **asdict(config)}
+    path = work / CONFIG
+    if path.exists():
+        kept = json.loads(path.read_text())
+        changed = sorted(k for k in mine if k not in ("work", "out", "threads") and kept.get(k) != mine[k])
+        if changed:
+            raise ValueError(f"{path} was written for another run ({', '.join(f'{k}: {kept.get(k)!r} -> {mine[k]!r}' for k in changed[:3])}): "
+                             "use a fresh --work folder for a different setup")
+    atomic_write_json(path, {**mine, "cores": os.cpu_count(), "started": kept.get("started") if path.exists() else
+                             datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return json.loads(path.read_text())
+
+
+def read_config(work: Path, kind: type):
+    """The run's config as its dataclass, read back from work/config.json (never guessed from the folder)."""
+    path = Path(work) / CONFIG
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: the run's config cannot be read ({type(exc).__name__}: {exc})") from None
+    if raw.get("kind") != kind.__name__:
+        raise ValueError(f"{path} is a {raw.get('kind')!r} run, not a {kind.__name__}")
+    return kind(**{f.name: raw[f.name] for f in fields(kind) if f.name in raw})
+
+
+def run_posterior(cfg: PosteriorRun) -> Path | None:
+    """Fit the posterior encoder (resumable), then pack it with its round-trip check when `cfg.out` is set."""
+    torch.set_num_threads(cfg.threads)
+    work = Path(cfg.work)
+    start(cfg, work)
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    sents = text.harvard_sentences(cfg.corpus_lists)[: cfg.corpus_limit or None]
+    held = text.harvard_sentences(HELDOUT_LISTS)
+    started = time.time()
+    pairs = posterior.Pairs.of_teacher(teacher, sentence_ids(sents), draws=cfg.draws)
+    heldout = posterior.Pairs.of_teacher(teacher, sentence_ids(held), draws=1, seed=1000)
+    _LOGGER.info("posterior pairs: %d training, %d held out (%.0f s)", len(pairs.spec), len(heldout.spec),
+                 time.time() - started)
+    enc_q, curve = posterior.bootstrap(teacher.hparams, pairs, cfg.recipe(), work / "posterior", batch=cfg.batch,
+                                       heldout=heldout, threads=cfg.threads, progress=None)
+    return pack_posterior(cfg, teacher, enc_q, heldout) if cfg.out else None
+
+
+def pack_posterior(cfg: PosteriorRun, teacher, enc_q, heldout) -> Path:
+    """The fitted encoder as a pack, with its round trip on the held-out list (teacher audio -> posterior -> the
+    teacher's decoder: mel L1, beside a decoder fed zeros) in its config, and a ledger-style curve."""
+    import pandas as pd
+    from lib.harness.bench import environment
+    work = Path(cfg.work)
+    frame = pd.read_csv(work / "posterior" / "curve.csv")
+    info = json.loads((work / CONFIG).read_text())
+    hours, _, where = accounted_hours({"threads": cfg.threads, "cores": info.get("cores", 1), "device": "cpu"}, {},
+                                      float(frame["seconds"].iloc[-1]), {}, "cpu")
+    check = posterior.round_trip(enc_q, teacher.dec, heldout, teacher.sample_rate)
+    env = environment(device="cpu")
+    out = posterior.save(enc_q, Path(cfg.out), teacher.hparams, {
+        "steps": int(frame["step"].iloc[-1]), "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),
+        "round_trip_mel_l1": round(check["mel_l1"], 4), "zeros_mel_l1": round(check["mel_l1_silence"], 4),
+        "heldout_lists": HELDOUT_LISTS, "run": asdict(cfg)})
+    (out / "curve.csv").write_text((work / "posterior" / "curve.csv").read_text())
+    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    _LOGGER.info("posterior packed to %s: round-trip mel L1 %.3f (zeros %.3f), %.2f machine-hours", out,
+                 check["mel_l1"], check["mel_l1_silence"], hours)
+    return out
+
+
+TARGET_LISTS = list(range(11, 32))  # the default speaker folder: Harvard lists 11-31 (list 31 its validation split)
+VALIDATION = 10  # recordings of the folder kept for checkpoint choice (its last ones); lists 1-10 are judged elsewhere
+
+
+@dataclass
+class SpeakerRun:
+    """One adaptation method trained on a speaker's LJSpeech folder with piper's objective."""
+    work: str  # the full state, on this machine's disk
+    dataset: str  # the speaker's LJSpeech folder
+    method: str = "full"  # full, lora-r8, lora-attention-r16, qlora-r8, ...
+    posterior: str = "outputs/recorded/training/posterior/joe-medium"  # the bootstrapped posterior encoder's pack
+    out: str = ""  # where pack writes the adapter (committed)
+    base: str = "piper:en_US-joe-medium"
+    steps: int = 6000  # the run's whole budget
+    adversarial_steps: int = 0  # piper's discriminators on the last steps (fresh: the voice ships none)
+    discriminators: list = field(default_factory=lambda: ["mpd"])
+    lr: float = 1.0e-4
+    batch: int = 4
+    validation: int = VALIDATION
+    threads: int = 1
+    checkpoint_every: int = 250
+    eval_every: int = 250
+    log_every: int = 25
+
+    def recipe(self) -> Recipe:
+        return Recipe(steps=self.steps, lr=self.lr, warmup_steps=max(0, self.steps - self.adversarial_steps),
+                      adversarial=self.adversarial_steps > 0, discriminators=tuple(self.discriminators),
+                      checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every)
+
+
+def default_speaker_folder(folder: Path, threads: int = 2) -> Path:
+    """Kokoro-82M's jf_alpha reading TARGET_LISTS at its own timing, as an LJSpeech folder (kept once written)."""
+    voice = voices.load_voice("kokoro-82m", speaker="jf_alpha", threads=threads)
+    return adapt_targets.speaker_folder(voice, text.harvard_sentences(TARGET_LISTS), folder)
+
+
+def speaker_data(cfg: SpeakerRun, teacher) -> tuple:
+    """(training Utterances, validation recordings) of the run's folder at the voice's rate."""
+    recs = ljspeech.read_folder(Path(cfg.dataset), teacher.sample_rate)
+    train, val = ljspeech.split(recs, cfg.validation)
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    return vo.from_recordings(train, fe, int(np.prod(teacher.hparams["upsample_rates"]))), val
+
+
+def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Path:
+    """Train `cfg.method` on the folder (resumable from `work`), then pack it (with a row in `ledger_path`) when
+    `cfg.out` is set."""
+    torch.set_num_threads(cfg.threads)
+    work = Path(cfg.work)
+    start(cfg, work)
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    data, val = speaker_data(cfg, teacher)
+    prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
+                                     posterior.load(Path(cfg.posterior), teacher.hparams))
+    held = [vo.batch_of(vo.from_recordings(val, voices.PiperFrontend(voices.joe_paths()[1]), data.hop),
+                        list(range(len(val))))]
+    _LOGGER.info("%s: %d training recordings, %d validation; %s trainable parameters", cfg.method, len(data.ids),
+                 len(val), f"{prepared.trainable_params():,}")
+    Trainer(prepared.path, lambda rng: vo.random_batch(data, cfg.batch, rng), cfg.recipe(), work / "train",
+            forward=vo.vits_forward, eval_batches=held, sample_rate=teacher.sample_rate, threads=cfg.threads,
+            progress=None).fit()
+    return pack_speaker(work, ledger_path=ledger_path) if cfg.out else work
+
+
+def train_from_spec(spec: dict) -> None:
+    """Train a SpeakerRun given as a dict, without packing: the body of the process whose peak memory the harness
+    measures (bench.training_peak_mb)."""
+    run_speaker(SpeakerRun(**{**spec, "out": ""}), ledger_path=None)
+
+
+def validation_quality(voice, val, asr, threads: int = 1) -> dict:
+    """The adapted voice on the validation transcripts (noise off): WER (Whisper) and SECS to the speaker's own
+    recordings of the same sentences (pairs of different sentences only), with the speaker's own WER and ceiling."""
+    quiet = voices.load_voice(backend="torch-cpu", module=voice, threads=threads, noise_scale=0.0, noise_w=0.0)
+    clips = [quiet.synthesize(r.text) for r in val]
+    own = [Audio(r.samples, r.sample_rate) for r in val]
+    wer = [metrics.wer_cer(r.text, asr.transcribe(c.samples, c.sample_rate))["wer"] for r, c in zip(val, clips)]
+    wer_own = [metrics.wer_cer(r.text, asr.transcribe(r.samples, r.sample_rate))["wer"] for r in val]
+    secs, ceiling = speaker_similarity({"adapted": clips}, own, threads=threads)
+    return {"heldout_wer": float(np.mean(wer)), "heldout_secs": secs["adapted"], "speaker_wer": float(np.mean(wer_own)),
+            "speaker_self_secs": ceiling}
+
+
+def validation_score(judged: dict) -> float:
+    """How a checkpoint is chosen on the speaker's validation split: SECS to the speaker minus WER (both 0-1)."""
+    return float(judged["heldout_secs"]) - float(judged["heldout_wer"])
+
+
+def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
+    """Judge the run's latest state on the speaker's validation split and add a ledger row (validation WER and
+    SECS) when the ledger has not seen its steps; the method's files (speaker_adapt.save) under the run's `out`, with
+    curve and env, are replaced only by a checkpoint whose validation_score beats theirs (checkpoint choice)."""
+    import pandas as pd
+    from safetensors.torch import load_file
+    cfg = read_config(work, SpeakerRun)
+    info = json.loads((Path(work) / CONFIG).read_text())
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
+                                     posterior.load(Path(cfg.posterior), teacher.hparams))
+    state = {k.removeprefix("module."): v for k, v in load_file(str(Path(work) / "train" / "state" / "model.safetensors")).items()}
+    prepared.path.load_state_dict(state, strict=False)
+    frame = pd.read_csv(Path(work) / "train" / "curve.csv")
+    steps = int(frame["step"].iloc[-1])
+    env = environment(device="cpu")
+    hours, _, where = accounted_hours({"threads": cfg.threads, "cores": info.get("cores", 1), "device": "cpu"}, {},
+                                      float(frame["seconds"].iloc[-1]), env, "cpu")
+    _, val = speaker_data(cfg, teacher)
+    quality = validation_quality(prepared.merged(), val, metrics.WhisperAsr("base", threads=cfg.threads))
+    out = Path(cfg.out)
+    kept = json.loads((out / CONFIG).read_text()).get("judged") if (out / CONFIG).exists() else None
+    if kept is None or validation_score(quality) > validation_score(kept):
+        speaker_adapt.save(prepared, out, base=cfg.base, card={
+            "data": f"{len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of {cfg.dataset}",
+            "steps": steps, "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),
+            "recipe": asdict(cfg.recipe()), "run": asdict(cfg), "judged": {k: round(v, 4) for k, v in quality.items()}})
+        (out / "curve.csv").write_text((Path(work) / "train" / "curve.csv").read_text())
+        atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+        _LOGGER.info("packed %s: %d steps, %.2f machine-hours, %s -> %s", cfg.method, steps, hours, quality, out)
+    else:
+        _LOGGER.info("%s at %d steps (%s) does not beat the packed checkpoint (%s): kept", cfg.method, steps, quality, kept)
+    if ledger_path is not None:
+        run = f"{out.parent.name}/{out.name}"
+        seen = ledger.read(ledger_path)
+        if not (seen["run"] == run).any() or int(seen[seen["run"] == run]["steps"].iloc[-1]) != steps:
+            ledger.append(ledger_path, {
+                "run": run, "part": "adapter", "recipe": f"speaker-{cfg.method}", "device": where,
+                "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4), "heldout_pesq": np.nan,
+                "heldout_mel_l1": round(float(frame["heldout_mel"].dropna().iloc[-1]), 4) if "heldout_mel" in frame else np.nan,
+                "heldout_secs": round(quality["heldout_secs"], 4), "heldout_wer": round(quality["heldout_wer"], 4),
+                "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return out

@@ -1,0 +1,189 @@
+"""Adaptation to a speaker's own recordings with piper's objective (lib.training.vits_objective): each method as a
+spec that renders its name, the modules it trains, its preparation (PEFT LoRA, QLoRA on an NF4 base), and the
+files it ships (a PEFT adapter folder, or the full voice's weights as sharded safetensors), with a model card."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import ModelCard, ModelCardData, load_torch_model, save_torch_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from lib.core.results import atomic_write_json
+from lib.techniques import finetune
+from lib.training.vits_objective import TrainPath
+
+_LOGGER = logging.getLogger(__name__)
+
+ACOUSTIC = ("dec.", "flow.")  # what the adapter methods adapt; the text path (enc_p) and durations (dp) stay frozen
+SHARD = "16MB"  # the full voice in float16 is ~32 MB: shards stay under the repository's 20 MiB bound per file
+
+
+@dataclass(frozen=True)
+class Method:
+    """An adaptation method: 'full', or 'lora' / 'lora-attention' / 'qlora' with a LoRA rank."""
+    kind: str
+    rank: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in finetune.METHODS:
+            raise ValueError(f"method {self.kind!r}: use one of {', '.join(finetune.METHODS)}")
+        if (self.kind == "full") != (self.rank is None) or (self.rank is not None and self.rank < 1):
+            raise ValueError(f"method {self.kind!r} with rank {self.rank!r}: full takes no rank, the others a rank >= 1")
+
+    @property
+    def name(self) -> str:
+        return self.kind if self.rank is None else f"{self.kind}-r{self.rank}"
+
+    @classmethod
+    def parse(cls, name: str) -> "Method":
+        return cls(*finetune.parse_method(name))
+
+    @property
+    def trains(self) -> str:
+        return {"full": "every weight: text encoder, duration predictor, flow, decoder",
+                "lora": "LoRA on the flow's and decoder's convolutions (dilation 1)",
+                "lora-attention": "LoRA on the text encoder's attention projections (q, k, v, o)",
+                "qlora": "LoRA on the flow and decoder, their 1x1 convolutions frozen in NF4"}[self.kind]
+
+    @property
+    def frozen(self) -> str:
+        return {"full": "nothing",
+                "lora": "text encoder, duration predictor, every base weight",
+                "lora-attention": "duration predictor, flow, decoder, every base weight",
+                "qlora": "text encoder, duration predictor, every base weight (NF4 where 1x1)"}[self.kind]
+
+
+@dataclass
+class Prepared:
+    """A copy of the voice ready to train with `method`: `path` is what the trainer trains (the voice with its
+    adapters, and the posterior encoder, a training-only part that every method trains in full and no voice
+    ships), `peft` the PEFT handle of the adapters (None for full fine-tuning)."""
+    method: Method
+    voice: torch.nn.Module
+    path: TrainPath
+    peft: PeftModel | None
+    targets: list
+    quantized: list
+
+    def trainable_params(self) -> int:
+        """Trainable parameters of the voice itself (the posterior encoder, discarded at export, not counted)."""
+        return sum(p.numel() for p in self.voice.parameters() if p.requires_grad)
+
+    def merged(self) -> torch.nn.Module:
+        """The voice with its adapters folded in (same architecture, so the base voice's speed), in a copy; for
+        QLoRA the NF4 bases are dequantized first, as a QLoRA model is deployed."""
+        finetune._drop_graph_caches(self.voice)
+        if self.peft is None:
+            return copy.deepcopy(self.voice).eval()
+        peft = copy.deepcopy(self.peft)
+        if self.method.kind == "qlora":
+            finetune._dequantize_bases(peft)
+        return peft.merge_and_unload().eval()
+
+
+def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu") -> Prepared:
+    """A copy of `model` (the inference SynthesizerTrn) and of the posterior `enc_q`, set up for `method`."""
+    voice = copy.deepcopy(model).cpu().eval()
+    quantized: list = []
+    if method.kind == "qlora":
+        from lib.techniques.compress import bitsandbytes_status, bnb_convert
+        ok, why = bitsandbytes_status("nf4", device)
+        if not ok:
+            raise RuntimeError(f"QLoRA needs bitsandbytes NF4 layers: {why}")
+        voice, quantized = bnb_convert(voice, "nf4", device, scope=ACOUSTIC)
+        if device == "cpu":  # bitsandbytes' CPU 4-bit kernel is far off its own weights (finetune._use_float_kernel)
+            for name in quantized:
+                finetune._use_float_kernel(voice.get_submodule(name).linear)
+    enc_q = copy.deepcopy(enc_q).train()
+    for p in voice.parameters():
+        p.requires_grad_(method.kind == "full")
+    peft, targets = None, [n for n, _ in voice.named_parameters()] if method.kind == "full" else []
+    if method.kind != "full":
+        targets = (finetune.attention_targets(voice) if method.kind == "lora-attention"
+                   else finetune.lora_targets(voice, ACOUSTIC))
+        peft = get_peft_model(voice, LoraConfig(r=method.rank, lora_alpha=method.rank, lora_dropout=0.0,
+                                                target_modules=targets, init_lora_weights=True))
+    for p in enc_q.parameters():
+        p.requires_grad_(True)
+    return Prepared(method, voice, TrainPath(voice, enc_q), peft, targets, quantized)
+
+
+def save(prepared: Prepared, out: Path, *, base: str, card: dict) -> Path:
+    """What the method adds to the base voice: a PEFT adapter folder (`base_model_name_or_path` = `base`) or the
+    full voice's weights (float16, sharded safetensors + index), each with config.json and a model card."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if prepared.peft is not None:
+        for cfg in prepared.peft.peft_config.values():
+            cfg.base_model_name_or_path = base
+        prepared.peft.save_pretrained(str(out))
+    else:
+        finetune._drop_graph_caches(prepared.voice)
+        state = {k: v.detach().to(torch.float16).contiguous() for k, v in prepared.voice.state_dict().items()}
+        save_torch_state_dict(state, str(out), max_shard_size=SHARD)
+    info = {"kind": "peft_adapter" if prepared.peft is not None else "adapted_voice", "method": prepared.method.name,
+            "rank": prepared.method.rank, "base_model_name_or_path": base, "trains": prepared.method.trains,
+            "frozen": prepared.method.frozen, "trainable_params": prepared.trainable_params(),
+            "lora_layers": len(prepared.targets) if prepared.peft is not None else 0, "nf4_layers": len(prepared.quantized),
+            **card}
+    atomic_write_json(out / "config.json", info)
+    model_card(info).save(str(out / "README.md"))
+    return out
+
+
+def model_card(info: dict) -> ModelCard:
+    """The model card (huggingface_hub.ModelCard): base voice, data, method, steps, machine-hours, judged numbers."""
+    judged = info.get("judged") or {}
+    data = ModelCardData(base_model=info["base_model_name_or_path"], library_name="peft" if info["kind"] == "peft_adapter" else None,
+                         tags=["text-to-speech", "piper", "vits", info["method"]], license="mit")
+    rows = "\n".join(f"| {k} | {v} |" for k, v in judged.items()) or "| (not judged yet) | |"
+    text = f"""---
+{data.to_yaml()}
+---
+# {info['method']} adaptation of {info['base_model_name_or_path']}
+
+- **method**: {info['method']}: trains {info['trains']}; frozen: {info['frozen']}
+- **trainable parameters**: {info['trainable_params']:,}
+- **data**: {info.get('data', 'unknown')}
+- **objective**: piper's (posterior encoder, MAS, KL, duration, mel L1 x45, discriminators after a warm-up)
+- **steps**: {info.get('steps', 'unknown')}, **machine-hours**: {info.get('hours', 'unknown')}, trained on {info.get('device', 'unknown')}
+
+## Judged on the speaker's validation split (no training step saw it)
+
+| metric | value |
+| --- | --- |
+{rows}
+
+## Load
+
+`lib.load_adapted_voice(teacher, folder)` merges an adapter (PEFT `PeftModel.from_pretrained`) or loads the full
+weights (`huggingface_hub.load_torch_model`) into piper's SynthesizerTrn; `tts-lab export` writes `model.onnx` +
+`model.onnx.json` for piper's runtime.
+"""
+    return ModelCard(text)
+
+
+def load(model, folder: Path, merge: bool = True) -> torch.nn.Module:
+    """A copy of `model` adapted by a folder from `save` (an adapter merged in, or left as PEFT layers with `merge`
+    off, to time it unmerged); a ValueError names the folder and what is wrong."""
+    folder = Path(folder)
+    try:
+        info = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{folder / 'config.json'}: cannot be read ({type(exc).__name__}: {exc})") from None
+    voice = copy.deepcopy(model).cpu().eval()
+    if info.get("kind") == "peft_adapter":
+        peft = PeftModel.from_pretrained(voice, str(folder))
+        return peft.merge_and_unload().eval() if merge else voice.eval()
+    if info.get("kind") == "adapted_voice":
+        try:
+            load_torch_model(voice, str(folder), strict=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{folder}: the adapted weights cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
+        return voice.float().eval()
+    raise ValueError(f"{folder / 'config.json'}: kind {info.get('kind')!r} is neither 'peft_adapter' nor 'adapted_voice'")

@@ -1,0 +1,120 @@
+"""A posterior encoder for a voice that ships without one (a piper ONNX export): piper's PosteriorEncoder fitted to
+the teacher's own (audio, latent) pairs, so that teacher audio -> posterior -> teacher decoder gives that audio
+back. Adaptation with piper's objective needs it: MAS aligns its latents with the text."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lib.training.batches import Latents, teacher_latents
+from lib.training.loop import Curve, Recipe, Trainer, mel_l1
+from lib.training.vits_objective import linear_spectrogram, posterior_encoder
+from lib.voices.parts import fold_weight_norm
+
+_LOGGER = logging.getLogger(__name__)
+
+TEACHER_NOISE = (0.667, 0.8)  # piper's default noise_scale and noise_w: the latents the teacher really samples
+
+
+@dataclass
+class Pairs:
+    """The teacher's latents z [1, C, T], its audio for them and that audio's linear spectrogram [513, T]."""
+    latents: Latents
+    spec: list
+
+    @classmethod
+    def of_teacher(cls, teacher, phoneme_ids: Sequence[list[int]], draws: int = 1, seed: int = 0) -> "Pairs":
+        """`draws` noisy syntheses of each utterance (piper's default noise), as the teacher speaks."""
+        names = [str(i) for i in range(len(phoneme_ids))]
+        lat = [teacher_latents(teacher, phoneme_ids, names, noise_scale=TEACHER_NOISE[0], noise_w=TEACHER_NOISE[1],
+                               seed=seed + d) for d in range(draws)]
+        merged = Latents([n for lt in lat for n in lt.ids], [z for lt in lat for z in lt.z],
+                         [w for lt in lat for w in lt.wav], lat[0].hop)
+        return cls(merged, [linear_spectrogram(w.reshape(-1)[: z.shape[-1] * merged.hop], merged.hop, teacher.sample_rate)
+                            for z, w in zip(merged.z, merged.wav)])
+
+    def batch(self, picks: Sequence[int]):
+        """(spectrograms [B, 513, T], frames, latents [B, C, T]) padded to the longest."""
+        t = max(self.spec[i].shape[-1] for i in picks)
+        pad = torch.nn.functional.pad
+        spec = torch.stack([pad(self.spec[i], (0, t - self.spec[i].shape[-1])) for i in picks])
+        z = torch.stack([pad(self.latents.z[i][0], (0, t - self.latents.z[i].shape[-1])) for i in picks])
+        return spec, torch.tensor([self.spec[i].shape[-1] for i in picks]), z
+
+
+def latent_nll(enc_q, batch) -> torch.Tensor:
+    """Gaussian negative log-likelihood (per latent value, constant dropped) of the teacher's z under the
+    posterior q(z | spectrogram): its mean learns z, its scale how sure it can be."""
+    spec, lengths, z = batch
+    _, m_q, logs_q, mask = enc_q(spec, lengths)
+    nll = (logs_q + 0.5 * (z - m_q) ** 2 * torch.exp(-2 * logs_q)) * mask
+    return nll.sum() / (mask.sum() * z.shape[1])
+
+
+def bootstrap(hp: dict, pairs: Pairs, recipe: Recipe, work_dir: Path, *, batch: int = 8, heldout: Pairs | None = None,
+              threads: int = 2, progress: str | None = "posterior") -> tuple[torch.nn.Module, Curve]:
+    """piper's PosteriorEncoder for architecture `hp`, fitted to `pairs` (resumable in `work_dir`); the held-out
+    NLL on `heldout` every `recipe.eval_every` steps."""
+    torch.manual_seed(recipe.seed)
+    enc_q = posterior_encoder(hp)
+    held = [heldout.batch(list(range(i, min(i + batch, len(heldout.spec))))) for i in range(0, len(heldout.spec), batch)] \
+        if heldout is not None else []
+    n = len(pairs.spec)
+    curve = Trainer(enc_q, lambda rng: pairs.batch([int(rng.integers(n)) for _ in range(batch)]), recipe, work_dir,
+                    loss_fn=latent_nll, eval_batches=held, threads=threads, progress=progress).fit()
+    return enc_q.eval(), curve
+
+
+@torch.no_grad()
+def round_trip(enc_q, decoder, pairs: Pairs, sample_rate: int, limit: int = 8) -> dict:
+    """The check that the posterior works: each teacher clip -> posterior mean -> the teacher's decoder, against the
+    clip (mel L1, and the same for a decoder fed zeros as the floor of nonsense). Returns the means and the clips."""
+    out = {"mel_l1": [], "mel_l1_silence": [], "clips": []}
+    for i in range(min(limit, len(pairs.spec))):
+        spec, lengths, _ = pairs.batch([i])
+        _, m_q, _, mask = enc_q(spec, lengths)
+        y = pairs.latents.wav[i].reshape(1, 1, -1)[..., : spec.shape[-1] * pairs.latents.hop]
+        y_hat = decoder(m_q * mask)[..., : y.shape[-1]]
+        out["mel_l1"].append(float(mel_l1(y_hat, y, sample_rate)))
+        out["mel_l1_silence"].append(float(mel_l1(decoder(torch.zeros_like(m_q))[..., : y.shape[-1]], y, sample_rate)))
+        out["clips"].append((y.flatten().numpy(), y_hat.flatten().numpy()))
+    return {"mel_l1": float(np.mean(out["mel_l1"])), "mel_l1_silence": float(np.mean(out["mel_l1_silence"])),
+            "clips": out["clips"]}
+
+
+def save(enc_q, folder: Path, hp: dict, info: dict) -> Path:
+    """The fitted posterior encoder as model.safetensors + config.json (its architecture and how it was fitted)."""
+    from safetensors.torch import save_file
+    from lib.core.results import atomic_write_json
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".model.tmp.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in enc_q.state_dict().items()}, str(tmp))
+    tmp.replace(folder / "model.safetensors")
+    atomic_write_json(folder / "config.json", {"kind": "posterior_encoder", "hparams": hp, **info})
+    return folder
+
+
+def load(folder: Path, hp: dict) -> torch.nn.Module:
+    """A posterior encoder saved by `save` for the architecture `hp`; a ValueError names the folder when it was
+    fitted for another architecture or its files are missing or cut short."""
+    import json
+    from safetensors.torch import load_file
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        state = load_file(str(folder / "model.safetensors"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"posterior encoder {folder}: {type(exc).__name__}: {exc}") from None
+    keys = ("spec_channels", "inter_channels", "hidden_channels", "gin_channels")
+    if {k: config.get("hparams", {}).get(k) for k in keys} != {k: hp[k] for k in keys}:
+        raise ValueError(f"posterior encoder {folder} was fitted for another voice architecture")
+    weight_normed = any(k.endswith("weight_g") for k in state)  # a pack saved before the encoder was folded
+    enc_q = posterior_encoder(hp, folded=not weight_normed)
+    enc_q.load_state_dict(state)
+    return fold_weight_norm(enc_q)

@@ -1,0 +1,199 @@
+"""Adaptation to a speaker's own recordings: an LJSpeech folder read (bad folders named with file and line), the
+posterior encoder bootstrapped, each kind of method trained with piper's objective, packed with a ledger row,
+loaded back and exported as one .onnx that piper's runtime speaks."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lib.core import text
+from lib.core.audio import resample, write_wav
+from lib.data import ljspeech
+from lib.jobs import export_pack, speaker_job
+from lib.techniques import speaker_adapt
+from lib.training import ledger, posterior
+from lib.training import vits_objective as vo
+from lib.training.loop import Recipe
+from lib.voices import piper_torch
+from lib.voices import synth as voices
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return piper_torch.load_piper_torch(voices.joe_paths()[0])
+
+
+def _folder(tmp, n=2, sr=16000):
+    """A tiny LJSpeech folder of `n` made-up clips at `sr`."""
+    rng = np.random.default_rng(0)
+    items = [(f"clip{i}", f"Sentence number {i}.", 0.1 * rng.standard_normal(sr), sr) for i in range(n)]
+    return ljspeech.write_folder(tmp / "speaker", items)
+
+
+def test_folder_reads_and_resamples(tmp_path):
+    folder = _folder(tmp_path, sr=16000)
+    recs = ljspeech.read_folder(folder, 22050)
+    assert [r.id for r in recs] == ["clip0", "clip1"] and recs[0].text == "Sentence number 0."
+    assert recs[0].sample_rate == 22050 and abs(recs[0].samples.size - 22050) < 30
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda f: (f / "metadata.csv").unlink(), "metadata.csv is missing"),
+    (lambda f: (f / "metadata.csv").write_text("clip0|One.\n\nclip1|Two.\n"), "metadata.csv line 2: the line is empty"),
+    (lambda f: (f / "metadata.csv").write_text("clip0|One.\nclip1\n"), "metadata.csv line 2: expected 'id|text'"),
+    (lambda f: (f / "metadata.csv").write_text("clip0|One.\nclip0|Two.\n"), "line 2: id 'clip0' repeats line 1"),
+    (lambda f: (f / "wavs" / "clip1.wav").unlink(), "clip1.wav (metadata.csv line 2): the recording is missing"),
+    (lambda f: (f / "wavs" / "clip1.wav").write_bytes(b"not a wav at all"), "clip1.wav (metadata.csv line 2): cannot read"),
+    (lambda f: write_wav(f / "wavs" / "clip0.wav", np.zeros(800, np.float32), 16000), "clip0.wav (metadata.csv line 1): 0.05 s is too short"),
+])
+def test_bad_folder_names_file_and_line(tmp_path, damage, named):
+    folder = _folder(tmp_path)
+    damage(folder)
+    with pytest.raises(ljspeech.DatasetError, match=named.replace("(", r"\(").replace(")", r"\)").replace("|", r"\|")):
+        ljspeech.read_folder(folder, 22050)
+
+
+def test_split_keeps_the_last_recordings_apart(tmp_path):
+    recs = ljspeech.read_folder(_folder(tmp_path, n=3), 22050)
+    train, val = ljspeech.split(recs, 1)
+    assert [r.id for r in train] == ["clip0", "clip1"] and [r.id for r in val] == ["clip2"]
+    with pytest.raises(ljspeech.DatasetError, match="needs more than 3 recordings"):
+        ljspeech.split(recs, 3)
+
+
+def test_mas_finds_a_planted_alignment():
+    """piper's maximum_path through the supplied core: frames scored high on a planted monotonic alignment (text
+    token k for frames 3k..3k+2) come back as that alignment, one token per frame."""
+    vo.supply_mas_core()
+    from piper.train.vits import monotonic_align
+    frames, tokens = 12, 4
+    planted = torch.zeros(1, frames, tokens)
+    planted[0, torch.arange(frames), torch.arange(frames) // 3] = 1
+    neg_cent = torch.randn(1, frames, tokens) * 0.1 + 5 * planted
+    path = monotonic_align.maximum_path(neg_cent, torch.ones(1, frames, tokens))
+    assert torch.equal(path, planted)
+
+
+def test_method_names_render_and_parse():
+    assert speaker_adapt.Method.parse("lora-r8") == speaker_adapt.Method("lora", 8)
+    assert speaker_adapt.Method("qlora", 4).name == "qlora-r4" and speaker_adapt.Method("full").name == "full"
+    with pytest.raises(ValueError, match="full takes no rank"):
+        speaker_adapt.Method("full", 8)
+
+
+@pytest.fixture(scope="module")
+def fitted(teacher, tmp_path_factory):
+    """The posterior encoder after 30 bootstrap steps on two of the teacher's sentences, its pairs and curve."""
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(text.harvard_sentences([67])[:2])
+    pairs = posterior.Pairs.of_teacher(teacher, ids)
+    enc_q, curve = posterior.bootstrap(teacher.hparams, pairs, Recipe(steps=30, lr=1e-3, adversarial=False, log_every=1,
+                                                                      checkpoint_every=30),
+                                       tmp_path_factory.mktemp("posterior"), batch=2, threads=2, progress=None)
+    return ids, pairs, enc_q, curve
+
+
+def test_posterior_learns_the_teachers_latents(teacher, fitted, tmp_path):
+    """The bootstrap lowers the latents' NLL, the round trip decodes the teacher's audio closer than a decoder fed
+    zeros, and the pack loads back, refusing another architecture."""
+    _, pairs, enc_q, curve = fitted
+    assert curve.loss[-1] < curve.loss[0] - 0.2
+    check = posterior.round_trip(enc_q, teacher.dec, pairs, teacher.sample_rate)
+    assert check["mel_l1"] < check["mel_l1_silence"]
+    posterior.save(enc_q, tmp_path / "pack", teacher.hparams, {"steps": 30})
+    again = posterior.load(tmp_path / "pack", teacher.hparams)
+    spec, lengths, _ = pairs.batch([0])
+    torch.testing.assert_close(again(spec, lengths)[1], enc_q(spec, lengths)[1])
+    (tmp_path / "pack" / "config.json").write_text('{"kind": "posterior_encoder", "hparams": {"inter_channels": 7}}')
+    with pytest.raises(ValueError, match="fitted for another voice architecture"):
+        posterior.load(tmp_path / "pack", teacher.hparams)
+
+
+def test_piper_objective_gives_kl_duration_and_aligned_segments(teacher, fitted):
+    """piper's own forward runs with the supplied MAS core: the segment it decodes and the recording's segment
+    have one length, KL and duration terms are finite, and the alignment gives every frame one phoneme."""
+    ids, pairs, enc_q, _ = fitted
+    data = vo.build(["a", "b"], ids, [w.reshape(-1).numpy() for w in pairs.latents.wav], pairs.latents.hop, 22050)
+    prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method("full"), enc_q)
+    y_hat, y, terms = vo.vits_forward(prepared.path, vo.batch_of(data, [0, 1]))
+    assert y_hat.shape == y.shape == (2, 1, 32 * data.hop)
+    assert set(terms) == {"loss_kl", "loss_dur"} and all(torch.isfinite(t) for _, t in terms.values())
+    attn = prepared.path(*vo.batch_of(data, [0, 1])[:4])[2]
+    frames = data.spec[0].shape[-1]
+    assert torch.equal(attn[0, 0, :frames].sum(-1), torch.ones(frames))
+    lora = speaker_adapt.prepare(teacher, speaker_adapt.Method("lora", 4), enc_q)
+    assert set(vo.vits_forward(lora.path, vo.batch_of(data, [0, 1]))[2]) == {"loss_kl"}  # durations frozen: no term
+
+
+@pytest.fixture(scope="module")
+def speaker(teacher, tmp_path_factory):
+    """A tiny speaker folder: the teacher's own voice on four sentences, at 16 kHz (so the reader resamples), a
+    bootstrapped posterior beside it."""
+    tmp = tmp_path_factory.mktemp("speaker")
+    sents = text.harvard_sentences([68])[:4]
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(sents)
+    pairs = posterior.Pairs.of_teacher(teacher, ids)
+    folder = ljspeech.write_folder(tmp / "folder", [(s.id, s.text, resample(w.reshape(-1).numpy(), 22050, 16000), 16000)
+                                                    for s, w in zip(sents, pairs.latents.wav)])
+    enc_q, _ = posterior.bootstrap(teacher.hparams, pairs, Recipe(steps=2, adversarial=False, checkpoint_every=2),
+                                   tmp / "posterior-work", batch=2, threads=2, progress=None)
+    posterior.save(enc_q, tmp / "posterior", teacher.hparams, {"steps": 2})
+    return tmp, folder
+
+
+@pytest.mark.parametrize("method", ["full", "lora-r4", "qlora-r4", "lora-attention-r4"])
+def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
+    """Each kind of method trains two steps (the second adversarial), packs an artefact others can load (a PEFT
+    adapter with its base named, or the full voice's sharded safetensors) with its model card and a ledger row with
+    validation WER and SECS, and exports as one .onnx that piper's runtime speaks."""
+    tmp, folder = speaker
+    out = tmp_path / "speaker" / method
+    cfg = speaker_job.SpeakerRun(work=str(tmp_path / "work"), dataset=str(folder), method=method,
+                                 posterior=str(tmp / "posterior"), out=str(out), steps=2, adversarial_steps=1, batch=2,
+                                 validation=2, threads=2, checkpoint_every=1, eval_every=1, log_every=1)
+    speaker_job.start(cfg, tmp_path / "work")
+    assert speaker_job.read_config(tmp_path / "work", speaker_job.SpeakerRun) == cfg
+    led = tmp_path / "ledger.csv"
+    assert speaker_job.run_speaker(cfg, ledger_path=led) == out
+    info = json.loads((out / "config.json").read_text())
+    assert info["method"] == method and info["steps"] == 2 and 0 <= info["judged"]["heldout_wer"] <= 3
+    assert "base_model: piper:en_US-joe-medium" in (out / "README.md").read_text()
+    row = ledger.read(led).iloc[-1]
+    assert row["run"] == f"speaker/{method}" and row["steps"] == 2 and np.isfinite(row["heldout_wer"])
+    if method == "full":
+        assert info["kind"] == "adapted_voice" and all(p.stat().st_size < 20 * 2**20 for p in out.glob("*.safetensors"))
+    else:
+        adapter = json.loads((out / "adapter_config.json").read_text())
+        assert adapter["base_model_name_or_path"] == "piper:en_US-joe-medium"
+        assert info["trainable_params"] < 0.05 * sum(p.numel() for p in teacher.parameters())
+    loaded = speaker_adapt.load(teacher, out)
+    changed = [n for n, p in loaded.state_dict().items() if not torch.equal(p, teacher.state_dict()[n])]
+    assert changed and (method == "full" or not any(n.startswith("enc_p.encoder.ffn") for n in changed))
+    result = export_pack.export(out, tmp_path / "voice")
+    assert sorted(p.name for p in (tmp_path / "voice").iterdir()) == ["model.onnx", "model.onnx.json"]
+    assert result["samples"] > 22050 and result["rms"] > 1e-3
+    speaker_job.pack_speaker(tmp_path / "work", ledger_path=led)  # no new steps: no second row
+    assert len(ledger.read(led)) == 1
+
+
+def test_a_run_refuses_another_config_in_its_folder(tmp_path):
+    speaker_job.start(speaker_job.SpeakerRun(work=str(tmp_path), dataset="a", method="full"), tmp_path)
+    with pytest.raises(ValueError, match="method: 'full' -> 'lora-r8'"):
+        speaker_job.start(speaker_job.SpeakerRun(work=str(tmp_path), dataset="a", method="lora-r8"), tmp_path)
+    (tmp_path / "config.json").write_text('{"kind": "SpeakerRun", "work"')
+    with pytest.raises(ValueError, match="config.json: the run's config cannot be read"):
+        speaker_job.read_config(tmp_path, speaker_job.SpeakerRun)
+
+
+def test_export_names_a_damaged_pack(tmp_path):
+    (tmp_path / "config.json").write_text('{"kind": "peft_adapter",\n')
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        export_pack.voice_from_pack(None, tmp_path)
+
+
+def test_public_names_resolve():
+    """What a user's script imports from lib itself stays importable when modules move."""
+    import lib
+    assert all(callable(getattr(lib, name)) for name in lib.PUBLIC)
+    with pytest.raises(AttributeError, match="no attribute 'load_voices'"):
+        lib.load_voices
