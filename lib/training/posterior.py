@@ -3,6 +3,7 @@ the teacher's own (audio, latent) pairs, so that teacher audio -> posterior -> t
 back. Adaptation with piper's objective needs it: MAS aligns its latents with the text."""
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,13 +89,15 @@ def round_trip(enc_q, decoder, pairs: Pairs, sample_rate: int, limit: int = 8) -
 
 
 def save(enc_q, folder: Path, hp: dict, info: dict) -> Path:
-    """The fitted posterior encoder as model.safetensors + config.json (its architecture and how it was fitted)."""
+    """The fitted posterior encoder as model.safetensors (float16: 14 MB, under the repository's 20 MiB per file;
+    loading casts back) + config.json (its architecture and how it was fitted)."""
     from safetensors.torch import save_file
     from lib.core.results import atomic_write_json
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / ".model.tmp.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in enc_q.state_dict().items()}, str(tmp))
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in fold_weight_norm(copy.deepcopy(enc_q)).state_dict().items()},
+              str(tmp), metadata={"stored": "float16"})
     tmp.replace(folder / "model.safetensors")
     atomic_write_json(folder / "config.json", {"kind": "posterior_encoder", "hparams": hp, **info})
     return folder
