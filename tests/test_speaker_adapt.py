@@ -103,7 +103,7 @@ def test_posterior_learns_the_teachers_latents(teacher, fitted, tmp_path):
     posterior.save(enc_q, tmp_path / "pack", teacher.hparams, {"steps": 30})
     again = posterior.load(tmp_path / "pack", teacher.hparams)
     spec, lengths, _ = pairs.batch([0])
-    torch.testing.assert_close(again(spec, lengths)[1], enc_q(spec, lengths)[1])
+    torch.testing.assert_close(again(spec, lengths)[1], enc_q(spec, lengths)[1], atol=5e-3, rtol=0)  # stored in float16
     (tmp_path / "pack" / "config.json").write_text('{"kind": "posterior_encoder", "hparams": {"inter_channels": 7}}')
     with pytest.raises(ValueError, match="fitted for another voice architecture"):
         posterior.load(tmp_path / "pack", teacher.hparams)

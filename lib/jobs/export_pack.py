@@ -1,5 +1,5 @@
 """A packed long-run part as a voice piper's own runtime opens: the teacher with that decoder, flow, frame-rate
-decoder or front end (a pack of `train_job pack`), or adapted by a PEFT adapter or full fine-tuning weights, written as
+decoder or front end (a pack of `train_job pack`), or adapted by a PEFT adapter or a fully fine-tuned voice (lib.techniques.speaker_adapt), written as
 `model.onnx` + `model.onnx.json` and spoken once by `piper.PiperVoice` as the check.
 
     python -m lib.jobs.export_pack outputs/recorded/training/reg128/dec128-regress /tmp/dec128-voice
@@ -15,7 +15,7 @@ from pathlib import Path
 def voice_from_pack(teacher, pack: Path):
     """The teacher with the part in `pack` put in its place, or adapted by it; ValueError naming the folder when it
     holds neither a part (config.json with a `kind`) nor an adaptation."""
-    from lib.techniques import distill, finetune, speaker_adapt
+    from lib.techniques import distill, speaker_adapt
     from lib.voices.artefacts import load_part
     pack = Path(pack)
     config_file = pack / "config.json"
@@ -27,8 +27,6 @@ def voice_from_pack(teacher, pack: Path):
         raise ValueError(f"{config_file} is not valid JSON ({exc}): the pack is damaged or cut short") from None
     if kind in ("peft_adapter", "adapted_voice"):
         return speaker_adapt.load(teacher, pack)
-    if kind == "adapted_modules":
-        return finetune.load_adaptation(teacher, pack)
     if kind in ("decoder", "istft_decoder", "flow", "frontend"):
         module, _ = load_part(pack)
         return distill.with_parts(teacher, **{kind if kind in ("flow", "frontend") else "decoder": module})

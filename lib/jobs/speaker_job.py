@@ -23,7 +23,7 @@ from lib.harness import metrics
 from lib.harness.bench import environment
 from lib.harness.judges import speaker_similarity
 from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, accounted_hours
-from lib.techniques import adapt_targets, speaker_adapt
+from lib.techniques import speaker_adapt
 from lib.training import ledger, posterior
 from lib.training import vits_objective as vo
 from lib.training.loop import Recipe, Trainer
@@ -160,7 +160,7 @@ class SpeakerRun:
 def default_speaker_folder(folder: Path, threads: int = 2) -> Path:
     """Kokoro-82M's jf_alpha reading TARGET_LISTS at its own timing, as an LJSpeech folder (kept once written)."""
     voice = voices.load_voice("kokoro-82m", speaker="jf_alpha", threads=threads)
-    return adapt_targets.speaker_folder(voice, text.harvard_sentences(TARGET_LISTS), folder)
+    return speaker_adapt.speaker_folder(voice, text.harvard_sentences(TARGET_LISTS), folder)
 
 
 def speaker_data(cfg: SpeakerRun, teacher) -> tuple:

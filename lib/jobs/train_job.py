@@ -6,8 +6,6 @@ generators from the committed artefacts (--init-from) with fresh discriminators 
 
     python -m lib.jobs.train_job students --work /tmp/train --out "$OUT" --device cuda --mixed-precision bf16 \
         --decoder-steps 20000 --adversarial-steps 18000 --flow-steps 10000 --recovery-steps 20000
-    python -m lib.jobs.train_job adapt --work /tmp/adapt --target-speaker kokoro-82m:jf_alpha --methods full \
-        --steps 5000 --adversarial-steps 4000 --f0-weight 2
     python -m lib.jobs.train_job pack --work /tmp/train --out "$OUT"
 
 The same code runs on a CPU with a few steps (the tests do), and under `accelerate launch` on several GPUs. The
@@ -24,8 +22,6 @@ from pathlib import Path
 
 import torch
 
-from lib.jobs import adapt_job
-from lib.jobs.adapt_job import ADAPT_CORPUS_LISTS
 from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_istft
 from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_LISTS, accounted_hours, corpus, count_from,  # noqa: F401
                                 heldout_quality, init_from, write_run)
@@ -109,9 +105,7 @@ def pack(args) -> None:
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     env = bench.environment(device=args.device)
     command = json.loads((work / "done.json").read_text())["command"] if (work / "done.json").exists() else "(running)"
-    from lib.jobs.adapt_job import pack_adapters
-    pack_adapters(work, out, teacher, env, device=args.device, ledger=args.ledger, heldout_lists=HELDOUT_LISTS)
-    students = ("dec", "flow", "istft", "structured", "fe")  # run folders of `students` and the regress runs; adapters apart
+    students = ("dec", "flow", "istft", "structured", "fe")  # run folders of `students` and the regress runs
     info = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
     for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists() and p.name.startswith(students)):
         ema = run / "ema.safetensors"  # the averaged weights, where the recipe keeps an EMA
@@ -251,32 +245,6 @@ def main(argv=None) -> None:
     e.add_argument("--hidden", type=int, default=96, help="the text encoder's hidden channels (the teacher's: 192)")
     e.add_argument("--filter", type=int, default=384, help="its feed-forward channels (the teacher's: 768)")
     _regress_recipe_args(e)
-    a = sub.add_parser("adapt", help="notebook 02's adaptation methods toward a target speaker, with the F0 term")
-    a.add_argument("--work", required=True)
-    a.add_argument("--target-speaker", default="kokoro-82m:jf_alpha",
-                   help="voice:speaker the aligned set is built from here (notebook 02's target_speaker)")
-    a.add_argument("--corpus-lists", type=int, nargs="+", default=ADAPT_CORPUS_LISTS, help="Harvard lists trained on")
-    a.add_argument("--corpus-limit", type=int, default=0)
-    a.add_argument("--heldout-limit", type=int, default=4, help="held-out sentences (list 31) of the curve and ledger")
-    a.add_argument("--data", default="", help="an aligned_set.safetensors notebook 02 wrote, instead of --target-speaker")
-    a.add_argument("--target", default="", help="with --data: the target's description, as notebook 02 prints it")
-    a.add_argument("--init-from", default="", help="packed adapters (<folder>/<method>) to go on from on a fresh machine")
-    a.add_argument("--base", default="piper:en_US-joe-medium")
-    a.add_argument("--methods", nargs="+", default=["full", "lora-r4", "lora-r8", "lora-r16", "lora-attention-r16", "qlora-r8"])
-    a.add_argument("--steps", type=int, default=5000, help="the run's whole budget, --init-from's packed steps included")
-    a.add_argument("--adversarial-steps", type=int, default=4000)
-    a.add_argument("--f0-weight", type=float, default=2.0)
-    a.add_argument("--discriminators", nargs="+", default=["mpd"])
-    a.add_argument("--lr-full", type=float, default=2.0e-4)
-    a.add_argument("--lr-lora", type=float, default=1.0e-3)
-    a.add_argument("--batch", type=int, default=16)
-    a.add_argument("--frames", type=int, default=32)
-    a.add_argument("--device", default="cuda")
-    a.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
-    a.add_argument("--checkpoint-every", type=int, default=500)
-    a.add_argument("--eval-every", type=int, default=500, help="held-out mel L1 to the target every N steps (0: never)")
-    a.add_argument("--log-every", type=int, default=50)
-    a.add_argument("--threads", type=int, default=8)
     b = sub.add_parser("bundle", help="the teacher's weights and phoneme ids for a machine without the voice package")
     b.add_argument("--out", required=True, help="the folder TTS_LAB_TEACHER_BUNDLE will name there")
     b.add_argument("--lists", type=int, nargs="+", default=[*CORPUS_LISTS, *HELDOUT_LISTS],
@@ -284,7 +252,7 @@ def main(argv=None) -> None:
     b.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     b.add_argument("--site", default="", help="also write piper's training code and a librosa stand-in here "
                    "(lib.jobs.device_site: the folder PYTHONPATH names first on a machine without them)")
-    k = sub.add_parser("pack", help="copy the latest generators, adapters, curves and env to --out")
+    k = sub.add_parser("pack", help="copy the latest generators, curves and env to --out")
     k.add_argument("--work", required=True)
     k.add_argument("--out", required=True)
     k.add_argument("--device", default="cuda")
@@ -307,7 +275,7 @@ def main(argv=None) -> None:
     if run is not None:
         run.register()  # pauses between steps while anything on this machine is timed
     try:
-        {"students": students, "adapt": lambda a: adapt_job.adapt(a, HELDOUT_LISTS), "pack": pack, "regress": regress,
+        {"students": students, "pack": pack, "regress": regress,
          "regress-istft": regress_istft, "regress-flow": regress_flow, "regress-frontend": regress_frontend}[args.cmd](args)
     finally:
         if run is not None:

@@ -23,7 +23,7 @@ from lib.harness import bench, evaluate, metrics
 from lib.harness.judges import Judges, speaker_similarity_per_clip
 from lib.jobs import speaker_job
 from lib.studies import common
-from lib.techniques import adapt_targets, finetune, speaker_adapt
+from lib.techniques import finetune, speaker_adapt
 from lib.training import posterior
 from lib.voices import synth as voices
 
@@ -99,8 +99,9 @@ def speaker(target_dataset: str, folder: Path, *, lists: Sequence[int], validati
     voice = None
     if sep and other in voices.VOICE_NAMES:
         voice = SpokenOnce(voices.load_voice(other, threads=threads, **({"speaker": who} if who else {})))
-        path = adapt_targets.speaker_folder(voice, textmod.harvard_sentences(list(lists)), folder)
-        about = f"{other} ({who}) reading Harvard lists {lists[0]}-{lists[-1]} at its own timing (written by the lab)"
+        path = speaker_adapt.speaker_folder(voice, textmod.harvard_sentences(list(lists)), folder)
+        span = f"list {lists[0]}" if len(lists) == 1 else f"lists {lists[0]}-{lists[-1]}"
+        about = f"{other} ({who}) reading Harvard {span} at its own timing (written by the lab)"
     else:
         path = Path(target_dataset) if Path(target_dataset).is_absolute() else ROOT / target_dataset
         if not path.exists():
@@ -185,7 +186,7 @@ def long_run_adaptations(teacher, runs: Sequence[str], root: Path = RECORDED / "
             found[name] = speaker_adapt.load(teacher, Path(root) / run)
             info = json.loads((Path(root) / run / "config.json").read_text())
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            absent[name] = f"long run {run}: {type(exc).__name__}: {str(exc)[:200]}"
+            absent[name] = f"long run {run}: {type(exc).__name__}: {str(exc).replace(f'{ROOT}/', '')[:200]}"
             continue
         rows.append({"method": name, "trainable_params": info.get("trainable_params", np.nan), "steps": info.get("steps"),
                      "machine_hours": info.get("hours"), "device": info.get("device"),
@@ -345,3 +346,10 @@ def transcripts(per_clip: pd.DataFrame, sentences: Sequence[Sentence], names: Se
     rows = rows.sort_values(["id", "order"])
     return pd.DataFrame({"variant": rows["variant"], "id": rows["id"], "text": rows["id"].map(texts),
                          "heard": rows["asr_hyp"], "wer": rows.get("wer")}).reset_index(drop=True)
+
+
+def nf4_kernel_check(teacher, frontend, spk: Speaker) -> dict:
+    """QLoRA's 4-bit base checked on the speaker's first training sentence (finetune.nf4_kernel_check on the flow):
+    where bitsandbytes' CPU kernel is far off while the same NF4 weights in a float product are close, QLoRA here
+    keeps NF4 storage and computes with the float product."""
+    return finetune.nf4_kernel_check(teacher, frontend.phoneme_ids(spk.train[0].text)[0], scope=("flow.",))

@@ -1,36 +1,12 @@
-"""Adaptation of the voice to a new target voice by full fine-tuning, LoRA (PEFT) or QLoRA (PEFT on a bitsandbytes
-NF4 base), trained offline on the teacher's alignment with the target's audio (training.batches.AlignedSet) through
-the one training loop (training.loop)."""
+"""What LoRA and QLoRA may adapt in a piper voice, and bitsandbytes' NF4 layers made usable on the CPU: the method
+names, the layers each LoRA targets, the NF4 kernel check and the dequantization a QLoRA merge needs. The methods
+themselves are lib.techniques.speaker_adapt."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
-
-from lib.training.batches import AlignedSet, aligned_segments
-
-
-class VoicePath(torch.nn.Module):
-    """What shapes the voice, run on a segment: text encoder -> the teacher's fixed alignment -> flow (reverse,
-    noise off) -> decoder. It holds the voice's own modules, so training it trains (or adapts) the voice."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.enc_p, self.flow, self.dec = model.enc_p, model.flow, model.dec
-
-    def forward(self, x, x_len, attn):
-        frozen = not any(p.requires_grad for p in self.enc_p.parameters())
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            _, m_p, _, _ = self.enc_p(x, x_len)
-        z_p = torch.bmm(attn, m_p.transpose(1, 2)).transpose(1, 2)
-        mask = (attn.sum(-1) > 0).unsqueeze(1).to(z_p.dtype)
-        z = self.flow(z_p, mask, g=None, reverse=True)
-        return self.dec(z * mask)
-
 
 METHODS = ("full", "lora", "lora-attention", "qlora")
 ATTENTION_PROJECTIONS = ("conv_q", "conv_k", "conv_v", "conv_o")
@@ -50,181 +26,6 @@ def attention_targets(model) -> list[str]:
     """The text encoder's attention projections (1x1 convolutions q, k, v, o)."""
     return [n for n, m in model.named_modules() if n.startswith("enc_p.") and n.endswith(ATTENTION_PROJECTIONS)]
 
-
-@dataclass
-class Adapted:
-    """A copy of the voice prepared for one adaptation method: `voice` is the whole SynthesizerTrn (it sees the
-    adapters), `trainable` the module to train (a VoicePath, wrapped by PEFT for LoRA and QLoRA)."""
-    method: str
-    voice: object
-    trainable: object
-    rank: int | None
-    targets: list
-    quantized: list
-
-    @property
-    def is_peft(self) -> bool:
-        return self.method != "full"
-
-    def trainable_params(self) -> int:
-        return sum(p.numel() for p in self.trainable.parameters() if p.requires_grad)
-
-    def merged(self):
-        """The voice with adapters folded into its weights (PEFT merge_and_unload) in a copy: same architecture,
-        so the same speed as the base voice. For QLoRA the NF4 base layers are dequantized first (their rounding
-        stays), as a QLoRA model is deployed: an adapter cannot be added to packed 4-bit weights."""
-        _drop_graph_caches(self.voice)
-        if not self.is_peft:
-            return copy.deepcopy(self.voice).eval()
-        voice, path = copy.deepcopy((self.voice, self.trainable))
-        if self.method == "qlora":
-            _dequantize_bases(path)
-        path.merge_and_unload()
-        return voice.eval()
-
-    def save(self, out_dir: Path, base: str = "", card: dict | None = None) -> Path:
-        """What this method adds to the base voice, on disk, loadable without this repository's pickles: a PEFT
-        adapter folder (`save_pretrained`, `base_model_name_or_path` = `base`) or, for full fine-tuning, the adapted
-        modules' weights (`model.safetensors` + `config.json`); with a model card (README.md) from `card`."""
-        from lib.core.results import atomic_write_json, atomic_write_text
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        info = {"method": self.method, "rank": self.rank, "base_model_name_or_path": base,
-                "trainable_params": self.trainable_params(), "targets": list(self.targets), **(card or {})}
-        if self.is_peft:
-            for cfg in self.trainable.peft_config.values():
-                cfg.base_model_name_or_path = base or None
-            self.trainable.save_pretrained(str(out_dir))
-        else:
-            from safetensors.torch import save_file
-            # float16 on disk: the flow and decoder in float32 are 35 MB, over the repository's 20 MiB bound for a
-            # committed file; load_state_dict casts them back to the voice's float32
-            weights = {n: p.detach().to(torch.float16).contiguous()
-                       for n, p in self.trainable.named_parameters() if p.requires_grad}
-            save_file(weights, str(out_dir / "model.safetensors"), metadata={"method": "full", "stored": "float16"})
-        atomic_write_json(out_dir / "config.json", {"kind": "peft_adapter" if self.is_peft else "adapted_modules", **info})
-        atomic_write_text(out_dir / "README.md", model_card(info))
-        return out_dir
-
-
-def model_card(info: dict) -> str:
-    """A short model card for an adapter or adapted weights: what it is, its base, how it was trained, how to load."""
-    base = info.get("base_model_name_or_path") or "the Piper voice it was trained on"
-    lines = [f"# {info['method']}{'-r' + str(info['rank']) if info.get('rank') else ''} adaptation of {base}", "",
-             f"- method: {info['method']}" + (f", LoRA rank {info['rank']}" if info.get("rank") else ""),
-             f"- trainable parameters: {info['trainable_params']:,}",
-             f"- base voice: {base}"]
-    for key in ("target", "steps", "device", "recipe", "command", "commit"):
-        if info.get(key) is not None:
-            lines.append(f"- {key}: {info[key]}")
-    lines += ["", "Load with `lib.techniques.finetune.load_adaptation(teacher, folder)` (PEFT `PeftModel.from_pretrained` on the "
-              "voice's VoicePath for adapters; the safetensors weights into the same modules for full fine-tuning).",
-              "Trained on the teacher's own synthetic corpus passed to the target; judged on Harvard lists no training "
-              "sentence came from.", ""]
-    return "\n".join(lines)
-
-
-def load_adaptation(model, folder: Path):
-    """A copy of `model` adapted by a folder from `Adapted.save`: a PEFT adapter merged into it, or full fine-tuning's
-    weights loaded into it. A ValueError names the folder when it holds neither."""
-    folder = Path(folder)
-    if (folder / "adapter_config.json").is_file():  # merged, as deployed (a QLoRA adapter onto the float base)
-        from peft import PeftModel
-        voice = copy.deepcopy(model).cpu().eval()
-        PeftModel.from_pretrained(VoicePath(voice), str(folder)).merge_and_unload()
-        return voice.eval()
-    if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
-        from safetensors.torch import load_file
-        voice = copy.deepcopy(model).cpu().eval()
-        path = VoicePath(voice)
-        state = load_file(str(folder / "model.safetensors"))
-        missing = [k for k in state if k not in dict(path.named_parameters())]
-        if missing:
-            raise ValueError(f"{folder}: weights {missing[:3]} do not belong to this voice")
-        path.load_state_dict(state, strict=False)
-        return voice
-    raise ValueError(f"{folder} holds neither a PEFT adapter (adapter_config.json) nor adapted weights "
-                     "(model.safetensors + config.json)")
-
-
-def load_adapter(model, adapter_dir: Path):
-    """A copy of `model` with a saved PEFT adapter (from `Adapted.save`) attached, ready to merge or to run."""
-    from peft import PeftModel
-    voice = copy.deepcopy(model).cpu().eval()
-    path = PeftModel.from_pretrained(VoicePath(voice), str(adapter_dir))
-    path.eval()
-    return voice
-
-
-class OtherTarget(ValueError):
-    """A recorded adaptation trained for another target than the one asked for."""
-
-
-def adaptation_for(model, folder: Path, target: str) -> tuple:
-    """(a copy of `model` adapted by `folder`, the folder's config) when `folder` was trained for `target` (the
-    target's description, as its `config.json` records it); an OtherTarget (a ValueError) says when it was not."""
-    import json
-    info = json.loads((Path(folder) / "config.json").read_text())
-    if info.get("target") != target:
-        raise OtherTarget(f"trained for another target ({info.get('target')!r}), not this run's ({target!r})")
-    return load_adaptation(model, folder), info
-
-
-def recorded_adaptations(model, roots: dict, target: str) -> tuple[dict, dict]:
-    """Adapted voices recorded on other machines (`roots`: device -> its 02_lora_qlora folder) that were trained for
-    `target` (see adaptation_for): ({method@device: merged voice}, {name: why it is absent}). A folder with a missing
-    or unreadable file is named with the reason, never loaded half."""
-    voices, absent = {}, {}
-    for dev, root in roots.items():
-        folders = sorted(f for f in Path(root).glob("*") if f.is_dir()) if Path(root).exists() else []
-        if not folders:
-            absent[f"adapters@{dev}"] = (f"no adaptation recorded on {dev} yet ({root} is empty or missing): train on a "
-                                         "GPU and commit the adapter folders")
-        for f in folders:
-            try:
-                voices[f"{f.name}@{dev}"] = adaptation_for(model, f, target)[0]
-            except OtherTarget as exc:
-                absent[f"{f.name}@{dev}"] = str(exc)
-            except (OSError, ValueError, RuntimeError, KeyError) as exc:
-                absent[f"{f.name}@{dev}"] = f"{f} cannot be loaded: {type(exc).__name__}: {str(exc)[:200]}"
-    return voices, absent
-
-
-def prepare(model, method: str, rank: int = 8, alpha: float | None = None, scope: Sequence[str] = ("dec.", "flow."),
-            device: str = "cpu") -> Adapted:
-    """A copy of `model` ready to train with `method`: 'full' (every weight of `scope` trainable), 'lora' (PEFT LoRA
-    of `rank` on every Conv1d of `scope`), 'lora-attention' (LoRA on the text encoder's attention projections only)
-    or 'qlora' (the 1x1 convolutions of `scope` frozen in bitsandbytes NF4, LoRA on every layer of `scope`).
-    The text encoder, duration predictor and alignment stay the teacher's unless LoRA targets attention."""
-    if method not in METHODS:
-        raise ValueError(f"method {method!r}: use one of {', '.join(METHODS)}")
-    if rank is not None and rank < 1:
-        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    voice = copy.deepcopy(model).cpu().eval()
-    quantized: list = []
-    if method == "qlora":
-        from lib.techniques.compress import bitsandbytes_status, bnb_convert
-        ok, why = bitsandbytes_status("nf4", device)
-        if not ok:
-            raise RuntimeError(f"QLoRA needs bitsandbytes NF4 layers: {why}")
-        voice, quantized = bnb_convert(voice, "nf4", device, scope=scope)
-        if device == "cpu":  # bitsandbytes' CPU 4-bit kernel is far off its own weights (notebook 02, section 2)
-            for name in quantized:
-                _use_float_kernel(voice.get_submodule(name).linear)
-    for p in voice.parameters():
-        p.requires_grad_(False)
-    path = VoicePath(voice)
-    if method == "full":
-        for name, p in path.named_parameters():
-            p.requires_grad_(name.startswith(tuple(scope)))
-        return Adapted(method, voice, path, None, [n for n, _ in path.named_parameters() if n.startswith(tuple(scope))], [])
-    from peft import LoraConfig, get_peft_model
-    targets = attention_targets(path) if method == "lora-attention" else lora_targets(path, scope)
-    if not targets:
-        raise ValueError(f"no layer for LoRA in scope {tuple(scope)}")
-    cfg = LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=0.0, target_modules=targets, init_lora_weights=True)
-    peft_model = get_peft_model(path, cfg)
-    return Adapted(method, voice, peft_model, rank, targets, quantized)
 
 
 def _nf4_forward_in_float(self, x):
@@ -270,43 +71,6 @@ def _drop_graph_caches(module) -> None:
             if isinstance(v, torch.Tensor) and v.grad_fn is not None:
                 setattr(m, k, v.detach())
 
-
-def path_forward(path, batch):
-    """Waveform mode for adaptation: (phonemes, lengths, alignment, target) -> (the voice's segment, target)."""
-    x, x_len, attn, y = batch
-    return path(x, x_len, attn), y
-
-
-def train_adapted(adapted: Adapted, data: AlignedSet, recipe, ckpt_dir: Path, batch: int = 4, frames: int = 32,
-                  threads: int = 2, progress: str | None = "adapt", device: str = "cpu", heldout: AlignedSet | None = None,
-                  extra_loss=None):
-    """Train `adapted.trainable` towards `data`'s target waveforms on random aligned segments with the shared
-    recipe (lib.training.loop: mel, then discriminators after its warm-up); resumes from `ckpt_dir`, and a call on a
-    finished folder only loads the trained weights. `heldout` gives the held-out mel curve."""
-    from lib.training.loop import Trainer
-    held = []
-    if heldout is not None:
-        rng = np.random.default_rng(1234)
-        held = [aligned_segments(heldout, batch, frames, rng) for _ in range(2)]
-    return Trainer(adapted.trainable, lambda rng: aligned_segments(data, batch, frames, rng), recipe, ckpt_dir,
-                   forward=path_forward, extra_loss=extra_loss, eval_batches=held, device=device, threads=threads,
-                   progress=progress).fit()
-
-
-def train_job(spec: dict):
-    """Train one method in this process from files (the voice ONNX, an AlignedSet's safetensors): the body of a
-    subprocess whose peak memory the harness measures (bench.training_peak_mb)."""
-    import warnings
-    warnings.filterwarnings("ignore")
-    from lib.voices.piper_torch import load_piper_torch
-    teacher = load_piper_torch(Path(spec["onnx"]))
-    data = AlignedSet.load(Path(spec["data"]))
-    from lib.training.loop import Recipe
-    adapted = prepare(teacher, spec["method"], rank=spec.get("rank") or 8)
-    log = train_adapted(adapted, data, Recipe(**spec["recipe"]), Path(spec["ckpt_dir"]), batch=spec["batch"],
-                        frames=spec["frames"], threads=spec.get("threads", 2), progress=spec.get("progress"),
-                        device=spec.get("device", "cpu"))
-    return log
 
 
 def parse_method(name: str) -> tuple[str, int | None]:

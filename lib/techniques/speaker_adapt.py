@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 from huggingface_hub import ModelCard, ModelCardData, load_torch_model, save_torch_state_dict
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from lib.core.results import atomic_write_json
+from lib.data import ljspeech
 from lib.techniques import finetune
 from lib.training.vits_objective import TrainPath
 
@@ -86,6 +88,25 @@ class Prepared:
         return peft.merge_and_unload().eval()
 
 
+def speaker_folder(voice, sentences, folder) -> "Path":
+    """An LJSpeech folder (lib.data.ljspeech) of `voice` reading `sentences` (lib.core.text.Sentence) at its own
+    timing and rate, no DTW and no WORLD: a real second speaker's recordings, made offline. A folder already
+    holding these sentences' transcripts is kept as it is."""
+    folder = Path(folder)
+    wanted = [(s.id, s.text) for s in sentences]
+    try:
+        if ljspeech.read_metadata(folder) == wanted and all((folder / "wavs" / f"{i}.wav").is_file() for i, _ in wanted):
+            return folder
+    except ljspeech.DatasetError:
+        pass  # absent or incomplete: written anew
+
+    def spoken():
+        for s in tqdm(sentences, desc=f"{getattr(voice, 'name', 'voice')} reads", leave=False):
+            clip = voice.synthesize(s.text)
+            yield s.id, s.text, clip.samples, clip.sample_rate
+    return ljspeech.write_folder(folder, spoken())
+
+
 def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu") -> Prepared:
     """A copy of `model` (the inference SynthesizerTrn) and of the posterior `enc_q`, set up for `method`."""
     voice = copy.deepcopy(model).cpu().eval()
@@ -121,7 +142,7 @@ def save(prepared: Prepared, out: Path, *, base: str, card: dict) -> Path:
     if prepared.peft is not None:
         for cfg in prepared.peft.peft_config.values():
             cfg.base_model_name_or_path = base
-        prepared.peft.save_pretrained(str(out))
+        prepared.peft.save_pretrained(str(out), save_embedding_layers=False)
     else:
         finetune._drop_graph_caches(prepared.voice)
         state = {k: v.detach().to(torch.float16).contiguous() for k, v in prepared.voice.state_dict().items()}

@@ -26,6 +26,6 @@ def load_variant(art_dir: Path):
         from lib.techniques.compress import quantize_dynamic_torch
         return quantize_dynamic_torch(model)[0].eval()
     if "peft_adapter" in convert:
-        from lib.techniques.finetune import load_adapter
-        return load_adapter(model, Path(convert["peft_adapter"])).eval()
+        from lib.techniques.speaker_adapt import load
+        return load(model, Path(convert["peft_adapter"]), merge=False)
     return load_voice_module(art_dir)  # a "scope" alone: the weights are saved (ArtefactError names it)
