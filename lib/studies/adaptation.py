@@ -353,3 +353,15 @@ def nf4_kernel_check(teacher, frontend, spk: Speaker) -> dict:
     where bitsandbytes' CPU kernel is far off while the same NF4 weights in a float product are close, QLoRA here
     keeps NF4 storage and computes with the float product."""
     return finetune.nf4_kernel_check(teacher, frontend.phoneme_ids(spk.train[0].text)[0], scope=("flow.",))
+
+
+def context_lines(t: pd.DataFrame, check: dict, kernel_check: dict, n) -> list[str]:
+    """The findings beside the verdicts: what the speaker's own clips and the teacher score, the posterior's round
+    trip and QLoRA's NF4 kernel check (`t`: the deltas table by variant; `n`: the findings' number formatter)."""
+    return [f"The speaker's own clips score WER {n(t.loc['target-speaker', 'wer'])} and DNSMOS P.808 "
+            f"{n(t.loc['target-speaker', 'dnsmos_p808'])}; the teacher WER {n(t.loc['teacher', 'wer'])}.",
+            f"The posterior encoder gives the teacher's held-out audio back at mel L1 {n(check['mel_l1'])} (the decoder fed "
+            f"zeros: {n(check['mel_l1_silence'])}).",
+            f"QLoRA's NF4 base on this CPU ({n(kernel_check['nf4_layers'], 'd')} flow layers): mel L1 to the float voice "
+            f"{n(kernel_check['mel_l1_bnb_kernel'])} through bitsandbytes' CPU kernel, {n(kernel_check['mel_l1_float_kernel'])} "
+            "through a float product of the same NF4 weights (section 3)."]
