@@ -16,6 +16,7 @@ Knows nothing of metrics or timing harnesses: a caller that wants PESQ on held-o
 """
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,7 @@ from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.core.results import atomic_write_json, atomic_write_text
 from lib.training.stop import stop_on_signal
 
+_LOGGER = logging.getLogger(__name__)
 DISCRIMINATORS = ("mpd", "mrd")
 
 
@@ -445,8 +447,8 @@ class Trainer:
                 st.seconds += time.perf_counter() - t0
                 self.save()
                 bar.close()
-                print(f"stopped by signal {stop['signum']} after step {st.step}, checkpointed in {self.work_dir}",
-                      flush=True)
+                _LOGGER.warning("stopped by signal %s after step %d, checkpointed in %s", stop["signum"], st.step,
+                                self.work_dir)
                 raise KeyboardInterrupt if stop["signum"] == signal.SIGINT else SystemExit(128 + stop["signum"])
             batch = tuple(b.to(self.acc.device) for b in self.batch_fn(st.rng))
             losses = self._step(batch, st.step)
@@ -461,6 +463,11 @@ class Trainer:
                 t0 = time.perf_counter()
                 row["seconds"] = st.seconds
                 st.rows.append(row)
+                if self.progress is None:  # no bar: a line per logged row says where the run is and when it ends
+                    rate = st.seconds / st.step
+                    _LOGGER.info("%s step %d/%d, %.2f s/step, about %.0f min left; %s", self.work_dir.name, st.step,
+                                 r.steps, rate, rate * (r.steps - st.step) / 60,
+                                 ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k.startswith(("loss_mel", "loss_kl", "heldout"))))
             if st.step % r.checkpoint_every == 0 or st.step == r.steps:
                 st.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
