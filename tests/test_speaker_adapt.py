@@ -208,3 +208,20 @@ def test_command_line_names_a_bad_folder(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["adapt-speaker", "--work", str(tmp_path / "work")])  # --dataset is required: tyro's usage error
     assert "--dataset" in capsys.readouterr().err
+
+
+def test_early_stopping_counts_packs_since_the_best_and_stops_the_loop(tmp_path):
+    """The pack's rule (stale_packs) and the loop's hook: a run told to stop ends at its next logged step,
+    checkpointed, with fewer steps than its budget."""
+    import pandas as pd
+    from lib.training.loop import Trainer
+    rows = pd.DataFrame({"heldout_secs": [0.5, 0.7, 0.68, 0.69], "heldout_wer": [0.2, 0.1, 0.1, 0.12]})
+    assert speaker_job.stale_packs(rows) == 2 and speaker_job.stale_packs(rows[:2]) == 0
+    lin = torch.nn.Linear(2, 1)
+    told = {"after": 3}
+    def stop():
+        told["after"] -= 1
+        return "told to" if told["after"] <= 0 else None
+    curve = Trainer(lin, lambda rng: (torch.randn(4, 2),), Recipe(steps=50, adversarial=False, log_every=2, checkpoint_every=50),
+                    tmp_path, loss_fn=lambda m, b: m(b[0]).pow(2).mean(), threads=1, progress=None, should_stop=stop).fit()
+    assert curve.steps_done == 6 and (tmp_path / "state" / "model.safetensors").exists()

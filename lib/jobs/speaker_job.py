@@ -65,7 +65,8 @@ def start(config, work: Path) -> dict:
     path = work / CONFIG
     if path.exists():
         kept = json.loads(path.read_text())
-        changed = sorted(k for k in mine if k not in ("work", "out", "threads") and kept.get(k) != mine[k])
+        # a field added since the run started is taken at its default
+        changed = sorted(k for k in mine if k in kept and k not in ("work", "out", "threads") and kept[k] != mine[k])
         if changed:
             raise ValueError(f"{path} was written for another run ({', '.join(f'{k}: {kept.get(k)!r} -> {mine[k]!r}' for k in changed[:3])}): "
                              "use a fresh --work folder for a different setup")
@@ -146,6 +147,7 @@ class SpeakerRun:
     lr: float = 1.0e-4
     batch: int = 4
     validation: int = VALIDATION
+    patience: int = 3  # packs in a row without a better validation score before the run stops (0: never)
     threads: int = 1
     checkpoint_every: int = 250
     eval_every: int = 250
@@ -187,7 +189,7 @@ def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Pa
                  len(val), f"{prepared.trainable_params():,}")
     Trainer(prepared.path, lambda rng: vo.random_batch(data, cfg.batch, rng), cfg.recipe(), work / "train",
             forward=vo.vits_forward, eval_batches=held, sample_rate=teacher.sample_rate, threads=cfg.threads,
-            progress=None).fit()
+            progress=None, should_stop=lambda: early_stop_reason(work)).fit()
     return pack_speaker(work, ledger_path=ledger_path) if cfg.out else work
 
 
@@ -208,6 +210,21 @@ def validation_quality(voice, val, asr, threads: int = 1) -> dict:
     secs, ceiling = speaker_similarity({"adapted": clips}, own, threads=threads)
     return {"heldout_wer": float(np.mean(wer)), "heldout_secs": secs["adapted"], "speaker_wer": float(np.mean(wer_own)),
             "speaker_self_secs": ceiling}
+
+
+EARLY_STOP = "early_stop.json"
+
+
+def early_stop_reason(work: Path) -> str | None:
+    """Why the run in `work` should stop (pack_speaker wrote EARLY_STOP), or None."""
+    path = Path(work) / EARLY_STOP
+    return json.loads(path.read_text())["why"] if path.exists() else None
+
+
+def stale_packs(rows) -> int:
+    """Ledger rows of one run (oldest first) since the one with the best validation score."""
+    scores = [validation_score({"heldout_secs": s, "heldout_wer": w}) for s, w in zip(rows["heldout_secs"], rows["heldout_wer"])]
+    return len(scores) - 1 - int(np.argmax(scores)) if scores else 0
 
 
 def validation_score(judged: dict) -> float:
@@ -257,4 +274,9 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
                 "heldout_mel_l1": round(float(frame["heldout_mel"].dropna().iloc[-1]), 4) if "heldout_mel" in frame else np.nan,
                 "heldout_secs": round(quality["heldout_secs"], 4), "heldout_wer": round(quality["heldout_wer"], 4),
                 "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        book = ledger.read(ledger_path)
+        stale = stale_packs(book[book["run"] == run])
+        if cfg.patience and stale >= cfg.patience:
+            atomic_write_json(Path(work) / EARLY_STOP, {"why": f"{stale} packs since the best validation score", "steps": steps})
+            _LOGGER.info("%s: %d packs without a better validation score: the run stops early", cfg.method, stale)
     return out

@@ -241,7 +241,8 @@ class Trainer:
     discriminator (the flow student). `extra_loss(generator, batch, y_hat, y) -> (name, loss)` adds a term (the F0
     term of adaptation). `eval_batches` are held-out batches whose mel L1 is logged every `eval_every` steps;
     `eval_fn(generator) -> dict` adds any other held-out figure (PESQ from the harness, say). A `yielder`
-    (`pause.Yielder`) makes a long run wait between steps while anything on the machine is timed.
+    (`pause.Yielder`) makes a long run wait between steps while anything on the machine is timed. `should_stop()`,
+    asked at every logged step, ends the run early (checkpointed) when it gives a reason (early stopping).
 
     Everything needed to resume sits under `work_dir/state` (accelerate's `save_state`); `curve.csv` beside it."""
 
@@ -249,14 +250,15 @@ class Trainer:
                  work_dir: Path, *, forward: Forward | None = None, loss_fn: Callable | None = None,
                  extra_loss: Callable | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE, mel_hop: int = 256,
                  eval_batches: Sequence[tuple] = (), eval_fn: Callable | None = None, device: str = "cpu",
-                 threads: int = 2, progress: str | None = "train", yielder=None):
+                 threads: int = 2, progress: str | None = "train", yielder=None,
+                 should_stop: Callable[[], str | None] | None = None):
         if (forward is None) == (loss_fn is None):
             raise ValueError("give the Trainer either forward (waveform training) or loss_fn (regression)")
         self.generator, self.batch_fn, self.recipe = generator, batch_fn, recipe
         self.work_dir = Path(work_dir)
         self.forward, self.loss_fn, self.extra_loss = forward, loss_fn, extra_loss
         self.sample_rate, self.hop, self.device, self.threads, self.progress = sample_rate, mel_hop, device, threads, progress
-        self.eval_batches, self.eval_fn = list(eval_batches), eval_fn
+        self.eval_batches, self.eval_fn, self.should_stop = list(eval_batches), eval_fn, should_stop
         from lib.core.pause import active
         self.yielder = yielder if yielder is not None else active()  # a long run pauses while anything is timed
         self.adversarial = forward is not None and recipe.adversarial and bool(recipe.discriminators)
@@ -468,10 +470,14 @@ class Trainer:
                     _LOGGER.info("%s step %d/%d, %.2f s/step, about %.0f min left; %s", self.work_dir.name, st.step,
                                  r.steps, rate, rate * (r.steps - st.step) / 60,
                                  ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k.startswith(("loss_mel", "loss_kl", "heldout"))))
-            if st.step % r.checkpoint_every == 0 or st.step == r.steps:
+            why = self.should_stop() if self.should_stop is not None and st.step % r.log_every == 0 else None
+            if st.step % r.checkpoint_every == 0 or st.step == r.steps or why:
                 st.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 self.save()
+            if why:
+                _LOGGER.info("%s stopped early at step %d: %s", self.work_dir.name, st.step, why)
+                break
         bar.close()
         self.gen.eval()
         return Curve(pd.DataFrame(st.rows), st.seconds, resumed_from, st.step)
