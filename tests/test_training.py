@@ -124,26 +124,4 @@ def test_recipe_names_bad_settings():
         training.Recipe(steps=1, mixed_precision="int8")
 
 
-def _harmonic(f0: float, sr: int = 22050, seconds: float = 0.4, phase: float = 0.0) -> np.ndarray:
-    t = np.arange(int(sr * seconds)) / sr
-    return sum(np.sin(2 * np.pi * k * f0 * t + phase * k) / k for k in range(1, 8)).astype(np.float32) * 0.3
 
-
-def test_f0_term_is_low_at_the_targets_pitch_and_high_off_it():
-    """Same pitch (another phase): near 0. An octave above, an octave below and a fifth above: far higher."""
-    target = torch.from_numpy(_harmonic(150.0)).reshape(1, 1, -1)
-    same = training.f0_periodicity_loss(torch.from_numpy(_harmonic(150.0, phase=1.0)).reshape(1, 1, -1), target)
-    assert float(same) < 0.1
-    for f0 in (300.0, 75.0, 225.0):
-        off = training.f0_periodicity_loss(torch.from_numpy(_harmonic(f0)).reshape(1, 1, -1), target)
-        assert float(off) > float(same) + 0.5, f0
-
-
-def test_f0_term_has_a_gradient_and_ignores_unvoiced_targets():
-    y_hat = torch.from_numpy(_harmonic(180.0)).reshape(1, 1, -1).requires_grad_(True)
-    target = torch.from_numpy(_harmonic(200.0)).reshape(1, 1, -1)
-    loss = training.f0_periodicity_loss(y_hat, target)
-    loss.backward()
-    assert loss.item() > 0 and y_hat.grad is not None and y_hat.grad.abs().sum() > 0
-    silent = torch.zeros_like(target)
-    assert training.f0_periodicity_loss(y_hat, silent).item() == 0.0

@@ -30,7 +30,7 @@ class AudioFileError(ValueError):
 def write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
     """16-bit PCM WAV, written atomically."""
     import soundfile as sf
-    from lib.core.results import atomic_write_bytes
+    from lib.core.results import atomic_write_bytes  # deferred: results loads pandas; a voice alone does not
     buf = io.BytesIO()
     sf.write(buf, np.asarray(audio, dtype=np.float32), sr, subtype="PCM_16", format="WAV")
     atomic_write_bytes(path, buf.getvalue())

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lib.core.pause import hold_for_process
+
 OUTPUTS = Path(os.environ.get("TTS_LAB_OUTPUTS", Path(__file__).resolve().parents[2] / "outputs"))
 RECORDED = Path(os.environ.get("TTS_LAB_RECORDED", Path(__file__).resolve().parents[2] / "outputs" / "recorded"))
 LONG_RUN = "cpu-long"  # the device label of the long CPU runs' packs (outputs/recorded/training): `<run>@cpu-long`
@@ -177,7 +179,6 @@ class ResultWriter:
     scalars: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from lib.core.pause import hold_for_process
         hold_for_process(f"notebook {self.notebook}")  # a notebook measures: long training runs wait while it lives
 
     @property
@@ -221,7 +222,7 @@ class ResultWriter:
     def run_record(self) -> dict:
         """How this run was made: the exact command (run_all.sh exports it; a notebook run by hand has none) and the
         parameters resolved from the notebook's defaults and the profile's file."""
-        from lib.core import params
+        from lib.core import params  # deferred: pydantic and yaml, which the long runs (train_job) never load
         try:
             values = params.resolved(self.profile, self.notebook)
         except Exception as exc:  # a notebook outside lib's notebooks folder: say why, do not lose the results

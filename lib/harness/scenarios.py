@@ -12,9 +12,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lib.harness.bench import Timing
+from lib.core import text
 from lib.core.audio import snr_db
+from lib.harness import bench, evaluate, metrics
+from lib.harness.bench import Timing, Watched
+from lib.harness.metrics import pesq_wb
 from lib.runtimes.engines import Engine, windows
+from lib.voices import synth as voices
 from lib.voices.synth import CHUNK_FRAMES, CONTEXT_FRAMES
 
 # --- scenarios -----------------------------------------------------------------------------------------------
@@ -120,7 +124,6 @@ def chunk_fidelity(engine: Engine, queries: Sequence[Sequence[int]], chunk_frame
         row = {"query": i, "max_abs_diff": float(np.max(np.abs(diff))), "snr_db": snr_db(whole, chunked),
                "length_diff_samples": int(whole.size - chunked.size)}
         try:
-            from lib.harness.metrics import pesq_wb
             row["pesq_wb"] = pesq_wb(whole[:n], chunked[:n], engine.sample_rate)
         except ImportError:
             pass
@@ -277,7 +280,6 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     keys = dict(model=model, variant=engine.label, technique=technique, backend=engine.backend, device=engine.device,
                 threads=threads)
     torch_cuda = engine.device == "cuda"
-    from lib.harness.bench import Watched
     loads = writer.scalars.setdefault("timing_load", [])
 
     def load_status(watch, scenario):
@@ -367,9 +369,6 @@ def kokoro_cpu_suite(engines: Sequence[str], texts: Sequence[str], writer, threa
     first engine's (PESQ, MCD, F0 error: the same file need not give the same audio on another runtime). Time to first audio is recorded absent (the graph returns the whole waveform), and so is the
     GPU, each with its reason. Returns one row per engine."""
     import pandas as pd
-    from lib.harness import bench, evaluate, metrics
-    from lib.core import text
-    from lib.voices import synth as voices
     model = "kokoro-82m"
     made = {e: voices.load_voice(model, backend=e, threads=threads, speaker=speaker) for e in engines}
     ref_engine = engines[0]

@@ -21,6 +21,7 @@ from lib.harness import bench
 from lib.harness.scenarios import SuiteConfig, run_suite
 from lib.runtimes.backends import probe_all, probes_frame
 from lib.runtimes.engines import TorchEngine
+from lib.techniques.compress import bnb_convert
 from lib.voices.piper_torch import load_piper_torch
 from lib.voices.synth import piper_label
 
@@ -88,7 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             m = model
             if mode:
-                from lib.techniques.compress import bnb_convert
                 m, names = bnb_convert(model, mode, args.device, scope=("enc_p", "flow"), compute_dtype=torch.float16)
             engine = TorchEngine(m, device=args.device, window=cfg.chunk_frames + 2 * cfg.context_frames, **spec)
             if mode:

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.core import machine, text
+from lib.core.results import atomic_write_json
+from lib.harness import bench
+from lib.voices import synth as voices
+
 ROOT = Path(__file__).resolve().parents[2]
 # The recorded run each profile's estimate scales from: its run_status.json (seconds per notebook) and 01's RTF rows.
 REFERENCE_RUNS = {"default": ROOT / "outputs" / "recorded" / "amd-epyc-zen4-2c" / "14_default_run"}
@@ -39,9 +44,6 @@ def reference(profile: str) -> dict | None:
 
 def calibrate(sentences: int = CALIBRATION_SENTENCES) -> dict:
     """The voice's median RTF here at one thread on ONNX Runtime and PyTorch, and whether the timing was contended."""
-    from lib.harness import bench
-    from lib.core import text
-    from lib.voices import synth as voices
     texts = [s.text for s in text.harvard_sentences([1])[:sentences]]
     out = {}
     for backend in ("ort-cpu", "torch-cpu"):
@@ -71,7 +73,6 @@ def main(argv=None) -> int:
             Path(args.json).unlink(missing_ok=True)  # no stale estimate of an earlier run
         print(f"no time estimate: no recorded run of profile '{args.profile}' to scale from")
         return 0
-    from lib.core import machine
     cal = calibrate()
     est = estimate(args.profile, args.notebooks or list(ref["seconds"]), cal, ref)
     ratio = cal["ort-cpu"] / ref["rtf"]["ort-cpu"]
@@ -81,7 +82,6 @@ def main(argv=None) -> int:
           f"{cal['torch-cpu']:.3f} vs {ref['rtf']['torch-cpu']:.3f} on PyTorch, 1 thread)"
           + ("; the calibration was contended, so the estimate is rough" if cal["contended"] else ""))
     if args.json:
-        from lib.core.results import atomic_write_json
         atomic_write_json(Path(args.json), {"estimate_s": est, "calibration": cal, "reference": ref["path"]})
     return 0
 

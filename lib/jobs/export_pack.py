@@ -11,12 +11,14 @@ import argparse
 import json
 from pathlib import Path
 
+from lib.techniques import distill, export as onnx_export
+from lib.voices import piper_torch, synth as voices
+from lib.voices.artefacts import load_part
+
 
 def voice_from_pack(teacher, pack: Path):
     """The teacher with the part in `pack` put in its place, or adapted by it; ValueError naming the folder when it
     holds neither a part (config.json with a `kind`) nor an adaptation."""
-    from lib.techniques import distill, speaker_adapt
-    from lib.voices.artefacts import load_part
     pack = Path(pack)
     config_file = pack / "config.json"
     if not config_file.is_file():
@@ -26,6 +28,7 @@ def voice_from_pack(teacher, pack: Path):
     except ValueError as exc:
         raise ValueError(f"{config_file} is not valid JSON ({exc}): the pack is damaged or cut short") from None
     if kind in ("peft_adapter", "adapted_voice"):
+        from lib.techniques import speaker_adapt  # deferred: it imports peft; adaptation packs only
         return speaker_adapt.load(teacher, pack)
     if kind in ("decoder", "istft_decoder", "flow", "frontend"):
         module, _ = load_part(pack)
@@ -35,9 +38,6 @@ def voice_from_pack(teacher, pack: Path):
 
 def export(pack: Path, out: Path) -> dict:
     """Export `pack` as a piper voice into `out` and speak one sentence with piper's runtime: {onnx, samples, ...}."""
-    from lib.techniques import export as onnx_export
-    from lib.voices import piper_torch
-    from lib.voices import synth as voices
     onnx_path, config = voices.piper_paths()
     voice = voice_from_pack(piper_torch.load_piper_torch(onnx_path), pack)
     path = onnx_export.export_voice(voice, Path(out), config)

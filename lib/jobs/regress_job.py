@@ -10,8 +10,19 @@ from pathlib import Path
 
 import torch
 
+from lib.core import text
+from lib.core.results import atomic_write_text
 from lib.jobs.run_state import (CORPUS_LISTS, FRONTEND_LISTS, HELDOUT_LISTS, HELDOUT_SENTENCES, corpus, flow_heldout,
                                 init_from, packed_count, packed_start, phase_name, write_run)
+from lib.techniques import distill, frontend_student as fs
+from lib.techniques.channel_prune import pruned_student
+from lib.techniques.regress_recipe import WEIGHTS, feature_forward, recipe, segments, spectral_forward, stage_targets
+from lib.training import batches
+from lib.training.batches import random_segments
+from lib.training.loop import Trainer
+from lib.voices import parts, teacher_bundle
+from lib.voices.artefacts import load_part
+from lib.voices.istft_decoder import FrameRateDecoder
 
 
 def regress(args) -> None:
@@ -22,13 +33,6 @@ def regress(args) -> None:
     phase, `dec<width>-adv`, which starts from the regression run's pack (run_state.phase_name)."""
     import copy
     import numpy as np
-    from lib.voices import teacher_bundle
-    from lib.training import batches
-    from lib.voices import parts
-    from lib.techniques import distill
-    from lib.techniques.channel_prune import pruned_student
-    from lib.techniques.regress_recipe import WEIGHTS, feature_forward, segments, stage_targets
-    from lib.training.loop import Trainer
     work = Path(args.work)
     base = f"dec{args.width}-regress"
     name = phase_name(base, args)
@@ -45,7 +49,6 @@ def regress(args) -> None:
         before = old.get("before", {})
         student = parts.fold_weight_norm(distill.decoder_student(teacher, args.width, "scratch"))
     elif init is not None:
-        from lib.voices.artefacts import load_part
         student, config = load_part(init)
         keep = [torch.tensor(k) for k in config["keep"]]
         before = {name: packed_count(config)}
@@ -58,7 +61,6 @@ def regress(args) -> None:
         t0 = time.time()
         student, keep = pruned_student(teacher, args.width, calib, refit_zs=calib, ridge=args.ridge)
         print(f"channels chosen by activation and refitted by least squares in {time.time() - t0:.0f} s", flush=True)
-    from lib.core.results import atomic_write_text
     atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
     write_run(work, args, recipe=recipe_name(args), before=before)
     targets, held_targets = stage_targets(teacher_dec, latents, keep), stage_targets(teacher_dec, heldout, keep)
@@ -98,7 +100,6 @@ def _regression_recipe(args, done: int):
     """The regression-first recipe of a run whose packed start had `done` steps: the cosine goes on from there, or,
     with --warm-restart, starts again from --lr (its warm-up included) over the steps left: an adversarial phase
     after a finished cosine would otherwise train at its floor."""
-    from lib.techniques.regress_recipe import recipe
     return recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
                   adversarial_steps=args.adversarial_steps, schedule_offset=0 if args.warm_restart else done,
                   discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
@@ -111,10 +112,6 @@ def regress_flow(args) -> None:
     regression-first recipe's cosine schedule and EMA, with a held-out loss on list 31's prior samples; local state
     resumes, else --init-from's packed flow."""
     import numpy as np
-    from lib.core import text
-    from lib.techniques import distill
-    from lib.training.loop import Trainer
-    from lib.voices import teacher_bundle
     work = Path(args.work)
     name = f"flow{args.hidden}"
     (work / name).mkdir(parents=True, exist_ok=True)
@@ -123,7 +120,6 @@ def regress_flow(args) -> None:
     pairs = distill.flow_pairs(teacher, ids(text.harvard_sentences(CORPUS_LISTS)[: args.corpus_limit or None]),
                                noise_scale=args.noise_scale, noise_w=args.noise_w, draws=args.draws)
     held_pairs = flow_heldout(teacher, {"noise_scale": args.noise_scale, "noise_w": args.noise_w})
-    from lib.voices import parts
     student = parts.fold_weight_norm(distill.flow_student(teacher, args.hidden))  # plain weights: the EMA copies them
     before = _start_regression(work, name, student, args)
     rng = np.random.default_rng(1234)
@@ -140,10 +136,6 @@ def regress_frontend(args) -> None:
     regression on the teacher's prior statistics and log-durations (lib.techniques.frontend_student), on every
     Harvard list no notebook judges (text only: no audio is made), under the regression-first recipe's cosine
     schedule and EMA, with a held-out loss on list 31; local state resumes, else --init-from's packed front end."""
-    from lib.core import text
-    from lib.techniques import frontend_student as fs
-    from lib.training.loop import Trainer
-    from lib.voices import teacher_bundle
     work = Path(args.work)
     name = f"fe{args.hidden}"
     (work / name).mkdir(parents=True, exist_ok=True)
@@ -167,11 +159,6 @@ def regress_istft(args) -> None:
     --init-from's packed decoder. With --adversarial-steps it is the adversarial phase (piper's discriminators beside
     those losses), a run of its own, `istft<dim>x<blocks>-adv`, that starts from the regression run's pack."""
     import numpy as np
-    from lib.techniques.regress_recipe import WEIGHTS, spectral_forward
-    from lib.training.batches import random_segments
-    from lib.training.loop import Trainer
-    from lib.voices import teacher_bundle
-    from lib.voices.istft_decoder import FrameRateDecoder
     work = Path(args.work)
     base = f"istft{args.dim}x{args.blocks}-regress"
     name = phase_name(base, args)

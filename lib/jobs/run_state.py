@@ -8,6 +8,16 @@ from pathlib import Path
 
 import torch
 
+from lib.core import text
+from lib.core.results import atomic_write_json
+from lib.harness import metrics
+from lib.techniques import distill
+from lib.techniques.frontend_student import teacher_targets
+from lib.training import batches
+from lib.training.loop import mel_l1
+from lib.voices import synth as voices
+from lib.voices.artefacts import ArtefactError, load_part
+from lib.voices.parts import fold_weight_norm
 from lib.voices.teacher_bundle import sentence_ids
 
 CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
@@ -16,7 +26,6 @@ FRONTEND_LISTS = [*range(11, 31), *range(32, 67)]  # text only, so more of it: e
 
 def init_from(module, art_dir: Path) -> dict | None:
     """Start a generator from a committed artefact of the same shape, when there is one; returns its config."""
-    from lib.voices.artefacts import ArtefactError, load_part
     if not (art_dir / "config.json").exists():
         return None
     try:
@@ -24,7 +33,6 @@ def init_from(module, art_dir: Path) -> dict | None:
     except ArtefactError as exc:
         print(f"not resuming from {art_dir}: {exc}", flush=True)
         return None
-    from lib.voices.parts import fold_weight_norm
     fold_weight_norm(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
     module.load_state_dict(loaded.state_dict())
     print(f"generator initialised from {art_dir}", flush=True)
@@ -34,8 +42,6 @@ def init_from(module, art_dir: Path) -> dict | None:
 def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: float = 0.0, draws: int = 1):
     """The teacher's latents and audio on the training lists (`draws` samples of each sentence, with the sampling
     noise the voice speaks with at `noise_scale`/`noise_w`) and on the held-out list, drawn the same way."""
-    from lib.training import batches
-    from lib.core import text
     sents = text.harvard_sentences(CORPUS_LISTS)[: corpus_limit or None]
     held = text.harvard_sentences(HELDOUT_LISTS)[:4]
     ids = sentence_ids(sents)
@@ -51,7 +57,6 @@ def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: fl
 def write_run(work: Path, args, **extra) -> None:
     """What pack needs to account for the run: threads, cores, the corpus's noise, the recipe, where it started."""
     import os
-    from lib.core.results import atomic_write_json
     old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
     device = getattr(args, "device", "cpu")
     atomic_write_json(work / "run.json", {**old, "threads": args.threads, "cores": os.cpu_count(),
@@ -109,8 +114,6 @@ HELDOUT_SENTENCES = 4  # held-out sentences (list 31) of the ledger's quality fi
 def flow_heldout(teacher, info: dict):
     """The teacher flow's inputs and outputs (distill.FlowPairs) on the held-out sentences, one draw each at the
     run's corpus noise (`info`: noise_scale, noise_w)."""
-    from lib.core import text
-    from lib.techniques import distill
     held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
     return distill.flow_pairs(teacher, sentence_ids(held),
                               noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0), draws=1,
@@ -123,9 +126,6 @@ def frontend_heldout(teacher, fe, noise_scale: float | None = None) -> tuple[lis
     held-out sentences: equal lengths, so the ledger's PESQ and mel L1 judge the student's means and scales; its
     durations are judged apart (notebook 04's duration_mae_frames)."""
     from piper.train.vits import commons
-    from lib.core import text
-    from lib.techniques.frontend_student import teacher_targets
-    from lib.voices import synth as voices
     held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
     t = teacher_targets(teacher, sentence_ids(held))
     noise_scale = voices.NOISE_SCALE if noise_scale is None else noise_scale
@@ -148,10 +148,6 @@ def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
     or, for a flow (`kind` 'flow'), of the teacher's decoder on the latents `part` makes from the same prior sample;
     for a front end (`kind` 'frontend'), on the teacher's durations with one noise draw for both (frontend_heldout)."""
     import numpy as np
-    from lib.training import batches
-    from lib.harness import metrics
-    from lib.core import text
-    from lib.training.loop import mel_l1
     part.eval()
     with torch.no_grad():
         if kind == "frontend":

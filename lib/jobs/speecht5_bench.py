@@ -9,9 +9,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lib.techniques.finetune import parse_method
 from lib.core.results import atomic_write_json
+from lib.harness import bench, evaluate
+from lib.harness.bench import size_mb
+from lib.techniques.finetune import parse_method
 from lib.techniques.speecht5 import linear4bit_to_float, prepare_speecht5, speecht5_batches, speecht5_examples, speecht5_loss, speecht5_step
+from lib.training.loop import Recipe, Trainer
+from lib.voices import hub
 
 def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str], steps: int, work: Path,
                    judges, writer, *, train_limit: int = 200, eval_limit: int = 20, speaker=7306,
@@ -23,9 +27,6 @@ def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str
     beside the untrained base. Returns (training table, loss curves, per-clip quality)."""
     import pandas as pd
     from transformers import SpeechT5Processor
-    from lib.harness import bench, evaluate
-    from lib.voices import hub
-    from lib.training.loop import Recipe, Trainer
     sentences, recordings = hub.reference_set(dataset, train_limit + eval_limit, source=source, sample_rate=16000)
     if len(sentences) <= eval_limit:
         raise ValueError(f"dataset {dataset}: {len(sentences)} utterances, need more than eval_limit={eval_limit}")
@@ -104,7 +105,6 @@ def speecht5_cost(inputs: Path, methods: Sequence[str], steps: int = 50, warmup:
     here says anything about quality. `config` overrides SpeechT5Config fields (the tests shrink it)."""
     import tempfile
     from transformers import SpeechT5Config, SpeechT5ForTextToSpeech
-    from lib.harness.bench import size_mb
     inputs = Path(inputs)
     saved = torch.load(inputs / "examples.pt", weights_only=False)
     model_dir = Path(tempfile.mkdtemp()) / "speecht5_random"

@@ -22,23 +22,30 @@ from pathlib import Path
 
 import torch
 
+from lib.core import text
+from lib.core.pause import Yielder
+from lib.harness import bench
+from lib.jobs.device_site import write_site
 from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_istft
 from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_LISTS, accounted_hours, corpus, count_from,  # noqa: F401
                                 heldout_quality, init_from, write_run)
+from lib.techniques import compress, distill
+from lib.techniques.frontend_student import frontend_build
+from lib.training.ledger import append, read
+from lib.training.loop import Recipe, train_decoder
+from lib.voices import parts, piper_torch, synth as voices
+from lib.voices.artefacts import save_part
+from lib.voices.istft_decoder import FrameRateDecoder
+from lib.voices.teacher_bundle import write_bundle
 
 
 def _recipe(steps: int, adversarial: int, args):
-    from lib.training.loop import Recipe
     return Recipe(steps=steps, lr=args.lr, warmup_steps=max(0, steps - adversarial), mixed_precision=args.mixed_precision,
                   discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
                   eval_every=args.eval_every, log_every=args.log_every)
 
 
 def students(args) -> None:
-    from lib.voices import piper_torch
-    from lib.voices import parts
-    from lib.techniques import compress, distill
-    from lib.voices import synth as voices
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     onnx_path, _ = voices.joe_paths()
@@ -58,8 +65,6 @@ def students(args) -> None:
     flow = distill.flow_student(teacher, args.flow_hidden)
     if init is not None:
         count_from(work, args, flow_name, init_from(flow, init / flow_name))
-    from lib.training.loop import Recipe
-    from lib.core import text
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     sents = text.harvard_sentences(CORPUS_LISTS)[: args.corpus_limit or None]
     pairs = distill.flow_pairs(teacher, fe.sentence_ids(sents)) if args.flow_steps else None
@@ -67,8 +72,6 @@ def students(args) -> None:
                                                                log_every=args.log_every, mixed_precision=args.mixed_precision),
                                            work / flow_name, device=args.device, threads=args.threads, progress=None)
     if args.istft_steps:  # the 5x voice's frame-rate decoder, from scratch on the teacher's own audio
-        from lib.voices.istft_decoder import FrameRateDecoder
-        from lib.training.loop import train_decoder
         name = f"istft{args.istft_dim}x{args.istft_blocks}"
         voc = FrameRateDecoder(teacher.hparams["inter_channels"], args.istft_dim, args.istft_blocks,
                                hop=int(latents.hop))
@@ -82,7 +85,6 @@ def students(args) -> None:
         rec = compress.prune_structured(teacher.dec, args.structured_ratio, latents.z[0])
         if init is not None:
             count_from(work, args, name, init_from(rec, init / name))
-        from lib.training.loop import train_decoder
         curves[name] = train_decoder(rec, latents, _recipe(args.recovery_steps, args.adversarial_steps, args),
                                      work / name, batch=args.batch, frames=args.frames, heldout=heldout,
                                      device=args.device, threads=args.threads, progress=None)
@@ -95,12 +97,6 @@ def pack(args) -> None:
     """Copy each student's latest saved generator (folded, safetensors + config.json), curve and env to --out."""
     import pandas as pd
     from safetensors.torch import load_file
-    from lib.voices import piper_torch
-    from lib.voices import parts
-    from lib.harness import bench
-    from lib.techniques import distill
-    from lib.voices import synth as voices
-    from lib.voices.artefacts import save_part
     work, out = Path(args.work), Path(args.out)
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     env = bench.environment(device=args.device)
@@ -115,12 +111,10 @@ def pack(args) -> None:
         frame = pd.read_csv(run / "curve.csv") if curve.count("\n") > 1 else pd.DataFrame({"step": [0], "seconds": [0.0]})
         steps, seconds = int(frame["step"].iloc[-1]), float(frame["seconds"].iloc[-1])
         if run.name.startswith("istft"):
-            from lib.voices.istft_decoder import FrameRateDecoder
             dim, blocks = (int(v) for v in run.name.removeprefix("istft").split("-")[0].split("x"))
             module, kind = FrameRateDecoder(teacher.hparams["inter_channels"], dim, blocks), "istft_decoder"
             build = module.config
         elif run.name.startswith("fe"):
-            from lib.techniques.frontend_student import frontend_build
             build = frontend_build(teacher, int(run.name.removeprefix("fe")),  # the widths read back from the weights
                                    int(state["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[0]),
                                    dp_filter_channels=int(state["dp.conv_1.weight"].shape[0]))
@@ -151,7 +145,6 @@ def pack(args) -> None:
         print(f"packed {run.name}: {steps} steps, {hours:.2f} machine-hours, {device_hours:.3f} device-hours -> {dest}",
               flush=True)
         if args.ledger and kind in ("decoder", "istft_decoder", "flow", "frontend"):
-            from lib.training.ledger import read
             book = read(Path(args.ledger))
             seen = book[book["run"] == f"{work.name}/{run.name}"]
             if len(seen) and int(seen["steps"].iloc[-1]) == steps:
@@ -159,7 +152,6 @@ def pack(args) -> None:
                 continue
             row = ledger_row(teacher, module, info, run=f"{work.name}/{run.name}", part=kind, steps=steps, hours=hours,
                              env=env, device=trained_on)
-            from lib.training.ledger import append
             append(Path(args.ledger), row)
             print(f"ledger: {row}", flush=True)
 
@@ -262,13 +254,9 @@ def main(argv=None) -> None:
     args.command = "python -m lib.jobs.train_job " + " ".join(argv)
     if getattr(args, "threads", None) and args.device == "cpu":
         torch.set_num_threads(args.threads)  # from the start: a setup on torch's default threads oversubscribes
-    from lib.core.pause import Yielder
     if args.cmd == "bundle":
-        from lib.core import text
-        from lib.voices.teacher_bundle import write_bundle
         print(f"bundle written to {write_bundle(Path(args.out), text.harvard_sentences(args.lists), args.dtype)}")
         if args.site:
-            from lib.jobs.device_site import write_site
             print(f"piper's training code and the librosa stand-in written to {write_site(Path(args.site))}")
         return
     run = Yielder(f"{args.cmd} {Path(args.work).name}") if args.cmd != "pack" else None

@@ -15,6 +15,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from lib.core.audio import read_wav, resample
+from lib.core.results import atomic_write_json, atomic_write_text
+
 REFERENCE, DEGRADED = "anchor:reference", "anchor:degraded"
 ACR = {5: "Excellent", 4: "Good", 3: "Fair", 2: "Poor", 1: "Bad"}
 
@@ -50,7 +53,6 @@ def common_clips(folders: dict[str, Path], n: int) -> dict[str, dict[str, Path]]
 
 def _wav_data_url(samples: np.ndarray, sr: int, rate: int) -> str:
     import soundfile as sf
-    from lib.core.audio import resample
     x = resample(samples, sr, rate) if sr != rate else samples
     x = x / max(float(np.abs(x).max()), 1e-9) * 0.9
     buf = io.BytesIO()
@@ -64,7 +66,6 @@ def build_kit(clips: dict[str, dict[str, Path]], reference: str, texts: dict[str
     per-rater random order under opaque ids, asks for a 1-5 naturalness score, and downloads the ratings as
     JSON; and the key that un-blinds the ids to `key_path`, which must lie outside `out_dir` (the folder is
     what raters get). `anchors` sentences add a hidden copy of the reference and a degraded clip each."""
-    from lib.core.audio import read_wav
     out_dir, key_path = Path(out_dir), Path(key_path)
     if out_dir.resolve() in key_path.resolve().parents:
         raise ValueError(f"the key {key_path} must not be inside the folder given to raters ({out_dir})")
@@ -86,7 +87,6 @@ def build_kit(clips: dict[str, dict[str, Path]], reference: str, texts: dict[str
     stimuli.sort(key=lambda s: s["id"])
     kit_id = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     out_dir.mkdir(parents=True, exist_ok=True)
-    from lib.core.results import atomic_write_json, atomic_write_text
     atomic_write_text(out_dir / "index.html", _page(stimuli, kit_id, title))
     atomic_write_json(key_path, {"kit_id": kit_id, "reference": reference, "rate": rate, "seed": seed,
                                  "variants": sorted(clips), "stimuli": key})

@@ -382,7 +382,7 @@ if __name__ == "__main__":
 
 
 CURVE_PANELS = (("loss_mel", "mel L1"), ("loss_adv", "generator (LSGAN)"), ("loss_d", "discriminator (LSGAN)"),
-                ("loss_fm", "feature matching"), ("loss_f0", "F0 term"), ("loss_kl", "KL (posterior to prior)"),
+                ("loss_fm", "feature matching"), ("loss_kl", "KL (posterior to prior)"),
                 ("loss_dur", "duration"), ("heldout_mel", "held-out mel L1"), ("heldout_pesq", "held-out PESQ-WB"),
                 ("loss_g", "generator total"))
 

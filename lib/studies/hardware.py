@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from lib.core import audio as lab_audio, machine, text
+from lib.core import audio as lab_audio, machine, params, text
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics, scenarios
@@ -25,7 +25,7 @@ from lib.harness.judges import Judges, PendingJudgement
 from lib.runtimes import backends, engines as eng
 from lib.studies.common import folders  # noqa: F401 (the notebook calls it through this study)
 from lib.techniques import distill, export
-from lib.voices import artefacts
+from lib.voices import artefacts, synth as voices
 
 NOTEBOOK = "05_hardware_benchmark"
 ABSENT_METRICS = ["latency_ms_p90", "ttfa_ms_p90", "throughput_xrt_offline"]  # what an engine that cannot run lacks
@@ -66,8 +66,6 @@ def query_set(frontend, eval_lists: Sequence[int], ttfa_words: int, ttfa_limit: 
 
 def profile_queries(profile: str = "default") -> QuerySet:
     """The query set notebook 05 builds on `profile` (its parameters resolved as the notebook's run would)."""
-    from lib.core import params
-    from lib.voices import synth as voices
     p = params.resolved(profile, NOTEBOOK)
     return query_set(voices.PiperFrontend(voices.piper_paths()[1]), p["eval_lists"], p["ttfa_words"], p["ttfa_limit"])
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from lib.core.pause import yield_point
+from lib.techniques.distill import decoder_student
+from lib.voices.parts import fold_weight_norm
 
 LRELU_SLOPE = 0.1  # piper's Generator.LRELU_SLOPE; the last activation before conv_post uses F.leaky_relu's 0.01
 
@@ -172,8 +174,6 @@ def refit(teacher_dec, student, keep, zs, ridge: float = 1e-3, progress=None) ->
 def pruned_student(teacher_model, width: int, zs, refit_zs=None, ridge: float = 1e-3, progress: bool = False):
     """The teacher's decoder at `width` initial channels: channels chosen by activation on `zs`, sliced, and (with
     `refit_zs`) refitted by least squares. Returns (student decoder, kept channel indices per stream)."""
-    from lib.techniques.distill import decoder_student
-    from lib.voices.parts import fold_weight_norm
     teacher_dec = fold_weight_norm(copy.deepcopy(teacher_model.dec))
     student = fold_weight_norm(decoder_student(teacher_model, width, "scratch"))
     keep = choose_channels(teacher_dec, zs, width)

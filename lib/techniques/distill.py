@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-
+from lib.techniques.compress import prune_structured
 from lib.training.batches import Latents
+from lib.training.loop import Trainer, train_decoder
+from lib.voices.artefacts import ArtefactError, load_part, save_part
+from lib.voices.frontend import with_frontend
 from lib.voices.parts import build_part, decoder_build, flow_build, fold_weight_norm
 from lib.voices.synth import NOISE_SCALE
 
@@ -26,7 +29,6 @@ def decoder_student(teacher_model, width: int, init: str = "scratch", parent=Non
     parent = parent if parent is not None else teacher_model.dec
     if init == "prune":
         import torch
-        from lib.techniques.compress import prune_structured
         if example_z is None:
             example_z = torch.zeros(1, hp["inter_channels"], 32)
         ratio = 1.0 - width / decoder_width(parent)
@@ -54,7 +56,6 @@ def with_parts(model, decoder=None, flow=None, frontend=None):
     place: they are done training)."""
     out = copy.deepcopy(model)
     if frontend is not None:
-        from lib.voices.frontend import with_frontend
         out = with_frontend(out, frontend)
     if decoder is not None:
         out.dec = copy.deepcopy(fold_weight_norm(decoder))
@@ -122,7 +123,6 @@ def train_flow(student, pairs: FlowPairs, recipe, ckpt_dir: Path, batch: int = 8
                threads: int = 2, progress: str | None = "flow", device: str = "cpu"):
     """Fit the student flow's reverse pass to the teacher's with the shared training stack (regression: no
     discriminator acts on a latent); resumes from `ckpt_dir`."""
-    from lib.training.loop import Trainer
     return Trainer(student, lambda rng: flow_batch(pairs, batch, frames, rng), recipe, ckpt_dir, loss_fn=flow_loss,
                    device=device, threads=threads, progress=progress).fit()
 
@@ -137,7 +137,6 @@ def train_chain(teacher_model, latents: Latents, widths: Sequence[int], recipes:
     with the lower final mel loss teaches the next. Returns (students by name, folded; curves by name; the
     chain's last student's name). Each run resumes from work/<name>; `prepare(name, module)`, when given, sees
     each student before it trains (the GPU job loads committed weights there)."""
-    from lib.training.loop import train_decoder
     students, curves, parent, targets = {}, {}, teacher_model.dec, latents
     best = None
     for i, (width, recipe) in enumerate(zip(widths, recipes)):
@@ -170,7 +169,6 @@ def save_students(teacher_model, students: dict, out_root: Path, curves: dict, f
                   extra: dict | None = None) -> dict[str, Path]:
     """Each student as an artefact folder out_root/<name>/ (model.safetensors, config.json, curve.csv): decoders,
     the flow student, the front-end student (a voices.frontend.FrontEnd) and the frame-rate decoder."""
-    from lib.voices.artefacts import save_part
     out = {}
     if istft is not None:
         out[istft_name] = save_part(istft, Path(out_root) / istft_name, "istft_decoder", istft.config,
@@ -194,7 +192,6 @@ def save_students(teacher_model, students: dict, out_root: Path, curves: dict, f
 def recorded_students(root: Path) -> tuple[dict, dict]:
     """Students recorded under `root` (outputs/recorded/<device>/04_distillation): ({name: (module, config)},
     {name: reason}) -- a folder with a missing or corrupt file is named with the reason, never loaded half."""
-    from lib.voices.artefacts import ArtefactError, load_part
     loaded, absent = {}, {}
     for cfg in sorted(Path(root).glob("*/config.json")) if Path(root).exists() else []:
         try:
@@ -237,7 +234,6 @@ def student_voice(teacher_model, folder: Path, name: str):
     """The voice named by its student parts joined with '+' (e.g. 'istft256x6+flow96+fe96'), each part read from
     `folder`/<part> (what `save_students` wrote) and put in the teacher by its kind; ArtefactError names a missing
     or unreadable part."""
-    from lib.voices.artefacts import load_part
     parts = {"decoder": None, "flow": None, "frontend": None}
     for part in name.split("+"):
         module, config = load_part(Path(folder) / part)

@@ -8,6 +8,9 @@ from typing import Sequence
 
 import torch
 
+from lib.techniques.compress import bnb_convert
+from lib.training.loop import mel_l1 as mel
+
 METHODS = ("full", "lora", "lora-attention", "qlora")
 ATTENTION_PROJECTIONS = ("conv_q", "conv_k", "conv_v", "conv_o")
 
@@ -88,12 +91,10 @@ def nf4_kernel_check(model, ids: Sequence[int], scope: Sequence[str] = ("dec.", 
     """The voice with the 1x1 convolutions of `scope` in bitsandbytes NF4, run through bitsandbytes' own 4-bit
     kernel and through the float product of the same NF4 weights: mel L1 of each to the float voice (noise off).
     If the kernel's distance is far above the float product's, the kernel, not NF4, is what changes the voice."""
-    from lib.techniques.compress import bnb_convert
     quantized, names = bnb_convert(model, "nf4", "cpu", scope=scope)
     floated = copy.deepcopy(quantized)
     for name in names:
         _use_float_kernel(floated.get_submodule(name).linear)
-    from lib.training.loop import mel_l1 as mel
     x = torch.tensor([list(ids)])
     with torch.no_grad():
         run = lambda m: m.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lib.training.loop import Trainer
 from lib.voices.frontend import FrontEnd
+from lib.voices.parts import build_part
 
 
 def frontend_build(teacher_model, hidden: int = 96, filter_channels: int = 384, n_layers: int | None = None,
@@ -30,7 +32,6 @@ def frontend_build(teacher_model, hidden: int = 96, filter_channels: int = 384, 
 
 
 def frontend_student(teacher_model, hidden: int = 96, filter_channels: int = 384, n_layers: int | None = None) -> FrontEnd:
-    from lib.voices.parts import build_part
     return build_part("frontend", frontend_build(teacher_model, hidden, filter_channels, n_layers))
 
 
@@ -91,7 +92,6 @@ def train_frontend(student: FrontEnd, targets: FrontendTargets, recipe, work_dir
                    progress: str | None = "front end"):
     """Fit the student with the shared training stack in regression mode (no discriminator acts on statistics);
     resumes from `work_dir`; `heldout` sentences give the held-out loss in the curve."""
-    from lib.training.loop import Trainer
     held = [frontend_batch(heldout, len(heldout.ids), None)] if heldout is not None and heldout.ids else []
     return Trainer(student, lambda rng: frontend_batch(targets, batch, rng), recipe, work_dir, loss_fn=frontend_loss,
                    eval_batches=held, device=device, threads=threads, progress=progress).fit()

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from lib.core.pause import yield_point
 from lib.techniques.channel_prune import stage_outputs
 from lib.training.batches import Latents
+from lib.training.loop import Recipe
 
 # The recipe's loss weights (beside mel x45, piper's): each term ~1-10 at the start of a pruned student's run.
 WEIGHTS = {"wave": 50.0, "cstft": 5.0, "stft": 2.5, "feature": 5.0, "spectral": 5.0}
@@ -28,7 +30,6 @@ class StageTargets:
 @torch.no_grad()
 def stage_targets(teacher_dec, lat: Latents, keep) -> StageTargets:
     """Run the teacher's decoder (weight norm folded) once over each utterance's latent."""
-    from lib.core.pause import yield_point
     feats = []
     for z in lat.z:
         yield_point()
@@ -69,7 +70,6 @@ def feature_forward(weight: float):
 def recipe(steps: int, lr: float = 5e-4, warmup: int = 200, ema: float = 0.999, adversarial_steps: int = 0, **kw):
     """The regression-first Recipe over `steps` (its cosine runs to the end of the budget); `adversarial_steps` > 0
     turns on piper's discriminators for the last steps."""
-    from lib.training.loop import Recipe
     return Recipe(steps=steps, lr=lr, betas=(0.9, 0.99), schedule="cosine", lr_warmup_steps=warmup, ema_decay=ema,
                   wave_weight=WEIGHTS["wave"], cstft_weight=WEIGHTS["cstft"], stft_weight=WEIGHTS["stft"],
                   adversarial=adversarial_steps > 0, warmup_steps=steps - adversarial_steps, grad_clip=10.0, **kw)

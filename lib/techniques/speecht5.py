@@ -10,6 +10,7 @@ import torch
 
 from lib.techniques.compress import bitsandbytes_status
 from lib.techniques.finetune import parse_method
+from lib.voices.hub import pretrained
 
 SPEECHT5_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -69,7 +70,6 @@ def prepare_speecht5(model: str, method: str, alpha: float | None = None, device
     BatchNorm running statistics are frozen (momentum 0): they live in the base, not in the adapter file, so
     training must not move them or the saved adapter would not reproduce the trained model."""
     from transformers import SpeechT5ForTextToSpeech
-    from lib.voices.hub import pretrained
     kind, rank = parse_method(method)
     if kind == "full":
         net = pretrained(SpeechT5ForTextToSpeech, model).to(device)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lib.techniques.compress import bnb_convert, quantize_dynamic_torch
 from lib.voices.artefacts import load_voice_module, need_file
+from lib.voices.piper_torch import load_piper_torch
 
 
 def load_variant(art_dir: Path):
@@ -17,15 +19,12 @@ def load_variant(art_dir: Path):
     convert = config.get("convert") or {}
     if not convert:
         return load_voice_module(art_dir)
-    from lib.voices.piper_torch import load_piper_torch
     model = load_piper_torch(Path(config["onnx"]))
     if "bnb" in convert:
-        from lib.techniques.compress import bnb_convert
         return bnb_convert(model, convert["bnb"], scope=tuple(convert.get("scope") or ()) or None)[0].eval()
     if convert.get("torch_dynamic_int8"):
-        from lib.techniques.compress import quantize_dynamic_torch
         return quantize_dynamic_torch(model)[0].eval()
     if "peft_adapter" in convert:
-        from lib.techniques.speaker_adapt import load
+        from lib.techniques.speaker_adapt import load  # deferred: peft, for an adapter variant only (memory probe)
         return load(model, Path(convert["peft_adapter"]), merge=False)
     return load_voice_module(art_dir)  # a "scope" alone: the weights are saved (ArtefactError names it)

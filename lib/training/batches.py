@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from lib.core.pause import yield_point
+
 
 @dataclass
 class Latents:
@@ -25,7 +27,6 @@ def teacher_latents(model, phoneme_ids: Sequence[list[int]], names: Sequence[str
     torch.manual_seed(seed)
     zs, wavs = [], []
     hop = int(np.prod(model.hparams["upsample_rates"]))
-    from lib.core.pause import yield_point
     with torch.no_grad():
         for ids in phoneme_ids:
             yield_point()  # a long run's setup waits too while anything is timed

@@ -51,7 +51,6 @@ class Recipe:
     stft_weight: float = 0.0
     wave_weight: float = 0.0  # L1 on the waveform: well-posed here, the target is the teacher's own, phase-aligned
     cstft_weight: float = 0.0  # L1 on the real and imaginary parts of a multi-resolution STFT (phase included)
-    f0_weight: float = 0.0
     adversarial: bool = True
     warmup_steps: int = 0
     discriminators: tuple = ("mpd",)
@@ -117,47 +116,6 @@ def complex_stft_loss(y_hat, y, resolutions=((512, 128, 512), (1024, 256, 1024),
         total = total + (torch.view_as_real(a) - torch.view_as_real(b)).abs().mean() / b.abs().mean().clamp_min(1e-7)
     return total / len(resolutions)
 
-
-def _target_f0(y: torch.Tensor, sample_rate: int, hop: int) -> torch.Tensor:
-    """WORLD F0 (dio + stonemask, no gradient) of each target waveform [B, 1, T] at one frame per `hop` samples."""
-    import pyworld
-    rows = []
-    for w in y.detach().float().cpu().reshape(y.shape[0], -1).double().numpy():
-        f0, t = pyworld.dio(w, sample_rate, frame_period=1000.0 * hop / sample_rate)
-        rows.append(pyworld.stonemask(w, f0, t, sample_rate)[: w.size // hop + 1])
-    return torch.tensor(np.stack(rows), dtype=torch.float32, device=y.device)
-
-
-def f0_periodicity_loss(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE, hop: int = 256,
-                        win: int = 1024, f0_min: float = 50.0) -> torch.Tensor:
-    """An F0 term: in every frame where the target `y` is voiced (WORLD F0), the output's normalised
-    autocorrelation at the target's period should be 1 (1 - rho(T)), and at half the period not positive
-    (relu(rho(T/2)), which rules out the octave above). Differentiable in `y_hat`, so pitch cannot drift while
-    the magnitude losses look elsewhere. Written here because no offline, torch-only pitch loss ships on PyPI
-    (torchcrepe needs torchaudio and a 90 MB model)."""
-    f0 = _target_f0(y, sample_rate, hop)  # [B, F]
-    x = y_hat.reshape(y_hat.shape[0], -1).float()
-    x = torch.nn.functional.pad(x, (win // 2, win // 2))
-    frames = x.unfold(-1, win, hop)[:, : f0.shape[1]]  # [B, F, win], frame k centred on sample k*hop
-    f0 = f0[:, : frames.shape[1]]
-    window = torch.hann_window(win, device=x.device)
-    spec = torch.fft.rfft(frames * window, n=2 * win)
-    r = torch.fft.irfft(spec.abs() ** 2, n=2 * win)[..., :win]
-    rw = torch.fft.irfft(torch.fft.rfft(window, n=2 * win).abs() ** 2, n=2 * win)[:win]
-    rho = (r / rw.clamp_min(1e-6)) / (r[..., :1] / rw[0]).clamp_min(1e-8)  # Boersma's window-corrected estimate
-
-    def at(lag):
-        lo = lag.floor().clamp(1, win // 2 - 2)
-        frac = (lag - lo).clamp(0, 1)
-        i = lo.long().unsqueeze(-1)
-        return (1 - frac) * rho.gather(-1, i).squeeze(-1) + frac * rho.gather(-1, i + 1).squeeze(-1)
-
-    voiced = (f0 >= f0_min) & (sample_rate / f0.clamp_min(f0_min) < win // 2 - 2)
-    if not voiced.any():
-        return y_hat.sum() * 0.0
-    period = sample_rate / f0.clamp_min(f0_min)
-    loss = (1 - at(period)) + torch.relu(at(period / 2))
-    return loss[voiced].mean()
 
 
 def make_discriminators(names: Sequence[str]) -> torch.nn.ModuleDict:
@@ -238,8 +196,7 @@ class Trainer:
     waveforms [B, 1, T]; reconstruction is mel x `mel_weight` (+ MR-STFT x `stft_weight`, waveform L1 x
     `wave_weight`, complex STFT x `cstft_weight`, and the forward's own weighted terms), and after `warmup_steps` the LSGAN and feature-matching terms
     against fresh piper discriminators. Regression mode (`loss_fn`): `loss_fn(generator, batch) -> loss`, no
-    discriminator (the flow student). `extra_loss(generator, batch, y_hat, y) -> (name, loss)` adds a term (the F0
-    term of adaptation). `eval_batches` are held-out batches whose mel L1 is logged every `eval_every` steps;
+    discriminator (the flow student). `eval_batches` are held-out batches whose mel L1 is logged every `eval_every` steps;
     `eval_fn(generator) -> dict` adds any other held-out figure (PESQ from the harness, say). A `yielder`
     (`pause.Yielder`) makes a long run wait between steps while anything on the machine is timed. `should_stop()`,
     asked at every logged step, ends the run early (checkpointed) when it gives a reason (early stopping).
@@ -248,7 +205,7 @@ class Trainer:
 
     def __init__(self, generator: torch.nn.Module, batch_fn: Callable[[np.random.Generator], tuple], recipe: Recipe,
                  work_dir: Path, *, forward: Forward | None = None, loss_fn: Callable | None = None,
-                 extra_loss: Callable | None = None, sample_rate: int = DEFAULT_SAMPLE_RATE, mel_hop: int = 256,
+                 sample_rate: int = DEFAULT_SAMPLE_RATE, mel_hop: int = 256,
                  eval_batches: Sequence[tuple] = (), eval_fn: Callable | None = None, device: str = "cpu",
                  threads: int = 2, progress: str | None = "train", yielder=None,
                  should_stop: Callable[[], str | None] | None = None):
@@ -256,7 +213,7 @@ class Trainer:
             raise ValueError("give the Trainer either forward (waveform training) or loss_fn (regression)")
         self.generator, self.batch_fn, self.recipe = generator, batch_fn, recipe
         self.work_dir = Path(work_dir)
-        self.forward, self.loss_fn, self.extra_loss = forward, loss_fn, extra_loss
+        self.forward, self.loss_fn = forward, loss_fn
         self.sample_rate, self.hop, self.device, self.threads, self.progress = sample_rate, mel_hop, device, threads, progress
         self.eval_batches, self.eval_fn, self.should_stop = list(eval_batches), eval_fn, should_stop
         from lib.core.pause import active
@@ -343,13 +300,6 @@ class Trainer:
             if r.cstft_weight:
                 out["loss_cstft"] = complex_stft_loss(y_hat, y)
                 loss = loss + r.cstft_weight * out["loss_cstft"]
-            if r.f0_weight:
-                out["loss_f0"] = f0_periodicity_loss(y_hat, y, self.sample_rate, self.hop)
-                loss = loss + r.f0_weight * out["loss_f0"]
-            if self.extra_loss is not None:
-                name, term = self.extra_loss(self.gen, batch, y_hat, y)
-                out[name] = term
-                loss = loss + term
             if self.adversarial and step >= r.warmup_steps:
                 from piper.train.vits.losses import discriminator_loss, feature_loss, generator_loss
                 with self.acc.autocast():

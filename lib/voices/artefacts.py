@@ -14,6 +14,7 @@ from pathlib import Path
 
 from lib.core.results import atomic_write_json, atomic_write_text
 from lib.voices.parts import PARTS, build_part, fold_weight_norm, student_parts, with_student_parts
+from lib.voices.piper_torch import load_piper_torch
 
 KINDS = (*PARTS, "voice")
 CONVERSIONS = ("bnb", "torch_dynamic_int8", "peft_adapter")
@@ -111,7 +112,6 @@ def load_voice_module(art_dir: Path):
     techniques.variants.load_variant (ArtefactError here)."""
     import torch
     from safetensors.torch import load_file
-    from lib.voices.piper_torch import load_piper_torch
     art_dir = Path(art_dir)
     config = json.loads(need_file(art_dir / "config.json").read_text())
     if any(k in CONVERSIONS for k in config.get("convert") or {}):

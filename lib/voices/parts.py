@@ -21,12 +21,12 @@ def _flow(build: dict):
 
 
 def _istft_decoder(build: dict):
-    from lib.voices.istft_decoder import FrameRateDecoder
+    from lib.voices.istft_decoder import FrameRateDecoder  # deferred: torch; voices.synth imports parts
     return FrameRateDecoder(**build)
 
 
 def _frontend(build: dict):
-    from lib.voices.frontend import FrontEnd
+    from lib.voices.frontend import FrontEnd  # deferred: torch; voices.synth imports parts
     return FrontEnd(**build)
 
 
@@ -75,8 +75,8 @@ def student_parts(voice) -> dict:
     """{attribute: {kind, build}} for each part of a voice that a student replaced in a way a shape alone cannot
     say (a frame-rate decoder, a flow of other hidden width, the x_low front end with its deterministic duration
     predictor): what `with_student_parts` rebuilds before the weights load."""
-    from lib.voices.frontend import voice_frontend_build
-    from lib.voices.istft_decoder import FrameRateDecoder
+    from lib.voices.frontend import voice_frontend_build  # deferred: torch; voices.synth imports parts
+    from lib.voices.istft_decoder import FrameRateDecoder  # deferred: torch; voices.synth imports parts
     parts = {}
     if isinstance(voice.dec, FrameRateDecoder):
         parts["dec"] = {"kind": "istft_decoder", "build": dict(voice.dec.config)}
@@ -90,7 +90,7 @@ def student_parts(voice) -> dict:
 
 def with_student_parts(model, parts: dict):
     """The rebuilt teacher with the parts `student_parts` recorded put in, untrained (the weights load next)."""
-    from lib.voices.frontend import with_frontend
+    from lib.voices.frontend import with_frontend  # deferred: torch; voices.synth imports parts
     for attr, part in parts.items():
         module = fold_weight_norm(build_part(part["kind"], part["build"]))
         if attr == "frontend":

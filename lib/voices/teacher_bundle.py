@@ -12,6 +12,10 @@ import json
 import os
 from pathlib import Path
 
+from lib.core.results import atomic_write_json
+from lib.voices import synth as voices
+from lib.voices.piper_torch import inference_model, load_piper_torch
+
 BUNDLE_ENV = "TTS_LAB_TEACHER_BUNDLE"
 WEIGHTS, CONFIG = "teacher.safetensors", "teacher.json"
 
@@ -38,9 +42,6 @@ def write_bundle(out: Path, sentences, dtype: str = "float16") -> Path:
     (lib.core.text.Sentence), into `out`; returns it."""
     import torch
     from safetensors.torch import save_file
-    from lib.core.results import atomic_write_json
-    from lib.voices import synth as voices
-    from lib.voices.piper_torch import load_piper_torch
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model_path, config_path = voices.joe_paths()
@@ -60,11 +61,8 @@ def teacher():
     rebuilt from the shipped voice's ONNX file."""
     folder = bundle_dir()
     if folder is None:
-        from lib.voices import synth as voices
-        from lib.voices.piper_torch import load_piper_torch
         return load_piper_torch(voices.joe_paths()[0])
     from safetensors.torch import load_file
-    from lib.voices.piper_torch import inference_model
     config = json.loads((folder / CONFIG).read_text())
     model = inference_model(config["hparams"])
     model.load_state_dict({k: v.float() for k, v in load_file(str(folder / WEIGHTS)).items()})
@@ -80,7 +78,6 @@ def sentence_ids(sentences) -> list[list[int]]:
     phonemizer through the shipped voice's config."""
     folder = bundle_dir()
     if folder is None:
-        from lib.voices import synth as voices
         return voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(sentences)
     table = json.loads((folder / CONFIG).read_text())["ids"]
     missing = [s.id for s in sentences if s.id not in table]
