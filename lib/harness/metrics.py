@@ -10,7 +10,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from lib.core import text as textmod
+from lib.core import onnx_session, text as textmod
 from lib.core.audio import DEFAULT_SAMPLE_RATE, MCEP_PARAMS, dtw_path, mcep, resample, world_analysis
 
 DNSMOS_SR = 16000
@@ -23,16 +23,12 @@ class Dnsmos:
     """DNSMOS P.808 and P.835 (SIG/BAK/OVRL) from speechmos's models, in ONNX Runtime sessions with fixed threads."""
 
     def __init__(self, threads: int = 1):
-        import onnxruntime as ort
         from speechmos import dnsmos as sm
         base = Path(sm.__file__).parent
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
         self._impl = sm.DNSMOS(str(base / "dnsmos_models" / "sig_bak_ovr.onnx"), str(base / "dnsmos_models" / "model_v8.onnx"))
-        self._impl.onnx_sess = ort.InferenceSession(self._impl.primary_model_path, opts, providers=["CPUExecutionProvider"])
-        self._impl.p808_onnx_sess = ort.InferenceSession(str(base / "dnsmos_models" / "model_v8.onnx"), opts,
-                                                         providers=["CPUExecutionProvider"])
+        # speechmos builds its sessions on every core: rebuilt on `threads`, through the lab's one session builder
+        self._impl.onnx_sess = onnx_session.session(self._impl.primary_model_path, threads, what="DNSMOS model")
+        self._impl.p808_onnx_sess = onnx_session.session(base / "dnsmos_models" / "model_v8.onnx", threads, what="DNSMOS model")
 
     def __call__(self, audio: np.ndarray, sr: int) -> dict[str, float]:
         x = np.clip(resample(audio, sr, DNSMOS_SR), -1.0, 1.0)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lib.core import machine
+from lib.core import machine, onnx_session
 
 RUNNABLE, PREPARE_ONLY, UNAVAILABLE = "runnable", "prepare-only", "unavailable"
 
@@ -114,10 +114,7 @@ def _probe_ort(backend: str, precision: str, device: str) -> Probe:
         return Probe(backend, precision, device, UNAVAILABLE if backend != "ort-qnn" else PREPARE_ONLY,
                      f"{provider} is not in this onnxruntime build's providers {available}{hint}", versions=versions)
     try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(_tiny_conv_onnx(), sess_options=opts,
-                                    providers=list(dict.fromkeys([provider, "CPUExecutionProvider"])))
+        sess = onnx_session.session(_tiny_conv_onnx(), providers=(provider,), what="the probe's model")
         sess.run(None, {"x": np.zeros((1, 4, 16), np.float32)})
         effective = ort_effective_provider(sess)
     except Exception as exc:

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lib.core import machine
+from lib.core import machine, onnx_session
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_provider, ov_precision
 from lib.voices.synth import SCALES
@@ -190,13 +190,8 @@ class TorchEngine(Engine):
 
 
 def _ort_session(path: Path, provider: str, threads: int):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    """A session on `provider` (lib.core.onnx_session); a BackendMismatch where ONNX Runtime fell back to another."""
+    sess = onnx_session.session(path, threads, (provider,))
     if ort_effective_provider(sess) != provider:
         raise BackendMismatch(f"asked ONNX Runtime for {provider}, the session runs on {sess.get_providers()}")
     return sess

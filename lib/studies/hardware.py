@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from lib.core import audio as lab_audio, machine, params, text
+from lib.core import audio as lab_audio, machine, onnx_session, params, text
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics, scenarios
@@ -121,13 +121,12 @@ def int8_window_decoder(engine: eng.Engine, paths: dict, work: Path, queries: Se
     queries (added to `paths` as 'decoder_int8'); its error energy relative to the f32 window decoder (median over
     the windows of the first `check_queries` queries) and its size as rows; the NPU readiness of every file.
     Returns (readiness table, error energy in dB, windows checked)."""
-    import onnxruntime as ort
     calibration = eng.latent_windows(engine, queries[-calibration_queries:], chunk_frames, context_frames)
     dst = work / f"decoder_{chunk_frames + 2 * context_frames}_qdq.onnx"
     paths["decoder_int8"] = export.quantize_window_decoder(paths["decoder"], dst, calibration)
     readiness = pd.DataFrame([{**export.npu_readiness(p), "MB": bench.size_mb(p)} for p in paths.values()])
     check = eng.latent_windows(engine, queries[:check_queries], chunk_frames, context_frames)
-    f32, i8 = (ort.InferenceSession(str(paths[k]), providers=["CPUExecutionProvider"]) for k in ("decoder", "decoder_int8"))
+    f32, i8 = (onnx_session.session(paths[k], what="window decoder") for k in ("decoder", "decoder_int8"))
     snr = float(np.median([lab_audio.snr_db(f32.run(None, {"z": z})[0].ravel(), i8.run(None, {"z": z})[0].ravel())
                            for z in check]))
     keys = dict(model=model, variant="decoder-window-qdq-int8", technique="npu preparation", backend="ort-cpu")

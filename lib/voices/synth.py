@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 from filelock import FileLock
 
-from lib.core import machine
+from lib.core import machine, onnx_session
 from lib.core import text as textmod
 from lib.core.audio import Audio
 from lib.voices.piper_torch import VoiceFileError, check_file as _check_file, load_piper_torch
@@ -45,7 +45,6 @@ VOICE_ENV, CONFIG_ENV, SPEAKER_ENV = "TTS_LAB_VOICE", "TTS_LAB_VOICE_CONFIG", "T
 def piper_paths() -> tuple[Path, Path]:
     """The Piper voice the lab studies: the user's (`TTS_LAB_VOICE`, a .onnx with its .onnx.json beside it or at
     `TTS_LAB_VOICE_CONFIG`) when set, else en_US-joe-medium."""
-    import os
     model = os.environ.get(VOICE_ENV, "").strip()
     if not model:
         return joe_paths()
@@ -55,7 +54,6 @@ def piper_paths() -> tuple[Path, Path]:
 
 def piper_label() -> str:
     """The model name result rows carry: 'piper-joe', or 'piper:<file stem>' for the user's own voice."""
-    import os
     model = os.environ.get(VOICE_ENV, "").strip()
     return f"piper:{Path(model).name.removesuffix('.onnx')}" if model else "piper-joe"
 
@@ -67,7 +65,6 @@ def piper_base_id() -> str:
 
 def default_speaker() -> int:
     """The speaker id of a multi-speaker voice (`TTS_LAB_SPEAKER`, default 0)."""
-    import os
     value = os.environ.get(SPEAKER_ENV, "").strip() or "0"
     if not value.isdigit():
         raise VoiceFileError(f"{SPEAKER_ENV} must be a speaker id (0, 1, ...), got {value!r}")
@@ -198,20 +195,11 @@ class PiperBase:
 
 
 def ort_session(path: Path, threads: int, seed: int | None, providers=("CPUExecutionProvider",)):
-    """An ONNX Runtime session with `threads` intra-op threads; `seed` seeds the graph's random ops (set first)."""
-    import onnxruntime as ort
-    if seed is not None:
-        ort.set_seed(int(seed))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":  # idle threads sleep, as OpenMP's do
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    """A voice's ONNX Runtime session (lib.core.onnx_session); a file it cannot load is a VoiceFileError naming it."""
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers))
-    except Exception as exc:
-        raise VoiceFileError(f"ONNX Runtime could not load voice model {path}: {exc}") from None
+        return onnx_session.session(path, threads, providers, seed=seed, what="voice model")
+    except onnx_session.OnnxModelError as exc:
+        raise VoiceFileError(str(exc)) from None
 
 
 @dataclass
