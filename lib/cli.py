@@ -5,10 +5,13 @@
     tts-lab adapt-speaker --work /tmp/full --dataset /tmp/jf_alpha --method full --out outputs/recorded/training/speaker/full
     tts-lab pack-speaker --work /tmp/full
     tts-lab export --pack outputs/recorded/training/speaker/lora-r8 --out /tmp/lora-r8-voice
+    tts-lab regress-istft --work /tmp/istft --steps 100000 --init-from outputs/recorded/training/istft
+    tts-lab pack --work /tmp/istft --out outputs/recorded/training/istft --device cpu --ledger outputs/recorded/training_ledger.csv
 """
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Union
@@ -16,7 +19,7 @@ from typing import Annotated, Union
 import tyro
 
 from lib.core.pause import Yielder
-from lib.jobs import export_pack, speaker_job
+from lib.jobs import export_pack, run_configs, speaker_job, train_job
 
 _LOGGER = logging.getLogger("tts-lab")
 
@@ -47,12 +50,15 @@ Command = Union[
     Annotated[speaker_job.SpeakerRun, tyro.conf.subcommand("adapt-speaker")],
     Annotated[PackSpeaker, tyro.conf.subcommand("pack-speaker")],
     Annotated[Export, tyro.conf.subcommand("export")],
+    *(Annotated[job, tyro.conf.subcommand(job.NAME)] for job in run_configs.JOBS),
 ]
 
 
-def run(cmd) -> None:
+def run(cmd, command: str = "tts-lab") -> None:
     """Carry out one parsed command; a training run registers itself so that it pauses while anything is timed."""
-    if isinstance(cmd, SpeakerFolder):
+    if isinstance(cmd, run_configs.JOBS):
+        train_job.run(cmd, command)
+    elif isinstance(cmd, SpeakerFolder):
         _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads))
     elif isinstance(cmd, PackSpeaker):
         speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)
@@ -70,9 +76,10 @@ def run(cmd) -> None:
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
     cmd = tyro.cli(Command, args=argv, description=__doc__.split("\n\n")[0])
     try:
-        run(cmd)
+        run(cmd, "tts-lab " + " ".join(argv))
     except (ValueError, OSError) as exc:
         raise SystemExit(f"tts-lab: {exc}") from None
 

@@ -14,18 +14,19 @@ in lib.jobs.run_state.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+import tyro
 
 from lib.core import text
 from lib.core.pause import Yielder
 from lib.harness import bench
 from lib.jobs.device_site import write_site
+from lib.jobs.run_configs import JOBS, Bundle, Pack, RegressFlow, RegressFrontend, RegressIstft, Regress, Students
 from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_istft
 from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_LISTS, accounted_hours, corpus, count_from,  # noqa: F401
                                 heldout_quality, init_from, write_run)
@@ -165,109 +166,32 @@ def ledger_row(teacher, module, info: dict, *, run: str, part: str, steps: int, 
             "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def _run_args(q, *, device: str, batch: int, threads: int, eval_every: int, init_help: str) -> None:
-    """The options every decoder-training subcommand takes: where its state lives, its corpus, its bookkeeping."""
-    q.add_argument("--work", required=True, help="folder for the full training state (the machine's own disk)")
-    q.add_argument("--init-from", default="", help=init_help)
-    q.add_argument("--device", default=device)
-    q.add_argument("--batch", type=int, default=batch)
-    q.add_argument("--frames", type=int, default=32)
-    q.add_argument("--corpus-limit", type=int, default=0)
-    q.add_argument("--noise-scale", type=float, default=0.0, help="the teacher's sampling noise for the corpus")
-    q.add_argument("--noise-w", type=float, default=0.0)
-    q.add_argument("--draws", type=int, default=1, help="latents drawn per training sentence")
-    q.add_argument("--checkpoint-every", type=int, default=500)
-    q.add_argument("--eval-every", type=int, default=eval_every)
-    q.add_argument("--log-every", type=int, default=50)
-    q.add_argument("--threads", type=int, default=threads)
-
-
-def _regress_recipe_args(q) -> None:
-    """The regression-first recipe's options, the same for either decoder it trains (regress, regress-istft)."""
-    q.add_argument("--steps", type=int, default=100000, help="the cosine schedule's whole budget, fixed at the start")
-    q.add_argument("--adversarial-steps", type=int, default=0, help="piper's discriminators on the last steps")
-    q.add_argument("--discriminators", nargs="+", default=["mpd"])
-    q.add_argument("--lr", type=float, default=5e-4)
-    q.add_argument("--lr-warmup", type=int, default=200)
-    q.add_argument("--ema", type=float, default=0.999)
-    q.add_argument("--warm-restart", action="store_true", help="a new cosine from --lr over the steps left (a packed "
-                   "start otherwise goes on along its old one): for an adversarial phase after a finished cosine")
-
-
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m lib.jobs.train_job", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("students", help="train the decoder chain, the flow student and the pruned decoder's recovery")
-    _run_args(s, device="cuda", batch=16, threads=8, eval_every=500,
-              init_help="a committed outputs/recorded/<device>/04_distillation to resume from")
-    s.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
-    s.add_argument("--widths", nargs="+", default=[128, 64])
-    s.add_argument("--decoder-steps", type=int, default=20000)
-    s.add_argument("--adversarial-steps", type=int, default=18000)
-    s.add_argument("--discriminators", nargs="+", default=["mpd", "mrd"])
-    s.add_argument("--flow-hidden", type=int, default=96)
-    s.add_argument("--flow-steps", type=int, default=10000)
-    s.add_argument("--recovery-steps", type=int, default=20000)
-    s.add_argument("--structured-ratio", type=float, default=0.5)
-    s.add_argument("--istft-steps", type=int, default=0, help="train the 5x voice's frame-rate iSTFT decoder too")
-    s.add_argument("--istft-adversarial-steps", type=int, default=0)
-    s.add_argument("--istft-dim", type=int, default=256)
-    s.add_argument("--istft-blocks", type=int, default=6)
-    s.add_argument("--lr", type=float, default=2.0e-4)
-    packed_runs = "a committed folder of packed runs (outputs/recorded/training/<work>) to resume from"
-    r = sub.add_parser("regress", help="the regression-first recipe on a channel-pruned decoder (issue 25)")
-    _run_args(r, device="cpu", batch=4, threads=1, eval_every=250, init_help=packed_runs)
-    r.add_argument("--width", type=int, default=128)
-    _regress_recipe_args(r)
-    r.add_argument("--ridge", type=float, default=1e-3, help="the least-squares refit's ridge, relative to its diagonal")
-    r.add_argument("--calib-batches", type=int, default=4, help="batches of segments for channel choice and refit")
-    r.add_argument("--calib-segments", type=int, default=8, help="segments per calibration batch")
-    r.add_argument("--calib-frames", type=int, default=64, help="latent frames per calibration segment")
-    f = sub.add_parser("regress-istft", help="the regression-first recipe on the 5x voice's frame-rate decoder")
-    _run_args(f, device="cpu", batch=4, threads=1, eval_every=250, init_help=packed_runs)
-    f.add_argument("--dim", type=int, default=256)
-    f.add_argument("--blocks", type=int, default=6)
-    _regress_recipe_args(f)
-    w = sub.add_parser("regress-flow", help="the half-width flow student by regression on the teacher flow")
-    _run_args(w, device="cpu", batch=8, threads=1, eval_every=250, init_help=packed_runs)
-    w.add_argument("--hidden", type=int, default=96, help="the student flow's hidden channels (the teacher's: 192)")
-    _regress_recipe_args(w)
-    e = sub.add_parser("regress-frontend", help="the x_low front-end student by regression on the teacher's front end")
-    _run_args(e, device="cpu", batch=8, threads=1, eval_every=250, init_help=packed_runs)
-    e.add_argument("--hidden", type=int, default=96, help="the text encoder's hidden channels (the teacher's: 192)")
-    e.add_argument("--filter", type=int, default=384, help="its feed-forward channels (the teacher's: 768)")
-    _regress_recipe_args(e)
-    b = sub.add_parser("bundle", help="the teacher's weights and phoneme ids for a machine without the voice package")
-    b.add_argument("--out", required=True, help="the folder TTS_LAB_TEACHER_BUNDLE will name there")
-    b.add_argument("--lists", type=int, nargs="+", default=[*CORPUS_LISTS, *HELDOUT_LISTS],
-                   help="Harvard lists whose phoneme ids it holds (a run's corpus and held-out lists)")
-    b.add_argument("--dtype", default="float16", choices=["float16", "float32"])
-    b.add_argument("--site", default="", help="also write piper's training code and a librosa stand-in here "
-                   "(lib.jobs.device_site: the folder PYTHONPATH names first on a machine without them)")
-    k = sub.add_parser("pack", help="copy the latest generators, curves and env to --out")
-    k.add_argument("--work", required=True)
-    k.add_argument("--out", required=True)
-    k.add_argument("--device", default="cuda")
-    k.add_argument("--ledger", default="", help="append a row per packed decoder (held-out PESQ, mel L1, machine-hours)")
+    """`python -m lib.jobs.train_job SUBCOMMAND ...` (and `tts-lab train ...`): parse into the job's dataclass, run it."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = p.parse_args(argv)
-    args.command = "python -m lib.jobs.train_job " + " ".join(argv)
-    if getattr(args, "threads", None) and args.device == "cpu":
-        torch.set_num_threads(args.threads)  # from the start: a setup on torch's default threads oversubscribes
-    if args.cmd == "bundle":
-        print(f"bundle written to {write_bundle(Path(args.out), text.harvard_sentences(args.lists), args.dtype)}")
-        if args.site:
-            print(f"piper's training code and the librosa stand-in written to {write_site(Path(args.site))}")
+    cfg = tyro.extras.subcommand_cli_from_dict({job.NAME: job for job in JOBS}, args=argv,
+                                               prog="python -m lib.jobs.train_job", description=__doc__.split("\n\n")[0])
+    run(cfg, "python -m lib.jobs.train_job " + " ".join(argv))
+
+
+def run(cfg, command: str) -> None:
+    """Run one parsed job; a training run registers itself so that it pauses while anything on this machine is timed."""
+    if isinstance(cfg, Bundle):
+        print(f"bundle written to {write_bundle(Path(cfg.out), text.harvard_sentences(cfg.lists), cfg.dtype)}")
+        if cfg.site:
+            print(f"piper's training code and the librosa stand-in written to {write_site(Path(cfg.site))}")
         return
-    run = Yielder(f"{args.cmd} {Path(args.work).name}") if args.cmd != "pack" else None
-    if run is not None:
-        run.register()  # pauses between steps while anything on this machine is timed
+    if isinstance(cfg, Pack):
+        return pack(cfg)
+    cfg.command = command
+    if cfg.device == "cpu":
+        torch.set_num_threads(cfg.threads)  # from the start: a setup on torch's default threads oversubscribes
+    job = Yielder(f"{cfg.NAME} {Path(cfg.work).name}").register()
     try:
-        {"students": students, "pack": pack, "regress": regress,
-         "regress-istft": regress_istft, "regress-flow": regress_flow, "regress-frontend": regress_frontend}[args.cmd](args)
+        {Students: students, Regress: regress, RegressIstft: regress_istft, RegressFlow: regress_flow,
+         RegressFrontend: regress_frontend}[type(cfg)](cfg)
     finally:
-        if run is not None:
-            run.close()
+        job.close()
 
 
 if __name__ == "__main__":

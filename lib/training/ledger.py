@@ -16,7 +16,7 @@ LEDGER = ROOT / "outputs" / "recorded" / "training_ledger.csv"
 COLUMNS = ["run", "part", "recipe", "device", "cpu_model", "steps", "hours", "heldout_pesq", "heldout_mel_l1",
            "heldout_secs", "heldout_wer", "commit", "date"]  # heldout_secs/_wer: adapters' SECS to their speaker and
 # WER on its validation split (empty for students)
-ADDED_LATER = ("heldout_wer",)  # columns older ledgers lack: read as empty
+ADDED_LATER = ("heldout_wer",)  # columns older ledgers and other parts' rows lack: empty
 
 
 class LedgerError(ValueError):
@@ -25,9 +25,10 @@ class LedgerError(ValueError):
 
 def append(path: Path, row: dict) -> None:
     """One row more, written atomically (the whole file rewritten beside and swapped in)."""
-    missing = [c for c in COLUMNS if c not in row]
+    missing = [c for c in COLUMNS if c not in row and c not in ADDED_LATER]
     if missing:
         raise LedgerError(f"a ledger row for {path} lacks {missing}")
+    row = {**{c: np.nan for c in ADDED_LATER}, **row}
     old = read(path) if Path(path).exists() else pd.DataFrame(columns=COLUMNS)
     frame = pd.concat([old, pd.DataFrame([row])[COLUMNS]], ignore_index=True)
     atomic_write_text(Path(path), frame.to_csv(index=False))
@@ -41,7 +42,8 @@ def read(path: Path = LEDGER) -> pd.DataFrame:
     frame = pd.read_csv(path)
     for c in ADDED_LATER:
         if c not in frame:
-            frame.insert(COLUMNS.index(c), c, np.nan)
+            frame[c] = np.nan
+    frame = frame[[c for c in COLUMNS if c in frame] + [c for c in frame if c not in COLUMNS]]
     missing = [c for c in COLUMNS if c not in frame]
     if missing:
         raise LedgerError(f"{path} lacks the columns {missing}")
