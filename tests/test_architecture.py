@@ -66,3 +66,14 @@ def test_every_subpackage_says_what_it_holds_and_may_import():
     for init in sorted(LIB.glob("*/__init__.py")):
         doc = (init.read_text().split('"""') + ["", ""])[1]
         assert doc.strip() and "import" in doc.lower(), f"{init.relative_to(ROOT)} needs its two-line docstring"
+
+
+def test_environment_variables_are_read_in_one_module():
+    """Every TTS_LAB_* variable the lab reads is declared in lib.core.env; no other module reads one by name."""
+    import re
+    from lib.core import env
+    reads = re.compile(r"environ(?:\.get\(|\[)\s*[\"']TTS_LAB_")
+    offenders = [str(p) for p in LIB.rglob("*.py")
+                 if p.name != "env.py" and reads.search(p.read_text())]
+    assert not offenders, offenders
+    assert len({v.name for v in env.VARIABLES}) == len(env.VARIABLES) and all(v.meaning for v in env.VARIABLES)

@@ -16,7 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-HOLDER_ENV = "TTS_LAB_MEASURING"  # set while a process times: its children (a fresh process measured) time freely
+from lib.core import env
+
+HOLDER_ENV = env.MEASURING.name  # set while a process times: its children (a fresh process measured) time freely
 
 
 def _dir() -> Path:

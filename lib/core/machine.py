@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+from lib.core import env
+
 # The features the lab's verdicts depend on, each as the /proc/cpuinfo flags that provide it.
 FEATURES = {
     "avx2": ("avx2",),
@@ -53,7 +55,7 @@ CPU_CLASSES = {
 
 def cpu_as() -> str | None:
     """The CPU class TTS_LAB_CPU_AS asks the lab to act as (None, for unset or 'native': this CPU as it is)."""
-    value = os.environ.get("TTS_LAB_CPU_AS", "").strip().lower()
+    value = env.CPU_AS.get().strip().lower()
     if value in ("", "native"):
         return None
     if value not in CPU_CLASSES:
@@ -322,7 +324,7 @@ def wait_for_quiet(threads: int, timeout_s: float, sample_s: float = 0.5) -> Loa
 def require_quiet_s() -> float | None:
     """Seconds a benchmark waits for a quiet machine before failing, from TTS_LAB_REQUIRE_QUIET (unset: it does not
     wait, and busy timings are recorded as contended)."""
-    value = os.environ.get("TTS_LAB_REQUIRE_QUIET", "").strip()
+    value = env.REQUIRE_QUIET.get().strip()
     if not value:
         return None
     try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -15,9 +14,11 @@ from typing import Any, Optional
 import yaml
 from pydantic import ConfigDict, ValidationError, create_model
 
+from lib.core import env
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
-PARAMS = Path(os.environ.get("TTS_LAB_PARAMS", ROOT / "params"))
+PARAMS = Path(env.PARAMS.get() or ROOT / "params")
 
 
 class ParamsError(ValueError):
@@ -158,7 +159,7 @@ def voice_env(profile: str) -> dict[str, str]:
     for what, p in (("model", model), ("config", config)):
         if not p.is_file():
             raise ParamsError(f"{_show(path)}: the voice's {what} file {p} does not exist")
-    return {"TTS_LAB_VOICE": str(model), "TTS_LAB_VOICE_CONFIG": str(config), "TTS_LAB_SPEAKER": str(spec.speaker)}
+    return {env.VOICE.name: str(model), env.VOICE_CONFIG.name: str(config), env.SPEAKER.name: str(spec.speaker)}
 
 
 def undocumented(notebook: str) -> list[str]:

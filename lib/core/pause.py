@@ -20,13 +20,15 @@ import sys
 import time
 from pathlib import Path
 
+from lib.core import env
+
 ACK_TIMEOUT_S = 900.0  # the longest a timer waits for a run to finish its step (an adversarial step on a slow CPU)
 POLL_S = 0.5
 
 
 def lock_dir() -> Path:
     """Where the lock and the run registry live: TTS_LAB_LOCK_DIR, else a folder of this machine's /tmp."""
-    d = Path(os.environ.get("TTS_LAB_LOCK_DIR") or "/tmp/tts-lab-locks")
+    d = Path(env.LOCK_DIR.get() or "/tmp/tts-lab-locks")
     (d / "runs").mkdir(parents=True, exist_ok=True)
     return d
 

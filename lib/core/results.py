@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lib.core import env
 from lib.core.pause import hold_for_process
 
-OUTPUTS = Path(os.environ.get("TTS_LAB_OUTPUTS", Path(__file__).resolve().parents[2] / "outputs"))
-RECORDED = Path(os.environ.get("TTS_LAB_RECORDED", Path(__file__).resolve().parents[2] / "outputs" / "recorded"))
+OUTPUTS = Path(env.OUTPUTS.get() or Path(__file__).resolve().parents[2] / "outputs")
+RECORDED = Path(env.RECORDED.get() or Path(__file__).resolve().parents[2] / "outputs" / "recorded")
 LONG_RUN = "cpu-long"  # the device label of the long CPU runs' packs (outputs/recorded/training): `<run>@cpu-long`
 
 COLUMNS = ["model", "variant", "technique", "parent", "backend", "device", "threads", "metric", "value", "unit",
@@ -227,7 +228,7 @@ class ResultWriter:
             values = params.resolved(self.profile, self.notebook)
         except Exception as exc:  # a notebook outside lib's notebooks folder: say why, do not lose the results
             values = {"unresolved": f"{type(exc).__name__}: {exc}"}
-        return {"command": os.environ.get("TTS_LAB_COMMAND", "(run by hand, not through run_all.sh)"),
+        return {"command": env.COMMAND.get("(run by hand, not through run_all.sh)"),
                 "parameters": values}
 
     def write(self, env: dict | None = None, extra_tables: dict[str, pd.DataFrame] | None = None) -> Path:

@@ -10,11 +10,11 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from lib.core import onnx_session, text as textmod
+from lib.core import env, onnx_session, text as textmod
 from lib.core.audio import DEFAULT_SAMPLE_RATE, MCEP_PARAMS, dtw_path, mcep, resample, world_analysis
 
 DNSMOS_SR = 16000
-CACHE_DIR = Path(os.environ.get("TTS_LAB_CACHE", Path.home() / ".cache" / "tts-lab"))
+CACHE_DIR = Path(env.CACHE.get() or Path.home() / ".cache" / "tts-lab")
 
 
 # --- DNSMOS ---------------------------------------------------------------------------------------------------

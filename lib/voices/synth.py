@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 from filelock import FileLock
 
-from lib.core import machine, onnx_session
+from lib.core import env, machine, onnx_session
 from lib.core import text as textmod
 from lib.core.audio import Audio
 from lib.voices.piper_torch import VoiceFileError, check_file as _check_file, load_piper_torch
@@ -39,7 +39,7 @@ def joe_paths() -> tuple[Path, Path]:
 
 
 # The user's own Piper voice: run_all.sh sets these from params/<profile>/voice.yaml (lib.core.params.voice_env).
-VOICE_ENV, CONFIG_ENV, SPEAKER_ENV = "TTS_LAB_VOICE", "TTS_LAB_VOICE_CONFIG", "TTS_LAB_SPEAKER"
+VOICE_ENV, CONFIG_ENV, SPEAKER_ENV = env.VOICE.name, env.VOICE_CONFIG.name, env.SPEAKER.name
 
 
 def piper_paths() -> tuple[Path, Path]:

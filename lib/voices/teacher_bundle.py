@@ -12,11 +12,12 @@ import json
 import os
 from pathlib import Path
 
+from lib.core import env
 from lib.core.results import atomic_write_json
 from lib.voices import synth as voices
 from lib.voices.piper_torch import inference_model, load_piper_torch
 
-BUNDLE_ENV = "TTS_LAB_TEACHER_BUNDLE"
+BUNDLE_ENV = env.TEACHER_BUNDLE.name
 WEIGHTS, CONFIG = "teacher.safetensors", "teacher.json"
 
 
