@@ -70,8 +70,10 @@ for nb in "${NOTEBOOKS[@]}"; do
   else
     tmp="$NBOUT/.$name.running.ipynb"
     # the profile is the folder's name, whatever a copied file's `profile:` says (-p overrides -f)
+    # the kernel says on every start that its local TCP sockets are unencrypted (papermill offers no IPC transport)
     if "$PY" -m papermill "$nb" "$tmp" -f "$PARAMS/$PROFILE/$name.yaml" -p profile "$PROFILE" -k python3 \
-         --cwd "$PWD" --execution-timeout "$TIMEOUT" --progress-bar --log-level WARNING; then
+         --cwd "$PWD" --execution-timeout "$TIMEOUT" --progress-bar --log-level WARNING \
+         2> >(grep -v --line-buffered "Kernel is running over TCP without encryption" >&2); then
       mv -f "$tmp" "$NBOUT/$name.ipynb"
       st=ok
     else
