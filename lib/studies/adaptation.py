@@ -24,7 +24,7 @@ from lib.harness.judges import Judges, speaker_similarity_per_clip
 from lib.jobs import speaker_job
 from lib.studies import common
 from lib.techniques import finetune, speaker_adapt
-from lib.training import posterior
+from lib.training import ledger, posterior
 from lib.voices import synth as voices
 
 TRAINING_METRICS = ("trainable_params", "trainable_pct_of_full", "adapter_size_mb", "train_s_per_step", "train_peak_rss_mb")
@@ -365,3 +365,10 @@ def context_lines(t: pd.DataFrame, check: dict, kernel_check: dict, n) -> list[s
             f"QLoRA's NF4 base on this CPU ({n(kernel_check['nf4_layers'], 'd')} flow layers): mel L1 to the float voice "
             f"{n(kernel_check['mel_l1_bnb_kernel'])} through bitsandbytes' CPU kernel, {n(kernel_check['mel_l1_float_kernel'])} "
             "through a float product of the same NF4 weights (section 3)."]
+
+
+def long_run_ledger() -> pd.DataFrame:
+    """The long adaptation runs' packed checkpoints (outputs/recorded/training_ledger.csv rows of adapters judged on
+    a validation split: validation SECS and WER against machine-hours)."""
+    book = ledger.read()
+    return book[(book["part"] == "adapter") & book["heldout_wer"].notna()].reset_index(drop=True)
