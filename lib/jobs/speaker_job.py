@@ -154,8 +154,8 @@ class SpeakerRun:
     log_every: int = 25
 
     def recipe(self) -> Recipe:
-        return Recipe(steps=self.steps, lr=self.lr, warmup_steps=max(0, self.steps - self.adversarial_steps),
-                      adversarial=self.adversarial_steps > 0, discriminators=tuple(self.discriminators),
+        return Recipe.adversarial_tail(self.steps, self.adversarial_steps, lr=self.lr,
+                                       adversarial=self.adversarial_steps > 0, discriminators=tuple(self.discriminators),
                       checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every)
 
 

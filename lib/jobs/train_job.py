@@ -41,7 +41,7 @@ from lib.voices.teacher_bundle import write_bundle
 
 
 def _recipe(steps: int, adversarial: int, args):
-    return Recipe(steps=steps, lr=args.lr, warmup_steps=max(0, steps - adversarial), mixed_precision=args.mixed_precision,
+    return Recipe.adversarial_tail(steps, adversarial, lr=args.lr, mixed_precision=args.mixed_precision,
                   discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
                   eval_every=args.eval_every, log_every=args.log_every)
 

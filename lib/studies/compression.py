@@ -74,8 +74,8 @@ def structured_recovery(fp32, onnx_fp32: Path, latents, heldout, work_dir: Path,
     common.check_device(device)
     structured = piper_torch.load_piper_torch(onnx_fp32)
     structured.dec = compress.prune_structured(fp32.dec, ratio, latents.z[0])
-    recipe = training.Recipe(steps=steps, lr=lr, warmup_steps=max(0, steps - adversarial_steps),
-                             discriminators=tuple(discriminators), eval_every=eval_every, checkpoint_every=checkpoint_every)
+    recipe = training.Recipe.adversarial_tail(steps, adversarial_steps, lr=lr, discriminators=tuple(discriminators),
+                                              eval_every=eval_every, checkpoint_every=checkpoint_every)
     log = training.train_decoder(structured.dec, latents, recipe, work_dir, batch=batch, heldout=heldout, threads=threads,
                                  device=device,
                                  eval_fn=evaluate.heldout_pesq(heldout, limit=len(heldout.z)) if eval_every else None,

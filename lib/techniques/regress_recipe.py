@@ -70,9 +70,10 @@ def feature_forward(weight: float):
 def recipe(steps: int, lr: float = 5e-4, warmup: int = 200, ema: float = 0.999, adversarial_steps: int = 0, **kw):
     """The regression-first Recipe over `steps` (its cosine runs to the end of the budget); `adversarial_steps` > 0
     turns on piper's discriminators for the last steps."""
-    return Recipe(steps=steps, lr=lr, betas=(0.9, 0.99), schedule="cosine", lr_warmup_steps=warmup, ema_decay=ema,
-                  wave_weight=WEIGHTS["wave"], cstft_weight=WEIGHTS["cstft"], stft_weight=WEIGHTS["stft"],
-                  adversarial=adversarial_steps > 0, warmup_steps=steps - adversarial_steps, grad_clip=10.0, **kw)
+    return Recipe.adversarial_tail(steps, adversarial_steps, lr=lr, betas=(0.9, 0.99), schedule="cosine",
+                                   lr_warmup_steps=warmup, ema_decay=ema, wave_weight=WEIGHTS["wave"],
+                                   cstft_weight=WEIGHTS["cstft"], stft_weight=WEIGHTS["stft"],
+                                   adversarial=adversarial_steps > 0, grad_clip=10.0, **kw)
 
 
 def teacher_spectra(y: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:

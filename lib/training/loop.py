@@ -66,6 +66,11 @@ class Recipe:
     ema_decay: float = 0.0  # >0: an exponential moving average of the generator's weights, evaluated and packed
     schedule_offset: int = 0  # steps trained before this run (resumed from packed files): either schedule goes on from there
 
+    @classmethod
+    def adversarial_tail(cls, steps: int, adversarial_steps: int, **kw) -> "Recipe":
+        """`steps` of reconstruction whose last `adversarial_steps` add the discriminators (fresh ones warm up)."""
+        return cls(steps=steps, warmup_steps=max(0, steps - adversarial_steps), **kw)
+
     def __post_init__(self):
         if self.schedule not in ("exponential", "cosine"):
             raise ValueError(f"schedule {self.schedule!r}: use 'exponential' or 'cosine'")
