@@ -174,6 +174,29 @@ def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
     assert result["samples"] > 22050 and result["rms"] > 1e-3
     speaker_job.pack_speaker(tmp_path / "work", ledger_path=led)  # no new steps: no second row
     assert len(ledger.read(led)) == 1
+    again = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(method), posterior.load(tmp / "posterior", teacher.hparams))
+    assert speaker_adapt.load_into(again, out)["steps"] == 2  # a run on another machine starts from the pack
+    for name, p in again.merged().state_dict().items():
+        torch.testing.assert_close(p, loaded.state_dict()[name], atol=2e-3, rtol=0)
+
+
+def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speaker, tmp_path):
+    """A run with --init-from on a machine without its state starts from the pack, trains the steps left of its
+    budget and packs the sum of steps and machine-hours."""
+    tmp, folder = speaker
+    common = dict(dataset=str(folder), method="lora-r4", posterior=str(tmp / "posterior"), out=str(tmp_path / "pack"),
+                  batch=2, validation=2, threads=2, checkpoint_every=1, eval_every=0, log_every=1)
+    speaker_job.run_speaker(speaker_job.SpeakerRun(work=str(tmp_path / "a"), steps=2, **common), ledger_path=None)
+    first = json.loads((tmp_path / "pack" / "config.json").read_text())
+    speaker_job.run_speaker(speaker_job.SpeakerRun(work=str(tmp_path / "b"), steps=3, init_from=str(tmp_path / "pack"),
+                                                   **{**common, "out": str(tmp_path / "pack2")}), ledger_path=None)
+    second = json.loads((tmp_path / "pack2" / "config.json").read_text())
+    assert first["steps"] == 2 and second["steps"] == 3 and second["hours"] > first["hours"]
+    assert json.loads((tmp_path / "b" / "before.json").read_text())["steps"] == 2
+    assert second["recipe"]["schedule_offset"] == 2
+    with pytest.raises(ValueError, match="holds a 'lora-r4' adaptation, not 'full'"):
+        speaker_adapt.load_into(speaker_adapt.prepare(teacher, speaker_adapt.Method("full"),
+                                                      posterior.load(tmp / "posterior", teacher.hparams)), tmp_path / "pack")
 
 
 def test_a_run_refuses_another_config_in_its_folder(tmp_path):

@@ -22,7 +22,7 @@ from lib.data import ljspeech
 from lib.harness import metrics
 from lib.harness.bench import environment
 from lib.harness.judges import speaker_similarity
-from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, accounted_hours
+from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, accounted_hours, packed_count
 from lib.techniques import speaker_adapt
 from lib.training import ledger, posterior
 from lib.training import vits_objective as vo
@@ -66,7 +66,8 @@ def start(config, work: Path) -> dict:
     if path.exists():
         kept = json.loads(path.read_text())
         # a field added since the run started is taken at its default
-        changed = sorted(k for k in mine if k in kept and k not in ("work", "out", "threads") and kept[k] != mine[k])
+        changed = sorted(k for k in mine if k in kept and k not in ("work", "out", "threads", "init_from")
+                         and kept[k] != mine[k])
         if changed:
             raise ValueError(f"{path} was written for another run ({', '.join(f'{k}: {kept.get(k)!r} -> {mine[k]!r}' for k in changed[:3])}): "
                              "use a fresh --work folder for a different setup")
@@ -147,15 +148,17 @@ class SpeakerRun:
     lr: float = 1.0e-4
     batch: int = 4
     validation: int = VALIDATION
+    init_from: str = ""  # a committed pack of this method to go on from where `work` holds no state
     patience: int = 3  # packs in a row without a better validation score before the run stops (0: never)
     threads: int = 1
     checkpoint_every: int = 250
     eval_every: int = 250
     log_every: int = 25
 
-    def recipe(self) -> Recipe:
-        return Recipe.adversarial_tail(self.steps, self.adversarial_steps, lr=self.lr,
-                                       adversarial=self.adversarial_steps > 0, discriminators=tuple(self.discriminators),
+    def recipe(self, before: int = 0) -> Recipe:
+        """The recipe for the steps left after `before` packed ones (the learning rate goes on from there)."""
+        return Recipe.adversarial_tail(max(1, self.steps - before), self.adversarial_steps, lr=self.lr,
+                                       schedule_offset=before, adversarial=self.adversarial_steps > 0, discriminators=tuple(self.discriminators),
                       checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every)
 
 
@@ -187,10 +190,26 @@ def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Pa
                         list(range(len(val))))]
     _LOGGER.info("%s: %d training recordings, %d validation; %s trainable parameters", cfg.method, len(data.ids),
                  len(val), f"{prepared.trainable_params():,}")
-    Trainer(prepared.path, lambda rng: vo.random_batch(data, cfg.batch, rng), cfg.recipe(), work / "train",
+    before = packed_before(cfg, prepared, work)
+    Trainer(prepared.path, lambda rng: vo.random_batch(data, cfg.batch, rng), cfg.recipe(before["steps"]), work / "train",
             forward=vo.vits_forward, eval_batches=held, sample_rate=teacher.sample_rate, threads=cfg.threads,
             progress=None, should_stop=lambda: early_stop_reason(work)).fit()
     return pack_speaker(work, ledger_path=ledger_path) if cfg.out else work
+
+
+BEFORE = "before.json"
+
+
+def packed_before(cfg: SpeakerRun, prepared, work: Path) -> dict:
+    """What the run counts on from: its committed pack (`cfg.init_from`) loaded into `prepared` when `work` holds no
+    state yet, its steps and hours kept in work/before.json; zeros for a run that started here."""
+    path = Path(work) / BEFORE
+    if cfg.init_from and not path.exists() and not (Path(work) / "train" / "state").exists():
+        info = speaker_adapt.load_into(prepared, Path(cfg.init_from))
+        atomic_write_json(path, packed_count(info))
+        _LOGGER.info("%s goes on from %s (%s steps, %.2f machine-hours)", cfg.method, cfg.init_from, info.get("steps"),
+                     info.get("hours", 0.0))
+    return json.loads(path.read_text()) if path.exists() else packed_count({})
 
 
 def train_from_spec(spec: dict) -> None:
@@ -246,9 +265,10 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     state = {k.removeprefix("module."): v for k, v in load_file(str(Path(work) / "train" / "state" / "model.safetensors")).items()}
     prepared.path.load_state_dict(state, strict=False)
     frame = pd.read_csv(Path(work) / "train" / "curve.csv")
-    steps = int(frame["step"].iloc[-1])
+    before = json.loads((Path(work) / BEFORE).read_text()) if (Path(work) / BEFORE).exists() else packed_count({})
+    steps = int(frame["step"].iloc[-1]) + before["steps"]
     env = environment(device="cpu")
-    hours, _, where = accounted_hours({"threads": cfg.threads, "cores": info.get("cores", 1), "device": "cpu"}, {},
+    hours, _, where = accounted_hours({"threads": cfg.threads, "cores": info.get("cores", 1), "device": "cpu"}, before,
                                       float(frame["seconds"].iloc[-1]), env, "cpu")
     _, val = speaker_data(cfg, teacher)
     quality = validation_quality(prepared.merged(), val, metrics.WhisperAsr("base", threads=cfg.threads))
@@ -258,7 +278,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
         speaker_adapt.save(prepared, out, base=cfg.base, card={
             "data": f"{len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of {cfg.dataset}",
             "steps": steps, "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),
-            "recipe": asdict(cfg.recipe()), "run": asdict(cfg), "judged": {k: round(v, 4) for k, v in quality.items()}})
+            "recipe": asdict(cfg.recipe(before["steps"])), "run": asdict(cfg), "judged": {k: round(v, 4) for k, v in quality.items()}})
         (out / "curve.csv").write_text((Path(work) / "train" / "curve.csv").read_text())
         atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
         _LOGGER.info("packed %s: %d steps, %.2f machine-hours, %s -> %s", cfg.method, steps, hours, quality, out)

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from huggingface_hub import ModelCard, ModelCardData, load_torch_model, save_torch_state_dict
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
 
 from lib.core.results import atomic_write_json
 from lib.data import ljspeech
@@ -187,6 +188,20 @@ weights (`huggingface_hub.load_torch_model`) into piper's SynthesizerTrn; `tts-l
 `model.onnx.json` for piper's runtime.
 """
     return ModelCard(text)
+
+
+def load_into(prepared: Prepared, folder: Path) -> dict:
+    """Start `prepared` from a folder `save` wrote for the same method (a run going on from its committed pack on a
+    machine without its state); returns the folder's config. A ValueError names a folder of another method."""
+    folder = Path(folder)
+    info = json.loads((folder / "config.json").read_text())
+    if info.get("method") != prepared.method.name:
+        raise ValueError(f"{folder} holds a {info.get('method')!r} adaptation, not {prepared.method.name!r}")
+    if prepared.peft is not None:
+        set_peft_model_state_dict(prepared.peft, load_file(str(folder / "adapter_model.safetensors")))
+    else:
+        load_torch_model(prepared.voice, str(folder), strict=True)
+    return info
 
 
 def load(model, folder: Path, merge: bool = True) -> torch.nn.Module:
