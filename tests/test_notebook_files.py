@@ -49,6 +49,15 @@ def test_code_cells_are_short(nb):
     assert not long, f"{nb.name}: cells (index, lines) longer than {MAX_CELL_LINES} lines: {long}"
 
 
+@pytest.mark.parametrize("nb", [n for n in NOTEBOOKS if n.name[:2] in ("02", "03", "04", "05", "06")], ids=lambda p: p.stem)
+def test_setup_cells_are_short(nb):
+    """The setup cell (the first code cell after the parameters) is at most MAX_CELL_LINES lines, imports included:
+    a few imports and a few calls into lib."""
+    cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    lines = "".join(cells[1]["source"]).splitlines()
+    assert len(lines) <= MAX_CELL_LINES, f"{nb.name}: its setup cell has {len(lines)} lines"
+
+
 def test_a_copied_profile_writes_its_own_outputs(tmp_path):
     """params/smoke copied to params/mine: the folder names the profile, so the run writes under outputs/mine and
     leaves outputs/smoke alone (one cheap notebook is enough to show it)."""

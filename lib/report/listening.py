@@ -244,3 +244,49 @@ def blinded(page: str, names: Sequence[str]) -> list[str]:
     words = {n for name in names for n in [name] + re.split(r"[-_ ()/]+", name) if len(n) > 3}
     words -= {"anchor", "reference", "degraded", "data", "audio", "test"}
     return sorted(w for w in words if re.search(rf"(?<![A-Za-z0-9+/=]){re.escape(w)}(?![A-Za-z0-9+/=])", page))
+
+
+def recorded_clips(writer, root: Path, variants: Sequence[str], reference: str, *, model: str) -> dict[str, Path]:
+    """{variant: its clip folder} for each `variants` entry (<notebook>/<clip folder>) whose notebook recorded clips
+    under `root`; an absent `human_mos` row in `writer` for each that did not. `reference` must be one of them."""
+    if reference not in variants:
+        raise ValueError(f"reference {reference!r} must be one of `variants`")
+    folders = {v: Path(root) / v.split("/")[0] / "audio" / v.split("/")[1] for v in variants}
+    available = {v: p for v, p in folders.items() if p.is_dir()}
+    for v in sorted(set(folders) - set(available)):
+        writer.absent(model=model, variant=v, metrics=["human_mos"], technique="listening test",
+                      reason=f"no clips at {folders[v]} (its notebook has not run, or failed)")
+    return available
+
+
+def analyse(ratings: pd.DataFrame, results: pd.DataFrame, *, min_gap: float, min_reference: float) -> tuple:
+    """(rater screening, MOS per variant beside its DNSMOS P.808 from `results`, agreement of the two): empty frames
+    and {} when no ratings are collected."""
+    if ratings.empty:
+        return pd.DataFrame(), pd.DataFrame(), {}
+    screening = screen_raters(ratings, min_gap=min_gap, min_reference=min_reference)
+    mos = mos_table(ratings, screening.loc[screening["passed"], "rater"].tolist())
+    dnsmos = results[(results["metric"] == "dnsmos_p808") & (results["status"] == "ok")]
+    predicted = {}
+    for v in mos["variant"]:
+        nb, folder = v.split("/")
+        name, backend = folder.split("__")
+        hit = dnsmos[(dnsmos["notebook"] == nb) & (dnsmos["variant"] == name) & (dnsmos["backend"] == backend)]
+        if not hit.empty:
+            predicted[v] = float(hit["value"].iloc[0])
+    mos["dnsmos_p808"] = mos["variant"].map(predicted)
+    return screening, mos, agreement(mos, predicted)
+
+
+def record(writer, available: Sequence[str], mos: pd.DataFrame, *, model: str) -> None:
+    """The human MOS rows (with their 95 % intervals), or an absent row per variant while no ratings exist."""
+    if mos.empty:
+        for v in available:
+            writer.absent(model=model, variant=v.split("/")[1].split("__")[0], metrics=["human_mos"],
+                          technique="listening test", backend=v.split("__")[-1], reason="no ratings collected yet")
+        return
+    for _, r in mos.iterrows():
+        name, backend = r["variant"].split("/")[1].split("__")
+        keys = dict(model=model, variant=name, backend=backend, technique="listening test", n=int(r["n"]))
+        writer.add(metric="human_mos", value=r["mos"], **keys)
+        writer.add(metric="human_mos_ci95", value=r["ci95"], **keys)

@@ -2,14 +2,16 @@
 training device check."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 import torch
 
-from lib.core.results import ResultWriter
-from lib.harness import evaluate
+from lib.core.results import OUTPUTS, ResultWriter
+from lib.harness import bench, evaluate
+from lib.harness.judges import Judges, worker_count
 
 
 def folders(writer: ResultWriter) -> tuple[Path, Path]:
@@ -18,6 +20,23 @@ def folders(writer: ResultWriter) -> tuple[Path, Path]:
     for d in out:
         d.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def start(profile: str, notebook: str, *, threads: int = 1, device: str = "cpu",
+          torch_threads: int | None = None) -> tuple[ResultWriter, Path, Path, dict]:
+    """A notebook's run begun: its ResultWriter, `artefacts/` and `figures/` folders and the environment its numbers
+    are measured in (`threads` timed, on `device`); torch's own threads for the untimed work set to `torch_threads`.
+    Library warnings (deprecations, hub notices) are silenced: the notebooks show results, not their libraries."""
+    warnings.filterwarnings("ignore")
+    writer = ResultWriter(profile, notebook)
+    if torch_threads:
+        torch.set_num_threads(int(torch_threads))
+    return (writer, *folders(writer), bench.environment(threads=threads, device=device))
+
+
+def judges(profile: str, asr: str | None, workers: int) -> Judges:
+    """The judges of a profile's notebooks (ASR `asr`, DNSMOS) in `workers` processes, with the profile's score cache."""
+    return Judges(asr=asr, workers=worker_count(workers), cache_path=OUTPUTS / profile / "judge_cache.sqlite")
 
 
 def clip_path(writer: ResultWriter, variant: str, backend: str, sentence_id: str) -> Path:

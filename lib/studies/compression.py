@@ -15,7 +15,6 @@ from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics
 from lib.runtimes import engines
 from lib.studies import common
-from lib.studies.common import folders, listening_clips  # noqa: F401 (the notebook calls them through this study)
 from lib.techniques import compress
 from lib.training import batches, loop as training
 from lib.voices import piper_torch, synth as voices

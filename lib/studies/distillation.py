@@ -16,7 +16,6 @@ from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate
 from lib.studies import common
-from lib.studies.common import folders, listening_clips  # noqa: F401 (the notebook calls them through this study)
 from lib.techniques import distill, export, frontend_student
 from lib.training import batches, loop as training
 from lib.voices import istft_decoder, parts, synth as voices

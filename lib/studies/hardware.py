@@ -23,7 +23,6 @@ from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics, scenarios
 from lib.harness.judges import Judges, PendingJudgement
 from lib.runtimes import backends, engines as eng
-from lib.studies.common import folders  # noqa: F401 (the notebook calls it through this study)
 from lib.techniques import distill, export
 from lib.voices import artefacts, synth as voices
 
