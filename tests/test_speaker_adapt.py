@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from lib.core import text
 from lib.core.audio import resample, write_wav
@@ -125,6 +126,25 @@ def test_piper_objective_gives_kl_duration_and_aligned_segments(teacher, fitted)
     assert set(vo.vits_forward(lora.path, vo.batch_of(data, [0, 1]))[2]) == {"loss_kl"}  # durations frozen: no term
 
 
+@pytest.mark.parametrize("method", ["full", "lora-r4", "lora-attention-r4", "qlora-r4"])
+def test_each_method_trains_what_its_table_says(teacher, method):
+    """Full fine-tuning trains every weight; the LoRAs train only adapters, on the flow and decoder (QLoRA on an NF4
+    base) or on the text encoder's attention; every method trains the posterior encoder."""
+    m = speaker_adapt.Method.parse(method)
+    p = speaker_adapt.prepare(teacher, m, vo.posterior_encoder(teacher.hparams))
+    trained = [n for n, q in p.voice.named_parameters() if q.requires_grad]
+    assert all(q.requires_grad for q in p.path.enc_q.parameters())
+    if m.kind == "full":
+        assert len(trained) == len(list(p.voice.parameters()))
+        return
+    assert trained and all("lora_" in n for n in trained)
+    where = {n.split(".")[0] for n in trained}
+    assert where == ({"enc_p"} if m.kind == "lora-attention" else {"dec", "flow"})
+    if m.kind == "lora-attention":
+        assert all(any(f".{q}." in n for q in ("conv_q", "conv_k", "conv_v", "conv_o")) for n in trained)
+    assert bool(p.quantized) == (m.kind == "qlora")
+
+
 @pytest.fixture(scope="module")
 def speaker(teacher, tmp_path_factory):
     """A tiny speaker folder: the teacher's own voice on four sentences, at 16 kHz (so the reader resamples), a
@@ -167,8 +187,14 @@ def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
         assert adapter["base_model_name_or_path"] == "piper:en_US-joe-medium"
         assert info["trainable_params"] < 0.05 * sum(p.numel() for p in teacher.parameters())
     loaded = speaker_adapt.load(teacher, out)
-    changed = [n for n, p in loaded.state_dict().items() if not torch.equal(p, teacher.state_dict()[n])]
+    # trained, not merely re-stored: past float16's rounding for full fine-tuning (stored in float16), any change
+    # for an adapter merged in float32; QLoRA's NF4 layers (other names) aside
+    base = teacher.state_dict()
+    tol = (lambda n: 1e-2 * base[n].abs().max()) if method == "full" else (lambda n: 0.0)  # noqa: E731
+    changed = [n for n, p in loaded.state_dict().items()
+               if n in base and (p.float() - base[n].float()).abs().max() > tol(n)]
     assert changed and (method == "full" or not any(n.startswith("enc_p.encoder.ffn") for n in changed))
+    assert (out / speaker_adapt.POSTERIOR).exists() and json.loads((out / "spent.json").read_text())["steps"] == 2
     result = export_pack.export(out, tmp_path / "voice")
     assert sorted(p.name for p in (tmp_path / "voice").iterdir()) == ["model.onnx", "model.onnx.json"]
     assert result["samples"] > 22050 and result["rms"] > 1e-3
@@ -195,6 +221,12 @@ def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speak
     assert first["steps"] == 2 and second["steps"] == 3 and second["hours"] > first["hours"]
     assert json.loads((tmp_path / "b" / "before.json").read_text())["steps"] == 2
     assert second["recipe"]["schedule_offset"] == 2
+    resumed = speaker_adapt.prepare(teacher, speaker_adapt.Method("lora", 4), posterior.load(tmp / "posterior", teacher.hparams))
+    speaker_adapt.load_into(resumed, tmp_path / "pack")  # the pack's adapter and posterior encoder, not the bootstrap's
+    packed_q = load_file(str(tmp_path / "pack" / speaker_adapt.POSTERIOR))
+    assert all(torch.equal(v.half(), packed_q[k]) for k, v in resumed.path.enc_q.state_dict().items())
+    boot = posterior.load(tmp / "posterior", teacher.hparams).state_dict()
+    assert any(not torch.equal(v.half(), boot[k].half()) for k, v in resumed.path.enc_q.state_dict().items())
     with pytest.raises(ValueError, match="holds a 'lora-r4' adaptation, not 'full'"):
         speaker_adapt.load_into(speaker_adapt.prepare(teacher, speaker_adapt.Method("full"),
                                                       posterior.load(tmp / "posterior", teacher.hparams)), tmp_path / "pack")

@@ -13,7 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
+from safetensors.torch import load_file
 
 from lib.core import text
 from lib.core.audio import Audio
@@ -148,6 +150,7 @@ class SpeakerRun:
     lr: float = 1.0e-4
     batch: int = 4
     validation: int = VALIDATION
+    device: str = "cpu"  # cpu or cuda (a GPU run's time counts as device-hours)
     init_from: str = ""  # a committed pack of this method to go on from where `work` holds no state
     patience: int = 3  # packs in a row without a better validation score before the run stops (0: never)
     threads: int = 1
@@ -185,19 +188,31 @@ def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Pa
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     data, val = speaker_data(cfg, teacher)
     prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
-                                     posterior.load(Path(cfg.posterior), teacher.hparams))
+                                     posterior.load(Path(cfg.posterior), teacher.hparams), device=cfg.device)
     held = [vo.batch_of(vo.from_recordings(val, voices.PiperFrontend(voices.joe_paths()[1]), data.hop),
                         list(range(len(val))))]
     _LOGGER.info("%s: %d training recordings, %d validation; %s trainable parameters", cfg.method, len(data.ids),
                  len(val), f"{prepared.trainable_params():,}")
     before = packed_before(cfg, prepared, work)
     Trainer(prepared.path, lambda rng: vo.random_batch(data, cfg.batch, rng), cfg.recipe(before["steps"]), work / "train",
-            forward=vo.vits_forward, eval_batches=held, sample_rate=teacher.sample_rate, threads=cfg.threads,
+            forward=vo.vits_forward, eval_batches=held, sample_rate=teacher.sample_rate, threads=cfg.threads, device=cfg.device,
             progress=None, should_stop=lambda: early_stop_reason(work)).fit()
     return pack_speaker(work, ledger_path=ledger_path) if cfg.out else work
 
 
 BEFORE = "before.json"
+SPENT = "spent.json"  # beside a pack: the steps and hours the run has spent, the chosen checkpoint's or later
+
+
+def load_state(prepared, path: Path) -> None:
+    """The trainer's saved weights (accelerate's model.safetensors) into `prepared`; a ValueError names the file
+    when a weight is missing or foreign (bitsandbytes' quantization state aside)."""
+    state = {k.removeprefix("module."): v for k, v in load_file(str(path)).items()}
+    result = prepared.path.load_state_dict(state, strict=False)
+    bnb = ("absmax", "quant_map", "quant_state", "nested_")
+    bad = [k for k in [*result.missing_keys, *result.unexpected_keys] if not any(b in k for b in bnb)]
+    if bad:
+        raise ValueError(f"{path}: weights {bad[:3]} are missing or belong to no layer of a {prepared.method.name} run")
 
 
 def packed_before(cfg: SpeakerRun, prepared, work: Path) -> dict:
@@ -206,7 +221,10 @@ def packed_before(cfg: SpeakerRun, prepared, work: Path) -> dict:
     path = Path(work) / BEFORE
     if cfg.init_from and not path.exists() and not (Path(work) / "train" / "state").exists():
         info = speaker_adapt.load_into(prepared, Path(cfg.init_from))
-        atomic_write_json(path, packed_count(info))
+        spent = Path(cfg.init_from) / SPENT  # hours count everything spent, steps go on from the chosen checkpoint
+        hours = json.loads(spent.read_text()) if spent.exists() else info
+        atomic_write_json(path, {**packed_count(info), "hours": float(hours.get("hours", 0.0)),
+                                 "device_hours": float(hours.get("device_hours", 0.0))})
         _LOGGER.info("%s goes on from %s (%s steps, %.2f machine-hours)", cfg.method, cfg.init_from, info.get("steps"),
                      info.get("hours", 0.0))
     return json.loads(path.read_text()) if path.exists() else packed_count({})
@@ -255,30 +273,31 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     """Judge the run's latest state on the speaker's validation split and add a ledger row (validation WER and
     SECS) when the ledger has not seen its steps; the method's files (speaker_adapt.save) under the run's `out`, with
     curve and env, are replaced only by a checkpoint whose validation_score beats theirs (checkpoint choice)."""
-    import pandas as pd
-    from safetensors.torch import load_file
     cfg = read_config(work, SpeakerRun)
     info = json.loads((Path(work) / CONFIG).read_text())
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
                                      posterior.load(Path(cfg.posterior), teacher.hparams))
-    state = {k.removeprefix("module."): v for k, v in load_file(str(Path(work) / "train" / "state" / "model.safetensors")).items()}
-    prepared.path.load_state_dict(state, strict=False)
+    load_state(prepared, Path(work) / "train" / "state" / "model.safetensors")
     frame = pd.read_csv(Path(work) / "train" / "curve.csv")
     before = json.loads((Path(work) / BEFORE).read_text()) if (Path(work) / BEFORE).exists() else packed_count({})
     steps = int(frame["step"].iloc[-1]) + before["steps"]
-    env = environment(device="cpu")
-    hours, _, where = accounted_hours({"threads": cfg.threads, "cores": info.get("cores", 1), "device": "cpu"}, before,
-                                      float(frame["seconds"].iloc[-1]), env, "cpu")
+    env = environment(device=cfg.device)
+    hours, device_hours, where = accounted_hours({"threads": cfg.threads, "cores": info.get("cores", 1),
+                                                  "device": cfg.device}, before, float(frame["seconds"].iloc[-1]), env,
+                                                 cfg.device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)  # what the run has spent, whichever checkpoint the folder keeps
+    atomic_write_json(out / SPENT, {"steps": steps, "hours": round(hours, 4), "device_hours": round(device_hours, 4)})
     _, val = speaker_data(cfg, teacher)
     quality = validation_quality(prepared.merged(), val, metrics.WhisperAsr("base", threads=cfg.threads))
-    out = Path(cfg.out)
     kept = json.loads((out / CONFIG).read_text()).get("judged") if (out / CONFIG).exists() else None
     if kept is None or validation_score(quality) > validation_score(kept):
         speaker_adapt.save(prepared, out, base=cfg.base, card={
             "data": f"{len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of {cfg.dataset}",
             "steps": steps, "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),
-            "recipe": asdict(cfg.recipe(before["steps"])), "run": asdict(cfg), "judged": {k: round(v, 4) for k, v in quality.items()}})
+            "device_hours": round(device_hours, 4), "recipe": asdict(cfg.recipe(before["steps"])), "run": asdict(cfg),
+            "judged": {k: round(v, 4) for k, v in quality.items()}}, with_posterior=True)
         (out / "curve.csv").write_text((Path(work) / "train" / "curve.csv").read_text())
         atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
         _LOGGER.info("packed %s: %d steps, %.2f machine-hours, %s -> %s", cfg.method, steps, hours, quality, out)

@@ -159,7 +159,7 @@ def train_methods(plan: dict, teacher, spk: Speaker, enc_q_pack: Path, work: Pat
         info = json.loads((folders[name] / "config.json").read_text())
         last = curves[name].iloc[-1]
         rows.append({"method": name, "trainable_params": info["trainable_params"],
-                     "adapter_size_mb": bench.size_mb(folders[name]), "train_s_per_step": last["seconds"] / last["step"],
+                     "adapter_size_mb": sum(bench.size_mb(p) for p in speaker_adapt.shipped_weights(folders[name])), "train_s_per_step": last["seconds"] / last["step"],
                      "train_peak_rss_mb": peak, "final_loss": float(curves[name]["loss_g"].tail(FINAL_LOSS_STEPS).mean()),
                      "lora_layers": info["lora_layers"], "nf4_layers": info["nf4_layers"],
                      **{f"validation_{k}": v for k, v in info["judged"].items()}})
@@ -246,19 +246,19 @@ def speaker_similarities(variants: Sequence, sentences: Sequence[Sentence], spk:
     those clips (the first `secs_sentences`; pairs of different sentences only) and the speaker's self-similarity,
     the ceiling. Returns (the SECS sentence by sentence (variant, id, secs), the sample the verdicts resample, and
     the speaker's own per-clip judgements)."""
-    if spk.voice is not None:
+    if spk.voice is not None:  # the judged sentences, every one the variants speak: the bounds compare like with like
         own, own_sents = spk.voice, list(sentences)
-    else:
+    else:  # a user's recordings: the speaker's own clips are its validation split, other sentences
         own = RecordedVoice(spk.validation)
         own_sents = [Sentence(r.id, r.text) for r in spk.validation]
-    own_sents = own_sents[:max(secs_sentences, 2)]
     own_clips = evaluate.evaluate_quality(own, own_sents, judges, writer, model=model, variant="target-speaker",
                                           technique="target", backend="ort-cpu" if spk.voice is not None else "recorded")
     own_dir = "target-speaker__ort-cpu" if spk.voice is not None else "target-speaker__recorded"
-    ids = [s.id for s in sentences[:len(own_sents)]]
+    n = max(2, min(secs_sentences, len(sentences), len(own_sents)))  # SECS compares the first n clips of each
+    ids = [s.id for s in sentences[:n]]
     secs, secs_self = speaker_similarity_per_clip({v.name: _clips(writer, evaluate.clip_dir_name(v.name, v.backend), ids)
                                                    for v in variants},
-                                                  _clips(writer, own_dir, [s.id for s in own_sents]))
+                                                  _clips(writer, own_dir, [s.id for s in own_sents[:n]]))
     keys = {v.name: dict(technique=v.technique, backend=v.backend, parent=v.parent) for v in variants}
     keys["target-speaker"] = dict(technique="target", backend="ort-cpu" if spk.voice is not None else "recorded", parent="")
     per_sentence = {**secs, "target-speaker": secs_self}

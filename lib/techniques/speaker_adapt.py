@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from huggingface_hub import ModelCard, ModelCardData, load_torch_model, save_torch_state_dict
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lib.core.results import atomic_write_json
 from lib.data import ljspeech
@@ -108,8 +108,9 @@ def speaker_folder(voice, sentences, folder) -> "Path":
     return ljspeech.write_folder(folder, spoken())
 
 
-def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu") -> Prepared:
-    """A copy of `model` (the inference SynthesizerTrn) and of the posterior `enc_q`, set up for `method`."""
+def _base(model, method: Method, device: str = "cpu") -> tuple:
+    """(a copy of `model` as `method` trains on it, the names of its NF4 layers): for QLoRA the acoustic 1x1
+    convolutions in bitsandbytes NF4, computed through the float product of their weights on the CPU."""
     voice = copy.deepcopy(model).cpu().eval()
     quantized: list = []
     if method.kind == "qlora":
@@ -121,6 +122,12 @@ def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu") 
         if device == "cpu":  # bitsandbytes' CPU 4-bit kernel is far off its own weights (finetune._use_float_kernel)
             for name in quantized:
                 finetune._use_float_kernel(voice.get_submodule(name).linear)
+    return voice, quantized
+
+
+def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu") -> Prepared:
+    """A copy of `model` (the inference SynthesizerTrn) and of the posterior `enc_q`, set up for `method`."""
+    voice, quantized = _base(model, method, device)
     enc_q = copy.deepcopy(enc_q).train()
     for p in voice.parameters():
         p.requires_grad_(method.kind == "full")
@@ -135,11 +142,18 @@ def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu") 
     return Prepared(method, voice, TrainPath(voice, enc_q), peft, targets, quantized)
 
 
-def save(prepared: Prepared, out: Path, *, base: str, card: dict) -> Path:
+POSTERIOR = "posterior_encoder.safetensors"  # the run's posterior encoder beside its pack: a resume goes on with it
+
+
+def save(prepared: Prepared, out: Path, *, base: str, card: dict, with_posterior: bool = False) -> Path:
     """What the method adds to the base voice: a PEFT adapter folder (`base_model_name_or_path` = `base`) or the
-    full voice's weights (float16, sharded safetensors + index), each with config.json and a model card."""
+    full voice's weights (float16, sharded safetensors + index), each with config.json and a model card; with
+    `with_posterior`, the trained posterior encoder too (float16; training-only, for a run resumed from the pack)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if with_posterior:
+        save_file({k: v.detach().to(torch.float16).contiguous() for k, v in prepared.path.enc_q.state_dict().items()},
+                  str(out / POSTERIOR))
     if prepared.peft is not None:
         for cfg in prepared.peft.peft_config.values():
             cfg.base_model_name_or_path = base
@@ -190,6 +204,13 @@ weights (`huggingface_hub.load_torch_model`) into piper's SynthesizerTrn; `tts-l
     return ModelCard(text)
 
 
+def shipped_weights(folder: Path) -> list[Path]:
+    """The weight files a user takes from a saved folder: the adapter's, or the full voice's shards and index (not
+    the training-only posterior encoder)."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.name != POSTERIOR and (p.suffix == ".safetensors" or p.name.endswith(".safetensors.index.json")))
+
+
 def load_into(prepared: Prepared, folder: Path) -> dict:
     """Start `prepared` from a folder `save` wrote for the same method (a run going on from its committed pack on a
     machine without its state); returns the folder's config. A ValueError names a folder of another method."""
@@ -198,9 +219,13 @@ def load_into(prepared: Prepared, folder: Path) -> dict:
     if info.get("method") != prepared.method.name:
         raise ValueError(f"{folder} holds a {info.get('method')!r} adaptation, not {prepared.method.name!r}")
     if prepared.peft is not None:
-        set_peft_model_state_dict(prepared.peft, load_file(str(folder / "adapter_model.safetensors")))
+        result = set_peft_model_state_dict(prepared.peft, load_file(str(folder / "adapter_model.safetensors")))
+        if result.unexpected_keys:
+            raise ValueError(f"{folder}: adapter weights {result.unexpected_keys[:3]} fit no layer of this method")
     else:
         load_torch_model(prepared.voice, str(folder), strict=True)
+    if (folder / POSTERIOR).exists():
+        prepared.path.enc_q.load_state_dict(load_file(str(folder / POSTERIOR)))
     return info
 
 
@@ -212,10 +237,20 @@ def load(model, folder: Path, merge: bool = True) -> torch.nn.Module:
         info = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{folder / 'config.json'}: cannot be read ({type(exc).__name__}: {exc})") from None
-    voice = copy.deepcopy(model).cpu().eval()
     if info.get("kind") == "peft_adapter":
+        method = Method.parse(info.get("method", ""))
+        voice, _ = _base(model, method)  # QLoRA's adapter onto its NF4 base, then merged as merged() does
         peft = PeftModel.from_pretrained(voice, str(folder))
-        return peft.merge_and_unload().eval() if merge else voice.eval()
+        saved = set(load_file(str(folder / "adapter_model.safetensors")))
+        loaded = {k for k, _ in peft.named_parameters() if "lora_" in k}
+        if len(loaded) != len(saved):
+            raise ValueError(f"{folder}: {len(saved)} adapter tensors saved, {len(loaded)} attached to the voice")
+        if not merge:
+            return voice.eval()
+        if method.kind == "qlora":
+            finetune._dequantize_bases(peft)
+        return peft.merge_and_unload().eval()
+    voice = copy.deepcopy(model).cpu().eval()
     if info.get("kind") == "adapted_voice":
         try:
             load_torch_model(voice, str(folder), strict=True)
