@@ -314,3 +314,20 @@ def test_device_site_stands_in_for_piper_and_librosa_where_neither_is_installed(
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}).stdout
     assert str(site / "librosa") in out and str(site / "piper") in out and "refused" in out and "16000_512_80" in out
     assert np.array_equal(np.load(tmp_path / "m.npy"), librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80))
+
+
+def test_long_runs_plot_has_a_panel_per_part_and_its_legends_outside(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    path = tmp_path / "ledger.csv"
+    for run, part, pesq, secs in (("r/dec", "decoder", 2.0, float("nan")), ("f/flow", "flow", 3.0, float("nan")),
+                                  ("s/full", "adapter", float("nan"), 0.7)):
+        ledger.append(path, {"run": run, "part": part, "recipe": "x", "device": "cpu", "cpu_model": "x", "steps": 1,
+                             "hours": 0.5, "heldout_pesq": pesq, "heldout_mel_l1": 0.3, "heldout_secs": secs,
+                             "commit": "abc", "date": "2026-11-26"})
+    fig = ledger.plot_parts(ledger.read(path))
+    fig.canvas.draw()
+    axes = fig.axes
+    assert [a.get_title(loc="left") for a in axes] == ["decoder", "flow", "adapter"]
+    for ax in axes:  # each legend sits right of its axes, not over the curves
+        assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1

@@ -65,17 +65,38 @@ def last_doubling(frame: pd.DataFrame, metric: str = "heldout_pesq") -> pd.DataF
 
 
 def plot(frame: pd.DataFrame, metric: str = "heldout_pesq", ax=None):
-    """Held-out quality against machine-hours (log axis), one line per run, coloured by recipe."""
+    """Held-out quality against machine-hours (log axis) on one axis, one line per run, coloured by recipe, the
+    legend outside the axes."""
     import matplotlib.pyplot as plt
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.5))
     for (run, recipe), g in frame.sort_values("hours").groupby(["run", "recipe"]):
-        ax.plot(g["hours"].clip(lower=1e-3), g[metric], marker="o", label=f"{run} ({recipe})")
+        if g[metric].notna().any():
+            ax.plot(g["hours"].clip(lower=1e-3), g[metric], marker="o", ms=3, label=f"{run} ({recipe})")
     ax.set_xscale("log")
     ax.set_xlabel("machine-hours (log; 1 = an hour of both cores of a 2-core machine)")
     ax.set_ylabel(metric)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return ax
+
+
+PANELS = (("decoder", "heldout_pesq"), ("istft_decoder", "heldout_pesq"), ("flow", "heldout_pesq"),
+          ("frontend", "heldout_pesq"), ("adapter", "heldout_secs"))  # each part's panel and its held-out figure
+
+
+def plot_parts(frame: pd.DataFrame):
+    """One panel per part (decoders, frame-rate decoder, flow, front end: PESQ against the teacher; adapters: SECS to
+    their speaker), each run a line against machine-hours, the legends outside the axes. Returns the figure."""
+    import matplotlib.pyplot as plt
+    panels = [(part, metric) for part, metric in PANELS if frame[(frame["part"] == part)][metric].notna().any()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.4 * len(panels)), squeeze=False, sharex=True)
+    for ax, (part, metric) in zip(axes[:, 0], panels):
+        plot(frame[frame["part"] == part], metric, ax=ax)
+        ax.set_title(part, fontsize=9, loc="left")
+        ax.set_xlabel("")
+    axes[-1, 0].set_xlabel("machine-hours (log; 1 = an hour of both cores of a 2-core machine)")
+    fig.tight_layout()
+    return fig
 
 
 def at_equal_hours(frame: pd.DataFrame, part: str = "decoder", metric: str = "heldout_pesq",
