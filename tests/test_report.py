@@ -83,3 +83,29 @@ def test_audio_tag_embeds_a_short_clip(tmp_path):
     assert tag.count("<audio") == 1 and "x &lt;y&gt;" in tag
     payload = tag.split("base64,")[1].split("'")[0]
     assert 60_000 < len(payload) < 100_000, "2 s at 16 kHz, 16-bit, base64"
+
+
+def test_tradeoff_plot_labels_the_frontier_without_overlap_and_names_every_point_on_hover():
+    """80 clustered variants, as the default report has: only the frontier and the baseline are labelled, no two
+    drawn labels overlap, and the SVG names every marker in a <title>."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from lib.report import tradeoff
+    rng = np.random.default_rng(0)
+    rows = [{"notebook": f"0{k % 4 + 1}_nb", "variant": f"v{k}", "backend": "ort-cpu",
+             "rtf": float(rng.choice([0.01, 0.05]) * rng.uniform(0.9, 1.1)), "dnsmos_p808": float(rng.uniform(3.5, 3.9))}
+            for k in range(80)]
+    rows.append({"notebook": "01_nb", "variant": "fp32", "backend": "ort-cpu", "rtf": 0.06, "dnsmos_p808": 3.88})
+    qs = pd.DataFrame(rows)
+    fig, names = tradeoff.plot(qs)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    boxes = [t.get_window_extent() for t in ax.texts]
+    assert 2 <= len(boxes) <= len(tradeoff.pareto_front(qs, "rtf", "dnsmos_p808")) + 1
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    frame = ax.get_window_extent()
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 for b in boxes)  # none cut by the axes' edge
+    assert any(t.get_text() == "fp32 (ort-cpu)" for t in ax.texts)
+    svg = tradeoff.svg(fig, names)
+    assert svg.count("<title>") - svg.count("<title>Created with") >= len(qs)
+    assert "<title>v17 (ort-cpu)</title>" in svg
