@@ -21,5 +21,8 @@ fi
 .venv/bin/pip install -q --no-compile torch==2.13.0
 # The rest without bytecode: pip compiles on one core, compileall below on all of them.
 .venv/bin/pip install -q --no-compile -r requirements.txt -e .
+# The second quality judge without its declared torchaudio: torchaudio's wheels pin another torch, and the model
+# needs only torch (lib.harness.metrics.DistillMos)
+.venv/bin/pip install -q --no-compile --no-deps distillmos==0.9.1 xls-r-sqa==0.1.0
 # Compile what the lab imports, leaving out what nothing here imports (tests, unused transformers models, ...).
 .venv/bin/python -m compileall -q -j0 -x '/(tests?|sklearn|narwhals|prompt_toolkit|fontTools|jedi|markdown_it|wcwidth)/|/transformers/models/(?!(auto|vits|speecht5|whisper|fastspeech2_conformer|encoder_decoder|bloom)/)|/onnx/(backend|reference)/|/sympy/(physics|combinatorics|stats)/' .venv/lib >/dev/null || true

@@ -83,6 +83,7 @@ METRICS = {m.name: m for m in [
     _m("dnsmos_sig", "MOS", "higher", "DNSMOS P.835 speech signal quality"),
     _m("dnsmos_bak", "MOS", "higher", "DNSMOS P.835 background quality"),
     _m("dnsmos_ovrl", "MOS", "higher", "DNSMOS P.835 overall quality"),
+    _m("distillmos", "MOS", "higher", "Distill-MOS predicted MOS, a second no-reference judge beside DNSMOS"),
     _m("wer", "fraction", "lower", "word error rate of the ASR transcript (Whisper's English normaliser)"),
     _m("cer", "fraction", "lower", "character error rate of the ASR transcript"),
     _m("pesq_wb", "MOS-LQO", "higher", "wide-band PESQ against the reference named in `reference`"),

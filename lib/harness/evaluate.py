@@ -19,7 +19,7 @@ from lib.voices import hub
 from lib.voices.artefacts import save_voice_module
 from lib.voices.synth import PiperOnnxVoice, load_voice
 
-QUALITY_METRICS = ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "wer", "cer"]
+QUALITY_METRICS = ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "distillmos", "wer", "cer"]
 REFERENCE_METRICS = ["pesq_wb", "stoi", "mcd_db", "f0_rmse_cents"]
 SPEED_METRICS = ["rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_xrt", "peak_rss_mb"]
 
@@ -59,7 +59,7 @@ def synthesize_set(voice, sentences: Sequence[Sentence], audio_dir: Path | None 
 def aggregate(per_clip: pd.DataFrame, texts: dict[str, str]) -> dict[str, float]:
     """Mean DNSMOS and reference metrics, corpus-level WER/CER."""
     out = {}
-    for m in ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"] + REFERENCE_METRICS:
+    for m in ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "distillmos"] + REFERENCE_METRICS:
         if m in per_clip and per_clip[m].notna().any():
             out[m] = float(per_clip[m].mean())
     if "asr_hyp" in per_clip:

@@ -85,6 +85,15 @@ def _init_worker(asr_name: str | None, use_dnsmos: bool):
     _WORKER["key"] = (asr_name, use_dnsmos, os.getpid())
     _WORKER["asr"] = make_asr(asr_name, threads=1) if asr_name else None
     _WORKER["dnsmos"] = metrics.Dnsmos(threads=1) if use_dnsmos else None
+    _WORKER["distillmos"] = _distillmos() if use_dnsmos else None
+
+
+def _distillmos():
+    """The second no-reference judge, or None where distillmos is not installed (its rows are then missing)."""
+    try:
+        return metrics.DistillMos(threads=1)
+    except ImportError:
+        return None
 
 
 def _judge_one(job: tuple[str, str]) -> dict:
@@ -93,6 +102,8 @@ def _judge_one(job: tuple[str, str]) -> dict:
     out: dict = {}
     if _WORKER.get("dnsmos") is not None:
         out.update(_WORKER["dnsmos"](audio, sr))
+    if _WORKER.get("distillmos") is not None:
+        out.update(_WORKER["distillmos"](audio, sr))
     if _WORKER.get("asr") is not None:
         hyp = _WORKER["asr"].transcribe(audio, sr)
         out["asr_hyp"] = hyp
@@ -108,7 +119,7 @@ class Judges:
     cache_path: Path | None = None
 
     def key(self) -> str:
-        return f"asr={self.asr};dnsmos={self.dnsmos}"
+        return f"asr={self.asr};dnsmos={self.dnsmos};distillmos={self.dnsmos}"  # both MOS judges run together
 
 
 class PendingJudgement:

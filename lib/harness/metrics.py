@@ -2,8 +2,14 @@
 (resemblyzer), and reference metrics."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
+import importlib.util
+import io
 import os
+import sys
+import types
 import shutil
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -37,6 +43,37 @@ class Dnsmos:
         out = self._impl(x, DNSMOS_SR, False)
         return {"dnsmos_p808": float(out["p808_mos"]), "dnsmos_sig": float(out["sig_mos"]),
                 "dnsmos_bak": float(out["bak_mos"]), "dnsmos_ovrl": float(out["ovrl_mos"])}
+
+
+class DistillMos:
+    """Distill-MOS (Stahl and Gamper, 2025; weights in the `distillmos` wheel): a second no-reference judge of
+    speech quality beside DNSMOS, trained on other ratings, so that a verdict can be checked against a judge that
+    did not set it. distillmos imports torchaudio at the top of its module for its command line's file loading
+    alone, and torchaudio's wheels pin another torch than the lab's: where torchaudio is absent, the import runs
+    against an empty stand-in that is removed at once."""
+
+    def __init__(self, threads: int = 1):
+        import torch  # deferred: the judge processes that run DNSMOS alone never load torch
+        stand_in = importlib.util.find_spec("torchaudio") is None and "torchaudio" not in sys.modules
+        if stand_in:
+            sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+        try:
+            distillmos = importlib.import_module("distillmos")
+        finally:
+            if stand_in:
+                del sys.modules["torchaudio"]
+        self._torch, self.threads = torch, threads
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints where its weights came from
+            self._model = distillmos.ConvTransformerSQAModel().eval()
+
+    def __call__(self, audio: np.ndarray, sr: int) -> dict[str, float]:
+        x = np.clip(resample(audio, sr, DNSMOS_SR), -1.0, 1.0).astype(np.float32)
+        if x.size < DNSMOS_SR // 10:
+            raise ValueError(f"clip of {x.size / DNSMOS_SR:.3f} s is too short for Distill-MOS (minimum 0.1 s)")
+        torch = self._torch
+        torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            return {"distillmos": float(self._model(torch.from_numpy(x)[None]).reshape(-1)[0])}
 
 
 # --- speaker similarity -----------------------------------------------------------------------------------------
