@@ -281,3 +281,26 @@ def test_early_stopping_counts_packs_since_the_best_and_stops_the_loop(tmp_path)
     curve = Trainer(lin, lambda rng: (torch.randn(4, 2),), Recipe(steps=50, adversarial=False, log_every=2, checkpoint_every=50),
                     tmp_path, loss_fn=lambda m, b: m(b[0]).pow(2).mean(), threads=1, progress=None, should_stop=stop).fit()
     assert curve.steps_done == 6 and (tmp_path / "state" / "model.safetensors").exists()
+
+
+def test_the_duration_predictors_training_only_parts_fit_the_teachers_durations(teacher, tmp_path):
+    """Fitting the SDP's posterior flows (and the flow inference skips) on the teacher's own durations lowers the
+    duration loss and leaves every part inference uses as it was; prepare() puts them into the voice."""
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(text.harvard_sentences([67])[:4])
+    pairs = posterior.teacher_durations(teacher, ids)
+    path = posterior.DurationPath(teacher.enc_p, teacher.dp)
+    x = torch.nn.utils.rnn.pad_sequence([p[0] for p in pairs], batch_first=True)
+    w = torch.nn.utils.rnn.pad_sequence([p[1] for p in pairs], batch_first=True).unsqueeze(1)
+    batch = (x, torch.tensor([p[0].numel() for p in pairs]), w)
+    torch.manual_seed(0)
+    before = float(posterior.duration_nll(path, batch))
+    parts = posterior.fit_duration_parts(teacher, pairs, Recipe(steps=60, lr=2e-3, adversarial=False, checkpoint_every=60),
+                                         tmp_path, batch=4, threads=2)
+    assert parts and all(k.startswith(posterior.DURATION_PARTS) for k in parts)
+    fitted = speaker_adapt.prepare(teacher, speaker_adapt.Method("full"), vo.posterior_encoder(teacher.hparams),
+                                   duration=parts).voice
+    torch.manual_seed(0)
+    after = float(posterior.duration_nll(posterior.DurationPath(fitted.enc_p, fitted.dp), batch))
+    assert after < before - 0.5, (before, after)
+    same = {k: v for k, v in fitted.dp.state_dict().items() if not k.startswith(posterior.DURATION_PARTS)}
+    assert all(torch.equal(v, teacher.dp.state_dict()[k]) for k, v in same.items())

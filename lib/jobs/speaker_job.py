@@ -53,9 +53,11 @@ class PosteriorRun:
     checkpoint_every: int = 250
     eval_every: int = 250
     log_every: int = 25
+    duration_steps: int = 1000  # then the duration predictor's training-only parts, on the teacher's durations
 
-    def recipe(self) -> Recipe:
-        return Recipe(steps=self.steps, lr=self.lr, schedule="cosine", lr_warmup_steps=min(100, self.steps // 10),
+    def recipe(self, steps: int | None = None) -> Recipe:
+        steps = steps or self.steps
+        return Recipe(steps=steps, lr=self.lr, schedule="cosine", lr_warmup_steps=min(100, steps // 10),
                       adversarial=False, checkpoint_every=self.checkpoint_every, eval_every=self.eval_every,
                       log_every=self.log_every)
 
@@ -105,7 +107,19 @@ def run_posterior(cfg: PosteriorRun) -> Path | None:
                  time.time() - started)
     enc_q, curve = posterior.bootstrap(teacher.hparams, pairs, cfg.recipe(), work / "posterior", batch=cfg.batch,
                                        heldout=heldout, threads=cfg.threads, progress=None)
-    return pack_posterior(cfg, teacher, enc_q, heldout) if cfg.out else None
+    duration = fit_durations(cfg, teacher, sents)
+    if not cfg.out:
+        return None
+    out = pack_posterior(cfg, teacher, enc_q, heldout)
+    posterior.save_duration_parts(duration, out)
+    return out
+
+
+def fit_durations(cfg: PosteriorRun, teacher, sentences) -> dict:
+    """The duration predictor's training-only parts fitted on the teacher's own durations of `sentences`."""
+    pairs = posterior.teacher_durations(teacher, sentence_ids(sentences), draws=cfg.draws)
+    return posterior.fit_duration_parts(teacher, pairs, cfg.recipe(cfg.duration_steps), Path(cfg.work) / "duration",
+                                        batch=cfg.batch, threads=cfg.threads)
 
 
 def pack_posterior(cfg: PosteriorRun, teacher, enc_q, heldout) -> Path:
@@ -188,7 +202,8 @@ def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Pa
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     data, val = speaker_data(cfg, teacher)
     prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
-                                     posterior.load(Path(cfg.posterior), teacher.hparams), device=cfg.device)
+                                     posterior.load(Path(cfg.posterior), teacher.hparams), device=cfg.device,
+                                     duration=posterior.load_duration_parts(Path(cfg.posterior)))
     held = [vo.batch_of(vo.from_recordings(val, voices.PiperFrontend(voices.joe_paths()[1]), data.hop),
                         list(range(len(val))))]
     _LOGGER.info("%s: %d training recordings, %d validation; %s trainable parameters", cfg.method, len(data.ids),
@@ -277,7 +292,8 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     info = json.loads((Path(work) / CONFIG).read_text())
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
-                                     posterior.load(Path(cfg.posterior), teacher.hparams))
+                                     posterior.load(Path(cfg.posterior), teacher.hparams),
+                                     duration=posterior.load_duration_parts(Path(cfg.posterior)))
     load_state(prepared, Path(work) / "train" / "state" / "model.safetensors")
     frame = pd.read_csv(Path(work) / "train" / "curve.csv")
     before = json.loads((Path(work) / BEFORE).read_text()) if (Path(work) / BEFORE).exists() else packed_count({})

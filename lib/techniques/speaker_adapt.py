@@ -125,9 +125,14 @@ def _base(model, method: Method, device: str = "cpu") -> tuple:
     return voice, quantized
 
 
-def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu") -> Prepared:
-    """A copy of `model` (the inference SynthesizerTrn) and of the posterior `enc_q`, set up for `method`."""
+def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu", duration: dict | None = None) -> Prepared:
+    """A copy of `model` (the inference SynthesizerTrn) and of the posterior `enc_q`, set up for `method`; `duration`:
+    the duration predictor's fitted training-only parts (lib.training.posterior.fit_duration_parts), where fitted."""
     voice, quantized = _base(model, method, device)
+    if duration:
+        bad = voice.dp.load_state_dict(duration, strict=False).unexpected_keys
+        if bad:
+            raise ValueError(f"duration parts {bad[:3]} are not the duration predictor's")
     enc_q = copy.deepcopy(enc_q).train()
     for p in voice.parameters():
         p.requires_grad_(method.kind == "full")

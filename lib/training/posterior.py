@@ -121,3 +121,70 @@ def load(folder: Path, hp: dict) -> torch.nn.Module:
     enc_q = posterior_encoder(hp, folded=not weight_normed)
     enc_q.load_state_dict(state)
     return fold_weight_norm(enc_q)
+
+
+# --- the duration predictor's training-only parts ------------------------------------------------------------
+
+DURATION = "duration_posterior.safetensors"  # beside the posterior encoder in its pack
+DURATION_PARTS = ("post_", "flows.1.")  # of piper's StochasticDurationPredictor: absent from the ONNX voice
+
+
+class DurationPath(torch.nn.Module):
+    """The text encoder (frozen) and the stochastic duration predictor, whose training-only parts learn."""
+
+    def __init__(self, enc_p, dp):
+        super().__init__()
+        self.enc_p, self.dp = enc_p, dp
+
+
+def duration_nll(path: DurationPath, batch) -> torch.Tensor:
+    """piper's duration loss (the SDP's variational bound) of the teacher's own durations, per phoneme."""
+    x, lengths, w = batch
+    with torch.no_grad():
+        h, _, _, mask = path.enc_p(x, lengths)
+    return path.dp(h, mask, w).sum() / mask.sum()
+
+
+def teacher_durations(teacher, phoneme_ids: Sequence[list[int]], draws: int = 1, seed: int = 0) -> list:
+    """(phoneme ids, frames per phoneme) as the teacher speaks, `draws` duration samples of each (its noise_w)."""
+    torch.manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for _ in range(draws):
+            for ids in phoneme_ids:
+                x = torch.tensor([ids])
+                _, attn, _, _ = teacher.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=TEACHER_NOISE[1])
+                out.append((x[0], attn[0, 0].sum(0)))
+    return out
+
+
+def fit_duration_parts(teacher, pairs: list, recipe: Recipe, work_dir: Path, *, batch: int = 8, threads: int = 2) -> dict:
+    """Fit the SDP's training-only parts (its posterior flows and the flow inference skips) to the teacher's own
+    durations with everything else frozen, so that fine-tuning the durations starts from a bound that fits the
+    voice rather than from random weights. Returns those parts' weights (`DURATION_PARTS`, keys without `dp.`)."""
+    dp = copy.deepcopy(teacher.dp).train()
+    for name, p in dp.named_parameters():
+        p.requires_grad_(name.startswith(DURATION_PARTS))
+    path = DurationPath(copy.deepcopy(teacher.enc_p).eval().requires_grad_(False), dp)
+
+    def batch_of(rng):
+        picks = [pairs[int(rng.integers(len(pairs)))] for _ in range(batch)]
+        t = max(p[0].numel() for p in picks)
+        pad = torch.nn.functional.pad
+        return (torch.stack([pad(x, (0, t - x.numel())) for x, _ in picks]), torch.tensor([x.numel() for x, _ in picks]),
+                torch.stack([pad(w, (0, t - w.numel())) for _, w in picks]).unsqueeze(1))
+    Trainer(path, batch_of, recipe, work_dir, loss_fn=duration_nll, threads=threads, progress=None).fit()
+    return {k: v.detach().clone() for k, v in dp.state_dict().items() if k.startswith(DURATION_PARTS)}
+
+
+def save_duration_parts(parts: dict, folder: Path) -> Path:
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in parts.items()}, str(Path(folder) / DURATION))
+    return Path(folder) / DURATION
+
+
+def load_duration_parts(folder: Path) -> dict:
+    """The SDP's fitted training-only parts from a posterior pack ({} where it holds none: they stay random)."""
+    from safetensors.torch import load_file
+    path = Path(folder) / DURATION
+    return load_file(str(path)) if path.exists() else {}
