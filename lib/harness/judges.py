@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import multiprocessing
 import os
 import sqlite3
 from concurrent.futures import ProcessPoolExecutor
@@ -67,7 +68,10 @@ def _judge_pool(asr: str | None, dnsmos: bool, workers: int) -> ProcessPoolExecu
     key = (asr, dnsmos, workers)
     pool = _POOLS.get(key)
     if pool is None or getattr(pool, "_broken", False):
-        pool = _POOLS[key] = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(asr, dnsmos))
+        # spawned, not forked: a fork of a process whose torch threads are running can crash in torch (Distill-MOS
+        # segfaulted so in a forked worker of the test suite)
+        pool = _POOLS[key] = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(asr, dnsmos),
+                                                 mp_context=multiprocessing.get_context("spawn"))
     return pool
 
 
