@@ -162,6 +162,7 @@ class SpeakerRun:
     adversarial_steps: int = 0  # piper's discriminators on the last steps (fresh: the voice ships none)
     discriminators: list = field(default_factory=lambda: ["mpd"])
     lr: float = 1.0e-4
+    train_posterior: bool = True  # off: the bootstrapped posterior encoder stays frozen (the teacher's latent space)
     batch: int = 4
     validation: int = VALIDATION
     device: str = "cpu"  # cpu or cuda (a GPU run's time counts as device-hours)
@@ -203,7 +204,8 @@ def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Pa
     data, val = speaker_data(cfg, teacher)
     prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
                                      posterior.load(Path(cfg.posterior), teacher.hparams), device=cfg.device,
-                                     duration=posterior.load_duration_parts(Path(cfg.posterior)))
+                                     duration=posterior.load_duration_parts(Path(cfg.posterior)),
+                                     train_posterior=cfg.train_posterior)
     held = [vo.batch_of(vo.from_recordings(val, voices.PiperFrontend(voices.joe_paths()[1]), data.hop),
                         list(range(len(val))))]
     _LOGGER.info("%s: %d training recordings, %d validation; %s trainable parameters", cfg.method, len(data.ids),
@@ -293,7 +295,8 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
                                      posterior.load(Path(cfg.posterior), teacher.hparams),
-                                     duration=posterior.load_duration_parts(Path(cfg.posterior)))
+                                     duration=posterior.load_duration_parts(Path(cfg.posterior)),
+                                     train_posterior=cfg.train_posterior)
     load_state(prepared, Path(work) / "train" / "state" / "model.safetensors")
     frame = pd.read_csv(Path(work) / "train" / "curve.csv")
     before = json.loads((Path(work) / BEFORE).read_text()) if (Path(work) / BEFORE).exists() else packed_count({})

@@ -125,9 +125,11 @@ def _base(model, method: Method, device: str = "cpu") -> tuple:
     return voice, quantized
 
 
-def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu", duration: dict | None = None) -> Prepared:
+def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu", duration: dict | None = None,
+            train_posterior: bool = True) -> Prepared:
     """A copy of `model` (the inference SynthesizerTrn) and of the posterior `enc_q`, set up for `method`; `duration`:
-    the duration predictor's fitted training-only parts (lib.training.posterior.fit_duration_parts), where fitted."""
+    the duration predictor's fitted training-only parts (lib.training.posterior.fit_duration_parts), where fitted;
+    `train_posterior` off keeps the bootstrapped posterior encoder as it is (its latent space stays the teacher's)."""
     voice, quantized = _base(model, method, device)
     if duration:
         bad = voice.dp.load_state_dict(duration, strict=False).unexpected_keys
@@ -143,7 +145,7 @@ def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu", 
         peft = get_peft_model(voice, LoraConfig(r=method.rank, lora_alpha=method.rank, lora_dropout=0.0,
                                                 target_modules=targets, init_lora_weights=True))
     for p in enc_q.parameters():
-        p.requires_grad_(True)
+        p.requires_grad_(train_posterior)
     return Prepared(method, voice, TrainPath(voice, enc_q), peft, targets, quantized)
 
 
