@@ -126,14 +126,15 @@ def test_piper_objective_gives_kl_duration_and_aligned_segments(teacher, fitted)
     assert set(vo.vits_forward(lora.path, vo.batch_of(data, [0, 1]))[2]) == {"loss_kl"}  # durations frozen: no term
 
 
-@pytest.mark.parametrize("method", ["full", "lora-r4", "lora-attention-r4", "qlora-r4"])
-def test_each_method_trains_what_its_table_says(teacher, method):
+@pytest.mark.parametrize("method,train_posterior", [("full", True), ("lora-r4", True), ("lora-r4", False),
+                                                     ("lora-attention-r4", True), ("qlora-r4", False)])
+def test_each_method_trains_what_its_table_says(teacher, method, train_posterior):
     """Full fine-tuning trains every weight; the LoRAs train only adapters, on the flow and decoder (QLoRA on an NF4
-    base) or on the text encoder's attention; every method trains the posterior encoder."""
+    base) or on the text encoder's attention; the posterior encoder trains unless the run keeps it frozen."""
     m = speaker_adapt.Method.parse(method)
-    p = speaker_adapt.prepare(teacher, m, vo.posterior_encoder(teacher.hparams))
+    p = speaker_adapt.prepare(teacher, m, vo.posterior_encoder(teacher.hparams), train_posterior=train_posterior)
     trained = [n for n, q in p.voice.named_parameters() if q.requires_grad]
-    assert all(q.requires_grad for q in p.path.enc_q.parameters())
+    assert all(q.requires_grad == train_posterior for q in p.path.enc_q.parameters())
     if m.kind == "full":
         assert len(trained) == len(list(p.voice.parameters()))
         return
@@ -227,6 +228,10 @@ def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speak
     assert all(torch.equal(v.half(), packed_q[k]) for k, v in resumed.path.enc_q.state_dict().items())
     boot = posterior.load(tmp / "posterior", teacher.hparams).state_dict()
     assert any(not torch.equal(v.half(), boot[k].half()) for k, v in resumed.path.enc_q.state_dict().items())
+    speaker_job.run_speaker(speaker_job.SpeakerRun(work=str(tmp_path / "c"), steps=2, train_posterior=False,
+                                                   **{**common, "out": str(tmp_path / "pack3")}), ledger_path=None)
+    kept = load_file(str(tmp_path / "pack3" / speaker_adapt.POSTERIOR))  # a frozen posterior packs as bootstrapped
+    assert all(torch.equal(v.half(), kept[k]) for k, v in boot.items())
     with pytest.raises(ValueError, match="holds a 'lora-r4' adaptation, not 'full'"):
         speaker_adapt.load_into(speaker_adapt.prepare(teacher, speaker_adapt.Method("full"),
                                                       posterior.load(tmp / "posterior", teacher.hparams)), tmp_path / "pack")
