@@ -1,4 +1,7 @@
+import base64
+import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -82,7 +85,119 @@ def test_audio_tag_embeds_a_short_clip(tmp_path):
     tag = report.audio_tag(wav, max_s=2.0, label="x <y>")
     assert tag.count("<audio") == 1 and "x &lt;y&gt;" in tag
     payload = tag.split("base64,")[1].split("'")[0]
-    assert 60_000 < len(payload) < 100_000, "2 s at 16 kHz, 16-bit, base64"
+    clip, rate = sf.read(io.BytesIO(base64.b64decode(payload)))
+    assert rate == report.CLIP_RATE and len(clip) == pytest.approx(2.0 * rate, rel=0.02), "the first 2 s, at 16 kHz"
+    assert len(payload) < 20_000, "Opus: a tenth of the 85 kB that 2 s of 16-bit WAV take in base64"
+
+
+SENTENCES = [f"h01_0{k}" for k in range(1, 7)]
+
+
+def _technique_run(tmp_path, monkeypatch, variants: dict, headline=()):
+    """A notebook 03 run under tmp_path/p: per variant (technique, rtf_ratio, size_mb, DNSMOS, WER) the result rows,
+    and per sentence its scores (the variant's values, a small sentence-to-sentence jitter) and a clip; fp32 is the
+    baseline."""
+    monkeypatch.setattr(results, "OUTPUTS", tmp_path)
+    w = results.ResultWriter("p", "03_pruning_quantization")
+    clips, rng = [], np.random.default_rng(0)
+    for variant, (technique, ratio, size, dns, wer) in variants.items():
+        w.add_many({"rtf_ratio": ratio, "size_mb": size, "dnsmos_p808": dns, "wer": wer}, model="m", variant=variant,
+                   technique=technique, backend="ort-cpu", threads=1)
+        folder = tmp_path / "p" / "03_pruning_quantization" / "audio" / f"{variant}__ort-cpu"
+        folder.mkdir(parents=True)
+        for k, sid in enumerate(SENTENCES):
+            sf.write(folder / f"{sid}.wav", (0.1 * np.sin(np.arange(22050) * 0.05 * (k + 1))).astype(np.float32), 22050)
+            clips.append({"id": sid, "text": f"Sentence {sid}.", "variant": variant, "backend": "ort-cpu",
+                          "dnsmos_p808": dns + rng.normal(0, 0.01), "wer": max(0.0, wer + rng.normal(0, 0.001)),
+                          "asr_hyp": f"heard {variant} {sid}"})
+    w.scalars["headline"] = list(headline)
+    w.write(extra_tables={"per_clip": pd.DataFrame(clips)})
+    return report.load("p", tmp_path)
+
+
+def test_answers_pick_the_fastest_within_the_bounds_with_intervals_and_the_notebooks_verdict(tmp_path, monkeypatch):
+    """int4 is faster than int8 but drops DNSMOS by 0.5: int8 is the answer for quantization, with its speed-up,
+    size ratio and paired deltas whose 95 % interval holds the mean; pruning, judged on the same sentences, gets its
+    own line; the verdict is the one the notebook's headline recorded."""
+    from lib.report import answers
+    df = _technique_run(tmp_path, monkeypatch, {
+        "fp32": ("baseline", 1.0, 60.0, 3.9, 0.05), "int8": ("ort static int8", 0.5, 15.0, 3.88, 0.05),
+        "int4": ("ort static int8", 0.25, 8.0, 3.4, 0.05), "pruned": ("structured pruning", 0.8, 30.0, 3.2, 0.3)},
+        headline=["speed target met by `int8`: 2.00x faster", "**size target missed.** Within the bounds ..."])
+    table, every = answers.answers("p", df, tmp_path)
+    row = table.set_index("technique").loc["quantization"]
+    assert row["best variant"] == "int8 (ort-cpu)" and row["speed"] == "2.00× faster" and row["size"] == "4.00× smaller"
+    assert row["quality bounds"] == "within the bounds"
+    q = every["quantization"].set_index("variant")
+    assert q.loc["int8", "d_dnsmos_lo"] <= q.loc["int8", "d_dnsmos_mean"] <= q.loc["int8", "d_dnsmos_hi"]
+    assert q.loc["int8", "d_dnsmos_mean"] == pytest.approx(-0.02, abs=0.02) and q.loc["int8", "d_dnsmos_n"] == 6
+    assert q.loc["int4", "bounds"] == "missed" and set(q.index) == {"int8", "int4"}
+    assert row["verdict"] == "speed target: met · size target: missed"
+    assert "int8 dot products" in row["relies on"]
+    pruning = table.set_index("technique").loc["pruning"]
+    assert pruning["best variant"] == "pruned (ort-cpu)" and pruning["quality bounds"] == "outside the bounds"
+    assert table.set_index("technique").loc["distillation", "best variant"] == "none judged in notebook 04"
+    assert table.set_index("technique").loc["distillation", "verdict"] == "–"
+
+
+def test_with_no_variant_within_the_bounds_the_best_overall_answers(tmp_path, monkeypatch):
+    from lib.report import answers
+    df = _technique_run(tmp_path, monkeypatch, {
+        "fp32": ("baseline", 1.0, 60.0, 3.9, 0.05), "int8": ("ort static int8", 0.5, 15.0, 3.5, 0.05),
+        "int4": ("ort static int8", 0.25, 8.0, 3.4, 0.05)})
+    table, _ = answers.answers("p", df, tmp_path)
+    row = table.set_index("technique").loc["quantization"]
+    assert row["best variant"] == "int4 (ort-cpu)" and row["quality bounds"] == "outside the bounds"
+
+
+def test_answers_wrap_long_names_and_cut_none(tmp_path, monkeypatch):
+    """The first screen's table keeps every name whole (no ellipsis) and tells the browser to wrap it."""
+    from lib.report import sections
+    long = "structured-50-ort-qdq-flow-with-a-very-long-name (ort-cpu, 03_pruning_quantization)"
+    page = sections.wrap_table(pd.DataFrame({"technique": ["pruning"], "best variant": [long]}), {"technique": "8%"})
+    assert long in page and "..." not in page and "…" not in page
+    assert "overflow-wrap:break-word" in page and "table-layout:fixed" in page and "width:8%" in page
+
+
+def test_listening_strip_pairs_baseline_and_best_on_the_same_sentences_with_what_was_heard(tmp_path, monkeypatch):
+    from lib.report import answers, strip
+    df = _technique_run(tmp_path, monkeypatch, {
+        "fp32": ("baseline", 1.0, 60.0, 3.9, 0.05), "int8": ("ort static int8", 0.5, 15.0, 3.88, 0.05)})
+    _, every = answers.answers("p", df, tmp_path)
+    page = strip.strip(tmp_path / "p", every)
+    rows = page.split("<tr>")[2:]
+    assert len(rows) == 2, "quantization only (no other technique has a variant here), two sentences"
+    first = rows[0]
+    assert first.index("<b>fp32</b>") < first.index("<b>int8</b>") and first.count("data:audio/ogg;codecs=opus") == 2
+    assert "heard fp32 h01_01" in first and "heard int8 h01_01" in first and "Sentence h01_01." in first
+    assert "heard int8 h01_02" in rows[1]
+    clips = pd.read_csv(tmp_path / "p" / "03_pruning_quantization" / "per_clip.csv")
+    clips.loc[clips["variant"] == "int8", "asr_hyp"] = np.nan  # the ASR heard no word
+    clips.to_csv(tmp_path / "p" / "03_pruning_quantization" / "per_clip.csv", index=False)
+    assert strip.strip(tmp_path / "p", every).count("heard: nothing") == 2
+
+
+def test_appendix_folds_the_full_data_and_links_every_result_csv(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    from lib.report import appendix
+    df = _technique_run(tmp_path, monkeypatch, {
+        "fp32": ("baseline", 1.0, 60.0, 3.9, 0.05), "int8": ("ort static int8", 0.5, 15.0, 3.88, 0.05)})
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    (nbs / "03_pruning_quantization.ipynb").write_text("{}")
+    status = report.notebook_status("p", nbs, tmp_path)
+    other = tmp_path / "recorded" / "h100" / "05_hardware_benchmark"  # a run recorded on another machine
+    other.mkdir(parents=True)
+    (other / "results.csv").write_text("x\n")
+    monkeypatch.setattr(appendix, "RECORDED", tmp_path / "recorded")
+    page = appendix.appendix("p", df, status, {}, tmp_path / "p")
+    assert page.count("<details") >= 5 and page.count("<details") == page.count("</details>")
+    links = [h for h in re.findall(r"href='([^']+\.csv)'", page)]
+    assert set(links) == {"03_pruning_quantization/results.csv", "03_pruning_quantization/per_clip.csv",
+                          "../recorded/h100/05_hardware_benchmark/results.csv"}
+    assert all((tmp_path / "p" / h).exists() for h in links)
+    assert "int8" in page and "data:audio/ogg" in page
 
 
 def test_tradeoff_plot_labels_the_frontier_without_overlap_and_names_every_point_on_hover():
@@ -109,6 +224,8 @@ def test_tradeoff_plot_labels_the_frontier_without_overlap_and_names_every_point
     svg = tradeoff.svg(fig, names)
     assert svg.count("<title>") - svg.count("<title>Created with") >= len(qs)
     assert "<title>v17 (ort-cpu)</title>" in svg
+    page = tradeoff.inline(fig, names)
+    assert page.startswith("<div class='tts-tradeoff'><svg") and "<?xml" not in page and page.count("<title>") == svg.count("<title>")
 
 
 def test_the_two_quality_judges_are_compared_variant_by_variant():
@@ -126,3 +243,38 @@ def test_the_two_quality_judges_are_compared_variant_by_variant():
     by = flagged.set_index("variant")
     assert bool(by.loc["a", "disagree"]) and not by.loc["b", "disagree"] and not by.loc["c", "disagree"]
     assert agree["variants"] == 4 and -1 <= agree["spearman"] <= 1
+
+
+def test_a_technique_section_shows_its_best_few_a_figure_and_its_notebooks_own_findings(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    from lib.report import answers, findings, sections
+    df = _technique_run(tmp_path, monkeypatch, {
+        "fp32": ("baseline", 1.0, 60.0, 3.9, 0.05), "int8": ("ort static int8", 0.5, 15.0, 3.88, 0.05),
+        "int4": ("ort static int8", 0.25, 8.0, 3.4, 0.05)})
+    executed = {"cells": [{"cell_type": "code", "outputs": [{"data": {"text/markdown": "## What we found\n- int8 is 2x faster."},
+                                                             "metadata": {findings.METADATA_KEY: {"numbers": ["2"]}}}]}]}
+    (tmp_path / "p" / "notebooks").mkdir()
+    (tmp_path / "p" / "notebooks" / "03_pruning_quantization.ipynb").write_text(json.dumps(executed))
+    _, every = answers.answers("p", df, tmp_path)
+    tech = answers.TECHNIQUES[1]
+    page = sections.technique_html(tech, every[tech.name], tmp_path / "p")
+    assert page.index("int8 (ort-cpu)") < page.index("int4 (ort-cpu)"), "best first"
+    assert page.count("data:image/png;base64") == 1 and "<li>int8 is 2x faster.</li>" in page
+    assert "over 6 sentences" in page and "What we found" not in page
+    again = sections.technique_html(answers.TECHNIQUES[2], every["pruning"], tmp_path / "p", with_findings=False)
+    assert "2x faster" not in again
+
+
+def test_a_run_without_per_sentence_scores_is_answered_on_its_means(tmp_path, monkeypatch):
+    """A recorded run keeps results.csv only: its variants are answered from their means, said so, with no interval."""
+    from lib.report import answers
+    df = _technique_run(tmp_path, monkeypatch, {
+        "fp32": ("baseline", 1.0, 60.0, 3.9, 0.05), "int8": ("ort static int8", 0.5, 15.0, 3.85, 0.06),
+        "int4": ("ort static int8", 0.25, 8.0, 3.4, 0.05)})
+    (tmp_path / "p" / "03_pruning_quantization" / "per_clip.csv").unlink()
+    table, every = answers.answers("p", df, tmp_path)
+    row = table.set_index("technique").loc["quantization"]
+    assert row["best variant"] == "int8 (ort-cpu)" and row["quality bounds"] == "within the bounds (on means)"
+    assert row["ΔDNSMOS [95 % CI]"] == "-0.05 (means only)" and row["ΔWER [95 % CI]"] == "+0.010 (means only)"
+    assert every["quantization"].set_index("variant").loc["int4", "bounds"] == "missed"

@@ -187,20 +187,29 @@ def provenance_table(profile: str, outputs: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def audio_tag(wav: Path, max_s: float = 4.0, rate: int = 16000, label: str = "", link: str | None = None) -> str:
-    """An <audio> element with the first `max_s` seconds embedded as 16 kHz WAV, so the page works when moved;
-    `link`, a relative path to the whole file, for the longer audio."""
+CLIP_RATE = 16000  # embedded clips: 16 kHz Ogg Opus, a tenth of 16-bit WAV, so the page stays within its size budget
+
+
+def clip_data_url(wav: Path, max_s: float = 8.0, rate: int = CLIP_RATE) -> str:
+    """The first `max_s` seconds of a clip as a data URL of 16 kHz Ogg Opus (libsndfile's encoder, which every
+    current browser plays): embedded, so the page works when moved or offline."""
     import soundfile as sf
     from lib.core.audio import read_wav, resample
     audio, sr = read_wav(wav)
     audio = resample(audio[: int(max_s * sr)], sr, rate)
     buf = io.BytesIO()
-    sf.write(buf, audio, rate, format="WAV", subtype="PCM_16")
-    data = base64.b64encode(buf.getvalue()).decode()
+    sf.write(buf, audio, rate, format="OGG", subtype="OPUS")
+    return "data:audio/ogg;codecs=opus;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def audio_tag(wav: Path, max_s: float = 4.0, label: str = "", link: str | None = None) -> str:
+    """An <audio> element with the first `max_s` seconds embedded (`clip_data_url`); `link`, a relative path to
+    the whole file, for the longer audio."""
     cap = f"<div style='font-size:90%'>{html.escape(label)}</div>" if label else ""
     if link:
         cap += f"<div style='font-size:80%'><a href='{html.escape(link)}'>whole clip (WAV)</a></div>"
-    return f"<figure style='display:inline-block;margin:4px 12px'>{cap}<audio controls src='data:audio/wav;base64,{data}'></audio></figure>"
+    return (f"<figure style='display:inline-block;margin:4px 12px'>{cap}"
+            f"<audio controls preload='metadata' src='{clip_data_url(wav, max_s)}'></audio></figure>")
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:

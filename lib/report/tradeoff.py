@@ -75,3 +75,10 @@ def svg(fig, names: dict) -> str:
                       m.group(1))
         text = text[:m.start(1)] + body + text[m.end(1):]
     return text
+
+
+def inline(fig, names: dict) -> str:
+    """`svg` without its XML prolog, for inline HTML: an SVG shown through <img> (how nbconvert embeds an SVG
+    output) shows no hover titles, an inline one does."""
+    text = svg(fig, names)
+    return f"<div class='tts-tradeoff'>{text[text.index('<svg'):]}</div>"

@@ -1,0 +1,196 @@
+"""The report's answers per technique: every variant's speed and size against its notebook's baseline and its
+quality deltas with 95 % intervals (paired by sentence), its best variant, and the verdict its notebook recorded."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lib.core.results import OUTPUTS
+from lib.report import verdicts
+from lib.report.report import relies_on
+
+BOUNDS = {"max_dnsmos_drop": 0.10, "max_wer_increase": 0.02}  # where a notebook recorded none of its own
+
+
+@dataclass(frozen=True)
+class Technique:
+    """One row of the answers: which notebook, the variant every delta is taken against, the `technique` values of
+    its variants (a regex on the results' column, `exclude` another), what it is ranked by, and who speaks beside
+    the baseline in the listening strip."""
+    name: str
+    notebook: str
+    baseline: str
+    members: str
+    exclude: str = "$^"
+    goal: str = "speedup"  # the column ranked, higher is better: "speedup" or "secs_gain"
+    beside: str | None = None
+    bounds_against: str | None = None  # the variant the quality bounds are judged against (None: the baseline)
+    bound_params: tuple = (("max_dnsmos_drop", "max_dnsmos_drop"), ("max_wer_increase", "max_wer_increase"))
+
+
+TECHNIQUES = (
+    # notebook 02 bounds an adapted voice's DNSMOS and WER by its target speaker's own, with its margins
+    Technique("adaptation", "02_lora_qlora", "teacher", r"^finetune$", goal="secs_gain", beside="target-speaker",
+              bounds_against="target-speaker",
+              bound_params=(("max_dnsmos_drop", "dnsmos_margin"), ("max_wer_increase", "wer_margin"))),
+    Technique("quantization", "03_pruning_quantization", "fp32", r"int8|bf16|bitsandbytes|precision", r"prun|structured"),
+    Technique("pruning", "03_pruning_quantization", "fp32", r"prun|structured"),
+    Technique("distillation", "04_distillation", "fp32-ort", r"^distillation$"),
+    Technique("back-ends", "03_pruning_quantization", "fp32", r"^runtime$|^static-shape decoder$|^baseline$"),
+)
+
+
+def metrics_json(root: Path, notebook: str) -> dict:
+    path = root / notebook / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def clip_table(root: Path, notebook: str) -> pd.DataFrame:
+    """A notebook's per-sentence scores (per_clip.csv) with its per-sentence SECS (secs_per_clip.csv) joined on."""
+    path = root / notebook / "per_clip.csv"
+    clips = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["id", "variant"])
+    secs = root / notebook / "secs_per_clip.csv"
+    if secs.exists():
+        clips = clips.merge(pd.read_csv(secs), on=["variant", "id"], how="outer")
+    return clips
+
+
+def _interval(j: dict) -> dict:
+    return {"mean": j.get("mean", np.nan), "lo": j.get("lo", np.nan), "hi": j.get("hi", np.nan), "n": j["n"]}
+
+
+def delta(clips: pd.DataFrame, base: str, variant: str, metric: str) -> dict:
+    """`variant` minus `base` in `metric`, per sentence both spoke: mean, 95 % bootstrap interval and n (verdicts'
+    own bootstrap, so the report and the notebooks quote the same interval)."""
+    if metric not in clips:
+        return {"mean": np.nan, "lo": np.nan, "hi": np.nan, "n": 0}
+    d = -verdicts.paired(clips, base, variant, metric)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:  # one sentence: its difference, no interval
+        return {"mean": float(d.mean()) if len(d) else np.nan, "lo": np.nan, "hi": np.nan, "n": len(d)}
+    return _interval(verdicts.judge(d, 0.0, True))
+
+
+def _per_variant(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per variant: its technique and back-end, and each metric's value at one thread (or untimed)."""
+    ok = frame[(frame["status"] == "ok") & (frame["threads"].fillna(1) == 1)]
+    if ok.empty:
+        return pd.DataFrame(columns=["variant", "technique", "backend"])
+    w = ok.pivot_table(index="variant", columns="metric", values="value", aggfunc="first")
+    w.columns.name = None
+    who = ok.groupby("variant")[["technique", "backend"]].first()
+    return who.join(w).reset_index()
+
+
+def candidates(df: pd.DataFrame, tech: Technique, root: Path) -> pd.DataFrame:
+    """Every judged variant of `tech`: speed-up and size ratio against the baseline (the speed ratio timed in the
+    same run), paired quality deltas with intervals, the bounds judged sentence by sentence ('met', 'tied',
+    'missed'; on the means where the run kept no per_clip.csv) and the CPU feature it relies on; best first."""
+    frame = df[df["notebook"] == tech.notebook]
+    w = _per_variant(frame)
+    clips = clip_table(root, tech.notebook)
+    if w.empty or tech.baseline not in set(w["variant"]):
+        return pd.DataFrame()
+    means_only = clips.empty
+    if means_only:  # a run that kept no per-sentence scores (a recorded one): its means as one 'sentence', no interval
+        clips = w[["variant"] + [m for m in ("dnsmos_p808", "wer", "secs") if m in w]].assign(id="mean")
+    recorded = metrics_json(root, tech.notebook).get("parameters", {})
+    bounds = {k: recorded.get(param, BOUNDS[k]) for k, param in tech.bound_params}
+    against = tech.bounds_against or tech.baseline
+    member = w["technique"].astype(str).str.contains(tech.members) & ~w["technique"].astype(str).str.contains(tech.exclude)
+    judged = set(clips["variant"])
+    picked = w[member & w["variant"].isin(judged) & (w["variant"] != tech.baseline)].copy()
+    if picked.empty:
+        return pd.DataFrame()
+    base = w.set_index("variant").loc[tech.baseline]
+    picked["speedup"] = 1.0 / picked["rtf_ratio"] if "rtf_ratio" in picked else np.nan
+    picked["size_ratio"] = picked["size_mb"] / base["size_mb"] if "size_mb" in picked and "size_mb" in base else np.nan
+    judge = verdicts.quality_bounds(clips, against, list(picked["variant"]), bounds["max_dnsmos_drop"],
+                                    bounds["max_wer_increase"]).set_index("variant")
+    picked["bounds"] = picked["variant"].map(judge["bounds"]).where(
+        picked["variant"].map(lambda v: len(verdicts.paired(clips, against, v, "dnsmos_p808")) >= 2), "not judged")
+    if means_only:
+        ok = [delta(clips, against, v, "dnsmos_p808")["mean"] >= -bounds["max_dnsmos_drop"]
+              and delta(clips, against, v, "wer")["mean"] <= bounds["max_wer_increase"] for v in picked["variant"]]
+        picked["bounds"] = np.where(ok, "met", "missed")
+    picked["means_only"] = means_only
+    for metric, name in (("dnsmos_p808", "dnsmos"), ("wer", "wer"), ("secs", "secs")):
+        d = {v: delta(clips, tech.baseline, v, metric) for v in picked["variant"]}
+        for part in ("mean", "lo", "hi", "n"):
+            picked[f"d_{name}_{part}"] = picked["variant"].map(lambda v, p=part: d[v][p])
+    picked["secs_gain"] = picked["d_secs_mean"]
+    picked["relies_on"] = [relies_on(v, b) for v, b in zip(picked["variant"], picked["backend"])]
+    picked["technique_name"], picked["baseline"], picked["bounds_against"] = tech.name, tech.baseline, against
+    for k, v in bounds.items():
+        picked[k] = v
+    # best within the bounds first; where none is, best overall (a tie with a bound is not within it)
+    picked["within"] = picked["bounds"] == "met"
+    return picked.sort_values(["within", tech.goal], ascending=False, na_position="last").reset_index(drop=True)
+
+
+TARGET_WORD = re.compile(r"(?:\*\*)?([A-Za-z0-9][\w .:-]*?target) (met|missed|tied)\b", re.I)
+
+
+def target_verdicts(root: Path, tech: Technique) -> str:
+    """The targets its notebook judged (its metrics.json `headline`), as 'speed target: missed · size target: met';
+    a headline in other words (e.g. '... meets <= 150 ms') is kept up to its first comma."""
+    parts = []
+    for line in metrics_json(root, tech.notebook).get("headline", []) or []:
+        found = TARGET_WORD.findall(line)
+        if tech.name == "adaptation":
+            found = [f for f in found if not f[0].lower().startswith("merged")] or found
+        parts += [f"{what.strip()}: {word.lower()}" for what, word in found[:1]]
+    return " · ".join(dict.fromkeys(parts))
+
+
+def _ci(row, name: str, fmt: str) -> str:
+    places = int(fmt[-2])  # '+.3f' -> 3: rounded first, so that no '-0.000' is shown
+    m, lo, hi = (round(row[f"d_{name}_{p}"], places) + 0.0 for p in ("mean", "lo", "hi"))
+    if not np.isfinite(m):
+        return "–"
+    if np.isfinite(lo):
+        return f"{m:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+    return f"{m:{fmt}} (means only)" if row["means_only"] else f"{m:{fmt}} (n = {row[f'd_{name}_n']:.0f})"
+
+
+def _times(x: float, more: str, less: str) -> str:
+    if not np.isfinite(x):
+        return "–"
+    if abs(x - 1) < 0.005:
+        return "same"
+    return f"{x:.2f}× {more}" if x >= 1 else f"{1 / x:.2f}× {less}"
+
+
+def describe(row) -> dict:
+    """A candidate as the words of one answers row."""
+    where = {"met": "within the bounds", "tied": "a bound inside the noise", "missed": "outside the bounds",
+             "not judged": "not judged (under 2 sentences)"}
+    return {"technique": row["technique_name"], "best variant": f"{row['variant']} ({row['backend']})",
+            "quality bounds": where.get(row["bounds"], "not judged") + (" (on means)" if row["means_only"] else ""),
+            "speed": _times(row["speedup"], "faster", "slower"),
+            "size": _times(1 / row["size_ratio"], "smaller", "larger") if np.isfinite(row["size_ratio"]) else "–",
+            "ΔDNSMOS [95 % CI]": _ci(row, "dnsmos", "+.2f"), "ΔWER [95 % CI]": _ci(row, "wer", "+.3f"),
+            "ΔSECS [95 % CI]": _ci(row, "secs", "+.3f"), "relies on": row["relies_on"]}
+
+
+def answers(profile: str, df: pd.DataFrame, outputs: Path | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """(one row per technique: its best variant in words with the verdict of its notebook, every technique's
+    candidates best first). A technique whose notebook has not run says so in its row."""
+    root = Path(outputs or OUTPUTS) / profile
+    rows, every = [], {}
+    for tech in TECHNIQUES:
+        c = candidates(df, tech, root)
+        every[tech.name] = c
+        row = describe(c.iloc[0]) if len(c) else {"technique": tech.name,
+                                                   "best variant": f"none judged in notebook {tech.notebook[:2]}"}
+        row["verdict"] = (target_verdicts(root, tech) if len(c) else "") or "–"
+        rows.append(row)
+    table = pd.DataFrame(rows).fillna("–")
+    if table.get("ΔSECS [95 % CI]", pd.Series(["–"])).eq("–").all():
+        table = table.drop(columns=["ΔSECS [95 % CI]"], errors="ignore")
+    return table, every
