@@ -6,6 +6,7 @@
     tts-lab pack-speaker --work /tmp/full
     tts-lab export --pack outputs/recorded/training/speaker/lora-r8 --out /tmp/lora-r8-voice
     tts-lab regress-istft --work /tmp/istft --steps 100000 --init-from outputs/recorded/training/istft
+    tts-lab step-costs --out outputs/step_costs/step_costs.csv
     tts-lab pack --work /tmp/istft --out outputs/recorded/training/istft --device cpu --ledger outputs/recorded/training_ledger.csv
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Annotated, Union
 import tyro
 
 from lib.core.pause import Yielder
-from lib.jobs import export_pack, run_configs, speaker_job, train_job
+from lib.jobs import export_pack, run_configs, speaker_job, step_costs, train_job
 
 _LOGGER = logging.getLogger("tts-lab")
 
@@ -50,6 +51,7 @@ Command = Union[
     Annotated[speaker_job.SpeakerRun, tyro.conf.subcommand("adapt-speaker")],
     Annotated[PackSpeaker, tyro.conf.subcommand("pack-speaker")],
     Annotated[Export, tyro.conf.subcommand("export")],
+    Annotated[step_costs.StepCosts, tyro.conf.subcommand(step_costs.StepCosts.NAME)],
     *(Annotated[job, tyro.conf.subcommand(job.NAME)] for job in run_configs.JOBS),
 ]
 
@@ -62,6 +64,8 @@ def run(cmd, command: str = "tts-lab") -> None:
         _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads))
     elif isinstance(cmd, PackSpeaker):
         speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)
+    elif isinstance(cmd, step_costs.StepCosts):
+        step_costs.run(cmd)
     elif isinstance(cmd, Export):
         result = export_pack.export(Path(cmd.pack), Path(cmd.out))
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],

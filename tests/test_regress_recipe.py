@@ -56,7 +56,7 @@ def test_refit_lowers_every_layers_error_and_the_students(teacher, zs):
     assert [len(k) for k in keep] == [128, 64, 32, 16]
     assert all(int(k.max()) < w for k, w in zip(keep, channel_prune.stage_widths(teacher_dec)))
     channel_prune.slice_decoder(teacher_dec, student, keep)
-    from lib.training.loop import mel_l1
+    from lib.training.losses import mel_l1
     with torch.no_grad():
         before = mel_l1(student(zs[2]), teacher_dec(zs[2]))
     errors = channel_prune.refit(teacher_dec, student, keep, zs[:2])
@@ -331,3 +331,39 @@ def test_long_runs_plot_has_a_panel_per_part_and_its_legends_outside(tmp_path):
     assert [a.get_title(loc="left") for a in axes] == ["decoder", "flow", "adapter"]
     for ax in axes:  # each legend sits right of its axes, not over the curves
         assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
+
+
+def test_regress_istft_apnet_arm_starts_from_the_regression_pack_and_packs_under_its_own_name(tmp_path):
+    """The discriminator-free arm is a run configuration of regress-istft: --amp-weight/--phase-weight swap the
+    spectral term for APNet's losses, the run `istft<d>x<b>-apnet` starts from the regression pack and counts on
+    from its steps and machine-hours, and its recipe is named in run.json and the pack."""
+    from lib.voices.artefacts import save_part
+    from lib.voices.istft_decoder import FrameRateDecoder
+    dec = FrameRateDecoder(192, 32, 1)
+    save_part(dec, tmp_path / "init" / "istft32x1-regress", "istft_decoder", dec.config,
+              extra={"steps": 3, "hours": 0.5, "recipe": "regression-first"})
+    train_job.main(["regress-istft", "--work", str(tmp_path / "w"), "--init-from", str(tmp_path / "init"),
+                    "--dim", "32", "--blocks", "1", "--steps", "6", "--warm-restart", "--amp-weight", "45",
+                    "--phase-weight", "100", "--corpus-limit", "1", "--batch", "1", "--frames", "16",
+                    "--checkpoint-every", "3", "--eval-every", "0", "--log-every", "1", "--threads", "2"])
+    curve = pd.read_csv(tmp_path / "w" / "istft32x1-apnet" / "curve.csv")
+    assert len(curve) == 6 - 3 and "loss_spec" not in curve.columns  # --steps is the total, the pack had 3
+    assert np.isfinite(curve[["loss_amp", "loss_ip", "loss_gd", "loss_iaf"]]).all().all()
+    assert json.loads((tmp_path / "w" / "run.json").read_text())["recipe"] == "regression-first+apnet"
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    config = json.loads((tmp_path / "out" / "istft32x1-apnet" / "config.json").read_text())
+    assert config["steps"] == 6 and config["hours"] > 0.5 and config["recipe"] == "regression-first+apnet"
+
+
+def test_a_cheap_adversarial_phase_names_what_is_not_pipers():
+    """The ledger's recipe names say which lighter discriminators, precision and window an adversarial phase used;
+    piper's own (mpd, mrd) keep the name they had."""
+    from lib.jobs import regress_job, run_configs
+    plain = run_configs.RegressIstft(work="w", adversarial_steps=10, discriminators=["mpd", "mrd"])
+    assert regress_job.recipe_name(plain) == "regression-first+adversarial"
+    cheap = run_configs.RegressIstft(work="w", adversarial_steps=10, discriminators=["wave-unet-small"],
+                                     disc_bf16=True, disc_segment=2048)
+    assert regress_job.recipe_name(cheap) == "regression-first+adversarial(wave-unet-small, bf16, 2048 samples)"
+    rec = regress_job._regression_recipe(cheap, 0)
+    assert rec.discriminators == ("wave-unet-small",) and rec.disc_bf16 and rec.disc_segment == 2048
+    assert regress_job.apnet_name("istft192x6-regress") == "istft192x6-apnet"

@@ -125,3 +125,79 @@ def test_recipe_names_bad_settings():
 
 
 
+
+
+def test_every_named_discriminator_judges_with_pipers_interface_and_losses():
+    """Each lighter discriminator returns piper's four lists, so piper's LSGAN and feature losses apply; fewer
+    periods means piper's own period discriminators, fewer of them and no scale one; the Wave-U-Net judges every
+    sample, whatever the length."""
+    from piper.train.vits import losses, models
+    from lib.training import discriminators as discs
+    torch.manual_seed(0)
+    y, y_hat = torch.randn(2, 1, 2000) * 0.1, torch.randn(2, 1, 2000) * 0.1
+    for name in ("mrd", "mpd-235", "mpd-2", "wave-unet-small"):
+        d = training.make_discriminators((name,))[name]
+        real, fake, fmap_r, fmap_g = d(y, y_hat)
+        assert len(real) == len(fake) == len(fmap_r) == len(fmap_g) >= 1, name
+        for value in (losses.discriminator_loss(real, fake)[0], losses.generator_loss(fake)[0],
+                      losses.feature_loss(fmap_r, fmap_g)):
+            assert torch.isfinite(value) and value > 0, name
+    fewer = training.make_discriminators(("mpd-235",))["mpd-235"]
+    assert isinstance(fewer, models.MultiPeriodDiscriminator)
+    assert [type(d).__name__ for d in fewer.discriminators] == ["DiscriminatorP"] * 3
+    assert [d.period for d in fewer.discriminators] == [2, 3, 5]
+    unet = discs.WaveUNetDiscriminator((4, 8))
+    logits, fmap = unet.judge(torch.randn(3, 1, 1000))
+    assert logits.shape == (3, 1000) and len(fmap) == 2 + 2 + 1
+    assert discs.global_norm(torch.randn(2, 3, 50) * 7).pow(2).mean(dim=(1, 2)).sub(1).abs().max() < 1e-4
+
+
+def test_the_discriminators_window_is_the_same_in_both_waveforms():
+    torch.manual_seed(0)
+    y = torch.arange(2 * 100, dtype=torch.float32).reshape(2, 1, 100)
+    a, b = training.disc_window(y, y + 1000, 30)
+    assert a.shape == (2, 1, 30) and torch.equal(b - a, torch.full_like(a, 1000))
+    assert torch.equal(a[:, :, 1:] - a[:, :, :-1], torch.ones(2, 1, 29)), "a contiguous window of each item"
+    assert training.disc_window(y, y, 0)[0] is y and training.disc_window(y, y, 100)[0] is y
+
+
+def _fit_light(work, steps, **kw):
+    recipe = training.Recipe(steps=steps, warmup_steps=1, discriminators=("wave-unet-small", "mpd-2"),
+                             disc_segment=256, checkpoint_every=2, log_every=1, lr=1e-3, lr_d=1e-3, **kw)
+    gen = tiny_decoder()
+    trainer = training.Trainer(gen, tiny_batches(), recipe, work, forward=training.decoder_forward, threads=1,
+                               progress=None)
+    return gen, trainer, trainer.fit()
+
+
+def test_light_discriminators_on_a_window_train_and_resume_exactly(tmp_path):
+    """A lighter set on a random window of each segment: the adversarial terms appear after the warm-up, the
+    discriminators are trainable again after the generator's step (which froze them), and a stopped run resumed
+    equals an uninterrupted one (the window's random draws included)."""
+    full, trainer, curve = _fit_light(tmp_path / "a", 4)
+    assert np.isfinite(curve.frame.loc[curve.frame["step"] > 1, ["loss_d", "loss_adv", "loss_fm"]]).all().all()
+    assert all(p.requires_grad for p in trainer.disc.parameters())
+    _fit_light(tmp_path / "b", 2)
+    resumed, _, curve_b = _fit_light(tmp_path / "b", 4)
+    assert curve_b.resumed_from == 2
+    for (name, a), b in zip(full.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_bf16_discriminators_need_native_bf16(tmp_path, monkeypatch):
+    """bf16 autocast of the discriminators is refused on a CPU that would emulate it, naming the CPU; where the
+    CPU has it (AMX, AVX-512 BF16), the steps run."""
+    from lib.core import machine
+    monkeypatch.setattr(machine, "has_native_bf16", lambda: False)
+    with pytest.raises(machine.PrecisionUnavailable, match="bf16"):
+        _fit_light(tmp_path / "a", 2, disc_bf16=True)
+    monkeypatch.undo()
+    if not machine.has_native_bf16():
+        pytest.skip(f"no native bf16 here ({machine.feature_line()})")
+    _, _, curve = _fit_light(tmp_path / "b", 2, disc_bf16=True)
+    assert np.isfinite(curve.frame["loss_d"].dropna()).all() and len(curve.frame["loss_d"].dropna())
+
+
+def test_recipe_names_bad_window():
+    with pytest.raises(ValueError, match="disc_segment"):
+        training.Recipe(steps=1, disc_segment=-1)

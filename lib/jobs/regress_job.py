@@ -20,6 +20,7 @@ from lib.techniques.regress_recipe import WEIGHTS, feature_forward, recipe, segm
 from lib.training import batches
 from lib.training.batches import random_segments
 from lib.training.loop import Trainer
+from lib.training.phase_losses import spectra_forward
 from lib.voices import parts, teacher_bundle
 from lib.voices.artefacts import load_part
 from lib.voices.istft_decoder import FrameRateDecoder
@@ -73,7 +74,7 @@ def regress(args) -> None:
     print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
 
 
-def _start_regression(work: Path, name: str, student, args, fallback: str = "") -> dict:
+def _start_regression(work: Path, name: str, student, args, fallback: str = "", apnet: bool = False) -> dict:
     """A regression run's start: local state (the trainer loads it) keeps run.json's count; else --init-from's
     packed part of this `name` (or, where it has none, of `fallback`: an adversarial phase starts from the
     regression pack) initialises `student` and its steps and machine-hours go on counting. Writes run.json and
@@ -86,24 +87,31 @@ def _start_regression(work: Path, name: str, student, args, fallback: str = "") 
         before = {**before, name: packed_count(config)}
         print(f"{name} initialised from {init} ({before[name]['steps']} steps, {before[name]['hours']:.2f} h)",
               flush=True)
-    write_run(work, args, recipe=recipe_name(args), before=before)
+    write_run(work, args, recipe=recipe_name(args, apnet), before=before)
     return before
 
 
-def recipe_name(args) -> str:
-    """The ledger's and config's name of a regression run's recipe: with discriminators on its last steps, the
-    adversarial phase is named too."""
-    return "regression-first" + ("+adversarial" if args.adversarial_steps else "")
+def recipe_name(args, apnet: bool = False) -> str:
+    """The ledger's and config's name of a regression run's recipe: APNet's losses and, with discriminators on its
+    last steps, the adversarial phase are named too, with whatever of it is not piper's (lighter discriminators,
+    bf16, a shorter window)."""
+    name = "regression-first" + ("+apnet" if apnet else "")
+    if not args.adversarial_steps:
+        return name
+    detail = [d for d in args.discriminators if d not in ("mpd", "mrd")]
+    detail += ["bf16"] * bool(args.disc_bf16) + [f"{args.disc_segment} samples"] * bool(args.disc_segment)
+    return name + "+adversarial" + (f"({', '.join(detail)})" if detail else "")
 
 
-def _regression_recipe(args, done: int):
+def _regression_recipe(args, done: int, **extra):
     """The regression-first recipe of a run whose packed start had `done` steps: the cosine goes on from there, or,
     with --warm-restart, starts again from --lr (its warm-up included) over the steps left: an adversarial phase
-    after a finished cosine would otherwise train at its floor."""
+    after a finished cosine would otherwise train at its floor. `extra`: more Recipe fields (APNet's weights)."""
     return recipe(max(1, args.steps - done), lr=args.lr, warmup=args.lr_warmup, ema=args.ema,
                   adversarial_steps=args.adversarial_steps, schedule_offset=0 if args.warm_restart else done,
-                  discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
-                  eval_every=args.eval_every, log_every=args.log_every)
+                  discriminators=tuple(args.discriminators), disc_bf16=args.disc_bf16, disc_segment=args.disc_segment,
+                  checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, log_every=args.log_every,
+                  **extra)
 
 
 def regress_flow(args) -> None:
@@ -156,21 +164,30 @@ def regress_frontend(args) -> None:
 def regress_istft(args) -> None:
     """The regression-first recipe on the 5x voice's frame-rate decoder (from scratch): dense targets from the
     teacher's own STFT at the latent's hop, beside waveform L1, complex STFT and mel; local state resumes, else
-    --init-from's packed decoder. With --adversarial-steps it is the adversarial phase (piper's discriminators beside
-    those losses), a run of its own, `istft<dim>x<blocks>-adv`, that starts from the regression run's pack."""
+    --init-from's packed decoder. With --adversarial-steps it is the adversarial phase (piper's or lighter
+    discriminators beside those losses), a run of its own, `istft<dim>x<blocks>-adv`; with --amp-weight or
+    --phase-weight, APNet's amplitude and phase losses replace the spectral term, `istft<dim>x<blocks>-apnet`
+    (the discriminator-free arm). Both start from the regression run's pack."""
     import numpy as np
     work = Path(args.work)
     base = f"istft{args.dim}x{args.blocks}-regress"
-    name = phase_name(base, args)
+    apnet = bool(args.amp_weight or args.phase_weight)
+    name = apnet_name(phase_name(base, args)) if apnet else phase_name(base, args)
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = teacher_bundle.teacher()
     latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
     student = FrameRateDecoder(teacher.hparams["inter_channels"], args.dim, args.blocks, hop=latents.hop)
-    before = _start_regression(work, name, student, args, fallback=base)
+    before = _start_regression(work, name, student, args, fallback=base, apnet=apnet)
     rng = np.random.default_rng(1234)
     held = [random_segments(heldout, args.batch, args.frames, rng) for _ in range(2)]
-    rec = _regression_recipe(args, before.get(name, {}).get("steps", 0))
+    rec = _regression_recipe(args, before.get(name, {}).get("steps", 0), amp_weight=args.amp_weight,
+                             phase_weight=args.phase_weight)
+    forward = spectra_forward() if apnet else spectral_forward(WEIGHTS["spectral"])
     curve = Trainer(student, lambda r: random_segments(latents, args.batch, args.frames, r), rec, work / name,
-                    forward=spectral_forward(WEIGHTS["spectral"]), eval_batches=held, device=args.device,
-                    threads=args.threads, progress=None).fit()
+                    forward=forward, eval_batches=held, device=args.device, threads=args.threads, progress=None).fit()
     print(f"{name}: {curve.steps_done} steps, {curve.seconds:.0f} s", flush=True)
+
+
+def apnet_name(name: str) -> str:
+    """The discriminator-free arm's part name: `<student>-apnet` (`-apnet-adv` with an adversarial phase too)."""
+    return name.replace("-regress", "-apnet").replace("-adv", "-apnet-adv")

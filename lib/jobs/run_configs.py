@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 import tyro
 
 from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS
+from lib.training.discriminators import DiscriminatorName
 
 Precision = Literal["no", "bf16", "fp16"]
 
@@ -43,7 +44,7 @@ class Students(Run):
     widths: list[int] = field(default_factory=lambda: [128, 64])  # decoder students' widths, each from the last
     decoder_steps: int = 20000
     adversarial_steps: int = 18000  # piper's discriminators on the last steps
-    discriminators: list[str] = field(default_factory=lambda: ["mpd", "mrd"])
+    discriminators: list[DiscriminatorName] = field(default_factory=lambda: ["mpd", "mrd"])
     flow_hidden: int = 96
     flow_steps: int = 10000
     recovery_steps: int = 20000
@@ -61,7 +62,9 @@ class Regression(Run):
     """The regression-first recipe's options, the same for every part it trains."""
     steps: int = 100000  # the cosine schedule's whole budget, fixed at the start
     adversarial_steps: int = 0  # piper's discriminators on the last steps
-    discriminators: list[str] = field(default_factory=lambda: ["mpd"])
+    discriminators: list[DiscriminatorName] = field(default_factory=lambda: ["mpd"])  # lib.training.discriminators
+    disc_bf16: bool = False  # the discriminators under bf16 autocast (a CPU with AMX or AVX-512 BF16, or a GPU)
+    disc_segment: int = 0  # samples of each segment the discriminators see, a random window (0: all of it)
     lr: float = 5.0e-4
     lr_warmup: int = 200
     ema: float = 0.999
@@ -81,9 +84,12 @@ class Regress(Regression):
 
 @dataclass
 class RegressIstft(Regression):
-    """The regression-first recipe on the 5x voice's frame-rate decoder."""
+    """The regression-first recipe on the 5x voice's frame-rate decoder; with --amp-weight/--phase-weight, its
+    spectral term is APNet's amplitude and phase losses instead (the discriminator-free arm, `istft<d>x<b>-apnet`)."""
     dim: int = 256
     blocks: int = 6
+    amp_weight: float = 0.0  # APNet's log-amplitude MSE (APNet: 45)
+    phase_weight: float = 0.0  # APNet's anti-wrapping phase losses: instantaneous, group delay, frequency (APNet: 100)
     NAME: ClassVar[str] = "regress-istft"
 
 

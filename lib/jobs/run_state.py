@@ -14,7 +14,7 @@ from lib.harness import metrics
 from lib.techniques import distill
 from lib.techniques.frontend_student import teacher_targets
 from lib.training import batches
-from lib.training.loop import mel_l1
+from lib.training.losses import mel_l1
 from lib.voices import synth as voices
 from lib.voices.artefacts import ArtefactError, load_part
 from lib.voices.parts import fold_weight_norm

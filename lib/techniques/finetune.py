@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from lib.techniques.compress import bnb_convert
-from lib.training.loop import mel_l1 as mel
+from lib.training.losses import mel_l1 as mel
 
 METHODS = ("full", "lora", "lora-attention", "qlora")
 ATTENTION_PROJECTIONS = ("conv_q", "conv_k", "conv_v", "conv_o")

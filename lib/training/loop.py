@@ -1,9 +1,12 @@
 """One training stack for every notebook that trains a part of the voice (02 adaptation, 03 recovery, 04 students):
 the VITS/HiFi-GAN recipe piper trains with, built from piper-tts's own parts, on Hugging Face accelerate.
 
-- losses: mel L1 through `piper.train.vits.mel_processing` (x45), LSGAN `generator_loss`/`discriminator_loss` and
+- losses: mel L1 (lib.training.losses, through `piper.train.vits.mel_processing`, x45), LSGAN `generator_loss`/`discriminator_loss` and
   `feature_loss` (x2, inside piper's function) from `piper.train.vits.losses`, against piper's
   `MultiPeriodDiscriminator` and (optionally) `MultiResolutionDiscriminator`;
+- or lighter ones a run selects by name (lib.training.discriminators: fewer periods, the Wave-U-Net
+  discriminator), optionally under bf16 autocast on a CPU with native bf16 and on a shorter window of each segment;
+- APNet's amplitude and phase losses where the forward returns its predicted spectra (lib.training.phase_losses);
 - AdamW betas (0.8, 0.99), eps 1e-9, exponential learning-rate decay, as piper's lightning module;
 - the voice ships no discriminator, so they start fresh: `warmup_steps` of reconstruction only, then the adversarial
   terms (Vocos' `pretrain_mel_steps`);
@@ -16,9 +19,6 @@ Knows nothing of metrics or timing harnesses: a caller that wants PESQ on held-o
 """
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
 import logging
 import signal
 import time
@@ -26,17 +26,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import auraloss
 import numpy as np
 import pandas as pd
 import torch
 
+from lib.core import machine
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.core.results import atomic_write_json, atomic_write_text
+from lib.training import discriminators as discs
+from lib.training.losses import complex_stft_loss, mel_l1, mr_stft_loss
+from lib.training.phase_losses import PredictedSpectra, apnet_losses
 from lib.training.stop import stop_on_signal
 
 _LOGGER = logging.getLogger(__name__)
-DISCRIMINATORS = ("mpd", "mrd")
+DISCRIMINATORS = tuple(discs.REGISTRY)
 
 
 @dataclass
@@ -69,6 +72,10 @@ class Recipe:
     min_lr_ratio: float = 0.01
     ema_decay: float = 0.0  # >0: an exponential moving average of the generator's weights, evaluated and packed
     schedule_offset: int = 0  # steps trained before this run (resumed from packed files): either schedule goes on from there
+    disc_bf16: bool = False  # the discriminators' passes under bf16 autocast (on a CPU only where it has native bf16)
+    disc_segment: int = 0  # >0: the discriminators see a random window of this many samples of each segment
+    amp_weight: float = 0.0  # APNet's log-amplitude loss (45 in APNet), on a forward's PredictedSpectra
+    phase_weight: float = 0.0  # APNet's anti-wrapping phase losses, instantaneous + group delay + frequency (100)
 
     @classmethod
     def adversarial_tail(cls, steps: int, adversarial_steps: int, **kw) -> "Recipe":
@@ -83,53 +90,25 @@ class Recipe:
             raise ValueError(f"discriminators {bad}: use {DISCRIMINATORS}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision {self.mixed_precision!r}: use 'no', 'bf16' or 'fp16'")
+        if self.disc_segment < 0:
+            raise ValueError(f"disc_segment {self.disc_segment}: a number of samples, or 0 for the whole segment")
         self.discriminators, self.betas = tuple(self.discriminators), tuple(self.betas)
 
 
-# --- losses --------------------------------------------------------------------------------------------------
-
-def mel_l1(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE, n_fft: int = 1024, hop: int = 256,
-           n_mels: int = 80) -> torch.Tensor:
-    """L1 between log-mel spectrograms as piper computes them (`mel_spectrogram_torch`), in float32. piper prints a
-    line for every waveform past [-1, 1], which a decoder's output often is by a hair: that print is swallowed."""
-    from piper.train.vits.mel_processing import mel_spectrogram_torch
-    with contextlib.redirect_stdout(io.StringIO()):
-        a = mel_spectrogram_torch(y_hat.reshape(-1, y_hat.shape[-1]).float(), n_fft, n_mels, sample_rate, hop, n_fft, 0.0, None)
-        b = mel_spectrogram_torch(y.reshape(-1, y.shape[-1]).float(), n_fft, n_mels, sample_rate, hop, n_fft, 0.0, None)
-    return torch.nn.functional.l1_loss(a, b)
-
-
-
-@functools.lru_cache(maxsize=1)
-def _mr_stft() -> auraloss.freq.MultiResolutionSTFTLoss:
-    return auraloss.freq.MultiResolutionSTFTLoss(fft_sizes=[512, 1024, 2048], hop_sizes=[128, 256, 512],
-                                                 win_lengths=[512, 1024, 2048], w_sc=1.0, w_log_mag=1.0, w_lin_mag=0.0)
-
-
-def mr_stft_loss(y_hat, y):
-    """Multi-resolution STFT loss (Parallel WaveGAN: spectral convergence + log-magnitude L1, averaged over three
-    resolutions), auraloss's."""
-    return _mr_stft()(y_hat.reshape(-1, 1, y_hat.shape[-1]).float(), y.reshape(-1, 1, y.shape[-1]).float())
-
-
-def complex_stft_loss(y_hat, y, resolutions=((512, 128, 512), (1024, 256, 1024), (2048, 512, 2048))):
-    """L1 between the real and imaginary parts of multi-resolution STFTs, over the target's mean magnitude: a
-    phase-aware spectral loss, which makes sense only where the target is phase-aligned (a teacher's own output)."""
-    total = 0.0
-    for n_fft, hop, win in resolutions:
-        window = torch.hann_window(win, device=y.device)
-        a = torch.stft(y_hat.reshape(-1, y_hat.shape[-1]).float(), n_fft, hop, win, window=window, return_complex=True)
-        b = torch.stft(y.reshape(-1, y.shape[-1]).float(), n_fft, hop, win, window=window, return_complex=True)
-        total = total + (torch.view_as_real(a) - torch.view_as_real(b)).abs().mean() / b.abs().mean().clamp_min(1e-7)
-    return total / len(resolutions)
-
-
-
 def make_discriminators(names: Sequence[str]) -> torch.nn.ModuleDict:
-    """piper's discriminators, fresh: 'mpd' (MultiPeriodDiscriminator) and 'mrd' (MultiResolutionDiscriminator)."""
-    from piper.train.vits.models import MultiPeriodDiscriminator, MultiResolutionDiscriminator
-    made = {"mpd": MultiPeriodDiscriminator, "mrd": MultiResolutionDiscriminator}
-    return torch.nn.ModuleDict({n: made[n]() for n in names})
+    """Fresh discriminators by name: piper's 'mpd' (MultiPeriodDiscriminator) and 'mrd'
+    (MultiResolutionDiscriminator), or a lighter one of lib.training.discriminators."""
+    return discs.build(names)
+
+
+def disc_window(y: torch.Tensor, y_hat: torch.Tensor, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random window of `samples` samples of each item of both waveforms [B, 1, T] (all of them where
+    `samples` is 0 or not shorter): what the discriminators see. torch's RNG draws it, which a checkpoint keeps."""
+    if not samples or samples >= y.shape[-1]:
+        return y, y_hat
+    starts = torch.randint(0, y.shape[-1] - samples + 1, (y.shape[0],)).tolist()
+    return (torch.stack([y[i, ..., s:s + samples] for i, s in enumerate(starts)]),
+            torch.stack([y_hat[i, ..., s:s + samples] for i, s in enumerate(starts)]))
 
 
 def cosine_factor(step: int, r: "Recipe") -> float:
@@ -200,10 +179,11 @@ class Trainer:
     """Train `generator` on batches from `batch_fn(rng)`.
 
     Waveform mode (`forward`): `forward(generator, batch) -> (y_hat, y)` or `(y_hat, y, {name: (weight, loss)})`,
-    waveforms [B, 1, T]; reconstruction is mel x `mel_weight` (+ MR-STFT x `stft_weight`, waveform L1 x
-    `wave_weight`, complex STFT x `cstft_weight`, and the forward's own weighted terms), and after `warmup_steps` the LSGAN and feature-matching terms
-    against fresh piper discriminators. Regression mode (`loss_fn`): `loss_fn(generator, batch) -> loss`, no
-    discriminator (the flow student). `eval_batches` are held-out batches whose mel L1 is logged every `eval_every` steps;
+    waveforms [B, 1, T], with a fourth element the generator's PredictedSpectra (for APNet's losses); reconstruction is
+    mel x `mel_weight` (+ MR-STFT x `stft_weight`, waveform L1 x `wave_weight`, complex STFT x `cstft_weight`, APNet's
+    amplitude and phase x `amp_weight`/`phase_weight`, and the forward's own weighted terms), and after `warmup_steps`
+    the LSGAN and feature-matching terms against fresh discriminators (piper's, or lighter ones). Regression mode
+    (`loss_fn`): `loss_fn(generator, batch) -> loss`, no discriminator (the flow student). `eval_batches` are held-out batches whose mel L1 is logged every `eval_every` steps;
     `eval_fn(generator) -> dict` adds any other held-out figure (PESQ from the harness, say). A `yielder`
     (`pause.Yielder`) makes a long run wait between steps while anything on the machine is timed. `should_stop()`,
     asked at every logged step, ends the run early (checkpointed) when it gives a reason (early stopping).
@@ -234,6 +214,8 @@ class Trainer:
         if self.device == "cpu":
             torch.set_num_threads(int(self.threads))
         self.acc = Accelerator(cpu=self.device == "cpu", mixed_precision=r.mixed_precision if self.device != "cpu" else "no")
+        if self.adversarial and r.disc_bf16 and self.device == "cpu":
+            machine.require_precision("torch-cpu", "bf16")  # emulated bf16 would be slower, not cheaper
         set_seed(r.seed)
         params = [p for p in self.generator.parameters() if p.requires_grad]
         if not params:
@@ -298,6 +280,8 @@ class Trainer:
             for name, (weight, term) in (terms[0] if terms else {}).items():  # e.g. stage features of a student
                 out[name] = term
                 loss = loss + weight * term
+            if r.amp_weight or r.phase_weight:
+                loss = loss + self._apnet(out, terms[1] if len(terms) > 1 else None, y)
             if r.stft_weight:
                 out["loss_stft"] = mr_stft_loss(y_hat, y)
                 loss = loss + r.stft_weight * out["loss_stft"]
@@ -309,7 +293,8 @@ class Trainer:
                 loss = loss + r.cstft_weight * out["loss_cstft"]
             if self.adversarial and step >= r.warmup_steps:
                 from piper.train.vits.losses import discriminator_loss, feature_loss, generator_loss
-                with self.acc.autocast():
+                y, y_hat = disc_window(y, y_hat, r.disc_segment)
+                with self._disc_autocast():
                     loss_d = sum(discriminator_loss(*d(y, y_hat.detach())[:2])[0] for d in self.disc.values())
                 self.opt_d.zero_grad(set_to_none=True)
                 self.acc.backward(loss_d)
@@ -317,7 +302,10 @@ class Trainer:
                 self.opt_d.step()
                 self.sched_d.step()
                 adv = fm = 0.0
-                with self.acc.autocast():
+                # the generator's step needs the gradient through the discriminators, not of their weights (the
+                # next discriminator step clears those): frozen meanwhile, their backward costs about half as much
+                self.disc.requires_grad_(False)
+                with self._disc_autocast():
                     for d in self.disc.values():
                         _, y_d_g, fmap_r, fmap_g = d(y, y_hat)
                         adv = adv + generator_loss(y_d_g)[0]
@@ -327,12 +315,31 @@ class Trainer:
             out["loss_g"] = loss
         self.opt_g.zero_grad(set_to_none=True)
         self.acc.backward(out["loss_g"])
+        if self.disc is not None:
+            self.disc.requires_grad_(True)
         self._clip(params_g)
         self.opt_g.step()
         self.sched_g.step()
         if self.ema is not None:
             self.ema.update_parameters(self.acc.unwrap_model(self.gen))
         return out
+
+    def _disc_autocast(self):
+        """The discriminators' precision: bf16 autocast where the recipe asks (the generator's passes stay as they
+        are), else the accelerator's."""
+        if self.recipe.disc_bf16:
+            return torch.autocast(self.acc.device.type, dtype=torch.bfloat16)
+        return self.acc.autocast()
+
+    def _apnet(self, out: dict, spectra: PredictedSpectra | None, y: torch.Tensor) -> torch.Tensor:
+        """APNet's weighted amplitude and phase losses on the forward's predicted spectra (logged into `out`)."""
+        if not isinstance(spectra, PredictedSpectra):
+            raise ValueError("amp_weight/phase_weight need a forward that returns its PredictedSpectra "
+                             "(lib.training.phase_losses.spectra_forward)")
+        terms = apnet_losses(spectra, y)
+        out.update(terms)
+        return (self.recipe.amp_weight * terms["loss_amp"]
+                + self.recipe.phase_weight * (terms["loss_ip"] + terms["loss_gd"] + terms["loss_iaf"]))
 
     def _clip(self, params):
         if self.recipe.grad_clip:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from lib.training.batches import Latents, teacher_latents
-from lib.training.loop import Curve, Recipe, Trainer, mel_l1
+from lib.training.loop import Curve, Recipe, Trainer
+from lib.training.losses import mel_l1
 from lib.training.vits_objective import linear_spectrogram, posterior_encoder
 from lib.voices.parts import fold_weight_norm
 

@@ -1,0 +1,165 @@
+"""What an adversarial step costs on this CPU (issue 39): the frame-rate decoder's regression step against
+adversarial steps with each discriminator, precision and segment a run can select, through the training stack's own
+step, interleaved on the same student and the same batch, under the machine's timing lock (long runs pause).
+
+    tts-lab step-costs --out outputs/recorded/intel-xeon-amx-2c/23_step_costs/step_costs.csv
+
+Writes one row per option (seconds per step, ratio to the regression step, the discriminators' size, the CPU
+model and features, whether the timing was contended) and env.json beside the CSV. An option this CPU cannot run
+(bf16 without native bf16 units) is a row with its reason and no number.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal, get_args
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib.core import machine, pause
+from lib.core.results import atomic_write_text
+from lib.harness import bench
+from lib.jobs.run_state import corpus
+from lib.techniques.regress_recipe import WEIGHTS, recipe, spectral_forward
+from lib.training.batches import random_segments
+from lib.training.discriminators import DiscriminatorName
+from lib.training.loop import Trainer
+from lib.voices import teacher_bundle
+from lib.voices.istft_decoder import FrameRateDecoder
+
+_LOGGER = logging.getLogger(__name__)
+Precision = Literal["fp32", "bf16"]
+
+
+@dataclass
+class StepCosts:
+    """Time the frame-rate decoder's regression step and its adversarial steps, interleaved; write a CSV."""
+    out: str = "outputs/step_costs/step_costs.csv"  # the CSV; env.json is written beside it
+    dim: int = 192  # the frame-rate decoder's channels (the 5x voice's: 192)
+    blocks: int = 6  # its ConvNeXt blocks
+    batch: int = 4  # segments per batch (the long runs': 4)
+    frames: int = 32  # latent frames per segment (the long runs': 32, i.e. 8192 samples)
+    threads: int = 1  # CPU threads (the long runs': 1)
+    reps: int = 3  # timed steps per option (the median is reported)
+    warmup: int = 1  # untimed steps per option first
+    discriminators: list[DiscriminatorName] = field(default_factory=lambda: list(get_args(DiscriminatorName)))
+    pair: bool = True  # also today's students' pair, mpd + mrd
+    precisions: list[Precision] = field(default_factory=lambda: ["fp32", "bf16"])  # of the discriminators' passes
+    segments: list[int] = field(default_factory=lambda: [0, 4096])  # samples the discriminators see (0: all)
+    corpus_limit: int = 4  # training sentences whose teacher latents make the batch
+    quiet_wait_s: float = 10.0  # before each step, wait up to this long for other processes to leave the cores free
+    NAME: ClassVar[str] = "step-costs"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One timed step: no discriminator (the regression step), or these, at this precision, on this window."""
+    discriminators: tuple[str, ...] = ()
+    precision: Precision = "fp32"
+    segment: int = 0
+
+    @property
+    def label(self) -> str:
+        return "+".join(self.discriminators) or "none (regression)"
+
+
+def options(cfg: StepCosts) -> list[Option]:
+    """The regression step first, then every discriminator set x precision x segment."""
+    sets = ([("mpd", "mrd")] if cfg.pair else []) + [(d,) for d in cfg.discriminators]
+    return [Option()] + [Option(s, p, g) for p, g, s in itertools.product(cfg.precisions, cfg.segments, sets)]
+
+
+def absent_reason(option: Option) -> str:
+    """Why this CPU cannot run `option` ('' where it can)."""
+    if option.precision == "bf16":
+        try:
+            machine.require_precision("torch-cpu", "bf16")
+        except machine.PrecisionUnavailable as exc:
+            return str(exc)
+    return ""
+
+
+def _trainer(student, batch, option: Option, work: Path, threads: int) -> Trainer:
+    """A Trainer ready to step: the regression-first recipe, with `option`'s discriminators from the first step."""
+    rec = recipe(10, adversarial_steps=10 if option.discriminators else 0,
+                 discriminators=option.discriminators or ("mpd",), disc_bf16=option.precision == "bf16",
+                 disc_segment=option.segment)
+    trainer = Trainer(copy.deepcopy(student), lambda rng: batch, rec, work,
+                      forward=spectral_forward(WEIGHTS["spectral"]), threads=threads, progress=None)
+    trainer._setup()
+    return trainer
+
+
+def _wait_for_quiet(cfg: StepCosts) -> None:
+    """Give other processes' bursts (not paused by the lock: another session's notebook, say) a moment to end; a
+    step timed while they still run is marked contended."""
+    if cfg.quiet_wait_s > 0:
+        try:
+            machine.wait_for_quiet(cfg.threads, cfg.quiet_wait_s)
+        except machine.MachineBusy:
+            pass
+
+
+def measure(cfg: StepCosts, student: torch.nn.Module, batch: tuple) -> pd.DataFrame:
+    """Every option's seconds per step (median of `reps`, after `warmup`), interleaved: one step of each option in
+    turn, so a drift of the machine touches all alike."""
+    opts = options(cfg)
+    rows = {o: {"absent": absent_reason(o), "times": [], "contended": False} for o in opts}
+    live = [o for o in opts if not rows[o]["absent"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {o: _trainer(student, batch, o, Path(tmp) / str(i), cfg.threads) for i, o in enumerate(live)}
+        with pause.timing("step costs"):
+            for rep in range(cfg.warmup + cfg.reps):
+                for o in live:
+                    _wait_for_quiet(cfg)
+                    with machine.LoadMonitor(cfg.threads) as mon:
+                        t0 = time.perf_counter()
+                        trainers[o]._step(batch, step=10**6)
+                        dt = time.perf_counter() - t0
+                    if rep >= cfg.warmup:
+                        rows[o]["times"].append(dt)
+                        rows[o]["contended"] |= mon.load.contended
+                    _LOGGER.info("%s %s %s: %.2f s", o.label, o.precision, o.segment or "all", dt)
+        sizes = {o: sum(p.numel() for p in t.disc.parameters()) if t.disc is not None else 0
+                 for o, t in trainers.items()}
+    base = float(np.median(rows[opts[0]]["times"])) if rows[opts[0]]["times"] else float("nan")
+    samples, flags = int(batch[1].shape[-1]), machine.feature_line()
+    out = []
+    for o in opts:
+        r = rows[o]
+        s = float(np.median(r["times"])) if r["times"] else float("nan")
+        status = "absent" if r["absent"] else ("contended" if r["contended"] else "ok")
+        out.append({"student": f"istft{cfg.dim}x{cfg.blocks}", "discriminator": o.label, "precision": o.precision,
+                    "segment": o.segment or samples, "batch": cfg.batch, "threads": cfg.threads,
+                    "s_per_step": s, "ratio_to_regression": s / base, "n": len(r["times"]),
+                    "disc_params_m": round(sizes.get(o, 0) / 1e6, 3) if not r["absent"] else float("nan"),
+                    "cpu_model": machine.cpu_model(), "cpu_flags": flags, "status": status,
+                    "reason": r["absent"] or ("other processes used the cores meanwhile" if r["contended"] else "")})
+    return pd.DataFrame(out)
+
+
+def run(cfg: StepCosts) -> pd.DataFrame:
+    """Make the batch from the teacher's own latents, time every option, write the CSV and env.json."""
+    torch.set_num_threads(cfg.threads)
+    teacher = teacher_bundle.teacher()
+    latents, _ = corpus(teacher, cfg.corpus_limit, 0.667, 0.8)
+    batch = random_segments(latents, cfg.batch, cfg.frames, np.random.default_rng(0))
+    torch.manual_seed(0)
+    student = FrameRateDecoder(teacher.hparams["inter_channels"], cfg.dim, cfg.blocks, hop=latents.hop)
+    frame = measure(cfg, student, batch)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, frame.to_csv(index=False))
+    env = {**bench.environment(threads=cfg.threads), "config": {k: v for k, v in vars(cfg).items()}}
+    atomic_write_text(out.parent / "env.json", json.dumps(env, indent=1, default=str))
+    _LOGGER.info("wrote %s\n%s", out, frame[["discriminator", "precision", "segment", "s_per_step",
+                                             "ratio_to_regression", "status"]].to_string(index=False))
+    return frame
