@@ -173,6 +173,11 @@ class SpeakerRun:
     eval_every: int = 250
     log_every: int = 25
 
+    @property
+    def recipe_name(self) -> str:
+        """The ledger's name of what this run trains with: method, learning rate, and a frozen posterior encoder."""
+        return f"speaker-{self.method} lr={self.lr:g}" + ("" if self.train_posterior else " frozen-posterior")
+
     def recipe(self, before: int = 0) -> Recipe:
         """The recipe for the steps left after `before` packed ones (the learning rate goes on from there)."""
         return Recipe.adversarial_tail(max(1, self.steps - before), self.adversarial_steps, lr=self.lr,
@@ -327,7 +332,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
         seen = ledger.read(ledger_path)
         if not (seen["run"] == run).any() or int(seen[seen["run"] == run]["steps"].iloc[-1]) != steps:
             ledger.append(ledger_path, {
-                "run": run, "part": "adapter", "recipe": f"speaker-{cfg.method}", "device": where,
+                "run": run, "part": "adapter", "recipe": cfg.recipe_name, "device": where,
                 "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4), "heldout_pesq": np.nan,
                 "heldout_mel_l1": round(float(frame["heldout_mel"].dropna().iloc[-1]), 4) if "heldout_mel" in frame else np.nan,
                 "heldout_secs": round(quality["heldout_secs"], 4), "heldout_wer": round(quality["heldout_wer"], 4),
