@@ -8,7 +8,7 @@ from lib.voices import piper_torch
 from lib.voices.synth import SCALES
 from lib.techniques import export
 from lib.runtimes import backends, engines
-from lib.harness import scenarios
+from lib.harness import scenarios, trackers
 
 
 class FakeEngine(engines.Engine):
@@ -149,11 +149,11 @@ def test_refuses_a_label_it_did_not_run_on(exported):
 
 def test_monitor_reports_energy_only_from_counters():
     import time
-    with scenarios.Monitor(interval_s=0.01) as mon:
+    with trackers.Monitor(interval_s=0.01) as mon:
         time.sleep(0.1)
     s = mon.summary()
     assert s["cpu_util_pct"] is not None and s["seconds"] >= 0.1
-    ok, reason = scenarios.rapl_status()
+    ok, reason = trackers.rapl_status()
     assert (s["cpu_energy_j"] is not None) == ok
     assert ok or "RAPL" in reason
 

@@ -169,7 +169,7 @@ def test_long_input_streams_sentence_by_sentence_with_progress(ort_voice):
 def test_with_settings_shares_the_built_voice_and_changes_only_call_settings():
     quiet = voices.load_voice(noise_scale=0.0, noise_w=0.0, normalize=False, threads=1)
     noisy = quiet.with_settings(noise_scale=0.667, noise_w=0.8)
-    assert noisy.session is quiet.session and quiet.noise_scale == 0.0 and noisy.noise_scale == 0.667
+    assert noisy.engine is quiet.engine and quiet.noise_scale == 0.0 and noisy.noise_scale == 0.667
     s = "The birch canoe slid on the smooth planks."
     a = quiet.synthesize(s).samples
     b = noisy.synthesize(s).samples

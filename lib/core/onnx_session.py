@@ -1,18 +1,23 @@
-"""The one place an ONNX Runtime session is built: intra-op threads, one inter-op thread, quiet logs, idle threads
-that sleep where OpenMP's do, providers in order with the CPU as fallback, and a failure that names the file."""
+"""Where an ONNX graph is opened: the one ONNX Runtime session builder and the one OpenVINO compile. Threads,
+providers and precision hints are set here, and a file that cannot be loaded is an error that names it."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import onnxruntime as ort
 
 CPU = "CPUExecutionProvider"
 
 
 class OnnxModelError(ValueError):
-    """A model ONNX Runtime cannot load; the message names the file."""
+    """A model ONNX Runtime or OpenVINO cannot load; the message names the file."""
+
+
+def _name(model) -> str:
+    return "a serialized model" if isinstance(model, bytes) else str(model)
 
 
 def session(model: Path | str | bytes, threads: int = 1, providers: Sequence[str] = (CPU,), seed: int | None = None,
@@ -31,5 +36,32 @@ def session(model: Path | str | bytes, threads: int = 1, providers: Sequence[str
     try:
         return ort.InferenceSession(source, sess_options=opts, providers=list(dict.fromkeys([*providers, CPU])))
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile, none a common base
-        name = "a serialized model" if isinstance(model, bytes) else str(model)
-        raise OnnxModelError(f"ONNX Runtime could not load {what} {name}: {exc}") from None
+        raise OnnxModelError(f"ONNX Runtime could not load {what} {_name(model)}: {exc}") from None
+
+
+def openvino(model: Path | str | bytes, device: str = "CPU", precision: str | None = None, threads: int | None = None,
+             what: str = "model"):
+    """`model` (a path, or a serialized ONNX model as bytes) compiled by OpenVINO for `device`, with the precision
+    hint `precision` ('f32', 'bf16', 'f16') and `threads` inference threads where given."""
+    import openvino as ov  # deferred: an optional back-end, loaded only by the voices and engines that compile for it
+    core = ov.Core()
+    try:
+        graph = core.read_model(model, b"") if isinstance(model, bytes) else core.read_model(str(model))
+    except Exception as exc:  # OpenVINO raises RuntimeError subclasses with the parser's message
+        raise OnnxModelError(f"OpenVINO could not read {what} {_name(model)}: {exc}") from None
+    config = {**({"INFERENCE_PRECISION_HINT": precision} if precision else {}),
+              **({"INFERENCE_NUM_THREADS": int(threads)} if threads else {})}
+    return core.compile_model(graph, device, config)
+
+
+def ov_precision(compiled) -> str:
+    """The precision a compiled OpenVINO model really runs at, as its short name ('f32', 'bf16', 'f16')."""
+    value = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return value.get_type_name() if hasattr(value, "get_type_name") else str(value).lower()
+
+
+def ov_runner(compiled):
+    """A callable that runs a compiled OpenVINO model on a feed dict (or one positional input) and returns its
+    first output as a numpy array; one infer request, reused."""
+    request = compiled.create_infer_request()
+    return lambda feeds: np.asarray(next(iter(request.infer(feeds).values())))

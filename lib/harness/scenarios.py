@@ -4,7 +4,7 @@ only, and the whole suite for one engine. Part of the harness, beside bench and 
 from __future__ import annotations
 
 import dataclasses
-import threading
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +15,9 @@ import numpy as np
 from lib.core import text
 from lib.core.audio import snr_db
 from lib.harness import bench, evaluate, metrics
-from lib.harness.bench import Timing, Watched
+from lib.harness.bench import Timing
 from lib.harness.metrics import pesq_wb
+from lib.harness.trackers import Monitor, Watched
 from lib.runtimes.engines import Engine, windows
 from lib.voices import synth as voices
 from lib.voices.synth import CHUNK_FRAMES, CONTEXT_FRAMES
@@ -24,27 +25,17 @@ from lib.voices.synth import CHUNK_FRAMES, CONTEXT_FRAMES
 # --- scenarios -----------------------------------------------------------------------------------------------
 
 def single_stream(engine: Engine, queries: Sequence[Sequence[int]], min_queries: int = 100, min_seconds: float = 10.0,
-                  max_seconds: float = 120.0, warmup: int = 3, progress: bool = False) -> Timing:
-    """MLPerf single-stream: one query at a time until at least `min_queries` and `min_seconds` (capped at
-    `max_seconds`); latency per query and the audio it produced."""
-    from tqdm.auto import tqdm
+                  max_seconds: float = 120.0, warmup: int = 3, progress: bool = False, threads: int = 1) -> Timing:
+    """MLPerf single-stream: one query at a time, the i-th with noise seed i, until at least `min_queries` and
+    `min_seconds` (capped at `max_seconds`), through the one timing loop (bench.time_interleaved): latency per
+    query, the audio it produced, and the machine's load meanwhile."""
     for ids in list(queries)[:warmup]:
         engine.synth([ids])
-    lat, aud = [], []
-    start = time.perf_counter()
-    bar = tqdm(desc=f"single-stream {engine.label}", disable=not progress, leave=False)
-    i = 0
-    while (len(lat) < min_queries or time.perf_counter() - start < min_seconds) and time.perf_counter() - start < max_seconds:
-        ids = queries[i % len(queries)]
-        t0 = time.perf_counter()
-        out = engine.synth([ids], seed=i)
-        engine.sync()
-        lat.append(time.perf_counter() - t0)
-        aud.append(out[0].size / engine.sample_rate)
-        i += 1
-        bar.update()
-    bar.close()
-    return Timing(np.array(lat), np.array(aud))
+    seeds = itertools.count()
+    return bench.time_interleaved({engine.label: lambda ids: engine.synth([ids], seed=next(seeds))}, queries,
+                                  lambda out: out[0].size / engine.sample_rate, warmup=0, threads=threads,
+                                  progress=f"single-stream {engine.label}" if progress else None,
+                                  until=bench.Until(min_queries, min_seconds, max_seconds), sync=engine.sync)[engine.label]
 
 
 def offline_throughput(engine: Engine, queries: Sequence[Sequence[int]], batch_sizes: Sequence[int],
@@ -163,89 +154,6 @@ def cold_start(onnx_path: Path, text: str, repeats: int = 3) -> dict:
     return {"cold_start_ms": 1e3 * float(np.median(took)), "cold_start_ms_max": 1e3 * float(np.max(took)), "n": repeats}
 
 
-# --- utilisation and energy ----------------------------------------------------------------------------------
-
-def rapl_status() -> tuple[bool, str]:
-    path = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
-    if not path.exists():
-        return False, "no RAPL counters (/sys/class/powercap/intel-rapl:0 does not exist on this machine)"
-    try:
-        int(path.read_text())
-    except (OSError, ValueError) as exc:
-        return False, f"RAPL counter not readable: {exc}"
-    return True, ""
-
-
-def nvml_status() -> tuple[bool, str]:
-    try:
-        import pynvml
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
-        return True, ""
-    except ImportError:
-        return False, "nvidia-ml-py (pynvml) is not installed"
-    except Exception as exc:
-        return False, f"NVML unavailable: {type(exc).__name__}: {exc}"
-
-
-class Monitor:
-    """Samples CPU utilisation (psutil) and, where NVML answers, GPU utilisation and memory every `interval_s`;
-    reads the energy counters (NVML total energy, RAPL package energy) at entry and exit. Counters only: no
-    estimate is ever mixed in."""
-
-    def __init__(self, interval_s: float = 0.05):
-        import psutil
-        self.psutil = psutil
-        self.interval_s = interval_s
-        self.cpu, self.gpu, self.gpu_mem = [], [], []
-        self.nvml_ok, self.nvml_reason = nvml_status()
-        self.rapl_ok, self.rapl_reason = rapl_status()
-        self._stop = threading.Event()
-
-    def _energy(self) -> dict:
-        out = {}
-        if self.nvml_ok:
-            import pynvml
-            out["gpu_mj"] = pynvml.nvmlDeviceGetTotalEnergyConsumption(pynvml.nvmlDeviceGetHandleByIndex(0))
-        if self.rapl_ok:
-            out["cpu_uj"] = int(Path("/sys/class/powercap/intel-rapl:0/energy_uj").read_text())
-        return out
-
-    def _loop(self):
-        handle = None
-        if self.nvml_ok:
-            import pynvml
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-        self.psutil.cpu_percent(None)
-        while not self._stop.wait(self.interval_s):
-            self.cpu.append(self.psutil.cpu_percent(None))
-            if handle is not None:
-                import pynvml
-                self.gpu.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-                self.gpu_mem.append(pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20)
-
-    def __enter__(self):
-        self._e0, self._t0 = self._energy(), time.perf_counter()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.seconds = time.perf_counter() - self._t0
-        e1 = self._energy()
-        self.gpu_j = (e1["gpu_mj"] - self._e0["gpu_mj"]) / 1e3 if "gpu_mj" in e1 else None
-        self.cpu_j = (e1["cpu_uj"] - self._e0["cpu_uj"]) / 1e6 if "cpu_uj" in e1 else None
-
-    def summary(self) -> dict:
-        return {"cpu_util_pct": float(np.mean(self.cpu)) if self.cpu else None,
-                "gpu_util_pct": float(np.mean(self.gpu)) if self.gpu else None,
-                "gpu_mem_used_mb": float(np.max(self.gpu_mem)) if self.gpu_mem else None,
-                "gpu_energy_j": self.gpu_j, "cpu_energy_j": self.cpu_j, "seconds": self.seconds}
-
-
 # --- the whole suite for one engine, and the run on a GPU machine ---------------------------------------------
 
 @dataclass
@@ -282,13 +190,14 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     torch_cuda = engine.device == "cuda"
     loads = writer.scalars.setdefault("timing_load", [])
 
-    def load_status(watch, scenario):
-        loads.append({"variants": [engine.label], "scenario": scenario, **watch.load.as_dict()})
-        return dict(status="contended", reason=watch.load.reason()) if watch.load.contended else {}
+    def load_status(load, scenario):
+        loads.append({"variants": [engine.label], "scenario": scenario, **load.as_dict()})
+        return dict(status="contended", reason=load.reason()) if load.contended else {}
 
-    with Monitor() as mon, Watched(threads or 1) as watch:
-        timing = single_stream(engine, queries, cfg.min_queries, cfg.min_seconds, cfg.max_seconds, cfg.warmup)
-    busy = load_status(watch, "single-stream")
+    with Monitor() as mon:
+        timing = single_stream(engine, queries, cfg.min_queries, cfg.min_seconds, cfg.max_seconds, cfg.warmup,
+                               threads=threads or 1)
+    busy = load_status(timing.load, "single-stream")
     summary = timing.summary()
     writer.add_many({k: summary[k] for k in ("rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99")},
                     n=len(timing.latencies_s), **keys, **busy)
@@ -299,7 +208,7 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
         writer.add(metric="gpu_util_pct", value=util["gpu_util_pct"], reference="GPU, single-stream", **keys)
     with Watched(threads or 1) as watch:
         rows = offline_throughput(engine, queries, cfg.batch_sizes, cfg.offline_seconds)
-    busy = load_status(watch, "offline")
+    busy = load_status(watch.load, "offline")
     ok = [r for r in rows if r["status"] == "ok"]
     best = max(ok, key=lambda r: r["throughput_xrt"])
     writer.add(metric="throughput_xrt_offline", value=best["throughput_xrt"], n=best["batches"], **keys, **busy)
@@ -307,7 +216,7 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     with Watched(threads or 1) as watch:
         ttfa = streaming_ttfa(engine, ttfa_queries, cfg.chunk_frames, cfg.context_frames, cfg.min_queries,
                               cfg.min_seconds, cfg.max_seconds, cfg.warmup)
-    busy = load_status(watch, "streaming")
+    busy = load_status(watch.load, "streaming")
     writer.add_many({k: ttfa[k] for k in ("ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99")}, n=ttfa["n"], **keys, **busy)
     writer.add(metric="stream_rtf", value=ttfa["stream_rtf"], n=ttfa["n"], **keys, **busy)
     fid = chunk_fidelity(engine, ttfa_queries[:cfg.fidelity_queries], cfg.chunk_frames, cfg.context_frames)

@@ -1,2 +1,3 @@
-"""What runs a voice on a back-end: the registry of back-ends with their probes, and the engines. Imports core, data,
+"""What runs a voice on a back-end: the registry of back-ends with their probes, and the benchmark engines (the Engine
+interface itself is lib.voices.engine). Imports core, data,
 voices, training and techniques (exports) only."""

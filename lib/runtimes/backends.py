@@ -127,11 +127,6 @@ def _probe_ort(backend: str, precision: str, device: str) -> Probe:
     return Probe(backend, precision, device, RUNNABLE, "", effective, versions)
 
 
-def ov_precision(value) -> str:
-    """OpenVINO's element type as its short name ('f32', 'bf16', 'f16')."""
-    return value.get_type_name() if hasattr(value, "get_type_name") else str(value).lower()
-
-
 def _probe_openvino(device: str, precision: str) -> Probe:
     backend = f"openvino-{device.lower()}"
     versions = {"openvino": _version("openvino")}
@@ -152,10 +147,8 @@ def _probe_openvino(device: str, precision: str) -> Probe:
             reason += ". Prepared here instead: the static-shape decoder ONNX and its op-coverage check"
         return Probe(backend, precision, device.lower(), status, reason, versions=versions)
     try:
-        compiled = core.compile_model(core.read_model(_tiny_conv_onnx(), b""), device,
-                                      {"INFERENCE_PRECISION_HINT": precision})
-        effective = (f"{','.join(compiled.get_property('EXECUTION_DEVICES'))}:"
-                     f"{ov_precision(compiled.get_property('INFERENCE_PRECISION_HINT'))}")
+        compiled = onnx_session.openvino(_tiny_conv_onnx(), device, precision, what="the probe's model")
+        effective = f"{','.join(compiled.get_property('EXECUTION_DEVICES'))}:{onnx_session.ov_precision(compiled)}"
     except Exception as exc:
         return Probe(backend, precision, device.lower(), UNAVAILABLE, f"{type(exc).__name__}: {str(exc)[:300]}",
                      versions=versions)

@@ -1,5 +1,6 @@
-"""Engines: one interface (synth, latent, decode windows) over PyTorch, ONNX Runtime and OpenVINO, each refusing
-to run on another back-end or precision than it says (BackendMismatch)."""
+"""The benchmark's engines over the explicit-noise exports: the PyTorch voice (torch.compile, CUDA graphs) and the
+noise-as-input ONNX files on ONNX Runtime or OpenVINO, behind the one Engine interface of lib.voices.engine; each
+refuses to run on another back-end or precision than it says (BackendMismatch)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,34 +10,11 @@ import numpy as np
 
 from lib.core import machine, onnx_session
 from lib.core.audio import DEFAULT_SAMPLE_RATE
-from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_provider, ov_precision
-from lib.voices.synth import SCALES
+from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_provider
 from lib.techniques.export import frames_budget, hop_length, latent_with_noise, make_noise, pad_batch, StaticSplines
+from lib.voices.engine import Engine, SCALES
 
-# --- engines: one interface over torch, ONNX Runtime and OpenVINO ----------------------------------------------
-
-class Engine:
-    """Batch synthesis from phoneme ids with explicit noise, the latent alone, and a fixed-shape window decoder."""
-    label: str = ""
-    backend: str = ""
-    precision: str = ""
-    device: str = "cpu"
-    effective: str = ""
-    sample_rate: int = DEFAULT_SAMPLE_RATE
-    hop: int = 256
-    channels: int = 192
-
-    def synth(self, batch: Sequence[Sequence[int]], seed: int = 0) -> list[np.ndarray]:
-        raise NotImplementedError
-
-    def latent(self, ids: Sequence[int], seed: int = 0) -> np.ndarray:
-        raise NotImplementedError
-
-    def decode_window(self, z: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def sync(self) -> None:
-        pass
+__all__ = ["Engine", "TorchEngine", "OnnxEngine", "latent_windows", "windows"]
 
 
 class TorchEngine(Engine):
@@ -87,14 +65,14 @@ class TorchEngine(Engine):
         return (torch.randn(len(batch), 2, t, generator=g, device=self.device),
                 torch.randn(len(batch), self.channels, frames_budget(t), generator=g, device=self.device))
 
-    def synth(self, batch, seed: int = 0, host_noise: bool = False):
+    def synth(self, batch, seed: int = 0, scales=SCALES, host_noise: bool = False):
         torch = self.torch
         x, lengths = pad_batch(batch)
         dp_noise, z_noise = self._noise(batch, seed, host_noise)
         with torch.inference_mode(), self._autocast():
             dev = self.device
             z, y_lengths = latent_with_noise(self.model, torch.from_numpy(x).to(dev), torch.from_numpy(lengths).to(dev),
-                                             SCALES, dp_noise, z_noise)
+                                             scales, dp_noise, z_noise)
             audio = self.decoder(z)
         self._out_device, self._dec_dtype = audio.device.type, str(audio.dtype).replace("torch.", "")
         self._out_dtype = self._dec_dtype
@@ -222,13 +200,11 @@ class OnnxEngine(Engine):
                 self._run_decoder = self._openvino_window_decoder(paths["decoder"], decoder_precision, threads)
                 self.label += f"+openvino-{decoder_precision}-window"
         elif backend.startswith("openvino-"):
-            import openvino as ov
             device = backend.split("-")[1].upper()
             self.device = device.lower()
-            core = ov.Core()
-            cfg = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": int(threads)}
-            compiled = {k: core.compile_model(str(paths[k]), device, cfg) for k in ("voice", "latent", "decoder")}
-            got = {k: (list(c.get_property("EXECUTION_DEVICES")), ov_precision(c.get_property("INFERENCE_PRECISION_HINT")))
+            compiled = {k: onnx_session.openvino(paths[k], device, precision, threads, what=f"{k} model")
+                        for k in ("voice", "latent", "decoder")}
+            got = {k: (list(c.get_property("EXECUTION_DEVICES")), onnx_session.ov_precision(c))
                    for k, c in compiled.items()}
             for k, (devices, prec) in got.items():
                 if not any(d.startswith(device) for d in devices) or prec.lower() != precision.lower():
@@ -237,31 +213,29 @@ class OnnxEngine(Engine):
             reqs = {k: c.create_infer_request() for k, c in compiled.items()}
             self._run_voice = lambda f: list(reqs["voice"].infer(f).values())
             self._run_latent = lambda f: list(reqs["latent"].infer(f).values())
-            self._run_decoder = lambda z: np.asarray(next(iter(reqs["decoder"].infer({0: z}).values())))
+            self._run_decoder = onnx_session.ov_runner(compiled["decoder"])
         else:
             raise ValueError(f"OnnxEngine runs ort-* and openvino-* back-ends, not {backend!r}")
 
     def _openvino_window_decoder(self, path: Path, precision: str, threads: int):
         """The static-window decoder compiled once by OpenVINO's CPU plugin at `precision` (bf16 runs on AMX)."""
-        import openvino as ov
         machine.require_precision("openvino-cpu", precision)
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision,
-                                                              "INFERENCE_NUM_THREADS": int(threads)})
-        got = ov_precision(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        compiled = onnx_session.openvino(path, "CPU", precision, threads, what="window decoder")
+        got = onnx_session.ov_precision(compiled)
         if got != precision:
             raise BackendMismatch(f"asked OpenVINO for a {precision} decoder, it compiled {got}")
         self.effective += f"; window decoder CPU:{got}"
-        request = compiled.create_infer_request()
-        return lambda z: np.asarray(next(iter(request.infer({0: z}).values())))
+        run = onnx_session.ov_runner(compiled)
+        return lambda z: run({0: z})
 
-    def _feeds(self, batch, seed):
+    def _feeds(self, batch, seed, scales=SCALES):
         x, lengths = pad_batch(batch)
         dp_noise, z_noise = make_noise(batch, self.channels, seed)
-        return {"input": x, "input_lengths": lengths, "scales": np.array(SCALES, dtype=np.float32),
+        return {"input": x, "input_lengths": lengths, "scales": np.array(scales, dtype=np.float32),
                 "dp_noise": dp_noise, "z_noise": z_noise}
 
-    def synth(self, batch, seed: int = 0):
-        audio, y_lengths = self._run_voice(self._feeds(batch, seed))
+    def synth(self, batch, seed: int = 0, scales=SCALES):
+        audio, y_lengths = self._run_voice(self._feeds(batch, seed, scales))
         audio = np.asarray(audio)[:, 0]
         return [audio[i, :int(n) * self.hop] for i, n in enumerate(np.asarray(y_lengths))]
 

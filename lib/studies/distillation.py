@@ -3,7 +3,7 @@ frame-rate decoder, the flow and the front end), the student voices built from t
 the frame-rate decoder's width scan, and the values its verdicts and closing findings state."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +21,7 @@ from lib.training import batches, loop as training
 from lib.voices import istft_decoder, parts, synth as voices
 from lib.voices.artefacts import ArtefactError, load_part
 from lib.voices.frontend import frontend_of
+from lib.voices.spec import ROLE_OF_KIND, Part, Source, VoiceSpec
 
 TORCH_STUDENTS = ("links", "chain+flow", "frontend", "whole", "istft", "5x")  # the voices `torch_students` may name
 ORT_STUDENTS = ("chain", "chain+flow", "whole", "5x")  # the student voices `ort_students` may name
@@ -148,7 +149,7 @@ def training_minutes(curves: dict) -> float:
 class Voices:
     """The voices built from this run's students (`built`, the teacher first), those judged in PyTorch (`judged`) and
     in ONNX Runtime (`ort`), the names of the composed ones, and the recorded students (GPU runs and long CPU runs)
-    with what is absent and where each trained."""
+    with what is absent and where each trained; `specs` says what each voice is (its name is rendered from it)."""
     built: dict
     judged: list
     best: str
@@ -159,40 +160,75 @@ class Voices:
     recorded: dict
     absent: dict
     info: dict
+    specs: dict = field(default_factory=dict)
 
     def costed(self) -> dict:
         """The voices whose parameters and GFLOP are counted: those judged, exported or broken down by module."""
         names = set(self.judged) | set(self.ort) | {"teacher", self.whole, self.five}
         return {**{n: m for n, m in self.built.items() if n in names}, **self.recorded}
 
-    def fives(self) -> list:
-        """The 5x voices among this run's and the recorded ones: a frame-rate decoder with a front-end student
-        (known by their parts, not their names)."""
-        return [n for n, m in {**self.built, **self.recorded}.items()
-                if isinstance(m.dec, istft_decoder.FrameRateDecoder) and not getattr(m, "use_sdp", True)]
+    def fives(self, backend: str = "torch-cpu") -> list:
+        """The names, on `backend`, of the 5x voices among this run's and the recorded ones: a frame-rate decoder with
+        a front-end student (known by their parts, not their names)."""
+        names = [n for n, m in {**self.built, **self.recorded}.items()
+                 if isinstance(m.dec, istft_decoder.FrameRateDecoder) and not getattr(m, "use_sdp", True)]
+        return names if backend == "torch-cpu" else [self.specs[n].on(backend).name for n in names]
+
+
+def part_width(module, kind: str) -> int:
+    """The channels of a student part: a decoder's first convolution, a frame-rate decoder's or front end's width,
+    the flow's hidden channels."""
+    if kind == "decoder":
+        return distill.decoder_width(module)
+    if kind == "flow":
+        return module.flows[0].enc.hidden_channels
+    return module.config["dim" if kind == "istft_decoder" else "hidden_channels"]
+
+
+def voice_of(teacher, spec: VoiceSpec, modules: dict):
+    """The teacher with the parts of `spec` (`modules`: part -> its module) in place of its own."""
+    return distill.with_parts(teacher, **{p.role: modules[p] for p in spec.parts})
 
 
 def student_voices(teacher, students: dict, chain_end: str, *, flow, flow_name: str, fe, fe_name: str, voc,
-                   istft_name: str) -> tuple[dict, dict]:
+                   istft_name: str) -> tuple[dict, dict, dict]:
     """The voices built from this run's students, the teacher first: each decoder link alone, then the composed ones.
-    Returns ({name: voice}, {role: the names of its voices}) for the roles of TORCH_STUDENTS and ORT_STUDENTS."""
-    roles = {"links": list(students), "chain": [chain_end], "chain+flow": [f"{chain_end}+{flow_name}"],
-             "frontend": [f"teacher+{fe_name}"], "whole": [f"{chain_end}+{flow_name}+{fe_name}"], "istft": [istft_name],
-             "5x": [f"{istft_name}+{flow_name}+{fe_name}"]}
-    vs = {"teacher": teacher, **{n: distill.with_parts(teacher, decoder=d) for n, d in students.items()}}
-    vs[roles["chain+flow"][0]] = distill.with_parts(teacher, decoder=students[chain_end], flow=flow)
-    vs[roles["frontend"][0]] = distill.with_parts(teacher, frontend=fe)  # the front end's own cost in quality
-    vs[roles["whole"][0]] = distill.with_parts(teacher, decoder=students[chain_end], flow=flow, frontend=fe)
-    vs[istft_name] = distill.with_parts(teacher, decoder=voc)
-    vs[roles["5x"][0]] = distill.with_parts(teacher, decoder=voc, flow=flow, frontend=fe)
-    return vs, roles
+    Returns ({name: voice}, {role: the names of its voices} for the roles of TORCH_STUDENTS and ORT_STUDENTS,
+    {name: spec})."""
+    here = {Part(n, "decoder", part_width(d, "decoder")): d for n, d in students.items()}
+    here.update({Part(flow_name, "flow", part_width(flow, "flow")): flow, Part(fe_name, "frontend", part_width(fe, "frontend")): fe,
+                 Part(istft_name, "istft_decoder", part_width(voc, "istft_decoder")): voc})
+    by_name = {p.name: p for p in here}
+    chain, flow_p, fe_p, voc_p = by_name[chain_end], by_name[flow_name], by_name[fe_name], by_name[istft_name]
+    roles = {"links": [VoiceSpec((by_name[n],)) for n in students], "chain": [VoiceSpec((chain,))],
+             "chain+flow": [VoiceSpec((chain, flow_p))], "frontend": [VoiceSpec((fe_p,))],
+             "whole": [VoiceSpec((chain, flow_p, fe_p))], "istft": [VoiceSpec((voc_p,))],
+             "5x": [VoiceSpec((voc_p, flow_p, fe_p))]}
+    specs = {"teacher": VoiceSpec()}
+    for role in ("links", "chain+flow", "frontend", "whole", "istft", "5x"):  # the order the voices are judged in
+        specs.update({sp.name: sp for sp in roles[role]})
+    vs = {n: teacher if not sp.parts else voice_of(teacher, sp, here) for n, sp in specs.items()}
+    return vs, {r: [sp.name for sp in sps] for r, sps in roles.items()}, specs
 
 
-def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED / "training") -> tuple[dict, dict, dict]:
+def recorded_specs(teacher, roots: dict) -> tuple[dict, dict, dict, dict]:
+    """The students recorded on GPUs (`roots`: device -> folder; distill.recorded_voices), each with its spec read
+    from its pack's config: ({name: voice}, {name: reason it is absent}, {name: config}, {name: spec})."""
+    voices_, absent, info, specs = {}, {}, {}, {}
+    for dev, root in roots.items():
+        rec, bad, cfg = distill.recorded_voices(teacher, {dev: root})
+        for n, c in cfg.items():
+            packed = [Part.of_pack(c["decoder"], dev)] if "decoder" in c else []
+            specs[n] = VoiceSpec(tuple(packed + [Part.of_pack(c, dev)]))
+        voices_, absent, info = {**voices_, **rec}, {**absent, **bad}, {**info, **cfg}
+    return voices_, absent, info, specs
+
+
+def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED / "training") -> tuple[dict, dict, dict, dict]:
     """The packs of the long CPU runs (`root`/<work>/<run>/, model.safetensors + config.json) each as the teacher
     with that decoder, flow or front end, named `<run>@cpu-long`: ({name: voice}, {name: reason it is absent},
-    {name: config})."""
-    found, absent, info = {}, {}, {}
+    {name: config}, {name: spec})."""
+    found, absent, info, specs = {}, {}, {}, {}
     for run in runs:
         name = f"{Path(run).name}@{results.LONG_RUN}"
         try:
@@ -200,35 +236,33 @@ def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED 
         except ArtefactError as exc:
             absent[name] = f"long run {run} cannot be loaded: {exc}"
             continue
-        if config["kind"] not in ("decoder", "istft_decoder", "flow", "frontend"):
+        if config["kind"] not in ROLE_OF_KIND:
             absent[name] = f"long run {run} is a {config['kind']}, not a decoder, a flow or a front end"
             continue
-        part = config["kind"] if config["kind"] in ("flow", "frontend") else "decoder"
-        found[name], info[name] = distill.with_parts(teacher, **{part: module}), config
-    return found, absent, info
+        spec = VoiceSpec((Part.of_pack({"student": Path(run).name, **config}, results.LONG_RUN),))
+        found[spec.name], info[spec.name], specs[spec.name] = voice_of(teacher, spec, {spec.parts[0]: module}), config, spec
+    return found, absent, info, specs
 
 
-def long_whole_voices(long: dict, info: dict, flow, flow_name: str, fe, fe_name: str) -> dict:
-    """Each long regression-first decoder of `long` (long_run_voices' voices and configs `info`) as a whole student
-    voice, `<run>+<flow>+<fe_name>@cpu-long`: with the first long flow run's flow (named `<flow run>-long`), else with
-    `flow` (`flow_name`, this run's), and the first long front-end run's front end (`<its run>-long`), else `fe`
-    (`fe_name`, this run's); for a frame-rate decoder that is the 5x voice. With a long flow, each long HiFi-GAN
-    decoder also joins it under the teacher's front end, `<run>+<flow>@cpu-long`: the long runs' parts alone (a
-    minutes-trained front end stays out of their verdict)."""
+def long_whole_voices(long: dict, info: dict, specs: dict, flow, flow_part: Part, fe, fe_part: Part) -> tuple[dict, dict]:
+    """Each long regression-first decoder of `long` (long_run_voices' voices, configs `info` and `specs`) as a whole
+    student voice: with the first long flow run's flow, else `flow` (`flow_part`, this run's), and the first long
+    front-end run's front end, else `fe` (`fe_part`); for a frame-rate decoder that is the 5x voice. With a long flow,
+    each long HiFi-GAN decoder also joins it under the teacher's front end: the long runs' parts alone (a
+    minutes-trained front end stays out of their verdict). Returns ({name: voice}, {name: spec})."""
     flows = [n for n, c in info.items() if c["kind"] == "flow"]
     fes = [n for n, c in info.items() if c["kind"] == "frontend"]
     if flows:
-        flow, flow_name = long[flows[0]].flow, flows[0].replace(f"@{results.LONG_RUN}", "-long")
+        flow, flow_part = long[flows[0]].flow, specs[flows[0]].parts[0]
     if fes:
-        fe, fe_name = frontend_of(long[fes[0]]), fes[0].replace(f"@{results.LONG_RUN}", "-long")
-    decoders = {n: c for n, c in info.items()
-                if str(c.get("recipe", "")).startswith("regression-first") and c["kind"] in ("decoder", "istft_decoder")}
-    voices_ = {n.replace("@", f"+{flow_name}+{fe_name}@"): distill.with_parts(long[n], flow=flow, frontend=fe)
-               for n in decoders}
+        fe, fe_part = frontend_of(long[fes[0]]), specs[fes[0]].parts[0]
+    decoders = [n for n, c in info.items()
+                if str(c.get("recipe", "")).startswith("regression-first") and c["kind"] in ("decoder", "istft_decoder")]
+    made = {specs[n].with_part(flow_part).with_part(fe_part): (long[n], dict(flow=flow, frontend=fe)) for n in decoders}
     if flows:
-        voices_.update({n.replace("@", f"+{flow_name}@"): distill.with_parts(long[n], flow=flow)
-                        for n, c in decoders.items() if c["kind"] == "decoder"})
-    return voices_
+        made.update({specs[n].with_part(flow_part): (long[n], dict(flow=flow)) for n in decoders if info[n]["kind"] == "decoder"})
+    return ({sp.name: distill.with_parts(voice, **swap) for sp, (voice, swap) in made.items()},
+            {sp.name: sp for sp in made})
 
 
 def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict, long_runs: Sequence[str],
@@ -237,36 +271,42 @@ def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict,
     """This run's student voices (those of the roles in `torch_students` judged in PyTorch, with the teacher; those
     in `ort_students` exported), the students recorded on GPUs (`recorded_roots`: device -> folder) and the long CPU
     runs' packs; a recorded 5x voice gets this run's front end, and a long regression-first run's decoder is also
-    judged with a flow (the first long flow run's, `<flow>-long`, else this run's) and this run's front end: a whole
-    student voice, the 5x voice for a frame-rate decoder. What cannot be loaded becomes absent rows naming why."""
-    vs, roles = student_voices(teacher, students, chain_end, **parts_)
+    judged with a flow (the first long flow run's, else this run's) and this run's front end: a whole student voice,
+    the 5x voice for a frame-rate decoder. What cannot be loaded becomes absent rows naming why."""
+    vs, roles, specs = student_voices(teacher, students, chain_end, **parts_)
+    fe_part = specs[roles["frontend"][0]].part("frontend")
     judged = [n for n in vs if n == "teacher" or any(n in roles[r] for r in torch_students)]
-    rec, absent, info = distill.recorded_voices(teacher, recorded_roots)
-    for n in [n for n in rec if n.startswith("istft") and "+flow" in n]:  # a recorded 5x voice, with this run's front end
-        rec[n.replace("@", f"+{parts_['fe_name']}@")] = distill.with_parts(rec[n], frontend=parts_["fe"])
-    long, long_absent, long_info = long_run_voices(teacher, long_runs)
-    long.update(long_whole_voices(long, long_info, parts_["flow"], parts_["flow_name"], parts_["fe"], parts_["fe_name"]))
-    rec, absent, info = {**rec, **long}, {**absent, **long_absent}, {**info, **long_info}
+    rec, absent, info, rec_specs = recorded_specs(teacher, recorded_roots)
+    for n, sp in list(rec_specs.items()):  # a recorded 5x voice (frame-rate decoder and flow), with this run's front end
+        if sp.part("decoder").kind == "istft_decoder" and sp.part("flow") is not None:
+            five = sp.with_part(fe_part)
+            rec[five.name], rec_specs[five.name] = distill.with_parts(rec[n], frontend=parts_["fe"]), five
+    long, long_absent, long_info, long_specs = long_run_voices(teacher, long_runs)
+    whole, whole_specs = long_whole_voices(long, long_info, long_specs, parts_["flow"],
+                                           specs[roles["chain+flow"][0]].part("flow"), parts_["fe"], fe_part)
+    rec, absent, info = {**rec, **long, **whole}, {**absent, **long_absent}, {**info, **long_info}
     for name, reason in absent.items():
         writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
                       reason=reason)
     ort = {roles[r][0]: vs[roles[r][0]] for r in ORT_STUDENTS if r in ort_students}
     return Voices(vs, judged, roles["chain+flow"][0], roles["whole"][0], roles["5x"][0], roles["frontend"][0], ort, rec,
-                  absent, info)
+                  absent, info, {**specs, **rec_specs, **long_specs, **whole_specs})
 
 
 def harness_variants(v: Voices, costs: dict, onnx_fp32: Path, config: Path, work: Path) -> tuple[list, dict]:
     """The variants handed to the harness: every PyTorch voice (parent: the teacher), the shipped file in ONNX
-    Runtime (`fp32-ort`) and each ONNX student (this run's `ort` voices and the recorded ones, exported with piper's
-    interface; parent `fp32-ort`), with their cost rows. Returns (variants, {student: onnx path})."""
-    onnx = {n: export.export_voice(m, work / "onnx" / n.replace("@", "_at_"), config) for n, m in {**v.ort, **v.recorded}.items()}
+    Runtime and each ONNX student (this run's `ort` voices and the recorded ones, exported with piper's interface;
+    parent: the shipped file), with their cost rows. Returns (variants, {student: onnx path})."""
+    onnx = {n: export.export_voice(m, work / "onnx" / v.specs[n].folder, config) for n, m in {**v.ort, **v.recorded}.items()}
     extra = {n: {k: x for k, x in c.items() if k != "params"} for n, c in costs.items()}
-    out = [evaluate.torch_variant(n, "baseline" if n == "teacher" else "distillation", m, work / "torch",
-                                  parent="" if n == "teacher" else "teacher", extra=extra[n]) for n, m in v.built.items()
+    teacher, shipped = VoiceSpec().name, VoiceSpec(backend="ort-cpu").name
+    out = [evaluate.torch_variant(n, "baseline" if n == teacher else "distillation", m, work / "torch",
+                                  parent="" if n == teacher else teacher, extra=extra[n]) for n, m in v.built.items()
            if n in v.judged]
-    out += [evaluate.onnx_variant("fp32-ort", "baseline", onnx_fp32, parent="")]
-    out += [evaluate.onnx_variant(f"{n}-ort", "distillation", path, parent="fp32-ort", artefact=path.parent,
-                                  extra=extra[n] | {"params": costs[n]["params"]}) for n, path in onnx.items()]
+    out += [evaluate.onnx_variant(shipped, "baseline", onnx_fp32, parent="")]
+    out += [evaluate.onnx_variant(v.specs[n].on("ort-cpu").name, "distillation", path, parent=shipped,
+                                  artefact=path.parent, extra=extra[n] | {"params": costs[n]["params"]})
+            for n, path in onnx.items()]
     return out, onnx
 
 
@@ -300,25 +340,28 @@ def width_scan(teacher, flow, fe, widths: Sequence[int], work: Path, *, blocks: 
     """The 5x voice rebuilt with an untrained frame-rate decoder of each width, exported and timed interleaved with
     the shipped file in ONNX Runtime, noise off (rows `architecture scan`, parent `fp32-ort`)."""
     quiet = dict(backend="ort-cpu", threads=threads, noise_scale=0.0, noise_w=0.0)
-    timed = {"fp32-ort": voices.load_voice(model_path=onnx_fp32, **quiet)}
+    shipped = VoiceSpec(backend="ort-cpu").name
+    timed = {shipped: voices.load_voice(model_path=onnx_fp32, **quiet)}
+    untrained = Source(trained=False)
     for d in widths:
-        name = f"istft{d}x{blocks}+{flow_name}+{fe_name}-untrained"
         dec = istft_decoder.FrameRateDecoder(teacher.hparams["inter_channels"], d, blocks)
-        path = export.export_voice(distill.with_parts(teacher, decoder=dec, flow=flow, frontend=fe), work / "scan" / name, config)
-        timed[name] = voices.load_voice(model_path=path, **quiet)
-    meta = {n: dict(technique="architecture scan", backend="ort-cpu", threads=threads, parent="fp32-ort") for n in timed}
-    return evaluate.measure_speed(timed, sentences, writer, model=model, baseline="fp32-ort", warmup=warmup, meta=meta,
-                                  record=[n for n in timed if n != "fp32-ort"])
+        spec = VoiceSpec((Part(f"istft{d}x{blocks}", "istft_decoder", d, untrained), Part(flow_name, "flow", part_width(flow, "flow")),
+                          Part(fe_name, "frontend", part_width(fe, "frontend"))))
+        path = export.export_voice(distill.with_parts(teacher, decoder=dec, flow=flow, frontend=fe), work / "scan" / spec.folder, config)
+        timed[spec.name] = voices.load_voice(model_path=path, **quiet)
+    meta = {n: dict(technique="architecture scan", backend="ort-cpu", threads=threads, parent=shipped) for n in timed}
+    return evaluate.measure_speed(timed, sentences, writer, model=model, baseline=shipped, warmup=warmup, meta=meta,
+                                  record=[n for n in timed if n != shipped])
 
 
 def onnx_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the students in ONNX Runtime (judged against `fp32-ort`)."""
-    return table[table["variant"].str.endswith("-ort") & (table["variant"] != "fp32-ort")]
+    """The rows of the students in ONNX Runtime (judged against the shipped file there, `fp32-ort`)."""
+    return table[(table["backend"] == "ort-cpu") & (table["technique"] == "distillation")]
 
 
 def five_x_rows(ort_rows: pd.DataFrame, fives: Sequence[str]) -> pd.DataFrame:
-    """The rows of the 5x voices among them (`fives`: Voices.fives, a frame-rate decoder with a front-end student)."""
-    return ort_rows[ort_rows["variant"].isin([f"{n}-ort" for n in fives])]
+    """The rows of the 5x voices among them (`fives`: Voices.fives('ort-cpu'), their names in ONNX Runtime)."""
+    return ort_rows[ort_rows["variant"].isin(fives)]
 
 
 def headline(target_lines: Sequence[str], five_lines: Sequence[str], where: pd.DataFrame, minutes: float,
@@ -346,6 +389,6 @@ def findings_facts(ort_rows: pd.DataFrame, scan: pd.DataFrame, equal_hours: pd.D
     """The values the closing findings state: each ONNX student's speed and quality deltas (fastest first), the
     untrained widths' speed, and the long runs at equal machine time (empty lists where there is none)."""
     return {"ort": [(r.variant, r.rtf_ratio, r.dnsmos_drop, r.wer_increase) for r in ort_rows.sort_values("rtf_ratio").itertuples()],
-            "scan": [(r.name, r.rtf_ratio) for r in scan[scan["name"] != "fp32-ort"].itertuples()],
+            "scan": [(r.name, r.rtf_ratio) for r in scan[scan["name"] != VoiceSpec(backend="ort-cpu").name].itertuples()],
             "hours": equal_hours["budget_hours"].iloc[0] if len(equal_hours) else None,
             "long": [(r.recipe, r.run, r.heldout_pesq, r.steps) for r in equal_hours.itertuples()]}

@@ -22,6 +22,7 @@ from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics, scenarios
 from lib.harness.judges import Judges, PendingJudgement
+from lib.harness.trackers import Watched
 from lib.runtimes import backends, engines as eng
 from lib.techniques import distill, export
 from lib.voices import artefacts, synth as voices
@@ -213,9 +214,9 @@ def cold_starts(files: dict[str, Path], sentence: str, writer: ResultWriter, *, 
     load beside it (a contended run is marked so); one row per voice."""
     rows = []
     for name, path in files.items():
-        with bench.Watched(os.cpu_count() or 1).monitoring() as watch:
+        with Watched(os.cpu_count() or 1).monitoring() as watch:
             r = scenarios.cold_start(path, sentence, repeats=runs)
-        busy = dict(status="contended", reason=watch.load.reason()) if watch.load.contended else {}
+        busy = watch.status()
         writer.add(model=model, variant=name, metric="cold_start_ms", value=r["cold_start_ms"], n=r["n"],
                    technique="baseline" if name.startswith("teacher") else "distillation", backend="ort-cpu", **busy)
         rows.append({"voice": name, "file MiB": bench.size_mb(path), **r, "status": busy.get("status", "ok")})

@@ -1,12 +1,11 @@
-"""Synthesizers: the Piper VITS voice through ONNX Runtime, the same voice rebuilt as a PyTorch module, and
-Kokoro-82M (a second architecture) through ONNX Runtime."""
+"""Voices: a front end (text to phoneme ids) plus an engine (lib.voices.engine) that runs the graph: the Piper VITS
+voice on ONNX Runtime, OpenVINO, PyTorch or the split window decoder, and Kokoro-82M (a second architecture)."""
 from __future__ import annotations
 
 import copy
 import json
 import math
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -14,15 +13,14 @@ from typing import Protocol
 import numpy as np
 from filelock import FileLock
 
-from lib.core import env, machine, onnx_session
+from lib.core import env
 from lib.core import text as textmod
 from lib.core.audio import Audio
+from lib.voices.engine import Engine, KokoroEngine, PiperOpenVino, PiperOrt, PiperSplit, PiperTorch
+from lib.voices.engine import CHUNK_FRAMES, CONTEXT_FRAMES, LENGTH_SCALE, NOISE_SCALE, NOISE_W, SCALES  # noqa: F401 (the voices' settings, imported from here)
 from lib.voices.piper_torch import VoiceFileError, check_file as _check_file, load_piper_torch
 
 SENTENCE_SILENCE_S = 0.2
-NOISE_SCALE, LENGTH_SCALE, NOISE_W = 0.667, 1.0, 0.8  # piper's inference scales (its voice configs' defaults)
-SCALES = (NOISE_SCALE, LENGTH_SCALE, NOISE_W)  # in the order of piper's ONNX `scales` input
-CHUNK_FRAMES, CONTEXT_FRAMES = 64, 16  # streaming: latent frames decoded per chunk, and the context on each side
 
 
 class Synthesizer(Protocol):
@@ -134,7 +132,8 @@ def join_sentences(sentences, sample_rate: int, normalize: bool = True) -> Audio
 
 @dataclass
 class PiperBase:
-    """Common text handling: split, phonemize, synthesize each sentence, peak-normalise, join with silence."""
+    """A Piper voice: its front end (PiperFrontend) plus the engine its back-end's class makes. Text is split,
+    phonemized, each sentence synthesized by the engine, peak-normalised and joined with silence."""
     model_path: Path
     config_path: Path
     noise_scale: float = NOISE_SCALE
@@ -146,6 +145,7 @@ class PiperBase:
     max_input_chars: int = textmod.MAX_INPUT_CHARS
     speaker_id: int | None = None
     frontend: PiperFrontend = field(init=False, repr=False)
+    engine: Engine = field(init=False, repr=False)
 
     def __post_init__(self):
         self.model_path = _check_file(self.model_path, "voice model")
@@ -158,12 +158,23 @@ class PiperBase:
             raise VoiceFileError(f"speaker id {self.speaker_id} is out of range: {self.config_path} has {speakers} "
                                  f"speaker(s) (speaker_id_map: {self.frontend.config_dict.get('speaker_id_map', {})})")
         self.multi_speaker = speakers > 1
+        self.engine = self.make_engine()
 
-    def _sid_feed(self, names) -> dict:
-        return {"sid": np.array([self.speaker_id], dtype=np.int64)} if "sid" in names else {}
+    def make_engine(self) -> Engine:
+        """The engine that runs this voice's graph (each back-end's voice says which)."""
+        raise NotImplementedError
+
+    @property
+    def scales(self) -> tuple[float, float, float]:
+        return (self.noise_scale, self.length_scale, self.noise_w)
+
+    @property
+    def effective_precision(self) -> str:
+        """The precision the engine really runs at ('f32', 'bf16'; a provider's name for ONNX Runtime)."""
+        return self.engine.effective
 
     def synthesize_ids(self, ids: list[int]) -> np.ndarray:
-        raise NotImplementedError
+        return self.engine.synth([ids], scales=self.scales)[0]
 
     def stream(self, text: str):
         """Audio sentence by sentence, as each is ready (a caller can play the first while the rest is made)."""
@@ -194,76 +205,33 @@ class PiperBase:
         return out
 
 
-def ort_session(path: Path, threads: int, seed: int | None, providers=("CPUExecutionProvider",)):
-    """A voice's ONNX Runtime session (lib.core.onnx_session); a file it cannot load is a VoiceFileError naming it."""
-    try:
-        return onnx_session.session(path, threads, providers, seed=seed, what="voice model")
-    except onnx_session.OnnxModelError as exc:
-        raise VoiceFileError(str(exc)) from None
-
-
 @dataclass
 class PiperOnnxVoice(PiperBase):
-    """The Piper voice run by ONNX Runtime with an explicit thread count and provider.
-
-    The graph draws its sampling noise with RandomNormalLike, whose generator is seeded when the session is
-    created: with `seed` set, the sequence of outputs of a session is the same in every run."""
+    """The Piper voice on ONNX Runtime (engine.PiperOrt) with an explicit thread count and provider; with `seed`
+    set, its sequence of outputs is the same in every run."""
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     backend: str = "ort-cpu"
     seed: int | None = 0
 
-    def __post_init__(self):
-        super().__post_init__()
-        self.session = ort_session(self.model_path, self.threads, self.seed, self.providers)
-        self.input_names = {i.name for i in self.session.get_inputs()}
-
-    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
-        feeds = {"input": np.array([ids], dtype=np.int64),
-                 "input_lengths": np.array([len(ids)], dtype=np.int64),
-                 "scales": np.array([self.noise_scale, self.length_scale, self.noise_w], dtype=np.float32)}
-        feeds.update(self._sid_feed(self.input_names))
-        return self.session.run(None, feeds)[0].reshape(-1)
+    def make_engine(self) -> Engine:
+        return PiperOrt(self.model_path, self.threads, self.seed, self.providers, self.speaker_id, self.backend)
 
 
 @dataclass
 class PiperOpenVinoVoice(PiperBase):
-    """The Piper ONNX file compiled by OpenVINO for its CPU plugin. `precision` is the inference precision hint:
-    'f32', or 'bf16', which runs convolutions on AMX/AVX-512 BF16 units where the CPU has them. The precision the
-    plugin actually chose is read back into `effective_precision`."""
+    """The Piper ONNX file compiled by OpenVINO for its CPU plugin (engine.PiperOpenVino) at `precision` ('f32' or
+    'bf16'); the precision the plugin actually chose is in `effective_precision`."""
     precision: str = "f32"
     backend: str = "openvino-cpu"
 
-    def __post_init__(self):
-        super().__post_init__()
-        import openvino as ov
-        machine.require_precision(self.backend, self.precision)
-        core = ov.Core()
-        try:
-            model = core.read_model(str(self.model_path))
-        except Exception as exc:
-            raise VoiceFileError(f"OpenVINO could not read voice model {self.model_path}: {exc}") from None
-        self.compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
-                                                          "INFERENCE_NUM_THREADS": int(self.threads)})
-        self.effective_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.request = self.compiled.create_infer_request()
-
-    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
-        names = {n for i in self.compiled.inputs for n in i.get_names()}
-        out = self.request.infer({"input": np.array([ids], dtype=np.int64),
-                                  "input_lengths": np.array([len(ids)], dtype=np.int64),
-                                  "scales": np.array([self.noise_scale, self.length_scale, self.noise_w], dtype=np.float32),
-                                  **self._sid_feed(names)})
-        return np.asarray(next(iter(out.values()))).reshape(-1)
+    def make_engine(self) -> Engine:
+        return PiperOpenVino(self.model_path, self.threads, self.precision, self.speaker_id, self.backend)
 
 
 @dataclass
 class PiperSplitVoice(PiperBase):
-    """Text -> latent z in ONNX Runtime (`model_path`, float, dynamic length), then the decoder over fixed-size
-    chunks of z (`decoder_path`, one static shape) in OpenVINO (`precision` f32 or bf16) or ONNX Runtime.
-
-    Each chunk is decoded with `context_frames` of z on both sides and only its centre is kept, so chunk borders
-    are not heard when the context covers the decoder's receptive field. The same chunks serve streaming: the
-    first audio is ready after one chunk."""
+    """The latent file (`model_path`) in ONNX Runtime and the static-window decoder (`decoder_path`) in OpenVINO
+    (`precision` f32 or bf16) or ONNX Runtime, chunk by chunk (engine.PiperSplit)."""
     decoder_path: Path = None
     chunk_frames: int = CHUNK_FRAMES
     context_frames: int = CONTEXT_FRAMES
@@ -272,46 +240,16 @@ class PiperSplitVoice(PiperBase):
     backend: str = "split"
     seed: int | None = 0
 
-    def __post_init__(self):
-        super().__post_init__()
-        self.latent = ort_session(self.model_path, self.threads, self.seed)
-        window = self.chunk_frames + 2 * self.context_frames
-        dec_path = _check_file(self.decoder_path, "decoder model")
-        if self.decoder_backend == "openvino-cpu":
-            import openvino as ov
-            machine.require_precision(self.decoder_backend, self.precision)
-            compiled = ov.Core().compile_model(str(dec_path), "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
-                                                                      "INFERENCE_NUM_THREADS": int(self.threads)})
-            self.effective_precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-            request = compiled.create_infer_request()
-            self._decode = lambda z: np.asarray(next(iter(request.infer({0: z}).values())))
-        else:
-            sess = ort_session(dec_path, self.threads, None)
-            self.effective_precision = "f32"
-            self._decode = lambda z: sess.run(None, {"z": z})[0]
-        self.window = window
+    def make_engine(self) -> Engine:
+        return PiperSplit(self.model_path, self.decoder_path, self.threads, self.seed, self.decoder_backend,
+                                 self.precision, self.chunk_frames, self.context_frames, self.speaker_id)
 
     def latent_z(self, ids: list[int]) -> np.ndarray:
-        return self.latent.run(None, {"input": np.array([ids], dtype=np.int64),
-                                      "input_lengths": np.array([len(ids)], dtype=np.int64),
-                                      "scales": np.array([self.noise_scale, self.length_scale, self.noise_w],
-                                                         dtype=np.float32)})[0]
+        return self.engine.latent(ids, scales=self.scales)
 
     def decode_chunks(self, z: np.ndarray):
-        """Yield the waveform chunk by chunk (what a streaming caller plays as it arrives)."""
-        frames, c, k = z.shape[-1], self.chunk_frames, self.context_frames
-        padded = np.pad(z, ((0, 0), (0, 0), (k, k + c)))
-        for start in range(0, frames, c):
-            audio = self._decode(np.ascontiguousarray(padded[..., start:start + self.window], dtype=np.float32)).reshape(-1)
-            hop = audio.size // self.window
-            keep = min(c, frames - start)
-            yield audio[k * hop:(k + keep) * hop]
-
-    def synthesize_ids(self, ids: list[int]) -> np.ndarray:
-        return np.concatenate(list(self.decode_chunks(self.latent_z(ids))))
-
-
-_TORCH_LOCK = threading.Lock()
+        """The waveform chunk by chunk (what a streaming caller plays as it arrives)."""
+        return self.engine.decode_chunks(z)
 
 
 @dataclass
@@ -323,29 +261,13 @@ class PiperTorchVoice(PiperBase):
     seed: int | None = 0
     autocast_bf16: bool = False
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.autocast_bf16:
-            machine.require_precision(self.backend, "bf16")
+    def make_engine(self) -> Engine:
         if self.module is None:
             self.module = load_piper_torch(self.model_path)
-        self.module.to(self.device).eval()
+        return PiperTorch(self.module, self.threads, self.device, self.autocast_bf16, self.speaker_id, self.backend)
 
     def synthesize_ids(self, ids: list[int]) -> np.ndarray:
-        import torch
-        with _TORCH_LOCK:
-            if torch.get_num_threads() != self.threads:
-                torch.set_num_threads(int(self.threads))
-        if self.seed is not None:
-            torch.manual_seed(self.seed)
-        with torch.inference_mode(), torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.autocast_bf16):
-            x = torch.tensor([ids], dtype=torch.long, device=self.device)
-            lengths = torch.tensor([len(ids)], dtype=torch.long, device=self.device)
-            sid = (torch.tensor([self.speaker_id], dtype=torch.long, device=self.device)
-                   if getattr(self.module, "n_speakers", 1) > 1 else None)
-            audio = self.module.infer(x, lengths, sid=sid, noise_scale=self.noise_scale, length_scale=self.length_scale,
-                                      noise_scale_w=self.noise_w)[0]
-        return audio.float().cpu().numpy().reshape(-1)
+        return self.engine.synth([ids], seed=self.seed, scales=self.scales)[0]  # the seed is read on every call
 
 
 KOKORO_SPEAKERS = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
@@ -371,9 +293,8 @@ def kokoro_files() -> tuple[Path, Path, Path]:
 @dataclass
 class KokoroOnnxVoice:
     """Kokoro-82M (StyleTTS2-style, iSTFTNet decoder, 24 kHz; Apache-2.0 weights by hexgrad, int8 ONNX export
-    MIT by kokoro-onnx) speaking English: the model reads IPA tokens, so espeak-ng phonemes from piper's
-    phonemizer drive its Japanese speakers' style vectors. Deterministic: no sampling noise. `backend` 'ort-cpu'
-    runs the file as shipped; 'openvino-cpu' compiles the same file with OpenVINO's CPU plugin."""
+    MIT by kokoro-onnx) speaking English: espeak-ng phonemes from piper's phonemizer, as IPA tokens, drive its
+    Japanese speakers' style vectors. Deterministic: no sampling noise. `backend`: 'ort-cpu' or 'openvino-cpu'."""
     speaker: str = "jf_alpha"
     backend: str = "ort-cpu"
     speed: float = 1.0
@@ -391,16 +312,8 @@ class KokoroOnnxVoice:
         self.model_path, vocab_path, styles_path = kokoro_files()
         self.vocab = json.loads(vocab_path.read_text(encoding="utf-8"))["vocab"]
         with np.load(styles_path) as styles:
-            self.style = np.asarray(styles[self.speaker], dtype=np.float32).reshape(-1, 256)
-        if self.backend == "ort-cpu":
-            session = ort_session(self.model_path, self.threads, seed=None)
-            self._run = lambda feeds: session.run(None, feeds)[0]
-        elif self.backend == "openvino-cpu":
-            import openvino as ov
-            compiled = ov.Core().compile_model(str(self.model_path), "CPU", {"INFERENCE_NUM_THREADS": int(self.threads)})
-            self._run = lambda feeds: compiled(feeds)[0]
-        else:
-            raise ValueError(f"voice 'kokoro-82m' runs on 'ort-cpu' or 'openvino-cpu', not {self.backend!r}")
+            style = np.asarray(styles[self.speaker], dtype=np.float32).reshape(-1, 256)
+        self.engine = KokoroEngine(self.model_path, style, self.speed, self.backend, self.threads)
         self.frontend = PiperFrontend(joe_paths()[1])
 
     def tokens(self, phonemes: list[str]) -> list[int]:
@@ -412,10 +325,7 @@ class KokoroOnnxVoice:
         return ids
 
     def synthesize_tokens(self, ids: list[int]) -> np.ndarray:
-        style = self.style[min(len(ids), len(self.style)) - 1].reshape(1, 256)
-        out = self._run({"tokens": np.array([[0, *ids, 0]], dtype=np.int64), "style": style,
-                         "speed": np.array([self.speed], dtype=np.float32)})
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        return self.engine.synth([ids])[0]
 
     def stream(self, text: str):
         """Audio sentence by sentence, as each is ready."""
