@@ -49,7 +49,7 @@ def test_code_cells_are_short(nb):
     assert not long, f"{nb.name}: cells (index, lines) longer than {MAX_CELL_LINES} lines: {long}"
 
 
-@pytest.mark.parametrize("nb", [n for n in NOTEBOOKS if n.name[:2] != "90"], ids=lambda p: p.stem)
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_setup_cells_are_short(nb):
     """The setup cell (the first code cell after the parameters) is at most MAX_CELL_LINES lines, imports included:
     a few imports and a few calls into lib."""
