@@ -130,3 +130,18 @@ def test_a_packed_part_exports_as_a_voice_piper_opens(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="empty holds no config.json"):
         export_pack.main([str(tmp_path / "empty"), str(tmp_path / "v2")])
+
+
+def test_export_pack_names_a_cut_short_config(tmp_path):
+    """A pack whose config.json was cut short: `export_pack` says which file, not only where the JSON broke; a config
+    that is JSON but no pack's names the file too."""
+    from lib.jobs import export_pack
+    from lib.voices.istft_decoder import FrameRateDecoder
+    dec = FrameRateDecoder(192, 8, 1)
+    config = artefacts.save_part(dec, tmp_path / "istft8x1", "istft_decoder", dec.config) / "config.json"
+    config.write_text(config.read_text()[:31])
+    with pytest.raises(SystemExit, match=f"{config}.*cut short"):
+        export_pack.main([str(tmp_path / "istft8x1"), str(tmp_path / "voice")])
+    config.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match=f"{config}: kind None"):
+        export_pack.main([str(tmp_path / "istft8x1"), str(tmp_path / "voice")])

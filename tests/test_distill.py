@@ -67,10 +67,14 @@ def test_training_table_gives_long_runs_their_machine_hours():
     """Notebook 04's "where trained" table: a long CPU run's pack counts its cumulative machine-hours from its config
     (its `seconds` are only the packing session's), a GPU pack without them its wall hours; the headline names both."""
     from lib.studies import distillation
-    where = distill.training_table({}, {"dec128-regress@cpu-long": {"steps": 140000, "hours": 3.05, "seconds": 7074.0},
-                                        "dec64@h100": {"steps": 9000, "seconds": 1800.0},
-                                        "istft8x1-adv@cpu-long": {"steps": 9, "hours": 3.0, "device_hours": 0.13,
-                                                                  "device": "NVIDIA H200"}}, "cpu")
+    from lib.voices.spec import Part, Source, VoiceSpec
+    recorded = {VoiceSpec((Part("dec128-regress", "decoder", 128, Source("cpu-long")),)):
+                {"steps": 140000, "hours": 3.05, "seconds": 7074.0},
+                VoiceSpec((Part("dec64", "decoder", 64, Source("h100")),)): {"steps": 9000, "seconds": 1800.0},
+                VoiceSpec((Part("istft8x1-adv", "istft_decoder", 8, Source("cpu-long")),)):
+                {"steps": 9, "hours": 3.0, "device_hours": 0.13, "device": "NVIDIA H200"}}
+    where = distill.training_table({}, {sp.name: c for sp, c in recorded.items()}, "cpu",
+                                   {sp.name: sp for sp in recorded})
     t = where.set_index("student")
     assert t.loc["dec128-regress@cpu-long", "hours"] == 3.05 and t.loc["dec64@h100", "hours"] == 0.5
     assert t.loc["dec128-regress@cpu-long", "where"] == "cpu-long"

@@ -360,10 +360,10 @@ def test_a_cheap_adversarial_phase_names_what_is_not_pipers():
     piper's own (mpd, mrd) keep the name they had."""
     from lib.jobs import regress_job, run_configs
     plain = run_configs.RegressIstft(work="w", adversarial_steps=10, discriminators=["mpd", "mrd"])
-    assert regress_job.recipe_name(plain) == "regression-first+adversarial"
+    assert plain.recipe_name() == "regression-first+adversarial"
     cheap = run_configs.RegressIstft(work="w", adversarial_steps=10, discriminators=["wave-unet-small"],
                                      disc_bf16=True, disc_segment=2048)
-    assert regress_job.recipe_name(cheap) == "regression-first+adversarial(wave-unet-small, bf16, 2048 samples)"
-    rec = regress_job._regression_recipe(cheap, 0)
+    assert cheap.recipe_name() == "regression-first+adversarial(wave-unet-small, bf16, 2048 samples)"
+    rec = cheap.recipe(0)
     assert rec.discriminators == ("wave-unet-small",) and rec.disc_bf16 and rec.disc_segment == 2048
     assert regress_job.apnet_name("istft192x6-regress") == "istft192x6-apnet"

@@ -1,12 +1,17 @@
 """The GPU job runs here on a few CPU steps: it trains every student with the shared stack, keeps the full state
 under --work, `pack` brings back loadable artefacts, and a second run resumes the generators from them."""
 import json
+from dataclasses import asdict
 
+import pytest
 import torch
+from safetensors.torch import save_file
 
-from lib.voices import artefacts, piper_torch, synth as voices
+from lib.voices import artefacts, parts, piper_torch, synth as voices
+from lib.voices.istft_decoder import FrameRateDecoder
+from lib.training.loop import Recipe
 from lib.techniques import distill
-from lib.jobs import train_job
+from lib.jobs import run_configs, train_job
 
 
 def _with(args: list[str], values: dict[str, str]) -> list[str]:
@@ -21,6 +26,12 @@ def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
               "--threads", "2"]
     train_job.main(["students", "--work", str(tmp_path / "w"), *common])
     assert (tmp_path / "w" / "dec64-prune" / "state" / "model_1.safetensors").exists(), "discriminator state kept"
+    started = run_configs.RunConfig.read(tmp_path / "w" / "dec64-prune", tmp_path / "none")  # written at the start
+    assert (started.kind, started.build["upsample_initial_channel"], started.job) == ("decoder", 64, "students")
+    assert (started.recipe.steps, started.recipe.warmup_steps, started.recipe.seed) == (2, 1, 0)
+    assert started.options["widths"] == [64] and started.recipe_name == "adversarial"
+    flow = run_configs.RunConfig.read(tmp_path / "w" / "flow96", tmp_path / "none")
+    assert flow.build["hidden_channels"] == 96 and flow.recipe.lr == 5e-4 and not flow.recipe.adversarial
     train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     for name, kind in (("dec64-prune", "decoder"), ("flow96", "flow"), ("istft32x1", "istft_decoder")):
         module, config = artefacts.load_part(tmp_path / "out" / name)
@@ -59,17 +70,55 @@ def test_packed_hours_count_a_gpu_apart_from_the_cpu():
 
 
 def test_an_adversarial_phase_is_a_part_of_its_own_that_starts_from_the_regression_pack(tmp_path):
-    """run_state.phase_name and packed_start, which `regress` and `regress-istft` share: with --adversarial-steps the
-    part is `<student>-adv`, started from its own pack where there is one, else from `<student>-regress`'s."""
-    from argparse import Namespace
-    from lib.jobs.run_state import packed_start, phase_name
-    args = Namespace(adversarial_steps=100, init_from=str(tmp_path))
-    assert phase_name("dec8-regress", args) == "dec8-adv"
-    assert phase_name("dec8-regress", Namespace(adversarial_steps=0)) == "dec8-regress"
-    assert packed_start(args, "dec8-adv", "dec8-regress") is None
+    """Regression.phase_name and Run.packed_start, which `regress` and `regress-istft` share: with --adversarial-steps
+    the part is `<student>-adv`, started from its own pack where there is one, else from `<student>-regress`'s."""
+    cfg = run_configs.Regress(work="w", adversarial_steps=100, init_from=str(tmp_path))
+    assert cfg.phase_name("dec8-regress") == "dec8-adv"
+    assert run_configs.Regress(work="w").phase_name("dec8-regress") == "dec8-regress"
+    assert cfg.packed_start("dec8-adv", "dec8-regress") is None
     (tmp_path / "dec8-regress").mkdir()
     (tmp_path / "dec8-regress" / "config.json").write_text("{}")
-    assert packed_start(args, "dec8-adv", "dec8-regress") == tmp_path / "dec8-regress"
+    assert cfg.packed_start("dec8-adv", "dec8-regress") == tmp_path / "dec8-regress"
     (tmp_path / "dec8-adv").mkdir()
     (tmp_path / "dec8-adv" / "config.json").write_text("{}")
-    assert packed_start(args, "dec8-adv", "dec8-regress") == tmp_path / "dec8-adv"
+    assert cfg.packed_start("dec8-adv", "dec8-regress") == tmp_path / "dec8-adv"
+
+
+def _part_folder(work, name: str) -> FrameRateDecoder:
+    """A part folder as a run leaves it (its state and curve), for a frame-rate decoder whose name says nothing."""
+    dec = parts.fold_weight_norm(FrameRateDecoder(192, 8, 1))
+    (work / name / "state").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in dec.state_dict().items()}, str(work / name / "state" / "model.safetensors"))
+    (work / name / "curve.csv").write_text("step,seconds\n1,1.0\n2,2.0\n")
+    return dec
+
+
+def test_pack_rebuilds_each_part_from_the_config_it_started_with(tmp_path):
+    """`pack` reads the part's kind and build from --work/<part>/config.json, not from its name or weights; a folder
+    from before runs wrote one falls back on its committed pack's config, and a missing or cut-short config is named."""
+    dec = _part_folder(tmp_path / "w", "mystery")
+    started = run_configs.RunConfig("mystery", "istft_decoder", dec.config, "regression-first", Recipe(steps=2),
+                                    "regress-istft", {"dim": 8})
+    path = started.write(tmp_path / "w")
+    assert run_configs.RunConfig.read(tmp_path / "w" / "mystery", tmp_path / "none") == started
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    packed, config = artefacts.load_part(tmp_path / "out" / "mystery")
+    assert config["kind"] == "istft_decoder" and config["build"] == dec.config and config["steps"] == 2
+    assert config["recipe"] == "regression-first"
+    z = torch.randn(1, 192, 8)
+    with torch.no_grad():
+        assert torch.equal(packed(z), dec(z))
+    path.unlink()  # a run from before: the committed pack of the same part says what it is
+    legacy = run_configs.RunConfig.read(tmp_path / "w" / "mystery", tmp_path / "out" / "mystery")
+    assert (legacy.kind, legacy.build, legacy.recipe) == ("istft_decoder", dec.config, None)
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    with pytest.raises(artefacts.ArtefactError, match=f"{path} is missing and there is no pack at "
+                                                      f"{tmp_path / 'elsewhere' / 'mystery' / 'config.json'}"):
+        train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "elsewhere"), "--device", "cpu"])
+    path.write_text(json.dumps(asdict(started))[:40])
+    with pytest.raises(artefacts.ArtefactError, match=f"{path} cannot be read"):
+        train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    started.write(tmp_path / "w")
+    (tmp_path / "w" / "mystery").rename(tmp_path / "w" / "other")
+    with pytest.raises(artefacts.ArtefactError, match="describes part 'mystery', not the folder 'other'"):
+        run_configs.RunConfig.read(tmp_path / "w" / "other", tmp_path / "none")

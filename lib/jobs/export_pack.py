@@ -7,13 +7,20 @@ decoder or front end (a pack of `train_job pack`), or adapted by a PEFT adapter 
 """
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 from pathlib import Path
+from typing import Annotated
+
+import tyro
 
 from lib.techniques import distill, export as onnx_export
 from lib.voices import piper_torch, synth as voices
 from lib.voices.artefacts import load_part
+from lib.voices.spec import ROLE_OF_KIND
+
+_LOGGER = logging.getLogger(__name__)
+PACK_HELP = "a packed part or adapter folder, e.g. outputs/recorded/training/reg128/dec128-regress"
 
 
 def voice_from_pack(teacher, pack: Path):
@@ -24,15 +31,16 @@ def voice_from_pack(teacher, pack: Path):
     if not config_file.is_file():
         raise ValueError(f"{pack} holds no config.json: not a packed part or adapter")
     try:
-        kind = json.loads(config_file.read_text()).get("kind")
+        config = json.loads(config_file.read_text())
     except ValueError as exc:
         raise ValueError(f"{config_file} is not valid JSON ({exc}): the pack is damaged or cut short") from None
+    kind = config.get("kind") if isinstance(config, dict) else None
     if kind in ("peft_adapter", "adapted_voice"):
         from lib.techniques import speaker_adapt  # deferred: it imports peft; adaptation packs only
         return speaker_adapt.load(teacher, pack)
-    if kind in ("decoder", "istft_decoder", "flow", "frontend"):
+    if kind in ROLE_OF_KIND:
         module, _ = load_part(pack)
-        return distill.with_parts(teacher, **{kind if kind in ("flow", "frontend") else "decoder": module})
+        return distill.with_parts(teacher, **{ROLE_OF_KIND[kind]: module})
     raise ValueError(f"{config_file}: kind {kind!r} is not a decoder, flow, front end or adaptation this can export")
 
 
@@ -45,16 +53,20 @@ def export(pack: Path, out: Path) -> dict:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m lib.jobs.export_pack", description=__doc__.split("\n\n")[0])
-    p.add_argument("pack", help="a packed part or adapter folder, e.g. outputs/recorded/training/reg128/dec128-regress")
-    p.add_argument("out", help="folder for model.onnx and model.onnx.json")
-    args = p.parse_args(argv)
-    try:
-        result = export(Path(args.pack), Path(args.out))
-    except (ValueError, OSError) as exc:
-        raise SystemExit(f"export_pack: {exc}") from None
-    print(f"wrote {result['onnx']} (+ .json); piper's runtime spoke {result['samples']} samples at "
-          f"{result['sample_rate']} Hz")
+    """`python -m lib.jobs.export_pack PACK OUT`: export, then say what piper's runtime spoke."""
+    logging.basicConfig(level=logging.INFO)
+
+    def command(pack: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(help=PACK_HELP)],
+                out: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(help="folder for model.onnx and model.onnx.json")]
+                ) -> dict:
+        try:
+            return export(pack, out)
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f"export_pack: {exc}") from None
+
+    result = tyro.cli(command, args=argv, prog="python -m lib.jobs.export_pack", description=__doc__.split("\n\n")[0])
+    _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
+                 result["sample_rate"])
 
 
 if __name__ == "__main__":

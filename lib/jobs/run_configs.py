@@ -1,14 +1,24 @@
 """What each long training job is, as data: one dataclass per `tts-lab` training subcommand (tyro builds the command
-line from their fields and one-line comments), handed to the job instead of an argparse Namespace."""
+line from their fields and one-line comments), handed to the job instead of an argparse Namespace; each builds its
+Recipe, and `RunConfig` is what one of its parts is, written when the part starts and read back by `pack`."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import tyro
 
-from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS
+from lib.core.results import atomic_write_json
+from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, gpu_name, read_json
+from lib.techniques import regress_recipe
 from lib.training.discriminators import DiscriminatorName
+from lib.training.loop import Recipe
+from lib.voices.artefacts import ArtefactError
+from lib.voices.parts import PARTS
+
+CONFIG = "config.json"  # a part's RunConfig under --work/<part>/, beside its training state
 
 Precision = Literal["no", "bf16", "fp16"]
 
@@ -31,6 +41,25 @@ class Run:
     threads: int = 1  # CPU threads (a share of the machine's cores: the run's machine-hours)
     command: tyro.conf.Suppress[str] = ""  # how the run was started (set by the entry point, kept in run.json)
     NAME: ClassVar[str] = ""
+
+    def record(self, work: Path, **extra) -> None:
+        """Write work/run.json, what pack needs to account for the run: threads, cores, device, the corpus's noise,
+        the command, where it started (`extra`: the recipe's name, `before`)."""
+        old = read_json(work / "run.json", {})
+        atomic_write_json(work / "run.json", {**old, "threads": self.threads, "cores": os.cpu_count(),
+                                              "device": self.device, "gpu": gpu_name(self.device),
+                                              "noise_scale": self.noise_scale, "noise_w": self.noise_w,
+                                              "draws": self.draws, "command": self.command, **extra})
+
+    def packed_start(self, name: str, fallback: str = "") -> Path | None:
+        """The --init-from folder the part `name` starts from: its own pack, else (an adversarial phase starting from
+        the regression run) `fallback`'s; None where neither is packed there."""
+        packed = [Path(self.init_from) / n for n in (name, fallback) if n and self.init_from]
+        return next((p for p in packed if (p / CONFIG).exists()), None)
+
+    def part(self, name: str, kind: str, build: dict, recipe: Recipe, recipe_name: str) -> "RunConfig":
+        """The RunConfig of this run's part `name`."""
+        return RunConfig(name, kind, build, recipe_name, recipe, self.NAME, asdict(self))
 
 
 @dataclass
@@ -56,6 +85,18 @@ class Students(Run):
     lr: float = 2.0e-4
     NAME: ClassVar[str] = "students"
 
+    def recipe_name(self) -> str:
+        """The ledger's name of its recipe: piper's adversarial one."""
+        return "adversarial"
+
+    def recipe(self, steps: int, adversarial_steps: int = 0, **kw) -> Recipe:
+        """A part's Recipe: `steps` whose last `adversarial_steps` add the discriminators; `kw` overrides (the flow's
+        learning rate)."""
+        return Recipe.adversarial_tail(steps, adversarial_steps, **{
+            "lr": self.lr, "mixed_precision": self.mixed_precision, "discriminators": tuple(self.discriminators),
+            "checkpoint_every": self.checkpoint_every, "eval_every": self.eval_every, "log_every": self.log_every,
+            **kw})
+
 
 @dataclass
 class Regression(Run):
@@ -69,6 +110,31 @@ class Regression(Run):
     lr_warmup: int = 200
     ema: float = 0.999
     warm_restart: bool = False  # a new cosine from lr over the steps left: for an adversarial phase after a finished one
+
+    def recipe(self, done: int, **extra) -> Recipe:
+        """The regression-first Recipe of a part whose packed start had `done` steps: the cosine goes on from there,
+        or, with --warm-restart, starts again from --lr (its warm-up included) over the steps left: an adversarial
+        phase after a finished cosine would otherwise train at its floor. `extra`: more Recipe fields (APNet's)."""
+        return regress_recipe.recipe(
+            max(1, self.steps - done), lr=self.lr, warmup=self.lr_warmup, ema=self.ema,
+            adversarial_steps=self.adversarial_steps, schedule_offset=0 if self.warm_restart else done,
+            discriminators=tuple(self.discriminators), disc_bf16=self.disc_bf16, disc_segment=self.disc_segment,
+            checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every, **extra)
+
+    def recipe_name(self, apnet: bool = False) -> str:
+        """The ledger's name of the recipe: APNet's losses and, with discriminators on the last steps, the adversarial
+        phase are named too, with whatever of it is not piper's (lighter discriminators, bf16, a shorter window)."""
+        name = "regression-first" + ("+apnet" if apnet else "")
+        if not self.adversarial_steps:
+            return name
+        detail = [d for d in self.discriminators if d not in ("mpd", "mrd")]
+        detail += ["bf16"] * bool(self.disc_bf16) + [f"{self.disc_segment} samples"] * bool(self.disc_segment)
+        return name + "+adversarial" + (f"({', '.join(detail)})" if detail else "")
+
+    def phase_name(self, base: str) -> str:
+        """A part's name (`<student>-regress`), or with --adversarial-steps that of its adversarial phase,
+        `<student>-adv`: a run, a ledger line and a judged voice of its own."""
+        return base.replace("-regress", "-adv") if self.adversarial_steps else base
 
 
 @dataclass
@@ -131,3 +197,58 @@ class Pack:
 
 
 JOBS = (Students, Regress, RegressIstft, RegressFlow, RegressFrontend, Bundle, Pack)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What one part of a long run is: written to --work/<part>/config.json when the part starts and read back by
+    `pack`, so nothing is guessed from folder names or weight shapes (nanoGPT's `model_args`)."""
+    part: str  # its folder under --work and in the pack: dec128-regress, flow96, istft192x6-adv, fe96, ...
+    kind: str  # what voices.parts builds: decoder, istft_decoder, flow, frontend
+    build: dict  # build_part's arguments: the widths that rebuild it
+    recipe_name: str  # the ledger's and pack's name of its recipe: adversarial, regression-first, ...
+    recipe: Recipe | None = None  # how it trains: budget `steps` (+ `schedule_offset` before), `seed`; None: legacy
+    job: str = ""  # the tts-lab subcommand that trains it
+    options: dict = field(default_factory=dict)  # that subcommand's options as parsed
+
+    def __post_init__(self):
+        if self.kind not in PARTS:
+            raise ValueError(f"part {self.part!r}: kind {self.kind!r} is none of {sorted(PARTS)}")
+
+    def write(self, work: Path) -> Path:
+        """Write it to work/<part>/config.json; returns that path."""
+        path = Path(work) / self.part / CONFIG
+        atomic_write_json(path, asdict(self))
+        return path
+
+    @classmethod
+    def read(cls, run_dir: Path, packed: Path) -> "RunConfig":
+        """The RunConfig a part's folder `run_dir` was started with; a folder from before parts wrote one falls back
+        on its committed pack (`packed`, see `from_pack`). ArtefactError names the file that is missing or wrong."""
+        path = Path(run_dir) / CONFIG
+        if not path.exists():
+            return cls.from_pack(run_dir, packed)
+        data = read_json(path)
+        try:
+            recipe = Recipe(**data["recipe"]) if data.get("recipe") else None
+            config = cls(**{**data, "recipe": recipe})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtefactError(f"{path} is not a RunConfig ({type(exc).__name__}: {exc})") from None
+        if config.part != Path(run_dir).name:
+            raise ArtefactError(f"{path} describes part {config.part!r}, not the folder {Path(run_dir).name!r}")
+        return config
+
+    @classmethod
+    def from_pack(cls, run_dir: Path, packed: Path) -> "RunConfig":
+        """Legacy: a run started before its parts wrote config.json (none is left on disk as this is written). Its
+        committed pack of the same part (`packed`, pack's --out/<part>) holds the kind and build it was packed with;
+        the one fallback, to delete once no such run needs packing."""
+        path = Path(packed) / CONFIG
+        if not path.exists():
+            raise ArtefactError(f"{Path(run_dir) / CONFIG} is missing and there is no pack at {path} to read the "
+                                f"part's kind and build from")
+        data = read_json(path)
+        try:
+            return cls(Path(run_dir).name, data["kind"], data["build"], data.get("recipe", "adversarial"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtefactError(f"{path} is not a pack's config ({type(exc).__name__}: {exc})") from None

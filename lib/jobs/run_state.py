@@ -1,15 +1,17 @@
-"""What every long training run shares: the synthetic corpus and the held-out list, the run's bookkeeping on its
-own disk (run.json: threads, cores, corpus noise, where it started), starts from packed files, and the held-out
-quality that the ledger records for each packed part."""
+"""What every long training run shares: the synthetic corpus and the held-out list, its bookkeeping files (read
+with the file named in any error), starts from packed files, and the held-out quality that the ledger records for
+each packed part."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import numpy as np
 import torch
+from piper.train.vits import commons
 
 from lib.core import text
-from lib.core.results import atomic_write_json
 from lib.harness import metrics
 from lib.techniques import distill
 from lib.techniques.frontend_student import teacher_targets
@@ -23,6 +25,21 @@ from lib.voices.teacher_bundle import sentence_ids
 CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
 HELDOUT_LISTS = [31]
 FRONTEND_LISTS = [*range(11, 31), *range(32, 67)]  # text only, so more of it: every list no notebook judges (67-72: smoke)
+HELDOUT_SENTENCES = 4  # held-out sentences (list 31) of the ledger's quality figures
+_LOGGER = logging.getLogger(__name__)
+
+
+def read_json(path: Path, default=None):
+    """The JSON in `path` (`default` where it does not exist, if one is given); ArtefactError naming the file when it
+    is unreadable or cut short."""
+    path = Path(path)
+    if default is not None and not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtefactError(f"{path} cannot be read ({type(exc).__name__}: {exc})") from None
+
 
 def init_from(module, art_dir: Path) -> dict | None:
     """Start a generator from a committed artefact of the same shape, when there is one; returns its config."""
@@ -31,11 +48,12 @@ def init_from(module, art_dir: Path) -> dict | None:
     try:
         loaded, config = load_part(art_dir)
     except ArtefactError as exc:
-        print(f"not resuming from {art_dir}: {exc}", flush=True)
+        _LOGGER.warning("not resuming from %s: %s", art_dir, exc)
         return None
     fold_weight_norm(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
     module.load_state_dict(loaded.state_dict())
-    print(f"generator initialised from {art_dir}", flush=True)
+    _LOGGER.info("generator initialised from %s (%s steps, %.2f h)", art_dir, config.get("steps", 0),
+                 float(config.get("hours", 0.0)))
     return config
 
 
@@ -52,17 +70,6 @@ def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: fl
     heldout = batches.teacher_latents(teacher, sentence_ids(held), [s.id for s in held],
                                        noise_scale=noise_scale, noise_w=noise_w, seed=1000)
     return latents, heldout
-
-
-def write_run(work: Path, args, **extra) -> None:
-    """What pack needs to account for the run: threads, cores, the corpus's noise, the recipe, where it started."""
-    import os
-    old = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
-    device = getattr(args, "device", "cpu")
-    atomic_write_json(work / "run.json", {**old, "threads": args.threads, "cores": os.cpu_count(),
-                                          "device": device, "gpu": gpu_name(device),
-                                          "noise_scale": args.noise_scale, "noise_w": args.noise_w, "draws": args.draws,
-                                          "command": args.command, **extra})
 
 
 def accounted_hours(info: dict, before: dict, seconds: float, env: dict, device: str) -> tuple[float, float, str]:
@@ -88,29 +95,6 @@ def packed_count(config: dict) -> dict:
             "device_hours": float(config.get("device_hours", 0.0))}
 
 
-def packed_start(args, name: str, fallback: str = "") -> Path | None:
-    """The --init-from folder a run's part `name` starts from: its own pack, else (an adversarial phase starting from
-    the regression run) `fallback`'s; None where neither is packed there."""
-    packed = [Path(args.init_from) / n for n in (name, fallback) if n and args.init_from]
-    return next((p for p in packed if (p / "config.json").exists()), None)
-
-
-def phase_name(base: str, args) -> str:
-    """A regression run's part name (`<student>-regress`), or with --adversarial-steps that of its adversarial phase,
-    `<student>-adv`: a run, a ledger line and a judged voice of its own."""
-    return base.replace("-regress", "-adv") if args.adversarial_steps else base
-
-
-def count_from(work: Path, args, name: str, config: dict | None) -> None:
-    """A part started from packed files goes on counting their steps and machine-hours (pack adds them)."""
-    if config:
-        old = json.loads((work / "run.json").read_text()).get("before", {}) if (work / "run.json").exists() else {}
-        write_run(work, args, before={**old, name: packed_count(config)})
-
-
-HELDOUT_SENTENCES = 4  # held-out sentences (list 31) of the ledger's quality figures
-
-
 def flow_heldout(teacher, info: dict):
     """The teacher flow's inputs and outputs (distill.FlowPairs) on the held-out sentences, one draw each at the
     run's corpus noise (`info`: noise_scale, noise_w)."""
@@ -125,7 +109,6 @@ def frontend_heldout(teacher, fe, noise_scale: float | None = None) -> tuple[lis
     both laid on the teacher's own durations and sampled with the same noise (`noise_scale`, by default the voice's), on the
     held-out sentences: equal lengths, so the ledger's PESQ and mel L1 judge the student's means and scales; its
     durations are judged apart (notebook 04's duration_mae_frames)."""
-    from piper.train.vits import commons
     held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
     t = teacher_targets(teacher, sentence_ids(held))
     noise_scale = voices.NOISE_SCALE if noise_scale is None else noise_scale
@@ -147,7 +130,6 @@ def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
     noise), which no training step and no checkpoint choice touched: of a decoder `part` on the teacher's latents,
     or, for a flow (`kind` 'flow'), of the teacher's decoder on the latents `part` makes from the same prior sample;
     for a front end (`kind` 'frontend'), on the teacher's durations with one noise draw for both (frontend_heldout)."""
-    import numpy as np
     part.eval()
     with torch.no_grad():
         if kind == "frontend":

@@ -15,151 +15,151 @@ in lib.jobs.run_state.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import torch
 import tyro
+from safetensors.torch import load_file
 
 from lib.core import text
 from lib.core.pause import Yielder
+from lib.core.results import atomic_write_json
 from lib.harness import bench
 from lib.jobs.device_site import write_site
-from lib.jobs.run_configs import JOBS, Bundle, Pack, RegressFlow, RegressFrontend, RegressIstft, Regress, Students
 from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_istft
-from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_LISTS, accounted_hours, corpus, count_from,  # noqa: F401
-                                heldout_quality, init_from, write_run)
+from lib.jobs.run_configs import (CONFIG, JOBS, Bundle, Pack, RegressFlow, RegressFrontend, RegressIstft, Regress,
+                                  RunConfig, Students)
+from lib.jobs.run_state import (CORPUS_LISTS, accounted_hours, corpus, heldout_quality, init_from, packed_count,
+                                read_json)
 from lib.techniques import compress, distill
-from lib.techniques.frontend_student import frontend_build
 from lib.training.ledger import append, read
-from lib.training.loop import Recipe, train_decoder
+from lib.training.loop import train_decoder
 from lib.voices import parts, piper_torch, synth as voices
-from lib.voices.artefacts import save_part
+from lib.voices.artefacts import ArtefactError, save_part
 from lib.voices.istft_decoder import FrameRateDecoder
 from lib.voices.teacher_bundle import write_bundle
 
-
-def _recipe(steps: int, adversarial: int, args):
-    return Recipe.adversarial_tail(steps, adversarial, lr=args.lr, mixed_precision=args.mixed_precision,
-                  discriminators=tuple(args.discriminators), checkpoint_every=args.checkpoint_every,
-                  eval_every=args.eval_every, log_every=args.log_every)
+_LOGGER = logging.getLogger(__name__)
 
 
-def students(args) -> None:
-    work = Path(args.work)
+def students(cfg: Students) -> None:
+    """Train the decoder chain, the flow student, the frame-rate decoder and the pruned decoder's recovery; each part
+    writes its RunConfig as it starts and, with --init-from, starts from its pack there."""
+    work = Path(cfg.work)
     work.mkdir(parents=True, exist_ok=True)
     onnx_path, _ = voices.joe_paths()
     teacher = piper_torch.load_piper_torch(onnx_path)  # stays on the CPU: it only makes the training targets
-    write_run(work, args, recipe="adversarial")
-    latents, heldout = corpus(teacher, args.corpus_limit, args.noise_scale, args.noise_w, args.draws)
-    init = Path(args.init_from) if args.init_from else None
-    widths = [int(w) for w in args.widths]
-    recipes = [_recipe(args.decoder_steps, args.adversarial_steps, args) for _ in widths]
+    cfg.record(work, recipe=cfg.recipe_name())
+    latents, heldout = corpus(teacher, cfg.corpus_limit, cfg.noise_scale, cfg.noise_w, cfg.draws)
+    init = Path(cfg.init_from) if cfg.init_from else None
+
+    def start(name: str, module, kind: str, build: dict, recipe) -> None:
+        cfg.part(name, kind, build, recipe, cfg.recipe_name()).write(work)
+        packed = init_from(module, init / name) if init is not None else None
+        if packed:  # a part started from packed files goes on counting their steps and machine-hours
+            cfg.record(work, before={**read_json(work / "run.json", {}).get("before", {}), name: packed_count(packed)})
+
+    chain_recipe = cfg.recipe(cfg.decoder_steps, cfg.adversarial_steps)
     started = time.time()
     studs, curves, chain_end = distill.train_chain(
-        teacher, latents, widths, recipes, work, compare_scratch=False, batch=args.batch, frames=args.frames,
-        heldout=heldout, device=args.device, threads=args.threads, progress=False,
-        prepare=(lambda name, module: count_from(work, args, name, init_from(module, init / name)))
-        if init is not None else None)
-    flow_name = f"flow{args.flow_hidden}"
-    flow = distill.flow_student(teacher, args.flow_hidden)
-    if init is not None:
-        count_from(work, args, flow_name, init_from(flow, init / flow_name))
+        teacher, latents, cfg.widths, [chain_recipe] * len(cfg.widths), work, compare_scratch=False, batch=cfg.batch,
+        frames=cfg.frames, heldout=heldout, device=cfg.device, threads=cfg.threads, progress=False,
+        prepare=lambda name, dec: start(name, dec, "decoder", parts.decoder_build(teacher, distill.decoder_width(dec)),
+                                        chain_recipe))
+    flow_name = f"flow{cfg.flow_hidden}"
+    flow = distill.flow_student(teacher, cfg.flow_hidden)
+    flow_recipe = cfg.recipe(cfg.flow_steps, lr=5e-4, adversarial=False, eval_every=0)  # a regression: no discriminator
+    start(flow_name, flow, "flow", parts.flow_build(teacher, cfg.flow_hidden), flow_recipe)
     fe = voices.PiperFrontend(voices.joe_paths()[1])
-    sents = text.harvard_sentences(CORPUS_LISTS)[: args.corpus_limit or None]
-    pairs = distill.flow_pairs(teacher, fe.sentence_ids(sents)) if args.flow_steps else None
-    curves[flow_name] = distill.train_flow(flow, pairs, Recipe(steps=args.flow_steps, lr=5e-4, checkpoint_every=args.checkpoint_every,
-                                                               log_every=args.log_every, mixed_precision=args.mixed_precision),
-                                           work / flow_name, device=args.device, threads=args.threads, progress=None)
-    if args.istft_steps:  # the 5x voice's frame-rate decoder, from scratch on the teacher's own audio
-        name = f"istft{args.istft_dim}x{args.istft_blocks}"
-        voc = FrameRateDecoder(teacher.hparams["inter_channels"], args.istft_dim, args.istft_blocks,
+    sents = text.harvard_sentences(CORPUS_LISTS)[: cfg.corpus_limit or None]
+    pairs = distill.flow_pairs(teacher, fe.sentence_ids(sents)) if cfg.flow_steps else None
+    curves[flow_name] = distill.train_flow(flow, pairs, flow_recipe, work / flow_name, device=cfg.device,
+                                           threads=cfg.threads, progress=None)
+    if cfg.istft_steps:  # the 5x voice's frame-rate decoder, from scratch on the teacher's own audio
+        name = f"istft{cfg.istft_dim}x{cfg.istft_blocks}"
+        voc = FrameRateDecoder(teacher.hparams["inter_channels"], cfg.istft_dim, cfg.istft_blocks,
                                hop=int(latents.hop))
-        if init is not None:
-            count_from(work, args, name, init_from(voc, init / name))
-        curves[name] = train_decoder(voc, latents, _recipe(args.istft_steps, args.istft_adversarial_steps, args),
-                                     work / name, batch=args.batch, frames=args.frames, heldout=heldout,
-                                     device=args.device, threads=args.threads, progress=None)
-    if args.recovery_steps:
-        name = f"structured-{int(args.structured_ratio * 100)}"
-        rec = compress.prune_structured(teacher.dec, args.structured_ratio, latents.z[0])
-        if init is not None:
-            count_from(work, args, name, init_from(rec, init / name))
-        curves[name] = train_decoder(rec, latents, _recipe(args.recovery_steps, args.adversarial_steps, args),
-                                     work / name, batch=args.batch, frames=args.frames, heldout=heldout,
-                                     device=args.device, threads=args.threads, progress=None)
+        recipe = cfg.recipe(cfg.istft_steps, cfg.istft_adversarial_steps)
+        start(name, voc, "istft_decoder", voc.config, recipe)
+        curves[name] = train_decoder(voc, latents, recipe, work / name, batch=cfg.batch, frames=cfg.frames,
+                                     heldout=heldout, device=cfg.device, threads=cfg.threads, progress=None)
+    if cfg.recovery_steps:
+        name = f"structured-{int(cfg.structured_ratio * 100)}"
+        rec = compress.prune_structured(teacher.dec, cfg.structured_ratio, latents.z[0])
+        recipe = cfg.recipe(cfg.recovery_steps, cfg.adversarial_steps)
+        start(name, rec, "decoder", parts.decoder_build(teacher, distill.decoder_width(rec)), recipe)
+        curves[name] = train_decoder(rec, latents, recipe, work / name, batch=cfg.batch, frames=cfg.frames,
+                                     heldout=heldout, device=cfg.device, threads=cfg.threads, progress=None)
         studs[name] = parts.fold_weight_norm(rec.cpu())
-    (work / "done.json").write_text(json.dumps({"chain_end": chain_end, "seconds": time.time() - started,
-                                                "command": args.command}))
-    print(f"trained {', '.join(curves)} in {time.time() - started:.0f} s", flush=True)
+    atomic_write_json(work / "done.json", {"chain_end": chain_end, "seconds": time.time() - started,
+                                           "command": cfg.command})
+    _LOGGER.info("trained %s in %.0f s", ", ".join(curves), time.time() - started)
 
-def pack(args) -> None:
-    """Copy each student's latest saved generator (folded, safetensors + config.json), curve and env to --out."""
-    import pandas as pd
-    from safetensors.torch import load_file
-    work, out = Path(args.work), Path(args.out)
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
-    env = bench.environment(device=args.device)
-    command = json.loads((work / "done.json").read_text())["command"] if (work / "done.json").exists() else "(running)"
-    students = ("dec", "flow", "istft", "structured", "fe")  # run folders of `students` and the regress runs
-    info = json.loads((work / "run.json").read_text()) if (work / "run.json").exists() else {}
-    for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists() and p.name.startswith(students)):
-        ema = run / "ema.safetensors"  # the averaged weights, where the recipe keeps an EMA
-        state = load_file(str(ema if ema.exists() else run / "state" / "model.safetensors"))
-        state = {k.removeprefix("module."): v for k, v in state.items() if k != "n_averaged"}
+
+def trained_part(run: Path, config: RunConfig):
+    """The generator trained in the part folder `run` (its EMA where the recipe keeps one), rebuilt from its
+    RunConfig and folded; ArtefactError names the weights when they do not fit."""
+    ema = run / "ema.safetensors"  # the averaged weights, where the recipe keeps an EMA
+    weights = ema if ema.exists() else run / "state" / "model.safetensors"
+    state = {k.removeprefix("module."): v for k, v in load_file(str(weights)).items() if k != "n_averaged"}
+    module = parts.build_part(config.kind, config.build)
+    if not any(k.endswith("weight_g") for k in state):
+        parts.fold_weight_norm(module)  # trained without weight norm (pruned students): fold first, then load
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ArtefactError(f"{weights} does not fit the {config.kind} of {run / CONFIG}: {str(exc)[:300]}") from None
+    return parts.fold_weight_norm(module)
+
+
+def pack(cfg: Pack) -> None:
+    """Copy each part's latest saved generator (folded, safetensors + config.json), curve and env to --out, each
+    rebuilt from the RunConfig it started with; with --ledger, a row per new checkpoint."""
+    work, out = Path(cfg.work), Path(cfg.out)
+    env = bench.environment(device=cfg.device)
+    info = read_json(work / "run.json", {})
+    command = info.get("command", read_json(work / "done.json", {}).get("command", "(running)"))
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0]) if cfg.ledger else None  # the ledger's reference
+    for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists()):
+        config = RunConfig.read(run, out / run.name)
+        module = trained_part(run, config)
         curve = (run / "curve.csv").read_text() if (run / "curve.csv").exists() else ""
         frame = pd.read_csv(run / "curve.csv") if curve.count("\n") > 1 else pd.DataFrame({"step": [0], "seconds": [0.0]})
         steps, seconds = int(frame["step"].iloc[-1]), float(frame["seconds"].iloc[-1])
-        if run.name.startswith("istft"):
-            dim, blocks = (int(v) for v in run.name.removeprefix("istft").split("-")[0].split("x"))
-            module, kind = FrameRateDecoder(teacher.hparams["inter_channels"], dim, blocks), "istft_decoder"
-            build = module.config
-        elif run.name.startswith("fe"):
-            build = frontend_build(teacher, int(run.name.removeprefix("fe")),  # the widths read back from the weights
-                                   int(state["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[0]),
-                                   dp_filter_channels=int(state["dp.conv_1.weight"].shape[0]))
-            module, kind = parts.build_part("frontend", build), "frontend"
-        elif run.name.startswith("flow"):
-            hidden = int(run.name.removeprefix("flow"))
-            module, kind, build = distill.flow_student(teacher, hidden), "flow", parts.flow_build(teacher, hidden)
-        else:
-            width = int(state["conv_pre.weight"].shape[0] if "conv_pre.weight" in state else state["conv_pre.weight_v"].shape[0])
-            module = distill.decoder_student(teacher, width, "scratch")
-            kind, build = "decoder", parts.decoder_build(teacher, width)
-        if not any(k.endswith("weight_g") for k in state):
-            parts.fold_weight_norm(module)  # trained without weight norm (pruned students): fold first, then load
-        module.load_state_dict(state)
-        parts.fold_weight_norm(module)
         before = info.get("before", {}).get(run.name, {})  # a start from packed files: their count goes on
         steps += int(before.get("steps", 0))
-        hours, device_hours, trained_on = accounted_hours(info, before, seconds, env, args.device)  # pack may run elsewhere
+        hours, device_hours, trained_on = accounted_hours(info, before, seconds, env, cfg.device)  # pack may run elsewhere
         extra = {"student": run.name, "steps": steps, "seconds": seconds, "hours": hours, "device_hours": device_hours,
-                 "recipe": info.get("recipe", "adversarial"), "device": trained_on}
+                 "recipe": config.recipe_name, "device": trained_on}
         if (run / "keep.json").exists():
-            extra["keep"] = json.loads((run / "keep.json").read_text())
-        dest = save_part(module, out / run.name, kind, build, extra=extra)
+            extra["keep"] = read_json(run / "keep.json")
+        dest = save_part(module, out / run.name, config.kind, config.build, extra=extra)
         (dest / "curve.csv").write_text(curve)
-        (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": info.get("command", command),
-                                                   "trained_on": trained_on, "device_hours": device_hours},
-                                                  indent=1, default=str))
-        print(f"packed {run.name}: {steps} steps, {hours:.2f} machine-hours, {device_hours:.3f} device-hours -> {dest}",
-              flush=True)
-        if args.ledger and kind in ("decoder", "istft_decoder", "flow", "frontend"):
-            book = read(Path(args.ledger))
+        (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": command, "trained_on": trained_on,
+                                                   "device_hours": device_hours}, indent=1, default=str))
+        _LOGGER.info("packed %s: %d steps, %.2f machine-hours, %.3f device-hours -> %s", run.name, steps, hours,
+                     device_hours, dest)
+        if cfg.ledger:
+            book = read(Path(cfg.ledger))
             seen = book[book["run"] == f"{work.name}/{run.name}"]
             if len(seen) and int(seen["steps"].iloc[-1]) == steps:
-                print(f"ledger: {work.name}/{run.name} has no new checkpoint since its last row", flush=True)
+                _LOGGER.info("ledger: %s/%s has no new checkpoint since its last row", work.name, run.name)
                 continue
-            row = ledger_row(teacher, module, info, run=f"{work.name}/{run.name}", part=kind, steps=steps, hours=hours,
-                             env=env, device=trained_on)
-            append(Path(args.ledger), row)
-            print(f"ledger: {row}", flush=True)
+            row = ledger_row(teacher, module, info, run=f"{work.name}/{run.name}", part=config.kind,
+                             recipe=config.recipe_name, steps=steps, hours=hours, env=env, device=trained_on)
+            append(Path(cfg.ledger), row)
+            _LOGGER.info("ledger: %s", row)
 
-def ledger_row(teacher, module, info: dict, *, run: str, part: str, steps: int, hours: float, env: dict,
+
+def ledger_row(teacher, module, info: dict, *, run: str, part: str, recipe: str, steps: int, hours: float, env: dict,
                device: str) -> dict:
-    from datetime import datetime, timezone
-    return {"run": run, "part": part, "recipe": info.get("recipe", "adversarial"), "device": device,
+    """A packed part's ledger row: where and how long it trained, and its held-out quality."""
+    return {"run": run, "part": part, "recipe": recipe, "device": device,
             "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
             **{k: round(v, 4) for k, v in heldout_quality(teacher, module, info, part).items()},
             "heldout_secs": float("nan"), "heldout_wer": float("nan"),
@@ -168,6 +168,7 @@ def ledger_row(teacher, module, info: dict, *, run: str, part: str, steps: int, 
 
 def main(argv=None) -> None:
     """`python -m lib.jobs.train_job SUBCOMMAND ...` (and `tts-lab train ...`): parse into the job's dataclass, run it."""
+    logging.basicConfig(level=logging.INFO)
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = tyro.extras.subcommand_cli_from_dict({job.NAME: job for job in JOBS}, args=argv,
                                                prog="python -m lib.jobs.train_job", description=__doc__.split("\n\n")[0])
@@ -177,9 +178,9 @@ def main(argv=None) -> None:
 def run(cfg, command: str) -> None:
     """Run one parsed job; a training run registers itself so that it pauses while anything on this machine is timed."""
     if isinstance(cfg, Bundle):
-        print(f"bundle written to {write_bundle(Path(cfg.out), text.harvard_sentences(cfg.lists), cfg.dtype)}")
+        _LOGGER.info("bundle written to %s", write_bundle(Path(cfg.out), text.harvard_sentences(cfg.lists), cfg.dtype))
         if cfg.site:
-            print(f"piper's training code and the librosa stand-in written to {write_site(Path(cfg.site))}")
+            _LOGGER.info("piper's training code and the librosa stand-in written to %s", write_site(Path(cfg.site)))
         return
     if isinstance(cfg, Pack):
         return pack(cfg)

@@ -8,12 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
+import torch
+
 from lib.techniques.compress import prune_structured
 from lib.training.batches import Latents
 from lib.training.loop import Trainer, train_decoder
 from lib.voices.artefacts import ArtefactError, load_part, save_part
 from lib.voices.frontend import with_frontend
 from lib.voices.parts import build_part, decoder_build, flow_build, fold_weight_norm
+from lib.voices.spec import Part, VoiceSpec
 from lib.voices.synth import NOISE_SCALE
 
 
@@ -28,7 +32,6 @@ def decoder_student(teacher_model, width: int, init: str = "scratch", parent=Non
     hp = teacher_model.hparams
     parent = parent if parent is not None else teacher_model.dec
     if init == "prune":
-        import torch
         if example_z is None:
             example_z = torch.zeros(1, hp["inter_channels"], 32)
         ratio = 1.0 - width / decoder_width(parent)
@@ -43,7 +46,6 @@ def decoder_student(teacher_model, width: int, init: str = "scratch", parent=Non
 def relabel(lat: Latents, decoder) -> Latents:
     """The same latents with `decoder`'s audio as the target: how the next student in the chain learns from
     this one rather than from the teacher."""
-    import torch
     decoder.eval()
     with torch.no_grad():
         wavs = [decoder(z) for z in lat.z]
@@ -76,7 +78,6 @@ def flow_pairs(model, phoneme_ids: Sequence[list[int]], noise_scale: float = NOI
                draws: int = 2, seed: int = 0) -> FlowPairs:
     """Teacher flow inputs and outputs on the synthetic sentences, `draws` prior samples each (with sampling
     noise, so the student sees the spread it will meet at inference)."""
-    import torch
     torch.manual_seed(seed)
     zp, masks, zs = [], [], []
     with torch.no_grad():
@@ -98,7 +99,6 @@ def flow_student(teacher_model, hidden: int, n_layers: int | None = None):
 
 def flow_batch(pairs: FlowPairs, batch: int, frames: int, rng):
     """`batch` random windows of `frames` latent frames (zero-padded where an utterance is shorter): (z_p, mask, z)."""
-    import torch
     zp, mk, zz = [], [], []
     for _ in range(batch):
         i = int(rng.integers(len(pairs.z)))
@@ -217,14 +217,16 @@ def recorded_voices(teacher_model, roots: dict[str, Path]) -> tuple[dict, dict, 
             continue
         loaded, bad = recorded_students(root)
         absent.update({f"{n}@{dev}": r for n, r in bad.items()})
+        part = {n: Part.of_pack({**config, "student": n}, dev) for n, (_, config) in loaded.items()}
         decoders = {n: mc for n, mc in loaded.items() if mc[1]["kind"] in ("decoder", "istft_decoder")}
         for n, (module, config) in decoders.items():
-            voices[f"{n}@{dev}"], info[f"{n}@{dev}"] = with_parts(teacher_model, decoder=module), config
+            name = VoiceSpec((part[n],)).name
+            voices[name], info[name] = with_parts(teacher_model, decoder=module), config
         chain = sorted((n for n in decoders if n.startswith("dec")), key=lambda n: decoder_width(decoders[n][0]))
         chain = [n for n in decoders if n.startswith("istft")] + chain  # the frame-rate decoder goes furthest
         for n, (flow, config) in loaded.items():
             if config["kind"] == "flow" and chain:
-                name = f"{chain[0]}+{n}@{dev}"
+                name = VoiceSpec((part[chain[0]], part[n])).name
                 voices[name] = with_parts(teacher_model, decoder=decoders[chain[0]][0], flow=flow)
                 info[name] = {**config, "decoder": decoders[chain[0]][1]}
     return voices, absent, info
@@ -244,16 +246,15 @@ def student_voice(teacher_model, folder: Path, name: str):
     return with_parts(teacher_model, **parts)
 
 
-def training_table(curves: dict, recorded_info: dict, device: str):
-    """Where and how long each student trained: here (`curves`, wall hours) or elsewhere (`recorded_info` configs:
-    a long CPU run's cumulative machine-hours where its config has them, else its wall hours; and the device-hours
-    of a long run's phase on a lent GPU, with the GPU, apart)."""
-    import pandas as pd
+def training_table(curves: dict, recorded_info: dict, device: str, specs: dict[str, VoiceSpec]):
+    """Where and how long each student trained: here (`curves`, wall hours) or elsewhere (`recorded_info` configs,
+    recorded where their `specs` say: a long CPU run's cumulative machine-hours where its config has them, else its
+    wall hours; and the device-hours of a long run's phase on a lent GPU, with the GPU, apart)."""
     rows = [{"student": n, "where": device, "steps": c.steps_done, "hours": c.seconds / 3600,
              "s_per_step": c.s_per_step, "device_hours": 0.0, "gpu": ""} for n, c in curves.items()]
     for n, cfg in recorded_info.items():
         gpu_h = float(cfg.get("device_hours") or 0.0)
-        rows.append({"student": n, "where": n.rsplit("@", 1)[-1], "steps": cfg.get("steps"),
+        rows.append({"student": n, "where": specs[n].device, "steps": cfg.get("steps"),
                      "hours": cfg["hours"] if cfg.get("hours") is not None else (cfg.get("seconds") or float("nan")) / 3600,
                      "s_per_step": (cfg.get("seconds") or float("nan")) / max(1, cfg.get("steps") or 1),
                      "device_hours": gpu_h, "gpu": cfg.get("device", "") if gpu_h else ""})

@@ -14,12 +14,15 @@ the VITS/HiFi-GAN recipe piper trains with, built from piper-tts's own parts, on
   `save_state`/`load_state` checkpoints hold models, optimizers, schedulers, every RNG and the loop's own state, so
   a resumed run equals an uninterrupted one;
 - a curve (`curve.csv`: generator, discriminator, feature-matching and mel losses, learning rate, seconds, and a
-  held-out check every `eval_every` steps) written atomically beside the state.
+  held-out check every `eval_every` steps) written atomically beside the state, and the same rows logged through
+  accelerate's tracker (TensorBoard event files under `tensorboard/`).
 Knows nothing of metrics or timing harnesses: a caller that wants PESQ on held-out data passes `eval_fn`.
 """
 from __future__ import annotations
 
 import logging
+import math
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,17 +32,27 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from piper.train.vits.losses import discriminator_loss, feature_loss, generator_loss
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.optim.swa_utils import AveragedModel
+from tqdm.auto import tqdm
 
 from lib.core import machine
+from lib.core.pause import active
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.core.results import atomic_write_json, atomic_write_text
 from lib.training import discriminators as discs
+from lib.training.batches import random_segments
 from lib.training.losses import complex_stft_loss, mel_l1, mr_stft_loss
 from lib.training.phase_losses import PredictedSpectra, apnet_losses
 from lib.training.stop import stop_on_signal
 
 _LOGGER = logging.getLogger(__name__)
 DISCRIMINATORS = tuple(discs.REGISTRY)
+TRACKER = "tensorboard"  # accelerate's tracker of the curve (tensorboardX writes it), in <work_dir>/tensorboard/
 
 
 @dataclass
@@ -115,7 +128,6 @@ def cosine_factor(step: int, r: "Recipe") -> float:
     """The learning rate's factor at `step`: linear warm-up over `lr_warmup_steps`, then a cosine down to
     `min_lr_ratio` at `steps` (the run's whole budget, fixed when it starts); a run resumed from packed files counts
     its earlier steps in `schedule_offset`."""
-    import math
     step, total = step + r.schedule_offset, r.steps + r.schedule_offset
     if step < r.lr_warmup_steps:
         return (step + 1) / r.lr_warmup_steps
@@ -203,17 +215,17 @@ class Trainer:
         self.forward, self.loss_fn = forward, loss_fn
         self.sample_rate, self.hop, self.device, self.threads, self.progress = sample_rate, mel_hop, device, threads, progress
         self.eval_batches, self.eval_fn, self.should_stop = list(eval_batches), eval_fn, should_stop
-        from lib.core.pause import active
         self.yielder = yielder if yielder is not None else active()  # a long run pauses while anything is timed
         self.adversarial = forward is not None and recipe.adversarial and bool(recipe.discriminators)
 
     def _setup(self):
-        from accelerate import Accelerator
-        from accelerate.utils import set_seed
         r = self.recipe
         if self.device == "cpu":
             torch.set_num_threads(int(self.threads))
-        self.acc = Accelerator(cpu=self.device == "cpu", mixed_precision=r.mixed_precision if self.device != "cpu" else "no")
+        # the curve goes to accelerate's tracker too (skipped where tensorboardX is not installed, as on a bare GPU site)
+        self.acc = Accelerator(cpu=self.device == "cpu", mixed_precision=r.mixed_precision if self.device != "cpu" else "no",
+                               log_with=TRACKER, project_dir=str(self.work_dir))
+        self.acc.init_trackers(TRACKER)
         if self.adversarial and r.disc_bf16 and self.device == "cpu":
             machine.require_precision("torch-cpu", "bf16")  # emulated bf16 would be slower, not cheaper
         set_seed(r.seed)
@@ -240,7 +252,6 @@ class Trainer:
         self.acc.register_for_checkpointing(self.state)
         self.ema = None
         if r.ema_decay:
-            from torch.optim.swa_utils import AveragedModel
             self.ema = AveragedModel(self.acc.unwrap_model(self.gen), multi_avg_fn=ema_with_warmup(r.ema_decay),
                                      use_buffers=True)
             self.acc.register_for_checkpointing(self.ema)
@@ -251,7 +262,6 @@ class Trainer:
 
     def _check_shapes(self):
         """Refuse a state folder written for another set of trainable parameters, naming one that differs."""
-        from safetensors import safe_open
         path = self.state_dir / "model.safetensors"
         if not path.exists():
             return
@@ -292,7 +302,6 @@ class Trainer:
                 out["loss_cstft"] = complex_stft_loss(y_hat, y)
                 loss = loss + r.cstft_weight * out["loss_cstft"]
             if self.adversarial and step >= r.warmup_steps:
-                from piper.train.vits.losses import discriminator_loss, feature_loss, generator_loss
                 y, y_hat = disc_window(y, y_hat, r.disc_segment)
                 with self._disc_autocast():
                     loss_d = sum(discriminator_loss(*d(y, y_hat.detach())[:2])[0] for d in self.disc.values())
@@ -368,7 +377,6 @@ class Trainer:
     def save(self) -> None:
         """accelerate's full state (models, optimizers, schedulers, RNGs, the loop) and the curve, atomically
         enough: the state folder is written beside and swapped in."""
-        import shutil
         tmp = self.work_dir / ".state.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -380,7 +388,6 @@ class Trainer:
         if old.exists():
             shutil.rmtree(old)
         if self.ema is not None:  # the averaged generator, as pack reads it
-            from safetensors.torch import save_file
             tmp_ema = self.work_dir / ".ema.tmp.safetensors"
             save_file({k: v.detach().contiguous() for k, v in self.ema.module.state_dict().items()}, str(tmp_ema))
             tmp_ema.replace(self.work_dir / "ema.safetensors")
@@ -388,16 +395,17 @@ class Trainer:
         atomic_write_json(self.work_dir / "recipe.json", asdict(self.recipe))
 
     def fit(self) -> Curve:
-        """Train up to `recipe.steps` (resuming from the state folder); returns the curve. A folder that already
-        holds a finished run only loads it. SIGTERM or SIGINT (kill, ^C, a kernel's interrupt) stops it after the
-        step under way, checkpointed there, then raises SystemExit(143) or KeyboardInterrupt: a long run between
-        checkpoints (an adversarial step of adv128 took 18-19 s at one thread on an AVX2-only EPYC) loses nothing
-        when it is stopped."""
+        """Train up to `recipe.steps` (resuming from the state folder; a finished run only loads); returns the curve.
+        SIGTERM or SIGINT stops it after the step under way, checkpointed there, then raises SystemExit(143) or
+        KeyboardInterrupt: a stopped run loses nothing."""
         with stop_on_signal() as stop:
-            return self._fit(stop)
+            try:
+                return self._fit(stop)
+            finally:
+                if hasattr(self, "acc"):
+                    self.acc.end_training()  # flushes and closes the tracker's files
 
     def _fit(self, stop: dict) -> Curve:
-        from tqdm.auto import tqdm
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self._setup()
         r, st = self.recipe, self.state
@@ -429,6 +437,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 row["seconds"] = st.seconds
                 st.rows.append(row)
+                self.acc.log({k: v for k, v in row.items() if k != "step"}, step=st.step)
                 if self.progress is None:  # no bar: a line per logged row says where the run is and when it ends
                     rate = st.seconds / st.step
                     _LOGGER.info("%s step %d/%d, %.2f s/step, about %.0f min left; %s", self.work_dir.name, st.step,
@@ -461,7 +470,6 @@ def train_decoder(decoder, lat, recipe: Recipe, work_dir: Path, batch: int = 4, 
     """Teach `decoder` the mapping latent z -> waveform of `lat` (a batches.Latents: teacher latents and the
     parent's audio), on random aligned segments, with the recipe; `heldout` (another Latents, sentences no
     training touched) gives the held-out mel curve."""
-    from lib.training.batches import random_segments
     held = []
     if heldout is not None:
         rng = np.random.default_rng(1234)
