@@ -47,6 +47,7 @@ class PosteriorRun:
     lr: float = 1.0e-3
     batch: int = 8
     draws: int = 2  # noisy syntheses of each training sentence (piper's default noise)
+    pitch_shifts: list = field(default_factory=list)  # semitones: each adds every recording pitch-shifted, same latent
     corpus_lists: list = field(default_factory=lambda: list(CORPUS_LISTS))
     corpus_limit: int = 0
     threads: int = 1
@@ -102,6 +103,8 @@ def run_posterior(cfg: PosteriorRun) -> Path | None:
     held = text.harvard_sentences(HELDOUT_LISTS)
     started = time.time()
     pairs = posterior.Pairs.of_teacher(teacher, sentence_ids(sents), draws=cfg.draws)
+    if cfg.pitch_shifts:
+        pairs = pairs.with_pitch_shifts(cfg.pitch_shifts, teacher.sample_rate)
     heldout = posterior.Pairs.of_teacher(teacher, sentence_ids(held), draws=1, seed=1000)
     _LOGGER.info("posterior pairs: %d training, %d held out (%.0f s)", len(pairs.spec), len(heldout.spec),
                  time.time() - started)

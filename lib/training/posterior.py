@@ -40,6 +40,24 @@ class Pairs:
         return cls(merged, [linear_spectrogram(w.reshape(-1)[: z.shape[-1] * merged.hop], merged.hop, teacher.sample_rate)
                             for z, w in zip(merged.z, merged.wav)])
 
+    def with_pitch_shifts(self, semitones: Sequence[float], sample_rate: int) -> "Pairs":
+        """These pairs plus, for each shift, every recording pitch-shifted (formants with it, length kept) beside the
+        same latent: an encoder fitted on them reads content, not the teacher's pitch and timbre, so that MAS aligns
+        another speaker's recordings with the text as it aligns the teacher's."""
+        import librosa  # heavy (numba): only a posterior fitted with shifts needs it
+        lat, spec = self.latents, list(self.spec)
+        z, wav, names = list(lat.z), list(lat.wav), list(lat.ids)
+        for step in semitones:
+            for name, zi, w in zip(lat.ids, lat.z, lat.wav):
+                frames = zi.shape[-1] * lat.hop
+                shifted = librosa.effects.pitch_shift(w.reshape(-1).numpy()[:frames], sr=sample_rate, n_steps=float(step))
+                shifted = torch.from_numpy(np.ascontiguousarray(shifted, dtype=np.float32))
+                names.append(f"{name}{step:+g}st")
+                z.append(zi)
+                wav.append(shifted.reshape(1, 1, -1))
+                spec.append(linear_spectrogram(shifted, lat.hop, sample_rate))
+        return Pairs(Latents(names, z, wav, lat.hop), spec)
+
     def batch(self, picks: Sequence[int]):
         """(spectrograms [B, 513, T], frames, latents [B, C, T]) padded to the longest."""
         t = max(self.spec[i].shape[-1] for i in picks)
