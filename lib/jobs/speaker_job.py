@@ -47,7 +47,7 @@ class PosteriorRun:
     lr: float = 1.0e-3
     batch: int = 8
     draws: int = 2  # noisy syntheses of each training sentence (piper's default noise)
-    pitch_shifts: list = field(default_factory=list)  # semitones: each adds every recording pitch-shifted, same latent
+    pitch_shifts: list[float] = field(default_factory=list)  # semitones: each adds every recording pitch-shifted, same latent
     corpus_lists: list = field(default_factory=lambda: list(CORPUS_LISTS))
     corpus_limit: int = 0
     threads: int = 1

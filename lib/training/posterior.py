@@ -15,7 +15,7 @@ import torch
 from lib.training.batches import Latents, teacher_latents
 from lib.training.loop import Curve, Recipe, Trainer
 from lib.training.losses import mel_l1
-from lib.training.vits_objective import linear_spectrogram, posterior_encoder
+from lib.training.vits_objective import TrainPath, Utterances, batch_of, linear_spectrogram, posterior_encoder
 from lib.voices.parts import fold_weight_norm
 
 _LOGGER = logging.getLogger(__name__)
@@ -47,10 +47,10 @@ class Pairs:
         import librosa  # heavy (numba): only a posterior fitted with shifts needs it
         lat, spec = self.latents, list(self.spec)
         z, wav, names = list(lat.z), list(lat.wav), list(lat.ids)
-        for step in semitones:
+        for step in map(float, semitones):
             for name, zi, w in zip(lat.ids, lat.z, lat.wav):
                 frames = zi.shape[-1] * lat.hop
-                shifted = librosa.effects.pitch_shift(w.reshape(-1).numpy()[:frames], sr=sample_rate, n_steps=float(step))
+                shifted = librosa.effects.pitch_shift(w.reshape(-1).numpy()[:frames], sr=sample_rate, n_steps=step)
                 shifted = torch.from_numpy(np.ascontiguousarray(shifted, dtype=np.float32))
                 names.append(f"{name}{step:+g}st")
                 z.append(zi)
@@ -88,6 +88,21 @@ def bootstrap(hp: dict, pairs: Pairs, recipe: Recipe, work_dir: Path, *, batch: 
     curve = Trainer(enc_q, lambda rng: pairs.batch([int(rng.integers(n)) for _ in range(batch)]), recipe, work_dir,
                     loss_fn=latent_nll, eval_batches=held, threads=threads, progress=progress).fit()
     return enc_q.eval(), curve
+
+
+@torch.no_grad()
+def alignment_agreement(teacher, enc_q, utterances: Utterances, limit: int = 12) -> list[float]:
+    """Per utterance, the correlation of MAS's frames per phoneme (the recording's posterior latents against the
+    text, as adaptation aligns them) with the teacher's own durations for that text (noise off, rescaled to the
+    recording's length): near the teacher's own audio's where MAS aligns a recording as it should."""
+    path = TrainPath(copy.deepcopy(teacher).eval(), copy.deepcopy(enc_q).eval())
+    out = []
+    for i in range(min(limit, len(utterances.ids))):
+        x, x_len, spec, spec_len, _ = batch_of(utterances, [i])
+        mas = path(x, x_len, spec, spec_len)[2][0, 0].sum(0).numpy()
+        ref = teacher.infer(x, x_len, noise_scale=0.0, noise_scale_w=0.0)[1][0, 0].sum(0).numpy()
+        out.append(float(np.corrcoef(mas, ref * mas.sum() / max(ref.sum(), 1e-9))[0, 1]))
+    return out
 
 
 @torch.no_grad()
