@@ -3,6 +3,7 @@ posterior encoder bootstrapped, each kind of method trained with piper's objecti
 loaded back and exported as one .onnx that piper's runtime speaks."""
 import json
 
+import librosa
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ from safetensors.torch import load_file
 
 from lib.core import text
 from lib.core.audio import resample, write_wav
+from lib.core.params import ROOT
 from lib.data import ljspeech
 from lib.jobs import export_pack, speaker_job
 from lib.techniques import speaker_adapt
@@ -108,6 +110,28 @@ def test_posterior_learns_the_teachers_latents(teacher, fitted, tmp_path):
     (tmp_path / "pack" / "config.json").write_text('{"kind": "posterior_encoder", "hparams": {"inter_channels": 7}}')
     with pytest.raises(ValueError, match="fitted for another voice architecture"):
         posterior.load(tmp_path / "pack", teacher.hparams)
+
+
+def test_pitch_shifted_pairs_keep_their_latents_and_move_the_pitch(teacher, fitted):
+    """Each shift adds every recording a few semitones up beside the same latent, its length kept."""
+    _, pairs, _, _ = fitted
+    shifted = pairs.with_pitch_shifts([4], teacher.sample_rate)
+    assert len(shifted.spec) == 2 * len(pairs.spec) and shifted.latents.z[2] is pairs.latents.z[0]
+    assert shifted.spec[2].shape == pairs.spec[0].shape
+    f0 = [np.nanmedian(librosa.pyin(w.reshape(-1).numpy(), fmin=60, fmax=500, sr=teacher.sample_rate)[0])
+          for w in (pairs.latents.wav[0], shifted.latents.wav[2])]
+    assert 2 ** (3 / 12) < f0[1] / f0[0] < 2 ** (5 / 12)
+
+
+def test_mas_aligns_the_teachers_own_audio_and_not_another_sentences(teacher):
+    """Through the committed posterior pack, MAS's durations follow the teacher's for its own audio of a sentence,
+    and far less for the audio of another sentence laid on the same text (the check notebook 02 shows)."""
+    enc_q = posterior.load(ROOT / "outputs/recorded/training/posterior/joe-medium", teacher.hparams)
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(text.harvard_sentences([66])[:3])
+    wav = [w.reshape(-1) for w in posterior.Pairs.of_teacher(teacher, ids).latents.wav]
+    own = posterior.alignment_agreement(teacher, enc_q, vo.build(["a", "b", "c"], ids, wav, 256, 22050))
+    other = posterior.alignment_agreement(teacher, enc_q, vo.build(["a", "b", "c"], ids, wav[1:] + wav[:1], 256, 22050))
+    assert np.mean(own) > 0.5 and np.mean(own) > np.mean(other) + 0.2
 
 
 def test_piper_objective_gives_kl_duration_and_aligned_segments(teacher, fitted):

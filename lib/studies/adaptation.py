@@ -25,6 +25,7 @@ from lib.jobs import speaker_job
 from lib.studies import common
 from lib.techniques import finetune, speaker_adapt
 from lib.training import ledger, posterior
+from lib.training import vits_objective as vo
 from lib.voices import synth as voices
 
 TRAINING_METRICS = ("trainable_params", "trainable_pct_of_full", "adapter_size_mb", "train_s_per_step", "train_peak_rss_mb")
@@ -130,6 +131,24 @@ def posterior_pack(pack: str, teacher, frontend, work: Path, *, steps: int, sent
     held = posterior.Pairs.of_teacher(teacher, frontend.sentence_ids(textmod.harvard_sentences([31])[:4]), seed=1000)
     check = posterior.round_trip(enc_q, teacher.dec, held, teacher.sample_rate, limit=4)
     return path, {**json.loads((path / "config.json").read_text()), "round_trip": check}
+
+
+def alignment_check(teacher, enc_q_pack: Path, spk: Speaker, frontend, limit: int = 12) -> pd.DataFrame:
+    """How well MAS aligns recordings with their text through the posterior encoder: the speaker's first `limit`
+    training recordings beside the teacher's own audio of the same sentences (the control), each as the correlation
+    of MAS's durations with the teacher's (posterior.alignment_agreement): mean and range."""
+    enc_q = posterior.load(enc_q_pack, teacher.hparams)
+    recs = spk.train[:limit]
+    hop = int(np.prod(teacher.hparams["upsample_rates"]))
+    own = vo.from_recordings(recs, frontend, hop)
+    pairs = posterior.Pairs.of_teacher(teacher, [p.tolist() for p in own.phonemes])
+    control = vo.build(own.ids, own.phonemes, [w.reshape(-1) for w in pairs.latents.wav], hop, teacher.sample_rate)
+    rows = []
+    for name, utts in (("the teacher's own audio", control), ("the speaker's recordings", own)):
+        r = posterior.alignment_agreement(teacher, enc_q, utts, limit)
+        rows.append({"recordings": name, "duration correlation (mean)": float(np.mean(r)), "min": float(np.min(r)),
+                     "max": float(np.max(r)), "n": len(r)})
+    return pd.DataFrame(rows)
 
 
 def method_table(plan: dict, teacher, enc_q_pack: Path) -> pd.DataFrame:
