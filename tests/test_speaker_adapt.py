@@ -5,6 +5,7 @@ import json
 
 import librosa
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -252,10 +253,12 @@ def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speak
     assert all(torch.equal(v.half(), packed_q[k]) for k, v in resumed.path.enc_q.state_dict().items())
     boot = posterior.load(tmp / "posterior", teacher.hparams).state_dict()
     assert any(not torch.equal(v.half(), boot[k].half()) for k, v in resumed.path.enc_q.state_dict().items())
-    speaker_job.run_speaker(speaker_job.SpeakerRun(work=str(tmp_path / "c"), steps=2, train_posterior=False,
+    speaker_job.run_speaker(speaker_job.SpeakerRun(work=str(tmp_path / "c"), steps=2, train_posterior=False, prior_mel=45.0,
                                                    **{**common, "out": str(tmp_path / "pack3")}), ledger_path=None)
     kept = load_file(str(tmp_path / "pack3" / speaker_adapt.POSTERIOR))  # a frozen posterior packs as bootstrapped
     assert all(torch.equal(v.half(), kept[k]) for k, v in boot.items())
+    curve = pd.read_csv(tmp_path / "c" / "train" / "curve.csv")  # the inference path's mel term was trained on
+    assert curve["loss_prior_mel"].notna().all() and (curve["loss_prior_mel"] > 0).all()
     with pytest.raises(ValueError, match="holds a 'lora-r4' adaptation, not 'full'"):
         speaker_adapt.load_into(speaker_adapt.prepare(teacher, speaker_adapt.Method("full"),
                                                       posterior.load(tmp / "posterior", teacher.hparams)), tmp_path / "pack")

@@ -166,6 +166,7 @@ class SpeakerRun:
     discriminators: list = field(default_factory=lambda: ["mpd"])
     lr: float = 1.0e-4
     train_posterior: bool = True  # off: the bootstrapped posterior encoder stays frozen (the teacher's latent space)
+    prior_mel: float = 0.0  # >0: also mel L1 of the inference path (aligned prior mean -> flow -> decoder), this weight
     batch: int = 4
     validation: int = VALIDATION
     device: str = "cpu"  # cpu or cuda (a GPU run's time counts as device-hours)
@@ -179,7 +180,8 @@ class SpeakerRun:
     @property
     def recipe_name(self) -> str:
         """The ledger's name of what this run trains with: method, learning rate, and a frozen posterior encoder."""
-        return f"speaker-{self.method} lr={self.lr:g}" + ("" if self.train_posterior else " frozen-posterior")
+        return (f"speaker-{self.method} lr={self.lr:g}" + ("" if self.train_posterior else " frozen-posterior")
+                + (f" prior-mel={self.prior_mel:g}" if self.prior_mel else ""))
 
     def recipe(self, before: int = 0) -> Recipe:
         """The recipe for the steps left after `before` packed ones (the learning rate goes on from there)."""
@@ -213,7 +215,7 @@ def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Pa
     prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
                                      posterior.load(Path(cfg.posterior), teacher.hparams), device=cfg.device,
                                      duration=posterior.load_duration_parts(Path(cfg.posterior)),
-                                     train_posterior=cfg.train_posterior)
+                                     train_posterior=cfg.train_posterior, prior_mel=cfg.prior_mel)
     held = [vo.batch_of(vo.from_recordings(val, voices.PiperFrontend(voices.joe_paths()[1]), data.hop),
                         list(range(len(val))))]
     _LOGGER.info("%s: %d training recordings, %d validation; %s trainable parameters", cfg.method, len(data.ids),
@@ -304,7 +306,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
                                      posterior.load(Path(cfg.posterior), teacher.hparams),
                                      duration=posterior.load_duration_parts(Path(cfg.posterior)),
-                                     train_posterior=cfg.train_posterior)
+                                     train_posterior=cfg.train_posterior, prior_mel=cfg.prior_mel)
     load_state(prepared, Path(work) / "train" / "state" / "model.safetensors")
     frame = pd.read_csv(Path(work) / "train" / "curve.csv")
     before = json.loads((Path(work) / BEFORE).read_text()) if (Path(work) / BEFORE).exists() else packed_count({})

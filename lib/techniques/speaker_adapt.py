@@ -126,10 +126,11 @@ def _base(model, method: Method, device: str = "cpu") -> tuple:
 
 
 def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu", duration: dict | None = None,
-            train_posterior: bool = True) -> Prepared:
+            train_posterior: bool = True, prior_mel: float = 0.0) -> Prepared:
     """A copy of `model` (the inference SynthesizerTrn) and of the posterior `enc_q`, set up for `method`; `duration`:
     the duration predictor's fitted training-only parts (lib.training.posterior.fit_duration_parts), where fitted;
-    `train_posterior` off keeps the bootstrapped posterior encoder as it is (its latent space stays the teacher's)."""
+    `train_posterior` off keeps the bootstrapped posterior encoder as it is (its latent space stays the teacher's);
+    `prior_mel` weighs a mel loss of the inference path (vits_objective.vits_forward)."""
     voice, quantized = _base(model, method, device)
     if duration:
         bad = voice.dp.load_state_dict(duration, strict=False).unexpected_keys
@@ -146,7 +147,8 @@ def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu", 
                                                 target_modules=targets, init_lora_weights=True))
     for p in enc_q.parameters():
         p.requires_grad_(train_posterior)
-    return Prepared(method, voice, TrainPath(voice, enc_q), peft, targets, quantized)
+    return Prepared(method, voice, TrainPath(voice, enc_q, prior_mel, int(getattr(model, 'sample_rate', None) or 22050)), peft,
+                    targets, quantized)
 
 
 POSTERIOR = "posterior_encoder.safetensors"  # the run's posterior encoder beside its pack: a resume goes on with it

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from lib.training.losses import mel_l1
 from lib.voices.parts import fold_weight_norm
 
 _LOGGER = logging.getLogger(__name__)
@@ -130,9 +131,10 @@ class TrainPath(torch.nn.Module):
     """What piper's training forward needs: the voice's SynthesizerTrn with a posterior encoder beside it. The
     posterior encoder is a training-only part (the exported voice has none), so it stays outside the voice."""
 
-    def __init__(self, voice, enc_q):
+    def __init__(self, voice, enc_q, prior_mel: float = 0.0, sample_rate: int = 22050):
         super().__init__()
         self.voice, self.enc_q = voice, enc_q
+        self.prior_mel, self.sample_rate = prior_mel, sample_rate  # vits_forward's inference-path term
 
     def forward(self, x, x_len, spec, spec_len):
         supply_mas_core()
@@ -154,6 +156,10 @@ def vits_forward(path: TrainPath, batch):
     hop = wav.shape[-1] // spec.shape[-1]
     y = slice_segments(wav, ids_slice * hop, y_hat.shape[-1])
     terms = {"loss_kl": (KL_WEIGHT, kl_loss(z_p, logs_q, m_p, logs_p, z_mask))}
+    if path.prior_mel:  # the decoder also learns from what it gets at inference: the aligned prior's mean through the flow
+        z_prior = path.voice.flow(m_p * z_mask, z_mask, reverse=True)
+        y_prior = path.voice.dec(slice_segments(z_prior, ids_slice, y_hat.shape[-1] // hop))
+        terms["loss_prior_mel"] = (path.prior_mel, mel_l1(y_prior, y, path.sample_rate))
     if l_length.requires_grad:  # a frozen duration predictor has nothing to learn
         terms["loss_dur"] = (DURATION_WEIGHT, torch.sum(l_length.float()))
     return y_hat, y, terms
