@@ -174,7 +174,7 @@ def test_adaptation_notebook(smoke):
     assert set(runs.index) == long and (runs["steps"] > 0).all() and (runs["machine_hours"] > 0).all()
     assert _value(df, variant="lora-r8@cpu-long", metric="trainable_pct_of_full") < 5
     book = pd.read_csv(nb / "long_run_ledger.csv")  # validation SECS and WER of every packed checkpoint
-    assert {"speaker/full", "speaker/lora-r8"} <= set(book["run"]) and book["heldout_wer"].notna().all()
+    assert {"speaker-prior/full", "speaker-prior/lora-r8"} <= set(book["run"]) and book["heldout_wer"].notna().all()
     heard = pd.read_csv(nb / "transcripts.csv")
     assert {"teacher", "target-speaker", "full"} <= set(heard["variant"]) and heard["heard"].notna().all()
 
