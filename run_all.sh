@@ -52,7 +52,7 @@ fi
 REPORT="notebooks/90_report.ipynb"
 # Before the long part: roughly how long this profile takes here (a few seconds of calibration against its recorded run)
 NAMES=(); for nb in "${NOTEBOOKS[@]}"; do NAMES+=("$(basename "$nb" .ipynb)"); done
-"$PY" -m lib.jobs.eta "$PROFILE" "${NAMES[@]}" --json "$OUT/eta.json" || echo "(no time estimate: the calibration failed)"
+"$PY" -m lib.cli eta "$PROFILE" "${NAMES[@]}" --json "$OUT/eta.json" || echo "(no time estimate: the calibration failed)"
 eta_of() { "$PY" -c "import json,sys; e=json.load(open(sys.argv[1]))['estimate_s']; print(f', about {e[sys.argv[2]]/60:.1f} min' if sys.argv[2] in e else '')" "$OUT/eta.json" "$1" 2>/dev/null; }
 failures=()
 status_json=$(cat "$OUT/run_status.json" 2>/dev/null || echo "{}")

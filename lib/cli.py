@@ -8,21 +8,45 @@
     tts-lab regress-istft --work /tmp/istft --steps 100000 --init-from outputs/recorded/training/istft
     tts-lab step-costs --out outputs/step_costs/step_costs.csv
     tts-lab pack --work /tmp/istft --out outputs/recorded/training/istft --device cpu --ledger outputs/recorded/training_ledger.csv
+    tts-lab eta default 02_lora_qlora          tts-lab probe          tts-lab rundiff BEFORE.csv AFTER.csv
 """
 from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Union
 
 import tyro
 
 from lib.core.pause import Yielder
-from lib.jobs import export_pack, run_configs, speaker_job, step_costs, train_job
+from lib.jobs import eta, export_pack, run_configs, speaker_job, step_costs, train_job
+from lib.report import rundiff
+from lib.runtimes import backends
 
 _LOGGER = logging.getLogger("tts-lab")
+
+
+@dataclass
+class Eta:
+    """Say how long a profile's notebooks will take on this machine (a few seconds of calibration)."""
+    profile: tyro.conf.Positional[str]
+    notebooks: tyro.conf.Positional[list[str]] = field(default_factory=list)
+    json: str = ""  # also write {notebook: estimated seconds} here
+
+
+@dataclass
+class Probe:
+    """The back-end registry as this machine sees it: each back-end available, or absent with its reason."""
+
+
+@dataclass
+class RunDiff:
+    """Which result rows of one notebook moved between two runs by more than their metric's noise."""
+    before: tyro.conf.Positional[Path]
+    after: tyro.conf.Positional[Path]
+    out: str = ""  # also write the table as CSV here
 
 
 @dataclass
@@ -51,6 +75,9 @@ Command = Union[
     Annotated[speaker_job.SpeakerRun, tyro.conf.subcommand("adapt-speaker")],
     Annotated[PackSpeaker, tyro.conf.subcommand("pack-speaker")],
     Annotated[Export, tyro.conf.subcommand("export")],
+    Annotated[Eta, tyro.conf.subcommand("eta")],
+    Annotated[Probe, tyro.conf.subcommand("probe")],
+    Annotated[RunDiff, tyro.conf.subcommand("rundiff")],
     Annotated[step_costs.StepCosts, tyro.conf.subcommand(step_costs.StepCosts.NAME)],
     *(Annotated[job, tyro.conf.subcommand(job.NAME)] for job in run_configs.JOBS),
 ]
@@ -60,6 +87,13 @@ def run(cmd, command: str = "tts-lab") -> None:
     """Carry out one parsed command; a training run registers itself so that it pauses while anything is timed."""
     if isinstance(cmd, run_configs.JOBS):
         train_job.run(cmd, command)
+    elif isinstance(cmd, Eta):
+        eta.report(cmd.profile, cmd.notebooks, cmd.json)
+    elif isinstance(cmd, Probe):
+        print(backends.probes_frame(backends.probe_all()).to_string())  # the command's output: a table on stdout
+    elif isinstance(cmd, RunDiff):
+        if rundiff.show(cmd.before, cmd.after, Path(cmd.out) if cmd.out else None):
+            raise SystemExit(2)
     elif isinstance(cmd, SpeakerFolder):
         _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads))
     elif isinstance(cmd, PackSpeaker):

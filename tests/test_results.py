@@ -100,6 +100,20 @@ def test_rundiff_flags_what_moved_beyond_its_tolerance(tmp_path):
     with pytest.raises(ValueError, match="bad.csv is not a results.csv"):
         rundiff.diff(tmp_path / "bad.csv", tmp_path / "after.csv")
     assert rundiff.main([str(tmp_path / "nope.csv"), str(tmp_path / "after.csv")]) == 2
+    from lib import cli  # the same through the one command line: tts-lab rundiff
+    cli.main(["rundiff", str(tmp_path / "before.csv"), str(tmp_path / "after.csv"), "--out", str(tmp_path / "e.csv")])
+    assert pd.read_csv(tmp_path / "e.csv").equals(pd.read_csv(tmp_path / "d.csv"))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["rundiff", str(tmp_path / "nope.csv"), str(tmp_path / "after.csv")])
+    assert stop.value.code == 2
+
+
+def test_eta_through_the_command_line_says_when_it_has_nothing_to_scale_from(tmp_path, capsys):
+    """tts-lab eta on a profile with no recorded run: no estimate, said, and no stale estimate file left behind."""
+    from lib import cli
+    (tmp_path / "eta.json").write_text("{}")
+    cli.main(["eta", "no-such-profile", "00_data_and_features", "--json", str(tmp_path / "eta.json")])
+    assert "no time estimate" in capsys.readouterr().out and not (tmp_path / "eta.json").exists()
 
 
 def test_rundiff_of_runs_without_a_comparable_metric_says_nothing_moved(tmp_path, capsys):

@@ -67,22 +67,27 @@ def main(argv=None) -> int:
     p.add_argument("notebooks", nargs="*")
     p.add_argument("--json", default="", help="write {notebook: estimated seconds} here")
     args = p.parse_args(argv)
-    ref = reference(args.profile)
+    return report(args.profile, args.notebooks, args.json)
+
+
+def report(profile: str, notebooks: list[str], json_path: str = "") -> int:
+    """Say how long `notebooks` of `profile` (all of them where empty) will take here; write it to `json_path`."""
+    ref = reference(profile)
     if ref is None:
-        if args.json:
-            Path(args.json).unlink(missing_ok=True)  # no stale estimate of an earlier run
-        print(f"no time estimate: no recorded run of profile '{args.profile}' to scale from")
+        if json_path:
+            Path(json_path).unlink(missing_ok=True)  # no stale estimate of an earlier run
+        print(f"no time estimate: no recorded run of profile '{profile}' to scale from")
         return 0
     cal = calibrate()
-    est = estimate(args.profile, args.notebooks or list(ref["seconds"]), cal, ref)
+    est = estimate(profile, notebooks or list(ref["seconds"]), cal, ref)
     ratio = cal["ort-cpu"] / ref["rtf"]["ort-cpu"]
     print(f"estimate: about {sum(est.values()) / 60:.0f} minutes for {len(est)} notebook(s) on this {machine.cpu_model()} "
           f"({machine.feature_line()}); it speaks {ratio:.1f}x as long as the {ref['cpu']} whose run is "
           f"recorded in {ref['path']} (RTF {cal['ort-cpu']:.3f} vs {ref['rtf']['ort-cpu']:.3f} on ONNX Runtime, "
           f"{cal['torch-cpu']:.3f} vs {ref['rtf']['torch-cpu']:.3f} on PyTorch, 1 thread)"
           + ("; the calibration was contended, so the estimate is rough" if cal["contended"] else ""))
-    if args.json:
-        atomic_write_json(Path(args.json), {"estimate_s": est, "calibration": cal, "reference": ref["path"]})
+    if json_path:
+        atomic_write_json(Path(json_path), {"estimate_s": est, "calibration": cal, "reference": ref["path"]})
     return 0
 
 

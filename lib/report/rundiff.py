@@ -55,13 +55,18 @@ def main(argv=None) -> int:
     ap.add_argument("after", type=Path)
     ap.add_argument("--out", type=Path, help="write the table as CSV here")
     a = ap.parse_args(argv)
-    for p in (a.before, a.after):
-        if not p.is_file():
+    return show(a.before, a.after, a.out)
+
+
+def show(before: Path, after: Path, out: Path | None = None) -> int:
+    """Print the diff of two results.csv (written as CSV to `out` too); 2 when either file is missing."""
+    for p in (before, after):
+        if not Path(p).is_file():
             print(f"rundiff: no such file {p}", file=sys.stderr)
             return 2
-    table = diff(a.before, a.after)
-    if a.out:
-        atomic_write_text(a.out, table.to_csv(index=False))
+    table = diff(Path(before), Path(after))
+    if out:
+        atomic_write_text(Path(out), table.to_csv(index=False))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"\n{int(table['moved'].sum())} of {len(table)} comparable rows moved beyond their tolerance")
     return 0
