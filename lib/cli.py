@@ -54,6 +54,7 @@ class SpeakerFolder:
     """Write the default target speaker's LJSpeech folder (Kokoro-82M jf_alpha reading Harvard lists 11-31)."""
     folder: str
     threads: int = 2
+    lists: list[int] = field(default_factory=list)  # Harvard lists in reading order (11-31 when empty; last 10 clips validate)
 
 
 @dataclass
@@ -95,7 +96,7 @@ def run(cmd, command: str = "tts-lab") -> None:
         if rundiff.show(cmd.before, cmd.after, Path(cmd.out) if cmd.out else None):
             raise SystemExit(2)
     elif isinstance(cmd, SpeakerFolder):
-        _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads))
+        _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads, cmd.lists))
     elif isinstance(cmd, PackSpeaker):
         speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)
     elif isinstance(cmd, step_costs.StepCosts):

@@ -190,10 +190,15 @@ class SpeakerRun:
                       checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every)
 
 
-def default_speaker_folder(folder: Path, threads: int = 2) -> Path:
-    """Kokoro-82M's jf_alpha reading TARGET_LISTS at its own timing, as an LJSpeech folder (kept once written)."""
+def default_speaker_folder(folder: Path, threads: int = 2, lists: list[int] | None = None) -> Path:
+    """Kokoro-82M's jf_alpha reading Harvard `lists` (TARGET_LISTS when None) in that order at its own timing, as an
+    LJSpeech folder (kept once written); the last VALIDATION recordings are a run's validation split."""
+    lists = list(lists or TARGET_LISTS)
+    judged = sorted(set(lists) & set(range(1, 11)))
+    if judged:
+        raise ValueError(f"speaker folder: Harvard lists {judged} are judged sentences; a speaker folder reads lists 11-72")
     voice = voices.load_voice("kokoro-82m", speaker="jf_alpha", threads=threads)
-    return speaker_adapt.speaker_folder(voice, text.harvard_sentences(TARGET_LISTS), folder)
+    return speaker_adapt.speaker_folder(voice, text.harvard_sentences(lists), folder)
 
 
 def speaker_data(cfg: SpeakerRun, teacher) -> tuple:
