@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,8 @@ from lib.runtimes.engines import TorchEngine
 from lib.techniques.compress import bnb_convert
 from lib.voices.piper_torch import load_piper_torch
 from lib.voices.synth import piper_label
+
+_LOGGER = logging.getLogger(__name__)
 
 NOTEBOOK = "05_hardware_benchmark"
 # A GPU runs a hundred queries and batches up to 256 in the time a CPU runs a few: its own suite, unless --params.
@@ -50,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--params", metavar="PROFILE", help="take the suite's sizes from params/PROFILE's notebook-05 "
                                                         "parameters instead of the GPU suite")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     probes = probe_all()
     import pandas as pd
     import torch
@@ -82,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "(query, item)), identical to the CPU engines', for paired comparison")
     for spec in specs:
         if time.perf_counter() - start > args.budget_s:
-            print("budget spent; skipping", spec, flush=True)
+            _LOGGER.info("budget spent; skipping %s", spec)
             continue
         spec = dict(spec)
         mode = spec.pop("bnb", None)
@@ -97,10 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             throughput += run_suite(engine, queries, ttfa_queries, cfg, writer, model=model_label, technique="bitsandbytes" if mode else "hardware")
             clips[engine.label] = [engine.synth([ids], seed=i, host_noise=True)[0].astype(np.float16)
                                    for i, ids in enumerate(ttfa_queries[:5])]
-            print(f"{engine.label}: {time.perf_counter() - t0:.0f} s", flush=True)
+            _LOGGER.info("%s: %.0f s", engine.label, time.perf_counter() - t0)
         except Exception as exc:
             label = f"torch-{args.device}-{spec.get('precision')}" + (f"-bnb-{mode}" if mode else "")
-            print(f"{label} failed: {type(exc).__name__}: {exc}", flush=True)
+            _LOGGER.warning("%s failed: %s: %s", label, type(exc).__name__, exc)
             writer.add(model=model_label, variant=label, metric="rtf", value=None, status="failed",
                        reason=f"{type(exc).__name__}: {str(exc)[:300]}", backend=f"torch-{args.device}", device=args.device)
         finally:
@@ -111,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 torch.cuda.empty_cache()
     np.savez_compressed(writer.dir / "clips.npz", **{k: np.concatenate(v) for k, v in clips.items()},
                         **{f"{k}__lengths": np.array([c.size for c in v]) for k, v in clips.items()})
-    print(writer.frame().pivot_table(index="variant", columns="metric", values="value").T.to_string(), flush=True)
+    _LOGGER.info("%s", writer.frame().pivot_table(index="variant", columns="metric", values="value").T.to_string())
     return 0
 
 

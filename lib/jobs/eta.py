@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from lib.core import machine, text
 from lib.core.results import atomic_write_json
 from lib.harness import bench
 from lib.voices import synth as voices
+
+_LOGGER = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 # The recorded run each profile's estimate scales from: its run_status.json (seconds per notebook) and 01's RTF rows.
@@ -67,6 +70,7 @@ def main(argv=None) -> int:
     p.add_argument("notebooks", nargs="*")
     p.add_argument("--json", default="", help="write {notebook: estimated seconds} here")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     return report(args.profile, args.notebooks, args.json)
 
 
@@ -76,12 +80,12 @@ def report(profile: str, notebooks: list[str], json_path: str = "") -> int:
     if ref is None:
         if json_path:
             Path(json_path).unlink(missing_ok=True)  # no stale estimate of an earlier run
-        print(f"no time estimate: no recorded run of profile '{profile}' to scale from")
+        _LOGGER.info("no time estimate: no recorded run of profile '%s' to scale from", profile)
         return 0
     cal = calibrate()
     est = estimate(profile, notebooks or list(ref["seconds"]), cal, ref)
     ratio = cal["ort-cpu"] / ref["rtf"]["ort-cpu"]
-    print(f"estimate: about {sum(est.values()) / 60:.0f} minutes for {len(est)} notebook(s) on this {machine.cpu_model()} "
+    _LOGGER.info(f"estimate: about {sum(est.values()) / 60:.0f} minutes for {len(est)} notebook(s) on this {machine.cpu_model()} "
           f"({machine.feature_line()}); it speaks {ratio:.1f}x as long as the {ref['cpu']} whose run is "
           f"recorded in {ref['path']} (RTF {cal['ort-cpu']:.3f} vs {ref['rtf']['ort-cpu']:.3f} on ONNX Runtime, "
           f"{cal['torch-cpu']:.3f} vs {ref['rtf']['torch-cpu']:.3f} on PyTorch, 1 thread)"

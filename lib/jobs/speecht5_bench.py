@@ -2,6 +2,7 @@
 and its training cost per method on a GPU machine without the hub (`speecht5_cost`, `python -m lib.jobs.speecht5_bench`)."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -16,6 +17,8 @@ from lib.techniques.finetune import parse_method
 from lib.techniques.speecht5 import linear4bit_to_float, prepare_speecht5, speecht5_batches, speecht5_examples, speecht5_loss, speecht5_step
 from lib.training.loop import Recipe, Trainer
 from lib.voices import hub
+
+_LOGGER = logging.getLogger(__name__)
 
 def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str], steps: int, work: Path,
                    judges, writer, *, train_limit: int = 200, eval_limit: int = 20, speaker=7306,
@@ -160,6 +163,7 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default="cuda")
     a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     from lib.harness.bench import environment
     from lib.core.results import atomic_write_text
     out = Path(a.out)
@@ -171,5 +175,5 @@ if __name__ == "__main__":
     import pandas as pd
     atomic_write_text(out / "speecht5_cost.csv", pd.DataFrame(rows).to_csv(index=False))
     atomic_write_json(out / "env.json", env)
-    print(pd.DataFrame(rows).to_string())
+    _LOGGER.info("%s", pd.DataFrame(rows).to_string())
     sys.exit(0)

@@ -4,6 +4,7 @@ adapted voice through the one harness with its pitch shift and its speaker simil
 (SpeechT5 on recordings, when the hub answers)."""
 from __future__ import annotations
 
+import logging
 import copy
 import json
 from dataclasses import asdict, dataclass, replace
@@ -27,6 +28,8 @@ from lib.techniques import finetune, speaker_adapt
 from lib.training import ledger, posterior
 from lib.training import vits_objective as vo
 from lib.voices import synth as voices
+
+_LOGGER = logging.getLogger(__name__)
 
 TRAINING_METRICS = ("trainable_params", "trainable_pct_of_full", "adapter_size_mb", "train_s_per_step", "train_peak_rss_mb")
 FINAL_LOSS_STEPS = 3  # a method's final loss is the mean over its last this many steps
@@ -336,7 +339,7 @@ def hub_track(hub_model: str, hub_dataset: str, hub_methods: Sequence[str], work
     except hub.HubUnavailable as exc:
         writer.absent(model=hub_model, variant="track-b", metrics=["trainable_params", "mcd_db"], technique="finetune",
                       backend="torch-cpu", reason=f"Track B needs the hub: {exc}")
-        print(f"Track B absent here: {exc}")
+        _LOGGER.info("Track B absent here: %s", exc)
         return None, None, None
     quality = clips.groupby("variant")[[c for c in ["mcd_db", "f0_rmse_cents", "pesq_wb", "dnsmos_p808", "wer"]
                                         if c in clips]].mean()

@@ -2,6 +2,8 @@
 training device check."""
 from __future__ import annotations
 
+import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -26,12 +28,25 @@ def start(profile: str, notebook: str, *, threads: int = 1, device: str = "cpu",
           torch_threads: int | None = None) -> tuple[ResultWriter, Path, Path, dict]:
     """A notebook's run begun: its ResultWriter, `artefacts/` and `figures/` folders and the environment its numbers
     are measured in (`threads` timed, on `device`); torch's own threads for the untimed work set to `torch_threads`.
-    Library warnings (deprecations, hub notices) are silenced: the notebooks show results, not their libraries."""
+    Library warnings (deprecations, hub notices) are silenced: the notebooks show results, not their libraries; the
+    studies' own log lines show in the cell's output."""
     warnings.filterwarnings("ignore")
+    show_study_logs()
     writer = ResultWriter(profile, notebook)
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
     return (writer, *folders(writer), bench.environment(threads=threads, device=device))
+
+
+def show_study_logs() -> None:
+    """The studies' INFO lines (what ran, what was skipped and why) to stdout, once: a notebook's cell shows them."""
+    studies = logging.getLogger("lib.studies")
+    if not any(getattr(h, "_tts_lab_study", False) for h in studies.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._tts_lab_study = True
+        studies.addHandler(handler)
+    studies.setLevel(logging.INFO)
 
 
 def judges(profile: str, asr: str | None, workers: int) -> Judges:

@@ -3,6 +3,7 @@ frame-rate decoder, the flow and the front end), the student voices built from t
 the frame-rate decoder's width scan, and the values its verdicts and closing findings state."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +23,8 @@ from lib.voices import istft_decoder, parts, synth as voices
 from lib.voices.artefacts import ArtefactError, load_part
 from lib.voices.frontend import frontend_of
 from lib.voices.spec import ROLE_OF_KIND, Part, Source, VoiceSpec
+
+_LOGGER = logging.getLogger(__name__)
 
 TORCH_STUDENTS = ("links", "chain+flow", "frontend", "whole", "istft", "5x")  # the voices `torch_students` may name
 ORT_STUDENTS = ("chain", "chain+flow", "whole", "5x")  # the student voices `ort_students` may name
@@ -105,7 +108,7 @@ def train_istft(teacher, data: Corpus, work: Path, *, dim: int, blocks: int, ste
                                    batch=batch, frames=frames, heldout=data.heldout, device=device, threads=threads,
                                    eval_fn=evaluate.heldout_pesq(data.heldout, limit=len(data.held)) if eval_every else None)
     voc = voc.cpu().eval()
-    print(f"{name}: {sum(p.numel() for p in voc.parameters()):,} parameters, final mel L1 {distill.final_mel(curve):.3f}")
+    _LOGGER.info("%s: %s parameters, final mel L1 %.3f", name, f"{sum(p.numel() for p in voc.parameters()):,}", distill.final_mel(curve))
     return name, voc, curve
 
 

@@ -7,6 +7,7 @@ The query lists are also a command, for the GPU run (`python -m lib.jobs.device_
     python -m lib.studies.hardware queries --out queries.json [--profile default]"""
 from __future__ import annotations
 
+import logging
 import dataclasses
 import os
 import tempfile
@@ -26,6 +27,8 @@ from lib.harness.trackers import Watched
 from lib.runtimes import backends, engines as eng
 from lib.techniques import distill, export
 from lib.voices import artefacts, synth as voices
+
+_LOGGER = logging.getLogger(__name__)
 
 NOTEBOOK = "05_hardware_benchmark"
 ABSENT_METRICS = ["latency_ms_p90", "ttfa_ms_p90", "throughput_xrt_offline"]  # what an engine that cannot run lacks
@@ -149,7 +152,7 @@ class Runs:
     def add(self, engine: eng.Engine, rows: list) -> None:
         self.throughput += rows
         self.ran[engine.label], self.backend_of[engine.label] = engine.effective, engine.backend
-        print(f"{engine.label}: ran on {engine.effective}")
+        _LOGGER.info("%s: ran on %s", engine.label, engine.effective)
 
 
 def run_engines(labels: Sequence[str], probes: Sequence, build: Callable[[str], eng.Engine], qs: QuerySet,
@@ -162,19 +165,19 @@ def run_engines(labels: Sequence[str], probes: Sequence, build: Callable[[str], 
     for label in labels:
         base = label.split("+")[0]
         if base in by_label and by_label[base].status != backends.RUNNABLE:
-            print(f"{label}: skipped, {by_label[base].status}: {by_label[base].reason}")
+            _LOGGER.info("%s: skipped, %s: %s", label, by_label[base].status, by_label[base].reason)
             continue
         try:
             engine = build(label)
         except machine.PrecisionUnavailable as exc:
             writer.absent(model=model, variant=label, metrics=ABSENT_METRICS, technique="hardware",
                           backend=base.rsplit("-", 1)[0], reason=str(exc))
-            print(f"{label}: absent, {exc}")
+            _LOGGER.info("%s: absent, %s", label, exc)
             continue
         except backends.BackendMismatch as exc:
             writer.add(model=model, variant=label, metric="latency_ms_p90", value=None, status="failed", reason=str(exc),
                        technique="hardware")
-            print(f"{label}: refused, {exc}")
+            _LOGGER.info("%s: refused, %s", label, exc)
             continue
         runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, model=model, threads=threads))
         runs.clips[label] = [engine.synth([ids], seed=i)[0] for i, ids in enumerate(qs.ttfa_queries[:cfg.fidelity_queries])]
@@ -193,7 +196,7 @@ def run_students(names: Sequence[str], labels: Sequence[str], teacher, student_d
         except (artefacts.ArtefactError, ValueError) as exc:
             writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
                           reason=f"{exc} (notebook 04 on profile {profile!r} saves it)")
-            print(f"{name}: absent, {exc}")
+            _LOGGER.info("%s: absent, %s", name, exc)
             continue
         paths = export.export_noise_input(student, work / "students" / name, cfg.chunk_frames, cfg.context_frames)
         for label in labels:
@@ -411,9 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("--out", type=Path, required=True, help="the JSON file to write (e.g. queries.json)")
     q.add_argument("--profile", default="default", help="whose notebook 05 parameters build the lists")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     qs = profile_queries(args.profile)
     args.out.write_text(json.dumps(qs.as_json()), encoding="utf-8")
-    print(f"{args.out}: {len(qs.queries)} queries, {len(qs.ttfa_queries)} streaming queries (profile {args.profile})")
+    _LOGGER.info("%s: %d queries, %d streaming queries (profile %s)", args.out, len(qs.queries), len(qs.ttfa_queries), args.profile)
     return 0
 
 
