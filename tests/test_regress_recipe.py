@@ -367,3 +367,5 @@ def test_a_cheap_adversarial_phase_names_what_is_not_pipers():
     rec = cheap.recipe(0)
     assert rec.discriminators == ("wave-unet-small",) and rec.disc_bf16 and rec.disc_segment == 2048
     assert regress_job.apnet_name("istft192x6-regress") == "istft192x6-apnet"
+    assert plain.phase_name("istft192x6-regress") == "istft192x6-adv"  # a judged voice of its own per discriminator
+    assert cheap.phase_name("istft192x6-regress") == "istft192x6-adv-wave-unet-small"

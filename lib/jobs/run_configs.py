@@ -133,8 +133,12 @@ class Regression(Run):
 
     def phase_name(self, base: str) -> str:
         """A part's name (`<student>-regress`), or with --adversarial-steps that of its adversarial phase,
-        `<student>-adv`: a run, a ledger line and a judged voice of its own."""
-        return base.replace("-regress", "-adv") if self.adversarial_steps else base
+        `<student>-adv` (`-adv-<discriminator>` with discriminators other than piper's): a run, a ledger line and a
+        judged voice of its own."""
+        if not self.adversarial_steps:
+            return base
+        other = [d for d in self.discriminators if d not in ("mpd", "mrd")]
+        return base.replace("-regress", "-adv" + "".join(f"-{d}" for d in other))
 
 
 @dataclass
