@@ -34,3 +34,21 @@ def test_a_spec_is_checked_and_says_where_its_parts_trained():
     p = Part.of_pack({"student": "flow96", "kind": "flow", "build": {"hidden_channels": 96}, "steps": 30500,
                       "hours": 0.8}, "cpu-long")
     assert (p.width, p.source.steps, p.source.hours, p.role) == (96, 30500, 0.8, "flow")
+
+
+def test_a_verdict_names_its_own_voices_budget():
+    """A long pack's voice is judged with its parts' machine-hours (and a GPU phase's device-hours), not with the
+    minutes this run trained; this run's parts with their own minutes; the teacher with none."""
+    gpu_phase = Part.of_pack({"student": "istft192x6-adv", "kind": "istft_decoder", "build": {"dim": 192}, "steps": 283000,
+                              "hours": 3.02, "device_hours": 0.13, "device": "NVIDIA H200"}, "cpu-long")
+    five = VoiceSpec((gpu_phase, Part("flow96", "flow", 96, Source("cpu-long", 30500, 0.80)),
+                      Part("fe96", "frontend", 96, Source("cpu-long", 9000, 0.45))))
+    said = five.budget({"fe96": 3.0}, "cpu")
+    assert said == ("after 3.02 machine-hours on cpu-long + 0.13 device-hours on NVIDIA H200 (decoder) + 0.80 "
+                    "machine-hours on cpu-long (flow) + 0.45 machine-hours on cpu-long (frontend) of training")
+    mixed = VoiceSpec((Part("dec128-regress", "decoder", 128, LONG), Part("flow96", "flow", 96), Part("fe96", "frontend", 96)))
+    assert mixed.budget({"flow96": 2.5, "fe96": 1.0, "dec64": 9.0}, "cpu") == (
+        "after 3.02 machine-hours on cpu-long (decoder) + 3.5 minutes on cpu in this run (flow, frontend) of training")
+    assert VoiceSpec().budget({"fe96": 3.0}, "cpu") == ""
+    untrained = VoiceSpec((Part("istft128x6", "istft_decoder", 128, Source(trained=False)),))
+    assert untrained.budget({}, "cpu") == ""

@@ -63,25 +63,28 @@ class Findings:
         x = float(q["value"].iloc[0]) if agg == "only" else float(getattr(q["value"].astype(float), agg)())
         return self.number(x, fmt)
 
-    def verdict(self, diffs, bound: float, higher_is_better: bool, what: str, seed: int = 0) -> str:
+    def verdict(self, diffs, bound: float, higher_is_better: bool, what: str, seed: int = 0,
+                budget: str | None = None) -> str:
         """'met' / 'missed' / 'a tie with the bound' for per-clip differences against `bound` (e.g. the DNSMOS drop
-        per sentence against 0.10), with the mean, its 95 % bootstrap interval and n."""
+        per sentence against 0.10), with the mean, its 95 % bootstrap interval and n, and the budget of what is
+        judged (`budget`; the notebook's own where None)."""
+        budget = self.budget if budget is None else self.quote(budget)
         j = verdicts.judge(diffs, bound, higher_is_better, seed)
         if j["word"] == "not judged":
             return f"{what}: not judged (n = {self.number(j['n'], 'd')})"
         word = {"tie": "a tie with the bound"}.get(j["word"], j["word"])
         return (f"{what}: **{word}** (mean {self.number(j['mean'])}, 95 % CI {self.number(j['lo'])} to "
                 f"{self.number(j['hi'])}, bound {self.number(bound)}, n = {self.number(j['n'], 'd')}"
-                + (f", {self.budget}" if self.budget else "") + ")")
+                + (f", {budget}" if budget else "") + ")")
 
     def bounds(self, per_clip: pd.DataFrame, base: str, variant: str, max_dnsmos_drop: float,
-               max_wer_increase: float) -> str:
+               max_wer_increase: float, budget: str | None = None) -> str:
         """The quality bounds of `variant` against `base`, sentence by sentence (per_clip: variant, id, dnsmos_p808,
-        wer), each judged as `verdict` judges: met, missed or a tie with the bound."""
+        wer), each judged as `verdict` judges: met, missed or a tie with the bound; `budget`: the variant's own."""
         drop = verdicts.paired(per_clip, base, variant, "dnsmos_p808")
         rise = -verdicts.paired(per_clip, base, variant, "wer")
-        return (self.verdict(drop, max_dnsmos_drop, False, f"`{variant}` DNSMOS drop") + "; "
-                + self.verdict(rise, max_wer_increase, False, "WER rise"))
+        return (self.verdict(drop, max_dnsmos_drop, False, f"`{variant}` DNSMOS drop", budget=budget) + "; "
+                + self.verdict(rise, max_wer_increase, False, "WER rise", budget=budget))
 
     def line(self, text: str) -> None:
         """One finding; an empty text (e.g. a join over nothing) adds none."""

@@ -22,7 +22,7 @@ from lib.training import batches, loop as training
 from lib.voices import istft_decoder, parts, synth as voices
 from lib.voices.artefacts import ArtefactError, load_part
 from lib.voices.frontend import frontend_of
-from lib.voices.spec import ROLE_OF_KIND, Part, Source, VoiceSpec
+from lib.voices.spec import BACKEND_TAG, ROLE_OF_KIND, Part, Source, VoiceSpec
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -379,6 +379,13 @@ def headline(target_lines: Sequence[str], five_lines: Sequence[str], where: pd.D
                     + (elsewhere or "none yet")]
 
 
+
+
+def budgets(voices: Voices, where: pd.DataFrame, device: str) -> dict:
+    """Each voice's training budget (VoiceSpec.budget) by its name on every back-end it runs on, for the verdict
+    lines that judge it: a long pack's hours, not this run's minutes."""
+    here = {r.student: r.hours * 60 for r in where.itertuples() if r.where == device}
+    return {spec.on(backend).name: spec.budget(here, device) for spec in voices.specs.values() for backend in BACKEND_TAG}
 
 
 def record(writer: ResultWriter, env: dict, *, curves: dict, tables: dict, **scalars) -> Path:

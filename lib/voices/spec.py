@@ -21,11 +21,15 @@ class Source:
     steps: int | None = None
     hours: float | None = None
     trained: bool = True
+    device_hours: float = 0.0  # a phase of the run on a lent GPU (`gpu`), beside its CPU `hours`
+    gpu: str = ""
 
     @classmethod
     def pack(cls, device: str, config: dict) -> "Source":
         """The source a pack's config.json describes, recorded on `device`."""
-        return cls(device, config.get("steps"), config.get("hours"))
+        gpu_hours = float(config.get("device_hours") or 0.0)
+        return cls(device, config.get("steps"), config.get("hours"), device_hours=gpu_hours,
+                   gpu=str(config.get("device") or "GPU") if gpu_hours else "")
 
 
 HERE = Source()
@@ -104,6 +108,22 @@ class VoiceSpec:
     @property
     def name(self) -> str:
         return self.render()
+
+    def budget(self, minutes_here: dict, device_here: str) -> str:
+        """What training this voice cost, for the verdict lines that judge it: each recorded part's hours where it
+        trained (and a GPU phase's device-hours), and its parts trained in this run (`minutes_here`: part name ->
+        minutes) on `device_here`; empty for the teacher itself."""
+        bits = []
+        for p in self.parts:
+            if p.source.device and p.source.hours is not None:
+                bits.append(f"{p.source.hours:.2f} machine-hours on {p.source.device}"
+                            + (f" + {p.source.device_hours:.2f} device-hours on {p.source.gpu}" if p.source.device_hours else "")
+                            + f" ({p.role})")
+        here = [p for p in self.parts if not p.source.device and p.source.trained]
+        if here:
+            minutes = sum(float(minutes_here.get(p.name, 0.0)) for p in here)
+            bits.append(f"{minutes:.1f} minutes on {device_here} in this run ({', '.join(p.role for p in here)})")
+        return ("after " + " + ".join(bits) + " of training") if bits else ""
 
     @property
     def folder(self) -> str:
