@@ -271,16 +271,29 @@ SCREEN = (1366, 900)  # a laptop's screen: the answers fit on it
 
 
 def test_report_in_a_real_browser(smoke):
+    """The smoke run's report in headless Chromium (check_report_in_browser), screenshots kept under outputs/smoke/."""
+    check_report_in_browser(smoke / "smoke" / "report.html", results.OUTPUTS / "smoke")
+
+
+def test_default_report_in_a_real_browser():
+    """The same checks on this machine's own `run_all.sh default` report, where one was made (issue 40's done-when:
+    the default report, with about 80 variants, meets them); screenshots kept beside it."""
+    page = results.OUTPUTS / "default" / "report.html"
+    if not page.exists():
+        pytest.skip(f"no {page}: run ./run_all.sh default first")
+    assert page.stat().st_size <= REPORT_BUDGET_BYTES, f"{page} is {page.stat().st_size:,} bytes"
+    check_report_in_browser(page, page.parent)
+
+
+def check_report_in_browser(page: Path, shots: Path) -> None:
     """The report in headless Chromium on a laptop-sized screen: the answers table is on the first screen with no
     cell cut, every embedded clip decodes (16 kHz Opus), the strip pairs clips, the full data is folded, every
-    image loads, every link to an executed notebook or a result CSV resolves, nothing is fetched from the network,
-    the console stays clean and no code shows. Keeps screenshots of the first screen and of the trade-off plot under
-    outputs/smoke/."""
+    image loads, the trade-off plot's drawn labels overlap nowhere, every link to an executed notebook or a result
+    CSV resolves, nothing is fetched from the network, the console stays clean and no code shows. Keeps screenshots
+    of the first screen and of the trade-off plot in `shots`."""
     from chromium import Chromium, chromium_binary
     if chromium_binary() is None:
         pytest.skip("chromium is not installed (the README's test command installs Debian's chromium)")
-    page = smoke / "smoke" / "report.html"
-    shots = results.OUTPUTS / "smoke"
     shots.mkdir(parents=True, exist_ok=True)
     with Chromium(width=SCREEN[0], height=SCREEN[1]) as browser:
         browser.open(page.as_uri())
@@ -304,11 +317,13 @@ def test_report_in_a_real_browser(smoke):
                     markdown: document.querySelectorAll('.jp-MarkdownCell').length,
                     headings: [...document.querySelectorAll('h2')].map(h => h.textContent.trim()),
                     overflow: document.documentElement.scrollWidth - window.innerWidth,
-                    links: [...document.querySelectorAll('a[href$=".html"], a[href$=".csv"]')].map(a => a.getAttribute('href'))};
+                    links: [...document.querySelectorAll('a[href$=".html"], a[href$=".csv"]')].map(a => a.getAttribute('href')),
+                    labels: [...document.querySelectorAll('g[id^="tradeoff-label-"]')].map(g => {
+                        const r = g.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })};
         })()""")
         first = browser.screenshot(shots / "report_first_screen.png", full_page=False)
         box = browser.eval("""(() => {
-            const svg = document.querySelector('g[id^="tradeoff-"]').closest('svg');
+            const svg = document.querySelector('g[id^="tradeoff-0"]').closest('svg');
             const r = svg.getBoundingClientRect();
             return {x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width, height: r.height, scale: 1};
         })()""")
@@ -317,6 +332,11 @@ def test_report_in_a_real_browser(smoke):
         errors = browser.console_errors()
         remote = [u for u in browser.requested_urls() if not u.startswith(("file:", "data:", "blob:"))]
     assert info["answerRows"] == len(answers.TECHNIQUES), info
+    boxes = info["labels"]
+    assert len(boxes) >= 2, f"the trade-off plot labels {len(boxes)} points (the frontier and the baseline at least)"
+    crossing = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                if min(a[2], b[2]) - max(a[0], b[0]) > 0.5 and min(a[3], b[3]) - max(a[1], b[1]) > 0.5]
+    assert not crossing, f"drawn labels overlap: {crossing}"
     assert info["answersBottom"] <= SCREEN[1], f"the answers end {info['answersBottom']:.0f} px down a {SCREEN[1]} px screen"
     assert not info["cut"], f"cells cut: {info['cut']}"
     assert info["images"] >= 3 and info["broken"] == 0, info
