@@ -131,8 +131,11 @@ def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_pat
     train_job.main(["regress", "--work", str(tmp_path / "w"), *common])
     assert (tmp_path / "w" / "dec64-regress" / "ema.safetensors").exists()
     train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
-                    "--ledger", str(tmp_path / "ledger.csv")])
+                    "--ledger", str(tmp_path / "ledger.csv"), "--judged-sentences", "2"])
     module, config = distill.recorded_students(tmp_path / "out")[0]["dec64-regress"]
+    judged = ledger.read_judged(tmp_path / ledger.JUDGED.name)  # the judges' scores beside the ledger, per sentence
+    assert len(judged) == 2 * 4 and set(judged["run"]) == {"w/dec64-regress"} and set(judged["steps"]) == {3}
+    assert judged[["value", "teacher"]].notna().all().all() and judged["id"].nunique() == 2
     assert config["recipe"] == "regression-first" and config["steps"] == 3 and len(config["keep"]) == 4
     assert 0 < config["hours"] < 0.1
     train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
@@ -140,6 +143,8 @@ def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_pat
     assert len(ledger.read(tmp_path / "ledger.csv")) == 1, "packed again with no new checkpoint: no second row"
     row = ledger.read(tmp_path / "ledger.csv").iloc[0]
     assert row["run"] == "w/dec64-regress" and row["steps"] == 3 and 1.0 <= row["heldout_pesq"] <= 4.65
+    mean_sig = judged.loc[judged["metric"] == "dnsmos_sig", "value"].mean()
+    assert row["heldout_sig"] == pytest.approx(mean_sig, abs=1e-4) and 1.0 <= row["heldout_p808"] <= 5.0
     run = json.loads((tmp_path / "w" / "run.json").read_text())
     assert run["threads"] == 2 and run["draws"] == 2 and "regress" in run["command"]
     train_job.main(["regress", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
@@ -176,7 +181,7 @@ def _train_pack_resume(tmp_path, cmd: str, name: str, common: list) -> tuple:
     train_job.main([cmd, "--work", str(tmp_path / "w"), *common])
     curve = pd.read_csv(tmp_path / "w" / name / "curve.csv")
     train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
-                    "--ledger", str(tmp_path / "ledger.csv")])
+                    "--ledger", str(tmp_path / "ledger.csv"), "--judged-sentences", "0"])
     first, row = distill.recorded_students(tmp_path / "out")[0][name], ledger.read(tmp_path / "ledger.csv").iloc[0]
     train_job.main([cmd, "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
                     *[c if c != "3" else "5" for c in common]])
@@ -235,6 +240,28 @@ def test_regress_frontend_job_trains_packs_a_ledger_row_and_resumes_from_the_pac
     assert again["steps"] == 5 and again["hours"] > config["hours"]
 
 
+def test_the_judges_score_the_teachers_own_decoder_as_the_teacher_and_judge_packs_backfills(tmp_path):
+    """The held-out judging pairs each sentence with the teacher's own audio: the teacher's own decoder scores its
+    exact scores (difference 0 on every judge), and `judge-packs` judges a committed pack once, at its steps."""
+    from lib.jobs import run_state
+    from lib.voices.artefacts import save_part
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    own = run_state.heldout_judged(teacher, teacher.dec, {"noise_scale": 0.667, "noise_w": 0.8}, "decoder", 2)
+    assert set(own["metric"]) == set(run_state.HELDOUT_JUDGES) and len(own) == 2 * len(run_state.HELDOUT_JUDGES)
+    assert np.allclose(own["value"], own["teacher"], atol=1e-4)
+    dec = distill.decoder_student(teacher, 16)
+    save_part(parts.fold_weight_norm(dec), tmp_path / "packs" / "run" / "dec16", "decoder",
+              parts.decoder_build(teacher, 16), extra={"student": "dec16", "steps": 7, "hours": 0.25})
+    for _ in range(2):  # the second time: judged already at 7 steps, nothing added
+        train_job.main(["judge-packs", "--packs", str(tmp_path / "packs" / "run" / "dec16"), "--judged",
+                        str(tmp_path / "judged.csv"), "--noise-scale", "0.0", "--noise-w", "0.0", "--sentences", "2"])
+    judged = ledger.read_judged(tmp_path / "judged.csv")
+    assert len(judged) == 2 * len(run_state.HELDOUT_JUDGES)
+    assert set(judged["run"]) == {"run/dec16"} and set(judged["steps"]) == {7} and set(judged["hours"]) == {0.25}
+    sig = judged[judged["metric"] == "dnsmos_sig"]
+    assert (sig["value"] - sig["teacher"]).mean() < -0.2, "an untrained 16-channel decoder is far below the teacher"
+
+
 def test_frontend_heldout_quality_is_perfect_for_the_teachers_own_encoder(teacher):
     """The ledger's front-end figures: the teacher's own text encoder (its statistics on its own durations) scores
     the ceiling, an untrained x_low student far below it."""
@@ -286,7 +313,7 @@ def test_bundle_and_adversarial_phase_count_device_hours_not_machine_hours(tmp_p
     assert info["device"] == "cpu" and info["recipe"] == "regression-first+adversarial"
     (tmp_path / "w" / "run.json").write_text(json.dumps({**info, "device": "cuda", "gpu": "Some GPU"}))  # as on one
     train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
-                    "--ledger", str(tmp_path / "ledger.csv")])
+                    "--ledger", str(tmp_path / "ledger.csv"), "--judged-sentences", "0"])
     config = json.loads((tmp_path / "out" / "istft32x1-adv" / "config.json").read_text())
     assert config["steps"] == 5 and config["hours"] == 0.5 and config["device_hours"] > 0
     assert config["device"] == "Some GPU" and ledger.read(tmp_path / "ledger.csv")["device"].iloc[0] == "Some GPU"

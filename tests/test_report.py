@@ -278,3 +278,36 @@ def test_a_run_without_per_sentence_scores_is_answered_on_its_means(tmp_path, mo
     assert row["best variant"] == "int8 (ort-cpu)" and row["quality bounds"] == "within the bounds (on means)"
     assert row["ΔDNSMOS [95 % CI]"] == "-0.05 (means only)" and row["ΔWER [95 % CI]"] == "+0.010 (means only)"
     assert every["quantization"].set_index("variant").loc["int4", "bounds"] == "missed"
+
+
+def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reached():
+    """Issue 39's comparison: each checkpoint's mean difference to the teacher per judge with an interval that holds
+    it; at equal hours every arm's latest checkpoint within the shortest arm's hours; one panel per judge."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from lib.report import arms
+    rng = np.random.default_rng(0)
+    rows = []
+    for run, steps, hours, gap in (("istft/regress", 100, 3.0, -0.30), ("wunet/adv", 120, 3.5, -0.20),
+                                   ("wunet/adv", 140, 4.0, -0.10), ("apnet/apnet", 130, 3.6, -0.25)):
+        for k in range(10):
+            teacher = 3.4 + rng.normal(0, 0.1)
+            for metric in ("dnsmos_sig", "dnsmos_p808"):
+                rows.append({"run": run, "steps": steps, "hours": hours, "id": f"h31_{k:02d}", "metric": metric,
+                             "value": teacher + gap + rng.normal(0, 0.02), "teacher": teacher})
+    judged = pd.DataFrame(rows)
+    table = arms.compare(judged, {"regression": ["istft/regress"], "cheap adversarial": ["istft/regress", "wunet/adv"],
+                                  "apnet": ["istft/regress", "apnet/apnet"], "not run yet": ["nowhere/x"]})
+    assert set(table["arm"]) == {"regression", "cheap adversarial", "apnet"}
+    assert ((table["lo"] <= table["delta"]) & (table["delta"] <= table["hi"])).all() and set(table["n"]) == {10}
+    adv = table[(table["arm"] == "cheap adversarial") & (table["metric"] == "dnsmos_sig")]
+    assert list(adv["hours"]) == [3.0, 3.5, 4.0] and adv["delta"].iloc[-1] == pytest.approx(-0.10, abs=0.03)
+    equal = arms.at_equal_hours(table)
+    assert set(equal["budget_hours"]) == {3.0}, "the regression arm has reached 3.0 machine-hours only"
+    assert set(equal["hours"]) == {3.0} and len(equal) == 3 * 2
+    without_regression = arms.at_equal_hours(table[table["arm"] != "regression"])
+    got = without_regression.set_index(["arm", "metric"])["hours"]
+    assert got[("cheap adversarial", "dnsmos_sig")] == 3.5 and got[("apnet", "dnsmos_sig")] == 3.6
+    fig = arms.plot(table)
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["DNSMOS SIG", "DNSMOS P.808"]
+    assert arms.at_equal_hours(table[table["arm"] == "apnet"]).empty, "one arm compares with nothing"

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 import tyro
 
 from lib.core.results import atomic_write_json
-from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, gpu_name, read_json
+from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, JUDGED_SENTENCES, gpu_name, read_json
 from lib.techniques import regress_recipe
 from lib.training.discriminators import DiscriminatorName
 from lib.training.loop import Recipe
@@ -197,10 +197,23 @@ class Pack:
     out: str
     device: str = "cuda"
     ledger: str = ""  # append a row per packed decoder (held-out PESQ, mel L1, machine-hours)
+    judged_sentences: int = JUDGED_SENTENCES  # with --ledger: held-out sentences the judges score (0: none)
     NAME: ClassVar[str] = "pack"
 
 
-JOBS = (Students, Regress, RegressIstft, RegressFlow, RegressFrontend, Bundle, Pack)
+@dataclass
+class JudgePacks:
+    """Judge committed packs' held-out sentences (DNSMOS, Distill-MOS, paired with the teacher) into the judged file
+    beside the ledger, at the steps and hours their configs record: a run's points packed before the judges were."""
+    packs: list[str]  # pack folders (<run>/<part>, as the ledger names them)
+    judged: str  # the judged file (outputs/recorded/training_heldout_judged.csv)
+    noise_scale: float = 0.667  # the corpus noise the judged audio is drawn at (the long runs' own)
+    noise_w: float = 0.8
+    sentences: int = JUDGED_SENTENCES  # of the held-out list
+    NAME: ClassVar[str] = "judge-packs"
+
+
+JOBS = (Students, Regress, RegressIstft, RegressFlow, RegressFrontend, Bundle, Pack, JudgePacks)
 
 
 @dataclass(frozen=True)

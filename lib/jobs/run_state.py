@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from piper.train.vits import commons
 
@@ -26,6 +27,8 @@ CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; l
 HELDOUT_LISTS = [31]
 FRONTEND_LISTS = [*range(11, 31), *range(32, 67)]  # text only, so more of it: every list no notebook judges (67-72: smoke)
 HELDOUT_SENTENCES = 4  # held-out sentences (list 31) of the ledger's quality figures
+JUDGED_SENTENCES = 10  # held-out sentences (all of list 31) the judges score per packed checkpoint, paired with the teacher
+HELDOUT_JUDGES = ("dnsmos_p808", "dnsmos_sig", "dnsmos_ovrl", "distillmos")  # scores only: no step or choice reads them
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -95,21 +98,22 @@ def packed_count(config: dict) -> dict:
             "device_hours": float(config.get("device_hours", 0.0))}
 
 
-def flow_heldout(teacher, info: dict):
-    """The teacher flow's inputs and outputs (distill.FlowPairs) on the held-out sentences, one draw each at the
-    run's corpus noise (`info`: noise_scale, noise_w)."""
-    held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
+def flow_heldout(teacher, info: dict, sentences: int = HELDOUT_SENTENCES):
+    """The teacher flow's inputs and outputs (distill.FlowPairs) on the first `sentences` held-out sentences, one draw
+    each at the run's corpus noise (`info`: noise_scale, noise_w)."""
+    held = text.harvard_sentences(HELDOUT_LISTS)[:sentences]
     return distill.flow_pairs(teacher, sentence_ids(held),
                               noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0), draws=1,
                               seed=1000)
 
 
-def frontend_heldout(teacher, fe, noise_scale: float | None = None) -> tuple[list, list]:
+def frontend_heldout(teacher, fe, noise_scale: float | None = None,
+                     sentences: int = HELDOUT_SENTENCES) -> tuple[list, list]:
     """The teacher's audio and the audio of its flow and decoder from the front-end student `fe`'s prior statistics,
     both laid on the teacher's own durations and sampled with the same noise (`noise_scale`, by default the voice's), on the
     held-out sentences: equal lengths, so the ledger's PESQ and mel L1 judge the student's means and scales; its
     durations are judged apart (notebook 04's duration_mae_frames)."""
-    held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
+    held = text.harvard_sentences(HELDOUT_LISTS)[:sentences]
     t = teacher_targets(teacher, sentence_ids(held))
     noise_scale = voices.NOISE_SCALE if noise_scale is None else noise_scale
     refs, outs = [], []
@@ -125,25 +129,46 @@ def frontend_heldout(teacher, fe, noise_scale: float | None = None) -> tuple[lis
     return refs, outs
 
 
-def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
-    """PESQ-WB and mel L1 against the teacher's own audio on the held-out list (whole utterances, the run's corpus
-    noise), which no training step and no checkpoint choice touched: of a decoder `part` on the teacher's latents,
-    or, for a flow (`kind` 'flow'), of the teacher's decoder on the latents `part` makes from the same prior sample;
-    for a front end (`kind` 'frontend'), on the teacher's durations with one noise draw for both (frontend_heldout)."""
+def heldout_audio(teacher, part, info: dict, kind: str = "decoder", sentences: int = HELDOUT_SENTENCES) -> tuple:
+    """(sentence ids, the teacher's own audio, the part's audio) on the first `sentences` of the held-out list, which no
+    training step and no checkpoint choice touched (whole utterances, the run's corpus noise): of a decoder `part` on
+    the teacher's latents, or, for a flow (`kind` 'flow'), of the teacher's decoder on the latents `part` makes from
+    the same prior sample; for a front end (`kind` 'frontend'), on the teacher's durations with one noise draw for
+    both (frontend_heldout)."""
+    held = text.harvard_sentences(HELDOUT_LISTS)[:sentences]
     part.eval()
     with torch.no_grad():
         if kind == "frontend":
-            refs, outs = frontend_heldout(teacher, part)
+            refs, outs = frontend_heldout(teacher, part, sentences=sentences)
         elif kind == "flow":
-            pairs = flow_heldout(teacher, info)
+            pairs = flow_heldout(teacher, info, sentences)
             refs = [teacher.dec(z * m) for z, m in zip(pairs.z, pairs.mask)]
             outs = [teacher.dec(part(zp, m, g=None, reverse=True) * m) for zp, m in zip(pairs.z_p, pairs.mask)]
         else:
-            held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
             lat = batches.teacher_latents(teacher, sentence_ids(held), [s.id for s in held],
                                            noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0),
                                            seed=1000)
             refs, outs = lat.wav, [part(z)[..., : ref.shape[-1]] for z, ref in zip(lat.z, lat.wav)]
+    return [s.id for s in held], refs, outs
+
+
+def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
+    """PESQ-WB and mel L1 of the part's held-out audio against the teacher's own (heldout_audio)."""
+    _, refs, outs = heldout_audio(teacher, part, info, kind)
     pesq = [metrics.pesq_wb(r.flatten().numpy(), o.flatten().numpy(), teacher.sample_rate) for r, o in zip(refs, outs)]
     mel = [float(mel_l1(o, r, teacher.sample_rate)) for r, o in zip(refs, outs)]
     return {"heldout_pesq": float(np.nanmean(pesq)), "heldout_mel_l1": float(np.mean(mel))}
+
+
+def heldout_judged(teacher, part, info: dict, kind: str = "decoder", sentences: int = JUDGED_SENTENCES) -> pd.DataFrame:
+    """Each judge of HELDOUT_JUDGES on the part's held-out audio and on the teacher's own, per sentence (id, metric,
+    value, teacher): what the ledger's quality-against-hours comparison pairs. The judges score packed checkpoints
+    only; no training step and no checkpoint choice reads them."""
+    ids, refs, outs = heldout_audio(teacher, part, info, kind, sentences)
+    dnsmos, distill_mos = metrics.Dnsmos(threads=1), metrics.DistillMos(threads=1)
+    score = lambda w: {**dnsmos(w, teacher.sample_rate), **distill_mos(w, teacher.sample_rate)}  # noqa: E731
+    rows = []
+    for sid, r, o in zip(ids, refs, outs):
+        mine, theirs = score(o.flatten().numpy()), score(r.flatten().numpy())
+        rows += [{"id": sid, "metric": m, "value": mine[m], "teacher": theirs[m]} for m in HELDOUT_JUDGES]
+    return pd.DataFrame(rows, columns=["id", "metric", "value", "teacher"])

@@ -32,15 +32,15 @@ from lib.core.results import atomic_write_json
 from lib.harness import bench
 from lib.jobs.device_site import write_site
 from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_istft
-from lib.jobs.run_configs import (CONFIG, JOBS, Bundle, Pack, RegressFlow, RegressFrontend, RegressIstft, Regress,
-                                  RunConfig, Students)
-from lib.jobs.run_state import (CORPUS_LISTS, accounted_hours, corpus, heldout_quality, init_from, packed_count,
-                                read_json)
+from lib.jobs.run_configs import (CONFIG, JOBS, Bundle, JudgePacks, Pack, RegressFlow, RegressFrontend, RegressIstft,
+                                  Regress, RunConfig, Students)
+from lib.jobs.run_state import (CORPUS_LISTS, accounted_hours, corpus, heldout_judged, heldout_quality, init_from,
+                                packed_count, read_json)
 from lib.techniques import compress, distill
-from lib.training.ledger import append, read
+from lib.training.ledger import JUDGED, append, append_judged, judge_means, read, read_judged
 from lib.training.loop import train_decoder
 from lib.voices import parts, piper_torch, synth as voices
-from lib.voices.artefacts import ArtefactError, save_part
+from lib.voices.artefacts import ArtefactError, load_part, save_part
 from lib.voices.istft_decoder import FrameRateDecoder
 from lib.voices.teacher_bundle import write_bundle
 
@@ -150,19 +150,42 @@ def pack(cfg: Pack) -> None:
             if len(seen) and int(seen["steps"].iloc[-1]) == steps:
                 _LOGGER.info("ledger: %s/%s has no new checkpoint since its last row", work.name, run.name)
                 continue
-            row = ledger_row(teacher, module, info, run=f"{work.name}/{run.name}", part=config.kind,
-                             recipe=config.recipe_name, steps=steps, hours=hours, env=env, device=trained_on)
+            name = f"{work.name}/{run.name}"
+            judged = heldout_judged(teacher, module, info, config.kind, cfg.judged_sentences) if cfg.judged_sentences else None
+            row = ledger_row(teacher, module, info, run=name, part=config.kind, recipe=config.recipe_name, steps=steps,
+                             hours=hours, env=env, device=trained_on, judged=judged)
             append(Path(cfg.ledger), row)
+            if judged is not None:
+                append_judged(Path(cfg.ledger).with_name(JUDGED.name), judged, run=name, steps=steps, hours=hours)
             _LOGGER.info("ledger: %s", row)
 
 
+def judge_packs(cfg: JudgePacks) -> None:
+    """Each pack's held-out sentences judged (run_state.heldout_judged) into `cfg.judged`, named as the ledger names
+    the run; a pack already judged at its steps is said and skipped."""
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    info = {"noise_scale": cfg.noise_scale, "noise_w": cfg.noise_w}
+    for pack_dir in map(Path, cfg.packs):
+        module, config = load_part(pack_dir)
+        name, steps = f"{pack_dir.parent.name}/{pack_dir.name}", int(config.get("steps") or 0)
+        done = read_judged(Path(cfg.judged))
+        if ((done["run"] == name) & (done["steps"] == steps)).any():
+            _LOGGER.info("judged already: %s at %d steps", name, steps)
+            continue
+        judged = heldout_judged(teacher, module, info, config["kind"], cfg.sentences)
+        append_judged(Path(cfg.judged), judged, run=name, steps=steps, hours=float(config.get("hours") or 0.0))
+        _LOGGER.info("judged %s at %d steps: %s", name, steps, judge_means(judged))
+
+
 def ledger_row(teacher, module, info: dict, *, run: str, part: str, recipe: str, steps: int, hours: float, env: dict,
-               device: str) -> dict:
-    """A packed part's ledger row: where and how long it trained, and its held-out quality."""
+               device: str, judged: pd.DataFrame | None = None) -> dict:
+    """A packed part's ledger row: where and how long it trained, and its held-out quality (with the judges' means
+    of `judged`, its heldout_judged sentences)."""
     return {"run": run, "part": part, "recipe": recipe, "device": device,
             "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
             **{k: round(v, 4) for k, v in heldout_quality(teacher, module, info, part).items()},
             "heldout_secs": float("nan"), "heldout_wer": float("nan"),
+            **(judge_means(judged) if judged is not None else {}),
             "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -184,6 +207,8 @@ def run(cfg, command: str) -> None:
         return
     if isinstance(cfg, Pack):
         return pack(cfg)
+    if isinstance(cfg, JudgePacks):
+        return judge_packs(cfg)
     cfg.command = command
     if cfg.device == "cpu":
         torch.set_num_threads(cfg.threads)  # from the start: a setup on torch's default threads oversubscribes

@@ -13,10 +13,13 @@ from lib.core.results import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER = ROOT / "outputs" / "recorded" / "training_ledger.csv"
+JUDGED = LEDGER.with_name("training_heldout_judged.csv")  # per packed checkpoint, the judges' per-sentence scores
+JUDGE_COLUMNS = ["heldout_p808", "heldout_sig", "heldout_ovrl", "heldout_distillmos"]  # their means, per row
 COLUMNS = ["run", "part", "recipe", "device", "cpu_model", "steps", "hours", "heldout_pesq", "heldout_mel_l1",
-           "heldout_secs", "heldout_wer", "commit", "date"]  # heldout_secs/_wer: adapters' SECS to their speaker and
-# WER on its validation split (empty for students)
-ADDED_LATER = ("heldout_wer",)  # columns older ledgers and other parts' rows lack: empty
+           "heldout_secs", "heldout_wer", *JUDGE_COLUMNS, "commit", "date"]  # heldout_secs/_wer: adapters' SECS to
+# their speaker and WER on its validation split (empty for students)
+ADDED_LATER = ("heldout_wer", *JUDGE_COLUMNS)  # columns older ledgers and other parts' rows lack: empty
+JUDGED_COLUMNS = ["run", "steps", "hours", "id", "metric", "value", "teacher"]
 
 
 class LedgerError(ValueError):
@@ -32,6 +35,32 @@ def append(path: Path, row: dict) -> None:
     old = read(path) if Path(path).exists() else pd.DataFrame(columns=COLUMNS)
     frame = pd.concat([old, pd.DataFrame([row])[COLUMNS]], ignore_index=True)
     atomic_write_text(Path(path), frame.to_csv(index=False))
+
+
+def append_judged(path: Path, clips: pd.DataFrame, *, run: str, steps: int, hours: float) -> None:
+    """A packed checkpoint's judged held-out sentences (id, metric, value, teacher) added to `path`, atomically."""
+    rows = clips.assign(run=run, steps=steps, hours=round(hours, 4))[JUDGED_COLUMNS]
+    old = read_judged(path)
+    atomic_write_text(Path(path), pd.concat([old, rows], ignore_index=True).to_csv(index=False) if len(old) else
+                      rows.to_csv(index=False))
+
+
+def read_judged(path: Path = JUDGED) -> pd.DataFrame:
+    """Every packed checkpoint's judged held-out sentences; an empty frame where none is recorded yet."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=JUDGED_COLUMNS)
+    frame = pd.read_csv(path)
+    missing = [c for c in JUDGED_COLUMNS if c not in frame]
+    if missing:
+        raise LedgerError(f"{path} lacks the columns {missing}")
+    return frame
+
+
+def judge_means(clips: pd.DataFrame) -> dict:
+    """The ledger row's means of a checkpoint's judged sentences (heldout_p808, heldout_sig, ...)."""
+    means = clips.groupby("metric")["value"].mean()
+    return {f"heldout_{m.removeprefix('dnsmos_')}": round(float(v), 4) for m, v in means.items()}
 
 
 def read(path: Path = LEDGER) -> pd.DataFrame:
