@@ -30,6 +30,7 @@ class Technique:
     goal: str = "speedup"  # the column ranked, higher is better: "speedup" or "secs_gain"
     beside: str | None = None
     bounds_against: str | None = None  # the variant the quality bounds are judged against (None: the baseline)
+    skip: str = "$^"  # variants left out by name (another model measured in the same notebook)
     bound_params: tuple = (("max_dnsmos_drop", "max_dnsmos_drop"), ("max_wer_increase", "max_wer_increase"))
 
 
@@ -41,7 +42,9 @@ TECHNIQUES = (
     Technique("quantization", "03_pruning_quantization", "fp32", r"int8|bf16|bitsandbytes|precision", r"prun|structured"),
     Technique("pruning", "03_pruning_quantization", "fp32", r"prun|structured"),
     Technique("distillation", "04_distillation", "fp32-ort", r"^distillation$"),
-    Technique("back-ends", "03_pruning_quantization", "fp32", r"^runtime$|^static-shape decoder$|^baseline$"),
+    # notebook 05 times every CPU back-end in one run against the PyTorch module as trained, and checks each one's
+    # audio (its parity rows, means only)
+    Technique("back-ends", "05_hardware_benchmark", "torch-cpu-fp32", r"^hardware", skip=r"^kokoro"),
 )
 
 
@@ -102,13 +105,16 @@ def candidates(df: pd.DataFrame, tech: Technique, root: Path) -> pd.DataFrame:
     recorded = metrics_json(root, tech.notebook).get("parameters", {})
     bounds = {k: recorded.get(param, BOUNDS[k]) for k, param in tech.bound_params}
     against = tech.bounds_against or tech.baseline
-    member = w["technique"].astype(str).str.contains(tech.members) & ~w["technique"].astype(str).str.contains(tech.exclude)
+    member = (w["technique"].astype(str).str.contains(tech.members) & ~w["technique"].astype(str).str.contains(tech.exclude)
+              & ~w["variant"].astype(str).str.contains(tech.skip))
     judged = set(clips["variant"])
     picked = w[member & w["variant"].isin(judged) & (w["variant"] != tech.baseline)].copy()
     if picked.empty:
         return pd.DataFrame()
     base = w.set_index("variant").loc[tech.baseline]
     picked["speedup"] = 1.0 / picked["rtf_ratio"] if "rtf_ratio" in picked else np.nan
+    if "rtf" in picked and np.isfinite(base.get("rtf", np.nan)):  # timed in this run with no ratio kept: the ratio of RTFs
+        picked["speedup"] = picked["speedup"].fillna(base["rtf"] / picked["rtf"])
     picked["size_ratio"] = picked["size_mb"] / base["size_mb"] if "size_mb" in picked and "size_mb" in base else np.nan
     judge = verdicts.quality_bounds(clips, against, list(picked["variant"]), bounds["max_dnsmos_drop"],
                                     bounds["max_wer_increase"]).set_index("variant")

@@ -9,6 +9,7 @@ import re
 from xml.sax.saxutils import escape
 
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 import pandas as pd
 
 from lib.report.report import pareto_front
@@ -30,14 +31,17 @@ def plot(qs: pd.DataFrame, x: str = "rtf", y: str = "dnsmos_p808"):
         pts = ax.scatter(g[x], g[y], s=28, alpha=0.75, label=nb)
         pts.set_gid(f"tradeoff-{k}")
         names[f"tradeoff-{k}"] = [_name(r) for _, r in g.iterrows()]
+    ax.set_xscale("log")  # RTFs span two decades (a 5x student to Kokoro): a linear axis squeezes most points together
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # decade ticks labelled only: minor labels collide
+    ax.set_xlabel("real-time factor at 1 thread (log; lower is faster)")
+    ax.set_ylabel("DNSMOS P.808")
     front = pareto_front(qs, x, y)
     ax.plot(front[x], front[y], "k--", lw=0.8, label="frontier")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()  # before the labels are placed: their boxes are measured where the axes end up
     labelled = pd.concat([front, qs[qs["variant"].isin(BASELINES)]]).drop_duplicates(subset=["variant", "backend"])
     place_labels(ax, [(r[x], r[y], _name(r)) for _, r in labelled.dropna(subset=[x, y]).iterrows()])
-    ax.set_xlabel("real-time factor at 1 thread (lower is faster)")
-    ax.set_ylabel("DNSMOS P.808")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
-    fig.tight_layout()
     return fig, names
 
 
