@@ -307,7 +307,7 @@ def check_report_in_browser(page: Path, shots: Path) -> None:
             return {images: imgs.length, broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).length,
                     audio: audio.length, decoded: audio.filter(a => !a.error && a.readyState >= 1 && a.duration > 0
                                                              && a.src.startsWith('data:audio/ogg')).length,
-                    strip: document.querySelectorAll('table.ab-strip tr').length - 1,
+                    strip: [...document.querySelectorAll('table.ab-strip tr')].filter(tr => tr.querySelector('audio')).length,
                     stripAudio: document.querySelectorAll('table.ab-strip audio').length,
                     answerRows: answers ? answers.querySelectorAll('tbody tr').length : 0,
                     answersBottom: answers ? answers.getBoundingClientRect().bottom : 1e9,

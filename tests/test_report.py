@@ -2,6 +2,7 @@ import base64
 import io
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -175,6 +176,9 @@ def test_listening_strip_pairs_baseline_and_best_on_the_same_sentences_with_what
     clips.loc[clips["variant"] == "int8", "asr_hyp"] = np.nan  # the ASR heard no word
     clips.to_csv(tmp_path / "p" / "03_pruning_quantization" / "per_clip.csv", index=False)
     assert strip.strip(tmp_path / "p", every).count("heard: nothing") == 2
+    shutil.rmtree(tmp_path / "p" / "03_pruning_quantization" / "audio" / "int8__ort-cpu")  # no clips of the best
+    said = strip.strip(tmp_path / "p", every)
+    assert "no clips of fp32 and int8 on one sentence in notebook 03" in said and "<audio" not in said
 
 
 def test_appendix_folds_the_full_data_and_links_every_result_csv(tmp_path, monkeypatch):

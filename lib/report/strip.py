@@ -55,7 +55,12 @@ def strip(root: Path, every: dict[str, pd.DataFrame], sentences: int = 2) -> str
         voices = [tech.baseline, best["variant"].iloc[0]] + ([tech.beside] if tech.beside else [])
         clips = clip_table(root, tech.notebook)
         voices = [v for v in voices if v in set(clips["variant"])]
-        for k, sid in enumerate(shared_sentences(root, tech.notebook, voices, clips, sentences)):
+        shared = shared_sentences(root, tech.notebook, voices, clips, sentences)
+        if not shared:  # said, not left out: a technique whose notebook kept no clips of both voices
+            rows.append(f"<tr><th>{tech.name}</th><td colspan='4'>no clips of {html.escape(tech.baseline)} and "
+                        f"{html.escape(str(best['variant'].iloc[0]))} on one sentence in notebook {tech.notebook[:2]} "
+                        "(its quality figures are in the answers table above)</td></tr>")
+        for k, sid in enumerate(shared):
             text = clips.loc[clips["id"] == sid, "text"].dropna()
             said = html.escape(str(text.iloc[0])) if len(text) else sid
             head = f"<th>{tech.name if k == 0 else ''}</th><td>“{said}”</td>"
