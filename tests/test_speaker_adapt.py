@@ -336,3 +336,18 @@ def test_the_duration_predictors_training_only_parts_fit_the_teachers_durations(
     assert after < before - 0.5, (before, after)
     same = {k: v for k, v in fitted.dp.state_dict().items() if not k.startswith(posterior.DURATION_PARTS)}
     assert all(torch.equal(v, teacher.dp.state_dict()[k]) for k, v in same.items())
+
+
+def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run():
+    """Notebook 02's 'why' findings: the rank correlation of SECS and WER over the adapted variants (the teacher and
+    the speaker's own clips left out) and MAS's agreement on the speaker's recordings against the teacher's audio."""
+    from lib.studies import adaptation
+    t = pd.DataFrame({"variant": ["teacher", "target-speaker", "full", "lora-r8", "lora-r4"],
+                      "secs": [0.43, 0.82, 0.61, 0.49, 0.51], "wer": [0.07, 0.16, 0.93, 0.21, 0.30]}).set_index("variant")
+    agree = pd.DataFrame({"recordings": ["the teacher's own audio", "the speaker's recordings"],
+                          "duration correlation (mean)": [0.55, 0.27]})
+    said = adaptation.why_lines(t, agree, lambda x, fmt=".2f": format(x, fmt))
+    assert "over the 3 adapted variants" in said[0] and "rank correlation of SECS and WER +1.00" in said[0]
+    assert "duration correlation of 0.27" in said[1] and "against 0.55 on the teacher's own audio" in said[1]
+    t.loc["lora-r4", "wer"] = 0.95  # the order of WER no longer follows SECS
+    assert "+1.00" not in adaptation.why_lines(t, agree, lambda x, fmt=".2f": format(x, fmt))[0]

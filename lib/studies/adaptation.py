@@ -4,15 +4,16 @@ adapted voice through the one harness with its pitch shift and its speaker simil
 (SpeechT5 on recordings, when the hub answers)."""
 from __future__ import annotations
 
-import logging
 import copy
 import json
+import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from lib.core import audio as lab_audio
 from lib.core import text as textmod
@@ -387,6 +388,25 @@ def context_lines(t: pd.DataFrame, check: dict, kernel_check: dict, n) -> list[s
             f"QLoRA's NF4 base on this CPU ({n(kernel_check['nf4_layers'], 'd')} flow layers): mel L1 to the float voice "
             f"{n(kernel_check['mel_l1_bnb_kernel'])} through bitsandbytes' CPU kernel, {n(kernel_check['mel_l1_float_kernel'])} "
             "through a float product of the same NF4 weights (section 3)."]
+
+
+def why_lines(t: pd.DataFrame, alignment: pd.DataFrame, n) -> list[str]:
+    """Why the targets are missed, from this run: how SECS and WER move together over the adapted variants (rank
+    correlation), and how well MAS aligns the speaker's recordings against the teacher's own audio (section 2)."""
+    adapted = t.drop(index=[v for v in ("teacher", "target-speaker") if v in t.index])[["secs", "wer"]].dropna()
+    lines = []
+    if len(adapted) >= 3:
+        rho = spearmanr(adapted["secs"], adapted["wer"]).statistic
+        lines.append(f"Why the words go: over the {n(len(adapted), 'd')} adapted variants judged here, the nearer a variant "
+                     f"comes to the speaker (SECS), the more words it loses (rank correlation of SECS and WER "
+                     f"{n(rho, '+.2f')}): no recipe or budget here moves the timbre without the words.")
+    agree = alignment.set_index("recordings")["duration correlation (mean)"]
+    lines.append(f"MAS aligns the speaker's recordings with their text at a duration correlation of "
+                 f"{n(agree.iloc[-1])} with the teacher's durations, against {n(agree.iloc[0])} on the teacher's own "
+                 "audio (section 2): part of what every method learns comes from frames matched to other phonemes. The "
+                 "long runs' diagnostics (`outputs/recorded/README.md`, adaptation) place most of the loss in the "
+                 "latents the decoder is given at inference, less in the text encoder.")
+    return lines
 
 
 def long_run_ledger() -> pd.DataFrame:
