@@ -1,7 +1,7 @@
 """`python -m lib.studies.hardware queries` writes the query lists the GPU run reads (`lib.jobs.device_run --queries`,
 issue 27): the two keys it reads, phoneme ids of the voice's own vocabulary (each list opens with BOS and closes with
 EOS), as many lists as the profile's parameters of notebook 05 give, and the very lists notebook 05 speaks. And the
-engines it runs: specs read once from its parameters (issue 38), their rows labelled as before."""
+engines and students it runs: specs and part names read once from its parameters (issue 38), rows as labelled before."""
 import json
 import subprocess
 import sys
@@ -79,6 +79,10 @@ def test_engines_that_cannot_run_leave_the_rows_their_labels_did():
     assert hardware.REFERENCE == hardware.REFERENCE_ENGINE.label == "torch-cpu-fp32"
 
 
-def test_a_bad_engine_parameter_is_named():
+def test_a_bad_engine_or_student_parameter_is_named():
     with pytest.raises(ValueError, match="'ort-cpu-fp32\\+openvino-bf16'.*the forms are"):
         hardware.engine_specs(["ort-cpu-fp32", "ort-cpu-fp32+openvino-bf16"])
+    assert hardware.student_parts("istft256x6+flow96+fe96") == ("istft256x6", "flow96", "fe96")
+    assert hardware.student_parts("dec64-chain") == ("dec64-chain",)
+    with pytest.raises(ValueError, match="'dec64\\+\\+fe96'"):
+        hardware.student_parts("dec64++fe96")

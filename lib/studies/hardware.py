@@ -191,6 +191,16 @@ def run_engines(specs: Sequence[EngineSpec], probes: Sequence, build: Callable[[
     return runs
 
 
+def student_parts(name: str) -> tuple[str, ...]:
+    """The part folders a student's name in a notebook parameter lists, joined by '+' (read once here); ValueError
+    names a name with an empty part."""
+    parts = tuple(name.split("+"))
+    if not all(parts):
+        raise ValueError(f"student {name!r}: its parts are folders of notebook 04's students joined by '+' "
+                         f"(e.g. 'istft256x6+flow96+fe96'), none of them empty")
+    return parts
+
+
 def run_students(names: Sequence[str], specs: Sequence[EngineSpec], teacher, student_dir: Path, work: Path,
                  qs: QuerySet, cfg: scenarios.SuiteConfig, writer: ResultWriter, runs: Runs, *, model: str,
                  settings: dict, threads: int, profile: str) -> None:
@@ -199,7 +209,7 @@ def run_students(names: Sequence[str], specs: Sequence[EngineSpec], teacher, stu
     '<student>:<engine>'; a student not saved there is an absent row that says so."""
     for name in names:
         try:
-            student = distill.student_voice(teacher, student_dir, name)
+            student = distill.student_voice(teacher, student_dir, student_parts(name))
         except (artefacts.ArtefactError, ValueError) as exc:
             writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
                           reason=f"{exc} (notebook 04 on profile {profile!r} saves it)")
