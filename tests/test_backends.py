@@ -7,7 +7,9 @@ from lib.core import audio as lab_audio
 from lib.voices import piper_torch
 from lib.voices.synth import SCALES
 from lib.techniques import export
+from lib.core import params
 from lib.runtimes import backends, engines
+from lib.runtimes.spec import EngineSpec
 from lib.harness import scenarios, trackers
 
 
@@ -113,6 +115,7 @@ def test_engines_agree_and_streaming_matches_the_whole(exported):
     model, paths, ids = exported
     torch_engine = engines.TorchEngine(model, "cpu", "fp32", threads=2)
     ort_engine = engines.OnnxEngine(paths, "ort-cpu", threads=2)
+    assert ort_engine.label == ort_engine.spec.label == "ort-cpu-fp32" and torch_engine.label == "torch-cpu-fp32"
     a, b = torch_engine.synth(ids, seed=7), ort_engine.synth(ids, seed=7)
     for x, y in zip(a, b):
         assert x.size == y.size > 0
@@ -145,6 +148,40 @@ def test_refuses_a_label_it_did_not_run_on(exported):
     with pytest.raises(Exception) as info:
         engines.OnnxEngine(paths, "ort-cuda")
     assert isinstance(info.value, backends.BackendMismatch) or "CUDA" in str(info.value)
+
+
+PROFILES_05 = sorted(f.parent.name for f in params.PARAMS.glob("*/05_hardware_benchmark.yaml"))
+
+
+@pytest.mark.parametrize("profile", PROFILES_05)
+def test_every_engine_label_of_notebook_05_round_trips(profile):
+    """Issue 38: each engine label a profile of notebook 05 names reads as a spec once, and the spec renders it back
+    byte for byte (the result rows' variants are the spec's labels)."""
+    p = params.resolved(profile, "05_hardware_benchmark")
+    for label in p["engines"] + p["student_engines"]:
+        spec = EngineSpec.parse(label)
+        assert spec.label == label and EngineSpec.parse(spec.label) == spec
+
+
+def test_an_engine_is_its_fields_and_its_label_is_rendered_from_them():
+    window = EngineSpec.parse("ort-cpu-fp32+openvino-bf16-window")
+    assert window == EngineSpec("ort-cpu", "fp32", "bf16") and window.base == EngineSpec("ort-cpu", "fp32")
+    assert window.base.label == "ort-cpu-fp32" and str(window) == "ort-cpu-fp32+openvino-bf16-window"
+    assert EngineSpec.parse("openvino-cpu-f32") == EngineSpec("openvino-cpu", "f32")
+    assert EngineSpec.parse("torch-cpu-bf16") == EngineSpec("torch-cpu", "bf16")
+    assert len({EngineSpec("ort-cpu", "fp32"), window.base}) == 1, "a spec is a key"
+
+
+@pytest.mark.parametrize("label", ["ort-cpu", "ort-cpu-fp32+openvino-bf16", "torch-cpu-f32", "openvino-cpu-fp32",
+                                   "openvino-cpu-f32+openvino-bf16-window", "ort-cpu-fp32+openvino-q4-window",
+                                   "litert-cpu-fp32", "ort-cpu-fp32 "])
+def test_a_bad_engine_label_is_named_with_the_valid_forms(label):
+    with pytest.raises(ValueError) as info:
+        EngineSpec.parse(label)
+    message = str(info.value)
+    assert repr(label) in message and "torch-cpu-{fp32|fp16|bf16}" in message and "-window" in message
+    with pytest.raises(ValueError, match="runs at"):
+        EngineSpec("ort-cpu", "int8")
 
 
 def test_monitor_reports_energy_only_from_counters():

@@ -63,6 +63,24 @@ def test_flow_student_learns_the_teacher_flow(teacher, tmp_path):
     assert again.resumed_from == 60 and len(again.loss) == 60, "a finished run resumes to nothing"
 
 
+def test_a_student_voice_is_built_from_its_part_names(teacher, tmp_path):
+    """Notebook 05's students: the teacher with each named part from the folder notebook 04 saved them in, put in by
+    its kind; the part names are given (hardware.student_parts reads a parameter once), a joined name is refused."""
+    from lib.voices.artefacts import ArtefactError, save_part
+    dec = parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch"))
+    flow = parts.fold_weight_norm(distill.flow_student(teacher, 16))
+    save_part(dec, tmp_path / "dec32", "decoder", parts.decoder_build(teacher, 32))
+    save_part(flow, tmp_path / "flow16", "flow", parts.flow_build(teacher, 16))
+    voice = distill.student_voice(teacher, tmp_path, ("dec32", "flow16"))
+    assert distill.decoder_width(voice.dec) == 32 and voice.flow.flows[0].enc.hidden_channels == 16
+    alone = distill.student_voice(teacher, tmp_path, ["flow16"])
+    assert distill.decoder_width(alone.dec) == distill.decoder_width(teacher.dec) and alone.flow.flows[0].enc.hidden_channels == 16
+    with pytest.raises(TypeError, match="part names"):
+        distill.student_voice(teacher, tmp_path, "dec32+flow16")
+    with pytest.raises(ArtefactError, match="flow8"):
+        distill.student_voice(teacher, tmp_path, ("dec32", "flow8"))
+
+
 def test_training_table_gives_long_runs_their_machine_hours():
     """Notebook 04's "where trained" table: a long CPU run's pack counts its cumulative machine-hours from its config
     (its `seconds` are only the packing session's), a GPU pack without them its wall hours; the headline names both."""

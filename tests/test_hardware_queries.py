@@ -1,12 +1,18 @@
 """`python -m lib.studies.hardware queries` writes the query lists the GPU run reads (`lib.jobs.device_run --queries`,
 issue 27): the two keys it reads, phoneme ids of the voice's own vocabulary (each list opens with BOS and closes with
-EOS), as many lists as the profile's parameters of notebook 05 give, and the very lists notebook 05 speaks."""
+EOS), as many lists as the profile's parameters of notebook 05 give, and the very lists notebook 05 speaks. And the
+engines and students it runs: specs and part names read once from its parameters (issue 38), rows as labelled before."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-from lib.core import params, text
+import pytest
+
+from lib.core import machine, params, text
+from lib.core.results import ResultWriter
+from lib.runtimes import backends
+from lib.runtimes.spec import EngineSpec
 from lib.studies import hardware
 from lib.voices import synth as voices
 
@@ -45,3 +51,38 @@ def test_the_gpu_run_takes_a_profiles_suite_when_asked_and_keeps_its_own_otherwi
     assert (cfg.warmup, cfg.offline_seconds, cfg.fidelity_queries) == (p["warmup"], p["offline_seconds"],
                                                                         p["fidelity_queries"])
     assert cfg != device_run.GPU_SUITE and max(device_run.GPU_SUITE.batch_sizes) > max(cfg.batch_sizes)
+
+
+def test_engines_that_cannot_run_leave_the_rows_their_labels_did():
+    """An engine whose probe is not runnable is skipped (the probe's rows are its), one whose precision this CPU
+    lacks is an absent row with its back-end, one that runs elsewhere a failed row: each row's variant and backend
+    the strings the labels gave before engines were specs; nothing is built twice and nothing ran."""
+    labels = ["torch-cpu-bf16", "ort-cpu-fp32+openvino-bf16-window", "openvino-npu-f16", "ort-cpu-fp32"]
+    specs = hardware.engine_specs(labels)
+    assert [s.label for s in specs] == labels
+    probes = [backends.Probe("openvino-npu", "f16", "npu", backends.PREPARE_ONLY, "no NPU here"),
+              backends.Probe("ort-cpu", "fp32", "cpu", backends.RUNNABLE)]
+    asked = []
+
+    def build(spec):
+        asked.append(spec)
+        if "bf16" in (spec.precision, spec.window_precision):
+            raise machine.PrecisionUnavailable(f"no bf16 for {spec.label}")
+        raise backends.BackendMismatch(f"{spec.label} ran elsewhere")
+    writer = ResultWriter("p", hardware.NOTEBOOK)
+    runs = hardware.run_engines(specs, probes, build, None, None, writer, model="m", threads=1)
+    assert asked == [specs[0], specs[1], specs[3]] and not runs.ran and not runs.specs
+    rows = writer.frame().drop_duplicates("variant").set_index("variant")
+    assert list(rows.index) == ["torch-cpu-bf16", "ort-cpu-fp32+openvino-bf16-window", "ort-cpu-fp32"]
+    assert list(rows["status"]) == ["absent", "absent", "failed"]
+    assert list(rows["backend"]) == ["torch-cpu", "ort-cpu", ""]
+    assert hardware.REFERENCE == hardware.REFERENCE_ENGINE.label == "torch-cpu-fp32"
+
+
+def test_a_bad_engine_or_student_parameter_is_named():
+    with pytest.raises(ValueError, match="'ort-cpu-fp32\\+openvino-bf16'.*the forms are"):
+        hardware.engine_specs(["ort-cpu-fp32", "ort-cpu-fp32+openvino-bf16"])
+    assert hardware.student_parts("istft256x6+flow96+fe96") == ("istft256x6", "flow96", "fe96")
+    assert hardware.student_parts("dec64-chain") == ("dec64-chain",)
+    with pytest.raises(ValueError, match="'dec64\\+\\+fe96'"):
+        hardware.student_parts("dec64++fe96")

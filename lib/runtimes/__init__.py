@@ -1,3 +1,2 @@
-"""What runs a voice on a back-end: the registry of back-ends with their probes, and the benchmark engines (the Engine
-interface itself is lib.voices.engine). Imports core, data,
-voices, training and techniques (exports) only."""
+"""What runs a voice on a back-end: the registry of back-ends with their probes, the benchmark engines and their specs
+(the Engine interface itself is lib.voices.engine). Imports core, data, voices, training and techniques (exports) only."""

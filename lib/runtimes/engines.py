@@ -11,6 +11,7 @@ import numpy as np
 from lib.core import machine, onnx_session
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_provider
+from lib.runtimes.spec import EngineSpec
 from lib.techniques.export import frames_budget, hop_length, latent_with_noise, make_noise, pad_batch, StaticSplines
 from lib.voices.engine import Engine, SCALES
 
@@ -176,15 +177,16 @@ def _ort_session(path: Path, provider: str, threads: int):
 
 
 class OnnxEngine(Engine):
-    """The explicit-noise ONNX files in ONNX Runtime (`backend` ort-*) or OpenVINO (openvino-cpu/npu); refuses
-    to construct when the runtime would run the graph elsewhere than asked."""
+    """The explicit-noise ONNX files in ONNX Runtime (`backend` ort-*) or OpenVINO (openvino-cpu/npu), as `spec`
+    says (its label is the engine's); refuses to construct when the runtime would run the graph elsewhere than asked."""
 
     def __init__(self, paths: dict[str, Path], backend: str = "ort-cpu", precision: str = "fp32", threads: int = 1,
                  channels: int = 192, hop: int = 256, sample_rate: int = DEFAULT_SAMPLE_RATE,
                  decoder_precision: str | None = None):
         self.backend, self.precision, self.threads = backend, precision, threads
         self.channels, self.hop, self.sample_rate = channels, hop, sample_rate
-        self.label = f"{backend}-{precision}"
+        self.spec = EngineSpec(backend, precision, decoder_precision or None)
+        self.label = self.spec.label
         if backend.startswith("ort-"):
             provider = ORT_PROVIDERS[backend]
             self.device = {"ort-cpu": "cpu", "ort-qnn": "npu"}.get(backend, "cuda")
@@ -198,7 +200,6 @@ class OnnxEngine(Engine):
             self._run_decoder = lambda z: run(self._decoder, {"z": z})[0]
             if decoder_precision:
                 self._run_decoder = self._openvino_window_decoder(paths["decoder"], decoder_precision, threads)
-                self.label += f"+openvino-{decoder_precision}-window"
         elif backend.startswith("openvino-"):
             device = backend.split("-")[1].upper()
             self.device = device.lower()

@@ -25,6 +25,7 @@ from lib.harness import bench, evaluate, metrics, scenarios
 from lib.harness.judges import Judges, PendingJudgement
 from lib.harness.trackers import Watched
 from lib.runtimes import backends, engines as eng
+from lib.runtimes.spec import EngineSpec
 from lib.techniques import distill, export
 from lib.voices import artefacts, synth as voices
 
@@ -32,7 +33,9 @@ _LOGGER = logging.getLogger(__name__)
 
 NOTEBOOK = "05_hardware_benchmark"
 ABSENT_METRICS = ["latency_ms_p90", "ttfa_ms_p90", "throughput_xrt_offline"]  # what an engine that cannot run lacks
-REFERENCE = "torch-cpu-fp32"  # the engine every other engine's audio is compared with
+REFERENCE_ENGINE = EngineSpec("torch-cpu", "fp32")  # the engine every other engine's audio is compared with
+REFERENCE = REFERENCE_ENGINE.label  # its label: the parent of the parity rows
+CALIBRATION_ENGINE = EngineSpec("ort-cpu", "fp32")  # the engine whose latent windows calibrate the int8 window decoder
 TABLE_METRICS = ["latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "rtf", "throughput_xrt_offline", "best_batch",
                  "ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99", "chunk_snr_db", "chunk_pesq_wb", "peak_gpu_mb",
                  "util_pct", "gpu_util_pct_offline", "energy_j_per_audio_s"]
@@ -93,27 +96,29 @@ def engine_settings(torch_model, sample_rate: int) -> dict:
                 sample_rate=sample_rate)
 
 
-def make_engine(label: str, model, paths: dict, *, settings: dict, threads: int) -> eng.Engine:
-    """The engine a label names: 'torch-cpu-<precision>' (the PyTorch module), '<backend>-<precision>' (the
-    noise-as-input ONNX files `paths` on ONNX Runtime or OpenVINO), or '<that>+openvino-<precision>-window' (the
-    window decoder compiled by OpenVINO at that precision)."""
-    base, _, window = label.partition("+")
-    backend, precision = base.rsplit("-", 1)
-    if backend == "torch-cpu":
-        return eng.TorchEngine(model, "cpu", precision, threads=threads)
-    decoder = window.split("-")[1] if window.startswith("openvino-") else None
-    return eng.OnnxEngine(paths, backend, precision, threads=threads, decoder_precision=decoder, **settings)
+def engine_specs(labels: Sequence[str]) -> list[EngineSpec]:
+    """The engines a notebook parameter names by label, read once here; ValueError names a bad label and the forms."""
+    return [EngineSpec.parse(label) for label in labels]
 
 
-def engine_builder(model, paths: dict, *, settings: dict, threads: int) -> Callable[[str], eng.Engine]:
-    """`make_engine` for this voice, each label built once: the engine that calibrates the int8 decoder is the one
+def make_engine(spec: EngineSpec, model, paths: dict, *, settings: dict, threads: int) -> eng.Engine:
+    """The engine `spec` names: on torch-cpu the PyTorch module, else the noise-as-input ONNX files `paths` on ONNX
+    Runtime or OpenVINO, with the window decoder compiled by OpenVINO at `spec.window_precision` where it has one."""
+    if spec.backend == "torch-cpu":
+        return eng.TorchEngine(model, "cpu", spec.precision, threads=threads)
+    return eng.OnnxEngine(paths, spec.backend, spec.precision, threads=threads,
+                          decoder_precision=spec.window_precision, **settings)
+
+
+def engine_builder(model, paths: dict, *, settings: dict, threads: int) -> Callable[[EngineSpec], eng.Engine]:
+    """`make_engine` for this voice, each spec built once: the engine that calibrates the int8 decoder is the one
     timed later, and the listening clip streams through the engine that ran."""
-    built: dict[str, eng.Engine] = {}
+    built: dict[EngineSpec, eng.Engine] = {}
 
-    def build(label: str) -> eng.Engine:
-        if label not in built:
-            built[label] = make_engine(label, model, paths, settings=settings, threads=threads)
-        return built[label]
+    def build(spec: EngineSpec) -> eng.Engine:
+        if spec not in built:
+            built[spec] = make_engine(spec, model, paths, settings=settings, threads=threads)
+        return built[spec]
     return build
 
 
@@ -143,11 +148,12 @@ def int8_window_decoder(engine: eng.Engine, paths: dict, work: Path, queries: Se
 @dataclass
 class Runs:
     """What the engines that ran left: throughput-by-batch rows, the back-end and precision each really ran on, its
-    backend, and (the teacher's engines) its clips of the first streaming queries."""
+    backend, and (the teacher's engines) its clips of the first streaming queries and its spec, by label."""
     throughput: list = field(default_factory=list)
     ran: dict = field(default_factory=dict)
     backend_of: dict = field(default_factory=dict)
     clips: dict = field(default_factory=dict)
+    specs: dict = field(default_factory=dict)
 
     def add(self, engine: eng.Engine, rows: list) -> None:
         self.throughput += rows
@@ -155,23 +161,23 @@ class Runs:
         _LOGGER.info("%s: ran on %s", engine.label, engine.effective)
 
 
-def run_engines(labels: Sequence[str], probes: Sequence, build: Callable[[str], eng.Engine], qs: QuerySet,
+def run_engines(specs: Sequence[EngineSpec], probes: Sequence, build: Callable[[EngineSpec], eng.Engine], qs: QuerySet,
                 cfg: scenarios.SuiteConfig, writer: ResultWriter, *, model: str, threads: int) -> Runs:
-    """Each engine of `labels` (built by `build`) through the whole suite on the same queries; its clips of the first
-    `cfg.fidelity_queries` streaming queries kept for the parity check. An engine whose back-end the probe found not
-    runnable is skipped (its rows are the probe's), one whose precision this CPU lacks is an absent row, one that runs
-    elsewhere than asked is a failed row."""
-    by_label, runs = {p.label: p for p in probes}, Runs()
-    for label in labels:
-        base = label.split("+")[0]
-        if base in by_label and by_label[base].status != backends.RUNNABLE:
-            _LOGGER.info("%s: skipped, %s: %s", label, by_label[base].status, by_label[base].reason)
+    """Each engine of `specs` (built by `build`) through the whole suite on the same queries; its clips of the first
+    `cfg.fidelity_queries` streaming queries kept for the parity check. An engine whose back-end and precision the
+    probe found not runnable is skipped (its rows are the probe's), one whose precision this CPU lacks is an absent
+    row, one that runs elsewhere than asked is a failed row."""
+    by_engine, runs = {(p.backend, p.precision): p for p in probes}, Runs()
+    for spec in specs:
+        label, probe = spec.label, by_engine.get((spec.backend, spec.precision))
+        if probe is not None and probe.status != backends.RUNNABLE:
+            _LOGGER.info("%s: skipped, %s: %s", label, probe.status, probe.reason)
             continue
         try:
-            engine = build(label)
+            engine = build(spec)
         except machine.PrecisionUnavailable as exc:
             writer.absent(model=model, variant=label, metrics=ABSENT_METRICS, technique="hardware",
-                          backend=base.rsplit("-", 1)[0], reason=str(exc))
+                          backend=spec.backend, reason=str(exc))
             _LOGGER.info("%s: absent, %s", label, exc)
             continue
         except backends.BackendMismatch as exc:
@@ -181,26 +187,37 @@ def run_engines(labels: Sequence[str], probes: Sequence, build: Callable[[str], 
             continue
         runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, model=model, threads=threads))
         runs.clips[label] = [engine.synth([ids], seed=i)[0] for i, ids in enumerate(qs.ttfa_queries[:cfg.fidelity_queries])]
+        runs.specs[label] = spec
     return runs
 
 
-def run_students(names: Sequence[str], labels: Sequence[str], teacher, student_dir: Path, work: Path, qs: QuerySet,
-                 cfg: scenarios.SuiteConfig, writer: ResultWriter, runs: Runs, *, model: str, settings: dict,
-                 threads: int, profile: str) -> None:
+def student_parts(name: str) -> tuple[str, ...]:
+    """The part folders a student's name in a notebook parameter lists, joined by '+' (read once here); ValueError
+    names a name with an empty part."""
+    parts = tuple(name.split("+"))
+    if not all(parts):
+        raise ValueError(f"student {name!r}: its parts are folders of notebook 04's students joined by '+' "
+                         f"(e.g. 'istft256x6+flow96+fe96'), none of them empty")
+    return parts
+
+
+def run_students(names: Sequence[str], specs: Sequence[EngineSpec], teacher, student_dir: Path, work: Path,
+                 qs: QuerySet, cfg: scenarios.SuiteConfig, writer: ResultWriter, runs: Runs, *, model: str,
+                 settings: dict, threads: int, profile: str) -> None:
     """Each student voice notebook 04 saved in `student_dir` (parts joined by '+'), exported with the noise as an
-    input and `cfg.context_frames` of look-ahead, through the whole suite on each engine of `labels`, as
+    input and `cfg.context_frames` of look-ahead, through the whole suite on each engine of `specs`, as
     '<student>:<engine>'; a student not saved there is an absent row that says so."""
     for name in names:
         try:
-            student = distill.student_voice(teacher, student_dir, name)
+            student = distill.student_voice(teacher, student_dir, student_parts(name))
         except (artefacts.ArtefactError, ValueError) as exc:
             writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
                           reason=f"{exc} (notebook 04 on profile {profile!r} saves it)")
             _LOGGER.info("%s: absent, %s", name, exc)
             continue
         paths = export.export_noise_input(student, work / "students" / name, cfg.chunk_frames, cfg.context_frames)
-        for label in labels:
-            engine = make_engine(label, student, paths, settings=settings, threads=threads)
+        for spec in specs:
+            engine = make_engine(spec, student, paths, settings=settings, threads=threads)
             engine.label = f"{name}:{engine.label}"
             runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, model=model,
                                                  threads=threads, technique="distillation"))
@@ -240,11 +257,12 @@ def recorded_clips(recorded_dir: Path, device: str) -> dict[str, list[np.ndarray
     return out
 
 
-def reference_clips(runs: Runs, build: Callable[[str], eng.Engine], qs: QuerySet, queries: int) -> list[np.ndarray]:
+def reference_clips(runs: Runs, build: Callable[[EngineSpec], eng.Engine], qs: QuerySet,
+                    queries: int) -> list[np.ndarray]:
     """The reference engine's clips of the first `queries` streaming queries: those its run kept, else spoken now."""
     if REFERENCE in runs.clips:
         return runs.clips[REFERENCE]
-    engine = build(REFERENCE)
+    engine = build(REFERENCE_ENGINE)
     return [engine.synth([ids], seed=i)[0] for i, ids in enumerate(qs.ttfa_queries[:queries])]
 
 

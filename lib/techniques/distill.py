@@ -232,12 +232,14 @@ def recorded_voices(teacher_model, roots: dict[str, Path]) -> tuple[dict, dict, 
     return voices, absent, info
 
 
-def student_voice(teacher_model, folder: Path, name: str):
-    """The voice named by its student parts joined with '+' (e.g. 'istft256x6+flow96+fe96'), each part read from
+def student_voice(teacher_model, folder: Path, part_names: Sequence[str]):
+    """The teacher with the student parts `part_names` (e.g. ('istft256x6', 'flow96', 'fe96')), each read from
     `folder`/<part> (what `save_students` wrote) and put in the teacher by its kind; ArtefactError names a missing
     or unreadable part."""
+    if isinstance(part_names, str):
+        raise TypeError(f"student_voice takes the part names, not the name {part_names!r} (names are never parsed)")
     parts = {"decoder": None, "flow": None, "frontend": None}
-    for part in name.split("+"):
+    for part in part_names:
         module, config = load_part(Path(folder) / part)
         kind = {"istft_decoder": "decoder"}.get(config["kind"], config["kind"])
         if kind not in parts:
