@@ -398,8 +398,8 @@ def why_lines(t: pd.DataFrame, alignment: pd.DataFrame, n) -> list[str]:
     if len(adapted) >= 3:
         rho = spearmanr(adapted["secs"], adapted["wer"]).statistic
         lines.append(f"Why the words go: over the {n(len(adapted), 'd')} adapted variants judged here, the nearer a variant "
-                     f"comes to the speaker (SECS), the more words it loses (rank correlation of SECS and WER "
-                     f"{n(rho, '+.2f')}): no recipe or budget here moves the timbre without the words.")
+                     f"comes to the speaker (SECS), the more words it tends to lose (rank correlation of SECS and WER "
+                     f"{n(rho, '+.2f')}); none reaches the speaker's timbre and keeps the words.")
     agree = alignment.set_index("recordings")["duration correlation (mean)"]
     lines.append(f"MAS aligns the speaker's recordings with their text at a duration correlation of "
                  f"{n(agree.iloc[-1])} with the teacher's durations, against {n(agree.iloc[0])} on the teacher's own "
