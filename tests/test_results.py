@@ -108,11 +108,12 @@ def test_rundiff_flags_what_moved_beyond_its_tolerance(tmp_path):
     assert stop.value.code == 2
 
 
-def test_eta_through_the_command_line_says_when_it_has_nothing_to_scale_from(tmp_path, caplog):
+def test_eta_through_the_command_line_says_when_it_has_nothing_to_scale_from(tmp_path, caplog, monkeypatch):
     """tts-lab eta on a profile with no recorded run: no estimate, said, and no stale estimate file left behind."""
     import logging
     from lib import cli
     (tmp_path / "eta.json").write_text("{}")
+    monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)  # whatever an earlier test's library disabled
     with caplog.at_level(logging.INFO, logger="lib.jobs.eta"):
         cli.main(["eta", "no-such-profile", "00_data_and_features", "--json", str(tmp_path / "eta.json")])
     assert "no time estimate" in caplog.text and not (tmp_path / "eta.json").exists()

@@ -80,7 +80,7 @@ def report(profile: str, notebooks: list[str], json_path: str = "") -> int:
     if ref is None:
         if json_path:
             Path(json_path).unlink(missing_ok=True)  # no stale estimate of an earlier run
-        _LOGGER.info("no time estimate: no recorded run of profile '%s' to scale from", profile)
+        _LOGGER.warning("no time estimate: no recorded run of profile '%s' to scale from", profile)
         return 0
     cal = calibrate()
     est = estimate(profile, notebooks or list(ref["seconds"]), cal, ref)
