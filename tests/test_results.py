@@ -113,7 +113,9 @@ def test_eta_through_the_command_line_says_when_it_has_nothing_to_scale_from(tmp
     import logging
     from lib import cli
     (tmp_path / "eta.json").write_text("{}")
-    monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)  # whatever an earlier test's library disabled
+    # an earlier test's library may have disabled logging, or existing loggers through a logging config
+    monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)
+    monkeypatch.setattr(logging.getLogger("lib.jobs.eta"), "disabled", False)
     with caplog.at_level(logging.INFO, logger="lib.jobs.eta"):
         cli.main(["eta", "no-such-profile", "00_data_and_features", "--json", str(tmp_path / "eta.json")])
     assert "no time estimate" in caplog.text and not (tmp_path / "eta.json").exists()
