@@ -7,7 +7,9 @@ interface (`d(y, y_hat) -> (real outputs, fake outputs, real feature maps, fake 
   an adversarial step the CPU can afford);
 - `wave-unet`, `wave-unet-small`: the Wave-U-Net discriminator (Kaneko et al., ICASSP 2023, arXiv 2303.13909), one
   sample-wise encoder-decoder in place of an ensemble. No maintained package ships it (none on PyPI, the authors
-  published no code), so it is written here from the paper's description (figures 2-3).
+  published no code), so it is written here from the paper's description (figures 2-3). At the recipe's
+  discriminator rate (1e-4) it stays at chance, on a clean-vs-noisy probe and over a 10,008-step arm of issue 39
+  (tests/test_training.py); it learns at 1e-3. The CPU arms use `mrd` or `mpd-2`, which learn at 1e-4.
 """
 from __future__ import annotations
 
