@@ -396,3 +396,7 @@ def test_a_cheap_adversarial_phase_names_what_is_not_pipers():
     assert regress_job.apnet_name("istft192x6-regress") == "istft192x6-apnet"
     assert plain.phase_name("istft192x6-regress") == "istft192x6-adv"  # a judged voice of its own per discriminator
     assert cheap.phase_name("istft192x6-regress") == "istft192x6-adv-wave-unet-small"
+    alone = run_configs.RegressIstft(work="w", adversarial_steps=10, discriminators=["mrd"], disc_bf16=True)
+    assert alone.phase_name("istft192x6-regress") == "istft192x6-adv-mrd"  # MRD alone is not piper's ensemble
+    assert alone.recipe_name() == "regression-first+adversarial(mrd, bf16)"
+    assert run_configs.RegressIstft(work="w", adversarial_steps=10).phase_name("istft192x6-regress") == "istft192x6-adv"

@@ -127,18 +127,23 @@ class Regression(Run):
         name = "regression-first" + ("+apnet" if apnet else "")
         if not self.adversarial_steps:
             return name
-        detail = [d for d in self.discriminators if d not in ("mpd", "mrd")]
+        detail = self.named_discriminators()
         detail += ["bf16"] * bool(self.disc_bf16) + [f"{self.disc_segment} samples"] * bool(self.disc_segment)
         return name + "+adversarial" + (f"({', '.join(detail)})" if detail else "")
 
     def phase_name(self, base: str) -> str:
         """A part's name (`<student>-regress`), or with --adversarial-steps that of its adversarial phase,
-        `<student>-adv` (`-adv-<discriminator>` with discriminators other than piper's): a run, a ledger line and a
-        judged voice of its own."""
+        `<student>-adv` (`-adv-<discriminator>...` with a set other than piper's): a run, a ledger line and a judged
+        voice of its own."""
         if not self.adversarial_steps:
             return base
-        other = [d for d in self.discriminators if d not in ("mpd", "mrd")]
-        return base.replace("-regress", "-adv" + "".join(f"-{d}" for d in other))
+        return base.replace("-regress", "-adv" + "".join(f"-{d}" for d in self.named_discriminators()))
+
+    def named_discriminators(self) -> list[str]:
+        """The discriminators a name must mention: none for piper's ensemble (MPD, with or without its MRD), else
+        every one (MRD alone is not piper's recipe)."""
+        piper = "mpd" in self.discriminators and set(self.discriminators) <= {"mpd", "mrd"}
+        return [] if piper else list(self.discriminators)
 
 
 @dataclass
