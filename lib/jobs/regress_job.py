@@ -14,6 +14,7 @@ import torch
 
 from lib.core import text
 from lib.core.results import atomic_write_text
+from lib.data import varied_text
 from lib.jobs.run_configs import Regress, Regression, RegressFlow, RegressFrontend, RegressIstft
 from lib.jobs.run_state import (CORPUS_LISTS, FRONTEND_LISTS, HELDOUT_LISTS, HELDOUT_SENTENCES, corpus, flow_heldout,
                                 init_from, packed_count, read_json)
@@ -122,17 +123,24 @@ def regress_flow(cfg: RegressFlow) -> None:
 def regress_frontend(cfg: RegressFrontend) -> None:
     """The front-end student (text encoder + deterministic duration predictor at `--hidden`/`--filter` channels) by
     regression on the teacher's prior statistics and log-durations (lib.techniques.frontend_student), on every
-    Harvard list no notebook judges (text only: no audio is made), with a held-out loss on list 31."""
+    Harvard list no notebook judges (text only: no audio is made), with a held-out loss on list 31. With
+    --varied-sentences, varied text (names, numbers, long sentences) joins them, and the held-out loss also reads
+    the next few sentences of that family, which no step trains on."""
     work = Path(cfg.work)
-    name = f"fe{cfg.hidden}"
+    name = cfg.part_name()
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = teacher_bundle.teacher()
     ids = teacher_bundle.sentence_ids
-    targets = fs.teacher_targets(teacher, ids(text.harvard_sentences(FRONTEND_LISTS)[: cfg.corpus_limit or None]))
-    held_targets = fs.teacher_targets(teacher, ids(text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]))
+    train = text.harvard_sentences(FRONTEND_LISTS)[: cfg.corpus_limit or None]
+    held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
+    if cfg.varied_sentences:
+        varied = varied_text.varied_sentences(varied_text.Family.TRAIN, cfg.varied_sentences + HELDOUT_SENTENCES)
+        train, held = train + varied[: cfg.varied_sentences], held + varied[cfg.varied_sentences:]
+    _LOGGER.info("%s: %d training sentences, %d held out", name, len(train), len(held))
+    targets, held_targets = fs.teacher_targets(teacher, ids(train)), fs.teacher_targets(teacher, ids(held))
     student = fs.frontend_student(teacher, cfg.hidden, cfg.filter)
     recipe = _start(work, name, student, cfg, "frontend", fs.frontend_build(teacher, cfg.hidden, cfg.filter))
-    held = [fs.frontend_batch(held_targets, HELDOUT_SENTENCES, None)]  # every held-out sentence once
+    held = [fs.frontend_batch(held_targets, len(held), None)]  # every held-out sentence once
     _fit(name, Trainer(student, lambda r: fs.frontend_batch(targets, cfg.batch, r), recipe, work / name,
                        loss_fn=fs.frontend_loss, eval_batches=held, device=cfg.device, threads=cfg.threads,
                        progress=None))

@@ -182,7 +182,12 @@ class RegressFrontend(Regression):
     batch: int = 8
     hidden: int = 96  # the text encoder's hidden channels (the teacher's: 192)
     filter: int = 384  # its feed-forward channels (the teacher's: 768)
+    varied_sentences: int = 0  # also train on this many sentences of lib.data.varied_text's TRAIN family (`fe<h>-varied`)
     NAME: ClassVar[str] = "regress-frontend"
+
+    def part_name(self) -> str:
+        """`fe<hidden>`, or `fe<hidden>-varied` where varied text joins the Harvard lists."""
+        return f"fe{self.hidden}" + ("-varied" if self.varied_sentences else "")
 
 
 @dataclass
