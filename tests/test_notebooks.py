@@ -126,6 +126,11 @@ def test_compression_notebook(smoke):
     assert deltas.loc["fp32", "rtf_ratio"] == 1.0 and set(deltas.index) == judged
     assert len(judged) >= (10 if _notebooks_had_bf16() else 9), sorted(judged)
     assert deltas[["rtf", "size_mb", "dnsmos_p808", "wer"]].notna().all().all()
+    # the long run's recovered decoder beside the 2-step recovery, the same technique, each with its budget
+    recovered = deltas[deltas["technique"] == "structured pruning + recovery"].index
+    assert set(recovered) == {"structured-50-ort", "dec128-regress@cpu-long-ort"}
+    budgets = json.loads((smoke / "smoke" / "03_pruning_quantization" / "metrics.json").read_text())["recovery_budgets"]
+    assert "machine-hours on cpu-long" in budgets["dec128-regress@cpu-long-ort"] and "in this run" in budgets["structured-50-ort"]
     assert _value(df, variant="l1-unstructured-30", metric="sparsity") == pytest.approx(0.3, abs=0.01)
     assert _value(df, variant="torch-dynamic-int8", metric="quantized_layers") == 0
     assert deltas.loc["ort-weight-int8-all", "size_ratio"] < 0.3
