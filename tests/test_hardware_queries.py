@@ -86,3 +86,5 @@ def test_a_bad_engine_or_student_parameter_is_named():
     assert hardware.student_parts("dec64-chain") == ("dec64-chain",)
     with pytest.raises(ValueError, match="'dec64\\+\\+fe96'"):
         hardware.student_parts("dec64++fe96")
+    with pytest.raises(ValueError, match="'istft192x6-regress@cpu-long'.*long_runs"):  # a long pack's voice, no folder
+        hardware.student_parts("istft192x6-regress@cpu-long")

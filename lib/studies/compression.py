@@ -1,6 +1,6 @@
 """Notebook 03's steps: where int8 hurts, what unstructured pruning costs, the structured decoder and its recovery
-fine-tune, the compressed variants (PyTorch, OpenVINO, the split voice, ONNX Runtime int8, bitsandbytes) handed to the
-one harness, and the values its closing findings state."""
+fine-tune, the long CPU runs' recovered decoders beside it, the compressed variants (PyTorch, OpenVINO, the split
+voice, ONNX Runtime int8, bitsandbytes) handed to the one harness, and the values its closing findings state."""
 from __future__ import annotations
 
 import functools
@@ -14,15 +14,17 @@ from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics
 from lib.runtimes import engines
-from lib.studies import common
-from lib.techniques import compress
+from lib.studies import common, distillation
+from lib.techniques import compress, export
 from lib.training import batches, loop as training
 from lib.voices import piper_torch, synth as voices
+from lib.voices.spec import Part, VoiceSpec
 
 BNB_SCOPE = ("enc_p", "flow")  # the modules whose 1x1 convolutions bitsandbytes converts (the decoder has none)
 BNB_MODES = ("int8", "nf4")
 GPU_VARIANTS = ("gpu-fp16", "gpu-bf16", "gpu-bnb-int8", "gpu-bnb-nf4")  # measured on an H100 by notebook 05
 GPU_RECORD = "outputs/recorded/h100/05_hardware_benchmark"
+RECOVERY = "structured pruning + recovery"  # the technique of a pruned decoder trained back: this run's and the long runs'
 
 
 
@@ -141,13 +143,39 @@ def build_variants(fp32, onnx_fp32: Path, structured, sens: pd.DataFrame, calibr
             onnx_fp32, work / "qdq_all.onnx", calibration)),
         info["guided"]: lambda n: evaluate.onnx_variant(n, "ort static int8 (sensitivity-guided)",  # made by section 1
                                                         Path(sens.set_index("group").loc[info["insensitive"], "file"])),
-        info["structured"]: lambda n: evaluate.onnx_variant(n, "structured pruning + recovery", structured_onnx()),
+        info["structured"]: lambda n: evaluate.onnx_variant(n, RECOVERY, structured_onnx()),
         f"{info['structured']}-qdq-{tag}": structured_int8,
     }
     tags = [g.split()[0] for g in compress.SCOPES]  # the guided names any group could give, so a profile may name one
     check_skip(skip, list(recipes) + [f"bnb-{m}-1x1" for m in BNB_MODES]
                + [f"ort-qdq-int8-{t}" for t in tags] + [f"{info['structured']}-qdq-{t}" for t in tags])
     return [make(name) for name, make in recipes.items() if name not in skip], info
+
+
+def long_recoveries(fp32, runs: Sequence[str], config: Path, work: Path, writer: ResultWriter, *, model: str,
+                    root: Path = distillation.LONG_ROOT) -> tuple[list[evaluate.Variant], dict[str, VoiceSpec]]:
+    """The packs of the long CPU runs of the pruned decoder (`runs`, e.g. 'reg128/dec128-regress': `root`/<work>/<run>,
+    their recipe, steps and machine-hours in each pack's config.json), each as the voice with that decoder, exported
+    for ONNX Runtime and judged beside this run's short recovery as `<run>@cpu-long-ort` (technique RECOVERY, parent
+    fp32), loaded and named as notebook 04 loads and names them (distillation.long_run_voices). A pack that cannot
+    be loaded, or is no HiFi-GAN decoder, is an absent row naming why. Returns (variants, {variant: its spec})."""
+    long, absent, info, specs = distillation.long_run_voices(fp32, runs, root)
+    absent |= {n: f"long run {n} is a {info[n]['kind']}, not a pruned HiFi-GAN decoder" for n in long
+               if info[n]["kind"] != "decoder"}
+    for name, reason in absent.items():
+        writer.absent(model=model, variant=name, metrics=["rtf", "dnsmos_p808"], technique=RECOVERY, backend="ort-cpu",
+                      reason=reason)
+    ort = {n: specs[n].on("ort-cpu") for n in long if n not in absent}
+    return ([evaluate.onnx_variant(sp.name, RECOVERY, export.export_voice(long[n], work / "long" / sp.folder, config))
+             for n, sp in ort.items()], {sp.name: sp for sp in ort.values()})
+
+
+def recovery_budgets(structured: str, long_specs: dict[str, VoiceSpec], log, device: str) -> dict[str, str]:
+    """Each recovered decoder's training budget by its variant, as notebook 04's verdicts name theirs
+    (VoiceSpec.budget): this run's recovery (`structured`, trained `log.seconds` on `device`) and each long pack's
+    machine-hours (`long_specs`: long_recoveries')."""
+    here = VoiceSpec((Part(structured, "decoder"),)).budget({structured: log.seconds / 60}, device)
+    return {structured: here, **{n: spec.budget({}, device) for n, spec in long_specs.items()}}
 
 
 def check_skip(skip: Sequence[str], names: Sequence[str]) -> None:
@@ -214,18 +242,17 @@ def recovery_summary(log, steps: int, final_loss_steps: int) -> dict:
     return dict(steps=steps, s_per_step=log.s_per_step, final_loss=float(np.mean(log.loss[-final_loss_steps:])))
 
 
-def findings_facts(sens: pd.DataFrame, sweep: pd.DataFrame, table: pd.DataFrame, info: dict, ratio: float) -> dict:
+def findings_facts(sens: pd.DataFrame, sweep: pd.DataFrame, table: pd.DataFrame, info: dict) -> dict:
     """The values the closing findings state: the int8 group that hurts most and the others' PESQ; speed and size of
-    the int8 variants whose quality bounds are judged; the sweep's zipped sizes; the structured variant; bitsandbytes."""
+    the int8 variants whose quality bounds are judged; the sweep's zipped sizes; every recovered decoder, this
+    run's and the long runs' (variant, rtf_ratio, DNSMOS drop, WER rise; the smallest drop first); bitsandbytes."""
     t = table.set_index("variant")
     worst = sens.sort_values("pesq_wb").iloc[0]
     int8 = [v for v in ("ort-dynamic-int8-conv", "ort-qdq-int8-all", info["guided"], "ort-weight-int8-all") if v in t.index]
-    s = info["structured"]
     return {"worst": worst["group"], "worst_pesq": worst["pesq_wb"],
             "other_groups": [(r.group, r.pesq_wb) for r in sens.itertuples() if r.group != worst["group"]],
             "int8": [(v, t.loc[v, "rtf_ratio"], t.loc[v, "size_ratio"]) for v in int8],
             "sweep_zip": [(100 * r.amount, r.size_mb_zip) for r in sweep.itertuples()], "unzipped": sweep["size_mb"].iloc[0],
-            "structured": s in t.index, "structured_pct": 100 * ratio,
-            "structured_rtf": t.loc[s, "rtf_ratio"] if s in t.index else None,
-            "structured_drop": t.loc[s, "dnsmos_drop"] if s in t.index else None,
+            "recoveries": [(r.variant, r.rtf_ratio, r.dnsmos_drop, r.wer_increase)
+                           for r in table[table["technique"] == RECOVERY].sort_values("dnsmos_drop").itertuples()],
             "bnb": [(v, t.loc[v, "dnsmos_drop"]) for v in t.index if str(t.loc[v, "technique"]).startswith("bitsandbytes")]}

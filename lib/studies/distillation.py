@@ -29,6 +29,7 @@ _LOGGER = logging.getLogger(__name__)
 TORCH_STUDENTS = ("links", "chain+flow", "frontend", "whole", "istft", "5x")  # the voices `torch_students` may name
 ORT_STUDENTS = ("chain", "chain+flow", "whole", "5x")  # the student voices `ort_students` may name
 ABSENT_METRICS = ["rtf_ratio", "dnsmos_p808", "wer"]  # what an absent student's rows name
+LONG_ROOT = results.RECORDED / "training"  # where the long CPU runs' packs are committed (<work>/<run>/)
 
 
 
@@ -227,7 +228,7 @@ def recorded_specs(teacher, roots: dict) -> tuple[dict, dict, dict, dict]:
     return voices_, absent, info, specs
 
 
-def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED / "training") -> tuple[dict, dict, dict, dict]:
+def long_run_voices(teacher, runs: Sequence[str], root: Path = LONG_ROOT) -> tuple[dict, dict, dict, dict]:
     """The packs of the long CPU runs (`root`/<work>/<run>/, model.safetensors + config.json) each as the teacher
     with that decoder, flow or front end, named `<run>@cpu-long`: ({name: voice}, {name: reason it is absent},
     {name: config}, {name: spec})."""
@@ -247,12 +248,14 @@ def long_run_voices(teacher, runs: Sequence[str], root: Path = results.RECORDED 
     return found, absent, info, specs
 
 
-def long_whole_voices(long: dict, info: dict, specs: dict, flow, flow_part: Part, fe, fe_part: Part) -> tuple[dict, dict]:
+def long_whole_voices(long: dict, info: dict, specs: dict, flow=None, flow_part: Part | None = None, fe=None,
+                      fe_part: Part | None = None) -> tuple[dict, dict]:
     """Each long regression-first decoder of `long` (long_run_voices' voices, configs `info` and `specs`) as a whole
     student voice: with the first long flow run's flow, else `flow` (`flow_part`, this run's), and the first long
-    front-end run's front end, else `fe` (`fe_part`); for a frame-rate decoder that is the 5x voice. With a long flow,
-    each long HiFi-GAN decoder also joins it under the teacher's front end: the long runs' parts alone (a
-    minutes-trained front end stays out of their verdict). Returns ({name: voice}, {name: spec})."""
+    front-end run's front end, else `fe` (`fe_part`); for a frame-rate decoder that is the 5x voice (none where
+    neither a long run nor this run gives a flow and a front end). With a long flow, each long HiFi-GAN decoder also
+    joins it under the teacher's front end: the long runs' parts alone (a minutes-trained front end stays out of
+    their verdict). Returns ({name: voice}, {name: spec})."""
     flows = [n for n, c in info.items() if c["kind"] == "flow"]
     fes = [n for n, c in info.items() if c["kind"] == "frontend"]
     if flows:
@@ -261,11 +264,22 @@ def long_whole_voices(long: dict, info: dict, specs: dict, flow, flow_part: Part
         fe, fe_part = frontend_of(long[fes[0]]), specs[fes[0]].parts[0]
     decoders = [n for n, c in info.items()
                 if str(c.get("recipe", "")).startswith("regression-first") and c["kind"] in ("decoder", "istft_decoder")]
-    made = {specs[n].with_part(flow_part).with_part(fe_part): (long[n], dict(flow=flow, frontend=fe)) for n in decoders}
+    whole = decoders if flow_part is not None and fe_part is not None else []
+    made = {specs[n].with_part(flow_part).with_part(fe_part): (long[n], dict(flow=flow, frontend=fe)) for n in whole}
     if flows:
         made.update({specs[n].with_part(flow_part): (long[n], dict(flow=flow)) for n in decoders if info[n]["kind"] == "decoder"})
     return ({sp.name: distill.with_parts(voice, **swap) for sp, (voice, swap) in made.items()},
             {sp.name: sp for sp in made})
+
+
+def long_pack_voices(teacher, runs: Sequence[str]) -> tuple[dict, dict, dict]:
+    """The voices notebook 04 makes of the long runs' packs `runs` alone, under the names it judges them by: each
+    pack in the teacher (long_run_voices) and each long regression-first decoder's whole voice with the long flow
+    and front end among `runs` (long_whole_voices, no part of a run of notebook 04). Returns ({name: voice},
+    {name: reason it is absent}, {name: spec})."""
+    long, absent, info, specs = long_run_voices(teacher, runs)
+    whole, whole_specs = long_whole_voices(long, info, specs)
+    return {**long, **whole}, absent, {**specs, **whole_specs}
 
 
 def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict, long_runs: Sequence[str],

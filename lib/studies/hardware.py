@@ -26,6 +26,7 @@ from lib.harness.judges import Judges, PendingJudgement
 from lib.harness.trackers import Watched
 from lib.runtimes import backends, engines as eng
 from lib.runtimes.spec import EngineSpec
+from lib.studies import distillation
 from lib.techniques import distill, export
 from lib.voices import artefacts, synth as voices
 
@@ -193,40 +194,75 @@ def run_engines(specs: Sequence[EngineSpec], probes: Sequence, build: Callable[[
 
 def student_parts(name: str) -> tuple[str, ...]:
     """The part folders a student's name in a notebook parameter lists, joined by '+' (read once here); ValueError
-    names a name with an empty part."""
+    names a name with an empty part, or with an '@' (a recorded voice's name, which no folder of notebook 04 has)."""
     parts = tuple(name.split("+"))
-    if not all(parts):
+    if not all(parts) or any("@" in p for p in parts):
         raise ValueError(f"student {name!r}: its parts are folders of notebook 04's students joined by '+' "
-                         f"(e.g. 'istft256x6+flow96+fe96'), none of them empty")
+                         f"(e.g. 'istft256x6+flow96+fe96'), none of them empty, or the name of a voice of `long_runs`")
     return parts
 
 
-def run_students(names: Sequence[str], specs: Sequence[EngineSpec], teacher, student_dir: Path, work: Path,
-                 qs: QuerySet, cfg: scenarios.SuiteConfig, writer: ResultWriter, runs: Runs, *, model: str,
-                 settings: dict, threads: int, profile: str) -> None:
-    """Each student voice notebook 04 saved in `student_dir` (parts joined by '+'), exported with the noise as an
-    input and `cfg.context_frames` of look-ahead, through the whole suite on each engine of `specs`, as
-    '<student>:<engine>'; a student not saved there is an absent row that says so."""
+@dataclass(frozen=True)
+class Student:
+    """A student voice timed here: its name in the `students` parameter (the '<student>:' of its rows), the voice,
+    and the folder of notebook 04's `artefacts/onnx` that holds it for piper's runtime (the cold start)."""
+    name: str
+    voice: object
+    folder: str
+
+
+def load_students(names: Sequence[str], teacher, student_dir: Path, long_runs: Sequence[str], writer: ResultWriter, *,
+                  model: str, profile: str) -> list[Student]:
+    """The student voices `names` names: a voice of the long runs' packs `long_runs` by the name notebook 04 judges
+    it under (distillation.long_pack_voices, e.g. 'istft192x6-regress+flow96-long+fe96-long@cpu-long'), else the
+    parts notebook 04 saved in `student_dir`, joined by '+' (student_parts). A student not saved there, or made of a
+    pack that cannot be loaded, is an absent row that says why; ValueError names a student that is neither, with
+    the names the long packs give."""
+    long, broken, specs = distillation.long_pack_voices(teacher, long_runs)
+    out = []
     for name in names:
-        try:
-            student = distill.student_voice(teacher, student_dir, student_parts(name))
-        except (artefacts.ArtefactError, ValueError) as exc:
-            writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
-                          reason=f"{exc} (notebook 04 on profile {profile!r} saves it)")
-            _LOGGER.info("%s: absent, %s", name, exc)
+        if name in long:
+            out.append(Student(name, long[name], specs[name].folder))
             continue
-        paths = export.export_noise_input(student, work / "students" / name, cfg.chunk_frames, cfg.context_frames)
+        try:
+            parts = student_parts(name)
+        except ValueError as exc:
+            if not broken:
+                raise ValueError(f"{exc}; the packs of long_runs {list(long_runs)} give {sorted(long)}") from None
+            _absent_student(writer, name, "; ".join(broken.values()), model=model)
+            continue
+        try:
+            out.append(Student(name, distill.student_voice(teacher, student_dir, parts), name))
+        except (artefacts.ArtefactError, ValueError) as exc:
+            _absent_student(writer, name, f"{exc} (notebook 04 on profile {profile!r} saves it)", model=model)
+    return out
+
+
+def _absent_student(writer: ResultWriter, name: str, reason: str, *, model: str) -> None:
+    writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
+                  reason=reason)
+    _LOGGER.info("%s: absent, %s", name, reason)
+
+
+def run_students(students: Sequence[Student], specs: Sequence[EngineSpec], work: Path, qs: QuerySet,
+                 cfg: scenarios.SuiteConfig, writer: ResultWriter, runs: Runs, *, model: str, settings: dict,
+                 threads: int) -> None:
+    """Each student voice (load_students), exported with the noise as an input and `cfg.context_frames` of
+    look-ahead, through the whole suite on each engine of `specs`, as '<student>:<engine>'."""
+    for student in students:
+        paths = export.export_noise_input(student.voice, work / "students" / student.folder, cfg.chunk_frames,
+                                          cfg.context_frames)
         for spec in specs:
-            engine = make_engine(spec, student, paths, settings=settings, threads=threads)
-            engine.label = f"{name}:{engine.label}"
+            engine = make_engine(spec, student.voice, paths, settings=settings, threads=threads)
+            engine.label = f"{student.name}:{engine.label}"
             runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, model=model,
                                                  threads=threads, technique="distillation"))
 
 
-def cold_start_files(model_path: Path, onnx_dir: Path, students: Sequence[str]) -> dict[str, Path]:
+def cold_start_files(model_path: Path, onnx_dir: Path, students: Sequence[Student]) -> dict[str, Path]:
     """The shipped voice and every student voice notebook 04 exported for piper's runtime under `onnx_dir`."""
-    return {"teacher (shipped)": model_path, **{n: onnx_dir / n / "model.onnx" for n in students
-                                                 if (onnx_dir / n / "model.onnx").exists()}}
+    return {"teacher (shipped)": model_path, **{s.name: onnx_dir / s.folder / "model.onnx" for s in students
+                                                 if (onnx_dir / s.folder / "model.onnx").exists()}}
 
 
 def cold_starts(files: dict[str, Path], sentence: str, writer: ResultWriter, *, model: str, runs: int) -> pd.DataFrame:
