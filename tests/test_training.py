@@ -272,3 +272,26 @@ def test_a_cheap_discriminator_learns_to_tell_clean_audio_from_noisy_at_the_reci
         losses.append(float(loss))
     chance = 0.5 * outputs
     assert np.mean(losses[-10:]) < chance / 2, f"{name}: LSGAN loss {np.mean(losses[-10:]):.3f} after 120 steps (chance {chance})"
+
+
+def test_non_finite_gradients_skip_the_step_and_a_diverged_run_stops_with_finite_weights(tmp_path):
+    """A step whose gradients are not finite is skipped, so the weights never turn NaN (issue 39's bf16 MRD arm
+    did, at its first adversarial step); 21 in a row stop the run with an error naming it."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    steps = {"n": 0}
+
+    def loss_fn(m, b):
+        steps["n"] += 1
+        loss = m(b[0]).pow(2).mean()
+        return loss * float("nan") if steps["n"] > 2 else loss  # two good steps, then a diverged recipe
+
+    recipe = training.Recipe(steps=100, adversarial=False, ema_decay=0, checkpoint_every=1000, log_every=1000)
+    trainer = training.Trainer(net, lambda rng: (torch.randn(4, 3, generator=torch.Generator().manual_seed(0)),),
+                               recipe, tmp_path, loss_fn=loss_fn, threads=1, progress=None)
+    with pytest.raises(FloatingPointError, match="21 steps in a row up to step 22"):
+        trainer.fit()
+    after = net.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the two good steps did move it

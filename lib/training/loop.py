@@ -52,6 +52,7 @@ from lib.training.stop import stop_on_signal
 
 _LOGGER = logging.getLogger(__name__)
 DISCRIMINATORS = tuple(discs.REGISTRY)
+MAX_SKIPPED_STEPS = 20  # optimiser steps skipped in a row for non-finite gradients before a run stops as diverged
 TRACKER = "tensorboard"  # accelerate's tracker of the curve (tensorboardX writes it), in <work_dir>/tensorboard/
 
 
@@ -307,8 +308,8 @@ class Trainer:
                     loss_d = sum(discriminator_loss(*d(y, y_hat.detach())[:2])[0] for d in self.disc.values())
                 self.opt_d.zero_grad(set_to_none=True)
                 self.acc.backward(loss_d)
-                self._clip(list(self.disc.parameters()))
-                self.opt_d.step()
+                if self._clip(list(self.disc.parameters())):
+                    self.opt_d.step()
                 self.sched_d.step()
                 adv = fm = 0.0
                 # the generator's step needs the gradient through the discriminators, not of their weights (the
@@ -326,8 +327,8 @@ class Trainer:
         self.acc.backward(out["loss_g"])
         if self.disc is not None:
             self.disc.requires_grad_(True)
-        self._clip(params_g)
-        self.opt_g.step()
+        if self._clip(params_g):
+            self.opt_g.step()
         self.sched_g.step()
         if self.ema is not None:
             self.ema.update_parameters(self.acc.unwrap_model(self.gen))
@@ -350,9 +351,22 @@ class Trainer:
         return (self.recipe.amp_weight * terms["loss_amp"]
                 + self.recipe.phase_weight * (terms["loss_ip"] + terms["loss_gd"] + terms["loss_iaf"]))
 
-    def _clip(self, params):
-        if self.recipe.grad_clip:
-            self.acc.clip_grad_norm_(params, self.recipe.grad_clip)
+    def _clip(self, params) -> bool:
+        """Clip the gradients of `params`; False where they are not finite, so the caller skips that optimiser's
+        step and the weights stay finite (a NaN step would poison every later one); too many in a row stop the run."""
+        norm = (self.acc.clip_grad_norm_(params, self.recipe.grad_clip) if self.recipe.grad_clip
+                else torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+        if torch.isfinite(torch.as_tensor(norm)).item():
+            self.skipped_in_a_row = 0
+            return True
+        self.skipped_in_a_row = getattr(self, "skipped_in_a_row", 0) + 1
+        _LOGGER.warning("%s: non-finite gradients at step %d, optimiser step skipped (%d in a row)",
+                        self.work_dir.name, self.state.step, self.skipped_in_a_row)
+        if self.skipped_in_a_row > MAX_SKIPPED_STEPS:
+            raise FloatingPointError(f"{self.work_dir}: non-finite gradients at {self.skipped_in_a_row} steps in a row "
+                                     f"up to step {self.state.step}; the recipe diverges (its last checkpoint is "
+                                     f"finite: change the recipe, e.g. drop bf16, and resume)")
+        return False
 
     @torch.no_grad()
     def _evaluate(self) -> dict:
