@@ -12,7 +12,7 @@ import pandas as pd
 
 from lib.core.audio import Audio, DEFAULT_SAMPLE_RATE, snr_db, write_wav
 from lib.core.machine import PrecisionUnavailable
-from lib.core.results import ResultWriter
+from lib.core.results import METRICS, ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, metrics
 from lib.harness.judges import Judges, PendingJudgement, judge
@@ -76,9 +76,9 @@ class PendingQuality:
     adds the aggregate rows to the writer and returns the per-sentence table."""
 
     def __init__(self, pending, clips: dict[str, Audio], texts: dict[str, str], ref_rows: dict | None,
-                 writer: ResultWriter, keys: dict):
+                 writer: ResultWriter, keys: dict, suffix: str = ""):
         self._pending, self._clips, self._texts, self._ref_rows = pending, clips, texts, ref_rows
-        self._writer, self._keys = writer, keys
+        self._writer, self._keys, self._suffix = writer, keys, suffix
 
     def finish(self) -> pd.DataFrame:
         df = self._pending.result()
@@ -89,7 +89,10 @@ class PendingQuality:
             for m in REFERENCE_METRICS:
                 df[m] = [self._ref_rows[c][m] if c in self._ref_rows else np.nan for c in df["id"]]
         df["variant"] = self._keys["variant"]
-        self._writer.add_many(aggregate(df, texts), n=len(df), **self._keys)
+        scores = aggregate(df, texts)
+        if self._suffix:  # a second judged set: the metrics the vocabulary names with its suffix
+            scores = {m + self._suffix: x for m, x in scores.items() if m + self._suffix in METRICS}
+        self._writer.add_many(scores, n=len(df), **self._keys)
         return df
 
 
@@ -97,10 +100,12 @@ def start_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: 
                   variant: str, technique: str = "baseline", parent: str = "", backend: str = "",
                   threads: int | None = None, audio_dir: Path | None = None,
                   reference: dict[str, Audio] | None = None, quiet_voice=None,
-                  reference_limit: int | None = None) -> PendingQuality:
+                  reference_limit: int | None = None, suffix: str = "") -> PendingQuality:
     """`evaluate_quality` up to the judges' scores: synthesise, hand the clips to the judge processes, and compute
-    the reference metrics while they judge. The caller may start the next variant before calling `finish()`."""
-    audio_dir = Path(audio_dir) if audio_dir else writer.dir / "audio" / clip_dir_name(variant, backend)
+    the reference metrics while they judge. The caller may start the next variant before calling `finish()`.
+    `suffix` marks a second judged set: its clips go to a folder of their own and its scores are written as the
+    vocabulary's `<metric><suffix>` (e.g. `wer_varied`)."""
+    audio_dir = Path(audio_dir) if audio_dir else writer.dir / "audio" / clip_dir_name(variant + suffix, backend)
     clips = synthesize_set(voice, sentences, audio_dir, progress=f"synth {variant}")
     texts = {s.id: s.text for s in sentences}
     pending = PendingJudgement(clips, texts, judges, audio_dir, progress=f"judge {variant}")
@@ -112,7 +117,7 @@ def start_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: 
         ref_rows = {c: metrics.reference_metrics(reference[c].samples, compared[c].samples, compared[c].sample_rate)
                     for c in ids}
     keys = dict(model=model, variant=variant, technique=technique, parent=parent, backend=backend, threads=threads)
-    return PendingQuality(pending, clips, texts, ref_rows, writer, keys)
+    return PendingQuality(pending, clips, texts, ref_rows, writer, keys, suffix)
 
 
 def evaluate_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *, model: str,

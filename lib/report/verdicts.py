@@ -52,7 +52,7 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
             r = hit.iloc[0]
             met[goal] = r["variant"]
             lines.append(f"**{goal} target met** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, DNSMOS drop "
-                         f"{r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f}.")
+                         f"{r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f}." + varied_note(judged, r["variant"]))
             continue
         met[goal] = None
         tied = table[(table[col] <= limit) & (table["bounds"] == "tied")].sort_values(col) if "bounds" in table else table[:0]
@@ -60,7 +60,7 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
             r = tied.iloc[0]
             lines.append(f"**{goal} target tied** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, but a quality bound is "
                          f"inside the noise of its sentences (DNSMOS drop {r['dnsmos_drop']:+.3f}, WER increase "
-                         f"{r['wer_increase']:+.3f}).")
+                         f"{r['wer_increase']:+.3f})." + varied_note(judged, r["variant"]))
             continue
         best_ok = good.sort_values(col).iloc[0] if not good.empty else None
         best_any = table.sort_values(col).iloc[0]
@@ -69,7 +69,8 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
             msg += (f"Within the quality bounds the best is `{best_ok['variant']}` at {1 / best_ok[col]:.2f}x {what} "
                     f"(target {1 / limit:.0f}x). ")
         msg += (f"The {most} variant of all, `{best_any['variant']}` ({1 / best_any[col]:.2f}x), drops DNSMOS by "
-                f"{best_any['dnsmos_drop']:.2f} and raises WER by {best_any['wer_increase']:+.3f}.")
+                f"{best_any['dnsmos_drop']:.2f} and raises WER by {best_any['wer_increase']:+.3f}."
+                + varied_note(judged, best_any["variant"]))
         lines.append(msg)
     return {"lines": lines, "met": met}
 
@@ -83,19 +84,37 @@ def paired(per_clip: pd.DataFrame, base: str, variant: str, metric: str) -> np.n
 
 
 def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop: float,
-                   max_wer_increase: float) -> pd.DataFrame:
+                   max_wer_increase: float, varied: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each variant's quality bounds against `base`, judged sentence by sentence (`judge` on the paired DNSMOS drop
-    and WER rise): per variant the two judgements, `within_quality_bounds` (both met) and `bounds` ('met', 'tied'
-    where no bound is missed but one is inside the noise, else 'missed')."""
+    and WER rise): per variant the judgements, `within_quality_bounds` (all met) and `bounds` ('met', 'tied' where
+    no bound is missed but one is inside the noise, else 'missed'). With `varied` (the per-clip table of a second
+    judged set) both bounds are judged there too, and hold only where they hold on both sets."""
     rows = []
     for v in variants:
         drop = judge(paired(per_clip, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
         rise = judge(-paired(per_clip, base, v, "wer"), max_wer_increase, False)
-        words = {drop["word"], rise["word"]}
-        rows.append({"variant": v, "dnsmos_drop_judged": drop, "wer_rise_judged": rise,
-                     "within_quality_bounds": words == {"met"},
+        row = {"variant": v, "dnsmos_drop_judged": drop, "wer_rise_judged": rise}
+        if varied is not None:
+            row["dnsmos_drop_varied_judged"] = judge(paired(varied, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
+            row["wer_rise_varied_judged"] = judge(-paired(varied, base, v, "wer"), max_wer_increase, False)
+        words = {j["word"] for k, j in row.items() if k.endswith("_judged")}
+        rows.append({**row, "within_quality_bounds": words == {"met"},
                      "bounds": "met" if words == {"met"} else ("tied" if words <= {"met", "tie"} else "missed")})
-    return pd.DataFrame(rows, columns=["variant", "dnsmos_drop_judged", "wer_rise_judged", "within_quality_bounds", "bounds"])
+    columns = ["variant", "dnsmos_drop_judged", "wer_rise_judged"]
+    columns += ["dnsmos_drop_varied_judged", "wer_rise_varied_judged"] if varied is not None else []
+    return pd.DataFrame(rows, columns=columns + ["within_quality_bounds", "bounds"])
+
+
+def varied_note(judged: pd.DataFrame | None, variant: str) -> str:
+    """What the varied judged set says of `variant` (quality_bounds' judgements), as a clause; '' where not judged."""
+    if judged is None or "wer_rise_varied_judged" not in judged or variant not in set(judged["variant"]):
+        return ""
+    r = judged.set_index("variant").loc[variant]
+    rise, drop = r["wer_rise_varied_judged"], r["dnsmos_drop_varied_judged"]
+    if rise["word"] == "not judged":
+        return " Not judged on the varied text."
+    return (f" On the varied text (n = {rise['n']}): WER increase {rise['mean']:+.3f} [{rise['lo']:+.3f}, {rise['hi']:+.3f}]"
+            f" ({rise['word']}), DNSMOS drop {drop['mean']:+.3f} [{drop['lo']:+.3f}, {drop['hi']:+.3f}] ({drop['word']}).")
 
 
 def judge(diffs, bound: float, higher_is_better: bool, seed: int = 0) -> dict:

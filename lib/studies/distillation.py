@@ -402,6 +402,24 @@ def budgets(voices: Voices, where: pd.DataFrame, device: str) -> dict:
     return {spec.on(backend).name: spec.budget(here, device) for spec in voices.specs.values() for backend in BACKEND_TAG}
 
 
+VARIED = "_varied"  # the metrics' suffix for the varied judged set (lib.core.results: wer_varied, ...)
+
+
+def judge_varied(variants: Sequence[evaluate.Variant], names: Sequence[str], sentences: Sequence[Sentence], judges,
+                 writer: ResultWriter, *, model: str, settings: dict, threads: int) -> pd.DataFrame:
+    """The varied judged set (lib.data.varied_text's JUDGED family: text no training step saw) spoken noise-free by
+    each variant named in `names` and judged as the Harvard lists are (DNSMOS, Distill-MOS, WER), its scores
+    written as the `_varied` metrics; returns the per-sentence table (empty without sentences)."""
+    if not sentences:
+        return pd.DataFrame(columns=["id", "variant", "dnsmos_p808", "wer"])
+    quiet = {**settings, "noise_scale": 0.0, "noise_w": 0.0}
+    pending = [evaluate.start_quality(v.make(threads=threads, **quiet), sentences, judges, writer, model=model,
+                                      variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend,
+                                      threads=threads, suffix=VARIED)
+               for v in variants if v.name in set(names)]
+    return pd.concat([p.finish() for p in pending], ignore_index=True)
+
+
 def record(writer: ResultWriter, env: dict, *, curves: dict, tables: dict, **scalars) -> Path:
     """Write results.csv, metrics.json (`scalars`, with every student's curve in `training_curves`) and the tables."""
     writer.scalars.update(scalars)

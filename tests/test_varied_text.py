@@ -1,0 +1,54 @@
+"""The varied text (lib.data.varied_text) and the second judged set's verdict (verdicts.quality_bounds with
+`varied`): the same sentences on every call, two families that share none, and bounds that hold only where they
+hold on both sets."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.core.text import check_speakable
+from lib.data import varied_text
+from lib.report import verdicts
+
+
+def test_the_families_are_fixed_distinct_speakable_and_varied():
+    train = varied_text.varied_sentences(varied_text.Family.TRAIN, 300)
+    judged = varied_text.varied_sentences(varied_text.Family.JUDGED, 120)
+    assert train[:5] == varied_text.varied_sentences(varied_text.Family.TRAIN, 5)  # a prefix: the same draws
+    assert [s.id for s in judged[:2]] == ["vj_0001", "vj_0002"] and train[0].id == "vt_0001"
+    assert len({s.text for s in train}) == 300 and len({s.text for s in judged}) == 120
+    assert not {s.text for s in train} & {s.text for s in judged}  # no judged sentence is ever trained on
+    assert all(check_speakable(s.text) == s.text for s in train + judged)
+    words = [len(s.text.split()) for s in judged]
+    assert np.mean(words) > 14 and max(words) >= 20  # longer than a Harvard sentence (about 8 words)
+    assert sum(any(ch.isdigit() for ch in s.text) for s in judged) > 90  # numbers, prices, years, times
+    assert varied_text.varied_sentences(varied_text.Family.JUDGED, 0) == []
+    with pytest.raises(ValueError, match="n=-1"):
+        varied_text.varied_sentences(varied_text.Family.JUDGED, -1)
+
+
+def _clips(base: dict, variant: dict, n: int = 20, seed: int = 0) -> pd.DataFrame:
+    """Per-clip scores of `base` and `v` around the given means, a little spread."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, means in (("base", base), ("v", variant)):
+        for i in range(n):
+            rows.append({"id": f"s{i}", "variant": name, "dnsmos_p808": means["dnsmos_p808"] + 0.01 * rng.standard_normal(),
+                         "wer": max(0.0, means["wer"] + 0.005 * rng.standard_normal())})
+    return pd.DataFrame(rows)
+
+
+def test_a_bound_holds_only_where_it_holds_on_both_judged_sets():
+    harvard = _clips({"dnsmos_p808": 3.9, "wer": 0.05}, {"dnsmos_p808": 3.88, "wer": 0.05})
+    varied_bad = _clips({"dnsmos_p808": 3.9, "wer": 0.09}, {"dnsmos_p808": 3.88, "wer": 0.15}, seed=1)
+    varied_good = _clips({"dnsmos_p808": 3.9, "wer": 0.09}, {"dnsmos_p808": 3.88, "wer": 0.09}, seed=2)
+    alone = verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02)
+    assert bool(alone["within_quality_bounds"].iloc[0]) and "wer_rise_varied_judged" not in alone
+    both_bad = verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02, varied=varied_bad)
+    assert not both_bad["within_quality_bounds"].iloc[0] and both_bad["bounds"].iloc[0] == "missed"
+    assert both_bad["wer_rise_varied_judged"].iloc[0]["word"] == "missed"
+    assert bool(verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02, varied=varied_good)["within_quality_bounds"].iloc[0])
+    unjudged = verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02, varied=varied_good[varied_good["variant"] == "base"])
+    assert not unjudged["within_quality_bounds"].iloc[0]  # not shown to hold on the varied text: not within
+    note = verdicts.varied_note(both_bad, "v")
+    assert note.startswith(" On the varied text (n = 20): WER increase +0.0") and "(missed)" in note
+    assert verdicts.varied_note(alone, "v") == "" and verdicts.varied_note(unjudged, "v") == " Not judged on the varied text."
