@@ -315,3 +315,13 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
     fig = arms.plot(table)
     assert [ax.get_title(loc="left") for ax in fig.axes] == ["DNSMOS SIG", "DNSMOS P.808"]
     assert arms.at_equal_hours(table[table["arm"] == "apnet"]).empty, "one arm compares with nothing"
+    best = arms.best_arm(table, "dnsmos_sig")  # the arm closest to the teacher now, and how fast it closes
+    assert best["arm"] == "cheap adversarial" and best["hours"] == 4.0 and best["from_hours"] == 3.0
+    assert best["slope"] == pytest.approx(0.20 / np.log2(4.0 / 3.0), abs=0.05)
+    line = arms.best_line(best, 0.10)
+    assert line.startswith("Best arm on DNSMOS SIG: cheap adversarial (`wunet/adv`, 4.00 machine-hours)")
+    assert "outside the bound of a 0.10 drop by 0.00" in line or "within the bound" in line
+    assert "per doubling" in line
+    alone = arms.best_arm(table[table["arm"] == "regression"], "dnsmos_sig")
+    assert np.isnan(alone["slope"]) and "no judged checkpoint at half its hours" in arms.best_line(alone, 0.10)
+    assert arms.best_arm(table, "distillmos") is None

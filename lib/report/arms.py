@@ -54,3 +54,32 @@ def plot(table: pd.DataFrame):
         axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
+
+
+def best_arm(table: pd.DataFrame, metric: str = "dnsmos_sig") -> dict | None:
+    """The arm whose latest judged checkpoint is closest to the teacher on `metric`, with its slope over the last
+    doubling of machine-hours: the change from its checkpoint nearest half those hours (its earliest where none is
+    that early), per doubling. None where no arm is judged on `metric`."""
+    rows = table[table["metric"] == metric].sort_values("hours")
+    if rows.empty:
+        return None
+    last = rows.groupby("arm").tail(1).sort_values("delta", ascending=False).iloc[0]
+    own = rows[rows["arm"] == last["arm"]]
+    then = own[own["hours"] <= last["hours"] / 2]
+    then = then.iloc[-1] if len(then) else own.iloc[0]
+    doublings = np.log2(last["hours"] / then["hours"]) if then["hours"] > 0 else 0.0
+    return {"arm": last["arm"], "run": last["run"], "hours": float(last["hours"]), "delta": float(last["delta"]),
+            "lo": float(last["lo"]), "hi": float(last["hi"]), "from_hours": float(then["hours"]),
+            "slope": float((last["delta"] - then["delta"]) / doublings) if doublings > 0 else np.nan}
+
+
+def best_line(best: dict, max_drop: float, metric: str = "dnsmos_sig") -> str:
+    """best_arm's finding: the arm, its distance to the teacher against the bound (a drop of `max_drop`) and its
+    slope per doubling of machine-hours, or that it has no earlier checkpoint to take one from."""
+    margin = best["delta"] + max_drop  # >= 0: within the bound
+    slope = (f"over the last doubling of machine-hours ({best['from_hours']:.2f} to {best['hours']:.2f}) it moved "
+             f"{best['slope']:+.3f} per doubling" if np.isfinite(best["slope"]) else
+             "it has no judged checkpoint at half its hours, so no slope yet")
+    return (f"Best arm on {JUDGES[metric]}: {best['arm']} (`{best['run']}`, {best['hours']:.2f} machine-hours), "
+            f"{best['delta']:+.3f} [{best['lo']:+.3f}, {best['hi']:+.3f}] against the teacher on the held-out sentences, "
+            f"{'within' if margin >= 0 else 'outside'} the bound of a {max_drop:.2f} drop by {abs(margin):.3f}; {slope}.")

@@ -171,6 +171,11 @@ class Voices:
         names = set(self.judged) | set(self.ort) | {"teacher", self.whole, self.five}
         return {**{n: m for n, m in self.built.items() if n in names}, **self.recorded}
 
+    def decoders_alone(self, backend: str = "torch-cpu") -> list:
+        """The names, on `backend`, of the voices whose one student part is a decoder (the teacher's flow and front
+        end): where a decoder's own quality is judged."""
+        return [sp.on(backend).name for sp in self.specs.values() if [p.role for p in sp.parts] == ["decoder"]]
+
     def fives(self, backend: str = "torch-cpu") -> list:
         """The names, on `backend`, of the 5x voices among this run's and the recorded ones: a frame-rate decoder with
         a front-end student (known by their parts, not their names)."""
