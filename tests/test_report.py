@@ -136,7 +136,8 @@ def test_answers_pick_the_fastest_within_the_bounds_with_intervals_and_the_noteb
     assert row["verdict"] == "speed target: met · size target: missed"
     assert "int8 dot products" in row["relies on"]
     pruning = table.set_index("technique").loc["pruning"]
-    assert pruning["best variant"] == "pruned (ort-cpu)" and pruning["quality bounds"] == "outside the bounds"
+    assert pruning["best variant"] == "pruned (ort-cpu)"
+    assert pruning["quality bounds"] == "outside the bounds (none is within: the smallest DNSMOS drop)"
     assert table.set_index("technique").loc["distillation", "best variant"] == "none judged in notebook 04"
     assert table.set_index("technique").loc["distillation", "verdict"] == "–"
 
@@ -149,6 +150,20 @@ def test_with_no_variant_within_the_bounds_the_best_overall_answers(tmp_path, mo
     table, _ = answers.answers("p", df, tmp_path)
     row = table.set_index("technique").loc["quantization"]
     assert row["best variant"] == "int4 (ort-cpu)" and row["quality bounds"] == "outside the bounds"
+
+
+def test_pruning_with_none_within_the_bounds_answers_with_its_best_recovery(tmp_path, monkeypatch):
+    """Issue 39: a fast pruned voice that lost its quality does not stand for pruning while a long recovery keeps
+    more of it; that row says it is ranked by the DNSMOS drop."""
+    from lib.report import answers
+    df = _technique_run(tmp_path, monkeypatch, {
+        "fp32": ("baseline", 1.0, 60.0, 3.9, 0.05), "short-int8": ("structured pruning + int8", 0.45, 20.0, 3.25, 0.08),
+        "short": ("structured pruning + recovery", 0.55, 30.0, 3.3, 0.07),
+        "long@cpu-long-ort": ("structured pruning + recovery", 0.55, 30.0, 3.6, 0.05)})
+    table, every = answers.answers("p", df, tmp_path)
+    row = table.set_index("technique").loc["pruning"]
+    assert row["best variant"] == "long@cpu-long-ort (ort-cpu)" and "smallest DNSMOS drop" in row["quality bounds"]
+    assert list(every["pruning"]["variant"]) == ["long@cpu-long-ort", "short", "short-int8"]
 
 
 def test_answers_wrap_long_names_and_cut_none(tmp_path, monkeypatch):
