@@ -139,7 +139,8 @@ def regress_frontend(cfg: RegressFrontend) -> None:
     _LOGGER.info("%s: %d training sentences, %d held out", name, len(train), len(held))
     targets, held_targets = fs.teacher_targets(teacher, ids(train)), fs.teacher_targets(teacher, ids(held))
     student = fs.frontend_student(teacher, cfg.hidden, cfg.filter)
-    recipe = _start(work, name, student, cfg, "frontend", fs.frontend_build(teacher, cfg.hidden, cfg.filter))
+    recipe = _start(work, name, student, cfg, "frontend", fs.frontend_build(teacher, cfg.hidden, cfg.filter),
+                    fallback=f"fe{cfg.hidden}")  # a varied front end may go on from the Harvard one's pack
     held = [fs.frontend_batch(held_targets, len(held), None)]  # every held-out sentence once
     _fit(name, Trainer(student, lambda r: fs.frontend_batch(targets, cfg.batch, r), recipe, work / name,
                        loss_fn=fs.frontend_loss, eval_batches=held, device=cfg.device, threads=cfg.threads,
