@@ -15,6 +15,7 @@ import torch
 from lib.core import results, text
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence
+from lib.data import varied_text
 from lib.harness import bench, evaluate
 from lib.studies import common
 from lib.techniques import distill, export, frontend_student
@@ -381,6 +382,12 @@ def onnx_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table["backend"] == "ort-cpu") & (table["technique"] == "distillation")]
 
 
+def fast_decoders(ort_rows: pd.DataFrame, v: Voices, max_rtf_ratio: float) -> dict[str, float]:
+    """The decoders alone (the teacher's flow and front end) in ONNX Runtime at most `max_rtf_ratio`: {name: rtf_ratio}."""
+    rows = ort_rows[ort_rows["variant"].isin(v.decoders_alone("ort-cpu")) & (ort_rows["rtf_ratio"] <= max_rtf_ratio)]
+    return dict(zip(rows["variant"], rows["rtf_ratio"]))
+
+
 def five_x_rows(ort_rows: pd.DataFrame, fives: Sequence[str]) -> pd.DataFrame:
     """The rows of the 5x voices among them (`fives`: Voices.fives('ort-cpu'), their names in ONNX Runtime)."""
     return ort_rows[ort_rows["variant"].isin(fives)]
@@ -410,11 +417,12 @@ def budgets(voices: Voices, where: pd.DataFrame, device: str) -> dict:
 VARIED = "_varied"  # the metrics' suffix for the varied judged set (lib.core.results: wer_varied, ...)
 
 
-def judge_varied(variants: Sequence[evaluate.Variant], names: Sequence[str], sentences: Sequence[Sentence], judges,
-                 writer: ResultWriter, *, model: str, settings: dict, threads: int) -> pd.DataFrame:
-    """The varied judged set (lib.data.varied_text's JUDGED family: text no training step saw) spoken noise-free by
-    each variant named in `names` and judged as the Harvard lists are (DNSMOS, Distill-MOS, WER), its scores
-    written as the `_varied` metrics; returns the per-sentence table (empty without sentences)."""
+def judge_varied(variants: Sequence[evaluate.Variant], names: Sequence[str], n: int, judges, writer: ResultWriter, *,
+                 model: str, settings: dict, threads: int) -> pd.DataFrame:
+    """The first `n` sentences of the varied judged set (lib.data.varied_text's JUDGED family: text no training step
+    saw) spoken noise-free by each variant named in `names` and judged as the Harvard lists are (DNSMOS, Distill-MOS,
+    WER), its scores written as the `_varied` metrics; returns the per-sentence table (empty where n is 0)."""
+    sentences = varied_text.varied_sentences(varied_text.Family.JUDGED, n)
     if not sentences:
         return pd.DataFrame(columns=["id", "variant", "dnsmos_p808", "wer"])
     quiet = {**settings, "noise_scale": 0.0, "noise_w": 0.0}
