@@ -400,3 +400,19 @@ def test_a_cheap_adversarial_phase_names_what_is_not_pipers():
     assert alone.phase_name("istft192x6-regress") == "istft192x6-adv-mrd"  # MRD alone is not piper's ensemble
     assert alone.recipe_name() == "regression-first+adversarial(mrd, bf16)"
     assert run_configs.RegressIstft(work="w", adversarial_steps=10).phase_name("istft192x6-regress") == "istft192x6-adv"
+
+
+def test_a_varied_front_end_goes_on_from_the_harvard_front_ends_pack(tmp_path):
+    """Issue 39: `--varied-sentences` names the part `fe<h>-varied`, adds varied text to its training sentences and
+    the next ones of that family to its held-out check, and starts from the Harvard front end's pack, counting on."""
+    common = ["--hidden", "16", "--filter", "32", "--corpus-limit", "2", "--batch", "2", "--checkpoint-every", "3",
+              "--eval-every", "3", "--log-every", "1", "--threads", "2"]
+    train_job.main(["regress-frontend", "--work", str(tmp_path / "w"), "--steps", "3", *common])
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    train_job.main(["regress-frontend", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
+                    "--varied-sentences", "2", "--steps", "5", *common])
+    train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
+    first = distill.recorded_students(tmp_path / "out")[0]["fe16"][1]
+    varied = distill.recorded_students(tmp_path / "out2")[0]["fe16-varied"][1]
+    assert varied["kind"] == "frontend" and varied["steps"] == 5 and varied["hours"] > first["hours"]
+    assert np.isfinite(pd.read_csv(tmp_path / "w2" / "fe16-varied" / "curve.csv")["heldout_loss"].dropna()).all()
