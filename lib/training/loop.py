@@ -218,6 +218,7 @@ class Trainer:
         self.eval_batches, self.eval_fn, self.should_stop = list(eval_batches), eval_fn, should_stop
         self.yielder = yielder if yielder is not None else active()  # a long run pauses while anything is timed
         self.adversarial = forward is not None and recipe.adversarial and bool(recipe.discriminators)
+        self.skipped_in_a_row = 0  # optimiser steps skipped for non-finite gradients (_clip)
 
     def _setup(self):
         r = self.recipe
@@ -359,7 +360,7 @@ class Trainer:
         if torch.isfinite(torch.as_tensor(norm)).item():
             self.skipped_in_a_row = 0
             return True
-        self.skipped_in_a_row = getattr(self, "skipped_in_a_row", 0) + 1
+        self.skipped_in_a_row += 1
         _LOGGER.warning("%s: non-finite gradients at step %d, optimiser step skipped (%d in a row)",
                         self.work_dir.name, self.state.step, self.skipped_in_a_row)
         if self.skipped_in_a_row > MAX_SKIPPED_STEPS:
