@@ -1,6 +1,9 @@
 """The varied text (lib.data.varied_text) and the second judged set's verdict (verdicts.quality_bounds with
 `varied`): the same sentences on every call, two families that share none, and bounds that hold only where they
 hold on both sets."""
+import datetime
+
+import faker.providers.date_time
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +27,19 @@ def test_the_families_are_fixed_distinct_speakable_and_varied():
     assert varied_text.varied_sentences(varied_text.Family.JUDGED, 0) == []
     with pytest.raises(ValueError, match="n=-1"):
         varied_text.varied_sentences(varied_text.Family.JUDGED, -1)
+
+
+def test_the_sentences_do_not_depend_on_the_day_they_are_drawn(monkeypatch):
+    """Faker's dates and times run up to "now" unless given an end: a CI run a minute later must not see other text."""
+    today = {f: varied_text.varied_sentences(f, 40) for f in varied_text.Family}
+
+    class Later(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime(2031, 6, 1, 12, 0, tzinfo=tz)
+
+    monkeypatch.setattr(faker.providers.date_time, "datetime", Later)
+    assert {f: varied_text.varied_sentences(f, 40) for f in varied_text.Family} == today
 
 
 def _clips(base: dict, variant: dict, n: int = 20, seed: int = 0) -> pd.DataFrame:

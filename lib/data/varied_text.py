@@ -9,6 +9,7 @@ module exists.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from enum import Enum
 
 from faker import Faker
@@ -58,6 +59,8 @@ _JUDGED = (
 
 TEMPLATES = {Family.TRAIN: _TRAIN, Family.JUDGED: _JUDGED}
 SEEDS = {Family.TRAIN: 1301, Family.JUDGED: 2909}
+# Faker draws dates and times up to "now" unless told: a fixed end keeps the sentences the same on every day.
+LATEST = datetime(2026, 11, 26, tzinfo=timezone.utc)
 
 
 def _fields(fake: Faker) -> dict[str, str]:
@@ -66,9 +69,9 @@ def _fields(fake: Faker) -> dict[str, str]:
     return dict(
         job=job, ajob=("an " if job[0] in "aeiou" else "a ") + job, name=fake.name(), name2=fake.name(), city=fake.city(), city2=fake.city(), country=fake.country(),
         company=fake.company(), catch=fake.catch_phrase().lower(), bs=fake.bs(),
-        street=fake.street_address(), color=fake.safe_color_name(), weekday=fake.day_of_week(),
-        month=fake.month_name(), day=str(fake.random_int(1, 28)), date=fake.date_object().strftime("%B %-d, %Y"),
-        time=fake.time("%I:%M %p").lstrip("0"), year=fake.year(), year2=fake.year(),
+        street=fake.street_address(), color=fake.safe_color_name(), weekday=fake.date("%A", LATEST),
+        month=fake.date("%B", LATEST), day=str(fake.random_int(1, 28)), date=fake.date_object(LATEST).strftime("%B %-d, %Y"),
+        time=fake.time("%I:%M %p", LATEST).lstrip("0"), year=fake.date("%Y", LATEST), year2=fake.date("%Y", LATEST),
         price=fake.pricetag(), number=f"{fake.random_int(200, 90000):,}", number2=f"{fake.random_int(200, 90000):,}",
         small=str(fake.random_int(2, 40)), age=str(fake.random_int(18, 59)), percent=str(fake.random_int(3, 60)),
         ordinal=fake.random_element(("first", "second", "third", "fifth", "eighth", "twelfth", "twentieth")))
