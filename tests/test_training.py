@@ -245,24 +245,24 @@ def _harmonic_and_noisy(g: torch.Generator, samples: int = 1024) -> tuple[torch.
 
 
 @pytest.mark.parametrize("name", [
-    "mpd-2", "mrd",
+    "mpd-2",  # the arm's; mrd passes too, at 120 steps (a minute of CI: left out)
     pytest.param("wave-unet-small", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
         "at the recipe's discriminator lr (1e-4) our Wave-U-Net stays at chance (LSGAN loss 0.50), here and over "
         "the 10,008-step CPU arm of issue 39; at 1e-3 it learns: a discriminator the arms cannot use as it is"))),
 ])
 def test_a_cheap_discriminator_learns_to_tell_clean_audio_from_noisy_at_the_recipes_rate(name):
     """The least an adversarial arm needs: with the recipe's own optimiser settings, the discriminator separates
-    clean harmonic audio from the same at 0 dB SNR within 120 steps: its LSGAN loss under half of chance (0.5 for
+    clean harmonic audio from the same at 0 dB SNR within 80 steps: its LSGAN loss under half of chance (0.5 for
     each of its outputs, the loss of a constant guess)."""
     from piper.train.vits.losses import discriminator_loss
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     torch.set_num_threads(1)
-    recipe = training.Recipe(steps=120)
+    recipe = training.Recipe(steps=80)
     d = training.make_discriminators((name,))[name]
     opt = torch.optim.AdamW(d.parameters(), lr=recipe.lr_d, betas=recipe.betas, eps=recipe.eps)
     losses, outputs = [], 0
-    for _ in range(120):
+    for _ in range(recipe.steps):
         y, noisy = _harmonic_and_noisy(g)
         real, fake = d(y, noisy)[:2]
         loss, outputs = discriminator_loss(real, fake)[0], len(real)
@@ -271,7 +271,7 @@ def test_a_cheap_discriminator_learns_to_tell_clean_audio_from_noisy_at_the_reci
         opt.step()
         losses.append(float(loss))
     chance = 0.5 * outputs
-    assert np.mean(losses[-10:]) < chance / 2, f"{name}: LSGAN loss {np.mean(losses[-10:]):.3f} after 120 steps (chance {chance})"
+    assert np.mean(losses[-10:]) < chance / 2, f"{name}: LSGAN loss {np.mean(losses[-10:]):.3f} after {recipe.steps} steps (chance {chance})"
 
 
 def test_non_finite_gradients_skip_the_step_and_a_diverged_run_stops_with_finite_weights(tmp_path):
