@@ -301,32 +301,45 @@ def test_a_run_without_per_sentence_scores_is_answered_on_its_means(tmp_path, mo
 
 def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reached():
     """Issue 39's comparison: each checkpoint's mean difference to the teacher per judge with an interval that holds
-    it; at equal hours every arm's latest checkpoint within the shortest arm's hours; one panel per judge."""
+    it; at equal hours every arm's latest checkpoint within the shortest arm's hours of its own decoder; one row of
+    panels per decoder, one panel per judge."""
     import matplotlib
     matplotlib.use("Agg")
     from lib.report import arms
     rng = np.random.default_rng(0)
     rows = []
     for run, steps, hours, gap in (("istft/regress", 100, 3.0, -0.30), ("wunet/adv", 120, 3.5, -0.20),
-                                   ("wunet/adv", 140, 4.0, -0.10), ("apnet/apnet", 130, 3.6, -0.25)):
+                                   ("wunet/adv", 140, 4.0, -0.10), ("apnet/apnet", 130, 3.6, -0.25),
+                                   ("reg128/regress", 200, 2.0, -0.05), ("reg128mpd2/adv", 210, 2.2, -0.02)):
         for k in range(10):
             teacher = 3.4 + rng.normal(0, 0.1)
             for metric in ("dnsmos_sig", "dnsmos_p808"):
                 rows.append({"run": run, "steps": steps, "hours": hours, "id": f"h31_{k:02d}", "metric": metric,
                              "value": teacher + gap + rng.normal(0, 0.02), "teacher": teacher})
     judged = pd.DataFrame(rows)
-    table = arms.compare(judged, {"regression": ["istft/regress"], "cheap adversarial": ["istft/regress", "wunet/adv"],
-                                  "apnet": ["istft/regress", "apnet/apnet"], "not run yet": ["nowhere/x"]})
+    wide = {"regression": ["reg128/regress"], "cheap adversarial": ["reg128/regress", "reg128mpd2/adv"]}
+    both = arms.compare(judged, {"istft": {"regression": ["istft/regress"], "cheap adversarial": ["istft/regress", "wunet/adv"],
+                                           "apnet": ["istft/regress", "apnet/apnet"], "not run yet": ["nowhere/x"]},
+                                 "dec128": wide, "not trained": {"regression": ["nowhere/y"]}})
+    assert list(dict.fromkeys(both["decoder"])) == ["istft", "dec128"]
+    wide_equal = arms.at_equal_hours(both).query("decoder == 'dec128'")
+    assert set(wide_equal["budget_hours"]) == {2.2} and len(wide_equal) == 2 * 2, "each decoder at its own hours"
+    assert arms.best_arm(both, "dnsmos_sig", "dec128")["run"] == "reg128mpd2/adv"
+    not_yet = arms.compare(judged, {"dec128": {"regression": ["reg128/regress"], "cheap": ["reg128/regress", "nowhere/z"]}})
+    assert arms.best_arm(not_yet, "dnsmos_sig")["arm"] == "regression", "an arm with no run of its own is its start"
+    assert arms.best_line(arms.best_arm(both, "dnsmos_sig", "dec128"), 0.10).startswith("Best arm of the dec128 on")
+    assert [ax.get_title(loc="left") for ax in arms.plot(both).axes][2:] == ["dec128: DNSMOS SIG", "dec128: DNSMOS P.808"]
+    table = both[both["decoder"] == "istft"].assign(decoder="")
     assert set(table["arm"]) == {"regression", "cheap adversarial", "apnet"}
     assert ((table["lo"] <= table["delta"]) & (table["delta"] <= table["hi"])).all() and set(table["n"]) == {10}
     adv = table[(table["arm"] == "cheap adversarial") & (table["metric"] == "dnsmos_sig")]
     assert list(adv["hours"]) == [3.0, 3.5, 4.0] and adv["delta"].iloc[-1] == pytest.approx(-0.10, abs=0.03)
     equal = arms.at_equal_hours(table)
-    assert set(equal["budget_hours"]) == {3.0}, "the regression arm has reached 3.0 machine-hours only"
-    assert set(equal["hours"]) == {3.0} and len(equal) == 3 * 2
-    without_regression = arms.at_equal_hours(table[table["arm"] != "regression"])
-    got = without_regression.set_index(["arm", "metric"])["hours"]
+    assert set(equal["budget_hours"]) == {3.6}, "the arms that went on from the 3.0-hour start have all reached 3.6"
+    got = equal.set_index(["arm", "metric"])["hours"]  # the start itself shows at its own hours
+    assert got[("regression", "dnsmos_sig")] == 3.0 and len(equal) == 3 * 2
     assert got[("cheap adversarial", "dnsmos_sig")] == 3.5 and got[("apnet", "dnsmos_sig")] == 3.6
+    assert set(arms.at_equal_hours(table[table["arm"] != "regression"])["budget_hours"]) == {3.6}
     fig = arms.plot(table)
     assert [ax.get_title(loc="left") for ax in fig.axes] == ["DNSMOS SIG", "DNSMOS P.808"]
     assert arms.at_equal_hours(table[table["arm"] == "apnet"]).empty, "one arm compares with nothing"
