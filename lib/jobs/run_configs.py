@@ -106,6 +106,7 @@ class Regression(Run):
     discriminators: list[DiscriminatorName] = field(default_factory=lambda: ["mpd"])  # lib.training.discriminators
     disc_bf16: bool = False  # the discriminators under bf16 autocast (a CPU with AMX or AVX-512 BF16, or a GPU)
     disc_segment: int = 0  # samples of each segment the discriminators see, a random window (0: all of it)
+    lr_d: float = Recipe.lr_d  # the discriminators' AdamW rate (piper's); a lighter one may need more to learn at all
     lr: float = 5.0e-4
     lr_warmup: int = 200
     ema: float = 0.999
@@ -119,25 +120,28 @@ class Regression(Run):
             max(1, self.steps - done), lr=self.lr, warmup=self.lr_warmup, ema=self.ema,
             adversarial_steps=self.adversarial_steps, schedule_offset=0 if self.warm_restart else done,
             discriminators=tuple(self.discriminators), disc_bf16=self.disc_bf16, disc_segment=self.disc_segment,
-            checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every, **extra)
+            lr_d=self.lr_d, checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every, **extra)
 
     def recipe_name(self, apnet: bool = False) -> str:
         """The ledger's name of the recipe: APNet's losses and, with discriminators on the last steps, the adversarial
-        phase are named too, with whatever of it is not piper's (lighter discriminators, bf16, a shorter window)."""
+        phase are named too, with whatever of it is not piper's (lighter discriminators, bf16, a shorter window, the
+        discriminators' learning rate)."""
         name = "regression-first" + ("+apnet" if apnet else "")
         if not self.adversarial_steps:
             return name
         detail = self.named_discriminators()
         detail += ["bf16"] * bool(self.disc_bf16) + [f"{self.disc_segment} samples"] * bool(self.disc_segment)
+        detail += [f"lr_d {self.lr_d:g}"] * (self.lr_d != Recipe.lr_d)
         return name + "+adversarial" + (f"({', '.join(detail)})" if detail else "")
 
     def phase_name(self, base: str) -> str:
         """A part's name (`<student>-regress`), or with --adversarial-steps that of its adversarial phase,
-        `<student>-adv` (`-adv-<discriminator>...` with a set other than piper's): a run, a ledger line and a judged
-        voice of its own."""
+        `<student>-adv` (`-adv-<discriminator>...` with a set other than piper's, `-lrd<rate>` with another
+        discriminator rate): a run, a ledger line and a judged voice of its own."""
         if not self.adversarial_steps:
             return base
-        return base.replace("-regress", "-adv" + "".join(f"-{d}" for d in self.named_discriminators()))
+        rate = f"-lrd{self.lr_d:g}" * (self.lr_d != Recipe.lr_d)
+        return base.replace("-regress", "-adv" + "".join(f"-{d}" for d in self.named_discriminators()) + rate)
 
     def named_discriminators(self) -> list[str]:
         """The discriminators a name must mention: none for piper's ensemble (MPD, with or without its MRD), else
