@@ -2,6 +2,7 @@
 `varied`): the same sentences on every call, two families that share none, and bounds that hold only where they
 hold on both sets."""
 import datetime
+import re
 
 import faker.providers.date_time
 import numpy as np
@@ -68,3 +69,24 @@ def test_a_bound_holds_only_where_it_holds_on_both_judged_sets():
     note = verdicts.varied_note(both_bad, "v")
     assert note.startswith(" On the varied text (n = 20): WER increase +0.0") and "(missed)" in note
     assert verdicts.varied_note(alone, "v") == "" and verdicts.varied_note(unjudged, "v") == " Not judged on the varied text."
+
+
+def test_real_prose_is_fixed_held_out_plain_and_varied():
+    """The PROSE family: real sentences of the CIA World Factbook, the same on every call, none a template's, plain
+    enough to speak, of 8 to 30 words, from many countries; a count beyond what there is says so."""
+    prose = varied_text.varied_sentences(varied_text.Family.PROSE, 150)
+    assert prose[:3] == varied_text.varied_sentences(varied_text.Family.PROSE, 3) and prose[0].id == "vp_0001"
+    assert len({s.text for s in prose}) == 150 and all(check_speakable(s.text) == s.text for s in prose)
+    assert all(8 <= len(s.text.split()) <= 30 and not re.search(r"\b[A-Z]{2,}|<|&", s.text) for s in prose)
+    templates = varied_text.varied_sentences(varied_text.Family.TRAIN, 300) + varied_text.varied_sentences(varied_text.Family.JUDGED, 120)
+    assert not {s.text for s in prose} & {s.text for s in templates}
+    assert sum(any(ch.isdigit() for ch in s.text) for s in prose) > 50  # years, counts, centuries
+    assert len({s.text.split()[0] for s in prose}) > 60, "shuffled: not one country's history in order"
+    with pytest.raises(ValueError, match="n=100000"):
+        varied_text.varied_sentences(varied_text.Family.PROSE, 100000)
+
+
+def test_judging_refuses_the_front_ends_training_text():
+    from lib.studies import distillation
+    with pytest.raises(ValueError, match="varied_family='TRAIN'.*'JUDGED', 'PROSE'"):
+        distillation.judge_varied([], [], 2, None, None, model="m", settings={}, threads=1, family="TRAIN")

@@ -2,8 +2,8 @@
 and rarer words, which the Harvard sentences lack (issue 39: a front end and a WER bound that hold on unseen text).
 
 Two families that share no template and no seed: `TRAIN` (the front-end student's text) and `JUDGED` (held out: no
-training step sees it). The words come from Faker's `en_US` providers (MIT licence), drawn at run time from a fixed
-seed with the pinned Faker, so nothing is shipped and the same call gives the same sentences on every machine. The
+training step sees it); and `PROSE`, real sentences (lib.data.prose_text), held out too. The words come from Faker's
+`en_US` providers (MIT licence), drawn at run time from a fixed seed with the pinned Faker, so nothing is shipped and the same call gives the same sentences on every machine. The
 templates are this repository's (MIT). Faker writes names and places, not sentences: the templates are why this
 module exists.
 """
@@ -15,12 +15,15 @@ from enum import Enum
 from faker import Faker
 
 from lib.core.text import Sentence, check_speakable
+from lib.data import prose_text
 
 
 class Family(Enum):
-    """Which of the two disjoint template families (and seeds) a sentence comes from."""
+    """Which text a sentence comes from: one of the two disjoint template families (and seeds), or real prose
+    (lib.data.prose_text: the CIA World Factbook, public domain), which no template or training step shares."""
     TRAIN = "vt"
     JUDGED = "vj"
+    PROSE = prose_text.PREFIX
 
 
 _TRAIN = (
@@ -78,10 +81,12 @@ def _fields(fake: Faker) -> dict[str, str]:
 
 
 def varied_sentences(family: Family, n: int) -> list[Sentence]:
-    """The first `n` sentences of a family (ids `vt_0001`, `vj_0001`, ...): the same on every call and machine.
+    """The first `n` sentences of a family (ids `vt_0001`, `vj_0001`, `vp_0001`, ...): the same on every call and machine.
     Each is checked speakable (lib.core.text); a repeat is skipped, so the n are distinct."""
     if n < 0:
         raise ValueError(f"varied sentences: n={n}, a count")
+    if family is Family.PROSE:
+        return prose_text.factbook_sentences(n)
     fake = Faker("en_US")
     fake.seed_instance(SEEDS[family])
     templates, out, seen = TEMPLATES[family], [], set()

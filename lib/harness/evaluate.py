@@ -272,6 +272,11 @@ def _with_settings(voice, variant: Variant, threads: int, settings: dict):
     return variant.make(threads=threads, **settings)
 
 
+def noise_off(settings: dict) -> dict:
+    """A voice's `settings` with VITS's sampling noise off, so that two variants differ only by what was done to them."""
+    return {**settings, "noise_scale": 0.0, "noise_w": 0.0}
+
+
 def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence], judges: Judges,
                       writer: ResultWriter, *, model: str, baseline: str, settings: dict, threads: int = 1,
                       reference_limit: int | None = None, speed_sentences: int = 10, warmup: int = 1,
@@ -291,7 +296,7 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     `speed_baseline` (default: `baseline`) is what `rtf_ratio` divides by; variants named in `untimed` are judged
     but not timed (a reference that is not a model, such as a signal-processed target); `memory` measures each
     variant's peak memory in a fresh process of its own (slow: one process per variant)."""
-    quiet = {**settings, "noise_scale": 0.0, "noise_w": 0.0}
+    quiet = noise_off(settings)
     judged = quiet if paired else settings
     by_name = {v.name: v for v in variants}
     ref_voice = by_name[baseline].make(threads=threads, **quiet)

