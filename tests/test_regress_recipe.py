@@ -402,7 +402,7 @@ def test_a_cheap_adversarial_phase_names_what_is_not_pipers():
     assert run_configs.RegressIstft(work="w", adversarial_steps=10).phase_name("istft192x6-regress") == "istft192x6-adv"
     faster = run_configs.Regress(work="w", adversarial_steps=10, discriminators=["wave-unet-small"], lr_d=1e-3)
     assert faster.recipe(0).lr_d == 1e-3 and cheap.recipe(0).lr_d == 1e-4  # piper's rate unless told
-    assert faster.phase_name("dec128-regress") == "dec128-adv-wave-unet-small-lrd0.001"  # its own run and voice
+    assert faster.phase_name("dec128-regress") == "dec128-adv-wave-unet-small-lrd1e-03"  # its own run and voice
     assert faster.recipe_name() == "regression-first+adversarial(wave-unet-small, lr_d 0.001)"
 
 

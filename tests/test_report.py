@@ -322,6 +322,9 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
                                            "apnet": ["istft/regress", "apnet/apnet"], "not run yet": ["nowhere/x"]},
                                  "dec128": wide, "not trained": {"regression": ["nowhere/y"]}})
     assert list(dict.fromkeys(both["decoder"])) == ["istft", "dec128"]
+    assert list(dict.fromkeys(both["arm"][both["decoder"] == "istft"])) == ["regression", "cheap adversarial", "apnet"]
+    assert list(dict.fromkeys(both["arm"][both["decoder"] == "dec128"])) == ["regression", "cheap adversarial"]
+    assert arms.at_equal_hours(arms.compare(judged, {"istft": {}})).empty and arms.best_arm(both.iloc[:0]) is None
     wide_equal = arms.at_equal_hours(both).query("decoder == 'dec128'")
     assert set(wide_equal["budget_hours"]) == {2.2} and len(wide_equal) == 2 * 2, "each decoder at its own hours"
     assert arms.best_arm(both, "dnsmos_sig", "dec128")["run"] == "reg128mpd2/adv"
@@ -340,6 +343,10 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
     assert got[("regression", "dnsmos_sig")] == 3.0 and len(equal) == 3 * 2
     assert got[("cheap adversarial", "dnsmos_sig")] == 3.5 and got[("apnet", "dnsmos_sig")] == 3.6
     assert set(arms.at_equal_hours(table[table["arm"] != "regression"])["budget_hours"]) == {3.6}
+    earlier = judged[judged["run"] == "istft/regress"].assign(hours=1.5, steps=50)  # the start judged twice
+    twice = arms.compare(pd.concat([judged, earlier]), {"istft": {"regression": ["istft/regress"],
+                                                                  "apnet": ["istft/regress", "apnet/apnet"]}})
+    assert set(arms.at_equal_hours(twice)["budget_hours"]) == {3.6}, "the start's last pack is the start"
     fig = arms.plot(table)
     assert [ax.get_title(loc="left") for ax in fig.axes] == ["DNSMOS SIG", "DNSMOS P.808"]
     assert arms.at_equal_hours(table[table["arm"] == "apnet"]).empty, "one arm compares with nothing"

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.core.text import check_speakable
-from lib.data import varied_text
+from lib.core.text import Sentence, check_speakable
+from lib.data import prose_text, varied_text
 from lib.report import verdicts
 
 
@@ -19,6 +19,9 @@ def test_the_families_are_fixed_distinct_speakable_and_varied():
     judged = varied_text.varied_sentences(varied_text.Family.JUDGED, 120)
     assert train[:5] == varied_text.varied_sentences(varied_text.Family.TRAIN, 5)  # a prefix: the same draws
     assert [s.id for s in judged[:2]] == ["vj_0001", "vj_0002"] and train[0].id == "vt_0001"
+    assert train[0].text == ("Mr. Bryan Kramer III drove from South Jose to Johnsonton on Monday, August 23, 1974, "
+                             "and arrived a little after 11:26 PM.")  # the pinned Faker, seed and latest day
+    assert judged[0].text.startswith("On November 4, 2002, Tammy Maldonado signed a contract with Davis Group")
     assert len({s.text for s in train}) == 300 and len({s.text for s in judged}) == 120
     assert not {s.text for s in train} & {s.text for s in judged}  # no judged sentence is ever trained on
     assert all(check_speakable(s.text) == s.text for s in train + judged)
@@ -72,16 +75,20 @@ def test_a_bound_holds_only_where_it_holds_on_both_judged_sets():
 
 
 def test_real_prose_is_fixed_held_out_plain_and_varied():
-    """The PROSE family: real sentences of the CIA World Factbook, the same on every call, none a template's, plain
-    enough to speak, of 8 to 30 words, from many countries; a count beyond what there is says so."""
+    """The PROSE family: real sentences of the CIA World Factbook, the same on every machine (the pinned wheel, a
+    fixed shuffle), none a template's, plain enough to speak, of 8 to 30 words, acronyms kept and the Factbook's
+    capitalised surnames left out; a count beyond what there is says so."""
     prose = varied_text.varied_sentences(varied_text.Family.PROSE, 150)
-    assert prose[:3] == varied_text.varied_sentences(varied_text.Family.PROSE, 3) and prose[0].id == "vp_0001"
+    assert prose[0] == Sentence("vp_0001", "Approximately 6.7 million Syrians were internally displaced as of 2022, "
+                                           "and 14.6 million people were in need of humanitarian assistance across the country.")
     assert len({s.text for s in prose}) == 150 and all(check_speakable(s.text) == s.text for s in prose)
-    assert all(8 <= len(s.text.split()) <= 30 and not re.search(r"\b[A-Z]{2,}|<|&", s.text) for s in prose)
+    assert all(8 <= len(s.text.split()) <= 30 and not re.search(r"<|&", s.text) for s in prose)
+    caps = {w for s in prose for w in re.findall(r"\b[A-Z]{2,}\b", s.text)}
+    assert caps and caps <= {"US", "UK", "EU", "UN", "NATO", "USSR", "II"}, caps  # no KENYATTA
     templates = varied_text.varied_sentences(varied_text.Family.TRAIN, 300) + varied_text.varied_sentences(varied_text.Family.JUDGED, 120)
     assert not {s.text for s in prose} & {s.text for s in templates}
     assert sum(any(ch.isdigit() for ch in s.text) for s in prose) > 50  # years, counts, centuries
-    assert len({s.text.split()[0] for s in prose}) > 60, "shuffled: not one country's history in order"
+    assert [s.text for s in prose] != list(prose_text._pool()[:150]), "shuffled: not one region's histories in order"
     with pytest.raises(ValueError, match="n=100000"):
         varied_text.varied_sentences(varied_text.Family.PROSE, 100000)
 

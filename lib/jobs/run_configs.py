@@ -140,7 +140,7 @@ class Regression(Run):
         discriminator rate): a run, a ledger line and a judged voice of its own."""
         if not self.adversarial_steps:
             return base
-        rate = f"-lrd{self.lr_d:g}" * (self.lr_d != Recipe.lr_d)
+        rate = f"-lrd{self.lr_d:.0e}" * (self.lr_d != Recipe.lr_d)  # no dot in a run's name
         return base.replace("-regress", "-adv" + "".join(f"-{d}" for d in self.named_discriminators()) + rate)
 
     def named_discriminators(self) -> list[str]:

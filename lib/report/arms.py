@@ -20,17 +20,14 @@ def compare(judged: pd.DataFrame, decoders: dict[str, dict[str, list[str]]]) -> 
     own run), checkpoint and judge: machine-hours, steps, and the mean paired difference to the teacher with its
     interval."""
     rows = []
-    for decoder, arms in decoders.items():
-        for arm, runs in arms.items():
-            for (run, steps, metric), c in judged[judged["run"].isin(runs)].groupby(["run", "steps", "metric"]):
-                j = verdicts.judge((c["value"] - c["teacher"]).to_numpy(float), 0.0, True)
-                rows.append({"decoder": decoder, "arm": arm, "run": run, "steps": int(steps),
-                             "hours": float(c["hours"].iloc[0]), "metric": metric, "delta": j["mean"], "lo": j["lo"],
-                             "hi": j["hi"], "n": j["n"]})
-    order = {name: i for i, name in enumerate([*decoders, *(a for arms in decoders.values() for a in arms)])}
-    return pd.DataFrame(rows, columns=COLUMNS).sort_values(
-        ["decoder", "arm", "metric", "hours"], key=lambda c: c.map(order) if c.name in ("decoder", "arm") else c,
-        kind="stable", ignore_index=True)  # the decoders and arms in the order given
+    for rank, (decoder, arm, runs) in enumerate((d, a, r) for d, arms in decoders.items() for a, r in arms.items()):
+        for (run, steps, metric), c in judged[judged["run"].isin(runs)].groupby(["run", "steps", "metric"]):
+            j = verdicts.judge((c["value"] - c["teacher"]).to_numpy(float), 0.0, True)
+            rows.append({"rank": rank, "decoder": decoder, "arm": arm, "run": run, "steps": int(steps),
+                         "hours": float(c["hours"].iloc[0]), "metric": metric, "delta": j["mean"], "lo": j["lo"],
+                         "hi": j["hi"], "n": j["n"]})
+    table = pd.DataFrame(rows, columns=["rank", *COLUMNS]).sort_values(["rank", "metric", "hours"], kind="stable")
+    return table.drop(columns="rank").reset_index(drop=True)  # the decoders and their arms in the order given
 
 
 def at_equal_hours(table: pd.DataFrame) -> pd.DataFrame:
@@ -43,7 +40,9 @@ def at_equal_hours(table: pd.DataFrame) -> pd.DataFrame:
         if own["arm"].nunique() < 2:
             continue
         tops = own.groupby("arm")["hours"].max()
-        went_on = tops[tops > own["hours"].min() + 1e-9]  # beyond the earliest judged pack: the shared start
+        shared = own.groupby("run")["arm"].nunique().pipe(lambda n: n[n > 1].index)  # runs in several arms: starts
+        start = own.loc[own["run"].isin(shared), "hours"].max() if len(shared) else own["hours"].min()
+        went_on = tops[tops > start + 1e-9]
         budget = float(went_on.min() if len(went_on) else tops.min())
         upto = own[own["hours"] <= budget + 1e-9].sort_values("hours", kind="stable")
         parts.append(upto.groupby(["arm", "metric"]).tail(1).sort_index().assign(budget_hours=budget))
@@ -68,7 +67,7 @@ def plot(table: pd.DataFrame):
             ax.set_title(f"{decoder}: {JUDGES[metric]}" if decoder else JUDGES[metric], fontsize=9, loc="left")
             ax.set_xlabel("machine-hours")
         row[0].set_ylabel("student - teacher (held-out)")
-        if metrics:
+        if metrics and row[-1].get_legend_handles_labels()[0]:
             row[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     return fig
@@ -82,14 +81,15 @@ def best_arm(table: pd.DataFrame, metric: str = "dnsmos_sig", decoder: str | Non
     rows = rows.sort_values("hours", kind="stable")
     if rows.empty:
         return None
-    last = rows.groupby(["decoder", "arm"], sort=False).tail(1).drop_duplicates("run")  # an arm with no own run yet is its start
+    last = rows.groupby(["decoder", "arm"], sort=False).tail(1).drop_duplicates("run")  # no own run yet: its start
     last = last.sort_values("delta", ascending=False, kind="stable").iloc[0]
     own = rows[(rows["decoder"] == last["decoder"]) & (rows["arm"] == last["arm"])]
     then = own[own["hours"] <= last["hours"] / 2]
     then = then.iloc[-1] if len(then) else own.iloc[0]
     doublings = np.log2(last["hours"] / then["hours"]) if then["hours"] > 0 else 0.0
     return {"decoder": last["decoder"], "arm": last["arm"], "run": last["run"], "hours": float(last["hours"]),
-            "delta": float(last["delta"]), "lo": float(last["lo"]), "hi": float(last["hi"]), "from_hours": float(then["hours"]),
+            "delta": float(last["delta"]), "lo": float(last["lo"]), "hi": float(last["hi"]),
+            "from_hours": float(then["hours"]),
             "slope": float((last["delta"] - then["delta"]) / doublings) if doublings > 0 else np.nan}
 
 

@@ -418,12 +418,9 @@ VARIED = "_varied"  # the metrics' suffix for the varied judged set (lib.core.re
 
 
 def judge_varied(variants: Sequence[evaluate.Variant], names: Sequence[str], n: int, judges, writer: ResultWriter, *,
-                 model: str, settings: dict, threads: int,
-                 family: str = varied_text.Family.PROSE.name) -> pd.DataFrame:
-    """The first `n` sentences of the varied judged set (`family`, a held-out family of lib.data.varied_text by its
-    name, the notebook's parameter: text no training step saw, real prose unless told) spoken noise-free by each variant named in `names` and judged as the Harvard
-    lists are (DNSMOS, Distill-MOS, WER), its scores written as the `_varied` metrics; returns the per-sentence table
-    (empty where n is 0)."""
+                 model: str, settings: dict, threads: int, family: str) -> pd.DataFrame:
+    """The first `n` sentences of the held-out `family` of lib.data.varied_text (by name: text no training step saw)
+    spoken noise-free by each variant in `names`, judged as the Harvard lists are, written as the `_varied` metrics."""
     held_out = [f.name for f in varied_text.Family if f is not varied_text.Family.TRAIN]
     if family not in held_out:  # TRAIN is the front end's training text
         raise ValueError(f"varied_family={family!r}: a held-out family of lib.data.varied_text, one of {held_out}")
