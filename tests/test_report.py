@@ -331,7 +331,9 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
     not_yet = arms.compare(judged, {"dec128": {"regression": ["reg128/regress"], "cheap": ["reg128/regress", "nowhere/z"]}})
     assert arms.best_arm(not_yet, "dnsmos_sig")["arm"] == "regression", "an arm with no run of its own is its start"
     assert arms.best_line(arms.best_arm(both, "dnsmos_sig", "dec128"), 0.10).startswith("Best arm of the dec128 on")
-    assert [ax.get_title(loc="left") for ax in arms.plot(both).axes][2:] == ["dec128: DNSMOS SIG", "dec128: DNSMOS P.808"]
+    fig = arms.plot(both)  # a row per decoder, named on its first panel
+    assert [ax.get_title(loc="left") for ax in fig.axes][2:] == ["DNSMOS SIG", "DNSMOS P.808"]
+    assert fig.axes[2].get_ylabel().startswith("dec128\n")
     table = both[both["decoder"] == "istft"].assign(decoder="")
     assert set(table["arm"]) == {"regression", "cheap adversarial", "apnet"}
     assert ((table["lo"] <= table["delta"]) & (table["delta"] <= table["hi"])).all() and set(table["n"]) == {10}

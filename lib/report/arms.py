@@ -59,14 +59,16 @@ def plot(table: pd.DataFrame):
     for row, decoder in zip(axes, decoders):
         for ax, metric in zip(row, metrics):
             own = table[(table["decoder"] == decoder) & (table["metric"] == metric)]
-            for arm, g in own.groupby("arm", sort=False):
+            groups = list(own.groupby("arm", sort=False))
+            for rank, (arm, g) in enumerate(groups):  # the first arm on top: the shared start shows as its point
                 err = np.vstack([g["delta"] - g["lo"], g["hi"] - g["delta"]])
                 ax.errorbar(g["hours"], g["delta"], yerr=np.nan_to_num(err), marker="o", ms=4, capsize=2, lw=1,
-                            label=arm)
+                            label=arm, zorder=2 + len(groups) - rank)
             ax.axhline(0.0, color="k", lw=0.6)
-            ax.set_title(f"{decoder}: {JUDGES[metric]}" if decoder else JUDGES[metric], fontsize=9, loc="left")
+            ax.set_title(JUDGES[metric], fontsize=9, loc="left")
             ax.set_xlabel("machine-hours")
-        row[0].set_ylabel("student - teacher (held-out)")
+        row[0].set_ylabel(f"{decoder}\nstudent - teacher (held-out)" if decoder else "student - teacher (held-out)",
+                          fontsize=9)
         if metrics and row[-1].get_legend_handles_labels()[0]:
             row[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
