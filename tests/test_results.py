@@ -121,6 +121,32 @@ def test_eta_through_the_command_line_says_when_it_has_nothing_to_scale_from(tmp
     assert "no time estimate" in caplog.text and not (tmp_path / "eta.json").exists()
 
 
+def test_eta_scales_each_notebook_from_the_newest_run_that_timed_it(tmp_path):
+    """This checkout's last time of a notebook first (with the RTFs its run was calibrated at), else the recorded run
+    with the highest number (12 before 3, not by name); a notebook no run timed gets no estimate."""
+    from lib.jobs import eta
+    (tmp_path / "out" / "default").mkdir(parents=True)
+    (tmp_path / "out" / "default" / "run_status.json").write_text(json.dumps({
+        "04_distillation": {"status": "ok", "seconds": 4000, "rtf": {"ort-cpu": 0.07, "torch-cpu": 0.10}},
+        "01_baselines": {"status": "ok", "seconds": 9999},  # kept by an older run_all.sh: no RTFs to scale by
+        "03_pruning_quantization": {"status": "failed", "seconds": 5, "rtf": {"ort-cpu": 0.07, "torch-cpu": 0.1}}}))
+    for number, seconds in ((3, 100), (12, 300)):
+        run = tmp_path / "rec" / "some-cpu" / f"{number}_default_run"
+        run.mkdir(parents=True)
+        (run / "run_status.json").write_text(json.dumps({nb: {"status": "ok", "seconds": seconds} for nb in
+                                                         ("01_baselines", "03_pruning_quantization", "04_distillation")}))
+        (run / "eta.json").write_text(json.dumps({"calibration": {"ort-cpu": 0.035, "torch-cpu": 0.05}}))
+    runs = eta.timed_runs("default", tmp_path / "out", tmp_path / "rec")
+    assert [r["path"].split("/")[-1] for r in runs] == ["run_status.json", "12_default_run", "3_default_run"]
+    est = eta.estimate(["04_distillation", "01_baselines", "03_pruning_quantization", "06_listening_test"],
+                       {"ort-cpu": 0.07, "torch-cpu": 0.20}, runs)
+    assert est["04_distillation"][0] == pytest.approx(4000 * 0.20 / 0.10)  # a training notebook scales with PyTorch
+    assert est["01_baselines"][0] == pytest.approx(300 * 0.07 / 0.035) and est["01_baselines"][1]["path"].endswith("12_default_run")
+    assert est["03_pruning_quantization"][1]["path"].endswith("12_default_run"), "a failed run times nothing"
+    assert "06_listening_test" not in est
+    assert eta.timed_runs("smoke", tmp_path / "out", tmp_path / "rec") == []
+
+
 def test_rundiff_of_runs_without_a_comparable_metric_says_nothing_moved(tmp_path, capsys):
     import pandas as pd
 
