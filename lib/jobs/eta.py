@@ -36,12 +36,15 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path = RECOR
     runs = []
     status_file = Path(outputs or ROOT / "outputs") / profile / "run_status.json"
     if status_file.exists():
-        done = {k: v for k, v in json.loads(status_file.read_text()).items() if v.get("status") == "ok" and "rtf" in v}
-        runs.append({"seconds": {k: v["seconds"] for k, v in done.items()}, "rtf": {k: v["rtf"] for k, v in done.items()},
-                     "cpu": "this machine's last run", "path": str(status_file)})
+        done = {k: v for k, v in json.loads(status_file.read_text()).items()
+                if v.get("status") == "ok" and "rtf" in v}
+        runs.append({"seconds": {k: v["seconds"] for k, v in done.items()},
+                     "rtf": {k: v["rtf"] for k, v in done.items()}, "cpu": "this machine's last run",
+                     "path": str(status_file)})
     folders = [f for f in recorded.glob(f"*/*_{profile}_run") if (f / "run_status.json").exists()]
     for folder in sorted(folders, key=lambda f: int(f.name.split("_")[0]), reverse=True):
-        status = {k: v for k, v in json.loads((folder / "run_status.json").read_text()).items() if v.get("status") == "ok"}
+        status = {k: v for k, v in json.loads((folder / "run_status.json").read_text()).items()
+                  if v.get("status") == "ok"}
         if (folder / "eta.json").exists():
             rtf = json.loads((folder / "eta.json").read_text())["calibration"]
         elif (folder / "01_results.csv").exists():
@@ -51,9 +54,10 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path = RECOR
         else:
             continue  # seconds with nothing to scale them by
         env = folder / "01_env.json"
+        cpu = json.loads(env.read_text()).get("cpu_model", folder.parent.name) if env.exists() else folder.parent.name
+        path = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
         runs.append({"seconds": {k: v["seconds"] for k, v in status.items()}, "rtf": {k: rtf for k in status},
-                     "cpu": json.loads(env.read_text()).get("cpu_model", folder.parent.name) if env.exists()
-                     else folder.parent.name, "path": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder)})
+                     "cpu": cpu, "path": str(path)})
     return runs
 
 
@@ -103,10 +107,11 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
     cal = calibrate()
     est = estimate(notebooks or sorted({nb for r in runs for nb in r["seconds"]}), cal, runs)
     sources = sorted({f"{r['path']} ({r['cpu']})" for _, r in est.values()})
-    _LOGGER.info(f"estimate: about {sum(s for s, _ in est.values()) / 60:.0f} minutes for {len(est)} notebook(s) on this "
-                 f"{machine.cpu_model()} ({machine.feature_line()}; RTF {cal['ort-cpu']:.3f} on ONNX Runtime, "
+    rough = "; the calibration was contended, so the estimate is rough" if cal["contended"] else ""
+    _LOGGER.info(f"estimate: about {sum(s for s, _ in est.values()) / 60:.0f} minutes for {len(est)} notebook(s) on "
+                 f"this {machine.cpu_model()} ({machine.feature_line()}; RTF {cal['ort-cpu']:.3f} on ONNX Runtime, "
                  f"{cal['torch-cpu']:.3f} on PyTorch, 1 thread), scaled from the newest run that timed each: "
-                 + "; ".join(sources) + ("; the calibration was contended, so the estimate is rough" if cal["contended"] else ""))
+                 + "; ".join(sources) + rough)
     if json_path:
         atomic_write_json(Path(json_path), {"estimate_s": {nb: s for nb, (s, _) in est.items()}, "calibration": cal,
                                             "reference": {nb: r["path"] for nb, (_, r) in est.items()}})

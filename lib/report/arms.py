@@ -19,13 +19,14 @@ def compare(judged: pd.DataFrame, decoders: dict[str, dict[str, list[str]]]) -> 
     """Per decoder, arm (its label -> the ledger runs it is made of, e.g. the regression pack it started from and its
     own run), checkpoint and judge: machine-hours, steps, and the mean paired difference to the teacher with its
     interval."""
-    rows = []
-    for rank, (decoder, arm, runs) in enumerate((d, a, r) for d, arms in decoders.items() for a, r in arms.items()):
-        for (run, steps, metric), c in judged[judged["run"].isin(runs)].groupby(["run", "steps", "metric"]):
-            j = verdicts.judge((c["value"] - c["teacher"]).to_numpy(float), 0.0, True)
-            rows.append({"rank": rank, "decoder": decoder, "arm": arm, "run": run, "steps": int(steps),
-                         "hours": float(c["hours"].iloc[0]), "metric": metric, "delta": j["mean"], "lo": j["lo"],
-                         "hi": j["hi"], "n": j["n"]})
+    wanted = {run for arms in decoders.values() for runs in arms.values() for run in runs}
+    points = []  # each checkpoint judged once, however many arms share it (the regression pack is every arm's start)
+    for (run, steps, metric), c in judged[judged["run"].isin(wanted)].groupby(["run", "steps", "metric"]):
+        j = verdicts.judge((c["value"] - c["teacher"]).to_numpy(float), 0.0, True)
+        points.append({"run": run, "steps": int(steps), "hours": float(c["hours"].iloc[0]), "metric": metric,
+                       "delta": j["mean"], "lo": j["lo"], "hi": j["hi"], "n": j["n"]})
+    rows = [{"rank": rank, "decoder": decoder, "arm": arm, **p} for rank, (decoder, arm, runs) in enumerate(
+        (d, a, r) for d, arms in decoders.items() for a, r in arms.items()) for p in points if p["run"] in runs]
     table = pd.DataFrame(rows, columns=["rank", *COLUMNS]).sort_values(["rank", "metric", "hours"], kind="stable")
     return table.drop(columns="rank").reset_index(drop=True)  # the decoders and their arms in the order given
 
