@@ -1,4 +1,5 @@
 """A long training run pauses while anything is timed, and resumes after (lib.core.pause)."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -151,14 +152,19 @@ def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_pat
     from lib.harness import bench
     monkeypatch.setenv("TTS_LAB_LOCK_DIR", str(tmp_path))  # a registry of its own: the real lanes are not touched
     env = {**os.environ, "TTS_LAB_LOCK_DIR": str(tmp_path)}
-    other = subprocess.Popen([sys.executable, "-m", "lib.core.lanes", "run", "--", sys.executable, "-c", "while True: pass"],
-                             env=env, cwd=ROOT)
+    # The other lane starts detached (its shell exits, so it is not in pytest's tree): the test command's own lanes
+    # stop and continue pytest's whole tree, and would otherwise continue the spinner this test has stopped.
+    spin = f"{sys.executable} -m lib.core.lanes run -- {sys.executable} -c 'while True: pass'"
+    launched = subprocess.run(["sh", "-c", f"{spin} >/dev/null 2>&1 & echo $!"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=30, start_new_session=True)
+    other = psutil.Process(int(launched.stdout.strip()))
     try:
+        assert other.pid not in {p.pid for p in psutil.Process().children(recursive=True)}
         deadline = time.monotonic() + 30
-        while other.pid not in lanes.roots() or not psutil.Process(other.pid).children():
+        while other.pid not in lanes.roots() or not other.children():
             assert time.monotonic() < deadline, "the other lane never registered"
             time.sleep(0.1)
-        spinner = psutil.Process(other.pid).children()[0]
+        spinner = other.children()[0]
         with bench.Watched(1):  # one lane only (the other): nothing stops
             time.sleep(0.3)
             assert spinner.status() != psutil.STATUS_STOPPED
@@ -180,6 +186,6 @@ def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_pat
             assert spinner.status() != psutil.STATUS_STOPPED and sum(spinner.cpu_times()[:2]) - used > 0.3
         assert lanes.HOLDER_ENV not in os.environ
     finally:
-        for p in psutil.Process(other.pid).children(recursive=True):
-            p.kill()
-        other.kill()
+        for p in [*other.children(recursive=True), other]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
