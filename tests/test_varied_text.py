@@ -72,6 +72,10 @@ def test_a_bound_holds_only_where_it_holds_on_both_judged_sets():
     note = verdicts.varied_note(both_bad, "v")
     assert note.startswith(" On the varied text (n = 20): WER increase +0.0") and "(missed)" in note
     assert verdicts.varied_note(alone, "v") == "" and verdicts.varied_note(unjudged, "v") == " Not judged on the varied text."
+    prose = varied_text.Family.PROSE.title  # a set that names itself is named in the verdict
+    named = verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02, varied=varied_bad.assign(judged_set=prose))
+    assert verdicts.varied_note(named, "v").startswith(f" On {prose} (n = 20): WER increase +0.0")
+    assert len({f.title for f in varied_text.Family}) == len(varied_text.Family)
 
 
 def test_real_prose_is_fixed_held_out_plain_and_varied():

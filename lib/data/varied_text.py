@@ -25,6 +25,12 @@ class Family(Enum):
     JUDGED = "vj"
     PROSE = prose_text.PREFIX
 
+    @property
+    def title(self) -> str:
+        """What the family's text is, for a findings line that names the judged set."""
+        return {"TRAIN": "the front end's training templates", "JUDGED": "held-out Faker templates",
+                "PROSE": "real prose, the CIA World Factbook's country histories"}[self.name]
+
 
 _TRAIN = (
     "{name} drove from {city} to {city2} on {weekday}, {date}, and arrived a little after {time}.",

@@ -95,25 +95,35 @@ def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop:
         rise = judge(-paired(per_clip, base, v, "wer"), max_wer_increase, False)
         row = {"variant": v, "dnsmos_drop_judged": drop, "wer_rise_judged": rise}
         if varied is not None:
+            row["varied_set"] = varied_set(varied)
             row["dnsmos_drop_varied_judged"] = judge(paired(varied, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
             row["wer_rise_varied_judged"] = judge(-paired(varied, base, v, "wer"), max_wer_increase, False)
         words = {j["word"] for k, j in row.items() if k.endswith("_judged")}
         rows.append({**row, "within_quality_bounds": words == {"met"},
                      "bounds": "met" if words == {"met"} else ("tied" if words <= {"met", "tie"} else "missed")})
     columns = ["variant", "dnsmos_drop_judged", "wer_rise_judged"]
-    columns += ["dnsmos_drop_varied_judged", "wer_rise_varied_judged"] if varied is not None else []
+    columns += ["varied_set", "dnsmos_drop_varied_judged", "wer_rise_varied_judged"] if varied is not None else []
     return pd.DataFrame(rows, columns=columns + ["within_quality_bounds", "bounds"])
 
 
+def varied_set(varied: pd.DataFrame) -> str:
+    """The name of a varied judged set, as its per-clip table records it (`judged_set`); a generic one for a table
+    written before the set was named."""
+    names = sorted(set(varied["judged_set"].dropna())) if "judged_set" in varied else []
+    return " and ".join(names) or "the varied text"
+
+
 def varied_note(judged: pd.DataFrame | None, variant: str) -> str:
-    """What the varied judged set says of `variant` (quality_bounds' judgements), as a clause; '' where not judged."""
+    """What the varied judged set says of `variant` (quality_bounds' judgements), as a clause naming the set; ''
+    where not judged."""
     if judged is None or "wer_rise_varied_judged" not in judged or variant not in set(judged["variant"]):
         return ""
     r = judged.set_index("variant").loc[variant]
     rise, drop = r["wer_rise_varied_judged"], r["dnsmos_drop_varied_judged"]
+    name = r.get("varied_set", "the varied text")
     if rise["word"] == "not judged":
-        return " Not judged on the varied text."
-    return (f" On the varied text (n = {rise['n']}): WER increase {rise['mean']:+.3f} [{rise['lo']:+.3f}, {rise['hi']:+.3f}]"
+        return f" Not judged on {name}."
+    return (f" On {name} (n = {rise['n']}): WER increase {rise['mean']:+.3f} [{rise['lo']:+.3f}, {rise['hi']:+.3f}]"
             f" ({rise['word']}), DNSMOS drop {drop['mean']:+.3f} [{drop['lo']:+.3f}, {drop['hi']:+.3f}] ({drop['word']}).")
 
 

@@ -420,19 +420,21 @@ VARIED = "_varied"  # the metrics' suffix for the varied judged set (lib.core.re
 def judge_varied(variants: Sequence[evaluate.Variant], names: Sequence[str], n: int, judges, writer: ResultWriter, *,
                  model: str, settings: dict, threads: int, family: str) -> pd.DataFrame:
     """The first `n` sentences of the held-out `family` of lib.data.varied_text (by name: text no training step saw)
-    spoken noise-free by each variant in `names`, judged as the Harvard lists are, written as the `_varied` metrics."""
+    spoken noise-free by each variant in `names`, judged as the Harvard lists are, written as the `_varied` metrics;
+    each row names its set (`judged_set`, the family's title), which the verdicts quote."""
     held_out = [f.name for f in varied_text.Family if f is not varied_text.Family.TRAIN]
     if family not in held_out:  # TRAIN is the front end's training text
         raise ValueError(f"varied_family={family!r}: a held-out family of lib.data.varied_text, one of {held_out}")
     sentences = varied_text.varied_sentences(varied_text.Family[family], n)
-    if not sentences:
-        return pd.DataFrame(columns=["id", "variant", "dnsmos_p808", "wer"])
+    if not sentences or not set(names) & {v.name for v in variants}:
+        return pd.DataFrame(columns=["id", "variant", "dnsmos_p808", "wer", "judged_set"])
     quiet = evaluate.noise_off(settings)
     pending = [evaluate.start_quality(v.make(threads=threads, **quiet), sentences, judges, writer, model=model,
                                       variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend,
                                       threads=threads, suffix=VARIED)
                for v in variants if v.name in set(names)]
-    return pd.concat([p.finish() for p in pending], ignore_index=True)
+    frame = pd.concat([p.finish() for p in pending], ignore_index=True)
+    return frame.assign(judged_set=varied_text.Family[family].title)
 
 
 def record(writer: ResultWriter, env: dict, *, curves: dict, tables: dict, **scalars) -> Path:
