@@ -86,7 +86,7 @@ METRICS = {m.name: m for m in [
     _m("distillmos", "MOS", "higher", "Distill-MOS predicted MOS, a second no-reference judge beside DNSMOS"),
     _m("wer", "fraction", "lower", "word error rate of the ASR transcript (Whisper's English normaliser)"),
     _m("cer", "fraction", "lower", "character error rate of the ASR transcript"),
-    # the same judges on the varied judged set (lib.data.varied_text, JUDGED family: names, numbers, long sentences)
+    # the same judges on the varied judged set (a held-out family of lib.data.varied_text, notebook 04's varied_family)
     _m("wer_varied", "fraction", "lower", "word error rate on the varied judged set"),
     _m("dnsmos_p808_varied", "MOS", "higher", "DNSMOS P.808 on the varied judged set"),
     _m("dnsmos_sig_varied", "MOS", "higher", "DNSMOS P.835 signal quality on the varied judged set"),
