@@ -404,6 +404,12 @@ def test_a_cheap_adversarial_phase_names_what_is_not_pipers():
     assert faster.recipe(0).lr_d == 1e-3 and cheap.recipe(0).lr_d == 1e-4  # piper's rate unless told
     assert faster.phase_name("dec128-regress") == "dec128-adv-wave-unet-small-lrd1e-03"  # its own run and voice
     assert faster.recipe_name() == "regression-first+adversarial(wave-unet-small, lr_d 0.001)"
+    gan = run_configs.RegressIstft(work="w", adversarial_steps=10, discriminators=["mpd-2"], gan_objective=True)
+    assert gan.recipe(0).gan_objective and not faster.recipe(0).gan_objective
+    assert gan.phase_name("istft192x6-regress") == "istft192x6-adv-mpd-2-gan"
+    assert gan.recipe_name() == "regression-first+adversarial(mpd-2, HiFi-GAN objective)"
+    with pytest.raises(ValueError, match="gan_objective"):  # nothing to switch to without discriminators
+        run_configs.RegressIstft(work="w", gan_objective=True).recipe(0)
 
 
 def test_a_varied_front_end_goes_on_from_the_harvard_front_ends_pack(tmp_path):

@@ -216,6 +216,19 @@ def test_light_discriminators_on_a_window_train_and_resume_exactly(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_the_gan_objective_drops_the_regression_terms_once_the_discriminators_start(tmp_path):
+    """With gan_objective the generator's loss is HiFi-GAN's once the discriminators are on (mel x45, adversarial,
+    feature matching): the waveform term counts before the warm-up ends and not after."""
+    _, _, curve = _fit_light(tmp_path / "a", 4, wave_weight=50.0, gan_objective=True)
+    f = curve.frame.set_index("step")
+    assert np.isfinite(f.loc[1, "loss_wave"]) and np.isnan(f.loc[1, "loss_adv"])
+    late = f.loc[f.index > 1]
+    assert late["loss_wave"].isna().all()
+    assert np.allclose(late["loss_g"], 45.0 * late["loss_mel"] + late["loss_adv"] + late["loss_fm"], rtol=1e-4)
+    _, _, kept = _fit_light(tmp_path / "b", 4, wave_weight=50.0)
+    assert np.isfinite(kept.frame.loc[kept.frame["step"] > 1, "loss_wave"]).all()  # the recipe's default keeps them
+
+
 def test_bf16_discriminators_need_native_bf16(tmp_path, monkeypatch):
     """bf16 autocast of the discriminators is refused on a CPU that would emulate it, naming the CPU; where the
     CPU has it (AMX, AVX-512 BF16), the steps run."""

@@ -111,6 +111,7 @@ class Regression(Run):
     lr_warmup: int = 200
     ema: float = 0.999
     warm_restart: bool = False  # a new cosine from lr over the steps left: for an adversarial phase after a finished one
+    gan_objective: bool = False  # in the adversarial phase, HiFi-GAN's generator loss (mel, adversarial, feature matching) only
 
     def recipe(self, done: int, **extra) -> Recipe:
         """The regression-first Recipe of a part whose packed start had `done` steps: the cosine goes on from there,
@@ -120,7 +121,8 @@ class Regression(Run):
             max(1, self.steps - done), lr=self.lr, warmup=self.lr_warmup, ema=self.ema,
             adversarial_steps=self.adversarial_steps, schedule_offset=0 if self.warm_restart else done,
             discriminators=tuple(self.discriminators), disc_bf16=self.disc_bf16, disc_segment=self.disc_segment,
-            lr_d=self.lr_d, checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every, **extra)
+            lr_d=self.lr_d, gan_objective=self.gan_objective, checkpoint_every=self.checkpoint_every,
+            eval_every=self.eval_every, log_every=self.log_every, **extra)
 
     def recipe_name(self, apnet: bool = False) -> str:
         """The ledger's name of the recipe: APNet's losses and, with discriminators on the last steps, the adversarial
@@ -131,17 +133,18 @@ class Regression(Run):
             return name
         detail = self.named_discriminators()
         detail += ["bf16"] * bool(self.disc_bf16) + [f"{self.disc_segment} samples"] * bool(self.disc_segment)
-        detail += [f"lr_d {self.lr_d:g}"] * (self.lr_d != Recipe.lr_d)
+        detail += [f"lr_d {self.lr_d:g}"] * (self.lr_d != Recipe.lr_d) + ["HiFi-GAN objective"] * self.gan_objective
         return name + "+adversarial" + (f"({', '.join(detail)})" if detail else "")
 
     def phase_name(self, base: str) -> str:
         """A part's name (`<student>-regress`), or with --adversarial-steps that of its adversarial phase,
         `<student>-adv` (`-adv-<discriminator>...` with a set other than piper's, `-lrd<rate>` with another
-        discriminator rate): a run, a ledger line and a judged voice of its own."""
+        discriminator rate, `-gan` with HiFi-GAN's objective): a run, a ledger line and a judged voice of its own."""
         if not self.adversarial_steps:
             return base
         rate = f"-lrd{self.lr_d:.0e}" * (self.lr_d != Recipe.lr_d)  # no dot in a run's name
-        return base.replace("-regress", "-adv" + "".join(f"-{d}" for d in self.named_discriminators()) + rate)
+        gan = "-gan" * self.gan_objective
+        return base.replace("-regress", "-adv" + "".join(f"-{d}" for d in self.named_discriminators()) + rate + gan)
 
     def named_discriminators(self) -> list[str]:
         """The discriminators a name must mention: none for piper's ensemble (MPD, with or without its MRD), else

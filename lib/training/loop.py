@@ -90,6 +90,8 @@ class Recipe:
     disc_segment: int = 0  # >0: the discriminators see a random window of this many samples of each segment
     amp_weight: float = 0.0  # APNet's log-amplitude loss (45 in APNet), on a forward's PredictedSpectra
     phase_weight: float = 0.0  # APNet's anti-wrapping phase losses, instantaneous + group delay + frequency (100)
+    gan_objective: bool = False  # with the discriminators on, HiFi-GAN's generator loss only (mel x45, adversarial,
+    # feature matching): the waveform-exact regression terms, which outweigh the adversarial ones 50 to 1, stop
 
     @classmethod
     def adversarial_tail(cls, steps: int, adversarial_steps: int, **kw) -> "Recipe":
@@ -104,6 +106,9 @@ class Recipe:
             raise ValueError(f"discriminators {bad}: use {DISCRIMINATORS}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision {self.mixed_precision!r}: use 'no', 'bf16' or 'fp16'")
+        if self.gan_objective and not self.adversarial:
+            raise ValueError("gan_objective switches the generator's loss once the discriminators start: "
+                             "it needs adversarial steps")
         if self.disc_segment < 0:
             raise ValueError(f"disc_segment {self.disc_segment}: a number of samples, or 0 for the whole segment")
         self.discriminators, self.betas = tuple(self.discriminators), tuple(self.betas)
@@ -289,21 +294,10 @@ class Trainer:
             y_hat = y_hat[..., : y.shape[-1]]
             out = {"loss_mel": mel_l1(y_hat, y, self.sample_rate, hop=self.hop)}
             loss = r.mel_weight * out["loss_mel"]
-            for name, (weight, term) in (terms[0] if terms else {}).items():  # e.g. stage features of a student
-                out[name] = term
-                loss = loss + weight * term
-            if r.amp_weight or r.phase_weight:
-                loss = loss + self._apnet(out, terms[1] if len(terms) > 1 else None, y)
-            if r.stft_weight:
-                out["loss_stft"] = mr_stft_loss(y_hat, y)
-                loss = loss + r.stft_weight * out["loss_stft"]
-            if r.wave_weight:
-                out["loss_wave"] = torch.nn.functional.l1_loss(y_hat.float(), y.float())
-                loss = loss + r.wave_weight * out["loss_wave"]
-            if r.cstft_weight:
-                out["loss_cstft"] = complex_stft_loss(y_hat, y)
-                loss = loss + r.cstft_weight * out["loss_cstft"]
-            if self.adversarial and step >= r.warmup_steps:
+            adversarial = self.adversarial and step >= r.warmup_steps
+            if not (adversarial and r.gan_objective):
+                loss = loss + self._regression_terms(out, terms, y_hat, y)
+            if adversarial:
                 y, y_hat = disc_window(y, y_hat, r.disc_segment)
                 with self._disc_autocast():
                     loss_d = sum(discriminator_loss(*d(y, y_hat.detach())[:2])[0] for d in self.disc.values())
@@ -334,6 +328,26 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.acc.unwrap_model(self.gen))
         return out
+
+    def _regression_terms(self, out: dict, terms: list, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The recipe's losses beside mel (a forward's own terms, APNet's, the STFT and waveform L1s), weighted and
+        summed; each is also logged in `out`."""
+        r, loss = self.recipe, y_hat.new_zeros(())
+        for name, (weight, term) in (terms[0] if terms else {}).items():  # e.g. stage features of a student
+            out[name] = term
+            loss = loss + weight * term
+        if r.amp_weight or r.phase_weight:
+            loss = loss + self._apnet(out, terms[1] if len(terms) > 1 else None, y)
+        if r.stft_weight:
+            out["loss_stft"] = mr_stft_loss(y_hat, y)
+            loss = loss + r.stft_weight * out["loss_stft"]
+        if r.wave_weight:
+            out["loss_wave"] = torch.nn.functional.l1_loss(y_hat.float(), y.float())
+            loss = loss + r.wave_weight * out["loss_wave"]
+        if r.cstft_weight:
+            out["loss_cstft"] = complex_stft_loss(y_hat, y)
+            loss = loss + r.cstft_weight * out["loss_cstft"]
+        return loss
 
     def _disc_autocast(self):
         """The discriminators' precision: bf16 autocast where the recipe asks (the generator's passes stay as they
