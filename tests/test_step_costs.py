@@ -20,6 +20,9 @@ def test_the_command_line_parses_into_the_jobs_dataclass():
     opts = step_costs.options(cmd)
     assert opts[0] == step_costs.Option() and len(opts) == 1 + 2 * 2
     assert step_costs.Option(("mpd", "mrd")) in step_costs.options(step_costs.StepCosts())
+    both = tyro.cli(cli.Command, args=["step-costs", "--discriminators", "mpd-2", "--precisions", "fp32", "--segments",
+                                       "2048", "--no-pair", "--objectives", "recipe", "gan"])
+    assert [o.objective for o in step_costs.options(both)] == ["recipe", "recipe", "gan"]  # the regression step once
 
 
 def test_options_are_timed_interleaved_with_absent_rows_for_what_the_cpu_lacks(monkeypatch):
@@ -38,6 +41,15 @@ def test_options_are_timed_interleaved_with_absent_rows_for_what_the_cpu_lacks(m
     assert list(absent["precision"]) == ["bf16", "bf16"] and absent["s_per_step"].isna().all()
     assert absent["reason"].str.contains("bf16").all() and (frame["segment"] == 12 * 256).all()
     assert frame["cpu_model"].iloc[0] == machine.cpu_model()
+
+
+def test_the_gan_objective_is_timed_as_its_own_row():
+    cfg = step_costs.StepCosts(discriminators=["mpd-2"], pair=False, precisions=["fp32"], segments=[0],
+                               objectives=["recipe", "gan"], reps=1, warmup=0, quiet_wait_s=0)
+    torch.manual_seed(0)
+    batch = (torch.randn(2, 8, 12), torch.randn(2, 1, 12 * 256) * 0.1)
+    frame = step_costs.measure(cfg, FrameRateDecoder(8, 16, 1), batch)
+    assert list(frame["objective"]) == ["recipe", "recipe", "gan"] and (frame["s_per_step"] > 0).all()
 
 
 def test_the_job_writes_its_csv_and_environment(tmp_path):

@@ -37,6 +37,7 @@ from lib.voices.istft_decoder import FrameRateDecoder
 
 _LOGGER = logging.getLogger(__name__)
 Precision = Literal["fp32", "bf16"]
+Objective = Literal["recipe", "gan"]  # the generator's loss beside the discriminators: the recipe's, or HiFi-GAN's alone
 
 
 @dataclass
@@ -54,6 +55,7 @@ class StepCosts:
     pair: bool = True  # also today's students' pair, mpd + mrd
     precisions: list[Precision] = field(default_factory=lambda: ["fp32", "bf16"])  # of the discriminators' passes
     segments: list[int] = field(default_factory=lambda: [0, 4096])  # samples the discriminators see (0: all)
+    objectives: list[Objective] = field(default_factory=lambda: ["recipe"])  # gan: --gan-objective's step
     corpus_limit: int = 4  # training sentences whose teacher latents make the batch
     quiet_wait_s: float = 10.0  # before each step, wait up to this long for other processes to leave the cores free
     NAME: ClassVar[str] = "step-costs"
@@ -61,10 +63,12 @@ class StepCosts:
 
 @dataclass(frozen=True)
 class Option:
-    """One timed step: no discriminator (the regression step), or these, at this precision, on this window."""
+    """One timed step: no discriminator (the regression step), or these, at this precision, on this window, with
+    this generator objective."""
     discriminators: tuple[str, ...] = ()
     precision: Precision = "fp32"
     segment: int = 0
+    objective: Objective = "recipe"
 
     @property
     def label(self) -> str:
@@ -72,9 +76,10 @@ class Option:
 
 
 def options(cfg: StepCosts) -> list[Option]:
-    """The regression step first, then every discriminator set x precision x segment."""
+    """The regression step first, then every discriminator set x precision x segment x objective."""
     sets = ([("mpd", "mrd")] if cfg.pair else []) + [(d,) for d in cfg.discriminators]
-    return [Option()] + [Option(s, p, g) for p, g, s in itertools.product(cfg.precisions, cfg.segments, sets)]
+    return [Option()] + [Option(s, p, g, j) for j, p, g, s in
+                         itertools.product(cfg.objectives, cfg.precisions, cfg.segments, sets)]
 
 
 def absent_reason(option: Option) -> str:
@@ -91,7 +96,7 @@ def _trainer(student, batch, option: Option, work: Path, threads: int) -> Traine
     """A Trainer ready to step: the regression-first recipe, with `option`'s discriminators from the first step."""
     rec = recipe(10, adversarial_steps=10 if option.discriminators else 0,
                  discriminators=option.discriminators or ("mpd",), disc_bf16=option.precision == "bf16",
-                 disc_segment=option.segment)
+                 disc_segment=option.segment, gan_objective=option.objective == "gan")
     trainer = Trainer(copy.deepcopy(student), lambda rng: batch, rec, work,
                       forward=spectral_forward(WEIGHTS["spectral"]), threads=threads, progress=None)
     trainer._setup()
@@ -127,7 +132,7 @@ def measure(cfg: StepCosts, student: torch.nn.Module, batch: tuple) -> pd.DataFr
                     if rep >= cfg.warmup:
                         rows[o]["times"].append(dt)
                         rows[o]["contended"] |= mon.load.contended
-                    _LOGGER.info("%s %s %s: %.2f s", o.label, o.precision, o.segment or "all", dt)
+                    _LOGGER.info("%s %s %s %s: %.2f s", o.label, o.precision, o.segment or "all", o.objective, dt)
         sizes = {o: sum(p.numel() for p in t.disc.parameters()) if t.disc is not None else 0
                  for o, t in trainers.items()}
     base = float(np.median(rows[opts[0]]["times"])) if rows[opts[0]]["times"] else float("nan")
@@ -138,7 +143,7 @@ def measure(cfg: StepCosts, student: torch.nn.Module, batch: tuple) -> pd.DataFr
         s = float(np.median(r["times"])) if r["times"] else float("nan")
         status = "absent" if r["absent"] else ("contended" if r["contended"] else "ok")
         out.append({"student": f"istft{cfg.dim}x{cfg.blocks}", "discriminator": o.label, "precision": o.precision,
-                    "segment": o.segment or samples, "batch": cfg.batch, "threads": cfg.threads,
+                    "segment": o.segment or samples, "objective": o.objective, "batch": cfg.batch, "threads": cfg.threads,
                     "s_per_step": s, "ratio_to_regression": s / base, "n": len(r["times"]),
                     "disc_params_m": round(sizes.get(o, 0) / 1e6, 3) if not r["absent"] else float("nan"),
                     "cpu_model": machine.cpu_model(), "cpu_flags": flags, "status": status,
