@@ -157,7 +157,9 @@ def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_pat
     spin = f"{sys.executable} -m lib.core.lanes run -- {sys.executable} -c 'while True: pass'"
     launched = subprocess.run(["sh", "-c", f"{spin} >/dev/null 2>&1 & echo $!"], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=30, start_new_session=True)
+    assert launched.stdout.strip().isdigit(), f"the other lane did not start: {launched.stderr}"
     other = psutil.Process(int(launched.stdout.strip()))
+    group = os.getpgid(other.pid)  # the shell's new session: the lane and its spinner, killed together at the end
     try:
         assert other.pid not in {p.pid for p in psutil.Process().children(recursive=True)}
         deadline = time.monotonic() + 30
@@ -186,6 +188,5 @@ def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_pat
             assert spinner.status() != psutil.STATUS_STOPPED and sum(spinner.cpu_times()[:2]) - used > 0.3
         assert lanes.HOLDER_ENV not in os.environ
     finally:
-        for p in [*other.children(recursive=True), other]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)

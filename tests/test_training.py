@@ -226,7 +226,10 @@ def test_the_gan_objective_drops_the_regression_terms_once_the_discriminators_st
     assert late["loss_wave"].isna().all()
     assert np.allclose(late["loss_g"], 45.0 * late["loss_mel"] + late["loss_adv"] + late["loss_fm"], rtol=1e-4)
     _, _, kept = _fit_light(tmp_path / "b", 4, wave_weight=50.0)
-    assert np.isfinite(kept.frame.loc[kept.frame["step"] > 1, "loss_wave"]).all()  # the recipe's default keeps them
+    k = kept.frame[kept.frame["step"] > 1]  # the recipe's default keeps them, beside the adversarial terms
+    assert np.allclose(k["loss_g"], 45.0 * k["loss_mel"] + 50.0 * k["loss_wave"] + k["loss_adv"] + k["loss_fm"], rtol=1e-4)
+    with pytest.raises(ValueError, match="gan_objective"):  # no discriminator ever starts: the switch would do nothing
+        training.Recipe(steps=4, warmup_steps=4, gan_objective=True)
 
 
 def test_bf16_discriminators_need_native_bf16(tmp_path, monkeypatch):

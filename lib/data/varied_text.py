@@ -28,9 +28,11 @@ class Family(Enum):
     @property
     def title(self) -> str:
         """What the family's text is, for a findings line that names the judged set."""
-        return {"TRAIN": "the front end's training templates", "JUDGED": "held-out Faker templates",
-                "PROSE": "real prose, the CIA World Factbook's country histories"}[self.name]
+        return TITLES[self]
 
+
+TITLES = {Family.TRAIN: "the front end's training templates", Family.JUDGED: "held-out Faker templates",
+          Family.PROSE: "real prose, the CIA World Factbook's country histories"}
 
 _TRAIN = (
     "{name} drove from {city} to {city2} on {weekday}, {date}, and arrived a little after {time}.",

@@ -37,7 +37,9 @@ from lib.voices.istft_decoder import FrameRateDecoder
 
 _LOGGER = logging.getLogger(__name__)
 Precision = Literal["fp32", "bf16"]
-Objective = Literal["recipe", "gan"]  # the generator's loss beside the discriminators: the recipe's, or HiFi-GAN's alone
+# the generator's loss beside the discriminators: the recipe's, or HiFi-GAN's alone (whose forward still computes its
+# own spectral term and drops it, as a --gan-objective run does)
+Objective = Literal["recipe", "gan"]
 
 
 @dataclass

@@ -107,8 +107,8 @@ def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop:
 
 
 def varied_set(varied: pd.DataFrame) -> str:
-    """The name of a varied judged set, as its per-clip table records it (`judged_set`); a generic one for a table
-    written before the set was named."""
+    """The name of a varied judged set, as its per-clip table records it (`judged_set`, rows without one left out);
+    a generic one for a table written before the set was named."""
     names = sorted(set(varied["judged_set"].dropna())) if "judged_set" in varied else []
     return " and ".join(names) or "the varied text"
 

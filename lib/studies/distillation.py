@@ -426,8 +426,10 @@ def judge_varied(variants: Sequence[evaluate.Variant], names: Sequence[str], n: 
     if family not in held_out:  # TRAIN is the front end's training text
         raise ValueError(f"varied_family={family!r}: a held-out family of lib.data.varied_text, one of {held_out}")
     sentences = varied_text.varied_sentences(varied_text.Family[family], n)
-    if not sentences or not set(names) & {v.name for v in variants}:
+    if not sentences:
         return pd.DataFrame(columns=["id", "variant", "dnsmos_p808", "wer", "judged_set"])
+    if not set(names) & {v.name for v in variants}:
+        raise ValueError(f"judge_varied: none of {list(names)} is a variant of this run")
     quiet = evaluate.noise_off(settings)
     pending = [evaluate.start_quality(v.make(threads=threads, **quiet), sentences, judges, writer, model=model,
                                       variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend,

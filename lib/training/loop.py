@@ -106,7 +106,7 @@ class Recipe:
             raise ValueError(f"discriminators {bad}: use {DISCRIMINATORS}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision {self.mixed_precision!r}: use 'no', 'bf16' or 'fp16'")
-        if self.gan_objective and not self.adversarial:
+        if self.gan_objective and not (self.adversarial and self.discriminators and self.warmup_steps < self.steps):
             raise ValueError("gan_objective switches the generator's loss once the discriminators start: "
                              "it needs adversarial steps")
         if self.disc_segment < 0:
@@ -296,7 +296,7 @@ class Trainer:
             loss = r.mel_weight * out["loss_mel"]
             adversarial = self.adversarial and step >= r.warmup_steps
             if not (adversarial and r.gan_objective):
-                loss = loss + self._regression_terms(out, terms, y_hat, y)
+                loss = self._regression_terms(loss, out, terms, y_hat, y)
             if adversarial:
                 y, y_hat = disc_window(y, y_hat, r.disc_segment)
                 with self._disc_autocast():
@@ -329,10 +329,11 @@ class Trainer:
             self.ema.update_parameters(self.acc.unwrap_model(self.gen))
         return out
 
-    def _regression_terms(self, out: dict, terms: list, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The recipe's losses beside mel (a forward's own terms, APNet's, the STFT and waveform L1s), weighted and
-        summed; each is also logged in `out`."""
-        r, loss = self.recipe, y_hat.new_zeros(())
+    def _regression_terms(self, loss: torch.Tensor, out: dict, terms: list, y_hat: torch.Tensor,
+                          y: torch.Tensor) -> torch.Tensor:
+        """`loss` plus the recipe's losses beside mel (a forward's own terms, APNet's, the STFT and waveform L1s),
+        weighted, added in that order; each is also logged in `out`."""
+        r = self.recipe
         for name, (weight, term) in (terms[0] if terms else {}).items():  # e.g. stage features of a student
             out[name] = term
             loss = loss + weight * term
