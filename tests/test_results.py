@@ -109,9 +109,11 @@ def test_rundiff_flags_what_moved_beyond_its_tolerance(tmp_path):
 
 
 def test_eta_through_the_command_line_says_when_it_has_nothing_to_scale_from(tmp_path, caplog, monkeypatch):
-    """tts-lab eta on a profile with no recorded run: no estimate, said, and no stale estimate file left behind."""
+    """tts-lab eta on a profile with no recorded run, or none that timed the notebooks: no estimate, said, and no
+    stale estimate file left behind."""
     import logging
     from lib import cli
+    from lib.jobs import eta
     (tmp_path / "eta.json").write_text("{}")
     # an earlier test's library may have disabled logging, or existing loggers through a logging config
     monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)
@@ -119,6 +121,12 @@ def test_eta_through_the_command_line_says_when_it_has_nothing_to_scale_from(tmp
     with caplog.at_level(logging.INFO, logger="lib.jobs.eta"):
         cli.main(["eta", "no-such-profile", "00_data_and_features", "--json", str(tmp_path / "eta.json")])
     assert "no time estimate" in caplog.text and not (tmp_path / "eta.json").exists()
+    caplog.clear()  # a run that kept times but no RTFs (an older run_all.sh) scales nothing either
+    (tmp_path / "out" / "smoke").mkdir(parents=True)
+    (tmp_path / "out" / "smoke" / "run_status.json").write_text(json.dumps({"04_distillation": {"status": "ok", "seconds": 9}}))
+    with caplog.at_level(logging.INFO, logger="lib.jobs.eta"):
+        eta.report("smoke", ["04_distillation"], str(tmp_path / "eta.json"), outputs=tmp_path / "out")
+    assert "no time estimate: no run of profile 'smoke' timed 04_distillation" in caplog.text
 
 
 def test_eta_scales_each_notebook_from_the_newest_run_that_timed_it(tmp_path):

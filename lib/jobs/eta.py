@@ -38,9 +38,10 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path = RECOR
     if status_file.exists():
         done = {k: v for k, v in json.loads(status_file.read_text()).items()
                 if v.get("status") == "ok" and "rtf" in v}
-        runs.append({"seconds": {k: v["seconds"] for k, v in done.items()},
-                     "rtf": {k: v["rtf"] for k, v in done.items()}, "cpu": "this machine's last run",
-                     "path": str(status_file)})
+        if done:  # times an older run_all.sh kept without RTFs scale nothing
+            runs.append({"seconds": {k: v["seconds"] for k, v in done.items()},
+                         "rtf": {k: v["rtf"] for k, v in done.items()}, "cpu": "this machine's last run",
+                         "path": str(status_file)})
     folders = [f for f in recorded.glob(f"*/*_{profile}_run") if (f / "run_status.json").exists()]
     for folder in sorted(folders, key=lambda f: int(f.name.split("_")[0]), reverse=True):
         status = {k: v for k, v in json.loads((folder / "run_status.json").read_text()).items()
@@ -99,15 +100,19 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
     """Say how long `notebooks` of `profile` (every one a run timed, where empty) will take here; write it to
     `json_path`."""
     runs = timed_runs(profile, outputs)
-    if not runs:
+    wanted = notebooks or sorted({nb for r in runs for nb in r["seconds"]})
+    missing = [nb for nb in wanted if not any(nb in r["seconds"] for r in runs)]
+    if len(missing) == len(wanted):
         if json_path:
             Path(json_path).unlink(missing_ok=True)  # no stale estimate of an earlier run
-        _LOGGER.warning("no time estimate: no recorded run of profile '%s' to scale from", profile)
+        _LOGGER.warning("no time estimate: no run of profile '%s' timed %s to scale from", profile,
+                        ", ".join(wanted) or "any notebook")
         return 0
     cal = calibrate()
-    est = estimate(notebooks or sorted({nb for r in runs for nb in r["seconds"]}), cal, runs)
+    est = estimate(wanted, cal, runs)
     sources = sorted({f"{r['path']} ({r['cpu']})" for _, r in est.values()})
     rough = "; the calibration was contended, so the estimate is rough" if cal["contended"] else ""
+    rough += f"; no run timed {', '.join(missing)}" if missing else ""
     _LOGGER.info(f"estimate: about {sum(s for s, _ in est.values()) / 60:.0f} minutes for {len(est)} notebook(s) on "
                  f"this {machine.cpu_model()} ({machine.feature_line()}; RTF {cal['ort-cpu']:.3f} on ONNX Runtime, "
                  f"{cal['torch-cpu']:.3f} on PyTorch, 1 thread), scaled from the newest run that timed each: "
