@@ -217,6 +217,17 @@ def test_appendix_folds_the_full_data_and_links_every_result_csv(tmp_path, monke
                           "../recorded/h100/05_hardware_benchmark/results.csv"}
     assert all((tmp_path / "p" / h).exists() for h in links)
     assert "int8" in page and "data:audio/ogg" in page
+    assert "What a training step costs" not in page  # no step-cost run recorded: no fold
+    for number, objective in ((23, None), (28, "gan")):  # an older run timed the recipe's objective only
+        run = tmp_path / "recorded" / "some-cpu" / f"{number}_step_costs"
+        run.mkdir(parents=True)
+        rows = pd.DataFrame({"discriminator": ["none (regression)", "mpd-2"], "s_per_step": [0.1, 0.5],
+                             "ratio_to_regression": [1.0, 5.0], "cpu_model": "Some CPU", "status": "ok"})
+        (run / "step_costs.csv").write_text((rows.assign(objective=objective) if objective else rows).to_csv(index=False))
+    costs = appendix.step_costs(tmp_path / "recorded")
+    assert list(costs["run"]) == ["some-cpu/28_step_costs"] * 2 + ["some-cpu/23_step_costs"] * 2  # newest first
+    assert list(costs["objective"]) == ["gan", "gan", "recipe", "recipe"] and list(costs.columns) == appendix.STEP_COLUMNS
+    assert "What a training step costs" in appendix.appendix("p", df, status, {}, tmp_path / "p")
 
 
 def test_tradeoff_plot_labels_the_frontier_without_overlap_and_names_every_point_on_hover():

@@ -1,5 +1,6 @@
 """The report's appendix: the full data, folded. Every notebook's tables, figures and clips, the per-variant charts
-(size, memory, energy, latency, the quality intervals), the two judges, what could not run, the provenance and a
+(size, memory, energy, latency, the quality intervals), the two judges, the recorded step costs, what could not
+run, the provenance and a
 link to every result CSV, each in its own <details> block so that the page opens on the answers."""
 from __future__ import annotations
 
@@ -15,6 +16,20 @@ from lib.report import judges, report
 from lib.report.sections import csv_links, fold, img
 
 CLIPS_PER_NOTEBOOK = 4
+STEP_COSTS = "*/*_step_costs/step_costs.csv"  # `tts-lab step-costs` runs, under the recorded folder of their CPU
+STEP_COLUMNS = ["run", "cpu_model", "cpu_flags", "student", "discriminator", "precision", "segment", "objective",
+                "s_per_step", "ratio_to_regression", "status", "reason"]
+
+
+def step_costs(recorded: Path) -> pd.DataFrame:
+    """Every recorded step-cost run, newest first by its number: each option's seconds per step and its ratio to the
+    regression step, with the CPU (a run from before the objective was timed measured the recipe's)."""
+    files = sorted(recorded.glob(STEP_COSTS), key=lambda f: int(f.parent.name.split("_")[0]), reverse=True)
+    if not files:
+        return pd.DataFrame(columns=STEP_COLUMNS)
+    table = pd.concat([pd.read_csv(f).assign(run=str(f.parent.relative_to(recorded))) for f in files], ignore_index=True)
+    table["objective"] = table.reindex(columns=["objective"])["objective"].fillna("recipe")
+    return table.reindex(columns=STEP_COLUMNS)
 
 
 def efficiency_figures(df: pd.DataFrame) -> list:
@@ -88,6 +103,10 @@ def appendix(profile: str, df: pd.DataFrame, status: pd.DataFrame, env: dict, ro
     ci = report.plot_quality_ci(report.per_clip(profile, root.parent), "dnsmos_p808")
     if ci is not None:
         blocks.append(fold("How sure are the quality means? DNSMOS per variant with its 95 % interval", img(ci)))
+    costs = step_costs(RECORDED)
+    if not costs.empty:
+        blocks.append(fold("What a training step costs: adversarial against regression, per CPU (`tts-lab step-costs`)",
+                           costs.to_html(index=False, border=0, float_format="{:.3f}".format, na_rep="–")))
     figs = efficiency_figures(df)
     if figs:
         blocks.append(fold("Size, memory, energy and latency of every variant", "".join(img(f) for f in figs)))
