@@ -1,7 +1,7 @@
 """The report's appendix: the full data, folded. Every notebook's tables, figures and clips, the per-variant charts
 (size, memory, energy, latency, the quality intervals), the two judges, the recorded step costs, what could not
-run, the provenance and a
-link to every result CSV, each in its own <details> block so that the page opens on the answers."""
+run, the provenance and a link to every result CSV, each in its own <details> block so that the page opens on the
+answers."""
 from __future__ import annotations
 
 import html
