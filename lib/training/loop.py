@@ -1,21 +1,13 @@
 """One training stack for every notebook that trains a part of the voice (02 adaptation, 03 recovery, 04 students):
 the VITS/HiFi-GAN recipe piper trains with, built from piper-tts's own parts, on Hugging Face accelerate.
 
-- losses: mel L1 (lib.training.losses, through `piper.train.vits.mel_processing`, x45), LSGAN `generator_loss`/`discriminator_loss` and
-  `feature_loss` (x2, inside piper's function) from `piper.train.vits.losses`, against piper's
-  `MultiPeriodDiscriminator` and (optionally) `MultiResolutionDiscriminator`;
-- or lighter ones a run selects by name (lib.training.discriminators: fewer periods, the Wave-U-Net
-  discriminator), optionally under bf16 autocast on a CPU with native bf16 and on a shorter window of each segment;
-- APNet's amplitude and phase losses where the forward returns its predicted spectra (lib.training.phase_losses);
-- AdamW betas (0.8, 0.99), eps 1e-9, exponential learning-rate decay, as piper's lightning module;
-- the voice ships no discriminator, so they start fresh: `warmup_steps` of reconstruction only, then the adversarial
-  terms (Vocos' `pretrain_mel_steps`);
-- `accelerate`: the same loop on this CPU, one GPU (bf16/fp16 autocast) or several under `accelerate launch`;
-  `save_state`/`load_state` checkpoints hold models, optimizers, schedulers, every RNG and the loop's own state, so
-  a resumed run equals an uninterrupted one;
-- a curve (`curve.csv`: generator, discriminator, feature-matching and mel losses, learning rate, seconds, and a
-  held-out check every `eval_every` steps) written atomically beside the state, and the same rows logged through
-  accelerate's tracker (TensorBoard event files under `tensorboard/`).
+- losses: mel L1 x45 (piper's mel_processing), piper's LSGAN and feature-matching losses against its MPD and MRD,
+  or lighter discriminators by name (lib.training.discriminators), under bf16 on a CPU with native bf16, on a window;
+  APNet's amplitude and phase losses (lib.training.phase_losses); with gan_objective, HiFi-GAN's loss alone;
+- piper's AdamW and decay; fresh discriminators start after `warmup_steps` (Vocos' `pretrain_mel_steps`);
+- `accelerate`: this CPU, one GPU or several; checkpoints hold models, optimizers, schedulers, RNGs and the loop's
+  state, so a resumed run equals an uninterrupted one;
+- a curve (`curve.csv`, written atomically, and TensorBoard) with a held-out check every `eval_every` steps.
 Knows nothing of metrics or timing harnesses: a caller that wants PESQ on held-out data passes `eval_fn`.
 """
 from __future__ import annotations
@@ -339,15 +331,12 @@ class Trainer:
             loss = loss + weight * term
         if r.amp_weight or r.phase_weight:
             loss = loss + self._apnet(out, terms[1] if len(terms) > 1 else None, y)
-        if r.stft_weight:
-            out["loss_stft"] = mr_stft_loss(y_hat, y)
-            loss = loss + r.stft_weight * out["loss_stft"]
-        if r.wave_weight:
-            out["loss_wave"] = torch.nn.functional.l1_loss(y_hat.float(), y.float())
-            loss = loss + r.wave_weight * out["loss_wave"]
-        if r.cstft_weight:
-            out["loss_cstft"] = complex_stft_loss(y_hat, y)
-            loss = loss + r.cstft_weight * out["loss_cstft"]
+        wave = lambda a, b: torch.nn.functional.l1_loss(a.float(), b.float())  # noqa: E731
+        for name, weight, fn in (("loss_stft", r.stft_weight, mr_stft_loss), ("loss_wave", r.wave_weight, wave),
+                                 ("loss_cstft", r.cstft_weight, complex_stft_loss)):  # in the recipe's order
+            if weight:
+                out[name] = fn(y_hat, y)
+                loss = loss + weight * out[name]
         return loss
 
     def _disc_autocast(self):
