@@ -28,7 +28,7 @@ def step_costs(recorded: Path) -> pd.DataFrame:
     if not files:
         return pd.DataFrame(columns=STEP_COLUMNS)
     table = pd.concat([pd.read_csv(f).assign(run=str(f.parent.relative_to(recorded))) for f in files], ignore_index=True)
-    table["objective"] = table.reindex(columns=["objective"])["objective"].fillna("recipe")
+    table["objective"] = table["objective"].fillna("recipe") if "objective" in table else "recipe"
     return table.reindex(columns=STEP_COLUMNS)
 
 

@@ -89,13 +89,13 @@ def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop:
     and WER rise): per variant the judgements, `within_quality_bounds` (all met) and `bounds` ('met', 'tied' where
     no bound is missed but one is inside the noise, else 'missed'). With `varied` (the per-clip table of a second
     judged set) both bounds are judged there too, and hold only where they hold on both sets."""
-    rows = []
+    rows, name = [], varied_set(varied) if varied is not None else ""
     for v in variants:
         drop = judge(paired(per_clip, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
         rise = judge(-paired(per_clip, base, v, "wer"), max_wer_increase, False)
         row = {"variant": v, "dnsmos_drop_judged": drop, "wer_rise_judged": rise}
         if varied is not None:
-            row["varied_set"] = varied_set(varied)
+            row["varied_set"] = name
             row["dnsmos_drop_varied_judged"] = judge(paired(varied, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
             row["wer_rise_varied_judged"] = judge(-paired(varied, base, v, "wer"), max_wer_increase, False)
         words = {j["word"] for k, j in row.items() if k.endswith("_judged")}
@@ -106,11 +106,14 @@ def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop:
     return pd.DataFrame(rows, columns=columns + ["within_quality_bounds", "bounds"])
 
 
+UNNAMED_SET = "the varied text"  # a varied judged set whose table does not name it
+
+
 def varied_set(varied: pd.DataFrame) -> str:
     """The name of a varied judged set, as its per-clip table records it (`judged_set`, rows without one left out);
     a generic one for a table written before the set was named."""
     names = sorted(set(varied["judged_set"].dropna())) if "judged_set" in varied else []
-    return " and ".join(names) or "the varied text"
+    return " and ".join(names) or UNNAMED_SET
 
 
 def varied_note(judged: pd.DataFrame | None, variant: str) -> str:
@@ -120,7 +123,7 @@ def varied_note(judged: pd.DataFrame | None, variant: str) -> str:
         return ""
     r = judged.set_index("variant").loc[variant]
     rise, drop = r["wer_rise_varied_judged"], r["dnsmos_drop_varied_judged"]
-    name = r.get("varied_set", "the varied text")
+    name = r.get("varied_set", UNNAMED_SET)
     if rise["word"] == "not judged":
         return f" Not judged on {name}."
     return (f" On {name} (n = {rise['n']}): WER increase {rise['mean']:+.3f} [{rise['lo']:+.3f}, {rise['hi']:+.3f}]"
