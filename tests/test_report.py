@@ -356,6 +356,11 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
     assert got[("regression", "dnsmos_sig")] == 3.0 and len(equal) == 3 * 2
     assert got[("cheap adversarial", "dnsmos_sig")] == 3.5 and got[("apnet", "dnsmos_sig")] == 3.6
     assert set(arms.at_equal_hours(table[table["arm"] != "regression"])["budget_hours"]) == {3.6}
+    short = pd.concat([table, table[table["run"] == "apnet/apnet"].assign(arm="begun", run="begun/x", hours=3.4)])
+    short_equal = arms.at_equal_hours(short).set_index(["arm", "metric"])
+    assert set(short_equal["budget_hours"]) == {3.6}, "an arm with under half the leader's own hours holds none back"
+    assert short_equal.loc[("begun", "dnsmos_sig"), "hours"] == 3.4, "and shows at its own latest hours"
+    assert set(arms.at_equal_hours(short[short["arm"] != "apnet"])["budget_hours"]) == {4.0}
     earlier = judged[judged["run"] == "istft/regress"].assign(hours=1.5, steps=50)  # the start judged twice
     twice = arms.compare(pd.concat([judged, earlier]), {"istft": {"regression": ["istft/regress"],
                                                                   "apnet": ["istft/regress", "apnet/apnet"]}})

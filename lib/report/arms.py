@@ -34,8 +34,9 @@ def compare(judged: pd.DataFrame, decoders: dict[str, dict[str, list[str]]]) -> 
 def at_equal_hours(table: pd.DataFrame) -> pd.DataFrame:
     """Per decoder, each arm's latest judged checkpoint at or before the machine-hours all its arms that went on
     have reached, one row per arm and judge, with that common budget. An arm that added no machine time (the
-    regression pack the others start from, or a phase on a lent GPU) shows its own hours, and does not hold the
-    others back. A decoder with fewer than two arms compares with nothing."""
+    regression pack the others start from, or a phase on a lent GPU), or under half the time of the arm that went
+    furthest (one stopped early, or just begun), shows its own latest hours and does not hold the others back. A
+    decoder with fewer than two arms compares with nothing."""
     parts = []
     for _, own in table.groupby("decoder", sort=False):
         if own["arm"].nunique() < 2:
@@ -44,6 +45,7 @@ def at_equal_hours(table: pd.DataFrame) -> pd.DataFrame:
         shared = own.groupby("run")["arm"].nunique().pipe(lambda n: n[n > 1].index)  # runs in several arms: starts
         start = own.loc[own["run"].isin(shared), "hours"].max() if len(shared) else own["hours"].min()
         went_on = tops[tops > start + 1e-9]
+        went_on = went_on[went_on - start >= (went_on.max() - start) / 2 - 1e-9]  # the short arms hold none back
         budget = float(went_on.min() if len(went_on) else tops.min())
         upto = own[own["hours"] <= budget + 1e-9].sort_values("hours", kind="stable")
         parts.append(upto.groupby(["arm", "metric"]).tail(1).sort_index().assign(budget_hours=budget))
