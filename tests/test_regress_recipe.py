@@ -260,6 +260,15 @@ def test_the_judges_score_the_teachers_own_decoder_as_the_teacher_and_judge_pack
     assert set(judged["run"]) == {"run/dec16"} and set(judged["steps"]) == {7} and set(judged["hours"]) == {0.25}
     sig = judged[judged["metric"] == "dnsmos_sig"]
     assert (sig["value"] - sig["teacher"]).mean() < -0.2, "an untrained 16-channel decoder is far below the teacher"
+    wer = judged[judged["metric"] == "wer"]
+    assert (wer["teacher"] < 0.5).all() and (wer["value"] > wer["teacher"]).any(), "its words are lost, the teacher's not"
+    older = judged[judged["metric"] != "wer"]  # a pack judged before WER was a judge: only WER is added, once
+    older.to_csv(tmp_path / "judged.csv", index=False)
+    train_job.main(["judge-packs", "--packs", str(tmp_path / "packs" / "run" / "dec16"), "--judged",
+                    str(tmp_path / "judged.csv"), "--noise-scale", "0.0", "--noise-w", "0.0", "--sentences", "2"])
+    again = ledger.read_judged(tmp_path / "judged.csv")
+    assert len(again) == len(judged) and again.groupby("metric").size().eq(2).all()
+    assert np.allclose(again[again["metric"] == "wer"]["value"], wer["value"]), "the same audio, the same words"
 
 
 def test_frontend_heldout_quality_is_perfect_for_the_teachers_own_encoder(teacher):

@@ -28,7 +28,7 @@ HELDOUT_LISTS = [31]
 FRONTEND_LISTS = [*range(11, 31), *range(32, 67)]  # text only, so more of it: every list no notebook judges (67-72: smoke)
 HELDOUT_SENTENCES = 4  # held-out sentences (list 31) of the ledger's quality figures
 JUDGED_SENTENCES = 10  # held-out sentences (all of list 31) the judges score per packed checkpoint, paired with the teacher
-HELDOUT_JUDGES = ("dnsmos_p808", "dnsmos_sig", "dnsmos_ovrl", "distillmos")  # scores only: no step or choice reads them
+HELDOUT_JUDGES = ("dnsmos_p808", "dnsmos_sig", "dnsmos_ovrl", "distillmos", "wer")  # scores only: no step or choice reads them
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -160,15 +160,34 @@ def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
     return {"heldout_pesq": float(np.nanmean(pesq)), "heldout_mel_l1": float(np.mean(mel))}
 
 
-def heldout_judged(teacher, part, info: dict, kind: str = "decoder", sentences: int = JUDGED_SENTENCES) -> pd.DataFrame:
-    """Each judge of HELDOUT_JUDGES on the part's held-out audio and on the teacher's own, per sentence (id, metric,
-    value, teacher): what the ledger's quality-against-hours comparison pairs. The judges score packed checkpoints
-    only; no training step and no checkpoint choice reads them."""
+def heldout_judged(teacher, part, info: dict, kind: str = "decoder", sentences: int = JUDGED_SENTENCES,
+                   judges: tuple = HELDOUT_JUDGES) -> pd.DataFrame:
+    """Each of `judges` (of HELDOUT_JUDGES) on the part's held-out audio and on the teacher's own, per sentence (id,
+    metric, value, teacher): what the ledger's quality-against-hours comparison pairs. The judges score packed
+    checkpoints only; no training step and no checkpoint choice reads them."""
     ids, refs, outs = heldout_audio(teacher, part, info, kind, sentences)
-    dnsmos, distill_mos = metrics.Dnsmos(threads=1), metrics.DistillMos(threads=1)
-    score = lambda w: {**dnsmos(w, teacher.sample_rate), **distill_mos(w, teacher.sample_rate)}  # noqa: E731
+    words = {s.id: s.text for s in text.harvard_sentences(HELDOUT_LISTS)}
+    score = _scorer(judges, teacher.sample_rate)
     rows = []
     for sid, r, o in zip(ids, refs, outs):
-        mine, theirs = score(o.flatten().numpy()), score(r.flatten().numpy())
-        rows += [{"id": sid, "metric": m, "value": mine[m], "teacher": theirs[m]} for m in HELDOUT_JUDGES]
+        mine, theirs = score(o.flatten().numpy(), words[sid]), score(r.flatten().numpy(), words[sid])
+        rows += [{"id": sid, "metric": m, "value": mine[m], "teacher": theirs[m]} for m in judges]
     return pd.DataFrame(rows, columns=["id", "metric", "value", "teacher"])
+
+
+def _scorer(judges: tuple, sample_rate: int):
+    """score(audio, its words) -> {judge: value} for `judges`, loading only the judges asked for."""
+    unknown = set(judges) - set(HELDOUT_JUDGES)
+    if unknown:
+        raise ValueError(f"held-out judges {sorted(unknown)}: use {HELDOUT_JUDGES}")
+    dnsmos = metrics.Dnsmos(threads=1) if any(m.startswith("dnsmos_") for m in judges) else None
+    distill_mos = metrics.DistillMos(threads=1) if "distillmos" in judges else None
+    asr = metrics.WhisperAsr(threads=1) if "wer" in judges else None
+
+    def score(audio: np.ndarray, words: str) -> dict:
+        out = {**(dnsmos(audio, sample_rate) if dnsmos else {}),
+               **(distill_mos(audio, sample_rate) if distill_mos else {})}
+        if asr is not None:
+            out["wer"] = metrics.wer_cer(words, asr.transcribe(audio, sample_rate))["wer"]
+        return out
+    return score

@@ -34,8 +34,8 @@ from lib.jobs.device_site import write_site
 from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_istft
 from lib.jobs.run_configs import (CONFIG, JOBS, Bundle, JudgePacks, Pack, RegressFlow, RegressFrontend, RegressIstft,
                                   Regress, RunConfig, Students)
-from lib.jobs.run_state import (CORPUS_LISTS, accounted_hours, corpus, heldout_judged, heldout_quality, init_from,
-                                packed_count, read_json)
+from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_JUDGES, accounted_hours, corpus, heldout_judged, heldout_quality,
+                                init_from, packed_count, read_json)
 from lib.techniques import compress, distill
 from lib.training.ledger import JUDGED, append, append_judged, judge_means, read, read_judged
 from lib.training.loop import train_decoder
@@ -162,17 +162,19 @@ def pack(cfg: Pack) -> None:
 
 def judge_packs(cfg: JudgePacks) -> None:
     """Each pack's held-out sentences judged (run_state.heldout_judged) into `cfg.judged`, named as the ledger names
-    the run; a pack already judged at its steps is said and skipped."""
+    the run; a pack already judged at its steps is judged only by the judges it lacks (none: said and skipped)."""
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     info = {"noise_scale": cfg.noise_scale, "noise_w": cfg.noise_w}
     for pack_dir in map(Path, cfg.packs):
         module, config = load_part(pack_dir)
         name, steps = f"{pack_dir.parent.name}/{pack_dir.name}", int(config.get("steps") or 0)
         done = read_judged(Path(cfg.judged))
-        if ((done["run"] == name) & (done["steps"] == steps)).any():
+        had = set(done.loc[(done["run"] == name) & (done["steps"] == steps), "metric"])
+        lacking = tuple(m for m in HELDOUT_JUDGES if m not in had)
+        if not lacking:
             _LOGGER.info("judged already: %s at %d steps", name, steps)
             continue
-        judged = heldout_judged(teacher, module, info, config["kind"], cfg.sentences)
+        judged = heldout_judged(teacher, module, info, config["kind"], cfg.sentences, lacking)
         append_judged(Path(cfg.judged), judged, run=name, steps=steps, hours=float(config.get("hours") or 0.0))
         _LOGGER.info("judged %s at %d steps: %s", name, steps, judge_means(judged))
 

@@ -10,8 +10,9 @@ import pandas as pd
 
 from lib.report import verdicts
 
+# the panels, in order: the signal score first (where the students lose), then the words
 JUDGES = {"dnsmos_sig": "DNSMOS SIG", "dnsmos_ovrl": "DNSMOS OVRL", "dnsmos_p808": "DNSMOS P.808",
-          "distillmos": "Distill-MOS"}  # the panels, in order: the signal score first (where the students lose)
+          "distillmos": "Distill-MOS", "wer": "WER"}
 COLUMNS = ["decoder", "arm", "run", "steps", "hours", "metric", "delta", "lo", "hi", "n"]
 
 
