@@ -220,7 +220,7 @@ class Pack:
 
 @dataclass
 class JudgePacks:
-    """Judge committed packs' held-out sentences (DNSMOS, Distill-MOS, paired with the teacher) into the judged file
+    """Judge committed packs' held-out sentences (DNSMOS, Distill-MOS, WER, paired with the teacher) into the judged file
     beside the ledger, at the steps and hours their configs record: a run's points packed before the judges were."""
     packs: list[str]  # pack folders (<run>/<part>, as the ledger names them)
     judged: str  # the judged file (outputs/recorded/training_heldout_judged.csv)
