@@ -53,6 +53,20 @@ def at_equal_hours(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS + ["budget_hours"])
 
 
+def equal_hours_lines(equal: pd.DataFrame, n) -> str:
+    """One decoder's at_equal_hours rows as a nested Markdown list: an item per arm (at its hours) with each judge's
+    difference to the teacher and its interval, in JUDGES' order; a judge read at other hours names them. `n`
+    formats (and keeps) each number, as Findings.number does."""
+    items = []
+    for arm, own in equal.groupby("arm", sort=False):
+        own = own.assign(order=own["metric"].map(list(JUDGES).index)).sort_values("order")
+        hours = own["hours"].max()
+        items.append(f"\n  - {arm}, {n(hours)} h: " + ", ".join(
+            f"{JUDGES[r.metric]} {n(r.delta, '+.3f')} [{n(r.lo, '+.3f')}, {n(r.hi, '+.3f')}]"
+            + (f" (at {n(r.hours)} h)" if r.hours < hours - 1e-9 else "") for r in own.itertuples()))
+    return "".join(items)
+
+
 def plot(table: pd.DataFrame):
     """One row of panels per decoder, one panel per judge: each arm's paired difference to the teacher (0 = the
     teacher's own score) against machine-hours, with 95 % intervals; each row's legend outside its axes."""
