@@ -158,16 +158,16 @@ def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_pat
 def test_the_frame_rate_targets_are_the_frames_the_decoder_predicts():
     """A decoder that predicted the teacher's own STFT exactly would have no spectral loss and give back the
     teacher's waveform: the targets sit on the decoder's frames (frame t centred on sample t * hop)."""
-    from lib.voices.istft_decoder import FrameRateDecoder
+    from lib.voices.istft_decoder import FrameRateDecoder, stft as istft_stft
     torch.manual_seed(0)
     dec = FrameRateDecoder(8, 16, 1, n_fft=256, hop=64)
     y = torch.randn(2, 1, 40 * 64) * 0.1
-    exact = regress_recipe.teacher_spectra(y, 256, 64)[..., :40]
+    exact = istft_stft(y, 256, 64)[..., :40]
     dec.spectra = lambda z: (exact.abs().clamp_min(1e-12).log(), exact.angle())
     y_hat, _, terms = regress_recipe.spectral_forward(1.0)(dec, (torch.zeros(2, 8, 40), y))
     assert terms["loss_spec"][1].item() < 1e-3
     assert (y_hat - y)[..., 256:-256].abs().max().item() < 1e-4
-    shifted = regress_recipe.teacher_spectra(torch.roll(y, 64, -1), 256, 64)[..., :40]  # one frame late
+    shifted = istft_stft(torch.roll(y, 64, -1), 256, 64)[..., :40]  # one frame late
     dec.spectra = lambda z: (shifted.abs().clamp_min(1e-12).log(), shifted.angle())
     assert regress_recipe.spectral_forward(1.0)(dec, (torch.zeros(2, 8, 40), y))[2]["loss_spec"][1].item() > 0.5
     wrapped = (exact.abs().clamp_min(1e-12).log(), exact.angle() + 2 * np.pi)

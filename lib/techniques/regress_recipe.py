@@ -5,6 +5,7 @@ against the teacher's on the kept channels (channel_prune). A cosine schedule ov
 the weights; piper's discriminators come only as a short, last phase, where they win at equal machine time."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from lib.core.pause import yield_point
 from lib.techniques.channel_prune import stage_outputs
 from lib.training.batches import Latents
 from lib.training.loop import Recipe
+from lib.voices.istft_decoder import stft
 
 # The recipe's loss weights (beside mel x45, piper's): each term ~1-10 at the start of a pruned student's run.
 WEIGHTS = {"wave": 50.0, "cstft": 5.0, "stft": 2.5, "feature": 5.0, "spectral": 5.0}
@@ -76,19 +78,10 @@ def recipe(steps: int, lr: float = 5e-4, warmup: int = 200, ema: float = 0.999, 
                                    adversarial=adversarial_steps > 0, grad_clip=10.0, **kw)
 
 
-def teacher_spectra(y: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    """The teacher waveform's complex STFT [B, n_fft/2+1, frames + 1] (Hann, centred), the frames the frame-rate
-    decoder predicts: `MatmulISTFT` inverts exactly this, so these are its dense, phase-aligned targets."""
-    window = torch.hann_window(n_fft, periodic=True, device=y.device, dtype=y.dtype)
-    return torch.stft(y.reshape(y.shape[0], -1), n_fft, hop, window=window, center=True, return_complex=True)
-
-
 def spectral_forward(weight: float, edge: int = 2, floor: float = 1e-4):
     """The Trainer's forward for a frame-rate (iSTFT) decoder: its waveform plus {'loss_spec': (weight, L1 of the
     log-magnitudes + the magnitude-weighted phase distance 1 - cos(phase error), wrap-free)} against the teacher's
     STFT, leaving out `edge` frames at each end of a segment (there the cut and the padding change the frame)."""
-    import math
-
     def forward(dec, batch):
         z, y = batch[:2]
         logmag, phase = dec.spectra(z)
@@ -96,7 +89,7 @@ def spectral_forward(weight: float, edge: int = 2, floor: float = 1e-4):
         if not weight:
             return y_hat, y
         frames = logmag.shape[-1]
-        target = teacher_spectra(y, dec.istft.n_fft, dec.hop)[..., :frames]
+        target = stft(y, dec.istft.n_fft, dec.hop)[..., :frames]
         inner = slice(edge, frames - edge) if frames > 2 * edge + 1 else slice(None)
         mag = target.abs()[..., inner]
         l_mag = (logmag[..., inner].clamp_min(math.log(floor)) - mag.clamp_min(floor).log()).abs().mean()

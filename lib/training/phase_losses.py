@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lib.voices.istft_decoder import stft
+
 
 @dataclass
 class PredictedSpectra:
@@ -33,18 +35,11 @@ def anti_wrap(x: torch.Tensor) -> torch.Tensor:
     return (x - 2 * math.pi * torch.round(x / (2 * math.pi))).abs()
 
 
-def target_spectra(y: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    """The complex STFT [B, n_fft/2+1, frames] of waveforms [B, 1, T] (Hann, centred): the frames a frame-rate
-    decoder's inverse STFT inverts."""
-    window = torch.hann_window(n_fft, periodic=True, device=y.device, dtype=torch.float32)
-    return torch.stft(y.reshape(y.shape[0], -1).float(), n_fft, hop, window=window, center=True, return_complex=True)
-
-
 def apnet_losses(pred: PredictedSpectra, y: torch.Tensor, floor: float = 1e-5) -> dict[str, torch.Tensor]:
     """{'loss_amp', 'loss_ip', 'loss_gd', 'loss_iaf'} of `pred` against the STFT of `y` (amplitudes floored at
     `floor` before the log, on both sides)."""
     frames = pred.logmag.shape[-1]
-    target = target_spectra(y, pred.n_fft, pred.hop)[..., :frames]
+    target = stft(y, pred.n_fft, pred.hop)[..., :frames]
     inner = slice(pred.edge, frames - pred.edge) if frames > 2 * pred.edge + 1 else slice(None)
     target = target[..., inner]
     logmag, phase = pred.logmag[..., inner].float(), pred.phase[..., inner].float()

@@ -15,6 +15,13 @@ import torch
 from torch import nn
 
 
+def stft(y: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """The complex STFT [B, n_fft/2+1, T/hop + 1] of waveforms [B, 1, T] (Hann, centred) that `MatmulISTFT`
+    inverts, frame t centred on sample t * hop: a frame-rate decoder's dense, phase-aligned targets."""
+    window = torch.hann_window(n_fft, periodic=True, device=y.device, dtype=torch.float32)
+    return torch.stft(y.reshape(y.shape[0], -1).float(), n_fft, hop, window=window, center=True, return_complex=True)
+
+
 class MatmulISTFT(nn.Module):
     """Inverse STFT of (magnitude, phase) spectra [B, n_fft/2+1, frames] -> waveform [B, (frames-1)*hop], equal to
     `torch.istft(mag * exp(i*phase), n_fft, hop, window=hann(n_fft), center=True)`."""
