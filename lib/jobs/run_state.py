@@ -145,11 +145,19 @@ def heldout_audio(teacher, part, info: dict, kind: str = "decoder", sentences: i
             refs = [teacher.dec(z * m) for z, m in zip(pairs.z, pairs.mask)]
             outs = [teacher.dec(part(zp, m, g=None, reverse=True) * m) for zp, m in zip(pairs.z_p, pairs.mask)]
         else:
-            lat = batches.teacher_latents(teacher, sentence_ids(held), [s.id for s in held],
-                                           noise_scale=info.get("noise_scale", 0.0), noise_w=info.get("noise_w", 0.0),
-                                           seed=1000)
+            lat = heldout_latents(teacher, info, sentences)[1]
             refs, outs = lat.wav, [part(z)[..., : ref.shape[-1]] for z, ref in zip(lat.z, lat.wav)]
     return [s.id for s in held], refs, outs
+
+
+def heldout_latents(teacher, info: dict, sentences: int = JUDGED_SENTENCES) -> tuple:
+    """(the first `sentences` held-out sentences, the teacher's latents and audio of them at the run's corpus noise
+    `info`, one fixed seed): what every held-out figure of a decoder reads."""
+    held = text.harvard_sentences(HELDOUT_LISTS)[:sentences]
+    with torch.no_grad():
+        return held, batches.teacher_latents(teacher, sentence_ids(held), [s.id for s in held],
+                                             noise_scale=info.get("noise_scale", 0.0),
+                                             noise_w=info.get("noise_w", 0.0), seed=1000)
 
 
 def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:

@@ -124,3 +124,32 @@ def best_line(best: dict, max_drop: float, metric: str = "dnsmos_sig") -> str:
     return (f"Best arm{of} on {JUDGES[metric]}: {best['arm']} (`{best['run']}`, {best['hours']:.2f} machine-hours), "
             f"{best['delta']:+.3f} [{best['lo']:+.3f}, {best['hi']:+.3f}] against the teacher on the held-out sentences, "
             f"{'within' if margin >= 0 else 'outside'} the bound of a {max_drop:.2f} drop by {abs(margin):.3f}; {slope}.")
+
+
+def gap_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """lib.studies.phase_gap's scores as, per decoder, swap and judge, the mean paired difference to the teacher's
+    own audio with its 95 % bootstrap interval (decoder, swap, metric, delta, lo, hi, n; no interval under two
+    sentences), in the frame's order."""
+    rows = []
+    for (decoder, swap, metric), c in frame.groupby(["decoder", "swap", "metric"], sort=False):
+        d = (c["value"] - c["teacher"]).to_numpy(float)
+        j = verdicts.judge(d, 0.0, True)  # no interval under two sentences; the mean still stands
+        rows.append({"decoder": decoder, "swap": swap, "metric": metric, "delta": float(np.mean(d)), "lo": j["lo"],
+                     "hi": j["hi"], "n": j["n"]})
+    return pd.DataFrame(rows, columns=["decoder", "swap", "metric", "delta", "lo", "hi", "n"])
+
+
+def gap_lines(table: pd.DataFrame, n, metric: str = "dnsmos_sig") -> str:
+    """gap_table's `metric` as a nested Markdown list, an item per decoder: each swap's difference to the teacher
+    with its interval, and the share of its own gap that the teacher's phase closes. `n` formats (and keeps) each
+    number, as Findings.number does."""
+    items = []
+    for decoder, own in table[table["metric"] == metric].groupby("decoder", sort=False):
+        by = own.set_index("swap")
+        parts = [f"with {swap} {n(r.delta, '+.3f')}" + (f" [{n(r.lo, '+.3f')}, {n(r.hi, '+.3f')}]" if np.isfinite(r.lo)
+                                                        else "") for swap, r in by.iterrows()]
+        first, phase = by["delta"].iloc[0], by["delta"].get("the teacher's phase", np.nan)
+        share = (f"; the teacher's phase closes {n(100 * (1 - phase / first), '.0f')} % of its gap"
+                 if first < 0 and np.isfinite(phase) else "")
+        items.append(f"\n  - `{decoder}`: " + ", ".join(parts) + share)
+    return "".join(items)
