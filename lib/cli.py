@@ -7,6 +7,7 @@
     tts-lab export --pack outputs/recorded/training/speaker/lora-r8 --out /tmp/lora-r8-voice
     tts-lab regress-istft --work /tmp/istft --steps 100000 --init-from outputs/recorded/training/istft
     tts-lab step-costs --out outputs/step_costs/step_costs.csv
+    tts-lab phase-gap --packs istft/istft192x6-regress istftadv/istft192x6-adv --out outputs/phase_gap/phase_gap.csv
     tts-lab pack --work /tmp/istft --out outputs/recorded/training/istft --device cpu --ledger outputs/recorded/training_ledger.csv
     tts-lab eta default 02_lora_qlora          tts-lab probe          tts-lab rundiff BEFORE.csv AFTER.csv
 """
@@ -24,6 +25,7 @@ from lib.core.pause import Yielder
 from lib.jobs import eta, export_pack, run_configs, speaker_job, step_costs, train_job
 from lib.report import rundiff
 from lib.runtimes import backends
+from lib.studies import phase_gap
 
 _LOGGER = logging.getLogger("tts-lab")
 
@@ -80,6 +82,7 @@ Command = Union[
     Annotated[Probe, tyro.conf.subcommand("probe")],
     Annotated[RunDiff, tyro.conf.subcommand("rundiff")],
     Annotated[step_costs.StepCosts, tyro.conf.subcommand(step_costs.StepCosts.NAME)],
+    Annotated[phase_gap.PhaseGap, tyro.conf.subcommand(phase_gap.PhaseGap.NAME)],
     *(Annotated[job, tyro.conf.subcommand(job.NAME)] for job in run_configs.JOBS),
 ]
 
@@ -101,6 +104,8 @@ def run(cmd, command: str = "tts-lab") -> None:
         speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)
     elif isinstance(cmd, step_costs.StepCosts):
         step_costs.run(cmd)
+    elif isinstance(cmd, phase_gap.PhaseGap):
+        phase_gap.run(cmd)
     elif isinstance(cmd, Export):
         result = export_pack.export(Path(cmd.pack), Path(cmd.out))
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],

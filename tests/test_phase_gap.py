@@ -1,13 +1,17 @@
 """Where a frame-rate decoder's gap lives (lib.studies.phase_gap, lib.report.arms.gap_table): the teacher's magnitude
 and phase give the teacher's audio back and score as the teacher, an untrained decoder's own spectra far below it,
 and the report's line states each swap and the share of the gap the teacher's phase closes."""
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
+from lib import cli
 from lib.report import arms
 from lib.studies import phase_gap
-from lib.voices import piper_torch, synth as voices
+from lib.voices import artefacts
 from lib.voices.istft_decoder import FrameRateDecoder
 
 
@@ -26,12 +30,19 @@ def test_the_teachers_spectra_give_its_audio_back_and_the_decoders_own_are_its_o
 
 
 def test_an_untrained_decoder_with_the_teachers_spectra_scores_as_the_teacher(tmp_path):
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
-    found, absent = phase_gap.load_decoders(["nowhere/x"], tmp_path)
-    assert not found and "cannot be loaded" in absent["nowhere/x"]
+    """`tts-lab phase-gap` on a packed, untrained frame-rate decoder: the teacher's spectra score as the teacher, its
+    own far below; a pack that is no frame-rate decoder is named, and with none left the command says so."""
     torch.manual_seed(0)
-    frame = phase_gap.phase_gap(teacher, {"untrained": FrameRateDecoder(192, 16, 1)}, 1, 0.667, 0.8)
+    dec = FrameRateDecoder(192, 16, 1)
+    artefacts.save_part(dec, tmp_path / "w" / "istft16x1", "istft_decoder", dec.config)
+    with pytest.raises(SystemExit, match="no frame-rate decoder among the packs.*nowhere/x.*cannot be loaded"):
+        cli.main(["phase-gap", "--packs", "nowhere/x", "--root", str(tmp_path)])
+    out = tmp_path / "gap" / "phase_gap.csv"
+    cli.main(["phase-gap", "--packs", "w/istft16x1", "nowhere/x", "--root", str(tmp_path), "--out", str(out),
+              "--sentences", "1"])
+    frame = pd.read_csv(out)
     assert list(frame.columns) == phase_gap.COLUMNS and len(frame) == len(phase_gap.SWAPS) * len(phase_gap.JUDGES)
+    assert set(frame["decoder"]) == {"w/istft16x1"} and "nowhere/x" in json.loads((out.parent / "env.json").read_text())["absent"]
     gap = (frame["value"] - frame["teacher"]).groupby([frame["swap"], frame["metric"]]).mean()
     assert gap["the teacher's magnitude and phase"].abs().max() < 0.05, "the teacher's spectra are the teacher"
     assert gap[("its own spectra", "dnsmos_sig")] < -0.5, "an untrained decoder is far below the teacher"

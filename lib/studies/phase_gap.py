@@ -4,15 +4,20 @@ teacher's own audio of the same latent. A diagnosis of trained packs: nothing he
 loss or a choice."""
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 import torch
 
-from lib.harness import metrics
+from lib.core.results import atomic_write_text
+from lib.harness import bench, metrics
 from lib.jobs.run_state import heldout_latents
+from lib.voices import teacher_bundle
 from lib.voices.artefacts import ArtefactError, load_part
 from lib.voices.istft_decoder import stft
 
@@ -68,3 +73,33 @@ def phase_gap(teacher, decoders: dict, sentences: int, noise_scale: float, noise
                 rows += [{"decoder": name, "swap": swap, "id": s.id, "metric": m, "value": mine[m],
                           "teacher": theirs[m]} for m in JUDGES]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+@dataclass
+class PhaseGap:
+    """Split frame-rate decoder packs' gap to the teacher into magnitude and phase; write the per-sentence CSV."""
+    NAME: ClassVar[str] = "phase-gap"
+    packs: list[str] = field(default_factory=lambda: ["istft/istft192x6-regress"])  # <work>/<run> under `root`
+    root: str = "outputs/recorded/training"
+    out: str = "outputs/phase_gap/phase_gap.csv"  # env.json is written beside it
+    sentences: int = 10  # of the held-out list
+    noise_scale: float = 0.667  # the long runs' corpus noise
+    noise_w: float = 0.8
+    threads: int = 1
+
+
+def run(cfg: PhaseGap) -> pd.DataFrame:
+    """Judge every pack of `cfg` (phase_gap), write the CSV and env.json (this machine, threads, the config)."""
+    torch.set_num_threads(cfg.threads)
+    decoders, absent = load_decoders(cfg.packs, Path(cfg.root))
+    if not decoders:
+        raise ValueError(f"no frame-rate decoder among the packs: {absent}")
+    frame = phase_gap(teacher_bundle.teacher(), decoders, cfg.sentences, cfg.noise_scale, cfg.noise_w)
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, frame.to_csv(index=False))
+    env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "absent": absent}
+    atomic_write_text(out.parent / "env.json", json.dumps(env, indent=1, default=str))
+    _LOGGER.info("wrote %s\n%s", out, frame.assign(gap=frame["value"] - frame["teacher"]).groupby(
+        ["decoder", "swap", "metric"], sort=False)["gap"].mean().unstack().round(3).to_string())
+    return frame
