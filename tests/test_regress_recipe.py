@@ -12,7 +12,7 @@ from lib.core import text
 from lib.voices import parts, piper_torch, synth as voices
 from lib.training import batches, ledger
 from lib.techniques import channel_prune, distill, finetune, regress_recipe
-from lib.jobs import train_job
+from lib.jobs import run_state, train_job
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_pat
                     "--ledger", str(tmp_path / "ledger.csv"), "--judged-sentences", "2"])
     module, config = distill.recorded_students(tmp_path / "out")[0]["dec64-regress"]
     judged = ledger.read_judged(tmp_path / ledger.JUDGED.name)  # the judges' scores beside the ledger, per sentence
-    assert len(judged) == 2 * 4 and set(judged["run"]) == {"w/dec64-regress"} and set(judged["steps"]) == {3}
+    assert len(judged) == 2 * len(run_state.HELDOUT_JUDGES) and set(judged["run"]) == {"w/dec64-regress"} and set(judged["steps"]) == {3}
     assert judged[["value", "teacher"]].notna().all().all() and judged["id"].nunique() == 2
     assert config["recipe"] == "regression-first" and config["steps"] == 3 and len(config["keep"]) == 4
     assert 0 < config["hours"] < 0.1
@@ -243,12 +243,12 @@ def test_regress_frontend_job_trains_packs_a_ledger_row_and_resumes_from_the_pac
 def test_the_judges_score_the_teachers_own_decoder_as_the_teacher_and_judge_packs_backfills(tmp_path):
     """The held-out judging pairs each sentence with the teacher's own audio: the teacher's own decoder scores its
     exact scores (difference 0 on every judge), and `judge-packs` judges a committed pack once, at its steps."""
-    from lib.jobs import run_state
     from lib.voices.artefacts import save_part
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     own = run_state.heldout_judged(teacher, teacher.dec, {"noise_scale": 0.667, "noise_w": 0.8}, "decoder", 2)
     assert set(own["metric"]) == set(run_state.HELDOUT_JUDGES) and len(own) == 2 * len(run_state.HELDOUT_JUDGES)
     assert np.allclose(own["value"], own["teacher"], atol=1e-4)
+    assert set(ledger.judge_means(own)) == set(ledger.JUDGE_COLUMNS), "a student's WER stays out of the adapters' column"
     dec = distill.decoder_student(teacher, 16)
     save_part(parts.fold_weight_norm(dec), tmp_path / "packs" / "run" / "dec16", "decoder",
               parts.decoder_build(teacher, 16), extra={"student": "dec16", "steps": 7, "hours": 0.25})

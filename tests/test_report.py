@@ -362,11 +362,18 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
     assert text.index("DNSMOS SIG") < text.index("DNSMOS P.808")
     odd = equal.assign(hours=equal["hours"].where((equal["arm"] != "apnet") | (equal["metric"] != "dnsmos_p808"), 3.0))
     assert "DNSMOS P.808 -0." in arms.equal_hours_lines(odd, fmt) and "] (at 3.00 h)" in arms.equal_hours_lines(odd, fmt)
-    short = pd.concat([table, table[table["run"] == "apnet/apnet"].assign(arm="begun", run="begun/x", hours=3.4)])
+    short = pd.concat([table, table[table["run"] == "apnet/apnet"].assign(arm="begun", run="begun/x", hours=3.2)])
     short_equal = arms.at_equal_hours(short).set_index(["arm", "metric"])
-    assert set(short_equal["budget_hours"]) == {3.6}, "an arm with under half the leader's own hours holds none back"
-    assert short_equal.loc[("begun", "dnsmos_sig"), "hours"] == 3.4, "and shows at its own latest hours"
-    assert set(arms.at_equal_hours(short[short["arm"] != "apnet"])["budget_hours"]) == {4.0}
+    assert set(short_equal["budget_hours"]) == {3.6}, "under half the second furthest arm's own hours holds none back"
+    assert short_equal.loc[("begun", "dnsmos_sig"), "hours"] == 3.2, "and shows at its own latest hours"
+    assert short_equal["short"].groupby("arm").all().to_dict() == {"apnet": False, "begun": True,
+                                                                    "cheap adversarial": False, "regression": False}
+    assert "\n  - begun, 3.20 h (short of the budget" in arms.equal_hours_lines(short_equal.reset_index(), fmt)
+    assert set(arms.at_equal_hours(short[short["arm"] != "apnet"])["budget_hours"]) == {3.2}, "one long arm pushes none out"
+    unjudged = arms.compare(judged, {"istft": {"regression": ["istft/regress"], "begun": ["istft/regress", "nowhere/x"],
+                                              "apnet": ["istft/regress", "apnet/apnet"]}})
+    assert not unjudged.loc[unjudged["arm"] == "begun", "own"].any() and unjudged.loc[unjudged["arm"] == "apnet", "own"].any()
+    assert "\n  - begun, 3.00 h (no checkpoint of its own judged yet" in arms.equal_hours_lines(arms.at_equal_hours(unjudged), fmt)
     earlier = judged[judged["run"] == "istft/regress"].assign(hours=1.5, steps=50)  # the start judged twice
     twice = arms.compare(pd.concat([judged, earlier]), {"istft": {"regression": ["istft/regress"],
                                                                   "apnet": ["istft/regress", "apnet/apnet"]}})

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 import tyro
 
 from lib.core.results import atomic_write_json
-from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, JUDGED_SENTENCES, gpu_name, read_json
+from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, JUDGED_SENTENCES, LONG_RUN_NOISE, gpu_name, read_json
 from lib.techniques import regress_recipe
 from lib.training.discriminators import DiscriminatorName
 from lib.training.loop import Recipe
@@ -224,8 +224,8 @@ class JudgePacks:
     beside the ledger, at the steps and hours their configs record: a run's points packed before the judges were."""
     packs: list[str]  # pack folders (<run>/<part>, as the ledger names them)
     judged: str  # the judged file (outputs/recorded/training_heldout_judged.csv)
-    noise_scale: float = 0.667  # the corpus noise the judged audio is drawn at (the long runs' own)
-    noise_w: float = 0.8
+    noise_scale: float = LONG_RUN_NOISE["noise_scale"]  # the corpus noise the judged audio is drawn at
+    noise_w: float = LONG_RUN_NOISE["noise_w"]
     sentences: int = JUDGED_SENTENCES  # of the held-out list
     NAME: ClassVar[str] = "judge-packs"
 

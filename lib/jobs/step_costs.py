@@ -27,7 +27,7 @@ import torch
 from lib.core import machine, pause
 from lib.core.results import atomic_write_text
 from lib.harness import bench
-from lib.jobs.run_state import corpus
+from lib.jobs.run_state import LONG_RUN_NOISE, corpus
 from lib.techniques.regress_recipe import WEIGHTS, recipe, spectral_forward
 from lib.training.batches import random_segments
 from lib.training.discriminators import DiscriminatorName
@@ -157,7 +157,7 @@ def run(cfg: StepCosts) -> pd.DataFrame:
     """Make the batch from the teacher's own latents, time every option, write the CSV and env.json."""
     torch.set_num_threads(cfg.threads)
     teacher = teacher_bundle.teacher()
-    latents, _ = corpus(teacher, cfg.corpus_limit, 0.667, 0.8)
+    latents, _ = corpus(teacher, cfg.corpus_limit, **LONG_RUN_NOISE)
     batch = random_segments(latents, cfg.batch, cfg.frames, np.random.default_rng(0))
     torch.manual_seed(0)
     student = FrameRateDecoder(teacher.hparams["inter_channels"], cfg.dim, cfg.blocks, hop=latents.hop)

@@ -13,21 +13,23 @@ from lib.report import verdicts
 # the panels, in order: the signal score first (where the students lose), then the words
 JUDGES = {"dnsmos_sig": "DNSMOS SIG", "dnsmos_ovrl": "DNSMOS OVRL", "dnsmos_p808": "DNSMOS P.808",
           "distillmos": "Distill-MOS", "wer": "WER"}
-COLUMNS = ["decoder", "arm", "run", "steps", "hours", "metric", "delta", "lo", "hi", "n"]
+LOWER_IS_BETTER = {"wer"}  # the judges whose difference to the teacher is better below zero
+COLUMNS = ["decoder", "arm", "run", "steps", "hours", "metric", "delta", "lo", "hi", "n", "own"]
 
 
 def compare(judged: pd.DataFrame, decoders: dict[str, dict[str, list[str]]]) -> pd.DataFrame:
     """Per decoder, arm (its label -> the ledger runs it is made of, e.g. the regression pack it started from and its
-    own run), checkpoint and judge: machine-hours, steps, and the mean paired difference to the teacher with its
-    interval."""
+    own run), checkpoint and judge: machine-hours, steps, the mean paired difference to the teacher with its
+    interval, and whether the checkpoint is the arm's own (of its last run) or its start."""
     wanted = {run for arms in decoders.values() for runs in arms.values() for run in runs}
     points = []  # each checkpoint judged once, however many arms share it (the regression pack is every arm's start)
     for (run, steps, metric), c in judged[judged["run"].isin(wanted)].groupby(["run", "steps", "metric"]):
         j = verdicts.judge((c["value"] - c["teacher"]).to_numpy(float), 0.0, True)
         points.append({"run": run, "steps": int(steps), "hours": float(c["hours"].iloc[0]), "metric": metric,
                        "delta": j["mean"], "lo": j["lo"], "hi": j["hi"], "n": j["n"]})
-    rows = [{"rank": rank, "decoder": decoder, "arm": arm, **p} for rank, (decoder, arm, runs) in enumerate(
-        (d, a, r) for d, arms in decoders.items() for a, r in arms.items()) for p in points if p["run"] in runs]
+    rows = [{"rank": rank, "decoder": decoder, "arm": arm, **p, "own": p["run"] == runs[-1]}
+            for rank, (decoder, arm, runs) in enumerate((d, a, r) for d, arms in decoders.items() for a, r in arms.items())
+            for p in points if p["run"] in runs]
     table = pd.DataFrame(rows, columns=["rank", *COLUMNS]).sort_values(["rank", "metric", "hours"], kind="stable")
     return table.drop(columns="rank").reset_index(drop=True)  # the decoders and their arms in the order given
 
@@ -35,9 +37,9 @@ def compare(judged: pd.DataFrame, decoders: dict[str, dict[str, list[str]]]) -> 
 def at_equal_hours(table: pd.DataFrame) -> pd.DataFrame:
     """Per decoder, each arm's latest judged checkpoint at or before the machine-hours all its arms that went on
     have reached, one row per arm and judge, with that common budget. An arm that added no machine time (the
-    regression pack the others start from, or a phase on a lent GPU), or under half the time of the arm that went
-    furthest (one stopped early, or just begun), shows its own latest hours and does not hold the others back. A
-    decoder with fewer than two arms compares with nothing."""
+    regression pack the others start from, or a phase on a lent GPU), or under half the time of the arm second
+    furthest (one stopped early, or just begun: `short`), shows its own latest hours and does not hold the others
+    back. A decoder with fewer than two arms compares with nothing."""
     parts = []
     for _, own in table.groupby("decoder", sort=False):
         if own["arm"].nunique() < 2:
@@ -45,23 +47,30 @@ def at_equal_hours(table: pd.DataFrame) -> pd.DataFrame:
         tops = own.groupby("arm")["hours"].max()
         shared = own.groupby("run")["arm"].nunique().pipe(lambda n: n[n > 1].index)  # runs in several arms: starts
         start = own.loc[own["run"].isin(shared), "hours"].max() if len(shared) else own["hours"].min()
-        went_on = tops[tops > start + 1e-9]
-        went_on = went_on[went_on - start >= (went_on.max() - start) / 2 - 1e-9]  # the short arms hold none back
-        budget = float(went_on.min() if len(went_on) else tops.min())
+        went_on = tops[tops > start + 1e-9] - start  # each arm's own machine-hours
+        cut = went_on.sort_values(ascending=False).iloc[min(1, len(went_on) - 1)] / 2 if len(went_on) else 0.0
+        short = went_on.index[went_on < cut - 1e-9]  # against the second furthest: no one long arm pushes all out
+        went_on = went_on.drop(short)
+        budget = float(went_on.min() + start if len(went_on) else tops.min())
         upto = own[own["hours"] <= budget + 1e-9].sort_values("hours", kind="stable")
-        parts.append(upto.groupby(["arm", "metric"]).tail(1).sort_index().assign(budget_hours=budget))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS + ["budget_hours"])
+        parts.append(upto.groupby(["arm", "metric"]).tail(1).sort_index().assign(
+            budget_hours=budget, short=lambda f: f["arm"].isin(short)))
+    return (pd.concat(parts, ignore_index=True) if parts
+            else pd.DataFrame(columns=COLUMNS + ["budget_hours", "short"]))
 
 
 def equal_hours_lines(equal: pd.DataFrame, n) -> str:
-    """One decoder's at_equal_hours rows as a nested Markdown list: an item per arm (at its hours) with each judge's
-    difference to the teacher and its interval, in JUDGES' order; a judge read at other hours names them. `n`
-    formats (and keeps) each number, as Findings.number does."""
+    """One decoder's at_equal_hours rows as a nested Markdown list: an item per arm (at its hours; said where it is
+    short of the budget, or where no checkpoint of its own is judged yet) with each judge's difference to the
+    teacher and its interval, in JUDGES' order; a judge read at other hours names them. `n` formats (and keeps) each
+    number, as Findings.number does."""
     items = []
-    for arm, own in equal.groupby("arm", sort=False):
+    for arm, own in equal[equal["metric"].isin(JUDGES)].groupby("arm", sort=False):
         own = own.assign(order=own["metric"].map(list(JUDGES).index)).sort_values("order")
         hours = own["hours"].max()
-        items.append(f"\n  - {arm}, {n(hours)} h: " + ", ".join(
+        note = (" (no checkpoint of its own judged yet: its start)" if not own["own"].any() else
+                " (short of the budget: stopped early or just begun)" if own["short"].any() else "")
+        items.append(f"\n  - {arm}, {n(hours)} h{note}: " + ", ".join(
             f"{JUDGES[r.metric]} {n(r.delta, '+.3f')} [{n(r.lo, '+.3f')}, {n(r.hi, '+.3f')}]"
             + (f" (at {n(r.hours)} h)" if r.hours < hours - 1e-9 else "") for r in own.itertuples()))
     return "".join(items)
@@ -83,7 +92,8 @@ def plot(table: pd.DataFrame):
                 ax.errorbar(g["hours"], g["delta"], yerr=np.nan_to_num(err), marker="o", ms=4, capsize=2, lw=1,
                             label=arm, zorder=2 + len(groups) - rank)
             ax.axhline(0.0, color="k", lw=0.6)
-            ax.set_title(JUDGES[metric], fontsize=9, loc="left")
+            ax.set_title(JUDGES[metric] + (" (lower is better)" if metric in LOWER_IS_BETTER else ""), fontsize=9,
+                         loc="left")
             ax.set_xlabel("machine-hours")
         row[0].set_ylabel(f"{decoder}\nstudent - teacher (held-out)" if decoder else "student - teacher (held-out)",
                           fontsize=9)
@@ -102,7 +112,7 @@ def best_arm(table: pd.DataFrame, metric: str = "dnsmos_sig", decoder: str | Non
     if rows.empty:
         return None
     last = rows.groupby(["decoder", "arm"], sort=False).tail(1).drop_duplicates("run")  # no own run yet: its start
-    last = last.sort_values("delta", ascending=False, kind="stable").iloc[0]
+    last = last.sort_values("delta", ascending=metric in LOWER_IS_BETTER, kind="stable").iloc[0]
     own = rows[(rows["decoder"] == last["decoder"]) & (rows["arm"] == last["arm"])]
     then = own[own["hours"] <= last["hours"] / 2]
     then = then.iloc[-1] if len(then) else own.iloc[0]
@@ -134,22 +144,23 @@ def gap_table(frame: pd.DataFrame) -> pd.DataFrame:
     for (decoder, swap, metric), c in frame.groupby(["decoder", "swap", "metric"], sort=False):
         d = (c["value"] - c["teacher"]).to_numpy(float)
         j = verdicts.judge(d, 0.0, True)  # no interval under two sentences; the mean still stands
-        rows.append({"decoder": decoder, "swap": swap, "metric": metric, "delta": float(np.mean(d)), "lo": j["lo"],
+        mean = j["mean"] if j["n"] >= 2 else float(np.nanmean(d)) if np.isfinite(d).any() else np.nan
+        rows.append({"decoder": decoder, "swap": swap, "metric": metric, "delta": mean, "lo": j["lo"],
                      "hi": j["hi"], "n": j["n"]})
     return pd.DataFrame(rows, columns=["decoder", "swap", "metric", "delta", "lo", "hi", "n"])
 
 
 def gap_lines(table: pd.DataFrame, n, metric: str = "dnsmos_sig") -> str:
     """gap_table's `metric` as a nested Markdown list, an item per decoder: each swap's difference to the teacher
-    with its interval, and the share of its own gap that the teacher's phase closes. `n` formats (and keeps) each
-    number, as Findings.number does."""
+    with its interval, and the share of its own gap that the teacher's phase closes (the swaps named as
+    lib.studies.phase_gap.SWAPS names them). `n` formats (and keeps) each number, as Findings.number does."""
     items = []
     for decoder, own in table[table["metric"] == metric].groupby("decoder", sort=False):
         by = own.set_index("swap")
         parts = [f"with {swap} {n(r.delta, '+.3f')}" + (f" [{n(r.lo, '+.3f')}, {n(r.hi, '+.3f')}]" if np.isfinite(r.lo)
                                                         else "") for swap, r in by.iterrows()]
-        first, phase = by["delta"].iloc[0], by["delta"].get("the teacher's phase", np.nan)
+        first, phase = by["delta"].get("its own spectra", np.nan), by["delta"].get("the teacher's phase", np.nan)
         share = (f"; the teacher's phase closes {n(100 * (1 - phase / first), '.0f')} % of its gap"
-                 if first < 0 and np.isfinite(phase) else "")
+                 if first < 0 and np.isfinite(phase) else "")  # NaN compares False: no share
         items.append(f"\n  - `{decoder}`: " + ", ".join(parts) + share)
     return "".join(items)

@@ -16,7 +16,7 @@ import torch
 
 from lib.core.results import atomic_write_text
 from lib.harness import bench, metrics
-from lib.jobs.run_state import heldout_latents
+from lib.jobs.run_state import LONG_RUN_NOISE, heldout_latents
 from lib.voices import teacher_bundle
 from lib.voices.artefacts import ArtefactError, load_part
 from lib.voices.istft_decoder import stft
@@ -39,6 +39,13 @@ def swapped(dec, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
             for swap, (mag, ph) in SWAPS.items()}
 
 
+def of_packs(runs: Sequence[str], root: Path, sentences: int, noise: dict = LONG_RUN_NOISE) -> tuple[pd.DataFrame, dict]:
+    """phase_gap of the frame-rate decoder packs `root`/<run> with the teacher they learned from (the lab's default
+    voice, whatever voice a notebook speaks): (its frame, {run: why it is absent})."""
+    decoders, absent = load_decoders(runs, root)
+    return phase_gap(teacher_bundle.teacher() if decoders else None, decoders, sentences, noise), absent
+
+
 def load_decoders(runs: Sequence[str], root: Path) -> tuple[dict, dict]:
     """The frame-rate decoders of packs `root`/<run>: ({run: decoder}, {run: why it is absent})."""
     found, absent = {}, {}
@@ -57,11 +64,13 @@ def load_decoders(runs: Sequence[str], root: Path) -> tuple[dict, dict]:
     return found, absent
 
 
-def phase_gap(teacher, decoders: dict, sentences: int, noise_scale: float, noise_w: float) -> pd.DataFrame:
+def phase_gap(teacher, decoders: dict, sentences: int, noise: dict = LONG_RUN_NOISE) -> pd.DataFrame:
     """Per decoder (name -> frame-rate decoder), swap, held-out sentence and judge of JUDGES: its score and the
-    teacher's own audio's (COLUMNS), on the first `sentences` held-out sentences at the long runs' corpus noise (the
-    latents the packs' own held-out judging reads)."""
-    held, lat = heldout_latents(teacher, {"noise_scale": noise_scale, "noise_w": noise_w}, sentences)
+    teacher's own audio's (COLUMNS), on the first `sentences` held-out sentences at the corpus noise the decoders
+    trained at (the latents the packs' own held-out judging reads); no decoder, no rows."""
+    if not decoders:
+        return pd.DataFrame(columns=COLUMNS)
+    held, lat = heldout_latents(teacher, noise, sentences)
     dnsmos, rows = metrics.Dnsmos(threads=1), []
     for s, z, y in zip(held, lat.z, lat.wav):
         theirs = dnsmos(y.flatten().numpy(), teacher.sample_rate)
@@ -83,18 +92,18 @@ class PhaseGap:
     root: str = "outputs/recorded/training"
     out: str = "outputs/phase_gap/phase_gap.csv"  # env.json is written beside it
     sentences: int = 10  # of the held-out list
-    noise_scale: float = 0.667  # the long runs' corpus noise
-    noise_w: float = 0.8
+    noise_scale: float = LONG_RUN_NOISE["noise_scale"]  # the corpus noise the decoders trained at
+    noise_w: float = LONG_RUN_NOISE["noise_w"]
     threads: int = 1
 
 
 def run(cfg: PhaseGap) -> pd.DataFrame:
     """Judge every pack of `cfg` (phase_gap), write the CSV and env.json (this machine, threads, the config)."""
     torch.set_num_threads(cfg.threads)
-    decoders, absent = load_decoders(cfg.packs, Path(cfg.root))
-    if not decoders:
+    frame, absent = of_packs(cfg.packs, Path(cfg.root), cfg.sentences,
+                             {"noise_scale": cfg.noise_scale, "noise_w": cfg.noise_w})
+    if frame.empty:
         raise ValueError(f"no frame-rate decoder among the packs: {absent}")
-    frame = phase_gap(teacher_bundle.teacher(), decoders, cfg.sentences, cfg.noise_scale, cfg.noise_w)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, frame.to_csv(index=False))

@@ -58,9 +58,11 @@ def read_judged(path: Path = JUDGED) -> pd.DataFrame:
 
 
 def judge_means(clips: pd.DataFrame) -> dict:
-    """The ledger row's means of a checkpoint's judged sentences (heldout_p808, heldout_sig, ...)."""
+    """The ledger row's means of a checkpoint's judged sentences (heldout_p808, heldout_sig, ...: JUDGE_COLUMNS only;
+    a student's WER stays in the judged file, as the ledger's heldout_wer is an adapter's)."""
     means = clips.groupby("metric")["value"].mean()
-    return {f"heldout_{m.removeprefix('dnsmos_')}": round(float(v), 4) for m, v in means.items()}
+    named = {f"heldout_{m.removeprefix('dnsmos_')}": round(float(v), 4) for m, v in means.items()}
+    return {k: v for k, v in named.items() if k in JUDGE_COLUMNS}
 
 
 def read(path: Path = LEDGER) -> pd.DataFrame:
