@@ -47,17 +47,18 @@ def run_all(outputs, params_dir=None, profile="smoke", pick=()):
                           timeout=3000)
 
 
-# The unit-test files that take longest (their tests among the 20 slowest of a run on an AVX2-only EPYC, 2026-11-25,
-# summed), handed out first in xdist workers so that no long file is left for the end while the other worker idles;
-# the rest follow in pytest's order. A hint only: a file missing here runs all the same, later.
-LONG_FILES = ("test_train_job.py",  # 117 s
-              "test_regress_recipe.py",  # 88 s
-              "test_evaluate.py",  # 83 s
-              "test_finetune.py",  # 39 s
-              "test_own_voice.py",  # 30 s setup
-              "test_training.py",  # 27 s
-              "test_metrics.py", "test_compress.py", "test_backends.py", "test_frontend_student.py",
-              "test_istft_decoder.py", "test_voices.py")
+# The unit-test files that take longest, longest first (their tests' summed durations in a run of the test command
+# on an Intel Xeon with AMX, 2026-11-27), handed out first in xdist workers: the longest files start while the other
+# worker runs the notebooks, and the short ones fill the end, so neither worker idles long at the end (in pytest's
+# order the 171 s speaker file came among the last). A hint only: a file missing here runs all the same, later.
+LONG_FILES = ("test_speaker_adapt.py",  # 171 s
+              "test_regress_recipe.py",  # 108 s
+              "test_training.py",  # 63 s
+              "test_evaluate.py",  # 56 s
+              "test_compress.py", "test_own_voice.py", "test_voices.py", "test_train_job.py",  # 23-30 s
+              "test_notebook_files.py", "test_metrics.py", "test_frontend_student.py", "test_backends.py",
+              "test_artefacts.py", "test_readme.py",  # 14-22 s
+              "test_machine.py", "test_pause.py", "test_step_costs.py", "test_istft_decoder.py")  # 6-10 s
 
 
 def pytest_collection_modifyitems(session, config, items):

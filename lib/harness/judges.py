@@ -6,6 +6,7 @@ import atexit
 import json
 import multiprocessing
 import os
+import signal
 import sqlite3
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -20,8 +21,12 @@ from lib.harness import metrics
 from lib.voices.hub import HfWhisperAsr
 
 
+_IN_MEMORY: dict[str, dict] = {}  # the scores of a cache with no file: this process's, for as long as it lives
+
+
 class JudgeCache:
-    """Scores keyed by (audio hash, judge): a variant whose audio equals its parent's is never judged twice."""
+    """Scores keyed by (audio hash, judge): a variant whose audio equals its parent's is never judged twice. With no
+    file, the scores are kept in this process's memory (a long run's packs share its teacher's)."""
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
@@ -32,15 +37,17 @@ class JudgeCache:
 
     def get(self, key: str) -> dict | None:
         if not self.path:
-            return None
+            return _IN_MEMORY.get(key)
         with sqlite3.connect(self.path) as db:
             row = db.execute("SELECT value FROM scores WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, value: dict) -> None:
-        if self.path:
-            with sqlite3.connect(self.path) as db:
-                db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(value)))
+        if not self.path:
+            _IN_MEMORY[key] = value
+            return
+        with sqlite3.connect(self.path) as db:
+            db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(value)))
 
 
 def make_asr(name: str, threads: int = 1):
@@ -86,6 +93,8 @@ def close_judges() -> None:
 def _init_worker(asr_name: str | None, use_dnsmos: bool):
     import warnings
     warnings.filterwarnings("ignore")
+    if multiprocessing.parent_process() is not None:  # a pool's worker: an interrupt (a notebook kernel's shutdown)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # is its parent's to handle, which stops the pool
     _WORKER["key"] = (asr_name, use_dnsmos, os.getpid())
     _WORKER["asr"] = make_asr(asr_name, threads=1) if asr_name else None
     _WORKER["dnsmos"] = metrics.Dnsmos(threads=1) if use_dnsmos else None

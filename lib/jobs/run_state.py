@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ import torch
 from piper.train.vits import commons
 
 from lib.core import text
+from lib.core.audio import Audio
 from lib.harness import metrics
+from lib.harness.judges import Judges, judge
 from lib.techniques import distill
 from lib.techniques.frontend_student import teacher_targets
 from lib.training import batches
@@ -173,30 +176,22 @@ def heldout_judged(teacher, part, info: dict, kind: str = "decoder", sentences: 
                    judges: tuple = HELDOUT_JUDGES) -> pd.DataFrame:
     """Each of `judges` (of HELDOUT_JUDGES) on the part's held-out audio and on the teacher's own, per sentence (id,
     metric, value, teacher): what the ledger's quality-against-hours comparison pairs. The judges score packed
-    checkpoints only; no training step and no checkpoint choice reads them."""
-    ids, refs, outs = heldout_audio(teacher, part, info, kind, sentences)
-    words = {s.id: s.text for s in text.harvard_sentences(HELDOUT_LISTS)}
-    score = _scorer(judges, teacher.sample_rate)
-    rows = []
-    for sid, r, o in zip(ids, refs, outs):
-        mine, theirs = score(o.flatten().numpy(), words[sid]), score(r.flatten().numpy(), words[sid])
-        rows += [{"id": sid, "metric": m, "value": mine[m], "teacher": theirs[m]} for m in judges]
-    return pd.DataFrame(rows, columns=["id", "metric", "value", "teacher"])
-
-
-def _scorer(judges: tuple, sample_rate: int):
-    """score(audio, its words) -> {judge: value} for `judges`, loading only the judges asked for."""
+    checkpoints only; no training step and no checkpoint choice reads them. They run as the notebooks' do (the
+    harness's judges, loaded once per process, the same audio scored once), so the teacher's clips are scored once
+    however many packs a process judges."""
     unknown = set(judges) - set(HELDOUT_JUDGES)
     if unknown:
         raise ValueError(f"held-out judges {sorted(unknown)}: use {HELDOUT_JUDGES}")
-    dnsmos = metrics.Dnsmos(threads=1) if any(m.startswith("dnsmos_") for m in judges) else None
-    distill_mos = metrics.DistillMos(threads=1) if "distillmos" in judges else None
-    asr = metrics.WhisperAsr(threads=1) if "wer" in judges else None
-
-    def score(audio: np.ndarray, words: str) -> dict:
-        out = {**(dnsmos(audio, sample_rate) if dnsmos else {}),
-               **(distill_mos(audio, sample_rate) if distill_mos else {})}
-        if asr is not None:
-            out["wer"] = metrics.wer_cer(words, asr.transcribe(audio, sample_rate))["wer"]
-        return out
-    return score
+    ids, refs, outs = heldout_audio(teacher, part, info, kind, sentences)
+    words = {s.id: s.text for s in text.harvard_sentences(HELDOUT_LISTS)}
+    clips = {f"{sid}.{who}": Audio(x.flatten().numpy(), teacher.sample_rate)
+             for sid, r, o in zip(ids, refs, outs) for who, x in (("part", o), ("teacher", r))}
+    asked = Judges(asr="whisper-base" if "wer" in judges else None, dnsmos=any(m != "wer" for m in judges), workers=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        scored = judge(clips, {c: words[c.rsplit(".", 1)[0]] for c in clips}, asked, Path(tmp)).set_index("id")
+    missing = [m for m in judges if m not in scored]
+    if missing:
+        raise RuntimeError(f"held-out judges {missing} gave no score (distillmos is installed by setup.sh)")
+    return pd.DataFrame([{"id": sid, "metric": m, "value": float(scored.at[f"{sid}.part", m]),
+                          "teacher": float(scored.at[f"{sid}.teacher", m])} for sid in ids for m in judges],
+                        columns=["id", "metric", "value", "teacher"])

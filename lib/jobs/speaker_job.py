@@ -301,28 +301,42 @@ def validation_score(judged: dict) -> float:
     return float(judged["heldout_secs"]) - float(judged["heldout_wer"])
 
 
+def _packed_already(out: Path, run: str, steps: int, ledger_path: Path | None) -> bool:
+    """Whether `out` has judged the run at `steps` (its spent.json) and the ledger, if one is kept, has that row."""
+    if not (out / SPENT).exists() or json.loads((out / SPENT).read_text())["steps"] != steps:
+        return False
+    if ledger_path is None:
+        return True
+    seen = ledger.read(ledger_path)
+    mine = seen[seen["run"] == run]
+    return not mine.empty and int(mine["steps"].iloc[-1]) == steps
+
+
 def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     """Judge the run's latest state on the speaker's validation split and add a ledger row (validation WER and
     SECS) when the ledger has not seen its steps; the method's files (speaker_adapt.save) under the run's `out`, with
     curve and env, are replaced only by a checkpoint whose validation_score beats theirs (checkpoint choice)."""
     cfg = read_config(work, SpeakerRun)
     info = json.loads((Path(work) / CONFIG).read_text())
+    frame = pd.read_csv(Path(work) / "train" / "curve.csv")
+    before = json.loads((Path(work) / BEFORE).read_text()) if (Path(work) / BEFORE).exists() else packed_count({})
+    steps = int(frame["step"].iloc[-1]) + before["steps"]
+    out = Path(cfg.out)
+    run = f"{out.parent.name}/{out.name}"
+    if _packed_already(out, run, steps, ledger_path):  # e.g. packing again after a run that trained no new step
+        _LOGGER.info("%s at %d steps is packed and judged already: nothing to do", cfg.method, steps)
+        return out
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
                                      posterior.load(Path(cfg.posterior), teacher.hparams),
                                      duration=posterior.load_duration_parts(Path(cfg.posterior)),
                                      train_posterior=cfg.train_posterior, prior_mel=cfg.prior_mel)
     load_state(prepared, Path(work) / "train" / "state" / "model.safetensors")
-    frame = pd.read_csv(Path(work) / "train" / "curve.csv")
-    before = json.loads((Path(work) / BEFORE).read_text()) if (Path(work) / BEFORE).exists() else packed_count({})
-    steps = int(frame["step"].iloc[-1]) + before["steps"]
     env = environment(device=cfg.device)
     hours, device_hours, where = accounted_hours({"threads": cfg.threads, "cores": info.get("cores", 1),
                                                   "device": cfg.device}, before, float(frame["seconds"].iloc[-1]), env,
                                                  cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)  # what the run has spent, whichever checkpoint the folder keeps
-    atomic_write_json(out / SPENT, {"steps": steps, "hours": round(hours, 4), "device_hours": round(device_hours, 4)})
+    out.mkdir(parents=True, exist_ok=True)
     _, val = speaker_data(cfg, teacher)
     quality = validation_quality(prepared.merged(), val, metrics.WhisperAsr("base", threads=cfg.threads))
     kept = json.loads((out / CONFIG).read_text()).get("judged") if (out / CONFIG).exists() else None
@@ -337,8 +351,9 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
         _LOGGER.info("packed %s: %d steps, %.2f machine-hours, %s -> %s", cfg.method, steps, hours, quality, out)
     else:
         _LOGGER.info("%s at %d steps (%s) does not beat the packed checkpoint (%s): kept", cfg.method, steps, quality, kept)
+    # what the run has spent, whichever checkpoint the folder keeps; written once judged (_packed_already reads it)
+    atomic_write_json(out / SPENT, {"steps": steps, "hours": round(hours, 4), "device_hours": round(device_hours, 4)})
     if ledger_path is not None:
-        run = f"{out.parent.name}/{out.name}"
         seen = ledger.read(ledger_path)
         if not (seen["run"] == run).any() or int(seen[seen["run"] == run]["steps"].iloc[-1]) != steps:
             ledger.append(ledger_path, {
