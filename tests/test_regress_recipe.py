@@ -249,6 +249,9 @@ def test_the_judges_score_the_teachers_own_decoder_as_the_teacher_and_judge_pack
     assert set(own["metric"]) == set(run_state.HELDOUT_JUDGES) and len(own) == 2 * len(run_state.HELDOUT_JUDGES)
     assert np.allclose(own["value"], own["teacher"], atol=1e-4)
     assert set(ledger.judge_means(own)) == set(ledger.JUDGE_COLUMNS), "a student's WER stays out of the adapters' column"
+    scored = len(run_state._SCORED)  # the same audio again (every pack's teacher clips): scored once per process
+    assert run_state.heldout_judged(teacher, teacher.dec, {"noise_scale": 0.667, "noise_w": 0.8}, "decoder", 2).equals(own)
+    assert len(run_state._SCORED) == scored
     dec = distill.decoder_student(teacher, 16)
     save_part(parts.fold_weight_norm(dec), tmp_path / "packs" / "run" / "dec16", "decoder",
               parts.decoder_build(teacher, 16), extra={"student": "dec16", "steps": 7, "hours": 0.25})

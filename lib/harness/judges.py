@@ -21,12 +21,8 @@ from lib.harness import metrics
 from lib.voices.hub import HfWhisperAsr
 
 
-_IN_MEMORY: dict[str, dict] = {}  # the scores of a cache with no file: this process's, for as long as it lives
-
-
 class JudgeCache:
-    """Scores keyed by (audio hash, judge): a variant whose audio equals its parent's is never judged twice. With no
-    file, the scores are kept in this process's memory (a long run's packs share its teacher's)."""
+    """Scores keyed by (audio hash, judge): a variant whose audio equals its parent's is never judged twice."""
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
@@ -37,17 +33,15 @@ class JudgeCache:
 
     def get(self, key: str) -> dict | None:
         if not self.path:
-            return _IN_MEMORY.get(key)
+            return None
         with sqlite3.connect(self.path) as db:
             row = db.execute("SELECT value FROM scores WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, value: dict) -> None:
-        if not self.path:
-            _IN_MEMORY[key] = value
-            return
-        with sqlite3.connect(self.path) as db:
-            db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(value)))
+        if self.path:
+            with sqlite3.connect(self.path) as db:
+                db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(value)))
 
 
 def make_asr(name: str, threads: int = 1):
