@@ -305,11 +305,7 @@ def _packed_already(out: Path, run: str, steps: int, ledger_path: Path | None) -
     """Whether `out` has judged the run at `steps` (its spent.json) and the ledger, if one is kept, has that row."""
     if not (out / SPENT).exists() or json.loads((out / SPENT).read_text())["steps"] != steps:
         return False
-    if ledger_path is None:
-        return True
-    seen = ledger.read(ledger_path)
-    mine = seen[seen["run"] == run]
-    return not mine.empty and int(mine["steps"].iloc[-1]) == steps
+    return ledger_path is None or ledger.has_row(ledger_path, run, steps)
 
 
 def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
@@ -354,8 +350,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     # what the run has spent, whichever checkpoint the folder keeps; written once judged (_packed_already reads it)
     atomic_write_json(out / SPENT, {"steps": steps, "hours": round(hours, 4), "device_hours": round(device_hours, 4)})
     if ledger_path is not None:
-        seen = ledger.read(ledger_path)
-        if not (seen["run"] == run).any() or int(seen[seen["run"] == run]["steps"].iloc[-1]) != steps:
+        if not ledger.has_row(ledger_path, run, steps):
             ledger.append(ledger_path, {
                 "run": run, "part": "adapter", "recipe": cfg.recipe_name, "device": where,
                 "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4), "heldout_pesq": np.nan,

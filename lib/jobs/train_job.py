@@ -37,7 +37,7 @@ from lib.jobs.run_configs import (CONFIG, JOBS, Bundle, JudgePacks, Pack, Regres
 from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_JUDGES, accounted_hours, corpus, heldout_judged, heldout_quality,
                                 init_from, packed_count, read_json)
 from lib.techniques import compress, distill
-from lib.training.ledger import JUDGED, append, append_judged, judge_means, read, read_judged
+from lib.training.ledger import JUDGED, append, append_judged, has_row, judge_means, read_judged
 from lib.training.loop import train_decoder
 from lib.voices import parts, piper_torch, synth as voices
 from lib.voices.artefacts import ArtefactError, load_part, save_part
@@ -145,12 +145,10 @@ def pack(cfg: Pack) -> None:
         _LOGGER.info("packed %s: %d steps, %.2f machine-hours, %.3f device-hours -> %s", run.name, steps, hours,
                      device_hours, dest)
         if cfg.ledger:
-            book = read(Path(cfg.ledger))
-            seen = book[book["run"] == f"{work.name}/{run.name}"]
-            if len(seen) and int(seen["steps"].iloc[-1]) == steps:
-                _LOGGER.info("ledger: %s/%s has no new checkpoint since its last row", work.name, run.name)
-                continue
             name = f"{work.name}/{run.name}"
+            if has_row(Path(cfg.ledger), name, steps):
+                _LOGGER.info("ledger: %s has no new checkpoint since its last row", name)
+                continue
             judged = heldout_judged(teacher, module, info, config.kind, cfg.judged_sentences) if cfg.judged_sentences else None
             row = ledger_row(teacher, module, info, run=name, part=config.kind, recipe=config.recipe_name, steps=steps,
                              hours=hours, env=env, device=trained_on, judged=judged)

@@ -81,6 +81,13 @@ def read(path: Path = LEDGER) -> pd.DataFrame:
     return frame
 
 
+def has_row(path: Path, run: str, steps: int) -> bool:
+    """Whether `run`'s latest row in the ledger at `path` is at `steps` (that checkpoint is recorded already)."""
+    mine = read(path)
+    mine = mine[mine["run"] == run]
+    return not mine.empty and int(mine["steps"].iloc[-1]) == steps
+
+
 def last_doubling(frame: pd.DataFrame, metric: str = "heldout_pesq") -> pd.DataFrame:
     """Per run: its latest hours and `metric`, the change over the last doubling of machine-hours (from the row at
     or before half its hours), and that change carried to the next doubling (a log-linear curve's prediction)."""
