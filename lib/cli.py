@@ -5,6 +5,7 @@
     tts-lab adapt-speaker --work /tmp/full --dataset /tmp/jf_alpha --method full --out outputs/recorded/training/speaker/full
     tts-lab pack-speaker --work /tmp/full
     tts-lab export --pack outputs/recorded/training/speaker/lora-r8 --out /tmp/lora-r8-voice
+    tts-lab corpus --out ~/.cache/tts-lab/corpus/teacher-49 --manifest-out outputs/recorded/corpus/teacher-49/manifest.json
     tts-lab regress-istft --work /tmp/istft --steps 100000 --init-from outputs/recorded/training/istft
     tts-lab step-costs --out outputs/step_costs/step_costs.csv
     tts-lab phase-gap --packs istft/istft192x6-regress istftadv/istft192x6-adv --out outputs/phase_gap/phase_gap.csv
@@ -22,7 +23,7 @@ from typing import Annotated, Union
 import tyro
 
 from lib.core.pause import Yielder
-from lib.jobs import eta, export_pack, run_configs, speaker_job, step_costs, train_job
+from lib.jobs import corpus_job, eta, export_pack, run_configs, speaker_job, step_costs, train_job
 from lib.report import rundiff
 from lib.runtimes import backends
 from lib.studies import phase_gap
@@ -78,6 +79,7 @@ Command = Union[
     Annotated[speaker_job.SpeakerRun, tyro.conf.subcommand("adapt-speaker")],
     Annotated[PackSpeaker, tyro.conf.subcommand("pack-speaker")],
     Annotated[Export, tyro.conf.subcommand("export")],
+    Annotated[corpus_job.CorpusRun, tyro.conf.subcommand(corpus_job.CorpusRun.NAME)],
     Annotated[Eta, tyro.conf.subcommand("eta")],
     Annotated[Probe, tyro.conf.subcommand("probe")],
     Annotated[RunDiff, tyro.conf.subcommand("rundiff")],
@@ -106,6 +108,12 @@ def run(cmd, command: str = "tts-lab") -> None:
         step_costs.run(cmd)
     elif isinstance(cmd, phase_gap.PhaseGap):
         phase_gap.run(cmd)
+    elif isinstance(cmd, corpus_job.CorpusRun):
+        job = Yielder(f"corpus {Path(cmd.out).name}").register()  # it pauses while anything is timed, as a run does
+        try:
+            corpus_job.write(cmd)
+        finally:
+            job.close()
     elif isinstance(cmd, Export):
         result = export_pack.export(Path(cmd.pack), Path(cmd.out))
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],

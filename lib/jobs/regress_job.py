@@ -16,12 +16,12 @@ from lib.core import text
 from lib.core.results import atomic_write_text
 from lib.data import varied_text
 from lib.jobs.run_configs import Regress, Regression, RegressFlow, RegressFrontend, RegressIstft
-from lib.jobs.run_state import (CORPUS_LISTS, FRONTEND_LISTS, HELDOUT_LISTS, HELDOUT_SENTENCES, corpus, flow_heldout,
-                                init_from, packed_count, read_json)
+from lib.jobs.run_state import (CORPUS_LISTS, FRONTEND_LISTS, HELDOUT_LISTS, HELDOUT_SENTENCES, flow_heldout, init_from,
+                                packed_count, read_json, training_corpus)
 from lib.techniques import distill, frontend_student as fs
 from lib.techniques.channel_prune import pruned_student
-from lib.techniques.regress_recipe import WEIGHTS, feature_forward, segments, spectral_forward, stage_targets
-from lib.training import batches
+from lib.techniques.regress_recipe import (WEIGHTS, feature_forward, segments, spectral_forward, stage_targets,
+                                          with_stage_targets)
 from lib.training.batches import random_segments
 from lib.training.loop import Recipe, Trainer
 from lib.training.phase_losses import spectra_forward
@@ -44,7 +44,7 @@ def regress(cfg: Regress) -> None:
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = teacher_bundle.teacher()
     teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
-    latents, heldout = corpus(teacher, cfg.corpus_limit, cfg.noise_scale, cfg.noise_w, cfg.draws)
+    source, heldout, summary = training_corpus(teacher, cfg)
     keep_file = work / name / "keep.json"
     init = cfg.packed_start(name, fallback=base)
     before = {}
@@ -60,25 +60,25 @@ def regress(cfg: Regress) -> None:
                      before[name]["hours"])
     else:
         rng = np.random.default_rng(7)
-        calib = [batches.random_segments(latents, cfg.calib_segments, cfg.calib_frames, rng)[0]
-                 for _ in range(cfg.calib_batches)]
+        calib = [source(cfg.calib_segments, cfg.calib_frames, rng)[0] for _ in range(cfg.calib_batches)]
         t0 = time.time()
         student, keep = pruned_student(teacher, cfg.width, calib, refit_zs=calib, ridge=cfg.ridge)
         _LOGGER.info("channels chosen by activation and refitted by least squares in %.0f s", time.time() - t0)
     atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
-    cfg.record(work, recipe=cfg.recipe_name(), before=before)
-    targets, held_targets = stage_targets(teacher_dec, latents, keep), stage_targets(teacher_dec, heldout, keep)
+    cfg.record(work, recipe=cfg.recipe_name(), before=before, corpus=summary)
+    held_targets = stage_targets(teacher_dec, heldout, keep)
     rng = np.random.default_rng(1234)
     held = [segments(heldout, held_targets, cfg.batch, cfg.frames, rng) for _ in range(2)]
     rec = cfg.recipe(before.get(name, {}).get("steps", 0))  # a packed start: the cosine goes on
     cfg.part(name, "decoder", parts.decoder_build(teacher, cfg.width), rec, cfg.recipe_name()).write(work)
-    _fit(name, Trainer(student, lambda r: segments(latents, targets, cfg.batch, cfg.frames, r), rec, work / name,
+    batch_fn = lambda r: with_stage_targets(teacher_dec, keep, source(cfg.batch, cfg.frames, r))  # noqa: E731
+    _fit(name, Trainer(student, batch_fn, rec, work / name,
                        forward=feature_forward(WEIGHTS["feature"]), eval_batches=held, device=cfg.device,
                        threads=cfg.threads, progress=None))
 
 
 def _start(work: Path, name: str, student, cfg: Regression, kind: str, build: dict, fallback: str = "",
-           apnet: bool = False, **extra) -> Recipe:
+           apnet: bool = False, corpus: dict | None = None, **extra) -> Recipe:
     """A regression part's start: local state (the trainer loads it) keeps run.json's count; else --init-from's
     packed part of this `name` (or, where it has none, of `fallback`: an adversarial phase starts from the
     regression pack) initialises `student` and its steps and machine-hours go on counting. Writes run.json and the
@@ -88,7 +88,7 @@ def _start(work: Path, name: str, student, cfg: Regression, kind: str, build: di
     if not (work / name / "state").exists() and init is not None:
         config = init_from(student, init) or {}
         before = {**before, name: packed_count(config)}
-    cfg.record(work, recipe=cfg.recipe_name(apnet), before=before)
+    cfg.record(work, recipe=cfg.recipe_name(apnet), before=before, **({"corpus": corpus} if corpus else {}))
     recipe = cfg.recipe(before.get(name, {}).get("steps", 0), **extra)
     cfg.part(name, kind, build, recipe, cfg.recipe_name(apnet)).write(work)
     return recipe
@@ -158,15 +158,14 @@ def regress_istft(cfg: RegressIstft) -> None:
     name = apnet_name(cfg.phase_name(base)) if apnet else cfg.phase_name(base)
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = teacher_bundle.teacher()
-    latents, heldout = corpus(teacher, cfg.corpus_limit, cfg.noise_scale, cfg.noise_w, cfg.draws)
-    student = FrameRateDecoder(teacher.hparams["inter_channels"], cfg.dim, cfg.blocks, hop=latents.hop)
+    source, heldout, summary = training_corpus(teacher, cfg)
+    student = FrameRateDecoder(teacher.hparams["inter_channels"], cfg.dim, cfg.blocks, hop=heldout.hop)
     recipe = _start(work, name, student, cfg, "istft_decoder", student.config, fallback=base, apnet=apnet,
-                    amp_weight=cfg.amp_weight, phase_weight=cfg.phase_weight)
+                    amp_weight=cfg.amp_weight, phase_weight=cfg.phase_weight, corpus=summary)
     rng = np.random.default_rng(1234)
     held = [random_segments(heldout, cfg.batch, cfg.frames, rng) for _ in range(2)]
     forward = spectra_forward() if apnet else spectral_forward(WEIGHTS["spectral"])
-    _fit(name, Trainer(student, lambda r: random_segments(latents, cfg.batch, cfg.frames, r), recipe, work / name,
-                       forward=forward, eval_batches=held, device=cfg.device, threads=cfg.threads, progress=None))
+    _fit(name, Trainer(student, lambda r: source(cfg.batch, cfg.frames, r), recipe, work / name, forward=forward, eval_batches=held, device=cfg.device, threads=cfg.threads, progress=None))
 
 
 def apnet_name(name: str) -> str:

@@ -32,6 +32,8 @@ class Run:
     batch: int = 4  # segments per batch
     frames: int = 32  # latent frames per segment
     corpus_limit: int = 0  # use only the first N corpus sentences (0: all)
+    corpus: str = ""  # a teacher corpus written by `tts-lab corpus` to stream from (empty: Harvard lists 11-30 in memory)
+    corpus_hours: float = 0.0  # with --corpus, its first shards holding at least this many hours (0: all of it)
     noise_scale: float = 0.0  # the teacher's sampling noise for the corpus
     noise_w: float = 0.0  # the teacher's duration noise for the corpus
     draws: int = 1  # latents drawn per training sentence

@@ -14,6 +14,7 @@ import torch
 from piper.train.vits import commons
 
 from lib.core import text
+from lib.data.corpus_shards import CorpusStream
 from lib.harness import metrics
 from lib.techniques import distill
 from lib.techniques.frontend_student import teacher_targets
@@ -66,15 +67,44 @@ def corpus(teacher, corpus_limit: int = 0, noise_scale: float = 0.0, noise_w: fl
     """The teacher's latents and audio on the training lists (`draws` samples of each sentence, with the sampling
     noise the voice speaks with at `noise_scale`/`noise_w`) and on the held-out list, drawn the same way."""
     sents = text.harvard_sentences(CORPUS_LISTS)[: corpus_limit or None]
-    held = text.harvard_sentences(HELDOUT_LISTS)[:4]
     ids = sentence_ids(sents)
     parts = [batches.teacher_latents(teacher, ids, [f"{s.id}#{d}" for s in sents], noise_scale=noise_scale,
                                       noise_w=noise_w, seed=d) for d in range(draws)]
     latents = batches.Latents([i for p in parts for i in p.ids], [z for p in parts for z in p.z],
                                [w for p in parts for w in p.wav], parts[0].hop)
-    heldout = batches.teacher_latents(teacher, sentence_ids(held), [s.id for s in held],
-                                       noise_scale=noise_scale, noise_w=noise_w, seed=1000)
-    return latents, heldout
+    return latents, heldout_corpus(teacher, noise_scale, noise_w)
+
+
+def heldout_corpus(teacher, noise_scale: float = 0.0, noise_w: float = 0.0) -> batches.Latents:
+    """The teacher's latents and audio on the held-out list's first sentences, one fixed draw: every run's held-out
+    loss, whatever corpus it learns from."""
+    held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
+    return batches.teacher_latents(teacher, sentence_ids(held), [s.id for s in held], noise_scale=noise_scale,
+                                   noise_w=noise_w, seed=1000)
+
+
+def training_corpus(teacher, cfg) -> tuple:
+    """(segments(batch, frames, rng) -> aligned (z, waveform), the held-out latents, the corpus's summary) of a run's
+    options `cfg`: its --corpus streamed from disk (the first --corpus-hours of it), else Harvard lists 11-30 in
+    memory at its noise and draws."""
+    if not cfg.corpus:
+        latents, heldout = corpus(teacher, cfg.corpus_limit, cfg.noise_scale, cfg.noise_w, cfg.draws)
+        return (lambda b, f, r: batches.random_segments(latents, b, f, r), heldout,
+                harvard_corpus_summary(latents, teacher.sample_rate))
+    stream = CorpusStream(Path(cfg.corpus), cfg.corpus_hours)
+    hop = int(np.prod(teacher.hparams["upsample_rates"]))
+    if stream.hop != hop:
+        raise ArtefactError(f"{cfg.corpus}: its latents are {stream.hop} samples a frame, this teacher's {hop}")
+    _LOGGER.info("corpus %s: %.2f h, %d sentences (hash %s)", cfg.corpus, stream.summary.hours,
+                 stream.summary.sentences, stream.summary.hash[:12])
+    return stream.random_segments, heldout_corpus(teacher, cfg.noise_scale, cfg.noise_w), stream.summary.as_dict()
+
+
+def harvard_corpus_summary(latents: batches.Latents, sample_rate: int) -> dict:
+    """What a run on the in-memory Harvard corpus records of it, in the teacher corpus's terms (corpus_hours, ...)."""
+    seconds = sum(w.shape[-1] for w in latents.wav) / sample_rate
+    return {"corpus_hours": round(seconds / 3600, 4), "corpus_sentences": len({i.split("#")[0] for i in latents.ids}),
+            "corpus_hash": "harvard-lists-11-30", "corpus_shards": 0}
 
 
 def accounted_hours(info: dict, before: dict, seconds: float, env: dict, device: str) -> tuple[float, float, str]:

@@ -185,6 +185,7 @@ def ledger_row(teacher, module, info: dict, *, run: str, part: str, recipe: str,
             "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4),
             **{k: round(v, 4) for k, v in heldout_quality(teacher, module, info, part).items()},
             "heldout_secs": float("nan"), "heldout_wer": float("nan"),
+            "corpus_hours": info.get("corpus", {}).get("corpus_hours", float("nan")),
             **(judge_means(judged) if judged is not None else {}),
             "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

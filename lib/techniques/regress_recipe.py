@@ -56,6 +56,16 @@ def segments(lat: Latents, targets: StageTargets, batch: int, frames: int, rng: 
     return tuple(torch.cat(o) for o in out)
 
 
+@torch.no_grad()
+def with_stage_targets(teacher_dec, keep, batch: tuple) -> tuple:
+    """A (z, waveform) batch with the teacher's stage outputs on the kept channels appended, computed on the batch's
+    own segments (a streamed corpus holds no per-utterance targets; at a segment's edges they see the segment's
+    zero context, as the student does)."""
+    z, y = batch
+    _, feats = stage_outputs(teacher_dec, z)
+    return (z, y, *[f.index_select(1, k) for f, k in zip(feats, keep)])
+
+
 def feature_forward(weight: float):
     """The Trainer's forward for this recipe: (student waveform, teacher waveform, {'loss_feat': (weight, L1 of
     each stage's output against the teacher's, over the teacher's mean magnitude, averaged over stages)})."""

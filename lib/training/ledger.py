@@ -16,9 +16,10 @@ LEDGER = ROOT / "outputs" / "recorded" / "training_ledger.csv"
 JUDGED = LEDGER.with_name("training_heldout_judged.csv")  # per packed checkpoint, the judges' per-sentence scores
 JUDGE_COLUMNS = ["heldout_p808", "heldout_sig", "heldout_ovrl", "heldout_distillmos"]  # their means, per row
 COLUMNS = ["run", "part", "recipe", "device", "cpu_model", "steps", "hours", "heldout_pesq", "heldout_mel_l1",
-           "heldout_secs", "heldout_wer", *JUDGE_COLUMNS, "commit", "date"]  # heldout_secs/_wer: adapters' SECS to
-# their speaker and WER on its validation split (empty for students)
-ADDED_LATER = ("heldout_wer", *JUDGE_COLUMNS)  # columns older ledgers and other parts' rows lack: empty
+           "heldout_secs", "heldout_wer", *JUDGE_COLUMNS, "corpus_hours", "commit", "date"]  # heldout_secs/_wer: adapters' SECS to
+# their speaker and WER on its validation split (empty for students); corpus_hours: the teacher speech a student
+# learned from (empty on rows packed before it was recorded: Harvard lists 11-30, about a quarter of an hour)
+ADDED_LATER = ("heldout_wer", *JUDGE_COLUMNS, "corpus_hours")  # columns older ledgers and other parts' rows lack: empty
 JUDGED_COLUMNS = ["run", "steps", "hours", "id", "metric", "value", "teacher"]
 
 
