@@ -391,3 +391,26 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
     alone = arms.best_arm(table[table["arm"] == "regression"], "dnsmos_sig")
     assert np.isnan(alone["slope"]) and "no judged checkpoint at half its hours" in arms.best_line(alone, 0.10)
     assert arms.best_arm(table, "distillmos") is None
+
+
+def test_a_report_whose_baseline_timings_were_all_contended_says_so(tmp_path, monkeypatch):
+    """Issue 52: notebook 01's rtf rows all `contended` (a loaded machine) gave KeyError 'rtf' in recommend."""
+    monkeypatch.setattr(results, "OUTPUTS", tmp_path)
+    k = dict(model="m", backend="ort-cpu", threads=1)
+    w = results.ResultWriter("p", "01_baselines")
+    w.add_many({"dnsmos_p808": 3.9, "wer": 0.05, "size_mb": 60}, variant="fp32", **k)
+    w.add(variant="fp32", metric="rtf", value=None, status="contended", reason="2 other processes held the cores", **k)
+    w.write(env={"cpu_model": "cpu", "versions": {"torch": "2"}})
+    w = results.ResultWriter("p", "03_pruning_quantization")
+    w.add_many({"rtf": 0.04, "dnsmos_p808": 3.85, "wer": 0.06, "size_mb": 15}, variant="int8", technique="quantization", **k)
+    w.write()
+    df = report.load("p", tmp_path)
+    assert "rtf" not in report.baseline(df)
+    rec = report.recommend(df).set_index("goal")
+    assert rec.loc["fastest", "variant"] == "none ranked" and "contended" in rec.loc["fastest", "reason"]
+    w = results.ResultWriter("p", "04_distillation")
+    w.add_many({"rtf": 0.03, "rtf_ratio": 1.0, "dnsmos_p808": 3.9, "wer": 0.05}, variant="fp32-ort", technique="baseline", **k)
+    w.add_many({"rtf": 0.01, "rtf_ratio": 0.3, "dnsmos_p808": 3.88, "wer": 0.05}, variant="student", technique="distillation", **k)
+    w.write()
+    rec = report.recommend(report.load("p", tmp_path)).set_index("goal")
+    assert "student" in rec.loc["fastest", "variant"], "a ratio timed in its own run still ranks"

@@ -293,13 +293,20 @@ def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase:
                 qs.loc[g.index, "ref_dnsmos"] = ref["dnsmos_p808"].iloc[0]
                 qs.loc[g.index, "ref_wer"] = ref["wer"].iloc[0] if "wer" in ref else 0
         qs = qs[~qs["technique"].isin(NOT_RECOMMENDED)]
-    qs["speed"] = qs["rtf_ratio"].fillna(qs["rtf"] / base["rtf"]) if "rtf_ratio" in qs else qs["rtf"] / base["rtf"]
+    base_rtf = base.get("rtf", np.nan)  # NaN where the baseline's timings were contended or absent: ratios only
+    qs["speed"] = qs["rtf_ratio"].fillna(qs["rtf"] / base_rtf) if "rtf_ratio" in qs else qs["rtf"] / base_rtf
     qs["label"] = qs["model"] + " " + qs["variant"] + " (" + qs["backend"] + ", " + qs["notebook"] + ")"
     cpus = {nb: cpu_line(e) for nb, e in (env or {}).items()}
     ok = qs[(qs["dnsmos_p808"] >= qs["ref_dnsmos"] - max_dnsmos_drop) &
             (qs.get("wer", 0) <= qs["ref_wer"] + max_wer_increase)]
     rows = []
+    if not ok.empty and ok["speed"].isna().all():
+        rows.append({"goal": "fastest", "variant": "none ranked",
+                     "reason": "no uncontended timing against a parent in the same run: the baseline's timings were "
+                               "contended or absent, and no notebook kept an rtf_ratio (see the contended rows)"})
+        ok = ok.iloc[0:0]
     if not ok.empty:
+        ok = ok.dropna(subset=["speed"])
         f = ok.loc[ok["speed"].idxmin()]
         rows.append({"goal": "fastest", "variant": f["label"],
                      "reason": f"lowest RTF relative to its parent in the same run ({f['speed']:.3f}; RTF {f['rtf']:.3f}) "
@@ -313,6 +320,8 @@ def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase:
         rows.append({"goal": "best quality per ms", "variant": b["label"],
                      "reason": f"DNSMOS {b['dnsmos_p808']:.2f} at {b['speed']:.3f} of its parent's RTF"})
     out = pd.DataFrame(rows)
+    if ok.empty and not out.empty:
+        return out.assign(**{"measured on": "", "relies on": ""})
     if not out.empty:
         picked = [ok.loc[ok["label"] == r["variant"]].iloc[0] for r in rows]
         out["measured on"] = [cpus.get(p["notebook"], "see provenance") for p in picked]
