@@ -141,15 +141,19 @@ def flow_heldout(teacher, info: dict, sentences: int = HELDOUT_SENTENCES):
 
 def frontend_heldout(teacher, fe, noise_scale: float | None = None,
                      sentences: int = HELDOUT_SENTENCES) -> tuple[list, list]:
+    """frontend_audio on the first `sentences` of the held-out list: the ledger's PESQ and mel L1 of a front end."""
+    return frontend_audio(teacher, fe, text.harvard_sentences(HELDOUT_LISTS)[:sentences], noise_scale)
+
+
+def frontend_audio(teacher, fe, sentences, noise_scale: float | None = None, seed: int = 1000) -> tuple[list, list]:
     """The teacher's audio and the audio of its flow and decoder from the front-end student `fe`'s prior statistics,
-    both laid on the teacher's own durations and sampled with the same noise (`noise_scale`, by default the voice's), on the
-    held-out sentences: equal lengths, so the ledger's PESQ and mel L1 judge the student's means and scales; its
-    durations are judged apart (notebook 04's duration_mae_frames)."""
-    held = text.harvard_sentences(HELDOUT_LISTS)[:sentences]
-    t = teacher_targets(teacher, sentence_ids(held))
+    both laid on the teacher's own durations and sampled with the same noise (`noise_scale`, by default the voice's),
+    for `sentences` (lib.core.text.Sentence): equal lengths, so PESQ and mel L1 judge the student's means and
+    scales; its durations are judged apart (notebook 04's duration_mae_frames)."""
+    t = teacher_targets(teacher, sentence_ids(sentences))
     noise_scale = voices.NOISE_SCALE if noise_scale is None else noise_scale
     refs, outs = [], []
-    gen = torch.Generator().manual_seed(1000)
+    gen = torch.Generator().manual_seed(seed)
     for x, m_t, s_t, logw in zip(t.ids, t.m_p, t.logs_p, t.logw):
         w = torch.ceil(torch.exp(logw))  # [1, 1, T_x]: the teacher's frames per phoneme
         attn = commons.generate_path(w, torch.ones(1, 1, int(w.sum()), x.shape[1])).squeeze(1)  # [1, T_y, T_x]
