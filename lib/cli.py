@@ -1,41 +1,74 @@
-"""`tts-lab`: the lab's command line, each subcommand parsed by tyro straight into the dataclass its job reads.
+"""`tts-lab`: the lab's command line, in four groups; each command is parsed by tyro straight into the dataclass its
+job reads, and its module is imported only when it runs (so `tts-lab --help` answers at once).
 
-    tts-lab speaker-folder --folder /tmp/jf_alpha
-    tts-lab posterior --work /tmp/posterior --out outputs/recorded/training/posterior/joe-medium
-    tts-lab adapt-speaker --work /tmp/full --dataset /tmp/jf_alpha --method full --out outputs/recorded/training/speaker/full
-    tts-lab pack-speaker --work /tmp/full
-    tts-lab export --pack outputs/recorded/training/speaker/lora-r8 --out /tmp/lora-r8-voice
-    tts-lab corpus --out ~/.cache/tts-lab/corpus/teacher-49 --manifest-out outputs/recorded/corpus/teacher-49/manifest.json
-    tts-lab regress-istft --work /tmp/istft --steps 100000 --init-from outputs/recorded/training/istft
-    tts-lab step-costs --out outputs/step_costs/step_costs.csv
-    tts-lab phase-gap --packs istft/istft192x6-regress istftadv/istft192x6-adv --out outputs/phase_gap/phase_gap.csv
-    tts-lab pack --work /tmp/istft --out outputs/recorded/training/istft --device cpu --ledger outputs/recorded/training_ledger.csv
-    tts-lab eta default 02_lora_qlora          tts-lab probe          tts-lab rundiff BEFORE.csv AFTER.csv
+    tts-lab voice export --pack outputs/recorded/training/speaker/lora-r8 --out /tmp/lora-r8-voice
+    tts-lab speaker folder --folder /tmp/jf_alpha
+    tts-lab speaker adapt --work /tmp/full --dataset /tmp/jf_alpha --method full --out outputs/recorded/training/speaker/full
+    tts-lab train corpus --out ~/.cache/tts-lab/corpus/teacher-49 --manifest-out outputs/recorded/corpus/teacher-49/manifest.json
+    tts-lab train regress-istft --work /tmp/istft --steps 100000 --init-from outputs/recorded/training/istft
+    tts-lab train pack --work /tmp/istft --out outputs/recorded/training/istft --device cpu --ledger outputs/recorded/training_ledger.csv
+    tts-lab study overfit --out outputs/recorded/intel-xeon-amx-2c/30_overfit
+    tts-lab study eta default 02_lora_qlora          tts-lab study probe          tts-lab study rundiff BEFORE.csv AFTER.csv
+
+The names before the groups (`tts-lab adapt-speaker`, `tts-lab regress-istft`, ...) still run, unlisted.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Union
 
-import tyro
-
-from lib.core.pause import Yielder
-from lib.jobs import corpus_job, eta, export_pack, run_configs, speaker_job, step_costs, train_job
-from lib.report import rundiff
-from lib.runtimes import backends
-from lib.studies import phase_gap
+import tyro  # light (tens of ms); the commands' modules are what is imported late
 
 _LOGGER = logging.getLogger("tts-lab")
+
+# group -> command -> (module, dataclass, one line for the listing). The dataclass's own docstring is its --help.
+COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
+    "voice": {
+        "export": ("lib.cli", "Export", "a packed part or adaptation as a piper voice, spoken once by piper's runtime"),
+    },
+    "speaker": {
+        "folder": ("lib.cli", "SpeakerFolder", "write the default target speaker's LJSpeech folder (Kokoro jf_alpha)"),
+        "posterior": ("lib.jobs.speaker_job", "PosteriorRun", "bootstrap the posterior encoder on the teacher's audio"),
+        "adapt": ("lib.jobs.speaker_job", "SpeakerRun", "adapt the voice to a speaker's folder (full, LoRA, QLoRA)"),
+        "pack": ("lib.cli", "PackSpeaker", "pack an adaptation run: weights, card, curve, env, a ledger row"),
+    },
+    "train": {
+        "corpus": ("lib.jobs.corpus_job", "CorpusRun", "the teacher speaks the corpus students learn from (hours)"),
+        "regress": ("lib.jobs.run_configs", "Regress", "a channel-pruned decoder, regression-first"),
+        "regress-istft": ("lib.jobs.run_configs", "RegressIstft", "the 5x voice's frame-rate decoder"),
+        "regress-flow": ("lib.jobs.run_configs", "RegressFlow", "the half-width flow"),
+        "regress-frontend": ("lib.jobs.run_configs", "RegressFrontend", "the x_low front end"),
+        "students": ("lib.jobs.run_configs", "Students", "the adversarial students together (a lent GPU's job)"),
+        "pack": ("lib.jobs.run_configs", "Pack", "pack a run's generators with curves, env and ledger rows"),
+        "judge-packs": ("lib.jobs.run_configs", "JudgePacks", "judge committed packs' held-out sentences"),
+        "bundle": ("lib.jobs.run_configs", "Bundle", "the teacher's weights and phoneme ids for a bare GPU machine"),
+    },
+    "study": {
+        "overfit": ("lib.studies.overfit", "Overfit", "packed students on sentences they trained on and held out"),
+        "phase-gap": ("lib.studies.phase_gap", "PhaseGap", "split frame-rate decoders' gap into magnitude and phase"),
+        "step-costs": ("lib.jobs.step_costs", "StepCosts", "time a training step of each recipe on this CPU"),
+        "eta": ("lib.cli", "Eta", "how long a profile's notebooks will take on this machine"),
+        "probe": ("lib.cli", "Probe", "the back-end registry as this machine sees it"),
+        "rundiff": ("lib.cli", "RunDiff", "which result rows moved beyond noise between two runs"),
+    },
+}
+# The names before the groups, kept so that every recorded command still runs.
+ALIASES = {"export": ("voice", "export"), "speaker-folder": ("speaker", "folder"),
+           "posterior": ("speaker", "posterior"), "adapt-speaker": ("speaker", "adapt"),
+           "pack-speaker": ("speaker", "pack"),
+           **{name: ("train", name) for name in COMMANDS["train"] if name != "corpus"},
+           "corpus": ("train", "corpus"),
+           **{name: ("study", name) for name in COMMANDS["study"]}}
 
 
 @dataclass
 class Eta:
     """Say how long a profile's notebooks will take on this machine (a few seconds of calibration)."""
-    profile: tyro.conf.Positional[str]
-    notebooks: tyro.conf.Positional[list[str]] = field(default_factory=list)
+    profile: tyro.conf.Positional[str]  # a folder of params/: smoke, default, full, ...
+    notebooks: tyro.conf.Positional[list[str]] = field(default_factory=list)  # notebook names; all where empty
     json: str = ""  # also write {notebook: estimated seconds} here
 
 
@@ -47,81 +80,118 @@ class Probe:
 @dataclass
 class RunDiff:
     """Which result rows of one notebook moved between two runs by more than their metric's noise."""
-    before: tyro.conf.Positional[Path]
-    after: tyro.conf.Positional[Path]
+    before: tyro.conf.Positional[Path]  # the earlier run's results.csv
+    after: tyro.conf.Positional[Path]  # the later run's results.csv
     out: str = ""  # also write the table as CSV here
 
 
 @dataclass
 class SpeakerFolder:
     """Write the default target speaker's LJSpeech folder (Kokoro-82M jf_alpha reading Harvard lists 11-31)."""
-    folder: str
-    threads: int = 2
+    folder: str  # where the folder (wavs/ + metadata.csv) is written
+    threads: int = 2  # ONNX Runtime threads for Kokoro
     lists: list[int] = field(default_factory=list)  # Harvard lists in reading order (11-31 when empty; last 10 clips validate)
 
 
 @dataclass
 class PackSpeaker:
     """Pack an adaptation run's latest state (weights, card, curve, env) with a ledger row."""
-    work: str
+    work: str  # the adaptation run's folder (tts-lab speaker adapt --work)
 
 
 @dataclass
 class Export:
     """Export a packed part or adaptation as model.onnx + model.onnx.json and speak once with piper's runtime."""
-    pack: str
-    out: str
+    pack: str  # a packed folder: outputs/recorded/training/<work>/<run>, or an adaptation's pack
+    out: str  # the folder model.onnx and model.onnx.json are written to
 
 
-Command = Union[
-    Annotated[SpeakerFolder, tyro.conf.subcommand("speaker-folder")],
-    Annotated[speaker_job.PosteriorRun, tyro.conf.subcommand("posterior")],
-    Annotated[speaker_job.SpeakerRun, tyro.conf.subcommand("adapt-speaker")],
-    Annotated[PackSpeaker, tyro.conf.subcommand("pack-speaker")],
-    Annotated[Export, tyro.conf.subcommand("export")],
-    Annotated[corpus_job.CorpusRun, tyro.conf.subcommand(corpus_job.CorpusRun.NAME)],
-    Annotated[Eta, tyro.conf.subcommand("eta")],
-    Annotated[Probe, tyro.conf.subcommand("probe")],
-    Annotated[RunDiff, tyro.conf.subcommand("rundiff")],
-    Annotated[step_costs.StepCosts, tyro.conf.subcommand(step_costs.StepCosts.NAME)],
-    Annotated[phase_gap.PhaseGap, tyro.conf.subcommand(phase_gap.PhaseGap.NAME)],
-    *(Annotated[job, tyro.conf.subcommand(job.NAME)] for job in run_configs.JOBS),
-]
+def listing() -> str:
+    """The top-level help: every group and command with its one line."""
+    lines = [__doc__.split("\n\n")[0], "", "usage: tts-lab GROUP COMMAND [OPTIONS]   (tts-lab GROUP COMMAND --help)", ""]
+    for group, commands in COMMANDS.items():
+        lines.append(f"{group}:")
+        lines += [f"  {name:<18}{line}" for name, (_, _, line) in commands.items()]
+    return "\n".join(lines)
+
+
+def resolve(argv: list[str]) -> tuple[str, str, list[str]]:
+    """(group, command, the rest of argv) of a command line that names its group or uses an older flat name; the
+    listing (or a group's) where it names no command, and an error naming what it asked for where that is none."""
+    if argv and argv[0] in ALIASES:
+        return (*ALIASES[argv[0]], argv[1:])
+    if len(argv) >= 2 and argv[0] in COMMANDS and argv[1] in COMMANDS[argv[0]]:
+        return argv[0], argv[1], argv[2:]
+    helps = ([], ["-h"], ["--help"])
+    if argv[:1] in helps:
+        print(listing())  # the command's output
+        raise SystemExit(0)
+    if argv[0] in COMMANDS and argv[1:] in helps:
+        print("\n".join([f"usage: tts-lab {argv[0]} COMMAND [OPTIONS]", ""] +
+                        [f"  {n:<18}{line}" for n, (_, _, line) in COMMANDS[argv[0]].items()]))
+        raise SystemExit(0)
+    raise SystemExit(f"tts-lab: no command {' '.join(argv[:2])!r}\n\n{listing()}")
+
+
+def config_class(group: str, name: str) -> type:
+    """The dataclass of a command, its module imported now."""
+    module, attr, _ = COMMANDS[group][name]
+    return getattr(importlib.import_module(module), attr)
+
+
+def parse(argv: list[str]):
+    """The command line parsed into its command's dataclass (tyro: --help, usage errors and exit codes)."""
+    group, name, rest = resolve(list(argv))
+    cls = config_class(group, name)
+    return tyro.cli(cls, args=rest, prog=f"tts-lab {group} {name}", description=(cls.__doc__ or "").strip())
 
 
 def run(cmd, command: str = "tts-lab") -> None:
-    """Carry out one parsed command; a training run registers itself so that it pauses while anything is timed."""
-    if isinstance(cmd, run_configs.JOBS):
+    """Carry out one parsed command, importing what it needs now; a training run or the corpus registers itself so
+    that it pauses while anything on the machine is timed."""
+    from lib.core.pause import Yielder
+    kind = type(cmd).__name__
+    if type(cmd).__module__ == "lib.jobs.run_configs":
+        from lib.jobs import train_job
         train_job.run(cmd, command)
-    elif isinstance(cmd, Eta):
+    elif kind == "Eta":
+        from lib.jobs import eta
         eta.report(cmd.profile, cmd.notebooks, cmd.json)
-    elif isinstance(cmd, Probe):
+    elif kind == "Probe":
+        from lib.runtimes import backends
         print(backends.probes_frame(backends.probe_all()).to_string())  # the command's output: a table on stdout
-    elif isinstance(cmd, RunDiff):
+    elif kind == "RunDiff":
+        from lib.report import rundiff
         if rundiff.show(cmd.before, cmd.after, Path(cmd.out) if cmd.out else None):
             raise SystemExit(2)
-    elif isinstance(cmd, SpeakerFolder):
+    elif kind == "SpeakerFolder":
+        from lib.jobs import speaker_job
         _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads, cmd.lists))
-    elif isinstance(cmd, PackSpeaker):
+    elif kind == "PackSpeaker":
+        from lib.jobs import speaker_job
         speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)
-    elif isinstance(cmd, step_costs.StepCosts):
-        step_costs.run(cmd)
-    elif isinstance(cmd, phase_gap.PhaseGap):
-        phase_gap.run(cmd)
-    elif isinstance(cmd, corpus_job.CorpusRun):
-        job = Yielder(f"corpus {Path(cmd.out).name}").register()  # it pauses while anything is timed, as a run does
+    elif kind == "Export":
+        from lib.jobs import export_pack
+        result = export_pack.export(Path(cmd.pack), Path(cmd.out))
+        _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
+                     result["sample_rate"])
+    elif kind in ("StepCosts", "PhaseGap"):
+        importlib.import_module(type(cmd).__module__).run(cmd)
+    elif kind == "Overfit":
+        from lib.studies import overfit
+        overfit.run(cmd, command)
+    elif kind == "CorpusRun":
+        from lib.jobs import corpus_job
+        job = Yielder(f"corpus {Path(cmd.out).name}").register()
         try:
             corpus_job.write(cmd)
         finally:
             job.close()
-    elif isinstance(cmd, Export):
-        result = export_pack.export(Path(cmd.pack), Path(cmd.out))
-        _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
-                     result["sample_rate"])
-    else:
-        job = Yielder(f"{type(cmd).__name__} {Path(cmd.work).name}").register()
+    else:  # the speaker runs
+        from lib.jobs import speaker_job
+        job = Yielder(f"{kind} {Path(cmd.work).name}").register()
         try:
-            (speaker_job.run_posterior if isinstance(cmd, speaker_job.PosteriorRun) else speaker_job.run_speaker)(cmd)
+            (speaker_job.run_posterior if kind == "PosteriorRun" else speaker_job.run_speaker)(cmd)
         finally:
             job.close()
 
@@ -129,7 +199,7 @@ def run(cmd, command: str = "tts-lab") -> None:
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
-    cmd = tyro.cli(Command, args=argv, description=__doc__.split("\n\n")[0])
+    cmd = parse(argv)
     try:
         run(cmd, "tts-lab " + " ".join(argv))
     except (ValueError, OSError) as exc:

@@ -13,15 +13,14 @@ from lib.voices.istft_decoder import FrameRateDecoder
 
 
 def test_the_command_line_parses_into_the_jobs_dataclass():
-    import tyro
-    cmd = tyro.cli(cli.Command, args=["step-costs", "--out", "x.csv", "--discriminators", "wave-unet", "mrd",
-                                      "--precisions", "fp32", "--segments", "0", "2048", "--no-pair"])
+    cmd = cli.parse(["study", "step-costs", "--out", "x.csv", "--discriminators", "wave-unet", "mrd",
+                      "--precisions", "fp32", "--segments", "0", "2048", "--no-pair"])
     assert isinstance(cmd, step_costs.StepCosts) and cmd.discriminators == ["wave-unet", "mrd"]
     opts = step_costs.options(cmd)
     assert opts[0] == step_costs.Option() and len(opts) == 1 + 2 * 2
     assert step_costs.Option(("mpd", "mrd")) in step_costs.options(step_costs.StepCosts())
-    both = tyro.cli(cli.Command, args=["step-costs", "--discriminators", "mpd-2", "--precisions", "fp32", "--segments",
-                                       "2048", "--no-pair", "--objectives", "recipe", "gan"])
+    both = cli.parse(["step-costs", "--discriminators", "mpd-2", "--precisions", "fp32", "--segments",
+                      "2048", "--no-pair", "--objectives", "recipe", "gan"])
     assert [o.objective for o in step_costs.options(both)] == ["recipe", "recipe", "gan"]  # the regression step once
 
 

@@ -17,7 +17,7 @@ from lib.core.results import atomic_write_text
 from lib.data import varied_text
 from lib.jobs.run_configs import Regress, Regression, RegressFlow, RegressFrontend, RegressIstft
 from lib.jobs.run_state import (CORPUS_LISTS, FRONTEND_LISTS, HELDOUT_LISTS, HELDOUT_SENTENCES, flow_heldout, init_from,
-                                packed_count, read_json, training_corpus)
+                                corpus_text_of, packed_count, read_json, training_corpus)
 from lib.techniques import distill, frontend_student as fs
 from lib.techniques.channel_prune import pruned_student
 from lib.techniques.regress_recipe import (WEIGHTS, feature_forward, segments, spectral_forward, stage_targets,
@@ -123,7 +123,8 @@ def regress_flow(cfg: RegressFlow) -> None:
 def regress_frontend(cfg: RegressFrontend) -> None:
     """The front-end student (text encoder + deterministic duration predictor at `--hidden`/`--filter` channels) by
     regression on the teacher's prior statistics and log-durations (lib.techniques.frontend_student), on every
-    Harvard list no notebook judges (text only: no audio is made), with a held-out loss on list 31. With
+    Harvard list no notebook judges, or with --corpus every sentence of a teacher corpus (text only: no audio is
+    read or made), with a held-out loss on list 31. With
     --varied-sentences, varied text (names, numbers, long sentences) joins them, and the held-out loss also reads
     the next few sentences of that family, which no step trains on."""
     work = Path(cfg.work)
@@ -133,6 +134,12 @@ def regress_frontend(cfg: RegressFrontend) -> None:
     ids = teacher_bundle.sentence_ids
     train = text.harvard_sentences(FRONTEND_LISTS)[: cfg.corpus_limit or None]
     held = text.harvard_sentences(HELDOUT_LISTS)[:HELDOUT_SENTENCES]
+    summary = {"corpus_hash": "harvard-lists-11-30-32-66", "corpus_sentences": len(train)}
+    if cfg.corpus:  # the teacher corpus's text (it holds the templated family: no --varied-sentences beside it)
+        if cfg.varied_sentences:
+            raise ValueError("--varied-sentences with --corpus: the corpus's text holds that templated family already")
+        train, summary = corpus_text_of(Path(cfg.corpus))
+        train = train[: cfg.corpus_limit or None]
     if cfg.varied_sentences:
         varied = varied_text.varied_sentences(varied_text.Family.TRAIN, cfg.varied_sentences + HELDOUT_SENTENCES)
         train, held = train + varied[: cfg.varied_sentences], held + varied[cfg.varied_sentences:]
@@ -140,7 +147,7 @@ def regress_frontend(cfg: RegressFrontend) -> None:
     targets, held_targets = fs.teacher_targets(teacher, ids(train)), fs.teacher_targets(teacher, ids(held))
     student = fs.frontend_student(teacher, cfg.hidden, cfg.filter)
     recipe = _start(work, name, student, cfg, "frontend", fs.frontend_build(teacher, cfg.hidden, cfg.filter),
-                    fallback=f"fe{cfg.hidden}")  # a varied front end may go on from the Harvard one's pack
+                    fallback=f"fe{cfg.hidden}", corpus=summary)  # a varied front end may go on from the Harvard one's pack
     held = [fs.frontend_batch(held_targets, len(held), None)]  # every held-out sentence once
     _fit(name, Trainer(student, lambda r: fs.frontend_batch(targets, cfg.batch, r), recipe, work / name,
                        loss_fn=fs.frontend_loss, eval_batches=held, device=cfg.device, threads=cfg.threads,

@@ -14,7 +14,8 @@ import torch
 from piper.train.vits import commons
 
 from lib.core import text
-from lib.data.corpus_shards import CorpusStream
+from lib.data import corpus_text
+from lib.data.corpus_shards import CorpusStream, read_manifest
 from lib.harness import metrics
 from lib.techniques import distill
 from lib.techniques.frontend_student import teacher_targets
@@ -98,6 +99,20 @@ def training_corpus(teacher, cfg) -> tuple:
     _LOGGER.info("corpus %s: %.2f h, %d sentences (hash %s)", cfg.corpus, stream.summary.hours,
                  stream.summary.sentences, stream.summary.hash[:12])
     return stream.random_segments, heldout_corpus(teacher, cfg.noise_scale, cfg.noise_w), stream.summary.as_dict()
+
+
+def corpus_text_of(folder: Path) -> tuple[list, dict]:
+    """(the sentences, what the run records of them) of a teacher corpus, for a student that learns from text alone
+    (a front end): every sentence of the corpus's text, regenerated from its manifest's seed and options and checked
+    against its text hash, whether or not the teacher has spoken it yet (so no corpus_hours: it learns no audio)."""
+    manifest = read_manifest(folder)
+    options = manifest["options"]
+    written = corpus_text.corpus_sentences(manifest["seed"], options["templated"])[: options.get("limit") or None]
+    if corpus_text.text_hash(written) != manifest["text_hash"]:
+        raise ArtefactError(f"{folder}: its manifest's text hash is not this checkout's corpus text (seed "
+                            f"{manifest['seed']}): the text families changed since it was written")
+    return [c.sentence for c in written], {"corpus_sentences": len(written), "corpus_hash": manifest["text_hash"],
+                                           "corpus_text_only": True}
 
 
 def harvard_corpus_summary(latents: batches.Latents, sample_rate: int) -> dict:

@@ -26,7 +26,7 @@ import torch
 from lib.core import text
 from lib.core.results import atomic_write_text
 from lib.harness import bench
-from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, LONG_RUN_NOISE, _scorer, frontend_audio
+from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, LONG_RUN_NOISE, _scorer, corpus_text_of, frontend_audio
 from lib.techniques import distill
 from lib.training import batches
 from lib.training.losses import mel_l1
@@ -61,9 +61,11 @@ def heldout_sentences() -> list[text.Sentence]:
     return text.harvard_sentences(HELDOUT_LISTS) + first_of(JUDGED_LISTS)
 
 
-def split_sentences() -> dict[str, list[text.Sentence]]:
-    """{'train': training_sentences(), 'heldout': heldout_sentences()}."""
-    return {"train": training_sentences(), "heldout": heldout_sentences()}
+def split_sentences(corpus: str = "") -> dict[str, list[text.Sentence]]:
+    """{'train': training_sentences(), 'heldout': heldout_sentences()}; with a teacher `corpus` folder, its first
+    twenty sentences train (the packs learned from that corpus)."""
+    train = corpus_text_of(Path(corpus))[0][:20] if corpus else training_sentences()
+    return {"train": train, "heldout": heldout_sentences()}
 
 
 def decoder_latents(teacher, sentences: Sequence[text.Sentence], noise: dict) -> batches.Latents:
@@ -137,7 +139,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def overfit(packs: Sequence[str], root: Path, noise: dict = LONG_RUN_NOISE,
-            judges: tuple = JUDGES) -> tuple[pd.DataFrame, dict]:
+            judges: tuple = JUDGES, corpus: str = "") -> tuple[pd.DataFrame, dict]:
     """judge_pack of each pack `root`/<pack> on split_sentences() against the lab's teacher: (the per-sentence frame,
     {pack: why it is absent})."""
     found, absent = {}, {}
@@ -149,7 +151,7 @@ def overfit(packs: Sequence[str], root: Path, noise: dict = LONG_RUN_NOISE,
             _LOGGER.warning("overfit: %s %s", name, absent[name])
     if not found:
         return pd.DataFrame(columns=COLUMNS), absent
-    teacher, splits = teacher_bundle.teacher(), split_sentences()
+    teacher, splits = teacher_bundle.teacher(), split_sentences(corpus)
     latents = {}
     if any(config["kind"] in ("decoder", "istft_decoder") for _, config in found.values()):
         latents = {split: decoder_latents(teacher, sents, noise) for split, sents in splits.items()}
@@ -167,6 +169,7 @@ class Overfit:
     root: str = "outputs/recorded/training"
     noise_scale: float = LONG_RUN_NOISE["noise_scale"]  # the corpus noise the packs trained at
     noise_w: float = LONG_RUN_NOISE["noise_w"]
+    corpus: str = ""  # a teacher corpus folder the packs learned from: its first 20 sentences are the training split
     threads: int = 1
 
 
@@ -174,7 +177,8 @@ def run(cfg: Overfit, command: str = "") -> pd.DataFrame:
     """Judge every pack of `cfg` (overfit), write both CSVs and env.json (this machine, threads, the config, the
     sentences of each split, absent packs, the `command`); returns the summary."""
     torch.set_num_threads(cfg.threads)
-    frame, absent = overfit(cfg.packs, Path(cfg.root), {"noise_scale": cfg.noise_scale, "noise_w": cfg.noise_w})
+    frame, absent = overfit(cfg.packs, Path(cfg.root), {"noise_scale": cfg.noise_scale, "noise_w": cfg.noise_w},
+                            corpus=cfg.corpus)
     if frame.empty:
         raise ValueError(f"no pack could be loaded: {absent}")
     table = summary(frame)
@@ -183,7 +187,7 @@ def run(cfg: Overfit, command: str = "") -> pd.DataFrame:
     atomic_write_text(out / "overfit_per_sentence.csv", frame.to_csv(index=False))
     atomic_write_text(out / "overfit_summary.csv", table.to_csv(index=False))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "absent": absent, "draw_seed": DRAW_SEED,
-           "sentences": {split: [s.id for s in sents] for split, sents in split_sentences().items()},
+           "sentences": {split: [s.id for s in sents] for split, sents in split_sentences(cfg.corpus).items()},
            "command": command}
     atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
     _LOGGER.info("wrote %s\n%s", out, table[["pack", "metric", "train", "heldout", "gap", "gap_se", "gap_pct",
