@@ -16,13 +16,20 @@ ATTENTION_PROJECTIONS = ("conv_q", "conv_k", "conv_v", "conv_o")
 
 
 def lora_targets(model, scope: Sequence[str] = ("dec.", "flow.")) -> list[str]:
-    """The layers LoRA can adapt within `scope`: Conv1d and Linear (bitsandbytes layers included). PEFT has no
-    LoRA for ConvTranspose1d, and its Conv1d LoRA ignores dilation (the adapter's output would be longer than the
-    layer's), so the decoder's upsampling layers and its dilated residual convolutions stay frozen."""
+    """The layers LoRA adapts within `scope`: every Conv1d (dilated ones included), ConvTranspose1d and Linear
+    (bitsandbytes layers included). PEFT itself has no LoRA for the transposed convolutions and ignores dilation,
+    so its config must carry lib.techniques.lora_conv's layers (`lora_conv.register`)."""
     import bitsandbytes as bnb
-    kinds = (torch.nn.Conv1d, torch.nn.Linear, bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
-    return [n for n, m in model.named_modules() if isinstance(m, kinds) and n.startswith(tuple(scope))
-            and tuple(getattr(m, "dilation", (1,))) == (1,)]
+    kinds = (torch.nn.Conv1d, torch.nn.ConvTranspose1d, torch.nn.Linear, bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
+    return [n for n, m in model.named_modules() if isinstance(m, kinds) and n.startswith(tuple(scope))]
+
+
+def target_counts(targets: Sequence[str]) -> dict[str, int]:
+    """How many adapted layers sit in the decoder, the flow and the text path (encoder, duration predictor):
+    what the method table shows beside the trainable parameters."""
+    parts = {"decoder": ("dec.",), "flow": ("flow.",), "text path": ("enc_p.", "dp.")}
+    return {part: sum(t.removeprefix("base_model.model.").startswith(p) for t in targets)
+            for part, p in parts.items()}
 
 
 def attention_targets(model) -> list[str]:

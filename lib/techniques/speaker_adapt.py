@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from lib.core.results import atomic_write_json
 from lib.data import ljspeech
-from lib.techniques import finetune
+from lib.techniques import finetune, lora_conv
 from lib.training.vits_objective import TrainPath
 
 _LOGGER = logging.getLogger(__name__)
@@ -143,8 +143,9 @@ def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu", 
     if method.kind != "full":
         targets = (finetune.attention_targets(voice) if method.kind == "lora-attention"
                    else finetune.lora_targets(voice, ACOUSTIC))
-        peft = get_peft_model(voice, LoraConfig(r=method.rank, lora_alpha=method.rank, lora_dropout=0.0,
-                                                target_modules=targets, init_lora_weights=True))
+        peft = get_peft_model(voice, lora_conv.register(LoraConfig(r=method.rank, lora_alpha=method.rank,
+                                                                   lora_dropout=0.0, target_modules=targets,
+                                                                   init_lora_weights=True)))
     for p in enc_q.parameters():
         p.requires_grad_(train_posterior)
     return Prepared(method, voice, TrainPath(voice, enc_q, prior_mel, int(getattr(model, 'sample_rate', None) or 22050)), peft,
@@ -249,7 +250,8 @@ def load(model, folder: Path, merge: bool = True) -> torch.nn.Module:
     if info.get("kind") == "peft_adapter":
         method = Method.parse(info.get("method", ""))
         voice, _ = _base(model, method)  # QLoRA's adapter onto its NF4 base, then merged as merged() does
-        peft = PeftModel.from_pretrained(voice, str(folder))
+        peft = PeftModel.from_pretrained(voice, str(folder),
+                                         config=lora_conv.register(LoraConfig.from_pretrained(str(folder))))
         saved = set(load_file(str(folder / "adapter_model.safetensors")))
         loaded = {k for k, _ in peft.named_parameters() if "lora_" in k}
         if len(loaded) != len(saved):
