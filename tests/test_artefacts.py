@@ -145,3 +145,23 @@ def test_export_pack_names_a_cut_short_config(tmp_path):
     config.write_text("[1, 2]")
     with pytest.raises(SystemExit, match=f"{config}: kind None"):
         export_pack.main([str(tmp_path / "istft8x1"), str(tmp_path / "voice")])
+
+
+def test_a_part_records_its_teacher_and_is_refused_in_another_voice(tmp_path):
+    """Issue 51: a pack names the voice it learned from (sha256 of its ONNX file); another voice refuses it."""
+    from types import SimpleNamespace
+    from pathlib import Path
+    flow = parts.fold_weight_norm(parts.build_part("flow", {"channels": 4, "hidden_channels": 4, "kernel_size": 3,
+                                                            "dilation_rate": 1, "n_layers": 1, "n_flows": 1}))
+    joe = SimpleNamespace(voice_identity={"voice": "joe.onnx", "sha256": "a" * 64})
+    other = SimpleNamespace(voice_identity={"voice": "alba.onnx", "sha256": "b" * 64})
+    folder = artefacts.save_part(flow, tmp_path / "flow4", "flow", {"channels": 4, "hidden_channels": 4,
+                                 "kernel_size": 3, "dilation_rate": 1, "n_layers": 1, "n_flows": 1}, teacher=joe)
+    assert artefacts.load_part(folder, joe)[1]["teacher"]["voice"] == "joe.onnx"
+    with pytest.raises(artefacts.ArtefactError, match=r"joe\.onnx.*alba\.onnx"):
+        artefacts.load_part(folder, other)
+    assert artefacts.load_part(folder)[1]["kind"] == "flow", "without a voice to check against, it loads"
+    root = Path(__file__).resolve().parents[1] / "outputs" / "recorded"
+    packs = [json.loads(p.read_text()) for p in root.rglob("config.json")]
+    packs = [c for c in packs if isinstance(c, dict) and c.get("kind") in parts.PARTS]
+    assert packs and all(c.get("teacher", {}).get("voice") == "en_US-joe-medium.onnx" for c in packs)

@@ -23,14 +23,6 @@ class CorpusShardError(ValueError):
     """A corpus folder, manifest or shard that cannot be read; the message names the file."""
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_manifest(root: Path) -> dict:
     """The manifest of a corpus folder (or the manifest file itself); CorpusShardError names what is wrong."""
     path = Path(root) / MANIFEST if Path(root).is_dir() else Path(root)

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 
 from lib.core.pause import yield_point
-from lib.core.results import atomic_write_json
+from lib.core.results import atomic_write_json, file_sha256
 from lib.data import corpus_shards as shards_io
 from lib.data import corpus_text
 
@@ -130,7 +130,7 @@ def write(cfg: CorpusRun) -> Path:
             save_file(tensors, str(tmp), metadata={"ids": json.dumps(names), "first": str(first)})
             tmp.replace(path)
             entry = {"file": path.name, "first": first, "items": len(items), "seconds": round(seconds, 3),
-                     "frames": int(tensors["frame_offsets"][-1]), "sha256": shards_io.file_sha256(path)}
+                     "frames": int(tensors["frame_offsets"][-1]), "sha256": file_sha256(path)}
             atomic_write_json(path.with_suffix(".json"), entry)
             _LOGGER.info("%s: %d items, %.0f s of audio in %.0f s", path.name, len(items), seconds, time.time() - t0)
         finally:
@@ -168,7 +168,7 @@ def write_manifest(cfg: CorpusRun, sentences: list, n_shards: int, teacher, defa
     model_path = voices.joe_paths()[0]
     manifest = {
         "name": out.name, "seed": cfg.seed, "complete": len(entries) == n_shards,
-        "voice": {"file": Path(model_path).name, "sha256": shards_io.file_sha256(Path(model_path))},
+        "voice": {"file": Path(model_path).name, "sha256": file_sha256(Path(model_path))},
         "sampling": {"defaults": defaults, "spread": SPREAD},
         "families": [{"family": f.value, "licence": f.licence,
                       "sentences": sum(c.family is f for c in used)} for f in corpus_text.Family],

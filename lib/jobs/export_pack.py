@@ -39,7 +39,7 @@ def voice_from_pack(teacher, pack: Path):
         from lib.techniques import speaker_adapt  # deferred: it imports peft; adaptation packs only
         return speaker_adapt.load(teacher, pack)
     if kind in ROLE_OF_KIND:
-        module, _ = load_part(pack)
+        module, _ = load_part(pack, teacher)  # refused where it learned from another voice
         return distill.with_parts(teacher, **{ROLE_OF_KIND[kind]: module})
     raise ValueError(f"{config_file}: kind {kind!r} is not a decoder, flow, front end or adaptation this can export")
 

@@ -42,7 +42,7 @@ from lib.training.loop import train_decoder
 from lib.voices import parts, piper_torch, synth as voices
 from lib.voices.artefacts import ArtefactError, load_part, save_part
 from lib.voices.istft_decoder import FrameRateDecoder
-from lib.voices.teacher_bundle import write_bundle
+from lib.voices.teacher_bundle import teacher_identity, write_bundle
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def pack(cfg: Pack) -> None:
                  "recipe": config.recipe_name, "device": trained_on}
         if (run / "keep.json").exists():
             extra["keep"] = read_json(run / "keep.json")
-        dest = save_part(module, out / run.name, config.kind, config.build, extra=extra)
+        dest = save_part(module, out / run.name, config.kind, config.build, extra=extra, teacher=teacher_identity())
         (dest / "curve.csv").write_text(curve)
         (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": command, "trained_on": trained_on,
                                                    "device_hours": device_hours}, indent=1, default=str))

@@ -242,7 +242,7 @@ def long_run_voices(teacher, runs: Sequence[str], root: Path = LONG_ROOT) -> tup
     for run in runs:
         name = f"{Path(run).name}@{results.LONG_RUN}"
         try:
-            module, config = load_part(Path(root) / run)
+            module, config = load_part(Path(root) / run, teacher)
         except ArtefactError as exc:
             absent[name] = f"long run {run} cannot be loaded: {exc}"
             continue

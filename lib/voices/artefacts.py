@@ -8,11 +8,10 @@ The parts a config's `kind` names are in voices.parts. A whole voice saved as a 
 (bnb, dynamic int8, an unmerged adapter) is remade by the technique that made it: techniques.variants."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from lib.core.results import atomic_write_json, atomic_write_text
+from lib.core.results import atomic_write_json, atomic_write_text, file_sha256
 from lib.voices.parts import PARTS, build_part, fold_weight_norm, student_parts, with_student_parts
 from lib.voices.piper_torch import load_piper_torch
 
@@ -24,17 +23,42 @@ class ArtefactError(ValueError):
     """A recorded artefact that is missing a file or cannot be read; the message names the file."""
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+_IDENTITIES: dict[tuple, dict] = {}  # (path, size, mtime) -> identity: a voice file is hashed once per process
 
 
-def save_part(module, out_dir: Path, kind: str, build: dict, extra: dict | None = None) -> Path:
+def file_identity(path: Path) -> dict:
+    """{"voice": the file's name, "sha256": its bytes' hash}: which voice a part was trained from."""
+    path = Path(path)
+    key = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
+    if key not in _IDENTITIES:
+        _IDENTITIES[key] = {"voice": path.name, "sha256": file_sha256(path)}
+    return _IDENTITIES[key]
+
+
+def voice_identity(model) -> dict | None:
+    """The identity of the voice a PyTorch teacher was rebuilt from: its ONNX file's (load_piper_torch), or the one a
+    teacher bundle recorded (teacher_bundle); None where it says neither."""
+    known = getattr(model, "voice_identity", None)
+    if known:
+        return dict(known)
+    source = Path(str(getattr(model, "onnx_source", "") or ""))
+    return file_identity(source) if source.is_file() else None
+
+
+def check_teacher(config: dict, where: Path, teacher) -> None:
+    """ArtefactError naming both voices where the part in `where` was trained from another voice than `teacher`'s;
+    a part packed before parts recorded their teacher, or a teacher of unknown identity, passes."""
+    mine, theirs = config.get("teacher"), voice_identity(teacher) if teacher is not None else None
+    if mine and theirs and mine.get("sha256") != theirs["sha256"]:
+        raise ArtefactError(f"{where} was trained from {mine.get('voice')} (sha256 {mine.get('sha256', '')[:12]}), "
+                            f"not from this voice, {theirs['voice']} (sha256 {theirs['sha256'][:12]}): a part fits "
+                            f"only the voice it learned from")
+
+
+def save_part(module, out_dir: Path, kind: str, build: dict, extra: dict | None = None, teacher=None) -> Path:
     """Write `module`'s weights (weight norm folded) to model.safetensors and config.json with `kind` (decoder,
-    flow or voice) and `build`, the keyword arguments that rebuild it (see `build_part`)."""
+    flow or voice), `build`, the keyword arguments that rebuild it (see `build_part`), and the identity of the voice
+    it was trained from (`teacher`, a model or an identity dict; check_teacher refuses it in another voice)."""
     from safetensors.torch import save_file
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r}: use one of {KINDS}")
@@ -44,7 +68,9 @@ def save_part(module, out_dir: Path, kind: str, build: dict, extra: dict | None 
     tmp = out_dir / ".model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"kind": kind})
     tmp.replace(out_dir / "model.safetensors")
-    atomic_write_json(out_dir / "config.json", {"kind": kind, "build": build, **(extra or {})})
+    identity = teacher if isinstance(teacher, dict) or teacher is None else voice_identity(teacher)
+    atomic_write_json(out_dir / "config.json", {"kind": kind, "build": build, **(extra or {}),
+                                                **({"teacher": identity} if identity else {})})
     return out_dir
 
 
@@ -57,9 +83,10 @@ def need_file(path: Path) -> Path:
     return path
 
 
-def load_part(art_dir: Path):
+def load_part(art_dir: Path, teacher=None):
     """(module, config) from a folder written by `save_part`; ArtefactError naming the file when one is missing,
-    empty, unreadable, or does not fit the architecture its config describes."""
+    empty, unreadable, or does not fit the architecture its config describes, and (with the `teacher` it is meant
+    for) naming both voices when it was trained from another."""
     from safetensors.torch import load_file
     art_dir = Path(art_dir)
     cfg_path = need_file(art_dir / "config.json")
@@ -68,6 +95,7 @@ def load_part(art_dir: Path):
         kind, build = config["kind"], config["build"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ArtefactError(f"{cfg_path} is not a valid artefact config ({type(exc).__name__}: {exc})") from None
+    check_teacher(config, art_dir, teacher)
     weights = need_file(art_dir / "model.safetensors")
     try:
         state = load_file(str(weights))

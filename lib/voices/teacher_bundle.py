@@ -15,6 +15,7 @@ from pathlib import Path
 from lib.core import env
 from lib.core.results import atomic_write_json
 from lib.voices import synth as voices
+from lib.voices.artefacts import file_identity
 from lib.voices.piper_torch import inference_model, load_piper_torch
 
 BUNDLE_ENV = env.TEACHER_BUNDLE.name
@@ -50,7 +51,8 @@ def write_bundle(out: Path, sentences, dtype: str = "float16") -> Path:
     ids = voices.PiperFrontend(config_path).sentence_ids(sentences)
     state = {k: v.detach().to(getattr(torch, dtype)).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS))
-    atomic_write_json(out / CONFIG, {"source": Path(model_path).name, "dtype": dtype, "hparams": model.hparams,
+    atomic_write_json(out / CONFIG, {"source": Path(model_path).name, "voice_identity": file_identity(model_path),
+                                     "dtype": dtype, "hparams": model.hparams,
                                      "sample_rate": model.sample_rate,
                                      "training_only_keys": list(model.training_only_keys),
                                      "ids": {s.id: i for s, i in zip(sentences, ids)}})
@@ -71,7 +73,20 @@ def teacher():
     model.onnx_source = f"{folder / WEIGHTS} ({config['dtype']} of {config['source']})"
     model.training_only_keys, model.hparams = config["training_only_keys"], config["hparams"]
     model.sample_rate = config["sample_rate"]
+    model.voice_identity = config.get("voice_identity")  # the voice the bundle's weights are a rounding of
     return model
+
+
+def teacher_identity() -> dict:
+    """Which voice the runs here learn from ({"voice", "sha256"}): the bundle's where one is named, else the shipped
+    voice's ONNX file (what a pack records, and what refuses it in another voice)."""
+    folder = bundle_dir()
+    if folder is not None:
+        known = json.loads((folder / CONFIG).read_text()).get("voice_identity")
+        if known:
+            return known
+        raise BundleError(f"{folder / CONFIG} does not say which voice it holds (write it again with train bundle)")
+    return file_identity(voices.joe_paths()[0])
 
 
 def sentence_ids(sentences) -> list[list[int]]:
