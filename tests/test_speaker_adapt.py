@@ -58,6 +58,38 @@ def test_bad_folder_names_file_and_line(tmp_path, damage, named):
         ljspeech.read_folder(folder, 22050)
 
 
+@pytest.mark.parametrize("damage, named", [
+    (lambda f: write_wav(f / "wavs" / "clip1.wav", np.full(16000, 1e-5, np.float32), 16000),
+     "clip1.wav (metadata.csv line 2): the recording is silent"),
+    (lambda f: (f / "metadata.csv").write_text("clip0|One.\nclip1|... !\n"), "line 2: the transcript of 'clip1' cannot be spoken"),
+])
+def test_a_silent_clip_or_an_unspeakable_transcript_is_named(tmp_path, damage, named):
+    """Issue 50: both were accepted, and trained on."""
+    folder = _folder(tmp_path)
+    damage(folder)
+    with pytest.raises(ljspeech.DatasetError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        ljspeech.read_folder(folder, 22050)
+
+
+@pytest.mark.parametrize("bom, encoding", [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le")])
+def test_a_metadata_file_with_a_byte_order_mark_is_read_as_it_marks(tmp_path, bom, encoding):
+    """Issue 50: a BOM (as Windows editors save) made the first id 'clip0' with an invisible prefix: 'missing'."""
+    folder = _folder(tmp_path)
+    (folder / "metadata.csv").write_bytes(bom + "clip0|Sentence number 0.\nclip1|Sentence one.\n".encode(encoding))
+    assert [r.id for r in ljspeech.read_folder(folder, 22050)] == ["clip0", "clip1"]
+
+
+def test_silence_is_trimmed_and_loudness_matched(tmp_path):
+    sr, rng = 16000, np.random.default_rng(1)
+    quiet = np.concatenate([np.zeros(sr), 0.01 * rng.standard_normal(sr), np.zeros(sr // 2)]).astype(np.float32)
+    loud = (0.5 * rng.standard_normal(sr)).clip(-1, 1).astype(np.float32)
+    folder = ljspeech.write_folder(tmp_path / "s", [("a", "One clip.", quiet, sr), ("b", "Another clip.", loud, sr)])
+    a, b = ljspeech.read_folder(folder, sr)
+    assert 1.0 <= a.seconds <= 1.2, "a second of sound, its 1.5 s of silence trimmed to the margins"
+    rms = [float(np.sqrt(np.mean(r.samples.astype(np.float64) ** 2))) for r in (a, b)]
+    assert rms[0] == pytest.approx(rms[1], rel=0.05) and max(abs(b.samples)) <= 0.95
+
+
 def test_split_keeps_the_last_recordings_apart(tmp_path):
     recs = ljspeech.read_folder(_folder(tmp_path, n=3), 22050)
     train, val = ljspeech.split(recs, 1)

@@ -61,6 +61,25 @@ def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
     return soxr.resample(np.asarray(x, dtype=np.float32), sr, target).astype(np.float32)
 
 
+def trim_silence(x: np.ndarray, sr: int, top_db: float = 40.0, margin_s: float = 0.05) -> np.ndarray:
+    """`x` without its leading and trailing silence (frames more than `top_db` below the clip's loudest, librosa's
+    energy trim, as piper's preprocessing trims with its VAD), keeping `margin_s` of it at each end."""
+    import librosa
+    _, (start, end) = librosa.effects.trim(np.asarray(x, dtype=np.float32), top_db=top_db, frame_length=1024,
+                                           hop_length=256)
+    margin = int(margin_s * sr)
+    return np.asarray(x[max(0, start - margin): min(len(x), end + margin)], dtype=np.float32)
+
+
+def match_loudness(x: np.ndarray, target_dbfs: float = -23.0, peak: float = 0.95) -> np.ndarray:
+    """`x` scaled to an RMS of `target_dbfs` (so a speaker's clips share one level), its peak kept under `peak`."""
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+    if rms <= 0:
+        return np.asarray(x, dtype=np.float32)
+    gain = min(10 ** (target_dbfs / 20) / rms, peak / max(float(np.max(np.abs(x))), 1e-9))
+    return (np.asarray(x, dtype=np.float32) * gain).astype(np.float32)
+
+
 def world_analysis(x: np.ndarray, sr: int, frame_ms: float = 5.0):
     """WORLD F0 (dio + stonemask), spectral envelope (cheaptrick) and frame times of a mono signal."""
     import pyworld

@@ -3,6 +3,7 @@
 `datasets`' csv loader reports neither the file nor the line of a bad row, and a bad folder must say both."""
 from __future__ import annotations
 
+import codecs
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,13 +11,16 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from lib.core.audio import resample, write_wav
+from lib.core.audio import match_loudness, resample, trim_silence, write_wav
 from lib.core.results import atomic_write_text
+from lib.core.text import TextError, check_speakable
 
 _LOGGER = logging.getLogger(__name__)
 
 METADATA = "metadata.csv"
 MIN_SECONDS = 0.5  # shorter clips hold too few frames for the decoder's training segment and for SECS
+SILENT_PEAK = 1e-3  # a clip whose loudest sample is below -60 dBFS holds no speech
+CLIPPED, CLIPPED_SHARE = 0.999, 1e-3  # more than 0.1 % of samples at full scale: a clipped recording
 
 
 class DatasetError(ValueError):
@@ -45,7 +49,10 @@ def read_metadata(folder: Path) -> list[tuple[str, str]]:
     if not meta.is_file():
         raise DatasetError(f"{meta} is missing: an LJSpeech folder has {METADATA} with lines 'id|text'")
     try:
-        lines = meta.read_text(encoding="utf-8").splitlines()
+        raw = meta.read_bytes()
+        # a byte-order mark says the encoding (Windows editors save UTF-8 with one): read it as what it marks
+        encoding = "utf-16" if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+        lines = raw.decode(encoding).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{meta} cannot be read as UTF-8 text: {exc}") from None
     rows, seen = [], {}
@@ -61,6 +68,10 @@ def read_metadata(folder: Path) -> list[tuple[str, str]]:
             raise DatasetError(f"{meta} line {n}: {'the id' if not uid else 'the transcript'} is empty in {line[:60]!r}")
         if uid in seen:
             raise DatasetError(f"{meta} line {n}: id {uid!r} repeats line {seen[uid]}")
+        try:
+            text = check_speakable(text)
+        except TextError as exc:
+            raise DatasetError(f"{meta} line {n}: the transcript of {uid!r} cannot be spoken: {exc}") from None
         seen[uid] = n
         rows.append((uid, text))
     if not rows:
@@ -70,8 +81,10 @@ def read_metadata(folder: Path) -> list[tuple[str, str]]:
 
 def read_folder(folder: Path, sample_rate: int, *, min_seconds: float = MIN_SECONDS,
                 limit: int = 0) -> list[Recording]:
-    """Every recording of an LJSpeech folder at `sample_rate` (mono, float32 in [-1, 1]); the first `limit` only when
-    `limit` > 0. A missing, unreadable or too short wav is a DatasetError naming it and its metadata line."""
+    """Every recording of an LJSpeech folder at `sample_rate` (mono, float32 in [-1, 1]), its leading and trailing
+    silence trimmed and its loudness matched to the others' (core.audio); the first `limit` only when `limit` > 0.
+    A missing, unreadable, silent or (once trimmed) too short wav is a DatasetError naming it and its metadata
+    line; a clipped one is named in a warning."""
     import soundfile as sf
     folder = Path(folder)
     rows = read_metadata(folder)
@@ -92,7 +105,18 @@ def read_folder(folder: Path, sample_rate: int, *, min_seconds: float = MIN_SECO
             raise DatasetError(f"{where}: {mono.size / sr:.2f} s is too short (at least {min_seconds} s)")
         if not np.isfinite(mono).all():
             raise DatasetError(f"{where}: the audio holds NaN or infinite samples")
-        out.append(Recording(uid, text, resample(mono, sr, sample_rate).astype(np.float32), sample_rate))
+        peak = float(np.max(np.abs(mono)))
+        if peak < SILENT_PEAK:
+            raise DatasetError(f"{where}: the recording is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)")
+        clipped = float(np.mean(np.abs(mono) >= CLIPPED))
+        if clipped > CLIPPED_SHARE:
+            _LOGGER.warning("%s: %.2f %% of its samples are clipped (at full scale): it will teach the distortion",
+                            where, 100 * clipped)
+        mono = trim_silence(mono, sr)
+        if mono.size / sr < min_seconds:
+            raise DatasetError(f"{where}: {mono.size / sr:.2f} s of sound once its silence is trimmed is too short "
+                               f"(at least {min_seconds} s)")
+        out.append(Recording(uid, text, match_loudness(resample(mono, sr, sample_rate)), sample_rate))
     _LOGGER.info("%s: %d recordings, %.1f minutes", folder, len(out), sum(r.seconds for r in out) / 60)
     return out
 
