@@ -166,3 +166,24 @@ def test_rundiff_of_runs_without_a_comparable_metric_says_nothing_moved(tmp_path
     assert rundiff.diff(tmp_path / "before.csv", tmp_path / "after.csv").empty
     assert rundiff.main([str(tmp_path / "before.csv"), str(tmp_path / "after.csv")]) == 0
     assert "0 of 0 comparable rows moved" in capsys.readouterr().out
+
+
+def test_a_streaming_timing_stands_only_beside_a_fidelity_check_that_passed():
+    """Issue 52: the H100's fp16 latent-graph engine streamed chunks 1.2 dB from its own whole synthesis, and its TTFA
+    was the GPU's headline. Its timings now read 'failed fidelity'; every other row of that run is as recorded."""
+    import pandas as pd
+    from pathlib import Path
+    from lib.core.results import MIN_CHUNK_SNR_DB, gate_fidelity
+    rows = []
+    for variant, snr in (("good", 48.0), ("broken", 1.2)):
+        rows += [dict(model="m", variant=variant, backend="torch-cuda", device="cuda", metric=m, value=v, status="ok",
+                      reason=np.nan) for m, v in (("ttfa_ms_p90", 5.0), ("stream_rtf", 0.1), ("rtf", 0.01),
+                                                   ("chunk_snr_db", snr))]
+    gated = gate_fidelity(pd.DataFrame(rows)).set_index(["variant", "metric"])
+    assert gated.loc[("broken", "ttfa_ms_p90"), "status"] == "failed" and np.isnan(gated.loc[("broken", "ttfa_ms_p90"), "value"])
+    assert "1.2 dB" in gated.loc[("broken", "stream_rtf"), "reason"] and f"{MIN_CHUNK_SNR_DB:.0f} dB" in gated.loc[("broken", "stream_rtf"), "reason"]
+    assert (gated.loc["good", "status"] == "ok").all() and gated.loc[("broken", "rtf"), "status"] == "ok"
+    root = Path(__file__).resolve().parents[1]
+    recorded = pd.read_csv(root / "outputs" / "recorded" / "h100" / "05_hardware_benchmark" / "results.csv")
+    changed = gate_fidelity(recorded)["status"] != recorded["status"]
+    assert set(recorded.loc[changed, "variant"]) == {"torch-cuda-fp16-graphs-latent-graphs"} and changed.sum() == 4

@@ -14,6 +14,7 @@ import numpy as np
 
 from lib.core import text
 from lib.core.audio import snr_db
+from lib.core.results import STREAMING_TIMINGS, fidelity_failure
 from lib.harness import bench, evaluate, metrics
 from lib.harness.bench import Timing
 from lib.harness.metrics import pesq_wb
@@ -217,10 +218,13 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
         ttfa = streaming_ttfa(engine, ttfa_queries, cfg.chunk_frames, cfg.context_frames, cfg.min_queries,
                               cfg.min_seconds, cfg.max_seconds, cfg.warmup)
     busy = load_status(watch.load, "streaming")
-    writer.add_many({k: ttfa[k] for k in ("ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99")}, n=ttfa["n"], **keys, **busy)
-    writer.add(metric="stream_rtf", value=ttfa["stream_rtf"], n=ttfa["n"], **keys, **busy)
     fid = chunk_fidelity(engine, ttfa_queries[:cfg.fidelity_queries], cfg.chunk_frames, cfg.context_frames)
-    writer.add(metric="chunk_snr_db", value=min(r["snr_db"] for r in fid), reference="worst chunk vs whole utterance", n=len(fid), **keys)
+    worst = min(r["snr_db"] for r in fid)
+    failed = fidelity_failure(worst)  # a timing beside a failed fidelity check stands for nothing: no value
+    for metric in STREAMING_TIMINGS:
+        writer.add(metric=metric, value=None if failed else ttfa[metric], n=ttfa["n"], **keys,
+                   **(dict(status="failed", reason=failed) if failed else busy))
+    writer.add(metric="chunk_snr_db", value=worst, reference="worst chunk vs whole utterance", n=len(fid), **keys)
     if all("pesq_wb" in r for r in fid):
         writer.add(metric="chunk_pesq_wb", value=min(r["pesq_wb"] for r in fid), reference="worst chunk vs whole utterance", n=len(fid), **keys)
     if torch_cuda:

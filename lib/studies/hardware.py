@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core import audio as lab_audio, machine, onnx_session, params, text
-from lib.core.results import ResultWriter
+from lib.core.results import ResultWriter, gate_fidelity
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics, scenarios
 from lib.harness.judges import Judges, PendingJudgement
@@ -365,7 +365,7 @@ def backend_table(here: pd.DataFrame, recorded_dir: Path, device: str) -> tuple[
     one row per (source, variant) that is absent or failed, with the reason)."""
     here = here.assign(source="cpu (this machine)")
     path = recorded_dir / "results.csv"
-    rec = pd.read_csv(path).assign(source=device) if path.exists() else here.iloc[:0]
+    rec = gate_fidelity(pd.read_csv(path)).assign(source=device) if path.exists() else here.iloc[:0]
     both = pd.concat([here, rec], ignore_index=True)
     ok = both[(both["status"] == "ok") & both["metric"].isin(TABLE_METRICS)]
     table = ok.pivot_table(index=["source", "variant"], columns="metric", values="value").reindex(columns=TABLE_METRICS)
