@@ -17,7 +17,7 @@ PUBLIC = {
     "load_voice": ("lib.voices.synth", "load_voice"),  # a voice by name and back-end: .synthesize(text) -> Audio
     "load_piper_torch": ("lib.voices.piper_torch", "load_piper_torch"),  # piper's SynthesizerTrn from an .onnx
     "load_adapted_voice": ("lib.techniques.speaker_adapt", "load"),  # a teacher adapted by a packed adapter/voice
-    "export_pack": ("lib.jobs.export_pack", "export"),  # a pack as model.onnx + model.onnx.json, spoken once
+    "export_pack": ("lib.jobs.export_pack", "export"),  # packs as one model.onnx + model.onnx.json, spoken once
     "read_speaker_folder": ("lib.data.ljspeech", "read_folder"),  # an LJSpeech folder's recordings
     "judge": ("lib.harness.judges", "judge"),  # DNSMOS and ASR of clips
     "load_results": ("lib.core.results", "load_results"),  # a profile's result rows

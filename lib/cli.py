@@ -101,8 +101,9 @@ class PackSpeaker:
 
 @dataclass
 class Export:
-    """Export a packed part or adaptation as model.onnx + model.onnx.json and speak once with piper's runtime."""
-    pack: str  # a packed folder: outputs/recorded/training/<work>/<run>, or an adaptation's pack
+    """Export packed parts (a decoder, flow and front end together) or an adaptation as one model.onnx +
+    model.onnx.json, and speak once with piper's runtime."""
+    pack: tyro.conf.UseAppendAction[list[str]]  # a packed folder (outputs/recorded/training/<work>/<run>); repeat it
     out: str  # the folder model.onnx and model.onnx.json are written to
 
 
@@ -172,7 +173,7 @@ def run(cmd, command: str = "tts-lab") -> None:
         speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)
     elif kind == "Export":
         from lib.jobs import export_pack
-        result = export_pack.export(Path(cmd.pack), Path(cmd.out))
+        result = export_pack.export([Path(p) for p in cmd.pack], Path(cmd.out))
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
                      result["sample_rate"])
     elif kind in ("StepCosts", "PhaseGap"):

@@ -110,8 +110,9 @@ def test_a_voice_of_students_round_trips_and_runs_in_a_fresh_process(student, tm
 
 
 def test_a_packed_part_exports_as_a_voice_piper_opens(tmp_path):
-    """`python -m lib.jobs.export_pack`: a long run's packed decoder becomes model.onnx + model.onnx.json that piper's
-    own runtime speaks; a folder that is no pack fails with a message naming it."""
+    """`tts-lab voice export`: a long run's packed decoder becomes model.onnx + model.onnx.json that piper's own
+    runtime speaks; three packs (a frame-rate decoder, a flow, a front end: the 5x voice's shape) become one voice;
+    a folder that is no pack, or a role given twice, fails with a message naming it."""
     from lib.jobs import export_pack
     from lib.techniques import distill
     from lib.voices import parts, piper_torch, synth as voices
@@ -119,17 +120,29 @@ def test_a_packed_part_exports_as_a_voice_piper_opens(tmp_path):
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     dec = parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch"))
     save_part(dec, tmp_path / "dec32-regress", "decoder", parts.decoder_build(teacher, 32), {"recipe": "regression-first"})
-    result = export_pack.export(tmp_path / "dec32-regress", tmp_path / "voice")
+    result = export_pack.export([tmp_path / "dec32-regress"], tmp_path / "voice")
     assert (tmp_path / "voice" / "model.onnx.json").is_file() and result["samples"] > 1000
     assert result["sample_rate"] == teacher.sample_rate
     from lib.techniques import frontend_student as fs  # a front end's pack: the teacher speaks through it
     fe = fs.frontend_student(teacher, 16, 32)
     save_part(fe, tmp_path / "fe16", "frontend", fs.frontend_build(teacher, 16, 32), {"recipe": "regression-first"})
-    voice = export_pack.voice_from_pack(teacher, tmp_path / "fe16")
+    voice = export_pack.voice_from_packs(teacher, [tmp_path / "fe16"])
     assert not voice.use_sdp and torch.equal(voice.enc_p.emb.weight, fe.enc_p.emb.weight)
+    from lib.voices.istft_decoder import FrameRateDecoder
+    voc = FrameRateDecoder(teacher.hparams["inter_channels"], 16, 1)
+    save_part(voc, tmp_path / "istft16x1", "istft_decoder", voc.config, {"recipe": "regression-first"})
+    flow = parts.fold_weight_norm(distill.flow_student(teacher, 16))
+    save_part(flow, tmp_path / "flow16", "flow", parts.flow_build(teacher, 16), {"recipe": "regression-first"})
+    three = [tmp_path / "istft16x1", tmp_path / "flow16", tmp_path / "fe16"]
+    result = export_pack.export(three, tmp_path / "fast")
+    assert result["samples"] > 1000, "one .onnx of the three packs, spoken by piper's runtime"
+    from lib import cli
+    with pytest.raises(SystemExit, match="a second decoder"):
+        cli.main(["voice", "export", "--pack", str(three[0]), "--pack", str(tmp_path / "dec32-regress"),
+                  "--out", str(tmp_path / "v3")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="empty holds no config.json"):
-        export_pack.main([str(tmp_path / "empty"), str(tmp_path / "v2")])
+        cli.main(["voice", "export", "--pack", str(tmp_path / "empty"), "--out", str(tmp_path / "v2")])
 
 
 def test_export_pack_names_a_cut_short_config(tmp_path):
@@ -140,11 +153,11 @@ def test_export_pack_names_a_cut_short_config(tmp_path):
     dec = FrameRateDecoder(192, 8, 1)
     config = artefacts.save_part(dec, tmp_path / "istft8x1", "istft_decoder", dec.config) / "config.json"
     config.write_text(config.read_text()[:31])
-    with pytest.raises(SystemExit, match=f"{config}.*cut short"):
-        export_pack.main([str(tmp_path / "istft8x1"), str(tmp_path / "voice")])
+    with pytest.raises(ValueError, match=f"{config}.*cut short"):
+        export_pack.export([tmp_path / "istft8x1"], tmp_path / "voice")
     config.write_text("[1, 2]")
-    with pytest.raises(SystemExit, match=f"{config}: kind None"):
-        export_pack.main([str(tmp_path / "istft8x1"), str(tmp_path / "voice")])
+    with pytest.raises(ValueError, match=f"{config} is not a pack's config"):
+        export_pack.export([tmp_path / "istft8x1"], tmp_path / "voice")
 
 
 def test_a_part_records_its_teacher_and_is_refused_in_another_voice(tmp_path):

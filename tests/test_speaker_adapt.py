@@ -253,7 +253,7 @@ def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
                if n in base and (p.float() - base[n].float()).abs().max() > tol(n)]
     assert changed and (method == "full" or not any(n.startswith("enc_p.encoder.ffn") for n in changed))
     assert (out / speaker_adapt.POSTERIOR).exists() and json.loads((out / "spent.json").read_text())["steps"] == 2
-    result = export_pack.export(out, tmp_path / "voice")
+    result = export_pack.export([out], tmp_path / "voice")
     assert sorted(p.name for p in (tmp_path / "voice").iterdir()) == ["model.onnx", "model.onnx.json"]
     assert result["samples"] > 22050 and result["rms"] > 1e-3
     with pytest.MonkeyPatch.context() as mp:  # no new steps: nothing judged again, no second row
@@ -310,7 +310,7 @@ def test_a_run_refuses_another_config_in_its_folder(tmp_path):
 def test_export_names_a_damaged_pack(tmp_path):
     (tmp_path / "config.json").write_text('{"kind": "peft_adapter",\n')
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
-        export_pack.voice_from_pack(None, tmp_path)
+        export_pack.voice_from_packs(None, [tmp_path])
 
 
 def test_public_names_resolve():
