@@ -48,6 +48,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
     },
     "study": {
         "overfit": ("lib.studies.overfit", "Overfit", "packed students on sentences they trained on and held out"),
+        "alignment": ("lib.studies.alignment", "AlignmentYardstick", "each aligner against true durations"),
         "phase-gap": ("lib.studies.phase_gap", "PhaseGap", "split frame-rate decoders' gap into magnitude and phase"),
         "step-costs": ("lib.jobs.step_costs", "StepCosts", "time a training step of each recipe on this CPU"),
         "eta": ("lib.cli", "Eta", "how long a profile's notebooks will take on this machine"),
@@ -178,9 +179,8 @@ def run(cmd, command: str = "tts-lab") -> None:
                      result["sample_rate"])
     elif kind in ("StepCosts", "PhaseGap"):
         importlib.import_module(type(cmd).__module__).run(cmd)
-    elif kind == "Overfit":
-        from lib.studies import overfit
-        overfit.run(cmd, command)
+    elif kind in ("Overfit", "AlignmentYardstick"):
+        importlib.import_module(type(cmd).__module__).run(cmd, command)
     elif kind == "CorpusRun":
         from lib.jobs import corpus_job
         job = Yielder(f"corpus {Path(cmd.out).name}").register()

@@ -3,19 +3,21 @@ true frames (the teacher's own attention when it speaks; Kokoro's own durations 
 
 Frames per phoneme. piper's ids are ^ _ (phoneme _)* $; its pads belong to no phoneme of the text, so a phoneme's
 frames here are its id's and its following pad's (`per_phoneme`), ^ with its pad being the leading silence and $ the
-trailing one. The agreement (`agreement`) leaves those two out: silence at the edges is easy to place and would
-lift the correlation.
+trailing one. Agreement (`agreement`) is measured over `units` of a level, which leave those two out: silence at the
+edges is easy to place and would lift the correlation.
 
 Methods (each: frames per piper id for (audio, phoneme ids)):
 - MAS on the bootstrapped posterior's latents of the recording, a sample z ~ q(z|x) as piper's training draws it
   (`mas_frames(..., mean=False)`) or its mean (`mean=True`), against the voice's prior through its flow;
+- DTW of the recording against the teacher's own noise-free rendition of the same ids, whose frames are known
+  (`dtw_frames`), on MFCCs or on Whisper's encoder output (`WhisperAligner.encoder_features`);
 - Whisper's forced alignment of the transcript's tokens (faster-whisper's `find_alignment`, base model shipped on
   PyPI): each word's frames spread over its phonemes as the teacher's own noise-free durations spread them, the
   frames between words over the spaces and punctuation there (`whisper_frames`)."""
 from __future__ import annotations
 
-import logging
 import string
+import unicodedata
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
@@ -23,8 +25,6 @@ import numpy as np
 import torch
 
 from lib.core.audio import resample
-
-_LOGGER = logging.getLogger(__name__)
 
 GAP = set(" " + string.punctuation + "…¡¿—–")  # phoneme characters that are no sound of a word
 STRESS = "ˈˌ"
@@ -40,21 +40,66 @@ def per_phoneme(frames_per_id) -> np.ndarray:
     return np.append(f, 0.0).reshape(-1, 2).sum(1)
 
 
-def agreement(estimate, truth, edges: bool = False) -> dict:
-    """Pearson correlation of frames per phoneme (`per_phoneme` of each, or lists of them to pool), the share of
-    phonemes within +-1 frame, the mean absolute error in frames and the count; ^ and $ left out unless `edges`."""
-    est, tru = _pooled(estimate, edges), _pooled(truth, edges)
+LEVELS = ("phoneme", "sound", "word")
+BEFORE, AFTER = "ˈˌ", "ːˑ"  # stress marks belong to the sound after them, length marks to the one before
+
+
+def units(phonemes: list[str], level: str) -> list[list[int]]:
+    """The units agreement is measured over, as phoneme slots (`per_phoneme`'s indices: 0 is ^, 1..n the
+    phonemes, n + 1 is $). 'phoneme': each phoneme. 'sound': a stress mark joined to the sound after it, a length
+    mark or combining diacritic to the sound before (a voice may put a stressed vowel's time on its marks or on the
+    vowel; only the vowel's time can be heard), spaces and punctuation their own units. 'word': each word's sounds,
+    the spaces and punctuation between words left out (how well word boundaries are placed).
+    Left out at every level, as ^ and $ are: the unit that ends the sentence, with the punctuation after it. The
+    sentence's final silence is one stretch that voices book on either (Kokoro gives it to the last phoneme, piper
+    to the full stop), and a long stretch every method places would lift the correlation."""
+    words = phoneme_words(phonemes)
+    end = words[-1][-1] + 1 if words else len(phonemes) + 1  # the last sounding phoneme's slot: the end unit's
+    if level == "phoneme":
+        return [[i] for i in range(1, end)]
+    if level == "word":
+        return [[i + 1 for i in w] for w in words[:-1]]
+    if level != "sound":
+        raise ValueError(f"unknown level {level!r}: use one of {LEVELS}")
+    out, pending = [], []
+    for i, ph in enumerate(phonemes[: end - 1], start=1):
+        trailing = all(c in AFTER or unicodedata.combining(c) for c in ph)
+        if ph and all(c in BEFORE for c in ph):
+            pending.append(i)
+        elif trailing and out and not pending and not all(c in GAP for c in phonemes[out[-1][-1] - 1]):
+            out[-1].append(i)
+        else:
+            out.append(pending + [i])
+            pending = []
+    # the end unit (left out) is the last sound with its marks: stress marks still pending go with it, and where
+    # the last phoneme is a length mark, so does the vowel before it
+    last = phonemes[end - 1] if end - 1 < len(phonemes) else ""
+    if out and not pending and last and all(c in AFTER or unicodedata.combining(c) for c in last):
+        out.pop()
+    return out
+
+
+def grouped(frames_per_phoneme, unit_slots: list[list[int]]) -> np.ndarray:
+    """Frames per unit: the slots of each unit added up."""
+    f = np.asarray(frames_per_phoneme, dtype=np.float64)
+    return np.array([f[u].sum() for u in unit_slots])
+
+
+def agreement(estimate, truth) -> dict:
+    """Pearson correlation of frames per unit (arrays, or lists of them to pool), the share of units within
+    +-1 frame, the mean absolute error in frames and the count."""
+    est, tru = _pooled(estimate), _pooled(truth)
     if est.shape != tru.shape:
-        raise ValueError(f"{est.size} estimated phonemes against {tru.size} true ones")
+        raise ValueError(f"{est.size} estimated units against {tru.size} true ones")
     corr = float(np.corrcoef(est, tru)[0, 1]) if est.size > 1 and est.std() > 0 and tru.std() > 0 else float("nan")
     err = np.abs(est - tru)
     return {"correlation": corr, "within_1_frame": float(np.mean(err <= 1.0)) if err.size else float("nan"),
             "mae_frames": float(err.mean()) if err.size else float("nan"), "n": int(err.size)}
 
 
-def _pooled(frames, edges: bool) -> np.ndarray:
+def _pooled(frames) -> np.ndarray:
     parts = frames if isinstance(frames, (list, tuple)) else [frames]
-    return np.concatenate([np.asarray(p, dtype=np.float64)[slice(None) if edges else slice(1, -1)] for p in parts])
+    return np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
 
 
 # --- MAS on the bootstrapped posterior -------------------------------------------------------------------------
@@ -87,10 +132,38 @@ def mas_frames(voice, enc_q, ids, audio: np.ndarray, sample_rate: int, mean: boo
 
 
 @torch.no_grad()
-def teacher_frames(voice, ids) -> np.ndarray:
-    """The voice's own noise-free frames per id for `ids` (its duration predictor's mean timing)."""
+def teacher_rendition(voice, ids) -> tuple[np.ndarray, np.ndarray]:
+    """The voice saying `ids` with its noise off: (audio, frames per id: its duration predictor's mean timing)."""
     x = torch.as_tensor(ids, dtype=torch.long).reshape(1, -1)
-    return voice.infer(x, torch.tensor([x.shape[1]]), noise_scale=0.0, noise_scale_w=0.0)[1][0, 0].sum(0).numpy()
+    o, attn, _, _ = voice.infer(x, torch.tensor([x.shape[1]]), noise_scale=0.0, noise_scale_w=0.0)
+    return o.reshape(-1).numpy(), attn[0, 0].sum(0).numpy().astype(np.float64)
+
+
+# --- DTW against the teacher's own rendition -------------------------------------------------------------------
+
+def dtw_frames(reference_features: np.ndarray, reference_frames, features: np.ndarray) -> np.ndarray:
+    """Frames per piper id of a recording (its `features` [D, T], one column per voice frame) by dynamic time
+    warping against the teacher's rendition of the same ids (`reference_features` [D, T_ref], whose frames per id
+    `reference_frames` are known): each reference boundary goes to the first recording frame the path pairs with
+    it. Cosine distance, so loudness does not count."""
+    import librosa
+    n_ref, n = reference_features.shape[1], features.shape[1]
+    _, path = librosa.sequence.dtw(reference_features, features, metric="cosine")
+    first = np.full(n_ref + 1, n)
+    for r, t in path:
+        first[r] = min(first[r], t)
+    edges = np.concatenate([[0], np.cumsum(reference_frames)]).astype(int)
+    bounds = np.array([0 if e <= 0 else n if e >= n_ref else first[e] for e in edges])
+    return np.diff(np.maximum.accumulate(bounds)).astype(np.float64)
+
+
+def mfcc_features(audio: np.ndarray, sample_rate: int, hop: int, n_mfcc: int = 20) -> np.ndarray:
+    """MFCCs 1..n_mfcc-1 (energy left out) per voice frame, normalised per utterance: [n_mfcc - 1, len // hop]."""
+    import librosa
+    n = len(audio) // hop
+    m = librosa.feature.mfcc(y=np.asarray(audio, dtype=np.float32), sr=sample_rate, n_mfcc=n_mfcc, n_fft=4 * hop,
+                             hop_length=hop, center=True)[1:, :n]
+    return (m - m.mean(1, keepdims=True)) / (m.std(1, keepdims=True) + 1e-6)
 
 
 # --- Whisper's forced alignment --------------------------------------------------------------------------------
@@ -107,6 +180,7 @@ class WhisperAligner:
 
     def __init__(self, model: str = "base", threads: int = 1):
         from faster_whisper.tokenizer import Tokenizer
+
         from lib.harness.metrics import WhisperAsr
         self.model = WhisperAsr(model, threads=threads).model
         self.tokenizer = Tokenizer(self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe",
@@ -124,6 +198,25 @@ class WhisperAligner:
         return [Word(w["word"].strip(), float(w["start"]), float(w["end"])) for w in found
                 if w["word"].strip().strip(string.punctuation)]
 
+    def encoder_features(self, audio: np.ndarray, sample_rate: int, hop: int) -> np.ndarray:
+        """Whisper's encoder output (20 ms frames, a representation of what is said more than of who says it),
+        interpolated onto the voice's frames: [d_model, len // hop]."""
+        from faster_whisper.audio import pad_or_trim
+        features = self.model.feature_extractor(resample(audio, sample_rate, 16000))
+        frames = features.shape[-1] - 1
+        encoded = np.array(self.model.encode(pad_or_trim(features[:, :frames])))[0][: (frames + 1) // 2]
+        voice_t = (np.arange(len(audio) // hop) + 0.5) * hop / sample_rate
+        whisper_t = (np.arange(encoded.shape[0]) + 0.5) * 0.02
+        return np.stack([np.interp(voice_t, whisper_t, encoded[:, d]) for d in range(encoded.shape[1])])
+
+    def frames(self, audio: np.ndarray, sample_rate: int, transcript: str, phonemes: list[str], prior, frontend,
+               hop: int) -> np.ndarray:
+        """Frames per piper id of `audio` (whole frames of `hop` samples) for the transcript whose piper phonemes
+        are `phonemes` (`whisper_frames`; `frontend` phonemizes each word alone to match words)."""
+        words = self.words(audio, sample_rate, transcript)
+        written = [[ph for piece in frontend.phonemes(w.text) for ph in piece] for w in words]
+        return whisper_frames(words, phonemes, written, prior, len(audio) // hop, hop / sample_rate)
+
 
 def phoneme_words(phonemes: list[str]) -> list[list[int]]:
     """Indices (into `phonemes`) of each word's sounding phonemes: runs without spaces or punctuation."""
@@ -138,7 +231,7 @@ def phoneme_words(phonemes: list[str]) -> list[list[int]]:
     return words + ([cur] if cur else [])
 
 
-def match_words(spoken: list[str], written: list[str]) -> list[tuple[list[int], list[int]]]:
+def match_words(spoken: list[list[str]], written: list[list[str]]) -> list[tuple[list[int], list[int]]]:
     """Monotonic groups (espeak words, transcript words) of 1-3 on each side whose phoneme strings match best:
     espeak joins some words ('of the' -> ʌvðə) that Whisper keeps apart. `spoken`: espeak's words, `written`: each
     transcript word phonemized alone; stress marks are ignored."""
@@ -192,20 +285,13 @@ def whisper_frames(words: list[Word], phonemes: list[str], written: list[list[st
     groups = per_phoneme(prior)  # per phoneme slot: 0 = ^, 1..n = phonemes, n + 1 = $
     spoken = phoneme_words(phonemes)
     pairs = match_words([[phonemes[i] for i in w] for w in spoken], written)
-    # each matched span: its phoneme slots (1-based: slot 0 is ^) and its time, whole frames from the start
-    spans = []
-    for sp, wr in pairs:
-        slots = [i + 1 for s in sp for i in spoken[s]]
-        start = int(round(words[wr[0]].start / frame_s))
-        end = int(round(words[wr[-1]].end / frame_s))
-        spans.append((slots, start, end))
     out = np.zeros(groups.size)
-    cursor, prev_slot = 0, 0  # frames placed so far; the slot after which gaps begin
-    bounds = [(s[0][0], min(max(s[1], 0), n_frames), min(max(s[2], 0), n_frames)) for s in spans]
-    for (slots, _, _), (first, start, end) in zip(spans, bounds):
-        start = max(start, cursor)
-        end = max(end, start)
-        gap = list(range(prev_slot, first))  # ^ (first time) or the spaces and punctuation before this word
+    cursor, prev_slot = 0, 0  # frames placed so far; the first slot not yet given frames
+    for sp, wr in pairs:
+        slots = [i + 1 for k in sp for i in spoken[k]]  # this span's phoneme slots (slot 0 is ^)
+        gap = list(range(prev_slot, slots[0]))  # ^ (the first time), or the spaces and punctuation before the span
+        start = min(max(round(words[wr[0]].start / frame_s), cursor), n_frames) if gap else cursor
+        end = min(max(round(words[wr[-1]].end / frame_s), start), n_frames)
         out[gap] += spread(start - cursor, groups[gap])
         out[slots] += spread(end - start, groups[slots])
         cursor, prev_slot = end, slots[-1] + 1
