@@ -106,6 +106,22 @@ def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop:
     return pd.DataFrame(rows, columns=columns + ["within_quality_bounds", "bounds"])
 
 
+def varied_candidates(harvard: pd.DataFrame, per_clip: pd.DataFrame, rows: pd.DataFrame, base: str,
+                      speed_tiers) -> list[str]:
+    """The students a second judged set must judge for the verdicts (issue 49: judging every student on it took most
+    of notebook 04): each one whose bounds on the first set (`harvard`, quality_bounds without `varied`) are not
+    missed, since a bound holds only where it holds on both sets, and in each speed tier (`rows`' rtf_ratio at most
+    each of `speed_tiers`) the one closest to the DNSMOS bound, which an answer names where none is within. Any
+    other student has missed on the first set already: its verdict is 'missed' without the second."""
+    keep = list(harvard.loc[harvard["bounds"] != "missed", "variant"])
+    for tier in speed_tiers:
+        fast = [v for v in rows.loc[rows["rtf_ratio"] <= tier, "variant"] if v != base]
+        if fast:
+            keep.append(max(fast, key=lambda v: np.nanmean(-paired(per_clip, base, v, "dnsmos_p808"))
+                            if len(paired(per_clip, base, v, "dnsmos_p808")) else -np.inf))
+    return list(dict.fromkeys(keep))
+
+
 UNNAMED_SET = "the varied text"  # a varied judged set whose table does not name it
 
 
