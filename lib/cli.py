@@ -50,6 +50,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
         "overfit": ("lib.studies.overfit", "Overfit", "packed students on sentences they trained on and held out"),
         "alignment": ("lib.studies.alignment", "AlignmentYardstick", "each aligner against true durations"),
         "phase-gap": ("lib.studies.phase_gap", "PhaseGap", "split frame-rate decoders' gap into magnitude and phase"),
+        "hybrid-timing": ("lib.studies.hybrid_timing", "HybridTiming", "untrained hybrid decoders timed in the voice"),
         "step-costs": ("lib.jobs.step_costs", "StepCosts", "time a training step of each recipe on this CPU"),
         "eta": ("lib.cli", "Eta", "how long a profile's notebooks will take on this machine"),
         "probe": ("lib.cli", "Probe", "the back-end registry as this machine sees it"),
@@ -177,7 +178,7 @@ def run(cmd, command: str = "tts-lab") -> None:
         result = export_pack.export([Path(p) for p in cmd.pack], Path(cmd.out))
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
                      result["sample_rate"])
-    elif kind in ("StepCosts", "PhaseGap"):
+    elif kind in ("StepCosts", "PhaseGap", "HybridTiming"):
         importlib.import_module(type(cmd).__module__).run(cmd)
     elif kind in ("Overfit", "AlignmentYardstick"):
         importlib.import_module(type(cmd).__module__).run(cmd, command)

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lib.core.pause import yield_point
 from lib.techniques.distill import decoder_student
-from lib.voices.parts import fold_weight_norm
+from lib.voices.parts import build_part, fold_weight_norm, hybrid_build
 
 LRELU_SLOPE = 0.1  # piper's Generator.LRELU_SLOPE; the last activation before conv_post uses F.leaky_relu's 0.01
 
@@ -57,17 +56,18 @@ def choose_channels(dec, zs, width: int) -> list[torch.Tensor]:
     return keep
 
 
-def _layers(dec):
+def _layers(dec, stages: int | None = None):
     """(name, module, input stream, output stream) in forward order; a stream index says which kept set applies,
-    None for the latent input and the waveform output."""
+    None for the latent input and the waveform output. With `stages`, only conv_pre and the first `stages` stages."""
     out = [("conv_pre", dec.conv_pre, None, 0)]
-    for i, up in enumerate(dec.ups):
+    for i, up in enumerate(dec.ups[:stages]):
         out.append((f"ups.{i}", up, i, i + 1))
         for j in range(dec.num_kernels):
             b = i * dec.num_kernels + j
             for c, conv in enumerate(dec.resblocks[b].convs):
                 out.append((f"resblocks.{b}.convs.{c}", conv, i + 1, i + 1))
-    out.append(("conv_post", dec.conv_post, len(dec.ups), None))
+    if stages is None or stages >= len(dec.ups):
+        out.append(("conv_post", dec.conv_post, len(dec.ups), None))
     return out
 
 
@@ -130,13 +130,14 @@ def _capture(module, store: list, what: str):
 
 
 @torch.no_grad()
-def refit(teacher_dec, student, keep, zs, ridge: float = 1e-3, progress=None) -> dict[str, tuple[float, float]]:
-    """Refit every sliced layer of `student` in forward order by ridge least squares: input = what the student
-    (its earlier layers refitted already) feeds the layer, target = the teacher's output of the same layer on the
-    kept channels (the bias stays the teacher's). Returns each layer's relative squared error on `zs`, sliced ->
-    refitted, e.g. {'ups.0': (0.41, 0.12)}."""
+def refit(teacher_dec, student, keep, zs, ridge: float = 1e-3, progress=None,
+          stages: int | None = None) -> dict[str, tuple[float, float]]:
+    """Refit every sliced layer of `student` (with `stages`, of its first `stages` stages only) in forward order by
+    ridge least squares: input = what the student (its earlier layers refitted already) feeds the layer, target =
+    the teacher's output of the same layer on the kept channels (the bias stays the teacher's). Returns each layer's
+    relative squared error on `zs`, sliced -> refitted, e.g. {'ups.0': (0.41, 0.12)}."""
     errors = {}
-    for (name, t, _, i_out), (_, s, _, _) in zip(_layers(teacher_dec), _layers(student)):
+    for (name, t, _, i_out), (_, s, _, _) in zip(_layers(teacher_dec, stages), _layers(student, stages)):
         if name == "conv_pre":
             continue  # same input as the teacher's: the slice is already exact
         xtx = xty = None
@@ -171,16 +172,35 @@ def refit(teacher_dec, student, keep, zs, ridge: float = 1e-3, progress=None) ->
     return errors
 
 
-def pruned_student(teacher_model, width: int, zs, refit_zs=None, ridge: float = 1e-3, progress: bool = False):
+def pruned_student(teacher_model, width: int, zs, refit_zs=None, ridge: float = 1e-3, progress: bool = False,
+                   stages: int | None = None):
     """The teacher's decoder at `width` initial channels: channels chosen by activation on `zs`, sliced, and (with
-    `refit_zs`) refitted by least squares. Returns (student decoder, kept channel indices per stream)."""
+    `refit_zs`) refitted by least squares (with `stages`, only the layers up to that stage's output: a hybrid
+    decoder keeps no more). Returns (student decoder, kept channel indices per stream)."""
     teacher_dec = fold_weight_norm(copy.deepcopy(teacher_model.dec))
     student = fold_weight_norm(decoder_student(teacher_model, width, "scratch"))
     keep = choose_channels(teacher_dec, zs, width)
     slice_decoder(teacher_dec, student, keep)
     if refit_zs is not None:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(_layers(student)) - 1, desc="least-squares refit", disable=not progress, leave=False)
-        refit(teacher_dec, student, keep, refit_zs, ridge, progress=bar)
+        bar = tqdm(total=len(_layers(student, stages)) - 1, desc="least-squares refit", disable=not progress, leave=False)
+        refit(teacher_dec, student, keep, refit_zs, ridge, progress=bar, stages=stages)
         bar.close()
     return student.train(), keep
+
+
+def hybrid_student(teacher_model, width: int, keep_stages: int, calib_latents, n_fft: int | None = None,
+                   refit_latents=None, ridge: float = 1e-3, progress: bool = False):
+    """A hybrid decoder (voices.hybrid_decoder) whose kept stages start from the teacher's, pruned to `width` as the
+    128-channel decoder is (`pruned_student`: channels chosen by activation on `calib_latents`, sliced, and refitted
+    by least squares on `refit_latents` where given, up to the last kept stage), its iSTFT head from scratch.
+    Returns (hybrid, weight norm folded, in train mode; the kept channel indices of conv_pre's and each kept stage's
+    output, the streams whose teacher outputs are its stage targets)."""
+    pruned, keep = pruned_student(teacher_model, width, calib_latents, refit_zs=refit_latents, ridge=ridge,
+                                  progress=progress, stages=keep_stages)
+    hybrid = fold_weight_norm(build_part("hybrid_decoder", hybrid_build(teacher_model, width, keep_stages, n_fft)))
+    kept = [(hybrid.conv_pre, pruned.conv_pre)] + list(zip(hybrid.ups, pruned.ups))
+    kept += list(zip(hybrid.resblocks, pruned.resblocks))  # the hybrid holds the first keep_stages' blocks only
+    for mine, theirs in kept:
+        mine.load_state_dict(theirs.state_dict())
+    return hybrid.train(), keep[:keep_stages + 1]

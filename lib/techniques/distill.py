@@ -218,7 +218,7 @@ def recorded_voices(teacher_model, roots: dict[str, Path]) -> tuple[dict, dict, 
         loaded, bad = recorded_students(root)
         absent.update({f"{n}@{dev}": r for n, r in bad.items()})
         part = {n: Part.of_pack({**config, "student": n}, dev) for n, (_, config) in loaded.items()}
-        decoders = {n: mc for n, mc in loaded.items() if mc[1]["kind"] in ("decoder", "istft_decoder")}
+        decoders = {n: mc for n, mc in loaded.items() if mc[1]["kind"] in ("decoder", "istft_decoder", "hybrid_decoder")}
         for n, (module, config) in decoders.items():
             name = VoiceSpec((part[n],)).name
             voices[name], info[name] = with_parts(teacher_model, decoder=module), config
@@ -241,7 +241,7 @@ def student_voice(teacher_model, folder: Path, part_names: Sequence[str]):
     parts = {"decoder": None, "flow": None, "frontend": None}
     for part in part_names:
         module, config = load_part(Path(folder) / part)
-        kind = {"istft_decoder": "decoder"}.get(config["kind"], config["kind"])
+        kind = {"istft_decoder": "decoder", "hybrid_decoder": "decoder"}.get(config["kind"], config["kind"])
         if kind not in parts:
             raise ValueError(f"{Path(folder) / part}: a part of kind {config['kind']!r} cannot go into a voice")
         parts[kind] = module

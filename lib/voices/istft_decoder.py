@@ -106,8 +106,13 @@ class FrameRateDecoder(nn.Module):
 
     def synthesize(self, logmag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """(log-magnitude, phase) at the latent's frames -> waveform [B, 1, frames * hop]."""
-        mag = torch.exp(logmag.clamp(max=6.0))
-        # one extra frame so the output has frames * hop samples, as the HiFi-GAN decoder's
-        mag = nn.functional.pad(mag, (0, 1), mode="replicate")
-        phase = nn.functional.pad(phase, (0, 1), mode="replicate")
-        return self.istft(mag, phase).unsqueeze(1).clamp(-1.0, 1.0)  # Vocos clips; tanh would bend the waveform
+        return spectra_to_wave(self.istft, logmag, phase)
+
+
+def spectra_to_wave(istft: MatmulISTFT, logmag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """(log-magnitude, phase) [B, n_fft/2+1, T] -> waveform [B, 1, T * hop] through `istft`: the magnitude exp'd
+    (clamped), one frame repeated at the end so that T frames give T * hop samples, as the HiFi-GAN decoder's."""
+    mag = torch.exp(logmag.clamp(max=6.0))
+    mag = nn.functional.pad(mag, (0, 1), mode="replicate")
+    phase = nn.functional.pad(phase, (0, 1), mode="replicate")
+    return istft(mag, phase).unsqueeze(1).clamp(-1.0, 1.0)  # Vocos clips; tanh would bend the waveform

@@ -1,6 +1,7 @@
 """The parts of a voice by kind, as the config of a saved part names them (after ESPnet's AVAILABLE_GENERATERS): the
-HiFi-GAN decoder and the flow (piper's own classes), the frame-rate decoder and the x_low front end. What rebuilds
-each (its `build` arguments), which parts of a voice a student replaced, and the one weight-norm fold."""
+HiFi-GAN decoder and the flow (piper's own classes), the frame-rate decoder, the hybrid decoder (the teacher's first
+stages, then an iSTFT head) and the x_low front end. What rebuilds each (its `build` arguments), which parts of a
+voice a student replaced, and the one weight-norm fold."""
 from __future__ import annotations
 
 from typing import Callable
@@ -25,6 +26,11 @@ def _istft_decoder(build: dict):
     return FrameRateDecoder(**build)
 
 
+def _hybrid_decoder(build: dict):
+    from lib.voices.hybrid_decoder import HybridDecoder  # deferred: torch; voices.synth imports parts
+    return HybridDecoder(**build)
+
+
 def _frontend(build: dict):
     from lib.voices.frontend import FrontEnd  # deferred: torch; voices.synth imports parts
     return FrontEnd(**build)
@@ -34,6 +40,7 @@ PARTS: dict[str, Callable[[dict], object]] = {  # torch loads with the first par
     "decoder": _decoder,
     "flow": _flow,
     "istft_decoder": _istft_decoder,
+    "hybrid_decoder": _hybrid_decoder,
     "frontend": _frontend,
 }
 
@@ -51,6 +58,12 @@ def decoder_build(teacher_model, width: int) -> dict:
     keys = ("inter_channels", "resblock", "resblock_kernel_sizes", "resblock_dilation_sizes", "upsample_rates",
             "upsample_kernel_sizes")
     return {**{k: hp[k] for k in keys}, "upsample_initial_channel": int(width)}
+
+
+def hybrid_build(teacher_model, width: int, keep_stages: int, n_fft: int | None = None) -> dict:
+    """The arguments that rebuild a hybrid decoder (the 'hybrid_decoder' part): the teacher decoder's first
+    `keep_stages` stages at `width`, then an iSTFT head of `n_fft` (default 4 x its hop)."""
+    return {**decoder_build(teacher_model, width), "keep_stages": int(keep_stages), "n_fft": n_fft}
 
 
 def flow_build(teacher_model, hidden: int) -> dict:
@@ -73,13 +86,16 @@ def fold_weight_norm(module):
 
 def student_parts(voice) -> dict:
     """{attribute: {kind, build}} for each part of a voice that a student replaced in a way a shape alone cannot
-    say (a frame-rate decoder, a flow of other hidden width, the x_low front end with its deterministic duration
-    predictor): what `with_student_parts` rebuilds before the weights load."""
+    say (a frame-rate or hybrid decoder, a flow of other hidden width, the x_low front end with its deterministic
+    duration predictor): what `with_student_parts` rebuilds before the weights load."""
     from lib.voices.frontend import voice_frontend_build  # deferred: torch; voices.synth imports parts
+    from lib.voices.hybrid_decoder import HybridDecoder  # deferred: torch; voices.synth imports parts
     from lib.voices.istft_decoder import FrameRateDecoder  # deferred: torch; voices.synth imports parts
     parts = {}
     if isinstance(voice.dec, FrameRateDecoder):
         parts["dec"] = {"kind": "istft_decoder", "build": dict(voice.dec.config)}
+    elif isinstance(voice.dec, HybridDecoder):
+        parts["dec"] = {"kind": "hybrid_decoder", "build": dict(voice.dec.config)}
     hidden = voice.flow.flows[0].enc.hidden_channels
     if hidden != voice.hparams["hidden_channels"]:
         parts["flow"] = {"kind": "flow", "build": flow_build(voice, hidden)}

@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 
 from lib.core.results import LONG_RUN
 
-ROLE_OF_KIND = {"decoder": "decoder", "istft_decoder": "decoder", "flow": "flow", "frontend": "frontend"}
+ROLE_OF_KIND = {"decoder": "decoder", "istft_decoder": "decoder", "hybrid_decoder": "decoder", "flow": "flow",
+                "frontend": "frontend"}
 ROLES = ("decoder", "flow", "frontend")  # the order a name lists its parts in
 TEACHER_NAME = {"torch-cpu": "teacher", "ort-cpu": "fp32"}  # the teacher itself: the module, and the shipped file
 BACKEND_TAG = {"torch-cpu": "", "ort-cpu": "-ort"}  # what a student's name says about where it runs
