@@ -39,6 +39,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
         "corpus": ("lib.jobs.corpus_job", "CorpusRun", "the teacher speaks the corpus students learn from (hours)"),
         "regress": ("lib.jobs.run_configs", "Regress", "a channel-pruned decoder, regression-first"),
         "regress-istft": ("lib.jobs.run_configs", "RegressIstft", "the 5x voice's frame-rate decoder"),
+        "regress-hybrid": ("lib.jobs.run_configs", "RegressHybrid", "the teacher-initialised hybrid decoder"),
         "regress-flow": ("lib.jobs.run_configs", "RegressFlow", "the half-width flow"),
         "regress-frontend": ("lib.jobs.run_configs", "RegressFrontend", "the x_low front end"),
         "students": ("lib.jobs.run_configs", "Students", "the adversarial students together (a lent GPU's job)"),

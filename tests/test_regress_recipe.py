@@ -199,6 +199,22 @@ def test_regress_istft_job_trains_packs_and_resumes_from_the_pack(tmp_path):
     assert again["steps"] == 5 and again["hours"] > config["hours"]
 
 
+def test_regress_hybrid_on_a_teacher_corpus_packs_with_its_corpus_hours_and_resumes(tmp_path):
+    """Issue 49: the hybrid decoder streams from a written teacher corpus; its pack is a hybrid_decoder with the kept
+    channels, its ledger row says how many hours of teacher speech it learned from, and a fresh run counts on."""
+    from lib.jobs import corpus_job
+    corpus_job.write(corpus_job.CorpusRun(out=str(tmp_path / "corpus"), limit=3, shard_items=2, templated=10))
+    common = ["--width", "16", "--steps", "3", "--corpus", str(tmp_path / "corpus"), "--batch", "1", "--frames", "16",
+              "--calib-batches", "1", "--calib-segments", "2", "--calib-frames", "16", "--checkpoint-every", "3",
+              "--eval-every", "3", "--log-every", "1", "--threads", "2"]
+    curve, (module, config), row, again = _train_pack_resume(tmp_path, "regress-hybrid", "hybrid16s2f16-regress", common)
+    assert {"loss_spec", "loss_feat"} <= set(curve.columns)
+    assert config["kind"] == "hybrid_decoder" and len(config["keep"]) == 3 and module.config["keep_stages"] == 2
+    manifest = json.loads((tmp_path / "corpus" / "manifest.json").read_text())
+    assert row["corpus_hours"] == pytest.approx(manifest["hours"], abs=1e-3) and row["part"] == "hybrid_decoder"
+    assert again["steps"] == 5
+
+
 def test_regress_flow_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_path):
     """The half-width flow's long run: regression on the teacher flow with a held-out loss in its curve; `pack` writes
     a loadable flow with its steps and machine-hours and a ledger row whose held-out PESQ and mel L1 are the teacher's

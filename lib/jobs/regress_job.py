@@ -15,13 +15,13 @@ import torch
 from lib.core import text
 from lib.core.results import atomic_write_text
 from lib.data import varied_text
-from lib.jobs.run_configs import Regress, Regression, RegressFlow, RegressFrontend, RegressIstft
+from lib.jobs.run_configs import Regress, Regression, RegressFlow, RegressFrontend, RegressHybrid, RegressIstft
 from lib.jobs.run_state import (CORPUS_LISTS, FRONTEND_LISTS, HELDOUT_LISTS, HELDOUT_SENTENCES, flow_heldout, init_from,
                                 corpus_text_of, packed_count, read_json, training_corpus)
 from lib.techniques import distill, frontend_student as fs
-from lib.techniques.channel_prune import pruned_student
-from lib.techniques.regress_recipe import (WEIGHTS, feature_forward, segments, spectral_forward, stage_targets,
-                                          with_stage_targets)
+from lib.techniques.channel_prune import hybrid_student, pruned_student
+from lib.techniques.regress_recipe import (WEIGHTS, feature_forward, hybrid_forward, segments, spectral_forward,
+                                          stage_targets, with_stage_targets)
 from lib.training.batches import random_segments
 from lib.training.loop import Recipe, Trainer
 from lib.training.phase_losses import spectra_forward
@@ -75,6 +75,45 @@ def regress(cfg: Regress) -> None:
     _fit(name, Trainer(student, batch_fn, rec, work / name,
                        forward=feature_forward(WEIGHTS["feature"]), eval_batches=held, device=cfg.device,
                        threads=cfg.threads, progress=None))
+
+
+def regress_hybrid(cfg: RegressHybrid) -> None:
+    """The regression-first recipe on the hybrid decoder: its kept stages start from the teacher's, pruned and
+    refitted before the first step (channel_prune.hybrid_student), its head from scratch; spectral terms on the
+    head and the kept stages' outputs against the teacher's; resumes from --work or from a packed part."""
+    work = Path(cfg.work)
+    name = cfg.part_name()
+    (work / name).mkdir(parents=True, exist_ok=True)
+    teacher = teacher_bundle.teacher()
+    teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
+    source, heldout, summary = training_corpus(teacher, cfg)
+    build = parts.hybrid_build(teacher, cfg.width, cfg.keep_stages, cfg.n_fft)
+    keep_file, init = work / name / "keep.json", cfg.packed_start(name)
+    before = read_json(work / "run.json", {}).get("before", {})
+    if keep_file.exists():  # local state: the trainer loads the weights
+        keep = [torch.tensor(k) for k in read_json(keep_file)]
+        student = parts.fold_weight_norm(parts.build_part("hybrid_decoder", build))
+    elif init is not None:
+        student, config = load_part(init, teacher)
+        keep, before = [torch.tensor(k) for k in config["keep"]], {name: packed_count(config)}
+    else:
+        rng = np.random.default_rng(7)
+        calib = [source(cfg.calib_segments, cfg.calib_frames, rng)[0] for _ in range(cfg.calib_batches)]
+        t0 = time.time()
+        student, keep = hybrid_student(teacher, cfg.width, cfg.keep_stages, calib, cfg.n_fft, refit_latents=calib,
+                                       ridge=cfg.ridge)
+        _LOGGER.info("kept stages chosen by activation and refitted by least squares in %.0f s", time.time() - t0)
+    atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
+    cfg.record(work, recipe=cfg.recipe_name(), before=before, corpus=summary)
+    held_targets = stage_targets(teacher_dec, heldout, keep)
+    rng = np.random.default_rng(1234)
+    held = [segments(heldout, held_targets, cfg.batch, cfg.frames, rng) for _ in range(2)]
+    rec = cfg.recipe(before.get(name, {}).get("steps", 0))
+    cfg.part(name, "hybrid_decoder", build, rec, cfg.recipe_name()).write(work)
+    batch_fn = lambda r: with_stage_targets(teacher_dec, keep, source(cfg.batch, cfg.frames, r))  # noqa: E731
+    _fit(name, Trainer(student, batch_fn, rec, work / name,
+                       forward=hybrid_forward(WEIGHTS["spectral"], WEIGHTS["feature"]), eval_batches=held,
+                       device=cfg.device, threads=cfg.threads, progress=None))
 
 
 def _start(work: Path, name: str, student, cfg: Regression, kind: str, build: dict, fallback: str = "",

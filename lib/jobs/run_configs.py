@@ -178,6 +178,24 @@ class RegressIstft(Regression):
 
 
 @dataclass
+class RegressHybrid(Regression):
+    """The regression-first recipe on the teacher-initialised hybrid decoder: the teacher's first stages pruned by
+    activation and refitted (as the 128-channel decoder), then an iSTFT head (iSTFTNet's recipe)."""
+    width: int = 96  # the kept stages' initial channels (the teacher's: 256); 96 with 2 stages: 0.38 of the voice
+    keep_stages: int = 2  # teacher upsampling stages kept (2: iSTFTNet's C8C8I, the head at hop 4)
+    n_fft: int = 16  # the head's STFT size (4 x its hop)
+    ridge: float = 1.0e-3  # the least-squares refit's ridge, relative to its diagonal
+    calib_batches: int = 4  # batches of segments for channel choice and refit
+    calib_segments: int = 8  # segments per calibration batch
+    calib_frames: int = 64  # latent frames per calibration segment
+    NAME: ClassVar[str] = "regress-hybrid"
+
+    def part_name(self) -> str:
+        """`hybrid<width>s<stages>f<n_fft>`, `-regress` or its adversarial phase's name."""
+        return self.phase_name(f"hybrid{self.width}s{self.keep_stages}f{self.n_fft}-regress")
+
+
+@dataclass
 class RegressFlow(Regression):
     """The half-width flow student by regression on the teacher's flow."""
     batch: int = 8
@@ -232,7 +250,7 @@ class JudgePacks:
     NAME: ClassVar[str] = "judge-packs"
 
 
-JOBS = (Students, Regress, RegressIstft, RegressFlow, RegressFrontend, Bundle, Pack, JudgePacks)
+JOBS = (Students, Regress, RegressIstft, RegressHybrid, RegressFlow, RegressFrontend, Bundle, Pack, JudgePacks)
 
 
 @dataclass(frozen=True)

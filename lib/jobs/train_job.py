@@ -31,9 +31,9 @@ from lib.core.pause import Yielder
 from lib.core.results import atomic_write_json
 from lib.harness import bench
 from lib.jobs.device_site import write_site
-from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_istft
+from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_hybrid, regress_istft
 from lib.jobs.run_configs import (CONFIG, JOBS, Bundle, JudgePacks, Pack, RegressFlow, RegressFrontend, RegressIstft,
-                                  Regress, RunConfig, Students)
+                                  RegressHybrid, Regress, RunConfig, Students)
 from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_JUDGES, accounted_hours, corpus, heldout_judged, heldout_quality,
                                 init_from, packed_count, read_json)
 from lib.techniques import compress, distill
@@ -215,8 +215,8 @@ def run(cfg, command: str) -> None:
         torch.set_num_threads(cfg.threads)  # from the start: a setup on torch's default threads oversubscribes
     job = Yielder(f"{cfg.NAME} {Path(cfg.work).name}").register()
     try:
-        {Students: students, Regress: regress, RegressIstft: regress_istft, RegressFlow: regress_flow,
-         RegressFrontend: regress_frontend}[type(cfg)](cfg)
+        {Students: students, Regress: regress, RegressIstft: regress_istft, RegressHybrid: regress_hybrid,
+         RegressFlow: regress_flow, RegressFrontend: regress_frontend}[type(cfg)](cfg)
     finally:
         job.close()
 

@@ -88,22 +88,45 @@ def recipe(steps: int, lr: float = 5e-4, warmup: int = 200, ema: float = 0.999, 
                                    adversarial=adversarial_steps > 0, grad_clip=10.0, **kw)
 
 
-def spectral_forward(weight: float, edge: int = 2, floor: float = 1e-4):
-    """The Trainer's forward for a frame-rate (iSTFT) decoder: its waveform plus {'loss_spec': (weight, L1 of the
-    log-magnitudes + the magnitude-weighted phase distance 1 - cos(phase error), wrap-free)} against the teacher's
-    STFT, leaving out `edge` frames at each end of a segment (there the cut and the padding change the frame)."""
+def spectral_terms(dec, logmag: torch.Tensor, phase: torch.Tensor, y: torch.Tensor, edge: int = 2,
+                   floor: float = 1e-4) -> torch.Tensor:
+    """L1 of the log-magnitudes + the magnitude-weighted phase distance 1 - cos(phase error), wrap-free, of an iSTFT
+    decoder's spectra against the teacher waveform `y`'s STFT, leaving out `edge` frames at each end of a segment
+    (there the cut and the padding change the frame)."""
+    frames = logmag.shape[-1]
+    target = stft(y, dec.istft.n_fft, dec.hop)[..., :frames]
+    inner = slice(edge, frames - edge) if frames > 2 * edge + 1 else slice(None)
+    mag = target.abs()[..., inner]
+    l_mag = (logmag[..., inner].clamp_min(math.log(floor)) - mag.clamp_min(floor).log()).abs().mean()
+    w = mag / mag.mean().clamp_min(1e-8)
+    l_phase = (w * (1 - torch.cos(phase[..., inner] - target.angle()[..., inner]))).mean()
+    return l_mag + l_phase
+
+
+def spectral_forward(weight: float):
+    """The Trainer's forward for a frame-rate (iSTFT) decoder: its waveform plus {'loss_spec': (weight,
+    spectral_terms)} against the teacher's STFT."""
     def forward(dec, batch):
         z, y = batch[:2]
         logmag, phase = dec.spectra(z)
         y_hat = dec.synthesize(logmag, phase)
         if not weight:
             return y_hat, y
-        frames = logmag.shape[-1]
-        target = stft(y, dec.istft.n_fft, dec.hop)[..., :frames]
-        inner = slice(edge, frames - edge) if frames > 2 * edge + 1 else slice(None)
-        mag = target.abs()[..., inner]
-        l_mag = (logmag[..., inner].clamp_min(math.log(floor)) - mag.clamp_min(floor).log()).abs().mean()
-        w = mag / mag.mean().clamp_min(1e-8)
-        l_phase = (w * (1 - torch.cos(phase[..., inner] - target.angle()[..., inner]))).mean()
-        return y_hat, y, {"loss_spec": (weight, l_mag + l_phase)}
+        return y_hat, y, {"loss_spec": (weight, spectral_terms(dec, logmag, phase, y))}
+    return forward
+
+
+def hybrid_forward(spectral_weight: float, feature_weight: float):
+    """The Trainer's forward for a hybrid decoder (teacher stages, then an iSTFT head): its waveform, the spectral
+    terms of its head, and its kept stages' outputs against the teacher's (as feature_forward's)."""
+    def forward(dec, batch):
+        z, y, *teacher_feats = batch
+        x, feats = dec.stages(z)
+        logmag, phase = dec.head(x)
+        y_hat = dec.synthesize(logmag, phase)
+        extra = {"loss_spec": (spectral_weight, spectral_terms(dec, logmag, phase, y))}
+        if teacher_feats and feature_weight:
+            loss = sum((f - t).abs().mean() / t.abs().mean().clamp_min(1e-6) for f, t in zip(feats, teacher_feats))
+            extra["loss_feat"] = (feature_weight, loss / len(teacher_feats))
+        return y_hat, y, extra
     return forward
