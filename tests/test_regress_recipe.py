@@ -213,6 +213,13 @@ def test_regress_hybrid_on_a_teacher_corpus_packs_with_its_corpus_hours_and_resu
     manifest = json.loads((tmp_path / "corpus" / "manifest.json").read_text())
     assert row["corpus_hours"] == pytest.approx(manifest["hours"], abs=1e-3) and row["part"] == "hybrid_decoder"
     assert again["steps"] == 5
+    from huggingface_hub import ModelCard  # issue 51: the pack's card is valid Hub metadata, read back offline
+    card = ModelCard.load(tmp_path / "out" / "hybrid16s2f16-regress" / "README.md")
+    assert (card.data.base_model, card.data.pipeline_tag, card.data.language) == ("rhasspy/piper-voices",
+                                                                                  "text-to-speech", ["en"])
+    assert card.data.base_model_relation == "finetune" and {r.metric_type for r in card.data.eval_results} >= {
+        "heldout_pesq", "heldout_mel_l1"}
+    assert "Not judged" in card.text and "en_US-joe-medium" in card.text and str(tmp_path) not in card.content
 
 
 def test_regress_flow_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_path):

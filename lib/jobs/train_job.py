@@ -34,13 +34,14 @@ from lib.jobs.device_site import write_site
 from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_hybrid, regress_istft
 from lib.jobs.run_configs import (CONFIG, JOBS, Bundle, JudgePacks, Pack, RegressFlow, RegressFrontend, RegressIstft,
                                   RegressHybrid, Regress, RunConfig, Students)
-from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_JUDGES, accounted_hours, corpus, heldout_judged, heldout_quality,
-                                init_from, packed_count, read_json)
+from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_JUDGES, HELDOUT_SET, accounted_hours, corpus, heldout_judged,
+                                heldout_quality, init_from, packed_count, read_json)
 from lib.techniques import compress, distill
 from lib.training.ledger import JUDGED, append, append_judged, has_row, judge_means, read_judged
 from lib.training.loop import train_decoder
 from lib.voices import parts, piper_torch, synth as voices
 from lib.voices.artefacts import ArtefactError, load_part, save_part
+from lib.voices.cards import pack_card
 from lib.voices.istft_decoder import FrameRateDecoder
 from lib.voices.teacher_bundle import teacher_identity, write_bundle
 
@@ -156,6 +157,12 @@ def pack(cfg: Pack) -> None:
             if judged is not None:
                 append_judged(Path(cfg.ledger).with_name(JUDGED.name), judged, run=name, steps=steps, hours=hours)
             _LOGGER.info("ledger: %s", row)
+        deltas = ({m: float((g["value"] - g["teacher"]).mean()) for m, g in judged.groupby("metric")}
+                  if cfg.ledger and judged is not None else {})
+        heldout = {k: row[k] for k in ("heldout_pesq", "heldout_mel_l1")} if cfg.ledger else {}
+        pack_card(name=run.name, kind=config.kind, recipe=config.recipe_name, teacher=teacher_identity(), steps=steps,
+                  hours=hours, device_hours=device_hours, trained_on=trained_on, corpus=info.get("corpus", {}),
+                  heldout=heldout, deltas=deltas, dataset=HELDOUT_SET).save(str(dest / "README.md"))
 
 
 def judge_packs(cfg: JudgePacks) -> None:

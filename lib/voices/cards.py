@@ -1,0 +1,62 @@
+"""Model cards for what the lab ships (packs of trained parts), as huggingface_hub writes them: valid Hub metadata
+(a real `base_model`, its relation, `pipeline_tag`, `language`, `eval_results` as model-index), no local paths, and
+the artefact's misses of its quality bounds in its first lines."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+BASE_MODEL = "rhasspy/piper-voices"  # the Hub repository every piper voice ships in; the voice is named in the card
+LICENSE = "mit"
+DNSMOS_BOUND = -0.10  # the study's quality bound on DNSMOS P.808 against the teacher (notebooks 03-05, the report)
+
+
+def language_of(voice: str) -> str:
+    """The ISO 639-1 language of a piper voice file name (`en_US-joe-medium.onnx` -> 'en')."""
+    return Path(voice).name.split("_")[0].split("-")[0].lower() or "en"
+
+
+def misses(deltas: dict[str, float], bounds: dict[str, float]) -> list[str]:
+    """One sentence per bound the artefact misses: {metric: its mean difference to the teacher} against {metric:
+    the lowest difference allowed}."""
+    return [f"It misses its quality bound on {m}: {deltas[m]:+.3f} against the teacher (bound {b:+.2f})."
+            for m, b in bounds.items() if m in deltas and deltas[m] < b]
+
+
+def pack_card(*, name: str, kind: str, recipe: str, teacher: dict, steps: int, hours: float, device_hours: float,
+              trained_on: str, corpus: dict, heldout: dict[str, float], deltas: dict[str, float],
+              dataset: str) -> ModelCard:
+    """The card of a packed part: what it replaces in which voice, how long and on what it trained, its held-out
+    figures as eval_results, and first of all any quality bound it misses."""
+    voice = teacher.get("voice", "unknown voice")
+    results = [EvalResult(task_type="text-to-speech", dataset_type="harvard-sentences", dataset_name=dataset,
+                          metric_type=metric, metric_value=round(float(value), 4))
+               for metric, value in {**heldout, **{f"{m}_minus_teacher": v for m, v in deltas.items()}}.items()]
+    data = ModelCardData(base_model=BASE_MODEL, base_model_relation="finetune", pipeline_tag="text-to-speech",
+                         language=[language_of(voice)], license=LICENSE, library_name="safetensors",
+                         tags=["piper", "vits", "distillation", kind], model_name=name, eval_results=results or None)
+    missed = misses(deltas, {"dnsmos_p808": DNSMOS_BOUND})
+    verdict = (" ".join(missed) or "Within its quality bound on DNSMOS P.808 against the teacher." if deltas
+               else "Not judged on held-out sentences yet: its quality bounds are unknown.")
+    corpus_line = (f"{corpus.get('corpus_hours', 'unknown')} hours of the teacher's speech, "
+                   f"{corpus.get('corpus_sentences', 'unknown')} sentences (hash {str(corpus.get('corpus_hash', ''))[:12]})")
+    text = f"""---
+{data.to_yaml()}
+---
+# {name}
+
+{verdict}
+
+A {kind} trained to stand in for the one of the piper voice `{voice}` (sha256 `{teacher.get('sha256', '')[:16]}...`,
+from `{BASE_MODEL}`); it loads only into that voice (`lib.voices.artefacts.load_part`).
+
+- **recipe**: {recipe}
+- **trained**: {steps:,} steps, {hours:.2f} machine-hours, {device_hours:.2f} device-hours, on {trained_on}
+- **learned from**: {corpus_line}
+- **judged on**: {dataset}, which no training step or checkpoint choice touched
+
+Load it with `lib.voices.artefacts.load_part(folder, teacher)`, or make it a piper voice with
+`tts-lab voice export --pack <folder> --out <dir>`.
+"""
+    return ModelCard(text)
