@@ -172,28 +172,34 @@ def test_piper_objective_gives_kl_duration_and_aligned_segments(teacher, fitted)
     have one length, KL and duration terms are finite, and the alignment gives every frame one phoneme."""
     ids, pairs, enc_q, _ = fitted
     data = vo.build(["a", "b"], ids, [w.reshape(-1).numpy() for w in pairs.latents.wav], pairs.latents.hop, 22050)
-    prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method("full"), enc_q)
+    prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method("full"), enc_q, path="posterior")
     y_hat, y, terms = vo.vits_forward(prepared.path, vo.batch_of(data, [0, 1]))
     assert y_hat.shape == y.shape == (2, 1, 32 * data.hop)
     assert set(terms) == {"loss_kl", "loss_dur"} and all(torch.isfinite(t) for _, t in terms.values())
     attn = prepared.path(*vo.batch_of(data, [0, 1])[:4])[2]
     frames = data.spec[0].shape[-1]
     assert torch.equal(attn[0, 0, :frames].sum(-1), torch.ones(frames))
-    lora = speaker_adapt.prepare(teacher, speaker_adapt.Method("lora", 4), enc_q)
+    lora = speaker_adapt.prepare(teacher, speaker_adapt.Method("lora", 4), enc_q, path="posterior")
     assert set(vo.vits_forward(lora.path, vo.batch_of(data, [0, 1]))[2]) == {"loss_kl"}  # durations frozen: no term
 
 
-@pytest.mark.parametrize("method,train_posterior", [("full", True), ("lora-r4", True), ("lora-r4", False),
-                                                     ("lora-attention-r4", True), ("qlora-r4", False)])
+@pytest.mark.parametrize("method,train_posterior", [("full", True), ("full-acoustic", True), ("lora-r4", True),
+                                                     ("lora-r4", False), ("lora-attention-r4", True), ("qlora-r4", False)])
 def test_each_method_trains_what_its_table_says(teacher, method, train_posterior):
-    """Full fine-tuning trains every weight; the LoRAs train only adapters, on the flow and decoder (QLoRA on an NF4
-    base) or on the text encoder's attention; the posterior encoder trains unless the run keeps it frozen."""
+    """Full fine-tuning trains every weight, full-acoustic every weight but the text encoder's and the duration
+    predictor's; the LoRAs train only adapters, on the flow and decoder (QLoRA on an NF4 base) or on the text
+    encoder's attention; on the posterior path the posterior encoder trains unless the run keeps it frozen."""
     m = speaker_adapt.Method.parse(method)
-    p = speaker_adapt.prepare(teacher, m, vo.posterior_encoder(teacher.hparams), train_posterior=train_posterior)
+    p = speaker_adapt.prepare(teacher, m, vo.posterior_encoder(teacher.hparams), train_posterior=train_posterior,
+                              path="posterior")
     trained = [n for n, q in p.voice.named_parameters() if q.requires_grad]
     assert all(q.requires_grad == train_posterior for q in p.path.enc_q.parameters())
     if m.kind == "full":
         assert len(trained) == len(list(p.voice.parameters()))
+        return
+    if m.kind == "full-acoustic":
+        assert {n.split(".")[0] for n in trained} == {"dec", "flow"}
+        assert len(trained) == sum(1 for n, _ in p.voice.named_parameters() if n.startswith(("dec.", "flow.")))
         return
     assert trained and all("lora_" in n for n in trained)
     where = {n.split(".")[0] for n in trained}
@@ -206,8 +212,11 @@ def test_each_method_trains_what_its_table_says(teacher, method, train_posterior
 @pytest.fixture(scope="module")
 def speaker(teacher, tmp_path_factory):
     """A tiny speaker folder: the teacher's own voice on four sentences, at 16 kHz (so the reader resamples), a
-    bootstrapped posterior beside it."""
+    bootstrapped posterior beside it; the durations the inference path finds go to a folder of this module."""
+    from lib.harness import alignment
     tmp = tmp_path_factory.mktemp("speaker")
+    mp = pytest.MonkeyPatch()
+    mp.setattr(alignment, "durations_cache", lambda: tmp / "durations")
     sents = text.harvard_sentences([68])[:4]
     ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(sents)
     pairs = posterior.Pairs.of_teacher(teacher, ids)
@@ -216,14 +225,15 @@ def speaker(teacher, tmp_path_factory):
     enc_q, _ = posterior.bootstrap(teacher.hparams, pairs, Recipe(steps=2, adversarial=False, checkpoint_every=2),
                                    tmp / "posterior-work", batch=2, threads=2, progress=None)
     posterior.save(enc_q, tmp / "posterior", teacher.hparams, {"steps": 2})
-    return tmp, folder
+    yield tmp, folder
+    mp.undo()
 
 
 @pytest.mark.parametrize("method", ["full", "lora-r4", "qlora-r4", "lora-attention-r4"])
 def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
-    """Each kind of method trains two steps (the second adversarial), packs an artefact others can load (a PEFT
-    adapter with its base named, or the full voice's sharded safetensors) with its model card and a ledger row with
-    validation WER and SECS, and exports as one .onnx that piper's runtime speaks."""
+    """Each kind of method trains two steps on the inference path (the second adversarial), packs an artefact others
+    can load (a PEFT adapter with its base named, or the full voice's sharded safetensors) with its model card and a
+    ledger row with validation WER and SECS, and exports as one .onnx that piper's runtime speaks."""
     tmp, folder = speaker
     out = tmp_path / "speaker" / method
     cfg = speaker_job.SpeakerRun(work=str(tmp_path / "work"), dataset=str(folder), method=method,
@@ -252,7 +262,8 @@ def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
     changed = [n for n, p in loaded.state_dict().items()
                if n in base and (p.float() - base[n].float()).abs().max() > tol(n)]
     assert changed and (method == "full" or not any(n.startswith("enc_p.encoder.ffn") for n in changed))
-    assert (out / speaker_adapt.POSTERIOR).exists() and json.loads((out / "spent.json").read_text())["steps"] == 2
+    assert not (out / speaker_adapt.POSTERIOR).exists()  # the inference path has no posterior encoder to keep
+    assert "inference path" in info["objective"] and json.loads((out / "spent.json").read_text())["steps"] == 2
     result = export_pack.export([out], tmp_path / "voice")
     assert sorted(p.name for p in (tmp_path / "voice").iterdir()) == ["model.onnx", "model.onnx.json"]
     assert result["samples"] > 22050 and result["rms"] > 1e-3
@@ -272,7 +283,7 @@ def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speak
     budget and packs the sum of steps and machine-hours."""
     tmp, folder = speaker
     common = dict(dataset=str(folder), method="lora-r4", posterior=str(tmp / "posterior"), out=str(tmp_path / "pack"),
-                  batch=2, validation=2, threads=2, checkpoint_every=1, eval_every=0, log_every=1)
+                  batch=2, validation=2, threads=2, checkpoint_every=1, eval_every=0, log_every=1, path="posterior")
     speaker_job.run_speaker(speaker_job.SpeakerRun(work=str(tmp_path / "a"), steps=2, **common), ledger_path=None)
     first = json.loads((tmp_path / "pack" / "config.json").read_text())
     speaker_job.run_speaker(speaker_job.SpeakerRun(work=str(tmp_path / "b"), steps=3, init_from=str(tmp_path / "pack"),
@@ -281,7 +292,8 @@ def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speak
     assert first["steps"] == 2 and second["steps"] == 3 and second["hours"] > first["hours"]
     assert json.loads((tmp_path / "b" / "before.json").read_text())["steps"] == 2
     assert second["recipe"]["schedule_offset"] == 2
-    resumed = speaker_adapt.prepare(teacher, speaker_adapt.Method("lora", 4), posterior.load(tmp / "posterior", teacher.hparams))
+    resumed = speaker_adapt.prepare(teacher, speaker_adapt.Method("lora", 4), posterior.load(tmp / "posterior", teacher.hparams),
+                                    path="posterior")
     speaker_adapt.load_into(resumed, tmp_path / "pack")  # the pack's adapter and posterior encoder, not the bootstrap's
     packed_q = load_file(str(tmp_path / "pack" / speaker_adapt.POSTERIOR))
     assert all(torch.equal(v.half(), packed_q[k]) for k, v in resumed.path.enc_q.state_dict().items())
@@ -295,7 +307,8 @@ def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speak
     assert curve["loss_prior_mel"].notna().all() and (curve["loss_prior_mel"] > 0).all()
     with pytest.raises(ValueError, match="holds a 'lora-r4' adaptation, not 'full'"):
         speaker_adapt.load_into(speaker_adapt.prepare(teacher, speaker_adapt.Method("full"),
-                                                      posterior.load(tmp / "posterior", teacher.hparams)), tmp_path / "pack")
+                                                      posterior.load(tmp / "posterior", teacher.hparams), path="posterior"),
+                                tmp_path / "pack")
 
 
 def test_a_run_refuses_another_config_in_its_folder(tmp_path):

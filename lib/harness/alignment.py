@@ -13,19 +13,31 @@ Methods (each: frames per piper id for (audio, phoneme ids)):
   (`dtw_frames`), on MFCCs or on Whisper's encoder output (`WhisperAligner.encoder_features`);
 - Whisper's forced alignment of the transcript's tokens (faster-whisper's `find_alignment`, base model shipped on
   PyPI): each word's frames spread over its phonemes as the teacher's own noise-free durations spread them, the
-  frames between words over the spaces and punctuation there (`whisper_frames`)."""
+  frames between words over the spaces and punctuation there (`whisper_frames`).
+
+Durations for any folder (`utterance_durations`, `recording_durations`): what adaptation trains the inference path
+with, per recording its frames per piper id adding up to its frames at the voice's hop. The method is chosen from the
+yardstick's evidence (`YARDSTICK`): DTW against the teacher's rendition on Whisper's encoder output agrees with the
+true durations on the teacher's own audio as MAS does, and is the only method that agrees on another speaker, which
+a user's folder is; MAS on a posterior sample stays an option."""
 from __future__ import annotations
 
+import json
+import logging
+import os
 import string
+import time
 import unicodedata
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from lib.core.audio import resample
 
+_LOGGER = logging.getLogger(__name__)
 GAP = set(" " + string.punctuation + "…¡¿—–")  # phoneme characters that are no sound of a word
 STRESS = "ˈˌ"
 
@@ -301,3 +313,120 @@ def whisper_frames(words: list[Word], phonemes: list[str], written: list[list[st
     per_id = np.zeros(2 * groups.size - 1)
     per_id[0::2] = out
     return per_id
+
+
+# --- durations for any folder ----------------------------------------------------------------------------------
+
+# The yardstick (lib.studies.alignment; outputs/recorded/intel-xeon-amx-2c/31_alignment_yardstick): correlation with
+# the true durations per sound (stress and length marks joined), pooled over 12 Harvard sentences (lists 31-32).
+YARDSTICK = {"dtw": {"method": "dtw-whisper", "teacher": 0.967, "jf_alpha": 0.893},
+             "mas": {"method": "mas-sample", "teacher": 0.963, "jf_alpha": 0.359}}
+DURATION_METHODS = tuple(YARDSTICK)
+WHISPER_SECONDS = 30.0  # Whisper's encoder hears one 30 s window: a longer recording cannot be aligned by it
+
+
+def best_duration_method() -> str:
+    """The method whose agreement on the speaker that is not the teacher is highest (a user's folder is another
+    speaker): 'dtw'."""
+    return max(YARDSTICK, key=lambda m: YARDSTICK[m]["jf_alpha"])
+
+
+def at_least_one(frames) -> np.ndarray:
+    """Frames per id with every id given at least one frame (as piper's MAS and the voice's own durations give
+    each), each taken from the nearest id that has more than one; the total is kept. Unchanged where the total is
+    below the number of ids."""
+    f = np.asarray(frames, dtype=np.float64).copy()
+    if f.sum() < f.size:
+        return f
+    for i in np.flatnonzero(f < 1):
+        donors = np.flatnonzero(f > 1)
+        j = donors[np.argmin(np.abs(donors - i) - 1e-3 * f[donors])]  # nearest, the longer of two as near
+        f[j] -= 1
+        f[i] += 1
+    return f
+
+
+def utterance_durations(data, teacher, method: str = "dtw", *, enc_q=None, aligner: WhisperAligner | None = None,
+                        seed: int = 0, threads: int = 1) -> list[np.ndarray]:
+    """Frames per piper id of each utterance of `data` (lib.training.vits_objective.Utterances: its phoneme ids and
+    its recording in whole frames at the voice's rate), adding up to its frames, each id at least one frame
+    (`at_least_one`). 'dtw': the recording against `teacher`'s own noise-free rendition of the same ids on
+    Whisper's encoder output (`aligner`, a base WhisperAligner on `threads` where none is given); 'mas': monotonic alignment
+    search on a sample of the posterior encoder `enc_q` (seeded `seed` + the utterance's index)."""
+    if method not in DURATION_METHODS:
+        raise ValueError(f"durations {method!r}: use one of {DURATION_METHODS}")
+    if method == "mas" and enc_q is None:
+        raise ValueError("durations 'mas' need the posterior encoder (enc_q)")
+    if method == "dtw" and aligner is None:
+        aligner = WhisperAligner("base", threads=threads)
+    hop, sr = data.hop, data.sample_rate
+    out, started = [], time.perf_counter()
+    for k, (uid, ids, wav) in enumerate(zip(data.ids, data.phonemes, data.wav)):
+        audio = wav.reshape(-1).numpy()
+        if method == "mas":
+            frames = mas_frames(teacher, enc_q, ids.tolist(), audio, sr, mean=False, seed=seed + k)
+        else:
+            reference, prior = teacher_rendition(teacher, ids.tolist())
+            longest = max(len(audio), len(reference)) / sr
+            if longest > WHISPER_SECONDS:
+                raise ValueError(f"recording {uid!r}: {longest:.1f} s (it or the teacher's rendition of its text) is "
+                                 f"longer than Whisper's {WHISPER_SECONDS:.0f} s window; split it, or use durations 'mas'")
+            frames = dtw_frames(aligner.encoder_features(reference, sr, hop), prior,
+                                aligner.encoder_features(audio, sr, hop))
+        frames = at_least_one(frames)
+        if int(frames.sum()) != len(audio) // hop:
+            raise RuntimeError(f"{method} gave {uid!r} {frames.sum():g} frames of {len(audio) // hop}")
+        out.append(frames)
+    _LOGGER.info("durations (%s) of %d recordings in %.0f s", method, len(out), time.perf_counter() - started)
+    return out
+
+
+def recording_durations(recordings, teacher, frontend, method: str = "dtw", **kw) -> list[np.ndarray]:
+    """`utterance_durations` of a speaker's recordings (lib.data.ljspeech.Recording, at the voice's rate) with their
+    transcripts' piper ids (every sentence of a transcript joined, as vits_objective.from_recordings joins them):
+    per recording, frames per id adding up to its whole frames at the voice's hop."""
+    from lib.training.vits_objective import from_recordings
+    return utterance_durations(from_recordings(recordings, frontend, int(np.prod(teacher.hparams["upsample_rates"]))),
+                               teacher, method, **kw)
+
+
+def durations_key(data, teacher, method: str, enc_q=None, seed: int = 0) -> str:
+    """What a folder's durations depend on, as a sha256: the method, the voice's weights (and for MAS the posterior
+    encoder's and the seed) and each utterance's id, phoneme ids and recording."""
+    import hashlib
+    h = hashlib.sha256(f"{method} {data.hop} {data.sample_rate}".encode())
+    modules = [teacher] + ([enc_q] if method == "mas" and enc_q is not None else [])
+    if method == "mas":
+        h.update(f"seed {seed}".encode())
+    for name, t in [kv for m in modules for kv in sorted(m.state_dict().items())]:
+        h.update(name.encode())
+        h.update(t.detach().cpu().float().contiguous().numpy().tobytes())
+    for uid, ids, wav in zip(data.ids, data.phonemes, data.wav):
+        h.update(uid.encode())
+        h.update(ids.numpy().astype(np.int64).tobytes())
+        h.update(wav.numpy().astype(np.float32).tobytes())
+    return h.hexdigest()
+
+
+def durations_cache() -> Path:
+    """Where found durations are kept: the lab's cache, durations/."""
+    from lib.harness.metrics import CACHE_DIR
+    return Path(CACHE_DIR) / "durations"
+
+
+def cached_durations(data, teacher, method: str = "dtw", *, cache_dir: Path | None = None, **kw) -> list[np.ndarray]:
+    """`utterance_durations`, kept in `cache_dir` (`durations_cache()` where none is given) under `durations_key`:
+    found once per folder, voice and method, whichever runs train on them."""
+    from safetensors.numpy import load_file, save_file
+    folder = Path(cache_dir or durations_cache())
+    path = folder / f"{method}-{durations_key(data, teacher, method, kw.get('enc_q'), kw.get('seed', 0))}.safetensors"
+    if path.exists():
+        kept = load_file(str(path))
+        return [kept[str(i)].astype(np.float64) for i in range(len(data.ids))]
+    found = utterance_durations(data, teacher, method, **kw)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({str(i): np.asarray(d, dtype=np.int64) for i, d in enumerate(found)}, str(tmp),
+              metadata={"method": method, "ids": json.dumps(list(data.ids)), "yardstick": json.dumps(YARDSTICK[method])})
+    tmp.replace(path)
+    return found

@@ -1,16 +1,19 @@
 """Adaptation to a speaker's own recordings as long runs: the posterior encoder's bootstrap (`PosteriorRun`) and one
-adaptation method on an LJSpeech folder with piper's objective (`SpeakerRun`). A run's config is written to
-`config.json` when it starts and read back by `pack`; the full state stays in `work`, the pack (weights, card,
-curve, env) goes to `out` with a ledger row (held-out SECS and WER on the speaker's validation split)."""
+adaptation method on an LJSpeech folder (`SpeakerRun`), on the inference path with the recordings' own durations
+(found here, lib.harness.alignment, and handed to training as arrays) or on piper's posterior path. A run's config
+is written to `config.json` when it starts and read back by `pack`; the full state stays in `work`, the pack
+(weights, card, curve, env) goes to `out` with a ledger row (held-out SECS and WER on the speaker's validation
+split)."""
 from __future__ import annotations
 
 import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -21,7 +24,7 @@ from lib.core import text
 from lib.core.audio import Audio
 from lib.core.results import atomic_write_json, atomic_write_text
 from lib.data import ljspeech
-from lib.harness import metrics
+from lib.harness import alignment, metrics
 from lib.harness.bench import environment
 from lib.harness.judges import speaker_similarity
 from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, accounted_hours, packed_count
@@ -36,6 +39,9 @@ from lib.voices.teacher_bundle import sentence_ids
 _LOGGER = logging.getLogger(__name__)
 
 CONFIG = "config.json"
+# fields a run's config.json may lack (written before they existed), with the value such a run had: a run is read
+# back, and resumed, as it was trained
+LEGACY = {"path": "posterior", "durations": "mas"}
 
 
 @dataclass
@@ -70,7 +76,8 @@ def start(config, work: Path) -> dict:
     path = work / CONFIG
     if path.exists():
         kept = json.loads(path.read_text())
-        # a field added since the run started is taken at its default
+        kept.update({k: v for k, v in LEGACY.items() if k in mine and k not in kept and mine["kind"] == "SpeakerRun"})
+        # a field added since the run started is taken at its default (LEGACY's fields at the value the run had)
         changed = sorted(k for k in mine if k in kept and k not in ("work", "out", "threads", "init_from")
                          and kept[k] != mine[k])
         if changed:
@@ -90,6 +97,8 @@ def read_config(work: Path, kind: type):
         raise ValueError(f"{path}: the run's config cannot be read ({type(exc).__name__}: {exc})") from None
     if raw.get("kind") != kind.__name__:
         raise ValueError(f"{path} is a {raw.get('kind')!r} run, not a {kind.__name__}")
+    if kind is SpeakerRun:
+        raw = {**LEGACY, **raw}
     return kind(**{f.name: raw[f.name] for f in fields(kind) if f.name in raw})
 
 
@@ -154,10 +163,18 @@ VALIDATION = 10  # recordings of the folder kept for checkpoint choice (its last
 
 @dataclass
 class SpeakerRun:
-    """One adaptation method trained on a speaker's LJSpeech folder with piper's objective."""
+    """One adaptation method trained on a speaker's LJSpeech folder, on the inference path (the recordings' own
+    durations) or piper's posterior path."""
     work: str  # the full state, on this machine's disk
     dataset: str  # the speaker's LJSpeech folder
-    method: str = "full"  # full, lora-r8, lora-attention-r16, qlora-r8, ...
+    method: str = "full"  # full, full-acoustic, lora-r8, lora-attention-r16, qlora-r8, ...
+    # what the acoustic loss goes through: the path the voice speaks with (text encoder, the recordings' durations,
+    # flow reversed from the prior, decoder), or piper's training forward (posterior encoder, MAS, KL)
+    path: Literal["inference", "posterior"] = "inference"
+    # the inference path's durations: DTW against the teacher's rendition on Whisper's encoder output (the yardstick's
+    # best, 0.89 per sound on another speaker), or MAS on a sample of the posterior encoder (0.36 there)
+    durations: Literal["dtw", "mas"] = "dtw"
+    noise_scale: float = 0.667  # the inference path's prior noise (piper's inference default)
     posterior: str = "outputs/recorded/training/posterior/joe-medium"  # the bootstrapped posterior encoder's pack
     out: str = ""  # where pack writes the adapter (committed)
     base: str = "piper:en_US-joe-medium"
@@ -165,8 +182,8 @@ class SpeakerRun:
     adversarial_steps: int = 0  # piper's discriminators on the last steps (fresh: the voice ships none)
     discriminators: list = field(default_factory=lambda: ["mpd"])
     lr: float = 1.0e-4
-    train_posterior: bool = True  # off: the bootstrapped posterior encoder stays frozen (the teacher's latent space)
-    prior_mel: float = 0.0  # >0: also mel L1 of the inference path (aligned prior mean -> flow -> decoder), this weight
+    train_posterior: bool = True  # posterior path, off: the bootstrapped posterior encoder stays frozen
+    prior_mel: float = 0.0  # posterior path, >0: also mel L1 of the aligned prior mean -> flow -> decoder, this weight
     batch: int = 4
     validation: int = VALIDATION
     device: str = "cpu"  # cpu or cuda (a GPU run's time counts as device-hours)
@@ -177,9 +194,20 @@ class SpeakerRun:
     eval_every: int = 250
     log_every: int = 25
 
+    def __post_init__(self):
+        if self.path not in speaker_adapt.PATHS:
+            raise ValueError(f"path {self.path!r}: use one of {speaker_adapt.PATHS}")
+        if self.durations not in alignment.DURATION_METHODS:
+            raise ValueError(f"durations {self.durations!r}: use one of {alignment.DURATION_METHODS}")
+        if self.path == "inference" and self.prior_mel:
+            raise ValueError("prior_mel is a term of the posterior path: give path 'posterior' with it")
+
     @property
     def recipe_name(self) -> str:
-        """The ledger's name of what this run trains with: method, learning rate, and a frozen posterior encoder."""
+        """The ledger's name of what this run trains with: method, learning rate, the path with its durations (the
+        inference path) or a frozen posterior encoder (the posterior path)."""
+        if self.path == "inference":
+            return f"speaker-{self.method} lr={self.lr:g} inference-path durations={self.durations}"
         return (f"speaker-{self.method} lr={self.lr:g}" + ("" if self.train_posterior else " frozen-posterior")
                 + (f" prior-mel={self.prior_mel:g}" if self.prior_mel else ""))
 
@@ -209,26 +237,44 @@ def speaker_data(cfg: SpeakerRun, teacher) -> tuple:
     return vo.from_recordings(train, fe, int(np.prod(teacher.hparams["upsample_rates"]))), val
 
 
+def speaker_durations(cfg: SpeakerRun, teacher, data: vo.Utterances) -> vo.Utterances:
+    """`data` with each recording's frames per phoneme id by `cfg.durations` (lib.harness.alignment; found once per
+    folder and method, in the lab's cache, whichever method's run trains on them)."""
+    enc_q = posterior.load(Path(cfg.posterior), teacher.hparams).eval() if cfg.durations == "mas" else None
+    return vo.with_durations(data, alignment.cached_durations(data, teacher, cfg.durations, enc_q=enc_q,
+                                                              threads=cfg.threads), cfg.durations)
+
+
+def prepare_run(cfg: SpeakerRun, teacher) -> "speaker_adapt.Prepared":
+    """The voice set up for the run's method on the run's path (the posterior encoder loaded for the posterior path
+    only; the duration predictor's fitted training-only parts from the posterior pack where it has them)."""
+    enc_q = posterior.load(Path(cfg.posterior), teacher.hparams) if cfg.path == "posterior" else None
+    return speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method), enc_q, device=cfg.device,
+                                 duration=posterior.load_duration_parts(Path(cfg.posterior)),
+                                 train_posterior=cfg.train_posterior, prior_mel=cfg.prior_mel, path=cfg.path,
+                                 noise_scale=cfg.noise_scale)
+
+
 def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Path:
     """Train `cfg.method` on the folder (resumable from `work`), then pack it (with a row in `ledger_path`) when
-    `cfg.out` is set."""
+    `cfg.out` is set. On the inference path the recordings' durations are found first (speaker_durations)."""
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work)
     start(cfg, work)
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     data, val = speaker_data(cfg, teacher)
-    prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
-                                     posterior.load(Path(cfg.posterior), teacher.hparams), device=cfg.device,
-                                     duration=posterior.load_duration_parts(Path(cfg.posterior)),
-                                     train_posterior=cfg.train_posterior, prior_mel=cfg.prior_mel)
-    held = [vo.batch_of(vo.from_recordings(val, voices.PiperFrontend(voices.joe_paths()[1]), data.hop),
-                        list(range(len(val))))]
-    _LOGGER.info("%s: %d training recordings, %d validation; %s trainable parameters", cfg.method, len(data.ids),
-                 len(val), f"{prepared.trainable_params():,}")
+    held_data = vo.from_recordings(val, voices.PiperFrontend(voices.joe_paths()[1]), data.hop)
+    if cfg.path == "inference":
+        data = speaker_durations(cfg, teacher, data)
+        held_data = speaker_durations(cfg, teacher, held_data)
+    prepared = prepare_run(cfg, teacher)
+    held = [vo.batch_of(held_data, list(range(len(val))))]
+    _LOGGER.info("%s on the %s path: %d training recordings, %d validation; %s trainable parameters", cfg.method,
+                 cfg.path, len(data.ids), len(val), f"{prepared.trainable_params():,}")
     before = packed_before(cfg, prepared, work)
     Trainer(prepared.path, lambda rng: vo.random_batch(data, cfg.batch, rng), cfg.recipe(before["steps"]), work / "train",
-            forward=vo.vits_forward, eval_batches=held, sample_rate=teacher.sample_rate, threads=cfg.threads, device=cfg.device,
-            progress=None, should_stop=lambda: early_stop_reason(work)).fit()
+            forward=prepared.forward, eval_batches=held, sample_rate=teacher.sample_rate, threads=cfg.threads,
+            device=cfg.device, progress=None, should_stop=lambda: early_stop_reason(work)).fit()
     return pack_speaker(work, ledger_path=ledger_path) if cfg.out else work
 
 
@@ -323,10 +369,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
         _LOGGER.info("%s at %d steps is packed and judged already: nothing to do", cfg.method, steps)
         return out
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
-    prepared = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method),
-                                     posterior.load(Path(cfg.posterior), teacher.hparams),
-                                     duration=posterior.load_duration_parts(Path(cfg.posterior)),
-                                     train_posterior=cfg.train_posterior, prior_mel=cfg.prior_mel)
+    prepared = prepare_run(replace(cfg, device="cpu"), teacher)
     load_state(prepared, Path(work) / "train" / "state" / "model.safetensors")
     env = environment(device=cfg.device)
     hours, device_hours, where = accounted_hours({"threads": cfg.threads, "cores": info.get("cores", 1),

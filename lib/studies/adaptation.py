@@ -175,7 +175,7 @@ def train_methods(plan: dict, teacher, spk: Speaker, enc_q_pack: Path, work: Pat
     curves, folders, rows = {}, {}, []
     for name, (method, _) in plan.items():
         cfg = replace(run, work=str(work / name), dataset=str(spk.folder), method=name, posterior=str(enc_q_pack),
-                      out=str(work / f"{name}-adapter"), lr=lr_full if method == "full" else lr_lora)
+                      out=str(work / f"{name}-adapter"), lr=lr_full if method in finetune.FULL else lr_lora)
         peak = bench.training_peak_mb(speaker_job.train_from_spec, asdict(cfg), work / name / "train") if memory_probe else np.nan
         folders[name] = speaker_job.run_speaker(cfg, ledger_path=None)
         curves[name] = pd.read_csv(work / name / "train" / "curve.csv")

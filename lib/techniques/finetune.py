@@ -11,7 +11,8 @@ import torch
 from lib.techniques.compress import bnb_convert
 from lib.training.losses import mel_l1 as mel
 
-METHODS = ("full", "lora", "lora-attention", "qlora")
+METHODS = ("full", "full-acoustic", "lora", "lora-attention", "qlora")
+FULL = ("full", "full-acoustic")  # the methods without a rank: every weight, or every weight but the text path's
 ATTENTION_PROJECTIONS = ("conv_q", "conv_k", "conv_v", "conv_o")
 
 
@@ -84,13 +85,15 @@ def _drop_graph_caches(module) -> None:
 
 
 def parse_method(name: str) -> tuple[str, int | None]:
-    """'full' -> ('full', None); 'lora-r8' -> ('lora', 8); 'lora-attention-r16', 'qlora-r4' likewise."""
-    if name == "full":
-        return "full", None
+    """'full' -> ('full', None); 'full-acoustic' -> ('full-acoustic', None); 'lora-r8' -> ('lora', 8);
+    'lora-attention-r16', 'qlora-r4' likewise."""
+    if name in FULL:
+        return name, None
     method, sep, rank = name.rpartition("-r")
-    if not sep or method not in METHODS or method == "full" or not rank.isdigit() or int(rank) < 1:
-        raise ValueError(f"methods: {name!r} is not a method; write 'full' or <method>-r<rank> with method one of "
-                         f"{', '.join(m for m in METHODS if m != 'full')}, e.g. 'lora-r8'")
+    if not sep or method not in METHODS or method in FULL or not rank.isdigit() or int(rank) < 1:
+        raise ValueError(f"methods: {name!r} is not a method; write {' or '.join(repr(m) for m in FULL)} or "
+                         f"<method>-r<rank> with method one of {', '.join(m for m in METHODS if m not in FULL)}, "
+                         f"e.g. 'lora-r8'")
     return method, int(rank)
 
 

@@ -1,5 +1,6 @@
-"""Adaptation to a speaker's own recordings with piper's objective (lib.training.vits_objective): each method as a
-spec that renders its name, the modules it trains, its preparation (PEFT LoRA, QLoRA on an NF4 base), and the
+"""Adaptation to a speaker's own recordings (lib.training.vits_objective): on the inference path with the
+recordings' own durations (the default: what the voice runs when it speaks), or piper's posterior path. Each method
+as a spec that renders its name, the modules it trains, its preparation (PEFT LoRA, QLoRA on an NF4 base), and the
 files it ships (a PEFT adapter folder, or the full voice's weights as sharded safetensors), with a model card."""
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -18,25 +20,33 @@ from safetensors.torch import load_file, save_file
 from lib.core.results import atomic_write_json
 from lib.data import ljspeech
 from lib.techniques import finetune, lora_conv
-from lib.training.vits_objective import TrainPath
+from lib.training.vits_objective import NOISE_SCALE, InferencePath, TrainPath, forward_of
 
 _LOGGER = logging.getLogger(__name__)
 
 ACOUSTIC = ("dec.", "flow.")  # what the adapter methods adapt; the text path (enc_p) and durations (dp) stay frozen
+TEXT_PATH = ("enc_p.", "dp.")  # what full-acoustic keeps frozen
+PATHS = ("inference", "posterior")
+TrainingPath = Literal["inference", "posterior"]  # what the acoustic loss goes through
+OBJECTIVES = {"inference": "the inference path (text encoder, the recordings' own durations, flow reversed from the "
+                           "prior with noise, decoder), mel L1 x45, the duration loss where the text path trains, "
+                           "discriminators after a warm-up",
+              "posterior": "piper's (posterior encoder, MAS, KL, duration, mel L1 x45, discriminators after a warm-up)"}
 SHARD = "16MB"  # the full voice in float16 is ~32 MB: shards stay under the repository's 20 MiB bound per file
 
 
 @dataclass(frozen=True)
 class Method:
-    """An adaptation method: 'full', or 'lora' / 'lora-attention' / 'qlora' with a LoRA rank."""
+    """An adaptation method: 'full', 'full-acoustic', or 'lora' / 'lora-attention' / 'qlora' with a LoRA rank."""
     kind: str
     rank: int | None = None
 
     def __post_init__(self):
         if self.kind not in finetune.METHODS:
             raise ValueError(f"method {self.kind!r}: use one of {', '.join(finetune.METHODS)}")
-        if (self.kind == "full") != (self.rank is None) or (self.rank is not None and self.rank < 1):
-            raise ValueError(f"method {self.kind!r} with rank {self.rank!r}: full takes no rank, the others a rank >= 1")
+        if (self.kind in finetune.FULL) != (self.rank is None) or (self.rank is not None and self.rank < 1):
+            need = "takes no rank" if self.kind in finetune.FULL else "needs a rank >= 1"
+            raise ValueError(f"method {self.kind!r} with rank {self.rank!r}: {self.kind} {need}")
 
     @property
     def name(self) -> str:
@@ -49,13 +59,15 @@ class Method:
     @property
     def trains(self) -> str:
         return {"full": "every weight: text encoder, duration predictor, flow, decoder",
-                "lora": "LoRA on the flow's and decoder's convolutions (dilation 1)",
+                "full-acoustic": "every weight of the flow and decoder",
+                "lora": "LoRA on the flow's and decoder's convolutions (dilated and transposed ones included)",
                 "lora-attention": "LoRA on the text encoder's attention projections (q, k, v, o)",
                 "qlora": "LoRA on the flow and decoder, their 1x1 convolutions frozen in NF4"}[self.kind]
 
     @property
     def frozen(self) -> str:
         return {"full": "nothing",
+                "full-acoustic": "text encoder, duration predictor",
                 "lora": "text encoder, duration predictor, every base weight",
                 "lora-attention": "duration predictor, flow, decoder, every base weight",
                 "qlora": "text encoder, duration predictor, every base weight (NF4 where 1x1)"}[self.kind]
@@ -64,14 +76,29 @@ class Method:
 @dataclass
 class Prepared:
     """A copy of the voice ready to train with `method`: `path` is what the trainer trains (the voice with its
-    adapters, and the posterior encoder, a training-only part that every method trains in full and no voice
-    ships), `peft` the PEFT handle of the adapters (None for full fine-tuning)."""
+    adapters, on the inference path, or on the posterior path with the posterior encoder, a training-only part that
+    every method trains in full and no voice ships), `peft` the PEFT handle of the adapters (None for full
+    fine-tuning)."""
     method: Method
     voice: torch.nn.Module
-    path: TrainPath
+    path: InferencePath | TrainPath
     peft: PeftModel | None
     targets: list
     quantized: list
+
+    @property
+    def forward(self):
+        """The Trainer's forward for `path` (vits_objective.inference_forward or vits_forward)."""
+        return forward_of(self.path)
+
+    @property
+    def objective(self) -> str:
+        return "posterior" if isinstance(self.path, TrainPath) else "inference"
+
+    @property
+    def enc_q(self) -> torch.nn.Module | None:
+        """The posterior encoder of the posterior path (None on the inference path)."""
+        return getattr(self.path, "enc_q", None)
 
     def trainable_params(self) -> int:
         """Trainable parameters of the voice itself (the posterior encoder, discarded at export, not counted)."""
@@ -125,31 +152,45 @@ def _base(model, method: Method, device: str = "cpu") -> tuple:
     return voice, quantized
 
 
-def prepare(model, method: Method, enc_q: torch.nn.Module, device: str = "cpu", duration: dict | None = None,
-            train_posterior: bool = True, prior_mel: float = 0.0) -> Prepared:
-    """A copy of `model` (the inference SynthesizerTrn) and of the posterior `enc_q`, set up for `method`; `duration`:
-    the duration predictor's fitted training-only parts (lib.training.posterior.fit_duration_parts), where fitted;
-    `train_posterior` off keeps the bootstrapped posterior encoder as it is (its latent space stays the teacher's);
-    `prior_mel` weighs a mel loss of the inference path (vits_objective.vits_forward)."""
+def prepare(model, method: Method, enc_q: torch.nn.Module | None = None, device: str = "cpu",
+            duration: dict | None = None, train_posterior: bool = True, prior_mel: float = 0.0,
+            path: TrainingPath = "inference", noise_scale: float = NOISE_SCALE) -> Prepared:
+    """A copy of `model` (the inference SynthesizerTrn) set up for `method`, on `path`:
+    - 'inference' (vits_objective.InferencePath): the path the voice speaks with, on the recordings' own durations
+      (which the batches carry), the prior's noise at `noise_scale`; no posterior encoder;
+    - 'posterior' (vits_objective.TrainPath): piper's training forward with a copy of the posterior `enc_q` (needed);
+      `train_posterior` off keeps it as bootstrapped (its latent space stays the teacher's); `prior_mel` weighs a mel
+      loss of the aligned prior's mean through flow and decoder (vits_objective.vits_forward).
+    `duration`: the duration predictor's fitted training-only parts (lib.training.posterior.fit_duration_parts),
+    where fitted. 'full' trains every weight, 'full-acoustic' every weight but the text encoder's and the duration
+    predictor's; the adapter methods train adapters only, the text path frozen (LoRA-attention aside)."""
+    if path not in PATHS:
+        raise ValueError(f"path {path!r}: use one of {PATHS}")
+    if path == "posterior" and enc_q is None:
+        raise ValueError("the posterior path needs the posterior encoder (enc_q)")
+    if path == "inference" and prior_mel:
+        raise ValueError("prior_mel is a term of the posterior path; the inference path's mel is its whole loss")
     voice, quantized = _base(model, method, device)
     if duration:
         bad = voice.dp.load_state_dict(duration, strict=False).unexpected_keys
         if bad:
             raise ValueError(f"duration parts {bad[:3]} are not the duration predictor's")
-    enc_q = copy.deepcopy(enc_q).train()
-    for p in voice.parameters():
-        p.requires_grad_(method.kind == "full")
-    peft, targets = None, [n for n, _ in voice.named_parameters()] if method.kind == "full" else []
-    if method.kind != "full":
+    for name, p in voice.named_parameters():
+        p.requires_grad_(method.kind == "full" or (method.kind == "full-acoustic" and not name.startswith(TEXT_PATH)))
+    peft, targets = None, [n for n, p in voice.named_parameters() if p.requires_grad]
+    if method.kind not in finetune.FULL:
         targets = (finetune.attention_targets(voice) if method.kind == "lora-attention"
                    else finetune.lora_targets(voice, ACOUSTIC))
         peft = get_peft_model(voice, lora_conv.register(LoraConfig(r=method.rank, lora_alpha=method.rank,
                                                                    lora_dropout=0.0, target_modules=targets,
                                                                    init_lora_weights=True)))
+    sample_rate = int(getattr(model, "sample_rate", None) or 22050)
+    if path == "inference":
+        return Prepared(method, voice, InferencePath(voice, noise_scale, sample_rate), peft, targets, quantized)
+    enc_q = copy.deepcopy(enc_q).train()
     for p in enc_q.parameters():
         p.requires_grad_(train_posterior)
-    return Prepared(method, voice, TrainPath(voice, enc_q, prior_mel, int(getattr(model, 'sample_rate', None) or 22050)), peft,
-                    targets, quantized)
+    return Prepared(method, voice, TrainPath(voice, enc_q, prior_mel, sample_rate), peft, targets, quantized)
 
 
 POSTERIOR = "posterior_encoder.safetensors"  # the run's posterior encoder beside its pack: a resume goes on with it
@@ -158,11 +199,12 @@ POSTERIOR = "posterior_encoder.safetensors"  # the run's posterior encoder besid
 def save(prepared: Prepared, out: Path, *, base: str, card: dict, with_posterior: bool = False) -> Path:
     """What the method adds to the base voice: a PEFT adapter folder (`base_model_name_or_path` = `base`) or the
     full voice's weights (float16, sharded safetensors + index), each with config.json and a model card; with
-    `with_posterior`, the trained posterior encoder too (float16; training-only, for a run resumed from the pack)."""
+    `with_posterior`, the trained posterior encoder too where the method has one (float16; training-only, for a run
+    resumed from the pack)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if with_posterior:
-        save_file({k: v.detach().to(torch.float16).contiguous() for k, v in prepared.path.enc_q.state_dict().items()},
+    if with_posterior and prepared.enc_q is not None:
+        save_file({k: v.detach().to(torch.float16).contiguous() for k, v in prepared.enc_q.state_dict().items()},
                   str(out / POSTERIOR))
     if prepared.peft is not None:
         for cfg in prepared.peft.peft_config.values():
@@ -176,7 +218,7 @@ def save(prepared: Prepared, out: Path, *, base: str, card: dict, with_posterior
             "rank": prepared.method.rank, "base_model_name_or_path": base, "trains": prepared.method.trains,
             "frozen": prepared.method.frozen, "trainable_params": prepared.trainable_params(),
             "lora_layers": len(prepared.targets) if prepared.peft is not None else 0, "nf4_layers": len(prepared.quantized),
-            **card}
+            "objective": OBJECTIVES[prepared.objective], **card}
     atomic_write_json(out / "config.json", info)
     model_card(info).save(str(out / "README.md"))
     return out
@@ -196,7 +238,7 @@ def model_card(info: dict) -> ModelCard:
 - **method**: {info['method']}: trains {info['trains']}; frozen: {info['frozen']}
 - **trainable parameters**: {info['trainable_params']:,}
 - **data**: {info.get('data', 'unknown')}
-- **objective**: piper's (posterior encoder, MAS, KL, duration, mel L1 x45, discriminators after a warm-up)
+- **objective**: {info.get('objective', OBJECTIVES['posterior'])}
 - **steps**: {info.get('steps', 'unknown')}, **machine-hours**: {info.get('hours', 'unknown')}, trained on {info.get('device', 'unknown')}
 
 ## Judged on the speaker's validation split (no training step saw it)
@@ -234,8 +276,8 @@ def load_into(prepared: Prepared, folder: Path) -> dict:
             raise ValueError(f"{folder}: adapter weights {result.unexpected_keys[:3]} fit no layer of this method")
     else:
         load_torch_model(prepared.voice, str(folder), strict=True)
-    if (folder / POSTERIOR).exists():
-        prepared.path.enc_q.load_state_dict(load_file(str(folder / POSTERIOR)))
+    if (folder / POSTERIOR).exists() and prepared.enc_q is not None:
+        prepared.enc_q.load_state_dict(load_file(str(folder / POSTERIOR)))
     return info
 
 

@@ -98,7 +98,7 @@ def alignment_agreement(teacher, enc_q, utterances: Utterances, limit: int = 12)
     path = TrainPath(copy.deepcopy(teacher).eval(), copy.deepcopy(enc_q).eval())
     out = []
     for i in range(min(limit, len(utterances.ids))):
-        x, x_len, spec, spec_len, _ = batch_of(utterances, [i])
+        x, x_len, spec, spec_len = batch_of(utterances, [i])[:4]
         mas = path(x, x_len, spec, spec_len)[2][0, 0].sum(0).numpy()
         ref = teacher.infer(x, x_len, noise_scale=0.0, noise_scale_w=0.0)[1][0, 0].sum(0).numpy()
         out.append(float(np.corrcoef(mas, ref * mas.sum() / max(ref.sum(), 1e-9))[0, 1]))
