@@ -351,7 +351,13 @@ def test_early_stopping_counts_packs_since_the_best_and_stops_the_loop(tmp_path)
     import pandas as pd
     from lib.training.loop import Trainer
     rows = pd.DataFrame({"heldout_secs": [0.5, 0.7, 0.68, 0.69], "heldout_wer": [0.2, 0.1, 0.1, 0.12]})
-    assert speaker_job.stale_packs(rows) == 2 and speaker_job.stale_packs(rows[:2]) == 0
+    assert speaker_job.stale_packs(rows, 0.05) == 2 and speaker_job.stale_packs(rows[:2], 0.05) == 0
+    # issue 50: by the targets, the highest SECS within the WER bound (own 0.10 + 0.05), not SECS minus WER
+    rows = pd.DataFrame({"heldout_secs": [0.60, 0.75, 0.66], "heldout_wer": [0.12, 0.30, 0.14]})
+    assert speaker_job.stale_packs(rows, 0.10) == 0, "0.75 SECS at WER 0.30 is outside the bound: 0.66 at 0.14 is best"
+    score = speaker_job.validation_score
+    assert score({"heldout_secs": 0.66, "heldout_wer": 0.14}, 0.10) > score({"heldout_secs": 0.75, "heldout_wer": 0.30}, 0.10)
+    assert score({"heldout_secs": 0.5, "heldout_wer": 0.2}, 0.1) > score({"heldout_secs": 0.9, "heldout_wer": 0.4}, 0.1)
     lin = torch.nn.Linear(2, 1)
     told = {"after": 3}
     def stop():

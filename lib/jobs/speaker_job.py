@@ -336,15 +336,25 @@ def early_stop_reason(work: Path) -> str | None:
     return json.loads(path.read_text())["why"] if path.exists() else None
 
 
-def stale_packs(rows) -> int:
-    """Ledger rows of one run (oldest first) since the one with the best validation score."""
-    scores = [validation_score({"heldout_secs": s, "heldout_wer": w}) for s, w in zip(rows["heldout_secs"], rows["heldout_wer"])]
-    return len(scores) - 1 - int(np.argmax(scores)) if scores else 0
+WER_MARGIN = 0.05  # the targets' WER bound: the speaker's own validation WER plus this (issue 50)
 
 
-def validation_score(judged: dict) -> float:
-    """How a checkpoint is chosen on the speaker's validation split: SECS to the speaker minus WER (both 0-1)."""
-    return float(judged["heldout_secs"]) - float(judged["heldout_wer"])
+def stale_packs(rows, speaker_wer: float = 0.0) -> int:
+    """Ledger rows of one run (oldest first) since the one with the best validation score (against the speaker's
+    own validation WER)."""
+    scores = [validation_score({"heldout_secs": s, "heldout_wer": w}, speaker_wer)
+              for s, w in zip(rows["heldout_secs"], rows["heldout_wer"])]
+    return len(scores) - 1 - max(range(len(scores)), key=scores.__getitem__) if scores else 0
+
+
+def validation_score(judged: dict, speaker_wer: float | None = None) -> tuple[bool, float]:
+    """How a checkpoint is chosen on the speaker's validation split, by the targets: one whose WER is within the
+    bound (the speaker's own WER, `speaker_wer` or the judged one's, + WER_MARGIN) beats any outside it, and among
+    those within, the higher SECS wins; outside it, the lower WER. Compare scores with > or max()."""
+    own = judged.get("speaker_wer") if speaker_wer is None else speaker_wer
+    bound = (float(own) if own is not None and np.isfinite(own) else 0.0) + WER_MARGIN
+    wer = float(judged["heldout_wer"])
+    return (True, float(judged["heldout_secs"])) if wer <= bound else (False, -wer)
 
 
 def _packed_already(out: Path, run: str, steps: int, ledger_path: Path | None) -> bool:
@@ -357,7 +367,8 @@ def _packed_already(out: Path, run: str, steps: int, ledger_path: Path | None) -
 def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     """Judge the run's latest state on the speaker's validation split and add a ledger row (validation WER and
     SECS) when the ledger has not seen its steps; the method's files (speaker_adapt.save) under the run's `out`, with
-    curve and env, are replaced only by a checkpoint whose validation_score beats theirs (checkpoint choice)."""
+    curve and env, are replaced only by a checkpoint whose validation_score beats theirs (checkpoint choice by the
+    targets: the highest SECS with WER within the bound)."""
     cfg = read_config(work, SpeakerRun)
     info = json.loads((Path(work) / CONFIG).read_text())
     frame = pd.read_csv(Path(work) / "train" / "curve.csv")
@@ -379,7 +390,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     _, val = speaker_data(cfg, teacher)
     quality = validation_quality(prepared.merged(), val, metrics.WhisperAsr("base", threads=cfg.threads))
     kept = json.loads((out / CONFIG).read_text()).get("judged") if (out / CONFIG).exists() else None
-    if kept is None or validation_score(quality) > validation_score(kept):
+    if kept is None or validation_score(quality) > validation_score(kept, quality["speaker_wer"]):
         speaker_adapt.save(prepared, out, base=cfg.base, card={
             "data": f"{len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of {cfg.dataset}",
             "steps": steps, "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),
@@ -401,7 +412,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
                 "heldout_secs": round(quality["heldout_secs"], 4), "heldout_wer": round(quality["heldout_wer"], 4),
                 "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         book = ledger.read(ledger_path)
-        stale = stale_packs(book[book["run"] == run])
+        stale = stale_packs(book[book["run"] == run], quality["speaker_wer"])
         if cfg.patience and stale >= cfg.patience:
             atomic_write_json(Path(work) / EARLY_STOP, {"why": f"{stale} packs since the best validation score", "steps": steps})
             _LOGGER.info("%s: %d packs without a better validation score: the run stops early", cfg.method, stale)
