@@ -156,14 +156,18 @@ def alignment_check(teacher, enc_q_pack: Path, spk: Speaker, frontend, limit: in
 
 
 def method_table(plan: dict, teacher, enc_q_pack: Path) -> pd.DataFrame:
-    """What each method trains and keeps frozen, with its trainable parameters (share of the voice's)."""
+    """What each method trains and keeps frozen, with its trainable parameters (share of the voice's) and, for an
+    adapter, how many layers of the decoder, the flow and the text path carry one (finetune.target_counts)."""
     enc_q = posterior.load(enc_q_pack, teacher.hparams)
     rows = []
     for name in plan:
         m = speaker_adapt.Method.parse(name)
-        n = speaker_adapt.prepare(teacher, m, enc_q).trainable_params()
+        prepared = speaker_adapt.prepare(teacher, m, enc_q)
+        n = prepared.trainable_params()
+        layers = finetune.target_counts(prepared.targets) if prepared.peft is not None else {}
         rows.append({"method": name, "trains": m.trains, "frozen": m.frozen, "trainable_params": n,
-                     "trainable_pct_of_voice": 100 * n / voice_params(teacher)})
+                     "trainable_pct_of_voice": 100 * n / voice_params(teacher),
+                     **{f"adapted layers, {part}": count for part, count in layers.items()}})
     return pd.DataFrame(rows)
 
 
