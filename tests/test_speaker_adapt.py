@@ -245,7 +245,14 @@ def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
     assert speaker_job.run_speaker(cfg, ledger_path=led) == out
     info = json.loads((out / "config.json").read_text())
     assert info["method"] == method and info["steps"] == 2 and 0 <= info["judged"]["heldout_wer"] <= 3
-    assert "base_model: piper:en_US-joe-medium" in (out / "README.md").read_text()
+    from huggingface_hub import ModelCard  # issue 51: valid Hub metadata, the voice named, its bound said, no local path
+    card = ModelCard.load(out / "README.md")
+    assert (card.data.base_model, card.data.pipeline_tag, card.data.language) == ("rhasspy/piper-voices",
+                                                                                  "text-to-speech", ["en"])
+    assert card.data.base_model_relation == ("finetune" if method == "full" else "adapter")
+    assert {r.metric_type for r in card.data.eval_results} >= {"heldout_secs", "heldout_wer", "speaker_wer"}
+    assert "en_US-joe-medium.onnx" in card.text and str(tmp_path) not in card.content
+    assert ("misses its quality bound on wer" in card.text) == (info["judged"]["heldout_wer"] > info["judged"]["speaker_wer"] + 0.05)
     row = ledger.read(led).iloc[-1]
     assert row["run"] == f"speaker/{method}" and row["steps"] == 2 and np.isfinite(row["heldout_wer"])
     if method == "full":

@@ -392,7 +392,8 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     kept = json.loads((out / CONFIG).read_text()).get("judged") if (out / CONFIG).exists() else None
     if kept is None or validation_score(quality) > validation_score(kept, quality["speaker_wer"]):
         speaker_adapt.save(prepared, out, base=cfg.base, card={
-            "data": f"{len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of {cfg.dataset}",
+            "data": f"{len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of the folder "
+                    f"{Path(cfg.dataset).name}",  # no local path in what ships
             "steps": steps, "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),
             "device_hours": round(device_hours, 4), "recipe": asdict(cfg.recipe(before["steps"])), "run": asdict(cfg),
             "judged": {k: round(v, 4) for k, v in quality.items()}}, with_posterior=True)

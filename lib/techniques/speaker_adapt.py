@@ -13,13 +13,14 @@ from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
-from huggingface_hub import ModelCard, ModelCardData, load_torch_model, save_torch_state_dict
+from huggingface_hub import ModelCard, load_torch_model, save_torch_state_dict
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from lib.core.results import atomic_write_json
 from lib.data import ljspeech
 from lib.techniques import finetune, lora_conv
+from lib.voices.cards import adapter_card
 from lib.training.vits_objective import NOISE_SCALE, InferencePath, TrainPath, forward_of
 
 _LOGGER = logging.getLogger(__name__)
@@ -225,35 +226,17 @@ def save(prepared: Prepared, out: Path, *, base: str, card: dict, with_posterior
 
 
 def model_card(info: dict) -> ModelCard:
-    """The model card (huggingface_hub.ModelCard): base voice, data, method, steps, machine-hours, judged numbers."""
-    judged = info.get("judged") or {}
-    data = ModelCardData(base_model=info["base_model_name_or_path"], library_name="peft" if info["kind"] == "peft_adapter" else None,
-                         tags=["text-to-speech", "piper", "vits", info["method"]], license="mit")
-    rows = "\n".join(f"| {k} | {v} |" for k, v in judged.items()) or "| (not judged yet) | |"
-    text = f"""---
-{data.to_yaml()}
----
-# {info['method']} adaptation of {info['base_model_name_or_path']}
+    """The model card (lib.voices.cards.adapter_card): base voice, data, method, steps, machine-hours, judged numbers."""
+    return adapter_card(method=info["method"], kind=info["kind"], voice=info.get("voice") or _voice_file(info["base_model_name_or_path"]),
+                        trains=info["trains"], frozen=info["frozen"], trainable_params=info["trainable_params"],
+                        data=info.get("data", "unknown"), objective=info.get("objective", OBJECTIVES["posterior"]),
+                        steps=info.get("steps", "unknown"), hours=info.get("hours", "unknown"),
+                        device=info.get("device", "unknown"), judged=info.get("judged") or {})
 
-- **method**: {info['method']}: trains {info['trains']}; frozen: {info['frozen']}
-- **trainable parameters**: {info['trainable_params']:,}
-- **data**: {info.get('data', 'unknown')}
-- **objective**: {info.get('objective', OBJECTIVES['posterior'])}
-- **steps**: {info.get('steps', 'unknown')}, **machine-hours**: {info.get('hours', 'unknown')}, trained on {info.get('device', 'unknown')}
 
-## Judged on the speaker's validation split (no training step saw it)
-
-| metric | value |
-| --- | --- |
-{rows}
-
-## Load
-
-`lib.load_adapted_voice(teacher, folder)` merges an adapter (PEFT `PeftModel.from_pretrained`) or loads the full
-weights (`huggingface_hub.load_torch_model`) into piper's SynthesizerTrn; `tts-lab export` writes `model.onnx` +
-`model.onnx.json` for piper's runtime.
-"""
-    return ModelCard(text)
+def _voice_file(base: str) -> str:
+    """The piper voice file a base id names ('piper:en_US-joe-medium' -> 'en_US-joe-medium.onnx')."""
+    return base.removeprefix("piper:") + ".onnx"
 
 
 def shipped_weights(folder: Path) -> list[Path]:

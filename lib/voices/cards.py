@@ -17,10 +17,10 @@ def language_of(voice: str) -> str:
     return Path(voice).name.split("_")[0].split("-")[0].lower() or "en"
 
 
-def misses(deltas: dict[str, float], bounds: dict[str, float]) -> list[str]:
-    """One sentence per bound the artefact misses: {metric: its mean difference to the teacher} against {metric:
-    the lowest difference allowed}."""
-    return [f"It misses its quality bound on {m}: {deltas[m]:+.3f} against the teacher (bound {b:+.2f})."
+def misses(deltas: dict[str, float], bounds: dict[str, float], against: str = "the teacher") -> list[str]:
+    """One sentence per bound the artefact misses: {metric: its mean difference to `against`} against {metric: the
+    lowest difference allowed}."""
+    return [f"It misses its quality bound on {m}: {deltas[m]:+.3f} against {against} (bound {b:+.2f})."
             for m, b in bounds.items() if m in deltas and deltas[m] < b]
 
 
@@ -57,6 +57,47 @@ from `{BASE_MODEL}`); it loads only into that voice (`lib.voices.artefacts.load_
 - **judged on**: {dataset}, which no training step or checkpoint choice touched
 
 Load it with `lib.voices.artefacts.load_part(folder, teacher)`, or make it a piper voice with
+`tts-lab voice export --pack <folder> --out <dir>`.
+"""
+    return ModelCard(text)
+
+
+WER_MARGIN = 0.05  # an adapted voice's WER bound: the speaker's own WER plus this (notebook 02's targets)
+
+
+def adapter_card(*, method: str, kind: str, voice: str, trains: str, frozen: str, trainable_params: int,
+                 data: str, objective: str, steps, hours, device: str, judged: dict) -> ModelCard:
+    """The card of an adaptation (a PEFT adapter or a fully fine-tuned voice) of a piper voice: its validation
+    figures as eval_results, and first of all whether its WER misses the speaker's own + WER_MARGIN."""
+    adapter = kind == "peft_adapter"
+    dataset = "the speaker's validation recordings (no training step saw them)"
+    results = [EvalResult(task_type="text-to-speech", dataset_type="speaker-recordings", dataset_name=dataset,
+                          metric_type=m, metric_value=round(float(v), 4)) for m, v in judged.items()]
+    data_card = ModelCardData(base_model=BASE_MODEL, base_model_relation="adapter" if adapter else "finetune",
+                              pipeline_tag="text-to-speech", language=[language_of(voice)], license=LICENSE,
+                              library_name="peft" if adapter else "safetensors", model_name=f"{voice} {method}",
+                              tags=["piper", "vits", "speaker-adaptation", method], eval_results=results or None)
+    if {"heldout_wer", "speaker_wer"} <= set(judged):
+        wer = {"wer": judged["speaker_wer"] - judged["heldout_wer"]}
+        verdict = " ".join(misses(wer, {"wer": -WER_MARGIN}, "the speaker's own recordings")) or (
+            "Its WER is within the speaker's own + 0.05 on the validation recordings.")
+    else:
+        verdict = "Not judged on the speaker's validation recordings yet: its quality bounds are unknown."
+    text = f"""---
+{data_card.to_yaml()}
+---
+# {method} adaptation of the piper voice `{voice}`
+
+{verdict}
+
+- **method**: {method}: trains {trains}; frozen: {frozen}
+- **trainable parameters**: {trainable_params:,}
+- **data**: {data}
+- **objective**: {objective}
+- **steps**: {steps}, **machine-hours**: {hours}, trained on {device}
+
+The base is `{voice}` from `{BASE_MODEL}`. Load it with `lib.load_adapted_voice(teacher, folder)` (an adapter merged
+through PEFT, with `lib.techniques.lora_conv`'s layers registered), or make it a piper voice with
 `tts-lab voice export --pack <folder> --out <dir>`.
 """
     return ModelCard(text)
