@@ -178,3 +178,19 @@ def test_a_part_records_its_teacher_and_is_refused_in_another_voice(tmp_path):
     packs = [json.loads(p.read_text()) for p in root.rglob("config.json")]
     packs = [c for c in packs if isinstance(c, dict) and c.get("kind") in parts.PARTS]
     assert packs and all(c.get("teacher", {}).get("voice") == "en_US-joe-medium.onnx" for c in packs)
+
+
+def test_every_committed_card_is_valid_hub_metadata_offline():
+    """Issue 51: each pack's and adapter's README.md loads through huggingface_hub with a real base model, its
+    relation, the pipeline tag, a language and eval results, and names no local path."""
+    from pathlib import Path
+    from huggingface_hub import ModelCard
+    root = Path(__file__).resolve().parents[1] / "outputs" / "recorded" / "training"
+    cards = [p for p in root.glob("*/*/README.md") if (p.parent / "config.json").exists()
+             and json.loads((p.parent / "config.json").read_text()).get("kind") != "posterior_encoder"]
+    assert len(cards) >= 20
+    for path in cards:
+        card = ModelCard.load(path)
+        assert card.data.base_model == "rhasspy/piper-voices" and card.data.pipeline_tag == "text-to-speech", path
+        assert card.data.base_model_relation in ("finetune", "adapter") and card.data.language == ["en"], path
+        assert card.data.eval_results and "/root/" not in card.content and "/tmp/" not in card.content, path

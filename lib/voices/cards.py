@@ -39,8 +39,10 @@ def pack_card(*, name: str, kind: str, recipe: str, teacher: dict, steps: int, h
     missed = misses(deltas, {"dnsmos_p808": DNSMOS_BOUND})
     verdict = (" ".join(missed) or "Within its quality bound on DNSMOS P.808 against the teacher." if deltas
                else "Not judged on held-out sentences yet: its quality bounds are unknown.")
+    digest = str(corpus.get("corpus_hash", ""))
     corpus_line = (f"{corpus.get('corpus_hours', 'unknown')} hours of the teacher's speech, "
-                   f"{corpus.get('corpus_sentences', 'unknown')} sentences (hash {str(corpus.get('corpus_hash', ''))[:12]})")
+                   f"{corpus.get('corpus_sentences', 'unknown')} sentences "
+                   f"({digest[:12] if len(digest) == 64 else digest or 'no hash recorded'})")
     text = f"""---
 {data.to_yaml()}
 ---
@@ -48,7 +50,7 @@ def pack_card(*, name: str, kind: str, recipe: str, teacher: dict, steps: int, h
 
 {verdict}
 
-A {kind} trained to stand in for the one of the piper voice `{voice}` (sha256 `{teacher.get('sha256', '')[:16]}...`,
+This part ({kind}) stands in for its counterpart in the piper voice `{voice}` (sha256 `{teacher.get('sha256', '')[:16]}...`,
 from `{BASE_MODEL}`); it loads only into that voice (`lib.voices.artefacts.load_part`).
 
 - **recipe**: {recipe}
