@@ -77,3 +77,14 @@ def test_environment_variables_are_read_in_one_module():
                  if p.name != "env.py" and reads.search(p.read_text())]
     assert not offenders, offenders
     assert len({v.name for v in env.VARIABLES}) == len(env.VARIABLES) and all(v.meaning for v in env.VARIABLES)
+
+
+def test_the_independence_contract_names_every_study():
+    """Issue 52: no study imports another. The contract lists the modules it keeps apart; a new study must join it
+    (lib.studies.common is what they share)."""
+    import tomllib
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    apart = next(c for c in contracts if c["type"] == "independence")
+    studies = {f"lib.studies.{p.stem}" for p in (ROOT / "lib" / "studies").glob("*.py")} - {
+        "lib.studies.__init__", "lib.studies.common"}
+    assert set(apart["modules"]) == studies

@@ -9,7 +9,7 @@ import torch
 from lib.voices import parts, piper_torch, synth as voices
 from lib.core import text
 from lib.training import batches
-from lib.techniques import distill, finetune
+from lib.techniques import distill, finetune, packs
 from lib.voices.frontend import frontend_of
 from lib.voices.spec import Part, Source, VoiceSpec
 
@@ -107,7 +107,6 @@ def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp
     front end (`<run>+<flow>-long@cpu-long`); without a long flow, this run's flow and front end only; a long front
     end's pack loads as the teacher with it and takes the place of this run's front end in the whole voices;
     an adversarial decoder gets none, a pack of another kind is named absent."""
-    from lib.studies import distillation
     from lib.voices.artefacts import save_part
     dec = parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch"))  # as pack saves them
     flow = parts.fold_weight_norm(distill.flow_student(teacher, 16))
@@ -115,12 +114,12 @@ def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp
     save_part(dec, tmp_path / "a" / "dec32-prune", "decoder", parts.decoder_build(teacher, 32), {"recipe": "adversarial"})
     save_part(flow, tmp_path / "f" / "flow16", "flow", parts.flow_build(teacher, 16), {"recipe": "regression-first"})
     runs = ["r/dec32-regress", "a/dec32-prune", "f/flow16", "none/dec8"]
-    long, absent, info, specs = distillation.long_run_voices(teacher, runs, root=tmp_path)
+    long, absent, info, specs = packs.one_part_voices(teacher, runs, root=tmp_path)
     assert set(long) == {"dec32-regress@cpu-long", "dec32-prune@cpu-long", "flow16@cpu-long"} and "none/dec8" in absent["dec8@cpu-long"]
     assert long["flow16@cpu-long"].flow is not teacher.flow and long["flow16@cpu-long"].dec is not long["dec32-regress@cpu-long"].dec
     mine = distill.flow_student(teacher, 8)
     flow8, fe96 = Part("flow8", "flow", 8), Part("fe96", "frontend", 96)
-    whole, whole_specs = distillation.long_whole_voices(long, info, specs, mine, flow8, None, fe96)
+    whole, whole_specs = packs.whole_voices(long, info, specs, mine, flow8, None, fe96)
     assert {n: sp.name for n, sp in whole_specs.items()} == {n: n for n in whole}, "each name is its spec's"
     assert whole_specs["dec32-regress+flow16-long+fe96@cpu-long"].part("flow").source.device == "cpu-long"
     assert set(whole) == {"dec32-regress+flow16-long+fe96@cpu-long", "dec32-regress+flow16-long@cpu-long"}
@@ -132,14 +131,14 @@ def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp
     assert all(torch.equal(a, b) for a, b in zip(alone.flow.state_dict().values(), w.flow.state_dict().values()))
     assert all(torch.equal(a, b) for a, b in zip(alone.enc_p.state_dict().values(), teacher.enc_p.state_dict().values()))
     without = {k: v for k, v in info.items() if v["kind"] != "flow"}
-    assert set(distillation.long_whole_voices(long, without, specs, mine, flow8, None, fe96)[0]) == {"dec32-regress+flow8+fe96@cpu-long"}
+    assert set(packs.whole_voices(long, without, specs, mine, flow8, None, fe96)[0]) == {"dec32-regress+flow8+fe96@cpu-long"}
     # a long front-end run's pack: the teacher with it, and the long decoders' whole voices speak through it
     from lib.techniques import frontend_student as fs
     fe = fs.frontend_student(teacher, 16, 32)
     save_part(fe, tmp_path / "e" / "fe16", "frontend", fs.frontend_build(teacher, 16, 32), {"recipe": "regression-first"})
-    long, _, info, specs = distillation.long_run_voices(teacher, runs + ["e/fe16"], root=tmp_path)
+    long, _, info, specs = packs.one_part_voices(teacher, runs + ["e/fe16"], root=tmp_path)
     assert not long["fe16@cpu-long"].use_sdp and long["fe16@cpu-long"].enc_p.hidden_channels == 16
-    whole, _ = distillation.long_whole_voices(long, info, specs, mine, flow8, None, fe96)
+    whole, _ = packs.whole_voices(long, info, specs, mine, flow8, None, fe96)
     assert set(whole) == {"dec32-regress+flow16-long+fe16-long@cpu-long", "dec32-regress+flow16-long@cpu-long"}
     speaks = whole["dec32-regress+flow16-long+fe16-long@cpu-long"]
     assert not speaks.use_sdp and all(torch.equal(a, b) for a, b in zip(speaks.enc_p.state_dict().values(),
@@ -155,7 +154,7 @@ def test_duration_rows_cover_the_long_front_ends(teacher, tmp_path):
     fe, dec = fs.frontend_student(teacher, 16, 32), parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch"))
     save_part(fe, tmp_path / "e" / "fe16", "frontend", fs.frontend_build(teacher, 16, 32), {"recipe": "regression-first"})
     save_part(dec, tmp_path / "r" / "dec32-regress", "decoder", parts.decoder_build(teacher, 32), {"recipe": "regression-first"})
-    long, _, info, _ = distillation.long_run_voices(teacher, ["e/fe16", "r/dec32-regress"], root=tmp_path)
+    long, _, info, _ = packs.one_part_voices(teacher, ["e/fe16", "r/dec32-regress"], root=tmp_path)
     mine = distill.with_parts(teacher, frontend=fs.frontend_student(teacher, 8, 16))
     v = distillation.Voices({"teacher": teacher, "mine": mine}, [], "", "mine", "mine", "mine", {}, long, {}, info)
     rows = []

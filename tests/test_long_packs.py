@@ -11,8 +11,8 @@ import pytest
 from lib.core import params
 from lib.core.results import ResultWriter
 from lib.report import answers
-from lib.studies import compression, distillation, hardware
-from lib.techniques import distill
+from lib.studies import compression, hardware
+from lib.techniques import distill, packs
 from lib.voices import parts, piper_torch, synth as voices
 from lib.voices.artefacts import save_part
 from lib.voices.istft_decoder import FrameRateDecoder
@@ -100,8 +100,8 @@ def test_notebook_05_times_the_long_packs_voices_by_notebook_04s_names(teacher, 
     # the names are those notebook 04 gives the same packs on `default` (beside its own run's flow and front end)
     mine = params.resolved("default", "04_distillation")["long_runs"]
     assert set(p["long_runs"]) <= set(mine), "notebook 05 times packs notebook 04 judges"
-    long, _, info, specs = distillation.long_run_voices(teacher, p["long_runs"])
-    judged = set(long) | set(distillation.long_whole_voices(long, info, specs)[0])
+    long, _, info, specs = packs.one_part_voices(teacher, p["long_runs"])
+    judged = set(long) | set(packs.whole_voices(long, info, specs)[0])
     assert {five, hifi} <= judged
     (tmp_path / "onnx" / by_name[five].folder).mkdir(parents=True)
     (tmp_path / "onnx" / by_name[five].folder / "model.onnx").write_bytes(b"")

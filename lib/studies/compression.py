@@ -14,8 +14,8 @@ from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics
 from lib.runtimes import engines
-from lib.studies import common, distillation
-from lib.techniques import compress, export
+from lib.studies import common
+from lib.techniques import compress, export, packs
 from lib.training import batches, loop as training
 from lib.voices import piper_torch, synth as voices
 from lib.voices.spec import Part, VoiceSpec
@@ -153,13 +153,13 @@ def build_variants(fp32, onnx_fp32: Path, structured, sens: pd.DataFrame, calibr
 
 
 def long_recoveries(fp32, runs: Sequence[str], config: Path, work: Path, writer: ResultWriter, *, model: str,
-                    root: Path = distillation.LONG_ROOT) -> tuple[list[evaluate.Variant], dict[str, VoiceSpec]]:
+                    root: Path = packs.LONG_ROOT) -> tuple[list[evaluate.Variant], dict[str, VoiceSpec]]:
     """The packs of the long CPU runs of the pruned decoder (`runs`, e.g. 'reg128/dec128-regress': `root`/<work>/<run>,
     their recipe, steps and machine-hours in each pack's config.json), each as the voice with that decoder, exported
     for ONNX Runtime and judged beside this run's short recovery as `<run>@cpu-long-ort` (technique RECOVERY, parent
-    fp32), loaded and named as notebook 04 loads and names them (distillation.long_run_voices). A pack that cannot
+    fp32), loaded and named as notebook 04 loads and names them (packs.one_part_voices). A pack that cannot
     be loaded, or is no HiFi-GAN decoder, is an absent row naming why. Returns (variants, {variant: its spec})."""
-    long, absent, info, specs = distillation.long_run_voices(fp32, runs, root)
+    long, absent, info, specs = packs.one_part_voices(fp32, runs, root)
     absent |= {n: f"long run {n} is a {info[n]['kind']}, not a pruned HiFi-GAN decoder" for n in long
                if info[n]["kind"] != "decoder"}
     for name, reason in absent.items():

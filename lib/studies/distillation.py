@@ -10,27 +10,24 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
-from lib.core import results, text
+from lib.core import text
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.data import varied_text
 from lib.harness import bench, evaluate
 from lib.studies import common
-from lib.techniques import distill, export, frontend_student
+from lib.techniques import distill, export, frontend_student, packs
+from lib.techniques.packs import LONG_ROOT  # noqa: F401 (notebook 04 reads it as study.LONG_ROOT)
 from lib.training import batches, loop as training
 from lib.voices import istft_decoder, parts, synth as voices
-from lib.voices.artefacts import ArtefactError, load_part
-from lib.voices.frontend import frontend_of
-from lib.voices.spec import BACKEND_TAG, ROLE_OF_KIND, Part, Source, VoiceSpec
+from lib.voices.spec import BACKEND_TAG, Part, Source, VoiceSpec
 
 _LOGGER = logging.getLogger(__name__)
 
 TORCH_STUDENTS = ("links", "chain+flow", "frontend", "whole", "istft", "5x")  # the voices `torch_students` may name
 ORT_STUDENTS = ("chain", "chain+flow", "whole", "5x")  # the student voices `ort_students` may name
 ABSENT_METRICS = ["rtf_ratio", "dnsmos_p808", "wer"]  # what an absent student's rows name
-LONG_ROOT = results.RECORDED / "training"  # where the long CPU runs' packs are committed (<work>/<run>/)
 
 
 
@@ -195,11 +192,6 @@ def part_width(module, kind: str) -> int:
     return module.config["dim" if kind == "istft_decoder" else "hidden_channels"]
 
 
-def voice_of(teacher, spec: VoiceSpec, modules: dict):
-    """The teacher with the parts of `spec` (`modules`: part -> its module) in place of its own."""
-    return distill.with_parts(teacher, **{p.role: modules[p] for p in spec.parts})
-
-
 def student_voices(teacher, students: dict, chain_end: str, *, flow, flow_name: str, fe, fe_name: str, voc,
                    istft_name: str) -> tuple[dict, dict, dict]:
     """The voices built from this run's students, the teacher first: each decoder link alone, then the composed ones.
@@ -217,7 +209,7 @@ def student_voices(teacher, students: dict, chain_end: str, *, flow, flow_name: 
     specs = {"teacher": VoiceSpec()}
     for role in ("links", "chain+flow", "frontend", "whole", "istft", "5x"):  # the order the voices are judged in
         specs.update({sp.name: sp for sp in roles[role]})
-    vs = {n: teacher if not sp.parts else voice_of(teacher, sp, here) for n, sp in specs.items()}
+    vs = {n: teacher if not sp.parts else packs.voice_of(teacher, sp, here) for n, sp in specs.items()}
     return vs, {r: [sp.name for sp in sps] for r, sps in roles.items()}, specs
 
 
@@ -232,60 +224,6 @@ def recorded_specs(teacher, roots: dict) -> tuple[dict, dict, dict, dict]:
             specs[n] = VoiceSpec(tuple(packed + [Part.of_pack(c, dev)]))
         voices_, absent, info = {**voices_, **rec}, {**absent, **bad}, {**info, **cfg}
     return voices_, absent, info, specs
-
-
-def long_run_voices(teacher, runs: Sequence[str], root: Path = LONG_ROOT) -> tuple[dict, dict, dict, dict]:
-    """The packs of the long CPU runs (`root`/<work>/<run>/, model.safetensors + config.json) each as the teacher
-    with that decoder, flow or front end, named `<run>@cpu-long`: ({name: voice}, {name: reason it is absent},
-    {name: config}, {name: spec})."""
-    found, absent, info, specs = {}, {}, {}, {}
-    for run in runs:
-        name = f"{Path(run).name}@{results.LONG_RUN}"
-        try:
-            module, config = load_part(Path(root) / run, teacher)
-        except ArtefactError as exc:
-            absent[name] = f"long run {run} cannot be loaded: {exc}"
-            continue
-        if config["kind"] not in ROLE_OF_KIND:
-            absent[name] = f"long run {run} is a {config['kind']}, not a decoder, a flow or a front end"
-            continue
-        spec = VoiceSpec((Part.of_pack({"student": Path(run).name, **config}, results.LONG_RUN),))
-        found[spec.name], info[spec.name], specs[spec.name] = voice_of(teacher, spec, {spec.parts[0]: module}), config, spec
-    return found, absent, info, specs
-
-
-def long_whole_voices(long: dict, info: dict, specs: dict, flow=None, flow_part: Part | None = None, fe=None,
-                      fe_part: Part | None = None) -> tuple[dict, dict]:
-    """Each long regression-first decoder of `long` (long_run_voices' voices, configs `info` and `specs`) as a whole
-    student voice: with the first long flow run's flow, else `flow` (`flow_part`, this run's), and the first long
-    front-end run's front end, else `fe` (`fe_part`); for a frame-rate decoder that is the 5x voice (none where
-    neither a long run nor this run gives a flow and a front end). With a long flow, each long HiFi-GAN decoder also
-    joins it under the teacher's front end: the long runs' parts alone (a minutes-trained front end stays out of
-    their verdict). Returns ({name: voice}, {name: spec})."""
-    flows = [n for n, c in info.items() if c["kind"] == "flow"]
-    fes = [n for n, c in info.items() if c["kind"] == "frontend"]
-    if flows:
-        flow, flow_part = long[flows[0]].flow, specs[flows[0]].parts[0]
-    if fes:
-        fe, fe_part = frontend_of(long[fes[0]]), specs[fes[0]].parts[0]
-    decoders = [n for n, c in info.items()
-                if str(c.get("recipe", "")).startswith("regression-first") and c["kind"] in ("decoder", "istft_decoder")]
-    whole = decoders if flow_part is not None and fe_part is not None else []
-    made = {specs[n].with_part(flow_part).with_part(fe_part): (long[n], dict(flow=flow, frontend=fe)) for n in whole}
-    if flows:
-        made.update({specs[n].with_part(flow_part): (long[n], dict(flow=flow)) for n in decoders if info[n]["kind"] == "decoder"})
-    return ({sp.name: distill.with_parts(voice, **swap) for sp, (voice, swap) in made.items()},
-            {sp.name: sp for sp in made})
-
-
-def long_pack_voices(teacher, runs: Sequence[str]) -> tuple[dict, dict, dict]:
-    """The voices notebook 04 makes of the long runs' packs `runs` alone, under the names it judges them by: each
-    pack in the teacher (long_run_voices) and each long regression-first decoder's whole voice with the long flow
-    and front end among `runs` (long_whole_voices, no part of a run of notebook 04). Returns ({name: voice},
-    {name: reason it is absent}, {name: spec})."""
-    long, absent, info, specs = long_run_voices(teacher, runs)
-    whole, whole_specs = long_whole_voices(long, info, specs)
-    return {**long, **whole}, absent, {**specs, **whole_specs}
 
 
 def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict, long_runs: Sequence[str],
@@ -304,8 +242,8 @@ def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict,
         if sp.part("decoder").kind == "istft_decoder" and sp.part("flow") is not None:
             five = sp.with_part(fe_part)
             rec[five.name], rec_specs[five.name] = distill.with_parts(rec[n], frontend=parts_["fe"]), five
-    long, long_absent, long_info, long_specs = long_run_voices(teacher, long_runs)
-    whole, whole_specs = long_whole_voices(long, long_info, long_specs, parts_["flow"],
+    long, long_absent, long_info, long_specs = packs.one_part_voices(teacher, long_runs)
+    whole, whole_specs = packs.whole_voices(long, long_info, long_specs, parts_["flow"],
                                            specs[roles["chain+flow"][0]].part("flow"), parts_["fe"], fe_part)
     rec, absent, info = {**rec, **long, **whole}, {**absent, **long_absent}, {**info, **long_info}
     for name, reason in absent.items():

@@ -26,7 +26,7 @@ from lib.harness.judges import Judges, PendingJudgement
 from lib.harness.trackers import Watched
 from lib.runtimes import backends, engines as eng
 from lib.runtimes.spec import EngineSpec
-from lib.studies import distillation
+from lib.techniques import packs
 from lib.techniques import distill, export
 from lib.voices import artefacts, synth as voices
 
@@ -214,11 +214,11 @@ class Student:
 def load_students(names: Sequence[str], teacher, student_dir: Path, long_runs: Sequence[str], writer: ResultWriter, *,
                   model: str, profile: str) -> list[Student]:
     """The student voices `names` names: a voice of the long runs' packs `long_runs` by the name notebook 04 judges
-    it under (distillation.long_pack_voices, e.g. 'istft192x6-regress+flow96-long+fe96-long@cpu-long'), else the
+    it under (packs.long_run_voices, e.g. 'istft192x6-regress+flow96-long+fe96-long@cpu-long'), else the
     parts notebook 04 saved in `student_dir`, joined by '+' (student_parts). A student not saved there, or made of a
     pack that cannot be loaded, is an absent row that says why; ValueError names a student that is neither, with
     the names the long packs give."""
-    long, broken, specs = distillation.long_pack_voices(teacher, long_runs)
+    long, broken, specs = packs.long_run_voices(teacher, long_runs)
     out = []
     for name in names:
         if name in long:
