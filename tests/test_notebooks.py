@@ -250,8 +250,13 @@ def test_hardware_notebook(smoke):
     # notebook 04's student voices through the same scenarios, and every voice's cold start through piper's runtime
     # (the long packs' 5x voice as well, under the name notebook 04 judges it by; smoke's notebook 04 exports it not)
     for student in ("istft256x6+flow96+fe96", "istft192x6-regress+flow96-long+fe96-long@cpu-long"):
-        assert _value(df, variant=f"{student}:ort-cpu-fp32", metric="ttfa_ms_p90") > 0
         assert _value(df, variant=f"{student}:ort-cpu-fp32", metric="throughput_xrt_offline") > 0
+    long_5x = "istft192x6-regress+flow96-long+fe96-long@cpu-long:ort-cpu-fp32"
+    assert _value(df, variant=long_5x, metric="ttfa_ms_p90") > 0, "a trained student's chunks are faithful"
+    # smoke's minutes-trained student may stream chunks unlike its whole synthesis: then no timing, and why (issue 52)
+    row = df[(df["variant"] == "istft256x6+flow96+fe96:ort-cpu-fp32") & (df["metric"] == "ttfa_ms_p90")].iloc[0]
+    snr = _value(df, variant="istft256x6+flow96+fe96:ort-cpu-fp32", metric="chunk_snr_db")
+    assert (row["value"] > 0 and snr >= 20) or (row["status"] == "failed" and "failed fidelity" in row["reason"] and snr < 20)
     assert 50 < _value(df, variant="istft256x6+flow96+fe96", metric="cold_start_ms") < 60000
     assert 50 < _value(df, variant="teacher (shipped)", metric="cold_start_ms") < 60000
     assert any(line.startswith("5x voice TTFA p90") for line in json.loads((nb / "metrics.json").read_text())["headline"])
