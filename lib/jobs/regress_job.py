@@ -183,12 +183,12 @@ def regress_frontend(cfg: RegressFrontend) -> None:
         varied = varied_text.varied_sentences(varied_text.Family.TRAIN, cfg.varied_sentences + HELDOUT_SENTENCES)
         train, held = train + varied[: cfg.varied_sentences], held + varied[cfg.varied_sentences:]
     _LOGGER.info("%s: %d training sentences, %d held out", name, len(train), len(held))
-    targets, held_targets = fs.teacher_targets(teacher, ids(train)), fs.teacher_targets(teacher, ids(held))
+    train_ids, held_targets = ids(train), fs.teacher_targets(teacher, ids(held))
     student = fs.frontend_student(teacher, cfg.hidden, cfg.filter)
     recipe = _start(work, name, student, cfg, "frontend", fs.frontend_build(teacher, cfg.hidden, cfg.filter),
                     fallback=f"fe{cfg.hidden}", corpus=summary)  # a varied front end may go on from the Harvard one's pack
     held = [fs.frontend_batch(held_targets, len(held), None)]  # every held-out sentence once
-    _fit(name, Trainer(student, lambda r: fs.frontend_batch(targets, cfg.batch, r), recipe, work / name,
+    _fit(name, Trainer(student, lambda r: fs.streamed_batch(teacher, train_ids, cfg.batch, r), recipe, work / name,
                        loss_fn=fs.frontend_loss, eval_batches=held, device=cfg.device, threads=cfg.threads,
                        progress=None))
 

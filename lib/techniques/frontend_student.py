@@ -76,6 +76,13 @@ def frontend_batch(t: FrontendTargets, batch: int, rng: np.random.Generator | No
             torch.cat([pad(t.logw[i]) for i in pick]))
 
 
+def streamed_batch(model, phoneme_ids: Sequence[list[int]], batch: int, rng: np.random.Generator):
+    """frontend_batch of `batch` sentences drawn from `phoneme_ids`, the teacher's targets computed for them alone:
+    a corpus of ten thousand sentences is never held as targets (their statistics took 7 GB here)."""
+    pick = [phoneme_ids[int(rng.integers(len(phoneme_ids)))] for _ in range(batch)]
+    return frontend_batch(teacher_targets(model, pick), batch, None)
+
+
 def frontend_loss(student: FrontEnd, batch, duration_weight: float = 1.0) -> torch.Tensor:
     """Masked L1 on the prior statistics (per channel) plus `duration_weight` x masked MSE on log-durations, the
     loss VITS' deterministic duration predictor trains with."""
