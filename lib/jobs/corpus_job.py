@@ -31,6 +31,7 @@ SPREAD = {"noise_scale": 0.25, "noise_w": 0.25, "length_scale": 0.15}  # each dr
 class CorpusRun:
     """Write the teacher corpus: the teacher speaks every corpus sentence into float16 shards with a manifest."""
     out: str  # the corpus folder on the machine's own disk (not the repository: it holds gigabytes)
+    voice: str = ""  # the teacher: a piper voice's .onnx (its .onnx.json beside it); empty: the lab's en_US-joe-medium
     seed: int = 49  # the text's shuffle and every item's sampling
     templated: int = corpus_text.TEMPLATED  # sentences of the templated family
     shard_items: int = 64  # items per shard: a 15-minute corpus is a prefix of a few shards
@@ -105,11 +106,12 @@ def write(cfg: CorpusRun) -> Path:
     from lib.voices import synth as voices
     from lib.voices.teacher_bundle import sentence_ids, teacher as load_teacher
     torch.set_num_threads(cfg.threads)
+    voices.use_voice(cfg.voice)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     sentences = corpus_text.corpus_sentences(cfg.seed, cfg.templated)[: cfg.limit or None]
     teacher = load_teacher()
-    defaults = voice_defaults(voices.joe_paths()[1])
+    defaults = voice_defaults(voices.piper_paths()[1])
     n_shards = -(-len(sentences) // cfg.shard_items)
     todo = [k for k in range(n_shards) if not (out / _shard_name(k)).is_file()]
     _LOGGER.info("corpus %s: %d sentences in %d shards, %d to speak (about %.0f min at this CPU's last rate of "
@@ -165,7 +167,7 @@ def write_manifest(cfg: CorpusRun, sentences: list, n_shards: int, teacher, defa
             break
         entries.append(json.loads(side.read_text()))
     used = sentences[: sum(e["items"] for e in entries)]
-    model_path = voices.joe_paths()[0]
+    model_path = voices.piper_paths()[0]
     manifest = {
         "name": out.name, "seed": cfg.seed, "complete": len(entries) == n_shards,
         "voice": {"file": Path(model_path).name, "sha256": file_sha256(Path(model_path))},
@@ -174,7 +176,7 @@ def write_manifest(cfg: CorpusRun, sentences: list, n_shards: int, teacher, defa
                       "sentences": sum(c.family is f for c in used)} for f in corpus_text.Family],
         "sentences": len(used), "hours": round(sum(e["seconds"] for e in entries) / 3600, 4),
         "text_hash": corpus_text.text_hash(sentences),
-        "options": {k: v for k, v in asdict(cfg).items() if k not in ("out", "manifest_out")},  # no local paths
+        "options": {k: v for k, v in asdict(cfg).items() if k not in ("out", "manifest_out", "voice")},  # no local paths
         "hop": int(np.prod(teacher.hparams["upsample_rates"])), "sample_rate": int(teacher.sample_rate),
         "channels": int(teacher.hparams["inter_channels"]), "dtype": "float16", "shards": entries,
         "environment": environment(cfg.threads),

@@ -27,6 +27,7 @@ Precision = Literal["no", "bf16", "fp16"]
 class Run:
     """What every decoder-training job takes: where its state lives, its corpus, its bookkeeping."""
     work: str  # folder for the full training state (the machine's own disk)
+    voice: str = ""  # the teacher: a piper voice's .onnx (its .onnx.json beside it); empty: the lab's en_US-joe-medium
     init_from: str = ""  # a committed folder of packed runs (outputs/recorded/training/<work>) to resume from
     device: str = "cpu"  # cpu or cuda
     batch: int = 4  # segments per batch
@@ -48,7 +49,9 @@ class Run:
         """Write work/run.json, what pack needs to account for the run: threads, cores, device, the corpus's noise,
         the command, where it started (`extra`: the recipe's name, `before`)."""
         old = read_json(work / "run.json", {})
-        atomic_write_json(work / "run.json", {**old, "threads": self.threads, "cores": os.cpu_count(),
+        from lib.voices.teacher_bundle import teacher_identity  # deferred: it loads the voice package
+        atomic_write_json(work / "run.json", {**old, "voice": self.voice, "teacher": teacher_identity(),
+                                              "threads": self.threads, "cores": os.cpu_count(),
                                               "device": self.device, "gpu": gpu_name(self.device),
                                               "noise_scale": self.noise_scale, "noise_w": self.noise_w,
                                               "draws": self.draws, "command": self.command, **extra})

@@ -107,7 +107,7 @@ def run_posterior(cfg: PosteriorRun) -> Path | None:
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work)
     start(cfg, work)
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    teacher = piper_torch.load_piper_torch(voices.piper_paths()[0])
     sents = text.harvard_sentences(cfg.corpus_lists)[: cfg.corpus_limit or None]
     held = text.harvard_sentences(HELDOUT_LISTS)
     started = time.time()
@@ -233,7 +233,7 @@ def speaker_data(cfg: SpeakerRun, teacher) -> tuple:
     """(training Utterances, validation recordings) of the run's folder at the voice's rate."""
     recs = ljspeech.read_folder(Path(cfg.dataset), teacher.sample_rate)
     train, val = ljspeech.split(recs, cfg.validation)
-    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    fe = voices.PiperFrontend(voices.piper_paths()[1])
     return vo.from_recordings(train, fe, int(np.prod(teacher.hparams["upsample_rates"]))), val
 
 
@@ -261,9 +261,9 @@ def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Pa
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work)
     start(cfg, work)
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    teacher = piper_torch.load_piper_torch(voices.piper_paths()[0])
     data, val = speaker_data(cfg, teacher)
-    held_data = vo.from_recordings(val, voices.PiperFrontend(voices.joe_paths()[1]), data.hop)
+    held_data = vo.from_recordings(val, voices.PiperFrontend(voices.piper_paths()[1]), data.hop)
     if cfg.path == "inference":
         data = speaker_durations(cfg, teacher, data)
         held_data = speaker_durations(cfg, teacher, held_data)
@@ -379,7 +379,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     if _packed_already(out, run, steps, ledger_path):  # e.g. packing again after a run that trained no new step
         _LOGGER.info("%s at %d steps is packed and judged already: nothing to do", cfg.method, steps)
         return out
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    teacher = piper_torch.load_piper_torch(voices.piper_paths()[0])
     prepared = prepare_run(replace(cfg, device="cpu"), teacher)
     load_state(prepared, Path(work) / "train" / "state" / "model.safetensors")
     env = environment(device=cfg.device)

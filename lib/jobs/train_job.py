@@ -53,7 +53,7 @@ def students(cfg: Students) -> None:
     writes its RunConfig as it starts and, with --init-from, starts from its pack there."""
     work = Path(cfg.work)
     work.mkdir(parents=True, exist_ok=True)
-    onnx_path, _ = voices.joe_paths()
+    onnx_path, _ = voices.piper_paths()
     teacher = piper_torch.load_piper_torch(onnx_path)  # stays on the CPU: it only makes the training targets
     cfg.record(work, recipe=cfg.recipe_name())
     latents, heldout = corpus(teacher, cfg.corpus_limit, cfg.noise_scale, cfg.noise_w, cfg.draws)
@@ -76,7 +76,7 @@ def students(cfg: Students) -> None:
     flow = distill.flow_student(teacher, cfg.flow_hidden)
     flow_recipe = cfg.recipe(cfg.flow_steps, lr=5e-4, adversarial=False, eval_every=0)  # a regression: no discriminator
     start(flow_name, flow, "flow", parts.flow_build(teacher, cfg.flow_hidden), flow_recipe)
-    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    fe = voices.PiperFrontend(voices.piper_paths()[1])
     sents = text.harvard_sentences(CORPUS_LISTS)[: cfg.corpus_limit or None]
     pairs = distill.flow_pairs(teacher, fe.sentence_ids(sents)) if cfg.flow_steps else None
     curves[flow_name] = distill.train_flow(flow, pairs, flow_recipe, work / flow_name, device=cfg.device,
@@ -124,8 +124,9 @@ def pack(cfg: Pack) -> None:
     work, out = Path(cfg.work), Path(cfg.out)
     env = bench.environment(device=cfg.device)
     info = read_json(work / "run.json", {})
+    voices.use_voice(info.get("voice", ""))  # the teacher the run learned from, as its run.json says
     command = info.get("command", read_json(work / "done.json", {}).get("command", "(running)"))
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0]) if cfg.ledger else None  # the ledger's reference
+    teacher = piper_torch.load_piper_torch(voices.piper_paths()[0]) if cfg.ledger else None  # the ledger's reference
     for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists()):
         config = RunConfig.read(run, out / run.name)
         module = trained_part(run, config)
@@ -168,7 +169,7 @@ def pack(cfg: Pack) -> None:
 def judge_packs(cfg: JudgePacks) -> None:
     """Each pack's held-out sentences judged (run_state.heldout_judged) into `cfg.judged`, named as the ledger names
     the run; a pack already judged at its steps is judged only by the judges it lacks (none: said and skipped)."""
-    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    teacher = piper_torch.load_piper_torch(voices.piper_paths()[0])
     info = {"noise_scale": cfg.noise_scale, "noise_w": cfg.noise_w}
     for pack_dir in map(Path, cfg.packs):
         module, config = load_part(pack_dir)
@@ -218,6 +219,7 @@ def run(cfg, command: str) -> None:
     if isinstance(cfg, JudgePacks):
         return judge_packs(cfg)
     cfg.command = command
+    voices.use_voice(cfg.voice)  # before anything loads the teacher: every lookup in this process agrees
     if cfg.device == "cpu":
         torch.set_num_threads(cfg.threads)  # from the start: a setup on torch's default threads oversubscribes
     job = Yielder(f"{cfg.NAME} {Path(cfg.work).name}").register()

@@ -50,6 +50,16 @@ def piper_paths() -> tuple[Path, Path]:
     return _check_file(Path(model), f"voice model ({VOICE_ENV})"), _check_file(Path(config), f"voice config ({CONFIG_ENV})")
 
 
+def use_voice(model: str | Path) -> None:
+    """Make `model` (a piper .onnx, its .onnx.json beside it) the voice this process studies, as a profile's voice.yaml
+    does for the notebooks: what a long run's --voice sets before it loads anything; '' keeps the lab's."""
+    if not str(model).strip():
+        return
+    model = _check_file(Path(model).resolve(), "voice model (--voice)")
+    os.environ[VOICE_ENV] = str(model)
+    os.environ[CONFIG_ENV] = str(_check_file(Path(str(model) + ".json"), "voice config (--voice's .onnx.json)"))
+
+
 def piper_label() -> str:
     """The model name result rows carry: 'piper-joe', or 'piper:<file stem>' for the user's own voice."""
     model = os.environ.get(VOICE_ENV, "").strip()

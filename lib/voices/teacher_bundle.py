@@ -46,7 +46,7 @@ def write_bundle(out: Path, sentences, dtype: str = "float16") -> Path:
     from safetensors.torch import save_file
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model_path, config_path = voices.joe_paths()
+    model_path, config_path = voices.piper_paths()
     model = load_piper_torch(model_path)
     ids = voices.PiperFrontend(config_path).sentence_ids(sentences)
     state = {k: v.detach().to(getattr(torch, dtype)).contiguous() for k, v in model.state_dict().items()}
@@ -64,7 +64,7 @@ def teacher():
     rebuilt from the shipped voice's ONNX file."""
     folder = bundle_dir()
     if folder is None:
-        return load_piper_torch(voices.joe_paths()[0])
+        return load_piper_torch(voices.piper_paths()[0])
     from safetensors.torch import load_file
     config = json.loads((folder / CONFIG).read_text())
     model = inference_model(config["hparams"])
@@ -86,7 +86,7 @@ def teacher_identity() -> dict:
         if known:
             return known
         raise BundleError(f"{folder / CONFIG} does not say which voice it holds (write it again with train bundle)")
-    return file_identity(voices.joe_paths()[0])
+    return file_identity(voices.piper_paths()[0])
 
 
 def sentence_ids(sentences) -> list[list[int]]:
@@ -94,7 +94,7 @@ def sentence_ids(sentences) -> list[list[int]]:
     phonemizer through the shipped voice's config."""
     folder = bundle_dir()
     if folder is None:
-        return voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(sentences)
+        return voices.PiperFrontend(voices.piper_paths()[1]).sentence_ids(sentences)
     table = json.loads((folder / CONFIG).read_text())["ids"]
     missing = [s.id for s in sentences if s.id not in table]
     if missing:
