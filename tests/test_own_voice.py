@@ -157,21 +157,21 @@ def test_a_long_run_learns_from_the_voice_it_is_given_and_its_pack_belongs_to_it
     from lib.core.env import TEACHER_BUNDLE
     from lib.jobs import train_job
     from lib.voices import artefacts
-    for name in (voices.VOICE_ENV, voices.CONFIG_ENV, TEACHER_BUNDLE.name):
-        monkeypatch.delenv(name, raising=False)
+    for name in (voices.VOICE_ENV, voices.CONFIG_ENV, TEACHER_BUNDLE.name):  # recorded, so the test leaves them as found
+        monkeypatch.setenv(name, "")
     onnx_path, _ = made["x_low"]
     train_job.main(["regress-istft", "--voice", str(onnx_path), "--work", str(tmp_path / "w"), "--dim", "16",
                     "--blocks", "1", "--steps", "2", "--corpus-limit", "1", "--batch", "1", "--frames", "8",
                     "--checkpoint-every", "2", "--eval-every", "2", "--log-every", "1"])
     info = json.loads((tmp_path / "w" / "run.json").read_text())
     assert info["teacher"] == artefacts.file_identity(onnx_path)
-    monkeypatch.delenv(voices.VOICE_ENV)
-    monkeypatch.delenv(voices.CONFIG_ENV)
+    monkeypatch.setenv(voices.VOICE_ENV, "")
+    monkeypatch.setenv(voices.CONFIG_ENV, "")
     train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     packed = tmp_path / "out" / "istft16x1-regress"
     assert json.loads((packed / "config.json").read_text())["teacher"]["sha256"] == info["teacher"]["sha256"]
-    monkeypatch.delenv(voices.VOICE_ENV)
-    monkeypatch.delenv(voices.CONFIG_ENV)
+    monkeypatch.setenv(voices.VOICE_ENV, "")  # pack set the run's voice for its process: the lab's again
+    monkeypatch.setenv(voices.CONFIG_ENV, "")
     joe = piper_torch.load_piper_torch(voices.joe_paths()[0])
     with pytest.raises(artefacts.ArtefactError, match=f"{onnx_path.name}.*en_US-joe-medium"):
         artefacts.load_part(packed, joe)
