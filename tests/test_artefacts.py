@@ -183,6 +183,7 @@ def test_a_part_records_its_teacher_and_is_refused_in_another_voice(tmp_path):
 def test_every_committed_card_is_valid_hub_metadata_offline():
     """Issue 51: each pack's and adapter's README.md loads through huggingface_hub with a real base model, its
     relation, the pipeline tag, a language and eval results, and names no local path."""
+    import tempfile
     from pathlib import Path
     from huggingface_hub import ModelCard
     root = Path(__file__).resolve().parents[1] / "outputs" / "recorded" / "training"
@@ -193,4 +194,5 @@ def test_every_committed_card_is_valid_hub_metadata_offline():
         card = ModelCard.load(path)
         assert card.data.base_model == "rhasspy/piper-voices" and card.data.pipeline_tag == "text-to-speech", path
         assert card.data.base_model_relation in ("finetune", "adapter") and card.data.language == ["en"], path
-        assert card.data.eval_results and "/root/" not in card.content and "/tmp/" not in card.content, path
+        local = (str(Path.home()), tempfile.gettempdir(), str(root.parents[2]))  # no folder of the machine it was made on
+        assert card.data.eval_results and not any(p in card.content for p in local), path
