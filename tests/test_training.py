@@ -311,3 +311,42 @@ def test_non_finite_gradients_skip_the_step_and_a_diverged_run_stops_with_finite
     after = net.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values())
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the two good steps did move it
+
+
+def test_discriminator_only_warmup_holds_the_generator_while_the_discriminators_learn(tmp_path):
+    """The adversarial phase's first `disc_warmup_steps` train the discriminators alone: the generator ends them as
+    it began them (equal to a run stopped before them), the discriminators move, and the generator's adversarial
+    terms start after."""
+    _, _, curve = _fit_light(tmp_path / "a", 4, disc_warmup_steps=2)
+    f = curve.frame.set_index("step")  # step 1 regression (warmup_steps=1), 2-3 discriminators only, 4 adversarial
+    assert f.loc[[2, 3], "loss_d"].notna().all() and f.loc[[2, 3], ["loss_adv", "loss_fm"]].isna().all().all()
+    assert f.loc[4, ["loss_adv", "loss_fm"]].notna().all()
+    gen_b, trainer_b, _ = _fit_light(tmp_path / "b", 3, disc_warmup_steps=2)
+    gen_c, _, _ = _fit_light(tmp_path / "c", 1)  # the same first regression step, no more
+    for (name, b), c in zip(gen_b.named_parameters(), gen_c.parameters()):
+        assert torch.equal(b, c), f"{name} moved during the discriminator-only steps"
+    training.set_seed(0)  # as the trainer seeds them: the discriminators it started from
+    fresh = training.make_discriminators(("wave-unet-small", "mpd-2"))
+    trained = trainer_b.acc.unwrap_model(trainer_b.disc)
+    assert all(a.shape == b.shape for a, b in zip(fresh.parameters(), trained.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(fresh.parameters(), trained.parameters())), "they never learned"
+
+
+def test_stop_step_ends_a_run_checkpointed_before_its_schedule_does(tmp_path):
+    """stop_step stops at that step with a checkpoint, the cosine still counting to `steps`; the same run resumed
+    with a later stop goes on from there exactly as one run would."""
+    def fit(work, stop):
+        recipe = training.Recipe(steps=8, adversarial=False, schedule="cosine", stop_step=stop, checkpoint_every=100,
+                                 log_every=1, lr=1e-3)
+        gen = tiny_decoder()
+        return gen, training.Trainer(gen, tiny_batches(), recipe, work, forward=training.decoder_forward, threads=1,
+                                     progress=None).fit()
+    _, curve = fit(tmp_path / "a", 3)
+    assert curve.steps == [1, 2, 3] and (tmp_path / "a" / "state" / "model.safetensors").exists()
+    full, whole = fit(tmp_path / "b", 5)
+    resumed, rest = fit(tmp_path / "a", 5)
+    assert rest.resumed_from == 3 and whole.frame["lr"].iloc[-1] > 1e-3 * 0.01, "the cosine ends at `steps`, not at the stop"
+    for (name, a), b in zip(full.named_parameters(), resumed.parameters()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="stop_step"):
+        training.Recipe(steps=8, stop_step=-1)

@@ -117,16 +117,22 @@ class Regression(Run):
     ema: float = 0.999
     warm_restart: bool = False  # a new cosine from lr over the steps left: for an adversarial phase after a finished one
     gan_objective: bool = False  # in the adversarial phase, HiFi-GAN's generator loss (mel, adversarial, feature matching) only
+    disc_warmup: int = 0  # the adversarial phase's first steps train only the fresh discriminators (the generator held)
+    stop_at: int = 0  # stop (checkpointed) at this many steps, the packed start's counted (0: at --steps): equal-step arms
 
     def recipe(self, done: int, **extra) -> Recipe:
         """The regression-first Recipe of a part whose packed start had `done` steps: the cosine goes on from there,
         or, with --warm-restart, starts again from --lr (its warm-up included) over the steps left: an adversarial
-        phase after a finished cosine would otherwise train at its floor. `extra`: more Recipe fields (APNet's)."""
+        phase after a finished cosine would otherwise train at its floor. `extra`: more Recipe fields (APNet's).
+        --stop-at counts the packed start's steps too (a ValueError where that start has them already)."""
+        if self.stop_at and self.stop_at <= done:
+            raise ValueError(f"--stop-at {self.stop_at}: the packed start has {done} steps already")
         return regress_recipe.recipe(
             max(1, self.steps - done), lr=self.lr, warmup=self.lr_warmup, ema=self.ema,
             adversarial_steps=self.adversarial_steps, schedule_offset=0 if self.warm_restart else done,
             discriminators=tuple(self.discriminators), disc_bf16=self.disc_bf16, disc_segment=self.disc_segment,
-            lr_d=self.lr_d, gan_objective=self.gan_objective, checkpoint_every=self.checkpoint_every,
+            lr_d=self.lr_d, gan_objective=self.gan_objective, disc_warmup_steps=self.disc_warmup,
+            stop_step=self.stop_at - done if self.stop_at else 0, checkpoint_every=self.checkpoint_every,
             eval_every=self.eval_every, log_every=self.log_every, **extra)
 
     def recipe_name(self, apnet: bool = False) -> str:
@@ -139,6 +145,7 @@ class Regression(Run):
         detail = self.named_discriminators()
         detail += ["bf16"] * bool(self.disc_bf16) + [f"{self.disc_segment} samples"] * bool(self.disc_segment)
         detail += [f"lr_d {self.lr_d:g}"] * (self.lr_d != Recipe.lr_d) + ["HiFi-GAN objective"] * self.gan_objective
+        detail += [f"{self.disc_warmup} discriminator-only steps"] * bool(self.disc_warmup)
         return name + "+adversarial" + (f"({', '.join(detail)})" if detail else "")
 
     def phase_name(self, base: str) -> str:

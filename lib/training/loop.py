@@ -66,6 +66,7 @@ class Recipe:
     cstft_weight: float = 0.0  # L1 on the real and imaginary parts of a multi-resolution STFT (phase included)
     adversarial: bool = True
     warmup_steps: int = 0
+    disc_warmup_steps: int = 0  # after warmup_steps, steps where only fresh discriminators learn (the generator held)
     discriminators: tuple = ("mpd",)
     grad_clip: float | None = 100.0
     checkpoint_every: int = 100
@@ -84,6 +85,7 @@ class Recipe:
     phase_weight: float = 0.0  # APNet's anti-wrapping phase losses, instantaneous + group delay + frequency (100)
     gan_objective: bool = False  # with the discriminators on, HiFi-GAN's generator loss only (mel x45, adversarial,
     # feature matching): the waveform-exact regression terms, which outweigh the adversarial ones 50 to 1, stop
+    stop_step: int = 0  # >0: stop (checkpointed) at this step of the run, before its schedule ends (equal-step arms)
 
     @classmethod
     def adversarial_tail(cls, steps: int, adversarial_steps: int, **kw) -> "Recipe":
@@ -101,6 +103,8 @@ class Recipe:
         if self.gan_objective and not (self.adversarial and self.discriminators and self.warmup_steps < self.steps):
             raise ValueError("gan_objective switches the generator's loss once the discriminators start: "
                              "it needs adversarial steps")
+        if self.disc_warmup_steps < 0 or self.stop_step < 0:
+            raise ValueError(f"disc_warmup_steps {self.disc_warmup_steps}, stop_step {self.stop_step}: steps, >= 0")
         if self.disc_segment < 0:
             raise ValueError(f"disc_segment {self.disc_segment}: a number of samples, or 0 for the whole segment")
         self.discriminators, self.betas = tuple(self.discriminators), tuple(self.betas)
@@ -276,6 +280,8 @@ class Trainer:
         """One optimisation step; returns the losses it saw. Adversarial order as HiFi-GAN: the generator's output
         once, the discriminators' step on it (detached), then the generator's step against the updated ones."""
         r = self.recipe
+        if self.adversarial and r.warmup_steps <= step < r.warmup_steps + r.disc_warmup_steps:
+            return self._discriminators_only(batch)
         params_g = [p for p in self.gen.parameters() if p.requires_grad]
         if self.loss_fn is not None:
             with self.acc.autocast():
@@ -291,13 +297,7 @@ class Trainer:
                 loss = self._regression_terms(loss, out, terms, y_hat, y)
             if adversarial:
                 y, y_hat = disc_window(y, y_hat, r.disc_segment)
-                with self._disc_autocast():
-                    loss_d = sum(discriminator_loss(*d(y, y_hat.detach())[:2])[0] for d in self.disc.values())
-                self.opt_d.zero_grad(set_to_none=True)
-                self.acc.backward(loss_d)
-                if self._clip(list(self.disc.parameters())):
-                    self.opt_d.step()
-                self.sched_d.step()
+                loss_d = self._discriminator_step(y, y_hat)
                 adv = fm = 0.0
                 # the generator's step needs the gradient through the discriminators, not of their weights (the
                 # next discriminator step clears those): frozen meanwhile, their backward costs about half as much
@@ -319,6 +319,28 @@ class Trainer:
         self.sched_g.step()
         if self.ema is not None:
             self.ema.update_parameters(self.acc.unwrap_model(self.gen))
+        return out
+
+    def _discriminator_step(self, y: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+        """One step of the discriminators on real `y` against the generator's `y_hat` (detached); their loss."""
+        with self._disc_autocast():
+            loss_d = sum(discriminator_loss(*d(y, y_hat.detach())[:2])[0] for d in self.disc.values())
+        self.opt_d.zero_grad(set_to_none=True)
+        self.acc.backward(loss_d)
+        if self._clip(list(self.disc.parameters())):
+            self.opt_d.step()
+        self.sched_d.step()
+        return loss_d
+
+    def _discriminators_only(self, batch) -> dict:
+        """A warm-up step of fresh discriminators against the generator as it is: they start the adversarial phase
+        already telling its output from the teacher's, so their first gradients to it are not noise. The generator,
+        its schedule and its EMA are held."""
+        with torch.no_grad(), self.acc.autocast():
+            y_hat, y, *_ = self.forward(self.gen, batch)
+        y_hat = y_hat[..., : y.shape[-1]]
+        out = {"loss_mel": mel_l1(y_hat, y, self.sample_rate, hop=self.hop)}
+        out["loss_d"] = self._discriminator_step(*disc_window(y, y_hat, self.recipe.disc_segment))
         return out
 
     def _regression_terms(self, loss: torch.Tensor, out: dict, terms: list, y_hat: torch.Tensor,
@@ -433,7 +455,8 @@ class Trainer:
         t0 = time.perf_counter()
         bar = tqdm(total=r.steps, initial=st.step, desc=self.progress, disable=self.progress is None,
                    mininterval=5.0, leave=False)
-        while st.step < r.steps:
+        end = min(r.steps, r.stop_step) if r.stop_step else r.steps
+        while st.step < end:
             if self.yielder is not None and not stop:
                 t0 += self.yielder.between_steps()  # paused time is not training time
             if stop:  # checked after a pause too (a run signalled while paused stops when the timing ends)
@@ -447,10 +470,10 @@ class Trainer:
             losses = self._step(batch, st.step)
             st.step += 1
             bar.update()
-            if st.step % r.log_every == 0 or st.step == r.steps:
+            if st.step % r.log_every == 0 or st.step == end:
                 row = {"step": st.step, "lr": self.sched_g.get_last_lr()[0],
                        **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}}
-                if r.eval_every and (st.step % r.eval_every == 0 or st.step == r.steps):
+                if r.eval_every and (st.step % r.eval_every == 0 or st.step == end):
                     row.update(self._evaluate())
                 st.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
@@ -463,7 +486,7 @@ class Trainer:
                                  r.steps, rate, rate * (r.steps - st.step) / 60,
                                  ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k.startswith(("loss_mel", "loss_kl", "heldout"))))
             why = self.should_stop() if self.should_stop is not None and st.step % r.log_every == 0 else None
-            if st.step % r.checkpoint_every == 0 or st.step == r.steps or why:
+            if st.step % r.checkpoint_every == 0 or st.step == end or why:
                 st.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 self.save()
