@@ -236,6 +236,29 @@ def test_regress_flow_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tm
     assert again["steps"] == 5 and again["hours"] > config["hours"]
 
 
+def test_regress_flow_on_a_teacher_corpus_learns_exact_pairs_and_records_its_hours(tmp_path, teacher):
+    """Issue 49: the flow streams from a teacher corpus. Its pairs come from the stored latents through the teacher
+    flow's forward pass, so the teacher's reverse pass returns each latent exactly (its loss is zero); the run
+    records the corpus's hours."""
+    from lib.data.corpus_shards import CorpusStream
+    from lib.jobs import corpus_job
+    from lib.techniques import distill
+    corpus_job.write(corpus_job.CorpusRun(out=str(tmp_path / "corpus"), limit=3, shard_items=2, templated=10))
+    z, _ = CorpusStream(tmp_path / "corpus").random_segments(3, 64, np.random.default_rng(0))
+    z[-1, :, 40:] = 0.0  # as past an utterance's end
+    batch = distill.flow_batch_of_latents(teacher.flow, z)
+    assert float(batch[1][-1, 0, 40:].sum()) == 0 and float(batch[1][0].min()) == 1.0
+    assert float(distill.flow_loss(teacher.flow, batch)) < 1e-4, "the teacher's reverse pass undoes its forward one"
+    train_job.main(["regress-flow", "--work", str(tmp_path / "w"), "--hidden", "16", "--steps", "2", "--corpus",
+                    str(tmp_path / "corpus"), "--batch", "2", "--frames", "16", "--checkpoint-every", "2",
+                    "--eval-every", "2", "--log-every", "1", "--threads", "2"])
+    curve = pd.read_csv(tmp_path / "w" / "flow16" / "curve.csv")
+    assert np.isfinite(curve["loss_g"]).all() and np.isfinite(curve["heldout_loss"].dropna()).all()
+    manifest = json.loads((tmp_path / "corpus" / "manifest.json").read_text())
+    corpus = json.loads((tmp_path / "w" / "run.json").read_text())["corpus"]
+    assert corpus["corpus_hours"] == pytest.approx(manifest["hours"], abs=1e-3)
+
+
 def test_flow_heldout_quality_is_perfect_for_the_teachers_own_flow():
     """The ledger's flow figures judge the voice, not the latent: the teacher's own flow scores the ceiling (its
     audio is the reference), a half-width untrained one far below it."""

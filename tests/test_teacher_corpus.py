@@ -93,3 +93,25 @@ def test_tiny_corpus_is_written_resumably_and_streams_aligned(tmp_path):
 def test_a_missing_manifest_is_named(tmp_path):
     with pytest.raises(corpus_shards.CorpusShardError, match="manifest.json.*tts-lab corpus"):
         corpus_shards.read_manifest(tmp_path)
+
+
+def test_a_bundle_speaks_the_corpus_where_no_voice_is_installed_and_seconds_bound_the_run(tmp_path, monkeypatch):
+    """A lent GPU machine has no voice package: a teacher bundle holding the corpus text's phoneme ids and the voice's
+    sampling defaults speaks the same sentences (the manifest names the voice the bundle rounds), and --seconds stops
+    claiming shards once spent, leaving a prefix that a later run completes."""
+    from lib.jobs import corpus_job
+    from lib.voices import synth as voices, teacher_bundle
+    first = [c.sentence for c in corpus_text.corpus_sentences(49, 10)[:5]]
+    teacher_bundle.write_bundle(tmp_path / "bundle", first)
+    on_cpu = json.loads(corpus_job.write(corpus_job.CorpusRun(out=str(tmp_path / "cpu"), limit=5, shard_items=2,
+                                                              templated=10)).read_text())
+    monkeypatch.setenv(teacher_bundle.BUNDLE_ENV, str(tmp_path / "bundle"))
+    monkeypatch.setenv(voices.VOICE_ENV, str(tmp_path / "no-voice-here.onnx"))  # any lookup of the voice file fails
+    cfg = corpus_job.CorpusRun(out=str(tmp_path / "c"), limit=5, shard_items=2, templated=10, seconds=1e-9)
+    spent = json.loads(corpus_job.write(cfg).read_text())
+    assert spent["sentences"] == 0 and not spent["complete"]
+    cfg.seconds = 0.0
+    manifest = json.loads(corpus_job.write(cfg).read_text())
+    assert manifest["complete"] and manifest["sentences"] == 5 and manifest["text_hash"] == on_cpu["text_hash"]
+    assert manifest["voice"] == on_cpu["voice"] and "float16" in manifest["teacher"]
+    assert manifest["sampling"] == on_cpu["sampling"] and "seconds" not in manifest["options"]

@@ -37,6 +37,8 @@ class CorpusRun:
     shard_items: int = 64  # items per shard: a 15-minute corpus is a prefix of a few shards
     limit: int = 0  # speak only the first N sentences (0: all): a small corpus for tests
     threads: int = 1  # torch threads of this process (start a second process to use a second core)
+    device: str = "cpu"  # where the teacher speaks (cuda: a lent GPU, from a teacher bundle with the corpus's ids)
+    seconds: float = 0.0  # claim no new shard after this many seconds (0: no limit): the corpus is the prefix written
     manifest_out: str = ""  # also copy the manifest here (outputs/recorded/corpus/<name>/manifest.json, committed)
     NAME: ClassVar[str] = "corpus"
 
@@ -70,18 +72,20 @@ def _claim(path: Path) -> bool:
 
 def speak_shard(teacher, items: list, ids: list, seed: int, first: int, defaults: dict) -> tuple[dict, list[str]]:
     """The teacher's phonemes, durations, latents and audio for `items` (corpus_text.CorpusSentence), as the shard's
-    tensors, and their ids."""
+    tensors (on the CPU, wherever the teacher speaks), and their ids."""
     import torch
+    device = next(teacher.parameters()).device
     phon, durs, lat, audio, samp, p_off, f_off = [], [], [], [], [], [0], [0]
     with torch.no_grad():
         for k, x_ids in enumerate(ids):
             yield_point()  # waits while anything on the machine is timed
             s = sampling(seed, first + k, defaults)
             torch.manual_seed(seed * 1_000_003 + first + k)
-            x = torch.tensor([x_ids], dtype=torch.long)
-            o, attn, y_mask, (z, _, _, _) = teacher.infer(x, torch.tensor([len(x_ids)]), noise_scale=s["noise_scale"],
-                                                          length_scale=s["length_scale"],
-                                                          noise_scale_w=s["noise_w"])
+            x = torch.tensor([x_ids], dtype=torch.long, device=device)
+            out = teacher.infer(x, torch.tensor([len(x_ids)], device=device), noise_scale=s["noise_scale"],
+                                length_scale=s["length_scale"], noise_scale_w=s["noise_w"])
+            o, attn, y_mask, (z, _, _, _) = (t.cpu() if torch.is_tensor(t) else tuple(u.cpu() for u in t) for t in out)
+            x = x.cpu()
             d = attn[0, 0].sum(0).round().to(torch.int32)  # frames per phoneme
             phon.append(x[0].to(torch.int32))
             durs.append(d)
@@ -104,20 +108,24 @@ def write(cfg: CorpusRun) -> Path:
     from tqdm.auto import tqdm
 
     from lib.voices import synth as voices
-    from lib.voices.teacher_bundle import sentence_ids, teacher as load_teacher
+    from lib.voices.teacher_bundle import sentence_ids, teacher as load_teacher, voice_inference
     torch.set_num_threads(cfg.threads)
     voices.use_voice(cfg.voice)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     sentences = corpus_text.corpus_sentences(cfg.seed, cfg.templated)[: cfg.limit or None]
-    teacher = load_teacher()
-    defaults = voice_defaults(voices.piper_paths()[1])
+    teacher = load_teacher().to(cfg.device)
+    defaults = voice_defaults(voice_inference())
+    started = time.time()
     n_shards = -(-len(sentences) // cfg.shard_items)
     todo = [k for k in range(n_shards) if not (out / _shard_name(k)).is_file()]
     _LOGGER.info("corpus %s: %d sentences in %d shards, %d to speak (about %.0f min at this CPU's last rate of "
                  "13 h of audio per thread-hour)", out, len(sentences), n_shards, len(todo),
                  len(todo) * cfg.shard_items * 5.0 / 13 / 60)
     for k in tqdm(todo, desc="corpus shards", unit="shard"):
+        if cfg.seconds and time.time() - started > cfg.seconds:
+            _LOGGER.info("corpus: %.0f s spent, no new shard claimed (--seconds %g)", time.time() - started, cfg.seconds)
+            break
         path = out / _shard_name(k)
         if path.is_file() or not _claim(path):
             continue
@@ -146,9 +154,8 @@ def _shard_name(k: int) -> str:
     return f"shard_{k:05d}.safetensors"
 
 
-def voice_defaults(config_path: Path) -> dict:
-    """The voice's own sampling defaults (its .onnx.json `inference` section; piper's where it has none)."""
-    inference = json.loads(Path(config_path).read_text()).get("inference", {})
+def voice_defaults(inference: dict) -> dict:
+    """The voice's own sampling defaults from its .onnx.json `inference` section (piper's where it has none)."""
     return {"noise_scale": float(inference.get("noise_scale", 0.667)),
             "noise_w": float(inference.get("noise_w", 0.8)),
             "length_scale": float(inference.get("length_scale", 1.0))}
@@ -158,7 +165,7 @@ def write_manifest(cfg: CorpusRun, sentences: list, n_shards: int, teacher, defa
     """The manifest of the shards written so far, in order up to the first missing one (a prefix is a corpus):
     families with licences and counts, sentences, hours, seed, sampling, the text's and the shards' hashes."""
     from lib.harness.bench import environment
-    from lib.voices import synth as voices
+    from lib.voices.teacher_bundle import teacher_identity
     out = Path(cfg.out)
     entries = []
     for k in range(n_shards):
@@ -167,19 +174,20 @@ def write_manifest(cfg: CorpusRun, sentences: list, n_shards: int, teacher, defa
             break
         entries.append(json.loads(side.read_text()))
     used = sentences[: sum(e["items"] for e in entries)]
-    model_path = voices.piper_paths()[0]
+    voice = teacher_identity()  # the voice file's, or the one a bundle's weights are a rounding of
     manifest = {
         "name": out.name, "seed": cfg.seed, "complete": len(entries) == n_shards,
-        "voice": {"file": Path(model_path).name, "sha256": file_sha256(Path(model_path))},
+        "voice": {"file": voice["voice"], "sha256": voice["sha256"]},
+        "teacher": getattr(teacher, "onnx_source", None) or voice["voice"],  # a bundle's: its rounded weights
         "sampling": {"defaults": defaults, "spread": SPREAD},
         "families": [{"family": f.value, "licence": f.licence,
                       "sentences": sum(c.family is f for c in used)} for f in corpus_text.Family],
         "sentences": len(used), "hours": round(sum(e["seconds"] for e in entries) / 3600, 4),
         "text_hash": corpus_text.text_hash(sentences),
-        "options": {k: v for k, v in asdict(cfg).items() if k not in ("out", "manifest_out", "voice")},  # no local paths
+        "options": {k: v for k, v in asdict(cfg).items() if k not in ("out", "manifest_out", "voice", "seconds")},  # no local paths
         "hop": int(np.prod(teacher.hparams["upsample_rates"])), "sample_rate": int(teacher.sample_rate),
         "channels": int(teacher.hparams["inter_channels"]), "dtype": "float16", "shards": entries,
-        "environment": environment(cfg.threads),
+        "environment": environment(cfg.threads, device=cfg.device),
     }
     manifest["hash"] = shards_io.summarize(manifest, entries).hash
     path = out / shards_io.MANIFEST

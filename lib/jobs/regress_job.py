@@ -67,6 +67,7 @@ def regress(cfg: Regress) -> None:
     atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
     cfg.record(work, recipe=cfg.recipe_name(), before=before, corpus=summary)
     held_targets = stage_targets(teacher_dec, heldout, keep)
+    teacher_dec.to(cfg.device)  # each batch's stage targets where the student trains
     rng = np.random.default_rng(1234)
     held = [segments(heldout, held_targets, cfg.batch, cfg.frames, rng) for _ in range(2)]
     rec = cfg.recipe(before.get(name, {}).get("steps", 0))  # a packed start: the cosine goes on
@@ -106,6 +107,7 @@ def regress_hybrid(cfg: RegressHybrid) -> None:
     atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
     cfg.record(work, recipe=cfg.recipe_name(), before=before, corpus=summary)
     held_targets = stage_targets(teacher_dec, heldout, keep)
+    teacher_dec.to(cfg.device)  # each batch's stage targets where the student trains
     rng = np.random.default_rng(1234)
     held = [segments(heldout, held_targets, cfg.batch, cfg.frames, rng) for _ in range(2)]
     rec = cfg.recipe(before.get(name, {}).get("steps", 0))
@@ -141,20 +143,27 @@ def _fit(name: str, trainer: Trainer) -> None:
 def regress_flow(cfg: RegressFlow) -> None:
     """The flow student at `--hidden` channels (the half-width flow), fit by regression: the masked L1 between its
     reverse pass and the teacher flow's on the same prior sample (no discriminator acts on a latent), under the
-    regression-first recipe's cosine schedule and EMA, with a held-out loss on list 31's prior samples."""
+    regression-first recipe's cosine schedule and EMA, with a held-out loss on list 31's prior samples. With
+    --corpus its pairs come from the corpus's latents: the teacher flow's forward pass gives each segment's prior
+    sample (the flow is exactly invertible), so hours of corpus cost no memory."""
     work = Path(cfg.work)
     name = f"flow{cfg.hidden}"
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = teacher_bundle.teacher()
-    ids = teacher_bundle.sentence_ids
-    pairs = distill.flow_pairs(teacher, ids(text.harvard_sentences(CORPUS_LISTS)[: cfg.corpus_limit or None]),
-                               noise_scale=cfg.noise_scale, noise_w=cfg.noise_w, draws=cfg.draws)
+    if cfg.corpus:
+        source, _, summary = training_corpus(teacher, cfg)
+        teacher_flow = teacher.flow.to(cfg.device)
+        batch_fn = lambda r: distill.flow_batch_of_latents(teacher_flow, source(cfg.batch, cfg.frames, r)[0])  # noqa: E731
+    else:
+        ids = teacher_bundle.sentence_ids(text.harvard_sentences(CORPUS_LISTS)[: cfg.corpus_limit or None])
+        pairs = distill.flow_pairs(teacher, ids, noise_scale=cfg.noise_scale, noise_w=cfg.noise_w, draws=cfg.draws)
+        batch_fn, summary = lambda r: distill.flow_batch(pairs, cfg.batch, cfg.frames, r), None  # noqa: E731
     held_pairs = flow_heldout(teacher, {"noise_scale": cfg.noise_scale, "noise_w": cfg.noise_w})
     student = parts.fold_weight_norm(distill.flow_student(teacher, cfg.hidden))  # plain weights: the EMA copies them
-    recipe = _start(work, name, student, cfg, "flow", parts.flow_build(teacher, cfg.hidden))
+    recipe = _start(work, name, student, cfg, "flow", parts.flow_build(teacher, cfg.hidden), corpus=summary)
     rng = np.random.default_rng(1234)
     held = [distill.flow_batch(held_pairs, cfg.batch, cfg.frames, rng) for _ in range(2)]
-    _fit(name, Trainer(student, lambda r: distill.flow_batch(pairs, cfg.batch, cfg.frames, r), recipe, work / name,
+    _fit(name, Trainer(student, batch_fn, recipe, work / name,
                        loss_fn=distill.flow_loss, eval_batches=held, device=cfg.device, threads=cfg.threads,
                        progress=None))
 

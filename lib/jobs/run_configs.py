@@ -234,6 +234,7 @@ class Bundle:
     lists: list[int] = field(default_factory=lambda: [*CORPUS_LISTS, *HELDOUT_LISTS])  # Harvard lists whose ids it holds
     dtype: Literal["float16", "float32"] = "float16"
     site: str = ""  # also write piper's training code and a librosa stand-in here (lib.jobs.device_site)
+    corpus_seed: int = 0  # also the ids of the teacher corpus's text of this seed (`tts-lab train corpus --seed`)
     NAME: ClassVar[str] = "bundle"
 
 

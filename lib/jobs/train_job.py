@@ -210,7 +210,11 @@ def main(argv=None) -> None:
 def run(cfg, command: str) -> None:
     """Run one parsed job; a training run registers itself so that it pauses while anything on this machine is timed."""
     if isinstance(cfg, Bundle):
-        _LOGGER.info("bundle written to %s", write_bundle(Path(cfg.out), text.harvard_sentences(cfg.lists), cfg.dtype))
+        sentences = text.harvard_sentences(cfg.lists)
+        if cfg.corpus_seed:  # a corpus the GPU machine speaks itself (corpus_job --device)
+            from lib.data.corpus_text import corpus_sentences
+            sentences += [c.sentence for c in corpus_sentences(cfg.corpus_seed)]
+        _LOGGER.info("bundle written to %s", write_bundle(Path(cfg.out), sentences, cfg.dtype))
         if cfg.site:
             _LOGGER.info("piper's training code and the librosa stand-in written to %s", write_site(Path(cfg.site)))
         return

@@ -112,6 +112,15 @@ def flow_batch(pairs: FlowPairs, batch: int, frames: int, rng):
     return torch.cat(zp), torch.cat(mk), torch.cat(zz)
 
 
+@torch.no_grad()
+def flow_batch_of_latents(teacher_flow, z: torch.Tensor):
+    """(z_p, mask, z) for latent segments `z` [B, C, frames] (zero past an utterance's end): the teacher flow's
+    forward pass gives the prior sample its reverse pass maps back to exactly `z`, on the teacher flow's device."""
+    z = z.to(next(teacher_flow.parameters()).device)
+    mask = (z.abs().sum(1, keepdim=True) > 0).to(z.dtype)
+    return teacher_flow(z, mask, g=None, reverse=False), mask, z
+
+
 def flow_loss(flow, batch):
     """Masked L1 between the student flow's reverse pass and the teacher's output for the same prior sample."""
     z_p, mask, z = batch

@@ -60,8 +60,9 @@ def segments(lat: Latents, targets: StageTargets, batch: int, frames: int, rng: 
 def with_stage_targets(teacher_dec, keep, batch: tuple) -> tuple:
     """A (z, waveform) batch with the teacher's stage outputs on the kept channels appended, computed on the batch's
     own segments (a streamed corpus holds no per-utterance targets; at a segment's edges they see the segment's
-    zero context, as the student does)."""
-    z, y = batch
+    zero context, as the student does), where the teacher's decoder is (a GPU's, on a lent one)."""
+    device = next(teacher_dec.parameters()).device
+    z, y = (t.to(device) for t in batch)
     _, feats = stage_outputs(teacher_dec, z)
     return (z, y, *[f.index_select(1, k) for f, k in zip(feats, keep)])
 

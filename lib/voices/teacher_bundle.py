@@ -40,8 +40,8 @@ def bundle_dir() -> Path | None:
 
 
 def write_bundle(out: Path, sentences, dtype: str = "float16") -> Path:
-    """The shipped voice's weights (cast to `dtype`) and architecture, and the phoneme ids of `sentences`
-    (lib.core.text.Sentence), into `out`; returns it."""
+    """The shipped voice's weights (cast to `dtype`) and architecture, its sampling defaults, and the phoneme ids
+    of `sentences` (lib.core.text.Sentence), into `out`; returns it."""
     import torch
     from safetensors.torch import save_file
     out = Path(out)
@@ -55,6 +55,7 @@ def write_bundle(out: Path, sentences, dtype: str = "float16") -> Path:
                                      "dtype": dtype, "hparams": model.hparams,
                                      "sample_rate": model.sample_rate,
                                      "training_only_keys": list(model.training_only_keys),
+                                     "inference": json.loads(Path(config_path).read_text()).get("inference", {}),
                                      "ids": {s.id: i for s, i in zip(sentences, ids)}})
     return out
 
@@ -87,6 +88,18 @@ def teacher_identity() -> dict:
             return known
         raise BundleError(f"{folder / CONFIG} does not say which voice it holds (write it again with train bundle)")
     return file_identity(voices.piper_paths()[0])
+
+
+def voice_inference() -> dict:
+    """The voice's own sampling defaults (its .onnx.json `inference` section: noise_scale, noise_w, length_scale), the
+    bundle's copy where one is named."""
+    folder = bundle_dir()
+    if folder is None:
+        return json.loads(Path(voices.piper_paths()[1]).read_text()).get("inference", {})
+    config = json.loads((folder / CONFIG).read_text())
+    if "inference" not in config:
+        raise BundleError(f"{folder / CONFIG} has no sampling defaults (write it again with train bundle)")
+    return config["inference"]
 
 
 def sentence_ids(sentences) -> list[list[int]]:
