@@ -152,7 +152,7 @@ def regress_flow(cfg: RegressFlow) -> None:
     teacher = teacher_bundle.teacher()
     if cfg.corpus:
         source, _, summary = training_corpus(teacher, cfg)
-        teacher_flow = teacher.flow.to(cfg.device)
+        teacher_flow = copy.deepcopy(teacher.flow).to(cfg.device)  # the teacher itself stays for the held-out pairs
         batch_fn = lambda r: distill.flow_batch_of_latents(teacher_flow, source(cfg.batch, cfg.frames, r)[0])  # noqa: E731
     else:
         ids = teacher_bundle.sentence_ids(text.harvard_sentences(CORPUS_LISTS)[: cfg.corpus_limit or None])

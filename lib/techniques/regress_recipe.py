@@ -64,7 +64,7 @@ def with_stage_targets(teacher_dec, keep, batch: tuple) -> tuple:
     device = next(teacher_dec.parameters()).device
     z, y = (t.to(device) for t in batch)
     _, feats = stage_outputs(teacher_dec, z)
-    return (z, y, *[f.index_select(1, k) for f, k in zip(feats, keep)])
+    return (z, y, *[f.index_select(1, k.to(device)) for f, k in zip(feats, keep)])
 
 
 def feature_forward(weight: float):

@@ -1,6 +1,6 @@
 """The teacher voice where no voice package is installed (a lent GPU machine, which reaches no registry and takes
-64 MiB from here): piper's PyTorch VITS weights as safetensors beside their architecture, and the phoneme ids of the
-Harvard sentences a run speaks, written here by `write_bundle`. `teacher()` and `sentence_ids()` read the bundle that
+64 MiB from here): piper's PyTorch VITS weights as safetensors beside their architecture and sampling defaults, and
+the phoneme ids of the sentences a run speaks (Harvard lists, a teacher corpus's text), written here by `write_bundle`. `teacher()` and `sentence_ids()` read the bundle that
 `TTS_LAB_TEACHER_BUNDLE` names, else the shipped en_US-joe-medium voice, so a long run's code is the same on both.
 
 The weights travel as float16 (the fp32 voice, 63 MB, does not fit beside the repository): the bundle's teacher differs
@@ -8,6 +8,7 @@ from the voice by that rounding, so a run on it judges itself against a rounded 
 notebook judge its packed student here, against the voice itself."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -20,6 +21,7 @@ from lib.voices.piper_torch import inference_model, load_piper_torch
 
 BUNDLE_ENV = env.TEACHER_BUNDLE.name
 WEIGHTS, CONFIG = "teacher.safetensors", "teacher.json"
+IDS = "ids.json.gz"  # {sentence id: phoneme ids}, compact and gzipped: a corpus's 10,000 sentences in 0.5 MB
 
 
 class BundleError(FileNotFoundError):
@@ -32,7 +34,7 @@ def bundle_dir() -> Path | None:
     if not value:
         return None
     folder = Path(value)
-    for name in (WEIGHTS, CONFIG):
+    for name in (WEIGHTS, CONFIG, IDS):
         if not (folder / name).is_file():
             raise BundleError(f"{BUNDLE_ENV}={value}: {folder / name} is missing (write it with "
                               f"`python -m lib.jobs.train_job bundle --out {value}`)")
@@ -55,8 +57,10 @@ def write_bundle(out: Path, sentences, dtype: str = "float16") -> Path:
                                      "dtype": dtype, "hparams": model.hparams,
                                      "sample_rate": model.sample_rate,
                                      "training_only_keys": list(model.training_only_keys),
-                                     "inference": json.loads(Path(config_path).read_text()).get("inference", {}),
-                                     "ids": {s.id: i for s, i in zip(sentences, ids)}})
+                                     "inference": json.loads(Path(config_path).read_text()).get("inference", {})})
+    tmp = out / (IDS + ".tmp")
+    tmp.write_bytes(gzip.compress(json.dumps({s.id: i for s, i in zip(sentences, ids)}, separators=(",", ":")).encode()))
+    tmp.replace(out / IDS)
     return out
 
 
@@ -108,9 +112,9 @@ def sentence_ids(sentences) -> list[list[int]]:
     folder = bundle_dir()
     if folder is None:
         return voices.PiperFrontend(voices.piper_paths()[1]).sentence_ids(sentences)
-    table = json.loads((folder / CONFIG).read_text())["ids"]
+    table = json.loads(gzip.decompress((folder / IDS).read_bytes()))
     missing = [s.id for s in sentences if s.id not in table]
     if missing:
-        raise BundleError(f"{folder / CONFIG} has no phoneme ids for {len(missing)} sentence(s), e.g. {missing[0]!r}: "
+        raise BundleError(f"{folder / IDS} has no phoneme ids for {len(missing)} sentence(s), e.g. {missing[0]!r}: "
                           f"write the bundle with the lists this run speaks")
     return [table[s.id] for s in sentences]
