@@ -24,6 +24,18 @@ def test_the_held_out_sentences_touch_no_training_list_and_the_splits_are_disjoi
     assert [s.id for s in held[10:]] == [f"h{li:02d}_01" for li in range(1, 11)]
 
 
+def test_a_corpus_trains_on_its_own_harvard_sentences_in_its_order(tmp_path):
+    """With a teacher corpus, the training split is the first twenty of the corpus's Harvard sentences in the
+    corpus's order (the same family as the held-out split), none of them held out."""
+    from lib.data import corpus_text
+    from lib.jobs import corpus_job
+    corpus_job.write(corpus_job.CorpusRun(out=str(tmp_path / "c"), templated=10, seconds=1e-9))  # its text alone
+    split = overfit.split_sentences(str(tmp_path / "c"))
+    order = [c.sentence.id for c in corpus_text.corpus_sentences(49, 10) if c.family is corpus_text.Family.HARVARD]
+    assert [s.id for s in split["train"]] == order[:20]
+    assert not {s.id for s in split["train"]} & {s.id for s in split["heldout"]}
+
+
 def test_the_held_out_clips_of_list_31_are_the_ledgers():
     """The held-out split drawn from the ledger's seed gives the ledger's own teacher latents on list 31."""
     from lib.voices import teacher_bundle

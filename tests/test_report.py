@@ -416,3 +416,28 @@ def test_a_report_whose_baseline_timings_were_all_contended_says_so(tmp_path, mo
     w.write()
     rec = report.recommend(report.load("p", tmp_path)).set_index("goal")
     assert "student" in rec.loc["fastest", "variant"], "a ratio timed in its own run still ranks"
+
+
+def test_the_data_scaling_curve_reads_each_run_at_the_steps_all_share_and_its_last_doubling():
+    """Issue 49's data-scaling curve: every run read at the latest step all of them were packed at (a run packed
+    later too is read there, not at its own last checkpoint), mel from the ledger, each judge as its paired
+    difference to the teacher; the slope is per doubling of corpus hours; a run the ledger lacks is named."""
+    from lib.report import scaling
+    ledger = pd.DataFrame({"run": ["a/s", "b/s", "b/s", "c/s"], "steps": [100, 100, 200, 100],
+                           "corpus_hours": [0.25, 1.0, 1.0, 4.0], "heldout_mel_l1": [0.30, 0.25, 0.10, 0.21]})
+    rng = np.random.default_rng(0)
+    judged = pd.concat([pd.DataFrame({"run": run, "steps": 100, "id": range(10), "metric": "dnsmos_sig",
+                                      "value": 3.0 + d + rng.normal(0, 0.01, 10), "teacher": 3.0})
+                        for run, d in (("a/s", -0.4), ("b/s", -0.3), ("c/s", -0.1))])
+    table = scaling.curve(ledger, judged, ["a/s", "b/s", "c/s"])
+    mel = table[table["metric"] == "heldout_mel_l1"]
+    assert mel["value"].tolist() == [0.30, 0.25, 0.21] and set(table["steps"]) == {100}
+    sig = table[table["metric"] == "dnsmos_sig"].set_index("run")
+    assert sig.loc["c/s", "value"] == pytest.approx(-0.1, abs=0.01) and sig.loc["c/s", "lo"] < -0.1 < sig.loc["c/s", "hi"]
+    assert scaling.last_doubling(table, "dnsmos_sig") == pytest.approx(0.1, abs=0.01)  # +0.2 over two doublings
+    assert scaling.last_doubling(table, "distillmos") is None
+    scaling.plot(table)
+    with pytest.raises(scaling.ScalingError, match="d/s"):
+        scaling.curve(ledger, judged, ["a/s", "d/s"])
+    with pytest.raises(scaling.ScalingError, match="share no packed step"):
+        scaling.curve(ledger.assign(steps=[100, 100, 200, 300]).drop(index=1), judged, ["b/s", "c/s"])

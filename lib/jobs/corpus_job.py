@@ -178,7 +178,7 @@ def write_manifest(cfg: CorpusRun, sentences: list, n_shards: int, teacher, defa
     manifest = {
         "name": out.name, "seed": cfg.seed, "complete": len(entries) == n_shards,
         "voice": {"file": voice["voice"], "sha256": voice["sha256"]},
-        "teacher": getattr(teacher, "onnx_source", None) or voice["voice"],  # a bundle's: its rounded weights
+        "teacher": Path(str(getattr(teacher, "onnx_source", None) or voice["voice"])).name,  # a bundle: its rounding
         "sampling": {"defaults": defaults, "spread": SPREAD},
         "families": [{"family": f.value, "licence": f.licence,
                       "sentences": sum(c.family is f for c in used)} for f in corpus_text.Family],

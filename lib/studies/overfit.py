@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from lib.core import text
+from lib.data import corpus_text
 from lib.core.results import atomic_write_text
 from lib.harness import bench
 from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, LONG_RUN_NOISE, _scorer, corpus_text_of, frontend_audio
@@ -62,9 +63,13 @@ def heldout_sentences() -> list[text.Sentence]:
 
 
 def split_sentences(corpus: str = "") -> dict[str, list[text.Sentence]]:
-    """{'train': training_sentences(), 'heldout': heldout_sentences()}; with a teacher `corpus` folder, its first
-    twenty sentences train (the packs learned from that corpus)."""
-    train = corpus_text_of(Path(corpus))[0][:20] if corpus else training_sentences()
+    """{'train': training_sentences(), 'heldout': heldout_sentences()}; with a teacher `corpus` folder, the first
+    twenty of its Harvard sentences train (the packs learned from that corpus): Harvard sentences on both sides, so
+    the gap measures memorisation, not how much harder the corpus's Factbook and templated sentences are."""
+    if not corpus:
+        return {"train": training_sentences(), "heldout": heldout_sentences()}
+    harvard = {s.id for s in text.harvard_sentences(corpus_text.TRAIN_HARVARD)}
+    train = [s for s in corpus_text_of(Path(corpus))[0] if s.id in harvard][:20]
     return {"train": train, "heldout": heldout_sentences()}
 
 

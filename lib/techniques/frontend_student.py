@@ -76,11 +76,22 @@ def frontend_batch(t: FrontendTargets, batch: int, rng: np.random.Generator | No
             torch.cat([pad(t.logw[i]) for i in pick]))
 
 
-def streamed_batch(model, phoneme_ids: Sequence[list[int]], batch: int, rng: np.random.Generator):
-    """frontend_batch of `batch` sentences drawn from `phoneme_ids`, the teacher's targets computed for them alone:
-    a corpus of ten thousand sentences is never held as targets (their statistics took 7 GB here)."""
-    pick = [phoneme_ids[int(rng.integers(len(phoneme_ids)))] for _ in range(batch)]
-    return frontend_batch(teacher_targets(model, pick), batch, None)
+def streamed_batch(model, phoneme_ids: Sequence[list[int]], batch: int, rng: np.random.Generator, speaker: int = 0):
+    """frontend_batch of `batch` sentences drawn from `phoneme_ids`, the teacher's targets computed for them alone,
+    in one padded pass (its masks keep each sentence's targets its own): a corpus of ten thousand sentences is never
+    held as targets (their statistics took 7 GB here)."""
+    pick = [list(phoneme_ids[int(rng.integers(len(phoneme_ids)))]) for _ in range(batch)]
+    lengths = torch.tensor([len(p) for p in pick])
+    x = torch.stack([nn.functional.pad(torch.tensor(p, dtype=torch.long), (0, int(lengths.max()) - len(p)))
+                     for p in pick])
+    model = model.eval()
+    with torch.no_grad():
+        h, m_p, logs_p, x_mask = model.enc_p(x, lengths)
+        g = (model.emb_g(torch.full((batch,), speaker)).unsqueeze(-1) if getattr(model, "n_speakers", 1) > 1
+             else None)
+        logw = (model.dp(h, x_mask, g=g, reverse=True, noise_scale=0.0) if getattr(model, "use_sdp", True)
+                else model.dp(h, x_mask, g=g))
+    return x, lengths, m_p * x_mask, logs_p * x_mask, logw * x_mask
 
 
 def frontend_loss(student: FrontEnd, batch, duration_weight: float = 1.0) -> torch.Tensor:

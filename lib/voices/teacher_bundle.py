@@ -75,7 +75,7 @@ def teacher():
     model = inference_model(config["hparams"])
     model.load_state_dict({k: v.float() for k, v in load_file(str(folder / WEIGHTS)).items()})
     model.eval()
-    model.onnx_source = f"{folder / WEIGHTS} ({config['dtype']} of {config['source']})"
+    model.onnx_source = f"{WEIGHTS} ({config['dtype']} of {config['source']})"  # no local path: it is recorded
     model.training_only_keys, model.hparams = config["training_only_keys"], config["hparams"]
     model.sample_rate = config["sample_rate"]
     model.voice_identity = config.get("voice_identity")  # the voice the bundle's weights are a rounding of
