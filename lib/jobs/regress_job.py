@@ -38,32 +38,51 @@ def regress(cfg: Regress) -> None:
     STFT, mel and stage-feature losses under a cosine schedule with an EMA; resumes from --work, or from a packed
     part (--init-from) whose config keeps the channel choice. With --adversarial-steps it is the adversarial phase,
     `dec<width>-adv`, which starts from the regression run's pack."""
-    work = Path(cfg.work)
     base = f"dec{cfg.width}-regress"
-    name = cfg.phase_name(base)
+    _pruned_run(cfg, cfg.phase_name(base), "decoder", lambda teacher: parts.decoder_build(teacher, cfg.width),
+                lambda teacher, calib: pruned_student(teacher, cfg.width, calib, refit_zs=calib, ridge=cfg.ridge),
+                feature_forward(WEIGHTS["feature"]), fallback=base)
+
+
+def regress_hybrid(cfg: RegressHybrid) -> None:
+    """The regression-first recipe on the hybrid decoder: its kept stages start from the teacher's, pruned and
+    refitted before the first step (channel_prune.hybrid_student), its head from scratch; spectral terms on the
+    head and the kept stages' outputs against the teacher's; resumes from --work or from a packed part."""
+    _pruned_run(cfg, cfg.part_name(), "hybrid_decoder",
+                lambda teacher: parts.hybrid_build(teacher, cfg.width, cfg.keep_stages, cfg.n_fft),
+                lambda teacher, calib: hybrid_student(teacher, cfg.width, cfg.keep_stages, calib, cfg.n_fft,
+                                                      refit_latents=calib, ridge=cfg.ridge),
+                hybrid_forward(WEIGHTS["spectral"], WEIGHTS["feature"]))
+
+
+def _pruned_run(cfg: Regress | RegressHybrid, name: str, kind: str, build_of, fresh, forward, fallback: str = "") -> None:
+    """What the runs of a decoder that keeps some of the teacher's channels share: the kept channels from local
+    state (keep.json), else from the packed part (--init-from, `fallback`'s for an adversarial phase), else chosen and
+    refitted by `fresh(teacher, calibration latents) -> (student, keep)`; the teacher's outputs on the kept channels
+    as targets (each batch's, where the student trains); the recipe, its RunConfig and the trainer."""
+    work = Path(cfg.work)
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = teacher_bundle.teacher()
     teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
     source, heldout, summary = training_corpus(teacher, cfg)
-    keep_file = work / name / "keep.json"
-    init = cfg.packed_start(name, fallback=base)
-    before = {}
+    build = build_of(teacher)
+    keep_file, init = work / name / "keep.json", cfg.packed_start(name, fallback)
+    before = read_json(work / "run.json", {}).get("before", {})
     if keep_file.exists():  # local state: the trainer loads the weights; a start from packed files stays counted
         keep = [torch.tensor(k) for k in read_json(keep_file)]
-        before = read_json(work / "run.json", {}).get("before", {})
-        student = parts.fold_weight_norm(distill.decoder_student(teacher, cfg.width, "scratch"))
+        student = parts.fold_weight_norm(parts.build_part(kind, build))
     elif init is not None:
-        student, config = load_part(init)
-        keep = [torch.tensor(k) for k in config["keep"]]
-        before = {name: packed_count(config)}
+        student, config = load_part(init, teacher)
+        keep, before = [torch.tensor(k) for k in config["keep"]], {name: packed_count(config)}
         _LOGGER.info("generator initialised from %s (%d steps, %.2f h)", init, before[name]["steps"],
                      before[name]["hours"])
     else:
         rng = np.random.default_rng(7)
         calib = [source(cfg.calib_segments, cfg.calib_frames, rng)[0] for _ in range(cfg.calib_batches)]
         t0 = time.time()
-        student, keep = pruned_student(teacher, cfg.width, calib, refit_zs=calib, ridge=cfg.ridge)
-        _LOGGER.info("channels chosen by activation and refitted by least squares in %.0f s", time.time() - t0)
+        student, keep = fresh(teacher, calib)
+        _LOGGER.info("%s: channels chosen by activation and refitted by least squares in %.0f s", name,
+                     time.time() - t0)
     atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
     cfg.record(work, recipe=cfg.recipe_name(), before=before, corpus=summary)
     held_targets = stage_targets(teacher_dec, heldout, keep)
@@ -71,51 +90,10 @@ def regress(cfg: Regress) -> None:
     rng = np.random.default_rng(1234)
     held = [segments(heldout, held_targets, cfg.batch, cfg.frames, rng) for _ in range(2)]
     rec = cfg.recipe(before.get(name, {}).get("steps", 0))  # a packed start: the cosine goes on
-    cfg.part(name, "decoder", parts.decoder_build(teacher, cfg.width), rec, cfg.recipe_name()).write(work)
+    cfg.part(name, kind, build, rec, cfg.recipe_name()).write(work)
     batch_fn = lambda r: with_stage_targets(teacher_dec, keep, source(cfg.batch, cfg.frames, r))  # noqa: E731
-    _fit(name, Trainer(student, batch_fn, rec, work / name,
-                       forward=feature_forward(WEIGHTS["feature"]), eval_batches=held, device=cfg.device,
+    _fit(name, Trainer(student, batch_fn, rec, work / name, forward=forward, eval_batches=held, device=cfg.device,
                        threads=cfg.threads, progress=None))
-
-
-def regress_hybrid(cfg: RegressHybrid) -> None:
-    """The regression-first recipe on the hybrid decoder: its kept stages start from the teacher's, pruned and
-    refitted before the first step (channel_prune.hybrid_student), its head from scratch; spectral terms on the
-    head and the kept stages' outputs against the teacher's; resumes from --work or from a packed part."""
-    work = Path(cfg.work)
-    name = cfg.part_name()
-    (work / name).mkdir(parents=True, exist_ok=True)
-    teacher = teacher_bundle.teacher()
-    teacher_dec = parts.fold_weight_norm(copy.deepcopy(teacher.dec))
-    source, heldout, summary = training_corpus(teacher, cfg)
-    build = parts.hybrid_build(teacher, cfg.width, cfg.keep_stages, cfg.n_fft)
-    keep_file, init = work / name / "keep.json", cfg.packed_start(name)
-    before = read_json(work / "run.json", {}).get("before", {})
-    if keep_file.exists():  # local state: the trainer loads the weights
-        keep = [torch.tensor(k) for k in read_json(keep_file)]
-        student = parts.fold_weight_norm(parts.build_part("hybrid_decoder", build))
-    elif init is not None:
-        student, config = load_part(init, teacher)
-        keep, before = [torch.tensor(k) for k in config["keep"]], {name: packed_count(config)}
-    else:
-        rng = np.random.default_rng(7)
-        calib = [source(cfg.calib_segments, cfg.calib_frames, rng)[0] for _ in range(cfg.calib_batches)]
-        t0 = time.time()
-        student, keep = hybrid_student(teacher, cfg.width, cfg.keep_stages, calib, cfg.n_fft, refit_latents=calib,
-                                       ridge=cfg.ridge)
-        _LOGGER.info("kept stages chosen by activation and refitted by least squares in %.0f s", time.time() - t0)
-    atomic_write_text(keep_file, json.dumps([k.tolist() for k in keep]))
-    cfg.record(work, recipe=cfg.recipe_name(), before=before, corpus=summary)
-    held_targets = stage_targets(teacher_dec, heldout, keep)
-    teacher_dec.to(cfg.device)  # each batch's stage targets where the student trains
-    rng = np.random.default_rng(1234)
-    held = [segments(heldout, held_targets, cfg.batch, cfg.frames, rng) for _ in range(2)]
-    rec = cfg.recipe(before.get(name, {}).get("steps", 0))
-    cfg.part(name, "hybrid_decoder", build, rec, cfg.recipe_name()).write(work)
-    batch_fn = lambda r: with_stage_targets(teacher_dec, keep, source(cfg.batch, cfg.frames, r))  # noqa: E731
-    _fit(name, Trainer(student, batch_fn, rec, work / name,
-                       forward=hybrid_forward(WEIGHTS["spectral"], WEIGHTS["feature"]), eval_batches=held,
-                       device=cfg.device, threads=cfg.threads, progress=None))
 
 
 def _start(work: Path, name: str, student, cfg: Regression, kind: str, build: dict, fallback: str = "",
