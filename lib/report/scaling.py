@@ -16,6 +16,11 @@ PANELS = {"heldout_mel_l1": "held-out mel L1 (lower is better)", "dnsmos_sig": "
 COLUMNS = ["run", "steps", "corpus_hours", "metric", "value", "lo", "hi", "n"]
 
 
+def empty() -> pd.DataFrame:
+    """A curve with no point (the table a notebook records where the runs are not packed yet)."""
+    return pd.DataFrame(columns=COLUMNS)
+
+
 class ScalingError(ValueError):
     """A run of the curve that the ledger lacks, or whose checkpoints share no step with the others'."""
 
