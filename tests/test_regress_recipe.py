@@ -401,6 +401,20 @@ def test_device_site_stands_in_for_piper_and_librosa_where_neither_is_installed(
     assert np.array_equal(np.load(tmp_path / "m.npy"), librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80))
 
 
+def test_the_wheels_for_a_bare_gpu_machine_are_pinned_to_this_machines_versions(tmp_path):
+    """The wheels a bare GPU machine lacks are asked for at the versions installed here, for its Python and
+    platform, without dependencies; one downloads from the registry as a wheel of that version."""
+    from importlib import metadata
+    from lib.jobs import device_site
+    cmd = device_site.wheel_command(tmp_path)
+    assert cmd[cmd.index("--python-version") + 1] == device_site.GPU_PYTHON and "--no-deps" in cmd
+    pins = [a for a in cmd if "==" in a]
+    assert pins == [f"{n}=={metadata.version(n)}" for n in device_site.BARE_GPU_WHEELS]
+    device_site.write_wheels(tmp_path / "w", names=("docstring-parser",))
+    got = [p.name.split("-")[:2] for p in (tmp_path / "w").glob("*.whl")]
+    assert got == [["docstring_parser", metadata.version("docstring-parser")]]
+
+
 def test_long_runs_plot_has_a_panel_per_part_and_its_legends_outside(tmp_path):
     import matplotlib
     matplotlib.use("Agg")

@@ -235,6 +235,7 @@ class Bundle:
     dtype: Literal["float16", "float32"] = "float16"
     site: str = ""  # also write piper's training code and a librosa stand-in here (lib.jobs.device_site)
     corpus_seed: int = 0  # also the ids of the teacher corpus's text of this seed (`tts-lab train corpus --seed`)
+    wheels: str = ""  # also the wheels a bare GPU machine lacks, at this machine's versions (lib.jobs.device_site)
     NAME: ClassVar[str] = "bundle"
 
 

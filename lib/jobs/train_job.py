@@ -30,7 +30,7 @@ from lib.core import text
 from lib.core.pause import Yielder
 from lib.core.results import atomic_write_json
 from lib.harness import bench
-from lib.jobs.device_site import write_site
+from lib.jobs.device_site import write_site, write_wheels
 from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_hybrid, regress_istft
 from lib.jobs.run_configs import (CONFIG, JOBS, Bundle, JudgePacks, Pack, RegressFlow, RegressFrontend, RegressIstft,
                                   RegressHybrid, Regress, RunConfig, Students)
@@ -217,6 +217,8 @@ def run(cfg, command: str) -> None:
         _LOGGER.info("bundle written to %s", write_bundle(Path(cfg.out), sentences, cfg.dtype))
         if cfg.site:
             _LOGGER.info("piper's training code and the librosa stand-in written to %s", write_site(Path(cfg.site)))
+        if cfg.wheels:
+            _LOGGER.info("wheels for a bare GPU machine written to %s", write_wheels(Path(cfg.wheels)))
         return
     if isinstance(cfg, Pack):
         return pack(cfg)
