@@ -11,6 +11,10 @@ os.environ.setdefault("TTS_LAB_CPU_AS", "avx2")
 # process, 14.5 min in two that spun, 522 s in two that slept; AMD EPYC family 23, AVX2 only).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # numba's on-disk cache of librosa's kernels (pyin's Viterbi, ...) is one folder beside librosa: two workers
+    # writing and reading it at once crashed one (a segfault in librosa.pyin, 2026-11-27); each worker keeps its own
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "tts-lab", "numba",
+                                                          os.environ["PYTEST_XDIST_WORKER"]))
 import lib  # noqa: E402  (applies the kernel caps before torch is imported)
 
 import pytest  # noqa: E402
