@@ -45,23 +45,29 @@ class FrontendTargets:
     logw: list
 
 
+def teacher_outputs(model, x: torch.Tensor, lengths: torch.Tensor, speaker: int = 0):
+    """The teacher's front end on padded phoneme ids `x` [B, T]: (m_p, logs_p, log-durations with noise off, mask),
+    each zero past its sentence's length (the masks keep every sentence's outputs its own)."""
+    model = model.eval()
+    with torch.no_grad():
+        h, m_p, logs_p, x_mask = model.enc_p(x, lengths)
+        g = (model.emb_g(torch.full((x.shape[0],), speaker)).unsqueeze(-1) if getattr(model, "n_speakers", 1) > 1
+             else None)
+        logw = (model.dp(h, x_mask, g=g, reverse=True, noise_scale=0.0) if getattr(model, "use_sdp", True)
+                else model.dp(h, x_mask, g=g))
+    return m_p * x_mask, logs_p * x_mask, logw * x_mask, x_mask
+
+
 def teacher_targets(model, phoneme_ids: Sequence[list[int]], speaker: int = 0) -> FrontendTargets:
     """The teacher's front-end outputs on the given sentences (the training data of the student; no audio needed)."""
     ids_, m_, s_, w_ = [], [], [], []
-    model = model.eval()
-    with torch.no_grad():
-        for ids in phoneme_ids:
-            x = torch.tensor([list(ids)], dtype=torch.long)
-            h, m_p, logs_p, x_mask = model.enc_p(x, torch.tensor([x.shape[1]]))
-            g = model.emb_g(torch.tensor([speaker])).unsqueeze(-1) if getattr(model, "n_speakers", 1) > 1 else None
-            if getattr(model, "use_sdp", True):
-                logw = model.dp(h, x_mask, g=g, reverse=True, noise_scale=0.0)
-            else:
-                logw = model.dp(h, x_mask, g=g)
-            ids_.append(x)
-            m_.append(m_p.clone())
-            s_.append(logs_p.clone())
-            w_.append(logw.clone())
+    for ids in phoneme_ids:
+        x = torch.tensor([list(ids)], dtype=torch.long)
+        m_p, logs_p, logw, _ = teacher_outputs(model, x, torch.tensor([x.shape[1]]), speaker)
+        ids_.append(x)
+        m_.append(m_p)
+        s_.append(logs_p)
+        w_.append(logw)
     return FrontendTargets(ids_, m_, s_, w_)
 
 
@@ -84,14 +90,7 @@ def streamed_batch(model, phoneme_ids: Sequence[list[int]], batch: int, rng: np.
     lengths = torch.tensor([len(p) for p in pick])
     x = torch.stack([nn.functional.pad(torch.tensor(p, dtype=torch.long), (0, int(lengths.max()) - len(p)))
                      for p in pick])
-    model = model.eval()
-    with torch.no_grad():
-        h, m_p, logs_p, x_mask = model.enc_p(x, lengths)
-        g = (model.emb_g(torch.full((batch,), speaker)).unsqueeze(-1) if getattr(model, "n_speakers", 1) > 1
-             else None)
-        logw = (model.dp(h, x_mask, g=g, reverse=True, noise_scale=0.0) if getattr(model, "use_sdp", True)
-                else model.dp(h, x_mask, g=g))
-    return x, lengths, m_p * x_mask, logs_p * x_mask, logw * x_mask
+    return x, lengths, *teacher_outputs(model, x, lengths, speaker)[:3]
 
 
 def frontend_loss(student: FrontEnd, batch, duration_weight: float = 1.0) -> torch.Tensor:
