@@ -28,6 +28,7 @@ _LOGGER = logging.getLogger("tts-lab")
 COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
     "voice": {
         "export": ("lib.cli", "Export", "a packed part or adaptation as a piper voice, spoken once by piper's runtime"),
+        "optimize": ("lib.studies.optimize", "Optimize", "the fastest variant within the quality bounds here, as a piper voice"),
     },
     "speaker": {
         "folder": ("lib.cli", "SpeakerFolder", "write the default target speaker's LJSpeech folder (Kokoro jf_alpha)"),
@@ -59,7 +60,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
     },
 }
 # The names before the groups, kept so that every recorded command still runs.
-ALIASES = {"export": ("voice", "export"), "speaker-folder": ("speaker", "folder"),
+ALIASES = {"export": ("voice", "export"), "optimize": ("voice", "optimize"), "speaker-folder": ("speaker", "folder"),
            "posterior": ("speaker", "posterior"), "adapt-speaker": ("speaker", "adapt"),
            "pack-speaker": ("speaker", "pack"),
            **{name: ("train", name) for name in COMMANDS["train"] if name != "corpus"},
@@ -181,7 +182,7 @@ def run(cmd, command: str = "tts-lab") -> None:
                      result["sample_rate"])
     elif kind in ("StepCosts", "PhaseGap", "HybridTiming"):
         importlib.import_module(type(cmd).__module__).run(cmd)
-    elif kind in ("Overfit", "AlignmentYardstick"):
+    elif kind in ("Overfit", "AlignmentYardstick", "Optimize"):
         importlib.import_module(type(cmd).__module__).run(cmd, command)
     elif kind == "CorpusRun":
         from lib.jobs import corpus_job

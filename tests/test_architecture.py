@@ -2,6 +2,8 @@
 techniques -> runtimes -> harness -> jobs; report reads core only), no cycles, only the harness measures. The rules
 are written once, as import-linter contracts in pyproject.toml ([tool.importlinter]); import-linter counts the
 imports inside functions too, and names the importing module and line of every broken rule."""
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -88,3 +90,22 @@ def test_the_independence_contract_names_every_study():
     studies = {f"lib.studies.{p.stem}" for p in (ROOT / "lib" / "studies").glob("*.py")} - {
         "lib.studies.__init__", "lib.studies.common"}
     assert set(apart["modules"]) == studies
+
+
+def ruff(*paths: str) -> subprocess.CompletedProcess:
+    """ruff with the project's rules ([tool.ruff] in pyproject.toml) on `paths`."""
+    return subprocess.run([sys.executable, "-m", "ruff", "check", "--config", str(ROOT / "pyproject.toml"),
+                           "--no-cache", "--output-format", "concise", *paths], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_ruff_finds_nothing_in_lib_and_tests():
+    """pyflakes' errors (unused or undefined names), syntax errors and lines longer than a reader sees whole."""
+    out = ruff("lib", "tests")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-1000:]
+
+
+def test_ruff_can_fail(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\n\n\ndef f():\n    return undefined_name + " + "1 + " * 40 + "1\n")
+    out = ruff(str(bad))
+    assert out.returncode == 1 and all(code in out.stdout for code in ("F401", "F821", "E501")), out.stdout

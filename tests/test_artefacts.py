@@ -3,7 +3,6 @@
 corrupt file."""
 import json
 
-import numpy as np
 import pytest
 import torch
 

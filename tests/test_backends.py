@@ -1,6 +1,5 @@
 """Back-end probes, explicit-noise export and engines, and the benchmark scenarios."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from lib.core import audio as lab_audio

@@ -9,7 +9,7 @@ import torch
 from lib.voices import parts, piper_torch, synth as voices
 from lib.core import text
 from lib.training import batches
-from lib.techniques import distill, finetune, packs
+from lib.techniques import distill, packs
 from lib.voices.frontend import frontend_of
 from lib.voices.spec import Part, Source, VoiceSpec
 

@@ -64,7 +64,8 @@ def test_lists_and_quoted_run_text_count_as_rendered(frame):
     md = f"Harvard lists {f.number([1, 2, 10], 'd')}: {f.quote('no network (HTTP 503 after 3 tries)')}"
     assert md == "Harvard lists 1, 2, 10: no network (HTTP 503 after 3 tries)"
     assert findings.unbacked(md, f.numbers, findings.Path(".")) == []
-    assert findings.unbacked(md + " and 7 more", f.numbers, findings.Path(".")) == ["7 (Harvard lists 1, 2, 10: no network (HTTP 503 after 3 tries) and 7 more)"]
+    assert findings.unbacked(md + " and 7 more", f.numbers, findings.Path(".")) == [
+        "7 (Harvard lists 1, 2, 10: no network (HTTP 503 after 3 tries) and 7 more)"]
 
 
 def test_numbers_are_read_whole():

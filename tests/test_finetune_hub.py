@@ -8,7 +8,7 @@ import torch
 from lib.core import text
 from lib.core.audio import Audio
 from lib.voices import hub
-from lib.techniques import finetune, speecht5
+from lib.techniques import speecht5
 from lib.harness.judges import Judges
 from lib.jobs import speecht5_bench
 
@@ -84,7 +84,6 @@ def test_speecht5_bad_method_is_named(setup):
 
 
 def test_speecht5_track_runs_end_to_end_on_the_tiny_model(setup, tmp_path, monkeypatch):
-    from lib.harness import evaluate
     from lib.core import results
     tmp, model_dir, proc, examples, xvec = setup
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)

@@ -12,7 +12,6 @@ import pytest
 from lib.core import machine, params, text
 from lib.core.results import ResultWriter
 from lib.runtimes import backends
-from lib.runtimes.spec import EngineSpec
 from lib.studies import hardware
 from lib.voices import synth as voices
 

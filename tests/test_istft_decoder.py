@@ -48,7 +48,6 @@ def test_exported_decoder_runs_alike_in_onnx_runtime_and_openvino(tmp_path):
 
 
 def test_the_training_stack_trains_it(tmp_path):
-    from lib.techniques import finetune
     torch.manual_seed(0)
     target = istft_decoder.FrameRateDecoder(in_channels=8, dim=32, blocks=2).eval()
     zs = [torch.randn(1, 8, 40) for _ in range(4)]

@@ -3,7 +3,6 @@ import json
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import soundfile as sf
 

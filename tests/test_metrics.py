@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.harness import evaluate, metrics
+from lib.harness import metrics
 from lib.harness.judges import make_asr, speaker_similarity
 
 
@@ -100,7 +100,6 @@ def test_dnsmos_speech_vs_noise(sample_clip):
 def test_whisper_base_offline(quiet_voices):
     """Whisper base on three noise-free sentences of the voice: WER at most 0.2 (one word in five). The default
     profile measures about 0.07 on 100 sentences (sampling noise on); a broken model, resampling or normalisation gives 0.5 or more."""
-    from lib.harness import evaluate
     from lib.core import text
     path = metrics.whisper_base_dir()
     assert (path / "model.bin").stat().st_size > 100e6

@@ -72,7 +72,6 @@ def test_bad_yaml_file(tmp_path, monkeypatch):
 
 
 def test_full_profile_names_only_known_hub_models_and_asr():
-    from lib.harness import evaluate
     from lib.voices import hub
     import yaml
     p = yaml.safe_load((params.PARAMS / "full" / "01_baselines.yaml").read_text())

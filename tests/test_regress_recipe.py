@@ -11,7 +11,7 @@ import torch
 from lib.core import text
 from lib.voices import parts, piper_torch, synth as voices
 from lib.training import batches, ledger
-from lib.techniques import channel_prune, distill, finetune, regress_recipe
+from lib.techniques import channel_prune, distill, regress_recipe
 from lib.jobs import run_state, train_job
 
 

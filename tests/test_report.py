@@ -37,7 +37,7 @@ def test_recommend_respects_quality_bounds(tmp_path, monkeypatch):
 
 
 def test_recommend_ranks_speed_within_a_run_and_skips_baselines(tmp_path, monkeypatch):
-    df = _rows(tmp_path, monkeypatch)
+    _rows(tmp_path, monkeypatch)
     w = results.ResultWriter("p", "04_distillation")
     k = dict(model="m", backend="ort-cpu", threads=1)
     w.add_many({"rtf": 0.03, "rtf_ratio": 1.0, "dnsmos_p808": 3.9, "wer": 0.05}, variant="fp32-ort", technique="baseline", **k)

@@ -49,7 +49,8 @@ def test_folder_reads_and_resamples(tmp_path):
     (lambda f: (f / "metadata.csv").write_text("clip0|One.\nclip0|Two.\n"), "line 2: id 'clip0' repeats line 1"),
     (lambda f: (f / "wavs" / "clip1.wav").unlink(), "clip1.wav (metadata.csv line 2): the recording is missing"),
     (lambda f: (f / "wavs" / "clip1.wav").write_bytes(b"not a wav at all"), "clip1.wav (metadata.csv line 2): cannot read"),
-    (lambda f: write_wav(f / "wavs" / "clip0.wav", np.zeros(800, np.float32), 16000), "clip0.wav (metadata.csv line 1): 0.05 s is too short"),
+    (lambda f: write_wav(f / "wavs" / "clip0.wav", np.zeros(800, np.float32), 16000),
+     "clip0.wav (metadata.csv line 1): 0.05 s is too short"),
 ])
 def test_bad_folder_names_file_and_line(tmp_path, damage, named):
     folder = _folder(tmp_path)

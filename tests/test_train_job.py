@@ -22,7 +22,8 @@ def _with(args: list[str], values: dict[str, str]) -> list[str]:
 def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
     common = ["--device", "cpu", "--mixed-precision", "no", "--widths", "64", "--decoder-steps", "2",
               "--adversarial-steps", "1", "--discriminators", "mpd", "--flow-steps", "2", "--recovery-steps", "0",
-              "--batch", "1", "--corpus-limit", "2", "--istft-steps", "2", "--istft-dim", "32", "--istft-blocks", "1", "--checkpoint-every", "2", "--eval-every", "2", "--log-every", "1",
+              "--batch", "1", "--corpus-limit", "2", "--istft-steps", "2", "--istft-dim", "32", "--istft-blocks", "1",
+              "--checkpoint-every", "2", "--eval-every", "2", "--log-every", "1",
               "--threads", "2"]
     train_job.main(["students", "--work", str(tmp_path / "w"), *common])
     assert (tmp_path / "w" / "dec64-prune" / "state" / "model_1.safetensors").exists(), "discriminator state kept"

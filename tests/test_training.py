@@ -287,7 +287,8 @@ def test_a_cheap_discriminator_learns_to_tell_clean_audio_from_noisy_at_the_reci
         opt.step()
         losses.append(float(loss))
     chance = 0.5 * outputs
-    assert np.mean(losses[-10:]) < chance / 2, f"{name}: LSGAN loss {np.mean(losses[-10:]):.3f} after {recipe.steps} steps (chance {chance})"
+    assert np.mean(losses[-10:]) < chance / 2, \
+        f"{name}: LSGAN loss {np.mean(losses[-10:]):.3f} after {recipe.steps} steps (chance {chance})"
 
 
 def test_non_finite_gradients_skip_the_step_and_a_diverged_run_stops_with_finite_weights(tmp_path):

@@ -78,7 +78,8 @@ def _fields(fake: Faker) -> dict[str, str]:
     """One draw of every placeholder the templates use, spoken forms left to the phonemizer (numbers, prices)."""
     job = fake.job().lower()
     return dict(
-        job=job, ajob=("an " if job[0] in "aeiou" else "a ") + job, name=fake.name(), name2=fake.name(), city=fake.city(), city2=fake.city(), country=fake.country(),
+        job=job, ajob=("an " if job[0] in "aeiou" else "a ") + job, name=fake.name(), name2=fake.name(),
+        city=fake.city(), city2=fake.city(), country=fake.country(),
         company=fake.company(), catch=fake.catch_phrase().lower(), bs=fake.bs(),
         street=fake.street_address(), color=fake.safe_color_name(), weekday=fake.date("%A", LATEST),
         month=fake.date("%B", LATEST), day=str(fake.random_int(1, 28)), date=fake.date_object(LATEST).strftime("%B %-d, %Y"),

@@ -15,7 +15,7 @@ from lib.core.machine import PrecisionUnavailable
 from lib.core.results import METRICS, ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, metrics
-from lib.harness.judges import Judges, PendingJudgement, judge
+from lib.harness.judges import Judges, PendingJudgement
 from lib.voices import hub
 from lib.voices.artefacts import save_voice_module
 from lib.voices.synth import PiperOnnxVoice, load_voice, piper_label

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,15 +107,30 @@ def _distillmos():
 def _judge_one(job: tuple[str, str]) -> dict:
     wav, reference_text = job
     audio, sr = read_wav(Path(wav))
+    return _scores(audio, sr)
+
+
+def _scores(audio: np.ndarray, sr: int) -> dict:
+    """Every loaded judge's scores of one clip (the ASR's transcript as `asr_hyp`)."""
     out: dict = {}
     if _WORKER.get("dnsmos") is not None:
         out.update(_WORKER["dnsmos"](audio, sr))
     if _WORKER.get("distillmos") is not None:
         out.update(_WORKER["distillmos"](audio, sr))
     if _WORKER.get("asr") is not None:
-        hyp = _WORKER["asr"].transcribe(audio, sr)
-        out["asr_hyp"] = hyp
+        out["asr_hyp"] = _WORKER["asr"].transcribe(audio, sr)
     return out
+
+
+def judge_seconds(clip: Audio, asr: str | None, dnsmos: bool = True) -> float:
+    """Seconds one process takes to judge `clip` with every judge, their loading not counted: what an estimate of
+    judging scales by (the judges' cost does not follow a voice's RTF)."""
+    if _WORKER.get("key") != (asr, dnsmos, os.getpid()):
+        _init_worker(asr, dnsmos)
+    _scores(clip.samples, clip.sample_rate)  # warm-up: the first call builds the sessions' kernels
+    start = time.perf_counter()
+    _scores(clip.samples, clip.sample_rate)
+    return time.perf_counter() - start
 
 
 @dataclass

@@ -8,7 +8,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from lib.core.results import STREAMING_TIMINGS, fidelity_failure
 from lib.harness import bench, evaluate, metrics
 from lib.harness.bench import Timing
 from lib.harness.metrics import pesq_wb
+
+if TYPE_CHECKING:
+    import pandas as pd  # deferred at run time: the suites import it when they run
 from lib.harness.trackers import Monitor, Watched
 from lib.runtimes.engines import Engine, windows
 from lib.voices import synth as voices
@@ -226,7 +229,8 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
                    **(dict(status="failed", reason=failed) if failed else busy))
     writer.add(metric="chunk_snr_db", value=worst, reference="worst chunk vs whole utterance", n=len(fid), **keys)
     if all("pesq_wb" in r for r in fid):
-        writer.add(metric="chunk_pesq_wb", value=min(r["pesq_wb"] for r in fid), reference="worst chunk vs whole utterance", n=len(fid), **keys)
+        writer.add(metric="chunk_pesq_wb", value=min(r["pesq_wb"] for r in fid),
+                   reference="worst chunk vs whole utterance", n=len(fid), **keys)
     if torch_cuda:
         import torch
         torch.cuda.reset_peak_memory_stats()
@@ -279,7 +283,8 @@ def kokoro_cpu_suite(engines: Sequence[str], texts: Sequence[str], writer, threa
                      fidelity: int = 3, warmup: int = 1, speaker: str = "jf_alpha") -> pd.DataFrame:
     """A second architecture on the CPU engines: Kokoro-82M's shipped int8 ONNX on each of `engines` ('ort-cpu',
     'openvino-cpu'), single stream, timed interleaved on `texts`; the first `fidelity` outputs compared with the
-    first engine's (PESQ, MCD, F0 error: the same file need not give the same audio on another runtime). Time to first audio is recorded absent (the graph returns the whole waveform), and so is the
+    first engine's (PESQ, MCD, F0 error: the same file need not give the same audio on another runtime). Time to first audio is
+    recorded absent (the graph returns the whole waveform), and so is the
     GPU, each with its reason. Returns one row per engine."""
     import pandas as pd
     model = "kokoro-82m"

@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if mode:
                 engine.label += f"-bnb-{mode}"
             t0 = time.perf_counter()
-            throughput += run_suite(engine, queries, ttfa_queries, cfg, writer, model=model_label, technique="bitsandbytes" if mode else "hardware")
+            throughput += run_suite(engine, queries, ttfa_queries, cfg, writer, model=model_label,
+                                    technique="bitsandbytes" if mode else "hardware")
             clips[engine.label] = [engine.synth([ids], seed=i, host_noise=True)[0].astype(np.float16)
                                    for i, ids in enumerate(ttfa_queries[:5])]
             _LOGGER.info("%s: %.0f s", engine.label, time.perf_counter() - t0)

@@ -198,7 +198,8 @@ def regress_istft(cfg: RegressIstft) -> None:
     rng = np.random.default_rng(1234)
     held = [random_segments(heldout, cfg.batch, cfg.frames, rng) for _ in range(2)]
     forward = spectra_forward() if apnet else spectral_forward(WEIGHTS["spectral"])
-    _fit(name, Trainer(student, lambda r: source(cfg.batch, cfg.frames, r), recipe, work / name, forward=forward, eval_batches=held, device=cfg.device, threads=cfg.threads, progress=None))
+    _fit(name, Trainer(student, lambda r: source(cfg.batch, cfg.frames, r), recipe, work / name, forward=forward,
+                           eval_batches=held, device=cfg.device, threads=cfg.threads, progress=None))
 
 
 def apnet_name(name: str) -> str:

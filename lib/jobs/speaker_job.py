@@ -81,7 +81,8 @@ def start(config, work: Path) -> dict:
         changed = sorted(k for k in mine if k in kept and k not in ("work", "out", "threads", "init_from")
                          and kept[k] != mine[k])
         if changed:
-            raise ValueError(f"{path} was written for another run ({', '.join(f'{k}: {kept.get(k)!r} -> {mine[k]!r}' for k in changed[:3])}): "
+            moved = ', '.join(f'{k}: {kept.get(k)!r} -> {mine[k]!r}' for k in changed[:3])
+            raise ValueError(f"{path} was written for another run ({moved}): "
                              "use a fresh --work folder for a different setup")
     atomic_write_json(path, {**mine, "cores": os.cpu_count(), "started": kept.get("started") if path.exists() else
                              datetime.now(timezone.utc).isoformat(timespec="seconds")})
@@ -214,7 +215,8 @@ class SpeakerRun:
     def recipe(self, before: int = 0) -> Recipe:
         """The recipe for the steps left after `before` packed ones (the learning rate goes on from there)."""
         return Recipe.adversarial_tail(max(1, self.steps - before), self.adversarial_steps, lr=self.lr,
-                                       schedule_offset=before, adversarial=self.adversarial_steps > 0, discriminators=tuple(self.discriminators),
+                                       schedule_offset=before, adversarial=self.adversarial_steps > 0,
+                                       discriminators=tuple(self.discriminators),
                       checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every)
 
 

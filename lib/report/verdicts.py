@@ -5,30 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-
-def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = 0.10, max_wer_increase: float = 0.02) -> pd.DataFrame:
-    """One row per variant of a notebook's results: speed, size and quality, and their change against `baseline`
-    (rtf_ratio and size_ratio below 1 are better; dnsmos_drop and wer_increase above 0 are worse)."""
-    ok = df[df["status"] == "ok"]
-    w = ok.pivot_table(index=["variant", "technique", "backend"], columns="metric", values="value", aggfunc="first")
-    w.columns.name = None
-    w = w.reset_index()
-    for col in ("rtf", "rtf_ratio", "size_mb", "dnsmos_p808", "wer"):  # a contended or absent timing leaves NaN, not a crash
-        if col not in w:
-            w[col] = np.nan
-    base = w[w["variant"] == baseline].iloc[0]
-    if "size_mb" in w:
-        w["size_ratio"] = w["size_mb"] / base["size_mb"]
-    if "dnsmos_p808" in w:
-        w["dnsmos_drop"] = base["dnsmos_p808"] - w["dnsmos_p808"]
-    if "wer" in w:
-        w["wer_increase"] = w["wer"] - base["wer"]
-    w["within_quality_bounds"] = (w.get("dnsmos_drop", 0) <= max_dnsmos_drop) & (w.get("wer_increase", 0) <= max_wer_increase)
-    first = ["variant", "technique", "backend", "rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "size_mb",
-             "size_ratio", "dnsmos_p808", "dnsmos_drop", "wer", "wer_increase", "within_quality_bounds", "pesq_wb",
-             "mcd_db", "f0_rmse_cents", "params", "nonzero_params", "peak_rss_mb"]
-    cols = [c for c in first if c in w] + [c for c in w.columns if c not in first]
-    return w[cols].sort_values("rtf_ratio" if "rtf_ratio" in w else "variant").reset_index(drop=True)
+from lib.core.bounds import UNNAMED_SET, deltas, judge, paired, quality_bounds, varied_set  # noqa: F401 (the verdicts' vocabulary)
 
 
 def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsmos_drop: float,
@@ -75,37 +52,6 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
     return {"lines": lines, "met": met}
 
 
-def paired(per_clip: pd.DataFrame, base: str, variant: str, metric: str) -> np.ndarray:
-    """`base` minus `variant` in `metric`, per sentence both spoke (matched by id)."""
-    a = per_clip[per_clip["variant"] == base].groupby("id")[metric].mean()
-    b = per_clip[per_clip["variant"] == variant].groupby("id")[metric].mean()
-    both = a.index.intersection(b.index)
-    return (a[both] - b[both]).to_numpy(dtype=float)
-
-
-def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop: float,
-                   max_wer_increase: float, varied: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each variant's quality bounds against `base`, judged sentence by sentence (`judge` on the paired DNSMOS drop
-    and WER rise): per variant the judgements, `within_quality_bounds` (all met) and `bounds` ('met', 'tied' where
-    no bound is missed but one is inside the noise, else 'missed'). With `varied` (the per-clip table of a second
-    judged set) both bounds are judged there too, and hold only where they hold on both sets."""
-    rows, name = [], varied_set(varied) if varied is not None else ""
-    for v in variants:
-        drop = judge(paired(per_clip, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
-        rise = judge(-paired(per_clip, base, v, "wer"), max_wer_increase, False)
-        row = {"variant": v, "dnsmos_drop_judged": drop, "wer_rise_judged": rise}
-        if varied is not None:
-            row["varied_set"] = name
-            row["dnsmos_drop_varied_judged"] = judge(paired(varied, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
-            row["wer_rise_varied_judged"] = judge(-paired(varied, base, v, "wer"), max_wer_increase, False)
-        words = {j["word"] for k, j in row.items() if k.endswith("_judged")}
-        rows.append({**row, "within_quality_bounds": words == {"met"},
-                     "bounds": "met" if words == {"met"} else ("tied" if words <= {"met", "tie"} else "missed")})
-    columns = ["variant", "dnsmos_drop_judged", "wer_rise_judged"]
-    columns += ["varied_set", "dnsmos_drop_varied_judged", "wer_rise_varied_judged"] if varied is not None else []
-    return pd.DataFrame(rows, columns=columns + ["within_quality_bounds", "bounds"])
-
-
 def varied_candidates(harvard: pd.DataFrame, per_clip: pd.DataFrame, rows: pd.DataFrame, base: str,
                       speed_tiers) -> list[str]:
     """The students a second judged set must judge for the verdicts (issue 49: judging every student on it took most
@@ -122,16 +68,6 @@ def varied_candidates(harvard: pd.DataFrame, per_clip: pd.DataFrame, rows: pd.Da
     return list(dict.fromkeys(keep))
 
 
-UNNAMED_SET = "the varied text"  # a varied judged set whose table does not name it
-
-
-def varied_set(varied: pd.DataFrame) -> str:
-    """The name of a varied judged set, as its per-clip table records it (`judged_set`, rows without one left out);
-    a generic one for a table written before the set was named."""
-    names = sorted(set(varied["judged_set"].dropna())) if "judged_set" in varied else []
-    return " and ".join(names) or UNNAMED_SET
-
-
 def varied_note(judged: pd.DataFrame | None, variant: str) -> str:
     """What the varied judged set says of `variant` (quality_bounds' judgements), as a clause naming the set; ''
     where not judged."""
@@ -144,24 +80,6 @@ def varied_note(judged: pd.DataFrame | None, variant: str) -> str:
         return f" Not judged on {name}."
     return (f" On {name} (n = {rise['n']}): WER increase {rise['mean']:+.3f} [{rise['lo']:+.3f}, {rise['hi']:+.3f}]"
             f" ({rise['word']}), DNSMOS drop {drop['mean']:+.3f} [{drop['lo']:+.3f}, {drop['hi']:+.3f}] ({drop['word']}).")
-
-
-def judge(diffs, bound: float, higher_is_better: bool, seed: int = 0) -> dict:
-    """Per-clip differences against `bound` (e.g. the DNSMOS drop per sentence against 0.10): 'met', 'missed', or
-    'tie' when the 95 % bootstrap interval of their mean (per clip, scipy.stats.bootstrap) holds the bound, with the
-    mean, the interval and n; fewer than 2 finite clips are 'not judged'."""
-    from scipy.stats import bootstrap
-    d = np.asarray([x for x in diffs if np.isfinite(x)], dtype=float)
-    if len(d) < 2:
-        return {"word": "not judged", "mean": np.nan, "lo": np.nan, "hi": np.nan, "n": len(d)}
-    if np.ptp(d) == 0:  # every clip alike: no spread to resample
-        lo = hi = float(d[0])
-    else:
-        ci = bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=2000, random_state=seed).confidence_interval
-        lo, hi = float(ci.low), float(ci.high)
-    good = (np.mean(d) >= bound) if higher_is_better else (np.mean(d) <= bound)
-    word = "tie" if lo <= bound <= hi else ("met" if good else "missed")
-    return {"word": word, "mean": float(np.mean(d)), "lo": lo, "hi": hi, "n": len(d)}
 
 
 def _sampled(j: dict) -> str:

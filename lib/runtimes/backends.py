@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import json
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -46,7 +45,6 @@ def _version(dist: str) -> str | None:
 
 def _tiny_conv_onnx() -> bytes:
     """A one-Conv ONNX model: the cheapest real call a runtime can be probed with."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4, 3)).astype(np.float32), "w")
     node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1])

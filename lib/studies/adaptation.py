@@ -186,7 +186,8 @@ def train_methods(plan: dict, teacher, spk: Speaker, enc_q_pack: Path, work: Pat
         info = json.loads((folders[name] / "config.json").read_text())
         last = curves[name].iloc[-1]
         rows.append({"method": name, "trainable_params": info["trainable_params"],
-                     "adapter_size_mb": sum(bench.size_mb(p) for p in speaker_adapt.shipped_weights(folders[name])), "train_s_per_step": last["seconds"] / last["step"],
+                     "adapter_size_mb": sum(bench.size_mb(p) for p in speaker_adapt.shipped_weights(folders[name])),
+                     "train_s_per_step": last["seconds"] / last["step"],
                      "train_peak_rss_mb": peak, "final_loss": float(curves[name]["loss_g"].tail(FINAL_LOSS_STEPS).mean()),
                      "lora_layers": info["lora_layers"], "nf4_layers": info["nf4_layers"],
                      **{f"validation_{k}": v for k, v in info["judged"].items()}})

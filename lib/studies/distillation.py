@@ -79,7 +79,8 @@ def synthetic_corpus(teacher, frontend, corpus_lists: Sequence[int], heldout_lis
 def decoder_recipe(steps: int, *, lr: float, adversarial_steps: int, discriminators: Sequence[str], eval_every: int,
                    checkpoint_every: int) -> training.Recipe:
     """A decoder student's recipe: mel L1 for all but the last `adversarial_steps` steps, which add the discriminators."""
-    return training.Recipe.adversarial_tail(steps, adversarial_steps, lr=lr, discriminators=tuple(discriminators), eval_every=eval_every, checkpoint_every=checkpoint_every)
+    return training.Recipe.adversarial_tail(steps, adversarial_steps, lr=lr, discriminators=tuple(discriminators),
+                                            eval_every=eval_every, checkpoint_every=checkpoint_every)
 
 
 def train_decoders(teacher, data: Corpus, widths: Sequence[int], decoder_steps: Sequence[int], work: Path, *,

@@ -346,7 +346,8 @@ SCOPES = {"text encoder + duration": ("/enc_p/", "/dp/"), "flow": ("/flow/",), "
 def weight_only_int8(src: Path, dst: Path, op_types: Sequence[str] = ("Conv", "ConvTranspose"), min_size: int = 1024,
                      prefixes: Sequence[str] | None = None) -> Path:
     """Store conv weights as int8 (symmetric, one scale per output channel) behind DequantizeLinear, compute in
-    float; `prefixes` limits it to nodes under those scopes. ONNX Runtime folds the dequantization into float weights when the session starts, so speed is the float
+    float; `prefixes` limits it to nodes under those scopes. ONNX Runtime folds the dequantization into float weights when
+    the session starts, so speed is the float
     model's and only the file shrinks. Written by hand because onnxruntime.quantization quantizes weight-only
     just for MatMul (MatMulNBits), not for convolutions."""
     import onnx

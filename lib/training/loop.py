@@ -113,7 +113,8 @@ class Trainer:
     mel x `mel_weight` (+ MR-STFT x `stft_weight`, waveform L1 x `wave_weight`, complex STFT x `cstft_weight`, APNet's
     amplitude and phase x `amp_weight`/`phase_weight`, and the forward's own weighted terms), and after `warmup_steps`
     the LSGAN and feature-matching terms against fresh discriminators (piper's, or lighter ones). Regression mode
-    (`loss_fn`): `loss_fn(generator, batch) -> loss`, no discriminator (the flow student). `eval_batches` are held-out batches whose mel L1 is logged every `eval_every` steps;
+    (`loss_fn`): `loss_fn(generator, batch) -> loss`, no discriminator (the flow student). `eval_batches` are held-out batches whose
+    mel L1 is logged every `eval_every` steps;
     `eval_fn(generator) -> dict` adds any other held-out figure (PESQ from the harness, say). A `yielder`
     (`pause.Yielder`) makes a long run wait between steps while anything on the machine is timed. `should_stop()`,
     asked at every logged step, ends the run early (checkpointed) when it gives a reason (early stopping).

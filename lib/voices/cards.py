@@ -7,9 +7,11 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from lib.core.bounds import MAX_DNSMOS_DROP
+
 BASE_MODEL = "rhasspy/piper-voices"  # the Hub repository every piper voice ships in; the voice is named in the card
 LICENSE = "mit"
-DNSMOS_BOUND = -0.10  # the study's quality bound on DNSMOS P.808 against the teacher (notebooks 03-05, the report)
+DNSMOS_BOUND = -MAX_DNSMOS_DROP  # the study's quality bound on DNSMOS P.808 against the teacher, as a difference
 
 
 def language_of(voice: str) -> str:
@@ -101,5 +103,43 @@ def adapter_card(*, method: str, kind: str, voice: str, trains: str, frozen: str
 The base is `{voice}` from `{BASE_MODEL}`. Load it with `lib.load_adapted_voice(teacher, folder)` (an adapter merged
 through PEFT, with `lib.techniques.lora_conv`'s layers registered), or make it a piper voice with
 `tts-lab voice export --pack <folder> --out <dir>`.
+"""
+    return ModelCard(text)
+
+
+def voice_card(*, name: str, variant: str, technique: str, teacher: dict, row: dict, objective: str, cpu: str,
+               sentences: int, asr: str, bounds: dict) -> ModelCard:
+    """The card of a voice `tts-lab voice optimize` shipped: how much faster and smaller than the voice it was made
+    from on the machine that measured it, and its quality deltas with their intervals, as eval_results."""
+    voice = teacher.get("voice", "unknown voice")
+    dataset = f"Harvard sentences, lists 1-3 (first {sentences}; no training step saw them)"
+    figures = {m: row.get(m) for m in ("rtf_ratio", "size_ratio", "dnsmos_drop", "wer_increase")}
+    results = [EvalResult(task_type="text-to-speech", dataset_type="harvard-sentences", dataset_name=dataset,
+                          metric_type=m, metric_value=round(float(v), 4)) for m, v in figures.items()
+               if v is not None and v == v]
+    data = ModelCardData(base_model=BASE_MODEL, base_model_relation="quantized" if "int8" in technique else "finetune",
+                         pipeline_tag="text-to-speech", language=[language_of(voice)], license=LICENSE,
+                         library_name="onnx", tags=["piper", "vits", "onnx", technique], model_name=name,
+                         eval_results=results or None)
+
+    def interval(stem: str) -> str:
+        return f"[{row.get(f'{stem}_lo', float('nan')):+.3f}, {row.get(f'{stem}_hi', float('nan')):+.3f}]"
+    text = f"""---
+{data.to_yaml()}
+---
+# {name}
+
+Within its quality bounds against `{voice}` on every judged sentence ({sentences}; 95 % intervals):
+
+- **DNSMOS P.808 drop**: {row['dnsmos_drop']:+.3f} {interval('dnsmos_drop')} (bound {bounds['max_dnsmos_drop']:.2f})
+- **WER increase**: {row['wer_increase']:+.3f} {interval('wer_rise')} (bound {bounds['max_wer_increase']:.2f}; ASR {asr})
+- **made by**: {technique} (`{variant}`), the {objective} candidate within the bounds
+- **speed**: RTF {row['rtf_ratio']:.3f} of the voice's ({1 / row['rtf_ratio']:.2f}x its speed), ONNX Runtime, timed interleaved with it
+  on {cpu}; another machine's ratio may differ
+- **size**: {row['size_ratio']:.3f} of the voice's file
+- **from**: `{voice}` (sha256 `{teacher.get('sha256', '')[:16]}...`) of `{BASE_MODEL}`
+
+Speak it with piper's runtime: `piper -m {name}.onnx -f out.wav`. Made with `tts-lab voice optimize`;
+`results.csv` and `candidates.csv` beside it hold every candidate's figures.
 """
     return ModelCard(text)

@@ -1,6 +1,7 @@
 """The teacher voice where no voice package is installed (a lent GPU machine, which reaches no registry and takes
 64 MiB from here): piper's PyTorch VITS weights as safetensors beside their architecture and sampling defaults, and
-the phoneme ids of the sentences a run speaks (Harvard lists, a teacher corpus's text), written here by `write_bundle`. `teacher()` and `sentence_ids()` read the bundle that
+the phoneme ids of the sentences a run speaks (Harvard lists, a teacher corpus's text), written here by `write_bundle`.
+`teacher()` and `sentence_ids()` read the bundle that
 `TTS_LAB_TEACHER_BUNDLE` names, else the shipped en_US-joe-medium voice, so a long run's code is the same on both.
 
 The weights travel as float16 (the fp32 voice, 63 MB, does not fit beside the repository): the bundle's teacher differs

@@ -1,0 +1,274 @@
+"""`tts-lab voice optimize`: the fastest (or smallest) variant of a piper voice that stays within the study's
+quality bounds on this machine, written as one piper voice with its card and the results it was chosen by.
+
+The candidates are ONNX Runtime's int8 conversions of the voice's file and the committed student packs trained
+from this voice (each in the voice in place of its part, and the whole student voices they make together). Each is
+timed interleaved with the voice itself (the harness, one thread) and judged noise-free on held-out sentences by
+DNSMOS, Distill-MOS and Whisper; a candidate is within the bounds only where each bound is met sentence by sentence
+(lib.core.bounds). Where none beats the voice within them, nothing is shipped and the run says so.
+
+    tts-lab voice optimize --out /tmp/fast           # the lab's voice
+    tts-lab voice optimize --voice my/en_GB-alba-medium.onnx --objective size --out /tmp/small
+    piper -m /tmp/fast/<name>.onnx -f out.wav <<< "The birch canoe slid on the smooth planks."
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+
+from lib.core import bounds, machine, text
+from lib.core.results import ResultWriter, atomic_write_json, atomic_write_text
+from lib.harness import bench, evaluate
+from lib.harness.judges import Judges, judge_seconds, worker_count
+from lib.techniques import compress, export, packs
+from lib.voices import cards, piper_torch, synth as voices
+from lib.voices.artefacts import file_identity
+from lib.voices.spec import VoiceSpec
+
+_LOGGER = logging.getLogger(__name__)
+
+JUDGED_LISTS = (1, 2, 3)  # held-out Harvard lists: no training step or checkpoint choice touched them
+CALIBRATION_LISTS = (11,)  # the static int8 conversions' calibration text (the students' corpus lists, never judged)
+COMPRESSIONS = ("ort-qdq-int8-flow", "ort-dynamic-int8-matmul", "ort-weight-int8-all", "ort-qdq-int8-all")
+PACKS = ("istftcorpusadv/istft192x6-adv", "reg128corpus/dec128-regress", "hybrid96corpus/hybrid96s2f16-regress",
+         "flow96corpus/flow96", "fe96varied/fe96-varied")  # the study's best packs of each part (notebook 04)
+BUILD_S = {"pack": 15.0, "ort-qdq": 45.0, "other": 5.0}  # rough seconds to export or convert one candidate (2 cores)
+
+
+@dataclass
+class Optimize:
+    """The fastest variant of a piper voice within the quality bounds on this machine (or the smallest, with
+    --objective size), written as <out>/<lang>-<name>_<variant>-<quality>.onnx + .onnx.json with a model card
+    (README.md) and results.csv; nothing is written as a voice where no candidate beats the voice within them."""
+    NAME: ClassVar[str] = "optimize"
+    out: str  # the folder the voice, its card, results.csv and optimize.json go to
+    voice: str = ""  # a piper .onnx with its .onnx.json beside it ('': the lab's voice, en_US-joe-medium)
+    objective: Literal["speed", "size"] = "speed"  # what "best" means among the candidates within the bounds
+    compressions: tuple[str, ...] = COMPRESSIONS  # ONNX Runtime int8 conversions tried (names as notebook 03's)
+    packs: tuple[str, ...] = PACKS  # committed packs (training/<work>/<run>): each, and their whole voices; another voice's skipped
+    sentences: int = 10  # held-out sentences (Harvard lists 1-3) each candidate speaks noise-free and is judged on
+    max_dnsmos_drop: float = bounds.MAX_DNSMOS_DROP  # DNSMOS P.808 bound against the voice, per sentence
+    max_wer_increase: float = bounds.MAX_WER_INCREASE  # WER bound against the voice, per sentence
+    asr: str = "whisper-base"  # the ASR judge of WER: whisper-base (offline) or pocketsphinx (cheaper)
+    threads: int = 1  # threads each candidate is timed on
+    workers: int = 2  # judge processes, one thread each
+    repeats: int = 3  # timed passes over the sentences (interleaved across candidates)
+    budget_minutes: float = 15.0  # candidates past this estimate are dropped, last first (0: no limit)
+
+
+@dataclass
+class Candidate:
+    """One way to make the voice cheaper: `make(work)` builds its ONNX file (piper's interface) and returns it."""
+    name: str
+    technique: str
+    make: Callable[[Path], Path]
+    cost: str  # its key in BUILD_S
+
+
+def compression_candidates(names, onnx: Path, calibration) -> list[Candidate]:
+    """The ONNX Runtime int8 conversions in `names`; ValueError naming one it does not know."""
+    def qdq_flow(work: Path) -> Path:  # the flow alone in int8 (notebook 03's least sensitive group on every CPU so far)
+        keep_float = [n for group, prefixes in compress.SCOPES.items() if group != "flow"
+                      for n in compress.node_names(onnx, prefixes=list(prefixes))]
+        return compress.ort_quantize_static(onnx, work / "qdq_flow.onnx", calibration, nodes_to_exclude=keep_float)
+
+    known = {
+        "ort-qdq-int8-flow": ("ort static int8", qdq_flow, "ort-qdq"),
+        "ort-qdq-int8-all": ("ort static int8", lambda w: compress.ort_quantize_static(onnx, w / "qdq_all.onnx",
+                                                                                       calibration), "ort-qdq"),
+        "ort-dynamic-int8-matmul": ("ort dynamic int8", lambda w: compress.ort_quantize_dynamic(
+            onnx, w / "dyn_matmul.onnx", ("MatMul",)), "other"),
+        "ort-weight-int8-all": ("weight-only int8", lambda w: compress.weight_only_int8(onnx, w / "w8_all.onnx"),
+                                "other"),
+    }
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"--compressions: {unknown} unknown; choose from {sorted(known)}")
+    return [Candidate(n, *known[n]) for n in names]
+
+
+def pack_candidates(teacher, runs, config: Path, writer: ResultWriter, model: str) -> list[Candidate]:
+    """Each pack of `runs` in the voice, and the whole student voices they make (lib.techniques.packs); a pack that
+    cannot be loaded or was trained from another voice becomes absent rows naming why."""
+    if not runs:
+        return []
+    long, absent, info, specs = packs.one_part_voices(teacher, runs)
+    whole, whole_specs = packs.whole_voices(long, info, specs)
+    for name, reason in absent.items():
+        _LOGGER.warning("skipped %s: %s", name, reason)
+        writer.absent(model=model, variant=name, metrics=["rtf_ratio", "dnsmos_p808"], technique="distillation",
+                      backend="ort-cpu", reason=reason)
+    built, all_specs = {**whole, **long}, {**whole_specs, **specs}  # whole voices first: the likelier picks
+
+    def exporter(name: str) -> Callable[[Path], Path]:
+        return lambda work: export.export_voice(built[name], work / all_specs[name].folder, config,
+                                                speaker_id=voices.default_speaker())
+    return [Candidate(all_specs[n].on("ort-cpu").name, "distillation", exporter(n), "pack") for n in built]
+
+
+def estimate_s(candidates: list[Candidate], sentences: int, audio_s: float, rtf: float, judge_rate: float,
+               workers: int, repeats: int) -> list[float]:
+    """Seconds each candidate will take here: building it, speaking the sentences to be judged and timed (at the
+    voice's own RTF, an upper bound for a student) and judging them (`judge_rate`: judge seconds per second of
+    audio, shared by `workers` processes)."""
+    speak = sentences * audio_s * rtf * (1 + 1 + repeats)  # judged pass, warm-up and timed passes
+    judge = sentences * audio_s * judge_rate / max(1, workers)
+    return [BUILD_S[c.cost] + speak + judge for c in candidates]
+
+
+def within_budget(candidates: list[Candidate], seconds: list[float], base_s: float, budget_s: float) -> list[Candidate]:
+    """The leading candidates whose estimated seconds, with the voice's own `base_s`, fit `budget_s` (0: all)."""
+    if budget_s <= 0:
+        return candidates
+    total, kept = base_s, []
+    for c, s in zip(candidates, seconds):
+        if total + s > budget_s:
+            break
+        kept.append(c)
+        total += s
+    return kept
+
+
+def choose(table: pd.DataFrame, judged: pd.DataFrame, objective: str) -> pd.Series | None:
+    """The candidate the objective ranks first among those that meet every bound sentence by sentence (`judged`,
+    bounds.quality_bounds) and beat the voice (`rtf_ratio`, or `size_ratio` for size, below 1); None where none."""
+    column = {"speed": "rtf_ratio", "size": "size_ratio"}[objective]
+    ok = set(judged.loc[judged["bounds"] == "met", "variant"])
+    rows = table[table["variant"].isin(ok) & (table[column] < 1.0)] if column in table else table[:0]
+    return None if rows.empty else rows.sort_values(column).iloc[0]
+
+
+def piper_name(voice_file: Path, variant: str) -> str:
+    """The variant as piper names voices, `<lang>-<name>-<quality>`: its name joined to the voice's name
+    (en_US-joe-medium + ort-qdq-int8-flow -> en_US-joe_ort_qdq_int8_flow-medium)."""
+    stem = voice_file.name.removesuffix(".onnx")
+    slug = re.sub(r"[^a-z0-9]+", "_", variant.lower().removesuffix("-ort")).strip("_")
+    lang, _, rest = stem.partition("-")
+    name, _, quality = rest.rpartition("-")
+    return f"{lang}-{name}_{slug}-{quality}" if name and quality else f"{stem}_{slug}"
+
+
+def calibrate(voice_onnx: Path, asr: str, threads: int) -> dict:
+    """The voice's RTF here on ONNX Runtime and the judges' seconds per second of audio, from one held-out sentence."""
+    voice = voices.load_voice(model_path=str(voice_onnx), threads=threads)
+    sentence = text.harvard_sentences(list(JUDGED_LISTS))[0].text
+    voice.synthesize(sentence)  # warm-up
+    start = time.perf_counter()
+    clip = voice.synthesize(sentence)
+    rtf = (time.perf_counter() - start) / clip.duration
+    return {"rtf": rtf, "audio_s": clip.duration, "judge_rate": judge_seconds(clip, asr) / clip.duration}
+
+
+def run(cfg: Optimize, command: str = "") -> dict:
+    """Build, time and judge the candidates, pick one, and write it with its card; returns optimize.json's content."""
+    voices.use_voice(cfg.voice)
+    onnx, config = voices.piper_paths()
+    model, label = voices.piper_label(), onnx.name.removesuffix(".onnx")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = ResultWriter("optimize", label)  # outputs/optimize/<voice>/: the run's record, clips and env
+    work = writer.dir / "candidates"
+    work.mkdir(parents=True, exist_ok=True)
+    teacher = piper_torch.load_piper_torch(onnx)
+    frontend = voices.PiperFrontend(config)
+    sentences = text.harvard_sentences(list(JUDGED_LISTS))[: cfg.sentences]
+    calibration = frontend.sentence_ids(text.harvard_sentences(list(CALIBRATION_LISTS))[:8])
+    candidates = (compression_candidates(cfg.compressions, onnx, calibration)
+                  + pack_candidates(teacher, cfg.packs, config, writer, model))
+    cal = calibrate(onnx, cfg.asr, cfg.threads)
+    workers = worker_count(cfg.workers)
+    seconds = estimate_s(candidates, len(sentences), cal["audio_s"], cal["rtf"], cal["judge_rate"], workers, cfg.repeats)
+    base_s = estimate_s([Candidate("", "", lambda w: w, "other")], len(sentences), cal["audio_s"], cal["rtf"],
+                        cal["judge_rate"], workers, cfg.repeats)[0]
+    kept = within_budget(candidates, seconds, base_s, cfg.budget_minutes * 60)
+    _LOGGER.info("estimate: about %.1f minutes for %d candidate(s) of %s on this %s (%s; RTF %.3f, judges %.2f s per "
+                 "second of audio)%s", (base_s + sum(seconds[: len(kept)])) / 60, len(kept), label, machine.cpu_model(),
+                 machine.feature_line(), cal["rtf"], cal["judge_rate"],
+                 f"; dropped to fit {cfg.budget_minutes:g} minutes: {', '.join(c.name for c in candidates[len(kept):])}"
+                 if len(kept) < len(candidates) else "")
+    base = VoiceSpec(backend="ort-cpu").name
+    variants = [evaluate.onnx_variant(base, "baseline", onnx, parent="")]
+    for c in voices.progress(kept, "building candidates"):
+        try:
+            variants.append(evaluate.onnx_variant(c.name, c.technique, c.make(work), parent=base))
+        except Exception as exc:  # one candidate that cannot be built must not cost the others
+            _LOGGER.warning("could not build %s: %s: %s", c.name, type(exc).__name__, exc)
+            writer.absent(model=model, variant=c.name, metrics=["rtf_ratio", "dnsmos_p808"], technique=c.technique,
+                          backend="ort-cpu", reason=f"could not be built: {type(exc).__name__}: {exc}")
+    judges = Judges(asr=cfg.asr, workers=workers, cache_path=writer.dir.parent / "judge_cache.sqlite")
+    settings = json.loads(config.read_text()).get("inference", {})
+    per_clip, _ = evaluate.evaluate_variants(
+        variants, sentences, judges, writer, model=model, baseline=base, threads=cfg.threads, paired=True,
+        settings={k: settings[k] for k in ("noise_scale", "noise_w", "length_scale") if k in settings},
+        speed_sentences=len(sentences), repeats=cfg.repeats, memory=False)
+    table = bounds.deltas(writer.frame(), base, cfg.max_dnsmos_drop, cfg.max_wer_increase)
+    names = [v.name for v in variants if v.name != base]
+    judged = bounds.quality_bounds(per_clip, base, names, cfg.max_dnsmos_drop, cfg.max_wer_increase)
+    summary = candidates_table(table, judged)
+    writer.scalars.update(config={k: v for k, v in vars(cfg).items()}, command=command)
+    record = writer.write(bench.environment(threads=cfg.threads), extra_tables={"per_clip": per_clip, "candidates": summary})
+    pick = choose(table, judged, cfg.objective)
+    result = ship(pick, summary, variants, onnx, config, out, cfg, record)
+    _LOGGER.info("%s\n%s", result["verdict"], summary.round(3).to_string(index=False))
+    return result
+
+
+def candidates_table(table: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate: speed and size against the voice, the quality deltas with their intervals and words."""
+    cols = [c for c in ("variant", "technique", "rtf_ratio", "size_ratio", "dnsmos_p808", "dnsmos_drop", "wer",
+                        "wer_increase") if c in table]
+    rows = table[cols].merge(judged, on="variant", how="left")
+    for key in ("dnsmos_drop_judged", "wer_rise_judged"):
+        if key in rows:
+            stem = key.removesuffix("_judged")
+            rows[f"{stem}_lo"] = [j["lo"] if isinstance(j, dict) else np.nan for j in rows[key]]
+            rows[f"{stem}_hi"] = [j["hi"] if isinstance(j, dict) else np.nan for j in rows[key]]
+            rows[f"{stem}_word"] = [j["word"] if isinstance(j, dict) else "" for j in rows[key]]
+            rows = rows.drop(columns=key)
+    return rows.sort_values("rtf_ratio" if "rtf_ratio" in rows else "variant").reset_index(drop=True)
+
+
+def ship(pick: pd.Series | None, summary: pd.DataFrame, variants, onnx: Path, config: Path, out: Path,
+         cfg: Optimize, record: Path) -> dict:
+    """Write the chosen variant as a piper voice with its card beside results.csv and optimize.json; where there is
+    no pick, only the results and the verdict (and any voice an earlier run left in `out` is removed)."""
+    for old in out.glob("*.onnx*"):
+        old.unlink()
+    shutil.copyfile(record / "results.csv", out / "results.csv")
+    atomic_write_text(out / "candidates.csv", summary.to_csv(index=False))
+    cpu = f"{machine.cpu_model()} ({machine.feature_line()}), {cfg.threads} thread(s)"
+    goal = "fastest" if cfg.objective == "speed" else "smallest"
+    result = {"objective": cfg.objective, "cpu": cpu, "record": str(record.relative_to(record.parents[2])), "bounds": {
+        "max_dnsmos_drop": cfg.max_dnsmos_drop, "max_wer_increase": cfg.max_wer_increase}, "voice": None}
+    if pick is None:
+        result["verdict"] = (f"No candidate beats {onnx.name} within the quality bounds on this machine ({cpu}): "
+                             "nothing shipped; candidates.csv says by how much each misses.")
+        atomic_write_text(out / "README.md", f"# No voice shipped\n\n{result['verdict']}\n")
+        atomic_write_json(out / "optimize.json", result)
+        return result
+    name = piper_name(onnx, pick["variant"])
+    source = next(v.artefact for v in variants if v.name == pick["variant"])
+    target = out / f"{name}.onnx"
+    shutil.copyfile(source, target)
+    shutil.copyfile(config, Path(f"{target}.json"))
+    spoke = export.piper_runtime_check(target)
+    row = summary.set_index("variant").loc[pick["variant"]]
+    card = cards.voice_card(name=name, variant=pick["variant"], technique=str(pick["technique"]),
+                            teacher=file_identity(onnx), row=row.to_dict(), objective=goal, cpu=cpu,
+                            sentences=cfg.sentences, asr=cfg.asr, bounds=result["bounds"])
+    card.save(out / "README.md")
+    result.update(voice=target.name, variant=pick["variant"], piper_runtime=spoke,
+                  verdict=(f"Shipped {target.name}: the {goal} candidate within the quality bounds, "
+                           f"{1 / pick['rtf_ratio']:.2f}x the speed of {onnx.name} and {1 / pick['size_ratio']:.2f}x "
+                           f"smaller, on this {cpu}."))
+    atomic_write_json(out / "optimize.json", result)
+    return result
