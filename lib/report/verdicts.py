@@ -173,13 +173,18 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
     return {"lines": lines, "met": met}
 
 
+FULL_METHODS = ("full", "full-acoustic")  # what a LoRA's gain is measured against, in this order
+
+
 def runs_adaptation_lines(table, secs_clips: pd.DataFrame, runs: pd.DataFrame, suffix: str, **bounds) -> list[str]:
     """adaptation_verdict's full and LoRA lines on other runs' packs (variants ending in `suffix`, the LoRA against
-    `full<suffix>`), each prefixed with what the packs trained (`runs`: method, steps, machine_hours, device);
+    `full<suffix>`, else `full-acoustic<suffix>`), each prefixed with what the packs trained (`runs`: method, steps, machine_hours, device);
     none when `runs` is empty. `bounds`: adaptation_verdict's other keywords."""
     if not len(runs):
         return []
-    v = adaptation_verdict(table, secs_clips, full="full" + suffix, runs=suffix, **bounds)
+    spoke = set(secs_clips["variant"])
+    full = next((m + suffix for m in FULL_METHODS if m + suffix in spoke), "full" + suffix)
+    v = adaptation_verdict(table, secs_clips, full=full, runs=suffix, **bounds)
     budget = "; ".join(f"{r.method} {int(r.steps):,} steps, {r.machine_hours:.2f} machine-hours on the {r.device}"
                        for r in runs.itertuples())
     return [f"Long runs ({budget}): {line}" for line in v["lines"]]

@@ -222,7 +222,8 @@ def long_run_adaptations(teacher, runs: Sequence[str], root: Path = RECORDED / "
     table = pd.DataFrame(rows, columns=["method", "trainable_params", "steps", "machine_hours", "device"] +
                          sorted({k for r in rows for k in r if k.startswith("validation_")}))
     table["trainable_pct_of_voice"] = 100 * table["trainable_params"] / voice_params(teacher)
-    full = table.set_index("method")["trainable_params"].get(f"full@{LONG_RUN}", np.nan)
+    params = table.set_index("method")["trainable_params"]
+    full = next((params[f"{m}@{LONG_RUN}"] for m in ("full", "full-acoustic") if f"{m}@{LONG_RUN}" in params), np.nan)
     table["trainable_pct_of_full"] = 100 * table["trainable_params"] / full
     return found, absent, table
 

@@ -24,6 +24,7 @@ from typing import Callable, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from lib.core import bounds, machine, text
 from lib.core.results import ResultWriter, atomic_write_json, atomic_write_text
@@ -197,7 +198,7 @@ def run(cfg: Optimize, command: str = "") -> dict:
                  if len(kept) < len(candidates) else "")
     base = VoiceSpec(backend="ort-cpu").name
     variants = [evaluate.onnx_variant(base, "baseline", onnx, parent="")]
-    for c in voices.progress(kept, "building candidates"):
+    for c in tqdm(kept, desc="building candidates", unit="candidate"):
         try:
             variants.append(evaluate.onnx_variant(c.name, c.technique, c.make(work), parent=base))
         except Exception as exc:  # one candidate that cannot be built must not cost the others
