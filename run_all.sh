@@ -26,7 +26,11 @@ if [ ! -d "$PARAMS/$PROFILE" ]; then
   exit 2
 fi
 mkdir -p "$NBOUT"
-export PYTHONWARNINGS=ignore
+# Everything the run prints also goes to its log beside the notebooks (appended, each run under a header line).
+exec > >(tee -a "$OUT/run.log") 2>&1
+echo "== $(date -u +%FT%TZ) $0 $PROFILE${PICK[*]:+ ${PICK[*]}} at $(git rev-parse --short HEAD 2>/dev/null || echo 'no git')"
+# Library warnings the lab knows to be noise are silenced by name (lib/core/quiet.py); any other one shows.
+PYTHONWARNINGS="$("$PY" -c 'from lib.core.quiet import pythonwarnings; print(pythonwarnings())')" && export PYTHONWARNINGS
 # executed notebooks keep a few progress lines, not hundreds: a bar shows once its loop has run 5 s, then at most
 # every 30 s, so a slower CPU adds at most two lines per bar and minute (the terminal shows papermill's own bar)
 export TQDM_DELAY="${TQDM_DELAY:-5}" TQDM_MININTERVAL="${TQDM_MININTERVAL:-30}"

@@ -41,9 +41,32 @@ def test_piper_name_keeps_lang_name_quality():
 
 
 def test_budget_drops_the_last_candidates_first():
-    cands = [optimize.Candidate(n, "t", lambda w: w, "other") for n in "abc"]
+    cands = [optimize.Candidate(n, "t", lambda w: w, 5.0) for n in "abc"]
     assert [c.name for c in optimize.within_budget(cands, [10, 10, 10], 5, 26)] == ["a", "b"]
     assert len(optimize.within_budget(cands, [10, 10, 10], 5, 0)) == 3
+
+
+def test_choose_never_picks_a_contended_timing():
+    table, judged = _table()
+    assert optimize.choose(table.assign(rtf_ratio=np.nan), judged, "speed") is None
+    assert optimize.times(np.nan) == "(not measured)" and optimize.times(0.5) == "2.00x"
+
+
+def test_out_must_be_a_folder_optimize_owns(tmp_path):
+    voice = tmp_path / "voices" / "en_US-joe-medium.onnx"
+    voice.parent.mkdir()
+    voice.write_bytes(b"onnx")
+    with pytest.raises(ValueError, match="holds the voice itself"):
+        optimize.check_out(voice.parent, voice)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "optimize.json").write_text(json.dumps({"voice": "en_US-joe_x-medium.onnx"}))
+    (out / "en_US-joe_x-medium.onnx").write_bytes(b"an earlier run's voice")
+    optimize.check_out(out, voice)  # an earlier run's folder: its files are the run's to replace
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt"):
+        optimize.check_out(out, voice)
+    optimize.check_out(tmp_path / "new", voice)  # a folder that does not exist yet
 
 
 def test_an_unknown_compression_is_named():
@@ -72,5 +95,5 @@ def test_optimize_ships_a_voice_piper_speaks_with_its_card(tmp_path, monkeypatch
     assert 0.1 < size < 0.5  # int8 weights: about a quarter of the float file
     rows = pd.read_csv(out / "results.csv")
     absent = rows[rows["status"] == "absent"]
-    assert absent["reason"].str.contains("en_GB-alba-medium").all() and len(absent)
+    assert len(absent) and absent["reason"].str.contains("en_GB-alba-medium").all()
     assert np.isfinite(rows.loc[(rows.metric == "dnsmos_p808") & (rows.status == "ok"), "value"]).all()

@@ -328,6 +328,17 @@ def test_a_run_refuses_another_config_in_its_folder(tmp_path):
         speaker_job.read_config(tmp_path, speaker_job.SpeakerRun)
 
 
+def test_a_run_keeps_the_voice_it_adapts(tmp_path):
+    """--voice and the teacher's sha256 are in the run's config; another voice in the same folder is refused."""
+    cfg = speaker_job.SpeakerRun(work=str(tmp_path), dataset="a", method="lora-r8", voice="my/en_GB-alba-medium.onnx")
+    joe = {"voice": "en_US-joe-medium.onnx", "sha256": "a" * 64}
+    assert speaker_job.start(cfg, tmp_path, {"teacher": joe})["teacher"] == joe
+    kept = speaker_job.read_config(tmp_path, speaker_job.SpeakerRun).voice
+    assert kept.startswith("/") and kept.endswith("my/en_GB-alba-medium.onnx")  # resolved: a pack elsewhere reads it
+    with pytest.raises(ValueError, match="teacher"):
+        speaker_job.start(cfg, tmp_path, {"teacher": {**joe, "sha256": "b" * 64}})
+
+
 def test_export_names_a_damaged_pack(tmp_path):
     (tmp_path / "config.json").write_text('{"kind": "peft_adapter",\n')
     with pytest.raises(ValueError, match="config.json is not valid JSON"):

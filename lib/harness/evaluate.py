@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from lib.core import quiet
 from lib.core.audio import Audio, DEFAULT_SAMPLE_RATE, snr_db, write_wav
 from lib.core.machine import PrecisionUnavailable
 from lib.core.results import METRICS, ResultWriter
@@ -29,8 +30,7 @@ SPEED_METRICS = ["rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "t
 def run_voice_spec(spec: dict, texts: Sequence[str]) -> None:
     """Load a voice from `load_voice` keyword arguments (`module_dir`: a saved torch variant, see `torch_variant`)
     and speak `texts` (the body of a memory probe)."""
-    import warnings
-    warnings.filterwarnings("ignore")
+    quiet.silence_known()
     spec = dict(spec)
     if "module_dir" in spec:
         from lib.techniques.variants import load_variant  # deferred: torch (compress), not for an ONNX voice's probe

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from lib.core import quiet
 from lib.core.audio import Audio, read_wav, write_wav
 from lib.harness import metrics
 from lib.voices.hub import HfWhisperAsr
@@ -86,8 +87,7 @@ def close_judges() -> None:
 
 
 def _init_worker(asr_name: str | None, use_dnsmos: bool):
-    import warnings
-    warnings.filterwarnings("ignore")
+    quiet.silence_known()
     if multiprocessing.parent_process() is not None:  # a pool's worker: an interrupt (a notebook kernel's shutdown)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # is its parent's to handle, which stops the pool
     _WORKER["key"] = (asr_name, use_dnsmos, os.getpid())
@@ -125,12 +125,16 @@ def _scores(audio: np.ndarray, sr: int) -> dict:
 def judge_seconds(clip: Audio, asr: str | None, dnsmos: bool = True) -> float:
     """Seconds one process takes to judge `clip` with every judge, their loading not counted: what an estimate of
     judging scales by (the judges' cost does not follow a voice's RTF)."""
-    if _WORKER.get("key") != (asr, dnsmos, os.getpid()):
+    import warnings
+    with warnings.catch_warnings():  # a judge process's filters stay out of the caller's
         _init_worker(asr, dnsmos)
-    _scores(clip.samples, clip.sample_rate)  # warm-up: the first call builds the sessions' kernels
-    start = time.perf_counter()
-    _scores(clip.samples, clip.sample_rate)
-    return time.perf_counter() - start
+        try:
+            _scores(clip.samples, clip.sample_rate)  # warm-up: the first call builds the sessions' kernels
+            start = time.perf_counter()
+            _scores(clip.samples, clip.sample_rate)
+            return time.perf_counter() - start
+        finally:
+            _WORKER.clear()  # the judges' models leave the caller's memory
 
 
 @dataclass

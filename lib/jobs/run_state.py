@@ -22,7 +22,7 @@ from lib.techniques.frontend_student import teacher_targets
 from lib.training import batches
 from lib.training.losses import mel_l1
 from lib.voices import synth as voices
-from lib.voices.artefacts import ArtefactError, load_part
+from lib.voices.artefacts import ArtefactError, gpu_of_hours, load_part
 from lib.voices.parts import fold_weight_norm
 from lib.voices.teacher_bundle import sentence_ids
 
@@ -143,7 +143,8 @@ def gpu_name(device: str) -> str | None:
 def packed_count(config: dict) -> dict:
     """What a part started from packed files (their `config`) goes on counting: steps, machine-hours, device-hours."""
     return {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0)),
-            "device_hours": float(config.get("device_hours", 0.0))}
+            "device_hours": float(config.get("device_hours", 0.0)), "gpu": gpu_of_hours(config)}
+
 
 
 def flow_heldout(teacher, info: dict, sentences: int = HELDOUT_SENTENCES):

@@ -34,6 +34,7 @@ from lib.training import vits_objective as vo
 from lib.training.loop import Recipe, Trainer
 from lib.voices import piper_torch
 from lib.voices import synth as voices
+from lib.voices.artefacts import file_identity
 from lib.voices.teacher_bundle import sentence_ids
 
 _LOGGER = logging.getLogger(__name__)
@@ -69,10 +70,11 @@ class PosteriorRun:
                       log_every=self.log_every)
 
 
-def start(config, work: Path) -> dict:
-    """Write `config` to work/config.json at the start, or read the one there and refuse a different one."""
+def start(config, work: Path, extra: dict | None = None) -> dict:
+    """Write `config` (with `extra`, such as the teacher's identity) to work/config.json at the start, or read the
+    one there and refuse a different one."""
     work.mkdir(parents=True, exist_ok=True)
-    mine = {"kind": type(config).__name__, **asdict(config)}
+    mine = {"kind": type(config).__name__, **asdict(config), **(extra or {})}
     path = work / CONFIG
     if path.exists():
         kept = json.loads(path.read_text())
@@ -87,6 +89,14 @@ def start(config, work: Path) -> dict:
     atomic_write_json(path, {**mine, "cores": os.cpu_count(), "started": kept.get("started") if path.exists() else
                              datetime.now(timezone.utc).isoformat(timespec="seconds")})
     return json.loads(path.read_text())
+
+
+def check_voice(config: dict, onnx: Path) -> None:
+    """ValueError naming both where the run in `config` adapted another voice than the file `onnx` now is."""
+    mine, now = config.get("teacher"), file_identity(onnx)
+    if mine and mine.get("sha256") != now["sha256"]:
+        raise ValueError(f"the run adapted {mine.get('voice')} (sha256 {str(mine.get('sha256'))[:12]}), not "
+                         f"{now['voice']} (sha256 {now['sha256'][:12]}): give it the voice it trained with (--voice)")
 
 
 def read_config(work: Path, kind: type):
@@ -169,6 +179,7 @@ class SpeakerRun:
     work: str  # the full state, on this machine's disk
     dataset: str  # the speaker's LJSpeech folder
     method: str = "full"  # full, full-acoustic, lora-r8, lora-attention-r16, qlora-r8, ...
+    voice: str = ""  # the voice adapted: a piper .onnx with its .onnx.json beside it ('': the lab's en_US-joe-medium)
     # what the acoustic loss goes through: the path the voice speaks with (text encoder, the recordings' durations,
     # flow reversed from the prior, decoder), or piper's training forward (posterior encoder, MAS, KL)
     path: Literal["inference", "posterior"] = "inference"
@@ -178,7 +189,6 @@ class SpeakerRun:
     noise_scale: float = 0.667  # the inference path's prior noise (piper's inference default)
     posterior: str = "outputs/recorded/training/posterior/joe-medium"  # the bootstrapped posterior encoder's pack
     out: str = ""  # where pack writes the adapter (committed)
-    base: str = "piper:en_US-joe-medium"
     steps: int = 6000  # the run's whole budget
     adversarial_steps: int = 0  # piper's discriminators on the last steps (fresh: the voice ships none)
     discriminators: list = field(default_factory=lambda: ["mpd"])
@@ -196,6 +206,8 @@ class SpeakerRun:
     log_every: int = 25
 
     def __post_init__(self):
+        if self.voice:  # kept resolved, so that a pack from another folder reads the same file
+            self.voice = str(Path(self.voice).expanduser().resolve())
         if self.path not in speaker_adapt.PATHS:
             raise ValueError(f"path {self.path!r}: use one of {speaker_adapt.PATHS}")
         if self.durations not in alignment.DURATION_METHODS:
@@ -262,7 +274,8 @@ def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Pa
     `cfg.out` is set. On the inference path the recordings' durations are found first (speaker_durations)."""
     torch.set_num_threads(cfg.threads)
     work = Path(cfg.work)
-    start(cfg, work)
+    voices.use_voice(cfg.voice)
+    start(cfg, work, {"teacher": file_identity(voices.piper_paths()[0])})
     teacher = piper_torch.load_piper_torch(voices.piper_paths()[0])
     data, val = speaker_data(cfg, teacher)
     held_data = vo.from_recordings(val, voices.PiperFrontend(voices.piper_paths()[1]), data.hop)
@@ -381,6 +394,8 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     if _packed_already(out, run, steps, ledger_path):  # e.g. packing again after a run that trained no new step
         _LOGGER.info("%s at %d steps is packed and judged already: nothing to do", cfg.method, steps)
         return out
+    voices.use_voice(cfg.voice)
+    check_voice(info, voices.piper_paths()[0])
     teacher = piper_torch.load_piper_torch(voices.piper_paths()[0])
     prepared = prepare_run(replace(cfg, device="cpu"), teacher)
     load_state(prepared, Path(work) / "train" / "state" / "model.safetensors")
@@ -393,7 +408,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     quality = validation_quality(prepared.merged(), val, metrics.WhisperAsr("base", threads=cfg.threads))
     kept = json.loads((out / CONFIG).read_text()).get("judged") if (out / CONFIG).exists() else None
     if kept is None or validation_score(quality) > validation_score(kept, quality["speaker_wer"]):
-        speaker_adapt.save(prepared, out, base=cfg.base, card={
+        speaker_adapt.save(prepared, out, base=voices.piper_base_id(), card={
             "data": f"{len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of the folder "
                     f"{Path(cfg.dataset).name}",  # no local path in what ships
             "steps": steps, "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),

@@ -40,7 +40,7 @@ from lib.techniques import compress, distill
 from lib.training.ledger import JUDGED, append, append_judged, has_row, judge_means, read_judged
 from lib.training.loop import train_decoder
 from lib.voices import parts, piper_torch, synth as voices
-from lib.voices.artefacts import ArtefactError, load_part, save_part
+from lib.voices.artefacts import ArtefactError, gpu_of_hours, load_part, save_part
 from lib.voices.cards import pack_card
 from lib.voices.istft_decoder import FrameRateDecoder
 from lib.voices.teacher_bundle import teacher_identity, write_bundle
@@ -137,7 +137,8 @@ def pack(cfg: Pack) -> None:
         steps += int(before.get("steps", 0))
         hours, device_hours, trained_on = accounted_hours(info, before, seconds, env, cfg.device)  # pack may run elsewhere
         extra = {"student": run.name, "steps": steps, "seconds": seconds, "hours": hours, "device_hours": device_hours,
-                 "recipe": config.recipe_name, "device": trained_on}
+                 "recipe": config.recipe_name, "device": trained_on,
+                 "gpu": gpu_of_hours({"device_hours": device_hours, "gpu": before.get("gpu"), "device": trained_on})}
         if (run / "keep.json").exists():
             extra["keep"] = read_json(run / "keep.json")
         dest = save_part(module, out / run.name, config.kind, config.build, extra=extra, teacher=teacher_identity())

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 import torch
 
+from lib.core import quiet
 from lib.core.results import OUTPUTS, ResultWriter
 from lib.harness import bench, evaluate
 from lib.harness.judges import Judges, worker_count
@@ -28,9 +28,9 @@ def start(profile: str, notebook: str, *, threads: int = 1, device: str = "cpu",
           torch_threads: int | None = None) -> tuple[ResultWriter, Path, Path, dict]:
     """A notebook's run begun: its ResultWriter, `artefacts/` and `figures/` folders and the environment its numbers
     are measured in (`threads` timed, on `device`); torch's own threads for the untimed work set to `torch_threads`.
-    Library warnings (deprecations, hub notices) are silenced: the notebooks show results, not their libraries; the
-    studies' own log lines show in the cell's output."""
-    warnings.filterwarnings("ignore")
+    Library warnings the lab knows to be noise are silenced by name (lib.core.quiet); any other one shows, and so do
+    the studies' own log lines, in the cell's output."""
+    quiet.silence_known()
     show_study_logs()
     writer = ResultWriter(profile, notebook)
     if torch_threads:

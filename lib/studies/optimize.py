@@ -4,8 +4,9 @@ quality bounds on this machine, written as one piper voice with its card and the
 The candidates are ONNX Runtime's int8 conversions of the voice's file and the committed student packs trained
 from this voice (each in the voice in place of its part, and the whole student voices they make together). Each is
 timed interleaved with the voice itself (the harness, one thread) and judged noise-free on held-out sentences by
-DNSMOS, Distill-MOS and Whisper; a candidate is within the bounds only where each bound is met sentence by sentence
-(lib.core.bounds). Where none beats the voice within them, nothing is shipped and the run says so.
+DNSMOS, Distill-MOS and Whisper; a candidate is within the bounds where, for each bound, the 95 % interval of its
+mean per-sentence difference to the voice lies inside it (lib.core.bounds). Where none beats the voice within
+them, nothing is shipped and the run says so.
 
     tts-lab voice optimize --out /tmp/fast           # the lab's voice
     tts-lab voice optimize --voice my/en_GB-alba-medium.onnx --objective size --out /tmp/small
@@ -18,7 +19,7 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Literal
 
@@ -42,7 +43,7 @@ CALIBRATION_LISTS = (11,)  # the static int8 conversions' calibration text (the 
 COMPRESSIONS = ("ort-qdq-int8-flow", "ort-dynamic-int8-matmul", "ort-weight-int8-all", "ort-qdq-int8-all")
 PACKS = ("istftcorpusadv/istft192x6-adv", "reg128corpus/dec128-regress", "hybrid96corpus/hybrid96s2f16-regress",
          "flow96corpus/flow96", "fe96varied/fe96-varied")  # the study's best packs of each part (notebook 04)
-BUILD_S = {"pack": 15.0, "ort-qdq": 45.0, "other": 5.0}  # rough seconds to export or convert one candidate (2 cores)
+PACK_BUILD_S, STATIC_BUILD_S, CONVERT_BUILD_S = 15.0, 45.0, 5.0  # rough seconds to export or convert one (2 cores)
 
 
 @dataclass
@@ -68,11 +69,13 @@ class Optimize:
 
 @dataclass
 class Candidate:
-    """One way to make the voice cheaper: `make(work)` builds its ONNX file (piper's interface) and returns it."""
+    """One way to make the voice cheaper: `make(work)` builds its ONNX file (piper's interface) and returns it;
+    `relation` is how it stands to the voice on the Hub (a card's base_model_relation)."""
     name: str
     technique: str
     make: Callable[[Path], Path]
-    cost: str  # its key in BUILD_S
+    build_s: float  # rough seconds to build it here (2 cores)
+    relation: Literal["quantized", "finetune"] = "quantized"
 
 
 def compression_candidates(names, onnx: Path, calibration) -> list[Candidate]:
@@ -83,13 +86,13 @@ def compression_candidates(names, onnx: Path, calibration) -> list[Candidate]:
         return compress.ort_quantize_static(onnx, work / "qdq_flow.onnx", calibration, nodes_to_exclude=keep_float)
 
     known = {
-        "ort-qdq-int8-flow": ("ort static int8", qdq_flow, "ort-qdq"),
+        "ort-qdq-int8-flow": ("ort static int8", qdq_flow, STATIC_BUILD_S),
         "ort-qdq-int8-all": ("ort static int8", lambda w: compress.ort_quantize_static(onnx, w / "qdq_all.onnx",
-                                                                                       calibration), "ort-qdq"),
+                                                                                       calibration), STATIC_BUILD_S),
         "ort-dynamic-int8-matmul": ("ort dynamic int8", lambda w: compress.ort_quantize_dynamic(
-            onnx, w / "dyn_matmul.onnx", ("MatMul",)), "other"),
+            onnx, w / "dyn_matmul.onnx", ("MatMul",)), CONVERT_BUILD_S),
         "ort-weight-int8-all": ("weight-only int8", lambda w: compress.weight_only_int8(onnx, w / "w8_all.onnx"),
-                                "other"),
+                                CONVERT_BUILD_S),
     }
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -113,7 +116,8 @@ def pack_candidates(teacher, runs, config: Path, writer: ResultWriter, model: st
     def exporter(name: str) -> Callable[[Path], Path]:
         return lambda work: export.export_voice(built[name], work / all_specs[name].folder, config,
                                                 speaker_id=voices.default_speaker())
-    return [Candidate(all_specs[n].on("ort-cpu").name, "distillation", exporter(n), "pack") for n in built]
+    return [Candidate(all_specs[n].on("ort-cpu").name, "distillation", exporter(n), PACK_BUILD_S, "finetune")
+            for n in built]
 
 
 def estimate_s(candidates: list[Candidate], sentences: int, audio_s: float, rtf: float, judge_rate: float,
@@ -121,9 +125,9 @@ def estimate_s(candidates: list[Candidate], sentences: int, audio_s: float, rtf:
     """Seconds each candidate will take here: building it, speaking the sentences to be judged and timed (at the
     voice's own RTF, an upper bound for a student) and judging them (`judge_rate`: judge seconds per second of
     audio, shared by `workers` processes)."""
-    speak = sentences * audio_s * rtf * (1 + 1 + repeats)  # judged pass, warm-up and timed passes
+    speak = audio_s * rtf * (sentences * (1 + repeats) + 1)  # the judged pass, the timed passes, one warm-up call
     judge = sentences * audio_s * judge_rate / max(1, workers)
-    return [BUILD_S[c.cost] + speak + judge for c in candidates]
+    return [c.build_s + speak + judge for c in candidates]
 
 
 def within_budget(candidates: list[Candidate], seconds: list[float], base_s: float, budget_s: float) -> list[Candidate]:
@@ -139,10 +143,14 @@ def within_budget(candidates: list[Candidate], seconds: list[float], base_s: flo
     return kept
 
 
+OBJECTIVE_COLUMN = {"speed": "rtf_ratio", "size": "size_ratio"}
+
+
 def choose(table: pd.DataFrame, judged: pd.DataFrame, objective: str) -> pd.Series | None:
     """The candidate the objective ranks first among those that meet every bound sentence by sentence (`judged`,
-    bounds.quality_bounds) and beat the voice (`rtf_ratio`, or `size_ratio` for size, below 1); None where none."""
-    column = {"speed": "rtf_ratio", "size": "size_ratio"}[objective]
+    bounds.quality_bounds) and beat the voice (`rtf_ratio`, or `size_ratio` for size, below 1); None where none
+    (a contended timing's ratio is NaN: never a pick)."""
+    column = OBJECTIVE_COLUMN[objective]
     ok = set(judged.loc[judged["bounds"] == "met", "variant"])
     rows = table[table["variant"].isin(ok) & (table[column] < 1.0)] if column in table else table[:0]
     return None if rows.empty else rows.sort_values(column).iloc[0]
@@ -176,19 +184,20 @@ def run(cfg: Optimize, command: str = "") -> dict:
     model, label = voices.piper_label(), onnx.name.removesuffix(".onnx")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    writer = ResultWriter("optimize", label)  # outputs/optimize/<voice>/: the run's record, clips and env
+    writer = ResultWriter("optimize", f"{label}-{cfg.objective}")  # outputs/optimize/<voice>-<objective>/
     work = writer.dir / "candidates"
     work.mkdir(parents=True, exist_ok=True)
     teacher = piper_torch.load_piper_torch(onnx)
     frontend = voices.PiperFrontend(config)
     sentences = text.harvard_sentences(list(JUDGED_LISTS))[: cfg.sentences]
     calibration = frontend.sentence_ids(text.harvard_sentences(list(CALIBRATION_LISTS))[:8])
-    candidates = (compression_candidates(cfg.compressions, onnx, calibration)
-                  + pack_candidates(teacher, cfg.packs, config, writer, model))
+    check_out(out, onnx)
+    candidates = (pack_candidates(teacher, cfg.packs, config, writer, model)  # the whole student voices first
+                  + compression_candidates(cfg.compressions, onnx, calibration))
     cal = calibrate(onnx, cfg.asr, cfg.threads)
     workers = worker_count(cfg.workers)
     seconds = estimate_s(candidates, len(sentences), cal["audio_s"], cal["rtf"], cal["judge_rate"], workers, cfg.repeats)
-    base_s = estimate_s([Candidate("", "", lambda w: w, "other")], len(sentences), cal["audio_s"], cal["rtf"],
+    base_s = estimate_s([Candidate("voice", "baseline", lambda w: w, 0.0)], len(sentences), cal["audio_s"], cal["rtf"],
                         cal["judge_rate"], workers, cfg.repeats)[0]
     kept = within_budget(candidates, seconds, base_s, cfg.budget_minutes * 60)
     _LOGGER.info("estimate: about %.1f minutes for %d candidate(s) of %s on this %s (%s; RTF %.3f, judges %.2f s per "
@@ -200,25 +209,35 @@ def run(cfg: Optimize, command: str = "") -> dict:
     variants = [evaluate.onnx_variant(base, "baseline", onnx, parent="")]
     for c in tqdm(kept, desc="building candidates", unit="candidate"):
         try:
-            variants.append(evaluate.onnx_variant(c.name, c.technique, c.make(work), parent=base))
+            variant = evaluate.onnx_variant(c.name, c.technique, c.make(work), parent=base)
+            variant.make(threads=1).synthesize("Test.")  # one that ONNX Runtime cannot open stops here, not later
+            variants.append(variant)
         except Exception as exc:  # one candidate that cannot be built must not cost the others
             _LOGGER.warning("could not build %s: %s: %s", c.name, type(exc).__name__, exc)
             writer.absent(model=model, variant=c.name, metrics=["rtf_ratio", "dnsmos_p808"], technique=c.technique,
                           backend="ort-cpu", reason=f"could not be built: {type(exc).__name__}: {exc}")
     judges = Judges(asr=cfg.asr, workers=workers, cache_path=writer.dir.parent / "judge_cache.sqlite")
     settings = json.loads(config.read_text()).get("inference", {})
-    per_clip, _ = evaluate.evaluate_variants(
-        variants, sentences, judges, writer, model=model, baseline=base, threads=cfg.threads, paired=True,
-        settings={k: settings[k] for k in ("noise_scale", "noise_w", "length_scale") if k in settings},
-        speed_sentences=len(sentences), repeats=cfg.repeats, memory=False)
+    writer.scalars.update(config=asdict(cfg), command=command, candidates=[c.name for c in kept])
+    env = bench.environment(threads=cfg.threads)
+    try:
+        per_clip, _ = evaluate.evaluate_variants(
+            variants, sentences, judges, writer, model=model, baseline=base, threads=cfg.threads, paired=True,
+            settings={k: settings[k] for k in ("noise_scale", "noise_w", "length_scale") if k in settings},
+            speed_sentences=len(sentences), repeats=cfg.repeats, memory=False)
+    finally:  # what was measured before a failure is kept
+        record = writer.write(env)
     table = bounds.deltas(writer.frame(), base, cfg.max_dnsmos_drop, cfg.max_wer_increase)
     names = [v.name for v in variants if v.name != base]
     judged = bounds.quality_bounds(per_clip, base, names, cfg.max_dnsmos_drop, cfg.max_wer_increase)
     summary = candidates_table(table, judged)
-    writer.scalars.update(config={k: v for k, v in vars(cfg).items()}, command=command)
-    record = writer.write(bench.environment(threads=cfg.threads), extra_tables={"per_clip": per_clip, "candidates": summary})
+    writer.write(env, extra_tables={"per_clip": per_clip, "candidates": summary})
+    if table[OBJECTIVE_COLUMN[cfg.objective]].drop(index=table.index[table["variant"] == base]).isna().all():
+        raise ValueError(f"no candidate has a {OBJECTIVE_COLUMN[cfg.objective]} (timings contended or absent: "
+                         f"{record / 'results.csv'}); rerun on a quiet machine -- {out} is left as it was")
     pick = choose(table, judged, cfg.objective)
-    result = ship(pick, summary, variants, onnx, config, out, cfg, record)
+    result = ship(pick, summary, next((c for c in kept if pick is not None and c.name == pick["variant"]), None),
+                  variants, onnx, config, out, cfg, record)
     _LOGGER.info("%s\n%s", result["verdict"], summary.round(3).to_string(index=False))
     return result
 
@@ -231,6 +250,7 @@ def candidates_table(table: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
     for key in ("dnsmos_drop_judged", "wer_rise_judged"):
         if key in rows:
             stem = key.removesuffix("_judged")
+            rows[f"{stem}_mean"] = [j["mean"] if isinstance(j, dict) else np.nan for j in rows[key]]
             rows[f"{stem}_lo"] = [j["lo"] if isinstance(j, dict) else np.nan for j in rows[key]]
             rows[f"{stem}_hi"] = [j["hi"] if isinstance(j, dict) else np.nan for j in rows[key]]
             rows[f"{stem}_word"] = [j["word"] if isinstance(j, dict) else "" for j in rows[key]]
@@ -238,19 +258,47 @@ def candidates_table(table: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values("rtf_ratio" if "rtf_ratio" in rows else "variant").reset_index(drop=True)
 
 
-def ship(pick: pd.Series | None, summary: pd.DataFrame, variants, onnx: Path, config: Path, out: Path,
-         cfg: Optimize, record: Path) -> dict:
-    """Write the chosen variant as a piper voice with its card beside results.csv and optimize.json; where there is
-    no pick, only the results and the verdict (and any voice an earlier run left in `out` is removed)."""
-    for old in out.glob("*.onnx*"):
-        old.unlink()
+def times(ratio: float) -> str:
+    """A ratio to the voice as a factor ('1.10x'), or why there is none."""
+    return f"{1 / ratio:.2f}x" if ratio == ratio and ratio > 0 else "(not measured)"
+
+
+def check_out(out: Path, voice: Path) -> None:
+    """ValueError where `out` holds the voice itself or files an earlier optimize run did not write: the run
+    replaces only what its own optimize.json names."""
+    if (out / voice.name).resolve() == voice.resolve():
+        raise ValueError(f"--out {out} holds the voice itself ({voice.name}): give an empty folder")
+    ours = {"optimize.json", "README.md", "results.csv", "candidates.csv", *shipped_files(out)}
+    stray = sorted(p.name for p in out.iterdir() if p.name not in ours) if out.is_dir() else []
+    if stray:
+        raise ValueError(f"--out {out} holds files optimize did not write ({', '.join(stray[:3])}): give an empty "
+                         "folder or the one an earlier optimize run wrote")
+
+
+def shipped_files(out: Path) -> list[str]:
+    """The voice files an earlier run wrote into `out` (its optimize.json's voice and the .json beside it)."""
+    try:
+        voice = json.loads((out / "optimize.json").read_text()).get("voice")
+    except (OSError, ValueError):
+        return []
+    return [voice, f"{voice}.json"] if voice else []
+
+
+def ship(pick: pd.Series | None, summary: pd.DataFrame, candidate: Candidate | None, variants, onnx: Path,
+         config: Path, out: Path, cfg: Optimize, record: Path) -> dict:
+    """Write the chosen variant as a piper voice (checked by piper's runtime before it replaces an earlier run's)
+    with its card beside results.csv, candidates.csv and optimize.json; where there is no pick, only those and the
+    verdict (an earlier run's voice is removed: the folder says what this run found)."""
     shutil.copyfile(record / "results.csv", out / "results.csv")
     atomic_write_text(out / "candidates.csv", summary.to_csv(index=False))
     cpu = f"{machine.cpu_model()} ({machine.feature_line()}), {cfg.threads} thread(s)"
     goal = "fastest" if cfg.objective == "speed" else "smallest"
     result = {"objective": cfg.objective, "cpu": cpu, "record": str(record.relative_to(record.parents[2])), "bounds": {
         "max_dnsmos_drop": cfg.max_dnsmos_drop, "max_wer_increase": cfg.max_wer_increase}, "voice": None}
+    earlier = shipped_files(out)
     if pick is None:
+        for name in earlier:
+            (out / name).unlink(missing_ok=True)
         result["verdict"] = (f"No candidate beats {onnx.name} within the quality bounds on this machine ({cpu}): "
                              "nothing shipped; candidates.csv says by how much each misses.")
         atomic_write_text(out / "README.md", f"# No voice shipped\n\n{result['verdict']}\n")
@@ -258,18 +306,25 @@ def ship(pick: pd.Series | None, summary: pd.DataFrame, variants, onnx: Path, co
         return result
     name = piper_name(onnx, pick["variant"])
     source = next(v.artefact for v in variants if v.name == pick["variant"])
-    target = out / f"{name}.onnx"
-    shutil.copyfile(source, target)
-    shutil.copyfile(config, Path(f"{target}.json"))
-    spoke = export.piper_runtime_check(target)
+    staged = out / ".staged"
+    staged.mkdir(exist_ok=True)
+    shutil.copyfile(source, staged / f"{name}.onnx")
+    shutil.copyfile(config, staged / f"{name}.onnx.json")
+    spoke = export.piper_runtime_check(staged / f"{name}.onnx")  # ArtefactError: the folder keeps what it had
+    for old in earlier:
+        (out / old).unlink(missing_ok=True)
+    for f in (f"{name}.onnx", f"{name}.onnx.json"):
+        (staged / f).replace(out / f)
+    staged.rmdir()
     row = summary.set_index("variant").loc[pick["variant"]]
     card = cards.voice_card(name=name, variant=pick["variant"], technique=str(pick["technique"]),
-                            teacher=file_identity(onnx), row=row.to_dict(), objective=goal, cpu=cpu,
-                            sentences=cfg.sentences, asr=cfg.asr, bounds=result["bounds"])
+                            relation=candidate.relation if candidate else "quantized", teacher=file_identity(onnx),
+                            row=row.to_dict(), objective=goal, cpu=cpu, sentences=cfg.sentences, asr=cfg.asr,
+                            bounds=result["bounds"])
     card.save(out / "README.md")
-    result.update(voice=target.name, variant=pick["variant"], piper_runtime=spoke,
-                  verdict=(f"Shipped {target.name}: the {goal} candidate within the quality bounds, "
-                           f"{1 / pick['rtf_ratio']:.2f}x the speed of {onnx.name} and {1 / pick['size_ratio']:.2f}x "
+    result.update(voice=f"{name}.onnx", variant=pick["variant"], piper_runtime=spoke,
+                  verdict=(f"Shipped {name}.onnx: the {goal} candidate within the quality bounds, "
+                           f"{times(pick['rtf_ratio'])} the speed of {onnx.name} and {times(pick['size_ratio'])} "
                            f"smaller, on this {cpu}."))
     atomic_write_json(out / "optimize.json", result)
     return result

@@ -14,7 +14,7 @@ import torch
 from lib.techniques.compress import prune_structured
 from lib.training.batches import Latents
 from lib.training.loop import Trainer, train_decoder
-from lib.voices.artefacts import ArtefactError, load_part, save_part
+from lib.voices.artefacts import ArtefactError, gpu_of_hours, load_part, save_part
 from lib.voices.frontend import with_frontend
 from lib.voices.parts import build_part, decoder_build, flow_build, fold_weight_norm
 from lib.voices.spec import Part, VoiceSpec
@@ -268,5 +268,5 @@ def training_table(curves: dict, recorded_info: dict, device: str, specs: dict[s
         rows.append({"student": n, "where": specs[n].device, "steps": cfg.get("steps"),
                      "hours": cfg["hours"] if cfg.get("hours") is not None else (cfg.get("seconds") or float("nan")) / 3600,
                      "s_per_step": (cfg.get("seconds") or float("nan")) / max(1, cfg.get("steps") or 1),
-                     "device_hours": gpu_h, "gpu": cfg.get("device", "") if gpu_h else ""})
+                     "device_hours": gpu_h, "gpu": gpu_of_hours(cfg)})
     return pd.DataFrame(rows)

@@ -45,6 +45,14 @@ def voice_identity(model) -> dict | None:
     return file_identity(source) if source.is_file() else None
 
 
+def gpu_of_hours(config: dict) -> str:
+    """The GPU a pack's device-hours were spent on: its `gpu`, else its `device` where that is not the CPU ('' where
+    it has no device-hours). A CPU run that goes on from a GPU pack keeps it."""
+    if not float(config.get("device_hours") or 0.0):
+        return ""
+    return str(config.get("gpu") or (config.get("device") if config.get("device") not in (None, "", "cpu") else "GPU"))
+
+
 def check_teacher(config: dict, where: Path, teacher) -> None:
     """ArtefactError naming both voices where the part in `where` was trained from another voice than `teacher`'s;
     a part packed before parts recorded their teacher, or a teacher of unknown identity, passes."""

@@ -3,6 +3,7 @@
 the artefact's misses of its quality bounds in its first lines."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -107,36 +108,41 @@ through PEFT, with `lib.techniques.lora_conv`'s layers registered), or make it a
     return ModelCard(text)
 
 
-def voice_card(*, name: str, variant: str, technique: str, teacher: dict, row: dict, objective: str, cpu: str,
-               sentences: int, asr: str, bounds: dict) -> ModelCard:
+def voice_card(*, name: str, variant: str, technique: str, relation: str, teacher: dict, row: dict, objective: str,
+               cpu: str, sentences: int, asr: str, bounds: dict) -> ModelCard:
     """The card of a voice `tts-lab voice optimize` shipped: how much faster and smaller than the voice it was made
-    from on the machine that measured it, and its quality deltas with their intervals, as eval_results."""
+    from on the machine that measured it, and its quality deltas (per-sentence means with their intervals) as
+    eval_results."""
     voice = teacher.get("voice", "unknown voice")
     dataset = f"Harvard sentences, lists 1-3 (first {sentences}; no training step saw them)"
-    figures = {m: row.get(m) for m in ("rtf_ratio", "size_ratio", "dnsmos_drop", "wer_increase")}
+    figures = {"rtf_ratio": row.get("rtf_ratio"), "size_ratio": row.get("size_ratio"),
+               "dnsmos_p808_drop": row.get("dnsmos_drop_mean"), "wer_increase": row.get("wer_rise_mean")}
     results = [EvalResult(task_type="text-to-speech", dataset_type="harvard-sentences", dataset_name=dataset,
                           metric_type=m, metric_value=round(float(v), 4)) for m, v in figures.items()
                if v is not None and v == v]
-    data = ModelCardData(base_model=BASE_MODEL, base_model_relation="quantized" if "int8" in technique else "finetune",
-                         pipeline_tag="text-to-speech", language=[language_of(voice)], license=LICENSE,
-                         library_name="onnx", tags=["piper", "vits", "onnx", technique], model_name=name,
-                         eval_results=results or None)
+    data = ModelCardData(base_model=BASE_MODEL, base_model_relation=relation, pipeline_tag="text-to-speech",
+                         language=[language_of(voice)], license=LICENSE, library_name="onnx",
+                         tags=["piper", "vits", "onnx", re.sub(r"[^a-z0-9]+", "-", technique.lower()).strip("-")],
+                         model_name=name, eval_results=results or None)
 
-    def interval(stem: str) -> str:
-        return f"[{row.get(f'{stem}_lo', float('nan')):+.3f}, {row.get(f'{stem}_hi', float('nan')):+.3f}]"
+    def judged(stem: str, bound: float) -> str:
+        return (f"{row.get(f'{stem}_mean', float('nan')):+.3f} [{row.get(f'{stem}_lo', float('nan')):+.3f}, "
+                f"{row.get(f'{stem}_hi', float('nan')):+.3f}] (bound {bound:.2f})")
+    speed = row.get("rtf_ratio", float("nan"))
     text = f"""---
 {data.to_yaml()}
 ---
 # {name}
 
-Within its quality bounds against `{voice}` on every judged sentence ({sentences}; 95 % intervals):
+Within its quality bounds against `{voice}`: on each bound the 95 % interval of the mean per-sentence difference
+over {sentences} judged sentences lies inside it.
 
-- **DNSMOS P.808 drop**: {row['dnsmos_drop']:+.3f} {interval('dnsmos_drop')} (bound {bounds['max_dnsmos_drop']:.2f})
-- **WER increase**: {row['wer_increase']:+.3f} {interval('wer_rise')} (bound {bounds['max_wer_increase']:.2f}; ASR {asr})
+- **DNSMOS P.808 drop**: {judged('dnsmos_drop', bounds['max_dnsmos_drop'])}
+- **WER increase**: {judged('wer_rise', bounds['max_wer_increase'])}, ASR {asr}
 - **made by**: {technique} (`{variant}`), the {objective} candidate within the bounds
-- **speed**: RTF {row['rtf_ratio']:.3f} of the voice's ({1 / row['rtf_ratio']:.2f}x its speed), ONNX Runtime, timed interleaved with it
-  on {cpu}; another machine's ratio may differ
-- **size**: {row['size_ratio']:.3f} of the voice's file
+- **speed**: RTF {speed:.3f} of the voice's, ONNX Runtime, timed interleaved with it on {cpu}; another machine's
+  ratio may differ
+- **size**: {row.get('size_ratio', float('nan')):.3f} of the voice's file
 - **from**: `{voice}` (sha256 `{teacher.get('sha256', '')[:16]}...`) of `{BASE_MODEL}`
 
 Speak it with piper's runtime: `piper -m {name}.onnx -f out.wav`. Made with `tts-lab voice optimize`;

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from lib.core.results import LONG_RUN
+from lib.voices.artefacts import gpu_of_hours
 
 ROLE_OF_KIND = {"decoder": "decoder", "istft_decoder": "decoder", "hybrid_decoder": "decoder", "flow": "flow",
                 "frontend": "frontend"}
@@ -28,9 +29,8 @@ class Source:
     @classmethod
     def pack(cls, device: str, config: dict) -> "Source":
         """The source a pack's config.json describes, recorded on `device`."""
-        gpu_hours = float(config.get("device_hours") or 0.0)
-        return cls(device, config.get("steps"), config.get("hours"), device_hours=gpu_hours,
-                   gpu=str(config.get("device") or "GPU") if gpu_hours else "")
+        return cls(device, config.get("steps"), config.get("hours"), device_hours=float(config.get("device_hours") or 0.0),
+                   gpu=gpu_of_hours(config))
 
 
 HERE = Source()

@@ -1,0 +1,24 @@
+"""The library warnings the lab knows to be noise, silenced by name; any other warning shows, in a notebook, a run
+log or a judge process. Each entry says why it is noise here; run_all.sh exports them as PYTHONWARNINGS
+(`pythonwarnings`) for the processes it starts."""
+from __future__ import annotations
+
+import warnings
+
+# (category, the message's start as the library words it, why it is noise here)
+KNOWN: tuple[tuple[type[Warning], str, str], ...] = (
+    (FutureWarning, "`torch.nn.utils.weight_norm` is deprecated",
+     "piper's VITS modules build with torch's old weight_norm; the lab folds it before it ships a part"),
+)
+
+
+def silence_known() -> None:
+    """Ignore the KNOWN warnings in this process (every other warning keeps Python's default action)."""
+    for category, message, _ in KNOWN:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def pythonwarnings() -> str:
+    """KNOWN as a PYTHONWARNINGS value (action:message:category), for the processes a shell script starts."""
+    return ",".join(f"ignore:{message}:{category.__name__}" for category, message, _ in KNOWN
+                    if ":" not in message and "," not in message)
