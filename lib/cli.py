@@ -95,6 +95,7 @@ class SpeakerFolder:
     folder: str  # where the folder (wavs/ + metadata.csv) is written
     threads: int = 2  # ONNX Runtime threads for Kokoro
     lists: list[int] = field(default_factory=list)  # Harvard lists in reading order (11-31 when empty; last 10 clips validate)
+    timed: bool = False  # through Kokoro's graph with its durations: the folder keeps the true ones (durations.json)
 
 
 @dataclass
@@ -171,7 +172,8 @@ def run(cmd, command: str = "tts-lab") -> None:
             raise SystemExit(2)
     elif kind == "SpeakerFolder":
         from lib.jobs import speaker_job
-        _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads, cmd.lists))
+        _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads, cmd.lists,
+                                                                             cmd.timed))
     elif kind == "PackSpeaker":
         from lib.jobs import speaker_job
         speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)

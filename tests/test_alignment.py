@@ -131,3 +131,30 @@ def test_mas_on_the_posterior_mean_finds_the_teachers_own_durations():
                  for t in truths] for lv in ("phoneme", "sound")}
     assert corr["phoneme"][0] > 0.6 and corr["sound"][0] > 0.85
     assert corr["phoneme"][0] > max(corr["phoneme"][1:])
+
+
+def test_a_timed_folder_keeps_the_true_durations_a_run_reads_back(tmp_path):
+    """Kokoro's folder with its own durations (durations 'folder'): per clip one value per piper id, adding up to the
+    trimmed wav; read back at the voice's rate they fill its frames; a clip they do not fit is named."""
+    from lib.core import text
+    from lib.data import ljspeech
+    from lib.jobs import speaker_job
+    from lib.training import vits_objective as vo
+    from lib.voices import synth
+    from lib.voices.kokoro_timed import timed_folder
+    fe = synth.PiperFrontend(synth.joe_paths()[1])
+    sentences = text.harvard_sentences([11])[:2]
+    folder = timed_folder("jf_alpha", sentences, tmp_path / "spk", fe)
+    own = ljspeech.read_durations(folder)
+    recs = ljspeech.read_folder(folder, 22050)
+    for s, rec in zip(sentences, recs):
+        assert len(own[s.id]) == len(fe.phoneme_ids(s.text)[0])
+        assert abs(sum(own[s.id]) - rec.seconds) < 0.05  # the trim the folder's reader does once more shaves little
+    data = vo.from_recordings(recs, fe, 256)
+    frames = speaker_job.folder_durations(folder, data)
+    assert [int(f.sum()) for f in frames] == data.frames and all(f.min() >= 1 for f in frames)
+    with pytest.raises(ljspeech.DatasetError, match="adds up to|add up to"):
+        ljspeech.frames_of([1.0, 1.0], 10, 22050, 256, "h11_01")
+    (folder / ljspeech.DURATIONS).write_text('{"h11_01": [0.1, -1]}')
+    with pytest.raises(ljspeech.DatasetError, match="h11_01"):
+        ljspeech.read_durations(folder)

@@ -61,14 +61,20 @@ def resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
     return soxr.resample(np.asarray(x, dtype=np.float32), sr, target).astype(np.float32)
 
 
-def trim_silence(x: np.ndarray, sr: int, top_db: float = 40.0, margin_s: float = 0.05) -> np.ndarray:
-    """`x` without its leading and trailing silence (frames more than `top_db` below the clip's loudest, librosa's
-    energy trim, as piper's preprocessing trims with its VAD), keeping `margin_s` of it at each end."""
+def sound_bounds(x: np.ndarray, sr: int, top_db: float = 40.0, margin_s: float = 0.05) -> tuple[int, int]:
+    """(first, end) sample of `x` without its leading and trailing silence (frames more than `top_db` below the
+    clip's loudest, librosa's energy trim, as piper's preprocessing trims with its VAD), `margin_s` of it kept."""
     import librosa
     _, (start, end) = librosa.effects.trim(np.asarray(x, dtype=np.float32), top_db=top_db, frame_length=1024,
                                            hop_length=256)
     margin = int(margin_s * sr)
-    return np.asarray(x[max(0, start - margin): min(len(x), end + margin)], dtype=np.float32)
+    return max(0, int(start) - margin), min(len(x), int(end) + margin)
+
+
+def trim_silence(x: np.ndarray, sr: int, top_db: float = 40.0, margin_s: float = 0.05) -> np.ndarray:
+    """`x` between its `sound_bounds`."""
+    start, end = sound_bounds(x, sr, top_db, margin_s)
+    return np.asarray(x[start:end], dtype=np.float32)
 
 
 def match_loudness(x: np.ndarray, target_dbfs: float = -23.0, peak: float = 0.95) -> np.ndarray:

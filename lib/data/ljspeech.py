@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import codecs
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from lib.core.text import TextError, check_speakable
 _LOGGER = logging.getLogger(__name__)
 
 METADATA = "metadata.csv"
+DURATIONS = "durations.json"  # optional: {id: seconds of each piper phoneme id of its wav}, from whatever spoke it
 MIN_SECONDS = 0.5  # shorter clips hold too few frames for the decoder's training segment and for SECS
 SILENT_PEAK = 1e-3  # a clip whose loudest sample is below -60 dBFS holds no speech
 CLIPPED, CLIPPED_SHARE = 0.999, 1e-3  # more than 0.1 % of samples at full scale: a clipped recording
@@ -145,3 +147,34 @@ def split(recordings: Sequence[Recording], validation: int) -> tuple[list[Record
         raise DatasetError(f"a validation split of {validation} needs more than {validation} recordings "
                            f"(the folder has {len(recordings)})")
     return list(recordings[:-validation]), list(recordings[-validation:])
+
+
+def read_durations(folder: Path) -> dict[str, list[float]]:
+    """The folder's own durations (DURATIONS: seconds per piper phoneme id of each clip, as the speaker that
+    recorded it or a forced aligner gave them); DatasetError naming the file or the clip where they cannot be read."""
+    path = Path(folder) / DURATIONS
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing: the folder brings no durations of its own (use durations 'dtw')")
+    try:
+        raw = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DatasetError(f"{path} is not valid JSON: {exc}") from None
+    bad = [uid for uid, d in raw.items() if not isinstance(d, list) or any(not isinstance(x, (int, float)) or x < 0
+                                                                         for x in d)]
+    if bad:
+        raise DatasetError(f"{path}: the durations of {bad[0]!r} are not a list of seconds >= 0")
+    return {uid: [float(x) for x in d] for uid, d in raw.items()}
+
+
+def frames_of(seconds: Sequence[float], frames: int, sample_rate: int, hop: int, where: str,
+              slack: int = 3) -> np.ndarray:
+    """Seconds per id as whole frames (`hop` samples at `sample_rate`) adding up to the recording's `frames`: the
+    edges rounded, the last edge moved onto the recording's end when they differ by at most `slack` frames (its
+    silence trimmed once more as it was read); DatasetError naming `where` beyond that."""
+    edges = np.round(np.concatenate([[0.0], np.cumsum(seconds)]) * sample_rate / hop).astype(np.int64)
+    if abs(int(edges[-1]) - frames) > slack:
+        raise DatasetError(f"{where}: its durations add up to {edges[-1]} frames, its recording holds {frames}")
+    edges = np.minimum(edges, frames)
+    edges[-1] = frames
+    return np.diff(edges)
+

@@ -184,8 +184,9 @@ class SpeakerRun:
     # flow reversed from the prior, decoder), or piper's training forward (posterior encoder, MAS, KL)
     path: Literal["inference", "posterior"] = "inference"
     # the inference path's durations: DTW against the teacher's rendition on Whisper's encoder output (the yardstick's
-    # best, 0.89 per sound on another speaker), or MAS on a sample of the posterior encoder (0.36 there)
-    durations: Literal["dtw", "mas"] = "dtw"
+    # best, 0.89 per sound on another speaker), MAS on a sample of the posterior encoder (0.36 there), or the folder's
+    # own (its durations.json: the speaker's true ones, `tts-lab speaker folder --timed`, or a forced aligner's)
+    durations: Literal["dtw", "mas", "folder"] = "dtw"
     noise_scale: float = 0.667  # the inference path's prior noise (piper's inference default)
     posterior: str = "outputs/recorded/training/posterior/joe-medium"  # the bootstrapped posterior encoder's pack
     out: str = ""  # where pack writes the adapter (committed)
@@ -210,8 +211,8 @@ class SpeakerRun:
             self.voice = str(Path(self.voice).expanduser().resolve())
         if self.path not in speaker_adapt.PATHS:
             raise ValueError(f"path {self.path!r}: use one of {speaker_adapt.PATHS}")
-        if self.durations not in alignment.DURATION_METHODS:
-            raise ValueError(f"durations {self.durations!r}: use one of {alignment.DURATION_METHODS}")
+        if self.durations not in (*alignment.DURATION_METHODS, FOLDER_DURATIONS):
+            raise ValueError(f"durations {self.durations!r}: use one of {(*alignment.DURATION_METHODS, FOLDER_DURATIONS)}")
         if self.path == "inference" and self.prior_mel:
             raise ValueError("prior_mel is a term of the posterior path: give path 'posterior' with it")
 
@@ -232,13 +233,18 @@ class SpeakerRun:
                       checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every)
 
 
-def default_speaker_folder(folder: Path, threads: int = 2, lists: list[int] | None = None) -> Path:
+def default_speaker_folder(folder: Path, threads: int = 2, lists: list[int] | None = None, timed: bool = False) -> Path:
     """Kokoro-82M's jf_alpha reading Harvard `lists` (TARGET_LISTS when None) in that order at its own timing, as an
-    LJSpeech folder (kept once written); the last VALIDATION recordings are a run's validation split."""
+    LJSpeech folder (kept once written); the last VALIDATION recordings are a run's validation split. `timed`: through
+    Kokoro's graph with its durations, which the folder then keeps (durations 'folder': the true ones)."""
     lists = list(lists or TARGET_LISTS)
     judged = sorted(set(lists) & set(range(1, 11)))
     if judged:
         raise ValueError(f"speaker folder: Harvard lists {judged} are judged sentences; a speaker folder reads lists 11-72")
+    if timed:
+        from lib.voices.kokoro_timed import timed_folder  # deferred: onnx, to write the graph with durations once
+        return timed_folder("jf_alpha", text.harvard_sentences(lists), folder, voices.PiperFrontend(voices.piper_paths()[1]),
+                            threads=threads)
     voice = voices.load_voice("kokoro-82m", speaker="jf_alpha", threads=threads)
     return speaker_adapt.speaker_folder(voice, text.harvard_sentences(lists), folder)
 
@@ -251,9 +257,29 @@ def speaker_data(cfg: SpeakerRun, teacher) -> tuple:
     return vo.from_recordings(train, fe, int(np.prod(teacher.hparams["upsample_rates"]))), val
 
 
+FOLDER_DURATIONS = "folder"  # a run's durations from the folder's own durations.json
+
+
+def folder_durations(folder: Path, data: vo.Utterances) -> list[np.ndarray]:
+    """Frames per phoneme id of each utterance from the folder's own durations (ljspeech.read_durations), each id
+    at least one frame as the aligners give them; DatasetError naming a clip they do not fit."""
+    own = ljspeech.read_durations(folder)
+    out = []
+    for uid, ids, frames in zip(data.ids, data.phonemes, data.frames):
+        if uid not in own:
+            raise ljspeech.DatasetError(f"{folder / ljspeech.DURATIONS} has no durations of {uid!r}")
+        if len(own[uid]) != ids.numel():
+            raise ljspeech.DatasetError(f"{uid}: {len(own[uid])} durations for {ids.numel()} phoneme ids of the voice "
+                                        "(durations written for another voice's phonemes?)")
+        out.append(alignment.at_least_one(ljspeech.frames_of(own[uid], int(frames), data.sample_rate, data.hop, uid)))
+    return out
+
+
 def speaker_durations(cfg: SpeakerRun, teacher, data: vo.Utterances) -> vo.Utterances:
     """`data` with each recording's frames per phoneme id by `cfg.durations` (lib.harness.alignment; found once per
     folder and method, in the lab's cache, whichever method's run trains on them)."""
+    if cfg.durations == FOLDER_DURATIONS:
+        return vo.with_durations(data, folder_durations(Path(cfg.dataset), data), FOLDER_DURATIONS)
     enc_q = posterior.load(Path(cfg.posterior), teacher.hparams).eval() if cfg.durations == "mas" else None
     return vo.with_durations(data, alignment.cached_durations(data, teacher, cfg.durations, enc_q=enc_q,
                                                               threads=cfg.threads), cfg.durations)

@@ -112,3 +112,43 @@ def piper_frames_per_id(timed: Timed, vocab: dict, id_map: dict, hop: int, sampl
         edges = np.minimum(edges, n_frames)
         edges[-1] = n_frames
     return np.diff(edges)
+
+
+def timed_folder(speaker: str, sentences, folder: Path, frontend, threads: int = 1) -> Path:
+    """An LJSpeech folder of Kokoro's `speaker` reading `sentences` (lib.core.text.Sentence), with its true
+    durations beside it (ljspeech.DURATIONS: seconds per piper phoneme id of each wav, `frontend` the piper voice's
+    PiperFrontend): the clips trimmed of their silence as a folder is read, the trimmed samples taken off the first
+    and last ids. Kept as it is where it already holds these sentences and their durations."""
+    import json
+
+    from lib.core.audio import sound_bounds
+    from lib.core.results import atomic_write_text
+    from lib.data import ljspeech
+    folder = Path(folder)
+    wanted = [(s.id, s.text) for s in sentences]
+    try:
+        if ljspeech.read_metadata(folder) == wanted and set(ljspeech.read_durations(folder)) == {i for i, _ in wanted}:
+            return folder
+    except ljspeech.DatasetError:
+        pass  # absent or incomplete: written anew
+    from tqdm.auto import tqdm
+    kokoro, seconds, items = KokoroTimed(speaker, threads=threads), {}, []
+    for s in tqdm(sentences, desc=f"kokoro-82m ({speaker}) reads, timed", leave=False):
+        timed = kokoro.speak(s.text)
+        if timed.phonemes != frontend.phonemes(s.text)[0]:
+            raise ValueError(f"{s.id}: Kokoro spoke other phonemes than piper's for the same text")
+        per_id = piper_frames_per_id(timed, kokoro.voice.vocab, frontend.config.phoneme_id_map, 1, timed.sample_rate,
+                                     len(timed.audio)).astype(np.int64)  # samples per id at Kokoro's rate
+        start, end = sound_bounds(timed.audio, timed.sample_rate)
+        for cut, order in ((start, range(len(per_id))), (len(timed.audio) - end, range(len(per_id) - 1, -1, -1))):
+            for i in order:  # the trimmed samples leave the first (then the last) ids
+                taken = min(cut, int(per_id[i]))
+                per_id[i] -= taken
+                cut -= taken
+                if not cut:
+                    break
+        seconds[s.id] = [round(float(x) / timed.sample_rate, 6) for x in per_id]
+        items.append((s.id, s.text, timed.audio[start:end], timed.sample_rate))
+    ljspeech.write_folder(folder, items)
+    atomic_write_text(folder / ljspeech.DURATIONS, json.dumps(seconds) + "\n")
+    return folder
