@@ -26,8 +26,9 @@ if [ ! -d "$PARAMS/$PROFILE" ]; then
   exit 2
 fi
 mkdir -p "$NBOUT"
-# Everything the run prints also goes to its log beside the notebooks (appended, each run under a header line).
-exec > >(tee -a "$OUT/run.log") 2>&1
+# Everything the run prints also goes to its log beside the notebooks (appended, each run under a header line);
+# what it says on stderr (a failed notebook, bad parameters) stays on stderr too.
+exec > >(tee -a "$OUT/run.log") 2> >(tee -a "$OUT/run.log" >&2)
 echo "== $(date -u +%FT%TZ) $0 $PROFILE${PICK[*]:+ ${PICK[*]}} at $(git rev-parse --short HEAD 2>/dev/null || echo 'no git')"
 # Library warnings the lab knows to be noise are silenced by name (lib/core/quiet.py); any other one shows.
 PYTHONWARNINGS="$("$PY" -c 'from lib.core.quiet import pythonwarnings; print(pythonwarnings())')" && export PYTHONWARNINGS

@@ -173,7 +173,7 @@ def test_adaptation_notebook(smoke):
         card = json.loads((nb / "artefacts" / f"{method}-adapter" / "config.json").read_text())
         assert card["base_model_name_or_path"].startswith("piper:") and "speaker" in card["data"]
         assert "heldout_wer" in card["judged"] and (nb / "artefacts" / f"{method}-adapter" / "README.md").exists()
-    long = {"full@cpu-long", "lora-r8@cpu-long"}  # the long runs' packs, judged beside this run's methods
+    long = {"full-acoustic@cpu-long", "lora-r8@cpu-long"}  # the long runs' packs, judged beside this run's methods
     assert long <= set(secs.index) and len(m["long_run_headline"]) == 2
     runs = pd.read_csv(nb / "long_runs.csv").set_index("method")
     assert set(runs.index) == long and (runs["steps"] > 0).all() and (runs["machine_hours"] > 0).all()

@@ -9,6 +9,10 @@ import warnings
 KNOWN: tuple[tuple[type[Warning], str, str], ...] = (
     (FutureWarning, "`torch.nn.utils.weight_norm` is deprecated",
      "piper's VITS modules build with torch's old weight_norm; the lab folds it before it ships a part"),
+    (Warning, "IProgress not found",
+     "tqdm under papermill has no ipywidgets: its bars fall back to text lines, which the run log keeps"),
+    (UserWarning, "pkg_resources is deprecated as an API",
+     "setuptools' notice when an installed library imports pkg_resources; nothing of the lab's"),
 )
 
 
