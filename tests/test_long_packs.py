@@ -89,9 +89,10 @@ def test_notebook_05_times_the_long_packs_voices_by_notebook_04s_names(teacher, 
     students = hardware.load_students(p["students"], teacher, tmp_path / "students", p["long_runs"], writer, model="m",
                                       profile="default")
     by_name = {s.name: s for s in students}
-    five, hifi = "istft192x6-adv+flow96-long+fe96-long@cpu-long", "dec128-regress+flow96-long+fe96-long@cpu-long"
+    five, hifi = ("istft192x6-adv+flow96-long+fe96-varied-long@cpu-long",
+                  "dec128-regress+flow96-long+fe96-varied-long@cpu-long")
     assert {five, hifi} <= set(p["students"]) and set(by_name) == {five, hifi}
-    assert by_name[five].folder == "istft192x6-adv+flow96-long+fe96-long_at_cpu-long"
+    assert by_name[five].folder == "istft192x6-adv+flow96-long+fe96-varied-long_at_cpu-long"
     assert isinstance(by_name[five].voice.dec, FrameRateDecoder) and not by_name[five].voice.use_sdp
     assert distill.decoder_width(by_name[hifi].voice.dec) == 128 and not by_name[hifi].voice.use_sdp
     absent = writer.frame().drop_duplicates("variant").set_index("variant")
