@@ -155,6 +155,9 @@ def test_a_timed_folder_keeps_the_true_durations_a_run_reads_back(tmp_path):
     assert [int(f.sum()) for f in frames] == data.frames and all(f.min() >= 1 for f in frames)
     with pytest.raises(ljspeech.DatasetError, match="adds up to|add up to"):
         ljspeech.frames_of([1.0, 1.0], 10, 22050, 256, "h11_01")
+    (folder / ljspeech.DURATIONS).write_text('[0.1, 0.2]')
+    with pytest.raises(ljspeech.DatasetError, match="not a JSON object"):
+        ljspeech.read_durations(folder)
     (folder / ljspeech.DURATIONS).write_text('{"h11_01": [0.1, -1]}')
     with pytest.raises(ljspeech.DatasetError, match="h11_01"):
         ljspeech.read_durations(folder)

@@ -159,6 +159,8 @@ def read_durations(folder: Path) -> dict[str, list[float]]:
         raw = json.loads(path.read_text())
     except ValueError as exc:
         raise DatasetError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DatasetError(f"{path} is not a JSON object of clip id -> seconds per phoneme id")
     bad = [uid for uid, d in raw.items() if not isinstance(d, list) or any(not isinstance(x, (int, float)) or x < 0
                                                                          for x in d)]
     if bad:
