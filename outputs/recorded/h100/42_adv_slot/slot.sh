@@ -1,0 +1,40 @@
+#!/bin/bash
+# One lent-GPU slot (issue 49 items 6 and the decoder-alone target): the teacher speaks a corpus on the GPU (8 writers,
+# a time budget), then three runs share the GPU on it for TRAIN_S seconds each (SIGTERM checkpoints), each going on
+# from its committed pack: the frame-rate decoder's adversarial phase (piper's MPD+MRD, batch 32, fresh discriminators
+# with a discriminator-only warm-up: their state never travels), and the regressions of the 128-channel and the hybrid
+# decoders. What comes back: each run's generators, curves, configs and run.json, the logs and the corpus manifest.
+set -u
+PY=${PY:-python3}; CORPUS_S=${CORPUS_S:-60}; TRAIN_S=${TRAIN_S:-330}; DEV=${DEV:-cuda}; NW=${NW:-8}; OUT=${OUT:-/tmp/slot-out}; mkdir -p $OUT
+[ -n "${SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=$PWD/.devrun/site:/tmp/site:$PWD TTS_LAB_TEACHER_BUNDLE=$PWD/.devrun/bundle PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 PYTHONWARNINGS=ignore
+L=$OUT/logs; C=/tmp/corpus; W=/tmp/w; mkdir -p $L $W
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $L/gpu.txt
+date +%s > $L/t_start
+for i in $(seq $NW); do
+  $PY -m lib.cli train corpus --out $C --device $DEV --seconds $CORPUS_S --threads 2 > $L/corpus$i.log 2>&1 &
+done
+wait
+$PY -m lib.cli train corpus --out $C --device $DEV --seconds 1e-9 --manifest-out $L/corpus_manifest.json > $L/corpus_manifest.log 2>&1
+date +%s > $L/t_corpus
+$PY -c "import json,sys; m=json.load(open('$L/corpus_manifest.json')); print('corpus', m['sentences'], m['hours']); sys.exit(m['sentences'] < 64)" || { tail -n 30 $L/corpus1.log $L/corpus_manifest.log; exit 3; }
+R="$PY -m lib.jobs.train_job"
+COMMON="--device $DEV --corpus $C --noise-scale 0.667 --noise-w 0.8 --log-every 50 --eval-every 250 --checkpoint-every 250"
+# 290,350 steps packed: warmup_steps = steps - adversarial-steps = 290,350, so the fresh discriminators warm up first
+OMP_NUM_THREADS=6 timeout -s TERM $TRAIN_S $R regress-istft --work $W/istftcorpusadv --init-from .devrun/init/istftcorpusadv \
+  --dim 192 --blocks 6 --steps 300350 --adversarial-steps 10000 --disc-warmup 300 --warm-restart --lr 1e-4 \
+  --discriminators mpd mrd --batch 32 --frames 32 --threads 6 $COMMON > $L/istftcorpusadv.log 2>&1 &
+OMP_NUM_THREADS=4 timeout -s TERM $TRAIN_S $R regress --work $W/reg128corpus --init-from .devrun/init/reg128corpus --width 128 \
+  --steps 170000 --batch 16 --frames 32 --threads 4 $COMMON > $L/reg128corpus.log 2>&1 &
+OMP_NUM_THREADS=4 timeout -s TERM $TRAIN_S $R regress-hybrid --work $W/hybrid96corpus --init-from .devrun/init/hybrid96corpus \
+  --width 96 --steps 30000 --batch 16 --frames 32 --threads 4 $COMMON > $L/hybrid96corpus.log 2>&1 &
+sleep 90; for f in $L/istftcorpusadv.log $L/reg128corpus.log $L/hybrid96corpus.log; do echo "== $f"; tail -n 2 $f | cut -c1-200; done
+wait
+date +%s > $L/t_train
+nvidia-smi > $L/nvidia-smi.txt 2>&1
+for w in $W/*; do  # the generators (EMA and raw), configs, curves and run.json: what `pack` reads
+  (cd $W && tar -czf $OUT/$(basename $w).tgz $(basename $w)/run.json \
+     $(cd $W && ls -d $(basename $w)/*/ | while read p; do for f in config.json curve.csv keep.json ema.safetensors state/model.safetensors; do [ -e "$p$f" ] && echo "$p$f"; done; done))
+done
+ls -la $OUT; for f in $L/*.log; do echo "== $f"; tail -n 3 $f | cut -c1-240; done
