@@ -103,3 +103,33 @@ def test_other_models_share_the_harness(tmp_path, monkeypatch, ort_voice):
     assert set(truth.index) == {"piper-joe", "kokoro-82m"} and (truth["mcd_db"] > 0).all()
     assert (tmp_path / "t" / "nb" / "audio" / "kokoro-82m__ort-cpu" / f"{sents[0].id}.wav").exists()
     assert len(per_clip) == 2 + 2 * 2
+
+
+def test_judge_processes_end_when_the_process_that_started_them_is_killed(tmp_path):
+    """A kernel killed at shutdown never stops its judge pool; the pool's idle workers must end by themselves, or they
+    hold the run's output pipe open and whoever waits on that output hangs (the test command did on a loaded Zen 4)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        "from lib.harness import judges\n"
+        "pool = judges._judge_pool(None, False, 2)\n"
+        "print(' '.join(str(p) for p in {pool.submit(os.getpid).result() for _ in range(8)} | "
+        "{f.result() for f in [pool.submit(os.getpid) for _ in range(8)]}), flush=True)\n"
+        "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    workers = [int(p) for p in parent.stdout.readline().split()]
+    assert workers and parent.pid not in workers
+    alive = lambda pid: os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]  # noqa: E731
+    assert all(alive(w) for w in workers), "the workers run while their parent does"
+    parent.send_signal(signal.SIGKILL)  # no atexit, no pool shutdown: as a killed kernel
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [w for w in workers if alive(w)]
+    for w in left:  # leave no process behind when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not left, f"judge workers {left} outlived their killed parent"

@@ -410,16 +410,26 @@ def test_the_duration_predictors_training_only_parts_fit_the_teachers_durations(
     assert all(torch.equal(v, teacher.dp.state_dict()[k]) for k, v in same.items())
 
 
-def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run():
+def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run(tmp_path):
     """Notebook 02's 'why' findings: the rank correlation of SECS and WER over the adapted variants (the teacher and
-    the speaker's own clips left out) and MAS's agreement on the speaker's recordings against the teacher's audio."""
+    the speaker's own clips left out), and the diagnostic packs read back from what they recorded (a pack missing is
+    left out, and the cause is then not claimed)."""
     from lib.studies import adaptation
     t = pd.DataFrame({"variant": ["teacher", "target-speaker", "full", "lora-r8", "lora-r4"],
                       "secs": [0.43, 0.82, 0.61, 0.49, 0.51], "wer": [0.07, 0.16, 0.93, 0.21, 0.30]}).set_index("variant")
-    agree = pd.DataFrame({"recordings": ["the teacher's own audio", "the speaker's recordings"],
-                          "duration correlation (mean)": [0.55, 0.27]})
-    said = adaptation.why_lines(t, agree, lambda x, fmt=".2f": format(x, fmt))
+    for i, (run, _) in enumerate(adaptation.DIAGNOSIS):
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "config.json").write_text(json.dumps({"steps": 750, "hours": 0.08, "judged": {
+            "heldout_wer": 0.04 + 0.3 * i, "speaker_wer": 0.05 + 0.1 * bool(i), "heldout_secs": 0.6}}))
+        pd.DataFrame({"step": [500, 750], "heldout_mel": [0.5 + 0.1 * i, 0.45 + 0.1 * i]}).to_csv(tmp_path / run / "curve.csv")
+    diag = adaptation.diagnosis(root=tmp_path)
+    assert list(diag["heldout_mel_l1"].round(2)) == [0.45, 0.55, 0.65] and list(diag["validation_wer"].round(2)) == [0.04, 0.34, 0.64]
+    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    said = adaptation.why_lines(t, diag, fmt)
     assert "over the 3 adapted variants" in said[0] and "rank correlation of SECS and WER +1.00" in said[0]
-    assert "duration correlation of 0.27" in said[1] and "against 0.55 on the teacher's own audio" in said[1]
+    assert "the teacher's own audio, DTW durations: validation WER 0.04 (the folder's own 0.05), held-out mel L1 0.45" in said[1]
     t.loc["lora-r4", "wer"] = 0.95  # the order of WER no longer follows SECS
-    assert "+1.00" not in adaptation.why_lines(t, agree, lambda x, fmt=".2f": format(x, fmt))[0]
+    assert "+1.00" not in adaptation.why_lines(t, diag, fmt)[0]
+    (tmp_path / adaptation.DIAGNOSIS[1][0] / "config.json").unlink()
+    short = adaptation.diagnosis(root=tmp_path)
+    assert len(short) == 2 and len(adaptation.why_lines(t, short, fmt)) == 1

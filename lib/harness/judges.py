@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -86,10 +87,20 @@ def close_judges() -> None:
     _POOLS.clear()
 
 
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """End this judge process once `parent` is gone. A notebook kernel killed at shutdown (papermill kills one that
+    has not exited within seconds) never stops its pool, and its idle workers would live on, holding the run's output
+    pipe open: `run_all.sh` returned but the test that waits on its output hung (seen on a loaded Zen 4)."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(0)
+
+
 def _init_worker(asr_name: str | None, use_dnsmos: bool):
     quiet.silence_known()
     if multiprocessing.parent_process() is not None:  # a pool's worker: an interrupt (a notebook kernel's shutdown)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # is its parent's to handle, which stops the pool
+        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-parent", daemon=True).start()
     _WORKER["key"] = (asr_name, use_dnsmos, os.getpid())
     _WORKER["asr"] = make_asr(asr_name, threads=1) if asr_name else None
     _WORKER["dnsmos"] = metrics.Dnsmos(threads=1) if use_dnsmos else None

@@ -396,9 +396,34 @@ def context_lines(t: pd.DataFrame, check: dict, kernel_check: dict, n) -> list[s
             "through a float product of the same NF4 weights (section 3)."]
 
 
-def why_lines(t: pd.DataFrame, alignment: pd.DataFrame, n) -> list[str]:
-    """Why the targets are missed, from this run: how SECS and WER move together over the adapted variants (rank
-    correlation), and how well MAS aligns the speaker's recordings against the teacher's own audio (section 2)."""
+# The diagnostic runs of issue 50: one recipe (full-acoustic on the inference path) on three folders; what differs.
+DIAGNOSIS = (("speaker-self/full-acoustic", "the teacher's own audio, DTW durations"),
+             ("speaker-timed/full-acoustic", "the speaker, its true durations (Kokoro's)"),
+             ("speaker-infer/full-acoustic", "the speaker, DTW durations"))
+
+
+def diagnosis(runs=DIAGNOSIS, root: Path = RECORDED / "training") -> pd.DataFrame:
+    """The diagnostic packs side by side, from what each recorded (config.json's validation judges, curve.csv's last
+    held-out mel L1): which of data, durations and path the lost words follow. A missing pack is left out."""
+    rows = []
+    for run, what in runs:
+        try:
+            info = json.loads((Path(root) / run / "config.json").read_text())
+            curve = pd.read_csv(Path(root) / run / "curve.csv")
+        except (OSError, ValueError) as exc:
+            _LOGGER.warning("diagnostic pack %s left out: %s", run, exc)
+            continue
+        judged, mel = info.get("judged") or {}, curve["heldout_mel"].dropna()
+        rows.append({"run": run, "folder": what, "steps": info.get("steps"), "machine_hours": info.get("hours"),
+                     "validation_wer": judged.get("heldout_wer"), "folder_own_wer": judged.get("speaker_wer"),
+                     "validation_secs": judged.get("heldout_secs"),
+                     "heldout_mel_l1": float(mel.iloc[-1]) if len(mel) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def why_lines(t: pd.DataFrame, diag: pd.DataFrame, n) -> list[str]:
+    """Why the targets are missed, from this run (how SECS and WER move together over the adapted variants) and from
+    the diagnostic packs (`diagnosis()`): the cause the runs still carry once the four faults of issue 50 are fixed."""
     adapted = t.drop(index=[v for v in ("teacher", "target-speaker") if v in t.index])[["secs", "wer"]].dropna()
     lines = []
     if len(adapted) >= 3:
@@ -406,12 +431,17 @@ def why_lines(t: pd.DataFrame, alignment: pd.DataFrame, n) -> list[str]:
         lines.append(f"Why the words go: over the {n(len(adapted), 'd')} adapted variants judged here, the nearer a variant "
                      f"comes to the speaker (SECS), the more words it tends to lose (rank correlation of SECS and WER "
                      f"{n(rho, '+.2f')}); none reaches the speaker's timbre and keeps the words.")
-    agree = alignment.set_index("recordings")["duration correlation (mean)"]
-    lines.append(f"MAS aligns the speaker's recordings with their text at a duration correlation of "
-                 f"{n(agree.iloc[-1])} with the teacher's durations, against {n(agree.iloc[0])} on the teacher's own "
-                 "audio (section 2): part of what every method learns comes from frames matched to other phonemes. The "
-                 "long runs' diagnostics (`outputs/recorded/README.md`, adaptation) place most of the loss in the "
-                 "latents the decoder is given at inference, less in the text encoder.")
+    if len(diag) == len(DIAGNOSIS):
+        d = diag.set_index("run")
+        said = "; ".join(f"{r['folder']}: validation WER {n(r['validation_wer'])} (the folder's own {n(r['folder_own_wer'])}), "
+                         f"held-out mel L1 {n(r['heldout_mel_l1'])} after {n(r['steps'], ',d')} steps" for _, r in d.iterrows())
+        lines.append(f"What the long runs still carry: the alignment, the path and the frozen text path are ruled out. One "
+                     f"recipe (full-acoustic on the inference path) on three folders: {said}. The same recipe keeps the "
+                     "words on audio the voice can already match and loses them on the speaker, true durations included: "
+                     "the cause left is the target itself. On another speaker the mel L1 plateaus far above its level on "
+                     "the teacher's audio, and a decoder trained on an L1 average of what it cannot match blurs the "
+                     "phonemes. The arms it calls for: piper's discriminators on the inference path, and a duration "
+                     "predictor trained with the acoustic part.")
     return lines
 
 
