@@ -3,12 +3,17 @@ job reads, and its module is imported only when it runs (so `tts-lab --help` ans
 
     tts-lab voice export --pack outputs/recorded/training/speaker/lora-r8 --out /tmp/lora-r8-voice
     tts-lab speaker folder --folder /tmp/jf_alpha
-    tts-lab speaker adapt --work /tmp/full --dataset /tmp/jf_alpha --method full --out outputs/recorded/training/speaker/full
-    tts-lab train corpus --out ~/.cache/tts-lab/corpus/teacher-49 --manifest-out outputs/recorded/corpus/teacher-49/manifest.json
+    tts-lab speaker adapt --work /tmp/full --dataset /tmp/jf_alpha --method full
+        --out outputs/recorded/training/speaker/full
+    tts-lab train corpus --out ~/.cache/tts-lab/corpus/teacher-49
+        --manifest-out outputs/recorded/corpus/teacher-49/manifest.json
     tts-lab train regress-istft --work /tmp/istft --steps 100000 --init-from outputs/recorded/training/istft
-    tts-lab train pack --work /tmp/istft --out outputs/recorded/training/istft --device cpu --ledger outputs/recorded/training_ledger.csv
+    tts-lab train pack --work /tmp/istft --out outputs/recorded/training/istft --device cpu
+        --ledger outputs/recorded/training_ledger.csv
     tts-lab study overfit --out outputs/recorded/intel-xeon-amx-2c/30_overfit
-    tts-lab study eta default 02_lora_qlora          tts-lab study probe          tts-lab study rundiff BEFORE.csv AFTER.csv
+    tts-lab study eta default 02_lora_qlora
+    tts-lab study probe
+    tts-lab study rundiff BEFORE.csv AFTER.csv
 
 The names before the groups (`tts-lab adapt-speaker`, `tts-lab regress-istft`, ...) still run, unlisted.
 """
@@ -28,7 +33,8 @@ _LOGGER = logging.getLogger("tts-lab")
 COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
     "voice": {
         "export": ("lib.cli", "Export", "a packed part or adaptation as a piper voice, spoken once by piper's runtime"),
-        "optimize": ("lib.studies.optimize", "Optimize", "the fastest variant within the quality bounds here, as a piper voice"),
+        "optimize": ("lib.studies.optimize", "Optimize",
+                     "the fastest variant within the quality bounds here, as a piper voice"),
     },
     "speaker": {
         "folder": ("lib.cli", "SpeakerFolder", "write the default target speaker's LJSpeech folder (Kokoro jf_alpha)"),
@@ -94,7 +100,8 @@ class SpeakerFolder:
     """Write the default target speaker's LJSpeech folder (Kokoro-82M jf_alpha reading Harvard lists 11-31)."""
     folder: str  # where the folder (wavs/ + metadata.csv) is written
     threads: int = 2  # ONNX Runtime threads for Kokoro
-    lists: list[int] = field(default_factory=list)  # Harvard lists in reading order (11-31 when empty; last 10 clips validate)
+    # Harvard lists in reading order (11-31 when empty; last 10 clips validate)
+    lists: list[int] = field(default_factory=list)
     timed: bool = False  # through Kokoro's graph with its durations: the folder keeps the true ones (durations.json)
 
 
@@ -114,7 +121,8 @@ class Export:
 
 def listing() -> str:
     """The top-level help: every group and command with its one line."""
-    lines = [__doc__.split("\n\n")[0], "", "usage: tts-lab GROUP COMMAND [OPTIONS]   (tts-lab GROUP COMMAND --help)", ""]
+    lines = [__doc__.split("\n\n")[0], "",
+             "usage: tts-lab GROUP COMMAND [OPTIONS]   (tts-lab GROUP COMMAND --help)", ""]
     for group, commands in COMMANDS.items():
         lines.append(f"{group}:")
         lines += [f"  {name:<18}{line}" for name, (_, _, line) in commands.items()]

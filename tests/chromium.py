@@ -104,7 +104,8 @@ class Chromium:
         for ev in self.events:
             m, p = ev.get("method"), ev.get("params", {})
             if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+                out.append("console: " + " ".join(str(a.get("value", a.get("description", "")))
+                                                  for a in p.get("args", [])))
             elif m == "Runtime.exceptionThrown":
                 out.append("exception: " + p.get("exceptionDetails", {}).get("text", ""))
             elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":

@@ -95,7 +95,8 @@ def test_the_independence_contract_names_every_study():
 def ruff(*paths: str) -> subprocess.CompletedProcess:
     """ruff with the project's rules ([tool.ruff] in pyproject.toml) on `paths`."""
     return subprocess.run([sys.executable, "-m", "ruff", "check", "--config", str(ROOT / "pyproject.toml"),
-                           "--no-cache", "--output-format", "concise", *paths], cwd=ROOT, capture_output=True, text=True)
+                           "--no-cache", "--output-format", "concise", *paths],
+                          cwd=ROOT, capture_output=True, text=True)
 
 
 def test_ruff_finds_nothing_in_lib_and_tests():

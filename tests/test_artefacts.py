@@ -118,7 +118,8 @@ def test_a_packed_part_exports_as_a_voice_piper_opens(tmp_path):
     from lib.voices.artefacts import save_part
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     dec = parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch"))
-    save_part(dec, tmp_path / "dec32-regress", "decoder", parts.decoder_build(teacher, 32), {"recipe": "regression-first"})
+    save_part(dec, tmp_path / "dec32-regress", "decoder", parts.decoder_build(teacher, 32),
+              {"recipe": "regression-first"})
     result = export_pack.export([tmp_path / "dec32-regress"], tmp_path / "voice")
     assert (tmp_path / "voice" / "model.onnx.json").is_file() and result["samples"] > 1000
     assert result["sample_rate"] == teacher.sample_rate
@@ -193,5 +194,6 @@ def test_every_committed_card_is_valid_hub_metadata_offline():
         card = ModelCard.load(path)
         assert card.data.base_model == "rhasspy/piper-voices" and card.data.pipeline_tag == "text-to-speech", path
         assert card.data.base_model_relation in ("finetune", "adapter") and card.data.language == ["en"], path
-        local = (str(Path.home()), tempfile.gettempdir(), str(root.parents[2]))  # no folder of the machine it was made on
+        # no folder of the machine it was made on
+        local = (str(Path.home()), tempfile.gettempdir(), str(root.parents[2]))
         assert card.data.eval_results and not any(p in card.content for p in local), path

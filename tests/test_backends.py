@@ -95,7 +95,8 @@ def exported(tmp_path_factory):
     model = piper_torch.load_piper_torch(voices.joe_paths()[0])
     paths = export.export_noise_input(model, tmp_path_factory.mktemp("noise"), chunk_frames=32, context_frames=16)
     fe = voices.PiperFrontend(voices.joe_paths()[1])
-    ids = [fe.phoneme_ids(t)[0] for t in ("The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.")]
+    ids = [fe.phoneme_ids(t)[0] for t in ("The birch canoe slid on the smooth planks.",
+                                          "Glue the sheet to the dark blue background.")]
     return model, paths, ids
 
 

@@ -32,7 +32,8 @@ def test_sizes_of_sparse_weights():
     net = _convnet()
     dense, dense_zip = compress.state_dict_bytes(net), compress.state_dict_bytes(net, compressed=True)
     pruned = compress.prune_unstructured(net, 0.7)
-    assert compress.state_dict_bytes(pruned) == pytest.approx(dense, rel=0.02), "zeros take the same room in a dense file"
+    assert compress.state_dict_bytes(pruned) == pytest.approx(dense, rel=0.02), \
+        "zeros take the same room in a dense file"
     assert compress.state_dict_bytes(pruned, compressed=True) < 0.75 * dense_zip
 
 
@@ -157,7 +158,8 @@ def test_weight_only_int8_shrinks_without_touching_speed_path(exported, tmp_path
 
 def test_split_voice_matches_the_whole_model(tmp_path):
     """Text -> latent in ORT, decoder in static 96-frame windows: same length as the whole model and the chunk
-    borders inaudible (PESQ-WB >= 4.0 against the unchunked output, f32 and, where the CPU has it, bf16; else bf16 is refused by name)."""
+    borders inaudible (PESQ-WB >= 4.0 against the unchunked output, f32 and, where the CPU has it, bf16; else bf16 is
+    refused by name)."""
     from lib.harness import metrics
     model = piper_torch.load_piper_torch(voices.joe_paths()[0])
     latent, decoder = compress.export_split(model, tmp_path, chunk_frames=64, context_frames=16)
@@ -197,7 +199,8 @@ def test_bitsandbytes_replaces_only_1x1_convolutions():
     if not ok:
         pytest.skip(why)
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv1d(64, 128, 1), torch.nn.Conv1d(128, 128, 3, padding=1), torch.nn.Conv1d(128, 96, 1))
+    net = torch.nn.Sequential(torch.nn.Conv1d(64, 128, 1), torch.nn.Conv1d(128, 128, 3, padding=1),
+                              torch.nn.Conv1d(128, 96, 1))
     assert compress.conv1x1_layers(net) == ["0", "2"]
     x = torch.randn(2, 64, 40)
     for mode in ("int8", "nf4"):

@@ -51,7 +51,8 @@ def test_chain_relabels_with_the_parent_and_swaps_parts(teacher):
 
 def test_flow_student_learns_the_teacher_flow(teacher, tmp_path):
     fe = voices.PiperFrontend(voices.joe_paths()[1])
-    ids = [fe.phoneme_ids(t)[0] for t in ("The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.")]
+    ids = [fe.phoneme_ids(t)[0] for t in ("The birch canoe slid on the smooth planks.",
+                                          "Glue the sheet to the dark blue background.")]
     pairs = distill.flow_pairs(teacher, ids, draws=1)
     assert pairs.z[0].shape == pairs.z_p[0].shape and pairs.mask[0].shape[1] == 1
     flow = distill.flow_student(teacher, 32, n_layers=2)
@@ -74,7 +75,8 @@ def test_a_student_voice_is_built_from_its_part_names(teacher, tmp_path):
     voice = distill.student_voice(teacher, tmp_path, ("dec32", "flow16"))
     assert distill.decoder_width(voice.dec) == 32 and voice.flow.flows[0].enc.hidden_channels == 16
     alone = distill.student_voice(teacher, tmp_path, ["flow16"])
-    assert distill.decoder_width(alone.dec) == distill.decoder_width(teacher.dec) and alone.flow.flows[0].enc.hidden_channels == 16
+    assert (distill.decoder_width(alone.dec) == distill.decoder_width(teacher.dec)
+            and alone.flow.flows[0].enc.hidden_channels == 16)
     with pytest.raises(TypeError, match="part names"):
         distill.student_voice(teacher, tmp_path, "dec32+flow16")
     with pytest.raises(ArtefactError, match="flow8"):
@@ -110,13 +112,17 @@ def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp
     from lib.voices.artefacts import save_part
     dec = parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch"))  # as pack saves them
     flow = parts.fold_weight_norm(distill.flow_student(teacher, 16))
-    save_part(dec, tmp_path / "r" / "dec32-regress", "decoder", parts.decoder_build(teacher, 32), {"recipe": "regression-first"})
-    save_part(dec, tmp_path / "a" / "dec32-prune", "decoder", parts.decoder_build(teacher, 32), {"recipe": "adversarial"})
+    save_part(dec, tmp_path / "r" / "dec32-regress", "decoder", parts.decoder_build(teacher, 32),
+              {"recipe": "regression-first"})
+    save_part(dec, tmp_path / "a" / "dec32-prune", "decoder", parts.decoder_build(teacher, 32),
+              {"recipe": "adversarial"})
     save_part(flow, tmp_path / "f" / "flow16", "flow", parts.flow_build(teacher, 16), {"recipe": "regression-first"})
     runs = ["r/dec32-regress", "a/dec32-prune", "f/flow16", "none/dec8"]
     long, absent, info, specs = packs.one_part_voices(teacher, runs, root=tmp_path)
-    assert set(long) == {"dec32-regress@cpu-long", "dec32-prune@cpu-long", "flow16@cpu-long"} and "none/dec8" in absent["dec8@cpu-long"]
-    assert long["flow16@cpu-long"].flow is not teacher.flow and long["flow16@cpu-long"].dec is not long["dec32-regress@cpu-long"].dec
+    assert (set(long) == {"dec32-regress@cpu-long", "dec32-prune@cpu-long", "flow16@cpu-long"}
+            and "none/dec8" in absent["dec8@cpu-long"])
+    assert (long["flow16@cpu-long"].flow is not teacher.flow
+            and long["flow16@cpu-long"].dec is not long["dec32-regress@cpu-long"].dec)
     mine = distill.flow_student(teacher, 8)
     flow8, fe96 = Part("flow8", "flow", 8), Part("fe96", "frontend", 96)
     whole, whole_specs = packs.whole_voices(long, info, specs, mine, flow8, None, fe96)
@@ -129,13 +135,16 @@ def test_long_runs_a_flow_pack_joins_the_long_decoders_whole_voices(teacher, tmp
     alone = whole["dec32-regress+flow16-long@cpu-long"]  # the long parts with the teacher's front end
     assert distill.decoder_width(alone.dec) == 32 and type(alone.enc_p) is type(teacher.enc_p)
     assert all(torch.equal(a, b) for a, b in zip(alone.flow.state_dict().values(), w.flow.state_dict().values()))
-    assert all(torch.equal(a, b) for a, b in zip(alone.enc_p.state_dict().values(), teacher.enc_p.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(alone.enc_p.state_dict().values(), teacher.enc_p.state_dict().values()))
     without = {k: v for k, v in info.items() if v["kind"] != "flow"}
-    assert set(packs.whole_voices(long, without, specs, mine, flow8, None, fe96)[0]) == {"dec32-regress+flow8+fe96@cpu-long"}
+    assert (set(packs.whole_voices(long, without, specs, mine, flow8, None, fe96)[0])
+            == {"dec32-regress+flow8+fe96@cpu-long"})
     # a long front-end run's pack: the teacher with it, and the long decoders' whole voices speak through it
     from lib.techniques import frontend_student as fs
     fe = fs.frontend_student(teacher, 16, 32)
-    save_part(fe, tmp_path / "e" / "fe16", "frontend", fs.frontend_build(teacher, 16, 32), {"recipe": "regression-first"})
+    save_part(fe, tmp_path / "e" / "fe16", "frontend", fs.frontend_build(teacher, 16, 32),
+              {"recipe": "regression-first"})
     long, _, info, specs = packs.one_part_voices(teacher, runs + ["e/fe16"], root=tmp_path)
     assert not long["fe16@cpu-long"].use_sdp and long["fe16@cpu-long"].enc_p.hidden_channels == 16
     whole, _ = packs.whole_voices(long, info, specs, mine, flow8, None, fe96)
@@ -151,9 +160,12 @@ def test_duration_rows_cover_the_long_front_ends(teacher, tmp_path):
     from lib.studies import distillation
     from lib.techniques import frontend_student as fs
     from lib.voices.artefacts import save_part
-    fe, dec = fs.frontend_student(teacher, 16, 32), parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch"))
-    save_part(fe, tmp_path / "e" / "fe16", "frontend", fs.frontend_build(teacher, 16, 32), {"recipe": "regression-first"})
-    save_part(dec, tmp_path / "r" / "dec32-regress", "decoder", parts.decoder_build(teacher, 32), {"recipe": "regression-first"})
+    fe, dec = (fs.frontend_student(teacher, 16, 32),
+               parts.fold_weight_norm(distill.decoder_student(teacher, 32, "scratch")))
+    save_part(fe, tmp_path / "e" / "fe16", "frontend", fs.frontend_build(teacher, 16, 32),
+              {"recipe": "regression-first"})
+    save_part(dec, tmp_path / "r" / "dec32-regress", "decoder", parts.decoder_build(teacher, 32),
+              {"recipe": "regression-first"})
     long, _, info, _ = packs.one_part_voices(teacher, ["e/fe16", "r/dec32-regress"], root=tmp_path)
     mine = distill.with_parts(teacher, frontend=fs.frontend_student(teacher, 8, 16))
     v = distillation.Voices({"teacher": teacher, "mine": mine}, [], "", "mine", "mine", "mine", {}, long, {}, info)

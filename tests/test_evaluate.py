@@ -66,7 +66,8 @@ def test_measure_speed_ratio(tmp_path, monkeypatch, ort_voice):
     w = results.ResultWriter("t", "nb")
     sents = text.harvard_sentences([5])[:2]
     df = evaluate.measure_speed({"a": ort_voice, "b": ort_voice}, sents, w, model="m", baseline="a",
-                                meta={}, warmup=1, specs={"a": {"name": "piper-joe", "backend": "ort-cpu", "threads": 1}})
+                                meta={}, warmup=1,
+                                specs={"a": {"name": "piper-joe", "backend": "ort-cpu", "threads": 1}})
     t = df.set_index("name")
     assert t.loc["a", "rtf_ratio"] == 1.0 and t.loc["b", "rtf"] > 0
     # the ratio is b's RTF over the baseline's from the same run (a bound on the value itself would time the machine)
@@ -122,7 +123,8 @@ def test_judge_processes_end_when_the_process_that_started_them_is_killed(tmp_pa
         "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     workers = [int(p) for p in parent.stdout.readline().split()]
     assert workers and parent.pid not in workers
-    alive = lambda pid: os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]  # noqa: E731
+    alive = lambda pid: (os.path.exists(f"/proc/{pid}")  # noqa: E731
+                         and "Z" not in open(f"/proc/{pid}/stat").read().split()[2])
     assert all(alive(w) for w in workers), "the workers run while their parent does"
     parent.send_signal(signal.SIGKILL)  # no atexit, no pool shutdown: as a killed kernel
     parent.wait()

@@ -80,7 +80,8 @@ def test_quality_bounds_are_judged_sentence_by_sentence():
     rng = np.random.default_rng(1)
     base = rng.normal(3.8, 0.2, 30)
     rows = [{"variant": "t", "id": i, "dnsmos_p808": b, "wer": 0.05} for i, b in zip(ids, base)]
-    rows += [{"variant": "s", "id": i, "dnsmos_p808": b - 0.5 + rng.normal(0, 0.05), "wer": 0.05} for i, b in zip(ids, base)]
+    rows += [{"variant": "s", "id": i, "dnsmos_p808": b - 0.5 + rng.normal(0, 0.05), "wer": 0.05}
+             for i, b in zip(ids, base)]
     rows += [{"variant": "s", "id": "only-s", "dnsmos_p808": 1.0, "wer": 1.0}]  # unpaired: left out
     per_clip = pd.DataFrame(rows)
     assert len(verdicts.paired(per_clip, "t", "s", "dnsmos_p808")) == 30
@@ -96,9 +97,11 @@ def test_targets_judged_per_sentence_call_a_bound_inside_the_noise_tied():
     e = (e - e.mean()) / e.std()
     drops = {"fast": 0.09 + 0.3 * e, "slow": np.full(20, 0.0), "bad": np.full(20, 0.5)}
     rows = [{"variant": "t", "id": i, "dnsmos_p808": 3.8, "wer": 0.05} for i in ids]
-    rows += [{"variant": v, "id": i, "dnsmos_p808": 3.8 - x, "wer": 0.05} for v, d in drops.items() for i, x in zip(ids, d)]
+    rows += [{"variant": v, "id": i, "dnsmos_p808": 3.8 - x, "wer": 0.05}
+             for v, d in drops.items() for i, x in zip(ids, d)]
     judged = verdicts.quality_bounds(pd.DataFrame(rows), "t", list(drops), max_dnsmos_drop=0.10, max_wer_increase=0.02)
-    assert list(judged["bounds"]) == ["tied", "met", "missed"] and list(judged["within_quality_bounds"]) == [False, True, False]
+    assert (list(judged["bounds"]) == ["tied", "met", "missed"]
+            and list(judged["within_quality_bounds"]) == [False, True, False])
     table = pd.DataFrame({"variant": list(drops), "rtf_ratio": [0.3, 0.9, 0.2], "size_ratio": [1.0, 1.0, 1.0],
                           "dnsmos_drop": [float(d.mean()) for d in drops.values()], "wer_increase": [0.0] * 3})
     table["within_quality_bounds"] = table["dnsmos_drop"] <= 0.10
@@ -118,8 +121,8 @@ def test_a_long_runs_last_doubling_is_stated_with_its_guess_or_its_lack():
          "heldout_secs_next_doubling": np.nan}])
     F = findings.Findings(pd.DataFrame())
     line = F.doublings(slopes, "heldout_secs", "held-out SECS")
-    assert line.startswith("Long runs' held-out SECS (`outputs/recorded/training_ledger.csv`): `adaptlora8/lora-r8` 0.638 "
-                           "at 2.74 machine-hours, +0.061 over its last doubling")
+    assert line.startswith("Long runs' held-out SECS (`outputs/recorded/training_ledger.csv`): "
+                           "`adaptlora8/lora-r8` 0.638 at 2.74 machine-hours, +0.061 over its last doubling")
     assert "a log-linear guess: 0.699" in line and "`adaptfull/full` 0.709 at 1.06 machine-hours, no row" in line
     assert {"0.638", "2.74", "+0.061", "0.699", "0.709", "1.06"} <= set(F.numbers)
     assert F.doublings(slopes[:0], "heldout_secs", "x") == ""

@@ -46,7 +46,8 @@ def test_segments_stay_aligned():
 def test_train_decoder_learns_checkpoints_and_resumes(tmp_path):
     from lib.training import loop as training
     lat = _latents()
-    recipe = lambda n: training.Recipe(steps=n, lr=2e-3, adversarial=False, checkpoint_every=10, log_every=1)  # noqa: E731
+    recipe = lambda n: training.Recipe(steps=n, lr=2e-3, adversarial=False,  # noqa: E731
+                                       checkpoint_every=10, log_every=1)
     log = training.train_decoder(_tiny(), lat, recipe(30), tmp_path, batch=2, frames=40, progress=None)
     assert len(log.loss) == 30 and np.mean(log.loss[-5:]) < np.mean(log.loss[:5])
     assert (tmp_path / "state" / "model.safetensors").exists() and (tmp_path / "curve.csv").exists()
@@ -88,7 +89,8 @@ def _secs_per_sentence(rows, sd: float, n: int = 10, seed: int = 0):
     out = []
     for v, secs in zip(rows["variant"], rows["secs"]):
         e = rng.normal(0, 1, n)
-        out += [{"variant": v, "id": f"s{i}", "secs": secs + sd * (x - e.mean()) / (e.std() or 1)} for i, x in enumerate(e)]
+        out += [{"variant": v, "id": f"s{i}", "secs": secs + sd * (x - e.mean()) / (e.std() or 1)}
+                for i, x in enumerate(e)]
     return pd.DataFrame(out)
 
 
@@ -108,7 +110,8 @@ def test_adaptation_verdict_one_line_per_target():
     v = verdicts.adaptation_verdict(rows, _secs_per_sentence(rows, 0.002), target="target-speaker")
     assert v["met"] == {"full": True, "lora": True, "qlora": True, "speed": True}, v["lines"]
     assert len(v["lines"]) == 4 and all(len(one.findall(x)) == 1 for x in v["lines"])
-    assert "needed 0.700" in v["lines"][0] and "lora-r8 reaches 87%" in v["lines"][1] and "unmerged lora-r8 1.300" in v["lines"][3]
+    assert ("needed 0.700" in v["lines"][0] and "lora-r8 reaches 87%" in v["lines"][1]
+            and "unmerged lora-r8 1.300" in v["lines"][3])
     assert all("n = 10" in x for x in v["lines"][:3])
     # the same means from sentences that disagree: the LoRA and QLoRA margins (0.02) are inside the noise
     noisy = verdicts.adaptation_verdict(rows, _secs_per_sentence(rows, 0.15), target="target-speaker")
@@ -147,8 +150,10 @@ def test_long_run_verdicts_judge_the_long_packs_apart_from_this_runs_methods():
     runs = pd.DataFrame([{"method": "full@cpu-long", "steps": 4800, "machine_hours": 1.06, "device": "cpu"},
                          {"method": "lora-r8@cpu-long", "steps": 38500, "machine_hours": 2.74, "device": "cpu"}])
     lines = verdicts.runs_adaptation_lines(rows, clips, runs, "@cpu-long", target="target-speaker")
-    assert lines[0].startswith("Long runs (full@cpu-long 4,800 steps, 1.06 machine-hours on the cpu; lora-r8@cpu-long 38,500")
-    assert [x.split("): ", 1)[1] for x in lines] == long["lines"] and verdicts.runs_adaptation_lines(rows, clips, runs[:0], "@x") == []
+    assert lines[0].startswith("Long runs (full@cpu-long 4,800 steps, 1.06 machine-hours on the cpu; "
+                               "lora-r8@cpu-long 38,500")
+    assert ([x.split("): ", 1)[1] for x in lines] == long["lines"]
+            and verdicts.runs_adaptation_lines(rows, clips, runs[:0], "@x") == [])
     short = rows[~rows["variant"].str.endswith("@cpu-long")]
     gone = verdicts.adaptation_verdict(short, clips[clips["variant"].isin(short["variant"])], full="full@cpu-long",
                                        runs="@cpu-long", target="target-speaker")

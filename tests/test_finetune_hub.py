@@ -123,12 +123,13 @@ def test_speecht5_cost_counts_each_method(setup, tmp_path):
         ["the birch canoe slid on the smooth planks", "glue the sheet to the dark blue background"])]
     rng = np.random.default_rng(0)
     recordings = {s.id: Audio((0.1 * rng.standard_normal(16000)).astype(np.float32), 16000) for s in sentences}
-    inputs = speecht5_bench.speecht5_cost_inputs(tmp_path / "in", sentences, recordings, [s.text for s in sentences] * 5)
+    inputs = speecht5_bench.speecht5_cost_inputs(tmp_path / "in", sentences, recordings,
+                                                 [s.text for s in sentences] * 5)
     small = dict(hidden_size=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                  decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128, speech_decoder_prenet_units=64,
                  encoder_layerdrop=0.0, decoder_layerdrop=0.0)
-    rows = {r["variant"]: r for r in speecht5_bench.speecht5_cost(inputs, ["full", "lora-r4"], steps=2, warmup=1, batch=2,
-                                                             device="cpu", config=small)}
+    rows = {r["variant"]: r for r in speecht5_bench.speecht5_cost(inputs, ["full", "lora-r4"], steps=2, warmup=1,
+                                                             batch=2, device="cpu", config=small)}
     assert rows["full"]["trainable_params"] == rows["full"]["total_params"]
     assert 0 < rows["lora-r4"]["trainable_params"] < 0.2 * rows["full"]["trainable_params"]
     assert rows["lora-r4"]["adapter_mb"] < rows["full"]["adapter_mb"]

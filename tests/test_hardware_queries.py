@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_queries_file_follows_the_profile(tmp_path):
     out = tmp_path / "queries.json"
-    proc = subprocess.run([sys.executable, "-m", "lib.studies.hardware", "queries", "--out", str(out), "--profile", "smoke"],
+    proc = subprocess.run([sys.executable, "-m", "lib.studies.hardware", "queries", "--out", str(out),
+                           "--profile", "smoke"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-1500:]
     q = json.loads(out.read_text(encoding="utf-8"))

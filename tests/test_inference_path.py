@@ -53,7 +53,8 @@ def folder(teacher, frontend, tmp_path_factory):
         ids = frontend.phoneme_ids(s.text)[0]
         torch.manual_seed(i)
         with torch.no_grad():
-            audio = teacher.infer(torch.tensor([ids]), torch.tensor([len(ids)]), noise_scale=0.667, noise_scale_w=0.8)[0]
+            audio = teacher.infer(torch.tensor([ids]), torch.tensor([len(ids)]),
+                                  noise_scale=0.667, noise_scale_w=0.8)[0]
         items.append((s.id, s.text, audio.reshape(-1).numpy(), 22050))
     return ljspeech.write_folder(tmp_path_factory.mktemp("speaker") / "folder", items)
 
@@ -177,7 +178,8 @@ def test_the_run_records_its_path_and_durations(folder, cache, tmp_path):
     assert kept["path"] == "inference" and kept["durations"] == "dtw" and kept["noise_scale"] == 0.667
     assert speaker_job.read_config(tmp_path / "work", speaker_job.SpeakerRun) == cfg
     curve = pd.read_csv(tmp_path / "work" / "train" / "curve.csv")
-    assert np.isfinite(curve["loss_mel"]).all() and "loss_kl" not in curve and np.isfinite(curve["heldout_mel"].iloc[-1])
+    assert (np.isfinite(curve["loss_mel"]).all() and "loss_kl" not in curve
+            and np.isfinite(curve["heldout_mel"].iloc[-1]))
     assert "inference-path durations=dtw" in cfg.recipe_name
     old = {k: v for k, v in kept.items() if k not in ("path", "durations", "noise_scale")}
     (tmp_path / "old").mkdir()

@@ -20,11 +20,12 @@ def kit(tmp_path):
         d.mkdir(parents=True)
         for sid in ("h01_01", "h01_02", "h01_03"):
             t = np.arange(8000) / 16000
-            sf.write(d / f"{sid}.wav", 0.3 * np.sin(2 * np.pi * (150 + 40 * k) * t) + 0.01 * rng.standard_normal(t.size), 16000)
+            sf.write(d / f"{sid}.wav",
+                     0.3 * np.sin(2 * np.pi * (150 + 40 * k) * t) + 0.01 * rng.standard_normal(t.size), 16000)
         folders[name] = d
     clips = listening.common_clips(folders, 2)
-    out = listening.build_kit(clips, NAMES[0], {"h01_01": "one", "h01_02": "two"}, tmp_path / "kit", tmp_path / "key.json",
-                              anchors=1, seed=3)
+    out = listening.build_kit(clips, NAMES[0], {"h01_01": "one", "h01_02": "two"}, tmp_path / "kit",
+                              tmp_path / "key.json", anchors=1, seed=3)
     return out, json.loads((tmp_path / "key.json").read_text()), tmp_path
 
 

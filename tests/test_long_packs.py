@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from lib.core import params
+from lib.core import params, registry
 from lib.core.results import ResultWriter
 from lib.report import answers
 from lib.studies import compression, hardware
@@ -31,7 +31,8 @@ def _packs(teacher, root):
     save_part(dec, root / "r" / "dec32-regress", "decoder", parts.decoder_build(teacher, 32),
               {"recipe": "regression-first", "student": "dec32-regress", "steps": 1000, "hours": 2.5})
     save_part(flow, root / "f" / "flow16", "flow", parts.flow_build(teacher, 16), {"recipe": "regression-first"})
-    save_part(dec, root / "b" / "dec32-broken", "decoder", parts.decoder_build(teacher, 32), {"recipe": "regression-first"})
+    save_part(dec, root / "b" / "dec32-broken", "decoder", parts.decoder_build(teacher, 32),
+              {"recipe": "regression-first"})
     (root / "b" / "dec32-broken" / "model.safetensors").write_bytes(b"not a safetensors file")
     return ["r/dec32-regress", "f/flow16", "b/dec32-broken", "none/dec8"]
 
@@ -77,7 +78,8 @@ def test_notebook_03_findings_put_the_best_recovery_first():
     sens = pd.DataFrame({"group": ["decoder", "flow"], "pesq_wb": [2.0, 4.0]})
     sweep = pd.DataFrame({"amount": [0.3], "size_mb": [60.0], "size_mb_zip": [50.0]})
     f = compression.findings_facts(sens, sweep, table, {"guided": "ort-qdq-int8-flow"})
-    assert f["recoveries"] == [("dec128-regress@cpu-long-ort", 0.54, 0.30, 0.01), ("structured-50-ort", 0.55, 0.61, 0.04)]
+    assert f["recoveries"] == [("dec128-regress@cpu-long-ort", 0.54, 0.30, 0.01),
+                               ("structured-50-ort", 0.55, 0.61, 0.04)]
 
 
 def test_notebook_05_times_the_long_packs_voices_by_notebook_04s_names(teacher, tmp_path):
@@ -85,6 +87,7 @@ def test_notebook_05_times_the_long_packs_voices_by_notebook_04s_names(teacher, 
     notebook 04 judges on `default`, with their long decoders and front end; a student of notebook 04 not saved on
     the profile is an absent row that says so. The cold start reads the folder notebook 04 exported a voice to."""
     p = params.resolved("default", hardware.NOTEBOOK)
+    p["long_runs"] = registry.load(p["registry_file"]).packs(p["long_runs"])  # as the notebook's setup resolves it
     writer = ResultWriter("default", hardware.NOTEBOOK)
     students = hardware.load_students(p["students"], teacher, tmp_path / "students", p["long_runs"], writer, model="m",
                                       profile="default")
@@ -99,7 +102,7 @@ def test_notebook_05_times_the_long_packs_voices_by_notebook_04s_names(teacher, 
     assert set(absent.index) == set(p["students"]) - {five, hifi} and (absent["status"] == "absent").all()
     assert absent["reason"].str.contains("notebook 04 on profile 'default' saves it").all()
     # the names are those notebook 04 gives the same packs on `default` (beside its own run's flow and front end)
-    mine = params.resolved("default", "04_distillation")["long_runs"]
+    mine = registry.load().packs(params.resolved("default", "04_distillation")["long_runs"])
     assert set(p["long_runs"]) <= set(mine), "notebook 05 times packs notebook 04 judges"
     long, _, info, specs = packs.one_part_voices(teacher, p["long_runs"])
     judged = set(long) | set(packs.whole_voices(long, info, specs)[0])
@@ -117,7 +120,8 @@ def test_notebook_05_names_a_student_it_cannot_make(teacher, tmp_path):
     runs = ["istft/istft192x6-regress", "flow96/flow96", "fe96/fe96"]
     bad = "istft192x6-regress+flow96+fe96@cpu-long"
     writer = ResultWriter("p", hardware.NOTEBOOK)
-    with pytest.raises(ValueError, match=re.escape(repr(bad)) + ".*istft192x6-regress\\+flow96-long\\+fe96-long@cpu-long"):
+    with pytest.raises(ValueError,
+                       match=re.escape(repr(bad)) + ".*istft192x6-regress\\+flow96-long\\+fe96-long@cpu-long"):
         hardware.load_students([bad], teacher, tmp_path, runs, writer, model="m", profile="p")
     with pytest.raises(ValueError, match="'dec64\\+\\+fe96'"):
         hardware.load_students(["dec64++fe96"], teacher, tmp_path, runs, writer, model="m", profile="p")

@@ -21,7 +21,8 @@ class Tiny(nn.Module):
 
 
 def _adapted(model, r=2):
-    return get_peft_model(model, lora_conv.register(LoraConfig(r=r, lora_alpha=r, target_modules=["up", "res", "post"])))
+    return get_peft_model(model, lora_conv.register(LoraConfig(r=r, lora_alpha=r,
+                                                               target_modules=["up", "res", "post"])))
 
 
 def test_each_layer_equals_its_base_at_initialisation_and_keeps_its_geometry():

@@ -145,9 +145,11 @@ def test_work_done_in_a_waited_for_child_is_not_contention():
     from lib.core import lanes
     before = os.times()
     with lanes.turn(), machine.LoadMonitor(threads=1) as mon:
-        subprocess.run([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"], check=True)
+        subprocess.run([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"],
+                       check=True)
     after = os.times()
-    child_cores = (after.children_user + after.children_system - before.children_user - before.children_system) / mon.load.seconds
+    child_cores = ((after.children_user + after.children_system - before.children_user - before.children_system)
+                   / mon.load.seconds)
     assert child_cores > 0.5, "the child did not spin"
     # Compared with what this test itself caused, not with the neighbours: of all the busy cores the machine saw,
     # at least the child's work is counted as this block's own, whatever else ran meanwhile.
@@ -160,10 +162,12 @@ def test_a_timing_that_just_ended_quiet_counts_as_the_quiet_sample(monkeypatch):
     enough for the threads asked for; otherwise the machine is sampled again."""
     import time
     samples = []
-    monkeypatch.setattr(machine, "sample_load", lambda threads, s: samples.append(threads) or _load(0.0, threads=threads))
+    monkeypatch.setattr(machine, "sample_load",
+                        lambda threads, s: samples.append(threads) or _load(0.0, threads=threads))
     monkeypatch.setattr(machine, "_LAST_SEEN", (time.monotonic(), _load(0.9)))
     assert machine.wait_for_quiet(1, 5, 0.5).others_cores == 0.9 and samples == [], "recent and quiet: no sample"
-    assert machine.wait_for_quiet(2, 5, 0.5).others_cores == 0.0 and samples == [2], "0.9 cores busy: too many for 2 threads"
+    assert machine.wait_for_quiet(2, 5, 0.5).others_cores == 0.0 and samples == [2], \
+        "0.9 cores busy: too many for 2 threads"
     monkeypatch.setattr(machine, "_LAST_SEEN", (time.monotonic() - 2.0, _load(0.0)))
     machine.wait_for_quiet(1, 5, 0.5)
     assert samples == [2, 1], "an old observation is sampled again"

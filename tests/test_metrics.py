@@ -99,7 +99,8 @@ def test_dnsmos_speech_vs_noise(sample_clip):
 
 def test_whisper_base_offline(quiet_voices):
     """Whisper base on three noise-free sentences of the voice: WER at most 0.2 (one word in five). The default
-    profile measures about 0.07 on 100 sentences (sampling noise on); a broken model, resampling or normalisation gives 0.5 or more."""
+    profile measures about 0.07 on 100 sentences (sampling noise on); a broken model, resampling or normalisation
+    gives 0.5 or more."""
     from lib.core import text
     path = metrics.whisper_base_dir()
     assert (path / "model.bin").stat().st_size > 100e6
@@ -178,9 +179,11 @@ def test_distillmos_scores_speech_above_noise_and_leaves_no_stand_in_behind():
     import sys
     from lib.voices import synth as voices
     judge = metrics.DistillMos(threads=1)
-    clip = voices.load_voice(threads=1, noise_scale=0.0, noise_w=0.0).synthesize("The birch canoe slid on the smooth planks.")
+    clip = voices.load_voice(threads=1, noise_scale=0.0, noise_w=0.0).synthesize(
+        "The birch canoe slid on the smooth planks.")
     speech = judge(clip.samples, clip.sample_rate)["distillmos"]
-    noise = judge(0.1 * np.random.default_rng(0).standard_normal(clip.samples.size).astype(np.float32), clip.sample_rate)
+    noise = judge(0.1 * np.random.default_rng(0).standard_normal(clip.samples.size).astype(np.float32),
+                  clip.sample_rate)
     assert 1.0 <= noise["distillmos"] < speech - 1.0 <= 4.0
     assert "torchaudio" not in sys.modules or sys.modules["torchaudio"].__spec__ is not None
     with pytest.raises(ValueError, match="too short for Distill-MOS"):

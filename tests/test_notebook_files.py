@@ -39,7 +39,8 @@ def test_logic_lines_counts_what_runs():
     assert logic_lines("import a\nfrom b import c\n\n# note\nx = 1\nfor i in x:\n    print(i)\n") == 3
 
 
-@pytest.mark.parametrize("nb", [n for n in NOTEBOOKS if n.name[:2] in ("01", "02", "03", "04", "05")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("nb", [n for n in NOTEBOOKS if n.name[:2] in ("01", "02", "03", "04", "05")],
+                         ids=lambda p: p.stem)
 def test_code_cells_are_short(nb):
     """Outside the parameters cell, no code cell of 01-05 has more than MAX_CELL_LINES lines of logic."""
     cells = json.loads(nb.read_text())["cells"]

@@ -95,8 +95,8 @@ def test_data_notebook(smoke):
 def test_baselines_recorded_numbers(smoke):
     """Bounds that can fail. WER: Whisper base on 3 sentences of this voice should be at most 0.25 (the default
     profile measures far less; a broken voice or ASR scores 0.5-1.0). DNSMOS P.808 for clean read speech from this
-    voice is about 3.9; 3.3-4.5 catches a broken or noisy synthesis. Parity as stated in notebook 01. Kokoro-82M is left to the unit test
-(smoke runs no other model)."""
+    voice is about 3.9; 3.3-4.5 catches a broken or noisy synthesis. Parity as stated in notebook 01. Kokoro-82M is
+    left to the unit test (smoke runs no other model)."""
     everything = _frame(smoke, "01_baselines")
     df = everything[everything["model"] == "piper-joe"]
     for backend in ("ort-cpu", "torch-cpu"):
@@ -130,7 +130,8 @@ def test_compression_notebook(smoke):
     recovered = deltas[deltas["technique"] == "structured pruning + recovery"].index
     assert set(recovered) == {"structured-50-ort", "dec128-regress@cpu-long-ort"}
     budgets = json.loads((smoke / "smoke" / "03_pruning_quantization" / "metrics.json").read_text())["recovery_budgets"]
-    assert "machine-hours on cpu-long" in budgets["dec128-regress@cpu-long-ort"] and "in this run" in budgets["structured-50-ort"]
+    assert ("machine-hours on cpu-long" in budgets["dec128-regress@cpu-long-ort"]
+            and "in this run" in budgets["structured-50-ort"])
     assert _value(df, variant="l1-unstructured-30", metric="sparsity") == pytest.approx(0.3, abs=0.01)
     assert _value(df, variant="torch-dynamic-int8", metric="quantized_layers") == 0
     assert deltas.loc["ort-weight-int8-all", "size_ratio"] < 0.3
@@ -140,7 +141,8 @@ def test_compression_notebook(smoke):
     else:  # a CPU without bf16: the bf16 variants are absent rows naming what the CPU lacks, and the rest ran
         bf16 = absent[absent["variant"].isin(["split-bf16", "openvino-bf16"])]
         assert set(bf16["variant"]) == {"split-bf16", "openvino-bf16"} and bf16["reason"].str.contains("bf16").all()
-    assert {"gpu-fp16", "gpu-bnb-int8", "gpu-bnb-nf4"} <= set(absent["variant"]) and absent["reason"].str.len().min() > 10
+    assert ({"gpu-fp16", "gpu-bnb-int8", "gpu-bnb-nf4"} <= set(absent["variant"])
+            and absent["reason"].str.len().min() > 10)
     assert _value(df, variant="bnb-int8-1x1", metric="quantized_layers") == 49, "text encoder + flow 1x1 convolutions"
     assert deltas.loc[["bnb-int8-1x1", "bnb-nf4-1x1"], ["rtf", "dnsmos_p808"]].notna().all().all()
 
@@ -160,7 +162,8 @@ def test_adaptation_notebook(smoke):
     assert 0.5 < secs["target-speaker"] <= 1.0 and secs["teacher"] < secs["target-speaker"]
     assert _value(df, variant="target-speaker", metric="wer") >= 0
     m = json.loads((nb / "metrics.json").read_text())
-    assert len(m["headline"]) == 4 and all(len(re.findall(r"target (?:met|missed|tied)", h)) == 1 for h in m["headline"])
+    assert len(m["headline"]) == 4 and all(len(re.findall(r"target (?:met|missed|tied)", h)) == 1
+                                           for h in m["headline"])
     assert "DNSMOS P.808" in m["headline"][0] and m["posterior_round_trip"] > 0
     clips = pd.read_csv(nb / "secs_per_clip.csv")  # the sentences the SECS verdicts resample, one row each
     judged = df[(df["metric"] == "secs") & (df["status"] == "ok")].set_index("variant")["value"]
@@ -204,9 +207,11 @@ def test_distillation_notebook(smoke):
     assert _value(df, variant="dec64-chain+flow96+fe96-ort", metric="rtf_ratio") > 0
     assert _value(df, variant="dec64-chain+flow96+fe96", metric="duration_mae_frames") >= 0
     breakdown = pd.read_csv(nb / "compute_by_module.csv")
-    assert len(breakdown) == 12 and (breakdown["gflop_per_audio_s"] > 0).all() and (breakdown["ms_per_audio_s"] > 0).all()
+    assert (len(breakdown) == 12 and (breakdown["gflop_per_audio_s"] > 0).all()
+            and (breakdown["ms_per_audio_s"] > 0).all())
     gflop = breakdown.groupby("voice")["gflop_per_audio_s"].sum()
-    assert gflop["dec64-chain+flow96+fe96"] < 0.5 * gflop["teacher"] and gflop["istft256x6+flow96+fe96"] < 0.35 * gflop["teacher"]
+    assert (gflop["dec64-chain+flow96+fe96"] < 0.5 * gflop["teacher"]
+            and gflop["istft256x6+flow96+fe96"] < 0.35 * gflop["teacher"])
     assert _value(df, variant="istft256x6+flow96+fe96-ort", metric="rtf_ratio") > 0
     # a long CPU run's pack: the decoder alone and as a whole voice with this run's flow and front end
     for name in ("dec128-regress@cpu-long", "dec128-regress+flow96+fe96@cpu-long"):
@@ -246,7 +251,8 @@ def test_hardware_notebook(smoke):
     import torch
     if not torch.cuda.is_available():
         gpu = df[df["variant"] == "torch-cuda-fp16"]
-        assert (gpu["status"] == "absent").all() and gpu["value"].isna().all() and gpu["reason"].str.contains("CUDA").all()
+        assert ((gpu["status"] == "absent").all() and gpu["value"].isna().all()
+                and gpu["reason"].str.contains("CUDA").all())
     # notebook 04's student voices through the same scenarios, and every voice's cold start through piper's runtime
     # (the long packs' 5x voice as well, under the name notebook 04 judges it by; smoke's notebook 04 exports it not)
     for student in ("istft256x6+flow96+fe96", "istft192x6-regress+flow96-long+fe96-long@cpu-long"):
@@ -256,10 +262,12 @@ def test_hardware_notebook(smoke):
     # smoke's minutes-trained student may stream chunks unlike its whole synthesis: then no timing, and why (issue 52)
     row = df[(df["variant"] == "istft256x6+flow96+fe96:ort-cpu-fp32") & (df["metric"] == "ttfa_ms_p90")].iloc[0]
     snr = _value(df, variant="istft256x6+flow96+fe96:ort-cpu-fp32", metric="chunk_snr_db")
-    assert (row["value"] > 0 and snr >= 20) or (row["status"] == "failed" and "failed fidelity" in row["reason"] and snr < 20)
+    assert ((row["value"] > 0 and snr >= 20)
+            or (row["status"] == "failed" and "failed fidelity" in row["reason"] and snr < 20))
     assert 50 < _value(df, variant="istft256x6+flow96+fe96", metric="cold_start_ms") < 60000
     assert 50 < _value(df, variant="teacher (shipped)", metric="cold_start_ms") < 60000
-    assert any(line.startswith("5x voice TTFA p90") for line in json.loads((nb / "metrics.json").read_text())["headline"])
+    assert any(line.startswith("5x voice TTFA p90")
+               for line in json.loads((nb / "metrics.json").read_text())["headline"])
     # Kokoro-82M (a second architecture) on both CPU engines, timed interleaved; OpenVINO's output compared with ONNX
     # Runtime's; no time to first audio (the graph returns the whole waveform) and no GPU, each absent with its reason
     kok = df[df["model"] == "kokoro-82m"]
@@ -311,24 +319,29 @@ def check_report_in_browser(page: Path, shots: Path) -> None:
         info = browser.eval("""(async () => {
             const audio = [...document.querySelectorAll('audio')];
             await Promise.all(audio.map(a => a.readyState >= 1 || a.error ? null : new Promise(done => {
-                a.addEventListener('loadedmetadata', done); a.addEventListener('error', done); setTimeout(done, 10000); })));
+                a.addEventListener('loadedmetadata', done); a.addEventListener('error', done);
+                setTimeout(done, 10000); })));
             const imgs = [...document.images];
             const answers = document.querySelector('table.tts-answers');
             const cells = answers ? [...answers.querySelectorAll('td, th')] : [];
             return {images: imgs.length, broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).length,
                     audio: audio.length, decoded: audio.filter(a => !a.error && a.readyState >= 1 && a.duration > 0
                                                              && a.src.startsWith('data:audio/ogg')).length,
-                    strip: [...document.querySelectorAll('table.ab-strip tr')].filter(tr => tr.querySelector('audio')).length,
+                    strip: [...document.querySelectorAll('table.ab-strip tr')].filter(tr =>
+                        tr.querySelector('audio')).length,
                     stripAudio: document.querySelectorAll('table.ab-strip audio').length,
                     answerRows: answers ? answers.querySelectorAll('tbody tr').length : 0,
                     answersBottom: answers ? answers.getBoundingClientRect().bottom : 1e9,
-                    cut: cells.filter(c => c.scrollWidth > c.clientWidth + 1 || c.textContent.includes('...')).map(c => c.textContent),
+                    cut: cells.filter(c => c.scrollWidth > c.clientWidth + 1 ||
+                        c.textContent.includes('...')).map(c => c.textContent),
                     folds: document.querySelectorAll('details').length,
-                    code: document.querySelectorAll('.jp-CodeCell .jp-InputArea, .jp-CodeCell .jp-CodeMirrorEditor, .input_area').length,
+                    code: document.querySelectorAll('.jp-CodeCell .jp-InputArea, """  # one JS selector, split in two
+                                                    """.jp-CodeCell .jp-CodeMirrorEditor, .input_area').length,
                     markdown: document.querySelectorAll('.jp-MarkdownCell').length,
                     headings: [...document.querySelectorAll('h2')].map(h => h.textContent.trim()),
                     overflow: document.documentElement.scrollWidth - window.innerWidth,
-                    links: [...document.querySelectorAll('a[href$=".html"], a[href$=".csv"]')].map(a => a.getAttribute('href')),
+                    links: [...document.querySelectorAll('a[href$=".html"], a[href$=".csv"]')].map(a =>
+                        a.getAttribute('href')),
                     labels: [...document.querySelectorAll('g[id^="tradeoff-label-"]')].map(g => {
                         const r = g.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })};
         })()""")
@@ -348,7 +361,8 @@ def check_report_in_browser(page: Path, shots: Path) -> None:
     crossing = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
                 if min(a[2], b[2]) - max(a[0], b[0]) > 0.5 and min(a[3], b[3]) - max(a[1], b[1]) > 0.5]
     assert not crossing, f"drawn labels overlap: {crossing}"
-    assert info["answersBottom"] <= SCREEN[1], f"the answers end {info['answersBottom']:.0f} px down a {SCREEN[1]} px screen"
+    assert info["answersBottom"] <= SCREEN[1], \
+        f"the answers end {info['answersBottom']:.0f} px down a {SCREEN[1]} px screen"
     assert not info["cut"], f"cells cut: {info['cut']}"
     assert info["images"] >= 3 and info["broken"] == 0, info
     assert info["audio"] >= 4 and info["decoded"] == info["audio"], info
@@ -362,7 +376,8 @@ def check_report_in_browser(page: Path, shots: Path) -> None:
         assert any(heading in h for h in info["headings"]), (heading, info["headings"])
     assert any(h.endswith(".csv") for h in info["links"]) and any(h.endswith(".html") for h in info["links"])
     assert all((page.parent / href).exists() for href in info["links"]), info["links"]
-    assert first.stat().st_size > 20_000 and box["width"] > 300 and (shots / "report_tradeoff.png").stat().st_size > 10_000
+    assert (first.stat().st_size > 20_000 and box["width"] > 300
+            and (shots / "report_tradeoff.png").stat().st_size > 10_000)
 
 
 def test_report_page(smoke):
@@ -398,8 +413,9 @@ def test_failed_notebook_loses_nothing(smoke, tmp_path):
     assert (smoke / "smoke" / "report.html").exists()
 
 
-GENERATED_FINDINGS = ("00_data_and_features", "01_baselines", "02_lora_qlora", "03_pruning_quantization", "04_distillation",
-                     "05_hardware_benchmark")  # notebooks whose findings are rendered from their run's results (lib.findings)
+# notebooks whose findings are rendered from their run's results (lib.findings)
+GENERATED_FINDINGS = ("00_data_and_features", "01_baselines", "02_lora_qlora", "03_pruning_quantization",
+                      "04_distillation", "05_hardware_benchmark")
 
 
 def test_findings_state_only_numbers_from_results_or_cited_files(smoke):

@@ -92,7 +92,8 @@ def test_own_voice_loads_rebuilds_and_matches(made, shape):
     assert hp["resblock"] == want["resblock"] and hp["upsample_rates"] == want["upsample_rates"]
     assert hp["upsample_initial_channel"] == want["upsample_initial_channel"]
     assert hp["n_speakers"] == want["n_speakers"]
-    quiet = dict(model_path=onnx_path, config_path=config_path, noise_scale=0.0, noise_w=0.0, normalize=False, threads=1)
+    quiet = dict(model_path=onnx_path, config_path=config_path, noise_scale=0.0, noise_w=0.0, normalize=False,
+                 threads=1)
     speakers = range(want["n_speakers"]) if want["n_speakers"] > 1 else [None]
     outs = []
     for sid in speakers:
@@ -123,7 +124,8 @@ def test_unmappable_graph_fails_naming_what(made, tmp_path):
             init.name = "renamed.weight"
     broken = tmp_path / "broken.onnx"
     onnx.save(model, str(broken))
-    with pytest.raises(piper_torch.VoiceFileError, match="broken.onnx: cannot read a Piper VITS architecture.*enc_p.proj.weight"):
+    with pytest.raises(piper_torch.VoiceFileError,
+                       match="broken.onnx: cannot read a Piper VITS architecture.*enc_p.proj.weight"):
         piper_torch.load_piper_torch(broken)
 
 
@@ -157,7 +159,8 @@ def test_a_long_run_learns_from_the_voice_it_is_given_and_its_pack_belongs_to_it
     from lib.core.env import TEACHER_BUNDLE
     from lib.jobs import train_job
     from lib.voices import artefacts
-    for name in (voices.VOICE_ENV, voices.CONFIG_ENV, TEACHER_BUNDLE.name):  # recorded, so the test leaves them as found
+    # recorded, so the test leaves them as found
+    for name in (voices.VOICE_ENV, voices.CONFIG_ENV, TEACHER_BUNDLE.name):
         monkeypatch.setenv(name, "")
     onnx_path, _ = made["x_low"]
     train_job.main(["regress-istft", "--voice", str(onnx_path), "--work", str(tmp_path / "w"), "--dim", "16",

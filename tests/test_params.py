@@ -22,7 +22,8 @@ def _values(**change):
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(params.ParamsError, match="unknown key 'nosie_scale'.*my.yaml|my.yaml.*unknown key 'nosie_scale'"):
+    with pytest.raises(params.ParamsError,
+                       match="unknown key 'nosie_scale'.*my.yaml|my.yaml.*unknown key 'nosie_scale'"):
         params.validate(_values(nosie_scale=0.5), "01_baselines", source="my.yaml")
 
 
@@ -67,7 +68,8 @@ def test_bad_yaml_file(tmp_path, monkeypatch):
     (tmp_path / "p" / "01_baselines.yaml").write_text(yaml.safe_dump(v))
     assert any("unknown key 'extra'" in e for e in params.check_profile("p"))
     (tmp_path / "p" / "01_baselines.yaml").write_text("profile: default\neval_limit: 3\n")
-    with pytest.raises(params.ParamsError, match="01_baselines.yaml sets 'profile': remove it, the folder's name is the profile"):
+    with pytest.raises(params.ParamsError,
+                       match="01_baselines.yaml sets 'profile': remove it, the folder's name is the profile"):
         params.load("p", "01_baselines")
 
 
@@ -95,7 +97,8 @@ def test_the_streaming_window_is_one_per_profile(tmp_path, monkeypatch):
     errors = params.check_profile("smoke")
     assert len(errors) == 1 and "'context_frames'" in errors[0] and "05_hardware_benchmark has 8" in errors[0]
     assert "03_pruning_quantization has 16" in errors[0]
-    assert params.shared_mismatches("smoke", "03_pruning_quantization") and params.shared_mismatches("smoke", "05_hardware_benchmark")
+    assert (params.shared_mismatches("smoke", "03_pruning_quantization")
+            and params.shared_mismatches("smoke", "05_hardware_benchmark"))
     assert params.shared_mismatches("smoke", "01_baselines") == []
     f.write_text(f.read_text() + "\nnosie_scale: 0.5\n")  # a broken 05 is 05's own error, not 06's or 03's
     assert params.shared_mismatches("smoke", "06_listening_test") == []

@@ -92,7 +92,8 @@ def test_the_hold_command_pauses_runs_for_a_whole_command_and_a_killed_holder_fr
     proc, out = _start_run(tmp_path, locks)
     env = {**os.environ, "TTS_LAB_LOCK_DIR": str(locks)}
     try:
-        holder = subprocess.Popen([sys.executable, "-m", "lib.core.pause", "hold", "--", "sleep", "30"], cwd=ROOT, env=env)
+        holder = subprocess.Popen([sys.executable, "-m", "lib.core.pause", "hold", "--", "sleep", "30"],
+                                  cwd=ROOT, env=env)
         deadline = time.monotonic() + 30
         while [r["state"] for r in pause.runs()] != ["paused"] and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -177,7 +178,8 @@ def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_pat
                 time.sleep(1.0)
                 assert spinner.status() == psutil.STATUS_STOPPED
                 assert sum(spinner.cpu_times()[:2]) - used < 0.05, "the other lane kept running while this one timed"
-                child = subprocess.run([sys.executable, "-c", "from lib.core import lanes\nwith lanes.turn(): print('timed')"],
+                child = subprocess.run([sys.executable, "-c",
+                                        "from lib.core import lanes\nwith lanes.turn(): print('timed')"],
                                        env={**env, **{lanes.HOLDER_ENV: os.environ[lanes.HOLDER_ENV]}}, cwd=ROOT,
                                        capture_output=True, text=True, timeout=60)
                 assert child.stdout.strip() == "timed"

@@ -42,7 +42,8 @@ def test_an_untrained_decoder_with_the_teachers_spectra_scores_as_the_teacher(tm
               "--sentences", "1"])
     frame = pd.read_csv(out)
     assert list(frame.columns) == phase_gap.COLUMNS and len(frame) == len(phase_gap.SWAPS) * len(phase_gap.JUDGES)
-    assert set(frame["decoder"]) == {"w/istft16x1"} and "nowhere/x" in json.loads((out.parent / "env.json").read_text())["absent"]
+    assert (set(frame["decoder"]) == {"w/istft16x1"}
+            and "nowhere/x" in json.loads((out.parent / "env.json").read_text())["absent"])
     gap = (frame["value"] - frame["teacher"]).groupby([frame["swap"], frame["metric"]]).mean()
     assert gap["the teacher's magnitude and phase"].abs().max() < 0.05, "the teacher's spectra are the teacher"
     assert gap[("its own spectra", "dnsmos_sig")] < -0.5, "an untrained decoder is far below the teacher"
@@ -57,7 +58,8 @@ def test_the_gap_line_states_each_swap_and_the_share_the_teachers_phase_closes()
     assert list(table["swap"]) == list(phase_gap.SWAPS) and set(table["n"]) == {10}
     assert ((table["lo"] <= table["delta"]) & (table["delta"] <= table["hi"])).all()
     line = arms.gap_lines(table, lambda x, f=".2f": format(x, f))
-    assert line.startswith("\n  - `istft/regress`: with its own spectra -0.30") and "with the teacher's phase -0.12" in line
+    assert (line.startswith("\n  - `istft/regress`: with its own spectra -0.30")
+            and "with the teacher's phase -0.12" in line)
     assert line.endswith("the teacher's phase closes 60 % of its gap")
     assert arms.gap_lines(table, str, "dnsmos_p808") == "", "a judge not in the table: no line"
     one = arms.gap_table(pd.DataFrame(rows).groupby("swap", sort=False).head(1))  # one sentence: a mean, no interval

@@ -36,7 +36,8 @@ def resolves(dotted: str) -> bool:
         module = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
         if module.is_file():
             rest = parts[i:]
-            return not rest or rest[0] in _top_names(module) or (module.name == "__init__.py" and (base / rest[0]).exists())
+            return (not rest or rest[0] in _top_names(module)
+                    or (module.name == "__init__.py" and (base / rest[0]).exists()))
     return False
 
 

@@ -22,8 +22,8 @@ def fenced_blocks(text: str, lang: str = "bash") -> list[str]:
 
 
 def test_the_parser_finds_commands():
-    text = "run `python -m lib.jobs.train_job pack --work W` or python -m lib.report.rundiff A.csv B.csv"
-    assert readme_module_commands(text) == [("lib.jobs.train_job", "pack"), ("lib.report.rundiff", "")]
+    text = "run `python -m lib.jobs.train_job pack --work W` or python -m lib.core.pause status"
+    assert readme_module_commands(text) == [("lib.core.pause", "status"), ("lib.jobs.train_job", "pack")]
 
 
 TTS_LAB = re.compile(r"tts-lab ((?:[a-z][a-z-]* ){0,1}[a-z][a-z-]*)")
@@ -69,7 +69,8 @@ def test_the_two_setup_commands_and_ci():
     assert main.startswith("./setup.sh && ") and main.endswith("./run_all.sh default"), main
     assert tests.startswith("./setup.sh --tests && ") and tests.endswith("python -m pytest -q tests"), tests
     assert all(len(c) <= 200 for c in setup), [len(c) for c in setup]
-    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines() if ln.strip() and not ln.startswith(("#", "set ", "cd "))]
+    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+          if ln.strip() and not ln.startswith(("#", "set ", "cd "))]
     assert ci == [tests]
 
 
@@ -82,7 +83,8 @@ def test_the_readme_reads_in_five_minutes():
 def test_setup_pins_torch_before_the_requirements():
     """setup.sh installs torch==2.13.0 (the CPU build) before requirements.txt, whose other packages would otherwise
     pull an unpinned torch with several GB of CUDA packages."""
-    lines = [ln for ln in (ROOT / "setup.sh").read_text().splitlines() if "pip install" in ln and not ln.lstrip().startswith("#")]
+    lines = [ln for ln in (ROOT / "setup.sh").read_text().splitlines()
+             if "pip install" in ln and not ln.lstrip().startswith("#")]
     first = lambda needle: next(i for i, ln in enumerate(lines) if needle in ln)  # noqa: E731
     assert first("torch==2.13.0") < first("-r requirements.txt"), lines
 

@@ -1,5 +1,6 @@
-"""The regression-first recipe: channel choice and least-squares refit (lib.techniques.channel_prune), aligned stage targets
-(lib.techniques.regress_recipe), the ledger (lib.training.ledger), and the long-run job's `regress` + `pack --ledger` on a few steps."""
+"""The regression-first recipe: channel choice and least-squares refit (lib.techniques.channel_prune), aligned stage
+targets (lib.techniques.regress_recipe), the ledger (lib.training.ledger), and the long-run job's `regress` +
+`pack --ledger` on a few steps."""
 import copy
 import json
 
@@ -97,22 +98,25 @@ def test_ledger_appends_reads_and_says_what_the_last_doubling_bought(tmp_path):
     for hours, pesq in ((0.5, 2.0), (1.0, 2.4), (2.0, 2.6)):
         ledger.append(path, {"run": "r/dec", "part": "decoder", "recipe": "regression-first", "device": "cpu",
                              "cpu_model": "x", "steps": int(hours * 100), "hours": hours, "heldout_pesq": pesq,
-                             "heldout_mel_l1": 1 / pesq, "heldout_secs": float("nan"), "commit": "abc", "date": "2026-11-24"})
+                             "heldout_mel_l1": 1 / pesq, "heldout_secs": float("nan"), "commit": "abc",
+                             "date": "2026-11-24"})
     book = ledger.read(path)
     assert list(book.columns) == ledger.COLUMNS and len(book) == 3
     d = ledger.last_doubling(book).set_index("run").loc["r/dec"]
-    assert d["heldout_pesq_last_doubling"] == pytest.approx(0.2) and d["heldout_pesq_next_doubling"] == pytest.approx(2.8)
+    assert (d["heldout_pesq_last_doubling"] == pytest.approx(0.2)
+            and d["heldout_pesq_next_doubling"] == pytest.approx(2.8))
     for hours, pesq in ((0.3, 1.2), (0.9, 1.5), (1.5, 1.4)):  # a second recipe, a shorter run
         ledger.append(path, {"run": "a/dec", "part": "decoder", "recipe": "adversarial", "device": "cpu",
                              "cpu_model": "x", "steps": int(hours * 10), "hours": hours, "heldout_pesq": pesq,
-                             "heldout_mel_l1": 1 / pesq, "heldout_secs": float("nan"), "commit": "abc", "date": "2026-11-24"})
+                             "heldout_mel_l1": 1 / pesq, "heldout_secs": float("nan"), "commit": "abc",
+                             "date": "2026-11-24"})
     eq = ledger.at_equal_hours(ledger.read(path)).set_index("run")
     assert (eq["budget_hours"] == 1.5).all() and eq.loc["r/dec", "hours"] == 1.0 and eq.loc["a/dec", "hours"] == 1.5
     assert list(eq.index) == ["r/dec", "a/dec"] and eq.loc["r/dec", "heldout_pesq"] == 2.4
     assert ledger.at_equal_hours(ledger.read(path), part="istft_decoder").empty
-    ledger.append(path, {"run": "n/dec64", "part": "decoder", "recipe": "regression-first", "device": "cpu",  # another student
-                         "cpu_model": "x", "steps": 10, "hours": 0.4, "heldout_pesq": 1.0, "heldout_mel_l1": 1.0,
-                         "heldout_secs": float("nan"), "commit": "abc", "date": "2026-11-24"})
+    ledger.append(path, {"run": "n/dec64", "part": "decoder", "recipe": "regression-first",  # another student
+                         "device": "cpu", "cpu_model": "x", "steps": 10, "hours": 0.4, "heldout_pesq": 1.0,
+                         "heldout_mel_l1": 1.0, "heldout_secs": float("nan"), "commit": "abc", "date": "2026-11-24"})
     one = ledger.at_equal_hours(ledger.read(path), runs=["r/dec", "a/dec"]).set_index("run")
     assert set(one.index) == {"r/dec", "a/dec"} and (one["budget_hours"] == 1.5).all()
     assert (ledger.at_equal_hours(ledger.read(path))["budget_hours"] == 0.4).all()
@@ -125,16 +129,16 @@ def test_ledger_appends_reads_and_says_what_the_last_doubling_bought(tmp_path):
 
 def test_regress_job_trains_packs_a_ledger_row_and_resumes_from_the_pack(tmp_path):
     common = ["--width", "64", "--steps", "3", "--corpus-limit", "2", "--calib-batches", "1", "--calib-segments", "2",
-              "--calib-frames", "16", "--batch", "1",
-              "--frames", "16", "--checkpoint-every", "3", "--eval-every", "3", "--log-every", "1", "--threads", "2",
-              "--noise-scale", "0.667", "--noise-w", "0.8", "--draws", "2"]
+              "--calib-frames", "16", "--batch", "1", "--frames", "16", "--checkpoint-every", "3", "--eval-every", "3",
+              "--log-every", "1", "--threads", "2", "--noise-scale", "0.667", "--noise-w", "0.8", "--draws", "2"]
     train_job.main(["regress", "--work", str(tmp_path / "w"), *common])
     assert (tmp_path / "w" / "dec64-regress" / "ema.safetensors").exists()
     train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
                     "--ledger", str(tmp_path / "ledger.csv"), "--judged-sentences", "2"])
     module, config = distill.recorded_students(tmp_path / "out")[0]["dec64-regress"]
     judged = ledger.read_judged(tmp_path / ledger.JUDGED.name)  # the judges' scores beside the ledger, per sentence
-    assert len(judged) == 2 * len(run_state.HELDOUT_JUDGES) and set(judged["run"]) == {"w/dec64-regress"} and set(judged["steps"]) == {3}
+    assert (len(judged) == 2 * len(run_state.HELDOUT_JUDGES) and set(judged["run"]) == {"w/dec64-regress"}
+            and set(judged["steps"]) == {3})
     assert judged[["value", "teacher"]].notna().all().all() and judged["id"].nunique() == 2
     assert config["recipe"] == "regression-first" and config["steps"] == 3 and len(config["keep"]) == 4
     assert 0 < config["hours"] < 0.1
@@ -177,7 +181,8 @@ def test_the_frame_rate_targets_are_the_frames_the_decoder_predicts():
 
 def _train_pack_resume(tmp_path, cmd: str, name: str, common: list) -> tuple:
     """A long run of `cmd` (3 steps in `common`), packed with a ledger row, then a fresh --work from that pack to 5
-    steps, packed again: (the first run's curve, the first pack's (module, config), its ledger row, the second's config)."""
+    steps, packed again: (the first run's curve, the first pack's (module, config), its ledger row, the second's
+    config)."""
     train_job.main([cmd, "--work", str(tmp_path / "w"), *common])
     curve = pd.read_csv(tmp_path / "w" / name / "curve.csv")
     train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
@@ -207,7 +212,8 @@ def test_regress_hybrid_on_a_teacher_corpus_packs_with_its_corpus_hours_and_resu
     common = ["--width", "16", "--steps", "3", "--corpus", str(tmp_path / "corpus"), "--batch", "1", "--frames", "16",
               "--calib-batches", "1", "--calib-segments", "2", "--calib-frames", "16", "--checkpoint-every", "3",
               "--eval-every", "3", "--log-every", "1", "--threads", "2"]
-    curve, (module, config), row, again = _train_pack_resume(tmp_path, "regress-hybrid", "hybrid16s2f16-regress", common)
+    curve, (module, config), row, again = _train_pack_resume(tmp_path, "regress-hybrid", "hybrid16s2f16-regress",
+                                                             common)
     assert {"loss_spec", "loss_feat"} <= set(curve.columns)
     assert config["kind"] == "hybrid_decoder" and len(config["keep"]) == 3 and module.config["keep_stages"] == 2
     manifest = json.loads((tmp_path / "corpus" / "manifest.json").read_text())
@@ -294,9 +300,11 @@ def test_the_judges_score_the_teachers_own_decoder_as_the_teacher_and_judge_pack
     own = run_state.heldout_judged(teacher, teacher.dec, {"noise_scale": 0.667, "noise_w": 0.8}, "decoder", 2)
     assert set(own["metric"]) == set(run_state.HELDOUT_JUDGES) and len(own) == 2 * len(run_state.HELDOUT_JUDGES)
     assert np.allclose(own["value"], own["teacher"], atol=1e-4)
-    assert set(ledger.judge_means(own)) == set(ledger.JUDGE_COLUMNS), "a student's WER stays out of the adapters' column"
+    assert set(ledger.judge_means(own)) == set(ledger.JUDGE_COLUMNS), \
+        "a student's WER stays out of the adapters' column"
     scored = len(run_state._SCORED)  # the same audio again (every pack's teacher clips): scored once per process
-    assert run_state.heldout_judged(teacher, teacher.dec, {"noise_scale": 0.667, "noise_w": 0.8}, "decoder", 2).equals(own)
+    assert run_state.heldout_judged(teacher, teacher.dec, {"noise_scale": 0.667, "noise_w": 0.8}, "decoder",
+                                    2).equals(own)
     assert len(run_state._SCORED) == scored
     dec = distill.decoder_student(teacher, 16)
     save_part(parts.fold_weight_norm(dec), tmp_path / "packs" / "run" / "dec16", "decoder",
@@ -310,7 +318,8 @@ def test_the_judges_score_the_teachers_own_decoder_as_the_teacher_and_judge_pack
     sig = judged[judged["metric"] == "dnsmos_sig"]
     assert (sig["value"] - sig["teacher"]).mean() < -0.2, "an untrained 16-channel decoder is far below the teacher"
     wer = judged[judged["metric"] == "wer"]
-    assert (wer["teacher"] < 0.5).all() and (wer["value"] > wer["teacher"]).any(), "its words are lost, the teacher's not"
+    assert (wer["teacher"] < 0.5).all() and (wer["value"] > wer["teacher"]).any(), \
+        "its words are lost, the teacher's not"
     older = judged[judged["metric"] != "wer"]  # a pack judged before WER was a judge: only WER is added, once
     older.to_csv(tmp_path / "judged.csv", index=False)
     train_job.main(["judge-packs", "--packs", str(tmp_path / "packs" / "run" / "dec16"), "--judged",
@@ -393,7 +402,8 @@ def test_device_site_stands_in_for_piper_and_librosa_where_neither_is_installed(
     from lib.jobs.device_site import write_site
     site = write_site(tmp_path / "site")
     code = ("import numpy as np, librosa, piper; from piper.train.vits import models; from librosa.filters import mel; "
-            "np.save('m.npy', mel(sr=22050, n_fft=1024, n_mels=80, fmin=0.0, fmax=None)); print(librosa.__file__, piper.__file__)\n"
+            "np.save('m.npy', mel(sr=22050, n_fft=1024, n_mels=80, fmin=0.0, fmax=None)); "
+            "print(librosa.__file__, piper.__file__)\n"
             "try:\n    mel(sr=16000, n_fft=512, n_mels=80)\nexcept KeyError as e:\n    print('refused', e)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}).stdout

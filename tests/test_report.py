@@ -20,8 +20,10 @@ def _rows(tmp_path, monkeypatch):
     w.add_many({"rtf": 0.10, "dnsmos_p808": 3.9, "wer": 0.05, "size_mb": 60}, variant="fp32", **k)
     w.write(env={"cpu_model": "cpu", "versions": {"torch": "2"}})
     w2 = results.ResultWriter("p", "03_pruning_quantization")
-    w2.add_many({"rtf": 0.04, "dnsmos_p808": 3.85, "wer": 0.06, "size_mb": 15}, variant="int8", technique="quantization", **k)
-    w2.add_many({"rtf": 0.02, "dnsmos_p808": 3.0, "wer": 0.20, "size_mb": 8}, variant="int4", technique="quantization", **k)
+    w2.add_many({"rtf": 0.04, "dnsmos_p808": 3.85, "wer": 0.06, "size_mb": 15},
+                variant="int8", technique="quantization", **k)
+    w2.add_many({"rtf": 0.02, "dnsmos_p808": 3.0, "wer": 0.20, "size_mb": 8},
+                variant="int4", technique="quantization", **k)
     w2.absent(model="m", variant="fp16", metrics=["rtf"], backend="ort-cuda", reason="no GPU here")
     w2.write()
     return report.load("p", tmp_path)
@@ -40,19 +42,25 @@ def test_recommend_ranks_speed_within_a_run_and_skips_baselines(tmp_path, monkey
     _rows(tmp_path, monkeypatch)
     w = results.ResultWriter("p", "04_distillation")
     k = dict(model="m", backend="ort-cpu", threads=1)
-    w.add_many({"rtf": 0.03, "rtf_ratio": 1.0, "dnsmos_p808": 3.9, "wer": 0.05}, variant="fp32-ort", technique="baseline", **k)
-    w.add_many({"rtf": 0.025, "rtf_ratio": 0.8, "dnsmos_p808": 3.88, "wer": 0.05}, variant="student", technique="distillation", **k)
+    w.add_many({"rtf": 0.03, "rtf_ratio": 1.0, "dnsmos_p808": 3.9, "wer": 0.05},
+               variant="fp32-ort", technique="baseline", **k)
+    w.add_many({"rtf": 0.025, "rtf_ratio": 0.8, "dnsmos_p808": 3.88, "wer": 0.05},
+               variant="student", technique="distillation", **k)
     w.write()
     w = results.ResultWriter("p", "02_lora_qlora")
-    w.add_many({"rtf": 0.001, "rtf_ratio": 0.01, "dnsmos_p808": 3.9, "wer": 0.05}, variant="full", technique="finetune", **k)
+    w.add_many({"rtf": 0.001, "rtf_ratio": 0.01, "dnsmos_p808": 3.9, "wer": 0.05},
+               variant="full", technique="finetune", **k)
     w.write()
     w = results.ResultWriter("p", "05_hardware_benchmark")
-    w.add_many({"rtf": 0.03, "rtf_ratio": 1.0, "dnsmos_p808": 3.0, "wer": 0.30}, variant="ref", technique="baseline", **k)
-    w.add_many({"rtf": 0.01, "rtf_ratio": 0.2, "dnsmos_p808": 2.95, "wer": 0.31}, variant="hard-set", technique="engine", **k)
+    w.add_many({"rtf": 0.03, "rtf_ratio": 1.0, "dnsmos_p808": 3.0, "wer": 0.30},
+               variant="ref", technique="baseline", **k)
+    w.add_many({"rtf": 0.01, "rtf_ratio": 0.2, "dnsmos_p808": 2.95, "wer": 0.31},
+               variant="hard-set", technique="engine", **k)
     w.write()
     rec = report.recommend(report.load("p", tmp_path)).set_index("goal")
     assert "hard-set" in rec.loc["fastest", "variant"], "judged against its own parent on its own sentences"
-    rec = report.recommend(report.load("p", tmp_path)[lambda d: d["notebook"] != "05_hardware_benchmark"]).set_index("goal")
+    rec = report.recommend(
+        report.load("p", tmp_path)[lambda d: d["notebook"] != "05_hardware_benchmark"]).set_index("goal")
     assert "int8" in rec.loc["fastest", "variant"], "0.4 of its parent beats 0.8, although the student's RTF is lower"
     assert "fp32-ort" not in " ".join(rec["variant"]) and "full" not in " ".join(rec["variant"])
 
@@ -225,10 +233,12 @@ def test_appendix_folds_the_full_data_and_links_every_result_csv(tmp_path, monke
         run.mkdir(parents=True)
         rows = pd.DataFrame({"discriminator": ["none (regression)", "mpd-2"], "s_per_step": [0.1, 0.5],
                              "ratio_to_regression": [1.0, 5.0], "cpu_model": "Some CPU", "status": "ok"})
-        (run / "step_costs.csv").write_text((rows.assign(objective=objective) if objective else rows).to_csv(index=False))
+        (run / "step_costs.csv").write_text(
+            (rows.assign(objective=objective) if objective else rows).to_csv(index=False))
     costs = appendix.step_costs(tmp_path / "recorded")
     assert list(costs["run"]) == ["some-cpu/28_step_costs"] * 2 + ["some-cpu/23_step_costs"] * 2  # newest first
-    assert list(costs["objective"]) == ["gan", "gan", "recipe", "recipe"] and list(costs.columns) == appendix.STEP_COLUMNS
+    assert (list(costs["objective"]) == ["gan", "gan", "recipe", "recipe"]
+            and list(costs.columns) == appendix.STEP_COLUMNS)
     assert "What a training step costs" in appendix.appendix("p", df, status, {}, tmp_path / "p")
 
 
@@ -240,7 +250,8 @@ def test_tradeoff_plot_labels_the_frontier_without_overlap_and_names_every_point
     from lib.report import tradeoff
     rng = np.random.default_rng(0)
     rows = [{"notebook": f"0{k % 4 + 1}_nb", "variant": f"v{k}", "backend": "ort-cpu",
-             "rtf": float(rng.choice([0.01, 0.05]) * rng.uniform(0.9, 1.1)), "dnsmos_p808": float(rng.uniform(3.5, 3.9))}
+             "rtf": float(rng.choice([0.01, 0.05]) * rng.uniform(0.9, 1.1)),
+             "dnsmos_p808": float(rng.uniform(3.5, 3.9))}
             for k in range(80)]
     rows.append({"notebook": "01_nb", "variant": "fp32", "backend": "ort-cpu", "rtf": 0.06, "dnsmos_p808": 3.88})
     qs = pd.DataFrame(rows)
@@ -257,7 +268,8 @@ def test_tradeoff_plot_labels_the_frontier_without_overlap_and_names_every_point
     assert svg.count("<title>") - svg.count("<title>Created with") >= len(qs)
     assert "<title>v17 (ort-cpu)</title>" in svg
     page = tradeoff.inline(fig, names)
-    assert page.startswith("<div class='tts-tradeoff'><svg") and "<?xml" not in page and page.count("<title>") == svg.count("<title>")
+    assert (page.startswith("<div class='tts-tradeoff'><svg") and "<?xml" not in page
+            and page.count("<title>") == svg.count("<title>"))
 
 
 def test_the_two_quality_judges_are_compared_variant_by_variant():
@@ -268,9 +280,10 @@ def test_the_two_quality_judges_are_compared_variant_by_variant():
     for variant, parent, dns, dm in (("teacher", "", 3.8, 3.9), ("a", "teacher", 3.9, 3.6), ("b", "teacher", 3.5, 3.4),
                                      ("c", "teacher", 3.81, 3.7)):
         for metric, value in (("dnsmos_p808", dns), ("distillmos", dm)):
-            rows.append({"notebook": "02_x", "model": "m", "variant": variant, "technique": "t", "parent": parent or None,
-                         "backend": "torch-cpu", "device": "cpu", "threads": np.nan, "metric": metric, "value": value,
-                         "unit": "MOS", "n": 10, "status": "ok", "reason": "", "reference": "", "run_id": "r"})
+            rows.append({"notebook": "02_x", "model": "m", "variant": variant, "technique": "t",
+                         "parent": parent or None, "backend": "torch-cpu", "device": "cpu", "threads": np.nan,
+                         "metric": metric, "value": value, "unit": "MOS", "n": 10, "status": "ok", "reason": "",
+                         "reference": "", "run_id": "r"})
     flagged, agree = judges.disagreements(pd.DataFrame(rows))
     by = flagged.set_index("variant")
     assert bool(by.loc["a", "disagree"]) and not by.loc["b", "disagree"] and not by.loc["c", "disagree"]
@@ -284,8 +297,9 @@ def test_a_technique_section_shows_its_best_few_a_figure_and_its_notebooks_own_f
     df = _technique_run(tmp_path, monkeypatch, {
         "fp32": ("baseline", 1.0, 60.0, 3.9, 0.05), "int8": ("ort static int8", 0.5, 15.0, 3.88, 0.05),
         "int4": ("ort static int8", 0.25, 8.0, 3.4, 0.05)})
-    executed = {"cells": [{"cell_type": "code", "outputs": [{"data": {"text/markdown": "## What we found\n- int8 is 2x faster."},
-                                                             "metadata": {findings.METADATA_KEY: {"numbers": ["2"]}}}]}]}
+    executed = {"cells": [{"cell_type": "code",
+                           "outputs": [{"data": {"text/markdown": "## What we found\n- int8 is 2x faster."},
+                                        "metadata": {findings.METADATA_KEY: {"numbers": ["2"]}}}]}]}
     (tmp_path / "p" / "notebooks").mkdir()
     (tmp_path / "p" / "notebooks" / "03_pruning_quantization.ipynb").write_text(json.dumps(executed))
     _, every = answers.answers("p", df, tmp_path)
@@ -331,7 +345,8 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
                              "value": teacher + gap + rng.normal(0, 0.02), "teacher": teacher})
     judged = pd.DataFrame(rows)
     wide = {"regression": ["reg128/regress"], "cheap adversarial": ["reg128/regress", "reg128mpd2/adv"]}
-    both = arms.compare(judged, {"istft": {"regression": ["istft/regress"], "cheap adversarial": ["istft/regress", "wunet/adv"],
+    both = arms.compare(judged, {"istft": {"regression": ["istft/regress"],
+                                           "cheap adversarial": ["istft/regress", "wunet/adv"],
                                            "apnet": ["istft/regress", "apnet/apnet"], "not run yet": ["nowhere/x"]},
                                  "dec128": wide, "not trained": {"regression": ["nowhere/y"]}})
     assert list(dict.fromkeys(both["decoder"])) == ["istft", "dec128"]
@@ -341,7 +356,8 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
     wide_equal = arms.at_equal_hours(both).query("decoder == 'dec128'")
     assert set(wide_equal["budget_hours"]) == {2.2} and len(wide_equal) == 2 * 2, "each decoder at its own hours"
     assert arms.best_arm(both, "dnsmos_sig", "dec128")["run"] == "reg128mpd2/adv"
-    not_yet = arms.compare(judged, {"dec128": {"regression": ["reg128/regress"], "cheap": ["reg128/regress", "nowhere/z"]}})
+    not_yet = arms.compare(judged, {"dec128": {"regression": ["reg128/regress"],
+                                               "cheap": ["reg128/regress", "nowhere/z"]}})
     assert arms.best_arm(not_yet, "dnsmos_sig")["arm"] == "regression", "an arm with no run of its own is its start"
     assert arms.best_line(arms.best_arm(both, "dnsmos_sig", "dec128"), 0.10).startswith("Best arm of the dec128 on")
     fig = arms.plot(both)  # a row per decoder, named on its first panel
@@ -363,7 +379,8 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
     assert text.count("\n  - ") == 3 and "\n  - apnet, 3.60 h: DNSMOS SIG -0.2" in text and "(at" not in text
     assert text.index("DNSMOS SIG") < text.index("DNSMOS P.808")
     odd = equal.assign(hours=equal["hours"].where((equal["arm"] != "apnet") | (equal["metric"] != "dnsmos_p808"), 3.0))
-    assert "DNSMOS P.808 -0." in arms.equal_hours_lines(odd, fmt) and "] (at 3.00 h)" in arms.equal_hours_lines(odd, fmt)
+    assert ("DNSMOS P.808 -0." in arms.equal_hours_lines(odd, fmt)
+            and "] (at 3.00 h)" in arms.equal_hours_lines(odd, fmt))
     short = pd.concat([table, table[table["run"] == "apnet/apnet"].assign(arm="begun", run="begun/x", hours=3.2)])
     short_equal = arms.at_equal_hours(short).set_index(["arm", "metric"])
     assert set(short_equal["budget_hours"]) == {3.6}, "under half the second furthest arm's own hours holds none back"
@@ -371,11 +388,14 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
     assert short_equal["short"].groupby("arm").all().to_dict() == {"apnet": False, "begun": True,
                                                                     "cheap adversarial": False, "regression": False}
     assert "\n  - begun, 3.20 h (short of the budget" in arms.equal_hours_lines(short_equal.reset_index(), fmt)
-    assert set(arms.at_equal_hours(short[short["arm"] != "apnet"])["budget_hours"]) == {3.2}, "one long arm pushes none out"
+    assert set(arms.at_equal_hours(short[short["arm"] != "apnet"])["budget_hours"]) == {3.2}, \
+        "one long arm pushes none out"
     unjudged = arms.compare(judged, {"istft": {"regression": ["istft/regress"], "begun": ["istft/regress", "nowhere/x"],
                                               "apnet": ["istft/regress", "apnet/apnet"]}})
-    assert not unjudged.loc[unjudged["arm"] == "begun", "own"].any() and unjudged.loc[unjudged["arm"] == "apnet", "own"].any()
-    assert "\n  - begun, 3.00 h (no checkpoint of its own judged yet" in arms.equal_hours_lines(arms.at_equal_hours(unjudged), fmt)
+    assert (not unjudged.loc[unjudged["arm"] == "begun", "own"].any()
+            and unjudged.loc[unjudged["arm"] == "apnet", "own"].any())
+    assert ("\n  - begun, 3.00 h (no checkpoint of its own judged yet"
+            in arms.equal_hours_lines(arms.at_equal_hours(unjudged), fmt))
     earlier = judged[judged["run"] == "istft/regress"].assign(hours=1.5, steps=50)  # the start judged twice
     twice = arms.compare(pd.concat([judged, earlier]), {"istft": {"regression": ["istft/regress"],
                                                                   "apnet": ["istft/regress", "apnet/apnet"]}})
@@ -404,15 +424,18 @@ def test_a_report_whose_baseline_timings_were_all_contended_says_so(tmp_path, mo
     w.add(variant="fp32", metric="rtf", value=None, status="contended", reason="2 other processes held the cores", **k)
     w.write(env={"cpu_model": "cpu", "versions": {"torch": "2"}})
     w = results.ResultWriter("p", "03_pruning_quantization")
-    w.add_many({"rtf": 0.04, "dnsmos_p808": 3.85, "wer": 0.06, "size_mb": 15}, variant="int8", technique="quantization", **k)
+    w.add_many({"rtf": 0.04, "dnsmos_p808": 3.85, "wer": 0.06, "size_mb": 15},
+               variant="int8", technique="quantization", **k)
     w.write()
     df = report.load("p", tmp_path)
     assert "rtf" not in report.baseline(df)
     rec = report.recommend(df).set_index("goal")
     assert rec.loc["fastest", "variant"] == "none ranked" and "contended" in rec.loc["fastest", "reason"]
     w = results.ResultWriter("p", "04_distillation")
-    w.add_many({"rtf": 0.03, "rtf_ratio": 1.0, "dnsmos_p808": 3.9, "wer": 0.05}, variant="fp32-ort", technique="baseline", **k)
-    w.add_many({"rtf": 0.01, "rtf_ratio": 0.3, "dnsmos_p808": 3.88, "wer": 0.05}, variant="student", technique="distillation", **k)
+    w.add_many({"rtf": 0.03, "rtf_ratio": 1.0, "dnsmos_p808": 3.9, "wer": 0.05},
+               variant="fp32-ort", technique="baseline", **k)
+    w.add_many({"rtf": 0.01, "rtf_ratio": 0.3, "dnsmos_p808": 3.88, "wer": 0.05},
+               variant="student", technique="distillation", **k)
     w.write()
     rec = report.recommend(report.load("p", tmp_path)).set_index("goal")
     assert "student" in rec.loc["fastest", "variant"], "a ratio timed in its own run still ranks"
@@ -433,7 +456,8 @@ def test_the_data_scaling_curve_reads_each_run_at_the_steps_all_share_and_its_la
     mel = table[table["metric"] == "heldout_mel_l1"]
     assert mel["value"].tolist() == [0.30, 0.25, 0.21] and set(table["steps"]) == {100}
     sig = table[table["metric"] == "dnsmos_sig"].set_index("run")
-    assert sig.loc["c/s", "value"] == pytest.approx(-0.1, abs=0.01) and sig.loc["c/s", "lo"] < -0.1 < sig.loc["c/s", "hi"]
+    assert (sig.loc["c/s", "value"] == pytest.approx(-0.1, abs=0.01)
+            and sig.loc["c/s", "lo"] < -0.1 < sig.loc["c/s", "hi"])
     assert scaling.last_doubling(table, "dnsmos_sig") == pytest.approx(0.1, abs=0.01)  # +0.2 over two doublings
     assert scaling.last_doubling(table, "distillmos") is None
     scaling.plot(table)

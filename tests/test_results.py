@@ -51,7 +51,8 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 
 
 def test_to_jsonable():
-    assert results.to_jsonable({"a": np.float64(1.5), "b": np.arange(2), "c": float("inf")}) == {"a": 1.5, "b": [0, 1], "c": None}
+    assert (results.to_jsonable({"a": np.float64(1.5), "b": np.arange(2), "c": float("inf")})
+            == {"a": 1.5, "b": [0, 1], "c": None})
 
 
 def test_metrics_json_keeps_the_command_and_the_resolved_parameters(tmp_path, monkeypatch):
@@ -94,12 +95,12 @@ def test_rundiff_flags_what_moved_beyond_its_tolerance(tmp_path):
     assert set(table["metric"]) == {"dnsmos_p808", "rtf_ratio"}
     moved = table.set_index("metric")["moved"]
     assert bool(moved["dnsmos_p808"]) and not bool(moved["rtf_ratio"])
-    assert rundiff.main([str(tmp_path / "before.csv"), str(tmp_path / "after.csv"), "--out", str(tmp_path / "d.csv")]) == 0
+    assert rundiff.show(tmp_path / "before.csv", tmp_path / "after.csv", tmp_path / "d.csv") == 0
     assert len(pd.read_csv(tmp_path / "d.csv")) == 2
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="bad.csv is not a results.csv"):
         rundiff.diff(tmp_path / "bad.csv", tmp_path / "after.csv")
-    assert rundiff.main([str(tmp_path / "nope.csv"), str(tmp_path / "after.csv")]) == 2
+    assert rundiff.show(tmp_path / "nope.csv", tmp_path / "after.csv") == 2
     from lib import cli  # the same through the one command line: tts-lab rundiff
     cli.main(["rundiff", str(tmp_path / "before.csv"), str(tmp_path / "after.csv"), "--out", str(tmp_path / "e.csv")])
     assert pd.read_csv(tmp_path / "e.csv").equals(pd.read_csv(tmp_path / "d.csv"))
@@ -123,7 +124,8 @@ def test_eta_through_the_command_line_says_when_it_has_nothing_to_scale_from(tmp
     assert "no time estimate" in caplog.text and not (tmp_path / "eta.json").exists()
     caplog.clear()  # a run that kept times but no RTFs (an older run_all.sh) scales nothing either
     (tmp_path / "out" / "smoke").mkdir(parents=True)
-    (tmp_path / "out" / "smoke" / "run_status.json").write_text(json.dumps({"04_distillation": {"status": "ok", "seconds": 9}}))
+    (tmp_path / "out" / "smoke" / "run_status.json").write_text(
+        json.dumps({"04_distillation": {"status": "ok", "seconds": 9}}))
     with caplog.at_level(logging.INFO, logger="lib.jobs.eta"):
         eta.report("smoke", ["04_distillation"], str(tmp_path / "eta.json"), outputs=tmp_path / "out")
     assert "no time estimate: no run of profile 'smoke' timed 04_distillation" in caplog.text
@@ -141,15 +143,17 @@ def test_eta_scales_each_notebook_from_the_newest_run_that_timed_it(tmp_path):
     for number, seconds in ((3, 100), (12, 300)):
         run = tmp_path / "rec" / "some-cpu" / f"{number}_default_run"
         run.mkdir(parents=True)
-        (run / "run_status.json").write_text(json.dumps({nb: {"status": "ok", "seconds": seconds} for nb in
-                                                         ("01_baselines", "03_pruning_quantization", "04_distillation")}))
+        (run / "run_status.json").write_text(json.dumps({nb: {"status": "ok", "seconds": seconds}
+                                                         for nb in ("01_baselines", "03_pruning_quantization",
+                                                                    "04_distillation")}))
         (run / "eta.json").write_text(json.dumps({"calibration": {"ort-cpu": 0.035, "torch-cpu": 0.05}}))
     runs = eta.timed_runs("default", tmp_path / "out", tmp_path / "rec")
     assert [r["path"].split("/")[-1] for r in runs] == ["run_status.json", "12_default_run", "3_default_run"]
     est = eta.estimate(["04_distillation", "01_baselines", "03_pruning_quantization", "06_listening_test"],
                        {"ort-cpu": 0.07, "torch-cpu": 0.20}, runs)
     assert est["04_distillation"][0] == pytest.approx(4000 * 0.20 / 0.10)  # a training notebook scales with PyTorch
-    assert est["01_baselines"][0] == pytest.approx(300 * 0.07 / 0.035) and est["01_baselines"][1]["path"].endswith("12_default_run")
+    assert (est["01_baselines"][0] == pytest.approx(300 * 0.07 / 0.035)
+            and est["01_baselines"][1]["path"].endswith("12_default_run"))
     assert est["03_pruning_quantization"][1]["path"].endswith("12_default_run"), "a failed run times nothing"
     assert "06_listening_test" not in est
     assert eta.timed_runs("smoke", tmp_path / "out", tmp_path / "rec") == []
@@ -160,11 +164,12 @@ def test_rundiff_of_runs_without_a_comparable_metric_says_nothing_moved(tmp_path
 
     from lib.report import rundiff
     row = dict(model="piper-joe", variant="corpus", technique="data", parent="", backend="ort-cpu", device="cpu",
-               threads=2, metric="clips", value=4.0, unit="count", n=1, status="ok", reason="", reference="", run_id="r")
+               threads=2, metric="clips", value=4.0, unit="count", n=1, status="ok", reason="", reference="",
+               run_id="r")
     for name in ("before", "after"):
         pd.DataFrame([row]).to_csv(tmp_path / f"{name}.csv", index=False)
     assert rundiff.diff(tmp_path / "before.csv", tmp_path / "after.csv").empty
-    assert rundiff.main([str(tmp_path / "before.csv"), str(tmp_path / "after.csv")]) == 0
+    assert rundiff.show(tmp_path / "before.csv", tmp_path / "after.csv") == 0
     assert "0 of 0 comparable rows moved" in capsys.readouterr().out
 
 
@@ -180,7 +185,8 @@ def test_a_streaming_timing_stands_only_beside_a_fidelity_check_that_passed():
                       reason=np.nan) for m, v in (("ttfa_ms_p90", 5.0), ("stream_rtf", 0.1), ("rtf", 0.01),
                                                    ("chunk_snr_db", snr))]
     gated = gate_fidelity(pd.DataFrame(rows)).set_index(["variant", "metric"])
-    assert gated.loc[("broken", "ttfa_ms_p90"), "status"] == "failed" and np.isnan(gated.loc[("broken", "ttfa_ms_p90"), "value"])
+    assert (gated.loc[("broken", "ttfa_ms_p90"), "status"] == "failed"
+            and np.isnan(gated.loc[("broken", "ttfa_ms_p90"), "value"]))
     reason = gated.loc[("broken", "stream_rtf"), "reason"]
     assert "1.2 dB" in reason and f"{MIN_CHUNK_SNR_DB:.0f} dB" in reason
     assert (gated.loc["good", "status"] == "ok").all() and gated.loc[("broken", "rtf"), "status"] == "ok"

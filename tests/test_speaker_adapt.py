@@ -48,7 +48,8 @@ def test_folder_reads_and_resamples(tmp_path):
     (lambda f: (f / "metadata.csv").write_text("clip0|One.\nclip1\n"), "metadata.csv line 2: expected 'id|text'"),
     (lambda f: (f / "metadata.csv").write_text("clip0|One.\nclip0|Two.\n"), "line 2: id 'clip0' repeats line 1"),
     (lambda f: (f / "wavs" / "clip1.wav").unlink(), "clip1.wav (metadata.csv line 2): the recording is missing"),
-    (lambda f: (f / "wavs" / "clip1.wav").write_bytes(b"not a wav at all"), "clip1.wav (metadata.csv line 2): cannot read"),
+    (lambda f: (f / "wavs" / "clip1.wav").write_bytes(b"not a wav at all"),
+     "clip1.wav (metadata.csv line 2): cannot read"),
     (lambda f: write_wav(f / "wavs" / "clip0.wav", np.zeros(800, np.float32), 16000),
      "clip0.wav (metadata.csv line 1): 0.05 s is too short"),
 ])
@@ -62,7 +63,8 @@ def test_bad_folder_names_file_and_line(tmp_path, damage, named):
 @pytest.mark.parametrize("damage, named", [
     (lambda f: write_wav(f / "wavs" / "clip1.wav", np.full(16000, 1e-5, np.float32), 16000),
      "clip1.wav (metadata.csv line 2): the recording is silent"),
-    (lambda f: (f / "metadata.csv").write_text("clip0|One.\nclip1|... !\n"), "line 2: the transcript of 'clip1' cannot be spoken"),
+    (lambda f: (f / "metadata.csv").write_text("clip0|One.\nclip1|... !\n"),
+     "line 2: the transcript of 'clip1' cannot be spoken"),
 ])
 def test_a_silent_clip_or_an_unspeakable_transcript_is_named(tmp_path, damage, named):
     """Issue 50: both were accepted, and trained on."""
@@ -185,7 +187,8 @@ def test_piper_objective_gives_kl_duration_and_aligned_segments(teacher, fitted)
 
 
 @pytest.mark.parametrize("method,train_posterior", [("full", True), ("full-acoustic", True), ("lora-r4", True),
-                                                     ("lora-r4", False), ("lora-attention-r4", True), ("qlora-r4", False)])
+                                                     ("lora-r4", False), ("lora-attention-r4", True),
+                                                     ("qlora-r4", False)])
 def test_each_method_trains_what_its_table_says(teacher, method, train_posterior):
     """Full fine-tuning trains every weight, full-acoustic every weight but the text encoder's and the duration
     predictor's; the LoRAs train only adapters, on the flow and decoder (QLoRA on an NF4 base) or on the text
@@ -246,14 +249,16 @@ def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
     assert speaker_job.run_speaker(cfg, ledger_path=led) == out
     info = json.loads((out / "config.json").read_text())
     assert info["method"] == method and info["steps"] == 2 and 0 <= info["judged"]["heldout_wer"] <= 3
-    from huggingface_hub import ModelCard  # issue 51: valid Hub metadata, the voice named, its bound said, no local path
+    # issue 51: valid Hub metadata, the voice named, its bound said, no local path
+    from huggingface_hub import ModelCard
     card = ModelCard.load(out / "README.md")
     assert (card.data.base_model, card.data.pipeline_tag, card.data.language) == ("rhasspy/piper-voices",
                                                                                   "text-to-speech", ["en"])
     assert card.data.base_model_relation == ("finetune" if method == "full" else "adapter")
     assert {r.metric_type for r in card.data.eval_results} >= {"heldout_secs", "heldout_wer", "speaker_wer"}
     assert "en_US-joe-medium.onnx" in card.text and str(tmp_path) not in card.content
-    assert ("misses its quality bound on wer" in card.text) == (info["judged"]["heldout_wer"] > info["judged"]["speaker_wer"] + 0.05)
+    assert (("misses its quality bound on wer" in card.text)
+            == (info["judged"]["heldout_wer"] > info["judged"]["speaker_wer"] + 0.05))
     row = ledger.read(led).iloc[-1]
     assert row["run"] == f"speaker/{method}" and row["steps"] == 2 and np.isfinite(row["heldout_wer"])
     if method == "full":
@@ -279,7 +284,8 @@ def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
         mp.setattr(speaker_job, "validation_quality", lambda *a, **k: pytest.fail("judged a packed state again"))
         speaker_job.pack_speaker(tmp_path / "work", ledger_path=led)
     assert len(ledger.read(led)) == 1
-    again = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(method), posterior.load(tmp / "posterior", teacher.hparams))
+    again = speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(method),
+                                  posterior.load(tmp / "posterior", teacher.hparams))
     assert speaker_adapt.load_into(again, out)["steps"] == 2  # a run on another machine starts from the pack
     if method != "qlora-r4":  # QLoRA's merge keeps its NF4 rounding: loaded onto the float voice it differs by that
         for name, p in again.merged().state_dict().items():
@@ -300,22 +306,24 @@ def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speak
     assert first["steps"] == 2 and second["steps"] == 3 and second["hours"] > first["hours"]
     assert json.loads((tmp_path / "b" / "before.json").read_text())["steps"] == 2
     assert second["recipe"]["schedule_offset"] == 2
-    resumed = speaker_adapt.prepare(teacher, speaker_adapt.Method("lora", 4), posterior.load(tmp / "posterior", teacher.hparams),
-                                    path="posterior")
+    resumed = speaker_adapt.prepare(teacher, speaker_adapt.Method("lora", 4),
+                                    posterior.load(tmp / "posterior", teacher.hparams), path="posterior")
     speaker_adapt.load_into(resumed, tmp_path / "pack")  # the pack's adapter and posterior encoder, not the bootstrap's
     packed_q = load_file(str(tmp_path / "pack" / speaker_adapt.POSTERIOR))
     assert all(torch.equal(v.half(), packed_q[k]) for k, v in resumed.path.enc_q.state_dict().items())
     boot = posterior.load(tmp / "posterior", teacher.hparams).state_dict()
     assert any(not torch.equal(v.half(), boot[k].half()) for k, v in resumed.path.enc_q.state_dict().items())
-    speaker_job.run_speaker(speaker_job.SpeakerRun(work=str(tmp_path / "c"), steps=2, train_posterior=False, prior_mel=45.0,
-                                                   **{**common, "out": str(tmp_path / "pack3")}), ledger_path=None)
+    speaker_job.run_speaker(speaker_job.SpeakerRun(work=str(tmp_path / "c"), steps=2, train_posterior=False,
+                                                   prior_mel=45.0, **{**common, "out": str(tmp_path / "pack3")}),
+                            ledger_path=None)
     kept = load_file(str(tmp_path / "pack3" / speaker_adapt.POSTERIOR))  # a frozen posterior packs as bootstrapped
     assert all(torch.equal(v.half(), kept[k]) for k, v in boot.items())
     curve = pd.read_csv(tmp_path / "c" / "train" / "curve.csv")  # the inference path's mel term was trained on
     assert curve["loss_prior_mel"].notna().all() and (curve["loss_prior_mel"] > 0).all()
     with pytest.raises(ValueError, match="holds a 'lora-r4' adaptation, not 'full'"):
         speaker_adapt.load_into(speaker_adapt.prepare(teacher, speaker_adapt.Method("full"),
-                                                      posterior.load(tmp / "posterior", teacher.hparams), path="posterior"),
+                                                      posterior.load(tmp / "posterior", teacher.hparams),
+                                                      path="posterior"),
                                 tmp_path / "pack")
 
 
@@ -375,15 +383,18 @@ def test_early_stopping_counts_packs_since_the_best_and_stops_the_loop(tmp_path)
     rows = pd.DataFrame({"heldout_secs": [0.60, 0.75, 0.66], "heldout_wer": [0.12, 0.30, 0.14]})
     assert speaker_job.stale_packs(rows, 0.10) == 0, "0.75 SECS at WER 0.30 is outside the bound: 0.66 at 0.14 is best"
     score = speaker_job.validation_score
-    assert score({"heldout_secs": 0.66, "heldout_wer": 0.14}, 0.10) > score({"heldout_secs": 0.75, "heldout_wer": 0.30}, 0.10)
+    assert (score({"heldout_secs": 0.66, "heldout_wer": 0.14}, 0.10)
+            > score({"heldout_secs": 0.75, "heldout_wer": 0.30}, 0.10))
     assert score({"heldout_secs": 0.5, "heldout_wer": 0.2}, 0.1) > score({"heldout_secs": 0.9, "heldout_wer": 0.4}, 0.1)
     lin = torch.nn.Linear(2, 1)
     told = {"after": 3}
     def stop():
         told["after"] -= 1
         return "told to" if told["after"] <= 0 else None
-    curve = Trainer(lin, lambda rng: (torch.randn(4, 2),), Recipe(steps=50, adversarial=False, log_every=2, checkpoint_every=50),
-                    tmp_path, loss_fn=lambda m, b: m(b[0]).pow(2).mean(), threads=1, progress=None, should_stop=stop).fit()
+    curve = Trainer(lin, lambda rng: (torch.randn(4, 2),),
+                    Recipe(steps=50, adversarial=False, log_every=2, checkpoint_every=50),
+                    tmp_path, loss_fn=lambda m, b: m(b[0]).pow(2).mean(), threads=1, progress=None,
+                    should_stop=stop).fit()
     assert curve.steps_done == 6 and (tmp_path / "state" / "model.safetensors").exists()
 
 
@@ -398,7 +409,8 @@ def test_the_duration_predictors_training_only_parts_fit_the_teachers_durations(
     batch = (x, torch.tensor([p[0].numel() for p in pairs]), w)
     torch.manual_seed(0)
     before = float(posterior.duration_nll(path, batch))
-    parts = posterior.fit_duration_parts(teacher, pairs, Recipe(steps=30, lr=2e-3, adversarial=False, checkpoint_every=30),
+    parts = posterior.fit_duration_parts(teacher, pairs,
+                                         Recipe(steps=30, lr=2e-3, adversarial=False, checkpoint_every=30),
                                          tmp_path, batch=4, threads=2)
     assert parts and all(k.startswith(posterior.DURATION_PARTS) for k in parts)
     fitted = speaker_adapt.prepare(teacher, speaker_adapt.Method("full"), vo.posterior_encoder(teacher.hparams),
@@ -416,18 +428,22 @@ def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run(tmp_path
     left out, and the cause is then not claimed)."""
     from lib.studies import adaptation
     t = pd.DataFrame({"variant": ["teacher", "target-speaker", "full", "lora-r8", "lora-r4"],
-                      "secs": [0.43, 0.82, 0.61, 0.49, 0.51], "wer": [0.07, 0.16, 0.93, 0.21, 0.30]}).set_index("variant")
+                      "secs": [0.43, 0.82, 0.61, 0.49, 0.51],
+                      "wer": [0.07, 0.16, 0.93, 0.21, 0.30]}).set_index("variant")
     for i, (run, _) in enumerate(adaptation.DIAGNOSIS):
         (tmp_path / run).mkdir(parents=True)
         (tmp_path / run / "config.json").write_text(json.dumps({"steps": 750, "hours": 0.08, "judged": {
             "heldout_wer": 0.04 + 0.3 * i, "speaker_wer": 0.05 + 0.1 * bool(i), "heldout_secs": 0.6}}))
-        pd.DataFrame({"step": [500, 750], "heldout_mel": [0.5 + 0.1 * i, 0.45 + 0.1 * i]}).to_csv(tmp_path / run / "curve.csv")
+        pd.DataFrame({"step": [500, 750], "heldout_mel": [0.5 + 0.1 * i, 0.45 + 0.1 * i]}).to_csv(
+            tmp_path / run / "curve.csv")
     diag = adaptation.diagnosis(root=tmp_path)
-    assert list(diag["heldout_mel_l1"].round(2)) == [0.45, 0.55, 0.65] and list(diag["validation_wer"].round(2)) == [0.04, 0.34, 0.64]
+    assert (list(diag["heldout_mel_l1"].round(2)) == [0.45, 0.55, 0.65]
+            and list(diag["validation_wer"].round(2)) == [0.04, 0.34, 0.64])
     fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
     said = adaptation.why_lines(t, diag, fmt)
     assert "over the 3 adapted variants" in said[0] and "rank correlation of SECS and WER +1.00" in said[0]
-    assert "the teacher's own audio, DTW durations: validation WER 0.04 (the folder's own 0.05), held-out mel L1 0.45" in said[1]
+    assert ("the teacher's own audio, DTW durations: validation WER 0.04 (the folder's own 0.05), held-out mel L1 0.45"
+            in said[1])
     t.loc["lora-r4", "wer"] = 0.95  # the order of WER no longer follows SECS
     assert "+1.00" not in adaptation.why_lines(t, diag, fmt)[0]
     (tmp_path / adaptation.DIAGNOSIS[1][0] / "config.json").unlink()

@@ -43,7 +43,8 @@ def test_latin_with_accents_is_speakable():
 
 
 def test_split_long_paragraph():
-    para = ("The hogs were fed chopped corn and garbage, " * 120) + "and then. " + "Rice is often served in round bowls. " * 20
+    para = (("The hogs were fed chopped corn and garbage, " * 120) + "and then. "
+            + "Rice is often served in round bowls. " * 20)
     assert len(para) > 5000
     pieces = text.split_sentences(para, max_chars=300)
     assert all(0 < len(p) <= 300 for p in pieces)

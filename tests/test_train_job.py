@@ -27,11 +27,11 @@ def test_gpu_job_trains_packs_and_resumes_on_cpu(tmp_path):
               "--threads", "2"]
     train_job.main(["students", "--work", str(tmp_path / "w"), *common])
     assert (tmp_path / "w" / "dec64-prune" / "state" / "model_1.safetensors").exists(), "discriminator state kept"
-    started = run_configs.RunConfig.read(tmp_path / "w" / "dec64-prune", tmp_path / "none")  # written at the start
+    started = run_configs.RunConfig.read(tmp_path / "w" / "dec64-prune")  # written at the start
     assert (started.kind, started.build["upsample_initial_channel"], started.job) == ("decoder", 64, "students")
     assert (started.recipe.steps, started.recipe.warmup_steps, started.recipe.seed) == (2, 1, 0)
     assert started.options["widths"] == [64] and started.recipe_name == "adversarial"
-    flow = run_configs.RunConfig.read(tmp_path / "w" / "flow96", tmp_path / "none")
+    flow = run_configs.RunConfig.read(tmp_path / "w" / "flow96")
     assert flow.build["hidden_channels"] == 96 and flow.recipe.lr == 5e-4 and not flow.recipe.adversarial
     train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     for name, kind in (("dec64-prune", "decoder"), ("flow96", "flow"), ("istft32x1", "istft_decoder")):
@@ -89,19 +89,20 @@ def _part_folder(work, name: str) -> FrameRateDecoder:
     """A part folder as a run leaves it (its state and curve), for a frame-rate decoder whose name says nothing."""
     dec = parts.fold_weight_norm(FrameRateDecoder(192, 8, 1))
     (work / name / "state").mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in dec.state_dict().items()}, str(work / name / "state" / "model.safetensors"))
+    save_file({k: v.contiguous() for k, v in dec.state_dict().items()},
+              str(work / name / "state" / "model.safetensors"))
     (work / name / "curve.csv").write_text("step,seconds\n1,1.0\n2,2.0\n")
     return dec
 
 
 def test_pack_rebuilds_each_part_from_the_config_it_started_with(tmp_path):
-    """`pack` reads the part's kind and build from --work/<part>/config.json, not from its name or weights; a folder
-    from before runs wrote one falls back on its committed pack's config, and a missing or cut-short config is named."""
+    """`pack` reads the part's kind and build from --work/<part>/config.json, not from its name or weights; a missing
+    or cut-short config is named."""
     dec = _part_folder(tmp_path / "w", "mystery")
     started = run_configs.RunConfig("mystery", "istft_decoder", dec.config, "regression-first", Recipe(steps=2),
                                     "regress-istft", {"dim": 8})
     path = started.write(tmp_path / "w")
-    assert run_configs.RunConfig.read(tmp_path / "w" / "mystery", tmp_path / "none") == started
+    assert run_configs.RunConfig.read(tmp_path / "w" / "mystery") == started
     train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     packed, config = artefacts.load_part(tmp_path / "out" / "mystery")
     assert config["kind"] == "istft_decoder" and config["build"] == dec.config and config["steps"] == 2
@@ -109,17 +110,13 @@ def test_pack_rebuilds_each_part_from_the_config_it_started_with(tmp_path):
     z = torch.randn(1, 192, 8)
     with torch.no_grad():
         assert torch.equal(packed(z), dec(z))
-    path.unlink()  # a run from before: the committed pack of the same part says what it is
-    legacy = run_configs.RunConfig.read(tmp_path / "w" / "mystery", tmp_path / "out" / "mystery")
-    assert (legacy.kind, legacy.build, legacy.recipe) == ("istft_decoder", dec.config, None)
-    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
-    with pytest.raises(artefacts.ArtefactError, match=f"{path} is missing and there is no pack at "
-                                                      f"{tmp_path / 'elsewhere' / 'mystery' / 'config.json'}"):
-        train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "elsewhere"), "--device", "cpu"])
+    path.unlink()  # no config: the pack names the file it reads a part's kind and build from
+    with pytest.raises(artefacts.ArtefactError, match=f"{path} is missing: the part's kind and build are read"):
+        train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     path.write_text(json.dumps(asdict(started))[:40])
     with pytest.raises(artefacts.ArtefactError, match=f"{path} cannot be read"):
         train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     started.write(tmp_path / "w")
     (tmp_path / "w" / "mystery").rename(tmp_path / "w" / "other")
     with pytest.raises(artefacts.ArtefactError, match="describes part 'mystery', not the folder 'other'"):
-        run_configs.RunConfig.read(tmp_path / "w" / "other", tmp_path / "none")
+        run_configs.RunConfig.read(tmp_path / "w" / "other")

@@ -227,7 +227,8 @@ def test_the_gan_objective_drops_the_regression_terms_once_the_discriminators_st
     assert np.allclose(late["loss_g"], 45.0 * late["loss_mel"] + late["loss_adv"] + late["loss_fm"], rtol=1e-4)
     _, _, kept = _fit_light(tmp_path / "b", 4, wave_weight=50.0)
     k = kept.frame[kept.frame["step"] > 1]  # the recipe's default keeps them, beside the adversarial terms
-    assert np.allclose(k["loss_g"], 45.0 * k["loss_mel"] + 50.0 * k["loss_wave"] + k["loss_adv"] + k["loss_fm"], rtol=1e-4)
+    assert np.allclose(k["loss_g"], 45.0 * k["loss_mel"] + 50.0 * k["loss_wave"] + k["loss_adv"] + k["loss_fm"],
+                       rtol=1e-4)
     with pytest.raises(ValueError, match="gan_objective"):  # no discriminator ever starts: the switch would do nothing
         training.Recipe(steps=4, warmup_steps=4, gan_objective=True)
 
@@ -346,7 +347,8 @@ def test_stop_step_ends_a_run_checkpointed_before_its_schedule_does(tmp_path):
     assert curve.steps == [1, 2, 3] and (tmp_path / "a" / "state" / "model.safetensors").exists()
     full, whole = fit(tmp_path / "b", 5)
     resumed, rest = fit(tmp_path / "a", 5)
-    assert rest.resumed_from == 3 and whole.frame["lr"].iloc[-1] > 1e-3 * 0.01, "the cosine ends at `steps`, not at the stop"
+    assert rest.resumed_from == 3 and whole.frame["lr"].iloc[-1] > 1e-3 * 0.01, \
+        "the cosine ends at `steps`, not at the stop"
     for (name, a), b in zip(full.named_parameters(), resumed.parameters()):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="stop_step"):

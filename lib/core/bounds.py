@@ -20,7 +20,8 @@ def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_
     w = ok.pivot_table(index=["variant", "technique", "backend"], columns="metric", values="value", aggfunc="first")
     w.columns.name = None
     w = w.reset_index()
-    for col in ("rtf", "rtf_ratio", "size_mb", "dnsmos_p808", "wer"):  # a contended or absent timing leaves NaN, not a crash
+    # a contended or absent timing leaves NaN, not a crash
+    for col in ("rtf", "rtf_ratio", "size_mb", "dnsmos_p808", "wer"):
         if col not in w:
             w[col] = np.nan
     base = w[w["variant"] == baseline].iloc[0]
@@ -30,7 +31,8 @@ def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_
         w["dnsmos_drop"] = base["dnsmos_p808"] - w["dnsmos_p808"]
     if "wer" in w:
         w["wer_increase"] = w["wer"] - base["wer"]
-    w["within_quality_bounds"] = (w.get("dnsmos_drop", 0) <= max_dnsmos_drop) & (w.get("wer_increase", 0) <= max_wer_increase)
+    w["within_quality_bounds"] = ((w.get("dnsmos_drop", 0) <= max_dnsmos_drop)
+                                  & (w.get("wer_increase", 0) <= max_wer_increase))
     first = ["variant", "technique", "backend", "rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "size_mb",
              "size_ratio", "dnsmos_p808", "dnsmos_drop", "wer", "wer_increase", "within_quality_bounds", "pesq_wb",
              "mcd_db", "f0_rmse_cents", "params", "nonzero_params", "peak_rss_mb"]

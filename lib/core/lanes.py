@@ -1,8 +1,8 @@
 """Lanes: jobs that share the machine side by side (the unit tests and the smoke notebooks of the test command) and
 take turns only while one of them times something. A lane is a registered process and everything it starts. A timed
-block (`harness.bench.Watched`) in one lane takes `measure.lock` exclusively, so two lanes never time at once, and stops every
-other lane's processes (SIGSTOP) until the block ends (SIGCONT): a stopped process uses no CPU, so the timing is as
-uncontended as on an idle machine, whatever the other lane was doing, untimed, at that moment.
+block (`harness.bench.Watched`) in one lane takes `measure.lock` exclusively, so two lanes never time at once, and stops
+every other lane's processes (SIGSTOP) until the block ends (SIGCONT): a stopped process uses no CPU, so the timing is
+as uncontended as on an idle machine, whatever the other lane was doing, untimed, at that moment.
 
 Written here because no library pauses another process tree for the length of a block; psutil walks the trees."""
 from __future__ import annotations

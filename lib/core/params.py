@@ -89,7 +89,8 @@ def validate(values: dict[str, Any], notebook: str, source: str = "parameters") 
             else:
                 want = type(defaults.get(err["loc"][0])).__name__
                 got = err.get("input")
-                hint = " (write floats as 1.0e-4: YAML reads 1e-4 as a string)" if want == "float" and isinstance(got, str) else ""
+                hint = (" (write floats as 1.0e-4: YAML reads 1e-4 as a string)"
+                        if want == "float" and isinstance(got, str) else "")
                 problems.append(f"key '{key}': expected {want}, got {type(got).__name__} {got!r}{hint}")
         raise ParamsError(f"{source} does not fit notebook {notebook}: " + "; ".join(problems)) from None
     return values

@@ -191,7 +191,8 @@ class ResultWriter:
     """Collects result rows for one notebook run and writes them atomically under outputs/<profile>/<notebook>/."""
     profile: str
     notebook: str
-    run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6])
+    run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-")
+                        + uuid.uuid4().hex[:6])
     rows: list[dict] = field(default_factory=list)
     scalars: dict = field(default_factory=dict)
 
@@ -208,10 +209,11 @@ class ResultWriter:
         """One row. The unit comes from the registry (METRICS); `unit`, if given, must agree with it, and any
         context (worst case, against what) belongs in `reference`."""
         if metric not in METRICS:
-            raise UnknownMetric(f"metric {metric!r} is not in the registry (lib/results.py METRICS): add it there with its "
-                                f"unit, direction and meaning, or use an existing name")
+            raise UnknownMetric(f"metric {metric!r} is not in the registry (lib/core/results.py METRICS): "
+                                f"add it there with its unit, direction and meaning, or use an existing name")
         if unit is not None and unit != METRICS[metric].unit:
-            raise UnknownMetric(f"metric {metric!r} is in {METRICS[metric].unit!r}, not {unit!r}: put context in `reference`")
+            raise UnknownMetric(f"metric {metric!r} is in {METRICS[metric].unit!r}, not {unit!r}: "
+                                f"put context in `reference`")
         if status not in STATUSES:
             raise ValueError(f"status {status!r}: use one of {STATUSES}")
         if value is not None:
@@ -274,7 +276,7 @@ def validate_frame(df: pd.DataFrame) -> None:
         raise ValueError("rows that are not 'ok' must say why in 'reason'")
     unknown = sorted(set(df["metric"]) - set(METRICS))
     if unknown:
-        raise ValueError(f"metrics {unknown} are not in the registry (lib/results.py METRICS)")
+        raise ValueError(f"metrics {unknown} are not in the registry (lib/core/results.py METRICS)")
 
 
 # A streamed utterance's worst chunk against its whole synthesis: faithful engines hold 45-52 dB, an int8 one whose

@@ -67,7 +67,8 @@ def read_metadata(folder: Path) -> list[tuple[str, str]]:
                                f"fields in {line[:60]!r}")
         uid, text = fields[0].strip(), fields[-1].strip() or fields[1].strip()
         if not uid or not text:
-            raise DatasetError(f"{meta} line {n}: {'the id' if not uid else 'the transcript'} is empty in {line[:60]!r}")
+            raise DatasetError(f"{meta} line {n}: {'the id' if not uid else 'the transcript'} "
+                               f"is empty in {line[:60]!r}")
         if uid in seen:
             raise DatasetError(f"{meta} line {n}: id {uid!r} repeats line {seen[uid]}")
         try:
@@ -131,7 +132,8 @@ def write_folder(folder: Path, items: Iterable[tuple[str, str, np.ndarray, int]]
     lines = []
     for uid, text, samples, sr in items:
         if "|" in text or "\n" in text:
-            raise DatasetError(f"transcript of {uid!r} holds '|' or a line break, which {METADATA} cannot: {text[:60]!r}")
+            raise DatasetError(f"transcript of {uid!r} holds '|' or a line break, which {METADATA} cannot: "
+                               f"{text[:60]!r}")
         tmp = folder / "wavs" / f".{uid}.tmp.wav"
         write_wav(tmp, np.asarray(samples, dtype=np.float32), int(sr))
         tmp.replace(folder / "wavs" / f"{uid}.wav")

@@ -37,7 +37,8 @@ TITLES = {Family.TRAIN: "the front end's training templates", Family.JUDGED: "he
 _TRAIN = (
     "{name} drove from {city} to {city2} on {weekday}, {date}, and arrived a little after {time}.",
     "The committee at {company} approved a budget of {price} for the {catch} project in {year}.",
-    "According to the report, {number} people visited {country} last {month}, almost {percent} percent more than before.",
+    "According to the report, {number} people visited {country} last {month}, "
+    "almost {percent} percent more than before.",
     "After working as {ajob} for {small} years, {name} moved to {street} and opened a small shop.",
     "Our plan is simple: we {bs}, hire {small} more engineers, and ship the first version by {month} {day}.",
     "{name} said the parcel to {street}, {city}, would cost {price} and take about {small} days.",
@@ -82,7 +83,8 @@ def _fields(fake: Faker) -> dict[str, str]:
         city=fake.city(), city2=fake.city(), country=fake.country(),
         company=fake.company(), catch=fake.catch_phrase().lower(), bs=fake.bs(),
         street=fake.street_address(), color=fake.safe_color_name(), weekday=fake.date("%A", LATEST),
-        month=fake.date("%B", LATEST), day=str(fake.random_int(1, 28)), date=fake.date_object(LATEST).strftime("%B %-d, %Y"),
+        month=fake.date("%B", LATEST), day=str(fake.random_int(1, 28)),
+        date=fake.date_object(LATEST).strftime("%B %-d, %Y"),
         time=fake.time("%I:%M %p", LATEST).lstrip("0"), year=fake.date("%Y", LATEST), year2=fake.date("%Y", LATEST),
         price=fake.pricetag(), number=f"{fake.random_int(200, 90000):,}", number2=f"{fake.random_int(200, 90000):,}",
         small=str(fake.random_int(2, 40)), age=str(fake.random_int(18, 59)), percent=str(fake.random_int(3, 60)),
@@ -90,8 +92,8 @@ def _fields(fake: Faker) -> dict[str, str]:
 
 
 def varied_sentences(family: Family, n: int) -> list[Sentence]:
-    """The first `n` sentences of a family (ids `vt_0001`, `vj_0001`, `vp_0001`, ...): the same on every call and machine.
-    Each is checked speakable (lib.core.text); a repeat is skipped, so the n are distinct."""
+    """The first `n` sentences of a family (ids `vt_0001`, `vj_0001`, `vp_0001`, ...): the same on every call and
+    machine. Each is checked speakable (lib.core.text); a repeat is skipped, so the n are distinct."""
     if n < 0:
         raise ValueError(f"varied sentences: n={n}, a count")
     if family is Family.PROSE:

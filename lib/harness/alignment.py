@@ -351,8 +351,8 @@ def utterance_durations(data, teacher, method: str = "dtw", *, enc_q=None, align
     """Frames per piper id of each utterance of `data` (lib.training.vits_objective.Utterances: its phoneme ids and
     its recording in whole frames at the voice's rate), adding up to its frames, each id at least one frame
     (`at_least_one`). 'dtw': the recording against `teacher`'s own noise-free rendition of the same ids on
-    Whisper's encoder output (`aligner`, a base WhisperAligner on `threads` where none is given); 'mas': monotonic alignment
-    search on a sample of the posterior encoder `enc_q` (seeded `seed` + the utterance's index)."""
+    Whisper's encoder output (`aligner`, a base WhisperAligner on `threads` where none is given); 'mas': monotonic
+    alignment search on a sample of the posterior encoder `enc_q` (seeded `seed` + the utterance's index)."""
     if method not in DURATION_METHODS:
         raise ValueError(f"durations {method!r}: use one of {DURATION_METHODS}")
     if method == "mas" and enc_q is None:
@@ -370,7 +370,8 @@ def utterance_durations(data, teacher, method: str = "dtw", *, enc_q=None, align
             longest = max(len(audio), len(reference)) / sr
             if longest > WHISPER_SECONDS:
                 raise ValueError(f"recording {uid!r}: {longest:.1f} s (it or the teacher's rendition of its text) is "
-                                 f"longer than Whisper's {WHISPER_SECONDS:.0f} s window; split it, or use durations 'mas'")
+                                 f"longer than Whisper's {WHISPER_SECONDS:.0f} s window; "
+                                 f"split it, or use durations 'mas'")
             frames = dtw_frames(aligner.encoder_features(reference, sr, hop), prior,
                                 aligner.encoder_features(audio, sr, hop))
         frames = at_least_one(frames)
@@ -427,6 +428,7 @@ def cached_durations(data, teacher, method: str = "dtw", *, cache_dir: Path | No
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file({str(i): np.asarray(d, dtype=np.int64) for i, d in enumerate(found)}, str(tmp),
-              metadata={"method": method, "ids": json.dumps(list(data.ids)), "yardstick": json.dumps(YARDSTICK[method])})
+              metadata={"method": method, "ids": json.dumps(list(data.ids)),
+                        "yardstick": json.dumps(YARDSTICK[method])})
     tmp.replace(path)
     return found

@@ -70,8 +70,9 @@ def time_calls(fn: Callable[[str], object], texts: Sequence[str], duration_of: C
     return time_interleaved({"fn": fn}, texts, duration_of, warmup, repeats, progress, threads)["fn"]
 
 
-def time_interleaved(fns: dict[str, Callable[[object], object]], texts: Sequence, duration_of: Callable[[object], float],
-                     warmup: int = 2, repeats: int = 1, progress: str | None = None, threads: int = 1, *,
+def time_interleaved(fns: dict[str, Callable[[object], object]], texts: Sequence,
+                     duration_of: Callable[[object], float], warmup: int = 2, repeats: int = 1,
+                     progress: str | None = None, threads: int = 1, *,
                      until: Until | None = None, sync: Callable[[], None] | None = None) -> dict[str, Timing]:
     """The one timing loop. Time several variants on the same items (texts, or phoneme-id queries), alternating
     between them call by call, so that drift in the machine's speed (other load, thermal state) falls on all of
@@ -190,14 +191,16 @@ def flops_by_module(run: Callable[[], object], module) -> dict[str, float]:
     with counter:
         _Run()()
     counts = counter.get_flop_counts()
-    out = {k.split(".", 2)[2]: float(sum(v.values())) for k, v in counts.items() if k.count(".") == 2 and k.startswith("_Run.m.")}
+    out = {k.split(".", 2)[2]: float(sum(v.values())) for k, v in counts.items()
+           if k.count(".") == 2 and k.startswith("_Run.m.")}
     out["total"] = float(sum(counts.get("Global", {}).values()))
     return out
 
 
 def git_hash() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
                                text=True, timeout=5).stdout.strip()
         return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
@@ -233,7 +236,8 @@ def environment(threads: int | None = None, device: str = "cpu") -> dict:
 def _sample_rate(model) -> int:
     rate = getattr(model, "sample_rate", None)
     if not rate:
-        raise ValueError("this voice does not say its sample rate (a piper_torch model reads it from <model>.onnx.json)")
+        raise ValueError("this voice does not say its sample rate "
+                         "(a piper_torch model reads it from <model>.onnx.json)")
     return int(rate)
 
 
@@ -248,14 +252,16 @@ def voice_cost(model, ids: Sequence[list[int]]) -> dict[str, float]:
 
         def run():
             with torch.no_grad():
-                out.append(model.infer(torch.tensor([x]), torch.tensor([len(x)]), noise_scale=0.0, noise_scale_w=0.0)[0])
+                out.append(model.infer(torch.tensor([x]), torch.tensor([len(x)]), noise_scale=0.0,
+                                       noise_scale_w=0.0)[0])
 
         for k, v in flops_by_module(run, model).items():
             flops[k] = flops.get(k, 0.0) + v
         audio_s += out[0].numel() / rate
     return {"params": float(sum(p.numel() for p in model.parameters())),
             "gflop_per_audio_s": flops.get("total", np.nan) / audio_s / 1e9,
-            **{f"{part}_gflop_per_audio_s": flops.get(part, np.nan) / audio_s / 1e9 for part in ("dec", "flow", "enc_p", "dp")}}
+            **{f"{part}_gflop_per_audio_s": flops.get(part, np.nan) / audio_s / 1e9
+               for part in ("dec", "flow", "enc_p", "dp")}}
 
 
 MODULES = {"enc_p": "text encoder", "dp": "duration predictor", "flow": "flow", "dec": "decoder"}
@@ -278,7 +284,8 @@ def module_times(model, ids: Sequence[list[int]], threads: int = 1, repeats: int
     per_pass, audio_s = [], 0.0
     try:
         with torch.no_grad():
-            model.infer(torch.tensor([ids[0]]), torch.tensor([len(ids[0])]), noise_scale=0.0, noise_scale_w=0.0)  # warm-up
+            model.infer(torch.tensor([ids[0]]), torch.tensor([len(ids[0])]), noise_scale=0.0,
+                        noise_scale_w=0.0)  # warm-up
             watch = Watched(threads)
             with watch:
                 for _ in range(repeats):
@@ -286,7 +293,8 @@ def module_times(model, ids: Sequence[list[int]], threads: int = 1, repeats: int
                         spent[k].clear()
                     audio_s = 0.0
                     for x in ids:
-                        out = model.infer(torch.tensor([x]), torch.tensor([len(x)]), noise_scale=0.0, noise_scale_w=0.0)[0]
+                        out = model.infer(torch.tensor([x]), torch.tensor([len(x)]), noise_scale=0.0,
+                                          noise_scale_w=0.0)[0]
                         audio_s += out.numel() / rate
                     per_pass.append({k: sum(v) / audio_s for k, v in spent.items()})
     finally:

@@ -163,8 +163,9 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
         s["rtf_ratio"] = s["rtf"] / summary[against]["rtf"] if against in summary else s["rtf"] / base_rtf
         if record is not None and name not in record:
             continue
-        keys = dict(model=m.get("model", model), variant=m.get("variant", name), technique=m.get("technique", "baseline"),
-                    parent=against, backend=m.get("backend", ""), threads=m.get("threads"))
+        keys = dict(model=m.get("model", model), variant=m.get("variant", name),
+                    technique=m.get("technique", "baseline"), parent=against, backend=m.get("backend", ""),
+                    threads=m.get("threads"))
         writer.add_many(s, n=len(timings[name].latencies_s), status=status, reason=reason, **keys)
         if specs and name in specs:
             s["peak_rss_mb"] = bench.peak_rss_in_subprocess(run_voice_spec, specs[name], texts[:memory_sentences])
@@ -246,9 +247,11 @@ def onnx_variant(name: str, technique: str, path: Path, parent: str = "fp32", ex
     """A variant that is an ONNX file with the Piper interface, run by ONNX Runtime (or `backend`) on the CPU;
     `artefact` names what is measured on disk when it is more than that file (a split voice's folder)."""
     voice_kwargs = {k: str(v) if isinstance(v, Path) else v for k, v in voice_kwargs.items()}
-    return Variant(name, technique, backend, lambda **kw: load_voice(backend=backend, model_path=path, **voice_kwargs, **kw),
+    return Variant(name, technique, backend,
+                   lambda **kw: load_voice(backend=backend, model_path=path, **voice_kwargs, **kw),
                    parent=parent, artefact=Path(artefact or path),
-                   spec={"name": piper_label(), "backend": backend, "model_path": str(path), **voice_kwargs}, extra=extra)
+                   spec={"name": piper_label(), "backend": backend, "model_path": str(path), **voice_kwargs},
+                   extra=extra)
 
 
 def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str = "fp32", extra: dict | None = None,
@@ -257,7 +260,8 @@ def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str
     save_voice_module; `convert` for a variant that is a conversion of the ONNX weights), whose size is the
     variant's size and which the memory probe loads in a fresh process."""
     path = save_voice_module(module, Path(save_dir) / name, convert=convert)
-    return Variant(name, technique, "torch-cpu", lambda **kw: load_voice(backend="torch-cpu", module=module, **voice_kwargs, **kw),
+    return Variant(name, technique, "torch-cpu",
+                   lambda **kw: load_voice(backend="torch-cpu", module=module, **voice_kwargs, **kw),
                    parent=parent, artefact=path, module=module,
                    spec={"name": piper_label(), "backend": "torch-cpu", "module_dir": str(path), **voice_kwargs},
                    extra=extra)
@@ -273,7 +277,8 @@ def _with_settings(voice, variant: Variant, threads: int, settings: dict):
 
 
 def noise_off(settings: dict) -> dict:
-    """A voice's `settings` with VITS's sampling noise off, so that two variants differ only by what was done to them."""
+    """A voice's `settings` with VITS's sampling noise off, so that two variants differ only by what was done to
+    them."""
     return {**settings, "noise_scale": 0.0, "noise_w": 0.0}
 
 
@@ -333,8 +338,8 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     meta = {v.name: dict(variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend, threads=threads)
             for v in timed}
     specs = {v.name: {**v.spec, "threads": threads, **settings} for v in timed if v.spec} if memory else {}
-    speed = measure_speed(voices, sentences[:speed_sentences], writer, model=model, baseline=speed_baseline or baseline, meta=meta,
-                          warmup=warmup, repeats=repeats, specs=specs)
+    speed = measure_speed(voices, sentences[:speed_sentences], writer, model=model,
+                          baseline=speed_baseline or baseline, meta=meta, warmup=warmup, repeats=repeats, specs=specs)
     return pd.concat(per_clip, ignore_index=True), speed
 
 
@@ -382,7 +387,8 @@ def heldout_pesq(heldout, sample_rate: int = DEFAULT_SAMPLE_RATE, limit: int = 4
     def check(decoder) -> dict:
         device = next(decoder.parameters()).device
         with torch.no_grad():
-            scores = [metrics.pesq_wb(y.reshape(-1).numpy(), decoder(z.to(device)).float().cpu().reshape(-1).numpy()[: y.numel()],
+            scores = [metrics.pesq_wb(y.reshape(-1).numpy(),
+                                      decoder(z.to(device)).float().cpu().reshape(-1).numpy()[: y.numel()],
                                       sample_rate) for z, y in pairs]
         return {"heldout_pesq": float(np.nanmean(scores))}
 
@@ -411,5 +417,6 @@ def int8_group_sensitivity(src: Path, out_dir: Path, calibration: Sequence[list[
         rows.append({"group": name, "file": str(dst), "rtf": timing.summary()["rtf"],
                      "pesq_wb": float(np.mean([s["pesq_wb"] for s in scores])),
                      "mcd_db": float(np.mean([s["mcd_db"] for s in scores])),
-                     "length_diff_samples": float(np.mean([abs(len(outs[i].samples) - len(reference[i].samples)) for i in outs]))})
+                     "length_diff_samples": float(np.mean([abs(len(outs[i].samples) - len(reference[i].samples))
+                                                           for i in outs]))})
     return pd.DataFrame(rows)

@@ -249,4 +249,5 @@ def speaker_similarity_per_clip(voices: dict[str, Sequence[Audio]], target: Sequ
 
 def worker_count(requested: int) -> int:
     """Judge processes: as requested, never more than the CPUs this process may use."""
-    return max(1, min(int(requested), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return max(1, min(int(requested),
+                      len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))

@@ -31,10 +31,12 @@ class Dnsmos:
     def __init__(self, threads: int = 1):
         from speechmos import dnsmos as sm
         base = Path(sm.__file__).parent
-        self._impl = sm.DNSMOS(str(base / "dnsmos_models" / "sig_bak_ovr.onnx"), str(base / "dnsmos_models" / "model_v8.onnx"))
+        self._impl = sm.DNSMOS(str(base / "dnsmos_models" / "sig_bak_ovr.onnx"),
+                               str(base / "dnsmos_models" / "model_v8.onnx"))
         # speechmos builds its sessions on every core: rebuilt on `threads`, through the lab's one session builder
         self._impl.onnx_sess = onnx_session.session(self._impl.primary_model_path, threads, what="DNSMOS model")
-        self._impl.p808_onnx_sess = onnx_session.session(base / "dnsmos_models" / "model_v8.onnx", threads, what="DNSMOS model")
+        self._impl.p808_onnx_sess = onnx_session.session(base / "dnsmos_models" / "model_v8.onnx", threads,
+                                                         what="DNSMOS model")
 
     def __call__(self, audio: np.ndarray, sr: int) -> dict[str, float]:
         x = np.clip(resample(audio, sr, DNSMOS_SR), -1.0, 1.0)
@@ -252,7 +254,8 @@ def mcd_and_f0(ref: np.ndarray, deg: np.ndarray, sr: int) -> dict[str, float]:
     mcd = float(np.mean(10.0 / np.log(10) * np.sqrt(2.0 * np.sum(diff ** 2, axis=1))))
     fr, fd = f0_r[path[:, 0]], f0_d[path[:, 1]]
     voiced = (fr > 0) & (fd > 0)
-    f0_rmse = float(np.sqrt(np.mean((1200 * np.log2(fd[voiced] / fr[voiced])) ** 2))) if voiced.sum() >= 5 else float("nan")
+    f0_rmse = (float(np.sqrt(np.mean((1200 * np.log2(fd[voiced] / fr[voiced])) ** 2))) if voiced.sum() >= 5
+               else float("nan"))
     return {"mcd_db": mcd, "f0_rmse_cents": f0_rmse}
 
 

@@ -39,7 +39,8 @@ def single_stream(engine: Engine, queries: Sequence[Sequence[int]], min_queries:
     return bench.time_interleaved({engine.label: lambda ids: engine.synth([ids], seed=next(seeds))}, queries,
                                   lambda out: out[0].size / engine.sample_rate, warmup=0, threads=threads,
                                   progress=f"single-stream {engine.label}" if progress else None,
-                                  until=bench.Until(min_queries, min_seconds, max_seconds), sync=engine.sync)[engine.label]
+                                  until=bench.Until(min_queries, min_seconds, max_seconds),
+                                  sync=engine.sync)[engine.label]
 
 
 def offline_throughput(engine: Engine, queries: Sequence[Sequence[int]], batch_sizes: Sequence[int],
@@ -87,14 +88,16 @@ def stream(engine: Engine, ids: Sequence[int], chunk_frames: int, context_frames
 
 
 def streaming_ttfa(engine: Engine, queries: Sequence[Sequence[int]], chunk_frames: int, context_frames: int,
-                   min_queries: int = 100, min_seconds: float = 10.0, max_seconds: float = 120.0, warmup: int = 3) -> dict:
+                   min_queries: int = 100, min_seconds: float = 10.0, max_seconds: float = 120.0,
+                   warmup: int = 3) -> dict:
     """Time to first audio (p50/p90/p99) and whole-stream latency over single-stream queries."""
     for ids in list(queries)[:warmup]:
         list(stream(engine, ids, chunk_frames, context_frames))
     ttfa, total, aud = [], [], []
     start = time.perf_counter()
     i = 0
-    while (len(ttfa) < min_queries or time.perf_counter() - start < min_seconds) and time.perf_counter() - start < max_seconds:
+    while ((len(ttfa) < min_queries or time.perf_counter() - start < min_seconds)
+           and time.perf_counter() - start < max_seconds):
         chunks = list(stream(engine, queries[i % len(queries)], chunk_frames, context_frames, seed=i))
         engine.sync()
         ttfa.append(chunks[0][0])
@@ -107,7 +110,8 @@ def streaming_ttfa(engine: Engine, queries: Sequence[Sequence[int]], chunk_frame
             "stream_rtf": float(np.median(np.array(total) / np.array(aud))), "n": len(ttfa)}
 
 
-def chunk_fidelity(engine: Engine, queries: Sequence[Sequence[int]], chunk_frames: int, context_frames: int) -> list[dict]:
+def chunk_fidelity(engine: Engine, queries: Sequence[Sequence[int]], chunk_frames: int,
+                   context_frames: int) -> list[dict]:
     """Streamed (chunked) against whole-utterance synthesis with the same noise: max |diff|, SNR and, where the
     pesq package is installed, PESQ-WB per query. Chunk borders are inaudible when the two match."""
     rows = []
@@ -244,7 +248,8 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     util = mon.summary()
     if torch_cuda:
         import torch
-        writer.add(metric="peak_gpu_mb", value=torch.cuda.max_memory_allocated() / 2**20, reference="at the best batch", **keys)
+        writer.add(metric="peak_gpu_mb", value=torch.cuda.max_memory_allocated() / 2**20,
+                   reference="at the best batch", **keys)
         if util["gpu_util_pct"] is not None:
             writer.add(metric="gpu_util_pct_offline", value=util["gpu_util_pct"], reference="GPU, best batch", **keys)
     if util["gpu_energy_j"] is not None and torch_cuda:
@@ -254,7 +259,8 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
         writer.add(metric="energy_j_per_audio_s", value=util["cpu_energy_j"] / audio_s,
                    reference="CPU package, RAPL counter, best batch", n=1, **keys)
     else:
-        writer.absent(metrics=["energy_j_per_audio_s"], reason=mon.nvml_reason if torch_cuda else mon.rapl_reason, **keys)
+        writer.absent(metrics=["energy_j_per_audio_s"], reason=mon.nvml_reason if torch_cuda else mon.rapl_reason,
+                      **keys)
     for r in rows:
         r.update(variant=engine.label, backend=engine.backend, device=engine.device, effective=engine.effective)
     return rows
@@ -283,9 +289,9 @@ def kokoro_cpu_suite(engines: Sequence[str], texts: Sequence[str], writer, threa
                      fidelity: int = 3, warmup: int = 1, speaker: str = "jf_alpha") -> pd.DataFrame:
     """A second architecture on the CPU engines: Kokoro-82M's shipped int8 ONNX on each of `engines` ('ort-cpu',
     'openvino-cpu'), single stream, timed interleaved on `texts`; the first `fidelity` outputs compared with the
-    first engine's (PESQ, MCD, F0 error: the same file need not give the same audio on another runtime). Time to first audio is
-    recorded absent (the graph returns the whole waveform), and so is the
-    GPU, each with its reason. Returns one row per engine."""
+    first engine's (PESQ, MCD, F0 error: the same file need not give the same audio on another runtime). Time to
+    first audio is recorded absent (the graph returns the whole waveform), and so is the GPU, each with its reason.
+    Returns one row per engine."""
     import pandas as pd
     model = "kokoro-82m"
     made = {e: voices.load_voice(model, backend=e, threads=threads, speaker=speaker) for e in engines}

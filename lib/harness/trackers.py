@@ -169,4 +169,5 @@ class Watched:
 
     def status(self) -> dict:
         """Row keys for what the block measured: status 'contended' with the figures, or nothing when it was quiet."""
-        return dict(status="contended", reason=self.load.reason()) if self.load is not None and self.load.contended else {}
+        return (dict(status="contended", reason=self.load.reason())
+                if self.load is not None and self.load.contended else {})

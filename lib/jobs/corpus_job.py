@@ -124,7 +124,8 @@ def write(cfg: CorpusRun) -> Path:
                  len(todo) * cfg.shard_items * 5.0 / 13 / 60)
     for k in tqdm(todo, desc="corpus shards", unit="shard"):
         if cfg.seconds and time.time() - started > cfg.seconds:
-            _LOGGER.info("corpus: %.0f s spent, no new shard claimed (--seconds %g)", time.time() - started, cfg.seconds)
+            _LOGGER.info("corpus: %.0f s spent, no new shard claimed (--seconds %g)", time.time() - started,
+                         cfg.seconds)
             break
         path = out / _shard_name(k)
         if path.is_file() or not _claim(path):
@@ -184,7 +185,8 @@ def write_manifest(cfg: CorpusRun, sentences: list, n_shards: int, teacher, defa
                       "sentences": sum(c.family is f for c in used)} for f in corpus_text.Family],
         "sentences": len(used), "hours": round(sum(e["seconds"] for e in entries) / 3600, 4),
         "text_hash": corpus_text.text_hash(sentences),
-        "options": {k: v for k, v in asdict(cfg).items() if k not in ("out", "manifest_out", "voice", "seconds")},  # no local paths
+        "options": {k: v for k, v in asdict(cfg).items()
+                    if k not in ("out", "manifest_out", "voice", "seconds")},  # no local paths
         "hop": int(np.prod(teacher.hparams["upsample_rates"])), "sample_rate": int(teacher.sample_rate),
         "channels": int(teacher.hparams["inter_channels"]), "dtype": "float16", "shards": entries,
         "environment": environment(cfg.threads, device=cfg.device),

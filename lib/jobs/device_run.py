@@ -107,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             label = f"torch-{args.device}-{spec.get('precision')}" + (f"-bnb-{mode}" if mode else "")
             _LOGGER.warning("%s failed: %s: %s", label, type(exc).__name__, exc)
             writer.add(model=model_label, variant=label, metric="rtf", value=None, status="failed",
-                       reason=f"{type(exc).__name__}: {str(exc)[:300]}", backend=f"torch-{args.device}", device=args.device)
+                       reason=f"{type(exc).__name__}: {str(exc)[:300]}", backend=f"torch-{args.device}",
+                       device=args.device)
         finally:
             writer.write(env, extra_tables={"throughput_by_batch": pd.DataFrame(throughput),
                                             "backends": probes_frame(probes)})

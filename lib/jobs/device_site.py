@@ -17,7 +17,8 @@ import numpy as np
 MEL_ARGS = ((22050, 1024, 80, 0.0, None),)  # (sr, n_fft, n_mels, fmin, fmax) of lib.training.losses.mel_l1
 
 LIBROSA_INIT = '"""Not librosa: `filters.mel` for the bases saved beside it (lib.jobs.device_site). Nothing else."""\n'
-LIBROSA_FILTERS = '''"""librosa.filters.mel for the arguments librosa's own bases were saved for (mel_bases.npz, keyed by them)."""
+LIBROSA_FILTERS = '''"""librosa.filters.mel for the arguments librosa's own bases were saved for \
+(mel_bases.npz, keyed by them)."""
 from pathlib import Path
 
 import numpy as np

@@ -3,14 +3,12 @@
 timed each notebook (this checkout's last, else a recorded one), which scale its seconds. Training notebooks scale
 with PyTorch, the rest with ONNX Runtime. A profile no run has timed gets no estimate, and says so.
 
-    python -m lib.jobs.eta default 00_data_and_features 01_baselines --json outputs/default/eta.json
+    tts-lab study eta default 00_data_and_features 01_baselines --json outputs/default/eta.json
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,16 +84,6 @@ def estimate(notebooks: list[str], cal: dict, runs: list[dict]) -> dict[str, tup
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lib.jobs.eta", description=__doc__.split("\n\n")[0])
-    p.add_argument("profile")
-    p.add_argument("notebooks", nargs="*")
-    p.add_argument("--json", default="", help="write {notebook: estimated seconds} here")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return report(args.profile, args.notebooks, args.json)
-
-
 def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Path | None = None) -> int:
     """Say how long `notebooks` of `profile` (every one a run timed, where empty) will take here; write it to
     `json_path`."""
@@ -122,6 +110,3 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
                                             "reference": {nb: r["path"] for nb, (_, r) in est.items()}})
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,7 +46,8 @@ def voice_from_packs(teacher, packs: Sequence[Path]):
     adapters = [p for p, k in kinds.items() if k in ("peft_adapter", "adapted_voice")]
     if adapters:
         if len(packs) > 1:
-            raise ValueError(f"{adapters[0]} is an adaptation: it exports alone, not with {len(packs) - 1} other pack(s)")
+            raise ValueError(f"{adapters[0]} is an adaptation: it exports alone, "
+                             f"not with {len(packs) - 1} other pack(s)")
         from lib.techniques import speaker_adapt  # deferred: it imports peft; adaptation packs only
         return speaker_adapt.load(teacher, adapters[0])
     roles: dict[str, object] = {}

@@ -55,7 +55,8 @@ def regress_hybrid(cfg: RegressHybrid) -> None:
                 hybrid_forward(WEIGHTS["spectral"], WEIGHTS["feature"]))
 
 
-def _pruned_run(cfg: Regress | RegressHybrid, name: str, kind: str, build_of, fresh, forward, fallback: str = "") -> None:
+def _pruned_run(cfg: Regress | RegressHybrid, name: str, kind: str, build_of, fresh, forward,
+                fallback: str = "") -> None:
     """What the runs of a decoder that keeps some of the teacher's channels share: the kept channels from local
     state (keep.json), else from the packed part (--init-from, `fallback`'s for an adversarial phase), else chosen and
     refitted by `fresh(teacher, calibration latents) -> (student, keep)`; the teacher's outputs on the kept channels
@@ -172,8 +173,9 @@ def regress_frontend(cfg: RegressFrontend) -> None:
     _LOGGER.info("%s: %d training sentences, %d held out", name, len(train), len(held))
     train_ids, held_targets = ids(train), fs.teacher_targets(teacher, ids(held))
     student = fs.frontend_student(teacher, cfg.hidden, cfg.filter)
+    # a varied front end may go on from the Harvard one's pack
     recipe = _start(work, name, student, cfg, "frontend", fs.frontend_build(teacher, cfg.hidden, cfg.filter),
-                    fallback=f"fe{cfg.hidden}", corpus=summary)  # a varied front end may go on from the Harvard one's pack
+                    fallback=f"fe{cfg.hidden}", corpus=summary)
     held = [fs.frontend_batch(held_targets, len(held), None)]  # every held-out sentence once
     _fit(name, Trainer(student, lambda r: fs.streamed_batch(teacher, train_ids, cfg.batch, r), recipe, work / name,
                        loss_fn=fs.frontend_loss, eval_batches=held, device=cfg.device, threads=cfg.threads,

@@ -33,7 +33,8 @@ class Run:
     batch: int = 4  # segments per batch
     frames: int = 32  # latent frames per segment
     corpus_limit: int = 0  # use only the first N corpus sentences (0: all)
-    corpus: str = ""  # a teacher corpus written by `tts-lab corpus` to stream from (empty: Harvard lists 11-30 in memory)
+    # a teacher corpus written by `tts-lab corpus` to stream from (empty: Harvard lists 11-30 in memory)
+    corpus: str = ""
     corpus_hours: float = 0.0  # with --corpus, its first shards holding at least this many hours (0: all of it)
     noise_scale: float = 0.0  # the teacher's sampling noise for the corpus
     noise_w: float = 0.0  # the teacher's duration noise for the corpus
@@ -115,10 +116,13 @@ class Regression(Run):
     lr: float = 5.0e-4
     lr_warmup: int = 200
     ema: float = 0.999
-    warm_restart: bool = False  # a new cosine from lr over the steps left: for an adversarial phase after a finished one
-    gan_objective: bool = False  # in the adversarial phase, HiFi-GAN's generator loss (mel, adversarial, feature matching) only
+    # a new cosine from lr over the steps left: for an adversarial phase after a finished one
+    warm_restart: bool = False
+    # in the adversarial phase, HiFi-GAN's generator loss (mel, adversarial, feature matching) only
+    gan_objective: bool = False
     disc_warmup: int = 0  # the adversarial phase's first steps train only the fresh discriminators (the generator held)
-    stop_at: int = 0  # stop (checkpointed) at this many steps, the packed start's counted (0: at --steps): equal-step arms
+    # stop (checkpointed) at this many steps, the packed start's counted (0: at --steps): equal-step arms
+    stop_at: int = 0
 
     def recipe(self, done: int, **extra) -> Recipe:
         """The regression-first Recipe of a part whose packed start had `done` steps: the cosine goes on from there,
@@ -219,7 +223,8 @@ class RegressFrontend(Regression):
     batch: int = 8
     hidden: int = 96  # the text encoder's hidden channels (the teacher's: 192)
     filter: int = 384  # its feed-forward channels (the teacher's: 768)
-    varied_sentences: int = 0  # also train on this many sentences of lib.data.varied_text's TRAIN family (`fe<h>-varied`)
+    # also train on this many sentences of lib.data.varied_text's TRAIN family (`fe<h>-varied`)
+    varied_sentences: int = 0
     NAME: ClassVar[str] = "regress-frontend"
 
     def part_name(self) -> str:
@@ -231,7 +236,8 @@ class RegressFrontend(Regression):
 class Bundle:
     """The teacher's weights and phoneme ids for a machine without the voice package."""
     out: str  # the folder TTS_LAB_TEACHER_BUNDLE will name there
-    lists: list[int] = field(default_factory=lambda: [*CORPUS_LISTS, *HELDOUT_LISTS])  # Harvard lists whose ids it holds
+    lists: list[int] = field(  # Harvard lists whose ids it holds
+        default_factory=lambda: [*CORPUS_LISTS, *HELDOUT_LISTS])
     dtype: Literal["float16", "float32"] = "float16"
     site: str = ""  # also write piper's training code and a librosa stand-in here (lib.jobs.device_site)
     corpus_seed: int = 0  # also the ids of the teacher corpus's text of this seed (`tts-lab train corpus --seed`)
@@ -252,8 +258,9 @@ class Pack:
 
 @dataclass
 class JudgePacks:
-    """Judge committed packs' held-out sentences (DNSMOS, Distill-MOS, WER, paired with the teacher) into the judged file
-    beside the ledger, at the steps and hours their configs record: a run's points packed before the judges were."""
+    """Judge committed packs' held-out sentences (DNSMOS, Distill-MOS, WER, paired with the teacher) into the judged
+    file beside the ledger, at the steps and hours their configs record: a run's points packed before the judges
+    were."""
     packs: list[str]  # pack folders (<run>/<part>, as the ledger names them)
     judged: str  # the judged file (outputs/recorded/training_heldout_judged.csv)
     noise_scale: float = LONG_RUN_NOISE["noise_scale"]  # the corpus noise the judged audio is drawn at
@@ -288,12 +295,13 @@ class RunConfig:
         return path
 
     @classmethod
-    def read(cls, run_dir: Path, packed: Path) -> "RunConfig":
-        """The RunConfig a part's folder `run_dir` was started with; a folder from before parts wrote one falls back
-        on its committed pack (`packed`, see `from_pack`). ArtefactError names the file that is missing or wrong."""
+    def read(cls, run_dir: Path) -> "RunConfig":
+        """The RunConfig a part's folder `run_dir` was started with. ArtefactError names the file that is missing or
+        wrong."""
         path = Path(run_dir) / CONFIG
         if not path.exists():
-            return cls.from_pack(run_dir, packed)
+            raise ArtefactError(f"{path} is missing: the part's kind and build are read from the config its run wrote "
+                                "when it started")
         data = read_json(path)
         try:
             recipe = Recipe(**data["recipe"]) if data.get("recipe") else None
@@ -303,18 +311,3 @@ class RunConfig:
         if config.part != Path(run_dir).name:
             raise ArtefactError(f"{path} describes part {config.part!r}, not the folder {Path(run_dir).name!r}")
         return config
-
-    @classmethod
-    def from_pack(cls, run_dir: Path, packed: Path) -> "RunConfig":
-        """Legacy: a run started before its parts wrote config.json (none is left on disk as this is written). Its
-        committed pack of the same part (`packed`, pack's --out/<part>) holds the kind and build it was packed with;
-        the one fallback, to delete once no such run needs packing."""
-        path = Path(packed) / CONFIG
-        if not path.exists():
-            raise ArtefactError(f"{Path(run_dir) / CONFIG} is missing and there is no pack at {path} to read the "
-                                f"part's kind and build from")
-        data = read_json(path)
-        try:
-            return cls(Path(run_dir).name, data["kind"], data["build"], data.get("recipe", "adversarial"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtefactError(f"{path} is not a pack's config ({type(exc).__name__}: {exc})") from None

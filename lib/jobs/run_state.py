@@ -28,12 +28,15 @@ from lib.voices.teacher_bundle import sentence_ids
 
 CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
 HELDOUT_LISTS = [31]
-FRONTEND_LISTS = [*range(11, 31), *range(32, 67)]  # text only, so more of it: every list no notebook judges (67-72: smoke)
+# text only, so more of it: every list no notebook judges (67-72: smoke)
+FRONTEND_LISTS = [*range(11, 31), *range(32, 67)]
 HELDOUT_SENTENCES = 4  # held-out sentences (list 31) of the ledger's quality figures
 HELDOUT_SET = "Harvard list 31 (held out)"  # what a pack's card says it was judged on
 LONG_RUN_NOISE = {"noise_scale": 0.667, "noise_w": 0.8}  # the long runs' corpus noise (piper's sampling defaults)
-JUDGED_SENTENCES = 10  # held-out sentences (all of list 31) the judges score per packed checkpoint, paired with the teacher
-HELDOUT_JUDGES = ("dnsmos_p808", "dnsmos_sig", "dnsmos_ovrl", "distillmos", "wer")  # scores only: no step or choice reads them
+# held-out sentences (all of list 31) the judges score per packed checkpoint, paired with the teacher
+JUDGED_SENTENCES = 10
+# scores only: no step or choice reads them
+HELDOUT_JUDGES = ("dnsmos_p808", "dnsmos_sig", "dnsmos_ovrl", "distillmos", "wer")
 _LOGGER = logging.getLogger(__name__)
 
 

@@ -54,7 +54,8 @@ class PosteriorRun:
     lr: float = 1.0e-3
     batch: int = 8
     draws: int = 2  # noisy syntheses of each training sentence (piper's default noise)
-    pitch_shifts: list[float] = field(default_factory=list)  # semitones: each adds every recording pitch-shifted, same latent
+    pitch_shifts: list[float] = field(  # semitones: each adds every recording pitch-shifted, same latent
+        default_factory=list)
     corpus_lists: list = field(default_factory=lambda: list(CORPUS_LISTS))
     corpus_limit: int = 0
     threads: int = 1
@@ -158,7 +159,8 @@ def pack_posterior(cfg: PosteriorRun, teacher, enc_q, heldout) -> Path:
     check = posterior.round_trip(enc_q, teacher.dec, heldout, teacher.sample_rate)
     env = environment(device="cpu")
     out = posterior.save(enc_q, Path(cfg.out), teacher.hparams, {
-        "steps": int(frame["step"].iloc[-1]), "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),
+        "steps": int(frame["step"].iloc[-1]), "hours": round(hours, 4), "device": where,
+        "cpu_model": env.get("cpu_model"),
         "round_trip_mel_l1": round(check["mel_l1"], 4), "zeros_mel_l1": round(check["mel_l1_silence"], 4),
         "heldout_lists": HELDOUT_LISTS, "run": asdict(cfg)})
     (out / "curve.csv").write_text((work / "posterior" / "curve.csv").read_text())
@@ -212,7 +214,8 @@ class SpeakerRun:
         if self.path not in speaker_adapt.PATHS:
             raise ValueError(f"path {self.path!r}: use one of {speaker_adapt.PATHS}")
         if self.durations not in (*alignment.DURATION_METHODS, FOLDER_DURATIONS):
-            raise ValueError(f"durations {self.durations!r}: use one of {(*alignment.DURATION_METHODS, FOLDER_DURATIONS)}")
+            raise ValueError(f"durations {self.durations!r}: "
+                             f"use one of {(*alignment.DURATION_METHODS, FOLDER_DURATIONS)}")
         if self.path == "inference" and self.prior_mel:
             raise ValueError("prior_mel is a term of the posterior path: give path 'posterior' with it")
 
@@ -240,11 +243,12 @@ def default_speaker_folder(folder: Path, threads: int = 2, lists: list[int] | No
     lists = list(lists or TARGET_LISTS)
     judged = sorted(set(lists) & set(range(1, 11)))
     if judged:
-        raise ValueError(f"speaker folder: Harvard lists {judged} are judged sentences; a speaker folder reads lists 11-72")
+        raise ValueError(f"speaker folder: Harvard lists {judged} are judged sentences; "
+                         f"a speaker folder reads lists 11-72")
     if timed:
         from lib.voices.kokoro_timed import timed_folder  # deferred: onnx, to write the graph with durations once
-        return timed_folder("jf_alpha", text.harvard_sentences(lists), folder, voices.PiperFrontend(voices.piper_paths()[1]),
-                            threads=threads)
+        return timed_folder("jf_alpha", text.harvard_sentences(lists), folder,
+                            voices.PiperFrontend(voices.piper_paths()[1]), threads=threads)
     voice = voices.load_voice("kokoro-82m", speaker="jf_alpha", threads=threads)
     return speaker_adapt.speaker_folder(voice, text.harvard_sentences(lists), folder)
 
@@ -313,9 +317,9 @@ def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Pa
     _LOGGER.info("%s on the %s path: %d training recordings, %d validation; %s trainable parameters", cfg.method,
                  cfg.path, len(data.ids), len(val), f"{prepared.trainable_params():,}")
     before = packed_before(cfg, prepared, work)
-    Trainer(prepared.path, lambda rng: vo.random_batch(data, cfg.batch, rng), cfg.recipe(before["steps"]), work / "train",
-            forward=prepared.forward, eval_batches=held, sample_rate=teacher.sample_rate, threads=cfg.threads,
-            device=cfg.device, progress=None, should_stop=lambda: early_stop_reason(work)).fit()
+    Trainer(prepared.path, lambda rng: vo.random_batch(data, cfg.batch, rng), cfg.recipe(before["steps"]),
+            work / "train", forward=prepared.forward, eval_batches=held, sample_rate=teacher.sample_rate,
+            threads=cfg.threads, device=cfg.device, progress=None, should_stop=lambda: early_stop_reason(work)).fit()
     return pack_speaker(work, ledger_path=ledger_path) if cfg.out else work
 
 
@@ -444,7 +448,8 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
         atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
         _LOGGER.info("packed %s: %d steps, %.2f machine-hours, %s -> %s", cfg.method, steps, hours, quality, out)
     else:
-        _LOGGER.info("%s at %d steps (%s) does not beat the packed checkpoint (%s): kept", cfg.method, steps, quality, kept)
+        _LOGGER.info("%s at %d steps (%s) does not beat the packed checkpoint (%s): kept", cfg.method, steps, quality,
+                     kept)
     # what the run has spent, whichever checkpoint the folder keeps; written once judged (_packed_already reads it)
     atomic_write_json(out / SPENT, {"steps": steps, "hours": round(hours, 4), "device_hours": round(device_hours, 4)})
     if ledger_path is not None:
@@ -452,12 +457,14 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
             ledger.append(ledger_path, {
                 "run": run, "part": "adapter", "recipe": cfg.recipe_name, "device": where,
                 "cpu_model": env.get("cpu_model"), "steps": steps, "hours": round(hours, 4), "heldout_pesq": np.nan,
-                "heldout_mel_l1": round(float(frame["heldout_mel"].dropna().iloc[-1]), 4) if "heldout_mel" in frame else np.nan,
+                "heldout_mel_l1": (round(float(frame["heldout_mel"].dropna().iloc[-1]), 4) if "heldout_mel" in frame
+                                   else np.nan),
                 "heldout_secs": round(quality["heldout_secs"], 4), "heldout_wer": round(quality["heldout_wer"], 4),
                 "commit": env.get("git"), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         book = ledger.read(ledger_path)
         stale = stale_packs(book[book["run"] == run], quality["speaker_wer"])
         if cfg.patience and stale >= cfg.patience:
-            atomic_write_json(Path(work) / EARLY_STOP, {"why": f"{stale} packs since the best validation score", "steps": steps})
+            atomic_write_json(Path(work) / EARLY_STOP, {"why": f"{stale} packs since the best validation score",
+                                                        "steps": steps})
             _LOGGER.info("%s: %d packs without a better validation score: the run stops early", cfg.method, stale)
     return out

@@ -1,5 +1,6 @@
 """Track B measured: SpeechT5 fine-tuned by each method on a hub corpus and judged in the harness (`speecht5_track`),
-and its training cost per method on a GPU machine without the hub (`speecht5_cost`, `python -m lib.jobs.speecht5_bench`)."""
+and its training cost per method on a GPU machine without the hub (`speecht5_cost`,
+`python -m lib.jobs.speecht5_bench`)."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,8 @@ from lib.core.results import atomic_write_json
 from lib.harness import bench, evaluate
 from lib.harness.bench import size_mb
 from lib.techniques.finetune import parse_method
-from lib.techniques.speecht5 import linear4bit_to_float, prepare_speecht5, speecht5_batches, speecht5_examples, speecht5_loss, speecht5_step
+from lib.techniques.speecht5 import (linear4bit_to_float, prepare_speecht5, speecht5_batches, speecht5_examples,
+                                     speecht5_loss, speecht5_step)
 from lib.training.loop import Recipe, Trainer
 from lib.voices import hub
 

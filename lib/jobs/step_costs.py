@@ -145,7 +145,8 @@ def measure(cfg: StepCosts, student: torch.nn.Module, batch: tuple) -> pd.DataFr
         s = float(np.median(r["times"])) if r["times"] else float("nan")
         status = "absent" if r["absent"] else ("contended" if r["contended"] else "ok")
         out.append({"student": f"istft{cfg.dim}x{cfg.blocks}", "discriminator": o.label, "precision": o.precision,
-                    "segment": o.segment or samples, "objective": o.objective, "batch": cfg.batch, "threads": cfg.threads,
+                    "segment": o.segment or samples, "objective": o.objective, "batch": cfg.batch,
+                    "threads": cfg.threads,
                     "s_per_step": s, "ratio_to_regression": s / base, "n": len(r["times"]),
                     "disc_params_m": round(sizes.get(o, 0) / 1e6, 3) if not r["absent"] else float("nan"),
                     "cpu_model": machine.cpu_model(), "cpu_flags": flags, "status": status,

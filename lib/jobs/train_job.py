@@ -128,14 +128,16 @@ def pack(cfg: Pack) -> None:
     command = info.get("command", read_json(work / "done.json", {}).get("command", "(running)"))
     teacher = piper_torch.load_piper_torch(voices.piper_paths()[0]) if cfg.ledger else None  # the ledger's reference
     for run in sorted(p for p in work.iterdir() if (p / "state" / "model.safetensors").exists()):
-        config = RunConfig.read(run, out / run.name)
+        config = RunConfig.read(run)
         module = trained_part(run, config)
         curve = (run / "curve.csv").read_text() if (run / "curve.csv").exists() else ""
-        frame = pd.read_csv(run / "curve.csv") if curve.count("\n") > 1 else pd.DataFrame({"step": [0], "seconds": [0.0]})
+        frame = (pd.read_csv(run / "curve.csv") if curve.count("\n") > 1
+                 else pd.DataFrame({"step": [0], "seconds": [0.0]}))
         steps, seconds = int(frame["step"].iloc[-1]), float(frame["seconds"].iloc[-1])
         before = info.get("before", {}).get(run.name, {})  # a start from packed files: their count goes on
         steps += int(before.get("steps", 0))
-        hours, device_hours, trained_on = accounted_hours(info, before, seconds, env, cfg.device)  # pack may run elsewhere
+        # pack may run elsewhere
+        hours, device_hours, trained_on = accounted_hours(info, before, seconds, env, cfg.device)
         extra = {"student": run.name, "steps": steps, "seconds": seconds, "hours": hours, "device_hours": device_hours,
                  "recipe": config.recipe_name, "device": trained_on,
                  "gpu": gpu_of_hours({"device_hours": device_hours, "gpu": before.get("gpu"), "device": trained_on})}
@@ -152,7 +154,8 @@ def pack(cfg: Pack) -> None:
             if has_row(Path(cfg.ledger), name, steps):
                 _LOGGER.info("ledger: %s has no new checkpoint since its last row", name)
                 continue
-            judged = heldout_judged(teacher, module, info, config.kind, cfg.judged_sentences) if cfg.judged_sentences else None
+            judged = (heldout_judged(teacher, module, info, config.kind, cfg.judged_sentences)
+                      if cfg.judged_sentences else None)
             row = ledger_row(teacher, module, info, run=name, part=config.kind, recipe=config.recipe_name, steps=steps,
                              hours=hours, env=env, device=trained_on, judged=judged)
             append(Path(cfg.ledger), row)
@@ -200,11 +203,13 @@ def ledger_row(teacher, module, info: dict, *, run: str, part: str, recipe: str,
 
 
 def main(argv=None) -> None:
-    """`python -m lib.jobs.train_job SUBCOMMAND ...` (and `tts-lab train ...`): parse into the job's dataclass, run it."""
+    """`python -m lib.jobs.train_job SUBCOMMAND ...` (and `tts-lab train ...`): parse into the job's dataclass, run
+    it."""
     logging.basicConfig(level=logging.INFO)
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = tyro.extras.subcommand_cli_from_dict({job.NAME: job for job in JOBS}, args=argv,
-                                               prog="python -m lib.jobs.train_job", description=__doc__.split("\n\n")[0])
+                                               prog="python -m lib.jobs.train_job",
+                                               description=__doc__.split("\n\n")[0])
     run(cfg, "python -m lib.jobs.train_job " + " ".join(argv))
 
 

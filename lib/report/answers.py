@@ -40,7 +40,8 @@ TECHNIQUES = (
     Technique("adaptation", "02_lora_qlora", "teacher", r"^finetune$", goal="secs_gain", beside="target-speaker",
               bounds_against="target-speaker",
               bound_params=(("max_dnsmos_drop", "dnsmos_margin"), ("max_wer_increase", "wer_margin"))),
-    Technique("quantization", "03_pruning_quantization", "fp32", r"int8|bf16|bitsandbytes|precision", r"prun|structured"),
+    Technique("quantization", "03_pruning_quantization", "fp32", r"int8|bf16|bitsandbytes|precision",
+              r"prun|structured"),
     # where no pruned voice keeps quality, the row describes the best recovery the lab has (the smallest DNSMOS drop)
     Technique("pruning", "03_pruning_quantization", "fp32", r"prun|structured", fallback_goal="d_dnsmos_mean"),
     Technique("distillation", "04_distillation", "fp32-ort", r"^distillation$"),
@@ -107,7 +108,8 @@ def candidates(df: pd.DataFrame, tech: Technique, root: Path) -> pd.DataFrame:
     recorded = metrics_json(root, tech.notebook).get("parameters", {})
     bounds = {k: recorded.get(param, BOUNDS[k]) for k, param in tech.bound_params}
     against = tech.bounds_against or tech.baseline
-    member = (w["technique"].astype(str).str.contains(tech.members) & ~w["technique"].astype(str).str.contains(tech.exclude)
+    member = (w["technique"].astype(str).str.contains(tech.members)
+              & ~w["technique"].astype(str).str.contains(tech.exclude)
               & ~w["variant"].astype(str).str.contains(tech.skip))
     judged = set(clips["variant"])
     picked = w[member & w["variant"].isin(judged) & (w["variant"] != tech.baseline)].copy()
@@ -115,7 +117,8 @@ def candidates(df: pd.DataFrame, tech: Technique, root: Path) -> pd.DataFrame:
         return pd.DataFrame()
     base = w.set_index("variant").loc[tech.baseline]
     picked["speedup"] = 1.0 / picked["rtf_ratio"] if "rtf_ratio" in picked else np.nan
-    if "rtf" in picked and np.isfinite(base.get("rtf", np.nan)):  # timed in this run with no ratio kept: the ratio of RTFs
+    # timed in this run with no ratio kept: the ratio of RTFs
+    if "rtf" in picked and np.isfinite(base.get("rtf", np.nan)):
         picked["speedup"] = picked["speedup"].fillna(base["rtf"] / picked["rtf"])
     picked["size_ratio"] = picked["size_mb"] / base["size_mb"] if "size_mb" in picked and "size_mb" in base else np.nan
     varied = root / tech.notebook / "per_clip_varied.csv"  # a second judged set: the bounds must hold there too
@@ -191,7 +194,8 @@ def describe(row) -> dict:
             "ΔSECS [95 % CI]": _ci(row, "secs", "+.3f"), "relies on": row["relies_on"]}
 
 
-def answers(profile: str, df: pd.DataFrame, outputs: Path | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def answers(profile: str, df: pd.DataFrame,
+            outputs: Path | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """(one row per technique: its best variant in words with the verdict of its notebook, every technique's
     candidates best first). A technique whose notebook has not run says so in its row."""
     root = Path(outputs or OUTPUTS) / profile

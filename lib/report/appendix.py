@@ -27,7 +27,8 @@ def step_costs(recorded: Path) -> pd.DataFrame:
     files = sorted(recorded.glob(STEP_COSTS), key=lambda f: int(f.parent.name.split("_")[0]), reverse=True)
     if not files:
         return pd.DataFrame(columns=STEP_COLUMNS)
-    table = pd.concat([pd.read_csv(f).assign(run=str(f.parent.relative_to(recorded))) for f in files], ignore_index=True)
+    table = pd.concat([pd.read_csv(f).assign(run=str(f.parent.relative_to(recorded))) for f in files],
+                      ignore_index=True)
     table["objective"] = table["objective"].fillna("recipe") if "objective" in table else "recipe"
     return table.reindex(columns=STEP_COLUMNS)
 

@@ -28,7 +28,8 @@ def compare(judged: pd.DataFrame, decoders: dict[str, dict[str, list[str]]]) -> 
         points.append({"run": run, "steps": int(steps), "hours": float(c["hours"].iloc[0]), "metric": metric,
                        "delta": j["mean"], "lo": j["lo"], "hi": j["hi"], "n": j["n"]})
     rows = [{"rank": rank, "decoder": decoder, "arm": arm, **p, "own": p["run"] == runs[-1]}
-            for rank, (decoder, arm, runs) in enumerate((d, a, r) for d, arms in decoders.items() for a, r in arms.items())
+            for rank, (decoder, arm, runs) in enumerate((d, a, r) for d, arms in decoders.items()
+                                                        for a, r in arms.items())
             for p in points if p["run"] in runs]
     table = pd.DataFrame(rows, columns=["rank", *COLUMNS]).sort_values(["rank", "metric", "hours"], kind="stable")
     return table.drop(columns="rank").reset_index(drop=True)  # the decoders and their arms in the order given
@@ -132,8 +133,9 @@ def best_line(best: dict, max_drop: float, metric: str = "dnsmos_sig") -> str:
              "it has no judged checkpoint at half its hours, so no slope yet")
     of = f" of the {best['decoder']}" if best.get("decoder") else ""
     return (f"Best arm{of} on {JUDGES[metric]}: {best['arm']} (`{best['run']}`, {best['hours']:.2f} machine-hours), "
-            f"{best['delta']:+.3f} [{best['lo']:+.3f}, {best['hi']:+.3f}] against the teacher on the held-out sentences, "
-            f"{'within' if margin >= 0 else 'outside'} the bound of a {max_drop:.2f} drop by {abs(margin):.3f}; {slope}.")
+            f"{best['delta']:+.3f} [{best['lo']:+.3f}, {best['hi']:+.3f}] against the teacher on the held-out "
+            f"sentences, {'within' if margin >= 0 else 'outside'} the bound of a {max_drop:.2f} drop "
+            f"by {abs(margin):.3f}; {slope}.")
 
 
 def gap_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -59,7 +59,8 @@ class Findings:
         if "status" in q.columns:
             q = q[q["status"].fillna("ok") == "ok"]
         if q.empty or (agg == "only" and len(q) != 1):
-            raise FindingsError(f"{len(q)} ok rows of {metric!r} where {where} (wanted {'one' if agg == 'only' else 'some'})")
+            raise FindingsError(f"{len(q)} ok rows of {metric!r} where {where} "
+                                f"(wanted {'one' if agg == 'only' else 'some'})")
         x = float(q["value"].iloc[0]) if agg == "only" else float(getattr(q["value"].astype(float), agg)())
         return self.number(x, fmt)
 

@@ -17,7 +17,8 @@ def disagreements(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     they point different ways; {variants, spearman}: the rank correlation of the two judges across variants)."""
     w = wide(df.assign(parent=df["parent"].fillna("")), index=("notebook", "variant", "parent", "threads"))
     if w.empty or not set(JUDGES) <= set(w):
-        return pd.DataFrame(columns=["notebook", "variant", "parent", *JUDGES, "disagree"]), {"variants": 0, "spearman": np.nan}
+        return (pd.DataFrame(columns=["notebook", "variant", "parent", *JUDGES, "disagree"]),
+                {"variants": 0, "spearman": np.nan})
     w = w.dropna(subset=list(JUDGES)).groupby(["notebook", "variant"], as_index=False).first()
     own = w.set_index(["notebook", "variant"])[list(JUDGES)]
     rows = []

@@ -60,8 +60,8 @@ def _wav_data_url(samples: np.ndarray, sr: int, rate: int) -> str:
     return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def build_kit(clips: dict[str, dict[str, Path]], reference: str, texts: dict[str, str], out_dir: Path,
-              key_path: Path, anchors: int = 2, seed: int = 0, rate: int = 16000, title: str = "Listening test") -> dict:
+def build_kit(clips: dict[str, dict[str, Path]], reference: str, texts: dict[str, str], out_dir: Path, key_path: Path,
+              anchors: int = 2, seed: int = 0, rate: int = 16000, title: str = "Listening test") -> dict:
     """Write `out_dir/index.html`, one self-contained page (audio embedded, no network) that plays every clip in a
     per-rater random order under opaque ids, asks for a 1-5 naturalness score, and downloads the ratings as
     JSON; and the key that un-blinds the ids to `key_path`, which must lie outside `out_dir` (the folder is
@@ -122,7 +122,8 @@ replay it. There are no right answers, and the order is random for every listene
 <p>How natural does this speech sound?</p><div class="scale" id="scale">{scale}</div></div>
 <button id="prev">Back</button> <button id="next">Next</button>
 </section>
-<section id="done" class="hidden"><p>Thank you. Download your ratings and send the file to the experimenter.</p></section>
+<section id="done" class="hidden"><p>Thank you. Download your ratings and send the file to the experimenter.</p>\
+</section>
 <p><button id="export" class="hidden">Download ratings (JSON)</button></p>
 <script>
 const KIT = "{kit_id}";
@@ -133,7 +134,8 @@ const params = new URLSearchParams(location.search);
 const seed = params.has("seed") ? Number(params.get("seed")) : crypto.getRandomValues(new Uint32Array(1))[0];
 const rand = mulberry32(seed);
 const order = STIMULI.map((_, i) => i);
-for (let i = order.length - 1; i > 0; i--) {{ const j = Math.floor(rand() * (i + 1)); [order[i], order[j]] = [order[j], order[i]]; }}
+for (let i = order.length - 1; i > 0; i--) {{ const j = Math.floor(rand() * (i + 1)); \
+[order[i], order[j]] = [order[j], order[i]]; }}
 const ratings = {{}}; const played = {{}}; let pos = 0; let started = null;
 const player = document.getElementById("player");
 function show() {{
@@ -157,7 +159,8 @@ document.getElementById("prev").onclick = () => {{ if (pos > 0) {{ pos--; show()
 document.getElementById("next").onclick = () => {{
   if (!(STIMULI[order[pos]].id in ratings)) {{ alert("Please rate this sentence first."); return; }}
   if (pos < order.length - 1) {{ pos++; show(); }} else {{
-    document.getElementById("test").classList.add("hidden"); document.getElementById("done").classList.remove("hidden"); }} }};
+    document.getElementById("test").classList.add("hidden"); \
+document.getElementById("done").classList.remove("hidden"); }} }};
 function exportRatings() {{
   const rater = document.getElementById("rater").value.trim();
   const data = {{ kit_id: KIT, rater: rater, seed: seed, started: started, finished: new Date().toISOString(),
@@ -195,10 +198,11 @@ def load_ratings(folder: Path, key: dict) -> pd.DataFrame:
                 raise RatingsError(f"{path}: unknown stimulus {r['stimulus']!r}")
             if r["score"] not in ACR:
                 raise RatingsError(f"{path}: score {r['score']!r} for {r['stimulus']} is not on the 1-5 scale")
-            rows.append({"rater": str(data["rater"]), "file": path.name, "seed": data["seed"], "stimulus": r["stimulus"],
-                         "score": int(r["score"]), "played": bool(r.get("played", True)),
+            rows.append({"rater": str(data["rater"]), "file": path.name, "seed": data["seed"],
+                         "stimulus": r["stimulus"], "score": int(r["score"]), "played": bool(r.get("played", True)),
                          **{k: key["stimuli"][r["stimulus"]][k] for k in ("variant", "sentence", "anchor")}})
-    return pd.DataFrame(rows, columns=["rater", "file", "seed", "stimulus", "score", "played", "variant", "sentence", "anchor"])
+    return pd.DataFrame(rows, columns=["rater", "file", "seed", "stimulus", "score", "played", "variant", "sentence",
+                                       "anchor"])
 
 
 def screen_raters(ratings: pd.DataFrame, min_gap: float = 2.0, min_reference: float = 3.0) -> pd.DataFrame:
@@ -209,9 +213,10 @@ def screen_raters(ratings: pd.DataFrame, min_gap: float = 2.0, min_reference: fl
         ref = g.loc[g["anchor"] == REFERENCE, "score"].mean()
         low = g.loc[g["anchor"] == DEGRADED, "score"].mean()
         ok = bool(np.isfinite(ref) and np.isfinite(low) and ref >= min_reference and ref - low >= min_gap)
-        rows.append({"rater": rater, "reference_mean": ref, "degraded_mean": low, "rated": int(g["anchor"].isna().sum()),
-                     "passed": ok, "why": "" if ok else ("anchors not rated" if not (np.isfinite(ref) and np.isfinite(low))
-                                                          else f"reference {ref:.1f} vs degraded {low:.1f}")})
+        rows.append({"rater": rater, "reference_mean": ref, "degraded_mean": low,
+                     "rated": int(g["anchor"].isna().sum()), "passed": ok,
+                     "why": "" if ok else ("anchors not rated" if not (np.isfinite(ref) and np.isfinite(low))
+                                           else f"reference {ref:.1f} vs degraded {low:.1f}")})
     return pd.DataFrame(rows, columns=["rater", "reference_mean", "degraded_mean", "rated", "passed", "why"])
 
 
@@ -225,7 +230,8 @@ def mos_table(ratings: pd.DataFrame, raters: Sequence[str]) -> pd.DataFrame:
         n = len(g)
         sd = g["score"].std(ddof=1) if n > 1 else np.nan
         half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else np.nan
-        rows.append({"variant": variant, "mos": g["score"].mean(), "ci95": half, "n": n, "raters": g["rater"].nunique()})
+        rows.append({"variant": variant, "mos": g["score"].mean(), "ci95": half, "n": n,
+                     "raters": g["rater"].nunique()})
     return pd.DataFrame(rows, columns=["variant", "mos", "ci95", "n", "raters"]).sort_values("mos", ascending=False)
 
 

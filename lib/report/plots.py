@@ -61,6 +61,7 @@ def throughput_ttfa(curves: dict, ttfa: pd.DataFrame, *, throughput_target: floa
     ax[0].set_xlabel("batch size"); ax[0].set_ylabel("audio s per wall s"); ax[0].set_title("offline throughput")
     ax[0].legend(fontsize=6)
     ttfa.plot.barh(ax=ax[1], logx=True)
-    ax[1].axvline(ttfa_target_ms, color="grey", lw=0.5); ax[1].axvline(gpu_ttfa_target_ms, color="grey", lw=0.5, ls="--")
+    ax[1].axvline(ttfa_target_ms, color="grey", lw=0.5)
+    ax[1].axvline(gpu_ttfa_target_ms, color="grey", lw=0.5, ls="--")
     ax[1].set_xlabel("time to first audio (ms)"); ax[1].set_title(f"streaming, {ttfa_words}-word sentences")
     return _save(fig, path)

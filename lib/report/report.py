@@ -39,7 +39,8 @@ def notebook_status(profile: str, notebooks_dir: Path, outputs: Path | None = No
         rows.append({"notebook": nb.stem, "title": NOTEBOOK_TITLES.get(nb.stem, nb.stem),
                      "status": st.get("status", "ran" if res.exists() else "not run"),
                      "seconds": st.get("seconds"), "has_results": res.exists(),
-                     "html": f"notebooks/{nb.stem}.html" if (root / "notebooks" / f"{nb.stem}.html").exists() else None})
+                     "html": (f"notebooks/{nb.stem}.html" if (root / "notebooks" / f"{nb.stem}.html").exists()
+                              else None)})
     return pd.DataFrame(rows)
 
 
@@ -62,7 +63,8 @@ METRIC_GROUPS = {
     "speed": ["rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "throughput_xrt",
               "throughput_xrt_offline", "best_batch", "peak_rss_mb"],
     "streaming": ["ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99", "stream_rtf", "chunk_snr_db", "chunk_pesq_wb"],
-    "utilisation and energy": ["util_pct", "gpu_util_pct", "gpu_util_pct_offline", "peak_gpu_mb", "energy_j_per_audio_s"],
+    "utilisation and energy": ["util_pct", "gpu_util_pct", "gpu_util_pct_offline", "peak_gpu_mb",
+                               "energy_j_per_audio_s"],
     "size": ["size_mb", "params", "nonzero_params", "trainable_params", "gflop_per_audio_s", "train_s_per_step"],
 }
 
@@ -151,7 +153,8 @@ def cpu_findings(table: pd.DataFrame, env: dict, frame: pd.DataFrame, baseline: 
     if not good.empty:
         b = good.loc[good["rtf_ratio"].idxmin()]
         lines.append(f"Fastest within the quality bounds on this CPU: **{b['variant']}** ({b['backend']}) at "
-                     f"{b['rtf_ratio']:.2f}x the baseline's RTF, same run; it relies on {relies_on(b['variant'], b['backend'])}.")
+                     f"{b['rtf_ratio']:.2f}x the baseline's RTF, same run; "
+                     f"it relies on {relies_on(b['variant'], b['backend'])}.")
     elif not timed.empty:
         lines.append("No variant was timed faster within the quality bounds on this CPU.")
     for _, r in timed[timed["variant"].str.contains("bf16")].iterrows():
@@ -180,8 +183,8 @@ def provenance_table(profile: str, outputs: Path | None = None) -> pd.DataFrame:
                 for p in sorted(RECORDED.glob("*/*/env*.json"))}
     for nb, env in {**envs(profile, outputs), **recorded}.items():
         v = env.get("versions", {})
-        rows.append({"notebook": nb, "date (UTC)": env.get("date_utc"), "git": env.get("git"), "cpu": env.get("cpu_model"),
-                     "cores": env.get("cpu_count"), "threads": env.get("threads"),
+        rows.append({"notebook": nb, "date (UTC)": env.get("date_utc"), "git": env.get("git"),
+                     "cpu": env.get("cpu_model"), "cores": env.get("cpu_count"), "threads": env.get("threads"),
                      "device": env.get("gpu") or env.get("device"),
                      "torch": v.get("torch"), "onnxruntime": v.get("onnxruntime"), "python": env.get("python")})
     return pd.DataFrame(rows)
@@ -269,10 +272,10 @@ def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase:
               env: dict[str, dict] | None = None) -> pd.DataFrame:
     """For each goal (fastest, smallest, best quality per ms) the variant that wins it while staying within the
     quality bounds of its own notebook's baseline (the parent judged on the same sentences in the same run; the
-    baselines notebook's FP32 where a notebook has none), with a one-line reason. Speed is ranked by `rtf_ratio` (against the parent
-    timed in the same run) where a notebook wrote one, since absolute RTFs of different runs are not comparable;
-    baselines and adapted voices (`NOT_RECOMMENDED` techniques: another voice, not a cheaper one) are left out.
-    With `env` (notebook -> env.json), each row says which CPU it was measured on and which feature it relies on.
+    baselines notebook's FP32 where a notebook has none), with a one-line reason. Speed is ranked by `rtf_ratio`
+    (against the parent timed in the same run) where a notebook wrote one, since absolute RTFs of different runs are not
+    comparable; baselines and adapted voices (`NOT_RECOMMENDED` techniques: another voice, not a cheaper one) are left
+    out. With `env` (notebook -> env.json), each row says which CPU it was measured on and which feature it relies on.
     Timings marked contended are not results and take no part."""
     base = baseline(df)
     qs = quality_speed(df)
@@ -309,8 +312,9 @@ def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase:
         ok = ok.dropna(subset=["speed"])
         f = ok.loc[ok["speed"].idxmin()]
         rows.append({"goal": "fastest", "variant": f["label"],
-                     "reason": f"lowest RTF relative to its parent in the same run ({f['speed']:.3f}; RTF {f['rtf']:.3f}) "
-                               f"with DNSMOS {f['dnsmos_p808']:.2f} and WER {f['wer']:.3f} within bounds"})
+                     "reason": f"lowest RTF relative to its parent in the same run ({f['speed']:.3f}; "
+                               f"RTF {f['rtf']:.3f}) with DNSMOS {f['dnsmos_p808']:.2f} and WER {f['wer']:.3f} "
+                               "within bounds"})
         if "size_mb" in ok and ok["size_mb"].notna().any():
             s = ok.loc[ok["size_mb"].idxmin()]
             rows.append({"goal": "smallest", "variant": s["label"],
@@ -474,7 +478,8 @@ def label_points(ax, x, y, labels, fontsize: int = 7) -> None:
         if not (np.isfinite(px) and np.isfinite(py)):
             continue
         offset = 3
-        while any(abs(px - qx) < 0.12 * x_span and abs(py + offset * y_span / 300 - qy) < 0.04 * y_span for qx, qy in placed):
+        while any(abs(px - qx) < 0.12 * x_span and abs(py + offset * y_span / 300 - qy) < 0.04 * y_span
+                  for qx, qy in placed):
             offset += 9
         placed.append((px, py + offset * y_span / 300))
         ax.annotate(str(lab), (px, py), fontsize=fontsize, xytext=(4, offset), textcoords="offset points")

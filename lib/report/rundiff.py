@@ -1,11 +1,10 @@
 """Two runs of one notebook side by side: which rows moved, and by more than the noise allowed for their metric.
 
 Absolute timings of two runs are not compared (another day, another machine state); same-run ratios, quality and
-sizes are. Usage: python -m lib.report.rundiff BEFORE/results.csv AFTER/results.csv [--out diff.csv]
+sizes are. Usage: tts-lab study rundiff BEFORE/results.csv AFTER/results.csv [--out diff.csv]
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -49,15 +48,6 @@ def diff(before: Path, after: Path) -> pd.DataFrame:
     return both.sort_values(["moved", "metric", "variant"], ascending=[False, True, True]).reset_index(drop=True)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("before", type=Path)
-    ap.add_argument("after", type=Path)
-    ap.add_argument("--out", type=Path, help="write the table as CSV here")
-    a = ap.parse_args(argv)
-    return show(a.before, a.after, a.out)
-
-
 def show(before: Path, after: Path, out: Path | None = None) -> int:
     """Print the diff of two results.csv (written as CSV to `out` too); 2 when either file is missing."""
     for p in (before, after):
@@ -71,6 +61,3 @@ def show(before: Path, after: Path, out: Path | None = None) -> int:
     print(f"\n{int(table['moved'].sum())} of {len(table)} comparable rows moved beyond their tolerance")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,8 @@ import pandas as pd
 from lib.report import verdicts
 from lib.report.arms import JUDGES
 
-PANELS = {"heldout_mel_l1": "held-out mel L1 (lower is better)", "dnsmos_sig": "DNSMOS SIG", "dnsmos_p808": "DNSMOS P.808",
-          "distillmos": "Distill-MOS"}
+PANELS = {"heldout_mel_l1": "held-out mel L1 (lower is better)", "dnsmos_sig": "DNSMOS SIG",
+          "dnsmos_p808": "DNSMOS P.808", "distillmos": "Distill-MOS"}
 COLUMNS = ["run", "steps", "corpus_hours", "metric", "value", "lo", "hi", "n"]
 
 

@@ -136,7 +136,8 @@ def technique_html(tech, cands: pd.DataFrame, root: Path, with_findings: bool = 
     n = int(cands["d_dnsmos_n"].max())
     how = ("from the run's means (it kept no per-sentence scores, so no intervals)" if cands["means_only"].iloc[0]
            else f"sentence by sentence, with 95 % bootstrap intervals over {n} sentence{'s' * (n != 1)}")
-    bounds = (f"Deltas are each variant minus <code>{html.escape(tech.baseline)}</code>, {how}; quality bounds: DNSMOS drop ≤ "
+    bounds = (f"Deltas are each variant minus <code>{html.escape(tech.baseline)}</code>, {how}; "
+              "quality bounds: DNSMOS drop ≤ "
               f"{cands['max_dnsmos_drop'].iloc[0]:g} and WER rise ≤ {cands['max_wer_increase'].iloc[0]:g} against "
               f"<code>{html.escape(against)}</code>.")
     body = head + f"<p style='font-size:12px'>{bounds}</p>" + wrap_table(best_few(cands))

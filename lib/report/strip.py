@@ -12,7 +12,8 @@ from lib.report.report import clip_data_url
 
 CSS = """<style>
 .ab-strip{border-collapse:collapse;width:100%;table-layout:fixed}
-.ab-strip td,.ab-strip th{border-top:1px solid #ddd;padding:4px 6px;vertical-align:top!important;text-align:left!important;
+.ab-strip td,.ab-strip th{border-top:1px solid #ddd;padding:4px 6px;vertical-align:top!important;\
+text-align:left!important;
   overflow-wrap:break-word;white-space:normal!important;font-size:12px}
 .ab-strip audio{width:100%;height:28px}
 .ab-strip .heard{color:#555;font-style:italic}
@@ -33,7 +34,8 @@ def shared_sentences(root: Path, notebook: str, variants: list[str], clips: pd.D
 
 
 def _cell(root: Path, notebook: str, variant: str, sentence: str, clips: pd.DataFrame) -> str:
-    heard = clips.loc[(clips["variant"] == variant) & (clips["id"] == sentence), "asr_hyp"] if "asr_hyp" in clips else []
+    heard = (clips.loc[(clips["variant"] == variant) & (clips["id"] == sentence), "asr_hyp"] if "asr_hyp" in clips
+             else [])
     if not len(heard):
         said = ""
     elif pd.isna(heard.iloc[0]) or not str(heard.iloc[0]).strip():  # judged, and the ASR heard no word

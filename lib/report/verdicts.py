@@ -29,14 +29,16 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
             r = hit.iloc[0]
             met[goal] = r["variant"]
             lines.append(f"**{goal} target met** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, DNSMOS drop "
-                         f"{r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f}." + varied_note(judged, r["variant"]))
+                         f"{r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f}."
+                         + varied_note(judged, r["variant"]))
             continue
         met[goal] = None
-        tied = table[(table[col] <= limit) & (table["bounds"] == "tied")].sort_values(col) if "bounds" in table else table[:0]
+        tied = (table[(table[col] <= limit) & (table["bounds"] == "tied")].sort_values(col) if "bounds" in table
+                else table[:0])
         if not tied.empty:
             r = tied.iloc[0]
-            lines.append(f"**{goal} target tied** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, but a quality bound is "
-                         f"inside the noise of its sentences (DNSMOS drop {r['dnsmos_drop']:+.3f}, WER increase "
+            lines.append(f"**{goal} target tied** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, but a quality bound "
+                         f"is inside the noise of its sentences (DNSMOS drop {r['dnsmos_drop']:+.3f}, WER increase "
                          f"{r['wer_increase']:+.3f})." + varied_note(judged, r["variant"]))
             continue
         best_ok = good.sort_values(col).iloc[0] if not good.empty else None
@@ -79,7 +81,8 @@ def varied_note(judged: pd.DataFrame | None, variant: str) -> str:
     if rise["word"] == "not judged":
         return f" Not judged on {name}."
     return (f" On {name} (n = {rise['n']}): WER increase {rise['mean']:+.3f} [{rise['lo']:+.3f}, {rise['hi']:+.3f}]"
-            f" ({rise['word']}), DNSMOS drop {drop['mean']:+.3f} [{drop['lo']:+.3f}, {drop['hi']:+.3f}] ({drop['word']}).")
+            f" ({rise['word']}), DNSMOS drop {drop['mean']:+.3f} [{drop['lo']:+.3f}, {drop['hi']:+.3f}]"
+            f" ({drop['word']}).")
 
 
 def _sampled(j: dict) -> str:
@@ -133,9 +136,9 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
     met["full"] = j["word"] == "met" and ok_wer(full)
     need_full = secs[base] + halfway * (secs[target] - secs[base])
     lines.append(f"**Full fine-tuning target {_word(j, met['full'], ok_wer(full))}**: SECS {secs[full]:.3f} "
-                 f"(needed {need_full:.3f}, {halfway:.0%} of the way from the unadapted {secs[base]:.3f} to the target's "
-                 f"self-similarity {secs[target]:.3f}; margin {_sampled(j)}), WER {wer.get(full, np.nan):.3f} "
-                 f"(bound {wer_bound:.3f}){dns_text(full)}.")
+                 f"(needed {need_full:.3f}, {halfway:.0%} of the way from the unadapted {secs[base]:.3f} "
+                 f"to the target's self-similarity {secs[target]:.3f}; margin {_sampled(j)}), "
+                 f"WER {wer.get(full, np.nan):.3f} (bound {wer_bound:.3f}){dns_text(full)}.")
     loras = [v for v in p.columns if v.startswith("lora-r") and not v.endswith("-unmerged") and mine(v)
              and pct.get(v, np.inf) <= max_trainable_pct]
     if not loras:
@@ -152,7 +155,8 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
                f"{pct[best]:.1f} % of its parameters (margin {_sampled(js[best])}), WER {wer.get(best, np.nan):.3f}"
                f"{dns_text(best)}")
         lines.append(f"**LoRA target {_word(js[best], met['lora'], ok_wer(best))}**: "
-                     + (f"{', '.join(good)} reach at least {lora_share:.0%} of full fine-tuning's SECS gain; " if good else "")
+                     + (f"{', '.join(good)} reach at least {lora_share:.0%} of full fine-tuning's SECS gain; "
+                        if good else "")
                      + why + f" (bound {lora_share:.0%}, WER {wer_bound:.3f}).")
     if runs:
         return {"lines": lines, "met": met}
@@ -178,8 +182,8 @@ FULL_METHODS = ("full", "full-acoustic")  # what a LoRA's gain is measured again
 
 def runs_adaptation_lines(table, secs_clips: pd.DataFrame, runs: pd.DataFrame, suffix: str, **bounds) -> list[str]:
     """adaptation_verdict's full and LoRA lines on other runs' packs (variants ending in `suffix`, the LoRA against
-    `full<suffix>`, else `full-acoustic<suffix>`), each prefixed with what the packs trained (`runs`: method, steps, machine_hours, device);
-    none when `runs` is empty. `bounds`: adaptation_verdict's other keywords."""
+    `full<suffix>`, else `full-acoustic<suffix>`), each prefixed with what the packs trained (`runs`: method, steps,
+    machine_hours, device); none when `runs` is empty. `bounds`: adaptation_verdict's other keywords."""
     if not len(runs):
         return []
     spoke = set(secs_clips["variant"])

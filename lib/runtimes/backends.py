@@ -1,12 +1,11 @@
 """Back-ends: which runtimes and accelerators can run the voice here, each probed with a real call and recorded as
-runnable, prepare-only or unavailable with the reason (`python -m lib.runtimes.backends probe`). Engines are in
+runnable, prepare-only or unavailable with the reason (`tts-lab study probe`). Engines are in
 lib.runtimes.engines, exports in lib.techniques.export, the scenarios that measure in lib.harness.scenarios, the GPU
 part of notebook 05 in lib.jobs.device_run."""
 from __future__ import annotations
 
 import importlib.metadata as md
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -62,10 +61,12 @@ def _probe_torch(device: str, precision: str) -> Probe:
     try:
         import torch
     except ImportError as exc:
-        return Probe(f"torch-{device}", precision, device, UNAVAILABLE, f"torch not importable: {exc}", versions=versions)
+        return Probe(f"torch-{device}", precision, device, UNAVAILABLE, f"torch not importable: {exc}",
+                     versions=versions)
     if device == "cuda" and not torch.cuda.is_available():
         return Probe("torch-cuda", precision, device, UNAVAILABLE,
-                     f"torch {torch.__version__} sees no CUDA device (built for CUDA {torch.version.cuda})", versions=versions)
+                     f"torch {torch.__version__} sees no CUDA device (built for CUDA {torch.version.cuda})",
+                     versions=versions)
     if device == "cpu":
         try:
             machine.require_precision("torch-cpu", precision)
@@ -78,11 +79,12 @@ def _probe_torch(device: str, precision: str) -> Probe:
             y = conv(torch.randn(1, 4, 16, device=device))
         effective = f"{y.device.type}:{str(y.dtype).replace('torch.', '')}"
     except Exception as exc:
-        return Probe(f"torch-{device}", precision, device, UNAVAILABLE, f"{type(exc).__name__}: {exc}", versions=versions)
+        return Probe(f"torch-{device}", precision, device, UNAVAILABLE, f"{type(exc).__name__}: {exc}",
+                     versions=versions)
     want = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
     if effective != f"{device}:{want}":
-        return Probe(f"torch-{device}", precision, device, UNAVAILABLE, f"asked for {device}:{want}, ran as {effective}",
-                     effective, versions)
+        return Probe(f"torch-{device}", precision, device, UNAVAILABLE,
+                     f"asked for {device}:{want}, ran as {effective}", effective, versions)
     if device == "cuda":
         versions["gpu"] = torch.cuda.get_device_name(0)
     return Probe(f"torch-{device}", precision, device, RUNNABLE, "", effective, versions)
@@ -116,11 +118,12 @@ def _probe_ort(backend: str, precision: str, device: str) -> Probe:
         sess.run(None, {"x": np.zeros((1, 4, 16), np.float32)})
         effective = ort_effective_provider(sess)
     except Exception as exc:
-        return Probe(backend, precision, device, UNAVAILABLE, f"{provider} listed but failed: {type(exc).__name__}: {exc}",
-                     versions=versions)
+        return Probe(backend, precision, device, UNAVAILABLE,
+                     f"{provider} listed but failed: {type(exc).__name__}: {exc}", versions=versions)
     if effective != provider:
         return Probe(backend, precision, device, UNAVAILABLE,
-                     f"{provider} is listed but the session fell back to {effective} (the provider's libraries did not load)",
+                     f"{provider} is listed but the session fell back to {effective} "
+                     f"(the provider's libraries did not load)",
                      effective, versions)
     return Probe(backend, precision, device, RUNNABLE, "", effective, versions)
 
@@ -131,7 +134,8 @@ def _probe_openvino(device: str, precision: str) -> Probe:
     try:
         import openvino as ov
     except ImportError as exc:
-        return Probe(backend, precision, device.lower(), UNAVAILABLE, f"openvino not importable: {exc}", versions=versions)
+        return Probe(backend, precision, device.lower(), UNAVAILABLE, f"openvino not importable: {exc}",
+                     versions=versions)
     core = ov.Core()
     if device not in core.available_devices:
         reason = f"OpenVINO {ov.__version__} sees devices {core.available_devices}, no {device}"
@@ -151,8 +155,8 @@ def _probe_openvino(device: str, precision: str) -> Probe:
         return Probe(backend, precision, device.lower(), UNAVAILABLE, f"{type(exc).__name__}: {str(exc)[:300]}",
                      versions=versions)
     if effective.split(":")[1] != precision:
-        return Probe(backend, precision, device.lower(), UNAVAILABLE, f"asked for {precision}, plugin chose {effective}",
-                     effective, versions)
+        return Probe(backend, precision, device.lower(), UNAVAILABLE,
+                     f"asked for {precision}, plugin chose {effective}", effective, versions)
     return Probe(backend, precision, device.lower(), RUNNABLE, "", effective, versions)
 
 
@@ -167,10 +171,10 @@ def _probe_import(backend: str, precision: str, device: str, module: str, dist: 
 
 
 REGISTRY: list[tuple[str, str]] = [
-    ("torch-cpu", "fp32"), ("torch-cpu", "bf16"), ("ort-cpu", "fp32"), ("openvino-cpu", "f32"), ("openvino-cpu", "bf16"),
-    ("torch-cuda", "fp32"), ("torch-cuda", "fp16"), ("torch-cuda", "bf16"), ("ort-cuda", "fp32"), ("ort-tensorrt", "fp16"),
-    ("openvino-npu", "f16"), ("ort-qnn", "int8"), ("litert-cpu", "fp32"), ("litert-npu", "int8"), ("executorch", "fp32"),
-    ("aws-neuron", "bf16"),
+    ("torch-cpu", "fp32"), ("torch-cpu", "bf16"), ("ort-cpu", "fp32"), ("openvino-cpu", "f32"),
+    ("openvino-cpu", "bf16"), ("torch-cuda", "fp32"), ("torch-cuda", "fp16"), ("torch-cuda", "bf16"),
+    ("ort-cuda", "fp32"), ("ort-tensorrt", "fp16"), ("openvino-npu", "f16"), ("ort-qnn", "int8"),
+    ("litert-cpu", "fp32"), ("litert-npu", "int8"), ("executorch", "fp32"), ("aws-neuron", "bf16"),
 ]
 
 
@@ -207,17 +211,3 @@ def probes_frame(probes: Sequence[Probe]):
         row["versions"] = json.dumps({k: v for k, v in p.versions.items() if v})
         rows.append(row)
     return pd.DataFrame(rows, columns=["backend", "precision", "device", "status", "effective", "reason", "versions"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m lib.runtimes.backends probe`: the back-end registry as this machine sees it."""
-    import argparse
-    ap = argparse.ArgumentParser(prog="python -m lib.runtimes.backends")
-    ap.add_argument("command", choices=["probe"])
-    ap.parse_args(argv)
-    print(probes_frame(probe_all()).to_string())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

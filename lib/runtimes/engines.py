@@ -49,7 +49,8 @@ class TorchEngine(Engine):
         self.effective = f"{self._out_device}:{self._out_dtype}"
         want = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision]
         if self._out_device != device or (precision != "fp32" and self._dec_dtype != want):
-            raise BackendMismatch(f"{self.label}: asked for {device}/{want}, decoder ran on {self._out_device}/{self._dec_dtype}")
+            raise BackendMismatch(f"{self.label}: asked for {device}/{want}, "
+                                  f"decoder ran on {self._out_device}/{self._dec_dtype}")
         del probe_out
 
     def _autocast(self):
@@ -101,9 +102,12 @@ class TorchEngine(Engine):
         frames = frames_budget(t_bucket)
         bufs = {"x": torch.zeros(1, t_bucket, dtype=torch.long, device="cuda"),
                 "n": torch.full((1,), t_bucket, dtype=torch.long, device="cuda"),
-                "dp": torch.zeros(1, 2, t_bucket, device="cuda"), "z": torch.zeros(1, self.channels, frames, device="cuda")}
-        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32", cache_enabled=False)  # noqa: E731
-        run = lambda: latent_with_noise(self.model, bufs["x"], bufs["n"], SCALES, bufs["dp"], bufs["z"], frames=frames)  # noqa: E731
+                "dp": torch.zeros(1, 2, t_bucket, device="cuda"),
+                "z": torch.zeros(1, self.channels, frames, device="cuda")}
+        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32",  # noqa: E731
+                                          cache_enabled=False)
+        run = lambda: latent_with_noise(self.model, bufs["x"], bufs["n"], SCALES, bufs["dp"], bufs["z"],  # noqa: E731
+                                        frames=frames)
         with StaticSplines():
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
@@ -143,7 +147,8 @@ class TorchEngine(Engine):
         self._static_in = torch.zeros(1, self.channels, window, device="cuda")
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32", cache_enabled=False)  # noqa: E731
+        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32",  # noqa: E731
+                                          cache_enabled=False)
         with torch.cuda.stream(stream), torch.inference_mode(), autocast():
             for _ in range(3):
                 self.model.dec(self._static_in)

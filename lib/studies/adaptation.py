@@ -32,7 +32,8 @@ from lib.voices import synth as voices
 
 _LOGGER = logging.getLogger(__name__)
 
-TRAINING_METRICS = ("trainable_params", "trainable_pct_of_full", "adapter_size_mb", "train_s_per_step", "train_peak_rss_mb")
+TRAINING_METRICS = ("trainable_params", "trainable_pct_of_full", "adapter_size_mb", "train_s_per_step",
+                    "train_peak_rss_mb")
 FINAL_LOSS_STEPS = 3  # a method's final loss is the mean over its last this many steps
 F0_FRAME_MS = 5.0  # frame period of the F0 tracks shown in section 1
 
@@ -180,15 +181,16 @@ def train_methods(plan: dict, teacher, spk: Speaker, enc_q_pack: Path, work: Pat
     for name, (method, _) in plan.items():
         cfg = replace(run, work=str(work / name), dataset=str(spk.folder), method=name, posterior=str(enc_q_pack),
                       out=str(work / f"{name}-adapter"), lr=lr_full if method in finetune.FULL else lr_lora)
-        peak = bench.training_peak_mb(speaker_job.train_from_spec, asdict(cfg), work / name / "train") if memory_probe else np.nan
+        peak = (bench.training_peak_mb(speaker_job.train_from_spec, asdict(cfg), work / name / "train") if memory_probe
+                else np.nan)
         folders[name] = speaker_job.run_speaker(cfg, ledger_path=None)
         curves[name] = pd.read_csv(work / name / "train" / "curve.csv")
         info = json.loads((folders[name] / "config.json").read_text())
         last = curves[name].iloc[-1]
         rows.append({"method": name, "trainable_params": info["trainable_params"],
                      "adapter_size_mb": sum(bench.size_mb(p) for p in speaker_adapt.shipped_weights(folders[name])),
-                     "train_s_per_step": last["seconds"] / last["step"],
-                     "train_peak_rss_mb": peak, "final_loss": float(curves[name]["loss_g"].tail(FINAL_LOSS_STEPS).mean()),
+                     "train_s_per_step": last["seconds"] / last["step"], "train_peak_rss_mb": peak,
+                     "final_loss": float(curves[name]["loss_g"].tail(FINAL_LOSS_STEPS).mean()),
                      "lora_layers": info["lora_layers"], "nf4_layers": info["nf4_layers"],
                      **{f"validation_{k}": v for k, v in info["judged"].items()}})
     table = pd.DataFrame(rows)
@@ -216,8 +218,8 @@ def long_run_adaptations(teacher, runs: Sequence[str], root: Path = RECORDED / "
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             absent[name] = f"long run {run}: {type(exc).__name__}: {str(exc).replace(f'{ROOT}/', '')[:200]}"
             continue
-        rows.append({"method": name, "trainable_params": info.get("trainable_params", np.nan), "steps": info.get("steps"),
-                     "machine_hours": info.get("hours"), "device": info.get("device"),
+        rows.append({"method": name, "trainable_params": info.get("trainable_params", np.nan),
+                     "steps": info.get("steps"), "machine_hours": info.get("hours"), "device": info.get("device"),
                      **{f"validation_{k}": v for k, v in (info.get("judged") or {}).items()}})
     table = pd.DataFrame(rows, columns=["method", "trainable_params", "steps", "machine_hours", "device"] +
                          sorted({k for r in rows for k in r if k.startswith("validation_")}))
@@ -263,8 +265,8 @@ def pitch_shifts(variants: Sequence, writer: ResultWriter, ids: Sequence[str], *
     for v in variants:
         clips = _clips(writer, folder(v), ids)
         shifts[v.name] = metrics.f0_shift_semitones(teacher, [c.samples for c in clips], clips[0].sample_rate)
-        writer.add(model=model, variant=v.name, metric="f0_shift_semitones", value=shifts[v.name], technique=v.technique,
-                   parent=v.parent, backend=v.backend, threads=threads, reference="teacher")
+        writer.add(model=model, variant=v.name, metric="f0_shift_semitones", value=shifts[v.name],
+                   technique=v.technique, parent=v.parent, backend=v.backend, threads=threads, reference="teacher")
     return shifts
 
 
@@ -281,15 +283,17 @@ def speaker_similarities(variants: Sequence, sentences: Sequence[Sentence], spk:
         own = RecordedVoice(spk.validation)
         own_sents = [Sentence(r.id, r.text) for r in spk.validation]
     own_clips = evaluate.evaluate_quality(own, own_sents, judges, writer, model=model, variant="target-speaker",
-                                          technique="target", backend="ort-cpu" if spk.voice is not None else "recorded")
+                                          technique="target",
+                                          backend="ort-cpu" if spk.voice is not None else "recorded")
     own_dir = "target-speaker__ort-cpu" if spk.voice is not None else "target-speaker__recorded"
     n = max(2, min(secs_sentences, len(sentences), len(own_sents)))  # SECS compares the first n clips of each
     ids = [s.id for s in sentences[:n]]
-    secs, secs_self = speaker_similarity_per_clip({v.name: _clips(writer, evaluate.clip_dir_name(v.name, v.backend), ids)
-                                                   for v in variants},
-                                                  _clips(writer, own_dir, [s.id for s in own_sents[:n]]))
+    secs, secs_self = speaker_similarity_per_clip(
+        {v.name: _clips(writer, evaluate.clip_dir_name(v.name, v.backend), ids) for v in variants},
+        _clips(writer, own_dir, [s.id for s in own_sents[:n]]))
     keys = {v.name: dict(technique=v.technique, backend=v.backend, parent=v.parent) for v in variants}
-    keys["target-speaker"] = dict(technique="target", backend="ort-cpu" if spk.voice is not None else "recorded", parent="")
+    keys["target-speaker"] = dict(technique="target", backend="ort-cpu" if spk.voice is not None else "recorded",
+                                  parent="")
     per_sentence = {**secs, "target-speaker": secs_self}
     for name, value in per_sentence.items():
         writer.add(model=model, variant=name, metric="secs", value=float(value.mean()), **keys[name],
@@ -389,11 +393,11 @@ def context_lines(t: pd.DataFrame, check: dict, kernel_check: dict, n) -> list[s
     trip and QLoRA's NF4 kernel check (`t`: the deltas table by variant; `n`: the findings' number formatter)."""
     return [f"The speaker's own clips score WER {n(t.loc['target-speaker', 'wer'])} and DNSMOS P.808 "
             f"{n(t.loc['target-speaker', 'dnsmos_p808'])}; the teacher WER {n(t.loc['teacher', 'wer'])}.",
-            f"The posterior encoder gives the teacher's held-out audio back at mel L1 {n(check['mel_l1'])} (the decoder fed "
-            f"zeros: {n(check['mel_l1_silence'])}).",
-            f"QLoRA's NF4 base on this CPU ({n(kernel_check['nf4_layers'], 'd')} flow layers): mel L1 to the float voice "
-            f"{n(kernel_check['mel_l1_bnb_kernel'])} through bitsandbytes' CPU kernel, {n(kernel_check['mel_l1_float_kernel'])} "
-            "through a float product of the same NF4 weights (section 3)."]
+            f"The posterior encoder gives the teacher's held-out audio back at mel L1 {n(check['mel_l1'])} (the "
+            f"decoder fed zeros: {n(check['mel_l1_silence'])}).",
+            f"QLoRA's NF4 base on this CPU ({n(kernel_check['nf4_layers'], 'd')} flow layers): mel L1 to the float "
+            f"voice {n(kernel_check['mel_l1_bnb_kernel'])} through bitsandbytes' CPU kernel, "
+            f"{n(kernel_check['mel_l1_float_kernel'])} through a float product of the same NF4 weights (section 3)."]
 
 
 # The diagnostic runs of issue 50: one recipe (full-acoustic on the inference path) on three folders; what differs.
@@ -428,20 +432,21 @@ def why_lines(t: pd.DataFrame, diag: pd.DataFrame, n) -> list[str]:
     lines = []
     if len(adapted) >= 3:
         rho = spearmanr(adapted["secs"], adapted["wer"]).statistic
-        lines.append(f"Why the words go: over the {n(len(adapted), 'd')} adapted variants judged here, the nearer a variant "
-                     f"comes to the speaker (SECS), the more words it tends to lose (rank correlation of SECS and WER "
-                     f"{n(rho, '+.2f')}); none reaches the speaker's timbre and keeps the words.")
+        lines.append(f"Why the words go: over the {n(len(adapted), 'd')} adapted variants judged here, the nearer a "
+                     "variant comes to the speaker (SECS), the more words it tends to lose (rank correlation of SECS "
+                     f"and WER {n(rho, '+.2f')}); none reaches the speaker's timbre and keeps the words.")
     if len(diag) == len(DIAGNOSIS):
         d = diag.set_index("run")
-        said = "; ".join(f"{r['folder']}: validation WER {n(r['validation_wer'])} (the folder's own {n(r['folder_own_wer'])}), "
-                         f"held-out mel L1 {n(r['heldout_mel_l1'])} after {n(r['steps'], ',d')} steps" for _, r in d.iterrows())
-        lines.append(f"What the long runs still carry: the alignment, the path and the frozen text path are ruled out. One "
-                     f"recipe (full-acoustic on the inference path) on three folders: {said}. The same recipe keeps the "
-                     "words on audio the voice can already match and loses them on the speaker, true durations included: "
-                     "the cause left is the target itself. On another speaker the mel L1 plateaus far above its level on "
-                     "the teacher's audio, and a decoder trained on an L1 average of what it cannot match blurs the "
-                     "phonemes. The arms it calls for: piper's discriminators on the inference path, and a duration "
-                     "predictor trained with the acoustic part.")
+        said = "; ".join(f"{r['folder']}: validation WER {n(r['validation_wer'])} (the folder's own "
+                         f"{n(r['folder_own_wer'])}), held-out mel L1 {n(r['heldout_mel_l1'])} after "
+                         f"{n(r['steps'], ',d')} steps" for _, r in d.iterrows())
+        lines.append("What the long runs still carry: the alignment, the path and the frozen text path are ruled out. "
+                     f"One recipe (full-acoustic on the inference path) on three folders: {said}. The same recipe "
+                     "keeps the words on audio the voice can already match and loses them on the speaker, true "
+                     "durations included: the cause left is the target itself. On another speaker the mel L1 plateaus "
+                     "far above its level on the teacher's audio, and a decoder trained on an L1 average of what it "
+                     "cannot match blurs the phonemes. The arms it calls for: piper's discriminators on the inference "
+                     "path, and a duration predictor trained with the acoustic part.")
     return lines
 
 

@@ -50,7 +50,8 @@ def judge_backends(voices_by_backend: dict, sentences: Sequence[Sentence], judge
     """Each back-end's voice speaks and is judged on `sentences` (rows added to `writer`); the per-clip table with a
     `backend` column."""
     return pd.concat([evaluate.evaluate_quality(v, sentences, judges, writer, model=model, variant="fp32", backend=b,
-                                                threads=threads).assign(backend=b) for b, v in voices_by_backend.items()])
+                                                threads=threads).assign(backend=b)
+                      for b, v in voices_by_backend.items()])
 
 
 def speed(model: str, module, sentences: Sequence[Sentence], writer: ResultWriter, *, threads: Sequence[int],
@@ -69,14 +70,17 @@ def speed(model: str, module, sentences: Sequence[Sentence], writer: ResultWrite
                                   warmup=warmup, repeats=repeats, specs=specs).set_index("name")
 
 
-def models_table(per_clip: pd.DataFrame, others: pd.DataFrame, others_speed: pd.DataFrame, *, model: str) -> pd.DataFrame:
+def models_table(per_clip: pd.DataFrame, others: pd.DataFrame, others_speed: pd.DataFrame, *,
+                 model: str) -> pd.DataFrame:
     """Mean quality per model and variant (the Piper voice on ONNX Runtime as `pretrained`), with each other model's
     speed and size from the same run."""
     compare = pd.concat([per_clip[per_clip["backend"] == "ort-cpu"].assign(model=model, variant="pretrained"), others])
-    cols = [c for c in ["dnsmos_p808", "dnsmos_ovrl", "wer", "cer", "mcd_db", "f0_rmse_cents", "pesq_wb"] if c in compare]
+    cols = [c for c in ["dnsmos_p808", "dnsmos_ovrl", "wer", "cer", "mcd_db", "f0_rmse_cents", "pesq_wb"]
+            if c in compare]
     table = compare.groupby(["model", "variant"])[cols].mean()
     if len(others_speed):
-        table = table.join(others_speed.set_index("model")[["rtf", "rtf_ratio", "latency_ms_p50", "size_mb"]], on="model")
+        table = table.join(others_speed.set_index("model")[["rtf", "rtf_ratio", "latency_ms_p50", "size_mb"]],
+                           on="model")
     return table
 
 
@@ -106,6 +110,7 @@ def record(writer: ResultWriter, *, model: str, voices_by_backend: dict, module,
         writer.add_many(bench.param_counts(module), **keys)
     writer.add(model=model, variant="fp32", backend="torch-cpu", threads=1, metric="gflop_per_audio_s",
                value=arch.loc["total", "GFLOP per audio s"], n=flop_sentences)
-    worst = parity_table.agg({"length_diff_samples": "max", "max_abs_diff": "max", "rms_diff_db": "max", "pesq_wb": "mean"})
+    worst = parity_table.agg({"length_diff_samples": "max", "max_abs_diff": "max", "rms_diff_db": "max",
+                              "pesq_wb": "mean"})
     writer.add_many(worst.to_dict(), n=len(parity_table), model=model, variant="fp32-parity", technique="parity",
                     parent="fp32", backend="torch-cpu", threads=parity_threads)

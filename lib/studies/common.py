@@ -17,7 +17,8 @@ from lib.harness.judges import Judges, worker_count
 
 
 def folders(writer: ResultWriter) -> tuple[Path, Path]:
-    """The run's `artefacts/` (exports, quantized files, checkpoints, students) and `figures/` folders, made if missing."""
+    """The run's `artefacts/` (exports, quantized files, checkpoints, students) and `figures/`
+    folders, made if missing."""
     out = writer.dir / "artefacts", writer.dir / "figures"
     for d in out:
         d.mkdir(parents=True, exist_ok=True)
@@ -50,7 +51,8 @@ def show_study_logs() -> None:
 
 
 def judges(profile: str, asr: str | None, workers: int) -> Judges:
-    """The judges of a profile's notebooks (ASR `asr`, DNSMOS) in `workers` processes, with the profile's score cache."""
+    """The judges of a profile's notebooks (ASR `asr`, DNSMOS) in `workers` processes,
+    with the profile's score cache."""
     return Judges(asr=asr, workers=worker_count(workers), cache_path=OUTPUTS / profile / "judge_cache.sqlite")
 
 

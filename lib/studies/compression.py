@@ -24,7 +24,8 @@ BNB_SCOPE = ("enc_p", "flow")  # the modules whose 1x1 convolutions bitsandbytes
 BNB_MODES = ("int8", "nf4")
 GPU_VARIANTS = ("gpu-fp16", "gpu-bf16", "gpu-bnb-int8", "gpu-bnb-nf4")  # measured on an H100 by notebook 05
 GPU_RECORD = "outputs/recorded/h100/05_hardware_benchmark"
-RECOVERY = "structured pruning + recovery"  # the technique of a pruned decoder trained back: this run's and the long runs'
+# the technique of a pruned decoder trained back: this run's and the long runs'
+RECOVERY = "structured pruning + recovery"
 
 
 
@@ -56,7 +57,8 @@ def unstructured_sweep(model: str, fp32, amounts: Sequence[float], sentences: Se
                                for k in outs])
         rows.append({"amount": amount, "sparsity": compress.weight_sparsity(pruned),
                      "size_mb": compress.state_dict_bytes(pruned) / 2**20,
-                     "size_mb_zip": compress.state_dict_bytes(pruned, compressed=True) / 2**20, **scores.mean().to_dict()})
+                     "size_mb_zip": compress.state_dict_bytes(pruned, compressed=True) / 2**20,
+                     **scores.mean().to_dict()})
     return pd.DataFrame(rows)
 
 
@@ -77,8 +79,8 @@ def structured_recovery(fp32, onnx_fp32: Path, latents, heldout, work_dir: Path,
     structured.dec = compress.prune_structured(fp32.dec, ratio, latents.z[0])
     recipe = training.Recipe.adversarial_tail(steps, adversarial_steps, lr=lr, discriminators=tuple(discriminators),
                                               eval_every=eval_every, checkpoint_every=checkpoint_every)
-    log = training.train_decoder(structured.dec, latents, recipe, work_dir, batch=batch, heldout=heldout, threads=threads,
-                                 device=device,
+    log = training.train_decoder(structured.dec, latents, recipe, work_dir, batch=batch, heldout=heldout,
+                                 threads=threads, device=device,
                                  eval_fn=evaluate.heldout_pesq(heldout, limit=len(heldout.z)) if eval_every else None,
                                  progress="recovery")
     return structured, log
@@ -104,7 +106,8 @@ def build_variants(fp32, onnx_fp32: Path, structured, sens: pd.DataFrame, calibr
 
     def torch_int8(name):
         model, info["torch_int8_layers"] = compress.quantize_dynamic_torch(fp32)
-        return evaluate.torch_variant(name, "torch dynamic int8", model, pt, extra={"quantized_layers": info["torch_int8_layers"]},
+        return evaluate.torch_variant(name, "torch dynamic int8", model, pt,
+                                      extra={"quantized_layers": info["torch_int8_layers"]},
                                       convert={"torch_dynamic_int8": True})
 
     def unstructured(name):
@@ -125,8 +128,10 @@ def build_variants(fp32, onnx_fp32: Path, structured, sens: pd.DataFrame, calibr
         f"l1-unstructured-{pct(unstructured_amount)}": unstructured,
         "torch-dynamic-int8": torch_int8,
         "torch-bf16-autocast": lambda n: evaluate.torch_variant(n, "bf16", fp32, pt, autocast_bf16=True),
-        "openvino-f32": lambda n: evaluate.onnx_variant(n, "runtime", onnx_fp32, backend="openvino-cpu", precision="f32"),
-        "openvino-bf16": lambda n: evaluate.onnx_variant(n, "bf16", onnx_fp32, backend="openvino-cpu", precision="bf16"),
+        "openvino-f32": lambda n: evaluate.onnx_variant(n, "runtime", onnx_fp32, backend="openvino-cpu",
+                                                        precision="f32"),
+        "openvino-bf16": lambda n: evaluate.onnx_variant(n, "bf16", onnx_fp32, backend="openvino-cpu",
+                                                         precision="bf16"),
         "split-f32": lambda n: evaluate.onnx_variant(n, "static-shape decoder", latent_onnx, backend="split",
                                                      artefact=split_dir, precision="f32", **split_kw),
         "split-bf16": lambda n: evaluate.onnx_variant(n, "static-shape decoder + bf16", latent_onnx, backend="split",
@@ -193,7 +198,8 @@ def variants_table(variants: Sequence[evaluate.Variant]) -> pd.DataFrame:
 
 def bitsandbytes_variants(fp32, save_dir: Path, writer: ResultWriter, *, model: str, skip: Sequence[str] = ()):
     """bitsandbytes int8 (LLM.int8()) and NF4 on the 1x1 convolutions of the text encoder and flow, as torch variants;
-    where bitsandbytes cannot run, absent rows with the reason. Returns (variants, layers converted per mode, status)."""
+    where bitsandbytes cannot run, absent rows with the reason.
+    Returns (variants, layers converted per mode, status)."""
     ok, reason = compress.bitsandbytes_status("int8")
     names = [f"bnb-{m}-1x1" for m in BNB_MODES]
     if not ok:
@@ -207,7 +213,8 @@ def bitsandbytes_variants(fp32, save_dir: Path, writer: ResultWriter, *, model: 
             continue
         bnb_model, converted = compress.bnb_convert(fp32, mode, scope=BNB_SCOPE)
         layers[mode] = len(converted)
-        out.append(evaluate.torch_variant(name, "bitsandbytes", bnb_model, save_dir, extra={"quantized_layers": len(converted)},
+        out.append(evaluate.torch_variant(name, "bitsandbytes", bnb_model, save_dir,
+                                          extra={"quantized_layers": len(converted)},
                                           convert={"bnb": mode, "scope": list(BNB_SCOPE)}))
     return out, layers, reason
 
@@ -231,8 +238,9 @@ def gpu_absent(writer: ResultWriter, *, model: str) -> None:
     if torch.cuda.is_available():
         return
     for name in GPU_VARIANTS:
-        writer.absent(model=model, variant=name, metrics=["rtf", "dnsmos_p808"], technique="half precision / bitsandbytes",
-                      backend="torch-cuda", device="cuda", reason=f"no CUDA device on this machine; measured on an H100: {GPU_RECORD}")
+        writer.absent(model=model, variant=name, metrics=["rtf", "dnsmos_p808"],
+                      technique="half precision / bitsandbytes", backend="torch-cuda", device="cuda",
+                      reason=f"no CUDA device on this machine; measured on an H100: {GPU_RECORD}")
 
 
 
@@ -248,11 +256,14 @@ def findings_facts(sens: pd.DataFrame, sweep: pd.DataFrame, table: pd.DataFrame,
     run's and the long runs' (variant, rtf_ratio, DNSMOS drop, WER rise; the smallest drop first); bitsandbytes."""
     t = table.set_index("variant")
     worst = sens.sort_values("pesq_wb").iloc[0]
-    int8 = [v for v in ("ort-dynamic-int8-conv", "ort-qdq-int8-all", info["guided"], "ort-weight-int8-all") if v in t.index]
+    int8 = [v for v in ("ort-dynamic-int8-conv", "ort-qdq-int8-all", info["guided"], "ort-weight-int8-all")
+            if v in t.index]
     return {"worst": worst["group"], "worst_pesq": worst["pesq_wb"],
             "other_groups": [(r.group, r.pesq_wb) for r in sens.itertuples() if r.group != worst["group"]],
             "int8": [(v, t.loc[v, "rtf_ratio"], t.loc[v, "size_ratio"]) for v in int8],
-            "sweep_zip": [(100 * r.amount, r.size_mb_zip) for r in sweep.itertuples()], "unzipped": sweep["size_mb"].iloc[0],
+            "sweep_zip": [(100 * r.amount, r.size_mb_zip) for r in sweep.itertuples()],
+            "unzipped": sweep["size_mb"].iloc[0],
             "recoveries": [(r.variant, r.rtf_ratio, r.dnsmos_drop, r.wer_increase)
                            for r in table[table["technique"] == RECOVERY].sort_values("dnsmos_drop").itertuples()],
-            "bnb": [(v, t.loc[v, "dnsmos_drop"]) for v in t.index if str(t.loc[v, "technique"]).startswith("bitsandbytes")]}
+            "bnb": [(v, t.loc[v, "dnsmos_drop"]) for v in t.index
+                    if str(t.loc[v, "technique"]).startswith("bitsandbytes")]}

@@ -62,8 +62,9 @@ class Corpus:
     heldout: batches.Latents
 
     def describe(self, teacher, n_eval: int) -> str:
-        return (f"teacher decoder width {distill.decoder_width(teacher.dec)}; {len(self.train)} synthetic training sentences "
-                f"({sum(z.shape[-1] for z in self.latents.z)} latent frames), {n_eval} evaluation sentences (never trained on)")
+        return (f"teacher decoder width {distill.decoder_width(teacher.dec)}; {len(self.train)} synthetic training "
+                f"sentences ({sum(z.shape[-1] for z in self.latents.z)} latent frames), {n_eval} evaluation sentences "
+                "(never trained on)")
 
 
 def synthetic_corpus(teacher, frontend, corpus_lists: Sequence[int], heldout_lists: Sequence[int],
@@ -78,7 +79,8 @@ def synthetic_corpus(teacher, frontend, corpus_lists: Sequence[int], heldout_lis
 
 def decoder_recipe(steps: int, *, lr: float, adversarial_steps: int, discriminators: Sequence[str], eval_every: int,
                    checkpoint_every: int) -> training.Recipe:
-    """A decoder student's recipe: mel L1 for all but the last `adversarial_steps` steps, which add the discriminators."""
+    """A decoder student's recipe: mel L1 for all but the last `adversarial_steps` steps,
+    which add the discriminators."""
     return training.Recipe.adversarial_tail(steps, adversarial_steps, lr=lr, discriminators=tuple(discriminators),
                                             eval_every=eval_every, checkpoint_every=checkpoint_every)
 
@@ -89,14 +91,16 @@ def train_decoders(teacher, data: Corpus, widths: Sequence[int], decoder_steps: 
     """The decoder chain (`distill.train_chain`), one recipe per link, with the held-out mel and PESQ check every
     `eval_every` steps: (students by name, curves by name, the chain end's name)."""
     recipes = [decoder_recipe(s, eval_every=eval_every, **recipe) for s in decoder_steps]
-    return distill.train_chain(teacher, data.latents, widths, recipes, work, compare_scratch=compare_scratch, batch=batch,
-                               frames=frames, heldout=data.heldout, device=device, threads=threads,
-                               eval_fn=evaluate.heldout_pesq(data.heldout, limit=len(data.held)) if eval_every else None)
+    return distill.train_chain(teacher, data.latents, widths, recipes, work, compare_scratch=compare_scratch,
+                               batch=batch, frames=frames, heldout=data.heldout, device=device, threads=threads,
+                               eval_fn=(evaluate.heldout_pesq(data.heldout, limit=len(data.held)) if eval_every
+                                        else None))
 
 
 def chain_table(curves: dict) -> pd.DataFrame:
     """Each decoder link's final mel L1 and steps."""
-    return pd.DataFrame([{"student": n, "final mel L1": distill.final_mel(c), "steps": c.steps_done} for n, c in curves.items()])
+    return pd.DataFrame([{"student": n, "final mel L1": distill.final_mel(c), "steps": c.steps_done}
+                         for n, c in curves.items()])
 
 
 def train_istft(teacher, data: Corpus, work: Path, *, dim: int, blocks: int, steps: int, batch: int, frames: int,
@@ -104,11 +108,14 @@ def train_istft(teacher, data: Corpus, work: Path, *, dim: int, blocks: int, ste
     """The frame-rate (iSTFT) decoder from scratch, with the decoders' recipe: (name, decoder on the CPU, curve)."""
     name = f"istft{dim}x{blocks}"
     voc = istft_decoder.FrameRateDecoder(teacher.hparams["inter_channels"], dim, blocks)
-    curve = training.train_decoder(voc, data.latents, decoder_recipe(steps, eval_every=eval_every, **recipe), work / name,
-                                   batch=batch, frames=frames, heldout=data.heldout, device=device, threads=threads,
-                                   eval_fn=evaluate.heldout_pesq(data.heldout, limit=len(data.held)) if eval_every else None)
+    curve = training.train_decoder(voc, data.latents, decoder_recipe(steps, eval_every=eval_every, **recipe),
+                                   work / name, batch=batch, frames=frames, heldout=data.heldout, device=device,
+                                   threads=threads,
+                                   eval_fn=(evaluate.heldout_pesq(data.heldout, limit=len(data.held)) if eval_every
+                                            else None))
     voc = voc.cpu().eval()
-    _LOGGER.info("%s: %s parameters, final mel L1 %.3f", name, f"{sum(p.numel() for p in voc.parameters()):,}", distill.final_mel(curve))
+    _LOGGER.info("%s: %s parameters, final mel L1 %.3f", name, f"{sum(p.numel() for p in voc.parameters()):,}",
+                 distill.final_mel(curve))
     return name, voc, curve
 
 
@@ -199,7 +206,8 @@ def student_voices(teacher, students: dict, chain_end: str, *, flow, flow_name: 
     Returns ({name: voice}, {role: the names of its voices} for the roles of TORCH_STUDENTS and ORT_STUDENTS,
     {name: spec})."""
     here = {Part(n, "decoder", part_width(d, "decoder")): d for n, d in students.items()}
-    here.update({Part(flow_name, "flow", part_width(flow, "flow")): flow, Part(fe_name, "frontend", part_width(fe, "frontend")): fe,
+    here.update({Part(flow_name, "flow", part_width(flow, "flow")): flow,
+                 Part(fe_name, "frontend", part_width(fe, "frontend")): fe,
                  Part(istft_name, "istft_decoder", part_width(voc, "istft_decoder")): voc})
     by_name = {p.name: p for p in here}
     chain, flow_p, fe_p, voc_p = by_name[chain_end], by_name[flow_name], by_name[fe_name], by_name[istft_name]
@@ -239,7 +247,8 @@ def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict,
     fe_part = specs[roles["frontend"][0]].part("frontend")
     judged = [n for n in vs if n == "teacher" or any(n in roles[r] for r in torch_students)]
     rec, absent, info, rec_specs = recorded_specs(teacher, recorded_roots)
-    for n, sp in list(rec_specs.items()):  # a recorded 5x voice (frame-rate decoder and flow), with this run's front end
+    # a recorded 5x voice (frame-rate decoder and flow), with this run's front end
+    for n, sp in list(rec_specs.items()):
         if sp.part("decoder").kind == "istft_decoder" and sp.part("flow") is not None:
             five = sp.with_part(fe_part)
             rec[five.name], rec_specs[five.name] = distill.with_parts(rec[n], frontend=parts_["fe"]), five
@@ -259,7 +268,8 @@ def harness_variants(v: Voices, costs: dict, onnx_fp32: Path, config: Path, work
     """The variants handed to the harness: every PyTorch voice (parent: the teacher), the shipped file in ONNX
     Runtime and each ONNX student (this run's `ort` voices and the recorded ones, exported with piper's interface;
     parent: the shipped file), with their cost rows. Returns (variants, {student: onnx path})."""
-    onnx = {n: export.export_voice(m, work / "onnx" / v.specs[n].folder, config) for n, m in {**v.ort, **v.recorded}.items()}
+    onnx = {n: export.export_voice(m, work / "onnx" / v.specs[n].folder, config)
+            for n, m in {**v.ort, **v.recorded}.items()}
     extra = {n: {k: x for k, x in c.items() if k != "params"} for n, c in costs.items()}
     teacher, shipped = VoiceSpec().name, VoiceSpec(backend="ort-cpu").name
     out = [evaluate.torch_variant(n, "baseline" if n == teacher else "distillation", m, work / "torch",
@@ -293,7 +303,8 @@ def compute_by_module(v: Voices, costs: dict, ids: Sequence[list[int]], threads:
     """Parameters, GFLOP and PyTorch time per second of audio by module (`threads` threads), for the teacher, the
     whole student voice and the 5x voice."""
     pair = {n: v.built[n] for n in ("teacher", v.whole, v.five)}
-    return bench.module_breakdown(pair, costs, {n: bench.module_times(m, ids, threads=threads) for n, m in pair.items()})
+    return bench.module_breakdown(pair, costs,
+                                  {n: bench.module_times(m, ids, threads=threads) for n, m in pair.items()})
 
 
 def width_scan(teacher, flow, fe, widths: Sequence[int], work: Path, *, blocks: int, flow_name: str, fe_name: str,
@@ -307,9 +318,11 @@ def width_scan(teacher, flow, fe, widths: Sequence[int], work: Path, *, blocks: 
     untrained = Source(trained=False)
     for d in widths:
         dec = istft_decoder.FrameRateDecoder(teacher.hparams["inter_channels"], d, blocks)
-        spec = VoiceSpec((Part(f"istft{d}x{blocks}", "istft_decoder", d, untrained), Part(flow_name, "flow", part_width(flow, "flow")),
+        spec = VoiceSpec((Part(f"istft{d}x{blocks}", "istft_decoder", d, untrained),
+                          Part(flow_name, "flow", part_width(flow, "flow")),
                           Part(fe_name, "frontend", part_width(fe, "frontend"))))
-        path = export.export_voice(distill.with_parts(teacher, decoder=dec, flow=flow, frontend=fe), work / "scan" / spec.folder, config)
+        path = export.export_voice(distill.with_parts(teacher, decoder=dec, flow=flow, frontend=fe),
+                                   work / "scan" / spec.folder, config)
         timed[spec.name] = voices.load_voice(model_path=path, **quiet)
     meta = {n: dict(technique="architecture scan", backend="ort-cpu", threads=threads, parent=shipped) for n in timed}
     return evaluate.measure_speed(timed, sentences, writer, model=model, baseline=shipped, warmup=warmup, meta=meta,
@@ -322,7 +335,8 @@ def onnx_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def fast_decoders(ort_rows: pd.DataFrame, v: Voices, max_rtf_ratio: float) -> dict[str, float]:
-    """The decoders alone (the teacher's flow and front end) in ONNX Runtime at most `max_rtf_ratio`: {name: rtf_ratio}."""
+    """The decoders alone (the teacher's flow and front end) in ONNX Runtime at most `max_rtf_ratio`:
+    {name: rtf_ratio}."""
     rows = ort_rows[ort_rows["variant"].isin(v.decoders_alone("ort-cpu")) & (ort_rows["rtf_ratio"] <= max_rtf_ratio)]
     return dict(zip(rows["variant"], rows["rtf_ratio"]))
 
@@ -350,7 +364,8 @@ def budgets(voices: Voices, where: pd.DataFrame, device: str) -> dict:
     """Each voice's training budget (VoiceSpec.budget) by its name on every back-end it runs on, for the verdict
     lines that judge it: a long pack's hours, not this run's minutes."""
     here = {r.student: r.hours * 60 for r in where.itertuples() if r.where == device}
-    return {spec.on(backend).name: spec.budget(here, device) for spec in voices.specs.values() for backend in BACKEND_TAG}
+    return {spec.on(backend).name: spec.budget(here, device) for spec in voices.specs.values()
+            for backend in BACKEND_TAG}
 
 
 VARIED = "_varied"  # the metrics' suffix for the varied judged set (lib.core.results: wer_varied, ...)
@@ -388,7 +403,9 @@ def record(writer: ResultWriter, env: dict, *, curves: dict, tables: dict, **sca
 def findings_facts(ort_rows: pd.DataFrame, scan: pd.DataFrame, equal_hours: pd.DataFrame) -> dict:
     """The values the closing findings state: each ONNX student's speed and quality deltas (fastest first), the
     untrained widths' speed, and the long runs at equal machine time (empty lists where there is none)."""
-    return {"ort": [(r.variant, r.rtf_ratio, r.dnsmos_drop, r.wer_increase) for r in ort_rows.sort_values("rtf_ratio").itertuples()],
-            "scan": [(r.name, r.rtf_ratio) for r in scan[scan["name"] != VoiceSpec(backend="ort-cpu").name].itertuples()],
+    return {"ort": [(r.variant, r.rtf_ratio, r.dnsmos_drop, r.wer_increase)
+                    for r in ort_rows.sort_values("rtf_ratio").itertuples()],
+            "scan": [(r.name, r.rtf_ratio)
+                     for r in scan[scan["name"] != VoiceSpec(backend="ort-cpu").name].itertuples()],
             "hours": equal_hours["budget_hours"].iloc[0] if len(equal_hours) else None,
             "long": [(r.recipe, r.run, r.heldout_pesq, r.steps) for r in equal_hours.itertuples()]}

@@ -182,12 +182,14 @@ def run_engines(specs: Sequence[EngineSpec], probes: Sequence, build: Callable[[
             _LOGGER.info("%s: absent, %s", label, exc)
             continue
         except backends.BackendMismatch as exc:
-            writer.add(model=model, variant=label, metric="latency_ms_p90", value=None, status="failed", reason=str(exc),
-                       technique="hardware")
+            writer.add(model=model, variant=label, metric="latency_ms_p90", value=None, status="failed",
+                       reason=str(exc), technique="hardware")
             _LOGGER.info("%s: refused, %s", label, exc)
             continue
-        runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, model=model, threads=threads))
-        runs.clips[label] = [engine.synth([ids], seed=i)[0] for i, ids in enumerate(qs.ttfa_queries[:cfg.fidelity_queries])]
+        runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, model=model,
+                                             threads=threads))
+        runs.clips[label] = [engine.synth([ids], seed=i)[0]
+                             for i, ids in enumerate(qs.ttfa_queries[:cfg.fidelity_queries])]
         runs.specs[label] = spec
     return runs
 
@@ -369,7 +371,8 @@ def backend_table(here: pd.DataFrame, recorded_dir: Path, device: str) -> tuple[
     both = pd.concat([here, rec], ignore_index=True)
     ok = both[(both["status"] == "ok") & both["metric"].isin(TABLE_METRICS)]
     table = ok.pivot_table(index=["source", "variant"], columns="metric", values="value").reindex(columns=TABLE_METRICS)
-    absent = both[both["status"] != "ok"].drop_duplicates(["source", "variant"])[["source", "variant", "status", "reason"]]
+    absent = (both[both["status"] != "ok"].drop_duplicates(["source", "variant"])
+              [["source", "variant", "status", "reason"]])
     return table.dropna(how="all", axis=1), absent
 
 
@@ -409,8 +412,8 @@ def cpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_target_ms: f
         who = good["ttfa_ms_p90"].idxmin()
         v = good.loc[who, "ttfa_ms_p90"]
         lines.append(f"CPU TTFA p90 {v:.0f} ms ({who[1]}, chunk PESQ >= {good.loc[who, 'chunk_pesq_wb']:.2f}) "
-                     f"{'meets' if v <= ttfa_target_ms else 'misses'} <= {ttfa_target_ms:g} ms, measured on {cpu_line}; "
-                     f"relies on {relies_on(who[1])}")
+                     f"{'meets' if v <= ttfa_target_ms else 'misses'} <= {ttfa_target_ms:g} ms, measured on "
+                     f"{cpu_line}; relies on {relies_on(who[1])}")
     five = [i for i in cpu.index if five_x in i[1]]
     if five:
         best = cpu.loc[five, "ttfa_ms_p90"].idxmin()
@@ -423,13 +426,16 @@ def cpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_target_ms: f
 def gpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_p99_ms: float, throughput_xrt: float) -> list[str]:
     """The recorded GPU run's targets: the best first-chunk p99 against `ttfa_p99_ms`, the best offline throughput
     (at its best batch) against `throughput_xrt`; 'not measured' where the run has no such rows."""
-    rows, lines, gpu = _rows(table, lambda source, variant: source.startswith(recorded_device)), [], recorded_device.upper()
+    rows, lines, gpu = (_rows(table, lambda source, variant: source.startswith(recorded_device)), [],
+                        recorded_device.upper())
     for name, metric, op, bound in [(f"{gpu} TTFA p99 (ms)", "ttfa_ms_p99", "<=", ttfa_p99_ms),
-                                    (f"{gpu} offline throughput (x real time)", "throughput_xrt_offline", ">=", throughput_xrt)]:
+                                    (f"{gpu} offline throughput (x real time)", "throughput_xrt_offline", ">=",
+                                     throughput_xrt)]:
         if rows.empty or metric not in rows:
             lines.append(f"{name}: not measured ({recorded_device} has no such rows)")
             continue
-        best, who = (rows[metric].min(), rows[metric].idxmin()) if op == "<=" else (rows[metric].max(), rows[metric].idxmax())
+        best, who = ((rows[metric].min(), rows[metric].idxmin()) if op == "<="
+                     else (rows[metric].max(), rows[metric].idxmax()))
         met = best <= bound if op == "<=" else best >= bound
         lines.append(f"{name}: best {best:.1f} ({who[1]}) {'meets' if met else 'misses'} {op} {bound:g}")
     return lines
@@ -471,7 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     qs = profile_queries(args.profile)
     args.out.write_text(json.dumps(qs.as_json()), encoding="utf-8")
-    _LOGGER.info("%s: %d queries, %d streaming queries (profile %s)", args.out, len(qs.queries), len(qs.ttfa_queries), args.profile)
+    _LOGGER.info("%s: %d queries, %d streaming queries (profile %s)", args.out, len(qs.queries), len(qs.ttfa_queries),
+                 args.profile)
     return 0
 
 

@@ -107,13 +107,15 @@ def run(cfg: HybridTiming) -> pd.DataFrame:
     table = pd.DataFrame([{"variant": n, **info[n], "params": costs[n]["params"],
                            "dec_gflop_per_audio_s": costs[n]["dec_gflop_per_audio_s"],
                            "gflop_per_audio_s": costs[n]["gflop_per_audio_s"]} for n in timed])
-    table = table.merge(speed[["name", "rtf", "rtf_ratio", "latency_ms_p50", "status"]].rename(columns={"name": "variant"}),
-                        on="variant")
+    table = table.merge(
+        speed[["name", "rtf", "rtf_ratio", "latency_ms_p50", "status"]].rename(columns={"name": "variant"}),
+        on="variant")
     table = table.astype({c: "Int64" for c in ("keep_stages", "n_fft", "istft_hop", "params")})
     atomic_write_text(out / "hybrid_timing.csv", table.to_csv(index=False))
     atomic_write_text(out / "results.csv", writer.frame().to_csv(index=False))
-    env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "timing_load": writer.scalars.get("timing_load"),
-           "sentences": [s.id for s in sentences]}
+    env = {**bench.environment(threads=cfg.threads), "config": vars(cfg),
+           "timing_load": writer.scalars.get("timing_load"), "sentences": [s.id for s in sentences]}
     atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
-    _LOGGER.info("wrote %s\n%s", out, table[["variant", "dec_gflop_per_audio_s", "rtf", "rtf_ratio", "status"]].to_string())
+    _LOGGER.info("wrote %s\n%s", out,
+                 table[["variant", "dec_gflop_per_audio_s", "rtf", "rtf_ratio", "status"]].to_string())
     return table

@@ -56,7 +56,8 @@ class Optimize:
     voice: str = ""  # a piper .onnx with its .onnx.json beside it ('': the lab's voice, en_US-joe-medium)
     objective: Literal["speed", "size"] = "speed"  # what "best" means among the candidates within the bounds
     compressions: tuple[str, ...] = COMPRESSIONS  # ONNX Runtime int8 conversions tried (names as notebook 03's)
-    packs: tuple[str, ...] = PACKS  # committed packs (training/<work>/<run>): each, and their whole voices; another voice's skipped
+    # committed packs (training/<work>/<run>): each, and their whole voices; another voice's skipped
+    packs: tuple[str, ...] = PACKS
     sentences: int = 10  # held-out sentences (Harvard lists 1-3) each candidate speaks noise-free and is judged on
     max_dnsmos_drop: float = bounds.MAX_DNSMOS_DROP  # DNSMOS P.808 bound against the voice, per sentence
     max_wer_increase: float = bounds.MAX_WER_INCREASE  # WER bound against the voice, per sentence
@@ -80,7 +81,8 @@ class Candidate:
 
 def compression_candidates(names, onnx: Path, calibration) -> list[Candidate]:
     """The ONNX Runtime int8 conversions in `names`; ValueError naming one it does not know."""
-    def qdq_flow(work: Path) -> Path:  # the flow alone in int8 (notebook 03's least sensitive group on every CPU so far)
+    # the flow alone in int8 (notebook 03's least sensitive group on every CPU so far)
+    def qdq_flow(work: Path) -> Path:
         keep_float = [n for group, prefixes in compress.SCOPES.items() if group != "flow"
                       for n in compress.node_names(onnx, prefixes=list(prefixes))]
         return compress.ort_quantize_static(onnx, work / "qdq_flow.onnx", calibration, nodes_to_exclude=keep_float)
@@ -196,7 +198,8 @@ def run(cfg: Optimize, command: str = "") -> dict:
                   + compression_candidates(cfg.compressions, onnx, calibration))
     cal = calibrate(onnx, cfg.asr, cfg.threads)
     workers = worker_count(cfg.workers)
-    seconds = estimate_s(candidates, len(sentences), cal["audio_s"], cal["rtf"], cal["judge_rate"], workers, cfg.repeats)
+    seconds = estimate_s(candidates, len(sentences), cal["audio_s"], cal["rtf"], cal["judge_rate"], workers,
+                         cfg.repeats)
     base_s = estimate_s([Candidate("voice", "baseline", lambda w: w, 0.0)], len(sentences), cal["audio_s"], cal["rtf"],
                         cal["judge_rate"], workers, cfg.repeats)[0]
     kept = within_budget(candidates, seconds, base_s, cfg.budget_minutes * 60)

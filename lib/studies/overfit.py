@@ -174,7 +174,9 @@ class Overfit:
     root: str = "outputs/recorded/training"
     noise_scale: float = LONG_RUN_NOISE["noise_scale"]  # the corpus noise the packs trained at
     noise_w: float = LONG_RUN_NOISE["noise_w"]
-    corpus: str = ""  # a teacher corpus folder the packs learned from: its first 20 Harvard sentences are the training split
+    # a teacher corpus folder the packs learned from: its first 20 Harvard sentences are the training split
+    corpus: str = ""
+
     threads: int = 1
 
 

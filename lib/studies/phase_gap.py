@@ -39,7 +39,8 @@ def swapped(dec, z: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
             for swap, (mag, ph) in SWAPS.items()}
 
 
-def of_packs(runs: Sequence[str], root: Path, sentences: int, noise: dict = LONG_RUN_NOISE) -> tuple[pd.DataFrame, dict]:
+def of_packs(runs: Sequence[str], root: Path, sentences: int,
+             noise: dict = LONG_RUN_NOISE) -> tuple[pd.DataFrame, dict]:
     """phase_gap of the frame-rate decoder packs `root`/<run> with the teacher they learned from (the lab's default
     voice, whatever voice a notebook speaks): (its frame, {run: why it is absent})."""
     decoders, absent = load_decoders(runs, root)

@@ -116,8 +116,8 @@ def as_matrix(layer) -> torch.Tensor:
 
 
 def _set_matrix(layer, m: torch.Tensor) -> None:
-    w = m.t().reshape(layer.weight.shape[1] if isinstance(layer, torch.nn.ConvTranspose1d) else layer.weight.shape[0], -1,
-                      layer.kernel_size[0])
+    w = m.t().reshape(layer.weight.shape[1] if isinstance(layer, torch.nn.ConvTranspose1d) else layer.weight.shape[0],
+                      -1, layer.kernel_size[0])
     if isinstance(layer, torch.nn.ConvTranspose1d):
         w = w.transpose(0, 1).flip(-1)
     layer.weight.copy_(w)
@@ -183,7 +183,8 @@ def pruned_student(teacher_model, width: int, zs, refit_zs=None, ridge: float = 
     slice_decoder(teacher_dec, student, keep)
     if refit_zs is not None:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(_layers(student, stages)) - 1, desc="least-squares refit", disable=not progress, leave=False)
+        bar = tqdm(total=len(_layers(student, stages)) - 1, desc="least-squares refit", disable=not progress,
+                   leave=False)
         refit(teacher_dec, student, keep, refit_zs, ridge, progress=bar, stages=stages)
         bar.close()
     return student.train(), keep

@@ -238,8 +238,9 @@ def calibration_cache_path(src: Path, calibration: Sequence[list[int]], op_types
     return Path(src).parent / f".{Path(src).stem}.minmax-{h.hexdigest()[:16]}.json"
 
 
-def ort_quantize_static(src: Path, dst: Path, calibration: Sequence[list[int]], op_types: Sequence[str] = ("Conv", "MatMul"),
-                        nodes_to_exclude: Sequence[str] = (), per_channel: bool = True) -> Path:
+def ort_quantize_static(src: Path, dst: Path, calibration: Sequence[list[int]],
+                        op_types: Sequence[str] = ("Conv", "MatMul"), nodes_to_exclude: Sequence[str] = (),
+                        per_channel: bool = True) -> Path:
     """ONNX Runtime static QDQ int8: u8 activations calibrated (MinMax) on the given phoneme sequences, s8 weights;
     `nodes_to_exclude` keeps sensitive layers in float. The ranges are cached (`calibration_cache_path`, ONNX
     Runtime's own calibration cache): a second quantization of the same model skips the calibration run."""
@@ -346,10 +347,9 @@ SCOPES = {"text encoder + duration": ("/enc_p/", "/dp/"), "flow": ("/flow/",), "
 def weight_only_int8(src: Path, dst: Path, op_types: Sequence[str] = ("Conv", "ConvTranspose"), min_size: int = 1024,
                      prefixes: Sequence[str] | None = None) -> Path:
     """Store conv weights as int8 (symmetric, one scale per output channel) behind DequantizeLinear, compute in
-    float; `prefixes` limits it to nodes under those scopes. ONNX Runtime folds the dequantization into float weights when
-    the session starts, so speed is the float
-    model's and only the file shrinks. Written by hand because onnxruntime.quantization quantizes weight-only
-    just for MatMul (MatMulNBits), not for convolutions."""
+    float; `prefixes` limits it to nodes under those scopes. ONNX Runtime folds the dequantization into float weights
+    when the session starts, so speed is the float model's and only the file shrinks. Written by hand because
+    onnxruntime.quantization quantizes weight-only just for MatMul (MatMulNBits), not for convolutions."""
     import onnx
     from onnx import helper, numpy_helper
     model = onnx.load(str(src))

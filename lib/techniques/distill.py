@@ -36,7 +36,8 @@ def decoder_student(teacher_model, width: int, init: str = "scratch", parent=Non
             example_z = torch.zeros(1, hp["inter_channels"], 32)
         ratio = 1.0 - width / decoder_width(parent)
         if not 0 < ratio < 1:
-            raise ValueError(f"a pruned student must be narrower than its parent ({decoder_width(parent)}), not {width}")
+            raise ValueError(f"a pruned student must be narrower than its parent ({decoder_width(parent)}), "
+                             f"not {width}")
         return prune_structured(parent, ratio, example_z)
     if init != "scratch":
         raise ValueError(f"init {init!r}: use 'prune' or 'scratch'")
@@ -227,7 +228,8 @@ def recorded_voices(teacher_model, roots: dict[str, Path]) -> tuple[dict, dict, 
         loaded, bad = recorded_students(root)
         absent.update({f"{n}@{dev}": r for n, r in bad.items()})
         part = {n: Part.of_pack({**config, "student": n}, dev) for n, (_, config) in loaded.items()}
-        decoders = {n: mc for n, mc in loaded.items() if mc[1]["kind"] in ("decoder", "istft_decoder", "hybrid_decoder")}
+        decoders = {n: mc for n, mc in loaded.items()
+                    if mc[1]["kind"] in ("decoder", "istft_decoder", "hybrid_decoder")}
         for n, (module, config) in decoders.items():
             name = VoiceSpec((part[n],)).name
             voices[name], info[name] = with_parts(teacher_model, decoder=module), config
@@ -266,7 +268,8 @@ def training_table(curves: dict, recorded_info: dict, device: str, specs: dict[s
     for n, cfg in recorded_info.items():
         gpu_h = float(cfg.get("device_hours") or 0.0)
         rows.append({"student": n, "where": specs[n].device, "steps": cfg.get("steps"),
-                     "hours": cfg["hours"] if cfg.get("hours") is not None else (cfg.get("seconds") or float("nan")) / 3600,
+                     "hours": (cfg["hours"] if cfg.get("hours") is not None
+                               else (cfg.get("seconds") or float("nan")) / 3600),
                      "s_per_step": (cfg.get("seconds") or float("nan")) / max(1, cfg.get("steps") or 1),
                      "device_hours": gpu_h, "gpu": gpu_of_hours(cfg)})
     return pd.DataFrame(rows)

@@ -224,7 +224,8 @@ def npu_readiness(path: Path) -> dict:
     def dims(vi):
         return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
 
-    dynamic = {vi.name: dims(vi) for vi in list(g.input) + list(g.output) if any(not isinstance(d, int) for d in dims(vi))}
+    dynamic = {vi.name: dims(vi) for vi in list(g.input) + list(g.output)
+               if any(not isinstance(d, int) for d in dims(vi))}
     ops = sorted({n.op_type for n in g.node})
     out = {"file": Path(path).name, "ops": ops, "n_nodes": len(g.node),
            "dynamic_io": dynamic, "random_ops": sorted(RANDOM_OPS & set(ops)),

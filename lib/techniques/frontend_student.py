@@ -25,13 +25,14 @@ def frontend_build(teacher_model, hidden: int = 96, filter_channels: int = 384, 
     """The arguments that rebuild a front-end student (voices.parts' 'frontend'): the teacher's vocabulary,
     latent width, heads and kernel; `hidden`/`filter_channels` (piper's x_low: 96/384); layers as the teacher's."""
     enc = teacher_model.enc_p
-    return {"n_vocab": int(teacher_model.n_vocab), "out_channels": int(enc.out_channels), "hidden_channels": int(hidden),
-            "filter_channels": int(filter_channels), "n_heads": int(enc.n_heads),
+    return {"n_vocab": int(teacher_model.n_vocab), "out_channels": int(enc.out_channels),
+            "hidden_channels": int(hidden), "filter_channels": int(filter_channels), "n_heads": int(enc.n_heads),
             "n_layers": int(n_layers or enc.n_layers), "kernel_size": int(enc.kernel_size),
             "dp_filter_channels": int(dp_filter_channels or hidden), "dp_kernel_size": 3}
 
 
-def frontend_student(teacher_model, hidden: int = 96, filter_channels: int = 384, n_layers: int | None = None) -> FrontEnd:
+def frontend_student(teacher_model, hidden: int = 96, filter_channels: int = 384,
+                     n_layers: int | None = None) -> FrontEnd:
     return build_part("frontend", frontend_build(teacher_model, hidden, filter_channels, n_layers))
 
 

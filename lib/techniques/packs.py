@@ -35,7 +35,8 @@ def one_part_voices(teacher, runs: Sequence[str], root: Path = LONG_ROOT) -> tup
             absent[name] = f"long run {run} is a {config['kind']}, not a decoder, a flow or a front end"
             continue
         spec = VoiceSpec((Part.of_pack({"student": Path(run).name, **config}, results.LONG_RUN),))
-        found[spec.name], info[spec.name], specs[spec.name] = voice_of(teacher, spec, {spec.parts[0]: module}), config, spec
+        found[spec.name], info[spec.name], specs[spec.name] = (voice_of(teacher, spec, {spec.parts[0]: module}),
+                                                               config, spec)
     return found, absent, info, specs
 
 
@@ -54,11 +55,13 @@ def whole_voices(long: dict, info: dict, specs: dict, flow=None, flow_part: Part
     if fes:
         fe, fe_part = frontend_of(long[fes[0]]), specs[fes[0]].parts[0]
     decoders = [n for n, c in info.items()
-                if str(c.get("recipe", "")).startswith("regression-first") and c["kind"] in ("decoder", "istft_decoder")]
+                if str(c.get("recipe", "")).startswith("regression-first")
+                and c["kind"] in ("decoder", "istft_decoder")]
     whole = decoders if flow_part is not None and fe_part is not None else []
     made = {specs[n].with_part(flow_part).with_part(fe_part): (long[n], dict(flow=flow, frontend=fe)) for n in whole}
     if flows:
-        made.update({specs[n].with_part(flow_part): (long[n], dict(flow=flow)) for n in decoders if info[n]["kind"] == "decoder"})
+        made.update({specs[n].with_part(flow_part): (long[n], dict(flow=flow))
+                     for n in decoders if info[n]["kind"] == "decoder"})
     return ({sp.name: distill.with_parts(voice, **swap) for sp, (voice, swap) in made.items()},
             {sp.name: sp for sp in made})
 

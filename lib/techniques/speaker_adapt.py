@@ -124,7 +124,8 @@ def speaker_folder(voice, sentences, folder) -> "Path":
     folder = Path(folder)
     wanted = [(s.id, s.text) for s in sentences]
     try:
-        if ljspeech.read_metadata(folder) == wanted and all((folder / "wavs" / f"{i}.wav").is_file() for i, _ in wanted):
+        if (ljspeech.read_metadata(folder) == wanted
+                and all((folder / "wavs" / f"{i}.wav").is_file() for i, _ in wanted)):
             return folder
     except ljspeech.DatasetError:
         pass  # absent or incomplete: written anew
@@ -218,7 +219,8 @@ def save(prepared: Prepared, out: Path, *, base: str, card: dict, with_posterior
     info = {"kind": "peft_adapter" if prepared.peft is not None else "adapted_voice", "method": prepared.method.name,
             "rank": prepared.method.rank, "base_model_name_or_path": base, "trains": prepared.method.trains,
             "frozen": prepared.method.frozen, "trainable_params": prepared.trainable_params(),
-            "lora_layers": len(prepared.targets) if prepared.peft is not None else 0, "nf4_layers": len(prepared.quantized),
+            "lora_layers": len(prepared.targets) if prepared.peft is not None else 0,
+            "nf4_layers": len(prepared.quantized),
             "objective": OBJECTIVES[prepared.objective], **card}
     atomic_write_json(out / "config.json", info)
     model_card(info).save(str(out / "README.md"))
@@ -226,8 +228,10 @@ def save(prepared: Prepared, out: Path, *, base: str, card: dict, with_posterior
 
 
 def model_card(info: dict) -> ModelCard:
-    """The model card (lib.voices.cards.adapter_card): base voice, data, method, steps, machine-hours, judged numbers."""
-    return adapter_card(method=info["method"], kind=info["kind"], voice=info.get("voice") or _voice_file(info["base_model_name_or_path"]),
+    """The model card (lib.voices.cards.adapter_card): base voice, data, method, steps, machine-hours, judged
+    numbers."""
+    return adapter_card(method=info["method"], kind=info["kind"],
+                        voice=info.get("voice") or _voice_file(info["base_model_name_or_path"]),
                         trains=info["trains"], frozen=info["frozen"], trainable_params=info["trainable_params"],
                         data=info.get("data", "unknown"), objective=info.get("objective", OBJECTIVES["posterior"]),
                         steps=info.get("steps", "unknown"), hours=info.get("hours", "unknown"),
@@ -291,6 +295,8 @@ def load(model, folder: Path, merge: bool = True) -> torch.nn.Module:
         try:
             load_torch_model(voice, str(folder), strict=True)
         except (OSError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{folder}: the adapted weights cannot be loaded ({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise ValueError(f"{folder}: the adapted weights cannot be loaded "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
         return voice.float().eval()
-    raise ValueError(f"{folder / 'config.json'}: kind {info.get('kind')!r} is neither 'peft_adapter' nor 'adapted_voice'")
+    raise ValueError(f"{folder / 'config.json'}: kind {info.get('kind')!r} "
+                     f"is neither 'peft_adapter' nor 'adapted_voice'")

@@ -1,6 +1,6 @@
 """The training ledger, `outputs/recorded/training_ledger.csv`: one row per packed checkpoint of a long run
-(lib.jobs.train_job pack), with its cumulative machine-hours across sessions and its held-out quality; read by notebook 04
-and the report, which plot quality against machine-hours and say what the last doubling of hours bought."""
+(lib.jobs.train_job pack), with its cumulative machine-hours across sessions and its held-out quality; read by notebook
+04 and the report, which plot quality against machine-hours and say what the last doubling of hours bought."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,10 +16,10 @@ LEDGER = ROOT / "outputs" / "recorded" / "training_ledger.csv"
 JUDGED = LEDGER.with_name("training_heldout_judged.csv")  # per packed checkpoint, the judges' per-sentence scores
 JUDGE_COLUMNS = ["heldout_p808", "heldout_sig", "heldout_ovrl", "heldout_distillmos"]  # their means, per row
 COLUMNS = ["run", "part", "recipe", "device", "cpu_model", "steps", "hours", "heldout_pesq", "heldout_mel_l1",
-           "heldout_secs", "heldout_wer", *JUDGE_COLUMNS, "corpus_hours", "commit", "date"]  # heldout_secs/_wer: adapters' SECS to
-# their speaker and WER on its validation split (empty for students); corpus_hours: the teacher speech a student
-# learned from (the rows of the decoders and flows packed before it was recorded: Harvard lists 11-30 at two draws,
-# 0.2418 h, measured; empty for front ends, which learn text)
+           "heldout_secs", "heldout_wer", *JUDGE_COLUMNS, "corpus_hours", "commit", "date"]
+# heldout_secs/_wer: adapters' SECS to their speaker and WER on its validation split (empty for students);
+# corpus_hours: the teacher speech a student learned from (the rows of the decoders and flows packed before it was
+# recorded: Harvard lists 11-30 at two draws, 0.2418 h, measured; empty for front ends, which learn text)
 ADDED_LATER = ("heldout_wer", *JUDGE_COLUMNS, "corpus_hours")  # columns older ledgers and other parts' rows lack: empty
 JUDGED_COLUMNS = ["run", "steps", "hours", "id", "metric", "value", "teacher"]
 
@@ -153,6 +153,6 @@ def at_equal_hours(frame: pd.DataFrame, part: str = "decoder", metric: str = "he
         upto = g[g["hours"] <= budget + 1e-9]
         if len(upto):
             last = upto.iloc[-1]
-            rows.append({"run": run, "recipe": last["recipe"], "hours": float(last["hours"]), "steps": int(last["steps"]),
-                         metric: float(last[metric]), "budget_hours": budget})
+            rows.append({"run": run, "recipe": last["recipe"], "hours": float(last["hours"]),
+                         "steps": int(last["steps"]), metric: float(last[metric]), "budget_hours": budget})
     return pd.DataFrame(rows).sort_values(metric, ascending=False, ignore_index=True)

@@ -113,11 +113,11 @@ class Trainer:
     mel x `mel_weight` (+ MR-STFT x `stft_weight`, waveform L1 x `wave_weight`, complex STFT x `cstft_weight`, APNet's
     amplitude and phase x `amp_weight`/`phase_weight`, and the forward's own weighted terms), and after `warmup_steps`
     the LSGAN and feature-matching terms against fresh discriminators (piper's, or lighter ones). Regression mode
-    (`loss_fn`): `loss_fn(generator, batch) -> loss`, no discriminator (the flow student). `eval_batches` are held-out batches whose
-    mel L1 is logged every `eval_every` steps;
-    `eval_fn(generator) -> dict` adds any other held-out figure (PESQ from the harness, say). A `yielder`
-    (`pause.Yielder`) makes a long run wait between steps while anything on the machine is timed. `should_stop()`,
-    asked at every logged step, ends the run early (checkpointed) when it gives a reason (early stopping).
+    (`loss_fn`): `loss_fn(generator, batch) -> loss`, no discriminator (the flow student). `eval_batches` are
+    held-out batches whose mel L1 is logged every `eval_every` steps; `eval_fn(generator) -> dict` adds any other
+    held-out figure (PESQ from the harness, say). A `yielder` (`pause.Yielder`) makes a long run wait between steps
+    while anything on the machine is timed. `should_stop()`, asked at every logged step, ends the run early
+    (checkpointed) when it gives a reason (early stopping).
 
     Everything needed to resume sits under `work_dir/state` (accelerate's `save_state`); `curve.csv` beside it."""
 
@@ -132,7 +132,8 @@ class Trainer:
         self.generator, self.batch_fn, self.recipe = generator, batch_fn, recipe
         self.work_dir = Path(work_dir)
         self.forward, self.loss_fn = forward, loss_fn
-        self.sample_rate, self.hop, self.device, self.threads, self.progress = sample_rate, mel_hop, device, threads, progress
+        self.sample_rate, self.hop, self.device, self.threads, self.progress = (sample_rate, mel_hop, device, threads,
+                                                                                progress)
         self.eval_batches, self.eval_fn, self.should_stop = list(eval_batches), eval_fn, should_stop
         self.yielder = yielder if yielder is not None else active()  # a long run pauses while anything is timed
         self.adversarial = forward is not None and recipe.adversarial and bool(recipe.discriminators)
@@ -142,8 +143,10 @@ class Trainer:
         r = self.recipe
         if self.device == "cpu":
             torch.set_num_threads(int(self.threads))
-        # the curve goes to accelerate's tracker too (skipped where tensorboardX is not installed, as on a bare GPU site)
-        self.acc = Accelerator(cpu=self.device == "cpu", mixed_precision=r.mixed_precision if self.device != "cpu" else "no",
+        # the curve goes to accelerate's tracker too (skipped where tensorboardX is not installed, as on a bare GPU
+        # site)
+        self.acc = Accelerator(cpu=self.device == "cpu",
+                               mixed_precision=r.mixed_precision if self.device != "cpu" else "no",
                                log_with=TRACKER, project_dir=str(self.work_dir))
         self.acc.init_trackers(TRACKER)
         if self.adversarial and r.disc_bf16 and self.device == "cpu":
@@ -401,7 +404,8 @@ class Trainer:
                     rate = st.seconds / st.step
                     _LOGGER.info("%s step %d/%d, %.2f s/step, about %.0f min left; %s", self.work_dir.name, st.step,
                                  r.steps, rate, rate * (r.steps - st.step) / 60,
-                                 ", ".join(f"{k} {v:.3g}" for k, v in row.items() if k.startswith(("loss_mel", "loss_kl", "heldout"))))
+                                 ", ".join(f"{k} {v:.3g}" for k, v in row.items()
+                                           if k.startswith(("loss_mel", "loss_kl", "heldout"))))
             why = self.should_stop() if self.should_stop is not None and st.step % r.log_every == 0 else None
             if st.step % r.checkpoint_every == 0 or st.step == end or why:
                 st.seconds += time.perf_counter() - t0

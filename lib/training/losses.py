@@ -12,13 +12,14 @@ import torch
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 
 
-def mel_l1(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE, n_fft: int = 1024, hop: int = 256,
-           n_mels: int = 80) -> torch.Tensor:
+def mel_l1(y_hat: torch.Tensor, y: torch.Tensor, sample_rate: int = DEFAULT_SAMPLE_RATE, n_fft: int = 1024,
+           hop: int = 256, n_mels: int = 80) -> torch.Tensor:
     """L1 between log-mel spectrograms as piper computes them (`mel_spectrogram_torch`), in float32. piper prints a
     line for every waveform past [-1, 1], which a decoder's output often is by a hair: that print is swallowed."""
     from piper.train.vits.mel_processing import mel_spectrogram_torch
     with contextlib.redirect_stdout(io.StringIO()):
-        a = mel_spectrogram_torch(y_hat.reshape(-1, y_hat.shape[-1]).float(), n_fft, n_mels, sample_rate, hop, n_fft, 0.0, None)
+        a = mel_spectrogram_torch(y_hat.reshape(-1, y_hat.shape[-1]).float(), n_fft, n_mels, sample_rate, hop, n_fft,
+                                  0.0, None)
         b = mel_spectrogram_torch(y.reshape(-1, y.shape[-1]).float(), n_fft, n_mels, sample_rate, hop, n_fft, 0.0, None)
     return torch.nn.functional.l1_loss(a, b)
 

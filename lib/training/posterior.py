@@ -37,7 +37,8 @@ class Pairs:
                                seed=seed + d) for d in range(draws)]
         merged = Latents([n for lt in lat for n in lt.ids], [z for lt in lat for z in lt.z],
                          [w for lt in lat for w in lt.wav], lat[0].hop)
-        return cls(merged, [linear_spectrogram(w.reshape(-1)[: z.shape[-1] * merged.hop], merged.hop, teacher.sample_rate)
+        return cls(merged, [linear_spectrogram(w.reshape(-1)[: z.shape[-1] * merged.hop], merged.hop,
+                                               teacher.sample_rate)
                             for z, w in zip(merged.z, merged.wav)])
 
     def with_pitch_shifts(self, semitones: Sequence[float], sample_rate: int) -> "Pairs":
@@ -82,7 +83,8 @@ def bootstrap(hp: dict, pairs: Pairs, recipe: Recipe, work_dir: Path, *, batch: 
     NLL on `heldout` every `recipe.eval_every` steps."""
     torch.manual_seed(recipe.seed)
     enc_q = posterior_encoder(hp)
-    held = [heldout.batch(list(range(i, min(i + batch, len(heldout.spec))))) for i in range(0, len(heldout.spec), batch)] \
+    held = [heldout.batch(list(range(i, min(i + batch, len(heldout.spec)))))
+            for i in range(0, len(heldout.spec), batch)] \
         if heldout is not None else []
     n = len(pairs.spec)
     curve = Trainer(enc_q, lambda rng: pairs.batch([int(rng.integers(n)) for _ in range(batch)]), recipe, work_dir,
@@ -130,7 +132,8 @@ def save(enc_q, folder: Path, hp: dict, info: dict) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / ".model.tmp.safetensors"
-    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in fold_weight_norm(copy.deepcopy(enc_q)).state_dict().items()},
+    save_file({k: v.detach().to(torch.float16).contiguous()
+               for k, v in fold_weight_norm(copy.deepcopy(enc_q)).state_dict().items()},
               str(tmp), metadata={"stored": "float16"})
     tmp.replace(folder / "model.safetensors")
     atomic_write_json(folder / "config.json", {"kind": "posterior_encoder", "hparams": hp, **info})
@@ -187,12 +190,14 @@ def teacher_durations(teacher, phoneme_ids: Sequence[list[int]], draws: int = 1,
         for _ in range(draws):
             for ids in phoneme_ids:
                 x = torch.tensor([ids])
-                _, attn, _, _ = teacher.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=TEACHER_NOISE[1])
+                _, attn, _, _ = teacher.infer(x, torch.tensor([len(ids)]), noise_scale=0.0,
+                                              noise_scale_w=TEACHER_NOISE[1])
                 out.append((x[0], attn[0, 0].sum(0)))
     return out
 
 
-def fit_duration_parts(teacher, pairs: list, recipe: Recipe, work_dir: Path, *, batch: int = 8, threads: int = 2) -> dict:
+def fit_duration_parts(teacher, pairs: list, recipe: Recipe, work_dir: Path, *, batch: int = 8,
+                       threads: int = 2) -> dict:
     """Fit the SDP's training-only parts (its posterior flows and the flow inference skips) to the teacher's own
     durations with everything else frozen, so that fine-tuning the durations starts from a bound that fits the
     voice rather than from random weights. Returns those parts' weights (`DURATION_PARTS`, keys without `dp.`)."""
@@ -205,7 +210,8 @@ def fit_duration_parts(teacher, pairs: list, recipe: Recipe, work_dir: Path, *, 
         picks = [pairs[int(rng.integers(len(pairs)))] for _ in range(batch)]
         t = max(p[0].numel() for p in picks)
         pad = torch.nn.functional.pad
-        return (torch.stack([pad(x, (0, t - x.numel())) for x, _ in picks]), torch.tensor([x.numel() for x, _ in picks]),
+        return (torch.stack([pad(x, (0, t - x.numel())) for x, _ in picks]),
+                torch.tensor([x.numel() for x, _ in picks]),
                 torch.stack([pad(w, (0, t - w.numel())) for _, w in picks]).unsqueeze(1))
     Trainer(path, batch_of, recipe, work_dir, loss_fn=duration_nll, threads=threads, progress=None).fit()
     return {k: v.detach().clone() for k, v in dp.state_dict().items() if k.startswith(DURATION_PARTS)}

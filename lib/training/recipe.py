@@ -42,7 +42,8 @@ class Recipe:
     lr_warmup_steps: int = 0
     min_lr_ratio: float = 0.01
     ema_decay: float = 0.0  # >0: an exponential moving average of the generator's weights, evaluated and packed
-    schedule_offset: int = 0  # steps trained before this run (resumed from packed files): either schedule goes on from there
+    # steps trained before this run (resumed from packed files): either schedule goes on from there
+    schedule_offset: int = 0
     disc_bf16: bool = False  # the discriminators' passes under bf16 autocast (on a CPU only where it has native bf16)
     disc_segment: int = 0  # >0: the discriminators see a random window of this many samples of each segment
     amp_weight: float = 0.0  # APNet's log-amplitude loss (45 in APNet), on a forward's PredictedSpectra

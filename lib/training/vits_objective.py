@@ -198,7 +198,8 @@ def vits_forward(path: TrainPath, batch):
     hop = wav.shape[-1] // spec.shape[-1]
     y = slice_segments(wav, ids_slice * hop, y_hat.shape[-1])
     terms = {"loss_kl": (KL_WEIGHT, kl_loss(z_p, logs_q, m_p, logs_p, z_mask))}
-    if path.prior_mel:  # the decoder also learns from what it gets at inference: the aligned prior's mean through the flow
+    # the decoder also learns from what it gets at inference: the aligned prior's mean through the flow
+    if path.prior_mel:
         z_prior = path.voice.flow(m_p * z_mask, z_mask, reverse=True)
         y_prior = path.voice.dec(slice_segments(z_prior, ids_slice, y_hat.shape[-1] // hop))
         terms["loss_prior_mel"] = (path.prior_mel, mel_l1(y_prior, y, path.sample_rate))

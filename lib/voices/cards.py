@@ -53,7 +53,8 @@ def pack_card(*, name: str, kind: str, recipe: str, teacher: dict, steps: int, h
 
 {verdict}
 
-This part ({kind}) stands in for its counterpart in the piper voice `{voice}` (sha256 `{teacher.get('sha256', '')[:16]}...`,
+This part ({kind}) stands in for its counterpart in the piper voice `{voice}` \
+(sha256 `{teacher.get('sha256', '')[:16]}...`,
 from `{BASE_MODEL}`); it loads only into that voice (`lib.voices.artefacts.load_part`).
 
 - **recipe**: {recipe}

@@ -31,7 +31,8 @@ class Engine:
     hop: int = 256
     channels: int = 192
 
-    def synth(self, batch: Sequence[Sequence[int]], seed: int = 0, scales: Sequence[float] = SCALES) -> list[np.ndarray]:
+    def synth(self, batch: Sequence[Sequence[int]], seed: int = 0,
+              scales: Sequence[float] = SCALES) -> list[np.ndarray]:
         raise NotImplementedError
 
     def latent(self, ids: Sequence[int], seed: int = 0):
@@ -52,7 +53,8 @@ def ort_session(path: Path, threads: int, seed: int | None, providers=(onnx_sess
         raise VoiceFileError(str(exc)) from None
 
 
-def openvino_cpu(path: Path, threads: int, precision: str | None, backend: str = "openvino-cpu", what: str = "voice model"):
+def openvino_cpu(path: Path, threads: int, precision: str | None, backend: str = "openvino-cpu",
+                 what: str = "voice model"):
     """`path` compiled by OpenVINO's CPU plugin (lib.core.onnx_session) after checking that this CPU computes
     `precision` natively; (compiled model, the precision it really runs at)."""
     if precision:

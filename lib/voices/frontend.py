@@ -1,5 +1,6 @@
 """The x_low front end of the 5x voice as a part of the voice: piper's own `TextEncoder` at x_low widths and its
-deterministic `DurationPredictor`, and how a voice speaks through one. How it is trained: techniques.frontend_student."""
+deterministic `DurationPredictor`, and how a voice speaks through one. How it is trained:
+techniques.frontend_student."""
 from __future__ import annotations
 
 import copy

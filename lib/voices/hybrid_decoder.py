@@ -42,9 +42,11 @@ class HybridDecoder(nn.Module):
                            upsample_kernel_sizes=kernels, keep_stages=int(keep_stages), n_fft=n_fft)
         # piper's own layers for the kept stages, weight-normed as piper builds them (parts.fold_weight_norm folds
         # them, as it folds a decoder student's, before a pruned teacher's weights go in)
-        body = Generator(inter_channels, resblock, tuple(resblock_kernel_sizes), [tuple(d) for d in resblock_dilation_sizes],
+        body = Generator(inter_channels, resblock, tuple(resblock_kernel_sizes),
+                         [tuple(d) for d in resblock_dilation_sizes],
                          tuple(rates[:keep_stages]), upsample_initial_channel, tuple(kernels[:keep_stages]))
-        self.conv_pre, self.ups, self.resblocks, self.num_kernels = body.conv_pre, body.ups, body.resblocks, body.num_kernels
+        self.conv_pre, self.ups, self.resblocks, self.num_kernels = (body.conv_pre, body.ups, body.resblocks,
+                                                                     body.num_kernels)
         channels = upsample_initial_channel // 2 ** keep_stages
         self.conv_post = nn.Conv1d(channels, n_fft + 2, HEAD_KERNEL, padding=HEAD_KERNEL // 2)  # log-magnitude, phase
         nn.init.normal_(self.conv_post.weight, 0.0, 0.01)  # piper's / iSTFTNet's init_weights

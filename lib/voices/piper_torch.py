@@ -64,7 +64,8 @@ def piper_hparams(inits: dict, nodes: dict) -> dict:
         n_vocab=emb.shape[0], spec_channels=513, segment_size=32,
         inter_channels=inits["enc_p.proj.weight"].shape[0] // 2, hidden_channels=hidden,
         filter_channels=inits["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[0],
-        n_heads=hidden // k_channels, n_layers=n_layers, kernel_size=inits["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[2],
+        n_heads=hidden // k_channels, n_layers=n_layers,
+        kernel_size=inits["enc_p.encoder.ffn_layers.0.conv_1.weight"].shape[2],
         p_dropout=0.0, resblock=res_type, resblock_kernel_sizes=tuple(res_kernels),
         resblock_dilation_sizes=tuple(res_dils), upsample_rates=rates,
         upsample_initial_channel=inits["dec.conv_pre.weight"].shape[0], upsample_kernel_sizes=up_kernels)
@@ -133,7 +134,8 @@ def build_piper_torch(onnx_path: Path):
                 continue
             raise VoiceFileError(f"{onnx_path.name}: no weight found for {key}")
         if tuple(value.shape) != tuple(tensor.shape):
-            raise VoiceFileError(f"{onnx_path.name}: {key} has shape {value.shape}, model expects {tuple(tensor.shape)}")
+            raise VoiceFileError(f"{onnx_path.name}: {key} has shape {value.shape}, "
+                                 f"model expects {tuple(tensor.shape)}")
         loaded[key] = torch.from_numpy(np.array(value, dtype=np.float32))
     model.load_state_dict(loaded, strict=False)
     model.eval()

@@ -29,8 +29,8 @@ class Source:
     @classmethod
     def pack(cls, device: str, config: dict) -> "Source":
         """The source a pack's config.json describes, recorded on `device`."""
-        return cls(device, config.get("steps"), config.get("hours"), device_hours=float(config.get("device_hours") or 0.0),
-                   gpu=gpu_of_hours(config))
+        return cls(device, config.get("steps"), config.get("hours"),
+                   device_hours=float(config.get("device_hours") or 0.0), gpu=gpu_of_hours(config))
 
 
 HERE = Source()
@@ -118,7 +118,8 @@ class VoiceSpec:
         for p in self.parts:
             if p.source.device and p.source.hours is not None:
                 bits.append(f"{p.source.hours:.2f} machine-hours on {p.source.device}"
-                            + (f" + {p.source.device_hours:.2f} device-hours on {p.source.gpu}" if p.source.device_hours else "")
+                            + (f" + {p.source.device_hours:.2f} device-hours on {p.source.gpu}"
+                               if p.source.device_hours else "")
                             + f" ({p.role})")
         here = [p for p in self.parts if not p.source.device and p.source.trained]
         if here:

@@ -47,7 +47,8 @@ def piper_paths() -> tuple[Path, Path]:
     if not model:
         return joe_paths()
     config = os.environ.get(CONFIG_ENV, "").strip() or model + ".json"
-    return _check_file(Path(model), f"voice model ({VOICE_ENV})"), _check_file(Path(config), f"voice config ({CONFIG_ENV})")
+    return (_check_file(Path(model), f"voice model ({VOICE_ENV})"),
+            _check_file(Path(config), f"voice config ({CONFIG_ENV})"))
 
 
 def use_voice(model: str | Path) -> None:
@@ -208,7 +209,8 @@ class PiperBase:
         other synthesis settings: these are read on every call. Other keys (threads, files) need a new voice."""
         bad = sorted(set(settings) - set(self.CALL_SETTINGS))
         if bad:
-            raise ValueError(f"with_settings changes only {', '.join(self.CALL_SETTINGS)}; {', '.join(bad)} need a new voice")
+            raise ValueError(f"with_settings changes only {', '.join(self.CALL_SETTINGS)}; "
+                             f"{', '.join(bad)} need a new voice")
         out = copy.copy(self)
         for k, v in settings.items():
             setattr(out, k, v)

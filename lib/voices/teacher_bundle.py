@@ -60,7 +60,8 @@ def write_bundle(out: Path, sentences, dtype: str = "float16") -> Path:
                                      "training_only_keys": list(model.training_only_keys),
                                      "inference": json.loads(Path(config_path).read_text()).get("inference", {})})
     tmp = out / (IDS + ".tmp")
-    tmp.write_bytes(gzip.compress(json.dumps({s.id: i for s, i in zip(sentences, ids)}, separators=(",", ":")).encode()))
+    tmp.write_bytes(gzip.compress(json.dumps({s.id: i for s, i in zip(sentences, ids)},
+                                             separators=(",", ":")).encode()))
     tmp.replace(out / IDS)
     return out
 
