@@ -7,12 +7,12 @@ from lib.voices import piper_torch
 from lib.voices.synth import SCALES
 from lib.techniques import export
 from lib.core import params
-from lib.runtimes import backends, engines
-from lib.runtimes.spec import EngineSpec
+from lib.runtimes import backends, bench_engines
+from lib.runtimes.engine_spec import EngineSpec
 from lib.harness import scenarios, trackers
 
 
-class FakeEngine(engines.Engine):
+class FakeEngine(bench_engines.Engine):
     """Audio of 100 samples per phoneme, instantly; `oom_at` raises CUDA's out-of-memory error from that batch on."""
     label, backend, sample_rate = "fake-fp32", "fake", 1000
 
@@ -75,7 +75,7 @@ def test_single_stream_runs_at_least_min_queries():
 
 def test_windows_cover_every_frame_once():
     for frames in (1, 63, 64, 65, 200):
-        w = engines.windows(frames, 64, 16)
+        w = bench_engines.windows(frames, 64, 16)
         assert sum(k for _, k in w) == frames
         assert [s for s, _ in w] == list(range(0, frames, 64))
 
@@ -113,8 +113,8 @@ def test_noise_input_export_has_no_random_op_and_a_static_decoder(exported):
 
 def test_engines_agree_and_streaming_matches_the_whole(exported):
     model, paths, ids = exported
-    torch_engine = engines.TorchEngine(model, "cpu", "fp32", threads=2)
-    ort_engine = engines.OnnxEngine(paths, "ort-cpu", threads=2)
+    torch_engine = bench_engines.TorchEngine(model, "cpu", "fp32", threads=2)
+    ort_engine = bench_engines.OnnxEngine(paths, "ort-cpu", threads=2)
     assert ort_engine.label == ort_engine.spec.label == "ort-cpu-fp32" and torch_engine.label == "torch-cpu-fp32"
     a, b = torch_engine.synth(ids, seed=7), ort_engine.synth(ids, seed=7)
     for x, y in zip(a, b):
@@ -146,7 +146,7 @@ def test_refuses_a_label_it_did_not_run_on(exported):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA provider really loads here")
     with pytest.raises(Exception) as info:
-        engines.OnnxEngine(paths, "ort-cuda")
+        bench_engines.OnnxEngine(paths, "ort-cuda")
     assert isinstance(info.value, backends.BackendMismatch) or "CUDA" in str(info.value)
 
 

@@ -275,7 +275,7 @@ def test_tradeoff_plot_labels_the_frontier_without_overlap_and_names_every_point
 def test_the_two_quality_judges_are_compared_variant_by_variant():
     """A variant that DNSMOS calls better than its parent and Distill-MOS worse is flagged; small changes are no
     direction; the rank correlation covers every variant both judged."""
-    from lib.report import judges
+    from lib.report import judge_agreement
     rows = []
     for variant, parent, dns, dm in (("teacher", "", 3.8, 3.9), ("a", "teacher", 3.9, 3.6), ("b", "teacher", 3.5, 3.4),
                                      ("c", "teacher", 3.81, 3.7)):
@@ -284,7 +284,7 @@ def test_the_two_quality_judges_are_compared_variant_by_variant():
                          "parent": parent or None, "backend": "torch-cpu", "device": "cpu", "threads": np.nan,
                          "metric": metric, "value": value, "unit": "MOS", "n": 10, "status": "ok", "reason": "",
                          "reference": "", "run_id": "r"})
-    flagged, agree = judges.disagreements(pd.DataFrame(rows))
+    flagged, agree = judge_agreement.disagreements(pd.DataFrame(rows))
     by = flagged.set_index("variant")
     assert bool(by.loc["a", "disagree"]) and not by.loc["b", "disagree"] and not by.loc["c", "disagree"]
     assert agree["variants"] == 4 and -1 <= agree["spearman"] <= 1

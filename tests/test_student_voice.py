@@ -8,7 +8,7 @@ import torch
 from lib.core import audio as lab_audio
 from lib.voices import istft_decoder, piper_torch, synth as voices
 from lib.techniques import distill, export, frontend_student as fs
-from lib.runtimes import engines as eng
+from lib.runtimes import bench_engines as eng
 from lib.harness import scenarios
 
 

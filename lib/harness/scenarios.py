@@ -22,7 +22,7 @@ from lib.harness.metrics import pesq_wb
 if TYPE_CHECKING:
     import pandas as pd  # deferred at run time: the suites import it when they run
 from lib.harness.trackers import Monitor, Watched
-from lib.runtimes.engines import Engine, windows
+from lib.runtimes.bench_engines import Engine, windows
 from lib.voices import synth as voices
 from lib.voices.synth import CHUNK_FRAMES, CONTEXT_FRAMES
 

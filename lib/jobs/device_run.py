@@ -21,7 +21,7 @@ from lib.core.results import ResultWriter
 from lib.harness import bench
 from lib.harness.scenarios import SuiteConfig, run_suite
 from lib.runtimes.backends import probe_all, probes_frame
-from lib.runtimes.engines import TorchEngine
+from lib.runtimes.bench_engines import TorchEngine
 from lib.techniques.compress import bnb_convert
 from lib.voices.piper_torch import load_piper_torch
 from lib.voices.synth import piper_label

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core.results import RECORDED
-from lib.report import judges, report
+from lib.report import judge_agreement, report
 from lib.report.sections import csv_links, fold, img
 
 CLIPS_PER_NOTEBOOK = 4
@@ -95,7 +95,7 @@ def appendix(profile: str, df: pd.DataFrame, status: pd.DataFrame, env: dict, ro
     links = status.assign(report=status["html"].map(lambda h: f"<a href='{h}'>executed notebook</a>" if h else ""))
     blocks.append(fold("The notebooks' runs: status, seconds and the executed notebooks",
                        links.drop(columns=["html"]).to_html(escape=False, index=False, border=0)))
-    flagged, agree = judges.disagreements(df)
+    flagged, agree = judge_agreement.disagreements(df)
     text = (f"<p>Spearman's rank correlation of DNSMOS P.808 and Distill-MOS over {agree['variants']} variants: "
             f"{agree['spearman']:.2f}.</p>" if agree["variants"] >= 3 else "<p>Too few variants carry both judges.</p>")
     if len(flagged) and flagged["disagree"].any():

@@ -1,7 +1,7 @@
 """Back-ends: which runtimes and accelerators can run the voice here, each probed with a real call and recorded as
 runnable, prepare-only or unavailable with the reason (`tts-lab study probe`). Engines are in
-lib.runtimes.engines, exports in lib.techniques.export, the scenarios that measure in lib.harness.scenarios, the GPU
-part of notebook 05 in lib.jobs.device_run."""
+lib.runtimes.bench_engines, exports in lib.techniques.export, the scenarios that measure in lib.harness.scenarios,
+the GPU part of notebook 05 in lib.jobs.device_run."""
 from __future__ import annotations
 
 import importlib.metadata as md

@@ -13,7 +13,7 @@ import pandas as pd
 from lib.core.results import ResultWriter
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics
-from lib.runtimes import engines
+from lib.runtimes import bench_engines
 from lib.studies import common
 from lib.techniques import compress, export, packs
 from lib.training import batches, loop as training
@@ -224,7 +224,7 @@ def duration_predictor_int8(fp32, ids: Sequence[list[int]], writer: ResultWriter
     divergence is a failed row with the reason. Returns what happened, in words."""
     dp_model, names = compress.bnb_convert(fp32, "int8", scope=("dp",))
     try:
-        engines.TorchEngine(dp_model, threads=threads).synth(list(ids))
+        bench_engines.TorchEngine(dp_model, threads=threads).synth(list(ids))
         return f"int8 duration predictor ({len(names)} layers): durations stayed bounded"
     except ValueError as exc:
         writer.add(model=model, variant="bnb-int8-duration-predictor", metric="rtf", value=None, status="failed",

@@ -24,8 +24,8 @@ from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics, scenarios
 from lib.harness.judges import Judges, PendingJudgement
 from lib.harness.trackers import Watched
-from lib.runtimes import backends, engines as eng
-from lib.runtimes.spec import EngineSpec
+from lib.runtimes import backends, bench_engines as eng
+from lib.runtimes.engine_spec import EngineSpec
 from lib.techniques import packs
 from lib.techniques import distill, export
 from lib.voices import artefacts, synth as voices

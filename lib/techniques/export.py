@@ -271,7 +271,7 @@ def quantize_window_decoder(decoder: Path, dst: Path, windows_z: Sequence[np.nda
 def export_voice(voice_model, out_dir: Path, config_path: Path, speaker_id: int = 0) -> Path:
     """The whole (student) voice as one `model.onnx` with piper's interface and `model.onnx.json` (the teacher's
     config), the two files piper's voices are; returns the .onnx path."""
-    from lib.techniques.compress import export_onnx  # deferred: torch, which export keeps out of runtimes.engines
+    from lib.techniques.compress import export_onnx  # deferred: torch, which export keeps out of runtimes.bench_engines
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("model.onnx.data*"):

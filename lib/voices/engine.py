@@ -1,6 +1,6 @@
 """Engines: the one interface that runs a voice's graph on a back-end. A voice is a front end plus one of these:
 piper's ONNX file in ONNX Runtime or OpenVINO, the PyTorch rebuild, the split static-window decoder, Kokoro's ONNX.
-The benchmark's engines over the explicit-noise exports (lib.runtimes.engines) implement the same interface."""
+The benchmark's engines over the explicit-noise exports (lib.runtimes.bench_engines) implement the same interface."""
 from __future__ import annotations
 
 import threading

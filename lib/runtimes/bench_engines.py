@@ -11,7 +11,7 @@ import numpy as np
 from lib.core import machine, onnx_session
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_provider
-from lib.runtimes.spec import EngineSpec
+from lib.runtimes.engine_spec import EngineSpec
 from lib.techniques.export import frames_budget, hop_length, latent_with_noise, make_noise, pad_batch, StaticSplines
 from lib.voices.engine import Engine, SCALES
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from lib.runtimes.backends import ORT_PROVIDERS
 
-TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # autocast dtypes of the PyTorch module (engines.TorchEngine)
+TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # autocast dtypes of the PyTorch module (bench_engines.TorchEngine)
 OPENVINO_PRECISIONS = ("f32", "bf16", "f16")  # OpenVINO's inference precision hints
 PRECISIONS = {"torch-cpu": TORCH_PRECISIONS,
               **{backend: ("fp32",) for backend in ORT_PROVIDERS},  # ONNX Runtime runs the f32 files as they are
