@@ -1,4 +1,6 @@
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -76,16 +78,21 @@ def test_export_reproduces_the_shipped_voice(exported):
 
 
 def test_static_int8_of_the_flow_stays_close(exported, tmp_path):
-    """The flow quantized to int8 (QDQ) with the rest in float: same durations, MCD under 3.5 dB against float
+    """The flow quantized to int8 (QDQ) with the rest in float (compress.CONVERSIONS, the conversion notebook 03's
+    guided variant and `tts-lab voice optimize` share): same durations, MCD under 3.5 dB against float
     (noise off; about 2.5 measured). The decoder quantized instead measures about 12 dB, so the bound separates
     the insensitive group from the sensitive one."""
     from lib.harness import metrics
     fe = voices.PiperFrontend(voices.joe_paths()[1])
     calib = [fe.phoneme_ids(s.text)[0] for s in text.harvard_sentences([40])[:4]]
-    keep = compress.node_names(exported, prefixes=["/enc_p/", "/dp/", "/dec/"])
-    dst = compress.ort_quantize_static(exported, tmp_path / "q.onnx", calib, nodes_to_exclude=keep)
+    dst = compress.CONVERSIONS["ort-qdq-int8-flow"].convert(exported, tmp_path, calib)  # the named conversion
     ops = compress.onnx_op_counts(dst)
     assert ops.get("QuantizeLinear", 0) > 10 and ops.get("DequantizeLinear", 0) > 10
+    keep = compress.node_names(exported, prefixes=["/enc_p/", "/dp/", "/dec/"])  # the same by hand: the rest float
+    by_hand = compress.ort_quantize_static(exported, tmp_path / "by_hand.onnx", calib, nodes_to_exclude=keep)
+    assert compress.onnx_op_counts(by_hand) == ops
+    everything = compress.CONVERSIONS["ort-qdq-int8-all"].convert(exported, tmp_path, calib)
+    assert compress.onnx_op_counts(everything)["QuantizeLinear"] > ops["QuantizeLinear"]
     q = dict(noise_scale=0.0, noise_w=0.0, normalize=False, threads=2)
     s = "Four hours of steady work faced us."
     a = voices.load_voice(model_path=exported, **q).synthesize(s).samples
@@ -215,3 +222,15 @@ def test_bitsandbytes_replaces_only_1x1_convolutions():
     assert names == [], "NF4 on the CPU packs 64-channel blocks; a 96-channel input stays float"
     with pytest.raises(ValueError, match="1x1"):
         compress.BnbConv1x1(torch.nn.Conv1d(8, 8, 3), "int8")
+
+
+def test_the_named_onnx_conversions_are_one_registry():
+    """Notebook 03's ONNX Runtime int8 variants and `tts-lab voice optimize`'s candidates are the same named
+    conversions; an unknown name is refused with the names it could be."""
+    from lib.studies import compression, optimize
+    assert set(compression.ORT_CONVERSIONS) < set(compress.CONVERSIONS)
+    made = optimize.compression_candidates(["ort-qdq-int8-flow", "ort-weight-int8-all"], Path("v.onnx"), [])
+    assert [(c.name, c.technique) for c in made] == [("ort-qdq-int8-flow", "ort static int8"),
+                                                     ("ort-weight-int8-all", "weight-only int8")]
+    with pytest.raises(ValueError, match=r"\['int4'\] unknown; choose from \['ort-dynamic-int8-conv'"):
+        optimize.compression_candidates(["int4"], Path("v.onnx"), [])

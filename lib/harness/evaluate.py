@@ -402,14 +402,13 @@ def int8_group_sensitivity(src: Path, out_dir: Path, calibration: Sequence[list[
     the quantized `file` (the sensitivity-guided variant, only the least sensitive group in int8, is one of them)."""
     import pandas as pd
 
-    from lib.techniques.compress import SCOPES, node_names, ort_quantize_static  # deferred: torch (memory probe)
+    from lib.techniques.compress import SCOPES, OnnxConversion  # deferred: torch (memory probe)
     groups = groups or SCOPES
-    all_nodes = {name: node_names(src, prefixes=list(prefixes)) for name, prefixes in groups.items()}
     rows = []
     for name in groups:
-        others = [n for g, nodes in all_nodes.items() if g != name for n in nodes]
-        dst = Path(out_dir) / f"qdq_only_{name.split()[0]}.onnx"
-        ort_quantize_static(src, dst, calibration, nodes_to_exclude=others)
+        tag = name.split()[0]
+        dst = OnnxConversion(f"ort-qdq-int8-{tag}", "ort static int8", "static", f"qdq_only_{tag}.onnx",
+                             groups=(name,)).convert(src, out_dir, calibration, scopes=groups)
         voice = PiperOnnxVoice(dst, config_path, noise_scale=0.0, noise_w=0.0, threads=threads)
         timing = bench.time_calls(voice.synthesize, [s.text for s in sentences], lambda a: a.duration, warmup=1)
         outs = {s.id: voice.synthesize(s.text) for s in sentences}

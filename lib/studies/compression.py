@@ -26,6 +26,9 @@ GPU_VARIANTS = ("gpu-fp16", "gpu-bf16", "gpu-bnb-int8", "gpu-bnb-nf4")  # measur
 GPU_RECORD = "outputs/recorded/h100/05_hardware_benchmark"
 # the technique of a pruned decoder trained back: this run's and the long runs'
 RECOVERY = "structured pruning + recovery"
+# the ONNX Runtime int8 conversions section 5 judges (compress.CONVERSIONS), in the harness's order
+ORT_CONVERSIONS = ("ort-weight-int8-all", "ort-weight-int8-flow-dec", "ort-dynamic-int8-matmul",
+                   "ort-dynamic-int8-conv", "ort-qdq-int8-all")
 
 
 
@@ -117,10 +120,10 @@ def build_variants(fp32, onnx_fp32: Path, structured, sens: pd.DataFrame, calibr
             "size_mb_zip": compress.state_dict_bytes(model, compressed=True) / 2**20})
 
     def structured_int8(name):  # only the least sensitive group in int8, as in the guided variant
-        keep_float = [n for g, p in compress.SCOPES.items() if g != info["insensitive"]
-                      for n in compress.node_names(structured_onnx(), prefixes=list(p))]
-        return evaluate.onnx_variant(name, "structured + int8", compress.ort_quantize_static(
-            structured_onnx(), work / "structured_qdq.onnx", calibration, nodes_to_exclude=keep_float))
+        conversion = compress.OnnxConversion(name, "structured + int8", "static", "structured_qdq.onnx",
+                                             groups=(info["insensitive"],))
+        return evaluate.onnx_variant(name, conversion.technique, conversion.convert(structured_onnx(), work,
+                                                                                    calibration))
 
     recipes = {
         "fp32": lambda n: evaluate.onnx_variant(n, "baseline", onnx_fp32, parent=""),
@@ -136,16 +139,8 @@ def build_variants(fp32, onnx_fp32: Path, structured, sens: pd.DataFrame, calibr
                                                      artefact=split_dir, precision="f32", **split_kw),
         "split-bf16": lambda n: evaluate.onnx_variant(n, "static-shape decoder + bf16", latent_onnx, backend="split",
                                                       artefact=split_dir, precision="bf16", **split_kw),
-        "ort-weight-int8-all": lambda n: evaluate.onnx_variant(n, "weight-only int8", compress.weight_only_int8(
-            onnx_fp32, work / "w8_all.onnx")),
-        "ort-weight-int8-flow-dec": lambda n: evaluate.onnx_variant(n, "weight-only int8", compress.weight_only_int8(
-            onnx_fp32, work / "w8_flow_dec.onnx", prefixes=["/flow/", "/dec/"])),
-        "ort-dynamic-int8-matmul": lambda n: evaluate.onnx_variant(n, "ort dynamic int8", compress.ort_quantize_dynamic(
-            onnx_fp32, work / "dyn_matmul.onnx", ("MatMul",))),
-        "ort-dynamic-int8-conv": lambda n: evaluate.onnx_variant(n, "ort dynamic int8", compress.ort_quantize_dynamic(
-            onnx_fp32, work / "dyn_conv.onnx", ("Conv", "MatMul"))),
-        "ort-qdq-int8-all": lambda n: evaluate.onnx_variant(n, "ort static int8", compress.ort_quantize_static(
-            onnx_fp32, work / "qdq_all.onnx", calibration)),
+        **{c.name: (lambda n, c=c: evaluate.onnx_variant(n, c.technique, c.convert(onnx_fp32, work, calibration)))
+           for c in map(compress.CONVERSIONS.get, ORT_CONVERSIONS)},
         info["guided"]: lambda n: evaluate.onnx_variant(n, "ort static int8 (sensitivity-guided)",  # made by section 1
                                                         Path(sens.set_index("group").loc[info["insensitive"], "file"])),
         info["structured"]: lambda n: evaluate.onnx_variant(n, RECOVERY, structured_onnx()),

@@ -80,26 +80,16 @@ class Candidate:
 
 
 def compression_candidates(names, onnx: Path, calibration) -> list[Candidate]:
-    """The ONNX Runtime int8 conversions in `names`; ValueError naming one it does not know."""
-    # the flow alone in int8 (notebook 03's least sensitive group on every CPU so far)
-    def qdq_flow(work: Path) -> Path:
-        keep_float = [n for group, prefixes in compress.SCOPES.items() if group != "flow"
-                      for n in compress.node_names(onnx, prefixes=list(prefixes))]
-        return compress.ort_quantize_static(onnx, work / "qdq_flow.onnx", calibration, nodes_to_exclude=keep_float)
-
-    known = {
-        "ort-qdq-int8-flow": ("ort static int8", qdq_flow, STATIC_BUILD_S),
-        "ort-qdq-int8-all": ("ort static int8", lambda w: compress.ort_quantize_static(onnx, w / "qdq_all.onnx",
-                                                                                       calibration), STATIC_BUILD_S),
-        "ort-dynamic-int8-matmul": ("ort dynamic int8", lambda w: compress.ort_quantize_dynamic(
-            onnx, w / "dyn_matmul.onnx", ("MatMul",)), CONVERT_BUILD_S),
-        "ort-weight-int8-all": ("weight-only int8", lambda w: compress.weight_only_int8(onnx, w / "w8_all.onnx"),
-                                CONVERT_BUILD_S),
-    }
-    unknown = [n for n in names if n not in known]
+    """The ONNX Runtime int8 conversions in `names` (compress.CONVERSIONS, as notebook 03 judges them); ValueError
+    naming one it does not know."""
+    unknown = [n for n in names if n not in compress.CONVERSIONS]
     if unknown:
-        raise ValueError(f"--compressions: {unknown} unknown; choose from {sorted(known)}")
-    return [Candidate(n, *known[n]) for n in names]
+        raise ValueError(f"--compressions: {unknown} unknown; choose from {sorted(compress.CONVERSIONS)}")
+
+    def candidate(c: compress.OnnxConversion) -> Candidate:
+        return Candidate(c.name, c.technique, lambda work: c.convert(onnx, work, calibration),
+                         STATIC_BUILD_S if c.kind == "static" else CONVERT_BUILD_S)
+    return [candidate(compress.CONVERSIONS[n]) for n in names]
 
 
 def pack_candidates(teacher, runs, config: Path, writer: ResultWriter, model: str) -> list[Candidate]:

@@ -7,8 +7,9 @@ import copy
 import io
 import logging
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -386,3 +387,42 @@ def weight_only_int8(src: Path, dst: Path, op_types: Sequence[str] = ("Conv", "C
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst))
     return Path(dst)
+
+
+@dataclass(frozen=True)
+class OnnxConversion:
+    """One named ONNX Runtime int8 conversion of a voice's ONNX file, as notebook 03 judges it and `tts-lab voice
+    optimize` offers it: static QDQ over `groups` of SCOPES (empty: every group; the others stay float), dynamic over
+    `op_types`, or weight-only over the nodes under `prefixes` (empty: all)."""
+    name: str
+    technique: str  # the results' technique label
+    kind: Literal["static", "dynamic", "weight"]
+    file: str  # the converted file's name in the work folder
+    op_types: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    def convert(self, src: Path, work: Path, calibration: Sequence[list[int]] = (), scopes: dict | None = None) -> Path:
+        """The converted file of `src` in `work` (static conversions calibrate on the phoneme ids `calibration`;
+        `scopes`: the groups of node prefixes `groups` names, SCOPES by default)."""
+        dst = Path(work) / self.file
+        if self.kind == "weight":
+            return weight_only_int8(src, dst, prefixes=list(self.prefixes) or None)
+        if self.kind == "dynamic":
+            return ort_quantize_dynamic(src, dst, self.op_types)
+        keep_float = [n for group, prefixes in (scopes or SCOPES).items() if self.groups and group not in self.groups
+                      for n in node_names(src, prefixes=list(prefixes))]
+        return ort_quantize_static(src, dst, calibration, nodes_to_exclude=keep_float)
+
+
+CONVERSIONS = {c.name: c for c in (
+    OnnxConversion("ort-weight-int8-all", "weight-only int8", "weight", "w8_all.onnx"),
+    OnnxConversion("ort-weight-int8-flow-dec", "weight-only int8", "weight", "w8_flow_dec.onnx",
+                   prefixes=("/flow/", "/dec/")),
+    OnnxConversion("ort-dynamic-int8-matmul", "ort dynamic int8", "dynamic", "dyn_matmul.onnx", op_types=("MatMul",)),
+    OnnxConversion("ort-dynamic-int8-conv", "ort dynamic int8", "dynamic", "dyn_conv.onnx",
+                   op_types=("Conv", "MatMul")),
+    OnnxConversion("ort-qdq-int8-all", "ort static int8", "static", "qdq_all.onnx"),
+    # the flow alone in int8: notebook 03's least sensitive group on every CPU so far (its guided variant's name)
+    OnnxConversion("ort-qdq-int8-flow", "ort static int8", "static", "qdq_flow.onnx", groups=("flow",)),
+)}
