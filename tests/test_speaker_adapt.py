@@ -432,8 +432,9 @@ def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run(tmp_path
                       "wer": [0.07, 0.16, 0.93, 0.21, 0.30]}).set_index("variant")
     for i, (run, _) in enumerate(adaptation.DIAGNOSIS):
         (tmp_path / run).mkdir(parents=True)
-        (tmp_path / run / "config.json").write_text(json.dumps({"steps": 750, "hours": 0.08, "judged": {
-            "heldout_wer": 0.04 + 0.3 * i, "speaker_wer": 0.05 + 0.1 * bool(i), "heldout_secs": 0.6}}))
+        (tmp_path / run / "config.json").write_text(json.dumps({
+            "steps": 750, "hours": 0.08, "frozen": "text encoder", "run": {"path": "inference", "durations": "dtw"},
+            "judged": {"heldout_wer": 0.04 + 0.3 * i, "speaker_wer": 0.05 + 0.1 * bool(i), "heldout_secs": 0.6}}))
         pd.DataFrame({"step": [500, 750], "heldout_mel": [0.5 + 0.1 * i, 0.45 + 0.1 * i]}).to_csv(
             tmp_path / run / "curve.csv")
     diag = adaptation.diagnosis(root=tmp_path)
@@ -444,6 +445,7 @@ def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run(tmp_path
     assert "over the 3 adapted variants" in said[0] and "rank correlation of SECS and WER +1.00" in said[0]
     assert ("the teacher's own audio, DTW durations: validation WER 0.04 (the folder's own 0.05), held-out mel L1 0.45"
             in said[1])
+    assert "They train the inference path on dtw durations" in said[1] and "with the text encoder frozen" in said[1]
     t.loc["lora-r4", "wer"] = 0.95  # the order of WER no longer follows SECS
     assert "+1.00" not in adaptation.why_lines(t, diag, fmt)[0]
     (tmp_path / adaptation.DIAGNOSIS[1][0] / "config.json").unlink()

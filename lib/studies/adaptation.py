@@ -418,7 +418,9 @@ def diagnosis(runs=DIAGNOSIS, root: Path = RECORDED / "training") -> pd.DataFram
             _LOGGER.warning("diagnostic pack %s left out: %s", run, exc)
             continue
         judged, mel = info.get("judged") or {}, curve["heldout_mel"].dropna()
-        rows.append({"run": run, "folder": what, "steps": info.get("steps"), "machine_hours": info.get("hours"),
+        spec = info.get("run") or {}
+        rows.append({"run": run, "folder": what, "path": spec.get("path"), "durations": spec.get("durations"),
+                     "frozen": info.get("frozen"), "steps": info.get("steps"), "machine_hours": info.get("hours"),
                      "validation_wer": judged.get("heldout_wer"), "folder_own_wer": judged.get("speaker_wer"),
                      "validation_secs": judged.get("heldout_secs"),
                      "heldout_mel_l1": float(mel.iloc[-1]) if len(mel) else np.nan})
@@ -440,8 +442,11 @@ def why_lines(t: pd.DataFrame, diag: pd.DataFrame, n) -> list[str]:
         said = "; ".join(f"{r['folder']}: validation WER {n(r['validation_wer'])} (the folder's own "
                          f"{n(r['folder_own_wer'])}), held-out mel L1 {n(r['heldout_mel_l1'])} after "
                          f"{n(r['steps'], ',d')} steps" for _, r in d.iterrows())
-        lines.append("What the long runs still carry: the alignment, the path and the frozen text path are ruled out. "
-                     f"One recipe (full-acoustic on the inference path) on three folders: {said}. The same recipe "
+        last = d.iloc[-1]
+        lines.append(f"What the long runs still carry: of issue 50's four faults, none. They train the {last['path']} "
+                     f"path on {last['durations']} durations (the alignment yardstick's best on the speaker), with the "
+                     f"{last['frozen']} frozen, and LoRA reaches the decoder's dilated and transposed convolutions. "
+                     f"One recipe (full-acoustic) on three folders: {said}. The same recipe "
                      "keeps the words on audio the voice can already match and loses them on the speaker, true "
                      "durations included: the cause left is the target itself. On another speaker the mel L1 plateaus "
                      "far above its level on the teacher's audio, and a decoder trained on an L1 average of what it "
