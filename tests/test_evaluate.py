@@ -135,3 +135,20 @@ def test_judge_processes_end_when_the_process_that_started_them_is_killed(tmp_pa
     for w in left:  # leave no process behind when the test fails
         os.kill(w, signal.SIGKILL)
     assert not left, f"judge workers {left} outlived their killed parent"
+
+
+def test_a_judge_process_whose_parent_died_before_it_started_ends_at_once():
+    """A judge process watches the parent spawn recorded, not getppid(): where that parent is gone before the
+    initializer ran (getppid() is then 1 or a subreaper's pid), the process ends at once instead of waiting for ever.
+    Here spawn's record names a pid no process holds, while this test (its real parent) lives on."""
+    import subprocess
+    import sys
+    gone = 2 ** 22 + 7  # above Linux's largest pid: no live process holds it
+    code = ("import multiprocessing, time\n"
+            "from lib.harness import judges\n"
+            f"multiprocessing.parent_process = lambda: type('Gone', (), {{'pid': {gone}}})()\n"
+            "judges._init_worker(None, False)\n"
+            "time.sleep(10)\n"
+            "raise SystemExit(3)\n")
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert proc.returncode == 0, "the worker must end itself (os._exit(0)) once the parent spawn named is gone"

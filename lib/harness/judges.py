@@ -100,7 +100,10 @@ def _init_worker(asr_name: str | None, use_dnsmos: bool):
     quiet.silence_known()
     if multiprocessing.parent_process() is not None:  # a pool's worker: an interrupt (a notebook kernel's shutdown)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # is its parent's to handle, which stops the pool
-        threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-parent", daemon=True).start()
+        # the pid spawn recorded, not getppid(): a parent gone before this initializer ran (a kernel killed while its
+        # workers still imported) left getppid() at 1, and a worker watching for 1 to change waited for ever
+        threading.Thread(target=_exit_with_parent, args=(multiprocessing.parent_process().pid,),
+                         name="exit-with-parent", daemon=True).start()
     _WORKER["key"] = (asr_name, use_dnsmos, os.getpid())
     _WORKER["asr"] = make_asr(asr_name, threads=1) if asr_name else None
     _WORKER["dnsmos"] = metrics.Dnsmos(threads=1) if use_dnsmos else None
