@@ -94,13 +94,13 @@ for nb in "${NOTEBOOKS[@]}"; do
   "$PY" -c "from lib.core.results import atomic_write_text; import sys; atomic_write_text(sys.argv[1], sys.argv[2])" "$OUT/run_status.json" "$status_json"
   if [ "$st" = ok ] && [ "$nb" != "$REPORT" ]; then
     { "$PY" -m jupyter nbconvert --to html --log-level WARN "$NBOUT/$name.ipynb" --output-dir "$NBOUT" >/dev/null 2>&1 \
-      && "$PY" -m lib.report.report offline "$NBOUT/$name.html"; } || echo "    (could not render $name.ipynb to HTML)"
+      && "$PY" -m lib.report.media offline "$NBOUT/$name.html"; } || echo "    (could not render $name.ipynb to HTML)"
   fi
 done
 
 if [ -f "$NBOUT/90_report.ipynb" ]; then
   if "$PY" -m jupyter nbconvert --to html --no-input --log-level WARN "$NBOUT/90_report.ipynb" \
-       --output-dir "$OUT" --output report.html && "$PY" -m lib.report.report offline "$OUT/report.html"; then
+       --output-dir "$OUT" --output report.html && "$PY" -m lib.report.media offline "$OUT/report.html"; then
     echo "report: $OUT/report.html"
   else
     failures+=("report rendering")

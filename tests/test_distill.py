@@ -1,5 +1,4 @@
 """Students of the decoder and flow: shapes, initialisation, relabelling, and that training lowers the loss."""
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -8,6 +7,7 @@ import torch
 
 from lib.voices import parts, piper_torch, synth as voices
 from lib.core import text
+from lib.core.results import ResultWriter
 from lib.training import batches
 from lib.techniques import distill, packs
 from lib.voices.frontend import frontend_of
@@ -171,7 +171,9 @@ def test_duration_rows_cover_the_long_front_ends(teacher, tmp_path):
     v = distillation.Voices({"teacher": teacher, "mine": mine}, [], "", "mine", "mine", "mine", {}, long, {}, info)
     rows = []
     ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(text.harvard_sentences([31])[:1])
-    distillation.duration_rows(v, teacher, ids, SimpleNamespace(add=lambda **row: rows.append(row)), model="joe")
+    writer = ResultWriter("p", "04_distillation", "joe")
+    distillation.duration_rows(v, teacher, ids, writer)
+    rows = writer.frame().to_dict("records")
     mae = {r["variant"]: r["value"] for r in rows if r["metric"] == "duration_mae_frames"}
     assert set(mae) == {"mine", "fe16@cpu-long"} and mae["fe16@cpu-long"] > 0
 

@@ -49,11 +49,11 @@ def test_evaluate_quality_rows(tmp_path, monkeypatch, quiet_voices):
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)
     ort_v, torch_v = quiet_voices
     sents = text.harvard_sentences([4])[:2]
-    w = results.ResultWriter("t", "nb")
+    w = results.ResultWriter("t", "nb", "m")
     ref = evaluate.synthesize_set(ort_v, sents)
     judges = Judges(asr="pocketsphinx", dnsmos=True, workers=2, cache_path=tmp_path / "c.sqlite")
-    df = evaluate.evaluate_quality(torch_v, sents, judges, w, model="m", variant="torch", backend="torch-cpu",
-                                   threads=2, reference=ref)
+    df = evaluate.evaluate_quality(torch_v, sents, judges, w.about("torch", backend="torch-cpu", threads=2),
+                                   reference=ref)
     assert len(df) == 2 and (df["pesq_wb"] > 4.4).all() and (df["mcd_db"] < 0.5).all()
     assert (tmp_path / "t" / "nb" / "audio" / "torch__torch-cpu" / f"{sents[0].id}.wav").exists()
     got = w.frame().set_index("metric")["value"]
@@ -63,10 +63,10 @@ def test_evaluate_quality_rows(tmp_path, monkeypatch, quiet_voices):
 
 def test_measure_speed_ratio(tmp_path, monkeypatch, ort_voice):
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)
-    w = results.ResultWriter("t", "nb")
+    w = results.ResultWriter("t", "nb", "m")
     sents = text.harvard_sentences([5])[:2]
-    df = evaluate.measure_speed({"a": ort_voice, "b": ort_voice}, sents, w, model="m", baseline="a",
-                                meta={}, warmup=1,
+    df = evaluate.measure_speed({"a": ort_voice, "b": ort_voice}, sents, w, baseline="a",
+                                subjects={n: w.about(n, threads=1).subject for n in "ab"}, warmup=1,
                                 specs={"a": {"name": "piper-joe", "backend": "ort-cpu", "threads": 1}})
     t = df.set_index("name")
     assert t.loc["a", "rtf_ratio"] == 1.0 and t.loc["b", "rtf"] > 0
@@ -86,7 +86,7 @@ def test_other_models_share_the_harness(tmp_path, monkeypatch, ort_voice):
     from tests import tiny_hub
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    w = results.ResultWriter("t", "nb")
+    w = results.ResultWriter("t", "nb", "piper-joe")
     sents = text.harvard_sentences([6])[:2]
     gt = tiny_hub.tiny_speech_dataset(tmp_path / "lj", "ljspeech", n=2)
     judges = Judges(asr="whisper-base", dnsmos=True, workers=2, cache_path=tmp_path / "c.sqlite")

@@ -69,8 +69,8 @@ def test_engines_that_cannot_run_leave_the_rows_their_labels_did():
         if "bf16" in (spec.precision, spec.window_precision):
             raise machine.PrecisionUnavailable(f"no bf16 for {spec.label}")
         raise backends.BackendMismatch(f"{spec.label} ran elsewhere")
-    writer = ResultWriter("p", hardware.NOTEBOOK)
-    runs = hardware.run_engines(specs, probes, build, None, None, writer, model="m", threads=1)
+    writer = ResultWriter("p", hardware.NOTEBOOK, "m")
+    runs = hardware.run_engines(specs, probes, build, None, None, writer, threads=1)
     assert asked == [specs[0], specs[1], specs[3]] and not runs.ran and not runs.specs
     rows = writer.frame().drop_duplicates("variant").set_index("variant")
     assert list(rows.index) == ["torch-cpu-bf16", "ort-cpu-fp32+openvino-bf16-window", "ort-cpu-fp32"]

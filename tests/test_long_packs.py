@@ -49,9 +49,9 @@ def test_notebook_03_judges_a_long_recovered_decoder_with_its_budget(teacher, tm
         exported[out_dir.name] = voice
         return out_dir / "model.onnx"
     monkeypatch.setattr(compression.export, "export_voice", export_voice)
-    writer = ResultWriter("p", "03_pruning_quantization")
+    writer = ResultWriter("p", "03_pruning_quantization", "m")
     variants, specs = compression.long_recoveries(teacher, runs, voices.joe_paths()[1], tmp_path / "work", writer,
-                                                  model="m", root=tmp_path)
+                                                  root=tmp_path)
     assert [(v.name, v.technique, v.parent, v.backend) for v in variants] == [
         ("dec32-regress@cpu-long-ort", compression.RECOVERY, "fp32", "ort-cpu")]
     assert list(specs) == ["dec32-regress@cpu-long-ort"] and list(exported) == ["dec32-regress_at_cpu-long-ort"]
@@ -66,7 +66,7 @@ def test_notebook_03_judges_a_long_recovered_decoder_with_its_budget(teacher, tm
     assert "cannot be loaded" in rows.loc["dec32-broken@cpu-long", "reason"]
     assert "none/dec8" in rows.loc["dec8@cpu-long", "reason"]
     pruning = next(t for t in answers.TECHNIQUES if t.name == "pruning")
-    assert re.search(pruning.members, compression.RECOVERY) and not re.search(pruning.exclude, compression.RECOVERY)
+    assert compression.RECOVERY.family is pruning.family  # the recoveries stand in the pruning answer
 
 
 def test_notebook_03_findings_put_the_best_recovery_first():
@@ -88,8 +88,8 @@ def test_notebook_05_times_the_long_packs_voices_by_notebook_04s_names(teacher, 
     the profile is an absent row that says so. The cold start reads the folder notebook 04 exported a voice to."""
     p = params.resolved("default", hardware.NOTEBOOK)
     p["long_runs"] = registry.load(p["registry_file"]).packs(p["long_runs"])  # as the notebook's setup resolves it
-    writer = ResultWriter("default", hardware.NOTEBOOK)
-    students = hardware.load_students(p["students"], teacher, tmp_path / "students", p["long_runs"], writer, model="m",
+    writer = ResultWriter("default", hardware.NOTEBOOK, "m")
+    students = hardware.load_students(p["students"], teacher, tmp_path / "students", p["long_runs"], writer,
                                       profile="default")
     by_name = {s.name: s for s in students}
     five, hifi = ("istft192x6-adv+flow96-long+fe96-varied-long@cpu-long",
@@ -119,15 +119,15 @@ def test_notebook_05_names_a_student_it_cannot_make(teacher, tmp_path):
     `long_runs` cannot be loaded, it is an absent row with that pack's reason instead."""
     runs = ["istft/istft192x6-regress", "flow96/flow96", "fe96/fe96"]
     bad = "istft192x6-regress+flow96+fe96@cpu-long"
-    writer = ResultWriter("p", hardware.NOTEBOOK)
+    writer = ResultWriter("p", hardware.NOTEBOOK, "m")
     with pytest.raises(ValueError,
                        match=re.escape(repr(bad)) + ".*istft192x6-regress\\+flow96-long\\+fe96-long@cpu-long"):
-        hardware.load_students([bad], teacher, tmp_path, runs, writer, model="m", profile="p")
+        hardware.load_students([bad], teacher, tmp_path, runs, writer, profile="p")
     with pytest.raises(ValueError, match="'dec64\\+\\+fe96'"):
-        hardware.load_students(["dec64++fe96"], teacher, tmp_path, runs, writer, model="m", profile="p")
+        hardware.load_students(["dec64++fe96"], teacher, tmp_path, runs, writer, profile="p")
     assert writer.frame().empty
     whole = "istft192x6-regress+flow96-long+fe96-long@cpu-long"
-    assert hardware.load_students([whole], teacher, tmp_path, runs[:1] + ["none/flow96"] + runs[2:], writer, model="m",
+    assert hardware.load_students([whole], teacher, tmp_path, runs[:1] + ["none/flow96"] + runs[2:], writer,
                                   profile="p") == []
     row = writer.frame().drop_duplicates("variant").set_index("variant").loc[whole]
     assert row["status"] == "absent" and "none/flow96" in row["reason"]

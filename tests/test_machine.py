@@ -47,11 +47,11 @@ def test_harness_records_absent_rows_and_carries_on(cpu_without_bf16, tmp_path, 
     builds = []
     for v in variants:  # count the builds: each variant is built once, and speaks judged and timed from that build
         v.make = (lambda make, name: lambda **kw: (builds.append(name), make(**kw))[1])(v.make, v.name)
-    writer = results.ResultWriter("t", "nb")
+    writer = results.ResultWriter("t", "nb", "piper-joe")
     sentences = text.harvard_sentences([1])[:2]
     per_clip, speed = evaluate.evaluate_variants(
-        variants, sentences, Judges(asr=None, dnsmos=False, workers=1), writer, model="piper-joe",
-        baseline="fp32", settings=dict(noise_scale=0.667, noise_w=0.8, length_scale=1.0), threads=1,
+        variants, sentences, Judges(asr=None, dnsmos=False, workers=1), writer, baseline="fp32",
+        settings=dict(noise_scale=0.667, noise_w=0.8, length_scale=1.0), threads=1,
         speed_sentences=1, warmup=0, memory=False, paired=True)
     assert sorted(builds) == ["fp32", "openvino-bf16", "openvino-f32"]
     df = writer.frame()
@@ -103,10 +103,10 @@ def test_busy_neighbour_marks_timing_rows_contended(busy_neighbour, tmp_path, mo
             time.sleep(0.3)
             return Audio(samples=__import__("numpy").zeros(22050, dtype="float32"), sample_rate=22050)
 
-    writer = results.ResultWriter("t", "nb")
+    writer = results.ResultWriter("t", "nb", "m")
     sents = [text.Sentence(str(i), "x") for i in range(3)]
-    evaluate.measure_speed({"a": Slow(), "b": Slow()}, sents, writer, model="m", baseline="a",
-                           meta={"a": {"threads": 2}, "b": {"threads": 2}}, warmup=0)
+    evaluate.measure_speed({"a": Slow(), "b": Slow()}, sents, writer, baseline="a",
+                           subjects={n: writer.about(n, threads=2).subject for n in "ab"}, warmup=0)
     df = writer.frame()
     results.validate_frame(df)
     assert set(df["status"]) == {"contended"}, df[["metric", "status", "reason"]]
@@ -118,7 +118,7 @@ def test_busy_neighbour_marks_timing_rows_contended(busy_neighbour, tmp_path, mo
 
 
 def test_report_keeps_contended_apart_and_names_the_cpu():
-    from lib.report import report
+    from lib.report import recommend, report
     df = pd.DataFrame([
         dict(notebook="03", model="m", variant="a", backend="ort-cpu", threads=1, metric="rtf", value=0.1,
              status="contended", reason="contended: ..."),
@@ -131,8 +131,10 @@ def test_report_keeps_contended_apart_and_names_the_cpu():
     assert report.wide(df)["variant"].tolist() == ["c"]
     old_env = {"cpu_model": "Intel Xeon", "cpu_count": 2, "cpu_flags": ["avx2", "avx512f", "amx_bf16", "amx_tile"]}
     assert report.cpu_line(old_env) == "Intel Xeon, 2 cores: AVX2, AVX-512, bf16, AMX; no VNNI"
-    assert report.relies_on("split-bf16", "split").startswith("native bf16")
-    assert report.relies_on("fp32", "ort-cpu").startswith("FP32")
+    assert recommend.relies_on("static-shape decoder + bf16").startswith("native bf16")
+    assert recommend.relies_on("ort static int8").startswith("int8 dot products")
+    assert recommend.relies_on("baseline").startswith("FP32")
+    assert recommend.relies_on("a label of an older run").startswith("FP32")
 
 
 def test_work_done_in_a_waited_for_child_is_not_contention():

@@ -5,15 +5,16 @@ import pandas as pd
 import pytest
 
 from lib.core import results
+from lib.core.subject import Family, Subject, Technique
 
 
 def test_writer_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)
     monkeypatch.setattr(results, "RECORDED", tmp_path / "recorded")
-    w = results.ResultWriter("p", "nb")
-    w.add(model="m", variant="v", metric="rtf", value=np.float32(0.25), backend="ort-cpu", threads=1)
-    w.add(model="m", variant="v", metric="wer", value=float("nan"))
-    w.absent(model="m", variant="v", metrics=["rtf"], backend="ort-cuda", reason="no GPU on this machine")
+    w = results.ResultWriter("p", "nb", "m")
+    w.about("v", backend="ort-cpu", threads=1).add("rtf", np.float32(0.25))
+    w.add(Subject("m", "v"), "wer", float("nan"))
+    w.about("v", backend="ort-cuda").absent(["rtf"], "no GPU on this machine")
     w.scalars["x"] = np.int64(3)
     out = w.write(env={"cpu": "x"})
     df = pd.read_csv(out / "results.csv")
@@ -61,8 +62,8 @@ def test_metrics_json_keeps_the_command_and_the_resolved_parameters(tmp_path, mo
     from lib.core import params
     monkeypatch.setattr(results, "OUTPUTS", tmp_path)
     monkeypatch.setenv("TTS_LAB_COMMAND", "./run_all.sh smoke 02")
-    w = results.ResultWriter("smoke", "02_lora_qlora")
-    w.add(model="m", variant="v", metric="rtf", value=0.1)
+    w = results.ResultWriter("smoke", "02_lora_qlora", "m")
+    w.about("v").add("rtf", 0.1)
     m = json.loads((w.write() / "metrics.json").read_text())
     assert m["command"] == "./run_all.sh smoke 02"
     smoke = params.load("smoke", "02_lora_qlora")
@@ -81,8 +82,8 @@ def test_rundiff_flags_what_moved_beyond_its_tolerance(tmp_path):
     import pandas as pd
 
     from lib.report import rundiff
-    row = dict(model="piper-joe", technique="t", parent="fp32", backend="ort-cpu", device="cpu", threads=1, unit="",
-               n=1, reason="", reference="", run_id="r")
+    row = dict(model="piper-joe", technique="ort static int8", parent="fp32", backend="ort-cpu", device="cpu",
+               threads=1, unit="", n=1, reason="", reference="", run_id="r")
     before = [dict(row, variant="a", metric="dnsmos_p808", value=3.9, status="ok"),
               dict(row, variant="a", metric="rtf_ratio", value=0.50, status="ok"),
               dict(row, variant="a", metric="rtf", value=0.10, status="ok"),
@@ -194,3 +195,28 @@ def test_a_streaming_timing_stands_only_beside_a_fidelity_check_that_passed():
     recorded = pd.read_csv(root / "outputs" / "recorded" / "h100" / "05_hardware_benchmark" / "results.csv")
     changed = gate_fidelity(recorded)["status"] != recorded["status"]
     assert set(recorded.loc[changed, "variant"]) == {"torch-cuda-fp16-graphs-latent-graphs"} and changed.sum() == 4
+
+
+def test_a_row_is_about_a_typed_subject():
+    """Issue 52: what a row is about is a Subject whose technique is an enum with its family and number format; the
+    15-keyword add is gone, a scoped writer adds metrics for one subject, and a label the enum lacks is named."""
+    w = results.ResultWriter("p", "nb", "piper-joe")
+    out = w.about("ort-qdq-int8-all", Technique.ORT_STATIC_INT8, parent="fp32", backend="ort-cpu", threads=1)
+    out.add_many({"rtf": 0.05, "rtf_ratio": 0.8})
+    out.but(threads=2).add("rtf", 0.03)
+    df = w.frame()
+    assert list(df.columns) == results.COLUMNS
+    assert df["technique"].tolist() == ["ort static int8"] * 3 and df["threads"].tolist() == [1, 1, 2]
+    assert df.set_index("metric").loc["rtf_ratio", "reference"] == "fp32"  # a ratio names what it divides by
+    t = Technique.of(df["technique"].iloc[0])
+    assert t is Technique.ORT_STATIC_INT8 and t.family is Family.QUANTIZATION and "VNNI" in t.precision.relies_on
+    with pytest.raises(ValueError, match="technique 'quantisation' is not one of"):
+        Subject("m", "v", "quantisation")
+    with pytest.raises(ValueError, match="needs a model"):
+        results.ResultWriter("p", "nb").about("v")  # a writer that names no model needs one per subject
+    with pytest.raises(TypeError):
+        w.add(model="m", variant="v", metric="rtf", value=0.1)  # the keyword bag is gone
+    results.validate_frame(df)
+    with pytest.raises(ValueError, match="quantisation"):
+        results.validate_frame(df.assign(technique="quantisation"))
+    assert Technique.family_of("a label of an older run") is None

@@ -16,6 +16,7 @@ import pandas as pd
 
 from lib.core import env
 from lib.core.pause import hold_for_process
+from lib.core.subject import Subject, Technique
 
 OUTPUTS = Path(env.OUTPUTS.get() or Path(__file__).resolve().parents[2] / "outputs")
 RECORDED = Path(env.RECORDED.get() or Path(__file__).resolve().parents[2] / "outputs" / "recorded")
@@ -188,9 +189,11 @@ def notebook_dir(profile: str, notebook: str) -> Path:
 
 @dataclass
 class ResultWriter:
-    """Collects result rows for one notebook run and writes them atomically under outputs/<profile>/<notebook>/."""
+    """Collects result rows for one notebook run and writes them atomically under outputs/<profile>/<notebook>/;
+    `model` is the voice the notebook studies, what its subjects are about unless they name another."""
     profile: str
     notebook: str
+    model: str = ""
     run_id: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-")
                         + uuid.uuid4().hex[:6])
     rows: list[dict] = field(default_factory=list)
@@ -203,11 +206,10 @@ class ResultWriter:
     def dir(self) -> Path:
         return notebook_dir(self.profile, self.notebook)
 
-    def add(self, *, model: str, variant: str, metric: str, value: float | None, technique: str = "baseline",
-            parent: str = "", backend: str = "", device: str = "cpu", threads: int | None = None, n: int = 1,
-            unit: str | None = None, status: str = "ok", reason: str = "", reference: str = "") -> None:
-        """One row. The unit comes from the registry (METRICS); `unit`, if given, must agree with it, and any
-        context (worst case, against what) belongs in `reference`."""
+    def add(self, subject: Subject, metric: str, value: float | None, *, n: int = 1, unit: str | None = None,
+            status: str = "ok", reason: str = "", reference: str = "") -> None:
+        """One row about `subject`. The unit comes from the registry (METRICS); `unit`, if given, must agree with it,
+        and any context (worst case, against what) belongs in `reference`."""
         if metric not in METRICS:
             raise UnknownMetric(f"metric {metric!r} is not in the registry (lib/core/results.py METRICS): "
                                 f"add it there with its unit, direction and meaning, or use an existing name")
@@ -220,20 +222,29 @@ class ResultWriter:
             value = float(value)
             if not math.isfinite(value):
                 status, reason, value = "failed", reason or "non-finite value", None
-        self.rows.append(dict(model=model, variant=variant, technique=technique, parent=parent, backend=backend,
-                              device=device, threads=threads, metric=metric, value=value,
+        s = subject
+        self.rows.append(dict(model=s.model, variant=s.variant, technique=s.technique.value, parent=s.parent,
+                              backend=s.backend, device=s.device, threads=s.threads, metric=metric, value=value,
                               unit=METRICS[metric].unit, n=int(n), status=status, reason=reason,
-                              reference=reference or (parent if metric in RATIO_OR_REFERENCE else ""),
+                              reference=reference or (s.parent if metric in RATIO_OR_REFERENCE else ""),
                               run_id=self.run_id))
 
-    def add_many(self, metrics: dict[str, float], *, n: int = 1, **keys) -> None:
+    def add_many(self, subject: Subject, metrics: dict[str, float], **kw) -> None:
         for metric, value in metrics.items():
-            self.add(metric=metric, value=value, n=n, **keys)
+            self.add(subject, metric, value, **kw)
 
-    def absent(self, *, model: str, variant: str, metrics: list[str], reason: str, **keys) -> None:
+    def absent(self, subject: Subject, metrics: list[str], reason: str, **kw) -> None:
         """Rows for something that could not run here: no value, status 'absent', and why."""
         for metric in metrics:
-            self.add(model=model, variant=variant, metric=metric, value=None, status="absent", reason=reason, **keys)
+            self.add(subject, metric, None, status="absent", reason=reason, **kw)
+
+    def scoped(self, subject: Subject) -> "Scoped":
+        """A writer of rows about `subject` alone."""
+        return Scoped(self, subject)
+
+    def about(self, variant: str, technique: Technique | str = Technique.BASELINE, **fields) -> "Scoped":
+        """A writer of rows about `variant` of the notebook's model (`fields`: Subject's others, `model` included)."""
+        return Scoped(self, Subject(fields.pop("model", self.model), variant, technique, **fields))
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=COLUMNS)
@@ -262,6 +273,26 @@ class ResultWriter:
         return self.dir
 
 
+@dataclass(frozen=True)
+class Scoped:
+    """A ResultWriter bound to one subject: `add(metric, value)` writes a row about it (ResultWriter.scoped)."""
+    writer: ResultWriter
+    subject: Subject
+
+    def add(self, metric: str, value: float | None, **kw) -> None:
+        self.writer.add(self.subject, metric, value, **kw)
+
+    def add_many(self, metrics: dict[str, float], **kw) -> None:
+        self.writer.add_many(self.subject, metrics, **kw)
+
+    def absent(self, metrics: list[str], reason: str, **kw) -> None:
+        self.writer.absent(self.subject, metrics, reason, **kw)
+
+    def but(self, **changes) -> "Scoped":
+        """The same writer about a changed subject (Subject.but)."""
+        return Scoped(self.writer, self.subject.but(**changes))
+
+
 def validate_frame(df: pd.DataFrame) -> None:
     """Raise ValueError if a results table breaks the schema."""
     if "reference" not in df.columns:  # files written before the column existed
@@ -277,6 +308,8 @@ def validate_frame(df: pd.DataFrame) -> None:
     unknown = sorted(set(df["metric"]) - set(METRICS))
     if unknown:
         raise ValueError(f"metrics {unknown} are not in the registry (lib/core/results.py METRICS)")
+    for label in set(df["technique"].dropna()):
+        Technique.of(label)  # a ValueError names a label the enum does not hold
 
 
 # A streamed utterance's worst chunk against its whole synthesis: faithful engines hold 45-52 dB, an int8 one whose

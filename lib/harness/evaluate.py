@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,13 +13,17 @@ import pandas as pd
 from lib.core import quiet
 from lib.core.audio import Audio, DEFAULT_SAMPLE_RATE, snr_db, write_wav
 from lib.core.machine import PrecisionUnavailable
-from lib.core.results import METRICS, ResultWriter
+from lib.core.results import METRICS, ResultWriter, Scoped
+from lib.core.subject import Subject, Technique
 from lib.core.text import Sentence
 from lib.harness import bench, metrics
 from lib.harness.judges import Judges, PendingJudgement
 from lib.voices import hub
 from lib.voices.artefacts import save_voice_module
 from lib.voices.synth import PiperOnnxVoice, load_voice, piper_label
+
+if TYPE_CHECKING:
+    from torch.nn import Module
 
 _LOGGER = logging.getLogger(__name__)
 QUALITY_METRICS = ["dnsmos_p808", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "distillmos", "wer", "cer"]
@@ -76,9 +80,9 @@ class PendingQuality:
     adds the aggregate rows to the writer and returns the per-sentence table."""
 
     def __init__(self, pending, clips: dict[str, Audio], texts: dict[str, str], ref_rows: dict | None,
-                 writer: ResultWriter, keys: dict, suffix: str = ""):
+                 out: Scoped, suffix: str = ""):
         self._pending, self._clips, self._texts, self._ref_rows = pending, clips, texts, ref_rows
-        self._writer, self._keys, self._suffix = writer, keys, suffix
+        self._out, self._suffix = out, suffix
 
     def finish(self) -> pd.DataFrame:
         df = self._pending.result()
@@ -88,27 +92,27 @@ class PendingQuality:
         if self._ref_rows is not None:
             for m in REFERENCE_METRICS:
                 df[m] = [self._ref_rows[c][m] if c in self._ref_rows else np.nan for c in df["id"]]
-        df["variant"] = self._keys["variant"]
+        df["variant"] = self._out.subject.variant
         scores = aggregate(df, texts)
         if self._suffix:  # a second judged set: the metrics the vocabulary names with its suffix
             scores = {m + self._suffix: x for m, x in scores.items() if m + self._suffix in METRICS}
-        self._writer.add_many(scores, n=len(df), **self._keys)
+        self._out.add_many(scores, n=len(df))
         return df
 
 
-def start_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *, model: str,
-                  variant: str, technique: str = "baseline", parent: str = "", backend: str = "",
-                  threads: int | None = None, audio_dir: Path | None = None,
+def start_quality(voice, sentences: Sequence[Sentence], judges: Judges, out: Scoped, *, audio_dir: Path | None = None,
                   reference: dict[str, Audio] | None = None, quiet_voice=None,
                   reference_limit: int | None = None, suffix: str = "") -> PendingQuality:
     """`evaluate_quality` up to the judges' scores: synthesise, hand the clips to the judge processes, and compute
     the reference metrics while they judge. The caller may start the next variant before calling `finish()`.
-    `suffix` marks a second judged set: its clips go to a folder of their own and its scores are written as the
-    vocabulary's `<metric><suffix>` (e.g. `wer_varied`)."""
-    audio_dir = Path(audio_dir) if audio_dir else writer.dir / "audio" / clip_dir_name(variant + suffix, backend)
-    clips = synthesize_set(voice, sentences, audio_dir, progress=f"synth {variant}")
+    `out` writes the rows about the variant judged. `suffix` marks a second judged set: its clips go to a folder
+    of their own and its scores are written as the vocabulary's `<metric><suffix>` (e.g. `wer_varied`)."""
+    subject = out.subject
+    audio_dir = Path(audio_dir) if audio_dir else (out.writer.dir / "audio"
+                                                   / clip_dir_name(subject.variant + suffix, subject.backend))
+    clips = synthesize_set(voice, sentences, audio_dir, progress=f"synth {subject.variant}")
     texts = {s.id: s.text for s in sentences}
-    pending = PendingJudgement(clips, texts, judges, audio_dir, progress=f"judge {variant}")
+    pending = PendingJudgement(clips, texts, judges, audio_dir, progress=f"judge {subject.variant}")
     ref_rows = None
     if reference is not None:
         ids = [s.id for s in sentences if s.id in reference][:reference_limit]
@@ -116,36 +120,34 @@ def start_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: 
                     else clips)
         ref_rows = {c: metrics.reference_metrics(reference[c].samples, compared[c].samples, compared[c].sample_rate)
                     for c in ids}
-    keys = dict(model=model, variant=variant, technique=technique, parent=parent, backend=backend, threads=threads)
-    return PendingQuality(pending, clips, texts, ref_rows, writer, keys, suffix)
+    return PendingQuality(pending, clips, texts, ref_rows, out, suffix)
 
 
-def evaluate_quality(voice, sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *, model: str,
-                     variant: str, **kw) -> pd.DataFrame:
+def evaluate_quality(voice, sentences: Sequence[Sentence], judges: Judges, out: Scoped, **kw) -> pd.DataFrame:
     """Synthesise, judge and (when `reference` is given) compare sentences to their reference clips.
 
     The comparison uses `quiet_voice` (the same variant with sampling noise off) when given, else the judged
     clips; `reference_limit` compares only the first sentences. Adds the aggregate rows to `writer` and returns
     the per-sentence table. Keywords as `start_quality`.
     """
-    return start_quality(voice, sentences, judges, writer, model=model, variant=variant, **kw).finish()
+    return start_quality(voice, sentences, judges, out, **kw).finish()
 
 
-def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writer: ResultWriter, *, model: str,
-                  baseline: str, meta: dict[str, dict], warmup: int = 2, repeats: int = 1,
+def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writer: ResultWriter, *,
+                  baseline: str, subjects: dict[str, Subject], warmup: int = 2, repeats: int = 1,
                   specs: dict[str, dict] | None = None, memory_sentences: int = 3,
                   record: Sequence[str] | None = None) -> pd.DataFrame:
     """Time variants interleaved on the same sentences; rows with absolute numbers and `rtf_ratio` to the variant's
-    `parent` when that was timed in the same run (else to `baseline`; the row's parent names which),
+    subject's `parent` when that was timed in the same run (else to `baseline`; the row's parent names which),
     written for the names in `record` (all by default: a baseline whose rows another section wrote is timed, not
-    written twice). `meta[name]` may set model, variant, technique, parent, backend and threads.
+    written twice). `subjects[name]` is what the rows of the voice `name` are about (needed for those written).
 
     For each name in `specs` (load_voice keyword arguments), peak RSS is measured in a fresh process that loads
     that variant alone and speaks the first `memory_sentences` sentences.
     """
     texts = [s.text for s in sentences]
     fns = {name: v.synthesize for name, v in voices.items()}
-    threads = max([int(m.get("threads") or 1) for m in meta.values()] or [1])
+    threads = max([int(m.threads or 1) for m in subjects.values()] or [1])
     timings = bench.time_interleaved(fns, texts, lambda a: a.duration, warmup=warmup, repeats=repeats,
                                      progress="timing " + ", ".join(voices), threads=threads)
     load = next(iter(timings.values())).load
@@ -158,70 +160,70 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
     base_rtf = summary[baseline]["rtf"]
     rows = []
     for name, s in summary.items():
-        m = meta.get(name, {})
-        against = m.get("parent") if m.get("parent") in summary else baseline
+        parent = subjects[name].parent if name in subjects else ""
+        against = parent if parent in summary else baseline
         s["rtf_ratio"] = s["rtf"] / summary[against]["rtf"] if against in summary else s["rtf"] / base_rtf
         if record is not None and name not in record:
             continue
-        keys = dict(model=m.get("model", model), variant=m.get("variant", name),
-                    technique=m.get("technique", "baseline"), parent=against, backend=m.get("backend", ""),
-                    threads=m.get("threads"))
-        writer.add_many(s, n=len(timings[name].latencies_s), status=status, reason=reason, **keys)
+        subject = subjects[name]
+        out = writer.scoped(subject.but(parent=against))
+        out.add_many(s, n=len(timings[name].latencies_s), status=status, reason=reason)
         if specs and name in specs:
             s["peak_rss_mb"] = bench.peak_rss_in_subprocess(run_voice_spec, specs[name], texts[:memory_sentences])
-            writer.add(metric="peak_rss_mb", value=s["peak_rss_mb"], n=memory_sentences, **keys)
-        rows.append({"name": name, **m, **s, "status": status})
+            out.add("peak_rss_mb", s["peak_rss_mb"], n=memory_sentences)
+        rows.append({"name": name, **subject.fields(), **s, "status": status})
     return pd.DataFrame(rows)
 
 
 def other_models(names: Sequence[str], sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *,
                  reference_voice, speed_sentences: Sequence[Sentence], warmup: int = 1, threads: int = 1,
                  ground_truth: str = "", ground_truth_limit: int = 0, ground_truth_source: str | None = None,
-                 reference_model: str = "piper-joe") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+                 reference_model: str = "") -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Other voices in the same harness as the reference voice: each loaded (an absent row with the reason when it
     cannot be), judged on `sentences`, timed interleaved with `reference_voice` (rtf_ratio against it, same run),
     and, with `ground_truth` (a hub.HUB_DATASETS name), compared to that corpus's recordings together with the
     reference voice. Returns per-clip quality, speed rows, and the reasons of the absent ones."""
+    reference_model = reference_model or writer.model  # the notebook's voice, unless named
     loaded, absent = {}, {}
     for name in names:
         try:
             loaded[name] = hub.any_voice(name, threads=threads)
         except (hub.HubUnavailable, ImportError) as exc:
             absent[name] = str(exc)
-            writer.absent(model=name, variant="pretrained", metrics=["dnsmos_p808", "wer", "rtf"],
-                          reason=str(exc), backend=hub.voice_backend(name), threads=threads)
+            writer.absent(Subject(name, "pretrained", backend=hub.voice_backend(name), threads=threads),
+                          ["dnsmos_p808", "wer", "rtf"], str(exc))
     per_clip = []
     for name, voice in loaded.items():
         backend = hub.voice_backend(name)
-        df = evaluate_quality(voice, sentences, judges, writer, model=name, variant="pretrained", backend=backend,
-                              threads=threads, audio_dir=writer.dir / "audio" / clip_dir_name(name, backend))
+        df = evaluate_quality(voice, sentences, judges,
+                              writer.scoped(Subject(name, "pretrained", backend=backend, threads=threads)),
+                              audio_dir=writer.dir / "audio" / clip_dir_name(name, backend))
         per_clip.append(df.assign(model=name))
     if ground_truth:
         for name, voice in {reference_model: reference_voice, **loaded}.items():
+            backend = hub.voice_backend(name)
+            truth = writer.scoped(Subject(name, f"vs-{ground_truth}", Technique.GROUND_TRUTH, backend=backend,
+                                          threads=threads))
             try:
                 gt_sentences, refs = hub.reference_set(ground_truth, ground_truth_limit or 20,
                                                        source=ground_truth_source, sample_rate=voice.sample_rate)
             except hub.HubUnavailable as exc:
                 absent[f"{ground_truth} references"] = str(exc)
-                writer.absent(model=name, variant=f"vs-{ground_truth}", metrics=REFERENCE_METRICS, reason=str(exc),
-                              backend=hub.voice_backend(name), threads=threads)
+                truth.absent(REFERENCE_METRICS, str(exc))
                 break
-            backend = hub.voice_backend(name)
-            df = evaluate_quality(voice, gt_sentences, judges, writer, model=name, variant=f"vs-{ground_truth}",
-                                  technique="ground-truth", backend=backend, threads=threads, reference=refs,
+            df = evaluate_quality(voice, gt_sentences, judges, truth, reference=refs,
                                   audio_dir=writer.dir / "audio_ground_truth" / clip_dir_name(name, backend))
             per_clip.append(df.assign(model=name))
     speed = pd.DataFrame()
     if loaded:
-        meta = {n: dict(model=n, variant="pretrained", parent=reference_model, backend=hub.voice_backend(n),
-                        threads=threads) for n in loaded}
+        subjects = {n: Subject(n, "pretrained", parent=reference_model, backend=hub.voice_backend(n),
+                               threads=threads) for n in loaded}
         speed = measure_speed({reference_model: reference_voice, **loaded}, speed_sentences, writer,
-                              model=reference_model, baseline=reference_model, meta=meta, warmup=warmup,
-                              record=list(loaded))
+                              baseline=reference_model, subjects=subjects, warmup=warmup, record=list(loaded))
         speed = speed[speed["name"].isin(loaded)].drop(columns=["name", "variant"]).reset_index(drop=True)
         speed["size_mb"] = [loaded[n].size_bytes / 2**20 for n in speed["model"]]
         for n, mb in zip(speed["model"], speed["size_mb"]):
-            writer.add(metric="size_mb", value=mb, **meta[n])
+            writer.add(subjects[n], "size_mb", mb)
     return (pd.concat(per_clip) if per_clip else pd.DataFrame()), speed, absent
 
 
@@ -232,17 +234,24 @@ class Variant:
     whose parameters are counted, when there is one; `spec` the `load_voice` arguments that rebuild it in a fresh
     process for its peak memory; `extra` more metric rows."""
     name: str
-    technique: str
+    technique: Technique
     backend: str
-    make: object
+    make: Callable[..., object]  # make(**settings) -> a Synthesizer
     parent: str = "fp32"
     artefact: Path | None = None
-    module: object = None
-    spec: dict | None = None
-    extra: dict | None = None
+    module: Module | None = None
+    spec: dict[str, object] | None = None  # load_voice keyword arguments
+    extra: dict[str, float] | None = None
+
+    def __post_init__(self):
+        self.technique = Technique.of(self.technique)
+
+    def subject(self, model: str, threads: int | None = None) -> Subject:
+        """What this variant's result rows are about."""
+        return Subject(model, self.name, self.technique, self.parent, self.backend, threads=threads)
 
 
-def onnx_variant(name: str, technique: str, path: Path, parent: str = "fp32", extra: dict | None = None,
+def onnx_variant(name: str, technique: Technique | str, path: Path, parent: str = "fp32", extra: dict | None = None,
                  backend: str = "ort-cpu", artefact: Path | None = None, **voice_kwargs) -> Variant:
     """A variant that is an ONNX file with the Piper interface, run by ONNX Runtime (or `backend`) on the CPU;
     `artefact` names what is measured on disk when it is more than that file (a split voice's folder)."""
@@ -254,8 +263,8 @@ def onnx_variant(name: str, technique: str, path: Path, parent: str = "fp32", ex
                    extra=extra)
 
 
-def torch_variant(name: str, technique: str, module, save_dir: Path, parent: str = "fp32", extra: dict | None = None,
-                  convert: dict | None = None, **voice_kwargs) -> Variant:
+def torch_variant(name: str, technique: Technique | str, module, save_dir: Path, parent: str = "fp32",
+                  extra: dict | None = None, convert: dict | None = None, **voice_kwargs) -> Variant:
     """A variant that is a PyTorch SynthesizerTrn; it is saved as safetensors + config.json (artefacts.
     save_voice_module; `convert` for a variant that is a conversion of the ONNX weights), whose size is the
     variant's size and which the memory probe loads in a fresh process."""
@@ -283,13 +292,14 @@ def noise_off(settings: dict) -> dict:
 
 
 def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence], judges: Judges,
-                      writer: ResultWriter, *, model: str, baseline: str, settings: dict, threads: int = 1,
+                      writer: ResultWriter, *, baseline: str, settings: dict, threads: int = 1,
                       reference_limit: int | None = None, speed_sentences: int = 10, warmup: int = 1,
                       repeats: int = 1, paired: bool = False, speed_baseline: str | None = None,
                       untimed: Sequence[str] = (), memory: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The whole harness for a set of variants of one voice, on the same sentences and in one run:
     quality, reference metrics against the baseline with noise off, size and parameter counts, and speed
-    timed interleaved with `rtf_ratio` to `baseline`. Returns (per-clip, speed) tables.
+    timed interleaved with `rtf_ratio` to `baseline`, as rows about the writer's model. Returns (per-clip, speed)
+    tables.
 
     A variant that asks for a precision this machine cannot compute natively (bf16 on a CPU without bf16 units)
     becomes absent rows naming the CPU and what it lacks, and the others carry on.
@@ -309,37 +319,35 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     reference = synthesize_set(ref_voice, ref_ids, progress="reference")
     per_clip, ran, pending, built = [], [], [], {}
     for v in variants:
-        keys = dict(model=model, variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend,
-                    threads=threads)
+        out = writer.scoped(v.subject(writer.model, threads))
         try:
             voice = ref_voice if v.name == baseline and judged == quiet else v.make(threads=threads, **judged)
         except PrecisionUnavailable as exc:
-            writer.absent(metrics=["dnsmos_p808", "wer", "rtf", "rtf_ratio"], reason=str(exc), **keys)
+            out.absent(["dnsmos_p808", "wer", "rtf", "rtf_ratio"], str(exc))
             continue
         ran.append(v)
         # the judge processes score this variant while the next one is built and spoken; all finish before timing
-        pending.append((v, keys, start_quality(
-            voice, sentences, judges, writer, reference=None if v.name == baseline else reference,
+        pending.append((v, out, start_quality(
+            voice, sentences, judges, out, reference=None if v.name == baseline else reference,
             quiet_voice=None if v.name == baseline or paired else v.make(threads=threads, **quiet),
-            reference_limit=reference_limit, **keys)))
+            reference_limit=reference_limit)))
         built[v.name] = voice
-    for v, keys, quality in pending:
+    for v, out, quality in pending:
         per_clip.append(quality.finish().assign(backend=v.backend))
         if v.artefact is not None:
-            writer.add(metric="size_mb", value=bench.size_mb(v.artefact), **keys)
+            out.add("size_mb", bench.size_mb(v.artefact))
         if v.module is not None:
             counts = bench.param_counts(v.module)  # trainable_params belongs to a method's training rows, not here
-            writer.add_many({k: counts[k] for k in ("params", "nonzero_params")}, **keys)
+            out.add_many({k: counts[k] for k in ("params", "nonzero_params")})
         for metric, value in (v.extra or {}).items():
-            writer.add(metric=metric, value=value, **keys)
+            out.add(metric, value)
     timed = [v for v in ran if v.name not in set(untimed)]
     voices = {v.name: _with_settings(built[v.name], v, threads, settings) for v in timed}
     built.clear()
-    meta = {v.name: dict(variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend, threads=threads)
-            for v in timed}
+    subjects = {v.name: v.subject(writer.model, threads) for v in timed}
     specs = {v.name: {**v.spec, "threads": threads, **settings} for v in timed if v.spec} if memory else {}
-    speed = measure_speed(voices, sentences[:speed_sentences], writer, model=model,
-                          baseline=speed_baseline or baseline, meta=meta, warmup=warmup, repeats=repeats, specs=specs)
+    speed = measure_speed(voices, sentences[:speed_sentences], writer, baseline=speed_baseline or baseline,
+                          subjects=subjects, warmup=warmup, repeats=repeats, specs=specs)
     return pd.concat(per_clip, ignore_index=True), speed
 
 
@@ -407,7 +415,7 @@ def int8_group_sensitivity(src: Path, out_dir: Path, calibration: Sequence[list[
     rows = []
     for name in groups:
         tag = name.split()[0]
-        dst = OnnxConversion(f"ort-qdq-int8-{tag}", "ort static int8", "static", f"qdq_only_{tag}.onnx",
+        dst = OnnxConversion(f"ort-qdq-int8-{tag}", Technique.ORT_GUIDED_INT8, "static", f"qdq_only_{tag}.onnx",
                              groups=(name,)).convert(src, out_dir, calibration, scopes=groups)
         voice = PiperOnnxVoice(dst, config_path, noise_scale=0.0, noise_w=0.0, threads=threads)
         timing = bench.time_calls(voice.synthesize, [s.text for s in sentences], lambda a: a.duration, warmup=1)

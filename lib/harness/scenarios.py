@@ -15,6 +15,7 @@ import numpy as np
 from lib.core import text
 from lib.core.audio import snr_db
 from lib.core.results import STREAMING_TIMINGS, fidelity_failure
+from lib.core.subject import Subject, Technique
 from lib.harness import bench, evaluate, metrics
 from lib.harness.bench import Timing
 from lib.harness.metrics import pesq_wb
@@ -188,13 +189,13 @@ class SuiteConfig:
 
 
 def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Sequence[Sequence[int]],
-              cfg: SuiteConfig, writer, model: str = "piper-joe", threads: int | None = None,
-              technique: str = "hardware") -> list[dict]:
+              cfg: SuiteConfig, writer, threads: int | None = None,
+              technique: Technique = Technique.HARDWARE) -> list[dict]:
     """Single-stream latency, offline throughput by batch size, streaming TTFA and chunk fidelity, utilisation,
     peak GPU memory and energy for one engine, written as result rows under the engine's own label. Energy rows
-    are measured counters or absent with the reason; returns the throughput-by-batch rows."""
-    keys = dict(model=model, variant=engine.label, technique=technique, backend=engine.backend, device=engine.device,
-                threads=threads)
+    are measured counters or absent with the reason; returns the throughput-by-batch rows. The rows are about the
+    writer's model."""
+    out = writer.about(engine.label, technique, backend=engine.backend, device=engine.device, threads=threads)
     torch_cuda = engine.device == "cuda"
     loads = writer.scalars.setdefault("timing_load", [])
 
@@ -207,20 +208,20 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
                                threads=threads or 1)
     busy = load_status(timing.load, "single-stream")
     summary = timing.summary()
-    writer.add_many({k: summary[k] for k in ("rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99")},
-                    n=len(timing.latencies_s), **keys, **busy)
-    writer.add(metric="throughput_xrt", value=summary["throughput_xrt"], n=len(timing.latencies_s), **keys, **busy)
+    out.add_many({k: summary[k] for k in ("rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99")},
+                 n=len(timing.latencies_s), **busy)
+    out.add("throughput_xrt", summary["throughput_xrt"], n=len(timing.latencies_s), **busy)
     util = mon.summary()
-    writer.add(metric="util_pct", value=util["cpu_util_pct"], reference="CPU, single-stream", **keys)
+    out.add("util_pct", util["cpu_util_pct"], reference="CPU, single-stream")
     if util["gpu_util_pct"] is not None:
-        writer.add(metric="gpu_util_pct", value=util["gpu_util_pct"], reference="GPU, single-stream", **keys)
+        out.add("gpu_util_pct", util["gpu_util_pct"], reference="GPU, single-stream")
     with Watched(threads or 1) as watch:
         rows = offline_throughput(engine, queries, cfg.batch_sizes, cfg.offline_seconds)
     busy = load_status(watch.load, "offline")
     ok = [r for r in rows if r["status"] == "ok"]
     best = max(ok, key=lambda r: r["throughput_xrt"])
-    writer.add(metric="throughput_xrt_offline", value=best["throughput_xrt"], n=best["batches"], **keys, **busy)
-    writer.add(metric="best_batch", value=best["batch"], **keys, **busy)
+    out.add("throughput_xrt_offline", best["throughput_xrt"], n=best["batches"], **busy)
+    out.add("best_batch", best["batch"], **busy)
     with Watched(threads or 1) as watch:
         ttfa = streaming_ttfa(engine, ttfa_queries, cfg.chunk_frames, cfg.context_frames, cfg.min_queries,
                               cfg.min_seconds, cfg.max_seconds, cfg.warmup)
@@ -229,12 +230,12 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     worst = min(r["snr_db"] for r in fid)
     failed = fidelity_failure(worst)  # a timing beside a failed fidelity check stands for nothing: no value
     for metric in STREAMING_TIMINGS:
-        writer.add(metric=metric, value=None if failed else ttfa[metric], n=ttfa["n"], **keys,
-                   **(dict(status="failed", reason=failed) if failed else busy))
-    writer.add(metric="chunk_snr_db", value=worst, reference="worst chunk vs whole utterance", n=len(fid), **keys)
+        out.add(metric, None if failed else ttfa[metric], n=ttfa["n"],
+                **(dict(status="failed", reason=failed) if failed else busy))
+    out.add("chunk_snr_db", worst, reference="worst chunk vs whole utterance", n=len(fid))
     if all("pesq_wb" in r for r in fid):
-        writer.add(metric="chunk_pesq_wb", value=min(r["pesq_wb"] for r in fid),
-                   reference="worst chunk vs whole utterance", n=len(fid), **keys)
+        out.add("chunk_pesq_wb", min(r["pesq_wb"] for r in fid), reference="worst chunk vs whole utterance",
+                n=len(fid))
     if torch_cuda:
         import torch
         torch.cuda.reset_peak_memory_stats()
@@ -248,19 +249,17 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     util = mon.summary()
     if torch_cuda:
         import torch
-        writer.add(metric="peak_gpu_mb", value=torch.cuda.max_memory_allocated() / 2**20,
-                   reference="at the best batch", **keys)
+        out.add("peak_gpu_mb", torch.cuda.max_memory_allocated() / 2**20, reference="at the best batch")
         if util["gpu_util_pct"] is not None:
-            writer.add(metric="gpu_util_pct_offline", value=util["gpu_util_pct"], reference="GPU, best batch", **keys)
+            out.add("gpu_util_pct_offline", util["gpu_util_pct"], reference="GPU, best batch")
     if util["gpu_energy_j"] is not None and torch_cuda:
-        writer.add(metric="energy_j_per_audio_s", value=util["gpu_energy_j"] / audio_s,
-                   reference="GPU board, NVML counter, best batch", n=1, **keys)
+        out.add("energy_j_per_audio_s", util["gpu_energy_j"] / audio_s,
+                reference="GPU board, NVML counter, best batch", n=1)
     elif util["cpu_energy_j"] is not None and not torch_cuda:
-        writer.add(metric="energy_j_per_audio_s", value=util["cpu_energy_j"] / audio_s,
-                   reference="CPU package, RAPL counter, best batch", n=1, **keys)
+        out.add("energy_j_per_audio_s", util["cpu_energy_j"] / audio_s,
+                reference="CPU package, RAPL counter, best batch", n=1)
     else:
-        writer.absent(metrics=["energy_j_per_audio_s"], reason=mon.nvml_reason if torch_cuda else mon.rapl_reason,
-                      **keys)
+        out.absent(["energy_j_per_audio_s"], mon.nvml_reason if torch_cuda else mon.rapl_reason)
     for r in rows:
         r.update(variant=engine.label, backend=engine.backend, device=engine.device, effective=engine.effective)
     return rows
@@ -296,11 +295,11 @@ def kokoro_cpu_suite(engines: Sequence[str], texts: Sequence[str], writer, threa
     model = "kokoro-82m"
     made = {e: voices.load_voice(model, backend=e, threads=threads, speaker=speaker) for e in engines}
     ref_engine = engines[0]
-    keys = {e: dict(model=model, variant=f"{model}-{e}", technique="hardware", parent=f"{model}-{ref_engine}",
-                    backend=e, threads=threads) for e in engines}
+    subjects = {e: Subject(model, f"{model}-{e}", Technique.HARDWARE, parent=f"{model}-{ref_engine}", backend=e,
+                           threads=threads) for e in engines}
     keeping = {e: _Keeping(v, texts[:fidelity]) for e, v in made.items()}  # the timed pass's audio is compared
     speed = evaluate.measure_speed(keeping, [text.Sentence(id=str(i), text=t) for i, t in enumerate(texts)], writer,
-                                   model=model, baseline=ref_engine, meta=keys, warmup=warmup).set_index("name")
+                                   baseline=ref_engine, subjects=subjects, warmup=warmup).set_index("name")
     ref = [keeping[ref_engine].kept[t].samples for t in texts[:fidelity]]
     rows = []
     for e, v in made.items():
@@ -309,13 +308,13 @@ def kokoro_cpu_suite(engines: Sequence[str], texts: Sequence[str], writer, threa
             outs = [keeping[e].kept[t].samples for t in texts[:fidelity]]
             compared = [metrics.reference_metrics(r, o, v.sample_rate) for r, o in zip(ref, outs)]
             summ.update({m: float(np.mean([c[m] for c in compared])) for m in ("pesq_wb", "mcd_db", "f0_rmse_cents")})
-        writer.add_many(summ, n=min(fidelity, len(texts)), **keys[e])
-        writer.absent(metrics=["ttfa_ms_p90"], reason="not streamable as shipped: the ONNX graph returns the whole "
-                      "waveform, so the first audio comes with the last (see latency)", **keys[e])
+        writer.add_many(subjects[e], summ, n=min(fidelity, len(texts)))
+        writer.absent(subjects[e], ["ttfa_ms_p90"], "not streamable as shipped: the ONNX graph returns the whole "
+                      "waveform, so the first audio comes with the last (see latency)")
         rows.append({"engine": e, **speed.loc[e, ["rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90",
                                                   "latency_ms_p99", "throughput_xrt"]].to_dict(), **summ})
-    writer.absent(model=model, variant=f"{model}-gpu", metrics=["latency_ms_p90"], technique="hardware",
-                  backend="ort-cuda", device="cuda", reason=KOKORO_GPU_ABSENT)
+    writer.absent(Subject(model, f"{model}-gpu", Technique.HARDWARE, backend="ort-cuda", device="cuda"),
+                  ["latency_ms_p90"], KOKORO_GPU_ABSENT)
     return pd.DataFrame(rows)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from lib.core import params
 from lib.core.results import ResultWriter
+from lib.core.subject import Technique
 from lib.harness import bench
 from lib.harness.scenarios import SuiteConfig, run_suite
 from lib.runtimes.backends import probe_all, probes_frame
@@ -60,11 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     q = json.loads(args.queries.read_text())
     queries, ttfa_queries = q["queries"], q["ttfa_queries"]
     model = load_piper_torch(args.model)
-    writer = ResultWriter(args.profile, NOTEBOOK)
+    writer = ResultWriter(args.profile, NOTEBOOK, piper_label())
     cfg = SuiteConfig.from_params(params.resolved(args.params, NOTEBOOK)) if args.params else GPU_SUITE
     if args.quick:
         cfg = QUICK_SUITE
-    model_label = piper_label()
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     specs = [dict(precision="fp32"), dict(precision="fp16"), dict(precision="bf16"),
@@ -98,17 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if mode:
                 engine.label += f"-bnb-{mode}"
             t0 = time.perf_counter()
-            throughput += run_suite(engine, queries, ttfa_queries, cfg, writer, model=model_label,
-                                    technique="bitsandbytes" if mode else "hardware")
+            throughput += run_suite(engine, queries, ttfa_queries, cfg, writer,
+                                    technique=Technique.BITSANDBYTES if mode else Technique.of_precision(
+                                        spec.get("precision", "fp32")))
             clips[engine.label] = [engine.synth([ids], seed=i, host_noise=True)[0].astype(np.float16)
                                    for i, ids in enumerate(ttfa_queries[:5])]
             _LOGGER.info("%s: %.0f s", engine.label, time.perf_counter() - t0)
         except Exception as exc:
             label = f"torch-{args.device}-{spec.get('precision')}" + (f"-bnb-{mode}" if mode else "")
             _LOGGER.warning("%s failed: %s: %s", label, type(exc).__name__, exc)
-            writer.add(model=model_label, variant=label, metric="rtf", value=None, status="failed",
-                       reason=f"{type(exc).__name__}: {str(exc)[:300]}", backend=f"torch-{args.device}",
-                       device=args.device)
+            writer.about(label, backend=f"torch-{args.device}", device=args.device).add(
+                "rtf", None, status="failed", reason=f"{type(exc).__name__}: {str(exc)[:300]}")
         finally:
             writer.write(env, extra_tables={"throughput_by_batch": pd.DataFrame(throughput),
                                             "backends": probes_frame(probes)})

@@ -195,6 +195,8 @@ class SpeakerRun:
     steps: int = 6000  # the run's whole budget
     adversarial_steps: int = 0  # piper's discriminators on the last steps (fresh: the voice ships none)
     discriminators: list = field(default_factory=lambda: ["mpd"])
+    disc_warmup_steps: int = 0  # steps where only the fresh discriminators learn before they judge the voice (each
+    # start from a pack builds fresh ones: the packs keep no discriminators)
     lr: float = 1.0e-4
     train_posterior: bool = True  # posterior path, off: the bootstrapped posterior encoder stays frozen
     prior_mel: float = 0.0  # posterior path, >0: also mel L1 of the aligned prior mean -> flow -> decoder, this weight
@@ -223,16 +225,19 @@ class SpeakerRun:
     def recipe_name(self) -> str:
         """The ledger's name of what this run trains with: method, learning rate, the path with its durations (the
         inference path) or a frozen posterior encoder (the posterior path)."""
+        adv = (f" adversarial={self.adversarial_steps}({'+'.join(self.discriminators)}, "
+               f"{self.disc_warmup_steps} discriminator-only)" if self.adversarial_steps else "")
         if self.path == "inference":
-            return f"speaker-{self.method} lr={self.lr:g} inference-path durations={self.durations}"
+            return f"speaker-{self.method} lr={self.lr:g} inference-path durations={self.durations}{adv}"
         return (f"speaker-{self.method} lr={self.lr:g}" + ("" if self.train_posterior else " frozen-posterior")
-                + (f" prior-mel={self.prior_mel:g}" if self.prior_mel else ""))
+                + (f" prior-mel={self.prior_mel:g}" if self.prior_mel else "") + adv)
 
     def recipe(self, before: int = 0) -> Recipe:
         """The recipe for the steps left after `before` packed ones (the learning rate goes on from there)."""
         return Recipe.adversarial_tail(max(1, self.steps - before), self.adversarial_steps, lr=self.lr,
                                        schedule_offset=before, adversarial=self.adversarial_steps > 0,
                                        discriminators=tuple(self.discriminators),
+                                       disc_warmup_steps=self.disc_warmup_steps,
                       checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from lib.core.results import atomic_write_json
+from lib.core.subject import Technique
 from lib.harness import bench, evaluate
 from lib.harness.bench import size_mb
 from lib.techniques.finetune import parse_method
@@ -44,12 +45,12 @@ def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str
 
     def judge(name, net, technique):
         voice = hub.SpeechT5Voice(name=name, model=model, vocoder=vocoder, speaker=xvector, module=net.cpu())
-        df = evaluate.evaluate_quality(voice, held_out, judges, writer, model="speecht5", variant=name,
-                                       technique=technique, parent="base" if name != "base" else "",
-                                       backend="torch-cpu", threads=1, reference=recordings)
+        out = writer.about(name, technique, model="speecht5", parent="base" if name != "base" else "",
+                           backend="torch-cpu", threads=1)
+        df = evaluate.evaluate_quality(voice, held_out, judges, out, reference=recordings)
         per_clip.append(df)
 
-    judge("base", base, "baseline")
+    judge("base", base, Technique.BASELINE)
     full_params = sum(p.numel() for p in base.parameters())
     for name in methods:
         kind, _ = parse_method(name)
@@ -71,13 +72,13 @@ def speecht5_track(model: str, vocoder: str, dataset: str, methods: Sequence[str
             row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         rows.append(row)
         curves.append(pd.DataFrame({"method": name, "step": log.steps, "loss": log.loss}))
-        keys = dict(model="speecht5", variant=name, technique="finetune", parent="base", backend="torch-cpu",
-                    device=device)
-        writer.add_many({k: v for k, v in row.items() if k in ("trainable_params", "train_s_per_step", "peak_gpu_mb")},
-                        n=steps, **keys)
-        writer.add(metric="size_mb", value=row["adapter_mb"], **keys)
+        out = writer.about(name, Technique.FINETUNE, model="speecht5", parent="base", backend="torch-cpu",
+                           device=device)
+        out.add_many({k: v for k, v in row.items() if k in ("trainable_params", "train_s_per_step", "peak_gpu_mb")},
+                     n=steps)
+        out.add("size_mb", row["adapter_mb"])
         merged = net.merge_and_unload() if kind != "full" else net
-        judge(name, linear4bit_to_float(merged) if kind == "qlora" else merged, "finetune")
+        judge(name, linear4bit_to_float(merged) if kind == "qlora" else merged, Technique.FINETUNE)
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True), pd.concat(per_clip, ignore_index=True)
 
 

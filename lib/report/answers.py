@@ -11,43 +11,42 @@ import numpy as np
 import pandas as pd
 
 from lib.core.results import OUTPUTS
+from lib.core.subject import Family, Technique
 from lib.report import verdicts
-from lib.report.report import relies_on
+from lib.report.recommend import relies_on
 
 BOUNDS = {"max_dnsmos_drop": 0.10, "max_wer_increase": 0.02}  # where a notebook recorded none of its own
 
 
 @dataclass(frozen=True)
-class Technique:
-    """One row of the answers: which notebook, the variant every delta is taken against, the `technique` values of
-    its variants (a regex on the results' column, `exclude` another), what it is ranked by, and who speaks beside
-    the baseline in the listening strip."""
+class Question:
+    """One row of the answers: which notebook, the variant every delta is taken against, the family of techniques
+    its variants come from (lib.core.subject: the results' technique column read back as the enum), what it is
+    ranked by, and who speaks beside the baseline in the listening strip."""
     name: str
     notebook: str
     baseline: str
-    members: str
-    exclude: str = "$^"
+    family: Family
     goal: str = "speedup"  # the column ranked, higher is better: "speedup" or "secs_gain"
-    fallback_goal: str | None = None  # ranked by instead where no variant is within the bounds (None: `goal`)
+    fallback_goal: str = "closeness"  # ranked by where no variant is within the bounds: the one closest to them
     beside: str | None = None
     bounds_against: str | None = None  # the variant the quality bounds are judged against (None: the baseline)
-    skip: str = "$^"  # variants left out by name (another model measured in the same notebook)
+    other_models: tuple[str, ...] = ()  # models measured in the same notebook that the answer is not about
     bound_params: tuple = (("max_dnsmos_drop", "max_dnsmos_drop"), ("max_wer_increase", "max_wer_increase"))
 
 
 TECHNIQUES = (
     # notebook 02 bounds an adapted voice's DNSMOS and WER by its target speaker's own, with its margins
-    Technique("adaptation", "02_lora_qlora", "teacher", r"^finetune$", goal="secs_gain", beside="target-speaker",
-              bounds_against="target-speaker",
-              bound_params=(("max_dnsmos_drop", "dnsmos_margin"), ("max_wer_increase", "wer_margin"))),
-    Technique("quantization", "03_pruning_quantization", "fp32", r"int8|bf16|bitsandbytes|precision",
-              r"prun|structured"),
-    # where no pruned voice keeps quality, the row describes the best recovery the lab has (the smallest DNSMOS drop)
-    Technique("pruning", "03_pruning_quantization", "fp32", r"prun|structured", fallback_goal="d_dnsmos_mean"),
-    Technique("distillation", "04_distillation", "fp32-ort", r"^distillation$"),
+    Question("adaptation", "02_lora_qlora", "teacher", Family.ADAPTATION, goal="secs_gain", beside="target-speaker",
+             bounds_against="target-speaker",
+             bound_params=(("max_dnsmos_drop", "dnsmos_margin"), ("max_wer_increase", "wer_margin"))),
+    Question("quantization", "03_pruning_quantization", "fp32", Family.QUANTIZATION),
+    # where no pruned voice keeps quality, the row describes the recovery closest to the bounds
+    Question("pruning", "03_pruning_quantization", "fp32", Family.PRUNING),
+    Question("distillation", "04_distillation", "fp32-ort", Family.DISTILLATION),
     # notebook 05 times every CPU back-end in one run against the PyTorch module as trained, and checks each one's
     # audio (its parity rows, means only)
-    Technique("back-ends", "05_hardware_benchmark", "torch-cpu-fp32", r"^hardware", skip=r"^kokoro"),
+    Question("back-ends", "05_hardware_benchmark", "torch-cpu-fp32", Family.BACKEND, other_models=("kokoro-82m",)),
 )
 
 
@@ -93,11 +92,11 @@ def _per_variant(frame: pd.DataFrame) -> pd.DataFrame:
     return who.join(w).reset_index()
 
 
-def candidates(df: pd.DataFrame, tech: Technique, root: Path) -> pd.DataFrame:
+def candidates(df: pd.DataFrame, tech: Question, root: Path) -> pd.DataFrame:
     """Every judged variant of `tech`: speed-up and size ratio against the baseline (the speed ratio timed in the
     same run), paired quality deltas with intervals, the bounds judged sentence by sentence ('met', 'tied',
     'missed'; on the means where the run kept no per_clip.csv) and the CPU feature it relies on; best first."""
-    frame = df[df["notebook"] == tech.notebook]
+    frame = df[(df["notebook"] == tech.notebook) & ~df["model"].isin(tech.other_models)]
     w = _per_variant(frame)
     clips = clip_table(root, tech.notebook)
     if w.empty or tech.baseline not in set(w["variant"]):
@@ -108,9 +107,7 @@ def candidates(df: pd.DataFrame, tech: Technique, root: Path) -> pd.DataFrame:
     recorded = metrics_json(root, tech.notebook).get("parameters", {})
     bounds = {k: recorded.get(param, BOUNDS[k]) for k, param in tech.bound_params}
     against = tech.bounds_against or tech.baseline
-    member = (w["technique"].astype(str).str.contains(tech.members)
-              & ~w["technique"].astype(str).str.contains(tech.exclude)
-              & ~w["variant"].astype(str).str.contains(tech.skip))
+    member = w["technique"].map(Technique.family_of) == tech.family
     judged = set(clips["variant"])
     picked = w[member & w["variant"].isin(judged) & (w["variant"] != tech.baseline)].copy()
     if picked.empty:
@@ -137,13 +134,17 @@ def candidates(df: pd.DataFrame, tech: Technique, root: Path) -> pd.DataFrame:
         for part in ("mean", "lo", "hi", "n"):
             picked[f"d_{name}_{part}"] = picked["variant"].map(lambda v, p=part: d[v][p])
     picked["secs_gain"] = picked["d_secs_mean"]
-    picked["relies_on"] = [relies_on(v, b) for v, b in zip(picked["variant"], picked["backend"])]
+    picked["bounds_miss"] = [bounds_miss(clips, against, v, bounds) for v in picked["variant"]]
+    picked["d_dnsmos_against"] = [delta(clips, against, v, "dnsmos_p808")["mean"] for v in picked["variant"]]
+    picked["d_wer_against"] = [delta(clips, against, v, "wer")["mean"] for v in picked["variant"]]
+    picked["closeness"] = -picked["bounds_miss"]
+    picked["relies_on"] = [relies_on(t) for t in picked["technique"]]
     picked["technique_name"], picked["baseline"], picked["bounds_against"] = tech.name, tech.baseline, against
     for k, v in bounds.items():
         picked[k] = v
     # best within the bounds first; where none is, best overall (a tie with a bound is not within it)
     picked["within"] = picked["bounds"] == "met"
-    goal = tech.goal if picked["within"].any() or tech.fallback_goal is None else tech.fallback_goal
+    goal = tech.goal if picked["within"].any() else tech.fallback_goal
     picked["ranked_by"] = goal
     return picked.sort_values(["within", goal], ascending=False, na_position="last").reset_index(drop=True)
 
@@ -151,7 +152,7 @@ def candidates(df: pd.DataFrame, tech: Technique, root: Path) -> pd.DataFrame:
 TARGET_WORD = re.compile(r"(?:\*\*)?([A-Za-z0-9][\w .:-]*?target) (met|missed|tied)\b", re.I)
 
 
-def target_verdicts(root: Path, tech: Technique) -> str:
+def target_verdicts(root: Path, tech: Question) -> str:
     """The targets its notebook judged (its metrics.json `headline`), as 'speed target: missed · size target: met';
     a headline in other words (e.g. '... meets <= 150 ms') is kept up to its first comma."""
     parts = []
@@ -161,6 +162,27 @@ def target_verdicts(root: Path, tech: Technique) -> str:
             found = [f for f in found if not f[0].lower().startswith("merged")] or found
         parts += [f"{what.strip()}: {word.lower()}" for what, word in found[:1]]
     return " · ".join(dict.fromkeys(parts))
+
+
+def bounds_miss(clips: pd.DataFrame, against: str, variant: str, bounds: dict) -> float:
+    """How far `variant`'s mean deltas against `against` fall outside the bounds (0 within), in DNSMOS points plus
+    WER points: where no variant is within, the answer names the one closest to them. Unjudged: infinite."""
+    dns, wer = (delta(clips, against, variant, m)["mean"] for m in ("dnsmos_p808", "wer"))
+    if not np.isfinite(dns):
+        return np.inf
+    return max(0.0, -bounds["max_dnsmos_drop"] - dns) + (max(0.0, wer - bounds["max_wer_increase"])
+                                                         if np.isfinite(wer) else 0.0)
+
+
+def _miss_words(row) -> str:
+    """The bounds a candidate misses, by how much, in words a reader needs no key for."""
+    dns, wer = row["d_dnsmos_against"], row["d_wer_against"]
+    parts = []
+    if np.isfinite(dns) and dns < -row["max_dnsmos_drop"]:
+        parts.append(f"DNSMOS {-dns - row['max_dnsmos_drop']:.2f} beyond its {row['max_dnsmos_drop']:.2f} drop")
+    if np.isfinite(wer) and wer > row["max_wer_increase"]:
+        parts.append(f"WER {wer - row['max_wer_increase']:.3f} beyond its +{row['max_wer_increase']:.3f}")
+    return " and ".join(parts) or "a bound inside the noise"
 
 
 def _ci(row, name: str, fmt: str) -> str:
@@ -187,7 +209,8 @@ def describe(row) -> dict:
              "not judged": "not judged (under 2 sentences)"}
     return {"technique": row["technique_name"], "best variant": f"{row['variant']} ({row['backend']})",
             "quality bounds": where.get(row["bounds"], "not judged") + (" (on means)" if row["means_only"] else "")
-            + (" (none is within: the smallest DNSMOS drop)" if row.get("ranked_by") == "d_dnsmos_mean" else ""),
+            + (f" (none is within; the closest misses by {_miss_words(row)})" if row.get("ranked_by") == "closeness"
+               else ""),
             "speed": _times(row["speedup"], "faster", "slower"),
             "size": _times(1 / row["size_ratio"], "smaller", "larger") if np.isfinite(row["size_ratio"]) else "–",
             "ΔDNSMOS [95 % CI]": _ci(row, "dnsmos", "+.2f"), "ΔWER [95 % CI]": _ci(row, "wer", "+.3f"),

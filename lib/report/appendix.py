@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core.results import RECORDED
-from lib.report import judge_agreement, report
+from lib.report import judge_agreement, media, plots, recommend, report
 from lib.report.sections import csv_links, fold, img
 
 CLIPS_PER_NOTEBOOK = 4
@@ -75,9 +75,9 @@ def notebook_fold(profile: str, df: pd.DataFrame, st: pd.Series, root: Path) -> 
         parts.append("<p><b>The last run of this notebook failed</b>; these numbers are from its previous run.</p>")
     for group, table in report.grouped_tables(rows).items():
         parts.append(f"<h4>{html.escape(group)}</h4>" + report.styled(table).to_html())
-    parts += [img(p, width=720) for p in report.figures(profile, nb, root.parent)]
-    parts += [report.audio_tag(path, label=label, link=str(path.relative_to(root)))
-              for label, path in report.clips(profile, nb, outputs=root.parent)[:CLIPS_PER_NOTEBOOK]]
+    parts += [img(p, width=720) for p in media.figures(profile, nb, root.parent)]
+    parts += [media.audio_tag(path, label=label, link=str(path.relative_to(root)))
+              for label, path in media.clips(profile, nb, outputs=root.parent)[:CLIPS_PER_NOTEBOOK]]
     return fold(f"{st['title']} ({nb}): every variant's tables, figures and clips", "".join(parts))
 
 
@@ -88,7 +88,7 @@ def appendix(profile: str, df: pd.DataFrame, status: pd.DataFrame, env: dict, ro
     if heads:
         blocks.append(fold("Targets, as each notebook judged them", _markdown(
             [f"*{report.NOTEBOOK_TITLES.get(nb, nb)}*: {line}" for nb, lines in heads.items() for line in lines])))
-    rec = report.recommend(df, env=env)
+    rec = recommend.recommend(df, env=env)
     if not rec.empty:
         blocks.append(fold("Recommended variant per goal across notebooks (DNSMOS drop ≤ 0.10, WER rise ≤ 0.02)",
                            rec.to_html(index=False, border=0)))
@@ -101,7 +101,7 @@ def appendix(profile: str, df: pd.DataFrame, status: pd.DataFrame, env: dict, ro
     if len(flagged) and flagged["disagree"].any():
         text += report.styled(flagged[flagged["disagree"]].drop(columns=["disagree"])).to_html()
     blocks.append(fold("Two quality judges: where DNSMOS and Distill-MOS disagree", text))
-    ci = report.plot_quality_ci(report.per_clip(profile, root.parent), "dnsmos_p808")
+    ci = plots.plot_quality_ci(report.per_clip(profile, root.parent), "dnsmos_p808")
     if ci is not None:
         blocks.append(fold("How sure are the quality means? DNSMOS per variant with its 95 % interval", img(ci)))
     costs = step_costs(RECORDED)

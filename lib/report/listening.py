@@ -17,6 +17,7 @@ import pandas as pd
 
 from lib.core.audio import read_wav, resample
 from lib.core.results import atomic_write_json, atomic_write_text
+from lib.core.subject import Technique
 
 REFERENCE, DEGRADED = "anchor:reference", "anchor:degraded"
 ACR = {5: "Excellent", 4: "Good", 3: "Fair", 2: "Poor", 1: "Bad"}
@@ -252,7 +253,7 @@ def blinded(page: str, names: Sequence[str]) -> list[str]:
     return sorted(w for w in words if re.search(rf"(?<![A-Za-z0-9+/=]){re.escape(w)}(?![A-Za-z0-9+/=])", page))
 
 
-def recorded_clips(writer, root: Path, variants: Sequence[str], reference: str, *, model: str) -> dict[str, Path]:
+def recorded_clips(writer, root: Path, variants: Sequence[str], reference: str) -> dict[str, Path]:
     """{variant: its clip folder} for each `variants` entry (<notebook>/<clip folder>) whose notebook recorded clips
     under `root`; an absent `human_mos` row in `writer` for each that did not. `reference` must be one of them."""
     if reference not in variants:
@@ -260,8 +261,8 @@ def recorded_clips(writer, root: Path, variants: Sequence[str], reference: str, 
     folders = {v: Path(root) / v.split("/")[0] / "audio" / v.split("/")[1] for v in variants}
     available = {v: p for v, p in folders.items() if p.is_dir()}
     for v in sorted(set(folders) - set(available)):
-        writer.absent(model=model, variant=v, metrics=["human_mos"], technique="listening test",
-                      reason=f"no clips at {folders[v]} (its notebook has not run, or failed)")
+        writer.about(v, Technique.LISTENING_TEST).absent(
+            ["human_mos"], f"no clips at {folders[v]} (its notebook has not run, or failed)")
     return available
 
 
@@ -284,15 +285,15 @@ def analyse(ratings: pd.DataFrame, results: pd.DataFrame, *, min_gap: float, min
     return screening, mos, agreement(mos, predicted)
 
 
-def record(writer, available: Sequence[str], mos: pd.DataFrame, *, model: str) -> None:
+def record(writer, available: Sequence[str], mos: pd.DataFrame) -> None:
     """The human MOS rows (with their 95 % intervals), or an absent row per variant while no ratings exist."""
     if mos.empty:
         for v in available:
-            writer.absent(model=model, variant=v.split("/")[1].split("__")[0], metrics=["human_mos"],
-                          technique="listening test", backend=v.split("__")[-1], reason="no ratings collected yet")
+            writer.about(v.split("/")[1].split("__")[0], Technique.LISTENING_TEST, backend=v.split("__")[-1]).absent(
+                ["human_mos"], "no ratings collected yet")
         return
     for _, r in mos.iterrows():
         name, backend = r["variant"].split("/")[1].split("__")
-        keys = dict(model=model, variant=name, backend=backend, technique="listening test", n=int(r["n"]))
-        writer.add(metric="human_mos", value=r["mos"], **keys)
-        writer.add(metric="human_mos_ci95", value=r["ci95"], **keys)
+        out = writer.about(name, Technique.LISTENING_TEST, backend=backend)
+        out.add("human_mos", r["mos"], n=int(r["n"]))
+        out.add("human_mos_ci95", r["ci95"], n=int(r["n"]))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.report.answers import TECHNIQUES, clip_table
-from lib.report.report import clip_data_url
+from lib.report.media import clip_data_url
 
 CSS = """<style>
 .ab-strip{border-collapse:collapse;width:100%;table-layout:fixed}

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 from matplotlib import ticker
 import pandas as pd
 
-from lib.report.report import pareto_front
+from lib.report.recommend import pareto_front
 
 BASELINES = ("fp32", "teacher")  # the variants every ratio is taken against: always labelled
 OFFSETS = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 14), (6, -22), (-6, 14), (-6, -22), (12, 24), (12, -32)]

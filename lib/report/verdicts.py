@@ -2,10 +2,15 @@
 so that a notebook and the report never say two things about the same target. Built from result frames only."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 
 from lib.core.bounds import UNNAMED_SET, deltas, judge, paired, quality_bounds, varied_set  # noqa: F401 (the verdicts' vocabulary)
+from lib.core.subject import Precision, Technique
+from lib.report.recommend import relies_on
+from lib.report.report import cpu_line
 
 
 def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsmos_drop: float,
@@ -210,3 +215,87 @@ def _speed_line(t, rtf_margin: float, met: dict) -> str:
                        for v, x in t[t.index.str.endswith("-unmerged")]["rtf_ratio"].items())
     return (f"**Merged-speed target {'met' if met['speed'] else 'missed'}**: RTF relative to the base voice, same run: "
             + ", ".join(f"{v} {x:.3f}" for v, x in r.items()) + f"{unmerged} (bound 1 ± {rtf_margin:g}).")
+
+
+# --- notebook 05: the back-ends' targets on this CPU and on the recorded GPU run ------------------------------------
+
+def _rows(table: pd.DataFrame, keep: Callable[[str, str], bool]) -> pd.DataFrame:
+    return table.loc[[i for i in table.index if keep(*i)]] if len(table) else table
+
+
+def cpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_target_ms: float, chunk_pesq_min: float,
+                 five_x: str, five_x_target_ms: float, cpu_line: str, frame: pd.DataFrame) -> list[str]:
+    """This CPU's targets: the teacher engine with the lowest TTFA p90 among those whose chunked output keeps PESQ-WB
+    >= `chunk_pesq_min` (an engine with no chunk PESQ is left out) against `ttfa_target_ms`, with the CPU it ran
+    on and the feature it relies on (its technique's number format, from the run's result rows `frame`); the best
+    student engine whose name holds `five_x` against `five_x_target_ms`."""
+    technique = frame.groupby("variant")["technique"].first()
+    cpu = _rows(table, lambda source, variant: not source.startswith(recorded_device))
+    if cpu.empty or "ttfa_ms_p90" not in cpu:
+        return []
+    teacher = _rows(cpu, lambda source, variant: ":" not in variant)  # students (name:engine) are judged below
+    pesq = teacher.get("chunk_pesq_wb", pd.Series(np.inf, index=teacher.index))  # no PESQ package: none is left out
+    good, lines = teacher[pesq >= chunk_pesq_min], []
+    if good.empty:
+        lines.append(f"CPU TTFA: no engine keeps chunked PESQ >= {chunk_pesq_min:g}")
+    else:
+        who = good["ttfa_ms_p90"].idxmin()
+        v = good.loc[who, "ttfa_ms_p90"]
+        lines.append(f"CPU TTFA p90 {v:.0f} ms ({who[1]}, chunk PESQ >= {good.loc[who, 'chunk_pesq_wb']:.2f}) "
+                     f"{'meets' if v <= ttfa_target_ms else 'misses'} <= {ttfa_target_ms:g} ms, measured on "
+                     f"{cpu_line}; relies on {Technique.of(technique.get(who[1], 'hardware')).precision.relies_on}")
+    five = [i for i in cpu.index if five_x in i[1]]
+    if five:
+        best = cpu.loc[five, "ttfa_ms_p90"].idxmin()
+        v, pq = cpu.loc[best, "ttfa_ms_p90"], cpu.loc[best].get("chunk_pesq_wb", float("nan"))
+        lines.append(f"5x voice TTFA p90 {v:.0f} ms ({best[1]}, chunk PESQ {pq:.2f}) "
+                     f"{'meets' if v <= five_x_target_ms else 'misses'} <= {five_x_target_ms:g} ms on {cpu_line}")
+    return lines
+
+
+def gpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_p99_ms: float, throughput_xrt: float) -> list[str]:
+    """The recorded GPU run's targets: the best first-chunk p99 against `ttfa_p99_ms`, the best offline throughput
+    (at its best batch) against `throughput_xrt`; 'not measured' where the run has no such rows."""
+    rows, lines, gpu = (_rows(table, lambda source, variant: source.startswith(recorded_device)), [],
+                        recorded_device.upper())
+    for name, metric, op, bound in [(f"{gpu} TTFA p99 (ms)", "ttfa_ms_p99", "<=", ttfa_p99_ms),
+                                    (f"{gpu} offline throughput (x real time)", "throughput_xrt_offline", ">=",
+                                     throughput_xrt)]:
+        if rows.empty or metric not in rows:
+            lines.append(f"{name}: not measured ({recorded_device} has no such rows)")
+            continue
+        best, who = ((rows[metric].min(), rows[metric].idxmin()) if op == "<="
+                     else (rows[metric].max(), rows[metric].idxmax()))
+        met = best <= bound if op == "<=" else best >= bound
+        lines.append(f"{name}: best {best:.1f} ({who[1]}) {'meets' if met else 'misses'} {op} {bound:g}")
+    return lines
+
+
+# --- notebook 03: what this CPU's run says ----------------------------------------------------------------------------
+
+def cpu_findings(table: pd.DataFrame, env: dict, frame: pd.DataFrame, baseline: str) -> list[str]:
+    """A notebook's CPU-specific findings computed from its own run (a `deltas` table, its env.json and its result
+    rows): which CPU, the fastest variant within the quality bounds and the feature it relies on, how the
+    precision-specific variants fared, what could not run on this CPU and why, and how many timings were taken
+    on a busy machine. Nothing here is written for one machine by hand."""
+    lines = [f"Measured on {cpu_line(env)}, at {env.get('threads', '?')} thread(s)."]
+    timed = table.dropna(subset=["rtf_ratio"]) if "rtf_ratio" in table else table.iloc[:0]
+    good = timed[timed["within_quality_bounds"] & (timed["variant"] != baseline)]
+    if not good.empty:
+        b = good.loc[good["rtf_ratio"].idxmin()]
+        lines.append(f"Fastest within the quality bounds on this CPU: **{b['variant']}** ({b['backend']}) at "
+                     f"{b['rtf_ratio']:.2f}x the baseline's RTF, same run; "
+                     f"it relies on {relies_on(b['technique'])}.")
+    elif not timed.empty:
+        lines.append("No variant was timed faster within the quality bounds on this CPU.")
+    for _, r in timed[[relies_on(t) == Precision.BF16.relies_on for t in timed["technique"]]].iterrows():
+        lines.append(f"{r['variant']}: {r['rtf_ratio']:.2f}x the baseline's RTF, "
+                     f"{'within' if r['within_quality_bounds'] else 'outside'} the quality bounds (native bf16 here).")
+    absent = frame[(frame["status"] == "absent") & (frame["device"].fillna("cpu") == "cpu")].drop_duplicates("variant")
+    for _, r in absent.iterrows():
+        lines.append(f"{r['variant']}: absent on this CPU ({r['reason']}).")
+    busy = frame[frame["status"] == "contended"]
+    if len(busy):
+        lines.append(f"{busy['variant'].nunique()} variant(s) were timed while other processes held the cores; their "
+                     "timings are marked contended and left out of this verdict.")
+    return lines

@@ -19,6 +19,7 @@ from lib.core import audio as lab_audio
 from lib.core import text as textmod
 from lib.core.params import ROOT
 from lib.core.results import LONG_RUN, RECORDED, ResultWriter
+from lib.core.subject import Technique
 from lib.core.text import Sentence
 from lib.data import ljspeech
 from lib.harness import bench, evaluate, metrics
@@ -230,23 +231,23 @@ def long_run_adaptations(teacher, runs: Sequence[str], root: Path = RECORDED / "
     return found, absent, table
 
 
-def judged_variants(teacher, adapters: dict, writer: ResultWriter, work: Path, *, model: str,
-                    unmerged_timing: str, long_runs: Sequence[str] = ()) -> tuple[list, pd.DataFrame]:
+def judged_variants(teacher, adapters: dict, writer: ResultWriter, work: Path, *, unmerged_timing: str,
+                    long_runs: Sequence[str] = ()) -> tuple[list, pd.DataFrame]:
     """What the harness judges: the teacher (a fresh copy, as every adapted voice), each method's adapter folder
     merged into it, the packs of the long runs in `long_runs` (long_run_adaptations, absent rows for those that do
     not load), and the method in `unmerged_timing` with its adapter still unmerged. Returns (the variants, the long
     runs' table)."""
     pt = work / "torch"
-    out = [evaluate.torch_variant("teacher", "baseline", copy.deepcopy(teacher), pt, parent="")]
-    out += [evaluate.torch_variant(name, "finetune", speaker_adapt.load(teacher, folder), pt, parent="teacher")
+    out = [evaluate.torch_variant("teacher", Technique.BASELINE, copy.deepcopy(teacher), pt, parent="")]
+    out += [evaluate.torch_variant(name, Technique.FINETUNE, speaker_adapt.load(teacher, folder), pt, parent="teacher")
             for name, folder in adapters.items()]
     long, absent, long_table = long_run_adaptations(teacher, long_runs)
-    out += [evaluate.torch_variant(name, "finetune", voice, pt, parent="teacher") for name, voice in long.items()]
+    out += [evaluate.torch_variant(name, Technique.FINETUNE, voice, pt, parent="teacher")
+            for name, voice in long.items()]
     for name, why in absent.items():
-        writer.absent(model=model, variant=name, metrics=["secs", "wer"], technique="finetune", backend="torch-cpu",
-                      reason=why)
+        writer.about(name, Technique.FINETUNE, backend="torch-cpu").absent(["secs", "wer"], why)
     if unmerged_timing:
-        out.append(evaluate.torch_variant(f"{unmerged_timing}-unmerged", "finetune",
+        out.append(evaluate.torch_variant(f"{unmerged_timing}-unmerged", Technique.FINETUNE,
                                           speaker_adapt.load(teacher, adapters[unmerged_timing], merge=False), pt,
                                           parent="teacher", convert={"peft_adapter": str(adapters[unmerged_timing])}))
     return out, long_table
@@ -256,7 +257,7 @@ def _clips(writer: ResultWriter, folder: str, ids: Sequence[str]) -> list:
     return [lab_audio.Audio(*lab_audio.read_wav(writer.dir / "audio" / folder / f"{i}.wav")) for i in ids]
 
 
-def pitch_shifts(variants: Sequence, writer: ResultWriter, ids: Sequence[str], *, model: str, threads: int) -> dict:
+def pitch_shifts(variants: Sequence, writer: ResultWriter, ids: Sequence[str], *, threads: int) -> dict:
     """Each variant's F0 shift from the teacher (semitones, median over frames voiced in both) on the noise-free
     clips of sentences `ids`, written as `f0_shift_semitones` rows; the first variant is the teacher."""
     folder = lambda v: evaluate.clip_dir_name(v.name, v.backend)  # noqa: E731
@@ -265,13 +266,12 @@ def pitch_shifts(variants: Sequence, writer: ResultWriter, ids: Sequence[str], *
     for v in variants:
         clips = _clips(writer, folder(v), ids)
         shifts[v.name] = metrics.f0_shift_semitones(teacher, [c.samples for c in clips], clips[0].sample_rate)
-        writer.add(model=model, variant=v.name, metric="f0_shift_semitones", value=shifts[v.name],
-                   technique=v.technique, parent=v.parent, backend=v.backend, threads=threads, reference="teacher")
+        writer.add(v.subject(writer.model, threads), "f0_shift_semitones", shifts[v.name], reference="teacher")
     return shifts
 
 
 def speaker_similarities(variants: Sequence, sentences: Sequence[Sentence], spk: Speaker, judges: Judges,
-                         writer: ResultWriter, *, model: str, secs_sentences: int) -> pd.DataFrame:
+                         writer: ResultWriter, *, secs_sentences: int) -> pd.DataFrame:
     """The speaker's own clips judged first (variant `target-speaker`: DNSMOS, WER): the judged sentences as its
     voice says them where the lab made the speaker, else its validation recordings. Then SECS of every variant to
     those clips (the first `secs_sentences`; pairs of different sentences only) and the speaker's self-similarity,
@@ -282,50 +282,49 @@ def speaker_similarities(variants: Sequence, sentences: Sequence[Sentence], spk:
     else:  # a user's recordings: the speaker's own clips are its validation split, other sentences
         own = RecordedVoice(spk.validation)
         own_sents = [Sentence(r.id, r.text) for r in spk.validation]
-    own_clips = evaluate.evaluate_quality(own, own_sents, judges, writer, model=model, variant="target-speaker",
-                                          technique="target",
-                                          backend="ort-cpu" if spk.voice is not None else "recorded")
+    target = writer.about("target-speaker", Technique.TARGET,
+                          backend="ort-cpu" if spk.voice is not None else "recorded")
+    own_clips = evaluate.evaluate_quality(own, own_sents, judges, target)
     own_dir = "target-speaker__ort-cpu" if spk.voice is not None else "target-speaker__recorded"
     n = max(2, min(secs_sentences, len(sentences), len(own_sents)))  # SECS compares the first n clips of each
     ids = [s.id for s in sentences[:n]]
     secs, secs_self = speaker_similarity_per_clip(
         {v.name: _clips(writer, evaluate.clip_dir_name(v.name, v.backend), ids) for v in variants},
         _clips(writer, own_dir, [s.id for s in own_sents[:n]]))
-    keys = {v.name: dict(technique=v.technique, backend=v.backend, parent=v.parent) for v in variants}
-    keys["target-speaker"] = dict(technique="target", backend="ort-cpu" if spk.voice is not None else "recorded",
-                                  parent="")
+    subjects = {v.name: v.subject(writer.model) for v in variants}
+    subjects["target-speaker"] = target.subject
     per_sentence = {**secs, "target-speaker": secs_self}
     for name, value in per_sentence.items():
-        writer.add(model=model, variant=name, metric="secs", value=float(value.mean()), **keys[name],
-                   reference="target-speaker (other sentences)", n=len(ids))
+        writer.add(subjects[name], "secs", float(value.mean()), reference="target-speaker (other sentences)",
+                   n=len(ids))
     return pd.DataFrame([{"variant": name, "id": i, "secs": float(x)}
                          for name, values in per_sentence.items() for i, x in zip(ids, values)]), own_clips
 
 
-def record_training(train_table: pd.DataFrame, writer: ResultWriter, *, model: str, threads: int) -> None:
+def record_training(train_table: pd.DataFrame, writer: ResultWriter, *, threads: int) -> None:
     """Each method's training costs as result rows (peak memory only where it was measured; a long run's pack has
     only its trainable parameters and their share of full's)."""
     for _, tr in train_table.iterrows():
         for metric in TRAINING_METRICS:
             if metric not in tr or np.isnan(tr[metric]):  # memory_probe off, or a long run's pack
                 continue
-            writer.add(model=model, variant=tr["method"], metric=metric, value=float(tr[metric]), technique="finetune",
-                       parent="teacher", backend="torch-cpu", threads=threads)
+            writer.about(tr["method"], Technique.FINETUNE, parent="teacher", backend="torch-cpu",
+                         threads=threads).add(metric, float(tr[metric]))
 
 
 def evaluate_all(variants: Sequence, sentences: Sequence[Sentence], judges: Judges, writer: ResultWriter, *,
-                 model: str, spk: Speaker, train_table: pd.DataFrame, settings: dict, threads: int, train_threads: int,
+                 spk: Speaker, train_table: pd.DataFrame, settings: dict, threads: int, train_threads: int,
                  reference_limit: int, secs_sentences: int, **timing) -> tuple:
     """The harness on every variant (quality with noise off, reference metrics against the teacher, `rtf_ratio` to
     the teacher; `timing`: speed_sentences, warmup, repeats, memory), then the pitch shifts, the speaker
     similarities and the training costs as rows. Returns (per-clip table, speed table, SECS per sentence)."""
-    per_clip, speed = evaluate.evaluate_variants(variants, sentences, judges, writer, model=model, baseline="teacher",
+    per_clip, speed = evaluate.evaluate_variants(variants, sentences, judges, writer, baseline="teacher",
                                                  settings=settings, threads=threads, reference_limit=reference_limit,
                                                  paired=True, speed_baseline="teacher", **timing)
-    pitch_shifts(variants, writer, [s.id for s in sentences[:reference_limit]], model=model, threads=threads)
-    secs_clips, own_clips = speaker_similarities(variants, sentences, spk, judges, writer, model=model,
+    pitch_shifts(variants, writer, [s.id for s in sentences[:reference_limit]], threads=threads)
+    secs_clips, own_clips = speaker_similarities(variants, sentences, spk, judges, writer,
                                                  secs_sentences=secs_sentences)
-    record_training(train_table, writer, model=model, threads=train_threads)
+    record_training(train_table, writer, threads=train_threads)
     own_clips = own_clips.assign(variant="target-speaker") if isinstance(own_clips, pd.DataFrame) else None
     return pd.concat([per_clip, own_clips], ignore_index=True), speed, secs_clips
 
@@ -348,8 +347,8 @@ def hub_track(hub_model: str, hub_dataset: str, hub_methods: Sequence[str], work
         table, curves, clips = speecht5_bench.speecht5_track(spec.model, spec.vocoder, hub_dataset, hub_methods, steps,
                                                              work, judges, writer, **kw)
     except hub.HubUnavailable as exc:
-        writer.absent(model=hub_model, variant="track-b", metrics=["trainable_params", "mcd_db"], technique="finetune",
-                      backend="torch-cpu", reason=f"Track B needs the hub: {exc}")
+        writer.about("track-b", Technique.FINETUNE, model=hub_model, backend="torch-cpu").absent(
+            ["trainable_params", "mcd_db"], f"Track B needs the hub: {exc}")
         _LOGGER.info("Track B absent here: %s", exc)
         return None, None, None
     quality = clips.groupby("variant")[[c for c in ["mcd_db", "f0_rmse_cents", "pesq_wb", "dnsmos_p808", "wer"]

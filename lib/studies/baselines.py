@@ -7,6 +7,7 @@ from typing import Sequence
 import pandas as pd
 
 from lib.core.results import ResultWriter
+from lib.core.subject import Technique
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate
 from lib.studies import common
@@ -46,35 +47,36 @@ def parity(model: str, module, sentences: Sequence[Sentence], *, length_scale: f
 
 
 def judge_backends(voices_by_backend: dict, sentences: Sequence[Sentence], judges, writer: ResultWriter, *,
-                   model: str, threads: int) -> pd.DataFrame:
+                   threads: int) -> pd.DataFrame:
     """Each back-end's voice speaks and is judged on `sentences` (rows added to `writer`); the per-clip table with a
     `backend` column."""
-    return pd.concat([evaluate.evaluate_quality(v, sentences, judges, writer, model=model, variant="fp32", backend=b,
-                                                threads=threads).assign(backend=b)
+    return pd.concat([evaluate.evaluate_quality(v, sentences, judges, writer.about("fp32", backend=b, threads=threads)
+                                                ).assign(backend=b)
                       for b, v in voices_by_backend.items()])
 
 
-def speed(model: str, module, sentences: Sequence[Sentence], writer: ResultWriter, *, threads: Sequence[int],
+def speed(module, sentences: Sequence[Sentence], writer: ResultWriter, *, threads: Sequence[int],
           memory_threads: Sequence[int], settings: dict, warmup: int, repeats: int) -> pd.DataFrame:
-    """Both back-ends at each thread count, timed interleaved on the same sentences (`rtf_ratio` to ONNX Runtime at
-    the first thread count); peak memory, each in a fresh process, for the thread counts in `memory_threads`."""
-    timed, meta, specs = {}, {}, {}
+    """The notebook's voice on both back-ends at each thread count, timed interleaved on the same sentences
+    (`rtf_ratio` to ONNX Runtime at the first thread count); peak memory, each in a fresh process, for the thread
+    counts in `memory_threads`."""
+    timed, subjects, specs = {}, {}, {}
     for t in threads:
         for backend in BACKENDS:
-            name, spec = f"{backend}/{t}", dict(name=model, backend=backend, threads=t, **settings)
+            name, spec = f"{backend}/{t}", dict(name=writer.model, backend=backend, threads=t, **settings)
             if t in memory_threads:
                 specs[name] = spec
             timed[name] = voices.load_voice(**spec, **({"module": module} if backend == "torch-cpu" else {}))
-            meta[name] = dict(variant="fp32", backend=backend, threads=t, technique="baseline", parent="fp32")
-    return evaluate.measure_speed(timed, sentences, writer, model=model, baseline=f"ort-cpu/{threads[0]}", meta=meta,
+            subjects[name] = writer.about("fp32", backend=backend, threads=t, parent="fp32").subject
+    return evaluate.measure_speed(timed, sentences, writer, baseline=f"ort-cpu/{threads[0]}", subjects=subjects,
                                   warmup=warmup, repeats=repeats, specs=specs).set_index("name")
 
 
 def models_table(per_clip: pd.DataFrame, others: pd.DataFrame, others_speed: pd.DataFrame, *,
-                 model: str) -> pd.DataFrame:
-    """Mean quality per model and variant (the Piper voice on ONNX Runtime as `pretrained`), with each other model's
-    speed and size from the same run."""
-    compare = pd.concat([per_clip[per_clip["backend"] == "ort-cpu"].assign(model=model, variant="pretrained"), others])
+                 ours: str) -> pd.DataFrame:
+    """Mean quality per model and variant (the Piper voice `ours` on ONNX Runtime as `pretrained`), with each other
+    model's speed and size from the same run."""
+    compare = pd.concat([per_clip[per_clip["backend"] == "ort-cpu"].assign(model=ours, variant="pretrained"), others])
     cols = [c for c in ["dnsmos_p808", "dnsmos_ovrl", "wer", "cer", "mcd_db", "f0_rmse_cents", "pesq_wb"]
             if c in compare]
     table = compare.groupby(["model", "variant"])[cols].mean()
@@ -84,33 +86,34 @@ def models_table(per_clip: pd.DataFrame, others: pd.DataFrame, others_speed: pd.
     return table
 
 
-def models_points(table: pd.DataFrame, *, model: str, rtf: float, size_mb: float) -> pd.DataFrame:
+def models_points(table: pd.DataFrame, *, ours: str, rtf: float, size_mb: float) -> pd.DataFrame:
     """One point per pretrained model for the quality-against-speed plot; the Piper voice's RTF and size come from
     this run's timing and file."""
     pts = table.reset_index()
     pts = pts[pts["variant"] == "pretrained"].set_index("model")
-    pts.loc[model, ["rtf", "size_mb"]] = [rtf, size_mb]
+    pts.loc[ours, ["rtf", "size_mb"]] = [rtf, size_mb]
     return pts
 
 
-def listening_clips(writer: ResultWriter, sentence_id: str, *, model: str, torch_quality: bool,
-                    other_models: Sequence[str], absent: dict) -> list[tuple[str, str, str]]:
+def listening_clips(writer: ResultWriter, sentence_id: str, *, torch_quality: bool, other_models: Sequence[str],
+                    absent: dict) -> list[tuple[str, str, str]]:
     """(model, backend, wav path) of every clip this run spoke for one sentence."""
-    pairs = [(model, "ort-cpu", "fp32")] + ([(model, "torch-cpu", "fp32")] if torch_quality else [])
+    ours = writer.model
+    pairs = [(ours, "ort-cpu", "fp32")] + ([(ours, "torch-cpu", "fp32")] if torch_quality else [])
     pairs += [(m, "ort-cpu" if m == "kokoro-82m" else "torch-cpu", m) for m in other_models if m not in absent]
     return [(m, b, str(common.clip_path(writer, v, b, sentence_id))) for m, b, v in pairs]
 
 
-def record(writer: ResultWriter, *, model: str, voices_by_backend: dict, module, arch: pd.DataFrame,
-           flop_sentences: int, parity_table: pd.DataFrame, parity_threads: int) -> None:
+def record(writer: ResultWriter, *, voices_by_backend: dict, module, arch: pd.DataFrame, flop_sentences: int,
+           parity_table: pd.DataFrame, parity_threads: int) -> None:
     """Sizes and parameter counts per back-end, the compute per audio second, and the parity check's worst case."""
     for backend, v in voices_by_backend.items():
-        keys = dict(model=model, variant="fp32", backend=backend, threads=1)
-        writer.add(metric="size_mb", value=bench.size_mb(v.model_path), **keys)
-        writer.add_many(bench.param_counts(module), **keys)
-    writer.add(model=model, variant="fp32", backend="torch-cpu", threads=1, metric="gflop_per_audio_s",
-               value=arch.loc["total", "GFLOP per audio s"], n=flop_sentences)
+        out = writer.about("fp32", backend=backend, threads=1)
+        out.add("size_mb", bench.size_mb(v.model_path))
+        out.add_many(bench.param_counts(module))
+    writer.about("fp32", backend="torch-cpu", threads=1).add(
+        "gflop_per_audio_s", arch.loc["total", "GFLOP per audio s"], n=flop_sentences)
     worst = parity_table.agg({"length_diff_samples": "max", "max_abs_diff": "max", "rms_diff_db": "max",
                               "pesq_wb": "mean"})
-    writer.add_many(worst.to_dict(), n=len(parity_table), model=model, variant="fp32-parity", technique="parity",
-                    parent="fp32", backend="torch-cpu", threads=parity_threads)
+    writer.about("fp32-parity", Technique.PARITY, parent="fp32", backend="torch-cpu",
+                 threads=parity_threads).add_many(worst.to_dict(), n=len(parity_table))

@@ -25,15 +25,16 @@ def folders(writer: ResultWriter) -> tuple[Path, Path]:
     return out
 
 
-def start(profile: str, notebook: str, *, threads: int = 1, device: str = "cpu",
+def start(profile: str, notebook: str, *, model: str, threads: int = 1, device: str = "cpu",
           torch_threads: int | None = None) -> tuple[ResultWriter, Path, Path, dict]:
-    """A notebook's run begun: its ResultWriter, `artefacts/` and `figures/` folders and the environment its numbers
-    are measured in (`threads` timed, on `device`); torch's own threads for the untimed work set to `torch_threads`.
+    """A notebook's run begun: its ResultWriter (its rows about `model` unless they name another), `artefacts/` and
+    `figures/` folders and the environment its numbers are measured in (`threads` timed, on `device`); torch's own
+    threads for the untimed work set to `torch_threads`.
     Library warnings the lab knows to be noise are silenced by name (lib.core.quiet); any other one shows, and so do
     the studies' own log lines, in the cell's output."""
     quiet.silence_known()
     show_study_logs()
-    writer = ResultWriter(profile, notebook)
+    writer = ResultWriter(profile, notebook, model)
     if torch_threads:
         torch.set_num_threads(int(torch_threads))
     return (writer, *folders(writer), bench.environment(threads=threads, device=device))

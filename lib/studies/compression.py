@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core.results import ResultWriter
+from lib.core.subject import Technique
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics
 from lib.runtimes import bench_engines
@@ -25,7 +26,7 @@ BNB_MODES = ("int8", "nf4")
 GPU_VARIANTS = ("gpu-fp16", "gpu-bf16", "gpu-bnb-int8", "gpu-bnb-nf4")  # measured on an H100 by notebook 05
 GPU_RECORD = "outputs/recorded/h100/05_hardware_benchmark"
 # the technique of a pruned decoder trained back: this run's and the long runs'
-RECOVERY = "structured pruning + recovery"
+RECOVERY = Technique.STRUCTURED_RECOVERY
 # the ONNX Runtime int8 conversions section 5 judges (compress.CONVERSIONS), in the harness's order
 ORT_CONVERSIONS = ("ort-weight-int8-all", "ort-weight-int8-flow-dec", "ort-dynamic-int8-matmul",
                    "ort-dynamic-int8-conv", "ort-qdq-int8-all")
@@ -109,39 +110,39 @@ def build_variants(fp32, onnx_fp32: Path, structured, sens: pd.DataFrame, calibr
 
     def torch_int8(name):
         model, info["torch_int8_layers"] = compress.quantize_dynamic_torch(fp32)
-        return evaluate.torch_variant(name, "torch dynamic int8", model, pt,
+        return evaluate.torch_variant(name, Technique.TORCH_DYNAMIC_INT8, model, pt,
                                       extra={"quantized_layers": info["torch_int8_layers"]},
                                       convert={"torch_dynamic_int8": True})
 
     def unstructured(name):
         model = compress.prune_unstructured(fp32, unstructured_amount)
-        return evaluate.torch_variant(name, "unstructured pruning", model, pt, extra={
+        return evaluate.torch_variant(name, Technique.UNSTRUCTURED_PRUNING, model, pt, extra={
             "sparsity": compress.weight_sparsity(model),
             "size_mb_zip": compress.state_dict_bytes(model, compressed=True) / 2**20})
 
     def structured_int8(name):  # only the least sensitive group in int8, as in the guided variant
-        conversion = compress.OnnxConversion(name, "structured + int8", "static", "structured_qdq.onnx",
+        conversion = compress.OnnxConversion(name, Technique.STRUCTURED_INT8, "static", "structured_qdq.onnx",
                                              groups=(info["insensitive"],))
         return evaluate.onnx_variant(name, conversion.technique, conversion.convert(structured_onnx(), work,
                                                                                     calibration))
 
     recipes = {
-        "fp32": lambda n: evaluate.onnx_variant(n, "baseline", onnx_fp32, parent=""),
-        "fp32-torch": lambda n: evaluate.torch_variant(n, "baseline", fp32, pt),
+        "fp32": lambda n: evaluate.onnx_variant(n, Technique.BASELINE, onnx_fp32, parent=""),
+        "fp32-torch": lambda n: evaluate.torch_variant(n, Technique.BASELINE, fp32, pt),
         f"l1-unstructured-{pct(unstructured_amount)}": unstructured,
         "torch-dynamic-int8": torch_int8,
-        "torch-bf16-autocast": lambda n: evaluate.torch_variant(n, "bf16", fp32, pt, autocast_bf16=True),
-        "openvino-f32": lambda n: evaluate.onnx_variant(n, "runtime", onnx_fp32, backend="openvino-cpu",
+        "torch-bf16-autocast": lambda n: evaluate.torch_variant(n, Technique.BF16, fp32, pt, autocast_bf16=True),
+        "openvino-f32": lambda n: evaluate.onnx_variant(n, Technique.RUNTIME, onnx_fp32, backend="openvino-cpu",
                                                         precision="f32"),
-        "openvino-bf16": lambda n: evaluate.onnx_variant(n, "bf16", onnx_fp32, backend="openvino-cpu",
+        "openvino-bf16": lambda n: evaluate.onnx_variant(n, Technique.BF16, onnx_fp32, backend="openvino-cpu",
                                                          precision="bf16"),
-        "split-f32": lambda n: evaluate.onnx_variant(n, "static-shape decoder", latent_onnx, backend="split",
+        "split-f32": lambda n: evaluate.onnx_variant(n, Technique.STATIC_SHAPE, latent_onnx, backend="split",
                                                      artefact=split_dir, precision="f32", **split_kw),
-        "split-bf16": lambda n: evaluate.onnx_variant(n, "static-shape decoder + bf16", latent_onnx, backend="split",
+        "split-bf16": lambda n: evaluate.onnx_variant(n, Technique.STATIC_SHAPE_BF16, latent_onnx, backend="split",
                                                       artefact=split_dir, precision="bf16", **split_kw),
         **{c.name: (lambda n, c=c: evaluate.onnx_variant(n, c.technique, c.convert(onnx_fp32, work, calibration)))
            for c in map(compress.CONVERSIONS.get, ORT_CONVERSIONS)},
-        info["guided"]: lambda n: evaluate.onnx_variant(n, "ort static int8 (sensitivity-guided)",  # made by section 1
+        info["guided"]: lambda n: evaluate.onnx_variant(n, Technique.ORT_GUIDED_INT8,  # made by section 1
                                                         Path(sens.set_index("group").loc[info["insensitive"], "file"])),
         info["structured"]: lambda n: evaluate.onnx_variant(n, RECOVERY, structured_onnx()),
         f"{info['structured']}-qdq-{tag}": structured_int8,
@@ -152,7 +153,7 @@ def build_variants(fp32, onnx_fp32: Path, structured, sens: pd.DataFrame, calibr
     return [make(name) for name, make in recipes.items() if name not in skip], info
 
 
-def long_recoveries(fp32, runs: Sequence[str], config: Path, work: Path, writer: ResultWriter, *, model: str,
+def long_recoveries(fp32, runs: Sequence[str], config: Path, work: Path, writer: ResultWriter, *,
                     root: Path = packs.LONG_ROOT) -> tuple[list[evaluate.Variant], dict[str, VoiceSpec]]:
     """The packs of the long CPU runs of the pruned decoder (`runs`, e.g. 'reg128/dec128-regress': `root`/<work>/<run>,
     their recipe, steps and machine-hours in each pack's config.json), each as the voice with that decoder, exported
@@ -163,8 +164,7 @@ def long_recoveries(fp32, runs: Sequence[str], config: Path, work: Path, writer:
     absent |= {n: f"long run {n} is a {info[n]['kind']}, not a pruned HiFi-GAN decoder" for n in long
                if info[n]["kind"] != "decoder"}
     for name, reason in absent.items():
-        writer.absent(model=model, variant=name, metrics=["rtf", "dnsmos_p808"], technique=RECOVERY, backend="ort-cpu",
-                      reason=reason)
+        writer.about(name, RECOVERY, backend="ort-cpu").absent(["rtf", "dnsmos_p808"], reason)
     ort = {n: specs[n].on("ort-cpu") for n in long if n not in absent}
     return ([evaluate.onnx_variant(sp.name, RECOVERY, export.export_voice(long[n], work / "long" / sp.folder, config))
              for n, sp in ort.items()], {sp.name: sp for sp in ort.values()})
@@ -187,11 +187,11 @@ def check_skip(skip: Sequence[str], names: Sequence[str]) -> None:
 
 def variants_table(variants: Sequence[evaluate.Variant]) -> pd.DataFrame:
     """What was built: each variant's technique, back-end and size on disk."""
-    return pd.DataFrame([{"variant": v.name, "technique": v.technique, "backend": v.backend,
+    return pd.DataFrame([{"variant": v.name, "technique": v.technique.value, "backend": v.backend,
                           "artefact MB": bench.size_mb(v.artefact)} for v in variants])
 
 
-def bitsandbytes_variants(fp32, save_dir: Path, writer: ResultWriter, *, model: str, skip: Sequence[str] = ()):
+def bitsandbytes_variants(fp32, save_dir: Path, writer: ResultWriter, *, skip: Sequence[str] = ()):
     """bitsandbytes int8 (LLM.int8()) and NF4 on the 1x1 convolutions of the text encoder and flow, as torch variants;
     where bitsandbytes cannot run, absent rows with the reason.
     Returns (variants, layers converted per mode, status)."""
@@ -199,8 +199,7 @@ def bitsandbytes_variants(fp32, save_dir: Path, writer: ResultWriter, *, model: 
     names = [f"bnb-{m}-1x1" for m in BNB_MODES]
     if not ok:
         for name in names:
-            writer.absent(model=model, variant=name, metrics=["rtf", "dnsmos_p808"], technique="bitsandbytes",
-                          backend="torch-cpu", reason=reason)
+            writer.about(name, Technique.BITSANDBYTES, backend="torch-cpu").absent(["rtf", "dnsmos_p808"], reason)
         return [], {}, reason
     out, layers = [], {}
     for mode, name in zip(BNB_MODES, names):
@@ -208,13 +207,13 @@ def bitsandbytes_variants(fp32, save_dir: Path, writer: ResultWriter, *, model: 
             continue
         bnb_model, converted = compress.bnb_convert(fp32, mode, scope=BNB_SCOPE)
         layers[mode] = len(converted)
-        out.append(evaluate.torch_variant(name, "bitsandbytes", bnb_model, save_dir,
+        out.append(evaluate.torch_variant(name, Technique.BITSANDBYTES, bnb_model, save_dir,
                                           extra={"quantized_layers": len(converted)},
                                           convert={"bnb": mode, "scope": list(BNB_SCOPE)}))
     return out, layers, reason
 
 
-def duration_predictor_int8(fp32, ids: Sequence[list[int]], writer: ResultWriter, *, model: str, threads: int) -> str:
+def duration_predictor_int8(fp32, ids: Sequence[list[int]], writer: ResultWriter, *, threads: int) -> str:
     """Whether the duration predictor survives bitsandbytes int8: the voice speaks `ids` with only it converted; a
     divergence is a failed row with the reason. Returns what happened, in words."""
     dp_model, names = compress.bnb_convert(fp32, "int8", scope=("dp",))
@@ -222,20 +221,19 @@ def duration_predictor_int8(fp32, ids: Sequence[list[int]], writer: ResultWriter
         bench_engines.TorchEngine(dp_model, threads=threads).synth(list(ids))
         return f"int8 duration predictor ({len(names)} layers): durations stayed bounded"
     except ValueError as exc:
-        writer.add(model=model, variant="bnb-int8-duration-predictor", metric="rtf", value=None, status="failed",
-                   technique="bitsandbytes", backend="torch-cpu", reason=str(exc))
+        writer.about("bnb-int8-duration-predictor", Technique.BITSANDBYTES, backend="torch-cpu").add(
+            "rtf", None, status="failed", reason=str(exc))
         return f"int8 duration predictor ({len(names)} layers): {exc}"
 
 
-def gpu_absent(writer: ResultWriter, *, model: str) -> None:
+def gpu_absent(writer: ResultWriter) -> None:
     """Without CUDA here, the GPU precisions are absent rows that point to the recorded H100 run."""
     import torch
     if torch.cuda.is_available():
         return
     for name in GPU_VARIANTS:
-        writer.absent(model=model, variant=name, metrics=["rtf", "dnsmos_p808"],
-                      technique="half precision / bitsandbytes", backend="torch-cuda", device="cuda",
-                      reason=f"no CUDA device on this machine; measured on an H100: {GPU_RECORD}")
+        writer.about(name, Technique.HALF_PRECISION_BNB, backend="torch-cuda", device="cuda").absent(
+            ["rtf", "dnsmos_p808"], f"no CUDA device on this machine; measured on an H100: {GPU_RECORD}")
 
 
 
@@ -261,4 +259,4 @@ def findings_facts(sens: pd.DataFrame, sweep: pd.DataFrame, table: pd.DataFrame,
             "recoveries": [(r.variant, r.rtf_ratio, r.dnsmos_drop, r.wer_increase)
                            for r in table[table["technique"] == RECOVERY].sort_values("dnsmos_drop").itertuples()],
             "bnb": [(v, t.loc[v, "dnsmos_drop"]) for v in t.index
-                    if str(t.loc[v, "technique"]).startswith("bitsandbytes")]}
+                    if t.loc[v, "technique"] == Technique.BITSANDBYTES]}

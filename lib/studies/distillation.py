@@ -13,6 +13,7 @@ import pandas as pd
 
 from lib.core import text
 from lib.core.results import ResultWriter
+from lib.core.subject import Technique
 from lib.core.text import Sentence
 from lib.data import varied_text
 from lib.harness import bench, evaluate
@@ -236,7 +237,7 @@ def recorded_specs(teacher, roots: dict) -> tuple[dict, dict, dict, dict]:
 
 
 def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict, long_runs: Sequence[str],
-               torch_students: Sequence[str], ort_students: Sequence[str], writer: ResultWriter, model: str,
+               torch_students: Sequence[str], ort_students: Sequence[str], writer: ResultWriter,
                **parts_) -> Voices:
     """This run's student voices (those of the roles in `torch_students` judged in PyTorch, with the teacher; those
     in `ort_students` exported), the students recorded on GPUs (`recorded_roots`: device -> folder) and the long CPU
@@ -257,8 +258,7 @@ def all_voices(teacher, students: dict, chain_end: str, *, recorded_roots: dict,
                                            specs[roles["chain+flow"][0]].part("flow"), parts_["fe"], fe_part)
     rec, absent, info = {**rec, **long, **whole}, {**absent, **long_absent}, {**info, **long_info}
     for name, reason in absent.items():
-        writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
-                      reason=reason)
+        writer.about(name, Technique.DISTILLATION, backend="ort-cpu").absent(ABSENT_METRICS, reason)
     ort = {roles[r][0]: vs[roles[r][0]] for r in ORT_STUDENTS if r in ort_students}
     return Voices(vs, judged, roles["chain+flow"][0], roles["whole"][0], roles["5x"][0], roles["frontend"][0], ort, rec,
                   absent, info, {**specs, **rec_specs, **long_specs, **whole_specs})
@@ -272,26 +272,25 @@ def harness_variants(v: Voices, costs: dict, onnx_fp32: Path, config: Path, work
             for n, m in {**v.ort, **v.recorded}.items()}
     extra = {n: {k: x for k, x in c.items() if k != "params"} for n, c in costs.items()}
     teacher, shipped = VoiceSpec().name, VoiceSpec(backend="ort-cpu").name
-    out = [evaluate.torch_variant(n, "baseline" if n == teacher else "distillation", m, work / "torch",
+    out = [evaluate.torch_variant(n, Technique.BASELINE if n == teacher else Technique.DISTILLATION, m, work / "torch",
                                   parent="" if n == teacher else teacher, extra=extra[n]) for n, m in v.built.items()
            if n in v.judged]
-    out += [evaluate.onnx_variant(shipped, "baseline", onnx_fp32, parent="")]
-    out += [evaluate.onnx_variant(v.specs[n].on("ort-cpu").name, "distillation", path, parent=shipped,
+    out += [evaluate.onnx_variant(shipped, Technique.BASELINE, onnx_fp32, parent="")]
+    out += [evaluate.onnx_variant(v.specs[n].on("ort-cpu").name, Technique.DISTILLATION, path, parent=shipped,
                                   artefact=path.parent, extra=extra[n] | {"params": costs[n]["params"]})
             for n, path in onnx.items()]
     return out, onnx
 
 
-def duration_rows(v: Voices, teacher, ids: Sequence[list[int]], writer: ResultWriter, *, model: str) -> None:
+def duration_rows(v: Voices, teacher, ids: Sequence[list[int]], writer: ResultWriter) -> None:
     """A front-end student's durations against the teacher's, for this run's voices that speak through it and for
     each long front-end run's pack (the teacher with it: the long whole voices share its durations; rows to
     `writer`)."""
     voices_ = {**{n: v.built[n] for n in (v.frontend_only, v.whole, v.five)},
                **{n: m for n, m in v.recorded.items() if v.info.get(n, {}).get("kind") == "frontend"}}
     for n, voice in voices_.items():
-        for metric, value in evaluate.duration_error(voice, teacher, ids).items():
-            writer.add(model=model, variant=n, metric=metric, value=value, technique="distillation", parent="teacher",
-                       backend="torch-cpu", reference="teacher", n=len(ids))
+        writer.about(n, Technique.DISTILLATION, parent="teacher", backend="torch-cpu").add_many(
+            evaluate.duration_error(voice, teacher, ids), reference="teacher", n=len(ids))
 
 
 DELTA_COLUMNS = ["variant", "backend", "rtf", "rtf_ratio", "gflop_per_audio_s", "dec_gflop_per_audio_s",
@@ -308,8 +307,8 @@ def compute_by_module(v: Voices, costs: dict, ids: Sequence[list[int]], threads:
 
 
 def width_scan(teacher, flow, fe, widths: Sequence[int], work: Path, *, blocks: int, flow_name: str, fe_name: str,
-               onnx_fp32: Path, config: Path, sentences: Sequence[Sentence], writer: ResultWriter, model: str,
-               threads: int, warmup: int) -> pd.DataFrame:
+               onnx_fp32: Path, config: Path, sentences: Sequence[Sentence], writer: ResultWriter, threads: int,
+               warmup: int) -> pd.DataFrame:
     """The 5x voice rebuilt with an untrained frame-rate decoder of each width, exported and timed interleaved with
     the shipped file in ONNX Runtime, noise off (rows `architecture scan`, parent `fp32-ort`)."""
     quiet = dict(backend="ort-cpu", threads=threads, noise_scale=0.0, noise_w=0.0)
@@ -324,14 +323,15 @@ def width_scan(teacher, flow, fe, widths: Sequence[int], work: Path, *, blocks: 
         path = export.export_voice(distill.with_parts(teacher, decoder=dec, flow=flow, frontend=fe),
                                    work / "scan" / spec.folder, config)
         timed[spec.name] = voices.load_voice(model_path=path, **quiet)
-    meta = {n: dict(technique="architecture scan", backend="ort-cpu", threads=threads, parent=shipped) for n in timed}
-    return evaluate.measure_speed(timed, sentences, writer, model=model, baseline=shipped, warmup=warmup, meta=meta,
+    subjects = {n: writer.about(n, Technique.ARCHITECTURE_SCAN, backend="ort-cpu", threads=threads,
+                                parent=shipped).subject for n in timed}
+    return evaluate.measure_speed(timed, sentences, writer, baseline=shipped, warmup=warmup, subjects=subjects,
                                   record=[n for n in timed if n != shipped])
 
 
 def onnx_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of the students in ONNX Runtime (judged against the shipped file there, `fp32-ort`)."""
-    return table[(table["backend"] == "ort-cpu") & (table["technique"] == "distillation")]
+    return table[(table["backend"] == "ort-cpu") & (table["technique"] == Technique.DISTILLATION)]
 
 
 def fast_decoders(ort_rows: pd.DataFrame, v: Voices, max_rtf_ratio: float) -> dict[str, float]:
@@ -372,7 +372,7 @@ VARIED = "_varied"  # the metrics' suffix for the varied judged set (lib.core.re
 
 
 def judge_varied(variants: Sequence[evaluate.Variant], names: Sequence[str], n: int, judges, writer: ResultWriter, *,
-                 model: str, settings: dict, threads: int, family: str) -> pd.DataFrame:
+                 settings: dict, threads: int, family: str) -> pd.DataFrame:
     """The first `n` sentences of the held-out `family` of lib.data.varied_text (by name: text no training step saw)
     spoken noise-free by each variant in `names`, judged as the Harvard lists are, written as the `_varied` metrics;
     each row names its set (`judged_set`, the family's title), which the verdicts quote."""
@@ -385,9 +385,8 @@ def judge_varied(variants: Sequence[evaluate.Variant], names: Sequence[str], n: 
     if not set(names) & {v.name for v in variants}:
         raise ValueError(f"judge_varied: none of {list(names)} is a variant of this run")
     quiet = evaluate.noise_off(settings)
-    pending = [evaluate.start_quality(v.make(threads=threads, **quiet), sentences, judges, writer, model=model,
-                                      variant=v.name, technique=v.technique, parent=v.parent, backend=v.backend,
-                                      threads=threads, suffix=VARIED)
+    pending = [evaluate.start_quality(v.make(threads=threads, **quiet), sentences, judges,
+                                      writer.scoped(v.subject(writer.model, threads)), suffix=VARIED)
                for v in variants if v.name in set(names)]
     frame = pd.concat([p.finish() for p in pending], ignore_index=True)
     return frame.assign(judged_set=varied_text.Family[family].title)

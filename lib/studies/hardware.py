@@ -20,6 +20,7 @@ import pandas as pd
 
 from lib.core import audio as lab_audio, machine, onnx_session, params, text
 from lib.core.results import ResultWriter, gate_fidelity
+from lib.core.subject import Technique
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics, scenarios
 from lib.harness.judges import Judges, PendingJudgement
@@ -36,6 +37,7 @@ NOTEBOOK = "05_hardware_benchmark"
 ABSENT_METRICS = ["latency_ms_p90", "ttfa_ms_p90", "throughput_xrt_offline"]  # what an engine that cannot run lacks
 REFERENCE_ENGINE = EngineSpec("torch-cpu", "fp32")  # the engine every other engine's audio is compared with
 REFERENCE = REFERENCE_ENGINE.label  # its label: the parent of the parity rows
+TEACHER_FILE = "teacher (shipped)"  # the shipped voice's name among the cold-start files
 CALIBRATION_ENGINE = EngineSpec("ort-cpu", "fp32")  # the engine whose latent windows calibrate the int8 window decoder
 TABLE_METRICS = ["latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "rtf", "throughput_xrt_offline", "best_batch",
                  "ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99", "chunk_snr_db", "chunk_pesq_wb", "peak_gpu_mb",
@@ -81,13 +83,13 @@ def profile_queries(profile: str = "default") -> QuerySet:
 
 
 
-def record_probes(probes: Sequence, writer: ResultWriter, *, model: str) -> pd.DataFrame:
+def record_probes(probes: Sequence, writer: ResultWriter) -> pd.DataFrame:
     """Absent rows (with the probe's status and reason) for every back-end that is not runnable here; the probe
     table."""
     for p in probes:
         if p.status != backends.RUNNABLE:
-            writer.absent(model=model, variant=p.label, metrics=ABSENT_METRICS, technique="hardware",
-                          backend=p.backend, device=p.device, reason=f"{p.status}: {p.reason}")
+            writer.about(p.label, Technique.of_precision(p.precision), backend=p.backend, device=p.device).absent(
+                ABSENT_METRICS, f"{p.status}: {p.reason}")
     return backends.probes_frame(probes)
 
 
@@ -95,6 +97,12 @@ def engine_settings(torch_model, sample_rate: int) -> dict:
     """The latent's channels, the decoder's hop and the sample rate an ONNX engine of this voice needs."""
     return dict(channels=torch_model.hparams["inter_channels"], hop=export.hop_length(torch_model),
                 sample_rate=sample_rate)
+
+
+def engine_technique(spec: EngineSpec) -> Technique:
+    """The technique of an engine's rows, by the precision it computes in (its own or its window decoder's): what
+    the report reads the CPU feature it relies on from."""
+    return Technique.of_precision("bf16" if "bf16" in (spec.precision, spec.window_precision) else spec.precision)
 
 
 def engine_specs(labels: Sequence[str]) -> list[EngineSpec]:
@@ -124,7 +132,7 @@ def engine_builder(model, paths: dict, *, settings: dict, threads: int) -> Calla
 
 
 def int8_window_decoder(engine: eng.Engine, paths: dict, work: Path, queries: Sequence, writer: ResultWriter, *,
-                        model: str, chunk_frames: int, context_frames: int, calibration_queries: int,
+                        chunk_frames: int, context_frames: int, calibration_queries: int,
                         check_queries: int) -> tuple[pd.DataFrame, float, int]:
     """Static QDQ int8 of the window decoder, calibrated on the latent windows of the last `calibration_queries`
     queries (added to `paths` as 'decoder_int8'); its error energy relative to the f32 window decoder (median over
@@ -138,9 +146,9 @@ def int8_window_decoder(engine: eng.Engine, paths: dict, work: Path, queries: Se
     f32, i8 = (onnx_session.session(paths[k], what="window decoder") for k in ("decoder", "decoder_int8"))
     snr = float(np.median([lab_audio.snr_db(f32.run(None, {"z": z})[0].ravel(), i8.run(None, {"z": z})[0].ravel())
                            for z in check]))
-    keys = dict(model=model, variant="decoder-window-qdq-int8", technique="npu preparation", backend="ort-cpu")
-    writer.add(metric="rms_diff_db", value=-snr, n=len(check), reference="f32 window decoder", **keys)
-    writer.add(metric="size_mb", value=bench.size_mb(paths["decoder_int8"]), **keys)
+    out = writer.about("decoder-window-qdq-int8", Technique.NPU_PREPARATION, backend="ort-cpu")
+    out.add("rms_diff_db", -snr, n=len(check), reference="f32 window decoder")
+    out.add("size_mb", bench.size_mb(paths["decoder_int8"]))
     return readiness, -snr, len(check)
 
 
@@ -163,7 +171,7 @@ class Runs:
 
 
 def run_engines(specs: Sequence[EngineSpec], probes: Sequence, build: Callable[[EngineSpec], eng.Engine], qs: QuerySet,
-                cfg: scenarios.SuiteConfig, writer: ResultWriter, *, model: str, threads: int) -> Runs:
+                cfg: scenarios.SuiteConfig, writer: ResultWriter, *, threads: int) -> Runs:
     """Each engine of `specs` (built by `build`) through the whole suite on the same queries; its clips of the first
     `cfg.fidelity_queries` streaming queries kept for the parity check. An engine whose back-end and precision the
     probe found not runnable is skipped (its rows are the probe's), one whose precision this CPU lacks is an absent
@@ -171,23 +179,22 @@ def run_engines(specs: Sequence[EngineSpec], probes: Sequence, build: Callable[[
     by_engine, runs = {(p.backend, p.precision): p for p in probes}, Runs()
     for spec in specs:
         label, probe = spec.label, by_engine.get((spec.backend, spec.precision))
+        out = writer.about(label, engine_technique(spec), backend=spec.backend)
         if probe is not None and probe.status != backends.RUNNABLE:
             _LOGGER.info("%s: skipped, %s: %s", label, probe.status, probe.reason)
             continue
         try:
             engine = build(spec)
         except machine.PrecisionUnavailable as exc:
-            writer.absent(model=model, variant=label, metrics=ABSENT_METRICS, technique="hardware",
-                          backend=spec.backend, reason=str(exc))
+            out.absent(ABSENT_METRICS, str(exc))
             _LOGGER.info("%s: absent, %s", label, exc)
             continue
         except backends.BackendMismatch as exc:
-            writer.add(model=model, variant=label, metric="latency_ms_p90", value=None, status="failed",
-                       reason=str(exc), technique="hardware")
+            out.but(backend="").add("latency_ms_p90", None, status="failed", reason=str(exc))
             _LOGGER.info("%s: refused, %s", label, exc)
             continue
-        runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, model=model,
-                                             threads=threads))
+        runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, threads=threads,
+                                             technique=engine_technique(spec)))
         runs.clips[label] = [engine.synth([ids], seed=i)[0]
                              for i, ids in enumerate(qs.ttfa_queries[:cfg.fidelity_queries])]
         runs.specs[label] = spec
@@ -214,7 +221,7 @@ class Student:
 
 
 def load_students(names: Sequence[str], teacher, student_dir: Path, long_runs: Sequence[str], writer: ResultWriter, *,
-                  model: str, profile: str) -> list[Student]:
+                  profile: str) -> list[Student]:
     """The student voices `names` names: a voice of the long runs' packs `long_runs` by the name notebook 04 judges
     it under (packs.long_run_voices, e.g. 'istft192x6-regress+flow96-long+fe96-long@cpu-long'), else the
     parts notebook 04 saved in `student_dir`, joined by '+' (student_parts). A student not saved there, or made of a
@@ -231,23 +238,22 @@ def load_students(names: Sequence[str], teacher, student_dir: Path, long_runs: S
         except ValueError as exc:
             if not broken:
                 raise ValueError(f"{exc}; the packs of long_runs {list(long_runs)} give {sorted(long)}") from None
-            _absent_student(writer, name, "; ".join(broken.values()), model=model)
+            _absent_student(writer, name, "; ".join(broken.values()))
             continue
         try:
             out.append(Student(name, distill.student_voice(teacher, student_dir, parts), name))
         except (artefacts.ArtefactError, ValueError) as exc:
-            _absent_student(writer, name, f"{exc} (notebook 04 on profile {profile!r} saves it)", model=model)
+            _absent_student(writer, name, f"{exc} (notebook 04 on profile {profile!r} saves it)")
     return out
 
 
-def _absent_student(writer: ResultWriter, name: str, reason: str, *, model: str) -> None:
-    writer.absent(model=model, variant=name, metrics=ABSENT_METRICS, technique="distillation", backend="ort-cpu",
-                  reason=reason)
+def _absent_student(writer: ResultWriter, name: str, reason: str) -> None:
+    writer.about(name, Technique.DISTILLATION, backend="ort-cpu").absent(ABSENT_METRICS, reason)
     _LOGGER.info("%s: absent, %s", name, reason)
 
 
 def run_students(students: Sequence[Student], specs: Sequence[EngineSpec], work: Path, qs: QuerySet,
-                 cfg: scenarios.SuiteConfig, writer: ResultWriter, runs: Runs, *, model: str, settings: dict,
+                 cfg: scenarios.SuiteConfig, writer: ResultWriter, runs: Runs, *, settings: dict,
                  threads: int) -> None:
     """Each student voice (load_students), exported with the noise as an input and `cfg.context_frames` of
     look-ahead, through the whole suite on each engine of `specs`, as '<student>:<engine>'."""
@@ -257,17 +263,17 @@ def run_students(students: Sequence[Student], specs: Sequence[EngineSpec], work:
         for spec in specs:
             engine = make_engine(spec, student.voice, paths, settings=settings, threads=threads)
             engine.label = f"{student.name}:{engine.label}"
-            runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, model=model,
-                                                 threads=threads, technique="distillation"))
+            runs.add(engine, scenarios.run_suite(engine, qs.queries, qs.ttfa_queries, cfg, writer, threads=threads,
+                                                 technique=Technique.DISTILLATION))
 
 
 def cold_start_files(model_path: Path, onnx_dir: Path, students: Sequence[Student]) -> dict[str, Path]:
     """The shipped voice and every student voice notebook 04 exported for piper's runtime under `onnx_dir`."""
-    return {"teacher (shipped)": model_path, **{s.name: onnx_dir / s.folder / "model.onnx" for s in students
+    return {TEACHER_FILE: model_path, **{s.name: onnx_dir / s.folder / "model.onnx" for s in students
                                                  if (onnx_dir / s.folder / "model.onnx").exists()}}
 
 
-def cold_starts(files: dict[str, Path], sentence: str, writer: ResultWriter, *, model: str, runs: int) -> pd.DataFrame:
+def cold_starts(files: dict[str, Path], sentence: str, writer: ResultWriter, *, runs: int) -> pd.DataFrame:
     """Each voice file from a fresh process to the first audio of `sentence` (median of `runs`), with the machine's
     load beside it (a contended run is marked so); one row per voice."""
     rows = []
@@ -275,8 +281,8 @@ def cold_starts(files: dict[str, Path], sentence: str, writer: ResultWriter, *, 
         with Watched(os.cpu_count() or 1).monitoring() as watch:
             r = scenarios.cold_start(path, sentence, repeats=runs)
         busy = watch.status()
-        writer.add(model=model, variant=name, metric="cold_start_ms", value=r["cold_start_ms"], n=r["n"],
-                   technique="baseline" if name.startswith("teacher") else "distillation", backend="ort-cpu", **busy)
+        writer.about(name, Technique.BASELINE if name == TEACHER_FILE else Technique.DISTILLATION,
+                     backend="ort-cpu").add("cold_start_ms", r["cold_start_ms"], n=r["n"], **busy)
         rows.append({"voice": name, "file MiB": bench.size_mb(path), **r, "status": busy.get("status", "ok")})
     return pd.DataFrame(rows)
 
@@ -321,7 +327,7 @@ _WARMUP_FOLDERS: list[tempfile.TemporaryDirectory] = []
 
 
 def parity(clips: dict[str, list], recorded: dict[str, list], reference: list, sentences: Sequence[Sentence],
-           judges: Judges, writer: ResultWriter, *, model: str, backend_of: dict, sample_rate: int, queries: int,
+           judges: Judges, writer: ResultWriter, *, backend_of: dict, sample_rate: int, queries: int,
            judge_recorded: bool = True) -> pd.DataFrame:
     """Each engine's clips of the first `queries` streaming sentences, this CPU's (`clips`) and the recorded GPU
     run's (`recorded`), against the `reference` engine's, same query and noise: worst SNR and PESQ-WB, whether
@@ -329,9 +335,10 @@ def parity(clips: dict[str, list], recorded: dict[str, list], reference: list, s
     for the judge processes (the recorded run's only with `judge_recorded`). Rows for every engine but the reference
     (an engine not timed here is on CUDA: the recorded run). The recorded clips must be of the same streaming
     queries: the GPU run reads the lists `python -m lib.studies.hardware queries` writes. Returns one row per engine."""
-    def keys(label, n):
-        return dict(model=model, variant=label, technique="hardware parity", parent=REFERENCE, n=n,
-                    backend=backend_of.get(label, "torch-cuda"), device="cuda" if "cuda" in label else "cpu")
+    def about(label):
+        here = label in backend_of  # an engine not timed here ran on CUDA: the recorded run
+        return writer.about(label, Technique.HARDWARE_PARITY, parent=REFERENCE,
+                            backend=backend_of.get(label, "torch-cuda"), device="cpu" if here else "cuda")
     texts, heard, rows = {}, {}, []
     judged = {**clips, **(recorded if judge_recorded else {})}
     clips = {**clips, **recorded}
@@ -348,15 +355,15 @@ def parity(clips: dict[str, list], recorded: dict[str, list], reference: list, s
             rows.append({"engine": label, "queries": len(pairs), "snr_db_min": min(snr), "pesq_wb_min": min(pesq),
                          "length_equal": all(r.size == o.size for r, o in pairs)})
             if label != REFERENCE:
-                worst = dict(reference=f"worst query vs {REFERENCE}", **keys(label, len(pairs)))
-                writer.add(metric="pesq_wb", value=min(pesq), **worst)
-                writer.add(metric="rms_diff_db", value=-min(snr), **worst)
+                worst = dict(reference=f"worst query vs {REFERENCE}", n=len(pairs))
+                about(label).add("pesq_wb", min(pesq), **worst)
+                about(label).add("rms_diff_db", -min(snr), **worst)
         per = pending.result()
     for e, label in [(e, label) for e, label in enumerate(clips) if label in judged]:
         mine = per[per["id"].str.startswith(f"{e}-")]
         agg = evaluate.aggregate(mine, texts)
         rows[e].update({k: agg.get(k) for k in ("dnsmos_p808", "wer")})
-        writer.add_many({k: agg[k] for k in ("dnsmos_p808", "wer") if k in agg}, **keys(label, len(mine)))
+        about(label).add_many({k: agg[k] for k in ("dnsmos_p808", "wer") if k in agg}, n=len(mine))
     return pd.DataFrame(rows)
 
 
@@ -389,56 +396,6 @@ def ttfa_frame(table: pd.DataFrame) -> pd.DataFrame:
     tt = table[[c for c in ("ttfa_ms_p50", "ttfa_ms_p90", "ttfa_ms_p99") if c in table]].copy()
     tt.index = [f"{v} ({s.split(' ')[0]})" for s, v in tt.index]
     return tt
-
-
-def _rows(table: pd.DataFrame, keep: Callable[[str, str], bool]) -> pd.DataFrame:
-    return table.loc[[i for i in table.index if keep(*i)]] if len(table) else table
-
-
-def cpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_target_ms: float, chunk_pesq_min: float,
-                 five_x: str, five_x_target_ms: float, cpu_line: str, relies_on: Callable[[str], str]) -> list[str]:
-    """This CPU's targets: the teacher engine with the lowest TTFA p90 among those whose chunked output keeps PESQ-WB
-    >= `chunk_pesq_min` (an engine with no chunk PESQ is left out) against `ttfa_target_ms`, with the CPU it ran
-    on and the feature it relies on; the best student engine whose name holds `five_x` against `five_x_target_ms`."""
-    cpu = _rows(table, lambda source, variant: not source.startswith(recorded_device))
-    if cpu.empty or "ttfa_ms_p90" not in cpu:
-        return []
-    teacher = _rows(cpu, lambda source, variant: ":" not in variant)  # students (name:engine) are judged below
-    pesq = teacher.get("chunk_pesq_wb", pd.Series(np.inf, index=teacher.index))  # no PESQ package: none is left out
-    good, lines = teacher[pesq >= chunk_pesq_min], []
-    if good.empty:
-        lines.append(f"CPU TTFA: no engine keeps chunked PESQ >= {chunk_pesq_min:g}")
-    else:
-        who = good["ttfa_ms_p90"].idxmin()
-        v = good.loc[who, "ttfa_ms_p90"]
-        lines.append(f"CPU TTFA p90 {v:.0f} ms ({who[1]}, chunk PESQ >= {good.loc[who, 'chunk_pesq_wb']:.2f}) "
-                     f"{'meets' if v <= ttfa_target_ms else 'misses'} <= {ttfa_target_ms:g} ms, measured on "
-                     f"{cpu_line}; relies on {relies_on(who[1])}")
-    five = [i for i in cpu.index if five_x in i[1]]
-    if five:
-        best = cpu.loc[five, "ttfa_ms_p90"].idxmin()
-        v, pq = cpu.loc[best, "ttfa_ms_p90"], cpu.loc[best].get("chunk_pesq_wb", float("nan"))
-        lines.append(f"5x voice TTFA p90 {v:.0f} ms ({best[1]}, chunk PESQ {pq:.2f}) "
-                     f"{'meets' if v <= five_x_target_ms else 'misses'} <= {five_x_target_ms:g} ms on {cpu_line}")
-    return lines
-
-
-def gpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_p99_ms: float, throughput_xrt: float) -> list[str]:
-    """The recorded GPU run's targets: the best first-chunk p99 against `ttfa_p99_ms`, the best offline throughput
-    (at its best batch) against `throughput_xrt`; 'not measured' where the run has no such rows."""
-    rows, lines, gpu = (_rows(table, lambda source, variant: source.startswith(recorded_device)), [],
-                        recorded_device.upper())
-    for name, metric, op, bound in [(f"{gpu} TTFA p99 (ms)", "ttfa_ms_p99", "<=", ttfa_p99_ms),
-                                    (f"{gpu} offline throughput (x real time)", "throughput_xrt_offline", ">=",
-                                     throughput_xrt)]:
-        if rows.empty or metric not in rows:
-            lines.append(f"{name}: not measured ({recorded_device} has no such rows)")
-            continue
-        best, who = ((rows[metric].min(), rows[metric].idxmin()) if op == "<="
-                     else (rows[metric].max(), rows[metric].idxmax()))
-        met = best <= bound if op == "<=" else best >= bound
-        lines.append(f"{name}: best {best:.1f} ({who[1]}) {'meets' if met else 'misses'} {op} {bound:g}")
-    return lines
 
 
 # --- record and findings ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 
 from lib.core import text
 from lib.core.results import ResultWriter, atomic_write_text
+from lib.core.subject import Technique
 from lib.harness import bench, evaluate
 from lib.techniques import distill, export
 from lib.voices import parts, synth as voices, teacher_bundle
@@ -95,15 +96,15 @@ def run(cfg: HybridTiming) -> pd.DataFrame:
         _LOGGER.info("exported %s (%s)", spec.name, paths[spec.name])
     quiet = dict(backend="ort-cpu", threads=cfg.threads, noise_scale=0.0, noise_w=0.0)
     timed = {n: voices.load_voice(model_path=p, **quiet) for n, p in paths.items()}
-    meta = {n: dict(technique="baseline" if n == shipped else "architecture scan", backend="ort-cpu",
-                    threads=cfg.threads, parent="" if n == shipped else shipped) for n in timed}
-    writer = ResultWriter("recorded", "hybrid_timing")  # from here the long runs wait: everything below is timed
-    speed = evaluate.measure_speed(timed, sentences, writer, model="piper-joe", baseline=shipped, warmup=cfg.warmup,
-                                   repeats=cfg.repeats, meta=meta)
+    writer = ResultWriter("recorded", "hybrid_timing", "piper-joe")  # from here the long runs wait: all is timed
+    subjects = {n: writer.about(n, Technique.BASELINE if n == shipped else Technique.ARCHITECTURE_SCAN,
+                                backend="ort-cpu", threads=cfg.threads, parent="" if n == shipped else shipped).subject
+                for n in timed}
+    speed = evaluate.measure_speed(timed, sentences, writer, baseline=shipped, warmup=cfg.warmup,
+                                   repeats=cfg.repeats, subjects=subjects)
     for n, c in costs.items():
-        writer.add_many({k: c[k] for k in ("params", "gflop_per_audio_s", "dec_gflop_per_audio_s")}, n=len(ids),
-                        model="piper-joe", variant=n, technique=meta[n]["technique"], parent=meta[n]["parent"],
-                        backend="ort-cpu", threads=cfg.threads)
+        writer.add_many(subjects[n], {k: c[k] for k in ("params", "gflop_per_audio_s", "dec_gflop_per_audio_s")},
+                        n=len(ids))
     table = pd.DataFrame([{"variant": n, **info[n], "params": costs[n]["params"],
                            "dec_gflop_per_audio_s": costs[n]["dec_gflop_per_audio_s"],
                            "gflop_per_audio_s": costs[n]["gflop_per_audio_s"]} for n in timed])

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from lib.core import bounds, machine, text
 from lib.core.results import ResultWriter, atomic_write_json, atomic_write_text
+from lib.core.subject import Technique
 from lib.harness import bench, evaluate
 from lib.harness.judges import Judges, judge_seconds, worker_count
 from lib.techniques import compress, export, packs
@@ -73,7 +74,7 @@ class Candidate:
     """One way to make the voice cheaper: `make(work)` builds its ONNX file (piper's interface) and returns it;
     `relation` is how it stands to the voice on the Hub (a card's base_model_relation)."""
     name: str
-    technique: str
+    technique: Technique
     make: Callable[[Path], Path]
     build_s: float  # rough seconds to build it here (2 cores)
     relation: Literal["quantized", "finetune"] = "quantized"
@@ -92,7 +93,7 @@ def compression_candidates(names, onnx: Path, calibration) -> list[Candidate]:
     return [candidate(compress.CONVERSIONS[n]) for n in names]
 
 
-def pack_candidates(teacher, runs, config: Path, writer: ResultWriter, model: str) -> list[Candidate]:
+def pack_candidates(teacher, runs, config: Path, writer: ResultWriter) -> list[Candidate]:
     """Each pack of `runs` in the voice, and the whole student voices they make (lib.techniques.packs); a pack that
     cannot be loaded or was trained from another voice becomes absent rows naming why."""
     if not runs:
@@ -101,14 +102,13 @@ def pack_candidates(teacher, runs, config: Path, writer: ResultWriter, model: st
     whole, whole_specs = packs.whole_voices(long, info, specs)
     for name, reason in absent.items():
         _LOGGER.warning("skipped %s: %s", name, reason)
-        writer.absent(model=model, variant=name, metrics=["rtf_ratio", "dnsmos_p808"], technique="distillation",
-                      backend="ort-cpu", reason=reason)
+        writer.about(name, Technique.DISTILLATION, backend="ort-cpu").absent(["rtf_ratio", "dnsmos_p808"], reason)
     built, all_specs = {**whole, **long}, {**whole_specs, **specs}  # whole voices first: the likelier picks
 
     def exporter(name: str) -> Callable[[Path], Path]:
         return lambda work: export.export_voice(built[name], work / all_specs[name].folder, config,
                                                 speaker_id=voices.default_speaker())
-    return [Candidate(all_specs[n].on("ort-cpu").name, "distillation", exporter(n), PACK_BUILD_S, "finetune")
+    return [Candidate(all_specs[n].on("ort-cpu").name, Technique.DISTILLATION, exporter(n), PACK_BUILD_S, "finetune")
             for n in built]
 
 
@@ -173,10 +173,11 @@ def run(cfg: Optimize, command: str = "") -> dict:
     """Build, time and judge the candidates, pick one, and write it with its card; returns optimize.json's content."""
     voices.use_voice(cfg.voice)
     onnx, config = voices.piper_paths()
-    model, label = voices.piper_label(), onnx.name.removesuffix(".onnx")
+    label = onnx.name.removesuffix(".onnx")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    writer = ResultWriter("optimize", f"{label}-{cfg.objective}")  # outputs/optimize/<voice>-<objective>/
+    # outputs/optimize/<voice>-<objective>/
+    writer = ResultWriter("optimize", f"{label}-{cfg.objective}", voices.piper_label())
     work = writer.dir / "candidates"
     work.mkdir(parents=True, exist_ok=True)
     teacher = piper_torch.load_piper_torch(onnx)
@@ -184,7 +185,7 @@ def run(cfg: Optimize, command: str = "") -> dict:
     sentences = text.harvard_sentences(list(JUDGED_LISTS))[: cfg.sentences]
     calibration = frontend.sentence_ids(text.harvard_sentences(list(CALIBRATION_LISTS))[:8])
     check_out(out, onnx)
-    candidates = (pack_candidates(teacher, cfg.packs, config, writer, model)  # the whole student voices first
+    candidates = (pack_candidates(teacher, cfg.packs, config, writer)  # the whole student voices first
                   + compression_candidates(cfg.compressions, onnx, calibration))
     cal = calibrate(onnx, cfg.asr, cfg.threads)
     workers = worker_count(cfg.workers)
@@ -199,7 +200,7 @@ def run(cfg: Optimize, command: str = "") -> dict:
                  f"; dropped to fit {cfg.budget_minutes:g} minutes: {', '.join(c.name for c in candidates[len(kept):])}"
                  if len(kept) < len(candidates) else "")
     base = VoiceSpec(backend="ort-cpu").name
-    variants = [evaluate.onnx_variant(base, "baseline", onnx, parent="")]
+    variants = [evaluate.onnx_variant(base, Technique.BASELINE, onnx, parent="")]
     for c in tqdm(kept, desc="building candidates", unit="candidate"):
         try:
             variant = evaluate.onnx_variant(c.name, c.technique, c.make(work), parent=base)
@@ -207,15 +208,15 @@ def run(cfg: Optimize, command: str = "") -> dict:
             variants.append(variant)
         except Exception as exc:  # one candidate that cannot be built must not cost the others
             _LOGGER.warning("could not build %s: %s: %s", c.name, type(exc).__name__, exc)
-            writer.absent(model=model, variant=c.name, metrics=["rtf_ratio", "dnsmos_p808"], technique=c.technique,
-                          backend="ort-cpu", reason=f"could not be built: {type(exc).__name__}: {exc}")
+            writer.about(c.name, c.technique, backend="ort-cpu").absent(
+                ["rtf_ratio", "dnsmos_p808"], f"could not be built: {type(exc).__name__}: {exc}")
     judges = Judges(asr=cfg.asr, workers=workers, cache_path=writer.dir.parent / "judge_cache.sqlite")
     settings = json.loads(config.read_text()).get("inference", {})
     writer.scalars.update(config=asdict(cfg), command=command, candidates=[c.name for c in kept])
     env = bench.environment(threads=cfg.threads)
     try:
         per_clip, _ = evaluate.evaluate_variants(
-            variants, sentences, judges, writer, model=model, baseline=base, threads=cfg.threads, paired=True,
+            variants, sentences, judges, writer, baseline=base, threads=cfg.threads, paired=True,
             settings={k: settings[k] for k in ("noise_scale", "noise_w", "length_scale") if k in settings},
             speed_sentences=len(sentences), repeats=cfg.repeats, memory=False)
     finally:  # what was measured before a failure is kept

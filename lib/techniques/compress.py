@@ -14,6 +14,7 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import torch
 
+from lib.core.subject import Technique
 from lib.voices.synth import SCALES
 
 PRUNABLE = ("Conv1d", "ConvTranspose1d", "Linear", "Conv2d")
@@ -395,7 +396,7 @@ class OnnxConversion:
     optimize` offers it: static QDQ over `groups` of SCOPES (empty: every group; the others stay float), dynamic over
     `op_types`, or weight-only over the nodes under `prefixes` (empty: all)."""
     name: str
-    technique: str  # the results' technique label
+    technique: Technique
     kind: Literal["static", "dynamic", "weight"]
     file: str  # the converted file's name in the work folder
     op_types: tuple[str, ...] = ()
@@ -416,13 +417,14 @@ class OnnxConversion:
 
 
 CONVERSIONS = {c.name: c for c in (
-    OnnxConversion("ort-weight-int8-all", "weight-only int8", "weight", "w8_all.onnx"),
-    OnnxConversion("ort-weight-int8-flow-dec", "weight-only int8", "weight", "w8_flow_dec.onnx",
+    OnnxConversion("ort-weight-int8-all", Technique.WEIGHT_INT8, "weight", "w8_all.onnx"),
+    OnnxConversion("ort-weight-int8-flow-dec", Technique.WEIGHT_INT8, "weight", "w8_flow_dec.onnx",
                    prefixes=("/flow/", "/dec/")),
-    OnnxConversion("ort-dynamic-int8-matmul", "ort dynamic int8", "dynamic", "dyn_matmul.onnx", op_types=("MatMul",)),
-    OnnxConversion("ort-dynamic-int8-conv", "ort dynamic int8", "dynamic", "dyn_conv.onnx",
+    OnnxConversion("ort-dynamic-int8-matmul", Technique.ORT_DYNAMIC_INT8, "dynamic", "dyn_matmul.onnx",
+                   op_types=("MatMul",)),
+    OnnxConversion("ort-dynamic-int8-conv", Technique.ORT_DYNAMIC_INT8, "dynamic", "dyn_conv.onnx",
                    op_types=("Conv", "MatMul")),
-    OnnxConversion("ort-qdq-int8-all", "ort static int8", "static", "qdq_all.onnx"),
+    OnnxConversion("ort-qdq-int8-all", Technique.ORT_STATIC_INT8, "static", "qdq_all.onnx"),
     # the flow alone in int8: notebook 03's least sensitive group on every CPU so far (its guided variant's name)
-    OnnxConversion("ort-qdq-int8-flow", "ort static int8", "static", "qdq_flow.onnx", groups=("flow",)),
+    OnnxConversion("ort-qdq-int8-flow", Technique.ORT_STATIC_INT8, "static", "qdq_flow.onnx", groups=("flow",)),
 )}
