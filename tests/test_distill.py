@@ -8,6 +8,7 @@ import torch
 from lib.voices import parts, piper_torch, synth as voices
 from lib.core import text
 from lib.core.results import ResultWriter
+from lib.report import verdicts
 from lib.training import batches
 from lib.techniques import distill, packs
 from lib.voices.frontend import frontend_of
@@ -86,7 +87,6 @@ def test_a_student_voice_is_built_from_its_part_names(teacher, tmp_path):
 def test_training_table_gives_long_runs_their_machine_hours():
     """Notebook 04's "where trained" table: a long CPU run's pack counts its cumulative machine-hours from its config
     (its `seconds` are only the packing session's), a GPU pack without them its wall hours; the headline names both."""
-    from lib.studies import distillation
     from lib.voices.spec import Part, Source, VoiceSpec
     recorded = {VoiceSpec((Part("dec128-regress", "decoder", 128, Source("cpu-long")),)):
                 {"steps": 140000, "hours": 3.05, "seconds": 7074.0},
@@ -98,7 +98,7 @@ def test_training_table_gives_long_runs_their_machine_hours():
     t = where.set_index("student")
     assert t.loc["dec128-regress@cpu-long", "hours"] == 3.05 and t.loc["dec64@h100", "hours"] == 0.5
     assert t.loc["dec128-regress@cpu-long", "where"] == "cpu-long"
-    line = distillation.headline([], [], where, 1.0, "cpu")[-1]
+    line = verdicts.distillation_headline([], [], where, 1.0, "cpu")[-1]
     assert "dec128-regress@cpu-long (140000 steps, 3.05 h on cpu-long)" in line and "0.50 h on h100" in line
     assert "istft8x1-adv@cpu-long (9 steps, 3.00 h on cpu-long + 0.13 device-hours on NVIDIA H200)" in line
 

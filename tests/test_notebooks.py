@@ -147,6 +147,20 @@ def test_compression_notebook(smoke):
     assert deltas.loc[["bnb-int8-1x1", "bnb-nf4-1x1"], ["rtf", "dnsmos_p808"]].notna().all().all()
 
 
+def test_the_report_and_notebook_03_agree_on_what_is_within_the_bounds(smoke):
+    """Issue 52: one definition of "within the quality bounds" (lib.core.bounds.within): notebook 03's table and the
+    report's answers for quantization and pruning name the same variants as within, on the same run."""
+    table = pd.read_csv(smoke / "smoke" / "03_pruning_quantization" / "deltas.csv").set_index("variant")
+    df = report.load("smoke", smoke)
+    for name in ("quantization", "pruning"):
+        question = next(q for q in answers.TECHNIQUES if q.name == name)
+        c = answers.candidates(df, question, smoke / "smoke")
+        assert len(c), name
+        notebook = {v for v in c["variant"] if bool(table.loc[v, "within_quality_bounds"])}
+        assert set(c.loc[c["within"], "variant"]) == notebook, (name, c[["variant", "bounds"]])
+        assert (c["bounds"] == table.loc[c["variant"], "bounds"].str.removesuffix(" (on means)").values).all()
+
+
 def test_adaptation_notebook(smoke):
     """Each method trains with piper's objective on the speaker's folder (KL and duration terms, discriminators at
     the end), its cost is recorded under the registry's names, its adapter ships with a card, and the speaker, every

@@ -62,6 +62,10 @@ def test_pareto_front():
     pts = pd.DataFrame({"rtf": [0.1, 0.05, 0.2, 0.04], "q": [3.9, 3.8, 3.7, 3.0]})
     front = recommend.pareto_front(pts, "rtf", "q")
     assert sorted(front["rtf"]) == [0.04, 0.05, 0.1]
+    # a run whose timings were all contended (no rtf at all): an empty front a plot can draw, not a KeyError
+    none = recommend.pareto_front(pts.assign(rtf=np.nan), "rtf", "q")
+    assert none.empty and list(none.columns) == ["rtf", "q"]
+    assert list(recommend.pareto_front(pts[["q"]], "rtf", "q").columns) == ["q", "rtf"]
 
 
 def test_tables_absent_and_status(tmp_path, monkeypatch):
@@ -462,3 +466,21 @@ def test_the_data_scaling_curve_reads_each_run_at_the_steps_all_share_and_its_la
         scaling.curve(ledger, judged, ["a/s", "d/s"])
     with pytest.raises(scaling.ScalingError, match="share no packed step"):
         scaling.curve(ledger.assign(steps=[100, 100, 200, 300]).drop(index=1), judged, ["b/s", "c/s"])
+
+
+def test_one_definition_of_within_the_bounds():
+    """Issue 52: lib.core.bounds.within judges sentence by sentence wherever per-clip scores exist (a variant whose
+    mean looks fine but whose interval holds the bound is tied, not within) and on the means elsewhere, saying so."""
+    from lib.core import bounds
+    rng = np.random.default_rng(0)
+    ids = [f"s{i}" for i in range(8)]
+    per_clip = pd.concat([pd.DataFrame({"id": ids, "variant": v, "dnsmos_p808": 3.9 - drop + rng.normal(0, sd, 8),
+                                        "wer": 0.05}) for v, drop, sd in (("fp32", 0, 0.01), ("near", 0.02, 0.01),
+                                                                          ("far", 0.4, 0.01), ("noisy", 0.08, 0.3))])
+    means = pd.DataFrame({"variant": ["fp32", "near", "far", "noisy", "unclipped"],
+                          "dnsmos_drop": [0, 0.02, 0.4, 0.08, 0.05], "wer_increase": [0, 0, 0, 0, 0.0]})
+    j = bounds.within(means, "fp32", 0.10, 0.02, per_clip=per_clip)
+    assert j["bounds"].to_dict() == {"fp32": "the baseline", "near": "met", "far": "missed", "noisy": "tied",
+                                     "unclipped": "met (on means)"}
+    assert j["within_quality_bounds"].to_dict() == {"fp32": True, "near": True, "far": False, "noisy": False,
+                                                    "unclipped": True}

@@ -438,6 +438,7 @@ def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run(tmp_path
     """Notebook 02's 'why' findings: the rank correlation of SECS and WER over the adapted variants (the teacher and
     the speaker's own clips left out), and the diagnostic packs read back from what they recorded (a pack missing is
     left out, and the cause is then not claimed)."""
+    from lib.report import verdicts
     from lib.studies import adaptation
     t = pd.DataFrame({"variant": ["teacher", "target-speaker", "full", "lora-r8", "lora-r4"],
                       "secs": [0.43, 0.82, 0.61, 0.49, 0.51],
@@ -453,13 +454,13 @@ def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run(tmp_path
     assert (list(diag["heldout_mel_l1"].round(2)) == [0.45, 0.55, 0.65]
             and list(diag["validation_wer"].round(2)) == [0.04, 0.34, 0.64])
     fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
-    said = adaptation.why_lines(t, diag, fmt)
+    said = verdicts.adaptation_why_lines(t, diag, fmt)
     assert "over the 3 adapted variants" in said[0] and "rank correlation of SECS and WER +1.00" in said[0]
     assert ("the teacher's own audio, DTW durations: validation WER 0.04 (the folder's own 0.05), held-out mel L1 0.45"
             in said[1])
     assert "They train the inference path on dtw durations" in said[1] and "with the text encoder frozen" in said[1]
     t.loc["lora-r4", "wer"] = 0.95  # the order of WER no longer follows SECS
-    assert "+1.00" not in adaptation.why_lines(t, diag, fmt)[0]
+    assert "+1.00" not in verdicts.adaptation_why_lines(t, diag, fmt)[0]
     (tmp_path / adaptation.DIAGNOSIS[1][0] / "config.json").unlink()
     short = adaptation.diagnosis(root=tmp_path)
-    assert len(short) == 2 and len(adaptation.why_lines(t, short, fmt)) == 1
+    assert len(short) == 2 and len(verdicts.adaptation_why_lines(t, short, fmt)) == 1

@@ -13,9 +13,12 @@ MAX_WER_INCREASE = 0.02
 
 
 def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_DROP,
-           max_wer_increase: float = MAX_WER_INCREASE) -> pd.DataFrame:
+           max_wer_increase: float = MAX_WER_INCREASE, per_clip: pd.DataFrame | None = None,
+           varied: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per variant of a notebook's results: speed, size and quality, and their change against `baseline`
-    (rtf_ratio and size_ratio below 1 are better; dnsmos_drop and wer_increase above 0 are worse)."""
+    (rtf_ratio and size_ratio below 1 are better; dnsmos_drop and wer_increase above 0 are worse). Whether a variant
+    is within the quality bounds is `within()`'s answer: sentence by sentence where `per_clip` holds it, as the
+    report's answers judge it, else on the means (`bounds` says which)."""
     ok = df[df["status"] == "ok"]
     w = ok.pivot_table(index=["variant", "technique", "backend"], columns="metric", values="value", aggfunc="first")
     w.columns.name = None
@@ -31,8 +34,9 @@ def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_
         w["dnsmos_drop"] = base["dnsmos_p808"] - w["dnsmos_p808"]
     if "wer" in w:
         w["wer_increase"] = w["wer"] - base["wer"]
-    w["within_quality_bounds"] = ((w.get("dnsmos_drop", 0) <= max_dnsmos_drop)
-                                  & (w.get("wer_increase", 0) <= max_wer_increase))
+    judged = within(w, baseline, max_dnsmos_drop, max_wer_increase, per_clip, varied)
+    w["within_quality_bounds"] = w["variant"].map(judged["within_quality_bounds"]).astype(bool)
+    w["bounds"] = w["variant"].map(judged["bounds"])
     first = ["variant", "technique", "backend", "rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "size_mb",
              "size_ratio", "dnsmos_p808", "dnsmos_drop", "wer", "wer_increase", "within_quality_bounds", "pesq_wb",
              "mcd_db", "f0_rmse_cents", "params", "nonzero_params", "peak_rss_mb"]
@@ -72,6 +76,29 @@ def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop:
     columns += ["varied_set", "dnsmos_drop_varied_judged", "wer_rise_varied_judged"] if varied is not None else []
     return pd.DataFrame(rows, columns=columns + ["within_quality_bounds", "bounds"])
 
+
+
+def within(means: pd.DataFrame, base: str, max_dnsmos_drop: float, max_wer_increase: float,
+           per_clip: pd.DataFrame | None = None, varied: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The one definition of "within the quality bounds", by variant: `quality_bounds` (paired, sentence by
+    sentence, on both judged sets) for every variant that `per_clip` holds with `base`, else the means' drop and rise
+    (`means`: one row per variant with dnsmos_drop and wer_increase against `base`), marked 'met (on means)' or
+    'missed (on means)'. A tie with a bound is not within it."""
+    means = means.drop_duplicates("variant").set_index("variant")
+    out = pd.DataFrame(index=means.index, columns=["within_quality_bounds", "bounds"])
+    drop = means.get("dnsmos_drop", pd.Series(0.0, index=out.index)).fillna(np.inf)
+    rise = means.get("wer_increase", pd.Series(0.0, index=out.index)).fillna(np.inf)
+    ok = (drop <= max_dnsmos_drop) & (rise <= max_wer_increase)
+    out["within_quality_bounds"] = ok
+    out["bounds"] = np.where(ok, "met (on means)", "missed (on means)")
+    out.loc[base, ["within_quality_bounds", "bounds"]] = [True, "the baseline"]
+    if per_clip is not None and len(per_clip) and base in set(per_clip["variant"]):
+        clipped = [v for v in out.index if v != base and len(paired(per_clip, base, v, "dnsmos_p808")) >= 2]
+        if clipped:
+            j = quality_bounds(per_clip, base, clipped, max_dnsmos_drop, max_wer_increase, varied).set_index("variant")
+            out.loc[clipped, "within_quality_bounds"] = j["within_quality_bounds"]
+            out.loc[clipped, "bounds"] = j["bounds"]
+    return out
 
 
 UNNAMED_SET = "the varied text"  # a varied judged set whose table does not name it

@@ -20,14 +20,16 @@ def relies_on(technique: str) -> str:
 
 
 def pareto_front(points: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """Rows not beaten on both lower `x` and higher `y`."""
-    pts = points.dropna(subset=[x, y]).sort_values([x, y], ascending=[True, False])
-    front, best = [], -np.inf
-    for _, r in pts.iterrows():
+    """Rows not beaten on both lower `x` and higher `y`; none (the same columns, no rows) where no row has both, as
+    when every timing of a run was contended."""
+    pts = points.dropna(subset=[c for c in (x, y) if c in points]) if {x, y} <= set(points) else points.iloc[:0]
+    pts = pts.sort_values([x, y], ascending=[True, False]) if len(pts) else pts
+    keep, best = [], -np.inf
+    for i, r in pts.iterrows():
         if r[y] > best:
-            front.append(r)
+            keep.append(i)
             best = r[y]
-    return pd.DataFrame(front)
+    return pts.loc[keep].reindex(columns=list(dict.fromkeys([*points.columns, x, y])))
 
 
 SPOT_CHECK_TECHNIQUES = {Technique.HARDWARE_PARITY}

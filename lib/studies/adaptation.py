@@ -13,7 +13,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from lib.core import audio as lab_audio
 from lib.core import text as textmod
@@ -387,18 +386,6 @@ def nf4_kernel_check(teacher, frontend, spk: Speaker) -> dict:
     return finetune.nf4_kernel_check(teacher, frontend.phoneme_ids(spk.train[0].text)[0], scope=("flow.",))
 
 
-def context_lines(t: pd.DataFrame, check: dict, kernel_check: dict, n) -> list[str]:
-    """The findings beside the verdicts: what the speaker's own clips and the teacher score, the posterior's round
-    trip and QLoRA's NF4 kernel check (`t`: the deltas table by variant; `n`: the findings' number formatter)."""
-    return [f"The speaker's own clips score WER {n(t.loc['target-speaker', 'wer'])} and DNSMOS P.808 "
-            f"{n(t.loc['target-speaker', 'dnsmos_p808'])}; the teacher WER {n(t.loc['teacher', 'wer'])}.",
-            f"The posterior encoder gives the teacher's held-out audio back at mel L1 {n(check['mel_l1'])} (the "
-            f"decoder fed zeros: {n(check['mel_l1_silence'])}).",
-            f"QLoRA's NF4 base on this CPU ({n(kernel_check['nf4_layers'], 'd')} flow layers): mel L1 to the float "
-            f"voice {n(kernel_check['mel_l1_bnb_kernel'])} through bitsandbytes' CPU kernel, "
-            f"{n(kernel_check['mel_l1_float_kernel'])} through a float product of the same NF4 weights (section 3)."]
-
-
 # The diagnostic runs of issue 50: one recipe (full-acoustic on the inference path) on three folders; what differs.
 DIAGNOSIS = (("speaker-self/full-acoustic", "the teacher's own audio, DTW durations"),
              ("speaker-timed/full-acoustic", "the speaker, its true durations (Kokoro's)"),
@@ -424,34 +411,6 @@ def diagnosis(runs=DIAGNOSIS, root: Path = RECORDED / "training") -> pd.DataFram
                      "validation_secs": judged.get("heldout_secs"),
                      "heldout_mel_l1": float(mel.iloc[-1]) if len(mel) else np.nan})
     return pd.DataFrame(rows)
-
-
-def why_lines(t: pd.DataFrame, diag: pd.DataFrame, n) -> list[str]:
-    """Why the targets are missed, from this run (how SECS and WER move together over the adapted variants) and from
-    the diagnostic packs (`diagnosis()`): the cause the runs still carry once the four faults of issue 50 are fixed."""
-    adapted = t.drop(index=[v for v in ("teacher", "target-speaker") if v in t.index])[["secs", "wer"]].dropna()
-    lines = []
-    if len(adapted) >= 3:
-        rho = spearmanr(adapted["secs"], adapted["wer"]).statistic
-        lines.append(f"Why the words go: over the {n(len(adapted), 'd')} adapted variants judged here, the nearer a "
-                     "variant comes to the speaker (SECS), the more words it tends to lose (rank correlation of SECS "
-                     f"and WER {n(rho, '+.2f')}); none reaches the speaker's timbre and keeps the words.")
-    if len(diag) == len(DIAGNOSIS):
-        d = diag.set_index("run")
-        said = "; ".join(f"{r['folder']}: validation WER {n(r['validation_wer'])} (the folder's own "
-                         f"{n(r['folder_own_wer'])}), held-out mel L1 {n(r['heldout_mel_l1'])} after "
-                         f"{n(r['steps'], ',d')} steps" for _, r in d.iterrows())
-        last = d.iloc[-1]
-        lines.append(f"What the long runs still carry: of issue 50's four faults, none. They train the {last['path']} "
-                     f"path on {last['durations']} durations (the alignment yardstick's best on the speaker), with the "
-                     f"{last['frozen']} frozen, and LoRA reaches the decoder's dilated and transposed convolutions. "
-                     f"One recipe (full-acoustic) on three folders: {said}. The same recipe "
-                     "keeps the words on audio the voice can already match and loses them on the speaker, true "
-                     "durations included: the cause left is the target itself. On another speaker the mel L1 plateaus "
-                     "far above its level on the teacher's audio, and a decoder trained on an L1 average of what it "
-                     "cannot match blurs the phonemes. The arms it calls for: piper's discriminators on the inference "
-                     "path, and a duration predictor trained with the acoustic part.")
-    return lines
 
 
 def long_run_ledger() -> pd.DataFrame:

@@ -346,20 +346,6 @@ def five_x_rows(ort_rows: pd.DataFrame, fives: Sequence[str]) -> pd.DataFrame:
     return ort_rows[ort_rows["variant"].isin(fives)]
 
 
-def headline(target_lines: Sequence[str], five_lines: Sequence[str], where: pd.DataFrame, minutes: float,
-             device: str) -> list[str]:
-    """The verdict lines: each speed target, the 5x voice's, and where and how long the students trained."""
-    lines = [line for line in target_lines if "speed target" in line]
-    lines += ["5x voice: " + line for line in five_lines if "speed target" in line]
-    elsewhere = ", ".join(f"{r.student} ({r.steps} steps, {r.hours:.2f} h on {r.where}"
-                          + (f" + {r.device_hours:.2f} device-hours on {r.gpu}" if r.device_hours else "") + ")"
-                          for r in where.itertuples() if r.where != device)
-    return lines + [f"Trained here: {minutes:.1f} minutes on {device}; recorded elsewhere (GPU runs, long CPU runs): "
-                    + (elsewhere or "none yet")]
-
-
-
-
 def budgets(voices: Voices, where: pd.DataFrame, device: str) -> dict:
     """Each voice's training budget (VoiceSpec.budget) by its name on every back-end it runs on, for the verdict
     lines that judge it: a long pack's hours, not this run's minutes."""
