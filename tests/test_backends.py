@@ -229,3 +229,33 @@ def test_static_shape_latent_equals_the_dynamic_one(exported):
     assert int(ys) == int(y) and zs.shape[-1] == frames
     torch.testing.assert_close(zs[:, :, :int(y)], z, rtol=0, atol=1e-4)
     assert float(zs[:, :, int(y):].abs().max()) == 0.0, "frames past the utterance are masked"
+
+
+def test_reduced_precision_keeps_the_timing_of_a_padded_sentence(exported):
+    """Issue 52's fp16 chunks (1.2 dB against their own whole synthesis on an H100): under fp16 autocast a CUDA
+    graph's bucket-padded sentence and the same sentence unpadded got different durations (ceil of a log-duration
+    that differs in its last bits), so every later sample shifted. Reproduced on this CPU with list 2's sentences
+    (4 of 20 lengths differed, and a 11 dB latent where they agreed); the durations are now computed in fp32."""
+    import torch
+    from lib.core import text
+    from lib.voices import synth as voices
+    model = exported[0]
+    sents = text.harvard_sentences([2])
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids([sents[i] for i in (1, 9)])  # they flipped
+
+    def latent(seq, bucket):
+        t = len(seq)
+        tb = -(-t // bucket) * bucket if bucket else t
+        dp, zn = export.make_noise([seq], 192, seed=0)
+        frames = export.frames_budget(tb)
+        x, dpb, zb = torch.zeros(1, tb, dtype=torch.long), torch.zeros(1, 2, tb), torch.zeros(1, 192, frames)
+        x[0, :t], dpb[:, :, :t], zb[:, :, :zn.shape[2]] = torch.tensor(seq), torch.from_numpy(dp), torch.from_numpy(zn)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.float16), export.StaticSplines():
+            z, y = export.latent_with_noise(model, x, torch.tensor([t]), SCALES, dpb, zb,
+                                            frames=frames if bucket else None)
+        return int(y[0]), z[..., :int(y[0])].float()
+    for seq in ids:
+        (y_eager, z_eager), (y_graph, z_graph) = latent(seq, 0), latent(seq, 32)
+        assert y_eager == y_graph, "the same sentence, the same number of frames"
+        snr = 10 * np.log10(float((z_eager ** 2).sum()) / max(float(((z_eager - z_graph) ** 2).sum()), 1e-20))
+        assert snr > 40, f"latent {snr:.1f} dB from its own unpadded self: a duration moved"

@@ -351,11 +351,11 @@ def test_an_adversarial_tail_from_a_pack_warms_fresh_discriminators_first():
     """A run that goes on from a pack (which keeps no discriminators) with an adversarial tail: its recipe trains the
     fresh discriminators alone first, then both, for the steps left, and its ledger name says so."""
     cfg = speaker_job.SpeakerRun(work="w", dataset="a", method="full-acoustic", steps=6000, adversarial_steps=3950,
-                                 disc_warmup_steps=200, discriminators=["mpd", "mrd"])
+                                 disc_warmup_steps=200, discriminators=["mpd", "mrd"], disc_segment=2048)
     r = cfg.recipe(before=2050)
     assert (r.steps, r.warmup_steps, r.disc_warmup_steps, r.schedule_offset) == (3950, 0, 200, 2050)
-    assert r.adversarial and r.discriminators == ("mpd", "mrd")
-    assert "adversarial=3950(mpd+mrd, 200 discriminator-only)" in cfg.recipe_name
+    assert r.adversarial and r.discriminators == ("mpd", "mrd") and r.disc_segment == 2048
+    assert "adversarial=3950(mpd+mrd on 2048 samples, 200 discriminator-only)" in cfg.recipe_name
     assert "adversarial" not in speaker_job.SpeakerRun(work="w", dataset="a").recipe_name
 
 

@@ -197,6 +197,7 @@ class SpeakerRun:
     discriminators: list = field(default_factory=lambda: ["mpd"])
     disc_warmup_steps: int = 0  # steps where only the fresh discriminators learn before they judge the voice (each
     # start from a pack builds fresh ones: the packs keep no discriminators)
+    disc_segment: int = 0  # >0: the discriminators see a random window of this many samples of each segment
     lr: float = 1.0e-4
     train_posterior: bool = True  # posterior path, off: the bootstrapped posterior encoder stays frozen
     prior_mel: float = 0.0  # posterior path, >0: also mel L1 of the aligned prior mean -> flow -> decoder, this weight
@@ -225,7 +226,8 @@ class SpeakerRun:
     def recipe_name(self) -> str:
         """The ledger's name of what this run trains with: method, learning rate, the path with its durations (the
         inference path) or a frozen posterior encoder (the posterior path)."""
-        adv = (f" adversarial={self.adversarial_steps}({'+'.join(self.discriminators)}, "
+        window = f" on {self.disc_segment} samples" if self.disc_segment else ""
+        adv = (f" adversarial={self.adversarial_steps}({'+'.join(self.discriminators)}{window}, "
                f"{self.disc_warmup_steps} discriminator-only)" if self.adversarial_steps else "")
         if self.path == "inference":
             return f"speaker-{self.method} lr={self.lr:g} inference-path durations={self.durations}{adv}"
@@ -237,7 +239,7 @@ class SpeakerRun:
         return Recipe.adversarial_tail(max(1, self.steps - before), self.adversarial_steps, lr=self.lr,
                                        schedule_offset=before, adversarial=self.adversarial_steps > 0,
                                        discriminators=tuple(self.discriminators),
-                                       disc_warmup_steps=self.disc_warmup_steps,
+                                       disc_warmup_steps=self.disc_warmup_steps, disc_segment=self.disc_segment,
                       checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every)
 
 

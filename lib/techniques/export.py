@@ -50,19 +50,23 @@ def latent_with_noise(model, x, x_lengths, scales, dp_noise, z_noise, frames: in
     import torch
     from piper.train.vits import commons
     noise_scale, length_scale, noise_w = scales[0], scales[1], scales[2]
-    x, m_p, logs_p, x_mask = model.enc_p(x, x_lengths)
-    dp = model.dp
-    if getattr(model, "use_sdp", True):
-        h = dp.proj(dp.convs(dp.pre(x), x_mask)) * x_mask
-        flows = list(reversed(dp.flows))
-        z = dp_noise[:, :, :x.size(2)].to(x.dtype) * noise_w
-        for flow in flows[:-2] + [flows[-1]]:
-            z = flow(z, x_mask, g=h, reverse=True)
-        logw = z[:, :1]
-    else:  # a deterministic duration predictor (the front-end student) draws nothing; the input stays in the
-        # graph (x 0) so that every voice's ONNX files take the same inputs
-        logw = dp(x, x_mask) + 0.0 * dp_noise[:, :1, :x.size(2)].to(x.dtype)
-    w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)
+    # the durations in fp32 whatever the autocast: `ceil` turns a last-bit difference of a log-duration into a whole
+    # frame, and fp16 or bf16 arithmetic differs with the padded shape, so a CUDA graph's bucket-padded sentence and
+    # the same sentence unpadded would speak with different timings (every later sample shifted)
+    with torch.autocast(x.device.type, enabled=False):
+        x, m_p, logs_p, x_mask = model.enc_p(x, x_lengths)
+        dp = model.dp
+        if getattr(model, "use_sdp", True):
+            h = dp.proj(dp.convs(dp.pre(x), x_mask)) * x_mask
+            flows = list(reversed(dp.flows))
+            z = dp_noise[:, :, :x.size(2)].to(x.dtype) * noise_w
+            for flow in flows[:-2] + [flows[-1]]:
+                z = flow(z, x_mask, g=h, reverse=True)
+            logw = z[:, :1]
+        else:  # a deterministic duration predictor (the front-end student) draws nothing; the input stays in the
+            # graph (x 0) so that every voice's ONNX files take the same inputs
+            logw = dp(x, x_mask) + 0.0 * dp_noise[:, :1, :x.size(2)].to(x.dtype)
+        w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)
     y_lengths = torch.clamp_min(torch.sum(w_ceil, [1, 2]), 1).long()
     y_mask = torch.unsqueeze(commons.sequence_mask(y_lengths, frames or y_lengths.max()), 1).type_as(x_mask)
     attn = commons.generate_path(w_ceil, torch.unsqueeze(x_mask, 2) * torch.unsqueeze(y_mask, -1)).squeeze(1)
