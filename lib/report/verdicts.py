@@ -358,3 +358,32 @@ def distillation_headline(target_lines: Sequence[str], five_lines: Sequence[str]
                           for r in where.itertuples() if r.where != device)
     return lines + [f"Trained here: {minutes:.1f} minutes on {device}; recorded elsewhere (GPU runs, long CPU runs): "
                     + (elsewhere or "none yet")]
+
+
+def distillation_ort_line(f: dict, n, quote, budget_of: dict, budget: str, *, threads: int, sentences: int,
+                          lists) -> str:
+    """Notebook 04's findings line on its ONNX Runtime students (`f`: studies.distillation.findings_facts; `n`, `quote`:
+    the findings' number formatter and quoting; each student's training budget from `budget_of`, else `budget`)."""
+    said = "; ".join(f"`{name}` rtf_ratio {n(r, '.3f')}, DNSMOS drop {n(d)}, WER rise {n(w)} "
+                     f"({quote(budget_of.get(name) or budget)})" for name, r, d, w in f["ort"])
+    return (f"ONNX Runtime, {n(threads, 'd')} thread, against `fp32-ort` in the same run, on {n(sentences, 'd')} "
+            f"sentences of Harvard lists {n(lists, 'd')} that no training touched: {said}.")
+
+
+def distillation_scan_line(f: dict, n) -> str:
+    """Notebook 04's line on the untrained frame-rate decoders timed inside the 5x voice ('' where none was)."""
+    if not f["scan"]:
+        return ""
+    return ("Untrained frame-rate decoders timed inside the 5x voice (`istft_scan`): "
+            + ", ".join(f"`{name}` rtf_ratio {n(r, '.3f')}" for name, r in f["scan"])
+            + "; speed does not depend on the weights.")
+
+
+def distillation_long_line(f: dict, n) -> str:
+    """Notebook 04's line on the long CPU runs of one decoder student at equal machine time ('' where none)."""
+    if not f["long"]:
+        return ""
+    return (f"Long CPU runs of one decoder student at equal machine time ({n(f['hours'])} machine-hours; held-out PESQ "
+            "against the teacher, `outputs/recorded/training_ledger.csv`): "
+            + "; ".join(f"{rc} `{run}` PESQ {n(p)} after {n(s, 'd')} steps" for rc, run, p, s in f["long"])
+            + ". Best first. ")
