@@ -14,11 +14,13 @@ MAX_WER_INCREASE = 0.02
 
 def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_DROP,
            max_wer_increase: float = MAX_WER_INCREASE, per_clip: pd.DataFrame | None = None,
-           varied: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per variant of a notebook's results: speed, size and quality, and their change against `baseline`
-    (rtf_ratio and size_ratio below 1 are better; dnsmos_drop and wer_increase above 0 are worse). Whether a variant
-    is within the quality bounds is `within()`'s answer: sentence by sentence where `per_clip` holds it, as the
-    report's answers judge it, else on the means (`bounds` says which)."""
+           varied: pd.DataFrame | None = None, by_parent: bool = False) -> pd.DataFrame:
+    """One row per variant of a notebook's results: speed, size and quality, and their change against `baseline`,
+    or with `by_parent` against each variant's own parent where the run has it (an ONNX Runtime student against the
+    shipped file, a PyTorch one against the teacher; column `against`). rtf_ratio and size_ratio below 1 are better;
+    dnsmos_drop and wer_increase above 0 are worse. Whether a variant is within the quality bounds is `within()`'s
+    answer: sentence by sentence where `per_clip` holds it, as the report's answers judge it, else on the means
+    (`bounds` says which)."""
     ok = df[df["status"] == "ok"]
     w = ok.pivot_table(index=["variant", "technique", "backend"], columns="metric", values="value", aggfunc="first")
     w.columns.name = None
@@ -27,19 +29,29 @@ def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_
     for col in ("rtf", "rtf_ratio", "size_mb", "dnsmos_p808", "wer"):
         if col not in w:
             w[col] = np.nan
-    base = w[w["variant"] == baseline].iloc[0]
+    parents = ok.groupby("variant")["parent"].first() if by_parent and "parent" in ok else pd.Series(dtype=object)
+    known = set(w["variant"])
+    w["against"] = [parents.get(v) if parents.get(v) in known else baseline for v in w["variant"]]
+    w.loc[w["variant"] == baseline, "against"] = baseline
+    base = w.drop_duplicates("variant").set_index("variant").loc[w["against"]].reset_index(drop=True)
+    base.index = w.index
     if "size_mb" in w:
         w["size_ratio"] = w["size_mb"] / base["size_mb"]
     if "dnsmos_p808" in w:
         w["dnsmos_drop"] = base["dnsmos_p808"] - w["dnsmos_p808"]
     if "wer" in w:
         w["wer_increase"] = w["wer"] - base["wer"]
-    judged = within(w, baseline, max_dnsmos_drop, max_wer_increase, per_clip, varied)
+    judged = pd.concat([within(w[w["against"] == ref], ref, max_dnsmos_drop, max_wer_increase, per_clip, varied)
+                        .drop(index=[ref], errors="ignore") for ref in dict.fromkeys(w["against"])]
+                       + [within(w[w["variant"] == baseline], baseline, max_dnsmos_drop, max_wer_increase)])
+    judged = judged[~judged.index.duplicated(keep="first")]
     w["within_quality_bounds"] = w["variant"].map(judged["within_quality_bounds"]).astype(bool)
     w["bounds"] = w["variant"].map(judged["bounds"])
-    first = ["variant", "technique", "backend", "rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90", "size_mb",
-             "size_ratio", "dnsmos_p808", "dnsmos_drop", "wer", "wer_increase", "within_quality_bounds", "pesq_wb",
-             "mcd_db", "f0_rmse_cents", "params", "nonzero_params", "peak_rss_mb"]
+    if not by_parent:
+        w = w.drop(columns=["against"])
+    first = ["variant", "technique", "backend", "against", "rtf", "rtf_ratio", "latency_ms_p50", "latency_ms_p90",
+             "size_mb", "size_ratio", "dnsmos_p808", "dnsmos_drop", "wer", "wer_increase", "within_quality_bounds",
+             "pesq_wb", "mcd_db", "f0_rmse_cents", "params", "nonzero_params", "peak_rss_mb"]
     cols = [c for c in first if c in w] + [c for c in w.columns if c not in first]
     return w[cols].sort_values("rtf_ratio" if "rtf_ratio" in w else "variant").reset_index(drop=True)
 
@@ -83,7 +95,8 @@ def within(means: pd.DataFrame, base: str, max_dnsmos_drop: float, max_wer_incre
     """The one definition of "within the quality bounds", by variant: `quality_bounds` (paired, sentence by
     sentence, on both judged sets) for every variant that `per_clip` holds with `base`, else the means' drop and rise
     (`means`: one row per variant with dnsmos_drop and wer_increase against `base`), marked 'met (on means)' or
-    'missed (on means)'. A tie with a bound is not within it."""
+    'missed (on means)'. A second judged set (`varied`) counts where `base` spoke it: there a variant it lacks is not
+    within. A tie with a bound is not within it."""
     means = means.drop_duplicates("variant").set_index("variant")
     out = pd.DataFrame(index=means.index, columns=["within_quality_bounds", "bounds"])
     drop = means.get("dnsmos_drop", pd.Series(0.0, index=out.index)).fillna(np.inf)
@@ -95,7 +108,8 @@ def within(means: pd.DataFrame, base: str, max_dnsmos_drop: float, max_wer_incre
     if per_clip is not None and len(per_clip) and base in set(per_clip["variant"]):
         clipped = [v for v in out.index if v != base and len(paired(per_clip, base, v, "dnsmos_p808")) >= 2]
         if clipped:
-            j = quality_bounds(per_clip, base, clipped, max_dnsmos_drop, max_wer_increase, varied).set_index("variant")
+            both = varied if varied is not None and base in set(varied["variant"]) else None  # a set `base` spoke
+            j = quality_bounds(per_clip, base, clipped, max_dnsmos_drop, max_wer_increase, both).set_index("variant")
             out.loc[clipped, "within_quality_bounds"] = j["within_quality_bounds"]
             out.loc[clipped, "bounds"] = j["bounds"]
     return out

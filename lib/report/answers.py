@@ -32,6 +32,7 @@ class Question:
     beside: str | None = None
     bounds_against: str | None = None  # the variant the quality bounds are judged against (None: the baseline)
     other_models: tuple[str, ...] = ()  # models measured in the same notebook that the answer is not about
+    backends: tuple[str, ...] = ()  # only the variants on these back-ends (those timed against `baseline`); () all
     bound_params: tuple = (("max_dnsmos_drop", "max_dnsmos_drop"), ("max_wer_increase", "max_wer_increase"))
 
 
@@ -43,7 +44,8 @@ TECHNIQUES = (
     Question("quantization", "03_pruning_quantization", "fp32", Family.QUANTIZATION),
     # where no pruned voice keeps quality, the row describes the recovery closest to the bounds
     Question("pruning", "03_pruning_quantization", "fp32", Family.PRUNING),
-    Question("distillation", "04_distillation", "fp32-ort", Family.DISTILLATION),
+    # the students in ONNX Runtime, timed and judged against the shipped file there (the PyTorch ones are the teacher's)
+    Question("distillation", "04_distillation", "fp32-ort", Family.DISTILLATION, backends=("ort-cpu",)),
     # notebook 05 times every CPU back-end in one run against the PyTorch module as trained, and checks each one's
     # audio (its parity rows, means only)
     Question("back-ends", "05_hardware_benchmark", "torch-cpu-fp32", Family.BACKEND, other_models=("kokoro-82m",)),
@@ -108,6 +110,8 @@ def candidates(df: pd.DataFrame, tech: Question, root: Path) -> pd.DataFrame:
     bounds = {k: recorded.get(param, BOUNDS[k]) for k, param in tech.bound_params}
     against = tech.bounds_against or tech.baseline
     member = w["technique"].map(Technique.family_of) == tech.family
+    if tech.backends:
+        member &= w["backend"].isin(tech.backends)
     judged = set(clips["variant"])
     picked = w[member & w["variant"].isin(judged) & (w["variant"] != tech.baseline)].copy()
     if picked.empty:
