@@ -484,3 +484,10 @@ def test_one_definition_of_within_the_bounds():
                                      "unclipped": "met (on means)"}
     assert j["within_quality_bounds"].to_dict() == {"fp32": True, "near": True, "far": False, "noisy": False,
                                                     "unclipped": True}
+    # a variant with no quality scores is not judged (not 'missed'); a run without ASR is judged on DNSMOS alone
+    silent = pd.DataFrame({"variant": ["silent"], "dnsmos_drop": [np.nan], "wer_increase": [np.nan]})
+    unscored = pd.concat([means, silent])
+    assert bounds.within(unscored, "fp32", 0.10, 0.02).loc["silent", "bounds"] == "not judged"
+    no_asr = bounds.within(means.drop(columns="wer_increase"), "fp32", 0.10, 0.02,
+                           per_clip=per_clip.drop(columns="wer"))
+    assert no_asr.loc["near", "bounds"] == "met" and no_asr.loc["far", "bounds"] == "missed"

@@ -45,7 +45,7 @@ def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_
                         .drop(index=[ref], errors="ignore") for ref in dict.fromkeys(w["against"])]
                        + [within(w[w["variant"] == baseline], baseline, max_dnsmos_drop, max_wer_increase)])
     judged = judged[~judged.index.duplicated(keep="first")]
-    w["within_quality_bounds"] = w["variant"].map(judged["within_quality_bounds"]).astype(bool)
+    w["within_quality_bounds"] = w["variant"].map(judged["within_quality_bounds"]).eq(True)  # unjudged: not within
     w["bounds"] = w["variant"].map(judged["bounds"])
     if not by_parent:
         w = w.drop(columns=["against"])
@@ -93,25 +93,33 @@ def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop:
 def within(means: pd.DataFrame, base: str, max_dnsmos_drop: float, max_wer_increase: float,
            per_clip: pd.DataFrame | None = None, varied: pd.DataFrame | None = None) -> pd.DataFrame:
     """The one definition of "within the quality bounds", by variant: `quality_bounds` (paired, sentence by
-    sentence, on both judged sets) for every variant that `per_clip` holds with `base`, else the means' drop and rise
-    (`means`: one row per variant with dnsmos_drop and wer_increase against `base`), marked 'met (on means)' or
-    'missed (on means)'. A second judged set (`varied`) counts where `base` spoke it: there a variant it lacks is not
-    within. A tie with a bound is not within it."""
+    sentence, on both judged sets; an interval that holds a bound is a tie, which is not within it) for every variant
+    that `per_clip` holds on at least 2 sentences with `base`, else the means' drop and rise (`means`: one row per
+    variant with dnsmos_drop and wer_increase against `base`; a bound met exactly counts), marked 'met (on means)' or
+    'missed (on means)'; 'not judged' where a mean is missing. A judged set without WER (no ASR) is judged on
+    DNSMOS alone. A second judged set (`varied`) counts where `base` spoke it: there a variant it lacks is not
+    within."""
     means = means.drop_duplicates("variant").set_index("variant")
     out = pd.DataFrame(index=means.index, columns=["within_quality_bounds", "bounds"])
-    drop = means.get("dnsmos_drop", pd.Series(0.0, index=out.index)).fillna(np.inf)
-    rise = means.get("wer_increase", pd.Series(0.0, index=out.index)).fillna(np.inf)
-    ok = (drop <= max_dnsmos_drop) & (rise <= max_wer_increase)
+    drop = means["dnsmos_drop"] if "dnsmos_drop" in means else pd.Series(0.0, index=out.index)
+    rise = means["wer_increase"] if "wer_increase" in means else pd.Series(0.0, index=out.index)
+    measured = drop.notna() & rise.notna()
+    ok = measured & (drop <= max_dnsmos_drop) & (rise <= max_wer_increase)
     out["within_quality_bounds"] = ok
-    out["bounds"] = np.where(ok, "met (on means)", "missed (on means)")
+    out["bounds"] = np.where(~measured, "not judged", np.where(ok, "met (on means)", "missed (on means)"))
     out.loc[base, ["within_quality_bounds", "bounds"]] = [True, "the baseline"]
-    if per_clip is not None and len(per_clip) and base in set(per_clip["variant"]):
+    if per_clip is not None and len(per_clip) and "dnsmos_p808" in per_clip and base in set(per_clip["variant"]):
+        if "wer" not in per_clip:  # no ASR judged this run: the DNSMOS bound alone, as on the means
+            per_clip = per_clip.assign(wer=0.0)
         clipped = [v for v in out.index if v != base and len(paired(per_clip, base, v, "dnsmos_p808")) >= 2]
         if clipped:
             both = varied if varied is not None and base in set(varied["variant"]) else None  # a set `base` spoke
+            if both is not None and "wer" not in both:
+                both = both.assign(wer=0.0)
             j = quality_bounds(per_clip, base, clipped, max_dnsmos_drop, max_wer_increase, both).set_index("variant")
             out.loc[clipped, "within_quality_bounds"] = j["within_quality_bounds"]
             out.loc[clipped, "bounds"] = j["bounds"]
+    out["within_quality_bounds"] = out["within_quality_bounds"].astype(bool)
     return out
 
 

@@ -210,7 +210,7 @@ def _times(x: float, more: str, less: str) -> str:
 def describe(row) -> dict:
     """A candidate as the words of one answers row."""
     where = {"met": "within the bounds", "tied": "a bound inside the noise", "missed": "outside the bounds",
-             "not judged": "not judged (under 2 sentences)"}
+             "not judged": "not judged (no quality scores)"}
     return {"technique": row["technique_name"], "best variant": f"{row['variant']} ({row['backend']})",
             "quality bounds": where.get(row["bounds"], "not judged")
             + (" (on means)" if row["means_only"] or row.get("bounds_on_means", False) else "")

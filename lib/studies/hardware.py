@@ -161,12 +161,14 @@ class Runs:
     throughput: list = field(default_factory=list)
     ran: dict = field(default_factory=dict)
     backend_of: dict = field(default_factory=dict)
+    device_of: dict = field(default_factory=dict)
     clips: dict = field(default_factory=dict)
     specs: dict = field(default_factory=dict)
 
     def add(self, engine: eng.Engine, rows: list) -> None:
         self.throughput += rows
         self.ran[engine.label], self.backend_of[engine.label] = engine.effective, engine.backend
+        self.device_of[engine.label] = engine.device
         _LOGGER.info("%s: ran on %s", engine.label, engine.effective)
 
 
@@ -327,7 +329,7 @@ _WARMUP_FOLDERS: list[tempfile.TemporaryDirectory] = []
 
 
 def parity(clips: dict[str, list], recorded: dict[str, list], reference: list, sentences: Sequence[Sentence],
-           judges: Judges, writer: ResultWriter, *, backend_of: dict, sample_rate: int, queries: int,
+           judges: Judges, writer: ResultWriter, *, backend_of: dict, device_of: dict, sample_rate: int, queries: int,
            judge_recorded: bool = True) -> pd.DataFrame:
     """Each engine's clips of the first `queries` streaming sentences, this CPU's (`clips`) and the recorded GPU
     run's (`recorded`), against the `reference` engine's, same query and noise: worst SNR and PESQ-WB, whether
@@ -336,9 +338,9 @@ def parity(clips: dict[str, list], recorded: dict[str, list], reference: list, s
     (an engine not timed here is on CUDA: the recorded run). The recorded clips must be of the same streaming
     queries: the GPU run reads the lists `python -m lib.studies.hardware queries` writes. Returns one row per engine."""
     def about(label):
-        here = label in backend_of  # an engine not timed here ran on CUDA: the recorded run
+        # an engine not timed here ran on CUDA: the recorded GPU run
         return writer.about(label, Technique.HARDWARE_PARITY, parent=REFERENCE,
-                            backend=backend_of.get(label, "torch-cuda"), device="cpu" if here else "cuda")
+                            backend=backend_of.get(label, "torch-cuda"), device=device_of.get(label, "cuda"))
     texts, heard, rows = {}, {}, []
     judged = {**clips, **(recorded if judge_recorded else {})}
     clips = {**clips, **recorded}
