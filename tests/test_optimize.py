@@ -90,10 +90,14 @@ def test_optimize_ships_a_voice_piper_speaks_with_its_card(tmp_path, monkeypatch
     assert result["piper_runtime"]["samples"] > 1000
     data = ModelCard.load(out / "README.md").data
     assert data.base_model == "rhasspy/piper-voices" and data.pipeline_tag == "text-to-speech"
-    assert data.language == ["en"] and {r.metric_type for r in data.eval_results} >= {"rtf_ratio", "size_ratio"}
+    rows = pd.read_csv(out / "results.csv")
+    # the speed ratio is on the card where the run timed it; a timing the machine contended (a hypervisor's steal
+    # above 5 %, say) is no result, and the card then claims none
+    timed = (rows.loc[(rows.metric == "rtf_ratio") & (rows.variant == "ort-weight-int8-all"), "status"] == "ok").all()
+    claimed = {r.metric_type for r in data.eval_results}
+    assert data.language == ["en"] and "size_ratio" in claimed and ("rtf_ratio" in claimed) == timed
     size = next(r.metric_value for r in data.eval_results if r.metric_type == "size_ratio")
     assert 0.1 < size < 0.5  # int8 weights: about a quarter of the float file
-    rows = pd.read_csv(out / "results.csv")
     absent = rows[rows["status"] == "absent"]
     assert len(absent) and absent["reason"].str.contains("en_GB-alba-medium").all()
     assert np.isfinite(rows.loc[(rows.metric == "dnsmos_p808") & (rows.status == "ok"), "value"]).all()

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core import text
+from lib.core import bounds
 from lib.core.results import ResultWriter
 from lib.core.subject import Technique
 from lib.core.text import Sentence
@@ -327,6 +328,16 @@ def width_scan(teacher, flow, fe, widths: Sequence[int], work: Path, *, blocks: 
                                 parent=shipped).subject for n in timed}
     return evaluate.measure_speed(timed, sentences, writer, baseline=shipped, warmup=warmup, subjects=subjects,
                                   record=[n for n in timed if n != shipped])
+
+
+def judged_table(frame: pd.DataFrame, per_clip: pd.DataFrame, varied: pd.DataFrame | None, max_dnsmos_drop: float,
+                 max_wer_increase: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the deltas table, its ONNX Runtime students' rows): each student against its parent (the ONNX ones against
+    `fp32-ort`, the PyTorch ones against the teacher), within the bounds sentence by sentence on the Harvard lists
+    and, with `varied`, on the varied set too (lib.core.bounds.within: as the verdicts and the report judge it)."""
+    table = bounds.deltas(frame, "teacher", max_dnsmos_drop, max_wer_increase, per_clip=per_clip, varied=varied,
+                          by_parent=True)
+    return table, onnx_rows(table)
 
 
 def onnx_rows(table: pd.DataFrame) -> pd.DataFrame:
