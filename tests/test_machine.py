@@ -74,7 +74,11 @@ def _load(others, steal=0.0, cores=2, threads=1):
 def test_contention_threshold():
     assert not _load(0.1).contended and not _load(1.2, threads=1).contended
     assert _load(1.3, threads=1).contended and _load(0.3, threads=2).contended
-    assert _load(0.0, steal=0.2).contended
+    assert _load(0.0, steal=0.2).contended and _load(0.0, steal=0.06).contended  # 0.12 s stolen of 2 s
+    # a tenth of a second: 3 stolen ticks of 10 ms read as 15 %, under the resolution the counter has
+    short = machine.Load(seconds=0.1, cores=2, threads=1, others_cores=0.0, steal_frac=0.154, loadavg_1m=1.0,
+                         runnable=1, mhz=None)
+    assert not short.contended and machine.Load(**{**short.__dict__, "seconds": 1.1, "steal_frac": 0.086}).contended
     assert "0.30 of 2 cores" in _load(0.3, threads=2).reason()
 
 

@@ -464,3 +464,18 @@ def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run(tmp_path
     (tmp_path / adaptation.DIAGNOSIS[1][0] / "config.json").unlink()
     short = adaptation.diagnosis(root=tmp_path)
     assert len(short) == 2 and len(verdicts.adaptation_why_lines(t, short, fmt)) == 1
+
+
+def test_the_arm_tried_is_said_with_its_words_and_its_fit():
+    """Notebook 02's why-lines name each arm run after the diagnosis (studies.adaptation.ARMS, read from its pack):
+    its validation WER against the bound and its training against held-out mel L1."""
+    from lib.report import verdicts
+    from lib.studies import adaptation
+    arms = adaptation.diagnosis(adaptation.ARMS)
+    assert list(arms["run"]) == ["speaker-adv/full-acoustic"] and arms["train_mel_l1"].notna().all()
+    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    t = pd.DataFrame({"variant": ["teacher"], "secs": [0.4], "wer": [0.1]}).set_index("variant")
+    line = verdicts.adaptation_why_lines(t, arms.iloc[:0], fmt, arms=arms, wer_margin=0.05)[-1]
+    r = arms.iloc[0]
+    assert f"validation WER {r['validation_wer']:.2f} against the bound {r['folder_own_wer'] + 0.05:.2f}" in line
+    assert f"training mel L1 {r['train_mel_l1']:.2f} against {r['heldout_mel_l1']:.2f}" in line

@@ -162,6 +162,9 @@ def require_precision(backend: str, precision: str) -> None:
 # (idle machines here show 0.02-0.1 cores of others); steal above STEAL_LIMIT means the hypervisor took the CPU.
 OTHERS_MARGIN_CORES = 0.25
 STEAL_LIMIT = 0.05
+# /proc/stat counts in ticks of 10 ms: over a block of a few tenths of a second one or two stolen ticks read as 5-15 %
+# (seen on a 2-core VM), so steal counts only where the time stolen, over all cores, reaches this many seconds
+MIN_STOLEN_S = 0.05
 
 
 class MachineBusy(RuntimeError):
@@ -240,7 +243,8 @@ class Load:
     @property
     def contended(self) -> bool:
         over = self.others_cores is not None and self.others_cores > self.cores - self.threads + OTHERS_MARGIN_CORES
-        stolen = self.steal_frac is not None and self.steal_frac > STEAL_LIMIT
+        stolen = (self.steal_frac is not None and self.steal_frac > STEAL_LIMIT
+                  and self.steal_frac * self.seconds * self.cores >= MIN_STOLEN_S)
         return bool(over or stolen)
 
     def reason(self) -> str:

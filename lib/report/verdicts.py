@@ -317,10 +317,13 @@ def adaptation_context_lines(t: pd.DataFrame, check: dict, kernel_check: dict, n
             f"{n(kernel_check['mel_l1_float_kernel'])} through a float product of the same NF4 weights (section 3)."]
 
 
-def adaptation_why_lines(t: pd.DataFrame, diag: pd.DataFrame, n, folders: int = 3) -> list[str]:
+def adaptation_why_lines(t: pd.DataFrame, diag: pd.DataFrame, n, folders: int = 3,
+                         arms: pd.DataFrame | None = None, wer_margin: float = 0.05) -> list[str]:
     """Why the targets are missed, from this run (how SECS and WER move together over the adapted variants) and from
     the diagnostic packs (studies.adaptation.diagnosis(); all `folders` of them, or nothing is said of them): the
-    cause the runs still carry once the four faults of issue 50 are fixed."""
+    cause the runs still carry once the four faults of issue 50 are fixed; then what each arm tried since (`arms`,
+    the same diagnosis of studies.adaptation.ARMS) did to the words, against the bound (the speaker's own WER +
+    `wer_margin`), and its training against its held-out mel L1."""
     adapted = t.drop(index=[v for v in ("teacher", "target-speaker") if v in t.index])[["secs", "wer"]].dropna()
     lines = []
     if len(adapted) >= 3:
@@ -343,6 +346,13 @@ def adaptation_why_lines(t: pd.DataFrame, diag: pd.DataFrame, n, folders: int = 
                      "far above its level on the teacher's audio, and a decoder trained on an L1 average of what it "
                      "cannot match blurs the phonemes. The arms it calls for: piper's discriminators on the inference "
                      "path, and a duration predictor trained with the acoustic part.")
+    for _, r in (arms if arms is not None else pd.DataFrame()).iterrows():  # studies.adaptation.ARMS' packs
+        lines.append(f"The arm tried: {r['folder']}, {n(r['steps'], ',d')} steps in all ({n(r['machine_hours'])} "
+                     f"machine-hours): validation WER {n(r['validation_wer'])} against the bound "
+                     f"{n(r['folder_own_wer'] + wer_margin)}, SECS {n(r['validation_secs'])}. Its training mel L1 "
+                     f"{n(r['train_mel_l1'])} against {n(r['heldout_mel_l1'])} on the held-out clips: the runs fit "
+                     "the folder's clips and not the speaker, which calls for more of the speaker rather than "
+                     "another loss (outputs/recorded/amd-epyc-zen4-2c/46_adaptation_gap).")
     return lines
 
 

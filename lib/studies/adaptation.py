@@ -392,6 +392,11 @@ DIAGNOSIS = (("speaker-self/full-acoustic", "the teacher's own audio, DTW durati
              ("speaker-infer/full-acoustic", "the speaker, DTW durations"))
 
 
+# The arms run after the diagnosis, on the speaker with DTW durations: what each added to the same recipe.
+ARMS = (("speaker-adv/full-acoustic", "piper's MRD discriminators on the inference path, after a "
+         "discriminator-only warm-up"),)
+
+
 def diagnosis(runs=DIAGNOSIS, root: Path = RECORDED / "training") -> pd.DataFrame:
     """The diagnostic packs side by side, from what each recorded (config.json's validation judges, curve.csv's last
     held-out mel L1): which of data, durations and path the lost words follow. A missing pack is left out."""
@@ -409,7 +414,10 @@ def diagnosis(runs=DIAGNOSIS, root: Path = RECORDED / "training") -> pd.DataFram
                      "frozen": info.get("frozen"), "steps": info.get("steps"), "machine_hours": info.get("hours"),
                      "validation_wer": judged.get("heldout_wer"), "folder_own_wer": judged.get("speaker_wer"),
                      "validation_secs": judged.get("heldout_secs"),
-                     "heldout_mel_l1": float(mel.iloc[-1]) if len(mel) else np.nan})
+                     "heldout_mel_l1": float(mel.iloc[-1]) if len(mel) else np.nan,
+                     # the training segments' mel L1 over the last 250 steps: beside the held-out one, memorisation
+                     "train_mel_l1": (float(curve.loc[curve["step"] > curve["step"].max() - 250, "loss_mel"].mean())
+                                      if "loss_mel" in curve else np.nan)})
     return pd.DataFrame(rows)
 
 
