@@ -123,9 +123,11 @@ def candidates(df: pd.DataFrame, tech: Question, root: Path) -> pd.DataFrame:
         picked["speedup"] = picked["speedup"].fillna(base["rtf"] / picked["rtf"])
     picked["size_ratio"] = picked["size_mb"] / base["size_mb"] if "size_mb" in picked and "size_mb" in base else np.nan
     varied = root / tech.notebook / "per_clip_varied.csv"  # a second judged set: the bounds must hold there too
-    means = pd.DataFrame({"variant": picked["variant"],
-                          "dnsmos_drop": [-delta(clips, against, v, "dnsmos_p808")["mean"] for v in picked["variant"]],
-                          "wer_increase": [delta(clips, against, v, "wer")["mean"] for v in picked["variant"]]})
+    # each variant's mean change against `against` (the bounds' reference), once: the means, the miss, its words
+    picked["d_dnsmos_against"] = [mean_delta(clips, against, v, "dnsmos_p808") for v in picked["variant"]]
+    picked["d_wer_against"] = [mean_delta(clips, against, v, "wer") for v in picked["variant"]]
+    means = pd.DataFrame({"variant": picked["variant"], "dnsmos_drop": -picked["d_dnsmos_against"],
+                          "wer_increase": picked["d_wer_against"]})
     judged = verdicts.within(means, against, bounds["max_dnsmos_drop"], bounds["max_wer_increase"],
                              per_clip=None if means_only else clips,
                              varied=pd.read_csv(varied) if varied.exists() else None)  # the notebooks' definition
@@ -138,9 +140,8 @@ def candidates(df: pd.DataFrame, tech: Question, root: Path) -> pd.DataFrame:
         for part in ("mean", "lo", "hi", "n"):
             picked[f"d_{name}_{part}"] = picked["variant"].map(lambda v, p=part: d[v][p])
     picked["secs_gain"] = picked["d_secs_mean"]
-    picked["bounds_miss"] = [bounds_miss(clips, against, v, bounds) for v in picked["variant"]]
-    picked["d_dnsmos_against"] = [delta(clips, against, v, "dnsmos_p808")["mean"] for v in picked["variant"]]
-    picked["d_wer_against"] = [delta(clips, against, v, "wer")["mean"] for v in picked["variant"]]
+    picked["bounds_miss"] = [bounds_miss(d, w, bounds) for d, w in zip(picked["d_dnsmos_against"],
+                                                                       picked["d_wer_against"])]
     picked["closeness"] = -picked["bounds_miss"]
     picked["relies_on"] = [relies_on(t) for t in picked["technique"]]
     picked["technique_name"], picked["baseline"], picked["bounds_against"] = tech.name, tech.baseline, against
@@ -168,10 +169,18 @@ def target_verdicts(root: Path, tech: Question) -> str:
     return " · ".join(dict.fromkeys(parts))
 
 
-def bounds_miss(clips: pd.DataFrame, against: str, variant: str, bounds: dict) -> float:
-    """How far `variant`'s mean deltas against `against` fall outside the bounds (0 within), in DNSMOS points plus
-    WER points: where no variant is within, the answer names the one closest to them. Unjudged: infinite."""
-    dns, wer = (delta(clips, against, variant, m)["mean"] for m in ("dnsmos_p808", "wer"))
+def mean_delta(clips: pd.DataFrame, base: str, variant: str, metric: str) -> float:
+    """`variant` minus `base` in `metric`, the mean over the sentences both spoke (no interval: `delta` has one)."""
+    if metric not in clips:
+        return np.nan
+    d = -verdicts.paired(clips, base, variant, metric)
+    d = d[np.isfinite(d)]
+    return float(d.mean()) if len(d) else np.nan
+
+
+def bounds_miss(dns: float, wer: float, bounds: dict) -> float:
+    """How far mean changes of DNSMOS (`dns`) and WER (`wer`) fall outside the bounds (0 within), in DNSMOS points
+    plus WER points: where no variant is within, the answer names the one closest to them. Unjudged: infinite."""
     if not np.isfinite(dns):
         return np.inf
     return max(0.0, -bounds["max_dnsmos_drop"] - dns) + (max(0.0, wer - bounds["max_wer_increase"])
