@@ -3,7 +3,10 @@ every torch engine (precisions, CUDA graphs, compiled decoder, bitsandbytes with
 scenarios; writes results under $TTS_LAB_OUTPUTS/<profile>/05_hardware_benchmark. The suite's sizes are the GPU
 ones below unless --params names a profile whose notebook-05 parameters to use; either way metrics.json keeps them.
 
-    python -m lib.jobs.device_run --model en_US-joe-medium.onnx --queries queries.json --profile h100 --bnb"""
+    python -m lib.jobs.device_run --model en_US-joe-medium.onnx --queries queries.json --profile h100 --bnb
+
+Without --model it reads the teacher bundle TTS_LAB_TEACHER_BUNDLE names (float16 weights: the fp32 voice does not fit
+the 64 MiB a lent machine takes); env.json records which weights were timed."""
 from __future__ import annotations
 
 import dataclasses
@@ -25,6 +28,7 @@ from lib.runtimes.backends import probe_all, probes_frame
 from lib.runtimes.bench_engines import TorchEngine
 from lib.techniques.compress import bnb_convert
 from lib.voices.piper_torch import load_piper_torch
+from lib.voices import teacher_bundle
 from lib.voices.synth import piper_label
 
 _LOGGER = logging.getLogger(__name__)
@@ -43,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
     warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser(prog="python -m lib.jobs.device_run", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path)
+    ap.add_argument("--model", type=Path, help="the voice's ONNX file (default: the teacher bundle)")
     ap.add_argument("--queries", type=Path)
     ap.add_argument("--profile", default="recorded-gpu")
     ap.add_argument("--budget-s", type=float, default=480)
@@ -60,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
     q = json.loads(args.queries.read_text())
     queries, ttfa_queries = q["queries"], q["ttfa_queries"]
-    model = load_piper_torch(args.model)
+    model = load_piper_torch(args.model) if args.model else teacher_bundle.teacher()
     writer = ResultWriter(args.profile, NOTEBOOK, piper_label())
     cfg = SuiteConfig.from_params(params.resolved(args.params, NOTEBOOK)) if args.params else GPU_SUITE
     if args.quick:
@@ -82,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env.update(cudnn_allow_tf32=False, matmul_allow_tf32=False, suite=dataclasses.asdict(cfg),
                suite_source=f"params/{args.params}/{NOTEBOOK}.yaml" if args.params and not args.quick
                else ("quick" if args.quick else "GPU_SUITE (lib/jobs/device_run.py)"),
+               weights=args.model.name if args.model else model.onnx_source,
                noise="timed runs draw it on the device (torch.randn, seeded); clips.npz uses host noise (numpy, seed "
                      "(query, item)), identical to the CPU engines', for paired comparison")
     for spec in specs:

@@ -41,6 +41,8 @@ class TorchEngine(Engine):
                       + ("-graphs" if cuda_graphs else "") + ("-latent-graphs" if graph_latent else ""))
         self.window, self.bucket = window, bucket
         self._graph, self._latent_graphs = None, ({} if graph_latent else None)
+        # only an engine whose latents are bucket-padded needs its timing independent of padding (latent_with_noise)
+        self._pads_to_buckets = graph_latent
         if (cuda_graphs or graph_latent) and device != "cuda":
             raise BackendMismatch("CUDA graphs need device 'cuda'")
         if cuda_graphs:
@@ -74,7 +76,7 @@ class TorchEngine(Engine):
         with torch.inference_mode(), self._autocast():
             dev = self.device
             z, y_lengths = latent_with_noise(self.model, torch.from_numpy(x).to(dev), torch.from_numpy(lengths).to(dev),
-                                             scales, dp_noise, z_noise)
+                                             scales, dp_noise, z_noise, fp32_durations=self._pads_to_buckets)
             audio = self.decoder(z)
         self._out_device, self._dec_dtype = audio.device.type, str(audio.dtype).replace("torch.", "")
         self._out_dtype = self._dec_dtype
@@ -92,7 +94,7 @@ class TorchEngine(Engine):
         with torch.inference_mode(), self._autocast():
             dev = self.device
             z, _ = latent_with_noise(self.model, torch.from_numpy(x).to(dev), torch.from_numpy(lengths).to(dev), SCALES,
-                                     dp_noise, z_noise)
+                                     dp_noise, z_noise, fp32_durations=self._pads_to_buckets)
         return z
 
     def _capture_latent(self, t_bucket: int):

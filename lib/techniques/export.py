@@ -42,18 +42,23 @@ def pad_batch(batch: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return x, lengths
 
 
-def latent_with_noise(model, x, x_lengths, scales, dp_noise, z_noise, frames: int | None = None):
+def latent_with_noise(model, x, x_lengths, scales, dp_noise, z_noise, frames: int | None = None,
+                      fp32_durations: bool = True):
     """SynthesizerTrn.infer up to the flow's output, with the two random draws passed in: same noise, same audio
     on every back-end. Piper's code draws inside; this repeats its reverse path with the draws as arguments.
     With `frames` set, every shape is static (the latent is `frames` long, masked after y_lengths), which is what
-    a CUDA graph can capture; the caller checks that y_lengths fit."""
+    a CUDA graph can capture; the caller checks that y_lengths fit.
+
+    `fp32_durations`: the text encoder and durations in fp32 whatever the autocast. `ceil` turns a last-bit
+    difference of a log-duration into a whole frame, and fp16 or bf16 arithmetic differs with the padded shape, so a
+    CUDA graph's bucket-padded sentence and the same sentence unpadded would speak with different timings (every later
+    sample shifted). It costs big batches on a GPU (fp32's cliff at batch 64 on an H100), so an engine that never pads
+    to a bucket may follow the autocast instead."""
+    import contextlib
     import torch
     from piper.train.vits import commons
     noise_scale, length_scale, noise_w = scales[0], scales[1], scales[2]
-    # the durations in fp32 whatever the autocast: `ceil` turns a last-bit difference of a log-duration into a whole
-    # frame, and fp16 or bf16 arithmetic differs with the padded shape, so a CUDA graph's bucket-padded sentence and
-    # the same sentence unpadded would speak with different timings (every later sample shifted)
-    with torch.autocast(x.device.type, enabled=False):
+    with torch.autocast(x.device.type, enabled=False) if fp32_durations else contextlib.nullcontext():
         x, m_p, logs_p, x_mask = model.enc_p(x, x_lengths)
         dp = model.dp
         if getattr(model, "use_sdp", True):
