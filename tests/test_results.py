@@ -194,7 +194,10 @@ def test_a_streaming_timing_stands_only_beside_a_fidelity_check_that_passed():
     root = Path(__file__).resolve().parents[1]
     recorded = pd.read_csv(root / "outputs" / "recorded" / "h100" / "05_hardware_benchmark" / "results.csv")
     changed = gate_fidelity(recorded)["status"] != recorded["status"]
-    assert set(recorded.loc[changed, "variant"]) == {"torch-cuda-fp16-graphs-latent-graphs"} and changed.sum() == 4
+    # measured again on an H100 with the durations in fp32 for bucket-padded latents (2026-11-28): the fp16 latent
+    # graphs that were 1.2 dB now hold 47 dB, so nothing in the committed run is gated
+    snr = recorded.query("metric == 'chunk_snr_db'").set_index("variant")["value"]
+    assert changed.sum() == 0 and snr["torch-cuda-fp16-graphs-latent-graphs"] >= MIN_CHUNK_SNR_DB
 
 
 def test_a_row_is_about_a_typed_subject():

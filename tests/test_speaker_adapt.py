@@ -479,3 +479,28 @@ def test_the_arm_tried_is_said_with_its_words_and_its_fit():
     r = arms.iloc[0]
     assert f"validation WER {r['validation_wer']:.2f} against the bound {r['folder_own_wer'] + 0.05:.2f}" in line
     assert f"training mel L1 {r['train_mel_l1']:.2f} against {r['heldout_mel_l1']:.2f}" in line
+
+
+def test_whether_lost_words_are_memorisation_is_said_from_the_word_gap(tmp_path):
+    """Issue 50's cheap signal: a checkpoint whose sentences it trained on keep their words while held-out ones lose
+    them is memorisation (more recordings cure it); one that loses as many on both is not. Noise-on rows are not
+    what the verdict reads, and without a study nothing is claimed."""
+    from lib.report import verdicts
+    from lib.studies import adaptation
+    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    assert verdicts.adaptation_word_gap_lines(adaptation.word_gap(tmp_path), fmt) == []
+
+    def study(folder, trained_wer, noise=0.0):
+        folder.mkdir(parents=True)
+        pd.DataFrame({"work": "run", "steps": 2050, "split": ["trained on", "held out"], "noise_scale": noise,
+                      "wer": [trained_wer, 0.40], "speaker_wer": [0.20, 0.10]}).to_csv(folder / "gap.csv")
+    study(tmp_path / "a", 0.48)  # +0.28 beyond the speaker's own, against +0.30 held out: not memorisation
+    study(tmp_path / "noisy", 0.20, noise=0.667)  # a noise-on study the verdict leaves aside
+    gap = adaptation.word_gap(tmp_path)
+    assert len(gap) == 4 and gap["excess"].round(2).tolist().count(0.28) == 1
+    line = verdicts.adaptation_word_gap_lines(gap, fmt)[0]
+    assert "memorisation? No." in line and "0.48 on sentences it trained on (the speaker's own 0.20)" in line
+    (tmp_path / "a" / "gap.csv").unlink()
+    study(tmp_path / "b", 0.22)  # +0.02 on trained sentences, +0.30 held out: memorisation
+    line = verdicts.adaptation_word_gap_lines(adaptation.word_gap(tmp_path), fmt)[0]
+    assert "more of the speaker is the cure" in line

@@ -366,10 +366,12 @@ def train_from_spec(spec: dict) -> None:
     run_speaker(SpeakerRun(**{**spec, "out": ""}), ledger_path=None)
 
 
-def validation_quality(voice, val, asr, threads: int = 1) -> dict:
-    """The adapted voice on the validation transcripts (noise off): WER (Whisper) and SECS to the speaker's own
-    recordings of the same sentences (pairs of different sentences only), with the speaker's own WER and ceiling."""
-    quiet = voices.load_voice(backend="torch-cpu", module=voice, threads=threads, noise_scale=0.0, noise_w=0.0)
+def validation_quality(voice, val, asr, threads: int = 1, noise_scale: float = 0.0, noise_w: float = 0.0) -> dict:
+    """The adapted voice on the validation transcripts (noise off unless asked): WER (Whisper) and SECS to the
+    speaker's own recordings of the same sentences (pairs of different sentences only), with the speaker's own WER
+    and ceiling."""
+    quiet = voices.load_voice(backend="torch-cpu", module=voice, threads=threads, noise_scale=noise_scale,
+                              noise_w=noise_w)
     clips = [quiet.synthesize(r.text) for r in val]
     own = [Audio(r.samples, r.sample_rate) for r in val]
     wer = [metrics.wer_cer(r.text, asr.transcribe(c.samples, c.sample_rate))["wer"] for r, c in zip(val, clips)]

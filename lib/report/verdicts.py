@@ -351,9 +351,30 @@ def adaptation_why_lines(t: pd.DataFrame, diag: pd.DataFrame, n, folders: int = 
                      f"machine-hours): validation WER {n(r['validation_wer'])} against the bound "
                      f"{n(r['folder_own_wer'] + wer_margin)}, SECS {n(r['validation_secs'])}. Its training mel L1 "
                      f"{n(r['train_mel_l1'])} against {n(r['heldout_mel_l1'])} on the held-out clips: the runs fit "
-                     "the folder's clips and not the speaker, which calls for more of the speaker rather than "
-                     "another loss (outputs/recorded/amd-epyc-zen4-2c/46_adaptation_gap).")
+                     "the folder's clips' spectra better than the speaker's (outputs/recorded/amd-epyc-zen4-2c/"
+                     "46_adaptation_gap).")
     return lines
+
+
+def adaptation_word_gap_lines(gap: pd.DataFrame, n, slack: float = 0.05) -> list[str]:
+    """Whether the long runs' lost words are memorisation (studies.adaptation.word_gap, noise off): each checkpoint's
+    WER beyond the speaker's own on sentences it trained on against held-out ones. Memorisation keeps the trained
+    sentences' words; an excess on them within `slack` of the held-out one, or above it, says it is not."""
+    quiet = gap[gap["noise_scale"] == 0] if len(gap) else gap
+    if quiet.empty or set(quiet["split"]) != {"trained on", "held out"}:
+        return []
+    rows = quiet.pivot_table(index=["work", "steps"], columns="split", values=["wer", "speaker_wer", "excess"])
+    said = "; ".join(f"{w} at {n(s, ',d')} steps: {n(r[('wer', 'trained on')])} on sentences it trained on (the "
+                     f"speaker's own {n(r[('speaker_wer', 'trained on')])}), {n(r[('wer', 'held out')])} on held-out "
+                     f"ones (the speaker's own {n(r[('speaker_wer', 'held out')])})" for (w, s), r in rows.iterrows())
+    kept = rows[("excess", "trained on")] < rows[("excess", "held out")] - slack
+    if kept.any():
+        return [f"Are the words lost to memorisation? WER, {said}: where the trained sentences keep their words "
+                "and the held-out ones lose them, more of the speaker is the cure."]
+    return [f"Are the words lost to memorisation? No. WER, {said}. The runs lose as many words beyond the speaker's "
+            "own on the very sentences they trained on as on held-out ones: the recipe cannot speak this speaker's "
+            "words at all, and more recordings of the same speaker would not cure it (outputs/recorded/"
+            "amd-epyc-zen4-2c/48_adaptation_wer_gap)."]
 
 
 # --- notebook 04: the headline -------------------------------------------------------------------------------------

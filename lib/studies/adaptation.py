@@ -421,6 +421,19 @@ def diagnosis(runs=DIAGNOSIS, root: Path = RECORDED / "training") -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def word_gap(folder: str | Path) -> pd.DataFrame:
+    """Every gap.csv of `folder` (tts-lab study adaptation-gap): the long runs' WER on sentences they trained on and
+    on held-out ones, each beside the speaker's own WER on the same sentences (`excess`: the difference). Empty,
+    with a warning, where the folder holds none."""
+    files = sorted(Path(folder).glob("**/gap.csv")) if str(folder) else []
+    if not files:
+        _LOGGER.warning("no word-gap study under %r: its line is left out", str(folder))
+        return pd.DataFrame(columns=["work", "steps", "split", "noise_scale", "wer", "speaker_wer", "excess"])
+    frame = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    frame["noise_scale"] = frame["noise_scale"].fillna(0.0) if "noise_scale" in frame else 0.0
+    return frame.assign(excess=frame["wer"] - frame["speaker_wer"])
+
+
 def long_run_ledger() -> pd.DataFrame:
     """The long adaptation runs' packed checkpoints (outputs/recorded/training_ledger.csv rows of adapters judged on
     a validation split: validation SECS and WER against machine-hours)."""

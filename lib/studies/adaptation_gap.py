@@ -1,0 +1,92 @@
+"""Does an adapted voice lose its words because it memorised its folder? (issue 50's cheap signal). A speaker run's
+state judged the way its packs are judged (speaker_job.validation_quality: Whisper's WER and SECS, noise off) on
+recordings it trained on and on its validation split, which no step saw. Words kept on the training sentences and
+lost on the held-out ones say memorisation, which more recordings cure; words lost on both say the recipe cannot
+speak this speaker at all, which no amount of the same data cures. Nothing here trains.
+
+    tts-lab study adaptation-gap --work ~/runs/plain-full-acoustic --out outputs/recorded/<cpu>/<n>_adaptation_wer
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+import torch
+
+from lib.core.results import atomic_write_text
+from lib.data import ljspeech
+from lib.harness import bench, metrics
+from lib.jobs import speaker_job
+from lib.techniques import speaker_adapt
+from lib.voices import piper_torch
+from lib.voices import synth as voices
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class AdaptationGap:
+    """Speaker runs judged on recordings they trained on and on their validation split: gap.csv and env.json."""
+    NAME: ClassVar[str] = "adaptation-gap"
+    out: str  # a folder: gap.csv, env.json
+    # speaker runs' work folders (their latest checkpoint is judged) or committed packs (outputs/recorded/training/...)
+    work: list[str] = field(default_factory=list)
+    clips: int = 10  # training recordings judged: the first ones of the folder's order
+    noise_scale: float = 0.0  # the prior's sampling noise when judged (0: as packs and notebook 02 judge)
+    noise_w: float = 0.0
+    threads: int = 1
+
+
+def judge_run(work: Path, clips: int, threads: int = 1, noise: tuple[float, float] = (0.0, 0.0)) -> list[dict]:
+    """Rows (work, steps, split, heldout_wer, heldout_secs, speaker_wer, speaker_self_secs) for the run's latest
+    checkpoint on its first `clips` training recordings and on its validation split."""
+    state = work / "train" / "state" / "model.safetensors"
+    card = json.loads((work / "config.json").read_text())
+    if not state.exists() and "run" in card:  # a committed pack: its card holds the run's config
+        cfg = speaker_job.SpeakerRun(**{k: v for k, v in card["run"].items()
+                                        if k in speaker_job.SpeakerRun.__dataclass_fields__})
+    else:
+        cfg = speaker_job.read_config(work, speaker_job.SpeakerRun)
+    voices.use_voice(cfg.voice)
+    teacher = piper_torch.load_piper_torch(voices.piper_paths()[0])
+    prepared = speaker_job.prepare_run(replace(cfg, device="cpu"), teacher)
+    if not state.exists() and "run" in card:
+        speaker_adapt.load_into(prepared, work)
+        steps = int(card["steps"])
+    else:
+        speaker_job.load_state(prepared, state)
+        curve = pd.read_csv(work / "train" / "curve.csv")
+        before = json.loads((work / speaker_job.BEFORE).read_text()) if (work / speaker_job.BEFORE).exists() else {}
+        steps = int(curve["step"].iloc[-1]) + int(before.get("steps", 0))
+    train, val = ljspeech.split(ljspeech.read_folder(Path(cfg.dataset), teacher.sample_rate), cfg.validation)
+    if clips > len(train):
+        raise ValueError(f"{work}: --clips {clips} but the run trained on {len(train)} recordings")
+    asr, voice, rows = metrics.WhisperAsr("base", threads=threads), prepared.merged(), []
+    for split, recs in (("trained on", train[:clips]), ("held out", val)):
+        q = speaker_job.validation_quality(voice, recs, asr, threads=threads, noise_scale=noise[0], noise_w=noise[1])
+        rows.append({"work": work.name, "method": cfg.method, "dataset": Path(cfg.dataset).name,
+                     "recordings": len(train), "steps": steps, "noise_scale": noise[0], "noise_w": noise[1],
+                     "split": split, "clips": len(recs), **q})
+        _LOGGER.info("%s at %d steps, %s: WER %.3f (the speaker's own %.3f), SECS %.3f", work.name, steps, split,
+                     q["heldout_wer"], q["speaker_wer"], q["heldout_secs"])
+    return rows
+
+
+def run(cfg: AdaptationGap, command: str = "") -> pd.DataFrame:
+    """Judge every run of `cfg`, write gap.csv and env.json into `cfg.out`; returns the frame."""
+    if not cfg.work:
+        raise ValueError("adaptation-gap: name at least one speaker run with --work")
+    torch.set_num_threads(cfg.threads)
+    frame = pd.DataFrame([r for w in cfg.work for r in judge_run(Path(w).expanduser(), cfg.clips, cfg.threads,
+                                                          (cfg.noise_scale, cfg.noise_w))])
+    frame = frame.rename(columns={"heldout_wer": "wer", "heldout_secs": "secs"})  # on the split the row names
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "gap.csv", frame.to_csv(index=False))
+    env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "command": command}
+    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    return frame
