@@ -89,8 +89,9 @@ for nb in "${NOTEBOOKS[@]}"; do
   fi
   secs=$(( $(date +%s) - t0 ))
   echo "    -> $st in ${secs}s"
-  # each notebook's time with the RTFs this run was calibrated at (eta.json), so a later estimate can scale it
-  status_json=$("$PY" -c "import json,sys,pathlib; d=json.loads(sys.argv[1]); e=pathlib.Path(sys.argv[5]); c=json.loads(e.read_text()).get('calibration',{}) if e.exists() else {}; d[sys.argv[2]]={'status':sys.argv[3],'seconds':int(sys.argv[4]),**({'rtf':{b:c[b] for b in ('ort-cpu','torch-cpu')}} if 'torch-cpu' in c else {})}; print(json.dumps(d))" "$status_json" "$name" "$st" "$secs" "$OUT/eta.json")
+  # each notebook's time with the figures this run was calibrated at (eta.json) and where its time went (its
+  # metrics.json's work_seconds: judging, training), so that a later estimate can scale each kind by its own figure
+  status_json=$("$PY" -c "import json,sys,pathlib; d=json.loads(sys.argv[1]); e=pathlib.Path(sys.argv[5]); c=json.loads(e.read_text()).get('calibration',{}) if e.exists() else {}; m=pathlib.Path(sys.argv[6]); w=json.loads(m.read_text()).get('work_seconds',{}) if m.exists() and m.stat().st_mtime >= float(sys.argv[7]) else {}; d[sys.argv[2]]={'status':sys.argv[3],'seconds':int(sys.argv[4]),**({'rtf':{b:c[b] for b in ('ort-cpu','torch-cpu','judge') if b in c}} if 'torch-cpu' in c else {}),**({'work_s':w} if w else {})}; print(json.dumps(d))" "$status_json" "$name" "$st" "$secs" "$OUT/eta.json" "$OUT/$name/metrics.json" "$t0")
   "$PY" -c "from lib.core.results import atomic_write_text; import sys; atomic_write_text(sys.argv[1], sys.argv[2])" "$OUT/run_status.json" "$status_json"
   if [ "$st" = ok ] && [ "$nb" != "$REPORT" ]; then
     { "$PY" -m jupyter nbconvert --to html --log-level WARN "$NBOUT/$name.ipynb" --output-dir "$NBOUT" >/dev/null 2>&1 \

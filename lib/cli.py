@@ -105,6 +105,7 @@ class SpeakerFolder:
     # Harvard lists in reading order (11-31 when empty; last 10 clips validate)
     lists: list[int] = field(default_factory=list)
     timed: bool = False  # through Kokoro's graph with its durations: the folder keeps the true ones (durations.json)
+    speaker: str = "jf_alpha"  # a Kokoro-82M speaker: jf_alpha (the target), jf_gongitsune, jf_nezumi, jm_kumo, ...
 
 
 @dataclass
@@ -183,7 +184,7 @@ def run(cmd, command: str = "tts-lab") -> None:
     elif kind == "SpeakerFolder":
         from lib.jobs import speaker_job
         _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads, cmd.lists,
-                                                                             cmd.timed))
+                                                                             cmd.timed, cmd.speaker))
     elif kind == "PackSpeaker":
         from lib.jobs import speaker_job
         speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)

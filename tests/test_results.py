@@ -1,4 +1,5 @@
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -158,6 +159,38 @@ def test_eta_scales_each_notebook_from_the_newest_run_that_timed_it(tmp_path):
     assert est["03_pruning_quantization"][1]["path"].endswith("12_default_run"), "a failed run times nothing"
     assert "06_listening_test" not in est
     assert eta.timed_runs("smoke", tmp_path / "out", tmp_path / "rec") == []
+
+
+def test_eta_scales_judging_and_training_by_their_own_figures(tmp_path):
+    """Issue 51 item 6: the judges do not follow the voice's RTF. A run that kept where its time went (work_s:
+    judging, training) scales each kind by its own calibration figure and the rest by ONNX Runtime's; where either
+    calibration lacks the judges' figure, the whole notebook scales as before."""
+    from lib.core import worktime
+    from lib.jobs import eta
+    (tmp_path / "out" / "default").mkdir(parents=True)
+    ref = {"ort-cpu": 0.05, "torch-cpu": 0.10, "judge": 0.40}
+    (tmp_path / "out" / "default" / "run_status.json").write_text(json.dumps({
+        "01_baselines": {"status": "ok", "seconds": 1000, "rtf": ref, "work_s": {"judge": 600.0}},
+        "02_lora_qlora": {"status": "ok", "seconds": 1000, "rtf": ref, "work_s": {"judge": 200.0, "train": 700.0}}}))
+    runs = eta.timed_runs("default", tmp_path / "out", tmp_path / "nothing")
+    here = {"ort-cpu": 0.05, "torch-cpu": 0.20, "judge": 1.20}  # the same ONNX Runtime, judges 3x and PyTorch 2x slower
+    est = eta.estimate(["01_baselines", "02_lora_qlora"], here, runs)
+    assert est["01_baselines"][0] == pytest.approx(400 + 600 * 3)
+    assert est["02_lora_qlora"][0] == pytest.approx(100 + 200 * 3 + 700 * 2)
+    old = eta.estimate(["01_baselines"], {"ort-cpu": 0.05, "torch-cpu": 0.20}, runs)  # no judges' figure here
+    assert old["01_baselines"][0] == pytest.approx(1000)
+    worktime.reset()
+    with worktime.spent(worktime.TRAIN):
+        with worktime.spent(worktime.JUDGE):  # judging inside training counts once, as judging
+            time.sleep(0.05)
+        with worktime.spent(worktime.TRAIN):  # nested in its own kind: nothing added twice
+            time.sleep(0.05)
+    tally = worktime.snapshot()
+    assert tally["judge"] == pytest.approx(0.05, abs=0.03) and tally["train"] == pytest.approx(0.05, abs=0.03)
+    with pytest.raises(ValueError, match="kind 'ort' is not one of"):
+        with worktime.spent("ort"):
+            pass
+    worktime.reset()
 
 
 def test_rundiff_of_runs_without_a_comparable_metric_says_nothing_moved(tmp_path, capsys):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.core import env
+from lib.core import env, worktime
 from lib.core.pause import hold_for_process
 from lib.core.subject import Subject, Technique
 
@@ -265,7 +265,9 @@ class ResultWriter:
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.dir / "results.csv", self.frame().to_csv(index=False))
         atomic_write_json(self.dir / "metrics.json", {"run_id": self.run_id, "profile": self.profile,
-                                                      "notebook": self.notebook, **self.run_record(), **self.scalars})
+                                                      "notebook": self.notebook, **self.run_record(), **self.scalars,
+                                                      # where this process's time went so far, for the estimate
+                                                      "work_seconds": worktime.snapshot()})
         if env is not None:
             atomic_write_json(self.dir / "env.json", {**env, "run_id": self.run_id, "profile": self.profile})
         for name, table in (extra_tables or {}).items():

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from lib.core import machine
+from lib.core import machine, worktime
 from lib.core.results import atomic_write_json
 from lib.harness.trackers import PeakRss, Watched
 
@@ -341,7 +341,8 @@ def training_peak_mb(fn: Callable, spec: dict, ckpt_dir: Path) -> float:
     import json
     cached = Path(ckpt_dir) / "train_memory.json"
     before = _steps_done(ckpt_dir)
-    peak = peak_rss_in_subprocess(fn, spec)
+    with worktime.spent(worktime.TRAIN):  # the training itself, in another process
+        peak = peak_rss_in_subprocess(fn, spec)
     if _steps_done(ckpt_dir) > before:
         atomic_write_json(cached, {"peak_rss_mb": peak, "steps_from": before})
         return peak

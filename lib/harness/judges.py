@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from lib.core import quiet
+from lib.core import quiet, worktime
 from lib.core.audio import Audio, read_wav, write_wav
 from lib.harness import metrics
 from lib.voices.hub import HfWhisperAsr
@@ -187,7 +187,8 @@ class PendingJudgement:
         if jobs and judges.workers <= 1:
             if _WORKER.get("key") != (judges.asr, judges.dnsmos, os.getpid()):  # load once per process
                 _init_worker(judges.asr, judges.dnsmos)
-            self._store([_judge_one(j) for j in tqdm(jobs, desc=progress, disable=progress is None, leave=False)])
+            with worktime.spent(worktime.JUDGE):
+                self._store([_judge_one(j) for j in tqdm(jobs, desc=progress, disable=progress is None, leave=False)])
         elif jobs:
             pool = _judge_pool(judges.asr, judges.dnsmos, judges.workers)
             for (_, key, _), job in zip(self._todo, jobs):  # a clip already in flight (same audio) is judged once
@@ -208,8 +209,9 @@ class PendingJudgement:
         from tqdm.auto import tqdm
         if self._futures:
             futures, self._futures = self._futures, []
-            self._store([f.result() for f in tqdm(futures, desc=self.progress, disable=self.progress is None,
-                                                  leave=False)])
+            with worktime.spent(worktime.JUDGE):  # the wait: what the judges took beyond the caller's own work
+                self._store([f.result() for f in tqdm(futures, desc=self.progress, disable=self.progress is None,
+                                                      leave=False)])
         df = pd.DataFrame([{"id": cid, **self._rows[cid]} for cid in self.ids])
         if "asr_hyp" in df:
             scores = [metrics.wer_cer(self.texts[c], h) for c, h in zip(df["id"], df["asr_hyp"].fillna(""))]
@@ -243,11 +245,12 @@ def speaker_similarity_per_clip(voices: dict[str, Sequence[Audio]], target: Sequ
     if bad:
         raise ValueError(f"voices {bad} have another number of clips than the target ({len(target)}): give the same "
                          "sentences in the same order")
-    enc = metrics.SpeakerEncoder(threads=threads)
-    ref = [enc(a.samples, a.sample_rate) for a in target]
-    out = {name: metrics.secs_per_output([enc(a.samples, a.sample_rate) for a in clips], ref, exclude_same_index=True)
-           for name, clips in voices.items()}
-    return out, metrics.secs_per_output(ref, ref, exclude_same_index=True)
+    with worktime.spent(worktime.JUDGE):
+        enc = metrics.SpeakerEncoder(threads=threads)
+        ref = [enc(a.samples, a.sample_rate) for a in target]
+        out = {name: metrics.secs_per_output([enc(a.samples, a.sample_rate) for a in clips], ref,
+                                             exclude_same_index=True) for name, clips in voices.items()}
+        return out, metrics.secs_per_output(ref, ref, exclude_same_index=True)
 
 
 def worker_count(requested: int) -> int:

@@ -1,7 +1,9 @@
 """How long a profile will take on this machine, said before the long part starts: a few seconds of calibration
-(the voice's RTF here on ONNX Runtime and on PyTorch, one thread) against the same figures of the newest run that
-timed each notebook (this checkout's last, else a recorded one), which scale its seconds. Training notebooks scale
-with PyTorch, the rest with ONNX Runtime. A profile no run has timed gets no estimate, and says so.
+(the voice's RTF here on ONNX Runtime and on PyTorch, one thread, and the judges' seconds per audio second) against
+the same figures of the newest run that timed each notebook (this checkout's last, else a recorded one), which scale
+its seconds. Each kind of work scales by its own figure where the run kept where its time went (lib.core.worktime:
+judging by the judges', training by PyTorch's, the rest by ONNX Runtime's); a run that did not scales a training
+notebook by PyTorch and the rest by ONNX Runtime. A profile no run has timed gets no estimate, and says so.
 
     tts-lab study eta default 00_data_and_features 01_baselines --json outputs/default/eta.json
 """
@@ -14,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.core import machine, text
+from lib.core import machine, text, worktime
 from lib.core.results import atomic_write_json
 from lib.harness import bench
+from lib.harness.judges import judge_seconds
 from lib.voices import synth as voices
 
 _LOGGER = logging.getLogger(__name__)
@@ -38,8 +41,9 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path = RECOR
                 if v.get("status") == "ok" and "rtf" in v}
         if done:  # times an older run_all.sh kept without RTFs scale nothing
             runs.append({"seconds": {k: v["seconds"] for k, v in done.items()},
-                         "rtf": {k: v["rtf"] for k, v in done.items()}, "cpu": "this machine's last run",
-                         "path": str(status_file)})
+                         "rtf": {k: v["rtf"] for k, v in done.items()},
+                         "work": {k: v["work_s"] for k, v in done.items() if v.get("work_s")},
+                         "cpu": "this machine's last run", "path": str(status_file)})
     folders = [f for f in recorded.glob(f"*/*_{profile}_run") if (f / "run_status.json").exists()]
     for folder in sorted(folders, key=lambda f: int(f.name.split("_")[0]), reverse=True):
         status = {k: v for k, v in json.loads((folder / "run_status.json").read_text()).items()
@@ -55,13 +59,16 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path = RECOR
         env = folder / "01_env.json"
         cpu = json.loads(env.read_text()).get("cpu_model", folder.parent.name) if env.exists() else folder.parent.name
         path = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
-        runs.append({"seconds": {k: v["seconds"] for k, v in status.items()}, "rtf": {k: rtf for k in status},
-                     "cpu": cpu, "path": str(path)})
+        runs.append({"seconds": {k: v["seconds"] for k, v in status.items()},
+                     "rtf": {k: v.get("rtf", rtf) for k, v in status.items()},
+                     "work": {k: v["work_s"] for k, v in status.items() if v.get("work_s")}, "cpu": cpu,
+                     "path": str(path)})
     return runs
 
 
-def calibrate(sentences: int = CALIBRATION_SENTENCES) -> dict:
-    """The voice's median RTF here at one thread on ONNX Runtime and PyTorch, and whether the timing was contended."""
+def calibrate(sentences: int = CALIBRATION_SENTENCES, judges: bool = True) -> dict:
+    """The voice's median RTF here at one thread on ONNX Runtime and PyTorch, the judges' seconds per audio second
+    in one process (Whisper base, DNSMOS, Distill-MOS; `judge`), and whether the timing was contended."""
     texts = [s.text for s in text.harvard_sentences([1])[:sentences]]
     out = {}
     for backend in ("ort-cpu", "torch-cpu"):
@@ -69,18 +76,35 @@ def calibrate(sentences: int = CALIBRATION_SENTENCES) -> dict:
         t = bench.time_calls(v.synthesize, texts, lambda a: a.duration, warmup=1, threads=1)
         out[backend] = float(np.median(t.latencies_s / t.audio_s))
         out["contended"] = out.get("contended", False) or t.status[0] == "contended"
+        if judges and backend == "ort-cpu":
+            clip = v.synthesize(texts[0])
+            out[JUDGE] = judge_seconds(clip, "whisper-base") / clip.duration
     return out
 
 
+JUDGE = "judge"  # the calibration's key for the judges' seconds per audio second
+SCALE_BY = {worktime.JUDGE: JUDGE, worktime.TRAIN: "torch-cpu"}  # each tallied kind of work, the figure it scales by
+
+
+def scaled(seconds: float, work: dict | None, cal: dict, ref: dict, torch_notebook: bool) -> float:
+    """One notebook's `seconds` from a run calibrated at `ref`, on a machine calibrated at `cal`: each kind of work
+    the run tallied (`work`) by its own figure and the rest by ONNX Runtime's, where both calibrations have the
+    figures; else all of it by PyTorch's (a training notebook) or ONNX Runtime's."""
+    ratio = {k: cal[k] / ref[k] for k in ("ort-cpu", "torch-cpu", JUDGE) if cal.get(k) and ref.get(k)}
+    if work and all(SCALE_BY[k] in ratio for k in work):
+        rest = max(seconds - sum(work.values()), 0.0)
+        return rest * ratio["ort-cpu"] + sum(s * ratio[SCALE_BY[k]] for k, s in work.items())
+    return seconds * ratio["torch-cpu" if torch_notebook else "ort-cpu"]
+
+
 def estimate(notebooks: list[str], cal: dict, runs: list[dict]) -> dict[str, tuple[float, dict]]:
-    """Seconds per notebook here, with the run they scale from: the newest run that timed it, times this machine's
-    RTF over the one that run was calibrated at."""
+    """Seconds per notebook here, with the run they scale from: the newest run that timed it, scaled by `scaled`."""
     out = {}
     for nb in notebooks:
         run = next((r for r in runs if nb in r["seconds"]), None)
         if run is not None:
-            backend = "torch-cpu" if nb in TORCH_NOTEBOOKS else "ort-cpu"
-            out[nb] = (run["seconds"][nb] * cal[backend] / run["rtf"][nb][backend], run)
+            out[nb] = (scaled(run["seconds"][nb], run.get("work", {}).get(nb), cal, run["rtf"][nb],
+                              nb in TORCH_NOTEBOOKS), run)
     return out
 
 
@@ -103,7 +127,9 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
     rough += f"; no run timed {', '.join(missing)}" if missing else ""
     _LOGGER.info(f"estimate: about {sum(s for s, _ in est.values()) / 60:.0f} minutes for {len(est)} notebook(s) on "
                  f"this {machine.cpu_model()} ({machine.feature_line()}; RTF {cal['ort-cpu']:.3f} on ONNX Runtime, "
-                 f"{cal['torch-cpu']:.3f} on PyTorch, 1 thread), scaled from the newest run that timed each: "
+                 f"{cal['torch-cpu']:.3f} on PyTorch, 1 thread; the judges {cal.get(JUDGE, float('nan')):.2f} s per "
+                 "audio second), scaled from the newest run that timed each (by kind of work where it kept where its "
+                 "time went): "
                  + "; ".join(sources) + rough)
     if json_path:
         atomic_write_json(Path(json_path), {"estimate_s": {nb: s for nb, (s, _) in est.items()}, "calibration": cal,

@@ -243,10 +243,12 @@ class SpeakerRun:
                       checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every)
 
 
-def default_speaker_folder(folder: Path, threads: int = 2, lists: list[int] | None = None, timed: bool = False) -> Path:
-    """Kokoro-82M's jf_alpha reading Harvard `lists` (TARGET_LISTS when None) in that order at its own timing, as an
-    LJSpeech folder (kept once written); the last VALIDATION recordings are a run's validation split. `timed`: through
-    Kokoro's graph with its durations, which the folder then keeps (durations 'folder': the true ones)."""
+def default_speaker_folder(folder: Path, threads: int = 2, lists: list[int] | None = None, timed: bool = False,
+                           speaker: str = "jf_alpha") -> Path:
+    """Kokoro-82M's `speaker` (jf_alpha: the lab's target) reading Harvard `lists` (TARGET_LISTS when None) in that
+    order at its own timing, as an LJSpeech folder (kept once written); the last VALIDATION recordings are a run's
+    validation split. `timed`: through Kokoro's graph with its durations, which the folder then keeps (durations
+    'folder': the true ones)."""
     lists = list(lists or TARGET_LISTS)
     judged = sorted(set(lists) & set(range(1, 11)))
     if judged:
@@ -254,9 +256,9 @@ def default_speaker_folder(folder: Path, threads: int = 2, lists: list[int] | No
                          f"a speaker folder reads lists 11-72")
     if timed:
         from lib.voices.kokoro_timed import timed_folder  # deferred: onnx, to write the graph with durations once
-        return timed_folder("jf_alpha", text.harvard_sentences(lists), folder,
+        return timed_folder(speaker, text.harvard_sentences(lists), folder,
                             voices.PiperFrontend(voices.piper_paths()[1]), threads=threads)
-    voice = voices.load_voice("kokoro-82m", speaker="jf_alpha", threads=threads)
+    voice = voices.load_voice("kokoro-82m", speaker=speaker, threads=threads)
     return speaker_adapt.speaker_folder(voice, text.harvard_sentences(lists), folder)
 
 

@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from lib.core import machine
+from lib.core import machine, worktime
 from lib.core.pause import active
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.core.results import atomic_write_json, atomic_write_text
@@ -359,7 +359,7 @@ class Trainer:
         """Train up to `recipe.steps` (resuming from the state folder; a finished run only loads); returns the curve.
         SIGTERM or SIGINT stops it after the step under way, checkpointed there, then raises SystemExit(143) or
         KeyboardInterrupt: a stopped run loses nothing."""
-        with stop_on_signal() as stop:
+        with stop_on_signal() as stop, worktime.spent(worktime.TRAIN):
             try:
                 return self._fit(stop)
             finally:
