@@ -325,6 +325,15 @@ def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speak
                                                       posterior.load(tmp / "posterior", teacher.hparams),
                                                       path="posterior"),
                                 tmp_path / "pack")
+    # issue 50's word gap: a run's latest state from its work folder and the same checkpoint from its pack (its
+    # card's config) are judged alike, on recordings it trained on and on its validation split
+    from lib.studies import adaptation_gap
+    work, pack = (adaptation_gap.judge_run(tmp_path / w, clips=2, threads=2) for w in ("a", "pack"))
+    assert [r["split"] for r in work] == [r["split"] for r in pack] == ["trained on", "held out"]
+    assert work[0]["steps"] == pack[0]["steps"] == 2 and work[0]["recordings"] == 2
+    assert all(abs(w["heldout_secs"] - k["heldout_secs"]) < 0.02 for w, k in zip(work, pack)), (work, pack)
+    with pytest.raises(ValueError, match="--clips 3 but the run trained on 2 recordings"):
+        adaptation_gap.judge_run(tmp_path / "a", clips=3)
 
 
 def test_a_run_refuses_another_config_in_its_folder(tmp_path):
