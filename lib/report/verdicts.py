@@ -356,6 +356,27 @@ def adaptation_why_lines(t: pd.DataFrame, diag: pd.DataFrame, n, folders: int = 
     return lines
 
 
+def adaptation_distance_lines(near: pd.DataFrame, target: pd.DataFrame, n, wer_margin: float = 0.05) -> list[str]:
+    """Whether the distance to the speaker is what the words are lost to (studies.adaptation.DISTANCE against the
+    target's run of the same recipe): each run's validation WER beyond its own speaker's. Nothing is said where
+    either run is missing."""
+    if near.empty or target.empty:
+        return []
+    a, b = near.iloc[0], target.iloc[0]
+    ea, eb = a["validation_wer"] - a["folder_own_wer"], b["validation_wer"] - b["folder_own_wer"]
+    said = (f"the same recipe and budget ({n(a['steps'], ',d')} steps against {n(b['steps'], ',d')}) on {a['folder']}: "
+            f"validation WER {n(a['validation_wer'])} against that speaker's own {n(a['folder_own_wer'])} (+{n(ea)}), "
+            f"where the target loses +{n(eb)} ({n(b['validation_wer'])} against {n(b['folder_own_wer'])})")
+    if ea <= wer_margin:
+        return [f"Is it the distance to the speaker? Yes: {said}. Near the teacher's voice the recipe keeps the words "
+                "within the bound; what it cannot bridge is how far this speaker is from the teacher."]
+    if ea < eb / 2:
+        return [f"Is it the distance to the speaker? In part: {said}. Near the teacher's voice the recipe loses "
+                "fewer words, but still more than the bound allows."]
+    return [f"Is it the distance to the speaker? No: {said}. The recipe loses the words near the teacher's voice "
+            "too."]
+
+
 def adaptation_word_gap_lines(gap: pd.DataFrame, n, slack: float = 0.05) -> list[str]:
     """Whether the long runs' lost words are memorisation (studies.adaptation.word_gap, noise off): each checkpoint's
     WER beyond the speaker's own on sentences it trained on against held-out ones. Memorisation keeps the trained

@@ -397,6 +397,12 @@ ARMS = (("speaker-adv/full-acoustic", "piper's MRD discriminators on the inferen
          "discriminator-only warm-up"),)
 
 
+# The same recipe and budget as speaker-infer/full-acoustic on a speaker at the teacher's pitch: is the distance to
+# the target speaker what the words are lost to? (recorded without its weights: a diagnosis, not a voice to ship)
+DISTANCE = (("speaker-kumo/full-acoustic", "Kokoro's jm_kumo, a speaker at the teacher's pitch (median F0 89 Hz; the "
+             "teacher 96 Hz, jf_alpha 253 Hz), DTW durations"),)
+
+
 def diagnosis(runs=DIAGNOSIS, root: Path = RECORDED / "training") -> pd.DataFrame:
     """The diagnostic packs side by side, from what each recorded (config.json's validation judges, curve.csv's last
     held-out mel L1): which of data, durations and path the lost words follow. A missing pack is left out."""
