@@ -538,5 +538,5 @@ def test_whether_the_distance_to_the_speaker_loses_the_words_is_said_from_both_r
                                                                                       "speaker? Yes")
     assert "(+0.04)" in verdicts.adaptation_distance_lines(near(0.14), target, fmt)[0]
     assert "In part" in verdicts.adaptation_distance_lines(near(0.18), target, fmt)[0]
-    assert "? No" in verdicts.adaptation_distance_lines(near(0.30), target, fmt)[0]
+    assert "? Not mainly" in verdicts.adaptation_distance_lines(near(0.30), target, fmt)[0]
     assert verdicts.adaptation_distance_lines(near(0.1).iloc[:0], target, fmt) == []

@@ -373,8 +373,8 @@ def adaptation_distance_lines(near: pd.DataFrame, target: pd.DataFrame, n, wer_m
     if ea < eb / 2:
         return [f"Is it the distance to the speaker? In part: {said}. Near the teacher's voice the recipe loses "
                 "fewer words, but still more than the bound allows."]
-    return [f"Is it the distance to the speaker? No: {said}. The recipe loses the words near the teacher's voice "
-            "too."]
+    return [f"Is it the distance to the speaker? Not mainly: {said}. At the teacher's pitch the recipe still loses "
+            "words beyond the bound."]
 
 
 def adaptation_word_gap_lines(gap: pd.DataFrame, n, slack: float = 0.05) -> list[str]:
