@@ -403,6 +403,10 @@ DISTANCE = (("speaker-kumo/full-acoustic", "Kokoro's jm_kumo, a speaker at the t
              "teacher 96 Hz, jf_alpha 253 Hz), DTW durations"),)
 
 
+DIAGNOSIS_COLUMNS = ["run", "folder", "path", "durations", "frozen", "steps", "machine_hours", "validation_wer",
+                     "folder_own_wer", "validation_secs", "heldout_mel_l1", "train_mel_l1"]
+
+
 def diagnosis(runs=DIAGNOSIS, root: Path = RECORDED / "training") -> pd.DataFrame:
     """The diagnostic packs side by side, from what each recorded (config.json's validation judges, curve.csv's last
     held-out mel L1): which of data, durations and path the lost words follow. A missing pack is left out."""
@@ -424,7 +428,7 @@ def diagnosis(runs=DIAGNOSIS, root: Path = RECORDED / "training") -> pd.DataFram
                      # the training segments' mel L1 over the last 250 steps: beside the held-out one, memorisation
                      "train_mel_l1": (float(curve.loc[curve["step"] > curve["step"].max() - 250, "loss_mel"].mean())
                                       if "loss_mel" in curve else np.nan)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=DIAGNOSIS_COLUMNS)  # the columns even where every pack is missing
 
 
 def word_gap(folder: str | Path) -> pd.DataFrame:

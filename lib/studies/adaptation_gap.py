@@ -68,7 +68,9 @@ def judge_run(work: Path, clips: int, threads: int = 1, noise: tuple[float, floa
     asr, voice, rows = metrics.WhisperAsr("base", threads=threads), prepared.merged(), []
     for split, recs in (("trained on", train[:clips]), ("held out", val)):
         q = speaker_job.validation_quality(voice, recs, asr, threads=threads, noise_scale=noise[0], noise_w=noise[1])
-        rows.append({"work": work.name, "method": cfg.method, "dataset": Path(cfg.dataset).name,
+        out = Path(cfg.out) if cfg.out else None  # the run as its ledger names it, else its folder
+        rows.append({"work": f"{out.parent.name}/{out.name}" if out else work.name, "folder": work.name,
+                     "method": cfg.method, "dataset": Path(cfg.dataset).name,
                      "recordings": len(train), "steps": steps, "noise_scale": noise[0], "noise_w": noise[1],
                      "split": split, "clips": len(recs), **q})
         _LOGGER.info("%s at %d steps, %s: WER %.3f (the speaker's own %.3f), SECS %.3f", work.name, steps, split,
