@@ -399,8 +399,9 @@ ARMS = (("speaker-adv/full-acoustic", "piper's MRD discriminators on the inferen
 
 # The same recipe and budget as speaker-infer/full-acoustic on a speaker at the teacher's pitch: is the distance to
 # the target speaker what the words are lost to? (recorded without its weights: a diagnosis, not a voice to ship)
-DISTANCE = (("speaker-kumo/full-acoustic", "Kokoro's jm_kumo, a speaker at the teacher's pitch (median F0 89 Hz; the "
-             "teacher 96 Hz, jf_alpha 253 Hz), DTW durations"),)
+DISTANCE = (("speaker-kumo/full-acoustic", "Kokoro's jm_kumo, a male speaker at about the teacher's pitch (median F0 "
+             "89 Hz; the teacher 96 Hz, jf_alpha 253 Hz: outputs/recorded/amd-epyc-zen4-2c/50_speaker_distance/"
+             "README.md), DTW durations"),)
 
 
 DIAGNOSIS_COLUMNS = ["run", "folder", "path", "durations", "frozen", "steps", "machine_hours", "validation_wer",
