@@ -66,6 +66,10 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path = RECOR
     return runs
 
 
+JUDGE = "judge"  # the calibration's key for the judges' seconds per audio second
+SCALE_BY = {worktime.JUDGE: JUDGE, worktime.TRAIN: "torch-cpu"}  # each tallied kind of work, the figure it scales by
+
+
 def calibrate(sentences: int = CALIBRATION_SENTENCES, judges: bool = True) -> dict:
     """The voice's median RTF here at one thread on ONNX Runtime and PyTorch, the judges' seconds per audio second
     in one process (Whisper base, DNSMOS, Distill-MOS; `judge`), and whether the timing was contended."""
@@ -80,10 +84,6 @@ def calibrate(sentences: int = CALIBRATION_SENTENCES, judges: bool = True) -> di
             clip = v.synthesize(texts[0])
             out[JUDGE] = judge_seconds(clip, "whisper-base") / clip.duration
     return out
-
-
-JUDGE = "judge"  # the calibration's key for the judges' seconds per audio second
-SCALE_BY = {worktime.JUDGE: JUDGE, worktime.TRAIN: "torch-cpu"}  # each tallied kind of work, the figure it scales by
 
 
 def scaled(seconds: float, work: dict | None, cal: dict, ref: dict, torch_notebook: bool) -> float:

@@ -109,9 +109,22 @@ def read_config(work: Path, kind: type):
         raise ValueError(f"{path}: the run's config cannot be read ({type(exc).__name__}: {exc})") from None
     if raw.get("kind") != kind.__name__:
         raise ValueError(f"{path} is a {raw.get('kind')!r} run, not a {kind.__name__}")
+    return config_from(raw, kind)
+
+
+def config_from(raw: dict, kind: type):
+    """`kind` from a config's fields as written (a run's config.json, or a pack card's `run`): fields it lacks at
+    their defaults (LEGACY's at the value older speaker runs had), keys it no longer has left out."""
     if kind is SpeakerRun:
         raw = {**LEGACY, **raw}
     return kind(**{f.name: raw[f.name] for f in fields(kind) if f.name in raw})
+
+
+def latest_steps(work: Path) -> tuple[pd.DataFrame, dict, int]:
+    """(the run's curve, what it went on from (before.json, else nothing), the steps its latest state holds in all)."""
+    frame = pd.read_csv(Path(work) / "train" / "curve.csv")
+    before = json.loads((Path(work) / BEFORE).read_text()) if (Path(work) / BEFORE).exists() else packed_count({})
+    return frame, before, int(frame["step"].iloc[-1]) + before["steps"]
 
 
 def run_posterior(cfg: PosteriorRun) -> Path | None:
@@ -427,9 +440,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     targets: the highest SECS with WER within the bound)."""
     cfg = read_config(work, SpeakerRun)
     info = json.loads((Path(work) / CONFIG).read_text())
-    frame = pd.read_csv(Path(work) / "train" / "curve.csv")
-    before = json.loads((Path(work) / BEFORE).read_text()) if (Path(work) / BEFORE).exists() else packed_count({})
-    steps = int(frame["step"].iloc[-1]) + before["steps"]
+    frame, before, steps = latest_steps(work)
     out = Path(cfg.out)
     run = f"{out.parent.name}/{out.name}"
     if _packed_already(out, run, steps, ledger_path):  # e.g. packing again after a run that trained no new step

@@ -41,8 +41,6 @@ class TorchEngine(Engine):
                       + ("-graphs" if cuda_graphs else "") + ("-latent-graphs" if graph_latent else ""))
         self.window, self.bucket = window, bucket
         self._graph, self._latent_graphs = None, ({} if graph_latent else None)
-        # only an engine whose latents are bucket-padded needs its timing independent of padding (latent_with_noise)
-        self._pads_to_buckets = graph_latent
         if (cuda_graphs or graph_latent) and device != "cuda":
             raise BackendMismatch("CUDA graphs need device 'cuda'")
         if cuda_graphs:
@@ -68,6 +66,12 @@ class TorchEngine(Engine):
         t = max(len(ids) for ids in batch)
         return (torch.randn(len(batch), 2, t, generator=g, device=self.device),
                 torch.randn(len(batch), self.channels, frames_budget(t), generator=g, device=self.device))
+
+    @property
+    def _pads_to_buckets(self) -> bool:
+        """Whether its latents are bucket-padded (CUDA graphs of the latent): only then must a sentence's timing not
+        depend on padding, which costs fp32 durations (latent_with_noise)."""
+        return self._latent_graphs is not None
 
     def synth(self, batch, seed: int = 0, scales=SCALES, host_noise: bool = False):
         torch = self.torch

@@ -46,29 +46,25 @@ def judge_run(work: Path, clips: int, threads: int = 1, noise: tuple[float, floa
     checkpoint on its first `clips` training recordings and on its validation split."""
     state = work / "train" / "state" / "model.safetensors"
     card = json.loads((work / "config.json").read_text())
-    if not state.exists() and "run" in card:  # a committed pack: its card holds the run's config
-        cfg = speaker_job.SpeakerRun(**{k: v for k, v in card["run"].items()
-                                        if k in speaker_job.SpeakerRun.__dataclass_fields__})
-    else:
-        cfg = speaker_job.read_config(work, speaker_job.SpeakerRun)
+    packed = not state.exists() and "run" in card  # a committed pack: its card holds the run's config
+    cfg = (speaker_job.config_from(card["run"], speaker_job.SpeakerRun) if packed
+           else speaker_job.read_config(work, speaker_job.SpeakerRun))
     voices.use_voice(cfg.voice)
     teacher = piper_torch.load_piper_torch(voices.piper_paths()[0])
     prepared = speaker_job.prepare_run(replace(cfg, device="cpu"), teacher)
-    if not state.exists() and "run" in card:
+    if packed:
         speaker_adapt.load_into(prepared, work)
         steps = int(card["steps"])
     else:
         speaker_job.load_state(prepared, state)
-        curve = pd.read_csv(work / "train" / "curve.csv")
-        before = json.loads((work / speaker_job.BEFORE).read_text()) if (work / speaker_job.BEFORE).exists() else {}
-        steps = int(curve["step"].iloc[-1]) + int(before.get("steps", 0))
+        steps = speaker_job.latest_steps(work)[2]
     train, val = ljspeech.split(ljspeech.read_folder(Path(cfg.dataset), teacher.sample_rate), cfg.validation)
     if clips > len(train):
         raise ValueError(f"{work}: --clips {clips} but the run trained on {len(train)} recordings")
     asr, voice, rows = metrics.WhisperAsr("base", threads=threads), prepared.merged(), []
+    out = Path(cfg.out) if cfg.out else None  # the run as its ledger names it, else its folder
     for split, recs in (("trained on", train[:clips]), ("held out", val)):
         q = speaker_job.validation_quality(voice, recs, asr, threads=threads, noise_scale=noise[0], noise_w=noise[1])
-        out = Path(cfg.out) if cfg.out else None  # the run as its ledger names it, else its folder
         rows.append({"work": f"{out.parent.name}/{out.name}" if out else work.name, "folder": work.name,
                      "method": cfg.method, "dataset": Path(cfg.dataset).name,
                      "recordings": len(train), "steps": steps, "noise_scale": noise[0], "noise_w": noise[1],
