@@ -58,6 +58,8 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
         "overfit": ("lib.studies.overfit", "Overfit", "packed students on sentences they trained on and held out"),
         "adaptation-gap": ("lib.studies.adaptation_gap", "AdaptationGap",
                            "speaker runs' WER and SECS on recordings they trained on and held out"),
+        "adaptation-parts": ("lib.studies.adaptation_parts", "AdaptationParts",
+                             "speaker runs at their trained timing and with flow and decoder swapped"),
         "alignment": ("lib.studies.alignment", "AlignmentYardstick", "each aligner against true durations"),
         "phase-gap": ("lib.studies.phase_gap", "PhaseGap", "split frame-rate decoders' gap into magnitude and phase"),
         "hybrid-timing": ("lib.studies.hybrid_timing", "HybridTiming", "untrained hybrid decoders timed in the voice"),
@@ -195,7 +197,7 @@ def run(cmd, command: str = "tts-lab") -> None:
                      result["sample_rate"])
     elif kind in ("StepCosts", "PhaseGap", "HybridTiming"):
         importlib.import_module(type(cmd).__module__).run(cmd)
-    elif kind in ("Overfit", "AdaptationGap", "AlignmentYardstick", "Optimize"):
+    elif kind in ("Overfit", "AdaptationGap", "AdaptationParts", "AlignmentYardstick", "Optimize"):
         importlib.import_module(type(cmd).__module__).run(cmd, command)
     elif kind == "CorpusRun":
         from lib.jobs import corpus_job

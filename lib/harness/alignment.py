@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from lib.core.audio import resample
+from lib.voices import piper_torch
 
 _LOGGER = logging.getLogger(__name__)
 GAP = set(" " + string.punctuation + "…¡¿—–")  # phoneme characters that are no sound of a word
@@ -124,7 +125,7 @@ def mas_frames(voice, enc_q, ids, audio: np.ndarray, sample_rate: int, mean: boo
     from lib.training.vits_objective import linear_spectrogram, supply_mas_core
     supply_mas_core()
     from piper.train.vits import monotonic_align
-    hop = int(np.prod(voice.hparams["upsample_rates"]))
+    hop = piper_torch.hop_length(voice)
     wav = torch.as_tensor(np.asarray(audio, dtype=np.float32)).reshape(-1)
     wav = wav[: (wav.numel() // hop) * hop]
     spec = linear_spectrogram(wav, hop, sample_rate).unsqueeze(0)
@@ -387,7 +388,7 @@ def recording_durations(recordings, teacher, frontend, method: str = "dtw", **kw
     transcripts' piper ids (every sentence of a transcript joined, as vits_objective.from_recordings joins them):
     per recording, frames per id adding up to its whole frames at the voice's hop."""
     from lib.training.vits_objective import from_recordings
-    return utterance_durations(from_recordings(recordings, frontend, int(np.prod(teacher.hparams["upsample_rates"]))),
+    return utterance_durations(from_recordings(recordings, frontend, piper_torch.hop_length(teacher)),
                                teacher, method, **kw)
 
 

@@ -22,6 +22,7 @@ from lib.core.pause import yield_point
 from lib.core.results import atomic_write_json, file_sha256
 from lib.data import corpus_shards as shards_io
 from lib.data import corpus_text
+from lib.voices import piper_torch
 
 _LOGGER = logging.getLogger(__name__)
 SPREAD = {"noise_scale": 0.25, "noise_w": 0.25, "length_scale": 0.15}  # each drawn uniformly within ± this share
@@ -187,7 +188,7 @@ def write_manifest(cfg: CorpusRun, sentences: list, n_shards: int, teacher, defa
         "text_hash": corpus_text.text_hash(sentences),
         "options": {k: v for k, v in asdict(cfg).items()
                     if k not in ("out", "manifest_out", "voice", "seconds")},  # no local paths
-        "hop": int(np.prod(teacher.hparams["upsample_rates"])), "sample_rate": int(teacher.sample_rate),
+        "hop": piper_torch.hop_length(teacher), "sample_rate": int(teacher.sample_rate),
         "channels": int(teacher.hparams["inter_channels"]), "dtype": "float16", "shards": entries,
         "environment": environment(cfg.threads, device=cfg.device),
     }

@@ -21,6 +21,7 @@ from lib.techniques import distill
 from lib.techniques.frontend_student import teacher_targets
 from lib.training import batches
 from lib.training.losses import mel_l1
+from lib.voices import piper_torch
 from lib.voices import synth as voices
 from lib.voices.artefacts import ArtefactError, gpu_of_hours, load_part
 from lib.voices.parts import fold_weight_norm
@@ -97,7 +98,7 @@ def training_corpus(teacher, cfg) -> tuple:
         return (lambda b, f, r: batches.random_segments(latents, b, f, r), heldout,
                 harvard_corpus_summary(latents, teacher.sample_rate))
     stream = CorpusStream(Path(cfg.corpus), cfg.corpus_hours)
-    hop = int(np.prod(teacher.hparams["upsample_rates"]))
+    hop = piper_torch.hop_length(teacher)
     if stream.hop != hop:
         raise ArtefactError(f"{cfg.corpus}: its latents are {stream.hop} samples a frame, this teacher's {hop}")
     _LOGGER.info("corpus %s: %.2f h, %d sentences (hash %s)", cfg.corpus, stream.summary.hours,

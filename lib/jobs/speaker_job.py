@@ -21,13 +21,12 @@ import torch
 from safetensors.torch import load_file
 
 from lib.core import text
-from lib.core.audio import Audio
 from lib.core.results import atomic_write_json, atomic_write_text
 from lib.data import ljspeech
 from lib.harness import alignment, metrics
 from lib.harness.bench import environment
-from lib.harness.judges import speaker_similarity
 from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, accounted_hours, packed_count
+from lib.jobs.speaker_judge import stale_packs, validation_quality, validation_score
 from lib.techniques import speaker_adapt
 from lib.training import ledger, posterior
 from lib.training import vits_objective as vo
@@ -280,7 +279,7 @@ def speaker_data(cfg: SpeakerRun, teacher) -> tuple:
     recs = ljspeech.read_folder(Path(cfg.dataset), teacher.sample_rate)
     train, val = ljspeech.split(recs, cfg.validation)
     fe = voices.PiperFrontend(voices.piper_paths()[1])
-    return vo.from_recordings(train, fe, int(np.prod(teacher.hparams["upsample_rates"]))), val
+    return vo.from_recordings(train, fe, piper_torch.hop_length(teacher)), val
 
 
 FOLDER_DURATIONS = "folder"  # a run's durations from the folder's own durations.json
@@ -345,6 +344,32 @@ def run_speaker(cfg: SpeakerRun, ledger_path: Path | None = ledger.LEDGER) -> Pa
     return pack_speaker(work, ledger_path=ledger_path) if cfg.out else work
 
 
+@dataclass
+class LoadedRun:
+    """A speaker run's latest state, or a committed pack's, in the voice: its config, the teacher and the prepared
+    voice (load_run)."""
+    cfg: SpeakerRun
+    teacher: torch.nn.Module
+    prepared: "speaker_adapt.Prepared"
+    steps: int
+
+
+def load_run(work: Path) -> LoadedRun:
+    """The latest checkpoint of the run in `work`, or the pack `work` (its card holds the run's config), on the CPU."""
+    state = work / "train" / "state" / "model.safetensors"
+    card = json.loads((work / "config.json").read_text())
+    packed = not state.exists() and "run" in card
+    cfg = config_from(card["run"], SpeakerRun) if packed else read_config(work, SpeakerRun)
+    voices.use_voice(cfg.voice)
+    teacher = piper_torch.load_piper_torch(voices.piper_paths()[0])
+    prepared = prepare_run(replace(cfg, device="cpu"), teacher)
+    if packed:
+        speaker_adapt.load_into(prepared, work)
+        return LoadedRun(cfg, teacher, prepared, int(card["steps"]))
+    load_state(prepared, state)
+    return LoadedRun(cfg, teacher, prepared, latest_steps(work)[2])
+
+
 BEFORE = "before.json"
 SPENT = "spent.json"  # beside a pack: the steps and hours the run has spent, the chosen checkpoint's or later
 
@@ -381,21 +406,6 @@ def train_from_spec(spec: dict) -> None:
     run_speaker(SpeakerRun(**{**spec, "out": ""}), ledger_path=None)
 
 
-def validation_quality(voice, val, asr, threads: int = 1, noise_scale: float = 0.0, noise_w: float = 0.0) -> dict:
-    """The adapted voice on the validation transcripts (noise off unless asked): WER (Whisper) and SECS to the
-    speaker's own recordings of the same sentences (pairs of different sentences only), with the speaker's own WER
-    and ceiling."""
-    quiet = voices.load_voice(backend="torch-cpu", module=voice, threads=threads, noise_scale=noise_scale,
-                              noise_w=noise_w)
-    clips = [quiet.synthesize(r.text) for r in val]
-    own = [Audio(r.samples, r.sample_rate) for r in val]
-    wer = [metrics.wer_cer(r.text, asr.transcribe(c.samples, c.sample_rate))["wer"] for r, c in zip(val, clips)]
-    wer_own = [metrics.wer_cer(r.text, asr.transcribe(r.samples, r.sample_rate))["wer"] for r in val]
-    secs, ceiling = speaker_similarity({"adapted": clips}, own, threads=threads)
-    return {"heldout_wer": float(np.mean(wer)), "heldout_secs": secs["adapted"], "speaker_wer": float(np.mean(wer_own)),
-            "speaker_self_secs": ceiling}
-
-
 EARLY_STOP = "early_stop.json"
 
 
@@ -403,27 +413,6 @@ def early_stop_reason(work: Path) -> str | None:
     """Why the run in `work` should stop (pack_speaker wrote EARLY_STOP), or None."""
     path = Path(work) / EARLY_STOP
     return json.loads(path.read_text())["why"] if path.exists() else None
-
-
-WER_MARGIN = 0.05  # the targets' WER bound: the speaker's own validation WER plus this (issue 50)
-
-
-def stale_packs(rows, speaker_wer: float = 0.0) -> int:
-    """Ledger rows of one run (oldest first) since the one with the best validation score (against the speaker's
-    own validation WER)."""
-    scores = [validation_score({"heldout_secs": s, "heldout_wer": w}, speaker_wer)
-              for s, w in zip(rows["heldout_secs"], rows["heldout_wer"])]
-    return len(scores) - 1 - max(range(len(scores)), key=scores.__getitem__) if scores else 0
-
-
-def validation_score(judged: dict, speaker_wer: float | None = None) -> tuple[bool, float]:
-    """How a checkpoint is chosen on the speaker's validation split, by the targets: one whose WER is within the
-    bound (the speaker's own WER, `speaker_wer` or the judged one's, + WER_MARGIN) beats any outside it, and among
-    those within, the higher SECS wins; outside it, the lower WER. Compare scores with > or max()."""
-    own = judged.get("speaker_wer") if speaker_wer is None else speaker_wer
-    bound = (float(own) if own is not None and np.isfinite(own) else 0.0) + WER_MARGIN
-    wer = float(judged["heldout_wer"])
-    return (True, float(judged["heldout_secs"])) if wer <= bound else (False, -wer)
 
 
 def _packed_already(out: Path, run: str, steps: int, ledger_path: Path | None) -> bool:

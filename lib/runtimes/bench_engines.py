@@ -12,7 +12,8 @@ from lib.core import machine, onnx_session
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_provider
 from lib.runtimes.engine_spec import EngineSpec
-from lib.techniques.export import frames_budget, hop_length, latent_with_noise, make_noise, pad_batch, StaticSplines
+from lib.techniques.export import frames_budget, latent_with_noise, make_noise, pad_batch, StaticSplines
+from lib.voices.piper_torch import hop_length
 from lib.voices.engine import Engine, SCALES
 
 __all__ = ["Engine", "TorchEngine", "OnnxEngine", "latent_windows", "windows"]

@@ -28,6 +28,7 @@ from lib.studies import common
 from lib.techniques import finetune, speaker_adapt
 from lib.training import ledger, posterior
 from lib.training import vits_objective as vo
+from lib.voices import piper_torch
 from lib.voices import synth as voices
 
 _LOGGER = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def alignment_check(teacher, enc_q_pack: Path, spk: Speaker, frontend, limit: in
     of MAS's durations with the teacher's (posterior.alignment_agreement): mean and range."""
     enc_q = posterior.load(enc_q_pack, teacher.hparams)
     recs = spk.train[:limit]
-    hop = int(np.prod(teacher.hparams["upsample_rates"]))
+    hop = piper_torch.hop_length(teacher)
     own = vo.from_recordings(recs, frontend, hop)
     pairs = posterior.Pairs.of_teacher(teacher, [p.tolist() for p in own.phonemes])
     control = vo.build(own.ids, own.phonemes, [w.reshape(-1) for w in pairs.latents.wav], hop, teacher.sample_rate)

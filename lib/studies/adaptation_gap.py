@@ -1,5 +1,5 @@
 """Does an adapted voice lose its words because it memorised its folder? (issue 50's cheap signal). A speaker run's
-state judged the way its packs are judged (speaker_job.validation_quality: Whisper's WER and SECS, noise off) on
+state judged the way its packs are judged (speaker_judge.validation_quality: Whisper's WER and SECS, noise off) on
 recordings it trained on and on its validation split, which no step saw. Words kept on the training sentences and
 lost on the held-out ones say memorisation, which more recordings cure; words lost on both say the recipe cannot
 speak this speaker at all, which no amount of the same data cures. Nothing here trains.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,10 +20,7 @@ import torch
 from lib.core.results import atomic_write_text
 from lib.data import ljspeech
 from lib.harness import bench, metrics
-from lib.jobs import speaker_job
-from lib.techniques import speaker_adapt
-from lib.voices import piper_torch
-from lib.voices import synth as voices
+from lib.jobs import speaker_job, speaker_judge
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,33 +35,21 @@ class AdaptationGap:
     clips: int = 10  # training recordings judged: the first ones of the folder's order
     noise_scale: float = 0.0  # the prior's sampling noise when judged (0: as packs and notebook 02 judge)
     noise_w: float = 0.0
-    threads: int = 1
+    threads: int = 1  # torch and Whisper threads
 
 
 def judge_run(work: Path, clips: int, threads: int = 1, noise: tuple[float, float] = (0.0, 0.0)) -> list[dict]:
     """Rows (work, steps, split, heldout_wer, heldout_secs, speaker_wer, speaker_self_secs) for the run's latest
     checkpoint on its first `clips` training recordings and on its validation split."""
-    state = work / "train" / "state" / "model.safetensors"
-    card = json.loads((work / "config.json").read_text())
-    packed = not state.exists() and "run" in card  # a committed pack: its card holds the run's config
-    cfg = (speaker_job.config_from(card["run"], speaker_job.SpeakerRun) if packed
-           else speaker_job.read_config(work, speaker_job.SpeakerRun))
-    voices.use_voice(cfg.voice)
-    teacher = piper_torch.load_piper_torch(voices.piper_paths()[0])
-    prepared = speaker_job.prepare_run(replace(cfg, device="cpu"), teacher)
-    if packed:
-        speaker_adapt.load_into(prepared, work)
-        steps = int(card["steps"])
-    else:
-        speaker_job.load_state(prepared, state)
-        steps = speaker_job.latest_steps(work)[2]
+    run = speaker_job.load_run(work)
+    cfg, teacher, prepared, steps = run.cfg, run.teacher, run.prepared, run.steps
     train, val = ljspeech.split(ljspeech.read_folder(Path(cfg.dataset), teacher.sample_rate), cfg.validation)
     if clips > len(train):
         raise ValueError(f"{work}: --clips {clips} but the run trained on {len(train)} recordings")
     asr, voice, rows = metrics.WhisperAsr("base", threads=threads), prepared.merged(), []
     out = Path(cfg.out) if cfg.out else None  # the run as its ledger names it, else its folder
     for split, recs in (("trained on", train[:clips]), ("held out", val)):
-        q = speaker_job.validation_quality(voice, recs, asr, threads=threads, noise_scale=noise[0], noise_w=noise[1])
+        q = speaker_judge.validation_quality(voice, recs, asr, threads=threads, noise_scale=noise[0], noise_w=noise[1])
         rows.append({"work": f"{out.parent.name}/{out.name}" if out else work.name, "folder": work.name,
                      "method": cfg.method, "dataset": Path(cfg.dataset).name,
                      "recordings": len(train), "steps": steps, "noise_scale": noise[0], "noise_w": noise[1],

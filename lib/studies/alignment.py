@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -30,6 +29,7 @@ from lib.core.results import atomic_write_text
 from lib.harness import alignment as al
 from lib.harness import bench
 from lib.training import posterior
+from lib.voices import piper_torch
 from lib.voices import synth as voices
 from lib.voices import teacher_bundle
 
@@ -84,7 +84,7 @@ def run_folder(cfg: AlignmentYardstick) -> Path:
 
 def utterances(cfg: AlignmentYardstick, speaker: str, teacher, sentences, frontend):
     """(sentence, phonemes, ids, audio at the voice's rate in whole frames, true frames per id) of `speaker`."""
-    hop, sr = teacher_hop(teacher), teacher.sample_rate
+    hop, sr = piper_torch.hop_length(teacher), teacher.sample_rate
     kokoro = None
     if speaker != TEACHER:
         from lib.voices.kokoro_timed import KokoroTimed, piper_frames_per_id
@@ -110,7 +110,7 @@ def utterances(cfg: AlignmentYardstick, speaker: str, teacher, sentences, fronte
 
 def estimates(cfg, teacher, encoders, aligner, frontend, text_, phonemes, ids, audio, seed) -> dict:
     """Frames per id of every method for one recording."""
-    hop, sr = teacher_hop(teacher), teacher.sample_rate
+    hop, sr = piper_torch.hop_length(teacher), teacher.sample_rate
     reference, prior = al.teacher_rendition(teacher, ids)
     out = {}
     for (name_sample, name_mean), enc_q in zip(mas_names(cfg.posteriors), encoders):
@@ -142,7 +142,7 @@ def yardstick(cfg: AlignmentYardstick) -> tuple[pd.DataFrame, pd.DataFrame]:
                     est = al.grouped(al.per_phoneme(frames), slots)
                     pooled.setdefault((speaker, method, level), []).append((est, true))
                     rows.append({"speaker": speaker, "method": method, "level": level, "sentence": s.id,
-                                 **al.agreement(est, true), "frames": len(audio) // teacher_hop(teacher),
+                                 **al.agreement(est, true), "frames": len(audio) // piper_torch.hop_length(teacher),
                                  "estimate": " ".join(f"{v:g}" for v in est),
                                  "truth": " ".join(f"{v:g}" for v in true)})
             _LOGGER.info("alignment yardstick: %s %s done", speaker, s.id)
@@ -156,8 +156,6 @@ def yardstick(cfg: AlignmentYardstick) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame, pd.DataFrame(summary, columns=SUMMARY_COLUMNS)
 
 
-def teacher_hop(teacher) -> int:
-    return int(np.prod(teacher.hparams["upsample_rates"]))
 
 
 def run(cfg: AlignmentYardstick, command: str = "") -> pd.DataFrame:

@@ -29,7 +29,7 @@ from lib.runtimes import backends, bench_engines as eng
 from lib.runtimes.engine_spec import EngineSpec
 from lib.techniques import packs
 from lib.techniques import distill, export
-from lib.voices import artefacts, synth as voices
+from lib.voices import artefacts, piper_torch, synth as voices
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def record_probes(probes: Sequence, writer: ResultWriter) -> pd.DataFrame:
 
 def engine_settings(torch_model, sample_rate: int) -> dict:
     """The latent's channels, the decoder's hop and the sample rate an ONNX engine of this voice needs."""
-    return dict(channels=torch_model.hparams["inter_channels"], hop=export.hop_length(torch_model),
+    return dict(channels=torch_model.hparams["inter_channels"], hop=piper_torch.hop_length(torch_model),
                 sample_rate=sample_rate)
 
 

@@ -139,10 +139,6 @@ class StaticSplines:
         modules.piecewise_rational_quadratic_transform = self._orig
 
 
-def hop_length(model) -> int:
-    return int(np.prod(model.hparams["upsample_rates"]))
-
-
 def _noise_modules(model):
     import torch
 

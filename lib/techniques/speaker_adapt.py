@@ -26,7 +26,11 @@ from lib.training.vits_objective import NOISE_SCALE, InferencePath, TrainPath, f
 _LOGGER = logging.getLogger(__name__)
 
 ACOUSTIC = ("dec.", "flow.")  # what the adapter methods adapt; the text path (enc_p) and durations (dp) stay frozen
-TEXT_PATH = ("enc_p.", "dp.")  # what full-acoustic keeps frozen
+# the weights each method without a rank trains, by name prefix: every weight; the flow and decoder (the text path
+# frozen); the decoder alone, where the adapted voices' timbre lives (study adaptation-parts); the flow, the decoder and
+# the text encoder's projection to the prior (its per-phoneme statistics read from the frozen encoder's states)
+FULL_SCOPES = {"full": ("",), "full-acoustic": ACOUSTIC, "full-decoder": ("dec.",),
+               "full-prior": (*ACOUSTIC, "enc_p.proj.")}
 PATHS = ("inference", "posterior")
 TrainingPath = Literal["inference", "posterior"]  # what the acoustic loss goes through
 OBJECTIVES = {"inference": "the inference path (text encoder, the recordings' own durations, flow reversed from the "
@@ -38,7 +42,8 @@ SHARD = "16MB"  # the full voice in float16 is ~32 MB: shards stay under the rep
 
 @dataclass(frozen=True)
 class Method:
-    """An adaptation method: 'full', 'full-acoustic', or 'lora' / 'lora-attention' / 'qlora' with a LoRA rank."""
+    """An adaptation method: one of FULL_SCOPES ('full', 'full-acoustic', ...), or 'lora' / 'lora-attention' /
+    'qlora' with a LoRA rank."""
     kind: str
     rank: int | None = None
 
@@ -61,6 +66,8 @@ class Method:
     def trains(self) -> str:
         return {"full": "every weight: text encoder, duration predictor, flow, decoder",
                 "full-acoustic": "every weight of the flow and decoder",
+                "full-decoder": "every weight of the decoder",
+                "full-prior": "every weight of the flow and decoder, and the text encoder's projection to the prior",
                 "lora": "LoRA on the flow's and decoder's convolutions (dilated and transposed ones included)",
                 "lora-attention": "LoRA on the text encoder's attention projections (q, k, v, o)",
                 "qlora": "LoRA on the flow and decoder, their 1x1 convolutions frozen in NF4"}[self.kind]
@@ -69,6 +76,8 @@ class Method:
     def frozen(self) -> str:
         return {"full": "nothing",
                 "full-acoustic": "text encoder, duration predictor",
+                "full-decoder": "text encoder, duration predictor, flow",
+                "full-prior": "the text encoder but its projection, duration predictor",
                 "lora": "text encoder, duration predictor, every base weight",
                 "lora-attention": "duration predictor, flow, decoder, every base weight",
                 "qlora": "text encoder, duration predictor, every base weight (NF4 where 1x1)"}[self.kind]
@@ -165,7 +174,7 @@ def prepare(model, method: Method, enc_q: torch.nn.Module | None = None, device:
       loss of the aligned prior's mean through flow and decoder (vits_objective.vits_forward).
     `duration`: the duration predictor's fitted training-only parts (lib.training.posterior.fit_duration_parts),
     where fitted. 'full' trains every weight, 'full-acoustic' every weight but the text encoder's and the duration
-    predictor's; the adapter methods train adapters only, the text path frozen (LoRA-attention aside)."""
+    predictor's (FULL_SCOPES); the adapter methods train adapters only, the text path frozen (LoRA-attention aside)."""
     if path not in PATHS:
         raise ValueError(f"path {path!r}: use one of {PATHS}")
     if path == "posterior" and enc_q is None:
@@ -178,7 +187,7 @@ def prepare(model, method: Method, enc_q: torch.nn.Module | None = None, device:
         if bad:
             raise ValueError(f"duration parts {bad[:3]} are not the duration predictor's")
     for name, p in voice.named_parameters():
-        p.requires_grad_(method.kind == "full" or (method.kind == "full-acoustic" and not name.startswith(TEXT_PATH)))
+        p.requires_grad_(method.kind in FULL_SCOPES and name.startswith(FULL_SCOPES[method.kind]))
     peft, targets = None, [n for n, p in voice.named_parameters() if p.requires_grad]
     if method.kind not in finetune.FULL:
         targets = (finetune.attention_targets(voice) if method.kind == "lora-attention"

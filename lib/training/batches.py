@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from lib.core.pause import yield_point
+from lib.voices import piper_torch
 
 
 @dataclass
@@ -26,7 +27,7 @@ def teacher_latents(model, phoneme_ids: Sequence[list[int]], names: Sequence[str
     import torch
     torch.manual_seed(seed)
     zs, wavs = [], []
-    hop = int(np.prod(model.hparams["upsample_rates"]))
+    hop = piper_torch.hop_length(model)
     with torch.no_grad():
         for ids in phoneme_ids:
             yield_point()  # a long run's setup waits too while anything is timed

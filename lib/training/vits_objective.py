@@ -208,6 +208,30 @@ def vits_forward(path: TrainPath, batch):
     return y_hat, y, terms
 
 
+def prior_at(voice, x, x_len, durations, frames):
+    """The text's prior at given durations: (h, x_mask, w [B, 1, T_x], the expansion [B, 1, T_y, T_x], y_mask,
+    m_p and logs_p repeated over each id's frames [B, C, T_y])."""
+    from piper.train.vits import commons
+    h, m_p, logs_p, x_mask = voice.enc_p(x, x_len)
+    y_mask = commons.sequence_mask(frames, int(frames.max())).unsqueeze(1).to(x_mask.dtype)
+    w = durations.unsqueeze(1).to(x_mask.dtype) * x_mask  # [B, 1, T_x]
+    attn = commons.generate_path(w, x_mask.unsqueeze(2) * y_mask.unsqueeze(-1))  # [B, 1, T_y, T_x]
+    m_p = torch.matmul(attn.squeeze(1), m_p.transpose(1, 2)).transpose(1, 2)
+    logs_p = torch.matmul(attn.squeeze(1), logs_p.transpose(1, 2)).transpose(1, 2)
+    return h, x_mask, w, attn, y_mask, m_p, logs_p
+
+
+@torch.no_grad()
+def speak_at(voice, ids: torch.Tensor, durations: torch.Tensor) -> np.ndarray:
+    """One utterance spoken noise-free by `voice` (an inference SynthesizerTrn) at given frames per phoneme id (e.g.
+    a recording's own), not its duration predictor's: the waveform [T_y * hop]."""
+    frames = durations.sum().reshape(1)
+    _, _, _, _, y_mask, m_p, _ = prior_at(voice, ids.reshape(1, -1), torch.tensor([ids.numel()]),
+                                          durations.reshape(1, -1), frames)
+    z = voice.flow(m_p * y_mask, y_mask, reverse=True) * y_mask
+    return voice.dec(z)[0, 0].float().numpy()
+
+
 class InferencePath(torch.nn.Module):
     """The path the voice speaks with, on the recording's own durations (frames per phoneme id from outside): text
     encoder -> each id's prior (m_p, logs_p) repeated over its frames -> z_p = m_p + noise * exp(logs_p) * noise_scale
@@ -224,12 +248,7 @@ class InferencePath(torch.nn.Module):
         segment's first frame [B], (z, z_p, m_p, logs_p) over all frames)."""
         from piper.train.vits import commons
         v = self.voice
-        h, m_p, logs_p, x_mask = v.enc_p(x, x_len)
-        y_mask = commons.sequence_mask(frames, int(frames.max())).unsqueeze(1).to(x_mask.dtype)
-        w = durations.unsqueeze(1).to(x_mask.dtype) * x_mask  # [B, 1, T_x]
-        attn = commons.generate_path(w, x_mask.unsqueeze(2) * y_mask.unsqueeze(-1))  # [B, 1, T_y, T_x]
-        m_p = torch.matmul(attn.squeeze(1), m_p.transpose(1, 2)).transpose(1, 2)
-        logs_p = torch.matmul(attn.squeeze(1), logs_p.transpose(1, 2)).transpose(1, 2)
+        h, x_mask, w, attn, y_mask, m_p, logs_p = prior_at(v, x, x_len, durations, frames)
         z_p = (m_p + torch.randn_like(m_p) * torch.exp(logs_p) * self.noise_scale) * y_mask
         z = v.flow(z_p, y_mask, reverse=True) * y_mask
         z_slice, ids_slice = commons.rand_slice_segments(z, frames, v.segment_size)

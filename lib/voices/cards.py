@@ -68,7 +68,7 @@ Load it with `lib.voices.artefacts.load_part(folder, teacher)`, or make it a pip
     return ModelCard(text)
 
 
-WER_MARGIN = 0.05  # an adapted voice's WER bound: the speaker's own WER plus this (notebook 02's targets)
+WER_MARGIN = 0.05  # an adapted voice's WER bound: the speaker's own WER plus this (issue 50's targets)
 
 
 def adapter_card(*, method: str, kind: str, voice: str, trains: str, frozen: str, trainable_params: int,

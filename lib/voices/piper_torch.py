@@ -14,6 +14,11 @@ class VoiceFileError(FileNotFoundError):
     """A voice model or config file that is missing or unreadable; the message names the file."""
 
 
+def hop_length(model) -> int:
+    """Samples per latent frame of a piper voice (or anything with its hparams): the decoder's upsampling."""
+    return int(np.prod(model.hparams["upsample_rates"]))
+
+
 def check_file(path: Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
