@@ -587,3 +587,32 @@ def test_whether_the_distance_to_the_speaker_loses_the_words_is_said_from_both_r
     assert "In part" in verdicts.adaptation_distance_lines(near(0.18), target, fmt)[0]
     assert "? Not mainly" in verdicts.adaptation_distance_lines(near(0.30), target, fmt)[0]
     assert verdicts.adaptation_distance_lines(near(0.1).iloc[:0], target, fmt) == []
+
+
+def test_where_the_words_are_lost_is_said_from_the_parts_study(tmp_path):
+    """Issue 50: a run that keeps its words at its recordings' own timing says the timing is part of the fault, one
+    that does not says it is not; the part swapped into the teacher that keeps most of the SECS gain and of the WER
+    rise is named. Without a study nothing is claimed."""
+    from lib.report import verdicts
+    from lib.studies import adaptation
+    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    assert verdicts.adaptation_parts_lines(adaptation.parts(tmp_path), fmt) == []
+
+    def study(recorded_wer, dec=(0.60, 0.40)):
+        rows = [("teacher", "predictor", 0.05, 0.40), ("teacher", "recorded", 0.05, 0.40),
+                ("adapted", "predictor", 0.45, 0.65), ("adapted", "recorded", recorded_wer, 0.65),
+                ("adapted flow + teacher decoder", "predictor", 0.15, 0.42),
+                ("teacher flow + adapted decoder", "predictor", dec[1], dec[0])]
+        (tmp_path / "s").mkdir(exist_ok=True)
+        pd.DataFrame([{"run": "speaker-infer/full-acoustic", "steps": 2050, "split": split, "voice": v, "timing": tm,
+                       "wer": w, "secs": s} for split in ("trained on", "held out") for v, tm, w, s in rows]
+                     ).to_csv(tmp_path / "s" / "parts.csv", index=False)
+        return verdicts.adaptation_parts_lines(adaptation.parts(tmp_path), fmt)
+    timing, part = study(0.47)
+    assert timing.startswith("Is it the timing? No: speaker-infer/full-acoustic at 2,050 steps: WER 0.47 at its "
+                             "recordings' own durations against 0.45")
+    assert "keeps 80 % of the SECS gain" in part and "88 % of the WER rise" in part  # (0.60-0.40)/0.25, 0.35/0.40
+    assert "the adapted flow under the teacher's decoder 8 % and 25 %" in part
+    assert "the decoder holds most of the timbre and most of the lost words" in part
+    assert study(0.20)[0].startswith("Is it the timing? In part")
+    assert "are not both the decoder's" in study(0.47, dec=(0.45, 0.40))[1]

@@ -344,8 +344,8 @@ def adaptation_why_lines(t: pd.DataFrame, diag: pd.DataFrame, n, folders: int = 
                      "keeps the words on audio the voice can already match and loses them on the speaker, true "
                      "durations included: the cause left is the target itself. On another speaker the mel L1 plateaus "
                      "far above its level on the teacher's audio, and a decoder trained on an L1 average of what it "
-                     "cannot match blurs the phonemes. The arms it calls for: piper's discriminators on the inference "
-                     "path, and a duration predictor trained with the acoustic part.")
+                     "cannot match blurs the phonemes. The arms it called for: piper's discriminators on the inference "
+                     "path (below), and one timing in training and at inference (the timing line below tests it).")
     for _, r in (arms if arms is not None else pd.DataFrame()).iterrows():  # studies.adaptation.ARMS' packs
         lines.append(f"The arm tried: {r['folder']}, {n(r['steps'], ',d')} steps in all ({n(r['machine_hours'])} "
                      f"machine-hours): validation WER {n(r['validation_wer'])} against the bound "
@@ -396,6 +396,44 @@ def adaptation_word_gap_lines(gap: pd.DataFrame, n, slack: float = 0.05) -> list
             "own on the very sentences they trained on as on held-out ones: the recipe cannot speak this speaker's "
             "words at all, and more recordings of the same speaker would not cure it (outputs/recorded/"
             "amd-epyc-zen4-2c/48_adaptation_wer_gap)."]
+
+
+def adaptation_parts_lines(parts: pd.DataFrame, n, slack: float = 0.05) -> list[str]:
+    """Where the long runs lose their words (studies.adaptation.parts, both splits pooled per run): at the timing
+    they trained on against their duration predictor's (better by more than `slack`: the timing is part of the
+    fault), and which part, the flow or the decoder, swapped into the teacher, keeps the timbre (share of the SECS
+    gain over the teacher) and the lost words (share of the WER rise). Nothing is said without a study."""
+    need = {("adapted", "predictor"), ("adapted", "recorded"), ("teacher", "predictor")}
+    if parts.empty or not need <= set(zip(parts["voice"], parts["timing"])):
+        return []
+    flow, dec = ("adapted flow + teacher decoder", "predictor"), ("teacher flow + adapted decoder", "predictor")
+    m = parts.groupby(["run", "steps", "voice", "timing"])[["wer", "secs"]].mean()
+    timing, where, decoder_holds = [], [], []
+    for (run, steps), r in m.groupby(level=[0, 1]):
+        r = r.droplevel([0, 1])
+        a, ar, t = r.loc[("adapted", "predictor")], r.loc[("adapted", "recorded")], r.loc[("teacher", "predictor")]
+        timing.append((ar["wer"] < a["wer"] - slack, f"{run} at {n(steps, ',d')} steps: WER {n(ar['wer'])} at its "
+                       f"recordings' own durations against {n(a['wer'])} at its predictor's"))
+        if flow not in r.index or dec not in r.index or a["secs"] <= t["secs"] or a["wer"] <= t["wer"]:
+            continue
+        share = {(v, k): (r.loc[v, k] - t[k]) / (a[k] - t[k]) for v in (flow, dec) for k in ("secs", "wer")}
+        decoder_holds.append(share[dec, "secs"] >= 0.75 and share[dec, "wer"] >= 0.5)
+        where.append(f"{run}: the adapted decoder on the teacher's flow keeps {n(100 * share[dec, 'secs'], '.0f')} % "
+                     f"of the SECS gain ({n(r.loc[dec, 'secs'])}; adapted {n(a['secs'])}, the teacher {n(t['secs'])}) "
+                     f"and {n(100 * share[dec, 'wer'], '.0f')} % of the WER rise ({n(r.loc[dec, 'wer'])}; adapted "
+                     f"{n(a['wer'])}, the teacher {n(t['wer'])}); the adapted flow under the teacher's decoder "
+                     f"{n(100 * share[flow, 'secs'], '.0f')} % and {n(100 * share[flow, 'wer'], '.0f')} %")
+    helped = any(better for better, _ in timing)
+    lines = [f"Is it the timing? {'In part' if helped else 'No'}: {'; '.join(s for _, s in timing)} (sentences it "
+             "trained on and held out, noise off)." + ("" if helped else " Spoken at the very timing it trained on, "
+             "the adapted voice loses the words all the same: a duration predictor trained with the acoustic part "
+             "would not bring them back.")]
+    if where:
+        said = ("in every run the decoder holds most of the timbre and most of the lost words" if all(decoder_holds)
+                else "the timbre and the lost words are not both the decoder's in every run")
+        lines.append("Which part loses them? Each adapted part swapped into the teacher: " + "; ".join(where)
+                     + f": {said} (outputs/recorded/amd-epyc-zen4-2c/51_adaptation_parts).")
+    return lines
 
 
 # --- notebook 04: the headline -------------------------------------------------------------------------------------

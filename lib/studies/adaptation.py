@@ -446,6 +446,17 @@ def word_gap(folder: str | Path) -> pd.DataFrame:
     return frame.assign(excess=frame["wer"] - frame["speaker_wer"])
 
 
+def parts(folder: str | Path) -> pd.DataFrame:
+    """Every parts.csv of `folder` (tts-lab study adaptation-parts): speaker runs judged at their predictor's timing
+    and at their recordings' own, and with flow and decoder swapped with the teacher's. Empty, with a warning, where
+    the folder holds none."""
+    files = sorted(Path(folder).glob("**/parts.csv")) if str(folder) else []
+    if not files:
+        _LOGGER.warning("no adaptation-parts study under %r: its lines are left out", str(folder))
+        return pd.DataFrame(columns=["run", "steps", "split", "voice", "timing", "wer", "secs", "speaker_wer"])
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
 def long_run_ledger() -> pd.DataFrame:
     """The long adaptation runs' packed checkpoints (outputs/recorded/training_ledger.csv rows of adapters judged on
     a validation split: validation SECS and WER against machine-hours)."""
