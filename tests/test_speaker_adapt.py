@@ -188,7 +188,7 @@ def test_piper_objective_gives_kl_duration_and_aligned_segments(teacher, fitted)
 
 
 @pytest.mark.parametrize("method,train_posterior", [("full", True), ("full-acoustic", True), ("full-decoder", True),
-                                                     ("full-prior", True), ("lora-r4", True),
+                                                     ("full-prior", True), ("lora-r4", True), ("lora-decoder-r4", True),
                                                      ("lora-r4", False), ("lora-attention-r4", True),
                                                      ("qlora-r4", False)])
 def test_each_method_trains_what_its_table_says(teacher, method, train_posterior):
@@ -211,7 +211,7 @@ def test_each_method_trains_what_its_table_says(teacher, method, train_posterior
         return
     assert trained and all("lora_" in n for n in trained)
     where = {n.split(".")[0] for n in trained}
-    assert where == ({"enc_p"} if m.kind == "lora-attention" else {"dec", "flow"})
+    assert where == {"lora-attention": {"enc_p"}, "lora-decoder": {"dec"}}.get(m.kind, {"dec", "flow"})
     if m.kind == "lora-attention":
         assert all(any(f".{q}." in n for q in ("conv_q", "conv_k", "conv_v", "conv_o")) for n in trained)
     assert bool(p.quantized) == (m.kind == "qlora")

@@ -11,7 +11,7 @@ import torch
 from lib.techniques.compress import bnb_convert
 from lib.training.losses import mel_l1 as mel
 
-METHODS = ("full", "full-acoustic", "full-decoder", "full-prior", "lora", "lora-attention", "qlora")
+METHODS = ("full", "full-acoustic", "full-decoder", "full-prior", "lora", "lora-decoder", "lora-attention", "qlora")
 # the methods without a rank (speaker_adapt.FULL_SCOPES says what each trains)
 FULL = ("full", "full-acoustic", "full-decoder", "full-prior")
 ATTENTION_PROJECTIONS = ("conv_q", "conv_k", "conv_v", "conv_o")
@@ -88,7 +88,7 @@ def _drop_graph_caches(module) -> None:
 def parse_method(name: str) -> tuple[str, int | None]:
     """'full' -> ('full', None); 'full-acoustic' -> ('full-acoustic', None) (the other FULL likewise); 'lora-r8' ->
     ('lora', 8);
-    'lora-attention-r16', 'qlora-r4' likewise."""
+    'lora-decoder-r8', 'lora-attention-r16', 'qlora-r4' likewise."""
     if name in FULL:
         return name, None
     method, sep, rank = name.rpartition("-r")

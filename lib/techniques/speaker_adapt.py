@@ -29,8 +29,10 @@ ACOUSTIC = ("dec.", "flow.")  # what the adapter methods adapt; the text path (e
 # the weights each method without a rank trains, by name prefix: every weight; the flow and decoder (the text path
 # frozen); the decoder alone, where the adapted voices' timbre lives (study adaptation-parts); the flow, the decoder and
 # the text encoder's projection to the prior (its per-phoneme statistics read from the frozen encoder's states)
-FULL_SCOPES = {"full": ("",), "full-acoustic": ACOUSTIC, "full-decoder": ("dec.",),
+DECODER = ("dec.",)
+FULL_SCOPES = {"full": ("",), "full-acoustic": ACOUSTIC, "full-decoder": DECODER,
                "full-prior": (*ACOUSTIC, "enc_p.proj.")}
+LORA_SCOPES = {"lora": ACOUSTIC, "lora-decoder": DECODER, "qlora": ACOUSTIC}  # lora-attention: attention projections
 PATHS = ("inference", "posterior")
 TrainingPath = Literal["inference", "posterior"]  # what the acoustic loss goes through
 OBJECTIVES = {"inference": "the inference path (text encoder, the recordings' own durations, flow reversed from the "
@@ -42,8 +44,8 @@ SHARD = "16MB"  # the full voice in float16 is ~32 MB: shards stay under the rep
 
 @dataclass(frozen=True)
 class Method:
-    """An adaptation method: one of FULL_SCOPES ('full', 'full-acoustic', ...), or 'lora' / 'lora-attention' /
-    'qlora' with a LoRA rank."""
+    """An adaptation method: one of FULL_SCOPES ('full', 'full-acoustic', ...), or 'lora' / 'lora-decoder' /
+    'lora-attention' / 'qlora' with a LoRA rank."""
     kind: str
     rank: int | None = None
 
@@ -69,6 +71,7 @@ class Method:
                 "full-decoder": "every weight of the decoder",
                 "full-prior": "every weight of the flow and decoder, and the text encoder's projection to the prior",
                 "lora": "LoRA on the flow's and decoder's convolutions (dilated and transposed ones included)",
+                "lora-decoder": "LoRA on the decoder's convolutions (dilated and transposed ones included)",
                 "lora-attention": "LoRA on the text encoder's attention projections (q, k, v, o)",
                 "qlora": "LoRA on the flow and decoder, their 1x1 convolutions frozen in NF4"}[self.kind]
 
@@ -79,6 +82,7 @@ class Method:
                 "full-decoder": "text encoder, duration predictor, flow",
                 "full-prior": "the text encoder but its projection, duration predictor",
                 "lora": "text encoder, duration predictor, every base weight",
+                "lora-decoder": "text encoder, duration predictor, flow, every base weight",
                 "lora-attention": "duration predictor, flow, decoder, every base weight",
                 "qlora": "text encoder, duration predictor, every base weight (NF4 where 1x1)"}[self.kind]
 
@@ -191,7 +195,7 @@ def prepare(model, method: Method, enc_q: torch.nn.Module | None = None, device:
     peft, targets = None, [n for n, p in voice.named_parameters() if p.requires_grad]
     if method.kind not in finetune.FULL:
         targets = (finetune.attention_targets(voice) if method.kind == "lora-attention"
-                   else finetune.lora_targets(voice, ACOUSTIC))
+                   else finetune.lora_targets(voice, LORA_SCOPES[method.kind]))
         peft = get_peft_model(voice, lora_conv.register(LoraConfig(r=method.rank, lora_alpha=method.rank,
                                                                    lora_dropout=0.0, target_modules=targets,
                                                                    init_lora_weights=True)))
