@@ -160,7 +160,9 @@ class Judges:
     cache_path: Path | None = None
 
     def key(self) -> str:
-        return f"asr={self.asr};dnsmos={self.dnsmos};distillmos={self.dnsmos}"  # both MOS judges run together
+        # both MOS judges run together; Whisper's decoding is part of the key (scores of its sampling fallback differ)
+        return (f"asr={self.asr};whisper_temperature={metrics.WHISPER_TEMPERATURE:g};dnsmos={self.dnsmos};"
+                f"distillmos={self.dnsmos}")
 
 
 class PendingJudgement:

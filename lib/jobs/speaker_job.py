@@ -34,6 +34,7 @@ from lib.training.loop import Recipe, Trainer
 from lib.voices import piper_torch
 from lib.voices import synth as voices
 from lib.voices.artefacts import file_identity
+from lib.voices.engine import NOISE_SCALE
 from lib.voices.teacher_bundle import sentence_ids
 
 _LOGGER = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class SpeakerRun:
     # best, 0.89 per sound on another speaker), MAS on a sample of the posterior encoder (0.36 there), or the folder's
     # own (its durations.json: the speaker's true ones, `tts-lab speaker folder --timed`, or a forced aligner's)
     durations: Literal["dtw", "mas", "folder"] = "dtw"
-    noise_scale: float = 0.667  # the inference path's prior noise (piper's inference default)
+    noise_scale: float = NOISE_SCALE  # the inference path's prior noise (piper's inference default, 0.667)
     posterior: str = "outputs/recorded/training/posterior/joe-medium"  # the bootstrapped posterior encoder's pack
     out: str = ""  # where pack writes the adapter (committed)
     steps: int = 6000  # the run's whole budget
@@ -236,13 +237,14 @@ class SpeakerRun:
 
     @property
     def recipe_name(self) -> str:
-        """The ledger's name of what this run trains with: method, learning rate, the path with its durations (the
-        inference path) or a frozen posterior encoder (the posterior path)."""
+        """The ledger's name of what this run trains with: method, learning rate, the path with its durations and
+        prior noise (the inference path) or a frozen posterior encoder (the posterior path)."""
         window = f" on {self.disc_segment} samples" if self.disc_segment else ""
         adv = (f" adversarial={self.adversarial_steps}({'+'.join(self.discriminators)}{window}, "
                f"{self.disc_warmup_steps} discriminator-only)" if self.adversarial_steps else "")
         if self.path == "inference":
-            return f"speaker-{self.method} lr={self.lr:g} inference-path durations={self.durations}{adv}"
+            noise = "" if self.noise_scale == NOISE_SCALE else f" noise={self.noise_scale:g}"  # the default unsaid
+            return f"speaker-{self.method} lr={self.lr:g} inference-path durations={self.durations}{noise}{adv}"
         return (f"speaker-{self.method} lr={self.lr:g}" + ("" if self.train_posterior else " frozen-posterior")
                 + (f" prior-mel={self.prior_mel:g}" if self.prior_mel else "") + adv)
 
