@@ -89,3 +89,11 @@ def test_environment_has_what_a_number_needs():
     for key in ("cpu_model", "cpu_count", "threads", "versions", "git", "date_utc", "python"):
         assert key in env
     assert env["versions"]["torch"].startswith("2.") and env["threads"] == 2
+
+
+def test_a_code_snapshot_without_git_names_the_commit_its_file_says(tmp_path, monkeypatch):
+    """A long run's code snapshot (git archive, no .git) records the commit its COMMIT file names, not 'unknown'."""
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    assert bench.git_hash() == "unknown"
+    (tmp_path / bench.SNAPSHOT_COMMIT).write_text("d81c181\n")
+    assert bench.git_hash() == "d81c181-snapshot"

@@ -614,5 +614,6 @@ def test_where_the_words_are_lost_is_said_from_the_parts_study(tmp_path):
     assert "keeps 80 % of the SECS gain" in part and "88 % of the WER rise" in part  # (0.60-0.40)/0.25, 0.35/0.40
     assert "the adapted flow under the teacher's decoder 8 % and 25 %" in part
     assert "the decoder holds most of the timbre and most of the lost words" in part
+    assert "the adapted flows alone bring 8-8 % of the timbre and cost 25-25 % of the lost words" in part
     assert study(0.20)[0].startswith("Is it the timing? In part")
     assert "are not both the decoder's" in study(0.47, dec=(0.45, 0.40))[1]

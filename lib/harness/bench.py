@@ -198,15 +198,22 @@ def flops_by_module(run: Callable[[], object], module) -> dict[str, float]:
     return out
 
 
+SNAPSHOT_COMMIT = "COMMIT"  # a code snapshot without .git (`git archive`, a long run's frozen code) names its commit here
+
+
 def git_hash() -> str:
+    """The checkout's short commit (+ '-dirty'); in a snapshot without git, the commit its COMMIT file names."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True, timeout=5).stdout.strip()
-        return (out.stdout.strip() or "unknown") + ("-dirty" if dirty else "")
+        if out.returncode == 0 and out.stdout.strip():
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        pass
+    named = ROOT / SNAPSHOT_COMMIT
+    return f"{named.read_text().strip()}-snapshot" if named.is_file() else "unknown"
 
 
 def environment(threads: int | None = None, device: str = "cpu") -> dict:

@@ -347,12 +347,12 @@ def adaptation_why_lines(t: pd.DataFrame, diag: pd.DataFrame, n, folders: int = 
                      "cannot match blurs the phonemes. The arms it called for: piper's discriminators on the inference "
                      "path (below), and one timing in training and at inference (the timing line below tests it).")
     for _, r in (arms if arms is not None else pd.DataFrame()).iterrows():  # studies.adaptation.ARMS' packs
+        fit = ("it fits the clips it trains on better than held-out ones" if r["train_mel_l1"] < r["heldout_mel_l1"]
+               - 0.02 else "no closer on the clips it trains on than on held-out ones")
         lines.append(f"The arm tried: {r['folder']}, {n(r['steps'], ',d')} steps in all ({n(r['machine_hours'])} "
                      f"machine-hours): validation WER {n(r['validation_wer'])} against the bound "
                      f"{n(r['folder_own_wer'] + wer_margin)}, SECS {n(r['validation_secs'])}. Its training mel L1 "
-                     f"{n(r['train_mel_l1'])} against {n(r['heldout_mel_l1'])} on the held-out clips: the runs fit "
-                     "the folder's clips' spectra better than the speaker's (outputs/recorded/amd-epyc-zen4-2c/"
-                     "46_adaptation_gap).")
+                     f"{n(r['train_mel_l1'])} against {n(r['heldout_mel_l1'])} on the held-out clips: {fit}.")
     return lines
 
 
@@ -408,7 +408,7 @@ def adaptation_parts_lines(parts: pd.DataFrame, n, slack: float = 0.05) -> list[
         return []
     flow, dec = ("adapted flow + teacher decoder", "predictor"), ("teacher flow + adapted decoder", "predictor")
     m = parts.groupby(["run", "steps", "voice", "timing"])[["wer", "secs"]].mean()
-    timing, where, decoder_holds = [], [], []
+    timing, where, decoder_holds, flows = [], [], [], []
     for (run, steps), r in m.groupby(level=[0, 1]):
         r = r.droplevel([0, 1])
         a, ar, t = r.loc[("adapted", "predictor")], r.loc[("adapted", "recorded")], r.loc[("teacher", "predictor")]
@@ -418,6 +418,7 @@ def adaptation_parts_lines(parts: pd.DataFrame, n, slack: float = 0.05) -> list[
             continue
         share = {(v, k): (r.loc[v, k] - t[k]) / (a[k] - t[k]) for v in (flow, dec) for k in ("secs", "wer")}
         decoder_holds.append(share[dec, "secs"] >= 0.75 and share[dec, "wer"] >= 0.5)
+        flows.append((share[flow, "secs"], share[flow, "wer"]))
         where.append(f"{run}: the adapted decoder on the teacher's flow keeps {n(100 * share[dec, 'secs'], '.0f')} % "
                      f"of the SECS gain ({n(r.loc[dec, 'secs'])}; adapted {n(a['secs'])}, the teacher {n(t['secs'])}) "
                      f"and {n(100 * share[dec, 'wer'], '.0f')} % of the WER rise ({n(r.loc[dec, 'wer'])}; adapted "
@@ -431,6 +432,10 @@ def adaptation_parts_lines(parts: pd.DataFrame, n, slack: float = 0.05) -> list[
     if where:
         said = ("in every run the decoder holds most of the timbre and most of the lost words" if all(decoder_holds)
                 else "the timbre and the lost words are not both the decoder's in every run")
+        pct = lambda v: n(100 * v, ".0f")  # noqa: E731
+        (s_lo, w_lo), (s_hi, w_hi) = np.min(flows, axis=0), np.max(flows, axis=0)
+        said += (f"; the adapted flows alone bring {pct(s_lo)}-{pct(s_hi)} % of the timbre and cost {pct(w_lo)}-"
+                 f"{pct(w_hi)} % of the lost words")
         lines.append("Which part loses them? Each adapted part swapped into the teacher: " + "; ".join(where)
                      + f": {said} (outputs/recorded/amd-epyc-zen4-2c/51_adaptation_parts).")
     return lines
