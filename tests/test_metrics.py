@@ -120,6 +120,15 @@ def test_whisper_reads_a_garbled_clip_the_same_way_every_time():
     assert len(heard) == 1 and next(iter(heard)), heard
 
 
+def test_whisper_caught_repeating_itself_reads_the_clip_again_without_the_loop():
+    """A greedy decode can loop ("Go, go, go, ..." for "The hog crawled under the high fence.", WER 16); the judge
+    decodes such a clip again barred from repeating a 3-gram, as the sampling fallback it replaces would escape it."""
+    from lib.core.audio import read_wav
+    samples, rate = read_wav(Path(__file__).parent / "data" / "runaway_adapted.wav")
+    heard = make_asr("whisper-base", threads=2).transcribe(samples, rate)
+    assert heard and metrics.wer_cer("The hog crawled under the high fence.", heard)["wer"] < 1.0, heard
+
+
 def test_pocketsphinx_runs(sample_clip):
     text, a = sample_clip
     hyp = make_asr("pocketsphinx").transcribe(a.samples, a.sample_rate)

@@ -198,7 +198,7 @@ def flops_by_module(run: Callable[[], object], module) -> dict[str, float]:
     return out
 
 
-SNAPSHOT_COMMIT = "COMMIT"  # a code snapshot without .git (`git archive`, a long run's frozen code) names its commit here
+SNAPSHOT_COMMIT = "COMMIT"  # a code snapshot without .git (git archive: a long run's frozen code) names its commit
 
 
 def git_hash() -> str:

@@ -161,8 +161,8 @@ class Judges:
 
     def key(self) -> str:
         # both MOS judges run together; Whisper's decoding is part of the key (scores of its sampling fallback differ)
-        return (f"asr={self.asr};whisper_temperature={metrics.WHISPER_TEMPERATURE:g};dnsmos={self.dnsmos};"
-                f"distillmos={self.dnsmos}")
+        return (f"asr={self.asr};whisper_temperature={metrics.WHISPER_TEMPERATURE:g},"
+                f"no_repeat={metrics.RUNAWAY_NO_REPEAT};dnsmos={self.dnsmos};distillmos={self.dnsmos}")
 
 
 class PendingJudgement:

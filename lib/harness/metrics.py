@@ -160,8 +160,12 @@ def whisper_base_dir(cache_dir: Path | None = None) -> Path:
 
 # Whisper decodes greedily (or with its beam) and nothing else: faster-whisper's default falls back to sampling at
 # rising temperatures on audio it finds hard, so an adapted voice's garbled clip read differently on every call (four
-# transcripts in eight calls of one clip, tests/data/garbled_adapted.wav; a validation WER moved by 0.04)
+# transcripts in eight calls of one clip, tests/data/garbled_adapted.wav; a validation WER moved by 0.04). What the
+# fallback is for, a decode caught repeating itself (Whisper's test: its text compresses more than 2.4x), is decoded
+# again greedily with no 3-gram repeated ("Go, go, go, ..." 16x the words of tests/data/runaway_adapted.wav).
 WHISPER_TEMPERATURE = 0.0
+RUNAWAY_COMPRESSION = 2.4  # faster-whisper's compression_ratio_threshold
+RUNAWAY_NO_REPEAT = 3  # the n-gram a second decode may not repeat
 
 
 class WhisperAsr:
@@ -177,9 +181,11 @@ class WhisperAsr:
 
     def transcribe(self, audio: np.ndarray, sr: int) -> str:
         x = resample(audio, sr, 16000)
-        segments, _ = self.model.transcribe(x, language="en", beam_size=self.beam_size, vad_filter=False,
-                                            condition_on_previous_text=False, without_timestamps=True,
-                                            temperature=WHISPER_TEMPERATURE)
+        kw = dict(language="en", beam_size=self.beam_size, vad_filter=False, condition_on_previous_text=False,
+                  without_timestamps=True, temperature=WHISPER_TEMPERATURE)
+        segments = list(self.model.transcribe(x, **kw)[0])
+        if any(s.compression_ratio > RUNAWAY_COMPRESSION for s in segments):
+            segments = list(self.model.transcribe(x, no_repeat_ngram_size=RUNAWAY_NO_REPEAT, **kw)[0])
         return " ".join(s.text.strip() for s in segments).strip()
 
 
