@@ -617,3 +617,19 @@ def test_where_the_words_are_lost_is_said_from_the_parts_study(tmp_path):
     assert "the adapted flows alone bring 8-8 % of the timbre and cost 25-25 % of the lost words" in part
     assert study(0.20)[0].startswith("Is it the timing? In part")
     assert "are not both the decoder's" in study(0.47, dec=(0.45, 0.40))[1]
+
+
+def test_the_arms_are_said_from_one_judged_run(tmp_path):
+    """Issue 50: notebook 02's arms line reads one adaptation-gap study (one judge for every arm): each held-out WER
+    and SECS under what the arm changed, and which keep the words within the speaker's own WER + 0.05."""
+    from lib.report import verdicts
+    from lib.studies import adaptation
+    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    assert verdicts.adaptation_arms_lines(adaptation.word_gap(tmp_path), {}, fmt) == []
+    pd.DataFrame({"work": ["a/full", "a/full", "b/dec"], "steps": 2050, "split": ["trained on", "held out", "held out"],
+                  "noise_scale": 0.0, "wer": [0.5, 0.30, 0.16], "secs": [0.6, 0.66, 0.64],
+                  "speaker_wer": [0.26, 0.12, 0.12]}).to_csv(tmp_path / "gap.csv", index=False)
+    line = verdicts.adaptation_arms_lines(adaptation.word_gap(tmp_path), {"b/dec": "the decoder alone"}, fmt)[0]
+    assert "(the bound: the speaker's own WER 0.12 + 0.05)" in line
+    assert "a/full (a/full, 2,050 steps): WER 0.30, SECS 0.66; the decoder alone (b/dec, 2,050 steps): WER 0.16" in line
+    assert line.endswith("Within the bound: b/dec.")

@@ -441,6 +441,23 @@ def adaptation_parts_lines(parts: pd.DataFrame, n, slack: float = 0.05) -> list[
     return lines
 
 
+def adaptation_arms_lines(gap: pd.DataFrame, what: dict, n, wer_margin: float = 0.05) -> list[str]:
+    """The arms judged in one run (studies.adaptation.word_gap of notebook 02's `arms_gap`, noise off, held-out
+    recordings): each run's WER against the bound (the speaker's own + `wer_margin`) and its SECS, named by what it
+    changed (`what`: run -> words). Nothing is said without a study."""
+    held = gap[(gap["split"] == "held out") & (gap["noise_scale"] == 0)] if len(gap) else gap
+    if held.empty:
+        return []
+    bound = float(held["speaker_wer"].iloc[0]) + wer_margin
+    said = "; ".join(f"{what.get(r['work'], r['work'])} ({r['work']}, {n(r['steps'], ',d')} steps): WER "
+                     f"{n(r['wer'])}, SECS {n(r['secs'])}" for _, r in held.iterrows())
+    kept = held[held["wer"] <= bound]
+    verdict = ("none keeps the words within the bound" if kept.empty else
+               "within the bound: " + ", ".join(kept["work"]))
+    return [f"The arms, judged in one run on the held-out recordings (the bound: the speaker's own WER "
+            f"{n(bound - wer_margin)} + {n(wer_margin)}): {said}. {verdict[0].upper() + verdict[1:]}."]
+
+
 # --- notebook 04: the headline -------------------------------------------------------------------------------------
 
 def distillation_headline(target_lines: Sequence[str], five_lines: Sequence[str], where: pd.DataFrame, minutes: float,

@@ -398,6 +398,18 @@ ARMS = (("speaker-adv/full-acoustic", "piper's MRD discriminators on the inferen
          "discriminator-only warm-up"),)
 
 
+# The arms after the parts study (what each changed of speaker-infer/full-acoustic's recipe), judged in one run of
+# tts-lab study adaptation-gap with one judge (notebook 02's `arms_gap`): their packs' own judgements came from
+# different judge settings (the WER judge sampled until 2026-11-28)
+ARMS_JUDGED = {"speaker-infer/full-acoustic": "the recipe (flow and decoder, prior noise 0.667)",
+               "speaker-noise0/full-acoustic": "no prior noise in training (stopped at 325 steps: its training loss "
+                                               "followed the recipe's)",
+               "speaker-decoder/full-decoder": "the decoder alone, the flow frozen",
+               "speaker-decoder/lora-decoder-r8": "LoRA r8 on the decoder alone",
+               "speaker-infer/lora-r8": "LoRA r8 on the flow and decoder",
+               "speaker-prior-proj/full-prior": "the flow, the decoder and the text encoder's projection to the prior"}
+
+
 # The same recipe and budget as speaker-infer/full-acoustic on a speaker at the teacher's pitch: is the distance to
 # the target speaker what the words are lost to? (recorded without its weights: a diagnosis, not a voice to ship)
 DISTANCE = (("speaker-kumo/full-acoustic", "Kokoro's jm_kumo, a male speaker at about the teacher's pitch (median F0 "
