@@ -551,10 +551,10 @@ def test_whether_lost_words_are_memorisation_is_said_from_the_word_gap(tmp_path)
     """Issue 50's cheap signal: a checkpoint whose sentences it trained on keep their words while held-out ones lose
     them is memorisation (more recordings cure it); one that loses as many on both is not. Noise-on rows are not
     what the verdict reads, and without a study nothing is claimed."""
-    from lib.report import verdicts
+    from lib.report import adaptation_signals as signals
     from lib.studies import adaptation
     fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
-    assert verdicts.adaptation_word_gap_lines(adaptation.word_gap(tmp_path), fmt) == []
+    assert signals.adaptation_word_gap_lines(adaptation.word_gap(tmp_path), fmt) == []
 
     def study(folder, trained_wer, noise=0.0):
         folder.mkdir(parents=True)
@@ -564,39 +564,39 @@ def test_whether_lost_words_are_memorisation_is_said_from_the_word_gap(tmp_path)
     study(tmp_path / "noisy", 0.20, noise=0.667)  # a noise-on study the verdict leaves aside
     gap = adaptation.word_gap(tmp_path)
     assert len(gap) == 4 and gap["excess"].round(2).tolist().count(0.28) == 1
-    line = verdicts.adaptation_word_gap_lines(gap, fmt)[0]
+    line = signals.adaptation_word_gap_lines(gap, fmt)[0]
     assert "memorisation? No." in line and "0.48 on sentences it trained on (the speaker's own 0.20)" in line
     (tmp_path / "a" / "gap.csv").unlink()
     study(tmp_path / "b", 0.22)  # +0.02 on trained sentences, +0.30 held out: memorisation
-    line = verdicts.adaptation_word_gap_lines(adaptation.word_gap(tmp_path), fmt)[0]
+    line = signals.adaptation_word_gap_lines(adaptation.word_gap(tmp_path), fmt)[0]
     assert "more of the speaker is the cure" in line
 
 
 def test_whether_the_distance_to_the_speaker_loses_the_words_is_said_from_both_runs():
     """Issue 50: the same recipe on a speaker near the teacher's pitch against the target's run. Within the bound
     near the teacher says the distance is the cause; half the target's loss or less, in part; more, not it."""
-    from lib.report import verdicts
+    from lib.report import adaptation_signals as signals
     fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
     target = pd.DataFrame([{"folder": "jf_alpha", "steps": 2050, "validation_wer": 0.31, "folder_own_wer": 0.12}])
 
     def near(wer):
         return pd.DataFrame([{"folder": "jm_kumo", "steps": 2050, "validation_wer": wer, "folder_own_wer": 0.10}])
-    assert verdicts.adaptation_distance_lines(near(0.14), target, fmt)[0].startswith("Is it the distance to the "
+    assert signals.adaptation_distance_lines(near(0.14), target, fmt)[0].startswith("Is it the distance to the "
                                                                                       "speaker? Yes")
-    assert "(+0.04)" in verdicts.adaptation_distance_lines(near(0.14), target, fmt)[0]
-    assert "In part" in verdicts.adaptation_distance_lines(near(0.18), target, fmt)[0]
-    assert "? Not mainly" in verdicts.adaptation_distance_lines(near(0.30), target, fmt)[0]
-    assert verdicts.adaptation_distance_lines(near(0.1).iloc[:0], target, fmt) == []
+    assert "(+0.04)" in signals.adaptation_distance_lines(near(0.14), target, fmt)[0]
+    assert "In part" in signals.adaptation_distance_lines(near(0.18), target, fmt)[0]
+    assert "? Not mainly" in signals.adaptation_distance_lines(near(0.30), target, fmt)[0]
+    assert signals.adaptation_distance_lines(near(0.1).iloc[:0], target, fmt) == []
 
 
 def test_where_the_words_are_lost_is_said_from_the_parts_study(tmp_path):
     """Issue 50: a run that keeps its words at its recordings' own timing says the timing is part of the fault, one
     that does not says it is not; the part swapped into the teacher that keeps most of the SECS gain and of the WER
     rise is named. Without a study nothing is claimed."""
-    from lib.report import verdicts
+    from lib.report import adaptation_signals as signals
     from lib.studies import adaptation
     fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
-    assert verdicts.adaptation_parts_lines(adaptation.parts(tmp_path), fmt) == []
+    assert signals.adaptation_parts_lines(adaptation.parts(tmp_path), fmt) == []
 
     def study(recorded_wer, dec=(0.60, 0.40)):
         rows = [("teacher", "predictor", 0.05, 0.40), ("teacher", "recorded", 0.05, 0.40),
@@ -607,7 +607,7 @@ def test_where_the_words_are_lost_is_said_from_the_parts_study(tmp_path):
         pd.DataFrame([{"run": "speaker-infer/full-acoustic", "steps": 2050, "split": split, "voice": v, "timing": tm,
                        "wer": w, "secs": s} for split in ("trained on", "held out") for v, tm, w, s in rows]
                      ).to_csv(tmp_path / "s" / "parts.csv", index=False)
-        return verdicts.adaptation_parts_lines(adaptation.parts(tmp_path), fmt)
+        return signals.adaptation_parts_lines(adaptation.parts(tmp_path), fmt)
     timing, part = study(0.47)
     assert timing.startswith("Is it the timing? No: speaker-infer/full-acoustic at 2,050 steps: WER 0.47 at its "
                              "recordings' own durations against 0.45")
@@ -622,14 +622,14 @@ def test_where_the_words_are_lost_is_said_from_the_parts_study(tmp_path):
 def test_the_arms_are_said_from_one_judged_run(tmp_path):
     """Issue 50: notebook 02's arms line reads one adaptation-gap study (one judge for every arm): each held-out WER
     and SECS under what the arm changed, and which keep the words within the speaker's own WER + 0.05."""
-    from lib.report import verdicts
+    from lib.report import adaptation_signals as signals
     from lib.studies import adaptation
     fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
-    assert verdicts.adaptation_arms_lines(adaptation.word_gap(tmp_path), {}, fmt) == []
+    assert signals.adaptation_arms_lines(adaptation.word_gap(tmp_path), {}, fmt) == []
     pd.DataFrame({"work": ["a/full", "a/full", "b/dec"], "steps": 2050, "split": ["trained on", "held out", "held out"],
                   "noise_scale": 0.0, "wer": [0.5, 0.30, 0.16], "secs": [0.6, 0.66, 0.64],
                   "speaker_wer": [0.26, 0.12, 0.12]}).to_csv(tmp_path / "gap.csv", index=False)
-    line = verdicts.adaptation_arms_lines(adaptation.word_gap(tmp_path), {"b/dec": "the decoder alone"}, fmt)[0]
+    line = signals.adaptation_arms_lines(adaptation.word_gap(tmp_path), {"b/dec": "the decoder alone"}, fmt)[0]
     assert "(the bound: the speaker's own WER 0.12 + 0.05)" in line
     assert "a/full (a/full, 2,050 steps): WER 0.30, SECS 0.66; the decoder alone (b/dec, 2,050 steps): WER 0.16" in line
     assert line.endswith("Within the bound: b/dec.")

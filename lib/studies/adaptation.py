@@ -401,7 +401,7 @@ ARMS = (("speaker-adv/full-acoustic", "piper's MRD discriminators on the inferen
 # The arms after the parts study (what each changed of speaker-infer/full-acoustic's recipe), judged in one run of
 # tts-lab study adaptation-gap with one judge (notebook 02's `arms_gap`): their packs' own judgements came from
 # different judge settings (the WER judge sampled until 2026-11-28)
-ARMS_JUDGED = {"speaker-infer/full-acoustic": "the recipe (flow and decoder, prior noise 0.667)",
+ARMS_JUDGED = {"speaker-infer/full-acoustic": "the recipe (flow and decoder, piper's prior noise)",
                "speaker-noise0/full-acoustic": "no prior noise in training (stopped at 325 steps: its training loss "
                                                "followed the recipe's)",
                "speaker-decoder/full-decoder": "the decoder alone, the flow frozen",
