@@ -105,5 +105,5 @@ def adaptation_arms_lines(gap: pd.DataFrame, what: dict, n, wer_margin: float = 
     kept = held[held["wer"] <= bound]
     verdict = ("none keeps the words within the bound" if kept.empty else
                "within the bound: " + ", ".join(kept["work"]))
-    return [f"The arms, judged in one run on the held-out recordings (the bound: the speaker's own WER "
-            f"{n(bound - wer_margin)} + {n(wer_margin)}): {said}. {verdict[0].upper() + verdict[1:]}."]
+    return [f"The arms, judged alike (one judge, noise off) on the held-out recordings (the bound: the speaker's own "
+            f"WER {n(bound - wer_margin)} + {n(wer_margin)}): {said}. {verdict[0].upper() + verdict[1:]}."]
