@@ -8,7 +8,6 @@ speak this speaker at all, which no amount of the same data cures. Nothing here 
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import ClassVar
 import pandas as pd
 import torch
 
-from lib.core.results import atomic_write_text
 from lib.data import ljspeech
-from lib.harness import bench, metrics
+from lib.harness import metrics
 from lib.jobs import speaker_job, speaker_judge
+from lib.studies import common
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,9 +66,5 @@ def run(cfg: AdaptationGap, command: str = "") -> pd.DataFrame:
     frame = pd.DataFrame([r for w in cfg.work for r in judge_run(Path(w).expanduser(), cfg.clips, cfg.threads,
                                                           (cfg.noise_scale, cfg.noise_w))])
     frame = frame.rename(columns={"heldout_wer": "wer", "heldout_secs": "secs"})  # on the split the row names
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "gap.csv", frame.to_csv(index=False))
-    env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "command": command}
-    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    common.write_study(cfg.out, "gap.csv", frame, cfg, cfg.threads, command)
     return frame

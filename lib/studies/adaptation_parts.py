@@ -13,7 +13,6 @@ on recordings it trained on and on its validation split, in two ways.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,10 @@ import pandas as pd
 import torch
 
 from lib.core.audio import Audio
-from lib.core.results import atomic_write_text
 from lib.data import ljspeech
-from lib.harness import bench, metrics
+from lib.harness import metrics
 from lib.jobs import speaker_job, speaker_judge
+from lib.studies import common
 from lib.training import vits_objective as vo
 from lib.voices import piper_torch
 from lib.voices import synth as voices
@@ -101,9 +100,5 @@ def run(cfg: AdaptationParts, command: str = "") -> pd.DataFrame:
         raise ValueError("adaptation-parts: name at least one speaker run with --work")
     torch.set_num_threads(cfg.threads)
     frame = pd.DataFrame([r for w in cfg.work for r in judge_run(Path(w).expanduser(), cfg.clips, cfg.threads)])
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "parts.csv", frame.to_csv(index=False))
-    env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "command": command}
-    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    common.write_study(cfg.out, "parts.csv", frame, cfg, cfg.threads, command)
     return frame

@@ -2,6 +2,7 @@
 training device check."""
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pandas as pd
 import torch
 
 from lib.core import quiet
-from lib.core.results import OUTPUTS, ResultWriter
+from lib.core.results import OUTPUTS, ResultWriter, atomic_write_text
 from lib.harness import bench, evaluate
 from lib.harness.judges import Judges, worker_count
 
@@ -75,3 +76,14 @@ def check_device(device: str) -> None:
         raise ValueError(f"device: {device!r} is neither 'cpu' nor 'cuda'")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: cuda was asked for, but this machine has no CUDA device")
+
+
+def write_study(out: str | Path, csv_name: str, frame: pd.DataFrame, cfg, threads: int, command: str = "") -> Path:
+    """A no-training study's folder: its frame as `csv_name` and env.json (the machine, its config, the command),
+    both written atomically; returns the folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / csv_name, frame.to_csv(index=False))
+    env = {**bench.environment(threads=threads), "config": vars(cfg), "command": command}
+    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    return out
