@@ -83,6 +83,7 @@ for nb in "${NOTEBOOKS[@]}"; do
       st=ok
     else
       mv -f "$tmp" "$NBOUT/$name.failed.ipynb" 2>/dev/null
+      echo "    error: $("$PY" -m lib.report.failed "$NBOUT/$name.failed.ipynb")"
       failures+=("$name (see $NBOUT/$name.failed.ipynb)")
       st=failed
     fi

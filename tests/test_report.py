@@ -493,3 +493,18 @@ def test_one_definition_of_within_the_bounds():
     no_asr = bounds.within(means.drop(columns="wer_increase"), "fp32", 0.10, 0.02,
                            per_clip=per_clip.drop(columns="wer"))
     assert no_asr.loc["near", "bounds"] == "met" and no_asr.loc["far", "bounds"] == "missed"
+
+
+def test_a_failed_notebook_says_which_cell_raised_what(tmp_path):
+    """run_all.sh prints the failed notebook's error in one line (a CI log's tail once held only the kernel's noise
+    from the next notebook): the first cell with an error output, its name and message; else that none recorded one."""
+    from lib.report.failed import failure
+    nb = {"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": "ok"}]},
+                    {"cell_type": "code", "outputs": [{"output_type": "error", "ename": "MachineBusy",
+                                                       "evalue": "every attempt\nwas contended", "traceback": []}]}]}
+    (tmp_path / "a.failed.ipynb").write_text(json.dumps(nb))
+    assert failure(tmp_path / "a.failed.ipynb") == "cell 1: MachineBusy: every attempt was contended"
+    nb["cells"].pop()
+    (tmp_path / "b.failed.ipynb").write_text(json.dumps(nb))
+    assert "no cell recorded an error" in failure(tmp_path / "b.failed.ipynb")
+    assert "cannot read" in failure(tmp_path / "missing.ipynb")

@@ -48,8 +48,6 @@ class Timing:
         }
 
 
-QUIET_RETRIES = 5  # with TTS_LAB_REQUIRE_QUIET, a contended timing is repeated this many times before it fails
-# (a hypervisor steals in bursts: on a 2-core VM, 5-9 % of short blocks for minutes at a time on 2026-11-27)
 
 
 @dataclass(frozen=True)
@@ -85,31 +83,26 @@ def time_interleaved(fns: dict[str, Callable[[object], object]], texts: Sequence
     for name in names:
         for t in items[:warmup]:
             fns[name](t)
-    quiet_s = machine.require_quiet_s()
-    for attempt in range(1 + (QUIET_RETRIES if quiet_s is not None else 0)):
-        lat = {n: [] for n in names}
-        aud = {n: [] for n in names}
-        watch = Watched(threads)
+    def attempt():
+        lat, aud = {n: [] for n in names}, {n: [] for n in names}
         bar = tqdm(total=None if until else repeats * len(items), desc=progress, disable=progress is None, leave=False)
-        with watch.monitoring():
-            start, k = time.perf_counter(), 0
-            while until.more(k, time.perf_counter() - start) if until else k < repeats * len(items):
-                r, i = divmod(k, len(items))
-                for n in (names if (i + r) % 2 == 0 else names[::-1]):
-                    t0 = time.perf_counter()
-                    out = fns[n](items[i])
-                    if sync is not None:
-                        sync()
-                    lat[n].append(time.perf_counter() - t0)
-                    aud[n].append(duration_of(out))
-                k += 1
-                bar.update()
+        start, k = time.perf_counter(), 0
+        while until.more(k, time.perf_counter() - start) if until else k < repeats * len(items):
+            r, i = divmod(k, len(items))
+            for n in (names if (i + r) % 2 == 0 else names[::-1]):
+                t0 = time.perf_counter()
+                out = fns[n](items[i])
+                if sync is not None:
+                    sync()
+                lat[n].append(time.perf_counter() - t0)
+                aud[n].append(duration_of(out))
+            k += 1
+            bar.update()
         bar.close()
-        if quiet_s is None or not watch.load.contended:
-            break
-    else:
-        raise machine.MachineBusy(f"every attempt at this timing was contended (require_quiet, {QUIET_RETRIES + 1} "
-                                  f"tries): {watch.load.reason()}")
+        return lat, aud
+
+    watch = Watched(threads)
+    lat, aud = watch.run(attempt)
     return {n: Timing(np.array(lat[n]), np.array(aud[n]), watch.load) for n in names}
 
 
@@ -289,13 +282,13 @@ def module_times(model, ids: Sequence[list[int]], threads: int = 1, repeats: int
         m = getattr(model, key)
         hooks.append(m.register_forward_pre_hook(lambda mod, a, k=key: start.__setitem__(k, time.perf_counter())))
         hooks.append(m.register_forward_hook(lambda mod, a, o, k=key: spent[k].append(time.perf_counter() - start[k])))
-    per_pass, audio_s = [], 0.0
+    per_pass: list[dict] = []
     try:
         with torch.no_grad():
             model.infer(torch.tensor([ids[0]]), torch.tensor([len(ids[0])]), noise_scale=0.0,
                         noise_scale_w=0.0)  # warm-up
-            watch = Watched(threads)
-            with watch:
+            def passes():
+                per_pass.clear()
                 for _ in range(repeats):
                     for k in spent:
                         spent[k].clear()
@@ -305,6 +298,9 @@ def module_times(model, ids: Sequence[list[int]], threads: int = 1, repeats: int
                                           noise_scale_w=0.0)[0]
                         audio_s += out.numel() / rate
                     per_pass.append({k: sum(v) / audio_s for k, v in spent.items()})
+
+            watch = Watched(threads)
+            watch.run(passes)
     finally:
         for h in hooks:
             h.remove()

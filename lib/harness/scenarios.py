@@ -215,16 +215,16 @@ def run_suite(engine: Engine, queries: Sequence[Sequence[int]], ttfa_queries: Se
     out.add("util_pct", util["cpu_util_pct"], reference="CPU, single-stream")
     if util["gpu_util_pct"] is not None:
         out.add("gpu_util_pct", util["gpu_util_pct"], reference="GPU, single-stream")
-    with Watched(threads or 1) as watch:
-        rows = offline_throughput(engine, queries, cfg.batch_sizes, cfg.offline_seconds)
+    watch = Watched(threads or 1)
+    rows = watch.run(lambda: offline_throughput(engine, queries, cfg.batch_sizes, cfg.offline_seconds))
     busy = load_status(watch.load, "offline")
     ok = [r for r in rows if r["status"] == "ok"]
     best = max(ok, key=lambda r: r["throughput_xrt"])
     out.add("throughput_xrt_offline", best["throughput_xrt"], n=best["batches"], **busy)
     out.add("best_batch", best["batch"], **busy)
-    with Watched(threads or 1) as watch:
-        ttfa = streaming_ttfa(engine, ttfa_queries, cfg.chunk_frames, cfg.context_frames, cfg.min_queries,
-                              cfg.min_seconds, cfg.max_seconds, cfg.warmup)
+    watch = Watched(threads or 1)
+    ttfa = watch.run(lambda: streaming_ttfa(engine, ttfa_queries, cfg.chunk_frames, cfg.context_frames,
+                                            cfg.min_queries, cfg.min_seconds, cfg.max_seconds, cfg.warmup))
     busy = load_status(watch.load, "streaming")
     fid = chunk_fidelity(engine, ttfa_queries[:cfg.fidelity_queries], cfg.chunk_frames, cfg.context_frames)
     worst = min(r["snr_db"] for r in fid)
