@@ -8,6 +8,8 @@ from lib.core.machine import apply_cpu_as as _apply_cpu_as
 # bitsandbytes logs on every import that its optional "kernels-community" CPU kernels are absent: said once in
 # notebook 02 (the NF4 kernel check), not on every run
 _logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(_logging.ERROR)
+# faster-whisper logs every clip's duration at INFO: one line per judged clip in a run's log, none of them a finding
+_logging.getLogger("faster_whisper").setLevel(_logging.WARNING)
 
 _apply_cpu_as()  # TTS_LAB_CPU_AS=avx2: act as an AVX2-only CPU, kernels included, before torch loads through lib
 

@@ -118,6 +118,20 @@ def pytest_runtest_setup(item):
             pass
 
 
+def pytest_runtest_logreport(report):
+    """With TTS_LAB_TEST_TIMELINE=FILE, each phase of each test (setup, call, teardown) as one JSON line: the worker,
+    the test, the phase and its wall-clock start and stop, to see where the test command's time goes across its
+    workers (--durations gives each test's time, not when or where it ran)."""
+    path = os.environ.get("TTS_LAB_TEST_TIMELINE")
+    if path and getattr(report, "start", None) is not None and not os.environ.get("PYTEST_XDIST_WORKER"):
+        import json  # written once, by the controller (xdist hands it each worker's report with its node)
+        gateway = getattr(getattr(report, "node", None), "gateway", None)
+        line = json.dumps({"worker": gateway.id if gateway else "main", "test": report.nodeid,
+                           "when": report.when, "start": report.start, "stop": report.stop})
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+
 def pytest_unconfigure(config):
     if WORKER_LANE:
         WORKER_LANE.pop().__exit__(None, None, None)

@@ -161,6 +161,38 @@ def test_eta_scales_each_notebook_from_the_newest_run_that_timed_it(tmp_path):
     assert eta.timed_runs("smoke", tmp_path / "out", tmp_path / "rec") == []
 
 
+def test_eta_scales_from_a_run_of_the_same_work_and_says_when_none_timed_it(tmp_path, monkeypatch, caplog):
+    """Issue 51 item 6: a notebook's time is taken from the newest run whose fingerprint (its code cells and
+    parameter values) is the notebook's now, before a newer run of other work (the 04 of an older commit judged every
+    student on the varied set: 62 minutes, and an estimate of 80); where no run timed the same work, the newest says,
+    and the estimate names the notebook as rough. A changed parameter changes the fingerprint."""
+    import logging
+
+    from lib.core import params
+    from lib.jobs import eta
+    fp = params.fingerprint("default", "01_baselines")
+    assert fp == params.fingerprint("default", "01_baselines") and len(fp) == 12
+    assert fp != params.fingerprint("smoke", "01_baselines") != params.fingerprint("default", "03_pruning_quantization")
+    for number, seconds, mark in ((5, 100, fp), (9, 900, "0123456789ab")):
+        run = tmp_path / "rec" / "cpu" / f"{number}_default_run"
+        run.mkdir(parents=True)
+        (run / "run_status.json").write_text(json.dumps({"01_baselines": {"status": "ok", "seconds": seconds,
+                                                                          "fingerprint": mark}}))
+        (run / "eta.json").write_text(json.dumps({"calibration": {"ort-cpu": 0.1, "torch-cpu": 0.1}}))
+    runs = eta.timed_runs("default", tmp_path / "out", tmp_path / "rec")
+    cal = {"ort-cpu": 0.1, "torch-cpu": 0.1}
+    assert eta.estimate(["01_baselines"], cal, runs, {"01_baselines": fp})["01_baselines"][0] == pytest.approx(100)
+    assert eta.estimate(["01_baselines"], cal, runs, {"01_baselines": "ffffffffffff"})["01_baselines"][0] == 900
+    assert eta.estimate(["01_baselines"], cal, runs)["01_baselines"][0] == 900, "no fingerprints: the newest"
+    monkeypatch.setattr(eta, "RECORDED", tmp_path / "rec")
+    monkeypatch.setattr(eta, "calibrate", lambda: {**cal, "contended": False})
+    monkeypatch.setattr(eta, "_fingerprint", lambda profile, nb: "ffffffffffff")
+    with caplog.at_level(logging.INFO, logger="lib.jobs.eta"):
+        eta.report("default", ["01_baselines"], str(tmp_path / "eta.json"), outputs=tmp_path / "out")
+    assert "rough for 01_baselines: no run timed what they do now" in caplog.text
+    assert json.loads((tmp_path / "eta.json").read_text())["changed"] == ["01_baselines"]
+
+
 def test_eta_scales_judging_and_training_by_their_own_figures(tmp_path):
     """Issue 51 item 6: the judges do not follow the voice's RTF. A run that kept where its time went (work_s:
     judging, training) scales each kind by its own calibration figure and the rest by ONNX Runtime's; where either

@@ -122,6 +122,16 @@ def resolved(profile: str, notebook: str) -> dict[str, Any]:
     return values
 
 
+def fingerprint(profile: str, notebook: str) -> str:
+    """What a run of `notebook` on `profile` does, in 12 hex digits: its code cells and the parameter values it runs
+    with (comments and outputs aside). A timing whose fingerprint differs timed other work (lib.jobs.eta says so)."""
+    import hashlib
+    cells = json.loads(notebook_path(notebook).read_text(encoding="utf-8"))["cells"]
+    code = ["".join(c["source"]) for c in cells if c.get("cell_type") == "code"]
+    values = json.dumps(resolved(profile, notebook), sort_keys=True, default=str)
+    return hashlib.sha256(json.dumps([code, values]).encode()).hexdigest()[:12]
+
+
 def _show(path: Path) -> str:
     try:
         return str(path.relative_to(ROOT))
@@ -224,8 +234,15 @@ def check_profile(profile: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("check", "check-one", "voice-env"):
-        sys.exit("usage: python -m lib.core.params check PROFILE | check-one PROFILE/NOTEBOOK | voice-env PROFILE")
+    if len(sys.argv) != 3 or sys.argv[1] not in ("check", "check-one", "voice-env", "fingerprint"):
+        sys.exit("usage: python -m lib.core.params check PROFILE | check-one PROFILE/NOTEBOOK | voice-env PROFILE | "
+                 "fingerprint PROFILE/NOTEBOOK")
+    if sys.argv[1] == "fingerprint":
+        try:
+            print(fingerprint(*sys.argv[2].split("/", 1)))
+        except (ParamsError, ValueError, OSError) as exc:
+            sys.exit(f"params error: {exc}")
+        sys.exit(0)
     if sys.argv[1] == "voice-env":
         import shlex
         try:

@@ -1,7 +1,8 @@
 """How long a profile will take on this machine, said before the long part starts: a few seconds of calibration
 (the voice's RTF here on ONNX Runtime and on PyTorch, one thread, and the judges' seconds per audio second) against
-the same figures of the newest run that timed each notebook (this checkout's last, else a recorded one), which scale
-its seconds. Each kind of work scales by its own figure where the run kept where its time went (lib.core.worktime:
+the same figures of the newest run that timed each notebook doing what it does now (the same fingerprint: code cells
+and parameters; else the newest that timed it, and the estimate says it is rough), this checkout's last run before
+the recorded ones, which scale its seconds. Each kind of work scales by its own figure where the run kept where its time went (lib.core.worktime:
 judging by the judges', training by PyTorch's, the rest by ONNX Runtime's); a run that did not scales a training
 notebook by PyTorch and the rest by ONNX Runtime. A profile no run has timed gets no estimate, and says so.
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib.core import machine, text, worktime
+from lib.core import machine, params, text, worktime
 from lib.core.results import atomic_write_json
 from lib.harness import bench
 from lib.harness.judges import judge_seconds
@@ -30,7 +31,7 @@ TORCH_NOTEBOOKS = ("02_lora_qlora", "04_distillation")  # their time is mostly P
 CALIBRATION_SENTENCES = 3  # from the judged lists 1-10, as 01 times them
 
 
-def timed_runs(profile: str, outputs: Path | None = None, recorded: Path = RECORDED) -> list[dict]:
+def timed_runs(profile: str, outputs: Path | None = None, recorded: Path | None = None) -> list[dict]:
     """The runs of `profile` an estimate can scale from, newest first, each {'seconds': {notebook: s}, 'rtf':
     {notebook: {'ort-cpu': x, 'torch-cpu': y}}, 'cpu', 'path'}: this checkout's last time of each notebook (where
     run_all.sh kept the RTFs it was calibrated at), then the recorded runs by their number."""
@@ -43,8 +44,9 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path = RECOR
             runs.append({"seconds": {k: v["seconds"] for k, v in done.items()},
                          "rtf": {k: v["rtf"] for k, v in done.items()},
                          "work": {k: v["work_s"] for k, v in done.items() if v.get("work_s")},
+                         "fingerprint": {k: v.get("fingerprint") for k, v in done.items()},
                          "cpu": "this machine's last run", "path": str(status_file)})
-    folders = [f for f in recorded.glob(f"*/*_{profile}_run") if (f / "run_status.json").exists()]
+    folders = [f for f in (recorded or RECORDED).glob(f"*/*_{profile}_run") if (f / "run_status.json").exists()]
     for folder in sorted(folders, key=lambda f: int(f.name.split("_")[0]), reverse=True):
         status = {k: v for k, v in json.loads((folder / "run_status.json").read_text()).items()
                   if v.get("status") == "ok"}
@@ -61,9 +63,18 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path = RECOR
         path = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
         runs.append({"seconds": {k: v["seconds"] for k, v in status.items()},
                      "rtf": {k: v.get("rtf", rtf) for k, v in status.items()},
-                     "work": {k: v["work_s"] for k, v in status.items() if v.get("work_s")}, "cpu": cpu,
+                     "work": {k: v["work_s"] for k, v in status.items() if v.get("work_s")},
+                     "fingerprint": {k: v.get("fingerprint") for k, v in status.items()}, "cpu": cpu,
                      "path": str(path)})
     return runs
+
+
+def _fingerprint(profile: str, notebook: str) -> str | None:
+    """The notebook's fingerprint on `profile` (lib.core.params), or None where its files cannot say."""
+    try:
+        return params.fingerprint(profile, notebook)
+    except (params.ParamsError, OSError, ValueError):
+        return None
 
 
 JUDGE = "judge"  # the calibration's key for the judges' seconds per audio second
@@ -97,11 +108,15 @@ def scaled(seconds: float, work: dict | None, cal: dict, ref: dict, torch_notebo
     return seconds * ratio["torch-cpu" if torch_notebook else "ort-cpu"]
 
 
-def estimate(notebooks: list[str], cal: dict, runs: list[dict]) -> dict[str, tuple[float, dict]]:
-    """Seconds per notebook here, with the run they scale from: the newest run that timed it, scaled by `scaled`."""
+def estimate(notebooks: list[str], cal: dict, runs: list[dict],
+             now: dict[str, str] | None = None) -> dict[str, tuple[float, dict]]:
+    """Seconds per notebook here, with the run they scale from, scaled by `scaled`: the newest run that timed the
+    work the notebook does now (its fingerprint in `now`), else the newest run that timed it at all."""
     out = {}
     for nb in notebooks:
-        run = next((r for r in runs if nb in r["seconds"]), None)
+        same = [r for r in runs if nb in r["seconds"] and now and now.get(nb)
+                and r.get("fingerprint", {}).get(nb) == now[nb]]
+        run = next(iter(same), None) or next((r for r in runs if nb in r["seconds"]), None)
         if run is not None:
             out[nb] = (scaled(run["seconds"][nb], run.get("work", {}).get(nb), cal, run["rtf"][nb],
                               nb in TORCH_NOTEBOOKS), run)
@@ -121,10 +136,14 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
                         ", ".join(wanted) or "any notebook")
         return 0
     cal = calibrate()
-    est = estimate(wanted, cal, runs)
+    now = {nb: _fingerprint(profile, nb) for nb in wanted}
+    est = estimate(wanted, cal, runs, now)
+    changed = [nb for nb, (_, r) in est.items() if not now[nb] or r.get("fingerprint", {}).get(nb) != now[nb]]
     sources = sorted({f"{r['path']} ({r['cpu']})" for _, r in est.values()})
     rough = "; the calibration was contended, so the estimate is rough" if cal["contended"] else ""
     rough += f"; no run timed {', '.join(missing)}" if missing else ""
+    rough += (f"; rough for {', '.join(changed)}: no run timed what they do now (their code or parameters changed)"
+              if changed else "")
     _LOGGER.info(f"estimate: about {sum(s for s, _ in est.values()) / 60:.0f} minutes for {len(est)} notebook(s) on "
                  f"this {machine.cpu_model()} ({machine.feature_line()}; RTF {cal['ort-cpu']:.3f} on ONNX Runtime, "
                  f"{cal['torch-cpu']:.3f} on PyTorch, 1 thread; the judges {cal.get(JUDGE, float('nan')):.2f} s per "
@@ -133,6 +152,7 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
                  + "; ".join(sources) + rough)
     if json_path:
         atomic_write_json(Path(json_path), {"estimate_s": {nb: s for nb, (s, _) in est.items()}, "calibration": cal,
-                                            "reference": {nb: r["path"] for nb, (_, r) in est.items()}})
+                                            "reference": {nb: r["path"] for nb, (_, r) in est.items()},
+                                            "changed": changed})
     return 0
 
