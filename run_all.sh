@@ -69,6 +69,8 @@ for nb in "${NOTEBOOKS[@]}"; do
   i=$((i + 1))
   echo "[$i/${#NOTEBOOKS[@]}] $name ($PROFILE$(eta_of "$name"))"
   t0=$(date +%s)
+  # warm: an earlier run's outputs are here, whose judged clips and trained states this run reuses (eta tells apart)
+  if [ -e "$OUT/$name/results.csv" ]; then warm=true; else warm=false; fi
   if ! "$PY" -m lib.core.params check-one "$PROFILE/$name"; then
     failures+=("$name (bad parameters)")
     st=failed
@@ -94,7 +96,7 @@ for nb in "${NOTEBOOKS[@]}"; do
   # each notebook's time with the figures this run was calibrated at (eta.json), where its time went (its
   # metrics.json's work_seconds: judging, training) and what it ran (its fingerprint: code cells and parameters), so
   # that a later estimate can scale each kind by its own figure, from a run of the same work
-  status_json=$("$PY" -c "import json,sys,pathlib; d=json.loads(sys.argv[1]); e=pathlib.Path(sys.argv[5]); c=json.loads(e.read_text()).get('calibration',{}) if e.exists() else {}; m=pathlib.Path(sys.argv[6]); w=json.loads(m.read_text()).get('work_seconds',{}) if m.exists() and m.stat().st_mtime >= float(sys.argv[7]) else {}; d[sys.argv[2]]={'status':sys.argv[3],'seconds':int(sys.argv[4]),**({'rtf':{b:c[b] for b in ('ort-cpu','torch-cpu','judge') if b in c}} if 'torch-cpu' in c else {}),**({'work_s':w} if w else {}),**({'fingerprint':sys.argv[8]} if sys.argv[8] else {})}; print(json.dumps(d))" "$status_json" "$name" "$st" "$secs" "$OUT/eta.json" "$OUT/$name/metrics.json" "$t0" "$fp")
+  status_json=$("$PY" -c "import json,sys,pathlib; d=json.loads(sys.argv[1]); e=pathlib.Path(sys.argv[5]); c=json.loads(e.read_text()).get('calibration',{}) if e.exists() else {}; m=pathlib.Path(sys.argv[6]); w=json.loads(m.read_text()).get('work_seconds',{}) if m.exists() and m.stat().st_mtime >= float(sys.argv[7]) else {}; d[sys.argv[2]]={'status':sys.argv[3],'seconds':int(sys.argv[4]),**({'rtf':{b:c[b] for b in ('ort-cpu','torch-cpu','judge') if b in c}} if 'torch-cpu' in c else {}),**({'work_s':w} if w else {}),**({'fingerprint':sys.argv[8]} if sys.argv[8] else {}),'warm':sys.argv[9]=='true'}; print(json.dumps(d))" "$status_json" "$name" "$st" "$secs" "$OUT/eta.json" "$OUT/$name/metrics.json" "$t0" "$fp" "$warm")
   "$PY" -c "from lib.core.results import atomic_write_text; import sys; atomic_write_text(sys.argv[1], sys.argv[2])" "$OUT/run_status.json" "$status_json"
   if [ "$st" = ok ] && [ "$nb" != "$REPORT" ]; then
     { "$PY" -m jupyter nbconvert --to html --log-level WARN "$NBOUT/$name.ipynb" --output-dir "$NBOUT" >/dev/null 2>&1 \

@@ -127,7 +127,8 @@ def pytest_runtest_logreport(report):
         import json  # written once, by the controller (xdist hands it each worker's report with its node)
         gateway = getattr(getattr(report, "node", None), "gateway", None)
         line = json.dumps({"worker": gateway.id if gateway else "main", "test": report.nodeid,
-                           "when": report.when, "start": report.start, "stop": report.stop})
+                           "when": report.when, "outcome": report.outcome, "start": report.start,
+                           "stop": report.stop})
         with open(path, "a") as f:
             f.write(line + "\n")
 

@@ -184,13 +184,24 @@ def test_eta_scales_from_a_run_of_the_same_work_and_says_when_none_timed_it(tmp_
     assert eta.estimate(["01_baselines"], cal, runs, {"01_baselines": fp})["01_baselines"][0] == pytest.approx(100)
     assert eta.estimate(["01_baselines"], cal, runs, {"01_baselines": "ffffffffffff"})["01_baselines"][0] == 900
     assert eta.estimate(["01_baselines"], cal, runs)["01_baselines"][0] == 900, "no fingerprints: the newest"
+    # a run that reused an earlier run's outputs (warm) does not stand for a fresh machine's, nor the other way round
+    warm_run = {**runs[1], "seconds": {"01_baselines": 40}, "fingerprint": {"01_baselines": fp},
+                "warm": {"01_baselines": True}, "path": "warm"}
+    fresh_run = {**runs[1], "seconds": {"01_baselines": 500}, "fingerprint": {"01_baselines": fp},
+                 "warm": {"01_baselines": False}, "path": "fresh"}
+    both = [warm_run, fresh_run, *runs]
+    now = {"01_baselines": fp}
+    assert eta.estimate(["01_baselines"], cal, both, now, {"01_baselines": False})["01_baselines"][1]["path"] == "fresh"
+    assert eta.estimate(["01_baselines"], cal, both, now, {"01_baselines": True})["01_baselines"][1]["path"] == "warm"
+    assert eta.estimate(["01_baselines"], cal, both, now)["01_baselines"][1]["path"] == "warm", "else the newest"
     monkeypatch.setattr(eta, "RECORDED", tmp_path / "rec")
     monkeypatch.setattr(eta, "calibrate", lambda: {**cal, "contended": False})
     monkeypatch.setattr(eta, "_fingerprint", lambda profile, nb: "ffffffffffff")
     with caplog.at_level(logging.INFO, logger="lib.jobs.eta"):
         eta.report("default", ["01_baselines"], str(tmp_path / "eta.json"), outputs=tmp_path / "out")
     assert "rough for 01_baselines: no run timed what they do now" in caplog.text
-    assert json.loads((tmp_path / "eta.json").read_text())["changed"] == ["01_baselines"]
+    said = json.loads((tmp_path / "eta.json").read_text())
+    assert said["changed"] == ["01_baselines"] and said["unlike_start"] == []  # those runs kept no start
 
 
 def test_eta_scales_judging_and_training_by_their_own_figures(tmp_path):

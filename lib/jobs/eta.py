@@ -1,10 +1,11 @@
 """How long a profile will take on this machine, said before the long part starts: a few seconds of calibration
 (the voice's RTF here on ONNX Runtime and on PyTorch, one thread, and the judges' seconds per audio second) against
-the same figures of the newest run that timed each notebook doing what it does now (the same fingerprint: code cells
-and parameters; else the newest that timed it, and the estimate says it is rough), this checkout's last run before
-the recorded ones, which scale its seconds. Each kind of work scales by its own figure where the run kept where its time went (lib.core.worktime:
-judging by the judges', training by PyTorch's, the rest by ONNX Runtime's); a run that did not scales a training
-notebook by PyTorch and the rest by ONNX Runtime. A profile no run has timed gets no estimate, and says so.
+the same figures of the run each notebook's time is taken from, which scale its seconds. That run is the newest that
+timed the notebook doing what it does now (the same fingerprint: code cells and parameters) and starting as it will
+(warm, with an earlier run's outputs, or fresh); else the newest that timed it, and the estimate says it is rough.
+Each kind of work scales by its own figure where the run kept where its time went (lib.core.worktime: judging by the
+judges', training by PyTorch's, the rest by ONNX Runtime's); a run that did not scales a training notebook by PyTorch
+and the rest by ONNX Runtime. A profile no run has timed gets no estimate, and says so.
 
     tts-lab study eta default 00_data_and_features 01_baselines --json outputs/default/eta.json
 """
@@ -45,6 +46,7 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path | None 
                          "rtf": {k: v["rtf"] for k, v in done.items()},
                          "work": {k: v["work_s"] for k, v in done.items() if v.get("work_s")},
                          "fingerprint": {k: v.get("fingerprint") for k, v in done.items()},
+                         "warm": {k: v.get("warm") for k, v in done.items()},
                          "cpu": "this machine's last run", "path": str(status_file)})
     folders = [f for f in (recorded or RECORDED).glob(f"*/*_{profile}_run") if (f / "run_status.json").exists()]
     for folder in sorted(folders, key=lambda f: int(f.name.split("_")[0]), reverse=True):
@@ -64,7 +66,8 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path | None 
         runs.append({"seconds": {k: v["seconds"] for k, v in status.items()},
                      "rtf": {k: v.get("rtf", rtf) for k, v in status.items()},
                      "work": {k: v["work_s"] for k, v in status.items() if v.get("work_s")},
-                     "fingerprint": {k: v.get("fingerprint") for k, v in status.items()}, "cpu": cpu,
+                     "fingerprint": {k: v.get("fingerprint") for k, v in status.items()},
+                     "warm": {k: v.get("warm") for k, v in status.items()}, "cpu": cpu,
                      "path": str(path)})
     return runs
 
@@ -108,15 +111,19 @@ def scaled(seconds: float, work: dict | None, cal: dict, ref: dict, torch_notebo
     return seconds * ratio["torch-cpu" if torch_notebook else "ort-cpu"]
 
 
-def estimate(notebooks: list[str], cal: dict, runs: list[dict],
-             now: dict[str, str] | None = None) -> dict[str, tuple[float, dict]]:
+def estimate(notebooks: list[str], cal: dict, runs: list[dict], now: dict[str, str] | None = None,
+             warm: dict[str, bool] | None = None) -> dict[str, tuple[float, dict]]:
     """Seconds per notebook here, with the run they scale from, scaled by `scaled`: the newest run that timed the
-    work the notebook does now (its fingerprint in `now`), else the newest run that timed it at all."""
+    work the notebook does now (its fingerprint in `now`) and started as this one will (`warm`: with an earlier run's
+    outputs, whose judged clips and trained states it reuses, or fresh); else the newest that matches the one, else
+    the newest that timed it at all."""
     out = {}
     for nb in notebooks:
-        same = [r for r in runs if nb in r["seconds"] and now and now.get(nb)
-                and r.get("fingerprint", {}).get(nb) == now[nb]]
-        run = next(iter(same), None) or next((r for r in runs if nb in r["seconds"]), None)
+        def fits(r: dict) -> tuple[bool, bool]:
+            same_work = bool(now and now.get(nb) and r.get("fingerprint", {}).get(nb) == now[nb])
+            same_start = bool(warm and nb in warm and r.get("warm", {}).get(nb) == warm[nb])
+            return same_work, same_start
+        run = max((r for r in runs if nb in r["seconds"]), key=fits, default=None)  # the newest of the best fits
         if run is not None:
             out[nb] = (scaled(run["seconds"][nb], run.get("work", {}).get(nb), cal, run["rtf"][nb],
                               nb in TORCH_NOTEBOOKS), run)
@@ -137,13 +144,17 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
         return 0
     cal = calibrate()
     now = {nb: _fingerprint(profile, nb) for nb in wanted}
-    est = estimate(wanted, cal, runs, now)
+    warm = {nb: (Path(outputs or ROOT / "outputs") / profile / nb / "results.csv").exists() for nb in wanted}
+    est = estimate(wanted, cal, runs, now, warm)
     changed = [nb for nb, (_, r) in est.items() if not now[nb] or r.get("fingerprint", {}).get(nb) != now[nb]]
+    unlike = [nb for nb, (_, r) in est.items() if r.get("warm", {}).get(nb) not in (None, warm[nb])]
     sources = sorted({f"{r['path']} ({r['cpu']})" for _, r in est.values()})
     rough = "; the calibration was contended, so the estimate is rough" if cal["contended"] else ""
     rough += f"; no run timed {', '.join(missing)}" if missing else ""
     rough += (f"; rough for {', '.join(changed)}: no run timed what they do now (their code or parameters changed)"
               if changed else "")
+    rough += (f"; rough for {', '.join(unlike)}: timed on a run that started otherwise (warm, with an earlier run's "
+              "judged clips and trained states, or fresh) than this one will" if unlike else "")
     _LOGGER.info(f"estimate: about {sum(s for s, _ in est.values()) / 60:.0f} minutes for {len(est)} notebook(s) on "
                  f"this {machine.cpu_model()} ({machine.feature_line()}; RTF {cal['ort-cpu']:.3f} on ONNX Runtime, "
                  f"{cal['torch-cpu']:.3f} on PyTorch, 1 thread; the judges {cal.get(JUDGE, float('nan')):.2f} s per "
@@ -153,6 +164,6 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
     if json_path:
         atomic_write_json(Path(json_path), {"estimate_s": {nb: s for nb, (s, _) in est.items()}, "calibration": cal,
                                             "reference": {nb: r["path"] for nb, (_, r) in est.items()},
-                                            "changed": changed})
+                                            "changed": changed, "unlike_start": unlike})
     return 0
 
