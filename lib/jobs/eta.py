@@ -42,12 +42,7 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path | None 
         done = {k: v for k, v in json.loads(status_file.read_text()).items()
                 if v.get("status") == "ok" and "rtf" in v}
         if done:  # times an older run_all.sh kept without RTFs scale nothing
-            runs.append({"seconds": {k: v["seconds"] for k, v in done.items()},
-                         "rtf": {k: v["rtf"] for k, v in done.items()},
-                         "work": {k: v["work_s"] for k, v in done.items() if v.get("work_s")},
-                         "fingerprint": {k: v.get("fingerprint") for k, v in done.items()},
-                         "warm": {k: v.get("warm") for k, v in done.items()},
-                         "cpu": "this machine's last run", "path": str(status_file)})
+            runs.append(_run(done, {k: v["rtf"] for k, v in done.items()}, "this machine's last run", status_file))
     folders = [f for f in (recorded or RECORDED).glob(f"*/*_{profile}_run") if (f / "run_status.json").exists()]
     for folder in sorted(folders, key=lambda f: int(f.name.split("_")[0]), reverse=True):
         status = {k: v for k, v in json.loads((folder / "run_status.json").read_text()).items()
@@ -63,13 +58,16 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path | None 
         env = folder / "01_env.json"
         cpu = json.loads(env.read_text()).get("cpu_model", folder.parent.name) if env.exists() else folder.parent.name
         path = folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder
-        runs.append({"seconds": {k: v["seconds"] for k, v in status.items()},
-                     "rtf": {k: v.get("rtf", rtf) for k, v in status.items()},
-                     "work": {k: v["work_s"] for k, v in status.items() if v.get("work_s")},
-                     "fingerprint": {k: v.get("fingerprint") for k, v in status.items()},
-                     "warm": {k: v.get("warm") for k, v in status.items()}, "cpu": cpu,
-                     "path": str(path)})
+        runs.append(_run(status, {k: v.get("rtf", rtf) for k, v in status.items()}, cpu, path))
     return runs
+
+
+def _run(status: dict, rtf: dict, cpu: str, path) -> dict:
+    """One run an estimate can scale from, out of its run_status.json entries (notebook: what run_all.sh kept)."""
+    return {"seconds": {k: v["seconds"] for k, v in status.items()}, "rtf": rtf,
+            "work": {k: v["work_s"] for k, v in status.items() if v.get("work_s")},
+            "fingerprint": {k: v.get("fingerprint") for k, v in status.items()},
+            "warm": {k: v.get("warm") for k, v in status.items()}, "cpu": cpu, "path": str(path)}
 
 
 def _fingerprint(profile: str, notebook: str) -> str | None:
