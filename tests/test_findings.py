@@ -131,12 +131,18 @@ def test_a_long_runs_last_doubling_is_stated_with_its_guess_or_its_lack():
 def test_the_second_judged_set_judges_only_what_a_verdict_needs():
     """Issue 49: every ONNX student judged on 100 varied sentences took 43 of notebook 04's 68 minutes. A student
     that missed its bounds on the Harvard lists has missed them (both sets must hold); each speed tier keeps the one
-    closest to the DNSMOS bound, which the answer names where none is within."""
+    closest to the DNSMOS bound, which the answer names where none is within; a student slower than every tier
+    answers no target and is not judged there, which its bounds then say (not 'missed')."""
     rng = np.random.default_rng(0)
-    drops = {"base": 0.0, "near": 0.02, "fast-close": 0.20, "fast-far": 0.40, "slow-far": 0.45}
+    drops = {"base": 0.0, "near": 0.02, "near-slow": 0.02, "fast-close": 0.20, "fast-far": 0.40, "slow-far": 0.45}
     per_clip = pd.DataFrame([{"id": i, "variant": v, "dnsmos_p808": 3.5 - d + 0.01 * rng.standard_normal(),
                               "wer": 0.05} for v, d in drops.items() for i in range(20)])
-    rows = pd.DataFrame({"variant": ["near", "fast-close", "fast-far", "slow-far"], "rtf_ratio": [0.6, 0.2, 0.18, 0.7]})
+    rows = pd.DataFrame({"variant": ["near", "near-slow", "fast-close", "fast-far", "slow-far"],
+                         "rtf_ratio": [0.3, 0.9, 0.2, 0.18, 0.7]})
     harvard = verdicts.quality_bounds(per_clip, "base", rows["variant"], 0.10, 0.02)
-    assert list(harvard.loc[harvard["bounds"] != "missed", "variant"]) == ["near"]
+    assert list(harvard.loc[harvard["bounds"] != "missed", "variant"]) == ["near", "near-slow"]
     assert verdicts.varied_candidates(harvard, per_clip, rows, "base", [0.33, 0.20]) == ["near", "fast-close"]
+    varied = per_clip[per_clip["variant"].isin(["base", "near", "fast-close"])]
+    both = verdicts.quality_bounds(per_clip, "base", rows["variant"], 0.10, 0.02, varied=varied).set_index("variant")
+    assert both.loc["near", "bounds"] == "met" and both.loc["near-slow", "bounds"] == "not judged"
+    assert both.loc["slow-far", "bounds"] == "missed" and not both.loc["near-slow", "within_quality_bounds"]

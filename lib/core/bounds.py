@@ -70,7 +70,8 @@ def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop:
                    max_wer_increase: float, varied: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each variant's quality bounds against `base`, judged sentence by sentence (`judge` on the paired DNSMOS drop
     and WER rise): per variant the judgements, `within_quality_bounds` (all met) and `bounds` ('met', 'tied' where
-    no bound is missed but one is inside the noise, else 'missed'). With `varied` (the per-clip table of a second
+    no bound is missed but one is inside the noise, 'not judged' where none is missed but a set lacks the variant,
+    else 'missed'). With `varied` (the per-clip table of a second
     judged set) both bounds are judged there too, and hold only where they hold on both sets."""
     rows, name = [], varied_set(varied) if varied is not None else ""
     for v in variants:
@@ -82,12 +83,20 @@ def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop:
             row["dnsmos_drop_varied_judged"] = judge(paired(varied, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
             row["wer_rise_varied_judged"] = judge(-paired(varied, base, v, "wer"), max_wer_increase, False)
         words = {j["word"] for k, j in row.items() if k.endswith("_judged")}
-        rows.append({**row, "within_quality_bounds": words == {"met"},
-                     "bounds": "met" if words == {"met"} else ("tied" if words <= {"met", "tie"} else "missed")})
+        rows.append({**row, "within_quality_bounds": words == {"met"}, "bounds": _bounds_word(words)})
     columns = ["variant", "dnsmos_drop_judged", "wer_rise_judged"]
     columns += ["varied_set", "dnsmos_drop_varied_judged", "wer_rise_varied_judged"] if varied is not None else []
     return pd.DataFrame(rows, columns=columns + ["within_quality_bounds", "bounds"])
 
+
+
+def _bounds_word(words: set) -> str:
+    """One word for a variant's judgements: a missed bound outweighs a set that did not judge it."""
+    if words == {"met"}:
+        return "met"
+    if "missed" in words:
+        return "missed"
+    return "not judged" if "not judged" in words else "tied"
 
 
 def within(means: pd.DataFrame, base: str, max_dnsmos_drop: float, max_wer_increase: float,

@@ -64,11 +64,13 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
 def varied_candidates(harvard: pd.DataFrame, per_clip: pd.DataFrame, rows: pd.DataFrame, base: str,
                       speed_tiers) -> list[str]:
     """The students a second judged set must judge for the verdicts (issue 49: judging every student on it took most
-    of notebook 04): each one whose bounds on the first set (`harvard`, quality_bounds without `varied`) are not
-    missed, since a bound holds only where it holds on both sets, and in each speed tier (`rows`' rtf_ratio at most
-    each of `speed_tiers`) the one closest to the DNSMOS bound, which an answer names where none is within. Any
-    other student has missed on the first set already: its verdict is 'missed' without the second."""
-    keep = list(harvard.loc[harvard["bounds"] != "missed", "variant"])
+    of notebook 04): those a speed target is about (`rows`' rtf_ratio at most the slowest of `speed_tiers`) whose
+    bounds on the first set (`harvard`, quality_bounds without `varied`) are not missed, since a bound holds only
+    where it holds on both sets, and in each tier the one closest to the DNSMOS bound, which an answer names where
+    none is within. A student in a tier not judged here has missed on the first set already; one slower than every
+    tier answers no target, and its bounds read 'not judged' on the second set."""
+    in_a_tier = set(rows.loc[rows["rtf_ratio"] <= max(speed_tiers), "variant"]) if len(speed_tiers) else set()
+    keep = [v for v in harvard.loc[harvard["bounds"] != "missed", "variant"] if v in in_a_tier]
     for tier in speed_tiers:
         fast = [v for v in rows.loc[rows["rtf_ratio"] <= tier, "variant"] if v != base]
         if fast:

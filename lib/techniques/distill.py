@@ -84,8 +84,9 @@ def flow_pairs(model, phoneme_ids: Sequence[list[int]], noise_scale: float = NOI
     with torch.no_grad():
         for ids in phoneme_ids:
             for _ in range(draws):
+                # max_len=1: the decoder speaks one frame, not the sentence (a third of the time; z is drawn before)
                 _, _, y_mask, (z, z_p, _, _) = model.infer(torch.tensor([ids]), torch.tensor([len(ids)]),
-                                                           noise_scale=noise_scale, noise_scale_w=noise_w)
+                                                           noise_scale=noise_scale, noise_scale_w=noise_w, max_len=1)
                 zp.append(z_p.clone())
                 masks.append(y_mask.clone())
                 zs.append(z.clone())
