@@ -71,8 +71,8 @@ def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop:
     """Each variant's quality bounds against `base`, judged sentence by sentence (`judge` on the paired DNSMOS drop
     and WER rise): per variant the judgements, `within_quality_bounds` (all met) and `bounds` ('met', 'tied' where
     no bound is missed but one is inside the noise, 'not judged' where none is missed but a set lacks the variant,
-    else 'missed'). With `varied` (the per-clip table of a second
-    judged set) both bounds are judged there too, and hold only where they hold on both sets."""
+    else 'missed'). With `varied` (the per-clip table of a second judged set) both bounds are judged there too, and
+    hold only where they hold on both sets."""
     rows, name = [], varied_set(varied) if varied is not None else ""
     for v in variants:
         drop = judge(paired(per_clip, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
