@@ -292,8 +292,9 @@ def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
                                   posterior.load(tmp / "posterior", teacher.hparams))
     assert speaker_adapt.load_into(again, out)["steps"] == 2  # a run on another machine starts from the pack
     if method != "qlora-r4":  # QLoRA's merge keeps its NF4 rounding: loaded onto the float voice it differs by that
+        want = loaded.state_dict()  # once: a state_dict per parameter cost seconds
         for name, p in again.merged().state_dict().items():
-            torch.testing.assert_close(p, loaded.state_dict()[name], atol=2e-3, rtol=0)
+            torch.testing.assert_close(p, want[name], atol=2e-3, rtol=0)
 
 
 def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speaker, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """The teacher corpus (issue 49): its text holds no judged sentence (checked against the committed manifest), a
 tiny corpus is written resumably and streamed back aligned, and a prefix of it is a corpus of fewer hours."""
+import functools
 import json
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from lib.data import corpus_shards, corpus_text
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = sorted((ROOT / "outputs" / "recorded" / "corpus").glob("*/manifest.json"))
+# the committed manifests share their seed and options: the corpus text (10,000 sentences, about 9 s) made once
+_corpus_sentences = functools.lru_cache(maxsize=2)(corpus_text.corpus_sentences)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def test_corpus_text_holds_no_judged_sentence(sentences):
 def test_committed_manifest_is_this_text_and_holds_out_the_judged_sets(path):
     manifest = corpus_shards.read_manifest(path)
     options = manifest["options"]
-    written = corpus_text.corpus_sentences(manifest["seed"], options["templated"])[: options["limit"] or None]
+    written = _corpus_sentences(manifest["seed"], options["templated"])[: options["limit"] or None]
     assert corpus_text.text_hash(written) == manifest["text_hash"], "the manifest's text is regenerated exactly"
     used = written[: manifest["sentences"]]
     assert sum(f["sentences"] for f in manifest["families"]) == manifest["sentences"] == len(used)
