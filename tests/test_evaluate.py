@@ -51,7 +51,7 @@ def test_evaluate_quality_rows(tmp_path, monkeypatch, quiet_voices):
     sents = text.harvard_sentences([4])[:2]
     w = results.ResultWriter("t", "nb", "m")
     ref = evaluate.synthesize_set(ort_v, sents)
-    judges = Judges(asr="pocketsphinx", dnsmos=True, workers=2, cache_path=tmp_path / "c.sqlite")
+    judges = Judges(asr="pocketsphinx", dnsmos=True, workers=1, cache_path=tmp_path / "c.sqlite")  # pool: above
     df = evaluate.evaluate_quality(torch_v, sents, judges, w.about("torch", backend="torch-cpu", threads=2),
                                    reference=ref)
     assert len(df) == 2 and (df["pesq_wb"] > 4.4).all() and (df["mcd_db"] < 0.5).all()

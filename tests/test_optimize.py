@@ -83,7 +83,8 @@ def test_optimize_ships_a_voice_piper_speaks_with_its_card(tmp_path, monkeypatch
         "voice": "en_GB-alba-medium.onnx", "sha256": "0" * 64}}))
     out = tmp_path / "voice"
     result = optimize.run(optimize.Optimize(out=str(out), compressions=("ort-weight-int8-all",), packs=(str(other),),
-                                            sentences=2, asr="pocketsphinx", repeats=1, objective="size"))
+                                            sentences=2, asr="pocketsphinx", repeats=1, objective="size",
+                                            workers=1))  # the pool is test_evaluate's and smoke 01's
     assert result["variant"] == "ort-weight-int8-all"
     voice = out / result["voice"]
     assert voice.name == "en_US-joe_ort_weight_int8_all-medium.onnx" and voice.with_suffix(".onnx.json").is_file()
