@@ -1,5 +1,7 @@
 """Students of the decoder and flow: shapes, initialisation, relabelling, and that training lowers the loss."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,6 +50,28 @@ def test_chain_relabels_with_the_parent_and_swaps_parts(teacher):
     voice = distill.with_parts(teacher, decoder=student, flow=flow)
     assert voice.dec is not teacher.dec and distill.decoder_width(voice.dec) == 128
     assert voice.flow.flows[0].enc.hidden_channels == 96 and teacher.flow.flows[0].enc.hidden_channels == 192
+
+
+def test_teacher_latents_are_kept_and_read_back_only_for_the_same_teacher_and_settings(teacher, tmp_path, monkeypatch):
+    """A second notebook asking for the same sentences of the same teacher reads what the first spoke; other settings
+    or other weights are spoken again."""
+    fe = voices.PiperFrontend(voices.joe_paths()[1])
+    ids = [fe.phoneme_ids("Glue the sheet to the dark blue background.")[0]]
+    first = batches.teacher_latents(teacher, ids, ["h1_02"], cache=tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    spoken = []
+    real_infer = type(teacher).infer
+    monkeypatch.setattr(type(teacher), "infer", lambda self, *a, **k: spoken.append(1) or real_infer(self, *a, **k))
+    again = batches.teacher_latents(teacher, ids, ["h1_02"], cache=tmp_path)
+    assert not spoken and again.ids == first.ids and again.hop == first.hop
+    torch.testing.assert_close(again.z[0], first.z[0], rtol=0, atol=0)
+    torch.testing.assert_close(again.wav[0], first.wav[0], rtol=0, atol=0)
+    batches.teacher_latents(teacher, ids, ["h1_02"], length_scale=1.2, cache=tmp_path)
+    other = copy.deepcopy(teacher)
+    with torch.no_grad():
+        other.dec.conv_pre.bias.add_(1e-3)
+    batches.teacher_latents(other, ids, ["h1_02"], cache=tmp_path)
+    assert len(spoken) == 2 and len(list(tmp_path.glob("*.safetensors"))) == 3
 
 
 def test_flow_student_learns_the_teacher_flow(teacher, tmp_path):

@@ -58,6 +58,11 @@ def judges(profile: str, asr: str | None, workers: int) -> Judges:
     return Judges(asr=asr, workers=worker_count(workers), cache_path=OUTPUTS / profile / "judge_cache.sqlite")
 
 
+def latents_cache(profile: str) -> Path:
+    """Where a profile's notebooks keep the teacher's latents for the sentences they train on (03 and 04 share them)."""
+    return OUTPUTS / profile / "teacher_latents"
+
+
 def clip_path(writer: ResultWriter, variant: str, backend: str, sentence_id: str) -> Path:
     """The WAV the harness wrote for `variant` on `backend` speaking sentence `sentence_id`."""
     return writer.dir / "audio" / evaluate.clip_dir_name(variant, backend) / f"{sentence_id}.wav"

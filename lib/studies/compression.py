@@ -66,9 +66,11 @@ def unstructured_sweep(model: str, fp32, amounts: Sequence[float], sentences: Se
     return pd.DataFrame(rows)
 
 
-def teacher_sets(fp32, frontend, train: Sequence[Sentence], heldout: Sequence[Sentence]):
-    """The teacher's latents and waveforms (noise off) for the training sentences and for the held-out ones."""
-    return tuple(batches.teacher_latents(fp32, frontend.sentence_ids(s), [x.id for x in s]) for s in (train, heldout))
+def teacher_sets(fp32, frontend, train: Sequence[Sentence], heldout: Sequence[Sentence], cache: Path | None = None):
+    """The teacher's latents and waveforms (noise off) for the training sentences and for the held-out ones (kept
+    in `cache`)."""
+    return tuple(batches.teacher_latents(fp32, frontend.sentence_ids(s), [x.id for x in s], cache=cache)
+                 for s in (train, heldout))
 
 
 def structured_recovery(fp32, onnx_fp32: Path, latents, heldout, work_dir: Path, *, ratio: float, steps: int, lr: float,

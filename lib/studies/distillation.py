@@ -70,13 +70,13 @@ class Corpus:
 
 
 def synthetic_corpus(teacher, frontend, corpus_lists: Sequence[int], heldout_lists: Sequence[int],
-                     heldout_limit: int) -> Corpus:
+                     heldout_limit: int, cache: Path | None = None) -> Corpus:
     """The teacher speaks Harvard lists `corpus_lists` (training) and the first `heldout_limit` sentences of
-    `heldout_lists` (the held-out check), noise off: the only data any student sees."""
+    `heldout_lists` (the held-out check), noise off: the only data any student sees (kept in `cache`)."""
     train, held = text.harvard_sentences(corpus_lists), text.harvard_sentences(heldout_lists)[:heldout_limit]
     train_ids, held_ids = frontend.sentence_ids(train), frontend.sentence_ids(held)
-    return Corpus(train, train_ids, batches.teacher_latents(teacher, train_ids, [s.id for s in train]),
-                  held, held_ids, batches.teacher_latents(teacher, held_ids, [s.id for s in held]))
+    return Corpus(train, train_ids, batches.teacher_latents(teacher, train_ids, [s.id for s in train], cache=cache),
+                  held, held_ids, batches.teacher_latents(teacher, held_ids, [s.id for s in held], cache=cache))
 
 
 def decoder_recipe(steps: int, *, lr: float, adversarial_steps: int, discriminators: Sequence[str], eval_every: int,
