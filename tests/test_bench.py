@@ -79,6 +79,13 @@ def test_peak_rss_in_subprocess_sees_an_allocation():
     del ballast
 
 
+def test_memory_probes_each_run_in_a_fresh_process():
+    """Probes run `workers` at a time, never one after another in the same process: a small job after a big one in a
+    single worker keeps its own, small peak."""
+    peaks = bench.peak_rss_in_subprocesses(_alloc, {"big": (300,), "small": (1,)}, workers=1)
+    assert peaks["big"] - peaks["small"] > 200 and peaks["small"] < 500
+
+
 def _alloc(mb):
     buf = np.ones(mb * 2**20 // 8)
     return float(buf.sum())

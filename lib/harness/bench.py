@@ -131,10 +131,19 @@ def peak_rss_in_subprocess(fn: Callable, *args) -> float:
 
     Read from the child's VmHWM (its own address space's high-water mark), not ru_maxrss, which on Linux
     carries the parent's peak across fork and exec."""
+    return peak_rss_in_subprocesses(fn, {None: args})[None]
+
+
+def peak_rss_in_subprocesses(fn: Callable, jobs: dict, workers: int = 1) -> dict:
+    """`peak_rss_in_subprocess` of `fn(*args)` for each {key: args} of `jobs`, each in a fresh process of its own,
+    `workers` at a time: a process's high-water mark is its own however many run beside it (call this after the
+    timing, never during it)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        return float(pool.submit(_peak_rss_child, fn, args).result())
+    with ProcessPoolExecutor(max_workers=max(1, min(int(workers), len(jobs) or 1)), mp_context=mp.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        futures = {key: pool.submit(_peak_rss_child, fn, tuple(args)) for key, args in jobs.items()}
+        return {key: float(f.result()) for key, f in futures.items()}
 
 
 def size_mb(path: Path | str) -> float:

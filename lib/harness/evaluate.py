@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from lib.core import quiet
+from lib.core import machine, quiet
 from lib.core.audio import Audio, DEFAULT_SAMPLE_RATE, snr_db, write_wav
 from lib.core.machine import PrecisionUnavailable
 from lib.core.results import METRICS, ResultWriter, Scoped
@@ -143,7 +143,8 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
     written twice). `subjects[name]` is what the rows of the voice `name` are about (needed for those written).
 
     For each name in `specs` (load_voice keyword arguments), peak RSS is measured in a fresh process that loads
-    that variant alone and speaks the first `memory_sentences` sentences.
+    that variant alone and speaks the first `memory_sentences` sentences (once all are timed, one process per CPU at
+    a time).
     """
     texts = [s.text for s in sentences]
     fns = {name: v.synthesize for name, v in voices.items()}
@@ -158,6 +159,9 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
             _LOGGER.warning("timing of %s: %s -- rows marked contended", ", ".join(voices), load.reason())
     summary = {name: t.summary() for name, t in timings.items()}
     base_rtf = summary[baseline]["rtf"]
+    probed = [n for n in summary if specs and n in specs and (record is None or n in record)]
+    peaks = bench.peak_rss_in_subprocesses(run_voice_spec, {n: (specs[n], texts[:memory_sentences]) for n in probed},
+                                           workers=len(machine.allowed_cpus())) if probed else {}
     rows = []
     for name, s in summary.items():
         parent = subjects[name].parent if name in subjects else ""
@@ -168,8 +172,8 @@ def measure_speed(voices: dict[str, object], sentences: Sequence[Sentence], writ
         subject = subjects[name]
         out = writer.scoped(subject.but(parent=against))
         out.add_many(s, n=len(timings[name].latencies_s), status=status, reason=reason)
-        if specs and name in specs:
-            s["peak_rss_mb"] = bench.peak_rss_in_subprocess(run_voice_spec, specs[name], texts[:memory_sentences])
+        if name in peaks:
+            s["peak_rss_mb"] = peaks[name]
             out.add("peak_rss_mb", s["peak_rss_mb"], n=memory_sentences)
         rows.append({"name": name, **subject.fields(), **s, "status": status})
     return pd.DataFrame(rows)
