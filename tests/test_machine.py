@@ -66,6 +66,23 @@ def test_harness_records_absent_rows_and_carries_on(cpu_without_bf16, tmp_path, 
     assert isinstance(per_clip, pd.DataFrame)
 
 
+def test_a_timed_only_variant_is_timed_and_never_spoken_for_the_judges(tmp_path, monkeypatch):
+    """An adapter left unmerged is its merged twin's audio: the harness times it and judges nothing of it."""
+    monkeypatch.setattr(results, "OUTPUTS", tmp_path)
+    onnx, _ = voices.joe_paths()
+    variants = [evaluate.onnx_variant("fp32", "baseline", onnx, parent=""),
+                evaluate.onnx_variant("twin", "runtime", onnx, parent="fp32")]
+    writer = results.ResultWriter("t", "nb", "piper-joe")
+    per_clip, speed = evaluate.evaluate_variants(
+        variants, text.harvard_sentences([1])[:2], Judges(asr=None, dnsmos=False, workers=1), writer,
+        baseline="fp32", settings=dict(noise_scale=0.667, noise_w=0.8, length_scale=1.0), threads=1,
+        speed_sentences=1, warmup=0, memory=False, paired=True, timed_only=["twin"])
+    assert set(per_clip["variant"]) == {"fp32"} and set(speed["name"]) == {"fp32", "twin"}
+    twin = writer.frame().query("variant == 'twin'")
+    assert {"rtf", "rtf_ratio", "size_mb"} <= set(twin["metric"]) and not set(twin["metric"]) & {"pesq_wb", "mcd_db"}
+    assert not (writer.dir / "audio" / evaluate.clip_dir_name("twin", "ort-cpu")).exists()
+
+
 def _load(others, steal=0.0, cores=2, threads=1):
     return machine.Load(seconds=1.0, cores=cores, threads=threads, others_cores=others, steal_frac=steal,
                         loadavg_1m=1.0, runnable=1, mhz=None)

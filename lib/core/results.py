@@ -21,6 +21,7 @@ from lib.core.subject import Subject, Technique
 OUTPUTS = Path(env.OUTPUTS.get() or Path(__file__).resolve().parents[2] / "outputs")
 RECORDED = Path(env.RECORDED.get() or Path(__file__).resolve().parents[2] / "outputs" / "recorded")
 LONG_RUN = "cpu-long"  # the device label of the long CPU runs' packs (outputs/recorded/training): `<run>@cpu-long`
+UNMERGED = "-unmerged"  # the name suffix of an adapted voice timed with its adapter unmerged (its audio: merged's)
 
 COLUMNS = ["model", "variant", "technique", "parent", "backend", "device", "threads", "metric", "value", "unit",
            "n", "status", "reason", "reference", "run_id"]

@@ -299,7 +299,8 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
                       writer: ResultWriter, *, baseline: str, settings: dict, threads: int = 1,
                       reference_limit: int | None = None, speed_sentences: int = 10, warmup: int = 1,
                       repeats: int = 1, paired: bool = False, speed_baseline: str | None = None,
-                      untimed: Sequence[str] = (), memory: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      untimed: Sequence[str] = (), timed_only: Sequence[str] = (),
+                      memory: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The whole harness for a set of variants of one voice, on the same sentences and in one run:
     quality, reference metrics against the baseline with noise off, size and parameter counts, and speed
     timed interleaved with `rtf_ratio` to `baseline`, as rows about the writer's model. Returns (per-clip, speed)
@@ -313,7 +314,9 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     of sentences, more than the bounds a compression is held to. Otherwise they are judged with `settings`.
 
     `speed_baseline` (default: `baseline`) is what `rtf_ratio` divides by; variants named in `untimed` are judged
-    but not timed (a reference that is not a model, such as a signal-processed target); `memory` measures each
+    but not timed (a reference that is not a model, such as a signal-processed target), those in `timed_only` timed
+    but not judged (a twin whose audio another variant's judging covers, such as an adapter left unmerged); `memory`
+    measures each
     variant's peak memory in a fresh process of its own (slow: one process per variant)."""
     quiet = noise_off(settings)
     judged = quiet if paired else settings
@@ -330,21 +333,18 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
             out.absent(["dnsmos_p808", "wer", "rtf", "rtf_ratio"], str(exc))
             continue
         ran.append(v)
+        built[v.name] = voice
+        if v.name in set(timed_only):
+            _static_rows(v, out)
+            continue
         # the judge processes score this variant while the next one is built and spoken; all finish before timing
         pending.append((v, out, start_quality(
             voice, sentences, judges, out, reference=None if v.name == baseline else reference,
             quiet_voice=None if v.name == baseline or paired else v.make(threads=threads, **quiet),
             reference_limit=reference_limit)))
-        built[v.name] = voice
     for v, out, quality in pending:
         per_clip.append(quality.finish().assign(backend=v.backend))
-        if v.artefact is not None:
-            out.add("size_mb", bench.size_mb(v.artefact))
-        if v.module is not None:
-            counts = bench.param_counts(v.module)  # trainable_params belongs to a method's training rows, not here
-            out.add_many({k: counts[k] for k in ("params", "nonzero_params")})
-        for metric, value in (v.extra or {}).items():
-            out.add(metric, value)
+        _static_rows(v, out)
     timed = [v for v in ran if v.name not in set(untimed)]
     voices = {v.name: _with_settings(built[v.name], v, threads, settings) for v in timed}
     built.clear()
@@ -353,6 +353,17 @@ def evaluate_variants(variants: Sequence[Variant], sentences: Sequence[Sentence]
     speed = measure_speed(voices, sentences[:speed_sentences], writer, baseline=speed_baseline or baseline,
                           subjects=subjects, warmup=warmup, repeats=repeats, specs=specs)
     return pd.concat(per_clip, ignore_index=True), speed
+
+
+def _static_rows(v: Variant, out: Scoped) -> None:
+    """A variant's size on disk, parameter counts and its own extra rows: what needs no synthesis."""
+    if v.artefact is not None:
+        out.add("size_mb", bench.size_mb(v.artefact))
+    if v.module is not None:
+        counts = bench.param_counts(v.module)  # trainable_params belongs to a method's training rows, not here
+        out.add_many({k: counts[k] for k in ("params", "nonzero_params")})
+    for metric, value in (v.extra or {}).items():
+        out.add(metric, value)
 
 
 def compare_outputs(ref_voice, test_voice, sentences: Sequence[Sentence]) -> pd.DataFrame:

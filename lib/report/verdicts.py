@@ -10,6 +10,7 @@ from scipy.stats import spearmanr
 
 from lib.core.bounds import (UNNAMED_SET, deltas, judge, paired, quality_bounds, varied_set,  # noqa: F401 (the
                              within)  # verdicts' vocabulary)
+from lib.core.results import UNMERGED
 from lib.core.subject import Precision, Technique
 from lib.report.recommend import relies_on
 from lib.report.report import cpu_line
@@ -148,7 +149,7 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
                  f"(needed {need_full:.3f}, {halfway:.0%} of the way from the unadapted {secs[base]:.3f} "
                  f"to the target's self-similarity {secs[target]:.3f}; margin {_sampled(j)}), "
                  f"WER {wer.get(full, np.nan):.3f} (bound {wer_bound:.3f}){dns_text(full)}.")
-    loras = [v for v in p.columns if v.startswith("lora-r") and not v.endswith("-unmerged") and mine(v)
+    loras = [v for v in p.columns if v.startswith("lora-r") and not v.endswith(UNMERGED) and mine(v)
              and pct.get(v, np.inf) <= max_trainable_pct]
     if not loras:
         met["lora"] = False
@@ -209,14 +210,14 @@ def _word(j: dict, met: bool, wer_ok: bool = True) -> str:
 
 
 def _speed_line(t, rtf_margin: float, met: dict) -> str:
-    merged = t[[v.startswith("lora-r") and not v.endswith("-unmerged") for v in t.index]]
+    merged = t[[v.startswith("lora-r") and not v.endswith(UNMERGED) for v in t.index]]
     if "rtf_ratio" not in t or not merged["rtf_ratio"].notna().any():
         met["speed"] = False
         return "**Merged-speed target missed**: no timed merged LoRA voice, so it cannot be judged."
     r = merged["rtf_ratio"].dropna()
     met["speed"] = bool(((r - 1).abs() <= rtf_margin).all())
-    unmerged = "".join(f"; unmerged {v.replace('-unmerged', '')} {x:.3f}"
-                       for v, x in t[t.index.str.endswith("-unmerged")]["rtf_ratio"].items())
+    unmerged = "".join(f"; unmerged {v.removesuffix(UNMERGED)} {x:.3f}"
+                       for v, x in t[t.index.str.endswith(UNMERGED)]["rtf_ratio"].items())
     return (f"**Merged-speed target {'met' if met['speed'] else 'missed'}**: RTF relative to the base voice, same run: "
             + ", ".join(f"{v} {x:.3f}" for v, x in r.items()) + f"{unmerged} (bound 1 ± {rtf_margin:g}).")
 

@@ -17,7 +17,7 @@ import pandas as pd
 from lib.core import audio as lab_audio
 from lib.core import text as textmod
 from lib.core.params import ROOT
-from lib.core.results import LONG_RUN, RECORDED, ResultWriter
+from lib.core.results import LONG_RUN, RECORDED, UNMERGED, ResultWriter
 from lib.core.subject import Technique
 from lib.core.text import Sentence
 from lib.data import ljspeech
@@ -247,7 +247,7 @@ def judged_variants(teacher, adapters: dict, writer: ResultWriter, work: Path, *
     for name, why in absent.items():
         writer.about(name, Technique.FINETUNE, backend="torch-cpu").absent(["secs", "wer"], why)
     if unmerged_timing:
-        out.append(evaluate.torch_variant(f"{unmerged_timing}-unmerged", Technique.FINETUNE,
+        out.append(evaluate.torch_variant(f"{unmerged_timing}{UNMERGED}", Technique.FINETUNE,
                                           speaker_adapt.load(teacher, adapters[unmerged_timing], merge=False), pt,
                                           parent="teacher", convert={"peft_adapter": str(adapters[unmerged_timing])}))
     return out, long_table
@@ -318,11 +318,13 @@ def evaluate_all(variants: Sequence, sentences: Sequence[Sentence], judges: Judg
     """The harness on every variant (quality with noise off, reference metrics against the teacher, `rtf_ratio` to
     the teacher; `timing`: speed_sentences, warmup, repeats, memory), then the pitch shifts, the speaker
     similarities and the training costs as rows. Returns (per-clip table, speed table, SECS per sentence)."""
+    unmerged = [v.name for v in variants if v.name.endswith(UNMERGED)]  # timed only: its merged twin is judged
     per_clip, speed = evaluate.evaluate_variants(variants, sentences, judges, writer, baseline="teacher",
                                                  settings=settings, threads=threads, reference_limit=reference_limit,
-                                                 paired=True, speed_baseline="teacher", **timing)
-    pitch_shifts(variants, writer, [s.id for s in sentences[:reference_limit]], threads=threads)
-    secs_clips, own_clips = speaker_similarities(variants, sentences, spk, judges, writer,
+                                                 paired=True, speed_baseline="teacher", timed_only=unmerged, **timing)
+    spoken = [v for v in variants if v.name not in unmerged]
+    pitch_shifts(spoken, writer, [s.id for s in sentences[:reference_limit]], threads=threads)
+    secs_clips, own_clips = speaker_similarities(spoken, sentences, spk, judges, writer,
                                                  secs_sentences=secs_sentences)
     record_training(train_table, writer, threads=train_threads)
     own_clips = own_clips.assign(variant="target-speaker") if isinstance(own_clips, pd.DataFrame) else None
