@@ -236,6 +236,48 @@ def test_eta_scales_judging_and_training_by_their_own_figures(tmp_path):
     worktime.reset()
 
 
+def test_eta_calibration_leaves_out_warm_up_calls_and_takes_medians(monkeypatch, tmp_path, caplog):
+    """The calibration's figures are steady-state medians: PyTorch's first calls (slower) and the judges' warm-up do
+    not count, and one slow call among the judges' repeats does not set their figure; a run calibrated by the older
+    method (one round after one warm-up call) is named as rough."""
+    import logging
+    from types import SimpleNamespace
+
+    from lib.harness import judges
+    from lib.jobs import eta
+
+    def fake_voice(backend, threads):
+        calls = []
+        def synthesize(text):
+            calls.append(text)
+            time.sleep(0.15 if len(calls) <= 3 else 0.005)  # three slow first calls, then steady
+            return SimpleNamespace(duration=1.0, samples=np.zeros(10, np.float32), sample_rate=16000)
+        return SimpleNamespace(synthesize=synthesize)
+    monkeypatch.setattr(eta.voices, "load_voice", fake_voice)
+    monkeypatch.setattr(eta, "judge_seconds", lambda clip, asr: 0.5)
+    cal = eta.calibrate()
+    assert cal["ort-cpu"] < 0.05 and cal["torch-cpu"] < 0.05, cal
+    assert cal["judge"] == pytest.approx(0.5) and cal["method"] == eta.CALIBRATION_METHOD
+    waits = iter([0.3, 0.3, 0.005, 0.005])  # warm-up, one slow repeat, two steady ones
+    monkeypatch.setattr(judges, "_init_worker", lambda asr, dnsmos: None)
+    monkeypatch.setattr(judges, "_scores", lambda samples, sr: time.sleep(next(waits)))
+    clip = SimpleNamespace(samples=np.zeros(10, np.float32), sample_rate=16000, duration=1.0)
+    assert judges.judge_seconds(clip, None) < 0.1
+    run = tmp_path / "rec" / "cpu" / "7_default_run"
+    run.mkdir(parents=True)
+    (run / "run_status.json").write_text(json.dumps({"01_baselines": {"status": "ok", "seconds": 100}}))
+    (run / "eta.json").write_text(json.dumps({"calibration": {"ort-cpu": 0.1, "torch-cpu": 0.1}}))  # method 1
+    monkeypatch.setattr(eta, "RECORDED", tmp_path / "rec")
+    monkeypatch.setattr(eta, "calibrate", lambda: {"ort-cpu": 0.1, "torch-cpu": 0.1, "contended": False,
+                                                   "method": eta.CALIBRATION_METHOD})
+    monkeypatch.setattr(logging.root.manager, "disable", logging.NOTSET)
+    monkeypatch.setattr(logging.getLogger("lib.jobs.eta"), "disabled", False)
+    with caplog.at_level(logging.INFO, logger="lib.jobs.eta"):
+        eta.report("default", ["01_baselines"], str(tmp_path / "eta.json"), outputs=tmp_path / "out")
+    assert "rough for 01_baselines: timed on a run calibrated by another method" in caplog.text
+    assert json.loads((tmp_path / "eta.json").read_text())["other_calibration"] == ["01_baselines"]
+
+
 def test_rundiff_of_runs_without_a_comparable_metric_says_nothing_moved(tmp_path, capsys):
     import pandas as pd
 

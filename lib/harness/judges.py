@@ -136,17 +136,21 @@ def _scores(audio: np.ndarray, sr: int) -> dict:
     return out
 
 
-def judge_seconds(clip: Audio, asr: str | None, dnsmos: bool = True) -> float:
-    """Seconds one process takes to judge `clip` with every judge, their loading not counted: what an estimate of
-    judging scales by (the judges' cost does not follow a voice's RTF)."""
+def judge_seconds(clip: Audio, asr: str | None, dnsmos: bool = True, repeats: int = 3) -> float:
+    """Median seconds one process takes to judge `clip` with every judge over `repeats` calls, their loading and a
+    warm-up call not counted: what an estimate of judging scales by (the judges' cost does not follow a voice's RTF;
+    one call alone wanders with this kind of VM's speed from second to second)."""
     import warnings
     with warnings.catch_warnings():  # a judge process's filters stay out of the caller's
         _init_worker(asr, dnsmos)
         try:
             _scores(clip.samples, clip.sample_rate)  # warm-up: the first call builds the sessions' kernels
-            start = time.perf_counter()
-            _scores(clip.samples, clip.sample_rate)
-            return time.perf_counter() - start
+            took = []
+            for _ in range(max(repeats, 1)):
+                start = time.perf_counter()
+                _scores(clip.samples, clip.sample_rate)
+                took.append(time.perf_counter() - start)
+            return float(np.median(took))
         finally:
             _WORKER.clear()  # the judges' models leave the caller's memory
 

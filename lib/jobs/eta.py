@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RECORDED = ROOT / "outputs" / "recorded"  # <cpu>/<n>_<profile>_run/: run_status.json with eta.json or 01's RTF rows
 TORCH_NOTEBOOKS = ("02_lora_qlora", "04_distillation")  # their time is mostly PyTorch training
 CALIBRATION_SENTENCES = 3  # from the judged lists 1-10, as 01 times them
+CALIBRATION_REPEATS = 3  # rounds over them: the VM's speed wanders by a third from one few seconds to the next
+CALIBRATION_METHOD = 2  # 1 (none recorded): one round after one warm-up call, whose PyTorch figure ran up to 1.7x high
 
 
 def timed_runs(profile: str, outputs: Path | None = None, recorded: Path | None = None) -> list[dict]:
@@ -83,18 +85,19 @@ SCALE_BY = {worktime.JUDGE: JUDGE, worktime.TRAIN: "torch-cpu"}  # each tallied 
 
 
 def calibrate(sentences: int = CALIBRATION_SENTENCES, judges: bool = True) -> dict:
-    """The voice's median RTF here at one thread on ONNX Runtime and PyTorch, the judges' seconds per audio second
-    in one process (Whisper base, DNSMOS, Distill-MOS; `judge`), and whether the timing was contended."""
+    """The voice's median RTF here at one thread on ONNX Runtime and PyTorch, timed call by call in turn after two
+    warm-up calls each (PyTorch's first calls run slower), the judges' median seconds per audio second in one process
+    (Whisper base, DNSMOS, Distill-MOS; `judge`), and whether the timing was contended."""
     texts = [s.text for s in text.harvard_sentences([1])[:sentences]]
-    out = {}
-    for backend in ("ort-cpu", "torch-cpu"):
-        v = voices.load_voice(backend=backend, threads=1)
-        t = bench.time_calls(v.synthesize, texts, lambda a: a.duration, warmup=1, threads=1)
-        out[backend] = float(np.median(t.latencies_s / t.audio_s))
-        out["contended"] = out.get("contended", False) or t.status[0] == "contended"
-        if judges and backend == "ort-cpu":
-            clip = v.synthesize(texts[0])
-            out[JUDGE] = judge_seconds(clip, "whisper-base") / clip.duration
+    engines = {b: voices.load_voice(backend=b, threads=1) for b in ("ort-cpu", "torch-cpu")}
+    timed = bench.time_interleaved({b: v.synthesize for b, v in engines.items()}, texts, lambda a: a.duration,
+                                   warmup=2, repeats=CALIBRATION_REPEATS, threads=1)
+    out = {b: float(np.median(t.latencies_s / t.audio_s)) for b, t in timed.items()}
+    out["contended"] = any(t.status[0] == "contended" for t in timed.values())
+    out["method"] = CALIBRATION_METHOD
+    if judges:
+        clip = engines["ort-cpu"].synthesize(texts[0])
+        out[JUDGE] = judge_seconds(clip, "whisper-base") / clip.duration
     return out
 
 
@@ -146,6 +149,7 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
     est = estimate(wanted, cal, runs, now, warm)
     changed = [nb for nb, (_, r) in est.items() if not now[nb] or r.get("fingerprint", {}).get(nb) != now[nb]]
     unlike = [nb for nb, (_, r) in est.items() if r.get("warm", {}).get(nb) not in (None, warm[nb])]
+    other_method = [nb for nb, (_, r) in est.items() if r["rtf"][nb].get("method", 1) != cal.get("method", 1)]
     sources = sorted({f"{r['path']} ({r['cpu']})" for _, r in est.values()})
     rough = "; the calibration was contended, so the estimate is rough" if cal["contended"] else ""
     rough += f"; no run timed {', '.join(missing)}" if missing else ""
@@ -153,6 +157,8 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
               if changed else "")
     rough += (f"; rough for {', '.join(unlike)}: timed on a run that started otherwise (warm, with an earlier run's "
               "judged clips and trained states, or fresh) than this one will" if unlike else "")
+    rough += (f"; rough for {', '.join(other_method)}: timed on a run calibrated by another method" if other_method
+              else "")
     _LOGGER.info(f"estimate: about {sum(s for s, _ in est.values()) / 60:.0f} minutes for {len(est)} notebook(s) on "
                  f"this {machine.cpu_model()} ({machine.feature_line()}; RTF {cal['ort-cpu']:.3f} on ONNX Runtime, "
                  f"{cal['torch-cpu']:.3f} on PyTorch, 1 thread; the judges {cal.get(JUDGE, float('nan')):.2f} s per "
@@ -162,6 +168,7 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
     if json_path:
         atomic_write_json(Path(json_path), {"estimate_s": {nb: s for nb, (s, _) in est.items()}, "calibration": cal,
                                             "reference": {nb: r["path"] for nb, (_, r) in est.items()},
-                                            "changed": changed, "unlike_start": unlike})
+                                            "changed": changed, "unlike_start": unlike,
+                                            "other_calibration": other_method})
     return 0
 
