@@ -58,7 +58,9 @@ REPORT="notebooks/90_report.ipynb"
 # Before the long part: roughly how long this profile takes here (a few seconds of calibration against its recorded run)
 NAMES=(); for nb in "${NOTEBOOKS[@]}"; do NAMES+=("$(basename "$nb" .ipynb)"); done
 "$PY" -m lib.cli eta "$PROFILE" "${NAMES[@]}" --json "$OUT/eta.json" || echo "(no time estimate: the calibration failed)"
-eta_of() { "$PY" -c "import json,sys; e=json.load(open(sys.argv[1]))['estimate_s']; print(f', about {e[sys.argv[2]]/60:.1f} min' if sys.argv[2] in e else '')" "$OUT/eta.json" "$1" 2>/dev/null; }
+# each notebook's estimate, and the same at this run's pace so far (lib.core.pace; done_json: this run's seconds)
+done_json="{}"
+eta_of() { "$PY" -c "import json,sys; from lib.core.pace import line; print(line(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))" "$OUT/eta.json" "$1" "$done_json" 2>/dev/null; }
 failures=()
 status_json=$(cat "$OUT/run_status.json" 2>/dev/null || echo "{}")
 [ ${#PICK[@]} -gt 0 ] || status_json="{}"
@@ -93,6 +95,7 @@ for nb in "${NOTEBOOKS[@]}"; do
   secs=$(( $(date +%s) - t0 ))
   fp=$("$PY" -m lib.core.params fingerprint "$PROFILE/$name" 2>/dev/null || echo "")
   echo "    -> $st in ${secs}s"
+  [ "$st" = ok ] && done_json=$("$PY" -c "import json,sys; d=json.loads(sys.argv[1]); d[sys.argv[2]]=int(sys.argv[3]); print(json.dumps(d))" "$done_json" "$name" "$secs")
   # each notebook's time with the figures this run was calibrated at (eta.json), where its time went (its
   # metrics.json's work_seconds: judging, training) and what it ran (its fingerprint: code cells and parameters), so
   # that a later estimate can scale each kind by its own figure, from a run of the same work

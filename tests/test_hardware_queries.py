@@ -1,16 +1,16 @@
-"""`python -m lib.studies.hardware queries` writes the query lists the GPU run reads (`lib.jobs.device_run --queries`,
-issue 27): the two keys it reads, phoneme ids of the voice's own vocabulary (each list opens with BOS and closes with
-EOS), as many lists as the profile's parameters of notebook 05 give, and the very lists notebook 05 speaks. And the
-engines and students it runs: specs and part names read once from its parameters (issue 38), rows as labelled before."""
+"""The query lists the GPU run reads (`tts-lab train bundle --queries PROFILE` writes them into the bundle, issue 27):
+the two keys `lib.jobs.device_run` reads, phoneme ids of the voice's own vocabulary (each list opens with BOS and
+closes with EOS), as many lists as the profile's parameters of notebook 05 give, and the very lists notebook 05 speaks.
+And the engines and students it runs: specs and part names read once from its parameters (issue 38), rows as labelled
+before."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from lib.core import machine, params, text
 from lib.core.results import ResultWriter
+from lib.harness import queries
 from lib.runtimes import backends
 from lib.studies import hardware
 from lib.voices import synth as voices
@@ -20,10 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_queries_file_follows_the_profile(tmp_path):
     out = tmp_path / "queries.json"
-    proc = subprocess.run([sys.executable, "-m", "lib.studies.hardware", "queries", "--out", str(out),
-                           "--profile", "smoke"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-1500:]
+    queries.write_queries(out, "smoke")
     q = json.loads(out.read_text(encoding="utf-8"))
     assert set(q) == {"queries", "ttfa_queries"}
     p = params.resolved("smoke", hardware.NOTEBOOK)

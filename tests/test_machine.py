@@ -226,6 +226,17 @@ def test_the_avx2_switch_makes_the_lab_act_as_an_avx2_only_cpu(monkeypatch):
         machine.cpu_features()
 
 
+def test_env_records_the_kernel_caps_in_force(monkeypatch):
+    """A cap on a library's vector kernels changes its timings, whoever set it: env.json says which were set."""
+    from lib.harness import bench
+    for key in machine.KERNEL_CAP_VARS:
+        monkeypatch.delenv(key, raising=False)
+    assert machine.kernel_caps() == {}
+    monkeypatch.setenv("CT2_FORCE_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert bench.environment()["kernel_caps"] == {"ATEN_CPU_CAPABILITY": "avx2", "CT2_FORCE_CPU_ISA": "AVX2"}
+
+
 def test_the_avx2_switch_caps_torchs_kernels_in_a_fresh_process():
     import os
     import subprocess

@@ -44,7 +44,7 @@ def test_every_tts_lab_command_in_the_readme_parses(capsys):
 
 def test_every_module_command_in_the_readme_runs():
     commands = readme_module_commands(README)
-    assert len(commands) >= 3, commands  # the README names the pause, device and query commands
+    assert len(commands) >= 2, commands  # the README names the pause and the GPU launch commands
     for module, sub in commands:
         args = [sys.executable, "-m", module, *([sub] if sub else [])]
         if (module, sub) not in READ_ONLY:
@@ -92,7 +92,7 @@ def test_setup_pins_torch_before_the_requirements():
 def test_what_needs_a_gpu_or_the_hub_says_so():
     """The GPU bench's command sits in the section on GPU runs; the Colab cell runs `full`, which the README says needs
     internet."""
-    gpu = README.index("python -m lib.jobs.device_run")
+    gpu = README.index("python3 -m lib.jobs.device_launch .devrun lib.jobs.device_run")
     heading = README.rfind("\n## ", 0, gpu)
     assert "GPU" in README[heading:README.index("\n", heading + 1)]
     assert "./run_all.sh full" in README

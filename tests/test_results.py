@@ -278,6 +278,20 @@ def test_eta_calibration_leaves_out_warm_up_calls_and_takes_medians(monkeypatch,
     assert json.loads((tmp_path / "eta.json").read_text())["other_calibration"] == ["01_baselines"]
 
 
+def test_the_estimate_while_a_run_goes_follows_its_pace(tmp_path):
+    """run_all.sh says each notebook's estimate and, once finished notebooks were estimated at a minute or more, the
+    same scaled by how long they took over their estimates; a notebook without an estimate, or no eta.json, says
+    nothing."""
+    from lib.core import pace
+    eta_json = tmp_path / "eta.json"
+    eta_json.write_text(json.dumps({"estimate_s": {"00_a": 30, "01_b": 120, "02_c": 600}}))
+    assert pace.line(eta_json, "02_c", {}) == ", about 10.0 min"
+    assert pace.line(eta_json, "01_b", {"00_a": 60}) == ", about 2.0 min", "30 estimated seconds set no pace"
+    assert pace.pace({"00_a": 30, "01_b": 120}, {"00_a": 36, "01_b": 144}) == pytest.approx(1.2)
+    assert pace.line(eta_json, "02_c", {"00_a": 36, "01_b": 144}) == ", about 10.0 min, 12.0 at this run's pace so far"
+    assert pace.line(eta_json, "03_d", {}) == "" and pace.line(tmp_path / "none.json", "02_c", {}) == ""
+
+
 def test_rundiff_of_runs_without_a_comparable_metric_says_nothing_moved(tmp_path, capsys):
     import pandas as pd
 

@@ -53,6 +53,16 @@ CPU_CLASSES = {
 }
 
 
+# The switches that cap a library's vector kernels (ATen, oneDNN, MKL, CTranslate2): env.json records those set, by
+# TTS_LAB_CPU_AS or by hand, since they change every timing the process takes.
+KERNEL_CAP_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "CT2_FORCE_CPU_ISA")
+
+
+def kernel_caps() -> dict[str, str]:
+    """The kernel caps in force in this process's environment (KERNEL_CAP_VARS that are set)."""
+    return {k: os.environ[k] for k in KERNEL_CAP_VARS if os.environ.get(k)}
+
+
 def cpu_as() -> str | None:
     """The CPU class TTS_LAB_CPU_AS asks the lab to act as (None, for unset or 'native': this CPU as it is)."""
     value = env.CPU_AS.get().strip().lower()

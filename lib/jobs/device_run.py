@@ -1,12 +1,14 @@
-"""The GPU part of notebook 05 on a machine with no internet, from a voice ONNX file and pre-phonemized queries:
+"""The GPU part of notebook 05 on a machine with no internet, from the teacher bundle and its pre-phonemized queries:
 every torch engine (precisions, CUDA graphs, compiled decoder, bitsandbytes with --bnb) through the harness's
 scenarios; writes results under $TTS_LAB_OUTPUTS/<profile>/05_hardware_benchmark. The suite's sizes are the GPU
 ones below unless --params names a profile whose notebook-05 parameters to use; either way metrics.json keeps them.
+On a bare GPU machine it runs through lib.jobs.device_launch, which brings what the machine lacks:
 
-    python -m lib.jobs.device_run --model en_US-joe-medium.onnx --queries queries.json --profile h100 --bnb
+    python3 -m lib.jobs.device_launch .devrun lib.jobs.device_run --profile h100 --bnb
 
-Without --model it reads the teacher bundle TTS_LAB_TEACHER_BUNDLE names (float16 weights: the fp32 voice does not fit
-the 64 MiB a lent machine takes); env.json records which weights were timed."""
+It reads the bundle TTS_LAB_TEACHER_BUNDLE names (float16 weights: the fp32 voice does not fit the 64 MiB a lent
+machine takes) and the bundle's queries.json, unless --model and --queries name others; env.json records which
+weights were timed."""
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +25,9 @@ from lib.core import params
 from lib.core.results import ResultWriter
 from lib.core.subject import Technique
 from lib.harness import bench
+from lib.harness.queries import NOTEBOOK
 from lib.harness.scenarios import SuiteConfig, run_suite
+from lib.jobs.device_launch import QUERIES
 from lib.runtimes.backends import probe_all, probes_frame
 from lib.runtimes.bench_engines import TorchEngine
 from lib.techniques.compress import bnb_convert
@@ -33,7 +37,6 @@ from lib.voices.synth import piper_label
 
 _LOGGER = logging.getLogger(__name__)
 
-NOTEBOOK = "05_hardware_benchmark"
 # A GPU runs a hundred queries and batches up to 256 in the time a CPU runs a few: its own suite, unless --params.
 GPU_SUITE = SuiteConfig(min_queries=100, min_seconds=0, batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                         offline_seconds=1.5, energy_seconds=5.0)
@@ -48,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     ap = argparse.ArgumentParser(prog="python -m lib.jobs.device_run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, help="the voice's ONNX file (default: the teacher bundle)")
-    ap.add_argument("--queries", type=Path)
+    ap.add_argument("--queries", type=Path, help="the query lists (default: the teacher bundle's queries.json)")
     ap.add_argument("--profile", default="recorded-gpu")
     ap.add_argument("--budget-s", type=float, default=480)
     ap.add_argument("--bnb", action="store_true", help="also bitsandbytes int8/NF4 on the 1x1 convolutions")
@@ -58,11 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--params", metavar="PROFILE", help="take the suite's sizes from params/PROFILE's notebook-05 "
                                                         "parameters instead of the GPU suite")
     args = ap.parse_args(argv)
+    bundle = teacher_bundle.bundle_dir()
+    queries_file = args.queries or (bundle / QUERIES if bundle else None)
+    if queries_file is None or not queries_file.is_file():
+        ap.error(f"no query lists at {queries_file or '--queries'}: write them with `tts-lab train bundle --queries "
+                 "PROFILE` (into the bundle) or name a file with --queries")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     probes = probe_all()
     import pandas as pd
     import torch
-    q = json.loads(args.queries.read_text())
+    q = json.loads(queries_file.read_text())
     queries, ttfa_queries = q["queries"], q["ttfa_queries"]
     model = load_piper_torch(args.model) if args.model else teacher_bundle.teacher()
     writer = ResultWriter(args.profile, NOTEBOOK, piper_label())

@@ -242,6 +242,8 @@ class Bundle:
     site: str = ""  # also write piper's training code and a librosa stand-in here (lib.jobs.device_site)
     corpus_seed: int = 0  # also the ids of the teacher corpus's text of this seed (`tts-lab train corpus --seed`)
     wheels: str = ""  # also the wheels a bare GPU machine lacks, at this machine's versions (lib.jobs.device_site)
+    bare_gpu: bool = False  # --site and --wheels inside --out, as lib.jobs.device_launch reads them there
+    queries: str = ""  # also the query lists notebook 05 speaks on this profile, for lib.jobs.device_run
     NAME: ClassVar[str] = "bundle"
 
 

@@ -30,6 +30,8 @@ from lib.core import text
 from lib.core.pause import Yielder
 from lib.core.results import atomic_write_json
 from lib.harness import bench
+from lib.harness.queries import write_queries
+from lib.jobs import device_launch
 from lib.jobs.device_site import write_site, write_wheels
 from lib.jobs.regress_job import regress, regress_flow, regress_frontend, regress_hybrid, regress_istft
 from lib.jobs.run_configs import (CONFIG, JOBS, Bundle, JudgePacks, Pack, RegressFlow, RegressFrontend, RegressIstft,
@@ -220,11 +222,19 @@ def run(cfg, command: str) -> None:
         if cfg.corpus_seed:  # a corpus the GPU machine speaks itself (corpus_job --device)
             from lib.data.corpus_text import corpus_sentences
             sentences += [c.sentence for c in corpus_sentences(cfg.corpus_seed)]
-        _LOGGER.info("bundle written to %s", write_bundle(Path(cfg.out), sentences, cfg.dtype))
-        if cfg.site:
-            _LOGGER.info("piper's training code and the librosa stand-in written to %s", write_site(Path(cfg.site)))
-        if cfg.wheels:
-            _LOGGER.info("wheels for a bare GPU machine written to %s", write_wheels(Path(cfg.wheels)))
+        out = write_bundle(Path(cfg.out), sentences, cfg.dtype)
+        _LOGGER.info("bundle written to %s", out)
+        site, wheels = cfg.site, cfg.wheels
+        if cfg.bare_gpu:  # where lib.jobs.device_launch looks for them
+            site, wheels = out / device_launch.SITE, out / device_launch.WHEELS
+        if site:
+            _LOGGER.info("piper's training code and the librosa stand-in written to %s", write_site(Path(site)))
+        if wheels:
+            _LOGGER.info("wheels for a bare GPU machine written to %s", write_wheels(Path(wheels)))
+        if cfg.queries:
+            qs = write_queries(out / device_launch.QUERIES, cfg.queries)
+            _LOGGER.info("%s: %d queries, %d streaming queries (profile %s)", out / device_launch.QUERIES,
+                         len(qs.queries), len(qs.ttfa_queries), cfg.queries)
         return
     if isinstance(cfg, Pack):
         return pack(cfg)

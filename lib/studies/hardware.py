@@ -1,10 +1,7 @@
 """Notebook 05's steps: the queries every engine speaks, the export for accelerators and its int8 window decoder,
 every CPU engine and notebook 04's students through the harness's scenarios, cold start, the same audio on every
-engine, the back-end table, the verdicts on the targets, and the values its closing findings state.
-
-The query lists are also a command, for the GPU run (`python -m lib.jobs.device_run --queries queries.json`):
-
-    python -m lib.studies.hardware queries --out queries.json [--profile default]"""
+engine, the back-end table, the verdicts on the targets, and the values its closing findings state. The queries
+live in lib.harness.queries, which the GPU run's bundle writes too (`tts-lab train bundle --queries PROFILE`)."""
 from __future__ import annotations
 
 import logging
@@ -18,22 +15,22 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from lib.core import audio as lab_audio, machine, onnx_session, params, text
+from lib.core import audio as lab_audio, machine, onnx_session
 from lib.core.results import ResultWriter, gate_fidelity
 from lib.core.subject import Technique
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics, scenarios
+from lib.harness.queries import NOTEBOOK, QuerySet, query_set  # noqa: F401 (notebook 05 calls them here)
 from lib.harness.judges import Judges, PendingJudgement
 from lib.harness.trackers import Watched
 from lib.runtimes import backends, bench_engines as eng
 from lib.runtimes.engine_spec import EngineSpec
 from lib.techniques import packs
 from lib.techniques import distill, export
-from lib.voices import artefacts, piper_torch, synth as voices
+from lib.voices import artefacts, piper_torch
 
 _LOGGER = logging.getLogger(__name__)
 
-NOTEBOOK = "05_hardware_benchmark"
 ABSENT_METRICS = ["latency_ms_p90", "ttfa_ms_p90", "throughput_xrt_offline"]  # what an engine that cannot run lacks
 REFERENCE_ENGINE = EngineSpec("torch-cpu", "fp32")  # the engine every other engine's audio is compared with
 REFERENCE = REFERENCE_ENGINE.label  # its label: the parent of the parity rows
@@ -44,39 +41,6 @@ TABLE_METRICS = ["latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "rtf", "t
                  "util_pct", "gpu_util_pct_offline", "energy_j_per_audio_s"]
 KOKORO_COLUMNS = ["rtf", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "size_mb", "pesq_wb", "mcd_db",
                   "f0_rmse_cents"]
-
-
-# --- the queries ------------------------------------------------------------------------------------------------
-
-@dataclass
-class QuerySet:
-    """The sentences every engine speaks: `sentences` for single stream and offline batches, `ttfa_sentences` (all
-    of `ttfa_words` words) for streaming, and each as the voice's phoneme ids (its first piece)."""
-    sentences: list[Sentence]
-    ttfa_sentences: list[Sentence]
-    queries: list[list[int]]
-    ttfa_queries: list[list[int]]
-
-    def as_json(self) -> dict:
-        """What `lib.jobs.device_run --queries` reads: {"queries": [[ids], ...], "ttfa_queries": [[ids], ...]}."""
-        return {"queries": [[int(i) for i in q] for q in self.queries],
-                "ttfa_queries": [[int(i) for i in q] for q in self.ttfa_queries]}
-
-
-def query_set(frontend, eval_lists: Sequence[int], ttfa_words: int, ttfa_limit: int = 0) -> QuerySet:
-    """The Harvard lists `eval_lists` as single-stream queries; every Harvard sentence of exactly `ttfa_words` words
-    (the first `ttfa_limit`, 0: all) as streaming queries; ValueError when no sentence has that many words."""
-    sentences = text.harvard_sentences(eval_lists)
-    ttfa = [s for s in text.harvard_sentences() if len(s.text.split()) == ttfa_words][: ttfa_limit or None]
-    if not ttfa:
-        raise ValueError(f"ttfa_words={ttfa_words}: no Harvard sentence has that many words")
-    return QuerySet(sentences, ttfa, frontend.sentence_ids(sentences), frontend.sentence_ids(ttfa))
-
-
-def profile_queries(profile: str = "default") -> QuerySet:
-    """The query set notebook 05 builds on `profile` (its parameters resolved as the notebook's run would)."""
-    p = params.resolved(profile, NOTEBOOK)
-    return query_set(voices.PiperFrontend(voices.piper_paths()[1]), p["eval_lists"], p["ttfa_words"], p["ttfa_limit"])
 
 
 # --- set-up, probes, export ------------------------------------------------------------------------------------
@@ -336,7 +300,7 @@ def parity(clips: dict[str, list], recorded: dict[str, list], reference: list, s
     lengths agree; and each engine's clips judged on their own (DNSMOS P.808, WER), peak-normalised, all in one batch
     for the judge processes (the recorded run's only with `judge_recorded`). Rows for every engine but the reference
     (an engine not timed here is on CUDA: the recorded run). The recorded clips must be of the same streaming
-    queries: the GPU run reads the lists `python -m lib.studies.hardware queries` writes. Returns one row per engine."""
+    queries: the GPU run reads the lists `tts-lab train bundle --queries` writes. Returns one row per engine."""
     def about(label):
         # an engine not timed here ran on CUDA: the recorded GPU run
         return writer.about(label, Technique.HARDWARE_PARITY, parent=REFERENCE,
@@ -421,25 +385,3 @@ def findings_facts(probe_table: pd.DataFrame, parity_table: pd.DataFrame, cold: 
             "farthest": others.iloc[0].to_dict() if len(others) else None,
             "cold": cold[cold["status"] == "ok"].to_dict("records"),
             "kokoro_rtf": dict(zip(kokoro["engine"], kokoro["rtf"])) if len(kokoro) else {}}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`queries --out FILE [--profile P]`: write the query lists notebook 05 speaks on that profile."""
-    import argparse
-    import json
-    ap = argparse.ArgumentParser(prog="python -m lib.studies.hardware", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    q = sub.add_parser("queries", help="write the phoneme-id query lists the GPU run (lib.jobs.device_run) reads")
-    q.add_argument("--out", type=Path, required=True, help="the JSON file to write (e.g. queries.json)")
-    q.add_argument("--profile", default="default", help="whose notebook 05 parameters build the lists")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    qs = profile_queries(args.profile)
-    args.out.write_text(json.dumps(qs.as_json()), encoding="utf-8")
-    _LOGGER.info("%s: %d queries, %d streaming queries (profile %s)", args.out, len(qs.queries), len(qs.ttfa_queries),
-                 args.profile)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -38,7 +38,7 @@ def bundle_dir() -> Path | None:
     for name in (WEIGHTS, CONFIG, IDS):
         if not (folder / name).is_file():
             raise BundleError(f"{BUNDLE_ENV}={value}: {folder / name} is missing (write it with "
-                              f"`python -m lib.jobs.train_job bundle --out {value}`)")
+                              f"`tts-lab train bundle --out {value}`)")
     return folder
 
 
