@@ -84,6 +84,8 @@ class Eta:
     profile: tyro.conf.Positional[str]  # a folder of params/: smoke, default, full, ...
     notebooks: tyro.conf.Positional[list[str]] = field(default_factory=list)  # notebook names; all where empty
     json: str = ""  # also write {notebook: estimated seconds} here
+    # estimate every recorded run of the profile from those before it instead, and write the table here (CSV)
+    backtest: str = ""
 
 
 @dataclass
@@ -175,7 +177,10 @@ def run(cmd, command: str = "tts-lab") -> None:
         train_job.run(cmd, command)
     elif kind == "Eta":
         from lib.jobs import eta
-        eta.report(cmd.profile, cmd.notebooks, cmd.json)
+        if cmd.backtest:
+            eta.write_backtest(cmd.profile, Path(cmd.backtest))
+        else:
+            eta.report(cmd.profile, cmd.notebooks, cmd.json)
     elif kind == "Probe":
         from lib.runtimes import backends
         print(backends.probes_frame(backends.probe_all()).to_string())  # the command's output: a table on stdout

@@ -279,3 +279,31 @@ def test_a_contended_block_runs_again_under_require_quiet(monkeypatch):
     watch = trackers.Watched(1)
     watch.run(lambda: calls.append(1))
     assert calls == [1] and watch.load.contended
+
+
+def test_a_machines_identity_tells_apart_what_one_model_name_covers(monkeypatch):
+    """Issue 51 item 6: the estimate takes a run's time as it was only on the same kind of machine. /proc/cpuinfo's
+    family/model tell a Zen 4 from a Zen 5 VM (both 'AMD EPYC', the same flags); acting as another class or capping
+    kernels makes another machine; a record from before family/model were kept matches on the rest."""
+    info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: info + "\n" + info.replace(": 0", ": 1").replace("26", "99"))
+    monkeypatch.setattr(machine, "real_cpu_flags", lambda: set(AMX))
+    monkeypatch.setenv("TTS_LAB_CPU_AS", "native")
+    for key in machine.KERNEL_CAP_VARS:
+        monkeypatch.delenv(key, raising=False)
+    assert machine.cpu_family_model() == "26/2", "the first processor's"
+    here = machine.identity()
+    assert here["cpu_model"] == "AMD EPYC" and here["kernel_caps"] == {}
+    from lib.harness import bench
+    assert machine.identity_of(bench.environment()) == here, "env.json keeps all of it"
+    zen4 = {**here, "cpu_family_model": "25/17"}
+    assert machine.same_machine(here, dict(here)) and not machine.same_machine(here, zen4)
+    assert machine.same_machine(here, {**here, "cpu_family_model": None}), "an older record: the rest decides"
+    assert not machine.same_machine(here, None) and not machine.same_machine(None, None)
+    monkeypatch.setenv("TTS_LAB_CPU_AS", "avx2")
+    assert not machine.same_machine(here, machine.identity()), "acting as an AVX2-only CPU is another machine"
+    monkeypatch.setenv("TTS_LAB_CPU_AS", "native")
+    monkeypatch.setenv("CT2_FORCE_CPU_ISA", "AVX2")
+    assert not machine.same_machine(here, machine.identity()), "so is a kernel cap"
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: "processor\t: 0\nmodel name\t: Some CPU\n")
+    assert machine.cpu_family_model() is None

@@ -355,3 +355,79 @@ def test_a_row_is_about_a_typed_subject():
     with pytest.raises(ValueError, match="quantisation"):
         results.validate_frame(df.assign(technique="quantisation"))
     assert Technique.family_of("a label of an older run") is None
+
+
+def _recorded_run(root, folder: str, number: int, seconds: dict, cal: dict, env: dict | None = None,
+                  name: str = "default_run"):
+    """A recorded run as run_all.sh and the session's records keep it: run_status.json, eta.json, 00_env.json."""
+    run = root / folder / f"{number}_{name}"
+    run.mkdir(parents=True)
+    (run / "run_status.json").write_text(json.dumps({nb: {"status": "ok", "seconds": s, "fingerprint": "f" * 12,
+                                                          "warm": False} for nb, s in seconds.items()}))
+    (run / "eta.json").write_text(json.dumps({"calibration": cal, "estimate_s": {nb: 100 for nb in seconds}}))
+    if env is not None:
+        (run / "00_env.json").write_text(json.dumps(env))
+    return run
+
+
+XEON = {"cpu_model": "Xeon", "cpu_family_model": "6/207", "cpu_features": {"avx2": True, "amx": True},
+        "kernel_caps": {}}
+EPYC = {"cpu_model": "AMD EPYC", "cpu_features": {"avx2": True, "amx": False}}  # recorded before family/model
+
+
+def test_eta_takes_this_machines_own_times_as_they_were(tmp_path):
+    """Issue 51 item 6: on the kind of machine runs were recorded on, the estimate is the median time of its newest
+    three fitting runs, whatever a few seconds of calibration say (a VM's speed moves 1.8x within minutes); on
+    another, the newest run is scaled against its machine's median calibration, not its own moment's. A record that
+    cannot be told apart from another CPU folder's (no family/model, the same name and features) is never taken as
+    this machine."""
+    from lib.jobs import eta
+    nb = "01_baselines"
+    for number, seconds, ort in ((1, 900, 0.30), (2, 100, 0.10), (3, 140, 0.05), (4, 120, 0.20)):
+        _recorded_run(tmp_path / "rec", "xeon", number, {nb: seconds}, {"ort-cpu": ort, "torch-cpu": 0.1,
+                                                                        "machine": XEON})
+    runs = eta.timed_runs("default", tmp_path / "out", tmp_path / "rec")
+    fp = {nb: "f" * 12}
+    for ort in (0.01, 1.0):  # the calibration's moment does not move it
+        est = eta.estimate([nb], {"ort-cpu": ort, "torch-cpu": 0.1, "machine": dict(XEON)}, runs, fp)[nb]
+        assert est.seconds == 120 and est.here == 3 and est.run["number"] == 4, "the median of runs 4, 3, 2"
+    elsewhere = {**XEON, "cpu_family_model": "6/143"}
+    est = eta.estimate([nb], {"ort-cpu": 0.30, "torch-cpu": 0.1, "machine": elsewhere}, runs, fp)[nb]
+    assert est.here == 0 and est.seconds == pytest.approx(120 * 0.30 / 0.15), "scaled against the median of 4"
+    # the AMD records: one folder alone is a machine; two folders the same to the record are none
+    _recorded_run(tmp_path / "rec2", "epyc-zen4", 1, {nb: 300}, {"ort-cpu": 0.1, "torch-cpu": 0.1}, EPYC)
+    zen5_here = {**EPYC, "cpu_family_model": "26/2", "kernel_caps": {}}
+    cal = {"ort-cpu": 0.2, "torch-cpu": 0.1, "machine": zen5_here}
+    alone = eta.timed_runs("default", tmp_path / "out", tmp_path / "rec2")
+    assert eta.estimate([nb], cal, alone, fp)[nb].seconds == 300, "one AMD folder: taken as this machine"
+    _recorded_run(tmp_path / "rec2", "epyc-zen5", 2, {"00_data_and_features": 10}, {"ort-cpu": 0.1,
+                                                                                   "torch-cpu": 0.1}, EPYC)
+    both = eta.timed_runs("default", tmp_path / "out", tmp_path / "rec2")
+    assert [r["machine"] for r in both] == [None, None]
+    assert eta.estimate([nb], cal, both, fp)[nb].seconds == pytest.approx(600), "two: scaled, never taken as is"
+
+
+def test_eta_backtest_estimates_each_recorded_run_from_those_before_it(tmp_path, monkeypatch):
+    """`tts-lab study eta PROFILE --backtest CSV`: each recorded run that kept its calibration, estimated from the
+    runs recorded before it only, against what it took, beside what it said at its start; a run acting as another
+    CPU class is its own machine; a profile with nothing to backtest is an error naming it."""
+    from lib import cli
+    from lib.jobs import eta
+    nb = "01_baselines"
+    xeon_env = {**XEON, "cpu_as": None}
+    _recorded_run(tmp_path / "rec", "xeon", 5, {nb: 100}, {"ort-cpu": 0.1, "torch-cpu": 0.1}, xeon_env)
+    _recorded_run(tmp_path / "rec", "xeon", 6, {nb: 110}, {"ort-cpu": 0.3, "torch-cpu": 0.1}, xeon_env)
+    _recorded_run(tmp_path / "rec", "xeon", 7, {nb: 200}, {"ort-cpu": 0.2, "torch-cpu": 0.1},
+                  {**xeon_env, "cpu_features": {"avx2": True, "amx": False}, "kernel_caps": {"X": "avx2"}},
+                  name="default_run_as_avx2")
+    monkeypatch.setattr(eta, "RECORDED", tmp_path / "rec")
+    cli.main(["study", "eta", "default", "--backtest", str(tmp_path / "bt.csv")])
+    table = pd.read_csv(tmp_path / "bt.csv")
+    assert list(table.run.str.split("/").str[-1]) == ["6_default_run", "7_default_run_as_avx2"]
+    six, seven = table.iloc[0], table.iloc[1]
+    assert six.estimate_s == 100 and six.error == pytest.approx(100 / 110 - 1, abs=1e-3)
+    assert six.same_machine_notebooks == 1 and six.said_s == 100 and str(six.references) == "5"
+    assert seven.same_machine_notebooks == 0 and seven.estimate_s == pytest.approx(110 * 0.2 / 0.2, abs=1)
+    with pytest.raises(SystemExit, match="no recorded run of profile 'smoke'"):
+        cli.main(["study", "eta", "smoke", "--backtest", str(tmp_path / "none.csv")])
+    assert not (tmp_path / "none.csv").exists()

@@ -41,6 +41,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_family_model() -> str | None:
+    """'25/17': /proc/cpuinfo's cpu family and model, which tell apart CPUs that one model name and one set of flags
+    cover (a Zen 4 and a Zen 5 VM both read 'AMD EPYC'); None where the kernel does not say."""
+    fields = {}
+    for line in _cpuinfo().split("\n\n")[0].splitlines():  # the first processor's block
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    family, model = fields.get("cpu family"), fields.get("model")
+    return f"{family}/{model}" if family and model else None
+
+
 # CPU classes the lab can be told to act as (TTS_LAB_CPU_AS), so that a session on a newer CPU proves what an older
 # one does: each names the flag prefixes such a CPU lacks, the OpenVINO precisions it lacks, and the kernel ISA cap
 # (ATen's own environment switch) that makes torch run the vector code such a CPU runs.
@@ -115,6 +126,33 @@ def features_from_flags(flags) -> dict[str, bool]:
 def cpu_features() -> dict[str, bool]:
     """Which of FEATURES this CPU has."""
     return features_from_flags(cpu_flags())
+
+
+IDENTITY_KEYS = ("cpu_model", "cpu_family_model", "cpu_features", "kernel_caps")  # env.json's fields that say it
+
+
+def identity() -> dict:
+    """What sets this machine's speed apart in a record: the CPU's model name, family/model, the features the lab acts
+    on (fewer under TTS_LAB_CPU_AS) and the kernel caps in force; env.json and each calibration keep it."""
+    return {"cpu_model": cpu_model(), "cpu_family_model": cpu_family_model(), "cpu_features": cpu_features(),
+            "kernel_caps": kernel_caps()}
+
+
+def identity_of(env_json: dict) -> dict:
+    """The identity an env.json recorded (family/model None where it predates them; no kernel caps where it predates
+    them, when the lab set none)."""
+    return {"cpu_model": env_json.get("cpu_model"), "cpu_family_model": env_json.get("cpu_family_model"),
+            "cpu_features": env_json.get("cpu_features"), "kernel_caps": env_json.get("kernel_caps") or {}}
+
+
+def same_machine(a: dict | None, b: dict | None) -> bool:
+    """Whether two identities name the same kind of machine: every field the same, family/model only where both say
+    it (a caller that cannot tell machines apart without it passes None for either)."""
+    if not a or not b:
+        return False
+    return all(a.get(k) == b.get(k) for k in IDENTITY_KEYS if k != "cpu_family_model") and (
+        None in (a.get("cpu_family_model"), b.get("cpu_family_model"))
+        or a["cpu_family_model"] == b["cpu_family_model"])
 
 
 def has_native_bf16() -> bool:

@@ -236,7 +236,8 @@ def environment(threads: int | None = None, device: str = "cpu") -> dict:
     return {
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git": git_hash(), "python": platform.python_version(), "platform": platform.platform(),
-        "cpu_model": machine.cpu_model(), "cpu_count": os.cpu_count(), "cpu_flags": machine.recorded_flags(),
+        "cpu_model": machine.cpu_model(), "cpu_family_model": machine.cpu_family_model(), "cpu_count": os.cpu_count(),
+        "cpu_flags": machine.recorded_flags(),
         "cpu_features": machine.cpu_features(), "cpu_as": machine.cpu_as(),
         "kernel_caps": machine.kernel_caps(), "threads": threads, "device": device, "gpu": gpu, "versions": versions,
         "load_at_start": machine.sample_load(threads or 1, 0.5).as_dict(),
