@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from lib.core import machine, params, text, worktime
+from lib.core import machine, params, results, text, worktime
 from lib.core.results import atomic_write_json, atomic_write_text
 from lib.harness import bench
 from lib.harness.judges import judge_seconds
@@ -32,7 +32,7 @@ from lib.voices import synth as voices
 _LOGGER = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-RECORDED = ROOT / "outputs" / "recorded"  # <cpu>/<n>_<profile>_run/: run_status.json with eta.json or 01's RTF rows
+RECORDED = results.RECORDED  # <cpu>/<n>_<profile>_run/: run_status.json with eta.json or 01's RTF rows
 TORCH_NOTEBOOKS = ("02_lora_qlora", "04_distillation")  # their time is mostly PyTorch training
 CALIBRATION_SENTENCES = 3  # from the judged lists 1-10, as 01 times them
 CALIBRATION_REPEATS = 3  # rounds over them: the VM's speed wanders by a third from one few seconds to the next
@@ -46,7 +46,7 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path | None 
     this checkout's last time of each notebook (where run_all.sh kept the RTFs it was calibrated at), then the
     recorded runs by their number."""
     runs = []
-    status_file = Path(outputs or ROOT / "outputs") / profile / "run_status.json"
+    status_file = Path(outputs or results.OUTPUTS) / profile / "run_status.json"
     if status_file.exists():
         done = {k: v for k, v in json.loads(status_file.read_text()).items()
                 if v.get("status") == "ok" and "rtf" in v}
@@ -191,7 +191,7 @@ def backtest(profile: str, recorded: Path | None = None) -> pd.DataFrame:
     """Every recorded run of `profile` that kept its calibration, estimated as this module would have at its start
     (from the runs recorded before it, at the calibration it was made at), against the time it took: one row per run,
     with the estimate the run itself said then (`said_s`, by the method of its day) where it kept one."""
-    runs = [r for r in timed_runs(profile, Path("/nonexistent"), recorded) if r["number"] is not None]
+    runs = [r for r in timed_runs(profile, recorded=recorded) if r["number"] is not None]  # recorded ones only
     rows = []
     for target in sorted(runs, key=lambda r: r["number"]):
         cal = next((c for c in target["rtf"].values() if c.get("ort-cpu") and c.get("torch-cpu")), None)
@@ -251,7 +251,7 @@ def report(profile: str, notebooks: list[str], json_path: str = "", outputs: Pat
         return 0
     cal = calibrate()
     now = {nb: _fingerprint(profile, nb) for nb in wanted}
-    warm = {nb: (Path(outputs or ROOT / "outputs") / profile / nb / "results.csv").exists() for nb in wanted}
+    warm = {nb: (Path(outputs or results.OUTPUTS) / profile / nb / "results.csv").exists() for nb in wanted}
     est = estimate(wanted, cal, runs, now, warm)
     changed = [nb for nb, e in est.items() if not now[nb] or e.run.get("fingerprint", {}).get(nb) != now[nb]]
     unlike = [nb for nb, e in est.items() if e.run.get("warm", {}).get(nb) not in (None, warm[nb])]
