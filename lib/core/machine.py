@@ -34,20 +34,23 @@ def _cpuinfo() -> str:
         return ""
 
 
+def _cpu_fields() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo, field by field."""
+    fields = {}
+    for line in _cpuinfo().split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def cpu_model() -> str:
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    return _cpu_fields().get("model name") or platform.processor() or "unknown"
 
 
 def cpu_family_model() -> str | None:
     """'25/17': /proc/cpuinfo's cpu family and model, which tell apart CPUs that one model name and one set of flags
     cover (a Zen 4 and a Zen 5 VM both read 'AMD EPYC'); None where the kernel does not say."""
-    fields = {}
-    for line in _cpuinfo().split("\n\n")[0].splitlines():  # the first processor's block
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
+    fields = _cpu_fields()
     family, model = fields.get("cpu family"), fields.get("model")
     return f"{family}/{model}" if family and model else None
 

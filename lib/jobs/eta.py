@@ -11,7 +11,7 @@ notebook by PyTorch's and the rest by ONNX Runtime's. A profile no run has timed
 `backtest` estimates every recorded run from those before it, to say how far the estimate is from the time.
 
     tts-lab study eta default 00_data_and_features 01_baselines --json outputs/default/eta.json
-    tts-lab study eta default --backtest outputs/recorded/intel-xeon-amx-2c/63_eta_backtest/backtest.csv
+    tts-lab study eta default --backtest outputs/recorded/intel-xeon-amx-2c/65_eta_backtest/backtest.csv
 """
 from __future__ import annotations
 
@@ -61,8 +61,9 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path | None 
                   if v.get("status") == "ok"}
         envs = sorted(folder.glob("[0-9][0-9]_env.json"))
         env = json.loads(envs[0].read_text()) if envs else {}
-        if (folder / "eta.json").exists():
-            rtf = json.loads((folder / "eta.json").read_text())["calibration"]
+        said = json.loads((folder / "eta.json").read_text()) if (folder / "eta.json").exists() else {}
+        if said:
+            rtf = said["calibration"]
         elif (folder / "01_results.csv").exists():
             rows = pd.read_csv(folder / "01_results.csv")
             rows = rows[(rows.metric == "rtf") & (rows.variant == "fp32") & (rows.threads == 1) & (rows.status == "ok")]
@@ -73,20 +74,21 @@ def timed_runs(profile: str, outputs: Path | None = None, recorded: Path | None 
         ident = rtf.get("machine") or (machine.identity_of(env) if env.get("cpu_model") else None)
         runs.append(_run(status, {k: v.get("rtf", rtf) for k, v in status.items()},
                          env.get("cpu_model", folder.parent.name), path, ident, int(folder.name.split("_")[0]),
-                         folder.parent.name))
+                         folder.parent.name, said.get("estimate_s", {})))
     _unname_ambiguous(runs)
     return runs
 
 
 def _run(status: dict, rtf: dict, cpu: str, path, ident: dict | None, number: int | None = None,
-         folder: str | None = None) -> dict:
+         folder: str | None = None, said: dict | None = None) -> dict:
     """One run an estimate can scale from, out of its run_status.json entries (notebook: what run_all.sh kept), with
-    the identity of its machine (None: unknown), its number and CPU folder where recorded."""
+    the identity of its machine (None: unknown), and where recorded its number, CPU folder and the estimate it said
+    at its start."""
     return {"seconds": {k: v["seconds"] for k, v in status.items()}, "rtf": rtf,
             "work": {k: v["work_s"] for k, v in status.items() if v.get("work_s")},
             "fingerprint": {k: v.get("fingerprint") for k, v in status.items()},
             "warm": {k: v.get("warm") for k, v in status.items()}, "cpu": cpu, "path": str(path), "machine": ident,
-            "number": number, "folder": folder}
+            "number": number, "folder": folder, "said": said or {}}
 
 
 def _unname_ambiguous(runs: list[dict]) -> None:
@@ -203,13 +205,10 @@ def backtest(profile: str, recorded: Path | None = None) -> pd.DataFrame:
         est = estimate(nbs, cal, earlier, target["fingerprint"], target["warm"])
         if not est:
             continue
-        said_file = Path(target["path"]) / "eta.json"
-        said_file = said_file if said_file.is_absolute() else ROOT / said_file
-        said = json.loads(said_file.read_text()).get("estimate_s", {}) if said_file.exists() else {}
-        took = sum(target["seconds"][nb] for nb in est)
+        said = target["said"]
+        took, estimated = sum(target["seconds"][nb] for nb in est), sum(e.seconds for e in est.values())
         rows.append({"run": target["path"], "cpu": target["folder"], "notebooks": len(est), "took_s": took,
-                     "estimate_s": round(sum(e.seconds for e in est.values())),
-                     "error": round(sum(e.seconds for e in est.values()) / took - 1, 3),
+                     "estimate_s": round(estimated), "error": round(estimated / took - 1, 3),
                      "same_machine_notebooks": sum(e.here > 0 for e in est.values()),
                      "same_work_notebooks": sum(bool(target["fingerprint"].get(nb)) and
                                                 e.run["fingerprint"].get(nb) == target["fingerprint"][nb]
