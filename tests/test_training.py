@@ -353,3 +353,50 @@ def test_stop_step_ends_a_run_checkpointed_before_its_schedule_does(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="stop_step"):
         training.Recipe(steps=8, stop_step=-1)
+
+
+def _held_generator_run(work, steps, disc_init=None, seed=0):
+    """Discriminators (mpd-2, at 1e-3) learning alone against a held tiny generator: every step a discriminator
+    step, so their loss falls step by step from chance."""
+    recipe = training.Recipe(steps=steps, warmup_steps=0, disc_warmup_steps=steps, discriminators=("mpd-2",),
+                             lr_d=1e-3, checkpoint_every=steps, log_every=1, seed=seed)
+    trainer = training.Trainer(tiny_decoder(), tiny_batches(frames=64), recipe, work,
+                               forward=training.decoder_forward, threads=1, progress=None, disc_init=disc_init)
+    return trainer, trainer.fit().frame
+
+
+def test_discriminators_resumed_from_a_pack_go_on_where_they_stopped_not_at_chance(tmp_path):
+    """Issue 66: a run saves its discriminators and their AdamW moments as safetensors (no pickle), and a new run
+    given them (`disc_init`, as a run started from a pack is) starts at the loss they had reached, while fresh ones
+    start at chance; the weights and moments it loads are those saved, and its discriminator steps are counted."""
+    from lib.training import disc_state
+    first, a = _held_generator_run(tmp_path / "a", 30)
+    chance = disc_state.chance_loss(first.acc.unwrap_model(first.disc))
+    assert chance == 0.5 and a["disc_steps"].iloc[-1] == 30
+    assert a["loss_d"].iloc[:3].mean() > 0.8 * chance > a["loss_d"].iloc[-3:].mean() * 2, "they never learned"
+    meta = disc_state.info(tmp_path / "a")
+    assert meta["discriminators"] == ["mpd-2"] and meta["disc_steps"] == 30
+    resumed, b = _held_generator_run(tmp_path / "b", 3, disc_init=tmp_path / "a")
+    fresh, c = _held_generator_run(tmp_path / "c", 3)
+    assert resumed.disc_resumed["loaded"] == ["mpd-2"] and fresh.disc_resumed == {}
+    assert b["loss_d"].iloc[0] < a["loss_d"].iloc[:3].mean() / 2 and c["loss_d"].iloc[0] > 0.8 * chance
+    assert abs(b["loss_d"].iloc[0] - a["loss_d"].iloc[-1]) < 0.25 * (c["loss_d"].iloc[0] - a["loss_d"].iloc[-1])
+    saved = disc_state.load(tmp_path / "a", training.make_discriminators(("mpd-2",)),
+                            opt := torch.optim.AdamW(training.make_discriminators(("mpd-2",)).parameters()))
+    assert saved["loaded"] == ["mpd-2"] and all(float(s["step"]) == 30 for s in opt.state.values())
+
+
+def test_a_pack_keeps_the_discriminators_that_fit_and_says_which_it_left_out(tmp_path):
+    """disc_state.copy packs the discriminators under the size limit (at float16 if asked) with the steps counted
+    from the packed start, and names those left out with their size."""
+    from lib.training import disc_state
+    _held_generator_run(tmp_path / "a", 2)
+    kept = disc_state.copy(tmp_path / "a", tmp_path / "pack", 102, limit_mb=200, dtype=torch.float16)
+    assert kept == {"packed": ["mpd-2"], "left_out": {}}
+    meta = disc_state.info(tmp_path / "pack")
+    assert meta["disc_steps"] == 102 and meta["dtype"] == "float16"
+    d = training.make_discriminators(("mpd-2",))
+    assert disc_state.load(tmp_path / "pack", d, torch.optim.AdamW(d.parameters()))["loaded"] == ["mpd-2"]
+    none = disc_state.copy(tmp_path / "a", tmp_path / "small", 2, limit_mb=1)
+    assert none["packed"] == [] and "over 1 MB" in none["left_out"]["mpd-2"]
+    assert not (tmp_path / "small" / disc_state.WEIGHTS).exists()

@@ -94,7 +94,7 @@ def _pruned_run(cfg: Regress | RegressHybrid, name: str, kind: str, build_of, fr
     cfg.part(name, kind, build, rec, cfg.recipe_name()).write(work)
     batch_fn = lambda r: with_stage_targets(teacher_dec, keep, source(cfg.batch, cfg.frames, r))  # noqa: E731
     _fit(name, Trainer(student, batch_fn, rec, work / name, forward=forward, eval_batches=held, device=cfg.device,
-                       threads=cfg.threads, progress=None))
+                       threads=cfg.threads, progress=None, disc_init=init))
 
 
 def _start(work: Path, name: str, student, cfg: Regression, kind: str, build: dict, fallback: str = "",
@@ -201,7 +201,8 @@ def regress_istft(cfg: RegressIstft) -> None:
     held = [random_segments(heldout, cfg.batch, cfg.frames, rng) for _ in range(2)]
     forward = spectra_forward() if apnet else spectral_forward(WEIGHTS["spectral"])
     _fit(name, Trainer(student, lambda r: source(cfg.batch, cfg.frames, r), recipe, work / name, forward=forward,
-                           eval_batches=held, device=cfg.device, threads=cfg.threads, progress=None))
+                       eval_batches=held, device=cfg.device, threads=cfg.threads, progress=None,
+                       disc_init=cfg.packed_start(name, base)))
 
 
 def apnet_name(name: str) -> str:

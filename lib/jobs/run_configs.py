@@ -29,6 +29,8 @@ class Run:
     work: str  # folder for the full training state (the machine's own disk)
     voice: str = ""  # the teacher: a piper voice's .onnx (its .onnx.json beside it); empty: the lab's en_US-joe-medium
     init_from: str = ""  # a committed folder of packed runs (outputs/recorded/training/<work>) to resume from
+    # the packed part under --init-from to start from (empty: the part's own name, else its regression run's)
+    init_part: str = ""
     device: str = "cpu"  # cpu or cuda
     batch: int = 4  # segments per batch
     frames: int = 32  # latent frames per segment
@@ -60,6 +62,11 @@ class Run:
     def packed_start(self, name: str, fallback: str = "") -> Path | None:
         """The --init-from folder the part `name` starts from: its own pack, else (an adversarial phase starting from
         the regression run) `fallback`'s; None where neither is packed there."""
+        if self.init_part and self.init_from:
+            path = Path(self.init_from) / self.init_part
+            if not (path / CONFIG).exists():
+                raise ArtefactError(f"--init-part {self.init_part}: {path / CONFIG} is missing")
+            return path
         packed = [Path(self.init_from) / n for n in (name, fallback) if n and self.init_from]
         return next((p for p in packed if (p / CONFIG).exists()), None)
 
@@ -121,6 +128,8 @@ class Regression(Run):
     # in the adversarial phase, HiFi-GAN's generator loss (mel, adversarial, feature matching) only
     gan_objective: bool = False
     disc_warmup: int = 0  # the adversarial phase's first steps train only the fresh discriminators (the generator held)
+    # the adversarial and feature-matching terms' weight in the generator's loss (1: piper's): a GAN-weighted arm
+    adv_weight: float = 1.0
     # stop (checkpointed) at this many steps, the packed start's counted (0: at --steps): equal-step arms
     stop_at: int = 0
 
@@ -136,6 +145,7 @@ class Regression(Run):
             adversarial_steps=self.adversarial_steps, schedule_offset=0 if self.warm_restart else done,
             discriminators=tuple(self.discriminators), disc_bf16=self.disc_bf16, disc_segment=self.disc_segment,
             lr_d=self.lr_d, gan_objective=self.gan_objective, disc_warmup_steps=self.disc_warmup,
+            adv_weight=self.adv_weight,
             stop_step=self.stop_at - done if self.stop_at else 0, checkpoint_every=self.checkpoint_every,
             eval_every=self.eval_every, log_every=self.log_every, **extra)
 
@@ -149,18 +159,21 @@ class Regression(Run):
         detail = self.named_discriminators()
         detail += ["bf16"] * bool(self.disc_bf16) + [f"{self.disc_segment} samples"] * bool(self.disc_segment)
         detail += [f"lr_d {self.lr_d:g}"] * (self.lr_d != Recipe.lr_d) + ["HiFi-GAN objective"] * self.gan_objective
+        detail += [f"adversarial weight {self.adv_weight:g}"] * (self.adv_weight != 1.0)
         detail += [f"{self.disc_warmup} discriminator-only steps"] * bool(self.disc_warmup)
         return name + "+adversarial" + (f"({', '.join(detail)})" if detail else "")
 
     def phase_name(self, base: str) -> str:
         """A part's name (`<student>-regress`), or with --adversarial-steps that of its adversarial phase,
         `<student>-adv` (`-adv-<discriminator>...` with a set other than piper's, `-lrd<rate>` with another
-        discriminator rate, `-gan` with HiFi-GAN's objective): a run, a ledger line and a judged voice of its own."""
+        discriminator rate, `-gan` with HiFi-GAN's objective, `-advw<w>` with another adversarial weight): a run, a ledger line and a judged voice of its own."""
         if not self.adversarial_steps:
             return base
         rate = f"-lrd{self.lr_d:.0e}" * (self.lr_d != Recipe.lr_d)  # no dot in a run's name
         gan = "-gan" * self.gan_objective
-        return base.replace("-regress", "-adv" + "".join(f"-{d}" for d in self.named_discriminators()) + rate + gan)
+        weight = f"-advw{self.adv_weight:g}".replace(".", "p") * (self.adv_weight != 1.0)
+        return base.replace("-regress", "-adv" + "".join(f"-{d}" for d in self.named_discriminators()) + rate + gan
+                            + weight)
 
     def named_discriminators(self) -> list[str]:
         """The discriminators a name must mention: none for piper's ensemble (MPD, with or without its MRD), else
@@ -255,6 +268,10 @@ class Pack:
     device: str = "cuda"
     ledger: str = ""  # append a row per packed decoder (held-out PESQ, mel L1, machine-hours)
     judged_sentences: int = JUDGED_SENTENCES  # with --ledger: held-out sentences the judges score (0: none)
+    # pack the discriminators whose weights and moments fit in this many MB (piper's MRD: 3 MB; its MPD, 535 MB at
+    # float32, stays in the run's local state); 0: none
+    disc_limit_mb: float = 16.0
+    disc_dtype: Literal["float32", "float16"] = "float32"  # float16 halves what a GPU slot brings back
     NAME: ClassVar[str] = "pack"
 
 

@@ -145,9 +145,11 @@ def gpu_name(device: str) -> str | None:
 
 
 def packed_count(config: dict) -> dict:
-    """What a part started from packed files (their `config`) goes on counting: steps, machine-hours, device-hours."""
+    """What a part started from packed files (their `config`) goes on counting: steps, machine-hours, device-hours,
+    and its packed discriminators' steps (0 where it packed none)."""
     return {"steps": int(config.get("steps", 0)), "hours": float(config.get("hours", 0.0)),
-            "device_hours": float(config.get("device_hours", 0.0)), "gpu": gpu_of_hours(config)}
+            "device_hours": float(config.get("device_hours", 0.0)), "gpu": gpu_of_hours(config),
+            "disc_steps": int(config.get("disc_steps", 0))}
 
 
 

@@ -39,6 +39,7 @@ from lib.jobs.run_configs import (CONFIG, JOBS, Bundle, JudgePacks, Pack, Regres
 from lib.jobs.run_state import (CORPUS_LISTS, HELDOUT_JUDGES, HELDOUT_SET, accounted_hours, corpus, heldout_judged,
                                 heldout_quality, init_from, packed_count, read_json)
 from lib.techniques import compress, distill
+from lib.training import disc_state
 from lib.training.ledger import JUDGED, append, append_judged, has_row, judge_means, read_judged
 from lib.training.loop import train_decoder
 from lib.voices import parts, piper_torch, synth as voices
@@ -145,6 +146,13 @@ def pack(cfg: Pack) -> None:
                  "gpu": gpu_of_hours({"device_hours": device_hours, "gpu": before.get("gpu"), "device": trained_on})}
         if (run / "keep.json").exists():
             extra["keep"] = read_json(run / "keep.json")
+        trained_d = disc_state.info(run)  # the discriminators go on counting from a packed start's
+        if trained_d is not None:
+            extra["disc_steps"] = int(before.get("disc_steps", 0)) + trained_d["disc_steps"]
+            kept = disc_state.copy(run, out / run.name, extra["disc_steps"], cfg.disc_limit_mb,
+                                   getattr(torch, cfg.disc_dtype))
+            extra.update(discriminators=kept["packed"], **({"discriminators_left_out": kept["left_out"]}
+                                                           if kept["left_out"] else {}))
         dest = save_part(module, out / run.name, config.kind, config.build, extra=extra, teacher=teacher_identity())
         (dest / "curve.csv").write_text(curve)
         (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": command, "trained_on": trained_on,

@@ -35,7 +35,7 @@ from lib.core import machine, worktime
 from lib.core.pause import active
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.core.results import atomic_write_json, atomic_write_text
-from lib.training import discriminators as discs
+from lib.training import disc_state, discriminators as discs
 from lib.training.batches import random_segments
 from lib.training.losses import complex_stft_loss, mel_l1, mr_stft_loss
 from lib.training.phase_losses import PredictedSpectra, apnet_losses
@@ -69,14 +69,16 @@ class _LoopState:
     """What accelerate does not know about: the step, the batch sampler's generator and the curve so far."""
 
     def __init__(self, seed: int):
-        self.step, self.seconds, self.rows = 0, 0.0, []
+        self.step, self.seconds, self.rows, self.disc_steps = 0, 0.0, [], 0
         self.rng = np.random.default_rng(seed)
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "seconds": self.seconds, "rows": self.rows, "rng": self.rng.bit_generator.state}
+        return {"step": self.step, "seconds": self.seconds, "rows": self.rows, "rng": self.rng.bit_generator.state,
+                "disc_steps": self.disc_steps}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.seconds, self.rows = int(state["step"]), float(state["seconds"]), list(state["rows"])
+        self.disc_steps = int(state.get("disc_steps", 0))  # a state saved before the count: none counted
         self.rng.bit_generator.state = state["rng"]
 
 
@@ -117,7 +119,8 @@ class Trainer:
     held-out batches whose mel L1 is logged every `eval_every` steps; `eval_fn(generator) -> dict` adds any other
     held-out figure (PESQ from the harness, say). A `yielder` (`pause.Yielder`) makes a long run wait between steps
     while anything on the machine is timed. `should_stop()`, asked at every logged step, ends the run early
-    (checkpointed) when it gives a reason (early stopping).
+    (checkpointed) when it gives a reason (early stopping). `disc_init`: a pack whose discriminators (and their
+    moments) a run without local state starts from (lib.training.disc_state), instead of fresh ones.
 
     Everything needed to resume sits under `work_dir/state` (accelerate's `save_state`); `curve.csv` beside it."""
 
@@ -126,7 +129,7 @@ class Trainer:
                  sample_rate: int = DEFAULT_SAMPLE_RATE, mel_hop: int = 256,
                  eval_batches: Sequence[tuple] = (), eval_fn: Callable | None = None, device: str = "cpu",
                  threads: int = 2, progress: str | None = "train", yielder=None,
-                 should_stop: Callable[[], str | None] | None = None):
+                 should_stop: Callable[[], str | None] | None = None, disc_init: Path | None = None):
         if (forward is None) == (loss_fn is None):
             raise ValueError("give the Trainer either forward (waveform training) or loss_fn (regression)")
         self.generator, self.batch_fn, self.recipe = generator, batch_fn, recipe
@@ -138,6 +141,7 @@ class Trainer:
         self.yielder = yielder if yielder is not None else active()  # a long run pauses while anything is timed
         self.adversarial = forward is not None and recipe.adversarial and bool(recipe.discriminators)
         self.skipped_in_a_row = 0  # optimiser steps skipped for non-finite gradients (_clip)
+        self.disc_init, self.disc_resumed = disc_init, {}
 
     def _setup(self):
         r = self.recipe
@@ -166,6 +170,8 @@ class Trainer:
         if self.adversarial:
             disc = make_discriminators(r.discriminators)
             opt_d = torch.optim.AdamW(disc.parameters(), lr=r.lr_d, betas=r.betas, eps=r.eps)
+            if self.disc_init is not None and not (self.work_dir / "state" / "custom_checkpoint_0.pkl").exists():
+                self.disc_resumed = disc_state.load(self.disc_init, disc, opt_d)  # before the scheduler reads lr
             sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, gamma=r.lr_decay_d)
             objs += [disc, opt_d, sched_d]
         prepared = self.acc.prepare(*objs)
@@ -228,7 +234,8 @@ class Trainer:
                         adv = adv + generator_loss(y_d_g)[0]
                         fm = fm + feature_loss(fmap_r, fmap_g)
                 out.update(loss_adv=adv, loss_fm=fm, loss_d=loss_d)
-                loss = loss + adv + fm
+                loss = loss + r.adv_weight * (adv + fm)
+                out["adv_share"] = float(r.adv_weight * (adv + fm).detach() / loss.detach())
             out["loss_g"] = loss
         self.opt_g.zero_grad(set_to_none=True)
         self.acc.backward(out["loss_g"])
@@ -250,6 +257,7 @@ class Trainer:
         if self._clip(list(self.disc.parameters())):
             self.opt_d.step()
         self.sched_d.step()
+        self.state.disc_steps += 1
         return loss_d
 
     def _discriminators_only(self, batch) -> dict:
@@ -352,6 +360,9 @@ class Trainer:
             tmp_ema = self.work_dir / ".ema.tmp.safetensors"
             save_file({k: v.detach().contiguous() for k, v in self.ema.module.state_dict().items()}, str(tmp_ema))
             tmp_ema.replace(self.work_dir / "ema.safetensors")
+        if self.disc is not None:  # the discriminators as a pack keeps them: they resume, never restart at chance
+            disc_state.save(self.work_dir, self.acc.unwrap_model(self.disc), getattr(self.opt_d, "optimizer", self.opt_d),
+                            self.state.disc_steps)
         atomic_write_text(self.work_dir / "curve.csv", pd.DataFrame(self.state.rows).to_csv(index=False))
         atomic_write_json(self.work_dir / "recipe.json", asdict(self.recipe))
 
@@ -392,6 +403,7 @@ class Trainer:
             bar.update()
             if st.step % r.log_every == 0 or st.step == end:
                 row = {"step": st.step, "lr": self.sched_g.get_last_lr()[0],
+                       **({"disc_steps": st.disc_steps} if self.adversarial else {}),
                        **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}}
                 if r.eval_every and (st.step % r.eval_every == 0 or st.step == end):
                     row.update(self._evaluate())

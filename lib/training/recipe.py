@@ -50,6 +50,9 @@ class Recipe:
     phase_weight: float = 0.0  # APNet's anti-wrapping phase losses, instantaneous + group delay + frequency (100)
     gan_objective: bool = False  # with the discriminators on, HiFi-GAN's generator loss only (mel x45, adversarial,
     # feature matching): the waveform-exact regression terms, which outweigh the adversarial ones 50 to 1, stop
+    # the adversarial and feature-matching terms' weight in the generator's loss (piper's: 1): a GAN-weighted
+    # objective gives the discriminators a larger share of what the generator learns from
+    adv_weight: float = 1.0
     stop_step: int = 0  # >0: stop (checkpointed) at this step of the run, before its schedule ends (equal-step arms)
 
     @classmethod
@@ -70,6 +73,8 @@ class Recipe:
                              "it needs adversarial steps")
         if self.disc_warmup_steps < 0 or self.stop_step < 0:
             raise ValueError(f"disc_warmup_steps {self.disc_warmup_steps}, stop_step {self.stop_step}: steps, >= 0")
+        if self.adv_weight <= 0:
+            raise ValueError(f"adv_weight {self.adv_weight}: a positive weight (1: piper's)")
         if self.disc_segment < 0:
             raise ValueError(f"disc_segment {self.disc_segment}: a number of samples, or 0 for the whole segment")
         self.discriminators, self.betas = tuple(self.discriminators), tuple(self.betas)
