@@ -62,6 +62,10 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
                              "speaker runs at their trained timing and with flow and decoder swapped"),
         "alignment": ("lib.studies.alignment", "AlignmentYardstick", "each aligner against true durations"),
         "phase-gap": ("lib.studies.phase_gap", "PhaseGap", "split frame-rate decoders' gap into magnitude and phase"),
+        "magnitude-gap": ("lib.studies.magnitude_gap", "MagnitudeGap",
+                          "a frame-rate decoder's over-smoothing, bias, rank ceiling and per-bin corrections"),
+        "adversary-gate": ("lib.studies.adversary_gate", "AdversaryGate",
+                           "adversarial arms' discriminators against chance and their judged change, before hours"),
         "hybrid-timing": ("lib.studies.hybrid_timing", "HybridTiming", "untrained hybrid decoders timed in the voice"),
         "step-costs": ("lib.jobs.step_costs", "StepCosts", "time a training step of each recipe on this CPU"),
         "eta": ("lib.cli", "Eta", "how long a profile's notebooks will take on this machine"),
@@ -200,7 +204,7 @@ def run(cmd, command: str = "tts-lab") -> None:
         result = export_pack.export([Path(p) for p in cmd.pack], Path(cmd.out))
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
                      result["sample_rate"])
-    elif kind in ("StepCosts", "PhaseGap", "HybridTiming"):
+    elif kind in ("StepCosts", "PhaseGap", "HybridTiming", "AdversaryGate", "MagnitudeGap"):
         importlib.import_module(type(cmd).__module__).run(cmd)
     elif kind in ("Overfit", "AdaptationGap", "AdaptationParts", "AlignmentYardstick", "Optimize"):
         importlib.import_module(type(cmd).__module__).run(cmd, command)

@@ -60,3 +60,42 @@ def test_the_training_stack_trains_it(tmp_path):
     f = curve.frame
     assert f["loss_mel"].iloc[-3:].mean() < f["loss_mel"].iloc[:3].mean()
     assert f.loc[f["step"] > 10, "loss_d"].notna().all()
+
+
+def test_a_decoder_grown_from_a_linear_head_pack_speaks_as_the_pack_then_learns_past_its_rank(tmp_path):
+    """Issue 66: `mag_hidden` adds a GELU MLP beside the head's log-magnitudes whose last layer starts at zero, so a
+    decoder grown from a linear-head pack (run_state.init_from) speaks exactly as the pack; trained, the MLP moves,
+    its config rebuilds it, and it exports to ONNX Runtime as the linear decoder does. A pack with another body is
+    still refused, naming the keys."""
+    import onnxruntime as ort
+    from lib.jobs.run_state import init_from
+    from lib.voices import parts
+    from lib.voices.artefacts import ArtefactError, save_part
+    torch.manual_seed(0)
+    linear = istft_decoder.FrameRateDecoder(in_channels=8, dim=32, blocks=2).eval()
+    save_part(linear, tmp_path / "pack", "istft_decoder", linear.config, extra={"steps": 5})
+    grown = istft_decoder.FrameRateDecoder(in_channels=8, dim=32, blocks=2, mag_hidden=24)
+    assert init_from(grown, tmp_path / "pack")["steps"] == 5
+    z = torch.randn(1, 8, 30)
+    with torch.no_grad():
+        assert torch.equal(grown.eval()(z), linear(z))
+    opt = torch.optim.Adam(grown.parameters(), lr=1e-2)
+    grown.train()
+    for _ in range(3):
+        opt.zero_grad()
+        grown.spectra(z)[0].pow(2).mean().backward()
+        opt.step()
+    assert grown.mag_mlp[-1].weight.abs().sum() > 0
+    rebuilt = parts.build_part("istft_decoder", grown.config)
+    rebuilt.load_state_dict(grown.state_dict())
+    path = tmp_path / "grown.onnx"
+    grown.eval()
+    torch.onnx.export(grown, (z,), str(path), dynamo=False, opset_version=17, input_names=["z"],
+                      output_names=["audio"], dynamic_axes={"z": {2: "frames"}, "audio": {2: "samples"}})
+    with torch.no_grad():
+        want = rebuilt.eval()(z).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"z": z.numpy()})[0]
+    assert np.abs(got - want).max() < 1e-4
+    wider = istft_decoder.FrameRateDecoder(in_channels=8, dim=48, blocks=2, mag_hidden=24)
+    with pytest.raises((ArtefactError, RuntimeError)):
+        init_from(wider, tmp_path / "pack")

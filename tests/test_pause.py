@@ -192,3 +192,18 @@ def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_pat
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGKILL)
+
+
+def test_a_run_that_leads_its_session_lowers_its_sessions_group_and_no_other(tmp_path):
+    """Under Linux's autogroup, nice orders processes only within a session: a long run started with setsid gives
+    its own session's group nice 19 (else it shares the CPU equally with an interactive session); a process inside
+    another session (pytest's, say) leaves that session's group as it was."""
+    if not Path("/proc/self/autogroup").exists():
+        pytest.skip("no autogroup on this kernel")
+    code = ("from pathlib import Path; from lib.core import pause; pause.lowest_priority(); "
+            "print(Path('/proc/self/autogroup').read_text().split()[-1])")
+    led = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, start_new_session=True,
+                         check=True)
+    inside = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert led.stdout.strip() == "19"
+    assert inside.stdout.strip() == Path("/proc/self/autogroup").read_text().split()[-1]

@@ -508,3 +508,43 @@ def test_a_varied_front_end_goes_on_from_the_harvard_front_ends_pack(tmp_path):
     varied = distill.recorded_students(tmp_path / "out2")[0]["fe16-varied"][1]
     assert varied["kind"] == "frontend" and varied["steps"] == 5 and varied["hours"] > first["hours"]
     assert np.isfinite(pd.read_csv(tmp_path / "w2" / "fe16-varied" / "curve.csv")["heldout_loss"].dropna()).all()
+
+
+def test_an_adversarial_phase_packs_its_discriminators_and_a_run_from_the_pack_resumes_them(tmp_path):
+    """Issue 66: `regress-istft --adversarial-steps` packs MRD (weights and moments, safetensors) beside the
+    generator with the discriminators' steps in its config; a run started from that pack (--init-part names it)
+    loads them instead of fresh ones and counts their steps on; piper's MPD, over the size limit, is named as left
+    out rather than packed."""
+    from lib.training import disc_state, discriminators
+    from lib.voices.artefacts import save_part
+    from lib.voices.istft_decoder import FrameRateDecoder
+    dec = FrameRateDecoder(192, 32, 1)
+    save_part(dec, tmp_path / "init" / "istft32x1-regress", "istft_decoder", dec.config,
+              extra={"steps": 3, "hours": 0.5, "recipe": "regression-first"})
+    common = ["--dim", "32", "--blocks", "1", "--corpus-limit", "1", "--batch", "1", "--frames", "16",
+              "--checkpoint-every", "3", "--eval-every", "0", "--log-every", "1", "--threads", "2", "--warm-restart",
+              "--discriminators", "mrd", "mpd-2", "--disc-warmup", "1"]
+    train_job.main(["regress-istft", "--work", str(tmp_path / "w"), "--init-from", str(tmp_path / "init"),
+                    "--steps", "6", "--adversarial-steps", "3", *common])
+    train_job.main(["pack", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--device", "cpu",
+                    "--disc-limit-mb", "16"])
+    name = "istft32x1-adv-mrd-mpd-2"
+    config = json.loads((tmp_path / "out" / name / "config.json").read_text())
+    assert config["disc_steps"] == 3 and config["discriminators"] == ["mrd"]
+    assert "mpd-2" in config["discriminators_left_out"]
+    assert disc_state.info(tmp_path / "out" / name)["discriminators"] == ["mrd"]
+    packed = disc_state.info(tmp_path / "out" / name)
+    train_job.main(["regress-istft", "--work", str(tmp_path / "w2"), "--init-from", str(tmp_path / "out"),
+                    "--init-part", name, "--steps", "8", "--adversarial-steps", "2", *common])
+    train_job.main(["pack", "--work", str(tmp_path / "w2"), "--out", str(tmp_path / "out2"), "--device", "cpu"])
+    again = json.loads((tmp_path / "out2" / name / "config.json").read_text())
+    assert again["steps"] == 8 and again["disc_steps"] == 3 + 2 and packed["disc_steps"] == 3
+    from safetensors.torch import load_file
+    first = load_file(str(tmp_path / "out" / name / disc_state.WEIGHTS))
+    d = discriminators.build(["mrd"])
+    opt = torch.optim.AdamW(d.parameters())
+    assert disc_state.load(tmp_path / "out" / name, d, opt)["loaded"] == ["mrd"]
+    assert all(torch.equal(p, first[k]) for k, p in d.named_parameters())
+    with pytest.raises(Exception, match="init-part"):
+        train_job.main(["regress-istft", "--work", str(tmp_path / "w3"), "--init-from", str(tmp_path / "out"),
+                        "--init-part", "nothing-here", "--steps", "8", "--adversarial-steps", "2", *common])

@@ -188,15 +188,21 @@ def regress_istft(cfg: RegressIstft) -> None:
     the adversarial phase, `istft<dim>x<blocks>-adv`; with --amp-weight or --phase-weight, APNet's amplitude and
     phase losses replace the spectral term, `istft<dim>x<blocks>-apnet`. Both start from the regression run's pack."""
     work = Path(cfg.work)
-    base = f"istft{cfg.dim}x{cfg.blocks}-regress"
+    base = f"istft{cfg.dim}x{cfg.blocks}{f'm{cfg.mag_hidden}' if cfg.mag_hidden else ''}-regress"
     apnet = bool(cfg.amp_weight or cfg.phase_weight)
     name = apnet_name(cfg.phase_name(base)) if apnet else cfg.phase_name(base)
     (work / name).mkdir(parents=True, exist_ok=True)
     teacher = teacher_bundle.teacher()
     source, heldout, summary = training_corpus(teacher, cfg)
-    student = FrameRateDecoder(teacher.hparams["inter_channels"], cfg.dim, cfg.blocks, hop=heldout.hop)
+    student = FrameRateDecoder(teacher.hparams["inter_channels"], cfg.dim, cfg.blocks, hop=heldout.hop,
+                               mag_hidden=cfg.mag_hidden)
     recipe = _start(work, name, student, cfg, "istft_decoder", student.config, fallback=base, apnet=apnet,
                     amp_weight=cfg.amp_weight, phase_weight=cfg.phase_weight, corpus=summary)
+    if cfg.mag_only:
+        if student.mag_mlp is None:
+            raise ValueError("--mag-only trains the magnitude MLP alone: give it --mag-hidden")
+        for n, p in student.named_parameters():
+            p.requires_grad_(n.startswith(FrameRateDecoder.GROWN))
     rng = np.random.default_rng(1234)
     held = [random_segments(heldout, cfg.batch, cfg.frames, rng) for _ in range(2)]
     forward = spectra_forward() if apnet else spectral_forward(WEIGHTS["spectral"])

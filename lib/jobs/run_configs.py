@@ -199,9 +199,17 @@ class RegressIstft(Regression):
     spectral term is APNet's amplitude and phase losses instead (the discriminator-free arm, `istft<d>x<b>-apnet`)."""
     dim: int = 256
     blocks: int = 6
+    # a GELU MLP of this width beside the head's log-magnitudes (0: the linear head alone); a run grown from a
+    # linear-head pack (--init-part) starts speaking as it did (`istft<dim>x<blocks>m<width>`)
+    mag_hidden: int = 0
+    mag_only: bool = False  # train the magnitude MLP alone (the body, the head and the phases frozen as packed)
     amp_weight: float = 0.0  # APNet's log-amplitude MSE (APNet: 45)
     phase_weight: float = 0.0  # APNet's anti-wrapping phase losses: instantaneous, group delay, frequency (APNet: 100)
     NAME: ClassVar[str] = "regress-istft"
+
+    def recipe_name(self, apnet: bool = False) -> str:
+        """The regression-first recipe's name, saying where only the magnitude MLP trains."""
+        return super().recipe_name(apnet) + " (magnitude MLP only)" * self.mag_only
 
 
 @dataclass

@@ -38,7 +38,16 @@ LONG_RUN_NOISE = {"noise_scale": 0.667, "noise_w": 0.8}  # the long runs' corpus
 JUDGED_SENTENCES = 10
 # scores only: no step or choice reads them
 HELDOUT_JUDGES = ("dnsmos_p808", "dnsmos_sig", "dnsmos_ovrl", "distillmos", "wer")
+# the development set: Factbook background sentences after the judged prose (no profile judges more than its first
+# corpus_text.JUDGED_VARIED), which no corpus holds: a gate may look at them, no verdict does
+DEV_SET = "Factbook backgrounds after the judged prose (development)"
 _LOGGER = logging.getLogger(__name__)
+
+
+def dev_sentences(n: int) -> list:
+    """The development set's first `n` sentences (DEV_SET), ids vp_1001 on."""
+    from lib.data import prose_text
+    return prose_text.factbook_sentences(corpus_text.JUDGED_VARIED + n)[corpus_text.JUDGED_VARIED:]
 
 
 def read_json(path: Path, default=None):
@@ -63,7 +72,14 @@ def init_from(module, art_dir: Path) -> dict | None:
         _LOGGER.warning("not resuming from %s: %s", art_dir, exc)
         return None
     fold_weight_norm(module)  # artefacts hold folded weights; the resumed run trains them without weight norm
-    module.load_state_dict(loaded.state_dict())
+    missing, unexpected = module.load_state_dict(loaded.state_dict(), strict=False)
+    grown = getattr(module, "GROWN", ())  # a part grown from a smaller pack: its new layers start as they were made
+    if unexpected or any(not k.startswith(grown) for k in missing):
+        raise ArtefactError(f"{art_dir} does not fit the part it starts: missing {missing[:3]}, unexpected "
+                            f"{unexpected[:3]}")
+    if missing:
+        _LOGGER.info("%s grown from %s: %s start fresh", type(module).__name__, art_dir, sorted({k.split(".")[0]
+                                                                                                 for k in missing}))
     _LOGGER.info("generator initialised from %s (%s steps, %.2f h)", art_dir, config.get("steps", 0),
                  float(config.get("hours", 0.0)))
     return config
@@ -188,13 +204,16 @@ def frontend_audio(teacher, fe, sentences, noise_scale: float | None = None, see
     return refs, outs
 
 
-def heldout_audio(teacher, part, info: dict, kind: str = "decoder", sentences: int = HELDOUT_SENTENCES) -> tuple:
+def heldout_audio(teacher, part, info: dict, kind: str = "decoder", sentences: int = HELDOUT_SENTENCES,
+                  held: list | None = None) -> tuple:
     """(sentence ids, the teacher's own audio, the part's audio) on the first `sentences` of the held-out list, which no
     training step and no checkpoint choice touched (whole utterances, the run's corpus noise): of a decoder `part` on
     the teacher's latents, or, for a flow (`kind` 'flow'), of the teacher's decoder on the latents `part` makes from
     the same prior sample; for a front end (`kind` 'frontend'), on the teacher's durations with one noise draw for
-    both (frontend_heldout)."""
-    held = text.harvard_sentences(HELDOUT_LISTS)[:sentences]
+    both (frontend_heldout). `held`: other sentences in place of the held-out list's (a decoder's only)."""
+    if held is not None and kind in ("frontend", "flow"):
+        raise ValueError(f"held-out audio of a {kind} on other sentences: only a decoder's is made on them")
+    held = text.harvard_sentences(HELDOUT_LISTS)[:sentences] if held is None else held
     part.eval()
     with torch.no_grad():
         if kind == "frontend":
@@ -204,15 +223,15 @@ def heldout_audio(teacher, part, info: dict, kind: str = "decoder", sentences: i
             refs = [teacher.dec(z * m) for z, m in zip(pairs.z, pairs.mask)]
             outs = [teacher.dec(part(zp, m, g=None, reverse=True) * m) for zp, m in zip(pairs.z_p, pairs.mask)]
         else:
-            lat = heldout_latents(teacher, info, sentences)[1]
+            lat = heldout_latents(teacher, info, sentences, held)[1]
             refs, outs = lat.wav, [part(z)[..., : ref.shape[-1]] for z, ref in zip(lat.z, lat.wav)]
     return [s.id for s in held], refs, outs
 
 
-def heldout_latents(teacher, info: dict, sentences: int = JUDGED_SENTENCES) -> tuple:
-    """(the first `sentences` held-out sentences, the teacher's latents and audio of them at the run's corpus noise
-    `info`, one fixed seed): what every held-out figure of a decoder reads."""
-    held = text.harvard_sentences(HELDOUT_LISTS)[:sentences]
+def heldout_latents(teacher, info: dict, sentences: int = JUDGED_SENTENCES, held: list | None = None) -> tuple:
+    """(the first `sentences` held-out sentences, or `held`, the teacher's latents and audio of them at the run's
+    corpus noise `info`, one fixed seed): what every held-out figure of a decoder reads."""
+    held = text.harvard_sentences(HELDOUT_LISTS)[:sentences] if held is None else held
     with torch.no_grad():
         return held, batches.teacher_latents(teacher, sentence_ids(held), [s.id for s in held],
                                              noise_scale=info.get("noise_scale", 0.0),
@@ -228,12 +247,12 @@ def heldout_quality(teacher, part, info: dict, kind: str = "decoder") -> dict:
 
 
 def heldout_judged(teacher, part, info: dict, kind: str = "decoder", sentences: int = JUDGED_SENTENCES,
-                   judges: tuple = HELDOUT_JUDGES) -> pd.DataFrame:
+                   judges: tuple = HELDOUT_JUDGES, held: list | None = None) -> pd.DataFrame:
     """Each of `judges` (of HELDOUT_JUDGES) on the part's held-out audio and on the teacher's own, per sentence (id,
     metric, value, teacher): what the ledger's quality-against-hours comparison pairs. The judges score packed
-    checkpoints only; no training step and no checkpoint choice reads them."""
-    ids, refs, outs = heldout_audio(teacher, part, info, kind, sentences)
-    words = {s.id: s.text for s in text.harvard_sentences(HELDOUT_LISTS)}
+    checkpoints only; no training step and no checkpoint choice reads them. `held`: other sentences (a decoder's)."""
+    ids, refs, outs = heldout_audio(teacher, part, info, kind, sentences, held)
+    words = {s.id: s.text for s in (text.harvard_sentences(HELDOUT_LISTS) if held is None else held)}
     score = _scorer(tuple(judges), teacher.sample_rate)
     rows = []
     for sid, r, o in zip(ids, refs, outs):

@@ -415,9 +415,9 @@ class Trainer:
                 if self.progress is None:  # no bar: a line per logged row says where the run is and when it ends
                     rate = st.seconds / st.step
                     _LOGGER.info("%s step %d/%d, %.2f s/step, about %.0f min left; %s", self.work_dir.name, st.step,
-                                 r.steps, rate, rate * (r.steps - st.step) / 60,
+                                 end, rate, rate * (end - st.step) / 60,
                                  ", ".join(f"{k} {v:.3g}" for k, v in row.items()
-                                           if k.startswith(("loss_mel", "loss_kl", "heldout"))))
+                                           if k.startswith(("loss_mel", "loss_kl", "loss_d", "adv_share", "heldout"))))
             why = self.should_stop() if self.should_stop is not None and st.step % r.log_every == 0 else None
             if st.step % r.checkpoint_every == 0 or st.step == end or why:
                 st.seconds += time.perf_counter() - t0

@@ -80,16 +80,30 @@ class ConvNeXtBlock(nn.Module):
 
 class FrameRateDecoder(nn.Module):
     """Latent z [B, C, frames] -> waveform [B, 1, frames * hop]: a drop-in for the VITS decoder (same input, same
-    output length), so `distill.with_parts` and the training stack take it as they take a HiFi-GAN student."""
+    output length), so `distill.with_parts` and the training stack take it as they take a HiFi-GAN student.
 
-    def __init__(self, in_channels: int = 192, dim: int = 256, blocks: int = 6, n_fft: int = 1024, hop: int = 256):
+    `mag_hidden` > 0 adds a GELU MLP beside the linear head's log-magnitudes (not its phases): a linear head of
+    `dim` inputs puts every frame's log-magnitudes in one `dim`-dimensional affine subspace, and the teacher's
+    projected onto 192 dimensions already lose DNSMOS P.808 (issue 66's magnitude study). Its last layer starts at
+    zero, so a decoder grown from a linear-head pack speaks as that pack did (GROWN: the keys such a pack lacks)."""
+    GROWN = ("mag_mlp.",)
+
+    def __init__(self, in_channels: int = 192, dim: int = 256, blocks: int = 6, n_fft: int = 1024, hop: int = 256,
+                 mag_hidden: int = 0):
         super().__init__()
         self.config = dict(in_channels=in_channels, dim=dim, blocks=blocks, n_fft=n_fft, hop=hop)
+        if mag_hidden:  # only where it is used: the packs written before it keep their config
+            self.config["mag_hidden"] = mag_hidden
         self.embed = nn.Conv1d(in_channels, dim, 7, padding=3)
         self.norm = nn.LayerNorm(dim)
         self.blocks = nn.Sequential(*[ConvNeXtBlock(dim) for _ in range(blocks)])
         self.final = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, n_fft + 2)  # log-magnitude and phase per bin
+        self.mag_mlp = None
+        if mag_hidden:
+            self.mag_mlp = nn.Sequential(nn.Linear(dim, mag_hidden), nn.GELU(), nn.Linear(mag_hidden, n_fft // 2 + 1))
+            nn.init.zeros_(self.mag_mlp[-1].weight)
+            nn.init.zeros_(self.mag_mlp[-1].bias)
         self.istft = MatmulISTFT(n_fft, hop)
         self.hop = hop
 
@@ -99,6 +113,8 @@ class FrameRateDecoder(nn.Module):
         x = self.norm(self.embed(z).transpose(1, 2)).transpose(1, 2)
         x = self.final(self.blocks(x).transpose(1, 2))
         logmag, phase = self.head(x).transpose(1, 2).chunk(2, dim=1)
+        if self.mag_mlp is not None:
+            logmag = logmag + self.mag_mlp(x).transpose(1, 2)
         return logmag, phase
 
     def forward(self, z: torch.Tensor, g=None) -> torch.Tensor:

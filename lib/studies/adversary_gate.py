@@ -1,0 +1,170 @@
+"""The gate before hours of adversarial training (issue 66): for each arm, packed after a short run, does its
+discriminator learn (its loss against chance, and the adversarial share of the generator's loss, interval by
+interval of its curve), and does the arm move a judge (DNSMOS P.808 and SIG, Distill-MOS and Whisper's WER on the
+development set, which no corpus and no verdict uses, paired sentence by sentence with the pack it started from)?
+Reads packs only; the judges score, they choose nothing the arm trains on."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lib.core.bounds import judge
+from lib.core.results import atomic_write_text
+from lib.harness import bench
+from lib.jobs.run_state import DEV_SET, LONG_RUN_NOISE, dev_sentences, heldout_judged
+from lib.training import disc_state, discriminators
+from lib.voices import teacher_bundle
+from lib.voices.artefacts import load_part
+
+INTERVAL = 250  # curve steps per row of the gate table
+LEARNS = 0.8  # "clearly below chance": an interval's discriminator loss at most this share of chance
+MIN_SHARE = 0.15  # the adversarial and feature-matching terms' least share of the generator's loss
+JUDGES = ("dnsmos_p808", "dnsmos_sig", "distillmos", "wer")
+MOVES = ("dnsmos_p808", "distillmos")  # the judges an arm must move, upwards, with its interval above 0
+_LOGGER = logging.getLogger(__name__)
+
+
+def chance(names) -> float:
+    """The LSGAN loss of a constant guess for the discriminators `names` (disc_state.chance_loss)."""
+    return disc_state.chance_loss(discriminators.build(list(names)))
+
+
+def arm_setup(folder: Path) -> dict:
+    """What an arm's folder (a pack, or a run's part folder with its RunConfig) says of its adversary: the
+    discriminators, their window, rate and warm-up, and the generator's objective."""
+    config = json.loads((Path(folder) / "config.json").read_text())
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else None
+    if recipe is None:  # a pack: its run's RunConfig is not kept, its discriminators are
+        meta = disc_state.info(folder) or {}
+        return {"discriminators": config.get("discriminators") or meta.get("discriminators", []),
+                "recipe": config.get("recipe", "")}
+    return {"discriminators": list(recipe["discriminators"]), "recipe": config.get("recipe_name", ""),
+            "disc_segment": recipe.get("disc_segment", 0), "lr_d": recipe.get("lr_d"),
+            "disc_warmup_steps": recipe.get("disc_warmup_steps", 0), "batch": config["options"].get("batch"),
+            "objective": ("HiFi-GAN (piper's)" if recipe.get("gan_objective") else
+                          f"regression + adversarial x{recipe.get('adv_weight', 1.0):g}")}
+
+
+def curve_table(arm: str, folder: Path, interval: int = INTERVAL) -> pd.DataFrame:
+    """The arm's curve (curve.csv of a pack or a run's part folder: this run's rows) by `interval` steps: the
+    discriminators' loss, its ratio to chance, the adversarial share of the generator's loss (rows with a generator
+    step against them), the held-out mel L1, and whether the discriminators learn and their share holds."""
+    curve = pd.read_csv(Path(folder) / "curve.csv")
+    for col in ("adv_share", "heldout_mel"):  # an arm stopped in its discriminator-only steps has no generator terms
+        if col not in curve:
+            curve[col] = np.nan
+    level = chance(arm_setup(folder)["discriminators"])
+    curve["interval"] = (np.ceil(curve["step"] / interval) * interval).astype(int)
+    table = curve.groupby("interval").agg(
+        disc_steps=("disc_steps", "max"), loss_d=("loss_d", "mean"), adv_share=("adv_share", "mean"),
+        heldout_mel=("heldout_mel", "last")).reset_index().rename(columns={"interval": "step"})
+    table.insert(0, "arm", arm)
+    table["chance"] = level
+    table["loss_d_to_chance"] = table["loss_d"] / level
+    table["learns"] = table["loss_d_to_chance"] <= LEARNS
+    table["share_holds"] = table["adv_share"] >= MIN_SHARE
+    return table
+
+
+def setups(arms: dict[str, Path]) -> pd.DataFrame:
+    """One row per arm: its adversary (arm_setup)."""
+    return pd.DataFrame([{"arm": a, **{k: (", ".join(v) if isinstance(v, list) else v)
+                                       for k, v in arm_setup(f).items()}} for a, f in arms.items()])
+
+
+def judged(arms: dict[str, Path], start: Path, sentences: int, noise: dict = LONG_RUN_NOISE) -> pd.DataFrame:
+    """Per decoder (the start pack and each arm, packs), development sentence and judge: its score and the
+    teacher's own audio's, on the teacher's latents at the corpus noise the arms trained at; none to judge, no rows."""
+    if not arms:
+        return pd.DataFrame(columns=["id", "metric", "value", "teacher", "decoder", "steps"])
+    teacher = teacher_bundle.teacher()
+    held, frames = dev_sentences(sentences), []
+    for name, pack in {"start": start, **arms}.items():
+        module, config = load_part(pack)
+        frame = heldout_judged(teacher, module, noise, config["kind"], judges=JUDGES, held=held)
+        frames.append(frame.assign(decoder=name, steps=int(config.get("steps", 0))))
+        _LOGGER.info("judged %s on %d development sentences", name, len(held))
+    return pd.concat(frames, ignore_index=True)
+
+
+def summary(curves: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per arm: whether its discriminators learned (last interval), its last share, and each judge's paired
+    change against the start pack and against the teacher (mean, 95 % interval, n; WER's sign as the others':
+    higher is better, so a rise in WER reads negative), and whether it passes the gate. An arm whose
+    discriminators never left chance is not judged (`judged` False): the gate stopped it before a judge could."""
+    start = (scores[scores["decoder"] == "start"].set_index(["id", "metric"])["value"] if len(scores)
+             else pd.Series(dtype=float))
+    rows = []
+    for arm, c in curves.groupby("arm", sort=False):
+        last = c.iloc[-1]
+        shares = c["adv_share"].dropna()
+        row = {"arm": arm, "steps": int(last["step"]), "disc_steps": int(last["disc_steps"]),
+               "loss_d_to_chance": float(last["loss_d_to_chance"]),
+               "lowest_loss_d_to_chance": float(c["loss_d_to_chance"].min()),
+               "adv_share": float(shares.iloc[-1]) if len(shares) else np.nan,
+               "learns": bool(c["learns"].any()), "share_holds": bool(len(shares) and shares.iloc[-1] >= MIN_SHARE),
+               "judged": arm in set(scores.get("decoder", []))}
+        if not row["judged"]:
+            rows.append({**row, "moves_a_judge": False, "passes": False})
+            continue
+        mine = scores[scores["decoder"] == arm].set_index(["id", "metric"])
+        for m in JUDGES:
+            sign = -1.0 if m == "wer" else 1.0
+            v = mine.xs(m, level="metric")
+            for against, ref in (("start", start.xs(m, level="metric")), ("teacher", v["teacher"])):
+                j = judge(sign * (v["value"] - ref.reindex(v.index)).to_numpy(), 0.0, True)
+                row.update({f"{m}_vs_{against}": j["mean"], f"{m}_vs_{against}_lo": j["lo"],
+                            f"{m}_vs_{against}_hi": j["hi"]})
+            row["n"] = j["n"]
+        up = any(row[f"{m}_vs_start_lo"] > 0 for m in MOVES)
+        down = any(row[f"{m}_vs_start_hi"] < 0 for m in MOVES)
+        row["moves_a_judge"] = up and not down
+        row["passes"] = row["learns"] and row["share_holds"] and row["moves_a_judge"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class AdversaryGate:
+    """Gate adversarial arms before hours: their discriminators against chance, their share of the generator's
+    loss, and their judged change on the development set against the pack they started from."""
+    NAME: ClassVar[str] = "adversary-gate"
+    arms: list[str]  # each an arm's short run: a pack <work>/<run> under `root`, or a run's part folder
+    out: str  # a folder: gate_setup.csv, gate_curve.csv, gate_judged.csv, gate.csv and env.json are written there
+    start: str = "istftcorpusadv/istft192x6-adv"  # the pack every arm started from
+    root: str = "outputs/recorded/training"
+    sentences: int = 40  # of the development set
+    interval: int = INTERVAL  # curve steps per row of the gate table
+    threads: int = 1
+
+
+def run(cfg: AdversaryGate) -> pd.DataFrame:
+    """Tabulate each arm's curve, judge the arms and their start on the development set, write the three tables and
+    env.json (this machine, threads, the config, the set); returns the summary."""
+    torch.set_num_threads(cfg.threads)
+    root, out = Path(cfg.root), Path(cfg.out)
+    arms = {"/".join(Path(a).parts[-2:]): (root / a if (root / a).exists() else Path(a)) for a in cfg.arms}
+    curves = pd.concat([curve_table(name, folder, cfg.interval) for name, folder in arms.items()], ignore_index=True)
+    learned = set(curves.loc[curves["learns"], "arm"])  # an adversary at chance has nothing to teach: not judged
+    packed = {a: f for a, f in arms.items() if a in learned and (f / "model.safetensors").exists()}
+    scores = judged(packed, root / cfg.start, cfg.sentences)
+    table = summary(curves, scores)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in (("gate_setup.csv", setups(arms)), ("gate_curve.csv", curves), ("gate_judged.csv", scores),
+                        ("gate.csv", table)):
+        atomic_write_text(out / name, frame.to_csv(index=False))
+    for arm, folder in arms.items():  # each arm's curve and config kept beside the tables (a run's folder is local)
+        for name in ("curve.csv", "config.json"):
+            atomic_write_text(out / "arms" / arm / name, (folder / name).read_text())
+    env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "development_set": DEV_SET,
+           "bounds": {"learns": LEARNS, "min_share": MIN_SHARE}}
+    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    _LOGGER.info("wrote %s\n%s", out, table.round(3).T.to_string())
+    return table
