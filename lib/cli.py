@@ -114,6 +114,12 @@ class SpeakerFolder:
     lists: list[int] = field(default_factory=list)
     timed: bool = False  # through Kokoro's graph with its durations: the folder keeps the true ones (durations.json)
     speaker: str = "jf_alpha"  # a Kokoro-82M speaker: jf_alpha (the target), jf_gongitsune, jf_nezumi, jm_kumo, ...
+    # a rung of the adaptation ladder by name (teacher, teacher+4st, teacher+8st, teacher+12st, jm_kumo,
+    # jm_kumo~jf_alpha, jf_alpha) in place of --speaker: the folder, then its distance from the teacher (distance.json)
+    rung: str = ""
+    # with --rung: the teacher's own folder of the same sentences, made where missing (empty: <folder>/../teacher)
+    teacher_folder: str = ""
+    distance_clips: int = 20  # with --rung: clips its distance is measured on
 
 
 @dataclass
@@ -192,6 +198,14 @@ def run(cmd, command: str = "tts-lab") -> None:
         from lib.report import rundiff
         if rundiff.show(cmd.before, cmd.after, Path(cmd.out) if cmd.out else None):
             raise SystemExit(2)
+    elif kind == "SpeakerFolder" and cmd.rung:
+        from lib.jobs import speaker_job, speaker_ladder
+        sentences = speaker_job.target_sentences(cmd.lists)
+        teacher = Path(cmd.teacher_folder or Path(cmd.folder).parent / "teacher")
+        speaker_ladder.make_folder(speaker_ladder.Rung(), sentences, teacher, cmd.threads)
+        folder = speaker_ladder.make_folder(speaker_ladder.rung(cmd.rung), sentences, Path(cmd.folder), cmd.threads,
+                                            teacher)
+        _LOGGER.info("speaker folder %s: %s", folder, speaker_ladder.distance(folder, teacher, cmd.distance_clips))
     elif kind == "SpeakerFolder":
         from lib.jobs import speaker_job
         _LOGGER.info("speaker folder: %s", speaker_job.default_speaker_folder(Path(cmd.folder), cmd.threads, cmd.lists,

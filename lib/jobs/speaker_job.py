@@ -264,16 +264,23 @@ def default_speaker_folder(folder: Path, threads: int = 2, lists: list[int] | No
     validation split. `timed`: through Kokoro's graph with its durations, which the folder then keeps (durations
     'folder': the true ones)."""
     lists = list(lists or TARGET_LISTS)
+    if timed:
+        from lib.voices.kokoro_timed import timed_folder  # deferred: onnx, to write the graph with durations once
+        return timed_folder(speaker, target_sentences(lists), folder,
+                            voices.PiperFrontend(voices.piper_paths()[1]), threads=threads)
+    voice = voices.load_voice("kokoro-82m", speaker=speaker, threads=threads)
+    return speaker_adapt.speaker_folder(voice, target_sentences(lists), folder)
+
+
+def target_sentences(lists: list[int] | None = None) -> list:
+    """The Harvard sentences a speaker folder reads (TARGET_LISTS when none are given); ValueError naming any judged
+    list (1-10)."""
+    lists = list(lists or TARGET_LISTS)
     judged = sorted(set(lists) & set(range(1, 11)))
     if judged:
         raise ValueError(f"speaker folder: Harvard lists {judged} are judged sentences; "
                          f"a speaker folder reads lists 11-72")
-    if timed:
-        from lib.voices.kokoro_timed import timed_folder  # deferred: onnx, to write the graph with durations once
-        return timed_folder(speaker, text.harvard_sentences(lists), folder,
-                            voices.PiperFrontend(voices.piper_paths()[1]), threads=threads)
-    voice = voices.load_voice("kokoro-82m", speaker=speaker, threads=threads)
-    return speaker_adapt.speaker_folder(voice, text.harvard_sentences(lists), folder)
+    return text.harvard_sentences(lists)
 
 
 def speaker_data(cfg: SpeakerRun, teacher) -> tuple:

@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from lib.core.bounds import judge
 from lib.core.results import atomic_write_text
@@ -23,7 +24,7 @@ from lib.training import disc_state, discriminators
 from lib.voices import teacher_bundle
 from lib.voices.artefacts import load_part
 
-INTERVAL = 250  # curve steps per row of the gate table
+INTERVAL = 100  # curve steps per row of the gate table
 LEARNS = 0.8  # "clearly below chance": an interval's discriminator loss at most this share of chance
 MIN_SHARE = 0.15  # the adversarial and feature-matching terms' least share of the generator's loss
 JUDGES = ("dnsmos_p808", "dnsmos_sig", "distillmos", "wer")
@@ -63,14 +64,23 @@ def curve_table(arm: str, folder: Path, interval: int = INTERVAL) -> pd.DataFram
     level = chance(arm_setup(folder)["discriminators"])
     curve["interval"] = (np.ceil(curve["step"] / interval) * interval).astype(int)
     table = curve.groupby("interval").agg(
-        disc_steps=("disc_steps", "max"), loss_d=("loss_d", "mean"), adv_share=("adv_share", "mean"),
-        heldout_mel=("heldout_mel", "last")).reset_index().rename(columns={"interval": "step"})
+        step=("step", "max"), disc_steps=("disc_steps", "max"), loss_d=("loss_d", "mean"),
+        adv_share=("adv_share", "mean"), heldout_mel=("heldout_mel", "last")).reset_index(drop=True)
     table.insert(0, "arm", arm)
     table["chance"] = level
     table["loss_d_to_chance"] = table["loss_d"] / level
     table["learns"] = table["loss_d_to_chance"] <= LEARNS
     table["share_holds"] = table["adv_share"] >= MIN_SHARE
     return table
+
+
+def portable(text: str) -> str:
+    """`text` with this machine's paths written as a reader's would be: the checkout as `.`, the home folder as `~`,
+    the temporary folder as `$TMPDIR` (a committed record names no machine)."""
+    import tempfile
+    for path, name in ((Path.cwd(), "."), (Path.home(), "~"), (Path(tempfile.gettempdir()), "$TMPDIR")):
+        text = text.replace(str(path) + "/", name + "/").replace(str(path), name)
+    return text
 
 
 def setups(arms: dict[str, Path]) -> pd.DataFrame:
@@ -86,7 +96,7 @@ def judged(arms: dict[str, Path], start: Path, sentences: int, noise: dict = LON
         return pd.DataFrame(columns=["id", "metric", "value", "teacher", "decoder", "steps"])
     teacher = teacher_bundle.teacher()
     held, frames = dev_sentences(sentences), []
-    for name, pack in {"start": start, **arms}.items():
+    for name, pack in tqdm({"start": start, **arms}.items(), desc="adversary gate: judging", unit="decoder"):
         module, config = load_part(pack)
         frame = heldout_judged(teacher, module, noise, config["kind"], judges=JUDGES, held=held)
         frames.append(frame.assign(decoder=name, steps=int(config.get("steps", 0))))
@@ -162,9 +172,9 @@ def run(cfg: AdversaryGate) -> pd.DataFrame:
         atomic_write_text(out / name, frame.to_csv(index=False))
     for arm, folder in arms.items():  # each arm's curve and config kept beside the tables (a run's folder is local)
         for name in ("curve.csv", "config.json"):
-            atomic_write_text(out / "arms" / arm / name, (folder / name).read_text())
+            atomic_write_text(out / "arms" / arm / name, portable((folder / name).read_text()))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "development_set": DEV_SET,
            "bounds": {"learns": LEARNS, "min_share": MIN_SHARE}}
-    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    atomic_write_text(out / "env.json", portable(json.dumps(env, indent=1, default=str)))
     _LOGGER.info("wrote %s\n%s", out, table.round(3).T.to_string())
     return table

@@ -313,18 +313,21 @@ class KokoroOnnxVoice:
     threads: int = 1
     normalize: bool = True
     name: str = "kokoro-82m"
+    blend: str = ""  # a second speaker whose style vectors are averaged with `speaker`'s, half and half
     sample_rate: int = 24000
     max_input_chars: int = textmod.MAX_INPUT_CHARS
 
     def __post_init__(self):
-        if self.speaker not in KOKORO_SPEAKERS:
-            raise ValueError(f"unknown Kokoro speaker {self.speaker!r}: use one of {', '.join(KOKORO_SPEAKERS)}")
+        for who in filter(None, (self.speaker, self.blend)):
+            if who not in KOKORO_SPEAKERS:
+                raise ValueError(f"unknown Kokoro speaker {who!r}: use one of {', '.join(KOKORO_SPEAKERS)}")
         if not 0.25 <= float(self.speed) <= 4.0:
             raise ValueError(f"Kokoro speed must be in [0.25, 4], got {self.speed}")
         self.model_path, vocab_path, styles_path = kokoro_files()
         self.vocab = json.loads(vocab_path.read_text(encoding="utf-8"))["vocab"]
-        with np.load(styles_path) as styles:
-            style = np.asarray(styles[self.speaker], dtype=np.float32).reshape(-1, 256)
+        with np.load(styles_path) as styles:  # Kokoro's voices are style vectors: a blend is their mean
+            style = np.mean([np.asarray(styles[w], dtype=np.float32).reshape(-1, 256)
+                             for w in filter(None, (self.speaker, self.blend))], axis=0)
         self.engine = KokoroEngine(self.model_path, style, self.speed, self.backend, self.threads)
         self.frontend = PiperFrontend(joe_paths()[1])
 

@@ -1,0 +1,44 @@
+"""The adaptation ladder's targets (issue 68): rungs named from their spec, a WORLD-shifted teacher folder whose F0
+moved by what was asked, and a Kokoro blend whose style is the two speakers' mean."""
+import json
+
+import numpy as np
+import pytest
+
+from lib.core import text
+from lib.jobs import speaker_ladder as ladder
+
+
+def test_every_rung_has_its_own_name_and_a_name_finds_it():
+    names = [r.name for r in ladder.LADDER]
+    assert names == ["teacher", "teacher+4st", "teacher+8st", "teacher+12st", "jm_kumo", "jm_kumo~jf_alpha",
+                     "jf_alpha"]
+    assert all(ladder.rung(n) is r for n, r in zip(names, ladder.LADDER))
+    with pytest.raises(ValueError, match="teacher\\+8st"):  # the error lists the rungs there are
+        ladder.rung("teacher+7st")
+    with pytest.raises(ValueError, match="not both"):
+        ladder.Rung(("jm_kumo",), semitones=4)
+
+
+def test_a_shifted_teacher_folder_moves_its_f0_by_what_was_asked(tmp_path):
+    """Two sentences, the teacher and the teacher +8 semitones by WORLD: the folder's F0 (pYIN, in Hz) sits within a
+    semitone of +8 from the teacher's, its distance file says so, and its speaker stays close to the teacher's."""
+    sentences = text.harvard_sentences([11])[:2]
+    teacher = ladder.make_folder(ladder.Rung(), sentences, tmp_path / "teacher", threads=1)
+    shifted = ladder.make_folder(ladder.rung("teacher+8st"), sentences, tmp_path / "up8", threads=1)
+    d = ladder.distance(shifted, teacher)
+    assert abs(d["f0_semitones"] - 8) < 1, d
+    assert d["f0_hz"] > d["teacher_f0_hz"] * 2 ** (7 / 12)
+    assert json.loads((shifted / ladder.DISTANCE).read_text())["clips"] == 2
+    same = ladder.distance(teacher, teacher)
+    assert abs(same["f0_semitones"]) < 0.1 and same["secs_to_teacher"] > d["secs_to_teacher"] - 0.3
+
+
+def test_a_kokoro_blend_speaks_with_the_mean_of_the_two_styles():
+    from lib.voices import synth
+    one, other = synth.KokoroOnnxVoice(speaker="jm_kumo"), synth.KokoroOnnxVoice(speaker="jf_alpha")
+    both = ladder.rung("jm_kumo~jf_alpha").voice(threads=1)
+    style = lambda v: np.asarray(v.engine.style)  # noqa: E731
+    assert np.allclose(style(both), (style(one) + style(other)) / 2)
+    with pytest.raises(ValueError, match="unknown Kokoro speaker"):
+        synth.KokoroOnnxVoice(speaker="jm_kumo", blend="nobody")
