@@ -64,6 +64,8 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
         "phase-gap": ("lib.studies.phase_gap", "PhaseGap", "split frame-rate decoders' gap into magnitude and phase"),
         "magnitude-gap": ("lib.studies.magnitude_gap", "MagnitudeGap",
                           "a frame-rate decoder's over-smoothing, bias, rank ceiling and per-bin corrections"),
+        "dev-judge": ("lib.studies.dev_judge", "DevJudge",
+                      "decoder packs judged on the development set, paired with their start and the teacher"),
         "adversary-gate": ("lib.studies.adversary_gate", "AdversaryGate",
                            "adversarial arms' discriminators against chance and their judged change, before hours"),
         "hybrid-timing": ("lib.studies.hybrid_timing", "HybridTiming", "untrained hybrid decoders timed in the voice"),
@@ -218,7 +220,7 @@ def run(cmd, command: str = "tts-lab") -> None:
         result = export_pack.export([Path(p) for p in cmd.pack], Path(cmd.out))
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
                      result["sample_rate"])
-    elif kind in ("StepCosts", "PhaseGap", "HybridTiming", "AdversaryGate", "MagnitudeGap"):
+    elif kind in ("StepCosts", "PhaseGap", "HybridTiming", "AdversaryGate", "MagnitudeGap", "DevJudge"):
         importlib.import_module(type(cmd).__module__).run(cmd)
     elif kind in ("Overfit", "AdaptationGap", "AdaptationParts", "AlignmentYardstick", "Optimize"):
         importlib.import_module(type(cmd).__module__).run(cmd, command)

@@ -166,7 +166,8 @@ class Regression(Run):
     def phase_name(self, base: str) -> str:
         """A part's name (`<student>-regress`), or with --adversarial-steps that of its adversarial phase,
         `<student>-adv` (`-adv-<discriminator>...` with a set other than piper's, `-lrd<rate>` with another
-        discriminator rate, `-gan` with HiFi-GAN's objective, `-advw<w>` with another adversarial weight): a run, a ledger line and a judged voice of its own."""
+        discriminator rate, `-gan` with HiFi-GAN's objective, `-advw<w>` with another adversarial weight): a run, a
+        ledger line and a judged voice of its own."""
         if not self.adversarial_steps:
             return base
         rate = f"-lrd{self.lr_d:.0e}" * (self.lr_d != Recipe.lr_d)  # no dot in a run's name

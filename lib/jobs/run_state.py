@@ -290,3 +290,36 @@ def _scorer(judges: tuple, sample_rate: int):
             _SCORED[key] = out
         return _SCORED[key]
     return score
+
+
+def dev_judged(packs: dict, sentences: int, judges: tuple = HELDOUT_JUDGES,
+               noise: dict = LONG_RUN_NOISE) -> pd.DataFrame:
+    """Per decoder pack (name -> folder), development sentence and judge: its score and the teacher's own audio's
+    (heldout_judged on dev_sentences), on the teacher's latents at the corpus noise the decoders trained at."""
+    from lib.voices import teacher_bundle  # deferred: it loads the voice package
+    teacher, held, frames = teacher_bundle.teacher(), dev_sentences(sentences), []
+    for name, pack in packs.items():
+        module, config = load_part(pack)
+        frames.append(heldout_judged(teacher, module, noise, config["kind"], judges=judges, held=held).assign(
+            decoder=name, steps=int(config.get("steps", 0))))
+        _LOGGER.info("judged %s on %d development sentences", name, len(held))
+    return pd.concat(frames, ignore_index=True)
+
+
+def paired_changes(scores: pd.DataFrame, start: str) -> pd.DataFrame:
+    """Per decoder of dev_judged's `scores` other than `start`, and judge: the mean paired change against `start`
+    and against the teacher with 95 % bootstrap intervals and n (WER's sign turned: above 0 is better for every
+    judge)."""
+    from lib.core.bounds import judge
+    base = scores[scores["decoder"] == start].set_index(["id", "metric"])["value"]
+    rows = []
+    for (name, metric), c in scores[scores["decoder"] != start].groupby(["decoder", "metric"], sort=False):
+        sign = -1.0 if metric == "wer" else 1.0
+        c = c.set_index("id")
+        row = {"decoder": name, "metric": metric, "steps": int(c["steps"].iloc[0])}
+        for against, ref in (("start", base.xs(metric, level="metric").reindex(c.index)), ("teacher", c["teacher"])):
+            j = judge(sign * (c["value"] - ref).to_numpy(float), 0.0, True)
+            row.update({f"vs_{against}": j["mean"], f"vs_{against}_lo": j["lo"], f"vs_{against}_hi": j["hi"],
+                        "n": j["n"]})
+        rows.append(row)
+    return pd.DataFrame(rows)

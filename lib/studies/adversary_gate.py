@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from lib.core.bounds import judge
 from lib.core.results import atomic_write_text
 from lib.harness import bench
-from lib.jobs.run_state import DEV_SET, LONG_RUN_NOISE, dev_sentences, heldout_judged
+from lib.jobs.run_state import DEV_SET, dev_judged, paired_changes
 from lib.training import disc_state, discriminators
-from lib.voices import teacher_bundle
-from lib.voices.artefacts import load_part
 
 INTERVAL = 100  # curve steps per row of the gate table
 LEARNS = 0.8  # "clearly below chance": an interval's discriminator loss at most this share of chance
@@ -89,28 +85,11 @@ def setups(arms: dict[str, Path]) -> pd.DataFrame:
                                        for k, v in arm_setup(f).items()}} for a, f in arms.items()])
 
 
-def judged(arms: dict[str, Path], start: Path, sentences: int, noise: dict = LONG_RUN_NOISE) -> pd.DataFrame:
-    """Per decoder (the start pack and each arm, packs), development sentence and judge: its score and the
-    teacher's own audio's, on the teacher's latents at the corpus noise the arms trained at; none to judge, no rows."""
-    if not arms:
-        return pd.DataFrame(columns=["id", "metric", "value", "teacher", "decoder", "steps"])
-    teacher = teacher_bundle.teacher()
-    held, frames = dev_sentences(sentences), []
-    for name, pack in tqdm({"start": start, **arms}.items(), desc="adversary gate: judging", unit="decoder"):
-        module, config = load_part(pack)
-        frame = heldout_judged(teacher, module, noise, config["kind"], judges=JUDGES, held=held)
-        frames.append(frame.assign(decoder=name, steps=int(config.get("steps", 0))))
-        _LOGGER.info("judged %s on %d development sentences", name, len(held))
-    return pd.concat(frames, ignore_index=True)
-
-
 def summary(curves: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """One row per arm: whether its discriminators learned (last interval), its last share, and each judge's paired
     change against the start pack and against the teacher (mean, 95 % interval, n; WER's sign as the others':
     higher is better, so a rise in WER reads negative), and whether it passes the gate. An arm whose
     discriminators never left chance is not judged (`judged` False): the gate stopped it before a judge could."""
-    start = (scores[scores["decoder"] == "start"].set_index(["id", "metric"])["value"] if len(scores)
-             else pd.Series(dtype=float))
     rows = []
     for arm, c in curves.groupby("arm", sort=False):
         last = c.iloc[-1]
@@ -124,15 +103,12 @@ def summary(curves: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
         if not row["judged"]:
             rows.append({**row, "moves_a_judge": False, "passes": False})
             continue
-        mine = scores[scores["decoder"] == arm].set_index(["id", "metric"])
+        changes = paired_changes(scores[scores["decoder"].isin(["start", arm])], "start").set_index("metric")
         for m in JUDGES:
-            sign = -1.0 if m == "wer" else 1.0
-            v = mine.xs(m, level="metric")
-            for against, ref in (("start", start.xs(m, level="metric")), ("teacher", v["teacher"])):
-                j = judge(sign * (v["value"] - ref.reindex(v.index)).to_numpy(), 0.0, True)
-                row.update({f"{m}_vs_{against}": j["mean"], f"{m}_vs_{against}_lo": j["lo"],
-                            f"{m}_vs_{against}_hi": j["hi"]})
-            row["n"] = j["n"]
+            for against in ("start", "teacher"):
+                row.update({f"{m}_vs_{against}{end}": changes.loc[m, f"vs_{against}{end}"]
+                            for end in ("", "_lo", "_hi")})
+        row["n"] = int(changes["n"].min())
         up = any(row[f"{m}_vs_start_lo"] > 0 for m in MOVES)
         down = any(row[f"{m}_vs_start_hi"] < 0 for m in MOVES)
         row["moves_a_judge"] = up and not down
@@ -164,7 +140,8 @@ def run(cfg: AdversaryGate) -> pd.DataFrame:
     curves = pd.concat([curve_table(name, folder, cfg.interval) for name, folder in arms.items()], ignore_index=True)
     learned = set(curves.loc[curves["learns"], "arm"])  # an adversary at chance has nothing to teach: not judged
     packed = {a: f for a, f in arms.items() if a in learned and (f / "model.safetensors").exists()}
-    scores = judged(packed, root / cfg.start, cfg.sentences)
+    scores = (dev_judged({"start": root / cfg.start, **packed}, cfg.sentences, JUDGES) if packed else
+              pd.DataFrame(columns=["id", "metric", "value", "teacher", "decoder", "steps"]))
     table = summary(curves, scores)
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in (("gate_setup.csv", setups(arms)), ("gate_curve.csv", curves), ("gate_judged.csv", scores),

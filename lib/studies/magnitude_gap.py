@@ -132,7 +132,8 @@ def study(dec, teacher, fit_sentences: list, judged_sentences: list, ranks: tupl
     held, lat = heldout_latents(teacher, noise, held=judged_sentences)
     dnsmos, distill, rows, consist = metrics.Dnsmos(threads=1), metrics.DistillMos(threads=1), [], []
     sr = teacher.sample_rate
-    for s, z, y, spec in tqdm(list(zip(held, lat.z, lat.wav, spectra(dec, lat))), desc="magnitude gap", unit="sentence"):
+    items = list(zip(held, lat.z, lat.wav, spectra(dec, lat)))
+    for s, z, y, spec in tqdm(items, desc="magnitude gap", unit="sentence"):
         clips = variants(dec, pcas, spec)
         clips.update({name: d(z) for name, d in decs.items()})
         ref = y.flatten().numpy()

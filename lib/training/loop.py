@@ -361,8 +361,8 @@ class Trainer:
             save_file({k: v.detach().contiguous() for k, v in self.ema.module.state_dict().items()}, str(tmp_ema))
             tmp_ema.replace(self.work_dir / "ema.safetensors")
         if self.disc is not None:  # the discriminators as a pack keeps them: they resume, never restart at chance
-            disc_state.save(self.work_dir, self.acc.unwrap_model(self.disc), getattr(self.opt_d, "optimizer", self.opt_d),
-                            self.state.disc_steps)
+            opt_d = getattr(self.opt_d, "optimizer", self.opt_d)  # accelerate's wrapper holds the AdamW
+            disc_state.save(self.work_dir, self.acc.unwrap_model(self.disc), opt_d, self.state.disc_steps)
         atomic_write_text(self.work_dir / "curve.csv", pd.DataFrame(self.state.rows).to_csv(index=False))
         atomic_write_json(self.work_dir / "recipe.json", asdict(self.recipe))
 

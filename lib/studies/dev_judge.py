@@ -1,0 +1,47 @@
+"""Decoder packs judged on the development set (Factbook sentences no corpus and no verdict holds), each paired
+sentence by sentence with the pack it started from and with the teacher's own audio: whether an arm moved a judge,
+the question a gate asks before more hours go to it. Reads packs; the judges choose nothing an arm trains on."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pandas as pd
+import torch
+
+from lib.core.results import atomic_write_text
+from lib.harness import bench
+from lib.jobs.run_state import DEV_SET, dev_judged, paired_changes
+
+JUDGES = ("dnsmos_p808", "dnsmos_sig", "distillmos", "wer")
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class DevJudge:
+    """Judge decoder packs on the development set, paired with the pack they started from and with the teacher."""
+    NAME: ClassVar[str] = "dev-judge"
+    packs: list[str]  # packs <work>/<run> under `root`
+    out: str  # a folder: dev_judged.csv, dev_paired.csv and env.json are written there
+    start: str = "istftcorpusadv/istft192x6-adv"  # the pack they started from
+    root: str = "outputs/recorded/training"
+    sentences: int = 40  # of the development set
+    threads: int = 1
+
+
+def run(cfg: DevJudge) -> pd.DataFrame:
+    """Judge, pair, write both tables and env.json; returns the paired table."""
+    torch.set_num_threads(cfg.threads)
+    root, out = Path(cfg.root), Path(cfg.out)
+    scores = dev_judged({p: root / p for p in [cfg.start, *cfg.packs]}, cfg.sentences, JUDGES)
+    table = paired_changes(scores, cfg.start)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "dev_judged.csv", scores.to_csv(index=False))
+    atomic_write_text(out / "dev_paired.csv", table.to_csv(index=False))
+    env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "development_set": DEV_SET}
+    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    _LOGGER.info("wrote %s\n%s", out, table.round(3).to_string())
+    return table
