@@ -180,6 +180,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def portable(text: str) -> str:
+    """`text` with this machine's paths written as a reader's would be: the checkout as `.`, the home folder as `~`,
+    the temporary folder as `$TMPDIR` (what is committed names no machine)."""
+    import tempfile
+    for path, name in ((Path.cwd(), "."), (Path.home(), "~"), (Path(tempfile.gettempdir()), "$TMPDIR")):
+        text = text.replace(str(path) + "/", name + "/").replace(str(path), name)
+    return text
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
 

@@ -1,8 +1,8 @@
 """The long training runs, as a job a lent GPU machine runs on its own (`setsid`), within the device tool's limits:
 full state (generators, discriminators, optimizers, RNG) stays on that machine's disk under --work; `pack` copies
 the small part (each student's folded generator as safetensors + config.json, its curve, env) to --out, which
-comes back and is committed under outputs/recorded/<device>/04_distillation/. The next GPU session resumes the
-generators from the committed artefacts (--init-from) with fresh discriminators after a short warm-up.
+comes back and is committed under outputs/recorded/<device>/04_distillation/. The next session resumes the
+generators from the committed artefacts (--init-from), and the discriminators the packs kept (lib.training.disc_state).
 
     python -m lib.jobs.train_job students --work /tmp/train --out "$OUT" --device cuda --mixed-precision bf16 \
         --decoder-steps 20000 --adversarial-steps 18000 --flow-steps 10000 --recovery-steps 20000
@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 from lib.core import text
 from lib.core.pause import Yielder
-from lib.core.results import atomic_write_json
+from lib.core.results import atomic_write_json, portable
 from lib.harness import bench
 from lib.harness.queries import write_queries
 from lib.jobs import device_launch
@@ -155,8 +155,9 @@ def pack(cfg: Pack) -> None:
                                                            if kept["left_out"] else {}))
         dest = save_part(module, out / run.name, config.kind, config.build, extra=extra, teacher=teacher_identity())
         (dest / "curve.csv").write_text(curve)
-        (dest / "env.json").write_text(json.dumps({**env, "steps": steps, "command": command, "trained_on": trained_on,
-                                                   "device_hours": device_hours}, indent=1, default=str))
+        (dest / "env.json").write_text(portable(json.dumps({**env, "steps": steps, "command": command,
+                                                            "trained_on": trained_on, "device_hours": device_hours},
+                                                           indent=1, default=str)))
         _LOGGER.info("packed %s: %d steps, %.2f machine-hours, %.3f device-hours -> %s", run.name, steps, hours,
                      device_hours, dest)
         if cfg.ledger:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib.core.results import atomic_write_text
+from lib.core.results import atomic_write_text, portable
 from lib.harness import bench
 from lib.jobs.run_state import DEV_SET, dev_judged, paired_changes
 from lib.training import disc_state, discriminators
@@ -68,15 +68,6 @@ def curve_table(arm: str, folder: Path, interval: int = INTERVAL) -> pd.DataFram
     table["learns"] = table["loss_d_to_chance"] <= LEARNS
     table["share_holds"] = table["adv_share"] >= MIN_SHARE
     return table
-
-
-def portable(text: str) -> str:
-    """`text` with this machine's paths written as a reader's would be: the checkout as `.`, the home folder as `~`,
-    the temporary folder as `$TMPDIR` (a committed record names no machine)."""
-    import tempfile
-    for path, name in ((Path.cwd(), "."), (Path.home(), "~"), (Path(tempfile.gettempdir()), "$TMPDIR")):
-        text = text.replace(str(path) + "/", name + "/").replace(str(path), name)
-    return text
 
 
 def setups(arms: dict[str, Path]) -> pd.DataFrame:
