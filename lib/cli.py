@@ -20,6 +20,7 @@ The names before the groups (`tts-lab adapt-speaker`, `tts-lab regress-istft`, .
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
         "posterior": ("lib.jobs.speaker_job", "PosteriorRun", "bootstrap the posterior encoder on the teacher's audio"),
         "adapt": ("lib.jobs.speaker_job", "SpeakerRun", "adapt the voice to a speaker's folder (full, LoRA, QLoRA)"),
         "pack": ("lib.cli", "PackSpeaker", "pack an adaptation run: weights, card, curve, env, a ledger row"),
+        "ladder": ("lib.cli", "SpeakerLadder", "every rung of the adaptation ladder and its distance from the teacher"),
     },
     "train": {
         "corpus": ("lib.jobs.corpus_job", "CorpusRun", "the teacher speaks the corpus students learn from (hours)"),
@@ -125,6 +127,18 @@ class SpeakerFolder:
 
 
 @dataclass
+class SpeakerLadder:
+    """Make the adaptation ladder's target speakers (LJSpeech folders, kept once written) and measure each one's
+    distance from the teacher: SECS to its clips and pYIN's F0 in Hz."""
+    root: str  # the rungs' folders are written here, each named as its rung
+    out: str  # the distances as CSV (env.json beside it)
+    rungs: list[str] = field(default_factory=list)  # rung names (all when empty): teacher, teacher+4st, ... jf_alpha
+    lists: list[int] = field(default_factory=list)  # Harvard lists read (11-31 when empty)
+    clips: int = 20  # clips each distance is measured on
+    threads: int = 2  # the voices' threads
+
+
+@dataclass
 class PackSpeaker:
     """Pack an adaptation run's latest state (weights, card, curve, env) with a ledger row."""
     work: str  # the adaptation run's folder (tts-lab speaker adapt --work)
@@ -200,6 +214,16 @@ def run(cmd, command: str = "tts-lab") -> None:
         from lib.report import rundiff
         if rundiff.show(cmd.before, cmd.after, Path(cmd.out) if cmd.out else None):
             raise SystemExit(2)
+    elif kind == "SpeakerLadder":
+        from lib.core.results import atomic_write_text, portable
+        from lib.harness import bench
+        from lib.jobs import speaker_job, speaker_ladder
+        table = speaker_ladder.ladder(Path(cmd.root), cmd.rungs, speaker_job.target_sentences(cmd.lists), cmd.threads,
+                                      cmd.clips)
+        atomic_write_text(Path(cmd.out), table.to_csv(index=False))
+        env = {**bench.environment(threads=cmd.threads), "command": command, "config": vars(cmd)}
+        atomic_write_text(Path(cmd.out).with_name("env.json"), portable(json.dumps(env, indent=1, default=str)))
+        _LOGGER.info("wrote %s\n%s", cmd.out, table.round(3).to_string())
     elif kind == "SpeakerFolder" and cmd.rung:
         from lib.jobs import speaker_job, speaker_ladder
         sentences = speaker_job.target_sentences(cmd.lists)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from lib.core.results import atomic_write_text
@@ -144,3 +145,20 @@ def distance(folder: Path, teacher_folder: Path, clips: int = 20) -> dict:
     atomic_write_text(Path(folder) / DISTANCE, json.dumps(out, indent=1))
     _LOGGER.info("%s: %s", Path(folder).name, out)
     return out
+
+
+def ladder(root: Path, names: list[str] | None = None, sentences=None, threads: int = 2,
+           clips: int = 20) -> pd.DataFrame:
+    """Every rung of `names` (the whole LADDER when None) as a folder under `root` (named as the rung), the teacher's
+    first, each with its distance from the teacher (a folder's distance.json is read where it was written for as many
+    clips): one row per rung, in the ladder's order."""
+    from lib.jobs.speaker_job import target_sentences
+    sentences = sentences if sentences is not None else target_sentences()
+    root = Path(root)
+    teacher = make_folder(Rung(), sentences, root / Rung().name, threads)
+    rows = []
+    for r in [rung(n) for n in names] if names else LADDER:
+        folder = make_folder(r, sentences, root / r.name, threads, teacher)
+        kept = json.loads((folder / DISTANCE).read_text()) if (folder / DISTANCE).exists() else {}
+        rows.append({"rung": r.name, **(kept if kept.get("clips") == clips else distance(folder, teacher, clips))})
+    return pd.DataFrame(rows)
