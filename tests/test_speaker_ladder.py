@@ -30,6 +30,10 @@ def test_a_shifted_teacher_folder_moves_its_f0_by_what_was_asked(tmp_path):
     assert abs(d["f0_semitones"] - 8) < 1, d
     assert d["f0_hz"] > d["teacher_f0_hz"] * 2 ** (7 / 12)
     assert json.loads((shifted / ladder.DISTANCE).read_text())["clips"] == 2
+    import soundfile as sf
+    for s in sentences:  # a raised pitch keeps the source's peak: nothing clips
+        mine, theirs = (sf.read(str(f / "wavs" / f"{s.id}.wav"))[0] for f in (shifted, teacher))
+        assert np.abs(mine).max() <= np.abs(theirs).max() + 1e-3
     same = ladder.distance(teacher, teacher)
     assert abs(same["f0_semitones"]) < 0.1 and same["secs_to_teacher"] > d["secs_to_teacher"] - 0.3
 

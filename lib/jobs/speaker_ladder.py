@@ -77,7 +77,11 @@ def world_shift(audio: np.ndarray, sr: int, semitones: float) -> np.ndarray:
     t = np.arange(f0.size) * FRAME_S
     sp, ap = pyworld.cheaptrick(x, f0, t, sr), pyworld.d4c(x, f0, t, sr)
     y = pyworld.synthesize(f0 * 2 ** (semitones / 12), sp, ap, sr, frame_period=FRAME_S * 1000)[: x.size]
-    return np.pad(y, (0, x.size - y.size)).astype(np.float32)
+    y = np.pad(y, (0, x.size - y.size))
+    peak, source = float(np.abs(y).max(initial=0.0)), float(np.abs(x).max(initial=0.0))
+    if peak > source > 0:  # a raised pitch can overshoot the source's peak: kept at it, so that nothing clips
+        y = y * (source / peak)
+    return y.astype(np.float32)
 
 
 def pyin_track(audio: np.ndarray, sr: int, hop: int) -> np.ndarray:
