@@ -24,6 +24,8 @@ INTERVAL = 100  # curve steps per row of the gate table
 LEARNS = 0.8  # "clearly below chance": an interval's discriminator loss at most this share of chance
 MIN_SHARE = 0.15  # the adversarial and feature-matching terms' least share of the generator's loss
 JUDGES = ("dnsmos_p808", "dnsmos_sig", "distillmos", "wer")
+# an arm's RunConfig as the record keeps it: not `config.json`, which names a pack (a part with its teacher)
+KEPT_CONFIG = "run_config.json"
 MOVES = ("dnsmos_p808", "distillmos")  # the judges an arm must move, upwards, with its interval above 0
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ def chance(names) -> float:
 def arm_setup(folder: Path) -> dict:
     """What an arm's folder (a pack, or a run's part folder with its RunConfig) says of its adversary: the
     discriminators, their window, rate and warm-up, and the generator's objective."""
-    config = json.loads((Path(folder) / "config.json").read_text())
+    path = Path(folder) / "config.json"
+    config = json.loads((path if path.exists() else Path(folder) / KEPT_CONFIG).read_text())
     recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else None
     if recipe is None:  # a pack: its run's RunConfig is not kept, its discriminators are
         meta = disc_state.info(folder) or {}
@@ -139,8 +142,8 @@ def run(cfg: AdversaryGate) -> pd.DataFrame:
                         ("gate.csv", table)):
         atomic_write_text(out / name, frame.to_csv(index=False))
     for arm, folder in arms.items():  # each arm's curve and config kept beside the tables (a run's folder is local)
-        for name in ("curve.csv", "config.json"):
-            atomic_write_text(out / "arms" / arm / name, portable((folder / name).read_text()))
+        for name, kept in (("curve.csv", "curve.csv"), ("config.json", KEPT_CONFIG)):
+            atomic_write_text(out / "arms" / arm / kept, portable((folder / name).read_text()))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "development_set": DEV_SET,
            "bounds": {"learns": LEARNS, "min_share": MIN_SHARE}}
     atomic_write_text(out / "env.json", portable(json.dumps(env, indent=1, default=str)))
