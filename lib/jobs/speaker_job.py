@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from lib.core import text
-from lib.core.results import atomic_write_json, atomic_write_text, portable
+from lib.core.results import atomic_write_json, atomic_write_text
 from lib.data import ljspeech
 from lib.harness import alignment, metrics
 from lib.harness.bench import environment
@@ -462,8 +462,7 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
             "data": f"{len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of the folder "
                     f"{Path(cfg.dataset).name}",  # no local path in what ships
             "steps": steps, "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),
-            "device_hours": round(device_hours, 4), "recipe": asdict(cfg.recipe(before["steps"])),
-            "run": json.loads(portable(json.dumps(asdict(cfg)))),  # its folders as a reader's, no machine's path
+            "device_hours": round(device_hours, 4), "recipe": asdict(cfg.recipe(before["steps"])), "run": asdict(cfg),
             "judged": {k: round(v, 4) for k, v in quality.items()}}, with_posterior=True)
         (out / "curve.csv").write_text((Path(work) / "train" / "curve.csv").read_text())
         atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
