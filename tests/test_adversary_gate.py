@@ -68,3 +68,22 @@ def test_projections_and_consistency_behave_at_their_limits():
     assert mag.consistency(dec, logmag, torch.rand_like(phase) * 6.28) > 0.3
     with pytest.raises(ValueError, match="fit on lists the corpus speaks"):
         mag.run(mag.MagnitudeGap(out="unused", fit_lists=(1,)))
+
+
+def test_the_report_reads_the_recorded_gate_and_magnitude_study():
+    """Notebook 04's sections 6f and 6g read the committed records: the gate's table names every arm with its
+    discriminators' rate as written (1e-4, not a rounded 0.0), its line says none passed and how close the best came;
+    the magnitude table pairs each variant with the teacher, and its line names the rank ceilings."""
+    from lib.core import results
+    from lib.report import adversary
+    gate_dir, mag_dir = (results.RECORDED / "amd-epyc-zen4-2c" / n for n in ("66_adversary_gate", "67_magnitude_gap"))
+    table, curve, bounds = adversary.gate(gate_dir)
+    assert len(table) == curve["arm"].nunique() >= 5 and "0.0001" in set(table["lr_d"])
+    assert bounds["learns"] == gate.LEARNS and not table["passes"].any()
+    assert "No arm passes the gate" in adversary.gate_line(table, bounds)
+    mag_table = adversary.magnitude(mag_dir)
+    p808 = mag_table[mag_table["metric"] == "dnsmos_p808"].set_index("variant")
+    assert p808.loc["teacher's magnitude and phase", "value"] == pytest.approx(0.0, abs=1e-3)
+    assert p808.loc["student", "hi"] < 0 and p808.loc["student", "n"] == 40
+    line = adversary.magnitude_line(mag_table, adversary.consistency(mag_dir))
+    assert "rank 192" in line and "none ships" in line

@@ -26,6 +26,7 @@ def gate(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(one row per arm: its adversary and how far its discriminators got, the gate curve, the bounds it was held
     to) from a recorded adversary-gate folder."""
     table = _read(folder, "gate_setup.csv").merge(_read(folder, "gate.csv"), on="arm")
+    table["lr_d"] = [f"{v:g}" for v in table["lr_d"]]  # 1e-4 survives a table's rounding
     bounds = json.loads((Path(folder) / "env.json").read_text()).get("bounds", {})
     return table[[c for c in GATE_COLUMNS if c in table]], _read(folder, "gate_curve.csv"), bounds
 
