@@ -15,9 +15,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # writing and reading it at once crashed one (a segfault in librosa.pyin, 2026-11-27); each worker keeps its own
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "tts-lab", "numba",
                                                           os.environ["PYTEST_XDIST_WORKER"]))
-import lib  # noqa: E402, F401  (applies the kernel caps before torch is imported)
+import lib  # noqa: F401  (applies the kernel caps before torch is imported)
 
-import pytest  # noqa: E402
+import pytest
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 

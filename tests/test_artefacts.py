@@ -71,7 +71,7 @@ def test_a_whole_voice_variant_round_trips_without_pickles(student, tmp_path):
     back = artefacts.load_voice_module(out)
     assert back.dec.conv_pre.weight.shape == voice.dec.conv_pre.weight.shape != teacher.dec.conv_pre.weight.shape
     x = torch.tensor([[1, 20, 30, 40, 2]])
-    run = lambda m: m.infer(x, torch.tensor([5]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731
+    run = lambda m: m.infer(x, torch.tensor([5]), noise_scale=0.0, noise_scale_w=0.0)[0]
     with torch.no_grad():
         assert torch.equal(run(back), run(voice))
     from lib.techniques import compress, variants
@@ -100,7 +100,7 @@ def test_a_voice_of_students_round_trips_and_runs_in_a_fresh_process(student, tm
     assert set(json.loads((out / "config.json").read_text())["parts"]) == {"dec", "flow", "frontend"}
     back = artefacts.load_voice_module(out)
     x = torch.tensor([[1, 20, 30, 40, 2]])
-    run = lambda m: m.infer(x, torch.tensor([5]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731
+    run = lambda m: m.infer(x, torch.tensor([5]), noise_scale=0.0, noise_scale_w=0.0)[0]
     with torch.no_grad():
         assert torch.equal(run(back), run(voice))
     peak = bench.peak_rss_in_subprocess(evaluate.run_voice_spec, {"name": "piper-joe", "backend": "torch-cpu",

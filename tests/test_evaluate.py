@@ -123,7 +123,7 @@ def test_judge_processes_end_when_the_process_that_started_them_is_killed(tmp_pa
         "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
     workers = [int(p) for p in parent.stdout.readline().split()]
     assert workers and parent.pid not in workers
-    alive = lambda pid: (os.path.exists(f"/proc/{pid}")  # noqa: E731
+    alive = lambda pid: (os.path.exists(f"/proc/{pid}")
                          and "Z" not in open(f"/proc/{pid}/stat").read().split()[2])
     assert all(alive(w) for w in workers), "the workers run while their parent does"
     parent.send_signal(signal.SIGKILL)  # no atexit, no pool shutdown: as a killed kernel

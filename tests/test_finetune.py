@@ -46,7 +46,7 @@ def test_segments_stay_aligned():
 def test_train_decoder_learns_checkpoints_and_resumes(tmp_path):
     from lib.training import loop as training
     lat = _latents()
-    recipe = lambda n: training.Recipe(steps=n, lr=2e-3, adversarial=False,  # noqa: E731
+    recipe = lambda n: training.Recipe(steps=n, lr=2e-3, adversarial=False,
                                        checkpoint_every=10, log_every=1)
     log = training.train_decoder(_tiny(), lat, recipe(30), tmp_path, batch=2, frames=40, progress=None)
     assert len(log.loss) == 30 and np.mean(log.loss[-5:]) < np.mean(log.loss[:5])

@@ -114,7 +114,7 @@ def test_full_profile_trains_on_a_gpu_with_its_adversarial_phase():
                                  ("03_pruning_quantization", "recovery_steps", "adversarial_steps"),
                                  ("04_distillation", "decoder_steps", "adversarial_steps")):
         full, default = params.resolved("full", notebook), params.resolved("default", notebook)
-        total = lambda p: sum(p[steps]) if isinstance(p[steps], list) else p[steps]  # noqa: E731
+        total = lambda p: sum(p[steps]) if isinstance(p[steps], list) else p[steps]
         assert full["device"] == "cuda", notebook
         assert total(full) >= 10 * total(default), (notebook, total(full), total(default))
         shortest = min(full[steps]) if isinstance(full[steps], list) else full[steps]

@@ -133,8 +133,8 @@ def test_the_trainer_does_not_count_paused_time_as_training_time(tmp_path):
             return 0.3
 
     net = torch.nn.Linear(4, 1)
-    batch_fn = lambda rng: (torch.tensor(rng.standard_normal((8, 4)), dtype=torch.float32),)  # noqa: E731
-    loss_fn = lambda gen, batch: gen(batch[0]).pow(2).mean()  # noqa: E731
+    batch_fn = lambda rng: (torch.tensor(rng.standard_normal((8, 4)), dtype=torch.float32),)
+    loss_fn = lambda gen, batch: gen(batch[0]).pow(2).mean()
     t0 = time.perf_counter()
     curve = Trainer(net, batch_fn, Recipe(steps=6, log_every=1, checkpoint_every=100), tmp_path / "run",
                     loss_fn=loss_fn, progress=None, yielder=SlowYielder()).fit()

@@ -85,7 +85,7 @@ def test_setup_pins_torch_before_the_requirements():
     pull an unpinned torch with several GB of CUDA packages."""
     lines = [ln for ln in (ROOT / "setup.sh").read_text().splitlines()
              if "pip install" in ln and not ln.lstrip().startswith("#")]
-    first = lambda needle: next(i for i, ln in enumerate(lines) if needle in ln)  # noqa: E731
+    first = lambda needle: next(i for i, ln in enumerate(lines) if needle in ln)
     assert first("torch==2.13.0") < first("-r requirements.txt"), lines
 
 

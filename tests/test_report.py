@@ -380,7 +380,7 @@ def test_decoder_arms_are_compared_paired_with_the_teacher_at_the_hours_all_reac
     assert got[("regression", "dnsmos_sig")] == 3.0 and len(equal) == 3 * 2
     assert got[("cheap adversarial", "dnsmos_sig")] == 3.5 and got[("apnet", "dnsmos_sig")] == 3.6
     assert set(arms.at_equal_hours(table[table["arm"] != "regression"])["budget_hours"]) == {3.6}
-    fmt = lambda x, f=".2f": format(x, f)  # noqa: E731
+    fmt = lambda x, f=".2f": format(x, f)
     text = arms.equal_hours_lines(equal, fmt)  # the findings' nested list: an item per arm, SIG first
     assert text.count("\n  - ") == 3 and "\n  - apnet, 3.60 h: DNSMOS SIG -0.2" in text and "(at" not in text
     assert text.index("DNSMOS SIG") < text.index("DNSMOS P.808")

@@ -275,7 +275,7 @@ def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
     # trained, not merely re-stored: past float16's rounding for full fine-tuning (stored in float16), any change
     # for an adapter merged in float32; QLoRA's NF4 layers (other names) aside
     base = teacher.state_dict()
-    tol = (lambda n: 1e-2 * base[n].abs().max()) if method == "full" else (lambda n: 0.0)  # noqa: E731
+    tol = (lambda n: 1e-2 * base[n].abs().max()) if method == "full" else (lambda n: 0.0)
     changed = [n for n, p in loaded.state_dict().items()
                if n in base and (p.float() - base[n].float()).abs().max() > tol(n)]
     assert changed and (method == "full" or not any(n.startswith("enc_p.encoder.ffn") for n in changed))
@@ -523,7 +523,7 @@ def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run(tmp_path
     diag = adaptation.diagnosis(root=tmp_path)
     assert (list(diag["heldout_mel_l1"].round(2)) == [0.45, 0.55, 0.65]
             and list(diag["validation_wer"].round(2)) == [0.04, 0.34, 0.64])
-    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    fmt = lambda x, fmt=".2f": format(x, fmt)
     said = verdicts.adaptation_why_lines(t, diag, fmt)
     assert "over the 3 adapted variants" in said[0] and "rank correlation of SECS and WER +1.00" in said[0]
     assert ("the teacher's own audio, DTW durations: validation WER 0.04 (the folder's own 0.05), held-out mel L1 0.45"
@@ -543,7 +543,7 @@ def test_the_arm_tried_is_said_with_its_words_and_its_fit():
     from lib.studies import adaptation
     arms = adaptation.diagnosis(adaptation.ARMS)
     assert list(arms["run"]) == ["speaker-adv/full-acoustic"] and arms["train_mel_l1"].notna().all()
-    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    fmt = lambda x, fmt=".2f": format(x, fmt)
     t = pd.DataFrame({"variant": ["teacher"], "secs": [0.4], "wer": [0.1]}).set_index("variant")
     line = verdicts.adaptation_why_lines(t, arms.iloc[:0], fmt, arms=arms, wer_margin=0.05)[-1]
     r = arms.iloc[0]
@@ -557,7 +557,7 @@ def test_whether_lost_words_are_memorisation_is_said_from_the_word_gap(tmp_path)
     what the verdict reads, and without a study nothing is claimed."""
     from lib.report import adaptation_signals as signals
     from lib.studies import adaptation
-    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    fmt = lambda x, fmt=".2f": format(x, fmt)
     assert signals.adaptation_word_gap_lines(adaptation.word_gap(tmp_path), fmt) == []
 
     def study(folder, trained_wer, noise=0.0):
@@ -580,7 +580,7 @@ def test_whether_the_distance_to_the_speaker_loses_the_words_is_said_from_both_r
     """Issue 50: the same recipe on a speaker near the teacher's pitch against the target's run. Within the bound
     near the teacher says the distance is the cause; half the target's loss or less, in part; more, not it."""
     from lib.report import adaptation_signals as signals
-    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    fmt = lambda x, fmt=".2f": format(x, fmt)
     target = pd.DataFrame([{"folder": "jf_alpha", "steps": 2050, "validation_wer": 0.31, "folder_own_wer": 0.12}])
 
     def near(wer):
@@ -599,7 +599,7 @@ def test_where_the_words_are_lost_is_said_from_the_parts_study(tmp_path):
     rise is named. Without a study nothing is claimed."""
     from lib.report import adaptation_signals as signals
     from lib.studies import adaptation
-    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    fmt = lambda x, fmt=".2f": format(x, fmt)
     assert signals.adaptation_parts_lines(adaptation.parts(tmp_path), fmt) == []
 
     def study(recorded_wer, dec=(0.60, 0.40)):
@@ -628,7 +628,7 @@ def test_the_arms_are_said_from_one_judged_run(tmp_path):
     and SECS under what the arm changed, and which keep the words within the speaker's own WER + 0.05."""
     from lib.report import adaptation_signals as signals
     from lib.studies import adaptation
-    fmt = lambda x, fmt=".2f": format(x, fmt)  # noqa: E731
+    fmt = lambda x, fmt=".2f": format(x, fmt)
     assert signals.adaptation_arms_lines(adaptation.word_gap(tmp_path), {}, fmt) == []
     pd.DataFrame({"work": ["a/full", "a/full", "b/dec"], "steps": 2050, "split": ["trained on", "held out", "held out"],
                   "noise_scale": 0.0, "wer": [0.5, 0.30, 0.16], "secs": [0.6, 0.66, 0.64],

@@ -42,7 +42,7 @@ def test_a_kokoro_blend_speaks_with_the_mean_of_the_two_styles():
     from lib.voices import synth
     one, other = synth.KokoroOnnxVoice(speaker="jm_kumo"), synth.KokoroOnnxVoice(speaker="jf_alpha")
     both = ladder.rung("jm_kumo~jf_alpha").voice(threads=1)
-    style = lambda v: np.asarray(v.engine.style)  # noqa: E731
+    style = lambda v: np.asarray(v.engine.style)
     assert np.allclose(style(both), (style(one) + style(other)) / 2)
     with pytest.raises(ValueError, match="unknown Kokoro speaker"):
         synth.KokoroOnnxVoice(speaker="jm_kumo", blend="nobody")

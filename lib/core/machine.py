@@ -299,7 +299,7 @@ class Load:
         return bool(over or stolen)
 
     def reason(self) -> str:
-        fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
+        fmt = lambda v, f: "n/a" if v is None else format(v, f)
         return (f"contended: other processes used {fmt(self.others_cores, '.2f')} of {self.cores} cores while this "
                 f"{self.threads}-thread timing ran (limit {self.cores - self.threads + OTHERS_MARGIN_CORES:.2f}); "
                 f"steal {fmt(self.steal_frac and 100 * self.steal_frac, '.1f')} %, load average "

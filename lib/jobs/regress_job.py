@@ -92,7 +92,7 @@ def _pruned_run(cfg: Regress | RegressHybrid, name: str, kind: str, build_of, fr
     held = [segments(heldout, held_targets, cfg.batch, cfg.frames, rng) for _ in range(2)]
     rec = cfg.recipe(before.get(name, {}).get("steps", 0))  # a packed start: the cosine goes on
     cfg.part(name, kind, build, rec, cfg.recipe_name()).write(work)
-    batch_fn = lambda r: with_stage_targets(teacher_dec, keep, source(cfg.batch, cfg.frames, r))  # noqa: E731
+    batch_fn = lambda r: with_stage_targets(teacher_dec, keep, source(cfg.batch, cfg.frames, r))
     _fit(name, Trainer(student, batch_fn, rec, work / name, forward=forward, eval_batches=held, device=cfg.device,
                        threads=cfg.threads, progress=None, disc_init=init))
 
@@ -132,11 +132,11 @@ def regress_flow(cfg: RegressFlow) -> None:
     if cfg.corpus:
         source, _, summary = training_corpus(teacher, cfg)
         teacher_flow = copy.deepcopy(teacher.flow).to(cfg.device)  # the teacher itself stays for the held-out pairs
-        batch_fn = lambda r: distill.flow_batch_of_latents(teacher_flow, source(cfg.batch, cfg.frames, r)[0])  # noqa: E731
+        batch_fn = lambda r: distill.flow_batch_of_latents(teacher_flow, source(cfg.batch, cfg.frames, r)[0])
     else:
         ids = teacher_bundle.sentence_ids(text.harvard_sentences(CORPUS_LISTS)[: cfg.corpus_limit or None])
         pairs = distill.flow_pairs(teacher, ids, noise_scale=cfg.noise_scale, noise_w=cfg.noise_w, draws=cfg.draws)
-        batch_fn, summary = lambda r: distill.flow_batch(pairs, cfg.batch, cfg.frames, r), None  # noqa: E731
+        batch_fn, summary = lambda r: distill.flow_batch(pairs, cfg.batch, cfg.frames, r), None
     held_pairs = flow_heldout(teacher, {"noise_scale": cfg.noise_scale, "noise_w": cfg.noise_w})
     student = parts.fold_weight_norm(distill.flow_student(teacher, cfg.hidden))  # plain weights: the EMA copies them
     recipe = _start(work, name, student, cfg, "flow", parts.flow_build(teacher, cfg.hidden), corpus=summary)

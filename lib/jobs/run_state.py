@@ -196,7 +196,7 @@ def frontend_audio(teacher, fe, sentences, noise_scale: float | None = None, see
     for x, m_t, s_t, logw in zip(t.ids, t.m_p, t.logs_p, t.logw):
         w = torch.ceil(torch.exp(logw))  # [1, 1, T_x]: the teacher's frames per phoneme
         attn = commons.generate_path(w, torch.ones(1, 1, int(w.sum()), x.shape[1])).squeeze(1)  # [1, T_y, T_x]
-        frames = lambda a: torch.matmul(attn, a.transpose(1, 2)).transpose(1, 2)  # noqa: E731 (per phoneme -> per frame)
+        frames = lambda a: torch.matmul(attn, a.transpose(1, 2)).transpose(1, 2)  # per phoneme -> per frame
         y_mask, eps = torch.ones(1, 1, attn.shape[1]), torch.randn(1, m_t.shape[1], attn.shape[1], generator=gen)
         for (m_p, logs_p), dest in (((m_t, s_t), refs), (fe(x, torch.tensor([x.shape[1]]))[:2], outs)):
             z_p = frames(m_p) + eps * torch.exp(frames(logs_p)) * noise_scale

@@ -139,7 +139,7 @@ def distance(folder: Path, teacher_folder: Path, clips: int = 20) -> dict:
     own, ref = [m.samples for m, _ in pairs], [t.samples for _, t in pairs]
     f_own, f_ref = f0_hz(own, sr), f0_hz(ref, sr)
     encoder = metrics.SpeakerEncoder(threads=1)
-    embed = lambda clips: [encoder(c, sr) for c in clips]  # noqa: E731
+    embed = lambda clips: [encoder(c, sr) for c in clips]
     # other sentences' pairs only, as the lab's SECS is: the teacher's control against itself is then not 1
     out = {"clips": len(pairs), "secs_to_teacher": metrics.secs(embed(own), embed(ref), exclude_same_index=True),
            **f_own,

@@ -83,7 +83,7 @@ def adaptation_parts_lines(parts: pd.DataFrame, n, slack: float = 0.05) -> list[
     if where:
         said = ("in every run the decoder holds most of the timbre and most of the lost words" if all(decoder_holds)
                 else "the timbre and the lost words are not both the decoder's in every run")
-        pct = lambda v: n(100 * v, ".0f")  # noqa: E731
+        pct = lambda v: n(100 * v, ".0f")
         (s_lo, w_lo), (s_hi, w_hi) = np.min(flows, axis=0), np.max(flows, axis=0)
         said += (f"; the adapted flows alone bring {pct(s_lo)}-{pct(s_hi)} % of the timbre and cost {pct(w_lo)}-"
                  f"{pct(w_hi)} % of the lost words")

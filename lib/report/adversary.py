@@ -74,7 +74,7 @@ def magnitude(folder: Path) -> pd.DataFrame:
 
 def magnitude_wide(table: pd.DataFrame) -> pd.DataFrame:
     """magnitude() as one row per variant, a column per measure, each '+0.000 [lo, hi]' or a mean."""
-    cell = lambda r: (f"{r.value:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]" if r.against_teacher  # noqa: E731
+    cell = lambda r: (f"{r.value:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]" if r.against_teacher
                       else f"{r.value:.3f}")
     return table.assign(cell=[cell(r) for r in table.itertuples()]).pivot_table(
         index="variant", columns="metric", values="cell", aggfunc="first", sort=False)
@@ -96,7 +96,7 @@ def magnitude_line(table: pd.DataFrame, consist: dict, metric: str = "dnsmos_p80
     magnitudes with the teacher's phase), what its head's rank allows (its own span, and the best subspace of each
     rank), whether a per-bin correction helps, and how consistent its spectra are."""
     m = table[table["metric"] == metric].set_index("variant")
-    fmt = lambda v: f"{m.loc[v, 'value']:+.3f} [{m.loc[v, 'lo']:+.3f}, {m.loc[v, 'hi']:+.3f}]"  # noqa: E731
+    fmt = lambda v: f"{m.loc[v, 'value']:+.3f} [{m.loc[v, 'lo']:+.3f}, {m.loc[v, 'hi']:+.3f}]"
     ranks = [v for v in m.index if v.startswith("teacher's magnitude, rank")]
     ceilings = ", ".join(f"rank {v.split('rank ')[1].split(' ')[0]} {fmt(v)}" for v in ranks)
     fixes = [v for v in m.index if v.endswith("corrected")]

@@ -118,9 +118,9 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
     methods are judged: '' this run's (variants without '@'), or a suffix such as '@cpu-long' for the packs of other
     runs (`full` should then carry it too); those get the full and LoRA lines only (no QLoRA, and speed is this run's).
     """
-    mine = lambda v: v.endswith(runs) if runs else "@" not in v  # noqa: E731
+    mine = lambda v: v.endswith(runs) if runs else "@" not in v
     t = table.groupby("variant", sort=False).first()  # a variant's rows from several back-ends, merged
-    col = lambda c: t[c] if c in t else pd.Series(np.nan, index=t.index)  # noqa: E731
+    col = lambda c: t[c] if c in t else pd.Series(np.nan, index=t.index)
     wer, pct = col("wer"), col("trainable_pct_of_full")
     p = secs_clips.pivot_table(index="id", columns="variant", values="secs", aggfunc="mean")
     secs = p.mean()
@@ -137,11 +137,11 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
     wer_bound = float(wer.get(target, np.nan)) + wer_margin
     dns = col("dnsmos_p808")
     dns_bound = float(dns.get(target, np.nan)) - dnsmos_margin
-    ok_dns = lambda v: not np.isfinite(dns_bound) or bool(np.isfinite(dns.get(v, np.nan)) and dns[v] >= dns_bound)  # noqa: E731
-    ok_wer = lambda v: bool(np.isfinite(wer.get(v, np.nan)) and wer[v] <= wer_bound) and ok_dns(v)  # noqa: E731
-    dns_text = lambda v: (f", DNSMOS P.808 {dns.get(v, np.nan):.2f} (bound {dns_bound:.2f})"  # noqa: E731
+    ok_dns = lambda v: not np.isfinite(dns_bound) or bool(np.isfinite(dns.get(v, np.nan)) and dns[v] >= dns_bound)
+    ok_wer = lambda v: bool(np.isfinite(wer.get(v, np.nan)) and wer[v] <= wer_bound) and ok_dns(v)
+    dns_text = lambda v: (f", DNSMOS P.808 {dns.get(v, np.nan):.2f} (bound {dns_bound:.2f})"
                           if np.isfinite(dns_bound) else "")
-    gain = lambda v: p[v] - p[base]  # noqa: E731  (per sentence)
+    gain = lambda v: p[v] - p[base]
     j = judge(gain(full) - halfway * (p[target] - p[base]), 0.0, True)
     met["full"] = j["word"] == "met" and ok_wer(full)
     need_full = secs[base] + halfway * (secs[target] - secs[base])

@@ -111,9 +111,9 @@ class TorchEngine(Engine):
                 "n": torch.full((1,), t_bucket, dtype=torch.long, device="cuda"),
                 "dp": torch.zeros(1, 2, t_bucket, device="cuda"),
                 "z": torch.zeros(1, self.channels, frames, device="cuda")}
-        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32",  # noqa: E731
+        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32",
                                           cache_enabled=False)
-        run = lambda: latent_with_noise(self.model, bufs["x"], bufs["n"], SCALES, bufs["dp"], bufs["z"],  # noqa: E731
+        run = lambda: latent_with_noise(self.model, bufs["x"], bufs["n"], SCALES, bufs["dp"], bufs["z"],
                                         frames=frames)
         with StaticSplines():
             stream = torch.cuda.Stream()
@@ -154,7 +154,7 @@ class TorchEngine(Engine):
         self._static_in = torch.zeros(1, self.channels, window, device="cuda")
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32",  # noqa: E731
+        autocast = lambda: torch.autocast("cuda", dtype=self.dtype, enabled=self.precision != "fp32",
                                           cache_enabled=False)
         with torch.cuda.stream(stream), torch.inference_mode(), autocast():
             for _ in range(3):
@@ -206,7 +206,7 @@ class OnnxEngine(Engine):
             self._latent = _ort_session(paths["latent"], provider, threads)
             self._decoder = _ort_session(paths["decoder"], provider, threads)
             self.effective = f"{ort_effective_provider(self._voice)}:fp32"
-            run = lambda s, feeds: s.run(None, feeds)  # noqa: E731
+            run = lambda s, feeds: s.run(None, feeds)
             self._run_voice = lambda f: run(self._voice, f)
             self._run_latent = lambda f: run(self._latent, f)
             self._run_decoder = lambda z: run(self._decoder, {"z": z})[0]

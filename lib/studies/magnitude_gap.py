@@ -111,7 +111,7 @@ def variants(dec, pcas: dict[int, tuple], spec: tuple) -> dict[str, torch.Tensor
     """The waveforms [1, 1, T] of one utterance's spectra `spec` as each variant of the study speaks it (`pcas`: the
     teacher's principal subspaces by rank)."""
     logmag, phase, t_mag, t_phase = spec
-    wave = lambda m, p: spectra_to_wave(dec.istft, m[None], p[None])  # noqa: E731
+    wave = lambda m, p: spectra_to_wave(dec.istft, m[None], p[None])
     return {"student": wave(logmag, phase),
             "student, teacher's phase": wave(logmag, t_phase),
             **{f"teacher's magnitude, rank {r} (PCA), teacher's phase": wave(project(t_mag, *pca), t_phase)

@@ -132,7 +132,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         tr, he = g[g["split"] == "train"], g[g["split"] == "heldout"]
         sign = 1.0 if metric in LOWER_IS_BETTER else -1.0  # +1: higher is worse
         gap = sign * (he["value"].mean() - tr["value"].mean())
-        short = lambda d: sign * (d["value"] - d["teacher"]).mean()  # noqa: E731 (how far behind the teacher)
+        short = lambda d: sign * (d["value"] - d["teacher"]).mean()  # how far behind the teacher
         se = float(np.sqrt(tr["value"].var(ddof=1) / len(tr) + he["value"].var(ddof=1) / len(he))) \
             if len(tr) > 1 and len(he) > 1 else float("nan")
         rows.append({"pack": pack, "metric": metric, "n_train": len(tr), "n_heldout": len(he),

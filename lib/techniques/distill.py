@@ -107,7 +107,7 @@ def flow_batch(pairs: FlowPairs, batch: int, frames: int, rng):
         n = pairs.z[i].shape[-1]
         s = int(rng.integers(max(1, n - frames + 1)))
         pad = max(0, frames - n)
-        cut = lambda t: torch.nn.functional.pad(t[..., s:s + frames], (0, pad))  # noqa: E731
+        cut = lambda t: torch.nn.functional.pad(t[..., s:s + frames], (0, pad))
         zp.append(cut(pairs.z_p[i]))
         mk.append(cut(pairs.mask[i]))
         zz.append(cut(pairs.z[i]))

@@ -109,7 +109,7 @@ def nf4_kernel_check(model, ids: Sequence[int], scope: Sequence[str] = ("dec.", 
         _use_float_kernel(floated.get_submodule(name).linear)
     x = torch.tensor([list(ids)])
     with torch.no_grad():
-        run = lambda m: m.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)[0]  # noqa: E731
+        run = lambda m: m.infer(x, torch.tensor([len(ids)]), noise_scale=0.0, noise_scale_w=0.0)[0]
         ref = run(model)
         return {"nf4_layers": len(names), "mel_l1_bnb_kernel": float(mel(run(quantized), ref)),
                 "mel_l1_float_kernel": float(mel(run(floated), ref))}

@@ -77,7 +77,7 @@ def frontend_batch(t: FrontendTargets, batch: int, rng: np.random.Generator | No
     batch), padded to the longest: (ids, lengths, m_p, logs_p, logw)."""
     pick = list(range(len(t.ids))) if rng is None else [int(rng.integers(len(t.ids))) for _ in range(batch)]
     n = max(t.ids[i].shape[1] for i in pick)
-    pad = lambda a: nn.functional.pad(a, (0, n - a.shape[-1]))  # noqa: E731
+    pad = lambda a: nn.functional.pad(a, (0, n - a.shape[-1]))
     return (torch.cat([pad(t.ids[i]) for i in pick]), torch.tensor([t.ids[i].shape[1] for i in pick]),
             torch.cat([pad(t.m_p[i]) for i in pick]), torch.cat([pad(t.logs_p[i]) for i in pick]),
             torch.cat([pad(t.logw[i]) for i in pick]))

@@ -281,7 +281,7 @@ class Trainer:
             loss = loss + weight * term
         if r.amp_weight or r.phase_weight:
             loss = loss + self._apnet(out, terms[1] if len(terms) > 1 else None, y)
-        wave = lambda a, b: torch.nn.functional.l1_loss(a.float(), b.float())  # noqa: E731
+        wave = lambda a, b: torch.nn.functional.l1_loss(a.float(), b.float())
         for name, weight, fn in (("loss_stft", r.stft_weight, mr_stft_loss), ("loss_wave", r.wave_weight, wave),
                                  ("loss_cstft", r.cstft_weight, complex_stft_loss)):  # in the recipe's order
             if weight:
