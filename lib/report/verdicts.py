@@ -141,7 +141,7 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
     ok_wer = lambda v: bool(np.isfinite(wer.get(v, np.nan)) and wer[v] <= wer_bound) and ok_dns(v)
     dns_text = lambda v: (f", DNSMOS P.808 {dns.get(v, np.nan):.2f} (bound {dns_bound:.2f})"
                           if np.isfinite(dns_bound) else "")
-    gain = lambda v: p[v] - p[base]
+    gain = lambda v: p[v] - p[base]  # per sentence
     j = judge(gain(full) - halfway * (p[target] - p[base]), 0.0, True)
     met["full"] = j["word"] == "met" and ok_wer(full)
     need_full = secs[base] + halfway * (secs[target] - secs[base])
