@@ -98,12 +98,6 @@ def world_analysis(x: np.ndarray, sr: int, frame_ms: float = 5.0):
     return f0, sp, t
 
 
-def coded_envelope(sp: np.ndarray, sr: int, order: int = 24) -> np.ndarray:
-    """A WORLD spectral envelope coded to `order` mel-cepstrum-like coefficients per frame, c0 (energy) dropped."""
-    import pyworld
-    return pyworld.code_spectral_envelope(sp, sr, order + 1)[:, 1:]
-
-
 # Mel-cepstrum order and all-pass constant per sample rate, as VERSA's and ESPnet's MCD use them.
 MCEP_PARAMS = {16000: (23, 0.42), 22050: (34, 0.45), 24000: (34, 0.46), 44100: (39, 0.53), 48000: (39, 0.55)}
 
@@ -148,12 +142,6 @@ def mcep(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"no mel-cepstrum settings for {sr} Hz (have {sorted(MCEP_PARAMS)}): resample first")
     f0, sp, _ = world_analysis(x, sr)
     return f0, sp2mc(sp, *MCEP_PARAMS[sr])
-
-
-def mel_cepstrum(x: np.ndarray, sr: int, order: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """WORLD F0 and coded spectral envelope per 5 ms frame."""
-    f0, sp, _ = world_analysis(x, sr)
-    return f0, coded_envelope(sp, sr, order)
 
 
 def dtw_path(a: np.ndarray, b: np.ndarray) -> np.ndarray:

