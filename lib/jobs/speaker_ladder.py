@@ -24,6 +24,7 @@ from lib.voices import synth as voices
 DISTANCE = "distance.json"  # a rung folder's measured distance from the teacher
 F0_RANGE_HZ = (50.0, 600.0)  # pYIN's search range: a male teacher at 96 Hz to a female speaker shifted up
 FRAME_S = 0.005  # WORLD's frame period for the pitch shift
+WINDOW_S = 0.093  # pYIN's window (2,048 samples at 22.05 kHz): two periods of a 50 Hz voice
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -88,7 +89,7 @@ def pyin_track(audio: np.ndarray, sr: int, hop: int) -> np.ndarray:
     """pYIN's F0 every `hop` samples in Hz, 0 where unvoiced (float64, as WORLD takes it)."""
     import librosa
     f0, voiced, _ = librosa.pyin(np.asarray(audio, dtype=np.float32), fmin=F0_RANGE_HZ[0], fmax=F0_RANGE_HZ[1],
-                                 sr=sr, frame_length=4 * 512 * sr // 22050 // 2 * 2, hop_length=hop)
+                                 sr=sr, frame_length=2 * round(sr * WINDOW_S / 2), hop_length=hop)
     return np.where(voiced & np.isfinite(f0), f0, 0.0).astype(np.float64)
 
 
