@@ -129,12 +129,14 @@ def yield_point() -> None:
         _ACTIVE.between_steps()
 
 
-def lowest_priority() -> None:
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def lowest_priority(autogroup: Path = AUTOGROUP) -> None:
     """Where this process leads its own session (started with `setsid`, as the long runs are), give its session's
     scheduling group nice 19 as well: with Linux's autogroup, nice orders processes only within a session, so a
     `nice -n 19 setsid` run would otherwise share the CPU equally with an interactive session's work. Elsewhere (a
-    test that trains in pytest's session) nothing changes."""
-    autogroup = Path("/proc/self/autogroup")
+    test that trains in pytest's session) nothing changes. `autogroup` is the kernel's file (a test gives another)."""
     if os.getsid(0) != os.getpid() or not autogroup.exists():
         return
     try:
