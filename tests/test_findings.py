@@ -27,13 +27,13 @@ def test_values_come_from_the_named_rows_and_a_missing_one_names_its_keys(frame)
     assert f.numbers == ["0.04", "0.071", "0.05"]
 
 
-def test_a_difference_inside_its_interval_is_a_tie_not_met_or_missed(frame):
+def test_a_difference_inside_its_interval_is_undecided_at_its_n_not_met_or_missed(frame):
     f = findings.Findings(frame, budget="after 80 CPU steps")
     rng = np.random.default_rng(0)
     far = f.verdict(rng.normal(0.02, 0.01, 40), bound=0.10, higher_is_better=False, what="DNSMOS drop")
     near = f.verdict(rng.normal(0.10, 0.2, 40), bound=0.10, higher_is_better=False, what="DNSMOS drop")
     over = f.verdict(rng.normal(0.5, 0.01, 40), bound=0.10, higher_is_better=False, what="DNSMOS drop")
-    assert "**met**" in far and "**a tie with the bound**" in near and "**missed**" in over
+    assert "**met**" in far and "**undecided at n = 40**" in near and "**missed**" in over
     assert "n = 40" in far and "after 80 CPU steps" in far
     assert "not judged" in f.verdict([0.1], 0.1, False, "x")
 
@@ -89,9 +89,9 @@ def test_quality_bounds_are_judged_sentence_by_sentence():
     assert line.startswith("`s` DNSMOS drop: **missed**") and "WER rise: **met**" in line and "n = 30" in line
 
 
-def test_targets_judged_per_sentence_call_a_bound_inside_the_noise_tied():
+def test_targets_judged_per_sentence_call_a_bound_inside_the_noise_undecided_at_n():
     """A fast variant whose mean DNSMOS drop (0.09) is under the 0.10 bound but whose sentences scatter widely meets
-    the speed target by the plain mean, and ties it when the bounds are judged sentence by sentence."""
+    the speed target by the plain mean, and is undecided at n = 20 when the bounds are judged sentence by sentence."""
     ids = [f"h{i}" for i in range(20)]
     e = np.random.default_rng(2).normal(0, 1, 20)
     e = (e - e.mean()) / e.std()
@@ -100,7 +100,7 @@ def test_targets_judged_per_sentence_call_a_bound_inside_the_noise_tied():
     rows += [{"variant": v, "id": i, "dnsmos_p808": 3.8 - x, "wer": 0.05}
              for v, d in drops.items() for i, x in zip(ids, d)]
     judged = verdicts.quality_bounds(pd.DataFrame(rows), "t", list(drops), max_dnsmos_drop=0.10, max_wer_increase=0.02)
-    assert (list(judged["bounds"]) == ["tied", "met", "missed"]
+    assert (list(judged["bounds"]) == ["undecided", "met", "missed"]
             and list(judged["within_quality_bounds"]) == [False, True, False])
     table = pd.DataFrame({"variant": list(drops), "rtf_ratio": [0.3, 0.9, 0.2], "size_ratio": [1.0, 1.0, 1.0],
                           "dnsmos_drop": [float(d.mean()) for d in drops.values()], "wer_increase": [0.0] * 3})
@@ -108,7 +108,8 @@ def test_targets_judged_per_sentence_call_a_bound_inside_the_noise_tied():
     kw = dict(speed_ratio=0.5, size_ratio=0.5, max_dnsmos_drop=0.10, max_wer_increase=0.02)
     assert verdicts.targets(table, **kw)["met"]["speed"] == "fast"
     v = verdicts.targets(table, **kw, judged=judged)
-    assert v["met"]["speed"] is None and v["lines"][0].startswith("**speed target tied** by `fast`: 3.33x faster")
+    assert v["met"]["speed"] is None
+    assert v["lines"][0].startswith("**speed target undecided at n = 20** for `fast`: 3.33x faster")
 
 
 def test_a_long_runs_last_doubling_is_stated_with_its_guess_or_its_lack():
@@ -141,7 +142,7 @@ def test_the_second_judged_set_judges_only_what_a_verdict_needs():
                          "rtf_ratio": [0.3, 0.9, 0.2, 0.18, 0.7]})
     harvard = verdicts.quality_bounds(per_clip, "base", rows["variant"], 0.10, 0.02)
     assert list(harvard.loc[harvard["bounds"] != "missed", "variant"]) == ["near", "near-slow"]
-    assert verdicts.varied_candidates(harvard, per_clip, rows, "base", [0.33, 0.20]) == ["near", "fast-close"]
+    assert verdicts.to_confirm(harvard, per_clip, rows, "base", {"rtf_ratio": [0.33, 0.20]}) == ["near", "fast-close"]
     varied = per_clip[per_clip["variant"].isin(["base", "near", "fast-close"])]
     both = verdicts.quality_bounds(per_clip, "base", rows["variant"], 0.10, 0.02, varied=varied).set_index("variant")
     assert both.loc["near", "bounds"] == "met" and both.loc["near-slow", "bounds"] == "not judged"

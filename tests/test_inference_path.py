@@ -74,9 +74,13 @@ def test_at_least_one_frame_per_id_keeps_the_total():
     assert alignment.best_duration_method() == "dtw"  # the yardstick's best on a speaker that is not the teacher
 
 
-def test_durations_add_up_to_each_recordings_frames(teacher, frontend, data, cache):
+def test_durations_add_up_to_each_recordings_frames(teacher, frontend, data, cache, monkeypatch):
     """Per recording, one value per piper id, each at least a frame, adding up to its frames at the voice's hop; the
-    same through recording_durations, and read back from the cache; MAS (the option) adds up as well."""
+    same through recording_durations, and read back from the cache; MAS (the option) adds up as well, and offers a
+    long run's pause a point per recording (a run's 15-minute setup held a notebook's timing waiting)."""
+    from lib.core import pause
+    points = []
+    monkeypatch.setattr(pause, "yield_point", lambda: points.append(1))
     recs, utts = data
     for rec, ids, d in zip(recs, utts.phonemes, utts.durations):
         assert d.numel() == ids.numel() and int(d.sum()) == len(rec.samples) // 256 and int(d.min()) >= 1
@@ -86,6 +90,7 @@ def test_durations_add_up_to_each_recordings_frames(teacher, frontend, data, cac
     mas = alignment.recording_durations(recs[:1], teacher, frontend, "mas",
                                         enc_q=posterior.load(POSTERIOR, teacher.hparams).eval())
     assert mas[0].sum() == len(recs[0].samples) // 256 and mas[0].size == utts.phonemes[0].numel()
+    assert len(points) == 1
     with pytest.raises(ValueError, match="adding up to"):
         vo.with_durations(utts, [d[:-1] for d in utts.durations])
 

@@ -28,7 +28,7 @@ def test_choose_takes_the_best_candidate_that_meets_every_bound():
 
 def test_choose_ships_nothing_where_no_candidate_beats_the_voice_within_the_bounds():
     table, judged = _table()
-    assert optimize.choose(table, judged.assign(bounds="tied"), "speed") is None  # inside the noise is not met
+    assert optimize.choose(table, judged.assign(bounds="undecided"), "speed") is None  # inside the noise is not met
     slower = table.assign(rtf_ratio=[1.0, 1.2, 0.3, 1.01])
     assert optimize.choose(slower, judged, "speed") is None
 

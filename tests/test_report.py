@@ -472,7 +472,8 @@ def test_the_data_scaling_curve_reads_each_run_at_the_steps_all_share_and_its_la
 
 def test_one_definition_of_within_the_bounds():
     """Issue 52: lib.core.bounds.within judges sentence by sentence wherever per-clip scores exist (a variant whose
-    mean looks fine but whose interval holds the bound is tied, not within) and on the means elsewhere, saying so."""
+    mean looks fine but whose interval holds the bound is undecided, not within) and on the means elsewhere, saying
+    so."""
     from lib.core import bounds
     rng = np.random.default_rng(0)
     ids = [f"s{i}" for i in range(8)]
@@ -482,7 +483,7 @@ def test_one_definition_of_within_the_bounds():
     means = pd.DataFrame({"variant": ["fp32", "near", "far", "noisy", "unclipped"],
                           "dnsmos_drop": [0, 0.02, 0.4, 0.08, 0.05], "wer_increase": [0, 0, 0, 0, 0.0]})
     j = bounds.within(means, "fp32", 0.10, 0.02, per_clip=per_clip)
-    assert j["bounds"].to_dict() == {"fp32": "the baseline", "near": "met", "far": "missed", "noisy": "tied",
+    assert j["bounds"].to_dict() == {"fp32": "the baseline", "near": "met", "far": "missed", "noisy": "undecided",
                                      "unclipped": "met (on means)"}
     assert j["within_quality_bounds"].to_dict() == {"fp32": True, "near": True, "far": False, "noisy": False,
                                                     "unclipped": True}

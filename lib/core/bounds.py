@@ -1,6 +1,8 @@
 """What "within the quality bounds" means, once: a variant's DNSMOS P.808 drop and WER rise against its parent,
 judged sentence by sentence (the 95 % bootstrap interval of the paired differences against the bound: met, missed,
-or a tie where the interval holds it), on one judged set or two. The notebooks' verdicts, the report and
+or undecided where the interval holds it), on one judged set or two. WER is pooled (errors over words, as the
+results report it) with its interval over sentences. A verdict says its n, and `resolution` says what that n can
+decide. The notebooks' verdicts, the report and
 `tts-lab voice optimize` all judge through it; `deltas` is the one row per variant they judge from (its
 `within_quality_bounds` column compares means: a screen, not a verdict)."""
 from __future__ import annotations
@@ -10,6 +12,8 @@ import pandas as pd
 
 MAX_DNSMOS_DROP = 0.10  # the study's quality bounds against the parent (notebooks 03-05, the report, optimize)
 MAX_WER_INCREASE = 0.02
+UNDECIDED = "undecided"  # an interval that holds its bound: the sentences judged cannot decide (not a tie)
+Z95, Z80 = 1.959964, 0.841621  # a two-sided 95 % interval; 80 % power, the usual for a sample size
 
 
 def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_DROP,
@@ -69,19 +73,20 @@ def paired(per_clip: pd.DataFrame, base: str, variant: str, metric: str) -> np.n
 def quality_bounds(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop: float,
                    max_wer_increase: float, varied: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each variant's quality bounds against `base`, judged sentence by sentence (`judge` on the paired DNSMOS drop
-    and WER rise): per variant the judgements, `within_quality_bounds` (all met) and `bounds` ('met', 'tied' where
-    no bound is missed but one is inside the noise, 'not judged' where none is missed but a set lacks the variant,
+    and pooled WER rise): per variant the judgements, `within_quality_bounds` (all met) and `bounds` ('met',
+    'undecided' where no bound is missed but an interval holds one, 'not judged' where none is missed but a set
+    lacks the variant,
     else 'missed'). With `varied` (the per-clip table of a second judged set) both bounds are judged there too, and
     hold only where they hold on both sets."""
     rows, name = [], varied_set(varied) if varied is not None else ""
     for v in variants:
         drop = judge(paired(per_clip, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
-        rise = judge(-paired(per_clip, base, v, "wer"), max_wer_increase, False)
+        rise = judge_wer(per_clip, base, v, max_wer_increase)
         row = {"variant": v, "dnsmos_drop_judged": drop, "wer_rise_judged": rise}
         if varied is not None:
             row["varied_set"] = name
             row["dnsmos_drop_varied_judged"] = judge(paired(varied, base, v, "dnsmos_p808"), max_dnsmos_drop, False)
-            row["wer_rise_varied_judged"] = judge(-paired(varied, base, v, "wer"), max_wer_increase, False)
+            row["wer_rise_varied_judged"] = judge_wer(varied, base, v, max_wer_increase)
         words = {j["word"] for k, j in row.items() if k.endswith("_judged")}
         rows.append({**row, "within_quality_bounds": words == {"met"}, "bounds": _bounds_word(words)})
     columns = ["variant", "dnsmos_drop_judged", "wer_rise_judged"]
@@ -96,18 +101,20 @@ def _bounds_word(words: set) -> str:
         return "met"
     if "missed" in words:
         return "missed"
-    return "not judged" if "not judged" in words else "tied"
+    return "not judged" if "not judged" in words else UNDECIDED
 
 
 def within(means: pd.DataFrame, base: str, max_dnsmos_drop: float, max_wer_increase: float,
-           per_clip: pd.DataFrame | None = None, varied: pd.DataFrame | None = None) -> pd.DataFrame:
+           per_clip: pd.DataFrame | None = None, varied: pd.DataFrame | None = None,
+           confirmed: pd.DataFrame | None = None) -> pd.DataFrame:
     """The one definition of "within the quality bounds", by variant: `quality_bounds` (paired, sentence by
-    sentence, on both judged sets; an interval that holds a bound is a tie, which is not within it) for every variant
+    sentence, on both judged sets; an interval that holds a bound is undecided, which is not within it) for every
+    variant
     that `per_clip` holds on at least 2 sentences with `base`, else the means' drop and rise (`means`: one row per
     variant with dnsmos_drop and wer_increase against `base`; a bound met exactly counts), marked 'met (on means)' or
     'missed (on means)'; 'not judged' where a mean is missing. A judged set without WER (no ASR) is judged on
     DNSMOS alone. A second judged set (`varied`) counts where `base` spoke it: there a variant it lacks is not
-    within."""
+    within. With a confirmation set (`confirmed`) the variants it judged are decided there (`decide`)."""
     means = means.drop_duplicates("variant").set_index("variant")
     out = pd.DataFrame(index=means.index, columns=["within_quality_bounds", "bounds"])
     drop = means["dnsmos_drop"] if "dnsmos_drop" in means else pd.Series(0.0, index=out.index)
@@ -125,7 +132,10 @@ def within(means: pd.DataFrame, base: str, max_dnsmos_drop: float, max_wer_incre
             both = varied if varied is not None and base in set(varied["variant"]) else None  # a set `base` spoke
             if both is not None and "wer" not in both:
                 both = both.assign(wer=0.0)
-            j = quality_bounds(per_clip, base, clipped, max_dnsmos_drop, max_wer_increase, both).set_index("variant")
+            if confirmed is not None and "wer" not in confirmed:
+                confirmed = confirmed.assign(wer=0.0)
+            j = decide(per_clip, base, clipped, max_dnsmos_drop, max_wer_increase, confirmed, both)
+            j = j.set_index("variant")
             out.loc[clipped, "within_quality_bounds"] = j["within_quality_bounds"]
             out.loc[clipped, "bounds"] = j["bounds"]
     out["within_quality_bounds"] = out["within_quality_bounds"].astype(bool)
@@ -145,17 +155,148 @@ def varied_set(varied: pd.DataFrame) -> str:
 
 def judge(diffs, bound: float, higher_is_better: bool, seed: int = 0) -> dict:
     """Per-clip differences against `bound` (e.g. the DNSMOS drop per sentence against 0.10): 'met', 'missed', or
-    'tie' when the 95 % bootstrap interval of their mean (per clip, scipy.stats.bootstrap) holds the bound, with the
-    mean, the interval and n; fewer than 2 finite clips are 'not judged'."""
-    from scipy.stats import bootstrap
+    'undecided' when the 95 % bootstrap interval of their mean (per clip, scipy.stats.bootstrap) holds the bound,
+    with the mean, the interval, n and the per-sentence SD; fewer than 2 finite clips are 'not judged'."""
     d = np.asarray([x for x in diffs if np.isfinite(x)], dtype=float)
     if len(d) < 2:
-        return {"word": "not judged", "mean": np.nan, "lo": np.nan, "hi": np.nan, "n": len(d)}
+        return {"word": "not judged", "mean": np.nan, "lo": np.nan, "hi": np.nan, "n": len(d), "sd": np.nan}
     if np.ptp(d) == 0:  # every clip alike: no spread to resample
         lo = hi = float(d[0])
     else:
-        ci = bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=2000, random_state=seed).confidence_interval
-        lo, hi = float(ci.low), float(ci.high)
-    good = (np.mean(d) >= bound) if higher_is_better else (np.mean(d) <= bound)
-    word = "tie" if lo <= bound <= hi else ("met" if good else "missed")
-    return {"word": word, "mean": float(np.mean(d)), "lo": lo, "hi": hi, "n": len(d)}
+        lo, hi = _bootstrap((d,), lambda x, axis=-1: x.mean(axis), seed)
+    return _worded(float(np.mean(d)), lo, hi, len(d), float(np.std(d, ddof=1)), bound, higher_is_better)
+
+
+def _bootstrap(data: tuple, statistic, seed: int) -> tuple[float, float]:
+    """The 95 % interval of `statistic` over sentences (the arrays of `data` resampled together): scipy's BCa, or
+    the percentile interval where BCa cannot be computed (a few sentences differing among many alike)."""
+    import warnings
+
+    from scipy.stats import bootstrap
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the degenerate case is handled below
+        for method in ("BCa", "percentile"):
+            ci = bootstrap(data, statistic, paired=True, vectorized=True, confidence_level=0.95, n_resamples=2000,
+                           method=method, random_state=seed).confidence_interval
+            if np.isfinite(ci.low) and np.isfinite(ci.high):
+                break
+    return float(ci.low), float(ci.high)
+
+
+def _worded(mean: float, lo: float, hi: float, n: int, sd: float, bound: float, higher_is_better: bool) -> dict:
+    good = (mean >= bound) if higher_is_better else (mean <= bound)
+    word = UNDECIDED if lo <= bound <= hi else ("met" if good else "missed")
+    return {"word": word, "mean": mean, "lo": lo, "hi": hi, "n": n, "sd": sd}
+
+
+def word_errors(per_clip: pd.DataFrame, variant: str) -> pd.DataFrame:
+    """Per sentence `variant` spoke (by id): its reference's words after the shared normalisation, its word errors
+    (per-sentence WER times words) and the transcript (`asr_hyp`, '' where the table has none)."""
+    from lib.core.text import normalize_for_wer
+    rows = per_clip[per_clip["variant"] == variant].drop_duplicates("id").set_index("id")
+    words = (rows["text"].map(lambda t: len(normalize_for_wer(t).split())) if "text" in rows
+             else pd.Series(1, index=rows.index))
+    heard = rows["asr_hyp"].fillna("") if "asr_hyp" in rows else pd.Series("", index=rows.index)
+    return pd.DataFrame({"words": words, "errors": rows["wer"].astype(float) * words, "heard": heard})
+
+
+def judge_wer(per_clip: pd.DataFrame, base: str, variant: str, bound: float, seed: int = 0) -> dict:
+    """The pooled WER rise of `variant` over `base` (its word errors less the base's, over the words of the sentences
+    both spoke: one word is 1/words, however the sentences are cut) against `bound`, with its 95 % bootstrap
+    interval over sentences (paired), n, the per-sentence SD of the rise, and `changed`: the sentences whose
+    transcript differs. Without the sentences' texts each sentence weighs alike (the mean of per-sentence WER)."""
+    a, b = word_errors(per_clip, base), word_errors(per_clip, variant)
+    both = a.index.intersection(b.index)
+    a, b = a.loc[both], b.loc[both]
+    ok = np.isfinite(a["errors"].to_numpy()) & np.isfinite(b["errors"].to_numpy())
+    a, b = a[ok], b[ok]
+    rise, words = (b["errors"] - a["errors"]).to_numpy(float), a["words"].to_numpy(float)
+    changed = int((a["heard"] != b["heard"]).sum()) if "asr_hyp" in per_clip else np.nan
+    if len(rise) < 2 or words.sum() <= 0:
+        return {"word": "not judged", "mean": np.nan, "lo": np.nan, "hi": np.nan, "n": len(rise), "sd": np.nan,
+                "changed": changed}
+    pooled = float(rise.sum() / words.sum())
+    if np.ptp(rise) == 0 and np.ptp(words) == 0:
+        lo = hi = pooled
+    else:
+        lo, hi = _bootstrap((rise, words), lambda r, w, axis=-1: r.sum(axis) / w.sum(axis), seed)
+    sd = float(np.std(rise / words, ddof=1))
+    return {**_worded(pooled, lo, hi, len(rise), sd, bound, False), "changed": changed}
+
+
+def detectable(sd: float, n: int, bound: float) -> float:
+    """The largest true change (a drop or a rise, worse above 0) that `n` sentences with per-sentence SD `sd` call
+    met 4 times in 5 at 95 %: `bound` less (z95 + z80) standard errors. Below 0, even a variant exactly as good as
+    its parent is called met less often than that: the n is too small for the bound."""
+    return float(bound - (Z95 + Z80) * sd / np.sqrt(n)) if n >= 2 and np.isfinite(sd) else np.nan
+
+
+def sentences_needed(sd: float, bound: float, true_change: float = 0.0) -> int:
+    """How many sentences call a variant whose true change is `true_change` met 4 times in 5, at per-sentence SD
+    `sd` (the inverse of `detectable`)."""
+    if not np.isfinite(sd) or true_change >= bound:
+        return -1  # no n can: the change is at or beyond the bound
+    return int(np.ceil(((Z95 + Z80) * sd / (bound - true_change)) ** 2))
+
+
+def resolution(per_clip: pd.DataFrame, base: str, variants, max_dnsmos_drop: float = MAX_DNSMOS_DROP,
+               max_wer_increase: float = MAX_WER_INCREASE) -> pd.DataFrame:
+    """What a judged set can decide, per bound: n, the per-sentence SD of the paired change (the median over
+    `variants`), the largest true change it calls met 4 times in 5 (`detectable`), and the sentences needed to call
+    a variant as good as its parent met (`sentences_needed`)."""
+    rows = []
+    for metric, bound, of in (("dnsmos_p808", max_dnsmos_drop, lambda v: judge(paired(per_clip, base, v,
+                                                                                        "dnsmos_p808"), 1, False)),
+                              ("wer", max_wer_increase, lambda v: judge_wer(per_clip, base, v, 1))):
+        if metric not in per_clip:
+            continue
+        js = [of(v) for v in variants if v != base]
+        js = [j for j in js if np.isfinite(j["sd"])]
+        if not js:
+            continue
+        n, sd = int(np.median([j["n"] for j in js])), float(np.median([j["sd"] for j in js]))
+        rows.append({"metric": metric, "bound": bound, "n": n, "sd_per_sentence": sd,
+                     "met_if_true_change_at_most": detectable(sd, n, bound), "n_to_decide_an_equal_variant":
+                     sentences_needed(sd, bound)})
+    return pd.DataFrame(rows, columns=["metric", "bound", "n", "sd_per_sentence", "met_if_true_change_at_most",
+                                       "n_to_decide_an_equal_variant"])
+
+
+def decided_clips(screen: pd.DataFrame, confirmed: pd.DataFrame | None, base: str) -> pd.DataFrame:
+    """The per-sentence table verdicts are decided on: each variant the confirmation set judged (`confirmed`, other
+    sentences than the screen's) on those sentences alone, every other variant on the screen's, and `base` on both
+    (the sets share no sentence, so each variant pairs with the base on its own set). The screen's interval only
+    chose who went on."""
+    if confirmed is None or not len(confirmed):
+        return screen
+    shared = sorted(set(screen["id"]) & set(confirmed["id"]))
+    if shared:
+        raise ValueError(f"the confirmation set repeats {len(shared)} of the screen's sentences ({shared[:3]}): "
+                         "it must judge others")
+    gone_on = set(confirmed["variant"]) - {base}
+    both = pd.concat([screen[~screen["variant"].isin(gone_on)], confirmed], ignore_index=True)
+    return both.drop(columns=["judged_set"], errors="ignore")
+
+
+def decide(screen: pd.DataFrame, base: str, variants, max_dnsmos_drop: float = MAX_DNSMOS_DROP,
+           max_wer_increase: float = MAX_WER_INCREASE, confirmed: pd.DataFrame | None = None,
+           varied: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Screen, then confirm (issue 67): `quality_bounds` of each variant the confirmation set judged (`confirmed`,
+    with the base, on other sentences than the screen's) on that set, and on `varied` too where given; every other
+    variant keeps the screen's judgement (it missed there, or no target is about it). `decided_on` says which. With
+    no confirmation set, the screen (and `varied`) decide, as quality_bounds does."""
+    variants = [v for v in dict.fromkeys(variants)]
+    gone_on = ([v for v in variants if v in set(confirmed["variant"])] if confirmed is not None and len(confirmed)
+               and base in set(confirmed["variant"]) else [])
+    if not gone_on:
+        return quality_bounds(screen, base, variants, max_dnsmos_drop, max_wer_increase, varied).assign(
+            decided_on="screen")
+    decided_clips(screen, confirmed, base)  # refuses a confirmation set that repeats the screen's sentences
+    stayed = [v for v in variants if v not in gone_on]
+    parts = [quality_bounds(confirmed, base, gone_on, max_dnsmos_drop, max_wer_increase, varied).assign(
+        decided_on="confirmation")]
+    if stayed:
+        parts.append(quality_bounds(screen, base, stayed, max_dnsmos_drop, max_wer_increase).assign(
+            decided_on="screen"))
+    out = pd.concat(parts, ignore_index=True)
+    return out.set_index("variant").loc[variants].reset_index()

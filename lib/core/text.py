@@ -39,6 +39,16 @@ def harvard_sentences(lists: list[int] | None = None) -> list[Sentence]:
     return out
 
 
+def screen_and_confirmation(lists: list[int], screen: int, confirm: int) -> tuple[list[Sentence], list[Sentence]]:
+    """The Harvard sentences of `lists` split for screen-then-confirm: the first `screen` (0: all, and then none is
+    left to confirm on) and the next `confirm`, which the screen does not judge."""
+    harvard = harvard_sentences(lists)
+    if screen and confirm and len(harvard) < screen + confirm:
+        raise ValueError(f"Harvard lists {lists} hold {len(harvard)} sentences: too few to screen on {screen} and "
+                         f"confirm on {confirm} more")
+    return harvard[: screen or None], (harvard[screen: screen + confirm] if screen else [])
+
+
 @functools.lru_cache(maxsize=1)
 def _whisper_normalizer():
     """Whisper's EnglishTextNormalizer from transformers. Its British-to-American spelling map (normalizer.json in

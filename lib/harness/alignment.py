@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lib.core import pause
 from lib.core.audio import resample
 from lib.voices import piper_torch
 
@@ -363,6 +364,10 @@ def utterance_durations(data, teacher, method: str = "dtw", *, enc_q=None, align
     hop, sr = data.hop, data.sample_rate
     out, started = [], time.perf_counter()
     for k, (uid, ids, wav) in enumerate(zip(data.ids, data.phonemes, data.wav)):
+        pause.yield_point()  # a long run's setup (200 recordings: 15 minutes) pauses for a timing, as its steps do
+        if k and k % 25 == 0:
+            left = (time.perf_counter() - started) / k * (len(data.ids) - k)
+            _LOGGER.info("durations (%s): %d of %d recordings, about %.0f s left", method, k, len(data.ids), left)
         audio = wav.reshape(-1).numpy()
         if method == "mas":
             frames = mas_frames(teacher, enc_q, ids.tolist(), audio, sr, mean=False, seed=seed + k)

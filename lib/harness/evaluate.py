@@ -16,6 +16,7 @@ from lib.core.machine import PrecisionUnavailable
 from lib.core.results import METRICS, ResultWriter, Scoped
 from lib.core.subject import Subject, Technique
 from lib.core.text import Sentence
+from lib.data import varied_text
 from lib.harness import bench, metrics
 from lib.harness.judges import Judges, PendingJudgement
 from lib.voices import hub
@@ -287,6 +288,46 @@ def _with_settings(voice, variant: Variant, threads: int, settings: dict):
     if hasattr(voice, "with_settings") and set(settings) <= set(getattr(voice, "CALL_SETTINGS", ())):
         return voice.with_settings(**settings)
     return variant.make(threads=threads, **settings)
+
+
+CONFIRM = "_confirm"  # the metrics' suffix of the confirmation set (lib.core.results: wer_confirm, ...)
+
+
+def judge_set(variants: Sequence[Variant], names: Sequence[str], sentences: Sequence[Sentence], judges: Judges,
+              writer: ResultWriter, *, settings: dict, threads: int, suffix: str, title: str) -> pd.DataFrame:
+    """The variants named in `names` spoken noise-free on `sentences`, a judged set other than the screen's, judged
+    as the screen is and written as the vocabulary's `<metric><suffix>`; per-clip rows naming the set (`judged_set`:
+    `title`), which the verdicts quote."""
+    if not sentences:
+        return pd.DataFrame(columns=["id", "variant", "dnsmos_p808", "wer", "judged_set"])
+    unknown = [n for n in names if n not in {v.name for v in variants}]
+    if unknown:
+        raise ValueError(f"judge_set: {unknown} are not variants of this run")
+    quiet = noise_off(settings)
+    pending = [start_quality(v.make(threads=threads, **quiet), sentences, judges,
+                             writer.scoped(v.subject(writer.model, threads)), suffix=suffix)
+               for v in variants if v.name in set(names)]
+    return pd.concat([p.finish() for p in pending], ignore_index=True).assign(judged_set=title)
+
+
+VARIED = "_varied"  # the metrics' suffix for the varied judged set (lib.core.results: wer_varied, ...)
+
+
+def judge_varied(variants: Sequence[Variant], names: Sequence[str], n: int, judges, writer: ResultWriter, *,
+                 settings: dict, threads: int, family: str) -> pd.DataFrame:
+    """The first `n` sentences of the held-out `family` of lib.data.varied_text (by name: text no training step saw)
+    spoken noise-free by each variant in `names`, judged as the Harvard lists are, written as the `_varied` metrics;
+    each row names its set (`judged_set`, the family's title), which the verdicts quote."""
+    held_out = [f.name for f in varied_text.Family if f is not varied_text.Family.TRAIN]
+    if family not in held_out:  # TRAIN is the front end's training text
+        raise ValueError(f"varied_family={family!r}: a held-out family of lib.data.varied_text, one of {held_out}")
+    sentences = varied_text.varied_sentences(varied_text.Family[family], n)
+    known = [name for name in names if name in {v.name for v in variants}]
+    if sentences and not known:
+        raise ValueError(f"judge_varied: none of {list(names)} is a variant of this run")
+    return judge_set(variants, known, sentences, judges, writer, settings=settings, threads=threads,
+                              suffix=VARIED,
+                              title=varied_text.Family[family].title)
 
 
 def noise_off(settings: dict) -> dict:

@@ -76,6 +76,10 @@ def delta(clips: pd.DataFrame, base: str, variant: str, metric: str) -> dict:
     own bootstrap, so the report and the notebooks quote the same interval)."""
     if metric not in clips:
         return {"mean": np.nan, "lo": np.nan, "hi": np.nan, "n": 0}
+    if metric == "wer":  # pooled, as the bound is judged
+        j = verdicts.judge_wer(clips, base, variant, 0.0)
+        return {**_interval(j), "lo": j["lo"] if j["n"] >= 2 else np.nan, "hi": j["hi"] if j["n"] >= 2 else np.nan,
+                "mean": j["mean"] if j["n"] >= 2 else mean_delta(clips, base, variant, metric)}
     d = -verdicts.paired(clips, base, variant, metric)
     d = d[np.isfinite(d)]
     if len(d) < 2:  # one sentence: its difference, no interval
@@ -96,7 +100,7 @@ def _per_variant(frame: pd.DataFrame) -> pd.DataFrame:
 
 def candidates(df: pd.DataFrame, tech: Question, root: Path) -> pd.DataFrame:
     """Every judged variant of `tech`: speed-up and size ratio against the baseline (the speed ratio timed in the
-    same run), paired quality deltas with intervals, the bounds judged sentence by sentence ('met', 'tied',
+    same run), paired quality deltas with intervals, the bounds judged sentence by sentence ('met', 'undecided',
     'missed'; on the means where the run kept no per_clip.csv) and the CPU feature it relies on; best first."""
     frame = df[(df["notebook"] == tech.notebook) & ~df["model"].isin(tech.other_models)]
     w = _per_variant(frame)
@@ -123,14 +127,18 @@ def candidates(df: pd.DataFrame, tech: Question, root: Path) -> pd.DataFrame:
         picked["speedup"] = picked["speedup"].fillna(base["rtf"] / picked["rtf"])
     picked["size_ratio"] = picked["size_mb"] / base["size_mb"] if "size_mb" in picked and "size_mb" in base else np.nan
     varied = root / tech.notebook / "per_clip_varied.csv"  # a second judged set: the bounds must hold there too
+    confirmed = root / tech.notebook / "per_clip_confirm.csv"  # the candidates' confirmation set decides them
+    confirmed = pd.read_csv(confirmed) if confirmed.exists() and not means_only else None
+    screened, clips = clips, verdicts.decided_clips(clips, confirmed, against) if confirmed is not None else clips
     # each variant's mean change against `against` (the bounds' reference), once: the means, the miss, its words
     picked["d_dnsmos_against"] = [mean_delta(clips, against, v, "dnsmos_p808") for v in picked["variant"]]
     picked["d_wer_against"] = [mean_delta(clips, against, v, "wer") for v in picked["variant"]]
     means = pd.DataFrame({"variant": picked["variant"], "dnsmos_drop": -picked["d_dnsmos_against"],
                           "wer_increase": picked["d_wer_against"]})
     judged = verdicts.within(means, against, bounds["max_dnsmos_drop"], bounds["max_wer_increase"],
-                             per_clip=None if means_only else clips,
-                             varied=pd.read_csv(varied) if varied.exists() else None)  # the notebooks' definition
+                             per_clip=None if means_only else screened,
+                             varied=pd.read_csv(varied) if varied.exists() else None,
+                             confirmed=confirmed)  # the notebooks' definition
     words = picked["variant"].map(judged["bounds"])
     picked["bounds"] = words.str.removesuffix(" (on means)")
     picked["bounds_on_means"] = words.str.endswith(" (on means)")  # fewer than 2 sentences spoken by both
@@ -147,14 +155,14 @@ def candidates(df: pd.DataFrame, tech: Question, root: Path) -> pd.DataFrame:
     picked["technique_name"], picked["baseline"], picked["bounds_against"] = tech.name, tech.baseline, against
     for k, v in bounds.items():
         picked[k] = v
-    # best within the bounds first; where none is, best overall (a tie with a bound is not within it)
+    # best within the bounds first; where none is, best overall (an undecided bound is not within it)
     picked["within"] = picked["bounds"] == "met"
     goal = tech.goal if picked["within"].any() else tech.fallback_goal
     picked["ranked_by"] = goal
     return picked.sort_values(["within", goal], ascending=False, na_position="last").reset_index(drop=True)
 
 
-TARGET_WORD = re.compile(r"(?:\*\*)?([A-Za-z0-9][\w .:-]*?target) (met|missed|tied)\b", re.I)
+TARGET_WORD = re.compile(r"(?:\*\*)?([A-Za-z0-9][\w .:-]*?target) (met|missed|undecided(?: at n = \d+)?)", re.I)
 
 
 def target_verdicts(root: Path, tech: Question) -> str:
@@ -195,7 +203,13 @@ def _miss_words(row) -> str:
         parts.append(f"DNSMOS {-dns - row['max_dnsmos_drop']:.2f} beyond its {row['max_dnsmos_drop']:.2f} drop")
     if np.isfinite(wer) and wer > row["max_wer_increase"]:
         parts.append(f"WER {wer - row['max_wer_increase']:.3f} beyond its +{row['max_wer_increase']:.3f}")
-    return " and ".join(parts) or "a bound inside the noise"
+    return " and ".join(parts) or f"an interval holding a bound ({_n_words(row)})"
+
+
+def _n_words(row) -> str:
+    """'at n = N': the sentences the candidate's DNSMOS change was judged on."""
+    n = row.get("d_dnsmos_n", np.nan)
+    return f"at n = {n:.0f}" if np.isfinite(n) else "n unknown"
 
 
 def _ci(row, name: str, fmt: str) -> str:
@@ -218,7 +232,7 @@ def _times(x: float, more: str, less: str) -> str:
 
 def describe(row) -> dict:
     """A candidate as the words of one answers row."""
-    where = {"met": "within the bounds", "tied": "a bound inside the noise", "missed": "outside the bounds",
+    where = {"met": "within the bounds", "undecided": f"undecided ({_n_words(row)})", "missed": "outside the bounds",
              "not judged": "not judged (no quality scores)"}
     return {"technique": row["technique_name"], "best variant": f"{row['variant']} ({row['backend']})",
             "quality bounds": where.get(row["bounds"], "not judged")

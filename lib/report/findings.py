@@ -4,7 +4,7 @@ Every number a finding states comes from a call here (`value`, `number`, `verdic
 in `numbers`; `show` displays the Markdown with that list in the output's metadata, and `unbacked` (the smoke test's
 check) names any number in a findings output that was neither rendered nor found in a recorded file the same line
 cites. A verdict names its budget and sample size, and a difference whose 95 % bootstrap interval (per clip,
-scipy.stats.bootstrap) includes zero is a tie, not met or missed."""
+scipy.stats.bootstrap) includes zero is undecided at its n, not met or missed."""
 from __future__ import annotations
 
 import re
@@ -66,26 +66,31 @@ class Findings:
 
     def verdict(self, diffs, bound: float, higher_is_better: bool, what: str, seed: int = 0,
                 budget: str | None = None) -> str:
-        """'met' / 'missed' / 'a tie with the bound' for per-clip differences against `bound` (e.g. the DNSMOS drop
+        """'met' / 'missed' / 'undecided at n = N' for per-clip differences against `bound` (e.g. the DNSMOS drop
         per sentence against 0.10), with the mean, its 95 % bootstrap interval and n, and the budget of what is
         judged (`budget`; the notebook's own where None)."""
+        return self._said(verdicts.judge(diffs, bound, higher_is_better, seed), bound, what, budget)
+
+    def _said(self, j: dict, bound: float, what: str, budget: str | None) -> str:
         budget = self.budget if budget is None else self.quote(budget)
-        j = verdicts.judge(diffs, bound, higher_is_better, seed)
         if j["word"] == "not judged":
             return f"{what}: not judged (n = {self.number(j['n'], 'd')})"
-        word = {"tie": "a tie with the bound"}.get(j["word"], j["word"])
+        word = f"{j['word']} at n = {j['n']}" if j["word"] == verdicts.UNDECIDED else j["word"]
+        changed = j.get("changed", np.nan)
         return (f"{what}: **{word}** (mean {self.number(j['mean'])}, 95 % CI {self.number(j['lo'])} to "
                 f"{self.number(j['hi'])}, bound {self.number(bound)}, n = {self.number(j['n'], 'd')}"
+                + (f", {int(changed)} transcripts changed" if np.isfinite(changed) else "")
                 + (f", {budget}" if budget else "") + ")")
 
     def bounds(self, per_clip: pd.DataFrame, base: str, variant: str, max_dnsmos_drop: float,
                max_wer_increase: float, budget: str | None = None) -> str:
         """The quality bounds of `variant` against `base`, sentence by sentence (per_clip: variant, id, dnsmos_p808,
-        wer), each judged as `verdict` judges: met, missed or a tie with the bound; `budget`: the variant's own."""
+        wer), each judged as `verdict` judges: met, missed or undecided at its n (WER pooled, as `judge_wer`
+        judges it, with the sentences whose transcript changed); `budget`: the variant's own."""
         drop = verdicts.paired(per_clip, base, variant, "dnsmos_p808")
-        rise = -verdicts.paired(per_clip, base, variant, "wer")
+        rise = verdicts.judge_wer(per_clip, base, variant, max_wer_increase)
         return (self.verdict(drop, max_dnsmos_drop, False, f"`{variant}` DNSMOS drop", budget=budget) + "; "
-                + self.verdict(rise, max_wer_increase, False, "WER rise", budget=budget))
+                + self._said(rise, max_wer_increase, "pooled WER rise", budget))
 
     def line(self, text: str) -> None:
         """One finding; an empty text (e.g. a join over nothing) adds none."""

@@ -59,7 +59,7 @@ def forest(cands: pd.DataFrame, title: str):
         return None
     c = cands.iloc[::-1]
     labels = [f"{v} ({s:.2f}× speed)" if np.isfinite(s) else v for v, s in zip(c["variant"], c["speedup"])]
-    colour = c["bounds"].map({"met": "#2a7d2a", "tied": "#c08a00", "not judged": "#888"}).fillna("#b03030")
+    colour = c["bounds"].map({"met": "#2a7d2a", "undecided": "#c08a00", "not judged": "#888"}).fillna("#b03030")
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 2.2, 0.24 * len(c) + 1.1), sharey=True,
                              squeeze=False)
     y = np.arange(len(c))

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from lib.core.bounds import (UNNAMED_SET, deltas, judge, paired, quality_bounds, varied_set,  # noqa: F401 (the
-                             within)  # verdicts' vocabulary)
+from lib.core.bounds import (UNDECIDED, UNNAMED_SET, decide, decided_clips, deltas, judge,  # noqa: F401 (the
+                             judge_wer, paired, quality_bounds, resolution, varied_set, within)  # verdicts' vocabulary)
 from lib.core.results import UNMERGED
 from lib.core.subject import Precision, Technique
 from lib.report.recommend import relies_on
@@ -20,8 +20,8 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
             max_wer_increase: float, judged: pd.DataFrame | None = None) -> dict:
     """Whether some variant meets the speed target and some the size target within the quality bounds; when
     not, by how much the closest one misses, in words. With `judged` (`quality_bounds`: the bounds judged sentence
-    by sentence) a variant is within the bounds only where both are met, and a target whose only candidates are
-    inside the noise of a bound is tied, not met or missed."""
+    by sentence) a variant is within the bounds only where both are met, and a target whose only candidates have
+    an interval holding a bound is undecided at their n, not met or missed."""
     lines, met = [], {}
     if judged is not None:
         table = table.drop(columns=["within_quality_bounds"], errors="ignore").merge(
@@ -41,13 +41,14 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
                          + varied_note(judged, r["variant"]))
             continue
         met[goal] = None
-        tied = (table[(table[col] <= limit) & (table["bounds"] == "tied")].sort_values(col) if "bounds" in table
-                else table[:0])
-        if not tied.empty:
-            r = tied.iloc[0]
-            lines.append(f"**{goal} target tied** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, but a quality bound "
-                         f"is inside the noise of its sentences (DNSMOS drop {r['dnsmos_drop']:+.3f}, WER increase "
-                         f"{r['wer_increase']:+.3f})." + varied_note(judged, r["variant"]))
+        open_ = (table[(table[col] <= limit) & (table["bounds"] == UNDECIDED)].sort_values(col) if "bounds" in table
+                 else table[:0])
+        if not open_.empty:
+            r = open_.iloc[0]
+            lines.append(f"**{goal} target {undecided_at(judged, r['variant'])}** for `{r['variant']}`: "
+                         f"{1 / r[col]:.2f}x {what}, but an interval of its sentences holds a quality bound (DNSMOS "
+                         f"drop {r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f})."
+                         + varied_note(judged, r["variant"]))
             continue
         best_ok = good.sort_values(col).iloc[0] if not good.empty else None
         best_any = table.sort_values(col).iloc[0]
@@ -62,21 +63,33 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
     return {"lines": lines, "met": met}
 
 
-def varied_candidates(harvard: pd.DataFrame, per_clip: pd.DataFrame, rows: pd.DataFrame, base: str,
-                      speed_tiers) -> list[str]:
-    """The students a second judged set must judge for the verdicts (issue 49: judging every student on it took most
-    of notebook 04): those a speed target is about (`rows`' rtf_ratio at most the slowest of `speed_tiers`) whose
-    bounds on the first set (`harvard`, quality_bounds without `varied`) are not missed, since a bound holds only
-    where it holds on both sets, and in each tier the one closest to the DNSMOS bound, which an answer names where
-    none is within. A student in a tier not judged here has missed on the first set already; one slower than every
-    tier answers no target, and its bounds read 'not judged' on the second set."""
-    in_a_tier = set(rows.loc[rows["rtf_ratio"] <= max(speed_tiers), "variant"]) if len(speed_tiers) else set()
-    keep = [v for v in harvard.loc[harvard["bounds"] != "missed", "variant"] if v in in_a_tier]
-    for tier in speed_tiers:
-        fast = [v for v in rows.loc[rows["rtf_ratio"] <= tier, "variant"] if v != base]
-        if fast:
-            keep.append(max(fast, key=lambda v: np.nanmean(-paired(per_clip, base, v, "dnsmos_p808"))
-                            if len(paired(per_clip, base, v, "dnsmos_p808")) else -np.inf))
+def undecided_at(judged: pd.DataFrame | None, variant: str) -> str:
+    """'undecided at n = N', N the fewest sentences among `variant`'s judgements (quality_bounds' table)."""
+    if judged is None or variant not in set(judged["variant"]):
+        return UNDECIDED
+    r = judged.set_index("variant").loc[variant]
+    ns = [j["n"] for k, j in r.items() if k.endswith("_judged") and isinstance(j, dict)]
+    return f"{UNDECIDED} at n = {min(ns)}" if ns else UNDECIDED
+
+
+def to_confirm(screen: pd.DataFrame, per_clip: pd.DataFrame, rows: pd.DataFrame, base: str,
+               targets: dict[str, Sequence[float]]) -> list[str]:
+    """The variants a confirmation set must judge for the verdicts (issue 67): those a target is about (`rows`'
+    column at most the loosest of its limits, e.g. {"rtf_ratio": [0.33, 0.2]}) whose bounds on the screen
+    (quality_bounds' `screen`) are not missed, and under each limit the one closest to the DNSMOS bound, which an
+    answer names where none is within. A variant a target is not about, or missed at screening, keeps the screen's
+    verdict."""
+    about, keep = set(), []
+    for col, limits in targets.items():
+        if col in rows and len(limits):
+            about |= set(rows.loc[rows[col] <= max(limits), "variant"])
+    keep = [v for v in screen.loc[screen["bounds"] != "missed", "variant"] if v in about and v != base]
+    for col, limits in targets.items():
+        for limit in (limits if col in rows else ()):
+            near = [v for v in rows.loc[rows[col] <= limit, "variant"] if v != base]
+            if near:
+                keep.append(max(near, key=lambda v: np.nanmean(-paired(per_clip, base, v, "dnsmos_p808"))
+                                if len(paired(per_clip, base, v, "dnsmos_p808")) else -np.inf))
     return list(dict.fromkeys(keep))
 
 
@@ -103,11 +116,12 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
                        target: str = "target", halfway: float = 0.5, lora_share: float = 0.8,
                        max_trainable_pct: float = 5.0, qlora_margin: float = 0.05, wer_margin: float = 0.05,
                        rtf_margin: float = 0.05, dnsmos_margin: float = 0.2, runs: str = "") -> dict:
-    """One line and one met/missed/tied per target of the adaptation study, from `table` (a deltas frame with `wer`,
+    """One line and one met/missed/undecided per target of the adaptation study, from `table` (a deltas frame with
+    `wer`,
     `trainable_pct_of_full` and `rtf_ratio` per variant; `target` holds the target speaker's own WER; `base` is the
     unadapted voice) and `secs_clips` (variant, id, secs: SECS sentence by sentence, the target's self-similarity
     under `target`). SECS targets are judged on per-sentence margins with `judge` (a margin whose interval holds 0
-    is tied, which is not met):
+    is undecided at its n, which is not met):
     - full: SECS at least `halfway` from the base's SECS to the target's self-similarity, WER at most the target's
       own + `wer_margin`, DNSMOS P.808 at least the target's own - `dnsmos_margin` (where both are measured);
     - lora: a LoRA at most `max_trainable_pct` % of full's trainable parameters reaches `lora_share` of full's SECS
@@ -179,7 +193,8 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
         jq = {q: judge(p[q] - (1 - qlora_margin) * p[lo], 0.0, True) for q, lo in pairs}
         words = {jj["word"] for jj in jq.values()}
         met["qlora"] = words == {"met"}
-        word = "met" if met["qlora"] else ("missed" if "missed" in words or "not judged" in words else "tied")
+        word = ("met" if met["qlora"] else "missed" if "missed" in words or "not judged" in words
+                else f"{UNDECIDED} at n = {min(jj['n'] for jj in jq.values())}")
         lines.append(f"**QLoRA target {word}**: SECS against LoRA of the same rank: "
                      + ", ".join(f"{q} {secs[q] / secs[lo] - 1:+.1%} (margin {_sampled(jq[q])})" for q, lo in pairs)
                      + f" (bound -{qlora_margin:.0%}).")
@@ -205,8 +220,8 @@ def runs_adaptation_lines(table, secs_clips: pd.DataFrame, runs: pd.DataFrame, s
 
 
 def _word(j: dict, met: bool, wer_ok: bool = True) -> str:
-    """met, missed, or tied: the SECS margin inside its noise while the WER bound holds."""
-    return "met" if met else ("tied" if j["word"] == "tie" and wer_ok else "missed")
+    """met, missed, or undecided at its n: an interval of the SECS margin holding it while the WER bound holds."""
+    return "met" if met else (f"{UNDECIDED} at n = {j['n']}" if j["word"] == UNDECIDED and wer_ok else "missed")
 
 
 def _speed_line(t, rtf_margin: float, met: dict) -> str:

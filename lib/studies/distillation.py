@@ -16,7 +16,6 @@ from lib.core import bounds
 from lib.core.results import ResultWriter
 from lib.core.subject import Technique
 from lib.core.text import Sentence
-from lib.data import varied_text
 from lib.harness import bench, evaluate
 from lib.studies import common
 from lib.techniques import distill, export, frontend_student, packs
@@ -363,30 +362,6 @@ def budgets(voices: Voices, where: pd.DataFrame, device: str) -> dict:
     here = {r.student: r.hours * 60 for r in where.itertuples() if r.where == device}
     return {spec.on(backend).name: spec.budget(here, device) for spec in voices.specs.values()
             for backend in BACKEND_TAG}
-
-
-VARIED = "_varied"  # the metrics' suffix for the varied judged set (lib.core.results: wer_varied, ...)
-
-
-def judge_varied(variants: Sequence[evaluate.Variant], names: Sequence[str], n: int, judges, writer: ResultWriter, *,
-                 settings: dict, threads: int, family: str) -> pd.DataFrame:
-    """The first `n` sentences of the held-out `family` of lib.data.varied_text (by name: text no training step saw)
-    spoken noise-free by each variant in `names`, judged as the Harvard lists are, written as the `_varied` metrics;
-    each row names its set (`judged_set`, the family's title), which the verdicts quote."""
-    held_out = [f.name for f in varied_text.Family if f is not varied_text.Family.TRAIN]
-    if family not in held_out:  # TRAIN is the front end's training text
-        raise ValueError(f"varied_family={family!r}: a held-out family of lib.data.varied_text, one of {held_out}")
-    sentences = varied_text.varied_sentences(varied_text.Family[family], n)
-    if not sentences:
-        return pd.DataFrame(columns=["id", "variant", "dnsmos_p808", "wer", "judged_set"])
-    if not set(names) & {v.name for v in variants}:
-        raise ValueError(f"judge_varied: none of {list(names)} is a variant of this run")
-    quiet = evaluate.noise_off(settings)
-    pending = [evaluate.start_quality(v.make(threads=threads, **quiet), sentences, judges,
-                                      writer.scoped(v.subject(writer.model, threads)), suffix=VARIED)
-               for v in variants if v.name in set(names)]
-    frame = pd.concat([p.finish() for p in pending], ignore_index=True)
-    return frame.assign(judged_set=varied_text.Family[family].title)
 
 
 def record(writer: ResultWriter, env: dict, *, curves: dict, tables: dict, **scalars) -> Path:
