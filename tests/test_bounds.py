@@ -32,6 +32,10 @@ def test_pooled_wer_counts_one_word_as_one_over_the_words_and_names_the_changed_
     j = bounds.judge_wer(clips, "fp32", "int8", 0.02)
     assert j["mean"] == pytest.approx(1 / words, rel=0.02) and j["changed"] == 1 and j["n"] == 12
     assert j["lo"] <= j["mean"] <= j["hi"] and np.isfinite(j["sd"])
+    # as the harness's tables hold text (pyarrow strings), with the same answer
+    arrow = clips.astype({"text": "string[pyarrow]", "asr_hyp": "string[pyarrow]"})
+    assert bounds.judge_wer(arrow, "fp32", "int8", 0.02)["mean"] == pytest.approx(j["mean"])
+    assert bounds.judge_wer(arrow, "fp32", "absent", 0.02)["word"] == "not judged"  # a set that did not judge it
     # without the sentences' texts each sentence weighs alike: the mean of per-sentence WER, as before
     plain = bounds.judge_wer(clips.drop(columns=["text", "asr_hyp"]), "fp32", "int8", 0.02)
     assert plain["mean"] == pytest.approx(clips[clips["variant"] == "int8"]["wer"].mean())
@@ -116,8 +120,8 @@ def test_confirmation_goes_best_first_and_stops_at_the_first_met(monkeypatch):
 
     monkeypatch.setattr(confirm, "judge_set", fake_set)
     rows = pd.DataFrame({"variant": ["fastest", "fast", "slow", "bad"], "rtf_ratio": [0.3, 0.5, 0.8, 0.1]})
-    got = confirm.confirm([], per_clip, rows, "fp32", ["rtf_ratio"], confirm_s, 0, None, None, settings={},
-                          threads=1)
+    speed = [confirm.Objective("rtf_ratio")]
+    got = confirm.confirm([], per_clip, rows, "fp32", speed, confirm_s, 0, None, None, settings={}, threads=1)
     assert judged == ["fp32", "fastest", "fast"] and got.tried == judged
     j = got.judged.set_index("variant")
     assert j.loc["fastest", "bounds"] == "missed" and j.loc["fast", "bounds"] == "met"
@@ -125,8 +129,13 @@ def test_confirmation_goes_best_first_and_stops_at_the_first_met(monkeypatch):
     assert set(got.clips["variant"]) == {"fp32", "fastest", "fast"} and got.varied.empty
     judged.clear()
     closed = per_clip.assign(dnsmos_p808=np.where(per_clip["variant"] == "fp32", 3.5, 2.5))
-    assert confirm.confirm([], closed, rows, "fp32", ["rtf_ratio"], confirm_s, 0, None, None, settings={},
+    assert confirm.confirm([], closed, rows, "fp32", speed, confirm_s, 0, None, None, settings={},
                            threads=1).tried == [] and judged == []
+    # an objective among a few (the 5x voices, say) confirms the best of those, whatever is faster elsewhere
+    judged.clear()
+    got = confirm.confirm([], per_clip, rows, "fp32", [confirm.Objective("rtf_ratio", ("slow",))], confirm_s, 0,
+                          None, None, settings={}, threads=1)
+    assert got.tried == ["fp32", "slow"]
 
 
 def test_the_confirmation_sentences_follow_the_screens_and_are_never_the_same():

@@ -18,13 +18,14 @@ Z95, Z80 = 1.959964, 0.841621  # a two-sided 95 % interval; 80 % power, the usua
 
 def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_DROP,
            max_wer_increase: float = MAX_WER_INCREASE, per_clip: pd.DataFrame | None = None,
-           varied: pd.DataFrame | None = None, by_parent: bool = False) -> pd.DataFrame:
+           varied: pd.DataFrame | None = None, by_parent: bool = False,
+           confirmed: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per variant of a notebook's results: speed, size and quality, and their change against `baseline`,
     or with `by_parent` against each variant's own parent where the run has it (an ONNX Runtime student against the
     shipped file, a PyTorch one against the teacher; column `against`). rtf_ratio and size_ratio below 1 are better;
     dnsmos_drop and wer_increase above 0 are worse. Whether a variant is within the quality bounds is `within()`'s
-    answer: sentence by sentence where `per_clip` holds it, as the report's answers judge it, else on the means
-    (`bounds` says which)."""
+    answer: sentence by sentence where `per_clip` holds it (the variants a confirmation set judged, `confirmed`,
+    decided there), as the report's answers judge it, else on the means (`bounds` says which)."""
     ok = df[df["status"] == "ok"]
     w = ok.pivot_table(index=["variant", "technique", "backend"], columns="metric", values="value", aggfunc="first")
     w.columns.name = None
@@ -45,7 +46,8 @@ def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_
         w["dnsmos_drop"] = base["dnsmos_p808"] - w["dnsmos_p808"]
     if "wer" in w:
         w["wer_increase"] = w["wer"] - base["wer"]
-    judged = pd.concat([within(w[w["against"] == ref], ref, max_dnsmos_drop, max_wer_increase, per_clip, varied)
+    judged = pd.concat([within(w[w["against"] == ref], ref, max_dnsmos_drop, max_wer_increase, per_clip, varied,
+                               confirmed if confirmed is not None and ref in set(confirmed["variant"]) else None)
                         .drop(index=[ref], errors="ignore") for ref in dict.fromkeys(w["against"])]
                        + [within(w[w["variant"] == baseline], baseline, max_dnsmos_drop, max_wer_increase)])
     judged = judged[~judged.index.duplicated(keep="first")]
@@ -194,8 +196,8 @@ def word_errors(per_clip: pd.DataFrame, variant: str) -> pd.DataFrame:
     (per-sentence WER times words) and the transcript (`asr_hyp`, '' where the table has none)."""
     from lib.core.text import normalize_for_wer
     rows = per_clip[per_clip["variant"] == variant].drop_duplicates("id").set_index("id")
-    words = (rows["text"].map(lambda t: len(normalize_for_wer(t).split())) if "text" in rows
-             else pd.Series(1, index=rows.index))
+    words = pd.Series([len(normalize_for_wer(t).split()) if isinstance(t, str) else 1 for t in rows["text"]]
+                      if "text" in rows else 1, index=rows.index, dtype=float)
     heard = rows["asr_hyp"].fillna("") if "asr_hyp" in rows else pd.Series("", index=rows.index)
     return pd.DataFrame({"words": words, "errors": rows["wer"].astype(float) * words, "heard": heard})
 

@@ -30,25 +30,40 @@ class Confirmed:
     tried: list[str] = field(default_factory=list)
 
 
-def candidates(screen: pd.DataFrame, rows: pd.DataFrame, base: str, objectives: Sequence[str]) -> dict[str, list[str]]:
-    """Per objective (a column of `rows` where lower is better against the base, e.g. rtf_ratio), the variants the
-    screen did not find outside the bounds (`screen`: quality_bounds' table) that beat the base on it, best first."""
+@dataclass(frozen=True)
+class Objective:
+    """What one verdict ranks by: a column of the rows where lower is better against the base (rtf_ratio,
+    size_ratio), among the variants `among` (None: all), e.g. the 5x voices for the 5x target."""
+    column: str
+    among: tuple[str, ...] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.column + (f" among {len(self.among)}" if self.among is not None else "")
+
+
+def candidates(screen: pd.DataFrame, rows: pd.DataFrame, base: str,
+               objectives: Sequence[Objective]) -> dict[Objective, list[str]]:
+    """Per objective, the variants the screen did not find outside the bounds (`screen`: quality_bounds' table)
+    that beat the base on its column, best first."""
     open_ = set(screen.loc[screen["bounds"] != "missed", "variant"]) - {base}
     out = {}
-    for col in objectives:
-        if col in rows:
-            better = rows[rows["variant"].isin(open_) & (rows[col] < 1.0)].sort_values(col)
-            out[col] = list(dict.fromkeys(better["variant"]))
+    for o in objectives:
+        pool = open_ if o.among is None else open_ & set(o.among)
+        if o.column in rows:
+            better = rows[rows["variant"].isin(pool) & (rows[o.column] < 1.0)].sort_values(o.column)
+            out[o] = list(dict.fromkeys(better["variant"]))
     return out
 
 
 def confirm(variants: Sequence[Variant], per_clip: pd.DataFrame, rows: pd.DataFrame, base: str,
-            objectives: Sequence[str], sentences: Sequence[Sentence], prose: int, judges: Judges,
+            objectives: Sequence[Objective], sentences: Sequence[Sentence], prose: int, judges: Judges,
             writer: ResultWriter, *, settings: dict, threads: int, max_dnsmos_drop: float = bounds.MAX_DNSMOS_DROP,
-            max_wer_increase: float = bounds.MAX_WER_INCREASE, tries: int = 3) -> Confirmed:
+            max_wer_increase: float = bounds.MAX_WER_INCREASE, tries: int = 3, family: str = "PROSE") -> Confirmed:
     """Screen `per_clip`, then judge the base and, per objective, the candidates best first on `sentences` (none the
-    screen judged) and the first `prose` sentences of real prose, noise off, until one is met there or `tries` have
-    gone on: the best that can be named is confirmed, and the confirmation decides each one it judged."""
+    screen judged) and the first `prose` sentences of a held-out varied family (`family`: real prose by default),
+    noise off, until one is met there or `tries` have gone on: the best that can be named is confirmed, and the
+    confirmation decides each one it judged."""
     names = list(rows["variant"])
     screen = bounds.quality_bounds(per_clip, base, names, max_dnsmos_drop, max_wer_increase)
     order = candidates(screen, rows, base, objectives)
@@ -65,15 +80,15 @@ def confirm(variants: Sequence[Variant], per_clip: pd.DataFrame, rows: pd.DataFr
                                suffix=CONFIRM, title=title))
         if prose:
             varied.append(judge_varied(variants, [name], prose, judges, writer, settings=settings, threads=threads,
-                                       family="PROSE"))
+                                       family=family))
         tried.append(name)
 
     if sentences and any(order.values()):
         judge(base)
-        for col, ranked in order.items():
+        for objective, ranked in order.items():
             for name in ranked[:tries]:
                 if name not in tried:
-                    _LOGGER.info("confirming %s (best by %s among those the screen left open)", name, col)
+                    _LOGGER.info("confirming %s (best by %s of those the screen left open)", name, objective.name)
                     judge(name)
                 if judged_now().set_index("variant").loc[name, "bounds"] == "met":
                     break

@@ -101,6 +101,8 @@ def varied_note(judged: pd.DataFrame | None, variant: str) -> str:
     r = judged.set_index("variant").loc[variant]
     rise, drop = r["wer_rise_varied_judged"], r["dnsmos_drop_varied_judged"]
     name = r.get("varied_set", UNNAMED_SET)
+    if not isinstance(rise, dict):  # decided on the screen alone (bounds.decide): no varied set judged it
+        return ""
     if rise["word"] == "not judged":
         return f" Not judged on {name}."
     return (f" On {name} (n = {rise['n']}): WER increase {rise['mean']:+.3f} [{rise['lo']:+.3f}, {rise['hi']:+.3f}]"

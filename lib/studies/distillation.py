@@ -330,12 +330,13 @@ def width_scan(teacher, flow, fe, widths: Sequence[int], work: Path, *, blocks: 
 
 
 def judged_table(frame: pd.DataFrame, per_clip: pd.DataFrame, varied: pd.DataFrame | None, max_dnsmos_drop: float,
-                 max_wer_increase: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 max_wer_increase: float, confirmed: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(the deltas table, its ONNX Runtime students' rows): each student against its parent (the ONNX ones against
-    `fp32-ort`, the PyTorch ones against the teacher), within the bounds sentence by sentence on the Harvard lists
-    and, with `varied`, on the varied set too (lib.core.bounds.within: as the verdicts and the report judge it)."""
+    `fp32-ort`, the PyTorch ones against the teacher), within the bounds sentence by sentence on the Harvard lists,
+    those the confirmation judged (`confirmed`) decided there and on the varied set (lib.core.bounds.within: as the
+    verdicts and the report judge it)."""
     table = bounds.deltas(frame, "teacher", max_dnsmos_drop, max_wer_increase, per_clip=per_clip, varied=varied,
-                          by_parent=True)
+                          by_parent=True, confirmed=confirmed)
     return table, onnx_rows(table)
 
 
