@@ -68,6 +68,8 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
                           "a frame-rate decoder's over-smoothing, bias, rank ceiling and per-bin corrections"),
         "dev-judge": ("lib.studies.dev_judge", "DevJudge",
                       "decoder packs judged on the development set, paired with their start and the teacher"),
+        "ladder-judge": ("lib.studies.ladder_judge", "LadderJudge",
+                         "speaker packs on held-out sentences of their rung: WER excess, SECS share, F0 in Hz"),
         "adversary-gate": ("lib.studies.adversary_gate", "AdversaryGate",
                            "adversarial arms' discriminators against chance and their judged change, before hours"),
         "hybrid-timing": ("lib.studies.hybrid_timing", "HybridTiming", "untrained hybrid decoders timed in the voice"),
@@ -244,7 +246,8 @@ def run(cmd, command: str = "tts-lab") -> None:
         result = export_pack.export([Path(p) for p in cmd.pack], Path(cmd.out))
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
                      result["sample_rate"])
-    elif kind in ("StepCosts", "PhaseGap", "HybridTiming", "AdversaryGate", "MagnitudeGap", "DevJudge"):
+    elif kind in ("StepCosts", "PhaseGap", "HybridTiming", "AdversaryGate", "MagnitudeGap", "DevJudge",
+                  "LadderJudge"):
         importlib.import_module(type(cmd).__module__).run(cmd)
     elif kind in ("Overfit", "AdaptationGap", "AdaptationParts", "AlignmentYardstick", "Optimize"):
         importlib.import_module(type(cmd).__module__).run(cmd, command)
