@@ -87,6 +87,12 @@ def test_the_screen_calls_one_misheard_sentence_undecided_and_the_confirmation_d
     said = verdicts.targets(table, speed_ratio=0.5, size_ratio=0.25, max_dnsmos_drop=0.10, max_wer_increase=0.02,
                             judged=decided.reset_index())
     assert said["met"]["speed"] == "int8"
+    # the parent is never the answer to "how much faster or smaller", though it is within its own bounds
+    parent = pd.DataFrame([{"variant": "fp32", "rtf_ratio": 1.0, "size_ratio": 1.0, "dnsmos_drop": 0.0,
+                            "wer_increase": 0.0, "within_quality_bounds": True}])
+    said = verdicts.targets(pd.concat([table, parent], ignore_index=True), speed_ratio=0.5, size_ratio=0.25,
+                            max_dnsmos_drop=0.10, max_wer_increase=0.02)
+    assert said["met"] == {"speed": None, "size": None} and not any("`fp32`" in x for x in said["lines"])
     # the report decides as the notebook does, from the tables it reads
     means = rows.assign(dnsmos_drop=[0.0, 0.5], wer_increase=[0.01, 0.0])
     j = bounds.within(means, "fp32", 0.10, 0.02, per_clip=screen, confirmed=confirmed)

@@ -145,6 +145,15 @@ def test_compression_notebook(smoke):
             and absent["reason"].str.len().min() > 10)
     assert _value(df, variant="bnb-int8-1x1", metric="quantized_layers") == 49, "text encoder + flow 1x1 convolutions"
     assert deltas.loc[["bnb-int8-1x1", "bnb-nf4-1x1"], ["rtf", "dnsmos_p808"]].notna().all().all()
+    # screen, then confirm (issue 67): the parent and a candidate per objective judged on two more sentences and two
+    # of prose, none of them the screen's, and the verdicts name their n
+    nb = smoke / "smoke" / "03_pruning_quantization"
+    confirmed = json.loads((nb / "metrics.json").read_text())["confirmed"]
+    confirm = pd.read_csv(nb / "per_clip_confirm.csv")
+    assert confirmed[0] == "fp32" and len(confirmed) >= 2 and set(confirm["variant"]) == set(confirmed)
+    assert not set(confirm["id"]) & set(pd.read_csv(nb / "per_clip.csv")["id"]) and len(confirm) == 2 * len(confirmed)
+    assert set(pd.read_csv(nb / "per_clip_varied.csv")["variant"]) == set(confirmed)
+    assert set(pd.read_csv(nb / "resolution.csv")["metric"]) == {"dnsmos_p808", "wer"}
 
 
 def test_the_report_and_the_notebooks_agree_on_what_is_within_the_bounds(smoke):

@@ -84,6 +84,7 @@ def test_optimize_ships_a_voice_piper_speaks_with_its_card(tmp_path, monkeypatch
     out = tmp_path / "voice"
     result = optimize.run(optimize.Optimize(out=str(out), compressions=("ort-weight-int8-all",), packs=(str(other),),
                                             sentences=2, asr="pocketsphinx", repeats=1, objective="size",
+                                            confirm_sentences=2, confirm_prose=0, confirm_tries=1,
                                             workers=1))  # the pool is test_evaluate's and smoke 01's
     assert result["variant"] == "ort-weight-int8-all"
     voice = out / result["voice"]
@@ -91,6 +92,11 @@ def test_optimize_ships_a_voice_piper_speaks_with_its_card(tmp_path, monkeypatch
     assert result["piper_runtime"]["samples"] > 1000
     data = ModelCard.load(out / "README.md").data
     assert data.base_model == "rhasspy/piper-voices" and data.pipeline_tag == "text-to-speech"
+    # screened on 2 sentences, decided on the 2 after them (issue 67), and the card says so with n
+    card = (out / "README.md").read_text()
+    assert "n = 2 sentences of the confirmation set" in card and "(bound 0.02, n = 2)" in card
+    assert pd.read_csv(out / "candidates.csv").set_index("variant").loc["ort-weight-int8-all", "decided_on"] == \
+        "confirmation"
     rows = pd.read_csv(out / "results.csv")
     # the speed ratio is on the card where the run timed it; a timing the machine contended (a hypervisor's steal
     # above 5 %, say) is no result, and the card then claims none

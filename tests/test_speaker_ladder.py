@@ -3,9 +3,11 @@ moved by what was asked, and a Kokoro blend whose style is the two speakers' mea
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lib.core import text
+from lib.harness import metrics
 from lib.jobs import speaker_ladder as ladder
 
 
@@ -46,3 +48,32 @@ def test_a_kokoro_blend_speaks_with_the_mean_of_the_two_styles():
     assert np.allclose(style(both), (style(one) + style(other)) / 2)
     with pytest.raises(ValueError, match="unknown Kokoro speaker"):
         synth.KokoroOnnxVoice(speaker="jm_kumo", blend="nobody")
+
+
+def test_a_judged_ladder_row_says_the_word_excess_and_the_share_of_the_way_to_the_rung(tmp_path):
+    """ladder_judge.summary on made-up clips: a pack that loses one word in 40 sentences against the rung's own clips
+    is within the word bound, decided; its SECS half the way from the teacher to the rung plus a margin is met, and F0
+    is given in Hz for the pack, the teacher and the rung. A pack adapted to a folder that is no rung is named."""
+    from lib.studies import ladder_judge as lj
+    sentences = text.harvard_sentences([32, 33, 34, 35])
+    rng = np.random.default_rng(0)
+    rows = []
+    for v, secs, f0 in ((lj.OWN, 0.80, 150.0), (lj.TEACHER, 0.60, 93.0), ("p/full", 0.75, 140.0)):
+        for k, s in enumerate(sentences):
+            heard = s.text if not (v == "p/full" and k == 3) else "xylophone " + " ".join(s.text.split()[1:])
+            rows.append({"rung": "teacher+8st", "variant": v, "id": s.id, "text": s.text, "asr_hyp": heard,
+                         "wer": metrics.wer_cer(s.text, heard)["wer"], "secs": secs + rng.normal(0, 0.01),
+                         "f0_hz": f0})
+    pack = tmp_path / "p" / "full"
+    pack.mkdir(parents=True)
+    (pack / "config.json").write_text(json.dumps({"method": "full-acoustic", "steps": 2000, "hours": 0.3,
+                                                  "run": {"dataset": "~/.cache/tts-lab/ladder/teacher+8st"}}))
+    assert lj.pack_rung(pack).name == "teacher+8st"
+    row = lj.summary(pd.DataFrame(rows), {"p/full": pack}).iloc[0]
+    assert row["n"] == 40 and row["wer_verdict"] == "met" and row["transcripts_changed"] == 1
+    assert 0 < row["wer_excess"] < 0.01 and row["wer_excess_hi"] < lj.WER_MARGIN
+    assert row["secs_share"] == pytest.approx(0.75, abs=0.05) and row["secs_verdict"] == "met"
+    assert (row["f0_hz"], row["f0_teacher_hz"], row["f0_own_hz"]) == pytest.approx((140.0, 93.0, 150.0))
+    (pack / "config.json").write_text(json.dumps({"run": {"dataset": "/data/my-speaker"}}))
+    with pytest.raises(ValueError, match="adapted to 'my-speaker', which is not a rung"):
+        lj.pack_rung(pack)

@@ -104,6 +104,6 @@ def test_real_prose_is_fixed_held_out_plain_and_varied():
 
 
 def test_judging_refuses_the_front_ends_training_text():
-    from lib.studies import distillation
+    from lib.harness import evaluate
     with pytest.raises(ValueError, match="varied_family='TRAIN'.*'JUDGED', 'PROSE'"):
-        distillation.judge_varied([], [], 2, None, None, settings={}, threads=1, family="TRAIN")
+        evaluate.judge_varied([], [], 2, None, None, settings={}, threads=1, family="TRAIN")

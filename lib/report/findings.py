@@ -75,11 +75,12 @@ class Findings:
         budget = self.budget if budget is None else self.quote(budget)
         if j["word"] == "not judged":
             return f"{what}: not judged (n = {self.number(j['n'], 'd')})"
-        word = f"{j['word']} at n = {j['n']}" if j["word"] == verdicts.UNDECIDED else j["word"]
+        n = self.number(j["n"], "d")
+        word = f"{j['word']} at n = {n}" if j["word"] == verdicts.UNDECIDED else j["word"]
         changed = j.get("changed", np.nan)
         return (f"{what}: **{word}** (mean {self.number(j['mean'])}, 95 % CI {self.number(j['lo'])} to "
-                f"{self.number(j['hi'])}, bound {self.number(bound)}, n = {self.number(j['n'], 'd')}"
-                + (f", {int(changed)} transcripts changed" if np.isfinite(changed) else "")
+                f"{self.number(j['hi'])}, bound {self.number(bound)}, n = {n}"
+                + (f", {self.number(changed, 'd')} transcripts changed" if np.isfinite(changed) else "")
                 + (f", {budget}" if budget else "") + ")")
 
     def bounds(self, per_clip: pd.DataFrame, base: str, variant: str, max_dnsmos_drop: float,

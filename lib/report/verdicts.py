@@ -32,7 +32,8 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
                                          ("size", "size_ratio", size_ratio, "smaller", "smallest")):
         if col not in table:
             continue
-        hit = good[good[col] <= limit].sort_values(col)
+        better = good[good[col] < 1.0]  # the parent itself (ratio 1) or a slower variant answers no "how much faster"
+        hit = better[better[col] <= limit].sort_values(col)
         if not hit.empty:
             r = hit.iloc[0]
             met[goal] = r["variant"]
@@ -50,7 +51,7 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
                          f"drop {r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f})."
                          + varied_note(judged, r["variant"]))
             continue
-        best_ok = good.sort_values(col).iloc[0] if not good.empty else None
+        best_ok = better.sort_values(col).iloc[0] if not better.empty else None
         best_any = table.sort_values(col).iloc[0]
         msg = f"**{goal} target missed.** "
         if best_ok is not None:

@@ -382,11 +382,13 @@ def transcripts(per_clip: pd.DataFrame, sentences: Sequence[Sentence], names: Se
                          "heard": rows["asr_hyp"], "wer": rows.get("wer")}).reset_index(drop=True)
 
 
-def nf4_kernel_check(teacher, frontend, spk: Speaker) -> dict:
-    """QLoRA's 4-bit base checked on the speaker's first training sentence (finetune.nf4_kernel_check on the flow):
-    where bitsandbytes' CPU kernel is far off while the same NF4 weights in a float product are close, QLoRA here
-    keeps NF4 storage and computes with the float product."""
-    return finetune.nf4_kernel_check(teacher, frontend.phoneme_ids(spk.train[0].text)[0], scope=("flow.",))
+def nf4_kernel_check(teacher, frontend, spk: Speaker, phonemes: int = 0) -> dict:
+    """QLoRA's 4-bit base checked on the speaker's first training sentence, or its first `phonemes` ids (bitsandbytes'
+    CPU kernel takes half a minute on a whole sentence) (finetune.nf4_kernel_check on the flow): where that kernel is
+    far off while the same NF4 weights in a float product are close, QLoRA here keeps NF4 storage and computes with
+    the float product."""
+    ids = frontend.phoneme_ids(spk.train[0].text)[0]
+    return finetune.nf4_kernel_check(teacher, ids[: phonemes or None], scope=("flow.",))
 
 
 # The diagnostic runs of issue 50: one recipe (full-acoustic on the inference path) on three folders; what differs.

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from lib.core import bounds, machine, text
 from lib.core.results import ResultWriter, atomic_write_json, atomic_write_text
 from lib.core.subject import Technique
-from lib.harness import bench, evaluate
+from lib.harness import bench, confirm, evaluate
 from lib.harness.judges import Judges, judge_seconds, worker_count
 from lib.techniques import compress, export, packs
 from lib.voices import cards, piper_torch, synth as voices
@@ -39,7 +39,8 @@ from lib.voices.spec import VoiceSpec
 
 _LOGGER = logging.getLogger(__name__)
 
-JUDGED_LISTS = (1, 2, 3)  # held-out Harvard lists: no training step or checkpoint choice touched them
+JUDGED_LISTS = (1, 2, 3, 4, 5, 6)  # held-out Harvard lists (no training step or checkpoint choice touched them): the
+# screen's sentences first, then the confirmation's
 CALIBRATION_LISTS = (11,)  # the static int8 conversions' calibration text (the students' corpus lists, never judged)
 COMPRESSIONS = ("ort-qdq-int8-flow", "ort-dynamic-int8-matmul", "ort-weight-int8-all", "ort-qdq-int8-all")
 PACKS = ("istftcorpusadv/istft192x6-adv", "reg128corpus/dec128-regress", "hybrid96corpus/hybrid96s2f16-regress",
@@ -59,7 +60,10 @@ class Optimize:
     compressions: tuple[str, ...] = COMPRESSIONS  # ONNX Runtime int8 conversions tried (names as notebook 03's)
     # committed packs (training/<work>/<run>): each, and their whole voices; another voice's skipped
     packs: tuple[str, ...] = PACKS
-    sentences: int = 10  # held-out sentences (Harvard lists 1-3) each candidate speaks noise-free and is judged on
+    sentences: int = 10  # the screen: held-out sentences (Harvard lists 1-6) each candidate speaks noise-free, judged
+    confirm_sentences: int = 40  # the confirmation: the next held-out sentences, where the best open candidates decide
+    confirm_prose: int = 100  # and the first sentences of real prose (the CIA World Factbook) they are decided on too
+    confirm_tries: int = 3  # candidates confirmed, best first, until one is met there
     max_dnsmos_drop: float = bounds.MAX_DNSMOS_DROP  # DNSMOS P.808 bound against the voice, per sentence
     max_wer_increase: float = bounds.MAX_WER_INCREASE  # WER bound against the voice, per sentence
     asr: str = "whisper-base"  # the ASR judge of WER: whisper-base (offline) or pocketsphinx (cheaper)
@@ -182,7 +186,7 @@ def run(cfg: Optimize, command: str = "") -> dict:
     work.mkdir(parents=True, exist_ok=True)
     teacher = piper_torch.load_piper_torch(onnx)
     frontend = voices.PiperFrontend(config)
-    sentences = text.harvard_sentences(list(JUDGED_LISTS))[: cfg.sentences]
+    sentences, confirmation = text.screen_and_confirmation(list(JUDGED_LISTS), cfg.sentences, cfg.confirm_sentences)
     calibration = frontend.sentence_ids(text.harvard_sentences(list(CALIBRATION_LISTS))[:8])
     check_out(out, onnx)
     candidates = (pack_candidates(teacher, cfg.packs, config, writer)  # the whole student voices first
@@ -194,8 +198,11 @@ def run(cfg: Optimize, command: str = "") -> dict:
     base_s = estimate_s([Candidate("voice", "baseline", lambda w: w, 0.0)], len(sentences), cal["audio_s"], cal["rtf"],
                         cal["judge_rate"], workers, cfg.repeats)[0]
     kept = within_budget(candidates, seconds, base_s, cfg.budget_minutes * 60)
-    _LOGGER.info("estimate: about %.1f minutes for %d candidate(s) of %s on this %s (%s; RTF %.3f, judges %.2f s per "
-                 "second of audio)%s", (base_s + sum(seconds[: len(kept)])) / 60, len(kept), label, machine.cpu_model(),
+    confirm_s = (1 + cfg.confirm_tries) * (len(confirmation) + cfg.confirm_prose) * cal["audio_s"] * (
+        cal["rtf"] + cal["judge_rate"] / workers) if confirmation else 0.0
+    _LOGGER.info("estimate: about %.1f minutes for %d candidate(s) of %s, and up to %.1f to confirm the best, on "
+                 "this %s (%s; RTF %.3f, judges %.2f s per second of audio)%s",
+                 (base_s + sum(seconds[: len(kept)])) / 60, len(kept), label, confirm_s / 60, machine.cpu_model(),
                  machine.feature_line(), cal["rtf"], cal["judge_rate"],
                  f"; dropped to fit {cfg.budget_minutes:g} minutes: {', '.join(c.name for c in candidates[len(kept):])}"
                  if len(kept) < len(candidates) else "")
@@ -222,10 +229,15 @@ def run(cfg: Optimize, command: str = "") -> dict:
     finally:  # what was measured before a failure is kept
         record = writer.write(env)
     table = bounds.deltas(writer.frame(), base, cfg.max_dnsmos_drop, cfg.max_wer_increase)
-    names = [v.name for v in variants if v.name != base]
-    judged = bounds.quality_bounds(per_clip, base, names, cfg.max_dnsmos_drop, cfg.max_wer_increase)
+    confirmed = confirm.confirm(variants, per_clip, table[table["variant"] != base], base,
+                                [confirm.Objective(OBJECTIVE_COLUMN[cfg.objective])], confirmation, cfg.confirm_prose,
+                                judges, writer, settings={k: settings[k] for k in ("length_scale",) if k in settings},
+                                threads=cfg.threads, max_dnsmos_drop=cfg.max_dnsmos_drop,
+                                max_wer_increase=cfg.max_wer_increase, tries=cfg.confirm_tries)
+    judged = confirmed.judged
     summary = candidates_table(table, judged)
-    writer.write(env, extra_tables={"per_clip": per_clip, "candidates": summary})
+    writer.write(env, extra_tables={"per_clip": per_clip, "per_clip_confirm": confirmed.clips,
+                                    "per_clip_varied": confirmed.varied, "candidates": summary})
     if table[OBJECTIVE_COLUMN[cfg.objective]].drop(index=table.index[table["variant"] == base]).isna().all():
         raise ValueError(f"no candidate has a {OBJECTIVE_COLUMN[cfg.objective]} (timings contended or absent: "
                          f"{record / 'results.csv'}); rerun on a quiet machine -- {out} is left as it was")
@@ -248,6 +260,7 @@ def candidates_table(table: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
             rows[f"{stem}_lo"] = [j["lo"] if isinstance(j, dict) else np.nan for j in rows[key]]
             rows[f"{stem}_hi"] = [j["hi"] if isinstance(j, dict) else np.nan for j in rows[key]]
             rows[f"{stem}_word"] = [j["word"] if isinstance(j, dict) else "" for j in rows[key]]
+            rows[f"{stem}_n"] = [j["n"] if isinstance(j, dict) else 0 for j in rows[key]]
             rows = rows.drop(columns=key)
     return rows.sort_values("rtf_ratio" if "rtf_ratio" in rows else "variant").reset_index(drop=True)
 
@@ -313,7 +326,7 @@ def ship(pick: pd.Series | None, summary: pd.DataFrame, candidate: Candidate | N
     row = summary.set_index("variant").loc[pick["variant"]]
     card = cards.voice_card(name=name, variant=pick["variant"], technique=str(pick["technique"]),
                             relation=candidate.relation if candidate else "quantized", teacher=file_identity(onnx),
-                            row=row.to_dict(), objective=goal, cpu=cpu, sentences=cfg.sentences, asr=cfg.asr,
+                            row=row.to_dict(), objective=goal, cpu=cpu, asr=cfg.asr,
                             bounds=result["bounds"])
     card.save(out / "README.md")
     result.update(voice=f"{name}.onnx", variant=pick["variant"], piper_runtime=spoke,

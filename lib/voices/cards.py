@@ -110,12 +110,16 @@ through PEFT, with `lib.techniques.lora_conv`'s layers registered), or make it a
 
 
 def voice_card(*, name: str, variant: str, technique: str, relation: str, teacher: dict, row: dict, objective: str,
-               cpu: str, sentences: int, asr: str, bounds: dict) -> ModelCard:
+               cpu: str, asr: str, bounds: dict) -> ModelCard:
     """The card of a voice `tts-lab voice optimize` shipped: how much faster and smaller than the voice it was made
     from on the machine that measured it, and its quality deltas (per-sentence means with their intervals) as
-    eval_results."""
+    eval_results. Its bounds were decided where `row` says (`decided_on`: the confirmation set, or the screen), on
+    the sentences its judgements count (`<bound>_n`)."""
     voice = teacher.get("voice", "unknown voice")
-    dataset = f"Harvard sentences, lists 1-3 (first {sentences}; no training step saw them)"
+    sentences = int(row.get("wer_rise_n") or row.get("dnsmos_drop_n") or 0)
+    where = ("the confirmation set: Harvard sentences the screen did not judge, and real prose where given"
+             if row.get("decided_on") == "confirmation" else "the screen's Harvard sentences")
+    dataset = f"Harvard sentences, lists 1-6 ({sentences} on {where}; no training step saw them)"
     figures = {"rtf_ratio": row.get("rtf_ratio"), "size_ratio": row.get("size_ratio"),
                "dnsmos_p808_drop": row.get("dnsmos_drop_mean"), "wer_increase": row.get("wer_rise_mean")}
     results = [EvalResult(task_type="text-to-speech", dataset_type="harvard-sentences", dataset_name=dataset,
@@ -128,7 +132,7 @@ def voice_card(*, name: str, variant: str, technique: str, relation: str, teache
 
     def judged(stem: str, bound: float) -> str:
         return (f"{row.get(f'{stem}_mean', float('nan')):+.3f} [{row.get(f'{stem}_lo', float('nan')):+.3f}, "
-                f"{row.get(f'{stem}_hi', float('nan')):+.3f}] (bound {bound:.2f})")
+                f"{row.get(f'{stem}_hi', float('nan')):+.3f}] (bound {bound:.2f}, n = {row.get(f'{stem}_n', 0)})")
     speed = row.get("rtf_ratio", float("nan"))
     text = f"""---
 {data.to_yaml()}
@@ -136,7 +140,7 @@ def voice_card(*, name: str, variant: str, technique: str, relation: str, teache
 # {name}
 
 Within its quality bounds against `{voice}`: on each bound the 95 % interval of the mean per-sentence difference
-over {sentences} judged sentences lies inside it.
+(WER pooled over words) over n = {sentences} sentences of {where} lies inside it.
 
 - **DNSMOS P.808 drop**: {judged('dnsmos_drop', bounds['max_dnsmos_drop'])}
 - **WER increase**: {judged('wer_rise', bounds['max_wer_increase'])}, ASR {asr}
