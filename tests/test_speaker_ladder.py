@@ -77,3 +77,21 @@ def test_a_judged_ladder_row_says_the_word_excess_and_the_share_of_the_way_to_th
     (pack / "config.json").write_text(json.dumps({"run": {"dataset": "/data/my-speaker"}}))
     with pytest.raises(ValueError, match="adapted to 'my-speaker', which is not a rung"):
         lj.pack_rung(pack)
+
+
+def test_the_ladder_is_drawn_nearest_rung_first_with_its_intervals_and_verdicts(tmp_path):
+    from lib.report import ladder as drawn
+    judged = pd.DataFrame({"rung": ["jm_kumo", "teacher+8st"], "method": "full-acoustic", "steps": 1500,
+                           "machine_hours": 0.2, "n": 40, "wer_excess": [0.1, -0.01], "wer_excess_lo": [0.04, -0.07],
+                           "wer_excess_hi": [0.16, np.nan], "wer_verdict": ["undecided", "met"],
+                           "secs_share": [0.6, 0.4], "secs_verdict": ["met", "undecided"], "f0_hz": [95.0, 101.0],
+                           "f0_own_hz": [92.0, 149.0]})
+    distances = pd.DataFrame({"rung": ["teacher+8st", "jm_kumo"], "secs_to_teacher": [0.737, 0.552],
+                              "f0_semitones": [8.0, -0.2]})
+    f = drawn.frame(judged, distances)
+    t = drawn.table(f)
+    assert list(t["rung"]) == ["teacher+8st", "jm_kumo"]
+    assert list(t["WER excess [95 % CI]"]) == ["-0.010", "+0.100 [+0.040, +0.160]"]
+    assert list(t["F0 Hz (pack / rung)"]) == ["101 / 149", "95 / 92"]
+    drawn.plot(f, 0.05, tmp_path / "ladder.png")
+    assert (tmp_path / "ladder.png").stat().st_size > 1000

@@ -103,7 +103,7 @@ METRICS = {m.name: m for m in [
     _m("mcd_db", "dB", "lower",
        "mel-cepstral distortion against the reference as VERSA computes it (sp2mc mel-cepstra, DTW, c0 left out)"),
     _m("f0_rmse_cents", "cents", "lower", "log-F0 RMSE against the reference on voiced frames"),
-    _m("f0_shift_semitones", "semitones", "", "median F0 change against the reference"),
+    _m("f0_shift_semitones", "semitones", "", "mean F0 change against the reference (pYIN, frames voiced in both)"),
     _m("secs", "cosine", "higher", "speaker-embedding cosine similarity (resemblyzer GE2E) to the reference speaker's "
        "held-out clips, mean over clip pairs"),
     _m("secs_self", "cosine", "higher", "the reference speaker's own SECS across different sentences (the ceiling)"),

@@ -22,9 +22,7 @@ from lib.techniques import speaker_adapt
 from lib.voices import synth as voices
 
 DISTANCE = "distance.json"  # a rung folder's measured distance from the teacher
-F0_RANGE_HZ = (50.0, 600.0)  # pYIN's search range: a male teacher at 96 Hz to a female speaker shifted up
 FRAME_S = 0.005  # WORLD's frame period for the pitch shift
-WINDOW_S = 0.093  # pYIN's window (2,048 samples at 22.05 kHz): two periods of a 50 Hz voice
 _LOGGER = logging.getLogger(__name__)
 
 
@@ -74,7 +72,7 @@ def world_shift(audio: np.ndarray, sr: int, semitones: float) -> np.ndarray:
     140 where pYIN reads about 95-110, and a shift from a wrong F0 moves the voice by that error too."""
     import pyworld
     x = np.ascontiguousarray(np.asarray(audio, dtype=np.float64).reshape(-1))
-    f0 = pyin_track(x.astype(np.float32), sr, hop=round(sr * FRAME_S))
+    f0 = metrics.f0_track(x.astype(np.float32), sr, hop=round(sr * FRAME_S))
     t = np.arange(f0.size) * FRAME_S
     sp, ap = pyworld.cheaptrick(x, f0, t, sr), pyworld.d4c(x, f0, t, sr)
     y = pyworld.synthesize(f0 * 2 ** (semitones / 12), sp, ap, sr, frame_period=FRAME_S * 1000)[: x.size]
@@ -83,14 +81,6 @@ def world_shift(audio: np.ndarray, sr: int, semitones: float) -> np.ndarray:
     if peak > source > 0:  # a raised pitch can overshoot the source's peak: kept at it, so that nothing clips
         y = y * (source / peak)
     return y.astype(np.float32)
-
-
-def pyin_track(audio: np.ndarray, sr: int, hop: int) -> np.ndarray:
-    """pYIN's F0 every `hop` samples in Hz, 0 where unvoiced (float64, as WORLD takes it)."""
-    import librosa
-    f0, voiced, _ = librosa.pyin(np.asarray(audio, dtype=np.float32), fmin=F0_RANGE_HZ[0], fmax=F0_RANGE_HZ[1],
-                                 sr=sr, frame_length=2 * round(sr * WINDOW_S / 2), hop_length=hop)
-    return np.where(voiced & np.isfinite(f0), f0, 0.0).astype(np.float64)
 
 
 def make_folder(r: Rung, sentences, folder: Path, threads: int = 2, teacher_folder: Path | None = None) -> Path:
@@ -116,17 +106,6 @@ def make_folder(r: Rung, sentences, folder: Path, threads: int = 2, teacher_fold
     return ljspeech.write_folder(folder, shifted())
 
 
-def f0_hz(clips, sr: int) -> dict:
-    """F0 in Hz of the voiced frames of `clips` pooled (pYIN): their geometric mean (the mean in semitones, steadier
-    than the median over pYIN's 20-cent bins: on two shifted sentences the median's ratio read 7.3 semitones where
-    every frame moved 8.0), and the 10th and 90th percentiles."""
-    v = np.concatenate([f[f > 0] for f in (pyin_track(c, sr, hop=round(sr * 0.01)) for c in clips)] or [[]])
-    if v.size < 5:
-        return {"f0_hz": np.nan, "f0_p10_hz": np.nan, "f0_p90_hz": np.nan}
-    return {"f0_hz": float(np.exp(np.mean(np.log(v)))), "f0_p10_hz": float(np.percentile(v, 10)),
-            "f0_p90_hz": float(np.percentile(v, 90))}
-
-
 def distance(folder: Path, teacher_folder: Path, clips: int = 20) -> dict:
     """The rung folder's distance from the teacher's own clips of the same sentences (its first `clips`): SECS to
     them (pairs of different sentences), and F0 in Hz of both (f0_hz) and their ratio (also in semitones);
@@ -138,7 +117,7 @@ def distance(folder: Path, teacher_folder: Path, clips: int = 20) -> dict:
     if len(pairs) < 2:
         raise ljspeech.DatasetError(f"{folder} and {teacher_folder} share {len(pairs)} sentences: at least 2 needed")
     own, ref = [m.samples for m, _ in pairs], [t.samples for _, t in pairs]
-    f_own, f_ref = f0_hz(own, sr), f0_hz(ref, sr)
+    f_own, f_ref = metrics.f0_hz(own, sr), metrics.f0_hz(ref, sr)
     encoder = metrics.SpeakerEncoder(threads=1)
     embed = lambda clips: [encoder(c, sr) for c in clips]
     # other sentences' pairs only, as the lab's SECS is: the teacher's control against itself is then not 1

@@ -258,7 +258,7 @@ def _clips(writer: ResultWriter, folder: str, ids: Sequence[str]) -> list:
 
 
 def pitch_shifts(variants: Sequence, writer: ResultWriter, ids: Sequence[str], *, threads: int) -> dict:
-    """Each variant's F0 shift from the teacher (semitones, median over frames voiced in both) on the noise-free
+    """Each variant's F0 shift from the teacher (semitones, pYIN, mean over frames voiced in both) on the noise-free
     clips of sentences `ids`, written as `f0_shift_semitones` rows; the first variant is the teacher."""
     folder = lambda v: evaluate.clip_dir_name(v.name, v.backend)
     teacher = [c.samples for c in _clips(writer, folder(variants[0]), ids)]

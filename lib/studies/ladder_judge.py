@@ -73,10 +73,10 @@ def judge_rung(rung: speaker_ladder.Rung, packs: dict[str, Path], sentences, fol
                                                    noise_scale=0.0, noise_w=0.0), sentences)
     secs, ceiling = speaker_similarity_per_clip(spoken, own, threads=threads)
     rows = []
-    for name, clips in {OWN: own, **spoken}.items():
+    for name, clips in tqdm({OWN: own, **spoken}.items(), desc=f"{rung.name}: Whisper and pYIN", unit="voice"):
         for s, c, sim in zip(sentences, clips, ceiling if name == OWN else secs[name]):
             heard = asr.transcribe(c.samples, c.sample_rate)
-            f0 = speaker_ladder.f0_hz([c.samples], c.sample_rate)["f0_hz"]
+            f0 = metrics.f0_hz([c.samples], c.sample_rate)["f0_hz"]
             rows.append({"rung": rung.name, "variant": name, "id": s.id, "text": s.text, "asr_hyp": heard,
                          "wer": metrics.wer_cer(s.text, heard)["wer"], "secs": float(sim), "f0_hz": f0})
     return pd.DataFrame(rows)
@@ -106,6 +106,7 @@ def summary(clips: pd.DataFrame, packs: dict[str, Path]) -> pd.DataFrame:
                      "secs": float(by[name]["secs"].mean()), "secs_teacher": float(by[TEACHER]["secs"].mean()),
                      "secs_own": float(by[OWN]["secs"].mean()), "secs_share": float(gain.mean() / way.mean()),
                      "secs_half_lo": half["lo"], "secs_half_hi": half["hi"], "secs_verdict": half["word"],
+                     "wer_bound": WER_MARGIN,
                      "f0_hz": f0[name], "f0_teacher_hz": f0[TEACHER], "f0_own_hz": f0[OWN]})
     return pd.DataFrame(rows)
 
