@@ -20,7 +20,6 @@ The names before the groups (`tts-lab adapt-speaker`, `tts-lab regress-istft`, .
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -217,14 +216,14 @@ def run(cmd, command: str = "tts-lab") -> None:
         if rundiff.show(cmd.before, cmd.after, Path(cmd.out) if cmd.out else None):
             raise SystemExit(2)
     elif kind == "SpeakerLadder":
-        from lib.core.results import atomic_write_text, portable
+        from lib.core.results import atomic_write_text, write_env
         from lib.harness import bench
         from lib.jobs import speaker_job, speaker_ladder
         table = speaker_ladder.ladder(Path(cmd.root), cmd.rungs, speaker_job.target_sentences(cmd.lists), cmd.threads,
                                       cmd.clips)
         atomic_write_text(Path(cmd.out), table.to_csv(index=False))
         env = {**bench.environment(threads=cmd.threads), "command": command, "config": vars(cmd)}
-        atomic_write_text(Path(cmd.out).with_name("env.json"), portable(json.dumps(env, indent=1, default=str)))
+        write_env(Path(cmd.out).with_name("env.json"), env)
         _LOGGER.info("wrote %s\n%s", cmd.out, table.round(3).to_string())
     elif kind == "SpeakerFolder" and cmd.rung:
         from lib.jobs import speaker_job, speaker_ladder

@@ -1,5 +1,9 @@
 import json
+import re
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -431,3 +435,24 @@ def test_eta_backtest_estimates_each_recorded_run_from_those_before_it(tmp_path,
     with pytest.raises(SystemExit, match="no recorded run of profile 'smoke'"):
         cli.main(["study", "eta", "smoke", "--backtest", str(tmp_path / "none.csv")])
     assert not (tmp_path / "none.csv").exists()
+
+
+MACHINE_PATH = re.compile(r"(?<![\w.~$/:])/(?:root|home|tmp|work|check|Users|mnt|var/folders)/")
+
+
+def test_nothing_committed_under_outputs_names_a_machines_path():
+    """Issue 69: records and packs name paths as a reader's machine would (`.` the checkout, `~` the home folder,
+    `$TMPDIR`): no tracked text file under outputs/ holds another machine's absolute path. What writes a record
+    goes through results.portable (write_env, portable_fields), which this test's regex would catch bypassed."""
+    root = Path(__file__).resolve().parent.parent
+    tracked = subprocess.run(["git", "ls-files", "outputs"], cwd=root, capture_output=True, text=True, check=True)
+    found = []
+    for name in tracked.stdout.split():
+        data = (root / name).read_bytes() if (root / name).is_file() else b""
+        if b"\0" in data[:8192]:
+            continue  # weights and audio
+        hit = MACHINE_PATH.search(data.decode("utf-8", errors="replace"))
+        if hit:
+            found.append(f"{name}: {data.decode('utf-8', errors='replace')[hit.start():hit.start() + 40]!r}")
+    assert len(tracked.stdout.split()) > 100 and found == [], found[:5]
+    assert not MACHINE_PATH.search(results.portable(f"{Path.home()}/x {Path.cwd()}/y {tempfile.gettempdir()}/z"))

@@ -184,6 +184,17 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_env(path: Path, env: dict) -> Path:
+    """A run's environment (bench.environment and what the run adds) as JSON at `path`, its paths portable."""
+    atomic_write_text(Path(path), portable(json.dumps(env, indent=1, default=str)))
+    return Path(path)
+
+
+def portable_fields(fields: dict) -> dict:
+    """`fields` (a run's config, say) with every path in its strings written as `portable` writes it."""
+    return json.loads(portable(json.dumps(fields, default=str)))
+
+
 def portable(text: str) -> str:
     """`text` with this machine's paths written as a reader's would be: the checkout as `.`, the home folder as `~`,
     the temporary folder as `$TMPDIR` (what is committed names no machine)."""
@@ -283,7 +294,7 @@ class ResultWriter:
                                                       # where this process's time went so far, for the estimate
                                                       "work_seconds": worktime.snapshot()})
         if env is not None:
-            atomic_write_json(self.dir / "env.json", {**env, "run_id": self.run_id, "profile": self.profile})
+            write_env(self.dir / "env.json", {**env, "run_id": self.run_id, "profile": self.profile})
         for name, table in (extra_tables or {}).items():
             atomic_write_text(self.dir / f"{name}.csv", table.to_csv(index=False))
         return self.dir

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from lib.core import text
-from lib.core.results import atomic_write_json, atomic_write_text
+from lib.core.results import atomic_write_json, portable_fields, write_env
 from lib.data import ljspeech
 from lib.harness import alignment, metrics
 from lib.harness.bench import environment
@@ -175,9 +175,9 @@ def pack_posterior(cfg: PosteriorRun, teacher, enc_q, heldout) -> Path:
         "steps": int(frame["step"].iloc[-1]), "hours": round(hours, 4), "device": where,
         "cpu_model": env.get("cpu_model"),
         "round_trip_mel_l1": round(check["mel_l1"], 4), "zeros_mel_l1": round(check["mel_l1_silence"], 4),
-        "heldout_lists": HELDOUT_LISTS, "run": asdict(cfg)})
+        "heldout_lists": HELDOUT_LISTS, "run": portable_fields(asdict(cfg))})
     (out / "curve.csv").write_text((work / "posterior" / "curve.csv").read_text())
-    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    write_env(out / "env.json", env)
     _LOGGER.info("posterior packed to %s: round-trip mel L1 %.3f (zeros %.3f), %.2f machine-hours", out,
                  check["mel_l1"], check["mel_l1_silence"], hours)
     return out
@@ -212,6 +212,9 @@ class SpeakerRun:
     # start from a pack builds fresh ones: the packs keep no discriminators)
     disc_segment: int = 0  # >0: the discriminators see a random window of this many samples of each segment
     lr: float = 1.0e-4
+    # >0: the multi-resolution STFT loss beside mel L1, this weight (its 2,048-point resolution sees the harmonics,
+    # which the 80-band mel barely does: on +8 semitones mel-only runs left F0 where the teacher had it)
+    stft_weight: float = 0.0
     train_posterior: bool = True  # posterior path, off: the bootstrapped posterior encoder stays frozen
     prior_mel: float = 0.0  # posterior path, >0: also mel L1 of the aligned prior mean -> flow -> decoder, this weight
     batch: int = 4
@@ -244,7 +247,8 @@ class SpeakerRun:
                f"{self.disc_warmup_steps} discriminator-only)" if self.adversarial_steps else "")
         if self.path == "inference":
             noise = "" if self.noise_scale == NOISE_SCALE else f" noise={self.noise_scale:g}"  # the default unsaid
-            return f"speaker-{self.method} lr={self.lr:g} inference-path durations={self.durations}{noise}{adv}"
+            stft = f" stft={self.stft_weight:g}" if self.stft_weight else ""
+            return f"speaker-{self.method} lr={self.lr:g} inference-path durations={self.durations}{noise}{stft}{adv}"
         return (f"speaker-{self.method} lr={self.lr:g}" + ("" if self.train_posterior else " frozen-posterior")
                 + (f" prior-mel={self.prior_mel:g}" if self.prior_mel else "") + adv)
 
@@ -254,7 +258,8 @@ class SpeakerRun:
                                        schedule_offset=before, adversarial=self.adversarial_steps > 0,
                                        discriminators=tuple(self.discriminators),
                                        disc_warmup_steps=self.disc_warmup_steps, disc_segment=self.disc_segment,
-                      checkpoint_every=self.checkpoint_every, eval_every=self.eval_every, log_every=self.log_every)
+                                       stft_weight=self.stft_weight, checkpoint_every=self.checkpoint_every,
+                                       eval_every=self.eval_every, log_every=self.log_every)
 
 
 def default_speaker_folder(folder: Path, threads: int = 2, lists: list[int] | None = None, timed: bool = False,
@@ -462,10 +467,11 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
             "data": f"{len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of the folder "
                     f"{Path(cfg.dataset).name}",  # no local path in what ships
             "steps": steps, "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),
-            "device_hours": round(device_hours, 4), "recipe": asdict(cfg.recipe(before["steps"])), "run": asdict(cfg),
+            "device_hours": round(device_hours, 4), "recipe": asdict(cfg.recipe(before["steps"])),
+            "run": portable_fields(asdict(cfg)),
             "judged": {k: round(v, 4) for k, v in quality.items()}}, with_posterior=True)
         (out / "curve.csv").write_text((Path(work) / "train" / "curve.csv").read_text())
-        atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+        write_env(out / "env.json", env)
         _LOGGER.info("packed %s: %d steps, %.2f machine-hours, %s -> %s", cfg.method, steps, hours, quality, out)
     else:
         _LOGGER.info("%s at %d steps (%s) does not beat the packed checkpoint (%s): kept", cfg.method, steps, quality,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import logging
 import tempfile
 import time
@@ -25,7 +24,7 @@ import pandas as pd
 import torch
 
 from lib.core import machine, pause
-from lib.core.results import atomic_write_text
+from lib.core.results import atomic_write_text, write_env
 from lib.harness import bench
 from lib.jobs.run_state import LONG_RUN_NOISE, corpus
 from lib.techniques.regress_recipe import WEIGHTS, recipe, spectral_forward
@@ -167,7 +166,7 @@ def run(cfg: StepCosts) -> pd.DataFrame:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, frame.to_csv(index=False))
     env = {**bench.environment(threads=cfg.threads), "config": {k: v for k, v in vars(cfg).items()}}
-    atomic_write_text(out.parent / "env.json", json.dumps(env, indent=1, default=str))
+    write_env(out.parent / "env.json", env)
     _LOGGER.info("wrote %s\n%s", out, frame[["discriminator", "precision", "segment", "s_per_step",
                                              "ratio_to_regression", "status"]].to_string(index=False))
     return frame

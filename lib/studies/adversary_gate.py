@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib.core.results import atomic_write_text, portable
+from lib.core.results import atomic_write_text, portable, write_env
 from lib.harness import bench
 from lib.jobs.run_state import DEV_SET, dev_judged, paired_changes
 from lib.training import disc_state, discriminators
@@ -146,6 +146,6 @@ def run(cfg: AdversaryGate) -> pd.DataFrame:
             atomic_write_text(out / "arms" / arm / kept, portable((folder / name).read_text()))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "development_set": DEV_SET,
            "bounds": {"learns": LEARNS, "min_share": MIN_SHARE}}
-    atomic_write_text(out / "env.json", portable(json.dumps(env, indent=1, default=str)))
+    write_env(out / "env.json", env)
     _LOGGER.info("wrote %s\n%s", out, table.round(3).T.to_string())
     return table

@@ -14,7 +14,6 @@ judges.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 from lib.core import text
 from lib.core.audio import resample
-from lib.core.results import atomic_write_text
+from lib.core.results import atomic_write_text, write_env
 from lib.harness import alignment as al
 from lib.harness import bench
 from lib.training import posterior
@@ -164,6 +163,6 @@ def run(cfg: AlignmentYardstick, command: str = "") -> pd.DataFrame:
     atomic_write_text(folder / "alignment_summary.csv", summary.to_csv(index=False))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "command": command,
            "sentences": [s.id for s in text.harvard_sentences(cfg.lists)[: cfg.sentences]]}
-    atomic_write_text(folder / "env.json", json.dumps(env, indent=1, default=str))
+    write_env(folder / "env.json", env)
     _LOGGER.info("wrote %s\n%s", folder, summary.round(3).to_string(index=False))
     return summary

@@ -2,7 +2,6 @@
 training device check."""
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pandas as pd
 import torch
 
 from lib.core import quiet
-from lib.core.results import OUTPUTS, ResultWriter, atomic_write_text
+from lib.core.results import OUTPUTS, ResultWriter, atomic_write_text, write_env
 from lib.harness import bench, evaluate
 from lib.harness.judges import Judges, worker_count
 
@@ -90,5 +89,5 @@ def write_study(out: str | Path, csv_name: str, frame: pd.DataFrame, cfg, thread
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / csv_name, frame.to_csv(index=False))
     env = {**bench.environment(threads=threads), "config": vars(cfg), "command": command}
-    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    write_env(out / "env.json", env)
     return out

@@ -3,7 +3,6 @@ sentence by sentence with the pack it started from and with the teacher's own au
 the question a gate asks before more hours go to it. Reads packs; the judges choose nothing an arm trains on."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import ClassVar
 import pandas as pd
 import torch
 
-from lib.core.results import atomic_write_text
+from lib.core.results import atomic_write_text, write_env
 from lib.harness import bench
 from lib.jobs.run_state import DEV_SET, dev_judged, paired_changes
 
@@ -42,6 +41,6 @@ def run(cfg: DevJudge) -> pd.DataFrame:
     atomic_write_text(out / "dev_judged.csv", scores.to_csv(index=False))
     atomic_write_text(out / "dev_paired.csv", table.to_csv(index=False))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "development_set": DEV_SET}
-    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    write_env(out / "env.json", env)
     _LOGGER.info("wrote %s\n%s", out, table.round(3).to_string())
     return table

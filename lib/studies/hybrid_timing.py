@@ -5,7 +5,6 @@ timed interleaved with the shipped file in ONNX Runtime, noise off, through the 
 04's width scan times its untrained frame-rate decoders). Weights do not change the time: nothing here trains."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ import pandas as pd
 import torch
 
 from lib.core import text
-from lib.core.results import ResultWriter, atomic_write_text
+from lib.core.results import ResultWriter, atomic_write_text, write_env
 from lib.core.subject import Technique
 from lib.harness import bench, evaluate
 from lib.techniques import distill, export
@@ -116,7 +115,7 @@ def run(cfg: HybridTiming) -> pd.DataFrame:
     atomic_write_text(out / "results.csv", writer.frame().to_csv(index=False))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg),
            "timing_load": writer.scalars.get("timing_load"), "sentences": [s.id for s in sentences]}
-    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    write_env(out / "env.json", env)
     _LOGGER.info("wrote %s\n%s", out,
                  table[["variant", "dec_gflop_per_audio_s", "rtf", "rtf_ratio", "status"]].to_string())
     return table

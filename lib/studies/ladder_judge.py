@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from lib.core import bounds, text
 from lib.core.audio import Audio
-from lib.core.results import atomic_write_text, portable
+from lib.core.results import atomic_write_text, write_env
 from lib.data import ljspeech
 from lib.harness import bench, metrics
 from lib.harness.judges import speaker_similarity_per_clip
@@ -131,6 +131,6 @@ def run(cfg: LadderJudge) -> pd.DataFrame:
     atomic_write_text(out / "ladder_clips.csv", clips.to_csv(index=False))
     atomic_write_text(out / "ladder_judged.csv", table.to_csv(index=False))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "sentences": len(sentences)}
-    atomic_write_text(out / "env.json", portable(json.dumps(env, indent=1, default=str)))
+    write_env(out / "env.json", env)
     _LOGGER.info("wrote %s\n%s", out, table.round(3).to_string())
     return table

@@ -7,7 +7,6 @@ corrections that fold into the head's weights at no runtime cost. Statistics are
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lib.core import text
-from lib.core.results import atomic_write_text
+from lib.core.results import atomic_write_text, write_env
 from lib.harness import bench, metrics
 from lib.jobs.run_state import CORPUS_LISTS, DEV_SET, LONG_RUN_NOISE, dev_sentences, heldout_latents
 from lib.training.losses import mel_l1
@@ -191,7 +190,7 @@ def run(cfg: MagnitudeGap) -> pd.DataFrame:
         atomic_write_text(out / name, frame.to_csv(index=False))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "development_set": DEV_SET,
            "pack_steps": config.get("steps")}
-    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    write_env(out / "env.json", env)
     means = judged.assign(gap=judged["value"] - judged["teacher"].fillna(0.0)).pivot_table(  # PESQ, mel: values
         index="variant", columns="metric", values="gap", sort=False)
     _LOGGER.info("wrote %s\n%s\nconsistency %s", out, means.round(3).to_string(), consist.mean(numeric_only=True))

@@ -12,7 +12,6 @@ front end is judged as run_state.frontend_heldout judges it (the teacher's durat
 prior sample shared with the teacher's own audio)."""
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import torch
 
 from lib.core import text
 from lib.data import corpus_text
-from lib.core.results import atomic_write_text
+from lib.core.results import atomic_write_text, write_env
 from lib.harness import bench
 from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, LONG_RUN_NOISE, _scorer, corpus_text_of, frontend_audio
 from lib.techniques import distill
@@ -196,7 +195,7 @@ def run(cfg: Overfit, command: str = "") -> pd.DataFrame:
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "absent": absent, "draw_seed": DRAW_SEED,
            "sentences": {split: [s.id for s in sents] for split, sents in split_sentences(cfg.corpus).items()},
            "command": command}
-    atomic_write_text(out / "env.json", json.dumps(env, indent=1, default=str))
+    write_env(out / "env.json", env)
     _LOGGER.info("wrote %s\n%s", out, table[["pack", "metric", "train", "heldout", "gap", "gap_se", "gap_pct",
                                               "gap_vs_teacher"]].round(4).to_string(index=False))
     return table

@@ -4,7 +4,6 @@ teacher's own audio of the same latent. A diagnosis of trained packs: nothing he
 loss or a choice."""
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import ClassVar
 import pandas as pd
 import torch
 
-from lib.core.results import atomic_write_text
+from lib.core.results import atomic_write_text, write_env
 from lib.harness import bench, metrics
 from lib.jobs.run_state import LONG_RUN_NOISE, heldout_latents
 from lib.voices import teacher_bundle
@@ -109,7 +108,7 @@ def run(cfg: PhaseGap) -> pd.DataFrame:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, frame.to_csv(index=False))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "absent": absent}
-    atomic_write_text(out.parent / "env.json", json.dumps(env, indent=1, default=str))
+    write_env(out.parent / "env.json", env)
     _LOGGER.info("wrote %s\n%s", out, frame.assign(gap=frame["value"] - frame["teacher"]).groupby(
         ["decoder", "swap", "metric"], sort=False)["gap"].mean().unstack().round(3).to_string())
     return frame

@@ -5,11 +5,11 @@
 # with a discriminator-only warm-up: their state never travels), and the regressions of the 128-channel and the hybrid
 # decoders. What comes back: each run's generators, curves, configs and run.json, the logs and the corpus manifest.
 set -u
-PY=${PY:-python3}; CORPUS_S=${CORPUS_S:-60}; TRAIN_S=${TRAIN_S:-330}; DEV=${DEV:-cuda}; NW=${NW:-8}; OUT=${OUT:-/tmp/slot-out}; mkdir -p $OUT
-[ -n "${SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=$PWD/.devrun/site:/tmp/site:$PWD TTS_LAB_TEACHER_BUNDLE=$PWD/.devrun/bundle PYTHONUNBUFFERED=1
+PY=${PY:-python3}; CORPUS_S=${CORPUS_S:-60}; TRAIN_S=${TRAIN_S:-330}; DEV=${DEV:-cuda}; NW=${NW:-8}; OUT=${OUT:-$TMPDIR/slot-out}; mkdir -p $OUT
+[ -n "${SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $TMPDIR/site .whl/*.whl || exit 1
+export PYTHONPATH=$PWD/.devrun/site:$TMPDIR/site:$PWD TTS_LAB_TEACHER_BUNDLE=$PWD/.devrun/bundle PYTHONUNBUFFERED=1
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 PYTHONWARNINGS=ignore
-L=$OUT/logs; C=/tmp/corpus; W=/tmp/w; mkdir -p $L $W
+L=$OUT/logs; C=$TMPDIR/corpus; W=$TMPDIR/w; mkdir -p $L $W
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $L/gpu.txt
 date +%s > $L/t_start
 for i in $(seq $NW); do

@@ -5,11 +5,11 @@
 # hybrid decoder (from the teacher) and the half-width flow. What comes back: each run's folder without optimiser or
 # discriminator state (`tts-lab train pack --ledger` runs here), the logs and the corpus manifest.
 set -u
-PY=${PY:-python3}; CORPUS_S=${CORPUS_S:-75}; TRAIN_S=${TRAIN_S:-240}; DEV=${DEV:-cuda}; NW=${NW:-8}; OUT=${OUT:-/tmp/slot-out}; mkdir -p $OUT
-[ -n "${SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=$PWD/.devrun/site:/tmp/site:$PWD TTS_LAB_TEACHER_BUNDLE=$PWD/.devrun/bundle PYTHONUNBUFFERED=1
+PY=${PY:-python3}; CORPUS_S=${CORPUS_S:-75}; TRAIN_S=${TRAIN_S:-240}; DEV=${DEV:-cuda}; NW=${NW:-8}; OUT=${OUT:-$TMPDIR/slot-out}; mkdir -p $OUT
+[ -n "${SKIP_PIP:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $TMPDIR/site .whl/*.whl || exit 1
+export PYTHONPATH=$PWD/.devrun/site:$TMPDIR/site:$PWD TTS_LAB_TEACHER_BUNDLE=$PWD/.devrun/bundle PYTHONUNBUFFERED=1
 export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 PYTHONWARNINGS=ignore
-L=/tmp/logs; C=/tmp/corpus; W=/tmp/w; mkdir -p $L $W
+L=$TMPDIR/logs; C=$TMPDIR/corpus; W=$TMPDIR/w; mkdir -p $L $W
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $L/gpu.txt
 date +%s > $L/t_start
 for i in $(seq $NW); do
@@ -18,7 +18,7 @@ done
 wait
 $PY -m lib.cli train corpus --out $C --device $DEV --seconds 1e-9 --manifest-out $L/corpus_manifest.json > $L/corpus_manifest.log 2>&1
 date +%s > $L/t_corpus
-$PY -c "import json,sys; m=json.load(open('$L/corpus_manifest.json')); print('corpus', m['sentences'], m['hours']); sys.exit(m['sentences'] < 64)" || { tail -n 30 $L/corpus1.log $L/corpus_manifest.log; tar -C /tmp -czf $OUT/logs.tgz logs; exit 3; }
+$PY -c "import json,sys; m=json.load(open('$L/corpus_manifest.json')); print('corpus', m['sentences'], m['hours']); sys.exit(m['sentences'] < 64)" || { tail -n 30 $L/corpus1.log $L/corpus_manifest.log; tar -C $TMPDIR -czf $OUT/logs.tgz logs; exit 3; }
 R="$PY -m lib.jobs.train_job"
 COMMON="--device $DEV --corpus $C --noise-scale 0.667 --noise-w 0.8 --threads 2 --log-every 50 --eval-every 250 --checkpoint-every 250"
 timeout -s TERM $TRAIN_S $R regress-istft --work $W/istftcorpusadv --init-from .devrun/init/istft --dim 192 --blocks 6 \
@@ -37,5 +37,5 @@ for w in $W/*; do  # the generators (EMA and raw), configs, curves and run.json:
   (cd $W && tar -czf $OUT/$(basename $w).tgz $(basename $w)/run.json \
      $(cd $W && ls -d $(basename $w)/*/ | while read p; do for f in config.json curve.csv keep.json ema.safetensors state/model.safetensors; do [ -e "$p$f" ] && echo "$p$f"; done; done))
 done
-tar -C /tmp -czf $OUT/logs.tgz logs
+tar -C $TMPDIR -czf $OUT/logs.tgz logs
 ls -la $OUT; for f in $L/*corpus*.log; do echo "== $f"; tail -n 4 $f; done
