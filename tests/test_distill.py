@@ -116,12 +116,14 @@ def test_training_table_gives_long_runs_their_machine_hours():
                 {"steps": 140000, "hours": 3.05, "seconds": 7074.0},
                 VoiceSpec((Part("dec64", "decoder", 64, Source("h100")),)): {"steps": 9000, "seconds": 1800.0},
                 VoiceSpec((Part("istft8x1-adv", "istft_decoder", 8, Source("cpu-long")),)):
-                {"steps": 9, "hours": 3.0, "device_hours": 0.13, "device": "NVIDIA H200"}}
+                {"steps": 9, "hours": 3.0, "device_hours": 0.13, "device": "NVIDIA H200", "disc_steps": 5}}
     where = distill.training_table({}, {sp.name: c for sp, c in recorded.items()}, "cpu",
                                    {sp.name: sp for sp in recorded})
     t = where.set_index("student")
     assert t.loc["dec128-regress@cpu-long", "hours"] == 3.05 and t.loc["dec64@h100", "hours"] == 0.5
     assert t.loc["dec128-regress@cpu-long", "where"] == "cpu-long"
+    # issue 66 item 6: discriminator steps beside the hours (a pack from before the count: unknown)
+    assert t.loc["istft8x1-adv@cpu-long", "disc_steps"] == 5 and np.isnan(t.loc["dec64@h100", "disc_steps"])
     line = verdicts.distillation_headline([], [], where, 1.0, "cpu")[-1]
     assert "dec128-regress@cpu-long (140000 steps, 3.05 h on cpu-long)" in line and "0.50 h on h100" in line
     assert "istft8x1-adv@cpu-long (9 steps, 3.00 h on cpu-long + 0.13 device-hours on NVIDIA H200)" in line

@@ -263,14 +263,21 @@ def student_voice(teacher_model, folder: Path, part_names: Sequence[str]):
 def training_table(curves: dict, recorded_info: dict, device: str, specs: dict[str, VoiceSpec]):
     """Where and how long each student trained: here (`curves`, wall hours) or elsewhere (`recorded_info` configs,
     recorded where their `specs` say: a long CPU run's cumulative machine-hours where its config has them, else its
-    wall hours; and the device-hours of a long run's phase on a lent GPU, with the GPU, apart)."""
+    wall hours; and the device-hours of a long run's phase on a lent GPU, with the GPU, apart), with its
+    discriminator steps (a pack counts them since issue 66; an older one's are unknown, NaN) and, for a run here,
+    the adversarial terms' last share of the generator's loss."""
+    last = lambda c, col: (float(c.frame[col].dropna().iloc[-1]) if col in c.frame and c.frame[col].notna().any()
+                           else float("nan"))
     rows = [{"student": n, "where": device, "steps": c.steps_done, "hours": c.seconds / 3600,
-             "s_per_step": c.s_per_step, "device_hours": 0.0, "gpu": ""} for n, c in curves.items()]
+             "s_per_step": c.s_per_step, "device_hours": 0.0, "gpu": "",
+             "disc_steps": 0.0 if "disc_steps" not in c.frame else last(c, "disc_steps"),
+             "adv_share": last(c, "adv_share")} for n, c in curves.items()]
     for n, cfg in recorded_info.items():
         gpu_h = float(cfg.get("device_hours") or 0.0)
         rows.append({"student": n, "where": specs[n].device, "steps": cfg.get("steps"),
                      "hours": (cfg["hours"] if cfg.get("hours") is not None
                                else (cfg.get("seconds") or float("nan")) / 3600),
                      "s_per_step": (cfg.get("seconds") or float("nan")) / max(1, cfg.get("steps") or 1),
-                     "device_hours": gpu_h, "gpu": gpu_of_hours(cfg)})
+                     "device_hours": gpu_h, "gpu": gpu_of_hours(cfg),
+                     "disc_steps": float(cfg.get("disc_steps", float("nan"))), "adv_share": float("nan")})
     return pd.DataFrame(rows)
