@@ -6,8 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lib.core.bounds import ADAPTATION_WER_MARGIN
 
-def adaptation_distance_lines(near: pd.DataFrame, target: pd.DataFrame, n, wer_margin: float = 0.05) -> list[str]:
+
+def adaptation_distance_lines(near: pd.DataFrame, target: pd.DataFrame, n,
+                              wer_margin: float = ADAPTATION_WER_MARGIN) -> list[str]:
     """Whether the distance to the speaker is what the words are lost to (studies.adaptation.DISTANCE against the
     target's run of the same recipe): each run's validation WER beyond its own speaker's. Nothing is said where
     either run is missing."""
@@ -28,7 +31,7 @@ def adaptation_distance_lines(near: pd.DataFrame, target: pd.DataFrame, n, wer_m
             "words beyond the bound."]
 
 
-def adaptation_word_gap_lines(gap: pd.DataFrame, n, slack: float = 0.05) -> list[str]:
+def adaptation_word_gap_lines(gap: pd.DataFrame, n, slack: float = ADAPTATION_WER_MARGIN) -> list[str]:
     """Whether the long runs' lost words are memorisation (studies.adaptation.word_gap, noise off): each checkpoint's
     WER beyond the speaker's own on sentences it trained on against held-out ones. Memorisation keeps the trained
     sentences' words; an excess on them within `slack` of the held-out one, or above it, says it is not."""
@@ -49,7 +52,7 @@ def adaptation_word_gap_lines(gap: pd.DataFrame, n, slack: float = 0.05) -> list
             "amd-epyc-zen4-2c/48_adaptation_wer_gap)."]
 
 
-def adaptation_parts_lines(parts: pd.DataFrame, n, slack: float = 0.05) -> list[str]:
+def adaptation_parts_lines(parts: pd.DataFrame, n, slack: float = ADAPTATION_WER_MARGIN) -> list[str]:
     """Where the long runs lose their words (studies.adaptation.parts, both splits pooled per run): at the timing
     they trained on against their duration predictor's (better by more than `slack`: the timing is part of the
     fault), and which part, the flow or the decoder, swapped into the teacher, keeps the timbre (share of the SECS
@@ -92,7 +95,7 @@ def adaptation_parts_lines(parts: pd.DataFrame, n, slack: float = 0.05) -> list[
     return lines
 
 
-def adaptation_arms_lines(gap: pd.DataFrame, what: dict, n, wer_margin: float = 0.05) -> list[str]:
+def adaptation_arms_lines(gap: pd.DataFrame, what: dict, n, wer_margin: float = ADAPTATION_WER_MARGIN) -> list[str]:
     """The arms judged in one run (studies.adaptation.word_gap of notebook 02's `arms_gap`, noise off, held-out
     recordings): each run's WER against the bound (the speaker's own + `wer_margin`) and its SECS, named by what it
     changed (`what`: run -> words). Nothing is said without a study."""

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lib.core.bounds import MAX_DNSMOS_DROP, MAX_WER_INCREASE
 from lib.core.results import OUTPUTS
 from lib.core.subject import Family, Technique
 from lib.report import verdicts
 from lib.report.recommend import relies_on
 
-BOUNDS = {"max_dnsmos_drop": 0.10, "max_wer_increase": 0.02}  # where a notebook recorded none of its own
+# where a notebook recorded none of its own
+BOUNDS = {"max_dnsmos_drop": MAX_DNSMOS_DROP, "max_wer_increase": MAX_WER_INCREASE}
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lib.core.bounds import MAX_DNSMOS_DROP, MAX_WER_INCREASE
 from lib.core.subject import Precision, Technique
 from lib.report.report import cpu_line, wide
 
@@ -70,7 +71,7 @@ def baseline(df: pd.DataFrame) -> pd.Series | None:
     return merged.iloc[0]
 
 
-def recommend(df: pd.DataFrame, max_dnsmos_drop: float = 0.10, max_wer_increase: float = 0.02,
+def recommend(df: pd.DataFrame, max_dnsmos_drop: float = MAX_DNSMOS_DROP, max_wer_increase: float = MAX_WER_INCREASE,
               env: dict[str, dict] | None = None) -> pd.DataFrame:
     """For each goal (fastest, smallest, best quality per ms) the variant that wins it while staying within the
     quality bounds of its own notebook's baseline (the parent judged on the same sentences in the same run; the

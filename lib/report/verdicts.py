@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from lib.core.bounds import (UNDECIDED, UNNAMED_SET, decide, decided_clips, deltas, judge,  # noqa: F401 (the
+from lib.core.bounds import (ADAPTATION_WER_MARGIN, UNDECIDED, UNNAMED_SET, decide, decided_clips, deltas, judge,  # noqa: F401 (the
                              judge_wer, paired, quality_bounds, resolution, varied_set, within)  # verdicts' vocabulary)
 from lib.core.results import UNMERGED
 from lib.core.subject import Precision, Technique
@@ -117,8 +117,9 @@ def _sampled(j: dict) -> str:
 
 def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base: str = "teacher",
                        target: str = "target", halfway: float = 0.5, lora_share: float = 0.8,
-                       max_trainable_pct: float = 5.0, qlora_margin: float = 0.05, wer_margin: float = 0.05,
-                       rtf_margin: float = 0.05, dnsmos_margin: float = 0.2, runs: str = "") -> dict:
+                       max_trainable_pct: float = 5.0, qlora_margin: float = 0.05,
+                       wer_margin: float = ADAPTATION_WER_MARGIN, rtf_margin: float = 0.05,
+                       dnsmos_margin: float = 0.2, runs: str = "") -> dict:
     """One line and one met/missed/undecided per target of the adaptation study, from `table` (a deltas frame with
     `wer`,
     `trainable_pct_of_full` and `rtf_ratio` per variant; `target` holds the target speaker's own WER; `base` is the
@@ -339,7 +340,7 @@ def adaptation_context_lines(t: pd.DataFrame, check: dict, kernel_check: dict, n
 
 
 def adaptation_why_lines(t: pd.DataFrame, diag: pd.DataFrame, n, folders: int = 3,
-                         arms: pd.DataFrame | None = None, wer_margin: float = 0.05) -> list[str]:
+                         arms: pd.DataFrame | None = None, wer_margin: float = ADAPTATION_WER_MARGIN) -> list[str]:
     """Why the targets are missed, from this run (how SECS and WER move together over the adapted variants) and from
     the diagnostic packs (studies.adaptation.diagnosis(); all `folders` of them, or nothing is said of them): the
     cause the runs still carry once the four faults of issue 50 are fixed; then what each arm tried since (`arms`,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from lib.core import bounds
 from lib.core.bounds import MAX_DNSMOS_DROP
 
 BASE_MODEL = "rhasspy/piper-voices"  # the Hub repository every piper voice ships in; the voice is named in the card
@@ -68,7 +69,7 @@ Load it with `lib.voices.artefacts.load_part(folder, teacher)`, or make it a pip
     return ModelCard(text)
 
 
-WER_MARGIN = 0.05  # an adapted voice's WER bound: the speaker's own WER plus this (issue 50's targets)
+WER_MARGIN = bounds.ADAPTATION_WER_MARGIN  # an adapted voice's WER bound: the speaker's own WER plus this
 
 
 def adapter_card(*, method: str, kind: str, voice: str, trains: str, frozen: str, trainable_params: int,
@@ -86,7 +87,7 @@ def adapter_card(*, method: str, kind: str, voice: str, trains: str, frozen: str
     if {"heldout_wer", "speaker_wer"} <= set(judged):
         wer = {"wer": judged["speaker_wer"] - judged["heldout_wer"]}
         verdict = " ".join(misses(wer, {"wer": -WER_MARGIN}, "the speaker's own recordings")) or (
-            "Its WER is within the speaker's own + 0.05 on the validation recordings.")
+            f"Its WER is within the speaker's own + {WER_MARGIN:.2f} on the validation recordings.")
     else:
         verdict = "Not judged on the speaker's validation recordings yet: its quality bounds are unknown."
     text = f"""---
