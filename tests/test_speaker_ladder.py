@@ -74,6 +74,12 @@ def test_a_judged_ladder_row_says_the_word_excess_and_the_share_of_the_way_to_th
     assert 0 < row["wer_excess"] < 0.01 and row["wer_excess_hi"] < lj.WER_MARGIN
     assert row["secs_share"] == pytest.approx(0.75, abs=0.05) and row["secs_verdict"] == "met"
     assert (row["f0_hz"], row["f0_teacher_hz"], row["f0_own_hz"]) == pytest.approx((140.0, 93.0, 150.0))
+    # a pack that could not be loaded (recorded without its weights) is a row that says so, beside the judged ones
+    lost = tmp_path / "p" / "lost"
+    lost.mkdir()
+    (lost / "config.json").write_text(json.dumps({"method": "full-acoustic", "steps": 9}))
+    rows = lj.summary(pd.DataFrame(rows), {"p/full": pack, "p/lost": lost}).set_index("pack")
+    assert rows.loc["p/lost", "wer_verdict"] == "not judged" and rows.loc["p/full", "wer_verdict"] == "met"
     (pack / "config.json").write_text(json.dumps({"run": {"dataset": "/data/my-speaker"}}))
     with pytest.raises(ValueError, match="adapted to 'my-speaker', which is not a rung"):
         lj.pack_rung(pack)

@@ -68,7 +68,11 @@ def judge_rung(rung: speaker_ladder.Rung, packs: dict[str, Path], sentences, fol
     spoken = {TEACHER: _clips_of(voices.load_voice(backend="torch-cpu", module=teacher, threads=threads,
                                                    noise_scale=0.0, noise_w=0.0), sentences)}
     for name, pack in packs.items():
-        module = speaker_adapt.load(teacher, pack)
+        try:
+            module = speaker_adapt.load(teacher, pack)
+        except (OSError, ValueError) as exc:  # a pack recorded without its weights, say: the others are judged
+            _LOGGER.warning("%s cannot be judged: %s", name, exc)
+            continue
         spoken[name] = _clips_of(voices.load_voice(backend="torch-cpu", module=module, threads=threads,
                                                    noise_scale=0.0, noise_w=0.0), sentences)
     secs, ceiling = speaker_similarity_per_clip(spoken, own, threads=threads)
@@ -90,6 +94,11 @@ def summary(clips: pd.DataFrame, packs: dict[str, Path]) -> pd.DataFrame:
     rows = []
     for name, pack in packs.items():
         info = json.loads((pack / "config.json").read_text())
+        if name not in set(clips["variant"]):  # it could not be loaded (judge_rung said why)
+            rows.append({"pack": name, "method": info.get("method"), "steps": info.get("steps"),
+                         "machine_hours": info.get("hours"), "n": 0, "wer_verdict": "not judged",
+                         "secs_verdict": "not judged"})
+            continue
         c = clips[clips["rung"] == clips.loc[clips["variant"] == name, "rung"].iloc[0]]
         wer = bounds.judge_wer(c, OWN, name, WER_MARGIN)
         by = {v: c[c["variant"] == v].set_index("id") for v in (OWN, TEACHER, name)}
@@ -124,11 +133,13 @@ def run(cfg: LadderJudge) -> pd.DataFrame:
         r = pack_rung(root / p)
         rungs[r.name] = r
         by_rung.setdefault(r.name, {})[p] = root / p
-    clips = pd.concat([judge_rung(rungs[name], packs, sentences, heldout / name, teacher, asr, cfg.threads)
-                       for name, packs in by_rung.items()], ignore_index=True)
-    table = summary(clips, {p: root / p for p in cfg.packs})
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "ladder_clips.csv", clips.to_csv(index=False))
+    parts = []
+    for name, packs in by_rung.items():  # each rung's clips kept as it is judged: a later failure loses none of them
+        parts.append(judge_rung(rungs[name], packs, sentences, heldout / name, teacher, asr, cfg.threads))
+        atomic_write_text(out / "ladder_clips.csv", pd.concat(parts, ignore_index=True).to_csv(index=False))
+    clips = pd.concat(parts, ignore_index=True)
+    table = summary(clips, {p: root / p for p in cfg.packs})
     atomic_write_text(out / "ladder_judged.csv", table.to_csv(index=False))
     env = {**bench.environment(threads=cfg.threads), "config": vars(cfg), "sentences": len(sentences)}
     write_env(out / "env.json", env)
