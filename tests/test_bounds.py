@@ -150,3 +150,15 @@ def test_the_confirmation_sentences_follow_the_screens_and_are_never_the_same():
     assert not {s.id for s in screen} & {s.id for s in more}
     with pytest.raises(ValueError, match="hold 50 sentences: too few to screen on 12 and confirm on 40"):
         screen_and_confirmation([1, 2, 3, 4, 5], 12, 40)
+
+
+def test_a_variant_screened_on_one_sentence_is_decided_on_its_confirmation_not_its_means():
+    """The smoke profile's case: one screened sentence (no interval), two confirming ones where the variant's DNSMOS
+    falls 0.5: the notebook's table and the report (both `within`) call it missed there, not met on the screen's
+    means; a variant the confirmation did not judge stays on the means."""
+    h = harvard_sentences([1])
+    screen = pd.concat([_clips(h[:1], "fp32"), _clips(h[:1], "int8"), _clips(h[:1], "other")])
+    confirmed = pd.concat([_clips(h[1:3], "fp32"), _clips(h[1:3], "int8", dnsmos=3.0)])
+    means = pd.DataFrame({"variant": ["fp32", "int8", "other"], "dnsmos_drop": 0.0, "wer_increase": 0.0})
+    j = bounds.within(means, "fp32", 0.10, 0.02, per_clip=screen, confirmed=confirmed)
+    assert j.loc["int8", "bounds"] == "missed" and j.loc["other", "bounds"] == "met (on means)"

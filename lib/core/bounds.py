@@ -13,6 +13,7 @@ import pandas as pd
 MAX_DNSMOS_DROP = 0.10  # the study's quality bounds against the parent (notebooks 03-05, the report, optimize)
 MAX_WER_INCREASE = 0.02
 ADAPTATION_WER_MARGIN = 0.05  # an adapted voice's WER bound: the speaker's own WER plus this (issue 50's targets)
+CONFIDENCE = 0.95  # every verdict's bootstrap interval
 UNDECIDED = "undecided"  # an interval that holds its bound: the sentences judged cannot decide (not a tie)
 Z95, Z80 = 1.959964, 0.841621  # a two-sided 95 % interval; 80 % power, the usual for a sample size
 
@@ -130,7 +131,10 @@ def within(means: pd.DataFrame, base: str, max_dnsmos_drop: float, max_wer_incre
     if per_clip is not None and len(per_clip) and "dnsmos_p808" in per_clip and base in set(per_clip["variant"]):
         if "wer" not in per_clip:  # no ASR judged this run: the DNSMOS bound alone, as on the means
             per_clip = per_clip.assign(wer=0.0)
-        clipped = [v for v in out.index if v != base and len(paired(per_clip, base, v, "dnsmos_p808")) >= 2]
+        confirmed_on = (lambda v: len(paired(confirmed, base, v, "dnsmos_p808"))) if confirmed is not None else (
+            lambda v: 0)
+        clipped = [v for v in out.index if v != base and max(len(paired(per_clip, base, v, "dnsmos_p808")),
+                                                             confirmed_on(v)) >= 2]
         if clipped:
             both = varied if varied is not None and base in set(varied["variant"]) else None  # a set `base` spoke
             if both is not None and "wer" not in both:
@@ -179,7 +183,7 @@ def _bootstrap(data: tuple, statistic, seed: int) -> tuple[float, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the degenerate case is handled below
         for method in ("BCa", "percentile"):
-            ci = bootstrap(data, statistic, paired=True, vectorized=True, confidence_level=0.95, n_resamples=2000,
+            ci = bootstrap(data, statistic, paired=True, vectorized=True, confidence_level=CONFIDENCE, n_resamples=2000,
                            method=method, random_state=seed).confidence_interval
             if np.isfinite(ci.low) and np.isfinite(ci.high):
                 break

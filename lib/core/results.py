@@ -190,6 +190,14 @@ def write_env(path: Path, env: dict) -> Path:
     return Path(path)
 
 
+def local(text: str) -> str:
+    """A path `portable` wrote, as this machine reads it (`~` the home folder, `$TMPDIR` the temporary folder)."""
+    import os
+    import tempfile
+    return os.path.expanduser(text.replace("$TMPDIR", tempfile.gettempdir(), 1) if text.startswith("$TMPDIR")
+                              else text)
+
+
 def portable_fields(fields: dict) -> dict:
     """`fields` (a run's config, say) with every path in its strings written as `portable` writes it."""
     return json.loads(portable(json.dumps(fields, default=str)))

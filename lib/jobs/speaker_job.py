@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from lib.core import text
-from lib.core.results import atomic_write_json, portable_fields, write_env
+from lib.core.results import atomic_write_json, local, portable_fields, write_env
 from lib.data import ljspeech
 from lib.harness import alignment, metrics
 from lib.harness.bench import environment
@@ -117,6 +117,8 @@ def config_from(raw: dict, kind: type):
     their defaults (LEGACY's at the value older speaker runs had), keys it no longer has left out."""
     if kind is SpeakerRun:
         raw = {**LEGACY, **raw}
+    # paths a pack wrote portable (~, $TMPDIR) read as this machine's
+    raw = {k: local(v) if isinstance(v, str) else v for k, v in raw.items()}
     return kind(**{f.name: raw[f.name] for f in fields(kind) if f.name in raw})
 
 

@@ -78,7 +78,8 @@ class Findings:
         n = self.number(j["n"], "d")
         word = f"{j['word']} at n = {n}" if j["word"] == verdicts.UNDECIDED else j["word"]
         changed = j.get("changed", np.nan)
-        return (f"{what}: **{word}** (mean {self.number(j['mean'])}, 95 % CI {self.number(j['lo'])} to "
+        ci = self.number(100 * verdicts.CONFIDENCE, ".0f")
+        return (f"{what}: **{word}** (mean {self.number(j['mean'])}, {ci} % CI {self.number(j['lo'])} to "
                 f"{self.number(j['hi'])}, bound {self.number(bound)}, n = {n}"
                 + (f", {self.number(changed, 'd')} transcripts changed" if np.isfinite(changed) else "")
                 + (f", {budget}" if budget else "") + ")")

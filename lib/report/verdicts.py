@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from lib.core.bounds import (ADAPTATION_WER_MARGIN, UNDECIDED, UNNAMED_SET, decide, decided_clips, deltas, judge,  # noqa: F401 (the
-                             judge_wer, paired, quality_bounds, resolution, varied_set, within)  # verdicts' vocabulary)
+from lib.core.bounds import (  # noqa: F401 (the verdicts' vocabulary)
+    ADAPTATION_WER_MARGIN, CONFIDENCE, UNDECIDED, UNNAMED_SET, decide, decided_clips, deltas, judge, judge_wer, paired,
+    quality_bounds, resolution, varied_set, within)
 from lib.core.results import UNMERGED
 from lib.core.subject import Precision, Technique
 from lib.report.recommend import relies_on
