@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,6 +271,9 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = parse(argv)
+    from lib.core import quiet  # the warnings the lab knows to be noise, by name, here and in the processes it starts
+    quiet.silence_known()
+    os.environ.setdefault("PYTHONWARNINGS", quiet.pythonwarnings())
     try:
         run(cmd, "tts-lab " + " ".join(argv))
     except (ValueError, OSError) as exc:

@@ -1,5 +1,6 @@
 """tts-lab (lib.cli): grouped commands whose modules load only when they run, so the listing needs none of the
 heavy libraries; the older flat names still parse; an unknown command is named."""
+import os
 import subprocess
 import sys
 
@@ -33,3 +34,23 @@ def test_grouped_and_flat_names_parse_alike_and_an_unknown_one_is_named(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.parse(["train", "--help"])
     assert exit_.value.code == 0 and "regress-istft" in capsys.readouterr().out
+
+
+def test_the_command_line_silences_the_known_warnings_by_name_and_no_other(monkeypatch):
+    """Issue 69 item 5: `tts-lab` opens no log with torch's weight_norm notice (lib.core.quiet.KNOWN), while any other
+    warning still shows, and the processes it starts inherit the same filters."""
+    import warnings
+
+    from lib import cli
+
+    def noisy(cmd, command):
+        warnings.warn("`torch.nn.utils.weight_norm` is deprecated in favor of ...", FutureWarning)
+        warnings.warn("something the lab has not seen", UserWarning)
+
+    monkeypatch.setattr(cli, "run", noisy)
+    monkeypatch.delenv("PYTHONWARNINGS", raising=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        cli.main(["study", "probe"])
+    assert [str(w.message) for w in seen] == ["something the lab has not seen"]
+    assert "weight_norm" in os.environ["PYTHONWARNINGS"]
