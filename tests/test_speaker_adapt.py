@@ -18,6 +18,7 @@ from lib.data import ljspeech
 from lib.jobs import export_pack, speaker_job, speaker_judge
 from lib.techniques import speaker_adapt
 from lib.training import ledger, posterior
+from lib.voices.artefacts import ArtefactError
 from lib.training import vits_objective as vo
 from lib.training.loop import Recipe
 from lib.voices import piper_torch
@@ -274,6 +275,12 @@ def test_adapt_pack_load_and_export(teacher, speaker, method, tmp_path):
         assert adapter["base_model_name_or_path"] == "piper:en_US-joe-medium"
         assert info["trainable_params"] < 0.05 * sum(p.numel() for p in teacher.parameters())
     loaded = speaker_adapt.load(teacher, out)
+    # issue 69 item 1: the pack names the voice it adapts, and another voice of the same shape refuses it
+    assert info["teacher"]["voice"] == "en_US-joe-medium.onnx" and len(info["teacher"]["sha256"]) == 64
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(teacher, "voice_identity", {"voice": "en_GB-alba-medium.onnx", "sha256": "0" * 64}, raising=False)
+        with pytest.raises(ArtefactError, match="en_US-joe-medium.onnx.*en_GB-alba-medium.onnx"):
+            speaker_adapt.load(teacher, out)
     # trained, not merely re-stored: past float16's rounding for full fine-tuning (stored in float16), any change
     # for an adapter merged in float32; QLoRA's NF4 layers (other names) aside
     base = teacher.state_dict()

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from lib.core.results import atomic_write_json
 from lib.data import ljspeech
 from lib.techniques import finetune, lora_conv
+from lib.voices.artefacts import check_teacher, voice_identity
 from lib.voices.cards import adapter_card
 from lib.training.vits_objective import NOISE_SCALE, InferencePath, TrainPath, forward_of
 
@@ -235,6 +236,9 @@ def save(prepared: Prepared, out: Path, *, base: str, card: dict, with_posterior
             "lora_layers": len(prepared.targets) if prepared.peft is not None else 0,
             "nf4_layers": len(prepared.quantized),
             "objective": OBJECTIVES[prepared.objective], **card}
+    teacher = voice_identity(prepared.voice)  # the voice it adapts: loading it into another is refused
+    if teacher:
+        info["teacher"] = teacher
     atomic_write_json(out / "config.json", info)
     model_card(info).save(str(out / "README.md"))
     return out
@@ -268,6 +272,7 @@ def load_into(prepared: Prepared, folder: Path) -> dict:
     machine without its state); returns the folder's config. A ValueError names a folder of another method."""
     folder = Path(folder)
     info = json.loads((folder / "config.json").read_text())
+    check_teacher(info, folder, prepared.voice)
     if info.get("method") != prepared.method.name:
         raise ValueError(f"{folder} holds a {info.get('method')!r} adaptation, not {prepared.method.name!r}")
     if prepared.peft is not None:
@@ -283,12 +288,14 @@ def load_into(prepared: Prepared, folder: Path) -> dict:
 
 def load(model, folder: Path, merge: bool = True) -> torch.nn.Module:
     """A copy of `model` adapted by a folder from `save` (an adapter merged in, or left as PEFT layers with `merge`
-    off, to time it unmerged); a ValueError names the folder and what is wrong."""
+    off, to time it unmerged); a ValueError names the folder and what is wrong (an ArtefactError both voices, where
+    the folder was trained from another voice than `model`'s)."""
     folder = Path(folder)
     try:
         info = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{folder / 'config.json'}: cannot be read ({type(exc).__name__}: {exc})") from None
+    check_teacher(info, folder, model)  # an adapter attaches to any voice of its shape: only its own is accepted
     if info.get("kind") == "peft_adapter":
         method = Method.parse(info.get("method", ""))
         voice, _ = _base(model, method)  # QLoRA's adapter onto its NF4 base, then merged as merged() does
