@@ -1,5 +1,5 @@
-"""A yardstick for alignment: how many frames a method of alignment gives each phoneme of a recording, against the
-true frames (the teacher's own attention when it speaks; Kokoro's own durations for the default speaker).
+"""The aligners: how many frames each phoneme of a recording takes, by MAS, DTW or Whisper's forced alignment, and
+the durations adaptation trains with (studies.alignment measures them against true frames: the yardstick).
 
 Frames per phoneme. piper's ids are ^ _ (phoneme _)* $; its pads belong to no phoneme of the text, so a phoneme's
 frames here are its id's and its following pad's (`per_phoneme`), ^ with its pad being the leading silence and $ the
