@@ -6,7 +6,7 @@ import pytest
 
 from lib.core import bounds
 from lib.core.text import harvard_sentences, normalize_for_wer, screen_and_confirmation
-from lib.harness import metrics
+from lib.harness import confirm, metrics
 from lib.report import verdicts
 
 
@@ -73,8 +73,8 @@ def test_the_screen_calls_one_misheard_sentence_undecided_and_the_confirmation_d
     assert screened.loc["int8", "bounds"] == "undecided" and screened.loc["bad", "bounds"] == "missed"
     assert screened.loc["int8", "wer_rise_judged"]["hi"] > 0.02
     rows = pd.DataFrame({"variant": ["int8", "bad"], "rtf_ratio": [0.45, 0.4]})
-    going = verdicts.to_confirm(screened.reset_index(), screen, rows, "fp32", {"rtf_ratio": [0.5]})
-    assert going == ["int8"]  # 'bad' is the only other under the limit, and it missed
+    going = confirm.candidates(screened.reset_index(), rows, "fp32", [confirm.Objective("rtf_ratio")])
+    assert list(going.values()) == [["int8"]]  # 'bad' is faster still, but it missed at screening
     confirmed = pd.concat([_clips(confirm_s, "fp32"), _clips(confirm_s, "int8")])
     decided = verdicts.decide(screen, "fp32", ["int8", "bad"], 0.10, 0.02, confirmed=confirmed).set_index("variant")
     assert decided.loc["int8", "bounds"] == "met" and decided.loc["int8", "decided_on"] == "confirmation"

@@ -101,6 +101,10 @@ def test_split_keeps_the_last_recordings_apart(tmp_path):
     assert [r.id for r in train] == ["clip0", "clip1"] and [r.id for r in val] == ["clip2"]
     with pytest.raises(ljspeech.DatasetError, match="needs more than 3 recordings"):
         ljspeech.split(recs, 3)
+    # the data arm: the first clips train, the validation split stays the folder's last recordings
+    assert [[r.id for r in part] for part in ljspeech.split(recs, 1, clips=1)] == [["clip0"], ["clip2"]]
+    with pytest.raises(ljspeech.DatasetError, match="clips 3: the folder has 2 training recordings"):
+        ljspeech.split(recs, 1, clips=3)
 
 
 def test_mas_finds_a_planted_alignment():

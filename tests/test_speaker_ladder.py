@@ -38,6 +38,14 @@ def test_a_shifted_teacher_folder_moves_its_f0_by_what_was_asked(tmp_path):
         assert np.abs(mine).max() <= np.abs(theirs).max() + 1e-3
     same = ladder.distance(teacher, teacher)
     assert abs(same["f0_semitones"]) < 0.1 and same["secs_to_teacher"] > d["secs_to_teacher"] - 0.3
+    # a folder is kept once written: asked again it is not touched; asked for other sentences it is refused, whole
+    before = (shifted / "metadata.csv").stat().st_mtime_ns
+    assert ladder.make_folder(ladder.rung("teacher+8st"), sentences, shifted, threads=1) == shifted
+    from lib.data import ljspeech
+    for rung in ("teacher", "teacher+8st"):
+        with pytest.raises(ljspeech.DatasetError, match="already holds 2 other recordings"):
+            ladder.make_folder(ladder.rung(rung), text.harvard_sentences([12])[:2], shifted, threads=1)
+    assert (shifted / "metadata.csv").stat().st_mtime_ns == before and len(list((shifted / "wavs").iterdir())) == 2
 
 
 def test_a_kokoro_blend_speaks_with_the_mean_of_the_two_styles():

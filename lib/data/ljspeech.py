@@ -142,13 +142,31 @@ def write_folder(folder: Path, items: Iterable[tuple[str, str, np.ndarray, int]]
     return folder
 
 
-def split(recordings: Sequence[Recording], validation: int) -> tuple[list[Recording], list[Recording]]:
+def holds(folder: Path, wanted: Sequence[tuple[str, str]]) -> bool:
+    """Whether `folder` already holds these (id, text) recordings, each wav written (a folder is kept once written);
+    False where it is absent or incomplete; DatasetError where it is complete with other sentences, which a new
+    folder would overwrite."""
+    folder = Path(folder)
+    try:
+        have = read_metadata(folder)
+    except DatasetError:
+        return False  # absent or incomplete (metadata.csv is written last): written anew
+    if have != list(wanted):
+        raise DatasetError(f"{folder} already holds {len(have)} other recordings (first {have[0][0] if have else '-'!r}"
+                           f", asked {wanted[0][0] if wanted else '-'!r}): give another folder, or remove it")
+    return all((folder / "wavs" / f"{i}.wav").is_file() for i, _ in wanted)
+
+
+def split(recordings: Sequence[Recording], validation: int,
+          clips: int = 0) -> tuple[list[Recording], list[Recording]]:
     """(training, validation): the last `validation` recordings of the folder's order are the validation split,
-    which checkpoint choice uses and no training step sees."""
+    which checkpoint choice uses and no training step sees; `clips` > 0 keeps only the first that many for training."""
     if not 0 < validation < len(recordings):
         raise DatasetError(f"a validation split of {validation} needs more than {validation} recordings "
                            f"(the folder has {len(recordings)})")
-    return list(recordings[:-validation]), list(recordings[-validation:])
+    if not 0 <= clips <= len(recordings) - validation:
+        raise DatasetError(f"clips {clips}: the folder has {len(recordings) - validation} training recordings")
+    return list(recordings[:-validation][:clips or None]), list(recordings[-validation:])
 
 
 def read_durations(folder: Path) -> dict[str, list[float]]:

@@ -70,10 +70,10 @@ def confirm(variants: Sequence[Variant], per_clip: pd.DataFrame, rows: pd.DataFr
     title = f"{len(sentences)} more Harvard sentences"
     clips, varied, tried = [], [], []
 
-    def judged_now() -> pd.DataFrame:
+    def judged_now(among: Sequence[str]) -> pd.DataFrame:
         c = pd.concat(clips, ignore_index=True) if clips else None
         vs = pd.concat(varied, ignore_index=True) if varied and prose else None
-        return bounds.decide(per_clip, base, names, max_dnsmos_drop, max_wer_increase, confirmed=c, varied=vs)
+        return bounds.decide(per_clip, base, list(among), max_dnsmos_drop, max_wer_increase, confirmed=c, varied=vs)
 
     def judge(name: str) -> None:
         clips.append(judge_set(variants, [name], sentences, judges, writer, settings=settings, threads=threads,
@@ -90,11 +90,11 @@ def confirm(variants: Sequence[Variant], per_clip: pd.DataFrame, rows: pd.DataFr
                 if name not in tried:
                     _LOGGER.info("confirming %s (best by %s of those the screen left open)", name, objective.name)
                     judge(name)
-                if judged_now().set_index("variant").loc[name, "bounds"] == "met":
+                if judged_now([name]).set_index("variant").loc[name, "bounds"] == "met":  # this one alone
                     break
     empty = pd.DataFrame(columns=["id", "variant", "dnsmos_p808", "wer", "judged_set"])
     return Confirmed(pd.concat(clips, ignore_index=True) if clips else empty,
-                     pd.concat(varied, ignore_index=True) if varied else empty, judged_now(), tried)
+                     pd.concat(varied, ignore_index=True) if varied else empty, judged_now(names), tried)
 
 
 def resolution(per_clip: pd.DataFrame, confirmed: Confirmed, base: str, variants: Sequence[str],

@@ -221,6 +221,7 @@ class SpeakerRun:
     prior_mel: float = 0.0  # posterior path, >0: also mel L1 of the aligned prior mean -> flow -> decoder, this weight
     batch: int = 4
     validation: int = VALIDATION
+    clips: int = 0  # >0: train on the folder's first this many training recordings (the ladder's data arm)
     device: str = "cpu"  # cpu or cuda (a GPU run's time counts as device-hours)
     init_from: str = ""  # a committed pack of this method to go on from where `work` holds no state
     patience: int = 3  # packs in a row without a better validation score before the run stops (0: never)
@@ -245,7 +246,8 @@ class SpeakerRun:
         """The ledger's name of what this run trains with: method, learning rate, the path with its durations and
         prior noise (the inference path) or a frozen posterior encoder (the posterior path)."""
         window = f" on {self.disc_segment} samples" if self.disc_segment else ""
-        adv = (f" adversarial={self.adversarial_steps}({'+'.join(self.discriminators)}{window}, "
+        data = f" clips={self.clips}" if self.clips else ""
+        adv = data + (f" adversarial={self.adversarial_steps}({'+'.join(self.discriminators)}{window}, "
                f"{self.disc_warmup_steps} discriminator-only)" if self.adversarial_steps else "")
         if self.path == "inference":
             noise = "" if self.noise_scale == NOISE_SCALE else f" noise={self.noise_scale:g}"  # the default unsaid
@@ -293,7 +295,7 @@ def target_sentences(lists: list[int] | None = None) -> list:
 def speaker_data(cfg: SpeakerRun, teacher) -> tuple:
     """(training Utterances, validation recordings) of the run's folder at the voice's rate."""
     recs = ljspeech.read_folder(Path(cfg.dataset), teacher.sample_rate)
-    train, val = ljspeech.split(recs, cfg.validation)
+    train, val = ljspeech.split(recs, cfg.validation, cfg.clips)
     fe = voices.PiperFrontend(voices.piper_paths()[1])
     return vo.from_recordings(train, fe, piper_torch.hop_length(teacher)), val
 
@@ -466,8 +468,8 @@ def pack_speaker(work: Path, ledger_path: Path | None = None) -> Path:
     kept = json.loads((out / CONFIG).read_text()).get("judged") if (out / CONFIG).exists() else None
     if kept is None or validation_score(quality) > validation_score(kept, quality["speaker_wer"]):
         speaker_adapt.save(prepared, out, base=voices.piper_base_id(), card={
-            "data": f"{len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of the folder "
-                    f"{Path(cfg.dataset).name}",  # no local path in what ships
+            "data": f"{cfg.clips or len(ljspeech.read_metadata(Path(cfg.dataset))) - cfg.validation} recordings of "
+                    f"the folder {Path(cfg.dataset).name}",  # no local path in what ships
             "steps": steps, "hours": round(hours, 4), "device": where, "cpu_model": env.get("cpu_model"),
             "device_hours": round(device_hours, 4), "recipe": asdict(cfg.recipe(before["steps"])),
             "run": portable_fields(asdict(cfg)),

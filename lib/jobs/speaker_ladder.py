@@ -86,18 +86,15 @@ def world_shift(audio: np.ndarray, sr: int, semitones: float) -> np.ndarray:
 def make_folder(r: Rung, sentences, folder: Path, threads: int = 2, teacher_folder: Path | None = None) -> Path:
     """The rung's LJSpeech folder of `sentences` (kept once written, as every speaker folder). A shifted teacher is
     the teacher's own clips (`teacher_folder`, made where missing; default: `folder`/../teacher) shifted, so that
-    the shift is its only distance from the control."""
+    the shift is its only distance from the control. A folder holding other sentences is refused (ljspeech.holds)."""
     if not r.semitones:
         return speaker_adapt.speaker_folder(r.voice(threads), sentences, folder)
     import soundfile as sf
     teacher = make_folder(Rung(), sentences, Path(teacher_folder or Path(folder).parent / "teacher"), threads)
     folder = Path(folder)
     wanted = [(x.id, x.text) for x in sentences]
-    try:
-        if ljspeech.read_metadata(folder) == wanted:
-            return folder
-    except ljspeech.DatasetError:
-        pass  # absent or incomplete: written anew
+    if ljspeech.holds(folder, wanted):
+        return folder
 
     def shifted():
         for uid, words in tqdm(wanted, desc=f"{r.name}: WORLD shift", leave=False):

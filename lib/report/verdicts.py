@@ -74,27 +74,6 @@ def undecided_at(judged: pd.DataFrame | None, variant: str) -> str:
     return f"{UNDECIDED} at n = {min(ns)}" if ns else UNDECIDED
 
 
-def to_confirm(screen: pd.DataFrame, per_clip: pd.DataFrame, rows: pd.DataFrame, base: str,
-               targets: dict[str, Sequence[float]]) -> list[str]:
-    """The variants a confirmation set must judge for the verdicts (issue 67): those a target is about (`rows`'
-    column at most the loosest of its limits, e.g. {"rtf_ratio": [0.33, 0.2]}) whose bounds on the screen
-    (quality_bounds' `screen`) are not missed, and under each limit the one closest to the DNSMOS bound, which an
-    answer names where none is within. A variant a target is not about, or missed at screening, keeps the screen's
-    verdict."""
-    about, keep = set(), []
-    for col, limits in targets.items():
-        if col in rows and len(limits):
-            about |= set(rows.loc[rows[col] <= max(limits), "variant"])
-    keep = [v for v in screen.loc[screen["bounds"] != "missed", "variant"] if v in about and v != base]
-    for col, limits in targets.items():
-        for limit in (limits if col in rows else ()):
-            near = [v for v in rows.loc[rows[col] <= limit, "variant"] if v != base]
-            if near:
-                keep.append(max(near, key=lambda v: np.nanmean(-paired(per_clip, base, v, "dnsmos_p808"))
-                                if len(paired(per_clip, base, v, "dnsmos_p808")) else -np.inf))
-    return list(dict.fromkeys(keep))
-
-
 def varied_note(judged: pd.DataFrame | None, variant: str) -> str:
     """What the varied judged set says of `variant` (quality_bounds' judgements), as a clause naming the set; ''
     where not judged."""

@@ -134,15 +134,10 @@ class Prepared:
 def speaker_folder(voice, sentences, folder) -> "Path":
     """An LJSpeech folder (lib.data.ljspeech) of `voice` reading `sentences` (lib.core.text.Sentence) at its own
     timing and rate, no DTW and no WORLD: a real second speaker's recordings, made offline. A folder already
-    holding these sentences' transcripts is kept as it is."""
+    holding these sentences is kept as it is; one holding others is refused (ljspeech.holds)."""
     folder = Path(folder)
-    wanted = [(s.id, s.text) for s in sentences]
-    try:
-        if (ljspeech.read_metadata(folder) == wanted
-                and all((folder / "wavs" / f"{i}.wav").is_file() for i, _ in wanted)):
-            return folder
-    except ljspeech.DatasetError:
-        pass  # absent or incomplete: written anew
+    if ljspeech.holds(folder, [(s.id, s.text) for s in sentences]):
+        return folder
 
     def spoken():
         for s in tqdm(sentences, desc=f"{getattr(voice, 'name', 'voice')} reads", leave=False):
