@@ -148,10 +148,15 @@ class PackSpeaker:
 
 @dataclass
 class Export:
-    """Export packed parts (a decoder, flow and front end together) or an adaptation as one model.onnx +
-    model.onnx.json, and speak once with piper's runtime."""
+    """Export packed parts (a decoder, flow and front end together) or an adaptation as a piper voice named as piper
+    names voices (<lang>_<REGION>-<name>-<quality>.onnx + .onnx.json) with its card (README.md), and speak it once
+    with piper's runtime. The 5x voice is three packs:
+    --pack outputs/recorded/training/istftcorpusadv/istft192x6-adv --pack outputs/recorded/training/flow96/flow96
+    --pack outputs/recorded/training/fe96/fe96-varied"""
     pack: tyro.conf.UseAppendAction[list[str]]  # a packed folder (outputs/recorded/training/<work>/<run>); repeat it
-    out: str  # the folder model.onnx and model.onnx.json are written to
+    out: str  # the folder the voice and its card are written to (an earlier export's files there are replaced)
+    voice: str = ""  # the base voice the packs were trained from: a piper .onnx with its .onnx.json ('': the lab's)
+    name: str = ""  # what the voice's name adds to the base's (en_US-joe_<name>-medium); '': the packs' run names
 
 
 def listing() -> str:
@@ -243,7 +248,7 @@ def run(cmd, command: str = "tts-lab") -> None:
         speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)
     elif kind == "Export":
         from lib.jobs import export_pack
-        result = export_pack.export([Path(p) for p in cmd.pack], Path(cmd.out))
+        result = export_pack.export([Path(p) for p in cmd.pack], Path(cmd.out), voice=cmd.voice, name=cmd.name)
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
                      result["sample_rate"])
     elif kind in ("StepCosts", "PhaseGap", "HybridTiming", "AdversaryGate", "MagnitudeGap", "DevJudge",

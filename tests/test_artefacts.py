@@ -109,9 +109,10 @@ def test_a_voice_of_students_round_trips_and_runs_in_a_fresh_process(student, tm
 
 
 def test_a_packed_part_exports_as_a_voice_piper_opens(tmp_path):
-    """`tts-lab voice export`: a long run's packed decoder becomes model.onnx + model.onnx.json that piper's own
-    runtime speaks; three packs (a frame-rate decoder, a flow, a front end: the 5x voice's shape) become one voice;
-    a folder that is no pack, or a role given twice, fails with a message naming it."""
+    """`tts-lab voice export` (issue 69 item 4): a long run's packed decoder becomes a voice named as piper names
+    voices, with a card, that piper's own runtime speaks; three packs (a frame-rate decoder, a flow, a front end: the
+    5x voice's shape) become one voice, whose export replaces the one before it in the folder and keeps foreign
+    files; a folder that is no pack, or a role given twice, fails with a message naming it."""
     from lib.jobs import export_pack
     from lib.techniques import distill
     from lib.voices import parts, piper_torch, synth as voices
@@ -121,8 +122,14 @@ def test_a_packed_part_exports_as_a_voice_piper_opens(tmp_path):
     save_part(dec, tmp_path / "dec32-regress", "decoder", parts.decoder_build(teacher, 32),
               {"recipe": "regression-first"})
     result = export_pack.export([tmp_path / "dec32-regress"], tmp_path / "voice")
-    assert (tmp_path / "voice" / "model.onnx.json").is_file() and result["samples"] > 1000
-    assert result["sample_rate"] == teacher.sample_rate
+    assert sorted(p.name for p in (tmp_path / "voice").iterdir()) == [
+        "README.md", "en_US-joe_dec32_regress-medium.onnx", "en_US-joe_dec32_regress-medium.onnx.json", "export.json"]
+    assert result["samples"] > 1000 and result["sample_rate"] == teacher.sample_rate
+    from huggingface_hub import ModelCard
+    card = ModelCard.load(tmp_path / "voice" / "README.md")
+    assert card.data.base_model == "rhasspy/piper-voices" and card.data.model_name == "en_US-joe_dec32_regress-medium"
+    assert "`dec32-regress`: decoder" in card.text and "en_US-joe-medium.onnx" in card.text
+    assert str(tmp_path) not in card.content
     from lib.techniques import frontend_student as fs  # a front end's pack: the teacher speaks through it
     fe = fs.frontend_student(teacher, 16, 32)
     save_part(fe, tmp_path / "fe16", "frontend", fs.frontend_build(teacher, 16, 32), {"recipe": "regression-first"})
@@ -134,8 +141,11 @@ def test_a_packed_part_exports_as_a_voice_piper_opens(tmp_path):
     flow = parts.fold_weight_norm(distill.flow_student(teacher, 16))
     save_part(flow, tmp_path / "flow16", "flow", parts.flow_build(teacher, 16), {"recipe": "regression-first"})
     three = [tmp_path / "istft16x1", tmp_path / "flow16", tmp_path / "fe16"]
-    result = export_pack.export(three, tmp_path / "fast")
+    (tmp_path / "voice" / "mine.txt").write_text("a user's file")
+    result = export_pack.export(three, tmp_path / "voice", name="fast")
     assert result["samples"] > 1000, "one .onnx of the three packs, spoken by piper's runtime"
+    assert sorted(p.name for p in (tmp_path / "voice").iterdir()) == [
+        "README.md", "en_US-joe_fast-medium.onnx", "en_US-joe_fast-medium.onnx.json", "export.json", "mine.txt"]
     from lib import cli
     with pytest.raises(SystemExit, match="a second decoder"):
         cli.main(["voice", "export", "--pack", str(three[0]), "--pack", str(tmp_path / "dec32-regress"),

@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 
 from lib.core import results
 from lib.studies import optimize
-from lib.voices import synth
+from lib.voices import cards, synth
 
 
 def _table():
@@ -34,9 +34,9 @@ def test_choose_ships_nothing_where_no_candidate_beats_the_voice_within_the_boun
 
 
 def test_piper_name_keeps_lang_name_quality():
-    assert optimize.piper_name(Path("x/en_US-joe-medium.onnx"), "ort-qdq-int8-flow") == \
+    assert cards.piper_name(Path("x/en_US-joe-medium.onnx"), "ort-qdq-int8-flow") == \
         "en_US-joe_ort_qdq_int8_flow-medium"
-    assert optimize.piper_name(Path("en_GB-alba-x_low.onnx"), "istft192x6-adv+flow96-long@cpu-long-ort") == \
+    assert cards.piper_name(Path("en_GB-alba-x_low.onnx"), "istft192x6-adv+flow96-long@cpu-long-ort") == \
         "en_GB-alba_istft192x6_adv_flow96_long_cpu_long-x_low"
 
 

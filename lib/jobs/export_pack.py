@@ -1,11 +1,7 @@
 """Packed long-run parts as one voice piper's own runtime opens: the teacher with each pack's decoder, flow,
 frame-rate decoder or front end in its place (packs of `tts-lab train pack`; the 5x voice is three), or adapted by
-a PEFT adapter or a fully fine-tuned voice (lib.techniques.speaker_adapt), written as `model.onnx` +
-`model.onnx.json` and spoken once by `piper.PiperVoice` as the check.
-
-    tts-lab voice export --pack outputs/recorded/training/istft/istft192x6-regress \
-        --pack outputs/recorded/training/flow96/flow96 --pack outputs/recorded/training/fe96/fe96 --out /tmp/5x
-    piper -m /tmp/5x/model.onnx -f out.wav <<< "The birch canoe slid on the smooth planks."
+a PEFT adapter or a fully fine-tuned voice (lib.techniques.speaker_adapt), written as piper names voices
+(`en_US-joe_<name>-medium.onnx` + `.onnx.json`) with a card, and spoken once by `piper.PiperVoice` as the check.
 """
 from __future__ import annotations
 
@@ -15,8 +11,9 @@ from pathlib import Path
 from typing import Sequence
 
 from lib.techniques import distill, export as onnx_export
-from lib.voices import piper_torch, synth as voices
-from lib.voices.artefacts import load_part
+from lib.core.results import atomic_write_json
+from lib.voices import cards, piper_torch, synth as voices
+from lib.voices.artefacts import file_identity, load_part
 from lib.voices.spec import ROLE_OF_KIND
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,10 +59,38 @@ def voice_from_packs(teacher, packs: Sequence[Path]):
     return distill.with_parts(teacher, **roles)
 
 
-def export(packs: Sequence[Path], out: Path) -> dict:
-    """Export the voice of `packs` (one, or a decoder, flow and front end together) as a piper voice into `out` and
-    speak one sentence with piper's runtime: {onnx, samples, ...}."""
+EXPORTED = "export.json"  # what an export wrote into its folder: the voice's file names, its packs, what piper spoke
+
+
+def export(packs: Sequence[Path], out: Path, voice: str = "", name: str = "") -> dict:
+    """Export the voice of `packs` (one, or a decoder, flow and front end together) into `out` as a piper voice named
+    from the base `voice` ('': the lab's) and `name` ('': the packs' run names), with its card; piper's runtime speaks
+    one sentence before the files replace an earlier export's: {onnx, samples, ...}."""
+    packs, out = [Path(p) for p in packs], Path(out)
+    voices.use_voice(voice)
     onnx_path, config = voices.piper_paths()
-    voice = voice_from_packs(piper_torch.load_piper_torch(onnx_path), [Path(p) for p in packs])
-    path = onnx_export.export_voice(voice, Path(out), config)
-    return {"onnx": str(path), **onnx_export.piper_runtime_check(path)}
+    model = voice_from_packs(piper_torch.load_piper_torch(onnx_path), packs)
+    named = cards.piper_name(onnx_path, name or "+".join(p.name for p in packs))
+    staged = onnx_export.export_voice(model, out / ".staged", config, name=named)
+    spoke = onnx_export.piper_runtime_check(staged)  # ArtefactError: the folder keeps what it had
+    for old in _exported(out):
+        (out / old).unlink(missing_ok=True)
+    for f in (out / ".staged").iterdir():  # the .onnx, its .onnx.json (and external data, were there any)
+        f.replace(out / f.name)
+    (out / ".staged").rmdir()
+    made = [{"pack": p.name, **{k: v for k, v in _config(p).items() if k in CARD_FIELDS}} for p in packs]
+    cards.export_card(name=named, teacher=file_identity(onnx_path), packs=made, spoke=spoke).save(out / "README.md")
+    atomic_write_json(out / EXPORTED, {"voice": f"{named}.onnx", "packs": [p.name for p in packs], "spoke": spoke})
+    return {"onnx": str(out / f"{named}.onnx"), **spoke}
+
+
+CARD_FIELDS = ("kind", "steps", "hours", "judged", "heldout")  # what an export's card tells of each pack
+
+
+def _exported(out: Path) -> list[str]:
+    """The voice files an earlier export wrote into `out` (its EXPORTED file names them)."""
+    try:
+        voice = json.loads((out / EXPORTED).read_text()).get("voice")
+    except (OSError, ValueError):
+        return []
+    return [voice, f"{voice}.json"] if voice else []

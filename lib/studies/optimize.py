@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -150,16 +149,6 @@ def choose(table: pd.DataFrame, judged: pd.DataFrame, objective: str) -> pd.Seri
     ok = set(judged.loc[judged["bounds"] == "met", "variant"])
     rows = table[table["variant"].isin(ok) & (table[column] < 1.0)] if column in table else table[:0]
     return None if rows.empty else rows.sort_values(column).iloc[0]
-
-
-def piper_name(voice_file: Path, variant: str) -> str:
-    """The variant as piper names voices, `<lang>-<name>-<quality>`: its name joined to the voice's name
-    (en_US-joe-medium + ort-qdq-int8-flow -> en_US-joe_ort_qdq_int8_flow-medium)."""
-    stem = voice_file.name.removesuffix(".onnx")
-    slug = re.sub(r"[^a-z0-9]+", "_", variant.lower().removesuffix("-ort")).strip("_")
-    lang, _, rest = stem.partition("-")
-    name, _, quality = rest.rpartition("-")
-    return f"{lang}-{name}_{slug}-{quality}" if name and quality else f"{stem}_{slug}"
 
 
 def calibrate(voice_onnx: Path, asr: str, threads: int) -> dict:
@@ -311,7 +300,7 @@ def ship(pick: pd.Series | None, summary: pd.DataFrame, candidate: Candidate | N
         atomic_write_text(out / "README.md", f"# No voice shipped\n\n{result['verdict']}\n")
         atomic_write_json(out / "optimize.json", result)
         return result
-    name = piper_name(onnx, pick["variant"])
+    name = cards.piper_name(onnx, pick["variant"])
     source = next(v.artefact for v in variants if v.name == pick["variant"])
     staged = out / ".staged"
     staged.mkdir(exist_ok=True)

@@ -273,16 +273,16 @@ def quantize_window_decoder(decoder: Path, dst: Path, windows_z: Sequence[np.nda
 
 # --- the whole voice for piper's runtime ---------------------------------------------------------------------
 
-def export_voice(voice_model, out_dir: Path, config_path: Path, speaker_id: int = 0) -> Path:
-    """The whole (student) voice as one `model.onnx` with piper's interface and `model.onnx.json` (the teacher's
+def export_voice(voice_model, out_dir: Path, config_path: Path, speaker_id: int = 0, name: str = "model") -> Path:
+    """The whole (student) voice as one `<name>.onnx` with piper's interface and `<name>.onnx.json` (the teacher's
     config), the two files piper's voices are; returns the .onnx path."""
     from lib.techniques.compress import export_onnx  # deferred: torch, which export keeps out of runtimes.bench_engines
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("model.onnx.data*"):
+    for old in out_dir.glob(f"{name}.onnx.data*"):
         old.unlink()
-    onnx_path = export_onnx(voice_model, out_dir / "model.onnx")
-    shutil.copyfile(config_path, out_dir / "model.onnx.json")
+    onnx_path = export_onnx(voice_model, out_dir / f"{name}.onnx")
+    shutil.copyfile(config_path, out_dir / f"{name}.onnx.json")
     return onnx_path
 
 

@@ -16,6 +16,16 @@ LICENSE = "mit"
 DNSMOS_BOUND = -MAX_DNSMOS_DROP  # the study's quality bound on DNSMOS P.808 against the teacher, as a difference
 
 
+def piper_name(voice_file: Path, variant: str) -> str:
+    """A variant as piper names voices, `<lang>-<name>-<quality>`: its name joined to the voice's name
+    (en_US-joe-medium + ort-qdq-int8-flow -> en_US-joe_ort_qdq_int8_flow-medium)."""
+    stem = Path(voice_file).name.removesuffix(".onnx")
+    slug = re.sub(r"[^a-z0-9]+", "_", variant.lower().removesuffix("-ort")).strip("_")
+    lang, _, rest = stem.partition("-")
+    name, _, quality = rest.rpartition("-")
+    return f"{lang}-{name}_{slug}-{quality}" if name and quality else f"{stem}_{slug}"
+
+
 def language_of(voice: str) -> str:
     """The ISO 639-1 language of a piper voice file name (`en_US-joe-medium.onnx` -> 'en')."""
     return Path(voice).name.split("_")[0].split("-")[0].lower() or "en"
@@ -153,5 +163,41 @@ Within its quality bounds against `{voice}`: on each bound the 95 % interval of 
 
 Speak it with piper's runtime: `piper -m {name}.onnx -f out.wav`. Made with `tts-lab voice optimize`;
 `results.csv` and `candidates.csv` beside it hold every candidate's figures.
+"""
+    return ModelCard(text)
+
+
+def export_card(*, name: str, teacher: dict, packs: list[dict], spoke: dict) -> ModelCard:
+    """The card of a voice `tts-lab voice export` wrote from packs: which voice it comes from, each pack's part, run,
+    training and held-out figures as its own card gave them, and piper's runtime speaking it once. Export measures
+    nothing: the figures are the packs'; notebook 04 and `tts-lab voice optimize` judge the whole voice."""
+    voice = teacher.get("voice", "unknown voice")
+    adapted = any(p.get("kind") in ("peft_adapter", "adapted_voice") for p in packs)
+    data = ModelCardData(base_model=BASE_MODEL, base_model_relation="finetune", pipeline_tag="text-to-speech",
+                         language=[language_of(voice)],
+                         license=LICENSE, library_name="onnx", model_name=name,
+                         tags=["piper", "vits", "onnx", "speaker-adaptation" if adapted else "distillation"])
+    lines = []
+    for p in packs:
+        judged = ", ".join(f"{k} {v:g}" for k, v in sorted((p.get("judged") or p.get("heldout") or {}).items())
+                           if isinstance(v, (int, float)))
+        lines.append(f"- `{p['pack']}`: {p.get('kind', 'unknown kind')}, {p.get('steps', '?')} steps, "
+                     f"{float(p.get('hours') or 0):.2f} machine-hours" + (f"; held out: {judged}" if judged else ""))
+    packs_text = "\n".join(lines)
+    text = f"""---
+{data.to_yaml()}
+---
+# {name}
+
+The piper voice `{voice}` (sha256 `{teacher.get('sha256', '')[:16]}...`, from `{BASE_MODEL}`) with these packs in
+place of its parts (each pack's own card has its recipe and bounds):
+
+{packs_text}
+
+Piper's runtime spoke it once when it was written ({spoke.get('samples', 0):,} samples at
+{spoke.get('sample_rate', 0):,} Hz). Nothing else was measured here: notebook 04 and `tts-lab voice optimize` judge
+whole voices against their bounds.
+
+Speak it with `piper -m {name}.onnx -f out.wav`. Made with `tts-lab voice export`.
 """
     return ModelCard(text)
