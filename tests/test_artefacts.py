@@ -207,3 +207,25 @@ def test_every_committed_card_is_valid_hub_metadata_offline():
         # no folder of the machine it was made on
         local = (str(Path.home()), tempfile.gettempdir(), str(root.parents[2]))
         assert card.data.eval_results and not any(p in card.content for p in local), path
+
+
+def test_cards_carry_the_base_voices_licence_as_its_own_card_states_it(tmp_path):
+    """Issue 69 item 8: a voice's identity records the licence its own MODEL_CARD states; a card's Hub licence is
+    the voice's where its card states one for the voice, 'other' where it states only its dataset's (piper's joe:
+    'Dataset: CC0'), and its text says what the voice's card states beside the lab's licence for the code."""
+    from lib.voices import cards
+    made = {}
+    for name, card in (("none", None), ("joe", "# Model card for x\n\n## Dataset\n\n* URL: u\n* License: CC0\n"),
+                       ("both", "# x\n\n## Dataset\n* License: CC0\n\n## Model\n* License: CC-BY-4.0\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "en_US-x-medium.onnx").write_bytes(name.encode())
+        if card:
+            (tmp_path / name / "MODEL_CARD").write_text(card)
+        made[name] = artefacts.file_identity(tmp_path / name / "en_US-x-medium.onnx")
+    assert [made[n]["licence"] for n in made] == ["", "Dataset: CC0", "Dataset: CC0; Model: CC-BY-4.0"]
+    assert [cards.hub_licence(made[n]) for n in made] == ["other", "other", "cc-by-4.0"]
+    card = cards.export_card(name="en_US-x_y-medium", teacher=made["both"], packs=[], spoke={})
+    assert card.data.license == "cc-by-4.0" and "own card states Dataset: CC0; Model: CC-BY-4.0" in card.text
+    assert "the lab's code that made it is MIT" in card.text
+    assert "came with no card stating a licence" in cards.licence_line(made["none"])
+    assert "licence was not recorded" in cards.licence_line({"voice": "old.onnx"})  # a pack from before item 8

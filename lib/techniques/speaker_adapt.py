@@ -247,7 +247,8 @@ def model_card(info: dict) -> ModelCard:
                         trains=info["trains"], frozen=info["frozen"], trainable_params=info["trainable_params"],
                         data=info.get("data", "unknown"), objective=info.get("objective", OBJECTIVES["posterior"]),
                         steps=info.get("steps", "unknown"), hours=info.get("hours", "unknown"),
-                        device=info.get("device", "unknown"), judged=info.get("judged") or {})
+                        device=info.get("device", "unknown"), judged=info.get("judged") or {},
+                        teacher=info.get("teacher"))
 
 
 def _voice_file(base: str) -> str:

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from lib.core.results import atomic_write_json, file_sha256
+from lib.voices.cards import voice_licence
 from lib.voices.parts import PARTS, build_part, fold_weight_norm, student_parts, with_student_parts
 from lib.voices.piper_torch import load_piper_torch
 
@@ -27,11 +28,12 @@ _IDENTITIES: dict[tuple, dict] = {}  # (path, size, mtime) -> identity: a voice 
 
 
 def file_identity(path: Path) -> dict:
-    """{"voice": the file's name, "sha256": its bytes' hash}: which voice a part was trained from."""
+    """{"voice": the file's name, "sha256": its bytes' hash, "licence": what the voice's own card states of it}: which
+    voice a part was trained from, and under what licence its artefacts come."""
     path = Path(path)
     key = (str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
     if key not in _IDENTITIES:
-        _IDENTITIES[key] = {"voice": path.name, "sha256": file_sha256(path)}
+        _IDENTITIES[key] = {"voice": path.name, "sha256": file_sha256(path), "licence": voice_licence(path)}
     return _IDENTITIES[key]
 
 

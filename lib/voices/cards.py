@@ -12,7 +12,12 @@ from lib.core import bounds
 from lib.core.bounds import MAX_DNSMOS_DROP
 
 BASE_MODEL = "rhasspy/piper-voices"  # the Hub repository every piper voice ships in; the voice is named in the card
-LICENSE = "mit"
+CODE_LICENSE = "MIT"  # the lab's own licence: the code that made an artefact, not the artefact's
+VOICE_CARD = "MODEL_CARD"  # the card piper's voices ship beside their .onnx, which states their licence
+# licences as piper's voice cards state them -> the Hub's identifiers (anything else: "other", stated in the text)
+HUB_LICENSES = {"cc0": "cc0-1.0", "cc0-1.0": "cc0-1.0", "mit": "mit", "apache-2.0": "apache-2.0",
+                "cc-by-4.0": "cc-by-4.0", "cc by 4.0": "cc-by-4.0", "cc-by-sa-4.0": "cc-by-sa-4.0",
+                "cc by-sa 4.0": "cc-by-sa-4.0", "cc-by-nc-4.0": "cc-by-nc-4.0"}
 DNSMOS_BOUND = -MAX_DNSMOS_DROP  # the study's quality bound on DNSMOS P.808 against the teacher, as a difference
 
 
@@ -24,6 +29,40 @@ def piper_name(voice_file: Path, variant: str) -> str:
     lang, _, rest = stem.partition("-")
     name, _, quality = rest.rpartition("-")
     return f"{lang}-{name}_{slug}-{quality}" if name and quality else f"{stem}_{slug}"
+
+
+def voice_licence(voice_onnx: Path) -> str:
+    """The licence the voice's own card (VOICE_CARD beside it) states, as '<its section>: <licence>' per licence line
+    ('Dataset: CC0' for piper's en_US-joe-medium); '' where the voice has no card or it states none."""
+    card = Path(voice_onnx).with_name(VOICE_CARD)
+    if not card.is_file():
+        return ""
+    section, said = "", []
+    for line in card.read_text(errors="replace").splitlines():
+        if line.startswith("#"):
+            section = line.lstrip("#").strip()
+        elif (m := re.match(r"\W*licen[cs]e\s*:\s*(.+)", line, flags=re.I)):
+            said.append(f"{section}: {m.group(1).strip()}" if section else m.group(1).strip())
+    return "; ".join(said)
+
+
+def hub_licence(teacher: dict) -> str:
+    """The Hub licence identifier of an artefact of the voice `teacher` (its identity, with the licence its card
+    states): the first licence the card states for the voice itself that the Hub knows, else 'other', the card's
+    text then saying what is known (piper's cards often state only their dataset's licence, which is not the
+    voice's)."""
+    stated = [x.rpartition(":")[2].strip().lower() for x in str(teacher.get("licence") or "").split(";")
+              if not x.strip().lower().startswith("dataset")]
+    return next((HUB_LICENSES[x] for x in stated if x in HUB_LICENSES), "other")
+
+
+def licence_line(teacher: dict) -> str:
+    """The card's licence line: what the base voice's own card states, and the lab's licence for the code."""
+    voice, stated = teacher.get("voice", "the base voice"), teacher.get("licence")
+    said = (f"the base voice `{voice}`'s own card states {stated}" if stated
+            else f"the base voice `{voice}` came with no card stating a licence: check its own before you share this"
+            if "licence" in teacher else f"the base voice's licence was not recorded here: see `{voice}`'s own card")
+    return f"- **licence**: {said}; the lab's code that made it is {CODE_LICENSE}"
 
 
 def language_of(voice: str) -> str:
@@ -48,7 +87,7 @@ def pack_card(*, name: str, kind: str, recipe: str, teacher: dict, steps: int, h
                           metric_type=metric, metric_value=round(float(value), 4))
                for metric, value in {**heldout, **{f"{m}_minus_teacher": v for m, v in deltas.items()}}.items()]
     data = ModelCardData(base_model=BASE_MODEL, base_model_relation="finetune", pipeline_tag="text-to-speech",
-                         language=[language_of(voice)], license=LICENSE, library_name="safetensors",
+                         language=[language_of(voice)], license=hub_licence(teacher), library_name="safetensors",
                          tags=["piper", "vits", "distillation", kind], model_name=name, eval_results=results or None)
     missed = misses(deltas, {"dnsmos_p808": DNSMOS_BOUND})
     verdict = (" ".join(missed) or "Within its quality bound on DNSMOS P.808 against the teacher." if deltas
@@ -72,6 +111,7 @@ from `{BASE_MODEL}`); it loads only into that voice (`lib.voices.artefacts.load_
 - **trained**: {steps:,} steps, {hours:.2f} machine-hours, {device_hours:.2f} device-hours, on {trained_on}
 - **learned from**: {corpus_line}
 - **judged on**: {dataset}, which no training step or checkpoint choice touched
+{licence_line(teacher)}
 
 Load it with `lib.voices.artefacts.load_part(folder, teacher)`, or make it a piper voice with
 `tts-lab voice export --pack <folder> --out <dir>`.
@@ -83,7 +123,8 @@ WER_MARGIN = bounds.ADAPTATION_WER_MARGIN  # an adapted voice's WER bound: the s
 
 
 def adapter_card(*, method: str, kind: str, voice: str, trains: str, frozen: str, trainable_params: int,
-                 data: str, objective: str, steps, hours, device: str, judged: dict) -> ModelCard:
+                 data: str, objective: str, steps, hours, device: str, judged: dict,
+                 teacher: dict | None = None) -> ModelCard:
     """The card of an adaptation (a PEFT adapter or a fully fine-tuned voice) of a piper voice: its validation
     figures as eval_results, and first of all whether its WER misses the speaker's own + WER_MARGIN."""
     adapter = kind == "peft_adapter"
@@ -91,7 +132,8 @@ def adapter_card(*, method: str, kind: str, voice: str, trains: str, frozen: str
     results = [EvalResult(task_type="text-to-speech", dataset_type="speaker-recordings", dataset_name=dataset,
                           metric_type=m, metric_value=round(float(v), 4)) for m, v in judged.items()]
     data_card = ModelCardData(base_model=BASE_MODEL, base_model_relation="adapter" if adapter else "finetune",
-                              pipeline_tag="text-to-speech", language=[language_of(voice)], license=LICENSE,
+                              pipeline_tag="text-to-speech", language=[language_of(voice)],
+                              license=hub_licence(teacher or {}),
                               library_name="peft" if adapter else "safetensors", model_name=f"{voice} {method}",
                               tags=["piper", "vits", "speaker-adaptation", method], eval_results=results or None)
     if {"heldout_wer", "speaker_wer"} <= set(judged):
@@ -112,6 +154,7 @@ def adapter_card(*, method: str, kind: str, voice: str, trains: str, frozen: str
 - **data**: {data}
 - **objective**: {objective}
 - **steps**: {steps}, **machine-hours**: {hours}, trained on {device}
+{licence_line(teacher or {"voice": voice})}
 
 The base is `{voice}` from `{BASE_MODEL}`. Load it with `lib.load_adapted_voice(teacher, folder)` (an adapter merged
 through PEFT, with `lib.techniques.lora_conv`'s layers registered), or make it a piper voice with
@@ -137,7 +180,7 @@ def voice_card(*, name: str, variant: str, technique: str, relation: str, teache
                           metric_type=m, metric_value=round(float(v), 4)) for m, v in figures.items()
                if v is not None and v == v]
     data = ModelCardData(base_model=BASE_MODEL, base_model_relation=relation, pipeline_tag="text-to-speech",
-                         language=[language_of(voice)], license=LICENSE, library_name="onnx",
+                         language=[language_of(voice)], license=hub_licence(teacher), library_name="onnx",
                          tags=["piper", "vits", "onnx", re.sub(r"[^a-z0-9]+", "-", technique.lower()).strip("-")],
                          model_name=name, eval_results=results or None)
 
@@ -160,6 +203,7 @@ Within its quality bounds against `{voice}`: on each bound the 95 % interval of 
   ratio may differ
 - **size**: {row.get('size_ratio', float('nan')):.3f} of the voice's file
 - **from**: `{voice}` (sha256 `{teacher.get('sha256', '')[:16]}...`) of `{BASE_MODEL}`
+{licence_line(teacher)}
 
 Speak it with piper's runtime: `piper -m {name}.onnx -f out.wav`. Made with `tts-lab voice optimize`;
 `results.csv` and `candidates.csv` beside it hold every candidate's figures.
@@ -175,7 +219,7 @@ def export_card(*, name: str, teacher: dict, packs: list[dict], spoke: dict) -> 
     adapted = any(p.get("kind") in ("peft_adapter", "adapted_voice") for p in packs)
     data = ModelCardData(base_model=BASE_MODEL, base_model_relation="finetune", pipeline_tag="text-to-speech",
                          language=[language_of(voice)],
-                         license=LICENSE, library_name="onnx", model_name=name,
+                         license=hub_licence(teacher), library_name="onnx", model_name=name,
                          tags=["piper", "vits", "onnx", "speaker-adaptation" if adapted else "distillation"])
     lines = []
     for p in packs:
@@ -197,6 +241,8 @@ place of its parts (each pack's own card has its recipe and bounds):
 Piper's runtime spoke it once when it was written ({spoke.get('samples', 0):,} samples at
 {spoke.get('sample_rate', 0):,} Hz). Nothing else was measured here: notebook 04 and `tts-lab voice optimize` judge
 whole voices against their bounds.
+
+{licence_line(teacher)}
 
 Speak it with `piper -m {name}.onnx -f out.wav`. Made with `tts-lab voice export`.
 """
