@@ -157,6 +157,9 @@ class Export:
     out: str  # the folder the voice and its card are written to (an earlier export's files there are replaced)
     voice: str = ""  # the base voice the packs were trained from: a piper .onnx with its .onnx.json ('': the lab's)
     name: str = ""  # what the voice's name adds to the base's (en_US-joe_<name>-medium); '': the packs' run names
+    # also the folder sherpa-onnx (phones, a Raspberry Pi, its bindings) loads: <out>/sherpa-onnx/ with the model's
+    # metadata, tokens.txt and espeak-ng-data, spoken once by sherpa-onnx as the check
+    sherpa: bool = False
 
 
 def listing() -> str:
@@ -248,7 +251,8 @@ def run(cmd, command: str = "tts-lab") -> None:
         speaker_job.pack_speaker(Path(cmd.work), ledger_path=speaker_job.ledger.LEDGER)
     elif kind == "Export":
         from lib.jobs import export_pack
-        result = export_pack.export([Path(p) for p in cmd.pack], Path(cmd.out), voice=cmd.voice, name=cmd.name)
+        result = export_pack.export([Path(p) for p in cmd.pack], Path(cmd.out), voice=cmd.voice, name=cmd.name,
+                                    sherpa=cmd.sherpa)
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
                      result["sample_rate"])
     elif kind in ("StepCosts", "PhaseGap", "HybridTiming", "AdversaryGate", "MagnitudeGap", "DevJudge",

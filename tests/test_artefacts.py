@@ -229,3 +229,36 @@ def test_cards_carry_the_base_voices_licence_as_its_own_card_states_it(tmp_path)
     assert "the lab's code that made it is MIT" in card.text
     assert "came with no card stating a licence" in cards.licence_line(made["none"])
     assert "licence was not recorded" in cards.licence_line({"voice": "old.onnx"})  # a pack from before item 8
+
+
+def test_an_export_for_sherpa_onnx_speaks_as_piper_does(tmp_path):
+    """Issue 69 item 5: `--sherpa` writes the folder sherpa-onnx loads (the model with its metadata, tokens.txt,
+    espeak-ng-data from piper's wheel); sherpa-onnx speaks the sentence piper's runtime speaks, noise off: lengths
+    within 5 % and log-mel spectra within 0.1 (mean natural-log difference per bin and frame)."""
+    import librosa
+    import numpy as np
+    import onnx
+    from piper import PiperVoice, SynthesisConfig
+    from lib.jobs import export_pack
+    from lib.runtimes import sherpa
+    from lib.voices.istft_decoder import FrameRateDecoder
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    voc = FrameRateDecoder(teacher.hparams["inter_channels"], 16, 1)
+    artefacts.save_part(voc, tmp_path / "istft16x1", "istft_decoder", voc.config, {"recipe": "regression-first"})
+    result = export_pack.export([tmp_path / "istft16x1"], tmp_path / "voice", sherpa=True)
+    folder = tmp_path / "voice" / export_pack.SHERPA
+    model = folder / "en_US-joe_istft16x1-medium.onnx"
+    meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+    assert (meta["comment"], meta["model_type"], meta["voice"], meta["sample_rate"]) == ("piper", "vits", "en-us",
+                                                                                       "22050")
+    assert (folder / "tokens.txt").read_text().splitlines()[:3] == ["_ 0", "^ 1", "$ 2"]
+    assert (folder / sherpa.ESPEAK_DATA / "en_dict").is_file() and result["sherpa_onnx"]["samples"] > 1000
+    text = export.CHECK_SENTENCE
+    theirs, rate = sherpa.speak(model, text)
+    piper = PiperVoice.load(str(tmp_path / "voice" / model.name))
+    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False)
+    ours = np.concatenate([c.audio_float_array for c in piper.synthesize(text, syn_config=quiet)])
+    assert rate == piper.config.sample_rate and abs(theirs.size / ours.size - 1) < 0.05
+    n = min(theirs.size, ours.size)
+    mel = lambda x: np.log(librosa.feature.melspectrogram(y=x[:n], sr=rate, n_mels=80) + 1e-5)
+    assert np.abs(mel(theirs) - mel(ours)).mean() < 0.1

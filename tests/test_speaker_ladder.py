@@ -75,10 +75,12 @@ def test_a_judged_ladder_row_says_the_word_excess_and_the_share_of_the_way_to_th
     pack = tmp_path / "p" / "full"
     pack.mkdir(parents=True)
     (pack / "config.json").write_text(json.dumps({"method": "full-acoustic", "steps": 2000, "hours": 0.3,
+                                                  "data": "50 recordings of the folder teacher+8st",
                                                   "run": {"dataset": "~/.cache/tts-lab/ladder/teacher+8st"}}))
     assert lj.pack_rung(pack).name == "teacher+8st"
     row = lj.summary(pd.DataFrame(rows), {"p/full": pack}).iloc[0]
     assert row["n"] == 40 and row["wer_verdict"] == "met" and row["transcripts_changed"] == 1
+    assert row["clips"] == 50  # the data arm's training recordings, as its card says
     assert 0 < row["wer_excess"] < 0.01 and row["wer_excess_hi"] < lj.WER_MARGIN
     assert row["secs_share"] == pytest.approx(0.75, abs=0.05) and row["secs_verdict"] == "met"
     assert (row["f0_hz"], row["f0_teacher_hz"], row["f0_own_hz"]) == pytest.approx((140.0, 93.0, 150.0))
@@ -107,5 +109,6 @@ def test_the_ladder_is_drawn_nearest_rung_first_with_its_intervals_and_verdicts(
     assert list(t["rung"]) == ["teacher+8st", "jm_kumo"]
     assert list(t["WER excess [95 % CI]"]) == ["-0.010", "+0.100 [+0.040, +0.160]"]
     assert list(t["F0 Hz (pack / rung)"]) == ["101 / 149", "95 / 92"]
+    assert t["clips"].isna().all()  # a record from before the data arm says no count
     drawn.plot(f, 0.05, tmp_path / "ladder.png")
     assert (tmp_path / "ladder.png").stat().st_size > 1000

@@ -62,10 +62,11 @@ def voice_from_packs(teacher, packs: Sequence[Path]):
 EXPORTED = "export.json"  # what an export wrote into its folder: the voice's file names, its packs, what piper spoke
 
 
-def export(packs: Sequence[Path], out: Path, voice: str = "", name: str = "") -> dict:
+def export(packs: Sequence[Path], out: Path, voice: str = "", name: str = "", sherpa: bool = False) -> dict:
     """Export the voice of `packs` (one, or a decoder, flow and front end together) into `out` as a piper voice named
     from the base `voice` ('': the lab's) and `name` ('': the packs' run names), with its card; piper's runtime speaks
-    one sentence before the files replace an earlier export's: {onnx, samples, ...}."""
+    one sentence before the files replace an earlier export's: {onnx, samples, ...}. `sherpa`: also the folder
+    sherpa-onnx loads (SHERPA), which it speaks once."""
     packs, out = [Path(p) for p in packs], Path(out)
     voices.use_voice(voice)
     onnx_path, config = voices.piper_paths()
@@ -80,8 +81,17 @@ def export(packs: Sequence[Path], out: Path, voice: str = "", name: str = "") ->
     (out / ".staged").rmdir()
     made = [{"pack": p.name, **{k: v for k, v in _config(p).items() if k in CARD_FIELDS}} for p in packs]
     cards.export_card(name=named, teacher=file_identity(onnx_path), packs=made, spoke=spoke).save(out / "README.md")
-    atomic_write_json(out / EXPORTED, {"voice": f"{named}.onnx", "packs": [p.name for p in packs], "spoke": spoke})
-    return {"onnx": str(out / f"{named}.onnx"), **spoke}
+    made = {"voice": f"{named}.onnx", "packs": [p.name for p in packs], "spoke": spoke}
+    if sherpa:
+        from lib.runtimes import sherpa as sherpa_onnx  # deferred: only an export that asks for it loads sherpa-onnx
+        model = sherpa_onnx.write(out / f"{named}.onnx", out / SHERPA)
+        samples, rate = sherpa_onnx.speak(model, onnx_export.CHECK_SENTENCE)
+        made["sherpa_onnx"] = {"folder": SHERPA, "samples": int(samples.size), "sample_rate": rate}
+    atomic_write_json(out / EXPORTED, made)
+    return {"onnx": str(out / f"{named}.onnx"), **spoke, **({"sherpa_onnx": made["sherpa_onnx"]} if sherpa else {})}
+
+
+SHERPA = "sherpa-onnx"  # the export's folder for sherpa-onnx (lib.runtimes.sherpa)
 
 
 CARD_FIELDS = ("kind", "steps", "hours", "judged", "heldout")  # what an export's card tells of each pack

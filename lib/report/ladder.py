@@ -19,12 +19,13 @@ def frame(judged: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
 
 
 def table(f: pd.DataFrame) -> pd.DataFrame:
-    """The ladder in words a reader needs no key for: rung, distance, method, budget, WER excess [95 % CI] with its
-    verdict, SECS share of the way with its verdict, F0 in Hz of the pack against the rung's."""
+    """The ladder in words a reader needs no key for: rung, distance, method, training clips, budget, WER excess
+    [95 % CI] with its verdict, SECS share of the way with its verdict, F0 in Hz of the pack against the rung's."""
     ci = lambda m, lo, hi: f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) and np.isfinite(hi) else f"{m:+.3f}"
     return pd.DataFrame({
         "rung": f["rung"], "SECS to teacher": f["secs_to_teacher"].round(3), "method": f["method"],
-        "steps": f["steps"], "machine-hours": f["machine_hours"].round(2), "n": f["n"],
+        "clips": f["clips"] if "clips" in f else np.nan, "steps": f["steps"],
+        "machine-hours": f["machine_hours"].round(2), "n": f["n"],
         "WER excess [95 % CI]": [ci(*r) for r in f[["wer_excess", "wer_excess_lo", "wer_excess_hi"]].to_numpy()],
         "WER bound": f["wer_verdict"],
         "SECS share of the way": f["secs_share"].round(2), "half the way": f["secs_verdict"],

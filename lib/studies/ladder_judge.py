@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -86,16 +87,23 @@ def judge_rung(rung: speaker_ladder.Rung, packs: dict[str, Path], sentences, fol
     return pd.DataFrame(rows)
 
 
+def training_clips(info: dict) -> int | None:
+    """How many recordings a speaker pack trained on, as its card's `data` says ('200 recordings of the folder ...')."""
+    m = re.match(r"(\d+) recordings", str(info.get("data", "")))
+    return int(m.group(1)) if m else None
+
+
 def summary(clips: pd.DataFrame, packs: dict[str, Path]) -> pd.DataFrame:
-    """One row per pack: its rung, method, steps and machine-hours; WER excess over the rung's own clips (pooled,
-    paired, with its interval and verdict against WER_MARGIN); the SECS gain as a share of the way from the teacher
-    to the rung's self-similarity (the target: HALFWAY), with the paired margin's interval; F0 in Hz of the pack,
-    the teacher and the rung's own clips."""
+    """One row per pack: its rung, method, training recordings, steps and machine-hours; WER excess over the rung's
+    own clips (pooled, paired, with its interval and verdict against WER_MARGIN); the SECS gain as a share of the
+    way from the teacher to the rung's self-similarity (the target: HALFWAY), with the paired margin's interval; F0
+    in Hz of the pack, the teacher and the rung's own clips."""
     rows = []
     for name, pack in packs.items():
         info = json.loads((pack / "config.json").read_text())
         if name not in set(clips["variant"]):  # it could not be loaded (judge_rung said why)
-            rows.append({"pack": name, "method": info.get("method"), "steps": info.get("steps"),
+            rows.append({"pack": name, "method": info.get("method"), "clips": training_clips(info),
+                         "steps": info.get("steps"),
                          "machine_hours": info.get("hours"), "n": 0, "wer_verdict": "not judged",
                          "secs_verdict": "not judged"})
             continue
@@ -108,7 +116,7 @@ def summary(clips: pd.DataFrame, packs: dict[str, Path]) -> pd.DataFrame:
         half = bounds.judge((gain - HALFWAY * way).to_numpy(float), 0.0, True)
         f0 = {v: float(np.exp(np.nanmean(np.log(by[v]["f0_hz"])))) for v in by}
         rows.append({"rung": c["rung"].iloc[0], "pack": name, "method": info.get("method"),
-                     "steps": info.get("steps"), "machine_hours": info.get("hours"),
+                     "clips": training_clips(info), "steps": info.get("steps"), "machine_hours": info.get("hours"),
                      "n": wer["n"], "wer_own": float(by[OWN]["wer"].mean()), "wer": float(by[name]["wer"].mean()),
                      "wer_excess": wer["mean"], "wer_excess_lo": wer["lo"], "wer_excess_hi": wer["hi"],
                      "wer_verdict": wer["word"], "transcripts_changed": wer["changed"],

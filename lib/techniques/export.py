@@ -286,7 +286,10 @@ def export_voice(voice_model, out_dir: Path, config_path: Path, speaker_id: int 
     return onnx_path
 
 
-def piper_runtime_check(onnx_path: Path, text: str = "The birch canoe slid on the smooth planks.") -> dict:
+CHECK_SENTENCE = "The birch canoe slid on the smooth planks."  # what an exported voice speaks once as its check
+
+
+def piper_runtime_check(onnx_path: Path, text: str = CHECK_SENTENCE) -> dict:
     """Open the file with piper's own runtime (`piper.PiperVoice.load`) and speak `text`: the check that a user's
     `piper` command can use it. Returns samples and rate; raises ArtefactError naming the file otherwise."""
     import numpy as np
