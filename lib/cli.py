@@ -160,6 +160,9 @@ class Export:
     # also the folder sherpa-onnx (phones, a Raspberry Pi, its bindings) loads: <out>/sherpa-onnx/ with the model's
     # metadata, tokens.txt and espeak-ng-data, spoken once by sherpa-onnx as the check
     sherpa: bool = False
+    # also the streaming pair notebook 05 times: <out>/streaming/ with text -> latents and a fixed-window latents ->
+    # audio decoder (explicit noise, no random op), and streaming.json saying how to call them
+    streaming: bool = False
 
 
 def listing() -> str:
@@ -252,7 +255,7 @@ def run(cmd, command: str = "tts-lab") -> None:
     elif kind == "Export":
         from lib.jobs import export_pack
         result = export_pack.export([Path(p) for p in cmd.pack], Path(cmd.out), voice=cmd.voice, name=cmd.name,
-                                    sherpa=cmd.sherpa)
+                                    sherpa=cmd.sherpa, streaming=cmd.streaming)
         _LOGGER.info("wrote %s (+ .json); piper's runtime spoke %d samples at %d Hz", result["onnx"], result["samples"],
                      result["sample_rate"])
     elif kind in ("StepCosts", "PhaseGap", "HybridTiming", "AdversaryGate", "MagnitudeGap", "DevJudge",

@@ -262,3 +262,28 @@ def test_an_export_for_sherpa_onnx_speaks_as_piper_does(tmp_path):
     n = min(theirs.size, ours.size)
     mel = lambda x: np.log(librosa.feature.melspectrogram(y=x[:n], sr=rate, n_mels=80) + 1e-5)
     assert np.abs(mel(theirs) - mel(ours)).mean() < 0.1
+
+
+def test_a_streaming_export_streams_as_the_whole_voice_speaks(tmp_path):
+    """Issue 69 item 6: `--streaming` writes the pair notebook 05 times (text -> latents, a fixed window of latents
+    -> audio) and streaming.json; streamed chunk by chunk as it says, a sentence matches the whole synthesis with
+    the same noise to notebook 05's chunk bound (MIN_CHUNK_SNR_DB)."""
+    from lib.core.results import MIN_CHUNK_SNR_DB
+    from lib.harness import scenarios
+    from lib.jobs import export_pack
+    from lib.runtimes.bench_engines import OnnxEngine
+    from lib.voices.istft_decoder import FrameRateDecoder
+    teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
+    voc = FrameRateDecoder(teacher.hparams["inter_channels"], 16, 1)
+    artefacts.save_part(voc, tmp_path / "istft16x1", "istft_decoder", voc.config, {"recipe": "regression-first"})
+    result = export_pack.export([tmp_path / "istft16x1"], tmp_path / "voice", streaming=True)
+    folder = tmp_path / "voice" / export_pack.STREAMING
+    info = json.loads((folder / export_pack.STREAMING_JSON).read_text())
+    assert result["streaming"]["decoder"] == info["decoder"] == f"decoder_{info['window_frames']}.onnx"
+    assert info["hop"] == 256 and info["sample_rate"] == 22050 and "z_noise" in info["inputs"]
+    engine = OnnxEngine({"voice": folder / info["whole"], "latent": folder / info["latent"],
+                         "decoder": folder / info["decoder"]}, channels=info["channels"], hop=info["hop"],
+                        sample_rate=info["sample_rate"])
+    ids = voices.PiperFrontend(voices.joe_paths()[1]).phoneme_ids("The birch canoe slid on the smooth planks.")[0]
+    (row,) = scenarios.chunk_fidelity(engine, [ids], info["chunk_frames"], info["context_frames"])
+    assert row["snr_db"] >= MIN_CHUNK_SNR_DB and abs(row["length_diff_samples"]) < info["hop"] * info["chunk_frames"]

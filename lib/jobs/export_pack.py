@@ -62,11 +62,13 @@ def voice_from_packs(teacher, packs: Sequence[Path]):
 EXPORTED = "export.json"  # what an export wrote into its folder: the voice's file names, its packs, what piper spoke
 
 
-def export(packs: Sequence[Path], out: Path, voice: str = "", name: str = "", sherpa: bool = False) -> dict:
+def export(packs: Sequence[Path], out: Path, voice: str = "", name: str = "", sherpa: bool = False,
+           streaming: bool = False) -> dict:
     """Export the voice of `packs` (one, or a decoder, flow and front end together) into `out` as a piper voice named
     from the base `voice` ('': the lab's) and `name` ('': the packs' run names), with its card; piper's runtime speaks
     one sentence before the files replace an earlier export's: {onnx, samples, ...}. `sherpa`: also the folder
-    sherpa-onnx loads (SHERPA), which it speaks once."""
+    sherpa-onnx loads (SHERPA), which it speaks once; `streaming`: also the streaming pair (STREAMING,
+    streaming_pair)."""
     packs, out = [Path(p) for p in packs], Path(out)
     voices.use_voice(voice)
     onnx_path, config = voices.piper_paths()
@@ -87,8 +89,39 @@ def export(packs: Sequence[Path], out: Path, voice: str = "", name: str = "", sh
         model = sherpa_onnx.write(out / f"{named}.onnx", out / SHERPA)
         samples, rate = sherpa_onnx.speak(model, onnx_export.CHECK_SENTENCE)
         made["sherpa_onnx"] = {"folder": SHERPA, "samples": int(samples.size), "sample_rate": rate}
+    if streaming:
+        made["streaming"] = streaming_pair(model, out / STREAMING, config)
     atomic_write_json(out / EXPORTED, made)
-    return {"onnx": str(out / f"{named}.onnx"), **spoke, **({"sherpa_onnx": made["sherpa_onnx"]} if sherpa else {})}
+    return {"onnx": str(out / f"{named}.onnx"), **spoke,
+            **{k: made[k] for k in ("sherpa_onnx", "streaming") if k in made}}
+
+
+STREAMING = "streaming"  # the export's folder for the streaming pair (streaming_pair)
+STREAMING_JSON = "streaming.json"
+
+
+def streaming_pair(model, out: Path, config: Path) -> dict:
+    """The streaming pair notebook 05 times, written into `out` (export.export_noise_input: text + noise -> latents,
+    a fixed window of latents -> audio, and the whole voice with the same noise inputs), with STREAMING_JSON saying
+    how to call them: the files, the window, the hop, the rate, the inputs and the loop that keeps each window's
+    centre (lib.harness.scenarios.stream_latent is that loop)."""
+    from lib.voices.engine import CHUNK_FRAMES, CONTEXT_FRAMES, SCALES
+    paths = onnx_export.export_noise_input(model, out, CHUNK_FRAMES, CONTEXT_FRAMES)
+    info = {"latent": paths["latent"].name, "decoder": paths["decoder"].name, "whole": paths["voice"].name,
+            "sample_rate": int(model.sample_rate), "hop": piper_torch.hop_length(model),
+            "channels": int(model.hparams["inter_channels"]), "chunk_frames": CHUNK_FRAMES,
+            "context_frames": CONTEXT_FRAMES, "window_frames": CHUNK_FRAMES + 2 * CONTEXT_FRAMES,
+            "config": Path(config).name,
+            "inputs": {"input": "int64 [1, phonemes]: piper's phoneme ids (the .onnx.json's phoneme_id_map)",
+                       "input_lengths": "int64 [1]", "scales": f"float32 [3]: noise, length, noise_w ({list(SCALES)})",
+                       "dp_noise": "float32 [1, 2, phonemes]: standard normal (the duration predictor's draw)",
+                       "z_noise": "float32 [1, channels, 20 * phonemes + 100]: standard normal (the prior's draw)"},
+            "loop": ("z = latent(...)[0]; pad z's frames with context_frames zeros before and context_frames + "
+                     "chunk_frames after; for start = 0, chunk_frames, ... below z's frames: audio = decoder(z=window "
+                     "of window_frames from start); keep audio[context_frames * hop : (context_frames + chunk_frames)"
+                     " * hop], the last window only up to z's end")}
+    atomic_write_json(out / STREAMING_JSON, info)
+    return {"folder": out.name, **{k: info[k] for k in ("latent", "decoder", "chunk_frames", "context_frames")}}
 
 
 SHERPA = "sherpa-onnx"  # the export's folder for sherpa-onnx (lib.runtimes.sherpa)
