@@ -151,7 +151,7 @@ def test_a_packed_part_exports_as_a_voice_piper_opens(tmp_path):
         cli.main(["voice", "export", "--pack", str(three[0]), "--pack", str(tmp_path / "dec32-regress"),
                   "--out", str(tmp_path / "v3")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="empty holds no config.json"):
+    with pytest.raises(SystemExit, match="empty/config.json is missing: not a packed part"):
         cli.main(["voice", "export", "--pack", str(tmp_path / "empty"), "--out", str(tmp_path / "v2")])
 
 

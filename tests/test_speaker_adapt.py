@@ -366,6 +366,9 @@ def test_a_run_goes_on_from_its_pack_counting_its_steps_and_hours(teacher, speak
     assert work[0]["heldout_wer"] > 0 and work[0]["heldout_wer"] == pytest.approx(pack[0]["heldout_wer"], rel=1e-3)
     with pytest.raises(ValueError, match="--clips 3 but the run trained on 2 recordings"):
         adaptation_gap.judge_run(tmp_path / "a", clips=3)
+    with pytest.raises(ValueError, match="adaptation-gap: name at least one speaker run with --work"):
+        adaptation_gap.run(adaptation_gap.AdaptationGap(out=str(tmp_path / "gap")))
+    assert not (tmp_path / "gap").exists()
     # where the words are lost: the pack at the voice's timing and at its recordings' own, and with its flow and
     # decoder swapped with the teacher's; a clip at a recording's own durations is as long as the recording
     from lib.studies import adaptation_parts

@@ -216,6 +216,22 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
+def read_json_object(path: Path, error: type[Exception] = ValueError, missing: str = "is missing",
+                     what: str = "a JSON object") -> dict:
+    """The JSON object in `path`; `error` naming the file where it is absent (`missing` says what that means), not
+    valid JSON (cut short) or not `what`."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path} {missing}")
+    try:
+        raw = json.loads(path.read_text())
+    except ValueError as exc:
+        raise error(f"{path} is not valid JSON ({exc}): damaged or cut short") from None
+    if not isinstance(raw, dict):
+        raise error(f"{path} is not {what}")
+    return raw
+
+
 def notebook_dir(profile: str, notebook: str) -> Path:
     return OUTPUTS / profile / notebook
 

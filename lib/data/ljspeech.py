@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import codecs
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from lib.core.audio import match_loudness, resample, trim_silence, write_wav
-from lib.core.results import atomic_write_text
+from lib.core.results import atomic_write_text, read_json_object
 from lib.core.text import TextError, check_speakable
 
 _LOGGER = logging.getLogger(__name__)
@@ -173,14 +172,8 @@ def read_durations(folder: Path) -> dict[str, list[float]]:
     """The folder's own durations (DURATIONS: seconds per piper phoneme id of each clip, as the speaker that
     recorded it or a forced aligner gave them); DatasetError naming the file or the clip where they cannot be read."""
     path = Path(folder) / DURATIONS
-    if not path.is_file():
-        raise DatasetError(f"{path} is missing: the folder brings no durations of its own (use durations 'dtw')")
-    try:
-        raw = json.loads(path.read_text())
-    except ValueError as exc:
-        raise DatasetError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise DatasetError(f"{path} is not a JSON object of clip id -> seconds per phoneme id")
+    raw = read_json_object(path, DatasetError, "is missing: the folder brings no durations of its own (use durations "
+                           "'dtw')", "a JSON object of clip id -> seconds per phoneme id")
     bad = [uid for uid, d in raw.items() if not isinstance(d, list) or any(not isinstance(x, (int, float)) or x < 0
                                                                          for x in d)]
     if bad:

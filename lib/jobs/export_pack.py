@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lib.techniques import distill, export as onnx_export
-from lib.core.results import atomic_write_json
+from lib.core.results import atomic_write_json, read_json_object
 from lib.voices import cards, piper_torch, synth as voices
 from lib.voices.artefacts import file_identity, load_part
 from lib.voices.spec import ROLE_OF_KIND
@@ -20,17 +20,9 @@ _LOGGER = logging.getLogger(__name__)
 
 
 def _config(pack: Path) -> dict:
-    """A pack's config.json; ValueError naming the folder where it has none or it is cut short."""
-    config_file = Path(pack) / "config.json"
-    if not config_file.is_file():
-        raise ValueError(f"{pack} holds no config.json: not a packed part or adapter")
-    try:
-        config = json.loads(config_file.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{config_file} is not valid JSON ({exc}): the pack is damaged or cut short") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_file} is not a pack's config (a JSON object)")
-    return config
+    """A pack's config.json; ValueError naming the file where it is absent, cut short or no pack's."""
+    return read_json_object(Path(pack) / "config.json", ValueError, "is missing: not a packed part or adapter",
+                            "a pack's config (a JSON object)")
 
 
 def voice_from_packs(teacher, packs: Sequence[Path]):

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
-import torch
 
 from lib.data import ljspeech
 from lib.harness import metrics
@@ -59,12 +58,8 @@ def judge_run(work: Path, clips: int, threads: int = 1, noise: tuple[float, floa
 
 
 def run(cfg: AdaptationGap, command: str = "") -> pd.DataFrame:
-    """Judge every run of `cfg`, write gap.csv and env.json into `cfg.out`; returns the frame."""
-    if not cfg.work:
-        raise ValueError("adaptation-gap: name at least one speaker run with --work")
-    torch.set_num_threads(cfg.threads)
-    frame = pd.DataFrame([r for w in cfg.work for r in judge_run(Path(w).expanduser(), cfg.clips, cfg.threads,
-                                                          (cfg.noise_scale, cfg.noise_w))])
-    frame = frame.rename(columns={"heldout_wer": "wer", "heldout_secs": "secs"})  # on the split the row names
-    common.write_study(cfg.out, "gap.csv", frame, cfg, cfg.threads, command)
-    return frame
+    """Judge every run of `cfg`, write gap.csv and env.json into `cfg.out`; returns the frame (WER and SECS on the
+    split each row names)."""
+    return common.judge_runs("adaptation-gap", cfg, lambda w: judge_run(w, cfg.clips, cfg.threads,
+                                                                        (cfg.noise_scale, cfg.noise_w)),
+                             "gap.csv", command, rename={"heldout_wer": "wer", "heldout_secs": "secs"})

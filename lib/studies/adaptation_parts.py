@@ -96,9 +96,5 @@ def judge_run(work: Path, clips: int, threads: int = 1) -> list[dict]:
 
 def run(cfg: AdaptationParts, command: str = "") -> pd.DataFrame:
     """Judge every run of `cfg`, write parts.csv and env.json into `cfg.out`; returns the frame."""
-    if not cfg.work:
-        raise ValueError("adaptation-parts: name at least one speaker run with --work")
-    torch.set_num_threads(cfg.threads)
-    frame = pd.DataFrame([r for w in cfg.work for r in judge_run(Path(w).expanduser(), cfg.clips, cfg.threads)])
-    common.write_study(cfg.out, "parts.csv", frame, cfg, cfg.threads, command)
-    return frame
+    return common.judge_runs("adaptation-parts", cfg, lambda w: judge_run(w, cfg.clips, cfg.threads), "parts.csv",
+                             command)

@@ -82,6 +82,17 @@ def check_device(device: str) -> None:
         raise ValueError("device: cuda was asked for, but this machine has no CUDA device")
 
 
+def judge_runs(name: str, cfg, judge_run, csv_name: str, command: str = "", rename: dict | None = None) -> pd.DataFrame:
+    """A study of speaker runs (`cfg.work`, one or more run folders): `judge_run(work folder)`'s rows of each, in one
+    frame (columns renamed by `rename`) written to `cfg.out` as `csv_name` with env.json (write_study)."""
+    if not cfg.work:
+        raise ValueError(f"{name}: name at least one speaker run with --work")
+    torch.set_num_threads(cfg.threads)
+    frame = pd.DataFrame([r for w in cfg.work for r in judge_run(Path(w).expanduser())]).rename(columns=rename or {})
+    write_study(cfg.out, csv_name, frame, cfg, cfg.threads, command)
+    return frame
+
+
 def write_study(out: str | Path, csv_name: str, frame: pd.DataFrame, cfg, threads: int, command: str = "") -> Path:
     """A no-training study's folder: its frame as `csv_name` and env.json (the machine, its config, the command),
     both written atomically; returns the folder."""

@@ -17,20 +17,13 @@ import torch.nn.functional as F
 
 from lib.core.pause import yield_point
 from lib.techniques.distill import decoder_student
+from lib.voices.hybrid_decoder import run_stages
 from lib.voices.parts import build_part, fold_weight_norm, hybrid_build
 
-LRELU_SLOPE = 0.1  # piper's Generator.LRELU_SLOPE; the last activation before conv_post uses F.leaky_relu's 0.01
-
-
 def stage_outputs(dec, z) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """piper's Generator.forward, step by step: (waveform, [conv_pre output, each stage's output])."""
-    x = dec.conv_pre(z)
-    feats = [x]
-    for i, up in enumerate(dec.ups):
-        x = up(F.leaky_relu(x, LRELU_SLOPE))
-        blocks = dec.resblocks[i * dec.num_kernels:(i + 1) * dec.num_kernels]
-        x = sum(b(x) for b in blocks) / dec.num_kernels
-        feats.append(x)
+    """piper's Generator.forward, step by step: (waveform, [conv_pre output, each stage's output]); the last
+    activation before conv_post is F.leaky_relu's default slope, as piper's."""
+    x, feats = run_stages(dec, z)
     return torch.tanh(dec.conv_post(F.leaky_relu(x))), feats
 
 

@@ -21,6 +21,19 @@ LRELU_SLOPE = 0.1  # piper's Generator.LRELU_SLOPE; before the head, F.leaky_rel
 HEAD_KERNEL = 7  # iSTFTNet's conv_post
 
 
+
+def run_stages(dec, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """piper's Generator.forward up to its last stage, step by step, for any decoder with its conv_pre, ups and
+    resblocks (the teacher's, a pruned one, the hybrid): (last stage's output, [conv_pre output, each stage's])."""
+    x = dec.conv_pre(z)
+    feats = [x]
+    for i, up in enumerate(dec.ups):
+        x = up(F.leaky_relu(x, LRELU_SLOPE))
+        blocks = dec.resblocks[i * dec.num_kernels:(i + 1) * dec.num_kernels]
+        x = sum(b(x) for b in blocks) / dec.num_kernels
+        feats.append(x)
+    return x, feats
+
 class HybridDecoder(nn.Module):
     """Latent z [B, C, frames] -> waveform [B, 1, frames * prod(upsample_rates)]. The arguments are piper's Generator's
     (a decoder part's build: `parts.decoder_build`) plus `keep_stages` and `n_fft`; `config` rebuilds it."""
@@ -56,14 +69,7 @@ class HybridDecoder(nn.Module):
     def stages(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The kept stages, as channel_prune.stage_outputs runs the teacher's: (last stage's output, [conv_pre
         output, each kept stage's output]), the streams a pruned start's stage targets are taken on."""
-        x = self.conv_pre(z)
-        feats = [x]
-        for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, LRELU_SLOPE))
-            blocks = self.resblocks[i * self.num_kernels:(i + 1) * self.num_kernels]
-            x = sum(b(x) for b in blocks) / self.num_kernels
-            feats.append(x)
-        return x, feats
+        return run_stages(self, z)
 
     def head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logmag, phase = self.conv_post(F.leaky_relu(x)).chunk(2, dim=1)
