@@ -30,17 +30,20 @@ import tyro  # light (tens of ms); the commands' modules are what is imported la
 
 _LOGGER = logging.getLogger("tts-lab")
 
-# group -> command -> (module, dataclass, one line for the listing). The dataclass's own docstring is its --help.
+# group -> command -> (module, dataclass, one line for the listing). The dataclass's own docstring is its --help; a
+# command whose options live in a light module of their own (its --help loads no runtime) is done by WORK's module.
 COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
     "voice": {
         "export": ("lib.cli", "Export", "a packed part or adaptation as a piper voice, spoken once by piper's runtime"),
-        "optimize": ("lib.studies.optimize", "Optimize",
+        "optimize": ("lib.studies.optimize_options", "Optimize",
                      "the fastest variant within the quality bounds here, as a piper voice"),
     },
     "speaker": {
         "folder": ("lib.cli", "SpeakerFolder", "write the default target speaker's LJSpeech folder (Kokoro jf_alpha)"),
-        "posterior": ("lib.jobs.speaker_job", "PosteriorRun", "bootstrap the posterior encoder on the teacher's audio"),
-        "adapt": ("lib.jobs.speaker_job", "SpeakerRun", "adapt the voice to a speaker's folder (full, LoRA, QLoRA)"),
+        "posterior": ("lib.jobs.speaker_options", "PosteriorRun",
+                      "bootstrap the posterior encoder on the teacher's audio"),
+        "adapt": ("lib.jobs.speaker_options", "SpeakerRun",
+                  "adapt the voice to a speaker's folder (full, LoRA, QLoRA)"),
         "pack": ("lib.cli", "PackSpeaker", "pack an adaptation run: weights, card, curve, env, a ledger row"),
         "ladder": ("lib.cli", "SpeakerLadder", "every rung of the adaptation ladder and its distance from the teacher"),
     },
@@ -79,6 +82,8 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
         "rundiff": ("lib.cli", "RunDiff", "which result rows moved beyond noise between two runs"),
     },
 }
+WORK = {"Optimize": "lib.studies.optimize"}  # options class -> the module whose run() does the work, where not its own
+
 # The names before the groups, kept so that every recorded command still runs.
 ALIASES = {"export": ("voice", "export"), "optimize": ("voice", "optimize"), "speaker-folder": ("speaker", "folder"),
            "posterior": ("speaker", "posterior"), "adapt-speaker": ("speaker", "adapt"),
@@ -152,8 +157,9 @@ class Export:
     names voices (<lang>_<REGION>-<name>-<quality>.onnx + .onnx.json) with its card (README.md), and speak it once
     with piper's runtime. The 5x voice is three packs:
     --pack outputs/recorded/training/istftcorpusadv/istft192x6-adv --pack outputs/recorded/training/flow96/flow96
-    --pack outputs/recorded/training/fe96/fe96-varied"""
-    pack: tyro.conf.UseAppendAction[list[str]]  # a packed folder (outputs/recorded/training/<work>/<run>); repeat it
+    --pack outputs/recorded/training/fe96varied/fe96-varied"""
+    # required: a packed folder (outputs/recorded/training/<work>/<run>); repeat it for a decoder, flow and front end
+    pack: tyro.conf.UseAppendAction[list[str]]
     out: str  # the folder the voice and its card are written to (an earlier export's files there are replaced)
     voice: str = ""  # the base voice the packs were trained from: a piper .onnx with its .onnx.json ('': the lab's)
     name: str = ""  # what the voice's name adds to the base's (en_US-joe_<name>-medium); '': the packs' run names
@@ -262,7 +268,7 @@ def run(cmd, command: str = "tts-lab") -> None:
                   "LadderJudge"):
         importlib.import_module(type(cmd).__module__).run(cmd)
     elif kind in ("Overfit", "AdaptationGap", "AdaptationParts", "AlignmentYardstick", "Optimize"):
-        importlib.import_module(type(cmd).__module__).run(cmd, command)
+        importlib.import_module(WORK.get(kind, type(cmd).__module__)).run(cmd, command)
     elif kind == "CorpusRun":
         from lib.jobs import corpus_job
         job = Yielder(f"corpus {Path(cmd.out).name}").register()

@@ -10,9 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-MAX_DNSMOS_DROP = 0.10  # the study's quality bounds against the parent (notebooks 03-05, the report, optimize)
-MAX_WER_INCREASE = 0.02
-ADAPTATION_WER_MARGIN = 0.05  # an adapted voice's WER bound: the speaker's own WER plus this (issue 50's targets)
+from lib.core.limits import ADAPTATION_WER_MARGIN, MAX_DNSMOS_DROP, MAX_WER_INCREASE  # noqa: F401 (bounds' names)
 CONFIDENCE = 0.95  # every verdict's bootstrap interval
 UNDECIDED = "undecided"  # an interval that holds its bound: the sentences judged cannot decide (not a tie)
 Z95, Z80 = 1.959964, 0.841621  # a two-sided 95 % interval; 80 % power, the usual for a sample size

@@ -97,7 +97,7 @@ def streaming_pair(model, out: Path, config: Path) -> dict:
     a fixed window of latents -> audio, and the whole voice with the same noise inputs), with STREAMING_JSON saying
     how to call them: the files, the window, the hop, the rate, the inputs and the loop that keeps each window's
     centre (lib.harness.scenarios.stream_latent is that loop)."""
-    from lib.voices.engine import CHUNK_FRAMES, CONTEXT_FRAMES, SCALES
+    from lib.voices.scales import CHUNK_FRAMES, CONTEXT_FRAMES, SCALES
     paths = onnx_export.export_noise_input(model, out, CHUNK_FRAMES, CONTEXT_FRAMES)
     info = {"latent": paths["latent"].name, "decoder": paths["decoder"].name, "whole": paths["voice"].name,
             "sample_rate": int(model.sample_rate), "hop": piper_torch.hop_length(model),

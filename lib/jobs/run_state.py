@@ -25,15 +25,14 @@ from lib.voices import piper_torch
 from lib.voices import synth as voices
 from lib.voices.artefacts import ArtefactError, gpu_of_hours, load_part
 from lib.voices.parts import fold_weight_norm
+from lib.data.splits import CORPUS_LISTS, HELDOUT_LISTS
+from lib.voices.scales import LONG_RUN_NOISE
 from lib.voices.teacher_bundle import sentence_ids
 
-CORPUS_LISTS = list(range(11, 31))  # the synthetic corpus of notebooks 03/04; lists 1-10 are judged, 31 held out
-HELDOUT_LISTS = [31]
 # text only, so more of it: every list no notebook judges (67-72: smoke)
 FRONTEND_LISTS = [*range(11, 31), *range(32, 67)]
 HELDOUT_SENTENCES = 4  # held-out sentences (list 31) of the ledger's quality figures
 HELDOUT_SET = "Harvard list 31 (held out)"  # what a pack's card says it was judged on
-LONG_RUN_NOISE = {"noise_scale": 0.667, "noise_w": 0.8}  # the long runs' corpus noise (piper's sampling defaults)
 # held-out sentences (all of list 31) the judges score per packed checkpoint, paired with the teacher
 JUDGED_SENTENCES = 10
 # scores only: no step or choice reads them

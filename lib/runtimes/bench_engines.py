@@ -14,7 +14,8 @@ from lib.runtimes.backends import BackendMismatch, ORT_PROVIDERS, ort_effective_
 from lib.runtimes.engine_spec import EngineSpec
 from lib.techniques.export import frames_budget, latent_with_noise, make_noise, pad_batch, StaticSplines
 from lib.voices.piper_torch import hop_length
-from lib.voices.engine import Engine, SCALES
+from lib.voices.engine import Engine
+from lib.voices.scales import SCALES
 
 __all__ = ["Engine", "TorchEngine", "OnnxEngine", "latent_windows", "windows"]
 

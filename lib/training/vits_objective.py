@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lib.training.losses import mel_l1
-from lib.voices.engine import NOISE_SCALE
+from lib.voices.scales import NOISE_SCALE
 from lib.voices.parts import fold_weight_norm
 
 _LOGGER = logging.getLogger(__name__)

@@ -12,10 +12,8 @@ import numpy as np
 from lib.core import machine, onnx_session
 from lib.core.audio import DEFAULT_SAMPLE_RATE
 from lib.voices.piper_torch import VoiceFileError, check_file
+from lib.voices.scales import CHUNK_FRAMES, CONTEXT_FRAMES, SCALES
 
-NOISE_SCALE, LENGTH_SCALE, NOISE_W = 0.667, 1.0, 0.8  # piper's inference scales (its voice configs' defaults)
-SCALES = (NOISE_SCALE, LENGTH_SCALE, NOISE_W)  # in the order of piper's ONNX `scales` input
-CHUNK_FRAMES, CONTEXT_FRAMES = 64, 16  # streaming: latent frames decoded per chunk, and the context on each side
 
 
 class Engine:

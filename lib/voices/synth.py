@@ -17,7 +17,7 @@ from lib.core import env
 from lib.core import text as textmod
 from lib.core.audio import Audio
 from lib.voices.engine import Engine, KokoroEngine, PiperOpenVino, PiperOrt, PiperSplit, PiperTorch
-from lib.voices.engine import CHUNK_FRAMES, CONTEXT_FRAMES, LENGTH_SCALE, NOISE_SCALE, NOISE_W, SCALES  # noqa: F401 (the voices' settings, imported from here)
+from lib.voices.scales import CHUNK_FRAMES, CONTEXT_FRAMES, LENGTH_SCALE, NOISE_SCALE, NOISE_W, SCALES  # noqa: F401 (the voices' settings, imported from here)
 from lib.voices.piper_torch import VoiceFileError, check_file as _check_file, load_piper_torch
 
 SENTENCE_SILENCE_S = 0.2
