@@ -161,3 +161,17 @@ def test_a_timed_folder_keeps_the_true_durations_a_run_reads_back(tmp_path):
     (folder / ljspeech.DURATIONS).write_text('{"h11_01": [0.1, -1]}')
     with pytest.raises(ljspeech.DatasetError, match="h11_01"):
         ljspeech.read_durations(folder)
+
+
+def test_the_yardstick_that_picks_the_aligner_is_its_recorded_study():
+    """Issue 70 item 3: alignment.YARDSTICK, which decides the durations training uses, holds the figures of its
+    recorded study (outputs/recorded/intel-xeon-amx-2c/31_alignment_yardstick: correlation per sound with the true
+    durations), so a new yardstick run that changes them fails here until the constant follows."""
+    import pandas as pd
+    csv = Path(__file__).resolve().parents[1] / "outputs/recorded/intel-xeon-amx-2c/31_alignment_yardstick"
+    table = pd.read_csv(csv / "alignment_summary.csv")
+    sound = table[table["level"] == "sound"].set_index(["speaker", "method"])["correlation"]
+    for entry in al.YARDSTICK.values():
+        for speaker in ("teacher", "jf_alpha"):
+            assert entry[speaker] == pytest.approx(sound[(speaker, entry["method"])], abs=5e-4), (entry, speaker)
+    assert al.best_duration_method() == "dtw"

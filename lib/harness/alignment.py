@@ -319,8 +319,9 @@ def whisper_frames(words: list[Word], phonemes: list[str], written: list[list[st
 
 # --- durations for any folder ----------------------------------------------------------------------------------
 
-# The yardstick (lib.studies.alignment; outputs/recorded/intel-xeon-amx-2c/31_alignment_yardstick): correlation with
-# the true durations per sound (stress and length marks joined), pooled over 12 Harvard sentences (lists 31-32).
+# The yardstick (lib.studies.alignment; outputs/recorded/intel-xeon-amx-2c/31_alignment_yardstick, which a test holds
+# these figures to): correlation with the true durations per sound (stress and length marks joined), pooled over 12
+# Harvard sentences (lists 31-32).
 YARDSTICK = {"dtw": {"method": "dtw-whisper", "teacher": 0.967, "jf_alpha": 0.893},
              "mas": {"method": "mas-sample", "teacher": 0.963, "jf_alpha": 0.359}}
 DURATION_METHODS = tuple(YARDSTICK)
