@@ -110,5 +110,11 @@ def test_the_ladder_is_drawn_nearest_rung_first_with_its_intervals_and_verdicts(
     assert list(t["WER excess [95 % CI]"]) == ["-0.010", "+0.100 [+0.040, +0.160]"]
     assert list(t["F0 Hz (pack / rung)"]) == ["101 / 149", "95 / 92"]
     assert t["clips"].isna().all()  # a record from before the data arm says no count
+    lines = drawn.reach_lines(f.assign(wer_excess_lo=[-0.07, 0.04], wer_excess_hi=[0.04, 0.16],
+                                       f0_hz=[101.0, 95.0], f0_own_hz=[149.0, 92.0], secs_share=[0.4, 0.6]),
+                              lambda x, fmt=".2f": format(x, fmt))
+    assert lines == ["`full-acoustic` keeps its words up to `teacher+8st` (SECS 0.74 to the teacher) and not at "
+                     "`jm_kumo` (SECS 0.55): WER excess +0.100 [+0.040, +0.160] over the rung's own clips at n = 40, "
+                     "undecided, its F0 95 Hz where the rung's is 92 Hz."]
     drawn.plot(f, 0.05, tmp_path / "ladder.png")
     assert (tmp_path / "ladder.png").stat().st_size > 1000

@@ -52,3 +52,29 @@ def plot(f: pd.DataFrame, wer_bound: float, path: Path):
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     return fig
+
+
+def reach_lines(f: pd.DataFrame, n) -> list[str]:
+    """The ladder's answer per method (issue 68): up to which rung, nearest the teacher first, it keeps its words
+    (every rung up to there met the word bound with some pack of the method), and at which it first did not, with
+    that pack's WER excess, its interval and n, and its F0 against the rung's; `n` formats and keeps each number."""
+    lines = []
+    judged = f[f["n"].fillna(0) > 0].sort_values("secs_to_teacher", ascending=False)
+    for method, g in judged.groupby("method", sort=False):
+        kept, stop = None, None
+        for rung, r in g.groupby("rung", sort=False):
+            if (r["wer_verdict"] == "met").any():
+                kept = r[r["wer_verdict"] == "met"].iloc[0]
+                continue
+            stop = r.sort_values("wer_excess").iloc[0]  # its best pack on the rung
+            break
+        said = (f"`{method}` keeps its words up to `{kept['rung']}` (SECS {n(kept['secs_to_teacher'])} to the teacher)"
+                if kept is not None else f"`{method}` keeps its words on no rung judged")
+        if stop is not None:
+            said += (f" and not at `{stop['rung']}` (SECS {n(stop['secs_to_teacher'])}): WER excess "
+                     f"{n(stop['wer_excess'], '+.3f')} [{n(stop['wer_excess_lo'], '+.3f')}, "
+                     f"{n(stop['wer_excess_hi'], '+.3f')}] over the rung's own clips at n = {n(stop['n'], '.0f')}, "
+                     f"{stop['wer_verdict']}, its F0 {n(stop['f0_hz'], '.0f')} Hz where the rung's is "
+                     f"{n(stop['f0_own_hz'], '.0f')} Hz")
+        lines.append(said + ".")
+    return lines
