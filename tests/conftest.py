@@ -1,5 +1,4 @@
 import os
-import warnings
 
 # The unit suite acts as an AVX2-only CPU (no AVX-512, VNNI, bf16 or AMX; torch and oneDNN kernels capped at AVX2),
 # so a session on a newer CPU proves the older one too; the smoke notebooks (test_notebooks) run on this CPU as it is.
@@ -19,7 +18,6 @@ import lib  # noqa: F401  (applies the kernel caps before torch is imported)
 
 import pytest
 
-warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def notebook_env() -> dict:
@@ -87,8 +85,13 @@ WORKER_LANE: list = []  # this xdist worker's lane (lib.core.lanes): a timed blo
 
 
 def pytest_configure(config):
-    """Each xdist worker is a lane of its own: the unit tests share the cores, and a timed block in one worker stops
-    the other workers for its length, so no timing is contended."""
+    """The lab's known warnings are ignored by name (lib.core.quiet.KNOWN, the one list tts-lab, run_all.sh and the
+    notebooks apply); any other shows in the summary. Each xdist worker is a lane of its own: the unit tests share
+    the cores, and a timed block in one worker stops the other workers for its length, so no timing is contended."""
+    import re
+    from lib.core import quiet
+    for category, message, _ in quiet.KNOWN:
+        config.addinivalue_line("filterwarnings", f"ignore:{re.escape(message)}:{category.__name__}")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker and not WORKER_LANE:
         from lib.core import lanes

@@ -179,7 +179,10 @@ def _bootstrap(data: tuple, statistic, seed: int) -> tuple[float, float]:
 
     from scipy.stats import bootstrap
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the degenerate case is handled below
+        # scipy's notice that BCa's interval is degenerate (a few sentences differing among many alike), which the
+        # percentile interval below then answers
+        warnings.filterwarnings("ignore", message="The BCa confidence interval cannot be calculated")
+        warnings.filterwarnings("ignore", category=RuntimeWarning, message="invalid value encountered")
         for method in ("BCa", "percentile"):
             ci = bootstrap(data, statistic, paired=True, vectorized=True, confidence_level=CONFIDENCE, n_resamples=2000,
                            method=method, random_state=seed).confidence_interval

@@ -47,8 +47,9 @@ QUICK_SUITE = SuiteConfig(min_queries=4, min_seconds=0, batch_sizes=(1, 2), offl
 def main(argv: Sequence[str] | None = None) -> int:
     """The GPU part of notebook 05 on a machine with no internet."""
     import argparse
-    import warnings
-    warnings.filterwarnings("ignore")
+
+    from lib.core import quiet  # the known noise by name, as everywhere in the lab
+    quiet.silence_known()
     ap = argparse.ArgumentParser(prog="python -m lib.jobs.device_run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, help="the voice's ONNX file (default: the teacher bundle)")
     ap.add_argument("--queries", type=Path, help="the query lists (default: the teacher bundle's queries.json)")
