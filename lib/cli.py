@@ -60,29 +60,37 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
         "bundle": ("lib.jobs.run_configs", "Bundle", "the teacher's weights and phoneme ids for a bare GPU machine"),
     },
     "study": {
-        "overfit": ("lib.studies.overfit", "Overfit", "packed students on sentences they trained on and held out"),
-        "adaptation-gap": ("lib.studies.adaptation_gap", "AdaptationGap",
+        "overfit": ("lib.studies.study_options", "Overfit",
+                    "packed students on sentences they trained on and held out"),
+        "adaptation-gap": ("lib.studies.study_options", "AdaptationGap",
                            "speaker runs' WER and SECS on recordings they trained on and held out"),
-        "adaptation-parts": ("lib.studies.adaptation_parts", "AdaptationParts",
+        "adaptation-parts": ("lib.studies.study_options", "AdaptationParts",
                              "speaker runs at their trained timing and with flow and decoder swapped"),
-        "alignment": ("lib.studies.alignment", "AlignmentYardstick", "each aligner against true durations"),
-        "phase-gap": ("lib.studies.phase_gap", "PhaseGap", "split frame-rate decoders' gap into magnitude and phase"),
-        "magnitude-gap": ("lib.studies.magnitude_gap", "MagnitudeGap",
+        "alignment": ("lib.studies.study_options", "AlignmentYardstick", "each aligner against true durations"),
+        "phase-gap": ("lib.studies.study_options", "PhaseGap",
+                      "split frame-rate decoders' gap into magnitude and phase"),
+        "magnitude-gap": ("lib.studies.study_options", "MagnitudeGap",
                           "a frame-rate decoder's over-smoothing, bias, rank ceiling and per-bin corrections"),
-        "dev-judge": ("lib.studies.dev_judge", "DevJudge",
+        "dev-judge": ("lib.studies.study_options", "DevJudge",
                       "decoder packs judged on the development set, paired with their start and the teacher"),
-        "ladder-judge": ("lib.studies.ladder_judge", "LadderJudge",
+        "ladder-judge": ("lib.studies.study_options", "LadderJudge",
                          "speaker packs on held-out sentences of their rung: WER excess, SECS share, F0 in Hz"),
-        "adversary-gate": ("lib.studies.adversary_gate", "AdversaryGate",
+        "adversary-gate": ("lib.studies.study_options", "AdversaryGate",
                            "adversarial arms' discriminators against chance and their judged change, before hours"),
-        "hybrid-timing": ("lib.studies.hybrid_timing", "HybridTiming", "untrained hybrid decoders timed in the voice"),
+        "hybrid-timing": ("lib.studies.study_options", "HybridTiming", "untrained hybrid decoders timed in the voice"),
         "step-costs": ("lib.jobs.step_costs", "StepCosts", "time a training step of each recipe on this CPU"),
         "eta": ("lib.cli", "Eta", "how long a profile's notebooks will take on this machine"),
         "probe": ("lib.cli", "Probe", "the back-end registry as this machine sees it"),
         "rundiff": ("lib.cli", "RunDiff", "which result rows moved beyond noise between two runs"),
     },
 }
-WORK = {"Optimize": "lib.studies.optimize"}  # options class -> the module whose run() does the work, where not its own
+# options class -> the module whose run() does the work, where not its own
+WORK = {"Optimize": "lib.studies.optimize", "Overfit": "lib.studies.overfit",
+        "AdaptationGap": "lib.studies.adaptation_gap",
+        "AdaptationParts": "lib.studies.adaptation_parts", "AlignmentYardstick": "lib.studies.alignment",
+        "PhaseGap": "lib.studies.phase_gap", "MagnitudeGap": "lib.studies.magnitude_gap",
+        "DevJudge": "lib.studies.dev_judge", "LadderJudge": "lib.studies.ladder_judge",
+        "AdversaryGate": "lib.studies.adversary_gate", "HybridTiming": "lib.studies.hybrid_timing"}
 
 # The names before the groups, kept so that every recorded command still runs.
 ALIASES = {"export": ("voice", "export"), "optimize": ("voice", "optimize"), "speaker-folder": ("speaker", "folder"),
@@ -266,7 +274,7 @@ def run(cmd, command: str = "tts-lab") -> None:
                      result["sample_rate"])
     elif kind in ("StepCosts", "PhaseGap", "HybridTiming", "AdversaryGate", "MagnitudeGap", "DevJudge",
                   "LadderJudge"):
-        importlib.import_module(type(cmd).__module__).run(cmd)
+        importlib.import_module(WORK.get(kind, type(cmd).__module__)).run(cmd)
     elif kind in ("Overfit", "AdaptationGap", "AdaptationParts", "AlignmentYardstick", "Optimize"):
         importlib.import_module(WORK.get(kind, type(cmd).__module__)).run(cmd, command)
     elif kind == "CorpusRun":

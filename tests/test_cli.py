@@ -19,11 +19,10 @@ def test_the_listing_and_the_module_import_none_of_the_heavy_libraries():
 
 
 # Issue 69 item 3: the commands whose options still live beside their work (a --help that imports torch or pandas),
-# until their options move to light modules as the voice and speaker commands' did
+# until their options move to light modules as the voice, speaker and study commands' did
 HEAVY_HELP = {("train", n) for n in ("corpus", "regress", "regress-istft", "regress-hybrid", "regress-flow",
                                      "regress-frontend", "students", "pack", "judge-packs", "bundle")} | {
-    ("study", n) for n in ("overfit", "adaptation-gap", "adaptation-parts", "alignment", "phase-gap", "magnitude-gap",
-                           "dev-judge", "ladder-judge", "adversary-gate", "hybrid-timing", "step-costs")}
+    ("study", "step-costs")}
 HEAVY = ("torch", "pandas", "onnxruntime", "librosa")
 
 

@@ -9,9 +9,7 @@ speak this speaker at all, which no amount of the same data cures. Nothing here 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import pandas as pd
 
@@ -19,21 +17,9 @@ from lib.data import ljspeech
 from lib.harness import metrics
 from lib.jobs import speaker_job, speaker_judge
 from lib.studies import common
+from lib.studies.study_options import AdaptationGap
 
 _LOGGER = logging.getLogger(__name__)
-
-
-@dataclass
-class AdaptationGap:
-    """Speaker runs judged on recordings they trained on and on their validation split: gap.csv and env.json."""
-    NAME: ClassVar[str] = "adaptation-gap"
-    out: str  # a folder: gap.csv, env.json
-    # speaker runs' work folders (their latest checkpoint is judged) or committed packs (outputs/recorded/training/...)
-    work: list[str] = field(default_factory=list)
-    clips: int = 10  # training recordings judged: the first ones of the folder's order
-    noise_scale: float = 0.0  # the prior's sampling noise when judged (0: as packs and notebook 02 judge)
-    noise_w: float = 0.0
-    threads: int = 1  # torch and Whisper threads
 
 
 def judge_run(work: Path, clips: int, threads: int = 1, noise: tuple[float, float] = (0.0, 0.0)) -> list[dict]:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -29,6 +27,7 @@ from lib.studies import common
 from lib.training import vits_objective as vo
 from lib.voices import piper_torch
 from lib.voices import synth as voices
+from lib.studies.study_options import AdaptationParts
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,17 +35,6 @@ PREDICTOR, RECORDED = "predictor", "recorded"  # the timings: the voice's durati
 TEACHER, ADAPTED = "teacher", "adapted"
 PART_MIXES = {"adapted flow + teacher decoder": (ADAPTED, TEACHER),  # name: (whose flow, whose decoder)
               "teacher flow + adapted decoder": (TEACHER, ADAPTED)}
-
-
-@dataclass
-class AdaptationParts:
-    """Speaker runs judged at two timings and with their parts swapped: parts.csv and env.json."""
-    NAME: ClassVar[str] = "adaptation-parts"
-    out: str  # a folder: parts.csv, env.json
-    # speaker runs' work folders (their latest checkpoint) or committed packs (outputs/recorded/training/...)
-    work: list[str] = field(default_factory=list)
-    clips: int = 20  # training recordings judged: the first ones of the folder's order
-    threads: int = 1  # torch and Whisper threads
 
 
 def mixed(flow_from: torch.nn.Module, dec_from: torch.nn.Module) -> torch.nn.Module:

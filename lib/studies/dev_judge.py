@@ -4,9 +4,7 @@ the question a gate asks before more hours go to it. Reads packs; the judges cho
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -14,21 +12,10 @@ import torch
 from lib.core.results import atomic_write_text, write_env
 from lib.harness import bench
 from lib.jobs.run_state import DEV_SET, dev_judged, paired_changes
+from lib.studies.study_options import DevJudge
 
 JUDGES = ("dnsmos_p808", "dnsmos_sig", "distillmos", "wer")
 _LOGGER = logging.getLogger(__name__)
-
-
-@dataclass
-class DevJudge:
-    """Judge decoder packs on the development set, paired with the pack they started from and with the teacher."""
-    NAME: ClassVar[str] = "dev-judge"
-    packs: list[str]  # packs <work>/<run> under `root`
-    out: str  # a folder: dev_judged.csv, dev_paired.csv and env.json are written there
-    start: str = "istftcorpusadv/istft192x6-adv"  # the pack they started from
-    root: str = "outputs/recorded/training"
-    sentences: int = 40  # of the development set
-    threads: int = 1
 
 
 def run(cfg: DevJudge) -> pd.DataFrame:

@@ -6,9 +6,7 @@ timed interleaved with the shipped file in ONNX Runtime, noise off, through the 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -21,6 +19,7 @@ from lib.techniques import distill, export
 from lib.voices import parts, synth as voices, teacher_bundle
 from lib.voices.istft_decoder import FrameRateDecoder
 from lib.voices.spec import Part, Source, VoiceSpec
+from lib.studies.study_options import HybridTiming
 
 _LOGGER = logging.getLogger(__name__)
 UNTRAINED = Source(trained=False)
@@ -51,24 +50,6 @@ def describe(part: Part, dec) -> dict:
     cfg = getattr(dec, "config", {})
     return {"decoder": part.name, "kind": part.kind, "width": part.width, "keep_stages": cfg.get("keep_stages"),
             "n_fft": cfg.get("n_fft"), "istft_hop": getattr(dec, "hop", None) if part.kind != "decoder" else None}
-
-
-@dataclass
-class HybridTiming:
-    """Time untrained hybrid decoders in the teacher voice against the teacher, dec128 and the frame-rate decoder."""
-    NAME: ClassVar[str] = "hybrid-timing"
-    out: str = "outputs/hybrid_timing"  # hybrid_timing.csv, results.csv (tidy rows) and env.json
-    work: str = "outputs/hybrid_timing/onnx"  # the exported voices (tens of MB each: keep them out of outputs/recorded)
-    hybrids: list[tuple[int, int, int]] = field(default_factory=lambda: [
-        (128, 2, 16), (128, 2, 32), (96, 2, 16), (64, 2, 16), (128, 1, 128), (192, 1, 128)])  # width, stages, n_fft
-    dec_widths: list[int] = field(default_factory=lambda: [128, 64])  # pruned HiFi-GAN decoders, for reference
-    istft: tuple[int, int] = (192, 6)  # the frame-rate decoder (dim, blocks)
-    lists: list[int] = field(default_factory=lambda: [1, 2, 3])  # Harvard lists timed (notebook 04's eval_lists)
-    sentences: int = 20  # of those lists
-    repeats: int = 3
-    warmup: int = 1
-    threads: int = 1
-    cost_sentences: int = 3  # sentences the GFLOP per audio second is counted on
 
 
 def run(cfg: HybridTiming) -> pd.DataFrame:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -27,22 +25,11 @@ from lib.jobs import speaker_ladder
 from lib.techniques import speaker_adapt
 from lib.voices import piper_torch, synth as voices
 from lib.voices.cards import WER_MARGIN
+from lib.studies.study_options import LadderJudge
 
 OWN, TEACHER = "own", "teacher"  # the rung's own clips and the unadapted voice, beside the packs
 HALFWAY = 0.5  # the SECS target: half the way from the teacher to the rung's own self-similarity (issue 68)
 _LOGGER = logging.getLogger(__name__)
-
-
-@dataclass
-class LadderJudge:
-    """Judge speaker packs on held-out sentences of the rung each adapted to."""
-    NAME: ClassVar[str] = "ladder-judge"
-    packs: list[str]  # packs under `root`, e.g. ladder-up8/full-acoustic; each names its folder in its run config
-    out: str  # a folder: ladder_clips.csv, ladder_judged.csv and env.json are written there
-    root: str = "outputs/recorded/training"
-    heldout: str = "~/.cache/tts-lab/ladder/heldout"  # the rungs' held-out folders, made here where missing
-    lists: list[int] = field(default_factory=lambda: [32, 33, 34, 35])  # no speaker folder (11-31), no verdict (1-10)
-    threads: int = 1
 
 
 def pack_rung(pack: Path) -> speaker_ladder.Rung:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -25,6 +23,7 @@ from lib.training.losses import mel_l1
 from lib.voices import teacher_bundle
 from lib.voices.artefacts import load_part
 from lib.voices.istft_decoder import spectra_to_wave, stft
+from lib.studies.study_options import MagnitudeGap
 
 FLOOR = 1e-5  # the magnitude floor under every log (the student's head predicts log-magnitudes down to it)
 BANDS_HZ = (0, 500, 1000, 2000, 4000, 8000, 11025)  # the per-bin table's summary bands
@@ -155,20 +154,6 @@ def bands(stats: pd.DataFrame, sample_rate: int, n_fft: int) -> pd.DataFrame:
     cut = pd.cut(hz, BANDS_HZ, right=False, labels=[f"{a}-{b} Hz" for a, b in zip(BANDS_HZ, BANDS_HZ[1:])])
     return stats.groupby(cut, observed=True)[["bias", "sd_ratio", "student_sd", "teacher_sd"]].mean().reset_index(
         names="band")
-
-
-@dataclass
-class MagnitudeGap:
-    """Over-smoothing, bias, the head's rank ceiling and STFT consistency of a frame-rate decoder pack, and per-bin
-    corrections folded into its head, judged on the development set."""
-    NAME: ClassVar[str] = "magnitude-gap"
-    out: str  # a folder: bins.csv, bands.csv, judged.csv, consistency.csv and env.json are written there
-    pack: str = "istftcorpusadv/istft192x6-adv"  # <work>/<run> under `root`
-    root: str = "outputs/recorded/training"
-    fit_lists: tuple[int, ...] = (11, 12, 13)  # Harvard lists the corpus speaks: the per-bin statistics' sentences
-    sentences: int = 40  # of the development set
-    ranks: tuple[int, ...] = (384,)  # rank ceilings beside the head's own width (a wider head's)
-    threads: int = 1
 
 
 def run(cfg: MagnitudeGap) -> pd.DataFrame:

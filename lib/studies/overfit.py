@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -32,13 +30,13 @@ from lib.training import batches
 from lib.training.losses import mel_l1
 from lib.voices import teacher_bundle
 from lib.voices.artefacts import ArtefactError, load_part
+from lib.studies.study_options import Overfit
 
 JUDGED_LISTS = list(range(1, 11))  # the notebooks' judged lists: no training step read them
 DRAW_SEED = 1000  # run_state's held-out seed: every held-out figure of the ledger is drawn from it
 JUDGES = ("dnsmos_sig", "dnsmos_p808", "distillmos")
 METRICS = ("mel_l1", *JUDGES)
 LOWER_IS_BETTER = {"mel_l1"}
-PACKS = ["istft/istft192x6-regress", "reg128/dec128-regress", "flow96/flow96", "fe96/fe96"]
 COLUMNS = ["pack", "kind", "split", "id", "metric", "value", "teacher"]
 SUMMARY_COLUMNS = ["pack", "metric", "n_train", "n_heldout", "train", "heldout", "gap", "gap_se", "gap_pct",
                    "teacher_train", "teacher_heldout", "gap_vs_teacher"]
@@ -162,21 +160,6 @@ def overfit(packs: Sequence[str], root: Path, noise: dict = LONG_RUN_NOISE,
     frames = [judge_pack(teacher, name, module, config["kind"], splits, noise, judges, latents)
               for name, (module, config) in found.items()]
     return pd.concat(frames, ignore_index=True), absent
-
-
-@dataclass
-class Overfit:
-    """The train/held-out gap of packed students: per-sentence and summary CSVs, env.json, into --out."""
-    NAME: ClassVar[str] = "overfit"
-    out: str  # a folder: overfit_per_sentence.csv, overfit_summary.csv, env.json
-    packs: list[str] = field(default_factory=lambda: list(PACKS))  # <work>/<run> under `root`
-    root: str = "outputs/recorded/training"
-    noise_scale: float = LONG_RUN_NOISE["noise_scale"]  # the corpus noise the packs trained at
-    noise_w: float = LONG_RUN_NOISE["noise_w"]
-    # a teacher corpus folder the packs learned from: its first 20 Harvard sentences are the training split
-    corpus: str = ""
-
-    threads: int = 1
 
 
 def run(cfg: Overfit, command: str = "") -> pd.DataFrame:

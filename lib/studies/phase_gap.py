@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import pandas as pd
 import torch
@@ -19,6 +17,7 @@ from lib.jobs.run_state import LONG_RUN_NOISE, heldout_latents
 from lib.voices import teacher_bundle
 from lib.voices.artefacts import ArtefactError, load_part
 from lib.voices.istft_decoder import stft
+from lib.studies.study_options import PhaseGap
 
 # what the decoder's own spectra are swapped for: (its magnitude or the teacher's, its phase or the teacher's)
 SWAPS = {"its own spectra": (False, False), "the teacher's phase": (False, True),
@@ -82,19 +81,6 @@ def phase_gap(teacher, decoders: dict, sentences: int, noise: dict = LONG_RUN_NO
                 rows += [{"decoder": name, "swap": swap, "id": s.id, "metric": m, "value": mine[m],
                           "teacher": theirs[m]} for m in JUDGES]
     return pd.DataFrame(rows, columns=COLUMNS)
-
-
-@dataclass
-class PhaseGap:
-    """Split frame-rate decoder packs' gap to the teacher into magnitude and phase; write the per-sentence CSV."""
-    NAME: ClassVar[str] = "phase-gap"
-    packs: list[str] = field(default_factory=lambda: ["istft/istft192x6-regress"])  # <work>/<run> under `root`
-    root: str = "outputs/recorded/training"
-    out: str = "outputs/phase_gap/phase_gap.csv"  # env.json is written beside it
-    sentences: int = 10  # of the held-out list
-    noise_scale: float = LONG_RUN_NOISE["noise_scale"]  # the corpus noise the decoders trained at
-    noise_w: float = LONG_RUN_NOISE["noise_w"]
-    threads: int = 1
 
 
 def run(cfg: PhaseGap) -> pd.DataFrame:

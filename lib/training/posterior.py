@@ -17,10 +17,11 @@ from lib.training.loop import Curve, Recipe, Trainer
 from lib.training.losses import mel_l1
 from lib.training.vits_objective import TrainPath, Utterances, batch_of, linear_spectrogram, posterior_encoder
 from lib.voices.parts import fold_weight_norm
+from lib.voices.scales import NOISE_SCALE, NOISE_W
 
 _LOGGER = logging.getLogger(__name__)
 
-TEACHER_NOISE = (0.667, 0.8)  # piper's default noise_scale and noise_w: the latents the teacher really samples
+TEACHER_NOISE = (NOISE_SCALE, NOISE_W)  # piper's default noises: the latents the teacher really samples
 
 
 @dataclass
