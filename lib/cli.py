@@ -48,7 +48,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
         "ladder": ("lib.cli", "SpeakerLadder", "every rung of the adaptation ladder and its distance from the teacher"),
     },
     "train": {
-        "corpus": ("lib.jobs.corpus_job", "CorpusRun", "the teacher speaks the corpus students learn from (hours)"),
+        "corpus": ("lib.jobs.run_configs", "CorpusRun", "the teacher speaks the corpus students learn from (hours)"),
         "regress": ("lib.jobs.run_configs", "Regress", "a channel-pruned decoder, regression-first"),
         "regress-istft": ("lib.jobs.run_configs", "RegressIstft", "the 5x voice's frame-rate decoder"),
         "regress-hybrid": ("lib.jobs.run_configs", "RegressHybrid", "the teacher-initialised hybrid decoder"),
@@ -78,7 +78,7 @@ COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
         "adversary-gate": ("lib.studies.study_options", "AdversaryGate",
                            "adversarial arms' discriminators against chance and their judged change, before hours"),
         "hybrid-timing": ("lib.studies.study_options", "HybridTiming", "untrained hybrid decoders timed in the voice"),
-        "step-costs": ("lib.jobs.step_costs", "StepCosts", "time a training step of each recipe on this CPU"),
+        "step-costs": ("lib.jobs.run_configs", "StepCosts", "time a training step of each recipe on this CPU"),
         "eta": ("lib.cli", "Eta", "how long a profile's notebooks will take on this machine"),
         "probe": ("lib.cli", "Probe", "the back-end registry as this machine sees it"),
         "rundiff": ("lib.cli", "RunDiff", "which result rows moved beyond noise between two runs"),
@@ -90,7 +90,8 @@ WORK = {"Optimize": "lib.studies.optimize", "Overfit": "lib.studies.overfit",
         "AdaptationParts": "lib.studies.adaptation_parts", "AlignmentYardstick": "lib.studies.alignment",
         "PhaseGap": "lib.studies.phase_gap", "MagnitudeGap": "lib.studies.magnitude_gap",
         "DevJudge": "lib.studies.dev_judge", "LadderJudge": "lib.studies.ladder_judge",
-        "AdversaryGate": "lib.studies.adversary_gate", "HybridTiming": "lib.studies.hybrid_timing"}
+        "AdversaryGate": "lib.studies.adversary_gate", "HybridTiming": "lib.studies.hybrid_timing",
+        "StepCosts": "lib.jobs.step_costs"}
 
 # The names before the groups, kept so that every recorded command still runs.
 ALIASES = {"export": ("voice", "export"), "optimize": ("voice", "optimize"), "speaker-folder": ("speaker", "folder"),
@@ -225,7 +226,7 @@ def run(cmd, command: str = "tts-lab") -> None:
     that it pauses while anything on the machine is timed."""
     from lib.core.pause import Yielder
     kind = type(cmd).__name__
-    if type(cmd).__module__ == "lib.jobs.run_configs":
+    if type(cmd).__module__ == "lib.jobs.run_configs" and kind not in ("CorpusRun", "StepCosts"):
         from lib.jobs import train_job
         train_job.run(cmd, command)
     elif kind == "Eta":

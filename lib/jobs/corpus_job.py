@@ -12,9 +12,8 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 
@@ -23,25 +22,10 @@ from lib.core.results import atomic_write_json, file_sha256
 from lib.data import corpus_shards as shards_io
 from lib.data import corpus_text
 from lib.voices import piper_torch
+from lib.jobs.run_configs import CorpusRun
 
 _LOGGER = logging.getLogger(__name__)
 SPREAD = {"noise_scale": 0.25, "noise_w": 0.25, "length_scale": 0.15}  # each drawn uniformly within ± this share
-
-
-@dataclass
-class CorpusRun:
-    """Write the teacher corpus: the teacher speaks every corpus sentence into float16 shards with a manifest."""
-    out: str  # the corpus folder on the machine's own disk (not the repository: it holds gigabytes)
-    voice: str = ""  # the teacher: a piper voice's .onnx (its .onnx.json beside it); empty: the lab's en_US-joe-medium
-    seed: int = 49  # the text's shuffle and every item's sampling
-    templated: int = corpus_text.TEMPLATED  # sentences of the templated family
-    shard_items: int = 64  # items per shard: a 15-minute corpus is a prefix of a few shards
-    limit: int = 0  # speak only the first N sentences (0: all): a small corpus for tests
-    threads: int = 1  # torch threads of this process (start a second process to use a second core)
-    device: str = "cpu"  # where the teacher speaks (cuda: a lent GPU, from a teacher bundle with the corpus's ids)
-    seconds: float = 0.0  # claim no new shard after this many seconds (0: no limit): the corpus is the prefix written
-    manifest_out: str = ""  # also copy the manifest here (outputs/recorded/corpus/<name>/manifest.json, committed)
-    NAME: ClassVar[str] = "corpus"
 
 
 def sampling(seed: int, index: int, defaults: dict) -> dict:

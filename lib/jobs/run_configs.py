@@ -1,22 +1,21 @@
-"""What each long training job is, as data: one dataclass per `tts-lab` training subcommand (tyro builds the command
-line from their fields and one-line comments), handed to the job instead of an argparse Namespace; each builds its
-Recipe, and `RunConfig` is what one of its parts is, written when the part starts and read back by `pack`."""
+"""What each long training job is, as data: one dataclass per `tts-lab train` command and study step-costs (tyro
+builds the command line from their fields and one-line comments), handed to the job instead of an argparse Namespace;
+each builds its Recipe, and `RunConfig` is what one of its parts is, written when the part starts and read back by
+`pack`. Light, so that --help imports no runtime (issue 69 item 3): the work is imported when a job runs."""
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 import tyro
 
-from lib.core.results import atomic_write_json
-from lib.jobs.run_state import CORPUS_LISTS, HELDOUT_LISTS, JUDGED_SENTENCES, LONG_RUN_NOISE, gpu_name, read_json
-from lib.techniques import regress_recipe
-from lib.training.discriminators import DiscriminatorName
-from lib.training.loop import Recipe
-from lib.voices.artefacts import ArtefactError
+from lib.data import corpus_text
+from lib.data.splits import CORPUS_LISTS, HELDOUT_LISTS, JUDGED_SENTENCES
+from lib.training.recipe import DiscriminatorName, Recipe
 from lib.voices.parts import PARTS
+from lib.voices.scales import LONG_RUN_NOISE
 
 CONFIG = "config.json"  # a part's RunConfig under --work/<part>/, beside its training state
 
@@ -51,6 +50,8 @@ class Run:
     def record(self, work: Path, **extra) -> None:
         """Write work/run.json, what pack needs to account for the run: threads, cores, device, the corpus's noise,
         the command, where it started (`extra`: the recipe's name, `before`)."""
+        from lib.core.results import atomic_write_json  # deferred, as all the work: --help shows numbers only
+        from lib.jobs.run_state import gpu_name, read_json
         old = read_json(work / "run.json", {})
         from lib.voices.teacher_bundle import teacher_identity  # deferred: it loads the voice package
         atomic_write_json(work / "run.json", {**old, "voice": self.voice, "teacher": teacher_identity(),
@@ -65,6 +66,7 @@ class Run:
         if self.init_part and self.init_from:
             path = Path(self.init_from) / self.init_part
             if not (path / CONFIG).exists():
+                from lib.voices.artefacts import ArtefactError
                 raise ArtefactError(f"--init-part {self.init_part}: {path / CONFIG} is missing")
             return path
         packed = [Path(self.init_from) / n for n in (name, fallback) if n and self.init_from]
@@ -78,24 +80,24 @@ class Run:
 @dataclass
 class Students(Run):
     """Train the decoder chain, the flow student and the pruned decoder's recovery (a lent GPU's job)."""
-    device: str = "cuda"
-    batch: int = 16
-    threads: int = 8
-    eval_every: int = 500
-    mixed_precision: Precision = "bf16"
+    device: str = "cuda"  # cuda (a lent GPU) or cpu
+    batch: int = 16  # segments per batch
+    threads: int = 8  # CPU threads of the data and the CPU parts
+    eval_every: int = 500  # steps between held-out checks
+    mixed_precision: Precision = "bf16"  # autocast of the forward passes (no, bf16, fp16)
     widths: list[int] = field(default_factory=lambda: [128, 64])  # decoder students' widths, each from the last
-    decoder_steps: int = 20000
+    decoder_steps: int = 20000  # each decoder student's budget
     adversarial_steps: int = 18000  # piper's discriminators on the last steps
-    discriminators: list[DiscriminatorName] = field(default_factory=lambda: ["mpd", "mrd"])
-    flow_hidden: int = 96
-    flow_steps: int = 10000
-    recovery_steps: int = 20000
-    structured_ratio: float = 0.5
+    discriminators: list[DiscriminatorName] = field(default_factory=lambda: ["mpd", "mrd"])  # piper's pair
+    flow_hidden: int = 96  # the flow student's hidden channels (the teacher's: 192)
+    flow_steps: int = 10000  # the flow student's budget
+    recovery_steps: int = 20000  # the pruned decoder's recovery budget
+    structured_ratio: float = 0.5  # the share of the decoder's channels pruned before its recovery
     istft_steps: int = 0  # also train the 5x voice's frame-rate iSTFT decoder
-    istft_adversarial_steps: int = 0
-    istft_dim: int = 256
-    istft_blocks: int = 6
-    lr: float = 2.0e-4
+    istft_adversarial_steps: int = 0  # its steps with the discriminators, the last ones
+    istft_dim: int = 256  # its channels
+    istft_blocks: int = 6  # its ConvNeXt blocks
+    lr: float = 2.0e-4  # AdamW's learning rate (piper's)
     NAME: ClassVar[str] = "students"
 
     def recipe_name(self) -> str:
@@ -120,9 +122,9 @@ class Regression(Run):
     disc_bf16: bool = False  # the discriminators under bf16 autocast (a CPU with AMX or AVX-512 BF16, or a GPU)
     disc_segment: int = 0  # samples of each segment the discriminators see, a random window (0: all of it)
     lr_d: float = Recipe.lr_d  # the discriminators' AdamW rate (piper's); a lighter one may need more to learn at all
-    lr: float = 5.0e-4
-    lr_warmup: int = 200
-    ema: float = 0.999
+    lr: float = 5.0e-4  # the cosine's peak learning rate
+    lr_warmup: int = 200  # its linear warm-up steps
+    ema: float = 0.999  # the weights' moving average packed beside them (its decay)
     # a new cosine from lr over the steps left: for an adversarial phase after a finished one
     warm_restart: bool = False
     # in the adversarial phase, HiFi-GAN's generator loss (mel, adversarial, feature matching) only
@@ -140,6 +142,7 @@ class Regression(Run):
         --stop-at counts the packed start's steps too (a ValueError where that start has them already)."""
         if self.stop_at and self.stop_at <= done:
             raise ValueError(f"--stop-at {self.stop_at}: the packed start has {done} steps already")
+        from lib.techniques import regress_recipe
         return regress_recipe.recipe(
             max(1, self.steps - done), lr=self.lr, warmup=self.lr_warmup, ema=self.ema,
             adversarial_steps=self.adversarial_steps, schedule_offset=0 if self.warm_restart else done,
@@ -186,7 +189,7 @@ class Regression(Run):
 @dataclass
 class Regress(Regression):
     """The regression-first recipe on a channel-pruned decoder."""
-    width: int = 128
+    width: int = 128  # the pruned decoder's initial channels (the teacher's: 256 in a medium voice)
     ridge: float = 1.0e-3  # the least-squares refit's ridge, relative to its diagonal
     calib_batches: int = 4  # batches of segments for channel choice and refit
     calib_segments: int = 8  # segments per calibration batch
@@ -198,8 +201,8 @@ class Regress(Regression):
 class RegressIstft(Regression):
     """The regression-first recipe on the 5x voice's frame-rate decoder; with --amp-weight/--phase-weight, its
     spectral term is APNet's amplitude and phase losses instead (the discriminator-free arm, `istft<d>x<b>-apnet`)."""
-    dim: int = 256
-    blocks: int = 6
+    dim: int = 256  # the frame-rate decoder's channels (the 5x voice's: 192)
+    blocks: int = 6  # its ConvNeXt blocks
     # a GELU MLP of this width beside the head's log-magnitudes (0: the linear head alone); a run grown from a
     # linear-head pack (--init-part) starts speaking as it did (`istft<dim>x<blocks>m<width>`)
     mag_hidden: int = 0
@@ -234,7 +237,7 @@ class RegressHybrid(Regression):
 @dataclass
 class RegressFlow(Regression):
     """The half-width flow student by regression on the teacher's flow."""
-    batch: int = 8
+    batch: int = 8  # segments per batch
     hidden: int = 96  # the student flow's hidden channels (the teacher's: 192)
     NAME: ClassVar[str] = "regress-flow"
 
@@ -242,7 +245,7 @@ class RegressFlow(Regression):
 @dataclass
 class RegressFrontend(Regression):
     """The x_low front-end student by regression on the teacher's front end."""
-    batch: int = 8
+    batch: int = 8  # sentences per batch
     hidden: int = 96  # the text encoder's hidden channels (the teacher's: 192)
     filter: int = 384  # its feed-forward channels (the teacher's: 768)
     # also train on this many sentences of lib.data.varied_text's TRAIN family (`fe<h>-varied`)
@@ -260,7 +263,7 @@ class Bundle:
     out: str  # the folder TTS_LAB_TEACHER_BUNDLE will name there
     lists: list[int] = field(  # Harvard lists whose ids it holds
         default_factory=lambda: [*CORPUS_LISTS, *HELDOUT_LISTS])
-    dtype: Literal["float16", "float32"] = "float16"
+    dtype: Literal["float16", "float32"] = "float16"  # the weights' storage (float16 halves the transfer)
     site: str = ""  # also write piper's training code and a librosa stand-in here (lib.jobs.device_site)
     corpus_seed: int = 0  # also the ids of the teacher corpus's text of this seed (`tts-lab train corpus --seed`)
     wheels: str = ""  # also the wheels a bare GPU machine lacks, at this machine's versions (lib.jobs.device_site)
@@ -272,9 +275,9 @@ class Bundle:
 @dataclass
 class Pack:
     """Copy the latest generators, curves and env of a run to --out."""
-    work: str
-    out: str
-    device: str = "cuda"
+    work: str  # the run's folder (its --work)
+    out: str  # the committed folder the packs go to (outputs/recorded/training/<work>)
+    device: str = "cuda"  # where the run trained (a GPU's hours are device-hours)
     ledger: str = ""  # append a row per packed decoder (held-out PESQ, mel L1, machine-hours)
     judged_sentences: int = JUDGED_SENTENCES  # with --ledger: held-out sentences the judges score (0: none)
     # pack the discriminators whose weights and moments fit in this many MB (piper's MRD: 3 MB; its MPD, 535 MB at
@@ -292,9 +295,55 @@ class JudgePacks:
     packs: list[str]  # pack folders (<run>/<part>, as the ledger names them)
     judged: str  # the judged file (outputs/recorded/training_heldout_judged.csv)
     noise_scale: float = LONG_RUN_NOISE["noise_scale"]  # the corpus noise the judged audio is drawn at
-    noise_w: float = LONG_RUN_NOISE["noise_w"]
+    noise_w: float = LONG_RUN_NOISE["noise_w"]  # the duration noise beside it
     sentences: int = JUDGED_SENTENCES  # of the held-out list
     NAME: ClassVar[str] = "judge-packs"
+
+
+@dataclass
+class CorpusRun:
+    """Write the teacher corpus: the teacher speaks every corpus sentence into float16 shards with a manifest."""
+    out: str  # the corpus folder on the machine's own disk (not the repository: it holds gigabytes)
+    voice: str = ""  # the teacher: a piper voice's .onnx (its .onnx.json beside it); empty: the lab's en_US-joe-medium
+    seed: int = 49  # the text's shuffle and every item's sampling
+    templated: int = corpus_text.TEMPLATED  # sentences of the templated family
+    shard_items: int = 64  # items per shard: a 15-minute corpus is a prefix of a few shards
+    limit: int = 0  # speak only the first N sentences (0: all): a small corpus for tests
+    threads: int = 1  # torch threads of this process (start a second process to use a second core)
+    device: str = "cpu"  # where the teacher speaks (cuda: a lent GPU, from a teacher bundle with the corpus's ids)
+    seconds: float = 0.0  # claim no new shard after this many seconds (0: no limit): the corpus is the prefix written
+    manifest_out: str = ""  # also copy the manifest here (outputs/recorded/corpus/<name>/manifest.json, committed)
+    NAME: ClassVar[str] = "corpus"
+
+
+
+StepPrecision = Literal["fp32", "bf16"]  # the step costs' precisions of the discriminators' passes
+# the generator's loss beside the discriminators: the recipe's, or HiFi-GAN's alone (whose forward still computes its
+# own spectral term and drops it, as a --gan-objective run does)
+Objective = Literal["recipe", "gan"]
+
+
+@dataclass
+class StepCosts:
+    """Time the frame-rate decoder's regression step and its adversarial steps, interleaved; write a CSV."""
+    out: str = "outputs/step_costs/step_costs.csv"  # the CSV; env.json is written beside it
+    dim: int = 192  # the frame-rate decoder's channels (the 5x voice's: 192)
+    blocks: int = 6  # its ConvNeXt blocks
+    batch: int = 4  # segments per batch (the long runs': 4)
+    frames: int = 32  # latent frames per segment (the long runs': 32, i.e. 8192 samples)
+    threads: int = 1  # CPU threads (the long runs': 1)
+    reps: int = 3  # timed steps per option (the median is reported)
+    warmup: int = 1  # untimed steps per option first
+    # the discriminators timed (all the lab has)
+    discriminators: list[DiscriminatorName] = field(default_factory=lambda: list(get_args(DiscriminatorName)))
+    pair: bool = True  # also today's students' pair, mpd + mrd
+    precisions: list[StepPrecision] = field(default_factory=lambda: ["fp32", "bf16"])  # of the discriminators' passes
+    segments: list[int] = field(default_factory=lambda: [0, 4096])  # samples the discriminators see (0: all)
+    objectives: list[Objective] = field(default_factory=lambda: ["recipe"])  # gan: --gan-objective's step
+    corpus_limit: int = 4  # training sentences whose teacher latents make the batch
+    quiet_wait_s: float = 10.0  # before each step, wait up to this long for other processes to leave the cores free
+    NAME: ClassVar[str] = "step-costs"
+
 
 
 JOBS = (Students, Regress, RegressIstft, RegressHybrid, RegressFlow, RegressFrontend, Bundle, Pack, JudgePacks)
@@ -318,6 +367,7 @@ class RunConfig:
 
     def write(self, work: Path) -> Path:
         """Write it to work/<part>/config.json; returns that path."""
+        from lib.core.results import atomic_write_json
         path = Path(work) / self.part / CONFIG
         atomic_write_json(path, asdict(self))
         return path
@@ -326,6 +376,8 @@ class RunConfig:
     def read(cls, run_dir: Path) -> "RunConfig":
         """The RunConfig a part's folder `run_dir` was started with. ArtefactError names the file that is missing or
         wrong."""
+        from lib.jobs.run_state import read_json
+        from lib.voices.artefacts import ArtefactError
         path = Path(run_dir) / CONFIG
         if not path.exists():
             raise ArtefactError(f"{path} is missing: the part's kind and build are read from the config its run wrote "

@@ -25,7 +25,7 @@ from lib.voices import piper_torch
 from lib.voices import synth as voices
 from lib.voices.artefacts import ArtefactError, gpu_of_hours, load_part
 from lib.voices.parts import fold_weight_norm
-from lib.data.splits import CORPUS_LISTS, HELDOUT_LISTS
+from lib.data.splits import CORPUS_LISTS, HELDOUT_LISTS, JUDGED_SENTENCES
 from lib.voices.scales import LONG_RUN_NOISE
 from lib.voices.teacher_bundle import sentence_ids
 
@@ -33,8 +33,6 @@ from lib.voices.teacher_bundle import sentence_ids
 FRONTEND_LISTS = [*range(11, 31), *range(32, 67)]
 HELDOUT_SENTENCES = 4  # held-out sentences (list 31) of the ledger's quality figures
 HELDOUT_SET = "Harvard list 31 (held out)"  # what a pack's card says it was judged on
-# held-out sentences (all of list 31) the judges score per packed checkpoint, paired with the teacher
-JUDGED_SENTENCES = 10
 # scores only: no step or choice reads them
 HELDOUT_JUDGES = ("dnsmos_p808", "dnsmos_sig", "dnsmos_ovrl", "distillmos", "wer")
 # the development set: Factbook background sentences after the judged prose (no profile judges more than its first

@@ -15,9 +15,8 @@ import itertools
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -29,37 +28,12 @@ from lib.harness import bench
 from lib.jobs.run_state import LONG_RUN_NOISE, corpus
 from lib.techniques.regress_recipe import WEIGHTS, recipe, spectral_forward
 from lib.training.batches import random_segments
-from lib.training.discriminators import DiscriminatorName
 from lib.training.loop import Trainer
 from lib.voices import teacher_bundle
 from lib.voices.istft_decoder import FrameRateDecoder
+from lib.jobs.run_configs import Objective, StepCosts, StepPrecision
 
 _LOGGER = logging.getLogger(__name__)
-Precision = Literal["fp32", "bf16"]
-# the generator's loss beside the discriminators: the recipe's, or HiFi-GAN's alone (whose forward still computes its
-# own spectral term and drops it, as a --gan-objective run does)
-Objective = Literal["recipe", "gan"]
-
-
-@dataclass
-class StepCosts:
-    """Time the frame-rate decoder's regression step and its adversarial steps, interleaved; write a CSV."""
-    out: str = "outputs/step_costs/step_costs.csv"  # the CSV; env.json is written beside it
-    dim: int = 192  # the frame-rate decoder's channels (the 5x voice's: 192)
-    blocks: int = 6  # its ConvNeXt blocks
-    batch: int = 4  # segments per batch (the long runs': 4)
-    frames: int = 32  # latent frames per segment (the long runs': 32, i.e. 8192 samples)
-    threads: int = 1  # CPU threads (the long runs': 1)
-    reps: int = 3  # timed steps per option (the median is reported)
-    warmup: int = 1  # untimed steps per option first
-    discriminators: list[DiscriminatorName] = field(default_factory=lambda: list(get_args(DiscriminatorName)))
-    pair: bool = True  # also today's students' pair, mpd + mrd
-    precisions: list[Precision] = field(default_factory=lambda: ["fp32", "bf16"])  # of the discriminators' passes
-    segments: list[int] = field(default_factory=lambda: [0, 4096])  # samples the discriminators see (0: all)
-    objectives: list[Objective] = field(default_factory=lambda: ["recipe"])  # gan: --gan-objective's step
-    corpus_limit: int = 4  # training sentences whose teacher latents make the batch
-    quiet_wait_s: float = 10.0  # before each step, wait up to this long for other processes to leave the cores free
-    NAME: ClassVar[str] = "step-costs"
 
 
 @dataclass(frozen=True)
@@ -67,7 +41,7 @@ class Option:
     """One timed step: no discriminator (the regression step), or these, at this precision, on this window, with
     this generator objective."""
     discriminators: tuple[str, ...] = ()
-    precision: Precision = "fp32"
+    precision: StepPrecision = "fp32"
     segment: int = 0
     objective: Objective = "recipe"
 

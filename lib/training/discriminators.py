@@ -14,12 +14,10 @@ interface (`d(y, y_hat) -> (real outputs, fake outputs, real feature maps, fake 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
-DiscriminatorName = Literal["mpd", "mrd", "mpd-235", "mpd-2", "wave-unet", "wave-unet-small"]
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-import torch
-
-from lib.training import discriminators as discs
-
-DISCRIMINATORS = tuple(discs.REGISTRY)
+# the discriminators a recipe may name (lib.training.discriminators.REGISTRY builds each); here, so that a Recipe and
+# the options that default to it import no torch
+DiscriminatorName = Literal["mpd", "mrd", "mpd-235", "mpd-2", "wave-unet", "wave-unet-small"]
+DISCRIMINATORS = get_args(DiscriminatorName)
 
 
 @dataclass
@@ -95,6 +95,8 @@ def ema_with_warmup(decay: float):
     """An EMA update for torch's AveragedModel whose decay grows as min(decay, (1 + n) / (10 + n)) with the
     number of updates n (as timm's and TensorFlow's EMA do): a fixed 0.999 from step 0 would keep a third of the
     initial weights after 1000 steps. Written here because torch's get_ema_multi_avg_fn has no warm-up."""
+    import torch
+
     def update(ema_params, params, n):
         d = min(decay, (1 + int(n)) / (10 + int(n)))
         torch._foreach_lerp_(ema_params, params, 1 - d)
