@@ -509,3 +509,21 @@ def test_a_failed_notebook_says_which_cell_raised_what(tmp_path):
     (tmp_path / "b.failed.ipynb").write_text(json.dumps(nb))
     assert "no cell recorded an error" in failure(tmp_path / "b.failed.ipynb")
     assert "cannot read" in failure(tmp_path / "missing.ipynb")
+
+
+def test_a_slower_larger_variant_is_never_the_answer_to_how_much_cheaper(tmp_path, monkeypatch):
+    """Issue 67 item 6: with nothing within the bounds, a faster or smaller variant answers before a closer one that
+    is slower and larger; where every variant is slower and larger, the row says none is faster or smaller and names
+    the closest as that, not as an answer."""
+    from lib.report import answers
+    df = _technique_run(tmp_path, monkeypatch, {
+        "fp32": ("baseline", 1.0, 60.0, 3.9, 0.05), "slow-close": ("ort dynamic int8", 1.5, 62.0, 3.78, 0.05),
+        "fast-far": ("ort static int8", 0.5, 15.0, 3.6, 0.05),
+        "unstructured": ("unstructured pruning", 1.9, 62.0, 3.7, 0.05)})
+    table, every = answers.answers("p", df, tmp_path)
+    q = table.set_index("technique").loc["quantization"]
+    assert q["best variant"] == "fast-far (ort-cpu)" and q["speed"] == "2.00× faster"
+    assert list(every["quantization"]["variant"]) == ["fast-far", "slow-close"]
+    p = table.set_index("technique").loc["pruning"]
+    assert p["best variant"] == "none faster or smaller; the closest to the bounds: unstructured (ort-cpu)"
+    assert p["speed"] == "1.90× slower" and "closest misses by DNSMOS" in p["quality bounds"]

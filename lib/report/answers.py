@@ -157,11 +157,18 @@ def candidates(df: pd.DataFrame, tech: Question, root: Path) -> pd.DataFrame:
     picked["technique_name"], picked["baseline"], picked["bounds_against"] = tech.name, tech.baseline, against
     for k, v in bounds.items():
         picked[k] = v
-    # best within the bounds first; where none is, best overall (an undecided bound is not within it)
+    # best within the bounds first; where none is, best overall (an undecided bound is not within it), among the
+    # variants that are faster or smaller first: a slower, larger one never answers "how much cheaper" (issue 67)
     picked["within"] = picked["bounds"] == "met"
+    picked["cheaper"] = (picked["speedup"].fillna(0) > 1) | (picked["size_ratio"].fillna(np.inf) < 1)
     goal = tech.goal if picked["within"].any() else tech.fallback_goal
     picked["ranked_by"] = goal
-    return picked.sort_values(["within", goal], ascending=False, na_position="last").reset_index(drop=True)
+    order = ["within", goal] if tech.goal != "speedup" else ["within", "cheaper", goal]
+    measured = picked["speedup"].notna() | picked["size_ratio"].notna()
+    # nothing within the bounds and nothing faster or smaller: the row names the closest as no answer
+    picked["none_cheaper"] = (tech.goal == "speedup" and not picked["within"].any() and measured.all()
+                              and not picked["cheaper"].any())
+    return picked.sort_values(order, ascending=False, na_position="last").reset_index(drop=True)
 
 
 TARGET_WORD = re.compile(r"(?:\*\*)?([A-Za-z0-9][\w .:-]*?target) (met|missed|undecided(?: at n = \d+)?)", re.I)
@@ -236,7 +243,10 @@ def describe(row) -> dict:
     """A candidate as the words of one answers row."""
     where = {"met": "within the bounds", "undecided": f"undecided ({_n_words(row)})", "missed": "outside the bounds",
              "not judged": "not judged (no quality scores)"}
-    return {"technique": row["technique_name"], "best variant": f"{row['variant']} ({row['backend']})",
+    slower = bool(row.get("none_cheaper", False))  # no variant of the technique is faster or smaller
+    named = f"{row['variant']} ({row['backend']})"
+    return {"technique": row["technique_name"],
+            "best variant": f"none faster or smaller; the closest to the bounds: {named}" if slower else named,
             "quality bounds": where.get(row["bounds"], "not judged")
             + (" (on means)" if row["means_only"] or row.get("bounds_on_means", False) else "")
             + (f" (none is within; the closest misses by {_miss_words(row)})" if row.get("ranked_by") == "closeness"
