@@ -1,5 +1,5 @@
 """piper's inference settings as numbers, in a module that imports nothing: what a command's options default to
-(lib.jobs.options) without loading a runtime to show its help."""
+(lib.jobs.speaker_options, lib.jobs.run_configs) without loading a runtime to show its help."""
 
 NOISE_SCALE, LENGTH_SCALE, NOISE_W = 0.667, 1.0, 0.8  # piper's inference scales (its voice configs' defaults)
 SCALES = (NOISE_SCALE, LENGTH_SCALE, NOISE_W)  # in the order of piper's ONNX `scales` input
