@@ -77,7 +77,9 @@ def test_executed_notebooks_carry_few_progress_lines(smoke):
     147 and the default 03 641 before). The bound grows with the notebook's own run time, so a slower CPU, whose
     loops last longer, is held to the same rate: 12 outputs, plus 2 per minute the notebook ran."""
     seconds = json.loads((smoke / "smoke" / "run_status.json").read_text())
-    for nb in sorted((smoke / "smoke" / "notebooks").glob("*.ipynb")):
+    executed = sorted((smoke / "smoke" / "notebooks").glob("*.ipynb"))
+    assert {nb.stem for nb in executed} >= set(seconds) - {n for n, s in seconds.items() if s["status"] != "ok"}
+    for nb in executed:
         cells = json.loads(nb.read_text())["cells"]
         n = sum(o.get("name") == "stderr" for c in cells if c["cell_type"] == "code" for o in c.get("outputs", []))
         bound = 12 + 2 * seconds[nb.stem]["seconds"] / 60
