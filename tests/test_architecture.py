@@ -116,3 +116,22 @@ def test_ruff_can_fail(tmp_path):
     bad.write_text("import os\n\n\ndef f():\n    return undefined_name + " + "1 + " * 40 + "1\n")
     out = ruff(str(bad))
     assert out.returncode == 1 and all(code in out.stdout for code in ("F401", "F821", "E501")), out.stdout
+
+
+def test_the_probe_scripts_kept_with_their_records_still_name_what_lib_has():
+    """Issue 70 item 6: a record's probe script (outputs/recorded/**/*.py) repeats what it measured; every name it
+    imports from lib still resolves, so a move in lib that would break it fails here (imported, not run: they
+    measure for minutes)."""
+    import ast
+    import importlib
+    import importlib.util
+    probes = sorted((ROOT / "outputs" / "recorded").rglob("*.py"))
+    assert probes
+    missing = []
+    for probe in probes:
+        for node in ast.walk(ast.parse(probe.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "lib":
+                module = importlib.import_module(node.module)
+                missing += [f"{probe.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                            if not hasattr(module, a.name) and not importlib.util.find_spec(f"{node.module}.{a.name}")]
+    assert not missing, missing
