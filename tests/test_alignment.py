@@ -1,4 +1,4 @@
-"""The alignment yardstick (issue 50, item 1; lib.harness.alignment, lib.voices.kokoro_timed, lib.studies.alignment):
+"""The alignment yardstick (issue 50, item 1; lib.harness.durations, lib.voices.kokoro_timed, lib.studies.alignment):
 its metrics on made-up durations, the units it measures over, Kokoro's own durations as a graph output laid onto
 piper's ids, and MAS on the bootstrapped posterior's mean finding the teacher's actual durations of one sentence."""
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.harness import alignment as al
+from lib.harness import durations as al
 
 POSTERIOR = Path("outputs/recorded/training/posterior/joe-medium")
 

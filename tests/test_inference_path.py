@@ -13,7 +13,7 @@ import torch
 from lib.core import text
 from lib.core.params import ROOT
 from lib.data import ljspeech
-from lib.harness import alignment
+from lib.harness import durations
 from lib.jobs import speaker_job
 from lib.techniques import finetune, speaker_adapt
 from lib.training import posterior
@@ -41,7 +41,7 @@ def cache(tmp_path_factory):
     """Found durations go to a folder of this module, not the lab's cache."""
     folder = tmp_path_factory.mktemp("durations")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(alignment, "durations_cache", lambda: folder)
+        mp.setattr(durations, "durations_cache", lambda: folder)
         yield folder
 
 
@@ -64,14 +64,14 @@ def data(teacher, frontend, folder, cache):
     """The folder's utterances with their DTW durations (found once, then read from the cache)."""
     recs = ljspeech.read_folder(folder, teacher.sample_rate)
     utts = vo.from_recordings(recs, frontend, 256)
-    return recs, vo.with_durations(utts, alignment.cached_durations(utts, teacher, "dtw"), "dtw")
+    return recs, vo.with_durations(utts, durations.cached_durations(utts, teacher, "dtw"), "dtw")
 
 
 def test_at_least_one_frame_per_id_keeps_the_total():
-    f = alignment.at_least_one([0, 3, 0, 1, 4, 0])
+    f = durations.at_least_one([0, 3, 0, 1, 4, 0])
     assert f.tolist() == [1, 1, 1, 1, 3, 1] and f.sum() == 8  # each from the nearest id with more than one
-    assert alignment.at_least_one([0, 1, 0]).tolist() == [0, 1, 0]  # fewer frames than ids: left as it is
-    assert alignment.best_duration_method() == "dtw"  # the yardstick's best on a speaker that is not the teacher
+    assert durations.at_least_one([0, 1, 0]).tolist() == [0, 1, 0]  # fewer frames than ids: left as it is
+    assert durations.best_duration_method() == "dtw"  # the yardstick's best on a speaker that is not the teacher
 
 
 def test_durations_add_up_to_each_recordings_frames(teacher, frontend, data, cache, monkeypatch):
@@ -85,9 +85,9 @@ def test_durations_add_up_to_each_recordings_frames(teacher, frontend, data, cac
     for rec, ids, d in zip(recs, utts.phonemes, utts.durations):
         assert d.numel() == ids.numel() and int(d.sum()) == len(rec.samples) // 256 and int(d.min()) >= 1
     assert len(list(cache.glob("dtw-*.safetensors"))) == 1
-    again = alignment.cached_durations(utts, teacher, "dtw")  # from the cache: no Whisper
+    again = durations.cached_durations(utts, teacher, "dtw")  # from the cache: no Whisper
     assert all(np.array_equal(a, b.numpy()) for a, b in zip(again, utts.durations))
-    mas = alignment.recording_durations(recs[:1], teacher, frontend, "mas",
+    mas = durations.recording_durations(recs[:1], teacher, frontend, "mas",
                                         enc_q=posterior.load(POSTERIOR, teacher.hparams).eval())
     assert mas[0].sum() == len(recs[0].samples) // 256 and mas[0].size == utts.phonemes[0].numel()
     assert len(points) == 1

@@ -226,10 +226,10 @@ def test_each_method_trains_what_its_table_says(teacher, method, train_posterior
 def speaker(teacher, tmp_path_factory):
     """A tiny speaker folder: the teacher's own voice on four sentences, at 16 kHz (so the reader resamples), a
     bootstrapped posterior beside it; the durations the inference path finds go to a folder of this module."""
-    from lib.harness import alignment
+    from lib.harness import durations
     tmp = tmp_path_factory.mktemp("speaker")
     mp = pytest.MonkeyPatch()
-    mp.setattr(alignment, "durations_cache", lambda: tmp / "durations")
+    mp.setattr(durations, "durations_cache", lambda: tmp / "durations")
     sents = text.harvard_sentences([68])[:4]
     ids = voices.PiperFrontend(voices.joe_paths()[1]).sentence_ids(sents)
     pairs = posterior.Pairs.of_teacher(teacher, ids)

@@ -1,6 +1,6 @@
 """Adaptation to a speaker's own recordings as long runs: the posterior encoder's bootstrap (`PosteriorRun`) and one
 adaptation method on an LJSpeech folder (`SpeakerRun`), on the inference path with the recordings' own durations
-(found here, lib.harness.alignment, and handed to training as arrays) or on piper's posterior path. A run's config
+(found here, lib.harness.durations, and handed to training as arrays) or on piper's posterior path. A run's config
 is written to `config.json` when it starts and read back by `pack`; the full state stays in `work`, the pack
 (weights, card, curve, env) goes to `out` with a ledger row (held-out SECS and WER on the speaker's validation
 split)."""
@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from lib.core import text
 from lib.core.results import atomic_write_json, local, portable_fields, write_env
 from lib.data import ljspeech
-from lib.harness import alignment, metrics
+from lib.harness import durations, metrics
 from lib.harness.bench import environment
 from lib.jobs.run_state import HELDOUT_LISTS, accounted_hours, packed_count
 from lib.jobs.speaker_judge import stale_packs, validation_quality, validation_score
@@ -205,17 +205,17 @@ def folder_durations(folder: Path, data: vo.Utterances) -> list[np.ndarray]:
         if len(own[uid]) != ids.numel():
             raise ljspeech.DatasetError(f"{uid}: {len(own[uid])} durations for {ids.numel()} phoneme ids of the voice "
                                         "(durations written for another voice's phonemes?)")
-        out.append(alignment.at_least_one(ljspeech.frames_of(own[uid], int(frames), data.sample_rate, data.hop, uid)))
+        out.append(durations.at_least_one(ljspeech.frames_of(own[uid], int(frames), data.sample_rate, data.hop, uid)))
     return out
 
 
 def speaker_durations(cfg: SpeakerRun, teacher, data: vo.Utterances) -> vo.Utterances:
-    """`data` with each recording's frames per phoneme id by `cfg.durations` (lib.harness.alignment; found once per
+    """`data` with each recording's frames per phoneme id by `cfg.durations` (lib.harness.durations; found once per
     folder and method, in the lab's cache, whichever method's run trains on them)."""
     if cfg.durations == FOLDER_DURATIONS:
         return vo.with_durations(data, folder_durations(Path(cfg.dataset), data), FOLDER_DURATIONS)
     enc_q = posterior.load(Path(cfg.posterior), teacher.hparams).eval() if cfg.durations == "mas" else None
-    return vo.with_durations(data, alignment.cached_durations(data, teacher, cfg.durations, enc_q=enc_q,
+    return vo.with_durations(data, durations.cached_durations(data, teacher, cfg.durations, enc_q=enc_q,
                                                               threads=cfg.threads), cfg.durations)
 
 

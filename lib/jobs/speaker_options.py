@@ -89,15 +89,15 @@ class SpeakerRun:
     log_every: int = 25  # steps between lines of the curve
 
     def __post_init__(self):
-        from lib.harness import alignment  # the checks' vocabularies, loaded when a run is built, not for --help
+        from lib.harness import durations  # the checks' vocabularies, loaded when a run is built, not for --help
         from lib.techniques import speaker_adapt
         if self.voice:  # kept resolved, so that a pack from another folder reads the same file
             self.voice = str(Path(self.voice).expanduser().resolve())
         if self.path not in speaker_adapt.PATHS:
             raise ValueError(f"path {self.path!r}: use one of {speaker_adapt.PATHS}")
-        if self.durations not in (*alignment.DURATION_METHODS, FOLDER_DURATIONS):
+        if self.durations not in (*durations.DURATION_METHODS, FOLDER_DURATIONS):
             raise ValueError(f"durations {self.durations!r}: "
-                             f"use one of {(*alignment.DURATION_METHODS, FOLDER_DURATIONS)}")
+                             f"use one of {(*durations.DURATION_METHODS, FOLDER_DURATIONS)}")
         if self.path == "inference" and self.prior_mel:
             raise ValueError("prior_mel is a term of the posterior path: give path 'posterior' with it")
 

@@ -2,11 +2,11 @@
 on the teacher's own audio (its actual attention when it speaks the sentence, with its sampling noise on) and on
 the `default` target speaker (Kokoro-82M's jf_alpha, whose graph gives its own durations: voices.kokoro_timed).
 
-Methods (harness.alignment): MAS on a posterior sample and on the posterior mean, for each bootstrapped posterior
+Methods (harness.durations): MAS on a posterior sample and on the posterior mean, for each bootstrapped posterior
 pack named; DTW against the teacher's own noise-free rendition (MFCCs, Whisper's encoder output); Whisper's forced
 alignment with the teacher's noise-free durations spread inside each word; and, as the floor an aligner must beat,
 `teacher-prior`: the teacher's noise-free durations stretched to the recording's length (it hears nothing of the
-audio but its length). Agreement at three levels (harness.alignment.units): piper's phonemes, sounds (stress and
+audio but its length). Agreement at three levels (harness.durations.units): piper's phonemes, sounds (stress and
 length marks joined to their vowel) and words. Sentences: Harvard lists no posterior trained on and no notebook
 judges.
 
@@ -23,7 +23,7 @@ import torch
 from lib.core import text
 from lib.core.audio import resample
 from lib.core.results import atomic_write_text, write_env
-from lib.harness import alignment as al
+from lib.harness import durations as al
 from lib.harness import bench
 from lib.training import posterior
 from lib.voices import piper_torch

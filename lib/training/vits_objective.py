@@ -10,7 +10,7 @@
   segment, against the recording's same segment; the duration predictor's loss on those durations where it trains.
   No posterior encoder: the decoder learns from the latents it decodes when it speaks.
 
-Durations that need an aligner (Whisper, a posterior) are computed above this package (lib.harness.alignment) and
+Durations that need an aligner (Whisper, a posterior) are computed above this package (lib.harness.durations) and
 handed down as plain arrays."""
 from __future__ import annotations
 
