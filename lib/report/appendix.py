@@ -11,6 +11,7 @@ import mistune
 import numpy as np
 import pandas as pd
 
+from lib.core.limits import MAX_DNSMOS_DROP, MAX_WER_INCREASE
 from lib.core.results import RECORDED
 from lib.report import judge_agreement, media, plots, recommend, report
 from lib.report.sections import csv_links, fold, img
@@ -90,7 +91,8 @@ def appendix(profile: str, df: pd.DataFrame, status: pd.DataFrame, env: dict, ro
             [f"*{report.NOTEBOOK_TITLES.get(nb, nb)}*: {line}" for nb, lines in heads.items() for line in lines])))
     rec = recommend.recommend(df, env=env)
     if not rec.empty:
-        blocks.append(fold("Recommended variant per goal across notebooks (DNSMOS drop ≤ 0.10, WER rise ≤ 0.02)",
+        blocks.append(fold("Recommended variant per goal across notebooks (DNSMOS drop ≤ "
+                           f"{MAX_DNSMOS_DROP:.2f}, WER rise ≤ {MAX_WER_INCREASE:.2f})",
                            rec.to_html(index=False, border=0)))
     links = status.assign(report=status["html"].map(lambda h: f"<a href='{h}'>executed notebook</a>" if h else ""))
     blocks.append(fold("The notebooks' runs: status, seconds and the executed notebooks",
