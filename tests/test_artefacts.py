@@ -276,10 +276,11 @@ def test_a_streaming_export_streams_as_the_whole_voice_speaks(tmp_path):
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     voc = FrameRateDecoder(teacher.hparams["inter_channels"], 16, 1)
     artefacts.save_part(voc, tmp_path / "istft16x1", "istft_decoder", voc.config, {"recipe": "regression-first"})
-    result = export_pack.export([tmp_path / "istft16x1"], tmp_path / "voice", streaming=True)
+    result = export_pack.export([tmp_path / "istft16x1"], tmp_path / "voice", sherpa=True, streaming=True)  # both at once
     folder = tmp_path / "voice" / export_pack.STREAMING
     info = json.loads((folder / export_pack.STREAMING_JSON).read_text())
     assert result["streaming"]["decoder"] == info["decoder"] == f"decoder_{info['window_frames']}.onnx"
+    assert result["sherpa_onnx"]["samples"] > 1000
     assert info["hop"] == 256 and info["sample_rate"] == 22050 and "z_noise" in info["inputs"]
     engine = OnnxEngine({"voice": folder / info["whole"], "latent": folder / info["latent"],
                          "decoder": folder / info["decoder"]}, channels=info["channels"], hop=info["hop"],

@@ -78,8 +78,8 @@ def export(packs: Sequence[Path], out: Path, voice: str = "", name: str = "", sh
     made = {"voice": f"{named}.onnx", "packs": [p.name for p in packs], "spoke": spoke}
     if sherpa:
         from lib.runtimes import sherpa as sherpa_onnx  # deferred: only an export that asks for it loads sherpa-onnx
-        model = sherpa_onnx.write(out / f"{named}.onnx", out / SHERPA)
-        samples, rate = sherpa_onnx.speak(model, onnx_export.CHECK_SENTENCE)
+        sherpa_model = sherpa_onnx.write(out / f"{named}.onnx", out / SHERPA)
+        samples, rate = sherpa_onnx.speak(sherpa_model, onnx_export.CHECK_SENTENCE)
         made["sherpa_onnx"] = {"folder": SHERPA, "samples": int(samples.size), "sample_rate": rate}
     if streaming:
         made["streaming"] = streaming_pair(model, out / STREAMING, config)
