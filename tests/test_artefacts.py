@@ -191,14 +191,14 @@ def test_a_part_records_its_teacher_and_is_refused_in_another_voice(tmp_path):
 
 
 def test_every_committed_card_is_valid_hub_metadata_offline():
-    """Issue 51: each pack's and adapter's README.md loads through huggingface_hub with a real base model, its
+    """Issue 51: each pack's, adapter's and posterior encoder's README.md loads through huggingface_hub with a real base model, its
     relation, the pipeline tag, a language and eval results, and names no local path."""
     import tempfile
     from pathlib import Path
     from huggingface_hub import ModelCard
     root = Path(__file__).resolve().parents[1] / "outputs" / "recorded" / "training"
-    cards = [p for p in root.glob("*/*/README.md") if (p.parent / "config.json").exists()
-             and json.loads((p.parent / "config.json").read_text()).get("kind") != "posterior_encoder"]
+    cards = [p for p in root.glob("*/*/README.md") if (p.parent / "config.json").exists()]
+    assert {p.parent.name for p in cards} >= {"joe-medium", "joe-medium-shifted"}  # the posterior packs have theirs
     assert len(cards) >= 20
     for path in cards:
         card = ModelCard.load(path)

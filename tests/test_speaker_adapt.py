@@ -145,8 +145,18 @@ def test_posterior_learns_the_teachers_latents(teacher, fitted, tmp_path):
     assert curve.loss[-1] < curve.loss[0] - 0.2
     check = posterior.round_trip(enc_q, teacher.dec, pairs, teacher.sample_rate)
     assert check["mel_l1"] < check["mel_l1_silence"]
-    posterior.save(enc_q, tmp_path / "pack", teacher.hparams, {"steps": 30})
-    again = posterior.load(tmp_path / "pack", teacher.hparams)
+    from lib.voices.artefacts import ArtefactError, voice_identity
+    posterior.save(enc_q, tmp_path / "pack", teacher.hparams, {"steps": 30, "teacher": voice_identity(teacher),
+                                                               "round_trip_mel_l1": check["mel_l1"]})
+    again = posterior.load(tmp_path / "pack", teacher.hparams, teacher)
+    # issue 69 item 1: the pack names its voice, has a card, and another voice of the same shape refuses it
+    from huggingface_hub import ModelCard
+    card = ModelCard.load(tmp_path / "pack" / "README.md")
+    assert card.data.eval_results[0].metric_type == "round_trip_mel_l1" and "en_US-joe-medium.onnx" in card.text
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(teacher, "voice_identity", {"voice": "en_GB-alba-medium.onnx", "sha256": "0" * 64}, raising=False)
+        with pytest.raises(ArtefactError, match="en_US-joe-medium.onnx.*en_GB-alba-medium.onnx"):
+            posterior.load(tmp_path / "pack", teacher.hparams, teacher)
     spec, lengths, _ = pairs.batch([0])
     torch.testing.assert_close(again(spec, lengths)[1], enc_q(spec, lengths)[1], atol=5e-3, rtol=0)  # stored in float16
     (tmp_path / "pack" / "config.json").write_text('{"kind": "posterior_encoder", "hparams": {"inter_channels": 7}}')

@@ -150,7 +150,8 @@ def pack_posterior(cfg: PosteriorRun, teacher, enc_q, heldout) -> Path:
         "steps": int(frame["step"].iloc[-1]), "hours": round(hours, 4), "device": where,
         "cpu_model": env.get("cpu_model"),
         "round_trip_mel_l1": round(check["mel_l1"], 4), "zeros_mel_l1": round(check["mel_l1_silence"], 4),
-        "heldout_lists": HELDOUT_LISTS, "run": portable_fields(asdict(cfg))})
+        "heldout_lists": HELDOUT_LISTS, "run": portable_fields(asdict(cfg)),
+        **({"teacher": info["teacher"]} if info.get("teacher") else {})})
     (out / "curve.csv").write_text((work / "posterior" / "curve.csv").read_text())
     write_env(out / "env.json", env)
     _LOGGER.info("posterior packed to %s: round-trip mel L1 %.3f (zeros %.3f), %.2f machine-hours", out,
@@ -214,7 +215,7 @@ def speaker_durations(cfg: SpeakerRun, teacher, data: vo.Utterances) -> vo.Utter
     folder and method, in the lab's cache, whichever method's run trains on them)."""
     if cfg.durations == FOLDER_DURATIONS:
         return vo.with_durations(data, folder_durations(Path(cfg.dataset), data), FOLDER_DURATIONS)
-    enc_q = posterior.load(Path(cfg.posterior), teacher.hparams).eval() if cfg.durations == "mas" else None
+    enc_q = posterior.load(Path(cfg.posterior), teacher.hparams, teacher).eval() if cfg.durations == "mas" else None
     return vo.with_durations(data, durations.cached_durations(data, teacher, cfg.durations, enc_q=enc_q,
                                                               threads=cfg.threads), cfg.durations)
 
@@ -222,7 +223,7 @@ def speaker_durations(cfg: SpeakerRun, teacher, data: vo.Utterances) -> vo.Utter
 def prepare_run(cfg: SpeakerRun, teacher) -> "speaker_adapt.Prepared":
     """The voice set up for the run's method on the run's path (the posterior encoder loaded for the posterior path
     only; the duration predictor's fitted training-only parts from the posterior pack where it has them)."""
-    enc_q = posterior.load(Path(cfg.posterior), teacher.hparams) if cfg.path == "posterior" else None
+    enc_q = posterior.load(Path(cfg.posterior), teacher.hparams, teacher) if cfg.path == "posterior" else None
     return speaker_adapt.prepare(teacher, speaker_adapt.Method.parse(cfg.method), enc_q, device=cfg.device,
                                  duration=posterior.load_duration_parts(Path(cfg.posterior)),
                                  train_posterior=cfg.train_posterior, prior_mel=cfg.prior_mel, path=cfg.path,

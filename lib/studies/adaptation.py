@@ -126,7 +126,7 @@ def posterior_pack(pack: str, teacher, frontend, work: Path, *, steps: int, sent
     try:
         if path is None:
             raise ValueError("no pack named")
-        enc_q = posterior.load(path, teacher.hparams)
+        enc_q = posterior.load(path, teacher.hparams, teacher)  # another voice's pack is refused: bootstrapped anew
     except ValueError as exc:
         path = work / "posterior"
         pairs = posterior.Pairs.of_teacher(teacher, frontend.sentence_ids(sentences))

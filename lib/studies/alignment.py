@@ -97,7 +97,7 @@ def yardstick(cfg: AlignmentYardstick) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per speaker, method and sentence; one row per speaker and method, phonemes pooled)."""
     teacher = teacher_bundle.teacher()
     frontend = voices.PiperFrontend(voices.piper_paths()[1])
-    encoders = [posterior.load(Path(p), teacher.hparams).eval() for p in cfg.posteriors]
+    encoders = [posterior.load(Path(p), teacher.hparams, teacher).eval() for p in cfg.posteriors]
     aligner = al.WhisperAligner(cfg.whisper, threads=cfg.threads)
     sentences = text.harvard_sentences(cfg.lists)[: cfg.sentences]
     rows, pooled = [], {}

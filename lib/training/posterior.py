@@ -16,6 +16,8 @@ from lib.training.batches import Latents, teacher_latents
 from lib.training.loop import Curve, Recipe, Trainer
 from lib.training.losses import mel_l1
 from lib.training.vits_objective import TrainPath, Utterances, batch_of, linear_spectrogram, posterior_encoder
+from lib.voices.artefacts import check_teacher
+from lib.voices.cards import posterior_card
 from lib.voices.parts import fold_weight_norm
 from lib.voices.scales import NOISE_SCALE, NOISE_W
 
@@ -138,13 +140,16 @@ def save(enc_q, folder: Path, hp: dict, info: dict) -> Path:
                for k, v in fold_weight_norm(copy.deepcopy(enc_q)).state_dict().items()},
               str(tmp), metadata={"stored": "float16"})
     tmp.replace(folder / "model.safetensors")
-    atomic_write_json(folder / "config.json", {"kind": "posterior_encoder", "hparams": hp, **info})
+    config = {"kind": "posterior_encoder", "hparams": hp, **info}
+    atomic_write_json(folder / "config.json", config)
+    posterior_card(config).save(folder / "README.md")
     return folder
 
 
-def load(folder: Path, hp: dict) -> torch.nn.Module:
+def load(folder: Path, hp: dict, teacher=None) -> torch.nn.Module:
     """A posterior encoder saved by `save` for the architecture `hp`; a ValueError names the folder when it was
-    fitted for another architecture or its files are missing or cut short."""
+    fitted for another architecture or its files are missing or cut short, and an ArtefactError names both voices
+    where `teacher` (the voice it is loaded for) is another than the one it was fitted on."""
     import json
     from safetensors.torch import load_file
     folder = Path(folder)
@@ -153,6 +158,7 @@ def load(folder: Path, hp: dict) -> torch.nn.Module:
         state = load_file(str(folder / "model.safetensors"))
     except (OSError, ValueError) as exc:
         raise ValueError(f"posterior encoder {folder}: {type(exc).__name__}: {exc}") from None
+    check_teacher(config, folder, teacher)
     keys = ("spec_channels", "inter_channels", "hidden_channels", "gin_channels")
     if {k: config.get("hparams", {}).get(k) for k in keys} != {k: hp[k] for k in keys}:
         raise ValueError(f"posterior encoder {folder} was fitted for another voice architecture")

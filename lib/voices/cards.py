@@ -247,3 +247,37 @@ whole voices against their bounds.
 Speak it with `piper -m {name}.onnx -f out.wav`. Made with `tts-lab voice export`.
 """
     return ModelCard(text)
+
+
+def posterior_card(info: dict) -> ModelCard:
+    """The card of a posterior-encoder pack (a training-only part: piper's posterior encoder bootstrapped on the
+    teacher's own audio, for the posterior path of speaker adaptation and MAS durations): its voice, budget and
+    round trip on the held-out list as eval_results."""
+    teacher = info.get("teacher") or {}
+    voice = teacher.get("voice", "unknown voice")
+    lists = ", ".join(str(x) for x in info.get("heldout_lists", [])) or "unknown"
+    dataset = f"Harvard list {lists} spoken by the teacher (held out)"
+    figures = {"round_trip_mel_l1": info.get("round_trip_mel_l1"), "zeros_mel_l1": info.get("zeros_mel_l1")}
+    results = [EvalResult(task_type="text-to-speech", dataset_type="harvard-sentences", dataset_name=dataset,
+                          metric_type=m, metric_value=float(v)) for m, v in figures.items() if v is not None]
+    data = ModelCardData(base_model=BASE_MODEL, base_model_relation="finetune", pipeline_tag="text-to-speech",
+                         language=[language_of(voice)], license=hub_licence(teacher), library_name="safetensors",
+                         tags=["piper", "vits", "posterior-encoder"], model_name=f"{voice} posterior encoder",
+                         eval_results=results or None)
+    text = f"""---
+{data.to_yaml()}
+---
+# The posterior encoder of the piper voice `{voice}`
+
+piper's voices ship without the posterior encoder their training used; this one is bootstrapped on the teacher's
+own audio and latents, so that speaker adaptation can take piper's posterior path and MAS can align recordings. It
+is a training-only part: no voice speaks through it, and it loads only for `{voice}` (sha256
+`{teacher.get('sha256', '')[:16]}...`; `lib.training.posterior.load`).
+
+- **trained**: {info.get('steps', 'unknown')} steps, {info.get('hours', 'unknown')} machine-hours, on \
+{info.get('device', 'cpu')}
+- **round trip** on {dataset}: the teacher's audio through it and the teacher's decoder, mel L1
+  {info.get('round_trip_mel_l1', 'unknown')} (the decoder fed zeros: {info.get('zeros_mel_l1', 'unknown')})
+{licence_line(teacher)}
+"""
+    return ModelCard(text)
