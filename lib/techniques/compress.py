@@ -14,6 +14,7 @@ from typing import Iterable, Literal, Sequence
 import numpy as np
 import torch
 
+from lib.core import quiet
 from lib.core.subject import Technique
 from lib.voices.synth import SCALES
 
@@ -122,9 +123,7 @@ def export_onnx(model, path: Path, opset: int = 15) -> Path:
     x = torch.randint(1, model.n_vocab, (1, 50), dtype=torch.long)
     args = (x, torch.tensor([50], dtype=torch.long), torch.tensor(SCALES))
     tmp = path.with_suffix(".tmp.onnx")
-    import warnings
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with quiet.exporting(), torch.no_grad():
         torch.onnx.export(wrapper, args, str(tmp), dynamo=False, opset_version=opset,
                           input_names=["input", "input_lengths", "scales"], output_names=["output"],
                           dynamic_axes={"input": {0: "batch_size", 1: "phonemes"}, "input_lengths": {0: "batch_size"},
@@ -162,9 +161,7 @@ def export_split(model, out_dir: Path, chunk_frames: int, context_frames: int, o
     out_dir.mkdir(parents=True, exist_ok=True)
     latent, decoder = out_dir / "latent.onnx", out_dir / f"decoder_{chunk_frames + 2 * context_frames}.onnx"
     x = torch.randint(1, model.n_vocab, (1, 50), dtype=torch.long)
-    import warnings
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with quiet.exporting(), torch.no_grad():
         torch.onnx.export(Latent(model).eval(), (x, torch.tensor([50]), torch.tensor(SCALES)), str(latent),
                           dynamo=False, opset_version=opset, input_names=["input", "input_lengths", "scales"],
                           output_names=["z"], dynamic_axes={"input": {1: "phonemes"}, "z": {2: "frames"}})

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lib.core import quiet
 from lib.voices.artefacts import ArtefactError, need_file
 from lib.voices.synth import CHUNK_FRAMES, CONTEXT_FRAMES, SCALES
 
@@ -163,7 +164,6 @@ def export_noise_input(model, out_dir: Path, chunk_frames: int = CHUNK_FRAMES, c
     """Three ONNX files with no random op inside (TensorRT and NPU compilers reject RandomNormalLike):
     `voice_noise.onnx` (text + noise -> audio, y_lengths; dynamic batch and length), `latent_noise.onnx`
     (text + noise -> z) and `decoder_<N>.onnx` (z window -> audio, one static shape, for NPUs and streaming)."""
-    import warnings
 
     import torch
     out_dir = Path(out_dir)
@@ -180,8 +180,7 @@ def export_noise_input(model, out_dir: Path, chunk_frames: int = CHUNK_FRAMES, c
     window = chunk_frames + 2 * context_frames
     paths = {"voice": out_dir / "voice_noise.onnx", "latent": out_dir / "latent_noise.onnx",
              "decoder": out_dir / f"decoder_{window}.onnx"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with quiet.exporting(), torch.no_grad():
         for key, module, outs, out_axes in (
                 ("voice", full, ["audio", "y_lengths"], {"audio": {0: "batch", 2: "samples"}}),
                 ("latent", latent, ["z", "y_lengths"], {"z": {0: "batch", 2: "frames"}})):
