@@ -191,8 +191,8 @@ def test_a_part_records_its_teacher_and_is_refused_in_another_voice(tmp_path):
 
 
 def test_every_committed_card_is_valid_hub_metadata_offline():
-    """Issue 51: each pack's, adapter's and posterior encoder's README.md loads through huggingface_hub with a real base model, its
-    relation, the pipeline tag, a language and eval results, and names no local path."""
+    """Issue 51: each pack's, adapter's and posterior encoder's README.md loads through huggingface_hub with a real
+    base model, its relation, the pipeline tag, a language and eval results, and names no local path."""
     import tempfile
     from pathlib import Path
     from huggingface_hub import ModelCard
@@ -276,7 +276,7 @@ def test_a_streaming_export_streams_as_the_whole_voice_speaks(tmp_path):
     teacher = piper_torch.load_piper_torch(voices.joe_paths()[0])
     voc = FrameRateDecoder(teacher.hparams["inter_channels"], 16, 1)
     artefacts.save_part(voc, tmp_path / "istft16x1", "istft_decoder", voc.config, {"recipe": "regression-first"})
-    result = export_pack.export([tmp_path / "istft16x1"], tmp_path / "voice", sherpa=True, streaming=True)  # both at once
+    result = export_pack.export([tmp_path / "istft16x1"], tmp_path / "voice", sherpa=True, streaming=True)
     folder = tmp_path / "voice" / export_pack.STREAMING
     info = json.loads((folder / export_pack.STREAMING_JSON).read_text())
     assert result["streaming"]["decoder"] == info["decoder"] == f"decoder_{info['window_frames']}.onnx"
