@@ -24,32 +24,33 @@ class Overfit:
     noise_w: float = LONG_RUN_NOISE["noise_w"]  # the duration predictor's noise, beside noise_scale
     # a teacher corpus folder the packs learned from: its first 20 Harvard sentences are the training split
     corpus: str = ""
-
     threads: int = 1  # torch's (and the judges') threads
 
 
 @dataclass
-class AdaptationGap:
-    """Speaker runs judged on recordings they trained on and on their validation split: gap.csv and env.json."""
-    NAME: ClassVar[str] = "adaptation-gap"
-    out: str  # a folder: gap.csv, env.json
+class SpeakerRuns:
+    """What both studies of speaker runs take (common.judge_runs reads it): the runs, how many of their training
+    recordings are judged, where the results go."""
+    out: str  # a folder: the study's CSV and env.json
     # speaker runs' work folders (their latest checkpoint is judged) or committed packs (outputs/recorded/training/...)
     work: list[str] = field(default_factory=list)
-    clips: int = 10  # training recordings judged: the first ones of the folder's order
-    noise_scale: float = 0.0  # the prior's sampling noise when judged (0: as packs and notebook 02 judge)
-    noise_w: float = 0.0  # the duration predictor's noise, beside noise_scale
+    clips: int = 20  # training recordings judged: the first ones of the folder's order
     threads: int = 1  # torch and Whisper threads
 
 
 @dataclass
-class AdaptationParts:
+class AdaptationGap(SpeakerRuns):
+    """Speaker runs judged on recordings they trained on and on their validation split: gap.csv and env.json."""
+    NAME: ClassVar[str] = "adaptation-gap"
+    clips: int = 10  # training recordings judged: the first ones of the folder's order
+    noise_scale: float = 0.0  # the prior's sampling noise when judged (0: as packs and notebook 02 judge)
+    noise_w: float = 0.0  # the duration predictor's noise, beside noise_scale
+
+
+@dataclass
+class AdaptationParts(SpeakerRuns):
     """Speaker runs judged at two timings and with their parts swapped: parts.csv and env.json."""
     NAME: ClassVar[str] = "adaptation-parts"
-    out: str  # a folder: parts.csv, env.json
-    # speaker runs' work folders (their latest checkpoint) or committed packs (outputs/recorded/training/...)
-    work: list[str] = field(default_factory=list)
-    clips: int = 20  # training recordings judged: the first ones of the folder's order
-    threads: int = 1  # torch and Whisper threads
 
 
 @dataclass
