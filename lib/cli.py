@@ -23,8 +23,10 @@ import importlib
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import tyro  # light (tens of ms); the commands' modules are what is imported late
 
@@ -33,6 +35,12 @@ _LOGGER = logging.getLogger("tts-lab")
 # group -> command -> (module, dataclass, one line for the listing). The dataclass's own docstring is its --help; a
 # command whose options live in a light module of their own (its --help loads no runtime) is done by WORK's module.
 COMMANDS: dict[str, dict[str, tuple[str, str, str]]] = {
+    "lab": {
+        "run": ("lib.cli", "RunProfile", "a profile's notebooks in order, then the report (tts-lab run PROFILE)"),
+        "runs": ("lib.cli", "Runs", "the long training runs registered here and whether they are paused"),
+        "hold": ("lib.cli", "Hold", "run a command while holding the timing lock (long runs pause meanwhile)"),
+        "lane": ("lib.cli", "Lane", "run a command as a lane of its own beside the others"),
+    },
     "voice": {
         "export": ("lib.cli", "Export", "a packed part or adaptation as a piper voice, spoken once by piper's runtime"),
         "optimize": ("lib.studies.optimize_options", "Optimize",
@@ -94,12 +102,45 @@ WORK = {"Optimize": "lib.studies.optimize", "Overfit": "lib.studies.overfit",
         "StepCosts": "lib.jobs.step_costs"}
 
 # The names before the groups, kept so that every recorded command still runs.
-ALIASES = {"export": ("voice", "export"), "optimize": ("voice", "optimize"), "speaker-folder": ("speaker", "folder"),
+ALIASES = {"run": ("lab", "run"),
+           "export": ("voice", "export"), "optimize": ("voice", "optimize"), "speaker-folder": ("speaker", "folder"),
            "posterior": ("speaker", "posterior"), "adapt-speaker": ("speaker", "adapt"),
            "pack-speaker": ("speaker", "pack"),
            **{name: ("train", name) for name in COMMANDS["train"] if name != "corpus"},
            "corpus": ("train", "corpus"),
            **{name: ("study", name) for name in COMMANDS["study"]}}
+
+
+@dataclass
+class RunProfile:
+    """Run a profile's numbered notebooks through papermill, in order and past failures, then render the report:
+    outputs/PROFILE/report.html, the executed notebooks in outputs/PROFILE/notebooks/ with run.log, eta.json and
+    run_status.json. It says its estimate first; long training runs on this machine pause while it runs."""
+    profile: tyro.conf.Positional[str]  # a folder of params/: smoke, default, full, or your own copy of one
+    notebooks: tyro.conf.Positional[list[str]] = field(default_factory=list)  # numbers (02 90); all when empty
+    only: list[str] = field(default_factory=list)  # the same as the numbers after the profile
+    start: Annotated[str, tyro.conf.arg(name="from")] = ""  # resume: this number and the ones after it
+    skip: list[str] = field(default_factory=list)  # numbers left out (their earlier results stay)
+    timeout_s: int = 3600  # the longest one cell may run
+
+
+@dataclass
+class Runs:
+    """The long training runs registered on this machine, each with its state (running, or paused for a timing)."""
+
+
+@dataclass
+class Hold:
+    """Run a command while holding the machine's timing lock, so that long training runs pause until it ends:
+    tts-lab lab hold -- CMD [ARG ...]"""
+    command: tyro.conf.Positional[list[str]]  # the command and its arguments (after --)
+
+
+@dataclass
+class Lane:
+    """Run a command as a lane of its own: beside other lanes, each timing in one stops the others meanwhile:
+    tts-lab lab lane -- CMD [ARG ...]"""
+    command: tyro.conf.Positional[list[str]]  # the command and its arguments (after --)
 
 
 @dataclass
@@ -226,6 +267,8 @@ def run(cmd, command: str = "tts-lab") -> None:
     that it pauses while anything on the machine is timed."""
     from lib.core.pause import Yielder
     kind = type(cmd).__name__
+    if kind in ("RunProfile", "Runs", "Hold", "Lane"):
+        raise SystemExit(lab(cmd, command))
     if type(cmd).__module__ == "lib.jobs.run_configs" and kind not in ("CorpusRun", "StepCosts"):
         from lib.jobs import train_job
         train_job.run(cmd, command)
@@ -292,6 +335,29 @@ def run(cmd, command: str = "tts-lab") -> None:
             (speaker_job.run_posterior if kind == "PosteriorRun" else speaker_job.run_speaker)(cmd)
         finally:
             job.close()
+
+
+def lab(cmd, command: str) -> int:
+    """The lab group's commands: a profile's run, and the machine's lock and lanes; returns the exit status."""
+    import subprocess
+
+    from lib.core import lanes, pause
+    kind = type(cmd).__name__
+    if kind == "Runs":
+        for r in pause.runs():
+            print(f"{r['name']}: pid {r['pid']}, {r['state']} since {time.ctime(r['since'])}")  # the command's output
+        return 0
+    if kind in ("Hold", "Lane"):
+        with (pause.timing if kind == "Hold" else lanes.lane)(" ".join(cmd.command)[:60]):
+            return subprocess.call(cmd.command)
+    from lib.pipeline import profile_run
+    try:
+        plan = profile_run.plan(cmd.profile, [*cmd.notebooks, *cmd.only], cmd.start, cmd.skip, cmd.timeout_s,
+                                command)
+    except profile_run.RunError as exc:
+        _LOGGER.error("%s", exc)
+        return 2
+    return profile_run.run(plan)
 
 
 def main(argv=None) -> None:

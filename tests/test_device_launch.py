@@ -75,6 +75,9 @@ def test_gpu_entry_points_need_only_the_machine_and_the_bundle(tmp_path):
     assert "pydantic" in device_site.BARE_GPU_WHEELS
     failed = run_hidden(tmp_path, hidden | {"pydantic"}, str(bundle), "--check", "lib.jobs.device_run")
     assert failed.returncode != 0 and "No module named 'pydantic' (hidden" in failed.stderr, failed.stderr[-2000:]
+    # a module runs by its main(argv), with no __main__ of its own
+    helped = run_hidden(tmp_path, hidden, str(bundle), "lib.jobs.device_run", "--help")
+    assert helped.returncode == 0 and "device_launch BUNDLE lib.jobs.device_run" in helped.stdout, helped.stderr
 
 
 def test_the_gpu_run_without_queries_names_the_command_that_writes_them(tmp_path, monkeypatch, capsys):

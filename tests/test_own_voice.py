@@ -148,9 +148,9 @@ def test_profile_voice_file_points_every_notebook_at_it(made, tmp_path, monkeypa
     (prof / "voice.yaml").write_text(f"model: {onnx_path}\nspeakr: 1\n")
     with pytest.raises(params.ParamsError, match="speakr"):
         params.voice_env("mine")
-    out = subprocess.run([sys.executable, "-m", "lib.core.params", "voice-env", "mine"], capture_output=True, text=True,
+    out = subprocess.run([str(Path(sys.executable).parent / "tts-lab"), "run", "mine"], capture_output=True, text=True,
                          env={**os.environ, "TTS_LAB_PARAMS": str(tmp_path)}, cwd=Path(__file__).parent.parent)
-    assert out.returncode == 1 and "speakr" in out.stderr
+    assert out.returncode == 2 and "speakr" in out.stderr and "[1/" not in out.stderr, "refused before any notebook"
 
 
 def test_a_long_run_learns_from_the_voice_it_is_given_and_its_pack_belongs_to_it(made, tmp_path, monkeypatch):

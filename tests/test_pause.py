@@ -12,6 +12,7 @@ import pytest
 from lib.core import pause
 
 ROOT = Path(__file__).resolve().parent.parent
+TTS_LAB = str(Path(sys.executable).parent / "tts-lab")  # the entry point setup.sh installs beside python
 
 # A stand-in for a training run: registers, then counts "steps" of 50 ms, each written to a file.
 FAKE_RUN = """
@@ -87,12 +88,12 @@ def test_a_run_pauses_while_a_timing_holds_the_lock_and_resumes_after(tmp_path, 
 
 
 def test_the_hold_command_pauses_runs_for_a_whole_command_and_a_killed_holder_frees_them(tmp_path, locks):
-    """`python -m lib.core.pause hold -- CMD` (run_all.sh's wrapper) holds the lock while CMD runs; the kernel drops the
+    """`tts-lab lab hold -- CMD` holds the lock while CMD runs (as `tts-lab run` does in-process); the kernel drops the
     lock of a holder that is killed, so a crashed timer can never leave a run paused for ever."""
     proc, out = _start_run(tmp_path, locks)
     env = {**os.environ, "TTS_LAB_LOCK_DIR": str(locks)}
     try:
-        holder = subprocess.Popen([sys.executable, "-m", "lib.core.pause", "hold", "--", "sleep", "30"],
+        holder = subprocess.Popen([TTS_LAB, "lab", "hold", "--", "sleep", "30"],
                                   cwd=ROOT, env=env)
         deadline = time.monotonic() + 30
         while [r["state"] for r in pause.runs()] != ["paused"] and time.monotonic() < deadline:
@@ -155,7 +156,7 @@ def test_a_timed_block_stops_the_other_lane_for_its_length_and_only_then(tmp_pat
     env = {**os.environ, "TTS_LAB_LOCK_DIR": str(tmp_path)}
     # The other lane starts detached (its shell exits, so it is not in pytest's tree): the test command's own lanes
     # stop and continue pytest's whole tree, and would otherwise continue the spinner this test has stopped.
-    spin = f"{sys.executable} -m lib.core.lanes run -- {sys.executable} -c 'while True: pass'"
+    spin = f"{TTS_LAB} lab lane -- {sys.executable} -c 'while True: pass'"
     launched = subprocess.run(["sh", "-c", f"{spin} >/dev/null 2>&1 & echo $!"], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=30, start_new_session=True)
     assert launched.stdout.strip().isdigit(), f"the other lane did not start: {launched.stderr}"

@@ -24,11 +24,10 @@ CPU_AS = Var("TTS_LAB_CPU_AS", "act as an older CPU class (avx2) or as this one 
 REQUIRE_QUIET = Var("TTS_LAB_REQUIRE_QUIET", "seconds a timing waits for a quiet machine before it fails")
 LOCK_DIR = Var("TTS_LAB_LOCK_DIR", "where the timing lock and the long runs' registry live")
 MEASURING = Var("TTS_LAB_MEASURING", "set while a process times: its children time freely")
-RUN_ALL_HOLDS = Var("TTS_LAB_RUN_ALL_HOLDS", "set by run_all.sh once it holds the timing lock")
 VOICE = Var("TTS_LAB_VOICE", "your own Piper voice's .onnx (params/<profile>/voice.yaml sets it)")
 VOICE_CONFIG = Var("TTS_LAB_VOICE_CONFIG", "its .onnx.json, where it does not sit beside the model")
 SPEAKER = Var("TTS_LAB_SPEAKER", "the speaker id of a multi-speaker voice")
 TEACHER_BUNDLE = Var("TTS_LAB_TEACHER_BUNDLE", "the teacher bundle a GPU machine without the voice package reads")
 
-VARIABLES = (OUTPUTS, RECORDED, PARAMS, COMMAND, CACHE, CPU_AS, REQUIRE_QUIET, LOCK_DIR, MEASURING, RUN_ALL_HOLDS,
+VARIABLES = (OUTPUTS, RECORDED, PARAMS, COMMAND, CACHE, CPU_AS, REQUIRE_QUIET, LOCK_DIR, MEASURING,
              VOICE, VOICE_CONFIG, SPEAKER, TEACHER_BUNDLE)

@@ -12,8 +12,6 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from lib.core import env
@@ -143,18 +141,3 @@ def turn():
                     with contextlib.suppress(Exception):
                         p.send_signal(signal.SIGCONT)
                 os.close(fd)
-
-
-def main(argv=None) -> int:
-    """`python -m lib.core.lanes run -- CMD ...`: run CMD as a lane of its own."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    cmd = argv[2:] if argv[:2] == ["run", "--"] else []
-    if not cmd:
-        print("usage: python -m lib.core.lanes run -- CMD [ARG ...]", file=sys.stderr)
-        return 2
-    with lane(" ".join(cmd)[:60]):
-        return subprocess.call(cmd)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

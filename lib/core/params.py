@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import json
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -231,34 +230,3 @@ def check_profile(profile: str) -> list[str]:
              - {Path(VOICE_FILE).stem})
     errors += [f"params/{profile}/{name}.yaml names no notebook" for name in sorted(extra)]
     return errors
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("check", "check-one", "voice-env", "fingerprint"):
-        sys.exit("usage: python -m lib.core.params check PROFILE | check-one PROFILE/NOTEBOOK | voice-env PROFILE | "
-                 "fingerprint PROFILE/NOTEBOOK")
-    if sys.argv[1] == "fingerprint":
-        try:
-            print(fingerprint(*sys.argv[2].split("/", 1)))
-        except (ParamsError, ValueError, OSError) as exc:
-            sys.exit(f"params error: {exc}")
-        sys.exit(0)
-    if sys.argv[1] == "voice-env":
-        import shlex
-        try:
-            print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in voice_env(sys.argv[2]).items()))
-        except ParamsError as exc:
-            sys.exit(f"params error: {exc}")
-        sys.exit(0)
-    if sys.argv[1] == "check":
-        errs = check_profile(sys.argv[2])
-    else:
-        prof, nb = sys.argv[2].split("/", 1)
-        try:
-            load(prof, nb)
-            errs = shared_mismatches(prof, nb)
-        except ParamsError as exc:
-            errs = [str(exc)]
-    for e in errs:
-        print(f"params error: {e}", file=sys.stderr)
-    sys.exit(1 if errs else 0)

@@ -1,6 +1,6 @@
 """The machine-wide timing lock: a long training run yields the CPU to anything that measures.
 
-Timers (the harness's timed blocks, a pytest session, `run_all.sh`) hold `timing.lock` shared (`fcntl.flock`), so
+Timers (the harness's timed blocks, a pytest session, `tts-lab run`) hold `timing.lock` shared (`fcntl.flock`), so
 any number of them can hold it at once, and the kernel drops it when their process dies, however it dies. A
 training run registers itself and, between two steps, probes the lock with a non-blocking exclusive flock: while a
 timer holds it the probe fails, the run writes `paused` and sleeps until the probe succeeds. A timer that takes the
@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -212,26 +211,3 @@ class Yielder:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def main(argv=None) -> int:
-    """`python -m lib.core.pause hold -- CMD ...`: run CMD while holding the timing lock (run_all.sh and the tests);
-    `python -m lib.core.pause status`: the registered runs and their state."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["status"]:
-        for r in runs():
-            print(f"{r['name']}: pid {r['pid']}, {r['state']} since {time.ctime(r['since'])}")
-        return 0
-    if argv[:1] == ["hold"]:
-        cmd = argv[2:] if argv[1:2] == ["--"] else argv[1:]
-        if not cmd:
-            print("usage: python -m lib.core.pause hold -- CMD [ARG ...]", file=sys.stderr)
-            return 2
-        with timing(" ".join(cmd)[:60]):
-            return subprocess.call(cmd)
-    print("usage: python -m lib.core.pause {hold -- CMD ...|status}", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -63,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.check:
         code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n    print('imports:', m)"
         return subprocess.run([sys.executable, "-c", code, a.module, *a.args], env=run_env, cwd=ROOT).returncode
-    return subprocess.run([sys.executable, "-m", a.module, *a.args], env=run_env, cwd=ROOT).returncode
+    # the module's main(argv) in a fresh process with the paths set: the modules keep no __main__ of their own
+    code = "import importlib, sys\nsys.exit(importlib.import_module(sys.argv[1]).main(sys.argv[2:]))"
+    return subprocess.run([sys.executable, "-c", code, a.module, *a.args], env=run_env, cwd=ROOT).returncode
 
 
 if __name__ == "__main__":

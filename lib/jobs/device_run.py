@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -50,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from lib.core import quiet  # the known noise by name, as everywhere in the lab
     quiet.silence_known()
-    ap = argparse.ArgumentParser(prog="python -m lib.jobs.device_run", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python3 -m lib.jobs.device_launch BUNDLE lib.jobs.device_run",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, help="the voice's ONNX file (default: the teacher bundle)")
     ap.add_argument("--queries", type=Path, help="the query lists (default: the teacher bundle's queries.json)")
     ap.add_argument("--profile", default="recorded-gpu")
@@ -133,7 +133,3 @@ def main(argv: Sequence[str] | None = None) -> int:
                         **{f"{k}__lengths": np.array([c.size for c in v]) for k, v in clips.items()})
     _LOGGER.info("%s", writer.frame().pivot_table(index="variant", columns="metric", values="value").T.to_string())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

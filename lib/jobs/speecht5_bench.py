@@ -1,6 +1,6 @@
 """Track B measured: SpeechT5 fine-tuned by each method on a hub corpus and judged in the harness (`speecht5_track`),
 and its training cost per method on a GPU machine without the hub (`speecht5_cost`,
-`python -m lib.jobs.speecht5_bench`)."""
+`main`, which lib.jobs.device_launch runs there)."""
 from __future__ import annotations
 
 import logging
@@ -153,10 +153,15 @@ def speecht5_cost(inputs: Path, methods: Sequence[str], steps: int = 50, warmup:
     return rows
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
+    """`speecht5-cost`: SpeechT5's training cost per method on a GPU machine (lib.jobs.device_launch runs it)."""
     import argparse
-    import sys
-    ap = argparse.ArgumentParser(prog="python -m lib.jobs.speecht5_bench",
+
+    import pandas as pd
+
+    from lib.core.results import atomic_write_text
+    from lib.harness.bench import environment
+    ap = argparse.ArgumentParser(prog="python3 -m lib.jobs.device_launch BUNDLE lib.jobs.speecht5_bench",
                                  description="speecht5-cost: SpeechT5 training cost per method on a GPU machine")
     ap.add_argument("command", choices=["speecht5-cost"])
     ap.add_argument("--inputs", required=True, help="folder written by speecht5_cost_inputs")
@@ -165,18 +170,15 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default="cuda")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from lib.harness.bench import environment
-    from lib.core.results import atomic_write_text
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = speecht5_cost(Path(a.inputs), a.methods, steps=a.steps, batch=a.batch, device=a.device)
     env = environment(device=a.device)
     if a.device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name(0)
-    import pandas as pd
     atomic_write_text(out / "speecht5_cost.csv", pd.DataFrame(rows).to_csv(index=False))
     atomic_write_json(out / "env.json", env)
     _LOGGER.info("%s", pd.DataFrame(rows).to_string())
-    sys.exit(0)
+    return 0

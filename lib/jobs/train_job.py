@@ -4,9 +4,10 @@ the small part (each student's folded generator as safetensors + config.json, it
 comes back and is committed under outputs/recorded/<device>/04_distillation/. The next session resumes the
 generators from the committed artefacts (--init-from), and the discriminators the packs kept (lib.training.disc_state).
 
-    python -m lib.jobs.train_job students --work /tmp/train --out "$OUT" --device cuda --mixed-precision bf16 \
-        --decoder-steps 20000 --adversarial-steps 18000 --flow-steps 10000 --recovery-steps 20000
-    python -m lib.jobs.train_job pack --work /tmp/train --out "$OUT"
+    python3 -m lib.jobs.device_launch .devrun lib.jobs.train_job students --work /tmp/train --out "$OUT" \
+        --device cuda --mixed-precision bf16 --decoder-steps 20000 --adversarial-steps 18000 --flow-steps 10000 \
+        --recovery-steps 20000
+    tts-lab train pack --work /tmp/train --out "$OUT"   # here; there: ... lib.jobs.train_job pack ...
 
 The same code runs on a CPU with a few steps (the tests do), and under `accelerate launch` on several GPUs. The
 regression-first runs live in lib.jobs.regress_job, what every run shares (corpus, bookkeeping, held-out quality)
@@ -214,14 +215,14 @@ def ledger_row(teacher, module, info: dict, *, run: str, part: str, recipe: str,
 
 
 def main(argv=None) -> None:
-    """`python -m lib.jobs.train_job SUBCOMMAND ...` (and `tts-lab train ...`): parse into the job's dataclass, run
-    it."""
+    """`SUBCOMMAND ...` as lib.jobs.device_launch gives it on a GPU machine (here: `tts-lab train ...`): parse into
+    the job's dataclass, run it."""
     logging.basicConfig(level=logging.INFO)
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = tyro.extras.subcommand_cli_from_dict({job.NAME: job for job in JOBS}, args=argv,
-                                               prog="python -m lib.jobs.train_job",
+                                               prog="lib.jobs.train_job",
                                                description=__doc__.split("\n\n")[0])
-    run(cfg, "python -m lib.jobs.train_job " + " ".join(argv))
+    run(cfg, "lib.jobs.train_job " + " ".join(argv))
 
 
 def run(cfg, command: str) -> None:
@@ -259,7 +260,3 @@ def run(cfg, command: str) -> None:
          RegressFlow: regress_flow, RegressFrontend: regress_frontend}[type(cfg)](cfg)
     finally:
         job.close()
-
-
-if __name__ == "__main__":
-    main()

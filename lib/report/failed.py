@@ -1,9 +1,8 @@
 """Why an executed notebook failed, in one line: the cell that raised and its error, read from the notebook papermill
-kept (`*.failed.ipynb`). run_all.sh prints it beside the notebook's status, where a log's tail still shows it."""
+kept (`*.failed.ipynb`). `tts-lab run` prints it beside the notebook's status, where a log's tail still shows it."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 
@@ -20,7 +19,3 @@ def failure(path: str | Path) -> str:
                 message = " ".join(str(out.get("evalue", "")).split())
                 return f"cell {n}: {out.get('ename', 'Error')}: {message[:500]}"
     return "no cell recorded an error (a timeout or a dead kernel?)"
-
-
-if __name__ == "__main__":
-    print(failure(sys.argv[1]))

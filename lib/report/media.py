@@ -1,5 +1,5 @@
 """The report's media: clips embedded as data URLs, a notebook's figures and clips found under outputs/, and the
-HTML made to work offline (`python -m lib.report.media offline FILE.html`, which run_all.sh calls)."""
+HTML made to work offline (`make_offline`, which `tts-lab run` calls)."""
 from __future__ import annotations
 
 import base64
@@ -62,11 +62,3 @@ def make_offline(html_path: Path) -> int:
         from lib.core.results import atomic_write_text
         atomic_write_text(path, text)
     return n
-
-
-if __name__ == "__main__":
-    import sys
-    if len(sys.argv) < 3 or sys.argv[1] != "offline":
-        sys.exit("usage: python -m lib.report.media offline FILE.html [...]")
-    for f in sys.argv[2:]:
-        make_offline(Path(f))

@@ -224,7 +224,8 @@ def recorded_voices(teacher_model, roots: dict[str, Path]) -> tuple[dict, dict, 
     for dev, root in roots.items():
         if not Path(root).exists():
             absent[f"students@{dev}"] = (f"no student recorded on {dev} yet ({root} does not exist): train them on a "
-                                         f"GPU with `python -m lib.jobs.train_job` and commit what `pack` brings back")
+                                         f"GPU with `lib.jobs.device_launch ... lib.jobs.train_job`"
+                                         f" and commit what `pack` brings back")
             continue
         loaded, bad = recorded_students(root)
         absent.update({f"{n}@{dev}": r for n, r in bad.items()})
