@@ -151,11 +151,19 @@ def test_long_run_verdicts_judge_the_long_packs_apart_from_this_runs_methods():
     assert "lora-r8@cpu-long reaches 93%" in long["lines"][1]
     runs = pd.DataFrame([{"method": "full@cpu-long", "steps": 4800, "machine_hours": 1.06, "device": "cpu"},
                          {"method": "lora-r8@cpu-long", "steps": 38500, "machine_hours": 2.74, "device": "cpu"}])
-    lines = verdicts.runs_adaptation_lines(rows, clips, runs, "@cpu-long", target="target-speaker")
+    said = verdicts.runs_adaptation(rows, clips, runs, "@cpu-long", target="target-speaker")
+    lines = said["lines"]
     assert lines[0].startswith("Long runs (full@cpu-long 4,800 steps, 1.06 machine-hours on the cpu; "
                                "lora-r8@cpu-long 38,500")
     assert ([x.split("): ", 1)[1] for x in lines] == long["lines"]
-            and verdicts.runs_adaptation_lines(rows, clips, runs[:0], "@x") == [])
+            and verdicts.runs_adaptation(rows, clips, runs[:0], "@x") == {"lines": [], "verdicts": []})
+    # the records say the same as the lines, as data: target, outcome, subject, the SECS margin with its n
+    recs = said["verdicts"]
+    assert [(r.target, r.outcome, r.subject, r.group) for r in recs] == [
+        ("Full fine-tuning target", "met", "full@cpu-long", "long runs"),
+        ("LoRA target", "met", "lora-r8@cpu-long", "long runs")]
+    assert [r.sentence for r in recs] == [x.replace("**", "") for x in lines]
+    assert all(r.lo <= r.margin <= r.hi and r.lo > 0 and r.n > 0 for r in recs)
     short = rows[~rows["variant"].str.endswith("@cpu-long")]
     gone = verdicts.adaptation_verdict(short, clips[clips["variant"].isin(short["variant"])], full="full@cpu-long",
                                        runs="@cpu-long", target="target-speaker")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib.core import machine, results
+from lib.core import machine, results, verdict
 from lib.report import answers, report
 
 from conftest import run_all
@@ -134,6 +134,9 @@ def test_compression_notebook(smoke):
     budgets = json.loads((smoke / "smoke" / "03_pruning_quantization" / "metrics.json").read_text())["recovery_budgets"]
     assert ("machine-hours on cpu-long" in budgets["dec128-regress@cpu-long-ort"]
             and "in this run" in budgets["structured-50-ort"])
+    m = json.loads((smoke / "smoke" / "03_pruning_quantization" / "metrics.json").read_text())
+    recs = verdict.read(smoke / "smoke" / "03_pruning_quantization")
+    assert [r.target for r in recs] == ["speed target", "size target"] and [r.sentence for r in recs] == m["headline"]
     assert _value(df, variant="l1-unstructured-30", metric="sparsity") == pytest.approx(0.3, abs=0.01)
     assert _value(df, variant="torch-dynamic-int8", metric="quantized_layers") == 0
     assert deltas.loc["ort-weight-int8-all", "size_ratio"] < 0.3
@@ -191,6 +194,12 @@ def test_adaptation_notebook(smoke):
     assert len(m["headline"]) == 4 and all(len(re.findall(r"target (?:met|missed|undecided at n = \d+)", h)) == 1
                                            for h in m["headline"])
     assert "DNSMOS P.808" in m["headline"][0] and m["posterior_round_trip"] > 0
+    recs = verdict.read(nb)  # the same verdicts as records (issue 70 item 2): what the report reads
+    assert [(r.target, r.group) for r in recs] == [
+        ("Full fine-tuning target", ""), ("LoRA target", ""), ("QLoRA target", ""), ("Merged-speed target", ""),
+        ("Full fine-tuning target", "long runs"), ("LoRA target", "long runs")]
+    assert [r.sentence for r in recs] == m["headline"] + m["long_run_headline"]
+    assert all(r.n and r.lo <= r.margin <= r.hi for r in recs[:3] + recs[4:] if r.subject)
     clips = pd.read_csv(nb / "secs_per_clip.csv")  # the sentences the SECS verdicts resample, one row each
     judged = df[(df["metric"] == "secs") & (df["status"] == "ok")].set_index("variant")["value"]
     assert set(judged.index) == set(clips["variant"]) and (clips.groupby("variant").size() >= 2).all()
@@ -248,6 +257,7 @@ def test_distillation_notebook(smoke):
     scan = df[(df["technique"] == "architecture scan") & (df["metric"] == "rtf_ratio")]
     assert list(scan["variant"]) == ["istft128x6+flow96+fe96-untrained"] and set(scan["parent"]) == {"fp32-ort"}
     assert any(line.startswith("5x voice: speed target") for line in m["headline"])
+    assert {"speed target", "5x voice: speed target"} <= {r.target for r in verdict.read(nb)}
     ort = df[(df["metric"] == "rtf_ratio") & df["variant"].str.endswith("-ort") & (df["variant"] != "fp32-ort")]
     assert len(ort) >= 2 and set(ort["parent"]) == {"fp32-ort"} and (ort["value"] > 0).all()
     absent = df[df["status"] == "absent"]
@@ -294,6 +304,10 @@ def test_hardware_notebook(smoke):
     assert 50 < _value(df, variant="teacher (shipped)", metric="cold_start_ms") < 60000
     assert any(line.startswith("5x voice TTFA p90")
                for line in json.loads((nb / "metrics.json").read_text())["headline"])
+    recs = {r.target: r for r in verdict.read(nb)}
+    assert {"CPU TTFA p90 target", "5x voice TTFA p90 target"} <= set(recs)
+    assert recs["5x voice TTFA p90 target"].outcome == ("met" if recs["5x voice TTFA p90 target"].margin >= 0
+                                                        else "missed")
     # Kokoro-82M (a second architecture) on both CPU engines, timed interleaved; OpenVINO's output compared with ONNX
     # Runtime's; no time to first audio (the graph returns the whole waveform) and no GPU, each absent with its reason
     kok = df[df["model"] == "kokoro-82m"]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.core import env, worktime
+from lib.core import env, verdict, worktime
 from lib.core.pause import hold_for_process
 from lib.core.subject import Subject, Technique
 
@@ -247,6 +247,7 @@ class ResultWriter:
                         + uuid.uuid4().hex[:6])
     rows: list[dict] = field(default_factory=list)
     scalars: dict = field(default_factory=dict)
+    verdicts: list[verdict.Verdict] = field(default_factory=list)  # the targets it judged: verdicts.json
 
     def __post_init__(self):
         hold_for_process(f"notebook {self.notebook}")  # a notebook measures: long training runs wait while it lives
@@ -310,9 +311,10 @@ class ResultWriter:
                 "parameters": values}
 
     def write(self, env: dict | None = None, extra_tables: dict[str, pd.DataFrame] | None = None) -> Path:
-        """Write results.csv, metrics.json (scalars) and env.json; extra tables go to <name>.csv."""
+        """Write results.csv, metrics.json (scalars), verdicts.json and env.json; extra tables go to <name>.csv."""
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.dir / "results.csv", self.frame().to_csv(index=False))
+        atomic_write_text(self.dir / verdict.FILE, verdict.to_json(self.verdicts))
         atomic_write_json(self.dir / "metrics.json", {"run_id": self.run_id, "profile": self.profile,
                                                       "notebook": self.notebook, **self.run_record(), **self.scalars,
                                                       # where this process's time went so far, for the estimate

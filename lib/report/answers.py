@@ -3,13 +3,13 @@ quality deltas with 95 % intervals (paired by sentence), its best variant, and t
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lib.core import verdict
 from lib.core.bounds import MAX_DNSMOS_DROP, MAX_WER_INCREASE
 from lib.core.results import OUTPUTS
 from lib.core.subject import Family, Technique
@@ -171,19 +171,13 @@ def candidates(df: pd.DataFrame, tech: Question, root: Path) -> pd.DataFrame:
     return picked.sort_values(order, ascending=False, na_position="last").reset_index(drop=True)
 
 
-TARGET_WORD = re.compile(r"(?:\*\*)?([A-Za-z0-9][\w .:-]*?target) (met|missed|undecided(?: at n = \d+)?)", re.I)
-
-
 def target_verdicts(root: Path, tech: Question) -> str:
-    """The targets its notebook judged (its metrics.json `headline`), as 'speed target: missed · size target: met';
-    a headline in other words (e.g. '... meets <= 150 ms') is kept up to its first comma."""
-    parts = []
-    for line in metrics_json(root, tech.notebook).get("headline", []) or []:
-        found = TARGET_WORD.findall(line)
-        if tech.name == "adaptation":
-            found = [f for f in found if not f[0].lower().startswith("merged")] or found
-        parts += [f"{what.strip()}: {word.lower()}" for what, word in found[:1]]
-    return " · ".join(dict.fromkeys(parts))
+    """The targets its notebook judged (its verdicts.json), as 'speed target: missed · size target: met'; the
+    adaptation row leaves out the merged voices' speed (not what adapting is asked) and the long runs' records."""
+    records = verdict.read(root / tech.notebook)
+    if tech.name == "adaptation":
+        records = [v for v in records if not v.group and not v.target.lower().startswith("merged")] or records
+    return " · ".join(dict.fromkeys(f"{v.target}: {v.word}" for v in records))
 
 
 def mean_delta(clips: pd.DataFrame, base: str, variant: str, metric: str) -> float:

@@ -2,6 +2,7 @@
 so that a notebook and the report never say two things about the same target. Built from result frames only."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -13,17 +14,24 @@ from lib.core.bounds import (  # noqa: F401 (the verdicts' vocabulary)
     quality_bounds, resolution, varied_set, within)
 from lib.core.results import UNMERGED
 from lib.core.subject import Precision, Technique
+from lib.core.verdict import Verdict, outcome_of
 from lib.report.recommend import relies_on
 from lib.report.report import cpu_line
 
 
 def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsmos_drop: float,
-            max_wer_increase: float, judged: pd.DataFrame | None = None) -> dict:
+            max_wer_increase: float, judged: pd.DataFrame | None = None, label: str = "") -> dict:
     """Whether some variant meets the speed target and some the size target within the quality bounds; when
     not, by how much the closest one misses, in words. With `judged` (`quality_bounds`: the bounds judged sentence
     by sentence) a variant is within the bounds only where both are met, and a target whose only candidates have
-    an interval holding a bound is undecided at their n, not met or missed."""
-    lines, met = [], {}
+    an interval holding a bound is undecided at their n, not met or missed. Returns the lines, met (the variant
+    meeting each goal or None) and `verdicts`, one record per goal (its target named with `label` before it; its
+    margin: how far the variant's ratio is inside the target's, negative outside)."""
+    lines, met, records = [], {}, []
+
+    def record(goal: str, outcome: str, variant: str, ratio: float, limit: float) -> None:
+        records.append(Verdict(f"{label}{goal} target", outcome, lines[-1].replace("**", ""), variant,
+                               n=min_n(judged, variant), margin=limit - ratio))
     if judged is not None:
         table = table.drop(columns=["within_quality_bounds"], errors="ignore").merge(
             judged[["variant", "within_quality_bounds", "bounds"]], on="variant", how="left")
@@ -41,6 +49,7 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
             lines.append(f"**{goal} target met** by `{r['variant']}`: {1 / r[col]:.2f}x {what}, DNSMOS drop "
                          f"{r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f}."
                          + varied_note(judged, r["variant"]))
+            record(goal, "met", r["variant"], r[col], limit)
             continue
         met[goal] = None
         open_ = (table[(table[col] <= limit) & (table["bounds"] == UNDECIDED)].sort_values(col) if "bounds" in table
@@ -51,6 +60,7 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
                          f"{1 / r[col]:.2f}x {what}, but an interval of its sentences holds a quality bound (DNSMOS "
                          f"drop {r['dnsmos_drop']:+.3f}, WER increase {r['wer_increase']:+.3f})."
                          + varied_note(judged, r["variant"]))
+            record(goal, "undecided", r["variant"], r[col], limit)
             continue
         best_ok = better.sort_values(col).iloc[0] if not better.empty else None
         best_any = table.sort_values(col).iloc[0]
@@ -62,16 +72,24 @@ def targets(table: pd.DataFrame, speed_ratio: float, size_ratio: float, max_dnsm
                 f"{best_any['dnsmos_drop']:.2f} and raises WER by {best_any['wer_increase']:+.3f}."
                 + varied_note(judged, best_any["variant"]))
         lines.append(msg)
-    return {"lines": lines, "met": met}
+        closest = best_ok if best_ok is not None else best_any
+        record(goal, "missed", closest["variant"], closest[col], limit)
+    return {"lines": lines, "met": met, "verdicts": records}
+
+
+def min_n(judged: pd.DataFrame | None, variant: str) -> int | None:
+    """The fewest sentences among `variant`'s judgements (quality_bounds' table); None where it has none."""
+    if judged is None or variant not in set(judged["variant"]):
+        return None
+    r = judged.set_index("variant").loc[variant]
+    ns = [j["n"] for k, j in r.items() if k.endswith("_judged") and isinstance(j, dict)]
+    return int(min(ns)) if ns else None
 
 
 def undecided_at(judged: pd.DataFrame | None, variant: str) -> str:
     """'undecided at n = N', N the fewest sentences among `variant`'s judgements (quality_bounds' table)."""
-    if judged is None or variant not in set(judged["variant"]):
-        return UNDECIDED
-    r = judged.set_index("variant").loc[variant]
-    ns = [j["n"] for k, j in r.items() if k.endswith("_judged") and isinstance(j, dict)]
-    return f"{UNDECIDED} at n = {min(ns)}" if ns else UNDECIDED
+    n = min_n(judged, variant)
+    return f"{UNDECIDED} at n = {n}" if n is not None else UNDECIDED
 
 
 def varied_note(judged: pd.DataFrame | None, variant: str) -> str:
@@ -117,6 +135,14 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
     runs (`full` should then carry it too); those get the full and LoRA lines only (no QLoRA, and speed is this run's).
     """
     mine = lambda v: v.endswith(runs) if runs else "@" not in v
+    records: list[Verdict] = []
+
+    def rec(target: str, word: str, subject: str = "", j: dict | None = None) -> None:
+        """The record of the line just said (`j`: the judged margin, where the target has one)."""
+        j = j or {}
+        records.append(Verdict(target, outcome_of(word), lines[-1].replace("**", ""), subject, n=j.get("n"),
+                               margin=j.get("mean"), lo=j.get("lo"), hi=j.get("hi"),
+                               group="long runs" if runs else ""))
     t = table.groupby("variant", sort=False).first()  # a variant's rows from several back-ends, merged
     col = lambda c: t[c] if c in t else pd.Series(np.nan, index=t.index)
     wer, pct = col("wer"), col("trainable_pct_of_full")
@@ -126,12 +152,14 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
     need = [v for v in (full, base, target) if v not in p.columns]
     if need:
         msg = f"cannot be judged: no SECS for {', '.join(need)}"
-        if runs:
-            return {"lines": [f"**Full fine-tuning target missed**: {msg}.", f"**LoRA target missed**: {msg}."],
-                    "met": {"full": False, "lora": False}}
-        return {"lines": [f"**Full fine-tuning target missed**: {msg}.", f"**LoRA target missed**: {msg}.",
-                          f"**QLoRA target missed**: {msg}.", _speed_line(t, rtf_margin, met)],
-                "met": {"full": False, "lora": False, "qlora": False, "speed": met["speed"]}}
+        for name in ("Full fine-tuning", "LoRA") + (() if runs else ("QLoRA",)):
+            lines.append(f"**{name} target missed**: {msg}.")
+            rec(f"{name} target", "missed")
+        met.update({"full": False, "lora": False} if runs else {"full": False, "lora": False, "qlora": False})
+        if not runs:
+            lines.append(_speed_line(t, rtf_margin, met))
+            rec("Merged-speed target", "met" if met["speed"] else "missed")
+        return {"lines": lines, "met": met, "verdicts": records}
     wer_bound = float(wer.get(target, np.nan)) + wer_margin
     dns = col("dnsmos_p808")
     dns_bound = float(dns.get(target, np.nan)) - dnsmos_margin
@@ -147,11 +175,13 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
                  f"(needed {need_full:.3f}, {halfway:.0%} of the way from the unadapted {secs[base]:.3f} "
                  f"to the target's self-similarity {secs[target]:.3f}; margin {_sampled(j)}), "
                  f"WER {wer.get(full, np.nan):.3f} (bound {wer_bound:.3f}){dns_text(full)}.")
+    rec("Full fine-tuning target", _word(j, met["full"], ok_wer(full)), full, j)
     loras = [v for v in p.columns if v.startswith("lora-r") and not v.endswith(UNMERGED) and mine(v)
              and pct.get(v, np.inf) <= max_trainable_pct]
     if not loras:
         met["lora"] = False
         lines.append(f"**LoRA target missed**: no LoRA trains at most {max_trainable_pct:g} % of full's parameters.")
+        rec("LoRA target", "missed")
     else:
         share = {v: gain(v).mean() / gain(full).mean() if gain(full).mean() > 0 else np.nan for v in loras}
         js = {v: judge(gain(v) - lora_share * gain(full), 0.0, True) for v in loras}
@@ -166,13 +196,15 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
                      + (f"{', '.join(good)} reach at least {lora_share:.0%} of full fine-tuning's SECS gain; "
                         if good else "")
                      + why + f" (bound {lora_share:.0%}, WER {wer_bound:.3f}).")
+        rec("LoRA target", _word(js[best], met["lora"], ok_wer(best)), best, js[best])
     if runs:
-        return {"lines": lines, "met": met}
+        return {"lines": lines, "met": met, "verdicts": records}
     pairs = [(q, "lora-" + q[len("qlora-"):]) for q in p.columns if q.startswith("qlora-r") and mine(q)]
     pairs = [(q, lo) for q, lo in pairs if lo in p.columns]
     if not pairs:
         met["qlora"] = False
         lines.append("**QLoRA target missed**: no QLoRA with a LoRA of the same rank to compare with.")
+        rec("QLoRA target", "missed")
     else:
         jq = {q: judge(p[q] - (1 - qlora_margin) * p[lo], 0.0, True) for q, lo in pairs}
         words = {jj["word"] for jj in jq.values()}
@@ -182,25 +214,31 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
         lines.append(f"**QLoRA target {word}**: SECS against LoRA of the same rank: "
                      + ", ".join(f"{q} {secs[q] / secs[lo] - 1:+.1%} (margin {_sampled(jq[q])})" for q, lo in pairs)
                      + f" (bound -{qlora_margin:.0%}).")
+        worst = min(jq, key=lambda q: jq[q].get("mean", np.inf))
+        rec("QLoRA target", word, worst, jq[worst])
     lines.append(_speed_line(t, rtf_margin, met))
-    return {"lines": lines, "met": met}
+    rec("Merged-speed target", "met" if met["speed"] else "missed")
+    return {"lines": lines, "met": met, "verdicts": records}
 
 
 FULL_METHODS = ("full", "full-acoustic")  # what a LoRA's gain is measured against, in this order
 
 
-def runs_adaptation_lines(table, secs_clips: pd.DataFrame, runs: pd.DataFrame, suffix: str, **bounds) -> list[str]:
-    """adaptation_verdict's full and LoRA lines on other runs' packs (variants ending in `suffix`, the LoRA against
-    `full<suffix>`, else `full-acoustic<suffix>`), each prefixed with what the packs trained (`runs`: method, steps,
-    machine_hours, device); none when `runs` is empty. `bounds`: adaptation_verdict's other keywords."""
+def runs_adaptation(table, secs_clips: pd.DataFrame, runs: pd.DataFrame, suffix: str, **bounds) -> dict:
+    """adaptation_verdict's full and LoRA lines and records on other runs' packs (variants ending in `suffix`, the
+    LoRA against `full<suffix>`, else `full-acoustic<suffix>`), each line prefixed with what the packs trained
+    (`runs`: method, steps, machine_hours, device); none when `runs` is empty. `bounds`: adaptation_verdict's other
+    keywords."""
     if not len(runs):
-        return []
+        return {"lines": [], "verdicts": []}
     spoke = set(secs_clips["variant"])
     full = next((m + suffix for m in FULL_METHODS if m + suffix in spoke), "full" + suffix)
     v = adaptation_verdict(table, secs_clips, full=full, runs=suffix, **bounds)
     budget = "; ".join(f"{r.method} {int(r.steps):,} steps, {r.machine_hours:.2f} machine-hours on the {r.device}"
                        for r in runs.itertuples())
-    return [f"Long runs ({budget}): {line}" for line in v["lines"]]
+    said = lambda line: f"Long runs ({budget}): {line}"
+    return {"lines": [said(line) for line in v["lines"]],
+            "verdicts": [replace(r, sentence=said(r.sentence)) for r in v["verdicts"]]}
 
 
 def _word(j: dict, met: bool, wer_ok: bool = True) -> str:
@@ -228,51 +266,62 @@ def _rows(table: pd.DataFrame, keep: Callable[[str, str], bool]) -> pd.DataFrame
 
 
 def cpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_target_ms: float, chunk_pesq_min: float,
-                 five_x: str, five_x_target_ms: float, cpu_line: str, frame: pd.DataFrame) -> list[str]:
+                 five_x: str, five_x_target_ms: float, cpu_line: str, frame: pd.DataFrame) -> list[Verdict]:
     """This CPU's targets: the teacher engine with the lowest TTFA p90 among those whose chunked output keeps PESQ-WB
     >= `chunk_pesq_min` (an engine with no chunk PESQ is left out) against `ttfa_target_ms`, with the CPU it ran
     on and the feature it relies on (its technique's number format, from the run's result rows `frame`); the best
-    student engine whose name holds `five_x` against `five_x_target_ms`."""
+    student engine whose name holds `five_x` against `five_x_target_ms` (margin: the target's ms minus the
+    engine's)."""
     technique = frame.groupby("variant")["technique"].first()
     cpu = _rows(table, lambda source, variant: not source.startswith(recorded_device))
     if cpu.empty or "ttfa_ms_p90" not in cpu:
         return []
     teacher = _rows(cpu, lambda source, variant: ":" not in variant)  # students (name:engine) are judged below
     pesq = teacher.get("chunk_pesq_wb", pd.Series(np.inf, index=teacher.index))  # no PESQ package: none is left out
-    good, lines = teacher[pesq >= chunk_pesq_min], []
+    good, out = teacher[pesq >= chunk_pesq_min], []
     if good.empty:
-        lines.append(f"CPU TTFA: no engine keeps chunked PESQ >= {chunk_pesq_min:g}")
+        out.append(Verdict("CPU TTFA p90 target", "missed",
+                           f"CPU TTFA: no engine keeps chunked PESQ >= {chunk_pesq_min:g}"))
     else:
         who = good["ttfa_ms_p90"].idxmin()
         v = good.loc[who, "ttfa_ms_p90"]
-        lines.append(f"CPU TTFA p90 {v:.0f} ms ({who[1]}, chunk PESQ >= {good.loc[who, 'chunk_pesq_wb']:.2f}) "
-                     f"{'meets' if v <= ttfa_target_ms else 'misses'} <= {ttfa_target_ms:g} ms, measured on "
-                     f"{cpu_line}; relies on {Technique.of(technique.get(who[1], 'hardware')).precision.relies_on}")
+        out.append(Verdict("CPU TTFA p90 target", "met" if v <= ttfa_target_ms else "missed",
+                           f"CPU TTFA p90 {v:.0f} ms ({who[1]}, chunk PESQ >= {good.loc[who, 'chunk_pesq_wb']:.2f}) "
+                           f"{'meets' if v <= ttfa_target_ms else 'misses'} <= {ttfa_target_ms:g} ms, measured on "
+                           f"{cpu_line}; relies on "
+                           f"{Technique.of(technique.get(who[1], 'hardware')).precision.relies_on}",
+                           who[1], margin=ttfa_target_ms - v))
     five = [i for i in cpu.index if five_x in i[1]]
     if five:
         best = cpu.loc[five, "ttfa_ms_p90"].idxmin()
         v, pq = cpu.loc[best, "ttfa_ms_p90"], cpu.loc[best].get("chunk_pesq_wb", float("nan"))
-        lines.append(f"5x voice TTFA p90 {v:.0f} ms ({best[1]}, chunk PESQ {pq:.2f}) "
-                     f"{'meets' if v <= five_x_target_ms else 'misses'} <= {five_x_target_ms:g} ms on {cpu_line}")
-    return lines
+        out.append(Verdict("5x voice TTFA p90 target", "met" if v <= five_x_target_ms else "missed",
+                           f"5x voice TTFA p90 {v:.0f} ms ({best[1]}, chunk PESQ {pq:.2f}) "
+                           f"{'meets' if v <= five_x_target_ms else 'misses'} <= {five_x_target_ms:g} ms on "
+                           f"{cpu_line}", best[1], margin=five_x_target_ms - v))
+    return out
 
 
-def gpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_p99_ms: float, throughput_xrt: float) -> list[str]:
+def gpu_verdicts(table: pd.DataFrame, *, recorded_device: str, ttfa_p99_ms: float,
+                 throughput_xrt: float) -> list[Verdict]:
     """The recorded GPU run's targets: the best first-chunk p99 against `ttfa_p99_ms`, the best offline throughput
-    (at its best batch) against `throughput_xrt`; 'not measured' where the run has no such rows."""
-    rows, lines, gpu = (_rows(table, lambda source, variant: source.startswith(recorded_device)), [],
-                        recorded_device.upper())
+    (at its best batch) against `throughput_xrt`; 'not measured' (undecided) where the run has no such rows."""
+    rows, out, gpu = (_rows(table, lambda source, variant: source.startswith(recorded_device)), [],
+                      recorded_device.upper())
     for name, metric, op, bound in [(f"{gpu} TTFA p99 (ms)", "ttfa_ms_p99", "<=", ttfa_p99_ms),
                                     (f"{gpu} offline throughput (x real time)", "throughput_xrt_offline", ">=",
                                      throughput_xrt)]:
+        target = name.split(" (")[0] + " target"
         if rows.empty or metric not in rows:
-            lines.append(f"{name}: not measured ({recorded_device} has no such rows)")
+            out.append(Verdict(target, "undecided", f"{name}: not measured ({recorded_device} has no such rows)"))
             continue
         best, who = ((rows[metric].min(), rows[metric].idxmin()) if op == "<="
                      else (rows[metric].max(), rows[metric].idxmax()))
         met = best <= bound if op == "<=" else best >= bound
-        lines.append(f"{name}: best {best:.1f} ({who[1]}) {'meets' if met else 'misses'} {op} {bound:g}")
-    return lines
+        out.append(Verdict(target, "met" if met else "missed",
+                           f"{name}: best {best:.1f} ({who[1]}) {'meets' if met else 'misses'} {op} {bound:g}",
+                           who[1], margin=(bound - best) if op == "<=" else (best - bound)))
+    return out
 
 
 # --- notebook 03: what this CPU's run says ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import pandas as pd
 from lib.core import audio as lab_audio, machine, onnx_session
 from lib.core.results import ResultWriter, gate_fidelity
 from lib.core.subject import Technique
+from lib.core.verdict import Verdict
 from lib.core.text import Sentence
 from lib.harness import bench, evaluate, metrics, scenarios
 from lib.harness.queries import NOTEBOOK, QuerySet, query_set  # noqa: F401 (notebook 05 calls them here)
@@ -366,12 +367,14 @@ def ttfa_frame(table: pd.DataFrame) -> pd.DataFrame:
 
 # --- record and findings ---------------------------------------------------------------------------------------------
 
-def record(writer: ResultWriter, env: dict, *, qs: QuerySet, runs: Runs, verdicts: list[str], tables: dict,
+def record(writer: ResultWriter, env: dict, *, qs: QuerySet, runs: Runs, verdicts: list[Verdict], tables: dict,
            **scalars) -> Path:
-    """metrics.json (query counts, the engines that ran and where, the verdicts as targets and headline, `scalars`),
-    results.csv, env.json and `tables` (with the throughput by batch) beside them."""
+    """metrics.json (query counts, the engines that ran and where, the verdicts' sentences as targets and headline,
+    `scalars`), verdicts.json, results.csv, env.json and `tables` (with the throughput by batch) beside them."""
+    said = [v.sentence for v in verdicts]
+    writer.verdicts = list(verdicts)
     writer.scalars.update(queries=len(qs.queries), ttfa_queries=len(qs.ttfa_queries), **scalars, engines_ran=runs.ran,
-                          targets=verdicts, headline=verdicts)
+                          targets=said, headline=said)
     return writer.write(env, extra_tables={"throughput_by_batch": pd.DataFrame(runs.throughput), **tables})
 
 
