@@ -542,7 +542,10 @@ def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run(tmp_path
     t = pd.DataFrame({"variant": ["teacher", "target-speaker", "full", "lora-r8", "lora-r4"],
                       "secs": [0.43, 0.82, 0.61, 0.49, 0.51],
                       "wer": [0.07, 0.16, 0.93, 0.21, 0.30]}).set_index("variant")
-    for i, (run, _) in enumerate(adaptation.DIAGNOSIS):
+    from lib.core import registry
+    diagnostic = list(registry.load().runs(adaptation.DIAGNOSIS))  # the described runs, from the registry file
+    assert len(diagnostic) == 3
+    for i, run in enumerate(diagnostic):
         (tmp_path / run).mkdir(parents=True)
         (tmp_path / run / "config.json").write_text(json.dumps({
             "steps": 750, "hours": 0.08, "frozen": "text encoder", "run": {"path": "inference", "durations": "dtw"},
@@ -560,7 +563,7 @@ def test_the_why_of_a_missed_adaptation_target_is_rendered_from_the_run(tmp_path
     assert "They train the inference path on dtw durations" in said[1] and "with the text encoder frozen" in said[1]
     t.loc["lora-r4", "wer"] = 0.95  # the order of WER no longer follows SECS
     assert "+1.00" not in verdicts.adaptation_why_lines(t, diag, fmt)[0]
-    (tmp_path / adaptation.DIAGNOSIS[1][0] / "config.json").unlink()
+    (tmp_path / diagnostic[1] / "config.json").unlink()
     short = adaptation.diagnosis(root=tmp_path)
     assert len(short) == 2 and len(verdicts.adaptation_why_lines(t, short, fmt)) == 1
 

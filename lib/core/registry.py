@@ -1,11 +1,12 @@
-"""The long runs' packs as data: the pack sets and decoder arms the notebooks judge, in one YAML file beside the
-training ledger (outputs/recorded/registry.yaml), so that a parameter names a set instead of holding its list."""
+"""The long runs' packs as data: the pack sets, decoder arms and described runs the notebooks and `tts-lab voice
+optimize` judge, in one YAML file beside the training ledger (outputs/recorded/registry.yaml), so that a parameter
+names a set instead of holding its list."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lib.core.params import ROOT
 
@@ -18,11 +19,20 @@ class RegistryError(ValueError):
 
 class Registry(BaseModel):
     """pack_sets: name -> packs (<work>/<part> under outputs/recorded/training); decoder_arms: decoder -> arm label
-    -> the packs the arm is made of, in training order."""
+    -> the packs the arm is made of, in training order; described: name -> pack -> what that run tried (the runs a
+    notebook's findings name one by one, in order)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
     pack_sets: dict[str, list[str]]
     decoder_arms: dict[str, dict[str, list[str]]]
+    described: dict[str, dict[str, str]] = Field(default_factory=dict)
     source: str = ""
+
+    def runs(self, name: str) -> dict[str, str]:
+        """The described runs of the set `name`: pack -> what it tried, in the file's order."""
+        if name not in self.described:
+            raise RegistryError(f"no described runs {name!r} in {self.source}: it holds "
+                                f"{', '.join(sorted(self.described))}")
+        return dict(self.described[name])
 
     def packs(self, name: str) -> list[str]:
         """The packs of the set `name`."""

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from lib.core import audio as lab_audio
+from lib.core import audio as lab_audio, registry
 from lib.core import text as textmod
 from lib.core.params import ROOT
 from lib.core.results import LONG_RUN, RECORDED, UNMERGED, ResultWriter
@@ -391,45 +391,24 @@ def nf4_kernel_check(teacher, frontend, spk: Speaker, phonemes: int = 0) -> dict
     return finetune.nf4_kernel_check(teacher, ids[: phonemes or None], scope=("flow.",))
 
 
-# The diagnostic runs of issue 50: one recipe (full-acoustic on the inference path) on three folders; what differs.
-DIAGNOSIS = (("speaker-self/full-acoustic", "the teacher's own audio, DTW durations"),
-             ("speaker-timed/full-acoustic", "the speaker, its true durations (Kokoro's)"),
-             ("speaker-infer/full-acoustic", "the speaker, DTW durations"))
-
-
-# The arms run after the diagnosis, on the speaker with DTW durations: what each added to the same recipe.
-ARMS = (("speaker-adv/full-acoustic", "piper's MRD discriminators on the inference path, after a "
-         "discriminator-only warm-up"),)
-
-
-# The arms after the parts study (what each changed of speaker-infer/full-acoustic's recipe), judged in one run of
-# tts-lab study adaptation-gap with one judge (notebook 02's `arms_gap`): their packs' own judgements came from
-# different judge settings (the WER judge sampled until 2026-11-28)
-ARMS_JUDGED = {"speaker-infer/full-acoustic": "the recipe (flow and decoder, piper's prior noise)",
-               "speaker-noise0/full-acoustic": "no prior noise in training (stopped at 325 steps: its training loss "
-                                               "followed the recipe's)",
-               "speaker-decoder/full-decoder": "the decoder alone, the flow frozen",
-               "speaker-decoder/lora-decoder-r8": "LoRA r8 on the decoder alone",
-               "speaker-infer/lora-r8": "LoRA r8 on the flow and decoder",
-               "speaker-prior-proj/full-prior": "the flow, the decoder and the text encoder's projection to the prior"}
-
-
-# The same recipe and budget as speaker-infer/full-acoustic on a speaker at the teacher's pitch: is the distance to
-# the target speaker what the words are lost to? (recorded without its weights: a diagnosis, not a voice to ship)
-DISTANCE = (("speaker-kumo/full-acoustic", "Kokoro's jm_kumo, a male speaker at about the teacher's pitch (median F0 "
-             "89 Hz; the teacher 96 Hz, jf_alpha 253 Hz: outputs/recorded/amd-epyc-zen4-2c/50_speaker_distance/"
-             "README.md), DTW durations"),)
+# The described runs of the registry (outputs/recorded/registry.yaml) notebook 02's findings name: the diagnosis of
+# issue 50 (one recipe on three folders), the arms after it, the arms judged in one run, and the same recipe on a
+# speaker at the teacher's pitch
+DIAGNOSIS, ARMS, ARMS_JUDGED, DISTANCE = ("adaptation-diagnosis", "adaptation-arms", "adaptation-arms-judged",
+                                          "adaptation-distance")
 
 
 DIAGNOSIS_COLUMNS = ["run", "folder", "path", "durations", "frozen", "steps", "machine_hours", "validation_wer",
                      "folder_own_wer", "validation_secs", "heldout_mel_l1", "train_mel_l1"]
 
 
-def diagnosis(runs=DIAGNOSIS, root: Path = RECORDED / "training") -> pd.DataFrame:
-    """The diagnostic packs side by side, from what each recorded (config.json's validation judges, curve.csv's last
-    held-out mel L1): which of data, durations and path the lost words follow. A missing pack is left out."""
+def diagnosis(runs: str = DIAGNOSIS, root: Path = RECORDED / "training",
+              registry_file: str | Path = registry.REGISTRY) -> pd.DataFrame:
+    """The described runs `runs` of the registry side by side, from what each pack recorded (config.json's
+    validation judges, curve.csv's last held-out mel L1): which of data, durations and path the lost words follow. A
+    missing pack is left out."""
     rows = []
-    for run, what in runs:
+    for run, what in registry.load(registry_file).runs(runs).items():
         try:
             info = json.loads((Path(root) / run / "config.json").read_text())
             curve = pd.read_csv(Path(root) / run / "curve.csv")

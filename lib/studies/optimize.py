@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from lib.core import bounds, machine, text
+from lib.core import bounds, machine, registry, text
 from lib.core.results import ResultWriter, atomic_write_json, atomic_write_text
 from lib.core.subject import Technique
 from lib.harness import bench, confirm, evaluate
@@ -148,7 +148,8 @@ def run(cfg: Optimize, command: str = "") -> dict:
     sentences, confirmation = text.screen_and_confirmation(list(JUDGED_LISTS), cfg.sentences, cfg.confirm_sentences)
     calibration = frontend.sentence_ids(text.harvard_sentences(list(CALIBRATION_LISTS))[:8])
     check_out(out, onnx)
-    candidates = (pack_candidates(teacher, cfg.packs, config, writer)  # the whole student voices first
+    packs = cfg.packs or tuple(registry.load().packs(cfg.pack_set))  # the registry's set where none are given
+    candidates = (pack_candidates(teacher, packs, config, writer)  # the whole student voices first
                   + compression_candidates(cfg.compressions, onnx, calibration))
     cal = calibrate(onnx, cfg.asr, cfg.threads)
     workers = worker_count(cfg.workers)

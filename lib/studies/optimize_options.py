@@ -11,8 +11,7 @@ JUDGED_LISTS = (1, 2, 3, 4, 5, 6)  # held-out Harvard lists (no training step or
 # screen's sentences first, then the confirmation's
 CALIBRATION_LISTS = (11,)  # the static int8 conversions' calibration text (the students' corpus lists, never judged)
 COMPRESSIONS = ("ort-qdq-int8-flow", "ort-dynamic-int8-matmul", "ort-weight-int8-all", "ort-qdq-int8-all")
-PACKS = ("istftcorpusadv/istft192x6-adv", "reg128corpus/dec128-regress", "hybrid96corpus/hybrid96s2f16-regress",
-         "flow96corpus/flow96", "fe96varied/fe96-varied")  # the study's best packs of each part (notebook 04)
+PACK_SET = "distillation"  # the registry's pack set of the study's best packs of each part (notebook 04's students)
 
 @dataclass
 class Optimize:
@@ -24,8 +23,10 @@ class Optimize:
     voice: str = ""  # a piper .onnx with its .onnx.json beside it ('': the lab's voice, en_US-joe-medium)
     objective: Literal["speed", "size"] = "speed"  # what "best" means among the candidates within the bounds
     compressions: tuple[str, ...] = COMPRESSIONS  # ONNX Runtime int8 conversions tried (names as notebook 03's)
-    # committed packs (training/<work>/<run>): each, and their whole voices; another voice's skipped
-    packs: tuple[str, ...] = PACKS
+    # committed packs (training/<work>/<run>): each, and their whole voices; another voice's skipped. Empty: the
+    # registry's pack set `pack_set` (outputs/recorded/registry.yaml)
+    packs: tuple[str, ...] = ()
+    pack_set: str = PACK_SET  # the registry's pack set tried where --packs is not given
     sentences: int = 10  # the screen: held-out sentences (Harvard lists 1-6) each candidate speaks noise-free, judged
     confirm_sentences: int = 40  # the confirmation: the next held-out sentences, where the best open candidates decide
     confirm_prose: int = 100  # and the first sentences of real prose (the CIA World Factbook) they are decided on too
