@@ -81,6 +81,33 @@ def test_bad_method_names_are_named_in_the_error(bad):
 
 
 
+def _made(rows, facts):
+    """`rows` with how each variant was made (method, rank, merged, run), as notebook 02's result rows carry it: the
+    verdicts read these, never the names."""
+    return rows.assign(**{k: [f[i] for f in facts] for i, k in enumerate(("method", "rank", "merged", "run"))})
+
+
+def test_the_verdicts_read_how_a_voice_was_made_from_its_rows_not_its_name():
+    """Issue 70 item 2: a LoRA named anything is a LoRA when its rows say so, and a table without those columns is
+    refused, naming them."""
+    import pandas as pd
+    rows = pd.DataFrame([
+        {"variant": "teacher", "secs": 0.50, "wer": 0.05, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.0},
+        {"variant": "target-speaker", "secs": 0.90, "wer": 0.10, "trainable_pct_of_full": np.nan, "rtf_ratio": np.nan},
+        {"variant": "everything", "secs": 0.80, "wer": 0.12, "trainable_pct_of_full": 100.0, "rtf_ratio": 1.01},
+        {"variant": "small", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.02},
+        {"variant": "smaller", "secs": 0.74, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": np.nan},
+        {"variant": "small-timed", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.3}])
+    made = _made(rows, [("", None, None, ""), ("", None, None, ""), ("full", None, None, ""), ("lora", 8, True, ""),
+                        ("qlora", 8, True, ""), ("lora", 8, False, "")])
+    v = verdicts.adaptation_verdict(made, _secs_per_sentence(made, 0.002), full="everything", target="target-speaker")
+    assert v["met"] == {"full": True, "lora": True, "qlora": True, "speed": True}, v["lines"]
+    assert "small reaches 87%" in v["lines"][1] and "smaller -2.6%" in v["lines"][2]
+    assert "small 1.020; unmerged small 1.300" in v["lines"][3]  # the unmerged one named by its merged twin
+    with pytest.raises(ValueError, match=r"need the rows' \['method', 'rank', 'merged', 'run'\]"):
+        verdicts.adaptation_verdict(rows, _secs_per_sentence(rows, 0.002), full="everything", target="target-speaker")
+
+
 def _secs_per_sentence(rows, sd: float, n: int = 10, seed: int = 0):
     """SECS sentence by sentence around each variant's value in `rows` (noise of mean exactly zero, so the means are
     the values), as notebook 02 records them."""
@@ -107,6 +134,8 @@ def test_adaptation_verdict_one_line_per_target():
         {"variant": "lora-r8", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.02},
         {"variant": "qlora-r8", "secs": 0.74, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": np.nan},
         {"variant": "lora-r8-unmerged", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.3}])
+    rows = _made(rows, [("", None, None, ""), ("", None, None, ""), ("full", None, None, ""), ("lora", 8, True, ""),
+                        ("qlora", 8, True, ""), ("lora", 8, False, "")])
     one = re.compile(r"target (?:met|missed|undecided at n = \d+)")
     v = verdicts.adaptation_verdict(rows, _secs_per_sentence(rows, 0.002), target="target-speaker")
     assert v["met"] == {"full": True, "lora": True, "qlora": True, "speed": True}, v["lines"]
@@ -142,6 +171,8 @@ def test_long_run_verdicts_judge_the_long_packs_apart_from_this_runs_methods():
         {"variant": "lora-r8", "secs": 0.52, "wer": 0.12, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.0},
         {"variant": "full@cpu-long", "secs": 0.80, "wer": 0.12, "trainable_pct_of_full": 100.0, "rtf_ratio": np.nan},
         {"variant": "lora-r8@cpu-long", "secs": 0.78, "wer": 0.13, "trainable_pct_of_full": 3.0, "rtf_ratio": np.nan}])
+    rows = _made(rows, [("", None, None, ""), ("", None, None, ""), ("full", None, None, ""), ("lora", 8, True, ""),
+                        ("full", None, None, "cpu-long"), ("lora", 8, True, "cpu-long")])
     clips = _secs_per_sentence(rows, 0.002)
     here = verdicts.adaptation_verdict(rows, clips, target="target-speaker")
     assert here["met"]["full"] is False and here["met"]["lora"] is False, here["lines"]

@@ -185,6 +185,10 @@ def test_adaptation_notebook(smoke):
         assert _value(df, variant=method, metric="trainable_params") > 0
         assert _value(df, variant=method, metric="train_s_per_step") > 0
     assert _value(df, variant="lora-r4", metric="trainable_pct_of_full") < 10
+    made = df.groupby("variant")[["method", "rank", "merged", "run"]].first()  # how each was made, as its rows say
+    assert made.loc["lora-r4", "method"] == "lora" and made.loc["lora-r4", "rank"] == 4
+    assert str(made.loc["qlora-r4", "method"]) == "qlora" and str(made.loc["full", "method"]) == "full"
+    assert made.loc["lora-r8@cpu-long", "run"] == "cpu-long" and made.loc["lora-r8@cpu-long", "rank"] == 8
     nb = smoke / "smoke" / "02_lora_qlora"
     secs = df[df["metric"] == "secs"].set_index("variant")["value"]
     assert {"teacher", "full", "lora-r4", "qlora-r4", "target-speaker"} <= set(secs.index)

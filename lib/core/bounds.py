@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from lib.core.limits import ADAPTATION_WER_MARGIN, MAX_DNSMOS_DROP, MAX_WER_INCREASE  # noqa: F401 (bounds' names)
+from lib.core.subject import ADAPTATION_FACTS
 CONFIDENCE = 0.95  # every verdict's bootstrap interval
 UNDECIDED = "undecided"  # an interval that holds its bound: the sentences judged cannot decide (not a tie)
 Z95, Z80 = 1.959964, 0.841621  # a two-sided 95 % interval; 80 % power, the usual for a sample size
@@ -30,6 +31,9 @@ def deltas(df: pd.DataFrame, baseline: str, max_dnsmos_drop: float = MAX_DNSMOS_
     w = ok.pivot_table(index=["variant", "technique", "backend"], columns="metric", values="value", aggfunc="first")
     w.columns.name = None
     w = w.reset_index()
+    facts = [c for c in ADAPTATION_FACTS if c in ok]  # how an adapted voice was made, as its rows say (a run older
+    if facts:  # than these columns has none)
+        w = w.merge(ok.groupby("variant", sort=False)[facts].first().reset_index(), on="variant", how="left")
     # a contended or absent timing leaves NaN, not a crash
     for col in ("rtf", "rtf_ratio", "size_mb", "dnsmos_p808", "wer"):
         if col not in w:

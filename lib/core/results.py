@@ -16,15 +16,15 @@ import pandas as pd
 
 from lib.core import env, verdict, worktime
 from lib.core.pause import hold_for_process
-from lib.core.subject import Subject, Technique
+from lib.core.subject import ADAPTATION_FACTS, Subject, Technique
 
 OUTPUTS = Path(env.OUTPUTS.get() or Path(__file__).resolve().parents[2] / "outputs")
 RECORDED = Path(env.RECORDED.get() or Path(__file__).resolve().parents[2] / "outputs" / "recorded")
 LONG_RUN = "cpu-long"  # the device label of the long CPU runs' packs (outputs/recorded/training): `<run>@cpu-long`
 UNMERGED = "-unmerged"  # the name suffix of an adapted voice timed with its adapter unmerged (its audio: merged's)
 
-COLUMNS = ["model", "variant", "technique", "parent", "backend", "device", "threads", "metric", "value", "unit",
-           "n", "status", "reason", "reference", "run_id"]
+COLUMNS = ["model", "variant", "technique", "parent", "backend", "device", "threads", "method", "rank", "merged", "run",
+           "metric", "value", "unit", "n", "status", "reason", "reference", "run_id"]
 STATUSES = ("ok", "absent", "failed", "contended")
 
 
@@ -350,6 +350,9 @@ def validate_frame(df: pd.DataFrame) -> None:
     """Raise ValueError if a results table breaks the schema."""
     if "reference" not in df.columns:  # files written before the column existed
         df["reference"] = ""
+    for c in ADAPTATION_FACTS:  # likewise before an adapted voice's rows said how it was made (issue 70)
+        if c not in df.columns:
+            df[c] = np.nan
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"results table lacks columns {missing}")

@@ -106,10 +106,14 @@ class Technique(str, Enum):
         return {"bf16": cls.HARDWARE_BF16, "int8": cls.HARDWARE_INT8}.get(str(precision), cls.HARDWARE)
 
 
+ADAPTATION_FACTS = ("method", "rank", "merged", "run")  # what an adapted voice's rows say of how it was made
+
+
 @dataclass(frozen=True)
 class Subject:
     """What a result row is about: the model, the variant (a spec's rendered name), the technique that made it,
-    the variant its ratios are taken against (`parent`), and where it ran."""
+    the variant its ratios are taken against (`parent`), and where it ran; an adapted voice also says how it was made
+    (`ADAPTATION_FACTS`), so that no verdict reads them out of its name."""
     model: str
     variant: str
     technique: Technique = Technique.BASELINE
@@ -117,6 +121,10 @@ class Subject:
     backend: str = ""
     device: str = "cpu"
     threads: int | None = None
+    method: str = ""  # an adaptation method's kind: full, full-acoustic, lora, qlora, lora-decoder, ...
+    rank: int | None = None  # its LoRA rank (None: no adapter)
+    merged: bool | None = None  # its adapter merged into the weights (False: timed unmerged; None: no adapter)
+    run: str = ""  # whose budget trained it: '' this run, else the long runs' label (results.LONG_RUN)
 
     def __post_init__(self):
         object.__setattr__(self, "technique", Technique.of(self.technique))
@@ -126,7 +134,8 @@ class Subject:
     def fields(self) -> dict:
         """The subject as results.csv's identity columns (the technique as its label)."""
         return {"model": self.model, "variant": self.variant, "technique": self.technique.value,
-                "parent": self.parent, "backend": self.backend, "device": self.device, "threads": self.threads}
+                "parent": self.parent, "backend": self.backend, "device": self.device, "threads": self.threads,
+                "method": self.method, "rank": self.rank, "merged": self.merged, "run": self.run}
 
     def but(self, **changes) -> "Subject":
         """The same subject with `changes` (another variant, parent or thread count)."""

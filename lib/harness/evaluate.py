@@ -14,7 +14,7 @@ from lib.core import machine, quiet
 from lib.core.audio import Audio, DEFAULT_SAMPLE_RATE, snr_db, write_wav
 from lib.core.machine import PrecisionUnavailable
 from lib.core.results import METRICS, ResultWriter, Scoped
-from lib.core.subject import Subject, Technique
+from lib.core.subject import ADAPTATION_FACTS, Subject, Technique
 from lib.core.text import Sentence
 from lib.data import varied_text
 from lib.harness import bench, metrics
@@ -247,13 +247,19 @@ class Variant:
     module: Module | None = None
     spec: dict[str, object] | None = None  # load_voice keyword arguments
     extra: dict[str, float] | None = None
+    adapted: dict | None = None  # an adapted voice's Subject facts: method, rank, merged, run (ADAPTATION_FACTS)
 
     def __post_init__(self):
         self.technique = Technique.of(self.technique)
+        unknown = set(self.adapted or {}) - set(ADAPTATION_FACTS)
+        if unknown:
+            raise ValueError(f"variant {self.name!r}: {sorted(unknown)} are not facts of an adapted voice "
+                             f"({', '.join(ADAPTATION_FACTS)})")
 
     def subject(self, model: str, threads: int | None = None) -> Subject:
         """What this variant's result rows are about."""
-        return Subject(model, self.name, self.technique, self.parent, self.backend, threads=threads)
+        return Subject(model, self.name, self.technique, self.parent, self.backend, threads=threads,
+                       **(self.adapted or {}))
 
 
 def onnx_variant(name: str, technique: Technique | str, path: Path, parent: str = "fp32", extra: dict | None = None,
@@ -269,7 +275,8 @@ def onnx_variant(name: str, technique: Technique | str, path: Path, parent: str 
 
 
 def torch_variant(name: str, technique: Technique | str, module, save_dir: Path, parent: str = "fp32",
-                  extra: dict | None = None, convert: dict | None = None, **voice_kwargs) -> Variant:
+                  extra: dict | None = None, convert: dict | None = None, adapted: dict | None = None,
+                  **voice_kwargs) -> Variant:
     """A variant that is a PyTorch SynthesizerTrn; it is saved as safetensors + config.json (artefacts.
     save_voice_module; `convert` for a variant that is a conversion of the ONNX weights), whose size is the
     variant's size and which the memory probe loads in a fresh process."""
@@ -278,7 +285,7 @@ def torch_variant(name: str, technique: Technique | str, module, save_dir: Path,
                    lambda **kw: load_voice(backend="torch-cpu", module=module, **voice_kwargs, **kw),
                    parent=parent, artefact=path, module=module,
                    spec={"name": piper_label(), "backend": "torch-cpu", "module_dir": str(path), **voice_kwargs},
-                   extra=extra)
+                   extra=extra, adapted=adapted)
 
 
 def _with_settings(voice, variant: Variant, threads: int, settings: dict):

@@ -12,8 +12,7 @@ from scipy.stats import spearmanr
 from lib.core.bounds import (  # noqa: F401 (the verdicts' vocabulary)
     ADAPTATION_WER_MARGIN, CONFIDENCE, UNDECIDED, UNNAMED_SET, decide, decided_clips, deltas, judge, judge_wer, paired,
     quality_bounds, resolution, varied_set, within)
-from lib.core.results import UNMERGED
-from lib.core.subject import Precision, Technique
+from lib.core.subject import ADAPTATION_FACTS, Precision, Technique
 from lib.core.verdict import Verdict, outcome_of
 from lib.report.recommend import relies_on
 from lib.report.report import cpu_line
@@ -134,7 +133,6 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
     methods are judged: '' this run's (variants without '@'), or a suffix such as '@cpu-long' for the packs of other
     runs (`full` should then carry it too); those get the full and LoRA lines only (no QLoRA, and speed is this run's).
     """
-    mine = lambda v: v.endswith(runs) if runs else "@" not in v
     records: list[Verdict] = []
 
     def rec(target: str, word: str, subject: str = "", j: dict | None = None) -> None:
@@ -144,6 +142,9 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
                                margin=j.get("mean"), lo=j.get("lo"), hi=j.get("hi"),
                                group="long runs" if runs else ""))
     t = table.groupby("variant", sort=False).first()  # a variant's rows from several back-ends, merged
+    made = made_by(t)
+    mine = lambda v: made["run"].get(v, "") == runs.lstrip("@")
+    kind = lambda v, k: made["method"].get(v, "") == k
     col = lambda c: t[c] if c in t else pd.Series(np.nan, index=t.index)
     wer, pct = col("wer"), col("trainable_pct_of_full")
     p = secs_clips.pivot_table(index="id", columns="variant", values="secs", aggfunc="mean")
@@ -176,7 +177,7 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
                  f"to the target's self-similarity {secs[target]:.3f}; margin {_sampled(j)}), "
                  f"WER {wer.get(full, np.nan):.3f} (bound {wer_bound:.3f}){dns_text(full)}.")
     rec("Full fine-tuning target", _word(j, met["full"], ok_wer(full)), full, j)
-    loras = [v for v in p.columns if v.startswith("lora-r") and not v.endswith(UNMERGED) and mine(v)
+    loras = [v for v in p.columns if kind(v, "lora") and made["merged"].get(v) is not False and mine(v)
              and pct.get(v, np.inf) <= max_trainable_pct]
     if not loras:
         met["lora"] = False
@@ -199,8 +200,9 @@ def adaptation_verdict(table, secs_clips: pd.DataFrame, full: str = "full", base
         rec("LoRA target", _word(js[best], met["lora"], ok_wer(best)), best, js[best])
     if runs:
         return {"lines": lines, "met": met, "verdicts": records}
-    pairs = [(q, "lora-" + q[len("qlora-"):]) for q in p.columns if q.startswith("qlora-r") and mine(q)]
-    pairs = [(q, lo) for q, lo in pairs if lo in p.columns]
+    pairs = [(q, lo) for q in p.columns if kind(q, "qlora") and mine(q) for lo in p.columns
+             if kind(lo, "lora") and mine(lo) and made["merged"].get(lo) is not False
+             and made["rank"].get(lo) == made["rank"].get(q)]
     if not pairs:
         met["qlora"] = False
         lines.append("**QLoRA target missed**: no QLoRA with a LoRA of the same rank to compare with.")
@@ -225,14 +227,15 @@ FULL_METHODS = ("full", "full-acoustic")  # what a LoRA's gain is measured again
 
 
 def runs_adaptation(table, secs_clips: pd.DataFrame, runs: pd.DataFrame, suffix: str, **bounds) -> dict:
-    """adaptation_verdict's full and LoRA lines and records on other runs' packs (variants ending in `suffix`, the
-    LoRA against `full<suffix>`, else `full-acoustic<suffix>`), each line prefixed with what the packs trained
-    (`runs`: method, steps, machine_hours, device); none when `runs` is empty. `bounds`: adaptation_verdict's other
-    keywords."""
+    """adaptation_verdict's full and LoRA lines and records on other runs' packs (the variants whose rows say they
+    were trained in the run `suffix` names, '@cpu-long'; the LoRA against their full fine-tuning, else full-acoustic),
+    each line prefixed with what the packs trained (`runs`: method, steps, machine_hours, device); none when `runs`
+    is empty. `bounds`: adaptation_verdict's other keywords."""
     if not len(runs):
         return {"lines": [], "verdicts": []}
-    spoke = set(secs_clips["variant"])
-    full = next((m + suffix for m in FULL_METHODS if m + suffix in spoke), "full" + suffix)
+    made = made_by(table.groupby("variant", sort=False).first())
+    spoke = made[made.index.isin(set(secs_clips["variant"])) & (made["run"] == suffix.lstrip("@"))]
+    full = next((v for m in FULL_METHODS for v in spoke.index[spoke["method"] == m]), "full" + suffix)
     v = adaptation_verdict(table, secs_clips, full=full, runs=suffix, **bounds)
     budget = "; ".join(f"{r.method} {int(r.steps):,} steps, {r.machine_hours:.2f} machine-hours on the {r.device}"
                        for r in runs.itertuples())
@@ -241,20 +244,37 @@ def runs_adaptation(table, secs_clips: pd.DataFrame, runs: pd.DataFrame, suffix:
             "verdicts": [replace(r, sentence=said(r.sentence)) for r in v["verdicts"]]}
 
 
+def made_by(t: pd.DataFrame) -> pd.DataFrame:
+    """How each variant of `t` (indexed by variant) was made, from its rows' own columns (lib.core.subject's
+    ADAPTATION_FACTS): method ('' for none), rank, merged (True, False or None) and run ('' for this run's), as read
+    back from a CSV too. A ValueError names columns a table lacks: no verdict reads them out of a name."""
+    missing = [c for c in ADAPTATION_FACTS if c not in t]
+    if missing:
+        raise ValueError(f"the adaptation verdicts need the rows' {missing}: how each adapted voice was made "
+                         "(lib.core.subject.Subject's method, rank, merged and run)")
+    flag = lambda x: True if x is True or str(x) == "True" else False if x is False or str(x) == "False" else None
+    text = lambda x: "" if x is None or (isinstance(x, float) and np.isnan(x)) else str(x)
+    return pd.DataFrame({"method": t["method"].map(text), "rank": pd.to_numeric(t["rank"], errors="coerce"),
+                         "merged": t["merged"].map(flag).astype(object), "run": t["run"].map(text)}, index=t.index)
+
+
 def _word(j: dict, met: bool, wer_ok: bool = True) -> str:
     """met, missed, or undecided at its n: an interval of the SECS margin holding it while the WER bound holds."""
     return "met" if met else (f"{UNDECIDED} at n = {j['n']}" if j["word"] == UNDECIDED and wer_ok else "missed")
 
 
 def _speed_line(t, rtf_margin: float, met: dict) -> str:
-    merged = t[[v.startswith("lora-r") and not v.endswith(UNMERGED) for v in t.index]]
+    made = made_by(t)
+    lora = (made["method"] == "lora") & (made["run"] == "")
+    merged = t[lora & made["merged"].map(lambda x: x is True)]
     if "rtf_ratio" not in t or not merged["rtf_ratio"].notna().any():
         met["speed"] = False
         return "**Merged-speed target missed**: no timed merged LoRA voice, so it cannot be judged."
     r = merged["rtf_ratio"].dropna()
     met["speed"] = bool(((r - 1).abs() <= rtf_margin).all())
-    unmerged = "".join(f"; unmerged {v.removesuffix(UNMERGED)} {x:.3f}"
-                       for v, x in t[t.index.str.endswith(UNMERGED)]["rtf_ratio"].items())
+    twin = {v: next((m for m in merged.index if made.loc[m, "rank"] == made.loc[v, "rank"]), v)
+            for v in t.index[lora & made["merged"].map(lambda x: x is False)]}  # named by its merged twin
+    unmerged = "".join(f"; unmerged {twin[v]} {t.loc[v, 'rtf_ratio']:.3f}" for v in twin)
     return (f"**Merged-speed target {'met' if met['speed'] else 'missed'}**: RTF relative to the base voice, same run: "
             + ", ".join(f"{v} {x:.3f}" for v, x in r.items()) + f"{unmerged} (bound 1 ± {rtf_margin:g}).")
 

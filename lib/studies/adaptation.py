@@ -239,18 +239,28 @@ def judged_variants(teacher, adapters: dict, writer: ResultWriter, work: Path, *
     runs' table)."""
     pt = work / "torch"
     out = [evaluate.torch_variant("teacher", Technique.BASELINE, copy.deepcopy(teacher), pt, parent="")]
-    out += [evaluate.torch_variant(name, Technique.FINETUNE, speaker_adapt.load(teacher, folder), pt, parent="teacher")
-            for name, folder in adapters.items()]
+    out += [evaluate.torch_variant(name, Technique.FINETUNE, speaker_adapt.load(teacher, folder), pt, parent="teacher",
+                                   adapted=made_by(name)) for name, folder in adapters.items()]
     long, absent, long_table = long_run_adaptations(teacher, long_runs)
-    out += [evaluate.torch_variant(name, Technique.FINETUNE, voice, pt, parent="teacher")
+    out += [evaluate.torch_variant(name, Technique.FINETUNE, voice, pt, parent="teacher",
+                                   adapted=made_by(name.removesuffix(f"@{LONG_RUN}"), run=LONG_RUN))
             for name, voice in long.items()]
     for name, why in absent.items():
-        writer.about(name, Technique.FINETUNE, backend="torch-cpu").absent(["secs", "wer"], why)
+        writer.about(name, Technique.FINETUNE, backend="torch-cpu",
+                     **made_by(name.removesuffix(f"@{LONG_RUN}"), run=LONG_RUN)).absent(["secs", "wer"], why)
     if unmerged_timing:
         out.append(evaluate.torch_variant(f"{unmerged_timing}{UNMERGED}", Technique.FINETUNE,
                                           speaker_adapt.load(teacher, adapters[unmerged_timing], merge=False), pt,
-                                          parent="teacher", convert={"peft_adapter": str(adapters[unmerged_timing])}))
+                                          parent="teacher", convert={"peft_adapter": str(adapters[unmerged_timing])},
+                                          adapted=made_by(unmerged_timing, merged=False)))
     return out, long_table
+
+
+def made_by(method: str, run: str = "", merged: bool = True) -> dict:
+    """An adapted voice's Subject facts from its method's name (finetune.parse_method, the one parser of method
+    names): its kind, LoRA rank, whether the adapter is merged (None without one) and whose budget trained it."""
+    kind, rank = finetune.parse_method(method)
+    return {"method": kind, "rank": rank, "merged": merged if rank is not None else None, "run": run}
 
 
 def _clips(writer: ResultWriter, folder: str, ids: Sequence[str]) -> list:
@@ -318,7 +328,7 @@ def evaluate_all(variants: Sequence, sentences: Sequence[Sentence], judges: Judg
     """The harness on every variant (quality with noise off, reference metrics against the teacher, `rtf_ratio` to
     the teacher; `timing`: speed_sentences, warmup, repeats, memory), then the pitch shifts, the speaker
     similarities and the training costs as rows. Returns (per-clip table, speed table, SECS per sentence)."""
-    unmerged = [v.name for v in variants if v.name.endswith(UNMERGED)]  # timed only: its merged twin is judged
+    unmerged = [v.name for v in variants if (v.adapted or {}).get("merged") is False]  # timed only: its twin is judged
     per_clip, speed = evaluate.evaluate_variants(variants, sentences, judges, writer, baseline="teacher",
                                                  settings=settings, threads=threads, reference_limit=reference_limit,
                                                  paired=True, speed_baseline="teacher", timed_only=unmerged, **timing)
