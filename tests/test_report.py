@@ -138,7 +138,8 @@ def test_answers_pick_the_fastest_within_the_bounds_with_intervals_and_the_noteb
         "int4": ("ort static int8", 0.25, 8.0, 3.4, 0.05),
         "pruned": ("structured pruning + recovery", 0.8, 30.0, 3.2, 0.3)},
         verdicts=[Verdict("speed target", "met", "speed target met by `int8`: 2.00x faster", "int8", n=6, margin=0.1),
-                  Verdict("size target", "undecided", "size target undecided ...", "int8", n=6)],
+                  Verdict("size target", "undecided", "size target undecided ...", "int8", n=6),
+                  Verdict("GPU TTFA p99 target", "undecided", "GPU TTFA p99: not measured")],  # measured nothing
         headline=["speed target missed by everything", "**size target met.** by prose"])
     table, every = answers.answers("p", df, tmp_path)
     row = table.set_index("technique").loc["quantization"]
@@ -148,7 +149,7 @@ def test_answers_pick_the_fastest_within_the_bounds_with_intervals_and_the_noteb
     assert q.loc["int8", "d_dnsmos_lo"] <= q.loc["int8", "d_dnsmos_mean"] <= q.loc["int8", "d_dnsmos_hi"]
     assert q.loc["int8", "d_dnsmos_mean"] == pytest.approx(-0.02, abs=0.02) and q.loc["int8", "d_dnsmos_n"] == 6
     assert q.loc["int4", "bounds"] == "missed" and set(q.index) == {"int8", "int4"}
-    assert row["verdict"] == "speed target: met · size target: undecided at n = 6"
+    assert row["verdict"] == "speed: met · size: undecided at n = 6"
     assert "int8 dot products" in row["relies on"]
     pruning = table.set_index("technique").loc["pruning"]
     assert pruning["best variant"] == "pruned (ort-cpu)"

@@ -273,8 +273,7 @@ class ResultWriter:
             if not math.isfinite(value):
                 status, reason, value = "failed", reason or "non-finite value", None
         s = subject
-        self.rows.append(dict(model=s.model, variant=s.variant, technique=s.technique.value, parent=s.parent,
-                              backend=s.backend, device=s.device, threads=s.threads, metric=metric, value=value,
+        self.rows.append(dict(**s.fields(), metric=metric, value=value,
                               unit=METRICS[metric].unit, n=int(n), status=status, reason=reason,
                               reference=reference or (s.parent if metric in RATIO_OR_REFERENCE else ""),
                               run_id=self.run_id))

@@ -142,6 +142,7 @@ def render(notebook: Path, html: Path, code: bool = True) -> None:
     from nbconvert import HTMLExporter
 
     from lib.report.media import make_offline
+    logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbconvert's notes on figures' alt text: not the run's
     body, _ = HTMLExporter(exclude_input=not code).from_filename(str(notebook))
     results.atomic_write_text(html, body)
     make_offline(html)

@@ -172,12 +172,13 @@ def candidates(df: pd.DataFrame, tech: Question, root: Path) -> pd.DataFrame:
 
 
 def target_verdicts(root: Path, tech: Question) -> str:
-    """The targets its notebook judged (its verdicts.json), as 'speed target: missed · size target: met'; the
-    adaptation row leaves out the merged voices' speed (not what adapting is asked) and the long runs' records."""
-    records = verdict.read(root / tech.notebook)
+    """The targets its notebook judged (its verdicts.json), as 'speed: missed · size: met', leaving out those that
+    measured nothing (a recorded GPU run without such rows); the adaptation row also leaves out the merged voices'
+    speed (not what adapting is asked) and the long runs' records."""
+    records = [v for v in verdict.read(root / tech.notebook) if v.subject or v.outcome != "undecided" or v.n]
     if tech.name == "adaptation":
         records = [v for v in records if not v.group and not v.target.lower().startswith("merged")] or records
-    return " · ".join(dict.fromkeys(f"{v.target}: {v.word}" for v in records))
+    return " · ".join(dict.fromkeys(f"{v.target.removesuffix(' target')}: {v.word}" for v in records))
 
 
 def mean_delta(clips: pd.DataFrame, base: str, variant: str, metric: str) -> float:
