@@ -87,19 +87,23 @@ def _made(rows, facts):
     return rows.assign(**{k: [f[i] for f in facts] for i, k in enumerate(("method", "rank", "merged", "run"))})
 
 
+def _four_methods(names):
+    """The teacher, the speaker's own clips, then full fine-tuning, a LoRA r8, its QLoRA and the LoRA timed unmerged
+    under `names`, with their scores and how each was made: every target met by a small margin."""
+    import pandas as pd
+    rows = pd.DataFrame({"variant": ["teacher", "target-speaker", *names],
+                         "secs": [0.50, 0.90, 0.80, 0.76, 0.74, 0.76], "wer": [0.05, 0.10, 0.12, 0.14, 0.14, 0.14],
+                         "trainable_pct_of_full": [np.nan, np.nan, 100.0, 3.0, 3.0, np.nan],
+                         "rtf_ratio": [1.0, np.nan, 1.01, 1.02, np.nan, 1.3]})
+    return _made(rows, [("", None, None, ""), ("", None, None, ""), ("full", None, None, ""), ("lora", 8, True, ""),
+                        ("qlora", 8, True, ""), ("lora", 8, False, "")])
+
+
 def test_the_verdicts_read_how_a_voice_was_made_from_its_rows_not_its_name():
     """Issue 70 item 2: a LoRA named anything is a LoRA when its rows say so, and a table without those columns is
     refused, naming them."""
-    import pandas as pd
-    rows = pd.DataFrame([
-        {"variant": "teacher", "secs": 0.50, "wer": 0.05, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.0},
-        {"variant": "target-speaker", "secs": 0.90, "wer": 0.10, "trainable_pct_of_full": np.nan, "rtf_ratio": np.nan},
-        {"variant": "everything", "secs": 0.80, "wer": 0.12, "trainable_pct_of_full": 100.0, "rtf_ratio": 1.01},
-        {"variant": "small", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.02},
-        {"variant": "smaller", "secs": 0.74, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": np.nan},
-        {"variant": "small-timed", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.3}])
-    made = _made(rows, [("", None, None, ""), ("", None, None, ""), ("full", None, None, ""), ("lora", 8, True, ""),
-                        ("qlora", 8, True, ""), ("lora", 8, False, "")])
+    made = _four_methods(("everything", "small", "smaller", "small-timed"))
+    rows = made.drop(columns=["method", "rank", "merged", "run"])
     v = verdicts.adaptation_verdict(made, _secs_per_sentence(made, 0.002), full="everything", target="target-speaker")
     assert v["met"] == {"full": True, "lora": True, "qlora": True, "speed": True}, v["lines"]
     assert "small reaches 87%" in v["lines"][1] and "smaller -2.6%" in v["lines"][2]
@@ -126,16 +130,7 @@ def test_adaptation_verdict_one_line_per_target():
     gain; QLoRA within 5 % of its LoRA; merged speed within 5 %. Each says met, missed or undecided once, and by how
     much;
     a SECS margin judged per sentence whose 95 % interval holds zero is undecided at its n, not met."""
-    import pandas as pd
-    rows = pd.DataFrame([
-        {"variant": "teacher", "secs": 0.50, "wer": 0.05, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.0},
-        {"variant": "target-speaker", "secs": 0.90, "wer": 0.10, "trainable_pct_of_full": np.nan, "rtf_ratio": np.nan},
-        {"variant": "full", "secs": 0.80, "wer": 0.12, "trainable_pct_of_full": 100.0, "rtf_ratio": 1.01},
-        {"variant": "lora-r8", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": 1.02},
-        {"variant": "qlora-r8", "secs": 0.74, "wer": 0.14, "trainable_pct_of_full": 3.0, "rtf_ratio": np.nan},
-        {"variant": "lora-r8-unmerged", "secs": 0.76, "wer": 0.14, "trainable_pct_of_full": np.nan, "rtf_ratio": 1.3}])
-    rows = _made(rows, [("", None, None, ""), ("", None, None, ""), ("full", None, None, ""), ("lora", 8, True, ""),
-                        ("qlora", 8, True, ""), ("lora", 8, False, "")])
+    rows = _four_methods(("full", "lora-r8", "qlora-r8", "lora-r8-unmerged"))
     one = re.compile(r"target (?:met|missed|undecided at n = \d+)")
     v = verdicts.adaptation_verdict(rows, _secs_per_sentence(rows, 0.002), target="target-speaker")
     assert v["met"] == {"full": True, "lora": True, "qlora": True, "speed": True}, v["lines"]
